@@ -1,0 +1,411 @@
+//! Request authentication, done once before routing for every API.
+//!
+//! The request's auth mode is classified exactly once (header SigV4, query SigV4, header
+//! SigV2, query SigV2, or anonymous); mixing header and query credentials is refused.
+//! The result is a verified [`Principal`] (or anonymous) and the [`PayloadCheck`] that
+//! the body reader must enforce, so no handler can forget to verify anything.
+use crate::encoding::parse_query;
+use crate::sigv2;
+use crate::sigv4::{self, AuthHeader, CredentialScope, PathForm};
+use crate::timefmt::parse_amz_date;
+use http::request::Parts;
+use subtle::ConstantTimeEq;
+use time::{Duration, OffsetDateTime};
+
+/// A verified caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub account_id: String,
+    /// The S3 canonical user id of the account (owner of buckets and objects).
+    pub canonical_id: String,
+    pub display_name: String,
+    pub access_key: String,
+}
+
+/// An active access key and who it belongs to.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub secret: String,
+    pub principal: Principal,
+}
+
+/// The identity store, as the verifier sees it: only active keys are returned.
+pub trait CredentialLookup: Send + Sync {
+    fn lookup(&self, access_key: &str) -> Option<Credential>;
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub region: String,
+    pub service: &'static str,
+    pub max_skew: Duration,
+}
+
+impl AuthConfig {
+    pub fn s3(region: &str) -> Self {
+        Self { region: region.to_string(), service: "s3", max_skew: Duration::minutes(15) }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("The request signature we calculated does not match the signature you provided. Check your key and signing method.")]
+    SignatureDoesNotMatch,
+    #[error("The AWS Access Key Id you provided does not exist in our records.")]
+    InvalidAccessKeyId,
+    #[error("The difference between the request time and the current time is too large.")]
+    RequestTimeTooSkewed,
+    #[error("Request has expired")]
+    Expired,
+    #[error("AWS authentication requires a valid Date or x-amz-date header")]
+    AccessDeniedDate,
+    #[error("The authorization header is malformed: {0}")]
+    HeaderMalformed(String),
+    #[error("Query-string authentication is malformed: {0}")]
+    QueryMalformed(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified")]
+    MixedAuth,
+    #[error("{0} is not implemented")]
+    NotImplemented(String),
+    #[error("The provided 'x-amz-content-sha256' header does not match what was computed.")]
+    ContentSha256Mismatch,
+    #[error("Missing required header for this request: x-amz-content-sha256")]
+    MissingContentSha256,
+    #[error("An unsigned header must be signed: {0}")]
+    UnsignedHeader(String),
+}
+
+impl AuthError {
+    /// AWS error code and HTTP status.
+    pub fn code(&self) -> (&'static str, u16) {
+        match self {
+            Self::SignatureDoesNotMatch => ("SignatureDoesNotMatch", 403),
+            Self::InvalidAccessKeyId => ("InvalidAccessKeyId", 403),
+            Self::RequestTimeTooSkewed => ("RequestTimeTooSkewed", 403),
+            Self::Expired => ("AccessDenied", 403),
+            Self::AccessDeniedDate => ("AccessDenied", 403),
+            Self::HeaderMalformed(_) => ("AuthorizationHeaderMalformed", 400),
+            Self::QueryMalformed(_) => ("AuthorizationQueryParametersError", 400),
+            Self::InvalidArgument(_) => ("InvalidArgument", 400),
+            Self::MixedAuth => ("InvalidArgument", 400),
+            Self::NotImplemented(_) => ("NotImplemented", 501),
+            Self::ContentSha256Mismatch => ("XAmzContentSHA256Mismatch", 400),
+            Self::MissingContentSha256 => ("InvalidRequest", 400),
+            Self::UnsignedHeader(_) => ("AccessDenied", 403),
+        }
+    }
+}
+
+/// Per-chunk signature state for `STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER]`.
+#[derive(Debug, Clone)]
+pub struct ChunkSigner {
+    pub key: [u8; 32],
+    pub amz_date: String,
+    pub scope: String,
+    pub seed_signature: String,
+}
+
+impl ChunkSigner {
+    pub fn chunk_signature(&self, prev: &str, chunk_sha256_hex: &str) -> String {
+        let sts = sigv4::chunk_string_to_sign(&self.amz_date, &self.scope, prev, chunk_sha256_hex);
+        hex::encode(sigv4::hmac_sha256(&self.key, sts.as_bytes()))
+    }
+    pub fn trailer_signature(&self, prev: &str, trailer_sha256_hex: &str) -> String {
+        let sts = sigv4::trailer_string_to_sign(&self.amz_date, &self.scope, prev, trailer_sha256_hex);
+        hex::encode(sigv4::hmac_sha256(&self.key, sts.as_bytes()))
+    }
+}
+
+/// What the body must satisfy for the request to count as authenticated.
+#[derive(Debug, Clone)]
+pub enum PayloadCheck {
+    /// UNSIGNED-PAYLOAD, SigV2 or anonymous: no binding of the body to the signature.
+    Unsigned,
+    /// The body's SHA-256 must equal this (hex, lower-case).
+    Sha256(String),
+    /// `Content-Encoding: aws-chunked` framing: decode it; verify chunk signatures if
+    /// `signer` is set; read trailing headers if `trailer`.
+    Chunked { signer: Option<ChunkSigner>, trailer: bool, decoded_length: Option<u64> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub principal: Option<Principal>,
+    pub payload: PayloadCheck,
+}
+
+fn ct_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+fn header_str<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Authenticates one request. `raw_path` is the path exactly as received.
+pub fn authenticate(
+    parts: &Parts,
+    lookup: &dyn CredentialLookup,
+    cfg: &AuthConfig,
+    now: OffsetDateTime,
+) -> Result<Authenticated, AuthError> {
+    let raw_query = parts.uri.query().unwrap_or("");
+    let query = parse_query(raw_query);
+    let q = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let authz = header_str(parts, "authorization");
+    let q_v4 = q("X-Amz-Algorithm").is_some() || q("X-Amz-Credential").is_some() || q("X-Amz-Signature").is_some();
+    let q_v2 = q("AWSAccessKeyId").is_some() || q("Signature").is_some();
+    let modes = authz.is_some() as u8 + q_v4 as u8 + q_v2 as u8;
+    if modes > 1 {
+        return Err(AuthError::MixedAuth);
+    }
+    if let Some(a) = authz {
+        if a.starts_with(sigv4::ALGORITHM) {
+            return verify_v4_header(parts, a, lookup, cfg, now);
+        }
+        if let Some(rest) = a.strip_prefix("AWS ") {
+            let p = sigv2::verify_header(parts, rest, lookup, cfg, now)?;
+            return Ok(Authenticated { principal: Some(p), payload: v2_payload(parts)? });
+        }
+        return Err(AuthError::HeaderMalformed("unsupported authorization type".into()));
+    }
+    if q_v4 {
+        return verify_v4_query(parts, &query, lookup, cfg, now);
+    }
+    if q_v2 {
+        let p = sigv2::verify_query(parts, &query, lookup, cfg, now)?;
+        return Ok(Authenticated { principal: Some(p), payload: v2_payload(parts)? });
+    }
+    // Anonymous: the body may still be aws-chunked (unsigned) framing.
+    Ok(Authenticated { principal: None, payload: v2_payload(parts)? })
+}
+
+/// Payload handling for requests not signed with SigV4: only unsigned framing allowed.
+fn v2_payload(parts: &Parts) -> Result<PayloadCheck, AuthError> {
+    match header_str(parts, "x-amz-content-sha256") {
+        Some(sigv4::STREAMING_UNSIGNED_TRAILER) => Ok(PayloadCheck::Chunked {
+            signer: None,
+            trailer: true,
+            decoded_length: decoded_length(parts)?,
+        }),
+        Some(v) if v.starts_with("STREAMING-") => Err(AuthError::InvalidArgument(
+            "signed streaming payloads need a SigV4 signature".into(),
+        )),
+        _ => Ok(PayloadCheck::Unsigned),
+    }
+}
+
+fn decoded_length(parts: &Parts) -> Result<Option<u64>, AuthError> {
+    match header_str(parts, "x-amz-decoded-content-length") {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| AuthError::InvalidArgument("invalid x-amz-decoded-content-length".into())),
+    }
+}
+
+fn check_scope(cred: &CredentialScope, amz_date: &str, cfg: &AuthConfig, malformed: fn(String) -> AuthError) -> Result<(), AuthError> {
+    if !amz_date.starts_with(&cred.date) || cred.date.len() != 8 {
+        return Err(malformed(format!("credential date {} does not match the request date", cred.date)));
+    }
+    if cred.region != cfg.region {
+        return Err(malformed(format!("the region '{}' is wrong; expecting '{}'", cred.region, cfg.region)));
+    }
+    if cred.service != cfg.service {
+        return Err(malformed(format!("the service '{}' is wrong; expecting '{}'", cred.service, cfg.service)));
+    }
+    Ok(())
+}
+
+/// `host` must be signed, and so must every `x-amz-*` header the request carries.
+fn check_signed_set(parts: &Parts, signed: &[String], presigned: bool) -> Result<(), AuthError> {
+    if !signed.iter().any(|h| h == "host") {
+        return Err(AuthError::UnsignedHeader("host".into()));
+    }
+    for name in parts.headers.keys() {
+        let n = name.as_str();
+        if n.starts_with("x-amz-") && !signed.iter().any(|h| h == n) {
+            // Presigned URLs cannot sign what the holder adds later, except these.
+            if presigned && (n == "x-amz-content-sha256" || n == "x-amz-date") {
+                continue;
+            }
+            return Err(AuthError::UnsignedHeader(n.to_string()));
+        }
+    }
+    let mut sorted = signed.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    if sorted.len() != signed.len() {
+        return Err(AuthError::SignatureDoesNotMatch);
+    }
+    Ok(())
+}
+
+fn lookup_key(lookup: &dyn CredentialLookup, access_key: &str) -> Result<Credential, AuthError> {
+    lookup.lookup(access_key).ok_or(AuthError::InvalidAccessKeyId)
+}
+
+/// Computes the signature over the canonical request, trying the path as sent and then
+/// re-encoded; returns true if either matches.
+fn signature_matches(
+    parts: &Parts,
+    signed: &[String],
+    payload_hash: &str,
+    skip_query: Option<&str>,
+    key: &[u8; 32],
+    amz_date: &str,
+    scope: &str,
+    given: &str,
+) -> Result<bool, AuthError> {
+    let raw_path = parts.uri.path();
+    let raw_query = parts.uri.query().unwrap_or("");
+    let cq = sigv4::canonical_query(raw_query, skip_query);
+    for form in [PathForm::AsSent, PathForm::Reencoded] {
+        let uri = sigv4::canonical_uri(raw_path, form);
+        if form == PathForm::Reencoded && uri == sigv4::canonical_uri(raw_path, PathForm::AsSent) {
+            break;
+        }
+        let cr = sigv4::CanonicalRequest {
+            method: parts.method.as_str(),
+            canonical_uri: uri,
+            canonical_query: cq.clone(),
+            headers: &parts.headers,
+            signed_headers: signed,
+            payload_hash,
+        }
+        .render()
+        .ok_or(AuthError::SignatureDoesNotMatch)?;
+        let sts = sigv4::string_to_sign(amz_date, scope, &cr);
+        let sig = hex::encode(sigv4::hmac_sha256(key, sts.as_bytes()));
+        if ct_eq(&sig, given) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn verify_v4_header(
+    parts: &Parts,
+    authz: &str,
+    lookup: &dyn CredentialLookup,
+    cfg: &AuthConfig,
+    now: OffsetDateTime,
+) -> Result<Authenticated, AuthError> {
+    let h = AuthHeader::parse(authz).ok_or_else(|| AuthError::HeaderMalformed("cannot parse".into()))?;
+    let amz_date = header_str(parts, "x-amz-date")
+        .ok_or_else(|| AuthError::HeaderMalformed("missing x-amz-date".into()))?
+        .to_string();
+    let t = parse_amz_date(&amz_date).ok_or_else(|| AuthError::HeaderMalformed("invalid x-amz-date".into()))?;
+    check_scope(&h.credential, &amz_date, cfg, AuthError::HeaderMalformed)?;
+    let cred = lookup_key(lookup, &h.credential.access_key)?;
+    if (now - t).abs() > cfg.max_skew {
+        return Err(AuthError::RequestTimeTooSkewed);
+    }
+    check_signed_set(parts, &h.signed_headers, false)?;
+    let payload_hash = match header_str(parts, "x-amz-content-sha256") {
+        Some(v) => v.trim().to_string(),
+        None if cfg.service == "s3" => return Err(AuthError::MissingContentSha256),
+        None => sigv4::EMPTY_SHA256.to_string(),
+    };
+    let scope = h.credential.scope();
+    let key = sigv4::signing_key(&cred.secret, &h.credential.date, &cfg.region, cfg.service);
+    if !signature_matches(parts, &h.signed_headers, &payload_hash, None, &key, &amz_date, &scope, &h.signature)? {
+        return Err(AuthError::SignatureDoesNotMatch);
+    }
+    let payload = payload_check(parts, &payload_hash, || ChunkSigner {
+        key,
+        amz_date: amz_date.clone(),
+        scope: scope.clone(),
+        seed_signature: h.signature.clone(),
+    })?;
+    Ok(Authenticated { principal: Some(cred.principal), payload })
+}
+
+fn payload_check(parts: &Parts, payload_hash: &str, signer: impl FnOnce() -> ChunkSigner) -> Result<PayloadCheck, AuthError> {
+    Ok(match payload_hash {
+        sigv4::UNSIGNED_PAYLOAD => PayloadCheck::Unsigned,
+        sigv4::STREAMING_PAYLOAD => PayloadCheck::Chunked {
+            signer: Some(signer()),
+            trailer: false,
+            decoded_length: decoded_length(parts)?,
+        },
+        sigv4::STREAMING_PAYLOAD_TRAILER => PayloadCheck::Chunked {
+            signer: Some(signer()),
+            trailer: true,
+            decoded_length: decoded_length(parts)?,
+        },
+        sigv4::STREAMING_UNSIGNED_TRAILER => PayloadCheck::Chunked {
+            signer: None,
+            trailer: true,
+            decoded_length: decoded_length(parts)?,
+        },
+        h if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => PayloadCheck::Sha256(h.to_ascii_lowercase()),
+        h if h.starts_with("STREAMING-") => return Err(AuthError::NotImplemented(h.to_string())),
+        _ => return Err(AuthError::InvalidArgument("x-amz-content-sha256 must be a SHA-256 hex digest or a known payload mode".into())),
+    })
+}
+
+fn verify_v4_query(
+    parts: &Parts,
+    query: &[(String, String)],
+    lookup: &dyn CredentialLookup,
+    cfg: &AuthConfig,
+    now: OffsetDateTime,
+) -> Result<Authenticated, AuthError> {
+    let q = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let missing = |n: &str| AuthError::QueryMalformed(format!("missing {n}"));
+    if q("X-Amz-Algorithm").ok_or_else(|| missing("X-Amz-Algorithm"))? != sigv4::ALGORITHM {
+        return Err(AuthError::QueryMalformed("unsupported X-Amz-Algorithm".into()));
+    }
+    let cred_scope = CredentialScope::parse(q("X-Amz-Credential").ok_or_else(|| missing("X-Amz-Credential"))?)
+        .ok_or_else(|| AuthError::QueryMalformed("invalid X-Amz-Credential".into()))?;
+    let amz_date = q("X-Amz-Date").ok_or_else(|| missing("X-Amz-Date"))?.to_string();
+    let t = parse_amz_date(&amz_date).ok_or_else(|| AuthError::QueryMalformed("invalid X-Amz-Date".into()))?;
+    let expires: i64 = q("X-Amz-Expires")
+        .ok_or_else(|| missing("X-Amz-Expires"))?
+        .parse()
+        .map_err(|_| AuthError::QueryMalformed("X-Amz-Expires must be a number".into()))?;
+    if !(1..=604_800).contains(&expires) {
+        return Err(AuthError::QueryMalformed("X-Amz-Expires must be between 1 and 604800 seconds".into()));
+    }
+    let signed: Vec<String> = q("X-Amz-SignedHeaders")
+        .ok_or_else(|| missing("X-Amz-SignedHeaders"))?
+        .split(';')
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    let signature = q("X-Amz-Signature").ok_or_else(|| missing("X-Amz-Signature"))?.to_string();
+    check_scope(&cred_scope, &amz_date, cfg, AuthError::QueryMalformed)?;
+    let cred = lookup_key(lookup, &cred_scope.access_key)?;
+    if t - now > cfg.max_skew {
+        return Err(AuthError::RequestTimeTooSkewed);
+    }
+    if now > t + Duration::seconds(expires) {
+        return Err(AuthError::Expired);
+    }
+    check_signed_set(parts, &signed, true)?;
+    let payload_hash = if signed.iter().any(|h| h == "x-amz-content-sha256") {
+        header_str(parts, "x-amz-content-sha256").unwrap_or(sigv4::UNSIGNED_PAYLOAD).to_string()
+    } else {
+        sigv4::UNSIGNED_PAYLOAD.to_string()
+    };
+    let scope = cred_scope.scope();
+    let key = sigv4::signing_key(&cred.secret, &cred_scope.date, &cfg.region, cfg.service);
+    if !signature_matches(parts, &signed, &payload_hash, Some("X-Amz-Signature"), &key, &amz_date, &scope, &signature)? {
+        return Err(AuthError::SignatureDoesNotMatch);
+    }
+    let payload = payload_check(parts, &payload_hash, || ChunkSigner {
+        key,
+        amz_date: amz_date.clone(),
+        scope: scope.clone(),
+        seed_signature: signature.clone(),
+    })?;
+    Ok(Authenticated { principal: Some(cred.principal), payload })
+}
+
+pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
+    ct_eq(a, b)
+}

@@ -1,0 +1,19 @@
+//! AWS protocol pieces shared by every API of the cloud: request authentication
+//! (SigV4 header / presigned / streaming, SigV2 header / presigned), the `aws-chunked`
+//! body decoder, checksums, time formats and the XML writer used for responses.
+//!
+//! Services call [`auth::authenticate`] once, before routing, and hand the handlers a
+//! verified [`auth::Principal`] plus a [`auth::PayloadCheck`] that the body stream
+//! enforces while it is read.
+
+pub mod auth;
+pub mod checksum;
+pub mod chunked;
+pub mod encoding;
+pub mod sign;
+pub mod sigv2;
+pub mod sigv4;
+pub mod timefmt;
+pub mod xml;
+
+pub use auth::{authenticate, AuthError, Credential, CredentialLookup, PayloadCheck, Principal};

@@ -1,0 +1,43 @@
+//! Time formats used on the wire.
+use time::{format_description::FormatItem, macros::format_description, OffsetDateTime, PrimitiveDateTime};
+
+const AMZ: &[FormatItem<'static>] = format_description!("[year][month][day]T[hour][minute][second]Z");
+const ISO: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// `20130524T000000Z`
+pub fn parse_amz_date(s: &str) -> Option<OffsetDateTime> {
+    PrimitiveDateTime::parse(s, AMZ).ok().map(|t| t.assume_utc())
+}
+
+pub fn format_amz_date(t: OffsetDateTime) -> String {
+    t.format(AMZ).unwrap_or_default()
+}
+
+/// `2009-10-12T17:50:30.000Z`, as S3 XML bodies carry timestamps.
+pub fn format_iso8601(t: OffsetDateTime) -> String {
+    t.format(ISO).unwrap_or_default()
+}
+
+/// RFC 1123 (HTTP-date), as in `Last-Modified`.
+pub fn format_http_date(t: OffsetDateTime) -> String {
+    httpdate::fmt_http_date(std::time::SystemTime::from(t))
+}
+
+pub fn parse_http_date(s: &str) -> Option<OffsetDateTime> {
+    httpdate::parse_http_date(s.trim()).ok().map(OffsetDateTime::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn round_trips() {
+        let t = parse_amz_date("20130524T000000Z").unwrap();
+        assert_eq!(format_amz_date(t), "20130524T000000Z");
+        assert_eq!(format_iso8601(t), "2013-05-24T00:00:00.000Z");
+        assert_eq!(format_http_date(t), "Fri, 24 May 2013 00:00:00 GMT");
+        assert_eq!(parse_http_date("Fri, 24 May 2013 00:00:00 GMT"), Some(t));
+        assert!(parse_amz_date("2013-05-24").is_none());
+    }
+}

@@ -1,0 +1,59 @@
+//! Ready-to-use client setups for the admin account, written by `euca up`.
+use anyhow::Result;
+use euca_identity::AccessKey;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+fn write_private(path: &Path, content: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+pub fn write_all(dir: &Path, s3_url: &str, region: &str, key: &AccessKey) -> Result<()> {
+    std::fs::create_dir_all(dir.join("aws"))?;
+    let (ak, sk) = (&key.access_key_id, &key.secret_access_key);
+    let hostport = s3_url.trim_start_matches("http://").trim_end_matches('/');
+    write_private(
+        &dir.join("eucarc"),
+        &format!(
+            "# Credentials of the '{acct}' account; `source` this file.\n\
+             export S3_URL={s3_url}\n\
+             # The EC2 API (compute) is not served yet; EC2_URL names where it will listen.\n\
+             export EC2_URL=http://{host}:8774/\n\
+             export EC2_ACCESS_KEY={ak}\n\
+             export EC2_SECRET_KEY={sk}\n\
+             export AWS_ACCESS_KEY={ak}\n\
+             export AWS_SECRET_KEY={sk}\n\
+             export AWS_ACCESS_KEY_ID={ak}\n\
+             export AWS_SECRET_ACCESS_KEY={sk}\n\
+             export AWS_DEFAULT_REGION={region}\n\
+             export AWS_ENDPOINT_URL_S3={s3_url}\n",
+            acct = key.account,
+            host = hostport.rsplit_once(':').map(|(h, _)| h).unwrap_or(hostport),
+        ),
+    )?;
+    let profile = format!("region = {region}\nendpoint_url = {s3_url}\ns3 =\n    addressing_style = path\n");
+    write_private(&dir.join("aws/config"), &format!("[default]\n{profile}\n[profile euca]\n{profile}"))?;
+    let creds = format!("aws_access_key_id = {ak}\naws_secret_access_key = {sk}\n");
+    write_private(&dir.join("aws/credentials"), &format!("[default]\n{creds}\n[euca]\n{creds}"))?;
+    write_private(
+        &dir.join("s3cfg"),
+        &format!(
+            "[default]\naccess_key = {ak}\nsecret_key = {sk}\nhost_base = {hostport}\nhost_bucket = {hostport}\n\
+             use_https = False\nsignature_v2 = False\nbucket_location = {region}\n"
+        ),
+    )?;
+    write_private(
+        &dir.join("rclone.conf"),
+        &format!(
+            "[euca]\ntype = s3\nprovider = Other\naccess_key_id = {ak}\nsecret_access_key = {sk}\n\
+             endpoint = {s3_url}\nregion = {region}\nforce_path_style = true\n"
+        ),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! `euca`: one binary for every service of the cloud, and its admin commands.
+mod admin;
+mod credentials;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use euca_identity::IdentityStore;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use tokio::sync::watch;
+use walrus::WalrusConfig;
+
+/// The name of the cloud's own system account: `aws-exec-read` grants it READ, and
+/// the image and snapshot services act as it.
+const SYSTEM_ACCOUNT: &str = "eucalyptus";
+
+#[derive(Parser)]
+#[command(name = "euca", version, about = "A storage-first private cloud: S3 (Walrus) today; EBS, EC2 and images next.")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the all-in-one cloud on this machine (today: Walrus), on embedded defaults.
+    Up(UpArgs),
+    /// Run Walrus (S3) alone, from a TOML config and/or flags.
+    Walrus(WalrusArgs),
+    /// Manage accounts (on a running cloud).
+    Account {
+        #[command(subcommand)]
+        cmd: AccountCmd,
+        #[command(flatten)]
+        target: admin::Target,
+    },
+    /// Manage access keys (on a running cloud).
+    Key {
+        #[command(subcommand)]
+        cmd: KeyCmd,
+        #[command(flatten)]
+        target: admin::Target,
+    },
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Everything lives under this directory.
+    #[arg(long, default_value = "euca-data")]
+    data: PathBuf,
+    /// Walrus (S3) listen address.
+    #[arg(long, default_value = "127.0.0.1:8773")]
+    walrus_listen: SocketAddr,
+    /// Optional TOML config (sections: [walrus]).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct WalrusArgs {
+    /// TOML config file with a [walrus] section.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Data directory (metadata and blobs).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    region: Option<String>,
+    /// Identity database (accounts and keys); default: <data-dir>/../identity.redb.
+    #[arg(long)]
+    identity_db: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum AccountCmd {
+    /// Create an account with a first access key; prints its id and key.
+    Create { name: String },
+    List,
+    Disable { name: String },
+    Enable { name: String },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Create another access key for an account.
+    Create { account: String },
+    List { account: String },
+    Disable { access_key_id: String },
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct ConfigFile {
+    walrus: Option<WalrusConfig>,
+}
+
+fn load_config(path: Option<&Path>) -> Result<ConfigFile> {
+    match path {
+        None => Ok(ConfigFile::default()),
+        Some(p) => {
+            let s = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&s).with_context(|| format!("parsing {}", p.display()))
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Up(a) => up(a).await,
+            Cmd::Walrus(a) => walrus_alone(a).await,
+            Cmd::Account { cmd, target } => admin::account(&target, cmd).await,
+            Cmd::Key { cmd, target } => admin::key(&target, cmd).await,
+        }
+    })
+}
+
+/// Opens the identity store and makes sure the admin and system accounts exist.
+fn open_identity(path: &Path) -> Result<(IdentityStore, euca_identity::AccessKey, String)> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let id = IdentityStore::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let (_, key) = id.ensure_admin()?;
+    let system = match id.account(SYSTEM_ACCOUNT)? {
+        Some(a) => a,
+        None => id.create_account(SYSTEM_ACCOUNT)?.0,
+    };
+    Ok((id, key, system.canonical_id))
+}
+
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn up(a: UpArgs) -> Result<()> {
+    let cfg = load_config(a.config.as_deref())?;
+    std::fs::create_dir_all(&a.data).with_context(|| format!("creating {}", a.data.display()))?;
+    let data = a.data.canonicalize()?;
+    let mut wcfg = cfg.walrus.unwrap_or_default();
+    wcfg.listen = a.walrus_listen;
+    wcfg.data_dir = data.join("walrus");
+    let (identity, admin_key, system_id) = open_identity(&data.join("identity.redb"))?;
+    let walrus = walrus::Walrus::open(wcfg.clone(), identity, system_id, euca_identity::ADMIN_ACCOUNT.into()).await?;
+    let addr = walrus.local_addr();
+    let s3_url = format!("http://{addr}/");
+    let cred_dir = data.join("credentials");
+    credentials::write_all(&cred_dir, &s3_url, &wcfg.region, &admin_key)?;
+    println!("euca: the cloud is up");
+    println!("  walrus (S3)  {s3_url}   (also {s3_url}services/Walrus/)");
+    println!("  metrics      {s3_url}_metrics");
+    println!("  credentials  {}/", cred_dir.display());
+    println!("               eucarc (source it), aws/config + aws/credentials (profile euca), s3cfg (s3cmd -c), rclone.conf (remote euca:)");
+    println!("  try: source {}/eucarc && aws --endpoint-url $S3_URL s3 ls", cred_dir.display());
+    walrus.serve(shutdown_signal()).await;
+    Ok(())
+}
+
+async fn walrus_alone(a: WalrusArgs) -> Result<()> {
+    let cfg = load_config(a.config.as_deref())?;
+    let mut w = cfg.walrus.unwrap_or_default();
+    if let Some(l) = a.listen {
+        w.listen = l;
+    }
+    if let Some(d) = a.data_dir {
+        w.data_dir = d;
+    }
+    if let Some(r) = a.region {
+        w.region = r;
+    }
+    std::fs::create_dir_all(&w.data_dir)?;
+    let id_path = a.identity_db.unwrap_or_else(|| w.data_dir.join("..").join("identity.redb"));
+    let (identity, admin_key, system_id) = open_identity(&id_path)?;
+    let walrus = walrus::Walrus::open(w, identity, system_id, euca_identity::ADMIN_ACCOUNT.into()).await?;
+    println!("walrus: listening on http://{}/ (admin access key {})", walrus.local_addr(), admin_key.access_key_id);
+    walrus.serve(shutdown_signal()).await;
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! Accounts and access keys: the one identity store every API of the cloud consults.
+//!
+//! Kept in an embedded transactional database (redb) under the data directory. An
+//! account owns buckets (and later instances and volumes); each account has one or
+//! more access keys. Disabled accounts and keys no longer authenticate.
+use euca_aws::{Credential, CredentialLookup, Principal};
+use rand::{Rng, RngCore};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+
+const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("access_keys");
+
+pub const ADMIN_ACCOUNT: &str = "admin";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("identity database: {0}")]
+    Db(String),
+    #[error("account '{0}' already exists")]
+    AccountExists(String),
+    #[error("no account named '{0}'")]
+    NoSuchAccount(String),
+    #[error("no access key '{0}'")]
+    NoSuchKey(String),
+    #[error("invalid account name '{0}': use 1-64 of a-z 0-9 . _ -")]
+    InvalidName(String),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(impl From<$t> for IdentityError { fn from(e: $t) -> Self { IdentityError::Db(e.to_string()) } })*};
+}
+db_err!(redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, serde_json::Error);
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    /// 12-digit account number, as EC2 and IAM show it.
+    pub id: String,
+    /// 64-hex canonical user id, as S3 ACLs and owners show it.
+    pub canonical_id: String,
+    pub enabled: bool,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessKey {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub account: String,
+    pub enabled: bool,
+    pub created: i64,
+}
+
+#[derive(Clone)]
+pub struct IdentityStore {
+    db: Arc<Database>,
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn valid_name(n: &str) -> bool {
+    (1..=64).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+impl IdentityStore {
+    pub fn open(path: &Path) -> Result<Self, IdentityError> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        tx.open_table(ACCOUNTS)?;
+        tx.open_table(KEYS)?;
+        tx.commit()?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Creates the admin account and its first key on first start; returns them.
+    pub fn ensure_admin(&self) -> Result<(Account, AccessKey), IdentityError> {
+        let admin = match self.account(ADMIN_ACCOUNT)? {
+            Some(a) => a,
+            None => self.create_account(ADMIN_ACCOUNT)?.0,
+        };
+        let key = match self.keys(ADMIN_ACCOUNT)?.into_iter().find(|k| k.enabled) {
+            Some(k) => k,
+            None => self.create_key(ADMIN_ACCOUNT)?,
+        };
+        Ok((admin, key))
+    }
+
+    pub fn account(&self, name: &str) -> Result<Option<Account>, IdentityError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ACCOUNTS)?;
+        Ok(match t.get(name)? {
+            Some(v) => Some(serde_json::from_slice(v.value())?),
+            None => None,
+        })
+    }
+
+    pub fn accounts(&self) -> Result<Vec<Account>, IdentityError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ACCOUNTS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (_, v) = item?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn account_by_canonical_id(&self, canonical_id: &str) -> Result<Option<Account>, IdentityError> {
+        Ok(self.accounts()?.into_iter().find(|a| a.canonical_id == canonical_id))
+    }
+
+    /// Creates an account with a first access key.
+    pub fn create_account(&self, name: &str) -> Result<(Account, AccessKey), IdentityError> {
+        if !valid_name(name) {
+            return Err(IdentityError::InvalidName(name.to_string()));
+        }
+        let mut rng = rand::rng();
+        let account = Account {
+            name: name.to_string(),
+            id: format!("{:012}", rng.random_range(100_000_000_000u64..1_000_000_000_000)),
+            canonical_id: {
+                let mut b = [0u8; 32];
+                rng.fill_bytes(&mut b);
+                hex::encode(b)
+            },
+            enabled: true,
+            created: now(),
+        };
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(ACCOUNTS)?;
+            if t.get(name)?.is_some() {
+                return Err(IdentityError::AccountExists(name.to_string()));
+            }
+            t.insert(name, serde_json::to_vec(&account)?.as_slice())?;
+        }
+        let key = Self::insert_key(&tx, name)?;
+        tx.commit()?;
+        Ok((account, key))
+    }
+
+    fn insert_key(tx: &redb::WriteTransaction, account: &str) -> Result<AccessKey, IdentityError> {
+        const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let mut rng = rand::rng();
+        let id: String = "AKIE".chars().chain((0..16).map(|_| ALNUM[rng.random_range(0..ALNUM.len())] as char)).collect();
+        let secret: String = (0..40).map(|_| SECRET[rng.random_range(0..SECRET.len())] as char).collect();
+        let key = AccessKey { access_key_id: id.clone(), secret_access_key: secret, account: account.to_string(), enabled: true, created: now() };
+        let mut t = tx.open_table(KEYS)?;
+        t.insert(id.as_str(), serde_json::to_vec(&key)?.as_slice())?;
+        Ok(key)
+    }
+
+    pub fn create_key(&self, account: &str) -> Result<AccessKey, IdentityError> {
+        if self.account(account)?.is_none() {
+            return Err(IdentityError::NoSuchAccount(account.to_string()));
+        }
+        let tx = self.db.begin_write()?;
+        let key = Self::insert_key(&tx, account)?;
+        tx.commit()?;
+        Ok(key)
+    }
+
+    pub fn keys(&self, account: &str) -> Result<Vec<AccessKey>, IdentityError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(KEYS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (_, v) = item?;
+            let k: AccessKey = serde_json::from_slice(v.value())?;
+            if k.account == account {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn set_account_enabled(&self, name: &str, enabled: bool) -> Result<(), IdentityError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(ACCOUNTS)?;
+            let mut a: Account = match t.get(name)? {
+                Some(v) => serde_json::from_slice(v.value())?,
+                None => return Err(IdentityError::NoSuchAccount(name.to_string())),
+            };
+            a.enabled = enabled;
+            t.insert(name, serde_json::to_vec(&a)?.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn set_key_enabled(&self, id: &str, enabled: bool) -> Result<(), IdentityError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(KEYS)?;
+            let mut k: AccessKey = match t.get(id)? {
+                Some(v) => serde_json::from_slice(v.value())?,
+                None => return Err(IdentityError::NoSuchKey(id.to_string())),
+            };
+            k.enabled = enabled;
+            t.insert(id, serde_json::to_vec(&k)?.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn credential(&self, access_key: &str) -> Result<Option<Credential>, IdentityError> {
+        let tx = self.db.begin_read()?;
+        let keys = tx.open_table(KEYS)?;
+        let Some(v) = keys.get(access_key)? else { return Ok(None) };
+        let key: AccessKey = serde_json::from_slice(v.value())?;
+        let accounts = tx.open_table(ACCOUNTS)?;
+        let Some(a) = accounts.get(key.account.as_str())? else { return Ok(None) };
+        let account: Account = serde_json::from_slice(a.value())?;
+        if !key.enabled || !account.enabled {
+            return Ok(None);
+        }
+        Ok(Some(Credential {
+            secret: key.secret_access_key,
+            principal: Principal {
+                account_id: account.id,
+                canonical_id: account.canonical_id,
+                display_name: account.name,
+                access_key: key.access_key_id,
+            },
+        }))
+    }
+}
+
+impl CredentialLookup for IdentityStore {
+    fn lookup(&self, access_key: &str) -> Option<Credential> {
+        self.credential(access_key).ok().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_keys_and_disable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = IdentityStore::open(&dir.path().join("id.redb")).unwrap();
+        let (admin, key) = store.ensure_admin().unwrap();
+        assert_eq!(store.ensure_admin().unwrap(), (admin.clone(), key.clone()), "admin is created once");
+        let cred = store.lookup(&key.access_key_id).unwrap();
+        assert_eq!(cred.principal.canonical_id, admin.canonical_id);
+        let (other, okey) = store.create_account("other").unwrap();
+        assert!(matches!(store.create_account("other"), Err(IdentityError::AccountExists(_))));
+        assert!(matches!(store.create_account("Bad Name"), Err(IdentityError::InvalidName(_))));
+        assert_eq!(store.lookup(&okey.access_key_id).unwrap().principal.account_id, other.id);
+        store.set_key_enabled(&okey.access_key_id, false).unwrap();
+        assert!(store.lookup(&okey.access_key_id).is_none());
+        let k2 = store.create_key("other").unwrap();
+        assert!(store.lookup(&k2.access_key_id).is_some());
+        store.set_account_enabled("other", false).unwrap();
+        assert!(store.lookup(&k2.access_key_id).is_none());
+        assert_eq!(store.accounts().unwrap().len(), 2);
+        assert!(store.lookup("AKIENOPE").is_none());
+    }
+}

@@ -1,0 +1,224 @@
+//! Object bytes, through the `object_store` crate.
+//!
+//! Blobs are named by ids we generate (never by S3 keys): `blobs/<2 hex>/<32 hex>`.
+//! The default store is `object_store`'s local filesystem with fsync on: a blob is
+//! written to a staging file, fsynced, renamed and its directory fsynced before we
+//! commit the metadata that points at it. Any `object_store` backend (S3, GCS, Azure)
+//! can take its place; for those, durability is the remote store's own.
+use crate::error::S3Error;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart};
+use rand::RngCore;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Writes are buffered into parts of this size for the store; for the local store it
+/// bounds memory per upload at `PART * (CONCURRENCY + 1)`.
+const WRITE_PART: usize = 1 << 20;
+const WRITE_CONCURRENCY: usize = 2;
+/// Read chunk size for local files.
+const READ_CHUNK: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no space left on the data device")]
+    NoSpace,
+    #[error("blob not found")]
+    NotFound,
+    #[error("request body: {0}")]
+    Body(S3Error),
+}
+
+fn classify(e: object_store::Error) -> BlobError {
+    match e {
+        object_store::Error::NotFound { .. } => BlobError::NotFound,
+        e if format!("{e:?}").contains("StorageFull") || e.to_string().contains("No space left") => BlobError::NoSpace,
+        e => BlobError::Store(e),
+    }
+}
+
+#[derive(Clone)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    /// Set for the local filesystem: reads bypass `object_store`'s small chunks.
+    local_root: Option<PathBuf>,
+}
+
+pub fn new_blob_id() -> String {
+    let mut b = [0u8; 16];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+fn path_of(id: &str) -> StorePath {
+    StorePath::from(format!("blobs/{}/{}", &id[..2.min(id.len())], id))
+}
+
+impl BlobStore {
+    /// The default: a local directory, fsync on.
+    pub fn local(root: PathBuf) -> Result<Self, BlobError> {
+        std::fs::create_dir_all(&root)?;
+        let fs = LocalFileSystem::new_with_prefix(&root)?.with_fsync(true);
+        Ok(Self { store: Arc::new(fs), local_root: Some(root) })
+    }
+
+    /// Any other `object_store` backend.
+    pub fn remote(store: Arc<dyn ObjectStore>) -> Self {
+        Self { store, local_root: None }
+    }
+
+    /// Starts a new blob.
+    pub async fn create(&self) -> Result<BlobWriter, BlobError> {
+        let id = new_blob_id();
+        let upload = self.store.put_multipart(&path_of(&id)).await.map_err(classify)?;
+        Ok(BlobWriter { id, size: 0, w: Some(WriteMultipart::new_with_chunk_size(upload, WRITE_PART)) })
+    }
+
+    /// Writes a small blob in one go.
+    pub async fn put(&self, data: Bytes) -> Result<String, BlobError> {
+        let mut w = self.create().await?;
+        w.write(data).await?;
+        w.finish().await
+    }
+
+    /// Streams `range` (or everything) of a blob.
+    pub async fn read(&self, id: &str, range: Option<std::ops::Range<u64>>) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
+        let opts = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
+        let res = self.store.get_opts(&path_of(id), opts).await.map_err(classify)?;
+        let r = res.range.clone();
+        Ok(match res.payload {
+            GetResultPayload::File(file, _) => file_stream(file, r),
+            _ => res.into_stream().map(|r| r.map_err(classify)).boxed(),
+        })
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<(), BlobError> {
+        match self.store.delete(&path_of(id)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// Server-side copy into a new blob (a hard link on the local store).
+    pub async fn copy(&self, id: &str) -> Result<String, BlobError> {
+        let new = new_blob_id();
+        self.store.copy(&path_of(id), &path_of(&new)).await.map_err(classify)?;
+        Ok(new)
+    }
+
+    /// Deletes every blob not in `referenced`, and leftover staging files; returns how
+    /// many were removed. Run at startup, before any request is served.
+    pub async fn sweep(&self, referenced: &std::collections::HashSet<String>) -> Result<usize, BlobError> {
+        let mut removed = 0;
+        let mut list = self.store.list(Some(&StorePath::from("blobs")));
+        let mut doomed = Vec::new();
+        while let Some(item) = list.next().await {
+            let meta = item.map_err(classify)?;
+            let id = meta.location.filename().unwrap_or_default().to_string();
+            if !referenced.contains(&id) {
+                doomed.push(id);
+            }
+        }
+        for id in doomed {
+            self.delete(&id).await?;
+            removed += 1;
+        }
+        if let Some(root) = &self.local_root {
+            // object_store stages local writes as `<name>#<n>`; a crash leaves them.
+            let root = root.join("blobs");
+            removed += tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
+                let mut n = 0;
+                let Ok(dirs) = std::fs::read_dir(&root) else { return Ok(0) };
+                for d in dirs {
+                    let d = d?;
+                    if !d.file_type()?.is_dir() {
+                        continue;
+                    }
+                    for f in std::fs::read_dir(d.path())? {
+                        let f = f?;
+                        if f.file_name().to_string_lossy().contains('#') {
+                            std::fs::remove_file(f.path())?;
+                            n += 1;
+                        }
+                    }
+                }
+                Ok(n)
+            })
+            .await
+            .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
+        }
+        Ok(removed)
+    }
+}
+
+/// Reads a local file in large chunks off the runtime.
+fn file_stream(file: File, range: std::ops::Range<u64>) -> BoxStream<'static, Result<Bytes, BlobError>> {
+    let file = Arc::new(file);
+    futures::stream::try_unfold((file, range.start, range.end), |(file, pos, end)| async move {
+        if pos >= end {
+            return Ok(None);
+        }
+        let len = ((end - pos) as usize).min(READ_CHUNK);
+        let f = file.clone();
+        let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
+            let mut buf = vec![0u8; len];
+            let mut done = 0;
+            while done < len {
+                let n = f.read_at(&mut buf[done..], pos + done as u64)?;
+                if n == 0 {
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob shorter than recorded"));
+                }
+                done += n;
+            }
+            Ok(Bytes::from(buf))
+        })
+        .await
+        .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
+        Ok(Some((buf, (file, pos + len as u64, end))))
+    })
+    .boxed()
+}
+
+/// A blob being written. Dropping it without `finish` discards the staged data.
+pub struct BlobWriter {
+    pub id: String,
+    size: u64,
+    w: Option<WriteMultipart>,
+}
+
+impl BlobWriter {
+    pub async fn write(&mut self, data: Bytes) -> Result<(), BlobError> {
+        let w = self.w.as_mut().ok_or(BlobError::NotFound)?;
+        w.wait_for_capacity(WRITE_CONCURRENCY).await.map_err(classify)?;
+        self.size += data.len() as u64;
+        w.put(data);
+        Ok(())
+    }
+
+    /// Durably publishes the blob; returns its id.
+    pub async fn finish(mut self) -> Result<String, BlobError> {
+        let w = self.w.take().ok_or(BlobError::NotFound)?;
+        w.finish().await.map_err(classify)?;
+        Ok(self.id.clone())
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub async fn abort(mut self) {
+        if let Some(w) = self.w.take() {
+            let _ = w.abort().await;
+        }
+    }
+}

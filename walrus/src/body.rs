@@ -1,0 +1,247 @@
+//! Request bodies, verified while they stream.
+//!
+//! [`VerifiedBody`] yields the decoded payload chunk by chunk and computes the MD5
+//! (for the ETag), the SHA-256 the signature bound the payload to, and any declared
+//! `x-amz-checksum-*`. Only when the stream has ended and every check passed does
+//! [`VerifiedBody::next`] return `None`; a caller commits nothing before that.
+use crate::error::{S3Error, S3Result};
+use base64::Engine;
+use bytes::Bytes;
+use euca_aws::checksum::{valid_value, ChecksumAlgorithm, ChecksumHasher};
+use euca_aws::chunked::ChunkedDecoder;
+use euca_aws::PayloadCheck;
+use http::HeaderMap;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use md5::{Digest, Md5};
+use sha2::Sha256;
+use std::collections::VecDeque;
+
+pub type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+pub struct BodySummary {
+    pub size: u64,
+    pub md5: [u8; 16],
+    /// The checksum computed and verified, if one was declared or requested.
+    pub checksum: Option<(ChecksumAlgorithm, String)>,
+}
+
+pub struct VerifiedBody {
+    inner: Option<Body>,
+    decoder: Option<ChunkedDecoder>,
+    pending: VecDeque<Bytes>,
+    md5: Md5,
+    sha256: Option<(Sha256, String)>,
+    checksum: Option<(ChecksumAlgorithm, ChecksumHasher, Option<String>)>,
+    trailer_checksum: bool,
+    content_md5: Option<[u8; 16]>,
+    decoded_length: Option<u64>,
+    size: u64,
+    limit: u64,
+    done: Option<BodySummary>,
+}
+
+fn header<'a>(h: &'a HeaderMap, n: &str) -> Option<&'a str> {
+    h.get(n).and_then(|v| v.to_str().ok())
+}
+
+impl VerifiedBody {
+    /// `limit` bounds the decoded size (EntityTooLarge past it).
+    pub fn new(body: Body, headers: &HeaderMap, payload: &PayloadCheck, limit: u64) -> S3Result<Self> {
+        let content_md5 = match header(headers, "content-md5") {
+            None => None,
+            Some(v) => {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(v.trim())
+                    .ok()
+                    .filter(|r| r.len() == 16)
+                    .ok_or_else(|| S3Error::new("InvalidDigest", 400, "The Content-MD5 you specified is not valid."))?;
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&raw);
+                Some(a)
+            }
+        };
+        // A checksum in a header, or announced for the trailer, or only requested.
+        let mut checksum = None;
+        for alg in ChecksumAlgorithm::ALL {
+            if let Some(v) = header(headers, alg.header()) {
+                if !valid_value(alg, v) {
+                    return Err(S3Error::invalid_request(format!("Value for {} header is invalid.", alg.header())));
+                }
+                checksum = Some((alg, alg.hasher(), Some(v.trim().to_string())));
+            }
+        }
+        let mut trailer_checksum = false;
+        if let Some(t) = header(headers, "x-amz-trailer") {
+            let alg = ChecksumAlgorithm::from_header(t.trim())
+                .ok_or_else(|| S3Error::invalid_request(format!("Unsupported trailer {t}")))?;
+            checksum = Some((alg, alg.hasher(), None));
+            trailer_checksum = true;
+        }
+        if checksum.is_none() {
+            if let Some(n) = header(headers, "x-amz-sdk-checksum-algorithm") {
+                let alg = ChecksumAlgorithm::from_name(n.trim())
+                    .ok_or_else(|| S3Error::invalid_request(format!("Unsupported checksum algorithm {n}")))?;
+                checksum = Some((alg, alg.hasher(), None));
+            }
+        }
+        let (decoder, sha256, decoded_length) = match payload {
+            PayloadCheck::Unsigned => (None, None, None),
+            PayloadCheck::Sha256(h) => (None, Some((Sha256::new(), h.clone())), None),
+            PayloadCheck::Chunked { signer, trailer, decoded_length } => {
+                (Some(ChunkedDecoder::new(signer.clone(), *trailer)), None, *decoded_length)
+            }
+        };
+        if trailer_checksum && decoder.is_none() {
+            return Err(S3Error::invalid_request("x-amz-trailer needs an aws-chunked body"));
+        }
+        if let Some(d) = decoded_length {
+            if d > limit {
+                return Err(entity_too_large());
+            }
+        }
+        Ok(Self {
+            inner: Some(body),
+            decoder,
+            pending: VecDeque::new(),
+            md5: Md5::new(),
+            sha256,
+            checksum,
+            trailer_checksum,
+            content_md5,
+            decoded_length,
+            size: 0,
+            limit,
+            done: None,
+        })
+    }
+
+    /// The next chunk of payload, or `None` once the body ended and verified.
+    pub async fn next(&mut self) -> S3Result<Option<Bytes>> {
+        loop {
+            if let Some(b) = self.pending.pop_front() {
+                self.account(&b)?;
+                return Ok(Some(b));
+            }
+            let Some(inner) = self.inner.as_mut() else { return Ok(None) };
+            match inner.frame().await {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    match &mut self.decoder {
+                        Some(d) => {
+                            let mut out = Vec::new();
+                            d.feed(data, &mut out)?;
+                            self.pending.extend(out);
+                        }
+                        None => self.pending.push_back(data),
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "request body failed");
+                    return Err(S3Error::incomplete_body());
+                }
+                None => {
+                    self.inner = None;
+                    self.finish()?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    fn account(&mut self, b: &Bytes) -> S3Result<()> {
+        self.size += b.len() as u64;
+        if self.size > self.limit {
+            return Err(entity_too_large());
+        }
+        self.md5.update(b);
+        if let Some((h, _)) = &mut self.sha256 {
+            h.update(b);
+        }
+        if let Some((_, h, _)) = &mut self.checksum {
+            h.update(b);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> S3Result<()> {
+        if let Some(d) = &mut self.decoder {
+            d.finish()?;
+            if let Some(expected) = self.decoded_length {
+                if expected != self.size {
+                    return Err(S3Error::incomplete_body());
+                }
+            }
+        }
+        if let Some((h, expected)) = self.sha256.take() {
+            if hex::encode(h.finalize()) != *expected {
+                return Err(S3Error::new(
+                    "XAmzContentSHA256Mismatch",
+                    400,
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                ));
+            }
+        }
+        let md5: [u8; 16] = std::mem::take(&mut self.md5).finalize().into();
+        if let Some(expected) = self.content_md5 {
+            if expected != md5 {
+                return Err(S3Error::bad_digest());
+            }
+        }
+        let checksum = match self.checksum.take() {
+            None => None,
+            Some((alg, h, declared)) => {
+                let got = h.finish_base64();
+                let declared = if self.trailer_checksum {
+                    let trailers = self.decoder.as_ref().map(|d| d.trailers()).unwrap_or(&[]);
+                    let v = trailers
+                        .iter()
+                        .find(|(k, _)| k == alg.header())
+                        .map(|(_, v)| v.clone())
+                        .ok_or_else(|| S3Error::invalid_request(format!("missing trailer {}", alg.header())))?;
+                    if !valid_value(alg, &v) {
+                        return Err(S3Error::invalid_request(format!("Value for {} trailer is invalid.", alg.header())));
+                    }
+                    Some(v)
+                } else {
+                    declared
+                };
+                if let Some(d) = declared {
+                    if d != got {
+                        return Err(S3Error::new(
+                            "BadDigest",
+                            400,
+                            format!("The {} you specified did not match the calculated checksum.", alg.name()),
+                        ));
+                    }
+                }
+                Some((alg, got))
+            }
+        };
+        self.done = Some(BodySummary { size: self.size, md5, checksum });
+        Ok(())
+    }
+
+    /// The verified summary, after `next` returned `None`.
+    pub fn summary(&mut self) -> Option<BodySummary> {
+        self.done.take()
+    }
+
+    /// Reads the whole (small) body into memory, at most `limit` bytes.
+    pub async fn read_all(mut self) -> S3Result<(Vec<u8>, BodySummary)> {
+        let mut out = Vec::new();
+        while let Some(b) = self.next().await? {
+            out.extend_from_slice(&b);
+        }
+        let s = self.summary().ok_or_else(|| S3Error::internal("body summary missing"))?;
+        Ok((out, s))
+    }
+}
+
+pub fn entity_too_large() -> S3Error {
+    S3Error::new("EntityTooLarge", 400, "Your proposed upload exceeds the maximum allowed size")
+}
+
+pub fn incoming(b: Incoming) -> Body {
+    b.boxed()
+}

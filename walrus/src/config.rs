@@ -1,0 +1,46 @@
+//! Walrus configuration: the `[walrus]` section of the TOML config, or flags.
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalrusConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where metadata (`walrus/meta.redb`) and blobs (`walrus/blobs/`) live.
+    pub data_dir: PathBuf,
+    /// The region clients sign for and buckets report.
+    pub region: String,
+    /// Host names under which `BUCKET.<domain>` selects a bucket (virtual-host style).
+    pub domains: Vec<String>,
+    /// Objects up to this size are stored inside the metadata record.
+    pub inline_max_bytes: usize,
+    /// Smallest size of a multipart part other than the last (S3: 5 MiB).
+    pub min_part_bytes: u64,
+    /// Largest single PUT or part (S3: 5 GiB).
+    pub max_put_bytes: u64,
+    /// Connections beyond this wait in the accept queue.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this many seconds.
+    pub header_timeout_secs: u64,
+    /// Largest request head (request line plus headers) in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for WalrusConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8773".parse().expect("valid address"),
+            data_dir: PathBuf::from("walrus-data"),
+            region: "us-east-1".into(),
+            domains: vec!["s3.localhost".into(), "localhost".into()],
+            inline_max_bytes: 16 * 1024,
+            min_part_bytes: 5 * 1024 * 1024,
+            max_put_bytes: 5 * 1024 * 1024 * 1024,
+            max_connections: 1024,
+            header_timeout_secs: 30,
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}

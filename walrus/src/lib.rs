@@ -1,0 +1,26 @@
+//! Walrus: the cloud's S3-compatible object store.
+//!
+//! Request path: [`server`] accepts HTTP/1.1 with hyper, [`api::handle`] resolves the
+//! bucket and key (path-style, virtual-host or the legacy `/services/Walrus` prefix),
+//! authenticates through `euca_aws::authenticate` before any handler runs, and
+//! dispatches to the handlers in `api_*`. Metadata lives behind [`meta::MetaStore`]
+//! (embedded redb by default); bytes live behind [`blob::BlobStore`] (`object_store`,
+//! local filesystem by default).
+pub mod acl;
+pub mod api;
+mod api_bucket;
+mod api_multipart;
+mod api_object;
+pub mod blob;
+pub mod body;
+pub mod config;
+pub mod error;
+mod list;
+pub mod meta;
+pub mod meta_redb;
+pub mod metrics;
+pub mod server;
+pub mod xmlin;
+
+pub use config::WalrusConfig;
+pub use server::Walrus;

@@ -1,0 +1,173 @@
+//! Bucket, object and multipart-upload metadata.
+//!
+//! [`MetaStore`] is the interface; [`crate::meta_redb::RedbMeta`] is the embedded
+//! default. A PostgreSQL backend implements the same trait: every mutation is one
+//! [`MetaOp`] applied atomically, with its preconditions checked inside the
+//! transaction, so backends with row locks or serializable transactions fit as well.
+use crate::acl::{Acl, Owner};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata store: {0}")]
+    Backend(String),
+    #[error("no such bucket")]
+    NoSuchBucket,
+    #[error("bucket already exists")]
+    BucketExists { owner: String },
+    #[error("bucket not empty")]
+    BucketNotEmpty,
+    #[error("no such upload")]
+    NoSuchUpload,
+    #[error("no such key")]
+    NoSuchKey,
+    #[error("a part changed while the upload was being completed")]
+    PartChanged,
+}
+
+/// A stored blob holding some or all of an object's bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlobRef {
+    pub id: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ObjectData {
+    /// Small objects live in the metadata record itself.
+    Inline(Vec<u8>),
+    /// One blob for a simple PUT; one per part, in order, for a multipart upload.
+    Blobs(Vec<BlobRef>),
+}
+
+impl ObjectData {
+    pub fn blobs(&self) -> &[BlobRef] {
+        match self {
+            ObjectData::Inline(_) => &[],
+            ObjectData::Blobs(b) => b,
+        }
+    }
+}
+
+/// The standard content headers S3 stores with an object.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContentHeaders {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
+    pub expires: Option<String>,
+    pub website_redirect: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BucketMeta {
+    pub name: String,
+    pub owner: Owner,
+    /// Unix milliseconds.
+    pub created: i64,
+    pub region: String,
+    pub acl: Acl,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub size: u64,
+    /// Hex MD5 of the bytes, or `md5-of-md5s-N` for multipart objects (no quotes).
+    pub etag: String,
+    /// Unix milliseconds.
+    pub last_modified: i64,
+    pub owner: Owner,
+    pub headers: ContentHeaders,
+    /// `x-amz-meta-*` with the prefix removed, names lower-case.
+    pub user_meta: Vec<(String, String)>,
+    /// (algorithm name, base64 value), e.g. ("CRC32", "DUoRhQ==").
+    pub checksums: Vec<(String, String)>,
+    pub acl: Acl,
+    pub data: ObjectData,
+    /// Part sizes for multipart objects (for `partNumber` reads and `x-amz-mp-parts-count`).
+    pub part_sizes: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UploadMeta {
+    pub upload_id: String,
+    pub bucket: String,
+    pub key: String,
+    pub initiated: i64,
+    pub owner: Owner,
+    pub headers: ContentHeaders,
+    pub user_meta: Vec<(String, String)>,
+    pub acl: Acl,
+    pub checksum_algorithm: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartMeta {
+    pub number: u32,
+    pub blob: BlobRef,
+    /// Hex MD5 of the part.
+    pub etag: String,
+    pub last_modified: i64,
+    pub checksums: Vec<(String, String)>,
+}
+
+/// One atomic change. Each op checks its own preconditions inside the transaction and
+/// reports what it replaced, so the caller can delete blobs that are no longer used.
+#[derive(Debug, Clone)]
+pub enum MetaOp {
+    CreateBucket(BucketMeta),
+    DeleteBucket { name: String },
+    SetBucketAcl { name: String, acl: Acl },
+    PutObject { bucket: String, key: String, meta: ObjectMeta },
+    DeleteObject { bucket: String, key: String },
+    SetObjectAcl { bucket: String, key: String, acl: Acl },
+    CreateUpload(UploadMeta),
+    PutPart { bucket: String, key: String, upload_id: String, part: PartMeta },
+    /// `parts` are the exact parts (number, blob id) the object is built from; if any
+    /// changed since they were read, the op fails with [`MetaError::PartChanged`].
+    CompleteUpload { bucket: String, key: String, upload_id: String, parts: Vec<(u32, String)>, meta: ObjectMeta },
+    AbortUpload { bucket: String, key: String, upload_id: String },
+}
+
+/// What an op replaced or removed: blobs that nothing references any more.
+#[derive(Debug, Default)]
+pub struct OpOutcome {
+    pub freed_blobs: Vec<BlobRef>,
+    /// For DeleteObject: whether an object existed.
+    pub existed: bool,
+}
+
+/// An entry of a key-ordered object scan.
+pub type ObjectEntry = (String, ObjectMeta);
+
+#[async_trait::async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    fn bucket(&self, name: &str) -> Result<Option<BucketMeta>, MetaError>;
+    fn buckets(&self) -> Result<Vec<BucketMeta>, MetaError>;
+    fn object(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, MetaError>;
+    /// Objects of `bucket` with key > `after` (or >= `from` when `inclusive`), in
+    /// binary key order, at most `limit`, stopping at the first key without `prefix`.
+    fn scan_objects(&self, bucket: &str, start: &ScanStart, prefix: &str, limit: usize) -> Result<Vec<ObjectEntry>, MetaError>;
+    fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<UploadMeta>, MetaError>;
+    /// Uploads of a bucket in (key, upload id) order, starting after (key, upload id).
+    fn scan_uploads(&self, bucket: &str, after: Option<(&str, &str)>, prefix: &str, limit: usize) -> Result<Vec<UploadMeta>, MetaError>;
+    /// Parts of an upload with number > `after`, ascending.
+    fn parts(&self, upload_id: &str, after: u32, limit: usize) -> Result<Vec<PartMeta>, MetaError>;
+    /// Every blob id referenced by any object or part (for garbage collection).
+    fn referenced_blobs(&self) -> Result<std::collections::HashSet<String>, MetaError>;
+    /// Applies one op atomically and durably.
+    async fn apply(&self, op: MetaOp) -> Result<OpOutcome, MetaError>;
+}
+
+/// Where an ordered scan starts.
+#[derive(Debug, Clone)]
+pub enum ScanStart {
+    /// At the first key >= this.
+    From(String),
+    /// At the first key > this.
+    After(String),
+    /// After every key that starts with this prefix.
+    AfterPrefix(String),
+}

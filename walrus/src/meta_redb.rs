@@ -1,0 +1,434 @@
+//! The embedded metadata store: redb, with group commit.
+//!
+//! Reads use their own read transactions, concurrently. Writes go to one writer thread
+//! that drains every queued [`MetaOp`] into a single write transaction and commits it
+//! with one fsync, then answers each caller: under concurrency, N small PUTs cost one
+//! durable commit instead of N.
+use crate::meta::*;
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
+const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+const UPLOADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("uploads");
+const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
+
+const FORMAT: u8 = 1;
+const MAX_BATCH: usize = 512;
+
+fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
+    let mut out = vec![FORMAT];
+    out.extend(postcard::to_allocvec(v).map_err(|e| MetaError::Backend(e.to_string()))?);
+    Ok(out)
+}
+
+fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, MetaError> {
+    match b.split_first() {
+        Some((&FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| MetaError::Backend(format!("corrupt record: {e}"))),
+        _ => Err(MetaError::Backend("unknown record format".into())),
+    }
+}
+
+macro_rules! backend_err {
+    ($($t:ty),*) => {$(impl From<$t> for MetaError { fn from(e: $t) -> Self { MetaError::Backend(e.to_string()) } })*};
+}
+backend_err!(redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+fn object_key(bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(bucket.len() + 1 + key.len());
+    k.extend_from_slice(bucket.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn upload_key(bucket: &str, key: &str, upload_id: &str) -> Vec<u8> {
+    let mut k = object_key(bucket, key);
+    k.push(0);
+    k.extend_from_slice(upload_id.as_bytes());
+    k
+}
+
+fn part_key(upload_id: &str, n: u32) -> Vec<u8> {
+    let mut k = upload_id.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+struct Job {
+    op: MetaOp,
+    reply: oneshot::Sender<Result<OpOutcome, MetaError>>,
+}
+
+pub struct RedbMeta {
+    db: Arc<Database>,
+    writer: mpsc::UnboundedSender<Job>,
+}
+
+impl RedbMeta {
+    pub fn open(path: &Path) -> Result<Self, MetaError> {
+        let db = Arc::new(Database::create(path)?);
+        let tx = db.begin_write()?;
+        tx.open_table(BUCKETS)?;
+        tx.open_table(OBJECTS)?;
+        tx.open_table(UPLOADS)?;
+        tx.open_table(PARTS)?;
+        tx.commit()?;
+        let (writer, rx) = mpsc::unbounded_channel();
+        let wdb = db.clone();
+        std::thread::Builder::new()
+            .name("walrus-meta-writer".into())
+            .spawn(move || writer_loop(wdb, rx))
+            .map_err(|e| MetaError::Backend(e.to_string()))?;
+        Ok(Self { db, writer })
+    }
+
+    fn read(&self) -> Result<ReadTransaction, MetaError> {
+        Ok(self.db.begin_read()?)
+    }
+}
+
+fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let tx = match db.begin_write() {
+            Ok(t) => t,
+            Err(e) => {
+                for j in jobs {
+                    let _ = j.reply.send(Err(MetaError::Backend(e.to_string())));
+                }
+                continue;
+            }
+        };
+        let mut results = Vec::with_capacity(jobs.len());
+        let mut fatal = None;
+        for j in &jobs {
+            match apply_op(&tx, j.op.clone()) {
+                Err(MetaError::Backend(e)) => {
+                    fatal = Some(e);
+                    break;
+                }
+                r => results.push(r),
+            }
+        }
+        let commit = match fatal {
+            Some(e) => {
+                let _ = tx.abort();
+                Err(e)
+            }
+            None => tx.commit().map_err(|e| e.to_string()),
+        };
+        match commit {
+            Ok(()) => {
+                for (j, r) in jobs.into_iter().zip(results) {
+                    let _ = j.reply.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "metadata commit failed");
+                for j in jobs {
+                    let _ = j.reply.send(Err(MetaError::Backend(e.clone())));
+                }
+            }
+        }
+    }
+}
+
+fn get<T: DeserializeOwned, K: redb::Key + 'static>(
+    t: &impl ReadableTable<K, &'static [u8]>,
+    k: K::SelfType<'_>,
+) -> Result<Option<T>, MetaError> {
+    match t.get(k)? {
+        Some(v) => Ok(Some(dec(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn bucket_has_content(tx: &WriteTransaction, bucket: &str) -> Result<bool, MetaError> {
+    let mut start = bucket.as_bytes().to_vec();
+    start.push(0);
+    let mut end = bucket.as_bytes().to_vec();
+    end.push(1);
+    let objects = tx.open_table(OBJECTS)?;
+    if objects.range(start.as_slice()..end.as_slice())?.next().is_some() {
+        return Ok(true);
+    }
+    let uploads = tx.open_table(UPLOADS)?;
+    let found = uploads.range(start.as_slice()..end.as_slice())?.next().is_some();
+    Ok(found)
+}
+
+fn remove_parts(tx: &WriteTransaction, upload_id: &str) -> Result<Vec<PartMeta>, MetaError> {
+    let mut parts = tx.open_table(PARTS)?;
+    let start = part_key(upload_id, 0);
+    let end = part_key(upload_id, u32::MAX);
+    let mut out = Vec::new();
+    let mut keys = Vec::new();
+    for item in parts.range(start.as_slice()..=end.as_slice())? {
+        let (k, v) = item?;
+        keys.push(k.value().to_vec());
+        out.push(dec::<PartMeta>(v.value())?);
+    }
+    for k in keys {
+        parts.remove(k.as_slice())?;
+    }
+    Ok(out)
+}
+
+fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
+    let mut out = OpOutcome::default();
+    match op {
+        MetaOp::CreateBucket(b) => {
+            let mut t = tx.open_table(BUCKETS)?;
+            if let Some(existing) = get::<BucketMeta, &str>(&t, &b.name)? {
+                return Err(MetaError::BucketExists { owner: existing.owner.id });
+            }
+            t.insert(b.name.as_str(), enc(&b)?.as_slice())?;
+        }
+        MetaOp::DeleteBucket { name } => {
+            {
+                let t = tx.open_table(BUCKETS)?;
+                if t.get(name.as_str())?.is_none() {
+                    return Err(MetaError::NoSuchBucket);
+                }
+            }
+            if bucket_has_content(tx, &name)? {
+                return Err(MetaError::BucketNotEmpty);
+            }
+            tx.open_table(BUCKETS)?.remove(name.as_str())?;
+        }
+        MetaOp::SetBucketAcl { name, acl } => {
+            let mut t = tx.open_table(BUCKETS)?;
+            let mut b: BucketMeta = get(&t, name.as_str())?.ok_or(MetaError::NoSuchBucket)?;
+            b.acl = acl;
+            t.insert(name.as_str(), enc(&b)?.as_slice())?;
+        }
+        MetaOp::PutObject { bucket, key, meta } => {
+            if tx.open_table(BUCKETS)?.get(bucket.as_str())?.is_none() {
+                return Err(MetaError::NoSuchBucket);
+            }
+            let mut t = tx.open_table(OBJECTS)?;
+            let k = object_key(&bucket, &key);
+            if let Some(old) = get::<ObjectMeta, &[u8]>(&t, &k)? {
+                out.freed_blobs = old.data.blobs().to_vec();
+                out.existed = true;
+            }
+            t.insert(k.as_slice(), enc(&meta)?.as_slice())?;
+        }
+        MetaOp::DeleteObject { bucket, key } => {
+            if tx.open_table(BUCKETS)?.get(bucket.as_str())?.is_none() {
+                return Err(MetaError::NoSuchBucket);
+            }
+            let mut t = tx.open_table(OBJECTS)?;
+            let k = object_key(&bucket, &key);
+            let removed = t.remove(k.as_slice())?.map(|v| v.value().to_vec());
+            if let Some(old) = removed {
+                let old: ObjectMeta = dec(&old)?;
+                out.freed_blobs = old.data.blobs().to_vec();
+                out.existed = true;
+            }
+        }
+        MetaOp::SetObjectAcl { bucket, key, acl } => {
+            let mut t = tx.open_table(OBJECTS)?;
+            let k = object_key(&bucket, &key);
+            let mut o: ObjectMeta = get(&t, k.as_slice())?.ok_or(MetaError::NoSuchKey)?;
+            o.acl = acl;
+            t.insert(k.as_slice(), enc(&o)?.as_slice())?;
+        }
+        MetaOp::CreateUpload(u) => {
+            if tx.open_table(BUCKETS)?.get(u.bucket.as_str())?.is_none() {
+                return Err(MetaError::NoSuchBucket);
+            }
+            let mut t = tx.open_table(UPLOADS)?;
+            t.insert(upload_key(&u.bucket, &u.key, &u.upload_id).as_slice(), enc(&u)?.as_slice())?;
+        }
+        MetaOp::PutPart { bucket, key, upload_id, part } => {
+            if tx.open_table(UPLOADS)?.get(upload_key(&bucket, &key, &upload_id).as_slice())?.is_none() {
+                // The upload was completed or aborted meanwhile: the new blob is unused.
+                return Err(MetaError::NoSuchUpload);
+            }
+            let mut t = tx.open_table(PARTS)?;
+            let k = part_key(&upload_id, part.number);
+            if let Some(old) = get::<PartMeta, &[u8]>(&t, &k)? {
+                out.freed_blobs.push(old.blob);
+            }
+            t.insert(k.as_slice(), enc(&part)?.as_slice())?;
+        }
+        MetaOp::CompleteUpload { bucket, key, upload_id, parts, meta } => {
+            let uk = upload_key(&bucket, &key, &upload_id);
+            if tx.open_table(UPLOADS)?.get(uk.as_slice())?.is_none() {
+                return Err(MetaError::NoSuchUpload);
+            }
+            {
+                let t = tx.open_table(PARTS)?;
+                for (n, blob_id) in &parts {
+                    match get::<PartMeta, &[u8]>(&t, &part_key(&upload_id, *n))? {
+                        Some(p) if &p.blob.id == blob_id => {}
+                        _ => return Err(MetaError::PartChanged),
+                    }
+                }
+            }
+            let used: HashSet<&str> = parts.iter().map(|(_, b)| b.as_str()).collect();
+            for p in remove_parts(tx, &upload_id)? {
+                if !used.contains(p.blob.id.as_str()) {
+                    out.freed_blobs.push(p.blob);
+                }
+            }
+            tx.open_table(UPLOADS)?.remove(uk.as_slice())?;
+            let mut t = tx.open_table(OBJECTS)?;
+            let k = object_key(&bucket, &key);
+            if let Some(old) = get::<ObjectMeta, &[u8]>(&t, &k)? {
+                out.freed_blobs.extend(old.data.blobs().iter().cloned());
+            }
+            t.insert(k.as_slice(), enc(&meta)?.as_slice())?;
+        }
+        MetaOp::AbortUpload { bucket, key, upload_id } => {
+            let uk = upload_key(&bucket, &key, &upload_id);
+            if tx.open_table(UPLOADS)?.remove(uk.as_slice())?.is_none() {
+                return Err(MetaError::NoSuchUpload);
+            }
+            out.freed_blobs = remove_parts(tx, &upload_id)?.into_iter().map(|p| p.blob).collect();
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait::async_trait]
+impl MetaStore for RedbMeta {
+    fn bucket(&self, name: &str) -> Result<Option<BucketMeta>, MetaError> {
+        let tx = self.read()?;
+        get(&tx.open_table(BUCKETS)?, name)
+    }
+
+    fn buckets(&self) -> Result<Vec<BucketMeta>, MetaError> {
+        let tx = self.read()?;
+        let t = tx.open_table(BUCKETS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            out.push(dec(item?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    fn object(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, MetaError> {
+        let tx = self.read()?;
+        get(&tx.open_table(OBJECTS)?, object_key(bucket, key).as_slice())
+    }
+
+    fn scan_objects(&self, bucket: &str, start: &ScanStart, prefix: &str, limit: usize) -> Result<Vec<ObjectEntry>, MetaError> {
+        let tx = self.read()?;
+        let t = tx.open_table(OBJECTS)?;
+        let base_len = bucket.len() + 1;
+        let (mut from, exclusive) = match start {
+            ScanStart::From(k) => (object_key(bucket, k), None),
+            ScanStart::After(k) => {
+                let k = object_key(bucket, k);
+                (k.clone(), Some(k))
+            }
+            // 0xFF never occurs in UTF-8, so prefix+0xFF sorts after every key under it.
+            ScanStart::AfterPrefix(p) => {
+                let mut k = object_key(bucket, p);
+                k.push(0xFF);
+                (k, None)
+            }
+        };
+        let pfx = object_key(bucket, prefix);
+        if from < pfx {
+            from = pfx.clone();
+        }
+        let mut end = bucket.as_bytes().to_vec();
+        end.push(1);
+        let mut out = Vec::new();
+        for item in t.range(from.as_slice()..end.as_slice())? {
+            let (k, v) = item?;
+            let k = k.value();
+            if exclusive.as_deref() == Some(k) {
+                continue;
+            }
+            if !k.starts_with(&pfx) || out.len() >= limit {
+                break;
+            }
+            let key = String::from_utf8(k[base_len..].to_vec()).map_err(|e| MetaError::Backend(e.to_string()))?;
+            out.push((key, dec(v.value())?));
+        }
+        Ok(out)
+    }
+
+    fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<UploadMeta>, MetaError> {
+        let tx = self.read()?;
+        get(&tx.open_table(UPLOADS)?, upload_key(bucket, key, upload_id).as_slice())
+    }
+
+    fn scan_uploads(&self, bucket: &str, after: Option<(&str, &str)>, prefix: &str, limit: usize) -> Result<Vec<UploadMeta>, MetaError> {
+        let tx = self.read()?;
+        let t = tx.open_table(UPLOADS)?;
+        let pfx = object_key(bucket, prefix);
+        let from = match after {
+            Some((k, u)) => {
+                let mut x = upload_key(bucket, k, u);
+                x.push(0);
+                x.max(pfx.clone())
+            }
+            None => pfx.clone(),
+        };
+        let mut end = bucket.as_bytes().to_vec();
+        end.push(1);
+        let mut out = Vec::new();
+        for item in t.range(from.as_slice()..end.as_slice())? {
+            let (k, v) = item?;
+            if !k.value().starts_with(&pfx) || out.len() >= limit {
+                break;
+            }
+            out.push(dec(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn parts(&self, upload_id: &str, after: u32, limit: usize) -> Result<Vec<PartMeta>, MetaError> {
+        let tx = self.read()?;
+        let t = tx.open_table(PARTS)?;
+        let start = part_key(upload_id, after.saturating_add(1));
+        let end = part_key(upload_id, u32::MAX);
+        let mut out = Vec::new();
+        for item in t.range(start.as_slice()..=end.as_slice())? {
+            if out.len() >= limit {
+                break;
+            }
+            out.push(dec(item?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    fn referenced_blobs(&self) -> Result<HashSet<String>, MetaError> {
+        let tx = self.read()?;
+        let mut out = HashSet::new();
+        for item in tx.open_table(OBJECTS)?.iter()? {
+            let o: ObjectMeta = dec(item?.1.value())?;
+            out.extend(o.data.blobs().iter().map(|b| b.id.clone()));
+        }
+        for item in tx.open_table(PARTS)?.iter()? {
+            let p: PartMeta = dec(item?.1.value())?;
+            out.insert(p.blob.id);
+        }
+        Ok(out)
+    }
+
+    async fn apply(&self, op: MetaOp) -> Result<OpOutcome, MetaError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(Job { op, reply })
+            .map_err(|_| MetaError::Backend("metadata writer stopped".into()))?;
+        rx.await.map_err(|_| MetaError::Backend("metadata writer stopped".into()))?
+    }
+}
