@@ -8,6 +8,7 @@ the way. Only 127.0.0.1 is ever contacted.
 import base64
 import contextlib
 import datetime
+import email.utils
 import hashlib
 import hmac
 import http.client
@@ -359,13 +360,26 @@ def presign_v4(cloud, method, path, query="", expires=3600, *, access_key=None,
     return RawReq(method, _target(req.url), dict(hdrs))
 
 
+class _DatedV1(HmacV1Auth):
+    def __init__(self, credentials, when=None):
+        super().__init__(credentials)
+        self._when = when
+
+    def _get_date(self):
+        if self._when is None:
+            return super()._get_date()
+        ts = self._when.replace(tzinfo=datetime.timezone.utc).timestamp()
+        return email.utils.formatdate(ts, usegmt=True)
+
+
 def sign_v2(cloud, method, path, query="", headers=None, body=b"", *, access_key=None,
-            secret_key=None):
-    """SigV2 (HmacV1, 'Authorization: AWS AK:sig') header-signed request."""
+            secret_key=None, when=None):
+    """SigV2 (HmacV1, 'Authorization: AWS AK:sig') header-signed request; `when`
+    (naive UTC datetime) sets the signed Date header."""
     hdrs = {"Host": f"127.0.0.1:{cloud.port}"}
     hdrs.update(headers or {})
     req = AWSRequest(method=method, url=_url(cloud, path, query), headers=hdrs, data=body)
-    HmacV1Auth(_creds(cloud, access_key, secret_key)).add_auth(req)
+    _DatedV1(_creds(cloud, access_key, secret_key), when).add_auth(req)
     return RawReq(method, _target(req.url), dict(req.headers.items()), body)
 
 
@@ -435,7 +449,8 @@ def signed_chunked_body(data, chunk_size, seed_sig, timestamp, scope, key,
 
 
 def streaming_put_v4(cloud, bucket, key, data, chunk_size=65536, bad_chunk=None,
-                     tamper="signature", access_key=None, secret_key=None, extra_headers=None):
+                     tamper="signature", access_key=None, secret_key=None, extra_headers=None,
+                     query=""):
     """Builds a complete STREAMING-AWS4-HMAC-SHA256-PAYLOAD PutObject RawReq."""
     when = utcnow().replace(microsecond=0)
     ts = when.strftime(SIGV4_TS)
@@ -448,7 +463,7 @@ def streaming_put_v4(cloud, bucket, key, data, chunk_size=65536, bad_chunk=None,
         "Content-Length": str(enc_len),
     }
     headers.update(extra_headers or {})
-    req = sign_v4(cloud, "PUT", obj_path(bucket, key), headers=headers,
+    req = sign_v4(cloud, "PUT", obj_path(bucket, key), query=query, headers=headers,
                   payload_hash=STREAMING_PAYLOAD, when=when, access_key=access_key,
                   secret_key=secret_key)
     seed = req.auth_signature()

@@ -672,6 +672,54 @@ def test_multipart_upload_complete(s3, bucket):
         [f'"{expected}-3"']
 
 
+def test_multipart_sparse_part_numbers_and_upload_listing(s3, bucket):
+    # Part numbers need not be contiguous; only the listed parts make the object.
+    key = "sparse"
+    uid = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    p2, p5, p9 = os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(1000)
+    e2 = s3.upload_part(Bucket=bucket, Key=key, UploadId=uid, PartNumber=2, Body=p2)["ETag"]
+    s3.upload_part(Bucket=bucket, Key=key, UploadId=uid, PartNumber=5, Body=p5)
+    e9 = s3.upload_part(Bucket=bucket, Key=key, UploadId=uid, PartNumber=9, Body=p9)["ETag"]
+    assert [p["PartNumber"] for p in s3.list_parts(Bucket=bucket, Key=key,
+                                                   UploadId=uid)["Parts"]] == [2, 5, 9]
+    r = s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=uid, MultipartUpload={
+        "Parts": [{"PartNumber": 2, "ETag": e2}, {"PartNumber": 9, "ETag": e9}]})
+    expected = hashlib.md5(hashlib.md5(p2).digest() + hashlib.md5(p9).digest()).hexdigest()
+    assert r["ETag"] == f'"{expected}-2"'
+    got = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert sha256_bytes(got) == sha256_bytes(p2 + p9)
+
+    # ListMultipartUploads: prefix and pagination by key/upload-id markers.
+    uploads = {}
+    for k in ("u/a", "u/b", "u/b", "u/c", "v/d"):
+        uploads.setdefault(k, []).append(
+            s3.create_multipart_upload(Bucket=bucket, Key=k)["UploadId"])
+    r = s3.list_multipart_uploads(Bucket=bucket, Prefix="u/")
+    assert sorted((u["Key"], u["UploadId"]) for u in r["Uploads"]) == \
+        sorted((k, i) for k, ids in uploads.items() if k.startswith("u/") for i in ids)
+    assert [u["Key"] for u in r["Uploads"]] == ["u/a", "u/b", "u/b", "u/c"]
+    seen, km, um = [], None, None
+    for _ in range(10):
+        kw = {"KeyMarker": km, "UploadIdMarker": um} if km else {}
+        r = s3.list_multipart_uploads(Bucket=bucket, MaxUploads=2, **kw)
+        seen += [(u["Key"], u["UploadId"]) for u in r.get("Uploads", [])]
+        assert len(r.get("Uploads", [])) <= 2
+        if not r["IsTruncated"]:
+            break
+        km, um = r["NextKeyMarker"], r["NextUploadIdMarker"]
+    assert sorted(seen) == sorted((k, i) for k, ids in uploads.items() for i in ids)
+    assert len(seen) == 5
+    r = s3.list_multipart_uploads(Bucket=bucket, Delimiter="/")
+    assert [p["Prefix"] for p in r.get("CommonPrefixes", [])] == ["u/", "v/"], r
+    assert not r.get("Uploads"), r
+    r = s3.list_multipart_uploads(Bucket=bucket, Prefix="u/", Delimiter="/")
+    assert len(r.get("Uploads", [])) == 4 and not r.get("CommonPrefixes"), r
+    for k, ids in uploads.items():
+        for i in ids:
+            s3.abort_multipart_upload(Bucket=bucket, Key=k, UploadId=i)
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
 def test_multipart_abort(s3, bucket):
     key = "aborted"
     uid = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]

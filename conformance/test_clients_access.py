@@ -328,9 +328,18 @@ def test_second_account_isolation_and_acl_grant(cloud, s3, bucket, other):
         # WRITE on the bucket lets the other account create objects.
         s3.put_bucket_acl(Bucket=bucket, GrantRead=f"id={other_id}",
                           GrantWrite=f"id={other_id}", GrantFullControl=f"id={owner}")
-        o3.put_object(Bucket=bucket, Key="from-other", Body=b"hello")
+        # (Classic ACL model: the uploader owns the object; it grants the bucket owner
+        # access with the bucket-owner-full-control canned ACL.)
+        o3.put_object(Bucket=bucket, Key="from-other", Body=b"hello",
+                      ACL="bucket-owner-full-control")
+        acl = s3.get_object_acl(Bucket=bucket, Key="from-other")
+        assert acl["Owner"]["ID"] == other_id
+        assert grants(acl) == {(other_id, "FULL_CONTROL"), (owner, "FULL_CONTROL")}
         assert s3.get_object(Bucket=bucket, Key="from-other")["Body"].read() == b"hello"
-        assert "intruder" not in list_keys(s3, bucket)
+        assert sorted(list_keys(s3, bucket)) == ["from-other", "k", "k2"]
+        # The bucket owner may delete objects in its bucket whoever owns them.
+        s3.delete_object(Bucket=bucket, Key="from-other")
+        assert sorted(list_keys(s3, bucket)) == ["k", "k2"]
     finally:
         nuke_bucket(o3, ob)
 

@@ -69,10 +69,24 @@ def test_awscli_s3_basic(cloud, s3, new_bucket_name, tmp_path, variant):
     assert sorted(list_keys(s3, b)) == ["dir/f \u00e9.bin", "moved%.bin"]
     assert s3.get_object(Bucket=b, Key="moved%.bin")["Body"].read() == data
 
-    aws(cloud, variant, "s3", "cp", "--no-progress", str(f), f"s3://{b}/x")
+    # Public upload, presign, empty file.
+    aws(cloud, variant, "s3", "cp", "--no-progress", "--acl", "public-read", str(f),
+        f"s3://{b}/x")
+    status, _, body = curl(f"{cloud.endpoint}/{b}/x")
+    assert status == 200 and body == data
+    r = aws(cloud, variant, "s3", "presign", "--expires-in", "300", f"s3://{b}/moved%.bin")
+    status, _, body = curl(r.stdout.strip())
+    assert status == 200 and body == data, body[:300]
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    aws(cloud, variant, "s3", "cp", "--no-progress", str(empty), f"s3://{b}/empty")
+    assert s3.head_object(Bucket=b, Key="empty")["ContentLength"] == 0
+    aws(cloud, variant, "s3", "cp", "--no-progress", f"s3://{b}/empty", str(tmp_path / "e2"))
+    assert (tmp_path / "e2").read_bytes() == b""
     r = aws(cloud, variant, "s3", "rm", f"s3://{b}/x")
     assert "delete:" in r.stdout
     assert "x" not in list_keys(s3, b)
+    aws(cloud, variant, "s3", "rm", f"s3://{b}/empty")
 
     # rb refuses a non-empty bucket; --force empties it.
     r = aws(cloud, variant, "s3", "rb", f"s3://{b}", check=False)
@@ -276,6 +290,11 @@ def test_s3cmd_basic(cloud, s3, new_bucket_name, tmp_path, sigv2):
     assert status == 200 and body == data
     s3cmd(cloud, "setacl", "--acl-private", f"s3://{b}/dir/f \u00e9+.bin", sigv2=sigv2)
     assert curl(url)[0] == 403
+
+    # s3cmd signurl makes a SigV2 query-string URL.
+    r = s3cmd(cloud, "signurl", f"s3://{b}/dir/f \u00e9+.bin", "+600", sigv2=sigv2)
+    status, _, body = curl(r.stdout.strip())
+    assert status == 200 and body == data, (r.stdout, body[:300])
 
     r = s3cmd(cloud, "info", f"s3://{b}", sigv2=sigv2)
     assert f"s3://{b}/" in r.stdout

@@ -158,6 +158,7 @@ def test_overwrite_atomicity(cloud, bucket):
         t.join(timeout=120)
         assert not t.is_alive(), "worker thread hung"
 
+    print(f"overwrite: {len(acked)} acked PUTs, {reads[0]} verified GETs")
     assert not errors, f"{len(errors)} errors, first: {errors[:10]}"
     assert reads[0] > 10 and len(acked) > 10, f"too little traffic: {reads[0]} reads, {len(acked)} writes"
 
@@ -315,3 +316,9 @@ def test_list_after_write_and_delete(cloud, bucket):
             raise AssertionError(f"deleted key {k!r} still readable")
         except ClientError as e:
             assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+    # remove the rest with DeleteObjects (non-ASCII and XML-special keys in the body)
+    r = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in kept]})
+    assert not r.get("Errors"), f"DeleteObjects errors: {r['Errors'][:5]}"
+    assert {d["Key"] for d in r.get("Deleted", [])} == set(kept), "DeleteObjects reported other keys"
+    _check_listing(s3, bucket, [])

@@ -107,7 +107,9 @@ def test_sigkill_during_puts(fresh_cloud):
     bucket = "crash-test"
     s3.create_bucket(Bucket=bucket)
     records = []
-    master = random.Random(int(os.environ.get("WALRUS_CRASH_SEED", str(int(time.time())))))
+    seed = int(os.environ.get("WALRUS_CRASH_SEED", str(int(time.time()))))
+    print(f"WALRUS_CRASH_SEED={seed}")
+    master = random.Random(seed)
 
     for cycle in range(CYCLES):
         clients = [cloud.boto3(connect_timeout=5, read_timeout=30) for _ in range(WORKERS)]
@@ -153,6 +155,10 @@ def test_sigkill_during_puts(fresh_cloud):
             f"readable-not-listed {sorted(set(present) - set(listed))[:10]}, "
             f"size mismatches {[(k, listed[k], present[k]) for k in listed if k in present and listed[k] != present[k]][:10]}")
 
+        unacked = [r for r in new if not r.acked]
+        print(f"cycle {cycle}: {len(new)} requests, {acked} acked, {len(unacked)} unacked "
+              f"({sum(r.key in present for r in unacked)} of them present), "
+              f"{len(present)} objects / {sum(present.values())} B live, restart {ready:.2f}s")
         _check_no_orphans(cloud, s3, bucket, listed, cycle)
 
 
@@ -174,6 +180,7 @@ def _check_no_orphans(cloud, s3, bucket, listed, cycle):
         if other <= budget or time.time() > deadline:
             break
         time.sleep(0.5)
+    print(f"  data/walrus: {other} B + {redb} B redb; budget {budget} B")
     biggest = sorted(files, key=lambda f: -f[1])[:8]
     assert other <= budget, (
         f"cycle {cycle}: {other} bytes under {root} (excluding {redb} B of *.redb) but only "

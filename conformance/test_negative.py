@@ -131,6 +131,33 @@ def test_v4_host_not_signed(cloud, s3, bucket):
     expect_ok(send(cloud, sign_v4(cloud, "PUT", obj_path(bucket, "k"), body=data)))
 
 
+def test_v4_signature_binds_method_path_query(cloud, s3, bucket):
+    """A valid signature must not be reusable for another method, key or query."""
+    victim = put_victim(s3, bucket)
+    # GET signed, sent as DELETE
+    g = sign_v4(cloud, "GET", obj_path(bucket, "victim"))
+    expect(send(cloud, g.copy(method="DELETE")), 403, "SignatureDoesNotMatch")
+    assert_content(s3, bucket, "victim", victim)
+    # PUT signed for key "a", sent to key "victim" and to key "b"
+    data = os.urandom(100)
+    pa = sign_v4(cloud, "PUT", obj_path(bucket, "a"), body=data)
+    expect(send(cloud, pa.copy(target=obj_path(bucket, "victim"))), 403, "SignatureDoesNotMatch")
+    assert_content(s3, bucket, "victim", victim)
+    expect(send(cloud, pa.copy(target=obj_path(bucket, "b"))), 403, "SignatureDoesNotMatch")
+    assert_absent(s3, bucket, "b")
+    # query parameter changed / added after signing
+    q = sign_v4(cloud, "GET", obj_path(bucket, "victim"), query=qs([("response-content-type", "a/b")]))
+    r = send(cloud, q.copy(target=obj_path(bucket, "victim") + "?" + qs([("response-content-type", "c/d")])))
+    expect(r, 403, "SignatureDoesNotMatch")
+    r = send(cloud, g.copy(target=g.target + "?" + qs([("response-content-type", "c/d")])))
+    expect(r, 403, "SignatureDoesNotMatch")
+    # positive controls
+    expect_ok(send(cloud, pa))
+    assert_content(s3, bucket, "a", data)
+    r = send(cloud, q)
+    assert r.status == 200 and r.header("Content-Type") == "a/b", r
+
+
 @pytest.mark.parametrize("value", ["present-value", ""], ids=["nonempty", "empty"])
 def test_v4_signed_header_absent(cloud, s3, bucket, value):
     """A header named in SignedHeaders but missing from the request must be rejected,
@@ -233,6 +260,26 @@ def test_v4_presigned_expires_over_one_week(cloud, s3, bucket):
     assert r.status == 200 and r.body == old, r
 
 
+def test_v4_presigned_not_yet_valid_and_bad_expires(cloud, s3, bucket):
+    """A presigned URL dated in the future beyond the skew window, and X-Amz-Expires
+    values outside 1..604800 or not integers, are refused."""
+    old = put_victim(s3, bucket)
+    p = obj_path(bucket, "victim")
+    future = presign_v4(cloud, "PUT", p, expires=3600, when=utcnow() + datetime.timedelta(minutes=20))
+    future.body = os.urandom(50)
+    r = send(cloud, future)
+    assert r.status == 403 and r.code in {"AccessDenied", "RequestTimeTooSkewed"}, r
+    assert_content(s3, bucket, "victim", old)
+    # X-Amz-Expires is part of the canonical query, so tampering it breaks the
+    # signature; sign each odd value properly instead.
+    for bad in ("0", "-5", "abc"):
+        req = presign_v4(cloud, "PUT", p, expires=bad)
+        req.body = os.urandom(50)
+        r = send(cloud, req)
+        assert r.status in (400, 403), f"X-Amz-Expires={bad} accepted: {r!r}"
+        assert_content(s3, bucket, "victim", old)
+
+
 def test_v4_query_credentials_bad_signature_no_auth_header(cloud, s3, bucket):
     """X-Amz-Credential etc. only in the query, no Authorization header: must verify
     (MinIO CVE-2026-41145 class)."""
@@ -308,6 +355,45 @@ def test_v4_streaming_bad_chunk(cloud, s3, bucket, bad_chunk, tamper, existing):
     assert_server_ok(cloud, s3, bucket)
 
 
+@pytest.mark.parametrize("mode", ["signed-chunks", "unsigned-trailer"])
+@pytest.mark.parametrize("cut", ["mid-chunk", "before-final-chunk"])
+def test_streaming_body_truncated_then_close(cloud, s3, bucket, mode, cut):
+    """The client disappears part-way through an aws-chunked body: nothing is committed."""
+    data = os.urandom(200 * 1024)
+    if mode == "signed-chunks":
+        req = streaming_put_v4(cloud, bucket, "k", data)
+        final_len = len(b"0;chunk-signature=" + b"0" * 64 + b"\r\n\r\n")
+    else:
+        req = unsigned_trailer_put(cloud, bucket, "k", data)
+        final_len = len(b"0\r\nx-amz-checksum-crc32:" + crc32_b64(data).encode() + b"\r\n\r\n")
+    raw = serialize(cloud, req)
+    keep = len(raw) - len(req.body) + (len(req.body) // 2 if cut == "mid-chunk"
+                                       else len(req.body) - final_len)
+    out, err = raw_exchange(cloud, raw[:keep], shutdown_write=True)
+    resp = parse_raw_response(out)
+    assert resp is None or not (200 <= resp.status < 300), f"truncated upload acknowledged: {resp!r}"
+    time.sleep(0.3)
+    assert_absent(s3, bucket, "k")
+    # positive control: the full request works
+    expect_ok(send(cloud, req))
+    assert_content(s3, bucket, "k", data)
+
+
+def test_unsigned_trailer_missing_trailer(cloud, s3, bucket):
+    data = os.urandom(100 * 1024)
+    body = unsigned_trailer_body(data)
+    body = body[: body.rindex(b"0\r\n")] + b"0\r\n\r\n"   # final chunk without the trailer
+    req = sign_v4(cloud, "PUT", obj_path(bucket, "k"), body=body,
+                  payload_hash=STREAMING_UNSIGNED_TRAILER,
+                  headers={"Content-Encoding": "aws-chunked",
+                           "x-amz-decoded-content-length": str(len(data)),
+                           "x-amz-trailer": "x-amz-checksum-crc32",
+                           "Content-Length": str(len(body))})
+    r = send(cloud, req)
+    assert 400 <= r.status < 500, f"declared trailer missing, but accepted: {r!r}"
+    assert_absent(s3, bucket, "k")
+
+
 def test_v4_streaming_decoded_length_mismatch(cloud, s3, bucket):
     data = os.urandom(100 * 1024)
     req = streaming_put_v4(cloud, bucket, "k", data,
@@ -353,6 +439,65 @@ def test_unsigned_trailer_wrong_checksum(cloud, s3, bucket, existing):
 
 
 # ----------------------------------------------------------------------------
+# every handler verifies: multipart and copy
+# ----------------------------------------------------------------------------
+def test_multipart_and_copy_handlers_verify_signatures(cloud, s3, bucket):
+    victim = put_victim(s3, bucket)
+    p = obj_path(bucket, "mp")
+    # CreateMultipartUpload with a bad signature creates no upload
+    c = sign_v4(cloud, "POST", p, query="uploads")
+    expect(send(cloud, c.with_auth_signature(flip_hex(c.auth_signature()))), 403, "SignatureDoesNotMatch")
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    part = os.urandom(70 * 1024)
+    q = qs([("partNumber", 1), ("uploadId", uid)])
+    up = sign_v4(cloud, "PUT", p, query=q, body=part)
+    expect(send(cloud, up.with_auth_signature(flip_hex(up.auth_signature()))), 403, "SignatureDoesNotMatch")
+    # UploadPart via the signed-chunk streaming mode with a bad chunk
+    sreq = streaming_put_v4(cloud, bucket, "mp", part, bad_chunk=1, query=q)
+    expect(send(cloud, sreq), 403, "SignatureDoesNotMatch")
+    # UploadPart with an unknown access key
+    expect(send(cloud, sign_v4(cloud, "PUT", p, query=q, body=part, access_key=UNKNOWN_AK,
+                               secret_key=UNKNOWN_SK)), 403, "InvalidAccessKeyId")
+    assert s3.list_parts(Bucket=bucket, Key="mp", UploadId=uid).get("Parts", []) == [], \
+        "a part was stored from a rejected UploadPart"
+
+    etag = s3.upload_part(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=1, Body=part)["ETag"]
+    body = (f"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{etag}</ETag>"
+            f"</Part></CompleteMultipartUpload>").encode()
+    cq = qs([("uploadId", uid)])
+    comp = sign_v4(cloud, "POST", p, query=cq, body=body)
+    expect(send(cloud, comp.with_auth_signature(flip_hex(comp.auth_signature()))), 403,
+           "SignatureDoesNotMatch")
+    assert_absent(s3, bucket, "mp")
+    ab = sign_v4(cloud, "DELETE", p, query=cq)
+    expect(send(cloud, ab.with_auth_signature(flip_hex(ab.auth_signature()))), 403,
+           "SignatureDoesNotMatch")
+    assert len(s3.list_parts(Bucket=bucket, Key="mp", UploadId=uid)["Parts"]) == 1, \
+        "upload aborted by a request with a bad signature"
+
+    # CopyObject / UploadPartCopy with a bad signature
+    cp = sign_v4(cloud, "PUT", obj_path(bucket, "copy"),
+                 headers={"x-amz-copy-source": f"/{bucket}/victim"})
+    expect(send(cloud, cp.with_auth_signature(flip_hex(cp.auth_signature()))), 403,
+           "SignatureDoesNotMatch")
+    assert_absent(s3, bucket, "copy")
+    cp2 = sign_v4(cloud, "PUT", p, query=qs([("partNumber", 2), ("uploadId", uid)]),
+                  headers={"x-amz-copy-source": f"/{bucket}/victim"})
+    expect(send(cloud, cp2.with_auth_signature(flip_hex(cp2.auth_signature()))), 403,
+           "SignatureDoesNotMatch")
+    assert len(s3.list_parts(Bucket=bucket, Key="mp", UploadId=uid)["Parts"]) == 1
+
+    # positive controls: the same requests, correctly signed
+    r = send(cloud, comp)
+    assert r.status == 200 and b"<Error>" not in r.body, r
+    assert_content(s3, bucket, "mp", part)
+    expect_ok(send(cloud, cp))
+    assert_content(s3, bucket, "copy", victim)
+
+
+# ----------------------------------------------------------------------------
 # SigV2
 # ----------------------------------------------------------------------------
 def test_v2_header_flipped_signature(cloud, s3, bucket):
@@ -393,6 +538,131 @@ def test_v2_presigned(cloud, s3, bucket):
     # positive control
     r = send(cloud, ok)
     assert r.status == 200 and r.body == old, r
+
+
+def test_v2_header_clock_skew(cloud, s3, bucket):
+    old = put_victim(s3, bucket)
+    for minutes in (16, -16):
+        req = sign_v2(cloud, "PUT", obj_path(bucket, "victim"), body=os.urandom(50),
+                      when=utcnow() + datetime.timedelta(minutes=minutes))
+        expect(send(cloud, req), 403, "RequestTimeTooSkewed")
+        assert_content(s3, bucket, "victim", old)
+    new = os.urandom(60)
+    expect_ok(send(cloud, sign_v2(cloud, "PUT", obj_path(bucket, "victim"), body=new,
+                                  when=utcnow() - datetime.timedelta(minutes=10))))
+    assert_content(s3, bucket, "victim", new)
+
+
+# ----------------------------------------------------------------------------
+# malformed Authorization, other accounts, disabled credentials
+# ----------------------------------------------------------------------------
+def test_malformed_authorization_header(cloud, s3, bucket):
+    good = sign_v4(cloud, "PUT", obj_path(bucket, "k"), body=b"data")
+    ak = cloud.access_key
+    date8 = good.get_header("X-Amz-Date")[:8]
+    variants = [
+        "AWS4-HMAC-SHA256",
+        "AWS4-HMAC-SHA256 ",
+        f"AWS4-HMAC-SHA256 Credential={ak}/{date8}/{cloud.region}/s3/aws4_request",
+        f"AWS4-HMAC-SHA256 Credential={ak}/{date8}/{cloud.region}/s3/aws4_request, "
+        f"SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=",
+        f"AWS4-HMAC-SHA256 Credential={ak}, SignedHeaders=host, Signature={'0' * 64}",
+        f"AWS4-HMAC-SHA512 Credential={ak}/{date8}/{cloud.region}/s3/aws4_request, "
+        f"SignedHeaders=host, Signature={'0' * 64}",
+        "Bearer abc.def.ghi",
+        f"AWS {ak}",
+        f"AWS {ak}:",
+        "AWS :",
+        "garbage !!",
+    ]
+    for v in variants:
+        bad = good.copy()
+        bad.set_header("Authorization", v)
+        r = send(cloud, bad)
+        assert r.status in (400, 403) and r.code, f"Authorization {v!r}: {r!r}"
+        assert_absent(s3, bucket, "k")
+    expect_ok(send(cloud, good))
+
+
+_acct_n = [0]
+
+
+def _new_account(cloud):
+    _acct_n[0] += 1
+    name = f"neg{os.getpid()}x{_acct_n[0]}x{int(time.time() * 1000) % 100000}"
+    acct = cloud.new_account(name)
+    assert acct.get("AWS_ACCESS_KEY_ID") and acct.get("AWS_SECRET_ACCESS_KEY"), acct
+    return name, acct["AWS_ACCESS_KEY_ID"], acct["AWS_SECRET_ACCESS_KEY"]
+
+
+def test_other_account_cannot_touch_private_bucket(cloud, s3, bucket):
+    """A correctly signed request from another account is authenticated but must not
+    be authorised on a private bucket it does not own."""
+    victim = put_victim(s3, bucket)
+    _, ak, sk = _new_account(cloud)
+    kw = dict(access_key=ak, secret_key=sk)
+    r = send(cloud, sign_v4(cloud, "PUT", obj_path(bucket, "intruder"), body=b"x", **kw))
+    expect(r, 403, "AccessDenied")
+    assert_absent(s3, bucket, "intruder")
+    r = send(cloud, sign_v4(cloud, "PUT", obj_path(bucket, "victim"), body=b"x", **kw))
+    expect(r, 403, "AccessDenied")
+    r = send(cloud, sign_v4(cloud, "GET", obj_path(bucket, "victim"), **kw))
+    expect(r, 403, "AccessDenied")
+    assert victim not in r.body
+    r = send(cloud, sign_v4(cloud, "GET", obj_path(bucket), **kw))
+    expect(r, 403, "AccessDenied")
+    assert b"victim" not in r.body
+    r = send(cloud, sign_v4(cloud, "DELETE", obj_path(bucket, "victim"), **kw))
+    expect(r, 403, "AccessDenied")
+    r = send(cloud, sign_v4(cloud, "DELETE", obj_path(bucket), **kw))
+    expect(r, 403, "AccessDenied")
+    body = b'<Delete><Object><Key>victim</Key></Object></Delete>'
+    r = send(cloud, sign_v4(cloud, "POST", obj_path(bucket), query="delete", body=body,
+                            headers={"Content-MD5": md5_b64(body)}, **kw))
+    assert r.status == 403 or (r.status == 200 and b"<Deleted>" not in r.body), r
+    r = send(cloud, sign_v2(cloud, "GET", obj_path(bucket, "victim"), **kw))
+    expect(r, 403, "AccessDenied")
+    assert_content(s3, bucket, "victim", victim)
+    assert bucket_exists(s3, bucket)
+    # positive control: the other account's credentials work on its own bucket
+    own = f"own-{bucket}"[:63]
+    expect_ok(send(cloud, sign_v4(cloud, "PUT", obj_path(own), **kw)))
+    expect_ok(send(cloud, sign_v4(cloud, "PUT", obj_path(own, "k"), body=b"mine", **kw)))
+    r = send(cloud, sign_v4(cloud, "GET", obj_path(own, "k"), **kw))
+    assert r.status == 200 and r.body == b"mine", r
+    send(cloud, sign_v4(cloud, "DELETE", obj_path(own, "k"), **kw))
+    send(cloud, sign_v4(cloud, "DELETE", obj_path(own), **kw))
+
+
+@pytest.mark.parametrize("what", ["account", "key"])
+def test_disabled_credentials_rejected(cloud, s3, bucket, what):
+    name, ak, sk = _new_account(cloud)
+    kw = dict(access_key=ak, secret_key=sk)
+    own = f"dis-{bucket}"[:63]
+    # positive control before disabling
+    expect_ok(send(cloud, sign_v4(cloud, "PUT", obj_path(own), **kw)))
+    expect_ok(send(cloud, sign_v4(cloud, "PUT", obj_path(own, "k"), body=b"before", **kw)))
+    if what == "account":
+        cloud.euca("account", "disable", name)
+    else:
+        cloud.euca("key", "disable", ak)
+    for req in (sign_v4(cloud, "PUT", obj_path(own, "k"), body=b"after", **kw),
+                sign_v4(cloud, "PUT", obj_path(own, "new"), body=b"after", **kw),
+                sign_v2(cloud, "PUT", obj_path(own, "k"), body=b"after", **kw)):
+        r = send(cloud, req)
+        assert r.status == 403 and r.code in {"InvalidAccessKeyId", "AccessDenied"}, \
+            f"{what} disabled but request accepted: {r!r}"
+    pre = presign_v4(cloud, "GET", obj_path(own, "k"), **kw)
+    r = send(cloud, pre)
+    assert r.status == 403 and b"before" not in r.body, r
+    # nothing changed (checked by the admin, who can read everything or at least HEAD)
+    if what == "account":
+        cloud.euca("account", "enable", name)
+    r = send(cloud, sign_v4(cloud, "GET", obj_path(own, "k"), **kw)) if what == "account" else None
+    if r is not None:
+        assert r.status == 200 and r.body == b"before", f"object changed or re-enable failed: {r!r}"
+        r = send(cloud, sign_v4(cloud, "GET", obj_path(own, "new"), **kw))
+        expect(r, 404, "NoSuchKey")
 
 
 # ----------------------------------------------------------------------------

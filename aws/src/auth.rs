@@ -409,3 +409,86 @@ fn verify_v4_query(
 pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
     ct_eq(a, b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::Signer;
+
+    struct One(Credential);
+    impl CredentialLookup for One {
+        fn lookup(&self, k: &str) -> Option<Credential> {
+            (k == self.0.principal.access_key).then(|| self.0.clone())
+        }
+    }
+
+    fn setup() -> (One, Signer, AuthConfig) {
+        let p = Principal { account_id: "1".into(), canonical_id: "c".into(), display_name: "d".into(), access_key: "AKID".into() };
+        let signer = Signer { access_key: "AKID".into(), secret_key: "secret".into(), region: "us-east-1".into(), service: "s3".into() };
+        (One(Credential { secret: "secret".into(), principal: p }), signer, AuthConfig::s3("us-east-1"))
+    }
+
+    fn signed(signer: &Signer, at: OffsetDateTime, extra: &[(&str, &str)]) -> Parts {
+        let mut h = http::HeaderMap::new();
+        h.insert("host", "127.0.0.1:1".parse().unwrap());
+        for (k, v) in extra {
+            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        signer.sign("PUT", "/b/a%20key", "x-id=PutObject", &mut h, sigv4::UNSIGNED_PAYLOAD, at);
+        let mut req = http::Request::builder().method("PUT").uri("/b/a%20key?x-id=PutObject").body(()).unwrap();
+        *req.headers_mut() = h;
+        req.into_parts().0
+    }
+
+    #[test]
+    fn header_auth_round_trip_and_tampering() {
+        let (store, signer, cfg) = setup();
+        let now = OffsetDateTime::now_utc();
+        let parts = signed(&signer, now, &[("x-amz-meta-a", "1")]);
+        let ok = authenticate(&parts, &store, &cfg, now).unwrap();
+        assert_eq!(ok.principal.unwrap().canonical_id, "c");
+        assert!(matches!(ok.payload, PayloadCheck::Unsigned));
+
+        // A header added after signing.
+        let mut p = signed(&signer, now, &[]);
+        p.headers.insert("x-amz-meta-late", "1".parse().unwrap());
+        assert_eq!(authenticate(&p, &store, &cfg, now).unwrap_err(), AuthError::UnsignedHeader("x-amz-meta-late".into()));
+        // A signed header whose value changed.
+        let mut p = signed(&signer, now, &[("x-amz-meta-a", "1")]);
+        p.headers.insert("x-amz-meta-a", "2".parse().unwrap());
+        assert_eq!(authenticate(&p, &store, &cfg, now).unwrap_err(), AuthError::SignatureDoesNotMatch);
+        // Skew.
+        let p = signed(&signer, now - time::Duration::minutes(16), &[]);
+        assert_eq!(authenticate(&p, &store, &cfg, now).unwrap_err(), AuthError::RequestTimeTooSkewed);
+        let p = signed(&signer, now + time::Duration::minutes(16), &[]);
+        assert_eq!(authenticate(&p, &store, &cfg, now).unwrap_err(), AuthError::RequestTimeTooSkewed);
+        // Unknown key and wrong secret.
+        let other = Signer { access_key: "NOPE".into(), ..signer.clone() };
+        assert_eq!(authenticate(&signed(&other, now, &[]), &store, &cfg, now).unwrap_err(), AuthError::InvalidAccessKeyId);
+        let wrong = Signer { secret_key: "wrong".into(), ..signer.clone() };
+        assert_eq!(authenticate(&signed(&wrong, now, &[]), &store, &cfg, now).unwrap_err(), AuthError::SignatureDoesNotMatch);
+        // Wrong region in scope.
+        let eu = Signer { region: "eu-west-1".into(), ..signer };
+        assert!(matches!(authenticate(&signed(&eu, now, &[]), &store, &cfg, now).unwrap_err(), AuthError::HeaderMalformed(_)));
+    }
+
+    #[test]
+    fn mixed_and_anonymous() {
+        let (store, signer, cfg) = setup();
+        let now = OffsetDateTime::now_utc();
+        let mut p = signed(&signer, now, &[]);
+        p.uri = "/b/a%20key?X-Amz-Credential=x".parse().unwrap();
+        assert_eq!(authenticate(&p, &store, &cfg, now).unwrap_err(), AuthError::MixedAuth);
+        let anon = http::Request::builder().uri("/b/k").body(()).unwrap().into_parts().0;
+        assert!(authenticate(&anon, &store, &cfg, now).unwrap().principal.is_none());
+        // Query credentials without a valid signature are verified, not ignored.
+        let q = http::Request::builder()
+            .uri("/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID%2F20250101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20250101T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host&X-Amz-Signature=00")
+            .header("host", "h")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert!(authenticate(&q, &store, &cfg, now).is_err());
+    }
+}

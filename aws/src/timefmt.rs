@@ -24,8 +24,13 @@ pub fn format_http_date(t: OffsetDateTime) -> String {
     httpdate::fmt_http_date(std::time::SystemTime::from(t))
 }
 
+/// RFC 1123 / RFC 2822 dates, with `GMT` or a numeric zone (s3cmd sends `+0000`).
 pub fn parse_http_date(s: &str) -> Option<OffsetDateTime> {
-    httpdate::parse_http_date(s.trim()).ok().map(OffsetDateTime::from)
+    let s = s.trim();
+    httpdate::parse_http_date(s)
+        .ok()
+        .map(OffsetDateTime::from)
+        .or_else(|| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc2822).ok())
 }
 
 #[cfg(test)]
@@ -39,5 +44,6 @@ mod tests {
         assert_eq!(format_http_date(t), "Fri, 24 May 2013 00:00:00 GMT");
         assert_eq!(parse_http_date("Fri, 24 May 2013 00:00:00 GMT"), Some(t));
         assert!(parse_amz_date("2013-05-24").is_none());
+        assert_eq!(parse_http_date("Fri, 24 May 2013 00:00:00 +0000"), Some(t));
     }
 }

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs (idempotent), builds, runs the Rust
+# tests and the conformance suite that drives a real `euca up` with real S3 clients.
+# Usage: scripts/test.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+
+echo "== build (release)"
+cargo build --release --locked --bin euca
+
+echo "== cargo test"
+cargo test --release --locked --workspace
+
+echo "== conformance (real clients against euca up)"
+export EUCA_BIN="$PWD/target/release/euca"
+python3 -m pytest conformance -q -p no:cacheprovider "$@"
