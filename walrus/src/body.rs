@@ -17,6 +17,9 @@ use md5::{Digest, Md5};
 use sha2::Sha256;
 use std::collections::VecDeque;
 
+/// A body that sends nothing for this long is abandoned (slow-body protection).
+const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
 pub struct BodySummary {
@@ -124,7 +127,10 @@ impl VerifiedBody {
                 return Ok(Some(b));
             }
             let Some(inner) = self.inner.as_mut() else { return Ok(None) };
-            match inner.frame().await {
+            let frame = tokio::time::timeout(BODY_IDLE_TIMEOUT, inner.frame()).await.map_err(|_| {
+                S3Error::new("RequestTimeout", 400, "Your socket connection to the server was not read from or written to within the timeout period.")
+            })?;
+            match frame {
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else { continue };
                     match &mut self.decoder {
