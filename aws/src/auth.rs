@@ -43,7 +43,11 @@ pub struct AuthConfig {
 
 impl AuthConfig {
     pub fn s3(region: &str) -> Self {
-        Self { region: region.to_string(), service: "s3", max_skew: Duration::minutes(15) }
+        Self {
+            region: region.to_string(),
+            service: "s3",
+            max_skew: Duration::minutes(15),
+        }
     }
 }
 
@@ -113,7 +117,8 @@ impl ChunkSigner {
         hex::encode(sigv4::hmac_sha256(&self.key, sts.as_bytes()))
     }
     pub fn trailer_signature(&self, prev: &str, trailer_sha256_hex: &str) -> String {
-        let sts = sigv4::trailer_string_to_sign(&self.amz_date, &self.scope, prev, trailer_sha256_hex);
+        let sts =
+            sigv4::trailer_string_to_sign(&self.amz_date, &self.scope, prev, trailer_sha256_hex);
         hex::encode(sigv4::hmac_sha256(&self.key, sts.as_bytes()))
     }
 }
@@ -127,7 +132,11 @@ pub enum PayloadCheck {
     Sha256(String),
     /// `Content-Encoding: aws-chunked` framing: decode it; verify chunk signatures if
     /// `signer` is set; read trailing headers if `trailer`.
-    Chunked { signer: Option<ChunkSigner>, trailer: bool, decoded_length: Option<u64> },
+    Chunked {
+        signer: Option<ChunkSigner>,
+        trailer: bool,
+        decoded_length: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -153,9 +162,16 @@ pub fn authenticate(
 ) -> Result<Authenticated, AuthError> {
     let raw_query = parts.uri.query().unwrap_or("");
     let query = parse_query(raw_query);
-    let q = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let q = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let authz = header_str(parts, "authorization");
-    let q_v4 = q("X-Amz-Algorithm").is_some() || q("X-Amz-Credential").is_some() || q("X-Amz-Signature").is_some();
+    let q_v4 = q("X-Amz-Algorithm").is_some()
+        || q("X-Amz-Credential").is_some()
+        || q("X-Amz-Signature").is_some();
     let q_v2 = q("AWSAccessKeyId").is_some() || q("Signature").is_some();
     let modes = authz.is_some() as u8 + q_v4 as u8 + q_v2 as u8;
     if modes > 1 {
@@ -167,19 +183,30 @@ pub fn authenticate(
         }
         if let Some(rest) = a.strip_prefix("AWS ") {
             let p = sigv2::verify_header(parts, rest, lookup, cfg, now)?;
-            return Ok(Authenticated { principal: Some(p), payload: v2_payload(parts)? });
+            return Ok(Authenticated {
+                principal: Some(p),
+                payload: v2_payload(parts)?,
+            });
         }
-        return Err(AuthError::HeaderMalformed("unsupported authorization type".into()));
+        return Err(AuthError::HeaderMalformed(
+            "unsupported authorization type".into(),
+        ));
     }
     if q_v4 {
         return verify_v4_query(parts, &query, lookup, cfg, now);
     }
     if q_v2 {
         let p = sigv2::verify_query(parts, &query, lookup, cfg, now)?;
-        return Ok(Authenticated { principal: Some(p), payload: v2_payload(parts)? });
+        return Ok(Authenticated {
+            principal: Some(p),
+            payload: v2_payload(parts)?,
+        });
     }
     // Anonymous: the body may still be aws-chunked (unsigned) framing.
-    Ok(Authenticated { principal: None, payload: v2_payload(parts)? })
+    Ok(Authenticated {
+        principal: None,
+        payload: v2_payload(parts)?,
+    })
 }
 
 /// Payload handling for requests not signed with SigV4: only unsigned framing allowed.
@@ -200,23 +227,37 @@ fn v2_payload(parts: &Parts) -> Result<PayloadCheck, AuthError> {
 fn decoded_length(parts: &Parts) -> Result<Option<u64>, AuthError> {
     match header_str(parts, "x-amz-decoded-content-length") {
         None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| AuthError::InvalidArgument("invalid x-amz-decoded-content-length".into())),
+        Some(v) => {
+            v.trim().parse::<u64>().map(Some).map_err(|_| {
+                AuthError::InvalidArgument("invalid x-amz-decoded-content-length".into())
+            })
+        }
     }
 }
 
-fn check_scope(cred: &CredentialScope, amz_date: &str, cfg: &AuthConfig, malformed: fn(String) -> AuthError) -> Result<(), AuthError> {
+fn check_scope(
+    cred: &CredentialScope,
+    amz_date: &str,
+    cfg: &AuthConfig,
+    malformed: fn(String) -> AuthError,
+) -> Result<(), AuthError> {
     if !amz_date.starts_with(&cred.date) || cred.date.len() != 8 {
-        return Err(malformed(format!("credential date {} does not match the request date", cred.date)));
+        return Err(malformed(format!(
+            "credential date {} does not match the request date",
+            cred.date
+        )));
     }
     if cred.region != cfg.region {
-        return Err(malformed(format!("the region '{}' is wrong; expecting '{}'", cred.region, cfg.region)));
+        return Err(malformed(format!(
+            "the region '{}' is wrong; expecting '{}'",
+            cred.region, cfg.region
+        )));
     }
     if cred.service != cfg.service {
-        return Err(malformed(format!("the service '{}' is wrong; expecting '{}'", cred.service, cfg.service)));
+        return Err(malformed(format!(
+            "the service '{}' is wrong; expecting '{}'",
+            cred.service, cfg.service
+        )));
     }
     Ok(())
 }
@@ -246,7 +287,17 @@ fn check_signed_set(parts: &Parts, signed: &[String], presigned: bool) -> Result
 }
 
 fn lookup_key(lookup: &dyn CredentialLookup, access_key: &str) -> Result<Credential, AuthError> {
-    lookup.lookup(access_key).ok_or(AuthError::InvalidAccessKeyId)
+    lookup
+        .lookup(access_key)
+        .ok_or(AuthError::InvalidAccessKeyId)
+}
+
+/// What a request claims: the derived key, its date and scope, and the signature.
+struct Claim<'a> {
+    key: &'a [u8; 32],
+    amz_date: &'a str,
+    scope: &'a str,
+    signature: &'a str,
 }
 
 /// Computes the signature over the canonical request, trying the path as sent and then
@@ -256,11 +307,14 @@ fn signature_matches(
     signed: &[String],
     payload_hash: &str,
     skip_query: Option<&str>,
-    key: &[u8; 32],
-    amz_date: &str,
-    scope: &str,
-    given: &str,
+    claim: &Claim,
 ) -> Result<bool, AuthError> {
+    let Claim {
+        key,
+        amz_date,
+        scope,
+        signature: given,
+    } = *claim;
     let raw_path = parts.uri.path();
     let raw_query = parts.uri.query().unwrap_or("");
     let cq = sigv4::canonical_query(raw_query, skip_query);
@@ -295,11 +349,13 @@ fn verify_v4_header(
     cfg: &AuthConfig,
     now: OffsetDateTime,
 ) -> Result<Authenticated, AuthError> {
-    let h = AuthHeader::parse(authz).ok_or_else(|| AuthError::HeaderMalformed("cannot parse".into()))?;
+    let h = AuthHeader::parse(authz)
+        .ok_or_else(|| AuthError::HeaderMalformed("cannot parse".into()))?;
     let amz_date = header_str(parts, "x-amz-date")
         .ok_or_else(|| AuthError::HeaderMalformed("missing x-amz-date".into()))?
         .to_string();
-    let t = parse_amz_date(&amz_date).ok_or_else(|| AuthError::HeaderMalformed("invalid x-amz-date".into()))?;
+    let t = parse_amz_date(&amz_date)
+        .ok_or_else(|| AuthError::HeaderMalformed("invalid x-amz-date".into()))?;
     check_scope(&h.credential, &amz_date, cfg, AuthError::HeaderMalformed)?;
     let cred = lookup_key(lookup, &h.credential.access_key)?;
     if (now - t).abs() > cfg.max_skew {
@@ -313,7 +369,13 @@ fn verify_v4_header(
     };
     let scope = h.credential.scope();
     let key = sigv4::signing_key(&cred.secret, &h.credential.date, &cfg.region, cfg.service);
-    if !signature_matches(parts, &h.signed_headers, &payload_hash, None, &key, &amz_date, &scope, &h.signature)? {
+    let claim = Claim {
+        key: &key,
+        amz_date: &amz_date,
+        scope: &scope,
+        signature: &h.signature,
+    };
+    if !signature_matches(parts, &h.signed_headers, &payload_hash, None, &claim)? {
         return Err(AuthError::SignatureDoesNotMatch);
     }
     let payload = payload_check(parts, &payload_hash, || ChunkSigner {
@@ -322,10 +384,17 @@ fn verify_v4_header(
         scope: scope.clone(),
         seed_signature: h.signature.clone(),
     })?;
-    Ok(Authenticated { principal: Some(cred.principal), payload })
+    Ok(Authenticated {
+        principal: Some(cred.principal),
+        payload,
+    })
 }
 
-fn payload_check(parts: &Parts, payload_hash: &str, signer: impl FnOnce() -> ChunkSigner) -> Result<PayloadCheck, AuthError> {
+fn payload_check(
+    parts: &Parts,
+    payload_hash: &str,
+    signer: impl FnOnce() -> ChunkSigner,
+) -> Result<PayloadCheck, AuthError> {
     Ok(match payload_hash {
         sigv4::UNSIGNED_PAYLOAD => PayloadCheck::Unsigned,
         sigv4::STREAMING_PAYLOAD => PayloadCheck::Chunked {
@@ -343,9 +412,15 @@ fn payload_check(parts: &Parts, payload_hash: &str, signer: impl FnOnce() -> Chu
             trailer: true,
             decoded_length: decoded_length(parts)?,
         },
-        h if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => PayloadCheck::Sha256(h.to_ascii_lowercase()),
+        h if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            PayloadCheck::Sha256(h.to_ascii_lowercase())
+        }
         h if h.starts_with("STREAMING-") => return Err(AuthError::NotImplemented(h.to_string())),
-        _ => return Err(AuthError::InvalidArgument("x-amz-content-sha256 must be a SHA-256 hex digest or a known payload mode".into())),
+        _ => {
+            return Err(AuthError::InvalidArgument(
+                "x-amz-content-sha256 must be a SHA-256 hex digest or a known payload mode".into(),
+            ))
+        }
     })
 }
 
@@ -356,28 +431,43 @@ fn verify_v4_query(
     cfg: &AuthConfig,
     now: OffsetDateTime,
 ) -> Result<Authenticated, AuthError> {
-    let q = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let q = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let missing = |n: &str| AuthError::QueryMalformed(format!("missing {n}"));
     if q("X-Amz-Algorithm").ok_or_else(|| missing("X-Amz-Algorithm"))? != sigv4::ALGORITHM {
-        return Err(AuthError::QueryMalformed("unsupported X-Amz-Algorithm".into()));
+        return Err(AuthError::QueryMalformed(
+            "unsupported X-Amz-Algorithm".into(),
+        ));
     }
-    let cred_scope = CredentialScope::parse(q("X-Amz-Credential").ok_or_else(|| missing("X-Amz-Credential"))?)
-        .ok_or_else(|| AuthError::QueryMalformed("invalid X-Amz-Credential".into()))?;
-    let amz_date = q("X-Amz-Date").ok_or_else(|| missing("X-Amz-Date"))?.to_string();
-    let t = parse_amz_date(&amz_date).ok_or_else(|| AuthError::QueryMalformed("invalid X-Amz-Date".into()))?;
+    let cred_scope =
+        CredentialScope::parse(q("X-Amz-Credential").ok_or_else(|| missing("X-Amz-Credential"))?)
+            .ok_or_else(|| AuthError::QueryMalformed("invalid X-Amz-Credential".into()))?;
+    let amz_date = q("X-Amz-Date")
+        .ok_or_else(|| missing("X-Amz-Date"))?
+        .to_string();
+    let t = parse_amz_date(&amz_date)
+        .ok_or_else(|| AuthError::QueryMalformed("invalid X-Amz-Date".into()))?;
     let expires: i64 = q("X-Amz-Expires")
         .ok_or_else(|| missing("X-Amz-Expires"))?
         .parse()
         .map_err(|_| AuthError::QueryMalformed("X-Amz-Expires must be a number".into()))?;
     if !(1..=604_800).contains(&expires) {
-        return Err(AuthError::QueryMalformed("X-Amz-Expires must be between 1 and 604800 seconds".into()));
+        return Err(AuthError::QueryMalformed(
+            "X-Amz-Expires must be between 1 and 604800 seconds".into(),
+        ));
     }
     let signed: Vec<String> = q("X-Amz-SignedHeaders")
         .ok_or_else(|| missing("X-Amz-SignedHeaders"))?
         .split(';')
         .map(|s| s.to_ascii_lowercase())
         .collect();
-    let signature = q("X-Amz-Signature").ok_or_else(|| missing("X-Amz-Signature"))?.to_string();
+    let signature = q("X-Amz-Signature")
+        .ok_or_else(|| missing("X-Amz-Signature"))?
+        .to_string();
     check_scope(&cred_scope, &amz_date, cfg, AuthError::QueryMalformed)?;
     let cred = lookup_key(lookup, &cred_scope.access_key)?;
     if t - now > cfg.max_skew {
@@ -388,13 +478,27 @@ fn verify_v4_query(
     }
     check_signed_set(parts, &signed, true)?;
     let payload_hash = if signed.iter().any(|h| h == "x-amz-content-sha256") {
-        header_str(parts, "x-amz-content-sha256").unwrap_or(sigv4::UNSIGNED_PAYLOAD).to_string()
+        header_str(parts, "x-amz-content-sha256")
+            .unwrap_or(sigv4::UNSIGNED_PAYLOAD)
+            .to_string()
     } else {
         sigv4::UNSIGNED_PAYLOAD.to_string()
     };
     let scope = cred_scope.scope();
     let key = sigv4::signing_key(&cred.secret, &cred_scope.date, &cfg.region, cfg.service);
-    if !signature_matches(parts, &signed, &payload_hash, Some("X-Amz-Signature"), &key, &amz_date, &scope, &signature)? {
+    let claim = Claim {
+        key: &key,
+        amz_date: &amz_date,
+        scope: &scope,
+        signature: &signature,
+    };
+    if !signature_matches(
+        parts,
+        &signed,
+        &payload_hash,
+        Some("X-Amz-Signature"),
+        &claim,
+    )? {
         return Err(AuthError::SignatureDoesNotMatch);
     }
     let payload = payload_check(parts, &payload_hash, || ChunkSigner {
@@ -403,7 +507,10 @@ fn verify_v4_query(
         scope: scope.clone(),
         seed_signature: signature.clone(),
     })?;
-    Ok(Authenticated { principal: Some(cred.principal), payload })
+    Ok(Authenticated {
+        principal: Some(cred.principal),
+        payload,
+    })
 }
 
 pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
@@ -423,19 +530,50 @@ mod tests {
     }
 
     fn setup() -> (One, Signer, AuthConfig) {
-        let p = Principal { account_id: "1".into(), canonical_id: "c".into(), display_name: "d".into(), access_key: "AKID".into() };
-        let signer = Signer { access_key: "AKID".into(), secret_key: "secret".into(), region: "us-east-1".into(), service: "s3".into() };
-        (One(Credential { secret: "secret".into(), principal: p }), signer, AuthConfig::s3("us-east-1"))
+        let p = Principal {
+            account_id: "1".into(),
+            canonical_id: "c".into(),
+            display_name: "d".into(),
+            access_key: "AKID".into(),
+        };
+        let signer = Signer {
+            access_key: "AKID".into(),
+            secret_key: "secret".into(),
+            region: "us-east-1".into(),
+            service: "s3".into(),
+        };
+        (
+            One(Credential {
+                secret: "secret".into(),
+                principal: p,
+            }),
+            signer,
+            AuthConfig::s3("us-east-1"),
+        )
     }
 
     fn signed(signer: &Signer, at: OffsetDateTime, extra: &[(&str, &str)]) -> Parts {
         let mut h = http::HeaderMap::new();
         h.insert("host", "127.0.0.1:1".parse().unwrap());
         for (k, v) in extra {
-            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
-        signer.sign("PUT", "/b/a%20key", "x-id=PutObject", &mut h, sigv4::UNSIGNED_PAYLOAD, at);
-        let mut req = http::Request::builder().method("PUT").uri("/b/a%20key?x-id=PutObject").body(()).unwrap();
+        signer.sign(
+            "PUT",
+            "/b/a%20key",
+            "x-id=PutObject",
+            &mut h,
+            sigv4::UNSIGNED_PAYLOAD,
+            at,
+        );
+        let mut req = http::Request::builder()
+            .method("PUT")
+            .uri("/b/a%20key?x-id=PutObject")
+            .body(())
+            .unwrap();
         *req.headers_mut() = h;
         req.into_parts().0
     }
@@ -452,24 +590,54 @@ mod tests {
         // A header added after signing.
         let mut p = signed(&signer, now, &[]);
         p.headers.insert("x-amz-meta-late", "1".parse().unwrap());
-        assert_eq!(authenticate(&p, &store, &cfg, now).unwrap_err(), AuthError::UnsignedHeader("x-amz-meta-late".into()));
+        assert_eq!(
+            authenticate(&p, &store, &cfg, now).unwrap_err(),
+            AuthError::UnsignedHeader("x-amz-meta-late".into())
+        );
         // A signed header whose value changed.
         let mut p = signed(&signer, now, &[("x-amz-meta-a", "1")]);
         p.headers.insert("x-amz-meta-a", "2".parse().unwrap());
-        assert_eq!(authenticate(&p, &store, &cfg, now).unwrap_err(), AuthError::SignatureDoesNotMatch);
+        assert_eq!(
+            authenticate(&p, &store, &cfg, now).unwrap_err(),
+            AuthError::SignatureDoesNotMatch
+        );
         // Skew.
         let p = signed(&signer, now - time::Duration::minutes(16), &[]);
-        assert_eq!(authenticate(&p, &store, &cfg, now).unwrap_err(), AuthError::RequestTimeTooSkewed);
+        assert_eq!(
+            authenticate(&p, &store, &cfg, now).unwrap_err(),
+            AuthError::RequestTimeTooSkewed
+        );
         let p = signed(&signer, now + time::Duration::minutes(16), &[]);
-        assert_eq!(authenticate(&p, &store, &cfg, now).unwrap_err(), AuthError::RequestTimeTooSkewed);
+        assert_eq!(
+            authenticate(&p, &store, &cfg, now).unwrap_err(),
+            AuthError::RequestTimeTooSkewed
+        );
         // Unknown key and wrong secret.
-        let other = Signer { access_key: "NOPE".into(), ..signer.clone() };
-        assert_eq!(authenticate(&signed(&other, now, &[]), &store, &cfg, now).unwrap_err(), AuthError::InvalidAccessKeyId);
-        let wrong = Signer { secret_key: "wrong".into(), ..signer.clone() };
-        assert_eq!(authenticate(&signed(&wrong, now, &[]), &store, &cfg, now).unwrap_err(), AuthError::SignatureDoesNotMatch);
+        let other = Signer {
+            access_key: "NOPE".into(),
+            ..signer.clone()
+        };
+        assert_eq!(
+            authenticate(&signed(&other, now, &[]), &store, &cfg, now).unwrap_err(),
+            AuthError::InvalidAccessKeyId
+        );
+        let wrong = Signer {
+            secret_key: "wrong".into(),
+            ..signer.clone()
+        };
+        assert_eq!(
+            authenticate(&signed(&wrong, now, &[]), &store, &cfg, now).unwrap_err(),
+            AuthError::SignatureDoesNotMatch
+        );
         // Wrong region in scope.
-        let eu = Signer { region: "eu-west-1".into(), ..signer };
-        assert!(matches!(authenticate(&signed(&eu, now, &[]), &store, &cfg, now).unwrap_err(), AuthError::HeaderMalformed(_)));
+        let eu = Signer {
+            region: "eu-west-1".into(),
+            ..signer
+        };
+        assert!(matches!(
+            authenticate(&signed(&eu, now, &[]), &store, &cfg, now).unwrap_err(),
+            AuthError::HeaderMalformed(_)
+        ));
     }
 
     #[test]
@@ -478,9 +646,20 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let mut p = signed(&signer, now, &[]);
         p.uri = "/b/a%20key?X-Amz-Credential=x".parse().unwrap();
-        assert_eq!(authenticate(&p, &store, &cfg, now).unwrap_err(), AuthError::MixedAuth);
-        let anon = http::Request::builder().uri("/b/k").body(()).unwrap().into_parts().0;
-        assert!(authenticate(&anon, &store, &cfg, now).unwrap().principal.is_none());
+        assert_eq!(
+            authenticate(&p, &store, &cfg, now).unwrap_err(),
+            AuthError::MixedAuth
+        );
+        let anon = http::Request::builder()
+            .uri("/b/k")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert!(authenticate(&anon, &store, &cfg, now)
+            .unwrap()
+            .principal
+            .is_none());
         // Query credentials without a valid signature are verified, not ignored.
         let q = http::Request::builder()
             .uri("/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID%2F20250101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20250101T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host&X-Amz-Signature=00")

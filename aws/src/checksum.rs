@@ -10,7 +10,6 @@ pub enum ChecksumAlgorithm {
     Sha256,
 }
 
-
 impl ChecksumAlgorithm {
     pub const ALL: [ChecksumAlgorithm; 4] = [Self::Crc32, Self::Crc32c, Self::Sha1, Self::Sha256];
 
@@ -35,11 +34,15 @@ impl ChecksumAlgorithm {
     }
 
     pub fn from_header(h: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.header().eq_ignore_ascii_case(h))
+        Self::ALL
+            .into_iter()
+            .find(|a| a.header().eq_ignore_ascii_case(h))
     }
 
     pub fn from_name(n: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.name().eq_ignore_ascii_case(n))
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(n))
     }
 
     /// Length of the raw digest; a base64 value of another length is malformed.
@@ -112,7 +115,10 @@ mod tests {
         assert_eq!(h.finish_base64(), "yZRlqg==");
         let mut h = ChecksumAlgorithm::Sha256.hasher();
         h.update(b"");
-        assert_eq!(h.finish_base64(), "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
+        assert_eq!(
+            h.finish_base64(),
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+        );
         assert!(valid_value(ChecksumAlgorithm::Crc32, "DUoRhQ=="));
         assert!(!valid_value(ChecksumAlgorithm::Crc32, "DUoR"));
     }

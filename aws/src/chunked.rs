@@ -47,7 +47,10 @@ pub struct ChunkedDecoder {
 
 impl ChunkedDecoder {
     pub fn new(signer: Option<ChunkSigner>, trailer: bool) -> Self {
-        let prev_sig = signer.as_ref().map(|s| s.seed_signature.clone()).unwrap_or_default();
+        let prev_sig = signer
+            .as_ref()
+            .map(|s| s.seed_signature.clone())
+            .unwrap_or_default();
         Self {
             state: State::Header,
             line: BytesMut::new(),
@@ -74,7 +77,11 @@ impl ChunkedDecoder {
     }
 
     /// Takes a line (without CRLF) from `input`, buffering partial lines.
-    fn take_line(&mut self, input: &mut Bytes, limit: usize) -> Result<Option<Bytes>, ChunkedError> {
+    fn take_line(
+        &mut self,
+        input: &mut Bytes,
+        limit: usize,
+    ) -> Result<Option<Bytes>, ChunkedError> {
         if let Some(pos) = input.iter().position(|&b| b == b'\n') {
             let part = input.split_to(pos + 1);
             let mut line = if self.line.is_empty() {
@@ -118,10 +125,14 @@ impl ChunkedDecoder {
         while !input.is_empty() {
             match self.state {
                 State::Header => {
-                    let Some(line) = self.take_line(&mut input, MAX_LINE)? else { break };
-                    let s = std::str::from_utf8(&line).map_err(|_| ChunkedError::Malformed("non-UTF-8 chunk header"))?;
+                    let Some(line) = self.take_line(&mut input, MAX_LINE)? else {
+                        break;
+                    };
+                    let s = std::str::from_utf8(&line)
+                        .map_err(|_| ChunkedError::Malformed("non-UTF-8 chunk header"))?;
                     let (size_s, ext) = s.split_once(';').unwrap_or((s, ""));
-                    let size = u64::from_str_radix(size_s.trim(), 16).map_err(|_| ChunkedError::Malformed("bad chunk size"))?;
+                    let size = u64::from_str_radix(size_s.trim(), 16)
+                        .map_err(|_| ChunkedError::Malformed("bad chunk size"))?;
                     if self.signer.is_some() {
                         let sig = ext
                             .trim()
@@ -133,7 +144,11 @@ impl ChunkedDecoder {
                     if size == 0 {
                         self.end_chunk()?;
                         self.final_seen = true;
-                        self.state = if self.trailer_expected { State::Trailer } else { State::DataEnd };
+                        self.state = if self.trailer_expected {
+                            State::Trailer
+                        } else {
+                            State::DataEnd
+                        };
                     } else {
                         self.state = State::Data(size);
                     }
@@ -155,15 +170,23 @@ impl ChunkedDecoder {
                     out.push(data);
                 }
                 State::DataEnd => {
-                    let Some(line) = self.take_line(&mut input, MAX_LINE)? else { break };
+                    let Some(line) = self.take_line(&mut input, MAX_LINE)? else {
+                        break;
+                    };
                     if !line.is_empty() {
                         return Err(ChunkedError::Malformed("missing CRLF after chunk data"));
                     }
                     // After the zero-size chunk without trailers, this CRLF ends the body.
-                    self.state = if self.expected_final() { State::Done } else { State::Header };
+                    self.state = if self.expected_final() {
+                        State::Done
+                    } else {
+                        State::Header
+                    };
                 }
                 State::Trailer => {
-                    let Some(line) = self.take_line(&mut input, MAX_LINE)? else { break };
+                    let Some(line) = self.take_line(&mut input, MAX_LINE)? else {
+                        break;
+                    };
                     self.trailer_bytes += line.len() + 2;
                     if self.trailer_bytes > MAX_TRAILER {
                         return Err(ChunkedError::Malformed("trailer too large"));
@@ -192,8 +215,11 @@ impl ChunkedDecoder {
     }
 
     fn push_trailer(&mut self, line: &[u8]) -> Result<(), ChunkedError> {
-        let s = std::str::from_utf8(line).map_err(|_| ChunkedError::Malformed("non-UTF-8 trailer"))?;
-        let (k, v) = s.split_once(':').ok_or(ChunkedError::Malformed("trailer without ':'"))?;
+        let s =
+            std::str::from_utf8(line).map_err(|_| ChunkedError::Malformed("non-UTF-8 trailer"))?;
+        let (k, v) = s
+            .split_once(':')
+            .ok_or(ChunkedError::Malformed("trailer without ':'"))?;
         let k = k.trim().to_ascii_lowercase();
         let v = v.trim().to_string();
         if k == "x-amz-trailer-signature" {
@@ -206,7 +232,10 @@ impl ChunkedDecoder {
 
     fn finish_trailer(&mut self) -> Result<(), ChunkedError> {
         if let Some(signer) = &self.signer {
-            let given = self.trailer_sig.as_deref().ok_or(ChunkedError::Malformed("missing x-amz-trailer-signature"))?;
+            let given = self
+                .trailer_sig
+                .as_deref()
+                .ok_or(ChunkedError::Malformed("missing x-amz-trailer-signature"))?;
             let mut canon = String::new();
             for (k, v) in &self.trailers {
                 canon.push_str(k);
@@ -214,7 +243,10 @@ impl ChunkedDecoder {
                 canon.push_str(v);
                 canon.push('\n');
             }
-            let sig = signer.trailer_signature(&self.prev_sig, &hex::encode(Sha256::digest(canon.as_bytes())));
+            let sig = signer.trailer_signature(
+                &self.prev_sig,
+                &hex::encode(Sha256::digest(canon.as_bytes())),
+            );
             if !constant_time_eq(&sig, given) {
                 return Err(ChunkedError::BadSignature);
             }
@@ -245,7 +277,11 @@ impl ChunkedDecoder {
 mod tests {
     use super::*;
 
-    fn decode_all(dec: &mut ChunkedDecoder, body: &[u8], step: usize) -> Result<Vec<u8>, ChunkedError> {
+    fn decode_all(
+        dec: &mut ChunkedDecoder,
+        body: &[u8],
+        step: usize,
+    ) -> Result<Vec<u8>, ChunkedError> {
         let mut out = Vec::new();
         for piece in body.chunks(step.max(1)) {
             let mut v = Vec::new();
@@ -264,10 +300,16 @@ mod tests {
         for step in [1, 2, 3, 7, 100] {
             let mut d = ChunkedDecoder::new(None, true);
             assert_eq!(decode_all(&mut d, body, step).unwrap(), b"hello world");
-            assert_eq!(d.trailers(), &[("x-amz-checksum-crc32".to_string(), "DUoRhQ==".to_string())]);
+            assert_eq!(
+                d.trailers(),
+                &[("x-amz-checksum-crc32".to_string(), "DUoRhQ==".to_string())]
+            );
         }
         let mut d = ChunkedDecoder::new(None, true);
-        assert_eq!(decode_all(&mut d, b"5\r\nhel", 100), Err(ChunkedError::Truncated));
+        assert_eq!(
+            decode_all(&mut d, b"5\r\nhel", 100),
+            Err(ChunkedError::Truncated)
+        );
         let mut d = ChunkedDecoder::new(None, true);
         assert!(decode_all(&mut d, b"zz\r\n", 100).is_err());
     }
@@ -275,12 +317,18 @@ mod tests {
     /// The streaming example of the S3 SigV4 documentation (64 KiB + 1 KiB of 'a').
     #[test]
     fn aws_documented_streaming_example() {
-        let key = crate::sigv4::signing_key("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "20130524", "us-east-1", "s3");
+        let key = crate::sigv4::signing_key(
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "20130524",
+            "us-east-1",
+            "s3",
+        );
         let signer = ChunkSigner {
             key,
             amz_date: "20130524T000000Z".into(),
             scope: "20130524/us-east-1/s3/aws4_request".into(),
-            seed_signature: "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9".into(),
+            seed_signature: "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9"
+                .into(),
         };
         let s1 = "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648";
         let s2 = "0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497";
@@ -296,6 +344,9 @@ mod tests {
         let mut bad = body.clone();
         bad[70] ^= 1; // a data byte of the first chunk
         let mut d = ChunkedDecoder::new(Some(signer), false);
-        assert_eq!(decode_all(&mut d, &bad, 1000), Err(ChunkedError::BadSignature));
+        assert_eq!(
+            decode_all(&mut d, &bad, 1000),
+            Err(ChunkedError::BadSignature)
+        );
     }
 }

@@ -43,10 +43,13 @@ mod tests {
         assert_eq!(uri_encode(b"a b+c/d~e", true), "a%20b%2Bc/d~e");
         assert_eq!(uri_encode(b"a/b", false), "a%2Fb");
         assert_eq!(uri_encode("é".as_bytes(), true), "%C3%A9");
-        assert_eq!(parse_query("a=1&b&c=x%2By+z"), vec![
-            ("a".into(), "1".into()),
-            ("b".into(), "".into()),
-            ("c".into(), "x+y+z".into())
-        ]);
+        assert_eq!(
+            parse_query("a=1&b&c=x%2By+z"),
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "".into()),
+                ("c".into(), "x+y+z".into())
+            ]
+        );
     }
 }

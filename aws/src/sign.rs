@@ -16,11 +16,25 @@ pub struct Signer {
 impl Signer {
     /// Adds `x-amz-date`, `x-amz-content-sha256` and `authorization`. `headers` must
     /// already hold `host`; every header present is signed.
-    pub fn sign(&self, method: &str, path: &str, query: &str, headers: &mut HeaderMap, payload_hash: &str, now: OffsetDateTime) {
+    pub fn sign(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &mut HeaderMap,
+        payload_hash: &str,
+        now: OffsetDateTime,
+    ) {
         let amz_date = format_amz_date(now);
         let date = &amz_date[..8];
-        headers.insert("x-amz-date", HeaderValue::from_str(&amz_date).expect("ascii"));
-        headers.insert("x-amz-content-sha256", HeaderValue::from_str(payload_hash).expect("ascii"));
+        headers.insert(
+            "x-amz-date",
+            HeaderValue::from_str(&amz_date).expect("ascii"),
+        );
+        headers.insert(
+            "x-amz-content-sha256",
+            HeaderValue::from_str(payload_hash).expect("ascii"),
+        );
         let mut signed: Vec<String> = headers.keys().map(|k| k.as_str().to_string()).collect();
         signed.sort();
         signed.dedup();
@@ -44,6 +58,9 @@ impl Signer {
             self.access_key,
             signed.join(";")
         );
-        headers.insert("authorization", HeaderValue::from_str(&authz).expect("ascii"));
+        headers.insert(
+            "authorization",
+            HeaderValue::from_str(&authz).expect("ascii"),
+        );
     }
 }

@@ -9,14 +9,36 @@ use time::OffsetDateTime;
 
 /// Query parameters that are part of the canonical resource.
 const SUB_RESOURCES: &[&str] = &[
-    "acl", "cors", "delete", "lifecycle", "location", "logging", "notification", "partNumber", "policy",
-    "requestPayment", "response-cache-control", "response-content-disposition", "response-content-encoding",
-    "response-content-language", "response-content-type", "response-expires", "restore", "tagging", "torrent",
-    "uploadId", "uploads", "versionId", "versioning", "versions", "website",
+    "acl",
+    "cors",
+    "delete",
+    "lifecycle",
+    "location",
+    "logging",
+    "notification",
+    "partNumber",
+    "policy",
+    "requestPayment",
+    "response-cache-control",
+    "response-content-disposition",
+    "response-content-encoding",
+    "response-content-language",
+    "response-content-type",
+    "response-expires",
+    "restore",
+    "tagging",
+    "torrent",
+    "uploadId",
+    "uploads",
+    "versionId",
+    "versioning",
+    "versions",
+    "website",
 ];
 
 pub fn hmac_sha1_b64(secret: &str, data: &str) -> String {
-    let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(secret.as_bytes()).expect("any key length");
+    let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(secret.as_bytes())
+        .expect("any key length");
     mac.update(data.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
@@ -39,9 +61,12 @@ pub fn canonical_resource(raw_path: &str, raw_query: &str, vhost_bucket: Option<
                 None => (p, None),
             };
             let k = String::from_utf8_lossy(&uri_decode(k)).into_owned();
-            SUB_RESOURCES
-                .contains(&k.as_str())
-                .then(|| (k, v.map(|v| String::from_utf8_lossy(&uri_decode(v)).into_owned())))
+            SUB_RESOURCES.contains(&k.as_str()).then(|| {
+                (
+                    k,
+                    v.map(|v| String::from_utf8_lossy(&uri_decode(v)).into_owned()),
+                )
+            })
         })
         .collect();
     subs.sort();
@@ -57,7 +82,15 @@ pub fn canonical_resource(raw_path: &str, raw_query: &str, vhost_bucket: Option<
 }
 
 pub fn string_to_sign(parts: &Parts, date_line: &str, resource: &str) -> String {
-    let h = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").trim().to_string();
+    let h = |n: &str| {
+        parts
+            .headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
     let mut amz: Vec<(String, String)> = Vec::new();
     for (name, value) in parts.headers.iter() {
         let n = name.as_str();
@@ -73,7 +106,13 @@ pub fn string_to_sign(parts: &Parts, date_line: &str, resource: &str) -> String 
         }
     }
     amz.sort();
-    let mut s = format!("{}\n{}\n{}\n{}\n", parts.method.as_str(), h("content-md5"), h("content-type"), date_line);
+    let mut s = format!(
+        "{}\n{}\n{}\n{}\n",
+        parts.method.as_str(),
+        h("content-md5"),
+        h("content-type"),
+        date_line
+    );
     for (k, v) in amz {
         s.push_str(&k);
         s.push(':');
@@ -139,11 +178,21 @@ pub fn verify_query(
     _cfg: &AuthConfig,
     now: OffsetDateTime,
 ) -> Result<Principal, AuthError> {
-    let q = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let akid = q("AWSAccessKeyId").ok_or_else(|| AuthError::QueryMalformed("missing AWSAccessKeyId".into()))?;
-    let sig = q("Signature").ok_or_else(|| AuthError::QueryMalformed("missing Signature".into()))?;
-    let expires = q("Expires").ok_or_else(|| AuthError::QueryMalformed("missing Expires".into()))?;
-    let exp: i64 = expires.parse().map_err(|_| AuthError::QueryMalformed("invalid Expires".into()))?;
+    let q = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let akid = q("AWSAccessKeyId")
+        .ok_or_else(|| AuthError::QueryMalformed("missing AWSAccessKeyId".into()))?;
+    let sig =
+        q("Signature").ok_or_else(|| AuthError::QueryMalformed("missing Signature".into()))?;
+    let expires =
+        q("Expires").ok_or_else(|| AuthError::QueryMalformed("missing Expires".into()))?;
+    let exp: i64 = expires
+        .parse()
+        .map_err(|_| AuthError::QueryMalformed("invalid Expires".into()))?;
     let cred = lookup.lookup(akid).ok_or(AuthError::InvalidAccessKeyId)?;
     if now.unix_timestamp() > exp {
         return Err(AuthError::Expired);
@@ -171,9 +220,22 @@ mod tests {
             .body(())
             .unwrap();
         let (parts, _) = req.into_parts();
-        let sts = string_to_sign(&parts, "Tue, 27 Mar 2007 19:36:42 +0000", &canonical_resource("/johnsmith/photos/puppy.jpg", "", None));
-        assert_eq!(sts, "GET\n\n\nTue, 27 Mar 2007 19:36:42 +0000\n/johnsmith/photos/puppy.jpg");
-        assert_eq!(hmac_sha1_b64("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", &sts), "bWq2s1WEIj+Ydj0vQ697zp+IXMU=");
-        assert_eq!(canonical_resource("/b", "uploads&prefix=x&acl", None), "/b?acl&uploads");
+        let sts = string_to_sign(
+            &parts,
+            "Tue, 27 Mar 2007 19:36:42 +0000",
+            &canonical_resource("/johnsmith/photos/puppy.jpg", "", None),
+        );
+        assert_eq!(
+            sts,
+            "GET\n\n\nTue, 27 Mar 2007 19:36:42 +0000\n/johnsmith/photos/puppy.jpg"
+        );
+        assert_eq!(
+            hmac_sha1_b64("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", &sts),
+            "bWq2s1WEIj+Ydj0vQ697zp+IXMU="
+        );
+        assert_eq!(
+            canonical_resource("/b", "uploads&prefix=x&acl", None),
+            "/b?acl&uploads"
+        );
     }
 }

@@ -12,7 +12,8 @@ pub const STREAMING_PAYLOAD_TRAILER: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-
 pub const STREAMING_UNSIGNED_TRAILER: &str = "STREAMING-UNSIGNED-PAYLOAD-TRAILER";
 
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    let mut mac =
+        <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(data);
     mac.finalize().into_bytes().into()
 }
@@ -51,7 +52,12 @@ pub fn canonical_query(raw_query: &str, skip: Option<&str>) -> String {
     let mut pairs: Vec<(String, String)> = parse_query(raw_query)
         .into_iter()
         .filter(|(k, _)| skip != Some(k.as_str()))
-        .map(|(k, v)| (uri_encode(k.as_bytes(), false), uri_encode(v.as_bytes(), false)))
+        .map(|(k, v)| {
+            (
+                uri_encode(k.as_bytes(), false),
+                uri_encode(v.as_bytes(), false),
+            )
+        })
         .collect();
     pairs.sort();
     let mut out = String::new();
@@ -129,16 +135,31 @@ impl CanonicalRequest<'_> {
 }
 
 pub fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> String {
-    format!("{ALGORITHM}\n{amz_date}\n{scope}\n{}", sha256_hex(canonical_request.as_bytes()))
+    format!(
+        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
+        sha256_hex(canonical_request.as_bytes())
+    )
 }
 
 /// Signature of one `aws-chunked` chunk, chained from the previous signature.
-pub fn chunk_string_to_sign(amz_date: &str, scope: &str, prev_sig: &str, chunk_sha256_hex: &str) -> String {
-    format!("{ALGORITHM}-PAYLOAD\n{amz_date}\n{scope}\n{prev_sig}\n{EMPTY_SHA256}\n{chunk_sha256_hex}")
+pub fn chunk_string_to_sign(
+    amz_date: &str,
+    scope: &str,
+    prev_sig: &str,
+    chunk_sha256_hex: &str,
+) -> String {
+    format!(
+        "{ALGORITHM}-PAYLOAD\n{amz_date}\n{scope}\n{prev_sig}\n{EMPTY_SHA256}\n{chunk_sha256_hex}"
+    )
 }
 
 /// Signature over the trailing headers of a signed streaming upload.
-pub fn trailer_string_to_sign(amz_date: &str, scope: &str, prev_sig: &str, trailer_sha256_hex: &str) -> String {
+pub fn trailer_string_to_sign(
+    amz_date: &str,
+    scope: &str,
+    prev_sig: &str,
+    trailer_sha256_hex: &str,
+) -> String {
     format!("{ALGORITHM}-TRAILER\n{amz_date}\n{scope}\n{prev_sig}\n{trailer_sha256_hex}")
 }
 
@@ -161,11 +182,19 @@ impl CredentialScope {
         if it.next()? != "aws4_request" || it.next().is_some() || access_key.is_empty() {
             return None;
         }
-        Some(Self { access_key, date, region, service })
+        Some(Self {
+            access_key,
+            date,
+            region,
+            service,
+        })
     }
 
     pub fn scope(&self) -> String {
-        format!("{}/{}/{}/aws4_request", self.date, self.region, self.service)
+        format!(
+            "{}/{}/{}/aws4_request",
+            self.date, self.region, self.service
+        )
     }
 }
 
@@ -185,12 +214,22 @@ impl AuthHeader {
             let (k, v) = part.trim().split_once('=')?;
             match k {
                 "Credential" => cred = CredentialScope::parse(v),
-                "SignedHeaders" => sh = Some(v.split(';').map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>()),
+                "SignedHeaders" => {
+                    sh = Some(
+                        v.split(';')
+                            .map(|s| s.to_ascii_lowercase())
+                            .collect::<Vec<_>>(),
+                    )
+                }
                 "Signature" => sig = Some(v.to_string()),
                 _ => {}
             }
         }
-        Some(Self { credential: cred?, signed_headers: sh?, signature: sig? })
+        Some(Self {
+            credential: cred?,
+            signed_headers: sh?,
+            signature: sig?,
+        })
     }
 }
 
@@ -203,11 +242,19 @@ mod tests {
     #[test]
     fn aws_documented_get_object_example() {
         let mut h = HeaderMap::new();
-        h.insert("host", HeaderValue::from_static("examplebucket.s3.amazonaws.com"));
+        h.insert(
+            "host",
+            HeaderValue::from_static("examplebucket.s3.amazonaws.com"),
+        );
         h.insert("range", HeaderValue::from_static("bytes=0-9"));
-        h.insert("x-amz-content-sha256", HeaderValue::from_static(EMPTY_SHA256));
+        h.insert(
+            "x-amz-content-sha256",
+            HeaderValue::from_static(EMPTY_SHA256),
+        );
         h.insert("x-amz-date", HeaderValue::from_static("20130524T000000Z"));
-        let signed: Vec<String> = ["host", "range", "x-amz-content-sha256", "x-amz-date"].map(String::from).to_vec();
+        let signed: Vec<String> = ["host", "range", "x-amz-content-sha256", "x-amz-date"]
+            .map(String::from)
+            .to_vec();
         let cr = CanonicalRequest {
             method: "GET",
             canonical_uri: canonical_uri("/test.txt", PathForm::AsSent),
@@ -218,8 +265,17 @@ mod tests {
         }
         .render()
         .unwrap();
-        let sts = string_to_sign("20130524T000000Z", "20130524/us-east-1/s3/aws4_request", &cr);
-        let key = signing_key("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "20130524", "us-east-1", "s3");
+        let sts = string_to_sign(
+            "20130524T000000Z",
+            "20130524/us-east-1/s3/aws4_request",
+            &cr,
+        );
+        let key = signing_key(
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "20130524",
+            "us-east-1",
+            "s3",
+        );
         assert_eq!(
             hex::encode(hmac_sha256(&key, sts.as_bytes())),
             "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
@@ -231,8 +287,17 @@ mod tests {
         let a = AuthHeader::parse("AWS4-HMAC-SHA256 Credential=AK/20130524/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=abc").unwrap();
         assert_eq!(a.credential.access_key, "AK");
         assert_eq!(a.signed_headers, vec!["host", "x-amz-date"]);
-        assert!(AuthHeader::parse("AWS4-HMAC-SHA256 Credential=AK/2013/us/s3/x, SignedHeaders=host, Signature=a").is_none());
-        assert_eq!(canonical_query("b=2&a=1&X-Amz-Signature=z&a=0", Some("X-Amz-Signature")), "a=0&a=1&b=2");
-        assert_eq!(canonical_query("prefix=a b&list-type=2", None), "list-type=2&prefix=a%20b");
+        assert!(AuthHeader::parse(
+            "AWS4-HMAC-SHA256 Credential=AK/2013/us/s3/x, SignedHeaders=host, Signature=a"
+        )
+        .is_none());
+        assert_eq!(
+            canonical_query("b=2&a=1&X-Amz-Signature=z&a=0", Some("X-Amz-Signature")),
+            "a=0&a=1&b=2"
+        );
+        assert_eq!(
+            canonical_query("prefix=a b&list-type=2", None),
+            "list-type=2&prefix=a%20b"
+        );
     }
 }

@@ -1,13 +1,18 @@
 //! Time formats used on the wire.
-use time::{format_description::FormatItem, macros::format_description, OffsetDateTime, PrimitiveDateTime};
+use time::{
+    format_description::FormatItem, macros::format_description, OffsetDateTime, PrimitiveDateTime,
+};
 
-const AMZ: &[FormatItem<'static>] = format_description!("[year][month][day]T[hour][minute][second]Z");
+const AMZ: &[FormatItem<'static>] =
+    format_description!("[year][month][day]T[hour][minute][second]Z");
 const ISO: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
 /// `20130524T000000Z`
 pub fn parse_amz_date(s: &str) -> Option<OffsetDateTime> {
-    PrimitiveDateTime::parse(s, AMZ).ok().map(|t| t.assume_utc())
+    PrimitiveDateTime::parse(s, AMZ)
+        .ok()
+        .map(|t| t.assume_utc())
 }
 
 pub fn format_amz_date(t: OffsetDateTime) -> String {

@@ -10,7 +10,11 @@ pub const S3_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 
 /// Escapes text for element content and attribute values.
 pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.contains(['<', '>', '&', '"', '\'', '\r']) && !s.chars().any(|c| (c as u32) < 0x20 && c != '\n' && c != '\t') {
+    if !s.contains(['<', '>', '&', '"', '\'', '\r'])
+        && !s
+            .chars()
+            .any(|c| (c as u32) < 0x20 && c != '\n' && c != '\t')
+    {
         return s.into();
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -38,7 +42,10 @@ impl Default for XmlWriter {
 
 impl XmlWriter {
     pub fn new() -> Self {
-        Self { buf: String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"), stack: Vec::new() }
+        Self {
+            buf: String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"),
+            stack: Vec::new(),
+        }
     }
 
     /// Opens the root element with the given namespace.
@@ -84,7 +91,8 @@ impl XmlWriter {
 /// Rejects bodies that carry a DTD: we never expand entities, and a DOCTYPE in an S3
 /// request is always hostile or broken.
 pub fn has_doctype(body: &[u8]) -> bool {
-    body.windows(9).any(|w| w.eq_ignore_ascii_case(b"<!DOCTYPE"))
+    body.windows(9)
+        .any(|w| w.eq_ignore_ascii_case(b"<!DOCTYPE"))
 }
 
 #[cfg(test)]
@@ -93,7 +101,10 @@ mod tests {
     #[test]
     fn writes_escaped() {
         let mut w = XmlWriter::new();
-        w.root("A", S3_NS).elem("K", "<&>\"'").open("B").elem("C", "x");
+        w.root("A", S3_NS)
+            .elem("K", "<&>\"'")
+            .open("B")
+            .elem("C", "x");
         let s = w.finish();
         assert!(s.ends_with("<A xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><K>&lt;&amp;&gt;&quot;&apos;</K><B><C>x</C></B></A>"));
         assert!(has_doctype(b"<?xml?><!doctype x>"));

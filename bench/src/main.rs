@@ -78,44 +78,90 @@ fn body_of(len: u64) -> Body {
     let chunk = pattern();
     let n_full = len / CHUNK as u64;
     let rem = (len % CHUNK as u64) as usize;
-    let s = futures::stream::iter((0..n_full).map(move |_| chunk.clone()).chain((rem > 0).then(|| pattern().slice(..rem))));
-    BodyExt::boxed(StreamBody::new(s.map(|b| Ok::<_, std::convert::Infallible>(http_body::Frame::data(b)))))
+    let s = futures::stream::iter(
+        (0..n_full)
+            .map(move |_| chunk.clone())
+            .chain((rem > 0).then(|| pattern().slice(..rem))),
+    );
+    BodyExt::boxed(StreamBody::new(
+        s.map(|b| Ok::<_, std::convert::Infallible>(http_body::Frame::data(b))),
+    ))
 }
 
 impl S3 {
     fn new(a: &Args) -> Result<Self> {
         let uri: http::Uri = a.endpoint.parse()?;
-        let host = uri.authority().context("endpoint needs host:port")?.to_string();
+        let host = uri
+            .authority()
+            .context("endpoint needs host:port")?
+            .to_string();
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(conn);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(64)
+            .build(conn);
         Ok(Self {
             client,
-            signer: Signer { access_key: a.access_key.clone(), secret_key: a.secret_key.clone(), region: a.region.clone(), service: "s3".into() },
+            signer: Signer {
+                access_key: a.access_key.clone(),
+                secret_key: a.secret_key.clone(),
+                region: a.region.clone(),
+                service: "s3".into(),
+            },
             base: a.endpoint.trim_end_matches('/').to_string(),
             host,
         })
     }
 
-    async fn send(&self, method: &str, path: &str, query: &str, extra: &[(&str, String)], body: Body, len: Option<u64>) -> Result<http::Response<hyper::body::Incoming>> {
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        extra: &[(&str, String)],
+        body: Body,
+        len: Option<u64>,
+    ) -> Result<http::Response<hyper::body::Incoming>> {
         let mut h = http::HeaderMap::new();
         h.insert("host", self.host.parse()?);
         for (k, v) in extra {
             h.insert(http::HeaderName::from_bytes(k.as_bytes())?, v.parse()?);
         }
-        self.signer.sign(method, path, query, &mut h, euca_aws::sigv4::UNSIGNED_PAYLOAD, time::OffsetDateTime::now_utc());
+        self.signer.sign(
+            method,
+            path,
+            query,
+            &mut h,
+            euca_aws::sigv4::UNSIGNED_PAYLOAD,
+            time::OffsetDateTime::now_utc(),
+        );
         if let Some(l) = len {
             h.insert("content-length", l.to_string().parse()?);
         }
-        let uri = if query.is_empty() { format!("{}{}", self.base, path) } else { format!("{}{}?{}", self.base, path, query) };
-        let mut req = http::Request::builder().method(method).uri(uri).body(body)?;
+        let uri = if query.is_empty() {
+            format!("{}{}", self.base, path)
+        } else {
+            format!("{}{}?{}", self.base, path, query)
+        };
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(body)?;
         *req.headers_mut() = h;
         Ok(self.client.request(req).await?)
     }
 
     /// Sends, requires a 2xx, drains the body. Returns the headers, the body length and
     /// the first 64 KiB of the body.
-    async fn ok(&self, method: &str, path: &str, query: &str, extra: &[(&str, String)], body: Body, len: Option<u64>) -> Result<(http::HeaderMap, u64, Vec<u8>)> {
+    async fn ok(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        extra: &[(&str, String)],
+        body: Body,
+        len: Option<u64>,
+    ) -> Result<(http::HeaderMap, u64, Vec<u8>)> {
         let resp = self.send(method, path, query, extra, body, len).await?;
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -131,13 +177,18 @@ impl S3 {
             }
         }
         if !status.is_success() {
-            bail!("{method} {path}?{query}: {status}: {}", String::from_utf8_lossy(&text));
+            bail!(
+                "{method} {path}?{query}: {status}: {}",
+                String::from_utf8_lossy(&text)
+            );
         }
         Ok((headers, n, text))
     }
 
     async fn put(&self, key: &str, len: u64) -> Result<()> {
-        self.ok("PUT", &format!("/{key}"), "", &[], body_of(len), Some(len)).await.map(|_| ())
+        self.ok("PUT", &format!("/{key}"), "", &[], body_of(len), Some(len))
+            .await
+            .map(|_| ())
     }
 }
 
@@ -171,28 +222,60 @@ fn xml_value(body: &str, tag: &str) -> Option<String> {
 }
 
 async fn multipart_put(s3: &Arc<S3>, key: &str, total: u64, ways: u64) -> Result<()> {
-    let (_, _, body) = s3.ok("POST", &format!("/{key}"), "uploads=", &[], empty(), Some(0)).await?;
+    let (_, _, body) = s3
+        .ok(
+            "POST",
+            &format!("/{key}"),
+            "uploads=",
+            &[],
+            empty(),
+            Some(0),
+        )
+        .await?;
     let upload = xml_value(&String::from_utf8_lossy(&body), "UploadId").context("no UploadId")?;
     let part = total / ways;
     let mut tasks = Vec::new();
     for i in 0..ways {
         let s3 = s3.clone();
         let (key, upload) = (key.to_string(), upload.clone());
-        let len = if i == ways - 1 { total - part * (ways - 1) } else { part };
+        let len = if i == ways - 1 {
+            total - part * (ways - 1)
+        } else {
+            part
+        };
         tasks.push(tokio::spawn(async move {
             let q = format!("partNumber={}&uploadId={upload}", i + 1);
-            let (h, _, _) = s3.ok("PUT", &format!("/{key}"), &q, &[], body_of(len), Some(len)).await?;
-            Ok::<_, anyhow::Error>(h.get("etag").and_then(|v| v.to_str().ok()).unwrap_or("").to_string())
+            let (h, _, _) = s3
+                .ok("PUT", &format!("/{key}"), &q, &[], body_of(len), Some(len))
+                .await?;
+            Ok::<_, anyhow::Error>(
+                h.get("etag")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string(),
+            )
         }));
     }
     let mut xml = String::from("<CompleteMultipartUpload>");
     for (i, t) in tasks.into_iter().enumerate() {
         let etag = t.await??;
-        xml.push_str(&format!("<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>", i + 1, etag));
+        xml.push_str(&format!(
+            "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>",
+            i + 1,
+            etag
+        ));
     }
     xml.push_str("</CompleteMultipartUpload>");
     let len = xml.len() as u64;
-    s3.ok("POST", &format!("/{key}"), &format!("uploadId={upload}"), &[], BodyExt::boxed(Full::new(Bytes::from(xml))), Some(len)).await?;
+    s3.ok(
+        "POST",
+        &format!("/{key}"),
+        &format!("uploadId={upload}"),
+        &[],
+        BodyExt::boxed(Full::new(Bytes::from(xml))),
+        Some(len),
+    )
+    .await?;
     Ok(())
 }
 
@@ -202,7 +285,11 @@ where
     Fut: std::future::Future<Output = Result<()>>,
 {
     let t = Instant::now();
-    let results: Vec<Result<()>> = futures::stream::iter(0..n).map(f).buffer_unordered(inflight).collect().await;
+    let results: Vec<Result<()>> = futures::stream::iter(0..n)
+        .map(f)
+        .buffer_unordered(inflight)
+        .collect()
+        .await;
     for r in results {
         r?;
     }
@@ -215,27 +302,46 @@ async fn main() -> Result<()> {
     let s3 = Arc::new(S3::new(&a)?);
     let b = a.bucket.clone();
     let large = a.large_mib * MIB;
-    let _ = s3.ok("PUT", &format!("/{b}"), "", &[], empty(), Some(0)).await;
+    let _ = s3
+        .ok("PUT", &format!("/{b}"), "", &[], empty(), Some(0))
+        .await;
     for sc in a.scenarios.split(',') {
         match sc {
             "md5" => report(&a.label, "md5-single-core", md5_speed(), "MiB/s"),
             "put" => {
                 let t = Instant::now();
                 s3.put(&format!("{b}/large"), large).await?;
-                report(&a.label, "put-single-stream", a.large_mib as f64 / t.elapsed().as_secs_f64(), "MiB/s");
+                report(
+                    &a.label,
+                    "put-single-stream",
+                    a.large_mib as f64 / t.elapsed().as_secs_f64(),
+                    "MiB/s",
+                );
             }
             "get" => {
                 let t = Instant::now();
-                let (_, n, _) = s3.ok("GET", &format!("/{b}/large"), "", &[], empty(), None).await?;
+                let (_, n, _) = s3
+                    .ok("GET", &format!("/{b}/large"), "", &[], empty(), None)
+                    .await?;
                 if n != large {
                     bail!("GET returned {n} bytes, expected {large}");
                 }
-                report(&a.label, "get-single-stream", a.large_mib as f64 / t.elapsed().as_secs_f64(), "MiB/s");
+                report(
+                    &a.label,
+                    "get-single-stream",
+                    a.large_mib as f64 / t.elapsed().as_secs_f64(),
+                    "MiB/s",
+                );
             }
             "mpput" => {
                 let t = Instant::now();
                 multipart_put(&s3, &format!("{b}/mp"), large, 8).await?;
-                report(&a.label, "put-multipart-8way", a.large_mib as f64 / t.elapsed().as_secs_f64(), "MiB/s");
+                report(
+                    &a.label,
+                    "put-multipart-8way",
+                    a.large_mib as f64 / t.elapsed().as_secs_f64(),
+                    "MiB/s",
+                );
             }
             "rangeget" => {
                 let part = large / 8;
@@ -247,7 +353,16 @@ async fn main() -> Result<()> {
                     let b = b2.clone();
                     async move {
                         let r = format!("bytes={}-{}", i as u64 * part, (i as u64 + 1) * part - 1);
-                        let (_, n, _) = s.ok("GET", &format!("/{b}/large"), "", &[("range", r)], empty(), None).await?;
+                        let (_, n, _) = s
+                            .ok(
+                                "GET",
+                                &format!("/{b}/large"),
+                                "",
+                                &[("range", r)],
+                                empty(),
+                                None,
+                            )
+                            .await?;
                         if n != part {
                             bail!("range GET returned {n} bytes");
                         }
@@ -255,7 +370,12 @@ async fn main() -> Result<()> {
                     }
                 })
                 .await?;
-                report(&a.label, "get-ranged-8way", a.large_mib as f64 / t.elapsed().as_secs_f64(), "MiB/s");
+                report(
+                    &a.label,
+                    "get-ranged-8way",
+                    a.large_mib as f64 / t.elapsed().as_secs_f64(),
+                    "MiB/s",
+                );
             }
             "small-put" => {
                 let s = s3.clone();
@@ -275,7 +395,9 @@ async fn main() -> Result<()> {
                     let s = s.clone();
                     let b = b2.clone();
                     async move {
-                        let (_, n, _) = s.ok("GET", &format!("/{b}/small/{i:08}"), "", &[], empty(), None).await?;
+                        let (_, n, _) = s
+                            .ok("GET", &format!("/{b}/small/{i:08}"), "", &[], empty(), None)
+                            .await?;
                         if n != 4096 {
                             bail!("small GET returned {n} bytes");
                         }
@@ -296,7 +418,12 @@ async fn main() -> Result<()> {
                     async move { s.put(&format!("{b}/conc/{i}"), len).await }
                 })
                 .await?;
-                report(&a.label, &format!("put-{}x{}MiB-concurrent", a.concurrent, a.concurrent_mib), (a.concurrent as u64 * a.concurrent_mib) as f64 / t.elapsed().as_secs_f64(), "MiB/s");
+                report(
+                    &a.label,
+                    &format!("put-{}x{}MiB-concurrent", a.concurrent, a.concurrent_mib),
+                    (a.concurrent as u64 * a.concurrent_mib) as f64 / t.elapsed().as_secs_f64(),
+                    "MiB/s",
+                );
             }
             other => bail!("unknown scenario {other}"),
         }

@@ -20,7 +20,13 @@ pub struct Target {
 
 fn eucarc(t: &Target) -> Result<HashMap<String, String>> {
     let p = t.data.join("credentials/eucarc");
-    let s = std::fs::read_to_string(&p).with_context(|| format!("reading {} (is the cloud up with --data {}?)", p.display(), t.data.display()))?;
+    let s = std::fs::read_to_string(&p).with_context(|| {
+        format!(
+            "reading {} (is the cloud up with --data {}?)",
+            p.display(),
+            t.data.display()
+        )
+    })?;
     Ok(s.lines()
         .filter_map(|l| l.trim().strip_prefix("export "))
         .filter_map(|l| l.split_once('='))
@@ -30,7 +36,11 @@ fn eucarc(t: &Target) -> Result<HashMap<String, String>> {
 
 async fn call(t: &Target, method: &str, path: &str) -> Result<serde_json::Value> {
     let env = eucarc(t)?;
-    let get = |k: &str| env.get(k).cloned().with_context(|| format!("{k} missing from eucarc"));
+    let get = |k: &str| {
+        env.get(k)
+            .cloned()
+            .with_context(|| format!("{k} missing from eucarc"))
+    };
     let url: http::Uri = format!("{}{}", get("S3_URL")?.trim_end_matches('/'), path).parse()?;
     let signer = Signer {
         access_key: get("AWS_ACCESS_KEY_ID")?,
@@ -39,12 +49,31 @@ async fn call(t: &Target, method: &str, path: &str) -> Result<serde_json::Value>
         service: "s3".into(),
     };
     let mut headers = http::HeaderMap::new();
-    headers.insert("host", url.authority().context("S3_URL has no host")?.as_str().parse()?);
-    signer.sign(method, url.path(), url.query().unwrap_or(""), &mut headers, euca_aws::sigv4::EMPTY_SHA256, time::OffsetDateTime::now_utc());
-    let mut req = http::Request::builder().method(method).uri(url.clone()).body(Full::new(Bytes::new()))?;
+    headers.insert(
+        "host",
+        url.authority()
+            .context("S3_URL has no host")?
+            .as_str()
+            .parse()?,
+    );
+    signer.sign(
+        method,
+        url.path(),
+        url.query().unwrap_or(""),
+        &mut headers,
+        euca_aws::sigv4::EMPTY_SHA256,
+        time::OffsetDateTime::now_utc(),
+    );
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(url.clone())
+        .body(Full::new(Bytes::new()))?;
     *req.headers_mut() = headers;
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let resp = client.request(req).await.with_context(|| format!("calling {url}"))?;
+    let resp = client
+        .request(req)
+        .await
+        .with_context(|| format!("calling {url}"))?;
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();
     if !status.is_success() {
@@ -68,13 +97,22 @@ pub async fn account(t: &Target, cmd: AccountCmd) -> Result<()> {
             println!("ACCOUNT_ID={}", s(&v["account"], "id"));
             println!("CANONICAL_ID={}", s(&v["account"], "canonical_id"));
             println!("AWS_ACCESS_KEY_ID={}", s(&v["key"], "access_key_id"));
-            println!("AWS_SECRET_ACCESS_KEY={}", s(&v["key"], "secret_access_key"));
+            println!(
+                "AWS_SECRET_ACCESS_KEY={}",
+                s(&v["key"], "secret_access_key")
+            );
         }
         AccountCmd::List => {
             let v = call(t, "GET", "/_admin/accounts").await?;
             println!("{:<24} {:<14} {:<8} CANONICAL_ID", "NAME", "ID", "ENABLED");
             for a in v.as_array().into_iter().flatten() {
-                println!("{:<24} {:<14} {:<8} {}", s(a, "name"), s(a, "id"), s(a, "enabled"), s(a, "canonical_id"));
+                println!(
+                    "{:<24} {:<14} {:<8} {}",
+                    s(a, "name"),
+                    s(a, "id"),
+                    s(a, "enabled"),
+                    s(a, "canonical_id")
+                );
             }
         }
         AccountCmd::Disable { name } => {

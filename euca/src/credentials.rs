@@ -7,7 +7,12 @@ use std::path::Path;
 
 fn write_private(path: &Path, content: &str) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(content.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -34,13 +39,23 @@ pub fn write_all(dir: &Path, s3_url: &str, region: &str, key: &AccessKey) -> Res
              export AWS_DEFAULT_REGION={region}\n\
              export AWS_ENDPOINT_URL_S3={s3_url}\n",
             acct = key.account,
-            host = hostport.rsplit_once(':').map(|(h, _)| h).unwrap_or(hostport),
+            host = hostport
+                .rsplit_once(':')
+                .map(|(h, _)| h)
+                .unwrap_or(hostport),
         ),
     )?;
-    let profile = format!("region = {region}\nendpoint_url = {s3_url}\ns3 =\n    addressing_style = path\n");
-    write_private(&dir.join("aws/config"), &format!("[default]\n{profile}\n[profile euca]\n{profile}"))?;
+    let profile =
+        format!("region = {region}\nendpoint_url = {s3_url}\ns3 =\n    addressing_style = path\n");
+    write_private(
+        &dir.join("aws/config"),
+        &format!("[default]\n{profile}\n[profile euca]\n{profile}"),
+    )?;
     let creds = format!("aws_access_key_id = {ak}\naws_secret_access_key = {sk}\n");
-    write_private(&dir.join("aws/credentials"), &format!("[default]\n{creds}\n[euca]\n{creds}"))?;
+    write_private(
+        &dir.join("aws/credentials"),
+        &format!("[default]\n{creds}\n[euca]\n{creds}"),
+    )?;
     write_private(
         &dir.join("s3cfg"),
         &format!(

@@ -16,7 +16,11 @@ use walrus::WalrusConfig;
 const SYSTEM_ACCOUNT: &str = "eucalyptus";
 
 #[derive(Parser)]
-#[command(name = "euca", version, about = "A storage-first private cloud: S3 (Walrus) today; EBS, EC2 and images next.")]
+#[command(
+    name = "euca",
+    version,
+    about = "A storage-first private cloud: S3 (Walrus) today; EBS, EC2 and images next."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -77,18 +81,30 @@ struct WalrusArgs {
 #[derive(Subcommand)]
 enum AccountCmd {
     /// Create an account with a first access key; prints its id and key.
-    Create { name: String },
+    Create {
+        name: String,
+    },
     List,
-    Disable { name: String },
-    Enable { name: String },
+    Disable {
+        name: String,
+    },
+    Enable {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum KeyCmd {
     /// Create another access key for an account.
-    Create { account: String },
-    List { account: String },
-    Disable { access_key_id: String },
+    Create {
+        account: String,
+    },
+    List {
+        account: String,
+    },
+    Disable {
+        access_key_id: String,
+    },
 }
 
 #[derive(Deserialize, Default)]
@@ -101,7 +117,8 @@ fn load_config(path: Option<&Path>) -> Result<ConfigFile> {
     match path {
         None => Ok(ConfigFile::default()),
         Some(p) => {
-            let s = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let s =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             toml::from_str(&s).with_context(|| format!("parsing {}", p.display()))
         }
     }
@@ -110,11 +127,15 @@ fn load_config(path: Option<&Path>) -> Result<ConfigFile> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         match cli.cmd {
             Cmd::Up(a) => up(a).await,
@@ -142,7 +163,8 @@ fn open_identity(path: &Path) -> Result<(IdentityStore, euca_identity::AccessKey
 fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
@@ -161,7 +183,13 @@ async fn up(a: UpArgs) -> Result<()> {
     wcfg.listen = a.walrus_listen;
     wcfg.data_dir = data.join("walrus");
     let (identity, admin_key, system_id) = open_identity(&data.join("identity.redb"))?;
-    let walrus = walrus::Walrus::open(wcfg.clone(), identity, system_id, euca_identity::ADMIN_ACCOUNT.into()).await?;
+    let walrus = walrus::Walrus::open(
+        wcfg.clone(),
+        identity,
+        system_id,
+        euca_identity::ADMIN_ACCOUNT.into(),
+    )
+    .await?;
     let addr = walrus.local_addr();
     let s3_url = format!("http://{addr}/");
     let cred_dir = data.join("credentials");
@@ -171,7 +199,10 @@ async fn up(a: UpArgs) -> Result<()> {
     println!("  metrics      {s3_url}_metrics");
     println!("  credentials  {}/", cred_dir.display());
     println!("               eucarc (source it), aws/config + aws/credentials (profile euca), s3cfg (s3cmd -c), rclone.conf (remote euca:)");
-    println!("  try: source {}/eucarc && aws --endpoint-url $S3_URL s3 ls", cred_dir.display());
+    println!(
+        "  try: source {}/eucarc && aws --endpoint-url $S3_URL s3 ls",
+        cred_dir.display()
+    );
     walrus.serve(shutdown_signal()).await;
     Ok(())
 }
@@ -189,10 +220,17 @@ async fn walrus_alone(a: WalrusArgs) -> Result<()> {
         w.region = r;
     }
     std::fs::create_dir_all(&w.data_dir)?;
-    let id_path = a.identity_db.unwrap_or_else(|| w.data_dir.join("..").join("identity.redb"));
+    let id_path = a
+        .identity_db
+        .unwrap_or_else(|| w.data_dir.join("..").join("identity.redb"));
     let (identity, admin_key, system_id) = open_identity(&id_path)?;
-    let walrus = walrus::Walrus::open(w, identity, system_id, euca_identity::ADMIN_ACCOUNT.into()).await?;
-    println!("walrus: listening on http://{}/ (admin access key {})", walrus.local_addr(), admin_key.access_key_id);
+    let walrus =
+        walrus::Walrus::open(w, identity, system_id, euca_identity::ADMIN_ACCOUNT.into()).await?;
+    println!(
+        "walrus: listening on http://{}/ (admin access key {})",
+        walrus.local_addr(),
+        admin_key.access_key_id
+    );
     walrus.serve(shutdown_signal()).await;
     Ok(())
 }

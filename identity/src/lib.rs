@@ -32,7 +32,15 @@ pub enum IdentityError {
 macro_rules! db_err {
     ($($t:ty),*) => {$(impl From<$t> for IdentityError { fn from(e: $t) -> Self { IdentityError::Db(e.to_string()) } })*};
 }
-db_err!(redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, serde_json::Error);
+db_err!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    serde_json::Error
+);
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Account {
@@ -64,7 +72,9 @@ fn now() -> i64 {
 }
 
 fn valid_name(n: &str) -> bool {
-    (1..=64).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    (1..=64).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
 }
 
 impl IdentityStore {
@@ -110,8 +120,14 @@ impl IdentityStore {
         Ok(out)
     }
 
-    pub fn account_by_canonical_id(&self, canonical_id: &str) -> Result<Option<Account>, IdentityError> {
-        Ok(self.accounts()?.into_iter().find(|a| a.canonical_id == canonical_id))
+    pub fn account_by_canonical_id(
+        &self,
+        canonical_id: &str,
+    ) -> Result<Option<Account>, IdentityError> {
+        Ok(self
+            .accounts()?
+            .into_iter()
+            .find(|a| a.canonical_id == canonical_id))
     }
 
     /// Creates an account with a first access key.
@@ -122,7 +138,10 @@ impl IdentityStore {
         let mut rng = rand::rng();
         let account = Account {
             name: name.to_string(),
-            id: format!("{:012}", rng.random_range(100_000_000_000u64..1_000_000_000_000)),
+            id: format!(
+                "{:012}",
+                rng.random_range(100_000_000_000u64..1_000_000_000_000)
+            ),
             canonical_id: {
                 let mut b = [0u8; 32];
                 rng.fill_bytes(&mut b);
@@ -148,9 +167,20 @@ impl IdentityStore {
         const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
         const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
         let mut rng = rand::rng();
-        let id: String = "AKIE".chars().chain((0..16).map(|_| ALNUM[rng.random_range(0..ALNUM.len())] as char)).collect();
-        let secret: String = (0..40).map(|_| SECRET[rng.random_range(0..SECRET.len())] as char).collect();
-        let key = AccessKey { access_key_id: id.clone(), secret_access_key: secret, account: account.to_string(), enabled: true, created: now() };
+        let id: String = "AKIE"
+            .chars()
+            .chain((0..16).map(|_| ALNUM[rng.random_range(0..ALNUM.len())] as char))
+            .collect();
+        let secret: String = (0..40)
+            .map(|_| SECRET[rng.random_range(0..SECRET.len())] as char)
+            .collect();
+        let key = AccessKey {
+            access_key_id: id.clone(),
+            secret_access_key: secret,
+            account: account.to_string(),
+            enabled: true,
+            created: now(),
+        };
         let mut t = tx.open_table(KEYS)?;
         t.insert(id.as_str(), serde_json::to_vec(&key)?.as_slice())?;
         Ok(key)
@@ -213,10 +243,14 @@ impl IdentityStore {
     fn credential(&self, access_key: &str) -> Result<Option<Credential>, IdentityError> {
         let tx = self.db.begin_read()?;
         let keys = tx.open_table(KEYS)?;
-        let Some(v) = keys.get(access_key)? else { return Ok(None) };
+        let Some(v) = keys.get(access_key)? else {
+            return Ok(None);
+        };
         let key: AccessKey = serde_json::from_slice(v.value())?;
         let accounts = tx.open_table(ACCOUNTS)?;
-        let Some(a) = accounts.get(key.account.as_str())? else { return Ok(None) };
+        let Some(a) = accounts.get(key.account.as_str())? else {
+            return Ok(None);
+        };
         let account: Account = serde_json::from_slice(a.value())?;
         if !key.enabled || !account.enabled {
             return Ok(None);
@@ -248,13 +282,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = IdentityStore::open(&dir.path().join("id.redb")).unwrap();
         let (admin, key) = store.ensure_admin().unwrap();
-        assert_eq!(store.ensure_admin().unwrap(), (admin.clone(), key.clone()), "admin is created once");
+        assert_eq!(
+            store.ensure_admin().unwrap(),
+            (admin.clone(), key.clone()),
+            "admin is created once"
+        );
         let cred = store.lookup(&key.access_key_id).unwrap();
         assert_eq!(cred.principal.canonical_id, admin.canonical_id);
         let (other, okey) = store.create_account("other").unwrap();
-        assert!(matches!(store.create_account("other"), Err(IdentityError::AccountExists(_))));
-        assert!(matches!(store.create_account("Bad Name"), Err(IdentityError::InvalidName(_))));
-        assert_eq!(store.lookup(&okey.access_key_id).unwrap().principal.account_id, other.id);
+        assert!(matches!(
+            store.create_account("other"),
+            Err(IdentityError::AccountExists(_))
+        ));
+        assert!(matches!(
+            store.create_account("Bad Name"),
+            Err(IdentityError::InvalidName(_))
+        ));
+        assert_eq!(
+            store
+                .lookup(&okey.access_key_id)
+                .unwrap()
+                .principal
+                .account_id,
+            other.id
+        );
         store.set_key_enabled(&okey.access_key_id, false).unwrap();
         assert!(store.lookup(&okey.access_key_id).is_none());
         let k2 = store.create_key("other").unwrap();

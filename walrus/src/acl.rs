@@ -15,7 +15,10 @@ pub struct Owner {
 
 impl Owner {
     pub fn of(p: &Principal) -> Self {
-        Owner { id: p.canonical_id.clone(), display_name: p.display_name.clone() }
+        Owner {
+            id: p.canonical_id.clone(),
+            display_name: p.display_name.clone(),
+        }
     }
 }
 
@@ -53,7 +56,10 @@ impl Permission {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Grantee {
     /// A canonical user id (display name resolved when rendered, if known).
-    User { id: String, display_name: Option<String> },
+    User {
+        id: String,
+        display_name: Option<String>,
+    },
     /// A group URI such as [`ALL_USERS`].
     Group(String),
 }
@@ -82,7 +88,10 @@ pub struct CannedContext<'a> {
 impl Acl {
     pub fn private(owner: Owner) -> Self {
         let grants = vec![Grant {
-            grantee: Grantee::User { id: owner.id.clone(), display_name: Some(owner.display_name.clone()) },
+            grantee: Grantee::User {
+                id: owner.id.clone(),
+                display_name: Some(owner.display_name.clone()),
+            },
             permission: Permission::FullControl,
         }];
         Acl { owner, grants }
@@ -91,7 +100,10 @@ impl Acl {
     /// Expands a canned ACL name; `None` if unknown.
     pub fn canned(name: &str, owner: Owner, ctx: &CannedContext) -> Option<Self> {
         let mut acl = Acl::private(owner);
-        let group = |uri: &str, p| Grant { grantee: Grantee::Group(uri.to_string()), permission: p };
+        let group = |uri: &str, p| Grant {
+            grantee: Grantee::Group(uri.to_string()),
+            permission: p,
+        };
         match name {
             "private" => {}
             "public-read" => acl.grants.push(group(ALL_USERS, Permission::Read)),
@@ -99,9 +111,14 @@ impl Acl {
                 acl.grants.push(group(ALL_USERS, Permission::Read));
                 acl.grants.push(group(ALL_USERS, Permission::Write));
             }
-            "authenticated-read" => acl.grants.push(group(AUTHENTICATED_USERS, Permission::Read)),
+            "authenticated-read" => acl
+                .grants
+                .push(group(AUTHENTICATED_USERS, Permission::Read)),
             "aws-exec-read" => acl.grants.push(Grant {
-                grantee: Grantee::User { id: ctx.system_id.to_string(), display_name: None },
+                grantee: Grantee::User {
+                    id: ctx.system_id.to_string(),
+                    display_name: None,
+                },
                 permission: Permission::Read,
             }),
             "log-delivery-write" => {
@@ -112,8 +129,15 @@ impl Acl {
                 if let Some(bo) = ctx.bucket_owner {
                     if bo.id != acl.owner.id {
                         acl.grants.push(Grant {
-                            grantee: Grantee::User { id: bo.id.clone(), display_name: Some(bo.display_name.clone()) },
-                            permission: if name == "bucket-owner-read" { Permission::Read } else { Permission::FullControl },
+                            grantee: Grantee::User {
+                                id: bo.id.clone(),
+                                display_name: Some(bo.display_name.clone()),
+                            },
+                            permission: if name == "bucket-owner-read" {
+                                Permission::Read
+                            } else {
+                                Permission::FullControl
+                            },
                         });
                     }
                 }
@@ -127,7 +151,9 @@ impl Acl {
     /// on the ACL itself and, unless they removed their own grant, on the resource.
     pub fn allows(&self, who: Option<&Principal>, perm: Permission) -> bool {
         if let Some(p) = who {
-            if p.canonical_id == self.owner.id && matches!(perm, Permission::ReadAcp | Permission::WriteAcp) {
+            if p.canonical_id == self.owner.id
+                && matches!(perm, Permission::ReadAcp | Permission::WriteAcp)
+            {
                 return true;
             }
         }
@@ -146,7 +172,10 @@ impl Acl {
     pub fn to_xml(&self) -> String {
         let mut w = XmlWriter::new();
         w.root("AccessControlPolicy", S3_NS);
-        w.open("Owner").elem("ID", &self.owner.id).elem("DisplayName", &self.owner.display_name).close();
+        w.open("Owner")
+            .elem("ID", &self.owner.id)
+            .elem("DisplayName", &self.owner.display_name)
+            .close();
         w.open("AccessControlList");
         for g in &self.grants {
             w.open("Grant");
@@ -183,15 +212,23 @@ pub fn parse_grant_header(value: &str, perm: Permission) -> Result<Vec<Grant>, S
         if item.is_empty() {
             continue;
         }
-        let (k, v) = item.split_once('=').ok_or_else(|| format!("invalid grant '{}'", escape(item)))?;
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| format!("invalid grant '{}'", escape(item)))?;
         let v = v.trim().trim_matches('"').to_string();
         let grantee = match k.trim().to_ascii_lowercase().as_str() {
-            "id" => Grantee::User { id: v, display_name: None },
+            "id" => Grantee::User {
+                id: v,
+                display_name: None,
+            },
             "uri" => Grantee::Group(v),
             "emailaddress" => return Err("grants by email address are not supported".into()),
             _ => return Err(format!("invalid grantee type '{}'", escape(k))),
         };
-        out.push(Grant { grantee, permission: perm });
+        out.push(Grant {
+            grantee,
+            permission: perm,
+        });
     }
     Ok(out)
 }
@@ -201,13 +238,24 @@ mod tests {
     use super::*;
 
     fn p(id: &str) -> Principal {
-        Principal { account_id: "1".into(), canonical_id: id.into(), display_name: id.into(), access_key: "AK".into() }
+        Principal {
+            account_id: "1".into(),
+            canonical_id: id.into(),
+            display_name: id.into(),
+            access_key: "AK".into(),
+        }
     }
 
     #[test]
     fn canned_and_checks() {
-        let owner = Owner { id: "o".into(), display_name: "o".into() };
-        let ctx = CannedContext { system_id: "sys", bucket_owner: None };
+        let owner = Owner {
+            id: "o".into(),
+            display_name: "o".into(),
+        };
+        let ctx = CannedContext {
+            system_id: "sys",
+            bucket_owner: None,
+        };
         let private = Acl::canned("private", owner.clone(), &ctx).unwrap();
         assert!(private.allows(Some(&p("o")), Permission::Read));
         assert!(!private.allows(Some(&p("x")), Permission::Read));
@@ -219,9 +267,23 @@ mod tests {
         assert!(exec.allows(Some(&p("sys")), Permission::Read));
         assert!(!exec.allows(Some(&p("x")), Permission::Read));
         let auth = Acl::canned("authenticated-read", owner, &ctx).unwrap();
-        assert!(auth.allows(Some(&p("x")), Permission::Read) && !auth.allows(None, Permission::Read));
-        assert!(Acl::canned("nope", Owner { id: "o".into(), display_name: "o".into() }, &ctx).is_none());
-        let g = parse_grant_header("id=\"abc\", uri=\"http://acs.amazonaws.com/groups/global/AllUsers\"", Permission::Read).unwrap();
+        assert!(
+            auth.allows(Some(&p("x")), Permission::Read) && !auth.allows(None, Permission::Read)
+        );
+        assert!(Acl::canned(
+            "nope",
+            Owner {
+                id: "o".into(),
+                display_name: "o".into()
+            },
+            &ctx
+        )
+        .is_none());
+        let g = parse_grant_header(
+            "id=\"abc\", uri=\"http://acs.amazonaws.com/groups/global/AllUsers\"",
+            Permission::Read,
+        )
+        .unwrap();
         assert_eq!(g.len(), 2);
         assert!(parse_grant_header("foo=bar", Permission::Read).is_err());
     }

@@ -18,7 +18,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub type RespBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+pub type RespBody =
+    http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 pub type Resp = Response<RespBody>;
 
 pub const LEGACY_PREFIX: &str = "/services/Walrus";
@@ -41,7 +42,10 @@ pub struct Req {
 
 impl Req {
     pub fn q(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
     pub fn has(&self, name: &str) -> bool {
         self.query.iter().any(|(k, _)| k == name)
@@ -57,16 +61,27 @@ impl Req {
     }
     /// The body, verified against the signature and declared digests as it streams.
     pub fn body(&mut self, limit: u64) -> S3Result<VerifiedBody> {
-        let b = self.body.take().ok_or_else(|| S3Error::internal("body taken twice"))?;
+        let b = self
+            .body
+            .take()
+            .ok_or_else(|| S3Error::internal("body taken twice"))?;
         VerifiedBody::new(b, &self.headers, &self.payload, limit)
     }
     /// A small XML body (at most `limit` bytes), parsed.
     pub async fn xml_body(&mut self, limit: u64) -> S3Result<crate::xmlin::Node> {
-        let (bytes, _) = self.body(limit).map_err(too_large_is_malformed)?.read_all().await.map_err(too_large_is_malformed)?;
+        let (bytes, _) = self
+            .body(limit)
+            .map_err(too_large_is_malformed)?
+            .read_all()
+            .await
+            .map_err(too_large_is_malformed)?;
         crate::xmlin::parse(&bytes)
     }
     pub fn owner(&self) -> S3Result<Owner> {
-        self.principal.as_ref().map(Owner::of).ok_or_else(S3Error::access_denied)
+        self.principal
+            .as_ref()
+            .map(Owner::of)
+            .ok_or_else(S3Error::access_denied)
     }
     pub fn resource(&self) -> String {
         match (&self.bucket, &self.key) {
@@ -92,14 +107,19 @@ pub fn request_id() -> String {
 }
 
 pub fn full(status: StatusCode, body: impl Into<Bytes>) -> Resp {
-    let mut r = Response::new(Full::new(body.into()).map_err(|e| match e {}).boxed_unsync());
+    let mut r = Response::new(
+        Full::new(body.into())
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
     *r.status_mut() = status;
     r
 }
 
 pub fn xml(status: StatusCode, body: String) -> Resp {
     let mut r = full(status, body);
-    r.headers_mut().insert("content-type", HeaderValue::from_static("application/xml"));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/xml"));
     r
 }
 
@@ -109,7 +129,11 @@ pub fn empty(status: StatusCode) -> Resp {
 
 pub fn error_response(e: &S3Error, request_id: &str, head: bool) -> Resp {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut r = if head { empty(status) } else { xml(status, e.to_xml(request_id)) };
+    let mut r = if head {
+        empty(status)
+    } else {
+        xml(status, e.to_xml(request_id))
+    };
     if e.code == "InvalidRange" {
         if let Some((_, v)) = e.extra.iter().find(|(k, _)| *k == "ActualObjectSize") {
             if let Ok(h) = HeaderValue::from_str(&format!("bytes */{v}")) {
@@ -122,7 +146,16 @@ pub fn error_response(e: &S3Error, request_id: &str, head: bool) -> Resp {
 
 /// Splits the host into a virtual-host bucket, if it names one.
 fn vhost_bucket(host: &str, domains: &[String]) -> Option<String> {
-    let host = host.rsplit_once(':').map(|(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host }).unwrap_or(host);
+    let host = host
+        .rsplit_once(':')
+        .map(|(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
+        .unwrap_or(host);
     let host = host.to_ascii_lowercase();
     let mut ds: Vec<&String> = domains.iter().collect();
     ds.sort_by_key(|d| std::cmp::Reverse(d.len()));
@@ -130,7 +163,10 @@ fn vhost_bucket(host: &str, domains: &[String]) -> Option<String> {
         if host == *d {
             return None;
         }
-        if let Some(b) = host.strip_suffix(d.as_str()).and_then(|p| p.strip_suffix('.')) {
+        if let Some(b) = host
+            .strip_suffix(d.as_str())
+            .and_then(|p| p.strip_suffix('.'))
+        {
             if !b.is_empty() {
                 return Some(b.to_string());
             }
@@ -161,7 +197,11 @@ pub async fn handle(st: Arc<State>, req: http::Request<Incoming>, peer: SocketAd
     resp
 }
 
-async fn route(st: &Arc<State>, req: http::Request<Incoming>, rid: &str) -> Result<(Resp, &'static str), (S3Error, &'static str)> {
+async fn route(
+    st: &Arc<State>,
+    req: http::Request<Incoming>,
+    rid: &str,
+) -> Result<(Resp, &'static str), (S3Error, &'static str)> {
     let (mut parts, body) = req.into_parts();
     let raw_path = parts.uri.path().to_string();
     if raw_path == "/_health" && parts.method == Method::GET {
@@ -169,20 +209,38 @@ async fn route(st: &Arc<State>, req: http::Request<Incoming>, rid: &str) -> Resu
     }
     if raw_path == "/_metrics" && parts.method == Method::GET {
         let mut r = full(StatusCode::OK, st.metrics.render());
-        r.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; version=0.0.4"));
+        r.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
         return Ok((r, "Metrics"));
     }
-    if parts.headers.contains_key("transfer-encoding") && parts.headers.contains_key("content-length") {
-        return Err((S3Error::invalid_request("Content-Length and Transfer-Encoding together"), "Invalid"));
+    if parts.headers.contains_key("transfer-encoding")
+        && parts.headers.contains_key("content-length")
+    {
+        return Err((
+            S3Error::invalid_request("Content-Length and Transfer-Encoding together"),
+            "Invalid",
+        ));
     }
-    let host = parts.headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let host = parts
+        .headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let vb = vhost_bucket(&host, &st.cfg.domains);
     if let Some(b) = &vb {
         parts.extensions.insert(VhostBucket(b.clone()));
     }
     // Authenticate before anything else looks at the request.
-    let auth: Authenticated = euca_aws::authenticate(&parts, &st.identity, &AuthConfig::s3(&st.cfg.region), time::OffsetDateTime::now_utc())
-        .map_err(|e| (S3Error::from(e), "Auth"))?;
+    let auth: Authenticated = euca_aws::authenticate(
+        &parts,
+        &st.identity,
+        &AuthConfig::s3(&st.cfg.region),
+        time::OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| (S3Error::from(e), "Auth"))?;
 
     let mut path = raw_path.as_str();
     if let Some(rest) = path.strip_prefix(LEGACY_PREFIX) {
@@ -191,28 +249,54 @@ async fn route(st: &Arc<State>, req: http::Request<Incoming>, rid: &str) -> Resu
         }
     }
     if path.starts_with("/_admin/") {
-        return crate::api_bucket::admin(st, &parts.method, path, &auth, body).await.map(|r| (r, "Admin")).map_err(|e| (e, "Admin"));
+        return crate::api_bucket::admin(st, &parts.method, path, &auth, body)
+            .await
+            .map(|r| (r, "Admin"))
+            .map_err(|e| (e, "Admin"));
     }
     let decoded = |s: &str| -> Result<String, (S3Error, &'static str)> {
-        String::from_utf8(uri_decode(s)).map_err(|_| (S3Error::invalid_argument("Object key is not valid UTF-8"), "Invalid"))
+        String::from_utf8(uri_decode(s)).map_err(|_| {
+            (
+                S3Error::invalid_argument("Object key is not valid UTF-8"),
+                "Invalid",
+            )
+        })
     };
     let (bucket, key) = match vb {
         Some(b) => {
             let k = path.strip_prefix('/').unwrap_or(path);
-            (Some(b), if k.is_empty() { None } else { Some(decoded(k)?) })
+            (
+                Some(b),
+                if k.is_empty() {
+                    None
+                } else {
+                    Some(decoded(k)?)
+                },
+            )
         }
         None => {
             let p = path.strip_prefix('/').unwrap_or(path);
             match p.split_once('/') {
                 None if p.is_empty() => (None, None),
                 None => (Some(decoded(p)?), None),
-                Some((b, k)) => (Some(decoded(b)?), if k.is_empty() { None } else { Some(decoded(k)?) }),
+                Some((b, k)) => (
+                    Some(decoded(b)?),
+                    if k.is_empty() {
+                        None
+                    } else {
+                        Some(decoded(k)?)
+                    },
+                ),
             }
         }
     };
     if let Some(k) = &key {
         if k.len() > MAX_KEY_BYTES {
-            return Err((S3Error::new("KeyTooLongError", 400, "Your key is too long").with("MaxSizeAllowed", "1024"), "Invalid"));
+            return Err((
+                S3Error::new("KeyTooLongError", 400, "Your key is too long")
+                    .with("MaxSizeAllowed", "1024"),
+                "Invalid",
+            ));
         }
     }
     let mut r = Req {
@@ -231,7 +315,11 @@ async fn route(st: &Arc<State>, req: http::Request<Incoming>, rid: &str) -> Resu
     match dispatch(st, &mut r).await {
         Ok(resp) => Ok((resp, r.op)),
         Err(e) => {
-            let e = if e.resource.is_none() { e.with_resource(r.resource()) } else { e };
+            let e = if e.resource.is_none() {
+                e.with_resource(r.resource())
+            } else {
+                e
+            };
             let _ = head;
             Err((e, r.op))
         }
@@ -246,7 +334,11 @@ async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                 r.op = "ListBuckets";
                 api_bucket::list_buckets(st, r).await
             }
-            _ => Err(S3Error::new("MethodNotAllowed", 405, "The specified method is not allowed against this resource.")),
+            _ => Err(S3Error::new(
+                "MethodNotAllowed",
+                405,
+                "The specified method is not allowed against this resource.",
+            )),
         };
     }
     if r.key.is_none() {
@@ -262,7 +354,9 @@ async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
 
 /// The bucket, or NoSuchBucket.
 pub fn load_bucket(st: &State, name: &str) -> S3Result<BucketMeta> {
-    st.meta.bucket(name)?.ok_or_else(|| S3Error::no_such_bucket(name))
+    st.meta
+        .bucket(name)?
+        .ok_or_else(|| S3Error::no_such_bucket(name))
 }
 
 /// Requires `perm` on the ACL; AccessDenied otherwise.
@@ -275,8 +369,16 @@ pub fn require(acl: &Acl, who: Option<&Principal>, perm: Permission) -> S3Result
 }
 
 /// The ACL a PUT/Create request asks for: `x-amz-acl`, or `x-amz-grant-*`, or private.
-pub fn acl_from_headers(st: &State, r: &Req, owner: Owner, bucket_owner: Option<&Owner>) -> S3Result<Acl> {
-    let ctx = CannedContext { system_id: &st.system_id, bucket_owner };
+pub fn acl_from_headers(
+    st: &State,
+    r: &Req,
+    owner: Owner,
+    bucket_owner: Option<&Owner>,
+) -> S3Result<Acl> {
+    let ctx = CannedContext {
+        system_id: &st.system_id,
+        bucket_owner,
+    };
     let grant_headers = [
         ("x-amz-grant-read", Permission::Read),
         ("x-amz-grant-write", Permission::Write),
@@ -284,12 +386,17 @@ pub fn acl_from_headers(st: &State, r: &Req, owner: Owner, bucket_owner: Option<
         ("x-amz-grant-write-acp", Permission::WriteAcp),
         ("x-amz-grant-full-control", Permission::FullControl),
     ];
-    let has_grants = grant_headers.iter().any(|(h, _)| r.headers.contains_key(*h));
+    let has_grants = grant_headers
+        .iter()
+        .any(|(h, _)| r.headers.contains_key(*h));
     if let Some(c) = r.header("x-amz-acl") {
         if has_grants {
-            return Err(S3Error::invalid_request("Specifying both Canned ACLs and Header Grants is not allowed"));
+            return Err(S3Error::invalid_request(
+                "Specifying both Canned ACLs and Header Grants is not allowed",
+            ));
         }
-        return Acl::canned(c.trim(), owner, &ctx).ok_or_else(|| S3Error::invalid_argument(format!("Unknown canned ACL {c}")));
+        return Acl::canned(c.trim(), owner, &ctx)
+            .ok_or_else(|| S3Error::invalid_argument(format!("Unknown canned ACL {c}")));
     }
     if !has_grants {
         return Ok(Acl::private(owner));
@@ -314,12 +421,17 @@ pub fn acl_from_xml(node: &crate::xmlin::Node, owner: &Owner) -> S3Result<Acl> {
             return Err(S3Error::access_denied());
         }
     }
-    let list = node.child("AccessControlList").ok_or_else(S3Error::malformed_xml)?;
+    let list = node
+        .child("AccessControlList")
+        .ok_or_else(S3Error::malformed_xml)?;
     let mut grants = Vec::new();
     for g in list.children("Grant") {
         let ge = g.child("Grantee").ok_or_else(S3Error::malformed_xml)?;
         let grantee = if let Some(id) = ge.text_of("ID") {
-            Grantee::User { id: id.to_string(), display_name: ge.text_of("DisplayName").map(String::from) }
+            Grantee::User {
+                id: id.to_string(),
+                display_name: ge.text_of("DisplayName").map(String::from),
+            }
         } else if let Some(uri) = ge.text_of("URI") {
             Grantee::Group(uri.to_string())
         } else if ge.child("EmailAddress").is_some() {
@@ -327,10 +439,19 @@ pub fn acl_from_xml(node: &crate::xmlin::Node, owner: &Owner) -> S3Result<Acl> {
         } else {
             return Err(S3Error::malformed_xml());
         };
-        let permission = g.text_of("Permission").and_then(Permission::parse).ok_or_else(S3Error::malformed_xml)?;
-        grants.push(Grant { grantee, permission });
+        let permission = g
+            .text_of("Permission")
+            .and_then(Permission::parse)
+            .ok_or_else(S3Error::malformed_xml)?;
+        grants.push(Grant {
+            grantee,
+            permission,
+        });
     }
-    Ok(Acl { owner: owner.clone(), grants })
+    Ok(Acl {
+        owner: owner.clone(),
+        grants,
+    })
 }
 
 /// Sets a header from user data, refusing values that are not valid header text.
@@ -348,7 +469,8 @@ pub fn now_millis() -> i64 {
 }
 
 pub fn millis_to_time(ms: i64) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 /// Deletes blobs no longer referenced, after a grace period so that reads which
@@ -375,7 +497,10 @@ mod tests {
     #[test]
     fn vhost() {
         let d = vec!["s3.localhost".to_string(), "localhost".to_string()];
-        assert_eq!(vhost_bucket("bkt.s3.localhost:8773", &d), Some("bkt".into()));
+        assert_eq!(
+            vhost_bucket("bkt.s3.localhost:8773", &d),
+            Some("bkt".into())
+        );
         assert_eq!(vhost_bucket("a.b.localhost", &d), Some("a.b".into()));
         assert_eq!(vhost_bucket("s3.localhost:1", &d), None);
         assert_eq!(vhost_bucket("127.0.0.1:8773", &d), None);

@@ -1,6 +1,9 @@
 //! Service- and bucket-level operations, and the admin API.
 use crate::acl::Permission;
-use crate::api::{self, acl_from_headers, acl_from_xml, empty, load_bucket, millis_to_time, require, xml, Req, Resp};
+use crate::api::{
+    self, acl_from_headers, acl_from_xml, empty, load_bucket, millis_to_time, require, xml, Req,
+    Resp,
+};
 use crate::error::{S3Error, S3Result};
 use crate::list::list;
 use crate::meta::{BucketMeta, MetaError, MetaOp};
@@ -18,7 +21,8 @@ use std::sync::Arc;
 pub fn valid_bucket_name(n: &str) -> bool {
     let b = n.as_bytes();
     (3..=63).contains(&b.len())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
         && !n.contains("..")
@@ -31,11 +35,17 @@ pub async fn list_buckets(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let me = r.principal.as_ref().ok_or_else(S3Error::access_denied)?;
     let mut w = XmlWriter::new();
     w.root("ListAllMyBucketsResult", S3_NS);
-    w.open("Owner").elem("ID", &me.canonical_id).elem("DisplayName", &me.display_name).close();
+    w.open("Owner")
+        .elem("ID", &me.canonical_id)
+        .elem("DisplayName", &me.display_name)
+        .close();
     w.open("Buckets");
     for b in st.meta.buckets()? {
         if b.owner.id == me.canonical_id {
-            w.open("Bucket").elem("Name", &b.name).elem("CreationDate", format_iso8601(millis_to_time(b.created))).close();
+            w.open("Bucket")
+                .elem("Name", &b.name)
+                .elem("CreationDate", format_iso8601(millis_to_time(b.created)))
+                .close();
         }
     }
     w.close();
@@ -44,16 +54,52 @@ pub async fn list_buckets(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
 
 /// Subresources we accept but do not implement configuration for.
 const NO_CONFIG: &[(&str, &str, &str)] = &[
-    ("cors", "NoSuchCORSConfiguration", "The CORS configuration does not exist"),
-    ("policy", "NoSuchBucketPolicy", "The bucket policy does not exist"),
-    ("lifecycle", "NoSuchLifecycleConfiguration", "The lifecycle configuration does not exist"),
+    (
+        "cors",
+        "NoSuchCORSConfiguration",
+        "The CORS configuration does not exist",
+    ),
+    (
+        "policy",
+        "NoSuchBucketPolicy",
+        "The bucket policy does not exist",
+    ),
+    (
+        "lifecycle",
+        "NoSuchLifecycleConfiguration",
+        "The lifecycle configuration does not exist",
+    ),
     ("tagging", "NoSuchTagSet", "The TagSet does not exist"),
-    ("website", "NoSuchWebsiteConfiguration", "The specified bucket does not have a website configuration"),
-    ("encryption", "ServerSideEncryptionConfigurationNotFoundError", "The server side encryption configuration was not found"),
-    ("replication", "ReplicationConfigurationNotFoundError", "The replication configuration was not found"),
-    ("object-lock", "ObjectLockConfigurationNotFoundError", "Object Lock configuration does not exist for this bucket"),
-    ("ownershipControls", "OwnershipControlsNotFoundError", "The bucket ownership controls were not found"),
-    ("publicAccessBlock", "NoSuchPublicAccessBlockConfiguration", "The public access block configuration was not found"),
+    (
+        "website",
+        "NoSuchWebsiteConfiguration",
+        "The specified bucket does not have a website configuration",
+    ),
+    (
+        "encryption",
+        "ServerSideEncryptionConfigurationNotFoundError",
+        "The server side encryption configuration was not found",
+    ),
+    (
+        "replication",
+        "ReplicationConfigurationNotFoundError",
+        "The replication configuration was not found",
+    ),
+    (
+        "object-lock",
+        "ObjectLockConfigurationNotFoundError",
+        "Object Lock configuration does not exist for this bucket",
+    ),
+    (
+        "ownershipControls",
+        "OwnershipControlsNotFoundError",
+        "The bucket ownership controls were not found",
+    ),
+    (
+        "publicAccessBlock",
+        "NoSuchPublicAccessBlockConfiguration",
+        "The public access block configuration was not found",
+    ),
 ];
 
 pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
@@ -63,7 +109,11 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             r.op = "PutBucketAcl";
             let b = load_bucket(st, &name)?;
             require(&b.acl, r.principal.as_ref(), Permission::WriteAcp)?;
-            let acl = if r.header("x-amz-acl").is_some() || r.headers.keys().any(|k| k.as_str().starts_with("x-amz-grant-")) {
+            let acl = if r.header("x-amz-acl").is_some()
+                || r.headers
+                    .keys()
+                    .any(|k| k.as_str().starts_with("x-amz-grant-"))
+            {
                 acl_from_headers(st, r, b.owner.clone(), None)?
             } else {
                 let node = r.xml_body(64 * 1024).await?;
@@ -78,7 +128,11 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             require(&b.acl, r.principal.as_ref(), Permission::FullControl)?;
             Err(S3Error::not_implemented("Bucket versioning"))
         }
-        Method::PUT if r.query.iter().any(|(k, _)| NO_CONFIG.iter().any(|(n, _, _)| n == k)) => {
+        Method::PUT
+            if r.query
+                .iter()
+                .any(|(k, _)| NO_CONFIG.iter().any(|(n, _, _)| n == k)) =>
+        {
             r.op = "PutBucketConfig";
             load_bucket(st, &name)?;
             Err(S3Error::not_implemented("This bucket configuration"))
@@ -92,7 +146,11 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             api::set_header(resp.headers_mut(), "x-amz-bucket-region", &b.region)?;
             Ok(resp)
         }
-        Method::DELETE if r.query.iter().any(|(k, _)| NO_CONFIG.iter().any(|(n, _, _)| n == k)) => {
+        Method::DELETE
+            if r.query
+                .iter()
+                .any(|(k, _)| NO_CONFIG.iter().any(|(n, _, _)| n == k)) =>
+        {
             r.op = "DeleteBucketConfig";
             let b = load_bucket(st, &name)?;
             require(&b.acl, r.principal.as_ref(), Permission::FullControl)?;
@@ -112,7 +170,11 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             crate::api_object::delete_objects(st, r).await
         }
         Method::GET => get_bucket(st, r).await,
-        _ => Err(S3Error::new("MethodNotAllowed", 405, "The specified method is not allowed against this resource.")),
+        _ => Err(S3Error::new(
+            "MethodNotAllowed",
+            405,
+            "The specified method is not allowed against this resource.",
+        )),
     }
 }
 
@@ -121,7 +183,12 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let name = r.bucket().to_string();
     let owner = r.owner()?;
     if !valid_bucket_name(&name) {
-        return Err(S3Error::new("InvalidBucketName", 400, "The specified bucket is not valid.").with("BucketName", &name));
+        return Err(S3Error::new(
+            "InvalidBucketName",
+            400,
+            "The specified bucket is not valid.",
+        )
+        .with("BucketName", &name));
     }
     let (body, _) = r.body(64 * 1024)?.read_all().await?;
     if !body.iter().all(|b| b.is_ascii_whitespace()) {
@@ -130,7 +197,10 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             return Err(S3Error::malformed_xml());
         }
         if let Some(loc) = node.text_of("LocationConstraint") {
-            if !(loc.is_empty() || loc == st.cfg.region || (st.cfg.region == "us-east-1" && loc == "US")) {
+            if !(loc.is_empty()
+                || loc == st.cfg.region
+                || (st.cfg.region == "us-east-1" && loc == "US"))
+            {
                 return Err(S3Error::new(
                     "IllegalLocationConstraintException",
                     400,
@@ -140,7 +210,13 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         }
     }
     let acl = acl_from_headers(st, r, owner.clone(), None)?;
-    let meta = BucketMeta { name: name.clone(), owner: owner.clone(), created: api::now_millis(), region: st.cfg.region.clone(), acl };
+    let meta = BucketMeta {
+        name: name.clone(),
+        owner: owner.clone(),
+        created: api::now_millis(),
+        region: st.cfg.region.clone(),
+        acl,
+    };
     match st.meta.apply(MetaOp::CreateBucket(meta)).await {
         Ok(_) => {}
         Err(MetaError::BucketExists { owner: o }) if o == owner.id => {
@@ -169,7 +245,11 @@ async fn get_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     if r.has("location") {
         r.op = "GetBucketLocation";
         require_owner(&b, r)?;
-        let region = if b.region == "us-east-1" { "" } else { b.region.as_str() };
+        let region = if b.region == "us-east-1" {
+            ""
+        } else {
+            b.region.as_str()
+        };
         let body = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint xmlns=\"{S3_NS}\">{}</LocationConstraint>",
             euca_aws::xml::escape(region)
@@ -193,7 +273,8 @@ async fn get_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     if r.has("requestPayment") {
         r.op = "GetBucketRequestPayment";
         let mut w = XmlWriter::new();
-        w.root("RequestPaymentConfiguration", S3_NS).elem("Payer", "BucketOwner");
+        w.root("RequestPaymentConfiguration", S3_NS)
+            .elem("Payer", "BucketOwner");
         return Ok(xml(StatusCode::OK, w.finish()));
     }
     if r.has("uploads") {
@@ -221,22 +302,44 @@ fn parse_max(r: &Req, name: &str) -> S3Result<usize> {
             .ok()
             .filter(|n| *n >= 0)
             .map(|n| n.min(1000) as usize)
-            .ok_or_else(|| S3Error::invalid_argument(format!("Provided {name} not an integer or within integer range")).with("ArgumentName", name)),
+            .ok_or_else(|| {
+                S3Error::invalid_argument(format!(
+                    "Provided {name} not an integer or within integer range"
+                ))
+                .with("ArgumentName", name)
+            }),
     }
 }
 
 fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let v2 = r.q("list-type") == Some("2");
     let versions = r.has("versions");
-    r.op = if versions { "ListObjectVersions" } else if v2 { "ListObjectsV2" } else { "ListObjects" };
+    r.op = if versions {
+        "ListObjectVersions"
+    } else if v2 {
+        "ListObjectsV2"
+    } else {
+        "ListObjects"
+    };
     let prefix = r.q("prefix").unwrap_or("").to_string();
     let delimiter = r.q("delimiter").unwrap_or("").to_string();
     let url = match r.q("encoding-type") {
         None => false,
         Some("url") => true,
-        Some(_) => return Err(S3Error::invalid_argument("Invalid Encoding Method specified in Request").with("ArgumentName", "encoding-type")),
+        Some(_) => {
+            return Err(
+                S3Error::invalid_argument("Invalid Encoding Method specified in Request")
+                    .with("ArgumentName", "encoding-type"),
+            )
+        }
     };
-    let enc = |s: &str| if url { uri_encode(s.as_bytes(), true) } else { s.to_string() };
+    let enc = |s: &str| {
+        if url {
+            uri_encode(s.as_bytes(), true)
+        } else {
+            s.to_string()
+        }
+    };
     let max = parse_max(r, "max-keys")?;
     let token = r.q("continuation-token").map(String::from);
     let marker: Option<String> = if v2 {
@@ -246,7 +349,10 @@ fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                     .decode(t)
                     .ok()
                     .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| S3Error::invalid_argument("The continuation token provided is incorrect").with("ArgumentName", "continuation-token"))?,
+                    .ok_or_else(|| {
+                        S3Error::invalid_argument("The continuation token provided is incorrect")
+                            .with("ArgumentName", "continuation-token")
+                    })?,
             ),
             None => r.q("start-after").map(String::from),
         }
@@ -255,13 +361,28 @@ fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     } else {
         r.q("marker").map(String::from)
     };
-    let l = list(st.meta.as_ref(), r.bucket(), &prefix, &delimiter, marker.as_deref(), max)?;
+    let l = list(
+        st.meta.as_ref(),
+        r.bucket(),
+        &prefix,
+        &delimiter,
+        marker.as_deref(),
+        max,
+    )?;
     let fetch_owner = !v2 || r.q("fetch-owner") == Some("true");
     let mut w = XmlWriter::new();
-    w.root(if versions { "ListVersionsResult" } else { "ListBucketResult" }, S3_NS);
+    w.root(
+        if versions {
+            "ListVersionsResult"
+        } else {
+            "ListBucketResult"
+        },
+        S3_NS,
+    );
     w.elem("Name", r.bucket()).elem("Prefix", enc(&prefix));
     if versions {
-        w.elem("KeyMarker", enc(marker.as_deref().unwrap_or(""))).elem("VersionIdMarker", "");
+        w.elem("KeyMarker", enc(marker.as_deref().unwrap_or("")))
+            .elem("VersionIdMarker", "");
     } else if v2 {
         if let Some(t) = &token {
             w.elem("ContinuationToken", t);
@@ -284,9 +405,13 @@ fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     if l.truncated {
         if let Some(last) = &l.last {
             if versions {
-                w.elem("NextKeyMarker", enc(last)).elem("NextVersionIdMarker", "null");
+                w.elem("NextKeyMarker", enc(last))
+                    .elem("NextVersionIdMarker", "null");
             } else if v2 {
-                w.elem("NextContinuationToken", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last.as_bytes()));
+                w.elem(
+                    "NextContinuationToken",
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last.as_bytes()),
+                );
             } else {
                 w.elem("NextMarker", enc(last));
             }
@@ -298,11 +423,17 @@ fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         if versions {
             w.elem("VersionId", "null").elem("IsLatest", "true");
         }
-        w.elem("LastModified", format_iso8601(millis_to_time(o.last_modified)))
-            .elem("ETag", format!("\"{}\"", o.etag))
-            .elem("Size", o.size.to_string());
+        w.elem(
+            "LastModified",
+            format_iso8601(millis_to_time(o.last_modified)),
+        )
+        .elem("ETag", format!("\"{}\"", o.etag))
+        .elem("Size", o.size.to_string());
         if fetch_owner {
-            w.open("Owner").elem("ID", &o.owner.id).elem("DisplayName", &o.owner.display_name).close();
+            w.open("Owner")
+                .elem("ID", &o.owner.id)
+                .elem("DisplayName", &o.owner.display_name)
+                .close();
         }
         w.elem("StorageClass", "STANDARD");
         w.close();
@@ -316,32 +447,54 @@ fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
 // ---- admin API ---------------------------------------------------------------------
 
 /// `/_admin/...`: account and key management for the admin account, as JSON.
-pub async fn admin(st: &Arc<State>, method: &Method, path: &str, auth: &Authenticated, body: hyper::body::Incoming) -> S3Result<Resp> {
+pub async fn admin(
+    st: &Arc<State>,
+    method: &Method,
+    path: &str,
+    auth: &Authenticated,
+    body: hyper::body::Incoming,
+) -> S3Result<Resp> {
     drop(body.collect().await);
     let p = auth.principal.as_ref().ok_or_else(S3Error::access_denied)?;
     if p.display_name != st.admin_account {
         return Err(S3Error::access_denied());
     }
-    let segs: Vec<&str> = path.trim_start_matches("/_admin/").split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_start_matches("/_admin/")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let id = &st.identity;
     let map = |e: euca_identity::IdentityError| match e {
         euca_identity::IdentityError::Db(m) => S3Error::internal(m),
-        euca_identity::IdentityError::AccountExists(_) => S3Error::new("EntityAlreadyExists", 409, e.to_string()),
-        euca_identity::IdentityError::NoSuchAccount(_) | euca_identity::IdentityError::NoSuchKey(_) => S3Error::new("NoSuchEntity", 404, e.to_string()),
+        euca_identity::IdentityError::AccountExists(_) => {
+            S3Error::new("EntityAlreadyExists", 409, e.to_string())
+        }
+        euca_identity::IdentityError::NoSuchAccount(_)
+        | euca_identity::IdentityError::NoSuchKey(_) => {
+            S3Error::new("NoSuchEntity", 404, e.to_string())
+        }
         euca_identity::IdentityError::InvalidName(_) => S3Error::invalid_argument(e.to_string()),
     };
     let json = |v: serde_json::Value| {
         let mut r = api::full(StatusCode::OK, v.to_string());
-        r.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+        r.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        );
         r
     };
     let key_json = |k: &euca_identity::AccessKey| serde_json::json!({"access_key_id": k.access_key_id, "secret_access_key": k.secret_access_key, "account": k.account, "enabled": k.enabled});
     let acct_json = |a: &euca_identity::Account| serde_json::json!({"name": a.name, "id": a.id, "canonical_id": a.canonical_id, "enabled": a.enabled});
     match (method, segs.as_slice()) {
-        (&Method::GET, ["accounts"]) => Ok(json(serde_json::Value::Array(id.accounts().map_err(map)?.iter().map(acct_json).collect()))),
+        (&Method::GET, ["accounts"]) => Ok(json(serde_json::Value::Array(
+            id.accounts().map_err(map)?.iter().map(acct_json).collect(),
+        ))),
         (&Method::POST, ["accounts", name]) => {
             let (a, k) = id.create_account(name).map_err(map)?;
-            Ok(json(serde_json::json!({"account": acct_json(&a), "key": key_json(&k)})))
+            Ok(json(
+                serde_json::json!({"account": acct_json(&a), "key": key_json(&k)}),
+            ))
         }
         (&Method::POST, ["accounts", name, "disable"]) => {
             id.set_account_enabled(name, false).map_err(map)?;
@@ -351,8 +504,12 @@ pub async fn admin(st: &Arc<State>, method: &Method, path: &str, auth: &Authenti
             id.set_account_enabled(name, true).map_err(map)?;
             Ok(json(serde_json::json!({"enabled": name})))
         }
-        (&Method::GET, ["accounts", name, "keys"]) => Ok(json(serde_json::Value::Array(id.keys(name).map_err(map)?.iter().map(key_json).collect()))),
-        (&Method::POST, ["accounts", name, "keys"]) => Ok(json(key_json(&id.create_key(name).map_err(map)?))),
+        (&Method::GET, ["accounts", name, "keys"]) => Ok(json(serde_json::Value::Array(
+            id.keys(name).map_err(map)?.iter().map(key_json).collect(),
+        ))),
+        (&Method::POST, ["accounts", name, "keys"]) => {
+            Ok(json(key_json(&id.create_key(name).map_err(map)?)))
+        }
         (&Method::POST, ["keys", key, "disable"]) => {
             id.set_key_enabled(key, false).map_err(map)?;
             Ok(json(serde_json::json!({"disabled": key})))

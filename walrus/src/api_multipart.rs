@@ -1,7 +1,10 @@
 //! Multipart uploads. Parts are separate blobs; completing an upload writes one
 //! metadata record that lists them in order, so no object bytes are copied.
 use crate::acl::Permission;
-use crate::api::{self, acl_from_headers, empty, free_blobs, load_bucket, millis_to_time, require, set_header, xml, Req, Resp};
+use crate::api::{
+    self, acl_from_headers, empty, free_blobs, load_bucket, millis_to_time, require, set_header,
+    xml, Req, Resp,
+};
 use crate::api_object::{content_from_request, copy_source, parse_range, store_body, Stored};
 use crate::error::{S3Error, S3Result};
 use crate::meta::{BlobRef, MetaOp, ObjectData, ObjectMeta, PartMeta, UploadMeta};
@@ -27,19 +30,32 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             r.op = "AbortMultipartUpload";
             let u = load_upload(st, r)?;
             require_upload_access(st, r, &u)?;
-            let out = st.meta.apply(MetaOp::AbortUpload { bucket: r.bucket().into(), key: r.key().into(), upload_id: u.upload_id }).await?;
+            let out = st
+                .meta
+                .apply(MetaOp::AbortUpload {
+                    bucket: r.bucket().into(),
+                    key: r.key().into(),
+                    upload_id: u.upload_id,
+                })
+                .await?;
             free_blobs(st, out.freed_blobs);
             Ok(empty(StatusCode::NO_CONTENT))
         }
         (Method::GET, false) => list_parts(st, r),
-        _ => Err(S3Error::new("MethodNotAllowed", 405, "The specified method is not allowed against this resource.")),
+        _ => Err(S3Error::new(
+            "MethodNotAllowed",
+            405,
+            "The specified method is not allowed against this resource.",
+        )),
     }
 }
 
 fn load_upload(st: &State, r: &Req) -> S3Result<UploadMeta> {
     let id = r.q("uploadId").unwrap_or_default();
     load_bucket(st, r.bucket())?;
-    st.meta.upload(r.bucket(), r.key(), id)?.ok_or_else(|| S3Error::no_such_upload(id))
+    st.meta
+        .upload(r.bucket(), r.key(), id)?
+        .ok_or_else(|| S3Error::no_such_upload(id))
 }
 
 /// The initiator and anyone with WRITE on the bucket may work on an upload.
@@ -55,12 +71,23 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "CreateMultipartUpload";
     let b = load_bucket(st, r.bucket())?;
     require(&b.acl, r.principal.as_ref(), Permission::Write)?;
-    let owner = r.principal.as_ref().map(crate::acl::Owner::of).unwrap_or_else(|| b.owner.clone());
+    let owner = r
+        .principal
+        .as_ref()
+        .map(crate::acl::Owner::of)
+        .unwrap_or_else(|| b.owner.clone());
     let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
     let (headers, user_meta) = content_from_request(r)?;
     let checksum_algorithm = match r.header("x-amz-checksum-algorithm") {
         None => None,
-        Some(a) => Some(ChecksumAlgorithm::from_name(a.trim()).ok_or_else(|| S3Error::invalid_request(format!("Checksum algorithm {a} is not supported")))?.name().to_string()),
+        Some(a) => Some(
+            ChecksumAlgorithm::from_name(a.trim())
+                .ok_or_else(|| {
+                    S3Error::invalid_request(format!("Checksum algorithm {a} is not supported"))
+                })?
+                .name()
+                .to_string(),
+        ),
     };
     let upload_id = crate::blob::new_blob_id();
     let u = UploadMeta {
@@ -76,7 +103,10 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     };
     st.meta.apply(MetaOp::CreateUpload(u)).await?;
     let mut w = XmlWriter::new();
-    w.root("InitiateMultipartUploadResult", S3_NS).elem("Bucket", r.bucket()).elem("Key", r.key()).elem("UploadId", &upload_id);
+    w.root("InitiateMultipartUploadResult", S3_NS)
+        .elem("Bucket", r.bucket())
+        .elem("Key", r.key())
+        .elem("UploadId", &upload_id);
     let mut resp = xml(StatusCode::OK, w.finish());
     if let Some(a) = checksum_algorithm {
         set_header(resp.headers_mut(), "x-amz-checksum-algorithm", &a)?;
@@ -88,7 +118,12 @@ fn part_number(r: &Req) -> S3Result<u32> {
     r.q("partNumber")
         .and_then(|n| n.parse::<u32>().ok())
         .filter(|n| (1..=MAX_PARTS).contains(n))
-        .ok_or_else(|| S3Error::invalid_argument("Part number must be an integer between 1 and 10000, inclusive").with("ArgumentName", "partNumber"))
+        .ok_or_else(|| {
+            S3Error::invalid_argument(
+                "Part number must be an integer between 1 and 10000, inclusive",
+            )
+            .with("ArgumentName", "partNumber")
+        })
 }
 
 async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
@@ -108,22 +143,49 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         let (blob, md5) = copy_range(st, &src, range).await?;
         (blob, md5, Vec::new())
     } else {
-        if !r.headers.contains_key("content-length") && !r.headers.contains_key("transfer-encoding") {
-            return Err(S3Error::new("MissingContentLength", 411, "You must provide the Content-Length HTTP header."));
+        if !r.headers.contains_key("content-length") && !r.headers.contains_key("transfer-encoding")
+        {
+            return Err(S3Error::new(
+                "MissingContentLength",
+                411,
+                "You must provide the Content-Length HTTP header.",
+            ));
         }
         let body = r.body(st.cfg.max_put_bytes)?;
         // Parts are always blobs (inline_max 0): completion only links them.
         let (stored, summary) = store_body(st, body, 0).await?;
         let blob = match stored {
             Stored::Blob(b) => b,
-            Stored::Inline(_) => BlobRef { id: st.blobs.put(Bytes::new()).await?, size: 0 },
+            Stored::Inline(_) => BlobRef {
+                id: st.blobs.put(Bytes::new()).await?,
+                size: 0,
+            },
         };
-        let checksums = summary.checksum.iter().map(|(a, v)| (a.name().to_string(), v.clone())).collect();
+        let checksums = summary
+            .checksum
+            .iter()
+            .map(|(a, v)| (a.name().to_string(), v.clone()))
+            .collect();
         (blob, summary.md5, checksums)
     };
     let etag = hex::encode(md5);
-    let part = PartMeta { number, blob: blob.clone(), etag: etag.clone(), last_modified: api::now_millis(), checksums };
-    match st.meta.apply(MetaOp::PutPart { bucket: r.bucket().into(), key: r.key().into(), upload_id: u.upload_id.clone(), part: part.clone() }).await {
+    let part = PartMeta {
+        number,
+        blob: blob.clone(),
+        etag: etag.clone(),
+        last_modified: api::now_millis(),
+        checksums,
+    };
+    match st
+        .meta
+        .apply(MetaOp::PutPart {
+            bucket: r.bucket().into(),
+            key: r.key().into(),
+            upload_id: u.upload_id.clone(),
+            part: part.clone(),
+        })
+        .await
+    {
         Ok(out) => free_blobs(st, out.freed_blobs),
         Err(e) => {
             free_blobs(st, vec![blob]);
@@ -132,19 +194,32 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     }
     if copy {
         let mut w = XmlWriter::new();
-        w.root("CopyPartResult", S3_NS).elem("LastModified", format_iso8601(millis_to_time(part.last_modified))).elem("ETag", format!("\"{etag}\""));
+        w.root("CopyPartResult", S3_NS)
+            .elem(
+                "LastModified",
+                format_iso8601(millis_to_time(part.last_modified)),
+            )
+            .elem("ETag", format!("\"{etag}\""));
         return Ok(xml(StatusCode::OK, w.finish()));
     }
     let mut resp = empty(StatusCode::OK);
     set_header(resp.headers_mut(), "etag", &format!("\"{etag}\""))?;
     for (a, v) in &part.checksums {
-        set_header(resp.headers_mut(), &format!("x-amz-checksum-{}", a.to_ascii_lowercase()), v)?;
+        set_header(
+            resp.headers_mut(),
+            &format!("x-amz-checksum-{}", a.to_ascii_lowercase()),
+            v,
+        )?;
     }
     Ok(resp)
 }
 
 /// Copies a byte range of an object into a new blob, hashing it on the way.
-async fn copy_range(st: &Arc<State>, src: &ObjectMeta, range: std::ops::Range<u64>) -> S3Result<(BlobRef, [u8; 16])> {
+async fn copy_range(
+    st: &Arc<State>,
+    src: &ObjectMeta,
+    range: std::ops::Range<u64>,
+) -> S3Result<(BlobRef, [u8; 16])> {
     let mut md5 = Md5::new();
     let mut w = st.blobs.create().await?;
     let write = |chunk: Bytes, md5: &mut Md5| {
@@ -153,7 +228,10 @@ async fn copy_range(st: &Arc<State>, src: &ObjectMeta, range: std::ops::Range<u6
     };
     match &src.data {
         ObjectData::Inline(d) => {
-            let c = write(Bytes::copy_from_slice(&d[range.start as usize..range.end as usize]), &mut md5);
+            let c = write(
+                Bytes::copy_from_slice(&d[range.start as usize..range.end as usize]),
+                &mut md5,
+            );
             w.write(c).await?;
         }
         ObjectData::Blobs(blobs) => {
@@ -164,7 +242,13 @@ async fn copy_range(st: &Arc<State>, src: &ObjectMeta, range: std::ops::Range<u6
                 if be <= range.start || bs >= range.end {
                     continue;
                 }
-                let mut s = st.blobs.read(&b.id, Some(range.start.max(bs) - bs..range.end.min(be) - bs)).await?;
+                let mut s = st
+                    .blobs
+                    .read(
+                        &b.id,
+                        Some(range.start.max(bs) - bs..range.end.min(be) - bs),
+                    )
+                    .await?;
                 while let Some(c) = s.next().await {
                     let c = write(c?, &mut md5);
                     w.write(c).await?;
@@ -187,8 +271,16 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     }
     let mut wanted: Vec<(u32, String)> = Vec::new();
     for p in node.children("Part") {
-        let n = p.text_of("PartNumber").and_then(|n| n.trim().parse::<u32>().ok()).ok_or_else(S3Error::malformed_xml)?;
-        let etag = p.text_of("ETag").unwrap_or("").trim().trim_matches('"').to_string();
+        let n = p
+            .text_of("PartNumber")
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .ok_or_else(S3Error::malformed_xml)?;
+        let etag = p
+            .text_of("ETag")
+            .unwrap_or("")
+            .trim()
+            .trim_matches('"')
+            .to_string();
         wanted.push((n, etag));
     }
     if wanted.is_empty() {
@@ -209,10 +301,15 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         after = last.number;
         stored.extend(batch);
     }
-    let invalid_part = |n: u32| S3Error::new("InvalidPart", 400, "One or more of the specified parts could not be found.  The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.").with("PartNumber", n.to_string());
+    let invalid_part = |n: u32| {
+        S3Error::new("InvalidPart", 400, "One or more of the specified parts could not be found.  The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.").with("PartNumber", n.to_string())
+    };
     let mut chosen: Vec<&PartMeta> = Vec::new();
     for (n, etag) in &wanted {
-        let p = stored.iter().find(|p| p.number == *n).ok_or_else(|| invalid_part(*n))?;
+        let p = stored
+            .iter()
+            .find(|p| p.number == *n)
+            .ok_or_else(|| invalid_part(*n))?;
         if p.etag != *etag {
             return Err(invalid_part(*n));
         }
@@ -220,10 +317,14 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     }
     for (i, p) in chosen.iter().enumerate() {
         if i + 1 < chosen.len() && p.blob.size < st.cfg.min_part_bytes {
-            return Err(S3Error::new("EntityTooSmall", 400, "Your proposed upload is smaller than the minimum allowed object size.")
-                .with("PartNumber", p.number.to_string())
-                .with("ProposedSize", p.blob.size.to_string())
-                .with("MinSizeAllowed", st.cfg.min_part_bytes.to_string()));
+            return Err(S3Error::new(
+                "EntityTooSmall",
+                400,
+                "Your proposed upload is smaller than the minimum allowed object size.",
+            )
+            .with("PartNumber", p.number.to_string())
+            .with("ProposedSize", p.blob.size.to_string())
+            .with("MinSizeAllowed", st.cfg.min_part_bytes.to_string()));
         }
     }
     let mut md5s = Md5::new();
@@ -233,17 +334,29 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let etag = format!("{}-{}", hex::encode(md5s.finalize()), chosen.len());
     // Composite checksum (checksum of the part checksums), when every part has one.
     let mut checksums = Vec::new();
-    if let Some(alg) = u.checksum_algorithm.as_deref().and_then(ChecksumAlgorithm::from_name) {
+    if let Some(alg) = u
+        .checksum_algorithm
+        .as_deref()
+        .and_then(ChecksumAlgorithm::from_name)
+    {
         let mut h = alg.hasher();
         let mut complete = true;
         for p in &chosen {
-            match p.checksums.iter().find(|(a, _)| a == alg.name()).and_then(|(_, v)| base64::engine::general_purpose::STANDARD.decode(v).ok()) {
+            match p
+                .checksums
+                .iter()
+                .find(|(a, _)| a == alg.name())
+                .and_then(|(_, v)| base64::engine::general_purpose::STANDARD.decode(v).ok())
+            {
                 Some(raw) => h.update(&raw),
                 None => complete = false,
             }
         }
         if complete {
-            checksums.push((alg.name().to_string(), format!("{}-{}", h.finish_base64(), chosen.len())));
+            checksums.push((
+                alg.name().to_string(),
+                format!("{}-{}", h.finish_base64(), chosen.len()),
+            ));
         }
     }
     let meta = ObjectMeta {
@@ -258,10 +371,19 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         data: ObjectData::Blobs(chosen.iter().map(|p| p.blob.clone()).collect()),
         part_sizes: chosen.iter().map(|p| p.blob.size).collect(),
     };
-    let parts = chosen.iter().map(|p| (p.number, p.blob.id.clone())).collect();
+    let parts = chosen
+        .iter()
+        .map(|p| (p.number, p.blob.id.clone()))
+        .collect();
     let out = st
         .meta
-        .apply(MetaOp::CompleteUpload { bucket: r.bucket().into(), key: r.key().into(), upload_id: u.upload_id.clone(), parts, meta })
+        .apply(MetaOp::CompleteUpload {
+            bucket: r.bucket().into(),
+            key: r.key().into(),
+            upload_id: u.upload_id.clone(),
+            parts,
+            meta,
+        })
         .await?;
     free_blobs(st, out.freed_blobs);
     let mut w = XmlWriter::new();
@@ -277,8 +399,23 @@ fn list_parts(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "ListParts";
     let u = load_upload(st, r)?;
     require_upload_access(st, r, &u)?;
-    let max = r.q("max-parts").map(|v| v.parse::<usize>().map_err(|_| S3Error::invalid_argument("max-parts must be an integer"))).transpose()?.unwrap_or(1000).min(1000);
-    let marker = r.q("part-number-marker").map(|v| v.parse::<u32>().map_err(|_| S3Error::invalid_argument("part-number-marker must be an integer"))).transpose()?.unwrap_or(0);
+    let max = r
+        .q("max-parts")
+        .map(|v| {
+            v.parse::<usize>()
+                .map_err(|_| S3Error::invalid_argument("max-parts must be an integer"))
+        })
+        .transpose()?
+        .unwrap_or(1000)
+        .min(1000);
+    let marker = r
+        .q("part-number-marker")
+        .map(|v| {
+            v.parse::<u32>()
+                .map_err(|_| S3Error::invalid_argument("part-number-marker must be an integer"))
+        })
+        .transpose()?
+        .unwrap_or(0);
     let mut parts = st.meta.parts(&u.upload_id, marker, max + 1)?;
     let truncated = parts.len() > max;
     parts.truncate(max);
@@ -297,7 +434,10 @@ fn list_parts(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .close()
         .elem("StorageClass", "STANDARD")
         .elem("PartNumberMarker", marker.to_string())
-        .elem("NextPartNumberMarker", parts.last().map(|p| p.number).unwrap_or(0).to_string())
+        .elem(
+            "NextPartNumberMarker",
+            parts.last().map(|p| p.number).unwrap_or(0).to_string(),
+        )
         .elem("MaxParts", max.to_string())
         .elem("IsTruncated", if truncated { "true" } else { "false" });
     if let Some(a) = &u.checksum_algorithm {
@@ -306,7 +446,10 @@ fn list_parts(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     for p in &parts {
         w.open("Part")
             .elem("PartNumber", p.number.to_string())
-            .elem("LastModified", format_iso8601(millis_to_time(p.last_modified)))
+            .elem(
+                "LastModified",
+                format_iso8601(millis_to_time(p.last_modified)),
+            )
             .elem("ETag", format!("\"{}\"", p.etag))
             .elem("Size", p.blob.size.to_string());
         for (a, v) in &p.checksums {
@@ -325,12 +468,25 @@ fn list_parts(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
 
 pub async fn list_uploads(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let prefix = r.q("prefix").unwrap_or("").to_string();
-    let max = r.q("max-uploads").map(|v| v.parse::<usize>().map_err(|_| S3Error::invalid_argument("max-uploads must be an integer"))).transpose()?.unwrap_or(1000).min(1000);
+    let max = r
+        .q("max-uploads")
+        .map(|v| {
+            v.parse::<usize>()
+                .map_err(|_| S3Error::invalid_argument("max-uploads must be an integer"))
+        })
+        .transpose()?
+        .unwrap_or(1000)
+        .min(1000);
     let key_marker = r.q("key-marker").filter(|s| !s.is_empty());
     let id_marker = r.q("upload-id-marker").unwrap_or("");
     let after = key_marker.map(|k| (k, id_marker));
     // Without an upload-id marker, S3 resumes after every upload of the key marker.
-    let mut ups = st.meta.scan_uploads(r.bucket(), after.map(|(k, u)| (k, if u.is_empty() { "\u{10FFFF}" } else { u })), &prefix, max + 1)?;
+    let mut ups = st.meta.scan_uploads(
+        r.bucket(),
+        after.map(|(k, u)| (k, if u.is_empty() { "\u{10FFFF}" } else { u })),
+        &prefix,
+        max + 1,
+    )?;
     let truncated = ups.len() > max;
     ups.truncate(max);
     let mut w = XmlWriter::new();
@@ -338,8 +494,14 @@ pub async fn list_uploads(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .elem("Bucket", r.bucket())
         .elem("KeyMarker", key_marker.unwrap_or(""))
         .elem("UploadIdMarker", id_marker)
-        .elem("NextKeyMarker", ups.last().map(|u| u.key.as_str()).unwrap_or(""))
-        .elem("NextUploadIdMarker", ups.last().map(|u| u.upload_id.as_str()).unwrap_or(""))
+        .elem(
+            "NextKeyMarker",
+            ups.last().map(|u| u.key.as_str()).unwrap_or(""),
+        )
+        .elem(
+            "NextUploadIdMarker",
+            ups.last().map(|u| u.upload_id.as_str()).unwrap_or(""),
+        )
         .elem("Prefix", &prefix)
         .elem("MaxUploads", max.to_string())
         .elem("IsTruncated", if truncated { "true" } else { "false" });

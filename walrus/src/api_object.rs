@@ -1,6 +1,9 @@
 //! Object operations: Get, Head, Put, Copy, Delete, DeleteObjects, object ACLs.
 use crate::acl::Permission;
-use crate::api::{self, acl_from_headers, acl_from_xml, empty, free_blobs, load_bucket, millis_to_time, require, set_header, xml, Req, Resp, RespBody};
+use crate::api::{
+    self, acl_from_headers, acl_from_xml, empty, free_blobs, load_bucket, millis_to_time, require,
+    set_header, xml, Req, Resp, RespBody,
+};
 use crate::blob::BlobError;
 use crate::body::{BodySummary, VerifiedBody};
 use crate::error::{S3Error, S3Result};
@@ -29,13 +32,23 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             let o = load_object(st, r.bucket(), r.key())?;
             require(&o.acl, r.principal.as_ref(), Permission::WriteAcp)?;
             let bucket_owner = load_bucket(st, r.bucket())?.owner;
-            let acl = if r.header("x-amz-acl").is_some() || r.headers.keys().any(|k| k.as_str().starts_with("x-amz-grant-")) {
+            let acl = if r.header("x-amz-acl").is_some()
+                || r.headers
+                    .keys()
+                    .any(|k| k.as_str().starts_with("x-amz-grant-"))
+            {
                 acl_from_headers(st, r, o.owner.clone(), Some(&bucket_owner))?
             } else {
                 let node = r.xml_body(64 * 1024).await?;
                 acl_from_xml(&node, &o.owner)?
             };
-            st.meta.apply(MetaOp::SetObjectAcl { bucket: r.bucket().into(), key: r.key().into(), acl }).await?;
+            st.meta
+                .apply(MetaOp::SetObjectAcl {
+                    bucket: r.bucket().into(),
+                    key: r.key().into(),
+                    acl,
+                })
+                .await?;
             Ok(empty(StatusCode::OK))
         }
         Method::GET if r.has("tagging") => {
@@ -57,12 +70,22 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             r.op = "DeleteObject";
             let b = load_bucket(st, r.bucket())?;
             require(&b.acl, r.principal.as_ref(), Permission::Write)?;
-            let out = st.meta.apply(MetaOp::DeleteObject { bucket: r.bucket().into(), key: r.key().into() }).await?;
+            let out = st
+                .meta
+                .apply(MetaOp::DeleteObject {
+                    bucket: r.bucket().into(),
+                    key: r.key().into(),
+                })
+                .await?;
             free_blobs(st, out.freed_blobs);
             Ok(empty(StatusCode::NO_CONTENT))
         }
         Method::POST => Err(S3Error::not_implemented("POST on an object")),
-        _ => Err(S3Error::new("MethodNotAllowed", 405, "The specified method is not allowed against this resource.")),
+        _ => Err(S3Error::new(
+            "MethodNotAllowed",
+            405,
+            "The specified method is not allowed against this resource.",
+        )),
     }
 }
 
@@ -98,9 +121,21 @@ fn check_conditions(h: &HeaderMap, o: &ObjectMeta, copy: bool) -> S3Result<Optio
             g("x-amz-copy-source-if-modified-since"),
         )
     } else {
-        (g("if-match"), g("if-unmodified-since"), g("if-none-match"), g("if-modified-since"))
+        (
+            g("if-match"),
+            g("if-unmodified-since"),
+            g("if-none-match"),
+            g("if-modified-since"),
+        )
     };
-    let failed = || S3Error::new("PreconditionFailed", 412, "At least one of the pre-conditions you specified did not hold").with("Condition", "If-Match");
+    let failed = || {
+        S3Error::new(
+            "PreconditionFailed",
+            412,
+            "At least one of the pre-conditions you specified did not hold",
+        )
+        .with("Condition", "If-Match")
+    };
     let modified_secs = o.last_modified.div_euclid(1000);
     if let Some(v) = im {
         if !etag_matches(v, &o.etag) {
@@ -113,11 +148,19 @@ fn check_conditions(h: &HeaderMap, o: &ObjectMeta, copy: bool) -> S3Result<Optio
     }
     if let Some(v) = inm {
         if etag_matches(v, &o.etag) {
-            return if copy { Err(failed()) } else { Ok(Some(StatusCode::NOT_MODIFIED)) };
+            return if copy {
+                Err(failed())
+            } else {
+                Ok(Some(StatusCode::NOT_MODIFIED))
+            };
         }
     } else if let Some(t) = ims.and_then(parse_http_date) {
         if modified_secs <= t.unix_timestamp() {
-            return if copy { Err(failed()) } else { Ok(Some(StatusCode::NOT_MODIFIED)) };
+            return if copy {
+                Err(failed())
+            } else {
+                Ok(Some(StatusCode::NOT_MODIFIED))
+            };
         }
     }
     Ok(None)
@@ -127,25 +170,37 @@ fn check_conditions(h: &HeaderMap, o: &ObjectMeta, copy: bool) -> S3Result<Optio
 /// everything (absent or not a single byte range, per RFC 7233).
 pub fn parse_range(v: Option<&str>, size: u64) -> S3Result<Option<std::ops::Range<u64>>> {
     let Some(v) = v else { return Ok(None) };
-    let Some(spec) = v.trim().strip_prefix("bytes=") else { return Ok(None) };
+    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
     if spec.contains(',') {
         return Ok(None);
     }
-    let Some((a, b)) = spec.split_once('-') else { return Ok(None) };
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ok(None);
+    };
     let (a, b) = (a.trim(), b.trim());
     let unsatisfiable = || {
-        S3Error::new("InvalidRange", 416, "The requested range is not satisfiable")
-            .with("RangeRequested", v.to_string())
-            .with("ActualObjectSize", size.to_string())
+        S3Error::new(
+            "InvalidRange",
+            416,
+            "The requested range is not satisfiable",
+        )
+        .with("RangeRequested", v.to_string())
+        .with("ActualObjectSize", size.to_string())
     };
     let r = if a.is_empty() {
-        let Ok(n) = b.parse::<u64>() else { return Ok(None) };
+        let Ok(n) = b.parse::<u64>() else {
+            return Ok(None);
+        };
         if n == 0 {
             return Err(unsatisfiable());
         }
         size.saturating_sub(n)..size
     } else {
-        let Ok(start) = a.parse::<u64>() else { return Ok(None) };
+        let Ok(start) = a.parse::<u64>() else {
+            return Ok(None);
+        };
         let end = if b.is_empty() {
             size
         } else {
@@ -164,10 +219,18 @@ pub fn parse_range(v: Option<&str>, size: u64) -> S3Result<Option<std::ops::Rang
 
 fn object_headers(h: &mut HeaderMap, o: &ObjectMeta) -> S3Result<()> {
     set_header(h, "etag", &format!("\"{}\"", o.etag))?;
-    set_header(h, "last-modified", &format_http_date(millis_to_time(o.last_modified)))?;
+    set_header(
+        h,
+        "last-modified",
+        &format_http_date(millis_to_time(o.last_modified)),
+    )?;
     set_header(h, "accept-ranges", "bytes")?;
     let c = &o.headers;
-    set_header(h, "content-type", c.content_type.as_deref().unwrap_or("binary/octet-stream"))?;
+    set_header(
+        h,
+        "content-type",
+        c.content_type.as_deref().unwrap_or("binary/octet-stream"),
+    )?;
     for (name, v) in [
         ("content-encoding", &c.content_encoding),
         ("content-disposition", &c.content_disposition),
@@ -227,23 +290,46 @@ impl From<S3Error> for ServeError {
     }
 }
 
-async fn serve_object(st: &Arc<State>, r: &Req, o: ObjectMeta, head: bool) -> Result<Resp, ServeError> {
+async fn serve_object(
+    st: &Arc<State>,
+    r: &Req,
+    o: ObjectMeta,
+    head: bool,
+) -> Result<Resp, ServeError> {
     if let Some(status) = check_conditions(&r.headers, &o, false)? {
         let mut resp = empty(status);
         set_header(resp.headers_mut(), "etag", &format!("\"{}\"", o.etag))?;
-        set_header(resp.headers_mut(), "last-modified", &format_http_date(millis_to_time(o.last_modified)))?;
+        set_header(
+            resp.headers_mut(),
+            "last-modified",
+            &format_http_date(millis_to_time(o.last_modified)),
+        )?;
         return Ok(resp);
     }
     let mut range = parse_range(r.header("range"), o.size)?;
     if let Some(pn) = r.q("partNumber") {
-        let n: usize = pn.parse().ok().filter(|n| *n >= 1).ok_or_else(|| S3Error::invalid_argument("Part number must be an integer between 1 and 10000, inclusive"))?;
+        let n: usize = pn.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+            S3Error::invalid_argument(
+                "Part number must be an integer between 1 and 10000, inclusive",
+            )
+        })?;
         if o.part_sizes.is_empty() {
             if n != 1 {
-                return Err(S3Error::new("InvalidPartNumber", 416, "The requested partnumber is not satisfiable").into());
+                return Err(S3Error::new(
+                    "InvalidPartNumber",
+                    416,
+                    "The requested partnumber is not satisfiable",
+                )
+                .into());
             }
         } else {
             if n > o.part_sizes.len() {
-                return Err(S3Error::new("InvalidPartNumber", 416, "The requested partnumber is not satisfiable").into());
+                return Err(S3Error::new(
+                    "InvalidPartNumber",
+                    416,
+                    "The requested partnumber is not satisfiable",
+                )
+                .into());
             }
             let start: u64 = o.part_sizes[..n - 1].iter().sum();
             range = Some(start..start + o.part_sizes[n - 1]);
@@ -253,7 +339,10 @@ async fn serve_object(st: &Arc<State>, r: &Req, o: ObjectMeta, head: bool) -> Re
     for (q, h) in OVERRIDES {
         if let Some(v) = r.q(q) {
             if r.principal.is_none() {
-                return Err(S3Error::invalid_request("Request specific response headers cannot be used for anonymous GET requests.").into());
+                return Err(S3Error::invalid_request(
+                    "Request specific response headers cannot be used for anonymous GET requests.",
+                )
+                .into());
             }
             overrides.push((*h, v.to_string()));
         }
@@ -264,13 +353,17 @@ async fn serve_object(st: &Arc<State>, r: &Req, o: ObjectMeta, head: bool) -> Re
     };
     let len = range.end - range.start;
     let body: RespBody = if head || len == 0 {
-        http_body_util::Empty::new().map_err(|e| match e {}).boxed_unsync()
+        http_body_util::Empty::new()
+            .map_err(|e| match e {})
+            .boxed_unsync()
     } else {
         match &o.data {
             ObjectData::Inline(d) => {
                 let slice = Bytes::copy_from_slice(&d[range.start as usize..range.end as usize]);
                 st.metrics.bytes_out.fetch_add(len, Ordering::Relaxed);
-                http_body_util::Full::new(slice).map_err(|e| match e {}).boxed_unsync()
+                http_body_util::Full::new(slice)
+                    .map_err(|e| match e {})
+                    .boxed_unsync()
             }
             ObjectData::Blobs(blobs) => stream_blobs(st, blobs, range.clone()).await?,
         }
@@ -281,11 +374,27 @@ async fn serve_object(st: &Arc<State>, r: &Req, o: ObjectMeta, head: bool) -> Re
     object_headers(h, &o)?;
     set_header(h, "content-length", &len.to_string())?;
     if status == StatusCode::PARTIAL_CONTENT {
-        set_header(h, "content-range", &format!("bytes {}-{}/{}", range.start, range.end.saturating_sub(1), o.size))?;
+        set_header(
+            h,
+            "content-range",
+            &format!(
+                "bytes {}-{}/{}",
+                range.start,
+                range.end.saturating_sub(1),
+                o.size
+            ),
+        )?;
     }
-    if r.header("x-amz-checksum-mode").is_some_and(|m| m.eq_ignore_ascii_case("enabled")) && status == StatusCode::OK {
+    if r.header("x-amz-checksum-mode")
+        .is_some_and(|m| m.eq_ignore_ascii_case("enabled"))
+        && status == StatusCode::OK
+    {
         for (alg, v) in &o.checksums {
-            set_header(h, &format!("x-amz-checksum-{}", alg.to_ascii_lowercase()), v)?;
+            set_header(
+                h,
+                &format!("x-amz-checksum-{}", alg.to_ascii_lowercase()),
+                v,
+            )?;
         }
     }
     for (name, v) in overrides {
@@ -296,7 +405,11 @@ async fn serve_object(st: &Arc<State>, r: &Req, o: ObjectMeta, head: bool) -> Re
 
 /// Opens every blob the range touches (so an overwrite cannot pull them away midway
 /// on the local store) and chains their streams.
-async fn stream_blobs(st: &Arc<State>, blobs: &[BlobRef], range: std::ops::Range<u64>) -> Result<RespBody, ServeError> {
+async fn stream_blobs(
+    st: &Arc<State>,
+    blobs: &[BlobRef],
+    range: std::ops::Range<u64>,
+) -> Result<RespBody, ServeError> {
     let mut streams = Vec::new();
     let mut offset = 0u64;
     for b in blobs {
@@ -314,16 +427,20 @@ async fn stream_blobs(st: &Arc<State>, blobs: &[BlobRef], range: std::ops::Range
         }
     }
     let st2 = st.clone();
-    let stream = futures::stream::iter(streams).flatten().map(move |r| match r {
-        Ok(b) => {
-            st2.metrics.bytes_out.fetch_add(b.len() as u64, Ordering::Relaxed);
-            Ok(http_body::Frame::data(b))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "object read failed mid-stream");
-            Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
-        }
-    });
+    let stream = futures::stream::iter(streams)
+        .flatten()
+        .map(move |r| match r {
+            Ok(b) => {
+                st2.metrics
+                    .bytes_out
+                    .fetch_add(b.len() as u64, Ordering::Relaxed);
+                Ok(http_body::Frame::data(b))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "object read failed mid-stream");
+                Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            }
+        });
     Ok(BodyExt::boxed_unsync(StreamBody::new(stream)))
 }
 
@@ -332,7 +449,11 @@ pub fn content_from_request(r: &Req) -> S3Result<(ContentHeaders, Vec<(String, S
     let g = |n: &str| r.header(n).map(|s| s.to_string());
     let encoding = r.header("content-encoding").and_then(|v| {
         // aws-chunked is transfer framing, not a property of the object.
-        let rest: Vec<&str> = v.split(',').map(str::trim).filter(|e| !e.eq_ignore_ascii_case("aws-chunked") && !e.is_empty()).collect();
+        let rest: Vec<&str> = v
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.eq_ignore_ascii_case("aws-chunked") && !e.is_empty())
+            .collect();
         (!rest.is_empty()).then(|| rest.join(", "))
     });
     let headers = ContentHeaders {
@@ -354,7 +475,11 @@ pub fn content_from_request(r: &Req) -> S3Result<(ContentHeaders, Vec<(String, S
         }
     }
     if total > 2048 {
-        return Err(S3Error::new("MetadataTooLarge", 400, "Your metadata headers exceed the maximum allowed metadata size."));
+        return Err(S3Error::new(
+            "MetadataTooLarge",
+            400,
+            "Your metadata headers exceed the maximum allowed metadata size.",
+        ));
     }
     meta.sort();
     Ok((headers, meta))
@@ -369,7 +494,11 @@ pub enum Stored {
 /// Reads a verified body into the store: small bodies stay in memory to be inlined in
 /// the metadata record, larger ones stream into a new blob. Nothing is visible until
 /// the caller commits metadata; on error the blob is discarded.
-pub async fn store_body(st: &Arc<State>, mut body: VerifiedBody, inline_max: usize) -> S3Result<(Stored, BodySummary)> {
+pub async fn store_body(
+    st: &Arc<State>,
+    mut body: VerifiedBody,
+    inline_max: usize,
+) -> S3Result<(Stored, BodySummary)> {
     let mut head: Vec<u8> = Vec::new();
     let mut writer = None;
     loop {
@@ -383,7 +512,9 @@ pub async fn store_body(st: &Arc<State>, mut body: VerifiedBody, inline_max: usi
                 return Err(e);
             }
         };
-        st.metrics.bytes_in.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        st.metrics
+            .bytes_in
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         match writer.as_mut() {
             None if head.len() + chunk.len() <= inline_max => head.extend_from_slice(&chunk),
             None => {
@@ -404,7 +535,9 @@ pub async fn store_body(st: &Arc<State>, mut body: VerifiedBody, inline_max: usi
             }
         }
     }
-    let summary = body.summary().ok_or_else(|| S3Error::internal("body summary missing"))?;
+    let summary = body
+        .summary()
+        .ok_or_else(|| S3Error::internal("body summary missing"))?;
     let stored = match writer {
         None => Stored::Inline(head),
         Some(w) => {
@@ -421,9 +554,17 @@ async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let b = load_bucket(st, r.bucket())?;
     require(&b.acl, r.principal.as_ref(), Permission::Write)?;
     if !r.headers.contains_key("content-length") && !r.headers.contains_key("transfer-encoding") {
-        return Err(S3Error::new("MissingContentLength", 411, "You must provide the Content-Length HTTP header."));
+        return Err(S3Error::new(
+            "MissingContentLength",
+            411,
+            "You must provide the Content-Length HTTP header.",
+        ));
     }
-    let owner = r.principal.as_ref().map(crate::acl::Owner::of).unwrap_or_else(|| b.owner.clone());
+    let owner = r
+        .principal
+        .as_ref()
+        .map(crate::acl::Owner::of)
+        .unwrap_or_else(|| b.owner.clone());
     let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
     let (headers, user_meta) = content_from_request(r)?;
     let body = r.body(st.cfg.max_put_bytes)?;
@@ -432,7 +573,11 @@ async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Stored::Inline(d) => ObjectData::Inline(d),
         Stored::Blob(b) => ObjectData::Blobs(vec![b]),
     };
-    let checksums: Vec<(String, String)> = summary.checksum.iter().map(|(a, v)| (a.name().to_string(), v.clone())).collect();
+    let checksums: Vec<(String, String)> = summary
+        .checksum
+        .iter()
+        .map(|(a, v)| (a.name().to_string(), v.clone()))
+        .collect();
     let meta = ObjectMeta {
         size: summary.size,
         etag: hex::encode(summary.md5),
@@ -446,7 +591,15 @@ async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         part_sizes: Vec::new(),
     };
     let etag = meta.etag.clone();
-    match st.meta.apply(MetaOp::PutObject { bucket: r.bucket().into(), key: r.key().into(), meta }).await {
+    match st
+        .meta
+        .apply(MetaOp::PutObject {
+            bucket: r.bucket().into(),
+            key: r.key().into(),
+            meta,
+        })
+        .await
+    {
         Ok(out) => free_blobs(st, out.freed_blobs),
         Err(e) => {
             free_blobs(st, data.blobs().to_vec());
@@ -456,7 +609,11 @@ async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let mut resp = empty(StatusCode::OK);
     set_header(resp.headers_mut(), "etag", &format!("\"{etag}\""))?;
     for (a, v) in checksums {
-        set_header(resp.headers_mut(), &format!("x-amz-checksum-{}", a.to_ascii_lowercase()), &v)?;
+        set_header(
+            resp.headers_mut(),
+            &format!("x-amz-checksum-{}", a.to_ascii_lowercase()),
+            &v,
+        )?;
     }
     Ok(resp)
 }
@@ -464,9 +621,15 @@ async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
 /// Parses `x-amz-copy-source`: `[/]bucket/key[?versionId=…]`, URL-encoded.
 pub fn parse_copy_source(v: &str) -> S3Result<(String, String)> {
     let v = v.split_once('?').map(|(p, _)| p).unwrap_or(v);
-    let decoded = String::from_utf8(euca_aws::encoding::uri_decode(v)).map_err(|_| S3Error::invalid_argument("Invalid copy source encoding"))?;
+    let decoded = String::from_utf8(euca_aws::encoding::uri_decode(v))
+        .map_err(|_| S3Error::invalid_argument("Invalid copy source encoding"))?;
     let d = decoded.strip_prefix('/').unwrap_or(&decoded);
-    let (b, k) = d.split_once('/').ok_or_else(|| S3Error::invalid_argument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey").with("ArgumentName", "x-amz-copy-source"))?;
+    let (b, k) = d.split_once('/').ok_or_else(|| {
+        S3Error::invalid_argument(
+            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+        )
+        .with("ArgumentName", "x-amz-copy-source")
+    })?;
     if k.is_empty() || k.len() > api::MAX_KEY_BYTES {
         return Err(S3Error::invalid_argument("Invalid copy source key"));
     }
@@ -487,11 +650,17 @@ async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let b = load_bucket(st, r.bucket())?;
     require(&b.acl, r.principal.as_ref(), Permission::Write)?;
     let (sb, sk, src) = copy_source(st, r)?;
-    let replace = match r.header("x-amz-metadata-directive").map(|s| s.trim().to_ascii_uppercase()) {
+    let replace = match r
+        .header("x-amz-metadata-directive")
+        .map(|s| s.trim().to_ascii_uppercase())
+    {
         None => false,
         Some(d) if d == "COPY" => false,
         Some(d) if d == "REPLACE" => true,
-        Some(_) => return Err(S3Error::invalid_argument("Unknown metadata directive.").with("ArgumentName", "x-amz-metadata-directive")),
+        Some(_) => {
+            return Err(S3Error::invalid_argument("Unknown metadata directive.")
+                .with("ArgumentName", "x-amz-metadata-directive"))
+        }
     };
     if sb == r.bucket() && sk == r.key() && !replace {
         return Err(S3Error::invalid_request(
@@ -500,7 +669,11 @@ async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     }
     let owner = r.owner()?;
     let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
-    let (headers, user_meta) = if replace { content_from_request(r)? } else { (src.headers.clone(), src.user_meta.clone()) };
+    let (headers, user_meta) = if replace {
+        content_from_request(r)?
+    } else {
+        (src.headers.clone(), src.user_meta.clone())
+    };
     let data = match &src.data {
         ObjectData::Inline(d) => ObjectData::Inline(d.clone()),
         ObjectData::Blobs(bs) => {
@@ -530,7 +703,15 @@ async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         part_sizes: src.part_sizes.clone(),
     };
     let lm = meta.last_modified;
-    match st.meta.apply(MetaOp::PutObject { bucket: r.bucket().into(), key: r.key().into(), meta }).await {
+    match st
+        .meta
+        .apply(MetaOp::PutObject {
+            bucket: r.bucket().into(),
+            key: r.key().into(),
+            meta,
+        })
+        .await
+    {
         Ok(out) => free_blobs(st, out.freed_blobs),
         Err(e) => {
             free_blobs(st, data.blobs().to_vec());
@@ -550,8 +731,14 @@ pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     if node.name != "Delete" {
         return Err(S3Error::malformed_xml());
     }
-    let quiet = node.text_of("Quiet").is_some_and(|q| q.trim().eq_ignore_ascii_case("true"));
-    let keys: Vec<String> = node.children("Object").map(|o| o.text_of("Key").map(String::from)).collect::<Option<_>>().ok_or_else(S3Error::malformed_xml)?;
+    let quiet = node
+        .text_of("Quiet")
+        .is_some_and(|q| q.trim().eq_ignore_ascii_case("true"));
+    let keys: Vec<String> = node
+        .children("Object")
+        .map(|o| o.text_of("Key").map(String::from))
+        .collect::<Option<_>>()
+        .ok_or_else(S3Error::malformed_xml)?;
     if keys.is_empty() || keys.len() > 1000 {
         return Err(S3Error::malformed_xml());
     }
@@ -564,7 +751,14 @@ pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         } else if k.is_empty() || k.len() > api::MAX_KEY_BYTES {
             Err(S3Error::new("KeyTooLongError", 400, "Your key is too long"))
         } else {
-            match st.meta.apply(MetaOp::DeleteObject { bucket: r.bucket().into(), key: k.clone() }).await {
+            match st
+                .meta
+                .apply(MetaOp::DeleteObject {
+                    bucket: r.bucket().into(),
+                    key: k.clone(),
+                })
+                .await
+            {
                 Ok(out) => {
                     free_blobs(st, out.freed_blobs);
                     Ok(())
@@ -579,7 +773,11 @@ pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             }
             Ok(()) => {}
             Err(e) => {
-                w.open("Error").elem("Key", &k).elem("Code", e.code).elem("Message", &e.message).close();
+                w.open("Error")
+                    .elem("Key", &k)
+                    .elem("Code", e.code)
+                    .elem("Message", &e.message)
+                    .close();
             }
         }
     }
@@ -595,13 +793,25 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=90-"), 100).unwrap(), Some(90..100));
         assert_eq!(parse_range(Some("bytes=-10"), 100).unwrap(), Some(90..100));
         assert_eq!(parse_range(Some("bytes=-1000"), 100).unwrap(), Some(0..100));
-        assert_eq!(parse_range(Some("bytes=50-1000"), 100).unwrap(), Some(50..100));
+        assert_eq!(
+            parse_range(Some("bytes=50-1000"), 100).unwrap(),
+            Some(50..100)
+        );
         assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100).unwrap(), None);
         assert_eq!(parse_range(Some("bytes=9-1"), 100).unwrap(), None);
         assert_eq!(parse_range(Some("items=0-1"), 100).unwrap(), None);
-        assert_eq!(parse_range(Some("bytes=100-"), 100).unwrap_err().code, "InvalidRange");
-        assert_eq!(parse_range(Some("bytes=0-0"), 0).unwrap_err().code, "InvalidRange");
-        assert_eq!(parse_copy_source("/b/a%20b?versionId=null").unwrap(), ("b".into(), "a b".into()));
+        assert_eq!(
+            parse_range(Some("bytes=100-"), 100).unwrap_err().code,
+            "InvalidRange"
+        );
+        assert_eq!(
+            parse_range(Some("bytes=0-0"), 0).unwrap_err().code,
+            "InvalidRange"
+        );
+        assert_eq!(
+            parse_copy_source("/b/a%20b?versionId=null").unwrap(),
+            ("b".into(), "a b".into())
+        );
         assert!(parse_copy_source("nokey").is_err());
     }
 }

@@ -11,7 +11,9 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
-use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::{
+    GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart,
+};
 use rand::RngCore;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -42,7 +44,11 @@ pub enum BlobError {
 fn classify(e: object_store::Error) -> BlobError {
     match e {
         object_store::Error::NotFound { .. } => BlobError::NotFound,
-        e if format!("{e:?}").contains("StorageFull") || e.to_string().contains("No space left") => BlobError::NoSpace,
+        e if format!("{e:?}").contains("StorageFull")
+            || e.to_string().contains("No space left") =>
+        {
+            BlobError::NoSpace
+        }
         e => BlobError::Store(e),
     }
 }
@@ -69,19 +75,33 @@ impl BlobStore {
     pub fn local(root: PathBuf) -> Result<Self, BlobError> {
         std::fs::create_dir_all(&root)?;
         let fs = LocalFileSystem::new_with_prefix(&root)?.with_fsync(true);
-        Ok(Self { store: Arc::new(fs), local_root: Some(root) })
+        Ok(Self {
+            store: Arc::new(fs),
+            local_root: Some(root),
+        })
     }
 
     /// Any other `object_store` backend.
     pub fn remote(store: Arc<dyn ObjectStore>) -> Self {
-        Self { store, local_root: None }
+        Self {
+            store,
+            local_root: None,
+        }
     }
 
     /// Starts a new blob.
     pub async fn create(&self) -> Result<BlobWriter, BlobError> {
         let id = new_blob_id();
-        let upload = self.store.put_multipart(&path_of(&id)).await.map_err(classify)?;
-        Ok(BlobWriter { id, size: 0, w: Some(WriteMultipart::new_with_chunk_size(upload, WRITE_PART)) })
+        let upload = self
+            .store
+            .put_multipart(&path_of(&id))
+            .await
+            .map_err(classify)?;
+        Ok(BlobWriter {
+            id,
+            size: 0,
+            w: Some(WriteMultipart::new_with_chunk_size(upload, WRITE_PART)),
+        })
     }
 
     /// Writes a small blob in one go.
@@ -92,9 +112,20 @@ impl BlobStore {
     }
 
     /// Streams `range` (or everything) of a blob.
-    pub async fn read(&self, id: &str, range: Option<std::ops::Range<u64>>) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
-        let opts = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
-        let res = self.store.get_opts(&path_of(id), opts).await.map_err(classify)?;
+    pub async fn read(
+        &self,
+        id: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
+        let opts = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..Default::default()
+        };
+        let res = self
+            .store
+            .get_opts(&path_of(id), opts)
+            .await
+            .map_err(classify)?;
         let r = res.range.clone();
         Ok(match res.payload {
             GetResultPayload::File(file, _) => file_stream(file, r),
@@ -112,13 +143,19 @@ impl BlobStore {
     /// Server-side copy into a new blob (a hard link on the local store).
     pub async fn copy(&self, id: &str) -> Result<String, BlobError> {
         let new = new_blob_id();
-        self.store.copy(&path_of(id), &path_of(&new)).await.map_err(classify)?;
+        self.store
+            .copy(&path_of(id), &path_of(&new))
+            .await
+            .map_err(classify)?;
         Ok(new)
     }
 
     /// Deletes every blob not in `referenced`, and leftover staging files; returns how
     /// many were removed. Run at startup, before any request is served.
-    pub async fn sweep(&self, referenced: &std::collections::HashSet<String>) -> Result<usize, BlobError> {
+    pub async fn sweep(
+        &self,
+        referenced: &std::collections::HashSet<String>,
+    ) -> Result<usize, BlobError> {
         let mut removed = 0;
         let mut list = self.store.list(Some(&StorePath::from("blobs")));
         let mut doomed = Vec::new();
@@ -138,7 +175,9 @@ impl BlobStore {
             let root = root.join("blobs");
             removed += tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
                 let mut n = 0;
-                let Ok(dirs) = std::fs::read_dir(&root) else { return Ok(0) };
+                let Ok(dirs) = std::fs::read_dir(&root) else {
+                    return Ok(0);
+                };
                 for d in dirs {
                     let d = d?;
                     if !d.file_type()?.is_dir() {
@@ -162,30 +201,39 @@ impl BlobStore {
 }
 
 /// Reads a local file in large chunks off the runtime.
-fn file_stream(file: File, range: std::ops::Range<u64>) -> BoxStream<'static, Result<Bytes, BlobError>> {
+fn file_stream(
+    file: File,
+    range: std::ops::Range<u64>,
+) -> BoxStream<'static, Result<Bytes, BlobError>> {
     let file = Arc::new(file);
-    futures::stream::try_unfold((file, range.start, range.end), |(file, pos, end)| async move {
-        if pos >= end {
-            return Ok(None);
-        }
-        let len = ((end - pos) as usize).min(READ_CHUNK);
-        let f = file.clone();
-        let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
-            let mut buf = vec![0u8; len];
-            let mut done = 0;
-            while done < len {
-                let n = f.read_at(&mut buf[done..], pos + done as u64)?;
-                if n == 0 {
-                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob shorter than recorded"));
-                }
-                done += n;
+    futures::stream::try_unfold(
+        (file, range.start, range.end),
+        |(file, pos, end)| async move {
+            if pos >= end {
+                return Ok(None);
             }
-            Ok(Bytes::from(buf))
-        })
-        .await
-        .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
-        Ok(Some((buf, (file, pos + len as u64, end))))
-    })
+            let len = ((end - pos) as usize).min(READ_CHUNK);
+            let f = file.clone();
+            let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
+                let mut buf = vec![0u8; len];
+                let mut done = 0;
+                while done < len {
+                    let n = f.read_at(&mut buf[done..], pos + done as u64)?;
+                    if n == 0 {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "blob shorter than recorded",
+                        ));
+                    }
+                    done += n;
+                }
+                Ok(Bytes::from(buf))
+            })
+            .await
+            .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
+            Ok(Some((buf, (file, pos + len as u64, end))))
+        },
+    )
     .boxed()
 }
 
@@ -199,7 +247,9 @@ pub struct BlobWriter {
 impl BlobWriter {
     pub async fn write(&mut self, data: Bytes) -> Result<(), BlobError> {
         let w = self.w.as_mut().ok_or(BlobError::NotFound)?;
-        w.wait_for_capacity(WRITE_CONCURRENCY).await.map_err(classify)?;
+        w.wait_for_capacity(WRITE_CONCURRENCY)
+            .await
+            .map_err(classify)?;
         self.size += data.len() as u64;
         w.put(data);
         Ok(())

@@ -50,7 +50,12 @@ fn header<'a>(h: &'a HeaderMap, n: &str) -> Option<&'a str> {
 
 impl VerifiedBody {
     /// `limit` bounds the decoded size (EntityTooLarge past it).
-    pub fn new(body: Body, headers: &HeaderMap, payload: &PayloadCheck, limit: u64) -> S3Result<Self> {
+    pub fn new(
+        body: Body,
+        headers: &HeaderMap,
+        payload: &PayloadCheck,
+        limit: u64,
+    ) -> S3Result<Self> {
         let content_md5 = match header(headers, "content-md5") {
             None => None,
             Some(v) => {
@@ -58,7 +63,13 @@ impl VerifiedBody {
                     .decode(v.trim())
                     .ok()
                     .filter(|r| r.len() == 16)
-                    .ok_or_else(|| S3Error::new("InvalidDigest", 400, "The Content-MD5 you specified is not valid."))?;
+                    .ok_or_else(|| {
+                        S3Error::new(
+                            "InvalidDigest",
+                            400,
+                            "The Content-MD5 you specified is not valid.",
+                        )
+                    })?;
                 let mut a = [0u8; 16];
                 a.copy_from_slice(&raw);
                 Some(a)
@@ -69,7 +80,10 @@ impl VerifiedBody {
         for alg in ChecksumAlgorithm::ALL {
             if let Some(v) = header(headers, alg.header()) {
                 if !valid_value(alg, v) {
-                    return Err(S3Error::invalid_request(format!("Value for {} header is invalid.", alg.header())));
+                    return Err(S3Error::invalid_request(format!(
+                        "Value for {} header is invalid.",
+                        alg.header()
+                    )));
                 }
                 checksum = Some((alg, alg.hasher(), Some(v.trim().to_string())));
             }
@@ -83,20 +97,29 @@ impl VerifiedBody {
         }
         if checksum.is_none() {
             if let Some(n) = header(headers, "x-amz-sdk-checksum-algorithm") {
-                let alg = ChecksumAlgorithm::from_name(n.trim())
-                    .ok_or_else(|| S3Error::invalid_request(format!("Unsupported checksum algorithm {n}")))?;
+                let alg = ChecksumAlgorithm::from_name(n.trim()).ok_or_else(|| {
+                    S3Error::invalid_request(format!("Unsupported checksum algorithm {n}"))
+                })?;
                 checksum = Some((alg, alg.hasher(), None));
             }
         }
         let (decoder, sha256, decoded_length) = match payload {
             PayloadCheck::Unsigned => (None, None, None),
             PayloadCheck::Sha256(h) => (None, Some((Sha256::new(), h.clone())), None),
-            PayloadCheck::Chunked { signer, trailer, decoded_length } => {
-                (Some(ChunkedDecoder::new(signer.clone(), *trailer)), None, *decoded_length)
-            }
+            PayloadCheck::Chunked {
+                signer,
+                trailer,
+                decoded_length,
+            } => (
+                Some(ChunkedDecoder::new(signer.clone(), *trailer)),
+                None,
+                *decoded_length,
+            ),
         };
         if trailer_checksum && decoder.is_none() {
-            return Err(S3Error::invalid_request("x-amz-trailer needs an aws-chunked body"));
+            return Err(S3Error::invalid_request(
+                "x-amz-trailer needs an aws-chunked body",
+            ));
         }
         if let Some(d) = decoded_length {
             if d > limit {
@@ -126,13 +149,17 @@ impl VerifiedBody {
                 self.account(&b)?;
                 return Ok(Some(b));
             }
-            let Some(inner) = self.inner.as_mut() else { return Ok(None) };
+            let Some(inner) = self.inner.as_mut() else {
+                return Ok(None);
+            };
             let frame = tokio::time::timeout(BODY_IDLE_TIMEOUT, inner.frame()).await.map_err(|_| {
                 S3Error::new("RequestTimeout", 400, "Your socket connection to the server was not read from or written to within the timeout period.")
             })?;
             match frame {
                 Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue };
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
                     match &mut self.decoder {
                         Some(d) => {
                             let mut out = Vec::new();
@@ -204,9 +231,14 @@ impl VerifiedBody {
                         .iter()
                         .find(|(k, _)| k == alg.header())
                         .map(|(_, v)| v.clone())
-                        .ok_or_else(|| S3Error::invalid_request(format!("missing trailer {}", alg.header())))?;
+                        .ok_or_else(|| {
+                            S3Error::invalid_request(format!("missing trailer {}", alg.header()))
+                        })?;
                     if !valid_value(alg, &v) {
-                        return Err(S3Error::invalid_request(format!("Value for {} trailer is invalid.", alg.header())));
+                        return Err(S3Error::invalid_request(format!(
+                            "Value for {} trailer is invalid.",
+                            alg.header()
+                        )));
                     }
                     Some(v)
                 } else {
@@ -217,14 +249,21 @@ impl VerifiedBody {
                         return Err(S3Error::new(
                             "BadDigest",
                             400,
-                            format!("The {} you specified did not match the calculated checksum.", alg.name()),
+                            format!(
+                                "The {} you specified did not match the calculated checksum.",
+                                alg.name()
+                            ),
                         ));
                     }
                 }
                 Some((alg, got))
             }
         };
-        self.done = Some(BodySummary { size: self.size, md5, checksum });
+        self.done = Some(BodySummary {
+            size: self.size,
+            md5,
+            checksum,
+        });
         Ok(())
     }
 
@@ -239,13 +278,19 @@ impl VerifiedBody {
         while let Some(b) = self.next().await? {
             out.extend_from_slice(&b);
         }
-        let s = self.summary().ok_or_else(|| S3Error::internal("body summary missing"))?;
+        let s = self
+            .summary()
+            .ok_or_else(|| S3Error::internal("body summary missing"))?;
         Ok((out, s))
     }
 }
 
 pub fn entity_too_large() -> S3Error {
-    S3Error::new("EntityTooLarge", 400, "Your proposed upload exceeds the maximum allowed size")
+    S3Error::new(
+        "EntityTooLarge",
+        400,
+        "Your proposed upload exceeds the maximum allowed size",
+    )
 }
 
 pub fn incoming(b: Incoming) -> Body {

@@ -19,7 +19,13 @@ pub struct S3Error {
 
 impl S3Error {
     pub fn new(code: &'static str, status: u16, message: impl Into<String>) -> Self {
-        Self { code, status, message: message.into(), resource: None, extra: Vec::new() }
+        Self {
+            code,
+            status,
+            message: message.into(),
+            resource: None,
+            extra: Vec::new(),
+        }
     }
     pub fn with_resource(mut self, r: impl Into<String>) -> Self {
         self.resource = Some(r.into());
@@ -54,21 +60,35 @@ impl S3Error {
     }
     pub fn internal(msg: impl std::fmt::Display) -> Self {
         tracing::error!(error = %msg, "internal error");
-        Self::new("InternalError", 500, "We encountered an internal error. Please try again.")
+        Self::new(
+            "InternalError",
+            500,
+            "We encountered an internal error. Please try again.",
+        )
     }
     pub fn not_implemented(what: &str) -> Self {
         Self::new("NotImplemented", 501, format!("{what} is not implemented"))
     }
     pub fn bad_digest() -> Self {
-        Self::new("BadDigest", 400, "The Content-MD5 or checksum you specified did not match what we received.")
+        Self::new(
+            "BadDigest",
+            400,
+            "The Content-MD5 or checksum you specified did not match what we received.",
+        )
     }
     pub fn incomplete_body() -> Self {
-        Self::new("IncompleteBody", 400, "You did not provide the number of bytes specified by the Content-Length HTTP header.")
+        Self::new(
+            "IncompleteBody",
+            400,
+            "You did not provide the number of bytes specified by the Content-Length HTTP header.",
+        )
     }
 
     pub fn to_xml(&self, request_id: &str) -> String {
         let mut w = XmlWriter::new();
-        w.open("Error").elem("Code", self.code).elem("Message", &self.message);
+        w.open("Error")
+            .elem("Code", self.code)
+            .elem("Message", &self.message);
         if let Some(r) = &self.resource {
             w.elem("Resource", r);
         }
@@ -90,14 +110,30 @@ impl From<AuthError> for S3Error {
 impl From<MetaError> for S3Error {
     fn from(e: MetaError) -> Self {
         match e {
-            MetaError::NoSuchBucket => S3Error::new("NoSuchBucket", 404, "The specified bucket does not exist"),
-            MetaError::NoSuchKey => S3Error::new("NoSuchKey", 404, "The specified key does not exist."),
-            MetaError::NoSuchUpload => S3Error::new("NoSuchUpload", 404, "The specified upload does not exist."),
-            MetaError::BucketNotEmpty => S3Error::new("BucketNotEmpty", 409, "The bucket you tried to delete is not empty"),
-            MetaError::BucketExists { .. } => {
-                S3Error::new("BucketAlreadyExists", 409, "The requested bucket name is not available.")
+            MetaError::NoSuchBucket => {
+                S3Error::new("NoSuchBucket", 404, "The specified bucket does not exist")
             }
-            MetaError::PartChanged => S3Error::new("InvalidPart", 400, "A part was replaced while the upload was being completed; retry."),
+            MetaError::NoSuchKey => {
+                S3Error::new("NoSuchKey", 404, "The specified key does not exist.")
+            }
+            MetaError::NoSuchUpload => {
+                S3Error::new("NoSuchUpload", 404, "The specified upload does not exist.")
+            }
+            MetaError::BucketNotEmpty => S3Error::new(
+                "BucketNotEmpty",
+                409,
+                "The bucket you tried to delete is not empty",
+            ),
+            MetaError::BucketExists { .. } => S3Error::new(
+                "BucketAlreadyExists",
+                409,
+                "The requested bucket name is not available.",
+            ),
+            MetaError::PartChanged => S3Error::new(
+                "InvalidPart",
+                400,
+                "A part was replaced while the upload was being completed; retry.",
+            ),
             MetaError::Backend(m) => S3Error::internal(m),
         }
     }
@@ -107,7 +143,11 @@ impl From<BlobError> for S3Error {
     fn from(e: BlobError) -> Self {
         match e {
             BlobError::Body(b) => b,
-            BlobError::NoSpace => S3Error::new("ServiceUnavailable", 503, "The server is out of storage space; please try again later."),
+            BlobError::NoSpace => S3Error::new(
+                "ServiceUnavailable",
+                503,
+                "The server is out of storage space; please try again later.",
+            ),
             other => S3Error::internal(other),
         }
     }
@@ -116,9 +156,17 @@ impl From<BlobError> for S3Error {
 impl From<ChunkedError> for S3Error {
     fn from(e: ChunkedError) -> Self {
         match e {
-            ChunkedError::BadSignature => S3Error::new("SignatureDoesNotMatch", 403, "The chunk signature does not match."),
+            ChunkedError::BadSignature => S3Error::new(
+                "SignatureDoesNotMatch",
+                403,
+                "The chunk signature does not match.",
+            ),
             ChunkedError::Truncated => S3Error::incomplete_body(),
-            ChunkedError::Malformed(m) => S3Error::new("InvalidRequest", 400, format!("Malformed aws-chunked body: {m}")),
+            ChunkedError::Malformed(m) => S3Error::new(
+                "InvalidRequest",
+                400,
+                format!("Malformed aws-chunked body: {m}"),
+            ),
         }
     }
 }

@@ -27,6 +27,13 @@ pub use server::Walrus;
 
 /// The listing algorithm, exposed for integration tests.
 #[doc(hidden)]
-pub fn list_for_tests(meta: &dyn meta::MetaStore, bucket: &str, prefix: &str, delimiter: &str, marker: Option<&str>, max: usize) -> error::S3Result<list::Listing> {
+pub fn list_for_tests(
+    meta: &dyn meta::MetaStore,
+    bucket: &str,
+    prefix: &str,
+    delimiter: &str,
+    marker: Option<&str>,
+    max: usize,
+) -> error::S3Result<list::Listing> {
     list::list(meta, bucket, prefix, delimiter, marker, max)
 }

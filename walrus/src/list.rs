@@ -14,8 +14,20 @@ pub struct Listing {
 /// `prefix`, strictly after `marker`. With a delimiter, keys sharing the part up to the
 /// first delimiter after the prefix roll up into one common prefix; a common prefix at
 /// or before the marker is not repeated.
-pub fn list(meta: &dyn MetaStore, bucket: &str, prefix: &str, delimiter: &str, marker: Option<&str>, max: usize) -> S3Result<Listing> {
-    let mut out = Listing { objects: Vec::new(), prefixes: Vec::new(), truncated: false, last: None };
+pub fn list(
+    meta: &dyn MetaStore,
+    bucket: &str,
+    prefix: &str,
+    delimiter: &str,
+    marker: Option<&str>,
+    max: usize,
+) -> S3Result<Listing> {
+    let mut out = Listing {
+        objects: Vec::new(),
+        prefixes: Vec::new(),
+        truncated: false,
+        last: None,
+    };
     let mut start = match marker {
         Some(m) if !m.is_empty() => ScanStart::After(m.to_string()),
         _ => ScanStart::From(prefix.to_string()),

@@ -118,17 +118,48 @@ pub struct PartMeta {
 #[derive(Debug, Clone)]
 pub enum MetaOp {
     CreateBucket(BucketMeta),
-    DeleteBucket { name: String },
-    SetBucketAcl { name: String, acl: Acl },
-    PutObject { bucket: String, key: String, meta: ObjectMeta },
-    DeleteObject { bucket: String, key: String },
-    SetObjectAcl { bucket: String, key: String, acl: Acl },
+    DeleteBucket {
+        name: String,
+    },
+    SetBucketAcl {
+        name: String,
+        acl: Acl,
+    },
+    PutObject {
+        bucket: String,
+        key: String,
+        meta: ObjectMeta,
+    },
+    DeleteObject {
+        bucket: String,
+        key: String,
+    },
+    SetObjectAcl {
+        bucket: String,
+        key: String,
+        acl: Acl,
+    },
     CreateUpload(UploadMeta),
-    PutPart { bucket: String, key: String, upload_id: String, part: PartMeta },
+    PutPart {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        part: PartMeta,
+    },
     /// `parts` are the exact parts (number, blob id) the object is built from; if any
     /// changed since they were read, the op fails with [`MetaError::PartChanged`].
-    CompleteUpload { bucket: String, key: String, upload_id: String, parts: Vec<(u32, String)>, meta: ObjectMeta },
-    AbortUpload { bucket: String, key: String, upload_id: String },
+    CompleteUpload {
+        bucket: String,
+        key: String,
+        upload_id: String,
+        parts: Vec<(u32, String)>,
+        meta: ObjectMeta,
+    },
+    AbortUpload {
+        bucket: String,
+        key: String,
+        upload_id: String,
+    },
 }
 
 /// What an op replaced or removed: blobs that nothing references any more.
@@ -149,10 +180,27 @@ pub trait MetaStore: Send + Sync + 'static {
     fn object(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, MetaError>;
     /// Objects of `bucket` with key > `after` (or >= `from` when `inclusive`), in
     /// binary key order, at most `limit`, stopping at the first key without `prefix`.
-    fn scan_objects(&self, bucket: &str, start: &ScanStart, prefix: &str, limit: usize) -> Result<Vec<ObjectEntry>, MetaError>;
-    fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<UploadMeta>, MetaError>;
+    fn scan_objects(
+        &self,
+        bucket: &str,
+        start: &ScanStart,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<ObjectEntry>, MetaError>;
+    fn upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<UploadMeta>, MetaError>;
     /// Uploads of a bucket in (key, upload id) order, starting after (key, upload id).
-    fn scan_uploads(&self, bucket: &str, after: Option<(&str, &str)>, prefix: &str, limit: usize) -> Result<Vec<UploadMeta>, MetaError>;
+    fn scan_uploads(
+        &self,
+        bucket: &str,
+        after: Option<(&str, &str)>,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<UploadMeta>, MetaError>;
     /// Parts of an upload with number > `after`, ascending.
     fn parts(&self, upload_id: &str, after: u32, limit: usize) -> Result<Vec<PartMeta>, MetaError>;
     /// Every blob id referenced by any object or part (for garbage collection).

@@ -5,7 +5,9 @@
 //! with one fsync, then answers each caller: under concurrency, N small PUTs cost one
 //! durable commit instead of N.
 use crate::meta::*;
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashSet;
 use std::path::Path;
@@ -28,7 +30,8 @@ fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
 
 fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, MetaError> {
     match b.split_first() {
-        Some((&FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| MetaError::Backend(format!("corrupt record: {e}"))),
+        Some((&FORMAT, rest)) => postcard::from_bytes(rest)
+            .map_err(|e| MetaError::Backend(format!("corrupt record: {e}"))),
         _ => Err(MetaError::Backend("unknown record format".into())),
     }
 }
@@ -36,7 +39,14 @@ fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, MetaError> {
 macro_rules! backend_err {
     ($($t:ty),*) => {$(impl From<$t> for MetaError { fn from(e: $t) -> Self { MetaError::Backend(e.to_string()) } })*};
 }
-backend_err!(redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+backend_err!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 fn object_key(bucket: &str, key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(bucket.len() + 1 + key.len());
@@ -161,11 +171,18 @@ fn bucket_has_content(tx: &WriteTransaction, bucket: &str) -> Result<bool, MetaE
     let mut end = bucket.as_bytes().to_vec();
     end.push(1);
     let objects = tx.open_table(OBJECTS)?;
-    if objects.range(start.as_slice()..end.as_slice())?.next().is_some() {
+    if objects
+        .range(start.as_slice()..end.as_slice())?
+        .next()
+        .is_some()
+    {
         return Ok(true);
     }
     let uploads = tx.open_table(UPLOADS)?;
-    let found = uploads.range(start.as_slice()..end.as_slice())?.next().is_some();
+    let found = uploads
+        .range(start.as_slice()..end.as_slice())?
+        .next()
+        .is_some();
     Ok(found)
 }
 
@@ -192,7 +209,9 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
         MetaOp::CreateBucket(b) => {
             let mut t = tx.open_table(BUCKETS)?;
             if let Some(existing) = get::<BucketMeta, &str>(&t, &b.name)? {
-                return Err(MetaError::BucketExists { owner: existing.owner.id });
+                return Err(MetaError::BucketExists {
+                    owner: existing.owner.id,
+                });
             }
             t.insert(b.name.as_str(), enc(&b)?.as_slice())?;
         }
@@ -251,10 +270,22 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
                 return Err(MetaError::NoSuchBucket);
             }
             let mut t = tx.open_table(UPLOADS)?;
-            t.insert(upload_key(&u.bucket, &u.key, &u.upload_id).as_slice(), enc(&u)?.as_slice())?;
+            t.insert(
+                upload_key(&u.bucket, &u.key, &u.upload_id).as_slice(),
+                enc(&u)?.as_slice(),
+            )?;
         }
-        MetaOp::PutPart { bucket, key, upload_id, part } => {
-            if tx.open_table(UPLOADS)?.get(upload_key(&bucket, &key, &upload_id).as_slice())?.is_none() {
+        MetaOp::PutPart {
+            bucket,
+            key,
+            upload_id,
+            part,
+        } => {
+            if tx
+                .open_table(UPLOADS)?
+                .get(upload_key(&bucket, &key, &upload_id).as_slice())?
+                .is_none()
+            {
                 // The upload was completed or aborted meanwhile: the new blob is unused.
                 return Err(MetaError::NoSuchUpload);
             }
@@ -265,7 +296,13 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
             }
             t.insert(k.as_slice(), enc(&part)?.as_slice())?;
         }
-        MetaOp::CompleteUpload { bucket, key, upload_id, parts, meta } => {
+        MetaOp::CompleteUpload {
+            bucket,
+            key,
+            upload_id,
+            parts,
+            meta,
+        } => {
             let uk = upload_key(&bucket, &key, &upload_id);
             if tx.open_table(UPLOADS)?.get(uk.as_slice())?.is_none() {
                 return Err(MetaError::NoSuchUpload);
@@ -293,12 +330,19 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
             }
             t.insert(k.as_slice(), enc(&meta)?.as_slice())?;
         }
-        MetaOp::AbortUpload { bucket, key, upload_id } => {
+        MetaOp::AbortUpload {
+            bucket,
+            key,
+            upload_id,
+        } => {
             let uk = upload_key(&bucket, &key, &upload_id);
             if tx.open_table(UPLOADS)?.remove(uk.as_slice())?.is_none() {
                 return Err(MetaError::NoSuchUpload);
             }
-            out.freed_blobs = remove_parts(tx, &upload_id)?.into_iter().map(|p| p.blob).collect();
+            out.freed_blobs = remove_parts(tx, &upload_id)?
+                .into_iter()
+                .map(|p| p.blob)
+                .collect();
         }
     }
     Ok(out)
@@ -326,7 +370,13 @@ impl MetaStore for RedbMeta {
         get(&tx.open_table(OBJECTS)?, object_key(bucket, key).as_slice())
     }
 
-    fn scan_objects(&self, bucket: &str, start: &ScanStart, prefix: &str, limit: usize) -> Result<Vec<ObjectEntry>, MetaError> {
+    fn scan_objects(
+        &self,
+        bucket: &str,
+        start: &ScanStart,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<ObjectEntry>, MetaError> {
         let tx = self.read()?;
         let t = tx.open_table(OBJECTS)?;
         let base_len = bucket.len() + 1;
@@ -359,18 +409,33 @@ impl MetaStore for RedbMeta {
             if !k.starts_with(&pfx) || out.len() >= limit {
                 break;
             }
-            let key = String::from_utf8(k[base_len..].to_vec()).map_err(|e| MetaError::Backend(e.to_string()))?;
+            let key = String::from_utf8(k[base_len..].to_vec())
+                .map_err(|e| MetaError::Backend(e.to_string()))?;
             out.push((key, dec(v.value())?));
         }
         Ok(out)
     }
 
-    fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<Option<UploadMeta>, MetaError> {
+    fn upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<UploadMeta>, MetaError> {
         let tx = self.read()?;
-        get(&tx.open_table(UPLOADS)?, upload_key(bucket, key, upload_id).as_slice())
+        get(
+            &tx.open_table(UPLOADS)?,
+            upload_key(bucket, key, upload_id).as_slice(),
+        )
     }
 
-    fn scan_uploads(&self, bucket: &str, after: Option<(&str, &str)>, prefix: &str, limit: usize) -> Result<Vec<UploadMeta>, MetaError> {
+    fn scan_uploads(
+        &self,
+        bucket: &str,
+        after: Option<(&str, &str)>,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<UploadMeta>, MetaError> {
         let tx = self.read()?;
         let t = tx.open_table(UPLOADS)?;
         let pfx = object_key(bucket, prefix);
@@ -429,6 +494,7 @@ impl MetaStore for RedbMeta {
         self.writer
             .send(Job { op, reply })
             .map_err(|_| MetaError::Backend("metadata writer stopped".into()))?;
-        rx.await.map_err(|_| MetaError::Backend("metadata writer stopped".into()))?
+        rx.await
+            .map_err(|_| MetaError::Backend("metadata writer stopped".into()))?
     }
 }

@@ -24,12 +24,27 @@ impl Metrics {
         s.push_str("# HELP walrus_requests_total S3 requests by operation and HTTP status.\n# TYPE walrus_requests_total counter\n");
         if let Ok(m) = self.requests.lock() {
             for ((op, status), n) in m.iter() {
-                let _ = writeln!(s, "walrus_requests_total{{op=\"{op}\",status=\"{status}\"}} {n}");
+                let _ = writeln!(
+                    s,
+                    "walrus_requests_total{{op=\"{op}\",status=\"{status}\"}} {n}"
+                );
             }
         }
-        let _ = writeln!(s, "# TYPE walrus_received_bytes_total counter\nwalrus_received_bytes_total {}", self.bytes_in.load(Ordering::Relaxed));
-        let _ = writeln!(s, "# TYPE walrus_sent_bytes_total counter\nwalrus_sent_bytes_total {}", self.bytes_out.load(Ordering::Relaxed));
-        let _ = writeln!(s, "# TYPE walrus_open_connections gauge\nwalrus_open_connections {}", self.open_connections.load(Ordering::Relaxed));
+        let _ = writeln!(
+            s,
+            "# TYPE walrus_received_bytes_total counter\nwalrus_received_bytes_total {}",
+            self.bytes_in.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# TYPE walrus_sent_bytes_total counter\nwalrus_sent_bytes_total {}",
+            self.bytes_out.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# TYPE walrus_open_connections gauge\nwalrus_open_connections {}",
+            self.open_connections.load(Ordering::Relaxed)
+        );
         s
     }
 }

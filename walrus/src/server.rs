@@ -47,7 +47,12 @@ pub struct Walrus {
 
 impl Walrus {
     /// Opens the stores, sweeps blobs left by a crash, and binds the listener.
-    pub async fn open(cfg: WalrusConfig, identity: IdentityStore, system_id: String, admin_account: String) -> Result<Self, StartError> {
+    pub async fn open(
+        cfg: WalrusConfig,
+        identity: IdentityStore,
+        system_id: String,
+        admin_account: String,
+    ) -> Result<Self, StartError> {
         let dir = cfg.data_dir.clone();
         std::fs::create_dir_all(&dir)?;
         let meta: Arc<dyn MetaStore> = Arc::new(RedbMeta::open(&dir.join("meta.redb"))?);
@@ -57,8 +62,18 @@ impl Walrus {
         if swept > 0 {
             tracing::info!(swept, "removed blobs left unreferenced by an earlier crash");
         }
-        let listener = TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Listen(cfg.listen, e))?;
-        let state = Arc::new(State { cfg, meta, blobs, identity, system_id, admin_account, metrics: Metrics::default() });
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| StartError::Listen(cfg.listen, e))?;
+        let state = Arc::new(State {
+            cfg,
+            meta,
+            blobs,
+            identity,
+            system_id,
+            admin_account,
+            metrics: Metrics::default(),
+        });
         Ok(Self { state, listener })
     }
 

@@ -42,16 +42,24 @@ pub fn parse(body: &[u8]) -> S3Result<Node> {
     let mut root: Option<Node> = None;
     let mut buf = Vec::new();
     loop {
-        let ev = r.read_event_into(&mut buf).map_err(|_| S3Error::malformed_xml())?;
+        let ev = r
+            .read_event_into(&mut buf)
+            .map_err(|_| S3Error::malformed_xml())?;
         match ev {
             Event::Start(e) => {
                 if stack.len() >= MAX_DEPTH || root.is_some() {
                     return Err(S3Error::malformed_xml());
                 }
-                stack.push(Node { name: local(e.name().as_ref()), ..Default::default() });
+                stack.push(Node {
+                    name: local(e.name().as_ref()),
+                    ..Default::default()
+                });
             }
             Event::Empty(e) => {
-                let n = Node { name: local(e.name().as_ref()), ..Default::default() };
+                let n = Node {
+                    name: local(e.name().as_ref()),
+                    ..Default::default()
+                };
                 match stack.last_mut() {
                     Some(p) => p.children.push(n),
                     None if root.is_none() => root = Some(n),
@@ -66,7 +74,8 @@ pub fn parse(body: &[u8]) -> S3Result<Node> {
             Event::GeneralRef(e) => {
                 if let Some(top) = stack.last_mut() {
                     let s = format!("&{};", e.into_inner());
-                    let s = quick_xml::escape::unescape(&s).map_err(|_| S3Error::malformed_xml())?;
+                    let s =
+                        quick_xml::escape::unescape(&s).map_err(|_| S3Error::malformed_xml())?;
                     top.text.push_str(&s);
                 }
             }
@@ -102,7 +111,10 @@ mod tests {
         let n = parse(br#"<?xml version="1.0"?><Delete xmlns="x"><Quiet>true</Quiet><Object><Key>a&amp;b</Key></Object><Object><Key>c</Key></Object></Delete>"#).unwrap();
         assert_eq!(n.name, "Delete");
         assert_eq!(n.text_of("Quiet"), Some("true"));
-        let keys: Vec<_> = n.children("Object").map(|o| o.text_of("Key").unwrap().to_string()).collect();
+        let keys: Vec<_> = n
+            .children("Object")
+            .map(|o| o.text_of("Key").unwrap().to_string())
+            .collect();
         assert_eq!(keys, vec!["a&b", "c"]);
         assert!(parse(b"<a><b></a>").is_err());
         assert!(parse(b"<!DOCTYPE x [<!ENTITY e 'x'>]><a>&e;</a>").is_err());

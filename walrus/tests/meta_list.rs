@@ -4,7 +4,10 @@ use walrus::meta::*;
 use walrus::meta_redb::RedbMeta;
 
 fn owner() -> Owner {
-    Owner { id: "o".into(), display_name: "o".into() }
+    Owner {
+        id: "o".into(),
+        display_name: "o".into(),
+    }
 }
 
 fn obj(data: ObjectData) -> ObjectMeta {
@@ -23,20 +26,47 @@ fn obj(data: ObjectData) -> ObjectMeta {
 }
 
 async fn put(m: &RedbMeta, key: &str) {
-    m.apply(MetaOp::PutObject { bucket: "b".into(), key: key.into(), meta: obj(ObjectData::Inline(vec![1])) }).await.unwrap();
+    m.apply(MetaOp::PutObject {
+        bucket: "b".into(),
+        key: key.into(),
+        meta: obj(ObjectData::Inline(vec![1])),
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
 async fn objects_uploads_and_listing() {
     let dir = tempfile::tempdir().unwrap();
     let m = RedbMeta::open(&dir.path().join("m.redb")).unwrap();
-    let b = BucketMeta { name: "b".into(), owner: owner(), created: 0, region: "r".into(), acl: Acl::private(owner()) };
+    let b = BucketMeta {
+        name: "b".into(),
+        owner: owner(),
+        created: 0,
+        region: "r".into(),
+        acl: Acl::private(owner()),
+    };
     m.apply(MetaOp::CreateBucket(b.clone())).await.unwrap();
-    assert!(matches!(m.apply(MetaOp::CreateBucket(b)).await, Err(MetaError::BucketExists { .. })));
+    assert!(matches!(
+        m.apply(MetaOp::CreateBucket(b)).await,
+        Err(MetaError::BucketExists { .. })
+    ));
     // Another bucket whose name shares a prefix must not leak into listings of "b".
-    let b2 = BucketMeta { name: "bb".into(), owner: owner(), created: 0, region: "r".into(), acl: Acl::private(owner()) };
+    let b2 = BucketMeta {
+        name: "bb".into(),
+        owner: owner(),
+        created: 0,
+        region: "r".into(),
+        acl: Acl::private(owner()),
+    };
     m.apply(MetaOp::CreateBucket(b2)).await.unwrap();
-    m.apply(MetaOp::PutObject { bucket: "bb".into(), key: "zzz".into(), meta: obj(ObjectData::Inline(vec![])) }).await.unwrap();
+    m.apply(MetaOp::PutObject {
+        bucket: "bb".into(),
+        key: "zzz".into(),
+        meta: obj(ObjectData::Inline(vec![])),
+    })
+    .await
+    .unwrap();
 
     let keys = ["a/1", "a/2", "a/b/3", "b", "c/x", "c/y", "d", "z", "é"]; // binary (UTF-8) order
     for k in keys.iter().rev() {
@@ -63,16 +93,57 @@ async fn objects_uploads_and_listing() {
     seen.sort();
     assert_eq!(seen, vec!["a/", "b", "c/", "d", "z", "é"]);
     let (objs, prefixes, _) = walrus_list(&m, "a/", "/", None, 1000);
-    assert_eq!((objs, prefixes), (vec!["a/1".to_string(), "a/2".into()], vec!["a/b/".to_string()]));
+    assert_eq!(
+        (objs, prefixes),
+        (
+            vec!["a/1".to_string(), "a/2".into()],
+            vec!["a/b/".to_string()]
+        )
+    );
 
     // Overwrite frees the old blob; delete reports existence.
-    let blob = BlobRef { id: "x1".into(), size: 1 };
-    m.apply(MetaOp::PutObject { bucket: "b".into(), key: "k".into(), meta: obj(ObjectData::Blobs(vec![blob.clone()])) }).await.unwrap();
-    let out = m.apply(MetaOp::PutObject { bucket: "b".into(), key: "k".into(), meta: obj(ObjectData::Inline(vec![])) }).await.unwrap();
+    let blob = BlobRef {
+        id: "x1".into(),
+        size: 1,
+    };
+    m.apply(MetaOp::PutObject {
+        bucket: "b".into(),
+        key: "k".into(),
+        meta: obj(ObjectData::Blobs(vec![blob.clone()])),
+    })
+    .await
+    .unwrap();
+    let out = m
+        .apply(MetaOp::PutObject {
+            bucket: "b".into(),
+            key: "k".into(),
+            meta: obj(ObjectData::Inline(vec![])),
+        })
+        .await
+        .unwrap();
     assert_eq!(out.freed_blobs, vec![blob]);
-    assert!(m.apply(MetaOp::DeleteObject { bucket: "b".into(), key: "k".into() }).await.unwrap().existed);
-    assert!(!m.apply(MetaOp::DeleteObject { bucket: "b".into(), key: "k".into() }).await.unwrap().existed);
-    assert!(matches!(m.apply(MetaOp::DeleteBucket { name: "b".into() }).await, Err(MetaError::BucketNotEmpty)));
+    assert!(
+        m.apply(MetaOp::DeleteObject {
+            bucket: "b".into(),
+            key: "k".into()
+        })
+        .await
+        .unwrap()
+        .existed
+    );
+    assert!(
+        !m.apply(MetaOp::DeleteObject {
+            bucket: "b".into(),
+            key: "k".into()
+        })
+        .await
+        .unwrap()
+        .existed
+    );
+    assert!(matches!(
+        m.apply(MetaOp::DeleteBucket { name: "b".into() }).await,
+        Err(MetaError::BucketNotEmpty)
+    ));
 
     // Multipart: completing with a part that changed fails; the right parts succeed
     // and the unused part's blob is freed.
@@ -89,24 +160,71 @@ async fn objects_uploads_and_listing() {
     };
     m.apply(MetaOp::CreateUpload(up)).await.unwrap();
     for (n, id) in [(1, "p1"), (2, "p2"), (3, "p3")] {
-        let part = PartMeta { number: n, blob: BlobRef { id: id.into(), size: 5 }, etag: "e".into(), last_modified: 0, checksums: vec![] };
-        m.apply(MetaOp::PutPart { bucket: "b".into(), key: "mp".into(), upload_id: "u1".into(), part }).await.unwrap();
+        let part = PartMeta {
+            number: n,
+            blob: BlobRef {
+                id: id.into(),
+                size: 5,
+            },
+            etag: "e".into(),
+            last_modified: 0,
+            checksums: vec![],
+        };
+        m.apply(MetaOp::PutPart {
+            bucket: "b".into(),
+            key: "mp".into(),
+            upload_id: "u1".into(),
+            part,
+        })
+        .await
+        .unwrap();
     }
     assert_eq!(m.parts("u1", 1, 10).unwrap().len(), 2);
     assert_eq!(m.scan_uploads("b", None, "", 10).unwrap().len(), 1);
     let meta = obj(ObjectData::Blobs(vec![]));
-    let bad = MetaOp::CompleteUpload { bucket: "b".into(), key: "mp".into(), upload_id: "u1".into(), parts: vec![(1, "other".into())], meta: meta.clone() };
+    let bad = MetaOp::CompleteUpload {
+        bucket: "b".into(),
+        key: "mp".into(),
+        upload_id: "u1".into(),
+        parts: vec![(1, "other".into())],
+        meta: meta.clone(),
+    };
     assert!(matches!(m.apply(bad).await, Err(MetaError::PartChanged)));
-    let good = MetaOp::CompleteUpload { bucket: "b".into(), key: "mp".into(), upload_id: "u1".into(), parts: vec![(1, "p1".into()), (3, "p3".into())], meta };
+    let good = MetaOp::CompleteUpload {
+        bucket: "b".into(),
+        key: "mp".into(),
+        upload_id: "u1".into(),
+        parts: vec![(1, "p1".into()), (3, "p3".into())],
+        meta,
+    };
     let out = m.apply(good).await.unwrap();
-    assert_eq!(out.freed_blobs.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(), vec!["p2"]);
+    assert_eq!(
+        out.freed_blobs
+            .iter()
+            .map(|b| b.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["p2"]
+    );
     assert!(m.upload("b", "mp", "u1").unwrap().is_none());
     assert!(m.parts("u1", 0, 10).unwrap().is_empty());
     let refs = m.referenced_blobs().unwrap();
-    assert!(refs.is_empty(), "completed object lists no blobs here: {refs:?}");
+    assert!(
+        refs.is_empty(),
+        "completed object lists no blobs here: {refs:?}"
+    );
 }
 
-fn walrus_list(m: &RedbMeta, prefix: &str, delim: &str, marker: Option<&str>, max: usize) -> (Vec<String>, Vec<String>, bool) {
+fn walrus_list(
+    m: &RedbMeta,
+    prefix: &str,
+    delim: &str,
+    marker: Option<&str>,
+    max: usize,
+) -> (Vec<String>, Vec<String>, bool) {
     let l = walrus::list_for_tests(m, "b", prefix, delim, marker, max).unwrap();
-    (l.objects.into_iter().map(|(k, _)| k).collect(), l.prefixes, l.truncated)
+    (
+        l.objects.into_iter().map(|(k, _)| k).collect(),
+        l.prefixes,
+        l.truncated,
+    )
 }
