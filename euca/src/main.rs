@@ -66,16 +66,15 @@ struct WalrusArgs {
     /// TOML config file with a [walrus] section.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Data directory, laid out as for `euca up` (walrus/, identity.redb, credentials/).
+    #[arg(long, default_value = "euca-data")]
+    data: PathBuf,
+    /// Listen address (overrides the config file).
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Data directory (metadata and blobs).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// Region (overrides the config file).
     #[arg(long)]
     region: Option<String>,
-    /// Identity database (accounts and keys); default: <data-dir>/../identity.redb.
-    #[arg(long)]
-    identity_db: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -175,62 +174,51 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
-async fn up(a: UpArgs) -> Result<()> {
-    let cfg = load_config(a.config.as_deref())?;
-    std::fs::create_dir_all(&a.data).with_context(|| format!("creating {}", a.data.display()))?;
-    let data = a.data.canonicalize()?;
-    let mut wcfg = cfg.walrus.unwrap_or_default();
-    wcfg.listen = a.walrus_listen;
-    wcfg.data_dir = data.join("walrus");
+/// Starts Walrus with the `up` data layout, writes the admin's client configs and
+/// prints where everything is.
+async fn start_walrus(data: &Path, mut wcfg: WalrusConfig, data_dir_from_file: bool) -> Result<walrus::Walrus> {
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let data = data.canonicalize()?;
+    if !data_dir_from_file {
+        wcfg.data_dir = data.join("walrus");
+    }
     let (identity, admin_key, system_id) = open_identity(&data.join("identity.redb"))?;
-    let walrus = walrus::Walrus::open(
-        wcfg.clone(),
-        identity,
-        system_id,
-        euca_identity::ADMIN_ACCOUNT.into(),
-    )
-    .await?;
-    let addr = walrus.local_addr();
-    let s3_url = format!("http://{addr}/");
+    let region = wcfg.region.clone();
+    let walrus = walrus::Walrus::open(wcfg, identity, system_id, euca_identity::ADMIN_ACCOUNT.into()).await?;
+    let s3_url = format!("http://{}/", walrus.local_addr());
     let cred_dir = data.join("credentials");
-    credentials::write_all(&cred_dir, &s3_url, &wcfg.region, &admin_key)?;
-    println!("euca: the cloud is up");
-    println!("  walrus (S3)  {s3_url}   (also {s3_url}services/Walrus/)");
+    credentials::write_all(&cred_dir, &s3_url, &region, &admin_key)?;
+    println!("  walrus (S3)  {s3_url}   (also {s3_url}services/Walrus/)   region {region}");
     println!("  metrics      {s3_url}_metrics");
     println!("  credentials  {}/", cred_dir.display());
     println!("               eucarc (source it), aws/config + aws/credentials (profile euca), s3cfg (s3cmd -c), rclone.conf (remote euca:)");
-    println!(
-        "  try: source {}/eucarc && aws --endpoint-url $S3_URL s3 ls",
-        cred_dir.display()
-    );
+    println!("  try: source {}/eucarc && aws --endpoint-url $S3_URL s3 ls", cred_dir.display());
+    Ok(walrus)
+}
+
+async fn up(a: UpArgs) -> Result<()> {
+    let cfg = load_config(a.config.as_deref())?;
+    let from_file = cfg.walrus.as_ref().is_some_and(|w| w.data_dir != WalrusConfig::default().data_dir);
+    let mut wcfg = cfg.walrus.unwrap_or_default();
+    wcfg.listen = a.walrus_listen;
+    println!("euca: the cloud is up");
+    let walrus = start_walrus(&a.data, wcfg, from_file).await?;
     walrus.serve(shutdown_signal()).await;
     Ok(())
 }
 
 async fn walrus_alone(a: WalrusArgs) -> Result<()> {
     let cfg = load_config(a.config.as_deref())?;
+    let from_file = cfg.walrus.as_ref().is_some_and(|w| w.data_dir != WalrusConfig::default().data_dir);
     let mut w = cfg.walrus.unwrap_or_default();
     if let Some(l) = a.listen {
         w.listen = l;
     }
-    if let Some(d) = a.data_dir {
-        w.data_dir = d;
-    }
     if let Some(r) = a.region {
         w.region = r;
     }
-    std::fs::create_dir_all(&w.data_dir)?;
-    let id_path = a
-        .identity_db
-        .unwrap_or_else(|| w.data_dir.join("..").join("identity.redb"));
-    let (identity, admin_key, system_id) = open_identity(&id_path)?;
-    let walrus =
-        walrus::Walrus::open(w, identity, system_id, euca_identity::ADMIN_ACCOUNT.into()).await?;
-    println!(
-        "walrus: listening on http://{}/ (admin access key {})",
-        walrus.local_addr(),
-        admin_key.access_key_id
-    );
+    println!("euca: walrus is up");
+    let walrus = start_walrus(&a.data, w, from_file).await?;
     walrus.serve(shutdown_signal()).await;
     Ok(())
 }

@@ -1,0 +1,103 @@
+"""`euca walrus` on its own, from a TOML config; `/_health`, `/_metrics`; admin CLI."""
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import euca_bin, free_port, parse_env_file
+
+
+def test_walrus_alone_from_toml(tmp_path):
+    port = free_port()
+    cfg = tmp_path / "euca.toml"
+    cfg.write_text(f'[walrus]\nlisten = "127.0.0.1:{port}"\nregion = "eu-central-1"\ninline_max_bytes = 0\n')
+    data = tmp_path / "data"
+    log = open(tmp_path / "walrus.log", "wb")
+    p = subprocess.Popen([euca_bin(), "walrus", "--config", str(cfg), "--data", str(data)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_health", timeout=1)
+                break
+            except Exception:
+                time.sleep(0.1)
+        env = parse_env_file(data / "credentials" / "eucarc")
+        assert env["AWS_DEFAULT_REGION"] == "eu-central-1"
+        import boto3
+        from botocore.config import Config
+        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="eu-central-1",
+                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                          config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+        s3.create_bucket(Bucket="alone", CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+        assert s3.get_bucket_location(Bucket="alone")["LocationConstraint"] == "eu-central-1"
+        s3.put_object(Bucket="alone", Key="k", Body=b"x" * 10)  # inline_max_bytes = 0: a blob
+        assert s3.get_object(Bucket="alone", Key="k")["Body"].read() == b"x" * 10
+        assert list((data / "walrus" / "blobs").rglob("*")), "the object went to a blob file"
+        # A client signing for another region is refused.
+        other = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                             aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+        with pytest.raises(Exception) as e:
+            other.list_buckets()
+        assert "AuthorizationHeaderMalformed" in str(e.value)
+    finally:
+        p.terminate()
+        p.wait(timeout=15)
+    assert p.returncode == 0, "SIGTERM stops it cleanly"
+
+
+def test_health_and_metrics(cloud, s3, bucket):
+    assert urllib.request.urlopen(cloud.endpoint + "/_health").read() == b"ok\n"
+    s3.put_object(Bucket=bucket, Key="m", Body=b"abc")
+    text = urllib.request.urlopen(cloud.endpoint + "/_metrics").read().decode()
+    assert 'walrus_requests_total{op="PutObject",status="200"}' in text
+    assert "walrus_received_bytes_total" in text
+
+
+def test_admin_cli_accounts_and_keys(cloud):
+    acct = cloud.new_account("cli-user")
+    assert acct["ACCOUNT_ID"].isdigit() and len(acct["ACCOUNT_ID"]) == 12
+    listing = cloud.euca("account", "list").stdout
+    assert "cli-user" in listing and "admin" in listing
+    s3 = cloud.boto3(access_key=acct["AWS_ACCESS_KEY_ID"], secret_key=acct["AWS_SECRET_ACCESS_KEY"])
+    assert s3.list_buckets()["Buckets"] == []
+    k2 = cloud.euca("key", "create", "cli-user").stdout
+    new_key = dict(line.split("=", 1) for line in k2.split())
+    assert new_key["AWS_ACCESS_KEY_ID"] in cloud.euca("key", "list", "cli-user").stdout
+    cloud.euca("key", "disable", acct["AWS_ACCESS_KEY_ID"])
+    with pytest.raises(Exception) as e:
+        s3.list_buckets()
+    assert "InvalidAccessKeyId" in str(e.value)
+    s3b = cloud.boto3(access_key=new_key["AWS_ACCESS_KEY_ID"], secret_key=new_key["AWS_SECRET_ACCESS_KEY"])
+    s3b.list_buckets()
+    cloud.euca("account", "disable", "cli-user")
+    with pytest.raises(Exception):
+        s3b.list_buckets()
+    assert cloud.euca("account", "create", "cli-user", check=False).returncode != 0, "duplicate account refused"
+
+
+def _admin_call(cloud, access_key, secret_key, method, path):
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    req = AWSRequest(method=method, url=cloud.endpoint + path, data=b"")
+    S3SigV4Auth(Credentials(access_key, secret_key), "s3", cloud.region).add_auth(req)
+    r = urllib.request.Request(req.url, method=method, headers=dict(req.headers.items()))
+    try:
+        with urllib.request.urlopen(r) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_admin_api_only_for_admin(cloud):
+    other = cloud.new_account("not-admin")
+    assert _admin_call(cloud, other["AWS_ACCESS_KEY_ID"], other["AWS_SECRET_ACCESS_KEY"], "POST", "/_admin/accounts/sneaky") == 403
+    assert _admin_call(cloud, cloud.access_key, cloud.secret_key, "GET", "/_admin/accounts") == 200
+    assert "sneaky" not in cloud.euca("account", "list").stdout
+    # Anonymous:
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(cloud.endpoint + "/_admin/accounts")
+    assert e.value.code == 403
