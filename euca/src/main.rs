@@ -176,7 +176,11 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 
 /// Starts Walrus with the `up` data layout, writes the admin's client configs and
 /// prints where everything is.
-async fn start_walrus(data: &Path, mut wcfg: WalrusConfig, data_dir_from_file: bool) -> Result<walrus::Walrus> {
+async fn start_walrus(
+    data: &Path,
+    mut wcfg: WalrusConfig,
+    data_dir_from_file: bool,
+) -> Result<walrus::Walrus> {
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let data = data.canonicalize()?;
     if !data_dir_from_file {
@@ -184,7 +188,13 @@ async fn start_walrus(data: &Path, mut wcfg: WalrusConfig, data_dir_from_file: b
     }
     let (identity, admin_key, system_id) = open_identity(&data.join("identity.redb"))?;
     let region = wcfg.region.clone();
-    let walrus = walrus::Walrus::open(wcfg, identity, system_id, euca_identity::ADMIN_ACCOUNT.into()).await?;
+    let walrus = walrus::Walrus::open(
+        wcfg,
+        identity,
+        system_id,
+        euca_identity::ADMIN_ACCOUNT.into(),
+    )
+    .await?;
     let s3_url = format!("http://{}/", walrus.local_addr());
     let cred_dir = data.join("credentials");
     credentials::write_all(&cred_dir, &s3_url, &region, &admin_key)?;
@@ -192,13 +202,19 @@ async fn start_walrus(data: &Path, mut wcfg: WalrusConfig, data_dir_from_file: b
     println!("  metrics      {s3_url}_metrics");
     println!("  credentials  {}/", cred_dir.display());
     println!("               eucarc (source it), aws/config + aws/credentials (profile euca), s3cfg (s3cmd -c), rclone.conf (remote euca:)");
-    println!("  try: source {}/eucarc && aws --endpoint-url $S3_URL s3 ls", cred_dir.display());
+    println!(
+        "  try: source {}/eucarc && aws --endpoint-url $S3_URL s3 ls",
+        cred_dir.display()
+    );
     Ok(walrus)
 }
 
 async fn up(a: UpArgs) -> Result<()> {
     let cfg = load_config(a.config.as_deref())?;
-    let from_file = cfg.walrus.as_ref().is_some_and(|w| w.data_dir != WalrusConfig::default().data_dir);
+    let from_file = cfg
+        .walrus
+        .as_ref()
+        .is_some_and(|w| w.data_dir != WalrusConfig::default().data_dir);
     let mut wcfg = cfg.walrus.unwrap_or_default();
     wcfg.listen = a.walrus_listen;
     println!("euca: the cloud is up");
@@ -209,7 +225,10 @@ async fn up(a: UpArgs) -> Result<()> {
 
 async fn walrus_alone(a: WalrusArgs) -> Result<()> {
     let cfg = load_config(a.config.as_deref())?;
-    let from_file = cfg.walrus.as_ref().is_some_and(|w| w.data_dir != WalrusConfig::default().data_dir);
+    let from_file = cfg
+        .walrus
+        .as_ref()
+        .is_some_and(|w| w.data_dir != WalrusConfig::default().data_dir);
     let mut w = cfg.walrus.unwrap_or_default();
     if let Some(l) = a.listen {
         w.listen = l;

@@ -219,8 +219,12 @@ async fn route(
     // Content-Length (the request-smuggling shape), and S3 clients never need it.
     if parts.headers.contains_key("transfer-encoding") {
         return Err((
-            S3Error::new("NotImplemented", 501, "A header you provided implies functionality that is not implemented")
-                .with("Header", "Transfer-Encoding"),
+            S3Error::new(
+                "NotImplemented",
+                501,
+                "A header you provided implies functionality that is not implemented",
+            )
+            .with("Header", "Transfer-Encoding"),
             "Invalid",
         ));
     }

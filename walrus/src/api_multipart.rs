@@ -143,8 +143,7 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         let (blob, md5) = copy_range(st, &src, range).await?;
         (blob, md5, Vec::new())
     } else {
-        if !r.headers.contains_key("content-length")
-        {
+        if !r.headers.contains_key("content-length") {
             return Err(S3Error::new(
                 "MissingContentLength",
                 411,

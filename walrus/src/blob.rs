@@ -92,6 +92,14 @@ impl BlobStore {
     /// Starts a new blob.
     pub async fn create(&self) -> Result<BlobWriter, BlobError> {
         let id = new_blob_id();
+        if let Some(root) = &self.local_root {
+            let dest = root.join(path_of(&id).as_ref());
+            return Ok(BlobWriter {
+                id,
+                size: 0,
+                w: Some(Sink::Local(LocalWriter::start(dest))),
+            });
+        }
         let upload = self
             .store
             .put_multipart(&path_of(&id))
@@ -100,7 +108,9 @@ impl BlobStore {
         Ok(BlobWriter {
             id,
             size: 0,
-            w: Some(WriteMultipart::new_with_chunk_size(upload, WRITE_PART)),
+            w: Some(Sink::Store(WriteMultipart::new_with_chunk_size(
+                upload, WRITE_PART,
+            ))),
         })
     }
 
@@ -162,7 +172,9 @@ impl BlobStore {
         while let Some(item) = list.next().await {
             let meta = item.map_err(classify)?;
             let id = meta.location.filename().unwrap_or_default().to_string();
-            if !referenced.contains(&id) {
+            // Only our ids are blobs; anything else (staging files) is handled below.
+            let is_blob = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+            if is_blob && !referenced.contains(&id) {
                 doomed.push(id);
             }
         }
@@ -241,24 +253,37 @@ fn file_stream(
 pub struct BlobWriter {
     pub id: String,
     size: u64,
-    w: Option<WriteMultipart>,
+    w: Option<Sink>,
+}
+
+enum Sink {
+    Local(LocalWriter),
+    Store(WriteMultipart),
 }
 
 impl BlobWriter {
     pub async fn write(&mut self, data: Bytes) -> Result<(), BlobError> {
-        let w = self.w.as_mut().ok_or(BlobError::NotFound)?;
-        w.wait_for_capacity(WRITE_CONCURRENCY)
-            .await
-            .map_err(classify)?;
         self.size += data.len() as u64;
-        w.put(data);
-        Ok(())
+        match self.w.as_mut().ok_or(BlobError::NotFound)? {
+            Sink::Local(l) => l.write(data).await,
+            Sink::Store(w) => {
+                w.wait_for_capacity(WRITE_CONCURRENCY)
+                    .await
+                    .map_err(classify)?;
+                w.put(data);
+                Ok(())
+            }
+        }
     }
 
     /// Durably publishes the blob; returns its id.
     pub async fn finish(mut self) -> Result<String, BlobError> {
-        let w = self.w.take().ok_or(BlobError::NotFound)?;
-        w.finish().await.map_err(classify)?;
+        match self.w.take().ok_or(BlobError::NotFound)? {
+            Sink::Local(l) => l.finish().await?,
+            Sink::Store(w) => {
+                w.finish().await.map_err(classify)?;
+            }
+        }
         Ok(self.id.clone())
     }
 
@@ -267,8 +292,147 @@ impl BlobWriter {
     }
 
     pub async fn abort(mut self) {
-        if let Some(w) = self.w.take() {
-            let _ = w.abort().await;
+        match self.w.take() {
+            Some(Sink::Store(w)) => {
+                let _ = w.abort().await;
+            }
+            Some(Sink::Local(l)) => l.abort().await,
+            None => {}
+        }
+    }
+}
+
+/// Start write-back every this many bytes, and wait for the window before the last
+/// one: the page cache never holds more than two windows of a blob's dirty data, so
+/// the final fsync is short and a large PUT streams at disk speed.
+const WRITE_BEHIND: u64 = 8 << 20;
+
+enum Msg {
+    Data(Bytes),
+    Finish,
+}
+
+/// The local filesystem writer: a staging file `<id>#w` beside its final name, written
+/// on a blocking thread with write-behind, then fsync, rename, fsync of the directory
+/// (the same publish protocol as `object_store`'s local store with fsync on, which
+/// serves every read, delete, copy and listing of these blobs).
+struct LocalWriter {
+    tx: tokio::sync::mpsc::Sender<Msg>,
+    done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl LocalWriter {
+    fn start(dest: PathBuf) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(8);
+        let done = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let dir = dest.parent().map(PathBuf::from).unwrap_or_default();
+            std::fs::create_dir_all(&dir)?;
+            let tmp = PathBuf::from(format!("{}#w", dest.display()));
+            let result = (|| {
+                let mut f = File::create(&tmp)?;
+                let mut written = 0u64;
+                let mut flushed = 0u64;
+                while let Some(msg) = rx.blocking_recv() {
+                    match msg {
+                        Msg::Data(b) => {
+                            f.write_all(&b)?;
+                            written += b.len() as u64;
+                            if written - flushed >= WRITE_BEHIND {
+                                write_behind(&f, flushed, written - flushed);
+                                flushed = written;
+                            }
+                        }
+                        Msg::Finish => {
+                            f.sync_data()?;
+                            drop(f);
+                            std::fs::rename(&tmp, &dest)?;
+                            File::open(&dir)?.sync_all()?;
+                            return Ok(true);
+                        }
+                    }
+                }
+                Ok(false)
+            })();
+            match result {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    Err(std::io::Error::other("blob write abandoned"))
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    Err(e)
+                }
+            }
+        });
+        Self {
+            tx,
+            done: Some(done),
+        }
+    }
+
+    /// The writer thread's outcome (it ends on Finish, on error, or when abandoned).
+    async fn outcome(&mut self) -> Result<(), BlobError> {
+        match self.done.take() {
+            Some(h) => match h.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(io_error(e)),
+                Err(e) => Err(BlobError::Io(std::io::Error::other(e))),
+            },
+            None => Err(BlobError::Io(std::io::Error::other(
+                "blob writer already finished",
+            ))),
+        }
+    }
+
+    async fn write(&mut self, data: Bytes) -> Result<(), BlobError> {
+        if self.tx.send(Msg::Data(data)).await.is_err() {
+            // The writer stopped early: its error says why.
+            self.outcome().await?;
+            return Err(BlobError::Io(std::io::Error::other("blob writer stopped")));
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<(), BlobError> {
+        let _ = self.tx.send(Msg::Finish).await;
+        self.outcome().await
+    }
+
+    async fn abort(self) {
+        let Self { tx, done } = self;
+        drop(tx);
+        if let Some(h) = done {
+            let _ = h.await;
+        }
+    }
+}
+
+fn io_error(e: std::io::Error) -> BlobError {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        BlobError::NoSpace
+    } else {
+        BlobError::Io(e)
+    }
+}
+
+/// Starts write-back of `[off, off+len)` and waits for the previous window.
+fn write_behind(f: &File, off: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    // SAFETY: plain syscalls on an open descriptor; failures only lose the hint.
+    unsafe {
+        libc::sync_file_range(fd, off as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
+        if off >= len {
+            libc::sync_file_range(
+                fd,
+                (off - len) as i64,
+                len as i64,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            );
         }
     }
 }
