@@ -90,7 +90,7 @@ def curl(url, *extra, method=None, headers=None, upload=None, resolve=None, time
             cmd += ["--resolve", resolve]
         cmd += list(extra)
         cmd.append(url)
-        r = run(cmd, text=True, timeout=timeout + 10)
+        run(cmd, text=True, timeout=timeout + 10)
         raw = hdr.read_text(errors="replace")
         data = body.read_bytes() if body.exists() else b""
     # Keep the last response block (after any 100 Continue).

@@ -113,6 +113,10 @@ def test_list_object_versions_unversioned(s3, bucket):
     sizes = {v["Key"]: v["Size"] for v in versions}
     assert sizes == {"a": len(b"overwritten"), "b/c": 3, "d e": 3}
     assert not r.get("DeleteMarkers")
+    # The "null" version is addressable (rclone HEADs ?versionId=null when it sees one).
+    assert s3.get_object(Bucket=bucket, Key="a", VersionId="null")["Body"].read() == \
+        b"overwritten"
+    assert s3.head_object(Bucket=bucket, Key="b/c", VersionId="null")["ContentLength"] == 3
 
 
 # ---------------------------------------------------------------------------
@@ -178,6 +182,23 @@ def test_object_overwrite_and_empty_object(s3, bucket):
     # Default content type when none is given.
     assert s3.head_object(Bucket=bucket, Key="empty")["ContentType"] in (
         "binary/octet-stream", "application/octet-stream")
+
+
+def test_expect_100_continue_empty_body_then_reuse_connection(cloud, bucket):
+    """botocore sends `Expect: 100-continue` for file-like bodies, empty ones included, and
+    then reuses the keep-alive connection. The next request on that connection must not
+    stall (awscli `s3 sync` of a tree containing an empty file hit ~30 s stalls)."""
+    import io
+    c = cloud.boto3(max_pool_connections=1, read_timeout=5, connect_timeout=5)
+    t0 = time.time()
+    for i in range(3):
+        c.put_object(Bucket=bucket, Key=f"empty{i}", Body=io.BytesIO(b""))
+        c.put_object(Bucket=bucket, Key=f"full{i}", Body=io.BytesIO(b"data%d" % i))
+        c.put_object(Bucket=bucket, Key=f"full{i}", Body=io.BytesIO(b"data%d" % i))
+    assert time.time() - t0 < 10
+    for i in range(3):
+        assert c.get_object(Bucket=bucket, Key=f"empty{i}")["Body"].read() == b""
+        assert c.get_object(Bucket=bucket, Key=f"full{i}")["Body"].read() == b"data%d" % i
 
 
 def test_keys_with_special_characters_roundtrip(s3, bucket):

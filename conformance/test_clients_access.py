@@ -134,7 +134,7 @@ def test_object_acl_canned_and_grants(s3, bucket, other):
     assert s3.get_object(Bucket=bucket, Key="o")["Body"].read() == b"acl"
 
 
-def test_anonymous_access_public_vs_private(cloud, s3, bucket):
+def test_anonymous_access_public_vs_private(cloud, s3, bucket, tmp_path):
     body = os.urandom(3000)
     s3.put_object(Bucket=bucket, Key="pub lic/\u00e9.bin", Body=body, ACL="public-read",
                   ContentType="application/x-pub")
@@ -155,12 +155,9 @@ def test_anonymous_access_public_vs_private(cloud, s3, bucket):
     assert "xml" in hdrs.get("content-type", ""), hdrs
 
     # Anonymous writes are refused and store nothing.
-    up = cloud.data.parent / "anon-upload.txt"
+    up = tmp_path / "anon-upload.txt"
     up.write_bytes(b"anon")
-    try:
-        status, _, data = curl(obj_url(cloud, bucket, "anon.txt"), upload=up)
-    finally:
-        up.unlink()
+    status, _, data = curl(obj_url(cloud, bucket, "anon.txt"), upload=up)
     assert status == 403 and s3_error_code(data) == "AccessDenied", data
     assert "anon.txt" not in list_keys(s3, bucket)
 

@@ -74,6 +74,13 @@ def test_awscli_s3_basic(cloud, s3, new_bucket_name, tmp_path, variant):
         f"s3://{b}/x")
     status, _, body = curl(f"{cloud.endpoint}/{b}/x")
     assert status == 200 and body == data
+    anon_out = tmp_path / "anon.bin"
+    aws(cloud, variant, "s3", "cp", "--no-progress", "--no-sign-request", f"s3://{b}/x",
+        str(anon_out))
+    assert anon_out.read_bytes() == data
+    r = aws(cloud, variant, "s3", "cp", "--no-progress", "--no-sign-request",
+            f"s3://{b}/moved%.bin", str(tmp_path / "anon2.bin"), check=False)
+    assert r.returncode != 0 and "403" in r.stderr, (r.stdout, r.stderr)
     r = aws(cloud, variant, "s3", "presign", "--expires-in", "300", f"s3://{b}/moved%.bin")
     status, _, body = curl(r.stdout.strip())
     assert status == 200 and body == data, body[:300]
@@ -130,7 +137,7 @@ def test_awscli_s3_sync_tree(cloud, s3, new_bucket_name, tmp_path, variant):
     assert r.stdout.count("upload:") == 1 and r.stdout.count("delete:") == 1, r.stdout
     assert s3.get_object(Bucket=b, Key=f"tree/{changed}")["Body"].read() == \
         b"changed content, different size"
-    assert f"tree/plus+sign.txt" not in list_keys(s3, b)
+    assert "tree/plus+sign.txt" not in list_keys(s3, b)
 
     r = aws(cloud, variant, "s3", "ls", "--recursive", f"s3://{b}/tree/")
     assert len(lines(r.stdout)) == len(want) - 1
@@ -381,7 +388,7 @@ def test_rclone(cloud, s3, new_bucket_name, tmp_path):
     assert r.returncode != 0
     rclone(cloud, "sync", str(src), f"euca:{b}/tree")
     rclone(cloud, "check", str(src), f"euca:{b}/tree")
-    assert f"tree/caf\u00e9.txt" not in list_keys(s3, b)
+    assert "tree/caf\u00e9.txt" not in list_keys(s3, b)
     assert s3.get_object(Bucket=b, Key="tree/with space.txt")["Body"].read() == b"changed"
 
     rclone(cloud, "deletefile", f"euca:{b}/dir/one file.bin")
@@ -390,6 +397,21 @@ def test_rclone(cloud, s3, new_bucket_name, tmp_path):
     assert list_keys(s3, b) == []
     rclone(cloud, "rmdir", f"euca:{b}")
     assert not bucket_exists(s3, b)
+
+
+def test_rclone_v2_auth(cloud, s3, bucket, tmp_path):
+    """rclone with SigV2 request signing (--s3-v2-auth)."""
+    f = tmp_path / "v2 file+%.bin"
+    data = os.urandom(70000)
+    f.write_bytes(data)
+    rclone(cloud, "--s3-v2-auth", "copy", str(f), f"euca:{bucket}/v2")
+    assert s3.get_object(Bucket=bucket, Key="v2/v2 file+%.bin")["Body"].read() == data
+    r = rclone(cloud, "--s3-v2-auth", "lsf", "-R", "--files-only", f"euca:{bucket}")
+    assert lines(r.stdout) == ["v2/v2 file+%.bin"], r.stdout
+    r = rclone(cloud, "--s3-v2-auth", "cat", f"euca:{bucket}/v2/v2 file+%.bin", text=False)
+    assert r.stdout == data
+    rclone(cloud, "--s3-v2-auth", "deletefile", f"euca:{bucket}/v2/v2 file+%.bin")
+    assert list_keys(s3, bucket) == []
 
 
 # ---------------------------------------------------------------------------

@@ -136,6 +136,12 @@ fn resources(parts: &Parts) -> Vec<String> {
     if re != raw {
         v.push(canonical_resource(&re, q, vb));
     }
+    // botocore signs `/bucket/` for a path-style request to `/bucket`: the same
+    // resource (only bucket-level paths, so no object can stand in for another).
+    let segs = raw.trim_start_matches('/');
+    if vb.is_none() && !segs.is_empty() && !segs.contains('/') {
+        v.push(canonical_resource(&format!("{raw}/"), q, vb));
+    }
     v
 }
 

@@ -32,6 +32,15 @@ pub fn format_http_date(t: OffsetDateTime) -> String {
 /// RFC 1123 / RFC 2822 dates, with `GMT` or a numeric zone (s3cmd sends `+0000`).
 pub fn parse_http_date(s: &str) -> Option<OffsetDateTime> {
     let s = s.trim();
+    // rclone's SigV2 sends `UTC` where RFC 1123 says `GMT`.
+    let gmt;
+    let s = match s.strip_suffix(" UTC") {
+        Some(head) => {
+            gmt = format!("{head} GMT");
+            gmt.as_str()
+        }
+        None => s,
+    };
     httpdate::parse_http_date(s)
         .ok()
         .map(OffsetDateTime::from)
@@ -50,5 +59,6 @@ mod tests {
         assert_eq!(parse_http_date("Fri, 24 May 2013 00:00:00 GMT"), Some(t));
         assert!(parse_amz_date("2013-05-24").is_none());
         assert_eq!(parse_http_date("Fri, 24 May 2013 00:00:00 +0000"), Some(t));
+        assert_eq!(parse_http_date("Fri, 24 May 2013 00:00:00 UTC"), Some(t));
     }
 }

@@ -180,6 +180,17 @@ pub async fn handle(st: Arc<State>, req: http::Request<Incoming>, peer: SocketAd
     let rid = request_id();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    // hyper sends `100 Continue` only for a non-empty body. botocore keeps the state of
+    // a request answered without it on the connection and misreads the next response,
+    // so such a connection is closed after the answer.
+    let expect_no_continue = req
+        .headers()
+        .get("expect")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+        && req
+            .headers()
+            .get("content-length")
+            .is_some_and(|v| v.as_bytes() == b"0");
     let (resp, op) = match route(&st, req, &rid).await {
         Ok(x) => x,
         Err((e, op)) => (error_response(&e, &rid, method == Method::HEAD), op),
@@ -191,6 +202,9 @@ pub async fn handle(st: Arc<State>, req: http::Request<Incoming>, peer: SocketAd
         h.insert("x-amz-id-2", v);
     }
     h.insert("server", HeaderValue::from_static("Walrus"));
+    if expect_no_continue {
+        h.insert("connection", HeaderValue::from_static("close"));
+    }
     let status = resp.status().as_u16();
     st.metrics.record(op, status);
     tracing::info!(target: "walrus::access", %peer, %method, path = %path, op, status, ms = started.elapsed().as_millis() as u64, rid = %rid);

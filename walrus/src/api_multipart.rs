@@ -478,32 +478,83 @@ pub async fn list_uploads(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .min(1000);
     let key_marker = r.q("key-marker").filter(|s| !s.is_empty());
     let id_marker = r.q("upload-id-marker").unwrap_or("");
-    let after = key_marker.map(|k| (k, id_marker));
+    let delimiter = r.q("delimiter").unwrap_or("");
     // Without an upload-id marker, S3 resumes after every upload of the key marker.
-    let mut ups = st.meta.scan_uploads(
-        r.bucket(),
-        after.map(|(k, u)| (k, if u.is_empty() { "\u{10FFFF}" } else { u })),
-        &prefix,
-        max + 1,
-    )?;
-    let truncated = ups.len() > max;
-    ups.truncate(max);
+    const LAST: &str = "\u{10FFFF}";
+    let mut after: Option<(String, String)> = key_marker.map(|k| {
+        (
+            k.to_string(),
+            if id_marker.is_empty() {
+                LAST.to_string()
+            } else {
+                id_marker.to_string()
+            },
+        )
+    });
+    let mut ups: Vec<UploadMeta> = Vec::new();
+    let mut prefixes: Vec<String> = Vec::new();
+    let mut truncated = false;
+    'scan: loop {
+        let batch = st.meta.scan_uploads(
+            r.bucket(),
+            after.as_ref().map(|(k, u)| (k.as_str(), u.as_str())),
+            &prefix,
+            1000,
+        )?;
+        let Some(last) = batch.last() else { break };
+        let full = batch.len() == 1000;
+        after = Some((last.key.clone(), last.upload_id.clone()));
+        for u in batch {
+            let cp = (!delimiter.is_empty())
+                .then(|| {
+                    u.key[prefix.len()..]
+                        .find(delimiter)
+                        .map(|i| u.key[..prefix.len() + i + delimiter.len()].to_string())
+                })
+                .flatten();
+            if let Some(cp) = cp {
+                let seen =
+                    prefixes.last() == Some(&cp) || key_marker.is_some_and(|m| cp.as_str() <= m);
+                if !seen {
+                    if ups.len() + prefixes.len() >= max {
+                        truncated = true;
+                        break 'scan;
+                    }
+                    prefixes.push(cp.clone());
+                }
+                // Skip the rest of this prefix.
+                after = Some((format!("{cp}{LAST}"), LAST.to_string()));
+                continue 'scan;
+            }
+            if ups.len() + prefixes.len() >= max {
+                truncated = true;
+                break 'scan;
+            }
+            ups.push(u);
+        }
+        if !full {
+            break;
+        }
+    }
+    let (next_key, next_id) = match (ups.last(), prefixes.last()) {
+        (Some(u), Some(p)) if p.as_str() > u.key.as_str() => (p.clone(), String::new()),
+        (Some(u), _) => (u.key.clone(), u.upload_id.clone()),
+        (None, Some(p)) => (p.clone(), String::new()),
+        (None, None) => (String::new(), String::new()),
+    };
     let mut w = XmlWriter::new();
     w.root("ListMultipartUploadsResult", S3_NS)
         .elem("Bucket", r.bucket())
         .elem("KeyMarker", key_marker.unwrap_or(""))
         .elem("UploadIdMarker", id_marker)
-        .elem(
-            "NextKeyMarker",
-            ups.last().map(|u| u.key.as_str()).unwrap_or(""),
-        )
-        .elem(
-            "NextUploadIdMarker",
-            ups.last().map(|u| u.upload_id.as_str()).unwrap_or(""),
-        )
+        .elem("NextKeyMarker", &next_key)
+        .elem("NextUploadIdMarker", &next_id)
         .elem("Prefix", &prefix)
         .elem("MaxUploads", max.to_string())
         .elem("IsTruncated", if truncated { "true" } else { "false" });
+    if !delimiter.is_empty() {
+        w.elem("Delimiter", delimiter);
+    }
     for u in &ups {
         w.open("Upload")
             .elem("Key", &u.key)
@@ -519,6 +570,9 @@ pub async fn list_uploads(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             .elem("StorageClass", "STANDARD")
             .elem("Initiated", format_iso8601(millis_to_time(u.initiated)))
             .close();
+    }
+    for p in &prefixes {
+        w.open("CommonPrefixes").elem("Prefix", p).close();
     }
     Ok(xml(StatusCode::OK, w.finish()))
 }
