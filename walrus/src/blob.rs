@@ -323,7 +323,7 @@ struct LocalWriter {
 
 impl LocalWriter {
     fn start(dest: PathBuf) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(8);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(2);
         let done = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             use std::io::Write;
             let dir = dest.parent().map(PathBuf::from).unwrap_or_default();

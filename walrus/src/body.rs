@@ -20,6 +20,39 @@ use std::collections::VecDeque;
 /// A body that sends nothing for this long is abandoned (slow-body protection).
 const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Bodies larger than this are hashed on a blocking thread, in parallel with receiving.
+const OFFLOAD_AFTER: u64 = 1 << 20;
+/// Chunk size handed on once a body is large.
+const COALESCE: usize = 1 << 20;
+
+/// Every digest a body needs, updated together.
+struct Hashes {
+    md5: Md5,
+    sha256: Option<Sha256>,
+    checksum: Option<ChecksumHasher>,
+}
+
+impl Hashes {
+    fn update(&mut self, b: &[u8]) {
+        self.md5.update(b);
+        if let Some(h) = &mut self.sha256 {
+            h.update(b);
+        }
+        if let Some(h) = &mut self.checksum {
+            h.update(b);
+        }
+    }
+}
+
+enum HashState {
+    Inline(Box<Hashes>),
+    Offloaded {
+        tx: tokio::sync::mpsc::Sender<Bytes>,
+        handle: tokio::task::JoinHandle<Hashes>,
+    },
+    Taken,
+}
+
 pub type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
 pub struct BodySummary {
@@ -33,9 +66,11 @@ pub struct VerifiedBody {
     inner: Option<Body>,
     decoder: Option<ChunkedDecoder>,
     pending: VecDeque<Bytes>,
-    md5: Md5,
-    sha256: Option<(Sha256, String)>,
-    checksum: Option<(ChecksumAlgorithm, ChecksumHasher, Option<String>)>,
+    hashes: HashState,
+    /// The SHA-256 the signature bound the payload to.
+    sha256_expected: Option<String>,
+    /// The checksum algorithm and the value declared in a header, if any.
+    checksum: Option<(ChecksumAlgorithm, Option<String>)>,
     trailer_checksum: bool,
     content_md5: Option<[u8; 16]>,
     decoded_length: Option<u64>,
@@ -85,14 +120,14 @@ impl VerifiedBody {
                         alg.header()
                     )));
                 }
-                checksum = Some((alg, alg.hasher(), Some(v.trim().to_string())));
+                checksum = Some((alg, Some(v.trim().to_string())));
             }
         }
         let mut trailer_checksum = false;
         if let Some(t) = header(headers, "x-amz-trailer") {
             let alg = ChecksumAlgorithm::from_header(t.trim())
                 .ok_or_else(|| S3Error::invalid_request(format!("Unsupported trailer {t}")))?;
-            checksum = Some((alg, alg.hasher(), None));
+            checksum = Some((alg, None));
             trailer_checksum = true;
         }
         if checksum.is_none() {
@@ -100,12 +135,12 @@ impl VerifiedBody {
                 let alg = ChecksumAlgorithm::from_name(n.trim()).ok_or_else(|| {
                     S3Error::invalid_request(format!("Unsupported checksum algorithm {n}"))
                 })?;
-                checksum = Some((alg, alg.hasher(), None));
+                checksum = Some((alg, None));
             }
         }
-        let (decoder, sha256, decoded_length) = match payload {
+        let (decoder, sha256_expected, decoded_length) = match payload {
             PayloadCheck::Unsigned => (None, None, None),
-            PayloadCheck::Sha256(h) => (None, Some((Sha256::new(), h.clone())), None),
+            PayloadCheck::Sha256(h) => (None, Some(h.clone()), None),
             PayloadCheck::Chunked {
                 signer,
                 trailer,
@@ -130,8 +165,12 @@ impl VerifiedBody {
             inner: Some(body),
             decoder,
             pending: VecDeque::new(),
-            md5: Md5::new(),
-            sha256,
+            hashes: HashState::Inline(Box::new(Hashes {
+                md5: Md5::new(),
+                sha256: sha256_expected.as_ref().map(|_| Sha256::new()),
+                checksum: checksum.as_ref().map(|(alg, _)| alg.hasher()),
+            })),
+            sha256_expected,
             checksum,
             trailer_checksum,
             content_md5,
@@ -142,11 +181,51 @@ impl VerifiedBody {
         })
     }
 
-    /// The next chunk of payload, or `None` once the body ended and verified.
+    /// The next chunk of payload, or `None` once the body ended and verified. Past the
+    /// first MiB, frames are coalesced into chunks of about [`COALESCE`] bytes so that
+    /// the hashing and writing threads get few, large hand-offs.
     pub async fn next(&mut self) -> S3Result<Option<Bytes>> {
+        if matches!(self.hashes, HashState::Taken) {
+            return Ok(None); // already finished and verified
+        }
+        let chunk = if self.size < OFFLOAD_AFTER {
+            self.next_frame().await?
+        } else {
+            let mut buf = bytes::BytesMut::new();
+            while buf.len() < COALESCE {
+                match self.next_frame().await? {
+                    Some(b) if buf.is_empty() && b.len() >= COALESCE => {
+                        return self.yield_chunk(b).await
+                    }
+                    Some(b) => {
+                        if buf.is_empty() {
+                            buf.reserve(COALESCE + b.len());
+                        }
+                        buf.extend_from_slice(&b)
+                    }
+                    None => break,
+                }
+            }
+            (!buf.is_empty()).then(|| buf.freeze())
+        };
+        match chunk {
+            Some(b) => self.yield_chunk(b).await,
+            None => {
+                self.finish().await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn yield_chunk(&mut self, b: Bytes) -> S3Result<Option<Bytes>> {
+        self.account(&b).await?;
+        Ok(Some(b))
+    }
+
+    /// The next decoded piece of the body as it arrived; `None` at its end.
+    async fn next_frame(&mut self) -> S3Result<Option<Bytes>> {
         loop {
             if let Some(b) = self.pending.pop_front() {
-                self.account(&b)?;
                 return Ok(Some(b));
             }
             let Some(inner) = self.inner.as_mut() else {
@@ -175,29 +254,56 @@ impl VerifiedBody {
                 }
                 None => {
                     self.inner = None;
-                    self.finish()?;
                     return Ok(None);
                 }
             }
         }
     }
 
-    fn account(&mut self, b: &Bytes) -> S3Result<()> {
+    async fn account(&mut self, b: &Bytes) -> S3Result<()> {
         self.size += b.len() as u64;
         if self.size > self.limit {
             return Err(entity_too_large());
         }
-        self.md5.update(b);
-        if let Some((h, _)) = &mut self.sha256 {
-            h.update(b);
-        }
-        if let Some((_, h, _)) = &mut self.checksum {
-            h.update(b);
+        match &mut self.hashes {
+            HashState::Inline(h) => {
+                h.update(b);
+                if self.size >= OFFLOAD_AFTER {
+                    // A large body: hash on another core while this task keeps receiving.
+                    let HashState::Inline(mut h) =
+                        std::mem::replace(&mut self.hashes, HashState::Taken)
+                    else {
+                        unreachable!()
+                    };
+                    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+                    let handle = tokio::task::spawn_blocking(move || {
+                        while let Some(b) = rx.blocking_recv() {
+                            h.update(&b);
+                        }
+                        *h
+                    });
+                    self.hashes = HashState::Offloaded { tx, handle };
+                }
+            }
+            HashState::Offloaded { tx, .. } => {
+                tx.send(b.clone())
+                    .await
+                    .map_err(|_| S3Error::internal("hashing thread stopped"))?;
+            }
+            HashState::Taken => return Err(S3Error::internal("body read after its end")),
         }
         Ok(())
     }
 
-    fn finish(&mut self) -> S3Result<()> {
+    async fn finish(&mut self) -> S3Result<()> {
+        let hashes = match std::mem::replace(&mut self.hashes, HashState::Taken) {
+            HashState::Inline(h) => *h,
+            HashState::Offloaded { tx, handle } => {
+                drop(tx);
+                handle.await.map_err(S3Error::internal)?
+            }
+            HashState::Taken => return Err(S3Error::internal("body finished twice")),
+        };
         if let Some(d) = &mut self.decoder {
             d.finish()?;
             if let Some(expected) = self.decoded_length {
@@ -206,8 +312,8 @@ impl VerifiedBody {
                 }
             }
         }
-        if let Some((h, expected)) = self.sha256.take() {
-            if hex::encode(h.finalize()) != *expected {
+        if let (Some(h), Some(expected)) = (hashes.sha256, self.sha256_expected.take()) {
+            if hex::encode(h.finalize()) != expected {
                 return Err(S3Error::new(
                     "XAmzContentSHA256Mismatch",
                     400,
@@ -215,15 +321,14 @@ impl VerifiedBody {
                 ));
             }
         }
-        let md5: [u8; 16] = std::mem::take(&mut self.md5).finalize().into();
+        let md5: [u8; 16] = hashes.md5.finalize().into();
         if let Some(expected) = self.content_md5 {
             if expected != md5 {
                 return Err(S3Error::bad_digest());
             }
         }
-        let checksum = match self.checksum.take() {
-            None => None,
-            Some((alg, h, declared)) => {
+        let checksum = match (self.checksum.take(), hashes.checksum) {
+            (Some((alg, declared)), Some(h)) => {
                 let got = h.finish_base64();
                 let declared = if self.trailer_checksum {
                     let trailers = self.decoder.as_ref().map(|d| d.trailers()).unwrap_or(&[]);
@@ -258,6 +363,7 @@ impl VerifiedBody {
                 }
                 Some((alg, got))
             }
+            _ => None,
         };
         self.done = Some(BodySummary {
             size: self.size,

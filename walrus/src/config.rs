@@ -26,6 +26,8 @@ pub struct WalrusConfig {
     pub header_timeout_secs: u64,
     /// Largest request head (request line plus headers) in bytes.
     pub max_header_bytes: usize,
+    /// Page cache of the metadata database, in MiB.
+    pub meta_cache_mib: usize,
 }
 
 impl Default for WalrusConfig {
@@ -41,6 +43,7 @@ impl Default for WalrusConfig {
             max_connections: 1024,
             header_timeout_secs: 30,
             max_header_bytes: 64 * 1024,
+            meta_cache_mib: 64,
         }
     }
 }

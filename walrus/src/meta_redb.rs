@@ -81,8 +81,14 @@ pub struct RedbMeta {
 }
 
 impl RedbMeta {
-    pub fn open(path: &Path) -> Result<Self, MetaError> {
-        let db = Arc::new(Database::create(path)?);
+    /// Opens (or creates) the database; `cache_bytes` bounds redb's page cache, the
+    /// main part of the service's resident memory.
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, MetaError> {
+        let db = Arc::new(
+            redb::Builder::new()
+                .set_cache_size(cache_bytes)
+                .create(path)?,
+        );
         let tx = db.begin_write()?;
         tx.open_table(BUCKETS)?;
         tx.open_table(OBJECTS)?;

@@ -55,7 +55,10 @@ impl Walrus {
     ) -> Result<Self, StartError> {
         let dir = cfg.data_dir.clone();
         std::fs::create_dir_all(&dir)?;
-        let meta: Arc<dyn MetaStore> = Arc::new(RedbMeta::open(&dir.join("meta.redb"))?);
+        let meta: Arc<dyn MetaStore> = Arc::new(RedbMeta::open(
+            &dir.join("meta.redb"),
+            cfg.meta_cache_mib << 20,
+        )?);
         let blobs = BlobStore::local(dir.clone())?;
         let referenced = meta.referenced_blobs()?;
         let swept = blobs.sweep(&referenced).await?;

@@ -38,7 +38,7 @@ async fn put(m: &RedbMeta, key: &str) {
 #[tokio::test]
 async fn objects_uploads_and_listing() {
     let dir = tempfile::tempdir().unwrap();
-    let m = RedbMeta::open(&dir.path().join("m.redb")).unwrap();
+    let m = RedbMeta::open(&dir.path().join("m.redb"), 16 << 20).unwrap();
     let b = BucketMeta {
         name: "b".into(),
         owner: owner(),
