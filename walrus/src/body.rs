@@ -23,7 +23,7 @@ const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60
 /// Bodies larger than this are hashed on a blocking thread, in parallel with receiving.
 const OFFLOAD_AFTER: u64 = 1 << 20;
 /// Chunk size handed on once a body is large.
-const COALESCE: usize = 1 << 20;
+const COALESCE: usize = 256 << 10;
 
 /// Every digest a body needs, updated together.
 struct Hashes {
