@@ -394,27 +394,23 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     Ok(xml(StatusCode::OK, w.finish()))
 }
 
+/// A numeric query parameter, or `default` when absent; InvalidArgument if malformed.
+fn query_number<T: std::str::FromStr>(r: &Req, name: &str, default: T) -> S3Result<T> {
+    match r.q(name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| {
+            S3Error::invalid_argument(format!("{name} must be a non-negative integer"))
+                .with("ArgumentName", name)
+        }),
+    }
+}
+
 fn list_parts(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "ListParts";
     let u = load_upload(st, r)?;
     require_upload_access(st, r, &u)?;
-    let max = r
-        .q("max-parts")
-        .map(|v| {
-            v.parse::<usize>()
-                .map_err(|_| S3Error::invalid_argument("max-parts must be an integer"))
-        })
-        .transpose()?
-        .unwrap_or(1000)
-        .min(1000);
-    let marker = r
-        .q("part-number-marker")
-        .map(|v| {
-            v.parse::<u32>()
-                .map_err(|_| S3Error::invalid_argument("part-number-marker must be an integer"))
-        })
-        .transpose()?
-        .unwrap_or(0);
+    let max = query_number::<usize>(r, "max-parts", 1000)?.min(1000);
+    let marker = query_number::<u32>(r, "part-number-marker", 0)?;
     let mut parts = st.meta.parts(&u.upload_id, marker, max + 1)?;
     let truncated = parts.len() > max;
     parts.truncate(max);
@@ -467,15 +463,7 @@ fn list_parts(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
 
 pub async fn list_uploads(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let prefix = r.q("prefix").unwrap_or("").to_string();
-    let max = r
-        .q("max-uploads")
-        .map(|v| {
-            v.parse::<usize>()
-                .map_err(|_| S3Error::invalid_argument("max-uploads must be an integer"))
-        })
-        .transpose()?
-        .unwrap_or(1000)
-        .min(1000);
+    let max = query_number::<usize>(r, "max-uploads", 1000)?.min(1000);
     let key_marker = r.q("key-marker").filter(|s| !s.is_empty());
     let id_marker = r.q("upload-id-marker").unwrap_or("");
     let delimiter = r.q("delimiter").unwrap_or("");

@@ -591,21 +591,7 @@ async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         part_sizes: Vec::new(),
     };
     let etag = meta.etag.clone();
-    match st
-        .meta
-        .apply(MetaOp::PutObject {
-            bucket: r.bucket().into(),
-            key: r.key().into(),
-            meta,
-        })
-        .await
-    {
-        Ok(out) => free_blobs(st, out.freed_blobs),
-        Err(e) => {
-            free_blobs(st, data.blobs().to_vec());
-            return Err(e.into());
-        }
-    }
+    commit_object(st, r, meta).await?;
     let mut resp = empty(StatusCode::OK);
     set_header(resp.headers_mut(), "etag", &format!("\"{etag}\""))?;
     for (a, v) in checksums {
@@ -616,6 +602,27 @@ async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         )?;
     }
     Ok(resp)
+}
+
+/// Makes `meta` the object at the request's key. The blobs it replaced are freed; if
+/// the commit fails, its own blobs are.
+async fn commit_object(st: &Arc<State>, r: &Req, meta: ObjectMeta) -> S3Result<()> {
+    let own = meta.data.blobs().to_vec();
+    let op = MetaOp::PutObject {
+        bucket: r.bucket().into(),
+        key: r.key().into(),
+        meta,
+    };
+    match st.meta.apply(op).await {
+        Ok(out) => {
+            free_blobs(st, out.freed_blobs);
+            Ok(())
+        }
+        Err(e) => {
+            free_blobs(st, own);
+            Err(e.into())
+        }
+    }
 }
 
 /// Parses `x-amz-copy-source`: `[/]bucket/key[?versionId=…]`, URL-encoded.
@@ -703,21 +710,7 @@ async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         part_sizes: src.part_sizes.clone(),
     };
     let lm = meta.last_modified;
-    match st
-        .meta
-        .apply(MetaOp::PutObject {
-            bucket: r.bucket().into(),
-            key: r.key().into(),
-            meta,
-        })
-        .await
-    {
-        Ok(out) => free_blobs(st, out.freed_blobs),
-        Err(e) => {
-            free_blobs(st, data.blobs().to_vec());
-            return Err(e.into());
-        }
-    }
+    commit_object(st, r, meta).await?;
     let mut w = XmlWriter::new();
     w.root("CopyObjectResult", S3_NS)
         .elem("LastModified", format_iso8601(millis_to_time(lm)))
