@@ -101,3 +101,44 @@ def test_admin_api_only_for_admin(cloud):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(cloud.endpoint + "/_admin/accounts")
     assert e.value.code == 403
+
+
+def test_slow_headers_are_cut_off_and_others_still_served(tmp_path):
+    """A client that trickles its request head is disconnected after the header
+    timeout, while a normal client is served meanwhile (slowloris)."""
+    import socket
+
+    port = free_port()
+    cfg = tmp_path / "euca.toml"
+    cfg.write_text("[walrus]\nheader_timeout_secs = 1\n")
+    data = tmp_path / "data"
+    log = open(tmp_path / "up.log", "wb")
+    p = subprocess.Popen([euca_bin(), "up", "--config", str(cfg), "--data", str(data),
+                          "--walrus-listen", f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_health", timeout=1)
+                break
+            except Exception:
+                time.sleep(0.1)
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        for s in slow:
+            s.sendall(b"GET /_health HTTP/1.1\r\nHo")
+        t0 = time.time()
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/_health", timeout=2).read() == b"ok\n"
+        assert time.time() - t0 < 1.0
+        time.sleep(2.5)
+        for s in slow:
+            s.settimeout(2)
+            try:
+                s.sendall(b"st: x\r\n\r\n")
+                got = s.recv(100)
+            except OSError:
+                got = b""
+            # Either closed (b"") or answered with a timeout status, never served.
+            assert not got.startswith(b"HTTP/1.1 200"), got
+            s.close()
+    finally:
+        p.terminate()
+        p.wait(timeout=15)
