@@ -6,6 +6,9 @@ need_apt=()
 command -v rclone >/dev/null || need_apt+=(rclone)
 [ -x /usr/bin/aws ] || need_apt+=(awscli)          # awscli v2 (Debian)
 command -v curl >/dev/null || need_apt+=(curl)
+# Build deps of euca-image (the `openssl` crate links the system OpenSSL).
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

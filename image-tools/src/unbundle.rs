@@ -1,0 +1,565 @@
+//! Unbundling: parts → AES-128-CBC decrypt → gunzip → tar → output file,
+//! streamed through bounded buffers.
+
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use flate2::read::MultiGzDecoder;
+use openssl::symm::{Cipher, Crypter, Mode};
+use sha1::{Digest, Sha1};
+
+use crate::crypto::{BundleKey, KeySource, PrivateKey, SignerCert};
+use crate::error::ImageError;
+use crate::manifest::{Manifest, Sha1Digest};
+
+/// Size of the read and decrypt buffers.
+const BUF: usize = 256 * 1024;
+/// How many tar bytes may precede the first member's data (its header plus
+/// any pax / GNU long-name / sparse extension headers, which the tar reader
+/// holds in memory).
+const TAR_HEADER_BUDGET: u64 = 1024 * 1024;
+/// How many tar bytes may follow the first member's data (block padding, the
+/// two end blocks, record padding: about 11 KiB for euca2ools).
+const TAR_TRAILER_BUDGET: u64 = 16 * 1024 * 1024;
+
+/// What [`unbundle`] produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unbundled {
+    /// The output file (the path that was asked for).
+    pub path: PathBuf,
+    /// Bytes written (= `<image><size>`).
+    pub size: u64,
+    /// SHA-1 of the decrypted, decompressed tar stream (= `<image><digest>`
+    /// unless [`Manifest::image_digest_is_advisory`]).
+    pub tar_sha1: Sha1Digest,
+    /// Which wrapped copy of the AES key the private key opened.
+    pub key_source: KeySource,
+}
+
+/// Reads the manifest at `manifest_path`, then [`unbundle`]s it.
+pub fn unbundle_file(
+    manifest_path: &Path,
+    parts_dir: &Path,
+    key: &PrivateKey,
+    signer: &SignerCert,
+    output: &Path,
+) -> Result<Unbundled, ImageError> {
+    let manifest = Manifest::from_file(manifest_path)?;
+    unbundle(&manifest, parts_dir, key, signer, output)
+}
+
+/// Verifies and unbundles a bundle into the file `output`.
+///
+/// In order, before anything is written: the signature is checked with
+/// `signer`; the AES key and IV are unwrapped with `key` (user's or cloud's);
+/// every part named in the manifest must exist in `parts_dir` and the part
+/// sizes must add up to `<bundled_size>`. (Unsafe part names were already
+/// refused when the manifest was parsed.)
+///
+/// Then the parts are streamed in index order, each part's SHA-1 checked as
+/// it is read, through AES-128-CBC (PKCS#7), gunzip (concatenated members
+/// accepted) and tar; the first tar member (a regular or GNU sparse file) is
+/// written to a temporary file next to `output`. The SHA-1 of the whole tar
+/// stream must equal `<image><digest>` and the member must be exactly
+/// `<image><size>` bytes. Only then is the temporary file fsynced and renamed
+/// to `output` (replacing any file there) and the directory fsynced. On any
+/// error the temporary file is removed and `output` is left untouched.
+///
+/// When data fails to decrypt or decompress, the remaining part bytes are
+/// still hashed so that a corrupted part is reported as
+/// [`ImageError::PartDigestMismatch`] rather than as a symptom further down.
+pub fn unbundle(
+    manifest: &Manifest,
+    parts_dir: &Path,
+    key: &PrivateKey,
+    signer: &SignerCert,
+    output: &Path,
+) -> Result<Unbundled, ImageError> {
+    manifest.verify_signature(signer)?;
+    let bundle_key = manifest.decrypt_bundle_key(key)?;
+    let parts = locate_parts(manifest, parts_dir)?;
+
+    let out_err = |source: io::Error| ImageError::Output {
+        path: output.to_path_buf(),
+        source,
+    };
+    let file_name = output
+        .file_name()
+        .ok_or_else(|| out_err(io::Error::other("output path has no file name")))?;
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(file_name);
+    prefix.push(".");
+    // Dropping `tmp` (any early return below) deletes the temporary file.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".unbundling")
+        .tempfile_in(dir)
+        .map_err(out_err)?;
+
+    let (size, tar_sha1) = {
+        let mut w = BufWriter::with_capacity(BUF, tmp.as_file_mut());
+        let r = extract(manifest, parts, &bundle_key, &mut w, output)?;
+        w.flush().map_err(out_err)?;
+        r
+    };
+    tmp.as_file().sync_all().map_err(out_err)?;
+    tmp.persist(output).map_err(|e| out_err(e.error))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(out_err)?;
+
+    Ok(Unbundled {
+        path: output.to_path_buf(),
+        size,
+        tar_sha1,
+        key_source: bundle_key.source,
+    })
+}
+
+struct PartFile {
+    index: u32,
+    filename: String,
+    path: PathBuf,
+    digest: Sha1Digest,
+}
+
+/// Checks that every part exists and that their sizes add up to `bundled_size`.
+fn locate_parts(manifest: &Manifest, dir: &Path) -> Result<Vec<PartFile>, ImageError> {
+    let mut total: u64 = 0;
+    let mut out = Vec::with_capacity(manifest.image.parts.len());
+    for p in &manifest.image.parts {
+        let path = dir.join(&p.filename);
+        let meta = std::fs::metadata(&path).map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                ImageError::MissingPart {
+                    index: p.index,
+                    filename: p.filename.clone(),
+                    source,
+                }
+            } else {
+                ImageError::PartRead {
+                    index: p.index,
+                    filename: p.filename.clone(),
+                    source,
+                }
+            }
+        })?;
+        if !meta.is_file() {
+            return Err(ImageError::PartRead {
+                index: p.index,
+                filename: p.filename.clone(),
+                source: io::Error::other("not a regular file"),
+            });
+        }
+        total = total.saturating_add(meta.len());
+        out.push(PartFile {
+            index: p.index,
+            filename: p.filename.clone(),
+            path,
+            digest: p.digest,
+        });
+    }
+    if total != manifest.image.bundled_size {
+        return Err(ImageError::Truncated {
+            expected: manifest.image.bundled_size,
+            actual: total,
+        });
+    }
+    Ok(out)
+}
+
+/// Where the layers of the pipeline leave the real error before handing an
+/// opaque `io::Error` up through flate2 and tar. The innermost layer that
+/// fails first wins.
+type Slot = Rc<RefCell<Option<ImageError>>>;
+
+fn fail(slot: &Slot, err: ImageError) -> io::Error {
+    let msg = err.to_string();
+    let mut s = slot.borrow_mut();
+    if s.is_none() {
+        *s = Some(err);
+    }
+    io::Error::other(msg)
+}
+
+fn sha1_of(h: Sha1) -> Sha1Digest {
+    let mut out = [0u8; 20];
+    out.copy_from_slice(&h.finalize());
+    Sha1Digest(out)
+}
+
+/// The concatenated parts, each part's SHA-1 checked when its end is reached.
+struct PartsReader {
+    parts: Vec<PartFile>,
+    next: usize,
+    file: Option<File>,
+    hasher: Sha1,
+    failed: bool,
+    slot: Slot,
+}
+
+impl PartsReader {
+    fn new(parts: Vec<PartFile>, slot: Slot) -> Self {
+        PartsReader {
+            parts,
+            next: 0,
+            file: None,
+            hasher: Sha1::new(),
+            failed: false,
+            slot,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.next >= self.parts.len() && self.file.is_none()
+    }
+
+    fn error(&mut self, err: ImageError) -> io::Error {
+        self.failed = true;
+        fail(&self.slot, err)
+    }
+
+    /// Reads (and hashes) whatever has not been read yet; returns the first
+    /// part error found, if any.
+    fn verify_rest(&mut self) -> Option<ImageError> {
+        let mut buf = vec![0u8; BUF];
+        loop {
+            match self.read(&mut buf) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(_) => return self.slot.borrow_mut().take(),
+            }
+        }
+    }
+}
+
+impl Read for PartsReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.failed {
+            return Err(io::Error::other("bundle parts already failed"));
+        }
+        if buf.is_empty() {
+            // A zero-length read must not be mistaken for the end of a part.
+            return Ok(0);
+        }
+        loop {
+            let Some(part) = self.parts.get(self.next) else {
+                return Ok(0);
+            };
+            let file = match &mut self.file {
+                Some(f) => f,
+                None => match File::open(&part.path) {
+                    Ok(f) => self.file.insert(f),
+                    Err(source) => {
+                        let e = if source.kind() == io::ErrorKind::NotFound {
+                            ImageError::MissingPart {
+                                index: part.index,
+                                filename: part.filename.clone(),
+                                source,
+                            }
+                        } else {
+                            ImageError::PartRead {
+                                index: part.index,
+                                filename: part.filename.clone(),
+                                source,
+                            }
+                        };
+                        return Err(self.error(e));
+                    }
+                },
+            };
+            let n = match file.read(buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    let e = ImageError::PartRead {
+                        index: part.index,
+                        filename: part.filename.clone(),
+                        source,
+                    };
+                    return Err(self.error(e));
+                }
+            };
+            if n > 0 {
+                self.hasher.update(&buf[..n]);
+                return Ok(n);
+            }
+            // End of this part: check its digest, move to the next one.
+            let actual = sha1_of(std::mem::take(&mut self.hasher));
+            if actual != part.digest {
+                let e = ImageError::PartDigestMismatch {
+                    index: part.index,
+                    filename: part.filename.clone(),
+                    expected: part.digest.to_hex(),
+                    actual: actual.to_hex(),
+                };
+                return Err(self.error(e));
+            }
+            self.file = None;
+            self.next += 1;
+        }
+    }
+}
+
+/// AES-128-CBC decryption with PKCS#7 padding removal, as a reader.
+struct AesReader {
+    inner: PartsReader,
+    crypter: Crypter,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    pos: usize,
+    len: usize,
+    finished: bool,
+    slot: Slot,
+}
+
+impl AesReader {
+    fn new(inner: PartsReader, key: &BundleKey, slot: Slot) -> Result<Self, ImageError> {
+        let cipher = Cipher::aes_128_cbc();
+        let crypter = Crypter::new(cipher, Mode::Decrypt, &key.key, Some(&key.iv))
+            .map_err(|e| ImageError::Crypto(e.to_string()))?;
+        Ok(AesReader {
+            inner,
+            crypter,
+            inbuf: vec![0u8; BUF],
+            out: vec![0u8; BUF + cipher.block_size()],
+            pos: 0,
+            len: 0,
+            finished: false,
+            slot,
+        })
+    }
+}
+
+impl Read for AesReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.len {
+            if self.finished || buf.is_empty() {
+                return Ok(0);
+            }
+            let n = self.inner.read(&mut self.inbuf)?;
+            self.pos = 0;
+            self.len = if n == 0 {
+                self.finished = true;
+                self.crypter
+                    .finalize(&mut self.out)
+                    .map_err(|_| fail(&self.slot, ImageError::Decrypt))?
+            } else {
+                self.crypter
+                    .update(&self.inbuf[..n], &mut self.out)
+                    .map_err(|e| fail(&self.slot, ImageError::Crypto(e.to_string())))?
+            };
+        }
+        let n = buf.len().min(self.len - self.pos);
+        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Hashes and counts the decompressed (tar) stream, and caps how much of it
+/// may be read (see the budgets above).
+struct TarStream<R> {
+    inner: R,
+    hasher: Sha1,
+    count: Rc<Cell<u64>>,
+    limit: Rc<Cell<u64>>,
+    slot: Slot,
+}
+
+impl<R: Read> Read for TarStream<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf).map_err(|e| {
+            // An error the inner layers did not claim is gzip's.
+            fail(&self.slot, ImageError::Decompress(e.to_string()))
+        })?;
+        let count = self.count.get() + n as u64;
+        if count > self.limit.get() {
+            return Err(fail(
+                &self.slot,
+                ImageError::Tar(format!(
+                    "the tar stream is longer than expected (more than {} bytes read)",
+                    self.limit.get()
+                )),
+            ));
+        }
+        self.count.set(count);
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Runs the pipeline, writing the first tar member to `out`. Returns the
+/// member size and the tar stream's SHA-1.
+fn extract(
+    manifest: &Manifest,
+    parts: Vec<PartFile>,
+    key: &BundleKey,
+    out: &mut impl Write,
+    out_path: &Path,
+) -> Result<(u64, Sha1Digest), ImageError> {
+    let slot: Slot = Rc::default();
+    let count = Rc::new(Cell::new(0u64));
+    let limit = Rc::new(Cell::new(TAR_HEADER_BUDGET));
+    let parts = PartsReader::new(parts, slot.clone());
+    let aes = AesReader::new(parts, key, slot.clone())?;
+    let tar_stream = TarStream {
+        inner: MultiGzDecoder::new(aes),
+        hasher: Sha1::new(),
+        count: count.clone(),
+        limit: limit.clone(),
+        slot: slot.clone(),
+    };
+    let mut archive = tar::Archive::new(tar_stream);
+    let expected = manifest.image.size;
+    let mut out_error: Option<io::Error> = None;
+
+    let copied = copy_first_member(
+        &mut archive,
+        expected,
+        &count,
+        &limit,
+        &slot,
+        out,
+        &mut out_error,
+    );
+    let mut tar_stream = archive.into_inner();
+    let result = copied.and_then(|n| {
+        // Hash the rest of the tar stream (end blocks, padding) and drive
+        // every layer to its end: gzip trailer, AES padding, last part digest.
+        let mut buf = vec![0u8; BUF];
+        while tar_stream.read(&mut buf)? != 0 {}
+        Ok(n)
+    });
+
+    let n = match result {
+        Ok(n) => n,
+        Err(e) => {
+            if let Some(source) = out_error {
+                return Err(ImageError::Output {
+                    path: out_path.to_path_buf(),
+                    source,
+                });
+            }
+            let claimed = slot.borrow_mut().take();
+            let part_problem = matches!(
+                claimed,
+                Some(
+                    ImageError::PartDigestMismatch { .. }
+                        | ImageError::MissingPart { .. }
+                        | ImageError::PartRead { .. }
+                )
+            );
+            if !part_problem {
+                // A corrupt part shows up as a decrypt/gzip/tar error before
+                // its end is reached: finish hashing the parts to name it.
+                let parts = &mut tar_stream.inner.get_mut().inner;
+                if let Some(part_err) = parts.verify_rest() {
+                    return Err(part_err);
+                }
+            }
+            return Err(claimed.unwrap_or_else(|| ImageError::Tar(e.to_string())));
+        }
+    };
+
+    let aes = tar_stream.inner.get_ref();
+    if !aes.finished || !aes.inner.done() {
+        return Err(ImageError::Decompress(
+            "the gzip stream ended before the end of the ciphertext".into(),
+        ));
+    }
+    if n != expected {
+        return Err(ImageError::ImageSizeMismatch {
+            expected,
+            actual: n,
+        });
+    }
+    let tar_sha1 = sha1_of(tar_stream.hasher);
+    if tar_sha1 != manifest.image.digest && !manifest.image_digest_is_advisory() {
+        return Err(ImageError::ImageDigestMismatch {
+            expected: manifest.image.digest.to_hex(),
+            actual: tar_sha1.to_hex(),
+        });
+    }
+    Ok((n, tar_sha1))
+}
+
+/// Copies the first tar member (at most `expected + 1` bytes) into `out`.
+/// Errors other than output errors are left in `slot` (or are tar's own).
+fn copy_first_member<R: Read>(
+    archive: &mut tar::Archive<R>,
+    expected: u64,
+    count: &Rc<Cell<u64>>,
+    limit: &Rc<Cell<u64>>,
+    slot: &Slot,
+    out: &mut impl Write,
+    out_error: &mut Option<io::Error>,
+) -> io::Result<u64> {
+    let mut entries = archive.entries()?;
+    let mut entry = loop {
+        let Some(entry) = entries.next() else {
+            return Err(fail(
+                slot,
+                ImageError::Tar("the tar stream has no member".into()),
+            ));
+        };
+        let entry = entry?;
+        let t = entry.header().entry_type();
+        if t.is_pax_global_extensions() {
+            continue;
+        }
+        if t.is_file() || t.is_gnu_sparse() || t.is_contiguous() {
+            break entry;
+        }
+        return Err(fail(
+            slot,
+            ImageError::Tar(format!(
+                "the first tar member is not a regular file (type {:?})",
+                t
+            )),
+        ));
+    };
+    // The member's data and the trailer may now be read.
+    limit.set(
+        count
+            .get()
+            .saturating_add(expected)
+            .saturating_add(TAR_TRAILER_BUDGET),
+    );
+
+    let member_size = entry.size();
+    let mut member = (&mut entry).take(expected.saturating_add(1));
+    let mut buf = vec![0u8; BUF];
+    let mut n: u64 = 0;
+    loop {
+        let k = match member.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        n += k as u64;
+        if n > expected {
+            return Err(fail(
+                slot,
+                ImageError::ImageSizeMismatch {
+                    expected,
+                    actual: member_size.max(n),
+                },
+            ));
+        }
+        if let Err(e) = out.write_all(&buf[..k]) {
+            let msg = e.to_string();
+            *out_error = Some(e);
+            return Err(io::Error::other(msg));
+        }
+    }
+    Ok(n)
+}
