@@ -19,7 +19,14 @@ fn write_private(path: &Path, content: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn write_all(dir: &Path, s3_url: &str, region: &str, key: &AccessKey) -> Result<()> {
+pub fn write_all(
+    dir: &Path,
+    s3_url: &str,
+    region: &str,
+    key: &AccessKey,
+    account_id: &str,
+    bundling: &crate::pki::BundlingCreds,
+) -> Result<()> {
     std::fs::create_dir_all(dir.join("aws"))?;
     let (ak, sk) = (&key.access_key_id, &key.secret_access_key);
     let hostport = s3_url.trim_start_matches("http://").trim_end_matches('/');
@@ -37,8 +44,17 @@ pub fn write_all(dir: &Path, s3_url: &str, region: &str, key: &AccessKey) -> Res
              export AWS_ACCESS_KEY_ID={ak}\n\
              export AWS_SECRET_ACCESS_KEY={sk}\n\
              export AWS_DEFAULT_REGION={region}\n\
-             export AWS_ENDPOINT_URL_S3={s3_url}\n",
+             export AWS_ENDPOINT_URL_S3={s3_url}\n\
+             # Bundling (euca-bundle-image): the user's key and certificate, the cloud's certificate.\n\
+             export EC2_USER_ID={account_id}\n\
+             export EC2_ACCOUNT_NUMBER={account_id}\n\
+             export EC2_PRIVATE_KEY={user_key}\n\
+             export EC2_CERT={user_cert}\n\
+             export EUCALYPTUS_CERT={cloud_cert}\n",
             acct = key.account,
+            user_key = bundling.user_key.display(),
+            user_cert = bundling.user_cert.display(),
+            cloud_cert = bundling.cloud_cert.display(),
             host = hostport
                 .rsplit_once(':')
                 .map(|(h, _)| h)

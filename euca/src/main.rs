@@ -1,6 +1,8 @@
 //! `euca`: one binary for every service of the cloud, and its admin commands.
 mod admin;
 mod credentials;
+mod images;
+mod pki;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -32,6 +34,8 @@ enum Cmd {
     Up(UpArgs),
     /// Run Walrus (S3) alone, from a TOML config and/or flags.
     Walrus(WalrusArgs),
+    /// Verify an image bundle (signature, part and image digests) and restore the image.
+    Unbundle(images::UnbundleArgs),
     /// Manage accounts (on a running cloud).
     Account {
         #[command(subcommand)]
@@ -130,7 +134,14 @@ fn main() -> Result<()> {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-    let cli = Cli::parse();
+    // Invoked as `euca-unbundle` (a link to this binary): the euca2ools command names.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let prog = args.first().and_then(|a| Path::new(a).file_name()).and_then(|n| n.to_str()).unwrap_or("euca").to_string();
+    if let Some(sub) = prog.strip_prefix("euca-") {
+        args[0] = "euca".into();
+        args.insert(1, sub.into());
+    }
+    let cli = Cli::parse_from(args);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -145,6 +156,7 @@ fn main() -> Result<()> {
         match cli.cmd {
             Cmd::Up(a) => up(a).await,
             Cmd::Walrus(a) => walrus_alone(a).await,
+            Cmd::Unbundle(a) => tokio::task::spawn_blocking(move || images::unbundle(a)).await?,
             Cmd::Account { cmd, target } => admin::account(&target, cmd).await,
             Cmd::Key { cmd, target } => admin::key(&target, cmd).await,
         }
@@ -153,6 +165,7 @@ fn main() -> Result<()> {
 
 /// Opens the identity store and makes sure the admin and system accounts exist.
 fn open_identity(path: &Path) -> Result<(IdentityStore, euca_identity::AccessKey, String)> {
+    // Returns the store, the admin's first active key and the system account's canonical id.
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
     }
@@ -194,6 +207,7 @@ async fn start_walrus(
     }
     let (identity, admin_key, system_id) = open_identity(&data.join("identity.redb"))?;
     let region = wcfg.region.clone();
+    let admin = identity.account(euca_identity::ADMIN_ACCOUNT)?.context("admin account missing")?;
     let walrus = walrus::Walrus::open(
         wcfg,
         identity,
@@ -203,7 +217,8 @@ async fn start_walrus(
     .await?;
     let s3_url = format!("http://{}/", walrus.local_addr());
     let cred_dir = data.join("credentials");
-    credentials::write_all(&cred_dir, &s3_url, &region, &admin_key)?;
+    let bundling = pki::ensure(&data, &admin.name, &admin.id)?;
+    credentials::write_all(&cred_dir, &s3_url, &region, &admin_key, &admin.id, &bundling)?;
     println!("  walrus (S3)  {s3_url}   (also {s3_url}services/Walrus/)   region {region}");
     println!("  metrics      {s3_url}_metrics");
     println!("  credentials  {}/", cred_dir.display());

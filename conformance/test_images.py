@@ -1,0 +1,75 @@
+"""Image bundles through the `euca` binary: credentials written by `euca up`, and
+`euca unbundle` / `euca-unbundle` on bundles made by the real euca2ools 3.4.1."""
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from conftest import ROOT, euca_bin
+
+FIX = ROOT / "image-tools" / "tests" / "fixtures"
+
+
+def sha1(p):
+    return hashlib.sha1(Path(p).read_bytes()).hexdigest()
+
+
+def test_up_writes_bundling_credentials(cloud):
+    env = cloud.eucarc
+    for k in ("EC2_CERT", "EC2_PRIVATE_KEY", "EUCALYPTUS_CERT"):
+        assert Path(env[k]).exists(), k
+    assert env["EC2_USER_ID"].isdigit() and len(env["EC2_USER_ID"]) == 12
+    assert oct(os.stat(env["EC2_PRIVATE_KEY"]).st_mode & 0o777) == "0o600"
+    cloud_key = cloud.data / "cloud" / "cloud-pk.pem"
+    assert oct(os.stat(cloud_key).st_mode & 0o777) == "0o600"
+    # The user's certificate is issued by the cloud certificate.
+    r = subprocess.run(["openssl", "verify", "-CAfile", env["EUCALYPTUS_CERT"], env["EC2_CERT"]],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # The cloud certificate's key is the cloud's private key.
+    mod = lambda args: subprocess.run(["openssl", *args, "-noout", "-modulus"], capture_output=True, text=True).stdout
+    assert mod(["x509", "-in", env["EUCALYPTUS_CERT"]]) == mod(["rsa", "-in", str(cloud_key)])
+
+
+def test_unbundle_euca2ools_fixture_with_cloud_and_user_keys(tmp_path):
+    expected = sha1(FIX / "input" / "fixture.img")
+    for bundle, key in (("bundle-default", "user-pk.pem"), ("bundle-1MiB-parts", "cloud-pk.pem")):
+        out = tmp_path / bundle
+        r = subprocess.run([euca_bin(), "unbundle", "-m", str(FIX / bundle / "fixture.img.manifest.xml"),
+                            "-k", str(FIX / "keys" / key), "-c", str(FIX / "keys" / "user-cert.pem"),
+                            "-d", str(out)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert sha1(out / "fixture.img") == expected
+
+
+def test_euca_unbundle_name_and_refusals(tmp_path):
+    link = tmp_path / "euca-unbundle"
+    link.symlink_to(euca_bin())
+    src = tmp_path / "b"
+    shutil.copytree(FIX / "bundle-1MiB-parts", src)
+    env = {**os.environ, "EC2_PRIVATE_KEY": str(FIX / "keys" / "user-pk.pem"),
+           "EC2_CERT": str(FIX / "keys" / "user-cert.pem")}
+    r = subprocess.run([str(link), "-m", str(src / "fixture.img.manifest.xml"), "-d", str(tmp_path / "o")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert sha1(tmp_path / "o" / "fixture.img") == sha1(FIX / "input" / "fixture.img")
+    # A tampered part: a clear error naming the part, nothing under the final name.
+    part = src / "fixture.img.part.02"
+    data = bytearray(part.read_bytes())
+    data[100] ^= 1
+    part.write_bytes(bytes(data))
+    r = subprocess.run([str(link), "-m", str(src / "fixture.img.manifest.xml"), "-d", str(tmp_path / "o2")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode != 0
+    assert "part" in r.stderr.lower() and "fixture.img.part.02" in r.stderr, r.stderr
+    assert not (tmp_path / "o2" / "fixture.img").exists()
+    # The wrong key.
+    other = tmp_path / "other-pk.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(other), "2048"], check=True, capture_output=True)
+    env["EC2_PRIVATE_KEY"] = str(other)
+    shutil.copy(FIX / "bundle-1MiB-parts" / "fixture.img.part.02", part)
+    r = subprocess.run([str(link), "-m", str(src / "fixture.img.manifest.xml"), "-d", str(tmp_path / "o3")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode != 0 and "key" in r.stderr.lower(), r.stderr
+    assert not (tmp_path / "o3" / "fixture.img").exists()
