@@ -73,3 +73,44 @@ def test_euca_unbundle_name_and_refusals(tmp_path):
                        capture_output=True, text=True, env=env)
     assert r.returncode != 0 and "key" in r.stderr.lower(), r.stderr
     assert not (tmp_path / "o3" / "fixture.img").exists()
+
+
+def test_upload_download_delete_bundle(cloud, s3, tmp_path):
+    """euca upload-bundle puts the parts and then the manifest where euca2ools does,
+    with the aws-exec-read ACL; download-bundle brings them back; delete-bundle
+    removes them."""
+    env = {**os.environ, **{k: v for k, v in cloud.eucarc.items()}}
+    env.pop("AWS_CA_BUNDLE", None)
+    src = FIX / "bundle-1MiB-parts"
+    parts = sorted(p.name for p in src.iterdir() if ".part." in p.name)
+    r = subprocess.run([euca_bin(), "upload-bundle", "-b", "imgbucket/some/prefix", "-m",
+                        str(src / "fixture.img.manifest.xml")], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="imgbucket")["Contents"])
+    assert keys == sorted([f"some/prefix/{p}" for p in parts] + ["some/prefix/fixture.img.manifest.xml"])
+    for k in keys:
+        grants = s3.get_object_acl(Bucket="imgbucket", Key=k)["Grants"]
+        # aws-exec-read: the owner's FULL_CONTROL plus READ for the cloud's system account.
+        assert {g["Permission"] for g in grants} == {"FULL_CONTROL", "READ"}, grants
+    body = s3.get_object(Bucket="imgbucket", Key="some/prefix/fixture.img.part.01")["Body"].read()
+    assert body == (src / "fixture.img.part.01").read_bytes()
+
+    link = tmp_path / "euca-download-bundle"
+    link.symlink_to(euca_bin())
+    dl = tmp_path / "dl"
+    r = subprocess.run([str(link), "-b", "imgbucket/some/prefix", "-p", "fixture.img", "-d", str(dl)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    for p in parts + ["fixture.img.manifest.xml"]:
+        assert (dl / p).read_bytes() == (src / p).read_bytes(), p
+    r = subprocess.run([euca_bin(), "unbundle", "-m", str(dl / "fixture.img.manifest.xml"),
+                        "-k", str(FIX / "keys" / "cloud-pk.pem"), "-c", str(FIX / "keys" / "user-cert.pem"),
+                        "-d", str(tmp_path / "img")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert sha1(tmp_path / "img" / "fixture.img") == sha1(FIX / "input" / "fixture.img")
+
+    r = subprocess.run([euca_bin(), "delete-bundle", "-b", "imgbucket/some/prefix", "-p", "fixture.img"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert s3.list_objects_v2(Bucket="imgbucket").get("Contents", []) == []
+    s3.delete_bucket(Bucket="imgbucket")

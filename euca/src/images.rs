@@ -1,6 +1,7 @@
 //! Image bundle commands, with the options euca2ools users have in their scripts.
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use futures::StreamExt;
 use std::path::PathBuf;
 
 /// `euca unbundle` / `euca-unbundle`: verify a bundle and restore its image.
@@ -31,13 +32,233 @@ pub fn unbundle(a: UnbundleArgs) -> Result<()> {
     }
     let source = match a.source {
         Some(s) => s,
-        None => a.manifest.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")),
+        None => a
+            .manifest
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(".")),
     };
     let key = euca_image::PrivateKey::from_pem_file(&a.private_key)?;
     let cert = euca_image::SignerCert::from_pem_file(&a.cert)?;
-    std::fs::create_dir_all(&a.destination).with_context(|| format!("creating {}", a.destination.display()))?;
+    std::fs::create_dir_all(&a.destination)
+        .with_context(|| format!("creating {}", a.destination.display()))?;
     let out = a.destination.join(&name);
     let done = euca_image::unbundle(&manifest, &source, &key, &cert, &out)?;
-    println!("{}  {} bytes  (SHA-1 of the tar stream {})", done.path.display(), done.size, done.tar_sha1);
+    println!(
+        "{}  {} bytes  (SHA-1 of the tar stream {})",
+        done.path.display(),
+        done.size,
+        done.tar_sha1
+    );
+    Ok(())
+}
+
+/// Where to reach Walrus, from the eucarc environment or flags (euca2ools names).
+#[derive(Args)]
+pub struct S3Opts {
+    /// S3 endpoint (Walrus), e.g. http://127.0.0.1:8773/.
+    #[arg(short = 'U', long = "url", env = "S3_URL")]
+    url: String,
+    #[arg(short = 'I', long = "access-key-id", env = "AWS_ACCESS_KEY_ID")]
+    access_key: String,
+    #[arg(short = 'S', long = "secret-key", env = "AWS_SECRET_ACCESS_KEY")]
+    secret_key: String,
+    #[arg(long, env = "AWS_DEFAULT_REGION", default_value = "us-east-1")]
+    region: String,
+}
+
+impl S3Opts {
+    fn client(&self) -> Result<euca_s3::S3Client> {
+        Ok(euca_s3::S3Client::new(
+            &self.url,
+            &self.access_key,
+            &self.secret_key,
+            &self.region,
+        )?)
+    }
+}
+
+/// `BUCKET` or `BUCKET/PREFIX` as euca2ools takes it in `-b`.
+fn split_bucket(b: &str) -> (String, String) {
+    match b.trim_matches('/').split_once('/') {
+        Some((bucket, prefix)) => (bucket.to_string(), format!("{}/", prefix.trim_matches('/'))),
+        None => (b.trim_matches('/').to_string(), String::new()),
+    }
+}
+
+/// Parallel uploads of parts.
+const PARALLEL: usize = 4;
+
+#[derive(Args)]
+pub struct UploadBundleArgs {
+    /// Destination: BUCKET or BUCKET/PREFIX.
+    #[arg(short = 'b', long)]
+    bucket: String,
+    /// The bundle's local manifest.
+    #[arg(short = 'm', long)]
+    manifest: PathBuf,
+    /// Directory holding the parts (default: the manifest's directory).
+    #[arg(short = 'd', long)]
+    directory: Option<PathBuf>,
+    /// Canned ACL for the uploaded objects.
+    #[arg(long, default_value = "aws-exec-read")]
+    acl: String,
+    /// Accepted for compatibility; buckets are created in the endpoint's region.
+    #[arg(long)]
+    location: Option<String>,
+    #[command(flatten)]
+    s3: S3Opts,
+}
+
+pub async fn upload_bundle(a: UploadBundleArgs) -> Result<()> {
+    let manifest = euca_image::Manifest::from_file(&a.manifest)?;
+    let dir = a.directory.clone().unwrap_or_else(|| {
+        a.manifest
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+    });
+    let manifest_name = a
+        .manifest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("manifest path has no file name")?
+        .to_string();
+    let (bucket, prefix) = split_bucket(&a.bucket);
+    let s3 = a.s3.client()?;
+    s3.create_bucket(&bucket).await?;
+    // Parts first, in parallel; the manifest last, so a visible manifest means a
+    // complete bundle.
+    let uploads = manifest.image.parts.iter().map(|p| {
+        let (s3, bucket, key, file, acl) = (
+            &s3,
+            &bucket,
+            format!("{prefix}{}", p.filename),
+            dir.join(&p.filename),
+            a.acl.as_str(),
+        );
+        async move {
+            s3.put_file(bucket, &key, &file, Some(acl))
+                .await
+                .with_context(|| format!("uploading {}", file.display()))?;
+            println!("uploaded {bucket}/{key}");
+            Ok::<_, anyhow::Error>(())
+        }
+    });
+    let results: Vec<Result<()>> = futures::stream::iter(uploads)
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<Vec<()>>>()?;
+    let key = format!("{prefix}{manifest_name}");
+    s3.put_file(&bucket, &key, &a.manifest, Some(&a.acl))
+        .await?;
+    println!("uploaded manifest {bucket}/{key}");
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct DownloadBundleArgs {
+    /// Source: BUCKET or BUCKET/PREFIX.
+    #[arg(short = 'b', long)]
+    bucket: String,
+    /// The bundle's name prefix (the manifest is PREFIX.manifest.xml).
+    #[arg(short = 'p', long, required_unless_present = "manifest")]
+    prefix: Option<String>,
+    /// The manifest's object name in the bucket, instead of --prefix.
+    #[arg(short = 'm', long)]
+    manifest: Option<String>,
+    /// Directory to download into.
+    #[arg(short = 'd', long = "directory", default_value = ".")]
+    directory: PathBuf,
+    #[command(flatten)]
+    s3: S3Opts,
+}
+
+fn manifest_key(
+    prefix: &str,
+    bundle: Option<&str>,
+    manifest: Option<&str>,
+) -> Result<(String, String)> {
+    let name = match (manifest, bundle) {
+        (Some(m), _) => m.to_string(),
+        (None, Some(p)) => format!("{p}.manifest.xml"),
+        (None, None) => bail!("give --prefix or --manifest"),
+    };
+    if name.contains('/') || name.contains("..") {
+        bail!("invalid manifest name {name:?}");
+    }
+    Ok((format!("{prefix}{name}"), name))
+}
+
+pub async fn download_bundle(a: DownloadBundleArgs) -> Result<()> {
+    let (bucket, prefix) = split_bucket(&a.bucket);
+    let (key, name) = manifest_key(&prefix, a.prefix.as_deref(), a.manifest.as_deref())?;
+    let s3 = a.s3.client()?;
+    let bytes = s3
+        .get_bytes(&bucket, &key, euca_image::MAX_MANIFEST_BYTES as usize)
+        .await?;
+    // Parsing refuses part names that could escape the directory, before any write.
+    let manifest = euca_image::Manifest::from_bytes(&bytes)?;
+    tokio::fs::create_dir_all(&a.directory).await?;
+    let fetches = manifest.image.parts.iter().map(|p| {
+        let (s3, bucket, key, file) = (
+            &s3,
+            &bucket,
+            format!("{prefix}{}", p.filename),
+            a.directory.join(&p.filename),
+        );
+        async move {
+            s3.get_to_file(bucket, &key, &file)
+                .await
+                .with_context(|| format!("downloading {bucket}/{key}"))?;
+            println!("downloaded {}", file.display());
+            Ok::<_, anyhow::Error>(())
+        }
+    });
+    let results: Vec<Result<()>> = futures::stream::iter(fetches)
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<Vec<()>>>()?;
+    let out = a.directory.join(&name);
+    tokio::fs::write(&out, &bytes).await?;
+    println!("downloaded {}", out.display());
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct DeleteBundleArgs {
+    /// BUCKET or BUCKET/PREFIX.
+    #[arg(short = 'b', long)]
+    bucket: String,
+    /// The bundle's name prefix.
+    #[arg(short = 'p', long, required_unless_present = "manifest")]
+    prefix: Option<String>,
+    /// The manifest's object name in the bucket, instead of --prefix.
+    #[arg(short = 'm', long)]
+    manifest: Option<String>,
+    #[command(flatten)]
+    s3: S3Opts,
+}
+
+pub async fn delete_bundle(a: DeleteBundleArgs) -> Result<()> {
+    let (bucket, prefix) = split_bucket(&a.bucket);
+    let (key, _) = manifest_key(&prefix, a.prefix.as_deref(), a.manifest.as_deref())?;
+    let s3 = a.s3.client()?;
+    let bytes = s3
+        .get_bytes(&bucket, &key, euca_image::MAX_MANIFEST_BYTES as usize)
+        .await?;
+    let manifest = euca_image::Manifest::from_bytes(&bytes)?;
+    for p in &manifest.image.parts {
+        let k = format!("{prefix}{}", p.filename);
+        match s3.delete(&bucket, &k).await {
+            Ok(()) => println!("deleted {bucket}/{k}"),
+            Err(e) if e.code() == Some("NoSuchKey") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    s3.delete(&bucket, &key).await?;
+    println!("deleted {bucket}/{key}");
     Ok(())
 }

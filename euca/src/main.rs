@@ -36,6 +36,12 @@ enum Cmd {
     Walrus(WalrusArgs),
     /// Verify an image bundle (signature, part and image digests) and restore the image.
     Unbundle(images::UnbundleArgs),
+    /// Upload a bundle's parts (in parallel) and then its manifest to Walrus.
+    UploadBundle(images::UploadBundleArgs),
+    /// Download a bundle's manifest and parts from Walrus.
+    DownloadBundle(images::DownloadBundleArgs),
+    /// Delete a bundle's parts and manifest from Walrus.
+    DeleteBundle(images::DeleteBundleArgs),
     /// Manage accounts (on a running cloud).
     Account {
         #[command(subcommand)]
@@ -136,7 +142,12 @@ fn main() -> Result<()> {
     }
     // Invoked as `euca-unbundle` (a link to this binary): the euca2ools command names.
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let prog = args.first().and_then(|a| Path::new(a).file_name()).and_then(|n| n.to_str()).unwrap_or("euca").to_string();
+    let prog = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("euca")
+        .to_string();
     if let Some(sub) = prog.strip_prefix("euca-") {
         args[0] = "euca".into();
         args.insert(1, sub.into());
@@ -156,6 +167,9 @@ fn main() -> Result<()> {
         match cli.cmd {
             Cmd::Up(a) => up(a).await,
             Cmd::Walrus(a) => walrus_alone(a).await,
+            Cmd::UploadBundle(a) => images::upload_bundle(a).await,
+            Cmd::DownloadBundle(a) => images::download_bundle(a).await,
+            Cmd::DeleteBundle(a) => images::delete_bundle(a).await,
             Cmd::Unbundle(a) => tokio::task::spawn_blocking(move || images::unbundle(a)).await?,
             Cmd::Account { cmd, target } => admin::account(&target, cmd).await,
             Cmd::Key { cmd, target } => admin::key(&target, cmd).await,
@@ -207,7 +221,9 @@ async fn start_walrus(
     }
     let (identity, admin_key, system_id) = open_identity(&data.join("identity.redb"))?;
     let region = wcfg.region.clone();
-    let admin = identity.account(euca_identity::ADMIN_ACCOUNT)?.context("admin account missing")?;
+    let admin = identity
+        .account(euca_identity::ADMIN_ACCOUNT)?
+        .context("admin account missing")?;
     let walrus = walrus::Walrus::open(
         wcfg,
         identity,
@@ -218,7 +234,9 @@ async fn start_walrus(
     let s3_url = format!("http://{}/", walrus.local_addr());
     let cred_dir = data.join("credentials");
     let bundling = pki::ensure(&data, &admin.name, &admin.id)?;
-    credentials::write_all(&cred_dir, &s3_url, &region, &admin_key, &admin.id, &bundling)?;
+    credentials::write_all(
+        &cred_dir, &s3_url, &region, &admin_key, &admin.id, &bundling,
+    )?;
     println!("  walrus (S3)  {s3_url}   (also {s3_url}services/Walrus/)   region {region}");
     println!("  metrics      {s3_url}_metrics");
     println!("  credentials  {}/", cred_dir.display());

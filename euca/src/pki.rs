@@ -34,7 +34,12 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         std::fs::create_dir_all(d)?;
     }
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
     f.write_all(data)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -48,7 +53,11 @@ fn name(cn: &str) -> Result<X509Name> {
     Ok(b.build())
 }
 
-fn certificate(subject: &str, key: &PKey<Private>, issuer: Option<(&X509, &PKey<Private>)>) -> Result<X509> {
+fn certificate(
+    subject: &str,
+    key: &PKey<Private>,
+    issuer: Option<(&X509, &PKey<Private>)>,
+) -> Result<X509> {
     let mut b = X509::builder()?;
     b.set_version(2)?;
     let mut serial = BigNum::new()?;
@@ -102,10 +111,16 @@ pub fn ensure(data: &Path, account: &str, account_id: &str) -> Result<BundlingCr
         write_file(&creds.cloud_cert, &cert.to_pem()?, 0o644)?;
     }
     if !creds.user_key.exists() || !creds.user_cert.exists() {
-        let ckey = PKey::private_key_from_pem(&std::fs::read(&creds.cloud_key)?).context("reading the cloud key")?;
-        let ccert = X509::from_pem(&std::fs::read(&creds.cloud_cert)?).context("reading the cloud certificate")?;
+        let ckey = PKey::private_key_from_pem(&std::fs::read(&creds.cloud_key)?)
+            .context("reading the cloud key")?;
+        let ccert = X509::from_pem(&std::fs::read(&creds.cloud_cert)?)
+            .context("reading the cloud certificate")?;
         let key = PKey::from_rsa(Rsa::generate(2048)?)?;
-        let cert = certificate(&format!("{account}-{account_id}"), &key, Some((&ccert, &ckey)))?;
+        let cert = certificate(
+            &format!("{account}-{account_id}"),
+            &key,
+            Some((&ccert, &ckey)),
+        )?;
         write_file(&creds.user_key, &key.private_key_to_pem_pkcs8()?, 0o600)?;
         write_file(&creds.user_cert, &cert.to_pem()?, 0o644)?;
     }

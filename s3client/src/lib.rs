@@ -1,0 +1,378 @@
+//! The cloud's one S3 client (design.md, "One S3 client"): requests signed with SigV4
+//! (the project's signer in `euca-aws`, which shares its canonicalisation with the
+//! verifier), bodies streamed from files and to files, retries with backoff on 5xx and
+//! connection errors. Used by the bundle commands; snapshots, image install and the
+//! cache daemon will use it too.
+use base64::Engine;
+use bytes::Bytes;
+use euca_aws::sign::Signer;
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use md5::{Digest, Md5};
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+const ATTEMPTS: u32 = 4;
+const CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum S3ClientError {
+    #[error("invalid endpoint {0}")]
+    Endpoint(String),
+    #[error("{method} {path}: HTTP {status} {code}: {message}")]
+    Status {
+        method: String,
+        path: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Http(String),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl S3ClientError {
+    /// The S3 error code (e.g. `NoSuchKey`), if the server sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            S3ClientError::Status { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+    fn retryable(&self) -> bool {
+        match self {
+            S3ClientError::Status { status, .. } => *status >= 500,
+            S3ClientError::Http(_) => true,
+            _ => false,
+        }
+    }
+}
+
+pub struct S3Client {
+    client: Client<HttpConnector, Body>,
+    signer: Signer,
+    /// Scheme and authority, e.g. `http://127.0.0.1:8773`.
+    origin: String,
+    host: String,
+    /// Path prefix of the service, e.g. `/services/Walrus` (empty for most).
+    prefix: String,
+}
+
+/// Encodes a key for the request path the way the signer canonicalises it.
+fn encode_key(key: &str) -> String {
+    euca_aws::encoding::uri_encode(key.as_bytes(), true)
+}
+
+fn xml_tag<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{tag}>"))? + start;
+    Some(&body[start..end])
+}
+
+impl S3Client {
+    /// `endpoint` is S3_URL as users have it, e.g. `http://host:8773/` or
+    /// `http://host:8773/services/Walrus`.
+    pub fn new(
+        endpoint: &str,
+        access_key: &str,
+        secret_key: &str,
+        region: &str,
+    ) -> Result<Self, S3ClientError> {
+        let uri: http::Uri = endpoint
+            .parse()
+            .map_err(|_| S3ClientError::Endpoint(endpoint.into()))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(S3ClientError::Endpoint(format!(
+                "{endpoint} (only http:// endpoints are supported yet)"
+            )));
+        }
+        let host = uri
+            .authority()
+            .ok_or_else(|| S3ClientError::Endpoint(endpoint.into()))?
+            .to_string();
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        Ok(Self {
+            client: Client::builder(TokioExecutor::new()).build(conn),
+            signer: Signer {
+                access_key: access_key.into(),
+                secret_key: secret_key.into(),
+                region: region.into(),
+                service: "s3".into(),
+            },
+            origin: format!("http://{host}"),
+            host,
+            prefix: uri.path().trim_end_matches('/').to_string(),
+        })
+    }
+
+    fn path(&self, bucket: &str, key: Option<&str>) -> String {
+        match key {
+            Some(k) => format!("{}/{bucket}/{}", self.prefix, encode_key(k)),
+            None => format!("{}/{bucket}", self.prefix),
+        }
+    }
+
+    /// One signed request; the body is made anew by `body()` for every attempt.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &[(&str, String)],
+        body: &(dyn Fn() -> futures::future::BoxFuture<'static, Result<(Body, u64), S3ClientError>>
+              + Sync),
+    ) -> Result<http::Response<hyper::body::Incoming>, S3ClientError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = async {
+                let (b, len) = body().await?;
+                let mut h = http::HeaderMap::new();
+                h.insert(
+                    "host",
+                    self.host
+                        .parse()
+                        .map_err(|_| S3ClientError::Endpoint(self.host.clone()))?,
+                );
+                for (k, v) in headers {
+                    let name = http::HeaderName::from_bytes(k.as_bytes())
+                        .map_err(|e| S3ClientError::Http(e.to_string()))?;
+                    h.insert(
+                        name,
+                        v.parse().map_err(|_| {
+                            S3ClientError::Http(format!("bad header value for {k}"))
+                        })?,
+                    );
+                }
+                self.signer.sign(
+                    method,
+                    path,
+                    query,
+                    &mut h,
+                    euca_aws::sigv4::UNSIGNED_PAYLOAD,
+                    time::OffsetDateTime::now_utc(),
+                );
+                h.insert("content-length", len.into());
+                let uri = if query.is_empty() {
+                    format!("{}{path}", self.origin)
+                } else {
+                    format!("{}{path}?{query}", self.origin)
+                };
+                let mut req = http::Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .body(b)
+                    .map_err(|e| S3ClientError::Http(e.to_string()))?;
+                *req.headers_mut() = h;
+                let resp = self
+                    .client
+                    .request(req)
+                    .await
+                    .map_err(|e| S3ClientError::Http(e.to_string()))?;
+                if resp.status().is_success() {
+                    return Ok(resp);
+                }
+                let status = resp.status().as_u16();
+                let text = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let text = String::from_utf8_lossy(&text);
+                Err(S3ClientError::Status {
+                    method: method.into(),
+                    path: path.into(),
+                    status,
+                    code: xml_tag(&text, "Code").unwrap_or("").into(),
+                    message: xml_tag(&text, "Message").unwrap_or("").into(),
+                })
+            }
+            .await;
+            match result {
+                Err(e) if e.retryable() && attempt < ATTEMPTS => {
+                    let wait = Duration::from_millis(200 * 2u64.pow(attempt - 1));
+                    tracing::warn!(error = %e, attempt, "S3 request failed; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn empty() -> futures::future::BoxFuture<'static, Result<(Body, u64), S3ClientError>> {
+        Box::pin(async { Ok((Full::new(Bytes::new()).map_err(|e| match e {}).boxed(), 0)) })
+    }
+
+    /// Creates a bucket; succeeds if the caller already owns it.
+    pub async fn create_bucket(&self, bucket: &str) -> Result<(), S3ClientError> {
+        match self
+            .send("PUT", &self.path(bucket, None), "", &[], &Self::empty)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Uploads a file, streaming it, with its Content-MD5 (computed first) and an
+    /// optional canned ACL. Returns the ETag.
+    pub async fn put_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        file: &Path,
+        acl: Option<&str>,
+    ) -> Result<String, S3ClientError> {
+        let (md5, len) = md5_of_file(file).await?;
+        let mut headers = vec![(
+            "content-md5",
+            base64::engine::general_purpose::STANDARD.encode(md5),
+        )];
+        if let Some(a) = acl {
+            headers.push(("x-amz-acl", a.to_string()));
+        }
+        let file = file.to_path_buf();
+        let body =
+            move || -> futures::future::BoxFuture<'static, Result<(Body, u64), S3ClientError>> {
+                let file = file.clone();
+                Box::pin(async move {
+                    let f = tokio::fs::File::open(&file).await?;
+                    let stream = futures::stream::try_unfold(f, |mut f| async move {
+                        let mut buf = vec![0u8; CHUNK];
+                        let n = f.read(&mut buf).await?;
+                        if n == 0 {
+                            return Ok(None);
+                        }
+                        buf.truncate(n);
+                        Ok(Some((http_body::Frame::data(Bytes::from(buf)), f)))
+                    });
+                    Ok((BodyExt::boxed(StreamBody::new(stream)), len))
+                })
+            };
+        let resp = self
+            .send("PUT", &self.path(bucket, Some(key)), "", &headers, &body)
+            .await?;
+        Ok(resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .trim_matches('"')
+            .to_string())
+    }
+
+    /// Downloads an object into `file` (written to a temp name, then renamed).
+    pub async fn get_to_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        file: &Path,
+    ) -> Result<u64, S3ClientError> {
+        let resp = self
+            .send("GET", &self.path(bucket, Some(key)), "", &[], &Self::empty)
+            .await?;
+        let mut tmp_name = file.as_os_str().to_owned();
+        tmp_name.push(".download");
+        let tmp = std::path::PathBuf::from(tmp_name);
+        let mut out = tokio::fs::File::create(&tmp).await?;
+        let mut body = resp.into_body().into_data_stream();
+        let mut n = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    return Err(S3ClientError::Http(e.to_string()));
+                }
+            };
+            n += chunk.len() as u64;
+            out.write_all(&chunk).await?;
+        }
+        out.sync_all().await?;
+        tokio::fs::rename(&tmp, file).await?;
+        Ok(n)
+    }
+
+    /// Reads a small object into memory (at most `max` bytes).
+    pub async fn get_bytes(
+        &self,
+        bucket: &str,
+        key: &str,
+        max: usize,
+    ) -> Result<Bytes, S3ClientError> {
+        let resp = self
+            .send("GET", &self.path(bucket, Some(key)), "", &[], &Self::empty)
+            .await?;
+        let mut body = resp.into_body().into_data_stream();
+        let mut out = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| S3ClientError::Http(e.to_string()))?;
+            if out.len() + chunk.len() > max {
+                return Err(S3ClientError::Http(format!(
+                    "{bucket}/{key} is larger than {max} bytes"
+                )));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), S3ClientError> {
+        self.send(
+            "DELETE",
+            &self.path(bucket, Some(key)),
+            "",
+            &[],
+            &Self::empty,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The object's ACL document (`?acl`).
+    pub async fn get_acl(&self, bucket: &str, key: &str) -> Result<String, S3ClientError> {
+        let resp = self
+            .send(
+                "GET",
+                &self.path(bucket, Some(key)),
+                "acl=",
+                &[],
+                &Self::empty,
+            )
+            .await?;
+        let b = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| S3ClientError::Http(e.to_string()))?
+            .to_bytes();
+        Ok(String::from_utf8_lossy(&b).into_owned())
+    }
+}
+
+async fn md5_of_file(path: &Path) -> Result<([u8; 16], u64), S3ClientError> {
+    let mut f = tokio::fs::File::open(path).await?;
+    let mut h = Md5::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((h.finalize().into(), len))
+}
