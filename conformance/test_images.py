@@ -114,3 +114,40 @@ def test_upload_download_delete_bundle(cloud, s3, tmp_path):
     assert r.returncode == 0, r.stderr
     assert s3.list_objects_v2(Bucket="imgbucket").get("Contents", []) == []
     s3.delete_bucket(Bucket="imgbucket")
+
+
+def test_bundle_image_with_up_credentials_then_upload_and_unbundle(cloud, tmp_path):
+    """Right after `euca up`, with only the eucarc: euca-bundle-image works, the bundle
+    passes the independent checker (verify.py, openssl CLI) with the user's and the
+    cloud's keys, and it travels through Walrus and opens again."""
+    env = {**os.environ, **cloud.eucarc}
+    img = tmp_path / "disk.img"
+    with open(img, "wb") as f:
+        for i in range(5):
+            f.write(os.urandom(1 << 20))
+    link = tmp_path / "euca-bundle-image"
+    link.symlink_to(euca_bin())
+    out = tmp_path / "bundle"
+    r = subprocess.run([str(link), "-i", str(img), "-d", str(out), "--part-size", "1048576",
+                        "-B", "ami=sda1,root=/dev/sda1"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    manifest = out / "disk.img.manifest.xml"
+    assert manifest.exists()
+    for key in (cloud.eucarc["EC2_PRIVATE_KEY"], str(cloud.data / "cloud" / "cloud-pk.pem")):
+        v = subprocess.run(["python3", str(FIX / "verify.py"), str(manifest), key, cloud.eucarc["EC2_CERT"], str(out)],
+                           capture_output=True, text=True)
+        assert v.returncode == 0, v.stdout + v.stderr
+    r = subprocess.run([euca_bin(), "upload-bundle", "-b", "bundled", "-m", str(manifest)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    dl = tmp_path / "dl"
+    r = subprocess.run([euca_bin(), "download-bundle", "-b", "bundled", "-p", "disk.img", "-d", str(dl)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([euca_bin(), "unbundle", "-m", str(dl / "disk.img.manifest.xml"),
+                        "-k", str(cloud.data / "cloud" / "cloud-pk.pem"), "-d", str(tmp_path / "img")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert sha1(tmp_path / "img" / "disk.img") == sha1(img)
+    subprocess.run([euca_bin(), "delete-bundle", "-b", "bundled", "-p", "disk.img"], check=True,
+                   capture_output=True, env=env)

@@ -262,3 +262,118 @@ pub async fn delete_bundle(a: DeleteBundleArgs) -> Result<()> {
     println!("deleted {bucket}/{key}");
     Ok(())
 }
+
+/// `euca bundle-image` / `euca-bundle-image`, with euca2ools 3.x's options.
+#[derive(Args)]
+pub struct BundleImageArgs {
+    /// The image file to bundle.
+    #[arg(short = 'i', long)]
+    image: PathBuf,
+    /// Bundle name prefix (default: the image's file name).
+    #[arg(short = 'p', long)]
+    prefix: Option<String>,
+    /// Where to write the parts and manifest (default: $TMPDIR or /var/tmp).
+    #[arg(short = 'd', long)]
+    destination: Option<PathBuf>,
+    /// Architecture: i386, x86_64, armhf, ppc, ppc64, ppc64le.
+    #[arg(short = 'r', long, default_value = "x86_64")]
+    arch: String,
+    /// The user's certificate.
+    #[arg(short = 'c', long, env = "EC2_CERT")]
+    cert: PathBuf,
+    /// The user's private key (signs the manifest).
+    #[arg(short = 'k', long = "privatekey", env = "EC2_PRIVATE_KEY")]
+    private_key: PathBuf,
+    /// The user's account id.
+    #[arg(short = 'u', long, env = "EC2_USER_ID")]
+    user: String,
+    /// The cloud's certificate.
+    #[arg(long = "ec2cert", env = "EUCALYPTUS_CERT")]
+    ec2cert: PathBuf,
+    /// Kernel id for a machine image, or `true` to bundle a kernel.
+    #[arg(long)]
+    kernel: Option<String>,
+    /// Ramdisk id for a machine image, or `true` to bundle a ramdisk.
+    #[arg(long)]
+    ramdisk: Option<String>,
+    /// Block-device mappings: VIRTUAL=DEVICE,… (e.g. ami=sda1,root=/dev/sda1).
+    #[arg(short = 'B', long = "block-device-mappings")]
+    block_device_mappings: Option<String>,
+    /// Product codes: CODE,…
+    #[arg(long = "productcodes")]
+    product_codes: Option<String>,
+    /// Part size in bytes (default 10 MiB, as euca2ools).
+    #[arg(long = "part-size")]
+    part_size: Option<u64>,
+    /// machine, kernel or ramdisk.
+    #[arg(long = "image-type")]
+    image_type: Option<String>,
+}
+
+pub fn bundle_image(a: BundleImageArgs) -> Result<()> {
+    use euca_image::{BlockDeviceMapping, ImageType};
+    let user_cert = euca_image::Certificate::from_pem_file(&a.cert)?;
+    let user_key = euca_image::PrivateKey::from_pem_file(&a.private_key)?;
+    let cloud_cert = euca_image::Certificate::from_pem_file(&a.ec2cert)?;
+    let destination = a.destination.unwrap_or_else(|| {
+        std::env::var_os("TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/tmp"))
+    });
+    std::fs::create_dir_all(&destination)
+        .with_context(|| format!("creating {}", destination.display()))?;
+    let mut o = euca_image::BundleOptions::new(
+        &a.image,
+        &destination,
+        &a.user,
+        user_cert,
+        user_key,
+        cloud_cert,
+    );
+    o.prefix = a.prefix;
+    o.arch = a.arch;
+    let mut image_type = match a.image_type.as_deref() {
+        None | Some("machine") => ImageType::Machine,
+        Some("kernel") => ImageType::Kernel,
+        Some("ramdisk") => ImageType::Ramdisk,
+        Some(t) => bail!("--image-type must be machine, kernel or ramdisk, not {t:?}"),
+    };
+    match a.kernel.as_deref() {
+        Some("true") => image_type = ImageType::Kernel,
+        Some(k) => o.kernel_id = Some(k.to_string()),
+        None => {}
+    }
+    match a.ramdisk.as_deref() {
+        Some("true") => image_type = ImageType::Ramdisk,
+        Some(r) => o.ramdisk_id = Some(r.to_string()),
+        None => {}
+    }
+    o.image_type = image_type;
+    if let Some(b) = a.block_device_mappings {
+        for m in b.split(',').filter(|m| !m.trim().is_empty()) {
+            let (v, d) = m
+                .split_once('=')
+                .with_context(|| format!("block-device mapping {m:?} is not VIRTUAL=DEVICE"))?;
+            o.block_device_mappings.push(BlockDeviceMapping {
+                virtual_name: v.trim().into(),
+                device: d.trim().into(),
+            });
+        }
+    }
+    if let Some(p) = a.product_codes {
+        o.product_codes = p
+            .split(',')
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect();
+    }
+    if let Some(s) = a.part_size {
+        o.part_size = s;
+    }
+    let done = euca_image::bundle_image(&o)?;
+    for p in &done.part_paths {
+        println!("Wrote {}", p.display());
+    }
+    println!("Generated manifest {}", done.manifest_path.display());
+    Ok(())
+}

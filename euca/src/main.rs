@@ -34,6 +34,8 @@ enum Cmd {
     Up(UpArgs),
     /// Run Walrus (S3) alone, from a TOML config and/or flags.
     Walrus(WalrusArgs),
+    /// Bundle an image the euca2ools way (tar, gzip on every core, AES-128-CBC, parts, signed manifest).
+    BundleImage(images::BundleImageArgs),
     /// Verify an image bundle (signature, part and image digests) and restore the image.
     Unbundle(images::UnbundleArgs),
     /// Upload a bundle's parts (in parallel) and then its manifest to Walrus.
@@ -170,6 +172,9 @@ fn main() -> Result<()> {
             Cmd::UploadBundle(a) => images::upload_bundle(a).await,
             Cmd::DownloadBundle(a) => images::download_bundle(a).await,
             Cmd::DeleteBundle(a) => images::delete_bundle(a).await,
+            Cmd::BundleImage(a) => {
+                tokio::task::spawn_blocking(move || images::bundle_image(a)).await?
+            }
             Cmd::Unbundle(a) => tokio::task::spawn_blocking(move || images::unbundle(a)).await?,
             Cmd::Account { cmd, target } => admin::account(&target, cmd).await,
             Cmd::Key { cmd, target } => admin::key(&target, cmd).await,

@@ -14,11 +14,11 @@
 
 use std::path::Path;
 
-use openssl::encrypt::Decrypter;
+use openssl::encrypt::{Decrypter, Encrypter};
 use openssl::hash::MessageDigest;
 use openssl::pkey::{Id, PKey, Private, Public};
 use openssl::rsa::Padding;
-use openssl::sign::Verifier;
+use openssl::sign::{Signer, Verifier};
 use openssl::x509::X509;
 
 use crate::error::ImageError;
@@ -26,6 +26,7 @@ use crate::manifest::{EncryptedValue, Manifest};
 
 /// An RSA private key: the user's (matching `user_encrypted_*`) or the
 /// cloud's (matching `ec2_encrypted_*`).
+#[derive(Clone)]
 pub struct PrivateKey {
     pkey: PKey<Private>,
 }
@@ -61,9 +62,21 @@ impl PrivateKey {
         out.truncate(n);
         Some(out)
     }
+
+    /// RSASSA-PKCS1-v1_5 signature with SHA-1 (what euca2ools' `openssl
+    /// pkeyutl -sign -pkeyopt digest:sha1` over a SHA-1 hash produces).
+    pub(crate) fn sign_sha1(&self, data: &[u8]) -> Result<Vec<u8>, ImageError> {
+        let crypto = |e: openssl::error::ErrorStack| ImageError::Crypto(e.to_string());
+        let mut s = Signer::new(MessageDigest::sha1(), &self.pkey).map_err(crypto)?;
+        s.set_rsa_padding(Padding::PKCS1).map_err(crypto)?;
+        s.sign_oneshot_to_vec(data).map_err(crypto)
+    }
 }
 
-/// The signer's X.509 certificate (RSA), used to check the manifest signature.
+/// An RSA X.509 certificate: the signer's (to check the manifest signature)
+/// or, when bundling, the user's or the cloud's (to wrap the AES key and IV
+/// for; see [`crate::Certificate`]).
+#[derive(Clone)]
 pub struct SignerCert {
     key: PKey<Public>,
 }
@@ -91,6 +104,29 @@ impl SignerCert {
     /// Reads a PEM file.
     pub fn from_pem_file(path: &Path) -> Result<SignerCert, ImageError> {
         SignerCert::from_pem(&read_small(path)?)
+    }
+
+    /// RSAES-PKCS1-v1_5 encryption (random padding) with the certificate's
+    /// public key, as `openssl rsautl -encrypt -pkcs -certin` in euca2ools.
+    pub(crate) fn encrypt_pkcs1(&self, plain: &[u8]) -> Result<Vec<u8>, ImageError> {
+        let crypto = |e: openssl::error::ErrorStack| ImageError::Crypto(e.to_string());
+        let mut e = Encrypter::new(&self.key).map_err(crypto)?;
+        e.set_rsa_padding(Padding::PKCS1).map_err(crypto)?;
+        let mut out = vec![0u8; e.encrypt_len(plain).map_err(crypto)?];
+        let n = e.encrypt(plain, &mut out).map_err(crypto)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// Checks an RSA-SHA1 (PKCS#1 v1.5) signature over `data`.
+    pub(crate) fn verify_sha1(&self, data: &[u8], sig: &[u8]) -> bool {
+        let Ok(mut v) = Verifier::new(MessageDigest::sha1(), &self.key) else {
+            return false;
+        };
+        if v.set_rsa_padding(Padding::PKCS1).is_err() {
+            return false;
+        }
+        v.verify_oneshot(sig, data).unwrap_or(false)
     }
 }
 

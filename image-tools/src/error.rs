@@ -119,6 +119,20 @@ pub enum ImageError {
         source: io::Error,
     },
 
+    /// [`crate::bundle_image`] was given options it cannot bundle with
+    /// (bad prefix, part size 0, unknown architecture, …).
+    #[error("invalid bundle options: {0}")]
+    InvalidOptions(String),
+
+    /// Reading the image file failed while bundling (including it changing
+    /// size under us).
+    #[error("cannot read image {path}: {source}")]
+    Input {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     /// An OpenSSL call failed in a way that is not one of the above.
     #[error("crypto library error: {0}")]
     Crypto(String),

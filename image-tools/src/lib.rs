@@ -1,5 +1,7 @@
-//! Reading euca2ools / EC2 image bundles: parse and verify the manifest,
+//! euca2ools / EC2 image bundles. Reading: parse and verify the manifest,
 //! unwrap the AES key, and unbundle the parts back into the raw image.
+//! Writing: [`bundle_image`] makes a bundle byte-compatible with euca2ools 3.x
+//! (same tar stream, manifest layout and signature; gzip bytes differ).
 //!
 //! A bundle is `<prefix>.manifest.xml` plus parts `<prefix>.part.NN`, made by
 //! `euca-bundle-image`: the image is put in a one-member tar stream (whose
@@ -21,13 +23,40 @@
 //! # Ok::<(), euca_image::ImageError>(())
 //! ```
 //!
+//! Bundling (see [`bundle_image`]):
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use euca_image::{bundle_image, BundleOptions, Certificate, PrivateKey};
+//!
+//! let mut opts = BundleOptions::new(
+//!     "disk.img",
+//!     "out",
+//!     "123456789012",
+//!     Certificate::from_pem_file(Path::new("user-cert.pem"))?,
+//!     PrivateKey::from_pem_file(Path::new("user-pk.pem"))?,
+//!     Certificate::from_pem_file(Path::new("cloud-cert.pem"))?,
+//! );
+//! opts.kernel_id = Some("eki-11111111".into());
+//! let done = bundle_image(&opts)?;
+//! println!("{} parts, manifest {}", done.part_paths.len(), done.manifest_path.display());
+//! # Ok::<(), euca_image::ImageError>(())
+//! ```
+//!
 //! RSA is done with OpenSSL (the `openssl` crate), never the pure-Rust `rsa`
 //! crate: see [`PrivateKey`] and the `crypto` module notes on RUSTSEC-2023-0071.
 
+mod bundle;
 mod crypto;
 mod error;
 mod manifest;
+mod manifest_write;
 mod unbundle;
+
+pub use bundle::{
+    bundle_image, BundleOptions, BundleResult, Certificate, ImageType, ARCHITECTURES,
+    DEFAULT_PART_SIZE,
+};
 
 pub use crypto::{BundleKey, KeySource, PrivateKey, SignerCert};
 pub use error::ImageError;
