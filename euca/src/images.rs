@@ -191,15 +191,56 @@ fn manifest_key(
     Ok((format!("{prefix}{name}"), name))
 }
 
+/// A bundle's manifest as stored in Walrus, fetched and parsed (parsing refuses part
+/// names that could escape a directory, before anything is written).
+struct RemoteBundle {
+    s3: euca_s3::S3Client,
+    bucket: String,
+    /// Key prefix inside the bucket (`""` or `some/prefix/`).
+    prefix: String,
+    /// The manifest's key and file name.
+    key: String,
+    name: String,
+    bytes: bytes::Bytes,
+    manifest: euca_image::Manifest,
+}
+
+impl RemoteBundle {
+    async fn fetch(
+        opts: &S3Opts,
+        bucket_arg: &str,
+        bundle: Option<&str>,
+        manifest: Option<&str>,
+    ) -> Result<Self> {
+        let (bucket, prefix) = split_bucket(bucket_arg);
+        let (key, name) = manifest_key(&prefix, bundle, manifest)?;
+        let s3 = opts.client()?;
+        let bytes = s3
+            .get_bytes(&bucket, &key, euca_image::MAX_MANIFEST_BYTES as usize)
+            .await?;
+        let manifest = euca_image::Manifest::from_bytes(&bytes)?;
+        Ok(Self {
+            s3,
+            bucket,
+            prefix,
+            key,
+            name,
+            bytes,
+            manifest,
+        })
+    }
+}
+
 pub async fn download_bundle(a: DownloadBundleArgs) -> Result<()> {
-    let (bucket, prefix) = split_bucket(&a.bucket);
-    let (key, name) = manifest_key(&prefix, a.prefix.as_deref(), a.manifest.as_deref())?;
-    let s3 = a.s3.client()?;
-    let bytes = s3
-        .get_bytes(&bucket, &key, euca_image::MAX_MANIFEST_BYTES as usize)
-        .await?;
-    // Parsing refuses part names that could escape the directory, before any write.
-    let manifest = euca_image::Manifest::from_bytes(&bytes)?;
+    let RemoteBundle {
+        s3,
+        bucket,
+        prefix,
+        name,
+        bytes,
+        manifest,
+        ..
+    } = RemoteBundle::fetch(&a.s3, &a.bucket, a.prefix.as_deref(), a.manifest.as_deref()).await?;
     tokio::fs::create_dir_all(&a.directory).await?;
     let fetches = manifest.image.parts.iter().map(|p| {
         let (s3, bucket, key, file) = (
@@ -243,13 +284,14 @@ pub struct DeleteBundleArgs {
 }
 
 pub async fn delete_bundle(a: DeleteBundleArgs) -> Result<()> {
-    let (bucket, prefix) = split_bucket(&a.bucket);
-    let (key, _) = manifest_key(&prefix, a.prefix.as_deref(), a.manifest.as_deref())?;
-    let s3 = a.s3.client()?;
-    let bytes = s3
-        .get_bytes(&bucket, &key, euca_image::MAX_MANIFEST_BYTES as usize)
-        .await?;
-    let manifest = euca_image::Manifest::from_bytes(&bytes)?;
+    let RemoteBundle {
+        s3,
+        bucket,
+        prefix,
+        key,
+        manifest,
+        ..
+    } = RemoteBundle::fetch(&a.s3, &a.bucket, a.prefix.as_deref(), a.manifest.as_deref()).await?;
     for p in &manifest.image.parts {
         let k = format!("{prefix}{}", p.filename);
         match s3.delete(&bucket, &k).await {
