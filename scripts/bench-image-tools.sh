@@ -34,7 +34,7 @@ KEY=00112233445566778899aabbccddeeff; IV=0f0e0d0c0b0a09080706050403020100
 mkdir -p "$DIR/ours" "$DIR/peer" "$DIR/out-ours" "$DIR/out-peer"
 t "euca bundle-image" "$EUCA" bundle-image -i "$DIR/disk.img" -d "$DIR/ours" -u 123456789012 \
   -c "$FIX/user-cert.pem" -k "$FIX/user-pk.pem" --ec2cert "$FIX/cloud-cert.pem"
-t "tar|pigz|openssl|split" bash -c "cd '$DIR' && tar -cf - disk.img | pigz -6 | openssl enc -aes-128-cbc -K $KEY -iv $IV | split -b 10485760 -d -a 2 - peer/disk.img.part."
+t "tar|pigz|openssl|split" bash -c "cd '$DIR' && tar -cf - disk.img | pigz -6 | openssl enc -aes-128-cbc -K $KEY -iv $IV | split -b 10485760 -d -a 3 - peer/disk.img.part."
 t "euca unbundle" "$EUCA" unbundle -m "$DIR/ours/disk.img.manifest.xml" -k "$FIX/cloud-pk.pem" -c "$FIX/user-cert.pem" -d "$DIR/out-ours"
 t "cat|openssl -d|gunzip|tar" bash -c "cat '$DIR'/peer/disk.img.part.* | openssl enc -d -aes-128-cbc -K $KEY -iv $IV | gunzip | tar -xf - -C '$DIR/out-peer'"
 t "cat|openssl -d|pigz -d|tar" bash -c "cat '$DIR'/peer/disk.img.part.* | openssl enc -d -aes-128-cbc -K $KEY -iv $IV | pigz -d | tar -xf - -C '$DIR/out-peer'"
