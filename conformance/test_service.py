@@ -9,20 +9,27 @@ import pytest
 from conftest import euca_bin, free_port, parse_env_file
 
 
+def _spawn(tmp_path, port, args):
+    """Starts `euca ARGS…` and waits until it answers on `port`; returns the process."""
+    log = open(tmp_path / "euca.log", "wb")
+    p = subprocess.Popen([euca_bin(), *args], stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_health", timeout=1)
+            return p
+        except Exception:
+            time.sleep(0.1)
+    p.kill()
+    raise RuntimeError("euca did not come up: " + (tmp_path / "euca.log").read_text())
+
+
 def test_walrus_alone_from_toml(tmp_path):
     port = free_port()
     cfg = tmp_path / "euca.toml"
     cfg.write_text(f'[walrus]\nlisten = "127.0.0.1:{port}"\nregion = "eu-central-1"\ninline_max_bytes = 0\n')
     data = tmp_path / "data"
-    log = open(tmp_path / "walrus.log", "wb")
-    p = subprocess.Popen([euca_bin(), "walrus", "--config", str(cfg), "--data", str(data)], stdout=log, stderr=subprocess.STDOUT)
+    p = _spawn(tmp_path, port, ["walrus", "--config", str(cfg), "--data", str(data)])
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_health", timeout=1)
-                break
-            except Exception:
-                time.sleep(0.1)
         env = parse_env_file(data / "credentials" / "eucarc")
         assert env["AWS_DEFAULT_REGION"] == "eu-central-1"
         import boto3
@@ -112,16 +119,8 @@ def test_slow_headers_are_cut_off_and_others_still_served(tmp_path):
     cfg = tmp_path / "euca.toml"
     cfg.write_text("[walrus]\nheader_timeout_secs = 1\n")
     data = tmp_path / "data"
-    log = open(tmp_path / "up.log", "wb")
-    p = subprocess.Popen([euca_bin(), "up", "--config", str(cfg), "--data", str(data),
-                          "--walrus-listen", f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    p = _spawn(tmp_path, port, ["up", "--config", str(cfg), "--data", str(data), "--walrus-listen", f"127.0.0.1:{port}"])
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_health", timeout=1)
-                break
-            except Exception:
-                time.sleep(0.1)
         slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
         for s in slow:
             s.sendall(b"GET /_health HTTP/1.1\r\nHo")
