@@ -46,6 +46,7 @@
 //! RSA is done with OpenSSL (the `openssl` crate), never the pure-Rust `rsa`
 //! crate: see [`PrivateKey`] and the `crypto` module notes on RUSTSEC-2023-0071.
 
+mod bghash;
 mod bundle;
 mod crypto;
 mod error;

@@ -7,6 +7,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use crate::bghash::{BgSha1, WriteBehind};
 use flate2::read::MultiGzDecoder;
 use openssl::symm::{Cipher, Crypter, Mode};
 use sha1::{Digest, Sha1};
@@ -104,7 +105,7 @@ pub fn unbundle(
         .map_err(out_err)?;
 
     let (size, tar_sha1) = {
-        let mut w = BufWriter::with_capacity(BUF, tmp.as_file_mut());
+        let mut w = BufWriter::with_capacity(BUF, WriteBehind::new(tmp.as_file_mut()));
         let r = extract(manifest, parts, &bundle_key, &mut w, output)?;
         w.flush().map_err(out_err)?;
         r
@@ -368,7 +369,7 @@ impl Read for AesReader {
 /// may be read (see the budgets above).
 struct TarStream<R> {
     inner: R,
-    hasher: Sha1,
+    hasher: BgSha1,
     count: Rc<Cell<u64>>,
     limit: Rc<Cell<u64>>,
     slot: Slot,
@@ -412,7 +413,7 @@ fn extract(
     let aes = AesReader::new(parts, key, slot.clone())?;
     let tar_stream = TarStream {
         inner: MultiGzDecoder::new(aes),
-        hasher: Sha1::new(),
+        hasher: BgSha1::new(),
         count: count.clone(),
         limit: limit.clone(),
         slot: slot.clone(),
@@ -481,7 +482,7 @@ fn extract(
             actual: n,
         });
     }
-    let tar_sha1 = sha1_of(tar_stream.hasher);
+    let tar_sha1 = sha1_of(tar_stream.hasher.finish());
     if tar_sha1 != manifest.image.digest && !manifest.image_digest_is_advisory() {
         return Err(ImageError::ImageDigestMismatch {
             expected: manifest.image.digest.to_hex(),
