@@ -1,5 +1,6 @@
-//! SHA-1 on a helper thread, so that hashing overlaps the decrypting, inflating and
-//! writing done by the caller's thread (unbundle would otherwise run on one core).
+//! Unbundle's helpers for using more than one core and the disk well: SHA-1 on a
+//! helper thread (overlapping the caller's decrypting, inflating and writing) and a
+//! write-behind file writer.
 use sha1::{Digest, Sha1};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::thread::JoinHandle;
@@ -85,21 +86,6 @@ impl Drop for BgSha1 {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    #[test]
-    fn same_digest_as_inline() {
-        let data: Vec<u8> = (0..1_000_003u32).map(|i| (i * 7 % 251) as u8).collect();
-        let mut bg = BgSha1::new();
-        for c in data.chunks(9_999) {
-            bg.update(c);
-        }
-        assert_eq!(bg.finish().finalize(), Sha1::digest(&data));
-        assert_eq!(BgSha1::new().finish().finalize(), Sha1::digest(b""));
-    }
-}
-
 /// A file writer that starts write-back every [`WINDOW`] bytes and waits for the
 /// window before, so the final fsync of a multi-GB image has little left to flush.
 pub(crate) struct WriteBehind<'a> {
@@ -152,5 +138,20 @@ impl std::io::Write for WriteBehind<'_> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn same_digest_as_inline() {
+        let data: Vec<u8> = (0..1_000_003u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut bg = BgSha1::new();
+        for c in data.chunks(9_999) {
+            bg.update(c);
+        }
+        assert_eq!(bg.finish().finalize(), Sha1::digest(&data));
+        assert_eq!(BgSha1::new().finish().finalize(), Sha1::digest(b""));
     }
 }
