@@ -1,6 +1,5 @@
-//! Unbundle's helpers for using more than one core and the disk well: SHA-1 on a
-//! helper thread (overlapping the caller's decrypting, inflating and writing) and a
-//! write-behind file writer.
+//! SHA-1 on a helper thread, so that hashing overlaps the decrypting, inflating and
+//! writing done by the caller's thread.
 use sha1::{Digest, Sha1};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::thread::JoinHandle;
@@ -83,61 +82,6 @@ impl Drop for BgSha1 {
         if let BgSha1::Thread { tx, .. } = self {
             tx.take();
         }
-    }
-}
-
-/// A file writer that starts write-back every [`WINDOW`] bytes and waits for the
-/// window before, so the final fsync of a multi-GB image has little left to flush.
-pub(crate) struct WriteBehind<'a> {
-    file: &'a mut std::fs::File,
-    written: u64,
-    flushed: u64,
-}
-
-const WINDOW: u64 = 8 << 20;
-
-impl<'a> WriteBehind<'a> {
-    pub(crate) fn new(file: &'a mut std::fs::File) -> Self {
-        WriteBehind {
-            file,
-            written: 0,
-            flushed: 0,
-        }
-    }
-}
-
-impl std::io::Write for WriteBehind<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.written += n as u64;
-        if self.written - self.flushed >= WINDOW {
-            use std::os::fd::AsRawFd;
-            let (fd, off, len) = (
-                self.file.as_raw_fd(),
-                self.flushed,
-                self.written - self.flushed,
-            );
-            // SAFETY: plain syscalls on an open descriptor; a failure only loses the hint.
-            unsafe {
-                libc::sync_file_range(fd, off as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
-                if off >= WINDOW {
-                    libc::sync_file_range(
-                        fd,
-                        (off - WINDOW) as i64,
-                        WINDOW as i64,
-                        libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                            | libc::SYNC_FILE_RANGE_WRITE
-                            | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                    );
-                }
-            }
-            self.flushed = self.written;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
     }
 }
 

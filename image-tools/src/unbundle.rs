@@ -7,7 +7,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use crate::bghash::{BgSha1, WriteBehind};
+use crate::bghash::BgSha1;
 use flate2::read::MultiGzDecoder;
 use openssl::symm::{Cipher, Crypter, Mode};
 use sha1::{Digest, Sha1};
@@ -105,7 +105,8 @@ pub fn unbundle(
         .map_err(out_err)?;
 
     let (size, tar_sha1) = {
-        let mut w = BufWriter::with_capacity(BUF, WriteBehind::new(tmp.as_file_mut()));
+        let mut w =
+            BufWriter::with_capacity(BUF, euca_durable::WriteBehind::new(tmp.as_file_mut()));
         let r = extract(manifest, parts, &bundle_key, &mut w, output)?;
         w.flush().map_err(out_err)?;
         r

@@ -302,11 +302,6 @@ impl BlobWriter {
     }
 }
 
-/// Start write-back every this many bytes, and wait for the window before the last
-/// one: the page cache never holds more than two windows of a blob's dirty data, so
-/// the final fsync is short and a large PUT streams at disk speed.
-const WRITE_BEHIND: u64 = 8 << 20;
-
 enum Msg {
     Data(Bytes),
     Finish,
@@ -330,20 +325,14 @@ impl LocalWriter {
             std::fs::create_dir_all(&dir)?;
             let tmp = PathBuf::from(format!("{}#w", dest.display()));
             let result = (|| {
-                let mut f = File::create(&tmp)?;
-                let mut written = 0u64;
-                let mut flushed = 0u64;
+                let mut f = euca_durable::WriteBehind::new(File::create(&tmp)?);
                 while let Some(msg) = rx.blocking_recv() {
                     match msg {
                         Msg::Data(b) => {
                             f.write_all(&b)?;
-                            written += b.len() as u64;
-                            if written - flushed >= WRITE_BEHIND {
-                                write_behind(&f, flushed, written - flushed);
-                                flushed = written;
-                            }
                         }
                         Msg::Finish => {
+                            let f = f.into_inner();
                             f.sync_data()?;
                             drop(f);
                             std::fs::rename(&tmp, &dest)?;
@@ -414,25 +403,5 @@ fn io_error(e: std::io::Error) -> BlobError {
         BlobError::NoSpace
     } else {
         BlobError::Io(e)
-    }
-}
-
-/// Starts write-back of `[off, off+len)` and waits for the previous window.
-fn write_behind(f: &File, off: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let fd = f.as_raw_fd();
-    // SAFETY: plain syscalls on an open descriptor; failures only lose the hint.
-    unsafe {
-        libc::sync_file_range(fd, off as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
-        if off >= len {
-            libc::sync_file_range(
-                fd,
-                (off - len) as i64,
-                len as i64,
-                libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                    | libc::SYNC_FILE_RANGE_WRITE
-                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-            );
-        }
     }
 }
