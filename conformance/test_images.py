@@ -2,6 +2,7 @@
 `euca unbundle` / `euca-unbundle` on bundles made by the real euca2ools 3.4.1."""
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -131,6 +132,7 @@ def test_bundle_image_with_up_credentials_then_upload_and_unbundle(cloud, tmp_pa
     r = subprocess.run([str(link), "-i", str(img), "-d", str(out), "--part-size", "1048576",
                         "-B", "ami=sda1,root=/dev/sda1"], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
+    assert "\r" not in r.stderr and "MiB/s" not in r.stderr, "progress drawn on a pipe"
     manifest = out / "disk.img.manifest.xml"
     assert manifest.exists()
     for key in (cloud.eucarc["EC2_PRIVATE_KEY"], str(cloud.data / "cloud" / "cloud-pk.pem")):
@@ -151,3 +153,35 @@ def test_bundle_image_with_up_credentials_then_upload_and_unbundle(cloud, tmp_pa
     assert sha1(tmp_path / "img" / "disk.img") == sha1(img)
     subprocess.run([euca_bin(), "delete-bundle", "-b", "bundled", "-p", "disk.img"], check=True,
                    capture_output=True, env=env)
+
+
+def test_progress_is_drawn_on_a_terminal_only(cloud, tmp_path):
+    """Long operations show bytes, rate and ETA on a terminal (here a pty made by
+    `script`), and nothing of it when their output is a pipe."""
+    env = {**os.environ, **cloud.eucarc}
+    img = tmp_path / "disk.img"
+    img.write_bytes(os.urandom(3 << 20))
+    out = tmp_path / "b"
+
+    def on_tty(*args):
+        cmd = " ".join(shlex.quote(str(a)) for a in args)
+        r = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True,
+                           env=env, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    shown = on_tty(euca_bin(), "bundle-image", "-i", img, "-d", out, "--part-size", 1 << 20)
+    assert "bundling  " in shown and "3.0 MiB / 3.0 MiB  100%" in shown and "/s  done in" in shown, shown
+    shown = on_tty(euca_bin(), "upload-bundle", "-b", "progress", "-m", out / "disk.img.manifest.xml")
+    assert "uploading  " in shown and "100%" in shown, shown
+    assert "uploaded progress/disk.img.part" not in shown  # per-part lines give way to the bar
+    shown = on_tty(euca_bin(), "unbundle", "-m", out / "disk.img.manifest.xml",
+                   "-k", cloud.data / "cloud" / "cloud-pk.pem", "-d", tmp_path / "img")
+    assert "unbundling  " in shown and "100%" in shown, shown
+    assert sha1(tmp_path / "img" / "disk.img") == sha1(img)
+
+    r = subprocess.run([euca_bin(), "download-bundle", "-b", "progress", "-p", "disk.img",
+                        "-d", tmp_path / "dl"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "downloading" not in r.stderr and "\r" not in r.stderr + r.stdout
+    assert r.stdout.count("downloaded ") == len(list(out.glob("disk.img.part.*"))) + 1  # + manifest

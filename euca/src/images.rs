@@ -3,6 +3,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use futures::StreamExt;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use crate::progress::Progress;
 
 /// `euca unbundle` / `euca-unbundle`: verify a bundle and restore its image.
 #[derive(Args)]
@@ -43,7 +46,16 @@ pub fn unbundle(a: UnbundleArgs) -> Result<()> {
     std::fs::create_dir_all(&a.destination)
         .with_context(|| format!("creating {}", a.destination.display()))?;
     let out = a.destination.join(&name);
-    let done = euca_image::unbundle(&manifest, &source, &key, &cert, &out)?;
+    let progress = Progress::start("unbundling", manifest.image.bundled_size);
+    let done = euca_image::unbundle_with_progress(
+        &manifest,
+        &source,
+        &key,
+        &cert,
+        &out,
+        progress.counter(),
+    )?;
+    progress.finish();
     println!(
         "{}  {} bytes  (SHA-1 of the tar stream {})",
         done.path.display(),
@@ -129,19 +141,29 @@ pub async fn upload_bundle(a: UploadBundleArgs) -> Result<()> {
     s3.create_bucket(&bucket).await?;
     // Parts first, in parallel; the manifest last, so a visible manifest means a
     // complete bundle.
+    let progress = Progress::start("uploading", manifest.image.bundled_size);
+    let (counter, quiet) = (progress.counter(), progress.drawing());
     let uploads = manifest.image.parts.iter().map(|p| {
-        let (s3, bucket, key, file, acl) = (
+        let (s3, bucket, key, file, acl, counter) = (
             &s3,
             &bucket,
             format!("{prefix}{}", p.filename),
             dir.join(&p.filename),
             a.acl.as_str(),
+            &counter,
         );
         async move {
             s3.put_file(bucket, &key, &file, Some(acl))
                 .await
                 .with_context(|| format!("uploading {}", file.display()))?;
-            println!("uploaded {bucket}/{key}");
+            let len = tokio::fs::metadata(&file)
+                .await
+                .map(|m| m.len())
+                .unwrap_or(0);
+            counter.fetch_add(len, Ordering::Relaxed);
+            if !quiet {
+                println!("uploaded {bucket}/{key}");
+            }
             Ok::<_, anyhow::Error>(())
         }
     });
@@ -149,6 +171,7 @@ pub async fn upload_bundle(a: UploadBundleArgs) -> Result<()> {
         .buffer_unordered(PARALLEL)
         .collect()
         .await;
+    progress.finish();
     results.into_iter().collect::<Result<Vec<()>>>()?;
     let key = format!("{prefix}{manifest_name}");
     s3.put_file(&bucket, &key, &a.manifest, Some(&a.acl))
@@ -242,18 +265,25 @@ pub async fn download_bundle(a: DownloadBundleArgs) -> Result<()> {
         ..
     } = RemoteBundle::fetch(&a.s3, &a.bucket, a.prefix.as_deref(), a.manifest.as_deref()).await?;
     tokio::fs::create_dir_all(&a.directory).await?;
+    let progress = Progress::start("downloading", manifest.image.bundled_size);
+    let (counter, quiet) = (progress.counter(), progress.drawing());
     let fetches = manifest.image.parts.iter().map(|p| {
-        let (s3, bucket, key, file) = (
+        let (s3, bucket, key, file, counter) = (
             &s3,
             &bucket,
             format!("{prefix}{}", p.filename),
             a.directory.join(&p.filename),
+            &counter,
         );
         async move {
-            s3.get_to_file(bucket, &key, &file)
+            let n = s3
+                .get_to_file(bucket, &key, &file)
                 .await
                 .with_context(|| format!("downloading {bucket}/{key}"))?;
-            println!("downloaded {}", file.display());
+            counter.fetch_add(n, Ordering::Relaxed);
+            if !quiet {
+                println!("downloaded {}", file.display());
+            }
             Ok::<_, anyhow::Error>(())
         }
     });
@@ -261,6 +291,7 @@ pub async fn download_bundle(a: DownloadBundleArgs) -> Result<()> {
         .buffer_unordered(PARALLEL)
         .collect()
         .await;
+    progress.finish();
     results.into_iter().collect::<Result<Vec<()>>>()?;
     let out = a.directory.join(&name);
     tokio::fs::write(&out, &bytes).await?;
@@ -412,7 +443,13 @@ pub fn bundle_image(a: BundleImageArgs) -> Result<()> {
     if let Some(s) = a.part_size {
         o.part_size = s;
     }
+    let size = std::fs::metadata(&a.image)
+        .with_context(|| format!("reading {}", a.image.display()))?
+        .len();
+    let progress = Progress::start("bundling", size);
+    o.progress = Some(progress.counter());
     let done = euca_image::bundle_image(&o)?;
+    progress.finish();
     for p in &done.part_paths {
         println!("Wrote {}", p.display());
     }

@@ -3,6 +3,7 @@ mod admin;
 mod credentials;
 mod images;
 mod pki;
+mod progress;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};

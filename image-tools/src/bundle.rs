@@ -114,6 +114,9 @@ pub struct BundleOptions {
     pub bundler: Bundler,
     /// Compression threads. Default: the number of available cores.
     pub threads: Option<usize>,
+    /// Image bytes read so far are added here as bundling goes (for a
+    /// progress display; the total is the image's size).
+    pub progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl std::fmt::Debug for BundleOptions {
@@ -162,6 +165,7 @@ impl BundleOptions {
                 release: "0".into(),
             },
             threads: None,
+            progress: None,
         }
     }
 }
@@ -211,7 +215,7 @@ pub fn bundle_image(opts: &BundleOptions) -> Result<BundleResult, ImageError> {
         }
     };
 
-    let tar = TarStream::new(&v.prefix, file, size)?;
+    let tar = TarStream::new(&v.prefix, file, size, opts.progress.clone())?;
     let threads = opts
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
@@ -494,10 +498,16 @@ struct TarStream {
     file: File,
     file_left: u64,
     zeros_left: u64,
+    progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl TarStream {
-    fn new(prefix: &str, file: File, size: u64) -> Result<TarStream, ImageError> {
+    fn new(
+        prefix: &str,
+        file: File,
+        size: u64,
+        progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    ) -> Result<TarStream, ImageError> {
         let header = member_headers(prefix, size)?;
         let body = header.len() as u64 + size.next_multiple_of(TAR_BLOCK) + 2 * TAR_BLOCK;
         let total = body.next_multiple_of(TAR_RECORD);
@@ -507,6 +517,7 @@ impl TarStream {
             header_pos: 0,
             file,
             file_left: size,
+            progress,
         })
     }
 
@@ -535,6 +546,9 @@ impl TarStream {
                 };
                 self.file_left -= k as u64;
                 n += k;
+                if let Some(p) = &self.progress {
+                    p.fetch_add(k as u64, std::sync::atomic::Ordering::Relaxed);
+                }
             } else if self.zeros_left > 0 {
                 let k = (buf.len() - n).min(usize::try_from(self.zeros_left).unwrap_or(usize::MAX));
                 buf[n..n + k].fill(0);

@@ -1,11 +1,18 @@
 //! Unbundling: parts → AES-128-CBC decrypt → gunzip → tar → output file,
-//! streamed through bounded buffers.
+//! streamed through bounded buffers on three threads: one reads the parts,
+//! checks each part's SHA-1 and decrypts; the caller's thread inflates, walks
+//! the tar stream and writes the image; a third hashes the tar stream
+//! ([`BgSha1`]).
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use crate::bghash::BgSha1;
 use flate2::read::MultiGzDecoder;
@@ -79,6 +86,30 @@ pub fn unbundle(
     signer: &SignerCert,
     output: &Path,
 ) -> Result<Unbundled, ImageError> {
+    unbundle_inner(manifest, parts_dir, key, signer, output, None)
+}
+
+/// [`unbundle`], adding the number of part bytes read so far to `progress`
+/// as it goes (for a progress display; the total is `<bundled_size>`).
+pub fn unbundle_with_progress(
+    manifest: &Manifest,
+    parts_dir: &Path,
+    key: &PrivateKey,
+    signer: &SignerCert,
+    output: &Path,
+    progress: Arc<AtomicU64>,
+) -> Result<Unbundled, ImageError> {
+    unbundle_inner(manifest, parts_dir, key, signer, output, Some(progress))
+}
+
+fn unbundle_inner(
+    manifest: &Manifest,
+    parts_dir: &Path,
+    key: &PrivateKey,
+    signer: &SignerCert,
+    output: &Path,
+    progress: Option<Arc<AtomicU64>>,
+) -> Result<Unbundled, ImageError> {
     manifest.verify_signature(signer)?;
     let bundle_key = manifest.decrypt_bundle_key(key)?;
     let parts = locate_parts(manifest, parts_dir)?;
@@ -107,7 +138,7 @@ pub fn unbundle(
     let (size, tar_sha1) = {
         let mut w =
             BufWriter::with_capacity(BUF, euca_durable::WriteBehind::new(tmp.as_file_mut()));
-        let r = extract(manifest, parts, &bundle_key, &mut w, output)?;
+        let r = extract(manifest, parts, &bundle_key, progress, &mut w, output)?;
         w.flush().map_err(out_err)?;
         r
     };
@@ -205,10 +236,12 @@ struct PartsReader {
     hasher: Sha1,
     failed: bool,
     slot: Slot,
+    /// Part bytes read so far, for a progress display.
+    progress: Option<Arc<AtomicU64>>,
 }
 
 impl PartsReader {
-    fn new(parts: Vec<PartFile>, slot: Slot) -> Self {
+    fn new(parts: Vec<PartFile>, slot: Slot, progress: Option<Arc<AtomicU64>>) -> Self {
         PartsReader {
             parts,
             next: 0,
@@ -216,11 +249,8 @@ impl PartsReader {
             hasher: Sha1::new(),
             failed: false,
             slot,
+            progress,
         }
-    }
-
-    fn done(&self) -> bool {
-        self.next >= self.parts.len() && self.file.is_none()
     }
 
     fn error(&mut self, err: ImageError) -> io::Error {
@@ -291,6 +321,9 @@ impl Read for PartsReader {
             };
             if n > 0 {
                 self.hasher.update(&buf[..n]);
+                if let Some(p) = &self.progress {
+                    p.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 return Ok(n);
             }
             // End of this part: check its digest, move to the next one.
@@ -310,57 +343,91 @@ impl Read for PartsReader {
     }
 }
 
-/// AES-128-CBC decryption with PKCS#7 padding removal, as a reader.
-struct AesReader {
-    inner: PartsReader,
-    crypter: Crypter,
-    inbuf: Vec<u8>,
-    out: Vec<u8>,
-    pos: usize,
-    len: usize,
-    finished: bool,
-    slot: Slot,
-}
+/// The decrypting thread; its result says whether every part was verified.
+type Decryptor = JoinHandle<Result<(), ImageError>>;
 
-impl AesReader {
-    fn new(inner: PartsReader, key: &BundleKey, slot: Slot) -> Result<Self, ImageError> {
-        let cipher = Cipher::aes_128_cbc();
-        let crypter = Crypter::new(cipher, Mode::Decrypt, &key.key, Some(&key.iv))
-            .map_err(|e| ImageError::Crypto(e.to_string()))?;
-        Ok(AesReader {
-            inner,
-            crypter,
-            inbuf: vec![0u8; BUF],
-            out: vec![0u8; BUF + cipher.block_size()],
-            pos: 0,
-            len: 0,
-            finished: false,
-            slot,
+/// The decrypting stage, on its own thread: reads the parts in order
+/// (checking each part's SHA-1 at its end), decrypts them with AES-128-CBC
+/// (PKCS#7 padding removed) and hands the plaintext over in batches.
+///
+/// The thread returns `Ok` once every part was read and verified and the
+/// padding was valid. If the other end hangs up early (its own error), the
+/// rest of the parts are still hashed, so that a corrupt part is reported
+/// as such rather than as a gzip or tar symptom.
+fn spawn_decryptor(
+    parts: Vec<PartFile>,
+    key: &BundleKey,
+    progress: Option<Arc<AtomicU64>>,
+) -> Result<(Receiver<Vec<u8>>, Decryptor), ImageError> {
+    let cipher = Cipher::aes_128_cbc();
+    let mut crypter = Crypter::new(cipher, Mode::Decrypt, &key.key, Some(&key.iv))
+        .map_err(|e| ImageError::Crypto(e.to_string()))?;
+    let (tx, rx) = sync_channel::<Vec<u8>>(4);
+    let handle = std::thread::Builder::new()
+        .name("unbundle-decrypt".into())
+        .spawn(move || {
+            let slot: Slot = Rc::default();
+            let mut reader = PartsReader::new(parts, slot.clone(), progress);
+            let mut inbuf = vec![0u8; BUF];
+            loop {
+                let n = match reader.read(&mut inbuf) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        let e = slot.borrow_mut().take();
+                        return Err(e.unwrap_or_else(|| {
+                            ImageError::Crypto("reading the bundle parts failed".into())
+                        }));
+                    }
+                };
+                let mut out = vec![0u8; BUF + cipher.block_size()];
+                let len = if n == 0 {
+                    crypter
+                        .finalize(&mut out)
+                        .map_err(|_| ImageError::Decrypt)?
+                } else {
+                    crypter
+                        .update(&inbuf[..n], &mut out)
+                        .map_err(|e| ImageError::Crypto(e.to_string()))?
+                };
+                out.truncate(len);
+                if !out.is_empty() && tx.send(out).is_err() {
+                    // The inflating side stopped on an error of its own.
+                    return reader.verify_rest().map_or(Ok(()), Err);
+                }
+                if n == 0 {
+                    return Ok(());
+                }
+            }
         })
-    }
+        .map_err(|e| ImageError::Crypto(format!("cannot start the decrypting thread: {e}")))?;
+    Ok((rx, handle))
 }
 
-impl Read for AesReader {
+/// The plaintext from [`spawn_decryptor`], as a reader.
+struct Plaintext {
+    rx: Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+    eof: bool,
+}
+
+impl Read for Plaintext {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.len {
-            if self.finished || buf.is_empty() {
+        while self.pos == self.cur.len() {
+            if self.eof || buf.is_empty() {
                 return Ok(0);
             }
-            let n = self.inner.read(&mut self.inbuf)?;
-            self.pos = 0;
-            self.len = if n == 0 {
-                self.finished = true;
-                self.crypter
-                    .finalize(&mut self.out)
-                    .map_err(|_| fail(&self.slot, ImageError::Decrypt))?
-            } else {
-                self.crypter
-                    .update(&self.inbuf[..n], &mut self.out)
-                    .map_err(|e| fail(&self.slot, ImageError::Crypto(e.to_string())))?
-            };
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.cur = b;
+                    self.pos = 0;
+                }
+                // The decrypting thread ended (done, or failed: its result says which).
+                Err(_) => self.eof = true,
+            }
         }
-        let n = buf.len().min(self.len - self.pos);
-        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
     }
@@ -404,16 +471,22 @@ fn extract(
     manifest: &Manifest,
     parts: Vec<PartFile>,
     key: &BundleKey,
+    progress: Option<Arc<AtomicU64>>,
     out: &mut impl Write,
     out_path: &Path,
 ) -> Result<(u64, Sha1Digest), ImageError> {
     let slot: Slot = Rc::default();
     let count = Rc::new(Cell::new(0u64));
     let limit = Rc::new(Cell::new(TAR_HEADER_BUDGET));
-    let parts = PartsReader::new(parts, slot.clone());
-    let aes = AesReader::new(parts, key, slot.clone())?;
+    let (rx, decryptor) = spawn_decryptor(parts, key, progress)?;
+    let plaintext = Plaintext {
+        rx,
+        cur: Vec::new(),
+        pos: 0,
+        eof: false,
+    };
     let tar_stream = TarStream {
-        inner: MultiGzDecoder::new(aes),
+        inner: MultiGzDecoder::new(plaintext),
         hasher: BgSha1::new(),
         count: count.clone(),
         limit: limit.clone(),
@@ -440,6 +513,17 @@ fn extract(
         while tar_stream.read(&mut buf)? != 0 {}
         Ok(n)
     });
+    let TarStream {
+        inner: gz, hasher, ..
+    } = tar_stream;
+    let all_plaintext_read = gz.get_ref().eof;
+    // Hang up before joining, so a decryptor blocked on a full channel ends.
+    drop(gz);
+    // Errors at the source (a part's digest, a missing part, the padding)
+    // explain any later symptom in gzip or tar.
+    let decrypted = decryptor
+        .join()
+        .unwrap_or_else(|_| Err(ImageError::Crypto("the decrypting thread panicked".into())));
 
     let n = match result {
         Ok(n) => n,
@@ -450,29 +534,13 @@ fn extract(
                     source,
                 });
             }
+            decrypted?;
             let claimed = slot.borrow_mut().take();
-            let part_problem = matches!(
-                claimed,
-                Some(
-                    ImageError::PartDigestMismatch { .. }
-                        | ImageError::MissingPart { .. }
-                        | ImageError::PartRead { .. }
-                )
-            );
-            if !part_problem {
-                // A corrupt part shows up as a decrypt/gzip/tar error before
-                // its end is reached: finish hashing the parts to name it.
-                let parts = &mut tar_stream.inner.get_mut().inner;
-                if let Some(part_err) = parts.verify_rest() {
-                    return Err(part_err);
-                }
-            }
             return Err(claimed.unwrap_or_else(|| ImageError::Tar(e.to_string())));
         }
     };
-
-    let aes = tar_stream.inner.get_ref();
-    if !aes.finished || !aes.inner.done() {
+    decrypted?;
+    if !all_plaintext_read {
         return Err(ImageError::Decompress(
             "the gzip stream ended before the end of the ciphertext".into(),
         ));
@@ -483,7 +551,7 @@ fn extract(
             actual: n,
         });
     }
-    let tar_sha1 = sha1_of(tar_stream.hasher.finish());
+    let tar_sha1 = sha1_of(hasher.finish());
     if tar_sha1 != manifest.image.digest && !manifest.image_digest_is_advisory() {
         return Err(ImageError::ImageDigestMismatch {
             expected: manifest.image.digest.to_hex(),
