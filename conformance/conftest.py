@@ -57,6 +57,9 @@ class Cloud:
         self.port = port
         self.endpoint = f"http://127.0.0.1:{port}"
         self.extra_args = list(extra_args)
+        self.sc_port = free_port()
+        self.nbd_port = free_port()
+        self.sc_url = f"http://127.0.0.1:{self.sc_port}"
         self.proc = None
         self.log_path = self.data.parent / f"euca-{port}.log"
 
@@ -65,7 +68,9 @@ class Cloud:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [euca_bin(), "up", "--data", str(self.data),
-             "--walrus-listen", f"127.0.0.1:{self.port}", *self.extra_args],
+             "--walrus-listen", f"127.0.0.1:{self.port}",
+             "--sc-listen", f"127.0.0.1:{self.sc_port}",
+             "--nbd-listen", f"127.0.0.1:{self.nbd_port}", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")},
         )
@@ -75,6 +80,7 @@ class Cloud:
                 raise RuntimeError(f"euca up exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 urllib.request.urlopen(self.endpoint + "/_health", timeout=1).read()
+                urllib.request.urlopen(self.sc_url + "/_health", timeout=1).read()
                 if (self.data / "credentials" / "eucarc").exists():
                     self._load_creds()
                     return self

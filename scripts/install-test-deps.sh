@@ -9,11 +9,26 @@ command -v curl >/dev/null || need_apt+=(curl)
 # Build deps of euca-image (the `openssl` crate links the system OpenSSL).
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
+# NBD clients for the storage controller's tests (userspace: no kernel NBD here),
+# nbdkit and fio for its benchmark, script(1) for the progress-display test.
+command -v nbdinfo >/dev/null || need_apt+=(libnbd-bin)
+/usr/bin/python3 -c 'import nbd' 2>/dev/null || need_apt+=(python3-libnbd)
+command -v nbdkit >/dev/null || need_apt+=(nbdkit)
+command -v fio >/dev/null || need_apt+=(fio)
+command -v script >/dev/null || need_apt+=(bsdutils)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+# qemu-img / qemu-io / qemu-nbd: the machine image has qemu-utils 10 from
+# bookworm-backports; Debian's own 7.2 would downgrade it, so take backports.
+if ! command -v qemu-io >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-utils \
+    || apt-get install -y -qq --no-install-recommends qemu-utils
 fi
 
 PY=${PYTHON:-python3}
@@ -29,6 +44,7 @@ if [ ${#pip_pkgs[@]} -gt 0 ]; then
 fi
 
 # Fail loudly if anything is still missing.
-for c in rclone /usr/bin/aws curl; do command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 1; }; done
+for c in rclone /usr/bin/aws curl nbdinfo nbdcopy nbdsh nbdkit fio qemu-img qemu-io qemu-nbd script; do command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 1; }; done
 $PY -c 'import pytest, boto3, awscli, S3, requests' || { echo "missing python test deps" >&2; exit 1; }
 command -v s3cmd >/dev/null || { echo "missing: s3cmd on PATH" >&2; exit 1; }
+/usr/bin/python3 -c 'import nbd' || { echo "missing: python3-libnbd for /usr/bin/python3" >&2; exit 1; }

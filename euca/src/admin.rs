@@ -3,7 +3,7 @@
 use crate::{AccountCmd, KeyCmd};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use clap::Args;
+use clap::{Args, Subcommand};
 use euca_aws::sign::Signer;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -34,19 +34,40 @@ fn eucarc(t: &Target) -> Result<HashMap<String, String>> {
         .collect())
 }
 
+/// Which service an admin call goes to: the eucarc variable with its URL and the
+/// SigV4 service name it verifies.
+#[derive(Clone, Copy)]
+enum Service {
+    Walrus,
+    Sc,
+}
+
 async fn call(t: &Target, method: &str, path: &str) -> Result<serde_json::Value> {
+    call_service(t, Service::Walrus, method, path).await
+}
+
+async fn call_service(
+    t: &Target,
+    service: Service,
+    method: &str,
+    path: &str,
+) -> Result<serde_json::Value> {
     let env = eucarc(t)?;
     let get = |k: &str| {
         env.get(k)
             .cloned()
             .with_context(|| format!("{k} missing from eucarc"))
     };
-    let url: http::Uri = format!("{}{}", get("S3_URL")?.trim_end_matches('/'), path).parse()?;
+    let (url_var, service_name) = match service {
+        Service::Walrus => ("S3_URL", "s3"),
+        Service::Sc => ("EUCA_SC_URL", "sc"),
+    };
+    let url: http::Uri = format!("{}{}", get(url_var)?.trim_end_matches('/'), path).parse()?;
     let signer = Signer {
         access_key: get("AWS_ACCESS_KEY_ID")?,
         secret_key: get("AWS_SECRET_ACCESS_KEY")?,
         region: get("AWS_DEFAULT_REGION")?,
-        service: "s3".into(),
+        service: service_name.into(),
     };
     let mut headers = http::HeaderMap::new();
     headers.insert(
@@ -144,6 +165,183 @@ pub async fn key(t: &Target, cmd: KeyCmd) -> Result<()> {
         KeyCmd::Disable { access_key_id } => {
             call(t, "POST", &format!("/_admin/keys/{access_key_id}/disable")).await?;
             println!("key {access_key_id} disabled");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum VolumeCmd {
+    /// Create a volume (empty, or from a snapshot); prints its id.
+    Create {
+        /// Size in GiB (default with --snapshot: the snapshot's size).
+        #[arg(long)]
+        size_gib: Option<u64>,
+        /// Snapshot to create the volume from.
+        #[arg(long)]
+        snapshot: Option<String>,
+    },
+    List,
+    /// Print a volume's record as JSON.
+    Describe {
+        volume: String,
+    },
+    Delete {
+        volume: String,
+    },
+    /// Export a volume to a node; prints the NBD URI that node opens.
+    Attach {
+        volume: String,
+        /// The node's IP address (only it may open the export).
+        #[arg(long)]
+        node: String,
+    },
+    Detach {
+        volume: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SnapshotCmd {
+    /// Snapshot a volume; prints the snapshot id (the upload goes on in the
+    /// background unless --wait).
+    Create {
+        volume: String,
+        /// Wait for the upload to finish, showing progress on a terminal.
+        #[arg(long)]
+        wait: bool,
+    },
+    List,
+    /// Print a snapshot's record (with upload progress) as JSON.
+    Describe {
+        snapshot: String,
+    },
+    Delete {
+        snapshot: String,
+    },
+}
+
+fn enc(s: &str) -> String {
+    euca_aws::encoding::uri_encode(s.as_bytes(), false)
+}
+
+pub async fn volume(t: &Target, cmd: VolumeCmd) -> Result<()> {
+    let sc = |m: &'static str, p: String| async move { call_service(t, Service::Sc, m, &p).await };
+    match cmd {
+        VolumeCmd::Create { size_gib, snapshot } => {
+            let mut q = Vec::new();
+            if let Some(g) = size_gib {
+                q.push(format!("size_gib={g}"));
+            }
+            if let Some(s) = snapshot {
+                q.push(format!("snapshot_id={}", enc(&s)));
+            }
+            let v = sc("POST", format!("/volumes?{}", q.join("&"))).await?;
+            println!("{}", s(&v, "id"));
+        }
+        VolumeCmd::List => {
+            let v = sc("GET", "/volumes".into()).await?;
+            println!(
+                "{:<14} {:>8} {:<10} {:<16} SNAPSHOT",
+                "VOLUME", "GIB", "STATE", "NODE"
+            );
+            for x in v.as_array().into_iter().flatten() {
+                let size = x["size"].as_u64().unwrap_or(0) as f64 / (1u64 << 30) as f64;
+                println!(
+                    "{:<14} {:>8} {:<10} {:<16} {}",
+                    s(x, "id"),
+                    format!("{size:.2}"),
+                    s(x, "state"),
+                    x["attachment"]["node"].as_str().unwrap_or("-"),
+                    x["snapshot_id"].as_str().unwrap_or("-")
+                );
+            }
+        }
+        VolumeCmd::Describe { volume } => {
+            let v = sc("GET", format!("/volumes/{}", enc(&volume))).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        VolumeCmd::Delete { volume } => {
+            sc("DELETE", format!("/volumes/{}", enc(&volume))).await?;
+            println!("deleted {volume}");
+        }
+        VolumeCmd::Attach { volume, node } => {
+            let v = sc(
+                "POST",
+                format!("/volumes/{}/attach?node={}", enc(&volume), enc(&node)),
+            )
+            .await?;
+            println!("{}", s(&v, "uri"));
+        }
+        VolumeCmd::Detach { volume } => {
+            sc("POST", format!("/volumes/{}/detach", enc(&volume))).await?;
+            println!("detached {volume}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn snapshot(t: &Target, cmd: SnapshotCmd) -> Result<()> {
+    let sc = |m: &'static str, p: String| async move { call_service(t, Service::Sc, m, &p).await };
+    match cmd {
+        SnapshotCmd::Create { volume, wait } => {
+            let v = sc("POST", format!("/volumes/{}/snapshots", enc(&volume))).await?;
+            let id = s(&v, "id");
+            if wait {
+                let total = v["size"].as_u64().unwrap_or(0);
+                let progress = crate::progress::Progress::start("snapshot", total);
+                let counter = progress.counter();
+                loop {
+                    let d = sc("GET", format!("/snapshots/{id}")).await?;
+                    let p = &d["progress"];
+                    let (done, all) = (
+                        p["chunks_done"].as_u64().unwrap_or(0),
+                        p["chunks_total"].as_u64().unwrap_or(0).max(1),
+                    );
+                    counter.store(
+                        total.saturating_mul(done) / all,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    match d["state"].as_str() {
+                        Some("pending") => {
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await
+                        }
+                        Some("completed") => break,
+                        _ => {
+                            drop(progress);
+                            bail!("snapshot {id} failed: {}", s(&d, "error"));
+                        }
+                    }
+                }
+                progress.finish();
+            }
+            println!("{id}");
+        }
+        SnapshotCmd::List => {
+            let v = sc("GET", "/snapshots".into()).await?;
+            println!(
+                "{:<15} {:<14} {:<10} {:>12} {:>14}",
+                "SNAPSHOT", "VOLUME", "STATE", "CHUNKS", "UPLOADED"
+            );
+            for x in v.as_array().into_iter().flatten() {
+                let p = &x["progress"];
+                println!(
+                    "{:<15} {:<14} {:<10} {:>12} {:>14}",
+                    s(x, "id"),
+                    s(x, "volume_id"),
+                    s(x, "state"),
+                    format!("{}/{}", p["chunks_done"], p["chunks_total"]),
+                    p["bytes_uploaded"]
+                );
+            }
+        }
+        SnapshotCmd::Describe { snapshot } => {
+            let v = sc("GET", format!("/snapshots/{}", enc(&snapshot))).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        SnapshotCmd::Delete { snapshot } => {
+            sc("DELETE", format!("/snapshots/{}", enc(&snapshot))).await?;
+            println!("deleted {snapshot}");
         }
     }
     Ok(())

@@ -26,6 +26,7 @@ pub fn write_all(
     key: &AccessKey,
     account_id: &str,
     bundling: &crate::pki::BundlingCreds,
+    sc_url: Option<&str>,
 ) -> Result<()> {
     std::fs::create_dir_all(dir.join("aws"))?;
     let (ak, sk) = (&key.access_key_id, &key.secret_access_key);
@@ -50,7 +51,10 @@ pub fn write_all(
              export EC2_ACCOUNT_NUMBER={account_id}\n\
              export EC2_PRIVATE_KEY={user_key}\n\
              export EC2_CERT={user_cert}\n\
-             export EUCALYPTUS_CERT={cloud_cert}\n",
+             export EUCALYPTUS_CERT={cloud_cert}\n{sc}",
+            sc = sc_url
+                .map(|u| format!("# The storage controller's API (euca volume / euca snapshot).\nexport EUCA_SC_URL={u}\n"))
+                .unwrap_or_default(),
             acct = key.account,
             user_key = bundling.user_key.display(),
             user_cert = bundling.user_cert.display(),

@@ -22,7 +22,7 @@ const SYSTEM_ACCOUNT: &str = "eucalyptus";
 #[command(
     name = "euca",
     version,
-    about = "A storage-first private cloud: S3 (Walrus) today; EBS, EC2 and images next."
+    about = "A storage-first private cloud: S3 (Walrus), EBS-style volumes over NBD, image bundles; EC2 next."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,10 +31,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the all-in-one cloud on this machine (today: Walrus), on embedded defaults.
+    /// Run the all-in-one cloud on this machine (Walrus and the storage controller), on embedded defaults.
     Up(UpArgs),
     /// Run Walrus (S3) alone, from a TOML config and/or flags.
     Walrus(WalrusArgs),
+    /// Run the storage controller (volumes over NBD, snapshots in Walrus).
+    Sc(ScArgs),
+    /// Manage volumes (on a running cloud): create, list, attach to a node, …
+    Volume {
+        #[command(subcommand)]
+        cmd: admin::VolumeCmd,
+        #[command(flatten)]
+        target: admin::Target,
+    },
+    /// Manage snapshots of volumes (on a running cloud).
+    Snapshot {
+        #[command(subcommand)]
+        cmd: admin::SnapshotCmd,
+        #[command(flatten)]
+        target: admin::Target,
+    },
     /// Bundle an image the euca2ools way (tar, gzip on every core, AES-128-CBC, parts, signed manifest).
     BundleImage(images::BundleImageArgs),
     /// Verify an image bundle (signature, part and image digests) and restore the image.
@@ -69,9 +85,31 @@ struct UpArgs {
     /// Walrus (S3) listen address.
     #[arg(long, default_value = "127.0.0.1:8773")]
     walrus_listen: SocketAddr,
-    /// Optional TOML config (sections: [walrus]).
+    /// Storage controller API listen address.
+    #[arg(long, default_value = "127.0.0.1:8775")]
+    sc_listen: SocketAddr,
+    /// NBD listen address (volume exports).
+    #[arg(long, default_value = "127.0.0.1:10809")]
+    nbd_listen: SocketAddr,
+    /// Optional TOML config (sections: [walrus], [sc]).
     #[arg(long)]
     config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ScArgs {
+    /// TOML config file with an [sc] (and [walrus]) section.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory, laid out as for `euca up`.
+    #[arg(long, default_value = "euca-data")]
+    data: PathBuf,
+    /// API listen address (overrides the config file).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// NBD listen address (overrides the config file).
+    #[arg(long)]
+    nbd_listen: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -123,6 +161,7 @@ enum KeyCmd {
 #[serde(default, deny_unknown_fields)]
 struct ConfigFile {
     walrus: Option<WalrusConfig>,
+    sc: Option<euca_sc::ScConfig>,
 }
 
 fn load_config(path: Option<&Path>) -> Result<ConfigFile> {
@@ -170,6 +209,9 @@ fn main() -> Result<()> {
         match cli.cmd {
             Cmd::Up(a) => up(a).await,
             Cmd::Walrus(a) => walrus_alone(a).await,
+            Cmd::Sc(a) => sc_alone(a).await,
+            Cmd::Volume { cmd, target } => admin::volume(&target, cmd).await,
+            Cmd::Snapshot { cmd, target } => admin::snapshot(&target, cmd).await,
             Cmd::UploadBundle(a) => images::upload_bundle(a).await,
             Cmd::DownloadBundle(a) => images::download_bundle(a).await,
             Cmd::DeleteBundle(a) => images::delete_bundle(a).await,
@@ -213,13 +255,23 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
-/// Starts Walrus with the `up` data layout, writes the admin's client configs and
-/// prints where everything is.
-async fn start_walrus(
+/// What `euca up` / `euca walrus` opened: Walrus and the identity it serves.
+struct Opened {
+    walrus: walrus::Walrus,
+    data: PathBuf,
+    identity: IdentityStore,
+    admin_key: euca_identity::AccessKey,
+    admin: euca_identity::Account,
+    region: String,
+    s3_url: String,
+}
+
+/// Opens Walrus with the `up` data layout.
+async fn open_walrus(
     data: &Path,
     mut wcfg: WalrusConfig,
     data_dir_from_file: bool,
-) -> Result<walrus::Walrus> {
+) -> Result<Opened> {
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let data = data.canonicalize()?;
     if !data_dir_from_file {
@@ -232,26 +284,90 @@ async fn start_walrus(
         .context("admin account missing")?;
     let walrus = walrus::Walrus::open(
         wcfg,
-        identity,
+        identity.clone(),
         system_id,
         euca_identity::ADMIN_ACCOUNT.into(),
     )
     .await?;
     let s3_url = format!("http://{}/", walrus.local_addr());
-    let cred_dir = data.join("credentials");
-    let bundling = pki::ensure(&data, &admin.name, &admin.id)?;
+    Ok(Opened {
+        walrus,
+        data,
+        identity,
+        admin_key,
+        admin,
+        region,
+        s3_url,
+    })
+}
+
+/// Writes the admin's client configs (eucarc and friends) and prints where
+/// everything is.
+fn announce(o: &Opened, sc: Option<(&str, SocketAddr)>) -> Result<()> {
+    let cred_dir = o.data.join("credentials");
+    let bundling = pki::ensure(&o.data, &o.admin.name, &o.admin.id)?;
     credentials::write_all(
-        &cred_dir, &s3_url, &region, &admin_key, &admin.id, &bundling,
+        &cred_dir,
+        &o.s3_url,
+        &o.region,
+        &o.admin_key,
+        &o.admin.id,
+        &bundling,
+        sc.map(|(u, _)| u),
     )?;
+    let (s3_url, region) = (&o.s3_url, &o.region);
     println!("  walrus (S3)  {s3_url}   (also {s3_url}services/Walrus/)   region {region}");
     println!("  metrics      {s3_url}_metrics");
+    if let Some((url, nbd)) = sc {
+        println!("  sc (volumes) {url}   NBD exports on {nbd}   metrics {url}_metrics");
+    }
     println!("  credentials  {}/", cred_dir.display());
     println!("               eucarc (source it), aws/config + aws/credentials (profile euca), s3cfg (s3cmd -c), rclone.conf (remote euca:)");
     println!(
         "  try: source {}/eucarc && aws --endpoint-url $S3_URL s3 ls",
         cred_dir.display()
     );
-    Ok(walrus)
+    Ok(())
+}
+
+/// Opens the storage controller under `<data>/sc`, storing snapshots in Walrus
+/// as the cloud's system account.
+async fn open_sc(
+    o: &Opened,
+    mut cfg: euca_sc::ScConfig,
+    data_dir_from_file: bool,
+) -> Result<euca_sc::ScServer> {
+    if !data_dir_from_file {
+        cfg.data_dir = o.data.join("sc");
+    }
+    cfg.region = o.region.clone();
+    let key = match o
+        .identity
+        .keys(SYSTEM_ACCOUNT)?
+        .into_iter()
+        .find(|k| k.enabled)
+    {
+        Some(k) => k,
+        None => o.identity.create_key(SYSTEM_ACCOUNT)?,
+    };
+    let s3 = euca_s3::S3Client::new(
+        &o.s3_url,
+        &key.access_key_id,
+        &key.secret_access_key,
+        &o.region,
+    )?;
+    let chunks = std::sync::Arc::new(euca_sc::snapshot::chunks::WalrusChunks::new(
+        s3,
+        cfg.snapshot_bucket.clone(),
+    ));
+    let sc = euca_sc::ScServer::open(
+        cfg,
+        std::sync::Arc::new(o.identity.clone()),
+        euca_identity::ADMIN_ACCOUNT.into(),
+        chunks,
+    )
+    .await?;
+    Ok(sc)
 }
 
 async fn up(a: UpArgs) -> Result<()> {
@@ -262,9 +378,55 @@ async fn up(a: UpArgs) -> Result<()> {
         .is_some_and(|w| w.data_dir != WalrusConfig::default().data_dir);
     let mut wcfg = cfg.walrus.unwrap_or_default();
     wcfg.listen = a.walrus_listen;
+    let opened = open_walrus(&a.data, wcfg, from_file).await?;
+    let sc_from_file = cfg
+        .sc
+        .as_ref()
+        .is_some_and(|s| s.data_dir != euca_sc::ScConfig::default().data_dir);
+    let mut scfg = cfg.sc.unwrap_or_default();
+    scfg.listen = a.sc_listen;
+    scfg.nbd_listen = a.nbd_listen;
+    let shutdown = shutdown_signal();
+    let sc = open_sc(&opened, scfg, sc_from_file).await?;
+    let sc_url = format!(
+        "http://{}/",
+        sc.api_addr()
+            .context("the SC API listener has no address")?
+    );
+    let nbd = sc.nbd_addr().context("the NBD listener has no address")?;
     println!("euca: the cloud is up");
-    let walrus = start_walrus(&a.data, wcfg, from_file).await?;
-    walrus.serve(shutdown_signal()).await;
+    announce(&opened, Some((&sc_url, nbd)))?;
+    let sc_task = tokio::spawn(sc.serve(shutdown.clone()));
+    opened.walrus.serve(shutdown).await;
+    sc_task.await?;
+    Ok(())
+}
+
+async fn sc_alone(a: ScArgs) -> Result<()> {
+    let cfg = load_config(a.config.as_deref())?;
+    // The SC shares the cloud's identity and Walrus: it runs with Walrus in the
+    // same process (as `euca up` does) until services reach each other remotely.
+    let opened = open_walrus(&a.data, cfg.walrus.unwrap_or_default(), false).await?;
+    let from_file = cfg
+        .sc
+        .as_ref()
+        .is_some_and(|s| s.data_dir != euca_sc::ScConfig::default().data_dir);
+    let mut scfg = cfg.sc.unwrap_or_default();
+    if let Some(l) = a.listen {
+        scfg.listen = l;
+    }
+    if let Some(l) = a.nbd_listen {
+        scfg.nbd_listen = l;
+    }
+    let sc = open_sc(&opened, scfg, from_file).await?;
+    let sc_url = format!("http://{}/", sc.api_addr().context("no API address")?);
+    let nbd = sc.nbd_addr().context("no NBD address")?;
+    println!("euca: sc is up");
+    announce(&opened, Some((&sc_url, nbd)))?;
+    let shutdown = shutdown_signal();
+    let sc_task = tokio::spawn(sc.serve(shutdown.clone()));
+    opened.walrus.serve(shutdown).await;
+    sc_task.await?;
     Ok(())
 }
 
@@ -282,7 +444,8 @@ async fn walrus_alone(a: WalrusArgs) -> Result<()> {
         w.region = r;
     }
     println!("euca: walrus is up");
-    let walrus = start_walrus(&a.data, w, from_file).await?;
-    walrus.serve(shutdown_signal()).await;
+    let opened = open_walrus(&a.data, w, from_file).await?;
+    announce(&opened, None)?;
+    opened.walrus.serve(shutdown_signal()).await;
     Ok(())
 }

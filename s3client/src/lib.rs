@@ -272,6 +272,61 @@ impl S3Client {
             .to_string())
     }
 
+    /// Uploads an in-memory object with its Content-MD5. The body is cheap to clone
+    /// (`Bytes`), so every attempt sends it afresh. Returns the ETag.
+    pub async fn put_bytes(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: Bytes,
+    ) -> Result<String, S3ClientError> {
+        let md5: [u8; 16] = Md5::digest(&data).into();
+        let headers = [(
+            "content-md5",
+            base64::engine::general_purpose::STANDARD.encode(md5),
+        )];
+        let body =
+            move || -> futures::future::BoxFuture<'static, Result<(Body, u64), S3ClientError>> {
+                let data = data.clone();
+                Box::pin(async move {
+                    let len = data.len() as u64;
+                    Ok((Full::new(data).map_err(|e| match e {}).boxed(), len))
+                })
+            };
+        let resp = self
+            .send("PUT", &self.path(bucket, Some(key)), "", &headers, &body)
+            .await?;
+        Ok(resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .trim_matches('"')
+            .to_string())
+    }
+
+    /// The object's size, or `None` if it does not exist (404).
+    pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<u64>, S3ClientError> {
+        match self
+            .send("HEAD", &self.path(bucket, Some(key)), "", &[], &Self::empty)
+            .await
+        {
+            Ok(resp) => {
+                let len = resp
+                    .headers()
+                    .get("content-length")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        S3ClientError::Http(format!("HEAD {bucket}/{key}: no Content-Length"))
+                    })?;
+                Ok(Some(len))
+            }
+            Err(S3ClientError::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Downloads an object into `file` (written to a temp name, then renamed).
     pub async fn get_to_file(
         &self,

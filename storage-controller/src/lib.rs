@@ -1,0 +1,19 @@
+//! The storage controller: EBS-style volumes backed by sparse files and exported to
+//! node controllers over NBD.
+
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod model;
+pub mod nbd;
+pub mod snapshot;
+pub mod state;
+pub mod store;
+
+pub use config::ScConfig;
+pub use error::ScError;
+pub mod api;
+pub mod server;
+pub mod service;
+
+pub use server::ScServer;

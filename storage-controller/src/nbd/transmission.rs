@@ -1,0 +1,564 @@
+//! The transmission phase: request reader, concurrent execution, reply writer.
+
+use std::io::IoSlice;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::FutureExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+use super::handshake::{drain, Negotiated};
+use super::proto::*;
+use super::{nbd_errno, wait_true, Config, NbdError};
+use crate::device::BlockDevice;
+
+const READ_BUFFER: usize = 128 << 10;
+const WRITE_BUFFER: usize = 128 << 10;
+/// Reply bodies up to this size are copied into the batch buffer; larger ones are
+/// written straight from their buffer.
+const COPY_LIMIT: usize = 16 << 10;
+/// Most descriptors in one BLOCK_STATUS reply (the spec allows fewer than asked).
+const MAX_DESCRIPTORS: usize = 1 << 16;
+
+#[derive(Debug, Clone, Copy)]
+struct Request {
+    flags: u16,
+    ty: u16,
+    cookie: u64,
+    offset: u64,
+    len: u32,
+}
+
+/// One reply frame (a simple reply or one structured chunk), written whole by the
+/// writer task so frames of concurrent requests never interleave.
+pub(crate) struct Frame {
+    head: [u8; 32],
+    head_len: usize,
+    body: Bytes,
+    /// Payload budget held until the frame is on the wire (read data).
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+impl Frame {
+    fn new(head: &[u8], body: Bytes) -> Frame {
+        let mut h = [0u8; 32];
+        let n = head.len().min(32);
+        h[..n].copy_from_slice(&head[..n]);
+        Frame {
+            head: h,
+            head_len: n,
+            body,
+            _budget: None,
+        }
+    }
+
+    fn simple(cookie: u64, error: u32, data: Bytes) -> Frame {
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+        h[4..8].copy_from_slice(&error.to_be_bytes());
+        h[8..16].copy_from_slice(&cookie.to_be_bytes());
+        Frame::new(&h, data)
+    }
+
+    /// A structured chunk: 20-byte header, `prefix` (≤ 12 bytes), then `body`.
+    fn chunk(cookie: u64, flags: u16, ty: u16, prefix: &[u8], body: Bytes) -> Frame {
+        let mut h = [0u8; 32];
+        let plen = prefix.len().min(12);
+        let len = (plen + body.len()) as u32;
+        h[0..4].copy_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
+        h[4..6].copy_from_slice(&flags.to_be_bytes());
+        h[6..8].copy_from_slice(&ty.to_be_bytes());
+        h[8..16].copy_from_slice(&cookie.to_be_bytes());
+        h[16..20].copy_from_slice(&len.to_be_bytes());
+        h[20..20 + plen].copy_from_slice(&prefix[..plen]);
+        Frame::new(&h[..20 + plen], body)
+    }
+}
+
+/// Per-connection state shared with request tasks.
+struct Ctx {
+    device: Arc<dyn BlockDevice>,
+    size: u64,
+    structured: bool,
+    base_allocation: bool,
+    read_only: bool,
+    tx: mpsc::UnboundedSender<Frame>,
+}
+
+impl Ctx {
+    fn send(&self, frame: Frame) {
+        // Fails only if the writer is gone, in which case the connection is ending.
+        let _ = self.tx.send(frame);
+    }
+
+    fn ok(&self, req: &Request) -> Frame {
+        Frame::simple(req.cookie, 0, Bytes::new())
+    }
+
+    fn error(&self, req: &Request, errno: u32, msg: &'static str) -> Frame {
+        if self.structured {
+            let mut prefix = [0u8; 6];
+            prefix[0..4].copy_from_slice(&errno.to_be_bytes());
+            prefix[4..6].copy_from_slice(&(msg.len() as u16).to_be_bytes());
+            Frame::chunk(
+                req.cookie,
+                REPLY_FLAG_DONE,
+                REPLY_TYPE_ERROR,
+                &prefix,
+                Bytes::from_static(msg.as_bytes()),
+            )
+        } else {
+            Frame::simple(req.cookie, errno, Bytes::new())
+        }
+    }
+
+    /// Checks a request against the negotiated features and the export bounds.
+    fn validate(&self, r: &Request) -> Result<(), (u32, &'static str)> {
+        let allowed = match r.ty {
+            CMD_READ if self.structured => CMD_FLAG_FUA | CMD_FLAG_DF,
+            CMD_READ | CMD_WRITE | CMD_FLUSH | CMD_TRIM | CMD_CACHE => CMD_FLAG_FUA,
+            CMD_WRITE_ZEROES => CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | CMD_FLAG_FAST_ZERO,
+            CMD_BLOCK_STATUS => CMD_FLAG_FUA | CMD_FLAG_REQ_ONE,
+            _ => return Err((EINVAL, "unknown command")),
+        };
+        if r.flags & !allowed != 0 {
+            return Err((EINVAL, "invalid flags for this command"));
+        }
+        if r.ty == CMD_BLOCK_STATUS && !self.base_allocation {
+            return Err((EINVAL, "no metadata context negotiated"));
+        }
+        let writes = matches!(r.ty, CMD_WRITE | CMD_TRIM | CMD_WRITE_ZEROES);
+        if writes && self.read_only {
+            return Err((EPERM, "export is read-only"));
+        }
+        if r.ty == CMD_FLUSH {
+            return if r.offset == 0 && r.len == 0 {
+                Ok(())
+            } else {
+                Err((EINVAL, "flush offset and length must be zero"))
+            };
+        }
+        if r.len == 0 {
+            return Err((EINVAL, "zero-length request"));
+        }
+        let in_bounds = r
+            .offset
+            .checked_add(u64::from(r.len))
+            .is_some_and(|end| end <= self.size);
+        if !in_bounds {
+            return Err(if matches!(r.ty, CMD_WRITE | CMD_WRITE_ZEROES) {
+                (ENOSPC, "request past the end of the export")
+            } else {
+                (EINVAL, "request past the end of the export")
+            });
+        }
+        if r.ty == CMD_READ && r.len > MAX_PAYLOAD {
+            return Err((EOVERFLOW, "read larger than the maximum payload"));
+        }
+        Ok(())
+    }
+
+    async fn execute(
+        &self,
+        r: &Request,
+        payload: Option<Bytes>,
+        budget: Option<OwnedSemaphorePermit>,
+    ) -> Frame {
+        let fua = r.flags & CMD_FLAG_FUA != 0;
+        let dev = &self.device;
+        let done = match r.ty {
+            CMD_READ => {
+                return match dev.read(r.offset, r.len).await {
+                    Ok(data) if data.len() == r.len as usize => {
+                        let mut f = if self.structured {
+                            Frame::chunk(
+                                r.cookie,
+                                REPLY_FLAG_DONE,
+                                REPLY_TYPE_OFFSET_DATA,
+                                &r.offset.to_be_bytes(),
+                                data,
+                            )
+                        } else {
+                            Frame::simple(r.cookie, 0, data)
+                        };
+                        f._budget = budget;
+                        f
+                    }
+                    Ok(_) => self.error(r, EIO, "short read from device"),
+                    Err(e) => self.device_error(r, "read", &e),
+                };
+            }
+            CMD_WRITE => match payload {
+                Some(data) => dev.write(r.offset, data, fua).await,
+                None => return self.error(r, EIO, "missing payload"),
+            },
+            CMD_FLUSH => dev.flush().await,
+            CMD_TRIM => match dev.trim(r.offset, u64::from(r.len)).await {
+                Ok(()) if fua => dev.flush().await,
+                other => other,
+            },
+            CMD_CACHE => dev.cache(r.offset, u64::from(r.len)).await,
+            CMD_WRITE_ZEROES => {
+                let may_punch = r.flags & CMD_FLAG_NO_HOLE == 0;
+                if r.flags & CMD_FLAG_FAST_ZERO != 0 {
+                    match dev
+                        .write_zeroes_fast(r.offset, u64::from(r.len), may_punch, fua)
+                        .await
+                    {
+                        Ok(true) => Ok(()),
+                        Ok(false) => return self.error(r, ENOTSUP, "fast zero not possible"),
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    dev.write_zeroes(r.offset, u64::from(r.len), may_punch, fua)
+                        .await
+                }
+            }
+            CMD_BLOCK_STATUS => {
+                return match dev.extents(r.offset, u64::from(r.len)).await {
+                    Ok(extents) => self.block_status(r, &extents),
+                    Err(e) => self.device_error(r, "block status", &e),
+                };
+            }
+            _ => return self.error(r, EINVAL, "unknown command"),
+        };
+        match done {
+            Ok(()) => self.ok(r),
+            Err(e) => self.device_error(r, "request", &e),
+        }
+    }
+
+    fn device_error(&self, r: &Request, what: &'static str, e: &std::io::Error) -> Frame {
+        tracing::debug!(cookie = r.cookie, ty = r.ty, error = %e, "NBD {what} failed");
+        self.error(r, nbd_errno(e), "device error")
+    }
+
+    fn block_status(&self, r: &Request, extents: &[crate::device::Extent]) -> Frame {
+        let req_one = r.flags & CMD_FLAG_REQ_ONE != 0;
+        let mut remaining = u64::from(r.len);
+        let mut descs: Vec<(u32, u32)> = Vec::new();
+        for e in extents {
+            if remaining == 0 {
+                break;
+            }
+            let len = e.length.min(remaining);
+            if len == 0 {
+                continue;
+            }
+            remaining -= len;
+            let flags = if e.hole { STATE_HOLE } else { 0 } | if e.zero { STATE_ZERO } else { 0 };
+            // len <= remaining <= r.len, so it fits in u32, and so do merged sums.
+            match descs.last_mut() {
+                Some(last) if last.1 == flags => last.0 += len as u32,
+                _ => {
+                    if descs.len() == MAX_DESCRIPTORS || (req_one && !descs.is_empty()) {
+                        break;
+                    }
+                    descs.push((len as u32, flags));
+                }
+            }
+        }
+        if descs.is_empty() {
+            // Status 0 ("allocated, contents unknown") is always a safe answer.
+            descs.push((r.len, 0));
+        }
+        let mut body = BytesMut::with_capacity(descs.len() * 8);
+        for (len, flags) in &descs {
+            body.put_u32(*len);
+            body.put_u32(*flags);
+        }
+        Frame::chunk(
+            r.cookie,
+            REPLY_FLAG_DONE,
+            REPLY_TYPE_BLOCK_STATUS,
+            &META_ID_BASE_ALLOCATION.to_be_bytes(),
+            body.freeze(),
+        )
+    }
+}
+
+/// What makes the reader stop taking requests.
+struct Stop {
+    export: watch::Receiver<bool>,
+    server: watch::Receiver<bool>,
+    writer: watch::Receiver<bool>,
+}
+
+impl Stop {
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = wait_true(&mut self.export) => {}
+            _ = wait_true(&mut self.server) => {}
+            _ = wait_true(&mut self.writer) => {}
+        }
+    }
+}
+
+/// Runs transmission until the client disconnects, the export is removed or the
+/// server stops. In-flight requests always finish (and their replies are sent
+/// within the grace period) before the connection closes.
+pub(crate) async fn run<S>(
+    stream: S,
+    neg: Negotiated,
+    cfg: &Config,
+    server_stop: watch::Receiver<bool>,
+) -> Result<(), NbdError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Negotiated {
+        entry,
+        close_rx,
+        structured,
+        base_allocation,
+        ..
+    } = neg;
+    let (rd, wr) = tokio::io::split(stream);
+    let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (failed_tx, failed_rx) = watch::channel(false);
+    let mut writer = tokio::spawn(write_frames(wr, rx, failed_tx));
+    let ctx = Arc::new(Ctx {
+        device: entry.export.device.clone(),
+        size: entry.export.device.size(),
+        structured,
+        base_allocation,
+        read_only: entry.export.read_only,
+        tx,
+    });
+    // `stop.export` is this connection's registration on the export.
+    let mut stop = Stop {
+        export: close_rx,
+        server: server_stop,
+        writer: failed_rx,
+    };
+    let slots = Arc::new(Semaphore::new(cfg.max_in_flight));
+    let budget = Arc::new(Semaphore::new(cfg.max_in_flight_bytes));
+
+    let result = read_requests(&mut rd, &ctx, &mut stop, &slots, &budget).await;
+
+    // Wait for every in-flight device operation; their replies are queued by then.
+    let _all = slots.acquire_many(cfg.max_in_flight as u32).await;
+    drop(ctx);
+    if tokio::time::timeout(cfg.shutdown_grace, &mut writer)
+        .await
+        .is_err()
+    {
+        tracing::warn!("NBD client not reading replies; dropping the connection");
+        writer.abort();
+    }
+    drop(rd);
+    // Dropping the export registration last lets ExportTable::remove return only
+    // once this connection is fully closed.
+    drop(stop);
+    result
+}
+
+async fn read_requests<R>(
+    rd: &mut R,
+    ctx: &Arc<Ctx>,
+    stop: &mut Stop,
+    slots: &Arc<Semaphore>,
+    budget: &Arc<Semaphore>,
+) -> Result<(), NbdError>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut hdr = [0u8; REQUEST_HEADER_LEN];
+    loop {
+        let read = tokio::select! {
+            biased;
+            _ = stop.wait() => return Ok(()),
+            r = rd.read_exact(&mut hdr) => r,
+        };
+        match read {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let magic = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+        if magic != REQUEST_MAGIC {
+            return Err(NbdError::BadRequestMagic(magic));
+        }
+        let mut b8 = [0u8; 8];
+        b8.copy_from_slice(&hdr[8..16]);
+        let cookie = u64::from_be_bytes(b8);
+        b8.copy_from_slice(&hdr[16..24]);
+        let offset = u64::from_be_bytes(b8);
+        let req = Request {
+            flags: u16::from_be_bytes([hdr[4], hdr[5]]),
+            ty: u16::from_be_bytes([hdr[6], hdr[7]]),
+            cookie,
+            offset,
+            len: u32::from_be_bytes([hdr[24], hdr[25], hdr[26], hdr[27]]),
+        };
+        match req.ty {
+            CMD_DISC => return Ok(()),
+            CMD_WRITE if req.len > MAX_PAYLOAD => {
+                // Draining up to 4 GiB is not worth it: refuse, then hard disconnect
+                // (allowed for payloads above 32 MiB).
+                ctx.send(ctx.error(&req, EINVAL, "write larger than the maximum payload"));
+                return Err(NbdError::OversizedWrite(req.len));
+            }
+            _ => {}
+        }
+        if let Err((errno, msg)) = ctx.validate(&req) {
+            tracing::debug!(cookie, ty = req.ty, errno, msg, "NBD request refused");
+            if req.ty == CMD_WRITE {
+                // Skip the payload without buffering it (at most MAX_PAYLOAD bytes).
+                drain(rd, u64::from(req.len)).await?;
+            }
+            ctx.send(ctx.error(&req, errno, msg));
+            continue;
+        }
+        let cost = if matches!(req.ty, CMD_READ | CMD_WRITE) {
+            req.len
+        } else {
+            0
+        };
+        let permits = tokio::select! {
+            biased;
+            _ = stop.wait() => return Ok(()),
+            p = acquire(slots, budget, cost) => p,
+        };
+        let Some((slot, held)) = permits else {
+            return Ok(());
+        };
+        let payload = if req.ty == CMD_WRITE {
+            // A payload cut short (disconnect, stop) is dropped unapplied.
+            let data = tokio::select! {
+                biased;
+                _ = stop.wait() => return Ok(()),
+                d = read_payload(rd, req.len) => d?,
+            };
+            Some(data)
+        } else {
+            None
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let frame = match AssertUnwindSafe(ctx.execute(&req, payload, held))
+                .catch_unwind()
+                .await
+            {
+                Ok(f) => f,
+                Err(_) => {
+                    tracing::error!(
+                        cookie = req.cookie,
+                        ty = req.ty,
+                        "NBD request handler panicked"
+                    );
+                    ctx.error(&req, EIO, "internal error")
+                }
+            };
+            ctx.send(frame);
+            // Released only after the reply is queued: draining the slots means
+            // every reply is in the writer's queue.
+            drop(slot);
+        });
+    }
+}
+
+async fn acquire(
+    slots: &Arc<Semaphore>,
+    budget: &Arc<Semaphore>,
+    cost: u32,
+) -> Option<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)> {
+    let slot = slots.clone().acquire_owned().await.ok()?;
+    let held = if cost > 0 {
+        Some(budget.clone().acquire_many_owned(cost).await.ok()?)
+    } else {
+        None
+    };
+    Some((slot, held))
+}
+
+async fn read_payload<R: AsyncRead + Unpin>(rd: &mut R, len: u32) -> std::io::Result<Bytes> {
+    let len = len as usize;
+    let mut buf = BytesMut::with_capacity(len);
+    let mut limited = rd.take(len as u64);
+    while buf.len() < len {
+        if limited.read_buf(&mut buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(buf.freeze())
+}
+
+async fn write_frames<W: AsyncWrite + Unpin>(
+    wr: W,
+    mut rx: mpsc::UnboundedReceiver<Frame>,
+    failed: watch::Sender<bool>,
+) {
+    let mut out = Out {
+        w: wr,
+        buf: Vec::with_capacity(WRITE_BUFFER),
+    };
+    let result: std::io::Result<()> = async {
+        while let Some(frame) = rx.recv().await {
+            out.put(frame).await?;
+            while let Ok(frame) = rx.try_recv() {
+                out.put(frame).await?;
+            }
+            out.flush().await?;
+        }
+        out.w.shutdown().await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "NBD reply write failed");
+        failed.send_replace(true);
+    }
+}
+
+/// Reply output: small frames are batched in `buf`; a frame with a large body
+/// goes out in one `writev` together with whatever is batched, without copying
+/// the body.
+struct Out<W> {
+    w: W,
+    buf: Vec<u8>,
+}
+
+impl<W: AsyncWrite + Unpin> Out<W> {
+    async fn put(&mut self, frame: Frame) -> std::io::Result<()> {
+        self.buf.extend_from_slice(&frame.head[..frame.head_len]);
+        if frame.body.len() <= COPY_LIMIT {
+            self.buf.extend_from_slice(&frame.body);
+            if self.buf.len() >= WRITE_BUFFER {
+                self.write_buf().await?;
+            }
+            return Ok(());
+        }
+        let mut head: &[u8] = &self.buf;
+        let mut body: &[u8] = &frame.body;
+        while !head.is_empty() || !body.is_empty() {
+            let n = self
+                .w
+                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+                .await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            let from_head = n.min(head.len());
+            head = &head[from_head..];
+            body = &body[n - from_head..];
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    async fn write_buf(&mut self) -> std::io::Result<()> {
+        self.w.write_all(&self.buf).await?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.write_buf().await?;
+        }
+        self.w.flush().await
+    }
+}

@@ -1,0 +1,166 @@
+//! Starting and stopping the SC: its state, the NBD listener and the API listener.
+use crate::api::{self, ApiState};
+use crate::config::ScConfig;
+use crate::error::ScError;
+use crate::nbd::{ExportTable, NbdServer};
+use crate::service::StorageController;
+use crate::snapshot::chunks::ChunkStore;
+use crate::state::StateStore;
+use crate::store::FileVolumeStore;
+use euca_aws::auth::CredentialLookup;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub struct ScServer {
+    sc: Arc<StorageController>,
+    api: Arc<ApiState>,
+    exports: ExportTable,
+    api_listener: TcpListener,
+    nbd_listener: TcpListener,
+    _lock: std::fs::File,
+}
+
+impl ScServer {
+    /// Opens the SC on `cfg.data_dir` (refusing a directory another SC process
+    /// holds), recovers interrupted operations and binds both listeners.
+    pub async fn open(
+        cfg: ScConfig,
+        identity: Arc<dyn CredentialLookup>,
+        admin_account: String,
+        chunks: Arc<dyn ChunkStore>,
+    ) -> Result<Self, ScError> {
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(cfg.data_dir.join("lock"))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(ScError::IncorrectState(format!(
+                "{} is in use by another storage controller",
+                cfg.data_dir.display()
+            )));
+        }
+        let chunk_size = cfg.chunk_size_mib << 20;
+        if !chunk_size.is_power_of_two() || chunk_size < (64 << 10) {
+            return Err(ScError::Invalid(
+                "chunk_size_mib must be a power of two".into(),
+            ));
+        }
+        let state = StateStore::open(&cfg.data_dir.join("sc.redb"))?;
+        let volumes = Arc::new(FileVolumeStore::new(cfg.data_dir.join("volumes"))?);
+        let nbd_listener = TcpListener::bind(cfg.nbd_listen).await?;
+        let api_listener = TcpListener::bind(cfg.listen).await?;
+        let exports = ExportTable::new();
+        let sc = StorageController::open(
+            state,
+            volumes,
+            chunks,
+            exports.clone(),
+            &cfg,
+            nbd_listener.local_addr()?,
+        )
+        .await?;
+        let api = Arc::new(ApiState {
+            sc: sc.clone(),
+            identity,
+            admin_account,
+            region: cfg.region.clone(),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        });
+        Ok(ScServer {
+            sc,
+            api,
+            exports,
+            api_listener,
+            nbd_listener,
+            _lock: lock,
+        })
+    }
+
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_listener.local_addr().ok()
+    }
+
+    pub fn nbd_addr(&self) -> Option<SocketAddr> {
+        self.nbd_listener.local_addr().ok()
+    }
+
+    pub fn controller(&self) -> Arc<StorageController> {
+        self.sc.clone()
+    }
+
+    /// Serves until `shutdown` turns true; then NBD connections finish their
+    /// in-flight requests, and every open volume is flushed.
+    pub async fn serve(self, shutdown: watch::Receiver<bool>) {
+        let mut nbd_stop = shutdown.clone();
+        let nbd = NbdServer::new(self.exports.clone());
+        let nbd_task =
+            tokio::spawn(nbd.serve(
+                self.nbd_listener,
+                async move { stopped(&mut nbd_stop).await },
+            ));
+        serve_api(self.api_listener, self.api.clone(), shutdown).await;
+        match nbd_task.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "NBD server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "NBD server task failed"),
+            Ok(Ok(())) => {}
+        }
+        self.sc.flush_all().await;
+    }
+}
+
+async fn serve_api(listener: TcpListener, st: Arc<ApiState>, mut shutdown: watch::Receiver<bool>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+        };
+        let st = st.clone();
+        let svc = service_fn(move |req| {
+            let st = st.clone();
+            async move { Ok::<_, std::convert::Infallible>(api::handle(st, req, peer).await) }
+        });
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10));
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "API connection ended with error");
+            }
+        });
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+    }
+}
+
+/// Resolves once `rx` says true (or its sender is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

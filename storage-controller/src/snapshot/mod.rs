@@ -1,0 +1,128 @@
+//! Volume snapshots: crash-consistent cuts of a live volume, uploaded to Walrus as
+//! content-addressed chunks, and volumes created from them that fill lazily.
+//!
+//! - [`cow`]: [`VolumeDevice`] wraps a volume's device (and is what gets exported);
+//!   [`VolumeDevice::begin_cut`] takes a cut while the volume stays writable.
+//! - [`upload`]: [`upload_snapshot`] reads a cut chunk by chunk and stores the
+//!   non-zero chunks the store lacks, then the manifest; [`SnapshotProgress`] counts.
+//! - [`chunks`]: the manifest, the [`ChunkStore`] trait, [`WalrusChunks`] (S3) and
+//!   [`MemChunks`] (tests).
+//! - [`lazy`]: [`LazyDevice`], a volume from a snapshot that fetches on first touch.
+//!
+//! Wiring (the storage controller's service):
+//!
+//! ```text
+//! volume open:        dev = VolumeDevice::new(Arc::new(FileDevice::open(..)?) or LazyDevice)
+//!                     export dev over NBD
+//! CreateSnapshot:     cut = dev.begin_cut(DEFAULT_CHUNK_SIZE, preserve_path).await?   // the cut instant
+//!                     reply "pending"; spawn:
+//!                       finish_snapshot(&dev, cut, &*store, snap_id, vol_id, &progress).await
+//! DescribeSnapshots:  progress.percent()
+//! CreateVolume(snap): m = store.get_manifest(snap_id).await?;
+//!                     base = FileDevice::create(path, size >= m.size)?;
+//!                     lazy = LazyDevice::open(Arc::new(base), m, store, presence_path).await?;
+//!                     dev = VolumeDevice::new(Arc::new(lazy.clone())); optionally spawn lazy.fill_all()
+//! DeleteSnapshot:     delete_snapshot(&*store, snap_id, &referenced_chunks(others)).await
+//! ```
+
+pub mod chunks;
+pub mod cow;
+pub mod lazy;
+pub mod upload;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+pub use chunks::{
+    sha256_hex, validate_chunk_id, validate_snapshot_id, ChunkError, ChunkStore, MemChunks,
+    SnapshotManifest, WalrusChunks, DEFAULT_CHUNK_SIZE, MANIFEST_FORMAT, MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
+};
+pub use cow::{Cut, VolumeDevice};
+pub use lazy::LazyDevice;
+pub use upload::{upload_snapshot, ProgressReport, SnapshotProgress, UPLOAD_PARALLEL};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("a snapshot of this volume is already in progress")]
+    CutActive,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("snapshot I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] ChunkError),
+}
+
+/// Uploads `cut` (see [`upload_snapshot`]) and then ends it on `vol`, whatever the
+/// outcome, so the preserve file is always removed.
+pub async fn finish_snapshot(
+    vol: &VolumeDevice,
+    cut: Arc<Cut>,
+    store: &dyn ChunkStore,
+    snapshot_id: &str,
+    volume_id: &str,
+    progress: &SnapshotProgress,
+) -> Result<SnapshotManifest, SnapshotError> {
+    let result = upload_snapshot(
+        &cut,
+        store,
+        snapshot_id,
+        volume_id,
+        cut.size(),
+        cut.chunk_size(),
+        progress,
+    )
+    .await;
+    drop(cut);
+    let ended = vol.end_cut().await;
+    let manifest = result?;
+    ended?;
+    Ok(manifest)
+}
+
+/// Every chunk id the given manifests reference.
+pub fn referenced_chunks<'a>(
+    manifests: impl IntoIterator<Item = &'a SnapshotManifest>,
+) -> HashSet<String> {
+    manifests
+        .into_iter()
+        .flat_map(|m| m.chunks.iter().flatten().cloned())
+        .collect()
+}
+
+/// What [`delete_snapshot`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeleteStats {
+    pub chunks_deleted: u64,
+    pub chunks_kept: u64,
+}
+
+/// Deletes a snapshot: its manifest first (so a crash leaves unreferenced chunks,
+/// never a manifest with missing chunks), then each of its chunks that is not in
+/// `keep`.
+///
+/// Chunks are shared between snapshots, so `keep` must hold every chunk referenced
+/// by any other snapshot, including ones still uploading and the manifests of
+/// volumes still filling lazily ([`referenced_chunks`]). An upload that is running
+/// may have found a chunk present (`has_chunk`) that this is about to delete: the
+/// caller must not run a delete concurrently with any upload into the same store
+/// (e.g. uploads hold a shared lock, deletes an exclusive one).
+pub async fn delete_snapshot(
+    store: &dyn ChunkStore,
+    snapshot_id: &str,
+    keep: &HashSet<String>,
+) -> Result<DeleteStats, SnapshotError> {
+    let manifest = store.get_manifest(snapshot_id).await?;
+    store.delete_manifest(snapshot_id).await?;
+    let mut stats = DeleteStats::default();
+    for id in manifest.chunk_ids() {
+        if keep.contains(id) {
+            stats.chunks_kept += 1;
+        } else {
+            store.delete_chunk(id).await?;
+            stats.chunks_deleted += 1;
+        }
+    }
+    Ok(stats)
+}

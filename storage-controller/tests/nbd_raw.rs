@@ -1,0 +1,625 @@
+//! NBD server behaviour a well-behaved client never exercises, driven over raw
+//! sockets: handshake edge cases, malformed and oversized requests, peer
+//! restrictions by source address, partial writes, export removal and shutdown.
+
+mod nbd_common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use euca_sc::device::{BlockDevice, Extent, FileDevice};
+use euca_sc::nbd::{Export, ExportTable, NbdServer};
+use nbd_common::*;
+
+const MIB: u64 = 1 << 20;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn handshake_flags_no_zeroes_and_legacy_export_name() {
+    let server = TestServer::start();
+    server.add_volume("vol-legacy", 4 * MIB);
+
+    // NO_ZEROES agreed: EXPORT_NAME reply is exactly size + flags, then transmission.
+    let mut c = connect(server.addr);
+    let hs = c.greet(3);
+    assert_eq!(hs & 3, 3, "server must offer FIXED_NEWSTYLE and NO_ZEROES");
+    c.send_opt(OPT_EXPORT_NAME, b"vol-legacy");
+    assert_eq!(c.u64(), 4 * MIB);
+    let flags = c.u16();
+    assert_eq!(flags & 1, 1, "HAS_FLAGS");
+    assert_ne!(flags & TFLAG_CAN_MULTI_CONN, 0);
+    c.write_at(1, 0, b"legacy!!");
+    assert_eq!(c.read_at(2, 0, 8), b"legacy!!");
+    c.request(0, CMD_DISC, 3, 0, 0, &[]);
+    assert!(c.is_closed(), "DISC must close the connection");
+
+    // Without NO_ZEROES: 124 zero bytes follow.
+    let mut c = connect(server.addr);
+    c.greet(1);
+    c.send_opt(OPT_EXPORT_NAME, b"vol-legacy");
+    assert_eq!(c.u64(), 4 * MIB);
+    c.u16();
+    assert_eq!(c.read_n(124), vec![0u8; 124]);
+    assert_eq!(c.read_at(4, 0, 8), b"legacy!!");
+
+    // EXPORT_NAME can't report errors: an unknown name is a hard disconnect.
+    let mut c = connect(server.addr);
+    c.greet(3);
+    c.send_opt(OPT_EXPORT_NAME, b"no-such-volume");
+    assert!(c.is_closed());
+
+    // Unknown client flag bits: the server must drop the connection.
+    let mut c = connect(server.addr);
+    c.greet(3 | 1 << 7);
+    assert!(c.is_closed());
+
+    server.stop();
+}
+
+#[test]
+fn options_unsupported_and_invalid_keep_negotiating() {
+    let server = TestServer::start();
+    server.add_volume("vol-opts", 4 * MIB);
+    let mut c = connect(server.addr);
+    c.greet(3);
+
+    // Unknown option with a payload: ERR_UNSUP after consuming the payload.
+    let r = c.opt(0x4242, &[0xaa; 37]);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].0, REP_ERR_UNSUP);
+    assert_eq!(c.opt(OPT_EXTENDED_HEADERS, &[])[0].0, REP_ERR_UNSUP);
+    assert_eq!(c.opt(OPT_STARTTLS, &[])[0].0, REP_ERR_POLICY);
+    assert_eq!(c.opt(OPT_LIST, b"junk")[0].0, REP_ERR_INVALID);
+    assert_eq!(c.opt(OPT_STRUCTURED_REPLY, b"x")[0].0, REP_ERR_INVALID);
+    // Meta contexts need structured replies first.
+    let mut meta = Vec::new();
+    meta.extend_from_slice(&8u32.to_be_bytes());
+    meta.extend_from_slice(b"vol-opts");
+    meta.extend_from_slice(&0u32.to_be_bytes());
+    assert_eq!(c.opt(OPT_LIST_META_CONTEXT, &meta)[0].0, REP_ERR_INVALID);
+    // Malformed INFO (name length beyond the payload).
+    let mut bad = 100u32.to_be_bytes().to_vec();
+    bad.extend_from_slice(b"vol");
+    assert_eq!(c.opt(OPT_INFO, &bad)[0].0, REP_ERR_INVALID);
+
+    // Now structured replies + meta contexts.
+    assert_eq!(c.opt(OPT_STRUCTURED_REPLY, &[])[0].0, REP_ACK);
+    let r = c.opt(OPT_LIST_META_CONTEXT, &meta);
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(r[0].0, REP_META_CONTEXT);
+    assert_eq!(&r[0].1[4..], b"base:allocation");
+    let mut set = Vec::new();
+    set.extend_from_slice(&8u32.to_be_bytes());
+    set.extend_from_slice(b"vol-opts");
+    set.extend_from_slice(&2u32.to_be_bytes());
+    for q in ["qemu:dirty-bitmap:x", "base:allocation"] {
+        set.extend_from_slice(&(q.len() as u32).to_be_bytes());
+        set.extend_from_slice(q.as_bytes());
+    }
+    let r = c.opt(OPT_SET_META_CONTEXT, &set);
+    assert_eq!(r.len(), 2, "only base:allocation is selected: {r:?}");
+    assert_eq!(&r[0].1[4..], b"base:allocation");
+
+    // INFO keeps negotiating, GO ends it.
+    let r = c.opt(OPT_INFO, &info_payload("vol-opts", &[1, 2, 3]));
+    assert_eq!(r.last().unwrap().0, REP_ACK);
+    let infos: BTreeSet<u16> = r
+        .iter()
+        .filter(|(t, _)| *t == REP_INFO)
+        .map(|(_, d)| u16::from_be_bytes([d[0], d[1]]))
+        .collect();
+    assert_eq!(infos, BTreeSet::from([0, 1, 2, 3]));
+    let (last, size, _) = c.go("vol-opts");
+    assert_eq!((last, size), (REP_ACK, 4 * MIB));
+
+    // ABORT on a fresh connection: ACK, then the server closes.
+    let mut c = connect(server.addr);
+    c.greet(3);
+    assert_eq!(c.opt(OPT_ABORT, &[])[0].0, REP_ACK);
+    assert!(c.is_closed());
+    server.stop();
+}
+
+#[test]
+fn unknown_export_then_retry_on_same_connection() {
+    let server = TestServer::start();
+    server.add_volume("vol-known", 4 * MIB);
+    let mut c = connect(server.addr);
+    c.greet(3);
+    let (last, _, _) = c.go("vol-unknown");
+    assert_eq!(last, REP_ERR_UNKNOWN);
+    let (last, size, _) = c.go("vol-known");
+    assert_eq!((last, size), (REP_ACK, 4 * MIB));
+    c.write_at(1, 512, b"abc");
+    assert_eq!(c.read_at(2, 512, 3), b"abc");
+    server.stop();
+}
+
+#[test]
+fn restricted_export_is_invisible_to_other_addresses() {
+    let server = TestServer::start();
+    server.add_volume("vol-open", 4 * MIB);
+    server.add_volume_with("vol-for-2", 4 * MIB, Some(ip("127.0.0.2")), false);
+
+    let list = |c: &mut Raw| -> BTreeSet<String> {
+        c.opt(OPT_LIST, &[])
+            .into_iter()
+            .filter(|(t, _)| *t == REP_SERVER)
+            .map(|(_, d)| {
+                let n = u32::from_be_bytes(d[0..4].try_into().unwrap()) as usize;
+                String::from_utf8(d[4..4 + n].to_vec()).unwrap()
+            })
+            .collect()
+    };
+
+    // From 127.0.0.1: identical answer to a nonexistent export, and not listed.
+    let mut c = connect(server.addr);
+    c.greet(3);
+    c.send_opt(OPT_GO, &info_payload("vol-for-2", &[]));
+    let refused = c.opt_replies(OPT_GO);
+    c.send_opt(OPT_GO, &info_payload("vol-nonexistent", &[]));
+    let missing = c.opt_replies(OPT_GO);
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].0, REP_ERR_UNKNOWN);
+    assert_eq!(
+        refused, missing,
+        "a restricted export must look nonexistent"
+    );
+    c.send_opt(OPT_INFO, &info_payload("vol-for-2", &[]));
+    assert_eq!(c.opt_replies(OPT_INFO)[0].0, REP_ERR_UNKNOWN);
+    assert_eq!(list(&mut c), BTreeSet::from(["vol-open".to_string()]));
+    c.send_opt(OPT_EXPORT_NAME, b"vol-for-2");
+    assert!(c.is_closed());
+
+    // From 127.0.0.2: listed and usable.
+    let mut c = connect_from(&server, ip("127.0.0.2"));
+    c.greet(3);
+    assert_eq!(
+        list(&mut c),
+        BTreeSet::from(["vol-open".to_string(), "vol-for-2".to_string()])
+    );
+    let (last, size, _) = c.go("vol-for-2");
+    assert_eq!((last, size), (REP_ACK, 4 * MIB));
+    c.write_at(7, 4096, b"from two");
+    assert_eq!(c.read_at(8, 4096, 8), b"from two");
+    server.stop();
+}
+
+#[test]
+fn bad_requests_get_errors_and_connection_survives() {
+    let server = TestServer::start();
+    let size = 64 * MIB;
+    let path = server.add_volume("vol-bad", size);
+    let mut c = open_export(connect(server.addr), "vol-bad");
+
+    // Unknown command, unknown flag, DF without structured replies.
+    c.request(0, 42, 1, 0, 512, &[]);
+    assert_eq!(c.simple_reply(), (EINVAL, 1));
+    c.request(1 << 9, CMD_READ, 2, 0, 512, &[]);
+    assert_eq!(c.simple_reply(), (EINVAL, 2));
+    c.request(1 << 2, CMD_READ, 3, 0, 512, &[]);
+    assert_eq!(c.simple_reply(), (EINVAL, 3));
+    // BLOCK_STATUS without a negotiated context.
+    c.request(0, 7, 4, 0, 512, &[]);
+    assert_eq!(c.simple_reply(), (EINVAL, 4));
+    // FLUSH with a length.
+    c.request(0, CMD_FLUSH, 5, 0, 1, &[]);
+    assert_eq!(c.simple_reply(), (EINVAL, 5));
+
+    // Out of range: read/trim past the end EINVAL, write/zero ENOSPC, overflow too.
+    c.request(0, CMD_READ, 10, size - 512, 1024, &[]);
+    assert_eq!(c.simple_reply(), (EINVAL, 10));
+    c.request(0, CMD_READ, 11, u64::MAX - 100, 512, &[]);
+    assert_eq!(c.simple_reply(), (EINVAL, 11));
+    c.request(0, 4, 12, size, 512, &[]);
+    assert_eq!(c.simple_reply(), (EINVAL, 12));
+    let junk = vec![0x5au8; 4096];
+    c.request(0, CMD_WRITE, 13, size - 512, 4096, &junk);
+    assert_eq!(c.simple_reply(), (ENOSPC, 13));
+    c.request(0, CMD_WRITE, 14, u64::MAX - 10, 4096, &junk);
+    assert_eq!(c.simple_reply(), (ENOSPC, 14));
+    c.request(0, 6, 15, size - 512, 4096, &[]);
+    assert_eq!(c.simple_reply(), (ENOSPC, 15));
+    // A refused write with bad flags still has its payload skipped.
+    c.request(1 << 1, CMD_WRITE, 16, 0, 4096, &junk);
+    assert_eq!(c.simple_reply(), (EINVAL, 16));
+
+    // Oversized read: EOVERFLOW without payload; the connection stays usable.
+    c.request(0, CMD_READ, 20, 0, (32 << 20) + 1, &[]);
+    assert_eq!(c.simple_reply(), (EOVERFLOW, 20));
+    c.write_at(21, 0, b"still alive");
+    assert_eq!(c.read_at(22, 0, 11), b"still alive");
+    assert!(
+        std::fs::read(&path).unwrap()[size as usize - 512..]
+            .iter()
+            .all(|&b| b == 0),
+        "refused writes must not touch the volume"
+    );
+
+    // Oversized write: refused, then the server hangs up rather than reading it.
+    c.request(0, CMD_WRITE, 23, 0, (32 << 20) + 1, &[]);
+    assert_eq!(c.simple_reply(), (EINVAL, 23));
+    assert!(c.is_closed());
+    server.stop();
+}
+
+#[test]
+fn bad_magic_closes_only_that_connection() {
+    let server = TestServer::start();
+    server.add_volume("vol-magic", 4 * MIB);
+    let mut good = open_export(connect(server.addr), "vol-magic");
+    let mut bad = open_export(connect(server.addr), "vol-magic");
+    good.write_at(1, 0, b"before");
+
+    let mut req = vec![0u8; 28];
+    req[0..4].copy_from_slice(&0xdead_beefu32.to_be_bytes());
+    bad.s.write_all(&req).unwrap();
+    assert!(bad.is_closed(), "bad magic must close the connection");
+
+    assert_eq!(good.read_at(2, 0, 6), b"before");
+    let mut fresh = open_export(connect(server.addr), "vol-magic");
+    assert_eq!(fresh.read_at(3, 0, 6), b"before");
+    server.stop();
+}
+
+#[test]
+fn disconnect_mid_write_payload_applies_nothing() {
+    let server = TestServer::start();
+    let path = server.add_volume("vol-partial", 8 * MIB);
+    let original = pattern(MIB as usize, 7);
+    let mut c = open_export(connect(server.addr), "vol-partial");
+    c.write_at(1, MIB, &original);
+    c.request(0, CMD_FLUSH, 2, 0, 0, &[]);
+    assert_eq!(c.simple_reply(), (0, 2));
+    drop(c);
+
+    let mut c = open_export(connect(server.addr), "vol-partial");
+    c.request(0, CMD_WRITE, 3, MIB, MIB as u32, &[]);
+    c.s.write_all(&vec![0xee; (MIB / 2) as usize]).unwrap();
+    c.s.flush().unwrap();
+    // Let the server consume what was sent, then vanish mid-payload.
+    std::thread::sleep(Duration::from_millis(100));
+    drop(c);
+    wait_until("connections to close", Duration::from_secs(10), || {
+        server.exports.connections("vol-partial") == 0
+    });
+
+    let mut got = vec![0u8; MIB as usize];
+    std::fs::File::open(&path)
+        .unwrap()
+        .read_exact_at(&mut got, MIB)
+        .unwrap();
+    assert!(got == original, "a partial write payload was applied");
+    let mut c = open_export(connect(server.addr), "vol-partial");
+    assert!(c.read_at(4, MIB, MIB as u32) == original);
+    server.stop();
+}
+
+#[test]
+fn read_only_export_refuses_writes_with_eperm() {
+    let server = TestServer::start();
+    server.add_volume_with("vol-ro", 4 * MIB, None, true);
+    let mut c = connect(server.addr);
+    c.greet(3);
+    let (last, _, flags) = c.go("vol-ro");
+    assert_eq!(last, REP_ACK);
+    assert_ne!(flags & TFLAG_READ_ONLY, 0);
+    c.request(0, CMD_WRITE, 1, 0, 512, &[1u8; 512]);
+    assert_eq!(c.simple_reply(), (EPERM, 1));
+    c.request(0, 4, 2, 0, 512, &[]);
+    assert_eq!(c.simple_reply(), (EPERM, 2));
+    c.request(0, 6, 3, 0, 512, &[]);
+    assert_eq!(c.simple_reply(), (EPERM, 3));
+    assert_eq!(c.read_at(4, 0, 512), vec![0u8; 512]);
+    server.stop();
+}
+
+/// A FileDevice whose writes take a while, counting starts and completions.
+struct SlowDevice {
+    inner: FileDevice,
+    delay: Duration,
+    started: AtomicUsize,
+    finished: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl BlockDevice for SlowDevice {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn multi_conn_safe(&self) -> bool {
+        true
+    }
+    async fn read(&self, offset: u64, len: u32) -> std::io::Result<Bytes> {
+        self.inner.read(offset, len).await
+    }
+    async fn write(&self, offset: u64, data: Bytes, fua: bool) -> std::io::Result<()> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        self.inner.write(offset, data, fua).await?;
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn flush(&self) -> std::io::Result<()> {
+        self.inner.flush().await
+    }
+    async fn trim(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.inner.trim(offset, len).await
+    }
+    async fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u64,
+        may_punch: bool,
+        fua: bool,
+    ) -> std::io::Result<()> {
+        self.inner.write_zeroes(offset, len, may_punch, fua).await
+    }
+    async fn extents(&self, offset: u64, len: u64) -> std::io::Result<Vec<Extent>> {
+        self.inner.extents(offset, len).await
+    }
+}
+
+fn slow_device(server: &TestServer, name: &str) -> (Arc<SlowDevice>, std::path::PathBuf) {
+    let path = server.path(name);
+    let dev = Arc::new(SlowDevice {
+        inner: FileDevice::create(&path, 8 * MIB).unwrap(),
+        delay: Duration::from_millis(1000),
+        started: AtomicUsize::new(0),
+        finished: AtomicUsize::new(0),
+    });
+    server.add_device(name, dev.clone(), None, false);
+    (dev, path)
+}
+
+#[test]
+fn remove_waits_for_in_flight_writes_then_closes_connections() {
+    let server = TestServer::start();
+    let (dev, path) = slow_device(&server, "vol-remove");
+    let mut c = open_export(connect(server.addr), "vol-remove");
+    let mut idle = open_export(connect(server.addr), "vol-remove");
+    assert_eq!(idle.read_at(99, 0, 4), vec![0u8; 4]);
+    assert_eq!(server.exports.connections("vol-remove"), 2);
+
+    let blocks: Vec<Vec<u8>> = (0..4).map(|i| pattern(65536, 100 + i)).collect();
+    for (i, b) in blocks.iter().enumerate() {
+        c.request(0, CMD_WRITE, i as u64, i as u64 * 65536, 65536, b);
+    }
+    wait_until("writes to start", Duration::from_secs(10), || {
+        dev.started.load(Ordering::SeqCst) == 4
+    });
+    let table = server.exports.clone();
+    let removal = server
+        .rt
+        .spawn(async move { table.remove("vol-remove").await });
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !removal.is_finished(),
+        "remove returned before in-flight writes finished"
+    );
+    assert!(
+        server.rt.block_on(removal).unwrap(),
+        "remove of an existing export"
+    );
+    assert_eq!(
+        dev.finished.load(Ordering::SeqCst),
+        4,
+        "remove returned before acknowledged writes were done"
+    );
+    assert!(server.exports.names().is_empty());
+
+    // Every in-flight write was answered, then the connection closed.
+    let mut cookies = BTreeSet::new();
+    for _ in 0..4 {
+        let (err, cookie) = c.simple_reply();
+        assert_eq!(err, 0);
+        cookies.insert(cookie);
+    }
+    assert_eq!(cookies, BTreeSet::from([0, 1, 2, 3]));
+    assert!(c.is_closed(), "connection must close after removal");
+    assert!(idle.is_closed(), "idle connection must close after removal");
+
+    // Gone for new clients, data on disk.
+    let mut n = connect(server.addr);
+    n.greet(3);
+    assert_eq!(n.go("vol-remove").0, REP_ERR_UNKNOWN);
+    let disk = std::fs::read(&path).unwrap();
+    for (i, b) in blocks.iter().enumerate() {
+        assert!(&disk[i * 65536..(i + 1) * 65536] == b.as_slice());
+    }
+    assert!(!server.rt.block_on(server.exports.remove("vol-remove")));
+    server.stop();
+}
+
+#[test]
+fn shutdown_finishes_in_flight_writes_and_closes() {
+    let mut server = TestServer::start();
+    let (dev, path) = slow_device(&server, "vol-shutdown");
+    let mut c = open_export(connect(server.addr), "vol-shutdown");
+    let data = pattern(65536, 5);
+    c.request(0, CMD_WRITE, 77, 0, 65536, &data);
+    wait_until("write to start", Duration::from_secs(10), || {
+        dev.started.load(Ordering::SeqCst) == 1
+    });
+    server.shutdown();
+    assert_eq!(dev.finished.load(Ordering::SeqCst), 1);
+    assert_eq!(c.simple_reply(), (0, 77));
+    assert!(c.is_closed());
+    assert!(std::fs::read(&path).unwrap()[..65536] == data[..]);
+}
+
+#[test]
+fn handshake_timeout_drops_silent_clients() {
+    let server = TestServer::start_with(|s| s.handshake_timeout(Duration::from_millis(300)));
+    let mut c = connect(server.addr);
+    let _ = c.read_n(18);
+    // Never send client flags.
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(c.is_closed());
+    server.stop();
+}
+
+#[test]
+fn unix_socket_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("nbd.sock");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let exports = ExportTable::new();
+    let dev = FileDevice::create(&dir.path().join("u.img"), 4 * MIB).unwrap();
+    exports.insert(
+        "vol-unix".into(),
+        Export {
+            device: Arc::new(dev),
+            allowed_peer: None,
+            read_only: false,
+            description: String::new(),
+        },
+    );
+    let dev2 = FileDevice::create(&dir.path().join("r.img"), 4 * MIB).unwrap();
+    exports.insert(
+        "vol-tcp-only".into(),
+        Export {
+            device: Arc::new(dev2),
+            allowed_peer: Some(ip("127.0.0.1")),
+            read_only: false,
+            description: String::new(),
+        },
+    );
+    let listener = rt
+        .block_on(async { tokio::net::UnixListener::bind(&sock) })
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = rt.spawn(NbdServer::new(exports).serve_unix(listener, async {
+        let _ = rx.await;
+    }));
+
+    let s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut c = Raw { s };
+    c.greet(3);
+    assert_eq!(c.go("vol-tcp-only").0, REP_ERR_UNKNOWN);
+    assert_eq!(c.go("vol-unix").0, REP_ACK);
+    c.write_at(1, 100, b"unix");
+    assert_eq!(c.read_at(2, 100, 4), b"unix");
+
+    tx.send(()).unwrap();
+    rt.block_on(task).unwrap().unwrap();
+    assert!(c.is_closed());
+}
+
+#[test]
+fn random_options_and_requests_keep_framing_and_server_alive() {
+    use rand::{Rng, SeedableRng};
+    let server = TestServer::start();
+    let size = 8 * MIB;
+    server.add_volume("vol-fuzz", size);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+
+    // Options: every one gets a final reply and negotiation continues.
+    let mut c = connect(server.addr);
+    c.greet(3);
+    for _ in 0..300 {
+        let opt = match rng.random_range(0..4) {
+            0 => rng.random_range(3..=11),
+            1 => rng.random(),
+            _ => [OPT_INFO, OPT_LIST_META_CONTEXT, OPT_SET_META_CONTEXT][rng.random_range(0..3)],
+        };
+        if opt == OPT_GO || opt == OPT_ABORT || opt == OPT_EXPORT_NAME {
+            continue;
+        }
+        let len = rng.random_range(0..64);
+        let data: Vec<u8> = (0..len).map(|_| rng.random_range(0..4u8)).collect();
+        let replies = c.opt(opt, &data);
+        assert!(!replies.is_empty());
+    }
+    assert_eq!(c.go("vol-fuzz").0, REP_ACK);
+
+    // Requests with random types, flags, offsets and lengths (simple replies).
+    for cookie in 0..2000u64 {
+        let ty: u16 = if rng.random_bool(0.1) {
+            rng.random()
+        } else {
+            rng.random_range(0..10)
+        };
+        if ty == CMD_DISC {
+            continue;
+        }
+        let flags: u16 = if rng.random_bool(0.7) {
+            0
+        } else {
+            rng.random()
+        };
+        let offset = match rng.random_range(0..3) {
+            0 => rng.random_range(0..size),
+            1 => rng.random_range(0..2 * size),
+            _ => rng.random(),
+        };
+        let len: u32 = if ty == CMD_WRITE || ty == CMD_READ {
+            rng.random_range(0..256 << 10)
+        } else if rng.random_bool(0.5) {
+            rng.random_range(0..size as u32)
+        } else {
+            rng.random()
+        };
+        let payload = if ty == CMD_WRITE {
+            pattern(len as usize, cookie)
+        } else {
+            Vec::new()
+        };
+        c.request(flags, ty, cookie, offset, len, &payload);
+        let (err, got) = c.simple_reply();
+        assert_eq!(got, cookie);
+        if ty > 7 {
+            assert_eq!(err, EINVAL, "unknown command {ty}");
+        }
+        if ty == CMD_READ && err == 0 {
+            c.read_n(len as usize);
+        }
+    }
+    c.request(0, CMD_DISC, 0, 0, 0, &[]);
+    assert!(c.is_closed());
+
+    // Garbage instead of a request header closes that connection only.
+    let mut c = open_export(connect(server.addr), "vol-fuzz");
+    let junk: Vec<u8> = (0..4096).map(|_| rng.random()).collect();
+    let _ = c.s.write_all(&junk);
+    assert!(c.is_closed());
+    let mut ok = open_export(connect(server.addr), "vol-fuzz");
+    ok.write_at(1, 0, b"alive");
+    assert_eq!(ok.read_at(2, 0, 5), b"alive");
+    server.stop();
+}
+
+#[test]
+fn replacing_an_export_closes_connections_to_the_old_one() {
+    let server = TestServer::start();
+    server.add_volume("vol-replace", 4 * MIB);
+    let mut old = open_export(connect(server.addr), "vol-replace");
+    old.write_at(1, 0, b"old");
+    let newer = server.dir.path().join("newer.img");
+    let dev = FileDevice::create(&newer, 8 * MIB).unwrap();
+    server.add_device("vol-replace", Arc::new(dev), None, false);
+    assert!(
+        old.is_closed(),
+        "connection to the replaced export must close"
+    );
+    let mut c = connect(server.addr);
+    c.greet(3);
+    let (last, size, _) = c.go("vol-replace");
+    assert_eq!((last, size), (REP_ACK, 8 * MIB));
+    assert_eq!(c.read_at(2, 0, 3), vec![0u8; 3]);
+    server.stop();
+}
