@@ -434,3 +434,17 @@ def test_snapshot_is_a_consistent_cut_under_a_running_writer(cloud, tmp_path):
         vol(cloud, "detach", v)
         vol(cloud, "delete", v)
     cloud.euca("snapshot", "delete", sid)
+
+
+def test_a_second_cloud_on_the_same_data_dir_is_refused(cloud, tmp_path):
+    """Volume files (and the SC's state) are held under locks: a second process
+    pointed at the same data directory exits with an error and the first goes on."""
+    from conftest import Cloud, free_port
+    vid = create(cloud, 1)
+    other = Cloud(cloud.data, free_port())
+    with pytest.raises(RuntimeError) as e:
+        other.start(timeout=15)
+    assert "exited with" in str(e.value)
+    other.stop()
+    assert describe(cloud, vid)["state"] == "available"
+    vol(cloud, "delete", vid)
