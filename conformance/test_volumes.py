@@ -448,3 +448,39 @@ def test_a_second_cloud_on_the_same_data_dir_is_refused(cloud, tmp_path):
     other.stop()
     assert describe(cloud, vid)["state"] == "available"
     vol(cloud, "delete", vid)
+
+
+def test_nbd_tls_with_the_clouds_certificates(tmp_path):
+    """With `nbd_tls = "required"` every node must STARTTLS: the attach URI is
+    nbds://, libnbd and qemu connect with the CA `euca up` wrote into
+    credentials/nbd-tls/, and a client without TLS is refused."""
+    need("nbdinfo", "nbdcopy", "qemu-img")
+    from conftest import start_cloud
+    cfg = tmp_path / "euca.toml"
+    cfg.write_text('[sc]\nnbd_tls = "required"\n')
+    cloud = start_cloud(tmp_path, ["--config", str(cfg)])
+    try:
+        vid = create(cloud, 1)
+        uri = vol(cloud, "attach", vid, "--node", "127.0.0.1").stdout.strip()
+        assert uri.startswith(f"nbds://127.0.0.1:{cloud.nbd_port}/{vid}-"), uri
+        certs = cloud.data / "credentials" / "nbd-tls"
+        assert (certs / "ca-cert.pem").exists()
+        r = run("nbdinfo", f"{uri}?tls-certificates={certs}")
+        assert r.returncode == 0 and "with TLS" in r.stdout, r.stdout + r.stderr
+        assert run("nbdinfo", uri.replace("nbds://", "nbd://", 1)).returncode != 0, "plain NBD accepted"
+        src = tmp_path / "src.img"
+        src.write_bytes(os.urandom(8 * MIB))
+        assert run("nbdcopy", src, f"{uri}?tls-certificates={certs}").returncode == 0
+        host, export = uri[len("nbds://"):].split("/", 1)
+        h, port = host.rsplit(":", 1)
+        out = tmp_path / "out.img"
+        r = run("qemu-img", "convert", "-O", "raw",
+                "--object", f"tls-creds-x509,id=tls0,dir={certs},endpoint=client",
+                "--image-opts", f"driver=nbd,host={h},port={port},export={export},tls-creds=tls0", out)
+        assert r.returncode == 0, r.stderr
+        with open(out, "rb") as f:
+            assert f.read(8 * MIB) == src.read_bytes()
+        vol(cloud, "detach", vid)
+        vol(cloud, "delete", vid)
+    finally:
+        cloud.stop()

@@ -341,6 +341,23 @@ async fn open_sc(
         cfg.data_dir = o.data.join("sc");
     }
     cfg.region = o.region.clone();
+    if cfg.nbd_tls != "off" && cfg.tls_cert.is_none() && cfg.tls_key.is_none() {
+        // NBD TLS with a certificate from the cloud CA; nodes trust
+        // <data>/credentials/nbd-tls/ca-cert.pem.
+        let mut hosts: Vec<String> = ["127.0.0.1", "::1", "localhost"].map(String::from).to_vec();
+        let listen_ip = cfg.nbd_listen.ip();
+        if !listen_ip.is_unspecified() {
+            hosts.push(listen_ip.to_string());
+        }
+        if let Some(h) = &cfg.nbd_host {
+            hosts.push(h.trim_start_matches('[').trim_end_matches(']').to_string());
+        }
+        hosts.sort();
+        hosts.dedup();
+        let tls = pki::ensure_nbd_tls(&o.data, &hosts)?;
+        cfg.tls_cert = Some(tls.cert);
+        cfg.tls_key = Some(tls.key);
+    }
     let key = match o
         .identity
         .keys(SYSTEM_ACCOUNT)?

@@ -1,5 +1,7 @@
 //! `[sc]` section of the TOML config; every field has a default so `euca up`
 //! needs no file.
+use crate::error::ScError;
+use crate::nbd::TlsMode;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +27,29 @@ pub struct ScConfig {
     pub max_volume_gib: u64,
     /// Region used to verify request signatures.
     pub region: String,
+    /// NBD TLS policy: "auto" (TLS required of nodes that are not on loopback;
+    /// optional for loopback clients), "required" (for every client) or "off".
+    /// TLS needs `tls_cert` and `tls_key`; without them "auto" means no TLS and
+    /// "required" refuses to start. `euca up` / `euca sc` fill them in with a
+    /// certificate issued by the cloud CA.
+    pub nbd_tls: String,
+    /// PEM certificate chain (server certificate first) for NBD TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ScConfig {
+    /// The NBD TLS mode in effect: `nbd_tls` parsed, and "auto" without
+    /// `tls_cert`/`tls_key` downgraded to off.
+    pub fn nbd_tls_mode(&self) -> Result<TlsMode, ScError> {
+        let mode: TlsMode = self.nbd_tls.parse().map_err(ScError::Invalid)?;
+        let have_creds = self.tls_cert.is_some() && self.tls_key.is_some();
+        Ok(match mode {
+            TlsMode::Auto if !have_creds => TlsMode::Off,
+            m => m,
+        })
+    }
 }
 
 impl Default for ScConfig {
@@ -38,6 +63,9 @@ impl Default for ScConfig {
             chunk_size_mib: 4,
             max_volume_gib: 1024,
             region: "us-east-1".into(),
+            nbd_tls: "auto".into(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

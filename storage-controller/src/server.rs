@@ -2,7 +2,7 @@
 use crate::api::{self, ApiState};
 use crate::config::ScConfig;
 use crate::error::ScError;
-use crate::nbd::{ExportTable, NbdServer};
+use crate::nbd::{ExportTable, NbdServer, TlsConfig, TlsMode};
 use crate::service::StorageController;
 use crate::snapshot::chunks::ChunkStore;
 use crate::state::StateStore;
@@ -25,6 +25,8 @@ pub struct ScServer {
     exports: ExportTable,
     api_listener: TcpListener,
     nbd_listener: TcpListener,
+    /// NBD TLS credentials and mode (`None`: no TLS).
+    nbd_tls: Option<(TlsConfig, TlsMode)>,
     _lock: std::fs::File,
 }
 
@@ -56,6 +58,7 @@ impl ScServer {
                 "chunk_size_mib must be a power of two".into(),
             ));
         }
+        let nbd_tls = nbd_tls(&cfg)?;
         let state = StateStore::open(&cfg.data_dir.join("sc.redb"))?;
         let volumes = Arc::new(FileVolumeStore::new(cfg.data_dir.join("volumes"))?);
         let nbd_listener = TcpListener::bind(cfg.nbd_listen).await?;
@@ -84,6 +87,7 @@ impl ScServer {
             exports,
             api_listener,
             nbd_listener,
+            nbd_tls,
             _lock: lock,
         })
     }
@@ -104,7 +108,10 @@ impl ScServer {
     /// in-flight requests, and every open volume is flushed.
     pub async fn serve(self, shutdown: watch::Receiver<bool>) {
         let mut nbd_stop = shutdown.clone();
-        let nbd = NbdServer::new(self.exports.clone());
+        let mut nbd = NbdServer::new(self.exports.clone());
+        if let Some((config, mode)) = self.nbd_tls {
+            nbd = nbd.tls(config, mode);
+        }
         let nbd_task =
             tokio::spawn(nbd.serve(
                 self.nbd_listener,
@@ -154,6 +161,26 @@ async fn serve_api(listener: TcpListener, st: Arc<ApiState>, mut shutdown: watch
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(Duration::from_secs(10)) => {}
     }
+}
+
+/// The NBD TLS setup `cfg` asks for: the mode from [`ScConfig::nbd_tls_mode`]
+/// and the credentials from `tls_cert`/`tls_key` (which "required" needs).
+fn nbd_tls(cfg: &ScConfig) -> Result<Option<(TlsConfig, TlsMode)>, ScError> {
+    let mode = cfg.nbd_tls_mode()?;
+    if mode == TlsMode::Off {
+        if cfg.nbd_tls != "off" {
+            tracing::warn!("no tls_cert/tls_key configured: NBD exports are served without TLS");
+        }
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) else {
+        return Err(ScError::Invalid(format!(
+            "nbd_tls = \"{mode}\" needs tls_cert and tls_key"
+        )));
+    };
+    let config = TlsConfig::from_pem_files(cert, key, None)?;
+    tracing::info!(%mode, cert = %cert.display(), "NBD TLS enabled");
+    Ok(Some((config, mode)))
 }
 
 /// Resolves once `rx` says true (or its sender is gone).

@@ -17,7 +17,7 @@ use crate::model::{
     new_id, now_rfc3339, valid_id, Attachment, Progress, Snapshot, SnapshotState, Volume,
     VolumeState, GIB,
 };
-use crate::nbd::{Export, ExportTable};
+use crate::nbd::{Export, ExportTable, TlsMode};
 use crate::snapshot::{
     finish_snapshot, referenced_chunks, ChunkError, ChunkStore, LazyDevice, SnapshotError,
     SnapshotManifest, SnapshotProgress, VolumeDevice,
@@ -84,6 +84,8 @@ pub struct StorageController {
     max_volume: u64,
     /// `host:port` put in NBD URIs.
     nbd_authority: String,
+    /// NBD TLS mode in effect: nodes that must use TLS get `nbds://` URIs.
+    nbd_tls: TlsMode,
     open: Mutex<HashMap<String, Arc<OpenVolume>>>,
     /// Control-plane changes are serialised: they are rare, and it makes every
     /// check-then-change atomic.
@@ -105,7 +107,8 @@ impl StorageController {
     /// Opens the SC's state, finishes or rolls back whatever a crash interrupted,
     /// and re-creates the exports of attached volumes (so nodes can reconnect).
     /// `cfg` gives the scratch directory (`data_dir`), the chunk size, the
-    /// volume size limit and the host put in NBD URIs; `nbd_addr` is where the
+    /// volume size limit, the host put in NBD URIs and whether they are
+    /// `nbds://` (`nbd_tls`); `nbd_addr` is where the
     /// NBD server listens.
     pub async fn open(
         state: StateStore,
@@ -119,6 +122,7 @@ impl StorageController {
         let chunk_size = cfg.chunk_size_mib << 20;
         let max_volume = cfg.max_volume_gib.saturating_mul(GIB);
         let nbd_host = cfg.nbd_host.clone();
+        let nbd_tls = cfg.nbd_tls_mode()?;
         std::fs::create_dir_all(scratch.join("cow"))?;
         std::fs::create_dir_all(scratch.join("lazy"))?;
         let host = match nbd_host {
@@ -137,6 +141,7 @@ impl StorageController {
             chunk_size,
             max_volume,
             nbd_authority: format!("{host}:{}", nbd_addr.port()),
+            nbd_tls,
             open: Mutex::new(HashMap::new()),
             ops: Mutex::new(()),
             chunk_gc: Arc::new(RwLock::new(())),
@@ -236,8 +241,15 @@ impl StorageController {
         );
     }
 
+    /// `nbds://` when the node must use TLS (see [`TlsMode::requires_tls`]), so
+    /// libnbd and qemu start TLS; `nbd://` otherwise.
     fn uri(&self, a: &Attachment) -> String {
-        format!("nbd://{}/{}", self.nbd_authority, a.export)
+        let scheme = if self.nbd_tls.requires_tls(Some(a.node)) {
+            "nbds"
+        } else {
+            "nbd"
+        };
+        format!("{scheme}://{}/{}", self.nbd_authority, a.export)
     }
 
     /// Removes a volume's bytes, scratch files and record (it must not be open

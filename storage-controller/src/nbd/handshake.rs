@@ -54,13 +54,39 @@ pub(crate) fn transmission_flags(entry: &ExportEntry, structured: bool) -> u16 {
     f
 }
 
-/// Runs the handshake. `Ok(None)`: the client aborted or left before choosing an
-/// export.
-pub(crate) async fn negotiate<S>(
-    stream: &mut S,
-    exports: &ExportTable,
-    peer: Option<IpAddr>,
-) -> Result<Option<Negotiated>, NbdError>
+/// What the client said in reply to the greeting.
+pub(crate) struct ClientFlags {
+    pub(crate) fixed_newstyle: bool,
+    pub(crate) no_zeroes: bool,
+}
+
+/// How STARTTLS and the other options are treated in one negotiation phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsPhase {
+    /// NOTLS: STARTTLS is refused with `NBD_REP_ERR_POLICY`.
+    Unavailable,
+    /// TLS may be started; every option works without it.
+    Optional,
+    /// FORCEDTLS before STARTTLS: everything but STARTTLS and ABORT gets
+    /// `NBD_REP_ERR_TLS_REQD`, and EXPORT_NAME a hard disconnect.
+    Forced,
+    /// Inside TLS: a second STARTTLS is `NBD_REP_ERR_INVALID`.
+    Active,
+}
+
+/// How a negotiation phase ended.
+pub(crate) enum Step {
+    /// The client chose an export: transmission starts.
+    Transmit(Negotiated),
+    /// STARTTLS was acknowledged: the TLS handshake comes next, then a fresh
+    /// negotiation inside TLS.
+    StartTls,
+    /// The client aborted or left before choosing an export.
+    Closed,
+}
+
+/// Sends the greeting and reads the client flags. `Ok(None)`: the client left.
+pub(crate) async fn greet<S>(stream: &mut S) -> Result<Option<ClientFlags>, NbdError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -79,10 +105,29 @@ where
     if cflags & !(CLIENT_FLAG_FIXED_NEWSTYLE | CLIENT_FLAG_NO_ZEROES) != 0 {
         return Err(NbdError::BadClientFlags(cflags));
     }
+    Ok(Some(ClientFlags {
+        fixed_newstyle: cflags & CLIENT_FLAG_FIXED_NEWSTYLE != 0,
+        no_zeroes: cflags & CLIENT_FLAG_NO_ZEROES != 0,
+    }))
+}
+
+/// Runs option haggling until the client picks an export, starts TLS or leaves.
+/// Each call starts from a clean slate (structured replies and meta contexts
+/// unset), which is what "forget everything negotiated before STARTTLS" needs.
+pub(crate) async fn options<S>(
+    stream: &mut S,
+    exports: &ExportTable,
+    peer: Option<IpAddr>,
+    no_zeroes: bool,
+    tls: TlsPhase,
+) -> Result<Step, NbdError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let mut st = State {
         exports,
         peer,
-        no_zeroes: cflags & CLIENT_FLAG_NO_ZEROES != 0,
+        no_zeroes,
         structured: false,
         meta: None,
     };
@@ -90,7 +135,7 @@ where
     loop {
         let mut hdr = [0u8; 16];
         if !read_or_eof(stream, &mut hdr).await? {
-            return Ok(None);
+            return Ok(Step::Closed);
         }
         let magic = u64::from_be_bytes(be8(&hdr[0..8]));
         if magic != IHAVEOPT {
@@ -98,6 +143,24 @@ where
         }
         let opt = u32::from_be_bytes(be4(&hdr[8..12]));
         let len = u32::from_be_bytes(be4(&hdr[12..16]));
+
+        if tls == TlsPhase::Forced && !matches!(opt, OPT_STARTTLS | OPT_ABORT) {
+            if opt == OPT_EXPORT_NAME {
+                // Can't answer with an error: hard disconnect.
+                return Err(NbdError::TlsRequired);
+            }
+            drain(stream, u64::from(len)).await?;
+            send(
+                stream,
+                &rep(
+                    opt,
+                    REP_ERR_TLS_REQD,
+                    b"TLS is required: send STARTTLS first",
+                ),
+            )
+            .await?;
+            continue;
+        }
 
         let known = matches!(
             opt,
@@ -148,12 +211,12 @@ where
                     out.extend_from_slice(&[0u8; 124]);
                 }
                 send(stream, &out).await?;
-                return Ok(Some(n));
+                return Ok(Step::Transmit(n));
             }
             OPT_ABORT => {
                 // Best effort: the client may already be gone.
                 let _ = send(stream, &rep(opt, REP_ACK, b"")).await;
-                return Ok(None);
+                return Ok(Step::Closed);
             }
             OPT_LIST => {
                 if !payload.is_empty() {
@@ -172,10 +235,19 @@ where
                 send(stream, &out).await?;
             }
             OPT_STARTTLS => {
-                let reply = if payload.is_empty() {
-                    rep(opt, REP_ERR_POLICY, b"TLS is not available on this server")
-                } else {
+                let reply = if !payload.is_empty() {
                     rep(opt, REP_ERR_INVALID, b"STARTTLS takes no data")
+                } else {
+                    match tls {
+                        TlsPhase::Unavailable => {
+                            rep(opt, REP_ERR_POLICY, b"TLS is not available on this server")
+                        }
+                        TlsPhase::Active => rep(opt, REP_ERR_INVALID, b"TLS is already active"),
+                        TlsPhase::Optional | TlsPhase::Forced => {
+                            send(stream, &rep(opt, REP_ACK, b"")).await?;
+                            return Ok(Step::StartTls);
+                        }
+                    }
                 };
                 send(stream, &reply).await?;
             }
@@ -193,7 +265,7 @@ where
             }
             OPT_INFO | OPT_GO => {
                 if let Some(n) = st.info_or_go(stream, opt, payload).await? {
-                    return Ok(Some(n));
+                    return Ok(Step::Transmit(n));
                 }
             }
             OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {

@@ -8,12 +8,22 @@
 //! and runs each in its own task (at most [`NbdServer::max_in_flight`] at once and a
 //! bounded number of payload bytes), and one writer task serialises reply frames,
 //! so replies can go out of order while every frame stays whole. Connection code is
-//! generic over the stream so NBD STARTTLS can wrap it later (today STARTTLS gets
-//! `NBD_REP_ERR_POLICY`).
+//! generic over the stream, so the same code runs on TCP, Unix sockets and TLS.
+//!
+//! TLS (NBD STARTTLS with X.509 certificates, see [`TlsConfig`]) is enabled with
+//! [`NbdServer::tls`]; the [`TlsMode`] says which clients must use it. A client
+//! that must use TLS gets `NBD_REP_ERR_TLS_REQD` for every option but STARTTLS
+//! and ABORT (and a hard disconnect for EXPORT_NAME) until it has started TLS;
+//! after STARTTLS the TLS handshake runs on the same socket, negotiation starts
+//! over inside TLS, and transmission stays in TLS. The per-export peer address
+//! restriction applies the same with or without TLS.
 
 mod handshake;
 pub mod proto;
+mod tls;
 mod transmission;
+
+pub use tls::{TlsConfig, TlsMode};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -48,6 +58,10 @@ pub enum NbdError {
     OversizedWrite(u32),
     #[error("handshake not finished in time")]
     HandshakeTimeout,
+    #[error("client skipped STARTTLS, which this server requires of it")]
+    TlsRequired,
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
 }
 
 /// One exported volume.
@@ -192,6 +206,8 @@ impl Default for Config {
 pub(crate) struct Shared {
     pub(crate) exports: ExportTable,
     pub(crate) cfg: Config,
+    /// `None`: no TLS (STARTTLS gets `NBD_REP_ERR_POLICY`).
+    pub(crate) tls: Option<(TlsConfig, TlsMode)>,
 }
 
 /// The NBD server. Build with [`NbdServer::new`] and the setters, then run
@@ -199,6 +215,7 @@ pub(crate) struct Shared {
 pub struct NbdServer {
     exports: ExportTable,
     cfg: Config,
+    tls: Option<(TlsConfig, TlsMode)>,
 }
 
 impl NbdServer {
@@ -206,7 +223,16 @@ impl NbdServer {
         NbdServer {
             exports,
             cfg: Config::default(),
+            tls: None,
         }
+    }
+
+    /// Offers NBD STARTTLS with `config`; `mode` says which clients must use it
+    /// ([`TlsMode::Off`] turns TLS off again). Without this call the server
+    /// has no TLS.
+    pub fn tls(mut self, config: TlsConfig, mode: TlsMode) -> Self {
+        self.tls = (mode != TlsMode::Off).then_some((config, mode));
+        self
     }
 
     /// Requests a connection runs concurrently (default 64).
@@ -270,6 +296,7 @@ impl NbdServer {
         let shared = Arc::new(Shared {
             exports: self.exports,
             cfg: self.cfg,
+            tls: self.tls,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let slots = Arc::new(Semaphore::new(shared.cfg.max_connections));
@@ -316,7 +343,7 @@ impl NbdServer {
 }
 
 async fn handle_connection<S>(
-    mut stream: S,
+    stream: S,
     peer: Option<IpAddr>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
@@ -328,7 +355,7 @@ async fn handle_connection<S>(
     let negotiated = tokio::select! {
         r = tokio::time::timeout(
             shared.cfg.handshake_timeout,
-            handshake::negotiate(&mut stream, &shared.exports, peer),
+            negotiate(stream, &shared, peer),
         ) => match r {
             Ok(r) => r,
             Err(_) => Err(NbdError::HandshakeTimeout),
@@ -338,7 +365,7 @@ async fn handle_connection<S>(
             return;
         }
     };
-    let negotiated = match negotiated {
+    let (session, negotiated) = match negotiated {
         Ok(Some(n)) => n,
         Ok(None) => {
             tracing::debug!(?peer, "NBD client left during negotiation");
@@ -350,10 +377,79 @@ async fn handle_connection<S>(
         }
     };
     let export = negotiated.name.clone();
-    tracing::info!(?peer, %export, "NBD client opened export");
-    match transmission::run(stream, negotiated, &shared.cfg, stop).await {
+    let result = match session {
+        Session::Plain(s) => {
+            tracing::info!(?peer, %export, tls = false, "NBD client opened export");
+            transmission::run(s, negotiated, &shared.cfg, stop).await
+        }
+        Session::Tls(s) => {
+            tracing::info!(?peer, %export, tls = true, "NBD client opened export");
+            transmission::run(s, negotiated, &shared.cfg, stop).await
+        }
+    };
+    match result {
         Ok(()) => tracing::info!(?peer, %export, "NBD client closed"),
         Err(e) => tracing::warn!(?peer, %export, error = %e, "NBD connection ended"),
+    }
+}
+
+/// The stream transmission runs on.
+enum Session<S> {
+    Plain(S),
+    Tls(tokio_openssl::SslStream<S>),
+}
+
+/// Greeting, option haggling and, if the client asks, STARTTLS followed by a
+/// second round of haggling inside TLS. `Ok(None)`: the client left without
+/// choosing an export.
+async fn negotiate<S>(
+    mut stream: S,
+    shared: &Shared,
+    peer: Option<IpAddr>,
+) -> Result<Option<(Session<S>, handshake::Negotiated)>, NbdError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use handshake::{Step, TlsPhase};
+    let Some(client) = handshake::greet(&mut stream).await? else {
+        return Ok(None);
+    };
+    let phase = match &shared.tls {
+        None => TlsPhase::Unavailable,
+        Some((_, mode)) if mode.requires_tls(peer) => {
+            if !client.fixed_newstyle {
+                // Such a client can't start TLS (the spec keeps it in NOTLS
+                // mode) and may only send EXPORT_NAME, which would be refused.
+                return Err(NbdError::TlsRequired);
+            }
+            TlsPhase::Forced
+        }
+        Some(_) if client.fixed_newstyle => TlsPhase::Optional,
+        Some(_) => TlsPhase::Unavailable,
+    };
+    let exports = &shared.exports;
+    match handshake::options(&mut stream, exports, peer, client.no_zeroes, phase).await? {
+        Step::Transmit(n) => Ok(Some((Session::Plain(stream), n))),
+        Step::Closed => Ok(None),
+        Step::StartTls => {
+            let Some((config, _)) = &shared.tls else {
+                // Not reached: STARTTLS is acknowledged only when TLS is configured.
+                return Err(NbdError::Tls("TLS is not configured".into()));
+            };
+            let mut tls = config.accept(stream).await?;
+            tracing::debug!(?peer, version = tls.ssl().version_str(), "NBD TLS started");
+            let step =
+                handshake::options(&mut tls, exports, peer, client.no_zeroes, TlsPhase::Active)
+                    .await?;
+            match step {
+                Step::Transmit(n) => Ok(Some((Session::Tls(tls), n))),
+                Step::Closed | Step::StartTls => {
+                    // Best effort close_notify; the client is leaving anyway.
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+                    Ok(None)
+                }
+            }
+        }
     }
 }
 
