@@ -68,7 +68,7 @@ bench() { # name uri pid
     local iops
     iops=$(fio --name=b --ioengine=nbd --uri="$uri" --rw=$rw --bs=4k --iodepth=16 --runtime=$SECS \
       --time_based --size=${GIB}G --output-format=json 2>/dev/null \
-      | python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print(int(j["read"]["iops"]+j["write"]["iops"]))')
+      | python3 -c 'import json,sys; s=sys.stdin.read(); j=json.loads(s[s.index("{"):])["jobs"][0]; print(int(j["read"]["iops"]+j["write"]["iops"]))')
     printf 'RESULT %-8s fio 4k %-9s QD16  %8d IOPS\n' "$name" $rw "$iops"
   done
 }

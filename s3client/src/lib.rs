@@ -263,13 +263,7 @@ impl S3Client {
         let resp = self
             .send("PUT", &self.path(bucket, Some(key)), "", &headers, &body)
             .await?;
-        Ok(resp
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .trim_matches('"')
-            .to_string())
+        Ok(etag(&resp))
     }
 
     /// Uploads an in-memory object with its Content-MD5. The body is cheap to clone
@@ -296,13 +290,7 @@ impl S3Client {
         let resp = self
             .send("PUT", &self.path(bucket, Some(key)), "", &headers, &body)
             .await?;
-        Ok(resp
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .trim_matches('"')
-            .to_string())
+        Ok(etag(&resp))
     }
 
     /// The object's size, or `None` if it does not exist (404).
@@ -414,6 +402,16 @@ impl S3Client {
             .to_bytes();
         Ok(String::from_utf8_lossy(&b).into_owned())
     }
+}
+
+/// The response's ETag without its quotes.
+fn etag<B>(resp: &http::Response<B>) -> String {
+    resp.headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim_matches('"')
+        .to_string()
 }
 
 async fn md5_of_file(path: &Path) -> Result<([u8; 16], u64), S3ClientError> {

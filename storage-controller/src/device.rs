@@ -79,6 +79,9 @@ pub struct FileDevice {
     file: Arc<File>,
     size: u64,
     path: PathBuf,
+    /// Cleared once the filesystem says it cannot do buffered `RWF_NOWAIT`
+    /// writes (ext4 cannot), so they are not tried again.
+    write_nowait: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for FileDevice {
@@ -108,6 +111,7 @@ impl FileDevice {
             file: Arc::new(file),
             size: end as u64,
             path: path.to_path_buf(),
+            write_nowait: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -145,6 +149,7 @@ impl FileDevice {
             file: Arc::new(file),
             size,
             path: path.to_path_buf(),
+            write_nowait: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -238,6 +243,59 @@ fn write_zero_bytes(file: &File, mut offset: u64, mut len: u64) -> io::Result<()
         len -= n as u64;
     }
     Ok(())
+}
+
+/// Largest request tried without leaving the async thread: copying this much from
+/// or to the page cache takes tens of microseconds.
+const NOWAIT_MAX: usize = 256 << 10;
+
+/// Reads from the page cache without blocking (`preadv2(RWF_NOWAIT)`), on the
+/// calling thread: no hop to the blocking pool for data that is cached. `None`
+/// when any of it would need disk I/O (or the kernel does not support it); the
+/// caller then reads on the blocking pool.
+fn read_nowait(file: &File, offset: u64, len: usize) -> Option<Bytes> {
+    if len == 0 || len > NOWAIT_MAX {
+        return None;
+    }
+    let at = to_off(offset).ok()?;
+    let mut buf = BytesMut::with_capacity(len);
+    let spare = &mut buf.spare_capacity_mut()[..len];
+    let iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast::<libc::c_void>(),
+        iov_len: len,
+    };
+    // SAFETY: one iovec over the spare capacity, valid for `len` bytes of writes;
+    // `set_len` only covers what the kernel reports as read.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
+    if n != len as isize {
+        return None;
+    }
+    // SAFETY: the kernel initialised exactly `len` bytes.
+    unsafe { buf.set_len(len) };
+    Some(buf.freeze())
+}
+
+/// Writes into the page cache without blocking (`pwritev2(RWF_NOWAIT)`), on the
+/// calling thread. Returns how many bytes went in: 0 if the write would block
+/// (e.g. to allocate blocks); the caller writes the rest on the blocking pool.
+/// `Err` if the filesystem does not support it at all.
+fn write_nowait(file: &File, offset: u64, data: &[u8]) -> Result<usize, ()> {
+    if data.is_empty() || data.len() > NOWAIT_MAX {
+        return Ok(0);
+    }
+    let Ok(at) = to_off(offset) else {
+        return Ok(0);
+    };
+    let iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: one iovec over `data`, which the kernel only reads.
+    let n = unsafe { libc::pwritev2(file.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
+    if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP) {
+        return Err(());
+    }
+    Ok(usize::try_from(n).unwrap_or(0).min(data.len()))
 }
 
 fn pread_exact(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
@@ -370,13 +428,31 @@ impl BlockDevice for FileDevice {
     }
 
     async fn read(&self, offset: u64, len: u32) -> io::Result<Bytes> {
+        if let Some(b) = read_nowait(&self.file, offset, len as usize) {
+            return Ok(b);
+        }
         self.blocking(move |f| pread_exact(f, offset, len as usize))
             .await
     }
 
     async fn write(&self, offset: u64, data: Bytes, fua: bool) -> io::Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let done = if fua || !self.write_nowait.load(Relaxed) {
+            0
+        } else {
+            match write_nowait(&self.file, offset, &data) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.write_nowait.store(false, Relaxed);
+                    0
+                }
+            }
+        };
+        if done == data.len() {
+            return Ok(());
+        }
         self.blocking(move |f| {
-            f.write_all_at(&data, offset)?;
+            f.write_all_at(&data[done..], offset + done as u64)?;
             if fua {
                 f.sync_data()?;
             }
