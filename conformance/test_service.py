@@ -142,3 +142,35 @@ def test_slow_headers_are_cut_off_and_others_still_served(tmp_path):
     finally:
         p.terminate()
         p.wait(timeout=15)
+
+
+def test_sc_alone_from_toml(tmp_path):
+    """`euca sc` with its own [sc] section: the API answers health and metrics, the
+    admin CLI finds it through the eucarc, and the NBD URI uses the configured port."""
+    wport, sport, nport = free_port(), free_port(), free_port()
+    cfg = tmp_path / "euca.toml"
+    cfg.write_text(f'[walrus]\nlisten = "127.0.0.1:{wport}"\n'
+                   f'[sc]\nlisten = "127.0.0.1:{sport}"\nnbd_listen = "127.0.0.1:{nport}"\nmax_volume_gib = 2\n')
+    data = tmp_path / "data"
+    p = _spawn(tmp_path, sport, ["sc", "--config", str(cfg), "--data", str(data)])
+    try:
+        env = parse_env_file(data / "credentials" / "eucarc")
+        assert env["EUCA_SC_URL"] == f"http://127.0.0.1:{sport}/"
+
+        def euca(*args):
+            r = subprocess.run([euca_bin(), *args, "--data", str(data)], capture_output=True, text=True, timeout=60)
+            return r
+
+        r = euca("volume", "create", "--size-gib", "3")
+        assert r.returncode != 0 and "above the limit of 2 GiB" in r.stderr
+        vid = euca("volume", "create", "--size-gib", "2").stdout.strip()
+        uri = euca("volume", "attach", vid, "--node", "127.0.0.1").stdout.strip()
+        assert uri.startswith(f"nbd://127.0.0.1:{nport}/{vid}-"), uri
+        r = subprocess.run(["nbdinfo", "--size", uri], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and r.stdout.strip() == str(2 << 30), r.stderr
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{sport}/_metrics").read().decode()
+        assert 'euca_sc_volumes{state="in-use"} 1' in metrics, metrics
+    finally:
+        p.terminate()
+        p.wait(timeout=20)
+    assert p.returncode == 0, (tmp_path / "euca.log").read_text()[-2000:]
