@@ -438,7 +438,7 @@ where
             None
         };
         let ctx = ctx.clone();
-        tokio::spawn(async move {
+        let mut handled = Box::pin(async move {
             let frame = match AssertUnwindSafe(ctx.execute(&req, payload, held))
                 .catch_unwind()
                 .await
@@ -458,6 +458,12 @@ where
             // every reply is in the writer's queue.
             drop(slot);
         });
+        // A request that completes without waiting (a read served from the page
+        // cache) is answered right here; one that has to wait (disk I/O on the
+        // blocking pool) goes on in its own task while the next request is read.
+        if futures::poll!(handled.as_mut()).is_pending() {
+            tokio::spawn(handled);
+        }
     }
 }
 
