@@ -64,6 +64,19 @@ fn assert_nothing_written(out: &Path) {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// Copies `bundle`, lets `tamper` change the copy's parts, unbundles it with
+/// `key` and returns the error, after checking that nothing was written under
+/// the output name.
+fn refused(bundle: &str, key: &PrivateKey, tamper: impl FnOnce(&Path)) -> ImageError {
+    let tmp = copy_bundle(bundle);
+    let dir = tmp.path().join("bundle");
+    tamper(&dir);
+    let out = tmp.path().join("out/fixture.img");
+    let err = unbundle(&manifest(bundle), &dir, key, &signer(), &out).unwrap_err();
+    assert_nothing_written(&out);
+    err
+}
+
 fn check_ok(bundle: &str, key: &PrivateKey, expect_source: KeySource) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("fixture.img");
@@ -301,18 +314,9 @@ fn flip_byte(path: &Path, offset: usize) {
 
 #[test]
 fn tampered_part_byte_is_refused_single_part() {
-    let tmp = copy_bundle("bundle-default");
-    let dir = tmp.path().join("bundle");
-    flip_byte(&dir.join("fixture.img.part.00"), 1_000_000);
-    let out = tmp.path().join("out/fixture.img");
-    let err = unbundle(
-        &manifest("bundle-default"),
-        &dir,
-        &user_key(),
-        &signer(),
-        &out,
-    )
-    .unwrap_err();
+    let err = refused("bundle-default", &user_key(), |dir| {
+        flip_byte(&dir.join("fixture.img.part.00"), 1_000_000);
+    });
     match &err {
         ImageError::PartDigestMismatch {
             index,
@@ -326,67 +330,37 @@ fn tampered_part_byte_is_refused_single_part() {
         }
         other => panic!("expected PartDigestMismatch, got {other:?}"),
     }
-    assert_nothing_written(&out);
 }
 
 #[test]
 fn tampered_part_byte_is_refused_middle_part() {
-    let tmp = copy_bundle("bundle-1MiB-parts");
-    let dir = tmp.path().join("bundle");
-    flip_byte(&dir.join("fixture.img.part.01"), 12_345);
-    let out = tmp.path().join("out/fixture.img");
-    let err = unbundle(
-        &manifest("bundle-1MiB-parts"),
-        &dir,
-        &cloud_key(),
-        &signer(),
-        &out,
-    )
-    .unwrap_err();
+    let err = refused("bundle-1MiB-parts", &cloud_key(), |dir| {
+        flip_byte(&dir.join("fixture.img.part.01"), 12_345);
+    });
     assert!(
         matches!(err, ImageError::PartDigestMismatch { index: 1, .. }),
         "{err}"
     );
-    assert_nothing_written(&out);
 }
 
 #[test]
 fn tampered_last_byte_of_last_part_is_refused() {
     // The last byte is in the AES padding block: decryption itself fails
     // there, and the part digest names the cause.
-    let tmp = copy_bundle("bundle-1MiB-parts");
-    let dir = tmp.path().join("bundle");
-    flip_byte(&dir.join("fixture.img.part.03"), 703);
-    let out = tmp.path().join("out/fixture.img");
-    let err = unbundle(
-        &manifest("bundle-1MiB-parts"),
-        &dir,
-        &user_key(),
-        &signer(),
-        &out,
-    )
-    .unwrap_err();
+    let err = refused("bundle-1MiB-parts", &user_key(), |dir| {
+        flip_byte(&dir.join("fixture.img.part.03"), 703);
+    });
     assert!(
         matches!(err, ImageError::PartDigestMismatch { index: 3, .. }),
         "{err}"
     );
-    assert_nothing_written(&out);
 }
 
 #[test]
 fn missing_last_part_is_refused() {
-    let tmp = copy_bundle("bundle-1MiB-parts");
-    let dir = tmp.path().join("bundle");
-    fs::remove_file(dir.join("fixture.img.part.03")).unwrap();
-    let out = tmp.path().join("out/fixture.img");
-    let err = unbundle(
-        &manifest("bundle-1MiB-parts"),
-        &dir,
-        &user_key(),
-        &signer(),
-        &out,
-    )
-    .unwrap_err();
+    let err = refused("bundle-1MiB-parts", &user_key(), |dir| {
+        fs::remove_file(dir.join("fixture.img.part.03")).unwrap();
+    });
     match &err {
         ImageError::MissingPart {
             index, filename, ..
@@ -396,25 +370,15 @@ fn missing_last_part_is_refused() {
         }
         other => panic!("expected MissingPart, got {other:?}"),
     }
-    assert_nothing_written(&out);
 }
 
 #[test]
 fn truncated_last_part_is_refused() {
-    let tmp = copy_bundle("bundle-1MiB-parts");
-    let dir = tmp.path().join("bundle");
-    let last = dir.join("fixture.img.part.03");
-    let data = fs::read(&last).unwrap();
-    fs::write(&last, &data[..500]).unwrap();
-    let out = tmp.path().join("out/fixture.img");
-    let err = unbundle(
-        &manifest("bundle-1MiB-parts"),
-        &dir,
-        &user_key(),
-        &signer(),
-        &out,
-    )
-    .unwrap_err();
+    let err = refused("bundle-1MiB-parts", &user_key(), |dir| {
+        let last = dir.join("fixture.img.part.03");
+        let data = fs::read(&last).unwrap();
+        fs::write(&last, &data[..500]).unwrap();
+    });
     assert!(
         matches!(
             err,
@@ -426,7 +390,6 @@ fn truncated_last_part_is_refused() {
         "{err}"
     );
     assert!(err.to_string().starts_with("truncated bundle"));
-    assert_nothing_written(&out);
 }
 
 fn refuse_part_name(bad_name: &str) {

@@ -9,36 +9,13 @@ use euca_sc::snapshot::{
     delete_snapshot, finish_snapshot, referenced_chunks, sha256_hex, ChunkStore, MemChunks,
     SnapshotManifest, SnapshotProgress, VolumeDevice, DEFAULT_CHUNK_SIZE,
 };
-use rand::{rngs::StdRng, RngCore, SeedableRng};
+use rand::{rngs::StdRng, SeedableRng};
+
+mod snapshot_common;
+use snapshot_common::{random, read_all, write_all};
 
 const CS: u64 = DEFAULT_CHUNK_SIZE;
 const VOL: u64 = 64 << 20;
-
-fn random(rng: &mut StdRng, len: u64) -> Vec<u8> {
-    let mut v = vec![0u8; len as usize];
-    rng.fill_bytes(&mut v);
-    v
-}
-
-async fn write_all(dev: &dyn BlockDevice, mut off: u64, data: &[u8]) {
-    for piece in data.chunks(1 << 20) {
-        dev.write(off, Bytes::copy_from_slice(piece), false)
-            .await
-            .unwrap();
-        off += piece.len() as u64;
-    }
-}
-
-async fn read_all(dev: &dyn BlockDevice, off: u64, len: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len as usize);
-    let mut pos = off;
-    while pos < off + len {
-        let n = (1u64 << 20).min(off + len - pos);
-        out.extend_from_slice(&dev.read(pos, n as u32).await.unwrap());
-        pos += n;
-    }
-    out
-}
 
 async fn snapshot(
     dir: &std::path::Path,

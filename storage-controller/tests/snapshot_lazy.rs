@@ -11,37 +11,14 @@ use euca_sc::snapshot::{
     finish_snapshot, ChunkStore, LazyDevice, MemChunks, SnapshotError, SnapshotManifest,
     SnapshotProgress, VolumeDevice,
 };
-use rand::{rngs::StdRng, RngCore, SeedableRng};
+use rand::{rngs::StdRng, SeedableRng};
+
+mod snapshot_common;
+use snapshot_common::{random, read_all, write_all};
 
 const CS: u64 = 4 << 20;
 /// 8 chunks, the last one 2 MiB + 12 KiB.
 const SIZE: u64 = 30 * (1 << 20) + 12288;
-
-fn random(rng: &mut StdRng, len: u64) -> Vec<u8> {
-    let mut v = vec![0u8; len as usize];
-    rng.fill_bytes(&mut v);
-    v
-}
-
-async fn write_all(dev: &dyn BlockDevice, mut off: u64, data: &[u8]) {
-    for piece in data.chunks(1 << 20) {
-        dev.write(off, Bytes::copy_from_slice(piece), false)
-            .await
-            .unwrap();
-        off += piece.len() as u64;
-    }
-}
-
-async fn read_all(dev: &dyn BlockDevice, off: u64, len: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len as usize);
-    let mut pos = off;
-    while pos < off + len {
-        let n = (1u64 << 20).min(off + len - pos);
-        out.extend_from_slice(&dev.read(pos, n as u32).await.unwrap());
-        pos += n;
-    }
-    out
-}
 
 /// Source volume contents: chunk 0 random, 1 zero, 2 random, 3 = chunk 0, 4 a few
 /// scattered blocks, 5 zero, 6 random, 7 (short) random.
