@@ -122,6 +122,18 @@ pub struct UploadBundleArgs {
     s3: S3Opts,
 }
 
+/// Runs `jobs`, `PARALLEL` at a time, until all have ended; the first error, if any.
+async fn run_parallel<F>(jobs: impl Iterator<Item = F>) -> Result<()>
+where
+    F: std::future::Future<Output = Result<()>>,
+{
+    let results: Vec<Result<()>> = futures::stream::iter(jobs)
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
 pub async fn upload_bundle(a: UploadBundleArgs) -> Result<()> {
     let manifest = euca_image::Manifest::from_file(&a.manifest)?;
     let dir = a.directory.clone().unwrap_or_else(|| {
@@ -167,12 +179,9 @@ pub async fn upload_bundle(a: UploadBundleArgs) -> Result<()> {
             Ok::<_, anyhow::Error>(())
         }
     });
-    let results: Vec<Result<()>> = futures::stream::iter(uploads)
-        .buffer_unordered(PARALLEL)
-        .collect()
-        .await;
+    let done = run_parallel(uploads).await;
     progress.finish();
-    results.into_iter().collect::<Result<Vec<()>>>()?;
+    done?;
     let key = format!("{prefix}{manifest_name}");
     s3.put_file(&bucket, &key, &a.manifest, Some(&a.acl))
         .await?;
@@ -287,12 +296,9 @@ pub async fn download_bundle(a: DownloadBundleArgs) -> Result<()> {
             Ok::<_, anyhow::Error>(())
         }
     });
-    let results: Vec<Result<()>> = futures::stream::iter(fetches)
-        .buffer_unordered(PARALLEL)
-        .collect()
-        .await;
+    let done = run_parallel(fetches).await;
     progress.finish();
-    results.into_iter().collect::<Result<Vec<()>>>()?;
+    done?;
     let out = a.directory.join(&name);
     tokio::fs::write(&out, &bytes).await?;
     println!("downloaded {}", out.display());

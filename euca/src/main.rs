@@ -405,13 +405,23 @@ async fn up(a: UpArgs) -> Result<()> {
     scfg.nbd_listen = a.nbd_listen;
     let shutdown = shutdown_signal();
     let sc = open_sc(&opened, scfg, sc_from_file).await?;
+    serve_with_sc(opened, sc, "the cloud", shutdown).await
+}
+
+/// Announces Walrus and the SC, then serves both until `shutdown`.
+async fn serve_with_sc(
+    opened: Opened,
+    sc: euca_sc::ScServer,
+    what: &str,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     let sc_url = format!(
         "http://{}/",
         sc.api_addr()
             .context("the SC API listener has no address")?
     );
     let nbd = sc.nbd_addr().context("the NBD listener has no address")?;
-    println!("euca: the cloud is up");
+    println!("euca: {what} is up");
     announce(&opened, Some((&sc_url, nbd)))?;
     let sc_task = tokio::spawn(sc.serve(shutdown.clone()));
     opened.walrus.serve(shutdown).await;
@@ -436,15 +446,7 @@ async fn sc_alone(a: ScArgs) -> Result<()> {
         scfg.nbd_listen = l;
     }
     let sc = open_sc(&opened, scfg, from_file).await?;
-    let sc_url = format!("http://{}/", sc.api_addr().context("no API address")?);
-    let nbd = sc.nbd_addr().context("no NBD address")?;
-    println!("euca: sc is up");
-    announce(&opened, Some((&sc_url, nbd)))?;
-    let shutdown = shutdown_signal();
-    let sc_task = tokio::spawn(sc.serve(shutdown.clone()));
-    opened.walrus.serve(shutdown).await;
-    sc_task.await?;
-    Ok(())
+    serve_with_sc(opened, sc, "sc", shutdown_signal()).await
 }
 
 async fn walrus_alone(a: WalrusArgs) -> Result<()> {
