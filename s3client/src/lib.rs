@@ -274,11 +274,23 @@ impl S3Client {
         key: &str,
         data: Bytes,
     ) -> Result<String, S3ClientError> {
+        self.put_bytes_with(bucket, key, data, &[]).await
+    }
+
+    /// [`Self::put_bytes`] with extra request headers (e.g. `x-amz-grant-read`).
+    pub async fn put_bytes_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: Bytes,
+        extra: &[(&str, String)],
+    ) -> Result<String, S3ClientError> {
         let md5: [u8; 16] = Md5::digest(&data).into();
-        let headers = [(
+        let mut headers = vec![(
             "content-md5",
             base64::engine::general_purpose::STANDARD.encode(md5),
         )];
+        headers.extend(extra.iter().cloned());
         let body =
             move || -> futures::future::BoxFuture<'static, Result<(Body, u64), S3ClientError>> {
                 let data = data.clone();
