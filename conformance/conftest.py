@@ -59,6 +59,7 @@ class Cloud:
         self.extra_args = list(extra_args)
         self.sc_port = free_port()
         self.nbd_port = free_port()
+        self.cc_port = free_port()
         self.sc_url = f"http://127.0.0.1:{self.sc_port}"
         self.proc = None
         self.log_path = self.data.parent / f"euca-{port}.log"
@@ -70,7 +71,8 @@ class Cloud:
             [euca_bin(), "up", "--data", str(self.data),
              "--walrus-listen", f"127.0.0.1:{self.port}",
              "--sc-listen", f"127.0.0.1:{self.sc_port}",
-             "--nbd-listen", f"127.0.0.1:{self.nbd_port}", *self.extra_args],
+             "--nbd-listen", f"127.0.0.1:{self.nbd_port}",
+             "--cc-listen", f"127.0.0.1:{self.cc_port}", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")},
         )

@@ -120,7 +120,8 @@ def test_slow_headers_are_cut_off_and_others_still_served(tmp_path):
     cfg.write_text("[walrus]\nheader_timeout_secs = 1\n")
     data = tmp_path / "data"
     p = _spawn(tmp_path, port, ["up", "--config", str(cfg), "--data", str(data), "--walrus-listen", f"127.0.0.1:{port}",
-                                   "--sc-listen", f"127.0.0.1:{free_port()}", "--nbd-listen", f"127.0.0.1:{free_port()}"])
+                                   "--sc-listen", f"127.0.0.1:{free_port()}", "--nbd-listen", f"127.0.0.1:{free_port()}",
+                                   "--cc-listen", f"127.0.0.1:{free_port()}"])
     try:
         slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
         for s in slow:

@@ -1,6 +1,7 @@
 //! `euca`: one binary for every service of the cloud, and its admin commands.
 mod admin;
 mod credentials;
+mod imagecache;
 mod images;
 mod pki;
 mod progress;
@@ -61,6 +62,17 @@ enum Cmd {
     DownloadBundle(images::DownloadBundleArgs),
     /// Delete a bundle's parts and manifest from Walrus.
     DeleteBundle(images::DeleteBundleArgs),
+    /// Installed images: `install` turns a bundle in Walrus into SHA-256 pieces for the nodes.
+    Image {
+        #[command(subcommand)]
+        cmd: imagecache::ImageCmd,
+    },
+    /// Run the cluster controller (today: the image-piece tracker).
+    Cc(imagecache::CcArgs),
+    /// Run a node's image cache daemon (fetches pieces from peers and Walrus, serves peers).
+    NcCache(imagecache::NcCacheArgs),
+    /// Talk to this node's image cache daemon: fetch, list, evict, pin, unpin.
+    Cache(imagecache::CacheArgs),
     /// Manage accounts (on a running cloud).
     Account {
         #[command(subcommand)]
@@ -91,7 +103,10 @@ struct UpArgs {
     /// NBD listen address (volume exports).
     #[arg(long, default_value = "127.0.0.1:10809")]
     nbd_listen: SocketAddr,
-    /// Optional TOML config (sections: [walrus], [sc]).
+    /// Cluster controller (image-piece tracker) listen address.
+    #[arg(long, default_value = "127.0.0.1:8774")]
+    cc_listen: SocketAddr,
+    /// Optional TOML config (sections: [walrus], [sc], [cc]).
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -162,6 +177,8 @@ enum KeyCmd {
 struct ConfigFile {
     walrus: Option<WalrusConfig>,
     sc: Option<euca_sc::ScConfig>,
+    cc: Option<euca_imagecache::config::CcConfig>,
+    nc_cache: Option<euca_imagecache::config::NcCacheConfig>,
 }
 
 fn load_config(path: Option<&Path>) -> Result<ConfigFile> {
@@ -219,9 +236,31 @@ fn main() -> Result<()> {
                 tokio::task::spawn_blocking(move || images::bundle_image(a)).await?
             }
             Cmd::Unbundle(a) => tokio::task::spawn_blocking(move || images::unbundle(a)).await?,
+            Cmd::Image { cmd } => imagecache::image(cmd).await,
+            Cmd::Cc(a) => {
+                let c = load_config(a_config(&a.config))?.cc;
+                imagecache::cc(a, c).await
+            }
+            Cmd::NcCache(a) => {
+                let c = load_config(a_config(&a.config))?.nc_cache;
+                imagecache::nc_cache(a, c).await
+            }
+            Cmd::Cache(a) => imagecache::cache(a).await,
             Cmd::Account { cmd, target } => admin::account(&target, cmd).await,
             Cmd::Key { cmd, target } => admin::key(&target, cmd).await,
         }
+    })
+}
+
+fn a_config(p: &Option<PathBuf>) -> Option<&Path> {
+    p.as_deref()
+}
+
+/// The first enabled key of `account` (created if there is none).
+fn account_key(id: &IdentityStore, account: &str) -> Result<euca_identity::AccessKey> {
+    Ok(match id.keys(account)?.into_iter().find(|k| k.enabled) {
+        Some(k) => k,
+        None => id.create_key(account)?,
     })
 }
 
@@ -237,6 +276,9 @@ fn open_identity(path: &Path) -> Result<(IdentityStore, euca_identity::AccessKey
         Some(a) => a,
         None => id.create_account(SYSTEM_ACCOUNT)?.0,
     };
+    if id.account(imagecache::NODES_ACCOUNT)?.is_none() {
+        id.create_account(imagecache::NODES_ACCOUNT)?;
+    }
     Ok((id, key, system.canonical_id))
 }
 
@@ -315,6 +357,7 @@ fn announce(o: &Opened, sc: Option<(&str, SocketAddr)>) -> Result<()> {
         &bundling,
         sc.map(|(u, _)| u),
     )?;
+    write_system_creds(o)?;
     let (s3_url, region) = (&o.s3_url, &o.region);
     println!("  walrus (S3)  {s3_url}   (also {s3_url}services/Walrus/)   region {region}");
     println!("  metrics      {s3_url}_metrics");
@@ -328,6 +371,75 @@ fn announce(o: &Opened, sc: Option<(&str, SocketAddr)>) -> Result<()> {
         cred_dir.display()
     );
     Ok(())
+}
+
+/// Writes what `euca image install` needs (`<data>/cloud/system.json`, 0600).
+fn write_system_creds(o: &Opened) -> Result<()> {
+    let key = account_key(&o.identity, SYSTEM_ACCOUNT)?;
+    let nodes = o
+        .identity
+        .account(imagecache::NODES_ACCOUNT)?
+        .context("nodes account missing")?;
+    let creds = imagecache::SystemCreds {
+        s3_url: o.s3_url.clone(),
+        region: o.region.clone(),
+        access_key: key.access_key_id,
+        secret_key: key.secret_access_key,
+        nodes_canonical_id: nodes.canonical_id,
+        system_canonical_id: o
+            .identity
+            .account(SYSTEM_ACCOUNT)?
+            .context("system account missing")?
+            .canonical_id,
+    };
+    pki::write_file(
+        &imagecache::system_creds_path(&o.data),
+        &serde_json::to_vec_pretty(&creds)?,
+        0o600,
+    )
+}
+
+/// Starts the tracker for `euca up` and writes `<data>/credentials/nc-cache.toml`,
+/// the config a node's `euca nc-cache` runs with (Walrus, the nodes' read-only key,
+/// the tracker and the cluster token).
+async fn start_cc(
+    o: &Opened,
+    mut cfg: euca_imagecache::config::CcConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(String, tokio::task::JoinHandle<()>)> {
+    let token = match &cfg.token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading {}", f.display()))?
+            .trim()
+            .to_string(),
+        None => imagecache::ensure_token(&o.data)?,
+    };
+    cfg.token_file
+        .get_or_insert_with(|| imagecache::token_path(&o.data));
+    let (addr, task) =
+        imagecache::start_tracker(&cfg, euca_imagecache::http::Token::new(&token)?, shutdown)
+            .await?;
+    let url = format!("http://{addr}");
+    let key = account_key(&o.identity, imagecache::NODES_ACCOUNT)?;
+    let mut t = toml::Table::new();
+    for (k, v) in [
+        ("s3_url", o.s3_url.as_str()),
+        ("region", o.region.as_str()),
+        ("access_key", key.access_key_id.as_str()),
+        ("secret_key", key.secret_access_key.as_str()),
+        ("tracker", url.as_str()),
+        ("token", token.as_str()),
+    ] {
+        t.insert(k.into(), toml::Value::String(v.into()));
+    }
+    let mut doc = toml::Table::new();
+    doc.insert("nc_cache".into(), toml::Value::Table(t));
+    pki::write_file(
+        &o.data.join("credentials/nc-cache.toml"),
+        toml::to_string(&doc)?.as_bytes(),
+        0o600,
+    )?;
+    Ok((url, task))
 }
 
 /// Opens the storage controller under `<data>/sc`, storing snapshots in Walrus
@@ -358,15 +470,7 @@ async fn open_sc(
         cfg.tls_cert = Some(tls.cert);
         cfg.tls_key = Some(tls.key);
     }
-    let key = match o
-        .identity
-        .keys(SYSTEM_ACCOUNT)?
-        .into_iter()
-        .find(|k| k.enabled)
-    {
-        Some(k) => k,
-        None => o.identity.create_key(SYSTEM_ACCOUNT)?,
-    };
+    let key = account_key(&o.identity, SYSTEM_ACCOUNT)?;
     let s3 = euca_s3::S3Client::new(
         &o.s3_url,
         &key.access_key_id,
@@ -405,7 +509,12 @@ async fn up(a: UpArgs) -> Result<()> {
     scfg.nbd_listen = a.nbd_listen;
     let shutdown = shutdown_signal();
     let sc = open_sc(&opened, scfg, sc_from_file).await?;
-    serve_with_sc(opened, sc, "the cloud", shutdown).await
+    let mut ccfg = cfg.cc.unwrap_or_default();
+    ccfg.listen = a.cc_listen;
+    let (tracker, cc_task) = start_cc(&opened, ccfg, shutdown.clone()).await?;
+    let served = serve_with_sc(opened, sc, "the cloud", shutdown, Some(tracker)).await;
+    let _ = cc_task.await;
+    served
 }
 
 /// Announces Walrus and the SC, then serves both until `shutdown`.
@@ -414,6 +523,7 @@ async fn serve_with_sc(
     sc: euca_sc::ScServer,
     what: &str,
     shutdown: watch::Receiver<bool>,
+    tracker: Option<String>,
 ) -> Result<()> {
     let sc_url = format!(
         "http://{}/",
@@ -423,6 +533,13 @@ async fn serve_with_sc(
     let nbd = sc.nbd_addr().context("the NBD listener has no address")?;
     println!("euca: {what} is up");
     announce(&opened, Some((&sc_url, nbd)))?;
+    if let Some(t) = tracker {
+        println!("  cc (tracker) {t}/   metrics {t}/_metrics");
+        println!(
+            "  nodes        euca nc-cache --config {}/credentials/nc-cache.toml --dir CACHE_DIR",
+            opened.data.display()
+        );
+    }
     let sc_task = tokio::spawn(sc.serve(shutdown.clone()));
     opened.walrus.serve(shutdown).await;
     sc_task.await?;
@@ -446,7 +563,7 @@ async fn sc_alone(a: ScArgs) -> Result<()> {
         scfg.nbd_listen = l;
     }
     let sc = open_sc(&opened, scfg, from_file).await?;
-    serve_with_sc(opened, sc, "sc", shutdown_signal()).await
+    serve_with_sc(opened, sc, "sc", shutdown_signal(), None).await
 }
 
 async fn walrus_alone(a: WalrusArgs) -> Result<()> {

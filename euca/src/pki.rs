@@ -40,7 +40,7 @@ pub struct BundlingCreds {
     pub user_key: PathBuf,
 }
 
-fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
     }

@@ -1,0 +1,866 @@
+//! The node's image cache daemon.
+//!
+//! Asked for an image id, it fetches the manifest from the origin (Walrus, with
+//! the node's credentials) and checks it against the id, then fetches pieces:
+//! from peers the tracker named (rarest first, at most [`DaemonConfig::per_peer`]
+//! requests per peer), and from the origin only the pieces the tracker made this
+//! node responsible for (its share as an uplink seeder) that no peer holds or is
+//! already fetching. Every piece is checked against the manifest before it is
+//! written or served; a bad piece is refetched elsewhere and its sender is avoided
+//! for the rest of the fetch. A peer that fails or times out is avoided for
+//! [`DaemonConfig::blacklist`]. Without a tracker (none configured, or it does not
+//! answer) the daemon fetches from the origin directly, at most
+//! [`DaemonConfig::direct_concurrency`] pieces at a time.
+//!
+//! It serves its pieces to peers over HTTP (`GET /v1/images/<id>/pieces/<n>`,
+//! cluster token) and takes commands from `euca cache` on a Unix socket.
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Notify};
+
+use crate::http::{error, json, status, Body, HttpClient, Token};
+use crate::manifest::ImageManifest;
+use crate::origin::Origin;
+use crate::store::{Entry, Hold, Store};
+use crate::tracker::{
+    decode_bitfield, Announce, AnnounceReply, Claim, ClaimReply, HeldImage, Swarm,
+};
+use crate::{CacheError, ImageId};
+
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// This node's name in the cluster.
+    pub node: String,
+    /// The URL peers reach this daemon's piece server at.
+    pub advertise_url: String,
+    /// The tracker's base URL; `None` = fetch everything from the origin.
+    pub tracker: Option<String>,
+    /// Pieces in flight at once for one image.
+    pub max_inflight: usize,
+    /// Requests in flight to one peer.
+    pub per_peer: usize,
+    /// Origin requests in flight for an uplink seeder.
+    pub origin_concurrency: usize,
+    /// Origin requests in flight without a tracker.
+    pub direct_concurrency: usize,
+    /// Announce interval while fetching / while idle.
+    pub announce_busy: Duration,
+    pub announce_idle: Duration,
+    /// How long a failing peer is avoided.
+    pub blacklist: Duration,
+    /// With no progress for this long, a node may fetch a missing piece from the
+    /// origin itself (one at a time) even if it is not a seeder.
+    pub stuck_after: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            node: "node".into(),
+            advertise_url: "http://127.0.0.1:8776".into(),
+            tracker: None,
+            max_inflight: 8,
+            per_peer: 3,
+            origin_concurrency: 2,
+            direct_concurrency: 2,
+            announce_busy: Duration::from_millis(100),
+            announce_idle: Duration::from_secs(3),
+            blacklist: Duration::from_secs(30),
+            stuck_after: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters (also on `/_metrics`).
+#[derive(Default)]
+pub struct Stats {
+    pub origin_bytes: AtomicU64,
+    pub peer_bytes: AtomicU64,
+    pub served_bytes: AtomicU64,
+    pub corrupt_pieces: AtomicU64,
+    pub failed_requests: AtomicU64,
+    pub cache_hits: AtomicU64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Progress {
+    pub have: u32,
+    pub pieces: u32,
+    pub bytes: u64,
+    pub size: u64,
+    /// The fetch has ended (with `error` unless it succeeded).
+    pub done: bool,
+    pub error: Option<String>,
+}
+
+type PieceFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (u32, Source, Result<Bytes, CacheError>)> + Send>,
+>;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Source {
+    Peer(String),
+    Origin,
+}
+
+impl Source {
+    fn name(&self) -> String {
+        match self {
+            Source::Peer(u) => u.clone(),
+            Source::Origin => "origin".into(),
+        }
+    }
+}
+
+pub struct Daemon {
+    cfg: DaemonConfig,
+    store: Arc<Store>,
+    origin: Arc<dyn Origin>,
+    http: HttpClient,
+    jobs: Mutex<HashMap<ImageId, watch::Receiver<Progress>>>,
+    /// The tracker's latest view per image being fetched.
+    swarms: Mutex<HashMap<ImageId, Swarm>>,
+    /// Pieces each active fetch is taking from the origin (announced).
+    origin_inflight: Mutex<HashMap<ImageId, BTreeSet<u32>>>,
+    withdrawn: Mutex<Vec<ImageId>>,
+    tracker_ok: AtomicBool,
+    announce_now: Notify,
+    swarm_changed: Notify,
+    pub stats: Stats,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CacheError> + Send + 'static,
+) -> Result<T, CacheError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CacheError::Io(std::io::Error::other(e.to_string())))?
+}
+
+impl Daemon {
+    pub fn new(
+        cfg: DaemonConfig,
+        store: Arc<Store>,
+        origin: Arc<dyn Origin>,
+        token: Token,
+    ) -> Arc<Self> {
+        Arc::new(Daemon {
+            tracker_ok: AtomicBool::new(cfg.tracker.is_some()),
+            cfg,
+            store,
+            origin,
+            http: HttpClient::new(token),
+            jobs: Mutex::new(HashMap::new()),
+            swarms: Mutex::new(HashMap::new()),
+            origin_inflight: Mutex::new(HashMap::new()),
+            withdrawn: Mutex::new(Vec::new()),
+            announce_now: Notify::new(),
+            swarm_changed: Notify::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The URL peers reach this daemon at.
+    pub fn advertise_url(&self) -> &str {
+        &self.cfg.advertise_url
+    }
+
+    /// Makes sure `id` is cached and complete; joins a fetch already running.
+    /// Progress is published on the returned channel; the last value has `done`.
+    pub fn start_fetch(self: &Arc<Self>, id: &ImageId) -> watch::Receiver<Progress> {
+        if let Some(h) = self.store.hold(id) {
+            if h.is_complete() {
+                h.touch();
+                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                let size = h.manifest.size;
+                let n = h.manifest.piece_count();
+                let (_tx, rx) = watch::channel(Progress {
+                    have: n,
+                    pieces: n,
+                    bytes: size,
+                    size,
+                    done: true,
+                    error: None,
+                });
+                return rx;
+            }
+        }
+        let mut jobs = lock(&self.jobs);
+        if let Some(rx) = jobs.get(id) {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(Progress::default());
+        jobs.insert(id.clone(), rx.clone());
+        drop(jobs);
+        let me = self.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let result = me.clone().run_fetch(&id, &tx).await;
+            if let Err(e) = &result {
+                tracing::warn!(image = %id, error = %e, "fetch failed");
+            }
+            lock(&me.jobs).remove(&id);
+            lock(&me.swarms).remove(&id);
+            lock(&me.origin_inflight).remove(&id);
+            tx.send_modify(|p| {
+                p.done = true;
+                p.error = result.err().map(|e| e.to_string());
+            });
+            me.announce_now.notify_one();
+        });
+        rx
+    }
+
+    /// [`Self::start_fetch`] and wait for the end.
+    pub async fn fetch(self: &Arc<Self>, id: &ImageId) -> Result<(), CacheError> {
+        let mut rx = self.start_fetch(id);
+        let p = rx
+            .wait_for(|p| p.done)
+            .await
+            .map_err(|_| CacheError::Io(std::io::Error::other("fetch task vanished")))?
+            .clone();
+        match p.error {
+            Some(msg) => Err(CacheError::Fetch(msg)),
+            None => Ok(()),
+        }
+    }
+
+    async fn open_entry(&self, id: &ImageId) -> Result<Hold, CacheError> {
+        if let Some(h) = self.store.hold(id) {
+            return Ok(h);
+        }
+        let bytes = self.origin.manifest(id).await?;
+        let manifest = ImageManifest::from_bytes(id, &bytes)?;
+        let store = self.store.clone();
+        let (hold, victims) = blocking(move || store.create(manifest, &bytes)).await?;
+        self.drop_images(victims).await;
+        Ok(hold)
+    }
+
+    /// Withdraws `victims` from the tracker, then deletes them.
+    async fn drop_images(&self, victims: Vec<Arc<Entry>>) {
+        if victims.is_empty() {
+            return;
+        }
+        lock(&self.withdrawn).extend(victims.iter().map(|v| v.id.clone()));
+        if self.cfg.tracker.is_some() {
+            if let Err(e) = self.announce_once().await {
+                tracing::warn!(error = %e, "could not tell the tracker about evicted images");
+            }
+        }
+        for v in victims {
+            tracing::info!(image = %v.id, "evicting");
+            let store = self.store.clone();
+            if let Err(e) = blocking(move || store.delete(&v)).await {
+                tracing::warn!(error = %e, "eviction failed");
+            }
+        }
+    }
+
+    /// Explicit eviction (`euca cache evict`).
+    pub async fn evict(&self, id: &ImageId) -> Result<(), CacheError> {
+        let e = self.store.evict(id)?;
+        self.drop_images(vec![e]).await;
+        Ok(())
+    }
+
+    async fn run_fetch(
+        self: Arc<Self>,
+        id: &ImageId,
+        tx: &watch::Sender<Progress>,
+    ) -> Result<(), CacheError> {
+        let entry = self.open_entry(id).await?;
+        let m = entry.manifest.clone();
+        let publish = |e: &Entry| {
+            tx.send_modify(|p| {
+                p.have = e.have_count();
+                p.pieces = m.piece_count();
+                p.bytes = e.bytes_held();
+                p.size = m.size;
+            })
+        };
+        publish(&entry);
+        let mut missing: BTreeSet<u32> = entry.missing().into_iter().collect();
+        let mut inflight: HashMap<u32, Source> = HashMap::new();
+        let mut load: HashMap<Source, usize> = HashMap::new();
+        let mut avoid: HashMap<String, Instant> = HashMap::new();
+        let mut tasks: FuturesUnordered<PieceFuture> = FuturesUnordered::new();
+        let mut last_progress = Instant::now();
+        if self.cfg.tracker.is_some() && !missing.is_empty() {
+            // Be known before choosing sources.
+            let _ = self.announce_once().await;
+        }
+        while !missing.is_empty() || !tasks.is_empty() {
+            let now = Instant::now();
+            avoid.retain(|_, until| *until > now);
+            let swarm = lock(&self.swarms).get(id).cloned();
+            let direct = self.cfg.tracker.is_none() || !self.tracker_ok.load(Ordering::Acquire);
+            let plan = Plan::new(&m, swarm.as_ref(), &avoid);
+            // Peers first: the rarest piece some peer holds, from its least busy holder.
+            while inflight.len() < self.cfg.max_inflight {
+                let candidates = missing
+                    .iter()
+                    .copied()
+                    .filter(|i| !inflight.contains_key(i));
+                let Some((index, url)) = plan.peer_pick(candidates, &load, self.cfg.per_peer)
+                else {
+                    break;
+                };
+                let src = Source::Peer(url);
+                inflight.insert(index, src.clone());
+                *load.entry(src.clone()).or_default() += 1;
+                let me = self.clone();
+                let (id2, m2) = (id.clone(), m.clone());
+                tasks.push(Box::pin(async move {
+                    let r = me.get_piece(&id2, &m2, index, &src).await;
+                    (index, src, r)
+                }) as PieceFuture);
+            }
+            // Then the origin: without a tracker, anything (capped); as an uplink
+            // seeder, pieces of its share no peer holds, each granted by the tracker.
+            let stuck = last_progress.elapsed() > self.cfg.stuck_after;
+            let cap = if direct {
+                self.cfg.direct_concurrency
+            } else if stuck && plan.share.is_none() {
+                1
+            } else {
+                self.cfg.origin_concurrency
+            };
+            let origin_load = *load.get(&Source::Origin).unwrap_or(&0);
+            let room = cap
+                .saturating_sub(origin_load)
+                .min(self.cfg.max_inflight.saturating_sub(inflight.len()));
+            if room > 0 {
+                let open = || {
+                    missing
+                        .iter()
+                        .copied()
+                        .filter(|i| !inflight.contains_key(i))
+                };
+                let mut wanted: Vec<u32> = open()
+                    .filter(|i| direct || stuck || plan.origin_may(*i))
+                    .take(room)
+                    .collect();
+                if wanted.is_empty() && plan.share.is_some() {
+                    // Own share done: help with any piece nobody holds or fetches
+                    // (the tracker's claims keep it to one node per piece), so the
+                    // uplink stays busy until the last piece.
+                    wanted = open().filter(|i| plan.unclaimed(*i)).take(room).collect();
+                }
+                let granted = if direct || stuck || wanted.is_empty() {
+                    wanted
+                } else {
+                    self.claim(id, wanted, avoid.keys().cloned().collect())
+                        .await
+                };
+                for index in granted {
+                    inflight.insert(index, Source::Origin);
+                    *load.entry(Source::Origin).or_default() += 1;
+                    lock(&self.origin_inflight)
+                        .entry(id.clone())
+                        .or_default()
+                        .insert(index);
+                    let me = self.clone();
+                    let (id2, m2) = (id.clone(), m.clone());
+                    tasks.push(Box::pin(async move {
+                        let r = me.get_piece(&id2, &m2, index, &Source::Origin).await;
+                        (index, Source::Origin, r)
+                    }) as PieceFuture);
+                }
+            }
+            if tasks.is_empty() {
+                // Nothing to do until the tracker tells us more.
+                if !direct {
+                    self.announce_now.notify_one();
+                }
+                tokio::select! {
+                    _ = self.swarm_changed.notified() => {}
+                    _ = tokio::time::sleep(self.cfg.announce_busy) => {}
+                }
+                continue;
+            }
+            tokio::select! {
+                Some((index, src, result)) = tasks.next() => {
+                    inflight.remove(&index);
+                    if let Some(l) = load.get_mut(&src) { *l = l.saturating_sub(1); }
+                    if src == Source::Origin {
+                        if let Some(s) = lock(&self.origin_inflight).get_mut(id) { s.remove(&index); }
+                    }
+                    match result {
+                        Ok(bytes) => {
+                            let (len, e2) = (bytes.len() as u64, entry.clone());
+                            let done = blocking(move || Ok(e2.write_piece(index, &bytes)?)).await?;
+                            let counter = match src { Source::Origin => &self.stats.origin_bytes, Source::Peer(_) => &self.stats.peer_bytes };
+                            counter.fetch_add(len, Ordering::Relaxed);
+                            missing.remove(&index);
+                            last_progress = Instant::now();
+                            publish(&entry);
+                            self.announce_now.notify_one();
+                            let _ = done;
+                        }
+                        Err(e) => {
+                            self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+                            let corrupt = matches!(e, CacheError::PieceCorrupt { .. });
+                            if corrupt { self.stats.corrupt_pieces.fetch_add(1, Ordering::Relaxed); }
+                            tracing::warn!(image = %id, piece = index, source = %src.name(), error = %e, "piece fetch failed");
+                            match &src {
+                                Source::Peer(url) => {
+                                    let d = if corrupt { Duration::from_secs(3600) } else if matches!(e, CacheError::NotFound(_)) { Duration::from_secs(2) } else { self.cfg.blacklist };
+                                    avoid.insert(url.clone(), Instant::now() + d);
+                                }
+                                Source::Origin => {
+                                    if matches!(e, CacheError::NotFound(_)) { return Err(e); }
+                                    tokio::time::sleep(Duration::from_millis(500)).await;
+                                }
+                            }
+                        }
+                    }
+                }
+                _ = self.swarm_changed.notified() => {}
+                _ = tokio::time::sleep(self.cfg.announce_busy) => {}
+            }
+        }
+        let e2 = entry.clone();
+        blocking(move || Ok(e2.finish()?)).await?;
+        entry.touch();
+        publish(&entry);
+        tracing::info!(image = %id, "image complete");
+        Ok(())
+    }
+
+    /// Fetches and verifies one piece from `src`.
+    async fn get_piece(
+        &self,
+        id: &ImageId,
+        m: &Arc<ImageManifest>,
+        index: u32,
+        src: &Source,
+    ) -> Result<Bytes, CacheError> {
+        let (_, len) = m.piece_range(index);
+        let bytes = match src {
+            Source::Origin => self.origin.piece(&m.pieces[index as usize]).await?,
+            Source::Peer(url) => {
+                // max(4 s, 2 s per MiB), as Kraken/Dragonfly-style piece timeouts.
+                let timeout = Duration::from_secs((2 * len.div_ceil(1 << 20)).max(4));
+                let u = format!("{url}/v1/images/{id}/pieces/{index}");
+                let (st, body) = self
+                    .http
+                    .call(Method::GET, &u, None, len as usize, timeout)
+                    .await
+                    .map_err(|message| CacheError::Peer {
+                        peer: url.clone(),
+                        message,
+                    })?;
+                if st == StatusCode::NOT_FOUND {
+                    return Err(CacheError::NotFound(format!("piece {index} at {url}")));
+                }
+                if !st.is_success() {
+                    return Err(CacheError::Peer {
+                        peer: url.clone(),
+                        message: format!("HTTP {st}"),
+                    });
+                }
+                body
+            }
+        };
+        let (m2, b2) = (m.clone(), bytes.clone());
+        let ok = tokio::task::spawn_blocking(move || m2.check_piece(index, &b2))
+            .await
+            .unwrap_or(false);
+        if ok {
+            Ok(bytes)
+        } else {
+            Err(CacheError::PieceCorrupt {
+                index,
+                source_name: src.name(),
+            })
+        }
+    }
+
+    /// Asks the tracker for permission to fetch `pieces` from the origin.
+    async fn claim(&self, id: &ImageId, pieces: Vec<u32>, avoid: Vec<String>) -> Vec<u32> {
+        let Some(tracker) = &self.cfg.tracker else {
+            return pieces;
+        };
+        let c = Claim {
+            node: self.cfg.node.clone(),
+            image: id.clone(),
+            pieces,
+            avoid,
+        };
+        let body = Bytes::from(serde_json::to_vec(&c).unwrap_or_default());
+        let url = format!("{}/v1/claim", tracker.trim_end_matches('/'));
+        match self
+            .http
+            .call(
+                Method::POST,
+                &url,
+                Some(body),
+                1 << 20,
+                Duration::from_secs(2),
+            )
+            .await
+        {
+            Ok((st, b)) if st.is_success() => serde_json::from_slice::<ClaimReply>(&b)
+                .map(|r| r.granted)
+                .unwrap_or_default(),
+            other => {
+                tracing::warn!(result = ?other.map(|(s, _)| s), "claim refused or failed");
+                // The next announce decides whether the tracker is down.
+                self.announce_now.notify_one();
+                Vec::new()
+            }
+        }
+    }
+
+    fn announcement(&self, interval: Duration) -> Announce {
+        let inflight = lock(&self.origin_inflight).clone();
+        let images = self
+            .store
+            .entries()
+            .iter()
+            .map(|e| HeldImage {
+                id: e.id.clone(),
+                pieces: e.manifest.piece_count(),
+                have: hex::encode(e.bitfield()),
+                complete: e.is_complete(),
+                origin_inflight: inflight
+                    .get(&e.id)
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        Announce {
+            node: self.cfg.node.clone(),
+            url: self.cfg.advertise_url.clone(),
+            interval_ms: interval.as_millis() as u64,
+            images,
+            removed: lock(&self.withdrawn).clone(),
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        if lock(&self.jobs).is_empty() {
+            self.cfg.announce_idle
+        } else {
+            self.cfg.announce_busy
+        }
+    }
+
+    /// One announce; updates the swarm views (or marks the tracker down).
+    pub async fn announce_once(&self) -> Result<(), CacheError> {
+        let Some(tracker) = &self.cfg.tracker else {
+            return Ok(());
+        };
+        let a = self.announcement(self.interval());
+        let sent_removed = a.removed.len();
+        let body = Bytes::from(serde_json::to_vec(&a).unwrap_or_default());
+        let url = format!("{}/v1/announce", tracker.trim_end_matches('/'));
+        let result = self
+            .http
+            .call(
+                Method::POST,
+                &url,
+                Some(body),
+                16 << 20,
+                Duration::from_secs(2),
+            )
+            .await;
+        let reply = match result {
+            Ok((st, b)) if st.is_success() => serde_json::from_slice::<AnnounceReply>(&b)
+                .map_err(|e| CacheError::Tracker(format!("bad reply: {e}"))),
+            Ok((st, b)) => Err(CacheError::Tracker(format!(
+                "HTTP {st}: {}",
+                String::from_utf8_lossy(&b)
+            ))),
+            Err(e) => Err(CacheError::Tracker(e)),
+        };
+        match reply {
+            Ok(r) => {
+                if !self.tracker_ok.swap(true, Ordering::AcqRel) {
+                    tracing::info!("tracker reachable again");
+                }
+                {
+                    let mut w = lock(&self.withdrawn);
+                    let n = sent_removed.min(w.len());
+                    w.drain(..n);
+                }
+                *lock(&self.swarms) = r.images;
+                self.swarm_changed.notify_waiters();
+                Ok(())
+            }
+            Err(e) => {
+                if self.tracker_ok.swap(false, Ordering::AcqRel) {
+                    tracing::warn!(error = %e, "tracker unreachable; fetching from the origin directly");
+                }
+                self.swarm_changed.notify_waiters();
+                Err(e)
+            }
+        }
+    }
+
+    /// Announces periodically (and soon after every new piece, at most every
+    /// 50 ms) until `shutdown`.
+    pub async fn announce_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        if self.cfg.tracker.is_none() {
+            return;
+        }
+        loop {
+            let _ = self.announce_once().await;
+            let wait = if self.tracker_ok.load(Ordering::Acquire) {
+                self.interval()
+            } else {
+                Duration::from_secs(1)
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.announce_now.notified() => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                _ = crate::http::stopped(&mut shutdown) => return,
+            }
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let s = &self.stats;
+        let mut out = String::new();
+        for (name, v) in [
+            ("origin_bytes", &s.origin_bytes),
+            ("peer_bytes", &s.peer_bytes),
+            ("served_bytes", &s.served_bytes),
+            ("corrupt_pieces", &s.corrupt_pieces),
+            ("failed_requests", &s.failed_requests),
+            ("cache_hits", &s.cache_hits),
+        ] {
+            out.push_str(&format!(
+                "# TYPE euca_imagecache_{name}_total counter\neuca_imagecache_{name}_total {}\n",
+                v.load(Ordering::Relaxed)
+            ));
+        }
+        out.push_str(&format!(
+            "# TYPE euca_imagecache_used_bytes gauge\neuca_imagecache_used_bytes {}\n",
+            self.store.used()
+        ));
+        out
+    }
+
+    /// The piece server (peers): `GET /v1/images/<id>/pieces/<n>`, plus health/metrics.
+    pub async fn handle_peer(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        token: Token,
+    ) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        match (req.method(), path.as_str()) {
+            (&Method::GET, "/_health") => return status(StatusCode::OK, "ok"),
+            (&Method::GET, "/_metrics") => return Response::new(crate::http::full(self.metrics())),
+            _ => {}
+        }
+        if !token.admits(&req) {
+            return status(StatusCode::FORBIDDEN, "missing or wrong cluster token");
+        }
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let (id, index) = match (req.method(), parts.as_slice()) {
+            (&Method::GET, ["v1", "images", id, "pieces", n]) => {
+                match (ImageId::parse(id), n.parse::<u32>()) {
+                    (Ok(id), Ok(n)) => (id, n),
+                    _ => return status(StatusCode::BAD_REQUEST, "bad image id or piece number"),
+                }
+            }
+            _ => return status(StatusCode::NOT_FOUND, "no such endpoint"),
+        };
+        let Some(hold) = self.store.hold(&id) else {
+            return status(StatusCode::NOT_FOUND, "image not held");
+        };
+        if !hold.has(index) {
+            return status(StatusCode::NOT_FOUND, "piece not held");
+        }
+        let h2 = hold.clone();
+        match tokio::task::spawn_blocking(move || h2.read_piece(index)).await {
+            Ok(Ok(buf)) => {
+                drop(hold);
+                self.stats
+                    .served_bytes
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                Response::builder()
+                    .header("content-type", "application/octet-stream")
+                    .body(crate::http::full(buf))
+                    .unwrap_or_else(|_| Response::new(crate::http::full("")))
+            }
+            _ => status(StatusCode::NOT_FOUND, "piece not readable"),
+        }
+    }
+
+    /// The control API for `euca cache` (on the Unix socket).
+    pub async fn handle_control(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let parse = |s: &str| ImageId::parse(s);
+        match (req.method().clone(), parts.as_slice()) {
+            (Method::GET, ["v1", "images"]) => json(StatusCode::OK, &self.store.list()),
+            (Method::POST, ["v1", "images", id, "fetch"]) => match parse(id) {
+                Ok(id) => {
+                    let rx = self.start_fetch(&id);
+                    progress_stream(rx)
+                }
+                Err(e) => error(&e),
+            },
+            (Method::DELETE, ["v1", "images", id]) => match parse(id) {
+                Ok(id) => match self.evict(&id).await {
+                    Ok(()) => status(StatusCode::OK, "evicted"),
+                    Err(e) => error(&e),
+                },
+                Err(e) => error(&e),
+            },
+            (m, ["v1", "images", id, "pins", holder])
+                if m == Method::POST || m == Method::DELETE =>
+            {
+                let r = parse(id).and_then(|id| self.store.set_pin(&id, holder, m == Method::POST));
+                match r {
+                    Ok(()) => status(StatusCode::OK, "ok"),
+                    Err(e) => error(&e),
+                }
+            }
+            _ => status(StatusCode::NOT_FOUND, "no such endpoint"),
+        }
+    }
+
+    /// Serves peers on `peer`, the control API on `control`, and announces, until
+    /// `shutdown`.
+    pub async fn serve(
+        self: Arc<Self>,
+        peer: tokio::net::TcpListener,
+        control: tokio::net::UnixListener,
+        token: Token,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let announcer = tokio::spawn(self.clone().announce_loop(shutdown.clone()));
+        let me = self.clone();
+        let peers = tokio::spawn(crate::http::serve(
+            peer,
+            move |req| me.clone().handle_peer(req, token.clone()),
+            shutdown.clone(),
+        ));
+        let me = self.clone();
+        crate::http::serve(control, move |req| me.clone().handle_control(req), shutdown).await;
+        let _ = peers.await;
+        let _ = announcer.await;
+    }
+}
+
+/// NDJSON progress lines, one per change (at most every 200 ms), the last with `done`.
+fn progress_stream(rx: watch::Receiver<Progress>) -> Response<Body> {
+    let stream = futures::stream::unfold((rx, false), |(mut rx, ended)| async move {
+        if ended {
+            return None;
+        }
+        if !rx.borrow().done {
+            // A line at most every 200 ms, and at once when the fetch ends.
+            let _ = tokio::time::timeout(Duration::from_millis(200), rx.wait_for(|p| p.done)).await;
+        }
+        let p = rx.borrow().clone();
+        let finished = p.done;
+        let mut line = serde_json::to_vec(&p).unwrap_or_default();
+        line.push(b'\n');
+        Some((
+            Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from(line))),
+            (rx, finished),
+        ))
+    });
+    let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(stream));
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .unwrap_or_else(|_| Response::new(crate::http::full("")))
+}
+
+/// Who holds what, from the tracker's view, minus avoided peers.
+struct Plan {
+    /// (peer url, presence, pieces it is fetching from the origin)
+    peers: Vec<(String, Vec<bool>)>,
+    coming: BTreeSet<u32>,
+    share: Option<(u32, u32)>,
+}
+
+impl Plan {
+    fn new(m: &ImageManifest, swarm: Option<&Swarm>, avoid: &HashMap<String, Instant>) -> Plan {
+        let n = m.piece_count();
+        let mut plan = Plan {
+            peers: Vec::new(),
+            coming: BTreeSet::new(),
+            share: swarm.and_then(|s| s.origin_share),
+        };
+        if let Some(s) = swarm {
+            for p in &s.peers {
+                plan.coming.extend(p.origin_inflight.iter().copied());
+                if !avoid.contains_key(&p.url) {
+                    plan.peers
+                        .push((p.url.clone(), decode_bitfield(&p.have, n)));
+                }
+            }
+            // Pieces peers hold are "coming" too (from the peer, not the origin).
+        }
+        plan
+    }
+
+    fn holders(&self, i: u32) -> impl Iterator<Item = &String> + '_ {
+        self.peers
+            .iter()
+            .filter(move |(_, have)| have.get(i as usize).copied().unwrap_or(false))
+            .map(|(u, _)| u)
+    }
+
+    /// The rarest candidate some non-busy peer holds, and the least busy holder.
+    fn peer_pick(
+        &self,
+        candidates: impl Iterator<Item = u32>,
+        load: &HashMap<Source, usize>,
+        per_peer: usize,
+    ) -> Option<(u32, String)> {
+        let busy = |u: &String| *load.get(&Source::Peer(u.clone())).unwrap_or(&0);
+        let mut best: Option<(usize, u64, u32, String)> = None;
+        for i in candidates {
+            let holders: Vec<&String> = self.holders(i).collect();
+            let usable = holders.iter().filter(|u| busy(u) < per_peer);
+            let Some(peer) = usable.min_by_key(|u| (busy(u), rand::random::<u16>())) else {
+                continue;
+            };
+            let key = (holders.len(), rand::random::<u64>());
+            if best.as_ref().is_none_or(|b| (key.0, key.1) < (b.0, b.1)) {
+                best = Some((key.0, key.1, i, (*peer).clone()));
+            }
+        }
+        best.map(|(_, _, i, u)| (i, u))
+    }
+
+    /// Whether this node, as an uplink seeder, should take piece `i` from the origin.
+    fn origin_may(&self, i: u32) -> bool {
+        match self.share {
+            Some((k, idx)) => k > 0 && i % k == idx && self.unclaimed(i),
+            None => false,
+        }
+    }
+
+    /// No usable peer holds piece `i` and none is fetching it from the origin.
+    fn unclaimed(&self, i: u32) -> bool {
+        !self.coming.contains(&i) && self.holders(i).next().is_none()
+    }
+}

@@ -1,0 +1,46 @@
+//! The crate's error type; the HTTP edges map it to status codes.
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("invalid image id {0:?} (want 64 lowercase hex digits)")]
+    InvalidImageId(String),
+    #[error("invalid image manifest: {0}")]
+    InvalidManifest(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("piece {index} from {source_name} is corrupt (hash mismatch)")]
+    PieceCorrupt { index: u32, source_name: String },
+    #[error("peer {peer}: {message}")]
+    Peer { peer: String, message: String },
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("fetch failed: {0}")]
+    Fetch(String),
+    #[error("tracker: {0}")]
+    Tracker(String),
+    #[error("cache full: {needed} bytes needed, {free} can be freed within the quota of {quota} (the rest is pinned or in use)")]
+    NoSpace { needed: u64, free: u64, quota: u64 },
+    #[error("image {0} is pinned or in use")]
+    Pinned(String),
+    #[error("walrus: {0}")]
+    S3(#[from] euca_s3::S3ClientError),
+    #[error("bundle: {0}")]
+    Bundle(#[from] euca_image::ImageError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl CacheError {
+    /// The HTTP status this error is reported with by the daemon's APIs.
+    pub fn status(&self) -> u16 {
+        match self {
+            CacheError::InvalidImageId(_)
+            | CacheError::InvalidManifest(_)
+            | CacheError::Config(_) => 400,
+            CacheError::NotFound(_) => 404,
+            CacheError::Pinned(_) => 409,
+            CacheError::NoSpace { .. } => 507,
+            _ => 500,
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! Installed images and the image cache: `euca image install` (cloud side),
+//! `euca cc` (the tracker), `euca nc-cache` (the daemon on every node) and
+//! `euca cache …` (talks to a node's daemon over its Unix socket).
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use euca_imagecache::config::{parse_size, CcConfig, NcCacheConfig};
+use euca_imagecache::daemon::{Daemon, DaemonConfig, Progress as FetchProgress};
+use euca_imagecache::http::Token;
+use euca_imagecache::store::{ImageStatus, Store};
+use euca_imagecache::{install, origin::WalrusOrigin, tracker::Tracker, ImageId};
+use http_body_util::BodyExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::progress::Progress;
+
+/// The account whose read-only key the nodes' cache daemons use; installed
+/// images are granted READ to it.
+pub const NODES_ACCOUNT: &str = "eucalyptus-nodes";
+
+/// What `euca image install` needs from the cloud, written by `euca up` to
+/// `<data>/cloud/system.json` (0600): the system account's key and the nodes'
+/// account id.
+#[derive(Serialize, Deserialize)]
+pub struct SystemCreds {
+    pub s3_url: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub nodes_canonical_id: String,
+    pub system_canonical_id: String,
+}
+
+pub fn system_creds_path(data: &Path) -> PathBuf {
+    data.join("cloud/system.json")
+}
+
+pub fn token_path(data: &Path) -> PathBuf {
+    data.join("cloud/cluster-token")
+}
+
+/// The cluster token under `<data>/cloud`, created on first use.
+pub fn ensure_token(data: &Path) -> Result<String> {
+    let p = token_path(data);
+    if let Ok(t) = std::fs::read_to_string(&p) {
+        return Ok(t.trim().to_string());
+    }
+    let mut b = [0u8; 24];
+    openssl::rand::rand_bytes(&mut b)?;
+    let t: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    crate::pki::write_file(&p, t.as_bytes(), 0o600)?;
+    Ok(t)
+}
+
+fn read_token(file: &Path) -> Result<Token> {
+    let t = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the cluster token from {}", file.display()))?;
+    Ok(Token::new(&t)?)
+}
+
+#[derive(Subcommand)]
+pub enum ImageCmd {
+    /// Turn a bundle in Walrus into an installed image (verify, decrypt, store as
+    /// SHA-256 pieces); prints the image id.
+    Install(InstallArgs),
+}
+
+#[derive(Args)]
+pub struct InstallArgs {
+    /// The bundle: BUCKET/PREFIX.manifest.xml.
+    location: String,
+    /// The cloud's data directory (as for `euca up`).
+    #[arg(long, default_value = "euca-data")]
+    data: PathBuf,
+    /// The cloud's private key (default: <data>/cloud/cloud-pk.pem).
+    #[arg(short = 'k', long = "privatekey")]
+    private_key: Option<PathBuf>,
+    /// Certificate of the user who signed the bundle (default: the admin's).
+    #[arg(short = 'c', long = "cert")]
+    cert: Option<PathBuf>,
+}
+
+pub async fn image(cmd: ImageCmd) -> Result<()> {
+    let ImageCmd::Install(a) = cmd;
+    let creds_path = system_creds_path(&a.data);
+    let creds: SystemCreds =
+        serde_json::from_slice(&std::fs::read(&creds_path).with_context(|| {
+            format!(
+                "reading {} (has `euca up` run with --data {}?)",
+                creds_path.display(),
+                a.data.display()
+            )
+        })?)?;
+    let key_path = a
+        .private_key
+        .unwrap_or_else(|| a.data.join("cloud/cloud-pk.pem"));
+    let cert_path = a.cert.unwrap_or_else(|| {
+        a.data.join(format!(
+            "credentials/{}-cert.pem",
+            euca_identity::ADMIN_ACCOUNT
+        ))
+    });
+    let s3 = euca_s3::S3Client::new(
+        &creds.s3_url,
+        &creds.access_key,
+        &creds.secret_key,
+        &creds.region,
+    )?;
+    let (bucket, manifest_key) = install::split_location(&a.location)?;
+    let req = install::InstallRequest {
+        bucket,
+        manifest_key,
+        private_key: Arc::new(euca_image::PrivateKey::from_pem_file(&key_path)?),
+        signer: Arc::new(euca_image::SignerCert::from_pem_file(&cert_path)?),
+        grant_read: Some(creds.nodes_canonical_id),
+        owner_id: Some(creds.system_canonical_id),
+        work_dir: a.data.join("cloud/install"),
+    };
+    let done = install::install(&s3, &req, None).await?;
+    eprintln!(
+        "installed {} as image {}: {} bytes, {} pieces of {} bytes ({} new), sha256 {}",
+        done.manifest.name,
+        done.id,
+        done.manifest.size,
+        done.manifest.pieces.len(),
+        done.manifest.piece_size,
+        done.pieces_uploaded,
+        done.manifest.sha256
+    );
+    println!("{}", done.id);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct CcArgs {
+    /// TOML config file with a [cc] section.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Tracker listen address.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// File holding the cluster token (default: <data>/cloud/cluster-token).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// The cloud's data directory, for the default token file.
+    #[arg(long, default_value = "euca-data")]
+    data: PathBuf,
+}
+
+/// Binds and starts the tracker; returns its address and task.
+pub async fn start_tracker(
+    cfg: &CcConfig,
+    token: Token,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding the tracker to {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let t = Tracker::new(token, cfg.seeders_per_image);
+    Ok((addr, tokio::spawn(t.serve(listener, shutdown))))
+}
+
+pub async fn cc(a: CcArgs, file: Option<CcConfig>) -> Result<()> {
+    let mut cfg = file.unwrap_or_default();
+    if let Some(l) = a.listen {
+        cfg.listen = l;
+    }
+    let token_file = a
+        .token_file
+        .or(cfg.token_file.clone())
+        .unwrap_or_else(|| token_path(&a.data));
+    let token = read_token(&token_file)?;
+    let (addr, task) = start_tracker(&cfg, token, crate::shutdown_signal()).await?;
+    println!("euca: cc is up\n  tracker      http://{addr}/   metrics http://{addr}/_metrics");
+    task.await?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct NcCacheArgs {
+    /// TOML config file with an [nc_cache] section (`euca up` writes one to
+    /// <data>/credentials/nc-cache.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Cache directory.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Piece server listen address.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// URL peers reach this node at.
+    #[arg(long)]
+    advertise_url: Option<String>,
+    /// Node name.
+    #[arg(long)]
+    node: Option<String>,
+    /// Tracker URL.
+    #[arg(long)]
+    tracker: Option<String>,
+    /// Fetch everything from Walrus, without a tracker or peers.
+    #[arg(long)]
+    no_tracker: bool,
+    /// Cache quota, e.g. 20GiB.
+    #[arg(long)]
+    quota: Option<String>,
+}
+
+/// Holds an exclusive lock on the cache directory for the daemon's life.
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let f = std::fs::File::create(dir.join("lock"))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!("{} is in use by another euca nc-cache", dir.display());
+    }
+    Ok(f)
+}
+
+pub async fn nc_cache(a: NcCacheArgs, file: Option<NcCacheConfig>) -> Result<()> {
+    let mut cfg = file.unwrap_or_default();
+    if let Some(d) = a.dir {
+        cfg.dir = d;
+    }
+    if let Some(l) = a.listen {
+        cfg.listen = l;
+    }
+    if a.advertise_url.is_some() {
+        cfg.advertise_url = a.advertise_url;
+    }
+    if a.node.is_some() {
+        cfg.node = a.node;
+    }
+    if a.tracker.is_some() {
+        cfg.tracker = a.tracker;
+    }
+    if a.no_tracker {
+        cfg.tracker = None;
+    }
+    if let Some(q) = a.quota {
+        cfg.quota = q;
+    }
+    let token = match (&cfg.token, &cfg.token_file) {
+        (Some(t), _) => Token::new(t)?,
+        (None, Some(f)) => read_token(f)?,
+        (None, None) => bail!("no cluster token: set token or token_file in [nc_cache]"),
+    };
+    let _lock = lock_dir(&cfg.dir)?;
+    let store = {
+        let (dir, quota) = (cfg.dir.clone(), parse_size(&cfg.quota)?);
+        tokio::task::spawn_blocking(move || Store::open(&dir, quota)).await??
+    };
+    let s3 = euca_s3::S3Client::new(&cfg.s3_url, &cfg.access_key, &cfg.secret_key, &cfg.region)?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let advertise = cfg
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let node = cfg.node.clone().unwrap_or_else(|| {
+        advertise
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string()
+    });
+    let dcfg = DaemonConfig {
+        node,
+        advertise_url: advertise.trim_end_matches('/').to_string(),
+        tracker: cfg.tracker.clone(),
+        origin_concurrency: cfg.origin_concurrency.max(1),
+        direct_concurrency: cfg.direct_concurrency.max(1),
+        ..DaemonConfig::default()
+    };
+    let daemon = Daemon::new(dcfg, store, Arc::new(WalrusOrigin::new(s3)), token.clone());
+    let sock = cfg.dir.join("control.sock");
+    let _ = std::fs::remove_file(&sock);
+    let control = tokio::net::UnixListener::bind(&sock)
+        .with_context(|| format!("binding {}", sock.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
+    }
+    println!("euca: nc-cache is up");
+    println!("  pieces       {advertise}/   metrics {advertise}/_metrics");
+    println!("  control      {}", sock.display());
+    match &cfg.tracker {
+        Some(t) => println!("  tracker      {t}"),
+        None => println!("  tracker      none: every piece comes from {}", cfg.s3_url),
+    }
+    daemon
+        .serve(listener, control, token, crate::shutdown_signal())
+        .await;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct CacheArgs {
+    /// The daemon's cache directory (its control socket is <dir>/control.sock).
+    #[arg(long, default_value = "euca-cache", global = true)]
+    dir: PathBuf,
+    #[command(subcommand)]
+    cmd: CacheCmd,
+}
+
+#[derive(Subcommand)]
+pub enum CacheCmd {
+    /// Fetch an image into the cache (from peers, and Walrus where needed); prints its path.
+    Fetch { image: String },
+    /// List cached images.
+    List,
+    /// Drop an image from the cache (refused while pinned or in use).
+    Evict { image: String },
+    /// Pin an image for a holder (e.g. an instance id); pinned images are never evicted.
+    Pin { image: String, holder: String },
+    /// Remove a holder's pin.
+    Unpin { image: String, holder: String },
+}
+
+async fn control(
+    sock: &Path,
+    method: http::Method,
+    path: &str,
+) -> Result<http::Response<hyper::body::Incoming>> {
+    let stream = tokio::net::UnixStream::connect(sock)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to {} (is euca nc-cache running?)",
+                sock.display()
+            )
+        })?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .body(http_body_util::Empty::<Bytes>::new())?;
+    Ok(sender.send_request(req).await?)
+}
+
+async fn expect_ok(resp: http::Response<hyper::body::Incoming>) -> Result<Bytes> {
+    let st = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    if !st.is_success() {
+        let msg = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        bail!("{msg}");
+    }
+    Ok(body)
+}
+
+pub async fn cache(a: CacheArgs) -> Result<()> {
+    let sock = a.dir.join("control.sock");
+    use http::Method;
+    match a.cmd {
+        CacheCmd::Fetch { image } => {
+            let id = ImageId::parse(&image)?;
+            let start = std::time::Instant::now();
+            let resp = control(&sock, Method::POST, &format!("/v1/images/{id}/fetch")).await?;
+            if !resp.status().is_success() {
+                expect_ok(resp).await?;
+                return Ok(());
+            }
+            let mut body = resp.into_body();
+            let (mut buf, mut progress, mut last) =
+                (Vec::new(), None::<Progress>, FetchProgress::default());
+            while let Some(frame) = body.frame().await {
+                if let Ok(d) = frame?.into_data() {
+                    buf.extend_from_slice(&d);
+                }
+                while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=nl).collect();
+                    last = serde_json::from_slice(&line).context("bad progress line")?;
+                    if last.size > 0 {
+                        let p =
+                            progress.get_or_insert_with(|| Progress::start("fetching", last.size));
+                        p.counter().store(last.bytes, Ordering::Relaxed);
+                    }
+                }
+            }
+            if let Some(p) = progress {
+                p.finish();
+            }
+            if let Some(e) = last.error {
+                bail!("fetch of {id} failed: {e}");
+            }
+            if !last.done {
+                bail!("the daemon ended the fetch of {id} without a result");
+            }
+            let list = expect_ok(control(&sock, Method::GET, "/v1/images").await?).await?;
+            let images: Vec<ImageStatus> = serde_json::from_slice(&list)?;
+            let path = images
+                .iter()
+                .find(|i| i.id == id)
+                .map(|i| i.path.display().to_string())
+                .unwrap_or_default();
+            eprintln!(
+                "{id}: {} bytes in {:.3} s",
+                last.size,
+                start.elapsed().as_secs_f64()
+            );
+            println!("{path}");
+        }
+        CacheCmd::List => {
+            let list = expect_ok(control(&sock, Method::GET, "/v1/images").await?).await?;
+            let images: Vec<ImageStatus> = serde_json::from_slice(&list)?;
+            println!(
+                "{:<64}  {:>12}  {:>9}  {:<8}  {:<16}  pins",
+                "IMAGE", "BYTES", "PIECES", "STATE", "NAME"
+            );
+            for i in images {
+                println!(
+                    "{:<64}  {:>12}  {:>4}/{:<4}  {:<8}  {:<16}  {}",
+                    i.id,
+                    i.size,
+                    i.have,
+                    i.pieces,
+                    if i.complete { "complete" } else { "partial" },
+                    i.name,
+                    i.pins.join(",")
+                );
+            }
+        }
+        CacheCmd::Evict { image } => {
+            let id = ImageId::parse(&image)?;
+            expect_ok(control(&sock, Method::DELETE, &format!("/v1/images/{id}")).await?).await?;
+            println!("evicted {id}");
+        }
+        CacheCmd::Pin { image, holder } | CacheCmd::Unpin { image, holder }
+            if !valid_holder(&holder) =>
+        {
+            let _ = image;
+            bail!("invalid holder {holder:?} (letters, digits, '-', '_', '.', up to 128)")
+        }
+        CacheCmd::Pin { image, holder } => {
+            let id = ImageId::parse(&image)?;
+            expect_ok(
+                control(
+                    &sock,
+                    Method::POST,
+                    &format!("/v1/images/{id}/pins/{holder}"),
+                )
+                .await?,
+            )
+            .await?;
+            println!("pinned {id} for {holder}");
+        }
+        CacheCmd::Unpin { image, holder } => {
+            let id = ImageId::parse(&image)?;
+            expect_ok(
+                control(
+                    &sock,
+                    Method::DELETE,
+                    &format!("/v1/images/{id}/pins/{holder}"),
+                )
+                .await?,
+            )
+            .await?;
+            println!("unpinned {id} for {holder}");
+        }
+    }
+    Ok(())
+}
+
+fn valid_holder(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 128
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && h != "."
+        && h != ".."
+}
