@@ -5,6 +5,7 @@ warm hits, pins, eviction, refusals, and the nodes' read-only key."""
 import hashlib
 import os
 import re
+import shlex
 import subprocess
 import time
 import urllib.request
@@ -86,6 +87,7 @@ def test_installed_fixture_reaches_two_nodes_crossing_walrus_once(cloud, install
     try:
         r = n1.cache("fetch", installed)
         assert sha256(r.stdout.strip()) == want
+        assert "\r" not in r.stderr and "fetching" not in r.stderr
         r = n2.cache("fetch", installed)
         assert sha256(r.stdout.strip()) == want
         m1, m2 = metrics(n1.port), metrics(n2.port)
@@ -110,9 +112,13 @@ def test_installed_fixture_reaches_two_nodes_crossing_walrus_once(cloud, install
         n2.cache("unpin", installed, "i-0123abcd")
         n2.cache("evict", installed)
         assert installed not in n2.cache("list").stdout
-        # Evicted images are refetched (from the peer again).
-        r = n2.cache("fetch", installed)
-        assert sha256(r.stdout.strip()) == want
+        # Evicted images are refetched (from the peer again), with progress on a terminal
+        # (a pty made by `script`); the fetches above, on a pipe, drew nothing.
+        cmd = " ".join(shlex.quote(str(a)) for a in (euca_bin(), "cache", "--dir", n2.dir, "fetch", installed))
+        r = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "RUST_BACKTRACE": "0"})
+        assert r.returncode == 0 and "fetching  " in r.stdout and "100%" in r.stdout, r.stdout + r.stderr
+        assert sha256(n2.dir / "images" / installed / "data") == want
         assert metrics(n2.port)["origin_bytes_total"] == 0
         # Restart keeps the cache: a hit right away, no traffic.
         n1.stop()

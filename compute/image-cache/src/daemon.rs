@@ -27,7 +27,7 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
-use crate::http::{error, json, status, Body, HttpClient, Token};
+use crate::http::{error, json, status, Body, CallError, HttpClient, Token};
 use crate::manifest::ImageManifest;
 use crate::origin::Origin;
 use crate::store::{Entry, Hold, Store};
@@ -301,6 +301,9 @@ impl Daemon {
         let mut inflight: HashMap<u32, Source> = HashMap::new();
         let mut load: HashMap<Source, usize> = HashMap::new();
         let mut avoid: HashMap<String, Instant> = HashMap::new();
+        // Peers that sent a bad piece or failed outright (not merely slow): what
+        // they hold does not stop the tracker granting those pieces from Walrus.
+        let mut distrust: std::collections::HashSet<String> = Default::default();
         let mut tasks: FuturesUnordered<PieceFuture> = FuturesUnordered::new();
         let mut last_progress = Instant::now();
         if self.cfg.tracker.is_some() && !missing.is_empty() {
@@ -367,8 +370,12 @@ impl Daemon {
                 let granted = if direct || stuck || wanted.is_empty() {
                     wanted
                 } else {
-                    self.claim(id, wanted, avoid.keys().cloned().collect())
-                        .await
+                    let bad = avoid
+                        .keys()
+                        .filter(|u| distrust.contains(*u))
+                        .cloned()
+                        .collect();
+                    self.claim(id, wanted, bad).await
                 };
                 for index in granted {
                     inflight.insert(index, Source::Origin);
@@ -424,6 +431,9 @@ impl Daemon {
                                 Source::Peer(url) => {
                                     let d = if corrupt { Duration::from_secs(3600) } else if matches!(e, CacheError::NotFound(_)) { Duration::from_secs(2) } else { self.cfg.blacklist };
                                     avoid.insert(url.clone(), Instant::now() + d);
+                                    if corrupt || matches!(e, CacheError::Peer { .. }) {
+                                        distrust.insert(url.clone());
+                                    }
                                 }
                                 Source::Origin => {
                                     if matches!(e, CacheError::NotFound(_)) { return Err(e); }
@@ -464,9 +474,12 @@ impl Daemon {
                     .http
                     .call(Method::GET, &u, None, len as usize, timeout)
                     .await
-                    .map_err(|message| CacheError::Peer {
-                        peer: url.clone(),
-                        message,
+                    .map_err(|e| match e {
+                        CallError::TimedOut(_) => CacheError::PeerTimeout { peer: url.clone() },
+                        CallError::Failed(message) => CacheError::Peer {
+                            peer: url.clone(),
+                            message,
+                        },
                     })?;
                 if st == StatusCode::NOT_FOUND {
                     return Err(CacheError::NotFound(format!("piece {index} at {url}")));
@@ -590,7 +603,7 @@ impl Daemon {
                 "HTTP {st}: {}",
                 String::from_utf8_lossy(&b)
             ))),
-            Err(e) => Err(CacheError::Tracker(e)),
+            Err(e) => Err(CacheError::Tracker(e.to_string())),
         };
         match reply {
             Ok(r) => {

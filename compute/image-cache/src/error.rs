@@ -10,6 +10,8 @@ pub enum CacheError {
     NotFound(String),
     #[error("piece {index} from {source_name} is corrupt (hash mismatch)")]
     PieceCorrupt { index: u32, source_name: String },
+    #[error("peer {peer}: timed out")]
+    PeerTimeout { peer: String },
     #[error("peer {peer}: {message}")]
     Peer { peer: String, message: String },
     #[error("configuration: {0}")]

@@ -171,6 +171,23 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| status(StatusCode::BAD_REQUEST, &format!("bad request body: {e}")))
 }
 
+/// Why a call failed: it took too long (the peer may just be busy), or it failed
+/// outright (refused, reset, cut short, oversized).
+#[derive(Debug)]
+pub enum CallError {
+    TimedOut(Duration),
+    Failed(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::TimedOut(t) => write!(f, "timed out after {t:?}"),
+            CallError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
 /// A keep-alive HTTP client for peers and the tracker.
 #[derive(Clone)]
 pub struct HttpClient {
@@ -200,7 +217,7 @@ impl HttpClient {
         body: Option<Bytes>,
         max: usize,
         timeout: Duration,
-    ) -> Result<(StatusCode, Bytes), String> {
+    ) -> Result<(StatusCode, Bytes), CallError> {
         let fut = async {
             let mut req = Request::builder()
                 .method(method)
@@ -234,6 +251,7 @@ impl HttpClient {
         };
         tokio::time::timeout(timeout, fut)
             .await
-            .map_err(|_| format!("timed out after {timeout:?}"))?
+            .map_err(|_| CallError::TimedOut(timeout))?
+            .map_err(CallError::Failed)
     }
 }

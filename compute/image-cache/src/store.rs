@@ -11,8 +11,9 @@
 //!                   used            last use, seconds since the epoch (LRU order)
 //! ```
 //!
-//! Durability without an fsync per piece: `have` is written after the piece's
-//! bytes but not synced; on start-up every piece an incomplete image claims is
+//! Durability without an fsync per piece: write-back of each piece starts as it
+//! is written (`sync_file_range`), `have` is written after the piece's bytes but
+//! not synced; on start-up every piece an incomplete image claims is
 //! re-hashed, and only the ones that verify count. `complete` is written only
 //! after `data` is fdatasynced, so a complete image is trusted as it is.
 //!
@@ -162,6 +163,18 @@ impl Entry {
             return Err(io::Error::other("piece length does not match the manifest"));
         }
         self.data.write_all_at(bytes, off)?;
+        // Start write-back now, so the fdatasync at completion has little left to
+        // flush (with 8 nodes finishing at once it otherwise added seconds).
+        // SAFETY: a plain syscall on a descriptor we own; errors only lose the hint.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::sync_file_range(
+                self.data.as_raw_fd(),
+                off as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
         self.have_file.write_all_at(&[1], index as u64)?;
         let mut have = lock(&self.have);
         if let Some(h) = have.get_mut(index as usize) {
