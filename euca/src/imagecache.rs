@@ -439,39 +439,29 @@ pub async fn cache(a: CacheArgs) -> Result<()> {
             expect_ok(control(&sock, Method::DELETE, &format!("/v1/images/{id}")).await?).await?;
             println!("evicted {id}");
         }
-        CacheCmd::Pin { image, holder } | CacheCmd::Unpin { image, holder }
-            if !valid_holder(&holder) =>
-        {
-            let _ = image;
-            bail!("invalid holder {holder:?} (letters, digits, '-', '_', '.', up to 128)")
-        }
-        CacheCmd::Pin { image, holder } => {
-            let id = ImageId::parse(&image)?;
-            expect_ok(
-                control(
-                    &sock,
-                    Method::POST,
-                    &format!("/v1/images/{id}/pins/{holder}"),
-                )
-                .await?,
-            )
-            .await?;
-            println!("pinned {id} for {holder}");
-        }
-        CacheCmd::Unpin { image, holder } => {
-            let id = ImageId::parse(&image)?;
-            expect_ok(
-                control(
-                    &sock,
-                    Method::DELETE,
-                    &format!("/v1/images/{id}/pins/{holder}"),
-                )
-                .await?,
-            )
-            .await?;
-            println!("unpinned {id} for {holder}");
-        }
+        CacheCmd::Pin { image, holder } => set_pin(&sock, &image, &holder, true).await?,
+        CacheCmd::Unpin { image, holder } => set_pin(&sock, &image, &holder, false).await?,
     }
+    Ok(())
+}
+
+/// `euca cache pin|unpin IMAGE HOLDER`.
+async fn set_pin(sock: &Path, image: &str, holder: &str, pin: bool) -> Result<()> {
+    if !valid_holder(holder) {
+        bail!("invalid holder {holder:?} (letters, digits, '-', '_', '.', up to 128)");
+    }
+    let id = ImageId::parse(image)?;
+    let method = if pin {
+        http::Method::POST
+    } else {
+        http::Method::DELETE
+    };
+    let path = format!("/v1/images/{id}/pins/{holder}");
+    expect_ok(control(sock, method, &path).await?).await?;
+    println!(
+        "{} {id} for {holder}",
+        if pin { "pinned" } else { "unpinned" }
+    );
     Ok(())
 }
 

@@ -469,22 +469,32 @@ async fn a_swarm_takes_each_piece_from_the_origin_about_once() {
     assert_eq!(nodes[0].stat(|s| &s.cache_hits), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn peers_and_the_tracker_refuse_requests_without_the_cluster_token() {
-    let (t, turl) = tracker().await;
-    let _ = t;
-    let other =
-        euca_imagecache::http::HttpClient::new(Token::new("some-other-token-000000").unwrap());
-    let (st, _) = other
-        .call(
-            http::Method::POST,
-            &format!("{turl}/v1/announce"),
-            Some(Bytes::from_static(b"{}")),
-            1 << 20,
-            Duration::from_secs(2),
-        )
+async fn status_of(
+    token: &str,
+    method: http::Method,
+    url: &str,
+    body: Option<Bytes>,
+) -> (u16, Bytes) {
+    let client = euca_imagecache::http::HttpClient::new(Token::new(token).unwrap());
+    let (st, b) = client
+        .call(method, url, body, 1 << 20, Duration::from_secs(2))
         .await
         .unwrap();
+    (st.as_u16(), b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_and_the_tracker_refuse_requests_without_the_cluster_token() {
+    let (_t, turl) = tracker().await;
+    let wrong = "some-other-token-000000";
+    let announce = format!("{turl}/v1/announce");
+    let (st, _) = status_of(
+        wrong,
+        http::Method::POST,
+        &announce,
+        Some(Bytes::from_static(b"{}")),
+    )
+    .await;
     assert_eq!(st, 403);
     let (data, m) = image(4, 6);
     let origin = MemOrigin::new();
@@ -492,35 +502,18 @@ async fn peers_and_the_tracker_refuse_requests_without_the_cluster_token() {
     let dir = tempfile::tempdir().unwrap();
     let n = node("n1", dir.path(), 1 << 30, origin, None).await;
     n.daemon.fetch(&id).await.unwrap();
-    let url = n.daemon.store().hold(&id).map(|_| ()).map(|_| ());
-    assert!(url.is_some());
-    let peer_url = format!("{}/v1/images/{id}/pieces/0", config_url(&n));
-    let (st, _) = other
-        .call(
-            http::Method::GET,
-            &peer_url,
-            None,
-            1 << 20,
-            Duration::from_secs(2),
-        )
-        .await
-        .unwrap();
-    assert_eq!(st, 403);
-    let good = euca_imagecache::http::HttpClient::new(token());
-    let (st, body) = good
-        .call(
-            http::Method::GET,
-            &peer_url,
-            None,
-            1 << 20,
-            Duration::from_secs(2),
-        )
-        .await
-        .unwrap();
+    let piece = format!("{}/v1/images/{id}/pieces/0", n.daemon.advertise_url());
+    assert_eq!(
+        status_of(wrong, http::Method::GET, &piece, None).await.0,
+        403
+    );
+    let (st, body) = status_of(
+        "test-cluster-token-0123456789",
+        http::Method::GET,
+        &piece,
+        None,
+    )
+    .await;
     assert_eq!(st, 200);
     assert_eq!(&body[..], &data[..PIECE as usize]);
-}
-
-fn config_url(n: &Node) -> String {
-    n.daemon.advertise_url().to_string()
 }
