@@ -238,11 +238,11 @@ fn main() -> Result<()> {
             Cmd::Unbundle(a) => tokio::task::spawn_blocking(move || images::unbundle(a)).await?,
             Cmd::Image { cmd } => imagecache::image(cmd).await,
             Cmd::Cc(a) => {
-                let c = load_config(a_config(&a.config))?.cc;
+                let c = load_config(a.config.as_deref())?.cc;
                 imagecache::cc(a, c).await
             }
             Cmd::NcCache(a) => {
-                let c = load_config(a_config(&a.config))?.nc_cache;
+                let c = load_config(a.config.as_deref())?.nc_cache;
                 imagecache::nc_cache(a, c).await
             }
             Cmd::Cache(a) => imagecache::cache(a).await,
@@ -250,10 +250,6 @@ fn main() -> Result<()> {
             Cmd::Key { cmd, target } => admin::key(&target, cmd).await,
         }
     })
-}
-
-fn a_config(p: &Option<PathBuf>) -> Option<&Path> {
-    p.as_deref()
 }
 
 /// The first enabled key of `account` (created if there is none).

@@ -46,6 +46,10 @@ impl S3ClientError {
             _ => None,
         }
     }
+    /// Whether the server answered 404 (no such key or bucket).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, S3ClientError::Status { status: 404, .. })
+    }
     fn retryable(&self) -> bool {
         match self {
             S3ClientError::Status { status, .. } => *status >= 500,

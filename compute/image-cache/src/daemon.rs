@@ -413,14 +413,13 @@ impl Daemon {
                     match result {
                         Ok(bytes) => {
                             let (len, e2) = (bytes.len() as u64, entry.clone());
-                            let done = blocking(move || Ok(e2.write_piece(index, &bytes)?)).await?;
+                            blocking(move || Ok(e2.write_piece(index, &bytes)?)).await?;
                             let counter = match src { Source::Origin => &self.stats.origin_bytes, Source::Peer(_) => &self.stats.peer_bytes };
                             counter.fetch_add(len, Ordering::Relaxed);
                             missing.remove(&index);
                             last_progress = Instant::now();
                             publish(&entry);
                             self.announce_now.notify_one();
-                            let _ = done;
                         }
                         Err(e) => {
                             self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
@@ -807,8 +806,9 @@ fn progress_stream(rx: watch::Receiver<Progress>) -> Response<Body> {
 
 /// Who holds what, from the tracker's view, minus avoided peers.
 struct Plan {
-    /// (peer url, presence, pieces it is fetching from the origin)
+    /// (peer url, presence) of every peer not being avoided.
     peers: Vec<(String, Vec<bool>)>,
+    /// Pieces some peer is fetching from the origin right now.
     coming: BTreeSet<u32>,
     share: Option<(u32, u32)>,
 }
@@ -829,7 +829,6 @@ impl Plan {
                         .push((p.url.clone(), decode_bitfield(&p.have, n)));
                 }
             }
-            // Pieces peers hold are "coming" too (from the peer, not the origin).
         }
         plan
     }

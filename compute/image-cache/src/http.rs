@@ -150,23 +150,15 @@ where
     }
 }
 
-/// Reads a request body of at most `max` bytes.
-pub async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, String> {
-    let limited = http_body_util::Limited::new(req.into_body(), max);
-    limited
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .map_err(|e| e.to_string())
-}
-
 /// Reads a JSON request body (at most 4 MiB); a bad one becomes a 400 reply.
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     req: Request<Incoming>,
 ) -> Result<T, Response<Body>> {
-    let body = read_body(req, 4 << 20)
+    let body = http_body_util::Limited::new(req.into_body(), 4 << 20)
+        .collect()
         .await
-        .map_err(|e| status(StatusCode::BAD_REQUEST, &e))?;
+        .map_err(|e| status(StatusCode::BAD_REQUEST, &e.to_string()))?
+        .to_bytes();
     serde_json::from_slice(&body)
         .map_err(|e| status(StatusCode::BAD_REQUEST, &format!("bad request body: {e}")))
 }

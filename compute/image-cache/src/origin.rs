@@ -32,9 +32,7 @@ impl WalrusOrigin {
     async fn get(&self, key: &str, max: usize, what: &str) -> Result<Bytes, CacheError> {
         match self.s3.get_bytes(&self.bucket, key, max).await {
             Ok(b) => Ok(b),
-            Err(euca_s3::S3ClientError::Status { status: 404, .. }) => {
-                Err(CacheError::NotFound(what.into()))
-            }
+            Err(e) if e.is_not_found() => Err(CacheError::NotFound(what.into())),
             Err(e) => Err(e.into()),
         }
     }

@@ -156,8 +156,8 @@ impl Entry {
         let _ = fs::write(self.dir.join("used"), now.to_string());
     }
 
-    /// Writes a verified piece (blocking). Returns true when it was the last one.
-    pub fn write_piece(&self, index: u32, bytes: &[u8]) -> io::Result<bool> {
+    /// Writes a verified piece (blocking).
+    pub fn write_piece(&self, index: u32, bytes: &[u8]) -> io::Result<()> {
         let (off, len) = self.manifest.piece_range(index);
         if bytes.len() as u64 != len {
             return Err(io::Error::other("piece length does not match the manifest"));
@@ -183,7 +183,7 @@ impl Entry {
                 self.have_count.fetch_add(1, Ordering::AcqRel);
             }
         }
-        Ok(self.have_count.load(Ordering::Acquire) == have.len() as u64)
+        Ok(())
     }
 
     /// Makes a fully written image durable and marks it complete (blocking).
@@ -398,15 +398,16 @@ impl Store {
             })
             .collect();
         candidates.sort_by_key(|e| e.last_used());
+        // Victims are existing images, so `freed <= used` throughout.
         let (mut freed, mut victims) = (0u64, Vec::new());
         for e in candidates {
-            if used + needed - freed.min(used) <= low {
+            if used - freed + needed <= low {
                 break;
             }
             freed += e.manifest.size;
             victims.push(e.clone());
         }
-        if used + needed - freed.min(used + needed) > self.quota {
+        if used - freed + needed > self.quota {
             return Err(CacheError::NoSpace {
                 needed,
                 free: self.quota.saturating_sub(used) + freed,

@@ -194,10 +194,6 @@ fn parse_manifest(snapshot_id: &str, bytes: &[u8]) -> Result<SnapshotManifest, C
     Ok(m)
 }
 
-fn is_not_found(e: &euca_s3::S3ClientError) -> bool {
-    matches!(e, euca_s3::S3ClientError::Status { status: 404, .. })
-}
-
 /// Chunks and manifests in a Walrus bucket, through the project's S3 client.
 pub struct WalrusChunks {
     s3: euca_s3::S3Client,
@@ -273,7 +269,7 @@ impl ChunkStore for WalrusChunks {
             .await
         {
             Ok(d) => d,
-            Err(e) if is_not_found(&e) => {
+            Err(e) if e.is_not_found() => {
                 return Err(ChunkError::NotFound(format!("chunk {sha256_hex}")))
             }
             Err(e) => return Err(e.into()),
@@ -288,7 +284,7 @@ impl ChunkStore for WalrusChunks {
             .delete(&self.bucket, &Self::chunk_key(sha256_hex))
             .await
         {
-            Err(e) if !is_not_found(&e) => Err(e.into()),
+            Err(e) if !e.is_not_found() => Err(e.into()),
             _ => Ok(()),
         }
     }
@@ -320,7 +316,7 @@ impl ChunkStore for WalrusChunks {
             .await
         {
             Ok(b) => b,
-            Err(e) if is_not_found(&e) => {
+            Err(e) if e.is_not_found() => {
                 return Err(ChunkError::NotFound(format!("snapshot {snapshot_id}")))
             }
             Err(e) => return Err(e.into()),
@@ -335,7 +331,7 @@ impl ChunkStore for WalrusChunks {
             .delete(&self.bucket, &Self::manifest_key(snapshot_id))
             .await
         {
-            Err(e) if !is_not_found(&e) => Err(e.into()),
+            Err(e) if !e.is_not_found() => Err(e.into()),
             _ => Ok(()),
         }
     }
