@@ -435,7 +435,7 @@ pub fn acl_from_xml(node: &crate::xmlin::Node, owner: &Owner) -> S3Result<Acl> {
     if node.name != "AccessControlPolicy" {
         return Err(S3Error::malformed_xml());
     }
-    if let Some(id) = node.child("Owner").and_then(|o| o.text_of("ID")) {
+    if let Some(id) = node.child("Owner").and_then(|o| o.token_of("ID")) {
         if id != owner.id {
             return Err(S3Error::access_denied());
         }
@@ -446,12 +446,12 @@ pub fn acl_from_xml(node: &crate::xmlin::Node, owner: &Owner) -> S3Result<Acl> {
     let mut grants = Vec::new();
     for g in list.children("Grant") {
         let ge = g.child("Grantee").ok_or_else(S3Error::malformed_xml)?;
-        let grantee = if let Some(id) = ge.text_of("ID") {
+        let grantee = if let Some(id) = ge.token_of("ID") {
             Grantee::User {
                 id: id.to_string(),
                 display_name: ge.text_of("DisplayName").map(String::from),
             }
-        } else if let Some(uri) = ge.text_of("URI") {
+        } else if let Some(uri) = ge.token_of("URI") {
             Grantee::Group(uri.to_string())
         } else if ge.child("EmailAddress").is_some() {
             return Err(S3Error::not_implemented("Grants by email address"));
@@ -459,7 +459,7 @@ pub fn acl_from_xml(node: &crate::xmlin::Node, owner: &Owner) -> S3Result<Acl> {
             return Err(S3Error::malformed_xml());
         };
         let permission = g
-            .text_of("Permission")
+            .token_of("Permission")
             .and_then(Permission::parse)
             .ok_or_else(S3Error::malformed_xml)?;
         grants.push(Grant {

@@ -196,7 +196,7 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         if node.name != "CreateBucketConfiguration" {
             return Err(S3Error::malformed_xml());
         }
-        if let Some(loc) = node.text_of("LocationConstraint") {
+        if let Some(loc) = node.token_of("LocationConstraint") {
             if !(loc.is_empty()
                 || loc == st.cfg.region
                 || (st.cfg.region == "us-east-1" && loc == "US"))

@@ -725,8 +725,8 @@ pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         return Err(S3Error::malformed_xml());
     }
     let quiet = node
-        .text_of("Quiet")
-        .is_some_and(|q| q.trim().eq_ignore_ascii_case("true"));
+        .token_of("Quiet")
+        .is_some_and(|q| q.eq_ignore_ascii_case("true"));
     let keys: Vec<String> = node
         .children("Object")
         .map(|o| o.text_of("Key").map(String::from))
