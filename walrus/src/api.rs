@@ -211,6 +211,15 @@ pub async fn handle(st: Arc<State>, req: http::Request<Incoming>, peer: SocketAd
     resp
 }
 
+/// The path without the Eucalyptus legacy prefix (`/services/Walrus`), if it has one.
+fn strip_legacy_prefix(raw_path: &str) -> &str {
+    match raw_path.strip_prefix(LEGACY_PREFIX) {
+        Some("") => "/",
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => raw_path,
+    }
+}
+
 async fn route(
     st: &Arc<State>,
     req: http::Request<Incoming>,
@@ -252,6 +261,13 @@ async fn route(
     if let Some(b) = &vb {
         parts.extensions.insert(VhostBucket(b.clone()));
     }
+    // A CORS preflight carries no credentials: answered before authentication.
+    if parts.method == Method::OPTIONS {
+        let path = strip_legacy_prefix(&raw_path);
+        return crate::cors::preflight(st, &parts, vb.as_deref(), path)
+            .map(|r| (r, "Preflight"))
+            .map_err(|e| (e, "Preflight"));
+    }
     // Authenticate before anything else looks at the request.
     let auth: Authenticated = euca_aws::authenticate(
         &parts,
@@ -261,12 +277,7 @@ async fn route(
     )
     .map_err(|e| (S3Error::from(e), "Auth"))?;
 
-    let mut path = raw_path.as_str();
-    if let Some(rest) = path.strip_prefix(LEGACY_PREFIX) {
-        if rest.is_empty() || rest.starts_with('/') {
-            path = if rest.is_empty() { "/" } else { rest };
-        }
-    }
+    let path = strip_legacy_prefix(&raw_path);
     if path.starts_with("/_admin/") {
         return crate::api_bucket::admin(st, &parts.method, path, &auth, body)
             .await

@@ -14,6 +14,7 @@ mod api_object;
 pub mod blob;
 pub mod body;
 pub mod config;
+mod cors;
 pub mod error;
 mod list;
 pub mod meta;

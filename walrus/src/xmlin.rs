@@ -170,7 +170,9 @@ mod tests {
         assert_eq!(n.name, "Delete");
         assert_eq!(n.text_of("Quiet"), Some("true"));
         assert_eq!(
-            keys(r#"<Delete><Object><Key>a&amp;b</Key></Object><Object><Key>c</Key></Object></Delete>"#),
+            keys(
+                r#"<Delete><Object><Key>a&amp;b</Key></Object><Object><Key>c</Key></Object></Delete>"#
+            ),
             vec!["a&b", "c"]
         );
         assert!(parse(b"<a><b></a>").is_err());
