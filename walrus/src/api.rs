@@ -357,6 +357,7 @@ async fn route(
 }
 
 async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
+    crate::system::check_writable(st, r)?;
     let m = r.method.clone();
     if r.bucket.is_none() {
         return match m {

@@ -190,6 +190,7 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         )
         .with("BucketName", &name));
     }
+    crate::system::check_bucket_name(st, &name, &owner)?;
     let (body, _) = r.body(64 * 1024)?.read_all().await?;
     if !body.iter().all(|b| b.is_ascii_whitespace()) {
         let node = crate::xmlin::parse(&body)?;

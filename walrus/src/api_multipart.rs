@@ -287,7 +287,11 @@ async fn copy_range(
 
 async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "CompleteMultipartUpload";
-    let u = load_upload(st, r)?;
+    let u = match load_upload(st, r) {
+        Ok(u) => u,
+        Err(e) if e.code == "NoSuchUpload" => return complete_again(st, r, e).await,
+        Err(e) => return Err(e),
+    };
     require_upload_access(st, r, &u)?;
     let node = r.xml_body(4 * 1024 * 1024).await?;
     if node.name != "CompleteMultipartUpload" {
@@ -416,6 +420,49 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .elem("Bucket", r.bucket())
         .elem("Key", r.key())
         .elem("ETag", format!("\"{etag}\""));
+    Ok(xml(StatusCode::OK, w.finish()))
+}
+
+/// A CompleteMultipartUpload for an upload that is no longer in progress: if it was
+/// completed (within [`crate::meta::COMPLETED_TTL_MS`]) with the same parts, by
+/// someone who may work on it, the answer is the one the first completion gave (as
+/// S3 does, so a client that lost the first answer can retry); the object is not
+/// touched. Anything else is the original `NoSuchUpload`.
+async fn complete_again(st: &Arc<State>, r: &mut Req, no_such: S3Error) -> S3Result<Resp> {
+    let id = r.q("uploadId").unwrap_or_default().to_string();
+    let Some(done) = st.meta.completed_upload(r.bucket(), r.key(), &id)? else {
+        return Err(no_such);
+    };
+    let may = r.principal.as_ref().map(|p| &p.canonical_id) == Some(&done.owner_id)
+        || load_bucket(st, r.bucket())?
+            .acl
+            .allows(r.principal.as_ref(), Permission::Write);
+    if !may {
+        return Err(no_such);
+    }
+    let node = r.xml_body(4 * 1024 * 1024).await?;
+    if node.name != "CompleteMultipartUpload" {
+        return Err(S3Error::malformed_xml());
+    }
+    let mut wanted: Vec<(u32, String)> = Vec::new();
+    for p in node.children("Part") {
+        let n = p
+            .token_of("PartNumber")
+            .and_then(|n| n.parse::<u32>().ok())
+            .ok_or_else(S3Error::malformed_xml)?;
+        let etag = p.token_of("ETag").unwrap_or("").trim_matches('"');
+        wanted.push((n, etag.to_string()));
+    }
+    let digest = crate::meta::parts_digest(wanted.iter().map(|(n, e)| (*n, e.as_str())));
+    if digest != done.parts_digest {
+        return Err(no_such);
+    }
+    let mut w = XmlWriter::new();
+    w.root("CompleteMultipartUploadResult", S3_NS)
+        .elem("Location", format!("/{}/{}", r.bucket(), r.key()))
+        .elem("Bucket", r.bucket())
+        .elem("Key", r.key())
+        .elem("ETag", format!("\"{}\"", done.etag));
     Ok(xml(StatusCode::OK, w.finish()))
 }
 

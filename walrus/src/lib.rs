@@ -21,6 +21,7 @@ pub mod meta;
 pub mod meta_redb;
 pub mod metrics;
 pub mod server;
+pub mod system;
 pub mod xmlin;
 
 pub use config::WalrusConfig;
