@@ -320,13 +320,27 @@ async fn open_walrus(
     let admin = identity
         .account(euca_identity::ADMIN_ACCOUNT)?
         .context("admin account missing")?;
+    let nodes = identity
+        .account(imagecache::NODES_ACCOUNT)?
+        .context("nodes account missing")?;
+    // The nodes' key only reads: it creates no bucket and writes nothing anywhere.
     let walrus = walrus::Walrus::open(
         wcfg,
         identity.clone(),
         system_id,
         euca_identity::ADMIN_ACCOUNT.into(),
+        vec![nodes.canonical_id.clone()],
     )
     .await?;
+    // System buckets exist from the start, owned by the system account, so no other
+    // account can take their names. The nodes may list installed images (so a missing
+    // image is a 404 to them, not a 403).
+    walrus
+        .ensure_system_bucket(
+            euca_imagecache::manifest::IMAGES_BUCKET,
+            &[nodes.canonical_id],
+        )
+        .await?;
     let s3_url = format!("http://{}/", walrus.local_addr());
     Ok(Opened {
         walrus,
@@ -466,6 +480,9 @@ async fn open_sc(
         cfg.tls_cert = Some(tls.cert);
         cfg.tls_key = Some(tls.key);
     }
+    o.walrus
+        .ensure_system_bucket(&cfg.snapshot_bucket, &[])
+        .await?;
     let key = account_key(&o.identity, SYSTEM_ACCOUNT)?;
     let s3 = euca_s3::S3Client::new(
         &o.s3_url,

@@ -217,8 +217,19 @@ impl S3Client {
         Box::pin(async { Ok((Full::new(Bytes::new()).map_err(|e| match e {}).boxed(), 0)) })
     }
 
-    /// Creates a bucket; succeeds if the caller already owns it.
+    /// Makes sure a bucket exists: creates it unless a HEAD finds it there already,
+    /// and succeeds if the caller already owns it. The HEAD comes first because S3
+    /// in us-east-1 answers a repeated CreateBucket by its owner with 200 and resets
+    /// the bucket's ACL to the request's (private), which would drop the grants the
+    /// cloud (the nodes' READ on `euca-images`) or a user set on it.
     pub async fn create_bucket(&self, bucket: &str) -> Result<(), S3ClientError> {
+        if self
+            .send("HEAD", &self.path(bucket, None), "", &[], &Self::empty)
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
         match self
             .send("PUT", &self.path(bucket, None), "", &[], &Self::empty)
             .await

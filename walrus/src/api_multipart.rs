@@ -5,7 +5,7 @@ use crate::api::{
     self, acl_from_headers, empty, free_blobs, load_bucket, millis_to_time, require, set_header,
     xml, Req, Resp,
 };
-use crate::api_object::{content_from_request, copy_source, parse_range, store_body, Stored};
+use crate::api_object::{content_from_request, copy_source, store_body, Stored};
 use crate::error::{S3Error, S3Result};
 use crate::meta::{BlobRef, MetaOp, ObjectData, ObjectMeta, PartMeta, UploadMeta};
 use crate::server::State;
@@ -136,9 +136,7 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         let (_, _, src) = copy_source(st, r)?;
         let range = match r.header("x-amz-copy-source-range") {
             None => 0..src.size,
-            Some(v) => parse_range(Some(v), src.size)?
-                .filter(|_| v.trim().starts_with("bytes=") && !v.contains("=-"))
-                .ok_or_else(|| S3Error::invalid_argument("The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy"))?,
+            Some(v) => copy_source_range(v, src.size)?,
         };
         let (blob, md5) = copy_range(st, &src, range).await?;
         (blob, md5, Vec::new())
@@ -213,6 +211,33 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     Ok(resp)
 }
 
+/// Parses `x-amz-copy-source-range: bytes=first-last` against the source size. Unlike
+/// a GET range it is not clamped: as in S3, a range that reaches past the end of the
+/// source is `InvalidRange` (416), so no shorter part is stored in its place.
+fn copy_source_range(v: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
+    let malformed = || {
+        S3Error::invalid_argument("The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy").with("ArgumentName", "x-amz-copy-source-range")
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (first, last) = v
+        .strip_prefix("bytes=")
+        .and_then(|spec| spec.split_once('-'))
+        .filter(|(a, b)| digits(a) && digits(b))
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+        .filter(|(a, b)| a <= b)
+        .ok_or_else(malformed)?;
+    if last >= size {
+        return Err(S3Error::new(
+            "InvalidRange",
+            416,
+            "The requested range is not satisfiable",
+        )
+        .with("RangeRequested", v.to_string())
+        .with("ActualObjectSize", size.to_string()));
+    }
+    Ok(first..last + 1)
+}
+
 /// Copies a byte range of an object into a new blob, hashing it on the way.
 async fn copy_range(
     st: &Arc<State>,
@@ -262,7 +287,11 @@ async fn copy_range(
 
 async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "CompleteMultipartUpload";
-    let u = load_upload(st, r)?;
+    let u = match load_upload(st, r) {
+        Ok(u) => u,
+        Err(e) if e.code == "NoSuchUpload" => return complete_again(st, r, e).await,
+        Err(e) => return Err(e),
+    };
     require_upload_access(st, r, &u)?;
     let node = r.xml_body(4 * 1024 * 1024).await?;
     if node.name != "CompleteMultipartUpload" {
@@ -391,6 +420,49 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .elem("Bucket", r.bucket())
         .elem("Key", r.key())
         .elem("ETag", format!("\"{etag}\""));
+    Ok(xml(StatusCode::OK, w.finish()))
+}
+
+/// A CompleteMultipartUpload for an upload that is no longer in progress: if it was
+/// completed (within [`crate::meta::COMPLETED_TTL_MS`]) with the same parts, by
+/// someone who may work on it, the answer is the one the first completion gave (as
+/// S3 does, so a client that lost the first answer can retry); the object is not
+/// touched. Anything else is the original `NoSuchUpload`.
+async fn complete_again(st: &Arc<State>, r: &mut Req, no_such: S3Error) -> S3Result<Resp> {
+    let id = r.q("uploadId").unwrap_or_default().to_string();
+    let Some(done) = st.meta.completed_upload(r.bucket(), r.key(), &id)? else {
+        return Err(no_such);
+    };
+    let may = r.principal.as_ref().map(|p| &p.canonical_id) == Some(&done.owner_id)
+        || load_bucket(st, r.bucket())?
+            .acl
+            .allows(r.principal.as_ref(), Permission::Write);
+    if !may {
+        return Err(no_such);
+    }
+    let node = r.xml_body(4 * 1024 * 1024).await?;
+    if node.name != "CompleteMultipartUpload" {
+        return Err(S3Error::malformed_xml());
+    }
+    let mut wanted: Vec<(u32, String)> = Vec::new();
+    for p in node.children("Part") {
+        let n = p
+            .token_of("PartNumber")
+            .and_then(|n| n.parse::<u32>().ok())
+            .ok_or_else(S3Error::malformed_xml)?;
+        let etag = p.token_of("ETag").unwrap_or("").trim_matches('"');
+        wanted.push((n, etag.to_string()));
+    }
+    let digest = crate::meta::parts_digest(wanted.iter().map(|(n, e)| (*n, e.as_str())));
+    if digest != done.parts_digest {
+        return Err(no_such);
+    }
+    let mut w = XmlWriter::new();
+    w.root("CompleteMultipartUploadResult", S3_NS)
+        .elem("Location", format!("/{}/{}", r.bucket(), r.key()))
+        .elem("Bucket", r.bucket())
+        .elem("Key", r.key())
+        .elem("ETag", format!("\"{}\"", done.etag));
     Ok(xml(StatusCode::OK, w.finish()))
 }
 
@@ -563,4 +635,28 @@ pub async fn list_uploads(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         w.open("CommonPrefixes").elem("Prefix", p).close();
     }
     Ok(xml(StatusCode::OK, w.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn copy_source_ranges_are_not_clamped() {
+        assert_eq!(copy_source_range("bytes=0-9", 10).unwrap(), 0..10);
+        assert_eq!(copy_source_range("bytes=3-3", 10).unwrap(), 3..4);
+        for past in ["bytes=0-10", "bytes=5-1000", "bytes=10-10"] {
+            let e = copy_source_range(past, 10).unwrap_err();
+            assert_eq!((e.code, e.status), ("InvalidRange", 416), "{past}");
+        }
+        for bad in [
+            "bytes=-5",
+            "bytes=5-",
+            "bytes=5-1",
+            "0-5",
+            "bytes= 0-5",
+            "bytes=0-1,2-3",
+        ] {
+            assert_eq!(copy_source_range(bad, 10).unwrap_err().status, 400, "{bad}");
+        }
+    }
 }

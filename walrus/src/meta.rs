@@ -113,6 +113,37 @@ pub struct PartMeta {
     pub checksums: Vec<(String, String)>,
 }
 
+/// What a completed multipart upload produced, kept for a while after completion so a
+/// repeated CompleteMultipartUpload (a client retrying after a lost answer, or after
+/// a crash between commit and answer) gets the same answer instead of NoSuchUpload.
+/// Written in the same transaction as the object; expires after [`COMPLETED_TTL_MS`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CompletedUpload {
+    /// [`parts_digest`] of the (number, ETag) list the upload was completed with.
+    pub parts_digest: String,
+    pub etag: String,
+    /// Canonical id of the upload's initiator.
+    pub owner_id: String,
+    pub checksums: Vec<(String, String)>,
+    /// Unix milliseconds.
+    pub completed: i64,
+}
+
+/// How long a completed upload is remembered (24 hours).
+pub const COMPLETED_TTL_MS: i64 = 24 * 3600 * 1000;
+
+/// A digest of a part list: (part number, hex MD5 ETag) in order.
+pub fn parts_digest<'a>(parts: impl IntoIterator<Item = (u32, &'a str)>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (n, etag) in parts {
+        h.update(n.to_be_bytes());
+        h.update((etag.len() as u32).to_be_bytes());
+        h.update(etag.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
 /// One atomic change. Each op checks its own preconditions inside the transaction and
 /// reports what it replaced, so the caller can delete blobs that are no longer used.
 #[derive(Debug, Clone)]
@@ -148,6 +179,7 @@ pub enum MetaOp {
     },
     /// `parts` are the exact parts (number, blob id) the object is built from; if any
     /// changed since they were read, the op fails with [`MetaError::PartChanged`].
+    /// Also records a [`CompletedUpload`] and drops expired ones.
     CompleteUpload {
         bucket: String,
         key: String,
@@ -203,6 +235,13 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<Vec<UploadMeta>, MetaError>;
     /// Parts of an upload with number > `after`, ascending.
     fn parts(&self, upload_id: &str, after: u32, limit: usize) -> Result<Vec<PartMeta>, MetaError>;
+    /// The record of a recently completed upload, if it has not expired.
+    fn completed_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<CompletedUpload>, MetaError>;
     /// Every blob id referenced by any object or part (for garbage collection).
     fn referenced_blobs(&self) -> Result<std::collections::HashSet<String>, MetaError>;
     /// Applies one op atomically and durably.

@@ -18,6 +18,12 @@ const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
 const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 const UPLOADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("uploads");
 const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
+/// `bucket\0key\0uploadId` → [`CompletedUpload`].
+const COMPLETED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("completed");
+/// `completed ms (be)` + `bucket\0key\0uploadId` → (), to expire [`COMPLETED`] in order.
+const COMPLETED_BY_TIME: TableDefinition<&[u8], ()> = TableDefinition::new("completed_by_time");
+/// Expired completion records dropped per completion (keeps each commit small).
+const EXPIRE_PER_OP: usize = 64;
 
 const FORMAT: u8 = 1;
 const MAX_BATCH: usize = 512;
@@ -94,6 +100,8 @@ impl RedbMeta {
         tx.open_table(OBJECTS)?;
         tx.open_table(UPLOADS)?;
         tx.open_table(PARTS)?;
+        tx.open_table(COMPLETED)?;
+        tx.open_table(COMPLETED_BY_TIME)?;
         tx.commit()?;
         let (writer, rx) = mpsc::unbounded_channel();
         let wdb = db.clone();
@@ -209,6 +217,34 @@ fn remove_parts(tx: &WriteTransaction, upload_id: &str) -> Result<Vec<PartMeta>,
     Ok(out)
 }
 
+fn time_key(ms: i64, uk: &[u8]) -> Vec<u8> {
+    let mut k = (ms.max(0) as u64).to_be_bytes().to_vec();
+    k.extend_from_slice(uk);
+    k
+}
+
+/// Remembers a completion and forgets up to [`EXPIRE_PER_OP`] expired ones.
+fn record_completion(
+    tx: &WriteTransaction,
+    uk: &[u8],
+    c: CompletedUpload,
+) -> Result<(), MetaError> {
+    let mut by_time = tx.open_table(COMPLETED_BY_TIME)?;
+    let mut done = tx.open_table(COMPLETED)?;
+    let cutoff = time_key(c.completed - COMPLETED_TTL_MS, &[]);
+    let mut expired = Vec::new();
+    for item in by_time.range(..cutoff.as_slice())?.take(EXPIRE_PER_OP) {
+        expired.push(item?.0.value().to_vec());
+    }
+    for k in expired {
+        by_time.remove(k.as_slice())?;
+        done.remove(&k[8..])?;
+    }
+    by_time.insert(time_key(c.completed, uk).as_slice(), ())?;
+    done.insert(uk, enc(&c)?.as_slice())?;
+    Ok(())
+}
+
 fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
     let mut out = OpOutcome::default();
     match op {
@@ -313,15 +349,27 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
             if tx.open_table(UPLOADS)?.get(uk.as_slice())?.is_none() {
                 return Err(MetaError::NoSuchUpload);
             }
+            let mut etags = Vec::with_capacity(parts.len());
             {
                 let t = tx.open_table(PARTS)?;
                 for (n, blob_id) in &parts {
                     match get::<PartMeta, &[u8]>(&t, &part_key(&upload_id, *n))? {
-                        Some(p) if &p.blob.id == blob_id => {}
+                        Some(p) if &p.blob.id == blob_id => etags.push((*n, p.etag)),
                         _ => return Err(MetaError::PartChanged),
                     }
                 }
             }
+            record_completion(
+                tx,
+                &uk,
+                CompletedUpload {
+                    parts_digest: parts_digest(etags.iter().map(|(n, e)| (*n, e.as_str()))),
+                    etag: meta.etag.clone(),
+                    owner_id: meta.owner.id.clone(),
+                    checksums: meta.checksums.clone(),
+                    completed: meta.last_modified,
+                },
+            )?;
             let used: HashSet<&str> = parts.iter().map(|(_, b)| b.as_str()).collect();
             for p in remove_parts(tx, &upload_id)? {
                 if !used.contains(p.blob.id.as_str()) {
@@ -479,6 +527,19 @@ impl MetaStore for RedbMeta {
             out.push(dec(item?.1.value())?);
         }
         Ok(out)
+    }
+
+    fn completed_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<CompletedUpload>, MetaError> {
+        let tx = self.read()?;
+        let t = tx.open_table(COMPLETED)?;
+        let c: Option<CompletedUpload> = get(&t, upload_key(bucket, key, upload_id).as_slice())?;
+        let now = crate::api::now_millis();
+        Ok(c.filter(|c| now - c.completed <= COMPLETED_TTL_MS))
     }
 
     fn referenced_blobs(&self) -> Result<HashSet<String>, MetaError> {
