@@ -143,7 +143,7 @@ fn bad_digest(alg: ChecksumAlgorithm) -> S3Error {
     )
 }
 
-fn stored_value<'a>(p: &'a PartMeta, alg: ChecksumAlgorithm) -> Option<&'a str> {
+fn stored_value(p: &PartMeta, alg: ChecksumAlgorithm) -> Option<&str> {
     p.checksums
         .iter()
         .find(|(a, _)| a == alg.name())
@@ -151,6 +151,7 @@ fn stored_value<'a>(p: &'a PartMeta, alg: ChecksumAlgorithm) -> Option<&'a str> 
 }
 
 /// What completion stores about checksums on the object.
+#[derive(Debug)]
 pub struct ObjectChecksum {
     pub checksums: Vec<(String, String)>,
     pub checksum_type: Option<String>,
@@ -437,4 +438,183 @@ pub fn get_object_attributes(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         &format_http_date(millis_to_time(o.last_modified)),
     )?;
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acl::{Acl, Owner};
+    use crate::meta::{BlobRef, ContentHeaders};
+
+    fn upload(alg: Option<&str>, ty: Option<&str>) -> UploadMeta {
+        let owner = Owner {
+            id: "o".into(),
+            display_name: "o".into(),
+        };
+        UploadMeta {
+            upload_id: "u".into(),
+            bucket: "b".into(),
+            key: "k".into(),
+            initiated: 0,
+            owner: owner.clone(),
+            headers: ContentHeaders::default(),
+            user_meta: vec![],
+            acl: Acl::private(owner),
+            checksum_algorithm: alg.map(String::from),
+            checksum_type: ty.map(String::from),
+        }
+    }
+
+    fn part(n: u32, data: &[u8], alg: ChecksumAlgorithm) -> PartMeta {
+        let mut h = alg.hasher();
+        h.update(data);
+        PartMeta {
+            number: n,
+            blob: BlobRef {
+                id: format!("p{n}"),
+                size: data.len() as u64,
+            },
+            etag: "e".into(),
+            last_modified: 0,
+            checksums: vec![(alg.name().into(), h.finish_base64())],
+        }
+    }
+
+    fn listed<'a>(parts: &[&'a PartMeta]) -> Vec<Vec<(ChecksumAlgorithm, &'a str)>> {
+        parts
+            .iter()
+            .map(|p| {
+                let (a, v) = &p.checksums[0];
+                vec![(ChecksumAlgorithm::from_name(a).unwrap(), v.as_str())]
+            })
+            .collect()
+    }
+
+    fn claim(alg: ChecksumAlgorithm, v: &str) -> CompleteClaims {
+        CompleteClaims {
+            checksum: Some((alg, v.into())),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn composite_completion() {
+        let alg = ChecksumAlgorithm::Sha256;
+        let u = upload(Some("SHA256"), Some("COMPOSITE"));
+        let (a, b) = (part(1, b"aaa", alg), part(3, b"bb", alg));
+        let chosen = [&a, &b];
+        let l = listed(&chosen);
+        let none = CompleteClaims::default();
+        let sum = complete(&u, &chosen, &l, &none).unwrap();
+        let raws: Vec<Vec<u8>> = chosen
+            .iter()
+            .map(|p| alg.decode(&p.checksums[0].1).unwrap())
+            .collect();
+        let want = checksum::composite(alg, raws.iter().map(Vec::as_slice));
+        assert!(want.ends_with("-2"));
+        assert_eq!(sum.checksums, vec![("SHA256".to_string(), want.clone())]);
+        assert_eq!(sum.checksum_type.as_deref(), Some("COMPOSITE"));
+        assert_eq!(sum.part_checksums.len(), 2);
+        // The claimed composite, with or without "-N"; anything else is BadDigest.
+        assert!(complete(&u, &chosen, &l, &claim(alg, &want)).is_ok());
+        assert!(complete(&u, &chosen, &l, &claim(alg, strip_parts(&want).unwrap())).is_ok());
+        let e = complete(&u, &chosen, &l, &claim(alg, &format!("{want}0"))).unwrap_err();
+        assert_eq!(e.code, "BadDigest");
+        // A part listed without its checksum, or with a wrong one.
+        let omitted = vec![l[0].clone(), vec![]];
+        let e = complete(&u, &chosen, &omitted, &none).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.contains("part 3")),
+            ("InvalidRequest", true)
+        );
+        let wrong = vec![l[0].clone(), vec![(alg, "AAAA")]];
+        assert_eq!(
+            complete(&u, &chosen, &wrong, &none).unwrap_err().code,
+            "InvalidPart"
+        );
+        // Another type than the upload's, or a size that is not the object's.
+        let ty = CompleteClaims {
+            ty: Some("FULL_OBJECT".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            complete(&u, &chosen, &l, &ty).unwrap_err().code,
+            "BadDigest"
+        );
+        let size = CompleteClaims {
+            size: Some("6".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            complete(&u, &chosen, &l, &size).unwrap_err().code,
+            "InvalidRequest"
+        );
+    }
+
+    #[test]
+    fn full_object_completion() {
+        let alg = ChecksumAlgorithm::Crc64Nvme;
+        let u = upload(Some("CRC64NVME"), Some("FULL_OBJECT"));
+        let (a, b) = (part(1, b"hello ", alg), part(2, b"world", alg));
+        let chosen = [&a, &b];
+        let mut h = alg.hasher();
+        h.update(b"hello world");
+        let whole = h.finish_base64();
+        // Part checksums may be left out of a full-object completion.
+        let sum = complete(&u, &chosen, &[vec![], vec![]], &claim(alg, &whole)).unwrap();
+        assert_eq!(sum.checksums, vec![("CRC64NVME".to_string(), whole)]);
+        assert_eq!(sum.checksum_type.as_deref(), Some("FULL_OBJECT"));
+        let e = complete(&u, &chosen, &[vec![], vec![]], &claim(alg, "AAAAAAAAAAA=")).unwrap_err();
+        assert_eq!(e.code, "BadDigest");
+        // A claim in another algorithm than the upload's.
+        let e = complete(
+            &u,
+            &chosen,
+            &[vec![], vec![]],
+            &claim(ChecksumAlgorithm::Crc32, "AAAAAA=="),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "InvalidRequest");
+    }
+
+    #[test]
+    fn upload_without_algorithm() {
+        let u = upload(None, None);
+        let a = part(1, b"x", ChecksumAlgorithm::Crc32);
+        let sum = complete(&u, &[&a], &[vec![]], &CompleteClaims::default()).unwrap();
+        assert!(sum.checksums.is_empty() && sum.checksum_type.is_none());
+        // A listed checksum is still checked against the stored one.
+        let l = listed(&[&a]);
+        assert!(complete(&u, &[&a], &l, &CompleteClaims::default()).is_ok());
+        let e = complete(
+            &u,
+            &[&a],
+            &[vec![(ChecksumAlgorithm::Crc32c, "AAAAAA==")]],
+            &CompleteClaims::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "InvalidPart");
+        // An object checksum cannot be claimed for it.
+        let e = complete(
+            &u,
+            &[&a],
+            &[vec![]],
+            &claim(ChecksumAlgorithm::Crc32, "AAAAAA=="),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "InvalidRequest");
+    }
+
+    /// A format-1 upload (algorithm, no type) completes as composite.
+    #[test]
+    fn legacy_upload_is_composite() {
+        let u = upload(Some("CRC32"), None);
+        assert_eq!(
+            stored_mode(&u),
+            Some((ChecksumAlgorithm::Crc32, ChecksumType::Composite))
+        );
+        assert!(check_part_algorithm(&u, Some(ChecksumAlgorithm::Crc32)).is_ok());
+        let e = check_part_algorithm(&u, None).unwrap_err();
+        assert!(e.message.ends_with("actual checksum Type: null"));
+    }
 }
