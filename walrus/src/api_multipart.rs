@@ -6,10 +6,10 @@ use crate::api::{
     xml, Req, Resp,
 };
 use crate::api_object::{content_from_request, copy_source, store_body, Stored};
+use crate::checksums;
 use crate::error::{S3Error, S3Result};
 use crate::meta::{BlobRef, MetaOp, ObjectData, ObjectMeta, PartMeta, UploadMeta};
 use crate::server::State;
-use base64::Engine;
 use bytes::Bytes;
 use euca_aws::checksum::ChecksumAlgorithm;
 use euca_aws::timefmt::format_iso8601;
@@ -78,17 +78,7 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .unwrap_or_else(|| b.owner.clone());
     let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
     let (headers, user_meta) = content_from_request(r)?;
-    let checksum_algorithm = match r.header("x-amz-checksum-algorithm") {
-        None => None,
-        Some(a) => Some(
-            ChecksumAlgorithm::from_name(a.trim())
-                .ok_or_else(|| {
-                    S3Error::invalid_request(format!("Checksum algorithm {a} is not supported"))
-                })?
-                .name()
-                .to_string(),
-        ),
-    };
+    let mode = checksums::upload_mode(r)?;
     let upload_id = crate::blob::new_blob_id();
     let u = UploadMeta {
         upload_id: upload_id.clone(),
@@ -99,7 +89,8 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         headers,
         user_meta,
         acl,
-        checksum_algorithm: checksum_algorithm.clone(),
+        checksum_algorithm: mode.map(|(a, _)| a.name().to_string()),
+        checksum_type: mode.map(|(_, t)| t.name().to_string()),
     };
     st.meta.apply(MetaOp::CreateUpload(u)).await?;
     let mut w = XmlWriter::new();
@@ -108,8 +99,9 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .elem("Key", r.key())
         .elem("UploadId", &upload_id);
     let mut resp = xml(StatusCode::OK, w.finish());
-    if let Some(a) = checksum_algorithm {
-        set_header(resp.headers_mut(), "x-amz-checksum-algorithm", &a)?;
+    if let Some((a, t)) = mode {
+        set_header(resp.headers_mut(), "x-amz-checksum-algorithm", a.name())?;
+        set_header(resp.headers_mut(), "x-amz-checksum-type", t.name())?;
     }
     Ok(resp)
 }
@@ -138,8 +130,10 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             None => 0..src.size,
             Some(v) => copy_source_range(v, src.size)?,
         };
-        let (blob, md5) = copy_range(st, &src, range).await?;
-        (blob, md5, Vec::new())
+        // The copied part gets the upload's checksum, computed on the way.
+        let alg = checksums::stored_mode(&u).map(|(a, _)| a);
+        let (blob, md5, sum) = copy_range(st, &src, range, alg).await?;
+        (blob, md5, sum.into_iter().collect())
     } else {
         if !r.headers.contains_key("content-length") {
             return Err(S3Error::new(
@@ -149,6 +143,7 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             ));
         }
         let body = r.body(st.cfg.max_put_bytes)?;
+        checksums::check_part_algorithm(&u, body.checksum_algorithm())?;
         // Parts are always blobs (inline_max 0): completion only links them.
         let (stored, summary) = store_body(st, body, 0).await?;
         let blob = match stored {
@@ -197,6 +192,7 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                 format_iso8601(millis_to_time(part.last_modified)),
             )
             .elem("ETag", format!("\"{etag}\""));
+        checksums::write_xml(&mut w, &part.checksums, None);
         return Ok(xml(StatusCode::OK, w.finish()));
     }
     let mut resp = empty(StatusCode::OK);
@@ -243,11 +239,16 @@ async fn copy_range(
     st: &Arc<State>,
     src: &ObjectMeta,
     range: std::ops::Range<u64>,
-) -> S3Result<(BlobRef, [u8; 16])> {
+    alg: Option<ChecksumAlgorithm>,
+) -> S3Result<(BlobRef, [u8; 16], Option<(String, String)>)> {
     let mut md5 = Md5::new();
+    let mut sum = alg.map(|a| a.hasher());
     let mut w = st.blobs.create().await?;
-    let write = |chunk: Bytes, md5: &mut Md5| {
+    let mut write = |chunk: Bytes, md5: &mut Md5| {
         md5.update(&chunk);
+        if let Some(h) = &mut sum {
+            h.update(&chunk);
+        }
         chunk
     };
     match &src.data {
@@ -282,7 +283,10 @@ async fn copy_range(
     }
     let size = w.size();
     let id = w.finish().await?;
-    Ok((BlobRef { id, size }, md5.finalize().into()))
+    let sum = alg
+        .zip(sum)
+        .map(|(a, h)| (a.name().to_string(), h.finish_base64()));
+    Ok((BlobRef { id, size }, md5.finalize().into(), sum))
 }
 
 async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
@@ -293,11 +297,13 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Err(e) => return Err(e),
     };
     require_upload_access(st, r, &u)?;
+    let claims = checksums::take_complete_claims(&mut r.headers)?;
     let node = r.xml_body(4 * 1024 * 1024).await?;
     if node.name != "CompleteMultipartUpload" {
         return Err(S3Error::malformed_xml());
     }
     let mut wanted: Vec<(u32, String)> = Vec::new();
+    let mut listed = Vec::new();
     for p in node.children("Part") {
         let n = p
             .text_of("PartNumber")
@@ -310,6 +316,7 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             .trim_matches('"')
             .to_string();
         wanted.push((n, etag));
+        listed.push(checksums::listed_part_checksums(p));
     }
     if wanted.is_empty() {
         return Err(S3Error::malformed_xml());
@@ -360,33 +367,7 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         md5s.update(hex::decode(&p.etag).unwrap_or_default());
     }
     let etag = format!("{}-{}", hex::encode(md5s.finalize()), chosen.len());
-    // Composite checksum (checksum of the part checksums), when every part has one.
-    let mut checksums = Vec::new();
-    if let Some(alg) = u
-        .checksum_algorithm
-        .as_deref()
-        .and_then(ChecksumAlgorithm::from_name)
-    {
-        let mut h = alg.hasher();
-        let mut complete = true;
-        for p in &chosen {
-            match p
-                .checksums
-                .iter()
-                .find(|(a, _)| a == alg.name())
-                .and_then(|(_, v)| base64::engine::general_purpose::STANDARD.decode(v).ok())
-            {
-                Some(raw) => h.update(&raw),
-                None => complete = false,
-            }
-        }
-        if complete {
-            checksums.push((
-                alg.name().to_string(),
-                format!("{}-{}", h.finish_base64(), chosen.len()),
-            ));
-        }
-    }
+    let sum = checksums::complete(&u, &chosen, &listed, &claims)?;
     let meta = ObjectMeta {
         size: chosen.iter().map(|p| p.blob.size).sum(),
         etag: etag.clone(),
@@ -394,11 +375,14 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         owner: u.owner.clone(),
         headers: u.headers.clone(),
         user_meta: u.user_meta.clone(),
-        checksums,
+        checksums: sum.checksums,
         acl: u.acl.clone(),
         data: ObjectData::Blobs(chosen.iter().map(|p| p.blob.clone()).collect()),
         part_sizes: chosen.iter().map(|p| p.blob.size).collect(),
+        checksum_type: sum.checksum_type,
+        part_checksums: sum.part_checksums,
     };
+    let (meta_checksums, meta_type) = (meta.checksums.clone(), meta.checksum_type.clone());
     let parts = chosen
         .iter()
         .map(|p| (p.number, p.blob.id.clone()))
@@ -420,6 +404,7 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .elem("Bucket", r.bucket())
         .elem("Key", r.key())
         .elem("ETag", format!("\"{etag}\""));
+    checksums::write_xml(&mut w, &meta_checksums, meta_type.as_deref());
     Ok(xml(StatusCode::OK, w.finish()))
 }
 
@@ -510,6 +495,9 @@ fn list_parts(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     if let Some(a) = &u.checksum_algorithm {
         w.elem("ChecksumAlgorithm", a);
     }
+    if let Some(t) = &u.checksum_type {
+        w.elem("ChecksumType", t);
+    }
     for p in &parts {
         w.open("Part")
             .elem("PartNumber", p.number.to_string())
@@ -519,15 +507,7 @@ fn list_parts(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             )
             .elem("ETag", format!("\"{}\"", p.etag))
             .elem("Size", p.blob.size.to_string());
-        for (a, v) in &p.checksums {
-            let name = match a.as_str() {
-                "CRC32" => "ChecksumCRC32",
-                "CRC32C" => "ChecksumCRC32C",
-                "SHA1" => "ChecksumSHA1",
-                _ => "ChecksumSHA256",
-            };
-            w.elem(name, v);
-        }
+        checksums::write_xml(&mut w, &p.checksums, None);
         w.close();
     }
     Ok(xml(StatusCode::OK, w.finish()))

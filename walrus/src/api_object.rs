@@ -64,6 +64,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             r.op = "PutObjectTagging";
             Err(S3Error::not_implemented("Object tagging"))
         }
+        Method::GET if r.has("attributes") => crate::checksums::get_object_attributes(st, r),
         Method::GET | Method::HEAD => get_object(st, r).await,
         Method::PUT if r.headers.contains_key("x-amz-copy-source") => copy_object(st, r).await,
         Method::PUT => put_object(st, r).await,
@@ -393,18 +394,8 @@ async fn serve_object(
             ),
         )?;
     }
-    if r.header("x-amz-checksum-mode")
-        .is_some_and(|m| m.eq_ignore_ascii_case("enabled"))
-        && status == StatusCode::OK
-    {
-        for (alg, v) in &o.checksums {
-            set_header(
-                h,
-                &format!("x-amz-checksum-{}", alg.to_ascii_lowercase()),
-                v,
-            )?;
-        }
-    }
+    let part = r.q("partNumber").and_then(|n| n.parse().ok());
+    crate::checksums::response_headers(r, h, &o, status == StatusCode::OK, part)?;
     for (name, v) in overrides {
         set_header(h, name, &v)?;
     }
@@ -593,10 +584,12 @@ async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         owner,
         headers,
         user_meta,
+        checksum_type: (!checksums.is_empty()).then(|| "FULL_OBJECT".to_string()),
         checksums: checksums.clone(),
         acl,
         data: data.clone(),
         part_sizes: Vec::new(),
+        part_checksums: Vec::new(),
     };
     let etag = meta.etag.clone();
     commit_object(st, r, meta).await?;
@@ -716,6 +709,8 @@ async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         acl,
         data: data.clone(),
         part_sizes: src.part_sizes.clone(),
+        checksum_type: src.checksum_type.clone(),
+        part_checksums: src.part_checksums.clone(),
     };
     let lm = meta.last_modified;
     commit_object(st, r, meta).await?;

@@ -13,6 +13,7 @@ mod api_multipart;
 mod api_object;
 pub mod blob;
 pub mod body;
+mod checksums;
 pub mod config;
 mod cors;
 pub mod error;

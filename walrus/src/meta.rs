@@ -82,12 +82,19 @@ pub struct ObjectMeta {
     pub headers: ContentHeaders,
     /// `x-amz-meta-*` with the prefix removed, names lower-case.
     pub user_meta: Vec<(String, String)>,
-    /// (algorithm name, base64 value), e.g. ("CRC32", "DUoRhQ==").
+    /// (algorithm name, base64 value), e.g. ("CRC32", "DUoRhQ=="); a composite
+    /// multipart checksum keeps its `-N` suffix.
     pub checksums: Vec<(String, String)>,
     pub acl: Acl,
     pub data: ObjectData,
     /// Part sizes for multipart objects (for `partNumber` reads and `x-amz-mp-parts-count`).
     pub part_sizes: Vec<u64>,
+    /// `COMPOSITE` or `FULL_OBJECT` when `checksums` is not empty (a single PUT's is
+    /// full-object).
+    pub checksum_type: Option<String>,
+    /// Each part's checksum (base64, the algorithm of `checksums`), in part order, for
+    /// a multipart object whose upload had an algorithm; empty otherwise.
+    pub part_checksums: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -101,6 +108,8 @@ pub struct UploadMeta {
     pub user_meta: Vec<(String, String)>,
     pub acl: Acl,
     pub checksum_algorithm: Option<String>,
+    /// `COMPOSITE` or `FULL_OBJECT` when `checksum_algorithm` is set.
+    pub checksum_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

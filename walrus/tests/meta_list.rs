@@ -22,6 +22,8 @@ fn obj(data: ObjectData) -> ObjectMeta {
         acl: Acl::private(owner()),
         data,
         part_sizes: vec![],
+        checksum_type: None,
+        part_checksums: vec![],
     }
 }
 
@@ -157,6 +159,7 @@ async fn objects_uploads_and_listing() {
         user_meta: vec![],
         acl: Acl::private(owner()),
         checksum_algorithm: None,
+        checksum_type: None,
     };
     m.apply(MetaOp::CreateUpload(up)).await.unwrap();
     for (n, id) in [(1, "p1"), (2, "p2"), (3, "p3")] {
