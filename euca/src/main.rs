@@ -192,7 +192,54 @@ fn load_config(path: Option<&Path>) -> Result<ConfigFile> {
     }
 }
 
-fn main() -> Result<()> {
+/// Runs the command; a failure is printed as one line, `<prog>: <error>: <cause>: …`,
+/// and the exit code is 1. (Returning the error from `main` would print anyhow's
+/// multi-line form, with a backtrace whenever `RUST_BACKTRACE` is set.)
+fn main() -> std::process::ExitCode {
+    let prog = std::env::args_os()
+        .next()
+        .and_then(|a| {
+            Path::new(&a)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(String::from)
+        })
+        .filter(|n| n.starts_with("euca"))
+        .unwrap_or_else(|| "euca".into());
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{prog}: {}", error_line(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, `a: b: c`. A cause whose text the
+/// message before it already ends with (an `I/O: {0}` wrapper and its source)
+/// is shown once; line breaks (a quoted server answer) become spaces.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        let msg = msg
+            .split(['\n', '\r'])
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if msg.is_empty() || line.ends_with(&msg) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&msg);
+    }
+    line
+}
+
+fn run() -> Result<()> {
     // glibc gives every thread that allocates its own arena and keeps freed memory in
     // each: with tokio's worker and blocking threads that doubled the resident set.
     // SAFETY: called before any other thread exists.
@@ -331,7 +378,8 @@ async fn open_walrus(
         euca_identity::ADMIN_ACCOUNT.into(),
         vec![nodes.canonical_id.clone()],
     )
-    .await?;
+    .await
+    .context("starting Walrus")?;
     // System buckets exist from the start, owned by the system account, so no other
     // account can take their names. The nodes may list installed images (so a missing
     // image is a 404 to them, not a 403).
@@ -494,14 +542,15 @@ async fn open_sc(
         s3,
         cfg.snapshot_bucket.clone(),
     ));
-    let sc = euca_sc::ScServer::open(
+    let (api, nbd) = (cfg.listen, cfg.nbd_listen);
+    euca_sc::ScServer::open(
         cfg,
         std::sync::Arc::new(o.identity.clone()),
         euca_identity::ADMIN_ACCOUNT.into(),
         chunks,
     )
-    .await?;
-    Ok(sc)
+    .await
+    .with_context(|| format!("starting the storage controller (API on {api}, NBD on {nbd})"))
 }
 
 async fn up(a: UpArgs) -> Result<()> {
@@ -592,9 +641,47 @@ async fn walrus_alone(a: WalrusArgs) -> Result<()> {
     if let Some(r) = a.region {
         w.region = r;
     }
-    println!("euca: walrus is up");
     let opened = open_walrus(&a.data, w, from_file).await?;
+    println!("euca: walrus is up");
     announce(&opened, None)?;
     opened.walrus.serve(shutdown_signal()).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that shows its source in its own text, as `#[error("I/O: {0}")]` does.
+    #[derive(Debug)]
+    struct Wrapping(std::io::Error);
+
+    impl std::fmt::Display for Wrapping {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "I/O: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapping {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn error_line_is_the_chain_on_one_line_without_repeats() {
+        let e = anyhow::Error::new(Wrapping(std::io::Error::other("address in use")))
+            .context("starting the storage controller");
+        assert_eq!(
+            error_line(&e),
+            "starting the storage controller: I/O: address in use"
+        );
+        let e =
+            anyhow::anyhow!("403 Forbidden: <Error>\r\n  <Code>AccessDenied</Code>\n</Error>\n")
+                .context("calling http://h/");
+        assert_eq!(
+            error_line(&e),
+            "calling http://h/: 403 Forbidden: <Error> <Code>AccessDenied</Code> </Error>"
+        );
+    }
 }
