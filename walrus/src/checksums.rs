@@ -347,7 +347,7 @@ fn header_number(r: &Req, name: &str, default: usize) -> S3Result<usize> {
 /// GetObjectAttributes: `GET /bucket/key?attributes` with `x-amz-object-attributes`.
 pub fn get_object_attributes(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "GetObjectAttributes";
-    let o = load_object(st, r.bucket(), r.key())?;
+    let o = load_object(st, r.bucket(), r.key(), r.principal.as_ref())?;
     require(&o.acl, r.principal.as_ref(), Permission::Read)?;
     let mut wanted = Vec::new();
     for v in r.headers.get_all("x-amz-object-attributes") {

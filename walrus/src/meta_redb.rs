@@ -55,6 +55,7 @@ trait Record: Serialize + DeserializeOwned {
 }
 impl Record for BucketMeta {}
 impl Record for PartMeta {}
+impl Record for CompletedUpload {}
 
 impl Record for ObjectMeta {
     fn from_v1(b: &[u8]) -> Result<Self, postcard::Error> {
