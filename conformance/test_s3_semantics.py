@@ -246,6 +246,21 @@ def test_repeated_complete_multipart_upload(s3, bucket):
     assert err(ei) == ("NoSuchUpload", 404)
 
 
+def test_repeated_complete_returns_the_same_checksum(s3, bucket):
+    up = s3.create_multipart_upload(Bucket=bucket, Key="mpc", ChecksumAlgorithm="SHA256")["UploadId"]
+    parts = []
+    for n, body in ((1, os.urandom(5 * 1024 * 1024)), (2, b"tail")):
+        r = s3.upload_part(Bucket=bucket, Key="mpc", UploadId=up, PartNumber=n, Body=body,
+                           ChecksumAlgorithm="SHA256")
+        parts.append({"PartNumber": n, "ETag": r["ETag"], "ChecksumSHA256": r["ChecksumSHA256"]})
+    first = s3.complete_multipart_upload(Bucket=bucket, Key="mpc", UploadId=up,
+                                         MultipartUpload={"Parts": parts})
+    again = s3.complete_multipart_upload(Bucket=bucket, Key="mpc", UploadId=up,
+                                         MultipartUpload={"Parts": parts})
+    assert first["ChecksumSHA256"].endswith("-2"), first
+    assert (again["ETag"], again["ChecksumSHA256"]) == (first["ETag"], first["ChecksumSHA256"])
+
+
 def test_upload_part_copy_range_past_the_end(s3, bucket):
     s3.put_object(Bucket=bucket, Key="src", Body=bytes(range(100)))
     up = s3.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]

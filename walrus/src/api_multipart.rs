@@ -448,6 +448,7 @@ async fn complete_again(st: &Arc<State>, r: &mut Req, no_such: S3Error) -> S3Res
         .elem("Bucket", r.bucket())
         .elem("Key", r.key())
         .elem("ETag", format!("\"{}\"", done.etag));
+    checksums::write_xml(&mut w, &done.checksums, done.checksum_type.as_deref());
     Ok(xml(StatusCode::OK, w.finish()))
 }
 

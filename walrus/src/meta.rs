@@ -134,6 +134,8 @@ pub struct CompletedUpload {
     /// Canonical id of the upload's initiator.
     pub owner_id: String,
     pub checksums: Vec<(String, String)>,
+    /// `COMPOSITE` or `FULL_OBJECT` when the object has a checksum.
+    pub checksum_type: Option<String>,
     /// Unix milliseconds.
     pub completed: i64,
 }

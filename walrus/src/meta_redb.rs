@@ -471,6 +471,7 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
                     etag: meta.etag.clone(),
                     owner_id: meta.owner.id.clone(),
                     checksums: meta.checksums.clone(),
+                    checksum_type: meta.checksum_type.clone(),
                     completed: meta.last_modified,
                 },
             )?;
