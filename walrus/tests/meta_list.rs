@@ -246,19 +246,14 @@ async fn completed_uploads_are_remembered_then_expire() {
     .unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
     for (id, at) in [("old", now - COMPLETED_TTL_MS - 1000), ("new", now)] {
-        m.apply(MetaOp::CreateUpload(UploadMeta {
-            upload_id: id.into(),
-            bucket: "b".into(),
-            key: "k".into(),
-            initiated: 0,
-            owner: owner(),
-            headers: ContentHeaders::default(),
-            user_meta: vec![],
-            acl: Acl::private(owner()),
-            checksum_algorithm: None,
+        // Through serde, so optional fields added later default to None.
+        let upload: UploadMeta = serde_json::from_value(serde_json::json!({
+            "upload_id": id, "bucket": "b", "key": "k", "initiated": 0,
+            "owner": owner(), "headers": ContentHeaders::default(), "user_meta": [],
+            "acl": Acl::private(owner()),
         }))
-        .await
         .unwrap();
+        m.apply(MetaOp::CreateUpload(upload)).await.unwrap();
         let blob = BlobRef {
             id: format!("blob-{id}"),
             size: 1,
