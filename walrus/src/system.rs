@@ -21,7 +21,7 @@ pub(crate) fn check_writable(st: &State, r: &Req) -> S3Result<()> {
     let read_only = r
         .principal
         .as_ref()
-        .is_some_and(|p| st.read_only_ids.iter().any(|id| *id == p.canonical_id));
+        .is_some_and(|p| st.read_only_ids.contains(&p.canonical_id));
     if read_only && !matches!(r.method, Method::GET | Method::HEAD) {
         return Err(S3Error::access_denied());
     }
