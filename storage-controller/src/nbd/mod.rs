@@ -15,12 +15,13 @@
 //! from one budget shared by all connections ([`NbdServer::memory_budget`]). The
 //! bytes go back when the reply is on the wire or the write is applied. When
 //! either is spent, the reader stops reading requests until bytes come back, so
-//! clients are slowed through TCP, never refused. A request never waits for bytes
-//! its own connection would have to give back first, and every request costs at
-//! most the whole budget (it is at least the 32 MiB maximum request), so the
-//! connections holding budget can always finish. A client that stops reading its
-//! replies would keep its share forever: a connection whose replies make no
-//! progress for [`NbdServer::reply_timeout`] is closed, which frees it.
+//! clients are slowed through TCP, never refused. Held bytes come back without
+//! any reader's help (the writer task sends the reply, the request's task applies
+//! the write), and every request costs at most the whole budget (which is at
+//! least the 32 MiB maximum request), so connections holding budget can always
+//! finish. A client that stops reading its replies would keep its share
+//! forever: a connection whose replies make no progress for
+//! [`NbdServer::reply_timeout`] is closed, which frees it.
 //!
 //! TLS (NBD STARTTLS with X.509 certificates, see [`TlsConfig`]) is enabled with
 //! [`NbdServer::tls`]; the [`TlsMode`] says which clients must use it. A client
