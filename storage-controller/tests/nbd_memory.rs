@@ -9,9 +9,13 @@
 
 mod nbd_common;
 
-use std::io::{Read, Write};
-use std::time::Duration;
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use euca_sc::device::{BlockDevice, Extent, FileDevice};
 use nbd_common::*;
 
 const MIB: u64 = 1 << 20;
@@ -25,6 +29,64 @@ const FILE_SIZE: u64 = 64 * MIB;
 /// stacks, per-connection buffers, the clients' 256 KiB read buffers.
 const DEFAULT_BUDGET: u64 = 256 * MIB;
 const SLACK: u64 = 96 * MIB;
+
+/// The volume, with WRITEs held at a gate until the test opens it, so that
+/// payloads pile up in the server as far as it lets them.
+struct Gated {
+    inner: FileDevice,
+    waiting: AtomicU64,
+    /// Closed = open gate.
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl BlockDevice for Gated {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn multi_conn_safe(&self) -> bool {
+        self.inner.multi_conn_safe()
+    }
+    async fn read(&self, offset: u64, len: u32) -> io::Result<Bytes> {
+        self.inner.read(offset, len).await
+    }
+    async fn write(&self, offset: u64, data: Bytes, fua: bool) -> io::Result<()> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _ = self.gate.acquire().await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.inner.write(offset, data, fua).await
+    }
+    async fn flush(&self) -> io::Result<()> {
+        self.inner.flush().await
+    }
+    async fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.trim(offset, len).await
+    }
+    async fn write_zeroes(&self, offset: u64, len: u64, punch: bool, fua: bool) -> io::Result<()> {
+        self.inner.write_zeroes(offset, len, punch, fua).await
+    }
+    async fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        self.inner.extents(offset, len).await
+    }
+}
+
+/// Opens the gate once the WRITEs waiting at it have stopped growing for a
+/// second (every payload the server was willing to take has arrived).
+fn open_gate_when_settled(dev: &Gated) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = (0, Instant::now());
+    while Instant::now() < deadline {
+        let n = dev.waiting.load(Ordering::SeqCst);
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if n > 0 && last.1.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("{} WRITEs were waiting at the gate", last.0);
+    dev.gate.close();
+}
 
 /// The byte at `offset` of the test volume.
 fn byte_at(offset: u64) -> u8 {
@@ -117,7 +179,12 @@ fn pipelined_large_requests_on_many_connections_stay_within_the_server_budget() 
         }
         f.sync_all().expect("sync volume file");
     }
-    server.add_file("vol", &path);
+    let dev = Arc::new(Gated {
+        inner: FileDevice::open(&path).expect("open volume"),
+        waiting: AtomicU64::new(0),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    server.add_device("vol", dev.clone(), None, false);
     // Warm up: one connection, one read, so the runtime, the blocking pool and
     // the page cache are set up before the baseline is taken.
     assert_eq!(
@@ -157,6 +224,7 @@ fn pipelined_large_requests_on_many_connections_stay_within_the_server_budget() 
                 s.spawn(move || writer(addr, id))
             })
             .collect();
+        open_gate_when_settled(&dev);
         handles.into_iter().map(|h| h.join().unwrap()).sum()
     });
     let grown = peak_rss().saturating_sub(base);
