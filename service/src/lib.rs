@@ -7,7 +7,8 @@
 //!
 //! - [`serve`]: the HTTP/1.1 accept loop with a connection cap per listener
 //!   (further clients wait in the kernel's accept queue), a cap per source address
-//!   (refused with a short `503` and closed), trusted proxies (exempt from the
+//!   (its own idle connections closed first, else refused with a short `503`),
+//!   trusted proxies (exempt from the
 //!   per-source cap; the client address comes from the PROXY protocol header, v1 or
 //!   v2, or from `X-Forwarded-For`, and only from them), and closing of idle
 //!   keep-alive connections when a listener nears its cap;

@@ -28,7 +28,9 @@ pub struct ListenOptions {
     /// Open connections at most; further clients wait in the kernel's accept queue.
     pub max_connections: usize,
     /// Open connections per client address at most (0: no limit); trusted
-    /// proxies are exempt. Past it a connection gets [`Self::refusal`] and is closed.
+    /// proxies are exempt. At the cap the address's own longest-idle connection is
+    /// closed to make room; if all of them have a request in flight, the new
+    /// connection gets [`Self::refusal`] and is closed.
     pub max_per_source: usize,
     pub trusted_proxies: Arc<[IpNet]>,
     /// Connections from trusted proxies start with a PROXY protocol header.
@@ -75,10 +77,12 @@ pub struct Peer {
 struct Conn {
     /// Requests in flight (from the handler's call until the response body ends).
     busy: AtomicUsize,
-    /// Milliseconds since the listener started, at the last request start or end.
+    /// Microseconds since the listener started, at the last request start or end.
     last_active: AtomicU64,
     closing: AtomicBool,
     close: Notify,
+    /// The address it counts against (`None`: exempt).
+    source: Mutex<Option<IpAddr>>,
 }
 
 #[derive(Default)]
@@ -101,8 +105,8 @@ impl Shared {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+    fn now_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
     }
 
     fn open(&self) -> usize {
@@ -114,22 +118,18 @@ impl Shared {
     fn register(self: &Arc<Self>, source: Option<IpAddr>) -> Option<Registration> {
         let mut t = self.lock();
         if let Some(ip) = source {
-            let n = t.per_source.entry(ip).or_default();
-            if self.opts.max_per_source > 0 && *n >= self.opts.max_per_source {
-                if *n == 0 {
-                    t.per_source.remove(&ip);
-                }
+            if !self.admit_source(&mut t, ip) {
                 return None;
             }
-            *n += 1;
         }
         t.next_id += 1;
         let id = t.next_id;
         let conn = Arc::new(Conn {
             busy: AtomicUsize::new(0),
-            last_active: AtomicU64::new(self.now_ms()),
+            last_active: AtomicU64::new(self.now_us()),
             closing: AtomicBool::new(false),
             close: Notify::new(),
+            source: Mutex::new(source),
         });
         t.conns.insert(id, conn.clone());
         if let Some(g) = &self.opts.open_gauge {
@@ -141,6 +141,44 @@ impl Shared {
             source,
             conn,
         })
+    }
+
+    /// Counts one more connection against `ip` if it is under its cap. At the cap,
+    /// the address's own longest-idle connection is asked to close to make room
+    /// (a client that leaks keep-alive connections still gets served); if all of
+    /// them are busy, the new one is refused.
+    fn admit_source(&self, t: &mut Table, ip: IpAddr) -> bool {
+        let cap = self.opts.max_per_source;
+        let n = t.per_source.get(&ip).copied().unwrap_or(0);
+        if cap > 0 && n >= cap {
+            let mine =
+                |c: &&Arc<Conn>| *c.source.lock().unwrap_or_else(|e| e.into_inner()) == Some(ip);
+            let closing = t
+                .conns
+                .values()
+                .filter(mine)
+                .filter(|c| c.closing.load(Ordering::Relaxed))
+                .count();
+            if n - closing >= cap {
+                let victim = t
+                    .conns
+                    .values()
+                    .filter(mine)
+                    .filter(|c| {
+                        !c.closing.load(Ordering::Relaxed) && c.busy.load(Ordering::Acquire) == 0
+                    })
+                    .min_by_key(|c| c.last_active.load(Ordering::Relaxed));
+                match victim {
+                    Some(c) => {
+                        c.closing.store(true, Ordering::Relaxed);
+                        c.close.notify_one();
+                    }
+                    None => return false,
+                }
+            }
+        }
+        *t.per_source.entry(ip).or_default() += 1;
+        true
     }
 
     /// Asks idle connections (no request in flight), longest idle first, to close
@@ -197,15 +235,11 @@ impl Registration {
     /// header); false if `ip` is at its cap.
     fn set_source(&mut self, ip: IpAddr) -> bool {
         let mut t = self.shared.lock();
-        let n = t.per_source.entry(ip).or_default();
-        if self.shared.opts.max_per_source > 0 && *n >= self.shared.opts.max_per_source {
-            if *n == 0 {
-                t.per_source.remove(&ip);
-            }
+        if !self.shared.admit_source(&mut t, ip) {
             return false;
         }
-        *n += 1;
         self.source = Some(ip);
+        *self.conn.source.lock().unwrap_or_else(|e| e.into_inner()) = Some(ip);
         true
     }
 }
@@ -242,7 +276,7 @@ struct Busy {
 impl Busy {
     fn new(conn: Arc<Conn>, shared: Arc<Shared>) -> Self {
         conn.busy.fetch_add(1, Ordering::AcqRel);
-        conn.last_active.store(shared.now_ms(), Ordering::Relaxed);
+        conn.last_active.store(shared.now_us(), Ordering::Relaxed);
         Busy { conn, shared }
     }
 }
@@ -251,7 +285,7 @@ impl Drop for Busy {
     fn drop(&mut self) {
         self.conn
             .last_active
-            .store(self.shared.now_ms(), Ordering::Relaxed);
+            .store(self.shared.now_us(), Ordering::Relaxed);
         self.conn.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
