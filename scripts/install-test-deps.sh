@@ -38,6 +38,7 @@ $PY -c 'import boto3' 2>/dev/null || pip_pkgs+=(boto3)
 $PY -c 'import awscli' 2>/dev/null || pip_pkgs+=(awscli)      # awscli v1 (PyPI)
 $PY -c 'import S3' 2>/dev/null || pip_pkgs+=(s3cmd)
 $PY -c 'import requests' 2>/dev/null || pip_pkgs+=(requests)
+$PY -c 'import hypothesis' 2>/dev/null || pip_pkgs+=(hypothesis)   # property tests
 if [ ${#pip_pkgs[@]} -gt 0 ]; then
   echo "install-test-deps: pip install ${pip_pkgs[*]}"
   $PY -m pip install -q "${pip_pkgs[@]}"
@@ -45,6 +46,6 @@ fi
 
 # Fail loudly if anything is still missing.
 for c in rclone /usr/bin/aws curl nbdinfo nbdcopy nbdsh nbdkit fio qemu-img qemu-io qemu-nbd script; do command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 1; }; done
-$PY -c 'import pytest, boto3, awscli, S3, requests' || { echo "missing python test deps" >&2; exit 1; }
+$PY -c 'import pytest, boto3, awscli, S3, requests, hypothesis' || { echo "missing python test deps" >&2; exit 1; }
 command -v s3cmd >/dev/null || { echo "missing: s3cmd on PATH" >&2; exit 1; }
 /usr/bin/python3 -c 'import nbd' || { echo "missing: python3-libnbd for /usr/bin/python3" >&2; exit 1; }

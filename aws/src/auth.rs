@@ -7,7 +7,7 @@
 use crate::encoding::parse_query;
 use crate::sigv2;
 use crate::sigv4::{self, AuthHeader, CredentialScope, PathForm};
-use crate::timefmt::parse_amz_date;
+use crate::timefmt::{format_amz_date, parse_amz_date, parse_http_date};
 use http::request::Parts;
 use subtle::ConstantTimeEq;
 use time::{Duration, OffsetDateTime};
@@ -351,11 +351,7 @@ fn verify_v4_header(
 ) -> Result<Authenticated, AuthError> {
     let h = AuthHeader::parse(authz)
         .ok_or_else(|| AuthError::HeaderMalformed("cannot parse".into()))?;
-    let amz_date = header_str(parts, "x-amz-date")
-        .ok_or_else(|| AuthError::HeaderMalformed("missing x-amz-date".into()))?
-        .to_string();
-    let t = parse_amz_date(&amz_date)
-        .ok_or_else(|| AuthError::HeaderMalformed("invalid x-amz-date".into()))?;
+    let (amz_date, t) = request_time(parts, &h.signed_headers)?;
     check_scope(&h.credential, &amz_date, cfg, AuthError::HeaderMalformed)?;
     let cred = lookup_key(lookup, &h.credential.access_key)?;
     if (now - t).abs() > cfg.max_skew {
@@ -388,6 +384,24 @@ fn verify_v4_header(
         principal: Some(cred.principal),
         payload,
     })
+}
+
+/// The request time of a header-signed SigV4 request, as the string to sign carries it
+/// (`YYYYMMDDTHHMMSSZ`): from `X-Amz-Date`, else from `Date` (RFC 1123, which AWS
+/// accepts too). The header the time comes from must be signed, or a captured request
+/// could be replayed with a fresh time.
+fn request_time(parts: &Parts, signed: &[String]) -> Result<(String, OffsetDateTime), AuthError> {
+    let is_signed = |n: &str| signed.iter().any(|h| h == n);
+    if let Some(v) = header_str(parts, "x-amz-date") {
+        let t = parse_amz_date(v)
+            .ok_or_else(|| AuthError::HeaderMalformed("invalid x-amz-date".into()))?;
+        return Ok((v.to_string(), t));
+    }
+    match header_str(parts, "date").map(|d| (d, parse_http_date(d))) {
+        Some((_, Some(t))) if is_signed("date") => Ok((format_amz_date(t), t)),
+        Some((_, Some(_))) => Err(AuthError::UnsignedHeader("date".into())),
+        _ => Err(AuthError::AccessDeniedDate),
+    }
 }
 
 fn payload_check(
@@ -455,9 +469,10 @@ fn verify_v4_query(
         .ok_or_else(|| missing("X-Amz-Expires"))?
         .parse()
         .map_err(|_| AuthError::QueryMalformed("X-Amz-Expires must be a number".into()))?;
-    if !(1..=604_800).contains(&expires) {
+    // As AWS: out of range is malformed (400); 0 is a URL that has already expired (403).
+    if !(0..=604_800).contains(&expires) {
         return Err(AuthError::QueryMalformed(
-            "X-Amz-Expires must be between 1 and 604800 seconds".into(),
+            "X-Amz-Expires must be non-negative and at most 604800 seconds".into(),
         ));
     }
     let signed: Vec<String> = q("X-Amz-SignedHeaders")
@@ -473,7 +488,7 @@ fn verify_v4_query(
     if t - now > cfg.max_skew {
         return Err(AuthError::RequestTimeTooSkewed);
     }
-    if now > t + Duration::seconds(expires) {
+    if expires == 0 || now > t + Duration::seconds(expires) {
         return Err(AuthError::Expired);
     }
     check_signed_set(parts, &signed, true)?;
@@ -638,6 +653,126 @@ mod tests {
             authenticate(&signed(&eu, now, &[]), &store, &cfg, now).unwrap_err(),
             AuthError::HeaderMalformed(_)
         ));
+    }
+
+    /// A request signed with `Date` (RFC 1123) and no `X-Amz-Date`: the time in the
+    /// string to sign is the `Date` in ISO 8601 basic form.
+    fn signed_with_date_header(at: OffsetDateTime, sign_date: bool) -> Parts {
+        let date = crate::timefmt::format_http_date(at);
+        let amz = format_amz_date(at);
+        let mut h = http::HeaderMap::new();
+        h.insert("host", "127.0.0.1:1".parse().unwrap());
+        h.insert("date", date.parse().unwrap());
+        h.insert(
+            "x-amz-content-sha256",
+            sigv4::UNSIGNED_PAYLOAD.parse().unwrap(),
+        );
+        let mut signed: Vec<String> = vec!["host".into(), "x-amz-content-sha256".into()];
+        if sign_date {
+            signed.push("date".into());
+        }
+        signed.sort();
+        let cr = sigv4::CanonicalRequest {
+            method: "GET",
+            canonical_uri: "/b/k".into(),
+            canonical_query: String::new(),
+            headers: &h,
+            signed_headers: &signed,
+            payload_hash: sigv4::UNSIGNED_PAYLOAD,
+        }
+        .render()
+        .unwrap();
+        let scope = format!("{}/us-east-1/s3/aws4_request", &amz[..8]);
+        let sts = sigv4::string_to_sign(&amz, &scope, &cr);
+        let key = sigv4::signing_key("secret", &amz[..8], "us-east-1", "s3");
+        let sig = hex::encode(sigv4::hmac_sha256(&key, sts.as_bytes()));
+        let authz = format!(
+            "{} Credential=AKID/{scope}, SignedHeaders={}, Signature={sig}",
+            sigv4::ALGORITHM,
+            signed.join(";")
+        );
+        h.insert("authorization", authz.parse().unwrap());
+        let mut req = http::Request::builder().uri("/b/k").body(()).unwrap();
+        *req.headers_mut() = h;
+        req.into_parts().0
+    }
+
+    #[test]
+    fn date_header_instead_of_x_amz_date() {
+        let (store, _, cfg) = setup();
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let ok = authenticate(&signed_with_date_header(now, true), &store, &cfg, now).unwrap();
+        assert_eq!(ok.principal.unwrap().canonical_id, "c");
+        // Skew is judged from Date too.
+        let old = now - time::Duration::minutes(16);
+        assert_eq!(
+            authenticate(&signed_with_date_header(old, true), &store, &cfg, now).unwrap_err(),
+            AuthError::RequestTimeTooSkewed
+        );
+        // A Date outside the signature could be refreshed by anyone replaying it.
+        assert_eq!(
+            authenticate(&signed_with_date_header(now, false), &store, &cfg, now).unwrap_err(),
+            AuthError::UnsignedHeader("date".into())
+        );
+        let mut p = signed_with_date_header(now, true);
+        p.headers.remove("date");
+        assert_eq!(
+            authenticate(&p, &store, &cfg, now).unwrap_err(),
+            AuthError::AccessDeniedDate
+        );
+        assert_eq!(AuthError::AccessDeniedDate.code(), ("AccessDenied", 403));
+    }
+
+    fn presigned(expires: &str, at: OffsetDateTime) -> Parts {
+        let amz = format_amz_date(at);
+        let cred = format!("AKID/{}/us-east-1/s3/aws4_request", &amz[..8]);
+        let query = format!(
+            "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={}&X-Amz-Date={amz}&X-Amz-Expires={expires}&X-Amz-SignedHeaders=host",
+            crate::encoding::uri_encode(cred.as_bytes(), false)
+        );
+        let mut h = http::HeaderMap::new();
+        h.insert("host", "h".parse().unwrap());
+        let signed = vec!["host".to_string()];
+        let cr = sigv4::CanonicalRequest {
+            method: "GET",
+            canonical_uri: "/b/k".into(),
+            canonical_query: sigv4::canonical_query(&query, None),
+            headers: &h,
+            signed_headers: &signed,
+            payload_hash: sigv4::UNSIGNED_PAYLOAD,
+        }
+        .render()
+        .unwrap();
+        let scope = format!("{}/us-east-1/s3/aws4_request", &amz[..8]);
+        let sts = sigv4::string_to_sign(&amz, &scope, &cr);
+        let key = sigv4::signing_key("secret", &amz[..8], "us-east-1", "s3");
+        let sig = hex::encode(sigv4::hmac_sha256(&key, sts.as_bytes()));
+        let mut req = http::Request::builder()
+            .uri(format!("/b/k?{query}&X-Amz-Signature={sig}"))
+            .body(())
+            .unwrap();
+        *req.headers_mut() = h;
+        req.into_parts().0
+    }
+
+    #[test]
+    fn presigned_expiry_bounds() {
+        let (store, _, cfg) = setup();
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        assert!(authenticate(&presigned("60", now), &store, &cfg, now).is_ok());
+        // Zero: already expired, even at the very second it was signed.
+        let e = authenticate(&presigned("0", now), &store, &cfg, now).unwrap_err();
+        assert_eq!(e, AuthError::Expired);
+        assert_eq!(e.code(), ("AccessDenied", 403));
+        for bad in ["-1", "604801", "x"] {
+            let e = authenticate(&presigned(bad, now), &store, &cfg, now).unwrap_err();
+            assert_eq!(
+                e.code(),
+                ("AuthorizationQueryParametersError", 400),
+                "{bad}"
+            );
+        }
+        assert!(authenticate(&presigned("604800", now), &store, &cfg, now).is_ok());
     }
 
     #[test]

@@ -9,22 +9,33 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+/// Which cloud an admin command talks to, and with which key.
+///
+/// In order: `--data DIR` (the eucarc `euca up` wrote to `DIR/credentials/`);
+/// else the environment of a sourced eucarc; else `./euca-data`.
 #[derive(Args)]
 pub struct Target {
-    /// The data directory of the running cloud (its credentials/eucarc is used).
-    #[arg(long, global = true, default_value = "euca-data")]
-    data: PathBuf,
+    /// The running cloud's data directory (its credentials/eucarc is used).
+    /// Default: the environment of a sourced eucarc — S3_URL (accounts, keys) or
+    /// EUCA_SC_URL (volumes, snapshots), AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
+    /// (or EC2_ACCESS_KEY/EC2_SECRET_KEY), AWS_DEFAULT_REGION (default us-east-1) —
+    /// and when those are not all set, ./euca-data.
+    #[arg(long, global = true, value_name = "DIR")]
+    data: Option<PathBuf>,
 }
 
-fn eucarc(t: &Target) -> Result<HashMap<String, String>> {
-    let p = t.data.join("credentials/eucarc");
+/// The data directory used when neither `--data` nor the environment names a cloud.
+const DEFAULT_DATA: &str = "euca-data";
+
+fn eucarc_file(data: &Path) -> Result<HashMap<String, String>> {
+    let p = data.join("credentials/eucarc");
     let s = std::fs::read_to_string(&p).with_context(|| {
         format!(
             "reading {} (is the cloud up with --data {}?)",
             p.display(),
-            t.data.display()
+            data.display()
         )
     })?;
     Ok(s.lines()
@@ -42,6 +53,103 @@ enum Service {
     Sc,
 }
 
+impl Service {
+    fn url_var(self) -> &'static str {
+        match self {
+            Service::Walrus => "S3_URL",
+            Service::Sc => "EUCA_SC_URL",
+        }
+    }
+
+    fn signing_name(self) -> &'static str {
+        match self {
+            Service::Walrus => "s3",
+            Service::Sc => "sc",
+        }
+    }
+}
+
+/// Access key variables, in the order euca2ools and the AWS tools look for them.
+const KEY_VARS: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+    ("EC2_ACCESS_KEY", "EC2_SECRET_KEY"),
+    ("AWS_ACCESS_KEY", "AWS_SECRET_KEY"),
+];
+
+/// Where a call goes and the key it is signed with.
+#[derive(Debug, PartialEq, Eq)]
+struct Endpoint {
+    url: String,
+    access_key: String,
+    secret_key: String,
+    region: String,
+}
+
+/// The endpoint from eucarc-style variables (`get` answers `None` for unset or
+/// empty ones); `Err` names the variables missing.
+fn endpoint_from(
+    service: Service,
+    get: impl Fn(&str) -> Option<String>,
+) -> std::result::Result<Endpoint, String> {
+    let url = get(service.url_var());
+    let key = KEY_VARS.iter().find_map(|(a, s)| Some((get(a)?, get(s)?)));
+    match (url, key) {
+        (Some(url), Some((access_key, secret_key))) => Ok(Endpoint {
+            url,
+            access_key,
+            secret_key,
+            region: get("AWS_DEFAULT_REGION")
+                .or_else(|| get("AWS_REGION"))
+                .unwrap_or_else(|| "us-east-1".into()),
+        }),
+        (url, key) => {
+            let mut missing = Vec::new();
+            if url.is_none() {
+                missing.push(service.url_var());
+            }
+            if key.is_none() {
+                missing.push("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
+            }
+            Err(missing.join(", "))
+        }
+    }
+}
+
+fn env_var(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
+}
+
+/// Resolves where `t`'s commands go (see [`Target`]).
+fn endpoint(t: &Target, service: Service) -> Result<Endpoint> {
+    let from_file = |data: &Path| -> Result<Endpoint> {
+        let vars = eucarc_file(data)?;
+        endpoint_from(service, |k| vars.get(k).filter(|v| !v.is_empty()).cloned()).map_err(
+            |missing| {
+                anyhow::anyhow!(
+                    "{missing} missing from {}",
+                    data.join("credentials/eucarc").display()
+                )
+            },
+        )
+    };
+    if let Some(d) = &t.data {
+        return from_file(d);
+    }
+    match endpoint_from(service, env_var) {
+        Ok(e) => Ok(e),
+        Err(missing) => {
+            let default = Path::new(DEFAULT_DATA);
+            if default.join("credentials/eucarc").exists() {
+                return from_file(default);
+            }
+            bail!(
+                "no cloud to talk to: {missing} not set (source the cloud's credentials/eucarc \
+                 or give --data DIR)"
+            )
+        }
+    }
+}
+
 async fn call(t: &Target, method: &str, path: &str) -> Result<serde_json::Value> {
     call_service(t, Service::Walrus, method, path).await
 }
@@ -52,28 +160,21 @@ async fn call_service(
     method: &str,
     path: &str,
 ) -> Result<serde_json::Value> {
-    let env = eucarc(t)?;
-    let get = |k: &str| {
-        env.get(k)
-            .cloned()
-            .with_context(|| format!("{k} missing from eucarc"))
-    };
-    let (url_var, service_name) = match service {
-        Service::Walrus => ("S3_URL", "s3"),
-        Service::Sc => ("EUCA_SC_URL", "sc"),
-    };
-    let url: http::Uri = format!("{}{}", get(url_var)?.trim_end_matches('/'), path).parse()?;
+    let ep = endpoint(t, service)?;
+    let url: http::Uri = format!("{}{}", ep.url.trim_end_matches('/'), path)
+        .parse()
+        .with_context(|| format!("{} is not a URL", service.url_var()))?;
     let signer = Signer {
-        access_key: get("AWS_ACCESS_KEY_ID")?,
-        secret_key: get("AWS_SECRET_ACCESS_KEY")?,
-        region: get("AWS_DEFAULT_REGION")?,
-        service: service_name.into(),
+        access_key: ep.access_key,
+        secret_key: ep.secret_key,
+        region: ep.region,
+        service: service.signing_name().into(),
     };
     let mut headers = http::HeaderMap::new();
     headers.insert(
         "host",
         url.authority()
-            .context("S3_URL has no host")?
+            .with_context(|| format!("{} has no host", service.url_var()))?
             .as_str()
             .parse()?,
     );
@@ -345,4 +446,73 @@ pub async fn snapshot(t: &Target, cmd: SnapshotCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn endpoint_from_eucarc_variables() {
+        let env = vars(&[
+            ("S3_URL", "http://127.0.0.1:8773/"),
+            ("EUCA_SC_URL", "http://127.0.0.1:8775/"),
+            ("AWS_ACCESS_KEY_ID", "AKA"),
+            ("AWS_SECRET_ACCESS_KEY", "SKA"),
+            ("EC2_ACCESS_KEY", "AKE"),
+            ("EC2_SECRET_KEY", "SKE"),
+            ("AWS_DEFAULT_REGION", "eu-1"),
+        ]);
+        let sc = endpoint_from(Service::Sc, &env).unwrap();
+        assert_eq!(
+            sc,
+            Endpoint {
+                url: "http://127.0.0.1:8775/".into(),
+                access_key: "AKA".into(),
+                secret_key: "SKA".into(),
+                region: "eu-1".into(),
+            }
+        );
+        assert_eq!(
+            endpoint_from(Service::Walrus, &env).unwrap().url,
+            "http://127.0.0.1:8773/"
+        );
+    }
+
+    #[test]
+    fn endpoint_takes_the_euca2ools_key_names_as_a_pair() {
+        // An AWS_ access key without its secret does not mix with the EC2_ pair.
+        let env = vars(&[
+            ("S3_URL", "http://h/"),
+            ("AWS_ACCESS_KEY_ID", "AKA"),
+            ("EC2_ACCESS_KEY", "AKE"),
+            ("EC2_SECRET_KEY", "SKE"),
+        ]);
+        let e = endpoint_from(Service::Walrus, &env).unwrap();
+        assert_eq!(
+            (e.access_key.as_str(), e.secret_key.as_str()),
+            ("AKE", "SKE")
+        );
+        assert_eq!(e.region, "us-east-1");
+    }
+
+    #[test]
+    fn endpoint_names_what_is_missing() {
+        let env = vars(&[("S3_URL", "http://h/")]);
+        let missing = endpoint_from(Service::Sc, &env).unwrap_err();
+        assert!(missing.contains("EUCA_SC_URL"), "{missing}");
+        assert!(missing.contains("AWS_ACCESS_KEY_ID"), "{missing}");
+        assert_eq!(
+            endpoint_from(Service::Walrus, &env).unwrap_err(),
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        );
+    }
 }

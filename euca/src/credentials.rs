@@ -51,7 +51,15 @@ pub fn write_all(
              export EC2_ACCOUNT_NUMBER={account_id}\n\
              export EC2_PRIVATE_KEY={user_key}\n\
              export EC2_CERT={user_cert}\n\
-             export EUCALYPTUS_CERT={cloud_cert}\n{sc}",
+             export EUCALYPTUS_CERT={cloud_cert}\n\
+             # The cloud's own keys (system.json, cloud-pk.pem; mode 0600), for euca image install.\n\
+             export {cloud_dir_var}={cloud_dir}\n{sc}",
+            cloud_dir_var = crate::imagecache::CLOUD_DIR_VAR,
+            cloud_dir = bundling
+                .cloud_key
+                .parent()
+                .unwrap_or(Path::new("."))
+                .display(),
             sc = sc_url
                 .map(|u| format!("# The storage controller's API (euca volume / euca snapshot).\nexport EUCA_SC_URL={u}\n"))
                 .unwrap_or_default(),

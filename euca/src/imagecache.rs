@@ -37,8 +37,11 @@ pub struct SystemCreds {
     pub system_canonical_id: String,
 }
 
+/// The file under `<data>/cloud` holding [`SystemCreds`].
+const SYSTEM_CREDS_FILE: &str = "system.json";
+
 pub fn system_creds_path(data: &Path) -> PathBuf {
-    data.join("cloud/system.json")
+    data.join("cloud").join(SYSTEM_CREDS_FILE)
 }
 
 pub fn token_path(data: &Path) -> PathBuf {
@@ -71,41 +74,66 @@ pub enum ImageCmd {
     Install(InstallArgs),
 }
 
+/// The eucarc variable naming the cloud's own key directory (`<data>/cloud`:
+/// `system.json`, `cloud-pk.pem`), for `euca image install` after `source eucarc`.
+pub const CLOUD_DIR_VAR: &str = "EUCA_CLOUD_DIR";
+
 #[derive(Args)]
 pub struct InstallArgs {
     /// The bundle: BUCKET/PREFIX.manifest.xml.
     location: String,
-    /// The cloud's data directory (as for `euca up`).
-    #[arg(long, default_value = "euca-data")]
-    data: PathBuf,
-    /// The cloud's private key (default: <data>/cloud/cloud-pk.pem).
-    #[arg(short = 'k', long = "privatekey")]
+    /// The cloud's data directory (as for `euca up`). Default: the sourced
+    /// eucarc's EUCA_CLOUD_DIR (the cloud's keys) and EC2_CERT (the signer);
+    /// without EUCA_CLOUD_DIR, ./euca-data.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// The cloud's private key (default: <data>/cloud/cloud-pk.pem, or
+    /// $EUCA_CLOUD_DIR/cloud-pk.pem).
+    #[arg(short = 'k', long = "privatekey", value_name = "FILE")]
     private_key: Option<PathBuf>,
-    /// Certificate of the user who signed the bundle (default: the admin's).
-    #[arg(short = 'c', long = "cert")]
+    /// Certificate of the user who signed the bundle (default: the admin's,
+    /// <data>/credentials/admin-cert.pem, or $EC2_CERT with EUCA_CLOUD_DIR).
+    #[arg(short = 'c', long = "cert", value_name = "FILE")]
     cert: Option<PathBuf>,
+}
+
+/// Where `euca image install` finds the cloud's keys (`cloud_dir`) and, unless
+/// `-c` is given, the signer's certificate: flags > `--data` > the environment
+/// (`EUCA_CLOUD_DIR`, `EC2_CERT`) > `./euca-data`.
+fn install_paths(
+    a: &InstallArgs,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(PathBuf, PathBuf)> {
+    let from_data = |d: &Path| {
+        let cert = format!("credentials/{}-cert.pem", euca_identity::ADMIN_ACCOUNT);
+        (d.join("cloud"), Some(d.join(cert)))
+    };
+    let (cloud_dir, default_cert) = match (&a.data, env(CLOUD_DIR_VAR)) {
+        (Some(d), _) => from_data(d),
+        (None, Some(dir)) => (PathBuf::from(dir), env("EC2_CERT").map(PathBuf::from)),
+        (None, None) => from_data(Path::new("euca-data")),
+    };
+    let cert = a.cert.clone().or(default_cert).with_context(|| {
+        format!("{CLOUD_DIR_VAR} is set but EC2_CERT is not: give -c with the signer's certificate")
+    })?;
+    Ok((cloud_dir, cert))
 }
 
 pub async fn image(cmd: ImageCmd) -> Result<()> {
     let ImageCmd::Install(a) = cmd;
-    let creds_path = system_creds_path(&a.data);
+    let (cloud_dir, cert_path) =
+        install_paths(&a, |k| std::env::var(k).ok().filter(|v| !v.is_empty()))?;
+    let creds_path = cloud_dir.join(SYSTEM_CREDS_FILE);
     let creds: SystemCreds =
         serde_json::from_slice(&std::fs::read(&creds_path).with_context(|| {
             format!(
-                "reading {} (has `euca up` run with --data {}?)",
-                creds_path.display(),
-                a.data.display()
+                "reading {} (has `euca up` run there? give --data DIR or source its eucarc)",
+                creds_path.display()
             )
         })?)?;
     let key_path = a
         .private_key
-        .unwrap_or_else(|| a.data.join("cloud/cloud-pk.pem"));
-    let cert_path = a.cert.unwrap_or_else(|| {
-        a.data.join(format!(
-            "credentials/{}-cert.pem",
-            euca_identity::ADMIN_ACCOUNT
-        ))
-    });
+        .unwrap_or_else(|| cloud_dir.join("cloud-pk.pem"));
     let s3 = euca_s3::S3Client::new(
         &creds.s3_url,
         &creds.access_key,
@@ -120,7 +148,7 @@ pub async fn image(cmd: ImageCmd) -> Result<()> {
         signer: Arc::new(euca_image::SignerCert::from_pem_file(&cert_path)?),
         grant_read: Some(creds.nodes_canonical_id),
         owner_id: Some(creds.system_canonical_id),
-        work_dir: a.data.join("cloud/install"),
+        work_dir: cloud_dir.join("install"),
     };
     let done = install::install(&s3, &req, None).await?;
     eprintln!(
@@ -499,4 +527,64 @@ fn valid_holder(h: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         && h != "."
         && h != ".."
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(data: Option<&str>, cert: Option<&str>) -> InstallArgs {
+        InstallArgs {
+            location: "b/x.manifest.xml".into(),
+            data: data.map(PathBuf::from),
+            private_key: None,
+            cert: cert.map(PathBuf::from),
+        }
+    }
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn install_paths_flags_then_data_then_environment_then_default() {
+        let sourced = [
+            (CLOUD_DIR_VAR, "/srv/c/cloud"),
+            ("EC2_CERT", "/srv/c/me.pem"),
+        ];
+        let p = |a: &InstallArgs, e: &[(&str, &str)]| {
+            let (d, c) = install_paths(a, env(e)).unwrap();
+            (d.display().to_string(), c.display().to_string())
+        };
+        assert_eq!(
+            p(&args(Some("/d"), None), &sourced),
+            ("/d/cloud".into(), "/d/credentials/admin-cert.pem".into())
+        );
+        assert_eq!(
+            p(&args(None, None), &sourced),
+            ("/srv/c/cloud".into(), "/srv/c/me.pem".into())
+        );
+        assert_eq!(
+            p(&args(None, Some("/x.pem")), &sourced),
+            ("/srv/c/cloud".into(), "/x.pem".into())
+        );
+        assert_eq!(
+            p(&args(Some("/d"), Some("/x.pem")), &sourced),
+            ("/d/cloud".into(), "/x.pem".into())
+        );
+        assert_eq!(
+            p(&args(None, None), &[("EC2_CERT", "/srv/c/me.pem")]),
+            (
+                "euca-data/cloud".into(),
+                "euca-data/credentials/admin-cert.pem".into()
+            )
+        );
+        let err = install_paths(&args(None, None), env(&[(CLOUD_DIR_VAR, "/c")])).unwrap_err();
+        assert!(err.to_string().contains("EC2_CERT"), "{err}");
+    }
 }

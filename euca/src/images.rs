@@ -2,29 +2,62 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use futures::StreamExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use crate::progress::Progress;
 
 /// `euca unbundle` / `euca-unbundle`: verify a bundle and restore its image.
+///
+/// The command line of euca2ools 3.4.1's `euca-unbundle` (`-m`, `-k` or
+/// `EC2_PRIVATE_KEY`, `-s`, `-d`, `--region`), plus `-c`/`EC2_CERT`: euca2ools
+/// never checks the manifest's signature; we check it whenever a certificate
+/// is given and otherwise say on stderr that it was not checked.
 #[derive(Args)]
 pub struct UnbundleArgs {
-    /// The bundle's manifest (`<prefix>.manifest.xml`).
-    #[arg(short = 'm', long)]
+    /// The bundle's manifest file (`<prefix>.manifest.xml`).
+    #[arg(short = 'm', long, value_name = "FILE")]
     manifest: PathBuf,
-    /// Directory holding the parts (default: the manifest's directory).
-    #[arg(short = 's', long)]
-    source: Option<PathBuf>,
-    /// Directory to write the image to.
-    #[arg(short = 'd', long, default_value = ".")]
-    destination: PathBuf,
     /// Private key that opens the bundle: the user's or the cloud's.
-    #[arg(short = 'k', long = "privatekey", env = "EC2_PRIVATE_KEY")]
+    #[arg(
+        short = 'k',
+        long = "privatekey",
+        env = "EC2_PRIVATE_KEY",
+        value_name = "FILE"
+    )]
     private_key: PathBuf,
-    /// Certificate of the user who signed the manifest.
-    #[arg(short = 'c', long = "cert", env = "EC2_CERT")]
-    cert: PathBuf,
+    /// Where to write the image.
+    #[arg(short = 'd', long, default_value = ".", value_name = "DIR")]
+    destination: PathBuf,
+    /// Directory holding the parts. Default: the current directory, as euca2ools,
+    /// when every part named in the manifest is there; otherwise the manifest's
+    /// directory.
+    #[arg(short = 's', long, value_name = "DIR")]
+    source: Option<PathBuf>,
+    /// Signer's certificate: when given, the manifest's signature must verify with
+    /// it; without one it is not checked (a warning says so), as with euca2ools.
+    /// Part digests and the image digest are always checked.
+    #[arg(short = 'c', long = "cert", env = "EC2_CERT", value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// Accepted for euca2ools compatibility (it selects keys from euca2ools'
+    /// configuration files, which this tool does not read): give -k instead.
+    #[arg(long = "region", value_name = "USER@REGION")]
+    _region: Option<String>,
+}
+
+/// Where the parts are when `-s` is not given: `.` if every part is there (as
+/// euca2ools), else the manifest's directory.
+fn default_parts_dir(manifest_path: &Path, manifest: &euca_image::Manifest) -> PathBuf {
+    let cwd = PathBuf::from(".");
+    let all_here = manifest
+        .image
+        .parts
+        .iter()
+        .all(|p| cwd.join(&p.filename).is_file());
+    match manifest_path.parent() {
+        Some(d) if !all_here && !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => cwd,
+    }
 }
 
 pub fn unbundle(a: UnbundleArgs) -> Result<()> {
@@ -35,14 +68,19 @@ pub fn unbundle(a: UnbundleArgs) -> Result<()> {
     }
     let source = match a.source {
         Some(s) => s,
-        None => a
-            .manifest
-            .parent()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(".")),
+        None => default_parts_dir(&a.manifest, &manifest),
     };
     let key = euca_image::PrivateKey::from_pem_file(&a.private_key)?;
-    let cert = euca_image::SignerCert::from_pem_file(&a.cert)?;
+    let cert = match &a.cert {
+        Some(c) => Some(euca_image::SignerCert::from_pem_file(c)?),
+        None => {
+            eprintln!(
+                "warning: the manifest's signature was not checked (no signer certificate: \
+                 give -c or set EC2_CERT); part and image digests are checked"
+            );
+            None
+        }
+    };
     std::fs::create_dir_all(&a.destination)
         .with_context(|| format!("creating {}", a.destination.display()))?;
     let out = a.destination.join(&name);
@@ -51,11 +89,18 @@ pub fn unbundle(a: UnbundleArgs) -> Result<()> {
         &manifest,
         &source,
         &key,
-        &cert,
+        cert.as_ref(),
         &out,
         progress.counter(),
-    )?;
+    );
     progress.finish();
+    let done = done.map_err(|e| match (&e, &a.cert) {
+        (euca_image::ImageError::BadSignature, Some(c)) => anyhow::anyhow!(
+            "{e} {} (from -c or EC2_CERT): give -c with the certificate of the bundle's signer",
+            c.display()
+        ),
+        _ => e.into(),
+    })?;
     println!(
         "{}  {} bytes  (SHA-1 of the tar stream {})",
         done.path.display(),

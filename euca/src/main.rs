@@ -195,7 +195,54 @@ fn load_config(path: Option<&Path>) -> Result<ConfigFile> {
     }
 }
 
-fn main() -> Result<()> {
+/// Runs the command; a failure is printed as one line, `<prog>: <error>: <cause>: …`,
+/// and the exit code is 1. (Returning the error from `main` would print anyhow's
+/// multi-line form, with a backtrace whenever `RUST_BACKTRACE` is set.)
+fn main() -> std::process::ExitCode {
+    let prog = std::env::args_os()
+        .next()
+        .and_then(|a| {
+            Path::new(&a)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(String::from)
+        })
+        .filter(|n| n.starts_with("euca"))
+        .unwrap_or_else(|| "euca".into());
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{prog}: {}", error_line(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, `a: b: c`. A cause whose text the
+/// message before it already ends with (an `I/O: {0}` wrapper and its source)
+/// is shown once; line breaks (a quoted server answer) become spaces.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        let msg = msg
+            .split(['\n', '\r'])
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if msg.is_empty() || line.ends_with(&msg) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&msg);
+    }
+    line
+}
+
+fn run() -> Result<()> {
     // glibc gives every thread that allocates its own arena and keeps freed memory in
     // each: with tokio's worker and blocking threads that doubled the resident set.
     // SAFETY: called before any other thread exists.
@@ -323,13 +370,28 @@ async fn open_walrus(
     let admin = identity
         .account(euca_identity::ADMIN_ACCOUNT)?
         .context("admin account missing")?;
+    let nodes = identity
+        .account(imagecache::NODES_ACCOUNT)?
+        .context("nodes account missing")?;
+    // The nodes' key only reads: it creates no bucket and writes nothing anywhere.
     let walrus = walrus::Walrus::open(
         wcfg,
         identity.clone(),
         system_id,
         euca_identity::ADMIN_ACCOUNT.into(),
+        vec![nodes.canonical_id.clone()],
     )
-    .await?;
+    .await
+    .context("starting Walrus")?;
+    // System buckets exist from the start, owned by the system account, so no other
+    // account can take their names. The nodes may list installed images (so a missing
+    // image is a 404 to them, not a 403).
+    walrus
+        .ensure_system_bucket(
+            euca_imagecache::manifest::IMAGES_BUCKET,
+            &[nodes.canonical_id],
+        )
+        .await?;
     let s3_url = format!("http://{}/", walrus.local_addr());
     Ok(Opened {
         walrus,
@@ -485,6 +547,9 @@ async fn open_sc(
         cfg.tls_cert = Some(tls.cert);
         cfg.tls_key = Some(tls.key);
     }
+    o.walrus
+        .ensure_system_bucket(&cfg.snapshot_bucket, &[])
+        .await?;
     let key = account_key(&o.identity, SYSTEM_ACCOUNT)?;
     let s3 = euca_s3::S3Client::new(
         &o.s3_url,
@@ -496,14 +561,15 @@ async fn open_sc(
         s3,
         cfg.snapshot_bucket.clone(),
     ));
-    let sc = euca_sc::ScServer::open(
+    let (api, nbd) = (cfg.listen, cfg.nbd_listen);
+    euca_sc::ScServer::open(
         cfg,
         std::sync::Arc::new(o.identity.clone()),
         euca_identity::ADMIN_ACCOUNT.into(),
         chunks,
     )
-    .await?;
-    Ok(sc)
+    .await
+    .with_context(|| format!("starting the storage controller (API on {api}, NBD on {nbd})"))
 }
 
 async fn up(a: UpArgs) -> Result<()> {
@@ -621,8 +687,8 @@ async fn walrus_alone(a: WalrusArgs) -> Result<()> {
     }
     let svc = cfg.service.unwrap_or_default();
     edge::fit_caps(&mut [("[walrus] max_connections", &mut w.max_connections, 2)])?;
-    println!("euca: walrus is up");
     let mut opened = open_walrus(&a.data, w, from_file).await?;
+    println!("euca: walrus is up");
     let token = edge::ensure_metrics_token(&opened.data)?;
     opened.walrus = opened
         .walrus
@@ -630,4 +696,42 @@ async fn walrus_alone(a: WalrusArgs) -> Result<()> {
     announce(&opened, None)?;
     opened.walrus.serve(shutdown_signal()).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that shows its source in its own text, as `#[error("I/O: {0}")]` does.
+    #[derive(Debug)]
+    struct Wrapping(std::io::Error);
+
+    impl std::fmt::Display for Wrapping {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "I/O: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapping {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn error_line_is_the_chain_on_one_line_without_repeats() {
+        let e = anyhow::Error::new(Wrapping(std::io::Error::other("address in use")))
+            .context("starting the storage controller");
+        assert_eq!(
+            error_line(&e),
+            "starting the storage controller: I/O: address in use"
+        );
+        let e =
+            anyhow::anyhow!("403 Forbidden: <Error>\r\n  <Code>AccessDenied</Code>\n</Error>\n")
+                .context("calling http://h/");
+        assert_eq!(
+            error_line(&e),
+            "calling http://h/: 403 Forbidden: <Error> <Code>AccessDenied</Code> </Error>"
+        );
+    }
 }

@@ -594,3 +594,47 @@ fn failure_leaves_an_existing_output_untouched() {
     assert_eq!(fs::read(&out).unwrap(), b"previous");
     assert_eq!(fs::read_dir(tmp.path().join("out")).unwrap().count(), 1);
 }
+
+/// Without a signer certificate (euca-unbundle with no -c / EC2_CERT) the signature
+/// is not checked, but every part's digest and the image digest still are.
+#[test]
+fn without_signer_the_signature_is_skipped_and_digests_still_checked() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let mut m = manifest("bundle-1MiB-parts");
+    m.signature = "UNSIGNED".into();
+    let tmp = copy_bundle("bundle-1MiB-parts");
+    let dir = tmp.path().join("bundle");
+    let out = tmp.path().join("out/fixture.img");
+    let err = euca_image::unbundle_with_progress(
+        &m,
+        &dir,
+        &user_key(),
+        Some(&signer()),
+        &out,
+        Arc::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ImageError::Unsigned), "{err:?}");
+    assert_nothing_written(&out);
+    let progress = Arc::new(AtomicU64::new(0));
+    let done =
+        euca_image::unbundle_with_progress(&m, &dir, &user_key(), None, &out, progress.clone())
+            .unwrap();
+    assert_eq!(done.tar_sha1.to_hex(), IMAGE_DIGEST);
+    assert!(fs::read(&out).unwrap() == input_image());
+    assert_eq!(progress.load(Ordering::Relaxed), m.image.bundled_size);
+    fs::remove_file(&out).unwrap();
+
+    let part = dir.join("fixture.img.part.01");
+    let mut bytes = fs::read(&part).unwrap();
+    bytes[7] ^= 0x01;
+    fs::write(&part, bytes).unwrap();
+    let err = euca_image::unbundle_with_progress(&m, &dir, &user_key(), None, &out, Arc::default())
+        .unwrap_err();
+    assert!(
+        matches!(err, ImageError::PartDigestMismatch { index: 1, .. }),
+        "{err:?}"
+    );
+    assert_nothing_written(&out);
+}

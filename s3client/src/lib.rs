@@ -217,8 +217,19 @@ impl S3Client {
         Box::pin(async { Ok((Full::new(Bytes::new()).map_err(|e| match e {}).boxed(), 0)) })
     }
 
-    /// Creates a bucket; succeeds if the caller already owns it.
+    /// Makes sure a bucket exists: creates it unless a HEAD finds it there already,
+    /// and succeeds if the caller already owns it. The HEAD comes first because S3
+    /// in us-east-1 answers a repeated CreateBucket by its owner with 200 and resets
+    /// the bucket's ACL to the request's (private), which would drop the grants the
+    /// cloud (the nodes' READ on `euca-images`) or a user set on it.
     pub async fn create_bucket(&self, bucket: &str) -> Result<(), S3ClientError> {
+        if self
+            .send("HEAD", &self.path(bucket, None), "", &[], &Self::empty)
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
         match self
             .send("PUT", &self.path(bucket, None), "", &[], &Self::empty)
             .await
@@ -399,6 +410,56 @@ impl S3Client {
         .map(|_| ())
     }
 
+    /// Every object whose key starts with `prefix` (ListObjectsV2, following
+    /// continuation tokens), in key order. Keys are asked for URL-encoded and
+    /// decoded here, so they come back byte for byte, whitespace included.
+    pub async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<ObjectInfo>, S3ClientError> {
+        let enc = |v: &str| euca_aws::encoding::uri_encode(v.as_bytes(), false);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        // Each page lists at least one key, so this ends; the bound only guards
+        // against a server that keeps answering "truncated" with nothing.
+        for _ in 0..MAX_LIST_PAGES {
+            // Values URI-encoded; the signer canonicalises (decodes, sorts) itself.
+            let mut query = String::new();
+            if let Some(t) = &token {
+                query.push_str(&format!("continuation-token={}&", enc(t)));
+            }
+            query.push_str(&format!(
+                "encoding-type=url&list-type=2&prefix={}",
+                enc(prefix)
+            ));
+            let resp = self
+                .send("GET", &self.path(bucket, None), &query, &[], &Self::empty)
+                .await?;
+            let mut body = resp.into_body().into_data_stream();
+            let mut xml = Vec::new();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| S3ClientError::Http(e.to_string()))?;
+                if xml.len() + chunk.len() > MAX_LIST_RESPONSE {
+                    return Err(S3ClientError::Http(format!(
+                        "listing of {bucket} is larger than {MAX_LIST_RESPONSE} bytes per page"
+                    )));
+                }
+                xml.extend_from_slice(&chunk);
+            }
+            let page = parse_list_page(&xml)?;
+            let listed = page.objects.len();
+            out.extend(page.objects);
+            match page.next {
+                Some(t) if page.truncated && listed > 0 => token = Some(t),
+                _ => return Ok(out),
+            }
+        }
+        Err(S3ClientError::Http(format!(
+            "listing of {bucket}/{prefix} did not end after {MAX_LIST_PAGES} pages"
+        )))
+    }
+
     /// The object's ACL document (`?acl`).
     pub async fn get_acl(&self, bucket: &str, key: &str) -> Result<String, S3ClientError> {
         let resp = self
@@ -418,6 +479,97 @@ impl S3Client {
             .to_bytes();
         Ok(String::from_utf8_lossy(&b).into_owned())
     }
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// `LastModified`, if the server sent one that parses as RFC 3339.
+    pub last_modified: Option<time::OffsetDateTime>,
+}
+
+/// Pages a listing may take (1000 keys each: a billion keys).
+const MAX_LIST_PAGES: usize = 1_000_000;
+/// Largest ListObjectsV2 response page read (1000 keys of 1 KiB, URL-encoded).
+const MAX_LIST_RESPONSE: usize = 16 << 20;
+
+struct ListPage {
+    objects: Vec<ObjectInfo>,
+    truncated: bool,
+    next: Option<String>,
+}
+
+/// Parses a ListObjectsV2 result asked for with `encoding-type=url`.
+fn parse_list_page(xml: &[u8]) -> Result<ListPage, S3ClientError> {
+    use quick_xml::events::Event;
+    let bad = |m: String| S3ClientError::Http(format!("bad ListObjectsV2 response: {m}"));
+    let text = std::str::from_utf8(xml).map_err(|e| bad(e.to_string()))?;
+    let mut reader = quick_xml::Reader::from_str(text);
+    let mut path: Vec<String> = Vec::new();
+    let mut value = String::new();
+    let mut page = ListPage {
+        objects: Vec::new(),
+        truncated: false,
+        next: None,
+    };
+    let mut current: Option<(Option<String>, u64, Option<time::OffsetDateTime>)> = None;
+    loop {
+        match reader.read_event().map_err(|e| bad(e.to_string()))? {
+            Event::Start(e) => {
+                let name = String::from(e.local_name().as_ref());
+                if name == "Contents" && path.len() == 1 {
+                    current = Some((None, 0, None));
+                }
+                path.push(name);
+                value.clear();
+            }
+            Event::Text(t) => value.push_str(&t.xml10_content()),
+            Event::CData(t) => value.push_str(&t.into_inner()),
+            Event::GeneralRef(r) => {
+                let s = format!("&{};", r.into_inner());
+                let s = quick_xml::escape::unescape(&s).map_err(|e| bad(e.to_string()))?;
+                value.push_str(&s);
+            }
+            Event::End(_) => {
+                let name = path.pop().unwrap_or_default();
+                match (path.len(), name.as_str(), current.as_mut()) {
+                    (1, "IsTruncated", _) => page.truncated = value == "true",
+                    (1, "NextContinuationToken", _) => page.next = Some(value.clone()),
+                    (1, "Contents", Some(_)) => {
+                        if let Some((key, size, last_modified)) = current.take() {
+                            let key = key.ok_or_else(|| bad("Contents without Key".into()))?;
+                            page.objects.push(ObjectInfo {
+                                key,
+                                size,
+                                last_modified,
+                            });
+                        }
+                    }
+                    (2, "Key", Some(c)) => {
+                        let raw = euca_aws::encoding::uri_decode(&value);
+                        c.0 = Some(String::from_utf8(raw).map_err(|e| bad(e.to_string()))?);
+                    }
+                    (2, "Size", Some(c)) => {
+                        c.1 = value.parse().map_err(|_| bad(format!("Size {value:?}")))?;
+                    }
+                    (2, "LastModified", Some(c)) => {
+                        c.2 = time::OffsetDateTime::parse(
+                            &value,
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .ok();
+                    }
+                    _ => {}
+                }
+                value.clear();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(page)
 }
 
 /// The response's ETag without its quotes.
@@ -444,4 +596,38 @@ async fn md5_of_file(path: &Path) -> Result<([u8; 16], u64), S3ClientError> {
         len += n as u64;
     }
     Ok((h.finalize().into(), len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_pages_decode_keys_exactly() {
+        let xml = br#"<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Name>b</Name><Prefix>chunks%2F</Prefix><KeyCount>3</KeyCount>
+  <IsTruncated>true</IsTruncated>
+  <NextContinuationToken>a&amp;b&#x3d;</NextContinuationToken>
+  <Contents><Key>chunks/%20a%0D%0A</Key><LastModified>2026-12-03T13:52:08.000Z</LastModified><Size>4194304</Size></Contents>
+  <Contents><Key>_%20</Key><Size>0</Size></Contents>
+  <Contents><Key>%E2%82%AC%09</Key><LastModified>garbage</LastModified><Size>7</Size></Contents>
+</ListBucketResult>"#;
+        let page = parse_list_page(xml).unwrap();
+        assert!(page.truncated);
+        assert_eq!(page.next.as_deref(), Some("a&b="));
+        let keys: Vec<&str> = page.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["chunks/ a\r\n", "_ ", "€\t"]);
+        assert_eq!(page.objects[0].size, 4 << 20);
+        assert_eq!(
+            page.objects[0].last_modified.map(|t| t.unix_timestamp()),
+            Some(1_796_305_928)
+        );
+        assert_eq!(page.objects[1].last_modified, None);
+        assert_eq!(page.objects[2].last_modified, None);
+        assert!(parse_list_page(
+            b"<ListBucketResult><Contents><Size>1</Size></Contents></ListBucketResult>"
+        )
+        .is_err());
+    }
 }

@@ -41,6 +41,18 @@ pub struct ScConfig {
     pub max_connections: usize,
     /// Open NBD connections at most (further ones are closed at accept).
     pub nbd_max_connections: usize,
+    /// Memory, in MiB, that all NBD connections together may hold in request
+    /// payloads (READ replies not yet sent, WRITE data not yet applied); at least
+    /// 32 (the largest request). When it is spent the server stops reading
+    /// requests until replies have gone out. Each connection is also bounded on
+    /// its own (256 MiB).
+    pub nbd_memory_mib: u64,
+    /// Snapshot chunks no manifest refers to (left by an upload a crash cut
+    /// short) are deleted once they are older than this, at start-up and when a
+    /// failed snapshot is deleted. The age only guards against writers outside
+    /// this SC: uploads of this SC are excluded by a lock while it sweeps. Only one
+    /// SC may use a bucket.
+    pub orphan_chunk_grace_secs: u64,
 }
 
 impl ScConfig {
@@ -72,6 +84,8 @@ impl Default for ScConfig {
             tls_key: None,
             max_connections: 256,
             nbd_max_connections: 1024,
+            nbd_memory_mib: 256,
+            orphan_chunk_grace_secs: 3600,
         }
     }
 }

@@ -123,7 +123,9 @@ impl ScServer {
     pub async fn serve(self, shutdown: watch::Receiver<bool>) {
         let mut nbd_stop = shutdown.clone();
         let mut nbd =
-            NbdServer::new(self.exports.clone()).max_connections(self.nbd_max_connections);
+            NbdServer::new(self.exports.clone())
+                .memory_budget(self.sc.nbd_memory_budget())
+                .max_connections(self.nbd_max_connections);
         if let Some((config, mode)) = self.nbd_tls {
             nbd = nbd.tls(config, mode);
         }

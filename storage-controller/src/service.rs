@@ -19,8 +19,8 @@ use crate::model::{
 };
 use crate::nbd::{Export, ExportTable, TlsMode};
 use crate::snapshot::{
-    finish_snapshot, referenced_chunks, ChunkError, ChunkStore, LazyDevice, SnapshotError,
-    SnapshotManifest, SnapshotProgress, VolumeDevice,
+    finish_snapshot, referenced_chunks, sweep_orphan_chunks, ChunkError, ChunkStore, LazyDevice,
+    SnapshotError, SnapshotManifest, SnapshotProgress, SweepStats, VolumeDevice,
 };
 use crate::state::StateStore;
 use crate::store::VolumeStore;
@@ -29,7 +29,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::sync::{Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{Mutex, Notify, RwLock};
 
 /// An open volume: the device exported and snapshotted, and its lazy layer if any.
 struct OpenVolume {
@@ -86,13 +87,21 @@ pub struct StorageController {
     nbd_authority: String,
     /// NBD TLS mode in effect: nodes that must use TLS get `nbds://` URIs.
     nbd_tls: TlsMode,
+    /// Payload bytes all NBD connections together may hold (`nbd_memory_mib`).
+    nbd_memory: usize,
     open: Mutex<HashMap<String, Arc<OpenVolume>>>,
     /// Control-plane changes are serialised: they are rare, and it makes every
     /// check-then-change atomic.
     ops: Mutex<()>,
-    /// Uploads hold it shared while they decide a chunk already exists; deleting a
-    /// snapshot holds it exclusively while it removes unreferenced chunks.
+    /// Uploads hold it shared from their first chunk to their manifest; deleting a
+    /// snapshot or a volume, and sweeping orphaned chunks, hold it exclusively
+    /// while they remove unreferenced chunks.
     chunk_gc: Arc<RwLock<()>>,
+    /// Unreferenced chunks younger than this are not swept (`orphan_chunk_grace_secs`).
+    orphan_grace: Duration,
+    /// Signalled when a sweep kept unreferenced chunks for being too young: the
+    /// sweeper runs again once they are old enough.
+    sweep_later: Arc<Notify>,
     running: std::sync::Mutex<HashMap<String, Running>>,
 }
 
@@ -142,13 +151,87 @@ impl StorageController {
             max_volume,
             nbd_authority: format!("{host}:{}", nbd_addr.port()),
             nbd_tls,
+            nbd_memory: usize::try_from(cfg.nbd_memory_mib.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
             open: Mutex::new(HashMap::new()),
             ops: Mutex::new(()),
             chunk_gc: Arc::new(RwLock::new(())),
+            orphan_grace: Duration::from_secs(cfg.orphan_chunk_grace_secs),
+            sweep_later: Arc::new(Notify::new()),
             running: std::sync::Mutex::new(HashMap::new()),
         });
         sc.recover().await?;
+        sc.spawn_sweeper();
         Ok(sc)
+    }
+
+    /// Sweeps orphaned chunks now (a crash may have left some, see
+    /// [`StorageController::sweep_orphan_chunks`]) and again whenever a sweep
+    /// kept chunks only for being younger than the grace period. Walrus may not
+    /// serve yet when the SC opens, so the first sweep is retried a few times.
+    fn spawn_sweeper(self: &Arc<Self>) {
+        let sc = Arc::downgrade(self);
+        let later = self.sweep_later.clone();
+        let grace = self.orphan_grace;
+        tokio::spawn(async move {
+            for attempt in 1..=5u32 {
+                let Some(s) = sc.upgrade() else { return };
+                match s.sweep_orphan_chunks().await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(attempt, error = %e, "sweeping orphaned snapshot chunks failed")
+                    }
+                }
+                drop(s);
+                tokio::time::sleep(Duration::from_secs(5 * u64::from(attempt))).await;
+            }
+            loop {
+                later.notified().await;
+                tokio::time::sleep(grace + Duration::from_secs(1)).await;
+                let Some(s) = sc.upgrade() else { return };
+                if let Err(e) = s.sweep_orphan_chunks().await {
+                    tracing::warn!(error = %e, "sweeping orphaned snapshot chunks failed");
+                }
+            }
+        });
+    }
+
+    /// Deletes the chunks in the snapshot store that no manifest (of a snapshot,
+    /// or kept beside a volume made from one) refers to and that are older than
+    /// `orphan_chunk_grace_secs`: those of uploads a crash or an error cut short.
+    /// Runs exclusive of uploads and chunk deletions (the `chunk_gc` lock), so a
+    /// running upload's chunks are never taken for orphans.
+    pub async fn sweep_orphan_chunks(&self) -> Result<SweepStats, ScError> {
+        let _gc = self.chunk_gc.write().await;
+        self.sweep_locked().await
+    }
+
+    /// [`StorageController::sweep_orphan_chunks`] with `chunk_gc` held exclusively.
+    async fn sweep_locked(&self) -> Result<SweepStats, ScError> {
+        let mut lazy = Vec::new();
+        for v in self.state.volumes()? {
+            if let Some(m) = self.lazy_manifest(&v.id).await {
+                lazy.push(m);
+            }
+        }
+        let keep = referenced_chunks(&lazy);
+        let before = SystemTime::now()
+            .checked_sub(self.orphan_grace)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let stats = sweep_orphan_chunks(self.chunks.as_ref(), &keep, before).await?;
+        if stats.deleted + stats.too_young + stats.undated > 0 {
+            tracing::info!(
+                deleted = stats.deleted,
+                kept_too_young = stats.too_young,
+                kept_undated = stats.undated,
+                referenced = stats.referenced,
+                "swept snapshot chunks no manifest refers to"
+            );
+        }
+        if stats.too_young > 0 {
+            self.sweep_later.notify_one();
+        }
+        Ok(stats)
     }
 
     async fn recover(&self) -> Result<(), ScError> {
@@ -410,6 +493,12 @@ impl StorageController {
         Ok((v, self.uri(&a)))
     }
 
+    /// The server-wide NBD memory budget in bytes, for
+    /// [`crate::nbd::NbdServer::memory_budget`] (which raises it to 32 MiB).
+    pub fn nbd_memory_budget(&self) -> usize {
+        self.nbd_memory
+    }
+
     /// The NBD URI of an attached volume.
     pub fn attachment_uri(&self, v: &Volume) -> Option<String> {
         v.attachment.as_ref().map(|a| self.uri(a))
@@ -573,10 +662,19 @@ impl StorageController {
             )));
         }
         let _gc = self.chunk_gc.write().await;
-        let keep = self.chunks_in_use(Some(id), None).await?;
         if s.state == SnapshotState::Completed {
+            let keep = self.chunks_in_use(Some(id), None).await?;
             let stats = crate::snapshot::delete_snapshot(self.chunks.as_ref(), id, &keep).await?;
             tracing::info!(snapshot = %id, chunks_deleted = stats.chunks_deleted, chunks_kept = stats.chunks_kept, "snapshot deleted");
+        } else {
+            // A failed upload stored chunks but (normally) no manifest; a crash
+            // right after the manifest was written leaves one. Either way,
+            // what it stored and nothing else refers to goes now.
+            self.chunks.delete_manifest(id).await?;
+            if let Err(e) = self.sweep_locked().await {
+                tracing::warn!(snapshot = %id, error = %e, "sweeping the chunks of a failed snapshot failed; the next start-up sweeps them");
+            }
+            tracing::info!(snapshot = %id, "failed snapshot deleted");
         }
         // The record goes last: a failure above leaves the snapshot listed, so
         // the delete can be retried.

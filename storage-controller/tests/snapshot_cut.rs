@@ -10,7 +10,7 @@ use bytes::Bytes;
 use euca_sc::device::{BlockDevice, FileDevice};
 use euca_sc::snapshot::{
     finish_snapshot, ChunkError, ChunkStore, LazyDevice, MemChunks, SnapshotError,
-    SnapshotManifest, SnapshotProgress, VolumeDevice,
+    SnapshotManifest, SnapshotProgress, StoredChunk, VolumeDevice,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -91,6 +91,12 @@ impl ChunkStore for SlowStore {
     }
     async fn delete_manifest(&self, id: &str) -> Result<(), ChunkError> {
         self.0.delete_manifest(id).await
+    }
+    async fn list_chunks(&self) -> Result<Vec<StoredChunk>, ChunkError> {
+        self.0.list_chunks().await
+    }
+    async fn list_manifests(&self) -> Result<Vec<String>, ChunkError> {
+        self.0.list_manifests().await
     }
 }
 

@@ -224,6 +224,15 @@ pub async fn handle(st: Arc<State>, req: http::Request<Incoming>, peer: SocketAd
     resp
 }
 
+/// The path without the Eucalyptus legacy prefix (`/services/Walrus`), if it has one.
+fn strip_legacy_prefix(raw_path: &str) -> &str {
+    match raw_path.strip_prefix(LEGACY_PREFIX) {
+        Some("") => "/",
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => raw_path,
+    }
+}
+
 async fn route(
     st: &Arc<State>,
     req: http::Request<Incoming>,
@@ -281,6 +290,13 @@ async fn route(
     if let Some(b) = &vb {
         parts.extensions.insert(VhostBucket(b.clone()));
     }
+    // A CORS preflight carries no credentials: answered before authentication.
+    if parts.method == Method::OPTIONS {
+        let path = strip_legacy_prefix(&raw_path);
+        return crate::cors::preflight(st, &parts, vb.as_deref(), path)
+            .map(|r| (r, "Preflight"))
+            .map_err(|e| (e, "Preflight"));
+    }
     // Authenticate before anything else looks at the request.
     let auth: Authenticated = euca_aws::authenticate(
         &parts,
@@ -290,12 +306,7 @@ async fn route(
     )
     .map_err(|e| (S3Error::from(e), "Auth"))?;
 
-    let mut path = raw_path.as_str();
-    if let Some(rest) = path.strip_prefix(LEGACY_PREFIX) {
-        if rest.is_empty() || rest.starts_with('/') {
-            path = if rest.is_empty() { "/" } else { rest };
-        }
-    }
+    let path = strip_legacy_prefix(&raw_path);
     if path.starts_with("/_admin/") {
         return crate::api_bucket::admin(st, &parts.method, path, &auth, body)
             .await
@@ -375,6 +386,7 @@ async fn route(
 }
 
 async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
+    crate::system::check_writable(st, r)?;
     let m = r.method.clone();
     if r.bucket.is_none() {
         return match m {
@@ -464,7 +476,7 @@ pub fn acl_from_xml(node: &crate::xmlin::Node, owner: &Owner) -> S3Result<Acl> {
     if node.name != "AccessControlPolicy" {
         return Err(S3Error::malformed_xml());
     }
-    if let Some(id) = node.child("Owner").and_then(|o| o.text_of("ID")) {
+    if let Some(id) = node.child("Owner").and_then(|o| o.token_of("ID")) {
         if id != owner.id {
             return Err(S3Error::access_denied());
         }
@@ -475,12 +487,12 @@ pub fn acl_from_xml(node: &crate::xmlin::Node, owner: &Owner) -> S3Result<Acl> {
     let mut grants = Vec::new();
     for g in list.children("Grant") {
         let ge = g.child("Grantee").ok_or_else(S3Error::malformed_xml)?;
-        let grantee = if let Some(id) = ge.text_of("ID") {
+        let grantee = if let Some(id) = ge.token_of("ID") {
             Grantee::User {
                 id: id.to_string(),
                 display_name: ge.text_of("DisplayName").map(String::from),
             }
-        } else if let Some(uri) = ge.text_of("URI") {
+        } else if let Some(uri) = ge.token_of("URI") {
             Grantee::Group(uri.to_string())
         } else if ge.child("EmailAddress").is_some() {
             return Err(S3Error::not_implemented("Grants by email address"));
@@ -488,7 +500,7 @@ pub fn acl_from_xml(node: &crate::xmlin::Node, owner: &Owner) -> S3Result<Acl> {
             return Err(S3Error::malformed_xml());
         };
         let permission = g
-            .text_of("Permission")
+            .token_of("Permission")
             .and_then(Permission::parse)
             .ok_or_else(S3Error::malformed_xml)?;
         grants.push(Grant {

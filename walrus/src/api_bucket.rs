@@ -189,13 +189,14 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         )
         .with("BucketName", &name));
     }
+    crate::system::check_bucket_name(st, &name, &owner)?;
     let (body, _) = r.body(64 * 1024)?.read_all().await?;
     if !body.iter().all(|b| b.is_ascii_whitespace()) {
         let node = crate::xmlin::parse(&body)?;
         if node.name != "CreateBucketConfiguration" {
             return Err(S3Error::malformed_xml());
         }
-        if let Some(loc) = node.text_of("LocationConstraint") {
+        if let Some(loc) = node.token_of("LocationConstraint") {
             if !(loc.is_empty()
                 || loc == st.cfg.region
                 || (st.cfg.region == "us-east-1" && loc == "US"))
@@ -214,10 +215,22 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         owner: owner.clone(),
         created: api::now_millis(),
         region: st.cfg.region.clone(),
-        acl,
+        acl: acl.clone(),
     };
     match st.meta.apply(MetaOp::CreateBucket(meta)).await {
         Ok(_) => {}
+        // As AWS in us-east-1 (its legacy behaviour): the owner re-creating a bucket gets
+        // 200, the objects stay and the ACL becomes the one this request asks for.
+        Err(MetaError::BucketExists { owner: o })
+            if o == owner.id && st.cfg.region == "us-east-1" =>
+        {
+            st.meta
+                .apply(MetaOp::SetBucketAcl {
+                    name: name.clone(),
+                    acl,
+                })
+                .await?;
+        }
         Err(MetaError::BucketExists { owner: o }) if o == owner.id => {
             return Err(S3Error::new("BucketAlreadyOwnedByYou", 409, "Your previous request to create the named bucket succeeded and you already own it."));
         }

@@ -5,11 +5,11 @@ use crate::api::{
     self, acl_from_headers, empty, free_blobs, load_bucket, millis_to_time, require, set_header,
     xml, Req, Resp,
 };
-use crate::api_object::{content_from_request, copy_source, parse_range, store_body, Stored};
+use crate::api_object::{content_from_request, copy_source, store_body, Stored};
+use crate::checksums;
 use crate::error::{S3Error, S3Result};
 use crate::meta::{BlobRef, MetaOp, ObjectData, ObjectMeta, PartMeta, UploadMeta};
 use crate::server::State;
-use base64::Engine;
 use bytes::Bytes;
 use euca_aws::checksum::ChecksumAlgorithm;
 use euca_aws::timefmt::format_iso8601;
@@ -78,17 +78,7 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .unwrap_or_else(|| b.owner.clone());
     let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
     let (headers, user_meta) = content_from_request(r)?;
-    let checksum_algorithm = match r.header("x-amz-checksum-algorithm") {
-        None => None,
-        Some(a) => Some(
-            ChecksumAlgorithm::from_name(a.trim())
-                .ok_or_else(|| {
-                    S3Error::invalid_request(format!("Checksum algorithm {a} is not supported"))
-                })?
-                .name()
-                .to_string(),
-        ),
-    };
+    let mode = checksums::upload_mode(r)?;
     let upload_id = crate::blob::new_blob_id();
     let u = UploadMeta {
         upload_id: upload_id.clone(),
@@ -99,7 +89,8 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         headers,
         user_meta,
         acl,
-        checksum_algorithm: checksum_algorithm.clone(),
+        checksum_algorithm: mode.map(|(a, _)| a.name().to_string()),
+        checksum_type: mode.map(|(_, t)| t.name().to_string()),
     };
     st.meta.apply(MetaOp::CreateUpload(u)).await?;
     let mut w = XmlWriter::new();
@@ -108,8 +99,9 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .elem("Key", r.key())
         .elem("UploadId", &upload_id);
     let mut resp = xml(StatusCode::OK, w.finish());
-    if let Some(a) = checksum_algorithm {
-        set_header(resp.headers_mut(), "x-amz-checksum-algorithm", &a)?;
+    if let Some((a, t)) = mode {
+        set_header(resp.headers_mut(), "x-amz-checksum-algorithm", a.name())?;
+        set_header(resp.headers_mut(), "x-amz-checksum-type", t.name())?;
     }
     Ok(resp)
 }
@@ -136,12 +128,12 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         let (_, _, src) = copy_source(st, r)?;
         let range = match r.header("x-amz-copy-source-range") {
             None => 0..src.size,
-            Some(v) => parse_range(Some(v), src.size)?
-                .filter(|_| v.trim().starts_with("bytes=") && !v.contains("=-"))
-                .ok_or_else(|| S3Error::invalid_argument("The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy"))?,
+            Some(v) => copy_source_range(v, src.size)?,
         };
-        let (blob, md5) = copy_range(st, &src, range).await?;
-        (blob, md5, Vec::new())
+        // The copied part gets the upload's checksum, computed on the way.
+        let alg = checksums::stored_mode(&u).map(|(a, _)| a);
+        let (blob, md5, sum) = copy_range(st, &src, range, alg).await?;
+        (blob, md5, sum.into_iter().collect())
     } else {
         if !r.headers.contains_key("content-length") {
             return Err(S3Error::new(
@@ -151,6 +143,7 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             ));
         }
         let body = r.body(st.cfg.max_put_bytes)?;
+        checksums::check_part_algorithm(&u, body.checksum_algorithm())?;
         // Parts are always blobs (inline_max 0): completion only links them.
         let (stored, summary) = store_body(st, body, 0).await?;
         let blob = match stored {
@@ -199,6 +192,7 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                 format_iso8601(millis_to_time(part.last_modified)),
             )
             .elem("ETag", format!("\"{etag}\""));
+        checksums::write_xml(&mut w, &part.checksums, None);
         return Ok(xml(StatusCode::OK, w.finish()));
     }
     let mut resp = empty(StatusCode::OK);
@@ -213,16 +207,48 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     Ok(resp)
 }
 
+/// Parses `x-amz-copy-source-range: bytes=first-last` against the source size. Unlike
+/// a GET range it is not clamped: as in S3, a range that reaches past the end of the
+/// source is `InvalidRange` (416), so no shorter part is stored in its place.
+fn copy_source_range(v: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
+    let malformed = || {
+        S3Error::invalid_argument("The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy").with("ArgumentName", "x-amz-copy-source-range")
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (first, last) = v
+        .strip_prefix("bytes=")
+        .and_then(|spec| spec.split_once('-'))
+        .filter(|(a, b)| digits(a) && digits(b))
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+        .filter(|(a, b)| a <= b)
+        .ok_or_else(malformed)?;
+    if last >= size {
+        return Err(S3Error::new(
+            "InvalidRange",
+            416,
+            "The requested range is not satisfiable",
+        )
+        .with("RangeRequested", v.to_string())
+        .with("ActualObjectSize", size.to_string()));
+    }
+    Ok(first..last + 1)
+}
+
 /// Copies a byte range of an object into a new blob, hashing it on the way.
 async fn copy_range(
     st: &Arc<State>,
     src: &ObjectMeta,
     range: std::ops::Range<u64>,
-) -> S3Result<(BlobRef, [u8; 16])> {
+    alg: Option<ChecksumAlgorithm>,
+) -> S3Result<(BlobRef, [u8; 16], Option<(String, String)>)> {
     let mut md5 = Md5::new();
+    let mut sum = alg.map(|a| a.hasher());
     let mut w = st.blobs.create().await?;
-    let write = |chunk: Bytes, md5: &mut Md5| {
+    let mut write = |chunk: Bytes, md5: &mut Md5| {
         md5.update(&chunk);
+        if let Some(h) = &mut sum {
+            h.update(&chunk);
+        }
         chunk
     };
     match &src.data {
@@ -257,18 +283,27 @@ async fn copy_range(
     }
     let size = w.size();
     let id = w.finish().await?;
-    Ok((BlobRef { id, size }, md5.finalize().into()))
+    let sum = alg
+        .zip(sum)
+        .map(|(a, h)| (a.name().to_string(), h.finish_base64()));
+    Ok((BlobRef { id, size }, md5.finalize().into(), sum))
 }
 
 async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "CompleteMultipartUpload";
-    let u = load_upload(st, r)?;
+    let u = match load_upload(st, r) {
+        Ok(u) => u,
+        Err(e) if e.code == "NoSuchUpload" => return complete_again(st, r, e).await,
+        Err(e) => return Err(e),
+    };
     require_upload_access(st, r, &u)?;
+    let claims = checksums::take_complete_claims(&mut r.headers)?;
     let node = r.xml_body(4 * 1024 * 1024).await?;
     if node.name != "CompleteMultipartUpload" {
         return Err(S3Error::malformed_xml());
     }
     let mut wanted: Vec<(u32, String)> = Vec::new();
+    let mut listed = Vec::new();
     for p in node.children("Part") {
         let n = p
             .text_of("PartNumber")
@@ -281,6 +316,7 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             .trim_matches('"')
             .to_string();
         wanted.push((n, etag));
+        listed.push(checksums::listed_part_checksums(p));
     }
     if wanted.is_empty() {
         return Err(S3Error::malformed_xml());
@@ -331,33 +367,7 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         md5s.update(hex::decode(&p.etag).unwrap_or_default());
     }
     let etag = format!("{}-{}", hex::encode(md5s.finalize()), chosen.len());
-    // Composite checksum (checksum of the part checksums), when every part has one.
-    let mut checksums = Vec::new();
-    if let Some(alg) = u
-        .checksum_algorithm
-        .as_deref()
-        .and_then(ChecksumAlgorithm::from_name)
-    {
-        let mut h = alg.hasher();
-        let mut complete = true;
-        for p in &chosen {
-            match p
-                .checksums
-                .iter()
-                .find(|(a, _)| a == alg.name())
-                .and_then(|(_, v)| base64::engine::general_purpose::STANDARD.decode(v).ok())
-            {
-                Some(raw) => h.update(&raw),
-                None => complete = false,
-            }
-        }
-        if complete {
-            checksums.push((
-                alg.name().to_string(),
-                format!("{}-{}", h.finish_base64(), chosen.len()),
-            ));
-        }
-    }
+    let sum = checksums::complete(&u, &chosen, &listed, &claims)?;
     let meta = ObjectMeta {
         size: chosen.iter().map(|p| p.blob.size).sum(),
         etag: etag.clone(),
@@ -365,11 +375,14 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         owner: u.owner.clone(),
         headers: u.headers.clone(),
         user_meta: u.user_meta.clone(),
-        checksums,
+        checksums: sum.checksums,
         acl: u.acl.clone(),
         data: ObjectData::Blobs(chosen.iter().map(|p| p.blob.clone()).collect()),
         part_sizes: chosen.iter().map(|p| p.blob.size).collect(),
+        checksum_type: sum.checksum_type,
+        part_checksums: sum.part_checksums,
     };
+    let (meta_checksums, meta_type) = (meta.checksums.clone(), meta.checksum_type.clone());
     let parts = chosen
         .iter()
         .map(|p| (p.number, p.blob.id.clone()))
@@ -391,6 +404,51 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .elem("Bucket", r.bucket())
         .elem("Key", r.key())
         .elem("ETag", format!("\"{etag}\""));
+    checksums::write_xml(&mut w, &meta_checksums, meta_type.as_deref());
+    Ok(xml(StatusCode::OK, w.finish()))
+}
+
+/// A CompleteMultipartUpload for an upload that is no longer in progress: if it was
+/// completed (within [`crate::meta::COMPLETED_TTL_MS`]) with the same parts, by
+/// someone who may work on it, the answer is the one the first completion gave (as
+/// S3 does, so a client that lost the first answer can retry); the object is not
+/// touched. Anything else is the original `NoSuchUpload`.
+async fn complete_again(st: &Arc<State>, r: &mut Req, no_such: S3Error) -> S3Result<Resp> {
+    let id = r.q("uploadId").unwrap_or_default().to_string();
+    let Some(done) = st.meta.completed_upload(r.bucket(), r.key(), &id)? else {
+        return Err(no_such);
+    };
+    let may = r.principal.as_ref().map(|p| &p.canonical_id) == Some(&done.owner_id)
+        || load_bucket(st, r.bucket())?
+            .acl
+            .allows(r.principal.as_ref(), Permission::Write);
+    if !may {
+        return Err(no_such);
+    }
+    let node = r.xml_body(4 * 1024 * 1024).await?;
+    if node.name != "CompleteMultipartUpload" {
+        return Err(S3Error::malformed_xml());
+    }
+    let mut wanted: Vec<(u32, String)> = Vec::new();
+    for p in node.children("Part") {
+        let n = p
+            .token_of("PartNumber")
+            .and_then(|n| n.parse::<u32>().ok())
+            .ok_or_else(S3Error::malformed_xml)?;
+        let etag = p.token_of("ETag").unwrap_or("").trim_matches('"');
+        wanted.push((n, etag.to_string()));
+    }
+    let digest = crate::meta::parts_digest(wanted.iter().map(|(n, e)| (*n, e.as_str())));
+    if digest != done.parts_digest {
+        return Err(no_such);
+    }
+    let mut w = XmlWriter::new();
+    w.root("CompleteMultipartUploadResult", S3_NS)
+        .elem("Location", format!("/{}/{}", r.bucket(), r.key()))
+        .elem("Bucket", r.bucket())
+        .elem("Key", r.key())
+        .elem("ETag", format!("\"{}\"", done.etag));
+    checksums::write_xml(&mut w, &done.checksums, done.checksum_type.as_deref());
     Ok(xml(StatusCode::OK, w.finish()))
 }
 
@@ -438,6 +496,9 @@ fn list_parts(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     if let Some(a) = &u.checksum_algorithm {
         w.elem("ChecksumAlgorithm", a);
     }
+    if let Some(t) = &u.checksum_type {
+        w.elem("ChecksumType", t);
+    }
     for p in &parts {
         w.open("Part")
             .elem("PartNumber", p.number.to_string())
@@ -447,15 +508,7 @@ fn list_parts(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             )
             .elem("ETag", format!("\"{}\"", p.etag))
             .elem("Size", p.blob.size.to_string());
-        for (a, v) in &p.checksums {
-            let name = match a.as_str() {
-                "CRC32" => "ChecksumCRC32",
-                "CRC32C" => "ChecksumCRC32C",
-                "SHA1" => "ChecksumSHA1",
-                _ => "ChecksumSHA256",
-            };
-            w.elem(name, v);
-        }
+        checksums::write_xml(&mut w, &p.checksums, None);
         w.close();
     }
     Ok(xml(StatusCode::OK, w.finish()))
@@ -563,4 +616,28 @@ pub async fn list_uploads(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         w.open("CommonPrefixes").elem("Prefix", p).close();
     }
     Ok(xml(StatusCode::OK, w.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn copy_source_ranges_are_not_clamped() {
+        assert_eq!(copy_source_range("bytes=0-9", 10).unwrap(), 0..10);
+        assert_eq!(copy_source_range("bytes=3-3", 10).unwrap(), 3..4);
+        for past in ["bytes=0-10", "bytes=5-1000", "bytes=10-10"] {
+            let e = copy_source_range(past, 10).unwrap_err();
+            assert_eq!((e.code, e.status), ("InvalidRange", 416), "{past}");
+        }
+        for bad in [
+            "bytes=-5",
+            "bytes=5-",
+            "bytes=5-1",
+            "0-5",
+            "bytes= 0-5",
+            "bytes=0-1,2-3",
+        ] {
+            assert_eq!(copy_source_range(bad, 10).unwrap_err().status, 400, "{bad}");
+        }
+    }
 }

@@ -12,6 +12,7 @@ use crate::server::State;
 use bytes::Bytes;
 use euca_aws::timefmt::{format_http_date, format_iso8601, parse_http_date};
 use euca_aws::xml::{XmlWriter, S3_NS};
+use euca_aws::Principal;
 use futures::StreamExt;
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
@@ -22,14 +23,14 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     match r.method.clone() {
         Method::GET if r.has("acl") => {
             r.op = "GetObjectAcl";
-            let o = load_object(st, r.bucket(), r.key())?;
+            let o = load_object(st, r.bucket(), r.key(), r.principal.as_ref())?;
             require(&o.acl, r.principal.as_ref(), Permission::ReadAcp)?;
             Ok(xml(StatusCode::OK, o.acl.to_xml()))
         }
         Method::PUT if r.has("acl") => {
             r.op = "PutObjectAcl";
             load_bucket(st, r.bucket())?;
-            let o = load_object(st, r.bucket(), r.key())?;
+            let o = load_object(st, r.bucket(), r.key(), r.principal.as_ref())?;
             require(&o.acl, r.principal.as_ref(), Permission::WriteAcp)?;
             let bucket_owner = load_bucket(st, r.bucket())?.owner;
             let acl = if r.header("x-amz-acl").is_some()
@@ -53,7 +54,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         }
         Method::GET if r.has("tagging") => {
             r.op = "GetObjectTagging";
-            let o = load_object(st, r.bucket(), r.key())?;
+            let o = load_object(st, r.bucket(), r.key(), r.principal.as_ref())?;
             require(&o.acl, r.principal.as_ref(), Permission::Read)?;
             let mut w = XmlWriter::new();
             w.root("Tagging", S3_NS).open("TagSet");
@@ -63,6 +64,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             r.op = "PutObjectTagging";
             Err(S3Error::not_implemented("Object tagging"))
         }
+        Method::GET if r.has("attributes") => crate::checksums::get_object_attributes(st, r),
         Method::GET | Method::HEAD => get_object(st, r).await,
         Method::PUT if r.headers.contains_key("x-amz-copy-source") => copy_object(st, r).await,
         Method::PUT => put_object(st, r).await,
@@ -89,16 +91,23 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     }
 }
 
-pub fn load_object(st: &State, bucket: &str, key: &str) -> S3Result<ObjectMeta> {
-    match st.meta.object(bucket, key)? {
-        Some(o) => Ok(o),
-        None => {
-            if st.meta.bucket(bucket)?.is_none() {
-                Err(S3Error::no_such_bucket(bucket))
-            } else {
-                Err(S3Error::no_such_key(key))
-            }
-        }
+/// The object, for a request by `who`. A missing key is `NoSuchKey` only for callers
+/// who may list the bucket (READ on it); anyone else gets `AccessDenied`, exactly what
+/// an existing object they may not read answers, so a 404 cannot tell them whether a
+/// key (a snapshot chunk's hash, an image id) exists. This is what S3 does.
+pub fn load_object(
+    st: &State,
+    bucket: &str,
+    key: &str,
+    who: Option<&Principal>,
+) -> S3Result<ObjectMeta> {
+    if let Some(o) = st.meta.object(bucket, key)? {
+        return Ok(o);
+    }
+    match st.meta.bucket(bucket)? {
+        None => Err(S3Error::no_such_bucket(bucket)),
+        Some(b) if b.acl.allows(who, Permission::Read) => Err(S3Error::no_such_key(key)),
+        Some(_) => Err(S3Error::access_denied()),
     }
 }
 
@@ -268,7 +277,7 @@ async fn get_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     // period makes that rare, and a retry reads the new version.
     let mut attempt = 0;
     loop {
-        let o = load_object(st, r.bucket(), r.key())?;
+        let o = load_object(st, r.bucket(), r.key(), r.principal.as_ref())?;
         require(&o.acl, r.principal.as_ref(), Permission::Read)?;
         match serve_object(st, r, o, head).await {
             Err(ServeError::Gone) if attempt < 3 => attempt += 1,
@@ -385,18 +394,8 @@ async fn serve_object(
             ),
         )?;
     }
-    if r.header("x-amz-checksum-mode")
-        .is_some_and(|m| m.eq_ignore_ascii_case("enabled"))
-        && status == StatusCode::OK
-    {
-        for (alg, v) in &o.checksums {
-            set_header(
-                h,
-                &format!("x-amz-checksum-{}", alg.to_ascii_lowercase()),
-                v,
-            )?;
-        }
-    }
+    let part = r.q("partNumber").and_then(|n| n.parse().ok());
+    crate::checksums::response_headers(r, h, &o, status == StatusCode::OK, part)?;
     for (name, v) in overrides {
         set_header(h, name, &v)?;
     }
@@ -585,10 +584,12 @@ async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         owner,
         headers,
         user_meta,
+        checksum_type: (!checksums.is_empty()).then(|| "FULL_OBJECT".to_string()),
         checksums: checksums.clone(),
         acl,
         data: data.clone(),
         part_sizes: Vec::new(),
+        part_checksums: Vec::new(),
     };
     let etag = meta.etag.clone();
     commit_object(st, r, meta).await?;
@@ -646,7 +647,7 @@ pub fn parse_copy_source(v: &str) -> S3Result<(String, String)> {
 /// Loads and authorizes the copy source, and checks the copy-source conditions.
 pub fn copy_source(st: &State, r: &Req) -> S3Result<(String, String, ObjectMeta)> {
     let (sb, sk) = parse_copy_source(r.header("x-amz-copy-source").unwrap_or(""))?;
-    let src = load_object(st, &sb, &sk)?;
+    let src = load_object(st, &sb, &sk, r.principal.as_ref())?;
     require(&src.acl, r.principal.as_ref(), Permission::Read)?;
     check_conditions(&r.headers, &src, true)?;
     Ok((sb, sk, src))
@@ -708,6 +709,8 @@ async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         acl,
         data: data.clone(),
         part_sizes: src.part_sizes.clone(),
+        checksum_type: src.checksum_type.clone(),
+        part_checksums: src.part_checksums.clone(),
     };
     let lm = meta.last_modified;
     commit_object(st, r, meta).await?;
@@ -728,8 +731,8 @@ pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         return Err(S3Error::malformed_xml());
     }
     let quiet = node
-        .text_of("Quiet")
-        .is_some_and(|q| q.trim().eq_ignore_ascii_case("true"));
+        .token_of("Quiet")
+        .is_some_and(|q| q.eq_ignore_ascii_case("true"));
     let keys: Vec<String> = node
         .children("Object")
         .map(|o| o.text_of("Key").map(String::from))

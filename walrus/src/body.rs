@@ -181,6 +181,12 @@ impl VerifiedBody {
         })
     }
 
+    /// The checksum algorithm the request declared (header, trailer or
+    /// `x-amz-sdk-checksum-algorithm`), known before any byte is read.
+    pub fn checksum_algorithm(&self) -> Option<ChecksumAlgorithm> {
+        self.checksum.as_ref().map(|(alg, _)| *alg)
+    }
+
     /// The next chunk of payload, or `None` once the body ended and verified. Past the
     /// first MiB, frames are coalesced into chunks of about [`COALESCE`] bytes so that
     /// the hashing and writing threads get few, large hand-offs.

@@ -13,13 +13,16 @@ mod api_multipart;
 mod api_object;
 pub mod blob;
 pub mod body;
+mod checksums;
 pub mod config;
+mod cors;
 pub mod error;
 mod list;
 pub mod meta;
 pub mod meta_redb;
 pub mod metrics;
 pub mod server;
+pub mod system;
 pub mod xmlin;
 
 pub use config::WalrusConfig;

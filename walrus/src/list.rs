@@ -28,6 +28,10 @@ pub fn list(
         truncated: false,
         last: None,
     };
+    if max == 0 {
+        // max-keys=0 asks for nothing: S3 answers with no keys and not truncated.
+        return Ok(out);
+    }
     let mut start = match marker {
         Some(m) if !m.is_empty() => ScanStart::After(m.to_string()),
         _ => ScanStart::From(prefix.to_string()),

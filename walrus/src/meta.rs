@@ -82,12 +82,19 @@ pub struct ObjectMeta {
     pub headers: ContentHeaders,
     /// `x-amz-meta-*` with the prefix removed, names lower-case.
     pub user_meta: Vec<(String, String)>,
-    /// (algorithm name, base64 value), e.g. ("CRC32", "DUoRhQ==").
+    /// (algorithm name, base64 value), e.g. ("CRC32", "DUoRhQ=="); a composite
+    /// multipart checksum keeps its `-N` suffix.
     pub checksums: Vec<(String, String)>,
     pub acl: Acl,
     pub data: ObjectData,
     /// Part sizes for multipart objects (for `partNumber` reads and `x-amz-mp-parts-count`).
     pub part_sizes: Vec<u64>,
+    /// `COMPOSITE` or `FULL_OBJECT` when `checksums` is not empty (a single PUT's is
+    /// full-object).
+    pub checksum_type: Option<String>,
+    /// Each part's checksum (base64, the algorithm of `checksums`), in part order, for
+    /// a multipart object whose upload had an algorithm; empty otherwise.
+    pub part_checksums: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -101,6 +108,8 @@ pub struct UploadMeta {
     pub user_meta: Vec<(String, String)>,
     pub acl: Acl,
     pub checksum_algorithm: Option<String>,
+    /// `COMPOSITE` or `FULL_OBJECT` when `checksum_algorithm` is set.
+    pub checksum_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -111,6 +120,39 @@ pub struct PartMeta {
     pub etag: String,
     pub last_modified: i64,
     pub checksums: Vec<(String, String)>,
+}
+
+/// What a completed multipart upload produced, kept for a while after completion so a
+/// repeated CompleteMultipartUpload (a client retrying after a lost answer, or after
+/// a crash between commit and answer) gets the same answer instead of NoSuchUpload.
+/// Written in the same transaction as the object; expires after [`COMPLETED_TTL_MS`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CompletedUpload {
+    /// [`parts_digest`] of the (number, ETag) list the upload was completed with.
+    pub parts_digest: String,
+    pub etag: String,
+    /// Canonical id of the upload's initiator.
+    pub owner_id: String,
+    pub checksums: Vec<(String, String)>,
+    /// `COMPOSITE` or `FULL_OBJECT` when the object has a checksum.
+    pub checksum_type: Option<String>,
+    /// Unix milliseconds.
+    pub completed: i64,
+}
+
+/// How long a completed upload is remembered (24 hours).
+pub const COMPLETED_TTL_MS: i64 = 24 * 3600 * 1000;
+
+/// A digest of a part list: (part number, hex MD5 ETag) in order.
+pub fn parts_digest<'a>(parts: impl IntoIterator<Item = (u32, &'a str)>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (n, etag) in parts {
+        h.update(n.to_be_bytes());
+        h.update((etag.len() as u32).to_be_bytes());
+        h.update(etag.as_bytes());
+    }
+    hex::encode(h.finalize())
 }
 
 /// One atomic change. Each op checks its own preconditions inside the transaction and
@@ -148,6 +190,7 @@ pub enum MetaOp {
     },
     /// `parts` are the exact parts (number, blob id) the object is built from; if any
     /// changed since they were read, the op fails with [`MetaError::PartChanged`].
+    /// Also records a [`CompletedUpload`] and drops expired ones.
     CompleteUpload {
         bucket: String,
         key: String,
@@ -203,6 +246,13 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<Vec<UploadMeta>, MetaError>;
     /// Parts of an upload with number > `after`, ascending.
     fn parts(&self, upload_id: &str, after: u32, limit: usize) -> Result<Vec<PartMeta>, MetaError>;
+    /// The record of a recently completed upload, if it has not expired.
+    fn completed_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<CompletedUpload>, MetaError>;
     /// Every blob id referenced by any object or part (for garbage collection).
     fn referenced_blobs(&self) -> Result<std::collections::HashSet<String>, MetaError>;
     /// Applies one op atomically and durably.

@@ -18,8 +18,17 @@ const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
 const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 const UPLOADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("uploads");
 const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
+/// `bucket\0key\0uploadId` → [`CompletedUpload`].
+const COMPLETED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("completed");
+/// `completed ms (be)` + `bucket\0key\0uploadId` → (), to expire [`COMPLETED`] in order.
+const COMPLETED_BY_TIME: TableDefinition<&[u8], ()> = TableDefinition::new("completed_by_time");
+/// Expired completion records dropped per completion (keeps each commit small).
+const EXPIRE_PER_OP: usize = 64;
 
-const FORMAT: u8 = 1;
+/// Records are this byte, then postcard. Format 1 (before multipart checksum types)
+/// is still read: see [`Record::from_v1`].
+const FORMAT: u8 = 2;
+const FORMAT_V1: u8 = 1;
 const MAX_BATCH: usize = 512;
 
 fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
@@ -28,11 +37,112 @@ fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
     Ok(out)
 }
 
-fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, MetaError> {
-    match b.split_first() {
-        Some((&FORMAT, rest)) => postcard::from_bytes(rest)
-            .map_err(|e| MetaError::Backend(format!("corrupt record: {e}"))),
-        _ => Err(MetaError::Backend("unknown record format".into())),
+fn dec<T: Record>(b: &[u8]) -> Result<T, MetaError> {
+    let r = match b.split_first() {
+        Some((&FORMAT, rest)) => postcard::from_bytes(rest),
+        Some((&FORMAT_V1, rest)) => T::from_v1(rest),
+        _ => return Err(MetaError::Backend("unknown record format".into())),
+    };
+    r.map_err(|e| MetaError::Backend(format!("corrupt record: {e}")))
+}
+
+/// A stored record type. Postcard is not self-describing, so a type whose fields
+/// changed since format 1 decodes its old layout and converts it.
+trait Record: Serialize + DeserializeOwned {
+    fn from_v1(b: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(b)
+    }
+}
+impl Record for BucketMeta {}
+impl Record for PartMeta {}
+impl Record for CompletedUpload {}
+
+impl Record for ObjectMeta {
+    fn from_v1(b: &[u8]) -> Result<Self, postcard::Error> {
+        let o: v1::ObjectMeta = postcard::from_bytes(b)?;
+        // Format 1 had composite multipart checksums (`…-N`) and full-object PUT ones.
+        let checksum_type = o.checksums.first().map(|(_, v)| {
+            let composite = !o.part_sizes.is_empty()
+                && v.rsplit_once('-')
+                    .is_some_and(|(_, n)| n.parse::<u32>().is_ok());
+            if composite {
+                "COMPOSITE"
+            } else {
+                "FULL_OBJECT"
+            }
+            .to_string()
+        });
+        Ok(ObjectMeta {
+            size: o.size,
+            etag: o.etag,
+            last_modified: o.last_modified,
+            owner: o.owner,
+            headers: o.headers,
+            user_meta: o.user_meta,
+            checksums: o.checksums,
+            acl: o.acl,
+            data: o.data,
+            part_sizes: o.part_sizes,
+            checksum_type,
+            part_checksums: Vec::new(),
+        })
+    }
+}
+
+impl Record for UploadMeta {
+    fn from_v1(b: &[u8]) -> Result<Self, postcard::Error> {
+        let u: v1::UploadMeta = postcard::from_bytes(b)?;
+        // Format 1 uploads with an algorithm were all composite.
+        let checksum_type = u
+            .checksum_algorithm
+            .as_ref()
+            .map(|_| "COMPOSITE".to_string());
+        Ok(UploadMeta {
+            upload_id: u.upload_id,
+            bucket: u.bucket,
+            key: u.key,
+            initiated: u.initiated,
+            owner: u.owner,
+            headers: u.headers,
+            user_meta: u.user_meta,
+            acl: u.acl,
+            checksum_algorithm: u.checksum_algorithm,
+            checksum_type,
+        })
+    }
+}
+
+/// The format-1 layouts of the records that changed since (field order matters).
+mod v1 {
+    use crate::acl::{Acl, Owner};
+    use crate::meta::{ContentHeaders, ObjectData};
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct ObjectMeta {
+        pub size: u64,
+        pub etag: String,
+        pub last_modified: i64,
+        pub owner: Owner,
+        pub headers: ContentHeaders,
+        pub user_meta: Vec<(String, String)>,
+        pub checksums: Vec<(String, String)>,
+        pub acl: Acl,
+        pub data: ObjectData,
+        pub part_sizes: Vec<u64>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct UploadMeta {
+        pub upload_id: String,
+        pub bucket: String,
+        pub key: String,
+        pub initiated: i64,
+        pub owner: Owner,
+        pub headers: ContentHeaders,
+        pub user_meta: Vec<(String, String)>,
+        pub acl: Acl,
+        pub checksum_algorithm: Option<String>,
     }
 }
 
@@ -94,6 +204,8 @@ impl RedbMeta {
         tx.open_table(OBJECTS)?;
         tx.open_table(UPLOADS)?;
         tx.open_table(PARTS)?;
+        tx.open_table(COMPLETED)?;
+        tx.open_table(COMPLETED_BY_TIME)?;
         tx.commit()?;
         let (writer, rx) = mpsc::unbounded_channel();
         let wdb = db.clone();
@@ -161,7 +273,7 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Job>) {
     }
 }
 
-fn get<T: DeserializeOwned, K: redb::Key + 'static>(
+fn get<T: Record, K: redb::Key + 'static>(
     t: &impl ReadableTable<K, &'static [u8]>,
     k: K::SelfType<'_>,
 ) -> Result<Option<T>, MetaError> {
@@ -207,6 +319,34 @@ fn remove_parts(tx: &WriteTransaction, upload_id: &str) -> Result<Vec<PartMeta>,
         parts.remove(k.as_slice())?;
     }
     Ok(out)
+}
+
+fn time_key(ms: i64, uk: &[u8]) -> Vec<u8> {
+    let mut k = (ms.max(0) as u64).to_be_bytes().to_vec();
+    k.extend_from_slice(uk);
+    k
+}
+
+/// Remembers a completion and forgets up to [`EXPIRE_PER_OP`] expired ones.
+fn record_completion(
+    tx: &WriteTransaction,
+    uk: &[u8],
+    c: CompletedUpload,
+) -> Result<(), MetaError> {
+    let mut by_time = tx.open_table(COMPLETED_BY_TIME)?;
+    let mut done = tx.open_table(COMPLETED)?;
+    let cutoff = time_key(c.completed - COMPLETED_TTL_MS, &[]);
+    let mut expired = Vec::new();
+    for item in by_time.range(..cutoff.as_slice())?.take(EXPIRE_PER_OP) {
+        expired.push(item?.0.value().to_vec());
+    }
+    for k in expired {
+        by_time.remove(k.as_slice())?;
+        done.remove(&k[8..])?;
+    }
+    by_time.insert(time_key(c.completed, uk).as_slice(), ())?;
+    done.insert(uk, enc(&c)?.as_slice())?;
+    Ok(())
 }
 
 fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
@@ -313,15 +453,28 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
             if tx.open_table(UPLOADS)?.get(uk.as_slice())?.is_none() {
                 return Err(MetaError::NoSuchUpload);
             }
+            let mut etags = Vec::with_capacity(parts.len());
             {
                 let t = tx.open_table(PARTS)?;
                 for (n, blob_id) in &parts {
                     match get::<PartMeta, &[u8]>(&t, &part_key(&upload_id, *n))? {
-                        Some(p) if &p.blob.id == blob_id => {}
+                        Some(p) if &p.blob.id == blob_id => etags.push((*n, p.etag)),
                         _ => return Err(MetaError::PartChanged),
                     }
                 }
             }
+            record_completion(
+                tx,
+                &uk,
+                CompletedUpload {
+                    parts_digest: parts_digest(etags.iter().map(|(n, e)| (*n, e.as_str()))),
+                    etag: meta.etag.clone(),
+                    owner_id: meta.owner.id.clone(),
+                    checksums: meta.checksums.clone(),
+                    checksum_type: meta.checksum_type.clone(),
+                    completed: meta.last_modified,
+                },
+            )?;
             let used: HashSet<&str> = parts.iter().map(|(_, b)| b.as_str()).collect();
             for p in remove_parts(tx, &upload_id)? {
                 if !used.contains(p.blob.id.as_str()) {
@@ -481,6 +634,19 @@ impl MetaStore for RedbMeta {
         Ok(out)
     }
 
+    fn completed_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<CompletedUpload>, MetaError> {
+        let tx = self.read()?;
+        let t = tx.open_table(COMPLETED)?;
+        let c: Option<CompletedUpload> = get(&t, upload_key(bucket, key, upload_id).as_slice())?;
+        let now = crate::api::now_millis();
+        Ok(c.filter(|c| now - c.completed <= COMPLETED_TTL_MS))
+    }
+
     fn referenced_blobs(&self) -> Result<HashSet<String>, MetaError> {
         let tx = self.read()?;
         let mut out = HashSet::new();
@@ -502,5 +668,40 @@ impl MetaStore for RedbMeta {
             .map_err(|_| MetaError::Backend("metadata writer stopped".into()))?;
         rx.await
             .map_err(|_| MetaError::Backend("metadata writer stopped".into()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records as format 1 wrote them (bytes taken from the code before format 2):
+    /// a multipart object with a composite CRC32 and an upload with SHA256.
+    const V1_OBJECT: &str = "0105016502036162630561646d696e0000000000000001016b0176010543524333320a4141414141413d3d2d32036162630561646d696e010003616263010561646d696e00010102623105020302";
+    const V1_UPLOAD: &str = "0101750162016b04036162630561646d696e0000000000000000036162630561646d696e010003616263010561646d696e000106534841323536";
+
+    #[test]
+    fn reads_format_1_records() {
+        let o: ObjectMeta = dec(&hex::decode(V1_OBJECT).unwrap()).unwrap();
+        assert_eq!(o.size, 5);
+        assert_eq!(o.etag, "e");
+        assert_eq!(o.user_meta, vec![("k".to_string(), "v".to_string())]);
+        assert_eq!(
+            o.checksums,
+            vec![("CRC32".to_string(), "AAAAAA==-2".to_string())]
+        );
+        assert_eq!(o.part_sizes, vec![3, 2]);
+        assert_eq!(o.data.blobs()[0].id, "b1");
+        assert_eq!(o.checksum_type.as_deref(), Some("COMPOSITE"));
+        assert!(o.part_checksums.is_empty());
+        let u: UploadMeta = dec(&hex::decode(V1_UPLOAD).unwrap()).unwrap();
+        assert_eq!((u.upload_id.as_str(), u.key.as_str()), ("u", "k"));
+        assert_eq!(u.checksum_algorithm.as_deref(), Some("SHA256"));
+        assert_eq!(u.checksum_type.as_deref(), Some("COMPOSITE"));
+        // Re-encoded, it is format 2 and round-trips.
+        let again = enc(&o).unwrap();
+        assert_eq!(again[0], FORMAT);
+        assert_eq!(dec::<ObjectMeta>(&again).unwrap(), o);
+        assert!(dec::<ObjectMeta>(&[9, 0]).is_err());
     }
 }

@@ -34,24 +34,28 @@ pub struct State {
     /// Canonical id of the cloud's system account (grantee of `aws-exec-read`).
     pub system_id: String,
     pub admin_account: String,
+    /// Canonical ids of accounts that may only read (GET/HEAD), e.g. the nodes' key.
+    pub read_only_ids: Vec<String>,
     pub metrics: Metrics,
     /// Who may read `/_metrics` (closed until [`Walrus::with_edge`] says otherwise).
     pub metrics_access: MetricsAccess,
 }
 
 pub struct Walrus {
-    state: Arc<State>,
+    pub(crate) state: Arc<State>,
     listener: TcpListener,
     edge: ServiceConfig,
 }
 
 impl Walrus {
     /// Opens the stores, sweeps blobs left by a crash, and binds the listener.
+    /// `read_only_ids`: canonical ids of accounts that may only GET and HEAD.
     pub async fn open(
         cfg: WalrusConfig,
         identity: IdentityStore,
         system_id: String,
         admin_account: String,
+        read_only_ids: Vec<String>,
     ) -> Result<Self, StartError> {
         let dir = cfg.data_dir.clone();
         std::fs::create_dir_all(&dir)?;
@@ -75,6 +79,7 @@ impl Walrus {
             identity,
             system_id,
             admin_account,
+            read_only_ids,
             metrics: Metrics::default(),
             metrics_access: MetricsAccess::Closed,
         });

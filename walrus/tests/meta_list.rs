@@ -22,6 +22,8 @@ fn obj(data: ObjectData) -> ObjectMeta {
         acl: Acl::private(owner()),
         data,
         part_sizes: vec![],
+        checksum_type: None,
+        part_checksums: vec![],
     }
 }
 
@@ -157,6 +159,7 @@ async fn objects_uploads_and_listing() {
         user_meta: vec![],
         acl: Acl::private(owner()),
         checksum_algorithm: None,
+        checksum_type: None,
     };
     m.apply(MetaOp::CreateUpload(up)).await.unwrap();
     for (n, id) in [(1, "p1"), (2, "p2"), (3, "p3")] {
@@ -227,4 +230,69 @@ fn walrus_list(
         l.prefixes,
         l.truncated,
     )
+}
+
+/// A completed upload is remembered (for a repeated Complete) with the digest of its
+/// parts, and forgotten once older than COMPLETED_TTL_MS.
+#[tokio::test]
+async fn completed_uploads_are_remembered_then_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = RedbMeta::open(&dir.path().join("m.redb"), 16 << 20).unwrap();
+    m.apply(MetaOp::CreateBucket(BucketMeta {
+        name: "b".into(),
+        owner: owner(),
+        created: 0,
+        region: "r".into(),
+        acl: Acl::private(owner()),
+    }))
+    .await
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    for (id, at) in [("old", now - COMPLETED_TTL_MS - 1000), ("new", now)] {
+        // Through serde, so optional fields added later default to None.
+        let upload: UploadMeta = serde_json::from_value(serde_json::json!({
+            "upload_id": id, "bucket": "b", "key": "k", "initiated": 0,
+            "owner": owner(), "headers": ContentHeaders::default(), "user_meta": [],
+            "acl": Acl::private(owner()),
+        }))
+        .unwrap();
+        m.apply(MetaOp::CreateUpload(upload)).await.unwrap();
+        let blob = BlobRef {
+            id: format!("blob-{id}"),
+            size: 1,
+        };
+        m.apply(MetaOp::PutPart {
+            bucket: "b".into(),
+            key: "k".into(),
+            upload_id: id.into(),
+            part: PartMeta {
+                number: 1,
+                blob: blob.clone(),
+                etag: "aa".into(),
+                last_modified: 0,
+                checksums: vec![],
+            },
+        })
+        .await
+        .unwrap();
+        let mut meta = obj(ObjectData::Blobs(vec![blob.clone()]));
+        meta.etag = format!("etag-{id}");
+        meta.last_modified = at;
+        m.apply(MetaOp::CompleteUpload {
+            bucket: "b".into(),
+            key: "k".into(),
+            upload_id: id.into(),
+            parts: vec![(1, blob.id)],
+            meta,
+        })
+        .await
+        .unwrap();
+    }
+    let c = m.completed_upload("b", "k", "new").unwrap().unwrap();
+    assert_eq!(c.etag, "etag-new");
+    assert_eq!(c.owner_id, "o");
+    assert_eq!(c.parts_digest, parts_digest([(1, "aa")]));
+    assert_ne!(c.parts_digest, parts_digest([(2, "aa")]));
+    assert!(m.completed_upload("b", "k", "old").unwrap().is_none());
+    assert!(m.completed_upload("b", "other", "new").unwrap().is_none());
 }

@@ -10,6 +10,19 @@
 //! so replies can go out of order while every frame stays whole. Connection code is
 //! generic over the stream, so the same code runs on TCP, Unix sockets and TLS.
 //!
+//! Memory: every READ reply and WRITE payload is paid for before its buffer is
+//! allocated, from the connection's bound ([`NbdServer::max_in_flight_bytes`]) and
+//! from one budget shared by all connections ([`NbdServer::memory_budget`]). The
+//! bytes go back when the reply is on the wire or the write is applied. When
+//! either is spent, the reader stops reading requests until bytes come back, so
+//! clients are slowed through TCP, never refused. Held bytes come back without
+//! any reader's help (the writer task sends the reply, the request's task applies
+//! the write), and every request costs at most the whole budget (which is at
+//! least the 32 MiB maximum request), so connections holding budget can always
+//! finish. A client that stops reading its replies would keep its share
+//! forever: a connection whose replies make no progress for
+//! [`NbdServer::reply_timeout`] is closed, which frees it.
+//!
 //! TLS (NBD STARTTLS with X.509 certificates, see [`TlsConfig`]) is enabled with
 //! [`NbdServer::tls`]; the [`TlsMode`] says which clients must use it. A client
 //! that must use TLS gets `NBD_REP_ERR_TLS_REQD` for every option but STARTTLS
@@ -181,6 +194,13 @@ impl ExportTable {
     }
 }
 
+/// Largest budget (a semaphore holds at most `usize::MAX >> 3` permits; one per byte).
+const MAX_BUDGET: usize = u32::MAX as usize;
+
+/// Default of [`NbdServer::memory_budget`]: eight 32 MiB requests in flight
+/// server-wide, enough to keep a few nodes streaming on a small host.
+pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
+
 /// Tunables shared by every connection of a server.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -189,6 +209,10 @@ pub(crate) struct Config {
     pub(crate) handshake_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
     pub(crate) max_connections: usize,
+    /// Payload bytes all connections together may hold (see the module docs).
+    pub(crate) memory_budget: usize,
+    /// How long a reply may make no progress before the connection is closed.
+    pub(crate) reply_timeout: Duration,
 }
 
 impl Default for Config {
@@ -199,6 +223,8 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             max_connections: 1024,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            reply_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -208,6 +234,8 @@ pub(crate) struct Shared {
     pub(crate) cfg: Config,
     /// `None`: no TLS (STARTTLS gets `NBD_REP_ERR_POLICY`).
     pub(crate) tls: Option<(TlsConfig, TlsMode)>,
+    /// The server-wide payload budget, one permit per byte.
+    pub(crate) memory: Arc<Semaphore>,
 }
 
 /// The NBD server. Build with [`NbdServer::new`] and the setters, then run
@@ -244,7 +272,24 @@ impl NbdServer {
     /// Payload bytes (write data received, read data not yet sent) a connection
     /// may hold at once (default 256 MiB; never below the 32 MiB maximum request).
     pub fn max_in_flight_bytes(mut self, n: usize) -> Self {
-        self.cfg.max_in_flight_bytes = n.clamp(proto::MAX_PAYLOAD as usize, u32::MAX as usize);
+        self.cfg.max_in_flight_bytes = n.clamp(proto::MAX_PAYLOAD as usize, MAX_BUDGET);
+        self
+    }
+
+    /// Payload bytes (READ data not yet sent, WRITE data not yet applied) all
+    /// connections together may hold (default [`DEFAULT_MEMORY_BUDGET`]; never
+    /// below the 32 MiB maximum request, so any single request fits). When it is
+    /// spent, connections stop reading requests until replies have gone out.
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.cfg.memory_budget = bytes.clamp(proto::MAX_PAYLOAD as usize, MAX_BUDGET);
+        self
+    }
+
+    /// How long the server waits for a client to take any bytes of a pending
+    /// reply before it closes the connection (default 60 s); this keeps a client
+    /// that stopped reading from holding its share of the memory budget.
+    pub fn reply_timeout(mut self, d: Duration) -> Self {
+        self.cfg.reply_timeout = d.max(Duration::from_millis(1));
         self
     }
 
@@ -293,10 +338,12 @@ impl NbdServer {
         acceptor: A,
         shutdown: impl Future<Output = ()> + Send,
     ) -> io::Result<()> {
+        let memory = Arc::new(Semaphore::new(self.cfg.memory_budget));
         let shared = Arc::new(Shared {
             exports: self.exports,
             cfg: self.cfg,
             tls: self.tls,
+            memory,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let slots = Arc::new(Semaphore::new(shared.cfg.max_connections));
@@ -380,11 +427,11 @@ async fn handle_connection<S>(
     let result = match session {
         Session::Plain(s) => {
             tracing::info!(?peer, %export, tls = false, "NBD client opened export");
-            transmission::run(s, negotiated, &shared.cfg, stop).await
+            transmission::run(s, negotiated, &shared, stop).await
         }
         Session::Tls(s) => {
             tracing::info!(?peer, %export, tls = true, "NBD client opened export");
-            transmission::run(s, negotiated, &shared.cfg, stop).await
+            transmission::run(s, negotiated, &shared, stop).await
         }
     };
     match result {

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::handshake::{drain, Negotiated};
 use super::proto::*;
-use super::{nbd_errno, wait_true, Config, NbdError};
+use super::{nbd_errno, wait_true, NbdError, Shared};
 use crate::device::BlockDevice;
 
 const READ_BUFFER: usize = 128 << 10;
@@ -38,7 +38,14 @@ pub(crate) struct Frame {
     head_len: usize,
     body: Bytes,
     /// Payload budget held until the frame is on the wire (read data).
-    _budget: Option<OwnedSemaphorePermit>,
+    _budget: Option<Budget>,
+}
+
+/// Payload bytes a request holds: from its connection's bound and from the
+/// server-wide budget. Dropping it gives both back.
+struct Budget {
+    _connection: OwnedSemaphorePermit,
+    _server: OwnedSemaphorePermit,
 }
 
 impl Frame {
@@ -160,12 +167,7 @@ impl Ctx {
         Ok(())
     }
 
-    async fn execute(
-        &self,
-        r: &Request,
-        payload: Option<Bytes>,
-        budget: Option<OwnedSemaphorePermit>,
-    ) -> Frame {
+    async fn execute(&self, r: &Request, payload: Option<Bytes>, budget: Option<Budget>) -> Frame {
         let fua = r.flags & CMD_FLAG_FUA != 0;
         let dev = &self.device;
         let done = match r.ty {
@@ -302,12 +304,13 @@ impl Stop {
 pub(crate) async fn run<S>(
     stream: S,
     neg: Negotiated,
-    cfg: &Config,
+    shared: &Shared,
     server_stop: watch::Receiver<bool>,
 ) -> Result<(), NbdError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let cfg = &shared.cfg;
     let Negotiated {
         entry,
         close_rx,
@@ -319,7 +322,7 @@ where
     let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
     let (tx, rx) = mpsc::unbounded_channel();
     let (failed_tx, failed_rx) = watch::channel(false);
-    let mut writer = tokio::spawn(write_frames(wr, rx, failed_tx));
+    let mut writer = tokio::spawn(write_frames(wr, rx, failed_tx, cfg.reply_timeout));
     let ctx = Arc::new(Ctx {
         device: entry.export.device.clone(),
         size: entry.export.device.size(),
@@ -335,7 +338,12 @@ where
         writer: failed_rx,
     };
     let slots = Arc::new(Semaphore::new(cfg.max_in_flight));
-    let budget = Arc::new(Semaphore::new(cfg.max_in_flight_bytes));
+    let budget = Budgets {
+        connection: Arc::new(Semaphore::new(cfg.max_in_flight_bytes)),
+        connection_total: cfg.max_in_flight_bytes,
+        server: shared.memory.clone(),
+        server_total: cfg.memory_budget,
+    };
 
     let result = read_requests(&mut rd, &ctx, &mut stop, &slots, &budget).await;
 
@@ -361,7 +369,7 @@ async fn read_requests<R>(
     ctx: &Arc<Ctx>,
     stop: &mut Stop,
     slots: &Arc<Semaphore>,
-    budget: &Arc<Semaphore>,
+    budget: &Budgets,
 ) -> Result<(), NbdError>
 where
     R: AsyncRead + Unpin,
@@ -467,18 +475,49 @@ where
     }
 }
 
+/// Where a request's payload bytes come from.
+struct Budgets {
+    connection: Arc<Semaphore>,
+    connection_total: usize,
+    /// Shared by every connection of the server.
+    server: Arc<Semaphore>,
+    server_total: usize,
+}
+
+/// Takes a request slot, then `cost` bytes from the connection's bound, then from
+/// the server's budget (always in this order, and nothing else is waited for
+/// while holding them, so no two waiters can each hold what the other needs).
+/// A cost above a budget takes all of it (not reached: both are at least the
+/// largest request).
 async fn acquire(
     slots: &Arc<Semaphore>,
-    budget: &Arc<Semaphore>,
+    budget: &Budgets,
     cost: u32,
-) -> Option<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)> {
+) -> Option<(OwnedSemaphorePermit, Option<Budget>)> {
     let slot = slots.clone().acquire_owned().await.ok()?;
-    let held = if cost > 0 {
-        Some(budget.clone().acquire_many_owned(cost).await.ok()?)
-    } else {
-        None
-    };
-    Some((slot, held))
+    if cost == 0 {
+        return Some((slot, None));
+    }
+    let take = |total: usize| u32::try_from(total).map_or(cost, |t| cost.min(t));
+    let connection = budget
+        .connection
+        .clone()
+        .acquire_many_owned(take(budget.connection_total))
+        .await
+        .ok()?;
+    let server = budget
+        .server
+        .clone()
+        .acquire_many_owned(take(budget.server_total))
+        .await
+        .ok()?;
+    Some((
+        slot,
+        Some(Budget {
+            _connection: connection,
+            _server: server,
+        }),
+    ))
 }
 
 async fn read_payload<R: AsyncRead + Unpin>(rd: &mut R, len: u32) -> std::io::Result<Bytes> {
@@ -497,10 +536,12 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     wr: W,
     mut rx: mpsc::UnboundedReceiver<Frame>,
     failed: watch::Sender<bool>,
+    stall: std::time::Duration,
 ) {
     let mut out = Out {
         w: wr,
         buf: Vec::with_capacity(WRITE_BUFFER),
+        stall,
     };
     let result: std::io::Result<()> = async {
         while let Some(frame) = rx.recv().await {
@@ -521,10 +562,24 @@ async fn write_frames<W: AsyncWrite + Unpin>(
 
 /// Reply output: small frames are batched in `buf`; a frame with a large body
 /// goes out in one `writev` together with whatever is batched, without copying
-/// the body.
+/// the body. Every socket write must make progress within `stall`.
 struct Out<W> {
     w: W,
     buf: Vec<u8>,
+    stall: std::time::Duration,
+}
+
+/// `fut`, or `TimedOut` if it takes longer than `limit`.
+async fn within<T>(
+    limit: std::time::Duration,
+    fut: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "client took no reply bytes in time",
+        ))
+    })
 }
 
 impl<W: AsyncWrite + Unpin> Out<W> {
@@ -540,10 +595,12 @@ impl<W: AsyncWrite + Unpin> Out<W> {
         let mut head: &[u8] = &self.buf;
         let mut body: &[u8] = &frame.body;
         while !head.is_empty() || !body.is_empty() {
-            let n = self
-                .w
-                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
-                .await?;
+            let n = within(
+                self.stall,
+                self.w
+                    .write_vectored(&[IoSlice::new(head), IoSlice::new(body)]),
+            )
+            .await?;
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
@@ -556,7 +613,14 @@ impl<W: AsyncWrite + Unpin> Out<W> {
     }
 
     async fn write_buf(&mut self) -> std::io::Result<()> {
-        self.w.write_all(&self.buf).await?;
+        let mut rest: &[u8] = &self.buf;
+        while !rest.is_empty() {
+            let n = within(self.stall, self.w.write(rest)).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            rest = &rest[n..];
+        }
         self.buf.clear();
         Ok(())
     }
@@ -565,6 +629,6 @@ impl<W: AsyncWrite + Unpin> Out<W> {
         if !self.buf.is_empty() {
             self.write_buf().await?;
         }
-        self.w.flush().await
+        within(self.stall, self.w.flush()).await
     }
 }

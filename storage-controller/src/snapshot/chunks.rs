@@ -124,6 +124,20 @@ pub trait ChunkStore: Send + Sync + 'static {
     /// the one asked for).
     async fn get_manifest(&self, snapshot_id: &str) -> Result<SnapshotManifest, ChunkError>;
     async fn delete_manifest(&self, snapshot_id: &str) -> Result<(), ChunkError>;
+    /// Every stored chunk, with when it was stored (`None` if unknown). Entries
+    /// that are not chunk ids are left out.
+    async fn list_chunks(&self) -> Result<Vec<StoredChunk>, ChunkError>;
+    /// The snapshot id of every stored manifest. Entries that are not manifests
+    /// are left out.
+    async fn list_manifests(&self) -> Result<Vec<String>, ChunkError>;
+}
+
+/// A chunk in a [`ChunkStore`] listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChunk {
+    pub id: String,
+    /// When the chunk was last written, if the store says.
+    pub stored_at: Option<std::time::SystemTime>,
 }
 
 /// SHA-256 of `data` as 64 lowercase hex digits.
@@ -235,6 +249,15 @@ impl WalrusChunks {
     fn manifest_key(snapshot_id: &str) -> String {
         format!("snapshots/{snapshot_id}.json")
     }
+
+    /// Lists `prefix`; a bucket that does not exist yet holds nothing.
+    async fn list(&self, prefix: &str) -> Result<Vec<euca_s3::ObjectInfo>, ChunkError> {
+        match self.s3.list_objects(&self.bucket, prefix).await {
+            Ok(v) => Ok(v),
+            Err(e) if e.code() == Some("NoSuchBucket") => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -335,6 +358,35 @@ impl ChunkStore for WalrusChunks {
             _ => Ok(()),
         }
     }
+
+    async fn list_chunks(&self) -> Result<Vec<StoredChunk>, ChunkError> {
+        Ok(self
+            .list("chunks/")
+            .await?
+            .into_iter()
+            .filter_map(|o| {
+                let id = o.key.strip_prefix("chunks/")?;
+                validate_chunk_id(id).ok()?;
+                Some(StoredChunk {
+                    id: id.to_string(),
+                    stored_at: o.last_modified.map(std::time::SystemTime::from),
+                })
+            })
+            .collect())
+    }
+
+    async fn list_manifests(&self) -> Result<Vec<String>, ChunkError> {
+        Ok(self
+            .list("snapshots/")
+            .await?
+            .into_iter()
+            .filter_map(|o| {
+                let id = o.key.strip_prefix("snapshots/")?.strip_suffix(".json")?;
+                validate_snapshot_id(id).ok()?;
+                Some(id.to_string())
+            })
+            .collect())
+    }
 }
 
 /// An in-memory [`ChunkStore`] for tests. It counts what reaches it, verifies the id
@@ -342,6 +394,8 @@ impl ChunkStore for WalrusChunks {
 #[derive(Default)]
 pub struct MemChunks {
     chunks: Mutex<HashMap<String, Bytes>>,
+    /// When each chunk was put (or set by [`MemChunks::set_stored_at`]).
+    stored_at: Mutex<HashMap<String, std::time::SystemTime>>,
     manifests: Mutex<HashMap<String, Vec<u8>>>,
     gets: Mutex<HashMap<String, u64>>,
     puts: AtomicU64,
@@ -418,6 +472,16 @@ impl MemChunks {
         }
     }
 
+    /// Changes when a chunk counts as stored (test hook for ages).
+    pub fn set_stored_at(&self, id: &str, at: std::time::SystemTime) {
+        self.stored_at.lock().unwrap().insert(id.into(), at);
+    }
+
+    /// Ids of all stored chunks.
+    pub fn chunk_ids(&self) -> std::collections::HashSet<String> {
+        self.chunks.lock().unwrap().keys().cloned().collect()
+    }
+
     /// Stores raw bytes under an id without any check (test hook, e.g. to repair a
     /// chunk corrupted by [`MemChunks::corrupt`]).
     pub fn insert_raw(&self, id: &str, data: Bytes) {
@@ -440,6 +504,10 @@ impl ChunkStore for MemChunks {
         self.bytes_put
             .fetch_add(data.len() as u64, Ordering::SeqCst);
         self.chunks.lock().unwrap().insert(sha256_hex.into(), data);
+        self.stored_at
+            .lock()
+            .unwrap()
+            .insert(sha256_hex.into(), std::time::SystemTime::now());
         Ok(())
     }
 
@@ -464,6 +532,7 @@ impl ChunkStore for MemChunks {
     async fn delete_chunk(&self, sha256_hex: &str) -> Result<(), ChunkError> {
         validate_chunk_id(sha256_hex)?;
         self.chunks.lock().unwrap().remove(sha256_hex);
+        self.stored_at.lock().unwrap().remove(sha256_hex);
         Ok(())
     }
 
@@ -494,6 +563,28 @@ impl ChunkStore for MemChunks {
         validate_snapshot_id(snapshot_id)?;
         self.manifests.lock().unwrap().remove(snapshot_id);
         Ok(())
+    }
+
+    async fn list_chunks(&self) -> Result<Vec<StoredChunk>, ChunkError> {
+        let at = self.stored_at.lock().unwrap();
+        let mut v: Vec<StoredChunk> = self
+            .chunks
+            .lock()
+            .unwrap()
+            .keys()
+            .map(|id| StoredChunk {
+                id: id.clone(),
+                stored_at: at.get(id).copied(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(v)
+    }
+
+    async fn list_manifests(&self) -> Result<Vec<String>, ChunkError> {
+        let mut v: Vec<String> = self.manifests.lock().unwrap().keys().cloned().collect();
+        v.sort();
+        Ok(v)
     }
 }
 

@@ -35,8 +35,8 @@ use std::sync::Arc;
 
 pub use chunks::{
     sha256_hex, validate_chunk_id, validate_snapshot_id, ChunkError, ChunkStore, MemChunks,
-    SnapshotManifest, WalrusChunks, DEFAULT_CHUNK_SIZE, MANIFEST_FORMAT, MAX_CHUNK_SIZE,
-    MIN_CHUNK_SIZE,
+    SnapshotManifest, StoredChunk, WalrusChunks, DEFAULT_CHUNK_SIZE, MANIFEST_FORMAT,
+    MAX_CHUNK_SIZE, MIN_CHUNK_SIZE,
 };
 pub use cow::{Cut, VolumeDevice};
 pub use lazy::LazyDevice;
@@ -122,6 +122,64 @@ pub async fn delete_snapshot(
         } else {
             store.delete_chunk(id).await?;
             stats.chunks_deleted += 1;
+        }
+    }
+    Ok(stats)
+}
+
+/// What [`sweep_orphan_chunks`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    /// Chunks that no manifest referenced, deleted.
+    pub deleted: u64,
+    /// Unreferenced chunks kept because they were stored after the cutoff.
+    pub too_young: u64,
+    /// Unreferenced chunks kept because the store does not say when they were stored.
+    pub undated: u64,
+    /// Chunks a manifest referenced.
+    pub referenced: u64,
+}
+
+/// Deletes every chunk of `store` that no manifest in the store and no manifest
+/// in `also_keep` references, and that was stored before `stored_before`. Such
+/// chunks are left by uploads that ended without a manifest (a crash, an error):
+/// [`upload_snapshot`] writes its manifest last and rolls nothing back.
+///
+/// A manifest that cannot be read makes the sweep fail before anything is
+/// deleted (what it references is unknown). An upload that is running has no
+/// manifest yet, so the caller must not sweep while any upload into the same
+/// store runs (the same exclusion as [`delete_snapshot`]); `stored_before` is a
+/// second guard, for writers the caller cannot exclude.
+pub async fn sweep_orphan_chunks(
+    store: &dyn ChunkStore,
+    also_keep: &HashSet<String>,
+    stored_before: std::time::SystemTime,
+) -> Result<SweepStats, SnapshotError> {
+    // Chunks first: a chunk stored after this listing is not looked at, so a
+    // manifest written after the manifests are read cannot be missed for it.
+    let chunks = store.list_chunks().await?;
+    let mut keep = also_keep.clone();
+    for id in store.list_manifests().await? {
+        match store.get_manifest(&id).await {
+            Ok(m) => keep.extend(m.chunk_ids().into_iter().map(String::from)),
+            // Deleted since it was listed: it keeps nothing.
+            Err(ChunkError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut stats = SweepStats::default();
+    for c in chunks {
+        if keep.contains(&c.id) {
+            stats.referenced += 1;
+            continue;
+        }
+        match c.stored_at {
+            None => stats.undated += 1,
+            Some(at) if at >= stored_before => stats.too_young += 1,
+            Some(_) => {
+                store.delete_chunk(&c.id).await?;
+                stats.deleted += 1;
+            }
         }
     }
     Ok(stats)
