@@ -122,10 +122,9 @@ impl ScServer {
     /// in-flight requests, and every open volume is flushed.
     pub async fn serve(self, shutdown: watch::Receiver<bool>) {
         let mut nbd_stop = shutdown.clone();
-        let mut nbd =
-            NbdServer::new(self.exports.clone())
-                .memory_budget(self.sc.nbd_memory_budget())
-                .max_connections(self.nbd_max_connections);
+        let mut nbd = NbdServer::new(self.exports.clone())
+            .memory_budget(self.sc.nbd_memory_budget())
+            .max_connections(self.nbd_max_connections);
         if let Some((config, mode)) = self.nbd_tls {
             nbd = nbd.tls(config, mode);
         }
