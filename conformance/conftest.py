@@ -49,6 +49,13 @@ def parse_env_file(path):
     return out
 
 
+def scrape_metrics(url, data_dir, timeout=5):
+    """GETs a `/_metrics` URL with the bearer token `euca up` wrote under `data_dir`."""
+    token = (Path(data_dir) / "credentials" / "metrics-token").read_text().strip()
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    return urllib.request.urlopen(req, timeout=timeout).read().decode()
+
+
 class Cloud:
     """A running `euca up`: endpoint, admin credentials and client config paths."""
 

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, euca_bin, free_port
+from conftest import ROOT, euca_bin, free_port, scrape_metrics
 
 FIX = ROOT / "image-tools" / "tests" / "fixtures"
 BUNDLE = FIX / "bundle-1MiB-parts"
@@ -30,13 +30,14 @@ def run(*args, env=None, check=True):
     return r
 
 
-def metrics(port):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/_metrics", timeout=5).read().decode()
+def metrics(node):
+    text = scrape_metrics(f"http://127.0.0.1:{node.port}/_metrics", node.cloud.data)
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^euca_imagecache_(\w+) (\d+)$", text, re.M)}
 
 
 class NcCache:
     def __init__(self, cloud, tmp_path, name):
+        self.cloud = cloud
         self.dir = tmp_path / name
         self.port = free_port()
         self.log = tmp_path / f"{name}.log"
@@ -90,14 +91,14 @@ def test_installed_fixture_reaches_two_nodes_crossing_walrus_once(cloud, install
         assert "\r" not in r.stderr and "fetching" not in r.stderr
         r = n2.cache("fetch", installed)
         assert sha256(r.stdout.strip()) == want
-        m1, m2 = metrics(n1.port), metrics(n2.port)
+        m1, m2 = metrics(n1), metrics(n2)
         assert m1["origin_bytes_total"] == 3145728 and m1["peer_bytes_total"] == 0, m1
         assert m2["origin_bytes_total"] == 0 and m2["peer_bytes_total"] == 3145728, m2
         assert m1["served_bytes_total"] == 3145728, m1
         # Warm: answered from disk, no traffic.
         r = n2.cache("fetch", installed)
         assert sha256(r.stdout.strip()) == want
-        m2b = metrics(n2.port)
+        m2b = metrics(n2)
         assert m2b["cache_hits_total"] == 1
         assert (m2b["origin_bytes_total"], m2b["peer_bytes_total"]) == (0, 3145728)
         # The same install again stores nothing new and yields the same id.
@@ -119,13 +120,13 @@ def test_installed_fixture_reaches_two_nodes_crossing_walrus_once(cloud, install
                            env={**os.environ, "RUST_BACKTRACE": "0"})
         assert r.returncode == 0 and "fetching  " in r.stdout and "100%" in r.stdout, r.stdout + r.stderr
         assert sha256(n2.dir / "images" / installed / "data") == want
-        assert metrics(n2.port)["origin_bytes_total"] == 0
+        assert metrics(n2)["origin_bytes_total"] == 0
         # Restart keeps the cache: a hit right away, no traffic.
         n1.stop()
         n1 = NcCache(cloud, tmp_path, "node1")
         r = n1.cache("fetch", installed)
         assert sha256(r.stdout.strip()) == want
-        m1 = metrics(n1.port)
+        m1 = metrics(n1)
         assert m1["cache_hits_total"] == 1 and m1["origin_bytes_total"] == 0, m1
     finally:
         n1.stop()

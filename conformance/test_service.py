@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 
-from conftest import euca_bin, free_port, parse_env_file
+from conftest import euca_bin, free_port, parse_env_file, scrape_metrics
 
 
 def _spawn(tmp_path, port, args):
@@ -58,7 +58,7 @@ def test_walrus_alone_from_toml(tmp_path):
 def test_health_and_metrics(cloud, s3, bucket):
     assert urllib.request.urlopen(cloud.endpoint + "/_health").read() == b"ok\n"
     s3.put_object(Bucket=bucket, Key="m", Body=b"abc")
-    text = urllib.request.urlopen(cloud.endpoint + "/_metrics").read().decode()
+    text = scrape_metrics(cloud.endpoint + "/_metrics", cloud.data)
     assert 'walrus_requests_total{op="PutObject",status="200"}' in text
     assert "walrus_received_bytes_total" in text
 
@@ -169,7 +169,7 @@ def test_sc_alone_from_toml(tmp_path):
         assert uri.startswith(f"nbd://127.0.0.1:{nport}/{vid}-"), uri
         r = subprocess.run(["nbdinfo", "--size", uri], capture_output=True, text=True, timeout=30)
         assert r.returncode == 0 and r.stdout.strip() == str(2 << 30), r.stderr
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{sport}/_metrics").read().decode()
+        metrics = scrape_metrics(f"http://127.0.0.1:{sport}/_metrics", data)
         assert 'euca_sc_volumes{state="in-use"} 1' in metrics, metrics
     finally:
         p.terminate()

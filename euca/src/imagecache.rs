@@ -11,7 +11,7 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use euca_imagecache::config::{parse_size, CcConfig, NcCacheConfig};
 use euca_imagecache::daemon::{Daemon, DaemonConfig, Progress as FetchProgress};
-use euca_imagecache::http::Token;
+use euca_imagecache::http::{Edge, Token};
 use euca_imagecache::store::{ImageStatus, Store};
 use euca_imagecache::{install, origin::WalrusOrigin, tracker::Tracker, ImageId};
 use http_body_util::BodyExt;
@@ -185,6 +185,7 @@ pub struct CcArgs {
 pub async fn start_tracker(
     cfg: &CcConfig,
     token: Token,
+    edge: Edge,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -192,20 +193,28 @@ pub async fn start_tracker(
         .with_context(|| format!("binding the tracker to {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let t = Tracker::new(token, cfg.seeders_per_image);
-    Ok((addr, tokio::spawn(t.serve(listener, shutdown))))
+    Ok((addr, tokio::spawn(t.serve(listener, edge, shutdown))))
 }
 
-pub async fn cc(a: CcArgs, file: Option<CcConfig>) -> Result<()> {
+pub async fn cc(a: CcArgs, file: Option<CcConfig>, svc: euca_service::ServiceConfig) -> Result<()> {
     let mut cfg = file.unwrap_or_default();
     if let Some(l) = a.listen {
         cfg.listen = l;
     }
+    crate::edge::fit_caps(&mut [("[cc] max_connections", &mut cfg.max_connections, 1)])?;
+    let metrics_token = crate::edge::ensure_metrics_token(&a.data)?;
     let token_file = a
         .token_file
         .or(cfg.token_file.clone())
         .unwrap_or_else(|| token_path(&a.data));
     let token = read_token(&token_file)?;
-    let (addr, task) = start_tracker(&cfg, token, crate::shutdown_signal()).await?;
+    let edge = Edge::new(
+        "tracker",
+        cfg.max_connections,
+        &svc,
+        crate::edge::metrics_access(&svc, Some(&metrics_token)),
+    );
+    let (addr, task) = start_tracker(&cfg, token, edge, crate::shutdown_signal()).await?;
     println!("euca: cc is up\n  tracker      http://{addr}/   metrics http://{addr}/_metrics");
     task.await?;
     Ok(())
@@ -252,7 +261,11 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File> {
     Ok(f)
 }
 
-pub async fn nc_cache(a: NcCacheArgs, file: Option<NcCacheConfig>) -> Result<()> {
+pub async fn nc_cache(
+    a: NcCacheArgs,
+    file: Option<NcCacheConfig>,
+    svc: euca_service::ServiceConfig,
+) -> Result<()> {
     let mut cfg = file.unwrap_or_default();
     if let Some(d) = a.dir {
         cfg.dir = d;
@@ -280,6 +293,20 @@ pub async fn nc_cache(a: NcCacheArgs, file: Option<NcCacheConfig>) -> Result<()>
         (None, Some(f)) => read_token(f)?,
         (None, None) => bail!("no cluster token: set token or token_file in [nc_cache]"),
     };
+    let metrics_token = match (&cfg.metrics_token, &cfg.metrics_token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(f)) => {
+            Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)
+        }
+        (None, None) => None,
+    };
+    crate::edge::fit_caps(&mut [("[nc_cache] max_connections", &mut cfg.max_connections, 1)])?;
+    let edge = Edge::new(
+        "pieces",
+        cfg.max_connections,
+        &svc,
+        crate::edge::metrics_access(&svc, metrics_token.as_deref()),
+    );
     let _lock = lock_dir(&cfg.dir)?;
     let store = {
         let (dir, quota) = (cfg.dir.clone(), parse_size(&cfg.quota)?);
@@ -325,7 +352,7 @@ pub async fn nc_cache(a: NcCacheArgs, file: Option<NcCacheConfig>) -> Result<()>
         None => println!("  tracker      none: every piece comes from {}", cfg.s3_url),
     }
     daemon
-        .serve(listener, control, token, crate::shutdown_signal())
+        .serve(listener, control, token, edge, crate::shutdown_signal())
         .await;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `euca`: one binary for every service of the cloud, and its admin commands.
 mod admin;
 mod credentials;
+mod edge;
 mod imagecache;
 mod images;
 mod pki;
@@ -179,6 +180,8 @@ struct ConfigFile {
     sc: Option<euca_sc::ScConfig>,
     cc: Option<euca_imagecache::config::CcConfig>,
     nc_cache: Option<euca_imagecache::config::NcCacheConfig>,
+    /// Rules shared by every listener (per-source cap, trusted proxies, metrics).
+    service: Option<euca_service::ServiceConfig>,
 }
 
 fn load_config(path: Option<&Path>) -> Result<ConfigFile> {
@@ -285,12 +288,12 @@ fn run() -> Result<()> {
             Cmd::Unbundle(a) => tokio::task::spawn_blocking(move || images::unbundle(a)).await?,
             Cmd::Image { cmd } => imagecache::image(cmd).await,
             Cmd::Cc(a) => {
-                let c = load_config(a.config.as_deref())?.cc;
-                imagecache::cc(a, c).await
+                let c = load_config(a.config.as_deref())?;
+                imagecache::cc(a, c.cc, c.service.unwrap_or_default()).await
             }
             Cmd::NcCache(a) => {
-                let c = load_config(a.config.as_deref())?.nc_cache;
-                imagecache::nc_cache(a, c).await
+                let c = load_config(a.config.as_deref())?;
+                imagecache::nc_cache(a, c.nc_cache, c.service.unwrap_or_default()).await
             }
             Cmd::Cache(a) => imagecache::cache(a).await,
             Cmd::Account { cmd, target } => admin::account(&target, cmd).await,
@@ -418,7 +421,10 @@ fn announce(o: &Opened, sc: Option<(&str, SocketAddr)>) -> Result<()> {
     write_system_creds(o)?;
     let (s3_url, region) = (&o.s3_url, &o.region);
     println!("  walrus (S3)  {s3_url}   (also {s3_url}services/Walrus/)   region {region}");
-    println!("  metrics      {s3_url}_metrics");
+    println!(
+        "  metrics      {s3_url}_metrics   (Authorization: Bearer <{}>)",
+        edge::metrics_token_path(&o.data).display()
+    );
     if let Some((url, nbd)) = sc {
         println!("  sc (volumes) {url}   NBD exports on {nbd}   metrics {url}_metrics");
     }
@@ -463,6 +469,8 @@ fn write_system_creds(o: &Opened) -> Result<()> {
 async fn start_cc(
     o: &Opened,
     mut cfg: euca_imagecache::config::CcConfig,
+    svc: &euca_service::ServiceConfig,
+    metrics_token: &str,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(String, tokio::task::JoinHandle<()>)> {
     let token = match &cfg.token_file {
@@ -474,9 +482,19 @@ async fn start_cc(
     };
     cfg.token_file
         .get_or_insert_with(|| imagecache::token_path(&o.data));
-    let (addr, task) =
-        imagecache::start_tracker(&cfg, euca_imagecache::http::Token::new(&token)?, shutdown)
-            .await?;
+    let edge = euca_imagecache::http::Edge::new(
+        "tracker",
+        cfg.max_connections,
+        svc,
+        edge::metrics_access(svc, Some(metrics_token)),
+    );
+    let (addr, task) = imagecache::start_tracker(
+        &cfg,
+        euca_imagecache::http::Token::new(&token)?,
+        edge,
+        shutdown,
+    )
+    .await?;
     let url = format!("http://{addr}");
     let key = account_key(&o.identity, imagecache::NODES_ACCOUNT)?;
     let mut t = toml::Table::new();
@@ -487,6 +505,7 @@ async fn start_cc(
         ("secret_key", key.secret_access_key.as_str()),
         ("tracker", url.as_str()),
         ("token", token.as_str()),
+        ("metrics_token", metrics_token),
     ] {
         t.insert(k.into(), toml::Value::String(v.into()));
     }
@@ -559,9 +578,9 @@ async fn up(a: UpArgs) -> Result<()> {
         .walrus
         .as_ref()
         .is_some_and(|w| w.data_dir != WalrusConfig::default().data_dir);
+    let svc = cfg.service.unwrap_or_default();
     let mut wcfg = cfg.walrus.unwrap_or_default();
     wcfg.listen = a.walrus_listen;
-    let opened = open_walrus(&a.data, wcfg, from_file).await?;
     let sc_from_file = cfg
         .sc
         .as_ref()
@@ -569,11 +588,24 @@ async fn up(a: UpArgs) -> Result<()> {
     let mut scfg = cfg.sc.unwrap_or_default();
     scfg.listen = a.sc_listen;
     scfg.nbd_listen = a.nbd_listen;
-    let shutdown = shutdown_signal();
-    let sc = open_sc(&opened, scfg, sc_from_file).await?;
     let mut ccfg = cfg.cc.unwrap_or_default();
     ccfg.listen = a.cc_listen;
-    let (tracker, cc_task) = start_cc(&opened, ccfg, shutdown.clone()).await?;
+    // Walrus connections may each hold an open blob or staging file too.
+    edge::fit_caps(&mut [
+        ("[walrus] max_connections", &mut wcfg.max_connections, 2),
+        ("[sc] max_connections", &mut scfg.max_connections, 1),
+        ("[sc] nbd_max_connections", &mut scfg.nbd_max_connections, 1),
+        ("[cc] max_connections", &mut ccfg.max_connections, 1),
+    ])?;
+    let mut opened = open_walrus(&a.data, wcfg, from_file).await?;
+    let token = edge::ensure_metrics_token(&opened.data)?;
+    let access = edge::metrics_access(&svc, Some(&token));
+    opened.walrus = opened.walrus.with_edge(svc.clone(), access.clone());
+    let shutdown = shutdown_signal();
+    let sc = open_sc(&opened, scfg, sc_from_file)
+        .await?
+        .with_edge(svc.clone(), access);
+    let (tracker, cc_task) = start_cc(&opened, ccfg, &svc, &token, shutdown.clone()).await?;
     let served = serve_with_sc(opened, sc, "the cloud", shutdown, Some(tracker)).await;
     let _ = cc_task.await;
     served
@@ -612,7 +644,8 @@ async fn sc_alone(a: ScArgs) -> Result<()> {
     let cfg = load_config(a.config.as_deref())?;
     // The SC shares the cloud's identity and Walrus: it runs with Walrus in the
     // same process (as `euca up` does) until services reach each other remotely.
-    let opened = open_walrus(&a.data, cfg.walrus.unwrap_or_default(), false).await?;
+    let svc = cfg.service.unwrap_or_default();
+    let mut wcfg = cfg.walrus.unwrap_or_default();
     let from_file = cfg
         .sc
         .as_ref()
@@ -624,7 +657,18 @@ async fn sc_alone(a: ScArgs) -> Result<()> {
     if let Some(l) = a.nbd_listen {
         scfg.nbd_listen = l;
     }
-    let sc = open_sc(&opened, scfg, from_file).await?;
+    edge::fit_caps(&mut [
+        ("[walrus] max_connections", &mut wcfg.max_connections, 2),
+        ("[sc] max_connections", &mut scfg.max_connections, 1),
+        ("[sc] nbd_max_connections", &mut scfg.nbd_max_connections, 1),
+    ])?;
+    let mut opened = open_walrus(&a.data, wcfg, false).await?;
+    let token = edge::ensure_metrics_token(&opened.data)?;
+    let access = edge::metrics_access(&svc, Some(&token));
+    opened.walrus = opened.walrus.with_edge(svc.clone(), access.clone());
+    let sc = open_sc(&opened, scfg, from_file)
+        .await?
+        .with_edge(svc, access);
     serve_with_sc(opened, sc, "sc", shutdown_signal(), None).await
 }
 
@@ -641,8 +685,14 @@ async fn walrus_alone(a: WalrusArgs) -> Result<()> {
     if let Some(r) = a.region {
         w.region = r;
     }
-    let opened = open_walrus(&a.data, w, from_file).await?;
+    let svc = cfg.service.unwrap_or_default();
+    edge::fit_caps(&mut [("[walrus] max_connections", &mut w.max_connections, 2)])?;
+    let mut opened = open_walrus(&a.data, w, from_file).await?;
     println!("euca: walrus is up");
+    let token = edge::ensure_metrics_token(&opened.data)?;
+    opened.walrus = opened
+        .walrus
+        .with_edge(svc.clone(), edge::metrics_access(&svc, Some(&token)));
     announce(&opened, None)?;
     opened.walrus.serve(shutdown_signal()).await;
     Ok(())

@@ -14,14 +14,17 @@
 //! | POST | /volumes/{id}/snapshots | | take a snapshot (uploads in the background) |
 //! | GET | /snapshots, /snapshots/{id} | | describe, with progress |
 //! | DELETE | /snapshots/{id} | | delete it and its unshared chunks |
-//! | GET | /_health, /_metrics | | unauthenticated |
+//! | GET | /_health | | unauthenticated |
+//! | GET | /_metrics | | `Authorization: Bearer <metrics token>` (unless `metrics_public`) |
 use crate::error::ScError;
 use crate::model::Volume;
 use crate::service::StorageController;
 use bytes::Bytes;
 use euca_aws::auth::{AuthConfig, CredentialLookup};
+use euca_service::body::{read_capped, BodyError};
+use euca_service::MetricsAccess;
 use http::{Method, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
@@ -37,6 +40,7 @@ pub struct ApiState {
     pub region: String,
     pub requests: AtomicU64,
     pub errors: AtomicU64,
+    pub metrics_access: MetricsAccess,
 }
 
 fn json_resp(status: StatusCode, v: &Value) -> Resp {
@@ -101,6 +105,18 @@ async fn route(st: &ApiState, req: http::Request<Incoming>) -> Resp {
         return json_resp(StatusCode::OK, &json!({"ok": true}));
     }
     if parts.method == Method::GET && path == "/_metrics" {
+        if !st.metrics_access.allows(&parts.headers) {
+            let mut r = error_resp(
+                401,
+                "AuthFailure",
+                "metrics need Authorization: Bearer <the metrics token>",
+            );
+            r.headers_mut().insert(
+                "www-authenticate",
+                http::HeaderValue::from_static(MetricsAccess::CHALLENGE),
+            );
+            return r;
+        }
         let mut r = http::Response::new(Full::new(Bytes::from(metrics(st))));
         r.headers_mut().insert(
             "content-type",
@@ -136,8 +152,12 @@ async fn route(st: &ApiState, req: http::Request<Incoming>) -> Resp {
         }
     }
     // Parameters are in the query; a body is refused rather than ignored.
-    if Limited::new(body, 0).collect().await.is_err() {
-        return error_resp(400, "InvalidParameterValue", "requests carry no body");
+    match read_capped(&parts.headers, body, 0).await {
+        Ok(_) => {}
+        Err(BodyError::TooLarge(_)) => {
+            return error_resp(413, "InvalidParameterValue", "requests carry no body")
+        }
+        Err(e) => return error_resp(400, "InvalidParameterValue", &e.to_string()),
     }
     let query = parts.uri.query().unwrap_or("");
     let segs: Vec<String> = path

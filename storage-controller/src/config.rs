@@ -37,6 +37,10 @@ pub struct ScConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Open connections to the API at most (further ones wait in the accept queue).
+    pub max_connections: usize,
+    /// Open NBD connections at most (further ones are closed at accept).
+    pub nbd_max_connections: usize,
     /// Memory, in MiB, that all NBD connections together may hold in request
     /// payloads (READ replies not yet sent, WRITE data not yet applied); at least
     /// 32 (the largest request). When it is spent the server stops reading
@@ -78,6 +82,8 @@ impl Default for ScConfig {
             nbd_tls: "auto".into(),
             tls_cert: None,
             tls_key: None,
+            max_connections: 256,
+            nbd_max_connections: 1024,
             nbd_memory_mib: 256,
             orphan_chunk_grace_secs: 3600,
         }

@@ -8,9 +8,7 @@ use crate::snapshot::chunks::ChunkStore;
 use crate::state::StateStore;
 use crate::store::FileVolumeStore;
 use euca_aws::auth::CredentialLookup;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use euca_service::{ListenOptions, MetricsAccess, ServiceConfig};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicU64;
@@ -27,6 +25,9 @@ pub struct ScServer {
     nbd_listener: TcpListener,
     /// NBD TLS credentials and mode (`None`: no TLS).
     nbd_tls: Option<(TlsConfig, TlsMode)>,
+    api_max_connections: usize,
+    nbd_max_connections: usize,
+    edge: ServiceConfig,
     _lock: std::fs::File,
 }
 
@@ -80,6 +81,7 @@ impl ScServer {
             region: cfg.region.clone(),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            metrics_access: MetricsAccess::Closed,
         });
         Ok(ScServer {
             sc,
@@ -88,8 +90,20 @@ impl ScServer {
             api_listener,
             nbd_listener,
             nbd_tls,
+            api_max_connections: cfg.max_connections,
+            nbd_max_connections: cfg.nbd_max_connections,
+            edge: ServiceConfig::default(),
             _lock: lock,
         })
+    }
+
+    /// The shared listener rules (`[service]`) and who may read `/_metrics`.
+    pub fn with_edge(mut self, edge: ServiceConfig, metrics: MetricsAccess) -> Self {
+        if let Some(api) = Arc::get_mut(&mut self.api) {
+            api.metrics_access = metrics;
+        }
+        self.edge = edge;
+        self
     }
 
     pub fn api_addr(&self) -> Option<SocketAddr> {
@@ -108,8 +122,9 @@ impl ScServer {
     /// in-flight requests, and every open volume is flushed.
     pub async fn serve(self, shutdown: watch::Receiver<bool>) {
         let mut nbd_stop = shutdown.clone();
-        let mut nbd =
-            NbdServer::new(self.exports.clone()).memory_budget(self.sc.nbd_memory_budget());
+        let mut nbd = NbdServer::new(self.exports.clone())
+            .memory_budget(self.sc.nbd_memory_budget())
+            .max_connections(self.nbd_max_connections);
         if let Some((config, mode)) = self.nbd_tls {
             nbd = nbd.tls(config, mode);
         }
@@ -118,49 +133,24 @@ impl ScServer {
                 self.nbd_listener,
                 async move { stopped(&mut nbd_stop).await },
             ));
-        serve_api(self.api_listener, self.api.clone(), shutdown).await;
+        let opts = ListenOptions {
+            header_timeout: Duration::from_secs(10),
+            ..ListenOptions::new("sc-api", self.api_max_connections, &self.edge)
+        };
+        let api = self.api.clone();
+        euca_service::serve(
+            self.api_listener,
+            opts,
+            move |req, peer: euca_service::Peer| api::handle(api.clone(), req, peer.client),
+            shutdown,
+        )
+        .await;
         match nbd_task.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "NBD server ended with an error"),
             Err(e) => tracing::warn!(error = %e, "NBD server task failed"),
             Ok(Ok(())) => {}
         }
         self.sc.flush_all().await;
-    }
-}
-
-async fn serve_api(listener: TcpListener, st: Arc<ApiState>, mut shutdown: watch::Receiver<bool>) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped(&mut shutdown) => break,
-        };
-        let st = st.clone();
-        let svc = service_fn(move |req| {
-            let st = st.clone();
-            async move { Ok::<_, std::convert::Infallible>(api::handle(st, req, peer).await) }
-        });
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10));
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "API connection ended with error");
-            }
-        });
-    }
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(10)) => {}
     }
 }
 

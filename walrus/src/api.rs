@@ -67,8 +67,20 @@ impl Req {
             .ok_or_else(|| S3Error::internal("body taken twice"))?;
         VerifiedBody::new(b, &self.headers, &self.payload, limit)
     }
-    /// A small XML body (at most `limit` bytes), parsed.
+    /// A small XML body (at most `limit` bytes), parsed. Call it only once the
+    /// caller is authorized for the operation. A declared length past `limit` is
+    /// refused before anything is read.
     pub async fn xml_body(&mut self, limit: u64) -> S3Result<crate::xmlin::Node> {
+        let declared = |h: &str| {
+            self.headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let len = declared("x-amz-decoded-content-length").or(declared("content-length"));
+        if len.is_some_and(|n| n > limit) {
+            return Err(too_large_is_malformed(crate::body::entity_too_large()));
+        }
         let (bytes, _) = self
             .body(limit)
             .map_err(too_large_is_malformed)?
@@ -92,9 +104,10 @@ impl Req {
     }
 }
 
+/// An XML body past its cap: S3's `MaxMessageLengthExceeded`.
 fn too_large_is_malformed(e: S3Error) -> S3Error {
     if e.code == "EntityTooLarge" {
-        S3Error::malformed_xml()
+        S3Error::new("MaxMessageLengthExceeded", 400, "Your request was too big.")
     } else {
         e
     }
@@ -231,6 +244,22 @@ async fn route(
         return Ok((full(StatusCode::OK, "ok\n"), "Health"));
     }
     if raw_path == "/_metrics" && parts.method == Method::GET {
+        if !st.metrics_access.allows(&parts.headers) {
+            let mut r = error_response(
+                &S3Error::new(
+                    "AccessDenied",
+                    401,
+                    "Metrics need Authorization: Bearer <the metrics token>.",
+                ),
+                rid,
+                false,
+            );
+            r.headers_mut().insert(
+                "www-authenticate",
+                HeaderValue::from_static(euca_service::MetricsAccess::CHALLENGE),
+            );
+            return Ok((r, "Metrics"));
+        }
         let mut r = full(StatusCode::OK, st.metrics.render());
         r.headers_mut().insert(
             "content-type",

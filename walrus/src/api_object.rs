@@ -723,6 +723,9 @@ async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
 
 pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let b = load_bucket(st, r.bucket())?;
+    // Authorized before the body is read: without WRITE on the bucket no key
+    // could be deleted anyway.
+    require(&b.acl, r.principal.as_ref(), Permission::Write)?;
     let node = r.xml_body(2 * 1024 * 1024).await?;
     if node.name != "Delete" {
         return Err(S3Error::malformed_xml());
@@ -738,16 +741,12 @@ pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     if keys.is_empty() || keys.len() > 1000 {
         return Err(S3Error::malformed_xml());
     }
-    let allowed = b.acl.allows(r.principal.as_ref(), Permission::Write);
     // Issue every delete at once: the metadata writer commits them in a few group
     // commits instead of one fsync per key.
     let bucket = r.bucket().to_string();
     let results = futures::future::join_all(keys.iter().map(|k| {
         let (st, bucket, k) = (st.clone(), bucket.clone(), k.clone());
         async move {
-            if !allowed {
-                return Err(S3Error::access_denied());
-            }
             if k.is_empty() || k.len() > api::MAX_KEY_BYTES {
                 return Err(S3Error::new("KeyTooLongError", 400, "Your key is too long"));
             }

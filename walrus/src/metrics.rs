@@ -9,7 +9,8 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
-    pub open_connections: AtomicU64,
+    /// Kept by the accept loop (`euca_service::ListenOptions::open_gauge`).
+    pub open_connections: std::sync::Arc<AtomicU64>,
 }
 
 impl Metrics {

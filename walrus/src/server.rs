@@ -6,15 +6,12 @@ use crate::meta::MetaStore;
 use crate::meta_redb::RedbMeta;
 use crate::metrics::Metrics;
 use euca_identity::IdentityStore;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use euca_service::{ListenOptions, MetricsAccess, ServiceConfig};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -40,11 +37,14 @@ pub struct State {
     /// Canonical ids of accounts that may only read (GET/HEAD), e.g. the nodes' key.
     pub read_only_ids: Vec<String>,
     pub metrics: Metrics,
+    /// Who may read `/_metrics` (closed until [`Walrus::with_edge`] says otherwise).
+    pub metrics_access: MetricsAccess,
 }
 
 pub struct Walrus {
     pub(crate) state: Arc<State>,
     listener: TcpListener,
+    edge: ServiceConfig,
 }
 
 impl Walrus {
@@ -81,8 +81,22 @@ impl Walrus {
             admin_account,
             read_only_ids,
             metrics: Metrics::default(),
+            metrics_access: MetricsAccess::Closed,
         });
-        Ok(Self { state, listener })
+        Ok(Self {
+            state,
+            listener,
+            edge: ServiceConfig::default(),
+        })
+    }
+
+    /// The shared listener rules (`[service]`) and who may read `/_metrics`.
+    pub fn with_edge(mut self, edge: ServiceConfig, metrics: MetricsAccess) -> Self {
+        if let Some(st) = Arc::get_mut(&mut self.state) {
+            st.metrics_access = metrics;
+        }
+        self.edge = edge;
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -90,53 +104,31 @@ impl Walrus {
     }
 
     /// Serves until `shutdown` turns true, then lets in-flight requests finish.
-    pub async fn serve(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn serve(self, shutdown: watch::Receiver<bool>) {
         let state = self.state;
-        let permits = Arc::new(Semaphore::new(state.cfg.max_connections));
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        loop {
-            let permit = tokio::select! {
-                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                _ = shutdown.changed() => break,
-            };
-            let (stream, peer) = tokio::select! {
-                r = self.listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = shutdown.changed() => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let st = state.clone();
-            let svc = service_fn(move |req| {
-                let st = st.clone();
-                async move { Ok::<_, std::convert::Infallible>(api::handle(st, req, peer).await) }
-            });
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(state.cfg.header_timeout_secs))
-                .max_buf_size(state.cfg.max_header_bytes.max(8192))
-                .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            let conn = graceful.watch(conn);
-            let st = state.clone();
-            st.metrics.open_connections.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, %peer, "connection ended with error");
-                }
-                st.metrics.open_connections.fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
-            });
-        }
-        tokio::select! {
-            _ = graceful.shutdown() => {}
-            _ = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("connections still open after 10 s; closing"),
-        }
+        let mut opts = ListenOptions::new("walrus", state.cfg.max_connections, &self.edge);
+        opts.header_timeout = Duration::from_secs(state.cfg.header_timeout_secs);
+        opts.max_header_bytes = Some(state.cfg.max_header_bytes);
+        opts.open_gauge = Some(state.metrics.open_connections.clone());
+        opts.refusal = slow_down();
+        let st = state.clone();
+        euca_service::serve(
+            self.listener,
+            opts,
+            move |req, peer: euca_service::Peer| api::handle(st.clone(), req, peer.client),
+            shutdown,
+        )
+        .await;
     }
+}
+
+/// What a client past the per-source connection cap reads before the close: S3's
+/// `SlowDown` (clients back off and retry).
+fn slow_down() -> bytes::Bytes {
+    let body = crate::error::S3Error::new("SlowDown", 503, "Please reduce your request rate.")
+        .to_xml("0000000000000000");
+    bytes::Bytes::from(format!(
+        "HTTP/1.1 503 Slow Down\r\nconnection: close\r\nretry-after: 1\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    ))
 }

@@ -16,6 +16,8 @@ pub struct CcConfig {
     pub token_file: Option<PathBuf>,
     /// Nodes per image allowed to fetch from Walrus at once.
     pub seeders_per_image: usize,
+    /// Open connections to the tracker at most (further ones wait in the accept queue).
+    pub max_connections: usize,
 }
 
 impl Default for CcConfig {
@@ -24,6 +26,7 @@ impl Default for CcConfig {
             listen: ([127, 0, 0, 1], 8774).into(),
             token_file: None,
             seeders_per_image: 2,
+            max_connections: 512,
         }
     }
 }
@@ -54,6 +57,13 @@ pub struct NcCacheConfig {
     /// Origin requests in flight when this node is an uplink seeder / has no tracker.
     pub origin_concurrency: usize,
     pub direct_concurrency: usize,
+    /// Open connections to the piece server at most.
+    pub max_connections: usize,
+    /// The bearer token `/_metrics` requires, or a file holding it (`euca up`
+    /// writes `<data>/credentials/metrics-token`); without one, `/_metrics` is
+    /// closed unless `[service] metrics_public = true`.
+    pub metrics_token: Option<String>,
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 impl Default for NcCacheConfig {
@@ -73,6 +83,9 @@ impl Default for NcCacheConfig {
             quota: "20GiB".into(),
             origin_concurrency: 2,
             direct_concurrency: 2,
+            max_connections: 1024,
+            metrics_token: None,
+            metrics_token_file: None,
         }
     }
 }

@@ -27,7 +27,7 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
-use crate::http::{error, json, status, Body, CallError, HttpClient, Token};
+use crate::http::{error, json, status, Body, CallError, Edge, HttpClient, Token};
 use crate::manifest::ImageManifest;
 use crate::origin::Origin;
 use crate::store::{Entry, Hold, Store};
@@ -679,11 +679,12 @@ impl Daemon {
         self: Arc<Self>,
         req: Request<Incoming>,
         token: Token,
+        edge: &Edge,
     ) -> Response<Body> {
         let path = req.uri().path().to_string();
         match (req.method(), path.as_str()) {
             (&Method::GET, "/_health") => return status(StatusCode::OK, "ok"),
-            (&Method::GET, "/_metrics") => return Response::new(crate::http::full(self.metrics())),
+            (&Method::GET, "/_metrics") => return edge.metrics_reply(&req, || self.metrics()),
             _ => {}
         }
         if !token.admits(&req) {
@@ -755,22 +756,32 @@ impl Daemon {
         }
     }
 
-    /// Serves peers on `peer`, the control API on `control`, and announces, until
-    /// `shutdown`.
+    /// Serves peers on `peer` (with `edge`'s limits), the control API on
+    /// `control`, and announces, until `shutdown`.
     pub async fn serve(
         self: Arc<Self>,
         peer: tokio::net::TcpListener,
         control: tokio::net::UnixListener,
         token: Token,
+        edge: Edge,
         shutdown: watch::Receiver<bool>,
     ) {
         let announcer = tokio::spawn(self.clone().announce_loop(shutdown.clone()));
         let me = self.clone();
-        let peers = tokio::spawn(crate::http::serve(
-            peer,
-            move |req| me.clone().handle_peer(req, token.clone()),
-            shutdown.clone(),
-        ));
+        let stop = shutdown.clone();
+        let peers = tokio::spawn(async move {
+            let e = Arc::new(edge.clone());
+            crate::http::serve_tcp(
+                peer,
+                &edge,
+                move |req| {
+                    let (me, token, e) = (me.clone(), token.clone(), e.clone());
+                    async move { me.handle_peer(req, token, &e).await }
+                },
+                stop,
+            )
+            .await
+        });
         let me = self.clone();
         crate::http::serve(control, move |req| me.clone().handle_control(req), shutdown).await;
         let _ = peers.await;

@@ -1,6 +1,7 @@
-//! HTTP plumbing shared by the daemon and the tracker: a plain hyper HTTP/1.1
-//! accept loop (TCP or Unix socket), the cluster bearer token, JSON replies and a
-//! small client with size limits and timeouts.
+//! HTTP plumbing shared by the daemon and the tracker: TCP listeners served by
+//! `euca-service` (connection caps, per-source caps, idle close; see [`Edge`]), a
+//! plain hyper HTTP/1.1 accept loop for the control socket, the cluster bearer
+//! token, JSON replies and a small client with size limits and timeouts.
 //!
 //! Peers and the tracker authenticate every request with the cluster token
 //! (`Authorization: Bearer <token>`, compared in constant time). The daemon's
@@ -80,25 +81,88 @@ impl Token {
     }
 }
 
+/// How a TCP listener (tracker, piece server) is served: its connection limits
+/// and the shared rules of `euca-service`, and who may read `/_metrics`.
+#[derive(Clone, Debug)]
+pub struct Edge {
+    pub listen: euca_service::ListenOptions,
+    pub metrics: euca_service::MetricsAccess,
+}
+
+impl Edge {
+    pub fn new(
+        name: &'static str,
+        max_connections: usize,
+        cfg: &euca_service::ServiceConfig,
+        metrics: euca_service::MetricsAccess,
+    ) -> Self {
+        let mut listen = euca_service::ListenOptions::new(name, max_connections, cfg);
+        listen.header_timeout = Duration::from_secs(10);
+        Edge { listen, metrics }
+    }
+
+    /// The `/_metrics` answer: the text, or 401 without the metrics token.
+    pub fn metrics_reply<B>(
+        &self,
+        req: &Request<B>,
+        text: impl FnOnce() -> String,
+    ) -> Response<Body> {
+        if self.metrics.allows(req.headers()) {
+            return Response::new(full(text()));
+        }
+        let mut r = status(
+            StatusCode::UNAUTHORIZED,
+            "metrics need Authorization: Bearer <the metrics token>",
+        );
+        r.headers_mut().insert(
+            "www-authenticate",
+            http::HeaderValue::from_static(euca_service::MetricsAccess::CHALLENGE),
+        );
+        r
+    }
+}
+
+impl Default for Edge {
+    /// Default caps (1024 connections, 64 per address), metrics closed.
+    fn default() -> Self {
+        Edge::new(
+            "http",
+            1024,
+            &euca_service::ServiceConfig::default(),
+            euca_service::MetricsAccess::Closed,
+        )
+    }
+}
+
+/// Serves HTTP/1.1 on a TCP listener with `edge`'s limits until `shutdown`.
+pub async fn serve_tcp<F, Fut>(
+    listener: tokio::net::TcpListener,
+    edge: &Edge,
+    handler: F,
+    shutdown: watch::Receiver<bool>,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    euca_service::serve(
+        listener,
+        edge.listen.clone(),
+        move |req, _peer| handler(req),
+        shutdown,
+    )
+    .await
+}
+
 /// Resolves once `rx` turns true (or its sender is gone).
 pub async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-/// A listener the HTTP servers accept connections from (TCP for peers and the
-/// tracker, a Unix socket for the control API).
+/// A local listener served by [`serve`] (the control API's Unix socket; TCP
+/// listeners go through [`serve_tcp`] and its limits).
 pub trait Listener: Send + Sync + 'static {
     type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
     fn accept_one(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
-}
-
-impl Listener for tokio::net::TcpListener {
-    type Stream = tokio::net::TcpStream;
-    async fn accept_one(&self) -> std::io::Result<Self::Stream> {
-        let (s, _) = self.accept().await?;
-        let _ = s.set_nodelay(true);
-        Ok(s)
-    }
 }
 
 impl Listener for tokio::net::UnixListener {
@@ -150,15 +214,19 @@ where
     }
 }
 
-/// Reads a JSON request body (at most 4 MiB); a bad one becomes a 400 reply.
+/// Reads a JSON request body (at most 4 MiB: 413 past it); a bad one becomes a
+/// 400 reply. Call it only after the cluster token was checked.
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     req: Request<Incoming>,
 ) -> Result<T, Response<Body>> {
-    let body = http_body_util::Limited::new(req.into_body(), 4 << 20)
-        .collect()
+    use euca_service::body::{read_capped, BodyError};
+    let (parts, body) = req.into_parts();
+    let body = read_capped(&parts.headers, body, 4 << 20)
         .await
-        .map_err(|e| status(StatusCode::BAD_REQUEST, &e.to_string()))?
-        .to_bytes();
+        .map_err(|e| match e {
+            BodyError::TooLarge(_) => status(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
+            BodyError::Read(_) => status(StatusCode::BAD_REQUEST, &e.to_string()),
+        })?;
     serde_json::from_slice(&body)
         .map_err(|e| status(StatusCode::BAD_REQUEST, &format!("bad request body: {e}")))
 }

@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::http::{json, read_json, status, Body, Token};
+use crate::http::{json, read_json, status, Body, Edge, Token};
 use crate::ImageId;
 
 /// Most peers named per image in a reply.
@@ -300,11 +300,11 @@ impl Tracker {
     }
 
     /// Handles one HTTP request (`POST /v1/announce`, `/_health`, `/_metrics`).
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, edge: &Edge) -> Response<Body> {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/_health") => return status(StatusCode::OK, "ok"),
             (&Method::GET, "/_metrics") => {
-                return Response::new(crate::http::full(self.metrics()));
+                return edge.metrics_reply(&req, || self.metrics());
             }
             _ => {}
         }
@@ -324,13 +324,24 @@ impl Tracker {
         }
     }
 
-    /// Serves the tracker on `listener` until `shutdown`.
+    /// Serves the tracker on `listener` with `edge`'s limits until `shutdown`.
     pub async fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
+        edge: Edge,
         shutdown: watch::Receiver<bool>,
     ) {
-        crate::http::serve(listener, move |req| self.clone().handle(req), shutdown).await
+        let e = Arc::new(edge.clone());
+        crate::http::serve_tcp(
+            listener,
+            &edge,
+            move |req| {
+                let (t, e) = (self.clone(), e.clone());
+                async move { t.handle(req, &e).await }
+            },
+            shutdown,
+        )
+        .await
     }
 }
 

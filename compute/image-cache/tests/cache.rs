@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use euca_imagecache::daemon::{Daemon, DaemonConfig};
-use euca_imagecache::http::Token;
+use euca_imagecache::http::{Edge, Token};
 use euca_imagecache::manifest::{sha256_hex, ImageManifest, FORMAT, MIN_PIECE_SIZE};
 use euca_imagecache::origin::Origin;
 use euca_imagecache::store::Store;
@@ -156,7 +156,11 @@ async fn node(
     let _ = std::fs::remove_file(&sock);
     let unix = tokio::net::UnixListener::bind(&sock).unwrap();
     let (tx, rx) = watch::channel(false);
-    tokio::spawn(daemon.clone().serve(listener, unix, token(), rx));
+    tokio::spawn(
+        daemon
+            .clone()
+            .serve(listener, unix, token(), Edge::default(), rx),
+    );
     Node { daemon, _stop: tx }
 }
 
@@ -166,7 +170,7 @@ async fn tracker() -> (Arc<Tracker>, String) {
     let url = format!("http://{}", l.local_addr().unwrap());
     let (tx, rx) = watch::channel(false);
     std::mem::forget(tx);
-    tokio::spawn(t.clone().serve(l, rx));
+    tokio::spawn(t.clone().serve(l, Edge::default(), rx));
     (t, url)
 }
 

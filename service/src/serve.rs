@@ -1,0 +1,509 @@
+//! The accept loop: a connection cap per listener, a cap per source address,
+//! trusted proxies, and early close of idle keep-alive connections near the cap.
+use crate::config::ServiceConfig;
+use crate::proxy::{canonical_ip, client_from_forwarded, is_trusted, read_proxy_header};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify, Semaphore};
+
+/// How one listener accepts and limits connections.
+#[derive(Clone, Debug)]
+pub struct ListenOptions {
+    /// For logs, e.g. `"walrus"`.
+    pub name: &'static str,
+    /// Open connections at most; further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Open connections per client address at most (0: no limit); trusted
+    /// proxies are exempt. At the cap the address's own longest-idle connection is
+    /// closed to make room; if all of them have a request in flight, the new
+    /// connection gets [`Self::refusal`] and is closed.
+    pub max_per_source: usize,
+    pub trusted_proxies: Arc<[IpNet]>,
+    /// Connections from trusted proxies start with a PROXY protocol header.
+    pub proxy_protocol: bool,
+    /// A request head must arrive within this time (also bounds the PROXY header).
+    pub header_timeout: Duration,
+    /// Largest request head, in bytes (`None`: hyper's default).
+    pub max_header_bytes: Option<usize>,
+    /// Bytes written (best effort, never waited for) to a connection refused by
+    /// the per-source cap before it is closed.
+    pub refusal: Bytes,
+    /// Kept equal to the number of open connections (a metrics gauge).
+    pub open_gauge: Option<Arc<AtomicU64>>,
+}
+
+impl ListenOptions {
+    pub fn new(name: &'static str, max_connections: usize, cfg: &ServiceConfig) -> Self {
+        ListenOptions {
+            name,
+            max_connections: max_connections.max(1),
+            max_per_source: cfg.max_connections_per_source,
+            trusted_proxies: cfg.trusted_proxies.clone().into(),
+            proxy_protocol: cfg.proxy_protocol,
+            header_timeout: Duration::from_secs(30),
+            max_header_bytes: None,
+            refusal: Bytes::from_static(
+                b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\nretry-after: 1\r\ncontent-type: text/plain\r\ncontent-length: 38\r\n\r\ntoo many connections from this address\n",
+            ),
+            open_gauge: None,
+        }
+    }
+}
+
+/// Who sent a request.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    /// The client: the TCP peer, or what a trusted proxy said (from
+    /// `X-Forwarded-For` the port is 0).
+    pub client: SocketAddr,
+    /// The TCP peer (the proxy, when there is one).
+    pub tcp: SocketAddr,
+}
+
+struct Conn {
+    /// Requests in flight (from the handler's call until the response body ends).
+    busy: AtomicUsize,
+    /// Microseconds since the listener started, at the last request start or end.
+    last_active: AtomicU64,
+    closing: AtomicBool,
+    close: Notify,
+    /// The address it counts against (`None`: exempt).
+    source: Mutex<Option<IpAddr>>,
+}
+
+#[derive(Default)]
+struct Table {
+    conns: HashMap<u64, Arc<Conn>>,
+    per_source: HashMap<IpAddr, usize>,
+    next_id: u64,
+}
+
+struct Shared {
+    opts: ListenOptions,
+    table: Mutex<Table>,
+    started: Instant,
+    /// Wakes the drain at shutdown when the last connection ends.
+    emptied: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
+    fn open(&self) -> usize {
+        self.lock().conns.len()
+    }
+
+    /// Registers a connection from `source` (`None`: exempt), or `None` if that
+    /// source is at its cap.
+    fn register(self: &Arc<Self>, source: Option<IpAddr>) -> Option<Registration> {
+        let mut t = self.lock();
+        if let Some(ip) = source {
+            if !self.admit_source(&mut t, ip) {
+                return None;
+            }
+        }
+        t.next_id += 1;
+        let id = t.next_id;
+        let conn = Arc::new(Conn {
+            busy: AtomicUsize::new(0),
+            last_active: AtomicU64::new(self.now_us()),
+            closing: AtomicBool::new(false),
+            close: Notify::new(),
+            source: Mutex::new(source),
+        });
+        t.conns.insert(id, conn.clone());
+        if let Some(g) = &self.opts.open_gauge {
+            g.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(Registration {
+            shared: self.clone(),
+            id,
+            source,
+            conn,
+        })
+    }
+
+    /// Counts one more connection against `ip` if it is under its cap. At the cap,
+    /// the address's own longest-idle connection is asked to close to make room
+    /// (a client that leaks keep-alive connections still gets served); if all of
+    /// them are busy, the new one is refused.
+    fn admit_source(&self, t: &mut Table, ip: IpAddr) -> bool {
+        let cap = self.opts.max_per_source;
+        let n = t.per_source.get(&ip).copied().unwrap_or(0);
+        if cap > 0 && n >= cap {
+            let mine =
+                |c: &&Arc<Conn>| *c.source.lock().unwrap_or_else(|e| e.into_inner()) == Some(ip);
+            let closing = t
+                .conns
+                .values()
+                .filter(mine)
+                .filter(|c| c.closing.load(Ordering::Relaxed))
+                .count();
+            if n - closing >= cap {
+                let victim = t
+                    .conns
+                    .values()
+                    .filter(mine)
+                    .filter(|c| {
+                        !c.closing.load(Ordering::Relaxed) && c.busy.load(Ordering::Acquire) == 0
+                    })
+                    .min_by_key(|c| c.last_active.load(Ordering::Relaxed));
+                match victim {
+                    Some(c) => {
+                        c.closing.store(true, Ordering::Relaxed);
+                        c.close.notify_one();
+                    }
+                    None => return false,
+                }
+            }
+        }
+        *t.per_source.entry(ip).or_default() += 1;
+        true
+    }
+
+    /// Asks idle connections (no request in flight), longest idle first, to close
+    /// until at most `target` stay open.
+    fn reap_idle(&self, target: usize) {
+        let t = self.lock();
+        let open = t
+            .conns
+            .values()
+            .filter(|c| !c.closing.load(Ordering::Relaxed))
+            .count();
+        if open <= target {
+            return;
+        }
+        let mut idle: Vec<&Arc<Conn>> = t
+            .conns
+            .values()
+            .filter(|c| !c.closing.load(Ordering::Relaxed) && c.busy.load(Ordering::Acquire) == 0)
+            .collect();
+        idle.sort_by_key(|c| c.last_active.load(Ordering::Relaxed));
+        let n = (open - target).min(idle.len());
+        for c in idle.into_iter().take(n) {
+            c.closing.store(true, Ordering::Relaxed);
+            c.close.notify_one();
+        }
+        if n > 0 {
+            tracing::debug!(
+                listener = self.opts.name,
+                closed = n,
+                open,
+                "closing idle connections near the cap"
+            );
+        }
+    }
+
+    fn close_all(&self) {
+        for c in self.lock().conns.values() {
+            c.closing.store(true, Ordering::Relaxed);
+            c.close.notify_one();
+        }
+    }
+}
+
+/// A connection's place in the table; dropping it frees the place.
+struct Registration {
+    shared: Arc<Shared>,
+    id: u64,
+    source: Option<IpAddr>,
+    conn: Arc<Conn>,
+}
+
+impl Registration {
+    /// Counts the connection against `ip` from now on (a client behind a PROXY
+    /// header); false if `ip` is at its cap.
+    fn set_source(&mut self, ip: IpAddr) -> bool {
+        let mut t = self.shared.lock();
+        if !self.shared.admit_source(&mut t, ip) {
+            return false;
+        }
+        self.source = Some(ip);
+        *self.conn.source.lock().unwrap_or_else(|e| e.into_inner()) = Some(ip);
+        true
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut t = self.shared.lock();
+        t.conns.remove(&self.id);
+        if let Some(ip) = self.source {
+            if let Some(n) = t.per_source.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    t.per_source.remove(&ip);
+                }
+            }
+        }
+        let empty = t.conns.is_empty();
+        drop(t);
+        if let Some(g) = &self.shared.opts.open_gauge {
+            g.fetch_sub(1, Ordering::Relaxed);
+        }
+        if empty {
+            self.shared.emptied.notify_waiters();
+        }
+    }
+}
+
+/// Marks a request in flight until dropped (with the response body).
+struct Busy {
+    conn: Arc<Conn>,
+    shared: Arc<Shared>,
+}
+
+impl Busy {
+    fn new(conn: Arc<Conn>, shared: Arc<Shared>) -> Self {
+        conn.busy.fetch_add(1, Ordering::AcqRel);
+        conn.last_active.store(shared.now_us(), Ordering::Relaxed);
+        Busy { conn, shared }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.conn
+            .last_active
+            .store(self.shared.now_us(), Ordering::Relaxed);
+        self.conn.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it ends.
+pub struct Tracked<B> {
+    inner: B,
+    _busy: Busy,
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Serves HTTP/1.1 on `listener` with `opts` until `shutdown` turns true; then
+/// open connections finish their requests (up to 10 s) and close.
+pub async fn serve<F, Fut, B>(
+    listener: TcpListener,
+    opts: ListenOptions,
+    handler: F,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    F: Fn(Request<Incoming>, Peer) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let max = opts.max_connections.max(1);
+    // Past 90 % of the cap, idle connections are closed down to 75 %.
+    let high = max * 9 / 10;
+    let low = max * 3 / 4;
+    let shared = Arc::new(Shared {
+        opts,
+        table: Mutex::new(Table::default()),
+        started: Instant::now(),
+        emptied: Notify::new(),
+    });
+    let permits = Arc::new(Semaphore::new(max));
+    loop {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // At the cap: make room from idle connections, and let new clients
+                // wait in the accept queue meanwhile.
+                shared.reap_idle(low);
+                tokio::select! {
+                    p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                    _ = stopped(&mut shutdown) => break,
+                }
+            }
+        };
+        let (stream, tcp) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(listener = shared.opts.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+        };
+        let ip = canonical_ip(tcp.ip());
+        let from_proxy = is_trusted(ip, &shared.opts.trusted_proxies);
+        let Some(reg) = shared.register((!from_proxy).then_some(ip)) else {
+            refuse(&shared, stream, tcp);
+            continue;
+        };
+        if shared.open() > high {
+            shared.reap_idle(low);
+        }
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(connection(
+            shared.clone(),
+            stream,
+            tcp,
+            from_proxy,
+            reg,
+            permit,
+            handler.clone(),
+            shutdown.clone(),
+        ));
+    }
+    // Shut down: idle connections close now, busy ones after their request.
+    shared.close_all();
+    let drained = async {
+        loop {
+            let wait = shared.emptied.notified();
+            if shared.open() == 0 {
+                return;
+            }
+            wait.await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = shared.opts.name,
+            "connections still open after 10 s; closing"
+        );
+    }
+}
+
+fn refuse(shared: &Shared, stream: TcpStream, tcp: SocketAddr) {
+    tracing::debug!(listener = shared.opts.name, peer = %tcp, "per-source connection cap reached; refused");
+    let _ = stream.try_write(&shared.opts.refusal);
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn connection<F, Fut, B>(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    tcp: SocketAddr,
+    from_proxy: bool,
+    mut reg: Registration,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    handler: F,
+    mut stop: watch::Receiver<bool>,
+) where
+    F: Fn(Request<Incoming>, Peer) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let opts = &shared.opts;
+    // The client behind a PROXY header counts against its own address.
+    let mut proxied: Option<SocketAddr> = None;
+    if from_proxy && opts.proxy_protocol {
+        match tokio::time::timeout(opts.header_timeout, read_proxy_header(&mut stream)).await {
+            Ok(Ok(Some(client))) => {
+                if !reg.set_source(canonical_ip(client.ip())) {
+                    refuse(&shared, stream, client);
+                    return;
+                }
+                proxied = Some(client);
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %tcp, error = %e, "bad PROXY header; closing");
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+    let conn = reg.conn.clone();
+    let svc = {
+        let shared = shared.clone();
+        let conn = conn.clone();
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let client = match proxied {
+                Some(c) => c,
+                None if from_proxy => SocketAddr::new(
+                    client_from_forwarded(req.headers(), tcp.ip(), &shared.opts.trusted_proxies),
+                    0,
+                ),
+                None => tcp,
+            };
+            let busy = Busy::new(conn.clone(), shared.clone());
+            let fut = handler(req, Peer { client, tcp });
+            async move {
+                let resp = fut.await;
+                Ok::<_, Infallible>(resp.map(|b| Tracked {
+                    inner: b,
+                    _busy: busy,
+                }))
+            }
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_timeout)
+        .keep_alive(true);
+    if let Some(n) = opts.max_header_bytes {
+        builder.max_buf_size(n.max(8192));
+    }
+    let served = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(served);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = served.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(listener = opts.name, peer = %tcp, error = %e, "connection ended with error");
+                }
+                break;
+            }
+            _ = conn.close.notified(), if !closing => {
+                served.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = stopped(&mut stop), if !closing => {
+                served.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+    drop(reg);
+    drop(permit);
+}
