@@ -265,26 +265,7 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let u = load_upload(st, r)?;
     require_upload_access(st, r, &u)?;
     let node = r.xml_body(4 * 1024 * 1024).await?;
-    if node.name != "CompleteMultipartUpload" {
-        return Err(S3Error::malformed_xml());
-    }
-    let mut wanted: Vec<(u32, String)> = Vec::new();
-    for p in node.children("Part") {
-        let n = p
-            .text_of("PartNumber")
-            .and_then(|n| n.trim().parse::<u32>().ok())
-            .ok_or_else(S3Error::malformed_xml)?;
-        let etag = p
-            .text_of("ETag")
-            .unwrap_or("")
-            .trim()
-            .trim_matches('"')
-            .to_string();
-        wanted.push((n, etag));
-    }
-    if wanted.is_empty() {
-        return Err(S3Error::malformed_xml());
-    }
+    let wanted = crate::xmlreq::complete_parts(&node)?;
     if wanted.len() > MAX_PARTS as usize {
         return Err(S3Error::malformed_xml());
     }

@@ -721,20 +721,7 @@ async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
 pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let b = load_bucket(st, r.bucket())?;
     let node = r.xml_body(2 * 1024 * 1024).await?;
-    if node.name != "Delete" {
-        return Err(S3Error::malformed_xml());
-    }
-    let quiet = node
-        .text_of("Quiet")
-        .is_some_and(|q| q.trim().eq_ignore_ascii_case("true"));
-    let keys: Vec<String> = node
-        .children("Object")
-        .map(|o| o.text_of("Key").map(String::from))
-        .collect::<Option<_>>()
-        .ok_or_else(S3Error::malformed_xml)?;
-    if keys.is_empty() || keys.len() > 1000 {
-        return Err(S3Error::malformed_xml());
-    }
+    let crate::xmlreq::DeleteRequest { quiet, keys } = crate::xmlreq::delete_request(&node)?;
     let allowed = b.acl.allows(r.principal.as_ref(), Permission::Write);
     // Issue every delete at once: the metadata writer commits them in a few group
     // commits instead of one fsync per key.

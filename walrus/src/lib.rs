@@ -21,6 +21,7 @@ pub mod meta_redb;
 pub mod metrics;
 pub mod server;
 pub mod xmlin;
+pub mod xmlreq;
 
 pub use config::WalrusConfig;
 pub use server::Walrus;
