@@ -58,7 +58,7 @@ for t in "${targets[@]}"; do
 done
 wait
 echo "fuzz: total $(( $(date +%s) - start )) s"
-failed=$(cd "$logs" && ls -- *.failed 2>/dev/null | sed 's/\.failed$//' | tr '\n' ' ')
+failed=$(find "$logs" -name '*.failed' -printf '%f ' | sed 's/\.failed / /g')
 if [ -n "$failed" ]; then
   echo "fuzz: findings in $failed(inputs in fuzz/artifacts/)" >&2
   exit 1
