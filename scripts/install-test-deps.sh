@@ -9,6 +9,8 @@ command -v curl >/dev/null || need_apt+=(curl)
 # Build deps of euca-image (the `openssl` crate links the system OpenSSL).
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
+# libFuzzer (built by the fuzz targets' libfuzzer-sys) needs a C++ compiler.
+command -v c++ >/dev/null || need_apt+=(g++)
 # NBD clients for the storage controller's tests (userspace: no kernel NBD here),
 # nbdkit and fio for its benchmark, script(1) for the progress-display test.
 command -v nbdinfo >/dev/null || need_apt+=(libnbd-bin)
@@ -44,8 +46,12 @@ if [ ${#pip_pkgs[@]} -gt 0 ]; then
   $PY -m pip install -q "${pip_pkgs[@]}"
 fi
 
+# cargo-fuzz drives the fuzz targets in fuzz/ (scripts/fuzz.sh); it runs on stable
+# Rust with RUSTC_BOOTSTRAP=1, so no nightly toolchain is needed.
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
+
 # Fail loudly if anything is still missing.
-for c in rclone /usr/bin/aws curl nbdinfo nbdcopy nbdsh nbdkit fio qemu-img qemu-io qemu-nbd script; do command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 1; }; done
+for c in rclone /usr/bin/aws curl nbdinfo nbdcopy nbdsh nbdkit fio qemu-img qemu-io qemu-nbd script c++ cargo-fuzz; do command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 1; }; done
 $PY -c 'import pytest, boto3, awscli, S3, requests, hypothesis' || { echo "missing python test deps" >&2; exit 1; }
 command -v s3cmd >/dev/null || { echo "missing: s3cmd on PATH" >&2; exit 1; }
 /usr/bin/python3 -c 'import nbd' || { echo "missing: python3-libnbd for /usr/bin/python3" >&2; exit 1; }

@@ -13,6 +13,16 @@ cargo build --release --locked --bin euca
 echo "== cargo test"
 cargo test --release --locked --workspace
 
+# --- fuzz (brief) ------------------------------------------------------------
+# Every cargo-fuzz target in fuzz/ for FUZZ_SECONDS each (default 20; 0 skips):
+# no panic, no allocation past the limits, round-trip properties. Long runs:
+# scripts/fuzz.sh [seconds-per-target].
+if [ "${FUZZ_SECONDS:-20}" != 0 ]; then
+  echo "== fuzz (${FUZZ_SECONDS:-20} s per target)"
+  scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+fi
+# -----------------------------------------------------------------------------
+
 echo "== conformance (real clients against euca up)"
 export EUCA_BIN="$PWD/target/release/euca"
 python3 -m pytest conformance -q -p no:cacheprovider "$@"

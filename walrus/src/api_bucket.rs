@@ -193,10 +193,7 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let (body, _) = r.body(64 * 1024)?.read_all().await?;
     if !body.iter().all(|b| b.is_ascii_whitespace()) {
         let node = crate::xmlin::parse(&body)?;
-        if node.name != "CreateBucketConfiguration" {
-            return Err(S3Error::malformed_xml());
-        }
-        if let Some(loc) = node.token_of("LocationConstraint") {
+        if let Some(loc) = crate::xmlreq::location_constraint(&node)? {
             if !(loc.is_empty()
                 || loc == st.cfg.region
                 || (st.cfg.region == "us-east-1" && loc == "US"))

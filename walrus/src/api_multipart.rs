@@ -299,28 +299,11 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     require_upload_access(st, r, &u)?;
     let claims = checksums::take_complete_claims(&mut r.headers)?;
     let node = r.xml_body(4 * 1024 * 1024).await?;
-    if node.name != "CompleteMultipartUpload" {
-        return Err(S3Error::malformed_xml());
-    }
-    let mut wanted: Vec<(u32, String)> = Vec::new();
-    let mut listed = Vec::new();
-    for p in node.children("Part") {
-        let n = p
-            .text_of("PartNumber")
-            .and_then(|n| n.trim().parse::<u32>().ok())
-            .ok_or_else(S3Error::malformed_xml)?;
-        let etag = p
-            .text_of("ETag")
-            .unwrap_or("")
-            .trim()
-            .trim_matches('"')
-            .to_string();
-        wanted.push((n, etag));
-        listed.push(checksums::listed_part_checksums(p));
-    }
-    if wanted.is_empty() {
-        return Err(S3Error::malformed_xml());
-    }
+    let wanted = crate::xmlreq::complete_parts(&node)?;
+    let listed: Vec<_> = node
+        .children("Part")
+        .map(checksums::listed_part_checksums)
+        .collect();
     if wanted.len() > MAX_PARTS as usize {
         return Err(S3Error::malformed_xml());
     }
@@ -426,18 +409,7 @@ async fn complete_again(st: &Arc<State>, r: &mut Req, no_such: S3Error) -> S3Res
         return Err(no_such);
     }
     let node = r.xml_body(4 * 1024 * 1024).await?;
-    if node.name != "CompleteMultipartUpload" {
-        return Err(S3Error::malformed_xml());
-    }
-    let mut wanted: Vec<(u32, String)> = Vec::new();
-    for p in node.children("Part") {
-        let n = p
-            .token_of("PartNumber")
-            .and_then(|n| n.parse::<u32>().ok())
-            .ok_or_else(S3Error::malformed_xml)?;
-        let etag = p.token_of("ETag").unwrap_or("").trim_matches('"');
-        wanted.push((n, etag.to_string()));
-    }
+    let wanted = crate::xmlreq::complete_parts(&node)?;
     let digest = crate::meta::parts_digest(wanted.iter().map(|(n, e)| (*n, e.as_str())));
     if digest != done.parts_digest {
         return Err(no_such);

@@ -727,20 +727,7 @@ pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     // could be deleted anyway.
     require(&b.acl, r.principal.as_ref(), Permission::Write)?;
     let node = r.xml_body(2 * 1024 * 1024).await?;
-    if node.name != "Delete" {
-        return Err(S3Error::malformed_xml());
-    }
-    let quiet = node
-        .token_of("Quiet")
-        .is_some_and(|q| q.eq_ignore_ascii_case("true"));
-    let keys: Vec<String> = node
-        .children("Object")
-        .map(|o| o.text_of("Key").map(String::from))
-        .collect::<Option<_>>()
-        .ok_or_else(S3Error::malformed_xml)?;
-    if keys.is_empty() || keys.len() > 1000 {
-        return Err(S3Error::malformed_xml());
-    }
+    let crate::xmlreq::DeleteRequest { quiet, keys } = crate::xmlreq::delete_request(&node)?;
     // Issue every delete at once: the metadata writer commits them in a few group
     // commits instead of one fsync per key.
     let bucket = r.bucket().to_string();

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod server;
 pub mod system;
 pub mod xmlin;
+pub mod xmlreq;
 
 pub use config::WalrusConfig;
 pub use server::Walrus;

@@ -15,6 +15,11 @@ use quick_xml::events::Event;
 use quick_xml::Reader;
 
 const MAX_DEPTH: usize = 16;
+/// Most elements one body may hold. A tree node costs ~25 times the bytes of its
+/// shortest form (`<a/>`), so without this a 4 MiB body could take ~100 MiB; the
+/// largest real body (CompleteMultipartUpload with 10 000 parts, each with a part
+/// number, ETag and checksum) has ~40 000.
+const MAX_NODES: usize = 64 * 1024;
 
 #[derive(Debug, Default)]
 pub struct Node {
@@ -82,10 +87,17 @@ pub fn parse(body: &[u8]) -> S3Result<Node> {
     let mut stack: Vec<Node> = Vec::new();
     let mut root: Option<Node> = None;
     let mut buf = Vec::new();
+    let mut nodes = 0usize;
     loop {
         let ev = r
             .read_event_into(&mut buf)
             .map_err(|_| S3Error::malformed_xml())?;
+        if matches!(ev, Event::Start(_) | Event::Empty(_)) {
+            nodes += 1;
+            if nodes > MAX_NODES {
+                return Err(S3Error::malformed_xml());
+            }
+        }
         match ev {
             Event::Start(e) => {
                 if stack.len() >= MAX_DEPTH || root.is_some() {
@@ -178,6 +190,10 @@ mod tests {
         assert!(parse(b"<a><b></a>").is_err());
         assert!(parse(b"<!DOCTYPE x [<!ENTITY e 'x'>]><a>&e;</a>").is_err());
         assert!(parse(b"<a>&e;</a>").is_err());
+        let wide = format!("<a>{}</a>", "<b/>".repeat(MAX_NODES));
+        assert!(parse(wide.as_bytes()).is_err());
+        let fits = format!("<a>{}</a>", "<b/>".repeat(MAX_NODES - 1));
+        assert_eq!(parse(fits.as_bytes()).unwrap().children.len(), MAX_NODES - 1);
         let deep = "<a>".repeat(100) + &"</a>".repeat(100);
         assert!(parse(deep.as_bytes()).is_err());
         assert!(parse(b"").is_err());

@@ -449,7 +449,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// INFO/GO payload: u32 name length, name, u16 count, count × u16 info type.
-fn parse_info_request(p: &[u8]) -> Option<(&[u8], Vec<u16>)> {
+pub fn parse_info_request(p: &[u8]) -> Option<(&[u8], Vec<u16>)> {
     let mut c = Cursor(p);
     let name = c.string()?;
     let n = c.u16()?;
@@ -461,7 +461,7 @@ fn parse_info_request(p: &[u8]) -> Option<(&[u8], Vec<u16>)> {
 }
 
 /// LIST/SET_META_CONTEXT payload: export name, u32 count, count × (u32 len, query).
-fn parse_meta_request(p: &[u8]) -> Option<(&[u8], Vec<&str>)> {
+pub fn parse_meta_request(p: &[u8]) -> Option<(&[u8], Vec<&str>)> {
     let mut c = Cursor(p);
     let name = c.string()?;
     let n = c.u32()?;

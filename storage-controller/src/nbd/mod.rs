@@ -38,6 +38,13 @@ mod transmission;
 
 pub use tls::{TlsConfig, TlsMode};
 
+/// The pure decoders of what a client sends (option payloads; request headers are
+/// [`proto::Request::decode`]), for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub mod decode {
+    pub use super::handshake::{parse_info_request, parse_meta_request};
+}
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;

@@ -66,6 +66,39 @@ pub const CMD_CACHE: u16 = 5;
 pub const CMD_WRITE_ZEROES: u16 = 6;
 pub const CMD_BLOCK_STATUS: u16 = 7;
 
+/// A transmission request header (`NBD_REQUEST_MAGIC`, flags, type, cookie, offset,
+/// length; 28 bytes, big-endian). Any payload (WRITE) follows on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    pub flags: u16,
+    pub ty: u16,
+    pub cookie: u64,
+    pub offset: u64,
+    pub len: u32,
+}
+
+impl Request {
+    /// Decodes a header; `Err` carries a magic that is not [`REQUEST_MAGIC`].
+    pub fn decode(hdr: &[u8; REQUEST_HEADER_LEN]) -> Result<Request, u32> {
+        let be8 = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&hdr[at..at + 8]);
+            u64::from_be_bytes(b)
+        };
+        let magic = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+        if magic != REQUEST_MAGIC {
+            return Err(magic);
+        }
+        Ok(Request {
+            flags: u16::from_be_bytes([hdr[4], hdr[5]]),
+            ty: u16::from_be_bytes([hdr[6], hdr[7]]),
+            cookie: be8(8),
+            offset: be8(16),
+            len: u32::from_be_bytes([hdr[24], hdr[25], hdr[26], hdr[27]]),
+        })
+    }
+}
+
 pub const CMD_FLAG_FUA: u16 = 1 << 0;
 pub const CMD_FLAG_NO_HOLE: u16 = 1 << 1;
 pub const CMD_FLAG_DF: u16 = 1 << 2;
@@ -105,3 +138,31 @@ pub const MAX_PAYLOAD: u32 = 32 << 20;
 
 /// Longest string (export name, query, description) the spec allows.
 pub const MAX_STRING: usize = 4096;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_header_decodes() {
+        let mut h = [0u8; REQUEST_HEADER_LEN];
+        h[0..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
+        h[4..6].copy_from_slice(&CMD_FLAG_FUA.to_be_bytes());
+        h[6..8].copy_from_slice(&CMD_WRITE.to_be_bytes());
+        h[8..16].copy_from_slice(&0x0102_0304_0506_0708u64.to_be_bytes());
+        h[16..24].copy_from_slice(&(u64::MAX - 1).to_be_bytes());
+        h[24..28].copy_from_slice(&MAX_PAYLOAD.to_be_bytes());
+        assert_eq!(
+            Request::decode(&h),
+            Ok(Request {
+                flags: CMD_FLAG_FUA,
+                ty: CMD_WRITE,
+                cookie: 0x0102_0304_0506_0708,
+                offset: u64::MAX - 1,
+                len: MAX_PAYLOAD,
+            })
+        );
+        h[0] ^= 0xff;
+        assert_eq!(Request::decode(&h), Err(REQUEST_MAGIC ^ 0xff00_0000));
+    }
+}

@@ -22,15 +22,6 @@ const COPY_LIMIT: usize = 16 << 10;
 /// Most descriptors in one BLOCK_STATUS reply (the spec allows fewer than asked).
 const MAX_DESCRIPTORS: usize = 1 << 16;
 
-#[derive(Debug, Clone, Copy)]
-struct Request {
-    flags: u16,
-    ty: u16,
-    cookie: u64,
-    offset: u64,
-    len: u32,
-}
-
 /// One reply frame (a simple reply or one structured chunk), written whole by the
 /// writer task so frames of concurrent requests never interleave.
 pub(crate) struct Frame {
@@ -386,22 +377,7 @@ where
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e.into()),
         }
-        let magic = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
-        if magic != REQUEST_MAGIC {
-            return Err(NbdError::BadRequestMagic(magic));
-        }
-        let mut b8 = [0u8; 8];
-        b8.copy_from_slice(&hdr[8..16]);
-        let cookie = u64::from_be_bytes(b8);
-        b8.copy_from_slice(&hdr[16..24]);
-        let offset = u64::from_be_bytes(b8);
-        let req = Request {
-            flags: u16::from_be_bytes([hdr[4], hdr[5]]),
-            ty: u16::from_be_bytes([hdr[6], hdr[7]]),
-            cookie,
-            offset,
-            len: u32::from_be_bytes([hdr[24], hdr[25], hdr[26], hdr[27]]),
-        };
+        let req = Request::decode(&hdr).map_err(NbdError::BadRequestMagic)?;
         match req.ty {
             CMD_DISC => return Ok(()),
             CMD_WRITE if req.len > MAX_PAYLOAD => {
@@ -413,7 +389,13 @@ where
             _ => {}
         }
         if let Err((errno, msg)) = ctx.validate(&req) {
-            tracing::debug!(cookie, ty = req.ty, errno, msg, "NBD request refused");
+            tracing::debug!(
+                cookie = req.cookie,
+                ty = req.ty,
+                errno,
+                msg,
+                "NBD request refused"
+            );
             if req.ty == CMD_WRITE {
                 // Skip the payload without buffering it (at most MAX_PAYLOAD bytes).
                 drain(rd, u64::from(req.len)).await?;

@@ -1,0 +1,111 @@
+//! Typed readers of S3 request XML bodies: pure functions from the tree [`xmlin::parse`]
+//! builds to what a handler needs. They hold no state and do no I/O, so the fuzz targets
+//! (`fuzz/`) drive them with arbitrary bodies exactly as the handlers do.
+//!
+//! [`xmlin::parse`]: crate::xmlin::parse
+use crate::error::{S3Error, S3Result};
+use crate::xmlin::Node;
+
+/// Most keys one DeleteObjects request may name.
+pub const MAX_DELETE_KEYS: usize = 1000;
+
+/// A `<Delete>` body (DeleteObjects): the `Quiet` flag and the keys, in request order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteRequest {
+    pub quiet: bool,
+    pub keys: Vec<String>,
+}
+
+pub fn delete_request(node: &Node) -> S3Result<DeleteRequest> {
+    if node.name != "Delete" {
+        return Err(S3Error::malformed_xml());
+    }
+    let quiet = node
+        .token_of("Quiet")
+        .is_some_and(|q| q.eq_ignore_ascii_case("true"));
+    let keys: Vec<String> = node
+        .children("Object")
+        .map(|o| o.text_of("Key").map(String::from))
+        .collect::<Option<_>>()
+        .ok_or_else(S3Error::malformed_xml)?;
+    if keys.is_empty() || keys.len() > MAX_DELETE_KEYS {
+        return Err(S3Error::malformed_xml());
+    }
+    Ok(DeleteRequest { quiet, keys })
+}
+
+/// The `(PartNumber, ETag)` list of a `<CompleteMultipartUpload>` body, in request
+/// order, ETags without their quotes. Never empty; count and order are the caller's.
+pub fn complete_parts(node: &Node) -> S3Result<Vec<(u32, String)>> {
+    if node.name != "CompleteMultipartUpload" {
+        return Err(S3Error::malformed_xml());
+    }
+    let mut wanted: Vec<(u32, String)> = Vec::new();
+    for p in node.children("Part") {
+        let n = p
+            .token_of("PartNumber")
+            .and_then(|n| n.parse::<u32>().ok())
+            .ok_or_else(S3Error::malformed_xml)?;
+        let etag = p.token_of("ETag").unwrap_or("").trim_matches('"').to_string();
+        wanted.push((n, etag));
+    }
+    if wanted.is_empty() {
+        return Err(S3Error::malformed_xml());
+    }
+    Ok(wanted)
+}
+
+/// The `LocationConstraint` of a `<CreateBucketConfiguration>` body, if it has one.
+pub fn location_constraint(node: &Node) -> S3Result<Option<&str>> {
+    if node.name != "CreateBucketConfiguration" {
+        return Err(S3Error::malformed_xml());
+    }
+    Ok(node.token_of("LocationConstraint"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xmlin::parse;
+
+    #[test]
+    fn typed_readers() {
+        let d = delete_request(&parse(b"<Delete><Quiet>TRUE</Quiet><Object><Key>a</Key></Object><Object><Key>b</Key><VersionId>x</VersionId></Object></Delete>").unwrap()).unwrap();
+        assert_eq!(
+            d,
+            DeleteRequest {
+                quiet: true,
+                keys: vec!["a".into(), "b".into()]
+            }
+        );
+        for bad in [
+            &b"<Delete></Delete>"[..],
+            b"<Delete><Object></Object></Delete>",
+            b"<Other><Object><Key>a</Key></Object></Other>",
+        ] {
+            assert!(delete_request(&parse(bad).unwrap()).is_err());
+        }
+        let many = format!(
+            "<Delete>{}</Delete>",
+            "<Object><Key>k</Key></Object>".repeat(1001)
+        );
+        assert!(delete_request(&parse(many.as_bytes()).unwrap()).is_err());
+
+        let c = complete_parts(&parse(b"<CompleteMultipartUpload><Part><PartNumber>2</PartNumber><ETag>\"e\"</ETag></Part><Part><PartNumber>1</PartNumber></Part></CompleteMultipartUpload>").unwrap()).unwrap();
+        assert_eq!(c, vec![(2, "e".to_string()), (1, String::new())]);
+        for bad in [
+            &b"<CompleteMultipartUpload/>"[..],
+            b"<CompleteMultipartUpload><Part><PartNumber>-1</PartNumber></Part></CompleteMultipartUpload>",
+            b"<CompleteMultipartUpload><Part><PartNumber>4294967296</PartNumber></Part></CompleteMultipartUpload>",
+            b"<Complete><Part><PartNumber>1</PartNumber></Part></Complete>",
+        ] {
+            assert!(complete_parts(&parse(bad).unwrap()).is_err());
+        }
+
+        let n = parse(b"<CreateBucketConfiguration><LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>").unwrap();
+        assert_eq!(location_constraint(&n).unwrap(), Some("eu-west-1"));
+        let n = parse(b"<CreateBucketConfiguration/>").unwrap();
+        assert_eq!(location_constraint(&n).unwrap(), None);
+        assert!(location_constraint(&parse(b"<X/>").unwrap()).is_err());
+    }
+}
