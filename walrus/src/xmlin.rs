@@ -193,7 +193,10 @@ mod tests {
         let wide = format!("<a>{}</a>", "<b/>".repeat(MAX_NODES));
         assert!(parse(wide.as_bytes()).is_err());
         let fits = format!("<a>{}</a>", "<b/>".repeat(MAX_NODES - 1));
-        assert_eq!(parse(fits.as_bytes()).unwrap().children.len(), MAX_NODES - 1);
+        assert_eq!(
+            parse(fits.as_bytes()).unwrap().children.len(),
+            MAX_NODES - 1
+        );
         let deep = "<a>".repeat(100) + &"</a>".repeat(100);
         assert!(parse(deep.as_bytes()).is_err());
         assert!(parse(b"").is_err());

@@ -46,7 +46,11 @@ pub fn complete_parts(node: &Node) -> S3Result<Vec<(u32, String)>> {
             .token_of("PartNumber")
             .and_then(|n| n.parse::<u32>().ok())
             .ok_or_else(S3Error::malformed_xml)?;
-        let etag = p.token_of("ETag").unwrap_or("").trim_matches('"').to_string();
+        let etag = p
+            .token_of("ETag")
+            .unwrap_or("")
+            .trim_matches('"')
+            .to_string();
         wanted.push((n, etag));
     }
     if wanted.is_empty() {
