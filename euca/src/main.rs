@@ -530,6 +530,14 @@ async fn open_sc(
         cfg.data_dir = o.data.join("sc");
     }
     cfg.region = o.region.clone();
+    // The orphan sweep deletes every `chunks/` object no snapshot manifest names:
+    // pointed at the image bucket it would delete every image piece.
+    if cfg.snapshot_bucket == euca_imagecache::manifest::IMAGES_BUCKET {
+        anyhow::bail!(
+            "[sc] snapshot_bucket must not be {}: that bucket holds installed images",
+            euca_imagecache::manifest::IMAGES_BUCKET
+        );
+    }
     if cfg.nbd_tls != "off" && cfg.tls_cert.is_none() && cfg.tls_key.is_none() {
         // NBD TLS with a certificate from the cloud CA; nodes trust
         // <data>/credentials/nbd-tls/ca-cert.pem.

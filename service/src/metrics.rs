@@ -34,7 +34,10 @@ impl MetricsAccess {
                 let got = headers
                     .get(http::header::AUTHORIZATION)
                     .map(|v| v.as_bytes())
-                    .and_then(|v| v.strip_prefix(b"Bearer "))
+                    // The auth scheme is case-insensitive (RFC 7235).
+                    .and_then(|v| {
+                        (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ")).then(|| &v[7..])
+                    })
                     .unwrap_or(b"");
                 got.len() == want.len() && bool::from(got.ct_eq(want))
             }
@@ -58,6 +61,8 @@ mod tests {
         h.insert("authorization", "Bearer abc123".parse().unwrap());
         assert!(m.allows(&h));
         h.insert("authorization", "bearer abc123".parse().unwrap());
+        assert!(m.allows(&h));
+        h.insert("authorization", "Basic abc123".parse().unwrap());
         assert!(!m.allows(&h));
         assert!(MetricsAccess::Public.allows(&HeaderMap::new()));
         h.insert("authorization", "Bearer ".parse().unwrap());

@@ -342,16 +342,23 @@ pub async fn serve<F, Fut, B>(
         emptied: Notify::new(),
     });
     let permits = Arc::new(Semaphore::new(max));
-    loop {
+    'accept: loop {
         let permit = match permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
                 // At the cap: make room from idle connections, and let new clients
-                // wait in the accept queue meanwhile.
-                shared.reap_idle(low);
-                tokio::select! {
-                    p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                    _ = stopped(&mut shutdown) => break,
+                // wait in the accept queue meanwhile. Connections busy now may be
+                // idle soon, so look again every 250 ms while the cap holds.
+                let mut again = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tokio::select! {
+                        p = permits.clone().acquire_owned() => match p {
+                            Ok(p) => break p,
+                            Err(_) => break 'accept,
+                        },
+                        _ = stopped(&mut shutdown) => break 'accept,
+                        _ = again.tick() => shared.reap_idle(low),
+                    }
                 }
             }
         };
@@ -495,6 +502,13 @@ async fn connection<F, Fut, B>(
                 break;
             }
             _ = conn.close.notified(), if !closing => {
+                // Asked to make room: with no request in flight (idle, or still
+                // sending a request head) the connection goes now, so a client
+                // trickling header bytes cannot keep its place until the header
+                // timeout; a request in flight is answered first.
+                if conn.busy.load(Ordering::Acquire) == 0 {
+                    break;
+                }
                 served.as_mut().graceful_shutdown();
                 closing = true;
             }

@@ -34,14 +34,18 @@ async fn per_source_cap_evicts_idle_then_refuses() {
     // `/slow` waits for a permit: its connection stays busy until the test releases it.
     let gate = Arc::new(Semaphore::new(0));
     let g = gate.clone();
+    // Each `/slow` request says when it has arrived (its connection is then busy).
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
     let (tx, rx) = watch::channel(false);
     let server = tokio::spawn(serve(
         l,
         opts,
         move |req: http::Request<hyper::body::Incoming>, _peer| {
             let g = g.clone();
+            let arrived_tx = arrived_tx.clone();
             async move {
                 if req.uri().path() == "/slow" {
+                    let _ = arrived_tx.send(());
                     let _p = g.acquire().await;
                 }
                 http::Response::new(Full::new(Bytes::from_static(b"ok")))
@@ -69,7 +73,11 @@ async fn per_source_cap_evicts_idle_then_refuses() {
             .await
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+            .await
+            .expect("both slow requests arrive");
+    }
     let mut d = TcpStream::connect(addr).await.unwrap();
     let mut buf = vec![0u8; 256];
     let n = tokio::time::timeout(Duration::from_secs(10), d.read(&mut buf))

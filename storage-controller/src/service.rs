@@ -210,7 +210,7 @@ impl StorageController {
     async fn sweep_locked(&self) -> Result<SweepStats, ScError> {
         let mut lazy = Vec::new();
         for v in self.state.volumes()? {
-            if let Some(m) = self.lazy_manifest(&v.id).await {
+            if let Some(m) = self.lazy_manifest(&v.id).await? {
                 lazy.push(m);
             }
         }
@@ -447,7 +447,11 @@ impl StorageController {
         }
         v.state = VolumeState::Deleting;
         self.state.put_volume(&v)?;
-        let source = self.lazy_manifest(id).await;
+        // Unreadable: its chunks are left for the orphan sweep rather than guessed at.
+        let source = self.lazy_manifest(id).await.unwrap_or_else(|e| {
+            tracing::warn!(volume = id, error = %e, "not collecting the chunks of a deleted volume");
+            None
+        });
         self.destroy(id).await?;
         // A volume made from a snapshot kept that snapshot's chunks alive; if the
         // snapshot is gone, the chunks nobody else refers to go too.
@@ -699,18 +703,28 @@ impl StorageController {
             if Some(v.id.as_str()) == but_volume {
                 continue;
             }
-            if let Some(m) = self.lazy_manifest(&v.id).await {
+            if let Some(m) = self.lazy_manifest(&v.id).await? {
                 manifests.push(m);
             }
         }
         Ok(referenced_chunks(&manifests))
     }
 
-    /// The manifest kept beside a volume made from a snapshot.
-    async fn lazy_manifest(&self, volume_id: &str) -> Option<SnapshotManifest> {
+    /// The manifest kept beside a volume made from a snapshot; `None` only when the
+    /// volume has none. Any other failure is an error: garbage collection must never
+    /// take an unreadable manifest for "this volume references nothing".
+    async fn lazy_manifest(&self, volume_id: &str) -> Result<Option<SnapshotManifest>, ScError> {
         let (_, mpath) = lazy_paths(&self.scratch, volume_id);
-        let bytes = tokio::fs::read(&mpath).await.ok()?;
-        serde_json::from_slice(&bytes).ok()
+        let bytes = match tokio::fs::read(&mpath).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            ScError::State(format!(
+                "the snapshot manifest of volume {volume_id} is unreadable: {e}"
+            ))
+        })
     }
 
     /// How far a volume made from a snapshot has been filled: (present, total) chunks.

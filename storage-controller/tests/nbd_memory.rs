@@ -28,7 +28,7 @@ const FILE_SIZE: u64 = 64 * MIB;
 /// The server's default budget, plus what is not reply data: runtime and thread
 /// stacks, per-connection buffers, the clients' 256 KiB read buffers.
 const DEFAULT_BUDGET: u64 = 256 * MIB;
-const SLACK: u64 = 96 * MIB;
+const SLACK: u64 = 128 * MIB;
 
 /// The volume, with WRITEs held at a gate until the test opens it, so that
 /// payloads pile up in the server as far as it lets them.

@@ -319,17 +319,14 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         after = last.number;
         stored.extend(batch);
     }
-    let invalid_part = |n: u32| {
-        S3Error::new("InvalidPart", 400, "One or more of the specified parts could not be found.  The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.").with("PartNumber", n.to_string())
-    };
     let mut chosen: Vec<&PartMeta> = Vec::new();
     for (n, etag) in &wanted {
         let p = stored
             .iter()
             .find(|p| p.number == *n)
-            .ok_or_else(|| invalid_part(*n))?;
+            .ok_or_else(|| checksums::invalid_part(*n))?;
         if p.etag != *etag {
-            return Err(invalid_part(*n));
+            return Err(checksums::invalid_part(*n));
         }
         chosen.push(p);
     }

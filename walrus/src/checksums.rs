@@ -124,11 +124,11 @@ pub fn take_complete_claims(h: &mut HeaderMap) -> S3Result<CompleteClaims> {
 pub fn listed_part_checksums(p: &Node) -> Vec<(ChecksumAlgorithm, &str)> {
     ChecksumAlgorithm::ALL
         .into_iter()
-        .filter_map(|a| p.text_of(a.xml_element()).map(|v| (a, v)))
+        .filter_map(|a| p.token_of(a.xml_element()).map(|v| (a, v)))
         .collect()
 }
 
-fn invalid_part(n: u32) -> S3Error {
+pub fn invalid_part(n: u32) -> S3Error {
     S3Error::new("InvalidPart", 400, "One or more of the specified parts could not be found.  The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.").with("PartNumber", n.to_string())
 }
 

@@ -329,9 +329,14 @@ where
         writer: failed_rx,
     };
     let slots = Arc::new(Semaphore::new(cfg.max_in_flight));
+    // No connection may hold more than a quarter of the server's budget (but
+    // always one maximal request), so one client cannot stall all the others.
+    let per_connection = cfg
+        .max_in_flight_bytes
+        .min((cfg.memory_budget / 4).max(MAX_PAYLOAD as usize));
     let budget = Budgets {
-        connection: Arc::new(Semaphore::new(cfg.max_in_flight_bytes)),
-        connection_total: cfg.max_in_flight_bytes,
+        connection: Arc::new(Semaphore::new(per_connection)),
+        connection_total: per_connection,
         server: shared.memory.clone(),
         server_total: cfg.memory_budget,
     };
