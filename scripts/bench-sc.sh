@@ -8,6 +8,9 @@
 # and the CPU time each server used per GiB moved by nbdcopy.
 #
 #   scripts/bench-sc.sh [SIZE_GIB] [FIO_SECONDS]      (defaults 4, 15)
+#
+# EUCA_BEFORE=/path/to/euca also measures that (earlier) build in the same run;
+# SKIP_PEER=1 leaves qemu-nbd and nbdkit out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GIB=${1:-4}
@@ -74,5 +77,16 @@ bench() { # name uri pid
 }
 
 bench euca-sc "$SC_URI" $EUCA_PID
-bench qemu-nbd "nbd://127.0.0.1:$QP/vol" $QEMU_PID
-bench nbdkit "nbd://127.0.0.1:$KP/vol" $KIT_PID
+if [ -n "${EUCA_BEFORE:-}" ]; then
+  WP2=$(port); SP2=$(port); NP2=$(port)
+  "$EUCA_BEFORE" up --data "$DIR/before" --walrus-listen 127.0.0.1:$WP2 --sc-listen 127.0.0.1:$SP2 --nbd-listen 127.0.0.1:$NP2 > "$DIR/before.log" 2>&1 &
+  B_PID=$!; PIDS+=($B_PID)
+  for _ in $(seq 100); do curl -sf http://127.0.0.1:$SP2/_health >/dev/null && break; sleep 0.1; done
+  VOL2=$("$EUCA_BEFORE" volume create --size-gib "$GIB" --data "$DIR/before")
+  URI2=$("$EUCA_BEFORE" volume attach "$VOL2" --node 127.0.0.1 --data "$DIR/before")
+  bench sc-before "$URI2" $B_PID
+fi
+if [ -z "${SKIP_PEER:-}" ]; then
+  bench qemu-nbd "nbd://127.0.0.1:$QP/vol" $QEMU_PID
+  bench nbdkit "nbd://127.0.0.1:$KP/vol" $KIT_PID
+fi

@@ -5,6 +5,8 @@
 #   scripts/bench-walrus.sh [--large-mib N] [--small-count N]
 #
 # BENCH_DIR (default /var/tmp/euca-bench) must be on the disk to measure.
+# EUCA_BEFORE=/path/to/euca also measures that (earlier) build in the same run;
+# SKIP_PEER=1 leaves s3s-fs out.
 # Installs s3s-fs 0.14.1 with cargo if it is not on PATH or in /opt/s3s-fs/bin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,16 +50,22 @@ run_one() { # label pid endpoint ak sk
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB, $(uname -r); data disk: $(df -h "$BENCH_DIR" | awk 'NR==2 {print $1}')"
 target/release/walrus-bench --endpoint http://127.0.0.1:1 --access-key x --secret-key x --scenarios md5 --label machine
 
-# Walrus
-WP=$(port)
-target/release/euca up --data "$BENCH_DIR/walrus" --walrus-listen "127.0.0.1:$WP" > "$BENCH_DIR/walrus.log" 2>&1 &
-WPID=$!; PIDS+=("$WPID")
-wait_http "http://127.0.0.1:$WP/_health"
-# shellcheck disable=SC1091
-. "$BENCH_DIR/walrus/credentials/eucarc"
-run_one walrus "$WPID" "http://127.0.0.1:$WP" "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY"
-kill "$WPID"; wait "$WPID" 2>/dev/null || true
-rm -rf "$BENCH_DIR/walrus"
+# Walrus (and, with EUCA_BEFORE=/path/to/euca, an earlier build of it in the same run)
+walrus_run() { # label binary
+  local label=$1 bin=$2 wp wpid
+  wp=$(port)
+  "$bin" up --data "$BENCH_DIR/walrus" --walrus-listen "127.0.0.1:$wp" > "$BENCH_DIR/walrus.log" 2>&1 &
+  wpid=$!; PIDS+=("$wpid")
+  wait_http "http://127.0.0.1:$wp/_health"
+  # shellcheck disable=SC1091
+  . "$BENCH_DIR/walrus/credentials/eucarc"
+  run_one "$label" "$wpid" "http://127.0.0.1:$wp" "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY"
+  kill "$wpid"; wait "$wpid" 2>/dev/null || true
+  rm -rf "$BENCH_DIR/walrus"
+}
+walrus_run walrus target/release/euca
+if [ -n "${EUCA_BEFORE:-}" ]; then walrus_run walrus-before "$EUCA_BEFORE"; fi
+[ -z "${SKIP_PEER:-}" ] || exit 0
 
 # s3s-fs on the same disk
 SP=$(port)
