@@ -16,12 +16,20 @@ import os
 import re
 import sys
 
-# Cycles tolerated for now, as sorted file pairs relative to the repository root.
-# Keep this tiny and remove entries as they are fixed.
-ALLOWED = {
-    # aws/auth.rs <-> sigv2.rs: being fixed on branch "identity"; drop at its merge.
-    ("aws/src/auth.rs", "aws/src/sigv2.rs"),
-}
+# Cycles tolerated for now: each entry is the exact set of files of one cycle
+# (relative to the repository root); a cycle that grows or changes fails again.
+# Keep this tiny, and drop entries as the branches that fix them merge.
+ALLOWED = [
+    # Fixed on branch "identity"; drop at its merge.
+    {"aws/src/auth.rs", "aws/src/sigv2.rs"},
+    # Fixed on branch "device" (device layers move out of snapshot/); drop at its merge.
+    {
+        "storage-controller/src/snapshot/cow.rs",
+        "storage-controller/src/snapshot/lazy.rs",
+        "storage-controller/src/snapshot/mod.rs",
+        "storage-controller/src/snapshot/upload.rs",
+    },
+]
 
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 
@@ -255,15 +263,50 @@ def crates(repo):
                     yield os.path.join(dirpath, "src")
 
 
+def self_test():
+    """The checker finds the cycles it should and no others, on a made-up crate."""
+    import tempfile
+
+    files = {
+        "Cargo.toml": "[package]\nname = \"t\"\n",
+        "src/lib.rs": "mod a; mod b; mod c; mod d; mod m;\npub use a::A;\n",
+        # a <-> b through a use tree and an inline path.
+        "src/a.rs": "use crate::{b::{self, B}, c};\npub struct A;\n",
+        "src/b.rs": "pub struct B;\nfn f() { let _ = crate::a::A; }\n",
+        # c -> d only: mentions of c in d's comments, strings and tests do not count.
+        "src/c.rs": "use crate::d::D;\n",
+        "src/d.rs": (
+            "pub struct D; // crate::c::X\n/* crate::c::Y */\n"
+            "const S: &str = \"crate::c::Z\";\n"
+            "#[cfg(test)]\nmod tests { use crate::c::*; }\n"
+        ),
+        # A parent that uses its child, and a child that uses super::.
+        "src/m/mod.rs": "mod k;\npub use k::K;\npub struct P;\n",
+        "src/m/k.rs": "use super::P;\npub struct K;\n",
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in files.items():
+            os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
+            with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
+                f.write(text)
+        found = sccs(Crate(tmp, os.path.join(tmp, "src")).edges())
+    want = [["src/a.rs", "src/b.rs"], ["src/m/k.rs", "src/m/mod.rs"]]
+    if sorted(found) != want:
+        print(f"check-import-cycles self-test failed: found {found}, want {want}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main():
+    self_test()
     repo = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), ".."))
-    bad, n_crates = 0, 0
+    bad, n_crates, allowed = 0, 0, 0
     for src in sorted(crates(repo)):
         n_crates += 1
         graph = Crate(repo, src).edges()
         for comp in sccs(graph):
-            if len(comp) == 2 and tuple(comp) in ALLOWED:
-                print(f"allowed cycle: {' <-> '.join(comp)}")
+            if set(comp) in ALLOWED:
+                print(f"allowed for now: {' , '.join(comp)}")
+                allowed += 1
                 continue
             # Show the direct edges inside the component: what to cut.
             inner = [f"{a} -> {b}" for a in comp for b in sorted(graph[a]) if b in comp]
@@ -272,7 +315,7 @@ def main():
     if bad:
         print(f"{bad} import cycle(s) in {n_crates} crates", file=sys.stderr)
         return 1
-    print(f"no import cycles in {n_crates} crates")
+    print(f"no import cycles in {n_crates} crates ({allowed} allowed for now)")
     return 0
 
 
