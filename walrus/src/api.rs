@@ -1,5 +1,5 @@
 //! Request entry point: addressing, authentication, routing, error rendering.
-use crate::error::S3Error;
+use crate::error::{S3Error, S3Result};
 use crate::handler::{empty, full, xml, Req, Resp, MAX_KEY_BYTES};
 use crate::state::State;
 use crate::{api_bucket, api_multipart, api_object};
@@ -266,7 +266,7 @@ async fn route(
     }
 }
 
-async fn dispatch(st: &Arc<State>, r: &mut Req) -> crate::error::S3Result<Resp> {
+async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     crate::system::check_writable(st, r)?;
     let m = r.method.clone();
     if r.bucket.is_none() {

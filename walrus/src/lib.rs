@@ -3,7 +3,11 @@
 //! Request path: [`server`] accepts HTTP/1.1 with hyper, [`api::handle`] resolves the
 //! bucket and key (path-style, virtual-host or the legacy `/services/Walrus` prefix),
 //! authenticates through `euca_aws::authenticate` before any handler runs, and
-//! dispatches to the handlers in `api_*`. Metadata lives behind [`meta::MetaStore`]
+//! dispatches to the handlers in `api_*` (`api_object/` has one file per object
+//! operation). Handlers share [`handler`] (the request, response builders, ACL and
+//! bucket checks) and [`state::State`]; nothing below [`api`] imports it or
+//! [`server`], so the files have no import cycles (`scripts/check-import-cycles.py`).
+//! Metadata lives behind [`meta::MetaStore`]
 //! (embedded redb by default); bytes live behind [`blob::BlobStore`] (`object_store`,
 //! local filesystem by default).
 pub mod acl;
