@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== import cycles between files (every crate)"
+python3 scripts/check-import-cycles.py
+
 scripts/install-test-deps.sh
 
 echo "== build (release)"

@@ -243,10 +243,8 @@ impl ChunkedDecoder {
                 canon.push_str(v);
                 canon.push('\n');
             }
-            let sig = signer.trailer_signature(
-                &self.prev_sig,
-                &hex::encode(Sha256::digest(canon.as_bytes())),
-            );
+            let sig = signer
+                .trailer_signature(&self.prev_sig, &crate::hash::sha256_hex(canon.as_bytes()));
             if !constant_time_eq(&sig, given) {
                 return Err(ChunkedError::BadSignature);
             }

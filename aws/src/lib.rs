@@ -10,6 +10,7 @@ pub mod auth;
 pub mod checksum;
 pub mod chunked;
 pub mod encoding;
+pub mod hash;
 pub mod sign;
 pub mod sigv2;
 pub mod sigv4;

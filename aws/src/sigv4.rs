@@ -2,7 +2,7 @@
 use crate::encoding::{parse_query, uri_decode, uri_encode};
 use hmac::{KeyInit, Mac};
 use http::HeaderMap;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -18,9 +18,7 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
+pub use crate::hash::sha256_hex;
 
 /// The derived key for one day, region and service.
 pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {

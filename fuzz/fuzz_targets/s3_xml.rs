@@ -5,7 +5,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use walrus::acl::Owner;
-use walrus::{api, xmlin, xmlreq};
+use walrus::{handler, xmlin, xmlreq};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(node) = xmlin::parse(data) {
@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
             id: "owner-canonical-id".into(),
             display_name: "owner".into(),
         };
-        let _ = api::acl_from_xml(&node, &owner);
+        let _ = handler::acl_from_xml(&node, &owner);
     }
     round_trip(&String::from_utf8_lossy(data));
 });

@@ -21,6 +21,7 @@ use crate::model::Volume;
 use crate::service::StorageController;
 use bytes::Bytes;
 use euca_aws::auth::{AuthConfig, CredentialLookup};
+use euca_aws::encoding::parse_query_strict;
 use euca_service::body::{read_capped, BodyError};
 use euca_service::MetricsAccess;
 use http::{Method, StatusCode};
@@ -74,15 +75,20 @@ fn volume_json(sc: &StorageController, v: &Volume) -> Value {
     j
 }
 
-fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then(|| {
-            percent_encoding::percent_decode_str(v)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-    })
+/// The value of query parameter `name`, decoded by the shared query rules
+/// ([`parse_query_strict`], the S3 ones: `%XX` escapes, `+` stays `+`). A malformed
+/// escape or non-UTF-8 text anywhere in the query, or `name` given more than once, is
+/// `InvalidParameterValue` (400).
+fn query_param(query: &str, name: &str) -> Result<Option<String>, ScError> {
+    let pairs = parse_query_strict(query).map_err(|e| ScError::Invalid(e.to_string()))?;
+    let mut values = pairs.into_iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ScError::Invalid(format!(
+            "query parameter {name:?} is given more than once"
+        )));
+    }
+    Ok(first)
 }
 
 /// Handles one request.
@@ -194,14 +200,14 @@ async fn dispatch(
 ) -> Result<Option<Value>, ScError> {
     Ok(Some(match (m, segs) {
         (&Method::POST, ["volumes"]) => {
-            let size = match query_param(query, "size_gib") {
+            let size = match query_param(query, "size_gib")? {
                 Some(s) => Some(
                     s.parse::<u64>()
                         .map_err(|_| ScError::Invalid(format!("size_gib {s:?} is not a number")))?,
                 ),
                 None => None,
             };
-            let snap = query_param(query, "snapshot_id");
+            let snap = query_param(query, "snapshot_id")?;
             volume_json(sc, &sc.create_volume(size, snap.as_deref()).await?)
         }
         (&Method::GET, ["volumes"]) => {
@@ -220,7 +226,7 @@ async fn dispatch(
             json!({"deleted": id})
         }
         (&Method::POST, ["volumes", id, "attach"]) => {
-            let node = query_param(query, "node")
+            let node = query_param(query, "node")?
                 .ok_or_else(|| ScError::Invalid("node (an IP address) is required".into()))?;
             let node: IpAddr = node
                 .parse()
@@ -260,4 +266,55 @@ fn metrics(st: &ApiState) -> String {
         sc.running_snapshots(),
         sc.bytes_uploaded_total(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(
+            query_param("node=a%2Fb", "node").unwrap().as_deref(),
+            Some("a/b")
+        );
+        assert_eq!(
+            query_param("size_gib=10&snapshot_id=snap-1", "snapshot_id")
+                .unwrap()
+                .as_deref(),
+            Some("snap-1")
+        );
+        assert_eq!(query_param("size_gib=10", "node").unwrap(), None);
+        assert_eq!(query_param("", "node").unwrap(), None);
+    }
+
+    async fn refused(query: &str, name: &str) -> (u16, Value) {
+        use http_body_util::BodyExt;
+        let e = query_param(query, name).expect_err(query);
+        let resp = Resp::from(e);
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        let body: Value = serde_json::from_slice(&bytes).expect("JSON error body");
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn malformed_or_repeated_parameters_are_refused() {
+        for (query, name) in [
+            ("size_gib=%ZZ", "size_gib"),
+            ("node=10.0.0.1&size_gib=%4", "node"),
+            ("node=%C0%80", "node"),
+            ("node=10.0.0.1&node=10.0.0.2", "node"),
+        ] {
+            let (status, body) = refused(query, name).await;
+            assert_eq!(status, 400, "{query}");
+            assert_eq!(body["error"]["code"], "InvalidParameterValue", "{query}");
+            assert!(body["error"]["message"].is_string(), "{query}");
+        }
+        let (_, body) = refused("node=1&node=2", "node").await;
+        assert_eq!(
+            body["error"]["message"],
+            "query parameter \"node\" is given more than once"
+        );
+    }
 }

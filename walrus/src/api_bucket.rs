@@ -1,13 +1,12 @@
 //! Service- and bucket-level operations, and the admin API.
 use crate::acl::Permission;
-use crate::api::{
-    self, acl_from_headers, acl_from_xml, empty, load_bucket, millis_to_time, require, xml, Req,
-    Resp,
-};
 use crate::error::{S3Error, S3Result};
+use crate::handler::{
+    self, acl_from_headers, acl_from_xml, empty, load_bucket, require, xml, Req, Resp,
+};
 use crate::list::list;
-use crate::meta::{BucketMeta, MetaError, MetaOp};
-use crate::server::State;
+use crate::meta::{millis_to_time, now_millis, BucketMeta, MetaError, MetaOp};
+use crate::state::State;
 use base64::Engine;
 use euca_aws::auth::Authenticated;
 use euca_aws::encoding::uri_encode;
@@ -142,7 +141,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             let b = load_bucket(st, &name)?;
             require(&b.acl, r.principal.as_ref(), Permission::Read)?;
             let mut resp = empty(StatusCode::OK);
-            api::set_header(resp.headers_mut(), "x-amz-bucket-region", &b.region)?;
+            handler::set_header(resp.headers_mut(), "x-amz-bucket-region", &b.region)?;
             Ok(resp)
         }
         Method::DELETE
@@ -166,7 +165,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         }
         Method::POST if r.has("delete") => {
             r.op = "DeleteObjects";
-            crate::api_object::delete_objects(st, r).await
+            crate::api_object::delete::delete_objects(st, r).await
         }
         Method::GET => get_bucket(st, r).await,
         _ => Err(S3Error::new(
@@ -210,7 +209,7 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let meta = BucketMeta {
         name: name.clone(),
         owner: owner.clone(),
-        created: api::now_millis(),
+        created: now_millis(),
         region: st.cfg.region.clone(),
         acl: acl.clone(),
     };
@@ -234,7 +233,7 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Err(e) => return Err(e.into()),
     }
     let mut resp = empty(StatusCode::OK);
-    api::set_header(resp.headers_mut(), "location", &format!("/{name}"))?;
+    handler::set_header(resp.headers_mut(), "location", &format!("/{name}"))?;
     Ok(resp)
 }
 
@@ -488,7 +487,7 @@ pub async fn admin(
         euca_identity::IdentityError::InvalidName(_) => S3Error::invalid_argument(e.to_string()),
     };
     let json = |v: serde_json::Value| {
-        let mut r = api::full(StatusCode::OK, v.to_string());
+        let mut r = handler::full(StatusCode::OK, v.to_string());
         r.headers_mut().insert(
             "content-type",
             http::HeaderValue::from_static("application/json"),

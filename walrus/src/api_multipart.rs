@@ -1,15 +1,17 @@
 //! Multipart uploads. Parts are separate blobs; completing an upload writes one
 //! metadata record that lists them in order, so no object bytes are copied.
 use crate::acl::Permission;
-use crate::api::{
-    self, acl_from_headers, empty, free_blobs, load_bucket, millis_to_time, require, set_header,
-    xml, Req, Resp,
-};
-use crate::api_object::{content_from_request, copy_source, store_body, Stored};
+use crate::api_object::copy::copy_source;
+use crate::api_object::put::{content_from_request, store_body, Stored};
 use crate::checksums;
 use crate::error::{S3Error, S3Result};
-use crate::meta::{BlobRef, MetaOp, ObjectData, ObjectMeta, PartMeta, UploadMeta};
-use crate::server::State;
+use crate::handler::{
+    acl_from_headers, empty, free_blobs, load_bucket, require, set_header, xml, Req, Resp,
+};
+use crate::meta::{
+    millis_to_time, now_millis, BlobRef, MetaOp, ObjectData, ObjectMeta, PartMeta, UploadMeta,
+};
+use crate::state::State;
 use bytes::Bytes;
 use euca_aws::checksum::ChecksumAlgorithm;
 use euca_aws::timefmt::format_iso8601;
@@ -84,7 +86,7 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         upload_id: upload_id.clone(),
         bucket: r.bucket().into(),
         key: r.key().into(),
-        initiated: api::now_millis(),
+        initiated: now_millis(),
         owner,
         headers,
         user_meta,
@@ -165,7 +167,7 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         number,
         blob: blob.clone(),
         etag: etag.clone(),
-        last_modified: api::now_millis(),
+        last_modified: now_millis(),
         checksums,
     };
     match st
@@ -351,7 +353,7 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let meta = ObjectMeta {
         size: chosen.iter().map(|p| p.blob.size).sum(),
         etag: etag.clone(),
-        last_modified: api::now_millis(),
+        last_modified: now_millis(),
         owner: u.owner.clone(),
         headers: u.headers.clone(),
         user_meta: u.user_meta.clone(),

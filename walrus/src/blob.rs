@@ -5,7 +5,6 @@
 //! written to a staging file, fsynced, renamed and its directory fsynced before we
 //! commit the metadata that points at it. Any `object_store` backend (S3, GCS, Azure)
 //! can take its place; for those, durability is the remote store's own.
-use crate::error::S3Error;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -37,8 +36,6 @@ pub enum BlobError {
     NoSpace,
     #[error("blob not found")]
     NotFound,
-    #[error("request body: {0}")]
-    Body(S3Error),
 }
 
 fn classify(e: object_store::Error) -> BlobError {

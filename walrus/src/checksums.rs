@@ -10,11 +10,11 @@
 //! part checksums, `<base64>-N`) or *full-object* (CRC of the whole object, combined
 //! from the parts), and checks it against a value the request carries.
 use crate::acl::Permission;
-use crate::api::{millis_to_time, require, set_header, xml, Req, Resp};
-use crate::api_object::load_object;
 use crate::error::{S3Error, S3Result};
-use crate::meta::{ObjectMeta, PartMeta, UploadMeta};
-use crate::server::State;
+use crate::handler::load_object;
+use crate::handler::{require, set_header, xml, Req, Resp};
+use crate::meta::{millis_to_time, ObjectMeta, PartMeta, UploadMeta};
+use crate::state::State;
 use crate::xmlin::Node;
 use euca_aws::checksum::{self, ChecksumAlgorithm, ChecksumType};
 use euca_aws::timefmt::format_http_date;

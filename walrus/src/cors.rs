@@ -6,9 +6,9 @@
 //! Order, as S3: no `Origin` → 400 `BadRequest`; a bucket that does not exist → 404
 //! `NoSuchBucket` (what every other request on it answers, so nothing new is revealed);
 //! otherwise 403 `AccessForbidden` "CORS is not enabled for this bucket."
-use crate::api::{self, Resp};
 use crate::error::{S3Error, S3Result};
-use crate::server::State;
+use crate::handler::{self, Resp};
+use crate::state::State;
 use euca_aws::encoding::uri_decode;
 use http::request::Parts;
 
@@ -37,7 +37,7 @@ pub fn preflight(
         },
     };
     if let Some(b) = &bucket {
-        api::load_bucket(st, b)?;
+        handler::load_bucket(st, b)?;
     }
     let method = parts
         .headers

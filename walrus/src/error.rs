@@ -142,7 +142,6 @@ impl From<MetaError> for S3Error {
 impl From<BlobError> for S3Error {
     fn from(e: BlobError) -> Self {
         match e {
-            BlobError::Body(b) => b,
             BlobError::NoSpace => S3Error::new(
                 "ServiceUnavailable",
                 503,

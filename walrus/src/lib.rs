@@ -3,7 +3,11 @@
 //! Request path: [`server`] accepts HTTP/1.1 with hyper, [`api::handle`] resolves the
 //! bucket and key (path-style, virtual-host or the legacy `/services/Walrus` prefix),
 //! authenticates through `euca_aws::authenticate` before any handler runs, and
-//! dispatches to the handlers in `api_*`. Metadata lives behind [`meta::MetaStore`]
+//! dispatches to the handlers in `api_*` (`api_object/` has one file per object
+//! operation). Handlers share [`handler`] (the request, response builders, ACL and
+//! bucket checks) and [`state::State`]; nothing below [`api`] imports it or
+//! [`server`], so the files have no import cycles (`scripts/check-import-cycles.py`).
+//! Metadata lives behind [`meta::MetaStore`]
 //! (embedded redb by default); bytes live behind [`blob::BlobStore`] (`object_store`,
 //! local filesystem by default).
 pub mod acl;
@@ -17,11 +21,13 @@ mod checksums;
 pub mod config;
 mod cors;
 pub mod error;
+pub mod handler;
 mod list;
 pub mod meta;
 pub mod meta_redb;
 pub mod metrics;
 pub mod server;
+pub mod state;
 pub mod system;
 pub mod xmlin;
 pub mod xmlreq;

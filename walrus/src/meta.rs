@@ -269,3 +269,14 @@ pub enum ScanStart {
     /// After every key that starts with this prefix.
     AfterPrefix(String),
 }
+
+/// Now, as metadata timestamps are stored: milliseconds since the Unix epoch.
+pub fn now_millis() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// A metadata timestamp (milliseconds since the Unix epoch) as a date.
+pub fn millis_to_time(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}

@@ -643,7 +643,7 @@ impl MetaStore for RedbMeta {
         let tx = self.read()?;
         let t = tx.open_table(COMPLETED)?;
         let c: Option<CompletedUpload> = get(&t, upload_key(bucket, key, upload_id).as_slice())?;
-        let now = crate::api::now_millis();
+        let now = crate::meta::now_millis();
         Ok(c.filter(|c| now - c.completed <= COMPLETED_TTL_MS))
     }
 

@@ -5,6 +5,7 @@ use crate::config::WalrusConfig;
 use crate::meta::MetaStore;
 use crate::meta_redb::RedbMeta;
 use crate::metrics::Metrics;
+use crate::state::State;
 use euca_identity::IdentityStore;
 use euca_service::{ListenOptions, MetricsAccess, ServiceConfig};
 use std::net::SocketAddr;
@@ -23,22 +24,6 @@ pub enum StartError {
     Listen(SocketAddr, std::io::Error),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Shared state of a running Walrus.
-pub struct State {
-    pub cfg: WalrusConfig,
-    pub meta: Arc<dyn MetaStore>,
-    pub blobs: BlobStore,
-    pub identity: IdentityStore,
-    /// Canonical id of the cloud's system account (grantee of `aws-exec-read`).
-    pub system_id: String,
-    pub admin_account: String,
-    /// Canonical ids of accounts that may only read (GET/HEAD), e.g. the nodes' key.
-    pub read_only_ids: Vec<String>,
-    pub metrics: Metrics,
-    /// Who may read `/_metrics` (closed until [`Walrus::with_edge`] says otherwise).
-    pub metrics_access: MetricsAccess,
 }
 
 pub struct Walrus {
@@ -101,6 +86,16 @@ impl Walrus {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or(self.state.cfg.listen)
+    }
+
+    /// Makes sure the system bucket `name` exists, owned by the system account, with
+    /// READ granted to `readers` (the rules are in `system.rs`).
+    pub async fn ensure_system_bucket(
+        &self,
+        name: &str,
+        readers: &[String],
+    ) -> Result<(), StartError> {
+        Ok(crate::system::ensure_system_bucket(&self.state, name, readers).await?)
     }
 
     /// Serves until `shutdown` turns true, then lets in-flight requests finish.

@@ -7,10 +7,10 @@
 //! - Read-only accounts (the nodes' key) may only GET and HEAD: they create no bucket
 //!   and write nothing, whatever an ACL grants.
 use crate::acl::{Acl, Grant, Grantee, Owner, Permission};
-use crate::api::Req;
 use crate::error::{S3Error, S3Result};
-use crate::meta::{BucketMeta, MetaError, MetaOp};
-use crate::server::{StartError, State, Walrus};
+use crate::handler::Req;
+use crate::meta::{now_millis, BucketMeta, MetaError, MetaOp};
+use crate::state::State;
 use http::Method;
 
 /// Bucket names with this prefix belong to the cloud.
@@ -44,81 +44,78 @@ pub(crate) fn check_bucket_name(st: &State, name: &str, owner: &Owner) -> S3Resu
     Ok(())
 }
 
-impl Walrus {
-    /// Makes sure the system bucket `name` exists, owned by the system account, with
-    /// READ (list) granted to `readers` (canonical ids) and nothing else. An existing
-    /// bucket of the system account gets that ACL back; an empty bucket another
-    /// account created first is taken back. A non-empty one is left alone and
-    /// reported: the service that needs it will fail until an operator moves it.
-    pub async fn ensure_system_bucket(
-        &self,
-        name: &str,
-        readers: &[String],
-    ) -> Result<(), StartError> {
-        let st = &self.state;
-        let display_name = st
-            .identity
-            .account_by_canonical_id(&st.system_id)
-            .ok()
-            .flatten()
-            .map(|a| a.name)
-            .unwrap_or_default();
-        let owner = Owner {
-            id: st.system_id.clone(),
-            display_name,
-        };
-        let mut acl = Acl::private(owner.clone());
-        acl.grants.extend(readers.iter().map(|id| Grant {
-            grantee: Grantee::User {
-                id: id.clone(),
-                display_name: None,
-            },
-            permission: Permission::Read,
-        }));
-        for _ in 0..3 {
-            match st.meta.bucket(name)? {
-                Some(b) if b.owner.id == owner.id => {
-                    if b.acl != acl {
-                        st.meta
-                            .apply(MetaOp::SetBucketAcl {
-                                name: name.into(),
-                                acl,
-                            })
-                            .await?;
-                    }
+/// Makes sure the system bucket `name` exists, owned by the system account, with
+/// READ (list) granted to `readers` (canonical ids) and nothing else. An existing
+/// bucket of the system account gets that ACL back; an empty bucket another
+/// account created first is taken back. A non-empty one is left alone and
+/// reported: the service that needs it will fail until an operator moves it.
+pub(crate) async fn ensure_system_bucket(
+    st: &State,
+    name: &str,
+    readers: &[String],
+) -> Result<(), MetaError> {
+    let display_name = st
+        .identity
+        .account_by_canonical_id(&st.system_id)
+        .ok()
+        .flatten()
+        .map(|a| a.name)
+        .unwrap_or_default();
+    let owner = Owner {
+        id: st.system_id.clone(),
+        display_name,
+    };
+    let mut acl = Acl::private(owner.clone());
+    acl.grants.extend(readers.iter().map(|id| Grant {
+        grantee: Grantee::User {
+            id: id.clone(),
+            display_name: None,
+        },
+        permission: Permission::Read,
+    }));
+    for _ in 0..3 {
+        match st.meta.bucket(name)? {
+            Some(b) if b.owner.id == owner.id => {
+                if b.acl != acl {
+                    st.meta
+                        .apply(MetaOp::SetBucketAcl {
+                            name: name.into(),
+                            acl,
+                        })
+                        .await?;
+                }
+                return Ok(());
+            }
+            Some(b) => match st
+                .meta
+                .apply(MetaOp::DeleteBucket { name: name.into() })
+                .await
+            {
+                Ok(_) => {
+                    tracing::warn!(bucket = name, squatter = %b.owner.display_name, "took back an empty system bucket another account had created")
+                }
+                Err(MetaError::BucketNotEmpty) => {
+                    tracing::error!(bucket = name, owner = %b.owner.display_name, "a system bucket belongs to another account and is not empty; the service using it will fail until it is emptied and removed");
                     return Ok(());
                 }
-                Some(b) => match st
-                    .meta
-                    .apply(MetaOp::DeleteBucket { name: name.into() })
-                    .await
-                {
-                    Ok(_) => {
-                        tracing::warn!(bucket = name, squatter = %b.owner.display_name, "took back an empty system bucket another account had created")
-                    }
-                    Err(MetaError::BucketNotEmpty) => {
-                        tracing::error!(bucket = name, owner = %b.owner.display_name, "a system bucket belongs to another account and is not empty; the service using it will fail until it is emptied and removed");
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e.into()),
-                },
-                None => {
-                    let meta = BucketMeta {
-                        name: name.into(),
-                        owner: owner.clone(),
-                        created: crate::api::now_millis(),
-                        region: st.cfg.region.clone(),
-                        acl: acl.clone(),
-                    };
-                    match st.meta.apply(MetaOp::CreateBucket(meta)).await {
-                        Ok(_) => return Ok(()),
-                        // Created meanwhile: look again.
-                        Err(MetaError::BucketExists { .. }) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+                Err(e) => return Err(e),
+            },
+            None => {
+                let meta = BucketMeta {
+                    name: name.into(),
+                    owner: owner.clone(),
+                    created: now_millis(),
+                    region: st.cfg.region.clone(),
+                    acl: acl.clone(),
+                };
+                match st.meta.apply(MetaOp::CreateBucket(meta)).await {
+                    Ok(_) => return Ok(()),
+                    // Created meanwhile: look again.
+                    Err(MetaError::BucketExists { .. }) => {}
+                    Err(e) => return Err(e),
                 }
             }
         }
-        Ok(())
     }
+    Ok(())
 }

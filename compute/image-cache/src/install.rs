@@ -174,7 +174,7 @@ async fn store_pieces(
                 }
                 whole.update(&buf);
                 size += buf.len() as u64;
-                let h = hex::encode(Sha256::digest(&buf));
+                let h = crate::manifest::sha256_hex(&buf);
                 hashes.push(h.clone());
                 if tx.blocking_send((h, Bytes::from(buf))).is_err() {
                     break;

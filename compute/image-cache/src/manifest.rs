@@ -7,7 +7,6 @@
 //! `chunks/<sha256>` — the same content-addressed chunk layout as snapshots
 //! (design.md, "Content addressing").
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::CacheError;
 
@@ -73,9 +72,7 @@ pub fn piece_key(sha256_hex: &str) -> String {
     format!("chunks/{sha256_hex}")
 }
 
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
+pub use euca_aws::hash::sha256_hex;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
+use super::error::NbdError;
+use super::export::{ExportEntry, ExportTable};
 use super::proto::*;
-use super::{ExportEntry, ExportTable, NbdError};
 
 /// Largest option payload we read into memory; bigger known options are drained
 /// and refused with `NBD_REP_ERR_TOO_BIG`.

@@ -31,11 +31,17 @@
 //! over inside TLS, and transmission stays in TLS. The per-export peer address
 //! restriction applies the same with or without TLS.
 
+mod error;
+mod export;
 mod handshake;
 pub mod proto;
+mod shared;
 mod tls;
 mod transmission;
 
+pub use error::NbdError;
+pub use export::{Export, ExportTable};
+pub use shared::DEFAULT_MEMORY_BUDGET;
 pub use tls::{TlsConfig, TlsMode};
 
 /// The pure decoders of what a client sends (option payloads; request headers are
@@ -45,205 +51,20 @@ pub mod decode {
     pub use super::handshake::{parse_info_request, parse_meta_request};
 }
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::device::BlockDevice;
-
-/// Errors that end a connection. Request-level failures are NBD error replies and
-/// never show up here.
-#[derive(Debug, thiserror::Error)]
-pub enum NbdError {
-    #[error("i/o: {0}")]
-    Io(#[from] io::Error),
-    #[error("client sent unknown or unoffered handshake flags {0:#x}")]
-    BadClientFlags(u32),
-    #[error("bad option magic {0:#x}")]
-    BadOptionMagic(u64),
-    #[error("bad request magic {0:#x}")]
-    BadRequestMagic(u32),
-    #[error("NBD_OPT_EXPORT_NAME for an export this client cannot open")]
-    ExportNameRefused,
-    #[error("option payload of {0} bytes is too large")]
-    OptionTooLarge(u32),
-    #[error("write request of {0} bytes exceeds the maximum payload")]
-    OversizedWrite(u32),
-    #[error("handshake not finished in time")]
-    HandshakeTimeout,
-    #[error("client skipped STARTTLS, which this server requires of it")]
-    TlsRequired,
-    #[error("TLS handshake failed: {0}")]
-    Tls(String),
-}
-
-/// One exported volume.
-pub struct Export {
-    pub device: Arc<dyn BlockDevice>,
-    /// The only client address allowed to see or open this export; `None` = any.
-    /// Unix-socket clients have no address and can open only `None` exports.
-    pub allowed_peer: Option<IpAddr>,
-    pub read_only: bool,
-    pub description: String,
-}
-
-pub(crate) struct ExportEntry {
-    pub(crate) export: Export,
-    /// Flipped to `true` when the export is removed or replaced. Every connection in
-    /// transmission on this export holds a receiver, so `closed()` on the sender
-    /// tells when all of them are gone.
-    close: watch::Sender<bool>,
-}
-
-impl ExportEntry {
-    pub(crate) fn visible_to(&self, peer: Option<IpAddr>) -> bool {
-        match self.export.allowed_peer {
-            None => true,
-            Some(allowed) => peer.is_some_and(|p| p.to_canonical() == allowed.to_canonical()),
-        }
-    }
-}
-
-/// The set of exports a server offers; cheap to clone (shared).
-#[derive(Clone, Default)]
-pub struct ExportTable {
-    inner: Arc<Mutex<HashMap<String, Arc<ExportEntry>>>>,
-}
-
-impl ExportTable {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<ExportEntry>>> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Adds an export. Replacing an existing name makes its open connections close
-    /// (after their in-flight requests) without waiting; use [`ExportTable::remove`]
-    /// first to wait for that.
-    pub fn insert(&self, name: String, export: Export) {
-        let (close, _) = watch::channel(false);
-        let entry = Arc::new(ExportEntry { export, close });
-        if let Some(old) = self.map().insert(name.clone(), entry) {
-            tracing::warn!(export = %name, "export replaced; closing its connections");
-            old.close.send_replace(true);
-        }
-    }
-
-    /// Removes the export so no new client can open it, waits for its in-flight
-    /// requests to finish (so acknowledged writes are done), then closes every
-    /// connection that had it open and flushes the device. Returns false if there
-    /// was no such export.
-    pub async fn remove(&self, name: &str) -> bool {
-        let Some(entry) = self.map().remove(name) else {
-            return false;
-        };
-        entry.close.send_replace(true);
-        // Resolves once every connection holding a receiver has drained and closed.
-        entry.close.closed().await;
-        if let Err(e) = entry.export.device.flush().await {
-            tracing::warn!(export = %name, error = %e, "flush after export removal failed");
-        }
-        tracing::info!(export = %name, "export removed");
-        true
-    }
-
-    /// Names of all exports, sorted.
-    pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.map().keys().cloned().collect();
-        v.sort();
-        v
-    }
-
-    /// Connections currently in transmission on `name` (0 if there is no such export).
-    pub fn connections(&self, name: &str) -> usize {
-        self.map().get(name).map_or(0, |e| e.close.receiver_count())
-    }
-
-    /// The export `name` if `peer` may see it.
-    pub(crate) fn lookup(&self, name: &[u8], peer: Option<IpAddr>) -> Option<Arc<ExportEntry>> {
-        let name = std::str::from_utf8(name).ok()?;
-        self.map().get(name).filter(|e| e.visible_to(peer)).cloned()
-    }
-
-    /// Like `lookup`, and registers the caller as a connection on the export (under
-    /// the same lock, so `remove` cannot miss it).
-    pub(crate) fn open(
-        &self,
-        name: &[u8],
-        peer: Option<IpAddr>,
-    ) -> Option<(Arc<ExportEntry>, watch::Receiver<bool>)> {
-        let name = std::str::from_utf8(name).ok()?;
-        let map = self.map();
-        let entry = map.get(name).filter(|e| e.visible_to(peer))?;
-        let rx = entry.close.subscribe();
-        Some((entry.clone(), rx))
-    }
-
-    /// (name, description) of every export `peer` may see, sorted by name.
-    pub(crate) fn list_for(&self, peer: Option<IpAddr>) -> Vec<(String, String)> {
-        let mut v: Vec<(String, String)> = self
-            .map()
-            .iter()
-            .filter(|(_, e)| e.visible_to(peer))
-            .map(|(n, e)| (n.clone(), e.export.description.clone()))
-            .collect();
-        v.sort();
-        v
-    }
-}
+use shared::{wait_true, Config, Shared};
 
 /// Largest budget (a semaphore holds at most `usize::MAX >> 3` permits; one per byte).
 const MAX_BUDGET: usize = u32::MAX as usize;
-
-/// Default of [`NbdServer::memory_budget`]: eight 32 MiB requests in flight
-/// server-wide, enough to keep a few nodes streaming on a small host.
-pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
-
-/// Tunables shared by every connection of a server.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) max_in_flight: usize,
-    pub(crate) max_in_flight_bytes: usize,
-    pub(crate) handshake_timeout: Duration,
-    pub(crate) shutdown_grace: Duration,
-    pub(crate) max_connections: usize,
-    /// Payload bytes all connections together may hold (see the module docs).
-    pub(crate) memory_budget: usize,
-    /// How long a reply may make no progress before the connection is closed.
-    pub(crate) reply_timeout: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            max_in_flight: 64,
-            max_in_flight_bytes: 256 << 20,
-            handshake_timeout: Duration::from_secs(30),
-            shutdown_grace: Duration::from_secs(30),
-            max_connections: 1024,
-            memory_budget: DEFAULT_MEMORY_BUDGET,
-            reply_timeout: Duration::from_secs(60),
-        }
-    }
-}
-
-pub(crate) struct Shared {
-    pub(crate) exports: ExportTable,
-    pub(crate) cfg: Config,
-    /// `None`: no TLS (STARTTLS gets `NBD_REP_ERR_POLICY`).
-    pub(crate) tls: Option<(TlsConfig, TlsMode)>,
-    /// The server-wide payload budget, one permit per byte.
-    pub(crate) memory: Arc<Semaphore>,
-}
 
 /// The NBD server. Build with [`NbdServer::new`] and the setters, then run
 /// [`NbdServer::serve`] (TCP) or [`NbdServer::serve_unix`].
@@ -504,33 +325,6 @@ where
                 }
             }
         }
-    }
-}
-
-/// Resolves when the watch holds `true`, or when its sender is gone.
-pub(crate) async fn wait_true(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
-}
-
-/// Maps a device error to the NBD error value sent to the client.
-pub(crate) fn nbd_errno(e: &io::Error) -> u32 {
-    if let Some(code) = e.raw_os_error() {
-        return match code {
-            libc::EPERM | libc::EACCES | libc::EROFS => proto::EPERM,
-            libc::ENOSPC | libc::EDQUOT | libc::EFBIG => proto::ENOSPC,
-            libc::EINVAL => proto::EINVAL,
-            libc::ENOMEM => proto::ENOMEM,
-            libc::EOVERFLOW => proto::EOVERFLOW,
-            libc::ESHUTDOWN => proto::ESHUTDOWN,
-            _ => proto::EIO,
-        };
-    }
-    match e.kind() {
-        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => proto::EPERM,
-        io::ErrorKind::StorageFull => proto::ENOSPC,
-        io::ErrorKind::InvalidInput => proto::EINVAL,
-        io::ErrorKind::OutOfMemory => proto::ENOMEM,
-        _ => proto::EIO,
     }
 }
 

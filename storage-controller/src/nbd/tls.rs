@@ -20,7 +20,7 @@ use openssl::x509::X509Name;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_openssl::SslStream;
 
-use super::NbdError;
+use super::error::NbdError;
 
 /// Which clients must use TLS (given a [`TlsConfig`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -9,9 +9,10 @@ use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
+use super::error::{nbd_errno, NbdError};
 use super::handshake::{drain, Negotiated};
 use super::proto::*;
-use super::{nbd_errno, wait_true, NbdError, Shared};
+use super::shared::{wait_true, Shared};
 use crate::device::BlockDevice;
 
 const READ_BUFFER: usize = 128 << 10;

@@ -13,7 +13,6 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Chunk size of new snapshots.
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
@@ -140,10 +139,7 @@ pub struct StoredChunk {
     pub stored_at: Option<std::time::SystemTime>,
 }
 
-/// SHA-256 of `data` as 64 lowercase hex digits.
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
+pub use euca_aws::hash::sha256_hex;
 
 /// A chunk id is exactly 64 lowercase hex digits.
 pub fn validate_chunk_id(id: &str) -> Result<(), ChunkError> {

@@ -1,0 +1,125 @@
+//! The exports a server offers: which volume, to which peer, read-only or not.
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+use crate::device::BlockDevice;
+
+/// One exported volume.
+pub struct Export {
+    pub device: Arc<dyn BlockDevice>,
+    /// The only client address allowed to see or open this export; `None` = any.
+    /// Unix-socket clients have no address and can open only `None` exports.
+    pub allowed_peer: Option<IpAddr>,
+    pub read_only: bool,
+    pub description: String,
+}
+
+pub(crate) struct ExportEntry {
+    pub(crate) export: Export,
+    /// Flipped to `true` when the export is removed or replaced. Every connection in
+    /// transmission on this export holds a receiver, so `closed()` on the sender
+    /// tells when all of them are gone.
+    close: watch::Sender<bool>,
+}
+
+impl ExportEntry {
+    pub(crate) fn visible_to(&self, peer: Option<IpAddr>) -> bool {
+        match self.export.allowed_peer {
+            None => true,
+            Some(allowed) => peer.is_some_and(|p| p.to_canonical() == allowed.to_canonical()),
+        }
+    }
+}
+
+/// The set of exports a server offers; cheap to clone (shared).
+#[derive(Clone, Default)]
+pub struct ExportTable {
+    inner: Arc<Mutex<HashMap<String, Arc<ExportEntry>>>>,
+}
+
+impl ExportTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<ExportEntry>>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds an export. Replacing an existing name makes its open connections close
+    /// (after their in-flight requests) without waiting; use [`ExportTable::remove`]
+    /// first to wait for that.
+    pub fn insert(&self, name: String, export: Export) {
+        let (close, _) = watch::channel(false);
+        let entry = Arc::new(ExportEntry { export, close });
+        if let Some(old) = self.map().insert(name.clone(), entry) {
+            tracing::warn!(export = %name, "export replaced; closing its connections");
+            old.close.send_replace(true);
+        }
+    }
+
+    /// Removes the export so no new client can open it, waits for its in-flight
+    /// requests to finish (so acknowledged writes are done), then closes every
+    /// connection that had it open and flushes the device. Returns false if there
+    /// was no such export.
+    pub async fn remove(&self, name: &str) -> bool {
+        let Some(entry) = self.map().remove(name) else {
+            return false;
+        };
+        entry.close.send_replace(true);
+        // Resolves once every connection holding a receiver has drained and closed.
+        entry.close.closed().await;
+        if let Err(e) = entry.export.device.flush().await {
+            tracing::warn!(export = %name, error = %e, "flush after export removal failed");
+        }
+        tracing::info!(export = %name, "export removed");
+        true
+    }
+
+    /// Names of all exports, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.map().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Connections currently in transmission on `name` (0 if there is no such export).
+    pub fn connections(&self, name: &str) -> usize {
+        self.map().get(name).map_or(0, |e| e.close.receiver_count())
+    }
+
+    /// The export `name` if `peer` may see it.
+    pub(crate) fn lookup(&self, name: &[u8], peer: Option<IpAddr>) -> Option<Arc<ExportEntry>> {
+        let name = std::str::from_utf8(name).ok()?;
+        self.map().get(name).filter(|e| e.visible_to(peer)).cloned()
+    }
+
+    /// Like `lookup`, and registers the caller as a connection on the export (under
+    /// the same lock, so `remove` cannot miss it).
+    pub(crate) fn open(
+        &self,
+        name: &[u8],
+        peer: Option<IpAddr>,
+    ) -> Option<(Arc<ExportEntry>, watch::Receiver<bool>)> {
+        let name = std::str::from_utf8(name).ok()?;
+        let map = self.map();
+        let entry = map.get(name).filter(|e| e.visible_to(peer))?;
+        let rx = entry.close.subscribe();
+        Some((entry.clone(), rx))
+    }
+
+    /// (name, description) of every export `peer` may see, sorted by name.
+    pub(crate) fn list_for(&self, peer: Option<IpAddr>) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .map()
+            .iter()
+            .filter(|(_, e)| e.visible_to(peer))
+            .map(|(n, e)| (n.clone(), e.export.description.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+}

@@ -1,0 +1,55 @@
+//! What every connection of a server shares: the tunables, the export table, TLS,
+//! the server-wide memory budget.
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Semaphore};
+
+use super::export::ExportTable;
+use super::tls::{TlsConfig, TlsMode};
+
+/// Default of [`super::NbdServer::memory_budget`]: eight 32 MiB requests in flight
+/// server-wide, enough to keep a few nodes streaming on a small host.
+pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
+
+/// Tunables shared by every connection of a server.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) max_in_flight: usize,
+    pub(crate) max_in_flight_bytes: usize,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) max_connections: usize,
+    /// Payload bytes all connections together may hold (see the module docs).
+    pub(crate) memory_budget: usize,
+    /// How long a reply may make no progress before the connection is closed.
+    pub(crate) reply_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_in_flight: 64,
+            max_in_flight_bytes: 256 << 20,
+            handshake_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            max_connections: 1024,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            reply_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) exports: ExportTable,
+    pub(crate) cfg: Config,
+    /// `None`: no TLS (STARTTLS gets `NBD_REP_ERR_POLICY`).
+    pub(crate) tls: Option<(TlsConfig, TlsMode)>,
+    /// The server-wide payload budget, one permit per byte.
+    pub(crate) memory: Arc<Semaphore>,
+}
+
+/// Resolves when the watch holds `true`, or when its sender is gone.
+pub(crate) async fn wait_true(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}

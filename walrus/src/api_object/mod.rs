@@ -1,0 +1,41 @@
+//! Object operations, one file per operation: GetObject/HeadObject ([`get`]),
+//! PutObject ([`put`]), CopyObject ([`copy`]), DeleteObject and DeleteObjects
+//! ([`delete`]), object ACLs ([`acl`]) and tagging ([`tagging`]); GetObjectAttributes
+//! is with the other checksum code in [`crate::checksums`]. [`dispatch`] picks one.
+//! The pieces UploadPart and UploadPartCopy share (storing a body, the copy source)
+//! are in [`put`] and [`copy`]; conditional headers are in [`conditions`].
+pub mod acl;
+pub mod conditions;
+pub mod copy;
+pub mod delete;
+pub mod get;
+pub mod put;
+pub mod tagging;
+
+use crate::error::{S3Error, S3Result};
+use crate::handler::{Req, Resp};
+use crate::state::State;
+use http::Method;
+use std::sync::Arc;
+
+pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
+    match r.method.clone() {
+        Method::GET if r.has("acl") => acl::get_object_acl(st, r),
+        Method::PUT if r.has("acl") => acl::put_object_acl(st, r).await,
+        Method::GET if r.has("tagging") => tagging::get_object_tagging(st, r),
+        Method::PUT | Method::DELETE if r.has("tagging") => tagging::put_object_tagging(r),
+        Method::GET if r.has("attributes") => crate::checksums::get_object_attributes(st, r),
+        Method::GET | Method::HEAD => get::get_object(st, r).await,
+        Method::PUT if r.headers.contains_key("x-amz-copy-source") => {
+            copy::copy_object(st, r).await
+        }
+        Method::PUT => put::put_object(st, r).await,
+        Method::DELETE => delete::delete_object(st, r).await,
+        Method::POST => Err(S3Error::not_implemented("POST on an object")),
+        _ => Err(S3Error::new(
+            "MethodNotAllowed",
+            405,
+            "The specified method is not allowed against this resource.",
+        )),
+    }
+}

@@ -1,0 +1,197 @@
+//! PutObject, and storing a verified body (inline or as a blob), which UploadPart
+//! shares.
+use crate::acl::Permission;
+use crate::body::{BodySummary, VerifiedBody};
+use crate::error::{S3Error, S3Result};
+use crate::handler::{
+    acl_from_headers, empty, free_blobs, load_bucket, require, set_header, Req, Resp,
+};
+use crate::meta::{now_millis, BlobRef, ContentHeaders, MetaOp, ObjectData, ObjectMeta};
+use crate::state::State;
+use bytes::Bytes;
+use http::StatusCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Standard content headers and `x-amz-meta-*` from a request.
+pub fn content_from_request(r: &Req) -> S3Result<(ContentHeaders, Vec<(String, String)>)> {
+    let g = |n: &str| r.header(n).map(|s| s.to_string());
+    let encoding = r.header("content-encoding").and_then(|v| {
+        // aws-chunked is transfer framing, not a property of the object.
+        let rest: Vec<&str> = v
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.eq_ignore_ascii_case("aws-chunked") && !e.is_empty())
+            .collect();
+        (!rest.is_empty()).then(|| rest.join(", "))
+    });
+    let headers = ContentHeaders {
+        content_type: g("content-type"),
+        content_encoding: encoding,
+        content_disposition: g("content-disposition"),
+        content_language: g("content-language"),
+        cache_control: g("cache-control"),
+        expires: g("expires"),
+        website_redirect: g("x-amz-website-redirect-location"),
+    };
+    let mut meta = Vec::new();
+    let mut total = 0;
+    for (k, v) in r.headers.iter() {
+        if let Some(name) = k.as_str().strip_prefix("x-amz-meta-") {
+            let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            total += name.len() + v.len();
+            meta.push((name.to_string(), v));
+        }
+    }
+    if total > 2048 {
+        return Err(S3Error::new(
+            "MetadataTooLarge",
+            400,
+            "Your metadata headers exceed the maximum allowed metadata size.",
+        ));
+    }
+    meta.sort();
+    Ok((headers, meta))
+}
+
+/// Where a body ended up.
+pub enum Stored {
+    Inline(Vec<u8>),
+    Blob(BlobRef),
+}
+
+/// Reads a verified body into the store: small bodies stay in memory to be inlined in
+/// the metadata record, larger ones stream into a new blob. Nothing is visible until
+/// the caller commits metadata; on error the blob is discarded.
+pub async fn store_body(
+    st: &Arc<State>,
+    mut body: VerifiedBody,
+    inline_max: usize,
+) -> S3Result<(Stored, BodySummary)> {
+    let mut head: Vec<u8> = Vec::new();
+    let mut writer = None;
+    loop {
+        let chunk = match body.next().await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => {
+                if let Some(w) = writer {
+                    crate::blob::BlobWriter::abort(w).await;
+                }
+                return Err(e);
+            }
+        };
+        st.metrics
+            .bytes_in
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        match writer.as_mut() {
+            None if head.len() + chunk.len() <= inline_max => head.extend_from_slice(&chunk),
+            None => {
+                let mut w = st.blobs.create().await?;
+                if !head.is_empty() {
+                    w.write(Bytes::from(std::mem::take(&mut head))).await?;
+                }
+                w.write(chunk).await?;
+                writer = Some(w);
+            }
+            Some(w) => {
+                if let Err(e) = w.write(chunk).await {
+                    if let Some(w) = writer {
+                        w.abort().await;
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    let summary = body
+        .summary()
+        .ok_or_else(|| S3Error::internal("body summary missing"))?;
+    let stored = match writer {
+        None => Stored::Inline(head),
+        Some(w) => {
+            let size = w.size();
+            let id = w.finish().await?;
+            Stored::Blob(BlobRef { id, size })
+        }
+    };
+    Ok((stored, summary))
+}
+
+pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
+    r.op = "PutObject";
+    let b = load_bucket(st, r.bucket())?;
+    require(&b.acl, r.principal.as_ref(), Permission::Write)?;
+    if !r.headers.contains_key("content-length") {
+        return Err(S3Error::new(
+            "MissingContentLength",
+            411,
+            "You must provide the Content-Length HTTP header.",
+        ));
+    }
+    let owner = r
+        .principal
+        .as_ref()
+        .map(crate::acl::Owner::of)
+        .unwrap_or_else(|| b.owner.clone());
+    let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
+    let (headers, user_meta) = content_from_request(r)?;
+    let body = r.body(st.cfg.max_put_bytes)?;
+    let (stored, summary) = store_body(st, body, st.cfg.inline_max_bytes).await?;
+    let data = match stored {
+        Stored::Inline(d) => ObjectData::Inline(d),
+        Stored::Blob(b) => ObjectData::Blobs(vec![b]),
+    };
+    let checksums: Vec<(String, String)> = summary
+        .checksum
+        .iter()
+        .map(|(a, v)| (a.name().to_string(), v.clone()))
+        .collect();
+    let meta = ObjectMeta {
+        size: summary.size,
+        etag: hex::encode(summary.md5),
+        last_modified: now_millis(),
+        owner,
+        headers,
+        user_meta,
+        checksum_type: (!checksums.is_empty()).then(|| "FULL_OBJECT".to_string()),
+        checksums: checksums.clone(),
+        acl,
+        data: data.clone(),
+        part_sizes: Vec::new(),
+        part_checksums: Vec::new(),
+    };
+    let etag = meta.etag.clone();
+    commit_object(st, r, meta).await?;
+    let mut resp = empty(StatusCode::OK);
+    set_header(resp.headers_mut(), "etag", &format!("\"{etag}\""))?;
+    for (a, v) in checksums {
+        set_header(
+            resp.headers_mut(),
+            &format!("x-amz-checksum-{}", a.to_ascii_lowercase()),
+            &v,
+        )?;
+    }
+    Ok(resp)
+}
+
+/// Makes `meta` the object at the request's key. The blobs it replaced are freed; if
+/// the commit fails, its own blobs are.
+pub async fn commit_object(st: &Arc<State>, r: &Req, meta: ObjectMeta) -> S3Result<()> {
+    let own = meta.data.blobs().to_vec();
+    let op = MetaOp::PutObject {
+        bucket: r.bucket().into(),
+        key: r.key().into(),
+        meta,
+    };
+    match st.meta.apply(op).await {
+        Ok(out) => {
+            free_blobs(st, out.freed_blobs);
+            Ok(())
+        }
+        Err(e) => {
+            free_blobs(st, own);
+            Err(e.into())
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The shared state of a running Walrus, handed to every request handler.
+use crate::blob::BlobStore;
+use crate::config::WalrusConfig;
+use crate::meta::MetaStore;
+use crate::metrics::Metrics;
+use euca_identity::IdentityStore;
+use euca_service::MetricsAccess;
+use std::sync::Arc;
+
+/// Shared state of a running Walrus.
+pub struct State {
+    pub cfg: WalrusConfig,
+    pub meta: Arc<dyn MetaStore>,
+    pub blobs: BlobStore,
+    pub identity: IdentityStore,
+    /// Canonical id of the cloud's system account (grantee of `aws-exec-read`).
+    pub system_id: String,
+    pub admin_account: String,
+    /// Canonical ids of accounts that may only read (GET/HEAD), e.g. the nodes' key.
+    pub read_only_ids: Vec<String>,
+    pub metrics: Metrics,
+    /// Who may read `/_metrics` (closed until [`crate::server::Walrus::with_edge`] says otherwise).
+    pub metrics_access: MetricsAccess,
+}
