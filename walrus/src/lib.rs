@@ -16,6 +16,7 @@ pub mod body;
 mod checksums;
 pub mod config;
 mod cors;
+pub mod endpoint;
 pub mod error;
 mod list;
 pub mod meta;

@@ -1,5 +1,4 @@
 //! The HTTP server: accept loop, connection limits and timeouts, graceful shutdown.
-use crate::api;
 use crate::blob::BlobStore;
 use crate::config::WalrusConfig;
 use crate::meta::MetaStore;
@@ -36,7 +35,7 @@ pub struct State {
     pub admin_account: String,
     /// Canonical ids of accounts that may only read (GET/HEAD), e.g. the nodes' key.
     pub read_only_ids: Vec<String>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Who may read `/_metrics` (closed until [`Walrus::with_edge`] says otherwise).
     pub metrics_access: MetricsAccess,
 }
@@ -72,6 +71,8 @@ impl Walrus {
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|e| StartError::Listen(cfg.listen, e))?;
+        let metrics = Arc::new(Metrics::default());
+        euca_service::registry::add_source(&metrics);
         let state = Arc::new(State {
             cfg,
             meta,
@@ -80,7 +81,7 @@ impl Walrus {
             system_id,
             admin_account,
             read_only_ids,
-            metrics: Metrics::default(),
+            metrics,
             metrics_access: MetricsAccess::Closed,
         });
         Ok(Self {
@@ -111,14 +112,8 @@ impl Walrus {
         opts.max_header_bytes = Some(state.cfg.max_header_bytes);
         opts.open_gauge = Some(state.metrics.open_connections.clone());
         opts.refusal = slow_down();
-        let st = state.clone();
-        euca_service::serve(
-            self.listener,
-            opts,
-            move |req, peer: euca_service::Peer| api::handle(st.clone(), req, peer.client),
-            shutdown,
-        )
-        .await;
+        let access = state.metrics_access.clone();
+        euca_service::serve_api(self.listener, opts, state, access, shutdown).await;
     }
 }
 
