@@ -457,7 +457,9 @@ pub async fn serve<L, F, Fut, B>(
             shutdown.clone(),
         ));
     }
-    // Shut down: idle connections close now, busy ones after their request.
+    // Shut down: new connections are refused (the listener closes), idle ones
+    // close now, busy ones after their request.
+    drop(listener);
     shared.close_all();
     let drained = async {
         loop {
