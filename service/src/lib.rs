@@ -28,7 +28,10 @@
 //! - graceful shutdown: the listener closes, in-flight requests finish (up to
 //!   10 s), idle connections close at once.
 //!
-//! Planned: TLS termination and per-request deadlines.
+//! - optional TLS on TCP listeners (`[service] tls_cert`/`tls_key`, OpenSSL).
+//!
+//! Planned: TLS in the internal clients (the SC's and image cache's HTTP
+//! clients, the CLI) and per-request deadlines.
 pub mod api;
 pub mod body;
 pub mod budget;
@@ -38,12 +41,14 @@ mod proxy;
 pub mod registry;
 pub mod render;
 mod serve;
+mod tls;
 
 pub use api::{request_id, serve_api, Api, Ctx, EdgeError, Endpoint, ErrorCode};
 pub use config::ServiceConfig;
 pub use metrics::MetricsAccess;
 pub use proxy::{client_from_forwarded, ProxyError};
 pub use serve::{serve, ListenOptions, Listener, Peer};
+pub use tls::{Tls, TlsError};
 
 /// Generates a random token of 32 bytes as 64 lowercase hex characters (from the
 /// kernel's random source).

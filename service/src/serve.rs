@@ -2,6 +2,7 @@
 //! trusted proxies, and early close of idle keep-alive connections near the cap.
 use crate::config::ServiceConfig;
 use crate::proxy::{canonical_ip, client_from_forwarded, is_trusted, read_proxy_header};
+use crate::tls::MaybeTls;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -90,6 +91,9 @@ pub struct ListenOptions {
     pub refusal: Bytes,
     /// Kept equal to the number of open connections (a metrics gauge).
     pub open_gauge: Option<Arc<AtomicU64>>,
+    /// TLS on TCP connections (after any PROXY header, within the header
+    /// timeout); Unix-socket connections stay in clear.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl ListenOptions {
@@ -106,6 +110,7 @@ impl ListenOptions {
                 b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\nretry-after: 1\r\ncontent-type: text/plain\r\ncontent-length: 38\r\n\r\ntoo many connections from this address\n",
             ),
             open_gauge: None,
+            tls: cfg.tls.clone(),
         }
     }
 }
@@ -431,6 +436,7 @@ pub async fn serve<L, F, Fut, B>(
             _ = stopped(&mut shutdown) => break,
         };
         // A local (Unix socket) client is exempt from the per-source rules.
+        let local = tcp.is_none();
         let (tcp, source, from_proxy) = match tcp {
             Some(tcp) => {
                 let ip = canonical_ip(tcp.ip());
@@ -451,6 +457,7 @@ pub async fn serve<L, F, Fut, B>(
             stream,
             tcp,
             from_proxy,
+            local,
             reg,
             permit,
             handler.clone(),
@@ -492,6 +499,7 @@ async fn connection<L, F, Fut, B>(
     mut stream: L::Stream,
     tcp: SocketAddr,
     from_proxy: bool,
+    local: bool,
     mut reg: Registration,
     permit: tokio::sync::OwnedSemaphorePermit,
     handler: F,
@@ -524,6 +532,19 @@ async fn connection<L, F, Fut, B>(
             Err(_) => return,
         }
     }
+    let stream = match &opts.tls {
+        Some(tls) if !local => {
+            match tokio::time::timeout(opts.header_timeout, tls.accept(stream)).await {
+                Ok(Ok(s)) => MaybeTls::Tls(Box::new(s)),
+                Ok(Err(e)) => {
+                    tracing::debug!(listener = opts.name, peer = %tcp, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+        _ => MaybeTls::Plain(stream),
+    };
     let conn = reg.conn.clone();
     let svc = {
         let shared = shared.clone();

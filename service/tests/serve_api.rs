@@ -305,3 +305,90 @@ async fn access_log_line_per_request() {
         assert!(line.contains(want), "{want:?} not in {line}");
     }
 }
+
+/// TLS from `[service] tls_cert`/`tls_key`: curl verifies a self-signed
+/// certificate made by the openssl CLI and reads `/_health` over https; a
+/// clear-text request on the same port gets no answer.
+#[tokio::test]
+async fn tls_listener_with_a_self_signed_certificate() {
+    let dir = std::env::temp_dir().join(format!("euca-svc-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl CLI");
+    assert!(st.success());
+    let only_cert: Result<ServiceConfig, _> =
+        serde_json::from_value(serde_json::json!({ "tls_cert": cert }));
+    assert!(only_cert.unwrap_err().to_string().contains("go together"));
+    let cfg: ServiceConfig =
+        serde_json::from_value(serde_json::json!({ "tls_cert": cert, "tls_key": key })).unwrap();
+    assert!(cfg.tls.is_some());
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let gate = Arc::new(Semaphore::new(0));
+    let (tx, _arrived) = tokio::sync::mpsc::unbounded_channel();
+    let api = Arc::new(TestApi {
+        name: "tls-test",
+        gate,
+        arrived: tx,
+    });
+    let (stop, rx) = watch::channel(false);
+    let opts = ListenOptions::new("tls", 16, &cfg);
+    let task = tokio::spawn(serve_api(l, opts, api, MetricsAccess::Closed, rx));
+    let curl = |url: String, cacert: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("curl")
+                .args(["-sS", "--max-time", "10", "--cacert"])
+                .arg(cacert)
+                .arg(url)
+                .output()
+                .expect("curl")
+        })
+    };
+    let out = curl(
+        format!("https://127.0.0.1:{}/_health", addr.port()),
+        cert.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"ok\n");
+    let out = curl(
+        format!("https://127.0.0.1:{}/fast", addr.port()),
+        cert.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.stdout.len(), 16, "a request id");
+    // Clear text on the TLS port: no HTTP answer.
+    let out = curl(
+        format!("http://127.0.0.1:{}/_health", addr.port()),
+        cert.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
