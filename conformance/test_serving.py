@@ -103,6 +103,9 @@ def test_s3_request_id_fresh_and_in_the_error_body(cloud):
         assert f"<RequestId>{rid}</RequestId>" in body.decode(), body
         ids.append(rid)
     assert ids[0] != ids[1]
+    # Walrus's headers are on the loop's own answers too.
+    st, headers, body = get(cloud.port, "/_health")
+    assert re.fullmatch(r"[0-9A-F]{16}", headers["x-amz-request-id"]) and headers["server"] == "Walrus"
     # The metrics refusal is an S3 error too, with its request id.
     st, headers, body = get(cloud.port, "/_metrics")
     assert st == 401 and f"<RequestId>{headers['x-amz-request-id']}</RequestId>" in body.decode()

@@ -69,6 +69,9 @@ pub trait Api: Send + Sync + Sized + 'static {
     fn render_error(&self, e: &EdgeError, cx: &Ctx) -> Response<Self::Body>;
     /// A plain body (health, metrics text).
     fn body(&self, bytes: Bytes) -> Self::Body;
+    /// Called on every response, the loop's own included (e.g. to send the
+    /// request id in the API's header).
+    fn finish(&self, _resp: &mut Response<Self::Body>, _cx: &Ctx) {}
 }
 
 /// A fresh request id: 8 random bytes as 16 uppercase hex digits.
@@ -143,6 +146,8 @@ async fn one_request<A: Api>(
             .await;
         (name, resp)
     };
+    let mut resp = resp;
+    api.finish(&mut resp, &cx);
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
     let m = registry::http();

@@ -35,7 +35,8 @@ pub struct Req {
     pub payload: PayloadCheck,
     body: Option<Body>,
     pub request_id: String,
-    /// The operation name, for logs and metrics.
+    /// The operation name as the handler sets it (metrics and the access log
+    /// are labelled by [`S3Endpoint`], parsed from the head before dispatch).
     pub op: &'static str,
 }
 
@@ -232,14 +233,9 @@ pub async fn handle(st: Arc<State>, req: http::Request<Incoming>, cx: &Ctx) -> R
         Ok(r) => r,
         Err(e) => error_response(&e, rid, method == Method::HEAD),
     };
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(rid) {
-        h.insert("x-amz-request-id", v.clone());
-        h.insert("x-amz-id-2", v);
-    }
-    h.insert("server", HeaderValue::from_static("Walrus"));
     if expect_no_continue {
-        h.insert("connection", HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert("connection", HeaderValue::from_static("close"));
     }
     resp
 }
@@ -262,15 +258,20 @@ impl euca_service::Api for State {
         handle(self, req, &cx).await
     }
     fn render_error(&self, e: &EdgeError, cx: &Ctx) -> Resp {
-        let mut r = error_response(
+        error_response(
             &S3Error::new(e.code, e.status, e.message),
             &cx.request_id,
             false,
-        );
+        )
+    }
+    /// Every answer carries the request id (as S3 does) and names the server.
+    fn finish(&self, resp: &mut Resp, cx: &Ctx) {
+        let h = resp.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&cx.request_id) {
-            r.headers_mut().insert("x-amz-request-id", v);
+            h.insert("x-amz-request-id", v.clone());
+            h.insert("x-amz-id-2", v);
         }
-        r
+        h.insert("server", HeaderValue::from_static("Walrus"));
     }
     fn body(&self, bytes: Bytes) -> RespBody {
         Full::new(bytes).map_err(|e| match e {}).boxed_unsync()
