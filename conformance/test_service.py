@@ -1,4 +1,5 @@
 """`euca walrus` on its own, from a TOML config; `/_health`, `/_metrics`; admin CLI."""
+import re
 import subprocess
 import time
 import urllib.error
@@ -59,7 +60,7 @@ def test_health_and_metrics(cloud, s3, bucket):
     assert urllib.request.urlopen(cloud.endpoint + "/_health").read() == b"ok\n"
     s3.put_object(Bucket=bucket, Key="m", Body=b"abc")
     text = scrape_metrics(cloud.endpoint + "/_metrics", cloud.data)
-    assert 'walrus_requests_total{op="PutObject",status="200"}' in text
+    assert re.search(r'^euca_http_requests_total\{endpoint="PutObject",service="walrus",status="200"\} [1-9]', text, re.M), text
     assert "walrus_received_bytes_total" in text
 
 

@@ -410,7 +410,10 @@ async fn expect_ok(resp: http::Response<hyper::body::Incoming>) -> Result<Bytes>
     if !st.is_success() {
         let msg = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
-            .and_then(|v| v["error"].as_str().map(String::from))
+            .and_then(|v| {
+                euca_service::render::json_error_message(&body)
+                    .or_else(|| v["error"].as_str().map(String::from))
+            })
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
         bail!("{msg}");
     }

@@ -2,8 +2,8 @@
 //! accepted and limited, and the small request-edge rules that must not differ
 //! between services.
 //!
-//! Today it gives Walrus, the storage controller's API, the tracker and the node
-//! cache's piece server:
+//! It serves Walrus, the storage controller's API, the tracker, the node cache's
+//! piece server and its control socket:
 //!
 //! - [`serve`]: the HTTP/1.1 accept loop with a connection cap per listener
 //!   (further clients wait in the kernel's accept queue), a cap per source address
@@ -18,20 +18,37 @@
 //! - [`body::read_capped`]: reading a small request body with a size cap, refusing
 //!   an over-long `Content-Length` before reading anything.
 //!
-//! Planned (a later issue): this crate grows into the one serve loop for every
-//! service — TLS termination, request ids and access logs, graceful drain and
-//! per-request deadlines move here, and services hand it only their router.
+//! - [`serve_api`] and [`Api`]: a service hands the loop a router that parses a
+//!   request head into a typed endpoint, then handles it; the loop answers
+//!   `/_health` and `/_metrics`, gives each request an id ([`Ctx`]), writes one
+//!   access-log line per request (`tracing` target `access`, info level: silence
+//!   with `RUST_LOG=access=off`) and keeps the per-endpoint families of the one
+//!   process [`registry`];
+//! - [`render`]: the EC2 Query XML and internal JSON error renderers;
+//! - graceful shutdown: the listener closes, in-flight requests finish (up to
+//!   10 s), idle connections close at once.
+//!
+//! - optional TLS on TCP listeners (`[service] tls_cert`/`tls_key`, OpenSSL).
+//!
+//! Planned: TLS in the internal clients (the SC's and image cache's HTTP
+//! clients, the CLI) and per-request deadlines.
+pub mod api;
 pub mod body;
 pub mod budget;
 mod config;
 mod metrics;
 mod proxy;
+pub mod registry;
+pub mod render;
 mod serve;
+mod tls;
 
+pub use api::{request_id, serve_api, Api, Ctx, EdgeError, Endpoint, ErrorCode};
 pub use config::ServiceConfig;
 pub use metrics::MetricsAccess;
-pub use proxy::client_from_forwarded;
-pub use serve::{serve, ListenOptions, Peer};
+pub use proxy::{client_from_forwarded, ProxyError};
+pub use serve::{serve, ListenOptions, Listener, Peer};
+pub use tls::{Tls, TlsError};
 
 /// Generates a random token of 32 bytes as 64 lowercase hex characters (from the
 /// kernel's random source).

@@ -30,7 +30,7 @@ pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ProxyError {
+pub enum ProxyError {
     #[error("reading the PROXY header: {0}")]
     Io(#[from] std::io::Error),
     #[error("no valid PROXY protocol header")]

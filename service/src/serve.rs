@@ -2,6 +2,7 @@
 //! trusted proxies, and early close of idle keep-alive connections near the cap.
 use crate::config::ServiceConfig;
 use crate::proxy::{canonical_ip, client_from_forwarded, is_trusted, read_proxy_header};
+use crate::tls::MaybeTls;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -17,8 +18,54 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{watch, Notify, Semaphore};
+
+/// Where connections come from: a TCP listener (every limit applies), or a Unix
+/// socket (local clients: no per-source cap, no proxies).
+pub trait Listener: Send + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The next connection and its peer address (`None`: a local socket).
+    fn accept_conn(
+        &self,
+    ) -> impl Future<Output = std::io::Result<(Self::Stream, Option<SocketAddr>)>> + Send;
+    /// Writes `bytes` without waiting (the refusal before a close), best effort.
+    fn try_refuse(_stream: &Self::Stream, _bytes: &[u8]) {}
+    /// Reads a PROXY protocol header from a trusted proxy's connection.
+    fn proxy_header(
+        _stream: &mut Self::Stream,
+    ) -> impl Future<Output = Result<Option<SocketAddr>, crate::proxy::ProxyError>> + Send {
+        async { Ok(None) }
+    }
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+    async fn accept_conn(&self) -> std::io::Result<(TcpStream, Option<SocketAddr>)> {
+        let (s, a) = self.accept().await?;
+        let _ = s.set_nodelay(true);
+        Ok((s, Some(a)))
+    }
+    fn try_refuse(stream: &TcpStream, bytes: &[u8]) {
+        let _ = stream.try_write(bytes);
+    }
+    async fn proxy_header(
+        stream: &mut TcpStream,
+    ) -> Result<Option<SocketAddr>, crate::proxy::ProxyError> {
+        read_proxy_header(stream).await
+    }
+}
+
+impl Listener for UnixListener {
+    type Stream = UnixStream;
+    async fn accept_conn(&self) -> std::io::Result<(UnixStream, Option<SocketAddr>)> {
+        Ok((self.accept().await?.0, None))
+    }
+}
+
+/// The address a Unix-socket client is reported as.
+const LOCAL: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
 /// How one listener accepts and limits connections.
 #[derive(Clone, Debug)]
@@ -44,6 +91,9 @@ pub struct ListenOptions {
     pub refusal: Bytes,
     /// Kept equal to the number of open connections (a metrics gauge).
     pub open_gauge: Option<Arc<AtomicU64>>,
+    /// TLS on TCP connections (after any PROXY header, within the header
+    /// timeout); Unix-socket connections stay in clear.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl ListenOptions {
@@ -60,6 +110,7 @@ impl ListenOptions {
                 b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\nretry-after: 1\r\ncontent-type: text/plain\r\ncontent-length: 38\r\n\r\ntoo many connections from this address\n",
             ),
             open_gauge: None,
+            tls: cfg.tls.clone(),
         }
     }
 }
@@ -98,6 +149,8 @@ struct Shared {
     started: Instant,
     /// Wakes the drain at shutdown when the last connection ends.
     emptied: Notify,
+    /// `euca_http_open_connections{service}`.
+    open_metric: prometheus::IntGauge,
 }
 
 impl Shared {
@@ -135,6 +188,7 @@ impl Shared {
         if let Some(g) = &self.opts.open_gauge {
             g.fetch_add(1, Ordering::Relaxed);
         }
+        self.open_metric.inc();
         Some(Registration {
             shared: self.clone(),
             id,
@@ -261,6 +315,7 @@ impl Drop for Registration {
         if let Some(g) = &self.shared.opts.open_gauge {
             g.fetch_sub(1, Ordering::Relaxed);
         }
+        self.shared.open_metric.dec();
         if empty {
             self.shared.emptied.notify_waiters();
         }
@@ -318,13 +373,16 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 }
 
 /// Serves HTTP/1.1 on `listener` with `opts` until `shutdown` turns true; then
-/// open connections finish their requests (up to 10 s) and close.
-pub async fn serve<F, Fut, B>(
-    listener: TcpListener,
+/// open connections finish their requests (up to 10 s) and close. This is the
+/// one hyper accept loop of the project: every service's listeners (TCP, and the
+/// image cache's control socket) come through it.
+pub async fn serve<L, F, Fut, B>(
+    listener: L,
     opts: ListenOptions,
     handler: F,
     mut shutdown: watch::Receiver<bool>,
 ) where
+    L: Listener,
     F: Fn(Request<Incoming>, Peer) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
     B: Body + Send + Unpin + 'static,
@@ -335,11 +393,15 @@ pub async fn serve<F, Fut, B>(
     // Past 90 % of the cap, idle connections are closed down to 75 %.
     let high = max * 9 / 10;
     let low = max * 3 / 4;
+    let open_metric = crate::registry::http()
+        .open_connections
+        .with_label_values(&[opts.name]);
     let shared = Arc::new(Shared {
         opts,
         table: Mutex::new(Table::default()),
         started: Instant::now(),
         emptied: Notify::new(),
+        open_metric,
     });
     let permits = Arc::new(Semaphore::new(max));
     'accept: loop {
@@ -363,7 +425,7 @@ pub async fn serve<F, Fut, B>(
             }
         };
         let (stream, tcp) = tokio::select! {
-            r = listener.accept() => match r {
+            r = listener.accept_conn() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(listener = shared.opts.name, error = %e, "accept failed");
@@ -373,28 +435,38 @@ pub async fn serve<F, Fut, B>(
             },
             _ = stopped(&mut shutdown) => break,
         };
-        let ip = canonical_ip(tcp.ip());
-        let from_proxy = is_trusted(ip, &shared.opts.trusted_proxies);
-        let Some(reg) = shared.register((!from_proxy).then_some(ip)) else {
-            refuse(&shared, stream, tcp);
+        // A local (Unix socket) client is exempt from the per-source rules.
+        let local = tcp.is_none();
+        let (tcp, source, from_proxy) = match tcp {
+            Some(tcp) => {
+                let ip = canonical_ip(tcp.ip());
+                let from_proxy = is_trusted(ip, &shared.opts.trusted_proxies);
+                (tcp, (!from_proxy).then_some(ip), from_proxy)
+            }
+            None => (LOCAL, None, false),
+        };
+        let Some(reg) = shared.register(source) else {
+            refuse::<L>(&shared, &stream, tcp);
             continue;
         };
         if shared.open() > high {
             shared.reap_idle(low);
         }
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(
+        tokio::spawn(connection::<L, F, Fut, B>(
             shared.clone(),
             stream,
             tcp,
             from_proxy,
+            local,
             reg,
             permit,
             handler.clone(),
             shutdown.clone(),
         ));
     }
-    // Shut down: idle connections close now, busy ones after their request.
+    // Shut down: new connections are refused (the listener closes), idle ones
+    // close now, busy ones after their request.
+    drop(listener);
     shared.close_all();
     let drained = async {
         loop {
@@ -416,22 +488,24 @@ pub async fn serve<F, Fut, B>(
     }
 }
 
-fn refuse(shared: &Shared, stream: TcpStream, tcp: SocketAddr) {
+fn refuse<L: Listener>(shared: &Shared, stream: &L::Stream, tcp: SocketAddr) {
     tracing::debug!(listener = shared.opts.name, peer = %tcp, "per-source connection cap reached; refused");
-    let _ = stream.try_write(&shared.opts.refusal);
+    L::try_refuse(stream, &shared.opts.refusal);
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn connection<F, Fut, B>(
+async fn connection<L, F, Fut, B>(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    mut stream: L::Stream,
     tcp: SocketAddr,
     from_proxy: bool,
+    local: bool,
     mut reg: Registration,
     permit: tokio::sync::OwnedSemaphorePermit,
     handler: F,
     mut stop: watch::Receiver<bool>,
 ) where
+    L: Listener,
     F: Fn(Request<Incoming>, Peer) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
     B: Body + Send + Unpin + 'static,
@@ -442,10 +516,10 @@ async fn connection<F, Fut, B>(
     // The client behind a PROXY header counts against its own address.
     let mut proxied: Option<SocketAddr> = None;
     if from_proxy && opts.proxy_protocol {
-        match tokio::time::timeout(opts.header_timeout, read_proxy_header(&mut stream)).await {
+        match tokio::time::timeout(opts.header_timeout, L::proxy_header(&mut stream)).await {
             Ok(Ok(Some(client))) => {
                 if !reg.set_source(canonical_ip(client.ip())) {
-                    refuse(&shared, stream, client);
+                    refuse::<L>(&shared, &stream, client);
                     return;
                 }
                 proxied = Some(client);
@@ -458,6 +532,19 @@ async fn connection<F, Fut, B>(
             Err(_) => return,
         }
     }
+    let stream = match &opts.tls {
+        Some(tls) if !local => {
+            match tokio::time::timeout(opts.header_timeout, tls.accept(stream)).await {
+                Ok(Ok(s)) => MaybeTls::Tls(Box::new(s)),
+                Ok(Err(e)) => {
+                    tracing::debug!(listener = opts.name, peer = %tcp, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+        _ => MaybeTls::Plain(stream),
+    };
     let conn = reg.conn.clone();
     let svc = {
         let shared = shared.clone();

@@ -28,7 +28,7 @@ use http::{Method, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -54,11 +54,9 @@ fn json_resp(status: StatusCode, v: &Value) -> Resp {
     r
 }
 
+/// The one error renderer of the SC API (the internal APIs' JSON shape).
 fn error_resp(status: u16, code: &str, message: &str) -> Resp {
-    json_resp(
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        &json!({"error": {"code": code, "message": message}}),
-    )
+    euca_service::render::json_error(status, code, message)
 }
 
 impl From<ScError> for Resp {
@@ -91,45 +89,108 @@ fn query_param(query: &str, name: &str) -> Result<Option<String>, ScError> {
     Ok(first)
 }
 
-/// Handles one request.
-pub async fn handle(st: Arc<ApiState>, req: http::Request<Incoming>, peer: SocketAddr) -> Resp {
-    st.requests.fetch_add(1, Ordering::Relaxed);
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let resp = route(&st, req).await;
-    if !resp.status().is_success() {
-        st.errors.fetch_add(1, Ordering::Relaxed);
-    }
-    tracing::info!(target: "sc::access", %peer, %method, %path, status = resp.status().as_u16());
-    resp
+/// The SC API's operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScEndpoint {
+    CreateVolume,
+    DescribeVolumes,
+    DescribeVolume,
+    DeleteVolume,
+    AttachVolume,
+    DetachVolume,
+    CreateSnapshot,
+    DescribeSnapshots,
+    DescribeSnapshot,
+    DeleteSnapshot,
+    /// No such operation (answered `InvalidAction`).
+    Unknown,
 }
 
-async fn route(st: &ApiState, req: http::Request<Incoming>) -> Resp {
+impl euca_service::Endpoint for ScEndpoint {
+    fn name(&self) -> &'static str {
+        match self {
+            ScEndpoint::CreateVolume => "CreateVolume",
+            ScEndpoint::DescribeVolumes => "DescribeVolumes",
+            ScEndpoint::DescribeVolume => "DescribeVolume",
+            ScEndpoint::DeleteVolume => "DeleteVolume",
+            ScEndpoint::AttachVolume => "AttachVolume",
+            ScEndpoint::DetachVolume => "DetachVolume",
+            ScEndpoint::CreateSnapshot => "CreateSnapshot",
+            ScEndpoint::DescribeSnapshots => "DescribeSnapshots",
+            ScEndpoint::DescribeSnapshot => "DescribeSnapshot",
+            ScEndpoint::DeleteSnapshot => "DeleteSnapshot",
+            ScEndpoint::Unknown => "Unknown",
+        }
+    }
+}
+
+/// The path's segments, percent-decoded.
+fn segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+impl ScEndpoint {
+    /// The operation of `method` on these path segments.
+    pub fn parse(m: &Method, segs: &[&str]) -> ScEndpoint {
+        use ScEndpoint::*;
+        match (m, segs) {
+            (&Method::POST, ["volumes"]) => CreateVolume,
+            (&Method::GET, ["volumes"]) => DescribeVolumes,
+            (&Method::GET, ["volumes", _]) => DescribeVolume,
+            (&Method::DELETE, ["volumes", _]) => DeleteVolume,
+            (&Method::POST, ["volumes", _, "attach"]) => AttachVolume,
+            (&Method::POST, ["volumes", _, "detach"]) => DetachVolume,
+            (&Method::POST, ["volumes", _, "snapshots"]) => CreateSnapshot,
+            (&Method::GET, ["snapshots"]) => DescribeSnapshots,
+            (&Method::GET, ["snapshots", _]) => DescribeSnapshot,
+            (&Method::DELETE, ["snapshots", _]) => DeleteSnapshot,
+            _ => Unknown,
+        }
+    }
+}
+
+impl euca_service::Api for ApiState {
+    type Endpoint = ScEndpoint;
+    type Body = Full<Bytes>;
+    fn service(&self) -> &'static str {
+        "sc"
+    }
+    fn route(&self, head: &http::request::Parts) -> ScEndpoint {
+        let segs = segments(head.uri.path());
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        ScEndpoint::parse(&head.method, &segs)
+    }
+    async fn handle(
+        self: Arc<Self>,
+        ep: ScEndpoint,
+        req: http::Request<Incoming>,
+        _cx: euca_service::Ctx,
+    ) -> Resp {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let resp = route(&self, ep, req).await;
+        if !resp.status().is_success() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        resp
+    }
+    fn render_error(&self, e: &euca_service::EdgeError, _cx: &euca_service::Ctx) -> Resp {
+        error_resp(e.status, e.code, e.message)
+    }
+    fn body(&self, bytes: Bytes) -> Full<Bytes> {
+        Full::new(bytes)
+    }
+}
+
+async fn route(st: &ApiState, ep: ScEndpoint, req: http::Request<Incoming>) -> Resp {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
-    if parts.method == Method::GET && path == "/_health" {
-        return json_resp(StatusCode::OK, &json!({"ok": true}));
-    }
-    if parts.method == Method::GET && path == "/_metrics" {
-        if !st.metrics_access.allows(&parts.headers) {
-            let mut r = error_resp(
-                401,
-                "AuthFailure",
-                "metrics need Authorization: Bearer <the metrics token>",
-            );
-            r.headers_mut().insert(
-                "www-authenticate",
-                http::HeaderValue::from_static(MetricsAccess::CHALLENGE),
-            );
-            return r;
-        }
-        let mut r = http::Response::new(Full::new(Bytes::from(metrics(st))));
-        r.headers_mut().insert(
-            "content-type",
-            http::HeaderValue::from_static("text/plain; version=0.0.4"),
-        );
-        return r;
-    }
     let cfg = AuthConfig {
         region: st.region.clone(),
         service: "sc",
@@ -166,17 +227,9 @@ async fn route(st: &ApiState, req: http::Request<Incoming>) -> Resp {
         Err(e) => return error_resp(400, "InvalidParameterValue", &e.to_string()),
     }
     let query = parts.uri.query().unwrap_or("");
-    let segs: Vec<String> = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .collect();
+    let segs = segments(&path);
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-    match dispatch(&st.sc, &parts.method, &segs, query).await {
+    match dispatch(&st.sc, ep, &segs, query).await {
         Ok(Some(v)) => json_resp(StatusCode::OK, &v),
         Ok(None) => error_resp(
             404,
@@ -194,12 +247,13 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, ScError> {
 /// Runs one operation; `None` if there is no such operation.
 async fn dispatch(
     sc: &Arc<StorageController>,
-    m: &Method,
+    ep: ScEndpoint,
     segs: &[&str],
     query: &str,
 ) -> Result<Option<Value>, ScError> {
-    Ok(Some(match (m, segs) {
-        (&Method::POST, ["volumes"]) => {
+    use ScEndpoint::*;
+    Ok(Some(match (ep, segs) {
+        (CreateVolume, _) => {
             let size = match query_param(query, "size_gib")? {
                 Some(s) => Some(
                     s.parse::<u64>()
@@ -210,10 +264,10 @@ async fn dispatch(
             let snap = query_param(query, "snapshot_id")?;
             volume_json(sc, &sc.create_volume(size, snap.as_deref()).await?)
         }
-        (&Method::GET, ["volumes"]) => {
+        (DescribeVolumes, _) => {
             Value::Array(sc.volumes()?.iter().map(|v| volume_json(sc, v)).collect())
         }
-        (&Method::GET, ["volumes", id]) => {
+        (DescribeVolume, [_, id]) => {
             let mut j = volume_json(sc, &sc.describe_volume(id)?);
             if let Some((present, total)) = sc.fill_state(id).await {
                 j["chunks_present"] = json!(present);
@@ -221,11 +275,11 @@ async fn dispatch(
             }
             j
         }
-        (&Method::DELETE, ["volumes", id]) => {
+        (DeleteVolume, [_, id]) => {
             sc.delete_volume(id).await?;
             json!({"deleted": id})
         }
-        (&Method::POST, ["volumes", id, "attach"]) => {
+        (AttachVolume, [_, id, _]) => {
             let node = query_param(query, "node")?
                 .ok_or_else(|| ScError::Invalid("node (an IP address) is required".into()))?;
             let node: IpAddr = node
@@ -234,11 +288,11 @@ async fn dispatch(
             let (v, uri) = sc.attach(id, node).await?;
             json!({"volume": volume_json(sc, &v), "uri": uri})
         }
-        (&Method::POST, ["volumes", id, "detach"]) => volume_json(sc, &sc.detach(id).await?),
-        (&Method::POST, ["volumes", id, "snapshots"]) => to_json(&sc.create_snapshot(id).await?)?,
-        (&Method::GET, ["snapshots"]) => to_json(&sc.snapshots()?)?,
-        (&Method::GET, ["snapshots", id]) => to_json(&sc.describe_snapshot(id)?)?,
-        (&Method::DELETE, ["snapshots", id]) => {
+        (DetachVolume, [_, id, _]) => volume_json(sc, &sc.detach(id).await?),
+        (CreateSnapshot, [_, id, _]) => to_json(&sc.create_snapshot(id).await?)?,
+        (DescribeSnapshots, _) => to_json(&sc.snapshots()?)?,
+        (DescribeSnapshot, [_, id]) => to_json(&sc.describe_snapshot(id)?)?,
+        (DeleteSnapshot, [_, id]) => {
             sc.delete_snapshot(id).await?;
             json!({"deleted": id})
         }
@@ -246,26 +300,44 @@ async fn dispatch(
     }))
 }
 
-fn metrics(st: &ApiState) -> String {
-    let sc = &st.sc;
-    let (mut avail, mut inuse) = (0, 0);
-    for v in sc.volumes().unwrap_or_default() {
-        match v.state {
-            crate::model::VolumeState::InUse => inuse += 1,
-            _ => avail += 1,
+impl euca_service::registry::MetricSource for ApiState {
+    fn report(&self, out: &mut euca_service::registry::Scrape) {
+        let sc = &self.sc;
+        let (mut avail, mut inuse) = (0, 0);
+        for v in sc.volumes().unwrap_or_default() {
+            match v.state {
+                crate::model::VolumeState::InUse => inuse += 1,
+                _ => avail += 1,
+            }
         }
+        out.counter(
+            "euca_sc_requests_total",
+            "SC API requests.",
+            &[],
+            self.requests.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "euca_sc_request_errors_total",
+            "SC API requests answered with an error.",
+            &[],
+            self.errors.load(Ordering::Relaxed),
+        );
+        let help = "Volumes by state.";
+        out.gauge("euca_sc_volumes", help, &[("state", "in-use")], inuse);
+        out.gauge("euca_sc_volumes", help, &[("state", "other")], avail);
+        out.gauge(
+            "euca_sc_snapshots_running",
+            "Snapshots being uploaded.",
+            &[],
+            sc.running_snapshots() as i64,
+        );
+        out.gauge(
+            "euca_sc_snapshot_bytes_uploading",
+            "Bytes uploaded by running snapshots.",
+            &[],
+            sc.bytes_uploaded_total() as i64,
+        );
     }
-    format!(
-        "# TYPE euca_sc_requests_total counter\neuca_sc_requests_total {}\n\
-         # TYPE euca_sc_request_errors_total counter\neuca_sc_request_errors_total {}\n\
-         # TYPE euca_sc_volumes gauge\neuca_sc_volumes{{state=\"in-use\"}} {inuse}\neuca_sc_volumes{{state=\"other\"}} {avail}\n\
-         # TYPE euca_sc_snapshots_running gauge\neuca_sc_snapshots_running {}\n\
-         # TYPE euca_sc_snapshot_bytes_uploading gauge\neuca_sc_snapshot_bytes_uploading {}\n",
-        st.requests.load(Ordering::Relaxed),
-        st.errors.load(Ordering::Relaxed),
-        sc.running_snapshots(),
-        sc.bytes_uploaded_total(),
-    )
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Starting and stopping the SC: its state, the NBD listener and the API listener.
-use crate::api::{self, ApiState};
+use crate::api::ApiState;
 use crate::config::ScConfig;
 use crate::error::ScError;
 use crate::nbd::{ExportTable, NbdServer, TlsConfig, TlsMode};
@@ -137,14 +137,9 @@ impl ScServer {
             header_timeout: Duration::from_secs(10),
             ..ListenOptions::new("sc-api", self.api_max_connections, &self.edge)
         };
-        let api = self.api.clone();
-        euca_service::serve(
-            self.api_listener,
-            opts,
-            move |req, peer: euca_service::Peer| api::handle(api.clone(), req, peer.client),
-            shutdown,
-        )
-        .await;
+        euca_service::registry::add_source(&self.api);
+        let access = self.api.metrics_access.clone();
+        euca_service::serve_api(self.api_listener, opts, self.api.clone(), access, shutdown).await;
         match nbd_task.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "NBD server ended with an error"),
             Err(e) => tracing::warn!(error = %e, "NBD server task failed"),

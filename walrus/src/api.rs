@@ -1,25 +1,20 @@
 //! Request entry point: addressing, authentication, routing, error rendering.
+use crate::endpoint::S3Endpoint;
 use crate::error::{S3Error, S3Result};
-use crate::handler::{empty, full, xml, Req, Resp, MAX_KEY_BYTES};
+use crate::handler::{empty, xml, Req, Resp, RespBody, MAX_KEY_BYTES};
 use crate::state::State;
 use crate::{api_bucket, api_multipart, api_object};
+use bytes::Bytes;
 use euca_aws::auth::{AuthConfig, Authenticated};
 use euca_aws::encoding::{parse_query, uri_decode};
 use euca_aws::sigv2::VhostBucket;
+use euca_service::{Ctx, EdgeError};
 use http::{HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use rand::RngCore;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 pub const LEGACY_PREFIX: &str = "/services/Walrus";
-
-pub fn request_id() -> String {
-    let mut b = [0u8; 8];
-    rand::rng().fill_bytes(&mut b);
-    hex::encode_upper(b)
-}
 
 pub fn error_response(e: &S3Error, request_id: &str, head: bool) -> Resp {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -28,6 +23,8 @@ pub fn error_response(e: &S3Error, request_id: &str, head: bool) -> Resp {
     } else {
         xml(status, e.to_xml(request_id))
     };
+    r.extensions_mut()
+        .insert(euca_service::ErrorCode(e.code.to_string()));
     if e.code == "InvalidRange" {
         if let Some((_, v)) = e.extra.iter().find(|(k, _)| *k == "ActualObjectSize") {
             if let Ok(h) = HeaderValue::from_str(&format!("bytes */{v}")) {
@@ -69,11 +66,40 @@ fn vhost_bucket(host: &str, domains: &[String]) -> Option<String> {
     None
 }
 
-pub async fn handle(st: Arc<State>, req: http::Request<Incoming>, peer: SocketAddr) -> Resp {
-    let started = Instant::now();
-    let rid = request_id();
+/// Which S3 operation a request is, from its head (see [`S3Endpoint::parse`]).
+pub fn endpoint(st: &State, parts: &http::request::Parts) -> S3Endpoint {
+    let host = parts
+        .headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let vb = vhost_bucket(host, &st.cfg.domains);
+    let path = strip_legacy_prefix(parts.uri.path());
+    if parts.method != Method::OPTIONS && path.starts_with("/_admin/") {
+        return S3Endpoint::Admin;
+    }
+    let p = path.strip_prefix('/').unwrap_or(path);
+    let (has_bucket, has_key) = match vb {
+        Some(_) => (true, !p.is_empty()),
+        None => match p.split_once('/') {
+            None => (!p.is_empty(), false),
+            Some((_, k)) => (true, !k.is_empty()),
+        },
+    };
+    S3Endpoint::parse(
+        &parts.method,
+        has_bucket,
+        has_key,
+        parts.uri.query().unwrap_or(""),
+        &parts.headers,
+    )
+}
+
+/// Handles one S3 request (`/_health` and `/_metrics` are answered before, by
+/// the serve loop).
+pub async fn handle(st: Arc<State>, req: http::Request<Incoming>, cx: &Ctx) -> Resp {
+    let rid = cx.request_id.as_str();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
     // hyper sends `100 Continue` only for a non-empty body. botocore keeps the state of
     // a request answered without it on the connection and misreads the next response,
     // so such a connection is closed after the answer.
@@ -85,24 +111,53 @@ pub async fn handle(st: Arc<State>, req: http::Request<Incoming>, peer: SocketAd
             .headers()
             .get("content-length")
             .is_some_and(|v| v.as_bytes() == b"0");
-    let (resp, op) = match route(&st, req, &rid).await {
-        Ok(x) => x,
-        Err((e, op)) => (error_response(&e, &rid, method == Method::HEAD), op),
+    let mut resp = match route(&st, req, rid).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e, rid, method == Method::HEAD),
     };
-    let mut resp = resp;
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&rid) {
-        h.insert("x-amz-request-id", v.clone());
-        h.insert("x-amz-id-2", v);
-    }
-    h.insert("server", HeaderValue::from_static("Walrus"));
     if expect_no_continue {
-        h.insert("connection", HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert("connection", HeaderValue::from_static("close"));
     }
-    let status = resp.status().as_u16();
-    st.metrics.record(op, status);
-    tracing::info!(target: "walrus::access", %peer, %method, path = %path, op, status, ms = started.elapsed().as_millis() as u64, rid = %rid);
     resp
+}
+
+impl euca_service::Api for State {
+    type Endpoint = S3Endpoint;
+    type Body = RespBody;
+    fn service(&self) -> &'static str {
+        "walrus"
+    }
+    fn route(&self, head: &http::request::Parts) -> S3Endpoint {
+        endpoint(self, head)
+    }
+    async fn handle(
+        self: Arc<Self>,
+        _endpoint: S3Endpoint,
+        req: http::Request<Incoming>,
+        cx: Ctx,
+    ) -> Resp {
+        handle(self, req, &cx).await
+    }
+    fn render_error(&self, e: &EdgeError, cx: &Ctx) -> Resp {
+        error_response(
+            &S3Error::new(e.code, e.status, e.message),
+            &cx.request_id,
+            false,
+        )
+    }
+    /// Every answer carries the request id (as S3 does) and names the server.
+    fn finish(&self, resp: &mut Resp, cx: &Ctx) {
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&cx.request_id) {
+            h.insert("x-amz-request-id", v.clone());
+            h.insert("x-amz-id-2", v);
+        }
+        h.insert("server", HeaderValue::from_static("Walrus"));
+    }
+    fn body(&self, bytes: Bytes) -> RespBody {
+        Full::new(bytes).map_err(|e| match e {}).boxed_unsync()
+    }
 }
 
 /// The path without the Eucalyptus legacy prefix (`/services/Walrus`), if it has one.
@@ -114,52 +169,18 @@ fn strip_legacy_prefix(raw_path: &str) -> &str {
     }
 }
 
-async fn route(
-    st: &Arc<State>,
-    req: http::Request<Incoming>,
-    rid: &str,
-) -> Result<(Resp, &'static str), (S3Error, &'static str)> {
+async fn route(st: &Arc<State>, req: http::Request<Incoming>, rid: &str) -> Result<Resp, S3Error> {
     let (mut parts, body) = req.into_parts();
     let raw_path = parts.uri.path().to_string();
-    if raw_path == "/_health" && parts.method == Method::GET {
-        return Ok((full(StatusCode::OK, "ok\n"), "Health"));
-    }
-    if raw_path == "/_metrics" && parts.method == Method::GET {
-        if !st.metrics_access.allows(&parts.headers) {
-            let mut r = error_response(
-                &S3Error::new(
-                    "AccessDenied",
-                    401,
-                    "Metrics need Authorization: Bearer <the metrics token>.",
-                ),
-                rid,
-                false,
-            );
-            r.headers_mut().insert(
-                "www-authenticate",
-                HeaderValue::from_static(euca_service::MetricsAccess::CHALLENGE),
-            );
-            return Ok((r, "Metrics"));
-        }
-        let mut r = full(StatusCode::OK, st.metrics.render());
-        r.headers_mut().insert(
-            "content-type",
-            HeaderValue::from_static("text/plain; version=0.0.4"),
-        );
-        return Ok((r, "Metrics"));
-    }
     // Like S3, no Transfer-Encoding on requests: hyper would let it override a
     // Content-Length (the request-smuggling shape), and S3 clients never need it.
     if parts.headers.contains_key("transfer-encoding") {
-        return Err((
-            S3Error::new(
-                "NotImplemented",
-                501,
-                "A header you provided implies functionality that is not implemented",
-            )
-            .with("Header", "Transfer-Encoding"),
-            "Invalid",
-        ));
+        return Err(S3Error::new(
+            "NotImplemented",
+            501,
+            "A header you provided implies functionality that is not implemented",
+        )
+        .with("Header", "Transfer-Encoding"));
     }
     let host = parts
         .headers
@@ -174,9 +195,7 @@ async fn route(
     // A CORS preflight carries no credentials: answered before authentication.
     if parts.method == Method::OPTIONS {
         let path = strip_legacy_prefix(&raw_path);
-        return crate::cors::preflight(st, &parts, vb.as_deref(), path)
-            .map(|r| (r, "Preflight"))
-            .map_err(|e| (e, "Preflight"));
+        return crate::cors::preflight(st, &parts, vb.as_deref(), path);
     }
     // Authenticate before anything else looks at the request.
     let auth: Authenticated = euca_aws::authenticate(
@@ -185,22 +204,15 @@ async fn route(
         &AuthConfig::s3(&st.cfg.region),
         time::OffsetDateTime::now_utc(),
     )
-    .map_err(|e| (S3Error::from(e), "Auth"))?;
+    .map_err(S3Error::from)?;
 
     let path = strip_legacy_prefix(&raw_path);
     if path.starts_with("/_admin/") {
-        return crate::api_bucket::admin(st, &parts.method, path, &auth, body)
-            .await
-            .map(|r| (r, "Admin"))
-            .map_err(|e| (e, "Admin"));
+        return crate::api_bucket::admin(st, &parts.method, path, &auth, body).await;
     }
-    let decoded = |s: &str| -> Result<String, (S3Error, &'static str)> {
-        String::from_utf8(uri_decode(s)).map_err(|_| {
-            (
-                S3Error::invalid_argument("Object key is not valid UTF-8"),
-                "Invalid",
-            )
-        })
+    let decoded = |s: &str| -> Result<String, S3Error> {
+        String::from_utf8(uri_decode(s))
+            .map_err(|_| S3Error::invalid_argument("Object key is not valid UTF-8"))
     };
     let (bucket, key) = match vb {
         Some(b) => {
@@ -232,11 +244,8 @@ async fn route(
     };
     if let Some(k) = &key {
         if k.len() > MAX_KEY_BYTES {
-            return Err((
-                S3Error::new("KeyTooLongError", 400, "Your key is too long")
-                    .with("MaxSizeAllowed", "1024"),
-                "Invalid",
-            ));
+            return Err(S3Error::new("KeyTooLongError", 400, "Your key is too long")
+                .with("MaxSizeAllowed", "1024"));
         }
     }
     let mut r = Req {
@@ -251,19 +260,13 @@ async fn route(
         request_id: rid.to_string(),
         op: "Unknown",
     };
-    let head = r.method == Method::HEAD;
-    match dispatch(st, &mut r).await {
-        Ok(resp) => Ok((resp, r.op)),
-        Err(e) => {
-            let e = if e.resource.is_none() {
-                e.with_resource(r.resource())
-            } else {
-                e
-            };
-            let _ = head;
-            Err((e, r.op))
+    dispatch(st, &mut r).await.map_err(|e| {
+        if e.resource.is_none() {
+            e.with_resource(r.resource())
+        } else {
+            e
         }
-    }
+    })
 }
 
 async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
@@ -290,6 +293,8 @@ async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     }
     api_object::dispatch(st, r).await
 }
+
+// ---- helpers shared by the handlers ------------------------------------------------
 
 #[cfg(test)]
 mod tests {

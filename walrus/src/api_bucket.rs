@@ -51,7 +51,7 @@ pub async fn list_buckets(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
 }
 
 /// Subresources we accept but do not implement configuration for.
-const NO_CONFIG: &[(&str, &str, &str)] = &[
+pub(crate) const NO_CONFIG: &[(&str, &str, &str)] = &[
     (
         "cors",
         "NoSuchCORSConfiguration",

@@ -29,7 +29,8 @@ pub struct Req {
     pub payload: PayloadCheck,
     pub(crate) body: Option<Body>,
     pub request_id: String,
-    /// The operation name, for logs and metrics.
+    /// The operation name as the handler sets it (metrics and the access log
+    /// are labelled by [`crate::endpoint::S3Endpoint`], parsed from the head before dispatch).
     pub op: &'static str,
 }
 

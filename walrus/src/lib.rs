@@ -1,6 +1,8 @@
 //! Walrus: the cloud's S3-compatible object store.
 //!
-//! Request path: [`server`] accepts HTTP/1.1 with hyper, [`api::handle`] resolves the
+//! Request path: [`server`] hands the listener to `euca-service`'s serve loop (which
+//! answers `/_health` and `/_metrics`, and labels metrics with the
+//! [`endpoint::S3Endpoint`] parsed from the head), [`api::handle`] resolves the
 //! bucket and key (path-style, virtual-host or the legacy `/services/Walrus` prefix),
 //! authenticates through `euca_aws::authenticate` before any handler runs, and
 //! dispatches to the handlers in `api_*` (`api_object/` has one file per object
@@ -20,6 +22,7 @@ pub mod body;
 mod checksums;
 pub mod config;
 mod cors;
+pub mod endpoint;
 pub mod error;
 pub mod handler;
 mod list;

@@ -1,5 +1,4 @@
 //! The HTTP server: accept loop, connection limits and timeouts, graceful shutdown.
-use crate::api;
 use crate::blob::BlobStore;
 use crate::config::WalrusConfig;
 use crate::meta::MetaStore;
@@ -57,6 +56,8 @@ impl Walrus {
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|e| StartError::Listen(cfg.listen, e))?;
+        let metrics = Arc::new(Metrics::default());
+        euca_service::registry::add_source(&metrics);
         let state = Arc::new(State {
             cfg,
             meta,
@@ -65,7 +66,7 @@ impl Walrus {
             system_id,
             admin_account,
             read_only_ids,
-            metrics: Metrics::default(),
+            metrics,
             metrics_access: MetricsAccess::Closed,
         });
         Ok(Self {
@@ -106,14 +107,8 @@ impl Walrus {
         opts.max_header_bytes = Some(state.cfg.max_header_bytes);
         opts.open_gauge = Some(state.metrics.open_connections.clone());
         opts.refusal = slow_down();
-        let st = state.clone();
-        euca_service::serve(
-            self.listener,
-            opts,
-            move |req, peer: euca_service::Peer| api::handle(st.clone(), req, peer.client),
-            shutdown,
-        )
-        .await;
+        let access = state.metrics_access.clone();
+        euca_service::serve_api(self.listener, opts, state, access, shutdown).await;
     }
 }
 

@@ -18,7 +18,7 @@ pub struct State {
     pub admin_account: String,
     /// Canonical ids of accounts that may only read (GET/HEAD), e.g. the nodes' key.
     pub read_only_ids: Vec<String>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Who may read `/_metrics` (closed until [`crate::server::Walrus::with_edge`] says otherwise).
     pub metrics_access: MetricsAccess,
 }

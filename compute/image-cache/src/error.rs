@@ -33,6 +33,26 @@ pub enum CacheError {
 }
 
 impl CacheError {
+    /// The error code the daemon's APIs report this error with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CacheError::InvalidImageId(_) => "InvalidImageId",
+            CacheError::InvalidManifest(_) => "InvalidManifest",
+            CacheError::NotFound(_) => "NotFound",
+            CacheError::PieceCorrupt { .. } => "PieceCorrupt",
+            CacheError::PeerTimeout { .. } => "PeerTimeout",
+            CacheError::Peer { .. } => "PeerFailed",
+            CacheError::Config(_) => "InvalidConfiguration",
+            CacheError::Fetch(_) => "FetchFailed",
+            CacheError::Tracker(_) => "TrackerFailed",
+            CacheError::NoSpace { .. } => "NoSpace",
+            CacheError::Pinned(_) => "Pinned",
+            CacheError::S3(_) => "OriginFailed",
+            CacheError::Bundle(_) => "InvalidBundle",
+            CacheError::Io(_) => "InternalError",
+        }
+    }
+
     /// The HTTP status this error is reported with by the daemon's APIs.
     pub fn status(&self) -> u16 {
         match self {

@@ -1,14 +1,14 @@
-//! HTTP plumbing shared by the daemon and the tracker: TCP listeners served by
-//! `euca-service` (connection caps, per-source caps, idle close; see [`Edge`]), a
-//! plain hyper HTTP/1.1 accept loop for the control socket, the cluster bearer
-//! token, JSON replies and a small client with size limits and timeouts.
+//! HTTP plumbing shared by the daemon and the tracker: every listener (TCP, and
+//! the control socket) is served by `euca-service`'s one loop (connection caps,
+//! per-source caps, idle close, `/_health`, `/_metrics`; see [`Edge`]); the
+//! cluster bearer token, JSON replies in the internal APIs' one error shape, and
+//! a small client with size limits and timeouts.
 //!
 //! Peers and the tracker authenticate every request with the cluster token
 //! (`Authorization: Bearer <token>`, compared in constant time). The daemon's
 //! control API (`euca cache …`) is served on a Unix socket in the cache directory
 //! (mode 0600), so it is authenticated by file permissions.
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 
 use crate::CacheError;
@@ -39,14 +39,33 @@ pub fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(full("")))
 }
 
-/// An error as `{"error": "..."}` with the error's status.
+/// An error in the internal APIs' one shape (`{"error":{"code","message"}}`),
+/// with the error's status.
 pub fn error(e: &CacheError) -> Response<Body> {
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json(status, &serde_json::json!({ "error": e.to_string() }))
+    reply_error(e.status(), e.code(), &e.to_string())
 }
 
+/// An error of the HTTP layer itself (bad path, missing token), coded by status.
 pub fn status(code: StatusCode, msg: &str) -> Response<Body> {
-    json(code, &serde_json::json!({ "error": msg }))
+    let name = match code {
+        StatusCode::BAD_REQUEST => "BadRequest",
+        StatusCode::FORBIDDEN => "Forbidden",
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::PAYLOAD_TOO_LARGE => "TooLarge",
+        _ => "InternalError",
+    };
+    reply_error(code.as_u16(), name, msg)
+}
+
+/// The one JSON error renderer of the cache's APIs (tracker, peer, control).
+pub fn reply_error(status: u16, code: &str, message: &str) -> Response<Body> {
+    euca_service::render::json_error(status, code, message)
+        .map(|b| b.map_err(|e: Infallible| match e {}).boxed())
+}
+
+/// A success without content: `{"ok":"<what>"}`.
+pub fn done(what: &str) -> Response<Body> {
+    json(StatusCode::OK, &serde_json::json!({ "ok": what }))
 }
 
 /// The shared secret of a cluster's nodes and tracker.
@@ -100,26 +119,11 @@ impl Edge {
         listen.header_timeout = Duration::from_secs(10);
         Edge { listen, metrics }
     }
+}
 
-    /// The `/_metrics` answer: the text, or 401 without the metrics token.
-    pub fn metrics_reply<B>(
-        &self,
-        req: &Request<B>,
-        text: impl FnOnce() -> String,
-    ) -> Response<Body> {
-        if self.metrics.allows(req.headers()) {
-            return Response::new(full(text()));
-        }
-        let mut r = status(
-            StatusCode::UNAUTHORIZED,
-            "metrics need Authorization: Bearer <the metrics token>",
-        );
-        r.headers_mut().insert(
-            "www-authenticate",
-            http::HeaderValue::from_static(euca_service::MetricsAccess::CHALLENGE),
-        );
-        r
-    }
+/// A cache API's error for the serve loop's own answers (metrics refused).
+pub fn edge_error(e: &euca_service::EdgeError) -> Response<Body> {
+    reply_error(e.status, e.code, e.message)
 }
 
 impl Default for Edge {
@@ -134,84 +138,9 @@ impl Default for Edge {
     }
 }
 
-/// Serves HTTP/1.1 on a TCP listener with `edge`'s limits until `shutdown`.
-pub async fn serve_tcp<F, Fut>(
-    listener: tokio::net::TcpListener,
-    edge: &Edge,
-    handler: F,
-    shutdown: watch::Receiver<bool>,
-) where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
-{
-    euca_service::serve(
-        listener,
-        edge.listen.clone(),
-        move |req, _peer| handler(req),
-        shutdown,
-    )
-    .await
-}
-
 /// Resolves once `rx` turns true (or its sender is gone).
 pub async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
-}
-
-/// A local listener served by [`serve`] (the control API's Unix socket; TCP
-/// listeners go through [`serve_tcp`] and its limits).
-pub trait Listener: Send + Sync + 'static {
-    type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
-    fn accept_one(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
-}
-
-impl Listener for tokio::net::UnixListener {
-    type Stream = tokio::net::UnixStream;
-    async fn accept_one(&self) -> std::io::Result<Self::Stream> {
-        Ok(self.accept().await?.0)
-    }
-}
-
-/// Serves HTTP/1.1 connections from `listener` until `shutdown` turns true.
-pub async fn serve<L, F, Fut>(listener: L, handler: F, mut shutdown: watch::Receiver<bool>)
-where
-    L: Listener,
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
-{
-    loop {
-        let stream = tokio::select! {
-            s = listener.accept_one() => match s {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped(&mut shutdown) => return,
-        };
-        let h = handler.clone();
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let h = h.clone();
-                async move { Ok::<_, Infallible>(h(req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-                }
-            }
-        });
-    }
 }
 
 /// Reads a JSON request body (at most 4 MiB: 413 past it); a bad one becomes a

@@ -287,40 +287,25 @@ impl Tracker {
         ClaimReply { granted }
     }
 
-    fn metrics(&self) -> String {
-        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        format!(
-            "# TYPE euca_tracker_announces_total counter\neuca_tracker_announces_total {}\n\
-             # TYPE euca_tracker_nodes gauge\neuca_tracker_nodes {}\n\
-             # TYPE euca_tracker_images gauge\neuca_tracker_images {}\n",
-            st.announces,
-            st.nodes.len(),
-            st.swarms.len()
-        )
-    }
-
-    /// Handles one HTTP request (`POST /v1/announce`, `/_health`, `/_metrics`).
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, edge: &Edge) -> Response<Body> {
-        match (req.method(), req.uri().path()) {
-            (&Method::GET, "/_health") => return status(StatusCode::OK, "ok"),
-            (&Method::GET, "/_metrics") => {
-                return edge.metrics_reply(&req, || self.metrics());
-            }
-            _ => {}
-        }
+    /// Handles one HTTP request (`POST /v1/announce`, `POST /v1/claim`).
+    pub async fn handle(
+        self: Arc<Self>,
+        ep: TrackerEndpoint,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
         if !self.token.admits(&req) {
             return status(StatusCode::FORBIDDEN, "missing or wrong cluster token");
         }
-        match (req.method(), req.uri().path()) {
-            (&Method::POST, "/v1/announce") => match read_json::<Announce>(req).await {
+        match ep {
+            TrackerEndpoint::Announce => match read_json::<Announce>(req).await {
                 Ok(a) => json(StatusCode::OK, &self.announce(a)),
                 Err(resp) => resp,
             },
-            (&Method::POST, "/v1/claim") => match read_json::<Claim>(req).await {
+            TrackerEndpoint::Claim => match read_json::<Claim>(req).await {
                 Ok(c) => json(StatusCode::OK, &self.claim(c)),
                 Err(resp) => resp,
             },
-            _ => status(StatusCode::NOT_FOUND, "no such endpoint"),
+            TrackerEndpoint::Unknown => status(StatusCode::NOT_FOUND, "no such endpoint"),
         }
     }
 
@@ -331,17 +316,79 @@ impl Tracker {
         edge: Edge,
         shutdown: watch::Receiver<bool>,
     ) {
-        let e = Arc::new(edge.clone());
-        crate::http::serve_tcp(
-            listener,
-            &edge,
-            move |req| {
-                let (t, e) = (self.clone(), e.clone());
-                async move { t.handle(req, &e).await }
-            },
-            shutdown,
-        )
-        .await
+        euca_service::registry::add_source(&self);
+        euca_service::serve_api(listener, edge.listen, self, edge.metrics, shutdown).await
+    }
+}
+
+/// The tracker's operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrackerEndpoint {
+    Announce,
+    Claim,
+    Unknown,
+}
+
+impl euca_service::Endpoint for TrackerEndpoint {
+    fn name(&self) -> &'static str {
+        match self {
+            TrackerEndpoint::Announce => "Announce",
+            TrackerEndpoint::Claim => "Claim",
+            TrackerEndpoint::Unknown => "Unknown",
+        }
+    }
+}
+
+impl euca_service::Api for Tracker {
+    type Endpoint = TrackerEndpoint;
+    type Body = Body;
+    fn service(&self) -> &'static str {
+        "tracker"
+    }
+    fn route(&self, head: &http::request::Parts) -> TrackerEndpoint {
+        match (&head.method, head.uri.path()) {
+            (&Method::POST, "/v1/announce") => TrackerEndpoint::Announce,
+            (&Method::POST, "/v1/claim") => TrackerEndpoint::Claim,
+            _ => TrackerEndpoint::Unknown,
+        }
+    }
+    async fn handle(
+        self: Arc<Self>,
+        ep: TrackerEndpoint,
+        req: Request<Incoming>,
+        _cx: euca_service::Ctx,
+    ) -> Response<Body> {
+        Tracker::handle(self, ep, req).await
+    }
+    fn render_error(&self, e: &euca_service::EdgeError, _cx: &euca_service::Ctx) -> Response<Body> {
+        crate::http::edge_error(e)
+    }
+    fn body(&self, bytes: bytes::Bytes) -> Body {
+        crate::http::full(bytes)
+    }
+}
+
+impl euca_service::registry::MetricSource for Tracker {
+    fn report(&self, out: &mut euca_service::registry::Scrape) {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        out.counter(
+            "euca_tracker_announces_total",
+            "Announces received.",
+            &[],
+            st.announces,
+        );
+        out.gauge(
+            "euca_tracker_nodes",
+            "Nodes known.",
+            &[],
+            st.nodes.len() as i64,
+        );
+        out.gauge(
+            "euca_tracker_images",
+            "Images with a swarm.",
+            &[],
+            st.swarms.len() as i64,
+        );
     }
 }
 

@@ -1,106 +1,24 @@
-//! The node's image cache daemon.
-//!
-//! Asked for an image id, it fetches the manifest from the origin (Walrus, with
-//! the node's credentials) and checks it against the id, then fetches pieces:
-//! from peers the tracker named (rarest first, at most [`DaemonConfig::per_peer`]
-//! requests per peer), and from the origin only the pieces the tracker made this
-//! node responsible for (its share as an uplink seeder) that no peer holds or is
-//! already fetching. Every piece is checked against the manifest before it is
-//! written or served; a bad piece is refetched elsewhere and its sender is avoided
-//! for the rest of the fetch. A peer that fails or times out is avoided for
-//! [`DaemonConfig::blacklist`]. Without a tracker (none configured, or it does not
-//! answer) the daemon fetches from the origin directly, at most
-//! [`DaemonConfig::direct_concurrency`] pieces at a time.
-//!
-//! It serves its pieces to peers over HTTP (`GET /v1/images/<id>/pieces/<n>`,
-//! cluster token) and takes commands from `euca cache` on a Unix socket.
+//! The fetch scheduler: which piece to take from which peer or the origin, and
+//! the tracker client (announces, origin claims).
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
-use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Notify};
+use http::{Method, StatusCode};
+use tokio::sync::watch;
 
-use crate::http::{error, json, status, Body, CallError, Edge, HttpClient, Token};
+use super::state::{blocking, lock, Daemon, Progress};
+use crate::http::CallError;
 use crate::manifest::ImageManifest;
-use crate::origin::Origin;
-use crate::store::{Entry, Hold, Store};
+use crate::store::{Entry, Hold};
 use crate::tracker::{
     decode_bitfield, Announce, AnnounceReply, Claim, ClaimReply, HeldImage, Swarm,
 };
 use crate::{CacheError, ImageId};
-
-#[derive(Clone, Debug)]
-pub struct DaemonConfig {
-    /// This node's name in the cluster.
-    pub node: String,
-    /// The URL peers reach this daemon's piece server at.
-    pub advertise_url: String,
-    /// The tracker's base URL; `None` = fetch everything from the origin.
-    pub tracker: Option<String>,
-    /// Pieces in flight at once for one image.
-    pub max_inflight: usize,
-    /// Requests in flight to one peer.
-    pub per_peer: usize,
-    /// Origin requests in flight for an uplink seeder.
-    pub origin_concurrency: usize,
-    /// Origin requests in flight without a tracker.
-    pub direct_concurrency: usize,
-    /// Announce interval while fetching / while idle.
-    pub announce_busy: Duration,
-    pub announce_idle: Duration,
-    /// How long a failing peer is avoided.
-    pub blacklist: Duration,
-    /// With no progress for this long, a node may fetch a missing piece from the
-    /// origin itself (one at a time) even if it is not a seeder.
-    pub stuck_after: Duration,
-}
-
-impl Default for DaemonConfig {
-    fn default() -> Self {
-        DaemonConfig {
-            node: "node".into(),
-            advertise_url: "http://127.0.0.1:8776".into(),
-            tracker: None,
-            max_inflight: 8,
-            per_peer: 3,
-            origin_concurrency: 2,
-            direct_concurrency: 2,
-            announce_busy: Duration::from_millis(100),
-            announce_idle: Duration::from_secs(3),
-            blacklist: Duration::from_secs(30),
-            stuck_after: Duration::from_secs(10),
-        }
-    }
-}
-
-/// Counters (also on `/_metrics`).
-#[derive(Default)]
-pub struct Stats {
-    pub origin_bytes: AtomicU64,
-    pub peer_bytes: AtomicU64,
-    pub served_bytes: AtomicU64,
-    pub corrupt_pieces: AtomicU64,
-    pub failed_requests: AtomicU64,
-    pub cache_hits: AtomicU64,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct Progress {
-    pub have: u32,
-    pub pieces: u32,
-    pub bytes: u64,
-    pub size: u64,
-    /// The fetch has ended (with `error` unless it succeeded).
-    pub done: bool,
-    pub error: Option<String>,
-}
 
 type PieceFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = (u32, Source, Result<Bytes, CacheError>)> + Send>,
@@ -121,67 +39,7 @@ impl Source {
     }
 }
 
-pub struct Daemon {
-    cfg: DaemonConfig,
-    store: Arc<Store>,
-    origin: Arc<dyn Origin>,
-    http: HttpClient,
-    jobs: Mutex<HashMap<ImageId, watch::Receiver<Progress>>>,
-    /// The tracker's latest view per image being fetched.
-    swarms: Mutex<HashMap<ImageId, Swarm>>,
-    /// Pieces each active fetch is taking from the origin (announced).
-    origin_inflight: Mutex<HashMap<ImageId, BTreeSet<u32>>>,
-    withdrawn: Mutex<Vec<ImageId>>,
-    tracker_ok: AtomicBool,
-    announce_now: Notify,
-    swarm_changed: Notify,
-    pub stats: Stats,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, CacheError> + Send + 'static,
-) -> Result<T, CacheError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| CacheError::Io(std::io::Error::other(e.to_string())))?
-}
-
 impl Daemon {
-    pub fn new(
-        cfg: DaemonConfig,
-        store: Arc<Store>,
-        origin: Arc<dyn Origin>,
-        token: Token,
-    ) -> Arc<Self> {
-        Arc::new(Daemon {
-            tracker_ok: AtomicBool::new(cfg.tracker.is_some()),
-            cfg,
-            store,
-            origin,
-            http: HttpClient::new(token),
-            jobs: Mutex::new(HashMap::new()),
-            swarms: Mutex::new(HashMap::new()),
-            origin_inflight: Mutex::new(HashMap::new()),
-            withdrawn: Mutex::new(Vec::new()),
-            announce_now: Notify::new(),
-            swarm_changed: Notify::new(),
-            stats: Stats::default(),
-        })
-    }
-
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
-    }
-
-    /// The URL peers reach this daemon at.
-    pub fn advertise_url(&self) -> &str {
-        &self.cfg.advertise_url
-    }
-
     /// Makes sure `id` is cached and complete; joins a fetch already running.
     /// Progress is published on the returned channel; the last value has `done`.
     pub fn start_fetch(self: &Arc<Self>, id: &ImageId) -> watch::Receiver<Progress> {
@@ -253,34 +111,6 @@ impl Daemon {
         self.drop_images(victims).await;
         Ok(hold)
     }
-
-    /// Withdraws `victims` from the tracker, then deletes them.
-    async fn drop_images(&self, victims: Vec<Arc<Entry>>) {
-        if victims.is_empty() {
-            return;
-        }
-        lock(&self.withdrawn).extend(victims.iter().map(|v| v.id.clone()));
-        if self.cfg.tracker.is_some() {
-            if let Err(e) = self.announce_once().await {
-                tracing::warn!(error = %e, "could not tell the tracker about evicted images");
-            }
-        }
-        for v in victims {
-            tracing::info!(image = %v.id, "evicting");
-            let store = self.store.clone();
-            if let Err(e) = blocking(move || store.delete(&v)).await {
-                tracing::warn!(error = %e, "eviction failed");
-            }
-        }
-    }
-
-    /// Explicit eviction (`euca cache evict`).
-    pub async fn evict(&self, id: &ImageId) -> Result<(), CacheError> {
-        let e = self.store.evict(id)?;
-        self.drop_images(vec![e]).await;
-        Ok(())
-    }
-
     async fn run_fetch(
         self: Arc<Self>,
         id: &ImageId,
@@ -650,169 +480,6 @@ impl Daemon {
             }
         }
     }
-
-    fn metrics(&self) -> String {
-        let s = &self.stats;
-        let mut out = String::new();
-        for (name, v) in [
-            ("origin_bytes", &s.origin_bytes),
-            ("peer_bytes", &s.peer_bytes),
-            ("served_bytes", &s.served_bytes),
-            ("corrupt_pieces", &s.corrupt_pieces),
-            ("failed_requests", &s.failed_requests),
-            ("cache_hits", &s.cache_hits),
-        ] {
-            out.push_str(&format!(
-                "# TYPE euca_imagecache_{name}_total counter\neuca_imagecache_{name}_total {}\n",
-                v.load(Ordering::Relaxed)
-            ));
-        }
-        out.push_str(&format!(
-            "# TYPE euca_imagecache_used_bytes gauge\neuca_imagecache_used_bytes {}\n",
-            self.store.used()
-        ));
-        out
-    }
-
-    /// The piece server (peers): `GET /v1/images/<id>/pieces/<n>`, plus health/metrics.
-    pub async fn handle_peer(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        token: Token,
-        edge: &Edge,
-    ) -> Response<Body> {
-        let path = req.uri().path().to_string();
-        match (req.method(), path.as_str()) {
-            (&Method::GET, "/_health") => return status(StatusCode::OK, "ok"),
-            (&Method::GET, "/_metrics") => return edge.metrics_reply(&req, || self.metrics()),
-            _ => {}
-        }
-        if !token.admits(&req) {
-            return status(StatusCode::FORBIDDEN, "missing or wrong cluster token");
-        }
-        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let (id, index) = match (req.method(), parts.as_slice()) {
-            (&Method::GET, ["v1", "images", id, "pieces", n]) => {
-                match (ImageId::parse(id), n.parse::<u32>()) {
-                    (Ok(id), Ok(n)) => (id, n),
-                    _ => return status(StatusCode::BAD_REQUEST, "bad image id or piece number"),
-                }
-            }
-            _ => return status(StatusCode::NOT_FOUND, "no such endpoint"),
-        };
-        let Some(hold) = self.store.hold(&id) else {
-            return status(StatusCode::NOT_FOUND, "image not held");
-        };
-        if !hold.has(index) {
-            return status(StatusCode::NOT_FOUND, "piece not held");
-        }
-        let h2 = hold.clone();
-        match tokio::task::spawn_blocking(move || h2.read_piece(index)).await {
-            Ok(Ok(buf)) => {
-                drop(hold);
-                self.stats
-                    .served_bytes
-                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
-                Response::builder()
-                    .header("content-type", "application/octet-stream")
-                    .body(crate::http::full(buf))
-                    .unwrap_or_else(|_| Response::new(crate::http::full("")))
-            }
-            _ => status(StatusCode::NOT_FOUND, "piece not readable"),
-        }
-    }
-
-    /// The control API for `euca cache` (on the Unix socket).
-    pub async fn handle_control(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
-        let path = req.uri().path().to_string();
-        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let parse = |s: &str| ImageId::parse(s);
-        match (req.method().clone(), parts.as_slice()) {
-            (Method::GET, ["v1", "images"]) => json(StatusCode::OK, &self.store.list()),
-            (Method::POST, ["v1", "images", id, "fetch"]) => match parse(id) {
-                Ok(id) => {
-                    let rx = self.start_fetch(&id);
-                    progress_stream(rx)
-                }
-                Err(e) => error(&e),
-            },
-            (Method::DELETE, ["v1", "images", id]) => match parse(id) {
-                Ok(id) => match self.evict(&id).await {
-                    Ok(()) => status(StatusCode::OK, "evicted"),
-                    Err(e) => error(&e),
-                },
-                Err(e) => error(&e),
-            },
-            (m, ["v1", "images", id, "pins", holder])
-                if m == Method::POST || m == Method::DELETE =>
-            {
-                let r = parse(id).and_then(|id| self.store.set_pin(&id, holder, m == Method::POST));
-                match r {
-                    Ok(()) => status(StatusCode::OK, "ok"),
-                    Err(e) => error(&e),
-                }
-            }
-            _ => status(StatusCode::NOT_FOUND, "no such endpoint"),
-        }
-    }
-
-    /// Serves peers on `peer` (with `edge`'s limits), the control API on
-    /// `control`, and announces, until `shutdown`.
-    pub async fn serve(
-        self: Arc<Self>,
-        peer: tokio::net::TcpListener,
-        control: tokio::net::UnixListener,
-        token: Token,
-        edge: Edge,
-        shutdown: watch::Receiver<bool>,
-    ) {
-        let announcer = tokio::spawn(self.clone().announce_loop(shutdown.clone()));
-        let me = self.clone();
-        let stop = shutdown.clone();
-        let peers = tokio::spawn(async move {
-            let e = Arc::new(edge.clone());
-            crate::http::serve_tcp(
-                peer,
-                &edge,
-                move |req| {
-                    let (me, token, e) = (me.clone(), token.clone(), e.clone());
-                    async move { me.handle_peer(req, token, &e).await }
-                },
-                stop,
-            )
-            .await
-        });
-        let me = self.clone();
-        crate::http::serve(control, move |req| me.clone().handle_control(req), shutdown).await;
-        let _ = peers.await;
-        let _ = announcer.await;
-    }
-}
-
-/// NDJSON progress lines, one per change (at most every 200 ms), the last with `done`.
-fn progress_stream(rx: watch::Receiver<Progress>) -> Response<Body> {
-    let stream = futures::stream::unfold((rx, false), |(mut rx, ended)| async move {
-        if ended {
-            return None;
-        }
-        if !rx.borrow().done {
-            // A line at most every 200 ms, and at once when the fetch ends.
-            let _ = tokio::time::timeout(Duration::from_millis(200), rx.wait_for(|p| p.done)).await;
-        }
-        let p = rx.borrow().clone();
-        let finished = p.done;
-        let mut line = serde_json::to_vec(&p).unwrap_or_default();
-        line.push(b'\n');
-        Some((
-            Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from(line))),
-            (rx, finished),
-        ))
-    });
-    let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(stream));
-    Response::builder()
-        .header("content-type", "application/x-ndjson")
-        .body(body)
-        .unwrap_or_else(|_| Response::new(crate::http::full("")))
 }
 
 /// Who holds what, from the tracker's view, minus avoided peers.
