@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use euca_sc::device::{BlockDevice, FileDevice};
+use euca_sc::device::{BlockDevice, FileDevice, LazyDevice, VolumeDevice};
 use euca_sc::snapshot::{
-    finish_snapshot, ChunkError, ChunkStore, LazyDevice, MemChunks, SnapshotError,
-    SnapshotManifest, SnapshotProgress, StoredChunk, VolumeDevice,
+    finish_snapshot, ChunkError, ChunkStore, MemChunks, SnapshotError, SnapshotManifest,
+    SnapshotProgress, StoredChunk,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 

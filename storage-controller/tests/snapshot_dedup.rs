@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use euca_sc::device::{BlockDevice, FileDevice};
+use euca_sc::device::{BlockDevice, FileDevice, VolumeDevice};
 use euca_sc::snapshot::{
     delete_snapshot, finish_snapshot, referenced_chunks, sha256_hex, ChunkStore, MemChunks,
-    SnapshotManifest, SnapshotProgress, VolumeDevice, DEFAULT_CHUNK_SIZE,
+    SnapshotManifest, SnapshotProgress, DEFAULT_CHUNK_SIZE,
 };
 use rand::{rngs::StdRng, SeedableRng};
 

@@ -1,13 +1,15 @@
-//! Volume snapshots: crash-consistent cuts of a live volume, uploaded to Walrus as
-//! content-addressed chunks, and volumes created from them that fill lazily.
+//! Volume snapshots: taking them (a crash-consistent cut of a live volume, uploaded
+//! to Walrus as content-addressed chunks), deleting them and sweeping what failed
+//! uploads left. The block-device layers they work with live in [`crate::device`]:
+//! [`VolumeDevice`] (cuts, copy-before-write) and
+//! [`LazyDevice`](crate::device::LazyDevice) (a volume restored from a snapshot,
+//! filled on first touch).
 //!
-//! - [`cow`]: [`VolumeDevice`] wraps a volume's device (and is what gets exported);
-//!   [`VolumeDevice::begin_cut`] takes a cut while the volume stays writable.
 //! - [`upload`]: [`upload_snapshot`] reads a cut chunk by chunk and stores the
 //!   non-zero chunks the store lacks, then the manifest; [`SnapshotProgress`] counts.
 //! - [`chunks`]: the manifest, the [`ChunkStore`] trait, [`WalrusChunks`] (S3) and
 //!   [`MemChunks`] (tests).
-//! - [`lazy`]: [`LazyDevice`], a volume from a snapshot that fetches on first touch.
+//! - [`error`]: [`SnapshotError`].
 //!
 //! Wiring (the storage controller's service):
 //!
@@ -26,33 +28,21 @@
 //! ```
 
 pub mod chunks;
-pub mod cow;
-pub mod lazy;
+pub mod error;
 pub mod upload;
 
 use std::collections::HashSet;
 use std::sync::Arc;
+
+use crate::device::{Cut, VolumeDevice};
 
 pub use chunks::{
     sha256_hex, validate_chunk_id, validate_snapshot_id, ChunkError, ChunkStore, MemChunks,
     SnapshotManifest, StoredChunk, WalrusChunks, DEFAULT_CHUNK_SIZE, MANIFEST_FORMAT,
     MAX_CHUNK_SIZE, MIN_CHUNK_SIZE,
 };
-pub use cow::{Cut, VolumeDevice};
-pub use lazy::LazyDevice;
+pub use error::SnapshotError;
 pub use upload::{upload_snapshot, ProgressReport, SnapshotProgress, UPLOAD_PARALLEL};
-
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    #[error("a snapshot of this volume is already in progress")]
-    CutActive,
-    #[error("{0}")]
-    Invalid(String),
-    #[error("snapshot I/O: {0}")]
-    Io(#[from] std::io::Error),
-    #[error(transparent)]
-    Store(#[from] ChunkError),
-}
 
 /// Uploads `cut` (see [`upload_snapshot`]) and then ends it on `vol`, whatever the
 /// outcome, so the preserve file is always removed.

@@ -10,8 +10,8 @@ use serde::Serialize;
 use super::chunks::{
     sha256_hex, validate_snapshot_id, ChunkStore, SnapshotManifest, MANIFEST_FORMAT,
 };
-use super::cow::{is_zero, Cut};
-use super::SnapshotError;
+use super::error::SnapshotError;
+use crate::device::cow::{is_zero, Cut};
 
 /// Chunks being read, hashed or uploaded at once (memory: this × chunk size).
 pub const UPLOAD_PARALLEL: usize = 4;

@@ -26,10 +26,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{watch, Semaphore};
 
-use super::chunks::{sha256_hex, ChunkStore, SnapshotManifest};
+use super::block::{BlockDevice, Extent};
 use super::cow::range_reads_zero;
-use super::SnapshotError;
-use crate::device::{BlockDevice, Extent};
+use crate::snapshot::chunks::{sha256_hex, ChunkStore, SnapshotManifest};
+use crate::snapshot::error::SnapshotError;
 
 const MAGIC: &[u8; 8] = b"EUCALAZY";
 const MAP_VERSION: u32 = 1;
