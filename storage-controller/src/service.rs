@@ -20,7 +20,7 @@ use crate::model::{
 use crate::nbd::{Export, ExportTable, TlsMode};
 use crate::snapshot::{
     finish_snapshot, referenced_chunks, sweep_orphan_chunks, ChunkError, ChunkStore, SnapshotError,
-    SnapshotManifest, SnapshotProgress, SweepStats,
+    SnapshotManifest, SnapshotProgress, SnapshotStore, SweepStats,
 };
 use crate::state::StateStore;
 use crate::store::VolumeStore;

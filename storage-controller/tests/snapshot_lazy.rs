@@ -9,6 +9,7 @@ use bytes::Bytes;
 use euca_sc::device::{BlockDevice, FileDevice, LazyDevice, VolumeDevice};
 use euca_sc::snapshot::{
     finish_snapshot, ChunkStore, MemChunks, SnapshotError, SnapshotManifest, SnapshotProgress,
+    SnapshotStore,
 };
 use rand::{rngs::StdRng, SeedableRng};
 

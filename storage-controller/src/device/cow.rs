@@ -42,8 +42,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{RwLock, Semaphore};
 
 use super::block::{BlockDevice, Extent};
-use crate::snapshot::chunks::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use crate::snapshot::error::SnapshotError;
+use crate::snapshot::manifest::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 
 const UNTOUCHED: u8 = 0;
 const TAKEN: u8 = 1;

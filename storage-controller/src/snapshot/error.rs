@@ -1,6 +1,6 @@
 //! The snapshot layer's error type (also returned by cuts and lazy volumes).
 
-use super::chunks::ChunkError;
+use euca_chunks::ChunkError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
