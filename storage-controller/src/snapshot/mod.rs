@@ -11,7 +11,7 @@
 //!   store ([`SnapshotStore`]) and the snapshot bucket in Walrus ([`walrus_store`]).
 //!   Chunks themselves (key layout, hashing, verified reads, the garbage rules) are
 //!   the `euca-chunks` crate's, shared with installed images.
-//! - [`error`]: [`SnapshotError`].
+//! - [`error`]: the [`SnapshotError`] type.
 //!
 //! Wiring (the storage controller's service):
 //!
