@@ -9,8 +9,9 @@
 #
 #   scripts/bench-sc.sh [SIZE_GIB] [FIO_SECONDS]      (defaults 4, 15)
 #
+# EUCA_BIN=path/to/euca benches that binary instead of building this checkout;
 # EUCA_BEFORE=/path/to/euca also measures that (earlier) build in the same run;
-# SKIP_PEER=1 leaves qemu-nbd and nbdkit out.
+# SKIP_PEER=1 leaves qemu-nbd and nbdkit out; BENCH_DIR moves the scratch directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GIB=${1:-4}
@@ -19,8 +20,12 @@ DIR=${BENCH_DIR:-/var/tmp/euca-sc-bench}
 for t in nbdcopy nbdkit qemu-nbd fio; do
   command -v $t >/dev/null || { echo "missing $t: run scripts/install-test-deps.sh" >&2; exit 1; }
 done
-cargo build --release --locked --bin euca
-EUCA=$PWD/target/release/euca
+if [ -n "${EUCA_BIN:-}" ]; then
+  EUCA=$EUCA_BIN
+else
+  cargo build --release --locked --bin euca
+  EUCA=$PWD/target/release/euca
+fi
 rm -rf "$DIR"; mkdir -p "$DIR"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }

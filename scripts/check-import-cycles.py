@@ -22,13 +22,6 @@ import sys
 ALLOWED = [
     # Fixed on branch "identity"; drop at its merge.
     {"aws/src/auth.rs", "aws/src/sigv2.rs"},
-    # Fixed on branch "device" (device layers move out of snapshot/); drop at its merge.
-    {
-        "storage-controller/src/snapshot/cow.rs",
-        "storage-controller/src/snapshot/lazy.rs",
-        "storage-controller/src/snapshot/mod.rs",
-        "storage-controller/src/snapshot/upload.rs",
-    },
 ]
 
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"

@@ -150,7 +150,7 @@ pub async fn image(cmd: ImageCmd) -> Result<()> {
         owner_id: Some(creds.system_canonical_id),
         work_dir: cloud_dir.join("install"),
     };
-    let done = install::install(&s3, &req, None).await?;
+    let done = install::install(&Arc::new(s3), &req, None).await?;
     eprintln!(
         "installed {} as image {}: {} bytes, {} pieces of {} bytes ({} new), sha256 {}",
         done.manifest.name,

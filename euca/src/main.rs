@@ -565,7 +565,7 @@ async fn open_sc(
         &key.secret_access_key,
         &o.region,
     )?;
-    let chunks = std::sync::Arc::new(euca_sc::snapshot::chunks::WalrusChunks::new(
+    let chunks = std::sync::Arc::new(euca_sc::snapshot::walrus_store(
         s3,
         cfg.snapshot_bucket.clone(),
     ));

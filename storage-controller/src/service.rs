@@ -11,7 +11,7 @@
 //!                   └─► the VolumeStore's device (a sparse file by default)
 //! ```
 use crate::config::ScConfig;
-use crate::device::BlockDevice;
+use crate::device::{BlockDevice, LazyDevice, VolumeDevice};
 use crate::error::ScError;
 use crate::model::{
     new_id, now_rfc3339, valid_id, Attachment, Progress, Snapshot, SnapshotState, Volume,
@@ -19,8 +19,8 @@ use crate::model::{
 };
 use crate::nbd::{Export, ExportTable, TlsMode};
 use crate::snapshot::{
-    finish_snapshot, referenced_chunks, sweep_orphan_chunks, ChunkError, ChunkStore, LazyDevice,
-    SnapshotError, SnapshotManifest, SnapshotProgress, SweepStats, VolumeDevice,
+    finish_snapshot, referenced_chunks, sweep_orphan_chunks, ChunkError, ChunkStore, SnapshotError,
+    SnapshotManifest, SnapshotProgress, SnapshotStore, SweepStats,
 };
 use crate::state::StateStore;
 use crate::store::VolumeStore;

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use euca_sc::device::{BlockDevice, FileDevice};
+use euca_sc::device::{BlockDevice, FileDevice, LazyDevice, VolumeDevice};
 use euca_sc::snapshot::{
-    finish_snapshot, ChunkError, ChunkStore, LazyDevice, MemChunks, SnapshotError,
-    SnapshotManifest, SnapshotProgress, StoredChunk, VolumeDevice,
+    finish_snapshot, ChunkError, ChunkStore, MemChunks, SnapshotError, SnapshotProgress,
+    SnapshotStore, StoredChunk,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -83,11 +83,11 @@ impl ChunkStore for SlowStore {
     async fn delete_chunk(&self, id: &str) -> Result<(), ChunkError> {
         self.0.delete_chunk(id).await
     }
-    async fn put_manifest(&self, m: &SnapshotManifest) -> Result<(), ChunkError> {
-        self.0.put_manifest(m).await
+    async fn put_manifest_bytes(&self, name: &str, body: Bytes) -> Result<(), ChunkError> {
+        self.0.put_manifest_bytes(name, body).await
     }
-    async fn get_manifest(&self, id: &str) -> Result<SnapshotManifest, ChunkError> {
-        self.0.get_manifest(id).await
+    async fn get_manifest_bytes(&self, name: &str) -> Result<Bytes, ChunkError> {
+        self.0.get_manifest_bytes(name).await
     }
     async fn delete_manifest(&self, id: &str) -> Result<(), ChunkError> {
         self.0.delete_manifest(id).await

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use euca_sc::device::{BlockDevice, FileDevice};
+use euca_sc::device::{BlockDevice, FileDevice, VolumeDevice};
 use euca_sc::snapshot::{
-    delete_snapshot, finish_snapshot, referenced_chunks, sha256_hex, ChunkStore, MemChunks,
-    SnapshotManifest, SnapshotProgress, VolumeDevice, DEFAULT_CHUNK_SIZE,
+    chunk_id, delete_snapshot, finish_snapshot, referenced_chunks, ChunkStore, MemChunks,
+    SnapshotManifest, SnapshotProgress, SnapshotStore, DEFAULT_CHUNK_SIZE,
 };
 use rand::{rngs::StdRng, SeedableRng};
 
@@ -96,7 +96,7 @@ async fn snapshot_zero_and_unchanged_chunks_are_not_uploaded() {
     );
     let mut c9 = c9_head.clone();
     c9.resize(CS as usize, 0);
-    assert_eq!(m1.chunks[9].as_deref(), Some(sha256_hex(&c9).as_str()));
+    assert_eq!(m1.chunks[9].as_deref(), Some(chunk_id(&c9).as_str()));
     assert_eq!(store.get_manifest("snap-1").await.unwrap(), m1);
 
     // Change one chunk: only it is uploaded.
@@ -171,7 +171,7 @@ async fn snapshot_duplicate_chunks_within_a_snapshot_are_sent_once() {
         .unwrap();
     assert_eq!(m.chunks.len(), 11);
     assert_eq!(m.chunk_len(10), 12288);
-    assert_eq!(m.chunks[10].as_deref(), Some(sha256_hex(&tail).as_str()));
+    assert_eq!(m.chunks[10].as_deref(), Some(chunk_id(&tail).as_str()));
     assert_eq!(store.puts(), 2);
     assert_eq!(store.bytes_put(), cs + 12288);
     let r = progress.report();

@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use euca_sc::device::{BlockDevice, FileDevice};
+use euca_sc::device::{BlockDevice, FileDevice, LazyDevice, VolumeDevice};
 use euca_sc::snapshot::{
-    finish_snapshot, ChunkStore, LazyDevice, MemChunks, SnapshotError, SnapshotManifest,
-    SnapshotProgress, VolumeDevice,
+    finish_snapshot, ChunkStore, MemChunks, SnapshotError, SnapshotManifest, SnapshotProgress,
+    SnapshotStore,
 };
 use rand::{rngs::StdRng, SeedableRng};
 

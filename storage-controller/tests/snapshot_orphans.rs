@@ -14,9 +14,7 @@ use euca_sc::config::ScConfig;
 use euca_sc::model::SnapshotState;
 use euca_sc::nbd::ExportTable;
 use euca_sc::service::StorageController;
-use euca_sc::snapshot::{
-    sha256_hex, ChunkError, ChunkStore, MemChunks, SnapshotManifest, StoredChunk,
-};
+use euca_sc::snapshot::{chunk_id, ChunkError, ChunkStore, MemChunks, SnapshotStore, StoredChunk};
 use euca_sc::state::StateStore;
 use euca_sc::store::FileVolumeStore;
 
@@ -48,11 +46,11 @@ impl ChunkStore for CrashingStore {
     async fn delete_chunk(&self, id: &str) -> Result<(), ChunkError> {
         self.inner.delete_chunk(id).await
     }
-    async fn put_manifest(&self, m: &SnapshotManifest) -> Result<(), ChunkError> {
-        self.inner.put_manifest(m).await
+    async fn put_manifest_bytes(&self, name: &str, body: Bytes) -> Result<(), ChunkError> {
+        self.inner.put_manifest_bytes(name, body).await
     }
-    async fn get_manifest(&self, id: &str) -> Result<SnapshotManifest, ChunkError> {
-        self.inner.get_manifest(id).await
+    async fn get_manifest_bytes(&self, name: &str) -> Result<Bytes, ChunkError> {
+        self.inner.get_manifest_bytes(name).await
     }
     async fn delete_manifest(&self, id: &str) -> Result<(), ChunkError> {
         self.inner.delete_manifest(id).await
@@ -203,7 +201,7 @@ fn chunks_of_an_upload_cut_short_by_a_crash_are_swept() {
         for id in &good_chunks {
             // get_chunk checks the SHA-256: the bytes are intact.
             let data = store.get_chunk(id).await.unwrap();
-            assert_eq!(&sha256_hex(&data), id);
+            assert_eq!(&chunk_id(&data), id);
         }
         let m = store.get_manifest(&good).await.unwrap();
         assert_eq!(m.volume_id, vol);

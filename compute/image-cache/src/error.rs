@@ -32,6 +32,21 @@ pub enum CacheError {
     Io(#[from] std::io::Error),
 }
 
+impl From<euca_chunks::ChunkError> for CacheError {
+    fn from(e: euca_chunks::ChunkError) -> Self {
+        use euca_chunks::ChunkError as C;
+        match e {
+            C::S3(e) => CacheError::S3(e),
+            C::Io(e) => CacheError::Io(e),
+            C::NotFound(what) => CacheError::NotFound(what),
+            C::InvalidId(_) | C::InvalidName(_) | C::InvalidManifest(_) => {
+                CacheError::InvalidManifest(e.to_string())
+            }
+            C::Corrupt { .. } => CacheError::Fetch(e.to_string()),
+        }
+    }
+}
+
 impl CacheError {
     /// The error code the daemon's APIs report this error with.
     pub fn code(&self) -> &'static str {

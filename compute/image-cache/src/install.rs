@@ -9,7 +9,8 @@
 //! 3. The raw image is cut into pieces of [`PIECE_SIZE`]; each piece's SHA-256 is
 //!    computed as it is read (and the whole image's on the same pass), and the
 //!    piece is stored as `chunks/<sha256>` in [`IMAGES_BUCKET`] unless it is
-//!    already there (identical pieces, e.g. zeros, are stored once).
+//!    already there (identical pieces, e.g. zeros, are stored once), through the
+//!    shared content-addressed chunk store (`euca-chunks`).
 //! 4. The [`ImageManifest`] is stored last, as `images/<image-id>.json`.
 //!
 //! Every object is written with a read grant for the nodes' account (when one is
@@ -23,7 +24,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{piece_key, ImageManifest, FORMAT, IMAGES_BUCKET, PIECE_SIZE};
+use euca_chunks::{put_chunk_if_absent, ChunkStore, WalrusChunks};
+
+use crate::manifest::{
+    ImageManifest, FORMAT, IMAGES_BUCKET, IMAGE_MANIFEST_PREFIX, MAX_MANIFEST_BYTES, PIECE_SIZE,
+};
 use crate::{CacheError, ImageId};
 
 /// Parallel part downloads and piece uploads.
@@ -70,7 +75,7 @@ pub fn split_location(loc: &str) -> Result<(String, String), CacheError> {
 
 /// Runs the install; `progress` counts bytes of the image stored so far.
 pub async fn install(
-    s3: &euca_s3::S3Client,
+    s3: &Arc<euca_s3::S3Client>,
     req: &InstallRequest,
     progress: Option<Arc<AtomicU64>>,
 ) -> Result<Installed, CacheError> {
@@ -118,15 +123,18 @@ pub async fn install(
     for p in &bundle.image.parts {
         let _ = std::fs::remove_file(parts_dir.join(&p.filename));
     }
-    s3.create_bucket(IMAGES_BUCKET).await?;
-    let mut extra: Vec<(&str, String)> = Vec::new();
+    let mut extra: Vec<(&'static str, String)> = Vec::new();
     if let Some(nodes) = &req.grant_read {
         extra.push(("x-amz-grant-read", format!("id=\"{nodes}\"")));
         if let Some(owner) = &req.owner_id {
             extra.push(("x-amz-grant-full-control", format!("id=\"{owner}\"")));
         }
     }
-    let (pieces, sha256, size, uploaded) = store_pieces(s3, &image_path, &extra, progress).await?;
+    let store = WalrusChunks::new(s3.clone(), IMAGES_BUCKET, IMAGE_MANIFEST_PREFIX)
+        .with_max_manifest_bytes(MAX_MANIFEST_BYTES)
+        .with_put_headers(extra);
+    store.ensure_bucket().await?;
+    let (pieces, sha256, size, uploaded) = store_pieces(&store, &image_path, progress).await?;
     let manifest = ImageManifest {
         format: FORMAT,
         name: bundle.image.name.clone(),
@@ -136,13 +144,9 @@ pub async fn install(
         pieces,
     };
     let id = manifest.id();
-    s3.put_bytes_with(
-        IMAGES_BUCKET,
-        &id.manifest_key(),
-        Bytes::from(manifest.to_bytes()),
-        &extra,
-    )
-    .await?;
+    store
+        .put_manifest_bytes(id.as_str(), Bytes::from(manifest.to_bytes()))
+        .await?;
     Ok(Installed {
         id,
         manifest,
@@ -151,12 +155,11 @@ pub async fn install(
 }
 
 /// Reads `image` piece by piece on a blocking thread (hashing each piece and the
-/// whole), storing each piece that is not in Walrus yet. At most a few pieces are
-/// in memory at once. Returns (piece hashes, image hash, size, pieces uploaded).
+/// whole), storing each piece that is not in the store yet. At most a few pieces
+/// are in memory at once. Returns (piece hashes, image hash, size, pieces uploaded).
 async fn store_pieces(
-    s3: &euca_s3::S3Client,
+    store: &WalrusChunks,
     image: &Path,
-    extra: &[(&str, String)],
     progress: Option<Arc<AtomicU64>>,
 ) -> Result<(Vec<String>, String, u64, u32), CacheError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<(String, Bytes)>(PARALLEL);
@@ -183,13 +186,9 @@ async fn store_pieces(
             Ok((hashes, hex::encode(whole.finalize()), size))
         });
     let uploads = tokio_stream_from(rx).map(|(h, data)| async move {
-        let key = piece_key(&h);
         let n = data.len() as u64;
-        let stored = s3.head(IMAGES_BUCKET, &key).await?.is_some();
-        if !stored {
-            s3.put_bytes_with(IMAGES_BUCKET, &key, data, extra).await?;
-        }
-        Ok::<_, CacheError>((n, !stored))
+        let uploaded = put_chunk_if_absent(store, &h, data).await?;
+        Ok::<_, CacheError>((n, uploaded))
     });
     let mut uploads = std::pin::pin!(uploads.buffer_unordered(PARALLEL));
     let mut uploaded = 0u32;

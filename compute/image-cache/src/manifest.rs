@@ -4,8 +4,8 @@
 //! sent them.
 //!
 //! In Walrus (bucket [`IMAGES_BUCKET`]): `images/<image-id>.json` and
-//! `chunks/<sha256>` — the same content-addressed chunk layout as snapshots
-//! (design.md, "Content addressing").
+//! `chunks/<sha256>`: the content-addressed chunk layout of the `euca-chunks`
+//! crate, shared with snapshots (each in its own bucket).
 use serde::{Deserialize, Serialize};
 
 use crate::CacheError;
@@ -18,6 +18,8 @@ pub const MAX_PIECE_SIZE: u64 = 64 << 20;
 pub const MAX_MANIFEST_BYTES: usize = 64 << 20;
 /// The Walrus bucket installed images live in.
 pub const IMAGES_BUCKET: &str = "euca-images";
+/// Where image manifests live in [`IMAGES_BUCKET`].
+pub const IMAGE_MANIFEST_PREFIX: &str = "images/";
 /// Manifest format written by this code.
 pub const FORMAT: u32 = 1;
 
@@ -39,7 +41,7 @@ impl ImageId {
     }
     /// The manifest's key in [`IMAGES_BUCKET`].
     pub fn manifest_key(&self) -> String {
-        format!("images/{}.json", self.0)
+        euca_chunks::manifest_key(IMAGE_MANIFEST_PREFIX, &self.0)
     }
 }
 
@@ -62,14 +64,12 @@ impl std::fmt::Display for ImageId {
 
 /// 64 lowercase hex digits.
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    euca_chunks::is_chunk_id(s)
 }
 
 /// The key of a piece (chunk) in [`IMAGES_BUCKET`].
 pub fn piece_key(sha256_hex: &str) -> String {
-    format!("chunks/{sha256_hex}")
+    euca_chunks::chunk_key(sha256_hex)
 }
 
 pub use euca_aws::hash::sha256_hex;

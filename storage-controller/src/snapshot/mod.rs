@@ -1,13 +1,17 @@
-//! Volume snapshots: crash-consistent cuts of a live volume, uploaded to Walrus as
-//! content-addressed chunks, and volumes created from them that fill lazily.
+//! Volume snapshots: taking them (a crash-consistent cut of a live volume, uploaded
+//! to Walrus as content-addressed chunks), deleting them and sweeping what failed
+//! uploads left. The block-device layers they work with live in [`crate::device`]:
+//! [`VolumeDevice`] (cuts, copy-before-write) and
+//! [`LazyDevice`](crate::device::LazyDevice) (a volume restored from a snapshot,
+//! filled on first touch).
 //!
-//! - [`cow`]: [`VolumeDevice`] wraps a volume's device (and is what gets exported);
-//!   [`VolumeDevice::begin_cut`] takes a cut while the volume stays writable.
 //! - [`upload`]: [`upload_snapshot`] reads a cut chunk by chunk and stores the
 //!   non-zero chunks the store lacks, then the manifest; [`SnapshotProgress`] counts.
-//! - [`chunks`]: the manifest, the [`ChunkStore`] trait, [`WalrusChunks`] (S3) and
-//!   [`MemChunks`] (tests).
-//! - [`lazy`]: [`LazyDevice`], a volume from a snapshot that fetches on first touch.
+//! - [`manifest`]: the [`SnapshotManifest`], typed manifest access on any chunk
+//!   store ([`SnapshotStore`]) and the snapshot bucket in Walrus ([`walrus_store`]).
+//!   Chunks themselves (key layout, hashing, verified reads, the garbage rules) are
+//!   the `euca-chunks` crate's, shared with installed images.
+//! - [`error`]: the [`SnapshotError`] type.
 //!
 //! Wiring (the storage controller's service):
 //!
@@ -25,34 +29,26 @@
 //! DeleteSnapshot:     delete_snapshot(&*store, snap_id, &referenced_chunks(others)).await
 //! ```
 
-pub mod chunks;
-pub mod cow;
-pub mod lazy;
+pub mod error;
+pub mod manifest;
 pub mod upload;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-pub use chunks::{
-    sha256_hex, validate_chunk_id, validate_snapshot_id, ChunkError, ChunkStore, MemChunks,
-    SnapshotManifest, StoredChunk, WalrusChunks, DEFAULT_CHUNK_SIZE, MANIFEST_FORMAT,
-    MAX_CHUNK_SIZE, MIN_CHUNK_SIZE,
-};
-pub use cow::{Cut, VolumeDevice};
-pub use lazy::LazyDevice;
-pub use upload::{upload_snapshot, ProgressReport, SnapshotProgress, UPLOAD_PARALLEL};
+use crate::device::{Cut, VolumeDevice};
 
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    #[error("a snapshot of this volume is already in progress")]
-    CutActive,
-    #[error("{0}")]
-    Invalid(String),
-    #[error("snapshot I/O: {0}")]
-    Io(#[from] std::io::Error),
-    #[error(transparent)]
-    Store(#[from] ChunkError),
-}
+pub use error::SnapshotError;
+pub use euca_chunks::{
+    chunk_id, validate_chunk_id, ChunkError, ChunkStore, DeleteStats, MemChunks, StoredChunk,
+    SweepStats, WalrusChunks,
+};
+pub use manifest::{
+    manifest_chunk_refs, parse_manifest, validate_snapshot_id, walrus_store, SnapshotManifest,
+    SnapshotStore, DEFAULT_CHUNK_SIZE, MANIFEST_FORMAT, MANIFEST_PREFIX, MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
+};
+pub use upload::{upload_snapshot, ProgressReport, SnapshotProgress, UPLOAD_PARALLEL};
 
 /// Uploads `cut` (see [`upload_snapshot`]) and then ends it on `vol`, whatever the
 /// outcome, so the preserve file is always removed.
@@ -91,13 +87,6 @@ pub fn referenced_chunks<'a>(
         .collect()
 }
 
-/// What [`delete_snapshot`] removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DeleteStats {
-    pub chunks_deleted: u64,
-    pub chunks_kept: u64,
-}
-
 /// Deletes a snapshot: its manifest first (so a crash leaves unreferenced chunks,
 /// never a manifest with missing chunks), then each of its chunks that is not in
 /// `keep`.
@@ -114,30 +103,10 @@ pub async fn delete_snapshot(
     keep: &HashSet<String>,
 ) -> Result<DeleteStats, SnapshotError> {
     let manifest = store.get_manifest(snapshot_id).await?;
-    store.delete_manifest(snapshot_id).await?;
-    let mut stats = DeleteStats::default();
-    for id in manifest.chunk_ids() {
-        if keep.contains(id) {
-            stats.chunks_kept += 1;
-        } else {
-            store.delete_chunk(id).await?;
-            stats.chunks_deleted += 1;
-        }
-    }
-    Ok(stats)
-}
-
-/// What [`sweep_orphan_chunks`] found.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SweepStats {
-    /// Chunks that no manifest referenced, deleted.
-    pub deleted: u64,
-    /// Unreferenced chunks kept because they were stored after the cutoff.
-    pub too_young: u64,
-    /// Unreferenced chunks kept because the store does not say when they were stored.
-    pub undated: u64,
-    /// Chunks a manifest referenced.
-    pub referenced: u64,
+    Ok(
+        euca_chunks::delete_manifest_and_chunks(store, snapshot_id, manifest.chunk_ids(), keep)
+            .await?,
+    )
 }
 
 /// Deletes every chunk of `store` that no manifest in the store and no manifest
@@ -155,32 +124,8 @@ pub async fn sweep_orphan_chunks(
     also_keep: &HashSet<String>,
     stored_before: std::time::SystemTime,
 ) -> Result<SweepStats, SnapshotError> {
-    // Chunks first: a chunk stored after this listing is not looked at, so a
-    // manifest written after the manifests are read cannot be missed for it.
-    let chunks = store.list_chunks().await?;
-    let mut keep = also_keep.clone();
-    for id in store.list_manifests().await? {
-        match store.get_manifest(&id).await {
-            Ok(m) => keep.extend(m.chunk_ids().into_iter().map(String::from)),
-            // Deleted since it was listed: it keeps nothing.
-            Err(ChunkError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let mut stats = SweepStats::default();
-    for c in chunks {
-        if keep.contains(&c.id) {
-            stats.referenced += 1;
-            continue;
-        }
-        match c.stored_at {
-            None => stats.undated += 1,
-            Some(at) if at >= stored_before => stats.too_young += 1,
-            Some(_) => {
-                store.delete_chunk(&c.id).await?;
-                stats.deleted += 1;
-            }
-        }
-    }
-    Ok(stats)
+    Ok(
+        euca_chunks::sweep_unreferenced(store, also_keep, stored_before, manifest_chunk_refs)
+            .await?,
+    )
 }

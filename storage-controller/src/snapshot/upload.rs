@@ -7,11 +7,11 @@ use std::sync::Mutex;
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::chunks::{
-    sha256_hex, validate_snapshot_id, ChunkStore, SnapshotManifest, MANIFEST_FORMAT,
-};
-use super::cow::{is_zero, Cut};
-use super::SnapshotError;
+use euca_chunks::{chunk_id, put_chunk_if_absent, ChunkStore};
+
+use super::error::SnapshotError;
+use super::manifest::{validate_snapshot_id, SnapshotManifest, SnapshotStore, MANIFEST_FORMAT};
+use crate::device::cow::{is_zero, Cut};
 
 /// Chunks being read, hashed or uploaded at once (memory: this × chunk size).
 pub const UPLOAD_PARALLEL: usize = 4;
@@ -151,7 +151,7 @@ async fn upload_chunk(
         let id = if is_zero(&data) {
             None
         } else {
-            Some(sha256_hex(&data))
+            Some(chunk_id(&data))
         };
         (data, id)
     })
@@ -162,12 +162,11 @@ async fn upload_chunk(
         return Ok(None);
     };
     let first = seen.lock().unwrap().insert(id.clone());
-    if !first || store.has_chunk(&id).await? {
+    let len = data.len() as u64;
+    if !first || !put_chunk_if_absent(store, &id, data).await? {
         progress.chunks_reused.fetch_add(1, Ordering::Relaxed);
         return Ok(Some(id));
     }
-    let len = data.len() as u64;
-    store.put_chunk(&id, data).await?;
     progress.chunks_uploaded.fetch_add(1, Ordering::Relaxed);
     progress.bytes_uploaded.fetch_add(len, Ordering::Relaxed);
     Ok(Some(id))

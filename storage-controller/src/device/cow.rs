@@ -21,25 +21,29 @@
 //! Invariant: while a chunk is UNTOUCHED no mutation has reached it since the cut,
 //! because every mutation moves it out of UNTOUCHED (under its lock) before it runs.
 //!
-//! Mutations run in a spawned task that owns the gate guard, so a caller that drops
-//! the future (a closed NBD connection) cannot leave a half-done write running outside
-//! the gate. A failure to preserve never fails the guest's write: it poisons the cut,
-//! and the snapshot upload fails instead.
+//! A mutation runs in the caller's task (no task is spawned per write, cut or no
+//! cut): it owns the gate guard, and if the caller drops it before it finishes (a
+//! closed NBD connection) the rest runs to completion in a task of its own, guard
+//! held ([`FinishOnDrop`]), so a half-done write never runs outside the gate. A
+//! failure to preserve never fails the guest's write: it poisons the cut, and the
+//! snapshot upload fails instead.
 
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{RwLock, Semaphore};
 
-use super::chunks::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
-use super::SnapshotError;
-use crate::device::{BlockDevice, Extent};
+use super::block::{BlockDevice, Extent};
+use crate::snapshot::error::SnapshotError;
+use crate::snapshot::manifest::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 
 const UNTOUCHED: u8 = 0;
 const TAKEN: u8 = 1;
@@ -207,17 +211,25 @@ impl VolumeDevice {
     }
 
     /// Runs a mutation under the shared gate, after preserving the chunks of
-    /// `[offset, offset+len)` for the active cut, in a task that owns the guard.
+    /// `[offset, offset+len)` for the active cut. It is polled in the caller's task;
+    /// the future owns the guard and finishes in a task of its own only if the
+    /// caller drops it half-way ([`FinishOnDrop`]).
     async fn mutate<T, F, Fut>(&self, offset: u64, len: u64, preserve: bool, op: F) -> io::Result<T>
     where
         T: Send + 'static,
         F: FnOnce(Arc<dyn BlockDevice>, Option<Arc<Cut>>) -> Fut + Send + 'static,
         Fut: Future<Output = io::Result<T>> + Send + 'static,
     {
-        let guard = self.inner.gate.clone().read_owned().await;
+        let gate = &self.inner.gate;
+        // Uncontended (no cut being taken or ended) the guard is had without a
+        // wait, so a write the page cache takes completes in the first poll.
+        let guard = match gate.clone().try_read_owned() {
+            Ok(g) => g,
+            Err(_) => gate.clone().read_owned().await,
+        };
         let cut = self.current_cut();
         let dev = self.inner.dev.clone();
-        tokio::spawn(async move {
+        FinishOnDrop::new(async move {
             let _guard = guard;
             if preserve {
                 if let Some(c) = &cut {
@@ -227,7 +239,58 @@ impl VolumeDevice {
             op(dev, cut).await
         })
         .await
-        .map_err(|e| io::Error::other(format!("volume I/O task failed: {e}")))?
+    }
+}
+
+/// A future that is polled by its caller and, if dropped before it completes,
+/// is handed to the runtime to finish (so what it owns, e.g. a gate guard, is
+/// released only when the work under it is done). Outside a runtime a dropped
+/// future is just dropped.
+struct FinishOnDrop<F: Future + Send + 'static>
+where
+    F::Output: Send + 'static,
+{
+    fut: Option<Pin<Box<F>>>,
+}
+
+impl<F: Future + Send + 'static> FinishOnDrop<F>
+where
+    F::Output: Send + 'static,
+{
+    fn new(fut: F) -> Self {
+        FinishOnDrop {
+            fut: Some(Box::pin(fut)),
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Future for FinishOnDrop<F>
+where
+    F::Output: Send + 'static,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let Some(fut) = self.fut.as_mut() else {
+            // Polled after it returned Ready: a caller bug; never completes again.
+            return Poll::Pending;
+        };
+        let out = std::task::ready!(fut.as_mut().poll(cx));
+        self.fut = None;
+        Poll::Ready(out)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for FinishOnDrop<F>
+where
+    F::Output: Send + 'static,
+{
+    fn drop(&mut self) {
+        if let Some(fut) = self.fut.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                drop(rt.spawn(fut));
+            }
+        }
     }
 }
 
@@ -589,4 +652,100 @@ pub(crate) fn is_zero(data: &[u8]) -> bool {
         .into_iter()
         .all(|w| u128::from_ne_bytes(w.try_into().unwrap()) == 0)
         && tail.iter().all(|&b| b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An in-memory device whose writes wait for a permit before they apply.
+    struct GatedDev {
+        data: Mutex<Vec<u8>>,
+        release: Semaphore,
+    }
+
+    #[async_trait::async_trait]
+    impl BlockDevice for GatedDev {
+        fn size(&self) -> u64 {
+            self.data.lock().unwrap().len() as u64
+        }
+        fn multi_conn_safe(&self) -> bool {
+            true
+        }
+        async fn read(&self, offset: u64, len: u32) -> io::Result<Bytes> {
+            let d = self.data.lock().unwrap();
+            let o = offset as usize;
+            Ok(Bytes::copy_from_slice(&d[o..o + len as usize]))
+        }
+        async fn write(&self, offset: u64, data: Bytes, _fua: bool) -> io::Result<()> {
+            let permit = self.release.acquire().await.map_err(io::Error::other)?;
+            permit.forget();
+            let o = offset as usize;
+            self.data.lock().unwrap()[o..o + data.len()].copy_from_slice(&data);
+            Ok(())
+        }
+        async fn flush(&self) -> io::Result<()> {
+            Ok(())
+        }
+        async fn trim(&self, _offset: u64, _len: u64) -> io::Result<()> {
+            Ok(())
+        }
+        async fn write_zeroes(&self, _o: u64, _l: u64, _p: bool, _f: bool) -> io::Result<()> {
+            Ok(())
+        }
+        async fn extents(&self, _offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+            Ok(vec![Extent {
+                length: len,
+                hole: false,
+                zero: false,
+            }])
+        }
+    }
+
+    /// A write whose caller goes away half-way (a closed NBD connection) still
+    /// completes, and a cut taken meanwhile waits for it: the cut holds its bytes.
+    #[tokio::test]
+    async fn a_dropped_write_completes_before_the_next_cut() {
+        let dev = Arc::new(GatedDev {
+            data: Mutex::new(vec![0u8; 2 * MIN_CHUNK_SIZE as usize]),
+            release: Semaphore::new(0),
+        });
+        let vol = VolumeDevice::new(dev.clone());
+        let mut write = Box::pin(vol.write(4096, Bytes::from(vec![7u8; 8192]), false));
+        assert!(futures::poll!(write.as_mut()).is_pending());
+        drop(write);
+        assert_eq!(dev.data.lock().unwrap()[4096], 0, "nothing applied yet");
+
+        let dir = tempfile::tempdir().unwrap();
+        let preserve = dir.path().join("preserve");
+        let taking = vol.begin_cut(MIN_CHUNK_SIZE, &preserve);
+        let release = async {
+            tokio::task::yield_now().await;
+            dev.release.add_permits(1);
+        };
+        let (cut, ()) = tokio::join!(taking, release);
+        let cut = cut.unwrap();
+        assert!(dev.data.lock().unwrap()[4096..4096 + 8192]
+            .iter()
+            .all(|&b| b == 7));
+        let chunk = cut.read_chunk(0).await.unwrap();
+        assert!(chunk[4096..4096 + 8192].iter().all(|&b| b == 7));
+        assert!(chunk[..4096].iter().all(|&b| b == 0));
+        drop(cut);
+        vol.end_cut().await.unwrap();
+    }
+
+    /// With no cut, a write the device completes at once completes in the
+    /// caller's first poll: no task in between.
+    #[tokio::test]
+    async fn a_write_without_a_cut_completes_in_the_first_poll() {
+        let dev = Arc::new(GatedDev {
+            data: Mutex::new(vec![0u8; MIN_CHUNK_SIZE as usize]),
+            release: Semaphore::new(1),
+        });
+        let vol = VolumeDevice::new(dev.clone());
+        let mut write = Box::pin(vol.write(0, Bytes::from_static(b"abc"), false));
+        assert!(futures::poll!(write.as_mut()).is_ready());
+        assert_eq!(&dev.data.lock().unwrap()[..3], b"abc");
+    }
 }

@@ -26,10 +26,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{watch, Semaphore};
 
-use super::chunks::{sha256_hex, ChunkStore, SnapshotManifest};
+use super::block::{BlockDevice, Extent};
 use super::cow::range_reads_zero;
-use super::SnapshotError;
-use crate::device::{BlockDevice, Extent};
+use crate::snapshot::error::SnapshotError;
+use crate::snapshot::manifest::SnapshotManifest;
+use euca_chunks::{chunk_id, ChunkStore};
 
 const MAGIC: &[u8; 8] = b"EUCALAZY";
 const MAP_VERSION: u32 = 1;
@@ -75,7 +76,7 @@ impl std::fmt::Debug for LazyDevice {
 fn header(manifest: &SnapshotManifest) -> Result<[u8; HEADER_LEN as usize], SnapshotError> {
     let json = serde_json::to_vec(manifest)
         .map_err(|e| SnapshotError::Invalid(format!("encoding manifest: {e}")))?;
-    let digest = hex::decode(sha256_hex(&json)).expect("hex of a digest");
+    let digest = hex::decode(chunk_id(&json)).expect("hex of a digest");
     let mut h = [0u8; HEADER_LEN as usize];
     h[0..8].copy_from_slice(MAGIC);
     h[8..12].copy_from_slice(&MAP_VERSION.to_le_bytes());

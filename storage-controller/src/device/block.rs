@@ -1,0 +1,54 @@
+//! The block-device interface every layer implements and the NBD server talks to.
+
+use std::io;
+
+use bytes::Bytes;
+
+/// One run of the device with uniform allocation status (NBD `base:allocation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub length: u64,
+    /// Not allocated in the backing store (`NBD_STATE_HOLE`).
+    pub hole: bool,
+    /// Known to read as zeroes (`NBD_STATE_ZERO`).
+    pub zero: bool,
+}
+
+/// Storage behind an export. Offsets and lengths passed in have already been
+/// checked against [`BlockDevice::size`] by the caller.
+#[async_trait::async_trait]
+pub trait BlockDevice: Send + Sync + 'static {
+    fn size(&self) -> u64;
+    /// true if a flush on any handle covers writes acked on every other (no per-connection cache)
+    fn multi_conn_safe(&self) -> bool;
+    async fn read(&self, offset: u64, len: u32) -> io::Result<Bytes>;
+    async fn write(&self, offset: u64, data: Bytes, fua: bool) -> io::Result<()>;
+    async fn flush(&self) -> io::Result<()>;
+    async fn trim(&self, offset: u64, len: u64) -> io::Result<()>;
+    async fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u64,
+        may_punch: bool,
+        fua: bool,
+    ) -> io::Result<()>;
+    /// Consecutive extents starting at `offset`. They may cover less than `len`
+    /// (at least one extent when `len > 0`) and may run past it; the caller clips.
+    async fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>>;
+    /// Prefetch hint (NBD_CMD_CACHE).
+    async fn cache(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
+    /// Zero the range only if that is cheap (no data written), as NBD `FAST_ZERO`
+    /// requires. `Ok(false)` means nothing was done and the caller should report
+    /// `ENOTSUP` so the client falls back to writing.
+    async fn write_zeroes_fast(
+        &self,
+        _offset: u64,
+        _len: u64,
+        _may_punch: bool,
+        _fua: bool,
+    ) -> io::Result<bool> {
+        Ok(false)
+    }
+}
