@@ -67,7 +67,9 @@ class Cloud:
         self.sc_port = free_port()
         self.nbd_port = free_port()
         self.cc_port = free_port()
+        self.clc_port = free_port()
         self.sc_url = f"http://127.0.0.1:{self.sc_port}"
+        self.clc_url = f"http://127.0.0.1:{self.clc_port}"
         self.proc = None
         self.log_path = self.data.parent / f"euca-{port}.log"
 
@@ -79,7 +81,8 @@ class Cloud:
              "--walrus-listen", f"127.0.0.1:{self.port}",
              "--sc-listen", f"127.0.0.1:{self.sc_port}",
              "--nbd-listen", f"127.0.0.1:{self.nbd_port}",
-             "--cc-listen", f"127.0.0.1:{self.cc_port}", *self.extra_args],
+             "--cc-listen", f"127.0.0.1:{self.cc_port}",
+             "--clc-listen", f"127.0.0.1:{self.clc_port}", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")},
         )

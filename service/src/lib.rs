@@ -23,6 +23,7 @@
 //! per-request deadlines move here, and services hand it only their router.
 pub mod body;
 pub mod budget;
+pub mod client;
 mod config;
 mod metrics;
 mod proxy;

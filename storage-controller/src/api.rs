@@ -134,7 +134,9 @@ async fn route(st: &ApiState, req: http::Request<Incoming>) -> Resp {
         st.identity.as_ref(),
         &cfg,
         time::OffsetDateTime::now_utc(),
-    ) {
+    )
+    .await
+    {
         Ok(a) => a,
         Err(e) => {
             let (code, status) = e.code();

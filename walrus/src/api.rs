@@ -300,19 +300,14 @@ async fn route(
     // Authenticate before anything else looks at the request.
     let auth: Authenticated = euca_aws::authenticate(
         &parts,
-        &st.identity,
+        st.identity.as_ref(),
         &AuthConfig::s3(&st.cfg.region),
         time::OffsetDateTime::now_utc(),
     )
+    .await
     .map_err(|e| (S3Error::from(e), "Auth"))?;
 
     let path = strip_legacy_prefix(&raw_path);
-    if path.starts_with("/_admin/") {
-        return crate::api_bucket::admin(st, &parts.method, path, &auth, body)
-            .await
-            .map(|r| (r, "Admin"))
-            .map_err(|e| (e, "Admin"));
-    }
     let decoded = |s: &str| -> Result<String, (S3Error, &'static str)> {
         String::from_utf8(uri_decode(s)).map_err(|_| {
             (

@@ -5,7 +5,7 @@ use crate::config::WalrusConfig;
 use crate::meta::MetaStore;
 use crate::meta_redb::RedbMeta;
 use crate::metrics::Metrics;
-use euca_identity::IdentityStore;
+use euca_aws::CredentialLookup;
 use euca_service::{ListenOptions, MetricsAccess, ServiceConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,9 +30,12 @@ pub struct State {
     pub cfg: WalrusConfig,
     pub meta: Arc<dyn MetaStore>,
     pub blobs: BlobStore,
-    pub identity: IdentityStore,
+    /// Where request signatures are checked: the local store or the identity service.
+    pub identity: Arc<dyn CredentialLookup>,
     /// Canonical id of the cloud's system account (grantee of `aws-exec-read`).
     pub system_id: String,
+    /// Its name (the display name of the system buckets' owner).
+    pub system_name: String,
     pub admin_account: String,
     /// Canonical ids of accounts that may only read (GET/HEAD), e.g. the nodes' key.
     pub read_only_ids: Vec<String>,
@@ -52,8 +55,9 @@ impl Walrus {
     /// `read_only_ids`: canonical ids of accounts that may only GET and HEAD.
     pub async fn open(
         cfg: WalrusConfig,
-        identity: IdentityStore,
+        identity: Arc<dyn CredentialLookup>,
         system_id: String,
+        system_name: String,
         admin_account: String,
         read_only_ids: Vec<String>,
     ) -> Result<Self, StartError> {
@@ -78,6 +82,7 @@ impl Walrus {
             blobs,
             identity,
             system_id,
+            system_name,
             admin_account,
             read_only_ids,
             metrics: Metrics::default(),
