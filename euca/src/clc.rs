@@ -132,6 +132,9 @@ pub struct ClcArgs {
     /// Walrus's URL, written into the admin's eucarc and client configs.
     #[arg(long, default_value = "http://127.0.0.1:8773/")]
     s3_url: String,
+    /// The storage controller's URL, written into the admin's eucarc (EUCA_SC_URL).
+    #[arg(long)]
+    sc_url: Option<String>,
     /// Region the services verify signatures for.
     #[arg(long, default_value = "us-east-1")]
     region: String,
@@ -167,9 +170,10 @@ pub async fn clc_alone(a: ClcArgs) -> Result<()> {
         &admin_key,
         &admin.id,
         &bundling,
-        None,
+        a.sc_url.as_deref(),
         Some(&url),
     )?;
+    crate::write_system_creds_to(&data, &store, &a.s3_url, &a.region)?;
     write_services_file(&data, &store, &url, &a.region)?;
     println!("euca: clc is up");
     println!("  identity     {url}   (accounts, keys; credential lookup for services)");

@@ -470,25 +470,32 @@ fn announce(o: &Opened, sc: Option<(&str, SocketAddr)>) -> Result<()> {
 
 /// Writes what `euca image install` needs (`<data>/cloud/system.json`, 0600).
 fn write_system_creds(o: &Opened) -> Result<()> {
-    let key = account_key(&o.identity, SYSTEM_ACCOUNT)?;
-    let nodes = o
-        .identity
+    write_system_creds_to(&o.data, &o.identity, &o.s3_url, &o.region)
+}
+
+fn write_system_creds_to(
+    data: &Path,
+    identity: &IdentityStore,
+    s3_url: &str,
+    region: &str,
+) -> Result<()> {
+    let key = account_key(identity, SYSTEM_ACCOUNT)?;
+    let nodes = identity
         .account(imagecache::NODES_ACCOUNT)?
         .context("nodes account missing")?;
     let creds = imagecache::SystemCreds {
-        s3_url: o.s3_url.clone(),
-        region: o.region.clone(),
+        s3_url: s3_url.to_string(),
+        region: region.to_string(),
         access_key: key.access_key_id,
         secret_key: key.secret_access_key,
         nodes_canonical_id: nodes.canonical_id,
-        system_canonical_id: o
-            .identity
+        system_canonical_id: identity
             .account(SYSTEM_ACCOUNT)?
             .context("system account missing")?
             .canonical_id,
     };
     pki::write_file(
-        &imagecache::system_creds_path(&o.data),
+        &imagecache::system_creds_path(data),
         &serde_json::to_vec_pretty(&creds)?,
         0o600,
     )
