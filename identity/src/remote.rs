@@ -129,3 +129,23 @@ impl CredentialLookup for RemoteIdentity {
         Ok(found)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let ttl = CacheTtl {
+            positive: Duration::from_secs(60),
+            negative: Duration::from_secs(60),
+            max_entries: 3,
+        };
+        let r = RemoteIdentity::new("http://127.0.0.1:1", "a", "s", "r", ttl).unwrap();
+        for i in 0..10 {
+            r.remember(&format!("k{i}"), None);
+            assert!(r.cache.lock().unwrap().len() <= 3);
+        }
+        assert!(matches!(r.cached("k9"), Some(None)));
+    }
+}
