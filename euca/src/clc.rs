@@ -170,8 +170,10 @@ pub async fn clc_alone(a: ClcArgs) -> Result<()> {
         &admin_key,
         &admin.id,
         &bundling,
-        a.sc_url.as_deref(),
-        Some(&url),
+        crate::credentials::ServiceUrls {
+            sc: a.sc_url.as_deref(),
+            clc: Some(&url),
+        },
     )?;
     crate::write_system_creds_to(&data, &store, &a.s3_url, &a.region)?;
     write_services_file(&data, &store, &url, &a.region)?;

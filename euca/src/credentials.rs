@@ -19,6 +19,15 @@ fn write_private(path: &Path, content: &str) -> Result<()> {
     Ok(())
 }
 
+/// The URLs of the services besides Walrus that the eucarc names, when known.
+#[derive(Default, Clone, Copy)]
+pub struct ServiceUrls<'a> {
+    /// The storage controller (EUCA_SC_URL).
+    pub sc: Option<&'a str>,
+    /// The cloud controller's identity service (EUCA_CLC_URL).
+    pub clc: Option<&'a str>,
+}
+
 pub fn write_all(
     dir: &Path,
     s3_url: &str,
@@ -26,9 +35,9 @@ pub fn write_all(
     key: &AccessKey,
     account_id: &str,
     bundling: &crate::pki::BundlingCreds,
-    sc_url: Option<&str>,
-    clc_url: Option<&str>,
+    urls: ServiceUrls,
 ) -> Result<()> {
+    let (sc_url, clc_url) = (urls.sc, urls.clc);
     std::fs::create_dir_all(dir.join("aws"))?;
     let (ak, sk) = (&key.access_key_id, &key.secret_access_key);
     let hostport = s3_url.trim_start_matches("http://").trim_end_matches('/');

@@ -440,8 +440,10 @@ fn announce(o: &Opened, sc: Option<(&str, SocketAddr)>) -> Result<()> {
         &o.admin_key,
         &o.admin.id,
         &bundling,
-        sc.map(|(u, _)| u),
-        o.clc_url.as_deref(),
+        credentials::ServiceUrls {
+            sc: sc.map(|(u, _)| u),
+            clc: o.clc_url.as_deref(),
+        },
     )?;
     write_system_creds(o)?;
     if let Some(u) = &o.clc_url {
