@@ -74,6 +74,25 @@ pub async fn start(
     Ok((format!("http://{addr}/"), task))
 }
 
+/// `euca walrus` / `euca sc` without `--identity` open identity.redb themselves and
+/// serve its API too, so that `euca account` / `euca key` keep working against
+/// them: on `[clc] listen` if the config has it, else on a free loopback port (the
+/// eucarc names it as EUCA_CLC_URL either way).
+pub async fn start_embedded(
+    o: &mut crate::Opened,
+    file: Option<ClcConfig>,
+    svc: &euca_service::ServiceConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let cfg = file.unwrap_or_else(|| ClcConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..ClcConfig::default()
+    });
+    let (url, task) = start(&o.identity, &o.region, &cfg, svc, shutdown).await?;
+    o.clc_url = Some(url);
+    Ok(task)
+}
+
 /// Writes `services.toml` for the identity service at `url`.
 pub fn write_services_file(
     data: &Path,

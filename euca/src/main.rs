@@ -757,10 +757,14 @@ async fn sc_alone(a: ScArgs) -> Result<()> {
     let token = edge::ensure_metrics_token(&opened.data)?;
     let access = edge::metrics_access(&svc, Some(&token));
     opened.walrus = opened.walrus.with_edge(svc.clone(), access.clone());
+    let shutdown = shutdown_signal();
+    let clc_task = clc::start_embedded(&mut opened, cfg.clc, &svc, shutdown.clone()).await?;
     let sc = open_sc(&opened, scfg, from_file)
         .await?
         .with_edge(svc, access);
-    serve_with_sc(opened, sc, "sc", shutdown_signal(), None).await
+    let served = serve_with_sc(opened, sc, "sc", shutdown, None).await;
+    let _ = clc_task.await;
+    served
 }
 
 async fn walrus_alone(a: WalrusArgs) -> Result<()> {
@@ -787,8 +791,11 @@ async fn walrus_alone(a: WalrusArgs) -> Result<()> {
     opened.walrus = opened
         .walrus
         .with_edge(svc.clone(), edge::metrics_access(&svc, Some(&token)));
+    let shutdown = shutdown_signal();
+    let clc_task = clc::start_embedded(&mut opened, cfg.clc, &svc, shutdown.clone()).await?;
     announce(&opened, None)?;
-    opened.walrus.serve(shutdown_signal()).await;
+    opened.walrus.serve(shutdown).await;
+    let _ = clc_task.await;
     Ok(())
 }
 
