@@ -158,7 +158,6 @@ def test_anonymous_large_bodies_are_not_buffered(tmp_path):
         targets = [
             (cloud.clc_port, "POST", "/_admin/accounts/intruder"),
             (cloud.clc_port, "POST", "/_admin/accounts/intruder2/keys"),
-            (cloud.port, "POST", "/_admin/accounts/intruder3"),
             (cloud.port, "POST", "/limits?delete"),
             (cloud.port, "POST", f"/limits/mp?uploadId={up}"),
             (cloud.port, "PUT", "/limits?acl"),
