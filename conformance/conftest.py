@@ -175,7 +175,8 @@ class SplitCloud(Cloud):
         services = self.data / "credentials" / "services.toml"
         specs = [
             ("clc", ["clc", "--listen", f"127.0.0.1:{self.clc_port}",
-                     "--s3-url", self.endpoint + "/", "--sc-url", self.sc_url + "/"],
+                     "--s3-url", self.endpoint + "/", "--sc-url", self.sc_url + "/",
+                     "--tracker-url", f"http://127.0.0.1:{self.cc_port}"],
              self.clc_url + "/_health"),
             ("walrus", ["walrus", "--listen", f"127.0.0.1:{self.port}", "--identity", str(services)],
              self.endpoint + "/_health"),

@@ -151,12 +151,17 @@ pub struct ClcArgs {
     /// Walrus's URL, written into the admin's eucarc and client configs.
     #[arg(long, default_value = "http://127.0.0.1:8773/")]
     s3_url: String,
+    /// The tracker's URL (`euca cc`): with it, the nodes' config
+    /// credentials/nc-cache.toml is written too.
+    #[arg(long)]
+    tracker_url: Option<String>,
     /// The storage controller's URL, written into the admin's eucarc (EUCA_SC_URL).
     #[arg(long)]
     sc_url: Option<String>,
-    /// Region the services verify signatures for.
-    #[arg(long, default_value = "us-east-1")]
-    region: String,
+    /// Region the services verify signatures for (default: the config's
+    /// `[walrus] region`, else us-east-1).
+    #[arg(long)]
+    region: Option<String>,
     /// TOML config file with a [clc] (and [service]) section.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -166,6 +171,10 @@ pub struct ClcArgs {
 pub async fn clc_alone(a: ClcArgs) -> Result<()> {
     let file = crate::load_config(a.config.as_deref())?;
     let svc = file.service.unwrap_or_default();
+    let region = a
+        .region
+        .clone()
+        .unwrap_or_else(|| file.walrus.unwrap_or_default().region);
     let mut cfg = file.clc.unwrap_or_default();
     if let Some(l) = a.listen {
         cfg.listen = l;
@@ -177,15 +186,17 @@ pub async fn clc_alone(a: ClcArgs) -> Result<()> {
     let admin = store
         .account(ADMIN_ACCOUNT)?
         .context("admin account missing")?;
-    // The cluster token `euca cc --data` and the nodes read.
-    imagecache::ensure_token(&data)?;
+    // The cluster token `euca cc --data` and the nodes read, and the metrics token
+    // every process given this data directory shares.
+    let cluster_token = imagecache::ensure_token(&data)?;
+    let metrics_token = edge::ensure_metrics_token(&data)?;
     let shutdown = crate::shutdown_signal();
-    let (url, task) = start(&store, &a.region, &cfg, &svc, shutdown).await?;
+    let (url, task) = start(&store, &region, &cfg, &svc, shutdown).await?;
     let bundling = pki::ensure(&data, &admin.name, &admin.id)?;
     crate::credentials::write_all(
         &data.join("credentials"),
         &a.s3_url,
-        &a.region,
+        &region,
         &admin_key,
         &admin.id,
         &bundling,
@@ -194,8 +205,19 @@ pub async fn clc_alone(a: ClcArgs) -> Result<()> {
             clc: Some(&url),
         },
     )?;
-    crate::write_system_creds_to(&data, &store, &a.s3_url, &a.region)?;
-    write_services_file(&data, &store, &url, &a.region)?;
+    crate::write_system_creds_to(&data, &store, &a.s3_url, &region)?;
+    write_services_file(&data, &store, &url, &region)?;
+    if let Some(t) = &a.tracker_url {
+        crate::write_nc_cache_config(
+            &data,
+            &store,
+            &a.s3_url,
+            &region,
+            t.trim_end_matches('/'),
+            &cluster_token,
+            &metrics_token,
+        )?;
+    }
     println!("euca: clc is up");
     println!("  identity     {url}   (accounts, keys; credential lookup for services)");
     println!(

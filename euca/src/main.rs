@@ -536,15 +536,38 @@ async fn start_cc(
     )
     .await?;
     let url = format!("http://{addr}");
-    let key = account_key(&o.identity, imagecache::NODES_ACCOUNT)?;
+    write_nc_cache_config(
+        &o.data,
+        &o.identity,
+        &o.s3_url,
+        &o.region,
+        &url,
+        &token,
+        metrics_token,
+    )?;
+    Ok((url, task))
+}
+
+/// Writes `<data>/credentials/nc-cache.toml`, the config a node's `euca nc-cache`
+/// runs with (Walrus, the nodes' read-only key, the tracker and the cluster token).
+fn write_nc_cache_config(
+    data: &Path,
+    identity: &IdentityStore,
+    s3_url: &str,
+    region: &str,
+    url: &str,
+    token: &str,
+    metrics_token: &str,
+) -> Result<()> {
+    let key = account_key(identity, imagecache::NODES_ACCOUNT)?;
     let mut t = toml::Table::new();
     for (k, v) in [
-        ("s3_url", o.s3_url.as_str()),
-        ("region", o.region.as_str()),
+        ("s3_url", s3_url),
+        ("region", region),
         ("access_key", key.access_key_id.as_str()),
         ("secret_key", key.secret_access_key.as_str()),
-        ("tracker", url.as_str()),
-        ("token", token.as_str()),
+        ("tracker", url),
+        ("token", token),
         ("metrics_token", metrics_token),
     ] {
         t.insert(k.into(), toml::Value::String(v.into()));
@@ -552,11 +575,11 @@ async fn start_cc(
     let mut doc = toml::Table::new();
     doc.insert("nc_cache".into(), toml::Value::Table(t));
     pki::write_file(
-        &o.data.join("credentials/nc-cache.toml"),
+        &data.join("credentials/nc-cache.toml"),
         toml::to_string(&doc)?.as_bytes(),
         0o600,
     )?;
-    Ok((url, task))
+    Ok(())
 }
 
 /// Opens the storage controller under `<data>/sc`, storing snapshots in Walrus
