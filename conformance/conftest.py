@@ -1,4 +1,5 @@
-"""Fixtures that start a real `euca up` for the conformance suite.
+"""Fixtures that start a real `euca up` for the conformance suite (or, with
+EUCA_LAYOUT=split, the same cloud as separate clc/walrus/sc/cc processes).
 
 The binary is taken from $EUCA_BIN, else target/release/euca, else target/debug/euca.
 Each server gets a free loopback port and a temporary data directory, and is always
@@ -67,7 +68,9 @@ class Cloud:
         self.sc_port = free_port()
         self.nbd_port = free_port()
         self.cc_port = free_port()
+        self.clc_port = free_port()
         self.sc_url = f"http://127.0.0.1:{self.sc_port}"
+        self.clc_url = f"http://127.0.0.1:{self.clc_port}"
         self.proc = None
         self.log_path = self.data.parent / f"euca-{port}.log"
 
@@ -79,7 +82,8 @@ class Cloud:
              "--walrus-listen", f"127.0.0.1:{self.port}",
              "--sc-listen", f"127.0.0.1:{self.sc_port}",
              "--nbd-listen", f"127.0.0.1:{self.nbd_port}",
-             "--cc-listen", f"127.0.0.1:{self.cc_port}", *self.extra_args],
+             "--cc-listen", f"127.0.0.1:{self.cc_port}",
+             "--clc-listen", f"127.0.0.1:{self.clc_port}", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")},
         )
@@ -162,9 +166,76 @@ class Cloud:
         return env
 
 
+class SplitCloud(Cloud):
+    """The same cloud as four processes sharing one data directory: `euca clc`
+    (identity), `euca walrus --identity`, `euca sc --identity --s3-url` and `euca cc`.
+    Chosen for every fixture by EUCA_LAYOUT=split. `proc` is Walrus's process."""
+
+    def start(self, timeout=30):
+        services = self.data / "credentials" / "services.toml"
+        specs = [
+            ("clc", ["clc", "--listen", f"127.0.0.1:{self.clc_port}",
+                     "--s3-url", self.endpoint + "/", "--sc-url", self.sc_url + "/",
+                     "--tracker-url", f"http://127.0.0.1:{self.cc_port}"],
+             self.clc_url + "/_health"),
+            ("walrus", ["walrus", "--listen", f"127.0.0.1:{self.port}", "--identity", str(services)],
+             self.endpoint + "/_health"),
+            ("sc", ["sc", "--listen", f"127.0.0.1:{self.sc_port}", "--nbd-listen",
+                    f"127.0.0.1:{self.nbd_port}", "--identity", str(services), "--s3-url",
+                    self.endpoint + "/"], self.sc_url + "/_health"),
+            ("cc", ["cc", "--listen", f"127.0.0.1:{self.cc_port}"],
+             f"http://127.0.0.1:{self.cc_port}/_health"),
+        ]
+        self.procs = []
+        log = open(self.log_path, "ab")
+        for name, args, health in specs:
+            p = subprocess.Popen(
+                [euca_bin(), *args, "--data", str(self.data), *self.extra_args],
+                stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")},
+            )
+            self.procs.append(p)
+            if name == "walrus":
+                self.proc = p
+            deadline = time.time() + timeout
+            while True:
+                if p.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"euca {name} exited:\n{self.log()}")
+                try:
+                    urllib.request.urlopen(health, timeout=1).read()
+                    if name != "clc" or services.exists():
+                        break
+                except Exception:
+                    pass
+                if time.time() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"euca {name} not ready in {timeout}s:\n{self.log()}")
+                time.sleep(0.1)
+        self._load_creds()
+        return self
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        for p in reversed(getattr(self, "procs", [])):
+            if p.poll() is None:
+                p.send_signal(sig)
+        for p in reversed(getattr(self, "procs", [])):
+            try:
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs = []
+        self.proc = None
+
+
+def cloud_class():
+    return SplitCloud if os.environ.get("EUCA_LAYOUT") == "split" else Cloud
+
+
 def start_cloud(tmp_root, extra_args=()):
     data = Path(tmp_root) / "data"
-    return Cloud(data, free_port(), extra_args).start()
+    return cloud_class()(data, free_port(), extra_args).start()
 
 
 @pytest.fixture(scope="session")

@@ -114,7 +114,7 @@ def test_accounts_and_keys_follow_a_sourced_eucarc(cloud, empty_cwd):
 def test_data_flag_wins_over_the_environment(cloud, empty_cwd):
     env = sourced(cloud)
     dead = f"http://127.0.0.1:{free_port()}/"
-    env.update(S3_URL=dead, EUCA_SC_URL=dead)
+    env.update(S3_URL=dead, EUCA_SC_URL=dead, EUCA_CLC_URL=dead)
     r = run([euca_bin(), "account", "list"], env, empty_cwd)
     assert_one_line_failure(r, dead.rstrip("/"))
     out = ok(run([euca_bin(), "account", "list", "--data", cloud.data], env, empty_cwd))
@@ -240,7 +240,8 @@ def up_args(data, walrus=None, sc=None):
             "--walrus-listen", f"127.0.0.1:{walrus or free_port()}",
             "--sc-listen", f"127.0.0.1:{sc or free_port()}",
             "--nbd-listen", f"127.0.0.1:{free_port()}",
-            "--cc-listen", f"127.0.0.1:{free_port()}"]
+            "--cc-listen", f"127.0.0.1:{free_port()}",
+            "--clc-listen", f"127.0.0.1:{free_port()}"]
 
 
 @pytest.fixture()

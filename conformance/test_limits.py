@@ -156,8 +156,8 @@ def test_anonymous_large_bodies_are_not_buffered(tmp_path):
         time.sleep(0.5)
         idle = rss_kib(cloud.proc.pid)
         targets = [
-            (cloud.port, "POST", "/_admin/accounts/intruder"),
-            (cloud.port, "POST", "/_admin/accounts/intruder2/keys"),
+            (cloud.clc_port, "POST", "/_admin/accounts/intruder"),
+            (cloud.clc_port, "POST", "/_admin/accounts/intruder2/keys"),
             (cloud.port, "POST", "/limits?delete"),
             (cloud.port, "POST", f"/limits/mp?uploadId={up}"),
             (cloud.port, "PUT", "/limits?acl"),

@@ -86,12 +86,12 @@ def test_admin_cli_accounts_and_keys(cloud):
     assert cloud.euca("account", "create", "cli-user", check=False).returncode != 0, "duplicate account refused"
 
 
-def _admin_call(cloud, access_key, secret_key, method, path):
-    from botocore.auth import S3SigV4Auth
+def _admin_call(cloud, access_key, secret_key, method, path, base=None, service="iam"):
+    from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
-    req = AWSRequest(method=method, url=cloud.endpoint + path, data=b"")
-    S3SigV4Auth(Credentials(access_key, secret_key), "s3", cloud.region).add_auth(req)
+    req = AWSRequest(method=method, url=(base or cloud.clc_url) + path, data=b"")
+    SigV4Auth(Credentials(access_key, secret_key), service, cloud.region).add_auth(req)
     r = urllib.request.Request(req.url, method=method, headers=dict(req.headers.items()))
     try:
         with urllib.request.urlopen(r) as resp:
@@ -101,14 +101,21 @@ def _admin_call(cloud, access_key, secret_key, method, path):
 
 
 def test_admin_api_only_for_admin(cloud):
+    """The account API is the cloud controller's, for the admin account only."""
     other = cloud.new_account("not-admin")
     assert _admin_call(cloud, other["AWS_ACCESS_KEY_ID"], other["AWS_SECRET_ACCESS_KEY"], "POST", "/_admin/accounts/sneaky") == 403
     assert _admin_call(cloud, cloud.access_key, cloud.secret_key, "GET", "/_admin/accounts") == 200
     assert "sneaky" not in cloud.euca("account", "list").stdout
     # Anonymous:
     with pytest.raises(urllib.error.HTTPError) as e:
-        urllib.request.urlopen(cloud.endpoint + "/_admin/accounts")
+        urllib.request.urlopen(cloud.clc_url + "/_admin/accounts")
     assert e.value.code == 403
+    # Walrus no longer serves it: to S3 it is a key path like any other.
+    assert _admin_call(cloud, cloud.access_key, cloud.secret_key, "GET", "/_admin/accounts",
+                       base=cloud.endpoint, service="s3") in (400, 403, 404)
+    assert _admin_call(cloud, cloud.access_key, cloud.secret_key, "POST", "/_admin/accounts/sneaky2",
+                       base=cloud.endpoint, service="s3") != 200
+    assert "sneaky2" not in cloud.euca("account", "list").stdout
 
 
 def test_slow_headers_are_cut_off_and_others_still_served(tmp_path):
@@ -122,7 +129,8 @@ def test_slow_headers_are_cut_off_and_others_still_served(tmp_path):
     data = tmp_path / "data"
     p = _spawn(tmp_path, port, ["up", "--config", str(cfg), "--data", str(data), "--walrus-listen", f"127.0.0.1:{port}",
                                    "--sc-listen", f"127.0.0.1:{free_port()}", "--nbd-listen", f"127.0.0.1:{free_port()}",
-                                   "--cc-listen", f"127.0.0.1:{free_port()}"])
+                                   "--cc-listen", f"127.0.0.1:{free_port()}",
+                                   "--clc-listen", f"127.0.0.1:{free_port()}"])
     try:
         slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
         for s in slow:

@@ -4,103 +4,16 @@
 //! SigV2, query SigV2, or anonymous); mixing header and query credentials is refused.
 //! The result is a verified [`Principal`] (or anonymous) and the [`PayloadCheck`] that
 //! the body reader must enforce, so no handler can forget to verify anything.
+use crate::credential::lookup_key;
+pub use crate::credential::{
+    constant_time_eq, AuthConfig, AuthError, Credential, CredentialLookup, LookupError, Principal,
+};
 use crate::encoding::parse_query;
 use crate::sigv2;
 use crate::sigv4::{self, AuthHeader, CredentialScope, PathForm};
 use crate::timefmt::{format_amz_date, parse_amz_date, parse_http_date};
 use http::request::Parts;
-use subtle::ConstantTimeEq;
 use time::{Duration, OffsetDateTime};
-
-/// A verified caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub account_id: String,
-    /// The S3 canonical user id of the account (owner of buckets and objects).
-    pub canonical_id: String,
-    pub display_name: String,
-    pub access_key: String,
-}
-
-/// An active access key and who it belongs to.
-#[derive(Debug, Clone)]
-pub struct Credential {
-    pub secret: String,
-    pub principal: Principal,
-}
-
-/// The identity store, as the verifier sees it: only active keys are returned.
-pub trait CredentialLookup: Send + Sync {
-    fn lookup(&self, access_key: &str) -> Option<Credential>;
-}
-
-#[derive(Debug, Clone)]
-pub struct AuthConfig {
-    pub region: String,
-    pub service: &'static str,
-    pub max_skew: Duration,
-}
-
-impl AuthConfig {
-    pub fn s3(region: &str) -> Self {
-        Self {
-            region: region.to_string(),
-            service: "s3",
-            max_skew: Duration::minutes(15),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum AuthError {
-    #[error("The request signature we calculated does not match the signature you provided. Check your key and signing method.")]
-    SignatureDoesNotMatch,
-    #[error("The AWS Access Key Id you provided does not exist in our records.")]
-    InvalidAccessKeyId,
-    #[error("The difference between the request time and the current time is too large.")]
-    RequestTimeTooSkewed,
-    #[error("Request has expired")]
-    Expired,
-    #[error("AWS authentication requires a valid Date or x-amz-date header")]
-    AccessDeniedDate,
-    #[error("The authorization header is malformed: {0}")]
-    HeaderMalformed(String),
-    #[error("Query-string authentication is malformed: {0}")]
-    QueryMalformed(String),
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified")]
-    MixedAuth,
-    #[error("{0} is not implemented")]
-    NotImplemented(String),
-    #[error("The provided 'x-amz-content-sha256' header does not match what was computed.")]
-    ContentSha256Mismatch,
-    #[error("Missing required header for this request: x-amz-content-sha256")]
-    MissingContentSha256,
-    #[error("An unsigned header must be signed: {0}")]
-    UnsignedHeader(String),
-}
-
-impl AuthError {
-    /// AWS error code and HTTP status.
-    pub fn code(&self) -> (&'static str, u16) {
-        match self {
-            Self::SignatureDoesNotMatch => ("SignatureDoesNotMatch", 403),
-            Self::InvalidAccessKeyId => ("InvalidAccessKeyId", 403),
-            Self::RequestTimeTooSkewed => ("RequestTimeTooSkewed", 403),
-            Self::Expired => ("AccessDenied", 403),
-            Self::AccessDeniedDate => ("AccessDenied", 403),
-            Self::HeaderMalformed(_) => ("AuthorizationHeaderMalformed", 400),
-            Self::QueryMalformed(_) => ("AuthorizationQueryParametersError", 400),
-            Self::InvalidArgument(_) => ("InvalidArgument", 400),
-            Self::MixedAuth => ("InvalidArgument", 400),
-            Self::NotImplemented(_) => ("NotImplemented", 501),
-            Self::ContentSha256Mismatch => ("XAmzContentSHA256Mismatch", 400),
-            Self::MissingContentSha256 => ("InvalidRequest", 400),
-            Self::UnsignedHeader(_) => ("AccessDenied", 403),
-        }
-    }
-}
 
 /// Per-chunk signature state for `STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER]`.
 #[derive(Debug, Clone)]
@@ -145,16 +58,12 @@ pub struct Authenticated {
     pub payload: PayloadCheck,
 }
 
-fn ct_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
-
 fn header_str<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
     parts.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Authenticates one request. `raw_path` is the path exactly as received.
-pub fn authenticate(
+pub async fn authenticate(
     parts: &Parts,
     lookup: &dyn CredentialLookup,
     cfg: &AuthConfig,
@@ -179,10 +88,10 @@ pub fn authenticate(
     }
     if let Some(a) = authz {
         if a.starts_with(sigv4::ALGORITHM) {
-            return verify_v4_header(parts, a, lookup, cfg, now);
+            return verify_v4_header(parts, a, lookup, cfg, now).await;
         }
         if let Some(rest) = a.strip_prefix("AWS ") {
-            let p = sigv2::verify_header(parts, rest, lookup, cfg, now)?;
+            let p = sigv2::verify_header(parts, rest, lookup, cfg, now).await?;
             return Ok(Authenticated {
                 principal: Some(p),
                 payload: v2_payload(parts)?,
@@ -193,10 +102,10 @@ pub fn authenticate(
         ));
     }
     if q_v4 {
-        return verify_v4_query(parts, &query, lookup, cfg, now);
+        return verify_v4_query(parts, &query, lookup, cfg, now).await;
     }
     if q_v2 {
-        let p = sigv2::verify_query(parts, &query, lookup, cfg, now)?;
+        let p = sigv2::verify_query(parts, &query, lookup, cfg, now).await?;
         return Ok(Authenticated {
             principal: Some(p),
             payload: v2_payload(parts)?,
@@ -286,12 +195,6 @@ fn check_signed_set(parts: &Parts, signed: &[String], presigned: bool) -> Result
     Ok(())
 }
 
-fn lookup_key(lookup: &dyn CredentialLookup, access_key: &str) -> Result<Credential, AuthError> {
-    lookup
-        .lookup(access_key)
-        .ok_or(AuthError::InvalidAccessKeyId)
-}
-
 /// What a request claims: the derived key, its date and scope, and the signature.
 struct Claim<'a> {
     key: &'a [u8; 32],
@@ -335,14 +238,14 @@ fn signature_matches(
         .ok_or(AuthError::SignatureDoesNotMatch)?;
         let sts = sigv4::string_to_sign(amz_date, scope, &cr);
         let sig = hex::encode(sigv4::hmac_sha256(key, sts.as_bytes()));
-        if ct_eq(&sig, given) {
+        if constant_time_eq(sig.as_bytes(), given.as_bytes()) {
             return Ok(true);
         }
     }
     Ok(false)
 }
 
-fn verify_v4_header(
+async fn verify_v4_header(
     parts: &Parts,
     authz: &str,
     lookup: &dyn CredentialLookup,
@@ -353,7 +256,7 @@ fn verify_v4_header(
         .ok_or_else(|| AuthError::HeaderMalformed("cannot parse".into()))?;
     let (amz_date, t) = request_time(parts, &h.signed_headers)?;
     check_scope(&h.credential, &amz_date, cfg, AuthError::HeaderMalformed)?;
-    let cred = lookup_key(lookup, &h.credential.access_key)?;
+    let cred = lookup_key(lookup, &h.credential.access_key).await?;
     if (now - t).abs() > cfg.max_skew {
         return Err(AuthError::RequestTimeTooSkewed);
     }
@@ -438,7 +341,7 @@ fn payload_check(
     })
 }
 
-fn verify_v4_query(
+async fn verify_v4_query(
     parts: &Parts,
     query: &[(String, String)],
     lookup: &dyn CredentialLookup,
@@ -484,7 +387,7 @@ fn verify_v4_query(
         .ok_or_else(|| missing("X-Amz-Signature"))?
         .to_string();
     check_scope(&cred_scope, &amz_date, cfg, AuthError::QueryMalformed)?;
-    let cred = lookup_key(lookup, &cred_scope.access_key)?;
+    let cred = lookup_key(lookup, &cred_scope.access_key).await?;
     if t - now > cfg.max_skew {
         return Err(AuthError::RequestTimeTooSkewed);
     }
@@ -528,20 +431,47 @@ fn verify_v4_query(
     })
 }
 
-pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
-    ct_eq(a, b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sign::Signer;
 
     struct One(Credential);
+    #[async_trait::async_trait]
     impl CredentialLookup for One {
-        fn lookup(&self, k: &str) -> Option<Credential> {
-            (k == self.0.principal.access_key).then(|| self.0.clone())
+        async fn lookup(&self, k: &str) -> Result<Option<Credential>, LookupError> {
+            Ok((k == self.0.principal.access_key).then(|| self.0.clone()))
         }
+    }
+
+    /// A store that cannot be reached.
+    struct Down;
+    #[async_trait::async_trait]
+    impl CredentialLookup for Down {
+        async fn lookup(&self, _: &str) -> Result<Option<Credential>, LookupError> {
+            Err(LookupError("connection refused".into()))
+        }
+    }
+
+    fn authenticate(
+        parts: &Parts,
+        lookup: &dyn CredentialLookup,
+        cfg: &AuthConfig,
+        now: OffsetDateTime,
+    ) -> Result<Authenticated, AuthError> {
+        futures::executor::block_on(super::authenticate(parts, lookup, cfg, now))
+    }
+
+    #[test]
+    fn unreachable_store_is_not_an_unknown_key() {
+        let (_, signer, cfg) = setup();
+        let now = OffsetDateTime::now_utc();
+        let e = authenticate(&signed(&signer, now, &[]), &Down, &cfg, now).unwrap_err();
+        assert_eq!(e.code(), ("ServiceUnavailable", 503));
+        assert!(
+            !e.to_string().contains("refused"),
+            "detail stays in the log"
+        );
     }
 
     fn setup() -> (One, Signer, AuthConfig) {

@@ -4,7 +4,8 @@
 //! optional trailing headers (`name:value\r\n`, ending with an empty line). Data is
 //! passed through as zero-copy slices of the input; chunk signatures are checked at
 //! the end of each chunk, before the next chunk's data is released.
-use crate::auth::{constant_time_eq, ChunkSigner};
+use crate::auth::ChunkSigner;
+use crate::credential::constant_time_eq;
 use bytes::{Buf, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
@@ -112,7 +113,7 @@ impl ChunkedDecoder {
         if let (Some(signer), Some(expected)) = (&self.signer, self.expected_sig.take()) {
             let h = std::mem::take(&mut self.chunk_hash);
             let sig = signer.chunk_signature(&self.prev_sig, &hex::encode(h.finalize()));
-            if !constant_time_eq(&sig, &expected) {
+            if !constant_time_eq(sig.as_bytes(), expected.as_bytes()) {
                 return Err(ChunkedError::BadSignature);
             }
             self.prev_sig = sig;
@@ -245,7 +246,7 @@ impl ChunkedDecoder {
             }
             let sig = signer
                 .trailer_signature(&self.prev_sig, &crate::hash::sha256_hex(canon.as_bytes()));
-            if !constant_time_eq(&sig, given) {
+            if !constant_time_eq(sig.as_bytes(), given.as_bytes()) {
                 return Err(ChunkedError::BadSignature);
             }
         }

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod checksum;
 pub mod chunked;
+pub mod credential;
 pub mod encoding;
 pub mod hash;
 pub mod sign;
@@ -17,4 +18,9 @@ pub mod sigv4;
 pub mod timefmt;
 pub mod xml;
 
-pub use auth::{authenticate, AuthError, Credential, CredentialLookup, PayloadCheck, Principal};
+/// Re-exported so implementors of [`CredentialLookup`] need no direct dependency.
+pub use async_trait::async_trait;
+pub use auth::{authenticate, PayloadCheck};
+pub use credential::{
+    constant_time_eq, AuthError, Credential, CredentialLookup, LookupError, Principal,
+};

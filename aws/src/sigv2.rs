@@ -1,5 +1,7 @@
 //! AWS Signature Version 2 (HMAC-SHA1), as s3cmd `--signature-v2` and euca2ools send it.
-use crate::auth::{constant_time_eq, AuthConfig, AuthError, CredentialLookup, Principal};
+use crate::credential::{
+    constant_time_eq, lookup_key, AuthConfig, AuthError, CredentialLookup, Principal,
+};
 use crate::encoding::{uri_decode, uri_encode};
 use crate::timefmt::{parse_amz_date, parse_http_date};
 use base64::Engine;
@@ -145,7 +147,7 @@ fn resources(parts: &Parts) -> Vec<String> {
     v
 }
 
-pub fn verify_header(
+pub async fn verify_header(
     parts: &Parts,
     rest: &str,
     lookup: &dyn CredentialLookup,
@@ -163,21 +165,21 @@ pub fn verify_header(
         (None, None) => return Err(AuthError::AccessDeniedDate),
     }
     .ok_or(AuthError::AccessDeniedDate)?;
-    let cred = lookup.lookup(akid).ok_or(AuthError::InvalidAccessKeyId)?;
+    let cred = lookup_key(lookup, akid).await?;
     if (now - when).abs() > cfg.max_skew {
         return Err(AuthError::RequestTimeTooSkewed);
     }
     let date_line = hs("date").unwrap_or("");
     for res in resources(parts) {
         let expected = hmac_sha1_b64(&cred.secret, &string_to_sign(parts, date_line.trim(), &res));
-        if constant_time_eq(&expected, sig) {
+        if constant_time_eq(expected.as_bytes(), sig.as_bytes()) {
             return Ok(cred.principal);
         }
     }
     Err(AuthError::SignatureDoesNotMatch)
 }
 
-pub fn verify_query(
+pub async fn verify_query(
     parts: &Parts,
     query: &[(String, String)],
     lookup: &dyn CredentialLookup,
@@ -199,13 +201,13 @@ pub fn verify_query(
     let exp: i64 = expires
         .parse()
         .map_err(|_| AuthError::QueryMalformed("invalid Expires".into()))?;
-    let cred = lookup.lookup(akid).ok_or(AuthError::InvalidAccessKeyId)?;
+    let cred = lookup_key(lookup, akid).await?;
     if now.unix_timestamp() > exp {
         return Err(AuthError::Expired);
     }
     for res in resources(parts) {
         let expected = hmac_sha1_b64(&cred.secret, &string_to_sign(parts, expires, &res));
-        if constant_time_eq(&expected, sig) {
+        if constant_time_eq(expected.as_bytes(), sig.as_bytes()) {
             return Ok(cred.principal);
         }
     }

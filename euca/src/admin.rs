@@ -1,13 +1,10 @@
-//! Admin subcommands: signed calls to the running cloud's `/_admin/` API, using the
-//! admin credentials `euca up` wrote into the data directory.
+//! Admin subcommands: signed calls to the running cloud's admin APIs (the cloud
+//! controller's `/_admin/`, the SC's volumes and snapshots), using the admin
+//! credentials `euca up` wrote into the data directory.
 use crate::{AccountCmd, KeyCmd};
 use anyhow::{bail, Context, Result};
-use bytes::Bytes;
 use clap::{Args, Subcommand};
-use euca_aws::sign::Signer;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use euca_service::client::SignedClient;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -18,7 +15,7 @@ use std::path::{Path, PathBuf};
 #[derive(Args)]
 pub struct Target {
     /// The running cloud's data directory (its credentials/eucarc is used).
-    /// Default: the environment of a sourced eucarc — S3_URL (accounts, keys) or
+    /// Default: the environment of a sourced eucarc — EUCA_CLC_URL (accounts, keys) or
     /// EUCA_SC_URL (volumes, snapshots), AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
     /// (or EC2_ACCESS_KEY/EC2_SECRET_KEY), AWS_DEFAULT_REGION (default us-east-1) —
     /// and when those are not all set, ./euca-data.
@@ -49,21 +46,21 @@ fn eucarc_file(data: &Path) -> Result<HashMap<String, String>> {
 /// SigV4 service name it verifies.
 #[derive(Clone, Copy)]
 enum Service {
-    Walrus,
+    Clc,
     Sc,
 }
 
 impl Service {
     fn url_var(self) -> &'static str {
         match self {
-            Service::Walrus => "S3_URL",
+            Service::Clc => "EUCA_CLC_URL",
             Service::Sc => "EUCA_SC_URL",
         }
     }
 
     fn signing_name(self) -> &'static str {
         match self {
-            Service::Walrus => "s3",
+            Service::Clc => euca_identity::service::SIGNING_SERVICE,
             Service::Sc => "sc",
         }
     }
@@ -151,7 +148,7 @@ fn endpoint(t: &Target, service: Service) -> Result<Endpoint> {
 }
 
 async fn call(t: &Target, method: &str, path: &str) -> Result<serde_json::Value> {
-    call_service(t, Service::Walrus, method, path).await
+    call_service(t, Service::Clc, method, path).await
 }
 
 async fn call_service(
@@ -161,47 +158,16 @@ async fn call_service(
     path: &str,
 ) -> Result<serde_json::Value> {
     let ep = endpoint(t, service)?;
-    let url: http::Uri = format!("{}{}", ep.url.trim_end_matches('/'), path)
-        .parse()
-        .with_context(|| format!("{} is not a URL", service.url_var()))?;
-    let signer = Signer {
-        access_key: ep.access_key,
-        secret_key: ep.secret_key,
-        region: ep.region,
-        service: service.signing_name().into(),
-    };
-    let mut headers = http::HeaderMap::new();
-    headers.insert(
-        "host",
-        url.authority()
-            .with_context(|| format!("{} has no host", service.url_var()))?
-            .as_str()
-            .parse()?,
-    );
-    signer.sign(
-        method,
-        url.path(),
-        url.query().unwrap_or(""),
-        &mut headers,
-        euca_aws::sigv4::EMPTY_SHA256,
-        time::OffsetDateTime::now_utc(),
-    );
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(url.clone())
-        .body(Full::new(Bytes::new()))?;
-    *req.headers_mut() = headers;
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let resp = client
-        .request(req)
-        .await
-        .with_context(|| format!("calling {url}"))?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
-    if !status.is_success() {
-        bail!("{status}: {}", String::from_utf8_lossy(&body));
-    }
-    Ok(serde_json::from_slice(&body)?)
+    let client = SignedClient::new(
+        &ep.url,
+        &ep.access_key,
+        &ep.secret_key,
+        &ep.region,
+        service.signing_name(),
+    )
+    .with_context(|| format!("{} ({})", service.url_var(), ep.url))?;
+    let method: http::Method = method.parse().context("HTTP method")?;
+    Ok(client.json(method, path).await?)
 }
 
 fn s(v: &serde_json::Value, k: &str) -> String {
@@ -463,7 +429,7 @@ mod tests {
     #[test]
     fn endpoint_from_eucarc_variables() {
         let env = vars(&[
-            ("S3_URL", "http://127.0.0.1:8773/"),
+            ("EUCA_CLC_URL", "http://127.0.0.1:8777/"),
             ("EUCA_SC_URL", "http://127.0.0.1:8775/"),
             ("AWS_ACCESS_KEY_ID", "AKA"),
             ("AWS_SECRET_ACCESS_KEY", "SKA"),
@@ -482,8 +448,8 @@ mod tests {
             }
         );
         assert_eq!(
-            endpoint_from(Service::Walrus, &env).unwrap().url,
-            "http://127.0.0.1:8773/"
+            endpoint_from(Service::Clc, &env).unwrap().url,
+            "http://127.0.0.1:8777/"
         );
     }
 
@@ -491,12 +457,12 @@ mod tests {
     fn endpoint_takes_the_euca2ools_key_names_as_a_pair() {
         // An AWS_ access key without its secret does not mix with the EC2_ pair.
         let env = vars(&[
-            ("S3_URL", "http://h/"),
+            ("EUCA_CLC_URL", "http://h/"),
             ("AWS_ACCESS_KEY_ID", "AKA"),
             ("EC2_ACCESS_KEY", "AKE"),
             ("EC2_SECRET_KEY", "SKE"),
         ]);
-        let e = endpoint_from(Service::Walrus, &env).unwrap();
+        let e = endpoint_from(Service::Clc, &env).unwrap();
         assert_eq!(
             (e.access_key.as_str(), e.secret_key.as_str()),
             ("AKE", "SKE")
@@ -506,12 +472,12 @@ mod tests {
 
     #[test]
     fn endpoint_names_what_is_missing() {
-        let env = vars(&[("S3_URL", "http://h/")]);
+        let env = vars(&[("EUCA_CLC_URL", "http://h/")]);
         let missing = endpoint_from(Service::Sc, &env).unwrap_err();
         assert!(missing.contains("EUCA_SC_URL"), "{missing}");
         assert!(missing.contains("AWS_ACCESS_KEY_ID"), "{missing}");
         assert_eq!(
-            endpoint_from(Service::Walrus, &env).unwrap_err(),
+            endpoint_from(Service::Clc, &env).unwrap_err(),
             "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         );
     }

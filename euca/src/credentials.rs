@@ -19,6 +19,15 @@ fn write_private(path: &Path, content: &str) -> Result<()> {
     Ok(())
 }
 
+/// The URLs of the services besides Walrus that the eucarc names, when known.
+#[derive(Default, Clone, Copy)]
+pub struct ServiceUrls<'a> {
+    /// The storage controller (EUCA_SC_URL).
+    pub sc: Option<&'a str>,
+    /// The cloud controller's identity service (EUCA_CLC_URL).
+    pub clc: Option<&'a str>,
+}
+
 pub fn write_all(
     dir: &Path,
     s3_url: &str,
@@ -26,8 +35,9 @@ pub fn write_all(
     key: &AccessKey,
     account_id: &str,
     bundling: &crate::pki::BundlingCreds,
-    sc_url: Option<&str>,
+    urls: ServiceUrls,
 ) -> Result<()> {
+    let (sc_url, clc_url) = (urls.sc, urls.clc);
     std::fs::create_dir_all(dir.join("aws"))?;
     let (ak, sk) = (&key.access_key_id, &key.secret_access_key);
     let hostport = s3_url.trim_start_matches("http://").trim_end_matches('/');
@@ -53,7 +63,7 @@ pub fn write_all(
              export EC2_CERT={user_cert}\n\
              export EUCALYPTUS_CERT={cloud_cert}\n\
              # The cloud's own keys (system.json, cloud-pk.pem; mode 0600), for euca image install.\n\
-             export {cloud_dir_var}={cloud_dir}\n{sc}",
+             export {cloud_dir_var}={cloud_dir}\n{sc}{clc}",
             cloud_dir_var = crate::imagecache::CLOUD_DIR_VAR,
             cloud_dir = bundling
                 .cloud_key
@@ -62,6 +72,9 @@ pub fn write_all(
                 .display(),
             sc = sc_url
                 .map(|u| format!("# The storage controller's API (euca volume / euca snapshot).\nexport EUCA_SC_URL={u}\n"))
+                .unwrap_or_default(),
+            clc = clc_url
+                .map(|u| format!("# The cloud controller's identity service (euca account / euca key).\nexport EUCA_CLC_URL={u}\n"))
                 .unwrap_or_default(),
             acct = key.account,
             user_key = bundling.user_key.display(),

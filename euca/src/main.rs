@@ -1,5 +1,6 @@
 //! `euca`: one binary for every service of the cloud, and its admin commands.
 mod admin;
+mod clc;
 mod credentials;
 mod edge;
 mod imagecache;
@@ -37,6 +38,8 @@ enum Cmd {
     Up(UpArgs),
     /// Run Walrus (S3) alone, from a TOML config and/or flags.
     Walrus(WalrusArgs),
+    /// Run the cloud controller's identity service alone (accounts, keys, credential lookup).
+    Clc(clc::ClcArgs),
     /// Run the storage controller (volumes over NBD, snapshots in Walrus).
     Sc(ScArgs),
     /// Manage volumes (on a running cloud): create, list, attach to a node, …
@@ -107,7 +110,10 @@ struct UpArgs {
     /// Cluster controller (image-piece tracker) listen address.
     #[arg(long, default_value = "127.0.0.1:8774")]
     cc_listen: SocketAddr,
-    /// Optional TOML config (sections: [walrus], [sc], [cc]).
+    /// Cloud controller (identity service: accounts, keys) listen address.
+    #[arg(long, default_value = clc::DEFAULT_LISTEN)]
+    clc_listen: SocketAddr,
+    /// Optional TOML config (sections: [walrus], [sc], [cc], [clc]).
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -126,6 +132,14 @@ struct ScArgs {
     /// NBD listen address (overrides the config file).
     #[arg(long)]
     nbd_listen: Option<SocketAddr>,
+    /// Authenticate through the identity service named in this file (a cloud
+    /// controller's credentials/services.toml) and run without an in-process Walrus;
+    /// needs --s3-url.
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
+    /// The Walrus that stores snapshots (with --identity).
+    #[arg(long, value_name = "URL")]
+    s3_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -142,6 +156,10 @@ struct WalrusArgs {
     /// Region (overrides the config file).
     #[arg(long)]
     region: Option<String>,
+    /// Authenticate through the identity service named in this file (a cloud
+    /// controller's credentials/services.toml) instead of opening identity.redb.
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -180,6 +198,7 @@ struct ConfigFile {
     sc: Option<euca_sc::ScConfig>,
     cc: Option<euca_imagecache::config::CcConfig>,
     nc_cache: Option<euca_imagecache::config::NcCacheConfig>,
+    clc: Option<clc::ClcConfig>,
     /// Rules shared by every listener (per-source cap, trusted proxies, metrics).
     service: Option<euca_service::ServiceConfig>,
 }
@@ -276,6 +295,7 @@ fn run() -> Result<()> {
         match cli.cmd {
             Cmd::Up(a) => up(a).await,
             Cmd::Walrus(a) => walrus_alone(a).await,
+            Cmd::Clc(a) => clc::clc_alone(a).await,
             Cmd::Sc(a) => sc_alone(a).await,
             Cmd::Volume { cmd, target } => admin::volume(&target, cmd).await,
             Cmd::Snapshot { cmd, target } => admin::snapshot(&target, cmd).await,
@@ -352,6 +372,8 @@ struct Opened {
     admin: euca_identity::Account,
     region: String,
     s3_url: String,
+    /// The identity service, when this process serves it.
+    clc_url: Option<String>,
 }
 
 /// Opens Walrus with the `up` data layout.
@@ -376,8 +398,9 @@ async fn open_walrus(
     // The nodes' key only reads: it creates no bucket and writes nothing anywhere.
     let walrus = walrus::Walrus::open(
         wcfg,
-        identity.clone(),
+        std::sync::Arc::new(identity.clone()),
         system_id,
+        SYSTEM_ACCOUNT.into(),
         euca_identity::ADMIN_ACCOUNT.into(),
         vec![nodes.canonical_id.clone()],
     )
@@ -401,6 +424,7 @@ async fn open_walrus(
         admin,
         region,
         s3_url,
+        clc_url: None,
     })
 }
 
@@ -416,9 +440,15 @@ fn announce(o: &Opened, sc: Option<(&str, SocketAddr)>) -> Result<()> {
         &o.admin_key,
         &o.admin.id,
         &bundling,
-        sc.map(|(u, _)| u),
+        credentials::ServiceUrls {
+            sc: sc.map(|(u, _)| u),
+            clc: o.clc_url.as_deref(),
+        },
     )?;
     write_system_creds(o)?;
+    if let Some(u) = &o.clc_url {
+        clc::write_services_file(&o.data, &o.identity, u, &o.region)?;
+    }
     let (s3_url, region) = (&o.s3_url, &o.region);
     println!("  walrus (S3)  {s3_url}   (also {s3_url}services/Walrus/)   region {region}");
     println!(
@@ -427,6 +457,9 @@ fn announce(o: &Opened, sc: Option<(&str, SocketAddr)>) -> Result<()> {
     );
     if let Some((url, nbd)) = sc {
         println!("  sc (volumes) {url}   NBD exports on {nbd}   metrics {url}_metrics");
+    }
+    if let Some(u) = &o.clc_url {
+        println!("  clc          {u}   (accounts, keys: euca account / euca key)");
     }
     println!("  credentials  {}/", cred_dir.display());
     println!("               eucarc (source it), aws/config + aws/credentials (profile euca), s3cfg (s3cmd -c), rclone.conf (remote euca:)");
@@ -439,25 +472,32 @@ fn announce(o: &Opened, sc: Option<(&str, SocketAddr)>) -> Result<()> {
 
 /// Writes what `euca image install` needs (`<data>/cloud/system.json`, 0600).
 fn write_system_creds(o: &Opened) -> Result<()> {
-    let key = account_key(&o.identity, SYSTEM_ACCOUNT)?;
-    let nodes = o
-        .identity
+    write_system_creds_to(&o.data, &o.identity, &o.s3_url, &o.region)
+}
+
+fn write_system_creds_to(
+    data: &Path,
+    identity: &IdentityStore,
+    s3_url: &str,
+    region: &str,
+) -> Result<()> {
+    let key = account_key(identity, SYSTEM_ACCOUNT)?;
+    let nodes = identity
         .account(imagecache::NODES_ACCOUNT)?
         .context("nodes account missing")?;
     let creds = imagecache::SystemCreds {
-        s3_url: o.s3_url.clone(),
-        region: o.region.clone(),
+        s3_url: s3_url.to_string(),
+        region: region.to_string(),
         access_key: key.access_key_id,
         secret_key: key.secret_access_key,
         nodes_canonical_id: nodes.canonical_id,
-        system_canonical_id: o
-            .identity
+        system_canonical_id: identity
             .account(SYSTEM_ACCOUNT)?
             .context("system account missing")?
             .canonical_id,
     };
     pki::write_file(
-        &imagecache::system_creds_path(&o.data),
+        &imagecache::system_creds_path(data),
         &serde_json::to_vec_pretty(&creds)?,
         0o600,
     )
@@ -496,15 +536,38 @@ async fn start_cc(
     )
     .await?;
     let url = format!("http://{addr}");
-    let key = account_key(&o.identity, imagecache::NODES_ACCOUNT)?;
+    write_nc_cache_config(
+        &o.data,
+        &o.identity,
+        &o.s3_url,
+        &o.region,
+        &url,
+        &token,
+        metrics_token,
+    )?;
+    Ok((url, task))
+}
+
+/// Writes `<data>/credentials/nc-cache.toml`, the config a node's `euca nc-cache`
+/// runs with (Walrus, the nodes' read-only key, the tracker and the cluster token).
+fn write_nc_cache_config(
+    data: &Path,
+    identity: &IdentityStore,
+    s3_url: &str,
+    region: &str,
+    url: &str,
+    token: &str,
+    metrics_token: &str,
+) -> Result<()> {
+    let key = account_key(identity, imagecache::NODES_ACCOUNT)?;
     let mut t = toml::Table::new();
     for (k, v) in [
-        ("s3_url", o.s3_url.as_str()),
-        ("region", o.region.as_str()),
+        ("s3_url", s3_url),
+        ("region", region),
         ("access_key", key.access_key_id.as_str()),
         ("secret_key", key.secret_access_key.as_str()),
-        ("tracker", url.as_str()),
-        ("token", token.as_str()),
+        ("tracker", url),
+        ("token", token),
         ("metrics_token", metrics_token),
     ] {
         t.insert(k.into(), toml::Value::String(v.into()));
@@ -512,32 +575,69 @@ async fn start_cc(
     let mut doc = toml::Table::new();
     doc.insert("nc_cache".into(), toml::Value::Table(t));
     pki::write_file(
-        &o.data.join("credentials/nc-cache.toml"),
+        &data.join("credentials/nc-cache.toml"),
         toml::to_string(&doc)?.as_bytes(),
         0o600,
     )?;
-    Ok((url, task))
+    Ok(())
 }
 
 /// Opens the storage controller under `<data>/sc`, storing snapshots in Walrus
 /// as the cloud's system account.
 async fn open_sc(
     o: &Opened,
-    mut cfg: euca_sc::ScConfig,
+    cfg: euca_sc::ScConfig,
     data_dir_from_file: bool,
 ) -> Result<euca_sc::ScServer> {
-    if !data_dir_from_file {
-        cfg.data_dir = o.data.join("sc");
-    }
-    cfg.region = o.region.clone();
-    // The orphan sweep deletes every `chunks/` object no snapshot manifest names:
-    // pointed at the image bucket it would delete every image piece.
+    check_snapshot_bucket(&cfg)?;
+    o.walrus
+        .ensure_system_bucket(&cfg.snapshot_bucket, &[])
+        .await?;
+    let key = account_key(&o.identity, SYSTEM_ACCOUNT)?;
+    let s3 = euca_s3::S3Client::new(
+        &o.s3_url,
+        &key.access_key_id,
+        &key.secret_access_key,
+        &o.region,
+    )?;
+    open_sc_with(
+        &o.data,
+        &o.region,
+        cfg,
+        data_dir_from_file,
+        std::sync::Arc::new(o.identity.clone()),
+        s3,
+    )
+    .await
+}
+
+/// The orphan sweep deletes every `chunks/` object no snapshot manifest names:
+/// pointed at the image bucket it would delete every image piece.
+fn check_snapshot_bucket(cfg: &euca_sc::ScConfig) -> Result<()> {
     if cfg.snapshot_bucket == euca_imagecache::manifest::IMAGES_BUCKET {
         anyhow::bail!(
             "[sc] snapshot_bucket must not be {}: that bucket holds installed images",
             euca_imagecache::manifest::IMAGES_BUCKET
         );
     }
+    Ok(())
+}
+
+/// Opens the storage controller under `<data>/sc` with `identity` checking
+/// signatures and `s3` (the system account's client) storing snapshots.
+async fn open_sc_with(
+    data: &Path,
+    region: &str,
+    mut cfg: euca_sc::ScConfig,
+    data_dir_from_file: bool,
+    identity: std::sync::Arc<dyn euca_aws::CredentialLookup>,
+    s3: euca_s3::S3Client,
+) -> Result<euca_sc::ScServer> {
+    if !data_dir_from_file {
+        cfg.data_dir = data.join("sc");
+    }
+    cfg.region = region.to_string();
+    check_snapshot_bucket(&cfg)?;
     if cfg.nbd_tls != "off" && cfg.tls_cert.is_none() && cfg.tls_key.is_none() {
         // NBD TLS with a certificate from the cloud CA; nodes trust
         // <data>/credentials/nbd-tls/ca-cert.pem.
@@ -551,33 +651,18 @@ async fn open_sc(
         }
         hosts.sort();
         hosts.dedup();
-        let tls = pki::ensure_nbd_tls(&o.data, &hosts)?;
+        let tls = pki::ensure_nbd_tls(data, &hosts)?;
         cfg.tls_cert = Some(tls.cert);
         cfg.tls_key = Some(tls.key);
     }
-    o.walrus
-        .ensure_system_bucket(&cfg.snapshot_bucket, &[])
-        .await?;
-    let key = account_key(&o.identity, SYSTEM_ACCOUNT)?;
-    let s3 = euca_s3::S3Client::new(
-        &o.s3_url,
-        &key.access_key_id,
-        &key.secret_access_key,
-        &o.region,
-    )?;
     let chunks = std::sync::Arc::new(euca_sc::snapshot::walrus_store(
         s3,
         cfg.snapshot_bucket.clone(),
     ));
     let (api, nbd) = (cfg.listen, cfg.nbd_listen);
-    euca_sc::ScServer::open(
-        cfg,
-        std::sync::Arc::new(o.identity.clone()),
-        euca_identity::ADMIN_ACCOUNT.into(),
-        chunks,
-    )
-    .await
-    .with_context(|| format!("starting the storage controller (API on {api}, NBD on {nbd})"))
+    euca_sc::ScServer::open(cfg, identity, euca_identity::ADMIN_ACCOUNT.into(), chunks)
+        .await
+        .with_context(|| format!("starting the storage controller (API on {api}, NBD on {nbd})"))
 }
 
 async fn up(a: UpArgs) -> Result<()> {
@@ -598,24 +683,37 @@ async fn up(a: UpArgs) -> Result<()> {
     scfg.nbd_listen = a.nbd_listen;
     let mut ccfg = cfg.cc.unwrap_or_default();
     ccfg.listen = a.cc_listen;
+    let mut clcfg = cfg.clc.unwrap_or_default();
+    clcfg.listen = a.clc_listen;
     // Walrus connections may each hold an open blob or staging file too.
     edge::fit_caps(&mut [
         ("[walrus] max_connections", &mut wcfg.max_connections, 2),
         ("[sc] max_connections", &mut scfg.max_connections, 1),
         ("[sc] nbd_max_connections", &mut scfg.nbd_max_connections, 1),
         ("[cc] max_connections", &mut ccfg.max_connections, 1),
+        ("[clc] max_connections", &mut clcfg.max_connections, 1),
     ])?;
     let mut opened = open_walrus(&a.data, wcfg, from_file).await?;
     let token = edge::ensure_metrics_token(&opened.data)?;
     let access = edge::metrics_access(&svc, Some(&token));
     opened.walrus = opened.walrus.with_edge(svc.clone(), access.clone());
     let shutdown = shutdown_signal();
+    let (clc_url, clc_task) = clc::start(
+        &opened.identity,
+        &opened.region,
+        &clcfg,
+        &svc,
+        shutdown.clone(),
+    )
+    .await?;
+    opened.clc_url = Some(clc_url);
     let sc = open_sc(&opened, scfg, sc_from_file)
         .await?
         .with_edge(svc.clone(), access);
     let (tracker, cc_task) = start_cc(&opened, ccfg, &svc, &token, shutdown.clone()).await?;
     let served = serve_with_sc(opened, sc, "the cloud", shutdown, Some(tracker)).await;
     let _ = cc_task.await;
+    let _ = clc_task.await;
     served
 }
 
@@ -665,6 +763,14 @@ async fn sc_alone(a: ScArgs) -> Result<()> {
     if let Some(l) = a.nbd_listen {
         scfg.nbd_listen = l;
     }
+    clc::check_sc_flags(a.identity.as_deref(), a.s3_url.as_deref())?;
+    if let (Some(id), Some(url)) = (&a.identity, &a.s3_url) {
+        edge::fit_caps(&mut [
+            ("[sc] max_connections", &mut scfg.max_connections, 1),
+            ("[sc] nbd_max_connections", &mut scfg.nbd_max_connections, 1),
+        ])?;
+        return clc::sc_remote(id, url, &a.data, scfg, from_file, svc).await;
+    }
     edge::fit_caps(&mut [
         ("[walrus] max_connections", &mut wcfg.max_connections, 2),
         ("[sc] max_connections", &mut scfg.max_connections, 1),
@@ -674,10 +780,14 @@ async fn sc_alone(a: ScArgs) -> Result<()> {
     let token = edge::ensure_metrics_token(&opened.data)?;
     let access = edge::metrics_access(&svc, Some(&token));
     opened.walrus = opened.walrus.with_edge(svc.clone(), access.clone());
+    let shutdown = shutdown_signal();
+    let clc_task = clc::start_embedded(&mut opened, cfg.clc, &svc, shutdown.clone()).await?;
     let sc = open_sc(&opened, scfg, from_file)
         .await?
         .with_edge(svc, access);
-    serve_with_sc(opened, sc, "sc", shutdown_signal(), None).await
+    let served = serve_with_sc(opened, sc, "sc", shutdown, None).await;
+    let _ = clc_task.await;
+    served
 }
 
 async fn walrus_alone(a: WalrusArgs) -> Result<()> {
@@ -695,14 +805,20 @@ async fn walrus_alone(a: WalrusArgs) -> Result<()> {
     }
     let svc = cfg.service.unwrap_or_default();
     edge::fit_caps(&mut [("[walrus] max_connections", &mut w.max_connections, 2)])?;
+    if let Some(id) = &a.identity {
+        return clc::walrus_remote(id, &a.data, w, from_file, svc).await;
+    }
     let mut opened = open_walrus(&a.data, w, from_file).await?;
     println!("euca: walrus is up");
     let token = edge::ensure_metrics_token(&opened.data)?;
     opened.walrus = opened
         .walrus
         .with_edge(svc.clone(), edge::metrics_access(&svc, Some(&token)));
+    let shutdown = shutdown_signal();
+    let clc_task = clc::start_embedded(&mut opened, cfg.clc, &svc, shutdown.clone()).await?;
     announce(&opened, None)?;
-    opened.walrus.serve(shutdown_signal()).await;
+    opened.walrus.serve(shutdown).await;
+    let _ = clc_task.await;
     Ok(())
 }
 

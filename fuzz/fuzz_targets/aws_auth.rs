@@ -6,7 +6,7 @@
 #![no_main]
 use euca_aws::sigv4::{self, AuthHeader, CredentialScope, PathForm};
 use euca_aws::{authenticate, sigv2};
-use euca_fuzz::{request_head, request_time, s3_config, Keys};
+use euca_fuzz::{block_on, request_head, request_time, s3_config, Keys};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,7 +18,12 @@ fuzz_target!(|data: &[u8]| {
         query_properties(&s);
         return;
     };
-    let _ = authenticate(&parts, &Keys, &s3_config(), request_time(&parts));
+    let _ = block_on(authenticate(
+        &parts,
+        &Keys,
+        &s3_config(),
+        request_time(&parts),
+    ));
 
     if let Some(a) = parts
         .headers

@@ -9,7 +9,7 @@ use euca_aws::sign::Signer;
 use euca_aws::sigv4::{EMPTY_SHA256, UNSIGNED_PAYLOAD};
 use euca_aws::timefmt::format_http_date;
 use euca_aws::{authenticate, sigv2};
-use euca_fuzz::{principal, s3_config, Keys, ACCESS_KEY, REGION, SECRET_KEY};
+use euca_fuzz::{block_on, principal, s3_config, Keys, ACCESS_KEY, REGION, SECRET_KEY};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use libfuzzer_sys::fuzz_target;
 use time::OffsetDateTime;
@@ -109,7 +109,7 @@ fuzz_target!(|inp: Input| {
             "authorization",
             HeaderValue::from_str(&authz).expect("ascii"),
         );
-        let got = authenticate(&parts, &Keys, &s3_config(), now);
+        let got = block_on(authenticate(&parts, &Keys, &s3_config(), now));
         assert_eq!(
             got.map(|a| a.principal),
             Ok(Some(principal())),
@@ -137,7 +137,7 @@ fuzz_target!(|inp: Input| {
         .expect("valid");
     *req.headers_mut() = headers;
     let (parts, ()) = req.into_parts();
-    let got = authenticate(&parts, &Keys, &s3_config(), now);
+    let got = block_on(authenticate(&parts, &Keys, &s3_config(), now));
     assert_eq!(
         got.map(|a| a.principal),
         Ok(Some(principal())),

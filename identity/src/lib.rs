@@ -3,12 +3,17 @@
 //! Kept in an embedded transactional database (redb) under the data directory. An
 //! account owns buckets (and later instances and volumes); each account has one or
 //! more access keys. Disabled accounts and keys no longer authenticate.
-use euca_aws::{Credential, CredentialLookup, Principal};
+use euca_aws::{Credential, CredentialLookup, LookupError, Principal};
 use rand::{Rng, RngCore};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
+
+pub mod remote;
+pub mod service;
+
+pub use remote::RemoteIdentity;
 
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("access_keys");
@@ -240,7 +245,8 @@ impl IdentityStore {
         Ok(())
     }
 
-    fn credential(&self, access_key: &str) -> Result<Option<Credential>, IdentityError> {
+    /// The active key `access_key` with its account (`None` if unknown or disabled).
+    pub fn credential(&self, access_key: &str) -> Result<Option<Credential>, IdentityError> {
         let tx = self.db.begin_read()?;
         let keys = tx.open_table(KEYS)?;
         let Some(v) = keys.get(access_key)? else {
@@ -267,9 +273,13 @@ impl IdentityStore {
     }
 }
 
+/// The local store. A read is a short in-memory/page-cache B-tree lookup, kept on
+/// the runtime as before (moving it to the blocking pool would cost more than it does).
+#[async_trait::async_trait]
 impl CredentialLookup for IdentityStore {
-    fn lookup(&self, access_key: &str) -> Option<Credential> {
-        self.credential(access_key).ok().flatten()
+    async fn lookup(&self, access_key: &str) -> Result<Option<Credential>, LookupError> {
+        self.credential(access_key)
+            .map_err(|e| LookupError(e.to_string()))
     }
 }
 
@@ -287,7 +297,7 @@ mod tests {
             (admin.clone(), key.clone()),
             "admin is created once"
         );
-        let cred = store.lookup(&key.access_key_id).unwrap();
+        let cred = store.credential(&key.access_key_id).unwrap().unwrap();
         assert_eq!(cred.principal.canonical_id, admin.canonical_id);
         let (other, okey) = store.create_account("other").unwrap();
         assert!(matches!(
@@ -300,19 +310,20 @@ mod tests {
         ));
         assert_eq!(
             store
-                .lookup(&okey.access_key_id)
+                .credential(&okey.access_key_id)
+                .unwrap()
                 .unwrap()
                 .principal
                 .account_id,
             other.id
         );
         store.set_key_enabled(&okey.access_key_id, false).unwrap();
-        assert!(store.lookup(&okey.access_key_id).is_none());
+        assert!(store.credential(&okey.access_key_id).unwrap().is_none());
         let k2 = store.create_key("other").unwrap();
-        assert!(store.lookup(&k2.access_key_id).is_some());
+        assert!(store.credential(&k2.access_key_id).unwrap().is_some());
         store.set_account_enabled("other", false).unwrap();
-        assert!(store.lookup(&k2.access_key_id).is_none());
+        assert!(store.credential(&k2.access_key_id).unwrap().is_none());
         assert_eq!(store.accounts().unwrap().len(), 2);
-        assert!(store.lookup("AKIENOPE").is_none());
+        assert!(store.credential("AKIENOPE").unwrap().is_none());
     }
 }

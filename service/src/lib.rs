@@ -35,6 +35,7 @@
 pub mod api;
 pub mod body;
 pub mod budget;
+pub mod client;
 mod config;
 mod metrics;
 mod proxy;

@@ -1,7 +1,6 @@
 //! Who may read `/_metrics`.
 use http::HeaderMap;
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
 /// Access to `/_metrics`: open to anyone (`metrics_public = true`), or only with
 /// `Authorization: Bearer <token>`, or to no one (no token configured).
@@ -39,7 +38,7 @@ impl MetricsAccess {
                         (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ")).then(|| &v[7..])
                     })
                     .unwrap_or(b"");
-                got.len() == want.len() && bool::from(got.ct_eq(want))
+                euca_aws::constant_time_eq(got, want)
             }
         }
     }

@@ -201,7 +201,9 @@ async fn route(st: &ApiState, ep: ScEndpoint, req: http::Request<Incoming>) -> R
         st.identity.as_ref(),
         &cfg,
         time::OffsetDateTime::now_utc(),
-    ) {
+    )
+    .await
+    {
         Ok(a) => a,
         Err(e) => {
             let (code, status) = e.code();

@@ -75,9 +75,6 @@ pub fn endpoint(st: &State, parts: &http::request::Parts) -> S3Endpoint {
         .unwrap_or("");
     let vb = vhost_bucket(host, &st.cfg.domains);
     let path = strip_legacy_prefix(parts.uri.path());
-    if parts.method != Method::OPTIONS && path.starts_with("/_admin/") {
-        return S3Endpoint::Admin;
-    }
     let p = path.strip_prefix('/').unwrap_or(path);
     let (has_bucket, has_key) = match vb {
         Some(_) => (true, !p.is_empty()),
@@ -200,16 +197,14 @@ async fn route(st: &Arc<State>, req: http::Request<Incoming>, rid: &str) -> Resu
     // Authenticate before anything else looks at the request.
     let auth: Authenticated = euca_aws::authenticate(
         &parts,
-        &st.identity,
+        st.identity.as_ref(),
         &AuthConfig::s3(&st.cfg.region),
         time::OffsetDateTime::now_utc(),
     )
+    .await
     .map_err(S3Error::from)?;
 
     let path = strip_legacy_prefix(&raw_path);
-    if path.starts_with("/_admin/") {
-        return crate::api_bucket::admin(st, &parts.method, path, &auth, body).await;
-    }
     let decoded = |s: &str| -> Result<String, S3Error> {
         String::from_utf8(uri_decode(s))
             .map_err(|_| S3Error::invalid_argument("Object key is not valid UTF-8"))

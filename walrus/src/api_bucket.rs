@@ -1,4 +1,4 @@
-//! Service- and bucket-level operations, and the admin API.
+//! Service- and bucket-level operations.
 use crate::acl::Permission;
 use crate::error::{S3Error, S3Result};
 use crate::handler::{
@@ -8,7 +8,6 @@ use crate::list::list;
 use crate::meta::{millis_to_time, now_millis, BucketMeta, MetaError, MetaOp};
 use crate::state::State;
 use base64::Engine;
-use euca_aws::auth::Authenticated;
 use euca_aws::encoding::uri_encode;
 use euca_aws::timefmt::format_iso8601;
 use euca_aws::xml::{XmlWriter, S3_NS};
@@ -450,80 +449,4 @@ fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         w.open("CommonPrefixes").elem("Prefix", enc(p)).close();
     }
     Ok(xml(StatusCode::OK, w.finish()))
-}
-
-// ---- admin API ---------------------------------------------------------------------
-
-/// `/_admin/...`: account and key management for the admin account, as JSON.
-pub async fn admin(
-    st: &Arc<State>,
-    method: &Method,
-    path: &str,
-    auth: &Authenticated,
-    body: hyper::body::Incoming,
-) -> S3Result<Resp> {
-    // Authorize first; no admin call takes a body, so none is ever read (hyper
-    // closes the connection instead of draining an unread one).
-    let p = auth.principal.as_ref().ok_or_else(S3Error::access_denied)?;
-    if p.display_name != st.admin_account {
-        return Err(S3Error::access_denied());
-    }
-    drop(body);
-    let segs: Vec<&str> = path
-        .trim_start_matches("/_admin/")
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
-    let id = &st.identity;
-    let map = |e: euca_identity::IdentityError| match e {
-        euca_identity::IdentityError::Db(m) => S3Error::internal(m),
-        euca_identity::IdentityError::AccountExists(_) => {
-            S3Error::new("EntityAlreadyExists", 409, e.to_string())
-        }
-        euca_identity::IdentityError::NoSuchAccount(_)
-        | euca_identity::IdentityError::NoSuchKey(_) => {
-            S3Error::new("NoSuchEntity", 404, e.to_string())
-        }
-        euca_identity::IdentityError::InvalidName(_) => S3Error::invalid_argument(e.to_string()),
-    };
-    let json = |v: serde_json::Value| {
-        let mut r = handler::full(StatusCode::OK, v.to_string());
-        r.headers_mut().insert(
-            "content-type",
-            http::HeaderValue::from_static("application/json"),
-        );
-        r
-    };
-    let key_json = |k: &euca_identity::AccessKey| serde_json::json!({"access_key_id": k.access_key_id, "secret_access_key": k.secret_access_key, "account": k.account, "enabled": k.enabled});
-    let acct_json = |a: &euca_identity::Account| serde_json::json!({"name": a.name, "id": a.id, "canonical_id": a.canonical_id, "enabled": a.enabled});
-    match (method, segs.as_slice()) {
-        (&Method::GET, ["accounts"]) => Ok(json(serde_json::Value::Array(
-            id.accounts().map_err(map)?.iter().map(acct_json).collect(),
-        ))),
-        (&Method::POST, ["accounts", name]) => {
-            let (a, k) = id.create_account(name).map_err(map)?;
-            Ok(json(
-                serde_json::json!({"account": acct_json(&a), "key": key_json(&k)}),
-            ))
-        }
-        (&Method::POST, ["accounts", name, "disable"]) => {
-            id.set_account_enabled(name, false).map_err(map)?;
-            Ok(json(serde_json::json!({"disabled": name})))
-        }
-        (&Method::POST, ["accounts", name, "enable"]) => {
-            id.set_account_enabled(name, true).map_err(map)?;
-            Ok(json(serde_json::json!({"enabled": name})))
-        }
-        (&Method::GET, ["accounts", name, "keys"]) => Ok(json(serde_json::Value::Array(
-            id.keys(name).map_err(map)?.iter().map(key_json).collect(),
-        ))),
-        (&Method::POST, ["accounts", name, "keys"]) => {
-            Ok(json(key_json(&id.create_key(name).map_err(map)?)))
-        }
-        (&Method::POST, ["keys", key, "disable"]) => {
-            id.set_key_enabled(key, false).map_err(map)?;
-            Ok(json(serde_json::json!({"disabled": key})))
-        }
-        _ => Err(S3Error::new("NotFound", 404, "Unknown admin resource")),
-    }
 }

@@ -32,8 +32,6 @@ endpoints! {
     AbortMultipartUpload, ListParts,
     /// A CORS preflight (`OPTIONS`).
     Preflight,
-    /// The account administration API under `/_admin/`.
-    Admin,
     /// No operation: the method does not apply to the resource.
     Invalid,
 }

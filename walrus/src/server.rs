@@ -5,7 +5,7 @@ use crate::meta::MetaStore;
 use crate::meta_redb::RedbMeta;
 use crate::metrics::Metrics;
 use crate::state::State;
-use euca_identity::IdentityStore;
+use euca_aws::CredentialLookup;
 use euca_service::{ListenOptions, MetricsAccess, ServiceConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,8 +36,9 @@ impl Walrus {
     /// `read_only_ids`: canonical ids of accounts that may only GET and HEAD.
     pub async fn open(
         cfg: WalrusConfig,
-        identity: IdentityStore,
+        identity: Arc<dyn CredentialLookup>,
         system_id: String,
+        system_name: String,
         admin_account: String,
         read_only_ids: Vec<String>,
     ) -> Result<Self, StartError> {
@@ -64,6 +65,7 @@ impl Walrus {
             blobs,
             identity,
             system_id,
+            system_name,
             admin_account,
             read_only_ids,
             metrics,

@@ -3,7 +3,7 @@ use crate::blob::BlobStore;
 use crate::config::WalrusConfig;
 use crate::meta::MetaStore;
 use crate::metrics::Metrics;
-use euca_identity::IdentityStore;
+use euca_aws::CredentialLookup;
 use euca_service::MetricsAccess;
 use std::sync::Arc;
 
@@ -12,9 +12,12 @@ pub struct State {
     pub cfg: WalrusConfig,
     pub meta: Arc<dyn MetaStore>,
     pub blobs: BlobStore,
-    pub identity: IdentityStore,
+    /// Where request signatures are checked: the local store or the identity service.
+    pub identity: Arc<dyn CredentialLookup>,
     /// Canonical id of the cloud's system account (grantee of `aws-exec-read`).
     pub system_id: String,
+    /// Its name (the display name of the system buckets' owner).
+    pub system_name: String,
     pub admin_account: String,
     /// Canonical ids of accounts that may only read (GET/HEAD), e.g. the nodes' key.
     pub read_only_ids: Vec<String>,

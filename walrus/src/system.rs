@@ -54,13 +54,7 @@ pub(crate) async fn ensure_system_bucket(
     name: &str,
     readers: &[String],
 ) -> Result<(), MetaError> {
-    let display_name = st
-        .identity
-        .account_by_canonical_id(&st.system_id)
-        .ok()
-        .flatten()
-        .map(|a| a.name)
-        .unwrap_or_default();
+    let display_name = st.system_name.clone();
     let owner = Owner {
         id: st.system_id.clone(),
         display_name,

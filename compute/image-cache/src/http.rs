@@ -89,14 +89,13 @@ impl Token {
 
     /// Whether the request carries this token (constant-time compare).
     pub fn admits<B>(&self, req: &Request<B>) -> bool {
-        use subtle::ConstantTimeEq;
         let got = req
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        got.len() == self.0.len() && bool::from(got.as_bytes().ct_eq(self.0.as_bytes()))
+        euca_aws::constant_time_eq(got.as_bytes(), self.0.as_bytes())
     }
 }
 

@@ -1,0 +1,314 @@
+//! The cloud controller's identity service (accounts, keys, credential lookup for
+//! the other services), in `euca up` or alone as `euca clc`; and the services' side
+//! of it: `euca walrus --identity FILE` and `euca sc --identity FILE --s3-url URL`
+//! authenticating through [`RemoteIdentity`] instead of opening identity.redb.
+use crate::{account_key, edge, imagecache, open_identity, pki, SYSTEM_ACCOUNT};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use euca_identity::remote::CacheTtl;
+use euca_identity::service::IdentityService;
+use euca_identity::{IdentityStore, RemoteIdentity, ADMIN_ACCOUNT};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Where the identity service listens unless told otherwise. (Eucalyptus served
+/// its CLC on 8773; here that is Walrus's port, so the CLC takes 8777.)
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8777";
+
+/// `[clc]` in the TOML config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClcConfig {
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+}
+
+impl Default for ClcConfig {
+    fn default() -> Self {
+        ClcConfig {
+            listen: DEFAULT_LISTEN.parse().expect("constant address"),
+            max_connections: 256,
+        }
+    }
+}
+
+/// `<data>/credentials/services.toml` (0600), written by the cloud controller: how
+/// other services reach the identity service, and the system account's key they
+/// call it (and Walrus) with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicesFile {
+    pub identity_url: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+pub fn services_path(data: &Path) -> PathBuf {
+    data.join("credentials/services.toml")
+}
+
+/// Binds the identity service and starts serving it; returns its URL and task.
+pub async fn start(
+    store: &IdentityStore,
+    region: &str,
+    cfg: &ClcConfig,
+    svc: &euca_service::ServiceConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding the identity service (CLC) to {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let service = IdentityService::new(store.clone(), region, ADMIN_ACCOUNT, SYSTEM_ACCOUNT);
+    let opts = euca_service::ListenOptions::new("clc", cfg.max_connections, svc);
+    let task = tokio::spawn(euca_service::serve(
+        listener,
+        opts,
+        move |req, _peer| service.clone().handle(req),
+        shutdown,
+    ));
+    Ok((format!("http://{addr}/"), task))
+}
+
+/// `euca walrus` / `euca sc` without `--identity` open identity.redb themselves and
+/// serve its API too, so that `euca account` / `euca key` keep working against
+/// them: on `[clc] listen` if the config has it, else on a free loopback port (the
+/// eucarc names it as EUCA_CLC_URL either way).
+pub async fn start_embedded(
+    o: &mut crate::Opened,
+    file: Option<ClcConfig>,
+    svc: &euca_service::ServiceConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let cfg = file.unwrap_or_else(|| ClcConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..ClcConfig::default()
+    });
+    let (url, task) = start(&o.identity, &o.region, &cfg, svc, shutdown).await?;
+    o.clc_url = Some(url);
+    Ok(task)
+}
+
+/// Writes `services.toml` for the identity service at `url`.
+pub fn write_services_file(
+    data: &Path,
+    store: &IdentityStore,
+    url: &str,
+    region: &str,
+) -> Result<()> {
+    let key = account_key(store, SYSTEM_ACCOUNT)?;
+    let f = ServicesFile {
+        identity_url: url.to_string(),
+        region: region.to_string(),
+        access_key: key.access_key_id,
+        secret_key: key.secret_access_key,
+    };
+    pki::write_file(&services_path(data), toml::to_string(&f)?.as_bytes(), 0o600)
+}
+
+fn read_services_file(p: &Path) -> Result<ServicesFile> {
+    let s = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    toml::from_str(&s).with_context(|| format!("parsing {}", p.display()))
+}
+
+/// The identity service named in a services file, as a credential lookup.
+pub fn remote(p: &Path) -> Result<(Arc<RemoteIdentity>, ServicesFile)> {
+    let f = read_services_file(p)?;
+    let r = RemoteIdentity::new(
+        &f.identity_url,
+        &f.access_key,
+        &f.secret_key,
+        &f.region,
+        CacheTtl::default(),
+    )
+    .with_context(|| format!("identity_url in {}", p.display()))?;
+    Ok((Arc::new(r), f))
+}
+
+/// An account the cloud controller must have created.
+async fn remote_account(
+    r: &RemoteIdentity,
+    name: &str,
+) -> Result<euca_identity::service::AccountInfo> {
+    r.account(name)
+        .await
+        .with_context(|| format!("asking the identity service for account {name}"))?
+        .with_context(|| format!("the identity service has no account {name}"))
+}
+
+#[derive(Args)]
+pub struct ClcArgs {
+    /// Data directory (identity.redb, credentials/).
+    #[arg(long, default_value = "euca-data")]
+    data: PathBuf,
+    /// Identity service listen address (overrides the config file; default 127.0.0.1:8777).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Walrus's URL, written into the admin's eucarc and client configs.
+    #[arg(long, default_value = "http://127.0.0.1:8773/")]
+    s3_url: String,
+    /// The tracker's URL (`euca cc`): with it, the nodes' config
+    /// credentials/nc-cache.toml is written too.
+    #[arg(long)]
+    tracker_url: Option<String>,
+    /// The storage controller's URL, written into the admin's eucarc (EUCA_SC_URL).
+    #[arg(long)]
+    sc_url: Option<String>,
+    /// Region the services verify signatures for (default: the config's
+    /// `[walrus] region`, else us-east-1).
+    #[arg(long)]
+    region: Option<String>,
+    /// TOML config file with a [clc] (and [service]) section.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// `euca clc`: the identity service alone.
+pub async fn clc_alone(a: ClcArgs) -> Result<()> {
+    let file = crate::load_config(a.config.as_deref())?;
+    let svc = file.service.unwrap_or_default();
+    let region = a
+        .region
+        .clone()
+        .unwrap_or_else(|| file.walrus.unwrap_or_default().region);
+    let mut cfg = file.clc.unwrap_or_default();
+    if let Some(l) = a.listen {
+        cfg.listen = l;
+    }
+    edge::fit_caps(&mut [("[clc] max_connections", &mut cfg.max_connections, 1)])?;
+    std::fs::create_dir_all(&a.data).with_context(|| format!("creating {}", a.data.display()))?;
+    let data = a.data.canonicalize()?;
+    let (store, admin_key, _) = open_identity(&data.join("identity.redb"))?;
+    let admin = store
+        .account(ADMIN_ACCOUNT)?
+        .context("admin account missing")?;
+    // The cluster token `euca cc --data` and the nodes read, and the metrics token
+    // every process given this data directory shares.
+    let cluster_token = imagecache::ensure_token(&data)?;
+    let metrics_token = edge::ensure_metrics_token(&data)?;
+    let shutdown = crate::shutdown_signal();
+    let (url, task) = start(&store, &region, &cfg, &svc, shutdown).await?;
+    let bundling = pki::ensure(&data, &admin.name, &admin.id)?;
+    crate::credentials::write_all(
+        &data.join("credentials"),
+        &a.s3_url,
+        &region,
+        &admin_key,
+        &admin.id,
+        &bundling,
+        crate::credentials::ServiceUrls {
+            sc: a.sc_url.as_deref(),
+            clc: Some(&url),
+        },
+    )?;
+    crate::write_system_creds_to(&data, &store, &a.s3_url, &region)?;
+    write_services_file(&data, &store, &url, &region)?;
+    if let Some(t) = &a.tracker_url {
+        crate::write_nc_cache_config(
+            &data,
+            &store,
+            &a.s3_url,
+            &region,
+            t.trim_end_matches('/'),
+            &cluster_token,
+            &metrics_token,
+        )?;
+    }
+    println!("euca: clc is up");
+    println!("  identity     {url}   (accounts, keys; credential lookup for services)");
+    println!(
+        "  services     {}   (euca walrus|sc --identity FILE)",
+        services_path(&data).display()
+    );
+    println!("  credentials  {}/", data.join("credentials").display());
+    task.await?;
+    Ok(())
+}
+
+/// `euca walrus --identity FILE`: Walrus authenticating through the identity service.
+pub async fn walrus_remote(
+    identity: &Path,
+    data: &Path,
+    mut wcfg: walrus::WalrusConfig,
+    data_dir_from_file: bool,
+    svc: euca_service::ServiceConfig,
+) -> Result<()> {
+    let (remote, _) = remote(identity)?;
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let data = data.canonicalize()?;
+    if !data_dir_from_file {
+        wcfg.data_dir = data.join("walrus");
+    }
+    let system = remote_account(&remote, SYSTEM_ACCOUNT).await?;
+    let nodes = remote_account(&remote, imagecache::NODES_ACCOUNT).await?;
+    let walrus = walrus::Walrus::open(
+        wcfg,
+        remote,
+        system.canonical_id,
+        system.name,
+        ADMIN_ACCOUNT.into(),
+        vec![nodes.canonical_id.clone()],
+    )
+    .await
+    .context("starting Walrus")?;
+    walrus
+        .ensure_system_bucket(
+            euca_imagecache::manifest::IMAGES_BUCKET,
+            &[nodes.canonical_id],
+        )
+        .await?;
+    let token = edge::ensure_metrics_token(&data)?;
+    let walrus = walrus.with_edge(svc.clone(), edge::metrics_access(&svc, Some(&token)));
+    let url = format!("http://{}/", walrus.local_addr());
+    println!("euca: walrus is up");
+    println!(
+        "  walrus (S3)  {url}   (credentials from {})",
+        identity.display()
+    );
+    walrus.serve(crate::shutdown_signal()).await;
+    Ok(())
+}
+
+/// `euca sc --identity FILE --s3-url URL`: the storage controller alone,
+/// authenticating through the identity service and storing snapshots in the
+/// Walrus at `s3_url` as the system account.
+pub async fn sc_remote(
+    identity: &Path,
+    s3_url: &str,
+    data: &Path,
+    cfg: euca_sc::ScConfig,
+    data_dir_from_file: bool,
+    svc: euca_service::ServiceConfig,
+) -> Result<()> {
+    let (remote, f) = remote(identity)?;
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let data = data.canonicalize()?;
+    let s3 = euca_s3::S3Client::new(s3_url, &f.access_key, &f.secret_key, &f.region)?;
+    s3.create_bucket(&cfg.snapshot_bucket)
+        .await
+        .with_context(|| format!("creating the snapshot bucket at {s3_url}"))?;
+    let sc = crate::open_sc_with(&data, &f.region, cfg, data_dir_from_file, remote, s3).await?;
+    let token = edge::ensure_metrics_token(&data)?;
+    let sc = sc.with_edge(svc.clone(), edge::metrics_access(&svc, Some(&token)));
+    let api = sc
+        .api_addr()
+        .context("the SC API listener has no address")?;
+    let nbd = sc.nbd_addr().context("the NBD listener has no address")?;
+    println!("euca: sc is up");
+    println!("  sc (volumes) http://{api}/   NBD exports on {nbd}   snapshots in {s3_url}");
+    sc.serve(crate::shutdown_signal()).await;
+    Ok(())
+}
+
+/// `--s3-url` only makes sense with `--identity`, and the other way round.
+pub fn check_sc_flags(identity: Option<&Path>, s3_url: Option<&str>) -> Result<()> {
+    match (identity, s3_url) {
+        (Some(_), None) => bail!("--identity needs --s3-url (the Walrus that stores snapshots)"),
+        (None, Some(_)) => bail!("--s3-url needs --identity (the identity service's file)"),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,192 @@
+//! The identity service and `RemoteIdentity` over a real loopback listener.
+use euca_aws::CredentialLookup;
+use euca_identity::remote::CacheTtl;
+use euca_identity::service::IdentityService;
+use euca_identity::{IdentityStore, RemoteIdentity};
+use euca_service::client::SignedClient;
+use http::{Method, StatusCode};
+use std::time::Duration;
+use tokio::sync::watch;
+
+const SYSTEM: &str = "eucalyptus";
+
+struct Running {
+    url: String,
+    store: IdentityStore,
+    system: euca_identity::AccessKey,
+    admin: euca_identity::AccessKey,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let store = IdentityStore::open(&dir.path().join("identity.redb")).unwrap();
+    let (_, admin) = store.ensure_admin().unwrap();
+    let (_, system) = store.create_account(SYSTEM).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let svc = IdentityService::new(store.clone(), "us-east-1", "admin", SYSTEM);
+    let (stop, rx) = watch::channel(false);
+    let opts = euca_service::ListenOptions::new("clc", 16, &Default::default());
+    let task = tokio::spawn(euca_service::serve(
+        listener,
+        opts,
+        move |req, _| svc.clone().handle(req),
+        rx,
+    ));
+    Running {
+        url,
+        store,
+        system,
+        admin,
+        stop,
+        task,
+        _dir: dir,
+    }
+}
+
+fn remote(r: &Running, key: &euca_identity::AccessKey, ttl: CacheTtl) -> RemoteIdentity {
+    RemoteIdentity::new(
+        &r.url,
+        &key.access_key_id,
+        &key.secret_access_key,
+        "us-east-1",
+        ttl,
+    )
+    .unwrap()
+}
+
+const NO_CACHE: CacheTtl = CacheTtl {
+    positive: Duration::ZERO,
+    negative: Duration::ZERO,
+    max_entries: 16,
+};
+const LONG: CacheTtl = CacheTtl {
+    positive: Duration::from_secs(3600),
+    negative: Duration::from_secs(3600),
+    max_entries: 16,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_follow_the_store_and_the_cache_holds_within_its_ttl() {
+    let r = start().await;
+    let fresh = remote(&r, &r.system, NO_CACHE);
+    let cached = remote(&r, &r.system, LONG);
+    let (acct, key) = r.store.create_account("user1").unwrap();
+
+    let c = fresh.lookup(&key.access_key_id).await.unwrap().unwrap();
+    assert_eq!(c.secret, key.secret_access_key);
+    assert_eq!(c.principal.canonical_id, acct.canonical_id);
+    assert_eq!(c.principal.display_name, "user1");
+    assert_eq!(c.principal.account_id, acct.id);
+    assert!(cached.lookup(&key.access_key_id).await.unwrap().is_some());
+    // Unknown: None (not an error); odd bytes in the key travel encoded.
+    for k in ["AKIENOPE", "a/b?c d%"] {
+        assert!(fresh.lookup(k).await.unwrap().is_none(), "{k}");
+        assert!(cached.lookup(k).await.unwrap().is_none(), "{k}");
+    }
+
+    r.store.set_key_enabled(&key.access_key_id, false).unwrap();
+    assert!(fresh.lookup(&key.access_key_id).await.unwrap().is_none());
+    // Within its TTL the cached credential still answers.
+    assert!(cached.lookup(&key.access_key_id).await.unwrap().is_some());
+
+    // Accounts by name.
+    let a = fresh.account("user1").await.unwrap().unwrap();
+    assert_eq!(a.canonical_id, acct.canonical_id);
+    assert!(fresh.account("nobody").await.unwrap().is_none());
+
+    // Another account's key may not look up credentials: an error, never "no such key".
+    let as_admin = remote(&r, &r.admin, NO_CACHE);
+    assert!(as_admin.lookup(&r.system.access_key_id).await.is_err());
+
+    // The service gone: an error for what is not cached, the cache still answers.
+    r.stop.send(true).unwrap();
+    r.task.await.unwrap();
+    assert!(fresh.lookup(&r.admin.access_key_id).await.is_err());
+    assert!(cached.lookup("AKIENOPE").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_system_account_looks_up_and_only_the_admin_manages() {
+    let r = start().await;
+    let (_, user) = r.store.create_account("user2").unwrap();
+    let client = |k: &euca_identity::AccessKey| {
+        SignedClient::new(
+            &r.url,
+            &k.access_key_id,
+            &k.secret_access_key,
+            "us-east-1",
+            "iam",
+        )
+        .unwrap()
+    };
+    let status = |res: Result<serde_json::Value, euca_service::client::ClientError>| match res {
+        Ok(_) => StatusCode::OK,
+        Err(e) => e.status().unwrap(),
+    };
+    let exists = format!("/_identity/v1/keys/{}", user.access_key_id);
+    let missing = "/_identity/v1/keys/AKIENOPE";
+    for who in [&r.admin, &user] {
+        // 403 alike, whether the key exists or not.
+        assert_eq!(
+            status(client(who).json(Method::GET, &exists).await),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            status(client(who).json(Method::GET, missing).await),
+            StatusCode::FORBIDDEN
+        );
+    }
+    let sys = client(&r.system);
+    assert_eq!(status(sys.json(Method::GET, &exists).await), StatusCode::OK);
+    assert_eq!(
+        status(sys.json(Method::GET, missing).await),
+        StatusCode::NOT_FOUND
+    );
+    // The admin API: the admin only.
+    assert_eq!(
+        status(sys.json(Method::POST, "/_admin/accounts/sneaky").await),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(client(&user).json(Method::GET, "/_admin/accounts").await),
+        StatusCode::FORBIDDEN
+    );
+    let admin = client(&r.admin);
+    let v: serde_json::Value = admin
+        .json(Method::POST, "/_admin/accounts/made")
+        .await
+        .unwrap();
+    assert_eq!(v["account"]["name"], "made");
+    match admin
+        .json::<serde_json::Value>(Method::POST, "/_admin/accounts/made")
+        .await
+    {
+        Err(euca_service::client::ClientError::Status { status, code, .. }) => {
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::CONFLICT, "EntityAlreadyExists")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(r.store.account("sneaky").unwrap().is_none());
+    // A wrong signature is refused with the auth error's code.
+    let forged =
+        SignedClient::new(&r.url, &r.admin.access_key_id, "wrong", "us-east-1", "iam").unwrap();
+    match forged
+        .json::<serde_json::Value>(Method::GET, "/_admin/accounts")
+        .await
+    {
+        Err(euca_service::client::ClientError::Status { status, code, .. }) => {
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::FORBIDDEN, "SignatureDoesNotMatch")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
