@@ -29,3 +29,6 @@ fi
 echo "== conformance (real clients against euca up)"
 export EUCA_BIN="$PWD/target/release/euca"
 python3 -m pytest conformance -q -p no:cacheprovider "$@"
+
+echo "== conformance again, the cloud as separate processes (euca clc, walrus --identity, sc --identity, cc)"
+EUCA_LAYOUT=split python3 -m pytest conformance -q -p no:cacheprovider "$@"

@@ -45,6 +45,23 @@ pub struct ServicesFile {
     pub region: String,
     pub access_key: String,
     pub secret_key: String,
+    /// How long a service keeps a credential it was given (seconds): a key
+    /// disabled on the cloud controller still works there for up to this long.
+    /// 0 asks the identity service on every request.
+    #[serde(default = "default_cache_secs")]
+    pub cache_secs: u64,
+    /// How long a service remembers that a key does not exist (seconds): a key
+    /// just created may be refused for up to this long.
+    #[serde(default = "default_negative_cache_secs")]
+    pub negative_cache_secs: u64,
+}
+
+fn default_cache_secs() -> u64 {
+    CacheTtl::default().positive.as_secs()
+}
+
+fn default_negative_cache_secs() -> u64 {
+    CacheTtl::default().negative.as_secs()
 }
 
 pub fn services_path(data: &Path) -> PathBuf {
@@ -106,6 +123,8 @@ pub fn write_services_file(
         region: region.to_string(),
         access_key: key.access_key_id,
         secret_key: key.secret_access_key,
+        cache_secs: default_cache_secs(),
+        negative_cache_secs: default_negative_cache_secs(),
     };
     pki::write_file(&services_path(data), toml::to_string(&f)?.as_bytes(), 0o600)
 }
@@ -123,7 +142,11 @@ pub fn remote(p: &Path) -> Result<(Arc<RemoteIdentity>, ServicesFile)> {
         &f.access_key,
         &f.secret_key,
         &f.region,
-        CacheTtl::default(),
+        CacheTtl {
+            positive: std::time::Duration::from_secs(f.cache_secs),
+            negative: std::time::Duration::from_secs(f.negative_cache_secs),
+            ..CacheTtl::default()
+        },
     )
     .with_context(|| format!("identity_url in {}", p.display()))?;
     Ok((Arc::new(r), f))
