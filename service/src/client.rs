@@ -2,7 +2,10 @@
 //! through euca-aws, answers read with a cap, the internal APIs' JSON error
 //! (`{"error": {"code": …, "message": …}}`) mapped to one typed [`ClientError`].
 //!
-//! S3 traffic keeps its own client (euca-s3); this one is for the small JSON APIs.
+//! Underneath is [`HttpClient`], the one HTTP client of service-to-service calls:
+//! [`SignedClient`] signs with SigV4, the image cache's peer and tracker calls add
+//! the cluster token. S3 traffic keeps its own client (euca-s3); this one is for the
+//! small JSON APIs.
 use bytes::Bytes;
 use euca_aws::sign::Signer;
 use http::{HeaderValue, Method, StatusCode, Uri};
@@ -58,13 +61,90 @@ impl ClientError {
     }
 }
 
+/// Why an exchange ended without a complete answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// No complete answer within the deadline (the peer may just be busy).
+    #[error("no answer in {0:?}")]
+    TimedOut(Duration),
+    #[error("answer larger than {0} bytes")]
+    TooLarge(usize),
+    /// Refused, reset, cut short: the exchange failed outright.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The HTTP/1.1 client of every service-to-service call: pooled keep-alive
+/// connections (idle 30 s), a connect timeout, one deadline for the whole exchange,
+/// answers read with a cap (an announced `Content-Length` past it is refused before
+/// reading; a body shorter than announced is a failure).
+#[derive(Clone)]
+pub struct HttpClient {
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl HttpClient {
+    pub fn new(connect_timeout: Duration) -> Self {
+        let mut conn = HttpConnector::new();
+        conn.set_connect_timeout(Some(connect_timeout));
+        conn.set_nodelay(true);
+        HttpClient {
+            http: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(conn),
+        }
+    }
+
+    /// Sends `req` and reads the answer (any status) of at most `max` bytes, all
+    /// within `timeout`.
+    pub async fn exchange(
+        &self,
+        req: http::Request<Full<Bytes>>,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), ExchangeError> {
+        let fut = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| ExchangeError::Failed(error_chain(&e)))?;
+            let status = resp.status();
+            let announced = resp
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if announced.is_some_and(|n| n > max as u64) {
+                return Err(ExchangeError::TooLarge(max));
+            }
+            let body = match Limited::new(resp.into_body(), max).collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Err(ExchangeError::TooLarge(max))
+                }
+                Err(e) => return Err(ExchangeError::Failed(e.to_string())),
+            };
+            if announced.is_some_and(|n| n != body.len() as u64) {
+                return Err(ExchangeError::Failed(
+                    "answer shorter than its Content-Length".into(),
+                ));
+            }
+            Ok((status, body))
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| ExchangeError::TimedOut(timeout))?
+    }
+}
+
 /// A client for one service, signing every request with one key.
 #[derive(Clone)]
 pub struct SignedClient {
     base: String,
     host: HeaderValue,
     signer: Signer,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: HttpClient,
     max_body: usize,
     timeout: Duration,
 }
@@ -90,9 +170,6 @@ impl SignedClient {
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             .ok_or_else(|| ClientError::InvalidUrl(base_url.to_string()))?;
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(Duration::from_secs(5)));
-        conn.set_nodelay(true);
         Ok(Self {
             base,
             host,
@@ -102,9 +179,7 @@ impl SignedClient {
                 region: region.to_string(),
                 service: service.to_string(),
             },
-            http: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build(conn),
+            http: HttpClient::new(Duration::from_secs(5)),
             max_body: DEFAULT_MAX_BODY,
             timeout: Duration::from_secs(30),
         })
@@ -158,42 +233,24 @@ impl SignedClient {
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
-        let exchange = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| ClientError::Transport {
-                    url: url.clone(),
-                    message: error_chain(&e),
-                })?;
-            let status = resp.status();
-            let body = match Limited::new(resp.into_body(), self.max_body)
-                .collect()
-                .await
-            {
-                Ok(c) => c.to_bytes(),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                    return Err(ClientError::TooLarge {
-                        url: url.clone(),
-                        cap: self.max_body,
-                    })
-                }
-                Err(e) => {
-                    return Err(ClientError::Transport {
-                        url: url.clone(),
-                        message: e.to_string(),
-                    })
-                }
-            };
-            Ok((status, body))
-        };
-        let (status, body) = tokio::time::timeout(self.timeout, exchange)
+        let (status, body) = self
+            .http
+            .exchange(req, self.max_body, self.timeout)
             .await
-            .map_err(|_| ClientError::Timeout {
-                url: url.clone(),
-                secs: self.timeout.as_secs(),
-            })??;
+            .map_err(|e| match e {
+                ExchangeError::TimedOut(t) => ClientError::Timeout {
+                    url: url.clone(),
+                    secs: t.as_secs(),
+                },
+                ExchangeError::TooLarge(cap) => ClientError::TooLarge {
+                    url: url.clone(),
+                    cap,
+                },
+                ExchangeError::Failed(message) => ClientError::Transport {
+                    url: url.clone(),
+                    message,
+                },
+            })?;
         if status.is_success() {
             return Ok(body);
         }

@@ -16,8 +16,6 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 
 use crate::CacheError;
@@ -176,22 +174,18 @@ impl std::fmt::Display for CallError {
     }
 }
 
-/// A keep-alive HTTP client for peers and the tracker.
+/// The client for peers and the tracker: `euca-service`'s HTTP client with the
+/// cluster token on every request.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: euca_service::client::HttpClient,
     token: Token,
 }
 
 impl HttpClient {
     pub fn new(token: Token) -> Self {
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        conn.set_connect_timeout(Some(Duration::from_secs(2)));
         HttpClient {
-            client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build(conn),
+            client: euca_service::client::HttpClient::new(Duration::from_secs(2)),
             token,
         }
     }
@@ -206,40 +200,23 @@ impl HttpClient {
         max: usize,
         timeout: Duration,
     ) -> Result<(StatusCode, Bytes), CallError> {
-        let fut = async {
-            let mut req = Request::builder()
-                .method(method)
-                .uri(url)
-                .header("authorization", self.token.header());
-            if body.is_some() {
-                req = req.header("content-type", "application/json");
-            }
-            let req = req
-                .body(Full::new(body.unwrap_or_default()))
-                .map_err(|e| e.to_string())?;
-            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
-            let status = resp.status();
-            let expected = resp
-                .headers()
-                .get("content-length")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if expected.is_some_and(|n| n > max as u64) {
-                return Err(format!("response of {expected:?} bytes is over {max}"));
-            }
-            let bytes = http_body_util::Limited::new(resp.into_body(), max)
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            if expected.is_some_and(|n| n != bytes.len() as u64) {
-                return Err("response body shorter than its Content-Length".into());
-            }
-            Ok((status, bytes))
-        };
-        tokio::time::timeout(timeout, fut)
+        let mut req = Request::builder()
+            .method(method)
+            .uri(url)
+            .header("authorization", self.token.header());
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| CallError::Failed(e.to_string()))?;
+        use euca_service::client::ExchangeError;
+        self.client
+            .exchange(req, max, timeout)
             .await
-            .map_err(|_| CallError::TimedOut(timeout))?
-            .map_err(CallError::Failed)
+            .map_err(|e| match e {
+                ExchangeError::TimedOut(t) => CallError::TimedOut(t),
+                other => CallError::Failed(other.to_string()),
+            })
     }
 }
