@@ -111,6 +111,15 @@ def test_accounts_and_keys_follow_a_sourced_eucarc(cloud, empty_cwd):
     assert name in ok(run([euca_bin(), "account", "list"], env2, empty_cwd))
 
 
+def test_an_older_eucarc_without_the_clc_url_says_what_to_do(cloud, empty_cwd):
+    # A shell that sourced an eucarc written before accounts moved to the cloud
+    # controller: S3_URL and the keys, no EUCA_CLC_URL.
+    env = sourced(cloud)
+    env.pop("EUCA_CLC_URL")
+    r = run([euca_bin(), "account", "list"], env, empty_cwd)
+    assert_one_line_failure(r, "EUCA_CLC_URL not set", "cloud controller", "source it again")
+
+
 def test_data_flag_wins_over_the_environment(cloud, empty_cwd):
     env = sourced(cloud)
     dead = f"http://127.0.0.1:{free_port()}/"

@@ -139,6 +139,15 @@ fn endpoint(t: &Target, service: Service) -> Result<Endpoint> {
             if default.join("credentials/eucarc").exists() {
                 return from_file(default);
             }
+            // A shell that sourced an eucarc of an older cloud has S3_URL but no
+            // EUCA_CLC_URL (accounts and keys moved from Walrus to the cloud controller).
+            if matches!(service, Service::Clc) && env_var("S3_URL").is_some() {
+                bail!(
+                    "no cloud controller to talk to: EUCA_CLC_URL not set; accounts and keys are \
+                     managed by the cloud controller, whose URL the running cloud writes into its \
+                     credentials/eucarc (source it again, or give --data DIR)"
+                )
+            }
             bail!(
                 "no cloud to talk to: {missing} not set (source the cloud's credentials/eucarc \
                  or give --data DIR)"

@@ -45,10 +45,16 @@ pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         std::fs::create_dir_all(d)?;
     }
     let tmp = path.with_extension("tmp");
+    // A fresh file, so `mode` holds: a leftover temp file could have kept looser
+    // permissions while secrets were written into it.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(&tmp)?;
     f.write_all(data)?;
