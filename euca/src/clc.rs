@@ -74,6 +74,7 @@ pub async fn start(
     region: &str,
     cfg: &ClcConfig,
     svc: &euca_service::ServiceConfig,
+    metrics: euca_service::MetricsAccess,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(String, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -82,11 +83,8 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let service = IdentityService::new(store.clone(), region, ADMIN_ACCOUNT, SYSTEM_ACCOUNT);
     let opts = euca_service::ListenOptions::new("clc", cfg.max_connections, svc);
-    let task = tokio::spawn(euca_service::serve(
-        listener,
-        opts,
-        move |req, _peer| service.clone().handle(req),
-        shutdown,
+    let task = tokio::spawn(euca_service::serve_api(
+        listener, opts, service, metrics, shutdown,
     ));
     Ok((format!("http://{addr}/"), task))
 }
@@ -105,28 +103,46 @@ pub async fn start_embedded(
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         ..ClcConfig::default()
     });
-    let (url, task) = start(&o.identity, &o.region, &cfg, svc, shutdown).await?;
+    let token = edge::ensure_metrics_token(&o.data)?;
+    let metrics = edge::metrics_access(svc, Some(&token));
+    let (url, task) = start(&o.identity, &o.region, &cfg, svc, metrics, shutdown).await?;
     o.clc_url = Some(url);
     Ok(task)
 }
 
-/// Writes `services.toml` for the identity service at `url`.
+/// Writes `services.toml` for the identity service at `url`. The cache times of an
+/// existing file are kept (the operator's); a file that does not parse is
+/// replaced, with a warning.
 pub fn write_services_file(
     data: &Path,
     store: &IdentityStore,
     url: &str,
     region: &str,
 ) -> Result<()> {
+    let path = services_path(data);
+    let (cache_secs, negative_cache_secs) = match std::fs::read_to_string(&path) {
+        Ok(text) => match toml::from_str::<ServicesFile>(&text) {
+            Ok(old) => (old.cache_secs, old.negative_cache_secs),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "replacing a services file that does not parse");
+                (default_cache_secs(), default_negative_cache_secs())
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            (default_cache_secs(), default_negative_cache_secs())
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
     let key = account_key(store, SYSTEM_ACCOUNT)?;
     let f = ServicesFile {
         identity_url: url.to_string(),
         region: region.to_string(),
         access_key: key.access_key_id,
         secret_key: key.secret_access_key,
-        cache_secs: default_cache_secs(),
-        negative_cache_secs: default_negative_cache_secs(),
+        cache_secs,
+        negative_cache_secs,
     };
-    pki::write_file(&services_path(data), toml::to_string(&f)?.as_bytes(), 0o600)
+    pki::write_file(&path, toml::to_string(&f)?.as_bytes(), 0o600)
 }
 
 fn read_services_file(p: &Path) -> Result<ServicesFile> {
@@ -214,7 +230,8 @@ pub async fn clc_alone(a: ClcArgs) -> Result<()> {
     let cluster_token = imagecache::ensure_token(&data)?;
     let metrics_token = edge::ensure_metrics_token(&data)?;
     let shutdown = crate::shutdown_signal();
-    let (url, task) = start(&store, &region, &cfg, &svc, shutdown).await?;
+    let metrics = edge::metrics_access(&svc, Some(&metrics_token));
+    let (url, task) = start(&store, &region, &cfg, &svc, metrics, shutdown).await?;
     let bundling = pki::ensure(&data, &admin.name, &admin.id)?;
     crate::credentials::write_all(
         &data.join("credentials"),

@@ -703,6 +703,7 @@ async fn up(a: UpArgs) -> Result<()> {
         &opened.region,
         &clcfg,
         &svc,
+        access.clone(),
         shutdown.clone(),
     )
     .await?;

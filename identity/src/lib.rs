@@ -277,8 +277,12 @@ impl IdentityStore {
 /// the runtime as before (moving it to the blocking pool would cost more than it does).
 #[async_trait::async_trait]
 impl CredentialLookup for IdentityStore {
+    /// Reads redb off the runtime (a read may wait on the disk).
     async fn lookup(&self, access_key: &str) -> Result<Option<Credential>, LookupError> {
-        self.credential(access_key)
+        let (store, key) = (self.clone(), access_key.to_string());
+        tokio::task::spawn_blocking(move || store.credential(&key))
+            .await
+            .map_err(|e| LookupError(e.to_string()))?
             .map_err(|e| LookupError(e.to_string()))
     }
 }

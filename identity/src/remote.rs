@@ -5,22 +5,44 @@
 //! A key found is kept [`CacheTtl::positive`] (30 s by default), a key not found
 //! [`CacheTtl::negative`] (5 s): a key disabled on the cloud controller stops
 //! working here within the positive TTL, a key just created works within the
-//! negative one. The cache holds at most [`CacheTtl::max_entries`] keys. When the
-//! service cannot be reached the lookup fails with [`LookupError`] (a 503 at the
-//! edge), never "no such key"; failures are not cached.
+//! negative one. Keys found and keys not found are kept in two maps, bounded
+//! apart ([`CacheTtl::max_entries`], [`CacheTtl::max_misses`]): when one is full,
+//! its expired entries go first, then its oldest, so a flood of made-up keys never
+//! evicts a valid credential. A key that cannot be one the store issued (not 1 to
+//! [`MAX_KEY_LEN`] ASCII letters and digits) is "no such key" at once, without a
+//! call or a cache entry.
+//!
+//! At most [`MAX_CALLS`] calls to the identity service run at once, and concurrent
+//! lookups of one key share one call. When the service cannot be reached, or
+//! answers anything but a key or a `NoSuchEntity` error, the lookup fails with
+//! [`LookupError`] (a 503 at the edge), never "no such key"; failures are not cached.
 use crate::service::{AccountInfo, KeyInfo, SIGNING_SERVICE};
 use euca_aws::{Credential, CredentialLookup, LookupError, Principal};
 use euca_service::client::{ClientError, SignedClient};
 use http::{Method, StatusCode};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::{OnceCell, Semaphore};
+
+/// The longest access key looked up remotely (the store issues 20 characters).
+pub const MAX_KEY_LEN: usize = 128;
+
+/// How many calls to the identity service may run at once.
+pub const MAX_CALLS: usize = 32;
+
+/// The error code of the identity API's "no such key / account" answer (a 404
+/// with any other body, e.g. from a proxy or a wrong URL, is an error).
+const NO_SUCH_ENTITY: &str = "NoSuchEntity";
 
 #[derive(Debug, Clone, Copy)]
 pub struct CacheTtl {
     pub positive: Duration,
     pub negative: Duration,
+    /// How many keys found are kept.
     pub max_entries: usize,
+    /// How many keys not found are kept.
+    pub max_misses: usize,
 }
 
 impl Default for CacheTtl {
@@ -29,14 +51,79 @@ impl Default for CacheTtl {
             positive: Duration::from_secs(30),
             negative: Duration::from_secs(5),
             max_entries: 10_000,
+            max_misses: 4096,
         }
     }
 }
 
+/// Whether `access_key` could be one the store issued (`AKIE` + 16 letters and
+/// digits today; any 1 to [`MAX_KEY_LEN`] ASCII letters and digits is asked about).
+pub fn plausible_key(access_key: &str) -> bool {
+    (1..=MAX_KEY_LEN).contains(&access_key.len())
+        && access_key.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+#[derive(Default)]
+struct Cache {
+    found: HashMap<String, (Instant, Credential)>,
+    missing: HashMap<String, Instant>,
+}
+
+/// Makes room for one more key in `map` (at most `cap` entries): drops the
+/// expired ones, then, if still full, the oldest.
+fn make_room<V>(map: &mut HashMap<String, V>, cap: usize, ttl: Duration, at: fn(&V) -> Instant) {
+    if map.len() < cap {
+        return;
+    }
+    map.retain(|_, v| at(v).elapsed() < ttl);
+    while map.len() >= cap.max(1) {
+        let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, v)| at(v))
+            .map(|(k, _)| k.clone())
+        else {
+            break;
+        };
+        map.remove(&oldest);
+    }
+}
+
+type Answer = Result<Option<Credential>, LookupError>;
+type Flight = Arc<OnceCell<Answer>>;
+
 pub struct RemoteIdentity {
     client: SignedClient,
     ttl: CacheTtl,
-    cache: Mutex<HashMap<String, (Instant, Option<Credential>)>>,
+    cache: Mutex<Cache>,
+    /// The call in progress per key (single flight).
+    flights: Mutex<HashMap<String, Flight>>,
+    calls: Semaphore,
+}
+
+/// Takes a lookup's flight out of [`RemoteIdentity::flights`] when the last
+/// lookup waiting on it is done (or gone), or once it has its answer.
+struct FlightGuard<'a> {
+    owner: &'a RemoteIdentity,
+    key: &'a str,
+    flight: Option<Flight>,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.owner.flights.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mine) = self.flight.take() else {
+            return;
+        };
+        let done = mine.initialized();
+        drop(mine);
+        if let Some(f) = flights.get(self.key) {
+            // Under the lock every holder drops its handle, so the last one sees
+            // only the map's.
+            if done || Arc::strong_count(f) == 1 {
+                flights.remove(self.key);
+            }
+        }
+    }
 }
 
 impl RemoteIdentity {
@@ -55,7 +142,9 @@ impl RemoteIdentity {
         Ok(RemoteIdentity {
             client,
             ttl,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
+            flights: Mutex::new(HashMap::new()),
+            calls: Semaphore::new(MAX_CALLS),
         })
     }
 
@@ -67,40 +156,64 @@ impl RemoteIdentity {
         );
         match self.client.json::<AccountInfo>(Method::GET, &path).await {
             Ok(a) => Ok(Some(a)),
-            Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => Ok(None),
+            Err(e) if no_such_entity(&e) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     fn cached(&self, access_key: &str) -> Option<Option<Credential>> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let (at, c) = cache.get(access_key)?;
-        let ttl = if c.is_some() {
-            self.ttl.positive
-        } else {
-            self.ttl.negative
-        };
-        (at.elapsed() < ttl).then(|| c.clone())
+        if let Some((at, c)) = cache.found.get(access_key) {
+            if at.elapsed() < self.ttl.positive {
+                return Some(Some(c.clone()));
+            }
+        }
+        match cache.missing.get(access_key) {
+            Some(at) if at.elapsed() < self.ttl.negative => Some(None),
+            _ => None,
+        }
     }
 
     fn remember(&self, access_key: &str, c: Option<Credential>) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= self.ttl.max_entries && !cache.contains_key(access_key) {
-            let (pos, neg) = (self.ttl.positive, self.ttl.negative);
-            cache.retain(|_, (at, c)| at.elapsed() < if c.is_some() { pos } else { neg });
-            if cache.len() >= self.ttl.max_entries {
-                // Still full of live entries (a flood of distinct keys): start over
-                // rather than grow.
-                cache.clear();
+        let now = Instant::now();
+        match c {
+            Some(c) => {
+                cache.missing.remove(access_key);
+                if !cache.found.contains_key(access_key) {
+                    make_room(
+                        &mut cache.found,
+                        self.ttl.max_entries,
+                        self.ttl.positive,
+                        |v| v.0,
+                    );
+                }
+                cache.found.insert(access_key.to_string(), (now, c));
+            }
+            None => {
+                cache.found.remove(access_key);
+                if !cache.missing.contains_key(access_key) {
+                    make_room(
+                        &mut cache.missing,
+                        self.ttl.max_misses,
+                        self.ttl.negative,
+                        |v| *v,
+                    );
+                }
+                cache.missing.insert(access_key.to_string(), now);
             }
         }
-        cache.insert(access_key.to_string(), (Instant::now(), c));
     }
-}
 
-#[async_trait::async_trait]
-impl CredentialLookup for RemoteIdentity {
-    async fn lookup(&self, access_key: &str) -> Result<Option<Credential>, LookupError> {
+    /// One call to the identity service (at most [`MAX_CALLS`] at once); its
+    /// answer, not an error, is cached.
+    async fn fetch(&self, access_key: &str) -> Answer {
+        let _permit = self
+            .calls
+            .acquire()
+            .await
+            .map_err(|e| LookupError(e.to_string()))?;
+        // Another flight may have answered while this one waited.
         if let Some(c) = self.cached(access_key) {
             return Ok(c);
         }
@@ -119,7 +232,7 @@ impl CredentialLookup for RemoteIdentity {
                 },
             }),
             Ok(_) => None,
-            Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => None,
+            Err(e) if no_such_entity(&e) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "identity lookup failed");
                 return Err(LookupError(e.to_string()));
@@ -130,9 +243,54 @@ impl CredentialLookup for RemoteIdentity {
     }
 }
 
+/// The identity API's answer that there is no such key or account.
+fn no_such_entity(e: &ClientError) -> bool {
+    matches!(e, ClientError::Status { status, code, .. }
+        if *status == StatusCode::NOT_FOUND && code == NO_SUCH_ENTITY)
+}
+
+#[async_trait::async_trait]
+impl CredentialLookup for RemoteIdentity {
+    async fn lookup(&self, access_key: &str) -> Result<Option<Credential>, LookupError> {
+        if !plausible_key(access_key) {
+            return Ok(None);
+        }
+        if let Some(c) = self.cached(access_key) {
+            return Ok(c);
+        }
+        let flight = {
+            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            flights.entry(access_key.to_string()).or_default().clone()
+        };
+        // The guard holds the only handle of this lookup, also if it is cancelled.
+        let guard = FlightGuard {
+            owner: self,
+            key: access_key,
+            flight: Some(flight),
+        };
+        let answer = match guard.flight.as_deref() {
+            Some(cell) => cell.get_or_init(|| self.fetch(access_key)).await.clone(),
+            None => Err(LookupError("no lookup in flight".into())),
+        };
+        drop(guard);
+        answer
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cred(k: &str) -> Credential {
+        Credential {
+            secret: "s".into(),
+            principal: Principal {
+                account_id: "1".into(),
+                canonical_id: "c".into(),
+                display_name: "a".into(),
+                access_key: k.into(),
+            },
+        }
+    }
 
     #[test]
     fn the_cache_stays_bounded() {
@@ -140,12 +298,54 @@ mod tests {
             positive: Duration::from_secs(60),
             negative: Duration::from_secs(60),
             max_entries: 3,
+            max_misses: 3,
         };
         let r = RemoteIdentity::new("http://127.0.0.1:1", "a", "s", "r", ttl).unwrap();
         for i in 0..10 {
             r.remember(&format!("k{i}"), None);
-            assert!(r.cache.lock().unwrap().len() <= 3);
+            r.remember(&format!("f{i}"), Some(cred("f")));
+            let c = r.cache.lock().unwrap();
+            assert!(c.missing.len() <= 3 && c.found.len() <= 3);
         }
         assert!(matches!(r.cached("k9"), Some(None)));
+        assert!(matches!(r.cached("f9"), Some(Some(_))));
+        // The oldest went first.
+        assert!(r.cached("k0").is_none() && r.cached("f0").is_none());
+    }
+
+    #[test]
+    fn misses_never_evict_credentials() {
+        let ttl = CacheTtl {
+            positive: Duration::from_secs(60),
+            negative: Duration::from_secs(60),
+            max_entries: 3,
+            ..CacheTtl::default()
+        };
+        let r = RemoteIdentity::new("http://127.0.0.1:1", "a", "s", "r", ttl).unwrap();
+        r.remember("AKIEGOOD", Some(cred("AKIEGOOD")));
+        for i in 0..5000 {
+            r.remember(&format!("AKIEBAD{i}"), None);
+        }
+        assert!(
+            matches!(r.cached("AKIEGOOD"), Some(Some(_))),
+            "a flood of misses evicted a valid credential"
+        );
+    }
+
+    #[test]
+    fn only_plausible_keys_are_asked_about() {
+        for k in ["AKIE0123456789ABCDEF", "a", &"Z".repeat(128)] {
+            assert!(plausible_key(k), "{k}");
+        }
+        for k in [
+            "",
+            "a/b?c d%",
+            "AKIE-1",
+            "AKIE\u{e9}",
+            &"Z".repeat(129),
+            "AK IE",
+        ] {
+            assert!(!plausible_key(k), "{k}");
+        }
     }
 }

@@ -2,9 +2,12 @@
 //! is the cloud controller (`euca up`, `euca clc`) so that Walrus, the SC and later
 //! services can authenticate from other processes and hosts.
 //!
-//! Every request is SigV4-signed (service name [`SIGNING_SERVICE`]) and verified
-//! against the store before anything else; no endpoint takes a body, and none is
-//! read. Errors are `{"error": {"code": …, "message": …}}`.
+//! Served through `euca_service::serve_api` as the `identity` service (see
+//! [`IdentityEndpoint`]): `/_health`, `/_metrics`, request ids and the per-endpoint
+//! request families like every listener. Every other request is SigV4-signed
+//! (service name [`SIGNING_SERVICE`]) and verified against the store before
+//! anything else; no endpoint takes a body, and none is read. Errors are the
+//! internal APIs' `{"error": {"code": …, "message": …}}` (`euca_service::render`).
 //!
 //! - `/_admin/accounts…`, `/_admin/keys/{id}/disable`: account and key management,
 //!   for the admin account only (the `euca account` / `euca key` commands).
@@ -15,6 +18,7 @@
 use crate::{AccessKey, Account, IdentityError, IdentityStore};
 use bytes::Bytes;
 use euca_aws::auth::AuthConfig;
+use euca_service::{Ctx, EdgeError};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -67,6 +71,76 @@ pub struct IdentityService {
     system_account: String,
 }
 
+/// The identity API's operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdentityEndpoint {
+    /// `GET /_admin/accounts`
+    ListAccounts,
+    /// `POST /_admin/accounts/{name}`
+    CreateAccount,
+    /// `POST /_admin/accounts/{name}/disable`
+    DisableAccount,
+    /// `POST /_admin/accounts/{name}/enable`
+    EnableAccount,
+    /// `GET /_admin/accounts/{name}/keys`
+    ListKeys,
+    /// `POST /_admin/accounts/{name}/keys`
+    CreateKey,
+    /// `POST /_admin/keys/{access_key}/disable`
+    DisableKey,
+    /// `GET /_identity/v1/keys/{access_key}`
+    LookupKey,
+    /// `GET /_identity/v1/accounts/{name}`
+    LookupAccount,
+    /// No such operation (404 `NotFound`, after authentication).
+    Unknown,
+}
+
+impl euca_service::Endpoint for IdentityEndpoint {
+    fn name(&self) -> &'static str {
+        match self {
+            IdentityEndpoint::ListAccounts => "ListAccounts",
+            IdentityEndpoint::CreateAccount => "CreateAccount",
+            IdentityEndpoint::DisableAccount => "DisableAccount",
+            IdentityEndpoint::EnableAccount => "EnableAccount",
+            IdentityEndpoint::ListKeys => "ListKeys",
+            IdentityEndpoint::CreateKey => "CreateKey",
+            IdentityEndpoint::DisableKey => "DisableKey",
+            IdentityEndpoint::LookupKey => "LookupKey",
+            IdentityEndpoint::LookupAccount => "LookupAccount",
+            IdentityEndpoint::Unknown => "Unknown",
+        }
+    }
+}
+
+impl IdentityEndpoint {
+    /// The operation of `method` on `path` (segments as sent, not decoded).
+    pub fn parse(method: &Method, path: &str) -> Self {
+        use IdentityEndpoint::*;
+        if let Some(rest) = path.strip_prefix("/_admin/") {
+            let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+            return match (method, segs.as_slice()) {
+                (&Method::GET, ["accounts"]) => ListAccounts,
+                (&Method::POST, ["accounts", _]) => CreateAccount,
+                (&Method::POST, ["accounts", _, "disable"]) => DisableAccount,
+                (&Method::POST, ["accounts", _, "enable"]) => EnableAccount,
+                (&Method::GET, ["accounts", _, "keys"]) => ListKeys,
+                (&Method::POST, ["accounts", _, "keys"]) => CreateKey,
+                (&Method::POST, ["keys", _, "disable"]) => DisableKey,
+                _ => Unknown,
+            };
+        }
+        if let Some(rest) = path.strip_prefix("/_identity/v1/") {
+            return match (method, rest.split_once('/')) {
+                (&Method::GET, Some(("keys", k))) if !k.contains('/') => LookupKey,
+                (&Method::GET, Some(("accounts", n))) if !n.contains('/') => LookupAccount,
+                _ => Unknown,
+            };
+        }
+        Unknown
+    }
+}
+
 /// One error answer.
 #[derive(Debug)]
 struct ApiError {
@@ -88,6 +162,13 @@ impl ApiError {
     }
     fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "NotFound", "Unknown resource")
+    }
+    fn internal(e: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            e.to_string(),
+        )
     }
 }
 
@@ -115,11 +196,9 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Resp {
     r
 }
 
+/// The identity API's one error renderer (the internal APIs' JSON shape).
 fn render(e: ApiError) -> Resp {
-    json(
-        e.status,
-        &serde_json::json!({"error": {"code": e.code, "message": e.message}}),
-    )
+    euca_service::render::json_error(e.status.as_u16(), e.code, &e.message)
 }
 
 fn key_json(k: &AccessKey) -> serde_json::Value {
@@ -133,6 +212,45 @@ fn acct_json(a: &Account) -> serde_json::Value {
 /// A path segment as sent, percent-decoded (keys and names are sent encoded).
 fn segment(s: &str) -> Result<String, ApiError> {
     String::from_utf8(euca_aws::encoding::uri_decode(s)).map_err(|_| ApiError::not_found())
+}
+
+/// Runs `f` on the store off the runtime (redb reads and commits block).
+async fn blocking<T: Send + 'static>(
+    store: &IdentityStore,
+    f: impl FnOnce(&IdentityStore) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(ApiError::internal)?
+}
+
+impl euca_service::Api for IdentityService {
+    type Endpoint = IdentityEndpoint;
+    type Body = Full<Bytes>;
+    fn service(&self) -> &'static str {
+        "identity"
+    }
+    fn route(&self, head: &http::request::Parts) -> IdentityEndpoint {
+        IdentityEndpoint::parse(&head.method, head.uri.path())
+    }
+    async fn handle(
+        self: Arc<Self>,
+        ep: IdentityEndpoint,
+        req: Request<Incoming>,
+        _cx: Ctx,
+    ) -> Resp {
+        match self.answer(ep, req).await {
+            Ok(r) => r,
+            Err(e) => render(e),
+        }
+    }
+    fn render_error(&self, e: &EdgeError, _cx: &Ctx) -> Resp {
+        euca_service::render::json_error(e.status, e.code, e.message)
+    }
+    fn body(&self, bytes: Bytes) -> Full<Bytes> {
+        Full::new(bytes)
+    }
 }
 
 impl IdentityService {
@@ -150,23 +268,8 @@ impl IdentityService {
         })
     }
 
-    /// Answers one request (hand it to `euca_service::serve`).
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Resp {
-        let method = req.method().clone();
-        let path = req.uri().path().to_string();
-        let resp = match self.route(req).await {
-            Ok(r) => r,
-            Err(e) => render(e),
-        };
-        tracing::info!(target: "clc::access", %method, %path, status = resp.status().as_u16());
-        resp
-    }
-
-    async fn route(&self, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    async fn answer(&self, ep: IdentityEndpoint, req: Request<Incoming>) -> Result<Resp, ApiError> {
         let (parts, body) = req.into_parts();
-        if parts.uri.path() == "/_health" && parts.method == Method::GET {
-            return Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
-        }
         let cfg = AuthConfig {
             region: self.region.clone(),
             service: SIGNING_SERVICE,
@@ -197,29 +300,28 @@ impl IdentityService {
                 .filter(|s| !s.is_empty())
                 .map(segment)
                 .collect::<Result<Vec<_>, _>>()?;
-            let store = self.store.clone();
-            let method = parts.method.clone();
             // Writes commit to disk: off the runtime.
-            return tokio::task::spawn_blocking(move || admin(&store, &method, &segs))
-                .await
-                .map_err(|e| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "InternalError",
-                        e.to_string(),
-                    )
-                })?;
+            return blocking(&self.store, move |store| admin(store, ep, &segs)).await;
         }
         if let Some(rest) = path.strip_prefix("/_identity/v1/") {
             if caller.display_name != self.system_account {
                 return Err(ApiError::denied());
             }
-            return match (&parts.method, rest.split_once('/')) {
-                (&Method::GET, Some(("keys", ak))) if !ak.contains('/') => {
-                    let ak = segment(ak)?;
-                    let c = self.store.credential(&ak)?.ok_or_else(|| {
-                        ApiError::new(StatusCode::NOT_FOUND, "NoSuchEntity", "no such active key")
-                    })?;
+            let arg = match rest.split_once('/') {
+                Some((_, a)) => segment(a)?,
+                None => return Err(ApiError::not_found()),
+            };
+            return match ep {
+                IdentityEndpoint::LookupKey => {
+                    let c = blocking(&self.store, move |s| Ok(s.credential(&arg)?))
+                        .await?
+                        .ok_or_else(|| {
+                            ApiError::new(
+                                StatusCode::NOT_FOUND,
+                                "NoSuchEntity",
+                                "no such active key",
+                            )
+                        })?;
                     let info = KeyInfo {
                         access_key_id: c.principal.access_key,
                         secret_access_key: c.secret,
@@ -230,11 +332,12 @@ impl IdentityService {
                     };
                     Ok(json(StatusCode::OK, &serde_json::json!(info)))
                 }
-                (&Method::GET, Some(("accounts", name))) if !name.contains('/') => {
-                    let name = segment(name)?;
-                    let a = self.store.account(&name)?.ok_or_else(|| {
-                        ApiError::new(StatusCode::NOT_FOUND, "NoSuchEntity", "no such account")
-                    })?;
+                IdentityEndpoint::LookupAccount => {
+                    let a = blocking(&self.store, move |s| Ok(s.account(&arg)?))
+                        .await?
+                        .ok_or_else(|| {
+                            ApiError::new(StatusCode::NOT_FOUND, "NoSuchEntity", "no such account")
+                        })?;
                     Ok(json(
                         StatusCode::OK,
                         &serde_json::json!(AccountInfo::from(&a)),
@@ -247,35 +350,45 @@ impl IdentityService {
     }
 }
 
-/// `/_admin/...`: account and key management.
-fn admin(store: &IdentityStore, method: &Method, segs: &[String]) -> Result<Resp, ApiError> {
+/// `/_admin/...`: account and key management (`segs`: the path after `/_admin/`,
+/// decoded).
+fn admin(store: &IdentityStore, ep: IdentityEndpoint, segs: &[String]) -> Result<Resp, ApiError> {
+    use IdentityEndpoint::*;
     let ok = |v: serde_json::Value| Ok(json(StatusCode::OK, &v));
-    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-    match (method, segs.as_slice()) {
-        (&Method::GET, ["accounts"]) => ok(serde_json::Value::Array(
+    // The name or key: the second segment of every admin path that has one.
+    let arg = || {
+        segs.get(1)
+            .map(String::as_str)
+            .ok_or_else(ApiError::not_found)
+    };
+    match ep {
+        ListAccounts => ok(serde_json::Value::Array(
             store.accounts()?.iter().map(acct_json).collect(),
         )),
-        (&Method::POST, ["accounts", name]) => {
-            let (a, k) = store.create_account(name)?;
+        CreateAccount => {
+            let (a, k) = store.create_account(arg()?)?;
             ok(serde_json::json!({"account": acct_json(&a), "key": key_json(&k)}))
         }
-        (&Method::POST, ["accounts", name, "disable"]) => {
+        DisableAccount => {
+            let name = arg()?;
             store.set_account_enabled(name, false)?;
             ok(serde_json::json!({"disabled": name}))
         }
-        (&Method::POST, ["accounts", name, "enable"]) => {
+        EnableAccount => {
+            let name = arg()?;
             store.set_account_enabled(name, true)?;
             ok(serde_json::json!({"enabled": name}))
         }
-        (&Method::GET, ["accounts", name, "keys"]) => ok(serde_json::Value::Array(
-            store.keys(name)?.iter().map(key_json).collect(),
+        ListKeys => ok(serde_json::Value::Array(
+            store.keys(arg()?)?.iter().map(key_json).collect(),
         )),
-        (&Method::POST, ["accounts", name, "keys"]) => ok(key_json(&store.create_key(name)?)),
-        (&Method::POST, ["keys", key, "disable"]) => {
+        CreateKey => ok(key_json(&store.create_key(arg()?)?)),
+        DisableKey => {
+            let key = arg()?;
             store.set_key_enabled(key, false)?;
             ok(serde_json::json!({"disabled": key}))
         }
-        _ => Err(ApiError::new(
+        LookupKey | LookupAccount | Unknown => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "NotFound",
             "Unknown admin resource",

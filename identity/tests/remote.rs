@@ -29,11 +29,12 @@ async fn start() -> Running {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let svc = IdentityService::new(store.clone(), "us-east-1", "admin", SYSTEM);
     let (stop, rx) = watch::channel(false);
-    let opts = euca_service::ListenOptions::new("clc", 16, &Default::default());
-    let task = tokio::spawn(euca_service::serve(
+    let opts = euca_service::ListenOptions::new("identity", 16, &Default::default());
+    let task = tokio::spawn(euca_service::serve_api(
         listener,
         opts,
-        move |req, _| svc.clone().handle(req),
+        svc,
+        euca_service::MetricsAccess::Public,
         rx,
     ));
     Running {
@@ -62,11 +63,13 @@ const NO_CACHE: CacheTtl = CacheTtl {
     positive: Duration::ZERO,
     negative: Duration::ZERO,
     max_entries: 16,
+    max_misses: 16,
 };
 const LONG: CacheTtl = CacheTtl {
     positive: Duration::from_secs(3600),
     negative: Duration::from_secs(3600),
     max_entries: 16,
+    max_misses: 16,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +85,8 @@ async fn lookups_follow_the_store_and_the_cache_holds_within_its_ttl() {
     assert_eq!(c.principal.display_name, "user1");
     assert_eq!(c.principal.account_id, acct.id);
     assert!(cached.lookup(&key.access_key_id).await.unwrap().is_some());
-    // Unknown: None (not an error); odd bytes in the key travel encoded.
+    // Unknown: None (not an error). A key of other than ASCII letters and digits
+    // cannot be one the store issued: unknown too, without asking.
     for k in ["AKIENOPE", "a/b?c d%"] {
         assert!(fresh.lookup(k).await.unwrap().is_none(), "{k}");
         assert!(cached.lookup(k).await.unwrap().is_none(), "{k}");
@@ -188,5 +192,87 @@ async fn only_the_system_account_looks_up_and_only_the_admin_manages() {
             )
         }
         other => panic!("{other:?}"),
+    }
+}
+
+/// (status, body) of an unsigned `GET path` (HTTP/1.0, read to the end).
+async fn raw_get(url: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_like_every_service_with_endpoint_metrics() {
+    let r = start().await;
+    let (status, body) = raw_get(&r.url, "/_health").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    // Unsigned: refused in the internal APIs' JSON error shape.
+    let (status, body) = raw_get(&r.url, "/_identity/v1/keys/AKIEUNSIGNED").await;
+    assert_eq!(status, 403);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v["error"]["code"].as_str().is_some_and(|c| !c.is_empty()),
+        "{body}"
+    );
+    // A signed lookup, then the per-endpoint families.
+    let fresh = remote(&r, &r.system, NO_CACHE);
+    assert!(fresh
+        .lookup(&r.admin.access_key_id)
+        .await
+        .unwrap()
+        .is_some());
+    let (status, text) = raw_get(&r.url, "/_metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        r#"euca_http_requests_total{endpoint="LookupKey",service="identity",status="200"} "#,
+        r#"euca_http_requests_total{endpoint="LookupKey",service="identity",status="403"} "#,
+        r#"euca_http_requests_total{endpoint="Health",service="identity",status="200"} "#,
+    ] {
+        assert!(text.contains(line), "{line} not in {text}");
+    }
+    assert!(
+        text.contains(r#"euca_http_request_errors_total{code="#),
+        "{text}"
+    );
+    r.stop.send(true).unwrap();
+    r.task.await.unwrap();
+}
+
+#[test]
+fn endpoints_are_named_after_their_operations() {
+    use euca_identity::service::IdentityEndpoint as E;
+    use euca_service::Endpoint;
+    let cases = [
+        (Method::GET, "/_admin/accounts", E::ListAccounts),
+        (Method::POST, "/_admin/accounts/u1", E::CreateAccount),
+        (
+            Method::POST,
+            "/_admin/accounts/u1/disable",
+            E::DisableAccount,
+        ),
+        (Method::POST, "/_admin/accounts/u1/enable", E::EnableAccount),
+        (Method::GET, "/_admin/accounts/u1/keys", E::ListKeys),
+        (Method::POST, "/_admin/accounts/u1/keys", E::CreateKey),
+        (Method::POST, "/_admin/keys/AKIE1/disable", E::DisableKey),
+        (Method::GET, "/_identity/v1/keys/AKIE1", E::LookupKey),
+        (Method::GET, "/_identity/v1/accounts/u1", E::LookupAccount),
+        (Method::DELETE, "/_admin/accounts/u1", E::Unknown),
+        (Method::GET, "/_identity/v1/keys/a/b", E::Unknown),
+        (Method::GET, "/elsewhere", E::Unknown),
+    ];
+    for (m, p, want) in cases {
+        let got = E::parse(&m, p);
+        assert_eq!(got, want, "{m} {p}");
+        assert_eq!(got.name(), format!("{want:?}"));
     }
 }
