@@ -83,9 +83,11 @@ def test_health_and_metrics_alike_on_every_listener(cloud, tmp_path):
             if status != 200:
                 assert re.search(rf'^euca_http_request_errors_total\{{code="[A-Za-z.]+",endpoint="{endpoint}",'
                                  rf'service="{service}"\}} [1-9]', text, re.M), (service, text)
-        # The services' own families share the registry.
-        text = scrape_metrics(f"http://127.0.0.1:{cloud.port}/_metrics", cloud.data)
-        for family in ("walrus_sent_bytes_total", "euca_sc_volumes", "euca_tracker_nodes"):
+        # Each service's own families are in its process's registry (in `euca up`, one
+        # process: every listener shows them all; split, each shows its own).
+        for port, family in ((cloud.port, "walrus_sent_bytes_total"), (cloud.sc_port, "euca_sc_volumes"),
+                             (cloud.cc_port, "euca_tracker_nodes")):
+            text = scrape_metrics(f"http://127.0.0.1:{port}/_metrics", cloud.data)
             assert f"# TYPE {family} " in text, family
         text = scrape_metrics(f"http://127.0.0.1:{node.port}/_metrics", cloud.data)
         assert "# TYPE euca_imagecache_origin_bytes_total counter" in text
