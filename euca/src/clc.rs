@@ -285,22 +285,14 @@ pub async fn walrus_remote(
     }
     let system = remote_account(&remote, SYSTEM_ACCOUNT).await?;
     let nodes = remote_account(&remote, imagecache::NODES_ACCOUNT).await?;
-    let walrus = walrus::Walrus::open(
+    let walrus = crate::start_walrus(
         wcfg,
         remote,
         system.canonical_id,
         system.name,
-        ADMIN_ACCOUNT.into(),
-        vec![nodes.canonical_id.clone()],
+        nodes.canonical_id,
     )
-    .await
-    .context("starting Walrus")?;
-    walrus
-        .ensure_system_bucket(
-            euca_imagecache::manifest::IMAGES_BUCKET,
-            &[nodes.canonical_id],
-        )
-        .await?;
+    .await?;
     let token = edge::ensure_metrics_token(&data)?;
     let walrus = walrus.with_edge(svc.clone(), edge::metrics_access(&svc, Some(&token)));
     let url = format!("http://{}/", walrus.local_addr());

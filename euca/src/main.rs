@@ -395,26 +395,14 @@ async fn open_walrus(
     let nodes = identity
         .account(imagecache::NODES_ACCOUNT)?
         .context("nodes account missing")?;
-    // The nodes' key only reads: it creates no bucket and writes nothing anywhere.
-    let walrus = walrus::Walrus::open(
+    let walrus = start_walrus(
         wcfg,
         std::sync::Arc::new(identity.clone()),
         system_id,
         SYSTEM_ACCOUNT.into(),
-        euca_identity::ADMIN_ACCOUNT.into(),
-        vec![nodes.canonical_id.clone()],
+        nodes.canonical_id,
     )
-    .await
-    .context("starting Walrus")?;
-    // System buckets exist from the start, owned by the system account, so no other
-    // account can take their names. The nodes may list installed images (so a missing
-    // image is a 404 to them, not a 403).
-    walrus
-        .ensure_system_bucket(
-            euca_imagecache::manifest::IMAGES_BUCKET,
-            &[nodes.canonical_id],
-        )
-        .await?;
+    .await?;
     let s3_url = format!("http://{}/", walrus.local_addr());
     Ok(Opened {
         walrus,
@@ -426,6 +414,33 @@ async fn open_walrus(
         s3_url,
         clc_url: None,
     })
+}
+
+/// Opens Walrus authenticating through `identity`. The nodes' key (`nodes_id`) only
+/// reads: it creates no bucket and writes nothing anywhere. System buckets exist from
+/// the start, owned by the system account, so no other account can take their names;
+/// the nodes may list installed images (so a missing image is a 404 to them, not a 403).
+pub(crate) async fn start_walrus(
+    wcfg: WalrusConfig,
+    identity: std::sync::Arc<dyn euca_aws::CredentialLookup>,
+    system_id: String,
+    system_name: String,
+    nodes_id: String,
+) -> Result<walrus::Walrus> {
+    let walrus = walrus::Walrus::open(
+        wcfg,
+        identity,
+        system_id,
+        system_name,
+        euca_identity::ADMIN_ACCOUNT.into(),
+        vec![nodes_id.clone()],
+    )
+    .await
+    .context("starting Walrus")?;
+    walrus
+        .ensure_system_bucket(euca_imagecache::manifest::IMAGES_BUCKET, &[nodes_id])
+        .await?;
+    Ok(walrus)
 }
 
 /// Writes the admin's client configs (eucarc and friends) and prints where
