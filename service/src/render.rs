@@ -45,28 +45,13 @@ pub fn json_error_message(body: &[u8]) -> Option<String> {
     v.get("error")?.get("message")?.as_str().map(String::from)
 }
 
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The EC2 Query API's error body.
 pub fn ec2_error_body(code: &str, message: &str, request_id: &str) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>{}</RequestID></Response>",
-        xml_escape(code),
-        xml_escape(message),
-        xml_escape(request_id)
+        euca_aws::xml::escape(code),
+        euca_aws::xml::escape(message),
+        euca_aws::xml::escape(request_id)
     )
 }
 
