@@ -1,143 +1,13 @@
 //! The serve loop with an [`Api`]: drain on shutdown, `/_health` and `/_metrics`
-//! answered for every API, request ids, the access log, the Unix-socket listener.
-use bytes::Bytes;
-use euca_service::{
-    render, serve_api, Api, Ctx, EdgeError, Endpoint, ListenOptions, MetricsAccess, ServiceConfig,
-};
-use http::{Request, Response};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use std::sync::{Arc, Mutex};
+//! answered for every API, request ids, the Unix-socket listener, TLS.
+mod common;
+use common::{body, request, start, TestApi};
+use euca_service::{serve_api, ListenOptions, MetricsAccess, ServiceConfig};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
-
-#[derive(Clone, Copy, Debug)]
-enum TestEndpoint {
-    Fast,
-    Slow,
-    Missing,
-}
-
-impl Endpoint for TestEndpoint {
-    fn name(&self) -> &'static str {
-        match self {
-            TestEndpoint::Fast => "Fast",
-            TestEndpoint::Slow => "Slow",
-            TestEndpoint::Missing => "Missing",
-        }
-    }
-}
-
-struct TestApi {
-    name: &'static str,
-    gate: Arc<Semaphore>,
-    arrived: tokio::sync::mpsc::UnboundedSender<()>,
-}
-
-impl Api for TestApi {
-    type Endpoint = TestEndpoint;
-    type Body = Full<Bytes>;
-    fn service(&self) -> &'static str {
-        self.name
-    }
-    fn route(&self, head: &http::request::Parts) -> TestEndpoint {
-        match head.uri.path() {
-            "/fast" => TestEndpoint::Fast,
-            "/slow" => TestEndpoint::Slow,
-            _ => TestEndpoint::Missing,
-        }
-    }
-    async fn handle(
-        self: Arc<Self>,
-        ep: TestEndpoint,
-        _req: Request<Incoming>,
-        cx: Ctx,
-    ) -> Response<Full<Bytes>> {
-        match ep {
-            TestEndpoint::Fast => Response::new(Full::new(Bytes::from(cx.request_id))),
-            TestEndpoint::Slow => {
-                let _ = self.arrived.send(());
-                let _p = self.gate.acquire().await;
-                Response::new(Full::new(Bytes::from_static(b"slow done")))
-            }
-            TestEndpoint::Missing => render::json_error(404, "NoSuchThing", "nothing here"),
-        }
-    }
-    fn render_error(&self, e: &EdgeError, _cx: &Ctx) -> Response<Full<Bytes>> {
-        render::json_error(e.status, e.code, e.message)
-    }
-    fn body(&self, bytes: Bytes) -> Full<Bytes> {
-        Full::new(bytes)
-    }
-}
-
-struct Server {
-    gate: Arc<Semaphore>,
-    arrived: tokio::sync::mpsc::UnboundedReceiver<()>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-fn start<L: euca_service::Listener>(listener: L, name: &'static str, token: &str) -> Server {
-    let gate = Arc::new(Semaphore::new(0));
-    let (tx, arrived) = tokio::sync::mpsc::unbounded_channel();
-    let api = Arc::new(TestApi {
-        name,
-        gate: gate.clone(),
-        arrived: tx,
-    });
-    let (stop, rx) = watch::channel(false);
-    let opts = ListenOptions::new("ignored", 16, &ServiceConfig::default());
-    let task = tokio::spawn(serve_api(
-        listener,
-        opts,
-        api,
-        MetricsAccess::token(token),
-        rx,
-    ));
-    Server {
-        gate,
-        arrived,
-        stop,
-        task,
-    }
-}
-
-/// One request on a keep-alive connection; the whole response as text.
-async fn request<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, path: &str, auth: &str) -> String {
-    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\n{auth}\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
-            .await
-            .expect("answered")
-            .unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            if len.is_some_and(|n| body.len() >= n) {
-                break;
-            }
-        }
-    }
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
-fn body(resp: &str) -> &str {
-    resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
-}
-
 #[tokio::test]
 async fn shutdown_drains_in_flight_and_refuses_new() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -252,58 +122,6 @@ async fn unix_socket_through_the_same_loop() {
     drop(c);
     srv.task.await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Collects what the tracing subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test]
-async fn access_log_line_per_request() {
-    let cap = Captured::default();
-    let w = cap.clone();
-    let sub = tracing_subscriber::fmt()
-        .with_writer(move || w.clone())
-        .with_ansi(false)
-        .with_env_filter("access=info")
-        .finish();
-    let _guard = tracing::subscriber::set_default(sub);
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let srv = start(l, "log-test", "tok");
-    let mut c = TcpStream::connect(addr).await.unwrap();
-    let r = request(&mut c, "/fast", "").await;
-    let id = body(&r).to_string();
-    srv.stop.send(true).unwrap();
-    drop(c);
-    srv.task.await.unwrap();
-    let log = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
-    let line = log
-        .lines()
-        .find(|l| l.contains(&format!("request_id={id}")))
-        .unwrap_or_else(|| panic!("no access line for {id} in {log}"));
-    for want in [
-        " access:",
-        "service=\"log-test\"",
-        "endpoint=\"Fast\"",
-        "method=GET",
-        "status=200",
-        "bytes=16",
-        "duration_ms=",
-        "client=127.0.0.1:",
-    ] {
-        assert!(line.contains(want), "{want:?} not in {line}");
-    }
 }
 
 /// TLS from `[service] tls_cert`/`tls_key`: curl verifies a self-signed
