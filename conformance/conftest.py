@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -154,6 +155,28 @@ class Cloud:
         return boto3.client(service, endpoint_url=self.endpoint, region_name=self.region,
                             aws_access_key_id=access_key or self.access_key,
                             aws_secret_access_key=secret_key or self.secret_key, config=cfg)
+
+    def ec2(self, access_key=None, secret_key=None, **config_kw):
+        """A boto3 EC2 client on the cloud controller (no retries: a test sees the
+        first answer)."""
+        import boto3
+        from botocore.config import Config
+        cfg = Config(retries={"max_attempts": 1}, **config_kw)
+        return boto3.client("ec2", endpoint_url=self.clc_url + "/", region_name=self.region,
+                            aws_access_key_id=access_key or self.access_key,
+                            aws_secret_access_key=secret_key or self.secret_key, config=cfg)
+
+    def aws_ec2(self, *args, v1=False, env=None, check=True):
+        """Runs `aws ec2 ARGS --output json` (v2: Debian's /usr/bin/aws, which needs
+        --endpoint-url; v1: the PyPI awscli, as `python3 -m awscli`) with the admin's
+        config; returns the CompletedProcess (stdout parsed by the caller)."""
+        cmd = ([sys.executable, "-m", "awscli"] if v1 else ["/usr/bin/aws"])
+        cmd += ["--endpoint-url", self.clc_url + "/", "--output", "json", "ec2", *args]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                           env={**self.client_env(), **(env or {})})
+        if check and r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr}")
+        return r
 
     def client_env(self):
         """Environment for CLI clients: AWS config files, no CA bundle override."""

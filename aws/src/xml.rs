@@ -1,9 +1,10 @@
 //! A minimal streaming XML writer for S3 and EC2 response bodies.
+use std::borrow::Cow;
 use std::fmt::Write;
 
 pub struct XmlWriter {
     buf: String,
-    stack: Vec<&'static str>,
+    stack: Vec<Cow<'static, str>>,
 }
 
 pub const S3_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
@@ -49,20 +50,25 @@ impl XmlWriter {
     }
 
     /// Opens the root element with the given namespace.
-    pub fn root(&mut self, name: &'static str, ns: &str) -> &mut Self {
+    /// Opens the root element with the given namespace. (Element names are the
+    /// caller's constants, or built from them, e.g. `{Action}Response`: never input.)
+    pub fn root(&mut self, name: impl Into<Cow<'static, str>>, ns: &str) -> &mut Self {
+        let name = name.into();
         let _ = write!(self.buf, "<{name} xmlns=\"{ns}\">");
         self.stack.push(name);
         self
     }
 
-    pub fn open(&mut self, name: &'static str) -> &mut Self {
+    pub fn open(&mut self, name: impl Into<Cow<'static, str>>) -> &mut Self {
+        let name = name.into();
         let _ = write!(self.buf, "<{name}>");
         self.stack.push(name);
         self
     }
 
     /// Opens an element with raw attributes (caller escapes values).
-    pub fn open_attrs(&mut self, name: &'static str, attrs: &str) -> &mut Self {
+    pub fn open_attrs(&mut self, name: impl Into<Cow<'static, str>>, attrs: &str) -> &mut Self {
+        let name = name.into();
         let _ = write!(self.buf, "<{name} {attrs}>");
         self.stack.push(name);
         self

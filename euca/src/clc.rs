@@ -14,26 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::watch;
 
-/// Where the identity service listens unless told otherwise. (Eucalyptus served
-/// its CLC on 8773; here that is Walrus's port, so the CLC takes 8777.)
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8777";
-
-/// `[clc]` in the TOML config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ClcConfig {
-    pub listen: SocketAddr,
-    pub max_connections: usize,
-}
-
-impl Default for ClcConfig {
-    fn default() -> Self {
-        ClcConfig {
-            listen: DEFAULT_LISTEN.parse().expect("constant address"),
-            max_connections: 256,
-        }
-    }
-}
+pub use euca_clc::config::{ClcConfig, DEFAULT_LISTEN};
 
 /// `<data>/credentials/services.toml` (0600), written by the cloud controller: how
 /// other services reach the identity service, and the system account's key they
@@ -68,7 +49,10 @@ pub fn services_path(data: &Path) -> PathBuf {
     data.join("credentials/services.toml")
 }
 
-/// Binds the identity service and starts serving it; returns its URL and task.
+/// Binds the cloud controller's listener and starts serving it; returns its URL
+/// and task. With `ec2_data` (the cloud's data directory) it serves the EC2 API
+/// beside the identity service, its records in `<ec2_data>/clc/`; without, the
+/// identity service alone.
 pub async fn start(
     store: &IdentityStore,
     region: &str,
@@ -76,17 +60,34 @@ pub async fn start(
     svc: &euca_service::ServiceConfig,
     metrics: euca_service::MetricsAccess,
     shutdown: watch::Receiver<bool>,
+    ec2_data: Option<&Path>,
 ) -> Result<(String, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
-        .with_context(|| format!("binding the identity service (CLC) to {}", cfg.listen))?;
+        .with_context(|| format!("binding the cloud controller to {}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    let url = format!("http://{addr}/");
     let service = IdentityService::new(store.clone(), region, ADMIN_ACCOUNT, SYSTEM_ACCOUNT);
     let opts = euca_service::ListenOptions::new("clc", cfg.max_connections, svc);
-    let task = tokio::spawn(euca_service::serve_api(
-        listener, opts, service, metrics, shutdown,
-    ));
-    Ok((format!("http://{addr}/"), task))
+    let task = match ec2_data {
+        Some(data) => {
+            let dir = data.join("clc");
+            let clc = euca_clc::Clc::open(&dir, region, &url, cfg.clone()).with_context(|| {
+                format!(
+                    "opening the cloud controller's records in {}",
+                    dir.display()
+                )
+            })?;
+            let api = euca_clc::ClcApi::new(Arc::new(clc), service, Arc::new(store.clone()));
+            tokio::spawn(euca_service::serve_api(
+                listener, opts, api, metrics, shutdown,
+            ))
+        }
+        None => tokio::spawn(euca_service::serve_api(
+            listener, opts, service, metrics, shutdown,
+        )),
+    };
+    Ok((url, task))
 }
 
 /// `euca walrus` / `euca sc` without `--identity` open identity.redb themselves and
@@ -105,7 +106,7 @@ pub async fn start_embedded(
     });
     let token = edge::ensure_metrics_token(&o.data)?;
     let metrics = edge::metrics_access(svc, Some(&token));
-    let (url, task) = start(&o.identity, &o.region, &cfg, svc, metrics, shutdown).await?;
+    let (url, task) = start(&o.identity, &o.region, &cfg, svc, metrics, shutdown, None).await?;
     o.clc_url = Some(url);
     Ok(task)
 }
@@ -231,7 +232,7 @@ pub async fn clc_alone(a: ClcArgs) -> Result<()> {
     let metrics_token = edge::ensure_metrics_token(&data)?;
     let shutdown = crate::shutdown_signal();
     let metrics = edge::metrics_access(&svc, Some(&metrics_token));
-    let (url, task) = start(&store, &region, &cfg, &svc, metrics, shutdown).await?;
+    let (url, task) = start(&store, &region, &cfg, &svc, metrics, shutdown, Some(&data)).await?;
     let bundling = pki::ensure(&data, &admin.name, &admin.id)?;
     crate::credentials::write_all(
         &data.join("credentials"),

@@ -720,6 +720,7 @@ async fn up(a: UpArgs) -> Result<()> {
         &svc,
         access.clone(),
         shutdown.clone(),
+        Some(&opened.data),
     )
     .await?;
     opened.clc_url = Some(clc_url);

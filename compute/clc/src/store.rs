@@ -1,0 +1,484 @@
+//! The cloud controller's records: key pairs, security groups, images, volumes and
+//! snapshots, each stored under its EC2 id (unique across the cloud) with the
+//! account that owns it. [`RecordStore`] is the interface (PostgreSQL can stand
+//! behind it later); [`RedbStore`] is the embedded one (`<data>/clc/clc.redb`).
+//! Every write is one redb transaction committed durably before the API answers,
+//! so an acknowledged change survives `kill -9`.
+//!
+//! Records are JSON documents; by convention every kind has a `tags` map, which is
+//! how CreateTags/DescribeTags treat all kinds alike. [`Db`] is the typed view the
+//! actions use.
+use crate::error::Ec2Error;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The kinds of record, each its own table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    KeyPair,
+    SecurityGroup,
+    Image,
+    Volume,
+    Snapshot,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::KeyPair,
+        Kind::SecurityGroup,
+        Kind::Image,
+        Kind::Volume,
+        Kind::Snapshot,
+    ];
+
+    /// The EC2 `resourceType` (DescribeTags).
+    pub fn resource_type(self) -> &'static str {
+        match self {
+            Kind::KeyPair => "key-pair",
+            Kind::SecurityGroup => "security-group",
+            Kind::Image => "image",
+            Kind::Volume => "volume",
+            Kind::Snapshot => "snapshot",
+        }
+    }
+
+    /// The kind an id names, from its prefix (`emi-`, `eki-`, `eri-` are images).
+    pub fn of_id(id: &str) -> Option<Kind> {
+        let (prefix, _) = id.split_once('-')?;
+        Some(match prefix {
+            "key" => Kind::KeyPair,
+            "sg" => Kind::SecurityGroup,
+            "emi" | "eki" | "eri" | "ami" | "aki" | "ari" => Kind::Image,
+            "vol" => Kind::Volume,
+            "snap" => Kind::Snapshot,
+            _ => return None,
+        })
+    }
+
+    fn table(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        TableDefinition::new(match self {
+            Kind::KeyPair => "key_pairs",
+            Kind::SecurityGroup => "security_groups",
+            Kind::Image => "images",
+            Kind::Volume => "volumes",
+            Kind::Snapshot => "snapshots",
+        })
+    }
+
+    /// `owner \0 id` → (), for listing one account's records in id order.
+    fn owner_index(self) -> TableDefinition<'static, &'static str, ()> {
+        TableDefinition::new(match self {
+            Kind::KeyPair => "key_pairs_by_owner",
+            Kind::SecurityGroup => "security_groups_by_owner",
+            Kind::Image => "images_by_owner",
+            Kind::Volume => "volumes_by_owner",
+            Kind::Snapshot => "snapshots_by_owner",
+        })
+    }
+}
+
+/// One stored record.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub owner: String,
+    pub id: String,
+    pub value: Vec<u8>,
+}
+
+/// What an [`RecordStore::update`] callback decides.
+pub enum Change {
+    /// Leave the record as it is.
+    Keep,
+    /// Replace the record's value (the owner stays).
+    Put(Vec<u8>),
+    /// Remove the record.
+    Delete,
+}
+
+/// The storage behind the records.
+pub trait RecordStore: Send + Sync + 'static {
+    fn get(&self, kind: Kind, id: &str) -> Result<Option<Stored>, Ec2Error>;
+    /// Stores a new record, unless `conflict` is true for one of `owner`'s records of
+    /// the same kind (a name already taken) or the id exists: then returns false and
+    /// stores nothing. Check and insert are one transaction.
+    fn insert(
+        &self,
+        kind: Kind,
+        owner: &str,
+        id: &str,
+        value: &[u8],
+        conflict: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<bool, Ec2Error>;
+    /// Reads, decides and writes one record in one transaction; `f` sees `None` if
+    /// there is no such record. Returns what `f` returned.
+    fn update(
+        &self,
+        kind: Kind,
+        id: &str,
+        f: &mut dyn FnMut(Option<&Stored>) -> Result<Change, Ec2Error>,
+    ) -> Result<(), Ec2Error>;
+    /// Up to `limit` records in id order, with ids after `after`: `owner`'s, or every
+    /// account's when `owner` is `None`.
+    fn scan(
+        &self,
+        kind: Kind,
+        owner: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Stored>, Ec2Error>;
+}
+
+/// The embedded store: one redb file.
+pub struct RedbStore {
+    db: Database,
+}
+
+fn owner_key(owner: &str, id: &str) -> String {
+    format!("{owner}\0{id}")
+}
+
+/// The stored form: the owner, a newline, the record's JSON. (Owners are account
+/// ids: digits, never a newline.)
+fn encode(owner: &str, value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(owner.len() + 1 + value.len());
+    v.extend_from_slice(owner.as_bytes());
+    v.push(b'\n');
+    v.extend_from_slice(value);
+    v
+}
+
+fn decode(id: &str, raw: &[u8]) -> Result<Stored, Ec2Error> {
+    let nl = raw
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or_else(|| Ec2Error::internal(format!("record {id} is damaged")))?;
+    let owner = std::str::from_utf8(&raw[..nl])
+        .map_err(|_| Ec2Error::internal(format!("record {id} is damaged")))?;
+    Ok(Stored {
+        owner: owner.to_string(),
+        id: id.to_string(),
+        value: raw[nl + 1..].to_vec(),
+    })
+}
+
+impl RedbStore {
+    pub fn open(path: &Path) -> Result<RedbStore, Ec2Error> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(Ec2Error::internal)?;
+        }
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        for k in Kind::ALL {
+            tx.open_table(k.table())?;
+            tx.open_table(k.owner_index())?;
+        }
+        tx.commit()?;
+        Ok(RedbStore { db })
+    }
+}
+
+impl RecordStore for RedbStore {
+    fn get(&self, kind: Kind, id: &str) -> Result<Option<Stored>, Ec2Error> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(kind.table())?;
+        let got = t.get(id)?;
+        got.map(|v| decode(id, v.value())).transpose()
+    }
+
+    fn insert(
+        &self,
+        kind: Kind,
+        owner: &str,
+        id: &str,
+        value: &[u8],
+        conflict: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<bool, Ec2Error> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(kind.table())?;
+            let mut ix = tx.open_table(kind.owner_index())?;
+            if t.get(id)?.is_some() {
+                return Ok(false);
+            }
+            let start = owner_key(owner, "");
+            let end = format!("{owner}\u{1}");
+            for e in ix.range(start.as_str()..end.as_str())? {
+                let (k, _) = e?;
+                let other = k.value().split_once('\0').map(|(_, i)| i).unwrap_or("");
+                if let Some(v) = t.get(other)? {
+                    if conflict(&decode(other, v.value())?.value) {
+                        return Ok(false);
+                    }
+                }
+            }
+            t.insert(id, encode(owner, value).as_slice())?;
+            ix.insert(owner_key(owner, id).as_str(), ())?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn update(
+        &self,
+        kind: Kind,
+        id: &str,
+        f: &mut dyn FnMut(Option<&Stored>) -> Result<Change, Ec2Error>,
+    ) -> Result<(), Ec2Error> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(kind.table())?;
+            let cur = match t.get(id)? {
+                Some(v) => Some(decode(id, v.value())?),
+                None => None,
+            };
+            match f(cur.as_ref())? {
+                Change::Keep => return Ok(()),
+                Change::Put(value) => {
+                    let Some(cur) = cur else {
+                        return Err(Ec2Error::internal(format!("no record {id} to replace")));
+                    };
+                    t.insert(id, encode(&cur.owner, &value).as_slice())?;
+                }
+                Change::Delete => {
+                    if let Some(cur) = cur {
+                        t.remove(id)?;
+                        let mut ix = tx.open_table(kind.owner_index())?;
+                        ix.remove(owner_key(&cur.owner, id).as_str())?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        kind: Kind,
+        owner: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Stored>, Ec2Error> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(kind.table())?;
+        let mut out = Vec::new();
+        match owner {
+            Some(owner) => {
+                let ix = tx.open_table(kind.owner_index())?;
+                let start = owner_key(owner, after.unwrap_or(""));
+                let end = format!("{owner}\u{1}");
+                for e in ix.range(start.as_str()..end.as_str())? {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let (k, _) = e?;
+                    let id = k.value().split_once('\0').map(|(_, i)| i).unwrap_or("");
+                    if Some(id) == after {
+                        continue;
+                    }
+                    if let Some(v) = t.get(id)? {
+                        out.push(decode(id, v.value())?);
+                    }
+                }
+            }
+            None => {
+                let iter = match after {
+                    Some(a) => t.range(a..)?,
+                    None => t.range::<&str>(..)?,
+                };
+                for e in iter {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let (k, v) = e?;
+                    if Some(k.value()) == after {
+                        continue;
+                    }
+                    out.push(decode(k.value(), v.value())?);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A kind of record the actions store.
+pub trait Record: Serialize + DeserializeOwned {
+    const KIND: Kind;
+    fn id(&self) -> &str;
+}
+
+/// A record and the account that owns it.
+#[derive(Debug, Clone)]
+pub struct Owned<T> {
+    pub owner: String,
+    pub record: T,
+}
+
+/// The typed view of a [`RecordStore`].
+#[derive(Clone)]
+pub struct Db {
+    store: Arc<dyn RecordStore>,
+}
+
+impl Db {
+    pub fn new(store: Arc<dyn RecordStore>) -> Db {
+        Db { store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn RecordStore> {
+        &self.store
+    }
+
+    pub fn get<T: Record>(&self, id: &str) -> Result<Option<Owned<T>>, Ec2Error> {
+        self.store
+            .get(T::KIND, id)?
+            .map(|s| {
+                Ok(Owned {
+                    record: serde_json::from_slice(&s.value)?,
+                    owner: s.owner,
+                })
+            })
+            .transpose()
+    }
+
+    /// Stores a new record for `owner`; false if `conflict` matched one of the
+    /// owner's records (e.g. the name is taken) or the id exists.
+    pub fn insert<T: Record>(
+        &self,
+        owner: &str,
+        record: &T,
+        conflict: impl Fn(&T) -> bool,
+    ) -> Result<bool, Ec2Error> {
+        let value = serde_json::to_vec(record)?;
+        self.store
+            .insert(T::KIND, owner, record.id(), &value, &|raw| {
+                serde_json::from_slice::<T>(raw).is_ok_and(|t| conflict(&t))
+            })
+    }
+
+    /// Changes one record atomically. `f` gets the record (or `None`) and returns
+    /// whether to keep, put back (the record as `f` left it) or delete it, and a
+    /// result for the caller.
+    pub fn update<T: Record, R>(
+        &self,
+        id: &str,
+        mut f: impl FnMut(Option<&mut Owned<T>>) -> Result<(Write, R), Ec2Error>,
+    ) -> Result<R, Ec2Error> {
+        let mut out = None;
+        self.store.update(T::KIND, id, &mut |cur| {
+            let mut owned = match cur {
+                Some(s) => Some(Owned {
+                    record: serde_json::from_slice::<T>(&s.value)?,
+                    owner: s.owner.clone(),
+                }),
+                None => None,
+            };
+            let (w, r) = f(owned.as_mut())?;
+            out = Some(r);
+            Ok(match (w, owned) {
+                (Write::Put, Some(o)) => Change::Put(serde_json::to_vec(&o.record)?),
+                (Write::Delete, _) => Change::Delete,
+                _ => Change::Keep,
+            })
+        })?;
+        out.ok_or_else(|| Ec2Error::internal("update callback did not run"))
+    }
+
+    /// Up to `limit` records of `owner` (or of everyone) after id `after`.
+    pub fn scan<T: Record>(
+        &self,
+        owner: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Owned<T>>, Ec2Error> {
+        self.store
+            .scan(T::KIND, owner, after, limit)?
+            .into_iter()
+            .map(|s| {
+                Ok(Owned {
+                    record: serde_json::from_slice(&s.value)?,
+                    owner: s.owner,
+                })
+            })
+            .collect()
+    }
+}
+
+/// What [`Db::update`]'s callback wants done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    Keep,
+    Put,
+    Delete,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+    struct Vol {
+        id: String,
+        name: String,
+    }
+    impl Record for Vol {
+        const KIND: Kind = Kind::Volume;
+        fn id(&self) -> &str {
+            &self.id
+        }
+    }
+
+    fn vol(id: &str, name: &str) -> Vol {
+        Vol {
+            id: id.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn insert_conflict_update_scan_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clc.redb");
+        {
+            let db = Db::new(Arc::new(RedbStore::open(&path).unwrap()));
+            assert!(db.insert("111", &vol("vol-01", "a"), |_| false).unwrap());
+            assert!(db.insert("111", &vol("vol-02", "b"), |_| false).unwrap());
+            assert!(db.insert("222", &vol("vol-03", "a"), |_| false).unwrap());
+            // The same id, or a name taken within the account: refused.
+            assert!(!db.insert("222", &vol("vol-01", "z"), |_| false).unwrap());
+            assert!(!db
+                .insert("111", &vol("vol-04", "a"), |o: &Vol| o.name == "a")
+                .unwrap());
+            let renamed: bool = db
+                .update::<Vol, _>("vol-02", |v| {
+                    let v = v.unwrap();
+                    v.record.name = "B".into();
+                    Ok((Write::Put, true))
+                })
+                .unwrap();
+            assert!(renamed);
+            db.update::<Vol, _>("vol-03", |_| Ok((Write::Delete, ())))
+                .unwrap();
+        }
+        let db = Db::new(Arc::new(RedbStore::open(&path).unwrap()));
+        let mine: Vec<_> = db
+            .scan::<Vol>(Some("111"), None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.record)
+            .collect();
+        assert_eq!(mine, [vol("vol-01", "a"), vol("vol-02", "B")]);
+        let page2 = db.scan::<Vol>(Some("111"), Some("vol-01"), 10).unwrap();
+        assert_eq!(page2.len(), 1);
+        assert_eq!(page2[0].record.id, "vol-02");
+        assert!(db.scan::<Vol>(Some("222"), None, 10).unwrap().is_empty());
+        assert_eq!(db.scan::<Vol>(None, None, 1).unwrap().len(), 1);
+        assert!(db.get::<Vol>("vol-03").unwrap().is_none());
+        assert_eq!(db.get::<Vol>("vol-01").unwrap().unwrap().owner, "111");
+    }
+}
