@@ -16,6 +16,7 @@ pub mod config;
 pub mod describe;
 pub mod error;
 pub mod ids;
+pub mod model;
 pub mod params;
 pub mod store;
 

@@ -1,0 +1,261 @@
+//! The records the cloud controller keeps, one type per kind of resource. Every
+//! record has its EC2 id and a `tags` map (CreateTags treats all kinds alike
+//! through it). Times are RFC 3339 UTC strings as EC2 prints them
+//! (`2026-12-03T21:05:33.000Z`). Fields may be added (with `#[serde(default)]`)
+//! without migrating stored records.
+use crate::describe::Tags;
+use crate::store::{Kind, Record};
+use serde::{Deserialize, Serialize};
+
+/// An SSH key pair (only the public half is kept).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyPair {
+    /// `key-` + hex.
+    pub id: String,
+    pub name: String,
+    pub fingerprint: String,
+    /// `rsa` or `ed25519`.
+    pub key_type: String,
+    /// The OpenSSH public key line.
+    pub public_key: String,
+    pub created: String,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+/// A security group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecurityGroup {
+    /// `sg-` + hex.
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    #[serde(default)]
+    pub ingress: Vec<IngressRule>,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+/// One ingress permission: a protocol and port range from a CIDR or a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressRule {
+    /// `tcp`, `udp`, `icmp` or `-1` (all).
+    pub protocol: String,
+    pub from_port: Option<i32>,
+    pub to_port: Option<i32>,
+    /// A CIDR (`0.0.0.0/0`), or a source group.
+    pub source: RuleSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleSource {
+    Cidr(String),
+    Group {
+        /// The owning account id.
+        user_id: String,
+        group_id: String,
+        group_name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageType {
+    Machine,
+    Kernel,
+    Ramdisk,
+}
+
+impl ImageType {
+    /// The id prefix: `emi`, `eki`, `eri`.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            ImageType::Machine => "emi",
+            ImageType::Kernel => "eki",
+            ImageType::Ramdisk => "eri",
+        }
+    }
+}
+
+/// EC2 image states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageState {
+    Pending,
+    Available,
+    Failed,
+    Deregistered,
+}
+
+/// A registered image: from a bundle in Walrus (instance-store) or from a
+/// snapshot (EBS).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Image {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub image_type: ImageType,
+    pub state: ImageState,
+    /// Why the image failed (`stateReason`).
+    #[serde(default)]
+    pub state_reason: Option<String>,
+    pub architecture: String,
+    /// `bucket/prefix.manifest.xml` for bundles.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// `instance-store` or `ebs`.
+    pub root_device_type: String,
+    pub root_device_name: String,
+    /// EBS images: the root snapshot (and any other mappings, device → snapshot).
+    #[serde(default)]
+    pub block_devices: Vec<BlockDevice>,
+    #[serde(default)]
+    pub kernel_id: Option<String>,
+    #[serde(default)]
+    pub ramdisk_id: Option<String>,
+    /// The installed image's id in the image store (content address), once
+    /// available.
+    #[serde(default)]
+    pub installed_id: Option<String>,
+    #[serde(default)]
+    pub public: bool,
+    /// Account ids allowed to launch it besides the owner.
+    #[serde(default)]
+    pub launch_permissions: Vec<String>,
+    pub created: String,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockDevice {
+    pub device_name: String,
+    #[serde(default)]
+    pub snapshot_id: Option<String>,
+    #[serde(default)]
+    pub volume_size: Option<u64>,
+    #[serde(default)]
+    pub delete_on_termination: bool,
+}
+
+/// EC2 volume states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VolumeState {
+    Creating,
+    Available,
+    InUse,
+    Deleting,
+    Deleted,
+    Error,
+}
+
+impl VolumeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeState::Creating => "creating",
+            VolumeState::Available => "available",
+            VolumeState::InUse => "in-use",
+            VolumeState::Deleting => "deleting",
+            VolumeState::Deleted => "deleted",
+            VolumeState::Error => "error",
+        }
+    }
+}
+
+/// A volume (the storage is the storage controller's volume of the same id).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Volume {
+    pub id: String,
+    pub size_gib: u64,
+    #[serde(default)]
+    pub snapshot_id: Option<String>,
+    pub zone: String,
+    pub state: VolumeState,
+    pub created: String,
+    #[serde(default)]
+    pub attachment: Option<VolumeAttachment>,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+/// Attachment states (set by the instances work; the volume record lives here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachmentState {
+    Attaching,
+    Attached,
+    Detaching,
+    Detached,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeAttachment {
+    pub instance_id: String,
+    pub device: String,
+    pub state: AttachmentState,
+    pub attach_time: String,
+    #[serde(default)]
+    pub delete_on_termination: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotState {
+    Pending,
+    Completed,
+    Error,
+}
+
+impl SnapshotState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotState::Pending => "pending",
+            SnapshotState::Completed => "completed",
+            SnapshotState::Error => "error",
+        }
+    }
+}
+
+/// A snapshot (stored by the storage controller under the same id).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub id: String,
+    pub volume_id: String,
+    pub volume_size_gib: u64,
+    pub state: SnapshotState,
+    /// 0–100.
+    pub progress: u8,
+    #[serde(default)]
+    pub description: String,
+    pub start_time: String,
+    /// Account ids allowed to create volumes from it besides the owner
+    /// (`createVolumePermission`); `all` for public.
+    #[serde(default)]
+    pub restorable_by: Vec<String>,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+macro_rules! record {
+    ($t:ty, $k:expr) => {
+        impl Record for $t {
+            const KIND: Kind = $k;
+            fn id(&self) -> &str {
+                &self.id
+            }
+        }
+    };
+}
+record!(KeyPair, Kind::KeyPair);
+record!(SecurityGroup, Kind::SecurityGroup);
+record!(Image, Kind::Image);
+record!(Volume, Kind::Volume);
+record!(Snapshot, Kind::Snapshot);
+
+/// Now, as EC2 prints times (`2026-12-03T21:05:33.000Z`).
+pub fn now_iso() -> String {
+    euca_aws::timefmt::format_iso8601(time::OffsetDateTime::now_utc())
+}
