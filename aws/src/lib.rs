@@ -20,7 +20,7 @@ pub mod xml;
 
 /// Re-exported so implementors of [`CredentialLookup`] need no direct dependency.
 pub use async_trait::async_trait;
-pub use auth::{authenticate, PayloadCheck};
+pub use auth::{authenticate, authenticate_form, FormAuthError, PayloadCheck};
 pub use credential::{
     constant_time_eq, AuthError, Credential, CredentialLookup, LookupError, Principal,
 };
