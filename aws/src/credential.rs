@@ -38,9 +38,16 @@ pub trait CredentialLookup: Send + Sync {
 
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
+    /// The region a SigV4 credential scope must name (unless `region_from_scope`).
     pub region: String,
+    /// The service a SigV4 credential scope must name.
     pub service: &'static str,
     pub max_skew: Duration,
+    /// Derive the signing key from whatever region the request's credential scope
+    /// names instead of requiring `region`. For EC2 only: its clients sign with the
+    /// region their user configured (euca2ools 3.x with `undefined-<pid>`), and the
+    /// cloud has one region whatever its name. S3 and the SC keep the exact check.
+    pub region_from_scope: bool,
 }
 
 impl AuthConfig {
@@ -49,6 +56,17 @@ impl AuthConfig {
             region: region.to_string(),
             service: "s3",
             max_skew: Duration::minutes(15),
+            region_from_scope: false,
+        }
+    }
+
+    /// The EC2 Query API: service `ec2`, any region in the scope, 15 minutes of skew.
+    pub fn ec2(region: &str) -> Self {
+        Self {
+            region: region.to_string(),
+            service: "ec2",
+            max_skew: Duration::minutes(15),
+            region_from_scope: true,
         }
     }
 }
@@ -69,6 +87,13 @@ pub enum AuthError {
     HeaderMalformed(String),
     #[error("Query-string authentication is malformed: {0}")]
     QueryMalformed(String),
+    /// The Authorization header's credential scope names the wrong date, region or
+    /// service (for S3 the same answer as [`AuthError::HeaderMalformed`]).
+    #[error("The authorization header is malformed: {0}")]
+    HeaderScope(String),
+    /// The same for `X-Amz-Credential` (S3: as [`AuthError::QueryMalformed`]).
+    #[error("Query-string authentication is malformed: {0}")]
+    QueryScope(String),
     #[error("{0}")]
     InvalidArgument(String),
     #[error("Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified")]
@@ -85,6 +110,12 @@ pub enum AuthError {
     /// the server's log, not the client.
     #[error("Service is unable to handle request.")]
     IdentityUnavailable(String),
+    /// No credentials at all, where an API has no anonymous access (EC2).
+    #[error("The request carries no AWS Signature Version 4 (neither an Authorization header nor X-Amz-* query parameters).")]
+    MissingAuthentication,
+    /// A signature scheme this API does not accept (EC2 with Signature Version 2).
+    #[error("{0} is not supported; sign the request with AWS Signature Version 4")]
+    UnsupportedSignature(String),
 }
 
 impl AuthError {
@@ -98,12 +129,51 @@ impl AuthError {
             Self::AccessDeniedDate => ("AccessDenied", 403),
             Self::HeaderMalformed(_) => ("AuthorizationHeaderMalformed", 400),
             Self::QueryMalformed(_) => ("AuthorizationQueryParametersError", 400),
+            Self::HeaderScope(_) => ("AuthorizationHeaderMalformed", 400),
+            Self::QueryScope(_) => ("AuthorizationQueryParametersError", 400),
             Self::InvalidArgument(_) => ("InvalidArgument", 400),
             Self::MixedAuth => ("InvalidArgument", 400),
             Self::NotImplemented(_) => ("NotImplemented", 501),
             Self::ContentSha256Mismatch => ("XAmzContentSHA256Mismatch", 400),
             Self::MissingContentSha256 => ("InvalidRequest", 400),
             Self::UnsignedHeader(_) => ("AccessDenied", 403),
+            Self::IdentityUnavailable(_) => ("ServiceUnavailable", 503),
+            Self::MissingAuthentication => ("AccessDenied", 403),
+            Self::UnsupportedSignature(_) => ("AccessDenied", 403),
+        }
+    }
+
+    /// EC2 Query API error code and HTTP status (the `<Code>` of an EC2 `<Response>`
+    /// error), for the same errors [`AuthError::code`] names for S3:
+    ///
+    /// | error | EC2 code | status |
+    /// | --- | --- | --- |
+    /// | bad signature, unknown or disabled key, credential scope (date, service) not this request's or API's, unsigned header, signature scheme not accepted | `AuthFailure` | 403 |
+    /// | request time outside the allowed skew, presigned URL expired | `RequestExpired` | 400 |
+    /// | no credentials at all | `MissingAuthenticationToken` | 403 |
+    /// | no usable date | `MissingParameter` | 400 |
+    /// | `X-Amz-Content-SHA256` not the body's hash | `XAmzContentSHA256Mismatch` | 400 |
+    /// | malformed Authorization header or X-Amz-* query parameters, bad argument, mixed auth | `InvalidParameterValue` | 400 |
+    /// | unsupported payload mode | `Unsupported` | 400 |
+    /// | identity store unreachable (retryable) | `ServiceUnavailable` | 503 |
+    pub fn ec2_code(&self) -> (&'static str, u16) {
+        match self {
+            Self::SignatureDoesNotMatch
+            | Self::InvalidAccessKeyId
+            | Self::UnsignedHeader(_)
+            | Self::UnsupportedSignature(_)
+            | Self::HeaderScope(_)
+            | Self::QueryScope(_) => ("AuthFailure", 403),
+            Self::RequestTimeTooSkewed | Self::Expired => ("RequestExpired", 400),
+            Self::MissingAuthentication => ("MissingAuthenticationToken", 403),
+            Self::AccessDeniedDate => ("MissingParameter", 400),
+            Self::ContentSha256Mismatch => ("XAmzContentSHA256Mismatch", 400),
+            Self::HeaderMalformed(_)
+            | Self::QueryMalformed(_)
+            | Self::InvalidArgument(_)
+            | Self::MixedAuth
+            | Self::MissingContentSha256 => ("InvalidParameterValue", 400),
+            Self::NotImplemented(_) => ("Unsupported", 400),
             Self::IdentityUnavailable(_) => ("ServiceUnavailable", 503),
         }
     }

@@ -5,6 +5,12 @@
 //! Services call [`auth::authenticate`] once, before routing, and hand the handlers a
 //! verified [`auth::Principal`] plus a [`auth::PayloadCheck`] that the body stream
 //! enforces while it is read.
+//!
+//! The EC2 Query API, whose small form body is itself what is signed, calls
+//! [`auth::authenticate_form`] instead (with [`credential::AuthConfig::ec2`]): the key
+//! is looked up before the body is read, then the signature is checked over the body,
+//! and [`encoding::parse_form`] decodes its parameters; [`AuthError::ec2_code`] names
+//! its errors the EC2 way.
 
 pub mod auth;
 pub mod checksum;
@@ -20,7 +26,7 @@ pub mod xml;
 
 /// Re-exported so implementors of [`CredentialLookup`] need no direct dependency.
 pub use async_trait::async_trait;
-pub use auth::{authenticate, PayloadCheck};
+pub use auth::{authenticate, authenticate_form, FormAuthError, PayloadCheck};
 pub use credential::{
     constant_time_eq, AuthError, Credential, CredentialLookup, LookupError, Principal,
 };

@@ -274,6 +274,7 @@ impl IdentityService {
             region: self.region.clone(),
             service: SIGNING_SERVICE,
             max_skew: time::Duration::minutes(15),
+            region_from_scope: false,
         };
         let auth =
             euca_aws::authenticate(&parts, &self.store, &cfg, time::OffsetDateTime::now_utc())

@@ -195,6 +195,7 @@ async fn route(st: &ApiState, ep: ScEndpoint, req: http::Request<Incoming>) -> R
         region: st.region.clone(),
         service: "sc",
         max_skew: time::Duration::minutes(15),
+        region_from_scope: false,
     };
     let auth = match euca_aws::authenticate(
         &parts,
