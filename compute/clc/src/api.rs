@@ -13,6 +13,8 @@ use crate::error::Ec2Error;
 use crate::params::Params;
 use crate::Clc;
 use bytes::Bytes;
+use euca_aws::auth::{authenticate_form, form_query_params, AuthConfig, FormAuthError};
+use euca_aws::encoding::parse_form;
 use euca_aws::xml::XmlWriter;
 use euca_aws::{CredentialLookup, Principal};
 use euca_identity::service::{IdentityEndpoint, IdentityService};
@@ -117,21 +119,30 @@ impl ClcApi {
             )));
         }
         let headers = parts.headers.clone();
+        let cfg = AuthConfig::ec2(&self.clc.region);
+        let now = time::OffsetDateTime::now_utc();
         let (caller, body) =
-            crate::auth_shim::authenticate_form(parts, self.lookup.as_ref(), || async move {
+            authenticate_form(parts, self.lookup.as_ref(), &cfg, now, || async move {
                 read_capped(&headers, body, MAX_BODY).await
             })
             .await
             .map_err(|e| match e {
-                crate::auth_shim::FormAuthError::Auth(a) => Ec2Error::AuthFailure(a.to_string()),
-                crate::auth_shim::FormAuthError::Body(b) => {
-                    Ec2Error::invalid(format!("request body: {b}"))
+                FormAuthError::Auth(a) => {
+                    let (code, status) = a.ec2_code();
+                    match code {
+                        "AuthFailure" => Ec2Error::AuthFailure(a.to_string()),
+                        _ => Ec2Error::Auth {
+                            code,
+                            status,
+                            message: a.to_string(),
+                        },
+                    }
                 }
+                FormAuthError::Body(b) => Ec2Error::invalid(format!("request body: {b}")),
             })?;
-        let mut pairs = crate::auth_shim::parse_form(parts.uri.query().unwrap_or("").as_bytes())
-            .map_err(Ec2Error::invalid)?;
+        let mut pairs = form_query_params(parts).map_err(|e| Ec2Error::invalid(e.to_string()))?;
         if parts.method == Method::POST {
-            pairs.extend(crate::auth_shim::parse_form(&body).map_err(Ec2Error::invalid)?);
+            pairs.extend(parse_form(&body).map_err(|e| Ec2Error::invalid(e.to_string()))?);
         }
         Ok((caller, Params::new(pairs)?))
     }

@@ -11,7 +11,6 @@
 //! - [`params`], [`describe`]: EC2 request conventions (lists, filters, pages).
 pub mod actions;
 pub mod api;
-mod auth_shim;
 pub mod config;
 pub mod describe;
 pub mod error;
