@@ -187,6 +187,9 @@ pub async fn describe_security_groups(cx: &Call<'_>, x: &mut XmlWriter) -> Resul
     Ok(())
 }
 
+/// One `ipPermissions` item: protocol, ports and the sources they are open to.
+type Permission<'a> = (&'a str, Option<i32>, Option<i32>, Vec<&'a RuleSource>);
+
 fn write_group(x: &mut XmlWriter, owner: &str, g: &SecurityGroup) {
     x.open("item")
         .elem("ownerId", owner)
@@ -194,7 +197,7 @@ fn write_group(x: &mut XmlWriter, owner: &str, g: &SecurityGroup) {
         .elem("groupName", &g.name)
         .elem("groupDescription", &g.description);
     // One permission per protocol and port range, its sources together (as AWS).
-    let mut perms: Vec<(&str, Option<i32>, Option<i32>, Vec<&RuleSource>)> = Vec::new();
+    let mut perms: Vec<Permission> = Vec::new();
     for r in &g.ingress {
         let key = (r.protocol.as_str(), r.from_port, r.to_port);
         match perms.iter_mut().find(|p| (p.0, p.1, p.2) == key) {

@@ -67,15 +67,12 @@ fn resources(p: &Params) -> Result<Vec<(Kind, String)>, Ec2Error> {
         .collect()
 }
 
+/// A change to one record's tags.
+type TagPatch<'a> = dyn Fn(&mut Map<String, Value>) -> Result<(), Ec2Error> + 'a;
+
 /// Patches the `tags` map of `owner`'s record `id` with `f`; the record must be
 /// the caller's.
-fn patch_tags(
-    db: &Db,
-    owner: &str,
-    kind: Kind,
-    id: &str,
-    f: &dyn Fn(&mut Map<String, Value>) -> Result<(), Ec2Error>,
-) -> Result<(), Ec2Error> {
+fn patch_tags(db: &Db, owner: &str, kind: Kind, id: &str, f: &TagPatch) -> Result<(), Ec2Error> {
     db.store().update(kind, id, &mut |cur: Option<&Stored>| {
         let Some(s) = cur.filter(|s| s.owner == owner) else {
             return Err(not_found(kind, id));
