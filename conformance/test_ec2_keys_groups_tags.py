@@ -301,3 +301,19 @@ def test_another_account_sees_none_of_it(cloud):
     tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [kp, sg]}])["Tags"]
     assert {(t["ResourceId"], t["Key"], t["Value"]) for t in tags} == \
         {(kp, "owner", "me"), (sg, "owner", "me")}
+
+
+def test_tag_specifications_on_create(cloud):
+    ec2 = cloud.ec2()
+    marker = uniq("spec")
+    kp = ec2.create_key_pair(KeyName=uniq("spec"), KeyType="ed25519", TagSpecifications=[
+        {"ResourceType": "key-pair", "Tags": [{"Key": "Name", "Value": marker}]}])
+    assert kp["Tags"] == [{"Key": "Name", "Value": marker}]
+    sg = ec2.create_security_group(GroupName=uniq("spec"), Description="d", TagSpecifications=[
+        {"ResourceType": "security-group", "Tags": [{"Key": "Name", "Value": marker}]}])
+    tags = ec2.describe_tags(Filters=[{"Name": "value", "Values": [marker]}])["Tags"]
+    assert {(t["ResourceId"], t["ResourceType"]) for t in tags} == \
+        {(kp["KeyPairId"], "key-pair"), (sg["GroupId"], "security-group")}
+    assert code_of(ec2.create_security_group, GroupName=uniq("spec"), Description="d",
+                   TagSpecifications=[{"ResourceType": "volume", "Tags": [
+                       {"Key": "a", "Value": "b"}]}]) == "InvalidParameterValue"

@@ -117,15 +117,16 @@ pub async fn create_security_group(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(
             "Value ({name}) for parameter GroupName is invalid: group names may not start with 'sg-'"
         )));
     }
+    let tags = super::tags::tag_specs(cx.params, "security-group")?;
     let (db, owner) = (cx.clc.db.clone(), cx.account().to_string());
-    let id = blocking(move || {
+    let (id, tags) = blocking(move || {
         my_groups(&db, &owner)?;
         let g = SecurityGroup {
             id: crate::ids::new_id("sg"),
             name,
             description,
             ingress: Vec::new(),
-            tags: Tags::new(),
+            tags,
         };
         if !db.insert(&owner, &g, |o: &SecurityGroup| o.name == g.name)? {
             return Err(Ec2Error::duplicate(
@@ -133,10 +134,11 @@ pub async fn create_security_group(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(
                 format!("The security group '{}' already exists", g.name),
             ));
         }
-        Ok(g.id)
+        Ok((g.id, g.tags))
     })
     .await?;
     x.elem("return", "true").elem("groupId", id);
+    describe::tag_set(x, &tags);
     Ok(())
 }
 
@@ -595,6 +597,28 @@ mod tests {
                 .collect(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn concurrent_first_uses_make_one_default_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::RedbStore::open(&dir.path().join("c.redb")).unwrap();
+        let db = Db::new(std::sync::Arc::new(store));
+        let seen: Vec<Vec<String>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| my_groups(&db, "111").unwrap()))
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap().into_iter().map(|g| g.record.id).collect())
+                .collect()
+        });
+        let all = all_of::<SecurityGroup>(&db, Some("111")).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].record.name, "default");
+        assert_eq!(all[0].record.description, "default group");
+        // Every caller saw that one group.
+        assert!(seen.iter().all(|ids| ids == &[all[0].record.id.clone()]));
+        assert!(my_groups(&db, "222").unwrap()[0].record.id != all[0].record.id);
     }
 
     #[test]

@@ -53,16 +53,22 @@ fn store_key(db: &Db, owner: &str, key: &KeyPair) -> Result<(), Ec2Error> {
     }
 }
 
-fn new_record(name: &str, key_type: KeyType, public_line: String, fingerprint: String) -> KeyPair {
-    KeyPair {
+fn new_record(
+    p: &Params,
+    name: &str,
+    key_type: KeyType,
+    public_line: String,
+    fingerprint: String,
+) -> Result<KeyPair, Ec2Error> {
+    Ok(KeyPair {
         id: crate::ids::new_id("key"),
         name: name.to_string(),
         fingerprint,
         key_type: key_type.as_str().to_string(),
         public_key: public_line,
         created: now_iso(),
-        tags: Tags::new(),
-    }
+        tags: super::tags::tag_specs(p, "key-pair")?,
+    })
 }
 
 pub async fn create_key_pair(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
@@ -81,7 +87,12 @@ pub async fn create_key_pair(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2
             "Value ({f}) for parameter KeyFormat is invalid: only pem is supported"
         )));
     }
-    let (db, owner) = (cx.clc.db.clone(), cx.account().to_string());
+    let (db, owner, p) = (
+        cx.clc.db.clone(),
+        cx.account().to_string(),
+        cx.params.clone(),
+    );
+    super::tags::tag_specs(&p, "key-pair")?;
     let (key, material) = blocking(move || {
         // Refuse a taken name before spending the key generation on it.
         if all_of::<KeyPair>(&db, Some(&owner))?
@@ -94,7 +105,7 @@ pub async fn create_key_pair(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2
             ));
         }
         let g = keymat::generate(kind).map_err(Ec2Error::internal)?;
-        let key = new_record(&name, kind, g.public_line, g.fingerprint);
+        let key = new_record(&p, &name, kind, g.public_line, g.fingerprint)?;
         store_key(&db, &owner, &key)?;
         Ok((key, g.private_pem))
     })
@@ -119,7 +130,7 @@ pub async fn import_key_pair(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2
         code: "InvalidKey.Format",
         message: e.to_string(),
     })?;
-    let key = new_record(&name, k.key_type, k.public_line, k.fingerprint);
+    let key = new_record(cx.params, &name, k.key_type, k.public_line, k.fingerprint)?;
     let (db, owner, rec) = (cx.clc.db.clone(), cx.account().to_string(), key.clone());
     blocking(move || store_key(&db, &owner, &rec)).await?;
     x.elem("keyName", &key.name)

@@ -106,10 +106,34 @@ fn check_owned(db: &Db, owner: &str, res: &[(Kind, String)]) -> Result<(), Ec2Er
     Ok(())
 }
 
-pub async fn create_tags(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
-    let res = resources(cx.params)?;
-    let mut tags: Vec<(String, String)> = Vec::new();
-    for t in cx.params.members("Tag") {
+/// The tags of `TagSpecification.N` for `resource_type` (CreateKeyPair,
+/// ImportKeyPair, CreateSecurityGroup), checked as CreateTags checks them.
+pub fn tag_specs(p: &Params, resource_type: &str) -> Result<describe::Tags, Ec2Error> {
+    let mut out = describe::Tags::new();
+    for spec in p.members("TagSpecification") {
+        let rt = spec.get("ResourceType").unwrap_or(resource_type);
+        if rt != resource_type {
+            return Err(Ec2Error::invalid(format!(
+                "'{rt}' is not a valid taggable resource type for this operation."
+            )));
+        }
+        for (k, v) in tag_params(&spec)? {
+            out.insert(k, v);
+        }
+    }
+    if out.len() > MAX_TAGS {
+        return Err(Ec2Error::Parameter {
+            code: "TagLimitExceeded",
+            message: format!("A resource may have at most {MAX_TAGS} tags."),
+        });
+    }
+    Ok(out)
+}
+
+/// `Tag.N.Key` / `Tag.N.Value` (value default empty), checked.
+fn tag_params(p: &Params) -> Result<Vec<(String, String)>, Ec2Error> {
+    let mut tags = Vec::new();
+    for t in p.members("Tag") {
         let k = t.required("Key")?;
         let v = t.get("Value").unwrap_or("");
         check_key(k)?;
@@ -120,6 +144,12 @@ pub async fn create_tags(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Erro
         }
         tags.push((k.to_string(), v.to_string()));
     }
+    Ok(tags)
+}
+
+pub async fn create_tags(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
+    let res = resources(cx.params)?;
+    let tags = tag_params(cx.params)?;
     if tags.is_empty() {
         return Err(Ec2Error::MissingParameter("Tag.1.Key".into()));
     }
