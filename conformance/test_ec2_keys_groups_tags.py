@@ -294,6 +294,12 @@ def test_another_account_sees_none_of_it(cloud):
     assert code_of(other.authorize_security_group_ingress, GroupId=sg, IpPermissions=[
         {"IpProtocol": "tcp", "FromPort": 1, "ToPort": 1,
          "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]) == "InvalidGroup.NotFound"
+    # Naming our group (with our account id) in its own rule does not pin it.
+    me = ec2.describe_security_groups(GroupIds=[sg])["SecurityGroups"][0]["OwnerId"]
+    pinned = other.create_security_group(GroupName=uniq("pin"), Description="p")["GroupId"]
+    other.authorize_security_group_ingress(GroupId=pinned, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 5, "ToPort": 5,
+         "UserIdGroupPairs": [{"GroupId": sg, "UserId": me}]}])
     # The other account's DeleteKeyPair does not touch ours.
     other.delete_key_pair(KeyName=name)
     other.delete_key_pair(KeyPairId=kp)
@@ -301,6 +307,7 @@ def test_another_account_sees_none_of_it(cloud):
     tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [kp, sg]}])["Tags"]
     assert {(t["ResourceId"], t["Key"], t["Value"]) for t in tags} == \
         {(kp, "owner", "me"), (sg, "owner", "me")}
+    ec2.delete_security_group(GroupId=sg)
 
 
 def test_tag_specifications_on_create(cloud):

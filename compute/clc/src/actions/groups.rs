@@ -262,21 +262,21 @@ pub async fn delete_security_group(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(
             ));
         }
         let id = g.record.id;
-        let users = all_of::<SecurityGroup>(&db, None)?;
+        // The account's own rules naming it keep it (another account's cannot: that
+        // would let anyone pin a group they can name; theirs then match nothing).
+        let users = all_of::<SecurityGroup>(&db, Some(&owner))?;
         if let Some(u) = users.iter().find(|u| {
             u.record.id != id
                 && u.record.ingress.iter().any(
                     |r| matches!(&r.source, RuleSource::Group { group_id, .. } if *group_id == id),
                 )
         }) {
-            let by = if u.owner == owner {
-                u.record.id.as_str()
-            } else {
-                "another account's group"
-            };
             return Err(Ec2Error::state(
                 "DependencyViolation",
-                format!("resource {id} has a dependent object ({by})"),
+                format!(
+                    "resource {id} has a dependent object (a rule of {})",
+                    u.record.id
+                ),
             ));
         }
         db.update::<SecurityGroup, _>(&id, |cur| {
