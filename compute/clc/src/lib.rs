@@ -15,7 +15,9 @@ pub mod config;
 pub mod describe;
 pub mod error;
 pub mod ids;
+pub mod keymat;
 pub mod model;
+mod offload;
 pub mod params;
 pub mod store;
 

@@ -1,0 +1,1 @@
+Xx+tRlJJcrlUTC0u8d4b03qQmlufdS1iUZkWmckVkBA=
