@@ -6,7 +6,7 @@ use super::Call;
 use crate::describe::{self, Describe, Filterable, Scope, Tags};
 use crate::error::Ec2Error;
 use crate::model::{Image, ImageState, Snapshot, SnapshotState, Volume, VolumeState};
-use crate::store::{Owned, Write};
+use crate::store::{Db, Owned, Write};
 use crate::Clc;
 use euca_aws::xml::XmlWriter;
 
@@ -133,7 +133,7 @@ fn selected(o: &Owned<Snapshot>, owners: &[String], restorers: &[String]) -> boo
     if owners.is_empty() && restorers.is_empty() {
         return true;
     }
-    owners.iter().any(|a| *a == o.owner)
+    owners.contains(&o.owner)
         || restorers.iter().any(|r| {
             if r == ALL {
                 o.record.restorable_by.iter().any(|a| a == ALL)
@@ -231,13 +231,10 @@ fn owned_snapshot(cx: &Call<'_>, id: &str) -> Result<Owned<Snapshot>, Ec2Error> 
 }
 
 /// The image (not deregistered) whose block devices use the snapshot, if any.
-fn image_using(cx: &Call<'_>, snapshot_id: &str) -> Result<Option<String>, Ec2Error> {
+fn image_using(db: &Db, snapshot_id: &str) -> Result<Option<String>, Ec2Error> {
     let mut after: Option<String> = None;
     loop {
-        let batch = cx
-            .clc
-            .db
-            .scan::<Image>(None, after.as_deref(), describe::MAX_RESULTS)?;
+        let batch = db.scan::<Image>(None, after.as_deref(), describe::MAX_RESULTS)?;
         let n = batch.len();
         for o in batch {
             if o.record.state != ImageState::Deregistered
@@ -259,7 +256,7 @@ fn image_using(cx: &Call<'_>, snapshot_id: &str) -> Result<Option<String>, Ec2Er
 pub async fn delete_snapshot(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
     let id = cx.params.required("SnapshotId")?;
     owned_snapshot(cx, id)?;
-    if let Some(image) = image_using(cx, id)? {
+    if let Some(image) = image_using(&cx.clc.db, id)? {
         return Err(Ec2Error::state(
             "InvalidSnapshot.InUse",
             format!("The snapshot {id} is currently in use by {image}"),
@@ -432,6 +429,62 @@ mod tests {
                 tags: Tags::new(),
             },
         }
+    }
+
+    fn image(id: &str, state: ImageState, snapshot: &str) -> Image {
+        Image {
+            id: id.into(),
+            name: id.into(),
+            description: None,
+            image_type: crate::model::ImageType::Machine,
+            state,
+            state_reason: None,
+            architecture: "x86_64".into(),
+            location: None,
+            root_device_type: "ebs".into(),
+            root_device_name: "/dev/sda1".into(),
+            block_devices: vec![crate::model::BlockDevice {
+                device_name: "/dev/sda1".into(),
+                snapshot_id: Some(snapshot.into()),
+                volume_size: None,
+                delete_on_termination: true,
+            }],
+            kernel_id: None,
+            ramdisk_id: None,
+            installed_id: None,
+            public: false,
+            launch_permissions: vec![],
+            created: "2026-12-03T21:05:33.000Z".into(),
+            tags: Tags::new(),
+        }
+    }
+
+    #[test]
+    fn a_registered_image_holds_its_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::RedbStore::open(&dir.path().join("clc.redb")).unwrap();
+        let db = Db::new(std::sync::Arc::new(store));
+        assert_eq!(image_using(&db, "snap-0000000a").unwrap(), None);
+        // Another account's image holds it too: the snapshot may be shared.
+        db.insert(
+            "222",
+            &image("emi-0000000b", ImageState::Available, "snap-0000000a"),
+            |_| false,
+        )
+        .unwrap();
+        db.insert(
+            "111",
+            &image("emi-0000000c", ImageState::Deregistered, "snap-0000000d"),
+            |_| false,
+        )
+        .unwrap();
+        assert_eq!(
+            image_using(&db, "snap-0000000a").unwrap().as_deref(),
+            Some("emi-0000000b")
+        );
+        // A deregistered image holds nothing.
+        assert_eq!(image_using(&db, "snap-0000000d").unwrap(), None);
+        assert_eq!(image_using(&db, "snap-0000000e").unwrap(), None);
     }
 
     #[test]

@@ -427,6 +427,54 @@ mod tests {
         .unwrap()
     }
 
+    fn clc(dir: &std::path::Path) -> crate::Clc {
+        crate::Clc::open(
+            dir,
+            "r1",
+            "http://127.0.0.1:1/",
+            crate::ClcConfig::default(),
+        )
+        .unwrap()
+    }
+
+    fn caller() -> euca_aws::Principal {
+        euca_aws::Principal {
+            account_id: "111".into(),
+            canonical_id: "c".into(),
+            display_name: "a".into(),
+            access_key: "k".into(),
+        }
+    }
+
+    async fn create(clc: &crate::Clc) -> Result<(), Ec2Error> {
+        let p = params(&[("AvailabilityZone", "r1a"), ("Size", "1")]);
+        let who = caller();
+        let cx = Call {
+            clc,
+            caller: &who,
+            params: &p,
+            request_id: "r",
+        };
+        let mut x = XmlWriter::new();
+        create_volume(&cx, &mut x).await
+    }
+
+    #[tokio::test]
+    async fn without_a_storage_controller_volumes_are_unavailable_and_unrecorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = clc(dir.path());
+        // Not set yet (euca up, before the SC listens): 503, retryable.
+        let e = create(&c).await.unwrap_err();
+        assert_eq!((e.code().as_ref(), e.status()), ("ServiceUnavailable", 503));
+        // Set, but not answering: 503 again, and no record is left behind.
+        let sc = crate::sc::ScClient::new("http://127.0.0.1:1/", "ak", "sk", "r1").unwrap();
+        assert!(c.set_sc(sc.clone()));
+        assert!(!c.set_sc(sc), "the SC is set once");
+        let e = create(&c).await.unwrap_err();
+        assert_eq!(e.status(), 503, "{e}");
+        assert!(c.db.scan::<Volume>(None, None, 10).unwrap().is_empty());
+    }
+
     #[test]
     fn tag_specifications_read_only_their_type() {
         let p = params(&[
