@@ -127,6 +127,11 @@ pub async fn create_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         (None, None) => return Err(Ec2Error::MissingParameter("Size".into())),
     };
     let token = p.get("ClientToken").filter(|t| !t.is_empty());
+    if token.is_some_and(|t| t.len() > 64) {
+        return Err(Ec2Error::invalid(
+            "Value for parameter clientToken is invalid: at most 64 characters.",
+        ));
+    }
     let _guard = match token {
         Some(_) => Some(TOKEN_LOCK.lock().await),
         None => None,
