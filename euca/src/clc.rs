@@ -49,11 +49,34 @@ pub fn services_path(data: &Path) -> PathBuf {
     data.join("credentials/services.toml")
 }
 
-/// Binds the cloud controller's listener and starts serving it; returns its URL
-/// and task. With `ec2_data` (the cloud's data directory) it serves the EC2 API
-/// beside the identity service, its records in `<ec2_data>/clc/`; without, the
-/// identity service alone.
-pub async fn start(
+/// The cloud controller's listener as started: its URL, its task, and with the EC2
+/// API its state (to give it the storage controller once that listens).
+pub struct Started {
+    pub url: String,
+    pub task: tokio::task::JoinHandle<()>,
+    pub clc: Option<Arc<euca_clc::Clc>>,
+}
+
+/// Gives the cloud controller the storage controller's API at `sc_url`, called as
+/// the admin account (the SC API is the administrator's).
+pub fn connect_sc(
+    clc: &euca_clc::Clc,
+    store: &IdentityStore,
+    sc_url: &str,
+    region: &str,
+) -> Result<()> {
+    let key = account_key(store, ADMIN_ACCOUNT)?;
+    let client =
+        euca_clc::sc::ScClient::new(sc_url, &key.access_key_id, &key.secret_access_key, region)
+            .with_context(|| format!("the storage controller's URL {sc_url}"))?;
+    clc.set_sc(client);
+    Ok(())
+}
+
+/// Binds the cloud controller's listener and starts serving it. With `ec2_data`
+/// (the cloud's data directory) it serves the EC2 API beside the identity
+/// service, its records in `<ec2_data>/clc/`; without, the identity service alone.
+pub async fn start_clc(
     store: &IdentityStore,
     region: &str,
     cfg: &ClcConfig,
@@ -61,7 +84,7 @@ pub async fn start(
     metrics: euca_service::MetricsAccess,
     shutdown: watch::Receiver<bool>,
     ec2_data: Option<&Path>,
-) -> Result<(String, tokio::task::JoinHandle<()>)> {
+) -> Result<Started> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding the cloud controller to {}", cfg.listen))?;
@@ -69,6 +92,7 @@ pub async fn start(
     let url = format!("http://{addr}/");
     let service = IdentityService::new(store.clone(), region, ADMIN_ACCOUNT, SYSTEM_ACCOUNT);
     let opts = euca_service::ListenOptions::new("clc", cfg.max_connections, svc);
+    let mut ec2 = None;
     let task = match ec2_data {
         Some(data) => {
             let dir = data.join("clc");
@@ -78,7 +102,9 @@ pub async fn start(
                     dir.display()
                 )
             })?;
-            let api = euca_clc::ClcApi::new(Arc::new(clc), service, Arc::new(store.clone()));
+            let clc = Arc::new(clc);
+            ec2 = Some(clc.clone());
+            let api = euca_clc::ClcApi::new(clc, service, Arc::new(store.clone()));
             tokio::spawn(euca_service::serve_api(
                 listener, opts, api, metrics, shutdown,
             ))
@@ -87,7 +113,25 @@ pub async fn start(
             listener, opts, service, metrics, shutdown,
         )),
     };
-    Ok((url, task))
+    Ok(Started {
+        url,
+        task,
+        clc: ec2,
+    })
+}
+
+/// [`start_clc`], for callers that need only the URL and the task.
+pub async fn start(
+    store: &IdentityStore,
+    region: &str,
+    cfg: &ClcConfig,
+    svc: &euca_service::ServiceConfig,
+    metrics: euca_service::MetricsAccess,
+    shutdown: watch::Receiver<bool>,
+    ec2_data: Option<&Path>,
+) -> Result<(String, tokio::task::JoinHandle<()>)> {
+    let s = start_clc(store, region, cfg, svc, metrics, shutdown, ec2_data).await?;
+    Ok((s.url, s.task))
 }
 
 /// `euca walrus` / `euca sc` without `--identity` open identity.redb themselves and
@@ -195,7 +239,8 @@ pub struct ClcArgs {
     /// credentials/nc-cache.toml is written too.
     #[arg(long)]
     tracker_url: Option<String>,
-    /// The storage controller's URL, written into the admin's eucarc (EUCA_SC_URL).
+    /// The storage controller's URL, written into the admin's eucarc (EUCA_SC_URL)
+    /// and called by the EC2 API for volumes and snapshots (as the admin account).
     #[arg(long)]
     sc_url: Option<String>,
     /// Region the services verify signatures for (default: the config's
@@ -232,7 +277,11 @@ pub async fn clc_alone(a: ClcArgs) -> Result<()> {
     let metrics_token = edge::ensure_metrics_token(&data)?;
     let shutdown = crate::shutdown_signal();
     let metrics = edge::metrics_access(&svc, Some(&metrics_token));
-    let (url, task) = start(&store, &region, &cfg, &svc, metrics, shutdown, Some(&data)).await?;
+    let Started { url, task, clc } =
+        start_clc(&store, &region, &cfg, &svc, metrics, shutdown, Some(&data)).await?;
+    if let (Some(clc), Some(sc_url)) = (&clc, &a.sc_url) {
+        connect_sc(clc, &store, sc_url, &region)?;
+    }
     let bundling = pki::ensure(&data, &admin.name, &admin.id)?;
     crate::credentials::write_all(
         &data.join("credentials"),

@@ -713,7 +713,11 @@ async fn up(a: UpArgs) -> Result<()> {
     let access = edge::metrics_access(&svc, Some(&token));
     opened.walrus = opened.walrus.with_edge(svc.clone(), access.clone());
     let shutdown = shutdown_signal();
-    let (clc_url, clc_task) = clc::start(
+    let clc::Started {
+        url: clc_url,
+        task: clc_task,
+        clc: clc_state,
+    } = clc::start_clc(
         &opened.identity,
         &opened.region,
         &clcfg,
@@ -727,6 +731,18 @@ async fn up(a: UpArgs) -> Result<()> {
     let sc = open_sc(&opened, scfg, sc_from_file)
         .await?
         .with_edge(svc.clone(), access);
+    // The SC listens now: the EC2 API's volume actions may call it.
+    if let Some(clc_state) = &clc_state {
+        let api = sc
+            .api_addr()
+            .context("the SC API listener has no address")?;
+        clc::connect_sc(
+            clc_state,
+            &opened.identity,
+            &format!("http://{api}/"),
+            &opened.region,
+        )?;
+    }
     let (tracker, cc_task) = start_cc(&opened, ccfg, &svc, &token, shutdown.clone()).await?;
     let served = serve_with_sc(opened, sc, "the cloud", shutdown, Some(tracker)).await;
     let _ = cc_task.await;

@@ -19,6 +19,7 @@ pub mod keymat;
 pub mod model;
 mod offload;
 pub mod params;
+pub mod sc;
 pub mod store;
 
 pub use api::ClcApi;
@@ -26,7 +27,7 @@ pub use config::ClcConfig;
 pub use error::Ec2Error;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The cloud controller's state, shared by every request.
 pub struct Clc {
@@ -36,6 +37,8 @@ pub struct Clc {
     /// The EC2 endpoint URL, as clients reach it (DescribeRegions).
     pub endpoint: String,
     pub config: ClcConfig,
+    /// The storage controller's API, set once it listens ([`Clc::set_sc`]).
+    sc: OnceLock<sc::ScClient>,
 }
 
 impl Clc {
@@ -52,7 +55,21 @@ impl Clc {
             region: region.to_string(),
             endpoint: endpoint.to_string(),
             config,
+            sc: OnceLock::new(),
         })
+    }
+
+    /// Gives the cloud controller its storage controller (in `euca up` the SC
+    /// starts after the CLC). Only the first call counts; false for a later one.
+    pub fn set_sc(&self, client: sc::ScClient) -> bool {
+        self.sc.set(client).is_ok()
+    }
+
+    /// The storage controller, or `Unavailable` (503) until it is set.
+    pub fn sc(&self) -> Result<&sc::ScClient, Ec2Error> {
+        self.sc
+            .get()
+            .ok_or_else(|| Ec2Error::Unavailable("the storage controller is not running".into()))
     }
 
     /// The availability zone this cloud's cluster serves.

@@ -179,6 +179,9 @@ pub struct Volume {
     pub attachment: Option<VolumeAttachment>,
     #[serde(default)]
     pub tags: Tags,
+    /// CreateVolume's `ClientToken` (idempotency within the owner's account).
+    #[serde(default)]
+    pub client_token: Option<String>,
 }
 
 /// Attachment states (set by the instances work; the volume record lives here).
@@ -207,6 +210,17 @@ pub enum SnapshotState {
     Pending,
     Completed,
     Error,
+}
+
+impl AttachmentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachmentState::Attaching => "attaching",
+            AttachmentState::Attached => "attached",
+            AttachmentState::Detaching => "detaching",
+            AttachmentState::Detached => "detached",
+        }
+    }
 }
 
 impl SnapshotState {
