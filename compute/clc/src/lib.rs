@@ -16,6 +16,7 @@ pub mod config;
 pub mod describe;
 pub mod error;
 pub mod ids;
+pub mod install;
 pub mod model;
 pub mod params;
 pub mod store;
@@ -35,6 +36,9 @@ pub struct Clc {
     /// The EC2 endpoint URL, as clients reach it (DescribeRegions).
     pub endpoint: String,
     pub config: ClcConfig,
+    /// Installs bundle images (RegisterImage with an `ImageLocation`); without
+    /// one, such registrations are refused as unavailable.
+    pub installer: Option<Arc<install::Installer>>,
 }
 
 impl Clc {
@@ -51,7 +55,42 @@ impl Clc {
             region: region.to_string(),
             endpoint: endpoint.to_string(),
             config,
+            installer: None,
         })
+    }
+
+    /// Marks every image still `pending` as `failed`: its install was interrupted
+    /// (the process stopped); call once at start-up, before serving. Returns how
+    /// many were marked.
+    pub fn fail_interrupted_installs(&self) -> Result<usize, Ec2Error> {
+        let mut pending = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let batch =
+                self.db
+                    .scan::<model::Image>(None, after.as_deref(), describe::MAX_RESULTS)?;
+            let done = batch.len() < describe::MAX_RESULTS;
+            for o in batch {
+                after = Some(o.record.id.clone());
+                if o.record.state == model::ImageState::Pending {
+                    pending.push(o.record.id);
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        for id in &pending {
+            install::finish(
+                &self.db,
+                id,
+                Err(install::Failure {
+                    code: "Server.InternalError",
+                    message: "the install was interrupted by a restart of the cloud controller; register the image again".into(),
+                }),
+            )?;
+        }
+        Ok(pending.len())
     }
 
     /// The availability zone this cloud's cluster serves.
