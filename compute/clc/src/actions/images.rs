@@ -602,9 +602,11 @@ fn launch_permission_change(p: &Params) -> Result<PermChange, Ec2Error> {
         let (users, all) = match p.get("OperationType") {
             Some("add") => (&mut c.add_users, &mut c.add_all),
             Some("remove") => (&mut c.remove_users, &mut c.remove_all),
-            Some(o) => return Err(Ec2Error::invalid(format!(
+            Some(o) => {
+                return Err(Ec2Error::invalid(format!(
                 "Value ({o}) for parameter OperationType is invalid. Expected 'add' or 'remove'."
-            ))),
+            )))
+            }
             None => return Err(Ec2Error::MissingParameter("OperationType".into())),
         };
         for u in legacy_users {
