@@ -380,7 +380,7 @@ impl Scoping {
     }
 
     fn allows(&self, o: &Owned<Image>) -> bool {
-        let owner_ok = self.owners.is_empty() || self.owners.iter().any(|w| *w == o.owner);
+        let owner_ok = self.owners.is_empty() || self.owners.contains(&o.owner);
         let exec_ok = self.executable_by.is_empty()
             || self.executable_by.iter().any(|e| {
                 if e == "all" {
