@@ -318,3 +318,59 @@ def _zones_work(ec2):
         return True
     except ClientError:
         return False
+
+
+def test_an_account_without_a_certificate_gets_a_failed_image(cloud, tmp_path, other):
+    """Only accounts with a signing certificate on the cloud (today the admin's,
+    made by `euca up`) can have bundles installed: another account may register
+    its own bundle, which then fails with a stateReason saying why."""
+    acct, ec2b = other
+    env = {**os.environ, **cloud.eucarc, "AWS_ACCESS_KEY_ID": acct["AWS_ACCESS_KEY_ID"],
+           "AWS_SECRET_ACCESS_KEY": acct["AWS_SECRET_ACCESS_KEY"]}
+    env.pop("AWS_CA_BUNDLE", None)
+    b = cloud.boto3(access_key=acct["AWS_ACCESS_KEY_ID"], secret_key=acct["AWS_SECRET_ACCESS_KEY"])
+    bucket = unique("otherbundles")
+    b.create_bucket(Bucket=bucket)
+    img = tmp_path / "other.img"
+    img.write_bytes(os.urandom(1 << 16))
+    r = subprocess.run([euca_bin(), "bundle-image", "-i", str(img), "-d", str(tmp_path / "ob")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([euca_bin(), "upload-bundle", "-b", bucket, "-m",
+                        str(tmp_path / "ob" / "other.img.manifest.xml")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    image_id = ec2b.register_image(ImageLocation=f"{bucket}/other.img.manifest.xml",
+                                   Name=unique("nocert"))["ImageId"]
+    with pytest.raises(WaiterError):
+        ec2b.get_waiter("image_available").wait(ImageIds=[image_id],
+                                                WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    img = ec2b.describe_images(ImageIds=[image_id])["Images"][0]
+    assert img["State"] == "failed"
+    assert "certificate" in img["StateReason"]["Message"], img["StateReason"]
+    ec2b.deregister_image(ImageId=image_id)
+    for o in b.list_objects_v2(Bucket=bucket).get("Contents", []):
+        b.delete_object(Bucket=bucket, Key=o["Key"])
+    b.delete_bucket(Bucket=bucket)
+
+
+def test_images_survive_kill9_and_an_interrupted_install_is_failed(fresh_cloud, tmp_path):
+    cloud = fresh_cloud
+    s3 = cloud.boto3()
+    s3.create_bucket(Bucket="bundles")
+    ec2 = cloud.ec2()
+    done = ec2.register_image(ImageLocation=bundle(cloud, tmp_path, "bundles"), Name="done")["ImageId"]
+    wait_available(ec2, done)
+    ec2.modify_image_attribute(ImageId=done, LaunchPermission={"Add": [{"Group": "all"}]})
+    before = ec2.describe_images(ImageIds=[done])["Images"]
+    cut = ec2.register_image(ImageLocation=bundle(cloud, tmp_path, "bundles", size=8 << 20),
+                             Name="cut")["ImageId"]
+    cloud.kill9()
+    cloud.start()
+    ec2 = cloud.ec2()
+    assert ec2.describe_images(ImageIds=[done])["Images"] == before
+    img = ec2.describe_images(ImageIds=[cut])["Images"][0]
+    # Finished before the kill, or marked failed at start-up: never pending forever.
+    assert img["State"] in ("available", "failed"), img
+    if img["State"] == "failed":
+        assert "interrupted" in img["StateReason"]["Message"], img["StateReason"]
