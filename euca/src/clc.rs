@@ -96,12 +96,23 @@ pub async fn start_clc(
     let task = match ec2_data {
         Some(data) => {
             let dir = data.join("clc");
-            let clc = euca_clc::Clc::open(&dir, region, &url, cfg.clone()).with_context(|| {
-                format!(
-                    "opening the cloud controller's records in {}",
-                    dir.display()
-                )
-            })?;
+            let mut clc =
+                euca_clc::Clc::open(&dir, region, &url, cfg.clone()).with_context(|| {
+                    format!(
+                        "opening the cloud controller's records in {}",
+                        dir.display()
+                    )
+                })?;
+            clc.installer = Some(image_installer(data, store));
+            let interrupted = clc
+                .fail_interrupted_installs()
+                .context("marking interrupted image installs failed")?;
+            if interrupted > 0 {
+                tracing::warn!(
+                    images = interrupted,
+                    "image installs interrupted by the last stop are marked failed"
+                );
+            }
             let clc = Arc::new(clc);
             ec2 = Some(clc.clone());
             let api = euca_clc::ClcApi::new(clc, service, Arc::new(store.clone()));
@@ -132,6 +143,32 @@ pub async fn start(
 ) -> Result<(String, tokio::task::JoinHandle<()>)> {
     let s = start_clc(store, region, cfg, svc, metrics, shutdown, ec2_data).await?;
     Ok((s.url, s.task))
+}
+
+/// The CLC's image installer: the cloud's keys under `data`, Walrus and the
+/// system account's key from `<data>/cloud/system.json` (read at each install:
+/// `euca up` writes it after the CLC starts), callers' keys from `store`.
+fn image_installer(data: &Path, store: &IdentityStore) -> Arc<euca_clc::install::Installer> {
+    let creds_path = imagecache::system_creds_path(data);
+    let env: euca_clc::install::EnvLoader = Arc::new(move || {
+        let raw = std::fs::read(&creds_path)
+            .map_err(|e| format!("reading {}: {e}", creds_path.display()))?;
+        let c: imagecache::SystemCreds = serde_json::from_slice(&raw)
+            .map_err(|e| format!("parsing {}: {e}", creds_path.display()))?;
+        Ok(euca_clc::install::InstallEnv {
+            s3_url: c.s3_url,
+            region: c.region,
+            access_key: c.access_key,
+            secret_key: c.secret_key,
+            nodes_canonical_id: c.nodes_canonical_id,
+            system_canonical_id: c.system_canonical_id,
+        })
+    });
+    Arc::new(euca_clc::install::Installer::new(
+        data.to_path_buf(),
+        env,
+        Arc::new(store.clone()),
+    ))
 }
 
 /// `euca walrus` / `euca sc` without `--identity` open identity.redb themselves and

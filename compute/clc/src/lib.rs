@@ -15,6 +15,7 @@ pub mod config;
 pub mod describe;
 pub mod error;
 pub mod ids;
+pub mod install;
 pub mod keymat;
 pub mod model;
 mod offload;
@@ -39,6 +40,9 @@ pub struct Clc {
     pub config: ClcConfig,
     /// The storage controller's API, set once it listens ([`Clc::set_sc`]).
     sc: OnceLock<sc::ScClient>,
+    /// Installs bundle images (RegisterImage with an `ImageLocation`); without
+    /// one, such registrations are refused as unavailable.
+    pub installer: Option<Arc<install::Installer>>,
 }
 
 impl Clc {
@@ -56,6 +60,7 @@ impl Clc {
             endpoint: endpoint.to_string(),
             config,
             sc: OnceLock::new(),
+            installer: None,
         })
     }
 
@@ -70,6 +75,40 @@ impl Clc {
         self.sc
             .get()
             .ok_or_else(|| Ec2Error::Unavailable("the storage controller is not running".into()))
+    }
+
+    /// Marks every image still `pending` as `failed`: its install was interrupted
+    /// (the process stopped); call once at start-up, before serving. Returns how
+    /// many were marked.
+    pub fn fail_interrupted_installs(&self) -> Result<usize, Ec2Error> {
+        let mut pending = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let batch =
+                self.db
+                    .scan::<model::Image>(None, after.as_deref(), describe::MAX_RESULTS)?;
+            let done = batch.len() < describe::MAX_RESULTS;
+            for o in batch {
+                after = Some(o.record.id.clone());
+                if o.record.state == model::ImageState::Pending {
+                    pending.push(o.record.id);
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        for id in &pending {
+            install::finish(
+                &self.db,
+                id,
+                Err(install::Failure {
+                    code: "Server.InternalError",
+                    message: "the install was interrupted by a restart of the cloud controller; register the image again".into(),
+                }),
+            )?;
+        }
+        Ok(pending.len())
     }
 
     /// The availability zone this cloud's cluster serves.

@@ -88,6 +88,27 @@ pub enum ImageState {
     Deregistered,
 }
 
+impl ImageState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageState::Pending => "pending",
+            ImageState::Available => "available",
+            ImageState::Failed => "failed",
+            ImageState::Deregistered => "deregistered",
+        }
+    }
+}
+
+impl ImageType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageType::Machine => "machine",
+            ImageType::Kernel => "kernel",
+            ImageType::Ramdisk => "ramdisk",
+        }
+    }
+}
+
 /// A registered image: from a bundle in Walrus (instance-store) or from a
 /// snapshot (EBS).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,9 +119,15 @@ pub struct Image {
     pub description: Option<String>,
     pub image_type: ImageType,
     pub state: ImageState,
-    /// Why the image failed (`stateReason`).
+    /// Why the image failed (`stateReason` message).
     #[serde(default)]
     pub state_reason: Option<String>,
+    /// The `stateReason` code (`Client.InvalidManifest`, `Server.InternalError`).
+    #[serde(default)]
+    pub state_reason_code: Option<String>,
+    /// The owning account's id (what `owner-id` filters on).
+    #[serde(default)]
+    pub owner_id: String,
     pub architecture: String,
     /// `bucket/prefix.manifest.xml` for bundles.
     #[serde(default)]
@@ -138,6 +165,9 @@ pub struct BlockDevice {
     pub volume_size: Option<u64>,
     #[serde(default)]
     pub delete_on_termination: bool,
+    /// `ephemeralN` / `swap` mappings (instance-store).
+    #[serde(default)]
+    pub virtual_name: Option<String>,
 }
 
 /// EC2 volume states.

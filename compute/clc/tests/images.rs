@@ -1,0 +1,442 @@
+//! Images through the action functions (no listener, no Walrus): EBS images from a
+//! snapshot record, visibility and launch permissions, filters, and pending
+//! installs marked failed on start-up.
+use euca_aws::xml::XmlWriter;
+use euca_aws::Principal;
+use euca_clc::actions::{dispatch, Action, Call};
+use euca_clc::model::{Image, ImageState, ImageType, Snapshot, SnapshotState};
+use euca_clc::params::Params;
+use euca_clc::{Clc, ClcConfig, Ec2Error};
+
+fn principal(account: &str) -> Principal {
+    Principal {
+        account_id: account.into(),
+        canonical_id: format!("canon-{account}"),
+        display_name: format!("name-{account}"),
+        access_key: format!("AK{account}"),
+    }
+}
+
+async fn call(
+    clc: &Clc,
+    who: &Principal,
+    action: &str,
+    pairs: &[(&str, &str)],
+) -> Result<String, Ec2Error> {
+    let mut v: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    v.push(("Action".into(), action.into()));
+    let params = Params::new(v)?;
+    let cx = Call {
+        clc,
+        caller: who,
+        params: &params,
+        request_id: "req",
+    };
+    let mut x = XmlWriter::new();
+    x.root("Response", "urn:test");
+    dispatch(Action::parse(action).expect("known action"), &cx, &mut x).await?;
+    Ok(x.finish())
+}
+
+fn text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let s = xml.find(&open)? + open.len();
+    let e = xml[s..].find(&format!("</{tag}>"))? + s;
+    Some(&xml[s..e])
+}
+
+fn open(dir: &std::path::Path) -> Clc {
+    Clc::open(
+        dir,
+        "eucalyptus",
+        "http://127.0.0.1:1/",
+        ClcConfig::default(),
+    )
+    .unwrap()
+}
+
+fn snapshot(id: &str, state: SnapshotState, restorable_by: &[&str]) -> Snapshot {
+    Snapshot {
+        id: id.into(),
+        volume_id: "vol-00000001".into(),
+        volume_size_gib: 2,
+        state,
+        progress: 100,
+        description: String::new(),
+        start_time: "2026-12-03T21:00:00.000Z".into(),
+        restorable_by: restorable_by.iter().map(|s| s.to_string()).collect(),
+        tags: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn ebs_image_from_a_completed_snapshot_is_available_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clc = open(dir.path());
+    let (a, b) = (principal("111111111111"), principal("222222222222"));
+    assert!(clc
+        .db
+        .insert(
+            &a.account_id,
+            &snapshot("snap-0000000a", SnapshotState::Completed, &[]),
+            |_| false
+        )
+        .unwrap());
+    assert!(clc
+        .db
+        .insert(
+            &a.account_id,
+            &snapshot("snap-0000000b", SnapshotState::Pending, &[]),
+            |_| false
+        )
+        .unwrap());
+    let reg = |snap: &'static str, name: &'static str| {
+        vec![
+            ("Name", name),
+            ("RootDeviceName", "/dev/sda1"),
+            ("BlockDeviceMapping.1.DeviceName", "/dev/sda1"),
+            ("BlockDeviceMapping.1.Ebs.SnapshotId", snap),
+        ]
+    };
+    let out = call(&clc, &a, "RegisterImage", &reg("snap-0000000a", "ebs-one"))
+        .await
+        .unwrap();
+    let id = text(&out, "imageId").unwrap().to_string();
+    assert!(id.starts_with("emi-"), "{out}");
+    let d = call(&clc, &a, "DescribeImages", &[("ImageId.1", &id)])
+        .await
+        .unwrap();
+    assert_eq!(text(&d, "imageState"), Some("available"));
+    assert_eq!(text(&d, "rootDeviceType"), Some("ebs"));
+    assert_eq!(text(&d, "snapshotId"), Some("snap-0000000a"));
+    assert_eq!(
+        text(&d, "volumeSize"),
+        Some("2"),
+        "the snapshot's size by default"
+    );
+    assert_eq!(text(&d, "deleteOnTermination"), Some("true"));
+    assert_eq!(text(&d, "virtualizationType"), Some("hvm"));
+    assert_eq!(text(&d, "hypervisor"), Some("kvm"));
+
+    // A pending snapshot, someone else's, a missing one, a name taken, no root.
+    let e = call(&clc, &a, "RegisterImage", &reg("snap-0000000b", "ebs-two"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "IncorrectState");
+    let e = call(&clc, &b, "RegisterImage", &reg("snap-0000000a", "ebs-b"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "InvalidSnapshot.NotFound");
+    let e = call(
+        &clc,
+        &a,
+        "RegisterImage",
+        &reg("snap-0000000f", "ebs-three"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), "InvalidSnapshot.NotFound");
+    let e = call(&clc, &a, "RegisterImage", &reg("snap-0000000a", "ebs-one"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "InvalidAMIName.Duplicate");
+    // The same name in another account is fine (names are per account).
+    assert!(clc
+        .db
+        .insert(
+            &a.account_id,
+            &snapshot("snap-0000000c", SnapshotState::Completed, &["222222222222"]),
+            |_| false
+        )
+        .unwrap());
+    call(&clc, &b, "RegisterImage", &reg("snap-0000000c", "ebs-one"))
+        .await
+        .unwrap();
+    let e = call(&clc, &a, "RegisterImage", &[("Name", "nothing")])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "MissingParameter");
+    // A smaller volume than the snapshot.
+    let mut small = reg("snap-0000000a", "ebs-small");
+    small.push(("BlockDeviceMapping.1.Ebs.VolumeSize", "1"));
+    let e = call(&clc, &a, "RegisterImage", &small).await.unwrap_err();
+    assert_eq!(e.code(), "InvalidParameterValue");
+    // No installer: bundle registration is refused as unavailable (retryable).
+    let e = call(
+        &clc,
+        &a,
+        "RegisterImage",
+        &[("Name", "bundle"), ("ImageLocation", "b/x.manifest.xml")],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.status(), 503);
+}
+
+#[tokio::test]
+async fn visibility_launch_permissions_owner_and_executable_by() {
+    let dir = tempfile::tempdir().unwrap();
+    let clc = open(dir.path());
+    let (a, b) = (principal("111111111111"), principal("222222222222"));
+    assert!(clc
+        .db
+        .insert(
+            &a.account_id,
+            &snapshot("snap-0000000a", SnapshotState::Completed, &[]),
+            |_| false
+        )
+        .unwrap());
+    let out = call(
+        &clc,
+        &a,
+        "RegisterImage",
+        &[
+            ("Name", "shared"),
+            ("Description", "desc"),
+            ("BlockDeviceMapping.1.DeviceName", "/dev/sda1"),
+            ("BlockDeviceMapping.1.Ebs.SnapshotId", "snap-0000000a"),
+        ],
+    )
+    .await
+    .unwrap();
+    let id = text(&out, "imageId").unwrap().to_string();
+    let ids = |xml: &str| xml.matches("<imageId>").count();
+
+    let e = call(&clc, &b, "DescribeImages", &[("ImageId.1", &id)])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "InvalidAMIID.NotFound");
+    assert_eq!(
+        ids(&call(&clc, &b, "DescribeImages", &[]).await.unwrap()),
+        0
+    );
+    let e = call(
+        &clc,
+        &b,
+        "ModifyImageAttribute",
+        &[("ImageId", &id), ("LaunchPermission.Add.1.Group", "all")],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), "InvalidAMIID.NotFound");
+
+    call(
+        &clc,
+        &a,
+        "ModifyImageAttribute",
+        &[
+            ("ImageId", &id),
+            ("LaunchPermission.Add.1.UserId", "222222222222"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ids(
+            &call(&clc, &b, "DescribeImages", &[("ExecutableBy.1", "self")])
+                .await
+                .unwrap()
+        ),
+        1
+    );
+    assert_eq!(
+        ids(&call(&clc, &b, "DescribeImages", &[("Owner.1", "self")])
+            .await
+            .unwrap()),
+        0
+    );
+    assert_eq!(
+        ids(
+            &call(&clc, &b, "DescribeImages", &[("Owner.1", "111111111111")])
+                .await
+                .unwrap()
+        ),
+        1
+    );
+    assert_eq!(
+        ids(&call(&clc, &b, "DescribeImages", &[("Owner.1", "amazon")])
+            .await
+            .unwrap()),
+        0
+    );
+    assert_eq!(
+        ids(
+            &call(&clc, &b, "DescribeImages", &[("ExecutableBy.1", "all")])
+                .await
+                .unwrap()
+        ),
+        0
+    );
+    let e = call(&clc, &b, "DeregisterImage", &[("ImageId", &id)])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "AuthFailure");
+    let attr = call(
+        &clc,
+        &a,
+        "DescribeImageAttribute",
+        &[("ImageId", &id), ("Attribute", "launchPermission")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(text(&attr, "userId"), Some("222222222222"));
+    let attr = call(
+        &clc,
+        &b,
+        "DescribeImageAttribute",
+        &[("ImageId", &id), ("Attribute", "description")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(text(&attr, "value"), Some("desc"));
+
+    // Legacy removal form.
+    call(
+        &clc,
+        &a,
+        "ModifyImageAttribute",
+        &[
+            ("ImageId", &id),
+            ("Attribute", "launchPermission"),
+            ("OperationType", "remove"),
+            ("UserId.1", "222222222222"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ids(
+            &call(&clc, &b, "DescribeImages", &[("ExecutableBy.1", "self")])
+                .await
+                .unwrap()
+        ),
+        0
+    );
+    // Legacy public form, then reset.
+    call(
+        &clc,
+        &a,
+        "ModifyImageAttribute",
+        &[
+            ("ImageId", &id),
+            ("Attribute", "launchPermission"),
+            ("OperationType", "add"),
+            ("UserGroup.1", "all"),
+        ],
+    )
+    .await
+    .unwrap();
+    let d = call(
+        &clc,
+        &b,
+        "DescribeImages",
+        &[("Filter.1.Name", "is-public"), ("Filter.1.Value.1", "true")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(text(&d, "isPublic"), Some("true"));
+    call(
+        &clc,
+        &a,
+        "ResetImageAttribute",
+        &[("ImageId", &id), ("Attribute", "launchPermission")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ids(&call(&clc, &b, "DescribeImages", &[]).await.unwrap()),
+        0
+    );
+    let e = call(
+        &clc,
+        &a,
+        "ModifyImageAttribute",
+        &[
+            ("ImageId", &id),
+            ("LaunchPermission.Add.1.Group", "friends"),
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), "InvalidParameterValue");
+    let e = call(
+        &clc,
+        &a,
+        "DescribeImages",
+        &[("Filter.1.Name", "colour"), ("Filter.1.Value.1", "x")],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), "InvalidParameterValue");
+
+    call(&clc, &a, "DeregisterImage", &[("ImageId", &id)])
+        .await
+        .unwrap();
+    let e = call(&clc, &a, "DescribeImages", &[("ImageId.1", &id)])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "InvalidAMIID.NotFound");
+}
+
+#[test]
+fn pending_installs_are_failed_on_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = |id: &str, state| Image {
+        id: id.into(),
+        name: id.into(),
+        description: None,
+        image_type: ImageType::Machine,
+        state,
+        state_reason: None,
+        state_reason_code: None,
+        owner_id: "111111111111".into(),
+        architecture: "x86_64".into(),
+        location: Some("b/k.manifest.xml".into()),
+        root_device_type: "instance-store".into(),
+        root_device_name: "/dev/sda1".into(),
+        block_devices: vec![],
+        kernel_id: None,
+        ramdisk_id: None,
+        installed_id: None,
+        public: false,
+        launch_permissions: vec![],
+        created: "2026-12-03T21:00:00.000Z".into(),
+        tags: Default::default(),
+    };
+    {
+        let clc = open(dir.path());
+        clc.db
+            .insert(
+                "111111111111",
+                &image("emi-0000000a", ImageState::Pending),
+                |_| false,
+            )
+            .unwrap();
+        clc.db
+            .insert(
+                "111111111111",
+                &image("emi-0000000b", ImageState::Available),
+                |_| false,
+            )
+            .unwrap();
+    }
+    let clc = open(dir.path());
+    assert_eq!(clc.fail_interrupted_installs().unwrap(), 1);
+    let a = clc.db.get::<Image>("emi-0000000a").unwrap().unwrap().record;
+    assert_eq!(a.state, ImageState::Failed);
+    assert_eq!(a.state_reason_code.as_deref(), Some("Server.InternalError"));
+    assert!(a.state_reason.unwrap().contains("interrupted"));
+    assert_eq!(
+        clc.db
+            .get::<Image>("emi-0000000b")
+            .unwrap()
+            .unwrap()
+            .record
+            .state,
+        ImageState::Available
+    );
+    assert_eq!(clc.fail_interrupted_installs().unwrap(), 0);
+}
