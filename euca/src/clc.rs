@@ -62,6 +62,7 @@ pub async fn start(
     shutdown: watch::Receiver<bool>,
     ec2_data: Option<&Path>,
 ) -> Result<(String, tokio::task::JoinHandle<()>)> {
+    cfg.validate().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding the cloud controller to {}", cfg.listen))?;

@@ -117,6 +117,8 @@ impl ClcApi {
             )));
         }
         let headers = parts.headers.clone();
+        // ec2auth: the verifier takes `now`; pass `self.clc.now()` (the replay test
+        // sets a fixed clock through `Clc::set_clock`).
         let (caller, body) =
             crate::auth_shim::authenticate_form(parts, self.lookup.as_ref(), || async move {
                 read_capped(&headers, body, MAX_BODY).await

@@ -35,7 +35,12 @@ pub struct Clc {
     /// The EC2 endpoint URL, as clients reach it (DescribeRegions).
     pub endpoint: String,
     pub config: ClcConfig,
+    /// What "now" is for signature skew checks: the system clock, or a test's
+    /// fixed time ([`Clc::set_clock`]).
+    clock: Clock,
 }
+
+type Clock = Box<dyn Fn() -> time::OffsetDateTime + Send + Sync>;
 
 impl Clc {
     /// Opens (or creates) the records under `data_dir` (`clc.redb`).
@@ -51,7 +56,19 @@ impl Clc {
             region: region.to_string(),
             endpoint: endpoint.to_string(),
             config,
+            clock: Box::new(time::OffsetDateTime::now_utc),
         })
+    }
+
+    /// The time requests are authenticated at.
+    pub fn now(&self) -> time::OffsetDateTime {
+        (self.clock)()
+    }
+
+    /// Replaces the clock (tests replaying captured, signed requests at the time
+    /// they were signed).
+    pub fn set_clock(&mut self, clock: impl Fn() -> time::OffsetDateTime + Send + Sync + 'static) {
+        self.clock = Box::new(clock);
     }
 
     /// The availability zone this cloud's cluster serves.
