@@ -245,6 +245,7 @@ pub async fn clc_alone(a: ClcArgs) -> Result<()> {
         crate::credentials::ServiceUrls {
             sc: a.sc_url.as_deref(),
             clc: Some(&url),
+            ec2: Some(&url),
         },
     )?;
     crate::write_system_creds_to(&data, &store, &a.s3_url, &region)?;
