@@ -192,7 +192,7 @@ async fn http(a: &HttpArgs) -> Result<()> {
                 let answer = client
                     .call(http::Method::POST, "/", Bytes::from(body))
                     .await
-                    .with_context(|| format!("{action}"))?;
+                    .with_context(|| action.clone())?;
                 lat.push(t.elapsed());
                 token = element(&String::from_utf8_lossy(&answer), "nextToken");
             }

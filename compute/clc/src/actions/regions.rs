@@ -240,7 +240,7 @@ pub async fn describe_instance_types(cx: &Call<'_>, x: &mut XmlWriter) -> Result
     let mut chosen: Vec<&InstanceType> = Vec::new();
     let mut next = None;
     for t in config.instance_types.iter().skip(start) {
-        if !d.ids.is_empty() && !d.ids.iter().any(|n| *n == t.name) {
+        if !d.ids.is_empty() && !d.ids.contains(&t.name) {
             continue;
         }
         if !describe::matches(&d.filters, t)? {
