@@ -85,6 +85,7 @@ pub async fn start_clc(
     shutdown: watch::Receiver<bool>,
     ec2_data: Option<&Path>,
 ) -> Result<Started> {
+    cfg.validate().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding the cloud controller to {}", cfg.listen))?;
@@ -330,6 +331,7 @@ pub async fn clc_alone(a: ClcArgs) -> Result<()> {
         crate::credentials::ServiceUrls {
             sc: a.sc_url.as_deref(),
             clc: Some(&url),
+            ec2: Some(&url),
         },
     )?;
     crate::write_system_creds_to(&data, &store, &a.s3_url, &region)?;

@@ -26,6 +26,9 @@ pub struct ServiceUrls<'a> {
     pub sc: Option<&'a str>,
     /// The cloud controller's identity service (EUCA_CLC_URL).
     pub clc: Option<&'a str>,
+    /// The EC2 API (EC2_URL, AWS_ENDPOINT_URL_EC2, the AWS config's `ec2`
+    /// endpoint), when this cloud serves it (`euca up`, `euca clc`).
+    pub ec2: Option<&'a str>,
 }
 
 pub fn write_all(
@@ -37,7 +40,7 @@ pub fn write_all(
     bundling: &crate::pki::BundlingCreds,
     urls: ServiceUrls,
 ) -> Result<()> {
-    let (sc_url, clc_url) = (urls.sc, urls.clc);
+    let (sc_url, clc_url, ec2_url) = (urls.sc, urls.clc, urls.ec2);
     std::fs::create_dir_all(dir.join("aws"))?;
     let (ak, sk) = (&key.access_key_id, &key.secret_access_key);
     let hostport = s3_url.trim_start_matches("http://").trim_end_matches('/');
@@ -45,9 +48,7 @@ pub fn write_all(
         &dir.join("eucarc"),
         &format!(
             "# Credentials of the '{acct}' account; `source` this file.\n\
-             export S3_URL={s3_url}\n\
-             # The EC2 API (compute) is not served yet; EC2_URL names where it will listen.\n\
-             export EC2_URL=http://{host}:8774/\n\
+             export S3_URL={s3_url}\n{ec2}\
              export EC2_ACCESS_KEY={ak}\n\
              export EC2_SECRET_KEY={sk}\n\
              export AWS_ACCESS_KEY={ak}\n\
@@ -70,6 +71,15 @@ pub fn write_all(
                 .parent()
                 .unwrap_or(Path::new("."))
                 .display(),
+            ec2 = ec2_url
+                .map(|u| format!(
+                    "# The EC2 API (euca2ools, awscli, boto3). euca2ools signs with AWS_AUTH_REGION\n\
+                     # (else `undefined-<pid>`; the cloud accepts any region in an EC2 signature).\n\
+                     export EC2_URL={u}\n\
+                     export AWS_ENDPOINT_URL_EC2={u}\n\
+                     export AWS_AUTH_REGION={region}\n"
+                ))
+                .unwrap_or_default(),
             sc = sc_url
                 .map(|u| format!("# The storage controller's API (euca volume / euca snapshot).\nexport EUCA_SC_URL={u}\n"))
                 .unwrap_or_default(),
@@ -80,17 +90,28 @@ pub fn write_all(
             user_key = bundling.user_key.display(),
             user_cert = bundling.user_cert.display(),
             cloud_cert = bundling.cloud_cert.display(),
-            host = hostport
-                .rsplit_once(':')
-                .map(|(h, _)| h)
-                .unwrap_or(hostport),
         ),
     )?;
-    let profile =
-        format!("region = {region}\nendpoint_url = {s3_url}\ns3 =\n    addressing_style = path\n");
+    // Per-service endpoints (`services`) for awscli v1, boto3 and awscli v2 ≥ 2.13:
+    // ec2 to the cloud controller, s3 to Walrus. The global endpoint_url (Walrus)
+    // stays for the S3 tools that predate `services`; a service's own endpoint wins
+    // over it. Debian's awscli 2.9 reads neither: it needs --endpoint-url.
+    let services = match ec2_url {
+        Some(_) => "services = euca-services\n",
+        None => "",
+    };
+    let profile = format!(
+        "region = {region}\nendpoint_url = {s3_url}\n{services}s3 =\n    addressing_style = path\n"
+    );
+    let services_section = match ec2_url {
+        Some(ec2) => format!(
+            "\n[services euca-services]\nec2 =\n    endpoint_url = {ec2}\ns3 =\n    endpoint_url = {s3_url}\n"
+        ),
+        None => String::new(),
+    };
     write_private(
         &dir.join("aws/config"),
-        &format!("[default]\n{profile}\n[profile euca]\n{profile}"),
+        &format!("[default]\n{profile}\n[profile euca]\n{profile}{services_section}"),
     )?;
     let creds = format!("aws_access_key_id = {ak}\naws_secret_access_key = {sk}\n");
     write_private(

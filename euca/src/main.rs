@@ -374,6 +374,8 @@ struct Opened {
     s3_url: String,
     /// The identity service, when this process serves it.
     clc_url: Option<String>,
+    /// The EC2 API, when this process serves it (`euca up`).
+    ec2_url: Option<String>,
 }
 
 /// Opens Walrus with the `up` data layout.
@@ -413,6 +415,7 @@ async fn open_walrus(
         region,
         s3_url,
         clc_url: None,
+        ec2_url: None,
     })
 }
 
@@ -458,6 +461,7 @@ fn announce(o: &Opened, sc: Option<(&str, SocketAddr)>) -> Result<()> {
         credentials::ServiceUrls {
             sc: sc.map(|(u, _)| u),
             clc: o.clc_url.as_deref(),
+            ec2: o.ec2_url.as_deref(),
         },
     )?;
     write_system_creds(o)?;
@@ -682,6 +686,9 @@ async fn open_sc_with(
 
 async fn up(a: UpArgs) -> Result<()> {
     let cfg = load_config(a.config.as_deref())?;
+    // A eucarc left by an earlier run must not announce this one before it serves.
+    // (A data directory that cannot be changed is reported by what opens it next.)
+    let _ = std::fs::remove_file(a.data.join("credentials/eucarc"));
     let from_file = cfg
         .walrus
         .as_ref()
@@ -727,6 +734,7 @@ async fn up(a: UpArgs) -> Result<()> {
         Some(&opened.data),
     )
     .await?;
+    opened.ec2_url = Some(clc_url.clone());
     opened.clc_url = Some(clc_url);
     let sc = open_sc(&opened, scfg, sc_from_file)
         .await?
@@ -750,6 +758,63 @@ async fn up(a: UpArgs) -> Result<()> {
     served
 }
 
+/// Waits (at most [`READY_TRIES`] × 50 ms each) until every listener in `connect`
+/// accepts connections (bound: requests queue until its loop, started next, reads
+/// them) and every URL in `health` answers `GET /_health` with 200 (services
+/// already serving: the cloud controller, the tracker). The eucarc is written
+/// after this, so a client that waits for it finds every service answering.
+async fn wait_until_serving(connect: &[SocketAddr], health: &[&str]) -> Result<()> {
+    for addr in connect {
+        let mut tries = 0;
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            tries += 1;
+            if tries == READY_TRIES {
+                anyhow::bail!("{addr} does not accept connections");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    for url in health {
+        let mut tries = 0;
+        while !health_ok(url).await {
+            tries += 1;
+            if tries == READY_TRIES {
+                anyhow::bail!("{url}_health does not answer");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+const READY_TRIES: u32 = 100;
+
+/// Whether `GET <url>/_health` answers 200 (`url` is `http://host:port[/]`).
+async fn health_ok(url: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(&host).await.ok()?;
+        s.write_all(
+            format!("GET /_health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .ok()?;
+        let mut head = [0u8; 16];
+        s.read_exact(&mut head).await.ok()?;
+        Some(head.starts_with(b"HTTP/1.1 200"))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(1), probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
 /// Announces Walrus and the SC, then serves both until `shutdown`.
 async fn serve_with_sc(
     opened: Opened,
@@ -764,6 +829,15 @@ async fn serve_with_sc(
             .context("the SC API listener has no address")?
     );
     let nbd = sc.nbd_addr().context("the NBD listener has no address")?;
+    let mut connect = vec![opened.walrus.local_addr(), nbd];
+    connect.extend(sc.api_addr());
+    let health: Vec<&str> = opened
+        .clc_url
+        .iter()
+        .chain(tracker.iter())
+        .map(String::as_str)
+        .collect();
+    wait_until_serving(&connect, &health).await?;
     println!("euca: {what} is up");
     announce(&opened, Some((&sc_url, nbd)))?;
     if let Some(t) = tracker {

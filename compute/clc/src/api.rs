@@ -120,7 +120,7 @@ impl ClcApi {
         }
         let headers = parts.headers.clone();
         let cfg = AuthConfig::ec2(&self.clc.region);
-        let now = time::OffsetDateTime::now_utc();
+        let now = self.clc.now();
         let (caller, body) =
             authenticate_form(parts, self.lookup.as_ref(), &cfg, now, || async move {
                 read_capped(&headers, body, MAX_BODY).await

@@ -1,11 +1,16 @@
 //! The `[clc]` section of the TOML config: where the cloud controller listens and
-//! what its EC2 API offers.
+//! what its EC2 API offers (the zone, the instance types, and the capacity
+//! DescribeAvailabilityZones `verbose` and DescribeInstanceTypes `Availability`
+//! report until a cluster controller reports its nodes' live view).
 use serde::Deserialize;
 use std::net::SocketAddr;
 
 /// Where the cloud controller listens unless told otherwise. (Eucalyptus served
 /// its CLC on 8773; here that is Walrus's port, so the CLC takes 8777.)
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8777";
+
+/// The disk budget (GiB) assumed when `[clc] capacity` names none.
+pub const DEFAULT_DISK_GIB: u64 = 100;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -14,6 +19,12 @@ pub struct ClcConfig {
     pub max_connections: usize,
     /// The availability zone (one per cluster; default `<region>a`).
     pub zone: Option<String>,
+    /// The instance types offered (`[[clc.instance_types]]`; default: Eucalyptus
+    /// 4's table, [`default_instance_types`]). Listing any replaces the whole table.
+    pub instance_types: Vec<InstanceType>,
+    /// What the zone's nodes hold in all (`[clc.capacity]`); each field defaults
+    /// to this machine's (CPUs, memory) or [`DEFAULT_DISK_GIB`].
+    pub capacity: CapacityConfig,
 }
 
 impl Default for ClcConfig {
@@ -22,6 +33,196 @@ impl Default for ClcConfig {
             listen: DEFAULT_LISTEN.parse().expect("constant address"),
             max_connections: 256,
             zone: None,
+            instance_types: default_instance_types(),
+            capacity: CapacityConfig::default(),
         }
+    }
+}
+
+/// One instance type (an Eucalyptus "VM type").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceType {
+    pub name: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+}
+
+/// `[clc.capacity]` as written (unset fields are detected).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CapacityConfig {
+    pub cpus: Option<u32>,
+    pub memory_mib: Option<u64>,
+    pub disk_gib: Option<u64>,
+}
+
+/// The zone's total resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+}
+
+impl Capacity {
+    /// How many instances of `t` fit (the smallest of the CPU, memory and disk
+    /// quotients).
+    pub fn max_of(&self, t: &InstanceType) -> u64 {
+        let by_cpu = u64::from(self.cpus) / u64::from(t.cpus.max(1));
+        let by_mem = self.memory_mib / t.memory_mib.max(1);
+        let by_disk = self.disk_gib / t.disk_gib.max(1);
+        by_cpu.min(by_mem).min(by_disk)
+    }
+}
+
+impl ClcConfig {
+    /// Refuses a type table clients could not use: empty, a name given twice or
+    /// empty, a zero size.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.instance_types.is_empty() {
+            return Err("[clc] instance_types must name at least one type".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for t in &self.instance_types {
+            if t.name.is_empty() || t.name.len() > 64 || t.name.chars().any(char::is_whitespace) {
+                return Err(format!(
+                    "[clc] instance_types: {:?} is not a usable type name",
+                    t.name
+                ));
+            }
+            if !seen.insert(t.name.as_str()) {
+                return Err(format!("[clc] instance_types: {} is listed twice", t.name));
+            }
+            if t.cpus == 0 || t.memory_mib == 0 || t.disk_gib == 0 {
+                return Err(format!(
+                    "[clc] instance_types: {} needs cpus, memory_mib and disk_gib above 0",
+                    t.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The capacity: what `[clc.capacity]` says, the rest from this machine
+    /// (online CPUs, `MemTotal` of /proc/meminfo) and [`DEFAULT_DISK_GIB`].
+    pub fn capacity(&self) -> Capacity {
+        let c = &self.capacity;
+        Capacity {
+            cpus: c.cpus.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+                    .unwrap_or(1)
+            }),
+            memory_mib: c.memory_mib.unwrap_or_else(machine_memory_mib),
+            disk_gib: c.disk_gib.unwrap_or(DEFAULT_DISK_GIB),
+        }
+    }
+
+    /// The type named `name` (exactly).
+    pub fn instance_type(&self, name: &str) -> Option<&InstanceType> {
+        self.instance_types.iter().find(|t| t.name == name)
+    }
+}
+
+/// This machine's memory in MiB (1024 if /proc/meminfo cannot be read).
+fn machine_memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib / 1024)
+        .unwrap_or(1024)
+}
+
+/// Eucalyptus 4's default VM types: name, CPUs, memory MiB, disk GiB.
+const EUCALYPTUS_TYPES: &[(&str, u32, u64, u64)] = &[
+    ("t1.micro", 1, 256, 5),
+    ("m1.small", 1, 256, 5),
+    ("m1.medium", 1, 512, 10),
+    ("c1.medium", 2, 512, 10),
+    ("m1.large", 2, 512, 10),
+    ("m1.xlarge", 2, 1024, 10),
+    ("c1.xlarge", 2, 2048, 10),
+    ("m2.xlarge", 2, 2048, 10),
+    ("m3.xlarge", 4, 2048, 15),
+    ("m2.2xlarge", 2, 4096, 30),
+    ("m3.2xlarge", 4, 4096, 30),
+    ("cc1.4xlarge", 8, 3072, 60),
+    ("m2.4xlarge", 8, 4096, 60),
+    ("hi1.4xlarge", 8, 6144, 120),
+    ("cc2.8xlarge", 16, 6144, 120),
+    ("cg1.4xlarge", 16, 12288, 200),
+    ("cr1.8xlarge", 16, 16384, 240),
+    ("hs1.8xlarge", 48, 119808, 24000),
+];
+
+/// The default type table ([`EUCALYPTUS_TYPES`]).
+pub fn default_instance_types() -> Vec<InstanceType> {
+    EUCALYPTUS_TYPES
+        .iter()
+        .map(|&(name, cpus, memory_mib, disk_gib)| InstanceType {
+            name: name.to_string(),
+            cpus,
+            memory_mib,
+            disk_gib,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_eucalyptus_table_and_valid() {
+        let c = ClcConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.instance_types.len(), 18);
+        let small = c.instance_type("m1.small").unwrap();
+        assert_eq!((small.cpus, small.memory_mib, small.disk_gib), (1, 256, 5));
+        let hs1 = c.instance_type("hs1.8xlarge").unwrap();
+        assert_eq!(
+            (hs1.cpus, hs1.memory_mib, hs1.disk_gib),
+            (48, 119808, 24000)
+        );
+        assert!(c.instance_type("M1.small").is_none());
+    }
+
+    #[test]
+    fn configured_types_and_capacity() {
+        let c: ClcConfig = toml_like(
+            r#"{"instance_types":[{"name":"tiny","cpus":1,"memory_mib":128,"disk_gib":1}],
+                "capacity":{"cpus":4,"memory_mib":1000}}"#,
+        );
+        c.validate().unwrap();
+        assert_eq!(c.instance_types.len(), 1);
+        let cap = c.capacity();
+        assert_eq!(
+            (cap.cpus, cap.memory_mib, cap.disk_gib),
+            (4, 1000, DEFAULT_DISK_GIB)
+        );
+        // 4 by CPU, 7 by memory, 100 by disk.
+        assert_eq!(cap.max_of(&c.instance_types[0]), 4);
+    }
+
+    #[test]
+    fn bad_tables_are_refused() {
+        let mut c = ClcConfig::default();
+        c.instance_types.push(c.instance_types[0].clone());
+        assert!(c.validate().unwrap_err().contains("twice"));
+        c.instance_types.pop();
+        c.instance_types[0].cpus = 0;
+        assert!(c.validate().is_err());
+        c.instance_types.clear();
+        assert!(c.validate().is_err());
+    }
+
+    fn toml_like(json: &str) -> ClcConfig {
+        serde_json::from_str(json).unwrap()
     }
 }

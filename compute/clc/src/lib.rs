@@ -43,7 +43,12 @@ pub struct Clc {
     /// Installs bundle images (RegisterImage with an `ImageLocation`); without
     /// one, such registrations are refused as unavailable.
     pub installer: Option<Arc<install::Installer>>,
+    /// What "now" is for signature skew checks: the system clock, or a test's
+    /// fixed time ([`Clc::set_clock`]).
+    clock: Clock,
 }
+
+type Clock = Box<dyn Fn() -> time::OffsetDateTime + Send + Sync>;
 
 impl Clc {
     /// Opens (or creates) the records under `data_dir` (`clc.redb`).
@@ -61,7 +66,19 @@ impl Clc {
             config,
             sc: OnceLock::new(),
             installer: None,
+            clock: Box::new(time::OffsetDateTime::now_utc),
         })
+    }
+
+    /// The time requests are authenticated at.
+    pub fn now(&self) -> time::OffsetDateTime {
+        (self.clock)()
+    }
+
+    /// Replaces the clock (tests replaying captured, signed requests at the time
+    /// they were signed).
+    pub fn set_clock(&mut self, clock: impl Fn() -> time::OffsetDateTime + Send + Sync + 'static) {
+        self.clock = Box::new(clock);
     }
 
     /// Gives the cloud controller its storage controller (in `euca up` the SC

@@ -178,6 +178,33 @@ impl RedbStore {
         tx.commit()?;
         Ok(RedbStore { db })
     }
+
+    /// Stores many new records of one owner in one transaction, without the
+    /// conflict check (for load generators filling a store that is not serving;
+    /// an id already present is skipped). Returns how many were stored.
+    pub fn bulk_insert(
+        &self,
+        kind: Kind,
+        owner: &str,
+        records: &[(String, Vec<u8>)],
+    ) -> Result<usize, Ec2Error> {
+        let tx = self.db.begin_write()?;
+        let mut n = 0;
+        {
+            let mut t = tx.open_table(kind.table())?;
+            let mut ix = tx.open_table(kind.owner_index())?;
+            for (id, value) in records {
+                if t.get(id.as_str())?.is_some() {
+                    continue;
+                }
+                t.insert(id.as_str(), encode(owner, value).as_slice())?;
+                ix.insert(owner_key(owner, id).as_str(), ())?;
+                n += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
 }
 
 impl RecordStore for RedbStore {
