@@ -23,12 +23,16 @@ def test_clc_listener_has_the_endpoint_families(cloud):
     assert st == 403, body
     err = json.loads(body)["error"]
     assert set(err) == {"code", "message"} and err["code"], body
+    # The identity routes share the cloud controller's listener with the EC2 API.
+    assert cloud.ec2().describe_regions()["Regions"]
     text = scrape_metrics(cloud.clc_url + "/_metrics", cloud.data)
-    assert re.search(r'^euca_http_requests_total\{endpoint="LookupKey",service="identity",'
+    assert re.search(r'^euca_http_requests_total\{endpoint="LookupKey",service="clc",'
                      r'status="403"\} [1-9]', text, re.M), text
-    assert 'euca_http_requests_total{endpoint="Health",service="identity",status="200"} ' in text
+    assert 'euca_http_requests_total{endpoint="Health",service="clc",status="200"} ' in text
     assert re.search(r'^euca_http_request_errors_total\{code="[A-Za-z.]+",endpoint="LookupKey",'
-                     r'service="identity"\} [1-9]', text, re.M), text
+                     r'service="clc"\} [1-9]', text, re.M), text
+    assert re.search(r'^euca_http_requests_total\{endpoint="Ec2Query",service="clc",'
+                     r'status="200"\} [1-9]', text, re.M), text
 
 
 def run_clc(data, port, log):

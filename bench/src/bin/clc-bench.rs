@@ -120,6 +120,7 @@ fn fill(data: &std::path::Path, account: &str, count: usize) -> Result<()> {
                     created: created.clone(),
                     attachment: None,
                     tags: Default::default(),
+                    client_token: None,
                 };
                 Ok((v.id.clone(), serde_json::to_vec(&v)?))
             })

@@ -163,7 +163,7 @@ impl ClcApi {
             &format!("http://ec2.amazonaws.com/doc/{version}/"),
         );
         x.elem("requestId", &cx.request_id);
-        let call = actions::Call {
+        let call = crate::call::Call {
             clc: &self.clc,
             caller,
             params,

@@ -59,6 +59,10 @@ impl Ec2Error {
             id: id.into(),
         }
     }
+    /// `InvalidVolume.NotFound` (used by volumes, snapshots and attachments).
+    pub fn volume_not_found(id: &str) -> Self {
+        Ec2Error::not_found("InvalidVolume.NotFound", "volume", id)
+    }
     pub fn state(code: &'static str, msg: impl Into<String>) -> Self {
         Ec2Error::State {
             code,

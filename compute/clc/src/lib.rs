@@ -11,6 +11,7 @@
 //! - [`params`], [`describe`]: EC2 request conventions (lists, filters, pages).
 pub mod actions;
 pub mod api;
+pub mod call;
 pub mod config;
 pub mod describe;
 pub mod error;

@@ -98,19 +98,23 @@ pub enum Change {
     Delete,
 }
 
+/// Decides whether an existing record (its JSON) conflicts with a new one.
+pub type Conflict<'a> = &'a dyn Fn(&[u8]) -> bool;
+
 /// The storage behind the records.
 pub trait RecordStore: Send + Sync + 'static {
     fn get(&self, kind: Kind, id: &str) -> Result<Option<Stored>, Ec2Error>;
-    /// Stores a new record, unless `conflict` is true for one of `owner`'s records of
-    /// the same kind (a name already taken) or the id exists: then returns false and
-    /// stores nothing. Check and insert are one transaction.
+    /// Stores a new record, unless the id exists or `conflict` is true for one of
+    /// `owner`'s records of the same kind (a name already taken): then returns false
+    /// and stores nothing. Check and insert are one transaction. Without `conflict`
+    /// no other record is read.
     fn insert(
         &self,
         kind: Kind,
         owner: &str,
         id: &str,
         value: &[u8],
-        conflict: &dyn Fn(&[u8]) -> bool,
+        conflict: Option<Conflict>,
     ) -> Result<bool, Ec2Error>;
     /// Reads, decides and writes one record in one transaction; `f` sees `None` if
     /// there is no such record. Returns what `f` returned.
@@ -221,7 +225,7 @@ impl RecordStore for RedbStore {
         owner: &str,
         id: &str,
         value: &[u8],
-        conflict: &dyn Fn(&[u8]) -> bool,
+        conflict: Option<Conflict>,
     ) -> Result<bool, Ec2Error> {
         let tx = self.db.begin_write()?;
         {
@@ -230,14 +234,16 @@ impl RecordStore for RedbStore {
             if t.get(id)?.is_some() {
                 return Ok(false);
             }
-            let start = owner_key(owner, "");
-            let end = format!("{owner}\u{1}");
-            for e in ix.range(start.as_str()..end.as_str())? {
-                let (k, _) = e?;
-                let other = k.value().split_once('\0').map(|(_, i)| i).unwrap_or("");
-                if let Some(v) = t.get(other)? {
-                    if conflict(&decode(other, v.value())?.value) {
-                        return Ok(false);
+            if let Some(conflict) = conflict {
+                let start = owner_key(owner, "");
+                let end = format!("{owner}\u{1}");
+                for e in ix.range(start.as_str()..end.as_str())? {
+                    let (k, _) = e?;
+                    let other = k.value().split_once('\0').map(|(_, i)| i).unwrap_or("");
+                    if let Some(v) = t.get(other)? {
+                        if conflict(&decode(other, v.value())?.value) {
+                            return Ok(false);
+                        }
                     }
                 }
             }
@@ -381,10 +387,16 @@ impl Db {
         conflict: impl Fn(&T) -> bool,
     ) -> Result<bool, Ec2Error> {
         let value = serde_json::to_vec(record)?;
+        let check = |raw: &[u8]| serde_json::from_slice::<T>(raw).is_ok_and(|t| conflict(&t));
         self.store
-            .insert(T::KIND, owner, record.id(), &value, &|raw| {
-                serde_json::from_slice::<T>(raw).is_ok_and(|t| conflict(&t))
-            })
+            .insert(T::KIND, owner, record.id(), &value, Some(&check))
+    }
+
+    /// Stores a new record for `owner` unless its id exists (no other record is
+    /// read: creating is O(log n) however many the owner has).
+    pub fn insert_new<T: Record>(&self, owner: &str, record: &T) -> Result<bool, Ec2Error> {
+        let value = serde_json::to_vec(record)?;
+        self.store.insert(T::KIND, owner, record.id(), &value, None)
     }
 
     /// Changes one record atomically. `f` gets the record (or `None`) and returns

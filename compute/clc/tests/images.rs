@@ -3,7 +3,8 @@
 //! installs marked failed on start-up.
 use euca_aws::xml::XmlWriter;
 use euca_aws::Principal;
-use euca_clc::actions::{dispatch, Action, Call};
+use euca_clc::actions::{dispatch, Action};
+use euca_clc::call::Call;
 use euca_clc::model::{Image, ImageState, ImageType, Snapshot, SnapshotState};
 use euca_clc::params::Params;
 use euca_clc::{Clc, ClcConfig, Ec2Error};

@@ -283,7 +283,15 @@ async fn every_capture_authenticates_and_gets_ec2_answers() {
                 "{}: {status} {body}",
                 c.name
             );
-            assert!((400..500).contains(&status), "{}: {status} {body}", c.name);
+            // 4xx: an action not built yet, or the caller's mistake; 503: the action
+            // needs a service this in-process cloud controller has none of (the
+            // storage controller, the image installer).
+            assert!(
+                (400..500).contains(&status)
+                    || (status == 503 && body.contains("<Code>ServiceUnavailable</Code>")),
+                "{}: {status} {body}",
+                c.name
+            );
             assert!(
                 body.contains("<Response><Errors><Error><Code>") && body.contains("<RequestID>"),
                 "{}: {body}",
@@ -523,11 +531,8 @@ async fn paths_and_unknown_action() {
     s.shutdown().await;
 }
 
-/// The real verifier must refuse a capture whose body was changed after signing.
-/// (Ignored while the temporary authentication shim does not check signatures;
-/// the ec2auth merge removes this ignore.)
+/// The verifier must refuse a capture whose body was changed after signing.
 #[tokio::test]
-#[ignore = "until ec2auth lands: the shim does not check signatures"]
 async fn a_changed_byte_is_refused() {
     let mut c = load(&data_dir().join("awscli2-DescribeVolumes.txt"));
     let last = c.raw.len() - 1;

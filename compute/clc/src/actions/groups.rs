@@ -7,7 +7,7 @@
 //! concurrent authorizations never lose one another. Rules arrive in the modern
 //! `IpPermissions.N.*` form or the legacy flat one (`IpProtocol`, `FromPort`,
 //! `ToPort`, `CidrIp`, `SourceSecurityGroupName`, `SourceSecurityGroupOwnerId`).
-use super::Call;
+use crate::call::Call;
 use crate::describe::{self, Describe, Filterable, Scope, Tags};
 use crate::error::Ec2Error;
 use crate::model::{IngressRule, RuleSource, SecurityGroup};

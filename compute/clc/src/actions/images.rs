@@ -6,7 +6,7 @@
 //! group `all`), and to the accounts given launch permission. Anything else is
 //! `InvalidAMIID.NotFound`. Deregistering removes the record (Describe no longer
 //! lists it); the installed pieces stay in the image store (not collected yet).
-use super::Call;
+use crate::call::Call;
 use crate::describe::{self, Describe, Filterable, Scope, Tags};
 use crate::error::Ec2Error;
 use crate::ids::new_id;

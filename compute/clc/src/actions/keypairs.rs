@@ -1,7 +1,7 @@
 //! Key pairs: created (the private key returned once, PEM) or imported (RSA,
 //! ed25519). Only the public half is stored. Key names are the caller's bytes
 //! (1–255 printable ASCII characters, never trimmed), unique per account.
-use super::Call;
+use crate::call::Call;
 use crate::describe::{self, Describe, Filterable, Tags};
 use crate::error::Ec2Error;
 use crate::keymat::{self, KeyType};

@@ -2,11 +2,9 @@
 //! parameters from [`Call::params`], acts as [`Call::caller`] (another account's
 //! resources are `.NotFound` to it) and writes its elements into the response,
 //! whose root element and `requestId` are already written.
+use crate::call::Call;
 use crate::error::Ec2Error;
-use crate::params::Params;
-use crate::Clc;
 use euca_aws::xml::XmlWriter;
-use euca_aws::Principal;
 
 pub mod groups;
 pub mod images;
@@ -15,21 +13,6 @@ pub mod regions;
 pub mod snapshots;
 pub mod tags;
 pub mod volumes;
-
-/// One EC2 request, authenticated.
-pub struct Call<'a> {
-    pub clc: &'a Clc,
-    pub caller: &'a Principal,
-    pub params: &'a Params,
-    pub request_id: &'a str,
-}
-
-impl Call<'_> {
-    /// The caller's account id (owner of what it creates).
-    pub fn account(&self) -> &str {
-        &self.caller.account_id
-    }
-}
 
 /// Every action the API knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

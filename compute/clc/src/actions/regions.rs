@@ -5,7 +5,7 @@
 //! `[clc] instance_types`; the capacity reported for them (DescribeAvailabilityZones
 //! `verbose`, DescribeInstanceTypes `Availability=true`) from `[clc.capacity]` until
 //! a cluster controller reports its nodes (then a launch lowers `free`).
-use super::Call;
+use crate::call::Call;
 use crate::config::InstanceType;
 use crate::describe::{self, Describe, Filterable, Tags};
 use crate::error::Ec2Error;

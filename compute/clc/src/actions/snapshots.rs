@@ -1,8 +1,7 @@
 //! Snapshots of volumes, taken and stored by the storage controller; their EC2
 //! records (owner, description, `createVolumePermission`, tags) here. A pending
 //! snapshot's state and progress are the SC's, asked when it is described.
-use super::volumes::{tag_specifications, volume_not_found};
-use super::Call;
+use crate::call::Call;
 use crate::describe::{self, Describe, Filterable, Scope, Tags};
 use crate::error::Ec2Error;
 use crate::model::{Image, ImageState, Snapshot, SnapshotState, Volume, VolumeState};
@@ -75,10 +74,10 @@ pub async fn create_snapshot(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2
             "The snapshot description is at most 255 characters.",
         ));
     }
-    let tags = tag_specifications(p, "snapshot")?;
+    let tags = crate::actions::tags::tag_specs(p, "snapshot")?;
     let vol = match cx.clc.db.get::<Volume>(volume_id)? {
         Some(o) if o.owner == cx.account() => o.record,
-        _ => return Err(volume_not_found(volume_id)),
+        _ => return Err(Ec2Error::volume_not_found(volume_id)),
     };
     if !matches!(vol.state, VolumeState::Available | VolumeState::InUse) {
         return Err(Ec2Error::state(
@@ -101,7 +100,7 @@ pub async fn create_snapshot(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2
         restorable_by: Vec::new(),
         tags,
     };
-    if !cx.clc.db.insert(cx.account(), &s, |_| false)? {
+    if !cx.clc.db.insert_new(cx.account(), &s)? {
         return Err(Ec2Error::internal(format!(
             "the storage controller made snapshot {} but a record of that id exists",
             s.id
@@ -439,6 +438,8 @@ mod tests {
             image_type: crate::model::ImageType::Machine,
             state,
             state_reason: None,
+            state_reason_code: None,
+            owner_id: "111122223333".into(),
             architecture: "x86_64".into(),
             location: None,
             root_device_type: "ebs".into(),
@@ -448,6 +449,7 @@ mod tests {
                 snapshot_id: Some(snapshot.into()),
                 volume_size: None,
                 delete_on_termination: true,
+                virtual_name: None,
             }],
             kernel_id: None,
             ramdisk_id: None,

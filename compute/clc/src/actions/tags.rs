@@ -8,7 +8,7 @@
 //! resource id, by key; its `NextToken` is that position (`kind:id:hex(key)`).
 //!
 //! [`RecordStore::update`]: crate::store::RecordStore::update
-use super::Call;
+use crate::call::Call;
 use crate::describe::{self, Describe, Filter};
 use crate::error::Ec2Error;
 use crate::offload::blocking;
@@ -377,6 +377,29 @@ mod tests {
     use crate::model::{KeyPair, SecurityGroup};
     use crate::store::RedbStore;
     use std::sync::Arc;
+
+    #[test]
+    fn tag_specifications_read_only_their_type() {
+        let p = crate::params::Params::new(
+            vec![
+                ("TagSpecification.1.ResourceType", "volume"),
+                ("TagSpecification.1.Tag.1.Key", "Name"),
+                ("TagSpecification.1.Tag.1.Value", " spaced "),
+                ("TagSpecification.1.Tag.2.Key", "empty"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        )
+        .unwrap();
+        let t = tag_specs(&p, "volume").unwrap();
+        assert_eq!(t.get("Name").map(String::as_str), Some(" spaced "));
+        assert_eq!(t.get("empty").map(String::as_str), Some(""));
+        let e = tag_specs(&p, "snapshot").unwrap_err();
+        assert_eq!(e.code(), "InvalidParameterValue");
+        let none = tag_specs(&crate::params::Params::default(), "volume").unwrap();
+        assert!(none.is_empty());
+    }
 
     fn db() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();

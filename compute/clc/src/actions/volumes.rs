@@ -2,63 +2,19 @@
 //! controller, under the id the SC makes. A volume's record is stored right after
 //! the SC answers (so it is describable at once); a failed SC call leaves none.
 use super::snapshots::{can_restore, refresh_snapshot};
-use super::Call;
+use crate::call::Call;
 use crate::describe::{self, Describe, Filterable, Scope, Tags};
 use crate::error::Ec2Error;
 use crate::model::{Snapshot, SnapshotState, Volume, VolumeState};
-use crate::params::Params;
 use crate::store::{Owned, Write};
 use euca_aws::xml::XmlWriter;
 
 /// The volume types accepted (all are served alike and answered as `standard`).
 const VOLUME_TYPES: &[&str] = &["standard", "io1", "io2", "gp2", "sc1", "st1", "gp3"];
 
-/// Tags a resource may get at creation.
-const MAX_TAGS: usize = 50;
-
 /// Serialises CreateVolume calls that carry a ClientToken, so two retries of one
 /// request cannot both create a volume.
 static TOKEN_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-pub(crate) fn volume_not_found(id: &str) -> Ec2Error {
-    Ec2Error::not_found("InvalidVolume.NotFound", "volume", id)
-}
-
-/// The tags of `TagSpecification.N` for `resource_type` (`volume`, `snapshot`);
-/// a specification for another type is refused.
-pub(crate) fn tag_specifications(p: &Params, resource_type: &str) -> Result<Tags, Ec2Error> {
-    let mut tags = Tags::new();
-    for spec in p.members("TagSpecification") {
-        let rt = spec.required("ResourceType")?;
-        if rt != resource_type {
-            return Err(Ec2Error::invalid(format!(
-                "'{rt}' is not a valid taggable resource type for this operation."
-            )));
-        }
-        for t in spec.members("Tag") {
-            let key = t.required("Key")?;
-            if key.is_empty() || key.chars().count() > 128 {
-                return Err(Ec2Error::invalid(
-                    "Tag keys are 1 to 128 characters".to_string(),
-                ));
-            }
-            let value = t.get("Value").unwrap_or("");
-            if value.chars().count() > 256 {
-                return Err(Ec2Error::invalid(
-                    "Tag values are at most 256 characters".to_string(),
-                ));
-            }
-            tags.insert(key.to_string(), value.to_string());
-        }
-    }
-    if tags.len() > MAX_TAGS {
-        return Err(Ec2Error::Parameter {
-            code: "TagLimitExceeded",
-            message: format!("at most {MAX_TAGS} tags per resource"),
-        });
-    }
-    Ok(tags)
-}
 
 /// The EC2 state of an SC volume state.
 fn state_of_sc(s: &str) -> VolumeState {
@@ -75,7 +31,7 @@ fn state_of_sc(s: &str) -> VolumeState {
 fn owned_volume(cx: &Call<'_>, id: &str) -> Result<Owned<Volume>, Ec2Error> {
     match cx.clc.db.get::<Volume>(id)? {
         Some(o) if o.owner == cx.account() => Ok(o),
-        _ => Err(volume_not_found(id)),
+        _ => Err(Ec2Error::volume_not_found(id)),
     }
 }
 
@@ -109,7 +65,7 @@ pub async fn create_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
             "Encrypted volumes are not supported by this cloud.",
         ));
     }
-    let tags = tag_specifications(p, "volume")?;
+    let tags = crate::actions::tags::tag_specs(p, "volume")?;
     let snapshot_id = p.get("SnapshotId");
     let snapshot = match snapshot_id {
         Some(id) => Some(restorable_snapshot(cx, id).await?),
@@ -175,7 +131,7 @@ pub async fn create_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         tags,
         client_token: token.map(String::from),
     };
-    let stored = match cx.clc.db.insert(cx.account(), &v, |_| false) {
+    let stored = match cx.clc.db.insert_new(cx.account(), &v) {
         Ok(true) => Ok(()),
         Ok(false) => Err(Ec2Error::internal(format!(
             "the storage controller made volume {} but a record of that id exists",
@@ -274,7 +230,7 @@ pub async fn describe_volumes(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec
         Scope::Owner(cx.account()),
         &d,
         |_| true,
-        volume_not_found,
+        Ec2Error::volume_not_found,
     )?;
     x.open("volumeSet");
     for o in found {
@@ -365,10 +321,10 @@ pub async fn delete_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
     // available (or error, or a delete that did not finish) → deleting, atomically.
     let before = cx.clc.db.update::<Volume, _>(id, |cur| {
         let Some(c) = cur else {
-            return Err(volume_not_found(id));
+            return Err(Ec2Error::volume_not_found(id));
         };
         if c.owner != cx.account() {
-            return Err(volume_not_found(id));
+            return Err(Ec2Error::volume_not_found(id));
         }
         let prev = c.record.state;
         match prev {
@@ -421,6 +377,7 @@ mod tests {
     use crate::describe::matches;
     use crate::describe::Filter;
     use crate::model::{AttachmentState, VolumeAttachment};
+    use crate::params::Params;
 
     fn params(pairs: &[(&str, &str)]) -> Params {
         Params::new(
@@ -478,23 +435,6 @@ mod tests {
         let e = create(&c).await.unwrap_err();
         assert_eq!(e.status(), 503, "{e}");
         assert!(c.db.scan::<Volume>(None, None, 10).unwrap().is_empty());
-    }
-
-    #[test]
-    fn tag_specifications_read_only_their_type() {
-        let p = params(&[
-            ("TagSpecification.1.ResourceType", "volume"),
-            ("TagSpecification.1.Tag.1.Key", "Name"),
-            ("TagSpecification.1.Tag.1.Value", " spaced "),
-            ("TagSpecification.1.Tag.2.Key", "empty"),
-        ]);
-        let t = tag_specifications(&p, "volume").unwrap();
-        assert_eq!(t.get("Name").map(String::as_str), Some(" spaced "));
-        assert_eq!(t.get("empty").map(String::as_str), Some(""));
-        let e = tag_specifications(&p, "snapshot").unwrap_err();
-        assert_eq!(e.code(), "InvalidParameterValue");
-        let none = tag_specifications(&params(&[]), "volume").unwrap();
-        assert!(none.is_empty());
     }
 
     fn vol() -> Volume {
