@@ -152,6 +152,19 @@ def test_unknown_action_is_invalid_action_with_request_id(cloud):
     assert (st, code_of(body)) == (400, "MissingParameter"), body
 
 
+def test_dry_run_is_refused_and_does_nothing(cloud):
+    """`--dry-run` must never perform the action it was meant to check."""
+    ec2 = cloud.ec2()
+    name = f"dry-{time.time_ns()}"
+    with pytest.raises(ClientError) as e:
+        ec2.create_key_pair(KeyName=name, DryRun=True)
+    assert e.value.response["Error"]["Code"] == "UnsupportedOperation"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(ClientError) as e:
+        ec2.describe_key_pairs(KeyNames=[name])
+    assert e.value.response["Error"]["Code"] == "InvalidKeyPair.NotFound"
+
+
 def test_wrong_secret_is_auth_failure(cloud):
     ec2 = cloud.ec2(secret_key="not-the-secret-" + "x" * 25)
     with pytest.raises(ClientError) as e:

@@ -151,6 +151,15 @@ impl ClcApi {
         let name = params.required("Action")?;
         let action =
             Action::parse(name).ok_or_else(|| Ec2Error::InvalidAction(name.to_string()))?;
+        // DryRun asks "would this be allowed?" without doing it. Until every action
+        // can answer that (DryRunOperation, 412), it is refused before anything runs:
+        // never run an action a caller meant only to check.
+        if params.bool("DryRun")? == Some(true) {
+            return Err(Ec2Error::Parameter {
+                code: "UnsupportedOperation",
+                message: "DryRun is not supported yet; nothing was done".into(),
+            });
+        }
         let version = params
             .get("Version")
             .filter(|v| {

@@ -5,7 +5,9 @@
 //! Filter values match exactly, or with the AWS wildcards `*` (any run) and `?`
 //! (one character). A filter name a resource does not know is
 //! `InvalidParameterValue`. Pages are in id order; `NextToken` is the last id of
-//! the page (a position, not a secret: scans never leave the caller's scope).
+//! the page: a position, not a secret — a page only ever holds records the
+//! `visible` rule lets the caller see (one account's, or for images and snapshots
+//! also those shared with it, whose tags it does not see).
 use crate::error::Ec2Error;
 use crate::params::Params;
 use crate::store::{Db, Owned, Record};
@@ -32,6 +34,9 @@ pub struct Describe {
     /// `MaxResults`, if given.
     pub max: Option<usize>,
     pub token: Option<String>,
+    /// For kinds other accounts may see (images, snapshots): the caller. Tags are
+    /// their owner's own, so `tag:` filters see no tags on another's record.
+    pub viewer: Option<String>,
 }
 
 impl Describe {
@@ -69,6 +74,7 @@ impl Describe {
             filters,
             max,
             token: p.get("NextToken").map(String::from),
+            viewer: None,
         })
     }
 }
@@ -106,13 +112,19 @@ pub fn wildcard(pattern: &str, text: &str) -> bool {
 
 /// Whether `r` passes every filter (filters AND, values OR).
 pub fn matches<T: Filterable>(filters: &[Filter], r: &T) -> Result<bool, Ec2Error> {
+    matches_tags(filters, r, r.tags())
+}
+
+/// [`matches`] with `tags` standing for the record's (none, for another
+/// account's record).
+fn matches_tags<T: Filterable>(filters: &[Filter], r: &T, tags: &Tags) -> Result<bool, Ec2Error> {
     for f in filters {
         let have: Vec<String> = if let Some(key) = f.name.strip_prefix("tag:") {
-            r.tags().get(key).cloned().into_iter().collect()
+            tags.get(key).cloned().into_iter().collect()
         } else if f.name == "tag-key" {
-            r.tags().keys().cloned().collect()
+            tags.keys().cloned().collect()
         } else if f.name == "tag-value" {
-            r.tags().values().cloned().collect()
+            tags.values().cloned().collect()
         } else {
             r.filter_values(&f.name)
                 .ok_or_else(|| Ec2Error::invalid(format!("The filter '{}' is invalid", f.name)))?
@@ -149,10 +161,15 @@ pub fn page<T: Record + Filterable>(
 ) -> Result<(Vec<Owned<T>>, Option<String>), Ec2Error> {
     if !d.ids.is_empty() {
         let mut out = Vec::with_capacity(d.ids.len());
+        let mut seen = std::collections::HashSet::new();
         for id in &d.ids {
+            // An id asked for twice is listed once.
+            if !seen.insert(id.as_str()) {
+                continue;
+            }
             match db.get::<T>(id)? {
                 Some(o) if scope_allows(scope, &o) && visible(&o) => {
-                    if matches(&d.filters, &o.record)? {
+                    if passes(d, &o)? {
                         out.push(o);
                     }
                 }
@@ -179,7 +196,7 @@ pub fn page<T: Record + Filterable>(
         let exhausted = batch.len() < batch_size;
         for o in batch {
             after = Some(o.record.id().to_string());
-            if visible(&o) && matches(&d.filters, &o.record)? {
+            if visible(&o) && passes(d, &o)? {
                 out.push(o);
                 if out.len() == limit {
                     return Ok((out, after));
@@ -189,6 +206,14 @@ pub fn page<T: Record + Filterable>(
         if exhausted {
             return Ok((out, None));
         }
+    }
+}
+
+/// Whether `o` passes `d`'s filters, as `d.viewer` sees it.
+fn passes<T: Filterable>(d: &Describe, o: &Owned<T>) -> Result<bool, Ec2Error> {
+    match &d.viewer {
+        Some(v) if *v != o.owner => matches_tags(&d.filters, &o.record, &Tags::new()),
+        _ => matches(&d.filters, &o.record),
     }
 }
 

@@ -3,10 +3,12 @@
 //! account, JSON answers. The SC makes the ids of volumes and snapshots and keeps
 //! their storage; the CLC keeps the EC2 records under the same ids.
 //!
-//! Errors map to [`Ec2Error`] here, once: the SC's EC2 codes for the caller's
-//! mistakes (400/404/409) pass through as 400s with the same code; an SC that
-//! cannot answer (unreachable, timed out, 5xx) is `Unavailable` (503, clients
-//! retry); anything else is an internal error.
+//! Errors map to [`Ec2Error`] here, once: the SC's answers to the caller's
+//! mistakes (400/404/409/413) are 400s — `InvalidVolume.NotFound`,
+//! `InvalidSnapshot.NotFound`, `IncorrectState` and `VolumeInUse` keep their code,
+//! any other is `InvalidParameterValue`; an SC that cannot answer (unreachable,
+//! timed out, 502/503/504) is `Unavailable` (503, clients retry); anything else
+//! (another 5xx, the CLC's key refused) is an internal error (500).
 use crate::error::Ec2Error;
 use euca_service::client::{ClientError, SignedClient};
 use http::{Method, StatusCode};
@@ -205,7 +207,13 @@ pub fn map_error(e: ClientError) -> Ec2Error {
             return Ec2Error::state(code, message.clone());
         }
     }
-    if e.is_unavailable() {
+    // Only an SC that did not answer, or said it is overloaded or going away, is
+    // worth a retry; any other 5xx is a fault a retry would only repeat.
+    let retryable = match e.status() {
+        Some(s) => matches!(s.as_u16(), 502..=504),
+        None => e.is_unavailable(),
+    };
+    if retryable {
         return Ec2Error::Unavailable(format!("the storage controller did not answer: {e}"));
     }
     Ec2Error::internal(format!("storage controller: {e}"))
@@ -236,6 +244,9 @@ mod tests {
         );
         let e = map_error(status(503, "ServiceUnavailable"));
         assert_eq!((e.code().as_ref(), e.status()), ("ServiceUnavailable", 503));
+        // A fault of the SC is not retried by clients.
+        let e = map_error(status(500, "InternalError"));
+        assert_eq!((e.code().as_ref(), e.status()), ("InternalError", 500));
         let e = map_error(ClientError::Transport {
             url: "u".into(),
             message: "refused".into(),

@@ -144,7 +144,8 @@ async fn ebs_image_from_a_completed_snapshot_is_available_at_once() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), "InvalidAMIName.Duplicate");
-    // The same name in another account is fine (names are per account).
+    // A snapshot shared with another account is not its to register from: an
+    // image pins its snapshot, and no account may pin another's.
     assert!(clc
         .db
         .insert(
@@ -153,7 +154,20 @@ async fn ebs_image_from_a_completed_snapshot_is_available_at_once() {
             |_| false
         )
         .unwrap());
-    call(&clc, &b, "RegisterImage", &reg("snap-0000000c", "ebs-one"))
+    let e = call(&clc, &b, "RegisterImage", &reg("snap-0000000c", "ebs-one"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "InvalidSnapshot.NotFound");
+    // The same name in another account is fine (names are per account).
+    assert!(clc
+        .db
+        .insert(
+            &b.account_id,
+            &snapshot("snap-0000000d", SnapshotState::Completed, &[]),
+            |_| false
+        )
+        .unwrap());
+    call(&clc, &b, "RegisterImage", &reg("snap-0000000d", "ebs-one"))
         .await
         .unwrap();
     let e = call(&clc, &a, "RegisterImage", &[("Name", "nothing")])

@@ -119,14 +119,9 @@ fn check_linked(cx: &Call<'_>, id: &str, want: ImageType) -> Result<(), Ec2Error
 fn usable_snapshot(cx: &Call<'_>, id: &str) -> Result<Owned<Snapshot>, Ec2Error> {
     let gone = || Ec2Error::not_found("InvalidSnapshot.NotFound", "snapshot", id);
     let o = cx.clc.db.get::<Snapshot>(id)?.ok_or_else(gone)?;
-    let acct = cx.account();
-    if o.owner != acct
-        && !o
-            .record
-            .restorable_by
-            .iter()
-            .any(|a| a == acct || a == "all")
-    {
+    // Only the snapshot's owner registers an image from it: an image pins its
+    // snapshot (DeleteSnapshot refuses), and no account may pin another's.
+    if o.owner != cx.account() {
         return Err(gone());
     }
     if o.record.state != SnapshotState::Completed {
@@ -399,8 +394,9 @@ impl Scoping {
 }
 
 pub async fn describe_images(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
-    let d = Describe::from_params(cx.params, "ImageId")?;
+    let mut d = Describe::from_params(cx.params, "ImageId")?;
     let account = cx.account();
+    d.viewer = Some(account.to_string());
     let scoping = Scoping::from_params(cx.params, account);
     let (images, token) = if d.ids.is_empty() {
         let scope = match scoping.only_owner(account) {
@@ -427,7 +423,11 @@ pub async fn describe_images(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2
         (v, t)
     };
     x.open("imagesSet");
-    for o in &images {
+    for mut o in images {
+        // Tags are the owner's own: another account sees none.
+        if o.owner != account {
+            o.record.tags.clear();
+        }
         image_item(x, &o.record, &o.owner);
     }
     x.close();

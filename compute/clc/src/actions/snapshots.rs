@@ -126,18 +126,21 @@ fn resolve(values: Vec<&str>, me: &str) -> Vec<String> {
 }
 
 /// Whether the snapshot answers an `Owner` / `RestorableBy` selection: either
-/// list matching is enough (one pass, so a snapshot both owned and restorable is
-/// listed once). With neither, every snapshot the caller can see answers.
+/// list matching is enough (one pass, so no snapshot is listed twice). With
+/// neither, every snapshot the caller can see answers.
 fn selected(o: &Owned<Snapshot>, owners: &[String], restorers: &[String]) -> bool {
     if owners.is_empty() && restorers.is_empty() {
         return true;
     }
+    // `RestorableBy` names who was granted the snapshot, not its owner: euca2ools
+    // asks `Owner=self`, then `RestorableBy=self`, and prints both answers without
+    // de-duplication, so an own snapshot must not answer the second.
     owners.contains(&o.owner)
         || restorers.iter().any(|r| {
             if r == ALL {
                 o.record.restorable_by.iter().any(|a| a == ALL)
             } else {
-                can_restore(o, r)
+                *r != o.owner && o.record.restorable_by.iter().any(|a| a == r || a == ALL)
             }
         })
 }
@@ -159,6 +162,7 @@ pub async fn describe_snapshots(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), 
     };
     let owners = resolve(cx.params.list("Owner"), me);
     let restorers = resolve(cx.params.list("RestorableBy"), me);
+    d.viewer = Some(me.to_string());
     let by_id = !d.ids.is_empty();
     let (found, next) = describe::page::<Snapshot>(
         &cx.clc.db,
@@ -174,7 +178,11 @@ pub async fn describe_snapshots(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), 
         if by_id && !(selected(&o, &owners, &restorers) && owner_ok(&o)) {
             continue;
         }
-        let o = refresh_snapshot(cx.clc, o).await;
+        let mut o = refresh_snapshot(cx.clc, o).await;
+        // Tags are the owner's own: another account sees none.
+        if o.owner != me {
+            o.record.tags.clear();
+        }
         x.open("item");
         snapshot_body(x, &o.record, &o.owner);
         x.close();
@@ -230,10 +238,10 @@ fn owned_snapshot(cx: &Call<'_>, id: &str) -> Result<Owned<Snapshot>, Ec2Error> 
 }
 
 /// The image (not deregistered) whose block devices use the snapshot, if any.
-fn image_using(db: &Db, snapshot_id: &str) -> Result<Option<String>, Ec2Error> {
+fn image_using(db: &Db, owner: &str, snapshot_id: &str) -> Result<Option<String>, Ec2Error> {
     let mut after: Option<String> = None;
     loop {
-        let batch = db.scan::<Image>(None, after.as_deref(), describe::MAX_RESULTS)?;
+        let batch = db.scan::<Image>(Some(owner), after.as_deref(), describe::MAX_RESULTS)?;
         let n = batch.len();
         for o in batch {
             if o.record.state != ImageState::Deregistered
@@ -255,7 +263,7 @@ fn image_using(db: &Db, snapshot_id: &str) -> Result<Option<String>, Ec2Error> {
 pub async fn delete_snapshot(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
     let id = cx.params.required("SnapshotId")?;
     owned_snapshot(cx, id)?;
-    if let Some(image) = image_using(&cx.clc.db, id)? {
+    if let Some(image) = image_using(&cx.clc.db, cx.account(), id)? {
         return Err(Ec2Error::state(
             "InvalidSnapshot.InUse",
             format!("The snapshot {id} is currently in use by {image}"),
@@ -466,10 +474,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::RedbStore::open(&dir.path().join("clc.redb")).unwrap();
         let db = Db::new(std::sync::Arc::new(store));
-        assert_eq!(image_using(&db, "snap-0000000a").unwrap(), None);
-        // Another account's image holds it too: the snapshot may be shared.
+        assert_eq!(image_using(&db, "111", "snap-0000000a").unwrap(), None);
         db.insert(
-            "222",
+            "111",
             &image("emi-0000000b", ImageState::Available, "snap-0000000a"),
             |_| false,
         )
@@ -480,13 +487,20 @@ mod tests {
             |_| false,
         )
         .unwrap();
+        // Another account's image is never consulted (nor named).
+        db.insert(
+            "222",
+            &image("emi-0000000f", ImageState::Available, "snap-0000000d"),
+            |_| false,
+        )
+        .unwrap();
         assert_eq!(
-            image_using(&db, "snap-0000000a").unwrap().as_deref(),
+            image_using(&db, "111", "snap-0000000a").unwrap().as_deref(),
             Some("emi-0000000b")
         );
         // A deregistered image holds nothing.
-        assert_eq!(image_using(&db, "snap-0000000d").unwrap(), None);
-        assert_eq!(image_using(&db, "snap-0000000e").unwrap(), None);
+        assert_eq!(image_using(&db, "111", "snap-0000000d").unwrap(), None);
+        assert_eq!(image_using(&db, "111", "snap-0000000e").unwrap(), None);
     }
 
     #[test]
@@ -508,8 +522,10 @@ mod tests {
         // Owner=self: mine only.
         assert!(selected(&mine, &v(&[&me]), &[]));
         assert!(!selected(&shared, &v(&[&me]), &[]));
-        // RestorableBy=self: mine, shared with me, and public.
-        assert!(selected(&mine, &[], &v(&[&me])));
+        // RestorableBy=self: shared with me and public, not mine (granted, not owned).
+        assert!(!selected(&mine, &[], &v(&[&me])));
+        // Both: mine once (one pass).
+        assert!(selected(&mine, &v(&[&me]), &v(&[&me])));
         assert!(selected(&shared, &[], &v(&[&me])));
         assert!(selected(&public, &[], &v(&[&me])));
         // RestorableBy=all: public only.

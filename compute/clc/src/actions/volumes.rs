@@ -1,6 +1,9 @@
 //! Volumes: the records, states and ownership here; the storage on the storage
 //! controller, under the id the SC makes. A volume's record is stored right after
 //! the SC answers (so it is describable at once); a failed SC call leaves none.
+//! Known gap: a crash (or an SC timeout) between the SC's create and the record
+//! leaves SC storage no record names; a start-up reconcile against the SC's list
+//! is the planned fix.
 use super::snapshots::{can_restore, refresh_snapshot};
 use crate::call::Call;
 use crate::describe::{self, Describe, Filterable, Scope, Tags};
