@@ -294,12 +294,19 @@ def test_another_account_sees_none_of_it(cloud):
     assert code_of(other.authorize_security_group_ingress, GroupId=sg, IpPermissions=[
         {"IpProtocol": "tcp", "FromPort": 1, "ToPort": 1,
          "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]) == "InvalidGroup.NotFound"
-    # Naming our group (with our account id) in its own rule does not pin it.
+    # Naming our group (with our account id) in its rule is refused exactly as
+    # naming one that does not exist: nothing to probe, nothing pinned.
     me = ec2.describe_security_groups(GroupIds=[sg])["SecurityGroups"][0]["OwnerId"]
     pinned = other.create_security_group(GroupName=uniq("pin"), Description="p")["GroupId"]
-    other.authorize_security_group_ingress(GroupId=pinned, IpPermissions=[
-        {"IpProtocol": "tcp", "FromPort": 5, "ToPort": 5,
-         "UserIdGroupPairs": [{"GroupId": sg, "UserId": me}]}])
+    answers = set()
+    for pair in ({"GroupId": sg, "UserId": me}, {"GroupId": "sg-00000000", "UserId": me},
+                 {"GroupName": sg_name, "UserId": me}, {"GroupName": "no-such", "UserId": me}):
+        with pytest.raises(ClientError) as e:
+            other.authorize_security_group_ingress(GroupId=pinned, IpPermissions=[
+                {"IpProtocol": "tcp", "FromPort": 5, "ToPort": 5, "UserIdGroupPairs": [pair]}])
+        answers.add((e.value.response["Error"]["Code"], e.value.response["Error"]["Message"]))
+    assert answers == {("InvalidParameterValue",
+                        "source groups of another account are not supported yet")}, answers
     # The other account's DeleteKeyPair does not touch ours.
     other.delete_key_pair(KeyName=name)
     other.delete_key_pair(KeyPairId=kp)

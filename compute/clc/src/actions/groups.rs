@@ -455,8 +455,8 @@ pub fn parse_rules(p: &Params) -> Result<Vec<RuleSpec>, Ec2Error> {
     Ok(out)
 }
 
-/// The stored rules for `specs`, source groups looked up: by id (the caller's, or
-/// the named `UserId`'s), or by name in `UserId`'s account (default the caller's).
+/// The stored rules for `specs`, source groups looked up among the caller's own
+/// groups, by id or by name (another account's `UserId` is refused).
 fn resolve(db: &Db, owner: &str, specs: Vec<RuleSpec>) -> Result<Vec<IngressRule>, Ec2Error> {
     let mut out = Vec::with_capacity(specs.len());
     for s in specs {
@@ -467,18 +467,21 @@ fn resolve(db: &Db, owner: &str, specs: Vec<RuleSpec>) -> Result<Vec<IngressRule
                 group_id,
                 group_name,
             } => {
-                let account = user_id.as_deref().unwrap_or(owner);
+                // Another account's groups as sources are refused alike whether
+                // they exist or not: an answer that differed would let any account
+                // probe another's group names and ids.
+                if user_id.as_deref().is_some_and(|u| u != owner) {
+                    return Err(Ec2Error::invalid(
+                        "source groups of another account are not supported yet",
+                    ));
+                }
                 let g = match (&group_id, &group_name) {
                     (Some(id), _) => db
                         .get::<SecurityGroup>(id)?
-                        .filter(|g| g.owner == owner || g.owner == account)
+                        .filter(|g| g.owner == owner)
                         .ok_or_else(|| not_found(id))?,
                     (None, Some(name)) => {
-                        let groups = if account == owner {
-                            my_groups(db, owner)?
-                        } else {
-                            all_of::<SecurityGroup>(db, Some(account))?
-                        };
+                        let groups = my_groups(db, owner)?;
                         groups
                             .into_iter()
                             .find(|g| &g.record.name == name)
