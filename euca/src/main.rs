@@ -686,9 +686,6 @@ async fn open_sc_with(
 
 async fn up(a: UpArgs) -> Result<()> {
     let cfg = load_config(a.config.as_deref())?;
-    // A eucarc left by an earlier run must not announce this one before it serves.
-    // (A data directory that cannot be changed is reported by what opens it next.)
-    let _ = std::fs::remove_file(a.data.join("credentials/eucarc"));
     let from_file = cfg
         .walrus
         .as_ref()
@@ -739,6 +736,12 @@ async fn up(a: UpArgs) -> Result<()> {
     let sc = open_sc(&opened, scfg, sc_from_file)
         .await?
         .with_edge(svc.clone(), access);
+    // This process holds the data directory's locks now (Walrus, identity, the
+    // CLC's records, the SC): a eucarc left by an earlier run must not announce
+    // this one before it serves. (Removed no earlier: a second `euca up` on a
+    // directory in use fails on those locks and must leave the running cloud's
+    // eucarc alone.)
+    let _ = std::fs::remove_file(opened.data.join("credentials/eucarc"));
     // The SC listens now: the EC2 API's volume actions may call it.
     if let Some(clc_state) = &clc_state {
         let api = sc
