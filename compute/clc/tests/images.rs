@@ -80,18 +80,16 @@ async fn ebs_image_from_a_completed_snapshot_is_available_at_once() {
     let (a, b) = (principal("111111111111"), principal("222222222222"));
     assert!(clc
         .db
-        .insert(
+        .insert_new(
             &a.account_id,
-            &snapshot("snap-0000000a", SnapshotState::Completed, &[]),
-            |_| false
+            &snapshot("snap-0000000a", SnapshotState::Completed, &[])
         )
         .unwrap());
     assert!(clc
         .db
-        .insert(
+        .insert_new(
             &a.account_id,
-            &snapshot("snap-0000000b", SnapshotState::Pending, &[]),
-            |_| false
+            &snapshot("snap-0000000b", SnapshotState::Pending, &[])
         )
         .unwrap());
     let reg = |snap: &'static str, name: &'static str| {
@@ -148,10 +146,9 @@ async fn ebs_image_from_a_completed_snapshot_is_available_at_once() {
     // image pins its snapshot, and no account may pin another's.
     assert!(clc
         .db
-        .insert(
+        .insert_new(
             &a.account_id,
-            &snapshot("snap-0000000c", SnapshotState::Completed, &["222222222222"]),
-            |_| false
+            &snapshot("snap-0000000c", SnapshotState::Completed, &["222222222222"])
         )
         .unwrap());
     let e = call(&clc, &b, "RegisterImage", &reg("snap-0000000c", "ebs-one"))
@@ -161,10 +158,9 @@ async fn ebs_image_from_a_completed_snapshot_is_available_at_once() {
     // The same name in another account is fine (names are per account).
     assert!(clc
         .db
-        .insert(
+        .insert_new(
             &b.account_id,
-            &snapshot("snap-0000000d", SnapshotState::Completed, &[]),
-            |_| false
+            &snapshot("snap-0000000d", SnapshotState::Completed, &[])
         )
         .unwrap());
     call(&clc, &b, "RegisterImage", &reg("snap-0000000d", "ebs-one"))
@@ -198,10 +194,9 @@ async fn visibility_launch_permissions_owner_and_executable_by() {
     let (a, b) = (principal("111111111111"), principal("222222222222"));
     assert!(clc
         .db
-        .insert(
+        .insert_new(
             &a.account_id,
-            &snapshot("snap-0000000a", SnapshotState::Completed, &[]),
-            |_| false
+            &snapshot("snap-0000000a", SnapshotState::Completed, &[])
         )
         .unwrap());
     let out = call(
@@ -424,17 +419,12 @@ fn pending_installs_are_failed_on_start_up() {
     {
         let clc = open(dir.path());
         clc.db
-            .insert(
-                "111111111111",
-                &image("emi-0000000a", ImageState::Pending),
-                |_| false,
-            )
+            .insert_new("111111111111", &image("emi-0000000a", ImageState::Pending))
             .unwrap();
         clc.db
-            .insert(
+            .insert_new(
                 "111111111111",
                 &image("emi-0000000b", ImageState::Available),
-                |_| false,
             )
             .unwrap();
     }

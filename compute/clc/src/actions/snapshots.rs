@@ -412,13 +412,7 @@ mod tests {
     use crate::params::Params;
 
     fn params(pairs: &[(&str, &str)]) -> Params {
-        Params::new(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-        .unwrap()
+        Params::of(pairs)
     }
 
     fn snap(owner: &str, restorable: &[&str]) -> Owned<Snapshot> {
@@ -475,23 +469,20 @@ mod tests {
         let store = crate::store::RedbStore::open(&dir.path().join("clc.redb")).unwrap();
         let db = Db::new(std::sync::Arc::new(store));
         assert_eq!(image_using(&db, "111", "snap-0000000a").unwrap(), None);
-        db.insert(
+        db.insert_new(
             "111",
             &image("emi-0000000b", ImageState::Available, "snap-0000000a"),
-            |_| false,
         )
         .unwrap();
-        db.insert(
+        db.insert_new(
             "111",
             &image("emi-0000000c", ImageState::Deregistered, "snap-0000000d"),
-            |_| false,
         )
         .unwrap();
         // Another account's image is never consulted (nor named).
-        db.insert(
+        db.insert_new(
             "222",
             &image("emi-0000000f", ImageState::Available, "snap-0000000d"),
-            |_| false,
         )
         .unwrap();
         assert_eq!(

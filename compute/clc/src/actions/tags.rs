@@ -380,18 +380,12 @@ mod tests {
 
     #[test]
     fn tag_specifications_read_only_their_type() {
-        let p = crate::params::Params::new(
-            vec![
-                ("TagSpecification.1.ResourceType", "volume"),
-                ("TagSpecification.1.Tag.1.Key", "Name"),
-                ("TagSpecification.1.Tag.1.Value", " spaced "),
-                ("TagSpecification.1.Tag.2.Key", "empty"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        )
-        .unwrap();
+        let p = crate::params::Params::of(&[
+            ("TagSpecification.1.ResourceType", "volume"),
+            ("TagSpecification.1.Tag.1.Key", "Name"),
+            ("TagSpecification.1.Tag.1.Value", " spaced "),
+            ("TagSpecification.1.Tag.2.Key", "empty"),
+        ]);
         let t = tag_specs(&p, "volume").unwrap();
         assert_eq!(t.get("Name").map(String::as_str), Some(" spaced "));
         assert_eq!(t.get("empty").map(String::as_str), Some(""));
@@ -427,15 +421,14 @@ mod tests {
     #[test]
     fn pages_cover_every_tag_once_across_kinds_and_within_a_resource() {
         let (_d, db) = db();
-        db.insert(
+        db.insert_new(
             "111",
             &key("key-00000001", &[("a", "1"), ("b", "2"), ("c", "3")]),
-            |_| false,
         )
         .unwrap();
-        db.insert("111", &key("key-00000002", &[("Name", "x")]), |_| false)
+        db.insert_new("111", &key("key-00000002", &[("Name", "x")]))
             .unwrap();
-        db.insert("222", &key("key-00000003", &[("Name", "other")]), |_| false)
+        db.insert_new("222", &key("key-00000003", &[("Name", "other")]))
             .unwrap();
         let g = SecurityGroup {
             id: "sg-00000001".into(),
@@ -444,7 +437,7 @@ mod tests {
             ingress: vec![],
             tags: [("Name".to_string(), " spaced ".to_string())].into(),
         };
-        db.insert("111", &g, |_| false).unwrap();
+        db.insert_new("111", &g).unwrap();
 
         let mut d = Describe {
             max: Some(2),
@@ -496,8 +489,7 @@ mod tests {
     #[test]
     fn patching_keeps_the_record_and_checks_the_owner() {
         let (_d, db) = db();
-        db.insert("111", &key("key-00000001", &[]), |_| false)
-            .unwrap();
+        db.insert_new("111", &key("key-00000001", &[])).unwrap();
         patch_tags(&db, "111", Kind::KeyPair, "key-00000001", &|m| {
             m.insert("k".into(), Value::String("v ".into()));
             Ok(())

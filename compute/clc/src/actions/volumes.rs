@@ -383,13 +383,7 @@ mod tests {
     use crate::params::Params;
 
     fn params(pairs: &[(&str, &str)]) -> Params {
-        Params::new(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-        .unwrap()
+        Params::of(pairs)
     }
 
     fn clc(dir: &std::path::Path) -> crate::Clc {
