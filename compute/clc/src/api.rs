@@ -89,7 +89,7 @@ impl ClcApi {
         let result = self.run(&caller, &params, cx).await;
         tracing::info!(
             target: "ec2",
-            action = %action_name,
+            action = ?action_name,
             account = %caller.account_id,
             request_id = %cx.request_id,
             code = %result.as_ref().err().map(|e| e.code()).unwrap_or_default(),
