@@ -427,6 +427,27 @@ impl Db {
         out.ok_or_else(|| Ec2Error::internal("update callback did not run"))
     }
 
+    /// Changes the record only while `still` holds (e.g. a state learnt from the
+    /// storage controller lands only on a record still `creating`); returns the
+    /// record as stored afterwards, `None` if it is gone.
+    pub fn update_while<T: Record + Clone>(
+        &self,
+        id: &str,
+        still: impl Fn(&T) -> bool,
+        mut change: impl FnMut(&mut T),
+    ) -> Result<Option<Owned<T>>, Ec2Error> {
+        self.update::<T, _>(id, |cur| {
+            Ok(match cur {
+                Some(c) if still(&c.record) => {
+                    change(&mut c.record);
+                    (Write::Put, Some(c.clone()))
+                }
+                Some(c) => (Write::Keep, Some(c.clone())),
+                None => (Write::Keep, None),
+            })
+        })
+    }
+
     /// Up to `limit` records of `owner` (or of everyone) after id `after`.
     pub fn scan<T: Record>(
         &self,

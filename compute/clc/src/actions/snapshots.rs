@@ -40,17 +40,14 @@ pub(crate) async fn refresh_snapshot(clc: &Clc, o: Owned<Snapshot>) -> Owned<Sna
             return o;
         }
     };
-    let updated = clc.db.update::<Snapshot, _>(&o.record.id, |cur| {
-        Ok(match cur {
-            Some(c) if c.record.state == SnapshotState::Pending => {
-                c.record.state = state;
-                c.record.progress = progress;
-                (Write::Put, Some(c.clone()))
-            }
-            Some(c) => (Write::Keep, Some(c.clone())),
-            None => (Write::Keep, None),
-        })
-    });
+    let updated = clc.db.update_while::<Snapshot>(
+        &o.record.id,
+        |c| c.state == SnapshotState::Pending,
+        |c| {
+            c.state = state;
+            c.progress = progress;
+        },
+    );
     match updated {
         Ok(Some(n)) => n,
         _ => o,

@@ -210,16 +210,11 @@ async fn refresh_volume(cx: &Call<'_>, o: Owned<Volume>) -> Owned<Volume> {
             return o;
         }
     };
-    let updated = cx.clc.db.update::<Volume, _>(&o.record.id, |cur| {
-        Ok(match cur {
-            Some(c) if c.record.state == VolumeState::Creating => {
-                c.record.state = state;
-                (Write::Put, Some(c.clone()))
-            }
-            Some(c) => (Write::Keep, Some(c.clone())),
-            None => (Write::Keep, None),
-        })
-    });
+    let updated = cx.clc.db.update_while::<Volume>(
+        &o.record.id,
+        |c| c.state == VolumeState::Creating,
+        |c| c.state = state,
+    );
     match updated {
         Ok(Some(n)) => n,
         _ => o,
