@@ -24,13 +24,40 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
-# qemu-img / qemu-io / qemu-nbd: the machine image has qemu-utils 10 from
-# bookworm-backports; Debian's own 7.2 would downgrade it, so take backports.
-if ! command -v qemu-io >/dev/null; then
-  export DEBIAN_FRONTEND=noninteractive
+# QEMU: qemu-img / qemu-io / qemu-nbd (qemu-utils) and qemu-system-x86_64 (the node
+# controller's instances) must be one version. The machine image has qemu-utils 10
+# from bookworm-backports and Debian's own 7.2 would downgrade it, so the backports
+# suite is added to apt's sources (same mirror as the existing entries) and both
+# packages come from it. cpio and lz4 build the tiny test guest (its kernel and
+# busybox are downloaded with `apt-get download`, not installed).
+add_backports() {
+  grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/ && return 0
+  local mirror
+  mirror=$(grep -hoE 'https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
+           | grep -v security | head -n1 | tr -d ' ' || true)
+  mirror=${mirror:-http://deb.debian.org/debian}
+  echo "install-test-deps: adding bookworm-backports from $mirror"
+  printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "$mirror" > /etc/apt/sources.list.d/bookworm-backports.sources
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-utils \
-    || apt-get install -y -qq --no-install-recommends qemu-utils
+}
+need_qemu=()
+command -v qemu-io >/dev/null || need_qemu+=(qemu-utils)
+command -v qemu-system-x86_64 >/dev/null || need_qemu+=(qemu-system-x86)
+if [ ${#need_qemu[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  add_backports
+  echo "install-test-deps: apt-get install -t bookworm-backports ${need_qemu[*]}"
+  apt-get install -y -qq --no-install-recommends -t bookworm-backports "${need_qemu[@]}"
+fi
+need_guest=()
+command -v cpio >/dev/null || need_guest+=(cpio)
+command -v lz4 >/dev/null || need_guest+=(lz4)
+if [ ${#need_guest[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  echo "install-test-deps: apt-get install ${need_guest[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_guest[@]}"
 fi
 
 PY=${PYTHON:-python3}
@@ -51,7 +78,7 @@ fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 
 # Fail loudly if anything is still missing.
-for c in rclone /usr/bin/aws curl nbdinfo nbdcopy nbdsh nbdkit fio qemu-img qemu-io qemu-nbd script c++ cargo-fuzz; do command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 1; }; done
+for c in rclone /usr/bin/aws curl nbdinfo nbdcopy nbdsh nbdkit fio qemu-img qemu-io qemu-nbd qemu-system-x86_64 cpio lz4 script c++ cargo-fuzz; do command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 1; }; done
 $PY -c 'import pytest, boto3, awscli, S3, requests, hypothesis' || { echo "missing python test deps" >&2; exit 1; }
 command -v s3cmd >/dev/null || { echo "missing: s3cmd on PATH" >&2; exit 1; }
 /usr/bin/python3 -c 'import nbd' || { echo "missing: python3-libnbd for /usr/bin/python3" >&2; exit 1; }

@@ -37,6 +37,7 @@ pub mod body;
 pub mod budget;
 pub mod client;
 mod config;
+pub mod failpoint;
 mod metrics;
 mod proxy;
 pub mod registry;

@@ -1,0 +1,23 @@
+//! The node controller (`euca nc`): runs instances on this machine and answers the
+//! cluster controller's polls and calls (the NC API, `euca_compute_proto::nc`).
+//!
+//! - [`node::Node`]: what a node does, behind the API; two kinds:
+//!   - [`hypervisor::QemuNode`]: real instances, one `qemu-system-x86_64` each
+//!     (accelerator from config), root disk a qcow2 overlay on the image cache's
+//!     file (pinned while the instance lives), an ephemeral disk, serial console to
+//!     a file, one QMP socket; volumes hot-plugged over NBD; adopts the QEMUs of
+//!     an earlier NC process after a restart.
+//!   - [`simulate::SimNode`]: answers the same protocol without QEMU (`euca nc
+//!     --simulate N`: N nodes on one listener, for scale and counting tests).
+//! - [`api`]: the NC API over `euca-service`'s serve loop, cluster token checked
+//!   before any body is read.
+//! - [`config`]: `[nc]`.
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod hypervisor;
+pub mod node;
+pub mod simulate;
+
+pub use error::NcError;
+pub use node::Node;
