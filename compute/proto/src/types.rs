@@ -66,7 +66,7 @@ impl Resources {
     /// Eucalyptus counted the free/max columns); a need of zero on an axis does
     /// not limit it.
     pub fn copies(&self, need: &Resources) -> u64 {
-        let per = |have: u64, need: u64| if need == 0 { u64::MAX } else { have / need };
+        let per = |have: u64, need: u64| have.checked_div(need).unwrap_or(u64::MAX);
         per(self.cores.into(), need.cores.into())
             .min(per(self.memory_mib, need.memory_mib))
             .min(per(self.disk_gib, need.disk_gib))
