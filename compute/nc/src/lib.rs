@@ -11,7 +11,7 @@
 //!     --simulate N`: N nodes on one listener, for scale and counting tests).
 //! - [`api`]: the NC API over `euca-service`'s serve loop, cluster token checked
 //!   before any body is read.
-//! - [`config`]: `[nc]`.
+//! - [`config`]: the `nc` table of the config file.
 pub mod api;
 pub mod config;
 pub mod error;
