@@ -36,3 +36,20 @@ pub trait Node: Send + Sync + 'static {
     /// reason); with `force` the block node is torn down anyway.
     async fn detach(&self, id: &str, volume: &str, force: bool) -> Result<VolumeReport, NcError>;
 }
+
+/// Where a node gets image files: the node's image cache (`euca nc-cache`'s daemon,
+/// in the same process), or a directory in tests.
+#[async_trait]
+pub trait ImageSource: Send + Sync + 'static {
+    /// Fetches `installed_id` if needed (waiting until complete) and pins it for
+    /// `holder` (an instance id) so it is never evicted while pinned; returns the
+    /// path of the image's bytes (read-only: overlays are made on it).
+    async fn acquire(
+        &self,
+        installed_id: &str,
+        holder: &str,
+    ) -> Result<std::path::PathBuf, NcError>;
+
+    /// Drops `holder`'s pin (idempotent).
+    async fn release(&self, installed_id: &str, holder: &str) -> Result<(), NcError>;
+}
