@@ -61,7 +61,7 @@ pub fn ensure_token(data: &Path) -> Result<String> {
     Ok(t)
 }
 
-fn read_token(file: &Path) -> Result<Token> {
+pub(crate) fn read_token(file: &Path) -> Result<Token> {
     let t = std::fs::read_to_string(file)
         .with_context(|| format!("reading the cluster token from {}", file.display()))?;
     Ok(Token::new(&t)?)
@@ -288,73 +288,133 @@ pub async fn nc_cache(
     if let Some(q) = a.quota {
         cfg.quota = q;
     }
-    let token = match (&cfg.token, &cfg.token_file) {
-        (Some(t), _) => Token::new(t)?,
-        (None, Some(f)) => read_token(f)?,
-        (None, None) => bail!("no cluster token: set token or token_file in [nc_cache]"),
-    };
-    let metrics_token = match (&cfg.metrics_token, &cfg.metrics_token_file) {
-        (Some(t), _) => Some(t.clone()),
-        (None, Some(f)) => {
-            Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)
-        }
-        (None, None) => None,
-    };
     crate::edge::fit_caps(&mut [("[nc_cache] max_connections", &mut cfg.max_connections, 1)])?;
-    let edge = Edge::new(
-        "pieces",
-        cfg.max_connections,
-        &svc,
-        crate::edge::metrics_access(&svc, metrics_token.as_deref()),
-    );
-    let _lock = lock_dir(&cfg.dir)?;
-    let store = {
-        let (dir, quota) = (cfg.dir.clone(), parse_size(&cfg.quota)?);
-        tokio::task::spawn_blocking(move || Store::open(&dir, quota)).await??
-    };
-    let s3 = euca_s3::S3Client::new(&cfg.s3_url, &cfg.access_key, &cfg.secret_key, &cfg.region)?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.listen))?;
-    let addr = listener.local_addr()?;
-    let advertise = cfg
-        .advertise_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
-    let node = cfg.node.clone().unwrap_or_else(|| {
-        advertise
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string()
-    });
-    let dcfg = DaemonConfig {
-        node,
-        advertise_url: advertise.trim_end_matches('/').to_string(),
-        tracker: cfg.tracker.clone(),
-        origin_concurrency: cfg.origin_concurrency.max(1),
-        direct_concurrency: cfg.direct_concurrency.max(1),
-        ..DaemonConfig::default()
-    };
-    let daemon = Daemon::new(dcfg, store, Arc::new(WalrusOrigin::new(s3)), token.clone());
-    let sock = cfg.dir.join("control.sock");
-    let _ = std::fs::remove_file(&sock);
-    let control = tokio::net::UnixListener::bind(&sock)
-        .with_context(|| format!("binding {}", sock.display()))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
-    }
+    let cache = NodeCache::open(cfg, &svc).await?;
     println!("euca: nc-cache is up");
-    println!("  pieces       {advertise}/   metrics {advertise}/_metrics");
-    println!("  control      {}", sock.display());
-    match &cfg.tracker {
-        Some(t) => println!("  tracker      {t}"),
-        None => println!("  tracker      none: every piece comes from {}", cfg.s3_url),
-    }
-    daemon
-        .serve(listener, control, token, edge, crate::shutdown_signal())
-        .await;
+    cache.print();
+    cache.serve(crate::shutdown_signal()).await;
     Ok(())
+}
+
+/// A node's image cache daemon, opened and bound but not yet serving: what
+/// `euca nc-cache` runs alone and `euca nc` runs in-process beside its node.
+pub struct NodeCache {
+    pub daemon: Arc<Daemon>,
+    listener: tokio::net::TcpListener,
+    control: tokio::net::UnixListener,
+    token: Token,
+    edge: Edge,
+    /// The URL peers reach the piece server at.
+    pub advertise: String,
+    sock: PathBuf,
+    tracker: Option<String>,
+    s3_url: String,
+    /// The cache directory's lock, held while the daemon lives.
+    _lock: std::fs::File,
+}
+
+impl NodeCache {
+    /// Locks and opens the cache directory, binds the piece server and the control
+    /// socket (0600). `cfg.max_connections` is used as is (fit it first).
+    pub async fn open(cfg: NcCacheConfig, svc: &euca_service::ServiceConfig) -> Result<NodeCache> {
+        let token = match (&cfg.token, &cfg.token_file) {
+            (Some(t), _) => Token::new(t)?,
+            (None, Some(f)) => read_token(f)?,
+            (None, None) => bail!("no cluster token: set token or token_file in [nc_cache]"),
+        };
+        let metrics_token = match (&cfg.metrics_token, &cfg.metrics_token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(f)) => Some(
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+            ),
+            (None, None) => None,
+        };
+        let edge = Edge::new(
+            "pieces",
+            cfg.max_connections,
+            svc,
+            crate::edge::metrics_access(svc, metrics_token.as_deref()),
+        );
+        let lock = lock_dir(&cfg.dir)?;
+        let store = {
+            let (dir, quota) = (cfg.dir.clone(), parse_size(&cfg.quota)?);
+            tokio::task::spawn_blocking(move || Store::open(&dir, quota)).await??
+        };
+        let s3 =
+            euca_s3::S3Client::new(&cfg.s3_url, &cfg.access_key, &cfg.secret_key, &cfg.region)?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("binding {}", cfg.listen))?;
+        let addr = listener.local_addr()?;
+        let advertise = cfg
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let node = cfg.node.clone().unwrap_or_else(|| {
+            advertise
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string()
+        });
+        let dcfg = DaemonConfig {
+            node,
+            advertise_url: advertise.trim_end_matches('/').to_string(),
+            tracker: cfg.tracker.clone(),
+            origin_concurrency: cfg.origin_concurrency.max(1),
+            direct_concurrency: cfg.direct_concurrency.max(1),
+            ..DaemonConfig::default()
+        };
+        let daemon = Daemon::new(dcfg, store, Arc::new(WalrusOrigin::new(s3)), token.clone());
+        let sock = cfg.dir.join("control.sock");
+        let _ = std::fs::remove_file(&sock);
+        let control = tokio::net::UnixListener::bind(&sock)
+            .with_context(|| format!("binding {}", sock.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(NodeCache {
+            daemon,
+            listener,
+            control,
+            token,
+            edge,
+            advertise,
+            sock,
+            tracker: cfg.tracker,
+            s3_url: cfg.s3_url,
+            _lock: lock,
+        })
+    }
+
+    /// Prints what the daemon serves (the lines under a command's "is up").
+    pub fn print(&self) {
+        let advertise = &self.advertise;
+        println!("  pieces       {advertise}/   metrics {advertise}/_metrics");
+        println!("  control      {}", self.sock.display());
+        match &self.tracker {
+            Some(t) => println!("  tracker      {t}"),
+            None => println!(
+                "  tracker      none: every piece comes from {}",
+                self.s3_url
+            ),
+        }
+    }
+
+    /// Serves peers and the control socket, and announces, until `shutdown`.
+    pub async fn serve(self, shutdown: watch::Receiver<bool>) {
+        let NodeCache {
+            daemon,
+            listener,
+            control,
+            token,
+            edge,
+            _lock,
+            ..
+        } = self;
+        daemon.serve(listener, control, token, edge, shutdown).await;
+        drop(_lock);
+    }
 }
 
 #[derive(Args)]

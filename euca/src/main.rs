@@ -5,6 +5,7 @@ mod credentials;
 mod edge;
 mod imagecache;
 mod images;
+mod nc;
 mod pki;
 mod progress;
 
@@ -77,6 +78,9 @@ enum Cmd {
     NcCache(imagecache::NcCacheArgs),
     /// Talk to this node's image cache daemon: fetch, list, evict, pin, unpin.
     Cache(imagecache::CacheArgs),
+    /// Run a node controller: instances as QEMU guests, with the node's image cache
+    /// (or `--simulate N` nodes without QEMU), registered with its CC.
+    Nc(nc::NcArgs),
     /// Manage accounts (on a running cloud).
     Account {
         #[command(subcommand)]
@@ -198,6 +202,7 @@ struct ConfigFile {
     sc: Option<euca_sc::ScConfig>,
     cc: Option<euca_imagecache::config::CcConfig>,
     nc_cache: Option<euca_imagecache::config::NcCacheConfig>,
+    nc: Option<euca_nc::config::NcConfig>,
     clc: Option<clc::ClcConfig>,
     /// Rules shared by every listener (per-source cap, trusted proxies, metrics).
     service: Option<euca_service::ServiceConfig>,
@@ -316,6 +321,10 @@ fn run() -> Result<()> {
                 imagecache::nc_cache(a, c.nc_cache, c.service.unwrap_or_default()).await
             }
             Cmd::Cache(a) => imagecache::cache(a).await,
+            Cmd::Nc(a) => {
+                let c = load_config(a.config.as_deref())?;
+                nc::nc(a, c.nc, c.nc_cache, c.service.unwrap_or_default()).await
+            }
             Cmd::Account { cmd, target } => admin::account(&target, cmd).await,
             Cmd::Key { cmd, target } => admin::key(&target, cmd).await,
         }

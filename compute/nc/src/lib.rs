@@ -11,12 +11,14 @@
 //!     --simulate N`: N nodes on one listener, for scale and counting tests).
 //! - [`api`]: the NC API over `euca-service`'s serve loop, cluster token checked
 //!   before any body is read.
+//! - [`register`]: the node joining its CC (at start, every 30 s, with backoff).
 //! - [`config`]: the `nc` table of the config file.
 pub mod api;
 pub mod config;
 pub mod error;
 pub mod hypervisor;
 pub mod node;
+pub mod register;
 pub mod simulate;
 
 pub use error::NcError;
