@@ -17,6 +17,14 @@ use euca_nc::{NcError, Node};
 
 const ID: &str = "i-0badc0de";
 
+/// Tests that boot guests take this, so at most one of them runs at a time (the
+/// machine has 2 cores shared with others).
+static ONE_GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_guest() -> std::sync::MutexGuard<'static, ()> {
+    ONE_GUEST.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn img_id(c: char) -> String {
     std::iter::repeat_n(c, 64).collect()
 }
@@ -230,6 +238,7 @@ fn rt() -> tokio::runtime::Runtime {
 #[test]
 fn boot_attach_detach_adopt_terminate() {
     let Some(guest) = guest_dir() else { return };
+    let _one = one_guest();
     let tmp = tempfile::tempdir().unwrap();
     let mut reaper = Reaper::default();
     let images = images(tmp.path(), &guest);
@@ -459,4 +468,172 @@ fn failures_are_reported_and_nothing_is_left() {
         assert_eq!(state(&node), NodeInstanceState::Terminated);
     });
     drop(reaper);
+}
+
+/// A boot sector (BIOS, real mode): enables interrupts, zeroes DS, prints its
+/// message on COM1, then either halts forever or waits 2 s (INT 15h AH=86h) and
+/// powers the machine off (ACPI PM1a_CNT of QEMU's PIIX4 at 0x604, SLP_EN with S5).
+fn boot_sector(poweroff: bool) -> Vec<u8> {
+    let mut code: Vec<u8> = vec![
+        0xFB, // sti
+        0x31, 0xC0, // xor ax,ax
+        0x8E, 0xD8, // mov ds,ax
+        0xFC, // cld
+        0xBE, 0x28, 0x7C, // mov si,0x7C28 (the message)
+        0xBA, 0xF8, 0x03, // mov dx,0x3F8
+        0xAC, // lodsb
+        0x08, 0xC0, // or al,al
+        0x74, 0x03, // jz +3
+        0xEE, // out dx,al
+        0xEB, 0xF8, // jmp lodsb
+    ];
+    if poweroff {
+        code.extend([
+            0xB4, 0x86, // mov ah,0x86
+            0xB9, 0x1E, 0x00, // mov cx,0x001E
+            0xBA, 0x80, 0x84, // mov dx,0x8480 (2 000 000 µs)
+            0xCD, 0x15, // int 0x15
+            0xBA, 0x04, 0x06, // mov dx,0x604
+            0xB8, 0x00, 0x20, // mov ax,0x2000
+            0xEF, // out dx,ax
+        ]);
+    } else {
+        code.extend([0x90; 17]); // nops, same length
+    }
+    code.extend([0xF4, 0xEB, 0xFD]); // hlt; jmp hlt
+    assert_eq!(code.len(), 0x28);
+    code.extend(b"EUCA-BIOS-BOOT\r\n\0");
+    let mut disk = vec![0u8; 1 << 20];
+    disk[..code.len()].copy_from_slice(&code);
+    disk[510] = 0x55;
+    disk[511] = 0xAA;
+    disk
+}
+
+/// Sends `stop` on an instance's QMP socket (as nobody else is connected).
+fn qmp_stop(sock: &Path) {
+    use std::io::{BufRead, BufReader, Write};
+    let s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("QMP"));
+    for cmd in ["qmp_capabilities", "stop"] {
+        writeln!(w, "{{\"execute\":\"{cmd}\"}}").unwrap();
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            if line.contains("\"return\"") {
+                break;
+            }
+            assert!(!line.contains("\"error\""), "{line}");
+        }
+    }
+}
+
+#[test]
+fn whole_disk_boot_shutoff_and_a_stopped_guest_fails() {
+    if guest_dir().is_none() {
+        return;
+    }
+    let _one = one_guest();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut reaper = Reaper::default();
+    let cfg = config(tmp.path());
+    let d = tmp.path().join("images");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join(img_id('e')), boot_sector(true)).unwrap();
+    std::fs::write(d.join(img_id('f')), boot_sector(false)).unwrap();
+    let images = Arc::new(DirImages::new(d));
+    let bios = |id: &str, img: char| {
+        let mut s = spec(&img_id(img));
+        s.instance_id = id.into();
+        s.kernel = None;
+        s.ramdisk = None;
+        s.root = RootDisk::Image(CachedImage {
+            installed_id: img_id(img),
+            size: 1 << 20,
+        });
+        s
+    };
+    let (a, b) = ("i-0000b105", "i-0000b106");
+    for id in [a, b] {
+        reaper
+            .pidfiles
+            .push(cfg.dir.join("instances").join(id).join("qemu.pid"));
+    }
+    let st = |node: &QemuNode, id: &str| {
+        node.report()
+            .instances
+            .into_iter()
+            .find(|i| i.instance_id == id)
+            .unwrap()
+    };
+    let rt1 = rt();
+    let pid_b = rt1.block_on(async {
+        let node = QemuNode::open(cfg.clone(), images.clone()).await.unwrap();
+        // A: boots from the disk (BIOS), prints, powers itself off → shutoff.
+        node.run(bios(a, 'e')).await.unwrap();
+        until("A shut off", 90, || st(&node, a).state == NodeInstanceState::Shutoff).await;
+        let r = st(&node, a).reason.unwrap();
+        assert_eq!(r.code, "Client.InstanceInitiatedShutdown", "{r:?}");
+        assert!(console_of(&node, a).await.contains("EUCA-BIOS-BOOT"));
+        // Its disks stay until terminate.
+        let adir = cfg.dir.join("instances").join(a);
+        assert!(adir.join("root.qcow2").exists());
+        node.terminate(a).await.unwrap();
+        until("A terminated", 30, || {
+            st(&node, a).state == NodeInstanceState::Terminated
+        })
+        .await;
+        assert!(!adir.join("root.qcow2").exists());
+
+        // B: boots and halts; left running for the next NC.
+        node.run(bios(b, 'f')).await.unwrap();
+        until("B running", 60, || st(&node, b).state == NodeInstanceState::Running).await;
+        for _ in 0..300 {
+            if console_of(&node, b).await.contains("EUCA-BIOS-BOOT") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(console_of(&node, b).await.contains("EUCA-BIOS-BOOT"));
+        std::fs::read_to_string(cfg.dir.join("instances").join(b).join("qemu.pid"))
+            .unwrap()
+            .trim()
+            .parse::<i32>()
+            .unwrap()
+    });
+    drop(rt1);
+    // While no NC watches, the VM gets paused (as a KVM that cannot run the guest
+    // leaves it): the next NC must not adopt a paused QEMU.
+    qmp_stop(&cfg.dir.join("instances").join(b).join("qmp.sock"));
+    assert!(alive(pid_b));
+    rt().block_on(async {
+        let node = QemuNode::open(cfg.clone(), images.clone()).await.unwrap();
+        let r = st(&node, b);
+        assert_eq!(r.state, NodeInstanceState::Failed);
+        let reason = r.reason.unwrap();
+        assert_eq!(reason.code, "Server.InternalError");
+        assert!(reason.message.contains("paused"), "{reason:?}");
+        assert!(!alive(pid_b), "the paused QEMU was killed");
+        assert_eq!(st(&node, a).state, NodeInstanceState::Terminated);
+        node.terminate(b).await.unwrap();
+        until("B terminated", 30, || {
+            st(&node, b).state == NodeInstanceState::Terminated
+        })
+        .await;
+        assert!(images.pinned().is_empty(), "{:?}", images.calls());
+    });
+    drop(reaper);
+}
+
+async fn console_of(node: &QemuNode, id: &str) -> String {
+    let c = node.console(id).await.unwrap();
+    let b = base64::engine::general_purpose::STANDARD
+        .decode(c.output)
+        .unwrap();
+    String::from_utf8_lossy(&b).into_owned()
 }
