@@ -541,7 +541,9 @@ fn whole_disk_boot_shutoff_and_a_stopped_guest_fails() {
     let _one = one_guest();
     let tmp = tempfile::tempdir().unwrap();
     let mut reaper = Reaper::default();
-    let cfg = config(tmp.path());
+    let mut cfg = config(tmp.path());
+    cfg.detach_timeout_secs = 1;
+    let (_vol, uri) = nbd_export(tmp.path(), &mut reaper);
     let d = tmp.path().join("images");
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join(img_id('e')), boot_sector(true)).unwrap();
@@ -576,7 +578,10 @@ fn whole_disk_boot_shutoff_and_a_stopped_guest_fails() {
         let node = QemuNode::open(cfg.clone(), images.clone()).await.unwrap();
         // A: boots from the disk (BIOS), prints, powers itself off → shutoff.
         node.run(bios(a, 'e')).await.unwrap();
-        until("A shut off", 90, || st(&node, a).state == NodeInstanceState::Shutoff).await;
+        until("A shut off", 90, || {
+            st(&node, a).state == NodeInstanceState::Shutoff
+        })
+        .await;
         let r = st(&node, a).reason.unwrap();
         assert_eq!(r.code, "Client.InstanceInitiatedShutdown", "{r:?}");
         assert!(console_of(&node, a).await.contains("EUCA-BIOS-BOOT"));
@@ -592,7 +597,10 @@ fn whole_disk_boot_shutoff_and_a_stopped_guest_fails() {
 
         // B: boots and halts; left running for the next NC.
         node.run(bios(b, 'f')).await.unwrap();
-        until("B running", 60, || st(&node, b).state == NodeInstanceState::Running).await;
+        until("B running", 60, || {
+            st(&node, b).state == NodeInstanceState::Running
+        })
+        .await;
         for _ in 0..300 {
             if console_of(&node, b).await.contains("EUCA-BIOS-BOOT") {
                 break;
@@ -600,6 +608,44 @@ fn whole_disk_boot_shutoff_and_a_stopped_guest_fails() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert!(console_of(&node, b).await.contains("EUCA-BIOS-BOOT"));
+
+        // No OS answers the ACPI eject: a detach times out (volume still attached),
+        // a forced one cuts the NBD connection and reports detached.
+        let attach = AttachSpec {
+            volume_id: "vol-0000bbbb".into(),
+            device: "/dev/sdg".into(),
+            export: VolumeExport { uri: uri.clone() },
+        };
+        let vs = |node: &QemuNode| {
+            st(node, b)
+                .volumes
+                .into_iter()
+                .find(|v| v.volume_id == "vol-0000bbbb")
+                .unwrap()
+        };
+        node.attach(b, attach.clone()).await.unwrap();
+        until("attached", 30, || {
+            vs(&node).state == NodeAttachState::Attached
+        })
+        .await;
+        node.detach(b, "vol-0000bbbb", false).await.unwrap();
+        until("detach failed", 30, || {
+            vs(&node).state == NodeAttachState::Failed
+        })
+        .await;
+        let err = vs(&node).error.unwrap();
+        assert!(err.contains("did not release"), "{err}");
+        // Still attached: attach again answers so at once.
+        let v = node.attach(b, attach.clone()).await.unwrap();
+        assert_eq!(v.state, NodeAttachState::Attached);
+        node.detach(b, "vol-0000bbbb", true).await.unwrap();
+        until("forced", 30, || {
+            vs(&node).state == NodeAttachState::Detached
+        })
+        .await;
+        let err = vs(&node).error.unwrap();
+        assert!(err.starts_with("forced"), "{err}");
+
         std::fs::read_to_string(cfg.dir.join("instances").join(b).join("qemu.pid"))
             .unwrap()
             .trim()

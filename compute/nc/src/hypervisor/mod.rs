@@ -808,17 +808,30 @@ async fn watch_events(inst: &Arc<Instance>, mut events: mpsc::UnboundedReceiver<
                 inst.deleted.send_modify(|s| {
                     s.insert(dev.to_string());
                 });
-                // A forced detach left the block node behind: drop it now.
-                let forced = lock(&inst.rec)
+                // The guest let go of a device no detach is waiting for (a forced
+                // detach, one that timed out, or the guest's own eject): drop its
+                // block node; the volume is detached now.
+                let late = lock(&inst.rec)
                     .volumes
                     .iter()
-                    .find(|v| v.dev == dev && v.forced && v.plugged)
-                    .map(|v| (v.volume_id.clone(), v.node.clone()));
-                if let (Some((vol, node)), Some(q)) = (forced, inst.qmp()) {
-                    let i2 = inst.clone();
+                    .find(|v| v.dev == dev && v.plugged && v.state != NodeAttachState::Detaching)
+                    .map(|v| v.node.clone());
+                if let (Some(node), Some(q)) = (late, inst.qmp()) {
+                    let (i2, dev) = (inst.clone(), dev.to_string());
                     tokio::spawn(async move {
-                        let _ = q.execute("blockdev-del", json!({"node-name": node})).await;
-                        i2.update_vol(&vol, |v| v.plugged = false).await;
+                        let _g = i2.op.lock().await;
+                        let r = q.execute("blockdev-del", json!({"node-name": node})).await;
+                        i2.update(|rec| {
+                            // By device id: the volume may have been attached anew.
+                            if let Some(v) = rec.volumes.iter_mut().find(|v| v.dev == dev) {
+                                v.plugged = false;
+                                if v.state != NodeAttachState::Detached {
+                                    v.state = NodeAttachState::Detached;
+                                    v.error = r.err().map(|e| e.to_string());
+                                }
+                            }
+                        })
+                        .await;
                     });
                 }
             }
