@@ -99,7 +99,7 @@ fn nbd_export(dir: &Path, reaper: &mut Reaper) -> (PathBuf, String) {
         .args(["--fork", "--persistent", "--pid-file"])
         .arg(&pidfile)
         .args(["-b", "127.0.0.1", "-p", &port.to_string(), "-x", "export"])
-        .args(["-f", "raw"])
+        .args(["-f", "raw", "--shared=4"])
         .arg(&file)
         .status()
         .expect("qemu-nbd");
@@ -561,7 +561,7 @@ fn whole_disk_boot_shutoff_and_a_stopped_guest_fails() {
         s
     };
     let (a, b) = ("i-0000b105", "i-0000b106");
-    for id in [a, b] {
+    for id in [a, b, "i-0000b107"] {
         reaper
             .pidfiles
             .push(cfg.dir.join("instances").join(id).join("qemu.pid"));
@@ -596,11 +596,24 @@ fn whole_disk_boot_shutoff_and_a_stopped_guest_fails() {
         assert!(!adir.join("root.qcow2").exists());
 
         // B: boots and halts; left running for the next NC.
-        node.run(bios(b, 'f')).await.unwrap();
+        let mut spec_b = bios(b, 'f');
+        spec_b.volumes.push(AttachSpec {
+            volume_id: "vol-0000cccc".into(),
+            device: "/dev/sdh".into(),
+            export: VolumeExport { uri: uri.clone() },
+        });
+        node.run(spec_b).await.unwrap();
         until("B running", 60, || {
             st(&node, b).state == NodeInstanceState::Running
         })
         .await;
+        let boot_vol = st(&node, b).volumes;
+        assert_eq!(boot_vol.len(), 1);
+        assert_eq!(
+            boot_vol[0].state,
+            NodeAttachState::Attached,
+            "attached at boot"
+        );
         for _ in 0..300 {
             if console_of(&node, b).await.contains("EUCA-BIOS-BOOT") {
                 break;
@@ -671,6 +684,40 @@ fn whole_disk_boot_shutoff_and_a_stopped_guest_fails() {
             st(&node, b).state == NodeInstanceState::Terminated
         })
         .await;
+        assert!(images.pinned().is_empty(), "{:?}", images.calls());
+        assert!(st(&node, b)
+            .volumes
+            .iter()
+            .all(|v| v.state == NodeAttachState::Detached));
+
+        // C: stopped by shutdown_all (euca up's Ctrl-C): shutoff, disks kept.
+        let c = "i-0000b107";
+        let cdir = cfg.dir.join("instances").join(c);
+        node.run(bios(c, 'f')).await.unwrap();
+        until("C running", 60, || {
+            st(&node, c).state == NodeInstanceState::Running
+        })
+        .await;
+        let pid_c: i32 = std::fs::read_to_string(cdir.join("qemu.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        node.shutdown_all().await;
+        assert!(!alive(pid_c));
+        let r = st(&node, c);
+        assert_eq!(r.state, NodeInstanceState::Shutoff);
+        assert_eq!(r.reason.unwrap().code, "Server.NodeShutdown");
+        assert!(cdir.join("root.qcow2").exists());
+        drop(node);
+        let node = QemuNode::open(cfg.clone(), images.clone()).await.unwrap();
+        assert_eq!(st(&node, c).state, NodeInstanceState::Shutoff);
+        node.terminate(c).await.unwrap();
+        until("C terminated", 30, || {
+            st(&node, c).state == NodeInstanceState::Terminated
+        })
+        .await;
+        assert!(!cdir.join("root.qcow2").exists());
         assert!(images.pinned().is_empty(), "{:?}", images.calls());
     });
     drop(reaper);

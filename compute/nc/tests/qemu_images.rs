@@ -52,14 +52,19 @@ fn pins(store: &Store, id: &ImageId) -> Vec<String> {
 #[tokio::test]
 async fn fetch_pin_and_release() {
     let tmp = tempfile::tempdir().unwrap();
-    let data: Vec<u8> = (0..(3 * MIN_PIECE_SIZE - 7)).map(|i| (i % 251) as u8).collect();
+    let data: Vec<u8> = (0..(3 * MIN_PIECE_SIZE - 7))
+        .map(|i| (i % 251) as u8)
+        .collect();
     let m = ImageManifest {
         format: FORMAT,
         name: "root.img".into(),
         size: data.len() as u64,
         piece_size: MIN_PIECE_SIZE,
         sha256: sha256_hex(&data),
-        pieces: data.chunks(MIN_PIECE_SIZE as usize).map(sha256_hex).collect(),
+        pieces: data
+            .chunks(MIN_PIECE_SIZE as usize)
+            .map(sha256_hex)
+            .collect(),
     };
     let origin = Arc::new(MemOrigin::default());
     for (i, c) in data.chunks(MIN_PIECE_SIZE as usize).enumerate() {
