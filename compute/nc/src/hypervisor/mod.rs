@@ -670,7 +670,8 @@ async fn check_qemu(cfg: &NcConfig) -> Result<(), NcError> {
 /// Prepares the disks and starts QEMU (the caller holds the op lock).
 async fn boot(ctx: &Ctx, inst: &Arc<Instance>) -> Result<(), NcError> {
     let cfg = &ctx.cfg;
-    let dir = &inst.dir;
+    // Absolute paths for QEMU (a daemonized QEMU runs in `/`).
+    let dir = &std::path::absolute(&inst.dir)?;
     let id = inst.id().to_string();
     tokio::fs::create_dir_all(dir).await?;
     let spec_json = serde_json::to_vec_pretty(&inst.spec).map_err(internal)?;
@@ -690,11 +691,15 @@ async fn boot(ctx: &Ctx, inst: &Arc<Instance>) -> Result<(), NcError> {
         RootDisk::Volume { export, .. } => (RootSource::Nbd(NbdTarget::parse(&export.uri)?), 0),
     };
     let kernel = match &inst.spec.kernel {
-        Some(k) => Some(ctx.images.acquire(&k.installed_id, &id).await?),
+        Some(k) => Some(std::path::absolute(
+            ctx.images.acquire(&k.installed_id, &id).await?,
+        )?),
         None => None,
     };
     let ramdisk = match &inst.spec.ramdisk {
-        Some(r) => Some(ctx.images.acquire(&r.installed_id, &id).await?),
+        Some(r) => Some(std::path::absolute(
+            ctx.images.acquire(&r.installed_id, &id).await?,
+        )?),
         None => None,
     };
     let ephemeral = dir.join("ephemeral.qcow2");
@@ -717,17 +722,21 @@ async fn boot(ctx: &Ctx, inst: &Arc<Instance>) -> Result<(), NcError> {
             })
         })
         .collect::<Result<Vec<_>, NcError>>()?;
-    let dir_abs = std::path::absolute(dir)?;
+    let tls_dir = cfg
+        .nbd_tls_dir
+        .as_deref()
+        .map(std::path::absolute)
+        .transpose()?;
     let launch = Launch {
         spec: &inst.spec,
         accel: &cfg.accel,
-        dir: &dir_abs,
+        dir,
         root,
         ephemeral,
         kernel,
         ramdisk,
         volumes,
-        tls_dir: cfg.nbd_tls_dir.as_deref(),
+        tls_dir: tls_dir.as_deref(),
     };
     let pid = qemu::start(&cfg.qemu, &launch.args(), dir).await?;
     *lock(&inst.pid) = Some(pid);
@@ -841,7 +850,11 @@ async fn watch_events(inst: &Arc<Instance>, mut events: mpsc::UnboundedReceiver<
     // QEMU closed the monitor: it exited (or is exiting).
     lock(&inst.qmp).take();
     if let Some(pid) = inst.pid() {
-        while !qemu::wait_gone(pid, inst.id(), Duration::from_secs(5)).await {}
+        if !qemu::wait_gone(pid, inst.id(), Duration::from_secs(60)).await {
+            // The monitor closed but QEMU runs on: leave the state as it is.
+            tracing::error!(instance = inst.id(), pid, "QMP closed, QEMU still running");
+            return;
+        }
     }
     if inst.state() == NodeInstanceState::Running {
         let why = if guest_shutdown {
