@@ -1021,14 +1021,14 @@ async fn detach_bg(ctx: &Ctx, inst: &Arc<Instance>, volume: &str, force: bool) {
     inst.deleted.send_modify(|s| {
         s.remove(&v.dev);
     });
+    let limit = Duration::from_secs(ctx.cfg.detach_timeout_secs);
     let gone = match qmp.execute("device_del", json!({"id": v.dev})).await {
-        Ok(_) => {
-            let limit = Duration::from_secs(ctx.cfg.detach_timeout_secs);
-            tokio::time::timeout(limit, deleted.wait_for(|s| s.contains(&v.dev)))
-                .await
-                .is_ok_and(|r| r.is_ok())
-        }
+        Ok(_) => tokio::time::timeout(limit, deleted.wait_for(|s| s.contains(&v.dev)))
+            .await
+            .is_ok_and(|r| r.is_ok()),
         Err(QmpError::Command { class, .. }) if class == "DeviceNotFound" => true,
+        // Refused, e.g. an unplug already pending from an earlier try: force goes on.
+        Err(QmpError::Command { .. }) if force => false,
         Err(e) => {
             let msg = e.to_string();
             inst.update_vol(volume, |x| {
