@@ -11,20 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use async_trait::async_trait;
 use clap::Args;
 use euca_compute_proto::cc::CcClient;
 use euca_compute_proto::{RegisterNode, Resources};
 use euca_imagecache::config::NcCacheConfig;
-use euca_imagecache::daemon::Daemon;
 use euca_imagecache::http::{Edge, Token};
-use euca_imagecache::{CacheError, ImageId};
 use euca_nc::api::NcApi;
 use euca_nc::config::NcConfig;
-use euca_nc::hypervisor::QemuNode;
-use euca_nc::node::{ImageSource, Node};
+use euca_nc::hypervisor::{CacheImages, QemuNode};
+use euca_nc::node::Node;
 use euca_nc::simulate::{SimConfig, SimNode};
-use euca_nc::NcError;
 
 use crate::imagecache::{read_token, NodeCache};
 
@@ -70,65 +66,6 @@ pub struct NcArgs {
     /// Advertised disk in GiB (default: free space of --dir).
     #[arg(long)]
     disk_gib: Option<u64>,
-}
-
-/// The node's images from the image cache daemon in this process: fetched (from
-/// peers and Walrus) when missing, pinned for the instance.
-///
-/// (A local adapter: the QEMU node's crate brings its own `ImageSource` for the
-/// daemon; this one is replaced by it when both land.)
-struct CacheImages(Arc<Daemon>);
-
-fn cache_err(what: &str, e: CacheError) -> NcError {
-    NcError::Internal(format!("{what}: {e}"))
-}
-
-#[async_trait]
-impl ImageSource for CacheImages {
-    async fn acquire(&self, installed_id: &str, holder: &str) -> Result<PathBuf, NcError> {
-        let id = ImageId::parse(installed_id)
-            .map_err(|e| NcError::BadRequest(format!("image {installed_id:?}: {e}")))?;
-        // An eviction between the fetch and the pin loses the image: fetch again.
-        let mut last = None;
-        for _ in 0..3 {
-            self.0
-                .fetch(&id)
-                .await
-                .map_err(|e| cache_err(&format!("fetching image {id}"), e))?;
-            let (d, i, h) = (self.0.clone(), id.clone(), holder.to_string());
-            let pinned = tokio::task::spawn_blocking(move || d.store().set_pin(&i, &h, true))
-                .await
-                .map_err(|e| NcError::Internal(e.to_string()))?;
-            match pinned {
-                Ok(()) => {}
-                Err(CacheError::NotFound(m)) => {
-                    last = Some(m);
-                    continue;
-                }
-                Err(e) => return Err(cache_err(&format!("pinning image {id}"), e)),
-            }
-            if let Some(hold) = self.0.store().hold(&id) {
-                return Ok(hold.data_path());
-            }
-        }
-        Err(NcError::Internal(format!(
-            "image {id} was evicted while being pinned ({})",
-            last.unwrap_or_default()
-        )))
-    }
-
-    async fn release(&self, installed_id: &str, holder: &str) -> Result<(), NcError> {
-        let id = ImageId::parse(installed_id)
-            .map_err(|e| NcError::BadRequest(format!("image {installed_id:?}: {e}")))?;
-        let (d, h) = (self.0.clone(), holder.to_string());
-        match tokio::task::spawn_blocking(move || d.store().set_pin(&id, &h, false))
-            .await
-            .map_err(|e| NcError::Internal(e.to_string()))?
-        {
-            Ok(()) | Err(CacheError::NotFound(_)) => Ok(()),
-            Err(e) => Err(cache_err(&format!("unpinning image {installed_id}"), e)),
-        }
-    }
 }
 
 /// This machine's host name (the default node name).
@@ -304,7 +241,7 @@ pub async fn nc(
         }
         None => {
             let cache = NodeCache::open(cache_cfg.take().unwrap_or_default(), &svc).await?;
-            let images = Arc::new(CacheImages(cache.daemon.clone()));
+            let images = Arc::new(CacheImages::new(cache.daemon.clone()));
             let node = QemuNode::open(cfg.clone(), images)
                 .await
                 .with_context(|| format!("opening the node on {}", cfg.dir.display()))?;
