@@ -241,11 +241,7 @@ pub async fn nc(
         }
         None => {
             let cache = NodeCache::open(cache_cfg.take().unwrap_or_default(), &svc).await?;
-            let images = Arc::new(CacheImages::new(cache.daemon.clone()));
-            let node = QemuNode::open(cfg.clone(), images)
-                .await
-                .with_context(|| format!("opening the node on {}", cfg.dir.display()))?;
-            let api = NcApi::new(node.clone(), token.clone());
+            let (node, api) = open_qemu_node(&cfg, &cache, token.clone()).await?;
             println!("euca: nc is up");
             println!("  nc api       {advertise}/   metrics {advertise}/_metrics");
             println!(
@@ -292,6 +288,79 @@ pub async fn nc(
         let _ = t.await;
     }
     Ok(())
+}
+
+/// The QEMU node on `cfg.dir` with its images from `cache`, and its API.
+async fn open_qemu_node(
+    cfg: &NcConfig,
+    cache: &NodeCache,
+    token: Token,
+) -> Result<(Arc<QemuNode>, Arc<NcApi>)> {
+    let images = Arc::new(CacheImages::new(cache.daemon.clone()));
+    let node = QemuNode::open(cfg.clone(), images)
+        .await
+        .with_context(|| format!("opening the node on {}", cfg.dir.display()))?;
+    let api = NcApi::new(node.clone(), token);
+    Ok((node, api))
+}
+
+/// `euca up`'s own node: a QEMU node with its image cache in this process, its NC
+/// API on `cfg.listen`, registered with the cloud's CC (`cfg.cc`).
+pub struct LocalNode {
+    /// The NC API's URL.
+    pub url: String,
+    pub name: String,
+    /// Serves until shutdown, then stops the node's guests (records kept).
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts `euca up`'s node (see [`LocalNode`]). `cfg.name` defaults to the host
+/// name; `cache_cfg` is the node's image cache (its own directory and listener).
+pub async fn start_local(
+    mut cfg: NcConfig,
+    cache_cfg: NcCacheConfig,
+    svc: &euca_service::ServiceConfig,
+    metrics: euca_service::MetricsAccess,
+    token: Token,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<LocalNode> {
+    let name = cfg.name.clone().unwrap_or_else(host_name);
+    cfg.name = Some(name.clone());
+    let cache = NodeCache::open(cache_cfg, svc).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding the NC API to {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let url = cfg
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_string();
+    let (node, api) = open_qemu_node(&cfg, &cache, token.clone()).await?;
+    let edge = Edge::new("nc", cfg.max_connections, svc, metrics);
+    let cache_task = tokio::spawn(cache.serve(shutdown.clone()));
+    let register = cfg.cc.clone().map(|cc| {
+        tokio::spawn(euca_nc::register::keep_registered(
+            CcClient::new(&cc, token.clone()),
+            vec![RegisterNode {
+                name: name.clone(),
+                url: url.clone(),
+            }],
+            euca_nc::register::PERIOD,
+            None,
+            shutdown.clone(),
+        ))
+    });
+    let task = tokio::spawn(async move {
+        api.serve(listener, edge, shutdown).await;
+        node.shutdown_all().await;
+        if let Some(t) = register {
+            let _ = t.await;
+        }
+        let _ = cache_task.await;
+    });
+    Ok(LocalNode { url, name, task })
 }
 
 #[cfg(test)]
