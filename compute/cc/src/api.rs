@@ -110,8 +110,10 @@ impl CcApi {
 impl euca_service::Api for CcApi {
     type Endpoint = Route;
     type Body = Body;
+    /// The listener keeps the name it had when it served only the tracker, so
+    /// dashboards and alerts on `service="tracker"` keep working.
     fn service(&self) -> &'static str {
-        "cc"
+        "tracker"
     }
     fn route(&self, head: &http::request::Parts) -> Route {
         match (&head.method, head.uri.path()) {

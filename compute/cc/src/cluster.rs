@@ -56,7 +56,10 @@ impl Cluster {
     /// node once it answers a poll), and starts polling.
     pub async fn start(cfg: CcConfig, token: Token) -> Result<Arc<Cluster>, CcError> {
         cfg.validate()?;
-        let dir = cfg.state_dir.clone();
+        let dir = cfg
+            .state_dir
+            .clone()
+            .ok_or_else(|| CcError::Config("[cc] state_dir is not set".into()))?;
         let (journal, registered, pending) = blocking(move || {
             let j = Journal::open(&dir)?;
             let nodes = j.nodes()?;

@@ -66,8 +66,9 @@ pub struct CcConfig {
     pub wake_timeout_secs: u64,
     /// Nodes known without registering (in this order, before registered ones).
     pub nodes: Vec<StaticNode>,
-    /// Where the CC keeps its journal (pending placements, registered nodes).
-    pub state_dir: PathBuf,
+    /// Where the CC keeps its journal (pending placements, registered nodes);
+    /// `euca cc` and `euca up` default it to `<data>/cc`.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for CcConfig {
@@ -88,7 +89,7 @@ impl Default for CcConfig {
             wake_command: Vec::new(),
             wake_timeout_secs: 300,
             nodes: Vec::new(),
-            state_dir: PathBuf::from("euca-cc"),
+            state_dir: None,
         }
     }
 }

@@ -116,7 +116,7 @@ impl Fake {
                     url: self.url(k),
                 })
                 .collect(),
-            state_dir: state_dir.to_path_buf(),
+            state_dir: Some(state_dir.to_path_buf()),
             ..CcConfig::default()
         }
     }
