@@ -270,6 +270,24 @@ impl Cluster {
         }
     }
 
+    /// Drops `id`'s reservation (and its journal entry) if it is one; whether it was.
+    async fn cancel_pending(&self, id: &str) -> Result<bool, CcError> {
+        let pending = {
+            let v = self.lock();
+            v.index
+                .get(id)
+                .is_some_and(|&i| v.nodes[i].reservations.contains_key(id))
+        };
+        if !pending {
+            return Ok(false);
+        }
+        let j = self.journal.clone();
+        let ids = vec![id.to_string()];
+        blocking(move || j.remove_placements(&ids)).await?;
+        self.lock().unreserve(id);
+        Ok(true)
+    }
+
     /// The node holding `id`, if it can be asked.
     fn locate(&self, id: &str) -> Result<(NcClient, String, NodeState), CcError> {
         let v = self.lock();
@@ -302,8 +320,32 @@ impl Cluster {
         }
     }
 
+    /// Terminates an instance. One placed but not reported yet is cancelled first
+    /// (never re-sent); the node is still told, in case it got the run.
     pub async fn terminate(&self, id: &str) -> Result<PlacedInstance, CcError> {
         let (c, node, state) = self.locate(id)?;
+        if self.cancel_pending(id).await? {
+            return match c.terminate(id).await {
+                Ok(r) => {
+                    self.note(&node, &r);
+                    Ok(PlacedInstance {
+                        node,
+                        node_state: state,
+                        report: Some(r),
+                        instance_id: id.to_string(),
+                    })
+                }
+                Err(e) if e.code() == Some(euca_compute_proto::codes::INSTANCE_NOT_FOUND) => {
+                    Ok(PlacedInstance {
+                        node,
+                        node_state: state,
+                        report: None,
+                        instance_id: id.to_string(),
+                    })
+                }
+                Err(e) => Err(CcError::Node(e)),
+            };
+        }
         let r = c.terminate(id).await.map_err(CcError::Node)?;
         self.note(&node, &r);
         Ok(PlacedInstance {

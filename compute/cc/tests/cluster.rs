@@ -308,3 +308,30 @@ async fn registered_nodes_persist() {
     .await;
     c.stop().await;
 }
+
+#[tokio::test]
+async fn terminating_a_pending_launch_cancels_it() {
+    let fake = Fake::start(1, two_slots()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = fake.config(Policy::Greedy, dir.path());
+    let c = cluster(cfg.clone()).await;
+    fake.set_mode(0, Mode::RefuseRuns);
+    c.launch(launch(&["i-c"], 1)).await.unwrap();
+    assert_eq!(c.nodes()[0].reserved.cores, 1);
+    let t = c.terminate("i-c").await.unwrap();
+    assert_eq!((t.node.as_str(), t.report), ("n0", None));
+    assert_eq!(c.nodes()[0].reserved.cores, 0, "capacity released");
+    // The node comes back: the cancelled launch is not re-sent, now or after a restart.
+    fake.set_mode(0, Mode::Normal);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(fake.runs(0, "i-c"), 0);
+    c.stop().await;
+    drop(c);
+    let c = cluster(cfg).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(fake.runs(0, "i-c"), 0);
+    assert!(c.instances().is_empty());
+    let e = c.terminate("i-c").await.unwrap_err();
+    assert_eq!(e.code(), codes::INSTANCE_NOT_FOUND);
+    c.stop().await;
+}
