@@ -60,11 +60,12 @@ impl Cluster {
             .state_dir
             .clone()
             .ok_or_else(|| CcError::Config("[cc] state_dir is not set".into()))?;
-        let (journal, registered, pending) = blocking(move || {
+        let (journal, registered, pending, asleep) = blocking(move || {
             let j = Journal::open(&dir)?;
             let nodes = j.nodes()?;
             let pending = j.placements()?;
-            Ok((j, nodes, pending))
+            let asleep = j.asleep()?;
+            Ok((j, nodes, pending, asleep))
         })
         .await?;
         let mut view = View::default();
@@ -78,6 +79,13 @@ impl Cluster {
         }
         for (name, url) in &registered {
             view.upsert_node(name, url, || mk(url));
+        }
+        for (name, capacity) in asleep {
+            if let Some(&i) = view.by_name.get(&name) {
+                let e = &mut view.nodes[i];
+                e.state = NodeState::Asleep;
+                e.capacity = capacity;
+            }
         }
         for p in pending {
             match view.by_name.get(&p.node) {
@@ -386,9 +394,10 @@ impl Cluster {
     /// Runs the sleep (or wake) command for node `i` in the background; a sleep
     /// command that fails leaves the node awake.
     pub(crate) fn run_power_command(&self, i: usize, sleep: bool) {
-        let (name, url) = {
+        let (name, url, capacity) = {
             let v = self.lock();
-            (v.nodes[i].name.clone(), v.nodes[i].url.clone())
+            let e = &v.nodes[i];
+            (e.name.clone(), e.url.clone(), e.capacity)
         };
         let tmpl = if sleep {
             &self.cfg.sleep_command
@@ -405,18 +414,30 @@ impl Cluster {
         };
         let (prog, args) = (prog.clone(), args.to_vec());
         tracing::info!(node = %name, command = what, "cc: POWERSAVE");
-        let fut = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(&prog)
-                .args(&args)
-                .stdin(std::process::Stdio::null())
-                .status()
-        });
         let weak = self.me.clone();
+        let journal = self.journal.clone();
         tokio::spawn(async move {
-            let ok = matches!(fut.await, Ok(Ok(s)) if s.success());
+            // The journal first: a CC restarted after the command still knows.
+            let (j, n) = (journal.clone(), name.clone());
+            let rec = sleep.then_some(capacity);
+            if let Err(e) = blocking(move || j.set_asleep(&n, rec)).await {
+                tracing::error!(error = %e, "cc: journal");
+            }
+            let status = tokio::task::spawn_blocking(move || {
+                std::process::Command::new(&prog)
+                    .args(&args)
+                    .stdin(std::process::Stdio::null())
+                    .status()
+            })
+            .await;
+            let ok = matches!(status, Ok(Ok(s)) if s.success());
             if !ok {
                 tracing::warn!(node = %name, command = what, "cc: POWERSAVE command failed");
                 if sleep {
+                    let n = name.clone();
+                    if let Err(e) = blocking(move || journal.set_asleep(&n, None)).await {
+                        tracing::error!(error = %e, "cc: journal");
+                    }
                     if let Some(c) = weak.upgrade() {
                         let mut v = c.lock();
                         if let Some(e) = v.nodes.get_mut(i) {

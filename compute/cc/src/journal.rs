@@ -7,7 +7,7 @@
 //! node, and re-sends the run (idempotent by instance id) instead of placing again.
 use std::path::Path;
 
-use euca_compute_proto::InstanceSpec;
+use euca_compute_proto::{InstanceSpec, Resources};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +15,9 @@ use crate::CcError;
 
 const PLACEMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("placements");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
+/// POWERSAVE: nodes put to sleep, with the capacity they last advertised (a
+/// restarted CC neither polls them into `DOWN` nor forgets it may wake them).
+const ASLEEP: TableDefinition<&str, &[u8]> = TableDefinition::new("asleep");
 
 /// A launch placed on `node`, not yet reported by it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,6 +54,7 @@ impl Journal {
         let tx = db.begin_write().map_err(je)?;
         tx.open_table(PLACEMENTS).map_err(je)?;
         tx.open_table(NODES).map_err(je)?;
+        tx.open_table(ASLEEP).map_err(je)?;
         tx.commit().map_err(je)?;
         Ok(Journal { db })
     }
@@ -133,5 +137,36 @@ impl Journal {
         }
         out.sort();
         Ok(out.into_iter().map(|(_, n, u)| (n, u)).collect())
+    }
+
+    /// Records node `name` asleep with its last capacity (`Some`), or awake (`None`).
+    pub fn set_asleep(&self, name: &str, capacity: Option<Resources>) -> Result<(), CcError> {
+        let tx = self.db.begin_write().map_err(je)?;
+        {
+            let mut t = tx.open_table(ASLEEP).map_err(je)?;
+            match capacity {
+                Some(c) => {
+                    let v = serde_json::to_vec(&c).map_err(|e| bad_record(name, e))?;
+                    t.insert(name, v.as_slice()).map_err(je)?;
+                }
+                None => {
+                    t.remove(name).map_err(je)?;
+                }
+            }
+        }
+        tx.commit().map_err(je)
+    }
+
+    /// Nodes asleep, with their last advertised capacity.
+    pub fn asleep(&self) -> Result<Vec<(String, Resources)>, CcError> {
+        let tx = self.db.begin_read().map_err(je)?;
+        let t = tx.open_table(ASLEEP).map_err(je)?;
+        let mut out = Vec::new();
+        for e in t.iter().map_err(je)? {
+            let (k, v) = e.map_err(je)?;
+            let c = serde_json::from_slice(v.value()).map_err(|e| bad_record(k.value(), e))?;
+            out.push((k.value().to_string(), c));
+        }
+        Ok(out)
     }
 }

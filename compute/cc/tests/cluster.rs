@@ -239,6 +239,54 @@ async fn powersave_sleeps_idle_nodes_and_wakes_them() {
 }
 
 #[tokio::test]
+async fn powersave_remembers_asleep_nodes_across_restarts() {
+    let fake = Fake::start(2, two_slots()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("power.log");
+    let mut cfg = fake.config(Policy::PowerSave, &dir.path().join("state"));
+    cfg.idle_sleep_secs = 0;
+    let rec = |what: &str| {
+        vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            format!("echo {what} \"$0\" >> {}", log.display()),
+            "{node}".to_string(),
+        ]
+    };
+    cfg.sleep_command = rec("sleep");
+    cfg.wake_command = rec("wake");
+    let c = Cluster::start(cfg.clone(), token()).await.unwrap();
+    wait_nodes(&c, "both asleep", |ns| {
+        ns.iter().all(|n| n.state == NodeState::Asleep)
+    })
+    .await;
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    for _ in 0..100 {
+        if read().lines().count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.stop().await;
+    drop(c);
+    // Restarted: still asleep (not polled into DOWN), capacity remembered, and a
+    // launch wakes the first one that fits.
+    cfg.idle_sleep_secs = 3600;
+    let c = Cluster::start(cfg, token()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ns = c.nodes();
+    assert!(ns.iter().all(|n| n.state == NodeState::Asleep), "{ns:#?}");
+    assert_eq!(ns[1].capacity, two_slots());
+    let r = c.launch(launch(&["i-w"], 1)).await.unwrap();
+    assert_eq!(r.placed[0].node, "n0");
+    wait_nodes(&c, "n0 up with i-w", |ns| ns[0].instances.len() == 1).await;
+    let mut lines: Vec<String> = read().lines().map(String::from).collect();
+    lines.sort();
+    assert_eq!(lines, vec!["sleep n0", "sleep n1", "wake n0"]);
+    c.stop().await;
+}
+
+#[tokio::test]
 async fn restart_keeps_pending_placements_and_never_places_twice() {
     let fake = Fake::start(2, two_slots()).await;
     let dir = tempfile::tempdir().unwrap();
