@@ -176,6 +176,13 @@ async fn hung_node_goes_down_while_the_api_answers() {
     assert_eq!(e.code(), Some(codes::NODE_UNAVAILABLE));
     let r = cc.launch(&launch(&["i-2", "i-3"], 2)).await.unwrap();
     assert!(r.placed.iter().all(|p| p.node == "n0"));
+    // n0 is full now and n1 DOWN: the API answers 409 InsufficientInstanceCapacity.
+    match cc.launch(&launch(&["i-4"], 1)).await.unwrap_err() {
+        euca_compute_proto::ProtoError::Refused { status, code, .. } => {
+            assert_eq!((status, code.as_str()), (409, codes::INSUFFICIENT_CAPACITY))
+        }
+        e => panic!("unexpected {e}"),
+    }
     let e = cc.terminate("i-nope").await.unwrap_err();
     assert_eq!(e.code(), Some(codes::INSTANCE_NOT_FOUND));
     // A wrong token is refused.
