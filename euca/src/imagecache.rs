@@ -9,11 +9,12 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use euca_imagecache::config::{parse_size, CcConfig, NcCacheConfig};
+use euca_cc::config::CcConfig;
+use euca_imagecache::config::{parse_size, NcCacheConfig};
 use euca_imagecache::daemon::{Daemon, DaemonConfig, Progress as FetchProgress};
 use euca_imagecache::http::{Edge, Token};
 use euca_imagecache::store::{ImageStatus, Store};
-use euca_imagecache::{install, origin::WalrusOrigin, tracker::Tracker, ImageId};
+use euca_imagecache::{install, origin::WalrusOrigin, ImageId};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -170,30 +171,54 @@ pub struct CcArgs {
     /// TOML config file with a [cc] section.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Tracker listen address.
+    /// Listen address of the CC API and the image tracker.
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// File holding the cluster token (default: <data>/cloud/cluster-token).
     #[arg(long)]
     token_file: Option<PathBuf>,
-    /// The cloud's data directory, for the default token file.
+    /// The cloud's data directory, for the default token file and the CC's
+    /// journal (<data>/cc unless [cc] state_dir says otherwise).
     #[arg(long, default_value = "euca-data")]
     data: PathBuf,
 }
 
-/// Binds and starts the tracker; returns its address and task.
-pub async fn start_tracker(
+/// A running cluster controller: its API URL, the cluster, the serving task.
+pub struct StartedCc {
+    pub addr: SocketAddr,
+    pub cluster: Arc<euca_cc::Cluster>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds the CC's listener, starts the cluster (journal under `[cc] state_dir`,
+/// default `<data>/cc`; polling) and serves the CC API and the image tracker on it.
+pub async fn start_cluster(
     cfg: &CcConfig,
+    data: &Path,
     token: Token,
     edge: Edge,
     shutdown: watch::Receiver<bool>,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+) -> Result<StartedCc> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
-        .with_context(|| format!("binding the tracker to {}", cfg.listen))?;
+        .with_context(|| format!("binding the cluster controller to {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    let t = Tracker::new(token, cfg.seeders_per_image);
-    Ok((addr, tokio::spawn(t.serve(listener, edge, shutdown))))
+    let mut cfg = cfg.clone();
+    cfg.state_dir.get_or_insert_with(|| data.join("cc"));
+    let cluster = euca_cc::Cluster::start(cfg.clone(), token)
+        .await
+        .context("starting the cluster controller")?;
+    let api = euca_cc::api::CcApi::new(cluster.clone(), cfg.seeders_per_image);
+    let c = cluster.clone();
+    let task = tokio::spawn(async move {
+        api.serve(listener, edge, shutdown).await;
+        c.stop().await;
+    });
+    Ok(StartedCc {
+        addr,
+        cluster,
+        task,
+    })
 }
 
 pub async fn cc(a: CcArgs, file: Option<CcConfig>, svc: euca_service::ServiceConfig) -> Result<()> {
@@ -214,9 +239,14 @@ pub async fn cc(a: CcArgs, file: Option<CcConfig>, svc: euca_service::ServiceCon
         &svc,
         crate::edge::metrics_access(&svc, Some(&metrics_token)),
     );
-    let (addr, task) = start_tracker(&cfg, token, edge, crate::shutdown_signal()).await?;
-    println!("euca: cc is up\n  tracker      http://{addr}/   metrics http://{addr}/_metrics");
-    task.await?;
+    let started = start_cluster(&cfg, &a.data, token, edge, crate::shutdown_signal()).await?;
+    let addr = started.addr;
+    println!(
+        "euca: cc is up ({:?}, {} nodes listed)\n  cc+tracker   http://{addr}/   metrics http://{addr}/_metrics",
+        cfg.policy,
+        started.cluster.nodes().len()
+    );
+    started.task.await?;
     Ok(())
 }
 

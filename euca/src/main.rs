@@ -6,6 +6,7 @@ mod edge;
 mod imagecache;
 mod images;
 mod nc;
+mod nodes;
 mod pki;
 mod progress;
 
@@ -72,8 +73,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: imagecache::ImageCmd,
     },
-    /// Run the cluster controller (today: the image-piece tracker).
+    /// Run the cluster controller (polls its nodes, places instances; hosts the image tracker).
     Cc(imagecache::CcArgs),
+    /// List the cluster's nodes: state, capacity, instances.
+    Nodes(nodes::NodesArgs),
     /// Run a node's image cache daemon (fetches pieces from peers and Walrus, serves peers).
     NcCache(imagecache::NcCacheArgs),
     /// Talk to this node's image cache daemon: fetch, list, evict, pin, unpin.
@@ -200,7 +203,7 @@ enum KeyCmd {
 struct ConfigFile {
     walrus: Option<WalrusConfig>,
     sc: Option<euca_sc::ScConfig>,
-    cc: Option<euca_imagecache::config::CcConfig>,
+    cc: Option<euca_cc::config::CcConfig>,
     nc_cache: Option<euca_imagecache::config::NcCacheConfig>,
     nc: Option<euca_nc::config::NcConfig>,
     clc: Option<clc::ClcConfig>,
@@ -325,6 +328,7 @@ fn run() -> Result<()> {
                 let c = load_config(a.config.as_deref())?;
                 nc::nc(a, c.nc, c.nc_cache, c.service.unwrap_or_default()).await
             }
+            Cmd::Nodes(a) => nodes::nodes(a).await,
             Cmd::Account { cmd, target } => admin::account(&target, cmd).await,
             Cmd::Key { cmd, target } => admin::key(&target, cmd).await,
         }
@@ -531,12 +535,12 @@ fn write_system_creds_to(
     )
 }
 
-/// Starts the tracker for `euca up` and writes `<data>/credentials/nc-cache.toml`,
-/// the config a node's `euca nc-cache` runs with (Walrus, the nodes' read-only key,
-/// the tracker and the cluster token).
+/// Starts the cluster controller (with the image tracker) for `euca up` and writes
+/// `<data>/credentials/nc-cache.toml`, the config a node's `euca nc-cache` runs
+/// with (Walrus, the nodes' read-only key, the tracker and the cluster token).
 async fn start_cc(
     o: &Opened,
-    mut cfg: euca_imagecache::config::CcConfig,
+    mut cfg: euca_cc::config::CcConfig,
     svc: &euca_service::ServiceConfig,
     metrics_token: &str,
     shutdown: watch::Receiver<bool>,
@@ -556,14 +560,15 @@ async fn start_cc(
         svc,
         edge::metrics_access(svc, Some(metrics_token)),
     );
-    let (addr, task) = imagecache::start_tracker(
+    let started = imagecache::start_cluster(
         &cfg,
+        &o.data,
         euca_imagecache::http::Token::new(&token)?,
         edge,
         shutdown,
     )
     .await?;
-    let url = format!("http://{addr}");
+    let url = format!("http://{}", started.addr);
     write_nc_cache_config(
         &o.data,
         &o.identity,
@@ -573,7 +578,7 @@ async fn start_cc(
         &token,
         metrics_token,
     )?;
-    Ok((url, task))
+    Ok((url, started.task))
 }
 
 /// Writes `<data>/credentials/nc-cache.toml`, the config a node's `euca nc-cache`

@@ -1,0 +1,172 @@
+//! The CC's durable state (`<state_dir>/cc.redb`, each commit fsync'd): the
+//! placements not yet reported by their node, and the nodes that registered.
+//!
+//! A placement is written BEFORE its node is asked to run the instance and removed
+//! once the node reports it (in any state), so a CC killed at any point restarts
+//! with every launch it answered (or was answering) still reserved on the same
+//! node, and re-sends the run (idempotent by instance id) instead of placing again.
+use std::path::Path;
+
+use euca_compute_proto::{InstanceSpec, Resources};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::CcError;
+
+const PLACEMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("placements");
+const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
+/// POWERSAVE: nodes put to sleep, with the capacity they last advertised (a
+/// restarted CC neither polls them into `DOWN` nor forgets it may wake them).
+const ASLEEP: TableDefinition<&str, &[u8]> = TableDefinition::new("asleep");
+
+/// A launch placed on `node`, not yet reported by it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingPlacement {
+    pub node: String,
+    pub spec: InstanceSpec,
+}
+
+#[derive(Serialize, Deserialize)]
+struct NodeRec {
+    url: String,
+    /// Registration order (the node list's order survives restarts).
+    seq: u64,
+}
+
+pub struct Journal {
+    db: Database,
+}
+
+fn je(e: impl Into<redb::Error>) -> CcError {
+    CcError::from(e.into())
+}
+
+fn bad_record(key: &str, e: serde_json::Error) -> CcError {
+    CcError::Journal(format!("record {key:?}: {e}"))
+}
+
+impl Journal {
+    /// Opens (creating) the journal in `dir`.
+    pub fn open(dir: &Path) -> Result<Journal, CcError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CcError::Journal(format!("creating {}: {e}", dir.display())))?;
+        let db = Database::create(dir.join("cc.redb")).map_err(je)?;
+        let tx = db.begin_write().map_err(je)?;
+        tx.open_table(PLACEMENTS).map_err(je)?;
+        tx.open_table(NODES).map_err(je)?;
+        tx.open_table(ASLEEP).map_err(je)?;
+        tx.commit().map_err(je)?;
+        Ok(Journal { db })
+    }
+
+    /// Records placements durably (one commit).
+    pub fn put_placements(&self, items: &[PendingPlacement]) -> Result<(), CcError> {
+        let tx = self.db.begin_write().map_err(je)?;
+        {
+            let mut t = tx.open_table(PLACEMENTS).map_err(je)?;
+            for p in items {
+                let v = serde_json::to_vec(p).map_err(|e| bad_record(&p.spec.instance_id, e))?;
+                t.insert(p.spec.instance_id.as_str(), v.as_slice())
+                    .map_err(je)?;
+            }
+        }
+        tx.commit().map_err(je)
+    }
+
+    /// Forgets placements (their node reported them).
+    pub fn remove_placements(&self, ids: &[String]) -> Result<(), CcError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write().map_err(je)?;
+        {
+            let mut t = tx.open_table(PLACEMENTS).map_err(je)?;
+            for id in ids {
+                t.remove(id.as_str()).map_err(je)?;
+            }
+        }
+        tx.commit().map_err(je)
+    }
+
+    /// Every pending placement.
+    pub fn placements(&self) -> Result<Vec<PendingPlacement>, CcError> {
+        let tx = self.db.begin_read().map_err(je)?;
+        let t = tx.open_table(PLACEMENTS).map_err(je)?;
+        let mut out = Vec::new();
+        for e in t.iter().map_err(je)? {
+            let (k, v) = e.map_err(je)?;
+            out.push(serde_json::from_slice(v.value()).map_err(|e| bad_record(k.value(), e))?);
+        }
+        Ok(out)
+    }
+
+    /// Adds a registered node, or updates its URL (keeping its place in the list).
+    pub fn put_node(&self, name: &str, url: &str) -> Result<(), CcError> {
+        let tx = self.db.begin_write().map_err(je)?;
+        {
+            let mut t = tx.open_table(NODES).map_err(je)?;
+            let existing = t
+                .get(name)
+                .map_err(je)?
+                .and_then(|v| serde_json::from_slice::<NodeRec>(v.value()).ok());
+            let seq = match existing {
+                Some(r) if r.url == url => return Ok(()),
+                Some(r) => r.seq,
+                None => t.len().map_err(je)?,
+            };
+            let v = serde_json::to_vec(&NodeRec {
+                url: url.to_string(),
+                seq,
+            })
+            .map_err(|e| bad_record(name, e))?;
+            t.insert(name, v.as_slice()).map_err(je)?;
+        }
+        tx.commit().map_err(je)
+    }
+
+    /// Registered nodes `(name, url)` in registration order.
+    pub fn nodes(&self) -> Result<Vec<(String, String)>, CcError> {
+        let tx = self.db.begin_read().map_err(je)?;
+        let t = tx.open_table(NODES).map_err(je)?;
+        let mut out = Vec::new();
+        for e in t.iter().map_err(je)? {
+            let (k, v) = e.map_err(je)?;
+            let r: NodeRec =
+                serde_json::from_slice(v.value()).map_err(|e| bad_record(k.value(), e))?;
+            out.push((r.seq, k.value().to_string(), r.url));
+        }
+        out.sort();
+        Ok(out.into_iter().map(|(_, n, u)| (n, u)).collect())
+    }
+
+    /// Records node `name` asleep with its last capacity (`Some`), or awake (`None`).
+    pub fn set_asleep(&self, name: &str, capacity: Option<Resources>) -> Result<(), CcError> {
+        let tx = self.db.begin_write().map_err(je)?;
+        {
+            let mut t = tx.open_table(ASLEEP).map_err(je)?;
+            match capacity {
+                Some(c) => {
+                    let v = serde_json::to_vec(&c).map_err(|e| bad_record(name, e))?;
+                    t.insert(name, v.as_slice()).map_err(je)?;
+                }
+                None => {
+                    t.remove(name).map_err(je)?;
+                }
+            }
+        }
+        tx.commit().map_err(je)
+    }
+
+    /// Nodes asleep, with their last advertised capacity.
+    pub fn asleep(&self) -> Result<Vec<(String, Resources)>, CcError> {
+        let tx = self.db.begin_read().map_err(je)?;
+        let t = tx.open_table(ASLEEP).map_err(je)?;
+        let mut out = Vec::new();
+        for e in t.iter().map_err(je)? {
+            let (k, v) = e.map_err(je)?;
+            let c = serde_json::from_slice(v.value()).map_err(|e| bad_record(k.value(), e))?;
+            out.push((k.value().to_string(), c));
+        }
+        Ok(out)
+    }
+}

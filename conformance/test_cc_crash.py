@@ -1,0 +1,247 @@
+"""`euca cc` killed at its named failpoints on the launch path (EUCA_FAILPOINT, a
+real SIGKILL of the real binary) loses no instance and never places one twice;
+`euca nodes` lists what the CC sees.
+
+The nodes here are a small in-process fake of the NC API (JSON over HTTP, the
+cluster token), not `euca nc --simulate`: this branch does not have the simulated
+node yet. Once it is on main, the same checks can run against `euca nc --simulate 2`
+(its nodes live at http://<listen>/sim/<k>)."""
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import euca_bin, free_port
+
+TOKEN = "conformance-cluster-token-0123456789"
+
+
+class FakeNodes:
+    """N fake NCs behind one listener at /n/<k>: advertised capacity 2 cores,
+    2 GiB, 20 GiB each; records every accepted run."""
+
+    def __init__(self, n):
+        self.lock = threading.Lock()
+        self.instances = [dict() for _ in range(n)]
+        self.runs = [dict() for _ in range(n)]
+        fake = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def reply(self, status, obj):
+                body = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def node(self):
+                if self.headers.get("authorization") != f"Bearer {TOKEN}":
+                    self.reply(403, {"error": {"code": "Forbidden", "message": "token"}})
+                    return None, None
+                parts = self.path.split("/")
+                # ['', 'n', k, 'v1', ...]
+                try:
+                    return int(parts[2]), parts[3:]
+                except (IndexError, ValueError):
+                    self.reply(404, {"error": {"code": "NotFound", "message": self.path}})
+                    return None, None
+
+            def do_GET(self):
+                k, rest = self.node()
+                if k is None:
+                    return
+                if rest == ["v1", "node"]:
+                    with fake.lock:
+                        insts = list(fake.instances[k].values())
+                    self.reply(200, {"name": f"fake{k}",
+                                     "capacity": {"cores": 2, "memory_mib": 2048, "disk_gib": 20},
+                                     "instances": insts})
+                else:
+                    self.reply(404, {"error": {"code": "NotFound", "message": self.path}})
+
+            def do_PUT(self):
+                k, rest = self.node()
+                if k is None:
+                    return
+                spec = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
+                if len(rest) != 3 or rest[:2] != ["v1", "instances"]:
+                    self.reply(404, {"error": {"code": "NotFound", "message": self.path}})
+                    return
+                iid = rest[2]
+                with fake.lock:
+                    fake.runs[k][iid] = fake.runs[k].get(iid, 0) + 1
+                    rep = fake.instances[k].setdefault(iid, {
+                        "instance_id": iid, "account": spec["account"],
+                        "reservation_id": spec["reservation_id"], "vm_type": spec["vm_type"],
+                        "state": "running", "mac": spec["mac"],
+                        "launched_at": "2026-12-04T00:00:00Z", "volumes": []})
+                self.reply(200, rep)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, k):
+        return f"http://127.0.0.1:{self.port}/n/{k}"
+
+    def total_runs(self, iid):
+        with self.lock:
+            return sum(r.get(iid, 0) for r in self.runs)
+
+    def holders(self, iid):
+        with self.lock:
+            return [k for k, i in enumerate(self.instances) if iid in i]
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Cc:
+    """`euca cc` on a data dir with a config naming the fake nodes."""
+
+    def __init__(self, root, fake, n):
+        self.root = root
+        self.data = root / "data"
+        (self.data / "cloud").mkdir(parents=True, exist_ok=True)
+        self.token_file = self.data / "cloud" / "cluster-token"
+        self.token_file.write_text(TOKEN)
+        os.chmod(self.token_file, 0o600)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        nodes = ", ".join(f'{{name = "n{k}", url = "{fake.url(k)}"}}' for k in range(n))
+        self.config = root / "cc.toml"
+        self.config.write_text(
+            f'[cc]\npolicy = "GREEDY"\npoll_interval_ms = 200\npoll_timeout_ms = 500\n'
+            f'state_dir = "{root / "state"}"\nnodes = [{nodes}]\n')
+        self.proc = None
+        self.log = root / "cc.log"
+
+    def start(self, failpoint=None):
+        env = dict(os.environ)
+        env.pop("EUCA_FAILPOINT", None)
+        if failpoint:
+            env["EUCA_FAILPOINT"] = failpoint
+        self.proc = subprocess.Popen(
+            [euca_bin(), "cc", "--config", str(self.config), "--data", str(self.data),
+             "--listen", f"127.0.0.1:{self.port}"],
+            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                urllib.request.urlopen(self.url + "/_health", timeout=1).read()
+                return
+            except Exception:
+                time.sleep(0.1)
+        raise RuntimeError("euca cc did not come up: " + self.log.read_text()[-3000:])
+
+    def call(self, method, path, body=None, timeout=10):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Authorization": f"Bearer {TOKEN}",
+                                              "content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
+
+    def wait(self, what, pred, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            v = pred()
+            if v:
+                return v
+            time.sleep(0.1)
+        raise AssertionError(f"timed out: {what}; log: {self.log.read_text()[-2000:]}")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def spec(iid):
+    return {"instance_id": iid, "account": "000000000001", "reservation_id": "r-0000abcd",
+            "vm_type": {"name": "m1.small", "cores": 1, "memory_mib": 256, "disk_gib": 1},
+            "root": {"kind": "image", "installed_id": "a" * 64, "size": 1048576},
+            "mac": "d0:0d:12:34:56:78"}
+
+
+@pytest.fixture
+def rig(tmp_path):
+    fake = FakeNodes(2)
+    cc = Cc(tmp_path, fake, 2)
+    yield fake, cc
+    cc.stop()
+    fake.stop()
+
+
+def polled(cc):
+    return all(n["last_seen"] for n in cc.call("GET", "/v1/nodes"))
+
+
+@pytest.mark.parametrize("point", ["cc.after_reserve", "cc.after_nc_run"])
+def test_kill9_at_failpoint_loses_nothing_places_once(rig, point):
+    fake, cc = rig
+    cc.start(failpoint=point)
+    cc.wait("nodes polled", lambda: polled(cc))
+    iid = "i-0badf00d"
+    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+        cc.call("POST", "/v1/launch", {"min_count": 1, "instances": [spec(iid)]})
+    cc.proc.wait(10)
+    assert cc.proc.returncode == -9, "killed by its failpoint"
+    # after_reserve: the node was never asked; after_nc_run: it was, once.
+    assert fake.total_runs(iid) == (0 if point == "cc.after_reserve" else 1)
+    cc.start()
+    # The placement survived: it is listed at once and ends up run exactly once.
+    listed = cc.call("GET", "/v1/instances")
+    assert [(p["instance_id"], p["node"]) for p in listed] == [(iid, "n0")], listed
+    cc.wait("the instance reported", lambda: any(
+        p["report"] for p in cc.call("GET", "/v1/instances") if p["instance_id"] == iid))
+    assert fake.total_runs(iid) == 1 and fake.holders(iid) == [0]
+    # The same launch again (the CLC repeating its call) answers the same node.
+    r = cc.call("POST", "/v1/launch", {"min_count": 1, "instances": [spec(iid)]})
+    assert r["placed"] == [{"instance_id": iid, "node": "n0"}]
+    time.sleep(0.5)  # a few polls: nothing re-sent
+    assert fake.total_runs(iid) == 1
+    nodes = cc.call("GET", "/v1/nodes")
+    assert nodes[0]["reserved"]["cores"] == 0 and nodes[0]["free"]["cores"] == 1
+
+
+def test_euca_nodes_table_and_json(rig):
+    fake, cc = rig
+    cc.start()
+    cc.wait("nodes polled", lambda: polled(cc))
+    r = cc.call("POST", "/v1/launch", {"min_count": 1, "instances": [spec("i-00000001")]})
+    assert r["placed"][0]["node"] == "n0"
+    cc.wait("reported", lambda: cc.call("GET", "/v1/nodes")[0]["instances"])
+    args = [euca_bin(), "nodes", "--cc", cc.url, "--token-file", str(cc.token_file)]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "STATE", "CORES", "MEM(MiB)", "DISK(GiB)", "INSTANCES"]
+    assert lines[1].split() == ["n0", "UP", "1/2", "1792/2048", "19/20", "1"], out.stdout
+    assert lines[2].split() == ["n1", "UP", "2/2", "2048/2048", "20/20", "0"], out.stdout
+    out = subprocess.run(args + ["--json"], capture_output=True, text=True, timeout=30)
+    views = json.loads(out.stdout)
+    assert [v["name"] for v in views] == ["n0", "n1"]
+    assert views[0]["instances"][0]["instance_id"] == "i-00000001"
+    # A wrong token: a one-line error and exit 1.
+    bad = cc.root / "bad-token"
+    bad.write_text("not-the-cluster-token-000")
+    out = subprocess.run(args[:-1] + [str(bad)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "Forbidden" in out.stderr and len(out.stderr.splitlines()) == 1
