@@ -120,7 +120,14 @@ struct UpArgs {
     /// Cloud controller (identity service: accounts, keys) listen address.
     #[arg(long, default_value = clc::DEFAULT_LISTEN)]
     clc_listen: SocketAddr,
-    /// Optional TOML config (sections: [walrus], [sc], [cc], [clc]).
+    /// This machine's node controller (NC API) listen address.
+    #[arg(long, default_value = "127.0.0.1:8778")]
+    nc_listen: SocketAddr,
+    /// Run no node controller here (instances only on nodes that join with
+    /// `euca nc`).
+    #[arg(long)]
+    no_node: bool,
+    /// Optional TOML config (sections: [walrus], [sc], [cc], [clc], [nc], [nc_cache]).
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -544,7 +551,7 @@ async fn start_cc(
     svc: &euca_service::ServiceConfig,
     metrics_token: &str,
     shutdown: watch::Receiver<bool>,
-) -> Result<(String, tokio::task::JoinHandle<()>)> {
+) -> Result<(String, tokio::task::JoinHandle<()>, String)> {
     let token = match &cfg.token_file {
         Some(f) => std::fs::read_to_string(f)
             .with_context(|| format!("reading {}", f.display()))?
@@ -578,7 +585,7 @@ async fn start_cc(
         &token,
         metrics_token,
     )?;
-    Ok((url, started.task))
+    Ok((url, started.task, token))
 }
 
 /// Writes `<data>/credentials/nc-cache.toml`, the config a node's `euca nc-cache`
@@ -607,6 +614,11 @@ fn write_nc_cache_config(
     }
     let mut doc = toml::Table::new();
     doc.insert("nc_cache".into(), toml::Value::Table(t));
+    // `euca nc --config` this file: the node registers with this CC.
+    let mut n = toml::Table::new();
+    n.insert("cc".into(), toml::Value::String(url.into()));
+    n.insert("token".into(), toml::Value::String(token.into()));
+    doc.insert("nc".into(), toml::Value::Table(n));
     pki::write_file(
         &data.join("credentials/nc-cache.toml"),
         toml::to_string(&doc)?.as_bytes(),
@@ -718,8 +730,13 @@ async fn up(a: UpArgs) -> Result<()> {
     ccfg.listen = a.cc_listen;
     let mut clcfg = cfg.clc.unwrap_or_default();
     clcfg.listen = a.clc_listen;
+    let mut ncfg = cfg.nc.unwrap_or_default();
+    ncfg.listen = a.nc_listen;
+    let mut nccfg = cfg.nc_cache.unwrap_or_default();
     // Walrus connections may each hold an open blob or staging file too.
     edge::fit_caps(&mut [
+        ("[nc] max_connections", &mut ncfg.max_connections, 1),
+        ("[nc_cache] max_connections", &mut nccfg.max_connections, 1),
         ("[walrus] max_connections", &mut wcfg.max_connections, 2),
         ("[sc] max_connections", &mut scfg.max_connections, 1),
         ("[sc] nbd_max_connections", &mut scfg.nbd_max_connections, 1),
@@ -768,11 +785,82 @@ async fn up(a: UpArgs) -> Result<()> {
             &opened.region,
         )?;
     }
-    let (tracker, cc_task) = start_cc(&opened, ccfg, &svc, &token, shutdown.clone()).await?;
-    let served = serve_with_sc(opened, sc, "the cloud", shutdown, Some(tracker)).await;
+    let (tracker, cc_task, cc_token) =
+        start_cc(&opened, ccfg, &svc, &token, shutdown.clone()).await?;
+    let node = if a.no_node {
+        None
+    } else {
+        let n = start_node(
+            &opened,
+            ncfg,
+            nccfg,
+            &svc,
+            (&tracker, &cc_token),
+            &token,
+            shutdown.clone(),
+        )
+        .await?;
+        Some(n)
+    };
+    let node_url = node.as_ref().map(|n| n.url.clone());
+    let served = serve_with_sc(opened, sc, "the cloud", shutdown, Some(tracker), node_url).await;
+    // The node stops its guests (powered off, records kept) before the CC goes.
+    if let Some(n) = node {
+        let _ = n.task.await;
+    }
     let _ = cc_task.await;
     let _ = clc_task.await;
     served
+}
+
+/// `euca up`'s node controller: a QEMU node on `<data>/nc` with its image cache on
+/// `<data>/nc-cache` (peers reach its piece server on an ephemeral port), both
+/// registered with the cloud's CC (`cc` = its URL and the cluster token). The
+/// `[nc]` and `[nc_cache]` tables of the config file apply; paths and addresses
+/// they leave at their defaults are put under the data directory.
+async fn start_node(
+    o: &Opened,
+    mut ncfg: euca_nc::config::NcConfig,
+    mut cache: euca_imagecache::config::NcCacheConfig,
+    svc: &euca_service::ServiceConfig,
+    cc: (&str, &str),
+    metrics_token: &str,
+    shutdown: watch::Receiver<bool>,
+) -> Result<nc::LocalNode> {
+    let (cc_url, cc_token) = cc;
+    if ncfg.dir == euca_nc::config::NcConfig::default().dir {
+        ncfg.dir = o.data.join("nc");
+    }
+    ncfg.cc = Some(cc_url.to_string());
+    let cache_defaults = euca_imagecache::config::NcCacheConfig::default();
+    if cache.dir == cache_defaults.dir {
+        cache.dir = o.data.join("nc-cache");
+    }
+    if cache.listen == cache_defaults.listen {
+        cache.listen = ([127, 0, 0, 1], 0).into();
+    }
+    let key = account_key(&o.identity, imagecache::NODES_ACCOUNT)?;
+    cache.tracker = Some(cc_url.to_string());
+    cache.token = Some(cc_token.to_string());
+    cache.token_file = None;
+    cache.s3_url = o.s3_url.clone();
+    cache.region = o.region.clone();
+    cache.access_key = key.access_key_id;
+    cache.secret_key = key.secret_access_key;
+    cache.metrics_token = Some(metrics_token.to_string());
+    if cache.node.is_none() {
+        cache.node = ncfg.name.clone();
+    }
+    nc::start_local(
+        ncfg,
+        cache,
+        svc,
+        edge::metrics_access(svc, Some(metrics_token)),
+        euca_imagecache::http::Token::new(cc_token)?,
+        shutdown,
+    )
+    .await
+    .context("starting this machine's node controller")
 }
 
 /// Waits (at most [`READY_TRIES`] × 50 ms each) until every listener in `connect`
@@ -839,6 +927,7 @@ async fn serve_with_sc(
     what: &str,
     shutdown: watch::Receiver<bool>,
     tracker: Option<String>,
+    node: Option<String>,
 ) -> Result<()> {
     let sc_url = format!(
         "http://{}/",
@@ -852,15 +941,22 @@ async fn serve_with_sc(
         .clc_url
         .iter()
         .chain(tracker.iter())
+        .chain(node.iter())
         .map(String::as_str)
         .collect();
     wait_until_serving(&connect, &health).await?;
     println!("euca: {what} is up");
     announce(&opened, Some((&sc_url, nbd)))?;
     if let Some(t) = tracker {
-        println!("  cc (tracker) {t}/   metrics {t}/_metrics");
+        println!("  cc           {t}/   metrics {t}/_metrics   (euca nodes)");
+        if let Some(n) = &node {
+            println!(
+                "  nc (here)    {n}/   instances in {}/nc",
+                opened.data.display()
+            );
+        }
         println!(
-            "  nodes        euca nc-cache --config {}/credentials/nc-cache.toml --dir CACHE_DIR",
+            "  more nodes   euca nc --config {}/credentials/nc-cache.toml --dir DIR --nc-listen ADDR",
             opened.data.display()
         );
     }
@@ -909,7 +1005,7 @@ async fn sc_alone(a: ScArgs) -> Result<()> {
     let sc = open_sc(&opened, scfg, from_file)
         .await?
         .with_edge(svc, access);
-    let served = serve_with_sc(opened, sc, "sc", shutdown, None).await;
+    let served = serve_with_sc(opened, sc, "sc", shutdown, None, None).await;
     let _ = clc_task.await;
     served
 }

@@ -309,7 +309,6 @@ async fn open_qemu_node(
 pub struct LocalNode {
     /// The NC API's URL.
     pub url: String,
-    pub name: String,
     /// Serves until shutdown, then stops the node's guests (records kept).
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -360,7 +359,7 @@ pub async fn start_local(
         }
         let _ = cache_task.await;
     });
-    Ok(LocalNode { url, name, task })
+    Ok(LocalNode { url, task })
 }
 
 #[cfg(test)]
