@@ -70,6 +70,8 @@ class Cloud:
         self.nbd_port = free_port()
         self.cc_port = free_port()
         self.clc_port = free_port()
+        self.nc_port = free_port()
+        self.nc_url = f"http://127.0.0.1:{self.nc_port}"
         self.sc_url = f"http://127.0.0.1:{self.sc_port}"
         self.clc_url = f"http://127.0.0.1:{self.clc_port}"
         self.proc = None
@@ -84,7 +86,8 @@ class Cloud:
              "--sc-listen", f"127.0.0.1:{self.sc_port}",
              "--nbd-listen", f"127.0.0.1:{self.nbd_port}",
              "--cc-listen", f"127.0.0.1:{self.cc_port}",
-             "--clc-listen", f"127.0.0.1:{self.clc_port}", *self.extra_args],
+             "--clc-listen", f"127.0.0.1:{self.clc_port}",
+             "--nc-listen", f"127.0.0.1:{self.nc_port}", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")},
         )

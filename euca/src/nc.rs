@@ -152,6 +152,16 @@ pub async fn nc(
             if c.node.is_none() {
                 c.node = Some(name.clone());
             }
+            // Left at their defaults, the cache lives in the node's directory and
+            // its piece server on an ephemeral port of the NC's address (peers learn
+            // it from the tracker).
+            let defaults = NcCacheConfig::default();
+            if c.dir == defaults.dir {
+                c.dir = cfg.dir.join("cache");
+            }
+            if c.listen == defaults.listen {
+                c.listen = SocketAddr::new(cfg.listen.ip(), 0);
+            }
             Some(c)
         }
         (None, None) => bail!(
