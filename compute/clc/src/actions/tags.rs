@@ -31,6 +31,8 @@ pub fn not_found(kind: Kind, id: &str) -> Ec2Error {
         Kind::Image => ("InvalidAMIID.NotFound", "image id"),
         Kind::Volume => ("InvalidVolume.NotFound", "volume"),
         Kind::Snapshot => ("InvalidSnapshot.NotFound", "snapshot"),
+        Kind::Instance => ("InvalidInstanceID.NotFound", "instance ID"),
+        Kind::Mac => ("InvalidID", "resource"),
     };
     Ec2Error::not_found(code, what, id)
 }
