@@ -150,6 +150,12 @@ pub async fn attach_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         Some(o) if o.owner == cx.account() => o.record,
         _ => return Err(Ec2Error::volume_not_found(vol_id)),
     };
+    if vol.state == VolumeState::InUse || vol.attachment.is_some() {
+        return Err(Ec2Error::state(
+            "VolumeInUse",
+            format!("Volume {vol_id} is already attached"),
+        ));
+    }
     let inst = owned_instance(cx, inst_id)?.record;
     if inst.state != InstanceState::Running {
         return Err(Ec2Error::state(
