@@ -657,9 +657,14 @@ async fn fake_sc() -> (String, Arc<Mutex<Vec<String>>>) {
                 let line = head.lines().next().unwrap_or("").to_string();
                 c.lock().unwrap().push(line.clone());
                 let body = if line.contains("/attach") {
-                    r#"{"volume":{},"uri":"nbd://127.0.0.1:10809/x"}"#
+                    r#"{"volume":{},"uri":"nbd://127.0.0.1:10809/x"}"#.to_string()
+                } else if line.starts_with("POST /volumes?") {
+                    let n = c.lock().unwrap().len();
+                    format!(
+                        r#"{{"id":"vol-{n:08x}","size":1073741824,"state":"available","snapshot_id":"snap-00000001"}}"#
+                    )
                 } else {
-                    r#"{}"#
+                    r#"{}"#.to_string()
                 };
                 let resp = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -831,4 +836,89 @@ async fn verbose_zones_count_from_the_clusters_live_view() {
         x.contains("<zoneName>|- m1.small</zoneName><zoneState>0003 / 0008"),
         "{x}"
     );
+}
+
+#[tokio::test]
+async fn ebs_root_from_a_snapshot_image_then_stop_start_and_terminate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, fake) = setup(dir.path(), 4);
+    let (sc_url, sc_calls) = fake_sc().await;
+    clc.set_sc(euca_clc::sc::ScClient::new(&sc_url, "ak", "sk", "eucalyptus").unwrap());
+    let mut ebs = image("emi-000000e1", ImageType::Machine);
+    ebs.root_device_type = "ebs".into();
+    ebs.installed_id = None;
+    ebs.block_devices = vec![euca_clc::model::BlockDevice {
+        device_name: "/dev/sda1".into(),
+        snapshot_id: Some("snap-00000001".into()),
+        volume_size: Some(1),
+        delete_on_termination: true,
+        virtual_name: None,
+    }];
+    clc.db.insert_new(A, &ebs).unwrap();
+    let x = call(&clc, A, "RunInstances", &[("ImageId", "emi-000000e1")])
+        .await
+        .unwrap();
+    let id = texts(&x, "instanceId")[0].clone();
+    assert_eq!(texts(&x, "rootDeviceType"), ["ebs"]);
+    let vol = texts(&x, "volumeId")[0].clone();
+    assert!(vol.starts_with("vol-"), "{x}");
+    assert_eq!(
+        vol_status(&clc, &vol),
+        (VolumeState::InUse, Some("attached"))
+    );
+    let rec = clc.db.get::<Instance>(&id).unwrap().unwrap().record;
+    match &rec.spec.root {
+        euca_compute_proto::RootDisk::Volume { volume_id, export } => {
+            assert_eq!(volume_id, &vol);
+            assert!(export.uri.starts_with("nbd://"));
+        }
+        other => panic!("root {other:?}"),
+    }
+    assert!(sc_calls
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("snapshot_id=snap")));
+    fake.set(&id, NodeInstanceState::Running, None);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    // Stop: the node's instance ends, the volume stays the instance's.
+    let s = call(&clc, A, "StopInstances", &[("InstanceId.1", &id)])
+        .await
+        .unwrap();
+    assert_eq!(texts(&s, "name"), ["stopping", "running"], "{s}");
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(describe_states(&clc).await, ["stopped"]);
+    assert_eq!(
+        vol_status(&clc, &vol),
+        (VolumeState::InUse, Some("attached"))
+    );
+    // Terminating a stopped instance deletes its DeleteOnTermination root.
+    let t = call(&clc, A, "TerminateInstances", &[("InstanceId.1", &id)])
+        .await
+        .unwrap();
+    assert_eq!(texts(&t, "name"), ["terminated", "stopped"], "{t}");
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert!(
+        clc.db.get::<Volume>(&vol).unwrap().is_none(),
+        "the root volume is deleted"
+    );
+    assert!(sc_calls
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.starts_with(&format!("DELETE /volumes/{}", vol.replace('-', "%2D")))));
+    // Fewer nodes with room than MinCount: nothing made, nothing left.
+    let e = call(
+        &clc,
+        A,
+        "RunInstances",
+        &[
+            ("ImageId", "emi-000000e1"),
+            ("MinCount", "9"),
+            ("MaxCount", "9"),
+        ],
+    )
+    .await;
+    assert_eq!(code(e), "InsufficientInstanceCapacity");
+    assert_eq!(all_instances(&clc).len(), 1, "only the terminated one");
 }

@@ -222,24 +222,30 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         Some(r) => Some(cached(&launchable(cx, r, ImageType::Ramdisk)?)?),
         None => None,
     };
-    if image.root_device_type == "ebs" {
-        return Err(Ec2Error::state(
-            "UnsupportedOperation",
-            format!(
-                "The image {} has an EBS root device; this cloud launches instance-store images only so far.",
-                image.id
-            ),
-        ));
-    }
+    let ebs_root = if image.root_device_type == "ebs" {
+        Some(ebs_root_of(&image, p)?)
+    } else {
+        None
+    };
     for m in p.members("BlockDeviceMapping") {
+        if ebs_root.is_some() && m.get("DeviceName") == Some(image.root_device_name.as_str()) {
+            continue;
+        }
         if m.get("Ebs.SnapshotId").is_some() || m.get("Ebs.VolumeSize").is_some() {
             return Err(Ec2Error::state(
                 "UnsupportedOperation",
-                "EBS block device mappings at launch are not supported yet; attach volumes with AttachVolume.",
+                "EBS block device mappings at launch other than the root are not supported yet; attach volumes with AttachVolume.",
             ));
         }
     }
-    let root = RootDisk::Image(cached(&image)?);
+    let root = match &ebs_root {
+        // Filled per instance once its volume is made and exported.
+        Some(_) => RootDisk::Volume {
+            volume_id: String::new(),
+            export: euca_compute_proto::VolumeExport { uri: String::new() },
+        },
+        None => RootDisk::Image(cached(&image)?),
+    };
     let token = p.get("ClientToken").filter(|t| !t.is_empty());
     if token.is_some_and(|t| t.len() > 64) {
         return Err(Ec2Error::invalid(
@@ -330,10 +336,193 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         Ok(out)
     })
     .await?;
+    let mut records = records;
+    if let Some(root) = &ebs_root {
+        if let Err(e) = prepare_ebs_roots(clc, &*cluster, &owner, &mut records, root).await {
+            drop_launch(clc, &records).await;
+            return Err(e);
+        }
+    }
     let placed = drive_launch(clc, &*cluster, &owner, records).await?;
     clc.kick_reconciler();
     write_reservation(x, &owner, &placed);
     Ok(())
+}
+
+/// The root volume of an EBS-backed launch: from the image's root mapping,
+/// `BlockDeviceMapping.N` for the root device overriding size and
+/// DeleteOnTermination.
+struct EbsRoot {
+    snapshot_id: String,
+    size_gib: Option<u64>,
+    delete_on_termination: bool,
+}
+
+fn ebs_root_of(image: &Image, p: &Params) -> Result<EbsRoot, Ec2Error> {
+    let bd = image
+        .block_devices
+        .iter()
+        .find(|b| b.device_name == image.root_device_name && b.snapshot_id.is_some())
+        .ok_or_else(|| {
+            Ec2Error::invalid(format!(
+                "The EBS image {} has no snapshot for its root device {}",
+                image.id, image.root_device_name
+            ))
+        })?;
+    let mut root = EbsRoot {
+        snapshot_id: bd.snapshot_id.clone().unwrap_or_default(),
+        size_gib: bd.volume_size,
+        delete_on_termination: bd.delete_on_termination,
+    };
+    for m in p.members("BlockDeviceMapping") {
+        if m.get("DeviceName") != Some(image.root_device_name.as_str()) {
+            continue;
+        }
+        if let Some(s) = m.int("Ebs.VolumeSize")? {
+            if s < 1 {
+                return Err(Ec2Error::invalid(format!("Volume size {s} is invalid")));
+            }
+            root.size_gib = Some(s as u64);
+        }
+        if let Some(d) = m.bool("Ebs.DeleteOnTermination")? {
+            root.delete_on_termination = d;
+        }
+    }
+    Ok(root)
+}
+
+/// How long a root volume made from a snapshot may take to become available.
+const ROOT_VOLUME_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Makes each instance's root volume from the snapshot, exports it to one node
+/// the cluster has room on (the launch is pinned there: the export is that
+/// node's), and writes it into the records.
+async fn prepare_ebs_roots(
+    clc: &crate::Clc,
+    cluster: &dyn crate::cluster::ClusterApi,
+    owner: &str,
+    records: &mut [Instance],
+    root: &EbsRoot,
+) -> Result<(), Ec2Error> {
+    let Some(first) = records.first() else {
+        return Ok(());
+    };
+    let need = first.spec.resources();
+    let want = u64::from(first.min_count.max(1));
+    let nodes = cluster.nodes().await.map_err(map_error)?;
+    let node = nodes
+        .iter()
+        .filter(|n| n.state == euca_compute_proto::NodeState::Up)
+        .max_by_key(|n| n.free.copies(&need))
+        .filter(|n| n.free.copies(&need) >= want)
+        .map(|n| n.name.clone())
+        .ok_or_else(|| {
+            Ec2Error::state(
+                "InsufficientInstanceCapacity",
+                "There is not enough capacity to fulfill your request.",
+            )
+        })?;
+    let ip = super::attachments::node_ip(cluster, &node).await?;
+    let sc = clc.sc()?;
+    for rec in records.iter_mut() {
+        let made = sc
+            .create_volume(root.size_gib, Some(&root.snapshot_id))
+            .await?;
+        let vol = crate::model::Volume {
+            id: made.id.clone(),
+            size_gib: made.size_gib(),
+            snapshot_id: made.snapshot_id.clone(),
+            zone: rec.zone.clone(),
+            state: crate::model::VolumeState::InUse,
+            created: rec.launch_time.clone(),
+            attachment: Some(crate::model::VolumeAttachment {
+                instance_id: rec.id.clone(),
+                device: rec.root_device_name.clone(),
+                state: crate::model::AttachmentState::Attached,
+                attach_time: rec.launch_time.clone(),
+                delete_on_termination: root.delete_on_termination,
+            }),
+            tags: Tags::new(),
+            client_token: None,
+        };
+        rec.volumes = vec![crate::model::InstanceVolume {
+            device_name: rec.root_device_name.clone(),
+            volume_id: made.id.clone(),
+            status: crate::model::AttachmentState::Attached,
+            attach_time: rec.launch_time.clone(),
+            delete_on_termination: root.delete_on_termination,
+            export_uri: None,
+            error: None,
+            force: false,
+        }];
+        if !clc.db.insert_new(owner, &vol)? {
+            return Err(Ec2Error::internal(format!(
+                "the storage controller made volume {} but a record of that id exists",
+                vol.id
+            )));
+        }
+        let deadline = tokio::time::Instant::now() + ROOT_VOLUME_WAIT;
+        let mut state = made.state.clone();
+        while state != "available" {
+            if state != "creating" || tokio::time::Instant::now() >= deadline {
+                return Err(Ec2Error::internal(format!(
+                    "the root volume {} is {state}, not available",
+                    made.id
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            state = sc
+                .volume(&made.id)
+                .await?
+                .map(|v| v.state)
+                .unwrap_or_else(|| "gone".into());
+        }
+        let uri = sc.attach_volume(&made.id, ip).await?;
+        rec.volumes[0].export_uri = Some(uri.clone());
+        rec.spec.root = RootDisk::Volume {
+            volume_id: made.id.clone(),
+            export: euca_compute_proto::VolumeExport { uri },
+        };
+        rec.node = Some(node.clone());
+        let r = rec.clone();
+        clc.db.update::<Instance, _>(&rec.id, |cur| {
+            Ok(match cur {
+                Some(c) => {
+                    c.record = r.clone();
+                    (Write::Put, ())
+                }
+                None => (Write::Keep, ()),
+            })
+        })?;
+    }
+    Ok(())
+}
+
+/// Removes what a launch that did not happen made: root volumes (export,
+/// storage, record) and the instance records.
+async fn drop_launch(clc: &crate::Clc, records: &[Instance]) {
+    for rec in records {
+        drop_volumes(clc, rec).await;
+        if let Err(e) = delete_instance(&clc.db, &rec.id) {
+            tracing::warn!(instance = %rec.id, error = %e, "removing an instance record of a failed launch");
+        }
+    }
+}
+
+/// Removes the volumes an unlaunched instance's launch made.
+async fn drop_volumes(clc: &crate::Clc, rec: &Instance) {
+    let Ok(sc) = clc.sc() else { return };
+    for v in &rec.volumes {
+        let gone = async {
+            sc.detach_volume(&v.volume_id).await?;
+            sc.delete_volume(&v.volume_id).await?;
+            clc.db
+                .update::<crate::model::Volume, _>(&v.volume_id, |_| Ok((Write::Delete, ())))
+        };
+        if let Err(e) = gone.await {
+            tracing::warn!(volume = %v.volume_id, error = %e, "removing the root volume of a failed launch");
+        }
+    }
 }
 
 /// What every instance of one RunInstances shares.
@@ -419,10 +608,12 @@ pub(crate) async fn drive_launch(
     let Some(first) = records.first() else {
         return Ok(Vec::new());
     };
+    let pinned = matches!(first.spec.root, RootDisk::Volume { .. });
     let req = LaunchRequest {
         min_count: first.min_count.max(1),
         instances: records.iter().map(|r| r.spec.clone()).collect(),
-        node: None,
+        // An EBS root is exported to one node: the launch goes there.
+        node: if pinned { first.node.clone() } else { None },
     };
     let reply = cluster.launch(&req).await;
     let db = clc.db.clone();
@@ -437,6 +628,12 @@ pub(crate) async fn drive_launch(
     };
     let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
     let _ = owner;
+    for r in records
+        .iter()
+        .filter(|r| !placed.iter().any(|(i, _)| *i == r.id))
+    {
+        drop_volumes(clc, r).await;
+    }
     let out = blocking(move || {
         let mut out = Vec::new();
         for id in &ids {
@@ -897,13 +1094,112 @@ pub async fn start_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2
     for o in &found {
         ebs_only(o, "started")?;
     }
-    // EBS-root instances cannot be launched yet (RunInstances refuses EBS
-    // images), so no instance reaches here; kept explicit for when they can.
-    let _ = x;
-    Err(Ec2Error::state(
-        "UnsupportedOperation",
-        "StartInstances needs EBS-root instances, which this cloud does not launch yet.",
-    ))
+    x.open("instancesSet");
+    for o in found {
+        let prev = o.record.state;
+        if prev != InstanceState::Stopped {
+            if matches!(prev, InstanceState::Pending | InstanceState::Running) {
+                state_change(x, &o.record.id, prev, prev);
+                continue;
+            }
+            return Err(Ec2Error::state(
+                "IncorrectInstanceState",
+                format!(
+                    "The instance '{}' is {}; only stopped instances start.",
+                    o.record.id,
+                    prev.as_str()
+                ),
+            ));
+        }
+        let id = o.record.id.clone();
+        start_one(cx, o.record).await?;
+        state_change(x, &id, InstanceState::Pending, prev);
+    }
+    x.close();
+    cx.clc.kick_reconciler();
+    Ok(())
+}
+
+/// Launches a stopped EBS-root instance again: the same id, MAC and volumes,
+/// exported to the node it is pinned to.
+async fn start_one(cx: &Call<'_>, mut rec: Instance) -> Result<(), Ec2Error> {
+    let clc = cx.clc;
+    let cluster = clc.cluster(&rec.zone)?;
+    let sc = clc.sc()?;
+    let need = rec.spec.resources();
+    let nodes = cluster.nodes().await.map_err(map_error)?;
+    let node = nodes
+        .iter()
+        .filter(|n| n.state == euca_compute_proto::NodeState::Up && n.free.fits(&need))
+        .max_by_key(|n| n.free.copies(&need))
+        .map(|n| n.name.clone())
+        .ok_or_else(|| {
+            Ec2Error::state(
+                "InsufficientInstanceCapacity",
+                "There is not enough capacity to fulfill your request.",
+            )
+        })?;
+    let ip = super::attachments::node_ip(&*cluster, &node).await?;
+    let mut extra = Vec::new();
+    for (n, v) in rec.volumes.iter_mut().enumerate() {
+        let uri = sc.attach_volume(&v.volume_id, ip).await?;
+        v.export_uri = Some(uri.clone());
+        let export = euca_compute_proto::VolumeExport { uri };
+        if n == 0 && v.device_name == rec.root_device_name {
+            rec.spec.root = RootDisk::Volume {
+                volume_id: v.volume_id.clone(),
+                export,
+            };
+        } else {
+            extra.push(euca_compute_proto::AttachSpec {
+                volume_id: v.volume_id.clone(),
+                device: v.device_name.clone(),
+                export,
+            });
+        }
+    }
+    rec.spec.volumes = extra;
+    rec.node = Some(node.clone());
+    let r = rec.clone();
+    let moved = clc.db.update::<Instance, _>(&rec.id, |cur| {
+        Ok(match cur {
+            Some(c) if c.record.state == InstanceState::Stopped => {
+                c.record = r.clone();
+                c.record.state = InstanceState::Pending;
+                c.record.state_reason = None;
+                (Write::Put, true)
+            }
+            _ => (Write::Keep, false),
+        })
+    })?;
+    let launched = if moved {
+        cluster
+            .launch(&LaunchRequest {
+                min_count: 1,
+                instances: vec![rec.spec.clone()],
+                node: Some(node),
+            })
+            .await
+            .map_err(map_error)
+            .map(|_| ())
+    } else {
+        Err(Ec2Error::state(
+            "IncorrectInstanceState",
+            format!("The instance '{}' changed state meanwhile.", rec.id),
+        ))
+    };
+    if let Err(e) = launched {
+        for v in &rec.volumes {
+            let _ = sc.detach_volume(&v.volume_id).await;
+        }
+        let _ = clc.db.update_while::<Instance>(
+            &rec.id,
+            |c| c.state == InstanceState::Pending,
+            |c| c.state = InstanceState::Stopped,
+        );
+        return Err(e);
+    }
+    Ok(())
 }
 
 pub async fn get_console_output(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
