@@ -416,6 +416,31 @@ async fn client_token_same_params_same_reservation_else_mismatch() {
     let other = run(&clc, &[("ClientToken", "tok-1"), ("MaxCount", "3")]).await;
     assert_eq!(code(other), "IdempotentParameterMismatch");
     assert_eq!(all_instances(&clc).len(), 2);
+    // TagSpecification tags the instances; tag filters see them.
+    let x = run(
+        &clc,
+        &[
+            ("TagSpecification.1.ResourceType", "instance"),
+            ("TagSpecification.1.Tag.1.Key", "Name"),
+            ("TagSpecification.1.Tag.1.Value", "web"),
+        ],
+    )
+    .await
+    .unwrap();
+    let tagged = texts(&x, "instanceId");
+    let x = call(
+        &clc,
+        A,
+        "DescribeInstances",
+        &[("Filter.1.Name", "tag:Name"), ("Filter.1.Value.1", "web")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(texts(&x, "instanceId"), tagged);
+    assert!(
+        x.contains("<tagSet><item><key>Name</key><value>web</value></item></tagSet>"),
+        "{x}"
+    );
 }
 
 #[tokio::test]

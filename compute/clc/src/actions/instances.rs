@@ -192,6 +192,7 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         None => None,
     };
     let groups = launch_groups(cx)?;
+    let tags = super::tags::tag_specs(p, "instance")?;
     let user_data = match p.get("UserData") {
         Some(u) => {
             let decoded = base64::engine::general_purpose::STANDARD
@@ -317,6 +318,7 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         min: min as u32,
         token: token.map(String::from),
         digest,
+        tags,
     };
     let db = clc.db.clone();
     let count = max as u32;
@@ -544,6 +546,7 @@ struct Template {
     min: u32,
     token: Option<String>,
     digest: String,
+    tags: Tags,
 }
 
 impl Template {
@@ -589,7 +592,7 @@ impl Template {
             node: None,
             terminated_at: None,
             spec,
-            tags: Tags::new(),
+            tags: self.tags.clone(),
         })
     }
 }
