@@ -114,7 +114,12 @@ pub async fn start_clc(
                     "image installs interrupted by the last stop are marked failed"
                 );
             }
+            clc.connect_configured_clusters()
+                .context("connecting the clusters [[clc.clusters]] names")?;
             let clc = Arc::new(clc);
+            // Instances' background work (states from the clusters, attachments,
+            // interrupted launches, expiry); idle until a cluster is connected.
+            euca_clc::reconcile::spawn(clc.clone(), shutdown.clone());
             ec2 = Some(clc.clone());
             let api = euca_clc::ClcApi::new(clc, service, Arc::new(store.clone()));
             tokio::spawn(euca_service::serve_api(

@@ -25,6 +25,20 @@ pub struct ClcConfig {
     /// What the zone's nodes hold in all (`[clc.capacity]`); each field defaults
     /// to this machine's (CPUs, memory) or [`DEFAULT_DISK_GIB`].
     pub capacity: CapacityConfig,
+    /// The cluster controllers to use (`[[clc.clusters]]`), for a CLC run alone;
+    /// `euca up` connects its own.
+    pub clusters: Vec<ClusterConfig>,
+}
+
+/// One `[[clc.clusters]]`: a zone's cluster controller.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub zone: String,
+    /// The CC API's base URL (`http://host:port`).
+    pub url: String,
+    /// A file holding the cluster token.
+    pub token_file: std::path::PathBuf,
 }
 
 impl Default for ClcConfig {
@@ -35,6 +49,7 @@ impl Default for ClcConfig {
             zone: None,
             instance_types: default_instance_types(),
             capacity: CapacityConfig::default(),
+            clusters: Vec::new(),
         }
     }
 }

@@ -12,15 +12,18 @@
 pub mod actions;
 pub mod api;
 pub mod call;
+pub mod cluster;
 pub mod config;
 pub mod describe;
 pub mod error;
 pub mod ids;
 pub mod install;
 pub mod keymat;
+pub mod mac;
 pub mod model;
 mod offload;
 pub mod params;
+pub mod reconcile;
 pub mod sc;
 pub mod store;
 
@@ -28,8 +31,9 @@ pub use api::ClcApi;
 pub use config::ClcConfig;
 pub use error::Ec2Error;
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// The cloud controller's state, shared by every request.
 pub struct Clc {
@@ -47,6 +51,10 @@ pub struct Clc {
     /// What "now" is for signature skew checks: the system clock, or a test's
     /// fixed time ([`Clc::set_clock`]).
     clock: Clock,
+    /// The cluster controllers by zone ([`Clc::set_cluster`]).
+    clusters: RwLock<BTreeMap<String, Arc<dyn cluster::ClusterApi>>>,
+    /// Wakes the reconciler at once (after a mutating instance call).
+    pub(crate) kick: tokio::sync::Notify,
 }
 
 type Clock = Box<dyn Fn() -> time::OffsetDateTime + Send + Sync>;
@@ -68,7 +76,89 @@ impl Clc {
             sc: OnceLock::new(),
             installer: None,
             clock: Box::new(time::OffsetDateTime::now_utc),
+            clusters: RwLock::new(BTreeMap::new()),
+            kick: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Connects the clusters `[[clc.clusters]]` names (a CLC run alone; `euca up`
+    /// calls [`Clc::set_cluster`] itself).
+    pub fn connect_configured_clusters(&self) -> Result<(), Ec2Error> {
+        for c in &self.config.clusters {
+            let raw = std::fs::read_to_string(&c.token_file).map_err(|e| {
+                Ec2Error::internal(format!(
+                    "reading the cluster token {}: {e}",
+                    c.token_file.display()
+                ))
+            })?;
+            let token = euca_imagecache::http::Token::new(&raw)
+                .map_err(|e| Ec2Error::internal(format!("cluster token: {e}")))?;
+            self.set_cluster(
+                &c.zone,
+                euca_compute_proto::cc::CcClient::new(&c.url, token),
+            );
+        }
+        Ok(())
+    }
+
+    /// Gives the cloud controller the cluster controller of `zone` (in `euca up`
+    /// the CC starts after the CLC). Only the first call per zone counts; false
+    /// for a later one.
+    pub fn set_cluster(&self, zone: &str, cc: euca_compute_proto::cc::CcClient) -> bool {
+        self.set_cluster_api(zone, Arc::new(cc))
+    }
+
+    /// [`Clc::set_cluster`] with any [`cluster::ClusterApi`] (tests' fakes).
+    pub fn set_cluster_api(&self, zone: &str, api: Arc<dyn cluster::ClusterApi>) -> bool {
+        let mut m = self.clusters.write().unwrap_or_else(|e| e.into_inner());
+        if m.contains_key(zone) {
+            return false;
+        }
+        m.insert(zone.to_string(), api);
+        drop(m);
+        self.kick.notify_one();
+        true
+    }
+
+    /// The cluster of `zone`, or `Unavailable` (503) while none is connected.
+    pub fn cluster(&self, zone: &str) -> Result<Arc<dyn cluster::ClusterApi>, Ec2Error> {
+        self.clusters
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(zone)
+            .cloned()
+            .ok_or_else(|| {
+                Ec2Error::Unavailable(format!(
+                    "the cluster controller of zone {zone} is not running"
+                ))
+            })
+    }
+
+    /// Every connected cluster, by zone.
+    pub fn clusters(&self) -> Vec<(String, Arc<dyn cluster::ClusterApi>)> {
+        self.clusters
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(z, c)| (z.clone(), c.clone()))
+            .collect()
+    }
+
+    /// The zones instances may be placed in: this cloud's zone and every
+    /// connected cluster's.
+    pub fn zones(&self) -> Vec<String> {
+        let mut z = vec![self.zone()];
+        for (name, _) in self.clusters() {
+            if !z.contains(&name) {
+                z.push(name);
+            }
+        }
+        z
+    }
+
+    /// Asks the reconciler to run now (after a mutating instance call).
+    pub fn kick_reconciler(&self) {
+        self.kick.notify_one();
     }
 
     /// The time requests are authenticated at.

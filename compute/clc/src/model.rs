@@ -283,6 +283,143 @@ pub struct Snapshot {
     pub tags: Tags,
 }
 
+/// EC2 instance states, and `launching`: written before the cluster is asked, not
+/// shown by Describe (a crash then leaves a record the reconciler re-drives, never
+/// an instance nobody knows of).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    Launching,
+    Pending,
+    Running,
+    ShuttingDown,
+    Terminated,
+    Stopping,
+    Stopped,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Launching | InstanceState::Pending => "pending",
+            InstanceState::Running => "running",
+            InstanceState::ShuttingDown => "shutting-down",
+            InstanceState::Terminated => "terminated",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+        }
+    }
+
+    /// EC2's state code.
+    pub fn code(self) -> u16 {
+        match self {
+            InstanceState::Launching | InstanceState::Pending => 0,
+            InstanceState::Running => 16,
+            InstanceState::ShuttingDown => 32,
+            InstanceState::Terminated => 48,
+            InstanceState::Stopping => 64,
+            InstanceState::Stopped => 80,
+        }
+    }
+}
+
+/// A security group an instance was launched in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// EC2's `stateReason`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceReason {
+    pub code: String,
+    pub message: String,
+}
+
+/// An EBS volume of an instance (its root, a launch mapping, or AttachVolume's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceVolume {
+    pub device_name: String,
+    pub volume_id: String,
+    pub status: AttachmentState,
+    pub attach_time: String,
+    #[serde(default)]
+    pub delete_on_termination: bool,
+    /// The SC's export URI while attached (what the node was given).
+    #[serde(default)]
+    pub export_uri: Option<String>,
+    /// Why a detach did not happen (the node's error), until it does.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// AttachVolume's detach was forced.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// An instance (one VM of a reservation).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Instance {
+    /// `i-` + 8 hex.
+    pub id: String,
+    pub reservation_id: String,
+    pub image_id: String,
+    #[serde(default)]
+    pub kernel_id: Option<String>,
+    #[serde(default)]
+    pub ramdisk_id: Option<String>,
+    pub instance_type: String,
+    #[serde(default)]
+    pub key_name: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<GroupRef>,
+    pub zone: String,
+    pub launch_index: u32,
+    /// How many of the reservation must be placed (RunInstances' MinCount): what a
+    /// re-driven launch asks for again.
+    #[serde(default)]
+    pub min_count: u32,
+    pub launch_time: String,
+    pub state: InstanceState,
+    #[serde(default)]
+    pub state_reason: Option<InstanceReason>,
+    /// `reason` (the state transition reason, free text).
+    #[serde(default)]
+    pub reason: String,
+    /// Lower-case `aa:bb:cc:dd:ee:ff`, unique in the cloud.
+    pub mac: String,
+    pub architecture: String,
+    /// `instance-store` or `ebs`.
+    pub root_device_type: String,
+    pub root_device_name: String,
+    #[serde(default)]
+    pub volumes: Vec<InstanceVolume>,
+    #[serde(default)]
+    pub client_token: Option<String>,
+    /// A digest of the RunInstances parameters (ClientToken idempotency).
+    #[serde(default)]
+    pub params_digest: Option<String>,
+    /// The node the cluster placed it on.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// When it became terminated (Unix seconds, the CLC's clock): expired an hour on.
+    #[serde(default)]
+    pub terminated_at: Option<i64>,
+    /// What the node runs (kept so a re-driven launch and StartInstances send the
+    /// same spec).
+    pub spec: euca_compute_proto::InstanceSpec,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+/// A MAC address handed out (id = the address), or the cloud's prefix.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MacRecord {
+    pub id: String,
+    /// The instance holding it, or (for the prefix record) the prefix.
+    pub value: String,
+}
+
 macro_rules! record {
     ($t:ty, $k:expr) => {
         impl Record for $t {
@@ -298,6 +435,8 @@ record!(SecurityGroup, Kind::SecurityGroup);
 record!(Image, Kind::Image);
 record!(Volume, Kind::Volume);
 record!(Snapshot, Kind::Snapshot);
+record!(Instance, Kind::Instance);
+record!(MacRecord, Kind::Mac);
 
 /// Now, as EC2 prints times (`2026-12-03T21:05:33.000Z`).
 pub fn now_iso() -> String {

@@ -145,6 +145,49 @@ impl ScClient {
         Ok(r.is_some())
     }
 
+    /// Exports the volume to the node at `node` (an IP address); returns the
+    /// NBD URI the node opens.
+    pub async fn attach_volume(
+        &self,
+        id: &str,
+        node: std::net::IpAddr,
+    ) -> Result<String, Ec2Error> {
+        #[derive(Deserialize)]
+        struct Attached {
+            uri: String,
+        }
+        let a: Attached = self
+            .client
+            .json(
+                Method::POST,
+                &format!(
+                    "/volumes/{}/attach?node={}",
+                    enc(id),
+                    enc(&node.to_string())
+                ),
+            )
+            .await
+            .map_err(map_error)?;
+        Ok(a.uri)
+    }
+
+    /// Removes the volume's export; false if it was not attached (or is gone).
+    pub async fn detach_volume(&self, id: &str) -> Result<bool, Ec2Error> {
+        let r: Result<serde_json::Value, ClientError> = self
+            .client
+            .json(Method::POST, &format!("/volumes/{}/detach", enc(id)))
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(ClientError::Status { status, .. })
+                if status == StatusCode::NOT_FOUND || status == StatusCode::CONFLICT =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
     /// Takes a snapshot of the volume (it uploads in the background).
     pub async fn create_snapshot(&self, volume_id: &str) -> Result<ScSnapshot, Ec2Error> {
         self.client

@@ -23,16 +23,26 @@ pub enum Kind {
     Image,
     Volume,
     Snapshot,
+    Instance,
+    /// The cloud's MAC addresses (internal: not a resource clients see): one
+    /// record per MAC handed out, id = the address, so an id clash is a MAC clash
+    /// caught in the inserting transaction; and the cloud's prefix under
+    /// [`crate::mac::PREFIX_ID`].
+    Mac,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::KeyPair,
         Kind::SecurityGroup,
         Kind::Image,
         Kind::Volume,
         Kind::Snapshot,
+        Kind::Instance,
     ];
+
+    /// Kinds kept for the cloud's own bookkeeping (no tags, not in DescribeTags).
+    pub const INTERNAL: [Kind; 1] = [Kind::Mac];
 
     /// The EC2 `resourceType` (DescribeTags).
     pub fn resource_type(self) -> &'static str {
@@ -42,6 +52,8 @@ impl Kind {
             Kind::Image => "image",
             Kind::Volume => "volume",
             Kind::Snapshot => "snapshot",
+            Kind::Instance => "instance",
+            Kind::Mac => "mac-address",
         }
     }
 
@@ -54,6 +66,7 @@ impl Kind {
             "emi" | "eki" | "eri" | "ami" | "aki" | "ari" => Kind::Image,
             "vol" => Kind::Volume,
             "snap" => Kind::Snapshot,
+            "i" => Kind::Instance,
             _ => return None,
         })
     }
@@ -65,6 +78,8 @@ impl Kind {
             Kind::Image => "images",
             Kind::Volume => "volumes",
             Kind::Snapshot => "snapshots",
+            Kind::Instance => "instances",
+            Kind::Mac => "macs",
         })
     }
 
@@ -76,6 +91,8 @@ impl Kind {
             Kind::Image => "images_by_owner",
             Kind::Volume => "volumes_by_owner",
             Kind::Snapshot => "snapshots_by_owner",
+            Kind::Instance => "instances_by_owner",
+            Kind::Mac => "macs_by_owner",
         })
     }
 }
@@ -175,7 +192,7 @@ impl RedbStore {
         }
         let db = Database::create(path)?;
         let tx = db.begin_write()?;
-        for k in Kind::ALL {
+        for k in Kind::ALL.into_iter().chain(Kind::INTERNAL) {
             tx.open_table(k.table())?;
             tx.open_table(k.owner_index())?;
         }

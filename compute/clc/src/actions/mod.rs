@@ -6,8 +6,10 @@ use crate::call::Call;
 use crate::error::Ec2Error;
 use euca_aws::xml::XmlWriter;
 
+pub mod attachments;
 pub mod groups;
 pub mod images;
+pub mod instances;
 pub mod keypairs;
 pub mod regions;
 pub mod snapshots;
@@ -46,6 +48,16 @@ pub enum Action {
     CreateTags,
     DeleteTags,
     DescribeTags,
+    RunInstances,
+    DescribeInstances,
+    TerminateInstances,
+    RebootInstances,
+    StopInstances,
+    StartInstances,
+    GetConsoleOutput,
+    DescribeInstanceStatus,
+    AttachVolume,
+    DetachVolume,
 }
 
 impl Action {
@@ -79,6 +91,16 @@ impl Action {
         Action::CreateTags,
         Action::DeleteTags,
         Action::DescribeTags,
+        Action::RunInstances,
+        Action::DescribeInstances,
+        Action::TerminateInstances,
+        Action::RebootInstances,
+        Action::StopInstances,
+        Action::StartInstances,
+        Action::GetConsoleOutput,
+        Action::DescribeInstanceStatus,
+        Action::AttachVolume,
+        Action::DetachVolume,
     ];
 
     pub fn name(self) -> &'static str {
@@ -112,6 +134,16 @@ impl Action {
             Action::CreateTags => "CreateTags",
             Action::DeleteTags => "DeleteTags",
             Action::DescribeTags => "DescribeTags",
+            Action::RunInstances => "RunInstances",
+            Action::DescribeInstances => "DescribeInstances",
+            Action::TerminateInstances => "TerminateInstances",
+            Action::RebootInstances => "RebootInstances",
+            Action::StopInstances => "StopInstances",
+            Action::StartInstances => "StartInstances",
+            Action::GetConsoleOutput => "GetConsoleOutput",
+            Action::DescribeInstanceStatus => "DescribeInstanceStatus",
+            Action::AttachVolume => "AttachVolume",
+            Action::DetachVolume => "DetachVolume",
         }
     }
 
@@ -155,5 +187,15 @@ pub async fn dispatch(action: Action, cx: &Call<'_>, x: &mut XmlWriter) -> Resul
         Action::CreateTags => tags::create_tags(cx, x).await,
         Action::DeleteTags => tags::delete_tags(cx, x).await,
         Action::DescribeTags => tags::describe_tags(cx, x).await,
+        Action::RunInstances => instances::run_instances(cx, x).await,
+        Action::DescribeInstances => instances::describe_instances(cx, x).await,
+        Action::TerminateInstances => instances::terminate_instances(cx, x).await,
+        Action::RebootInstances => instances::reboot_instances(cx, x).await,
+        Action::StopInstances => instances::stop_instances(cx, x).await,
+        Action::StartInstances => instances::start_instances(cx, x).await,
+        Action::GetConsoleOutput => instances::get_console_output(cx, x).await,
+        Action::DescribeInstanceStatus => instances::describe_instance_status(cx, x).await,
+        Action::AttachVolume => attachments::attach_volume(cx, x).await,
+        Action::DetachVolume => attachments::detach_volume(cx, x).await,
     }
 }

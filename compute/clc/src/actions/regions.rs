@@ -98,6 +98,40 @@ pub fn zone_capacity(cx: &Call<'_>) -> Vec<(InstanceType, u64, u64)> {
         .collect()
 }
 
+/// [`zone_capacity`] from the cluster's live view when one is connected and
+/// answers: per type, `free` and `max` summed over the zone's nodes that are up
+/// (`NodeView.free` / `NodeView.limit`, counted with `Resources::copies`).
+pub async fn live_zone_capacity(cx: &Call<'_>) -> Vec<(InstanceType, u64, u64)> {
+    let clc = cx.clc;
+    let nodes = match clc.cluster(&clc.zone()) {
+        Ok(c) => c.nodes().await.ok(),
+        Err(_) => None,
+    };
+    let Some(nodes) = nodes else {
+        return zone_capacity(cx);
+    };
+    clc.config
+        .instance_types
+        .iter()
+        .map(|t| {
+            let need = euca_compute_proto::Resources {
+                cores: t.cpus,
+                memory_mib: t.memory_mib,
+                disk_gib: t.disk_gib,
+            };
+            let (mut free, mut max) = (0u64, 0u64);
+            for n in nodes
+                .iter()
+                .filter(|n| n.state == euca_compute_proto::NodeState::Up)
+            {
+                free = free.saturating_add(n.free.copies(&need));
+                max = max.saturating_add(n.limit.copies(&need));
+            }
+            (t.clone(), free, max)
+        })
+        .collect()
+}
+
 pub async fn describe_availability_zones(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
     let mut d = Describe::from_params(cx.params, "ZoneName")?;
     let verbose = d.ids.iter().any(|n| n == VERBOSE);
@@ -143,7 +177,7 @@ pub async fn describe_availability_zones(cx: &Call<'_>, x: &mut XmlWriter) -> Re
         // Eucalyptus's capacity lines: extra items whose zoneName is the label and
         // zoneState the figures (euca2ools prints both columns).
         capacity_line(x, "|- vm types", "free / max   cpu   ram  disk");
-        for (t, free, max) in zone_capacity(cx) {
+        for (t, free, max) in live_zone_capacity(cx).await {
             capacity_line(
                 x,
                 &format!("|- {}", t.name),

@@ -31,6 +31,8 @@ pub fn not_found(kind: Kind, id: &str) -> Ec2Error {
         Kind::Image => ("InvalidAMIID.NotFound", "image id"),
         Kind::Volume => ("InvalidVolume.NotFound", "volume"),
         Kind::Snapshot => ("InvalidSnapshot.NotFound", "snapshot"),
+        Kind::Instance => ("InvalidInstanceID.NotFound", "instance ID"),
+        Kind::Mac => ("InvalidID", "resource"),
     };
     Ec2Error::not_found(code, what, id)
 }
@@ -500,7 +502,9 @@ mod tests {
         assert_eq!(k.record.name, "key-00000001");
         let e = patch_tags(&db, "222", Kind::KeyPair, "key-00000001", &|_| Ok(())).unwrap_err();
         assert_eq!(e.code(), "InvalidKeyPair.NotFound");
-        assert_eq!(kind_of("i-1234").unwrap_err().code(), "InvalidID");
+        assert_eq!(kind_of("eni-1234").unwrap_err().code(), "InvalidID");
+        // Instances are taggable since they are records (tag: filters on them).
+        assert_eq!(kind_of("i-1234").unwrap(), Kind::Instance);
         assert!(check_key("aws:x").is_err());
         assert!(check_key("AWS:x").is_err());
         assert!(check_key(&"k".repeat(129)).is_err());

@@ -1,0 +1,82 @@
+//! The cloud controller's view of its clusters: one cluster controller per
+//! availability zone, reached through [`ClusterApi`] (implemented by
+//! [`CcClient`]; tests put a fake behind it). Errors from a CC map to EC2 errors
+//! here, once.
+use crate::error::Ec2Error;
+use async_trait::async_trait;
+use euca_compute_proto::cc::CcClient;
+use euca_compute_proto::{
+    codes, AttachSpec, ConsoleOutput, LaunchReply, LaunchRequest, NodeView, PlacedInstance,
+    ProtoError, VolumeReport,
+};
+
+/// What the CLC asks of a cluster (the CC API, `euca_compute_proto::cc`).
+#[async_trait]
+pub trait ClusterApi: Send + Sync + 'static {
+    async fn launch(&self, req: &LaunchRequest) -> Result<LaunchReply, ProtoError>;
+    async fn instances(&self) -> Result<Vec<PlacedInstance>, ProtoError>;
+    async fn nodes(&self) -> Result<Vec<NodeView>, ProtoError>;
+    async fn terminate(&self, id: &str) -> Result<PlacedInstance, ProtoError>;
+    async fn reboot(&self, id: &str) -> Result<PlacedInstance, ProtoError>;
+    async fn console(&self, id: &str) -> Result<ConsoleOutput, ProtoError>;
+    async fn attach(&self, id: &str, spec: &AttachSpec) -> Result<VolumeReport, ProtoError>;
+    async fn detach(&self, id: &str, volume: &str, force: bool)
+        -> Result<VolumeReport, ProtoError>;
+}
+
+#[async_trait]
+impl ClusterApi for CcClient {
+    async fn launch(&self, req: &LaunchRequest) -> Result<LaunchReply, ProtoError> {
+        CcClient::launch(self, req).await
+    }
+    async fn instances(&self) -> Result<Vec<PlacedInstance>, ProtoError> {
+        CcClient::instances(self).await
+    }
+    async fn nodes(&self) -> Result<Vec<NodeView>, ProtoError> {
+        CcClient::nodes(self).await
+    }
+    async fn terminate(&self, id: &str) -> Result<PlacedInstance, ProtoError> {
+        CcClient::terminate(self, id).await
+    }
+    async fn reboot(&self, id: &str) -> Result<PlacedInstance, ProtoError> {
+        CcClient::reboot(self, id).await
+    }
+    async fn console(&self, id: &str) -> Result<ConsoleOutput, ProtoError> {
+        CcClient::console(self, id).await
+    }
+    async fn attach(&self, id: &str, spec: &AttachSpec) -> Result<VolumeReport, ProtoError> {
+        CcClient::attach(self, id, spec).await
+    }
+    async fn detach(
+        &self,
+        id: &str,
+        volume: &str,
+        force: bool,
+    ) -> Result<VolumeReport, ProtoError> {
+        CcClient::detach(self, id, volume, force).await
+    }
+}
+
+/// The EC2 error for a CC's answer: capacity → `InsufficientInstanceCapacity`,
+/// a down node or an unreachable CC → `Unavailable` (503, retried), an unknown
+/// instance → `InvalidInstanceID.NotFound`, a wrong state → `IncorrectInstanceState`.
+pub fn map_error(e: ProtoError) -> Ec2Error {
+    match e.code() {
+        Some(codes::INSUFFICIENT_CAPACITY) => Ec2Error::state(
+            "InsufficientInstanceCapacity",
+            "There is not enough capacity to fulfill your request.",
+        ),
+        Some(codes::NODE_UNAVAILABLE) => {
+            Ec2Error::Unavailable(format!("the instance's node is down: {e}"))
+        }
+        Some(codes::INSTANCE_NOT_FOUND) => {
+            Ec2Error::state("IncorrectInstanceState", format!("the cluster: {e}"))
+        }
+        Some(codes::INCORRECT_STATE) => Ec2Error::state("IncorrectInstanceState", e.to_string()),
+        Some(codes::VOLUME_NOT_ATTACHED) => Ec2Error::state("IncorrectState", e.to_string()),
+        _ if e.is_unavailable() => {
+            Ec2Error::Unavailable(format!("the cluster controller did not answer: {e}"))
+        }
+        _ => Ec2Error::internal(format!("cluster controller: {e}")),
+    }
+}

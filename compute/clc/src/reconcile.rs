@@ -1,0 +1,409 @@
+//! The cloud controller's background work on instances: one task, every second
+//! and at once after a mutating call ([`Clc::kick_reconciler`]). Each pass pulls
+//! every cluster's instances (`GET /v1/instances`, answered from the CC's last
+//! polls) and
+//! - maps the nodes' states to EC2's (pending, running, shutting-down,
+//!   terminated; a guest that powered off: `stopped` for an EBS root, else
+//!   `terminated` with `Client.InstanceInitiatedShutdown`; a failed one
+//!   `terminated` with `Server.InternalError`; on a `DOWN` node the last state
+//!   stays, with a `Server.NodeDown` reason),
+//! - advances volume attachments (`attaching` → `attached`; `detaching` →
+//!   SC detach → volume `available`),
+//! - finishes terminations and stops (repeats the terminate until the node is
+//!   done, then the SC detaches, and deletes `DeleteOnTermination` volumes),
+//! - re-drives `launching` records a crash left (see
+//!   [`crate::actions::instances`]),
+//! - removes terminated instances an hour after they ended.
+use crate::actions::attachments::{release_volume, set_attachment};
+use crate::actions::instances::{delete_instance, drive_launch, in_flight, TERMINATED_KEPT_SECS};
+use crate::cluster::ClusterApi;
+use crate::error::Ec2Error;
+use crate::model::{AttachmentState, Instance, InstanceReason, InstanceState, Volume};
+use crate::offload::{all_of, blocking};
+use crate::store::{Owned, Write};
+use crate::Clc;
+use euca_compute_proto::{codes, NodeAttachState, NodeInstanceState, NodeState, PlacedInstance};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often a pass runs without being asked.
+pub const INTERVAL: Duration = Duration::from_secs(1);
+
+/// The `stateReason` code of an instance whose node is down.
+pub const NODE_DOWN: &str = "Server.NodeDown";
+
+/// Runs passes until `shutdown` turns true (or its sender goes).
+pub fn spawn(
+    clc: Arc<Clc>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if let Err(e) = pass(&clc).await {
+                tracing::warn!(error = %e, "instance reconcile pass");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(INTERVAL) => {}
+                _ = clc.kick.notified() => {}
+                r = shutdown.changed() => if r.is_err() { return },
+            }
+        }
+    })
+}
+
+/// One pass over every instance record (see the module doc).
+pub async fn pass(clc: &Clc) -> Result<(), Ec2Error> {
+    let db = clc.db.clone();
+    let records = blocking(move || all_of::<Instance>(&db, None)).await?;
+    let now = clc.now().unix_timestamp();
+    // Each connected zone's instances, as its CC last saw them.
+    let mut live: HashMap<String, HashMap<String, PlacedInstance>> = HashMap::new();
+    for (zone, cluster) in clc.clusters() {
+        match cluster.instances().await {
+            Ok(list) => {
+                live.insert(
+                    zone,
+                    list.into_iter()
+                        .map(|p| (p.instance_id.clone(), p))
+                        .collect(),
+                );
+            }
+            Err(e) => tracing::debug!(%zone, error = %e, "the cluster did not list its instances"),
+        }
+    }
+    // Launches a crash interrupted, by reservation.
+    let mut launching: BTreeMap<String, Vec<Owned<Instance>>> = BTreeMap::new();
+    for o in records {
+        let i = &o.record;
+        if i.state == InstanceState::Launching {
+            if !in_flight(&i.reservation_id) {
+                launching
+                    .entry(i.reservation_id.clone())
+                    .or_default()
+                    .push(o);
+            }
+            continue;
+        }
+        if let Err(e) = one(clc, &o, &live, now).await {
+            tracing::warn!(instance = %i.id, error = %e, "reconciling an instance");
+        }
+    }
+    for (rid, mut recs) in launching {
+        let zone = recs[0].record.zone.clone();
+        let Ok(cluster) = clc.cluster(&zone) else {
+            continue;
+        };
+        recs.sort_by_key(|o| o.record.launch_index);
+        let owner = recs[0].owner.clone();
+        let records: Vec<Instance> = recs.into_iter().map(|o| o.record).collect();
+        match drive_launch(clc, &*cluster, &owner, records).await {
+            Ok(placed) => {
+                tracing::info!(reservation = %rid, placed = placed.len(), "re-drove an interrupted launch")
+            }
+            Err(e) => {
+                tracing::warn!(reservation = %rid, error = %e, "re-driving an interrupted launch")
+            }
+        }
+    }
+    Ok(())
+}
+
+fn reason(code: &str, message: impl Into<String>) -> InstanceReason {
+    InstanceReason {
+        code: code.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Writes `f`'s change to instance `id` (off the runtime).
+async fn change(
+    clc: &Clc,
+    id: &str,
+    f: impl Fn(&mut Instance) -> bool + Send + 'static,
+) -> Result<(), Ec2Error> {
+    let db = clc.db.clone();
+    let id = id.to_string();
+    blocking(move || {
+        db.update::<Instance, _>(&id, |cur| {
+            Ok(match cur {
+                Some(c) => {
+                    if f(&mut c.record) {
+                        (Write::Put, ())
+                    } else {
+                        (Write::Keep, ())
+                    }
+                }
+                None => (Write::Keep, ()),
+            })
+        })
+    })
+    .await
+}
+
+async fn one(
+    clc: &Clc,
+    o: &Owned<Instance>,
+    live: &HashMap<String, HashMap<String, PlacedInstance>>,
+    now: i64,
+) -> Result<(), Ec2Error> {
+    let i = &o.record;
+    use InstanceState::*;
+    if i.state == Terminated {
+        if !i.volumes.is_empty() {
+            free_volumes(clc, i, true).await?;
+        }
+        if i.terminated_at
+            .is_some_and(|t| t + TERMINATED_KEPT_SECS <= now)
+        {
+            let db = clc.db.clone();
+            let id = i.id.clone();
+            blocking(move || delete_instance(&db, &id)).await?;
+        }
+        return Ok(());
+    }
+    if i.state == Stopped {
+        return Ok(());
+    }
+    let (Some(zone_live), Ok(cluster)) = (live.get(&i.zone), clc.cluster(&i.zone)) else {
+        return Ok(());
+    };
+    let placed = zone_live.get(&i.id);
+    let node_state = placed.map(|p| p.node_state);
+    let report = placed.and_then(|p| p.report.as_ref());
+    if matches!(i.state, ShuttingDown | Stopping) {
+        let done = match report.map(|r| r.state) {
+            Some(NodeInstanceState::Terminated | NodeInstanceState::Failed) => true,
+            _ => terminate_again(&*cluster, &i.id).await,
+        };
+        if done {
+            if i.state == ShuttingDown {
+                end(clc, i, None, now).await?;
+            } else {
+                stopped(clc, i).await?;
+            }
+        }
+        return Ok(());
+    }
+    // Pending or running.
+    if node_state == Some(NodeState::Down) {
+        let node = placed.map(|p| p.node.clone()).unwrap_or_default();
+        return change(clc, &i.id, move |r| {
+            if r.state_reason.as_ref().is_some_and(|x| x.code == NODE_DOWN) {
+                return false;
+            }
+            r.state_reason = Some(reason(
+                NODE_DOWN,
+                format!("the node {node} does not answer; the instance's state is its last known"),
+            ));
+            true
+        })
+        .await;
+    }
+    let Some(r) = report else { return Ok(()) };
+    let failure = r
+        .reason
+        .as_ref()
+        .map(|x| x.message.clone())
+        .unwrap_or_default();
+    match r.state {
+        NodeInstanceState::Pending
+        | NodeInstanceState::Running
+        | NodeInstanceState::ShuttingDown => {
+            let to = match r.state {
+                NodeInstanceState::Pending => Pending,
+                NodeInstanceState::Running => Running,
+                _ => ShuttingDown,
+            };
+            let node = placed.map(|p| p.node.clone());
+            change(clc, &i.id, move |rec| {
+                if !matches!(rec.state, Pending | Running) {
+                    return false;
+                }
+                let mut changed = false;
+                if rec.state != to {
+                    rec.state = to;
+                    changed = true;
+                }
+                if rec
+                    .state_reason
+                    .as_ref()
+                    .is_some_and(|x| x.code == NODE_DOWN)
+                {
+                    rec.state_reason = None;
+                    changed = true;
+                }
+                if node.is_some() && rec.node != node {
+                    rec.node = node.clone();
+                    changed = true;
+                }
+                changed
+            })
+            .await?;
+            attachments(clc, i, r).await?;
+        }
+        NodeInstanceState::Terminated => {
+            end(
+                clc,
+                i,
+                Some(reason(
+                    "Server.InternalError",
+                    "Server.InternalError: the node ended the instance",
+                )),
+                now,
+            )
+            .await?
+        }
+        NodeInstanceState::Failed => {
+            end(
+                clc,
+                i,
+                Some(reason(
+                    "Server.InternalError",
+                    format!("Server.InternalError: {failure}"),
+                )),
+                now,
+            )
+            .await?;
+            let _ = cluster.terminate(&i.id).await;
+        }
+        NodeInstanceState::Shutoff => {
+            let _ = cluster.terminate(&i.id).await;
+            if i.root_device_type == "ebs" {
+                stopped(clc, i).await?;
+            } else {
+                end(
+                    clc,
+                    i,
+                    Some(reason(
+                        "Client.InstanceInitiatedShutdown",
+                        "Client.InstanceInitiatedShutdown: Instance initiated shutdown",
+                    )),
+                    now,
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Asks the cluster to terminate again; true once the node is done with it.
+async fn terminate_again(cluster: &dyn ClusterApi, id: &str) -> bool {
+    match cluster.terminate(id).await {
+        Ok(p) => p.report.is_some_and(|r| !r.state.holds_capacity()),
+        Err(e) => e.code() == Some(codes::INSTANCE_NOT_FOUND),
+    }
+}
+
+/// The instance ended: `terminated` (with `why` unless it has a reason), its
+/// volumes freed.
+async fn end(
+    clc: &Clc,
+    i: &Instance,
+    why: Option<InstanceReason>,
+    now: i64,
+) -> Result<(), Ec2Error> {
+    change(clc, &i.id, move |r| {
+        if r.state == InstanceState::Terminated {
+            return false;
+        }
+        r.state = InstanceState::Terminated;
+        r.terminated_at = Some(now);
+        if r.state_reason.is_none() || r.state_reason.as_ref().is_some_and(|x| x.code == NODE_DOWN)
+        {
+            r.state_reason = why.clone();
+        }
+        true
+    })
+    .await?;
+    free_volumes(clc, i, true).await
+}
+
+/// The node is done with a stopping instance: exports removed, `stopped`.
+async fn stopped(clc: &Clc, i: &Instance) -> Result<(), Ec2Error> {
+    free_volumes(clc, i, false).await?;
+    change(clc, &i.id, |r| {
+        if r.state == InstanceState::Stopped {
+            return false;
+        }
+        r.state = InstanceState::Stopped;
+        true
+    })
+    .await
+}
+
+/// Removes the SC exports of the instance's volumes; with `release` (the
+/// instance ended) also the attachments: `DeleteOnTermination` volumes are
+/// deleted, the others become `available`.
+async fn free_volumes(clc: &Clc, i: &Instance, release: bool) -> Result<(), Ec2Error> {
+    if i.volumes.is_empty() {
+        return Ok(());
+    }
+    let sc = clc.sc()?;
+    for v in &i.volumes {
+        sc.detach_volume(&v.volume_id).await?;
+        if !release {
+            continue;
+        }
+        if v.delete_on_termination {
+            sc.delete_volume(&v.volume_id).await?;
+            let (db, vid, iid) = (clc.db.clone(), v.volume_id.clone(), i.id.clone());
+            blocking(move || {
+                db.update::<Volume, _>(&vid, |_| Ok((Write::Delete, ())))?;
+                release_volume(&db, &vid, &iid)
+            })
+            .await?;
+        } else {
+            let (db, vid, iid) = (clc.db.clone(), v.volume_id.clone(), i.id.clone());
+            blocking(move || release_volume(&db, &vid, &iid)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Advances the instance's attachments from the node's report.
+async fn attachments(
+    clc: &Clc,
+    i: &Instance,
+    r: &euca_compute_proto::InstanceReport,
+) -> Result<(), Ec2Error> {
+    for v in &i.volumes {
+        let node = r.volumes.iter().find(|n| n.volume_id == v.volume_id);
+        let node_state = node.map(|n| n.state);
+        let (db, vid, iid) = (clc.db.clone(), v.volume_id.clone(), i.id.clone());
+        match (v.status, node_state) {
+            (AttachmentState::Attaching, Some(NodeAttachState::Attached)) => {
+                blocking(move || set_attachment(&db, &vid, &iid, AttachmentState::Attached, None))
+                    .await?;
+            }
+            (AttachmentState::Attaching, Some(NodeAttachState::Failed)) => {
+                tracing::warn!(volume = %v.volume_id, instance = %i.id, error = ?node.and_then(|n| n.error.clone()), "the node could not attach the volume");
+                clc.sc()?.detach_volume(&v.volume_id).await?;
+                blocking(move || release_volume(&db, &vid, &iid)).await?;
+            }
+            (AttachmentState::Detaching, Some(NodeAttachState::Failed)) if !v.force => {
+                let err = node
+                    .and_then(|n| n.error.clone())
+                    .unwrap_or_else(|| "the detach failed".into());
+                blocking(move || {
+                    set_attachment(&db, &vid, &iid, AttachmentState::Attached, Some(err))
+                })
+                .await?;
+            }
+            (AttachmentState::Detaching, Some(NodeAttachState::Detached) | None) => {
+                clc.sc()?.detach_volume(&v.volume_id).await?;
+                blocking(move || release_volume(&db, &vid, &iid)).await?;
+            }
+            (AttachmentState::Detaching, _) if v.force => {
+                clc.sc()?.detach_volume(&v.volume_id).await?;
+                blocking(move || release_volume(&db, &vid, &iid)).await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,949 @@
+//! Instances through the action functions with a fake cluster (no CC, no NC) and,
+//! for attachments, a fake storage controller on loopback: all-or-nothing
+//! launches, ClientToken idempotency, error codes, state mapping by the
+//! reconciler, expiry of terminated instances, cloud-unique MACs, attach/detach
+//! progression and re-driven interrupted launches.
+use async_trait::async_trait;
+use euca_aws::xml::XmlWriter;
+use euca_aws::Principal;
+use euca_clc::actions::{dispatch, Action};
+use euca_clc::call::Call;
+use euca_clc::cluster::ClusterApi;
+use euca_clc::model::{Image, ImageState, ImageType, Instance, InstanceState, Volume, VolumeState};
+use euca_clc::params::Params;
+use euca_clc::{Clc, ClcConfig, Ec2Error};
+use euca_compute_proto::{
+    codes, AttachSpec, ConsoleOutput, InstanceReport, LaunchReply, LaunchRequest, NodeAttachState,
+    NodeInstanceState, NodeState, NodeView, PlacedInstance, Placement, ProtoError, Resources,
+    StateReason, VolumeReport,
+};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+const A: &str = "111111111111";
+const B: &str = "222222222222";
+const ZONE: &str = "eucalyptus1a";
+
+fn principal(account: &str) -> Principal {
+    Principal {
+        account_id: account.into(),
+        canonical_id: format!("canon-{account}"),
+        display_name: format!("name-{account}"),
+        access_key: format!("AK{account}"),
+    }
+}
+
+async fn call(
+    clc: &Clc,
+    who: &str,
+    action: &str,
+    pairs: &[(&str, &str)],
+) -> Result<String, Ec2Error> {
+    let mut v: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    v.push(("Action".into(), action.into()));
+    let params = Params::new(v)?;
+    let p = principal(who);
+    let cx = Call {
+        clc,
+        caller: &p,
+        params: &params,
+        request_id: "req",
+    };
+    let mut x = XmlWriter::new();
+    x.root("Response", "urn:test");
+    dispatch(Action::parse(action).expect("known action"), &cx, &mut x).await?;
+    Ok(x.finish())
+}
+
+fn texts(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(s) = rest.find(&open) {
+        let after = &rest[s + open.len()..];
+        let Some(e) = after.find(&close) else { break };
+        out.push(after[..e].to_string());
+        rest = &after[e..];
+    }
+    out
+}
+
+fn code(r: Result<String, Ec2Error>) -> String {
+    r.expect_err("an error").code().to_string()
+}
+
+/// One instance as the fake node holds it.
+#[derive(Clone)]
+struct Held {
+    spec_mac: String,
+    state: NodeInstanceState,
+    reason: Option<StateReason>,
+    volumes: Vec<VolumeReport>,
+}
+
+/// A cluster of one node with `slots` instance slots.
+#[derive(Default)]
+struct Fake {
+    slots: Mutex<usize>,
+    held: Mutex<BTreeMap<String, Held>>,
+    node_state: Mutex<Option<NodeState>>,
+    launches: AtomicUsize,
+    /// Launch calls answered with a transport failure before working.
+    fail_launches: AtomicUsize,
+}
+
+impl Fake {
+    fn new(slots: usize) -> Arc<Fake> {
+        let f = Fake::default();
+        *f.slots.lock().unwrap() = slots;
+        Arc::new(f)
+    }
+    fn set(&self, id: &str, state: NodeInstanceState, reason: Option<&str>) {
+        let mut h = self.held.lock().unwrap();
+        let i = h.get_mut(id).expect("held");
+        i.state = state;
+        i.reason = reason.map(|m| StateReason {
+            code: "Server.InternalError".into(),
+            message: m.into(),
+        });
+    }
+    fn set_volume(&self, id: &str, vol: &str, state: NodeAttachState) {
+        let mut h = self.held.lock().unwrap();
+        let i = h.get_mut(id).expect("held");
+        for v in i.volumes.iter_mut().filter(|v| v.volume_id == vol) {
+            v.state = state;
+        }
+    }
+    fn placed(&self, id: &str) -> PlacedInstance {
+        let h = self.held.lock().unwrap();
+        let state = self.node_state.lock().unwrap().unwrap_or(NodeState::Up);
+        let i = h.get(id);
+        PlacedInstance {
+            node: "n1".into(),
+            node_state: state,
+            instance_id: id.into(),
+            report: i.map(|i| InstanceReport {
+                instance_id: id.into(),
+                account: A.into(),
+                reservation_id: "r-x".into(),
+                vm_type: euca_compute_proto::VmType {
+                    name: "m1.small".into(),
+                    cores: 1,
+                    memory_mib: 256,
+                    disk_gib: 5,
+                },
+                state: i.state,
+                reason: i.reason.clone(),
+                mac: i.spec_mac.clone(),
+                launched_at: "2026-12-04T00:00:00Z".into(),
+                volumes: i.volumes.clone(),
+            }),
+        }
+    }
+    fn not_found() -> ProtoError {
+        ProtoError::Refused {
+            status: 404,
+            code: codes::INSTANCE_NOT_FOUND.into(),
+            message: "no such instance".into(),
+        }
+    }
+}
+
+#[async_trait]
+impl ClusterApi for Fake {
+    async fn launch(&self, req: &LaunchRequest) -> Result<LaunchReply, ProtoError> {
+        self.launches.fetch_add(1, Ordering::SeqCst);
+        if self.fail_launches.load(Ordering::SeqCst) > 0 {
+            self.fail_launches.fetch_sub(1, Ordering::SeqCst);
+            return Err(ProtoError::Transport("connection refused".into()));
+        }
+        let mut h = self.held.lock().unwrap();
+        let mut slots = self.slots.lock().unwrap();
+        let mut placed = Vec::new();
+        let mut new = Vec::new();
+        for s in &req.instances {
+            if h.contains_key(&s.instance_id) {
+                placed.push(s.instance_id.clone());
+            } else if *slots > new.len() {
+                new.push(s.clone());
+                placed.push(s.instance_id.clone());
+            }
+        }
+        if placed.len() < req.min_count as usize {
+            return Err(ProtoError::Refused {
+                status: 409,
+                code: codes::INSUFFICIENT_CAPACITY.into(),
+                message: "no room".into(),
+            });
+        }
+        *slots -= new.len();
+        for s in new {
+            h.insert(
+                s.instance_id.clone(),
+                Held {
+                    spec_mac: s.mac.clone(),
+                    state: NodeInstanceState::Pending,
+                    reason: None,
+                    volumes: Vec::new(),
+                },
+            );
+        }
+        Ok(LaunchReply {
+            placed: placed
+                .into_iter()
+                .map(|id| Placement {
+                    instance_id: id,
+                    node: "n1".into(),
+                })
+                .collect(),
+        })
+    }
+    async fn instances(&self) -> Result<Vec<PlacedInstance>, ProtoError> {
+        let ids: Vec<String> = self.held.lock().unwrap().keys().cloned().collect();
+        Ok(ids.iter().map(|i| self.placed(i)).collect())
+    }
+    async fn nodes(&self) -> Result<Vec<NodeView>, ProtoError> {
+        let slots = *self.slots.lock().unwrap() as u64;
+        let r = |n: u64| Resources {
+            cores: n as u32,
+            memory_mib: 256 * n,
+            disk_gib: 5 * n,
+        };
+        Ok(vec![NodeView {
+            name: "n1".into(),
+            url: "http://127.0.0.1:8778".into(),
+            state: NodeState::Up,
+            capacity: r(8),
+            limit: r(8),
+            free: r(slots),
+            reserved: Resources::ZERO,
+            instances: Vec::new(),
+            last_seen: None,
+        }])
+    }
+    async fn terminate(&self, id: &str) -> Result<PlacedInstance, ProtoError> {
+        {
+            let mut h = self.held.lock().unwrap();
+            let Some(i) = h.get_mut(id) else {
+                return Err(Fake::not_found());
+            };
+            if i.state != NodeInstanceState::Terminated {
+                i.state = NodeInstanceState::Terminated;
+                *self.slots.lock().unwrap() += 1;
+            }
+        }
+        Ok(self.placed(id))
+    }
+    async fn reboot(&self, id: &str) -> Result<PlacedInstance, ProtoError> {
+        Ok(self.placed(id))
+    }
+    async fn console(&self, id: &str) -> Result<ConsoleOutput, ProtoError> {
+        if !self.held.lock().unwrap().contains_key(id) {
+            return Err(Fake::not_found());
+        }
+        use base64::Engine;
+        Ok(ConsoleOutput {
+            instance_id: id.into(),
+            timestamp: "2026-12-04T00:00:01Z".into(),
+            output: base64::engine::general_purpose::STANDARD.encode("TG-BOOTED\n"),
+        })
+    }
+    async fn attach(&self, id: &str, spec: &AttachSpec) -> Result<VolumeReport, ProtoError> {
+        let mut h = self.held.lock().unwrap();
+        let i = h.get_mut(id).ok_or_else(Fake::not_found)?;
+        assert!(spec.export.uri.starts_with("nbd://"), "{}", spec.export.uri);
+        let r = VolumeReport {
+            volume_id: spec.volume_id.clone(),
+            device: spec.device.clone(),
+            state: NodeAttachState::Attaching,
+            error: None,
+        };
+        i.volumes.push(r.clone());
+        Ok(r)
+    }
+    async fn detach(
+        &self,
+        id: &str,
+        volume: &str,
+        _force: bool,
+    ) -> Result<VolumeReport, ProtoError> {
+        let mut h = self.held.lock().unwrap();
+        let i = h.get_mut(id).ok_or_else(Fake::not_found)?;
+        let v = i
+            .volumes
+            .iter_mut()
+            .find(|v| v.volume_id == volume)
+            .ok_or_else(|| ProtoError::Refused {
+                status: 404,
+                code: codes::VOLUME_NOT_ATTACHED.into(),
+                message: "not attached".into(),
+            })?;
+        v.state = NodeAttachState::Detaching;
+        Ok(v.clone())
+    }
+}
+
+fn config() -> ClcConfig {
+    ClcConfig {
+        zone: Some(ZONE.into()),
+        ..ClcConfig::default()
+    }
+}
+
+fn open(dir: &std::path::Path) -> Clc {
+    Clc::open(dir, "eucalyptus", "http://127.0.0.1:1/", config()).unwrap()
+}
+
+fn image(id: &str, kind: ImageType) -> Image {
+    Image {
+        id: id.into(),
+        name: format!("name-{id}"),
+        description: None,
+        image_type: kind,
+        state: ImageState::Available,
+        state_reason: None,
+        state_reason_code: None,
+        owner_id: A.into(),
+        architecture: "x86_64".into(),
+        location: None,
+        root_device_type: "instance-store".into(),
+        root_device_name: "/dev/sda1".into(),
+        block_devices: Vec::new(),
+        kernel_id: None,
+        ramdisk_id: None,
+        installed_id: Some(format!("{:0>64}", id.len())),
+        public: false,
+        launch_permissions: Vec::new(),
+        created: "2026-12-04T00:00:00.000Z".into(),
+        tags: Default::default(),
+    }
+}
+
+/// A Clc with a fake cluster of `slots` slots and account A's images
+/// `emi-00000001` (kernel `eki-00000001`, ramdisk `eri-00000001`).
+fn setup(dir: &std::path::Path, slots: usize) -> (Clc, Arc<Fake>) {
+    let clc = open(dir);
+    let fake = Fake::new(slots);
+    assert!(clc.set_cluster_api(ZONE, fake.clone()));
+    add_images(&clc);
+    (clc, fake)
+}
+
+fn add_images(clc: &Clc) {
+    let mut emi = image("emi-00000001", ImageType::Machine);
+    emi.kernel_id = Some("eki-00000001".into());
+    emi.ramdisk_id = Some("eri-00000001".into());
+    for i in [
+        emi,
+        image("eki-00000001", ImageType::Kernel),
+        image("eri-00000001", ImageType::Ramdisk),
+    ] {
+        clc.db.insert_new(A, &i).unwrap();
+    }
+}
+
+fn all_instances(clc: &Clc) -> Vec<Instance> {
+    clc.db
+        .scan::<Instance>(None, None, 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.record)
+        .collect()
+}
+
+async fn run(clc: &Clc, extra: &[(&str, &str)]) -> Result<String, Ec2Error> {
+    let mut p = vec![("ImageId", "emi-00000001")];
+    p.extend_from_slice(extra);
+    call(clc, A, "RunInstances", &p).await
+}
+
+async fn describe_states(clc: &Clc) -> Vec<String> {
+    let x = call(clc, A, "DescribeInstances", &[]).await.unwrap();
+    texts(&x, "instanceState")
+        .iter()
+        .flat_map(|s| texts(s, "name"))
+        .collect()
+}
+
+#[tokio::test]
+async fn min_count_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, _fake) = setup(dir.path(), 2);
+    let e = run(&clc, &[("MinCount", "3"), ("MaxCount", "5")]).await;
+    assert_eq!(code(e), "InsufficientInstanceCapacity");
+    assert!(all_instances(&clc).is_empty(), "no record is left behind");
+    let x = call(&clc, A, "DescribeInstances", &[]).await.unwrap();
+    assert!(texts(&x, "instanceId").is_empty(), "{x}");
+    // Fewer than Max fit but at least Min: the ones that fit, in one reservation.
+    let x = run(&clc, &[("MinCount", "1"), ("MaxCount", "5")])
+        .await
+        .unwrap();
+    let ids = texts(&x, "instanceId");
+    assert_eq!(ids.len(), 2, "{x}");
+    assert_eq!(
+        all_instances(&clc).len(),
+        2,
+        "the unplaced records are deleted"
+    );
+    assert_eq!(texts(&x, "reservationId").len(), 1);
+    assert_eq!(texts(&x, "instanceType"), ["m1.small", "m1.small"]);
+    assert_eq!(texts(&x, "kernelId")[0], "eki-00000001");
+    assert_eq!(texts(&x, "groupName")[0], "default");
+    assert!(texts(&x, "groupId")[0].starts_with("sg-"));
+    assert_eq!(describe_states(&clc).await, ["pending", "pending"]);
+}
+
+#[tokio::test]
+async fn client_token_same_params_same_reservation_else_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, fake) = setup(dir.path(), 10);
+    let first = run(&clc, &[("ClientToken", "tok-1"), ("MaxCount", "2")])
+        .await
+        .unwrap();
+    let again = run(&clc, &[("ClientToken", "tok-1"), ("MaxCount", "2")])
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&first, "reservationId"),
+        texts(&again, "reservationId")
+    );
+    assert_eq!(texts(&first, "instanceId"), texts(&again, "instanceId"));
+    assert_eq!(fake.launches.load(Ordering::SeqCst), 1, "launched once");
+    let other = run(&clc, &[("ClientToken", "tok-1"), ("MaxCount", "3")]).await;
+    assert_eq!(code(other), "IdempotentParameterMismatch");
+    assert_eq!(all_instances(&clc).len(), 2);
+    // TagSpecification tags the instances; tag filters see them.
+    let x = run(
+        &clc,
+        &[
+            ("TagSpecification.1.ResourceType", "instance"),
+            ("TagSpecification.1.Tag.1.Key", "Name"),
+            ("TagSpecification.1.Tag.1.Value", "web"),
+        ],
+    )
+    .await
+    .unwrap();
+    let tagged = texts(&x, "instanceId");
+    let x = call(
+        &clc,
+        A,
+        "DescribeInstances",
+        &[("Filter.1.Name", "tag:Name"), ("Filter.1.Value.1", "web")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(texts(&x, "instanceId"), tagged);
+    assert!(
+        x.contains("<tagSet><item><key>Name</key><value>web</value></item></tagSet>"),
+        "{x}"
+    );
+}
+
+#[tokio::test]
+async fn bad_parameters_have_their_codes_and_others_see_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, _fake) = setup(dir.path(), 10);
+    let e = call(&clc, A, "RunInstances", &[("ImageId", "emi-0000ffff")]).await;
+    assert_eq!(code(e), "InvalidAMIID.NotFound");
+    assert_eq!(
+        code(run(&clc, &[("InstanceType", "m9.huge")]).await),
+        "InvalidParameterValue"
+    );
+    assert_eq!(
+        code(run(&clc, &[("KeyName", "nokey")]).await),
+        "InvalidKeyPair.NotFound"
+    );
+    assert_eq!(
+        code(run(&clc, &[("SecurityGroup.1", "nogroup")]).await),
+        "InvalidGroup.NotFound"
+    );
+    assert_eq!(
+        code(run(&clc, &[("UserData", "!!notbase64")]).await),
+        "InvalidParameterValue"
+    );
+    assert_eq!(
+        code(run(&clc, &[("Placement.AvailabilityZone", "elsewhere")]).await),
+        "InvalidZone.NotFound"
+    );
+    use base64::Engine;
+    let big = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; 16 * 1024 + 1]);
+    assert_eq!(
+        code(run(&clc, &[("UserData", &big)]).await),
+        "InvalidParameterValue"
+    );
+    // Another account cannot launch A's private image, nor see A's instance.
+    assert_eq!(
+        code(call(&clc, B, "RunInstances", &[("ImageId", "emi-00000001")]).await),
+        "InvalidAMIID.NotFound"
+    );
+    let x = run(&clc, &[]).await.unwrap();
+    let id = texts(&x, "instanceId")[0].clone();
+    for action in [
+        "DescribeInstances",
+        "TerminateInstances",
+        "RebootInstances",
+        "GetConsoleOutput",
+    ] {
+        let e = call(
+            &clc,
+            B,
+            action,
+            &[("InstanceId.1", &id), ("InstanceId", &id)],
+        )
+        .await;
+        assert_eq!(code(e), "InvalidInstanceID.NotFound", "{action}");
+    }
+    let x = call(&clc, B, "DescribeInstances", &[]).await.unwrap();
+    assert!(texts(&x, "instanceId").is_empty());
+    // Without a cluster: 503, and nothing recorded.
+    let dir2 = tempfile::tempdir().unwrap();
+    let lone = open(dir2.path());
+    add_images(&lone);
+    let e = run(&lone, &[]).await.unwrap_err();
+    assert_eq!((e.code().as_ref(), e.status()), ("ServiceUnavailable", 503));
+    assert!(all_instances(&lone).is_empty());
+}
+
+#[tokio::test]
+async fn the_reconciler_maps_node_states_to_ec2_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, fake) = setup(dir.path(), 10);
+    let x = run(&clc, &[("MaxCount", "3")]).await.unwrap();
+    let ids = texts(&x, "instanceId");
+    for id in &ids {
+        fake.set(id, NodeInstanceState::Running, None);
+    }
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(describe_states(&clc).await, ["running"; 3]);
+    let out = call(&clc, A, "GetConsoleOutput", &[("InstanceId", &ids[0])])
+        .await
+        .unwrap();
+    assert_eq!(texts(&out, "output"), ["VEctQk9PVEVECg=="]);
+    // The guest powered off (instance store) → terminated, initiated by it;
+    // a failed one → terminated with the node's reason.
+    fake.set(&ids[0], NodeInstanceState::Shutoff, None);
+    fake.set(
+        &ids[1],
+        NodeInstanceState::Failed,
+        Some("qemu exited: boom"),
+    );
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    let x = call(&clc, A, "DescribeInstances", &[("InstanceId.1", &ids[0])])
+        .await
+        .unwrap();
+    assert_eq!(texts(&x, "code")[0], "48", "{x}");
+    assert!(
+        x.contains("<code>Client.InstanceInitiatedShutdown</code>"),
+        "{x}"
+    );
+    let x = call(&clc, A, "DescribeInstances", &[("InstanceId.1", &ids[1])])
+        .await
+        .unwrap();
+    assert!(x.contains("<code>Server.InternalError</code>"), "{x}");
+    assert!(x.contains("boom"), "{x}");
+    // A node that is down: last state kept, with a reason.
+    *fake.node_state.lock().unwrap() = Some(NodeState::Down);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    let x = call(&clc, A, "DescribeInstances", &[("InstanceId.1", &ids[2])])
+        .await
+        .unwrap();
+    assert_eq!(texts(&x, "name")[0], "running", "{x}");
+    assert!(x.contains("<code>Server.NodeDown</code>"), "{x}");
+    *fake.node_state.lock().unwrap() = Some(NodeState::Up);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    let x = call(&clc, A, "DescribeInstances", &[("InstanceId.1", &ids[2])])
+        .await
+        .unwrap();
+    assert!(!x.contains("stateReason"), "{x}");
+    // Filters.
+    let x = call(
+        &clc,
+        A,
+        "DescribeInstances",
+        &[
+            ("Filter.1.Name", "instance-state-name"),
+            ("Filter.1.Value.1", "running"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(texts(&x, "instanceId"), [ids[2].clone()]);
+    let x = call(
+        &clc,
+        A,
+        "DescribeInstanceStatus",
+        &[("IncludeAllInstances", "true")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(texts(&x, "instanceId").len(), 3, "{x}");
+}
+
+#[tokio::test]
+async fn terminated_instances_stay_an_hour_then_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let offset = Arc::new(AtomicI64::new(0));
+    let mut clc = open(dir.path());
+    let o = offset.clone();
+    clc.set_clock(move || {
+        time::OffsetDateTime::now_utc() + time::Duration::seconds(o.load(Ordering::SeqCst))
+    });
+    let fake = Fake::new(4);
+    clc.set_cluster_api(ZONE, fake.clone());
+    add_images(&clc);
+    let x = run(&clc, &[]).await.unwrap();
+    let id = texts(&x, "instanceId")[0].clone();
+    let t = call(&clc, A, "TerminateInstances", &[("InstanceId.1", &id)])
+        .await
+        .unwrap();
+    assert_eq!(texts(&t, "code"), ["32", "0"], "{t}");
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(describe_states(&clc).await, ["terminated"]);
+    offset.store(3500, Ordering::SeqCst);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(describe_states(&clc).await, ["terminated"], "still kept");
+    offset.store(3700, Ordering::SeqCst);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert!(describe_states(&clc).await.is_empty(), "expired");
+    assert!(all_instances(&clc).is_empty());
+}
+
+#[tokio::test]
+async fn stop_and_start_need_an_ebs_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, _fake) = setup(dir.path(), 4);
+    let x = run(&clc, &[]).await.unwrap();
+    let id = texts(&x, "instanceId")[0].clone();
+    for action in ["StopInstances", "StartInstances"] {
+        let e = call(&clc, A, action, &[("InstanceId.1", &id)]).await;
+        assert_eq!(code(e), "UnsupportedOperation", "{action}");
+    }
+    assert_eq!(describe_states(&clc).await, ["pending"]);
+}
+
+#[tokio::test]
+async fn fifty_instances_get_fifty_distinct_macs_with_the_cloud_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, fake) = setup(dir.path(), 50);
+    let x = run(&clc, &[("MinCount", "50"), ("MaxCount", "50")])
+        .await
+        .unwrap();
+    assert_eq!(texts(&x, "instanceId").len(), 50);
+    let prefix = euca_clc::mac::prefix(&clc.db).unwrap();
+    let first = u8::from_str_radix(&prefix[..2], 16).unwrap();
+    assert_eq!(first & 0x03, 0x02, "locally administered unicast: {prefix}");
+    let macs = texts(&x, "macAddress");
+    assert_eq!(macs.len(), 50);
+    let distinct: std::collections::BTreeSet<_> = macs.iter().collect();
+    assert_eq!(distinct.len(), 50);
+    for m in &macs {
+        assert!(m.starts_with(&format!("{prefix}:")), "{m}");
+        assert_eq!(m.len(), 17);
+        assert_eq!(m.to_lowercase(), *m);
+    }
+    // The node got the same MACs.
+    let held: std::collections::BTreeSet<String> = fake
+        .held
+        .lock()
+        .unwrap()
+        .values()
+        .map(|h| h.spec_mac.clone())
+        .collect();
+    assert_eq!(held, macs.iter().cloned().collect());
+}
+
+/// A fake SC API on loopback: attach answers an NBD URI, detach and delete answer.
+async fn fake_sc() -> (String, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", l.local_addr().unwrap());
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let c = calls.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_string();
+                let line = head.lines().next().unwrap_or("").to_string();
+                c.lock().unwrap().push(line.clone());
+                let body = if line.contains("/attach") {
+                    r#"{"volume":{},"uri":"nbd://127.0.0.1:10809/x"}"#.to_string()
+                } else if line.starts_with("POST /volumes?") {
+                    let n = c.lock().unwrap().len();
+                    format!(
+                        r#"{{"id":"vol-{n:08x}","size":1073741824,"state":"available","snapshot_id":"snap-00000001"}}"#
+                    )
+                } else {
+                    r#"{}"#.to_string()
+                };
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (url, calls)
+}
+
+fn volume(id: &str) -> Volume {
+    Volume {
+        id: id.into(),
+        size_gib: 1,
+        snapshot_id: None,
+        zone: ZONE.into(),
+        state: VolumeState::Available,
+        created: "2026-12-04T00:00:00.000Z".into(),
+        attachment: None,
+        tags: Default::default(),
+        client_token: None,
+    }
+}
+
+fn vol_status(clc: &Clc, id: &str) -> (VolumeState, Option<&'static str>) {
+    let v = clc.db.get::<Volume>(id).unwrap().unwrap().record;
+    (v.state, v.attachment.map(|a| a.state.as_str()))
+}
+
+#[tokio::test]
+async fn attach_and_detach_progress_with_the_node_and_the_sc() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, fake) = setup(dir.path(), 4);
+    let (sc_url, sc_calls) = fake_sc().await;
+    clc.set_sc(euca_clc::sc::ScClient::new(&sc_url, "ak", "sk", "eucalyptus").unwrap());
+    clc.db.insert_new(A, &volume("vol-00000001")).unwrap();
+    let x = run(&clc, &[]).await.unwrap();
+    let id = texts(&x, "instanceId")[0].clone();
+    let att = [
+        ("VolumeId", "vol-00000001"),
+        ("InstanceId", id.as_str()),
+        ("Device", "/dev/sdf"),
+    ];
+    // Not running yet.
+    assert_eq!(
+        code(call(&clc, A, "AttachVolume", &att).await),
+        "IncorrectInstanceState"
+    );
+    fake.set(&id, NodeInstanceState::Running, None);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    let a = call(&clc, A, "AttachVolume", &att).await.unwrap();
+    assert_eq!(texts(&a, "status"), ["attaching"]);
+    assert_eq!(
+        vol_status(&clc, "vol-00000001"),
+        (VolumeState::InUse, Some("attaching"))
+    );
+    assert!(
+        sc_calls.lock().unwrap().iter().any(|l| l
+            .contains("/volumes/vol%2D00000001/attach?node=127%2E0%2E0%2E1")
+            || l.contains("attach?node=127")),
+        "{:?}",
+        sc_calls.lock().unwrap()
+    );
+    // Another account cannot detach it; a second attach is refused.
+    assert_eq!(
+        code(call(&clc, B, "DetachVolume", &[("VolumeId", "vol-00000001")]).await),
+        "InvalidVolume.NotFound"
+    );
+    assert_eq!(
+        code(call(&clc, A, "AttachVolume", &att).await),
+        "VolumeInUse"
+    );
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(
+        vol_status(&clc, "vol-00000001").1,
+        Some("attaching"),
+        "not before the node says so"
+    );
+    fake.set_volume(&id, "vol-00000001", NodeAttachState::Attached);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(
+        vol_status(&clc, "vol-00000001"),
+        (VolumeState::InUse, Some("attached"))
+    );
+    let x = call(&clc, A, "DescribeInstances", &[]).await.unwrap();
+    assert!(x.contains("<deviceName>/dev/sdf</deviceName><ebs><volumeId>vol-00000001</volumeId><status>attached</status>"), "{x}");
+    let d = call(&clc, A, "DetachVolume", &[("VolumeId", "vol-00000001")])
+        .await
+        .unwrap();
+    assert_eq!(texts(&d, "status"), ["detaching"]);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(
+        vol_status(&clc, "vol-00000001"),
+        (VolumeState::InUse, Some("detaching"))
+    );
+    fake.set_volume(&id, "vol-00000001", NodeAttachState::Detached);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(
+        vol_status(&clc, "vol-00000001"),
+        (VolumeState::Available, None)
+    );
+    assert!(sc_calls
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("/detach")));
+    let x = call(&clc, A, "DescribeInstances", &[]).await.unwrap();
+    assert!(!x.contains("vol-00000001"), "{x}");
+}
+
+#[tokio::test]
+async fn launching_records_are_re_driven_exactly_once_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // The cluster does not answer: the records stay, hidden.
+        let (clc, fake) = setup(dir.path(), 4);
+        fake.fail_launches.store(1, Ordering::SeqCst);
+        let e = run(&clc, &[("MaxCount", "2")]).await.unwrap_err();
+        assert_eq!(e.status(), 503);
+        let recs = all_instances(&clc);
+        assert_eq!(recs.len(), 2);
+        assert!(recs.iter().all(|r| r.state == InstanceState::Launching));
+        assert!(
+            describe_states(&clc).await.is_empty(),
+            "launching is not shown"
+        );
+    }
+    // "Restart": a new Clc on the same records, a cluster that answers.
+    let clc = open(dir.path());
+    let fake = Fake::new(4);
+    clc.set_cluster_api(ZONE, fake.clone());
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(fake.launches.load(Ordering::SeqCst), 1, "re-driven once");
+    assert_eq!(fake.held.lock().unwrap().len(), 2);
+    assert_eq!(describe_states(&clc).await, ["pending", "pending"]);
+
+    // Interrupted, and the cluster has no room when re-driven: records go.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (clc, fake) = setup(dir.path(), 4);
+        fake.fail_launches.store(1, Ordering::SeqCst);
+        assert!(run(&clc, &[]).await.is_err());
+    }
+    let clc = open(dir.path());
+    let fake = Fake::new(0);
+    clc.set_cluster_api(ZONE, fake.clone());
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert!(all_instances(&clc).is_empty());
+    assert_eq!(fake.launches.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn verbose_zones_count_from_the_clusters_live_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, _fake) = setup(dir.path(), 3);
+    let x = call(
+        &clc,
+        A,
+        "DescribeAvailabilityZones",
+        &[("ZoneName.1", "verbose")],
+    )
+    .await
+    .unwrap();
+    // m1.small (1 core, 256 MiB, 5 GiB): 3 free of 8.
+    assert!(
+        x.contains("<zoneName>|- m1.small</zoneName><zoneState>0003 / 0008"),
+        "{x}"
+    );
+}
+
+#[tokio::test]
+async fn ebs_root_from_a_snapshot_image_then_stop_start_and_terminate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, fake) = setup(dir.path(), 4);
+    let (sc_url, sc_calls) = fake_sc().await;
+    clc.set_sc(euca_clc::sc::ScClient::new(&sc_url, "ak", "sk", "eucalyptus").unwrap());
+    let mut ebs = image("emi-000000e1", ImageType::Machine);
+    ebs.root_device_type = "ebs".into();
+    ebs.installed_id = None;
+    ebs.block_devices = vec![euca_clc::model::BlockDevice {
+        device_name: "/dev/sda1".into(),
+        snapshot_id: Some("snap-00000001".into()),
+        volume_size: Some(1),
+        delete_on_termination: true,
+        virtual_name: None,
+    }];
+    clc.db.insert_new(A, &ebs).unwrap();
+    let x = call(&clc, A, "RunInstances", &[("ImageId", "emi-000000e1")])
+        .await
+        .unwrap();
+    let id = texts(&x, "instanceId")[0].clone();
+    assert_eq!(texts(&x, "rootDeviceType"), ["ebs"]);
+    let vol = texts(&x, "volumeId")[0].clone();
+    assert!(vol.starts_with("vol-"), "{x}");
+    assert_eq!(
+        vol_status(&clc, &vol),
+        (VolumeState::InUse, Some("attached"))
+    );
+    let rec = clc.db.get::<Instance>(&id).unwrap().unwrap().record;
+    match &rec.spec.root {
+        euca_compute_proto::RootDisk::Volume { volume_id, export } => {
+            assert_eq!(volume_id, &vol);
+            assert!(export.uri.starts_with("nbd://"));
+        }
+        other => panic!("root {other:?}"),
+    }
+    assert!(sc_calls
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("snapshot_id=snap")));
+    fake.set(&id, NodeInstanceState::Running, None);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    // Stop: the node's instance ends, the volume stays the instance's.
+    let s = call(&clc, A, "StopInstances", &[("InstanceId.1", &id)])
+        .await
+        .unwrap();
+    assert_eq!(texts(&s, "name"), ["stopping", "running"], "{s}");
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(describe_states(&clc).await, ["stopped"]);
+    assert_eq!(
+        vol_status(&clc, &vol),
+        (VolumeState::InUse, Some("attached"))
+    );
+    // Terminating a stopped instance deletes its DeleteOnTermination root.
+    let t = call(&clc, A, "TerminateInstances", &[("InstanceId.1", &id)])
+        .await
+        .unwrap();
+    assert_eq!(texts(&t, "name"), ["terminated", "stopped"], "{t}");
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert!(
+        clc.db.get::<Volume>(&vol).unwrap().is_none(),
+        "the root volume is deleted"
+    );
+    assert!(sc_calls
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.starts_with(&format!("DELETE /volumes/{}", vol.replace('-', "%2D")))));
+    // Fewer nodes with room than MinCount: nothing made, nothing left.
+    let e = call(
+        &clc,
+        A,
+        "RunInstances",
+        &[
+            ("ImageId", "emi-000000e1"),
+            ("MinCount", "9"),
+            ("MaxCount", "9"),
+        ],
+    )
+    .await;
+    assert_eq!(code(e), "InsufficientInstanceCapacity");
+    assert_eq!(all_instances(&clc).len(), 1, "only the terminated one");
+}
