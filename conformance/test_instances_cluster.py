@@ -83,6 +83,18 @@ def wait_running(ec2, ids, timeout=60):
     raise AssertionError(f"not all running: {states}")
 
 
+def retire(cloud, proc, prefix):
+    """Stops a simulated-node process and waits until the CC has its nodes DOWN,
+    so later launches in the same cloud never land on them."""
+    stop(proc)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if all(n["state"] == "DOWN" for n in nodes(cloud) if n["name"].startswith(prefix + "-sim")):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"nodes {prefix}-sim* not DOWN: {nodes(cloud)}")
+
+
 def stop(*procs):
     for p in procs:
         if p and p.poll() is None:
@@ -132,8 +144,15 @@ def terminate_all(ec2):
            for i in r["Instances"] if i["State"]["Name"] != "terminated"]
     if ids:
         ec2.terminate_instances(InstanceIds=ids)
-        ec2.get_waiter("instance_terminated").wait(
-            InstanceIds=ids, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            left = [(i["InstanceId"], i["State"]["Name"], i.get("StateReason"))
+                    for r in ec2.describe_instances(InstanceIds=ids)["Reservations"]
+                    for i in r["Instances"] if i["State"]["Name"] != "terminated"]
+            if not left:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"not terminated: {left}")
 
 
 def test_concurrent_launches_never_overfill_and_min_count_is_all_or_nothing(greedy):
@@ -176,10 +195,11 @@ def test_concurrent_launches_never_overfill_and_min_count_is_all_or_nothing(gree
         assert e.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"
         r = ec2.run_instances(ImageId=greedy.emi, MinCount=1, MaxCount=5, InstanceType="m1.small")
         assert len(r["Instances"]) == 2
+        wait_running(ec2, [i["InstanceId"] for i in r["Instances"]])
         assert sorted(counts(greedy, "c").values()) == [2, 2, 2, 2]
     finally:
         terminate_all(ec2)
-        stop(sim)
+        retire(greedy, sim, "c")
 
 
 def test_fifty_instances_fifty_macs_from_one_prefix(greedy):
@@ -203,7 +223,7 @@ def test_fifty_instances_fifty_macs_from_one_prefix(greedy):
         assert on_nodes == set(macs)
     finally:
         terminate_all(ec2)
-        stop(sim)
+        retire(greedy, sim, "m")
 
 
 def test_a_stopped_node_goes_down_and_describe_stays_prompt(greedy):

@@ -787,6 +787,16 @@ async fn up(a: UpArgs) -> Result<()> {
     }
     let (tracker, cc_task, cc_token) =
         start_cc(&opened, ccfg, &svc, &token, shutdown.clone()).await?;
+    // The EC2 API's instance actions go to this cluster, in the CLC's zone.
+    if let Some(clc_state) = &clc_state {
+        clc_state.set_cluster(
+            &clc_state.zone(),
+            euca_compute_proto::cc::CcClient::new(
+                &tracker,
+                euca_imagecache::http::Token::new(&cc_token)?,
+            ),
+        );
+    }
     let node = if a.no_node {
         None
     } else {
