@@ -279,19 +279,31 @@ impl QemuNode {
         images: Arc<dyn ImageSource>,
     ) -> Result<Arc<QemuNode>, NcError> {
         check_qemu(&cfg).await?;
+        let mut cfg = cfg;
         let root = cfg.dir.join("instances");
         tokio::fs::create_dir_all(&root)
             .await
             .map_err(|e| NcError::Config(format!("creating {}: {e}", root.display())))?;
-        let longest = std::path::absolute(&root)?
-            .join("i-0123456789abcdef0")
-            .join("qmp.sock");
-        if longest.as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(NcError::Config(format!(
-                "dir {} is too long for QMP sockets ({} > {MAX_SOCKET_PATH} bytes)",
-                cfg.dir.display(),
-                longest.as_os_str().len()
-            )));
+        let longest = |dir: &std::path::Path| -> Result<usize, NcError> {
+            Ok(std::path::absolute(dir)?
+                .join("instances")
+                .join("i-0123456789abcdef0")
+                .join("qmp.sock")
+                .as_os_str()
+                .len())
+        };
+        if longest(&cfg.dir)? > MAX_SOCKET_PATH {
+            // Every instance path is reached through a short symbolic link to the
+            // node's directory, so QMP socket paths fit in `sun_path`.
+            let alias = short_alias(&cfg.dir)?;
+            if longest(&alias)? > MAX_SOCKET_PATH {
+                return Err(NcError::Config(format!(
+                    "dir {} is too long for QMP sockets, and so is its alias {}",
+                    cfg.dir.display(),
+                    alias.display()
+                )));
+            }
+            cfg.dir = alias;
         }
         let dir = cfg.dir.clone();
         let host = tokio::task::spawn_blocking(move || host_capacity(&dir))
@@ -762,6 +774,46 @@ async fn boot(ctx: &Ctx, inst: &Arc<Instance>) -> Result<(), NcError> {
     .await;
     start_watcher(ctx, inst, events);
     Ok(())
+}
+
+/// A short symbolic link to `dir` (`/run/euca-nc/<hash>`, or under the temp
+/// directory where /run is not writable), made or refreshed now: QMP sockets live
+/// in instance directories, and a unix socket path must fit in 107 bytes.
+fn short_alias(dir: &std::path::Path) -> Result<PathBuf, NcError> {
+    let target = std::path::absolute(dir)?;
+    // FNV-1a of the path: a stable short name per node directory.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in target.as_os_str().as_encoded_bytes() {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let name = format!("{h:016x}");
+    let mut last = None;
+    for base in [
+        PathBuf::from("/run/euca-nc"),
+        std::env::temp_dir().join("euca-nc"),
+    ] {
+        if let Err(e) = std::fs::create_dir_all(&base) {
+            last = Some(e);
+            continue;
+        }
+        let link = base.join(&name);
+        match std::fs::read_link(&link) {
+            Ok(t) if t == target => return Ok(link),
+            Ok(_) => {
+                let _ = std::fs::remove_file(&link);
+            }
+            Err(_) => {}
+        }
+        match std::os::unix::fs::symlink(&target, &link) {
+            Ok(()) => return Ok(link),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(NcError::Config(format!(
+        "dir {} is too long for QMP sockets and no short alias could be made: {}",
+        dir.display(),
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )))
 }
 
 /// Connects to the instance's QMP socket, retrying briefly while QEMU sets it up.
