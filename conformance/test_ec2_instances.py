@@ -7,118 +7,29 @@ instance-terminated. Also the EC2 error codes of RunInstances and the shapes
 DescribeInstances answers.
 
 Needs a cloud whose `euca up` runs a CC and an NC (QEMU, TCG): the guest is in
-EUCA_GUEST_DIR (default /work/guest: vmlinux or vmlinuz, initramfs.gz)."""
-import base64
+EUCA_GUEST_DIR (default target/guest: vmlinux or vmlinuz, initramfs.gz)."""
 import json
-import os
 import re
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import euca_bin
+from helpers_ec2 import GUEST, register_guest_image, unique, wait_console
 
-GUEST = Path(os.environ.get("EUCA_GUEST_DIR", "/work/guest"))
-
-
-def _has_nc():
-    try:
-        r = subprocess.run([euca_bin(), "nc", "--help"], capture_output=True, timeout=30)
-        return r.returncode == 0
-    except Exception:
-        return False
-
-
-pytestmark = [
-    pytest.mark.skipif(not _has_nc(), reason="this build has no node controller (`euca nc`): "
-                       "instances need the CC/NC of issue 13"),
-    pytest.mark.skipif(not (GUEST / "initramfs.gz").exists(),
-                       reason=f"the tiny guest is not built in {GUEST}"),
-]
-
-_n = [0]
-
-
-def unique(prefix):
-    _n[0] += 1
-    return f"{prefix}-{os.getpid()}-{_n[0]}"
+pytestmark = pytest.mark.skipif(not (GUEST / "initramfs.gz").exists(),
+                                reason=f"the tiny guest is not built in {GUEST} "
+                                       "(tools/vm/build-tiny-guest.sh; scripts/test.sh builds it)")
 
 
 def code(e):
     return e.value.response["Error"]["Code"]
 
 
-def bundle_file(cloud, tmp_path, bucket, path, *extra):
-    """Bundles the file at `path` and uploads it; returns the ImageLocation."""
-    env = {**os.environ, **cloud.eucarc}
-    env.pop("AWS_CA_BUNDLE", None)
-    name = unique("tg")
-    img = tmp_path / name
-    img.write_bytes(Path(path).read_bytes())
-    out = tmp_path / f"{name}.bundle"
-    r = subprocess.run([euca_bin(), "bundle-image", "-i", str(img), "-d", str(out), *extra],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
-    manifest = out / f"{name}.manifest.xml"
-    r = subprocess.run([euca_bin(), "upload-bundle", "-b", bucket, "-m", str(manifest)],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
-    return f"{bucket}/{name}.manifest.xml"
-
-
-def wait_image(ec2, image_id):
-    ec2.get_waiter("image_available").wait(ImageIds=[image_id],
-                                           WaiterConfig={"Delay": 1, "MaxAttempts": 300})
-
-
 @pytest.fixture(scope="module")
 def guest_image(cloud, tmp_path_factory):
     """(emi, eki, eri) of the tiny guest, the machine image a small raw disk."""
-    tmp = tmp_path_factory.mktemp("guest")
-    s3 = cloud.boto3("s3")
-    bucket = unique("guest-images")
-    s3.create_bucket(Bucket=bucket)
-    ec2 = cloud.ec2()
-    kernel = GUEST / "vmlinux" if (GUEST / "vmlinux").exists() else GUEST / "vmlinuz"
-    eki = ec2.register_image(ImageLocation=bundle_file(cloud, tmp, bucket, kernel, "--kernel", "true"),
-                             Name=unique("tg-kernel"))["ImageId"]
-    eri = ec2.register_image(
-        ImageLocation=bundle_file(cloud, tmp, bucket, GUEST / "initramfs.gz", "--ramdisk", "true"),
-        Name=unique("tg-ramdisk"))["ImageId"]
-    disk = tmp / "root.raw"
-    disk.write_bytes(b"\0" * (4 << 20))
-    emi = ec2.register_image(ImageLocation=bundle_file(cloud, tmp, bucket, disk),
-                             Name=unique("tg-root"), KernelId=eki, RamdiskId=eri)["ImageId"]
-    for i in (eki, eri, emi):
-        wait_image(ec2, i)
-    return emi, eki, eri
-
-
-def console(ec2, instance_id):
-    out = ec2.get_console_output(InstanceId=instance_id).get("Output") or ""
-    # boto3 decodes the base64 itself for some versions; accept either form.
-    try:
-        decoded = base64.b64decode(out, validate=True).decode("utf-8", "replace")
-        if "TG-" in decoded or not out:
-            return decoded
-    except Exception:
-        pass
-    return out
-
-
-def wait_console(ec2, instance_id, pattern, timeout=120):
-    deadline = time.time() + timeout
-    text = ""
-    while time.time() < deadline:
-        text = console(ec2, instance_id)
-        m = re.search(pattern, text)
-        if m:
-            return m
-        time.sleep(1)
-    raise AssertionError(f"{pattern!r} not in the console of {instance_id}:\n{text[-4000:]}")
+    return register_guest_image(cloud, tmp_path_factory.mktemp("guest"))
 
 
 def aws_wait(cloud, what, *args):

@@ -38,7 +38,9 @@ def sim_nodes(cloud, tmp_path, n, cores, name):
         stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 30
     while time.time() < deadline:
-        up = [x for x in nodes(cloud) if x["name"].startswith(name + "-sim") and x["state"] == "UP"]
+        # UP and polled (a node's capacity is known from its first answered poll).
+        up = [x for x in nodes(cloud) if x["name"].startswith(name + "-sim")
+              and x["state"] == "UP" and x["capacity"]["cores"] == cores]
         if len(up) == n:
             return p
         assert p.poll() is None, (tmp_path / f"nc-{name}.log").read_text()
@@ -81,6 +83,17 @@ def wait_running(ec2, ids, timeout=60):
             return
         time.sleep(0.3)
     raise AssertionError(f"not all running: {states}")
+
+
+def wait_free(cloud, prefix, cores):
+    """Waits until the CC's view has `cores` free cores on nodes prefix-sim*."""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        free = sum(n["free"]["cores"] for n in nodes(cloud) if n["name"].startswith(prefix + "-sim"))
+        if free == cores:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not {cores} free cores on {prefix}-sim*: {nodes(cloud)}")
 
 
 def retire(cloud, proc, prefix):
@@ -189,7 +202,7 @@ def test_concurrent_launches_never_overfill_and_min_count_is_all_or_nothing(gree
         ec2.terminate_instances(InstanceIds=ok[:2])
         ec2.get_waiter("instance_terminated").wait(InstanceIds=ok[:2],
                                                    WaiterConfig={"Delay": 1, "MaxAttempts": 60})
-        time.sleep(1)  # the CC's next poll shows the freed capacity
+        wait_free(greedy, "c", 2)
         with pytest.raises(ClientError) as e:
             ec2.run_instances(ImageId=greedy.emi, MinCount=3, MaxCount=3, InstanceType="m1.small")
         assert e.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"

@@ -288,9 +288,10 @@ pub async fn nc(
         }
     };
     api.serve(listener, edge, shutdown).await;
-    if let Some(node) = qemu {
-        node.shutdown_all().await;
-    }
+    // A node service that stops (an upgrade, a restart) leaves its guests running:
+    // the next `euca nc` adopts them. (`euca up`, the all-in-one, powers its own
+    // node's guests off instead.)
+    drop(qemu);
     if let Some(t) = register {
         let _ = t.await;
     }

@@ -19,6 +19,12 @@ use tokio::sync::watch;
 pub trait Endpoint: Send + 'static {
     /// The operation's name, e.g. `GetObject` (labels metrics and the access log).
     fn name(&self) -> &'static str;
+    /// A routine call made every second or so by another service (a CC's poll, a
+    /// tracker announce): its successful answers go to the access log at debug
+    /// level, so a cluster's heartbeat does not drown the log. Metrics count it.
+    fn routine(&self) -> bool {
+        false
+    }
 }
 
 /// Put on an error response by the API's renderer: the error code (e.g.
@@ -115,6 +121,7 @@ async fn one_request<A: Api>(
     };
     let method = req.method().clone();
     let service = api.service();
+    let mut routine = false;
     let (endpoint, resp) = if method == Method::GET && req.uri().path() == "/_health" {
         (
             "Health",
@@ -140,6 +147,7 @@ async fn one_request<A: Api>(
         let (parts, body) = req.into_parts();
         let ep = api.route(&parts);
         let name = ep.name();
+        routine = ep.routine();
         let resp = api
             .clone()
             .handle(ep, Request::from_parts(parts, body), cx.clone())
@@ -163,17 +171,26 @@ async fn one_request<A: Api>(
         m.errors.with_label_values(&[service, endpoint, code]).inc();
     }
     let bytes = resp.body().size_hint().exact();
-    tracing::info!(
-        target: "access",
-        service,
-        endpoint,
-        method = %method,
-        status,
-        bytes,
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        client = %cx.peer.client,
-        request_id = %cx.request_id,
-    );
+    macro_rules! access {
+        ($level:ident) => {
+            tracing::$level!(
+                target: "access",
+                service,
+                endpoint,
+                method = %method,
+                status,
+                bytes,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                client = %cx.peer.client,
+                request_id = %cx.request_id,
+            )
+        };
+    }
+    if routine && status < 400 {
+        access!(debug);
+    } else {
+        access!(info);
+    }
     resp
 }
 

@@ -29,6 +29,12 @@ impl euca_service::Endpoint for Route {
             Route::Cc(c) => c.name(),
         }
     }
+    fn routine(&self) -> bool {
+        match self {
+            Route::Tracker(t) => t.routine(),
+            Route::Cc(c) => c.routine(),
+        }
+    }
 }
 
 /// The listener's API: the cluster and the tracker it hosts.

@@ -241,18 +241,25 @@ impl Cluster {
         };
         let results = futures::future::join_all(calls.iter().map(|(c, spec)| c.run(spec))).await;
         let mut accepted = false;
+        let mut refused = Vec::new();
         for ((_, spec), r) in calls.iter().zip(results) {
             match r {
                 Ok(_) => accepted = true,
-                Err(e) => self.run_refused(&spec.instance_id, e).await,
+                Err(e) => {
+                    if !e.is_unavailable() {
+                        refused.push(spec.instance_id.clone());
+                    }
+                    self.run_refused(&spec.instance_id, e).await
+                }
             }
         }
         if accepted {
             failpoint("cc.after_nc_run");
         }
-        Ok(LaunchReply {
-            placed: placed.placements,
-        })
+        // What a node refused is not placed (the caller deletes its record).
+        let mut placements = placed.placements;
+        placements.retain(|p| !refused.contains(&p.instance_id));
+        Ok(LaunchReply { placed: placements })
     }
 
     /// A node did not take a run: re-sent after its next answered poll when it

@@ -66,7 +66,13 @@ pub fn place(
     let rr_before = view.rr_last;
     let mut out = Placed::default();
     for (k, spec) in req.instances.iter().enumerate() {
-        if let Some(&i) = view.index.get(&spec.instance_id) {
+        // Already placed and live: the same node again (idempotent). An id whose
+        // instance ended (terminated) is placed anew: a start after a stop.
+        if let Some(&i) = view
+            .index
+            .get(&spec.instance_id)
+            .filter(|&&i| view.is_live(i, &spec.instance_id))
+        {
             out.placements.push(Placement {
                 instance_id: spec.instance_id.clone(),
                 node: view.nodes[i].name.clone(),

@@ -203,10 +203,29 @@ impl View {
                 self.index.remove(&o.instance_id);
             }
         }
+        // Where an id lives: a live report or a reservation wins over a terminated
+        // instance's tombstone on another node (an EBS-root instance started
+        // again elsewhere after a stop).
         for r in &self.nodes[i].instances {
-            self.index.insert(r.instance_id.clone(), i);
+            let live = r.state.holds_capacity();
+            match self.index.get(&r.instance_id) {
+                Some(&j) if j != i && !live && self.is_live(j, &r.instance_id) => {}
+                _ => {
+                    self.index.insert(r.instance_id.clone(), i);
+                }
+            }
         }
         out
+    }
+
+    /// Whether node `j` holds `id` live: reserved there, or reported in a state
+    /// that holds capacity.
+    pub fn is_live(&self, j: usize, id: &str) -> bool {
+        let e = &self.nodes[j];
+        e.reservations.contains_key(id)
+            || e.instances
+                .iter()
+                .any(|r| r.instance_id == id && r.state.holds_capacity())
     }
 
     /// Node `i` missed a poll.
@@ -231,8 +250,12 @@ impl View {
     /// reported yet (without a report).
     pub fn instances(&self) -> Vec<PlacedInstance> {
         let mut out = Vec::new();
-        for e in &self.nodes {
+        for (i, e) in self.nodes.iter().enumerate() {
             for r in &e.instances {
+                // Only where the id lives now (see `apply_report`).
+                if self.index.get(&r.instance_id).is_some_and(|&j| j != i) {
+                    continue;
+                }
                 out.push(PlacedInstance {
                     node: e.name.clone(),
                     node_state: e.state,

@@ -337,6 +337,9 @@ impl euca_service::Endpoint for TrackerEndpoint {
             TrackerEndpoint::Unknown => "Unknown",
         }
     }
+    fn routine(&self) -> bool {
+        *self == TrackerEndpoint::Announce
+    }
 }
 
 impl euca_service::Api for Tracker {

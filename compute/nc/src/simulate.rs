@@ -226,11 +226,17 @@ impl Node for SimNode {
         let mut map = self.lock();
         if let Some(inst) = map.get_mut(&spec.instance_id) {
             inst.advance(now);
-            return if inst.spec == spec {
-                Ok(inst.report())
-            } else {
-                Err(NcError::InstanceExists(spec.instance_id))
-            };
+            let ended = inst.report().state == NodeInstanceState::Terminated;
+            if inst.spec == spec {
+                // A repeated call (even after the end: never revived).
+                return Ok(inst.report());
+            }
+            if !ended {
+                return Err(NcError::InstanceExists(spec.instance_id));
+            }
+            // Launched again with a new spec after it ended (start after stop):
+            // replace it.
+            map.remove(&spec.instance_id);
         }
         let volumes = spec
             .volumes

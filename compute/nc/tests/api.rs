@@ -232,6 +232,11 @@ async fn attach_detach_and_terminate() {
     assert_eq!(refused_code(&e), (409, codes::INCORRECT_STATE));
     let r = c.run(&spec("i-00000002")).await.unwrap();
     assert_eq!(r.state, NodeInstanceState::Terminated);
+    // A new spec under the ended id (a start after a stop) launches it again.
+    let mut again = spec("i-00000002");
+    again.mac = "d2:00:00:00:00:99".into();
+    let r = c.run(&again).await.unwrap();
+    assert_eq!(r.state, NodeInstanceState::Pending);
     s.stop().await;
 }
 

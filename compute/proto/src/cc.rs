@@ -21,7 +21,7 @@ use std::time::Duration;
 use euca_imagecache::http::Token;
 use http::Method;
 
-use crate::client::{seg, JsonClient};
+use crate::client::JsonClient;
 use crate::types::*;
 use crate::ProtoError;
 
@@ -82,6 +82,10 @@ impl euca_service::Endpoint for CcEndpoint {
             CcEndpoint::Unknown => "Unknown",
         }
     }
+    /// The CC's polls, the CLC's reconciler and the nodes' registrations.
+    fn routine(&self) -> bool {
+        matches!(self, CcEndpoint::Instances | CcEndpoint::RegisterNode)
+    }
 }
 
 /// The CLC's (and `euca nodes`', and an NC's registration) client of one CC.
@@ -128,31 +132,19 @@ impl CcClient {
     }
 
     pub async fn terminate(&self, id: &str) -> Result<PlacedInstance, ProtoError> {
-        let path = format!("/v1/instances/{}/terminate", seg(id));
-        self.c
-            .call(Method::POST, &path, None::<&()>, self.timeout)
-            .await
+        self.c.instance_action(id, "terminate", self.timeout).await
     }
 
     pub async fn reboot(&self, id: &str) -> Result<PlacedInstance, ProtoError> {
-        let path = format!("/v1/instances/{}/reboot", seg(id));
-        self.c
-            .call(Method::POST, &path, None::<&()>, self.timeout)
-            .await
+        self.c.instance_action(id, "reboot", self.timeout).await
     }
 
     pub async fn console(&self, id: &str) -> Result<ConsoleOutput, ProtoError> {
-        let path = format!("/v1/instances/{}/console", seg(id));
-        self.c
-            .call(Method::GET, &path, None::<&()>, self.timeout)
-            .await
+        self.c.console(id, self.timeout).await
     }
 
     pub async fn attach(&self, id: &str, spec: &AttachSpec) -> Result<VolumeReport, ProtoError> {
-        let path = format!("/v1/instances/{}/volumes/{}", seg(id), seg(&spec.volume_id));
-        self.c
-            .call(Method::PUT, &path, Some(spec), self.timeout)
-            .await
+        self.c.attach(id, spec, self.timeout).await
     }
 
     pub async fn detach(
@@ -161,13 +153,6 @@ impl CcClient {
         volume: &str,
         force: bool,
     ) -> Result<VolumeReport, ProtoError> {
-        let path = format!(
-            "/v1/instances/{}/volumes/{}?force={force}",
-            seg(id),
-            seg(volume)
-        );
-        self.c
-            .call(Method::DELETE, &path, None::<&()>, self.timeout)
-            .await
+        self.c.detach(id, volume, force, self.timeout).await
     }
 }

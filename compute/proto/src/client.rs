@@ -12,6 +12,8 @@ use crate::ProtoError;
 
 /// Largest answer read (a CC's `GET /v1/instances` for a big cluster fits).
 pub const MAX_ANSWER: usize = 64 << 20;
+/// Largest node report a CC reads from one poll (up to 1024 polls are in flight).
+pub const MAX_NODE_REPORT: usize = 4 << 20;
 
 #[derive(Clone)]
 pub(crate) struct JsonClient {
@@ -40,6 +42,19 @@ impl JsonClient {
         body: Option<&impl Serialize>,
         timeout: Duration,
     ) -> Result<T, ProtoError> {
+        self.call_capped(method, path, body, MAX_ANSWER, timeout)
+            .await
+    }
+
+    /// [`JsonClient::call`] reading at most `max` bytes of answer.
+    pub async fn call_capped<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<T, ProtoError> {
         let body = match body {
             Some(b) => Some(Bytes::from(
                 serde_json::to_vec(b).map_err(|e| ProtoError::BadAnswer(e.to_string()))?,
@@ -49,7 +64,7 @@ impl JsonClient {
         let url = format!("{}{}", self.base, path);
         let (status, bytes) = self
             .http
-            .call(method, &url, body, MAX_ANSWER, timeout)
+            .call(method, &url, body, max, timeout)
             .await
             .map_err(|e| match e {
                 CallError::TimedOut(t) => ProtoError::TimedOut(t),
@@ -83,6 +98,54 @@ impl JsonClient {
             });
         }
         serde_json::from_slice(&bytes).map_err(|e| ProtoError::BadAnswer(e.to_string()))
+    }
+}
+
+/// The instance calls the NC API and the CC API share (same paths, same bodies).
+impl JsonClient {
+    /// `POST /v1/instances/{id}/{action}` (`terminate`, `reboot`).
+    pub async fn instance_action<T: DeserializeOwned>(
+        &self,
+        id: &str,
+        action: &str,
+        timeout: Duration,
+    ) -> Result<T, ProtoError> {
+        let path = format!("/v1/instances/{}/{action}", seg(id));
+        self.call(Method::POST, &path, None::<&()>, timeout).await
+    }
+
+    pub async fn console(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<crate::ConsoleOutput, ProtoError> {
+        let path = format!("/v1/instances/{}/console", seg(id));
+        self.call(Method::GET, &path, None::<&()>, timeout).await
+    }
+
+    pub async fn attach(
+        &self,
+        id: &str,
+        spec: &crate::AttachSpec,
+        timeout: Duration,
+    ) -> Result<crate::VolumeReport, ProtoError> {
+        let path = format!("/v1/instances/{}/volumes/{}", seg(id), seg(&spec.volume_id));
+        self.call(Method::PUT, &path, Some(spec), timeout).await
+    }
+
+    pub async fn detach(
+        &self,
+        id: &str,
+        volume: &str,
+        force: bool,
+        timeout: Duration,
+    ) -> Result<crate::VolumeReport, ProtoError> {
+        let path = format!(
+            "/v1/instances/{}/volumes/{}?force={force}",
+            seg(id),
+            seg(volume)
+        );
+        self.call(Method::DELETE, &path, None::<&()>, timeout).await
     }
 }
 

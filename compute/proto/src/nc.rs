@@ -79,6 +79,10 @@ impl euca_service::Endpoint for NcEndpoint {
             NcEndpoint::Unknown => "Unknown",
         }
     }
+    /// The CC's polls, the CLC's reconciler and the nodes' registrations.
+    fn routine(&self) -> bool {
+        matches!(self, NcEndpoint::Node)
+    }
 }
 
 /// A CC's client of one node.
@@ -104,7 +108,13 @@ impl NcClient {
     /// The poll, within `timeout`.
     pub async fn describe(&self, timeout: Duration) -> Result<NodeReport, ProtoError> {
         self.c
-            .call(Method::GET, "/v1/node", None::<&()>, timeout)
+            .call_capped(
+                Method::GET,
+                "/v1/node",
+                None::<&()>,
+                crate::client::MAX_NODE_REPORT,
+                timeout,
+            )
             .await
     }
 
@@ -116,31 +126,19 @@ impl NcClient {
     }
 
     pub async fn terminate(&self, id: &str) -> Result<InstanceReport, ProtoError> {
-        let path = format!("/v1/instances/{}/terminate", seg(id));
-        self.c
-            .call(Method::POST, &path, None::<&()>, self.timeout)
-            .await
+        self.c.instance_action(id, "terminate", self.timeout).await
     }
 
     pub async fn reboot(&self, id: &str) -> Result<InstanceReport, ProtoError> {
-        let path = format!("/v1/instances/{}/reboot", seg(id));
-        self.c
-            .call(Method::POST, &path, None::<&()>, self.timeout)
-            .await
+        self.c.instance_action(id, "reboot", self.timeout).await
     }
 
     pub async fn console(&self, id: &str) -> Result<ConsoleOutput, ProtoError> {
-        let path = format!("/v1/instances/{}/console", seg(id));
-        self.c
-            .call(Method::GET, &path, None::<&()>, self.timeout)
-            .await
+        self.c.console(id, self.timeout).await
     }
 
     pub async fn attach(&self, id: &str, spec: &AttachSpec) -> Result<VolumeReport, ProtoError> {
-        let path = format!("/v1/instances/{}/volumes/{}", seg(id), seg(&spec.volume_id));
-        self.c
-            .call(Method::PUT, &path, Some(spec), self.timeout)
-            .await
+        self.c.attach(id, spec, self.timeout).await
     }
 
     pub async fn detach(
@@ -149,13 +147,6 @@ impl NcClient {
         volume: &str,
         force: bool,
     ) -> Result<VolumeReport, ProtoError> {
-        let path = format!(
-            "/v1/instances/{}/volumes/{}?force={force}",
-            seg(id),
-            seg(volume)
-        );
-        self.c
-            .call(Method::DELETE, &path, None::<&()>, self.timeout)
-            .await
+        self.c.detach(id, volume, force, self.timeout).await
     }
 }

@@ -36,9 +36,18 @@ pub const MAX_COUNT: i64 = 1000;
 /// How long a terminated instance stays describable (seconds).
 pub const TERMINATED_KEPT_SECS: i64 = 3600;
 
-/// Serialises RunInstances calls that carry a ClientToken, so two retries of one
-/// request cannot both launch.
-static TOKEN_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Serialises RunInstances calls that carry the same ClientToken (and owner), so
+/// two retries of one request cannot both launch; calls with other tokens hash to
+/// other stripes and go on concurrently.
+static TOKEN_LOCKS: [tokio::sync::Mutex<()>; 64] =
+    [const { tokio::sync::Mutex::const_new(()) }; 64];
+
+fn token_lock(owner: &str, token: &str) -> &'static tokio::sync::Mutex<()> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (owner, token).hash(&mut h);
+    &TOKEN_LOCKS[(h.finish() % TOKEN_LOCKS.len() as u64) as usize]
+}
 
 /// Reservations whose launch a RunInstances call is driving now (the reconciler
 /// leaves their `launching` records alone).
@@ -255,7 +264,7 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
     }
     let digest = params_digest(p);
     let _guard = match token {
-        Some(_) => Some(TOKEN_LOCK.lock().await),
+        Some(t) => Some(token_lock(&owner, t).lock().await),
         None => None,
     };
     if let Some(t) = token {
@@ -282,6 +291,12 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
                 write_reservation(x, &owner, &res);
                 return Ok(());
             }
+            // The first call with this token is still being launched (its CC call
+            // failed or has not answered; the reconciler goes on with it): a retry
+            // must not launch a second reservation.
+            return Err(Ec2Error::Unavailable(format!(
+                "the request with client token '{t}' ({rid}) is still being launched; retry"
+            )));
         }
     }
     let cluster = clc.cluster(&zone)?;
@@ -620,6 +635,7 @@ pub(crate) async fn drive_launch(
     };
     let reply = cluster.launch(&req).await;
     let db = clc.db.clone();
+    let mut refused = None;
     let placed: Vec<(String, String)> = match reply {
         Ok(r) => r
             .placed
@@ -627,7 +643,14 @@ pub(crate) async fn drive_launch(
             .map(|p| (p.instance_id, p.node))
             .collect(),
         Err(e) if e.code() == Some(codes::INSUFFICIENT_CAPACITY) => Vec::new(),
-        Err(e) => return Err(map_error(e)),
+        // No answer: the launch may have happened; the reconciler asks again.
+        Err(e) if e.is_unavailable() => return Err(map_error(e)),
+        // Refused for another reason (a node it cannot use, a request too large):
+        // nothing was placed, so nothing is kept.
+        Err(e) => {
+            refused = Some(map_error(e));
+            Vec::new()
+        }
     };
     let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
     let _ = owner;
@@ -660,6 +683,9 @@ pub(crate) async fn drive_launch(
         Ok(out)
     })
     .await?;
+    if let Some(e) = refused {
+        return Err(e);
+    }
     if out.is_empty() {
         return Err(Ec2Error::state(
             "InsufficientInstanceCapacity",

@@ -284,6 +284,14 @@ impl QemuNode {
         tokio::fs::create_dir_all(&root)
             .await
             .map_err(|e| NcError::Config(format!("creating {}: {e}", root.display())))?;
+        // Specs (user data, keys), consoles and disks are the instances' owners'
+        // alone: nobody else on the host may enter.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tokio::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
+                .await
+                .map_err(|e| NcError::Config(format!("securing {}: {e}", root.display())))?;
+        }
         let longest = |dir: &std::path::Path| -> Result<usize, NcError> {
             Ok(std::path::absolute(dir)?
                 .join("instances")
@@ -423,10 +431,18 @@ impl Node for QemuNode {
         let inst = {
             let mut map = lock(&self.instances);
             if let Some(i) = map.get(&spec.instance_id) {
+                let ended = i.report().state == NodeInstanceState::Terminated;
                 if i.spec == spec {
+                    // A repeated call (even after the end: never revived).
                     return Ok(i.report());
                 }
-                return Err(NcError::InstanceExists(spec.instance_id));
+                if !ended {
+                    return Err(NcError::InstanceExists(spec.instance_id));
+                }
+                // A terminated instance's id launched again with a new spec (an
+                // EBS-root instance started after a stop: a new export): the
+                // tombstone gives way.
+                map.remove(&spec.instance_id);
             }
             let mut rec = Record {
                 state: NodeInstanceState::Pending,
@@ -776,6 +792,11 @@ async fn boot(ctx: &Ctx, inst: &Arc<Instance>) -> Result<(), NcError> {
     Ok(())
 }
 
+fn geteuid() -> u32 {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// A short symbolic link to `dir` (`/run/euca-nc/<hash>`, or under the temp
 /// directory where /run is not writable), made or refreshed now: QMP sockets live
 /// in instance directories, and a unix socket path must fit in 107 bytes.
@@ -792,9 +813,23 @@ fn short_alias(dir: &std::path::Path) -> Result<PathBuf, NcError> {
         PathBuf::from("/run/euca-nc"),
         std::env::temp_dir().join("euca-nc"),
     ] {
-        if let Err(e) = std::fs::create_dir_all(&base) {
-            last = Some(e);
-            continue;
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&base);
+        // Only a directory of ours that nobody else can write: in a shared /tmp
+        // another user could otherwise swap the link and redirect the node's files.
+        match std::fs::symlink_metadata(&base) {
+            Ok(m) if m.is_dir() && m.uid() == geteuid() && m.mode() & 0o022 == 0 => {}
+            Ok(_) => {
+                last = Some(std::io::Error::other(format!(
+                    "{} is not a directory only this user can write",
+                    base.display()
+                )));
+                continue;
+            }
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
         }
         let link = base.join(&name);
         match std::fs::read_link(&link) {
