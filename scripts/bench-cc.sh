@@ -58,7 +58,7 @@ def cpu():
 deadline = time.time() + 120
 while time.time() < deadline:
     try:
-        up = [n for n in call("GET", "/v1/nodes") if n["state"] == "UP"]
+        up = [n for n in call("GET", "/v1/nodes") if n["state"] == "UP" and n["capacity"]["cores"] > 0]
         if len(up) == nodes:
             break
     except Exception:

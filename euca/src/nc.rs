@@ -170,6 +170,13 @@ pub async fn nc(
              or use --simulate N"
         ),
     };
+    let mut svc = svc;
+    if let Some(n) = simulate {
+        // The CC keeps a connection per node, all from its one address: N
+        // simulated nodes need N connections from one source.
+        cfg.max_connections = cfg.max_connections.max(n + 64);
+        svc.max_connections_per_source = svc.max_connections_per_source.max(n + 64);
+    }
     {
         let mut caps: Vec<(&str, &mut usize, u64)> =
             vec![("[nc] max_connections", &mut cfg.max_connections, 1)];
