@@ -51,10 +51,14 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 impl Cluster {
-    /// Opens the journal in `cfg.state_dir`, loads the node list (static, then
+    /// Opens the journal in `cfg.state_dir` and loads the node list (static, then
     /// registered) and the pending placements (kept reserved and re-sent to their
-    /// node once it answers a poll), and starts polling.
-    pub async fn start(cfg: CcConfig, token: Token) -> Result<Arc<Cluster>, CcError> {
+    /// node once it answers a poll). `Cluster::start` (in `poll.rs`) opens and
+    /// starts polling.
+    pub(crate) async fn open(
+        cfg: CcConfig,
+        token: Token,
+    ) -> Result<(Arc<Cluster>, watch::Receiver<bool>), CcError> {
         cfg.validate()?;
         let dir = cfg
             .state_dir
@@ -108,9 +112,12 @@ impl Cluster {
             poller: Mutex::new(None),
         });
         euca_service::registry::add_source(&c);
-        let h = tokio::spawn(crate::poll::run(Arc::downgrade(&c), rx));
-        *c.poller.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
-        Ok(c)
+        Ok((c, rx))
+    }
+
+    /// Keeps the poll loop's task, for [`Cluster::stop`].
+    pub(crate) fn set_poller(&self, h: tokio::task::JoinHandle<()>) {
+        *self.poller.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
     }
 
     /// Stops polling (in-flight polls are abandoned); the journal closes when the
@@ -306,10 +313,16 @@ impl Cluster {
     /// The node holding `id`, if it can be asked.
     fn locate(&self, id: &str) -> Result<(NcClient, String, NodeState), CcError> {
         let v = self.lock();
-        let i = *v
-            .index
-            .get(id)
-            .ok_or_else(|| CcError::InstanceNotFound(id.to_string()))?;
+        let Some(&i) = v.index.get(id) else {
+            // Until every node has answered once since this CC started, an id not
+            // in the view may be on a node not heard from yet (after a restart):
+            // "try again", never "no such instance" (the CLC would free its
+            // volumes while the guest runs).
+            return Err(match v.unheard() {
+                Some(node) => CcError::NodeUnavailable(node),
+                None => CcError::InstanceNotFound(id.to_string()),
+            });
+        };
         let e = &v.nodes[i];
         if e.state == NodeState::Down {
             return Err(CcError::NodeUnavailable(e.name.clone()));

@@ -17,6 +17,20 @@ use tokio::sync::watch;
 use crate::cluster::{blocking, Cluster};
 use crate::config::Policy;
 
+impl Cluster {
+    /// Opens the journal in `cfg.state_dir`, loads the node list (static, then
+    /// registered) and the pending placements (kept reserved and re-sent to their
+    /// node once it answers a poll), and starts polling.
+    pub async fn start(
+        cfg: crate::config::CcConfig,
+        token: euca_imagecache::http::Token,
+    ) -> Result<Arc<Cluster>, crate::CcError> {
+        let (c, rx) = Cluster::open(cfg, token).await?;
+        c.set_poller(tokio::spawn(run(Arc::downgrade(&c), rx)));
+        Ok(c)
+    }
+}
+
 /// Polls in flight at most (all nodes of a big cluster within one round).
 pub const MAX_POLLS_IN_FLIGHT: usize = 1024;
 

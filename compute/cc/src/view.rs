@@ -218,6 +218,15 @@ impl View {
         out
     }
 
+    /// A node (not asleep) that has not answered a poll since this CC started,
+    /// if any: until none is left the view may miss instances.
+    pub fn unheard(&self) -> Option<String> {
+        self.nodes
+            .iter()
+            .find(|e| e.last_seen.is_none() && e.state != NodeState::Asleep)
+            .map(|e| e.name.clone())
+    }
+
     /// Whether node `j` holds `id` live: reserved there, or reported in a state
     /// that holds capacity.
     pub fn is_live(&self, j: usize, id: &str) -> bool {

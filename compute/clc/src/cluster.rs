@@ -80,3 +80,30 @@ pub fn map_error(e: ProtoError) -> Ec2Error {
         _ => Ec2Error::internal(format!("cluster controller: {e}")),
     }
 }
+
+/// The IP address of the node `node` of the cluster (from its URL's host).
+pub(crate) async fn node_ip(
+    cluster: &dyn ClusterApi,
+    node: &str,
+) -> Result<std::net::IpAddr, Ec2Error> {
+    let nodes = cluster.nodes().await.map_err(map_error)?;
+    let n = nodes.iter().find(|n| n.name == node).ok_or_else(|| {
+        Ec2Error::Unavailable(format!("the node {node} is not known to its cluster"))
+    })?;
+    let url = http::Uri::try_from(n.url.as_str())
+        .map_err(|e| Ec2Error::internal(format!("node {node}'s URL {}: {e}", n.url)))?;
+    let host = url
+        .host()
+        .ok_or_else(|| Ec2Error::internal(format!("node {node}'s URL {} has no host", n.url)))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(ip);
+    }
+    let port = url.port_u16().unwrap_or(80);
+    tokio::net::lookup_host((host, port))
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .map(|a| a.ip())
+        .ok_or_else(|| Ec2Error::Unavailable(format!("cannot resolve node {node}'s host {host}")))
+}

@@ -5,7 +5,7 @@
 //! reconciler ([`crate::reconcile`]) advances them from the cluster's reports.
 use super::instances::owned_instance;
 use crate::call::Call;
-use crate::cluster::{map_error, ClusterApi};
+use crate::cluster::map_error;
 use crate::error::Ec2Error;
 use crate::model::{
     AttachmentState, Instance, InstanceState, InstanceVolume, Volume, VolumeAttachment, VolumeState,
@@ -13,7 +13,6 @@ use crate::model::{
 use crate::store::{Db, Write};
 use euca_aws::xml::XmlWriter;
 use euca_compute_proto::{codes, AttachSpec, VolumeExport};
-use std::net::IpAddr;
 
 /// Whether `device` is a device name an attachment may use (`/dev/sdf`,
 /// `/dev/xvdg`, `/dev/vdb`, `xvdh`).
@@ -27,30 +26,6 @@ fn valid_device(device: &str) -> bool {
         && ["sd", "xvd", "vd", "hd"]
             .iter()
             .any(|p| name.starts_with(p))
-}
-
-/// The IP address of the node `node` of the cluster (from its URL's host).
-pub(crate) async fn node_ip(cluster: &dyn ClusterApi, node: &str) -> Result<IpAddr, Ec2Error> {
-    let nodes = cluster.nodes().await.map_err(map_error)?;
-    let n = nodes.iter().find(|n| n.name == node).ok_or_else(|| {
-        Ec2Error::Unavailable(format!("the node {node} is not known to its cluster"))
-    })?;
-    let url = http::Uri::try_from(n.url.as_str())
-        .map_err(|e| Ec2Error::internal(format!("node {node}'s URL {}: {e}", n.url)))?;
-    let host = url
-        .host()
-        .ok_or_else(|| Ec2Error::internal(format!("node {node}'s URL {} has no host", n.url)))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(ip);
-    }
-    let port = url.port_u16().unwrap_or(80);
-    tokio::net::lookup_host((host, port))
-        .await
-        .ok()
-        .and_then(|mut a| a.next())
-        .map(|a| a.ip())
-        .ok_or_else(|| Ec2Error::Unavailable(format!("cannot resolve node {node}'s host {host}")))
 }
 
 fn attachment_item(
@@ -185,7 +160,7 @@ pub async fn attach_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         .node
         .clone()
         .ok_or_else(|| Ec2Error::Unavailable(format!("instance {inst_id} is not placed yet")))?;
-    let ip = node_ip(&*cluster, &node).await?;
+    let ip = crate::cluster::node_ip(&*cluster, &node).await?;
     let now = euca_aws::timefmt::format_iso8601(cx.clc.now());
     // available → in-use (attaching), atomically: one attach wins.
     cx.clc.db.update::<Volume, _>(vol_id, |cur| {
@@ -384,6 +359,12 @@ pub async fn detach_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
                 return Err(map_error(e));
             }
         }
+    } else {
+        // Not on a node (a stopped instance, or one already gone): nothing to
+        // unplug, so the SC's export goes now and the volume is free at once.
+        cx.clc.sc()?.detach_volume(vol_id).await?;
+        let (db, vid, iid) = (cx.clc.db.clone(), vol_id.to_string(), inst_id.clone());
+        crate::offload::blocking(move || release_volume(&db, &vid, &iid)).await?;
     }
     cx.clc.kick_reconciler();
     attachment_item(

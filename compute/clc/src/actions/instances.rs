@@ -439,7 +439,7 @@ async fn prepare_ebs_roots(
                 "There is not enough capacity to fulfill your request.",
             )
         })?;
-    let ip = super::attachments::node_ip(cluster, &node).await?;
+    let ip = crate::cluster::node_ip(cluster, &node).await?;
     let sc = clc.sc()?;
     for rec in records.iter_mut() {
         let made = sc
@@ -1168,7 +1168,7 @@ async fn start_one(cx: &Call<'_>, mut rec: Instance) -> Result<(), Ec2Error> {
                 "There is not enough capacity to fulfill your request.",
             )
         })?;
-    let ip = super::attachments::node_ip(&*cluster, &node).await?;
+    let ip = crate::cluster::node_ip(&*cluster, &node).await?;
     let mut extra = Vec::new();
     for (n, v) in rec.volumes.iter_mut().enumerate() {
         let uri = sc.attach_volume(&v.volume_id, ip).await?;
