@@ -10,32 +10,14 @@ import pytest
 from botocore.exceptions import ClientError, WaiterError
 
 from conftest import euca_bin
-
-_n = [0]
-
-
-def unique(prefix):
-    _n[0] += 1
-    return f"{prefix}-{os.getpid()}-{_n[0]}"
-
+from helpers_ec2 import bundle_file, unique
 
 def bundle(cloud, tmp_path, bucket, *extra, size=1 << 20):
     """Bundles `size` random bytes with the admin's eucarc and uploads the bundle
     to `bucket`; returns the ImageLocation."""
-    env = {**os.environ, **cloud.eucarc}
-    env.pop("AWS_CA_BUNDLE", None)
-    name = unique("img")
-    img = tmp_path / name
-    img.write_bytes(os.urandom(size))
-    out = tmp_path / f"{name}.bundle"
-    r = subprocess.run([euca_bin(), "bundle-image", "-i", str(img), "-d", str(out), *extra],
-                       capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 0, r.stderr
-    manifest = out / f"{name}.manifest.xml"
-    r = subprocess.run([euca_bin(), "upload-bundle", "-b", bucket, "-m", str(manifest)],
-                       capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 0, r.stderr
-    return f"{bucket}/{name}.manifest.xml"
+    src = tmp_path / unique("src")
+    src.write_bytes(os.urandom(size))
+    return bundle_file(cloud, tmp_path, bucket, src, *extra)
 
 
 def wait_available(ec2, image_id):

@@ -268,7 +268,8 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         None => None,
     };
     if let Some(t) = token {
-        let mine = all_of::<Instance>(&clc.db, Some(&owner))?;
+        let (db, me) = (clc.db.clone(), owner.clone());
+        let mine = blocking(move || all_of::<Instance>(&db, Some(&me))).await?;
         if let Some(o) = mine
             .iter()
             .find(|o| o.record.client_token.as_deref() == Some(t))
@@ -978,7 +979,20 @@ fn state_change(x: &mut XmlWriter, id: &str, cur: InstanceState, prev: InstanceS
 }
 
 /// Moves the record to `to` if it is in one of `from`; returns (previous, current).
-fn transition(
+/// (A durable commit: on the blocking pool.)
+async fn transition(
+    db: &Db,
+    id: &str,
+    from: &[InstanceState],
+    to: InstanceState,
+    now: i64,
+    reason: Option<InstanceReason>,
+) -> Result<(InstanceState, InstanceState), Ec2Error> {
+    let (db, id, from) = (db.clone(), id.to_string(), from.to_vec());
+    blocking(move || transition_now(&db, &id, &from, to, now, reason)).await
+}
+
+fn transition_now(
     db: &Db,
     id: &str,
     from: &[InstanceState],
@@ -1031,7 +1045,8 @@ pub async fn terminate_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(),
                 Terminated,
                 now,
                 Some(user_reason("Shutdown")),
-            )?
+            )
+            .await?
         } else {
             transition(
                 &cx.clc.db,
@@ -1040,21 +1055,28 @@ pub async fn terminate_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(),
                 ShuttingDown,
                 now,
                 Some(user_reason("Shutdown")),
-            )?
+            )
+            .await?
         };
         if cur == ShuttingDown && prev != ShuttingDown {
-            if let Ok(c) = cx.clc.cluster(&o.record.zone) {
-                // The reconciler repeats it until the node says terminated.
-                if let Err(e) = c.terminate(&id).await {
-                    tracing::warn!(instance = %id, error = %e, "terminate: the cluster did not take it yet");
-                }
-            }
+            end_on_node(cx, &o.record.zone, &id, "terminate").await;
         }
         state_change(x, &id, cur, prev);
     }
     x.close();
     cx.clc.kick_reconciler();
     Ok(())
+}
+
+/// Asks the instance's cluster to end it on its node (terminate and stop alike:
+/// a stopped EBS-root instance is relaunched by Start). A cluster that does not
+/// take it now is asked again by the reconciler until the node says terminated.
+async fn end_on_node(cx: &Call<'_>, zone: &str, id: &str, what: &str) {
+    if let Ok(c) = cx.clc.cluster(zone) {
+        if let Err(e) = c.terminate(id).await {
+            tracing::warn!(instance = %id, error = %e, "{what}: the cluster did not take it yet");
+        }
+    }
 }
 
 pub async fn reboot_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
@@ -1103,13 +1125,10 @@ pub async fn stop_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2E
             Stopping,
             now,
             Some(user_reason("Shutdown")),
-        )?;
+        )
+        .await?;
         if cur == Stopping && prev != Stopping {
-            if let Ok(c) = cx.clc.cluster(&o.record.zone) {
-                if let Err(e) = c.terminate(&id).await {
-                    tracing::warn!(instance = %id, error = %e, "stop: the cluster did not take it yet");
-                }
-            }
+            end_on_node(cx, &o.record.zone, &id, "stop").await;
         }
         state_change(x, &id, cur, prev);
     }

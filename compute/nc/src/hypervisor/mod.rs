@@ -1035,6 +1035,11 @@ async fn terminate_bg(ctx: &Ctx, inst: &Arc<Instance>) {
     }
     lock(&inst.qmp).take();
     cleanup(ctx, inst).await;
+    mark_terminated(inst).await;
+}
+
+/// Records the end: `terminated` now, every volume detached (QEMU is gone).
+async fn mark_terminated(inst: &Arc<Instance>) {
     inst.update(|r| {
         r.state = NodeInstanceState::Terminated;
         r.terminated_at = Some(unix_now());
@@ -1232,15 +1237,7 @@ async fn adopt(ctx: &Arc<Ctx>, inst: &Arc<Instance>) {
             NodeInstanceState::ShuttingDown => {
                 let _g = inst.op.lock().await;
                 cleanup(ctx, inst).await;
-                inst.update(|r| {
-                    r.state = NodeInstanceState::Terminated;
-                    r.terminated_at = Some(unix_now());
-                    for v in &mut r.volumes {
-                        v.state = NodeAttachState::Detached;
-                        v.plugged = false;
-                    }
-                })
-                .await;
+                mark_terminated(inst).await;
             }
             NodeInstanceState::Pending => {
                 fail(
