@@ -58,9 +58,10 @@ ROOT = Path(__file__).resolve().parent.parent
 GUEST = Path(os.environ.get("EUCA_GUEST_DIR", ROOT / "target" / "guest"))
 
 
-def register_guest_image(cloud, tmp_path):
+def register_guest_image(cloud, tmp_path, root=None):
     """(emi, eki, eri) of the tiny guest: its kernel and initramfs as kernel and
-    ramdisk images, a small raw disk as the machine image."""
+    ramdisk images, a small raw disk (4 MiB of zeros, or the bytes `root`) as the
+    machine image (the guest runs from its initramfs and leaves the disk alone)."""
     s3 = cloud.boto3("s3")
     bucket = unique("guest-images")
     s3.create_bucket(Bucket=bucket)
@@ -74,7 +75,7 @@ def register_guest_image(cloud, tmp_path):
                                   "--ramdisk", "true"),
         Name=unique("tg-ramdisk"))["ImageId"]
     disk = Path(tmp_path) / unique("root.raw")
-    disk.write_bytes(b"\0" * (4 << 20))
+    disk.write_bytes(b"\0" * (4 << 20) if root is None else root)
     emi = ec2.register_image(ImageLocation=bundle_file(cloud, tmp_path, bucket, disk),
                              Name=unique("tg-root"), KernelId=eki, RamdiskId=eri)["ImageId"]
     for i in (eki, eri, emi):

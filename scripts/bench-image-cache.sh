@@ -16,12 +16,12 @@
 #
 #   scripts/bench-image-cache.sh [N...]        (default: 2 4 8; 16 when asked)
 # Env: IMAGE_MIB (256) UPLINK_MBIT (200) NODE_MBIT (1000) MODES ("peer direct")
-#      KILL (0) KEEP_LOGS (a directory to copy the process logs to) EUCA_BIN (target/release/euca) TESTBED (../shared/testbed/cloud-netns.sh
-#      next to the repo) BENCH_DIR (/var/tmp).  Needs root; builds nothing.
+#      KILL (0) KEEP_LOGS (a directory to copy the process logs to) EUCA_BIN (target/release/euca) TESTBED
+#      (scripts/testbed/cloud-netns.sh) BENCH_DIR (/var/tmp).  Needs root; builds nothing.
 set -euo pipefail
 unset RUST_BACKTRACE
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TESTBED=${TESTBED:-"$(dirname "$0")/../../shared/testbed/cloud-netns.sh"}
+TESTBED=${TESTBED:-"$ROOT/scripts/testbed/cloud-netns.sh"}
 EUCA=${EUCA_BIN:-$ROOT/target/release/euca}
 IMAGE_MIB=${IMAGE_MIB:-256} UPLINK_MBIT=${UPLINK_MBIT:-200} NODE_MBIT=${NODE_MBIT:-1000}
 MODES=${MODES:-"peer direct"} KILL=${KILL:-0}

@@ -18,6 +18,9 @@ command -v nbdinfo >/dev/null || need_apt+=(libnbd-bin)
 command -v nbdkit >/dev/null || need_apt+=(nbdkit)
 command -v fio >/dev/null || need_apt+=(fio)
 command -v script >/dev/null || need_apt+=(bsdutils)
+# ip and tc: the emulated cluster (scripts/testbed/cloud-netns.sh) of
+# conformance/test_instances_netns.py.
+command -v tc >/dev/null && command -v ip >/dev/null || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -36,6 +36,9 @@ if [ ! -s "$EUCA_GUEST_DIR/initramfs.gz" ] || [ ! -s "$EUCA_GUEST_DIR/vmlinux" ]
     || { apt-get update -qq && tools/vm/build-tiny-guest.sh "$EUCA_GUEST_DIR"; }
 fi
 
+# conformance/test_instances_netns.py (root: the emulated cluster in network
+# namespaces, real `euca nc` nodes with QEMU) runs here only, not in the split pass
+# below: it starts the split processes itself.
 echo "== conformance (real clients against euca up)"
 export EUCA_BIN="$PWD/target/release/euca"
 python3 -m pytest conformance -q -p no:cacheprovider --durations=15 "$@"
