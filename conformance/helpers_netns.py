@@ -264,19 +264,36 @@ class Testbed:
     # -- what really runs on the nodes ---------------------------------------
     def guests(self):
         """{instance id: [node numbers]} from the QEMU processes found in each
-        node's namespace (`ip netns pids`)."""
+        node's namespace (`ip netns pids`). QEMU's -daemonize forks twice, and
+        until the first two exit a starting guest is up to three processes: only
+        the daemon counts, not a QEMU whose parent is the NC or a QEMU of the
+        same instance."""
         out = {}
         for i in range(1, self.n + 1):
             r = subprocess.run(["ip", "netns", "pids", f"wt-node{i}"],
                                capture_output=True, text=True, timeout=10)
+            nc = self.procs.get(f"node{i}")
+            qemus = {}
             for pid in r.stdout.split():
                 try:
                     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                    stat = Path(f"/proc/{pid}/stat").read_text()
                 except OSError:
                     continue
-                if not argv or b"qemu-system" not in argv[0]:
+                if argv and b"qemu-system" in argv[0] and b"-name" in argv:
+                    ppid = stat.rsplit(")", 1)[1].split()[1]
+                    qemus[pid] = (argv[argv.index(b"-name") + 1].decode(), ppid)
+            for pid, (iid, ppid) in qemus.items():
+                if nc is not None and ppid == str(nc.pid):
                     continue
-                if b"-name" in argv:
-                    iid = argv[argv.index(b"-name") + 1].decode()
-                    out.setdefault(iid, []).append(i)
+                if qemus.get(ppid, (None,))[0] == iid:
+                    continue
+                out.setdefault(iid, []).append(i)
         return out
+
+    def ensure_cc(self):
+        """Starts the CC again if it is not running (a test that failed between
+        its kill and its restart leaves the next one a cluster)."""
+        p = self.procs.get("cc")
+        if p is None or p.poll() is not None:
+            self.start_cc()

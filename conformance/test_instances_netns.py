@@ -170,6 +170,13 @@ def test_kill9_of_the_cc_mid_launch_loses_nothing_and_places_once(bed, point):
     assert all(len(v) == 1 for v in before.values()), before
     pids = qemu_pids(bed)
     known = live(bed)
+    try:
+        crash_and_restart(bed, point, before, pids, known)
+    finally:
+        bed.ensure_cc()
+
+
+def crash_and_restart(bed, point, before, pids, known):
     bed.stop("cc")
     bed.start_cc(failpoint=point)
     bed.wait_nodes_up()
