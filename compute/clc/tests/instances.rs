@@ -94,6 +94,10 @@ struct Fake {
     launches: AtomicUsize,
     /// Launch calls answered with a transport failure before working.
     fail_launches: AtomicUsize,
+    /// Terminate calls answered "no such instance" before working (the node has
+    /// not got the run yet).
+    lost_terminates: AtomicUsize,
+    terminates: Mutex<Vec<String>>,
 }
 
 impl Fake {
@@ -226,6 +230,11 @@ impl ClusterApi for Fake {
         }])
     }
     async fn terminate(&self, id: &str) -> Result<PlacedInstance, ProtoError> {
+        self.terminates.lock().unwrap().push(id.to_string());
+        if self.lost_terminates.load(Ordering::SeqCst) > 0 {
+            self.lost_terminates.fetch_sub(1, Ordering::SeqCst);
+            return Err(Fake::not_found());
+        }
         {
             let mut h = self.held.lock().unwrap();
             let Some(i) = h.get_mut(id) else {
@@ -946,4 +955,92 @@ async fn ebs_root_from_a_snapshot_image_then_stop_start_and_terminate() {
     .await;
     assert_eq!(code(e), "InsufficientInstanceCapacity");
     assert_eq!(all_instances(&clc).len(), 1, "only the terminated one");
+}
+
+/// A terminate that reached the node before the run did: the record ended, then
+/// the guest came up. The reconciler ends it and its slot comes back. A guest of
+/// this cloud with no record at all is ended after the grace; another cloud's
+/// (another MAC prefix) is left alone.
+#[tokio::test]
+async fn guests_without_a_live_record_are_terminated() {
+    let dir = tempfile::tempdir().unwrap();
+    let offset = Arc::new(AtomicI64::new(0));
+    let mut clc = open(dir.path());
+    let o = offset.clone();
+    clc.set_clock(move || {
+        time::OffsetDateTime::now_utc() + time::Duration::seconds(o.load(Ordering::SeqCst))
+    });
+    let fake = Fake::new(10);
+    clc.set_cluster_api(ZONE, fake.clone());
+    add_images(&clc);
+    let x = run(&clc, &[]).await.unwrap();
+    let id = texts(&x, "instanceId")[0].clone();
+    assert_eq!(*fake.slots.lock().unwrap(), 9);
+    fake.lost_terminates.store(2, Ordering::SeqCst);
+    call(&clc, A, "TerminateInstances", &[("InstanceId.1", &id)])
+        .await
+        .unwrap();
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(describe_states(&clc).await, ["terminated"]);
+    // The run lands now.
+    fake.set(&id, NodeInstanceState::Running, None);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(
+        fake.held.lock().unwrap()[&id].state,
+        NodeInstanceState::Terminated,
+        "the late guest is ended"
+    );
+    assert_eq!(*fake.slots.lock().unwrap(), 10, "its capacity is free");
+    assert_eq!(describe_states(&clc).await, ["terminated"]);
+
+    // Guests with no record: one of this cloud, one of another.
+    let prefix = clc
+        .db
+        .get::<euca_clc::model::MacRecord>(euca_clc::mac::PREFIX_ID)
+        .unwrap()
+        .unwrap()
+        .record
+        .value;
+    let other = if prefix.starts_with("06") {
+        "0a:00:00"
+    } else {
+        "06:00:00"
+    };
+    for (gid, mac) in [
+        ("i-0000stray", format!("{prefix}:00:00:01")),
+        ("i-000other", format!("{other}:00:00:01")),
+    ] {
+        fake.held.lock().unwrap().insert(
+            gid.into(),
+            Held {
+                spec_mac: mac,
+                state: NodeInstanceState::Running,
+                reason: None,
+                volumes: Vec::new(),
+            },
+        );
+    }
+    *fake.slots.lock().unwrap() -= 2;
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    let state = |g: &str| fake.held.lock().unwrap()[g].state;
+    assert_eq!(
+        state("i-0000stray"),
+        NodeInstanceState::Running,
+        "within the grace"
+    );
+    offset.store(euca_clc::reconcile::STRAY_GRACE_SECS + 1, Ordering::SeqCst);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(state("i-0000stray"), NodeInstanceState::Terminated);
+    assert_eq!(
+        state("i-000other"),
+        NodeInstanceState::Running,
+        "not this cloud's"
+    );
+    assert!(!fake
+        .terminates
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|t| t == "i-000other"));
+    assert_eq!(*fake.slots.lock().unwrap(), 9);
 }
