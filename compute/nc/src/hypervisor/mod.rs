@@ -1004,12 +1004,15 @@ async fn kill_qemu(inst: &Instance) {
     }
 }
 
-/// Powerdown, wait `shutdown_timeout_secs`, kill.
+/// Powerdown, wait `shutdown_timeout_secs`, kill; without a monitor (its socket
+/// dead since an adoption) there is no one to ask: killed at once.
 async fn stop_qemu(ctx: &Ctx, inst: &Instance) {
     let Some(pid) = inst.pid() else { return };
-    if let Some(q) = inst.qmp() {
-        let _ = q.execute("system_powerdown", Value::Null).await;
-    }
+    let Some(q) = inst.qmp() else {
+        kill_qemu(inst).await;
+        return;
+    };
+    let _ = q.execute("system_powerdown", Value::Null).await;
     let grace = Duration::from_secs(ctx.cfg.shutdown_timeout_secs);
     if !qemu::wait_gone(pid, inst.id(), grace).await {
         kill_qemu(inst).await;
@@ -1288,9 +1291,14 @@ async fn adopt(ctx: &Arc<Ctx>, inst: &Arc<Instance>) {
         }
         Err(e) => {
             // Never kill a guest for want of a monitor: report it running; actions
-            // needing QMP answer IncorrectState until the next restart.
+            // needing QMP answer IncorrectState until the next restart, and a
+            // terminate kills the process (pid file). One already being
+            // terminated is finished now: killed, its disks and pins released.
             tracing::error!(instance = inst.id(), "adopting: {e}");
-            if state != NodeInstanceState::ShuttingDown {
+            if state == NodeInstanceState::ShuttingDown {
+                let (c, i) = (ctx.clone(), inst.clone());
+                tokio::spawn(async move { terminate_bg(&c, &i).await });
+            } else {
                 inst.update(|r| r.state = NodeInstanceState::Running).await;
             }
         }

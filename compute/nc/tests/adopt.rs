@@ -1,0 +1,163 @@
+//! Adoption without a monitor: an instance left `shutting-down` by a node
+//! controller that died, whose QEMU still runs but whose QMP socket is gone. The
+//! next node controller must finish the terminate (kill the process named by the
+//! pid file, remove the overlay and socket, release the image pins, report
+//! `terminated`). The "QEMU" here is a plain process whose command line names the
+//! instance (`-name <id>`), as the node recognises its guests: no guest needed.
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use euca_compute_proto::{CachedImage, InstanceSpec, NodeInstanceState, RootDisk, VmType};
+use euca_nc::config::NcConfig;
+use euca_nc::hypervisor::{DirImages, ImageCall, QemuNode};
+use euca_nc::Node;
+
+const ID: &str = "i-0dead0a1";
+
+fn spec() -> InstanceSpec {
+    InstanceSpec {
+        instance_id: ID.into(),
+        account: "000000000001".into(),
+        reservation_id: "r-0dead0a1".into(),
+        vm_type: VmType {
+            name: "m1.small".into(),
+            cores: 1,
+            memory_mib: 256,
+            disk_gib: 5,
+        },
+        root: RootDisk::Image(CachedImage {
+            installed_id: "a".repeat(64),
+            size: 0,
+        }),
+        kernel: None,
+        ramdisk: None,
+        mac: "d0:0d:0d:ea:d0:a1".into(),
+        user_data: None,
+        public_key: None,
+        volumes: vec![],
+    }
+}
+
+/// A process that looks like instance `id`'s QEMU to the node (`-name <id>`).
+fn fake_qemu(id: &str) -> std::process::Child {
+    std::process::Command::new("python3")
+        .args(["-c", "import time; time.sleep(600)", "-name", id])
+        .spawn()
+        .expect("python3")
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie (killed, not yet reaped) has an empty command line.
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+}
+
+fn write_instance(dir: &Path, state: &str, pid: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("spec.json"), serde_json::to_vec(&spec()).unwrap()).unwrap();
+    let rec = serde_json::json!({
+        "state": state,
+        "launched_at": "2026-12-04T00:00:00Z",
+        "volumes": [],
+        "gen": 0,
+    });
+    std::fs::write(dir.join("state.json"), rec.to_string()).unwrap();
+    std::fs::write(dir.join("qemu.pid"), format!("{pid}\n")).unwrap();
+    std::fs::write(dir.join("root.qcow2"), b"overlay").unwrap();
+    std::fs::write(dir.join("console.log"), b"TG-BOOTED\n").unwrap();
+}
+
+#[tokio::test]
+async fn a_shutting_down_guest_without_a_monitor_is_finished_on_adoption() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = NcConfig {
+        dir: tmp.path().join("nc"),
+        cores: Some(2),
+        memory_mib: Some(1024),
+        disk_gib: Some(10),
+        shutdown_timeout_secs: 600,
+        ..NcConfig::default()
+    };
+    let idir = cfg.dir.join("instances").join(ID);
+    let mut child = fake_qemu(ID);
+    let pid = child.id();
+    write_instance(&idir, "shutting-down", pid);
+    let images = Arc::new(DirImages::new(tmp.path().join("images")));
+    let node = QemuNode::open(cfg, images.clone()).await.unwrap();
+    let state = || {
+        node.report()
+            .instances
+            .iter()
+            .find(|i| i.instance_id == ID)
+            .map(|i| i.state)
+    };
+    let mut done = false;
+    for _ in 0..300 {
+        if state() == Some(NodeInstanceState::Terminated) {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(done, "still {:?}", state());
+    for f in ["root.qcow2", "qemu.pid"] {
+        assert!(!idir.join(f).exists(), "{f} left behind");
+    }
+    assert!(idir.join("console.log").exists());
+    assert!(images.calls().contains(&ImageCall::Release {
+        image: "a".repeat(64),
+        holder: ID.into(),
+    }));
+    // And a terminate of it again is answered as it is.
+    assert_eq!(
+        node.terminate(ID).await.unwrap().state,
+        NodeInstanceState::Terminated
+    );
+}
+
+/// A running guest adopted without a monitor keeps running (never killed for
+/// want of one); a terminate then kills it at once (no powerdown to wait for).
+#[tokio::test]
+async fn a_running_guest_without_a_monitor_terminates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = NcConfig {
+        dir: tmp.path().join("nc"),
+        cores: Some(2),
+        memory_mib: Some(1024),
+        disk_gib: Some(10),
+        shutdown_timeout_secs: 600,
+        ..NcConfig::default()
+    };
+    let idir = cfg.dir.join("instances").join(ID);
+    let mut child = fake_qemu(ID);
+    let pid = child.id();
+    write_instance(&idir, "running", pid);
+    let images = Arc::new(DirImages::new(tmp.path().join("images")));
+    let node = QemuNode::open(cfg, images.clone()).await.unwrap();
+    let state = || {
+        node.report()
+            .instances
+            .iter()
+            .find(|i| i.instance_id == ID)
+            .map(|i| i.state)
+    };
+    assert_eq!(state(), Some(NodeInstanceState::Running));
+    assert!(alive(pid));
+    node.terminate(ID).await.unwrap();
+    let mut done = false;
+    for _ in 0..300 {
+        if state() == Some(NodeInstanceState::Terminated) {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gone = !alive(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(done, "still {:?}", state());
+    assert!(gone, "the process named by the pid file is killed");
+    assert!(!idir.join("root.qcow2").exists());
+}
