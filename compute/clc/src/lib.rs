@@ -21,7 +21,7 @@ pub mod install;
 pub mod keymat;
 pub mod mac;
 pub mod model;
-mod offload;
+pub mod offload;
 pub mod params;
 pub mod reconcile;
 pub mod sc;

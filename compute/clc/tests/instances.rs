@@ -737,6 +737,9 @@ async fn attach_and_detach_progress_with_the_node_and_the_sc() {
     let (sc_url, sc_calls) = fake_sc().await;
     clc.set_sc(euca_clc::sc::ScClient::new(&sc_url, "ak", "sk", "eucalyptus").unwrap());
     clc.db.insert_new(A, &volume("vol-00000001")).unwrap();
+    // Every record commit below is the actions' and the reconciler's: none may
+    // run on the runtime (this test's thread).
+    let writes = euca_clc::offload::runtime_writes();
     let x = run(&clc, &[]).await.unwrap();
     let id = texts(&x, "instanceId")[0].clone();
     let att = [
@@ -809,6 +812,23 @@ async fn attach_and_detach_progress_with_the_node_and_the_sc() {
         .any(|l| l.contains("/detach")));
     let x = call(&clc, A, "DescribeInstances", &[]).await.unwrap();
     assert!(!x.contains("vol-00000001"), "{x}");
+    // A forced detach, and one refused by the node, commit off the runtime too.
+    fake.set_volume(&id, "vol-00000001", NodeAttachState::Attached);
+    call(&clc, A, "AttachVolume", &att).await.unwrap();
+    call(
+        &clc,
+        A,
+        "DetachVolume",
+        &[("VolumeId", "vol-00000001"), ("Force", "true")],
+    )
+    .await
+    .unwrap();
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(
+        euca_clc::offload::runtime_writes(),
+        writes,
+        "record commits made on the async runtime"
+    );
 }
 
 #[tokio::test]
@@ -889,6 +909,7 @@ async fn ebs_root_from_a_snapshot_image_then_stop_start_and_terminate() {
         virtual_name: None,
     }];
     clc.db.insert_new(A, &ebs).unwrap();
+    let writes = euca_clc::offload::runtime_writes();
     let x = call(&clc, A, "RunInstances", &[("ImageId", "emi-000000e1")])
         .await
         .unwrap();
@@ -955,6 +976,11 @@ async fn ebs_root_from_a_snapshot_image_then_stop_start_and_terminate() {
     .await;
     assert_eq!(code(e), "InsufficientInstanceCapacity");
     assert_eq!(all_instances(&clc).len(), 1, "only the terminated one");
+    assert_eq!(
+        euca_clc::offload::runtime_writes(),
+        writes,
+        "record commits made on the async runtime"
+    );
 }
 
 /// A terminate that reached the node before the run did: the record ended, then

@@ -17,7 +17,7 @@ use crate::error::Ec2Error;
 use crate::model::{
     GroupRef, Image, ImageState, ImageType, Instance, InstanceReason, InstanceState, KeyPair,
 };
-use crate::offload::{all_of, blocking};
+use crate::offload::{all_of, blocking, on_db};
 use crate::params::Params;
 use crate::store::{Db, Owned, Write};
 use base64::Engine;
@@ -200,7 +200,10 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         }
         None => None,
     };
-    let groups = launch_groups(cx)?;
+    // The caller's groups (the first use makes the `default` group: a commit).
+    let (db, me) = (clc.db.clone(), owner.clone());
+    let all_groups = blocking(move || super::groups::my_groups(&db, &me)).await?;
+    let groups = launch_groups(p, &all_groups)?;
     let tags = super::tags::tag_specs(p, "instance")?;
     let user_data = match p.get("UserData") {
         Some(u) => {
@@ -473,7 +476,8 @@ async fn prepare_ebs_roots(
             error: None,
             force: false,
         }];
-        if !clc.db.insert_new(owner, &vol)? {
+        let (o, v) = (owner.to_string(), vol.clone());
+        if !on_db(&clc.db, move |db| db.insert_new(&o, &v)).await? {
             return Err(Ec2Error::internal(format!(
                 "the storage controller made volume {} but a record of that id exists",
                 vol.id
@@ -503,15 +507,18 @@ async fn prepare_ebs_roots(
         };
         rec.node = Some(node.clone());
         let r = rec.clone();
-        clc.db.update::<Instance, _>(&rec.id, |cur| {
-            Ok(match cur {
-                Some(c) => {
-                    c.record = r.clone();
-                    (Write::Put, ())
-                }
-                None => (Write::Keep, ()),
+        on_db(&clc.db, move |db| {
+            db.update::<Instance, _>(&r.id, |cur| {
+                Ok(match cur {
+                    Some(c) => {
+                        c.record = r.clone();
+                        (Write::Put, ())
+                    }
+                    None => (Write::Keep, ()),
+                })
             })
-        })?;
+        })
+        .await?;
     }
     Ok(())
 }
@@ -521,7 +528,8 @@ async fn prepare_ebs_roots(
 async fn drop_launch(clc: &crate::Clc, records: &[Instance]) {
     for rec in records {
         drop_volumes(clc, rec).await;
-        if let Err(e) = delete_instance(&clc.db, &rec.id) {
+        let id = rec.id.clone();
+        if let Err(e) = on_db(&clc.db, move |db| delete_instance(db, &id)).await {
             tracing::warn!(instance = %rec.id, error = %e, "removing an instance record of a failed launch");
         }
     }
@@ -534,8 +542,11 @@ async fn drop_volumes(clc: &crate::Clc, rec: &Instance) {
         let gone = async {
             sc.detach_volume(&v.volume_id).await?;
             sc.delete_volume(&v.volume_id).await?;
-            clc.db
-                .update::<crate::model::Volume, _>(&v.volume_id, |_| Ok((Write::Delete, ())))
+            let vid = v.volume_id.clone();
+            on_db(&clc.db, move |db| {
+                db.update::<crate::model::Volume, _>(&vid, |_| Ok((Write::Delete, ())))
+            })
+            .await
         };
         if let Err(e) = gone.await {
             tracing::warn!(volume = %v.volume_id, error = %e, "removing the root volume of a failed launch");
@@ -712,9 +723,10 @@ pub(crate) fn delete_instance(db: &Db, id: &str) -> Result<(), Ec2Error> {
 
 /// The groups of a launch: `SecurityGroupId.N` and `SecurityGroup.N`, or the
 /// caller's `default` group.
-fn launch_groups(cx: &Call<'_>) -> Result<Vec<GroupRef>, Ec2Error> {
-    let p = cx.params;
-    let all = super::groups::my_groups(&cx.clc.db, cx.account())?;
+fn launch_groups(
+    p: &Params,
+    all: &[Owned<crate::model::SecurityGroup>],
+) -> Result<Vec<GroupRef>, Ec2Error> {
     let mut out: Vec<GroupRef> = Vec::new();
     fn add(out: &mut Vec<GroupRef>, g: &crate::model::SecurityGroup) {
         if !out.iter().any(|o| o.id == g.id) {
@@ -1209,17 +1221,20 @@ async fn start_one(cx: &Call<'_>, mut rec: Instance) -> Result<(), Ec2Error> {
     rec.spec.volumes = extra;
     rec.node = Some(node.clone());
     let r = rec.clone();
-    let moved = clc.db.update::<Instance, _>(&rec.id, |cur| {
-        Ok(match cur {
-            Some(c) if c.record.state == InstanceState::Stopped => {
-                c.record = r.clone();
-                c.record.state = InstanceState::Pending;
-                c.record.state_reason = None;
-                (Write::Put, true)
-            }
-            _ => (Write::Keep, false),
+    let moved = on_db(&clc.db, move |db| {
+        db.update::<Instance, _>(&r.id, |cur| {
+            Ok(match cur {
+                Some(c) if c.record.state == InstanceState::Stopped => {
+                    c.record = r.clone();
+                    c.record.state = InstanceState::Pending;
+                    c.record.state_reason = None;
+                    (Write::Put, true)
+                }
+                _ => (Write::Keep, false),
+            })
         })
-    })?;
+    })
+    .await?;
     let launched = if moved {
         cluster
             .launch(&LaunchRequest {
@@ -1240,11 +1255,15 @@ async fn start_one(cx: &Call<'_>, mut rec: Instance) -> Result<(), Ec2Error> {
         for v in &rec.volumes {
             let _ = sc.detach_volume(&v.volume_id).await;
         }
-        let _ = clc.db.update_while::<Instance>(
-            &rec.id,
-            |c| c.state == InstanceState::Pending,
-            |c| c.state = InstanceState::Stopped,
-        );
+        let id = rec.id.clone();
+        let _ = on_db(&clc.db, move |db| {
+            db.update_while::<Instance>(
+                &id,
+                |c| c.state == InstanceState::Pending,
+                |c| c.state = InstanceState::Stopped,
+            )
+        })
+        .await;
         return Err(e);
     }
     Ok(())
