@@ -6,11 +6,14 @@
 //!   terminated; a guest that powered off: `stopped` for an EBS root, else
 //!   `terminated` with `Client.InstanceInitiatedShutdown`; a failed one
 //!   `terminated` with `Server.InternalError`; on a `DOWN` node the last state
-//!   stays, with a `Server.NodeDown` reason),
+//!   stays, with a `Server.NodeDown` reason: a `pending` instance is never
+//!   placed again elsewhere, since the node may be running it),
 //! - advances volume attachments (`attaching` → `attached`; `detaching` →
 //!   SC detach → volume `available`),
 //! - finishes terminations and stops (repeats the terminate until the node is
-//!   done, then the SC detaches, and deletes `DeleteOnTermination` volumes),
+//!   done, then the SC detaches, and deletes `DeleteOnTermination` volumes; on
+//!   a `DOWN` node the CC answers "unavailable", so the instance stays
+//!   `shutting-down`/`stopping` until the node is back),
 //! - re-drives `launching` records a crash left (see
 //!   [`crate::actions::instances`]),
 //! - ends strays: a guest the cluster reports holding capacity whose record is

@@ -1070,3 +1070,109 @@ async fn guests_without_a_live_record_are_terminated() {
         .any(|t| t == "i-000other"));
     assert_eq!(*fake.slots.lock().unwrap(), 9);
 }
+
+/// DescribeInstanceStatus: IncludeAllInstances and the status filters decide
+/// inside the paging (every page is full while more match), the checks follow
+/// the state, and a node the cluster reports DOWN makes the system check
+/// `impaired`.
+#[tokio::test]
+async fn instance_status_filters_pages_and_down_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, fake) = setup(dir.path(), 10);
+    let x = run(&clc, &[("MinCount", "4"), ("MaxCount", "4")])
+        .await
+        .unwrap();
+    let ids = texts(&x, "instanceId");
+    for id in &ids[..2] {
+        fake.set(id, NodeInstanceState::Running, None);
+    }
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    let status = |extra: Vec<(&'static str, String)>| {
+        let clc = &clc;
+        async move {
+            let p: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            call(clc, A, "DescribeInstanceStatus", &p).await.unwrap()
+        }
+    };
+    // Pages of one: each holds one of the two running instances.
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..10 {
+        let mut p = vec![("MaxResults", "1".to_string())];
+        if let Some(t) = &token {
+            p.push(("NextToken", t.clone()));
+        }
+        let x = status(p).await;
+        let got = texts(&x, "instanceId");
+        token = texts(&x, "nextToken").first().cloned();
+        if got.is_empty() {
+            assert!(token.is_none(), "an empty page with a next token: {x}");
+            break;
+        }
+        seen.extend(got);
+        if token.is_none() {
+            break;
+        }
+    }
+    seen.sort();
+    let mut running: Vec<String> = ids[..2].to_vec();
+    running.sort();
+    assert_eq!(seen, running);
+    // Status filters.
+    let x = status(vec![
+        ("IncludeAllInstances", "true".into()),
+        ("Filter.1.Name", "instance-status.status".into()),
+        ("Filter.1.Value.1", "initializing".into()),
+    ])
+    .await;
+    let mut pending = texts(&x, "instanceId");
+    pending.sort();
+    let mut want: Vec<String> = ids[2..].to_vec();
+    want.sort();
+    assert_eq!(pending, want, "{x}");
+    let x = status(vec![
+        ("IncludeAllInstances", "true".into()),
+        ("Filter.1.Name", "system-status.status".into()),
+        ("Filter.1.Value.1", "ok".into()),
+        ("Filter.2.Name", "instance-state-code".into()),
+        ("Filter.2.Value.1", "16".into()),
+    ])
+    .await;
+    assert_eq!(texts(&x, "instanceId").len(), 2, "{x}");
+    let x = status(vec![
+        ("IncludeAllInstances", "true".into()),
+        ("Filter.1.Name", "event.code".into()),
+        ("Filter.1.Value.1", "*".into()),
+    ])
+    .await;
+    assert!(texts(&x, "instanceId").is_empty(), "no events: {x}");
+    let x = status(vec![
+        ("IncludeAllInstances", "true".into()),
+        ("Filter.1.Name", "availability-zone".into()),
+        ("Filter.1.Value.1", ZONE.into()),
+    ])
+    .await;
+    assert_eq!(texts(&x, "instanceId").len(), 4, "{x}");
+    // By id: a pending one asked for without IncludeAllInstances is left out.
+    let x = status(vec![("InstanceId.1", ids[3].clone())]).await;
+    assert!(texts(&x, "instanceId").is_empty(), "{x}");
+    // The node goes DOWN: the system check fails for all of them.
+    *fake.node_state.lock().unwrap() = Some(NodeState::Down);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    let x = status(vec![
+        ("IncludeAllInstances", "true".into()),
+        ("Filter.1.Name", "system-status.status".into()),
+        ("Filter.1.Value.1", "impaired".into()),
+    ])
+    .await;
+    assert_eq!(texts(&x, "instanceId").len(), 4, "{x}");
+    assert!(
+        x.contains("<systemStatus><status>impaired</status><details><item><name>reachability</name><status>failed</status>"),
+        "{x}"
+    );
+    *fake.node_state.lock().unwrap() = Some(NodeState::Up);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    let x = status(vec![]).await;
+    assert!(!x.contains("impaired"), "{x}");
+    assert_eq!(texts(&x, "instanceId").len(), 2, "{x}");
+}

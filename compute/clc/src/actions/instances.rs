@@ -1287,53 +1287,141 @@ pub async fn get_console_output(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), 
     Ok(())
 }
 
+/// An instance's status checks as DescribeInstanceStatus shows them: (system
+/// status, its reachability, instance status, its reachability).
+///
+/// - running: `ok`/`passed` for both;
+/// - pending: `initializing` for both;
+/// - running or pending on a node its cluster reports `DOWN` (the reconciler's
+///   `Server.NodeDown` reason): the system check `impaired`/`failed` (the host
+///   does not answer), the instance check `insufficient-data` (nobody can look);
+/// - any other state: `not-applicable` with no reachability.
+fn status_checks(i: &Instance) -> (&'static str, &'static str, &'static str, &'static str) {
+    let down = i
+        .state_reason
+        .as_ref()
+        .is_some_and(|r| r.code == crate::reconcile::NODE_DOWN);
+    match i.state {
+        InstanceState::Running | InstanceState::Pending if down => (
+            "impaired",
+            "failed",
+            "insufficient-data",
+            "insufficient-data",
+        ),
+        InstanceState::Running => ("ok", "passed", "ok", "passed"),
+        InstanceState::Pending => (
+            "initializing",
+            "initializing",
+            "initializing",
+            "initializing",
+        ),
+        _ => ("not-applicable", "", "not-applicable", ""),
+    }
+}
+
+/// Whether DescribeInstanceStatus answers filter `name` from the status checks
+/// (and events, of which there are none) rather than from the instance.
+fn is_status_filter(name: &str) -> bool {
+    name.starts_with("system-status.")
+        || name.starts_with("instance-status.")
+        || name.starts_with("event.")
+}
+
+/// The values of a status or event filter (see [`is_status_filter`]).
+fn status_filter_values(name: &str, i: &Instance) -> Vec<String> {
+    let (sys, sys_reach, inst, inst_reach) = status_checks(i);
+    let one = |v: &str| {
+        if v.is_empty() {
+            Vec::new()
+        } else {
+            vec![v.to_string()]
+        }
+    };
+    match name {
+        "system-status.status" => one(sys),
+        "system-status.reachability" => one(sys_reach),
+        "instance-status.status" => one(inst),
+        "instance-status.reachability" => one(inst_reach),
+        // No scheduled events: an event filter matches nothing (and an unknown
+        // check name has no value either).
+        _ => Vec::new(),
+    }
+}
+
+/// Whether the instance is listed: running (or any state with
+/// `IncludeAllInstances`), and passing every status and event filter.
+fn status_listed(i: &Instance, all: bool, filters: &[describe::Filter]) -> bool {
+    if i.state == InstanceState::Launching || (!all && i.state != InstanceState::Running) {
+        return false;
+    }
+    filters.iter().all(|f| {
+        let have = status_filter_values(&f.name, i);
+        f.values
+            .iter()
+            .any(|want| have.iter().any(|h| describe::wildcard(want, h)))
+    })
+}
+
 pub async fn describe_instance_status(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
     let d = Describe::from_params(cx.params, "InstanceId")?;
     let all = cx.params.bool("IncludeAllInstances")?.unwrap_or(false);
     let (db, owner) = (cx.clc.db.clone(), cx.account().to_string());
-    let (found, next) = blocking(move || {
-        // Status filters are answered below; the rest by the instance's.
-        let mut inner = d.clone();
-        inner.filters.retain(|f| !f.name.contains("status"));
+    let found = blocking(move || {
+        // Status and event filters are answered from the checks, the rest by
+        // the instance's own filters; both, and IncludeAllInstances, inside the
+        // paging predicate, so a page is full whenever more match.
+        let (status, inner): (Vec<_>, Vec<_>) = d
+            .filters
+            .iter()
+            .cloned()
+            .partition(|f| is_status_filter(&f.name));
+        let mut d = d;
+        d.filters = inner;
+        if !d.ids.is_empty() {
+            // Asked by id: each must exist; the ones not listed are left out.
+            let (got, next) = describe::page::<Instance>(
+                &db,
+                Scope::Owner(&owner),
+                &d,
+                |o| o.record.state != InstanceState::Launching,
+                not_found,
+            )?;
+            let out = got
+                .into_iter()
+                .filter(|o| status_listed(&o.record, all, &status))
+                .collect();
+            return Ok((out, next));
+        }
         describe::page::<Instance>(
             &db,
             Scope::Owner(&owner),
-            &inner,
-            |o| o.record.state != InstanceState::Launching,
+            &d,
+            |o| status_listed(&o.record, all, &status),
             not_found,
         )
     })
     .await?;
+    let (found, next) = found;
     x.open("instanceStatusSet");
     for o in found {
         let i = &o.record;
-        if !all && i.state != InstanceState::Running {
-            continue;
-        }
-        let status = match i.state {
-            InstanceState::Running if i.state_reason.is_some() => "impaired",
-            InstanceState::Running => "ok",
-            InstanceState::Pending => "initializing",
-            _ => "not-applicable",
-        };
+        let (sys, sys_reach, inst, inst_reach) = status_checks(i);
         x.open("item")
             .elem("instanceId", &i.id)
             .elem("availabilityZone", &i.zone);
         state_elem(x, "instanceState", i.state);
-        for name in ["systemStatus", "instanceStatus"] {
+        for (name, status, reach) in [
+            ("systemStatus", sys, sys_reach),
+            ("instanceStatus", inst, inst_reach),
+        ] {
             x.open(name).elem("status", status);
             x.open("details");
-            x.open("item")
-                .elem("name", "reachability")
-                .elem(
-                    "status",
-                    match status {
-                        "ok" => "passed",
-                        "impaired" => "failed",
-                        _ => "initializing",
-                    },
-                )
-                .close();
+            if !reach.is_empty() {
+                x.open("item")
+                    .elem("name", "reachability")
+                    .elem("status", reach)
+                    .close();
+            }
             x.close();
             x.close();
         }
