@@ -37,6 +37,13 @@ pub struct NodeEntry {
     pub idle_since: Option<Instant>,
     /// When the wake command ran.
     pub waking_since: Option<Instant>,
+    /// POWERSAVE: how many sleep/wake decisions were taken for this node (under
+    /// the view's lock); a command runs only if its decision is still the
+    /// latest when its turn comes.
+    pub power_gen: u64,
+    /// POWERSAVE: one sleep or wake command of this node at a time, so a wake
+    /// decided while a sleep command runs is carried out after it.
+    pub power_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl NodeEntry {
@@ -54,6 +61,8 @@ impl NodeEntry {
             polling: false,
             idle_since: None,
             waking_since: None,
+            power_gen: 0,
+            power_lock: Default::default(),
         }
     }
 
