@@ -161,3 +161,54 @@ async fn a_running_guest_without_a_monitor_terminates() {
     assert!(gone, "the process named by the pid file is killed");
     assert!(!idir.join("root.qcow2").exists());
 }
+
+/// The serial console stays bounded while "QEMU" appends to it, for an adopted
+/// instance too: 3 MiB written, at most 1 MiB (+ one second's writes) left on
+/// disk, and GetConsoleOutput still returns the newest 64 KiB, in order.
+#[tokio::test]
+async fn the_console_stays_bounded_after_adoption() {
+    use base64::Engine;
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = NcConfig {
+        dir: tmp.path().join("nc"),
+        cores: Some(2),
+        memory_mib: Some(1024),
+        disk_gib: Some(10),
+        ..NcConfig::default()
+    };
+    let idir = cfg.dir.join("instances").join(ID);
+    let mut child = fake_qemu(ID);
+    write_instance(&idir, "running", child.id());
+    let images = Arc::new(DirImages::new(tmp.path().join("images")));
+    let node = QemuNode::open(cfg, images).await.unwrap();
+    let log = idir.join("console.log");
+    let mut w = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let line = |n: u32| format!("console line {n:010}\n");
+    let per = line(0).len() as u64;
+    let total = (3u64 << 20) / per;
+    for n in 0..total as u32 {
+        w.write_all(line(n).as_bytes()).unwrap();
+    }
+    let mut len = u64::MAX;
+    for _ in 0..100 {
+        len = std::fs::metadata(&log).unwrap().len();
+        if len <= 1 << 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = node.console(ID).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(len <= 1 << 20, "console.log is {len} bytes");
+    let out = base64::engine::general_purpose::STANDARD
+        .decode(c.unwrap().output)
+        .unwrap();
+    assert_eq!(out.len(), 64 << 10);
+    let text = String::from_utf8(out).unwrap();
+    let last: Vec<&str> = text.lines().rev().take(100).collect();
+    for (k, l) in last.iter().enumerate() {
+        assert_eq!(*l, line(total as u32 - 1 - k as u32).trim_end());
+    }
+}

@@ -8,7 +8,7 @@
 //! | `state.json` | state, reason, attachments (rewritten durably on each change) |
 //! | `root.qcow2` | qcow2 overlay on the cached image (kernel boots see it as `/dev/vda`) |
 //! | `ephemeral.qcow2` | the type's disk minus the image, ≥ 1 GiB, sparse (`/dev/vdb`) |
-//! | `console.log` | the serial console (QEMU appends; grows while the NC is down) |
+//! | `console.log` | the serial console (QEMU appends; the NC cuts its head past 1 MiB, see [`disks::trim_console`]) |
 //! | `qmp.sock`, `qemu.pid` | QEMU's monitor and pid |
 //!
 //! QEMU runs daemonized (its own session), so it survives the NC; [`QemuNode::open`]
@@ -333,6 +333,7 @@ impl QemuNode {
             lock(&instances).insert(inst.id().to_string(), inst);
         }
         tokio::spawn(janitor(Arc::downgrade(&instances)));
+        tokio::spawn(console_trimmer(Arc::downgrade(&instances)));
         Ok(Arc::new(QemuNode {
             ctx,
             name,
@@ -1355,6 +1356,33 @@ async fn reconcile_volumes(ctx: &Arc<Ctx>, inst: &Arc<Instance>, qmp: &Qmp) {
             }
             _ => {}
         }
+    }
+}
+
+/// Every second, bounds the console file of every instance not terminated
+/// (adopted ones too): see [`disks::trim_console`].
+async fn console_trimmer(instances: Weak<Mutex<BTreeMap<String, Arc<Instance>>>>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(map) = instances.upgrade() else {
+            return;
+        };
+        let files: Vec<PathBuf> = lock(&map)
+            .values()
+            .filter(|i| i.state() != NodeInstanceState::Terminated)
+            .map(|i| i.dir.join("console.log"))
+            .collect();
+        drop(map);
+        let _ = tokio::task::spawn_blocking(move || {
+            for f in files {
+                match disks::trim_console(&f, disks::CONSOLE_MAX, disks::CONSOLE_KEEP) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(file = %f.display(), dropped = n, "console trimmed"),
+                    Err(e) => tracing::warn!(file = %f.display(), "trimming the console: {e}"),
+                }
+            }
+        })
+        .await;
     }
 }
 
