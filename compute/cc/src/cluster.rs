@@ -64,12 +64,13 @@ impl Cluster {
             .state_dir
             .clone()
             .ok_or_else(|| CcError::Config("[cc] state_dir is not set".into()))?;
-        let (journal, registered, pending, asleep) = blocking(move || {
+        let (journal, registered, pending, asleep, reports) = blocking(move || {
             let j = Journal::open(&dir)?;
             let nodes = j.nodes()?;
             let pending = j.placements()?;
             let asleep = j.asleep()?;
-            Ok((j, nodes, pending, asleep))
+            let reports = j.last_reports()?;
+            Ok((j, nodes, pending, asleep, reports))
         })
         .await?;
         let mut view = View::default();
@@ -89,6 +90,18 @@ impl Cluster {
                 let e = &mut view.nodes[i];
                 e.state = NodeState::Asleep;
                 e.capacity = capacity;
+            }
+        }
+        // What each node last reported, until it answers again (a node DOWN at
+        // the restart keeps its instances listed, and calls for them answer
+        // "unavailable"). Capacity stays unknown until a poll: nothing is placed
+        // on a node not heard from.
+        for (name, instances) in reports {
+            if let Some(&i) = view.by_name.get(&name) {
+                for r in &instances {
+                    view.index.insert(r.instance_id.clone(), i);
+                }
+                view.nodes[i].instances = instances;
             }
         }
         for p in pending {

@@ -126,6 +126,9 @@ pub struct Applied {
     pub reported: Vec<String>,
     /// Reservations to (re-)send to the node.
     pub resend: Vec<InstanceSpec>,
+    /// The node's instances, when they differ from what it reported before
+    /// (the journal keeps them).
+    pub changed: Option<Vec<InstanceReport>>,
 }
 
 #[derive(Default)]
@@ -194,6 +197,9 @@ impl View {
             e.state = NodeState::Up;
         }
         let old = std::mem::replace(&mut e.instances, rep.instances);
+        if old != e.instances {
+            out.changed = Some(e.instances.clone());
+        }
         for r in &e.instances {
             if e.reservations.remove(&r.instance_id).is_some() {
                 out.reported.push(r.instance_id.clone());
