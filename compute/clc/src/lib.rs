@@ -21,11 +21,12 @@ pub mod install;
 pub mod keymat;
 pub mod mac;
 pub mod model;
-pub mod offload;
+mod offload;
 pub mod params;
 pub mod reconcile;
 pub mod sc;
 pub mod store;
+pub mod write_check;
 
 pub use api::ClcApi;
 pub use config::ClcConfig;

@@ -45,8 +45,7 @@ pub const INTERVAL: Duration = Duration::from_secs(1);
 /// reconciler terminates it (seconds).
 pub const STRAY_GRACE_SECS: i64 = 30;
 
-/// The `stateReason` code of an instance whose node is down.
-pub const NODE_DOWN: &str = "Server.NodeDown";
+pub use crate::model::NODE_DOWN;
 
 /// Runs passes until `shutdown` turns true (or its sender goes).
 pub fn spawn(

@@ -739,7 +739,7 @@ async fn attach_and_detach_progress_with_the_node_and_the_sc() {
     clc.db.insert_new(A, &volume("vol-00000001")).unwrap();
     // Every record commit below is the actions' and the reconciler's: none may
     // run on the runtime (this test's thread).
-    let writes = euca_clc::offload::runtime_writes();
+    let writes = euca_clc::write_check::runtime_writes();
     let x = run(&clc, &[]).await.unwrap();
     let id = texts(&x, "instanceId")[0].clone();
     let att = [
@@ -825,7 +825,7 @@ async fn attach_and_detach_progress_with_the_node_and_the_sc() {
     .unwrap();
     euca_clc::reconcile::pass(&clc).await.unwrap();
     assert_eq!(
-        euca_clc::offload::runtime_writes(),
+        euca_clc::write_check::runtime_writes(),
         writes,
         "record commits made on the async runtime"
     );
@@ -909,7 +909,7 @@ async fn ebs_root_from_a_snapshot_image_then_stop_start_and_terminate() {
         virtual_name: None,
     }];
     clc.db.insert_new(A, &ebs).unwrap();
-    let writes = euca_clc::offload::runtime_writes();
+    let writes = euca_clc::write_check::runtime_writes();
     let x = call(&clc, A, "RunInstances", &[("ImageId", "emi-000000e1")])
         .await
         .unwrap();
@@ -977,7 +977,7 @@ async fn ebs_root_from_a_snapshot_image_then_stop_start_and_terminate() {
     assert_eq!(code(e), "InsufficientInstanceCapacity");
     assert_eq!(all_instances(&clc).len(), 1, "only the terminated one");
     assert_eq!(
-        euca_clc::offload::runtime_writes(),
+        euca_clc::write_check::runtime_writes(),
         writes,
         "record commits made on the async runtime"
     );

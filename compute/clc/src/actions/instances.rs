@@ -1300,7 +1300,7 @@ fn status_checks(i: &Instance) -> (&'static str, &'static str, &'static str, &'s
     let down = i
         .state_reason
         .as_ref()
-        .is_some_and(|r| r.code == crate::reconcile::NODE_DOWN);
+        .is_some_and(|r| r.code == crate::model::NODE_DOWN);
     match i.state {
         InstanceState::Running | InstanceState::Pending if down => (
             "impaired",
