@@ -342,6 +342,20 @@ fn setup(dir: &std::path::Path, slots: usize) -> (Clc, Arc<Fake>) {
     (clc, fake)
 }
 
+/// [`setup`] with a clock running `offset` seconds ahead of now.
+fn setup_clocked(dir: &std::path::Path, slots: usize) -> (Clc, Arc<Fake>, Arc<AtomicI64>) {
+    let offset = Arc::new(AtomicI64::new(0));
+    let mut clc = open(dir);
+    let o = offset.clone();
+    clc.set_clock(move || {
+        time::OffsetDateTime::now_utc() + time::Duration::seconds(o.load(Ordering::SeqCst))
+    });
+    let fake = Fake::new(slots);
+    clc.set_cluster_api(ZONE, fake.clone());
+    add_images(&clc);
+    (clc, fake, offset)
+}
+
 fn add_images(clc: &Clc) {
     let mut emi = image("emi-00000001", ImageType::Machine);
     emi.kernel_id = Some("eki-00000001".into());
@@ -595,15 +609,7 @@ async fn the_reconciler_maps_node_states_to_ec2_states() {
 #[tokio::test]
 async fn terminated_instances_stay_an_hour_then_go() {
     let dir = tempfile::tempdir().unwrap();
-    let offset = Arc::new(AtomicI64::new(0));
-    let mut clc = open(dir.path());
-    let o = offset.clone();
-    clc.set_clock(move || {
-        time::OffsetDateTime::now_utc() + time::Duration::seconds(o.load(Ordering::SeqCst))
-    });
-    let fake = Fake::new(4);
-    clc.set_cluster_api(ZONE, fake.clone());
-    add_images(&clc);
+    let (clc, fake, offset) = setup_clocked(dir.path(), 4);
     let x = run(&clc, &[]).await.unwrap();
     let id = texts(&x, "instanceId")[0].clone();
     let t = call(&clc, A, "TerminateInstances", &[("InstanceId.1", &id)])
@@ -990,15 +996,7 @@ async fn ebs_root_from_a_snapshot_image_then_stop_start_and_terminate() {
 #[tokio::test]
 async fn guests_without_a_live_record_are_terminated() {
     let dir = tempfile::tempdir().unwrap();
-    let offset = Arc::new(AtomicI64::new(0));
-    let mut clc = open(dir.path());
-    let o = offset.clone();
-    clc.set_clock(move || {
-        time::OffsetDateTime::now_utc() + time::Duration::seconds(o.load(Ordering::SeqCst))
-    });
-    let fake = Fake::new(10);
-    clc.set_cluster_api(ZONE, fake.clone());
-    add_images(&clc);
+    let (clc, fake, offset) = setup_clocked(dir.path(), 10);
     let x = run(&clc, &[]).await.unwrap();
     let id = texts(&x, "instanceId")[0].clone();
     assert_eq!(*fake.slots.lock().unwrap(), 9);

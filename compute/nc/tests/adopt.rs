@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use euca_compute_proto::{CachedImage, InstanceSpec, NodeInstanceState, RootDisk, VmType};
+use euca_compute_proto::{InstanceSpec, NodeInstanceState};
 use euca_nc::config::NcConfig;
 use euca_nc::hypervisor::{DirImages, ImageCall, QemuNode};
 use euca_nc::Node;
@@ -16,27 +16,13 @@ use euca_nc::Node;
 const ID: &str = "i-0dead0a1";
 
 fn spec() -> InstanceSpec {
-    InstanceSpec {
-        instance_id: ID.into(),
-        account: "000000000001".into(),
-        reservation_id: "r-0dead0a1".into(),
-        vm_type: VmType {
-            name: "m1.small".into(),
-            cores: 1,
-            memory_mib: 256,
-            disk_gib: 5,
-        },
-        root: RootDisk::Image(CachedImage {
-            installed_id: "a".repeat(64),
-            size: 0,
-        }),
-        kernel: None,
-        ramdisk: None,
-        mac: "d0:0d:0d:ea:d0:a1".into(),
-        user_data: None,
-        public_key: None,
-        volumes: vec![],
-    }
+    serde_json::from_value(serde_json::json!({
+        "instance_id": ID, "account": "000000000001", "reservation_id": "r-0dead0a1",
+        "vm_type": {"name": "m1.small", "cores": 1, "memory_mib": 256, "disk_gib": 5},
+        "root": {"kind": "image", "installed_id": "a".repeat(64), "size": 0},
+        "mac": "d0:0d:0d:ea:d0:a1",
+    }))
+    .unwrap()
 }
 
 /// A process that looks like instance `id`'s QEMU to the node (`-name <id>`).
@@ -67,52 +53,85 @@ fn write_instance(dir: &Path, state: &str, pid: u32) {
     std::fs::write(dir.join("console.log"), b"TG-BOOTED\n").unwrap();
 }
 
-#[tokio::test]
-async fn a_shutting_down_guest_without_a_monitor_is_finished_on_adoption() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = NcConfig {
-        dir: tmp.path().join("nc"),
-        cores: Some(2),
-        memory_mib: Some(1024),
-        disk_gib: Some(10),
-        shutdown_timeout_secs: 600,
-        ..NcConfig::default()
-    };
-    let idir = cfg.dir.join("instances").join(ID);
-    let mut child = fake_qemu(ID);
-    let pid = child.id();
-    write_instance(&idir, "shutting-down", pid);
-    let images = Arc::new(DirImages::new(tmp.path().join("images")));
-    let node = QemuNode::open(cfg, images.clone()).await.unwrap();
-    let state = || {
-        node.report()
+/// A node controller opened on a dir holding instance [`ID`] in `state`, whose
+/// "QEMU" (a [`fake_qemu`]) runs and whose QMP socket does not exist.
+struct Adopted {
+    _tmp: tempfile::TempDir,
+    node: Arc<QemuNode>,
+    child: std::process::Child,
+    idir: std::path::PathBuf,
+    images: Arc<DirImages>,
+}
+
+impl Adopted {
+    async fn open(state: &str) -> Adopted {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = NcConfig {
+            dir: tmp.path().join("nc"),
+            cores: Some(2),
+            memory_mib: Some(1024),
+            disk_gib: Some(10),
+            shutdown_timeout_secs: 600,
+            ..NcConfig::default()
+        };
+        let idir = cfg.dir.join("instances").join(ID);
+        let child = fake_qemu(ID);
+        write_instance(&idir, state, child.id());
+        let images = Arc::new(DirImages::new(tmp.path().join("images")));
+        let node = QemuNode::open(cfg, images.clone()).await.unwrap();
+        Adopted {
+            _tmp: tmp,
+            node,
+            child,
+            idir,
+            images,
+        }
+    }
+
+    fn state(&self) -> Option<NodeInstanceState> {
+        self.node
+            .report()
             .instances
             .iter()
             .find(|i| i.instance_id == ID)
             .map(|i| i.state)
-    };
-    let mut done = false;
-    for _ in 0..300 {
-        if state() == Some(NodeInstanceState::Terminated) {
-            done = true;
-            break;
+    }
+
+    /// Waits (up to 30 s) for `terminated`; whether it came.
+    async fn terminated(&self) -> bool {
+        for _ in 0..300 {
+            if self.state() == Some(NodeInstanceState::Terminated) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        false
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(done, "still {:?}", state());
+
+    /// Ends the fake QEMU (if still there) and reaps it.
+    fn reap(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_shutting_down_guest_without_a_monitor_is_finished_on_adoption() {
+    let mut a = Adopted::open("shutting-down").await;
+    let done = a.terminated().await;
+    a.reap();
+    assert!(done, "still {:?}", a.state());
     for f in ["root.qcow2", "qemu.pid"] {
-        assert!(!idir.join(f).exists(), "{f} left behind");
+        assert!(!a.idir.join(f).exists(), "{f} left behind");
     }
-    assert!(idir.join("console.log").exists());
-    assert!(images.calls().contains(&ImageCall::Release {
+    assert!(a.idir.join("console.log").exists());
+    assert!(a.images.calls().contains(&ImageCall::Release {
         image: "a".repeat(64),
         holder: ID.into(),
     }));
     // And a terminate of it again is answered as it is.
     assert_eq!(
-        node.terminate(ID).await.unwrap().state,
+        a.node.terminate(ID).await.unwrap().state,
         NodeInstanceState::Terminated
     );
 }
@@ -121,45 +140,17 @@ async fn a_shutting_down_guest_without_a_monitor_is_finished_on_adoption() {
 /// want of one); a terminate then kills it at once (no powerdown to wait for).
 #[tokio::test]
 async fn a_running_guest_without_a_monitor_terminates() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = NcConfig {
-        dir: tmp.path().join("nc"),
-        cores: Some(2),
-        memory_mib: Some(1024),
-        disk_gib: Some(10),
-        shutdown_timeout_secs: 600,
-        ..NcConfig::default()
-    };
-    let idir = cfg.dir.join("instances").join(ID);
-    let mut child = fake_qemu(ID);
-    let pid = child.id();
-    write_instance(&idir, "running", pid);
-    let images = Arc::new(DirImages::new(tmp.path().join("images")));
-    let node = QemuNode::open(cfg, images.clone()).await.unwrap();
-    let state = || {
-        node.report()
-            .instances
-            .iter()
-            .find(|i| i.instance_id == ID)
-            .map(|i| i.state)
-    };
-    assert_eq!(state(), Some(NodeInstanceState::Running));
+    let mut a = Adopted::open("running").await;
+    let pid = a.child.id();
+    assert_eq!(a.state(), Some(NodeInstanceState::Running));
     assert!(alive(pid));
-    node.terminate(ID).await.unwrap();
-    let mut done = false;
-    for _ in 0..300 {
-        if state() == Some(NodeInstanceState::Terminated) {
-            done = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    a.node.terminate(ID).await.unwrap();
+    let done = a.terminated().await;
     let gone = !alive(pid);
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(done, "still {:?}", state());
+    a.reap();
+    assert!(done, "still {:?}", a.state());
     assert!(gone, "the process named by the pid file is killed");
-    assert!(!idir.join("root.qcow2").exists());
+    assert!(!a.idir.join("root.qcow2").exists());
 }
 
 /// The serial console stays bounded while "QEMU" appends to it, for an adopted
@@ -169,20 +160,8 @@ async fn a_running_guest_without_a_monitor_terminates() {
 async fn the_console_stays_bounded_after_adoption() {
     use base64::Engine;
     use std::io::Write;
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = NcConfig {
-        dir: tmp.path().join("nc"),
-        cores: Some(2),
-        memory_mib: Some(1024),
-        disk_gib: Some(10),
-        ..NcConfig::default()
-    };
-    let idir = cfg.dir.join("instances").join(ID);
-    let mut child = fake_qemu(ID);
-    write_instance(&idir, "running", child.id());
-    let images = Arc::new(DirImages::new(tmp.path().join("images")));
-    let node = QemuNode::open(cfg, images).await.unwrap();
-    let log = idir.join("console.log");
+    let mut a = Adopted::open("running").await;
+    let log = a.idir.join("console.log");
     let mut w = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     let line = |n: u32| format!("console line {n:010}\n");
     let per = line(0).len() as u64;
@@ -198,9 +177,8 @@ async fn the_console_stays_bounded_after_adoption() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let c = node.console(ID).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    let c = a.node.console(ID).await;
+    a.reap();
     assert!(len <= 1 << 20, "console.log is {len} bytes");
     let out = base64::engine::general_purpose::STANDARD
         .decode(c.unwrap().output)
