@@ -609,7 +609,7 @@ async fn the_reconciler_maps_node_states_to_ec2_states() {
 #[tokio::test]
 async fn terminated_instances_stay_an_hour_then_go() {
     let dir = tempfile::tempdir().unwrap();
-    let (clc, fake, offset) = setup_clocked(dir.path(), 4);
+    let (clc, _fake, offset) = setup_clocked(dir.path(), 4);
     let x = run(&clc, &[]).await.unwrap();
     let id = texts(&x, "instanceId")[0].clone();
     let t = call(&clc, A, "TerminateInstances", &[("InstanceId.1", &id)])
