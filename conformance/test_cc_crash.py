@@ -8,6 +8,7 @@ node yet. Once it is on main, the same checks can run against `euca nc --simulat
 (its nodes live at http://<listen>/sim/<k>)."""
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -245,3 +246,84 @@ def test_euca_nodes_table_and_json(rig):
     bad.write_text("not-the-cluster-token-000")
     out = subprocess.run(args[:-1] + [str(bad)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 1 and "Forbidden" in out.stderr and len(out.stderr.splitlines()) == 1
+
+
+class SimUrls:
+    """Simulated nodes (`euca nc --simulate 1`, one process each, so one can be
+    SIGSTOPped alone), not registering: the CC's config names them n0, n1."""
+
+    def __init__(self, root, token_file, n):
+        self.procs, self.urls = [], []
+        for k in range(n):
+            port = free_port()
+            log = open(root / f"sim{k}.log", "ab")
+            self.procs.append(subprocess.Popen(
+                [euca_bin(), "nc", "--simulate", "1", "--name", f"s{k}",
+                 "--token-file", str(token_file), "--nc-listen", f"127.0.0.1:{port}",
+                 "--sim-delay-ms", "0", "--cores", "2", "--memory-mib", "2048",
+                 "--disk-gib", "20"],
+                stdout=log, stderr=subprocess.STDOUT))
+            self.urls.append(f"http://127.0.0.1:{port}/sim/0")
+
+    def url(self, k):
+        return self.urls[k]
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+
+def test_kill9_while_a_node_is_down_keeps_its_instances_and_places_nothing(tmp_path):
+    """The CC is killed -9 while n0 is DOWN (its simulated node SIGSTOPped) and
+    restarted: n0's instances are still listed (n0 DOWN), nothing is placed again,
+    and once n0 answers (SIGCONT) it is UP with the same instances."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    os.chmod(token_file, 0o600)
+    sims = SimUrls(tmp_path, token_file, 2)
+    cc = None
+    try:
+        cc = Cc(tmp_path, sims, 2)
+        cc.start()
+        cc.wait("nodes polled", lambda: polled(cc))
+        r = cc.call("POST", "/v1/launch",
+                    {"min_count": 2, "instances": [spec("i-00000a01"), spec("i-00000a02")]})
+        assert [p["node"] for p in r["placed"]] == ["n0", "n0"], r
+        r = cc.call("POST", "/v1/launch", {"min_count": 1, "instances": [spec("i-00000b01")]})
+        assert [p["node"] for p in r["placed"]] == ["n1"], r
+
+        def running():
+            return {p["instance_id"]: (p["node"], p["node_state"], p["report"]["state"])
+                    for p in cc.call("GET", "/v1/instances") if p["report"]}
+        want = {"i-00000a01": ("n0", "UP", "running"), "i-00000a02": ("n0", "UP", "running"),
+                "i-00000b01": ("n1", "UP", "running")}
+        cc.wait("all running", lambda: running() == want)
+        sims.procs[0].send_signal(signal.SIGSTOP)
+        cc.wait("n0 DOWN", lambda: cc.call("GET", "/v1/nodes")[0]["state"] == "DOWN")
+        cc.proc.kill()
+        cc.proc.wait(10)
+        cc.start()
+        down = dict(want, **{i: ("n0", "DOWN", "running") for i in ("i-00000a01", "i-00000a02")})
+        cc.wait("n0's instances listed, n0 DOWN", lambda: running() == down)
+        # Nothing placed again: n1 holds only its own; a terminate of one of n0's
+        # answers "unavailable" rather than "no such instance".
+        nodes = cc.call("GET", "/v1/nodes")
+        assert [i["instance_id"] for i in nodes[1]["instances"]] == ["i-00000b01"], nodes
+        assert nodes[1]["reserved"]["cores"] == 0, nodes
+        with pytest.raises(urllib.error.HTTPError) as e:
+            cc.call("POST", "/v1/instances/i-00000a01/terminate")
+        assert e.value.code == 503, e.value.read()
+        sims.procs[0].send_signal(signal.SIGCONT)
+        cc.wait("n0 UP with its instances", lambda: running() == want)
+        assert cc.call("GET", "/v1/nodes")[0]["state"] == "UP"
+    finally:
+        if cc:
+            cc.stop()
+        sims.stop()

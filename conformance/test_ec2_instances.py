@@ -15,7 +15,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from helpers_ec2 import GUEST, register_guest_image, unique, wait_console
+from helpers_ec2 import GUEST, console, register_guest_image, unique, wait_console
 
 pytestmark = pytest.mark.skipif(not (GUEST / "initramfs.gz").exists(),
                                 reason=f"the tiny guest is not built in {GUEST} "
@@ -151,3 +151,61 @@ def test_stop_of_an_instance_store_instance_is_unsupported(cloud, guest_image):
         aws_wait(cloud, "instance-terminated", "--instance-ids", iid)
     out = json.loads(cloud.aws_ec2("describe-instances", "--instance-ids", iid).stdout)
     assert out["Reservations"][0]["Instances"][0]["State"]["Name"] == "terminated"
+
+
+def test_ebs_root_stop_then_start_boots_again(cloud, guest_image):
+    """An EBS-root instance (root volume from a snapshot image, the tiny guest's
+    kernel and ramdisk) on the real node: run -> running -> TG-BOOTED -> stop ->
+    instance-stopped -> start -> running -> the console shows a second boot ->
+    terminate -> instance-terminated, and its DeleteOnTermination root goes."""
+    _, eki, eri = guest_image
+    ec2 = cloud.ec2()
+    zone = ec2.describe_availability_zones()["AvailabilityZones"][0]["ZoneName"]
+    vol = ec2.create_volume(Size=1, AvailabilityZone=zone)["VolumeId"]
+    ec2.get_waiter("volume_available").wait(VolumeIds=[vol],
+                                            WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    snap = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+    ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[snap],
+                                              WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    ec2.delete_volume(VolumeId=vol)
+    ami = ec2.register_image(Name=unique("tg-ebs"), RootDeviceName="/dev/sda1",
+                             KernelId=eki, RamdiskId=eri, Architecture="x86_64",
+                             BlockDeviceMappings=[{"DeviceName": "/dev/sda1",
+                                                   "Ebs": {"SnapshotId": snap,
+                                                           "DeleteOnTermination": True}}]
+                             )["ImageId"]
+    iid, r = run_one(ec2, ami)
+    assert r["Instances"][0]["RootDeviceType"] == "ebs"
+    root = None
+    try:
+        aws_wait(cloud, "instance-running", "--instance-ids", iid)
+        wait_console(ec2, iid, r"TG-BOOTED")
+        d = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+        root = d["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+        s = ec2.stop_instances(InstanceIds=[iid])["StoppingInstances"][0]
+        assert s["CurrentState"]["Name"] == "stopping", s
+        ec2.get_waiter("instance_stopped").wait(InstanceIds=[iid],
+                                                WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+        assert ec2.describe_volumes(VolumeIds=[root])["Volumes"][0]["State"] == "in-use"
+        s = ec2.start_instances(InstanceIds=[iid])["StartingInstances"][0]
+        assert s["CurrentState"]["Name"] == "pending", s
+        aws_wait(cloud, "instance-running", "--instance-ids", iid)
+        # Two boots in the console: the second is the started one.
+        deadline = time.time() + 120
+        text = ""
+        while time.time() < deadline:
+            text = console(ec2, iid)
+            if text.count("TG-BOOTED") >= 2:
+                break
+            time.sleep(1)
+        assert text.count("TG-BOOTED") >= 2, text[-4000:]
+    finally:
+        ec2.terminate_instances(InstanceIds=[iid])
+        aws_wait(cloud, "instance-terminated", "--instance-ids", iid)
+    if root:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if not ec2.describe_volumes(Filters=[{"Name": "volume-id", "Values": [root]}])["Volumes"]:
+                break
+            time.sleep(1)
+        assert not ec2.describe_volumes(Filters=[{"Name": "volume-id", "Values": [root]}])["Volumes"]

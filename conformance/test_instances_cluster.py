@@ -23,9 +23,11 @@ from conftest import Cloud, euca_bin, free_port
 from helpers_ec2 import register_plain_image
 
 
-def sim_nodes(cloud, tmp_path, n, cores, name):
+def sim_nodes(cloud, tmp_path, n, cores, name, delay_ms=100):
     """Starts `euca nc --simulate n` registered with `cloud`'s CC; each node
-    advertises `cores` cores, 1 GiB per core and 10 GiB per core."""
+    advertises `cores` cores, 1 GiB per core and 10 GiB per core, and takes
+    `delay_ms` for each state change (pending → running, shutting-down →
+    terminated)."""
     port = free_port()
     log = open(tmp_path / f"nc-{name}.log", "ab")
     p = subprocess.Popen(
@@ -34,7 +36,7 @@ def sim_nodes(cloud, tmp_path, n, cores, name):
          "--cc", f"http://127.0.0.1:{cloud.cc_port}",
          "--token-file", str(cloud.data / "cloud" / "cluster-token"),
          "--cores", str(cores), "--memory-mib", str(1024 * cores),
-         "--disk-gib", str(10 * cores), "--sim-delay-ms", "100"],
+         "--disk-gib", str(10 * cores), "--sim-delay-ms", str(delay_ms)],
         stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 30
     while time.time() < deadline:

@@ -64,12 +64,13 @@ impl Cluster {
             .state_dir
             .clone()
             .ok_or_else(|| CcError::Config("[cc] state_dir is not set".into()))?;
-        let (journal, registered, pending, asleep) = blocking(move || {
+        let (journal, registered, pending, asleep, reports) = blocking(move || {
             let j = Journal::open(&dir)?;
             let nodes = j.nodes()?;
             let pending = j.placements()?;
             let asleep = j.asleep()?;
-            Ok((j, nodes, pending, asleep))
+            let reports = j.last_reports()?;
+            Ok((j, nodes, pending, asleep, reports))
         })
         .await?;
         let mut view = View::default();
@@ -89,6 +90,18 @@ impl Cluster {
                 let e = &mut view.nodes[i];
                 e.state = NodeState::Asleep;
                 e.capacity = capacity;
+            }
+        }
+        // What each node last reported, until it answers again (a node DOWN at
+        // the restart keeps its instances listed, and calls for them answer
+        // "unavailable"). Capacity stays unknown until a poll: nothing is placed
+        // on a node not heard from.
+        for (name, instances) in reports {
+            if let Some(&i) = view.by_name.get(&name) {
+                for r in &instances {
+                    view.index.insert(r.instance_id.clone(), i);
+                }
+                view.nodes[i].instances = instances;
             }
         }
         for p in pending {
@@ -413,11 +426,28 @@ impl Cluster {
 
     /// Runs the sleep (or wake) command for node `i` in the background; a sleep
     /// command that fails leaves the node awake.
+    ///
+    /// The decision (the node's state set to `Asleep` by the idle timer, or to
+    /// `Waking` by a placement) is taken under the view's lock, as every
+    /// reservation is, and numbered (`power_gen`). Commands of one node run one
+    /// at a time (`power_lock`), and each first checks, under the view's lock,
+    /// that its decision is still the node's latest — and for a sleep that the
+    /// node is still asleep with nothing reserved — else it is skipped. So a
+    /// node that got a reservation is never put to sleep, and a wake decided
+    /// while a sleep command runs is carried out after that command, not undone
+    /// by it.
     pub(crate) fn run_power_command(&self, i: usize, sleep: bool) {
-        let (name, url, capacity) = {
-            let v = self.lock();
-            let e = &v.nodes[i];
-            (e.name.clone(), e.url.clone(), e.capacity)
+        let (name, url, capacity, gen, turn) = {
+            let mut v = self.lock();
+            let e = &mut v.nodes[i];
+            e.power_gen += 1;
+            (
+                e.name.clone(),
+                e.url.clone(),
+                e.capacity,
+                e.power_gen,
+                e.power_lock.clone(),
+            )
         };
         let tmpl = if sleep {
             &self.cfg.sleep_command
@@ -433,10 +463,24 @@ impl Cluster {
             return;
         };
         let (prog, args) = (prog.clone(), args.to_vec());
-        tracing::info!(node = %name, command = what, "cc: POWERSAVE");
         let weak = self.me.clone();
         let journal = self.journal.clone();
         tokio::spawn(async move {
+            let _turn = turn.lock().await;
+            let current = |c: &Cluster| {
+                let v = c.lock();
+                v.nodes.get(i).is_some_and(|e| {
+                    e.power_gen == gen && (!sleep || (e.state == NodeState::Asleep && !e.busy()))
+                })
+            };
+            match weak.upgrade() {
+                Some(c) if current(&c) => {}
+                _ => {
+                    tracing::info!(node = %name, command = what, "cc: POWERSAVE decision superseded; not run");
+                    return;
+                }
+            }
+            tracing::info!(node = %name, command = what, "cc: POWERSAVE");
             // The journal first: a CC restarted after the command still knows.
             let (j, n) = (journal.clone(), name.clone());
             let rec = sleep.then_some(capacity);
@@ -461,7 +505,7 @@ impl Cluster {
                     if let Some(c) = weak.upgrade() {
                         let mut v = c.lock();
                         if let Some(e) = v.nodes.get_mut(i) {
-                            if e.state == NodeState::Asleep {
+                            if e.state == NodeState::Asleep && e.power_gen == gen {
                                 e.state = NodeState::Up;
                                 e.idle_since = None;
                             }

@@ -1,5 +1,7 @@
 //! The CC's durable state (`<state_dir>/cc.redb`, each commit fsync'd): the
-//! placements not yet reported by their node, and the nodes that registered.
+//! placements not yet reported by their node, the nodes that registered, and
+//! each node's instances as it last reported them (written when they change),
+//! so a CC restarted while a node is `DOWN` still lists that node's instances.
 //!
 //! A placement is written BEFORE its node is asked to run the instance and removed
 //! once the node reports it (in any state), so a CC killed at any point restarts
@@ -7,7 +9,7 @@
 //! node, and re-sends the run (idempotent by instance id) instead of placing again.
 use std::path::Path;
 
-use euca_compute_proto::{InstanceSpec, Resources};
+use euca_compute_proto::{InstanceReport, InstanceSpec, Resources};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +20,8 @@ const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 /// POWERSAVE: nodes put to sleep, with the capacity they last advertised (a
 /// restarted CC neither polls them into `DOWN` nor forgets it may wake them).
 const ASLEEP: TableDefinition<&str, &[u8]> = TableDefinition::new("asleep");
+/// Each node's instances as its last answered poll listed them.
+const LAST_REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("last_reports");
 
 /// A launch placed on `node`, not yet reported by it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,6 +59,7 @@ impl Journal {
         tx.open_table(PLACEMENTS).map_err(je)?;
         tx.open_table(NODES).map_err(je)?;
         tx.open_table(ASLEEP).map_err(je)?;
+        tx.open_table(LAST_REPORTS).map_err(je)?;
         tx.commit().map_err(je)?;
         Ok(Journal { db })
     }
@@ -155,6 +160,30 @@ impl Journal {
             }
         }
         tx.commit().map_err(je)
+    }
+
+    /// Records node `name`'s instances as it just reported them.
+    pub fn put_last_report(&self, name: &str, instances: &[InstanceReport]) -> Result<(), CcError> {
+        let tx = self.db.begin_write().map_err(je)?;
+        {
+            let mut t = tx.open_table(LAST_REPORTS).map_err(je)?;
+            let v = serde_json::to_vec(instances).map_err(|e| bad_record(name, e))?;
+            t.insert(name, v.as_slice()).map_err(je)?;
+        }
+        tx.commit().map_err(je)
+    }
+
+    /// Every node's last reported instances.
+    pub fn last_reports(&self) -> Result<Vec<(String, Vec<InstanceReport>)>, CcError> {
+        let tx = self.db.begin_read().map_err(je)?;
+        let t = tx.open_table(LAST_REPORTS).map_err(je)?;
+        let mut out = Vec::new();
+        for e in t.iter().map_err(je)? {
+            let (k, v) = e.map_err(je)?;
+            let r = serde_json::from_slice(v.value()).map_err(|e| bad_record(k.value(), e))?;
+            out.push((k.value().to_string(), r));
+        }
+        Ok(out)
     }
 
     /// Nodes asleep, with their last advertised capacity.

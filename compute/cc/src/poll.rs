@@ -130,6 +130,13 @@ impl Cluster {
             }
         };
         let Some(applied) = applied else { return };
+        if let Some(list) = applied.changed {
+            let j = self.journal.clone();
+            let name = self.lock().nodes[i].name.clone();
+            if let Err(e) = blocking(move || j.put_last_report(&name, &list)).await {
+                tracing::error!(error = %e, "cc: journal");
+            }
+        }
         if !applied.reported.is_empty() {
             let j = self.journal.clone();
             let ids = applied.reported;

@@ -37,6 +37,13 @@ pub struct NodeEntry {
     pub idle_since: Option<Instant>,
     /// When the wake command ran.
     pub waking_since: Option<Instant>,
+    /// POWERSAVE: how many sleep/wake decisions were taken for this node (under
+    /// the view's lock); a command runs only if its decision is still the
+    /// latest when its turn comes.
+    pub power_gen: u64,
+    /// POWERSAVE: one sleep or wake command of this node at a time, so a wake
+    /// decided while a sleep command runs is carried out after it.
+    pub power_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl NodeEntry {
@@ -54,6 +61,8 @@ impl NodeEntry {
             polling: false,
             idle_since: None,
             waking_since: None,
+            power_gen: 0,
+            power_lock: Default::default(),
         }
     }
 
@@ -117,6 +126,9 @@ pub struct Applied {
     pub reported: Vec<String>,
     /// Reservations to (re-)send to the node.
     pub resend: Vec<InstanceSpec>,
+    /// The node's instances, when they differ from what it reported before
+    /// (the journal keeps them).
+    pub changed: Option<Vec<InstanceReport>>,
 }
 
 #[derive(Default)]
@@ -185,6 +197,9 @@ impl View {
             e.state = NodeState::Up;
         }
         let old = std::mem::replace(&mut e.instances, rep.instances);
+        if old != e.instances {
+            out.changed = Some(e.instances.clone());
+        }
         for r in &e.instances {
             if e.reservations.remove(&r.instance_id).is_some() {
                 out.reported.push(r.instance_id.clone());

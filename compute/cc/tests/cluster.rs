@@ -390,3 +390,59 @@ async fn terminating_a_pending_launch_cancels_it() {
     assert_eq!(e.code(), codes::INSTANCE_NOT_FOUND);
     c.stop().await;
 }
+
+/// POWERSAVE: a placement that wakes a node whose sleep command is still
+/// running gets its wake after that command (not before, which the sleep would
+/// undo), the node comes up with its instance, and the journal does not keep
+/// it asleep (a restarted CC polls it).
+#[tokio::test]
+async fn powersave_wake_during_a_sleep_command_is_not_undone() {
+    let fake = Fake::start(1, two_slots()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("power.log");
+    let mut cfg = fake.config(Policy::PowerSave, &dir.path().join("state"));
+    cfg.idle_sleep_secs = 0;
+    let l = log.display();
+    // The sleep command takes a while (and says when it starts); the wake is quick.
+    cfg.sleep_command = vec![
+        "sh".into(),
+        "-c".into(),
+        format!("echo sleep-start >> {l}; sleep 1.5; echo sleep >> {l}"),
+    ];
+    cfg.wake_command = vec!["sh".into(), "-c".into(), format!("echo wake >> {l}")];
+    let c = Cluster::start(cfg.clone(), token()).await.unwrap();
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    for _ in 0..200 {
+        if !read().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(read(), "sleep-start\n");
+    assert_eq!(c.nodes()[0].state, NodeState::Asleep);
+    // Its sleep command is running now; a launch needs the node.
+    let r = c.launch(launch(&["i-1"], 1)).await.unwrap();
+    assert_eq!(r.placed[0].node, "n0");
+    for _ in 0..200 {
+        if read().lines().count() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(read(), "sleep-start\nsleep\nwake\n", "the wake comes last");
+    wait_nodes(&c, "n0 up with i-1", |ns| {
+        ns[0].state == NodeState::Up && ns[0].instances.len() == 1
+    })
+    .await;
+    assert_eq!(fake.runs(0, "i-1"), 1);
+    c.stop().await;
+    drop(c);
+    // Restarted: the journal does not say asleep, so it is polled UP at once.
+    cfg.idle_sleep_secs = 3600;
+    let c = Cluster::start(cfg, token()).await.unwrap();
+    wait_nodes(&c, "n0 polled up", |ns| {
+        ns[0].state == NodeState::Up && ns[0].instances.len() == 1
+    })
+    .await;
+    c.stop().await;
+}

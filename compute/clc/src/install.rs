@@ -178,7 +178,8 @@ impl Installer {
                     message: "the installer stopped".into(),
                 }),
             };
-            if let Err(e) = finish(&db, &image_id, outcome) {
+            let id = image_id.clone();
+            if let Err(e) = crate::offload::on_db(&db, move |db| finish(db, &id, outcome)).await {
                 tracing::error!(image = %image_id, error = %e, "recording the install's outcome");
             }
         });

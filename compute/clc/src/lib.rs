@@ -26,6 +26,7 @@ pub mod params;
 pub mod reconcile;
 pub mod sc;
 pub mod store;
+pub mod write_check;
 
 pub use api::ClcApi;
 pub use config::ClcConfig;
@@ -55,6 +56,9 @@ pub struct Clc {
     clusters: RwLock<BTreeMap<String, Arc<dyn cluster::ClusterApi>>>,
     /// Wakes the reconciler at once (after a mutating instance call).
     pub(crate) kick: tokio::sync::Notify,
+    /// Guests of this cloud a cluster reports that have no instance record, and
+    /// when the reconciler first saw each (unix seconds; see [`reconcile`]).
+    pub(crate) strays: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 type Clock = Box<dyn Fn() -> time::OffsetDateTime + Send + Sync>;
@@ -78,6 +82,7 @@ impl Clc {
             clock: Box::new(time::OffsetDateTime::now_utc),
             clusters: RwLock::new(BTreeMap::new()),
             kick: tokio::sync::Notify::new(),
+            strays: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 

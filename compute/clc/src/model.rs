@@ -438,6 +438,10 @@ record!(Snapshot, Kind::Snapshot);
 record!(Instance, Kind::Instance);
 record!(MacRecord, Kind::Mac);
 
+/// The `stateReason` code of an instance whose node is down (see
+/// [`crate::reconcile`]).
+pub const NODE_DOWN: &str = "Server.NodeDown";
+
 /// Now, as EC2 prints times (`2026-12-03T21:05:33.000Z`).
 pub fn now_iso() -> String {
     euca_aws::timefmt::format_iso8601(time::OffsetDateTime::now_utc())

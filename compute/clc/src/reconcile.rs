@@ -6,13 +6,24 @@
 //!   terminated; a guest that powered off: `stopped` for an EBS root, else
 //!   `terminated` with `Client.InstanceInitiatedShutdown`; a failed one
 //!   `terminated` with `Server.InternalError`; on a `DOWN` node the last state
-//!   stays, with a `Server.NodeDown` reason),
+//!   stays, with a `Server.NodeDown` reason: a `pending` instance is never
+//!   placed again elsewhere, since the node may be running it),
 //! - advances volume attachments (`attaching` → `attached`; `detaching` →
 //!   SC detach → volume `available`),
 //! - finishes terminations and stops (repeats the terminate until the node is
-//!   done, then the SC detaches, and deletes `DeleteOnTermination` volumes),
+//!   done, then the SC detaches, and deletes `DeleteOnTermination` volumes; on
+//!   a `DOWN` node the CC answers "unavailable", so the instance stays
+//!   `shutting-down`/`stopping` until the node is back),
 //! - re-drives `launching` records a crash left (see
 //!   [`crate::actions::instances`]),
+//! - ends strays: a guest the cluster reports holding capacity whose record is
+//!   `terminated` or `stopped` (a terminate or stop that raced the launch: the
+//!   node had not got the run when it was told to end it), or that has no
+//!   record at all — only guests of this cloud (their MAC carries the cloud's
+//!   prefix) and only once absent for [`STRAY_GRACE_SECS`], so a launch whose
+//!   records were written after this pass read them is never killed. Each is
+//!   re-read just before, after the cluster was listed; the cluster's terminate
+//!   frees its capacity,
 //! - removes terminated instances an hour after they ended.
 use crate::actions::attachments::{release_volume, set_attachment};
 use crate::actions::instances::{delete_instance, drive_launch, in_flight, TERMINATED_KEPT_SECS};
@@ -30,8 +41,11 @@ use std::time::Duration;
 /// How often a pass runs without being asked.
 pub const INTERVAL: Duration = Duration::from_secs(1);
 
-/// The `stateReason` code of an instance whose node is down.
-pub const NODE_DOWN: &str = "Server.NodeDown";
+/// How long a guest of this cloud with no instance record may run before the
+/// reconciler terminates it (seconds).
+pub const STRAY_GRACE_SECS: i64 = 30;
+
+pub use crate::model::NODE_DOWN;
 
 /// Runs passes until `shutdown` turns true (or its sender goes).
 pub fn spawn(
@@ -75,6 +89,13 @@ pub async fn pass(clc: &Clc) -> Result<(), Ec2Error> {
             Err(e) => tracing::debug!(%zone, error = %e, "the cluster did not list its instances"),
         }
     }
+    let known: HashMap<String, InstanceState> = records
+        .iter()
+        .map(|o| (o.record.id.clone(), o.record.state))
+        .collect();
+    if let Err(e) = strays(clc, &live, &known, now).await {
+        tracing::warn!(error = %e, "ending stray guests");
+    }
     // Launches a crash interrupted, by reservation.
     let mut launching: BTreeMap<String, Vec<Owned<Instance>>> = BTreeMap::new();
     for o in records {
@@ -106,6 +127,106 @@ pub async fn pass(clc: &Clc) -> Result<(), Ec2Error> {
             }
             Err(e) => {
                 tracing::warn!(reservation = %rid, error = %e, "re-driving an interrupted launch")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Terminates the guests nothing should be running (see the module doc):
+/// `known` is every record's state as this pass read it, before `live`.
+async fn strays(
+    clc: &Clc,
+    live: &HashMap<String, HashMap<String, PlacedInstance>>,
+    known: &HashMap<String, InstanceState>,
+    now: i64,
+) -> Result<(), Ec2Error> {
+    let mut suspects: Vec<(String, String, bool)> = Vec::new();
+    for (zone, placed) in live {
+        for (id, p) in placed {
+            let Some(r) = &p.report else { continue };
+            if !r.state.holds_capacity() {
+                continue;
+            }
+            match known.get(id) {
+                Some(InstanceState::Terminated | InstanceState::Stopped) => {
+                    suspects.push((zone.clone(), id.clone(), false))
+                }
+                Some(_) => {}
+                None => suspects.push((zone.clone(), id.clone(), true)),
+            }
+        }
+    }
+    // Absent ones only once past the grace.
+    let due: Vec<(String, String, bool)> = {
+        let mut first_seen = clc.strays.lock().unwrap_or_else(|e| e.into_inner());
+        first_seen.retain(|id, _| suspects.iter().any(|(_, s, absent)| *absent && s == id));
+        for (_, id, absent) in &suspects {
+            if *absent {
+                first_seen.entry(id.clone()).or_insert(now);
+            }
+        }
+        suspects
+            .into_iter()
+            .filter(|(_, id, absent)| {
+                !absent
+                    || first_seen
+                        .get(id)
+                        .is_some_and(|t| t + STRAY_GRACE_SECS <= now)
+            })
+            .collect()
+    };
+    if due.is_empty() {
+        return Ok(());
+    }
+    // Re-read after the listing: a Start or a launch committed since is not a stray.
+    let db = clc.db.clone();
+    let ids: Vec<String> = due.iter().map(|(_, id, _)| id.clone()).collect();
+    let (prefix, fresh) = blocking(move || {
+        let prefix = db
+            .get::<crate::model::MacRecord>(crate::mac::PREFIX_ID)?
+            .map(|o| o.record.value);
+        let mut fresh = HashMap::new();
+        for id in ids {
+            let state = db.get::<Instance>(&id)?.map(|o| o.record.state);
+            fresh.insert(id, state);
+        }
+        Ok((prefix, fresh))
+    })
+    .await?;
+    for (zone, id, _) in due {
+        let ours = || {
+            let mac = live
+                .get(&zone)
+                .and_then(|z| z.get(&id))
+                .and_then(|p| p.report.as_ref())
+                .map(|r| r.mac.as_str());
+            match (&prefix, mac) {
+                (Some(pre), Some(mac)) => {
+                    mac.len() > pre.len()
+                        && mac.starts_with(pre.as_str())
+                        && mac.as_bytes()[pre.len()] == b':'
+                }
+                _ => false,
+            }
+        };
+        let stray = match fresh.get(&id).copied().flatten() {
+            Some(InstanceState::Terminated | InstanceState::Stopped) => true,
+            Some(_) => false,
+            None => ours(),
+        };
+        if !stray {
+            continue;
+        }
+        let Ok(cluster) = clc.cluster(&zone) else {
+            continue;
+        };
+        match cluster.terminate(&id).await {
+            Ok(_) => {
+                tracing::warn!(instance = %id, %zone, "terminated a guest with no live instance record")
+            }
+            Err(e) => {
+                tracing::warn!(instance = %id, %zone, error = %e, "terminating a stray guest")
             }
         }
     }

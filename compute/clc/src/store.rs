@@ -403,6 +403,7 @@ impl Db {
         record: &T,
         conflict: impl Fn(&T) -> bool,
     ) -> Result<bool, Ec2Error> {
+        crate::write_check::check_write(T::KIND.resource_type());
         let value = serde_json::to_vec(record)?;
         let check = |raw: &[u8]| serde_json::from_slice::<T>(raw).is_ok_and(|t| conflict(&t));
         self.store
@@ -412,6 +413,7 @@ impl Db {
     /// Stores a new record for `owner` unless its id exists (no other record is
     /// read: creating is O(log n) however many the owner has).
     pub fn insert_new<T: Record>(&self, owner: &str, record: &T) -> Result<bool, Ec2Error> {
+        crate::write_check::check_write(T::KIND.resource_type());
         let value = serde_json::to_vec(record)?;
         self.store.insert(T::KIND, owner, record.id(), &value, None)
     }
@@ -424,6 +426,7 @@ impl Db {
         id: &str,
         mut f: impl FnMut(Option<&mut Owned<T>>) -> Result<(Write, R), Ec2Error>,
     ) -> Result<R, Ec2Error> {
+        crate::write_check::check_write(T::KIND.resource_type());
         let mut out = None;
         self.store.update(T::KIND, id, &mut |cur| {
             let mut owned = match cur {

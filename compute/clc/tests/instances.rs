@@ -94,6 +94,10 @@ struct Fake {
     launches: AtomicUsize,
     /// Launch calls answered with a transport failure before working.
     fail_launches: AtomicUsize,
+    /// Terminate calls answered "no such instance" before working (the node has
+    /// not got the run yet).
+    lost_terminates: AtomicUsize,
+    terminates: Mutex<Vec<String>>,
 }
 
 impl Fake {
@@ -226,6 +230,11 @@ impl ClusterApi for Fake {
         }])
     }
     async fn terminate(&self, id: &str) -> Result<PlacedInstance, ProtoError> {
+        self.terminates.lock().unwrap().push(id.to_string());
+        if self.lost_terminates.load(Ordering::SeqCst) > 0 {
+            self.lost_terminates.fetch_sub(1, Ordering::SeqCst);
+            return Err(Fake::not_found());
+        }
         {
             let mut h = self.held.lock().unwrap();
             let Some(i) = h.get_mut(id) else {
@@ -331,6 +340,20 @@ fn setup(dir: &std::path::Path, slots: usize) -> (Clc, Arc<Fake>) {
     assert!(clc.set_cluster_api(ZONE, fake.clone()));
     add_images(&clc);
     (clc, fake)
+}
+
+/// [`setup`] with a clock running `offset` seconds ahead of now.
+fn setup_clocked(dir: &std::path::Path, slots: usize) -> (Clc, Arc<Fake>, Arc<AtomicI64>) {
+    let offset = Arc::new(AtomicI64::new(0));
+    let mut clc = open(dir);
+    let o = offset.clone();
+    clc.set_clock(move || {
+        time::OffsetDateTime::now_utc() + time::Duration::seconds(o.load(Ordering::SeqCst))
+    });
+    let fake = Fake::new(slots);
+    clc.set_cluster_api(ZONE, fake.clone());
+    add_images(&clc);
+    (clc, fake, offset)
 }
 
 fn add_images(clc: &Clc) {
@@ -586,15 +609,7 @@ async fn the_reconciler_maps_node_states_to_ec2_states() {
 #[tokio::test]
 async fn terminated_instances_stay_an_hour_then_go() {
     let dir = tempfile::tempdir().unwrap();
-    let offset = Arc::new(AtomicI64::new(0));
-    let mut clc = open(dir.path());
-    let o = offset.clone();
-    clc.set_clock(move || {
-        time::OffsetDateTime::now_utc() + time::Duration::seconds(o.load(Ordering::SeqCst))
-    });
-    let fake = Fake::new(4);
-    clc.set_cluster_api(ZONE, fake.clone());
-    add_images(&clc);
+    let (clc, _fake, offset) = setup_clocked(dir.path(), 4);
     let x = run(&clc, &[]).await.unwrap();
     let id = texts(&x, "instanceId")[0].clone();
     let t = call(&clc, A, "TerminateInstances", &[("InstanceId.1", &id)])
@@ -728,6 +743,9 @@ async fn attach_and_detach_progress_with_the_node_and_the_sc() {
     let (sc_url, sc_calls) = fake_sc().await;
     clc.set_sc(euca_clc::sc::ScClient::new(&sc_url, "ak", "sk", "eucalyptus").unwrap());
     clc.db.insert_new(A, &volume("vol-00000001")).unwrap();
+    // Every record commit below is the actions' and the reconciler's: none may
+    // run on the runtime (this test's thread).
+    let writes = euca_clc::write_check::runtime_writes();
     let x = run(&clc, &[]).await.unwrap();
     let id = texts(&x, "instanceId")[0].clone();
     let att = [
@@ -800,6 +818,23 @@ async fn attach_and_detach_progress_with_the_node_and_the_sc() {
         .any(|l| l.contains("/detach")));
     let x = call(&clc, A, "DescribeInstances", &[]).await.unwrap();
     assert!(!x.contains("vol-00000001"), "{x}");
+    // A forced detach, and one refused by the node, commit off the runtime too.
+    fake.set_volume(&id, "vol-00000001", NodeAttachState::Attached);
+    call(&clc, A, "AttachVolume", &att).await.unwrap();
+    call(
+        &clc,
+        A,
+        "DetachVolume",
+        &[("VolumeId", "vol-00000001"), ("Force", "true")],
+    )
+    .await
+    .unwrap();
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(
+        euca_clc::write_check::runtime_writes(),
+        writes,
+        "record commits made on the async runtime"
+    );
 }
 
 #[tokio::test]
@@ -880,6 +915,7 @@ async fn ebs_root_from_a_snapshot_image_then_stop_start_and_terminate() {
         virtual_name: None,
     }];
     clc.db.insert_new(A, &ebs).unwrap();
+    let writes = euca_clc::write_check::runtime_writes();
     let x = call(&clc, A, "RunInstances", &[("ImageId", "emi-000000e1")])
         .await
         .unwrap();
@@ -946,4 +982,195 @@ async fn ebs_root_from_a_snapshot_image_then_stop_start_and_terminate() {
     .await;
     assert_eq!(code(e), "InsufficientInstanceCapacity");
     assert_eq!(all_instances(&clc).len(), 1, "only the terminated one");
+    assert_eq!(
+        euca_clc::write_check::runtime_writes(),
+        writes,
+        "record commits made on the async runtime"
+    );
+}
+
+/// A terminate that reached the node before the run did: the record ended, then
+/// the guest came up. The reconciler ends it and its slot comes back. A guest of
+/// this cloud with no record at all is ended after the grace; another cloud's
+/// (another MAC prefix) is left alone.
+#[tokio::test]
+async fn guests_without_a_live_record_are_terminated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, fake, offset) = setup_clocked(dir.path(), 10);
+    let x = run(&clc, &[]).await.unwrap();
+    let id = texts(&x, "instanceId")[0].clone();
+    assert_eq!(*fake.slots.lock().unwrap(), 9);
+    fake.lost_terminates.store(2, Ordering::SeqCst);
+    call(&clc, A, "TerminateInstances", &[("InstanceId.1", &id)])
+        .await
+        .unwrap();
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(describe_states(&clc).await, ["terminated"]);
+    // The run lands now.
+    fake.set(&id, NodeInstanceState::Running, None);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(
+        fake.held.lock().unwrap()[&id].state,
+        NodeInstanceState::Terminated,
+        "the late guest is ended"
+    );
+    assert_eq!(*fake.slots.lock().unwrap(), 10, "its capacity is free");
+    assert_eq!(describe_states(&clc).await, ["terminated"]);
+
+    // Guests with no record: one of this cloud, one of another.
+    let prefix = clc
+        .db
+        .get::<euca_clc::model::MacRecord>(euca_clc::mac::PREFIX_ID)
+        .unwrap()
+        .unwrap()
+        .record
+        .value;
+    let other = if prefix.starts_with("06") {
+        "0a:00:00"
+    } else {
+        "06:00:00"
+    };
+    for (gid, mac) in [
+        ("i-0000stray", format!("{prefix}:00:00:01")),
+        ("i-000other", format!("{other}:00:00:01")),
+    ] {
+        fake.held.lock().unwrap().insert(
+            gid.into(),
+            Held {
+                spec_mac: mac,
+                state: NodeInstanceState::Running,
+                reason: None,
+                volumes: Vec::new(),
+            },
+        );
+    }
+    *fake.slots.lock().unwrap() -= 2;
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    let state = |g: &str| fake.held.lock().unwrap()[g].state;
+    assert_eq!(
+        state("i-0000stray"),
+        NodeInstanceState::Running,
+        "within the grace"
+    );
+    offset.store(euca_clc::reconcile::STRAY_GRACE_SECS + 1, Ordering::SeqCst);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(state("i-0000stray"), NodeInstanceState::Terminated);
+    assert_eq!(
+        state("i-000other"),
+        NodeInstanceState::Running,
+        "not this cloud's"
+    );
+    assert!(!fake
+        .terminates
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|t| t == "i-000other"));
+    assert_eq!(*fake.slots.lock().unwrap(), 9);
+}
+
+/// DescribeInstanceStatus: IncludeAllInstances and the status filters decide
+/// inside the paging (every page is full while more match), the checks follow
+/// the state, and a node the cluster reports DOWN makes the system check
+/// `impaired`.
+#[tokio::test]
+async fn instance_status_filters_pages_and_down_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, fake) = setup(dir.path(), 10);
+    let x = run(&clc, &[("MinCount", "4"), ("MaxCount", "4")])
+        .await
+        .unwrap();
+    let ids = texts(&x, "instanceId");
+    for id in &ids[..2] {
+        fake.set(id, NodeInstanceState::Running, None);
+    }
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    let status = |extra: Vec<(&'static str, String)>| {
+        let clc = &clc;
+        async move {
+            let p: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            call(clc, A, "DescribeInstanceStatus", &p).await.unwrap()
+        }
+    };
+    // Pages of one: each holds one of the two running instances.
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..10 {
+        let mut p = vec![("MaxResults", "1".to_string())];
+        if let Some(t) = &token {
+            p.push(("NextToken", t.clone()));
+        }
+        let x = status(p).await;
+        let got = texts(&x, "instanceId");
+        token = texts(&x, "nextToken").first().cloned();
+        if got.is_empty() {
+            assert!(token.is_none(), "an empty page with a next token: {x}");
+            break;
+        }
+        seen.extend(got);
+        if token.is_none() {
+            break;
+        }
+    }
+    seen.sort();
+    let mut running: Vec<String> = ids[..2].to_vec();
+    running.sort();
+    assert_eq!(seen, running);
+    // Status filters.
+    let x = status(vec![
+        ("IncludeAllInstances", "true".into()),
+        ("Filter.1.Name", "instance-status.status".into()),
+        ("Filter.1.Value.1", "initializing".into()),
+    ])
+    .await;
+    let mut pending = texts(&x, "instanceId");
+    pending.sort();
+    let mut want: Vec<String> = ids[2..].to_vec();
+    want.sort();
+    assert_eq!(pending, want, "{x}");
+    let x = status(vec![
+        ("IncludeAllInstances", "true".into()),
+        ("Filter.1.Name", "system-status.status".into()),
+        ("Filter.1.Value.1", "ok".into()),
+        ("Filter.2.Name", "instance-state-code".into()),
+        ("Filter.2.Value.1", "16".into()),
+    ])
+    .await;
+    assert_eq!(texts(&x, "instanceId").len(), 2, "{x}");
+    let x = status(vec![
+        ("IncludeAllInstances", "true".into()),
+        ("Filter.1.Name", "event.code".into()),
+        ("Filter.1.Value.1", "*".into()),
+    ])
+    .await;
+    assert!(texts(&x, "instanceId").is_empty(), "no events: {x}");
+    let x = status(vec![
+        ("IncludeAllInstances", "true".into()),
+        ("Filter.1.Name", "availability-zone".into()),
+        ("Filter.1.Value.1", ZONE.into()),
+    ])
+    .await;
+    assert_eq!(texts(&x, "instanceId").len(), 4, "{x}");
+    // By id: a pending one asked for without IncludeAllInstances is left out.
+    let x = status(vec![("InstanceId.1", ids[3].clone())]).await;
+    assert!(texts(&x, "instanceId").is_empty(), "{x}");
+    // The node goes DOWN: the system check fails for all of them.
+    *fake.node_state.lock().unwrap() = Some(NodeState::Down);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    let x = status(vec![
+        ("IncludeAllInstances", "true".into()),
+        ("Filter.1.Name", "system-status.status".into()),
+        ("Filter.1.Value.1", "impaired".into()),
+    ])
+    .await;
+    assert_eq!(texts(&x, "instanceId").len(), 4, "{x}");
+    assert!(
+        x.contains("<systemStatus><status>impaired</status><details><item><name>reachability</name><status>failed</status>"),
+        "{x}"
+    );
+    *fake.node_state.lock().unwrap() = Some(NodeState::Up);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    let x = status(vec![]).await;
+    assert!(!x.contains("impaired"), "{x}");
+    assert_eq!(texts(&x, "instanceId").len(), 2, "{x}");
 }

@@ -10,6 +10,7 @@ use crate::error::Ec2Error;
 use crate::model::{
     AttachmentState, Instance, InstanceState, InstanceVolume, Volume, VolumeAttachment, VolumeState,
 };
+use crate::offload::on_db;
 use crate::store::{Db, Write};
 use euca_aws::xml::XmlWriter;
 use euca_compute_proto::{codes, AttachSpec, VolumeExport};
@@ -163,44 +164,58 @@ pub async fn attach_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
     let ip = crate::cluster::node_ip(&*cluster, &node).await?;
     let now = euca_aws::timefmt::format_iso8601(cx.clc.now());
     // available → in-use (attaching), atomically: one attach wins.
-    cx.clc.db.update::<Volume, _>(vol_id, |cur| {
-        let Some(c) = cur else {
-            return Err(Ec2Error::volume_not_found(vol_id));
-        };
-        match c.record.state {
-            VolumeState::Available if c.record.attachment.is_none() => {
-                c.record.state = VolumeState::InUse;
-                c.record.attachment = Some(VolumeAttachment {
-                    instance_id: inst_id.to_string(),
-                    device: device.to_string(),
-                    state: AttachmentState::Attaching,
-                    attach_time: now.clone(),
-                    delete_on_termination: false,
-                });
-                Ok((Write::Put, ()))
+    let (v, i, d, t) = (
+        vol_id.to_string(),
+        inst_id.to_string(),
+        device.to_string(),
+        now.clone(),
+    );
+    on_db(&cx.clc.db, move |db| {
+        let (vol_id, inst_id, device, now) = (v.as_str(), i.as_str(), d.as_str(), &t);
+        db.update::<Volume, _>(vol_id, |cur| {
+            let Some(c) = cur else {
+                return Err(Ec2Error::volume_not_found(vol_id));
+            };
+            match c.record.state {
+                VolumeState::Available if c.record.attachment.is_none() => {
+                    c.record.state = VolumeState::InUse;
+                    c.record.attachment = Some(VolumeAttachment {
+                        instance_id: inst_id.to_string(),
+                        device: device.to_string(),
+                        state: AttachmentState::Attaching,
+                        attach_time: now.clone(),
+                        delete_on_termination: false,
+                    });
+                    Ok((Write::Put, ()))
+                }
+                VolumeState::InUse => Err(Ec2Error::state(
+                    "VolumeInUse",
+                    format!("Volume {vol_id} is already attached"),
+                )),
+                s => Err(Ec2Error::state(
+                    "IncorrectState",
+                    format!(
+                        "Volume {vol_id} is {}; only available volumes attach",
+                        s.as_str()
+                    ),
+                )),
             }
-            VolumeState::InUse => Err(Ec2Error::state(
-                "VolumeInUse",
-                format!("Volume {vol_id} is already attached"),
-            )),
-            s => Err(Ec2Error::state(
-                "IncorrectState",
-                format!(
-                    "Volume {vol_id} is {}; only available volumes attach",
-                    s.as_str()
-                ),
-            )),
-        }
-    })?;
+        })
+    })
+    .await?;
     let undo = |db: &Db| {
-        if let Err(e) = release_volume(db, vol_id, inst_id) {
-            tracing::warn!(volume = %vol_id, error = %e, "undoing a failed attach");
+        let (db, v, i) = (db.clone(), vol_id.to_string(), inst_id.to_string());
+        async move {
+            let vid = v.clone();
+            if let Err(e) = on_db(&db, move |db| release_volume(db, &vid, &i)).await {
+                tracing::warn!(volume = %v, error = %e, "undoing a failed attach");
+            }
         }
     };
     let uri = match sc.attach_volume(vol_id, ip).await {
         Ok(u) => u,
         Err(e) => {
-            undo(&cx.clc.db);
+            undo(&cx.clc.db).await;
             return Err(e);
         }
     };
@@ -214,15 +229,19 @@ pub async fn attach_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         error: None,
         force: false,
     };
-    let added = cx.clc.db.update::<Instance, _>(inst_id, |cur| {
-        Ok(match cur {
-            Some(c) => {
-                c.record.volumes.push(entry.clone());
-                (Write::Put, true)
-            }
-            None => (Write::Keep, false),
+    let i = inst_id.to_string();
+    let added = on_db(&cx.clc.db, move |db| {
+        db.update::<Instance, _>(&i, |cur| {
+            Ok(match cur {
+                Some(c) => {
+                    c.record.volumes.push(entry.clone());
+                    (Write::Put, true)
+                }
+                None => (Write::Keep, false),
+            })
         })
-    });
+    })
+    .await;
     let spec = AttachSpec {
         volume_id: vol_id.to_string(),
         device: device.to_string(),
@@ -237,7 +256,7 @@ pub async fn attach_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         if let Err(de) = sc.detach_volume(vol_id).await {
             tracing::warn!(volume = %vol_id, error = %de, "removing the export of a failed attach");
         }
-        undo(&cx.clc.db);
+        undo(&cx.clc.db).await;
         return Err(e);
     }
     cx.clc.kick_reconciler();
@@ -299,29 +318,22 @@ pub async fn detach_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         );
         return Ok(());
     }
-    set_attachment(
-        &cx.clc.db,
-        vol_id,
-        &inst_id,
-        AttachmentState::Detaching,
-        None,
-    )?;
-    cx.clc.db.update::<Instance, _>(&inst_id, |cur| {
-        Ok(match cur {
-            Some(c) => {
-                for v in c
-                    .record
-                    .volumes
-                    .iter_mut()
-                    .filter(|v| v.volume_id == vol_id)
-                {
-                    v.force = force;
+    let (v, i) = (vol_id.to_string(), inst_id.clone());
+    on_db(&cx.clc.db, move |db| {
+        set_attachment(db, &v, &i, AttachmentState::Detaching, None)?;
+        db.update::<Instance, _>(&i, |cur| {
+            Ok(match cur {
+                Some(c) => {
+                    for x in c.record.volumes.iter_mut().filter(|x| x.volume_id == v) {
+                        x.force = force;
+                    }
+                    (Write::Put, ())
                 }
-                (Write::Put, ())
-            }
-            None => (Write::Keep, ()),
+                None => (Write::Keep, ()),
+            })
         })
-    })?;
+    })
+    .await?;
     let runs_on_node = inst.as_ref().is_some_and(|i| {
         matches!(
             i.state,
@@ -338,13 +350,11 @@ pub async fn detach_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         match cluster.detach(&inst_id, vol_id, force).await {
             Ok(_) => {}
             Err(e) if e.code() == Some(codes::DETACH_TIMEOUT) && !force => {
-                set_attachment(
-                    &cx.clc.db,
-                    vol_id,
-                    &inst_id,
-                    AttachmentState::Attached,
-                    Some(e.to_string()),
-                )?;
+                let (v, i, msg) = (vol_id.to_string(), inst_id.clone(), e.to_string());
+                on_db(&cx.clc.db, move |db| {
+                    set_attachment(db, &v, &i, AttachmentState::Attached, Some(msg))
+                })
+                .await?;
                 return Err(Ec2Error::state(
                     "IncorrectState",
                     format!("The guest did not release volume {vol_id}: {e}; it stays attached (use Force to tear it down)"),
@@ -355,7 +365,8 @@ pub async fn detach_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
                 tracing::warn!(volume = %vol_id, error = %e, "forced detach: the node did not answer; the export goes anyway");
             }
             Err(e) => {
-                set_attachment(&cx.clc.db, vol_id, &inst_id, att.state, None)?;
+                let (v, i, back) = (vol_id.to_string(), inst_id.clone(), att.state);
+                on_db(&cx.clc.db, move |db| set_attachment(db, &v, &i, back, None)).await?;
                 return Err(map_error(e));
             }
         }
@@ -363,8 +374,8 @@ pub async fn detach_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         // Not on a node (a stopped instance, or one already gone): nothing to
         // unplug, so the SC's export goes now and the volume is free at once.
         cx.clc.sc()?.detach_volume(vol_id).await?;
-        let (db, vid, iid) = (cx.clc.db.clone(), vol_id.to_string(), inst_id.clone());
-        crate::offload::blocking(move || release_volume(&db, &vid, &iid)).await?;
+        let (vid, iid) = (vol_id.to_string(), inst_id.clone());
+        on_db(&cx.clc.db, move |db| release_volume(db, &vid, &iid)).await?;
     }
     cx.clc.kick_reconciler();
     attachment_item(

@@ -279,10 +279,11 @@ pub async fn register_image(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2E
         created: now_iso(),
         tags: Tags::new(),
     };
-    if !cx
-        .clc
-        .db
-        .insert(&account, &image, |other: &Image| other.name == name)?
+    let (owner, rec, nm) = (account.to_string(), image.clone(), name.to_string());
+    if !crate::offload::on_db(&cx.clc.db, move |db| {
+        db.insert(&owner, &rec, |other: &Image| other.name == nm)
+    })
+    .await?
     {
         return Err(Ec2Error::duplicate(
             "InvalidAMIName.Duplicate",
@@ -512,13 +513,18 @@ fn image_item(x: &mut XmlWriter, i: &Image, owner: &str) {
 pub async fn deregister_image(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
     let id = cx.params.required("ImageId")?;
     let account = cx.account();
-    cx.clc.db.update::<Image, ()>(id, |cur| match cur {
-        Some(o) if o.owner == account => Ok((Write::Delete, ())),
-        Some(o) if can_launch(o, account) => Err(Ec2Error::AuthFailure(format!(
-            "Not authorized for image:{id}"
-        ))),
-        _ => Err(not_found(id)),
-    })?;
+    let (account, iid) = (account.to_string(), id.to_string());
+    crate::offload::on_db(&cx.clc.db, move |db| {
+        let (account, id) = (account.as_str(), iid.as_str());
+        db.update::<Image, ()>(id, |cur| match cur {
+            Some(o) if o.owner == account => Ok((Write::Delete, ())),
+            Some(o) if can_launch(o, account) => Err(Ec2Error::AuthFailure(format!(
+                "Not authorized for image:{id}"
+            ))),
+            _ => Err(not_found(id)),
+        })
+    })
+    .await?;
     x.elem("return", "true");
     Ok(())
 }
@@ -653,16 +659,21 @@ pub async fn modify_image_attribute(cx: &Call<'_>, x: &mut XmlWriter) -> Result<
         ));
     }
     let account = cx.account();
-    cx.clc.db.update::<Image, ()>(id, |cur| match cur {
-        Some(o) if o.owner == account => {
-            perms.apply(&mut o.record);
-            if let Some(d) = &description {
-                o.record.description = Some(d.clone());
+    let (account, iid) = (account.to_string(), id.to_string());
+    crate::offload::on_db(&cx.clc.db, move |db| {
+        let (account, id) = (account.as_str(), iid.as_str());
+        db.update::<Image, ()>(id, |cur| match cur {
+            Some(o) if o.owner == account => {
+                perms.apply(&mut o.record);
+                if let Some(d) = &description {
+                    o.record.description = Some(d.clone());
+                }
+                Ok((Write::Put, ()))
             }
-            Ok((Write::Put, ()))
-        }
-        _ => Err(not_found(id)),
-    })?;
+            _ => Err(not_found(id)),
+        })
+    })
+    .await?;
     x.elem("return", "true");
     Ok(())
 }
@@ -729,14 +740,19 @@ pub async fn reset_image_attribute(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(
     }
     owned_image(cx, id)?;
     let account = cx.account();
-    cx.clc.db.update::<Image, ()>(id, |cur| match cur {
-        Some(o) if o.owner == account => {
-            o.record.public = false;
-            o.record.launch_permissions.clear();
-            Ok((Write::Put, ()))
-        }
-        _ => Err(not_found(id)),
-    })?;
+    let (account, iid) = (account.to_string(), id.to_string());
+    crate::offload::on_db(&cx.clc.db, move |db| {
+        let (account, id) = (account.as_str(), iid.as_str());
+        db.update::<Image, ()>(id, |cur| match cur {
+            Some(o) if o.owner == account => {
+                o.record.public = false;
+                o.record.launch_permissions.clear();
+                Ok((Write::Put, ()))
+            }
+            _ => Err(not_found(id)),
+        })
+    })
+    .await?;
     x.elem("return", "true");
     Ok(())
 }

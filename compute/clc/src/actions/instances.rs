@@ -17,7 +17,7 @@ use crate::error::Ec2Error;
 use crate::model::{
     GroupRef, Image, ImageState, ImageType, Instance, InstanceReason, InstanceState, KeyPair,
 };
-use crate::offload::{all_of, blocking};
+use crate::offload::{all_of, blocking, on_db};
 use crate::params::Params;
 use crate::store::{Db, Owned, Write};
 use base64::Engine;
@@ -200,7 +200,10 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         }
         None => None,
     };
-    let groups = launch_groups(cx)?;
+    // The caller's groups (the first use makes the `default` group: a commit).
+    let (db, me) = (clc.db.clone(), owner.clone());
+    let all_groups = blocking(move || super::groups::my_groups(&db, &me)).await?;
+    let groups = launch_groups(p, &all_groups)?;
     let tags = super::tags::tag_specs(p, "instance")?;
     let user_data = match p.get("UserData") {
         Some(u) => {
@@ -473,7 +476,8 @@ async fn prepare_ebs_roots(
             error: None,
             force: false,
         }];
-        if !clc.db.insert_new(owner, &vol)? {
+        let (o, v) = (owner.to_string(), vol.clone());
+        if !on_db(&clc.db, move |db| db.insert_new(&o, &v)).await? {
             return Err(Ec2Error::internal(format!(
                 "the storage controller made volume {} but a record of that id exists",
                 vol.id
@@ -503,15 +507,18 @@ async fn prepare_ebs_roots(
         };
         rec.node = Some(node.clone());
         let r = rec.clone();
-        clc.db.update::<Instance, _>(&rec.id, |cur| {
-            Ok(match cur {
-                Some(c) => {
-                    c.record = r.clone();
-                    (Write::Put, ())
-                }
-                None => (Write::Keep, ()),
+        on_db(&clc.db, move |db| {
+            db.update::<Instance, _>(&r.id, |cur| {
+                Ok(match cur {
+                    Some(c) => {
+                        c.record = r.clone();
+                        (Write::Put, ())
+                    }
+                    None => (Write::Keep, ()),
+                })
             })
-        })?;
+        })
+        .await?;
     }
     Ok(())
 }
@@ -521,7 +528,8 @@ async fn prepare_ebs_roots(
 async fn drop_launch(clc: &crate::Clc, records: &[Instance]) {
     for rec in records {
         drop_volumes(clc, rec).await;
-        if let Err(e) = delete_instance(&clc.db, &rec.id) {
+        let id = rec.id.clone();
+        if let Err(e) = on_db(&clc.db, move |db| delete_instance(db, &id)).await {
             tracing::warn!(instance = %rec.id, error = %e, "removing an instance record of a failed launch");
         }
     }
@@ -534,8 +542,11 @@ async fn drop_volumes(clc: &crate::Clc, rec: &Instance) {
         let gone = async {
             sc.detach_volume(&v.volume_id).await?;
             sc.delete_volume(&v.volume_id).await?;
-            clc.db
-                .update::<crate::model::Volume, _>(&v.volume_id, |_| Ok((Write::Delete, ())))
+            let vid = v.volume_id.clone();
+            on_db(&clc.db, move |db| {
+                db.update::<crate::model::Volume, _>(&vid, |_| Ok((Write::Delete, ())))
+            })
+            .await
         };
         if let Err(e) = gone.await {
             tracing::warn!(volume = %v.volume_id, error = %e, "removing the root volume of a failed launch");
@@ -712,9 +723,10 @@ pub(crate) fn delete_instance(db: &Db, id: &str) -> Result<(), Ec2Error> {
 
 /// The groups of a launch: `SecurityGroupId.N` and `SecurityGroup.N`, or the
 /// caller's `default` group.
-fn launch_groups(cx: &Call<'_>) -> Result<Vec<GroupRef>, Ec2Error> {
-    let p = cx.params;
-    let all = super::groups::my_groups(&cx.clc.db, cx.account())?;
+fn launch_groups(
+    p: &Params,
+    all: &[Owned<crate::model::SecurityGroup>],
+) -> Result<Vec<GroupRef>, Ec2Error> {
     let mut out: Vec<GroupRef> = Vec::new();
     fn add(out: &mut Vec<GroupRef>, g: &crate::model::SecurityGroup) {
         if !out.iter().any(|o| o.id == g.id) {
@@ -1209,17 +1221,20 @@ async fn start_one(cx: &Call<'_>, mut rec: Instance) -> Result<(), Ec2Error> {
     rec.spec.volumes = extra;
     rec.node = Some(node.clone());
     let r = rec.clone();
-    let moved = clc.db.update::<Instance, _>(&rec.id, |cur| {
-        Ok(match cur {
-            Some(c) if c.record.state == InstanceState::Stopped => {
-                c.record = r.clone();
-                c.record.state = InstanceState::Pending;
-                c.record.state_reason = None;
-                (Write::Put, true)
-            }
-            _ => (Write::Keep, false),
+    let moved = on_db(&clc.db, move |db| {
+        db.update::<Instance, _>(&r.id, |cur| {
+            Ok(match cur {
+                Some(c) if c.record.state == InstanceState::Stopped => {
+                    c.record = r.clone();
+                    c.record.state = InstanceState::Pending;
+                    c.record.state_reason = None;
+                    (Write::Put, true)
+                }
+                _ => (Write::Keep, false),
+            })
         })
-    })?;
+    })
+    .await?;
     let launched = if moved {
         cluster
             .launch(&LaunchRequest {
@@ -1240,11 +1255,15 @@ async fn start_one(cx: &Call<'_>, mut rec: Instance) -> Result<(), Ec2Error> {
         for v in &rec.volumes {
             let _ = sc.detach_volume(&v.volume_id).await;
         }
-        let _ = clc.db.update_while::<Instance>(
-            &rec.id,
-            |c| c.state == InstanceState::Pending,
-            |c| c.state = InstanceState::Stopped,
-        );
+        let id = rec.id.clone();
+        let _ = on_db(&clc.db, move |db| {
+            db.update_while::<Instance>(
+                &id,
+                |c| c.state == InstanceState::Pending,
+                |c| c.state = InstanceState::Stopped,
+            )
+        })
+        .await;
         return Err(e);
     }
     Ok(())
@@ -1268,53 +1287,141 @@ pub async fn get_console_output(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), 
     Ok(())
 }
 
+/// An instance's status checks as DescribeInstanceStatus shows them: (system
+/// status, its reachability, instance status, its reachability).
+///
+/// - running: `ok`/`passed` for both;
+/// - pending: `initializing` for both;
+/// - running or pending on a node its cluster reports `DOWN` (the reconciler's
+///   `Server.NodeDown` reason): the system check `impaired`/`failed` (the host
+///   does not answer), the instance check `insufficient-data` (nobody can look);
+/// - any other state: `not-applicable` with no reachability.
+fn status_checks(i: &Instance) -> (&'static str, &'static str, &'static str, &'static str) {
+    let down = i
+        .state_reason
+        .as_ref()
+        .is_some_and(|r| r.code == crate::model::NODE_DOWN);
+    match i.state {
+        InstanceState::Running | InstanceState::Pending if down => (
+            "impaired",
+            "failed",
+            "insufficient-data",
+            "insufficient-data",
+        ),
+        InstanceState::Running => ("ok", "passed", "ok", "passed"),
+        InstanceState::Pending => (
+            "initializing",
+            "initializing",
+            "initializing",
+            "initializing",
+        ),
+        _ => ("not-applicable", "", "not-applicable", ""),
+    }
+}
+
+/// Whether DescribeInstanceStatus answers filter `name` from the status checks
+/// (and events, of which there are none) rather than from the instance.
+fn is_status_filter(name: &str) -> bool {
+    name.starts_with("system-status.")
+        || name.starts_with("instance-status.")
+        || name.starts_with("event.")
+}
+
+/// The values of a status or event filter (see [`is_status_filter`]).
+fn status_filter_values(name: &str, i: &Instance) -> Vec<String> {
+    let (sys, sys_reach, inst, inst_reach) = status_checks(i);
+    let one = |v: &str| {
+        if v.is_empty() {
+            Vec::new()
+        } else {
+            vec![v.to_string()]
+        }
+    };
+    match name {
+        "system-status.status" => one(sys),
+        "system-status.reachability" => one(sys_reach),
+        "instance-status.status" => one(inst),
+        "instance-status.reachability" => one(inst_reach),
+        // No scheduled events: an event filter matches nothing (and an unknown
+        // check name has no value either).
+        _ => Vec::new(),
+    }
+}
+
+/// Whether the instance is listed: running (or any state with
+/// `IncludeAllInstances`), and passing every status and event filter.
+fn status_listed(i: &Instance, all: bool, filters: &[describe::Filter]) -> bool {
+    if i.state == InstanceState::Launching || (!all && i.state != InstanceState::Running) {
+        return false;
+    }
+    filters.iter().all(|f| {
+        let have = status_filter_values(&f.name, i);
+        f.values
+            .iter()
+            .any(|want| have.iter().any(|h| describe::wildcard(want, h)))
+    })
+}
+
 pub async fn describe_instance_status(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
     let d = Describe::from_params(cx.params, "InstanceId")?;
     let all = cx.params.bool("IncludeAllInstances")?.unwrap_or(false);
     let (db, owner) = (cx.clc.db.clone(), cx.account().to_string());
-    let (found, next) = blocking(move || {
-        // Status filters are answered below; the rest by the instance's.
-        let mut inner = d.clone();
-        inner.filters.retain(|f| !f.name.contains("status"));
+    let found = blocking(move || {
+        // Status and event filters are answered from the checks, the rest by
+        // the instance's own filters; both, and IncludeAllInstances, inside the
+        // paging predicate, so a page is full whenever more match.
+        let (status, inner): (Vec<_>, Vec<_>) = d
+            .filters
+            .iter()
+            .cloned()
+            .partition(|f| is_status_filter(&f.name));
+        let mut d = d;
+        d.filters = inner;
+        if !d.ids.is_empty() {
+            // Asked by id: each must exist; the ones not listed are left out.
+            let (got, next) = describe::page::<Instance>(
+                &db,
+                Scope::Owner(&owner),
+                &d,
+                |o| o.record.state != InstanceState::Launching,
+                not_found,
+            )?;
+            let out = got
+                .into_iter()
+                .filter(|o| status_listed(&o.record, all, &status))
+                .collect();
+            return Ok((out, next));
+        }
         describe::page::<Instance>(
             &db,
             Scope::Owner(&owner),
-            &inner,
-            |o| o.record.state != InstanceState::Launching,
+            &d,
+            |o| status_listed(&o.record, all, &status),
             not_found,
         )
     })
     .await?;
+    let (found, next) = found;
     x.open("instanceStatusSet");
     for o in found {
         let i = &o.record;
-        if !all && i.state != InstanceState::Running {
-            continue;
-        }
-        let status = match i.state {
-            InstanceState::Running if i.state_reason.is_some() => "impaired",
-            InstanceState::Running => "ok",
-            InstanceState::Pending => "initializing",
-            _ => "not-applicable",
-        };
+        let (sys, sys_reach, inst, inst_reach) = status_checks(i);
         x.open("item")
             .elem("instanceId", &i.id)
             .elem("availabilityZone", &i.zone);
         state_elem(x, "instanceState", i.state);
-        for name in ["systemStatus", "instanceStatus"] {
+        for (name, status, reach) in [
+            ("systemStatus", sys, sys_reach),
+            ("instanceStatus", inst, inst_reach),
+        ] {
             x.open(name).elem("status", status);
             x.open("details");
-            x.open("item")
-                .elem("name", "reachability")
-                .elem(
-                    "status",
-                    match status {
-                        "ok" => "passed",
-                        "impaired" => "failed",
-                        _ => "initializing",
-                    },
-                )
-                .close();
+            if !reach.is_empty() {
+                x.open("item")
+                    .elem("name", "reachability")
+                    .elem("status", reach)
+                    .close();
+            }
             x.close();
             x.close();
         }

@@ -40,14 +40,18 @@ pub(crate) async fn refresh_snapshot(clc: &Clc, o: Owned<Snapshot>) -> Owned<Sna
             return o;
         }
     };
-    let updated = clc.db.update_while::<Snapshot>(
-        &o.record.id,
-        |c| c.state == SnapshotState::Pending,
-        |c| {
-            c.state = state;
-            c.progress = progress;
-        },
-    );
+    let id = o.record.id.clone();
+    let updated = crate::offload::on_db(&clc.db, move |db| {
+        db.update_while::<Snapshot>(
+            &id,
+            |c| c.state == SnapshotState::Pending,
+            |c| {
+                c.state = state;
+                c.progress = progress;
+            },
+        )
+    })
+    .await;
     match updated {
         Ok(Some(n)) => n,
         _ => o,
@@ -97,7 +101,8 @@ pub async fn create_snapshot(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2
         restorable_by: Vec::new(),
         tags,
     };
-    if !cx.clc.db.insert_new(cx.account(), &s)? {
+    let (owner, rec) = (cx.account().to_string(), s.clone());
+    if !crate::offload::on_db(&cx.clc.db, move |db| db.insert_new(&owner, &rec)).await? {
         return Err(Ec2Error::internal(format!(
             "the storage controller made snapshot {} but a record of that id exists",
             s.id
@@ -352,22 +357,27 @@ fn permission_change(p: &crate::params::Params) -> Result<PermissionChange, Ec2E
 pub async fn modify_snapshot_attribute(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
     let id = cx.params.required("SnapshotId")?;
     let change = permission_change(cx.params)?;
-    cx.clc.db.update::<Snapshot, _>(id, |cur| {
-        let Some(c) = cur else {
-            return Err(snapshot_not_found(id));
-        };
-        if c.owner != cx.account() {
-            return Err(snapshot_not_found(id));
-        }
-        let list = &mut c.record.restorable_by;
-        for a in &change.add {
-            if !list.contains(a) {
-                list.push(a.clone());
+    let (me, sid) = (cx.account().to_string(), id.to_string());
+    crate::offload::on_db(&cx.clc.db, move |db| {
+        let id = sid.as_str();
+        db.update::<Snapshot, _>(id, |cur| {
+            let Some(c) = cur else {
+                return Err(snapshot_not_found(id));
+            };
+            if c.owner != me {
+                return Err(snapshot_not_found(id));
             }
-        }
-        list.retain(|a| !change.remove.contains(a));
-        Ok((Write::Put, ()))
-    })?;
+            let list = &mut c.record.restorable_by;
+            for a in &change.add {
+                if !list.contains(a) {
+                    list.push(a.clone());
+                }
+            }
+            list.retain(|a| !change.remove.contains(a));
+            Ok((Write::Put, ()))
+        })
+    })
+    .await?;
     x.elem("return", "true");
     Ok(())
 }

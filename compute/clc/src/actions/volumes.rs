@@ -134,14 +134,16 @@ pub async fn create_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         tags,
         client_token: token.map(String::from),
     };
-    let stored = match cx.clc.db.insert_new(cx.account(), &v) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(Ec2Error::internal(format!(
-            "the storage controller made volume {} but a record of that id exists",
-            v.id
-        ))),
-        Err(e) => Err(e),
-    };
+    let (owner, rec) = (cx.account().to_string(), v.clone());
+    let stored =
+        match crate::offload::on_db(&cx.clc.db, move |db| db.insert_new(&owner, &rec)).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Ec2Error::internal(format!(
+                "the storage controller made volume {} but a record of that id exists",
+                v.id
+            ))),
+            Err(e) => Err(e),
+        };
     if let Err(e) = stored {
         // No record, no volume: the storage goes too.
         if let Err(de) = sc.delete_volume(&v.id).await {
@@ -210,11 +212,15 @@ async fn refresh_volume(cx: &Call<'_>, o: Owned<Volume>) -> Owned<Volume> {
             return o;
         }
     };
-    let updated = cx.clc.db.update_while::<Volume>(
-        &o.record.id,
-        |c| c.state == VolumeState::Creating,
-        |c| c.state = state,
-    );
+    let id = o.record.id.clone();
+    let updated = crate::offload::on_db(&cx.clc.db, move |db| {
+        db.update_while::<Volume>(
+            &id,
+            |c| c.state == VolumeState::Creating,
+            |c| c.state = state,
+        )
+    })
+    .await;
     match updated {
         Ok(Some(n)) => n,
         _ => o,
@@ -317,33 +323,38 @@ pub async fn delete_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
     owned_volume(cx, id)?;
     let sc = cx.clc.sc()?;
     // available (or error, or a delete that did not finish) → deleting, atomically.
-    let before = cx.clc.db.update::<Volume, _>(id, |cur| {
-        let Some(c) = cur else {
-            return Err(Ec2Error::volume_not_found(id));
-        };
-        if c.owner != cx.account() {
-            return Err(Ec2Error::volume_not_found(id));
-        }
-        let prev = c.record.state;
-        match prev {
-            VolumeState::InUse => Err(Ec2Error::state(
-                "VolumeInUse",
-                format!("Volume {id} is attached; detach it before deleting it."),
-            )),
-            _ if c.record.attachment.is_some() => Err(Ec2Error::state(
-                "VolumeInUse",
-                format!("Volume {id} is attached; detach it before deleting it."),
-            )),
-            VolumeState::Creating => Err(Ec2Error::state(
-                "IncorrectState",
-                format!("Volume {id} is still being created."),
-            )),
-            _ => {
-                c.record.state = VolumeState::Deleting;
-                Ok((Write::Put, prev))
+    let (me, vid) = (cx.account().to_string(), id.to_string());
+    let before = crate::offload::on_db(&cx.clc.db, move |db| {
+        let (id, me) = (vid.as_str(), me.as_str());
+        db.update::<Volume, _>(id, |cur| {
+            let Some(c) = cur else {
+                return Err(Ec2Error::volume_not_found(id));
+            };
+            if c.owner != me {
+                return Err(Ec2Error::volume_not_found(id));
             }
-        }
-    })?;
+            let prev = c.record.state;
+            match prev {
+                VolumeState::InUse => Err(Ec2Error::state(
+                    "VolumeInUse",
+                    format!("Volume {id} is attached; detach it before deleting it."),
+                )),
+                _ if c.record.attachment.is_some() => Err(Ec2Error::state(
+                    "VolumeInUse",
+                    format!("Volume {id} is attached; detach it before deleting it."),
+                )),
+                VolumeState::Creating => Err(Ec2Error::state(
+                    "IncorrectState",
+                    format!("Volume {id} is still being created."),
+                )),
+                _ => {
+                    c.record.state = VolumeState::Deleting;
+                    Ok((Write::Put, prev))
+                }
+            }
+        })
+    })
+    .await?;
     if let Err(e) = sc.delete_volume(id).await {
         // The storage is still there: the record goes back to what it was.
         let restore = if before == VolumeState::Deleting {
@@ -351,20 +362,26 @@ pub async fn delete_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         } else {
             before
         };
-        let _ = cx.clc.db.update::<Volume, _>(id, |cur| {
-            Ok(match cur {
-                Some(c) if c.record.state == VolumeState::Deleting => {
-                    c.record.state = restore;
-                    (Write::Put, ())
-                }
-                _ => (Write::Keep, ()),
+        let vid = id.to_string();
+        let _ = crate::offload::on_db(&cx.clc.db, move |db| {
+            db.update::<Volume, _>(&vid, |cur| {
+                Ok(match cur {
+                    Some(c) if c.record.state == VolumeState::Deleting => {
+                        c.record.state = restore;
+                        (Write::Put, ())
+                    }
+                    _ => (Write::Keep, ()),
+                })
             })
-        });
+        })
+        .await;
         return Err(e);
     }
-    cx.clc
-        .db
-        .update::<Volume, _>(id, |_| Ok((Write::Delete, ())))?;
+    let vid = id.to_string();
+    crate::offload::on_db(&cx.clc.db, move |db| {
+        db.update::<Volume, _>(&vid, |_| Ok((Write::Delete, ())))
+    })
+    .await?;
     x.elem("return", "true");
     Ok(())
 }

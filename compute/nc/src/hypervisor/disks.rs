@@ -113,9 +113,125 @@ pub fn tail(path: &Path, max: usize) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Most bytes of serial console an instance keeps on disk (plus what the guest
+/// writes between two trims, one second apart).
+pub const CONSOLE_MAX: u64 = 1 << 20;
+/// What a trim leaves: at least this much of the newest output (GetConsoleOutput
+/// reads the last 64 KiB).
+pub const CONSOLE_KEEP: u64 = 512 << 10;
+
+/// Bounds `console.log` while QEMU appends to it (blocking). QEMU opens it with
+/// `append=on`, that is `O_APPEND`: each write lands at the end as it is then,
+/// so the head can be dropped under it. Once the file passes `max`, the head is
+/// cut so that at least the last `keep` bytes stay: with
+/// `fallocate(FALLOC_FL_COLLAPSE_RANGE)` (ext4, XFS; whole blocks, atomic
+/// against appends, nothing lost) where the filesystem has it, else by copying
+/// the tail to the start and truncating (output the guest writes during that
+/// copy can be lost). Returns how many bytes were dropped.
+pub fn trim_console(path: &Path, max: u64, keep: u64) -> std::io::Result<u64> {
+    trim_console_with(path, max, keep, true)
+}
+
+fn trim_console_with(path: &Path, max: u64, keep: u64, collapse: bool) -> std::io::Result<u64> {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    use std::os::unix::io::AsRawFd;
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let meta = f.metadata()?;
+    let len = meta.len();
+    if len <= max {
+        return Ok(0);
+    }
+    let keep = keep.min(max);
+    if collapse {
+        let blk = meta.blksize().max(1);
+        let cut = (len - keep) / blk * blk;
+        if cut > 0 {
+            // SAFETY: a plain syscall on a descriptor this function owns.
+            let r = unsafe {
+                libc::fallocate(
+                    f.as_raw_fd(),
+                    libc::FALLOC_FL_COLLAPSE_RANGE,
+                    0,
+                    cut as libc::off_t,
+                )
+            };
+            if r == 0 {
+                return Ok(cut);
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOSYS) => {}
+                _ => return Err(e),
+            }
+        }
+    }
+    // Copy the tail (to the end as it is now) to the start, then truncate.
+    let len = f.metadata()?.len();
+    let from = len.saturating_sub(keep);
+    let mut buf = vec![0u8; (len - from) as usize];
+    f.read_exact_at(&mut buf, from)?;
+    f.write_all_at(&buf, 0)?;
+    f.set_len(buf.len() as u64)?;
+    Ok(from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A console bigger than the cap, its writer appending (O_APPEND, as QEMU's
+    /// `append=on`) before and after each trim: the file ends at most at the cap
+    /// plus the next write, the newest bytes are all there, in order.
+    #[test]
+    fn console_trims_keep_the_tail_under_an_appending_writer() {
+        for collapse in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("console.log");
+            let mut w = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            let line = |n: u32| format!("line {n:08}\n");
+            let mut n = 0u32;
+            for _ in 0..4 {
+                // ~400 KiB per round.
+                for _ in 0..(400 << 10) / 14 {
+                    w.write_all(line(n).as_bytes()).unwrap();
+                    n += 1;
+                }
+                trim_console_with(&path, 256 << 10, 64 << 10, collapse).unwrap();
+                let len = std::fs::metadata(&path).unwrap().len();
+                assert!(len <= 256 << 10, "{len} (collapse {collapse})");
+                assert!(len >= 64 << 10, "{len}");
+            }
+            w.write_all(line(n).as_bytes()).unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Whole lines from some point on (collapse cuts whole blocks; the
+            // copy keeps exactly `keep`): the last 1000 lines, consecutive.
+            let tail: Vec<&str> = text.lines().rev().take(1000).collect();
+            for (k, l) in tail.iter().enumerate() {
+                assert_eq!(*l, line(n - k as u32).trim_end(), "collapse {collapse}");
+            }
+            // Not over the cap: nothing to do.
+            assert_eq!(
+                trim_console_with(&path, 1 << 20, 64 << 10, collapse).unwrap(),
+                0
+            );
+        }
+        assert_eq!(
+            trim_console(Path::new("/nonexistent/console.log"), 1, 1).unwrap(),
+            0
+        );
+    }
 
     #[test]
     fn ephemeral_sizes() {

@@ -8,7 +8,7 @@
 //! | `state.json` | state, reason, attachments (rewritten durably on each change) |
 //! | `root.qcow2` | qcow2 overlay on the cached image (kernel boots see it as `/dev/vda`) |
 //! | `ephemeral.qcow2` | the type's disk minus the image, ≥ 1 GiB, sparse (`/dev/vdb`) |
-//! | `console.log` | the serial console (QEMU appends; grows while the NC is down) |
+//! | `console.log` | the serial console (QEMU appends; the NC cuts its head past 1 MiB, see [`disks::trim_console`]) |
 //! | `qmp.sock`, `qemu.pid` | QEMU's monitor and pid |
 //!
 //! QEMU runs daemonized (its own session), so it survives the NC; [`QemuNode::open`]
@@ -333,6 +333,7 @@ impl QemuNode {
             lock(&instances).insert(inst.id().to_string(), inst);
         }
         tokio::spawn(janitor(Arc::downgrade(&instances)));
+        tokio::spawn(console_trimmer(Arc::downgrade(&instances)));
         Ok(Arc::new(QemuNode {
             ctx,
             name,
@@ -1004,12 +1005,15 @@ async fn kill_qemu(inst: &Instance) {
     }
 }
 
-/// Powerdown, wait `shutdown_timeout_secs`, kill.
+/// Powerdown, wait `shutdown_timeout_secs`, kill; without a monitor (its socket
+/// dead since an adoption) there is no one to ask: killed at once.
 async fn stop_qemu(ctx: &Ctx, inst: &Instance) {
     let Some(pid) = inst.pid() else { return };
-    if let Some(q) = inst.qmp() {
-        let _ = q.execute("system_powerdown", Value::Null).await;
-    }
+    let Some(q) = inst.qmp() else {
+        kill_qemu(inst).await;
+        return;
+    };
+    let _ = q.execute("system_powerdown", Value::Null).await;
     let grace = Duration::from_secs(ctx.cfg.shutdown_timeout_secs);
     if !qemu::wait_gone(pid, inst.id(), grace).await {
         kill_qemu(inst).await;
@@ -1288,9 +1292,14 @@ async fn adopt(ctx: &Arc<Ctx>, inst: &Arc<Instance>) {
         }
         Err(e) => {
             // Never kill a guest for want of a monitor: report it running; actions
-            // needing QMP answer IncorrectState until the next restart.
+            // needing QMP answer IncorrectState until the next restart, and a
+            // terminate kills the process (pid file). One already being
+            // terminated is finished now: killed, its disks and pins released.
             tracing::error!(instance = inst.id(), "adopting: {e}");
-            if state != NodeInstanceState::ShuttingDown {
+            if state == NodeInstanceState::ShuttingDown {
+                let (c, i) = (ctx.clone(), inst.clone());
+                tokio::spawn(async move { terminate_bg(&c, &i).await });
+            } else {
                 inst.update(|r| r.state = NodeInstanceState::Running).await;
             }
         }
@@ -1347,6 +1356,33 @@ async fn reconcile_volumes(ctx: &Arc<Ctx>, inst: &Arc<Instance>, qmp: &Qmp) {
             }
             _ => {}
         }
+    }
+}
+
+/// Every second, bounds the console file of every instance not terminated
+/// (adopted ones too): see [`disks::trim_console`].
+async fn console_trimmer(instances: Weak<Mutex<BTreeMap<String, Arc<Instance>>>>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(map) = instances.upgrade() else {
+            return;
+        };
+        let files: Vec<PathBuf> = lock(&map)
+            .values()
+            .filter(|i| i.state() != NodeInstanceState::Terminated)
+            .map(|i| i.dir.join("console.log"))
+            .collect();
+        drop(map);
+        let _ = tokio::task::spawn_blocking(move || {
+            for f in files {
+                match disks::trim_console(&f, disks::CONSOLE_MAX, disks::CONSOLE_KEEP) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(file = %f.display(), dropped = n, "console trimmed"),
+                    Err(e) => tracing::warn!(file = %f.display(), "trimming the console: {e}"),
+                }
+            }
+        })
+        .await;
     }
 }
 
