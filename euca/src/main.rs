@@ -785,6 +785,18 @@ async fn up(a: UpArgs) -> Result<()> {
             &opened.region,
         )?;
     }
+    // `euca up`'s CC serves the CLC's zone: `[cc] zone` may repeat it, not differ.
+    if let Some(clc_state) = &clc_state {
+        let own = clc_state.zone();
+        match &ccfg.zone {
+            Some(z) if *z != own => anyhow::bail!(
+                "[cc] zone = {z:?} but this cloud's zone ([clc] zone) is {own:?}: \
+                 `euca up`'s cluster controller serves the CLC's zone; run another \
+                 zone's CC with `euca cc` and name it in [[clc.clusters]]"
+            ),
+            _ => ccfg.zone = Some(own),
+        }
+    }
     let (tracker, cc_task, cc_token) =
         start_cc(&opened, ccfg, &svc, &token, shutdown.clone()).await?;
     // The EC2 API's instance actions go to this cluster, in the CLC's zone.

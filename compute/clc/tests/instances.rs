@@ -467,7 +467,7 @@ async fn bad_parameters_have_their_codes_and_others_see_nothing() {
     );
     assert_eq!(
         code(run(&clc, &[("Placement.AvailabilityZone", "elsewhere")]).await),
-        "InvalidZone.NotFound"
+        "InvalidParameterValue"
     );
     use base64::Engine;
     let big = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; 16 * 1024 + 1]);

@@ -168,23 +168,13 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         .filter(|z| !z.is_empty())
     {
         Some(z) if clc.zones().iter().any(|o| o == z) => z.to_string(),
+        // AWS's answer to a zone the region does not have.
         Some(z) => {
-            return Err(Ec2Error::Parameter {
-                code: "InvalidZone.NotFound",
-                message: format!("The zone '{z}' does not exist."),
-            })
+            return Err(Ec2Error::invalid(format!(
+                "Invalid availability zone: [{z}]"
+            )))
         }
-        None => {
-            let own = clc.zone();
-            if clc.cluster(&own).is_ok() {
-                own
-            } else {
-                clc.clusters()
-                    .first()
-                    .map(|(z, _)| z.clone())
-                    .unwrap_or(own)
-            }
-        }
+        None => default_zone(clc, &itype, min as u64).await,
     };
     let key = match p.get("KeyName") {
         Some(name) => {
@@ -365,6 +355,40 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
     clc.kick_reconciler();
     write_reservation(x, &owner, &placed);
     Ok(())
+}
+
+/// The zone of a launch without `Placement.AvailabilityZone`: the first zone
+/// (in [`crate::Clc::zones`] order: the CLC's own, then the others by name)
+/// whose cluster answers with room for `min` instances of `t` on nodes that are
+/// up; when none has room, the CLC's own zone if its cluster is connected, else
+/// the first connected one (the launch then fails there with
+/// `InsufficientInstanceCapacity`).
+async fn default_zone(clc: &crate::Clc, t: &crate::config::InstanceType, min: u64) -> String {
+    let need = euca_compute_proto::Resources {
+        cores: t.cpus,
+        memory_mib: t.memory_mib,
+        disk_gib: t.disk_gib,
+    };
+    let clusters = clc.clusters();
+    for z in clc.zones() {
+        let Some((_, c)) = clusters.iter().find(|(n, _)| *n == z) else {
+            continue;
+        };
+        let Ok(nodes) = c.nodes().await else { continue };
+        let room: u64 = nodes
+            .iter()
+            .filter(|n| n.state == euca_compute_proto::NodeState::Up)
+            .fold(0u64, |a, n| a.saturating_add(n.free.copies(&need)));
+        if room >= min {
+            return z;
+        }
+    }
+    let own = clc.zone();
+    if clc.cluster(&own).is_ok() {
+        own
+    } else {
+        clusters.first().map(|(z, _)| z.clone()).unwrap_or(own)
+    }
 }
 
 /// The root volume of an EBS-backed launch: from the image's root mapping,
@@ -633,6 +657,7 @@ pub(crate) async fn drive_launch(
         instances: records.iter().map(|r| r.spec.clone()).collect(),
         // An EBS root is exported to one node: the launch goes there.
         node: if pinned { first.node.clone() } else { None },
+        zone: Some(first.zone.clone()),
     };
     let reply = cluster.launch(&req).await;
     let db = clc.db.clone();
@@ -1226,6 +1251,7 @@ async fn start_one(cx: &Call<'_>, mut rec: Instance) -> Result<(), Ec2Error> {
                 min_count: 1,
                 instances: vec![rec.spec.clone()],
                 node: Some(node),
+                zone: Some(rec.zone.clone()),
             })
             .await
             .map_err(map_error)

@@ -41,7 +41,7 @@ fn owned_volume(cx: &Call<'_>, id: &str) -> Result<Owned<Volume>, Ec2Error> {
 pub async fn create_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
     let p = cx.params;
     let zone = p.required("AvailabilityZone")?;
-    if zone != cx.clc.zone() {
+    if !cx.clc.zones().iter().any(|z| z == zone) {
         return Err(Ec2Error::Parameter {
             code: "InvalidZone.NotFound",
             message: format!("The zone '{zone}' does not exist."),
