@@ -3,14 +3,12 @@
 //! launches, ClientToken idempotency, error codes, state mapping by the
 //! reconciler, expiry of terminated instances, cloud-unique MACs, attach/detach
 //! progression and re-driven interrupted launches.
+mod common;
+
 use async_trait::async_trait;
-use euca_aws::xml::XmlWriter;
-use euca_aws::Principal;
-use euca_clc::actions::{dispatch, Action};
-use euca_clc::call::Call;
+use common::{call, texts};
 use euca_clc::cluster::ClusterApi;
 use euca_clc::model::{Image, ImageState, ImageType, Instance, InstanceState, Volume, VolumeState};
-use euca_clc::params::Params;
 use euca_clc::{Clc, ClcConfig, Ec2Error};
 use euca_compute_proto::{
     codes, AttachSpec, ConsoleOutput, InstanceReport, LaunchReply, LaunchRequest, NodeAttachState,
@@ -24,53 +22,6 @@ use std::sync::{Arc, Mutex};
 const A: &str = "111111111111";
 const B: &str = "222222222222";
 const ZONE: &str = "eucalyptus1a";
-
-fn principal(account: &str) -> Principal {
-    Principal {
-        account_id: account.into(),
-        canonical_id: format!("canon-{account}"),
-        display_name: format!("name-{account}"),
-        access_key: format!("AK{account}"),
-    }
-}
-
-async fn call(
-    clc: &Clc,
-    who: &str,
-    action: &str,
-    pairs: &[(&str, &str)],
-) -> Result<String, Ec2Error> {
-    let mut v: Vec<(String, String)> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    v.push(("Action".into(), action.into()));
-    let params = Params::new(v)?;
-    let p = principal(who);
-    let cx = Call {
-        clc,
-        caller: &p,
-        params: &params,
-        request_id: "req",
-    };
-    let mut x = XmlWriter::new();
-    x.root("Response", "urn:test");
-    dispatch(Action::parse(action).expect("known action"), &cx, &mut x).await?;
-    Ok(x.finish())
-}
-
-fn texts(xml: &str, tag: &str) -> Vec<String> {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(s) = rest.find(&open) {
-        let after = &rest[s + open.len()..];
-        let Some(e) = after.find(&close) else { break };
-        out.push(after[..e].to_string());
-        rest = &after[e..];
-    }
-    out
-}
 
 fn code(r: Result<String, Ec2Error>) -> String {
     r.expect_err("an error").code().to_string()
@@ -295,7 +246,7 @@ fn config() -> ClcConfig {
 }
 
 fn open(dir: &std::path::Path) -> Clc {
-    Clc::open(dir, "eucalyptus", "http://127.0.0.1:1/", config()).unwrap()
+    common::open_with(dir, config())
 }
 
 fn image(id: &str, kind: ImageType) -> Image {
