@@ -10,6 +10,7 @@
 //! `launching` records left by a crash: the same ids get the same placement, or
 //! are deleted if the cluster has no room. So no instance runs unseen and none
 //! runs twice.
+use super::launch_volumes::LaunchVolume;
 use crate::call::Call;
 use crate::cluster::map_error;
 use crate::describe::{self, Describe, Filterable, Scope, Tags};
@@ -227,17 +228,7 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
     } else {
         None
     };
-    for m in p.members("BlockDeviceMapping") {
-        if ebs_root.is_some() && m.get("DeviceName") == Some(image.root_device_name.as_str()) {
-            continue;
-        }
-        if m.get("Ebs.SnapshotId").is_some() || m.get("Ebs.VolumeSize").is_some() {
-            return Err(Ec2Error::state(
-                "UnsupportedOperation",
-                "EBS block device mappings at launch other than the root are not supported yet; attach volumes with AttachVolume.",
-            ));
-        }
-    }
+    let extra_volumes = super::launch_volumes::launch_volumes(cx, &image).await?;
     let root = match &ebs_root {
         // Filled per instance once its volume is made and exported.
         Some(_) => RootDisk::Volume {
@@ -345,8 +336,17 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
     })
     .await?;
     let mut records = records;
-    if let Some(root) = &ebs_root {
-        if let Err(e) = prepare_ebs_roots(clc, &*cluster, &owner, &mut records, root).await {
+    if ebs_root.is_some() || !extra_volumes.is_empty() {
+        let made = prepare_volumes(
+            clc,
+            &*cluster,
+            &owner,
+            &mut records,
+            ebs_root.as_ref(),
+            &extra_volumes,
+        )
+        .await;
+        if let Err(e) = made {
             drop_launch(clc, &records).await;
             return Err(e);
         }
@@ -433,18 +433,21 @@ fn ebs_root_of(image: &Image, p: &Params) -> Result<EbsRoot, Ec2Error> {
     Ok(root)
 }
 
-/// How long a root volume made from a snapshot may take to become available.
-const ROOT_VOLUME_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+/// How long a launch's volume (made from a snapshot) may take to become available.
+const LAUNCH_VOLUME_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Makes each instance's root volume from the snapshot, exports it to one node
-/// the cluster has room on (the launch is pinned there: the export is that
-/// node's), and writes it into the records.
-async fn prepare_ebs_roots(
+/// Makes each instance's volumes — the EBS root from the image's snapshot
+/// (attached), then the launch's other mappings ([`LaunchVolume`], `attaching`
+/// until the node reports them) — exports them to one node the cluster has room
+/// on (the launch is pinned there: the exports are that node's), and writes
+/// them into the records and the instance specs.
+async fn prepare_volumes(
     clc: &crate::Clc,
     cluster: &dyn crate::cluster::ClusterApi,
     owner: &str,
     records: &mut [Instance],
-    root: &EbsRoot,
+    root: Option<&EbsRoot>,
+    extra: &[LaunchVolume],
 ) -> Result<(), Ec2Error> {
     let Some(first) = records.first() else {
         return Ok(());
@@ -465,67 +468,45 @@ async fn prepare_ebs_roots(
             )
         })?;
     let ip = crate::cluster::node_ip(cluster, &node).await?;
-    let sc = clc.sc()?;
     for rec in records.iter_mut() {
-        let made = sc
-            .create_volume(root.size_gib, Some(&root.snapshot_id))
-            .await?;
-        let vol = crate::model::Volume {
-            id: made.id.clone(),
-            size_gib: made.size_gib(),
-            snapshot_id: made.snapshot_id.clone(),
-            zone: rec.zone.clone(),
-            state: crate::model::VolumeState::InUse,
-            created: rec.launch_time.clone(),
-            attachment: Some(crate::model::VolumeAttachment {
-                instance_id: rec.id.clone(),
-                device: rec.root_device_name.clone(),
-                state: crate::model::AttachmentState::Attached,
-                attach_time: rec.launch_time.clone(),
-                delete_on_termination: root.delete_on_termination,
-            }),
-            tags: Tags::new(),
-            client_token: None,
-        };
-        rec.volumes = vec![crate::model::InstanceVolume {
-            device_name: rec.root_device_name.clone(),
-            volume_id: made.id.clone(),
-            status: crate::model::AttachmentState::Attached,
-            attach_time: rec.launch_time.clone(),
-            delete_on_termination: root.delete_on_termination,
-            export_uri: None,
-            error: None,
-            force: false,
-        }];
-        if !clc.db.insert_new(owner, &vol)? {
-            return Err(Ec2Error::internal(format!(
-                "the storage controller made volume {} but a record of that id exists",
-                vol.id
-            )));
-        }
-        let deadline = tokio::time::Instant::now() + ROOT_VOLUME_WAIT;
-        let mut state = made.state.clone();
-        while state != "available" {
-            if state != "creating" || tokio::time::Instant::now() >= deadline {
-                return Err(Ec2Error::internal(format!(
-                    "the root volume {} is {state}, not available",
-                    made.id
-                )));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            state = sc
-                .volume(&made.id)
-                .await?
-                .map(|v| v.state)
-                .unwrap_or_else(|| "gone".into());
-        }
-        let uri = sc.attach_volume(&made.id, ip).await?;
-        rec.volumes[0].export_uri = Some(uri.clone());
-        rec.spec.root = RootDisk::Volume {
-            volume_id: made.id.clone(),
-            export: euca_compute_proto::VolumeExport { uri },
-        };
         rec.node = Some(node.clone());
+        if let Some(root) = root {
+            let device = rec.root_device_name.clone();
+            let (id, uri) = launch_volume(
+                clc,
+                owner,
+                rec,
+                ip,
+                &LaunchVolume {
+                    device,
+                    snapshot_id: Some(root.snapshot_id.clone()),
+                    size_gib: root.size_gib,
+                    delete_on_termination: root.delete_on_termination,
+                },
+                crate::model::AttachmentState::Attached,
+            )
+            .await?;
+            rec.spec.root = RootDisk::Volume {
+                volume_id: id,
+                export: euca_compute_proto::VolumeExport { uri },
+            };
+        }
+        for v in extra {
+            let (id, uri) = launch_volume(
+                clc,
+                owner,
+                rec,
+                ip,
+                v,
+                crate::model::AttachmentState::Attaching,
+            )
+            .await?;
+            rec.spec.volumes.push(euca_compute_proto::AttachSpec {
+                volume_id: id,
+                device: v.device.clone(),
+                export: euca_compute_proto::VolumeExport { uri },
+            });
+        }
         let r = rec.clone();
         clc.db.update::<Instance, _>(&rec.id, |cur| {
             Ok(match cur {
@@ -538,6 +519,79 @@ async fn prepare_ebs_roots(
         })?;
     }
     Ok(())
+}
+
+/// Makes one volume of `rec`'s launch through the SC (its record `in-use`,
+/// attached to `rec` in `state`), waits until it is available, exports it to
+/// the node at `ip`, and adds it to `rec.volumes`. Returns its id and export.
+/// Whatever it made is in `rec.volumes` as soon as the SC made it, so a failed
+/// launch's [`drop_volumes`] removes it.
+async fn launch_volume(
+    clc: &crate::Clc,
+    owner: &str,
+    rec: &mut Instance,
+    ip: std::net::IpAddr,
+    v: &LaunchVolume,
+    state: crate::model::AttachmentState,
+) -> Result<(String, String), Ec2Error> {
+    let sc = clc.sc()?;
+    let made = sc
+        .create_volume(v.size_gib, v.snapshot_id.as_deref())
+        .await?;
+    let vol = crate::model::Volume {
+        id: made.id.clone(),
+        size_gib: made.size_gib(),
+        snapshot_id: made.snapshot_id.clone(),
+        zone: rec.zone.clone(),
+        state: crate::model::VolumeState::InUse,
+        created: rec.launch_time.clone(),
+        attachment: Some(crate::model::VolumeAttachment {
+            instance_id: rec.id.clone(),
+            device: v.device.clone(),
+            state,
+            attach_time: rec.launch_time.clone(),
+            delete_on_termination: v.delete_on_termination,
+        }),
+        tags: Tags::new(),
+        client_token: None,
+    };
+    rec.volumes.push(crate::model::InstanceVolume {
+        device_name: v.device.clone(),
+        volume_id: made.id.clone(),
+        status: state,
+        attach_time: rec.launch_time.clone(),
+        delete_on_termination: v.delete_on_termination,
+        export_uri: None,
+        error: None,
+        force: false,
+    });
+    if !clc.db.insert_new(owner, &vol)? {
+        return Err(Ec2Error::internal(format!(
+            "the storage controller made volume {} but a record of that id exists",
+            vol.id
+        )));
+    }
+    let deadline = tokio::time::Instant::now() + LAUNCH_VOLUME_WAIT;
+    let mut vstate = made.state.clone();
+    while vstate != "available" {
+        if vstate != "creating" || tokio::time::Instant::now() >= deadline {
+            return Err(Ec2Error::internal(format!(
+                "the launch volume {} is {vstate}, not available",
+                made.id
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        vstate = sc
+            .volume(&made.id)
+            .await?
+            .map(|v| v.state)
+            .unwrap_or_else(|| "gone".into());
+    }
+    let uri = sc.attach_volume(&made.id, ip).await?;
+    if let Some(e) = rec.volumes.iter_mut().find(|e| e.volume_id == made.id) {
+        e.export_uri = Some(uri.clone());
+    }
+    Ok((made.id, uri))
 }
 
 /// Removes what a launch that did not happen made: root volumes (export,
@@ -651,11 +705,11 @@ pub(crate) async fn drive_launch(
     let Some(first) = records.first() else {
         return Ok(Vec::new());
     };
-    let pinned = matches!(first.spec.root, RootDisk::Volume { .. });
+    // Volumes made for the launch are exported to one node: the launch goes there.
+    let pinned = first.node.is_some();
     let req = LaunchRequest {
         min_count: first.min_count.max(1),
         instances: records.iter().map(|r| r.spec.clone()).collect(),
-        // An EBS root is exported to one node: the launch goes there.
         node: if pinned { first.node.clone() } else { None },
         zone: Some(first.zone.clone()),
     };

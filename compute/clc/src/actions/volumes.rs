@@ -13,7 +13,21 @@ use crate::store::{Owned, Write};
 use euca_aws::xml::XmlWriter;
 
 /// The volume types accepted (all are served alike and answered as `standard`).
-const VOLUME_TYPES: &[&str] = &["standard", "io1", "io2", "gp2", "sc1", "st1", "gp3"];
+pub(crate) const VOLUME_TYPES: &[&str] = &["standard", "io1", "io2", "gp2", "sc1", "st1", "gp3"];
+
+/// Whether `device` is a device name an attachment may use (`/dev/sdf`,
+/// `/dev/xvdg`, `/dev/vdb`, `xvdh`).
+pub(crate) fn valid_device(device: &str) -> bool {
+    let name = device.strip_prefix("/dev/").unwrap_or(device);
+    !name.is_empty()
+        && name.len() <= 16
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && ["sd", "xvd", "vd", "hd"]
+            .iter()
+            .any(|p| name.starts_with(p))
+}
 
 /// Serialises CreateVolume calls that carry a ClientToken, so two retries of one
 /// request cannot both create a volume.
@@ -154,7 +168,7 @@ pub async fn create_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
 }
 
 /// A snapshot the caller may create a volume from, completed.
-async fn restorable_snapshot(cx: &Call<'_>, id: &str) -> Result<Snapshot, Ec2Error> {
+pub(crate) async fn restorable_snapshot(cx: &Call<'_>, id: &str) -> Result<Snapshot, Ec2Error> {
     let not_found = || Ec2Error::not_found("InvalidSnapshot.NotFound", "snapshot", id);
     let o = match cx.clc.db.get::<Snapshot>(id)? {
         Some(o) if can_restore(&o, cx.account()) => o,
