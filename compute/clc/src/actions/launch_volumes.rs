@@ -17,7 +17,7 @@
 //!   not have).
 //! - `Ebs.VolumeType` is checked against the EC2 names and otherwise ignored: the
 //!   SC has one kind of volume. `Ebs.Encrypted=true` is refused.
-use super::volumes::{restorable_snapshot, valid_device, VOLUME_TYPES};
+use super::volumes::{check_kind, restorable_snapshot, valid_device};
 use crate::call::Call;
 use crate::error::Ec2Error;
 use crate::model::Image;
@@ -172,18 +172,7 @@ fn parse(m: &crate::params::Params, device: &str) -> Result<Mapping, Ec2Error> {
             "The mapping of {device} needs Ebs.SnapshotId or Ebs.VolumeSize"
         )));
     }
-    if let Some(t) = m.get("Ebs.VolumeType") {
-        if !VOLUME_TYPES.contains(&t) {
-            return Err(Ec2Error::invalid(format!(
-                "Value ({t}) for parameter volumeType is invalid."
-            )));
-        }
-    }
-    if m.bool("Ebs.Encrypted")? == Some(true) {
-        return Err(Ec2Error::invalid(
-            "Encrypted volumes are not supported by this cloud.",
-        ));
-    }
+    check_kind(m.get("Ebs.VolumeType"), m.bool("Ebs.Encrypted")?)?;
     Ok(Mapping::Ebs(LaunchVolume {
         device: device.to_string(),
         snapshot_id,

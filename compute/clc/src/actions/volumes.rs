@@ -13,7 +13,7 @@ use crate::store::{Owned, Write};
 use euca_aws::xml::XmlWriter;
 
 /// The volume types accepted (all are served alike and answered as `standard`).
-pub(crate) const VOLUME_TYPES: &[&str] = &["standard", "io1", "io2", "gp2", "sc1", "st1", "gp3"];
+const VOLUME_TYPES: &[&str] = &["standard", "io1", "io2", "gp2", "sc1", "st1", "gp3"];
 
 /// Whether `device` is a device name an attachment may use (`/dev/sdf`,
 /// `/dev/xvdg`, `/dev/vdb`, `xvdh`).
@@ -27,6 +27,28 @@ pub(crate) fn valid_device(device: &str) -> bool {
         && ["sd", "xvd", "vd", "hd"]
             .iter()
             .any(|p| name.starts_with(p))
+}
+
+/// A volume's `VolumeType` (an EC2 name; otherwise ignored: the SC has one kind
+/// of volume) and `Encrypted` (refused when true), for CreateVolume and launch
+/// mappings alike.
+pub(crate) fn check_kind(
+    volume_type: Option<&str>,
+    encrypted: Option<bool>,
+) -> Result<(), Ec2Error> {
+    if let Some(t) = volume_type {
+        if !VOLUME_TYPES.contains(&t) {
+            return Err(Ec2Error::invalid(format!(
+                "Value ({t}) for parameter volumeType is invalid."
+            )));
+        }
+    }
+    if encrypted == Some(true) {
+        return Err(Ec2Error::invalid(
+            "Encrypted volumes are not supported by this cloud.",
+        ));
+    }
+    Ok(())
 }
 
 /// Serialises CreateVolume calls that carry a ClientToken, so two retries of one
@@ -70,18 +92,7 @@ pub async fn create_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         Some(n) => Some(n as u64),
         None => None,
     };
-    if let Some(t) = p.get("VolumeType") {
-        if !VOLUME_TYPES.contains(&t) {
-            return Err(Ec2Error::invalid(format!(
-                "Value ({t}) for parameter volumeType is invalid."
-            )));
-        }
-    }
-    if p.bool("Encrypted")? == Some(true) {
-        return Err(Ec2Error::invalid(
-            "Encrypted volumes are not supported by this cloud.",
-        ));
-    }
+    check_kind(p.get("VolumeType"), p.bool("Encrypted")?)?;
     let tags = crate::actions::tags::tag_specs(p, "volume")?;
     let snapshot_id = p.get("SnapshotId");
     let snapshot = match snapshot_id {
