@@ -898,3 +898,116 @@ async fn ebs_root_from_a_snapshot_image_then_stop_start_and_terminate() {
     assert_eq!(code(e), "InsufficientInstanceCapacity");
     assert_eq!(all_instances(&clc).len(), 1, "only the terminated one");
 }
+
+#[tokio::test]
+async fn launch_mappings_override_suppress_and_add_to_the_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, _fake) = setup(dir.path(), 4);
+    let (sc_url, sc_calls) = fake_sc().await;
+    clc.set_sc(euca_clc::sc::ScClient::new(&sc_url, "ak", "sk", "eucalyptus").unwrap());
+    let bd = |dev: &str, snap: Option<&str>, size: Option<u64>, virt: Option<&str>| {
+        euca_clc::model::BlockDevice {
+            device_name: dev.into(),
+            snapshot_id: snap.map(String::from),
+            volume_size: size,
+            delete_on_termination: false,
+            virtual_name: virt.map(String::from),
+        }
+    };
+    let mut img = image("emi-000000b1", ImageType::Machine);
+    img.block_devices = vec![
+        bd("/dev/sdb", None, None, Some("ephemeral0")),
+        bd("/dev/sdf", Some("snap-0000000f"), None, None),
+        bd("/dev/sdg", None, Some(2), None),
+    ];
+    clc.db.insert_new(A, &img).unwrap();
+    let x = call(
+        &clc,
+        A,
+        "RunInstances",
+        &[
+            ("ImageId", "emi-000000b1"),
+            // The image's /dev/sdf (its snapshot is never looked up) is dropped.
+            ("BlockDeviceMapping.1.DeviceName", "/dev/sdf"),
+            ("BlockDeviceMapping.1.NoDevice", ""),
+            // /dev/sdg replaced: 3 GiB, kept at terminate.
+            ("BlockDeviceMapping.2.DeviceName", "/dev/sdg"),
+            ("BlockDeviceMapping.2.Ebs.VolumeSize", "3"),
+            ("BlockDeviceMapping.2.Ebs.DeleteOnTermination", "false"),
+            // /dev/sdh added: DeleteOnTermination defaults to true.
+            ("BlockDeviceMapping.3.DeviceName", "/dev/sdh"),
+            ("BlockDeviceMapping.3.Ebs.VolumeSize", "1"),
+        ],
+    )
+    .await
+    .unwrap();
+    let id = texts(&x, "instanceId")[0].clone();
+    let rec = clc.db.get::<Instance>(&id).unwrap().unwrap().record;
+    let devs: Vec<(&str, bool, &str)> = rec
+        .volumes
+        .iter()
+        .map(|v| {
+            (
+                v.device_name.as_str(),
+                v.delete_on_termination,
+                v.status.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        devs,
+        [
+            ("/dev/sdg", false, "attaching"),
+            ("/dev/sdh", true, "attaching")
+        ]
+    );
+    // The node gets them in the spec, with their exports; the launch is pinned.
+    let spec: Vec<(&str, &str)> = rec
+        .spec
+        .volumes
+        .iter()
+        .map(|v| (v.device.as_str(), v.export.uri.as_str()))
+        .collect();
+    assert_eq!(
+        spec,
+        [
+            ("/dev/sdg", "nbd://127.0.0.1:10809/x"),
+            ("/dev/sdh", "nbd://127.0.0.1:10809/x")
+        ]
+    );
+    assert!(rec.node.is_some());
+    let creates: Vec<String> = sc_calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("POST /volumes?"))
+        .cloned()
+        .collect();
+    assert_eq!(creates.len(), 2, "{creates:?}");
+    assert!(creates[0].contains("size_gib=3"), "{creates:?}");
+    assert!(creates[1].contains("size_gib=1"), "{creates:?}");
+    for v in &rec.volumes {
+        assert_eq!(
+            vol_status(&clc, &v.volume_id),
+            (VolumeState::InUse, Some("attaching"))
+        );
+    }
+    // A mapping of an instance-store root to a volume is refused, nothing made.
+    assert_eq!(
+        code(
+            call(
+                &clc,
+                A,
+                "RunInstances",
+                &[
+                    ("ImageId", "emi-000000b1"),
+                    ("BlockDeviceMapping.1.DeviceName", "/dev/sda1"),
+                    ("BlockDeviceMapping.1.Ebs.VolumeSize", "1"),
+                ],
+            )
+            .await
+        ),
+        "InvalidParameterValue"
+    );
+    assert_eq!(all_instances(&clc).len(), 1);
+}
