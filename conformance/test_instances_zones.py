@@ -209,3 +209,13 @@ def test_a_cc_configured_for_another_zone_refuses(zones):
         Filters=[{"Name": "availability-zone", "Values": [ZONE_WRONG]}])["Reservations"]
         for i in r["Instances"]]
     assert left == []
+
+
+def test_euca_up_refuses_a_cc_zone_other_than_the_clcs(tmp_path):
+    cfg = tmp_path / "euca.toml"
+    cfg.write_text(f'[clc]\nzone = "{ZONE_A}"\n[cc]\nzone = "{ZONE_B}"\n')
+    cloud = Cloud(tmp_path / "data", free_port(), ["--no-node", "--config", str(cfg)])
+    with pytest.raises(RuntimeError) as e:
+        cloud.start()
+    assert "[cc] zone" in str(e.value) and ZONE_B in str(e.value)
+    cloud.stop()
