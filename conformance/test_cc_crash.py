@@ -1,20 +1,15 @@
 """`euca cc` killed at its named failpoints on the launch path (EUCA_FAILPOINT, a
 real SIGKILL of the real binary) loses no instance and never places one twice;
-`euca nodes` lists what the CC sees.
-
-The nodes here are a small in-process fake of the NC API (JSON over HTTP, the
-cluster token), not `euca nc --simulate`: this branch does not have the simulated
-node yet. Once it is on main, the same checks can run against `euca nc --simulate 2`
-(its nodes live at http://<listen>/sim/<k>)."""
+`euca nc --simulate 2` is its pair of nodes (the NC protocol without QEMU, at
+http://<listen>/sim/<k>, listed in the CC's config as n0 and n1); `euca nodes`
+lists what the CC sees."""
 import json
 import os
 import signal
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -23,96 +18,64 @@ from conftest import euca_bin, free_port
 TOKEN = "conformance-cluster-token-0123456789"
 
 
-class FakeNodes:
-    """N fake NCs behind one listener at /n/<k>: advertised capacity 2 cores,
-    2 GiB, 20 GiB each; records every accepted run."""
+class SimNodes:
+    """`euca nc --simulate n`: n simulated NCs behind one listener at /sim/<k>,
+    each advertising 2 cores, 2 GiB, 20 GiB; not registered with any CC (the CC's
+    config lists them)."""
 
-    def __init__(self, n):
-        self.lock = threading.Lock()
-        self.instances = [dict() for _ in range(n)]
-        self.runs = [dict() for _ in range(n)]
-        fake = self
-
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def reply(self, status, obj):
-                body = json.dumps(obj).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def node(self):
-                if self.headers.get("authorization") != f"Bearer {TOKEN}":
-                    self.reply(403, {"error": {"code": "Forbidden", "message": "token"}})
-                    return None, None
-                parts = self.path.split("/")
-                # ['', 'n', k, 'v1', ...]
-                try:
-                    return int(parts[2]), parts[3:]
-                except (IndexError, ValueError):
-                    self.reply(404, {"error": {"code": "NotFound", "message": self.path}})
-                    return None, None
-
-            def do_GET(self):
-                k, rest = self.node()
-                if k is None:
-                    return
-                if rest == ["v1", "node"]:
-                    with fake.lock:
-                        insts = list(fake.instances[k].values())
-                    self.reply(200, {"name": f"fake{k}",
-                                     "capacity": {"cores": 2, "memory_mib": 2048, "disk_gib": 20},
-                                     "instances": insts})
-                else:
-                    self.reply(404, {"error": {"code": "NotFound", "message": self.path}})
-
-            def do_PUT(self):
-                k, rest = self.node()
-                if k is None:
-                    return
-                spec = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
-                if len(rest) != 3 or rest[:2] != ["v1", "instances"]:
-                    self.reply(404, {"error": {"code": "NotFound", "message": self.path}})
-                    return
-                iid = rest[2]
-                with fake.lock:
-                    fake.runs[k][iid] = fake.runs[k].get(iid, 0) + 1
-                    rep = fake.instances[k].setdefault(iid, {
-                        "instance_id": iid, "account": spec["account"],
-                        "reservation_id": spec["reservation_id"], "vm_type": spec["vm_type"],
-                        "state": "running", "mac": spec["mac"],
-                        "launched_at": "2026-12-04T00:00:00Z", "volumes": []})
-                self.reply(200, rep)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def __init__(self, root, n):
+        self.n = n
+        self.port = free_port()
+        self.token_file = root / "nc-token"
+        self.token_file.write_text(TOKEN)
+        os.chmod(self.token_file, 0o600)
+        self.log = root / "nc.log"
+        self.proc = subprocess.Popen(
+            [euca_bin(), "nc", "--simulate", str(n), "--name", "crash",
+             "--nc-listen", f"127.0.0.1:{self.port}", "--token-file", str(self.token_file),
+             "--cores", "2", "--memory-mib", "2048", "--disk-gib", "20",
+             "--sim-delay-ms", "50"],
+            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        deadline = time.time() + 20
+        while True:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                self.node(n - 1)
+                return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def url(self, k):
-        return f"http://127.0.0.1:{self.port}/n/{k}"
+        return f"http://127.0.0.1:{self.port}/sim/{k}"
 
-    def total_runs(self, iid):
-        with self.lock:
-            return sum(r.get(iid, 0) for r in self.runs)
+    def node(self, k):
+        """Node k's own report (GET /v1/node on the NC API)."""
+        req = urllib.request.Request(self.url(k) + "/v1/node",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
 
     def holders(self, iid):
-        with self.lock:
-            return [k for k, i in enumerate(self.instances) if iid in i]
+        """(node index, launched_at) of every node that runs `iid`."""
+        return [(k, i["launched_at"]) for k in range(self.n)
+                for i in self.node(k)["instances"] if i["instance_id"] == iid]
 
     def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 class Cc:
-    """`euca cc` on a data dir with a config naming the fake nodes."""
+    """`euca cc` on a data dir with a config naming the simulated nodes."""
 
-    def __init__(self, root, fake, n):
+    def __init__(self, root, sim, n):
         self.root = root
         self.data = root / "data"
         (self.data / "cloud").mkdir(parents=True, exist_ok=True)
@@ -121,7 +84,7 @@ class Cc:
         os.chmod(self.token_file, 0o600)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        nodes = ", ".join(f'{{name = "n{k}", url = "{fake.url(k)}"}}' for k in range(n))
+        nodes = ", ".join(f'{{name = "n{k}", url = "{sim.url(k)}"}}' for k in range(n))
         self.config = root / "cc.toml"
         self.config.write_text(
             f'[cc]\npolicy = "GREEDY"\npoll_interval_ms = 200\npoll_timeout_ms = 500\n'
@@ -184,11 +147,11 @@ def spec(iid):
 
 @pytest.fixture
 def rig(tmp_path):
-    fake = FakeNodes(2)
-    cc = Cc(tmp_path, fake, 2)
-    yield fake, cc
+    sim = SimNodes(tmp_path, 2)
+    cc = Cc(tmp_path, sim, 2)
+    yield sim, cc
     cc.stop()
-    fake.stop()
+    sim.stop()
 
 
 def polled(cc):
@@ -197,7 +160,7 @@ def polled(cc):
 
 @pytest.mark.parametrize("point", ["cc.after_reserve", "cc.after_nc_run"])
 def test_kill9_at_failpoint_loses_nothing_places_once(rig, point):
-    fake, cc = rig
+    sim, cc = rig
     cc.start(failpoint=point)
     cc.wait("nodes polled", lambda: polled(cc))
     iid = "i-0badf00d"
@@ -205,26 +168,30 @@ def test_kill9_at_failpoint_loses_nothing_places_once(rig, point):
         cc.call("POST", "/v1/launch", {"min_count": 1, "instances": [spec(iid)]})
     cc.proc.wait(10)
     assert cc.proc.returncode == -9, "killed by its failpoint"
-    # after_reserve: the node was never asked; after_nc_run: it was, once.
-    assert fake.total_runs(iid) == (0 if point == "cc.after_reserve" else 1)
+    # after_reserve: no node was asked; after_nc_run: n0 was (and runs it).
+    before = sim.holders(iid)
+    assert [k for k, _ in before] == ([] if point == "cc.after_reserve" else [0])
     cc.start()
     # The placement survived: it is listed at once and ends up run exactly once.
     listed = cc.call("GET", "/v1/instances")
     assert [(p["instance_id"], p["node"]) for p in listed] == [(iid, "n0")], listed
     cc.wait("the instance reported", lambda: any(
         p["report"] for p in cc.call("GET", "/v1/instances") if p["instance_id"] == iid))
-    assert fake.total_runs(iid) == 1 and fake.holders(iid) == [0]
+    once = sim.holders(iid)
+    assert [k for k, _ in once] == [0], once
+    # A run the node had already taken is the same instance (same launch time).
+    assert before in ([], once)
     # The same launch again (the CLC repeating its call) answers the same node.
     r = cc.call("POST", "/v1/launch", {"min_count": 1, "instances": [spec(iid)]})
     assert r["placed"] == [{"instance_id": iid, "node": "n0"}]
-    time.sleep(0.5)  # a few polls: nothing re-sent
-    assert fake.total_runs(iid) == 1
+    time.sleep(0.5)  # a few polls: nothing re-sent elsewhere
+    assert sim.holders(iid) == once
     nodes = cc.call("GET", "/v1/nodes")
     assert nodes[0]["reserved"]["cores"] == 0 and nodes[0]["free"]["cores"] == 1
 
 
 def test_euca_nodes_table_and_json(rig):
-    fake, cc = rig
+    sim, cc = rig
     cc.start()
     cc.wait("nodes polled", lambda: polled(cc))
     r = cc.call("POST", "/v1/launch", {"min_count": 1, "instances": [spec("i-00000001")]})

@@ -209,3 +209,36 @@ def test_ebs_root_stop_then_start_boots_again(cloud, guest_image):
                 break
             time.sleep(1)
         assert not ec2.describe_volumes(Filters=[{"Name": "volume-id", "Values": [root]}])["Volumes"]
+
+
+def test_a_launch_volume_reaches_the_guest_and_is_deleted_at_terminate(cloud, guest_image):
+    """A non-root BlockDeviceMapping: the volume is made at launch, the guest sees
+    the disk (the node gives QEMU launch volumes as it starts the guest, so the
+    kernel lists it at boot: the only 1 GiB virtio disk), terminate deletes it
+    (DeleteOnTermination defaults to true for launch volumes)."""
+    emi, _, _ = guest_image
+    ec2 = cloud.ec2()
+    iid, _ = run_one(ec2, emi, BlockDeviceMappings=[
+        {"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 1}}])
+    try:
+        aws_wait(cloud, "instance-running", "--instance-ids", iid)
+        wait_console(ec2, iid, r"TG-BOOTED")
+        # 1 GiB = 2097152 sectors; the root (vda) and ephemeral (vdb) disks differ.
+        wait_console(ec2, iid, r"\[vd[c-z]\] 2097152 512-byte logical blocks")
+        bdm = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0][
+            "BlockDeviceMappings"]
+        vol = [m["Ebs"]["VolumeId"] for m in bdm if m["DeviceName"] == "/dev/sdf"][0]
+        assert ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]["State"] == "in-use"
+    finally:
+        ec2.terminate_instances(InstanceIds=[iid])
+    aws_wait(cloud, "instance-terminated", "--instance-ids", iid)
+    deadline = time.time() + 30
+    left = True
+    while left and time.time() < deadline:
+        try:
+            ec2.describe_volumes(VolumeIds=[vol])
+            time.sleep(0.5)
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "InvalidVolume.NotFound"
+            left = False
+    assert not left, f"{vol} not deleted at terminate"

@@ -199,16 +199,16 @@ pub async fn start_cluster(
     edge: Edge,
     shutdown: watch::Receiver<bool>,
 ) -> Result<StartedCc> {
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
+    let listener = tokio::net::TcpListener::bind(cfg.tracker.listen)
         .await
-        .with_context(|| format!("binding the cluster controller to {}", cfg.listen))?;
+        .with_context(|| format!("binding the cluster controller to {}", cfg.tracker.listen))?;
     let addr = listener.local_addr()?;
     let mut cfg = cfg.clone();
     cfg.state_dir.get_or_insert_with(|| data.join("cc"));
     let cluster = euca_cc::Cluster::start(cfg.clone(), token)
         .await
         .context("starting the cluster controller")?;
-    let api = euca_cc::api::CcApi::new(cluster.clone(), cfg.seeders_per_image);
+    let api = euca_cc::api::CcApi::new(cluster.clone(), cfg.tracker.seeders_per_image);
     let c = cluster.clone();
     let task = tokio::spawn(async move {
         api.serve(listener, edge, shutdown).await;
@@ -224,18 +224,18 @@ pub async fn start_cluster(
 pub async fn cc(a: CcArgs, file: Option<CcConfig>, svc: euca_service::ServiceConfig) -> Result<()> {
     let mut cfg = file.unwrap_or_default();
     if let Some(l) = a.listen {
-        cfg.listen = l;
+        cfg.tracker.listen = l;
     }
-    crate::edge::fit_caps(&mut [("[cc] max_connections", &mut cfg.max_connections, 1)])?;
+    crate::edge::fit_caps(&mut [("[cc] max_connections", &mut cfg.tracker.max_connections, 1)])?;
     let metrics_token = crate::edge::ensure_metrics_token(&a.data)?;
     let token_file = a
         .token_file
-        .or(cfg.token_file.clone())
+        .or(cfg.tracker.token_file.clone())
         .unwrap_or_else(|| token_path(&a.data));
     let token = read_token(&token_file)?;
     let edge = Edge::new(
         "tracker",
-        cfg.max_connections,
+        cfg.tracker.max_connections,
         &svc,
         crate::edge::metrics_access(&svc, Some(&metrics_token)),
     );

@@ -552,18 +552,19 @@ async fn start_cc(
     metrics_token: &str,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(String, tokio::task::JoinHandle<()>, String)> {
-    let token = match &cfg.token_file {
+    let token = match &cfg.tracker.token_file {
         Some(f) => std::fs::read_to_string(f)
             .with_context(|| format!("reading {}", f.display()))?
             .trim()
             .to_string(),
         None => imagecache::ensure_token(&o.data)?,
     };
-    cfg.token_file
+    cfg.tracker
+        .token_file
         .get_or_insert_with(|| imagecache::token_path(&o.data));
     let edge = euca_imagecache::http::Edge::new(
         "tracker",
-        cfg.max_connections,
+        cfg.tracker.max_connections,
         svc,
         edge::metrics_access(svc, Some(metrics_token)),
     );
@@ -727,7 +728,7 @@ async fn up(a: UpArgs) -> Result<()> {
     scfg.listen = a.sc_listen;
     scfg.nbd_listen = a.nbd_listen;
     let mut ccfg = cfg.cc.unwrap_or_default();
-    ccfg.listen = a.cc_listen;
+    ccfg.tracker.listen = a.cc_listen;
     let mut clcfg = cfg.clc.unwrap_or_default();
     clcfg.listen = a.clc_listen;
     let mut ncfg = cfg.nc.unwrap_or_default();
@@ -740,7 +741,7 @@ async fn up(a: UpArgs) -> Result<()> {
         ("[walrus] max_connections", &mut wcfg.max_connections, 2),
         ("[sc] max_connections", &mut scfg.max_connections, 1),
         ("[sc] nbd_max_connections", &mut scfg.nbd_max_connections, 1),
-        ("[cc] max_connections", &mut ccfg.max_connections, 1),
+        ("[cc] max_connections", &mut ccfg.tracker.max_connections, 1),
         ("[clc] max_connections", &mut clcfg.max_connections, 1),
     ])?;
     let mut opened = open_walrus(&a.data, wcfg, from_file).await?;
@@ -784,6 +785,18 @@ async fn up(a: UpArgs) -> Result<()> {
             &format!("http://{api}/"),
             &opened.region,
         )?;
+    }
+    // `euca up`'s CC serves the CLC's zone: `[cc] zone` may repeat it, not differ.
+    if let Some(clc_state) = &clc_state {
+        let own = clc_state.zone();
+        match &ccfg.zone {
+            Some(z) if *z != own => anyhow::bail!(
+                "[cc] zone = {z:?} but this cloud's zone ([clc] zone) is {own:?}: \
+                 `euca up`'s cluster controller serves the CLC's zone; run another \
+                 zone's CC with `euca cc` and name it in [[clc.clusters]]"
+            ),
+            _ => ccfg.zone = Some(own),
+        }
     }
     let (tracker, cc_task, cc_token) =
         start_cc(&opened, ccfg, &svc, &token, shutdown.clone()).await?;

@@ -64,6 +64,7 @@ fn state(s: NodeState) -> &'static str {
         NodeState::Down => "DOWN",
         NodeState::Asleep => "ASLEEP",
         NodeState::Waking => "WAKING",
+        NodeState::Pending => "PENDING",
     }
 }
 

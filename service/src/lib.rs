@@ -15,6 +15,8 @@
 //! - [`budget`]: raising the soft `RLIMIT_NOFILE` to the hard limit and fitting
 //!   every listener's cap into the descriptors the process has;
 //! - [`MetricsAccess`]: the bearer token `/_metrics` needs (constant-time compare);
+//! - [`bearer`]: the cluster token of the compute services' internal APIs and
+//!   the client that sends it;
 //! - [`body::read_capped`]: reading a small request body with a size cap, refusing
 //!   an over-long `Content-Length` before reading anything.
 //!
@@ -33,6 +35,7 @@
 //! Planned: TLS in the internal clients (the SC's and image cache's HTTP
 //! clients, the CLI) and per-request deadlines.
 pub mod api;
+pub mod bearer;
 pub mod body;
 pub mod budget;
 pub mod client;

@@ -149,7 +149,7 @@ impl euca_service::Api for CcApi {
 
 impl euca_service::registry::MetricSource for Cluster {
     fn report(&self, out: &mut euca_service::registry::Scrape) {
-        let mut by_state = [0i64; 4];
+        let mut by_state = [0i64; 5];
         {
             let v = self.lock();
             for e in &v.nodes {
@@ -158,10 +158,14 @@ impl euca_service::registry::MetricSource for Cluster {
                     NodeState::Down => 1,
                     NodeState::Asleep => 2,
                     NodeState::Waking => 3,
+                    NodeState::Pending => 4,
                 }] += 1;
             }
         }
-        for (k, s) in ["UP", "DOWN", "ASLEEP", "WAKING"].iter().enumerate() {
+        for (k, s) in ["UP", "DOWN", "ASLEEP", "WAKING", "PENDING"]
+            .iter()
+            .enumerate()
+        {
             out.gauge(
                 "euca_cc_nodes",
                 "Nodes by state.",

@@ -203,6 +203,14 @@ impl Cluster {
     /// durably, then asks their nodes to run them.
     pub async fn launch(&self, req: LaunchRequest) -> Result<LaunchReply, CcError> {
         check_launch(&req)?;
+        if let (Some(serves), Some(asked)) = (&self.cfg.zone, &req.zone) {
+            if serves != asked {
+                return Err(CcError::ZoneMismatch {
+                    serves: serves.clone(),
+                    asked: asked.clone(),
+                });
+            }
+        }
         let placed = {
             let mut v = self.lock();
             schedule::place(&mut v, self.cfg.policy, &self.cfg.overcommit, &req)

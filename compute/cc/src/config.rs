@@ -1,7 +1,9 @@
 //! `[cc]` in the cloud's TOML file: the image tracker's fields (the CC hosts it)
 //! and the cluster controller's. Every field has a default, so flags alone suffice.
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+pub use euca_imagecache::config::TrackerConfig;
 
 use euca_compute_proto::Overcommit;
 use serde::{Deserialize, Serialize};
@@ -32,17 +34,18 @@ pub struct StaticNode {
     pub url: String,
 }
 
+/// `[cc]`: the tracker's fields (`listen`, `token_file`, `seeders_per_image`,
+/// `max_connections`, flattened into the same table, so the TOML a user writes
+/// is one flat table) and the cluster controller's.
+///
+/// serde ignores `deny_unknown_fields` beside `flatten`, so keys neither part
+/// knows are collected and refused by [`CcConfig::validate`] (which `euca cc` and
+/// `euca up` run before starting).
 #[derive(Deserialize, Clone, Debug)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct CcConfig {
-    /// Listen address of the CC API and the image tracker (one listener).
-    pub listen: SocketAddr,
-    /// File holding the cluster token (shared with the nodes and the CLC).
-    pub token_file: Option<PathBuf>,
-    /// Tracker: nodes per image allowed to fetch from Walrus at once.
-    pub seeders_per_image: usize,
-    /// Open connections at most (further ones wait in the accept queue).
-    pub max_connections: usize,
+    #[serde(flatten)]
+    pub tracker: TrackerConfig,
     /// The availability zone this cluster is (unset: the CLC's zone).
     pub zone: Option<String>,
     /// `GREEDY` (default), `ROUNDROBIN` or `POWERSAVE`; anything else is refused.
@@ -69,15 +72,15 @@ pub struct CcConfig {
     /// Where the CC keeps its journal (pending placements, registered nodes);
     /// `euca cc` and `euca up` default it to `<data>/cc`.
     pub state_dir: Option<PathBuf>,
+    /// Keys of `[cc]` neither part knows (refused by [`CcConfig::validate`]).
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, serde::de::IgnoredAny>,
 }
 
 impl Default for CcConfig {
     fn default() -> Self {
         CcConfig {
-            listen: ([127, 0, 0, 1], 8774).into(),
-            token_file: None,
-            seeders_per_image: 2,
-            max_connections: 512,
+            tracker: TrackerConfig::default(),
             zone: None,
             policy: Policy::Greedy,
             poll_interval_ms: 1000,
@@ -90,24 +93,18 @@ impl Default for CcConfig {
             wake_timeout_secs: 300,
             nodes: Vec::new(),
             state_dir: None,
+            unknown: BTreeMap::new(),
         }
     }
 }
 
 impl CcConfig {
-    /// The image tracker's part of the table.
-    pub fn tracker(&self) -> euca_imagecache::config::CcConfig {
-        euca_imagecache::config::CcConfig {
-            listen: self.listen,
-            token_file: self.token_file.clone(),
-            seeders_per_image: self.seeders_per_image,
-            max_connections: self.max_connections,
-        }
-    }
-
     /// Refuses values the CC cannot run with.
     pub fn validate(&self) -> Result<(), CcError> {
         let bad = |m: String| Err(CcError::Config(m));
+        if let Some(k) = self.unknown.keys().next() {
+            return bad(format!("[cc]: unknown field `{k}`"));
+        }
         if self.poll_interval_ms == 0 || self.poll_timeout_ms == 0 {
             return bad("[cc] poll_interval_ms and poll_timeout_ms must be > 0".into());
         }
@@ -158,7 +155,42 @@ mod tests {
         assert!(toml::from_str::<CcConfig>(r#"policy = "greedy""#).is_err());
         let ps: CcConfig = toml::from_str(r#"policy = "POWERSAVE""#).unwrap();
         assert!(ps.validate().is_err(), "POWERSAVE without commands");
-        let t = c.tracker();
-        assert_eq!(t.seeders_per_image, 2);
+        assert_eq!(c.tracker.seeders_per_image, 2);
+    }
+
+    #[test]
+    fn an_existing_cc_table_still_parses_flat() {
+        // The table as users wrote it before the tracker's fields were shared:
+        // one flat [cc], tracker and cluster fields side by side.
+        let doc: toml::Table = toml::from_str(
+            r#"[cc]
+               listen = "127.0.0.1:9774"
+               token_file = "/etc/euca/cluster-token"
+               seeders_per_image = 3
+               max_connections = 64
+               zone = "us-east-1b"
+               policy = "GREEDY"
+               poll_interval_ms = 250"#,
+        )
+        .unwrap();
+        let c: CcConfig = doc["cc"].clone().try_into().unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.tracker.listen, "127.0.0.1:9774".parse().unwrap());
+        assert_eq!(
+            c.tracker.token_file.as_deref(),
+            Some(std::path::Path::new("/etc/euca/cluster-token"))
+        );
+        assert_eq!(c.tracker.seeders_per_image, 3);
+        assert_eq!(c.tracker.max_connections, 64);
+        assert_eq!(c.zone.as_deref(), Some("us-east-1b"));
+        assert_eq!(c.poll_interval_ms, 250);
+        // Defaults for what the table leaves out, on both sides.
+        let d: CcConfig = toml::from_str("").unwrap();
+        assert_eq!(d.tracker.listen, "127.0.0.1:8774".parse().unwrap());
+        assert_eq!(d.down_after_missed, 3);
+        // A key neither side knows is still refused.
+        let typo: CcConfig = toml::from_str("seeders_per_imag = 3").unwrap();
+        let e = typo.validate().unwrap_err().to_string();
+        assert!(e.contains("seeders_per_imag"), "{e}");
     }
 }

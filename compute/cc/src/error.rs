@@ -19,6 +19,8 @@ pub enum CcError {
     NodeNotFound(String),
     #[error("node {0} is DOWN")]
     NodeUnavailable(String),
+    #[error("this cluster controller serves zone {serves}, not {asked}")]
+    ZoneMismatch { serves: String, asked: String },
     /// The node refused or failed the forwarded call (its own status and code).
     #[error("node: {0}")]
     Node(ProtoError),
@@ -29,7 +31,7 @@ impl CcError {
         match self {
             CcError::Config(_) | CcError::Journal(_) => 500,
             CcError::BadRequest(_) => 400,
-            CcError::InsufficientCapacity { .. } => 409,
+            CcError::InsufficientCapacity { .. } | CcError::ZoneMismatch { .. } => 409,
             CcError::InstanceNotFound(_) | CcError::NodeNotFound(_) => 404,
             CcError::NodeUnavailable(_) => 503,
             CcError::Node(e) => match e {
@@ -48,6 +50,7 @@ impl CcError {
             CcError::InstanceNotFound(_) => codes::INSTANCE_NOT_FOUND,
             CcError::NodeNotFound(_) => "NotFound",
             CcError::NodeUnavailable(_) => codes::NODE_UNAVAILABLE,
+            CcError::ZoneMismatch { .. } => codes::ZONE_MISMATCH,
             CcError::Node(e) => match e {
                 ProtoError::Refused { code, .. } => code,
                 e if e.is_unavailable() => codes::NODE_UNAVAILABLE,

@@ -56,7 +56,7 @@ pub fn place(
                 .by_name
                 .get(name)
                 .ok_or_else(|| CcError::NodeNotFound(name.clone()))?;
-            if view.nodes[i].state == NodeState::Down {
+            if matches!(view.nodes[i].state, NodeState::Down | NodeState::Pending) {
                 return Err(CcError::NodeUnavailable(name.clone()));
             }
             Some(i)

@@ -52,7 +52,7 @@ impl NodeEntry {
             name: name.to_string(),
             url: url.to_string(),
             client,
-            state: NodeState::Up,
+            state: NodeState::Pending,
             capacity: Resources::ZERO,
             instances: Vec::new(),
             last_seen: None,
@@ -257,7 +257,7 @@ impl View {
         let e = &mut self.nodes[i];
         e.missed = e.missed.saturating_add(1);
         match e.state {
-            NodeState::Up if e.missed >= down_after => {
+            NodeState::Up | NodeState::Pending if e.missed >= down_after => {
                 tracing::warn!(node = %e.name, missed = e.missed, "cc: node DOWN");
                 e.state = NodeState::Down;
             }

@@ -123,6 +123,7 @@ async fn min_count_is_all_or_nothing() {
     let e = c
         .launch(euca_compute_proto::LaunchRequest {
             node: Some("n9".into()),
+            zone: None,
             ..launch(&["i-x"], 1)
         })
         .await
@@ -147,6 +148,7 @@ async fn hung_node_goes_down_while_the_api_answers() {
     let r = cc
         .launch(&euca_compute_proto::LaunchRequest {
             node: Some("n1".into()),
+            zone: None,
             ..launch(&["i-on-n1"], 1)
         })
         .await
@@ -444,5 +446,43 @@ async fn powersave_wake_during_a_sleep_command_is_not_undone() {
         ns[0].state == NodeState::Up && ns[0].instances.len() == 1
     })
     .await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_is_pending_and_unplaceable_until_its_first_answered_poll() {
+    let fake = Fake::start(1, two_slots()).await;
+    fake.set_mode(0, Mode::Hang);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = fake.config(Policy::Greedy, dir.path());
+    // It must stay unheard (not DOWN) for the whole check.
+    cfg.down_after_missed = 1_000;
+    let c = Cluster::start(cfg, token()).await.unwrap();
+    // Polled (and unanswered) a few times.
+    wait_nodes(&c, "a few polls sent", |_| fake.requests(0) >= 3).await;
+    let ns = c.nodes();
+    assert_eq!(ns[0].state, NodeState::Pending, "{ns:#?}");
+    assert_eq!(ns[0].capacity.cores, 0);
+    assert!(ns[0].last_seen.is_none());
+    // Not placeable: by policy (no capacity known) nor pinned to it.
+    assert!(matches!(
+        c.launch(launch(&["i-1"], 1)).await,
+        Err(CcError::InsufficientCapacity { .. })
+    ));
+    let mut pinned = launch(&["i-2"], 1);
+    pinned.node = Some("n0".into());
+    assert!(matches!(
+        c.launch(pinned).await,
+        Err(CcError::NodeUnavailable(_))
+    ));
+    assert_eq!(fake.counts(), vec![0]);
+    // It answers: UP with its capacity, and launches land there.
+    fake.set_mode(0, Mode::Normal);
+    wait_nodes(&c, "n0 UP", |ns| {
+        ns[0].state == NodeState::Up && ns[0].capacity.cores == 2
+    })
+    .await;
+    let r = c.launch(launch(&["i-3"], 1)).await.unwrap();
+    assert_eq!(r.placed[0].node, "n0");
     c.stop().await;
 }

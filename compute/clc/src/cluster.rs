@@ -74,6 +74,10 @@ pub fn map_error(e: ProtoError) -> Ec2Error {
         }
         Some(codes::INCORRECT_STATE) => Ec2Error::state("IncorrectInstanceState", e.to_string()),
         Some(codes::VOLUME_NOT_ATTACHED) => Ec2Error::state("IncorrectState", e.to_string()),
+        // `[[clc.clusters]]` names this CC for a zone its `[cc] zone` disagrees with.
+        Some(codes::ZONE_MISMATCH) => {
+            Ec2Error::internal(format!("misconfigured cluster controller: {e}"))
+        }
         _ if e.is_unavailable() => {
             Ec2Error::Unavailable(format!("the cluster controller did not answer: {e}"))
         }

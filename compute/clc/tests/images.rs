@@ -1,62 +1,14 @@
 //! Images through the action functions (no listener, no Walrus): EBS images from a
 //! snapshot record, visibility and launch permissions, filters, and pending
 //! installs marked failed on start-up.
-use euca_aws::xml::XmlWriter;
-use euca_aws::Principal;
-use euca_clc::actions::{dispatch, Action};
-use euca_clc::call::Call;
+mod common;
+
+use common::{call_as as call, principal, text};
 use euca_clc::model::{Image, ImageState, ImageType, Snapshot, SnapshotState};
-use euca_clc::params::Params;
-use euca_clc::{Clc, ClcConfig, Ec2Error};
-
-fn principal(account: &str) -> Principal {
-    Principal {
-        account_id: account.into(),
-        canonical_id: format!("canon-{account}"),
-        display_name: format!("name-{account}"),
-        access_key: format!("AK{account}"),
-    }
-}
-
-async fn call(
-    clc: &Clc,
-    who: &Principal,
-    action: &str,
-    pairs: &[(&str, &str)],
-) -> Result<String, Ec2Error> {
-    let mut v: Vec<(String, String)> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    v.push(("Action".into(), action.into()));
-    let params = Params::new(v)?;
-    let cx = Call {
-        clc,
-        caller: who,
-        params: &params,
-        request_id: "req",
-    };
-    let mut x = XmlWriter::new();
-    x.root("Response", "urn:test");
-    dispatch(Action::parse(action).expect("known action"), &cx, &mut x).await?;
-    Ok(x.finish())
-}
-
-fn text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
-    let open = format!("<{tag}>");
-    let s = xml.find(&open)? + open.len();
-    let e = xml[s..].find(&format!("</{tag}>"))? + s;
-    Some(&xml[s..e])
-}
+use euca_clc::{Clc, ClcConfig};
 
 fn open(dir: &std::path::Path) -> Clc {
-    Clc::open(
-        dir,
-        "eucalyptus",
-        "http://127.0.0.1:1/",
-        ClcConfig::default(),
-    )
-    .unwrap()
+    common::open_with(dir, ClcConfig::default())
 }
 
 fn snapshot(id: &str, state: SnapshotState, restorable_by: &[&str]) -> Snapshot {

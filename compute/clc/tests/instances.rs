@@ -3,14 +3,12 @@
 //! launches, ClientToken idempotency, error codes, state mapping by the
 //! reconciler, expiry of terminated instances, cloud-unique MACs, attach/detach
 //! progression and re-driven interrupted launches.
+mod common;
+
 use async_trait::async_trait;
-use euca_aws::xml::XmlWriter;
-use euca_aws::Principal;
-use euca_clc::actions::{dispatch, Action};
-use euca_clc::call::Call;
+use common::{call, texts};
 use euca_clc::cluster::ClusterApi;
 use euca_clc::model::{Image, ImageState, ImageType, Instance, InstanceState, Volume, VolumeState};
-use euca_clc::params::Params;
 use euca_clc::{Clc, ClcConfig, Ec2Error};
 use euca_compute_proto::{
     codes, AttachSpec, ConsoleOutput, InstanceReport, LaunchReply, LaunchRequest, NodeAttachState,
@@ -24,53 +22,6 @@ use std::sync::{Arc, Mutex};
 const A: &str = "111111111111";
 const B: &str = "222222222222";
 const ZONE: &str = "eucalyptus1a";
-
-fn principal(account: &str) -> Principal {
-    Principal {
-        account_id: account.into(),
-        canonical_id: format!("canon-{account}"),
-        display_name: format!("name-{account}"),
-        access_key: format!("AK{account}"),
-    }
-}
-
-async fn call(
-    clc: &Clc,
-    who: &str,
-    action: &str,
-    pairs: &[(&str, &str)],
-) -> Result<String, Ec2Error> {
-    let mut v: Vec<(String, String)> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    v.push(("Action".into(), action.into()));
-    let params = Params::new(v)?;
-    let p = principal(who);
-    let cx = Call {
-        clc,
-        caller: &p,
-        params: &params,
-        request_id: "req",
-    };
-    let mut x = XmlWriter::new();
-    x.root("Response", "urn:test");
-    dispatch(Action::parse(action).expect("known action"), &cx, &mut x).await?;
-    Ok(x.finish())
-}
-
-fn texts(xml: &str, tag: &str) -> Vec<String> {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(s) = rest.find(&open) {
-        let after = &rest[s + open.len()..];
-        let Some(e) = after.find(&close) else { break };
-        out.push(after[..e].to_string());
-        rest = &after[e..];
-    }
-    out
-}
 
 fn code(r: Result<String, Ec2Error>) -> String {
     r.expect_err("an error").code().to_string()
@@ -304,7 +255,7 @@ fn config() -> ClcConfig {
 }
 
 fn open(dir: &std::path::Path) -> Clc {
-    Clc::open(dir, "eucalyptus", "http://127.0.0.1:1/", config()).unwrap()
+    common::open_with(dir, config())
 }
 
 fn image(id: &str, kind: ImageType) -> Image {
@@ -490,7 +441,7 @@ async fn bad_parameters_have_their_codes_and_others_see_nothing() {
     );
     assert_eq!(
         code(run(&clc, &[("Placement.AvailabilityZone", "elsewhere")]).await),
-        "InvalidZone.NotFound"
+        "InvalidParameterValue"
     );
     use base64::Engine;
     let big = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; 16 * 1024 + 1]);
@@ -1173,4 +1124,117 @@ async fn instance_status_filters_pages_and_down_nodes() {
     let x = status(vec![]).await;
     assert!(!x.contains("impaired"), "{x}");
     assert_eq!(texts(&x, "instanceId").len(), 2, "{x}");
+}
+
+#[tokio::test]
+async fn launch_mappings_override_suppress_and_add_to_the_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, _fake) = setup(dir.path(), 4);
+    let (sc_url, sc_calls) = fake_sc().await;
+    clc.set_sc(euca_clc::sc::ScClient::new(&sc_url, "ak", "sk", "eucalyptus").unwrap());
+    let bd = |dev: &str, snap: Option<&str>, size: Option<u64>, virt: Option<&str>| {
+        euca_clc::model::BlockDevice {
+            device_name: dev.into(),
+            snapshot_id: snap.map(String::from),
+            volume_size: size,
+            delete_on_termination: false,
+            virtual_name: virt.map(String::from),
+        }
+    };
+    let mut img = image("emi-000000b1", ImageType::Machine);
+    img.block_devices = vec![
+        bd("/dev/sdb", None, None, Some("ephemeral0")),
+        bd("/dev/sdf", Some("snap-0000000f"), None, None),
+        bd("/dev/sdg", None, Some(2), None),
+    ];
+    clc.db.insert_new(A, &img).unwrap();
+    let x = call(
+        &clc,
+        A,
+        "RunInstances",
+        &[
+            ("ImageId", "emi-000000b1"),
+            // The image's /dev/sdf (its snapshot is never looked up) is dropped.
+            ("BlockDeviceMapping.1.DeviceName", "/dev/sdf"),
+            ("BlockDeviceMapping.1.NoDevice", ""),
+            // /dev/sdg replaced: 3 GiB, kept at terminate.
+            ("BlockDeviceMapping.2.DeviceName", "/dev/sdg"),
+            ("BlockDeviceMapping.2.Ebs.VolumeSize", "3"),
+            ("BlockDeviceMapping.2.Ebs.DeleteOnTermination", "false"),
+            // /dev/sdh added: DeleteOnTermination defaults to true.
+            ("BlockDeviceMapping.3.DeviceName", "/dev/sdh"),
+            ("BlockDeviceMapping.3.Ebs.VolumeSize", "1"),
+        ],
+    )
+    .await
+    .unwrap();
+    let id = texts(&x, "instanceId")[0].clone();
+    let rec = clc.db.get::<Instance>(&id).unwrap().unwrap().record;
+    let devs: Vec<(&str, bool, &str)> = rec
+        .volumes
+        .iter()
+        .map(|v| {
+            (
+                v.device_name.as_str(),
+                v.delete_on_termination,
+                v.status.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        devs,
+        [
+            ("/dev/sdg", false, "attaching"),
+            ("/dev/sdh", true, "attaching")
+        ]
+    );
+    // The node gets them in the spec, with their exports; the launch is pinned.
+    let spec: Vec<(&str, &str)> = rec
+        .spec
+        .volumes
+        .iter()
+        .map(|v| (v.device.as_str(), v.export.uri.as_str()))
+        .collect();
+    assert_eq!(
+        spec,
+        [
+            ("/dev/sdg", "nbd://127.0.0.1:10809/x"),
+            ("/dev/sdh", "nbd://127.0.0.1:10809/x")
+        ]
+    );
+    assert!(rec.node.is_some());
+    let creates: Vec<String> = sc_calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("POST /volumes?"))
+        .cloned()
+        .collect();
+    assert_eq!(creates.len(), 2, "{creates:?}");
+    assert!(creates[0].contains("size_gib=3"), "{creates:?}");
+    assert!(creates[1].contains("size_gib=1"), "{creates:?}");
+    for v in &rec.volumes {
+        assert_eq!(
+            vol_status(&clc, &v.volume_id),
+            (VolumeState::InUse, Some("attaching"))
+        );
+    }
+    // A mapping of an instance-store root to a volume is refused, nothing made.
+    assert_eq!(
+        code(
+            call(
+                &clc,
+                A,
+                "RunInstances",
+                &[
+                    ("ImageId", "emi-000000b1"),
+                    ("BlockDeviceMapping.1.DeviceName", "/dev/sda1"),
+                    ("BlockDeviceMapping.1.Ebs.VolumeSize", "1"),
+                ],
+            )
+            .await
+        ),
+        "InvalidParameterValue"
+    );
+    assert_eq!(all_instances(&clc).len(), 1);
 }

@@ -1,5 +1,7 @@
-//! Configuration of the tracker (`[cc]`) and the cache daemon (`[nc_cache]`) in
-//! the cloud's TOML file; every field has a default, so flags alone suffice.
+//! Configuration of the tracker (its fields of `[cc]`: the cluster controller
+//! hosts it and flattens [`TrackerConfig`] into its table) and the cache daemon
+//! (`[nc_cache]`) in the cloud's TOML file; every field has a default, so flags
+//! alone suffice.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -9,20 +11,20 @@ use crate::CacheError;
 
 #[derive(Deserialize, Clone, Debug)]
 #[serde(default, deny_unknown_fields)]
-pub struct CcConfig {
-    /// Tracker listen address.
+pub struct TrackerConfig {
+    /// Listen address of the tracker (and the CC API beside it).
     pub listen: SocketAddr,
-    /// File holding the cluster token (shared with the nodes).
+    /// File holding the cluster token (shared with the nodes and the CLC).
     pub token_file: Option<PathBuf>,
     /// Nodes per image allowed to fetch from Walrus at once.
     pub seeders_per_image: usize,
-    /// Open connections to the tracker at most (further ones wait in the accept queue).
+    /// Open connections at most (further ones wait in the accept queue).
     pub max_connections: usize,
 }
 
-impl Default for CcConfig {
+impl Default for TrackerConfig {
     fn default() -> Self {
-        CcConfig {
+        TrackerConfig {
             listen: ([127, 0, 0, 1], 8774).into(),
             token_file: None,
             seeders_per_image: 2,

@@ -32,6 +32,12 @@ pub enum CacheError {
     Io(#[from] std::io::Error),
 }
 
+impl From<euca_service::bearer::TokenError> for CacheError {
+    fn from(e: euca_service::bearer::TokenError) -> Self {
+        CacheError::Config(e.to_string())
+    }
+}
+
 impl From<euca_chunks::ChunkError> for CacheError {
     fn from(e: euca_chunks::ChunkError) -> Self {
         use euca_chunks::ChunkError as C;

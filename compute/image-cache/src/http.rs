@@ -1,15 +1,14 @@
 //! HTTP plumbing shared by the daemon and the tracker: every listener (TCP, and
 //! the control socket) is served by `euca-service`'s one loop (connection caps,
 //! per-source caps, idle close, `/_health`, `/_metrics`; see [`Edge`]); the
-//! cluster bearer token, JSON replies in the internal APIs' one error shape, and
-//! a small client with size limits and timeouts.
+//! JSON replies in the internal APIs' one error shape. The cluster bearer token
+//! and its client are `euca_service::bearer`'s.
 //!
 //! Peers and the tracker authenticate every request with the cluster token
 //! (`Authorization: Bearer <token>`, compared in constant time). The daemon's
 //! control API (`euca cache …`) is served on a Unix socket in the cache directory
 //! (mode 0600), so it is authenticated by file permissions.
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -66,36 +65,9 @@ pub fn done(what: &str) -> Response<Body> {
     json(StatusCode::OK, &serde_json::json!({ "ok": what }))
 }
 
-/// The shared secret of a cluster's nodes and tracker.
-#[derive(Clone)]
-pub struct Token(Arc<str>);
-
-impl Token {
-    pub fn new(s: &str) -> Result<Self, CacheError> {
-        let s = s.trim();
-        if s.len() < 16 {
-            return Err(CacheError::Config(
-                "the cluster token must be at least 16 characters".into(),
-            ));
-        }
-        Ok(Token(s.into()))
-    }
-
-    pub fn header(&self) -> String {
-        format!("Bearer {}", self.0)
-    }
-
-    /// Whether the request carries this token (constant-time compare).
-    pub fn admits<B>(&self, req: &Request<B>) -> bool {
-        let got = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        euca_aws::constant_time_eq(got.as_bytes(), self.0.as_bytes())
-    }
-}
+/// The cluster token (it moved to `euca-service`, beside the client that
+/// sends it; re-exported for the cache's users).
+pub use euca_service::bearer::Token;
 
 /// How a TCP listener (tracker, piece server) is served: its connection limits
 /// and the shared rules of `euca-service`, and who may read `/_metrics`.
@@ -155,68 +127,4 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
         })?;
     serde_json::from_slice(&body)
         .map_err(|e| status(StatusCode::BAD_REQUEST, &format!("bad request body: {e}")))
-}
-
-/// Why a call failed: it took too long (the peer may just be busy), or it failed
-/// outright (refused, reset, cut short, oversized).
-#[derive(Debug)]
-pub enum CallError {
-    TimedOut(Duration),
-    Failed(String),
-}
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CallError::TimedOut(t) => write!(f, "timed out after {t:?}"),
-            CallError::Failed(m) => f.write_str(m),
-        }
-    }
-}
-
-/// The client for peers and the tracker: `euca-service`'s HTTP client with the
-/// cluster token on every request.
-#[derive(Clone)]
-pub struct HttpClient {
-    client: euca_service::client::HttpClient,
-    token: Token,
-}
-
-impl HttpClient {
-    pub fn new(token: Token) -> Self {
-        HttpClient {
-            client: euca_service::client::HttpClient::new(Duration::from_secs(2)),
-            token,
-        }
-    }
-
-    /// Sends a request and reads a body of at most `max` bytes, all within
-    /// `timeout`. Non-2xx statuses are returned, not turned into errors.
-    pub async fn call(
-        &self,
-        method: http::Method,
-        url: &str,
-        body: Option<Bytes>,
-        max: usize,
-        timeout: Duration,
-    ) -> Result<(StatusCode, Bytes), CallError> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(url)
-            .header("authorization", self.token.header());
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        let req = req
-            .body(Full::new(body.unwrap_or_default()))
-            .map_err(|e| CallError::Failed(e.to_string()))?;
-        use euca_service::client::ExchangeError;
-        self.client
-            .exchange(req, max, timeout)
-            .await
-            .map_err(|e| match e {
-                ExchangeError::TimedOut(t) => CallError::TimedOut(t),
-                other => CallError::Failed(other.to_string()),
-            })
-    }
 }

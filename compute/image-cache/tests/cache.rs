@@ -479,7 +479,7 @@ async fn status_of(
     url: &str,
     body: Option<Bytes>,
 ) -> (u16, Bytes) {
-    let client = euca_imagecache::http::HttpClient::new(Token::new(token).unwrap());
+    let client = euca_service::bearer::BearerClient::new(Token::new(token).unwrap());
     let (st, b) = client
         .call(method, url, body, 1 << 20, Duration::from_secs(2))
         .await

@@ -18,7 +18,7 @@
 //! instance the CC has never placed nor seen.
 use std::time::Duration;
 
-use euca_imagecache::http::Token;
+use euca_service::bearer::Token;
 use http::Method;
 
 use crate::client::JsonClient;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use euca_imagecache::http::{CallError, HttpClient, Token};
+use euca_service::bearer::{BearerClient, CallError, Token};
 use http::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -17,7 +17,7 @@ pub const MAX_NODE_REPORT: usize = 4 << 20;
 
 #[derive(Clone)]
 pub(crate) struct JsonClient {
-    http: HttpClient,
+    http: BearerClient,
     /// Base URL without a trailing slash.
     base: String,
 }
@@ -25,7 +25,7 @@ pub(crate) struct JsonClient {
 impl JsonClient {
     pub fn new(base: &str, token: Token) -> Self {
         JsonClient {
-            http: HttpClient::new(token),
+            http: BearerClient::new(token),
             base: base.trim_end_matches('/').to_string(),
         }
     }

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Both APIs are JSON over HTTP, every request authenticated by the cluster token
-//! (`Authorization: Bearer …`, constant-time compare; see `euca_imagecache::http::Token`),
+//! (`Authorization: Bearer …`, constant-time compare; see `euca_service::bearer::Token`),
 //! errors in the internal APIs' one shape `{"error":{"code","message"}}`.
 //! Every mutating call is idempotent by instance id (and volume id), so a caller
 //! that lost an answer (timeout, restart, `kill -9`) repeats the call and never

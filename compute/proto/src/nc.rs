@@ -16,7 +16,7 @@
 //! `VolumeNotAttached` (404), `BadRequest` (400), `Forbidden` (403, wrong token).
 use std::time::Duration;
 
-use euca_imagecache::http::Token;
+use euca_service::bearer::Token;
 use http::Method;
 
 use crate::client::{seg, JsonClient};

@@ -20,6 +20,9 @@ pub mod codes {
     pub const NODE_UNAVAILABLE: &str = "NodeUnavailable";
     /// The guest did not release the device in time (detach without force).
     pub const DETACH_TIMEOUT: &str = "DetachTimeout";
+    /// A launch for a zone other than the one the CC is configured to serve
+    /// (`[cc] zone`): the CLC's `[[clc.clusters]]` and the CC disagree.
+    pub const ZONE_MISMATCH: &str = "ZoneMismatch";
 }
 
 /// Cores, memory and disk: what a node advertises, what is free on it, or what a
@@ -318,6 +321,9 @@ pub const CONSOLE_TAIL: usize = 64 << 10;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum NodeState {
+    /// Known (listed or registered) but not answered a poll yet since the CC
+    /// started: its capacity is unknown, so nothing is placed on it.
+    Pending,
     /// Answered one of the last 3 polls.
     Up,
     /// Missed 3 polls in a row: its instances are reported with it, not forgotten.
@@ -369,6 +375,10 @@ pub struct LaunchRequest {
     /// Run on this node only (admin placement), whatever the policy.
     #[serde(default)]
     pub node: Option<String>,
+    /// The availability zone the CLC addresses; a CC with a configured zone
+    /// refuses another (`ZoneMismatch`), one without accepts any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

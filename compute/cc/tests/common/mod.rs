@@ -39,6 +39,8 @@ pub struct FakeNode {
     /// Accepted run calls per instance id.
     pub runs: HashMap<String, u32>,
     pub mode: Mode,
+    /// Requests received (answered or not).
+    pub requests: u64,
 }
 
 #[derive(Clone)]
@@ -56,6 +58,7 @@ impl Fake {
                     instances: BTreeMap::new(),
                     runs: HashMap::new(),
                     mode: Mode::Normal,
+                    requests: 0,
                 })
             })
             .collect();
@@ -84,6 +87,11 @@ impl Fake {
 
     pub fn set_mode(&self, k: usize, m: Mode) {
         self.nodes[k].lock().unwrap().mode = m;
+    }
+
+    /// Requests node `k` received so far.
+    pub fn requests(&self, k: usize) -> u64 {
+        self.nodes[k].lock().unwrap().requests
     }
 
     pub fn runs(&self, k: usize, id: &str) -> u32 {
@@ -157,7 +165,11 @@ async fn handle(
     let Some(node) = k.parse::<usize>().ok().and_then(|k| nodes.get(k)) else {
         return Ok(refuse(StatusCode::NOT_FOUND, "NotFound"));
     };
-    let mode = node.lock().unwrap().mode;
+    let mode = {
+        let mut n = node.lock().unwrap();
+        n.requests += 1;
+        n.mode
+    };
     if mode == Mode::Hang {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
@@ -252,6 +264,7 @@ pub fn launch(ids: &[&str], min: u32) -> LaunchRequest {
         min_count: min,
         instances: ids.iter().map(|i| spec(i)).collect(),
         node: None,
+        zone: None,
     }
 }
 

@@ -4,6 +4,7 @@
 //! (then the SC removes the export and the volume is `available`); the
 //! reconciler ([`crate::reconcile`]) advances them from the cluster's reports.
 use super::instances::owned_instance;
+use super::volumes::valid_device;
 use crate::call::Call;
 use crate::cluster::map_error;
 use crate::error::Ec2Error;
@@ -14,20 +15,6 @@ use crate::offload::on_db;
 use crate::store::{Db, Write};
 use euca_aws::xml::XmlWriter;
 use euca_compute_proto::{codes, AttachSpec, VolumeExport};
-
-/// Whether `device` is a device name an attachment may use (`/dev/sdf`,
-/// `/dev/xvdg`, `/dev/vdb`, `xvdh`).
-fn valid_device(device: &str) -> bool {
-    let name = device.strip_prefix("/dev/").unwrap_or(device);
-    !name.is_empty()
-        && name.len() <= 16
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && ["sd", "xvd", "vd", "hd"]
-            .iter()
-            .any(|p| name.starts_with(p))
-}
 
 fn attachment_item(
     x: &mut XmlWriter,

@@ -10,6 +10,7 @@
 //! `launching` records left by a crash: the same ids get the same placement, or
 //! are deleted if the cluster has no room. So no instance runs unseen and none
 //! runs twice.
+use super::launch_volumes::LaunchVolume;
 use crate::call::Call;
 use crate::cluster::map_error;
 use crate::describe::{self, Describe, Filterable, Scope, Tags};
@@ -168,23 +169,13 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         .filter(|z| !z.is_empty())
     {
         Some(z) if clc.zones().iter().any(|o| o == z) => z.to_string(),
+        // AWS's answer to a zone the region does not have.
         Some(z) => {
-            return Err(Ec2Error::Parameter {
-                code: "InvalidZone.NotFound",
-                message: format!("The zone '{z}' does not exist."),
-            })
+            return Err(Ec2Error::invalid(format!(
+                "Invalid availability zone: [{z}]"
+            )))
         }
-        None => {
-            let own = clc.zone();
-            if clc.cluster(&own).is_ok() {
-                own
-            } else {
-                clc.clusters()
-                    .first()
-                    .map(|(z, _)| z.clone())
-                    .unwrap_or(own)
-            }
-        }
+        None => default_zone(clc, &itype, min as u64).await,
     };
     let key = match p.get("KeyName") {
         Some(name) => {
@@ -240,17 +231,7 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
     } else {
         None
     };
-    for m in p.members("BlockDeviceMapping") {
-        if ebs_root.is_some() && m.get("DeviceName") == Some(image.root_device_name.as_str()) {
-            continue;
-        }
-        if m.get("Ebs.SnapshotId").is_some() || m.get("Ebs.VolumeSize").is_some() {
-            return Err(Ec2Error::state(
-                "UnsupportedOperation",
-                "EBS block device mappings at launch other than the root are not supported yet; attach volumes with AttachVolume.",
-            ));
-        }
-    }
+    let extra_volumes = super::launch_volumes::launch_volumes(cx, &image).await?;
     let root = match &ebs_root {
         // Filled per instance once its volume is made and exported.
         Some(_) => RootDisk::Volume {
@@ -358,8 +339,17 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
     })
     .await?;
     let mut records = records;
-    if let Some(root) = &ebs_root {
-        if let Err(e) = prepare_ebs_roots(clc, &*cluster, &owner, &mut records, root).await {
+    if ebs_root.is_some() || !extra_volumes.is_empty() {
+        let made = prepare_volumes(
+            clc,
+            &*cluster,
+            &owner,
+            &mut records,
+            ebs_root.as_ref(),
+            &extra_volumes,
+        )
+        .await;
+        if let Err(e) = made {
             drop_launch(clc, &records).await;
             return Err(e);
         }
@@ -368,6 +358,40 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
     clc.kick_reconciler();
     write_reservation(x, &owner, &placed);
     Ok(())
+}
+
+/// The zone of a launch without `Placement.AvailabilityZone`: the first zone
+/// (in [`crate::Clc::zones`] order: the CLC's own, then the others by name)
+/// whose cluster answers with room for `min` instances of `t` on nodes that are
+/// up; when none has room, the CLC's own zone if its cluster is connected, else
+/// the first connected one (the launch then fails there with
+/// `InsufficientInstanceCapacity`).
+async fn default_zone(clc: &crate::Clc, t: &crate::config::InstanceType, min: u64) -> String {
+    let need = euca_compute_proto::Resources {
+        cores: t.cpus,
+        memory_mib: t.memory_mib,
+        disk_gib: t.disk_gib,
+    };
+    let clusters = clc.clusters();
+    for z in clc.zones() {
+        let Some((_, c)) = clusters.iter().find(|(n, _)| *n == z) else {
+            continue;
+        };
+        let Ok(nodes) = c.nodes().await else { continue };
+        let room: u64 = nodes
+            .iter()
+            .filter(|n| n.state == euca_compute_proto::NodeState::Up)
+            .fold(0u64, |a, n| a.saturating_add(n.free.copies(&need)));
+        if room >= min {
+            return z;
+        }
+    }
+    let own = clc.zone();
+    if clc.cluster(&own).is_ok() {
+        own
+    } else {
+        clusters.first().map(|(z, _)| z.clone()).unwrap_or(own)
+    }
 }
 
 /// The root volume of an EBS-backed launch: from the image's root mapping,
@@ -412,18 +436,21 @@ fn ebs_root_of(image: &Image, p: &Params) -> Result<EbsRoot, Ec2Error> {
     Ok(root)
 }
 
-/// How long a root volume made from a snapshot may take to become available.
-const ROOT_VOLUME_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+/// How long a launch's volume (made from a snapshot) may take to become available.
+const LAUNCH_VOLUME_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Makes each instance's root volume from the snapshot, exports it to one node
-/// the cluster has room on (the launch is pinned there: the export is that
-/// node's), and writes it into the records.
-async fn prepare_ebs_roots(
+/// Makes each instance's volumes — the EBS root from the image's snapshot
+/// (attached), then the launch's other mappings ([`LaunchVolume`], `attaching`
+/// until the node reports them) — exports them to one node the cluster has room
+/// on (the launch is pinned there: the exports are that node's), and writes
+/// them into the records and the instance specs.
+async fn prepare_volumes(
     clc: &crate::Clc,
     cluster: &dyn crate::cluster::ClusterApi,
     owner: &str,
     records: &mut [Instance],
-    root: &EbsRoot,
+    root: Option<&EbsRoot>,
+    extra: &[LaunchVolume],
 ) -> Result<(), Ec2Error> {
     let Some(first) = records.first() else {
         return Ok(());
@@ -444,68 +471,45 @@ async fn prepare_ebs_roots(
             )
         })?;
     let ip = crate::cluster::node_ip(cluster, &node).await?;
-    let sc = clc.sc()?;
     for rec in records.iter_mut() {
-        let made = sc
-            .create_volume(root.size_gib, Some(&root.snapshot_id))
-            .await?;
-        let vol = crate::model::Volume {
-            id: made.id.clone(),
-            size_gib: made.size_gib(),
-            snapshot_id: made.snapshot_id.clone(),
-            zone: rec.zone.clone(),
-            state: crate::model::VolumeState::InUse,
-            created: rec.launch_time.clone(),
-            attachment: Some(crate::model::VolumeAttachment {
-                instance_id: rec.id.clone(),
-                device: rec.root_device_name.clone(),
-                state: crate::model::AttachmentState::Attached,
-                attach_time: rec.launch_time.clone(),
-                delete_on_termination: root.delete_on_termination,
-            }),
-            tags: Tags::new(),
-            client_token: None,
-        };
-        rec.volumes = vec![crate::model::InstanceVolume {
-            device_name: rec.root_device_name.clone(),
-            volume_id: made.id.clone(),
-            status: crate::model::AttachmentState::Attached,
-            attach_time: rec.launch_time.clone(),
-            delete_on_termination: root.delete_on_termination,
-            export_uri: None,
-            error: None,
-            force: false,
-        }];
-        let (o, v) = (owner.to_string(), vol.clone());
-        if !on_db(&clc.db, move |db| db.insert_new(&o, &v)).await? {
-            return Err(Ec2Error::internal(format!(
-                "the storage controller made volume {} but a record of that id exists",
-                vol.id
-            )));
-        }
-        let deadline = tokio::time::Instant::now() + ROOT_VOLUME_WAIT;
-        let mut state = made.state.clone();
-        while state != "available" {
-            if state != "creating" || tokio::time::Instant::now() >= deadline {
-                return Err(Ec2Error::internal(format!(
-                    "the root volume {} is {state}, not available",
-                    made.id
-                )));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            state = sc
-                .volume(&made.id)
-                .await?
-                .map(|v| v.state)
-                .unwrap_or_else(|| "gone".into());
-        }
-        let uri = sc.attach_volume(&made.id, ip).await?;
-        rec.volumes[0].export_uri = Some(uri.clone());
-        rec.spec.root = RootDisk::Volume {
-            volume_id: made.id.clone(),
-            export: euca_compute_proto::VolumeExport { uri },
-        };
         rec.node = Some(node.clone());
+        if let Some(root) = root {
+            let device = rec.root_device_name.clone();
+            let (id, uri) = launch_volume(
+                clc,
+                owner,
+                rec,
+                ip,
+                &LaunchVolume {
+                    device,
+                    snapshot_id: Some(root.snapshot_id.clone()),
+                    size_gib: root.size_gib,
+                    delete_on_termination: root.delete_on_termination,
+                },
+                crate::model::AttachmentState::Attached,
+            )
+            .await?;
+            rec.spec.root = RootDisk::Volume {
+                volume_id: id,
+                export: euca_compute_proto::VolumeExport { uri },
+            };
+        }
+        for v in extra {
+            let (id, uri) = launch_volume(
+                clc,
+                owner,
+                rec,
+                ip,
+                v,
+                crate::model::AttachmentState::Attaching,
+            )
+            .await?;
+            rec.spec.volumes.push(euca_compute_proto::AttachSpec {
+                volume_id: id,
+                device: v.device.clone(),
+                export: euca_compute_proto::VolumeExport { uri },
+            });
+        }
         let r = rec.clone();
         on_db(&clc.db, move |db| {
             db.update::<Instance, _>(&r.id, |cur| {
@@ -521,6 +525,80 @@ async fn prepare_ebs_roots(
         .await?;
     }
     Ok(())
+}
+
+/// Makes one volume of `rec`'s launch through the SC (its record `in-use`,
+/// attached to `rec` in `state`), waits until it is available, exports it to
+/// the node at `ip`, and adds it to `rec.volumes`. Returns its id and export.
+/// Whatever it made is in `rec.volumes` as soon as the SC made it, so a failed
+/// launch's [`drop_volumes`] removes it.
+async fn launch_volume(
+    clc: &crate::Clc,
+    owner: &str,
+    rec: &mut Instance,
+    ip: std::net::IpAddr,
+    v: &LaunchVolume,
+    state: crate::model::AttachmentState,
+) -> Result<(String, String), Ec2Error> {
+    let sc = clc.sc()?;
+    let made = sc
+        .create_volume(v.size_gib, v.snapshot_id.as_deref())
+        .await?;
+    let vol = crate::model::Volume {
+        id: made.id.clone(),
+        size_gib: made.size_gib(),
+        snapshot_id: made.snapshot_id.clone(),
+        zone: rec.zone.clone(),
+        state: crate::model::VolumeState::InUse,
+        created: rec.launch_time.clone(),
+        attachment: Some(crate::model::VolumeAttachment {
+            instance_id: rec.id.clone(),
+            device: v.device.clone(),
+            state,
+            attach_time: rec.launch_time.clone(),
+            delete_on_termination: v.delete_on_termination,
+        }),
+        tags: Tags::new(),
+        client_token: None,
+    };
+    rec.volumes.push(crate::model::InstanceVolume {
+        device_name: v.device.clone(),
+        volume_id: made.id.clone(),
+        status: state,
+        attach_time: rec.launch_time.clone(),
+        delete_on_termination: v.delete_on_termination,
+        export_uri: None,
+        error: None,
+        force: false,
+    });
+    let (o, v) = (owner.to_string(), vol.clone());
+    if !on_db(&clc.db, move |db| db.insert_new(&o, &v)).await? {
+        return Err(Ec2Error::internal(format!(
+            "the storage controller made volume {} but a record of that id exists",
+            vol.id
+        )));
+    }
+    let deadline = tokio::time::Instant::now() + LAUNCH_VOLUME_WAIT;
+    let mut vstate = made.state.clone();
+    while vstate != "available" {
+        if vstate != "creating" || tokio::time::Instant::now() >= deadline {
+            return Err(Ec2Error::internal(format!(
+                "the launch volume {} is {vstate}, not available",
+                made.id
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        vstate = sc
+            .volume(&made.id)
+            .await?
+            .map(|v| v.state)
+            .unwrap_or_else(|| "gone".into());
+    }
+    let uri = sc.attach_volume(&made.id, ip).await?;
+    if let Some(e) = rec.volumes.iter_mut().find(|e| e.volume_id == made.id) {
+        e.export_uri = Some(uri.clone());
+    }
+    Ok((made.id, uri))
 }
 
 /// Removes what a launch that did not happen made: root volumes (export,
@@ -638,12 +716,13 @@ pub(crate) async fn drive_launch(
     let Some(first) = records.first() else {
         return Ok(Vec::new());
     };
-    let pinned = matches!(first.spec.root, RootDisk::Volume { .. });
+    // Volumes made for the launch are exported to one node: the launch goes there.
+    let pinned = first.node.is_some();
     let req = LaunchRequest {
         min_count: first.min_count.max(1),
         instances: records.iter().map(|r| r.spec.clone()).collect(),
-        // An EBS root is exported to one node: the launch goes there.
         node: if pinned { first.node.clone() } else { None },
+        zone: Some(first.zone.clone()),
     };
     let reply = cluster.launch(&req).await;
     let db = clc.db.clone();
@@ -1241,6 +1320,7 @@ async fn start_one(cx: &Call<'_>, mut rec: Instance) -> Result<(), Ec2Error> {
                 min_count: 1,
                 instances: vec![rec.spec.clone()],
                 node: Some(node),
+                zone: Some(rec.zone.clone()),
             })
             .await
             .map_err(map_error)

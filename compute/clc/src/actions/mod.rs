@@ -11,6 +11,7 @@ pub mod groups;
 pub mod images;
 pub mod instances;
 pub mod keypairs;
+pub mod launch_volumes;
 pub mod regions;
 pub mod snapshots;
 pub mod tags;

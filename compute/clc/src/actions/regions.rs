@@ -1,10 +1,13 @@
 //! Regions, availability zones and instance types.
 //!
 //! The cloud is one region (Walrus's, the one the eucarc names) with one zone per
-//! cluster (today one: [`Clc::zone`](crate::Clc::zone)). Instance types come from
+//! cluster: the CLC's own ([`Clc::zone`](crate::Clc::zone), `euca up`'s CC) and
+//! each `[[clc.clusters]]` zone ([`Clc::zones`](crate::Clc::zones) order; zone ids
+//! `<region>-az<k>` by that order). Instance types come from
 //! `[clc] instance_types`; the capacity reported for them (DescribeAvailabilityZones
-//! `verbose`, DescribeInstanceTypes `Availability=true`) from `[clc.capacity]` until
-//! a cluster controller reports its nodes (then a launch lowers `free`).
+//! `verbose`, per zone from that zone's CC; DescribeInstanceTypes
+//! `Availability=true`, the CLC's zone) from `[clc.capacity]` until a cluster
+//! controller reports its nodes (then a launch lowers `free`).
 use crate::call::Call;
 use crate::config::InstanceType;
 use crate::describe::{self, Describe, Filterable, Tags};
@@ -101,9 +104,9 @@ pub fn zone_capacity(cx: &Call<'_>) -> Vec<(InstanceType, u64, u64)> {
 /// [`zone_capacity`] from the cluster's live view when one is connected and
 /// answers: per type, `free` and `max` summed over the zone's nodes that are up
 /// (`NodeView.free` / `NodeView.limit`, counted with `Resources::copies`).
-pub async fn live_zone_capacity(cx: &Call<'_>) -> Vec<(InstanceType, u64, u64)> {
+pub async fn live_zone_capacity(cx: &Call<'_>, zone: &str) -> Vec<(InstanceType, u64, u64)> {
     let clc = cx.clc;
-    let nodes = match clc.cluster(&clc.zone()) {
+    let nodes = match clc.cluster(zone) {
         Ok(c) => c.nodes().await.ok(),
         Err(_) => None,
     };
@@ -143,26 +146,36 @@ pub async fn describe_availability_zones(cx: &Call<'_>, x: &mut XmlWriter) -> Re
         .map(String::from)
         .collect();
     let clc = cx.clc;
-    let name = clc.zone();
-    let zone = Zone {
-        id: format!("{}-az1", clc.region),
-        name: &name,
-        region: &clc.region,
-    };
-    if let Some(bad) = d.ids.iter().find(|n| **n != zone.name) {
+    let names = clc.zones();
+    let zones: Vec<Zone> = names
+        .iter()
+        .enumerate()
+        .map(|(k, name)| Zone {
+            id: format!("{}-az{}", clc.region, k + 1),
+            name,
+            region: &clc.region,
+        })
+        .collect();
+    if let Some(bad) = d.ids.iter().find(|n| !zones.iter().any(|z| z.name == *n)) {
         return Err(Ec2Error::invalid(format!(
             "The zone '{bad}' does not exist in region {}",
             clc.region
         )));
     }
-    if let Some(bad) = ids.iter().find(|n| **n != zone.id) {
+    if let Some(bad) = ids.iter().find(|n| !zones.iter().any(|z| z.id == **n)) {
         return Err(Ec2Error::invalid(format!(
             "The zone id '{bad}' does not exist in region {}",
             clc.region
         )));
     }
     x.open("availabilityZoneInfo");
-    if describe::matches(&d.filters, &zone)? {
+    for zone in &zones {
+        let named = (d.ids.is_empty() && ids.is_empty())
+            || d.ids.iter().any(|n| n == zone.name)
+            || ids.contains(&zone.id);
+        if !named || !describe::matches(&d.filters, zone)? {
+            continue;
+        }
         x.open("item").elem("optInStatus", "opt-in-not-required");
         x.open("messageSet").close();
         x.elem("regionName", zone.region)
@@ -172,20 +185,21 @@ pub async fn describe_availability_zones(cx: &Call<'_>, x: &mut XmlWriter) -> Re
             .elem("zoneType", "availability-zone")
             .elem("zoneState", "available")
             .close();
-    }
-    if verbose {
-        // Eucalyptus's capacity lines: extra items whose zoneName is the label and
-        // zoneState the figures (euca2ools prints both columns).
-        capacity_line(x, "|- vm types", "free / max   cpu   ram  disk");
-        for (t, free, max) in live_zone_capacity(cx).await {
-            capacity_line(
-                x,
-                &format!("|- {}", t.name),
-                &format!(
-                    "{:04} / {:04} {:3} {:6} {:5}",
-                    free, max, t.cpus, t.memory_mib, t.disk_gib
-                ),
-            );
+        if verbose {
+            // Eucalyptus's capacity lines, after each zone's item: extra items
+            // whose zoneName is the label and zoneState the figures (euca2ools
+            // prints both columns); each zone's from its own CC.
+            capacity_line(x, "|- vm types", "free / max   cpu   ram  disk");
+            for (t, free, max) in live_zone_capacity(cx, zone.name).await {
+                capacity_line(
+                    x,
+                    &format!("|- {}", t.name),
+                    &format!(
+                        "{:04} / {:04} {:3} {:6} {:5}",
+                        free, max, t.cpus, t.memory_mib, t.disk_gib
+                    ),
+                );
+            }
         }
     }
     x.close();

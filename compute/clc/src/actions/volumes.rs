@@ -15,6 +15,42 @@ use euca_aws::xml::XmlWriter;
 /// The volume types accepted (all are served alike and answered as `standard`).
 const VOLUME_TYPES: &[&str] = &["standard", "io1", "io2", "gp2", "sc1", "st1", "gp3"];
 
+/// Whether `device` is a device name an attachment may use (`/dev/sdf`,
+/// `/dev/xvdg`, `/dev/vdb`, `xvdh`).
+pub(crate) fn valid_device(device: &str) -> bool {
+    let name = device.strip_prefix("/dev/").unwrap_or(device);
+    !name.is_empty()
+        && name.len() <= 16
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && ["sd", "xvd", "vd", "hd"]
+            .iter()
+            .any(|p| name.starts_with(p))
+}
+
+/// A volume's `VolumeType` (an EC2 name; otherwise ignored: the SC has one kind
+/// of volume) and `Encrypted` (refused when true), for CreateVolume and launch
+/// mappings alike.
+pub(crate) fn check_kind(
+    volume_type: Option<&str>,
+    encrypted: Option<bool>,
+) -> Result<(), Ec2Error> {
+    if let Some(t) = volume_type {
+        if !VOLUME_TYPES.contains(&t) {
+            return Err(Ec2Error::invalid(format!(
+                "Value ({t}) for parameter volumeType is invalid."
+            )));
+        }
+    }
+    if encrypted == Some(true) {
+        return Err(Ec2Error::invalid(
+            "Encrypted volumes are not supported by this cloud.",
+        ));
+    }
+    Ok(())
+}
+
 /// Serialises CreateVolume calls that carry a ClientToken, so two retries of one
 /// request cannot both create a volume.
 static TOKEN_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -41,7 +77,7 @@ fn owned_volume(cx: &Call<'_>, id: &str) -> Result<Owned<Volume>, Ec2Error> {
 pub async fn create_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
     let p = cx.params;
     let zone = p.required("AvailabilityZone")?;
-    if zone != cx.clc.zone() {
+    if !cx.clc.zones().iter().any(|z| z == zone) {
         return Err(Ec2Error::Parameter {
             code: "InvalidZone.NotFound",
             message: format!("The zone '{zone}' does not exist."),
@@ -56,18 +92,7 @@ pub async fn create_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         Some(n) => Some(n as u64),
         None => None,
     };
-    if let Some(t) = p.get("VolumeType") {
-        if !VOLUME_TYPES.contains(&t) {
-            return Err(Ec2Error::invalid(format!(
-                "Value ({t}) for parameter volumeType is invalid."
-            )));
-        }
-    }
-    if p.bool("Encrypted")? == Some(true) {
-        return Err(Ec2Error::invalid(
-            "Encrypted volumes are not supported by this cloud.",
-        ));
-    }
+    check_kind(p.get("VolumeType"), p.bool("Encrypted")?)?;
     let tags = crate::actions::tags::tag_specs(p, "volume")?;
     let snapshot_id = p.get("SnapshotId");
     let snapshot = match snapshot_id {
@@ -156,7 +181,7 @@ pub async fn create_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
 }
 
 /// A snapshot the caller may create a volume from, completed.
-async fn restorable_snapshot(cx: &Call<'_>, id: &str) -> Result<Snapshot, Ec2Error> {
+pub(crate) async fn restorable_snapshot(cx: &Call<'_>, id: &str) -> Result<Snapshot, Ec2Error> {
     let not_found = || Ec2Error::not_found("InvalidSnapshot.NotFound", "snapshot", id);
     let o = match cx.clc.db.get::<Snapshot>(id)? {
         Some(o) if can_restore(&o, cx.account()) => o,

@@ -12,13 +12,13 @@ use http::{Method, StatusCode};
 use tokio::sync::watch;
 
 use super::state::{blocking, lock, Daemon, Progress};
-use crate::http::CallError;
 use crate::manifest::ImageManifest;
 use crate::store::{Entry, Hold};
 use crate::tracker::{
     decode_bitfield, Announce, AnnounceReply, Claim, ClaimReply, HeldImage, Swarm,
 };
 use crate::{CacheError, ImageId};
+use euca_service::bearer::CallError;
 
 type PieceFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = (u32, Source, Result<Bytes, CacheError>)> + Send>,

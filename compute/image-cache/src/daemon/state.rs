@@ -7,11 +7,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
-use crate::http::{HttpClient, Token};
+use crate::http::Token;
 use crate::origin::Origin;
 use crate::store::{Entry, Store};
 use crate::tracker::Swarm;
 use crate::{CacheError, ImageId};
+use euca_service::bearer::BearerClient;
 
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
@@ -83,7 +84,7 @@ pub struct Daemon {
     pub(super) cfg: DaemonConfig,
     pub(super) store: Arc<Store>,
     pub(super) origin: Arc<dyn Origin>,
-    pub(super) http: HttpClient,
+    pub(super) http: BearerClient,
     pub(super) jobs: Mutex<HashMap<ImageId, watch::Receiver<Progress>>>,
     /// The tracker's latest view per image being fetched.
     pub(super) swarms: Mutex<HashMap<ImageId, Swarm>>,
@@ -120,7 +121,7 @@ impl Daemon {
             cfg,
             store,
             origin,
-            http: HttpClient::new(token),
+            http: BearerClient::new(token),
             jobs: Mutex::new(HashMap::new()),
             swarms: Mutex::new(HashMap::new()),
             origin_inflight: Mutex::new(HashMap::new()),
