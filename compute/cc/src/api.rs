@@ -108,6 +108,11 @@ impl CcApi {
                     .any(|kv| kv == "force=true");
                 answer(c.detach(&instance, &volume, force).await)
             }
+            // Networking is off until the cluster network lands (issue 14).
+            CcEndpoint::Network | CcEndpoint::ApplyNetwork => json(
+                StatusCode::OK,
+                &euca_compute_proto::net::NetworkStatus::default(),
+            ),
             CcEndpoint::Unknown => status(StatusCode::NOT_FOUND, "no such endpoint"),
         }
     }

@@ -96,6 +96,7 @@ impl Fake {
                 mac: i.spec_mac.clone(),
                 launched_at: "2026-12-04T00:00:00Z".into(),
                 volumes: i.volumes.clone(),
+                learned_ip: None,
             }),
         }
     }

@@ -114,6 +114,7 @@ impl SimInstance {
             mac: self.spec.mac.clone(),
             launched_at: self.launched_at.clone(),
             volumes: self.volumes.iter().map(volume_report).collect(),
+            learned_ip: None,
         }
     }
 }
@@ -383,6 +384,7 @@ mod tests {
             user_data: None,
             public_key: None,
             volumes: vec![],
+            nic: None,
         }
     }
 

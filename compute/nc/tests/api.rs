@@ -88,6 +88,7 @@ fn spec(id: &str) -> InstanceSpec {
         user_data: Some("aGVsbG8=".into()),
         public_key: None,
         volumes: vec![],
+        nic: None,
     }
 }
 

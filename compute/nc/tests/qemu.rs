@@ -134,6 +134,7 @@ fn spec(root_image: &str) -> InstanceSpec {
         user_data: None,
         public_key: None,
         volumes: vec![],
+        nic: None,
     }
 }
 

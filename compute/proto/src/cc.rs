@@ -12,6 +12,8 @@
 //! | `GET /v1/instances/{id}/console` | → [`ConsoleOutput`] |
 //! | `PUT /v1/instances/{id}/volumes/{vol}` | [`AttachSpec`] → [`VolumeReport`] |
 //! | `DELETE /v1/instances/{id}/volumes/{vol}?force=true` | → [`VolumeReport`] |
+//! | `GET /v1/network` | → [`NetworkStatus`] (the cluster's network config, the state applied) |
+//! | `PUT /v1/network` | [`NetworkState`] → [`NetworkStatus`] (applied before answering) |
 //!
 //! Instance calls are forwarded to the node that holds the instance; a node that
 //! is `DOWN` answers `NodeUnavailable` (503). `InstanceNotFound` (404) for an
@@ -22,6 +24,7 @@ use euca_service::bearer::Token;
 use http::Method;
 
 use crate::client::JsonClient;
+use crate::net::{NetworkState, NetworkStatus};
 use crate::types::*;
 use crate::ProtoError;
 
@@ -37,6 +40,8 @@ pub enum CcEndpoint {
     ConsoleOutput(String),
     AttachVolume { instance: String, volume: String },
     DetachVolume { instance: String, volume: String },
+    Network,
+    ApplyNetwork,
     Unknown,
 }
 
@@ -62,6 +67,8 @@ impl CcEndpoint {
                 instance: s(i),
                 volume: s(v),
             },
+            (&Method::GET, ["v1", "network"]) => CcEndpoint::Network,
+            (&Method::PUT, ["v1", "network"]) => CcEndpoint::ApplyNetwork,
             _ => CcEndpoint::Unknown,
         }
     }
@@ -79,12 +86,17 @@ impl euca_service::Endpoint for CcEndpoint {
             CcEndpoint::ConsoleOutput(_) => "GetConsoleOutput",
             CcEndpoint::AttachVolume { .. } => "AttachVolume",
             CcEndpoint::DetachVolume { .. } => "DetachVolume",
+            CcEndpoint::Network => "DescribeNetwork",
+            CcEndpoint::ApplyNetwork => "ApplyNetwork",
             CcEndpoint::Unknown => "Unknown",
         }
     }
     /// The CC's polls, the CLC's reconciler and the nodes' registrations.
     fn routine(&self) -> bool {
-        matches!(self, CcEndpoint::Instances | CcEndpoint::RegisterNode)
+        matches!(
+            self,
+            CcEndpoint::Instances | CcEndpoint::RegisterNode | CcEndpoint::Network
+        )
     }
 }
 
@@ -154,5 +166,19 @@ impl CcClient {
         force: bool,
     ) -> Result<VolumeReport, ProtoError> {
         self.c.detach(id, volume, force, self.timeout).await
+    }
+
+    /// The cluster's network config and the state it last applied.
+    pub async fn network(&self) -> Result<NetworkStatus, ProtoError> {
+        self.c
+            .call(Method::GET, "/v1/network", None::<&()>, self.timeout)
+            .await
+    }
+
+    /// Make the cluster's network match `state` (answers once applied).
+    pub async fn apply_network(&self, state: &NetworkState) -> Result<NetworkStatus, ProtoError> {
+        self.c
+            .call(Method::PUT, "/v1/network", Some(state), self.timeout)
+            .await
     }
 }

@@ -17,6 +17,7 @@ pub mod cc;
 mod client;
 pub mod error;
 pub mod nc;
+pub mod net;
 pub mod types;
 
 pub use error::ProtoError;

@@ -199,6 +199,10 @@ pub struct InstanceSpec {
     /// EBS volumes attached at boot (block device mappings other than the root).
     #[serde(default)]
     pub volumes: Vec<AttachSpec>,
+    /// The network interface (issue 14); none: the NIC has no network (`-nic none`
+    /// as before, networking off).
+    #[serde(default)]
+    pub nic: Option<crate::net::NicSpec>,
 }
 
 impl InstanceSpec {
@@ -289,6 +293,10 @@ pub struct InstanceReport {
     pub launched_at: String,
     #[serde(default)]
     pub volumes: Vec<VolumeReport>,
+    /// `system` mode: the address the guest took from the LAN's DHCP server, as the
+    /// node saw it on the instance's tap (a DHCPACK to its MAC, or its ARP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned_ip: Option<std::net::Ipv4Addr>,
 }
 
 /// What a node answers to a poll (`GET /v1/node`).

@@ -208,6 +208,7 @@ async fn handle(
                 mac: spec.mac.clone(),
                 launched_at: now_rfc3339(),
                 volumes: vec![],
+                learned_ip: None,
             });
             reply(StatusCode::OK, &r.clone())
         }
@@ -256,6 +257,7 @@ pub fn spec(id: &str) -> InstanceSpec {
         user_data: None,
         public_key: None,
         volumes: vec![],
+        nic: None,
     }
 }
 

@@ -670,6 +670,7 @@ impl Template {
             user_data: self.user_data.clone(),
             public_key: self.key.as_ref().map(|k| k.public_key.clone()),
             volumes: Vec::new(),
+            nic: None,
         };
         Ok(Instance {
             id,

@@ -202,6 +202,7 @@ impl Instance {
             mac: self.spec.mac.clone(),
             launched_at: r.launched_at.clone(),
             volumes: r.volumes.iter().map(Vol::report).collect(),
+            learned_ip: None,
         }
     }
 

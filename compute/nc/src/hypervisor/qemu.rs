@@ -332,6 +332,7 @@ mod tests {
             user_data: None,
             public_key: None,
             volumes: vec![],
+            nic: None,
         }
     }
 

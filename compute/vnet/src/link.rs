@@ -1,0 +1,299 @@
+//! Links, addresses and namespaces through iproute2's `ip` (`ip -n NS …` for a named
+//! namespace). Names are checked before use: at most 15 bytes (IFNAMSIZ − 1) of
+//! `[A-Za-z0-9_.-]`, never starting with `-`.
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use tokio::process::Command;
+
+use crate::VnetError;
+
+/// `ip`, in the current namespace or a named one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ip {
+    netns: Option<String>,
+}
+
+/// Refuses names `ip` or the kernel would take differently.
+pub fn check_ifname(name: &str) -> Result<(), VnetError> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(VnetError::Invalid {
+            what: "interface name",
+            value: name.to_string(),
+        })
+    }
+}
+
+/// Refuses namespace names that are not plain file names.
+pub fn check_netns(name: &str) -> Result<(), VnetError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('-')
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(VnetError::Invalid {
+            what: "namespace name",
+            value: name.to_string(),
+        })
+    }
+}
+
+impl Ip {
+    /// `ip` in this process's namespace.
+    pub fn here() -> Ip {
+        Ip { netns: None }
+    }
+
+    /// `ip -n NAME`.
+    pub fn netns(name: &str) -> Result<Ip, VnetError> {
+        check_netns(name)?;
+        Ok(Ip {
+            netns: Some(name.to_string()),
+        })
+    }
+
+    pub fn netns_name(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+
+    /// Runs `ip [-n NS] ARGS…`; a failure carries the first line of stderr.
+    pub async fn run(&self, args: &[&str]) -> Result<String, VnetError> {
+        let mut cmd = Command::new("ip");
+        if let Some(ns) = &self.netns {
+            cmd.args(["-n", ns]);
+        }
+        cmd.args(args);
+        cmd.stdin(std::process::Stdio::null());
+        let shown = || {
+            let mut s = String::from("ip");
+            if let Some(ns) = &self.netns {
+                s.push_str(" -n ");
+                s.push_str(ns);
+            }
+            for a in args {
+                s.push(' ');
+                s.push_str(a);
+            }
+            s
+        };
+        let out = cmd.output().await.map_err(|source| VnetError::Spawn {
+            cmd: shown(),
+            source,
+        })?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            Err(VnetError::Failed {
+                cmd: shown(),
+                stderr: stderr.lines().next().unwrap_or("").to_string(),
+            })
+        }
+    }
+
+    /// Whether a link of this name exists (in this `Ip`'s namespace).
+    pub async fn link_exists(&self, name: &str) -> Result<bool, VnetError> {
+        check_ifname(name)?;
+        Ok(self.run(&["link", "show", "dev", name]).await.is_ok())
+    }
+
+    /// Creates a bridge (no STP, forward delay 0) unless it exists, and sets it up.
+    pub async fn ensure_bridge(&self, name: &str) -> Result<(), VnetError> {
+        check_ifname(name)?;
+        if !self.link_exists(name).await? {
+            self.run(&[
+                "link",
+                "add",
+                name,
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "forward_delay",
+                "0",
+            ])
+            .await?;
+        }
+        self.set_up(name).await
+    }
+
+    /// Creates a veth pair `a` (here) ↔ `b`, `b` placed in namespace `b_netns`
+    /// (`None`: here too). Nothing is done when `a` exists.
+    pub async fn ensure_veth(
+        &self,
+        a: &str,
+        b: &str,
+        b_netns: Option<&str>,
+    ) -> Result<(), VnetError> {
+        check_ifname(a)?;
+        check_ifname(b)?;
+        if self.link_exists(a).await? {
+            return Ok(());
+        }
+        match b_netns {
+            Some(ns) => {
+                check_netns(ns)?;
+                self.run(&[
+                    "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns,
+                ])
+                .await?;
+            }
+            None => {
+                self.run(&["link", "add", a, "type", "veth", "peer", "name", b])
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a VXLAN device unless it exists: VNI `vni`, UDP `port`, underlay
+    /// `dev`, flooding to multicast `group` (learning on).
+    pub async fn ensure_vxlan(
+        &self,
+        name: &str,
+        vni: u32,
+        group: Ipv4Addr,
+        port: u16,
+        dev: &str,
+    ) -> Result<(), VnetError> {
+        check_ifname(name)?;
+        check_ifname(dev)?;
+        if self.link_exists(name).await? {
+            return Ok(());
+        }
+        let (vni, group, port) = (vni.to_string(), group.to_string(), port.to_string());
+        self.run(&[
+            "link", "add", name, "type", "vxlan", "id", &vni, "group", &group, "dstport", &port,
+            "dev", dev,
+        ])
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_up(&self, name: &str) -> Result<(), VnetError> {
+        check_ifname(name)?;
+        self.run(&["link", "set", "dev", name, "up"]).await?;
+        Ok(())
+    }
+
+    /// Enslaves `name` to bridge `bridge` and sets it up.
+    pub async fn set_master(&self, name: &str, bridge: &str) -> Result<(), VnetError> {
+        check_ifname(name)?;
+        check_ifname(bridge)?;
+        self.run(&["link", "set", "dev", name, "master", bridge])
+            .await?;
+        self.set_up(name).await
+    }
+
+    /// Moves link `name` from this namespace into namespace `to`.
+    pub async fn move_to(&self, name: &str, to: &str) -> Result<(), VnetError> {
+        check_ifname(name)?;
+        check_netns(to)?;
+        self.run(&["link", "set", "dev", name, "netns", to]).await?;
+        Ok(())
+    }
+
+    /// Deletes link `name`; a link that is gone already is not an error.
+    pub async fn del_link(&self, name: &str) -> Result<(), VnetError> {
+        check_ifname(name)?;
+        if self.link_exists(name).await? {
+            self.run(&["link", "del", "dev", name]).await?;
+        }
+        Ok(())
+    }
+
+    /// Adds `addr` to `dev` (`ip addr replace`, so repeating it is harmless).
+    pub async fn addr_replace(&self, dev: &str, addr: Ipv4Net) -> Result<(), VnetError> {
+        check_ifname(dev)?;
+        self.run(&["addr", "replace", &addr.to_string(), "dev", dev])
+            .await?;
+        Ok(())
+    }
+
+    /// Removes `addr` from `dev`; an address that is not there is not an error.
+    pub async fn addr_del(&self, dev: &str, addr: Ipv4Net) -> Result<(), VnetError> {
+        check_ifname(dev)?;
+        let _ = self
+            .run(&["addr", "del", &addr.to_string(), "dev", dev])
+            .await;
+        Ok(())
+    }
+
+    /// `ip route replace DEST via GW` (or `dev DEV` when `via` is none).
+    pub async fn route_replace(
+        &self,
+        dest: &str,
+        via: Option<Ipv4Addr>,
+        dev: Option<&str>,
+    ) -> Result<(), VnetError> {
+        let mut args: Vec<String> = vec!["route".into(), "replace".into(), dest.into()];
+        if let Some(gw) = via {
+            args.push("via".into());
+            args.push(gw.to_string());
+        }
+        if let Some(d) = dev {
+            check_ifname(d)?;
+            args.push("dev".into());
+            args.push(d.into());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run(&refs).await?;
+        Ok(())
+    }
+}
+
+/// Named namespaces (`ip netns`, bind mounts under `/run/netns`).
+pub mod netns {
+    use super::{check_netns, Ip};
+    use crate::VnetError;
+
+    pub async fn exists(name: &str) -> Result<bool, VnetError> {
+        check_netns(name)?;
+        Ok(std::path::Path::new("/run/netns").join(name).exists())
+    }
+
+    /// Creates the namespace unless it exists, with its loopback up.
+    pub async fn ensure(name: &str) -> Result<(), VnetError> {
+        if !exists(name).await? {
+            Ip::here().run(&["netns", "add", name]).await?;
+        }
+        Ip::netns(name)?.set_up("lo").await
+    }
+
+    /// Deletes the namespace (its links go with it); a missing one is not an error.
+    pub async fn delete(name: &str) -> Result<(), VnetError> {
+        if exists(name).await? {
+            Ip::here().run(&["netns", "del", name]).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_ifname("eucabr0").is_ok());
+        assert!(check_ifname("a-very-long-name-x").is_err());
+        assert!(check_ifname("-dev").is_err());
+        assert!(check_ifname("br 0").is_err());
+        assert!(check_ifname("").is_err());
+        assert!(check_netns("euca-0123abcd").is_ok());
+        assert!(check_netns("../x").is_err());
+    }
+}
