@@ -98,6 +98,13 @@ class Testbed:
         self.cloud = NetnsCloud(self.data)
         self.procs = {}
         self._home_ns = None
+        # Instance networking (helpers_net.NetTestbed sets these): the testbed's
+        # `net` step (node bridges, the LAN host), and TOML appended to the CLC's,
+        # the CC's and every node's config.
+        self.lan = False
+        self.clc_extra = ""
+        self.cc_extra = ""
+        self.nc_extra = ""
 
     # -- the topology ----------------------------------------------------
     def tb(self, *args):
@@ -126,6 +133,8 @@ class Testbed:
     def up(self):
         self.root.mkdir(parents=True, exist_ok=True)
         self.tb("up", self.n, self.uplink_mbit, self.node_mbit)
+        if self.lan:
+            self.tb("net")
         self._enter()
         self.start_cloud()
         self.start_cc()
@@ -143,7 +152,13 @@ class Testbed:
     # -- processes ---------------------------------------------------------
     def spawn(self, name, ns, args, env=None):
         log = open(self.root / f"{name}.log", "ab")
-        p = subprocess.Popen(["ip", "netns", "exec", ns, euca_bin(), *map(str, args)],
+        # `ip netns exec` gives the process a mount namespace of its own, so a
+        # namespace it names (`ip netns add`, as the CC does for its router) would
+        # be seen by it alone: with instance networking, enter the network
+        # namespace only.
+        enter = (["nsenter", f"--net=/run/netns/{ns}"] if self.lan
+                 else ["ip", "netns", "exec", ns])
+        p = subprocess.Popen([*enter, euca_bin(), *map(str, args)],
                              stdout=log, stderr=subprocess.STDOUT,
                              env={**os.environ, "RUST_LOG": "info", **(env or {})})
         self.procs[name] = p
@@ -182,8 +197,9 @@ class Testbed:
 
     def start_cloud(self):
         cfg = self.root / "clc.toml"
-        cfg.write_text(f'[clc]\nzone = "{ZONE}"\n\n[[clc.clusters]]\nzone = "{ZONE}"\n'
-                       f'url = "{self.cc_url}"\ntoken_file = "{self.token_file}"\n')
+        cfg.write_text(f'[clc]\nzone = "{ZONE}"\n{self.clc_extra}\n[[clc.clusters]]\n'
+                       f'zone = "{ZONE}"\nurl = "{self.cc_url}"\n'
+                       f'token_file = "{self.token_file}"\n')
         self.spawn("clc", "wt-cloud", [
             "clc", "--data", self.data, "--config", cfg, "--listen", f"{CLOUD_IP}:8777",
             "--s3-url", f"http://{CLOUD_IP}:8773/", "--tracker-url", self.cc_url])
@@ -205,16 +221,25 @@ class Testbed:
         self.policy = policy or self.policy
         cfg = self.root / "cc.toml"
         cfg.write_text(f'[cc]\npolicy = "{self.policy}"\npoll_interval_ms = {self.poll_ms}\n'
-                       f'poll_timeout_ms = {self.poll_ms}\n')
+                       f'poll_timeout_ms = {self.poll_ms}\n' + self.cc_extra)
         env = {"EUCA_FAILPOINT": failpoint} if failpoint else {}
         self.spawn("cc", "wt-cc", [
             "cc", "--config", cfg, "--listen", f"{CC_IP}:8774", "--token-file",
             self.token_file, "--data", self.root / "cc-data"], env=env)
         self.wait_health("cc", self.cc_url)
 
+    def node_config(self, i):
+        """The node's config: what the CLC wrote for nodes, plus `nc_extra`."""
+        base = self.data / "credentials" / "nc-cache.toml"
+        if not self.nc_extra:
+            return base
+        cfg = self.root / f"node{i}.toml"
+        cfg.write_text(base.read_text() + "\n" + self.nc_extra.format(i=i))
+        return cfg
+
     def start_node(self, i):
         self.spawn(f"node{i}", f"wt-node{i}", [
-            "nc", "--config", self.data / "credentials" / "nc-cache.toml",
+            "nc", "--config", self.node_config(i),
             "--dir", self.root / f"node{i}", "--nc-listen", f"{node_ip(i)}:8778",
             "--name", f"node{i}", "--cores", self.cores, "--memory-mib", self.memory_mib,
             "--disk-gib", self.disk_gib])

@@ -21,6 +21,15 @@ command -v script >/dev/null || need_apt+=(bsdutils)
 # ip and tc: the emulated cluster (scripts/testbed/cloud-netns.sh) of
 # conformance/test_instances_netns.py.
 command -v tc >/dev/null && command -v ip >/dev/null || need_apt+=(iproute2)
+# Instance networking (issue 14): nftables (the CC's router), dnsmasq (the CC's DHCP
+# and the emulated LAN's; dnsmasq-base is the binary without Debian's service, which
+# would take the host's port 53), tcpdump (VXLAN captures), dig (the CLC's DNS),
+# busybox-static (fake instances' DHCP client in the router tests).
+command -v nft >/dev/null || need_apt+=(nftables)
+command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
+command -v tcpdump >/dev/null || need_apt+=(tcpdump)
+command -v dig >/dev/null || need_apt+=(dnsutils)
+[ -x /bin/busybox ] || need_apt+=(busybox-static)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

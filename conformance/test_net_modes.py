@@ -1,0 +1,290 @@
+"""Instance networking in each of the four modes (issue 14), on the emulated cluster
+with real `euca clc`, `euca cc` and two real `euca nc` nodes running tiny guests
+(see helpers_net.py for the topology). Every guest takes its address by DHCP (the
+kernel command line carries none) and prints `TG-LEASE ip=…`; the tests read that
+and what DescribeInstances says, and drive guests with user-data scripts (the
+guest's /init runs a `#!` user-data in the background, its output on the console).
+
+- system: the site's DHCP server (wt-lan) gives the address; the node learns it on
+  the tap and DescribeInstances reports it.
+- static: the CC's DHCP gives the first address of its static range.
+- managed-novlan, managed: per-group subnets; same group reaches, another group
+  does not until authorize names its group (or the port), and not again after
+  revoke; an elastic IP reaches the instance from outside (wt-cloud) and moves on
+  re-association; the metadata service answers each guest about itself only, forged
+  headers or not; `dig @clc` resolves public, private and reverse names; in managed
+  mode the two groups' frames cross the node link in different VXLAN VNIs.
+
+Each test prints (and appends to $EUCA_NET_REPORT) one evidence line, which
+scripts/net-check.sh shows."""
+import re
+import subprocess
+import time
+
+import pytest
+
+from helpers_ec2 import GUEST, console, register_guest_image, unique
+from helpers_net import (DNS, LAN_FIRST, LAN_LAST, NET, STATIC_FIRST, VNI_BASE, NetTestbed,
+                         dashed, dig, report, wait_line)
+from helpers_netns import missing
+
+_why = missing() or next((f"{t} is not installed" for t in ("nft", "dnsmasq", "tcpdump", "dig")
+                          if subprocess.run(["which", t], capture_output=True).returncode),
+                         None) or (None if (GUEST / "initramfs.gz").exists() else
+                                   f"the tiny guest is not built in {GUEST}")
+pytestmark = pytest.mark.skipif(_why is not None, reason=f"instance networking: {_why}")
+
+LEASE = r"TG-LEASE ip=(\d+\.\d+\.\d+\.\d+)"
+
+
+def probe_script(targets, marker, forge_as=""):
+    """User-data: print this guest's own metadata (plain, and with forged headers
+    naming `forge_as`), then every change of HTTP reachability of `targets`.
+    (`timeout` bounds wget: busybox 1.35's static wget crashes on -T.)"""
+    return f"""#!/bin/sh
+md=http://169.254.169.254/latest/meta-data
+me=$(timeout 5 wget -q -O - $md/instance-id)
+forged=$(timeout 5 wget -q -O - --header 'X-Forwarded-For: {forge_as}' --header 'X-Real-IP: {forge_as}' $md/instance-id)
+ud=$(timeout 5 wget -q -O - http://169.254.169.254/latest/user-data | grep -c {marker})
+echo "NET-META me=$me forged=$forged userdata_lines=$ud"
+last=""
+while :; do
+  s=""
+  for t in {' '.join(targets)}; do
+    if timeout 2 wget -q -O /tmp/p http://$t/ 2>/dev/null; then s="$s $t=ok"; else s="$s $t=blocked"; fi
+  done
+  [ "$s" != "$last" ] && echo "NET-PROBE$s"
+  last=$s
+  sleep 0.3
+done
+"""
+
+
+def launch(bed, group=None, user_data=None, count=1):
+    kw = {}
+    if group:
+        kw["SecurityGroups"] = [group]
+    if user_data:
+        kw["UserData"] = user_data
+    r = bed.ec2.run_instances(ImageId=bed.emi, MinCount=count, MaxCount=count,
+                              InstanceType="m1.small", **kw)
+    return [i["InstanceId"] for i in r["Instances"]]
+
+
+def described(bed, iid):
+    r = bed.ec2.describe_instances(InstanceIds=[iid])
+    return r["Reservations"][0]["Instances"][0]
+
+
+def wait_described(bed, iid, key, want=None, timeout=60):
+    deadline = time.time() + timeout
+    d = {}
+    while time.time() < deadline:
+        d = described(bed, iid)
+        v = d.get(key)
+        if v and (want is None or v == want):
+            return v
+        time.sleep(0.5)
+    raise AssertionError(f"{iid}: {key} never became {want!r}: {d}")
+
+
+def probe_state(bed, iid, target, want, after=0, timeout=30):
+    """Waits until the guest `iid` reports `target=want`; returns the console offset."""
+    _, end = wait_line(bed.ec2, iid, rf"NET-PROBE[^\n]* {re.escape(target)}={want}\b",
+                       timeout=timeout, after=after, bed=bed)
+    return end
+
+
+def stays(bed, iid, target, want, secs=3):
+    """Nothing but `target=want` shows for `secs` (a blocked path stays blocked)."""
+    start = len(console(bed.ec2, iid))
+    time.sleep(secs)
+    text = console(bed.ec2, iid)[start:]
+    other = "ok" if want == "blocked" else "blocked"
+    assert f"{target}={other}" not in text, text
+
+
+def cleanup(bed, ids):
+    if ids:
+        bed.ec2.terminate_instances(InstanceIds=ids)
+
+
+def with_bed(tmp_path_factory, mode):
+    bed = NetTestbed(tmp_path_factory.mktemp(mode.replace("-", "")), mode)
+    try:
+        bed.up()
+        bed.ec2 = bed.cloud.ec2()
+        bed.emi, _, _ = register_guest_image(bed.cloud, bed.root)
+    except BaseException:
+        bed.down()
+        raise
+    return bed
+
+
+def lease_and_described(bed, iid):
+    m, _ = wait_line(bed.ec2, iid, LEASE, timeout=120, bed=bed)
+    lease = m.group(1)
+    desc = wait_described(bed, iid, "PrivateIpAddress", lease)
+    return lease, desc
+
+
+def test_system_mode_lan_dhcp(tmp_path_factory):
+    bed = with_bed(tmp_path_factory, "system")
+    ids = []
+    try:
+        ids = launch(bed)
+        lease, desc = lease_and_described(bed, ids[0])
+        last = int(lease.rsplit(".", 1)[1])
+        assert lease.startswith(f"{NET}.1.") and LAN_FIRST <= last <= LAN_LAST, lease
+        assert desc == lease
+        dns = "ok" if dig(f"{dashed(lease)}.eucalyptus.internal") == [lease] else "fail"
+        report(f"net mode=system lease={lease} described={desc} same_group=skip "
+               f"other_group=skip authorize=skip elastic_ip=skip metadata=skip dns={dns}")
+        assert dns == "ok"
+    finally:
+        cleanup(bed, ids)
+        bed.down()
+
+
+def test_static_mode_cc_dhcp(tmp_path_factory):
+    bed = with_bed(tmp_path_factory, "static")
+    ids = []
+    try:
+        ids = launch(bed)
+        lease, desc = lease_and_described(bed, ids[0])
+        assert lease == f"{NET}.1.{STATIC_FIRST}", lease
+        dns = "ok" if dig(f"{dashed(lease)}.eucalyptus.internal") == [lease] else "fail"
+        report(f"net mode=static lease={lease} described={desc} same_group=skip "
+               f"other_group=skip authorize=skip elastic_ip=skip metadata=skip dns={dns}")
+        assert dns == "ok"
+    finally:
+        cleanup(bed, ids)
+        bed.down()
+
+
+def managed(bed, mode):
+    ec2 = bed.ec2
+    g1, g2 = unique("net-a"), unique("net-b")
+    for g in (g1, g2):
+        ec2.create_security_group(GroupName=g, Description=g)
+    ids = []
+    try:
+        # A (g1) serves its id on port 80 (the guest's httpd).
+        a = launch(bed, g1)[0]
+        ids.append(a)
+        a_ip = wait_described(bed, a, "PrivateIpAddress")
+        a_lease, _ = wait_line(ec2, a, LEASE, timeout=120, bed=bed)
+        assert a_lease.group(1) == a_ip
+        # B (g1, same group) and C (g2) probe A.
+        b = launch(bed, g1, probe_script([a_ip], "NET-META", a_ip))[0]
+        c = launch(bed, g2, probe_script([a_ip], "NET-META", a_ip))[0]
+        ids += [b, c]
+        b_ip = wait_described(bed, b, "PrivateIpAddress")
+        c_ip = wait_described(bed, c, "PrivateIpAddress")
+        for iid, ip in ((b, b_ip), (c, c_ip)):
+            m, _ = wait_line(ec2, iid, LEASE, timeout=120, bed=bed)
+            assert m.group(1) == ip, (iid, m.group(1), ip)
+        assert a_ip.rsplit(".", 1)[0] == b_ip.rsplit(".", 1)[0] != c_ip.rsplit(".", 1)[0]
+
+        # Metadata: each guest sees itself, forged headers or not, and its user-data.
+        for iid in (b, c):
+            m, _ = wait_line(ec2, iid, r"NET-META me=(\S*) forged=(\S*) userdata_lines=(\d+)",
+                             bed=bed)
+            assert m.group(1) == iid and m.group(2) == iid, m.group(0)
+            assert int(m.group(3)) >= 1, m.group(0)
+        m, _ = wait_line(ec2, a, r"TG-META instance-id=(\S+)", bed=bed)
+        assert m.group(1) == a
+        metadata = "ok"
+
+        # Same group: reachable; other group: blocked until authorized.
+        probe_state(bed, b, a_ip, "ok", timeout=60)
+        same_group = "ok"
+        off = probe_state(bed, c, a_ip, "blocked", timeout=60)
+        stays(bed, c, a_ip, "blocked")
+        other_group = "blocked"
+        ec2.authorize_security_group_ingress(GroupName=g1, IpPermissions=[{
+            "IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
+            "UserIdGroupPairs": [{"GroupName": g2}]}])
+        off = probe_state(bed, c, a_ip, "ok", after=off)
+        ec2.revoke_security_group_ingress(GroupName=g1, IpPermissions=[{
+            "IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
+            "UserIdGroupPairs": [{"GroupName": g2}]}])
+        off = probe_state(bed, c, a_ip, "blocked", after=off)
+        # ... or the port from anywhere, which the outside needs too.
+        ec2.authorize_security_group_ingress(GroupName=g1, IpProtocol="tcp", FromPort=80,
+                                             ToPort=80, CidrIp="0.0.0.0/0")
+        off = probe_state(bed, c, a_ip, "ok", after=off)
+        authorize = "ok"
+
+        # Elastic IP: reachable from outside (this process is in wt-cloud), moves.
+        eip = ec2.allocate_address()["PublicIp"]
+        ec2.associate_address(PublicIp=eip, InstanceId=a)
+        assert wait_described(bed, a, "PublicIpAddress", eip) == eip
+        assert fetch_id(eip) == a
+        ec2.associate_address(PublicIp=eip, InstanceId=b)
+        wait_described(bed, b, "PublicIpAddress", eip)
+        assert fetch_id(eip) == b
+        elastic_ip = "ok"
+
+        # DNS: public, private and reverse names.
+        pub_name, priv_name = f"{dashed(eip)}.eucalyptus.localhost", f"{dashed(b_ip)}.eucalyptus.internal"
+        d = described(bed, b)
+        assert d.get("PublicDnsName") == pub_name and d.get("PrivateDnsName") == priv_name, d
+        assert dig(pub_name) == [eip] and dig(priv_name) == [b_ip]
+        ptr_pub, ptr_priv = dig_reverse(eip), dig_reverse(b_ip)
+        assert ptr_pub == [pub_name + "."] and ptr_priv == [priv_name + "."], (ptr_pub, ptr_priv)
+        dns = "ok"
+
+        vni = "skip"
+        if mode == "managed":
+            vnis = capture_vnis(bed)
+            assert len(vnis) >= 2 and all(v >= VNI_BASE for v in vnis), vnis
+            vni = ",".join(map(str, sorted(vnis)))
+        report(f"net mode={mode} lease={a_ip} described={a_ip} same_group={same_group} "
+               f"other_group={other_group} authorize={authorize} elastic_ip={elastic_ip} "
+               f"metadata={metadata} dns={dns}" + (f" vnis={vni}" if mode == "managed" else ""))
+    finally:
+        cleanup(bed, ids)
+
+
+def dig_reverse(ip):
+    r = subprocess.run(["dig", f"@{DNS}", "+short", "+time=2", "-x", ip],
+                       capture_output=True, text=True, timeout=20)
+    return r.stdout.split()
+
+
+def fetch_id(ip, timeout=30):
+    """The instance id the guest at `ip` serves (its httpd's `instance-id=<id>`)."""
+    import urllib.request
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            page = urllib.request.urlopen(f"http://{ip}/", timeout=2).read().decode().strip()
+            return page.removeprefix("instance-id=")
+        except Exception as e:  # not yet mapped
+            last = e
+            time.sleep(0.5)
+    raise AssertionError(f"http://{ip}/ unreachable: {last}")
+
+
+def capture_vnis(bed, secs=4):
+    """VNIs seen on every node link (wt-p<i> in wt-cc) while the probes run."""
+    vnis = set()
+    procs = [subprocess.Popen(["ip", "netns", "exec", "wt-cc", "timeout", str(secs), "tcpdump",
+                               "-nn", "-l", "-i", f"wt-p{i}", "udp", "port", "4789"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for i in range(1, bed.n + 1)]
+    for p in procs:
+        out, _ = p.communicate(timeout=secs + 10)
+        vnis |= {int(v) for v in re.findall(r"vni (\d+)", out)}
+    return vnis
+
+
+@pytest.mark.parametrize("mode", ["managed-novlan", "managed"])
+def test_managed_modes(tmp_path_factory, mode):
+    bed = with_bed(tmp_path_factory, mode)
+    try:
+        managed(bed, mode)
+    finally:
+        bed.down()
