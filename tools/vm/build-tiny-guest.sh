@@ -97,7 +97,8 @@ up() { cut -d' ' -f1 /proc/uptime; }
 echo "TG-BOOTED uptime=$(up) mode=$mode"
 
 # Networking, in the background (see the header): DHCP, metadata, user-data, httpd.
-meta() { wget -q -T 2 -O - "http://169.254.169.254/latest/$1" 2>/dev/null; }
+# busybox 1.35's static wget crashes on -T: `timeout` bounds it instead.
+meta() { timeout 2 wget -q -O - "http://169.254.169.254/latest/$1" 2>/dev/null; }
 net_main() {
   i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done
   [ -e /sys/class/net/eth0 ] || return 0

@@ -20,7 +20,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use euca_compute_proto::net::{NetMode, NicSpec, Segment};
 use euca_compute_proto::{
     CachedImage, InstanceReport, InstanceSpec, NodeInstanceState, RootDisk, VmType,
@@ -28,6 +27,9 @@ use euca_compute_proto::{
 use euca_nc::config::{NcConfig, NcNetConfig};
 use euca_nc::hypervisor::{segment_links, tap_name, DirImages, QemuNode};
 use euca_nc::Node;
+
+mod common;
+use common::{console_of, img_id, until};
 
 const SYSTEM_ID: &str = "i-0e0de001";
 const STATIC_ID: &str = "i-0e0de002";
@@ -39,10 +41,6 @@ const STATIC_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 42);
 fn mac_of(id: &str) -> String {
     let h = id.strip_prefix("i-0e0de").unwrap();
     format!("d0:0d:0e:0d:e0:{h:0>2}", h = &h[h.len() - 2..])
-}
-
-fn img_id(c: char) -> String {
-    std::iter::repeat_n(c, 64).collect()
 }
 
 fn run(cmd: &str, args: &[&str]) -> String {
@@ -76,7 +74,8 @@ struct Testbed {
     lan: String,
     cc: String,
     dir: PathBuf,
-    dnsmasq: Vec<Child>,
+    /// dnsmasqs and the stand-in metadata server, killed on drop.
+    children: Vec<Child>,
     qemu_pidfiles: Vec<PathBuf>,
 }
 
@@ -88,7 +87,7 @@ impl Testbed {
             lan: format!("node-l{p}"),
             cc: format!("node-v{p}"),
             dir: dir.to_path_buf(),
-            dnsmasq: vec![],
+            children: vec![],
             qemu_pidfiles: vec![],
         };
         for ns in [&t.node, &t.lan, &t.cc] {
@@ -125,7 +124,7 @@ impl Testbed {
     /// dnsmasq as a DHCP server only (`--port=0`), in the foreground, on `dev` of
     /// namespace `ns`; `extra` says what it hands out.
     fn dnsmasq(&mut self, ns: &str, dev: &str, extra: &[String]) -> usize {
-        let n = self.dnsmasq.len();
+        let n = self.children.len();
         let mut a: Vec<String> = [
             "netns",
             "exec",
@@ -163,12 +162,31 @@ impl Testbed {
             .stdin(Stdio::null())
             .spawn()
             .expect("dnsmasq");
-        self.dnsmasq.push(child);
+        self.children.push(child);
         n
     }
 
+    /// A stand-in metadata service at 169.254.169.254 in the LAN namespace (busybox
+    /// httpd over files): the guest's side of the protocol, not the CC's service.
+    fn metadata(&mut self, instance_id: &str, user_data: &str) {
+        let root = self.dir.join("md");
+        let md = root.join("latest/meta-data");
+        std::fs::create_dir_all(&md).unwrap();
+        std::fs::write(md.join("instance-id"), instance_id).unwrap();
+        std::fs::write(root.join("latest/user-data"), user_data).unwrap();
+        ip(&self.lan, "addr add 169.254.169.254/32 dev lo");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.lan, "busybox", "httpd", "-f"])
+            .args(["-p", "169.254.169.254:80", "-h"])
+            .arg(&root)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("busybox httpd");
+        self.children.push(child);
+    }
+
     fn stop_dnsmasq(&mut self, n: usize) {
-        let c = &mut self.dnsmasq[n];
+        let c = &mut self.children[n];
         let _ = c.kill();
         let _ = c.wait();
     }
@@ -176,22 +194,8 @@ impl Testbed {
 
 impl Drop for Testbed {
     fn drop(&mut self) {
-        for f in &self.qemu_pidfiles {
-            let Some(pid) = std::fs::read_to_string(f)
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmd).contains("qemu") {
-                // SAFETY: plain syscall on a pid checked to be one of our QEMUs.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
-        }
-        for c in &mut self.dnsmasq {
+        common::kill_qemus(&self.qemu_pidfiles);
+        for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -240,30 +244,13 @@ fn report(node: &QemuNode, id: &str) -> InstanceReport {
         .unwrap()
 }
 
-async fn until<F: FnMut() -> bool>(what: &str, secs: u64, mut f: F) {
-    for _ in 0..secs * 10 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-async fn console(node: &QemuNode, id: &str) -> String {
-    let c = node.console(id).await.unwrap();
-    let b = base64::engine::general_purpose::STANDARD
-        .decode(c.output)
-        .unwrap();
-    String::from_utf8_lossy(&b).into_owned()
-}
-
 /// Waits for the guest's `TG-LEASE` line and returns its address (a lease failure
 /// or a guest that stops fails the test with its console).
 async fn lease(node: &QemuNode, id: &str) -> Ipv4Addr {
     for _ in 0..180 * 2 {
-        let c = console(node, id).await;
+        let c = console_of(node, id).await;
         if let Some(line) = c.lines().find(|l| l.starts_with("TG-LEASE ")) {
+            eprintln!("{id}: {line}");
             let ip = line
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix("ip="))
@@ -281,7 +268,22 @@ async fn lease(node: &QemuNode, id: &str) -> Ipv4Addr {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    panic!("{id}: no TG-LEASE line:\n{}", console(node, id).await);
+    panic!("{id}: no TG-LEASE line:\n{}", console_of(node, id).await);
+}
+
+async fn until_console(node: &QemuNode, id: &str, what: &str) -> String {
+    for _ in 0..120 * 2 {
+        let c = console_of(node, id).await;
+        if c.contains(what) {
+            return c;
+        }
+        assert!(!c.contains("TG-META-FAILED"), "{id}: no metadata:\n{c}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!(
+        "{id}: no {what:?} on the console:\n{}",
+        console_of(node, id).await
+    );
 }
 
 fn master_of(ns: &str, dev: &str) -> Option<String> {
@@ -291,8 +293,18 @@ fn master_of(ns: &str, dev: &str) -> Option<String> {
     words.next().map(str::to_string)
 }
 
-fn in_range(ip: Ipv4Addr, lo: Ipv4Addr, hi: Ipv4Addr) -> bool {
-    (u32::from(lo)..=u32::from(hi)).contains(&u32::from(ip))
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Whether `ip` is `net.lo` … `net.hi` (a DHCP pool).
+fn in_pool(ip: Ipv4Addr, net: [u8; 3], hosts: std::ops::RangeInclusive<u8>) -> bool {
+    let o = ip.octets();
+    o[..3] == net && hosts.contains(&o[3])
 }
 
 #[test]
@@ -355,12 +367,9 @@ fn guests_get_addresses_by_dhcp_on_their_segments() {
         "vx",
         &["--dhcp-range=10.80.0.100,10.80.0.150,255.255.255.0,1h".into()],
     );
+    tb.metadata(SYSTEM_ID, "#!/bin/sh\necho TG-UD-RAN $(cat /tmp/lease)\n");
     let node_ns = tb.node.clone();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let node = QemuNode::open(cfg.clone(), images.clone()).await.unwrap();
 
@@ -402,28 +411,52 @@ fn guests_get_addresses_by_dhcp_on_their_segments() {
         assert!(!Path::new("/sys/class/net").join(&tap).exists());
 
         let got = lease(&node, SYSTEM_ID).await;
-        assert!(
-            in_range(
-                got,
-                Ipv4Addr::new(10, 77, 0, 100),
-                Ipv4Addr::new(10, 77, 0, 150)
-            ),
-            "{got}"
-        );
+        assert!(in_pool(got, [10, 77, 0], 100..=150), "{got}");
         until("the learned address", 30, || {
             report(&node, SYSTEM_ID).learned_ip == Some(got)
         })
         .await;
         let over_vxlan = lease(&node, VXLAN_ID).await;
-        assert!(
-            in_range(
-                over_vxlan,
-                Ipv4Addr::new(10, 80, 0, 100),
-                Ipv4Addr::new(10, 80, 0, 150)
-            ),
-            "{over_vxlan}"
-        );
+        assert!(in_pool(over_vxlan, [10, 80, 0], 100..=150), "{over_vxlan}");
         assert_eq!(report(&node, VXLAN_ID).learned_ip, None, "not system mode");
+
+        // The guest reached the metadata service through its DHCP default route and
+        // ran its script user-data; it answers ping and serves its page.
+        let c = until_console(&node, SYSTEM_ID, "TG-UD-RAN").await;
+        assert!(
+            c.contains(&format!("TG-META instance-id={SYSTEM_ID}")),
+            "{c}"
+        );
+        assert!(c.contains(&format!("TG-UD-RAN ip={got}")), "{c}");
+        let lan = tb.lan.clone();
+        let target = got.to_string();
+        let page = tokio::task::spawn_blocking(move || {
+            run(
+                "ip",
+                &[
+                    "netns", "exec", &lan, "busybox", "ping", "-c", "1", "-W", "5", &target,
+                ],
+            );
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &lan,
+                    "timeout",
+                    "5",
+                    "busybox",
+                    "wget",
+                    "-q",
+                    "-O",
+                    "-",
+                    &format!("http://{target}/"),
+                ],
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(page.trim(), format!("instance-id={SYSTEM_ID}"));
 
         // --- A restarted NC still reports the learned address and keeps the plugs.
         drop(node);
@@ -474,11 +507,7 @@ fn guests_get_addresses_by_dhcp_on_their_segments() {
 
     // --- A bridge that does not exist: the instance fails, saying so, and no
     // QEMU ever runs with an unplugged NIC.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let mut cfg = cfg.clone();
         cfg.net.bridge = "nosuchbr".into();

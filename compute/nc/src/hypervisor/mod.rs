@@ -11,6 +11,13 @@
 //! | `console.log` | the serial console (QEMU appends; the NC cuts its head past 1 MiB, see [`disks::trim_console`]) |
 //! | `qmp.sock`, `qemu.pid` | QEMU's monitor and pid |
 //!
+//! Networking (issue 14): an instance whose spec has a `nic` gets a virtio NIC with
+//! its MAC on a tap named after it ([`tap_name`]); after QEMU starts, the NC plugs
+//! the tap into the segment the spec names (the `[nc.net]` bridge, or a per-VNI
+//! VXLAN segment it creates), and in SYSTEM mode learns the guest's address on it
+//! (`state.json`'s `learned_ip`). See `net.rs` and `learn.rs`. Without a `nic` the
+//! guest has no NIC (`-nic none`).
+//!
 //! QEMU runs daemonized (its own session), so it survives the NC; [`QemuNode::open`]
 //! adopts every live QEMU whose `/proc/<pid>/cmdline` names its instance, reconnects
 //! its QMP socket and reconciles the attachments with the devices QEMU has.
