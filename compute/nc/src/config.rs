@@ -104,3 +104,23 @@ impl Default for NcConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_defaults_and_partial_tables() {
+        let c: NcConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c.net, NcNetConfig::default());
+        assert_eq!(c.net.bridge, "eucabr");
+        assert_eq!(c.net.netns, None);
+        let c: NcConfig =
+            serde_json::from_str(r#"{"net": {"netns": "euca-r1", "underlay": "vu0"}}"#).unwrap();
+        assert_eq!(c.net.netns.as_deref(), Some("euca-r1"));
+        assert_eq!(c.net.underlay.as_deref(), Some("vu0"));
+        assert_eq!(c.net.vxlan_group, Ipv4Addr::new(239, 35, 0, 1));
+        assert_eq!(c.net.vxlan_port, 4789);
+        assert!(serde_json::from_str::<NcConfig>(r#"{"net": {"bridges": "x"}}"#).is_err());
+    }
+}
