@@ -35,6 +35,8 @@ const SYSTEM_ID: &str = "i-0e0de001";
 const STATIC_ID: &str = "i-0e0de002";
 const VXLAN_ID: &str = "i-0e0de003";
 const NOBRIDGE_ID: &str = "i-0e0de004";
+const VXLAN2_ID: &str = "i-0e0de005";
+const NOUNDERLAY_ID: &str = "i-0e0de006";
 const VNI: u32 = 4242;
 const STATIC_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 42);
 
@@ -348,7 +350,14 @@ fn guests_get_addresses_by_dhcp_on_their_segments() {
         },
         ..NcConfig::default()
     };
-    for id in [SYSTEM_ID, STATIC_ID, VXLAN_ID, NOBRIDGE_ID] {
+    for id in [
+        SYSTEM_ID,
+        STATIC_ID,
+        VXLAN_ID,
+        NOBRIDGE_ID,
+        VXLAN2_ID,
+        NOUNDERLAY_ID,
+    ] {
         tb.qemu_pidfiles
             .push(cfg.dir.join("instances").join(id).join("qemu.pid"));
     }
@@ -385,8 +394,10 @@ fn guests_get_addresses_by_dhcp_on_their_segments() {
             segment: Segment::Vxlan { vni: VNI },
             private_ip: None,
         };
-        node.run(spec(VXLAN_ID, vx)).await.unwrap();
-        for id in [SYSTEM_ID, VXLAN_ID] {
+        node.run(spec(VXLAN_ID, vx.clone())).await.unwrap();
+        // A second instance of the same group (VNI) shares the node's segment.
+        node.run(spec(VXLAN2_ID, vx)).await.unwrap();
+        for id in [SYSTEM_ID, VXLAN_ID, VXLAN2_ID] {
             until("running", 60, || {
                 let r = report(&node, id);
                 assert_ne!(r.state, NodeInstanceState::Failed, "{r:?}");
@@ -476,7 +487,18 @@ fn guests_get_addresses_by_dhcp_on_their_segments() {
             })
             .await;
         }
-        // The segment went with its last instance, the taps with their QEMUs.
+        // The segment stays while an instance of its VNI runs here …
+        assert_eq!(
+            master_of(&node_ns, &tap_name(VXLAN2_ID)).as_deref(),
+            Some(br.as_str())
+        );
+        assert_eq!(master_of(&node_ns, &vxdev).as_deref(), Some(br.as_str()));
+        node.terminate(VXLAN2_ID).await.unwrap();
+        until("terminated", 60, || {
+            report(&node, VXLAN2_ID).state == NodeInstanceState::Terminated
+        })
+        .await;
+        // … and goes with the last one; the taps went with their QEMUs.
         assert!(!link_exists(&node_ns, &br), "{br} left behind");
         assert!(!link_exists(&node_ns, &vxdev), "{vxdev} left behind");
         assert!(!link_exists(&node_ns, &tap), "{tap} left behind");
@@ -526,6 +548,25 @@ fn guests_get_addresses_by_dhcp_on_their_segments() {
         assert!(why.contains("bridge nosuchbr does not exist"), "{why}");
         let pidfile = cfg.dir.join("instances").join(NOBRIDGE_ID).join("qemu.pid");
         assert!(!pidfile.exists(), "QEMU was started");
+
+        // The same for a VXLAN segment without its underlay device.
+        let mut cfg = cfg.clone();
+        cfg.net.underlay = Some("nosuchdev".into());
+        drop(node);
+        let node = QemuNode::open(cfg.clone(), images.clone()).await.unwrap();
+        let nic = NicSpec {
+            mode: NetMode::Managed,
+            segment: Segment::Vxlan { vni: VNI },
+            private_ip: None,
+        };
+        node.run(spec(NOUNDERLAY_ID, nic)).await.unwrap();
+        until("failed", 60, || {
+            report(&node, NOUNDERLAY_ID).state == NodeInstanceState::Failed
+        })
+        .await;
+        let why = report(&node, NOUNDERLAY_ID).reason.unwrap().message;
+        assert!(why.contains("underlay nosuchdev does not exist"), "{why}");
+        assert!(!link_exists(&node_ns, &segment_links(VNI).0));
     });
     drop(tb);
 }
