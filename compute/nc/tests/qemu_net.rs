@@ -328,6 +328,11 @@ fn guests_get_addresses_by_dhcp_on_their_segments() {
         eprintln!("SKIPPED: no dnsmasq (apt-get install dnsmasq-base)");
         return;
     }
+    // The stand-in metadata server, ping and wget on the LAN side.
+    if Command::new("busybox").output().is_err() {
+        eprintln!("SKIPPED: no busybox (apt-get install busybox-static)");
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let mut tb = Testbed::new(tmp.path());
     let imgs = tmp.path().join("images");
