@@ -30,6 +30,15 @@
 #   TG-BOOTED uptime=<s>     /init reached, modules loaded
 #   TG-DISK <dev> ...        per-disk results
 #   TG-DONE                  about to power off
+# Networking (issue 14), in the background so the markers above keep their timing,
+# when the guest has an eth0 (a NIC on a network):
+#   TG-LEASE ip=<ip> mask=<dotted mask> router=<gw> mac=<eth0 mac> uptime=<s>
+#                            udhcpc got a lease (the address comes only from DHCP)
+#   TG-LEASE-FAILED          no lease after 20 tries
+#   TG-META instance-id=<id> the metadata service answered (TG-META-FAILED: it did not)
+#   TG-USERDATA bytes=<n>    user-data that is not a script (`#!…` user-data is run in
+#                            the background, its output on the console)
+# busybox httpd serves /index.html (`instance-id=<id>`) on port 80 once a lease is had.
 set -euo pipefail
 
 OUT=${1:-./guest}
@@ -87,6 +96,40 @@ done
 up() { cut -d' ' -f1 /proc/uptime; }
 echo "TG-BOOTED uptime=$(up) mode=$mode"
 
+# Networking, in the background (see the header): DHCP, metadata, user-data, httpd.
+# busybox 1.35's static wget crashes on -T: `timeout` bounds it instead.
+meta() { timeout 2 wget -q -O - "http://169.254.169.254/latest/$1" 2>/dev/null; }
+net_main() {
+  i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done
+  [ -e /sys/class/net/eth0 ] || return 0
+  ifconfig lo 127.0.0.1 up
+  mac=$(cat /sys/class/net/eth0/address)
+  # Foreground udhcpc in a background job: it stays to renew the lease, and exits
+  # (-n) when 20 discovers got no offer.
+  udhcpc -f -n -i eth0 -t 20 -T 1 -s /etc/tg-dhcp >/dev/null 2>&1 &
+  dhcp=$!
+  while [ ! -s /tmp/lease ] && kill -0 $dhcp 2>/dev/null; do sleep 0.2; done
+  if [ ! -s /tmp/lease ]; then echo "TG-LEASE-FAILED mac=$mac uptime=$(up)"; return 0; fi
+  echo "TG-LEASE $(cat /tmp/lease) mac=$mac uptime=$(up)"
+  mkdir -p /www; echo "instance-id=unknown" > /www/index.html
+  httpd -p 80 -h /www
+  route -n | grep -q '^0\.0\.0\.0' || return 0
+  id=; n=0
+  while [ -z "$id" ] && [ $n -lt 5 ]; do
+    id=$(meta meta-data/instance-id); n=$((n+1)); [ -n "$id" ] || sleep 1
+  done
+  if [ -z "$id" ]; then echo "TG-META-FAILED uptime=$(up)"; return 0; fi
+  echo "TG-META instance-id=$id"
+  echo "instance-id=$id" > /www/index.html
+  meta user-data > /tmp/user-data
+  if [ "$(head -c 2 /tmp/user-data)" = '#!' ]; then
+    chmod +x /tmp/user-data; /tmp/user-data 2>&1 &
+  else
+    echo "TG-USERDATA bytes=$(wc -c < /tmp/user-data)"
+  fi
+}
+net_main &
+
 disk_test() {  # $1 = vda
   d=/dev/$1
   i=0; while [ ! -b $d ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
@@ -126,6 +169,30 @@ sync
 poweroff -f; reboot -f
 EOF
 chmod +x "$R/init"
+
+# udhcpc's event script: configures eth0 from the lease and leaves it in /tmp/lease
+# for /init to print (busybox exports ip, subnet, router, broadcast, staticroutes).
+mkdir -p "$R/etc"
+cat > "$R/etc/tg-dhcp" <<'EOF'
+#!/bin/sh
+case $1 in
+  deconfig)
+    ifconfig "$interface" 0.0.0.0 up ;;
+  bound|renew)
+    ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}" ${broadcast:+broadcast $broadcast} up
+    set -- $staticroutes
+    while [ $# -ge 2 ]; do route add -net "$1" gw "$2" dev "$interface" 2>/dev/null; shift 2; done
+    if [ -n "$router" ]; then
+      while route del default 2>/dev/null; do :; done
+      set -- $router
+      route add default gw "$1" dev "$interface"
+    fi
+    set -- $router
+    echo "ip=$ip mask=${subnet:-} router=${1:-}" > /tmp/lease.new && mv /tmp/lease.new /tmp/lease ;;
+esac
+exit 0
+EOF
+chmod +x "$R/etc/tg-dhcp"
 
 ( cd "$R" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0 ) | gzip -9 > "$OUT/initramfs.gz"
 rm -rf "$WORK/k" "$WORK/bb"

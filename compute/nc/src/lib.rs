@@ -6,7 +6,9 @@
 //!     (accelerator from config), root disk a qcow2 overlay on the image cache's
 //!     file (pinned while the instance lives), an ephemeral disk, serial console to
 //!     a file, one QMP socket; volumes hot-plugged over NBD; adopts the QEMUs of
-//!     an earlier NC process after a restart.
+//!     an earlier NC process after a restart; the NIC's tap plugged into the
+//!     instance's network segment (`[nc.net]`), and in SYSTEM mode the guest's
+//!     address learned from its DHCP/ARP traffic.
 //!   - [`simulate::SimNode`]: answers the same protocol without QEMU (`euca nc
 //!     --simulate N`: N nodes on one listener, for scale and counting tests).
 //! - [`api`]: the NC API over `euca-service`'s serve loop, cluster token checked

@@ -7,12 +7,20 @@
 //! detaching → detached) is a deadline kept with the instance and applied when the
 //! node is next asked (a poll, a call), so from outside it progresses "in the
 //! background" after [`SimConfig::delay`].
+//!
+//! Networking (issue 14): a NIC in the spec is accepted and nothing is plugged. A
+//! simulated guest does no DHCP, so there is nothing to learn: in `system` mode the
+//! report's `learned_ip` is the spec's `nic.private_ip` once the instance runs
+//! (`None` unless the caller put one there, standing in for the LAN's lease, so a
+//! cloud's system-mode path can be exercised without guests); in the other modes
+//! it is `None`, as on a real node.
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base64::Engine;
+use euca_compute_proto::net::NetMode;
 use euca_compute_proto::{
     now_rfc3339, AttachSpec, ConsoleOutput, InstanceReport, InstanceSpec, NodeAttachState,
     NodeInstanceState, NodeReport, Resources, StateReason, VolumeReport,
@@ -114,7 +122,12 @@ impl SimInstance {
             mac: self.spec.mac.clone(),
             launched_at: self.launched_at.clone(),
             volumes: self.volumes.iter().map(volume_report).collect(),
-            learned_ip: None,
+            learned_ip: self
+                .spec
+                .nic
+                .as_ref()
+                .filter(|n| n.mode == NetMode::System && self.state == NodeInstanceState::Running)
+                .and_then(|n| n.private_ip),
         }
     }
 }
@@ -361,6 +374,7 @@ impl Node for SimNode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use euca_compute_proto::net::{NicSpec, Segment};
     use euca_compute_proto::{CachedImage, RootDisk, VmType};
 
     fn spec(id: &str) -> InstanceSpec {
@@ -436,5 +450,29 @@ mod tests {
         assert_eq!(n.report().instances[0].state, NodeInstanceState::Pending);
         let out = n.console("i-00000002").await.unwrap();
         assert_eq!(out.output, "");
+    }
+
+    #[tokio::test]
+    async fn system_mode_reports_the_stand_in_lease_once_running() {
+        let n = node(Duration::ZERO);
+        let ip = std::net::Ipv4Addr::new(10, 9, 8, 7);
+        let mut s = spec("i-00000003");
+        s.nic = Some(NicSpec {
+            mode: NetMode::System,
+            segment: Segment::Bridge,
+            private_ip: Some(ip),
+        });
+        assert_eq!(n.run(s).await.unwrap().learned_ip, None);
+        assert_eq!(n.report().instances[0].learned_ip, Some(ip));
+        let mut s = spec("i-00000004");
+        s.nic = Some(NicSpec {
+            mode: NetMode::Static,
+            segment: Segment::Bridge,
+            private_ip: Some(ip),
+        });
+        n.run(s).await.unwrap();
+        let r = n.report();
+        let st = r.instances.iter().find(|i| i.instance_id == "i-00000004");
+        assert_eq!(st.unwrap().learned_ip, None);
     }
 }

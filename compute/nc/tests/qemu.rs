@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use euca_compute_proto::{
     AttachSpec, CachedImage, InstanceSpec, NodeAttachState, NodeInstanceState, Resources, RootDisk,
     VmType, VolumeExport,
@@ -14,6 +13,9 @@ use euca_compute_proto::{
 use euca_nc::config::NcConfig;
 use euca_nc::hypervisor::{DirImages, ImageCall, QemuNode};
 use euca_nc::{NcError, Node};
+
+mod common;
+use common::{console_of, img_id, until};
 
 const ID: &str = "i-0badc0de";
 
@@ -23,10 +25,6 @@ static ONE_GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_guest() -> std::sync::MutexGuard<'static, ()> {
     ONE_GUEST.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn img_id(c: char) -> String {
-    std::iter::repeat_n(c, 64).collect()
 }
 
 /// The guest dir, or `None` (with the reason printed) when it does not exist.
@@ -55,21 +53,7 @@ struct Reaper {
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        for f in &self.pidfiles {
-            let Some(pid) = std::fs::read_to_string(f)
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmd).contains("qemu") {
-                // SAFETY: plain syscall on a pid checked to be ours.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
-        }
+        common::kill_qemus(&self.pidfiles);
     }
 }
 
@@ -162,22 +146,8 @@ fn config(tmp: &Path) -> NcConfig {
     }
 }
 
-async fn until<F: FnMut() -> bool>(what: &str, secs: u64, mut f: F) {
-    for _ in 0..secs * 10 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 async fn console(node: &QemuNode) -> String {
-    let c = node.console(ID).await.unwrap();
-    let b = base64::engine::general_purpose::STANDARD
-        .decode(c.output)
-        .unwrap();
-    String::from_utf8_lossy(&b).into_owned()
+    console_of(node, ID).await
 }
 
 async fn until_console(node: &QemuNode, what: &str, count: usize, secs: u64) -> String {
@@ -722,12 +692,4 @@ fn whole_disk_boot_shutoff_and_a_stopped_guest_fails() {
         assert!(images.pinned().is_empty(), "{:?}", images.calls());
     });
     drop(reaper);
-}
-
-async fn console_of(node: &QemuNode, id: &str) -> String {
-    let c = node.console(id).await.unwrap();
-    let b = base64::engine::general_purpose::STANDARD
-        .decode(c.output)
-        .unwrap();
-    String::from_utf8_lossy(&b).into_owned()
 }

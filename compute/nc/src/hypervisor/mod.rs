@@ -11,6 +11,13 @@
 //! | `console.log` | the serial console (QEMU appends; the NC cuts its head past 1 MiB, see [`disks::trim_console`]) |
 //! | `qmp.sock`, `qemu.pid` | QEMU's monitor and pid |
 //!
+//! Networking (issue 14): an instance whose spec has a `nic` gets a virtio NIC with
+//! its MAC on a tap named after it ([`tap_name`]); after QEMU starts, the NC plugs
+//! the tap into the segment the spec names (the `[nc.net]` bridge, or a per-VNI
+//! VXLAN segment it creates), and in SYSTEM mode learns the guest's address on it
+//! (`state.json`'s `learned_ip`). See `net.rs` and `learn.rs`. Without a `nic` the
+//! guest has no NIC (`-nic none`).
+//!
 //! QEMU runs daemonized (its own session), so it survives the NC; [`QemuNode::open`]
 //! adopts every live QEMU whose `/proc/<pid>/cmdline` names its instance, reconnects
 //! its QMP socket and reconciles the attachments with the devices QEMU has.
@@ -29,16 +36,20 @@
 //! when the guest finally releases the device.
 mod disks;
 mod images;
+mod learn;
+mod net;
 mod qemu;
 mod qmp;
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
+use euca_compute_proto::net::{NetMode, Segment};
 use euca_compute_proto::{
     now_rfc3339, AttachSpec, ConsoleOutput, InstanceReport, InstanceSpec, NodeAttachState,
     NodeInstanceState, NodeReport, Resources, RootDisk, StateReason, VolumeReport, CONSOLE_TAIL,
@@ -48,6 +59,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 pub use images::{CacheImages, DirImages, ImageCall};
+pub use net::{segment_links, tap_name};
 pub use qemu::{NbdTarget, KERNEL_APPEND};
 
 use crate::config::NcConfig;
@@ -142,6 +154,10 @@ struct Record {
     /// Unix seconds the instance was terminated.
     #[serde(default)]
     terminated_at: Option<u64>,
+    /// SYSTEM mode: the guest's address as learned on its tap (kept, so a restarted
+    /// NC reports it before the guest's next DHCP or ARP packet).
+    #[serde(default)]
+    learned_ip: Option<Ipv4Addr>,
 }
 
 struct Instance {
@@ -157,6 +173,8 @@ struct Instance {
     /// Device ids QEMU reported deleted.
     deleted: watch::Sender<HashSet<String>>,
     watcher: Mutex<Option<tokio::task::AbortHandle>>,
+    /// SYSTEM mode: the thread watching the tap for the guest's address.
+    learner: Mutex<Option<learn::Learner>>,
 }
 
 impl Instance {
@@ -171,6 +189,7 @@ impl Instance {
             pid: Mutex::new(None),
             deleted: watch::channel(HashSet::new()).0,
             watcher: Mutex::new(None),
+            learner: Mutex::new(None),
         })
     }
 
@@ -202,7 +221,7 @@ impl Instance {
             mac: self.spec.mac.clone(),
             launched_at: r.launched_at.clone(),
             volumes: r.volumes.iter().map(Vol::report).collect(),
-            learned_ip: None,
+            learned_ip: r.learned_ip,
         }
     }
 
@@ -261,6 +280,7 @@ impl Instance {
 struct Ctx {
     cfg: NcConfig,
     images: Arc<dyn ImageSource>,
+    net: net::NodeNet,
 }
 
 type Instances = Arc<Mutex<BTreeMap<String, Arc<Instance>>>>;
@@ -327,7 +347,18 @@ impl QemuNode {
         let found = tokio::task::spawn_blocking(move || scan(&root))
             .await
             .map_err(internal)?;
-        let ctx = Arc::new(Ctx { cfg, images });
+        let node_net = net::NodeNet::new(cfg.net.clone())?;
+        // Every live instance's segment is counted before any is unplugged below.
+        for inst in &found {
+            if let (Some(nic), Some(_)) = (&inst.spec.nic, inst.pid()) {
+                node_net.register(inst.id(), nic);
+            }
+        }
+        let ctx = Arc::new(Ctx {
+            cfg,
+            images,
+            net: node_net,
+        });
         let instances: Instances = Arc::new(Mutex::new(BTreeMap::new()));
         for inst in found {
             adopt(&ctx, &inst).await;
@@ -396,6 +427,7 @@ impl Drop for QemuNode {
                 h.abort();
             }
             lock(&inst.qmp).take();
+            lock(&inst.learner).take();
         }
     }
 }
@@ -430,6 +462,9 @@ impl Node for QemuNode {
         if let RootDisk::Volume { export, .. } = &spec.root {
             check_export(&self.ctx, &export.uri)?;
         }
+        if let Some(nic) = &spec.nic {
+            check_nic(&spec.mac, nic)?;
+        }
         let inst = {
             let mut map = lock(&self.instances);
             if let Some(i) = map.get(&spec.instance_id) {
@@ -453,6 +488,7 @@ impl Node for QemuNode {
                 volumes: vec![],
                 gen: 0,
                 terminated_at: None,
+                learned_ip: None,
             };
             for v in &spec.volumes {
                 rec.gen += 1;
@@ -660,6 +696,60 @@ fn running_qmp(inst: &Instance) -> Result<Arc<Qmp>, NcError> {
     })
 }
 
+/// A NIC needs a MAC (it goes on the NIC, and DHCP keys on it) and a VNI in range.
+fn check_nic(mac: &str, nic: &euca_compute_proto::net::NicSpec) -> Result<(), NcError> {
+    if learn::parse_mac(mac).is_none() {
+        return Err(NcError::BadRequest(format!(
+            "a network interface needs a MAC, not {mac:?}"
+        )));
+    }
+    if nic.mode == NetMode::Off {
+        return Err(NcError::BadRequest(
+            "a network interface in mode off: leave nic out instead".into(),
+        ));
+    }
+    if let Segment::Vxlan { vni } = nic.segment {
+        if vni == 0 || vni >= 1 << 24 {
+            return Err(NcError::BadRequest(format!(
+                "VNI {vni} is outside 1..16777215"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Plugs a started (or adopted) instance's tap into its segment and, in SYSTEM
+/// mode, starts learning the guest's address on it.
+async fn attach_nic(ctx: &Ctx, inst: &Arc<Instance>) -> Result<(), NcError> {
+    let Some(nic) = &inst.spec.nic else {
+        return Ok(());
+    };
+    ctx.net.plug(inst.id(), nic).await?;
+    if nic.mode != NetMode::System || lock(&inst.learner).is_some() {
+        return Ok(());
+    }
+    let mac = learn::parse_mac(&inst.spec.mac)
+        .ok_or_else(|| NcError::BadRequest(format!("bad MAC {:?}", inst.spec.mac)))?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (id, tap) = (inst.id().to_string(), net::tap_name(inst.id()));
+    let netns = ctx.net.netns().map(str::to_string);
+    let known = lock(&inst.rec).learned_ip;
+    let learner = tokio::task::spawn_blocking(move || {
+        learn::spawn(&id, &tap, netns.as_deref(), mac, known, tx)
+    })
+    .await
+    .map_err(internal)??;
+    *lock(&inst.learner) = Some(learner);
+    let i2 = inst.clone();
+    // Ends when the learner does (its sender dropped).
+    tokio::spawn(async move {
+        while let Some(l) = rx.recv().await {
+            i2.update(|r| r.learned_ip = Some(l.ip())).await;
+        }
+    });
+    Ok(())
+}
+
 fn check_export(ctx: &Ctx, uri: &str) -> Result<NbdTarget, NcError> {
     let t = NbdTarget::parse(uri)?;
     if t.tls && ctx.cfg.nbd_tls_dir.is_none() {
@@ -735,6 +825,15 @@ async fn boot(ctx: &Ctx, inst: &Arc<Instance>) -> Result<(), NcError> {
     let ephemeral = dir.join("ephemeral.qcow2");
     let gib = disks::ephemeral_gib(inst.spec.vm_type.disk_gib, image_bytes);
     disks::create_ephemeral(&cfg.qemu_img, &ephemeral, gib).await?;
+    // Before QEMU makes the tap: an instance never runs with a NIC that cannot be
+    // plugged (no root, no bridge).
+    let tap = match &inst.spec.nic {
+        Some(nic) => {
+            ctx.net.check(nic).await?;
+            Some(net::tap_name(&id))
+        }
+        None => None,
+    };
     if inst.state() != NodeInstanceState::Pending {
         return Ok(()); // terminated meanwhile; terminate cleans up
     }
@@ -767,9 +866,11 @@ async fn boot(ctx: &Ctx, inst: &Arc<Instance>) -> Result<(), NcError> {
         ramdisk,
         volumes,
         tls_dir: tls_dir.as_deref(),
+        tap,
     };
     let pid = qemu::start(&cfg.qemu, &launch.args(), dir).await?;
     *lock(&inst.pid) = Some(pid);
+    attach_nic(ctx, inst).await?;
     let (qmp, events) = connect_qmp(dir).await.map_err(internal)?;
     let status = qmp.status().await.map_err(internal)?;
     if qmp::is_dead_status(&status) {
@@ -1021,8 +1122,13 @@ async fn stop_qemu(ctx: &Ctx, inst: &Instance) {
     }
 }
 
-/// Removes the disks, socket and pid file, and drops the image pins.
+/// Removes the disks, socket and pid file, drops the image pins, and the NIC's
+/// segment when this was its last instance here (QEMU is gone, and its tap with it).
 async fn cleanup(ctx: &Ctx, inst: &Instance) {
+    lock(&inst.learner).take();
+    if let Some(nic) = &inst.spec.nic {
+        ctx.net.unplug(inst.id(), nic).await;
+    }
     let dir = inst.dir.clone();
     let _ = tokio::task::spawn_blocking(move || disks::remove_runtime_files(&dir)).await;
     for img in inst.image_ids() {
@@ -1218,6 +1324,7 @@ fn scan(root: &Path) -> Vec<Arc<Instance>> {
                 volumes: vec![],
                 gen: 0,
                 terminated_at: None,
+                learned_ip: None,
             });
         let pid = qemu::read_pid(&dir).filter(|p| qemu::is_instance_process(*p, &name));
         let inst = Instance::new(spec, dir, rec);
@@ -1284,6 +1391,7 @@ async fn adopt(ctx: &Arc<Ctx>, inst: &Arc<Instance>) {
             }
             reconcile_volumes(ctx, inst, &qmp).await;
             start_watcher(ctx, inst, events);
+            readopt_nic(ctx, inst).await;
             if let Ok(s) = qmp.status().await {
                 if qmp::is_dead_status(&s) {
                     let msg = format!("the guest is stopped with QEMU status {s}; QEMU was killed");
@@ -1302,8 +1410,18 @@ async fn adopt(ctx: &Arc<Ctx>, inst: &Arc<Instance>) {
                 tokio::spawn(async move { terminate_bg(&c, &i).await });
             } else {
                 inst.update(|r| r.state = NodeInstanceState::Running).await;
+                readopt_nic(ctx, inst).await;
             }
         }
+    }
+}
+
+/// Re-checks an adopted instance's plug (idempotent) and restarts its learner; a NIC
+/// that cannot be plugged any more fails the instance, saying why.
+async fn readopt_nic(ctx: &Ctx, inst: &Arc<Instance>) {
+    if let Err(e) = attach_nic(ctx, inst).await {
+        tracing::error!(instance = inst.id(), "re-plugging the NIC: {e}");
+        kill_failed(inst, &e.to_string()).await;
     }
 }
 

@@ -107,6 +107,8 @@ pub struct Launch<'a> {
     pub ramdisk: Option<PathBuf>,
     pub volumes: Vec<BootVolume>,
     pub tls_dir: Option<&'a Path>,
+    /// The tap QEMU makes for the NIC (`spec.nic` is set): `None` gives no NIC.
+    pub tap: Option<String>,
 }
 
 /// QEMU's option syntax doubles commas inside a value.
@@ -115,7 +117,7 @@ fn opt_escape(p: &Path) -> String {
 }
 
 /// Whether `mac` is six colon-separated hex octets (then it goes on the NIC).
-fn valid_mac(mac: &str) -> bool {
+pub fn valid_mac(mac: &str) -> bool {
     let parts: Vec<&str> = mac.split(':').collect();
     parts.len() == 6
         && parts
@@ -178,12 +180,17 @@ impl Launch<'_> {
                 push(&["-initrd", &r.to_string_lossy()]);
             }
         }
-        // The NIC carries the instance's MAC; its network (a netdev) is issue 14's.
-        if valid_mac(&self.spec.mac) {
-            let nic = json!({"driver": "virtio-net-pci", "id": "nic0", "mac": self.spec.mac});
-            push(&["-device", &nic.to_string()]);
-        } else {
-            push(&["-nic", "none"]);
+        // The NIC, with the instance's MAC, on a tap QEMU makes and the NC then plugs
+        // into the instance's segment (`script=no`: QEMU runs no helper as root).
+        match &self.tap {
+            Some(tap) if valid_mac(&self.spec.mac) => {
+                let netdev = format!("tap,id=net0,ifname={tap},script=no,downscript=no");
+                push(&["-netdev", &netdev]);
+                let nic = json!({"driver": "virtio-net-pci", "id": "nic0", "netdev": "net0",
+                    "mac": self.spec.mac});
+                push(&["-device", &nic.to_string()]);
+            }
+            _ => push(&["-nic", "none"]),
         }
         a
     }
@@ -354,6 +361,7 @@ mod tests {
                 target: NbdTarget::parse("nbd://127.0.0.1:1/v").unwrap(),
             }],
             tls_dir: None,
+            tap: Some("t-0123abcd".into()),
         };
         let a = l.args();
         let j = a.join(" ");
@@ -362,6 +370,9 @@ mod tests {
         assert!(j.contains("-append root=/dev/vda console=ttyS0 no_timer_check"));
         assert!(j.contains("-initrd /g/initrd"));
         assert!(j.contains("\"mac\":\"d0:0d:01:02:03:04\""));
+        assert!(j.contains("-netdev tap,id=net0,ifname=t-0123abcd,script=no,downscript=no"));
+        assert!(j.contains("\"netdev\":\"net0\""));
+        assert!(!j.contains("-nic none"));
         assert!(!j.contains("tls-creds-x509"));
         // The root is the first disk, then the ephemeral one, then the volume.
         let devs: Vec<&String> = a.iter().filter(|x| x.contains("virtio-blk-pci")).collect();
@@ -389,6 +400,7 @@ mod tests {
             ramdisk: None,
             volumes: vec![],
             tls_dir: Some(Path::new("/etc/tls")),
+            tap: Some("t-0123abcd".into()),
         };
         let j = l.args().join(" ");
         assert!(j.contains("-accel kvm"));
@@ -396,6 +408,18 @@ mod tests {
         assert!(j.contains("\"driver\":\"nbd\""));
         assert!(j.contains("\"tls-creds\":\"nbdtls\""));
         assert!(!j.contains("-kernel"));
+        // A tap but no usable MAC: no NIC at all.
         assert!(j.contains("-nic none"));
+        assert!(!j.contains("-netdev"));
+        // No network interface in the spec: no NIC either.
+        let mut s2 = s.clone();
+        s2.mac = "d0:0d:01:02:03:04".into();
+        let l = Launch {
+            spec: &s2,
+            tap: None,
+            ..l
+        };
+        let j = l.args().join(" ");
+        assert!(j.contains("-nic none") && !j.contains("virtio-net"));
     }
 }
