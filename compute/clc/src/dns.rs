@@ -108,6 +108,11 @@ impl Index {
         ix
     }
 
+    /// No instance has a name.
+    pub fn is_empty(&self) -> bool {
+        self.forward.is_empty()
+    }
+
     fn in_zone(&self, name: &str) -> bool {
         self.zones.iter().any(|z| {
             name == z

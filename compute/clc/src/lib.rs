@@ -80,19 +80,21 @@ impl Clc {
         config: ClcConfig,
     ) -> Result<Clc, Ec2Error> {
         let store = store::RedbStore::open(&data_dir.join("clc.redb"))?;
+        // The zones are served from the start, before any instance has a name.
+        let dns_index = dns::Index::build(&config.dns_domain, [], []);
         Ok(Clc {
             db: store::Db::new(Arc::new(store)),
             region: region.to_string(),
             endpoint: endpoint.to_string(),
-            config,
             sc: OnceLock::new(),
             installer: None,
             clock: Box::new(time::OffsetDateTime::now_utc),
             clusters: RwLock::new(BTreeMap::new()),
             kick: tokio::sync::Notify::new(),
             strays: std::sync::Mutex::new(std::collections::HashMap::new()),
+            config,
             nets: RwLock::new(BTreeMap::new()),
-            dns_index: RwLock::new(Arc::new(dns::Index::default())),
+            dns_index: RwLock::new(Arc::new(dns_index)),
         })
     }
 

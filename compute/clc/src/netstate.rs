@@ -187,22 +187,30 @@ pub async fn refresh_dns(clc: &Clc) -> Result<(), Ec2Error> {
 /// Reads each zone's network config and applied state, sends the desired state
 /// where it differs, and rebuilds the DNS index (see the module doc).
 pub async fn sync(clc: &Clc) -> Result<(), Ec2Error> {
-    let db = clc.db.clone();
-    let all = Arc::new(blocking(move || all_of::<Instance>(&db, None)).await?);
+    let mut on = Vec::new();
     for (zone, cluster) in clc.clusters() {
-        let status = match cluster.network().await {
-            Ok(s) => s,
+        match cluster.network().await {
+            Ok(status) => {
+                clc.set_cached_net(&zone, status.config.clone());
+                if status.config.mode != euca_compute_proto::net::NetMode::Off {
+                    on.push((zone, cluster, status));
+                }
+            }
             Err(e) => {
                 tracing::debug!(%zone, error = %e, "the cluster did not say its network");
                 clc.forget_net(&zone);
-                continue;
             }
-        };
-        clc.set_cached_net(&zone, status.config.clone());
-        let net = status.config;
-        if net.mode == euca_compute_proto::net::NetMode::Off {
-            continue;
         }
+    }
+    // Networking off everywhere (every CC without its router): no addresses, so
+    // no second scan of every record each pass.
+    if on.is_empty() && clc.dns().is_empty() {
+        return Ok(());
+    }
+    let db = clc.db.clone();
+    let all = Arc::new(blocking(move || all_of::<Instance>(&db, None)).await?);
+    for (zone, cluster, status) in on {
+        let net = status.config;
         let (db, z, n, d, recs) = (
             clc.db.clone(),
             zone.clone(),

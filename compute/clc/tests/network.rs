@@ -555,7 +555,7 @@ async fn pushed_state_rules_metadata_and_repush() {
     );
     assert_eq!(rules[1].protocol, "-1");
     assert_eq!((rules[1].from_port, rules[1].to_port), (-1, -1));
-    assert_eq!(rules[1].groups, [default.group_id.clone()]);
+    assert_eq!(rules[1].groups, std::slice::from_ref(&default.group_id));
 
     // The CC restarted (applied none) or holds another state: sent again, the same.
     let want = fake.last_sent().unwrap();
@@ -622,6 +622,10 @@ async fn dns_answers_follow_the_addresses() {
         .await
         .unwrap();
     let at = dns.addr;
+    // Before any instance has a name, the zones are still ours: NXDOMAIN.
+    let m = ask(at, "euca-10-10-0-2.eucalyptus.cloud.test.", RecordType::A).await;
+    assert_eq!(m.response_code(), ResponseCode::NXDomain);
+    assert!(m.authoritative());
     let i1 = run(&clc, A, &[]).await.unwrap();
     let private = "euca-10-10-0-2.eucalyptus.internal.";
     let public = "euca-198-51-100-1.eucalyptus.cloud.test.";

@@ -55,9 +55,11 @@ async fn changed(cx: &Call<'_>) {
 pub async fn allocate_address(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
     match cx.params.get("Domain") {
         None | Some("standard") | Some("") => {}
-        Some(d) => return Err(Ec2Error::invalid(format!(
+        Some(d) => {
+            return Err(Ec2Error::invalid(format!(
             "Invalid value '{d}' for Domain: this cloud has EC2-classic addresses only (standard)"
-        ))),
+        )))
+        }
     }
     let mut pools: Vec<(String, ClusterNet)> = Vec::new();
     for z in cx.clc.zones() {
