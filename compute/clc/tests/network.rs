@@ -103,6 +103,17 @@ async fn group(clc: &Clc, who: &str, name: &str) -> String {
     text(&out, "groupId").unwrap().to_string()
 }
 
+async fn associate(clc: &Clc, public_ip: &str, id: &str) {
+    call(
+        clc,
+        A,
+        "AssociateAddress",
+        &[("PublicIp", public_ip), ("InstanceId", id)],
+    )
+    .await
+    .unwrap();
+}
+
 async fn terminate(clc: &Clc, id: &str) {
     call(clc, A, "TerminateInstances", &[("InstanceId.1", id)])
         .await
@@ -282,14 +293,7 @@ async fn elastic_addresses_round_trip_and_errors() {
     assert!(text(&out, "instanceId").is_none());
 
     // Associate: the launch-time address goes back to the pool.
-    call(
-        &clc,
-        A,
-        "AssociateAddress",
-        &[("PublicIp", "198.51.100.2"), ("InstanceId", &i1)],
-    )
-    .await
-    .unwrap();
+    associate(&clc, "198.51.100.2", &i1).await;
     assert_eq!(rec(&clc, &i1).public_ip, Some(ip("198.51.100.2")));
     let out = call(&clc, A, "DescribeInstances", &[]).await.unwrap();
     assert_eq!(text(&out, "ipAddress"), Some("198.51.100.2"));
@@ -355,14 +359,7 @@ async fn elastic_addresses_round_trip_and_errors() {
     // Moving .2 to i2: i1 is left without one (the pool is empty).
     let i2 = run(&clc, A, &[]).await.unwrap();
     assert_eq!(rec(&clc, &i2).public_ip, None);
-    call(
-        &clc,
-        A,
-        "AssociateAddress",
-        &[("PublicIp", "198.51.100.2"), ("InstanceId", &i2)],
-    )
-    .await
-    .unwrap();
+    associate(&clc, "198.51.100.2", &i2).await;
     assert_eq!(rec(&clc, &i2).public_ip, Some(ip("198.51.100.2")));
     assert_eq!(rec(&clc, &i1).public_ip, None);
 
@@ -385,14 +382,7 @@ async fn elastic_addresses_round_trip_and_errors() {
 
     // Releasing an associated one disassociates it first; terminating an instance
     // leaves its elastic IP allocated, unassociated.
-    call(
-        &clc,
-        A,
-        "AssociateAddress",
-        &[("PublicIp", "198.51.100.1"), ("InstanceId", &i1)],
-    )
-    .await
-    .unwrap();
+    associate(&clc, "198.51.100.1", &i1).await;
     terminate(&clc, &i1).await;
     let out = call(
         &clc,
@@ -404,14 +394,7 @@ async fn elastic_addresses_round_trip_and_errors() {
     .unwrap();
     assert_eq!(texts(&out, "publicIp"), ["198.51.100.1"]);
     assert!(text(&out, "instanceId").is_none());
-    call(
-        &clc,
-        A,
-        "AssociateAddress",
-        &[("PublicIp", "198.51.100.2"), ("InstanceId", &i2)],
-    )
-    .await
-    .unwrap();
+    associate(&clc, "198.51.100.2", &i2).await;
     call(&clc, A, "ReleaseAddress", &[("PublicIp", "198.51.100.2")])
         .await
         .unwrap();
@@ -659,14 +642,7 @@ async fn dns_answers_follow_the_addresses() {
     let out = call(&clc, A, "AllocateAddress", &[]).await.unwrap();
     let eip = text(&out, "publicIp").unwrap().to_string();
     assert_eq!(eip, "198.51.100.2");
-    call(
-        &clc,
-        A,
-        "AssociateAddress",
-        &[("PublicIp", &eip), ("InstanceId", &i1)],
-    )
-    .await
-    .unwrap();
+    associate(&clc, &eip, &i1).await;
     let m = ask(
         at,
         "euca-198-51-100-2.eucalyptus.cloud.test.",
@@ -708,4 +684,36 @@ async fn dns_answers_follow_the_addresses() {
     let m = ask(at, private, RecordType::A).await;
     assert_eq!(m.response_code(), ResponseCode::NXDomain);
     dns.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_launches_get_distinct_addresses_off_the_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, fake) = setup(dir.path(), managed(4));
+    let before = euca_clc::write_check::runtime_writes();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let clc = clc.clone();
+            tokio::spawn(async move { run(&clc, A, &[]).await.unwrap() })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    let private: std::collections::BTreeSet<Ipv4Addr> = ids
+        .iter()
+        .map(|i| rec(&clc, i).private_ip.unwrap())
+        .collect();
+    // Eight different addresses, the eight lowest of the subnet.
+    let want: std::collections::BTreeSet<Ipv4Addr> =
+        (2..=9).map(|d| Ipv4Addr::new(10, 10, 0, d)).collect();
+    assert_eq!(private, want);
+    let public: std::collections::BTreeSet<Ipv4Addr> =
+        ids.iter().filter_map(|i| rec(&clc, i).public_ip).collect();
+    assert_eq!(public.len(), 4, "the whole pool, each address once");
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    let st = fake.last_sent().unwrap();
+    assert_eq!(st.instances.len(), 8);
+    assert_eq!(euca_clc::write_check::runtime_writes(), before);
 }

@@ -207,29 +207,26 @@ pub async fn associate_address(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), E
 }
 
 pub async fn disassociate_address(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
-    if cx.params.get("AssociationId").is_some() {
-        return Err(Ec2Error::invalid(
-            "AssociationId is for VPC addresses; this cloud's are EC2-classic: give PublicIp",
-        ));
-    }
-    let addr = owned(cx, cx.params.required("PublicIp")?).await?;
-    let net = cx.clc.cluster_net(&addr.record.zone).await.ok();
-    let (db, aid) = (cx.clc.db.clone(), addr.record.id.clone());
-    blocking(move || {
-        let _g = netalloc::lock();
-        unassociate(&db, net.as_ref(), &aid, None)
-    })
-    .await?;
-    changed(cx).await;
-    x.elem("return", "true");
-    Ok(())
+    let_go(cx, x, "AssociationId", false).await
 }
 
 pub async fn release_address(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
-    if cx.params.get("AllocationId").is_some() {
-        return Err(Ec2Error::invalid(
-            "AllocationId is for VPC addresses; this cloud's are EC2-classic: give PublicIp",
-        ));
+    let_go(cx, x, "AllocationId", true).await
+}
+
+/// DisassociateAddress and ReleaseAddress (`release`: the address goes back to
+/// the pool after it is disassociated). `vpc_param` is the VPC form of the
+/// address's name, which EC2-classic addresses do not have.
+async fn let_go(
+    cx: &Call<'_>,
+    x: &mut XmlWriter,
+    vpc_param: &str,
+    release: bool,
+) -> Result<(), Ec2Error> {
+    if cx.params.get(vpc_param).is_some() {
+        return Err(Ec2Error::invalid(format!(
+            "{vpc_param} is for VPC addresses; this cloud's are EC2-classic: give PublicIp"
+        )));
     }
     let addr = owned(cx, cx.params.required("PublicIp")?).await?;
     let net = cx.clc.cluster_net(&addr.record.zone).await.ok();
@@ -237,7 +234,10 @@ pub async fn release_address(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2
     blocking(move || {
         let _g = netalloc::lock();
         unassociate(&db, net.as_ref(), &aid, None)?;
-        db.update::<Address, _>(&aid, |_| Ok((Write::Delete, ())))
+        if release {
+            db.update::<Address, _>(&aid, |_| Ok((Write::Delete, ())))?;
+        }
+        Ok(())
     })
     .await?;
     changed(cx).await;
