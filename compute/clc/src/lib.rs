@@ -208,14 +208,6 @@ impl Clc {
         }
     }
 
-    /// Forgets zone `zone`'s network config (a call failed: read it again).
-    pub(crate) fn forget_net(&self, zone: &str) {
-        self.nets
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(zone);
-    }
-
     /// What the dynamic DNS answers now.
     pub fn dns(&self) -> Arc<dns::Index> {
         self.dns_index

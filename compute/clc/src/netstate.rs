@@ -7,8 +7,8 @@
 //! after an action that changed instances, groups, rules or addresses kicks it):
 //! it re-reads each zone's config and the state its CC applied, and sends the
 //! state again when the CC's digest differs (a change here, or a CC restart that
-//! left it with none). A CC that does not answer is only logged: no EC2 answer
-//! waits for it.
+//! left it with none). A CC that does not answer is only logged (its last known
+//! config is kept): no EC2 answer waits for it.
 use crate::error::Ec2Error;
 use crate::model::{self, Image, Instance, InstanceState, RuleSource, SecurityGroup};
 use crate::offload::{all_of, blocking};
@@ -196,10 +196,9 @@ pub async fn sync(clc: &Clc) -> Result<(), Ec2Error> {
                     on.push((zone, cluster, status));
                 }
             }
-            Err(e) => {
-                tracing::debug!(%zone, error = %e, "the cluster did not say its network");
-                clc.forget_net(&zone);
-            }
+            // Its last known config stays: launches and address actions go on
+            // from the records, and the next pass reads it again.
+            Err(e) => tracing::debug!(%zone, error = %e, "the cluster did not say its network"),
         }
     }
     // Networking off everywhere (every CC without its router): no addresses, so
@@ -231,8 +230,7 @@ pub async fn sync(clc: &Clc) -> Result<(), Ec2Error> {
                 tracing::warn!(%zone, applied = ?s.applied, want = %digest, "the cluster applied another network state")
             }
             Err(e) => {
-                tracing::warn!(%zone, error = %e, "sending the cluster its network state");
-                clc.forget_net(&zone);
+                tracing::warn!(%zone, error = %e, "sending the cluster its network state")
             }
         }
     }

@@ -717,3 +717,28 @@ async fn concurrent_launches_get_distinct_addresses_off_the_runtime() {
     assert_eq!(st.instances.len(), 8);
     assert_eq!(euca_clc::write_check::runtime_writes(), before);
 }
+
+#[tokio::test]
+async fn a_cluster_that_is_down_delays_the_push_not_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, fake) = setup(dir.path(), managed(2));
+    let i1 = run(&clc, A, &[]).await.unwrap();
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    let sent = fake.sent_count();
+    fake.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    // The address actions answer from the records and the last known config.
+    let out = call(&clc, A, "AllocateAddress", &[]).await.unwrap();
+    let eip = text(&out, "publicIp").unwrap().to_string();
+    associate(&clc, &eip, &i1).await;
+    // The pass goes on without the cluster; nothing was sent.
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(fake.sent_count(), sent);
+    // Back: the next pass sends the state with the elastic IP.
+    fake.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(fake.sent_count(), sent + 1);
+    let st = fake.last_sent().unwrap();
+    assert_eq!(st.instances[0].public_ip, Some(ip(&eip)));
+    assert_eq!(st.instances[0].metadata["public-ipv4"], eip);
+}

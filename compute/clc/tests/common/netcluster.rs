@@ -25,6 +25,8 @@ pub struct NetCluster {
     pub held: Mutex<BTreeMap<String, (InstanceSpec, NodeInstanceState)>>,
     /// `system` mode: the address the node "learned" per instance.
     pub learned: Mutex<BTreeMap<String, Ipv4Addr>>,
+    /// The network calls fail as an unreachable CC's do.
+    pub down: std::sync::atomic::AtomicBool,
 }
 
 impl NetCluster {
@@ -134,12 +136,18 @@ impl ClusterApi for NetCluster {
         Err(NetCluster::not_found())
     }
     async fn network(&self) -> Result<NetworkStatus, ProtoError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ProtoError::Transport("connection refused".into()));
+        }
         Ok(NetworkStatus {
             config: self.net.lock().unwrap().clone(),
             applied: self.applied.lock().unwrap().clone(),
         })
     }
     async fn apply_network(&self, state: &NetworkState) -> Result<NetworkStatus, ProtoError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ProtoError::Transport("connection refused".into()));
+        }
         self.sent.lock().unwrap().push(state.clone());
         *self.applied.lock().unwrap() = Some(state.digest());
         self.network().await
