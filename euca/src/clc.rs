@@ -120,6 +120,9 @@ pub async fn start_clc(
             // Instances' background work (states from the clusters, attachments,
             // interrupted launches, expiry); idle until a cluster is connected.
             euca_clc::reconcile::spawn(clc.clone(), shutdown.clone());
+            if let Some(at) = cfg.dns_listen {
+                start_dns(clc.clone(), at, shutdown.clone()).await;
+            }
             ec2 = Some(clc.clone());
             let api = euca_clc::ClcApi::new(clc, service, Arc::new(store.clone()));
             tokio::spawn(euca_service::serve_api(
@@ -135,6 +138,25 @@ pub async fn start_clc(
         task,
         clc: ec2,
     })
+}
+
+/// Starts the dynamic DNS on `at` until `shutdown`. A port that cannot be bound
+/// (another cloud on this machine has it) leaves the cloud without DNS, said
+/// loudly, rather than without its API: names are a convenience, the API is not.
+async fn start_dns(clc: Arc<euca_clc::Clc>, at: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+    match euca_clc::dns::serve(clc, at).await {
+        Ok(dns) => {
+            tokio::spawn(async move {
+                while !*shutdown.borrow() {
+                    if shutdown.changed().await.is_err() {
+                        break;
+                    }
+                }
+                dns.shutdown().await;
+            });
+        }
+        Err(e) => tracing::error!(error = %e, "the dynamic DNS is not running ([clc] dns_listen)"),
+    }
 }
 
 /// [`start_clc`], for callers that need only the URL and the task.

@@ -5,6 +5,7 @@
 use crate::error::Ec2Error;
 use async_trait::async_trait;
 use euca_compute_proto::cc::CcClient;
+use euca_compute_proto::net::{NetworkState, NetworkStatus};
 use euca_compute_proto::{
     codes, AttachSpec, ConsoleOutput, LaunchReply, LaunchRequest, NodeView, PlacedInstance,
     ProtoError, VolumeReport,
@@ -22,6 +23,10 @@ pub trait ClusterApi: Send + Sync + 'static {
     async fn attach(&self, id: &str, spec: &AttachSpec) -> Result<VolumeReport, ProtoError>;
     async fn detach(&self, id: &str, volume: &str, force: bool)
         -> Result<VolumeReport, ProtoError>;
+    /// The cluster's network config and the state it last applied.
+    async fn network(&self) -> Result<NetworkStatus, ProtoError>;
+    /// Makes the cluster's network match `state`.
+    async fn apply_network(&self, state: &NetworkState) -> Result<NetworkStatus, ProtoError>;
 }
 
 #[async_trait]
@@ -54,6 +59,12 @@ impl ClusterApi for CcClient {
         force: bool,
     ) -> Result<VolumeReport, ProtoError> {
         CcClient::detach(self, id, volume, force).await
+    }
+    async fn network(&self) -> Result<NetworkStatus, ProtoError> {
+        CcClient::network(self).await
+    }
+    async fn apply_network(&self, state: &NetworkState) -> Result<NetworkStatus, ProtoError> {
+        CcClient::apply_network(self, state).await
     }
 }
 

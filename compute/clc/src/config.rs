@@ -28,6 +28,28 @@ pub struct ClcConfig {
     /// The cluster controllers to use (`[[clc.clusters]]`), for a CLC run alone;
     /// `euca up` connects its own.
     pub clusters: Vec<ClusterConfig>,
+    /// Where the dynamic DNS server listens, UDP and TCP (`[clc] dns_listen`;
+    /// `"off"` or `""` turns it off).
+    #[serde(deserialize_with = "dns_listen")]
+    pub dns_listen: Option<SocketAddr>,
+    /// The domain of instances' public names (`euca-A-B-C-D.eucalyptus.<domain>`).
+    pub dns_domain: String,
+}
+
+/// Where the dynamic DNS listens unless told otherwise.
+pub const DEFAULT_DNS_LISTEN: &str = "127.0.0.1:8753";
+
+/// `dns_listen`: an address, or `"off"`/`""` for none.
+fn dns_listen<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.trim() {
+        "" | "off" => Ok(None),
+        a => a.parse().map(Some).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "dns_listen {a:?} is not an address:port or \"off\": {e}"
+            ))
+        }),
+    }
 }
 
 /// One `[[clc.clusters]]`: a zone's cluster controller.
@@ -50,6 +72,8 @@ impl Default for ClcConfig {
             instance_types: default_instance_types(),
             capacity: CapacityConfig::default(),
             clusters: Vec::new(),
+            dns_listen: Some(DEFAULT_DNS_LISTEN.parse().expect("constant address")),
+            dns_domain: "localhost".into(),
         }
     }
 }
@@ -116,6 +140,18 @@ impl ClcConfig {
                     t.name
                 ));
             }
+        }
+        let d = self.dns_domain.trim_matches('.');
+        if d.is_empty()
+            || d.len() > 200
+            || !d
+                .split('.')
+                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        {
+            return Err(format!(
+                "[clc] dns_domain {:?} is not a domain name",
+                self.dns_domain
+            ));
         }
         Ok(())
     }
@@ -235,6 +271,23 @@ mod tests {
         assert!(c.validate().is_err());
         c.instance_types.clear();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn dns_listen_and_domain() {
+        let c = ClcConfig::default();
+        assert_eq!(c.dns_listen, Some(DEFAULT_DNS_LISTEN.parse().unwrap()));
+        assert_eq!(c.dns_domain, "localhost");
+        let off: ClcConfig = toml_like(r#"{"dns_listen":"off","dns_domain":"cloud.example"}"#);
+        assert_eq!(off.dns_listen, None);
+        off.validate().unwrap();
+        let empty: ClcConfig = toml_like(r#"{"dns_listen":""}"#);
+        assert_eq!(empty.dns_listen, None);
+        let port: ClcConfig = toml_like(r#"{"dns_listen":"127.0.0.2:5353"}"#);
+        assert_eq!(port.dns_listen, Some("127.0.0.2:5353".parse().unwrap()));
+        assert!(serde_json::from_str::<ClcConfig>(r#"{"dns_listen":"nope"}"#).is_err());
+        let bad: ClcConfig = toml_like(r#"{"dns_domain":"a..b"}"#);
+        assert!(bad.validate().is_err());
     }
 
     fn toml_like(json: &str) -> ClcConfig {

@@ -15,12 +15,15 @@ pub mod call;
 pub mod cluster;
 pub mod config;
 pub mod describe;
+pub mod dns;
 pub mod error;
 pub mod ids;
 pub mod install;
 pub mod keymat;
 pub mod mac;
 pub mod model;
+pub mod netalloc;
+pub mod netstate;
 mod offload;
 pub mod params;
 pub mod reconcile;
@@ -59,6 +62,11 @@ pub struct Clc {
     /// Guests of this cloud a cluster reports that have no instance record, and
     /// when the reconciler first saw each (unix seconds; see [`reconcile`]).
     pub(crate) strays: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Each zone's network config as its CC last answered (`GET /v1/network`),
+    /// re-read by every reconciler pass.
+    nets: RwLock<BTreeMap<String, euca_compute_proto::net::ClusterNet>>,
+    /// What the dynamic DNS answers, rebuilt whenever addresses change.
+    pub(crate) dns_index: RwLock<Arc<dns::Index>>,
 }
 
 type Clock = Box<dyn Fn() -> time::OffsetDateTime + Send + Sync>;
@@ -72,17 +80,21 @@ impl Clc {
         config: ClcConfig,
     ) -> Result<Clc, Ec2Error> {
         let store = store::RedbStore::open(&data_dir.join("clc.redb"))?;
+        // The zones are served from the start, before any instance has a name.
+        let dns_index = dns::Index::build(&config.dns_domain, [], []);
         Ok(Clc {
             db: store::Db::new(Arc::new(store)),
             region: region.to_string(),
             endpoint: endpoint.to_string(),
-            config,
             sc: OnceLock::new(),
             installer: None,
             clock: Box::new(time::OffsetDateTime::now_utc),
             clusters: RwLock::new(BTreeMap::new()),
             kick: tokio::sync::Notify::new(),
             strays: std::sync::Mutex::new(std::collections::HashMap::new()),
+            config,
+            nets: RwLock::new(BTreeMap::new()),
+            dns_index: RwLock::new(Arc::new(dns_index)),
         })
     }
 
@@ -159,6 +171,53 @@ impl Clc {
             }
         }
         z
+    }
+
+    /// Zone `zone`'s network config: as last read, else asked of its CC now
+    /// (`Unavailable` while the CC does not answer).
+    pub async fn cluster_net(
+        &self,
+        zone: &str,
+    ) -> Result<euca_compute_proto::net::ClusterNet, Ec2Error> {
+        if let Some(n) = self.cached_net(zone) {
+            return Ok(n);
+        }
+        let status = self
+            .cluster(zone)?
+            .network()
+            .await
+            .map_err(cluster::map_error)?;
+        self.set_cached_net(zone, status.config.clone());
+        Ok(status.config)
+    }
+
+    /// Zone `zone`'s network config as last read, if any.
+    pub fn cached_net(&self, zone: &str) -> Option<euca_compute_proto::net::ClusterNet> {
+        self.nets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(zone)
+            .cloned()
+    }
+
+    pub(crate) fn set_cached_net(&self, zone: &str, net: euca_compute_proto::net::ClusterNet) {
+        let mut m = self.nets.write().unwrap_or_else(|e| e.into_inner());
+        if m.get(zone) != Some(&net) {
+            tracing::info!(%zone, mode = net.mode.as_str(), "cluster network config");
+            m.insert(zone.to_string(), net);
+        }
+    }
+
+    /// What the dynamic DNS answers now.
+    pub fn dns(&self) -> Arc<dns::Index> {
+        self.dns_index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_dns(&self, ix: dns::Index) {
+        *self.dns_index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ix);
     }
 
     /// Asks the reconciler to run now (after a mutating instance call).

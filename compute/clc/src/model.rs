@@ -410,6 +410,50 @@ pub struct Instance {
     pub spec: euca_compute_proto::InstanceSpec,
     #[serde(default)]
     pub tags: Tags,
+    /// Its private address: allocated by the CLC (managed modes: in its group's
+    /// subnet; `static`: from the zone's range), or learned by its node (`system`).
+    /// Cleared when the instance ends.
+    #[serde(default)]
+    pub private_ip: Option<std::net::Ipv4Addr>,
+    /// The public address mapped to it now (launch-time or elastic, see [`Address`]).
+    #[serde(default)]
+    pub public_ip: Option<std::net::Ipv4Addr>,
+    /// Managed modes: its group's subnet index in its zone
+    /// (`ClusterNet::group_subnet`).
+    #[serde(default)]
+    pub net_index: Option<u32>,
+}
+
+impl Instance {
+    /// The network mode its launch spec was made for (`off` without a NIC).
+    pub fn net_mode(&self) -> euca_compute_proto::net::NetMode {
+        self.spec.nic.as_ref().map(|n| n.mode).unwrap_or_default()
+    }
+}
+
+/// A public address of a zone's pool that is taken (id `<zone>/<address>`, so the
+/// store's id uniqueness is the address's): an elastic IP an account allocated
+/// (owned by it), or an instance's launch-time public IP (owned by the instance's
+/// account, `elastic` false, removed when the instance lets go of it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Address {
+    pub id: String,
+    pub zone: String,
+    pub public_ip: std::net::Ipv4Addr,
+    pub elastic: bool,
+    /// The instance it is mapped to.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+}
+
+/// A private network allocation (internal): a group subnet index
+/// (`<zone>/subnet/<k>` → the group id), a group's index (`<zone>/group/<sg>` →
+/// `k`) or a private address (`<zone>/ip/<address>` → the instance id). One
+/// record per thing allocated, so a clash is an id clash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetRecord {
+    pub id: String,
+    pub holder: String,
 }
 
 /// A MAC address handed out (id = the address), or the cloud's prefix.
@@ -437,6 +481,8 @@ record!(Volume, Kind::Volume);
 record!(Snapshot, Kind::Snapshot);
 record!(Instance, Kind::Instance);
 record!(MacRecord, Kind::Mac);
+record!(Address, Kind::Address);
+record!(NetRecord, Kind::Net);
 
 /// The `stateReason` code of an instance whose node is down (see
 /// [`crate::reconcile`]).

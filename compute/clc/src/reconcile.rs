@@ -24,6 +24,9 @@
 //!   records were written after this pass read them is never killed. Each is
 //!   re-read just before, after the cluster was listed; the cluster's terminate
 //!   frees its capacity,
+//! - gives back the addresses of ended instances, records the address a node
+//!   learned (`system` mode), and sends each cluster its network state when it
+//!   differs from what the CC applied ([`crate::netstate::sync`]),
 //! - removes terminated instances an hour after they ended.
 use crate::actions::attachments::{release_volume, set_attachment};
 use crate::actions::instances::{delete_instance, drive_launch, in_flight, TERMINATED_KEPT_SECS};
@@ -130,7 +133,23 @@ pub async fn pass(clc: &Clc) -> Result<(), Ec2Error> {
             }
         }
     }
+    if let Err(e) = crate::netstate::sync(clc).await {
+        tracing::warn!(error = %e, "syncing the clusters' networks");
+    }
     Ok(())
+}
+
+/// Gives back an ended instance's addresses (idempotent).
+async fn release_net(clc: &Clc, i: &Instance) -> Result<(), Ec2Error> {
+    if i.private_ip.is_none() && i.public_ip.is_none() && i.net_index.is_none() {
+        return Ok(());
+    }
+    let (db, i) = (clc.db.clone(), i.clone());
+    blocking(move || {
+        let _g = crate::netalloc::lock();
+        crate::netalloc::release(&db, &i)
+    })
+    .await
 }
 
 /// Terminates the guests nothing should be running (see the module doc):
@@ -274,6 +293,7 @@ async fn one(
     let i = &o.record;
     use InstanceState::*;
     if i.state == Terminated {
+        release_net(clc, i).await?;
         if !i.volumes.is_empty() {
             free_volumes(clc, i, true).await?;
         }
@@ -340,11 +360,19 @@ async fn one(
                 _ => ShuttingDown,
             };
             let node = placed.map(|p| p.node.clone());
+            // `system` mode: the address is the LAN's, as the node saw it.
+            let learned = r
+                .learned_ip
+                .filter(|_| i.net_mode() == euca_compute_proto::net::NetMode::System);
             change(clc, &i.id, move |rec| {
                 if !matches!(rec.state, Pending | Running) {
                     return false;
                 }
                 let mut changed = false;
+                if learned.is_some() && rec.private_ip != learned {
+                    rec.private_ip = learned;
+                    changed = true;
+                }
                 if rec.state != to {
                     rec.state = to;
                     changed = true;
@@ -441,6 +469,7 @@ async fn end(
         true
     })
     .await?;
+    release_net(clc, i).await?;
     free_volumes(clc, i, true).await
 }
 

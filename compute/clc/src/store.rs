@@ -29,6 +29,11 @@ pub enum Kind {
     /// caught in the inserting transaction; and the cloud's prefix under
     /// [`crate::mac::PREFIX_ID`].
     Mac,
+    /// Public addresses taken from a zone's pool (elastic or launch-time):
+    /// [`crate::model::Address`].
+    Address,
+    /// Private network allocations: [`crate::model::NetRecord`].
+    Net,
 }
 
 impl Kind {
@@ -42,7 +47,7 @@ impl Kind {
     ];
 
     /// Kinds kept for the cloud's own bookkeeping (no tags, not in DescribeTags).
-    pub const INTERNAL: [Kind; 1] = [Kind::Mac];
+    pub const INTERNAL: [Kind; 3] = [Kind::Mac, Kind::Address, Kind::Net];
 
     /// The EC2 `resourceType` (DescribeTags).
     pub fn resource_type(self) -> &'static str {
@@ -54,6 +59,8 @@ impl Kind {
             Kind::Snapshot => "snapshot",
             Kind::Instance => "instance",
             Kind::Mac => "mac-address",
+            Kind::Address => "elastic-ip",
+            Kind::Net => "network-allocation",
         }
     }
 
@@ -80,6 +87,8 @@ impl Kind {
             Kind::Snapshot => "snapshots",
             Kind::Instance => "instances",
             Kind::Mac => "macs",
+            Kind::Address => "addresses",
+            Kind::Net => "net_allocations",
         })
     }
 
@@ -93,6 +102,8 @@ impl Kind {
             Kind::Snapshot => "snapshots_by_owner",
             Kind::Instance => "instances_by_owner",
             Kind::Mac => "macs_by_owner",
+            Kind::Address => "addresses_by_owner",
+            Kind::Net => "net_allocations_by_owner",
         })
     }
 }

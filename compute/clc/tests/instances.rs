@@ -10,6 +10,7 @@ use common::{call, texts};
 use euca_clc::cluster::ClusterApi;
 use euca_clc::model::{Image, ImageState, ImageType, Instance, InstanceState, Volume, VolumeState};
 use euca_clc::{Clc, ClcConfig, Ec2Error};
+use euca_compute_proto::net::{NetworkState, NetworkStatus};
 use euca_compute_proto::{
     codes, AttachSpec, ConsoleOutput, InstanceReport, LaunchReply, LaunchRequest, NodeAttachState,
     NodeInstanceState, NodeState, NodeView, PlacedInstance, Placement, ProtoError, Resources,
@@ -245,6 +246,12 @@ impl ClusterApi for Fake {
             })?;
         v.state = NodeAttachState::Detaching;
         Ok(v.clone())
+    } // Networking off, as every CC answers until its router lands: no NIC, nothing sent.
+    async fn network(&self) -> Result<NetworkStatus, ProtoError> {
+        Ok(NetworkStatus::default())
+    }
+    async fn apply_network(&self, _: &NetworkState) -> Result<NetworkStatus, ProtoError> {
+        panic!("a cluster with networking off is never sent a network state")
     }
 }
 

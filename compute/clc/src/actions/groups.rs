@@ -567,7 +567,10 @@ async fn change_rules(cx: &Call<'_>, add: bool) -> Result<(), Ec2Error> {
             Ok((Write::Put, ()))
         })
     })
-    .await
+    .await?;
+    // The clusters enforce the rules: the reconciler sends them the new state now.
+    cx.clc.kick_reconciler();
+    Ok(())
 }
 
 pub async fn authorize_security_group_ingress(

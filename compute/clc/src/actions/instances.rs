@@ -273,7 +273,7 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
                 .filter(|o| o.record.state != InstanceState::Launching)
                 .collect();
             if !res.is_empty() {
-                write_reservation(x, &owner, &res);
+                write_reservation(x, &clc.config.dns_domain, &owner, &res);
                 return Ok(());
             }
             // The first call with this token is still being launched (its CC call
@@ -285,6 +285,28 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         }
     }
     let cluster = clc.cluster(&zone)?;
+    let net = clc.cluster_net(&zone).await?;
+    // Eucalyptus' managed modes put an instance in one group (its subnet).
+    if net.mode.is_managed() && groups.len() > 1 {
+        return Err(Ec2Error::Parameter {
+            code: "InvalidParameterCombination",
+            message: format!(
+                "In network mode {} an instance belongs to one security group; {} were given",
+                net.mode.as_str(),
+                groups.len()
+            ),
+        });
+    }
+    let public = match p.get("AddressingType") {
+        None | Some("public") | Some("") => net.mode.is_managed(),
+        Some("private") => false,
+        Some(other) => {
+            return Err(Ec2Error::invalid(format!(
+                "Invalid value '{other}' for AddressingType: public or private"
+            )))
+        }
+    };
+    let net_on = net.mode != euca_compute_proto::net::NetMode::Off;
     let reservation_id = crate::ids::new_id("r");
     let _flight = {
         IN_FLIGHT
@@ -319,21 +341,39 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         token: token.map(String::from),
         digest,
         tags,
+        net,
+        public,
     };
     let db = clc.db.clone();
     let count = max as u32;
-    // The records first, `launching` (hidden), each with its own MAC.
+    // The records first, `launching` (hidden), each with its own MAC and
+    // addresses; all or none (addresses can run out part way).
     let records = blocking(move || {
-        let mut out = Vec::with_capacity(count as usize);
+        let mut out: Vec<Instance> = Vec::with_capacity(count as usize);
         for i in 0..count {
-            let inst = template.instance(&db, i)?;
-            if !db.insert_new(&template.owner, &inst)? {
-                return Err(Ec2Error::internal(format!(
+            let made = template.instance(&db, i).and_then(|inst| {
+                if db.insert_new(&template.owner, &inst)? {
+                    return Ok(inst);
+                }
+                let _g = crate::netalloc::lock();
+                crate::netalloc::release(&db, &inst)?;
+                crate::mac::release(&db, &inst.mac)?;
+                Err(Ec2Error::internal(format!(
                     "instance id {} exists",
                     inst.id
-                )));
+                )))
+            });
+            match made {
+                Ok(inst) => out.push(inst),
+                Err(e) => {
+                    for r in &out {
+                        if let Err(e) = delete_instance(&db, &r.id) {
+                            tracing::warn!(instance = %r.id, error = %e, "removing the record of a launch that failed");
+                        }
+                    }
+                    return Err(e);
+                }
             }
-            out.push(inst);
         }
         Ok(out)
     })
@@ -355,8 +395,13 @@ pub async fn run_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
         }
     }
     let placed = drive_launch(clc, &*cluster, &owner, records).await?;
+    if net_on {
+        if let Err(e) = crate::netstate::refresh_dns(clc).await {
+            tracing::warn!(error = %e, "rebuilding the DNS index");
+        }
+    }
     clc.kick_reconciler();
-    write_reservation(x, &owner, &placed);
+    write_reservation(x, &clc.config.dns_domain, &owner, &placed);
     Ok(())
 }
 
@@ -652,12 +697,35 @@ struct Template {
     token: Option<String>,
     digest: String,
     tags: Tags,
+    /// The zone's network config, and whether to give each a launch-time public
+    /// address.
+    net: euca_compute_proto::net::ClusterNet,
+    public: bool,
 }
 
 impl Template {
     fn instance(&self, db: &Db, index: u32) -> Result<Instance, Ec2Error> {
         let id = crate::ids::new_id("i");
         let mac = crate::mac::allocate(db, &id)?;
+        let net = {
+            let _g = crate::netalloc::lock();
+            crate::netalloc::allocate(
+                db,
+                &self.net,
+                &self.zone,
+                &self.owner,
+                &id,
+                self.groups.first(),
+                self.public,
+            )
+        };
+        let net = match net {
+            Ok(n) => n,
+            Err(e) => {
+                crate::mac::release(db, &mac)?;
+                return Err(e);
+            }
+        };
         let spec = InstanceSpec {
             instance_id: id.clone(),
             account: self.owner.clone(),
@@ -670,7 +738,7 @@ impl Template {
             user_data: self.user_data.clone(),
             public_key: self.key.as_ref().map(|k| k.public_key.clone()),
             volumes: Vec::new(),
-            nic: None,
+            nic: net.nic,
         };
         Ok(Instance {
             id,
@@ -699,6 +767,9 @@ impl Template {
             terminated_at: None,
             spec,
             tags: self.tags.clone(),
+            private_ip: net.private_ip,
+            public_ip: net.public_ip,
+            net_index: net.index,
         })
     }
 }
@@ -787,8 +858,12 @@ pub(crate) async fn drive_launch(
     Ok(out)
 }
 
-/// Removes an instance record and gives its MAC back.
+/// Removes an instance record and gives its MAC and addresses back.
 pub(crate) fn delete_instance(db: &Db, id: &str) -> Result<(), Ec2Error> {
+    if let Some(o) = db.get::<Instance>(id)? {
+        let _g = crate::netalloc::lock();
+        crate::netalloc::release(db, &o.record)?;
+    }
     let mac = db.update::<Instance, _>(id, |cur| {
         Ok(match cur {
             Some(c) => (Write::Delete, Some(c.record.mac.clone())),
@@ -853,7 +928,7 @@ fn group_set(x: &mut XmlWriter, groups: &[GroupRef]) {
 }
 
 /// RunInstances' answer: one reservation.
-fn write_reservation(x: &mut XmlWriter, owner: &str, items: &[Owned<Instance>]) {
+fn write_reservation(x: &mut XmlWriter, domain: &str, owner: &str, items: &[Owned<Instance>]) {
     let Some(first) = items.first() else { return };
     x.elem("reservationId", &first.record.reservation_id)
         .elem("ownerId", owner);
@@ -861,7 +936,7 @@ fn write_reservation(x: &mut XmlWriter, owner: &str, items: &[Owned<Instance>]) 
     x.open("instancesSet");
     for o in items {
         x.open("item");
-        instance_body(x, &o.record);
+        instance_body(x, domain, &o.record);
         x.close();
     }
     x.close();
@@ -875,11 +950,20 @@ fn state_elem(x: &mut XmlWriter, name: &'static str, s: InstanceState) {
 }
 
 /// One instance's elements (RunInstances' and DescribeInstances' items).
-pub fn instance_body(x: &mut XmlWriter, i: &Instance) {
+pub fn instance_body(x: &mut XmlWriter, domain: &str, i: &Instance) {
+    let private_ip = i.private_ip.map(|a| a.to_string()).unwrap_or_default();
+    let private_dns = i
+        .private_ip
+        .map(crate::dns::private_name)
+        .unwrap_or_default();
+    let public_dns = i
+        .public_ip
+        .map(|a| crate::dns::public_name(a, domain))
+        .unwrap_or_default();
     x.elem("instanceId", &i.id).elem("imageId", &i.image_id);
     state_elem(x, "instanceState", i.state);
-    x.elem("privateDnsName", "")
-        .elem("dnsName", "")
+    x.elem("privateDnsName", &private_dns)
+        .elem("dnsName", &public_dns)
         .elem("reason", &i.reason);
     if let Some(k) = &i.key_name {
         x.elem("keyName", k);
@@ -900,7 +984,10 @@ pub fn instance_body(x: &mut XmlWriter, i: &Instance) {
         x.elem("ramdiskId", r);
     }
     x.open("monitoring").elem("state", "disabled").close();
-    x.elem("privateIpAddress", "");
+    x.elem("privateIpAddress", &private_ip);
+    if let Some(a) = i.public_ip {
+        x.elem("ipAddress", a.to_string());
+    }
     group_set(x, &i.groups);
     if let Some(r) = &i.state_reason {
         x.open("stateReason")
@@ -936,9 +1023,13 @@ pub fn instance_body(x: &mut XmlWriter, i: &Instance) {
         .elem("networkInterfaceId", format!("eni-{}", &i.id[2..]))
         .elem("status", "in-use")
         .elem("macAddress", &i.mac)
-        .elem("privateIpAddress", "")
+        .elem("privateIpAddress", &private_ip)
+        .elem("privateDnsName", &private_dns)
         .elem("sourceDestCheck", "true");
     group_set(x, &i.groups);
+    if let Some(a) = i.public_ip {
+        association(x, a, &public_dns);
+    }
     x.open("attachment")
         .elem("attachmentId", format!("eni-attach-{}", &i.id[2..]))
         .elem("deviceIndex", "0")
@@ -946,9 +1037,28 @@ pub fn instance_body(x: &mut XmlWriter, i: &Instance) {
         .elem("attachTime", &i.launch_time)
         .elem("deleteOnTermination", "true")
         .close();
+    if let Some(a) = i.private_ip {
+        x.open("privateIpAddressesSet").open("item");
+        x.elem("privateIpAddress", a.to_string())
+            .elem("privateDnsName", &private_dns)
+            .elem("primary", "true");
+        if let Some(p) = i.public_ip {
+            association(x, p, &public_dns);
+        }
+        x.close().close();
+    }
     x.close();
     x.close();
     x.elem("ebsOptimized", "false");
+}
+
+/// A network interface's `association`: its public address.
+fn association(x: &mut XmlWriter, public: std::net::Ipv4Addr, dns: &str) {
+    x.open("association")
+        .elem("publicIp", public.to_string())
+        .elem("publicDnsName", dns)
+        .elem("ipOwnerId", "amazon")
+        .close();
 }
 
 fn bool_str(b: bool) -> &'static str {
@@ -984,6 +1094,17 @@ impl Filterable for Instance {
             "launch-index" => vec![self.launch_index.to_string()],
             "launch-time" => one(&self.launch_time),
             "mac-address" | "network-interface.mac-address" => one(&self.mac),
+            "private-ip-address" | "network-interface.addresses.private-ip-address" => {
+                self.private_ip.map(|a| a.to_string()).into_iter().collect()
+            }
+            "ip-address" | "network-interface.association.public-ip" => {
+                self.public_ip.map(|a| a.to_string()).into_iter().collect()
+            }
+            "private-dns-name" => self
+                .private_ip
+                .map(crate::dns::private_name)
+                .into_iter()
+                .collect(),
             "block-device-mapping.volume-id" => {
                 self.volumes.iter().map(|v| v.volume_id.clone()).collect()
             }
@@ -1036,7 +1157,7 @@ pub async fn describe_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), 
         x.open("instancesSet");
         for o in items {
             x.open("item");
-            instance_body(x, &o.record);
+            instance_body(x, &cx.clc.config.dns_domain, &o.record);
             x.close();
         }
         x.close();

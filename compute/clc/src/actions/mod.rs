@@ -6,6 +6,7 @@ use crate::call::Call;
 use crate::error::Ec2Error;
 use euca_aws::xml::XmlWriter;
 
+pub mod addresses;
 pub mod attachments;
 pub mod groups;
 pub mod images;
@@ -59,6 +60,11 @@ pub enum Action {
     DescribeInstanceStatus,
     AttachVolume,
     DetachVolume,
+    AllocateAddress,
+    AssociateAddress,
+    DisassociateAddress,
+    ReleaseAddress,
+    DescribeAddresses,
 }
 
 impl Action {
@@ -102,6 +108,11 @@ impl Action {
         Action::DescribeInstanceStatus,
         Action::AttachVolume,
         Action::DetachVolume,
+        Action::AllocateAddress,
+        Action::AssociateAddress,
+        Action::DisassociateAddress,
+        Action::ReleaseAddress,
+        Action::DescribeAddresses,
     ];
 
     pub fn name(self) -> &'static str {
@@ -145,6 +156,11 @@ impl Action {
             Action::DescribeInstanceStatus => "DescribeInstanceStatus",
             Action::AttachVolume => "AttachVolume",
             Action::DetachVolume => "DetachVolume",
+            Action::AllocateAddress => "AllocateAddress",
+            Action::AssociateAddress => "AssociateAddress",
+            Action::DisassociateAddress => "DisassociateAddress",
+            Action::ReleaseAddress => "ReleaseAddress",
+            Action::DescribeAddresses => "DescribeAddresses",
         }
     }
 
@@ -198,5 +214,10 @@ pub async fn dispatch(action: Action, cx: &Call<'_>, x: &mut XmlWriter) -> Resul
         Action::DescribeInstanceStatus => instances::describe_instance_status(cx, x).await,
         Action::AttachVolume => attachments::attach_volume(cx, x).await,
         Action::DetachVolume => attachments::detach_volume(cx, x).await,
+        Action::AllocateAddress => addresses::allocate_address(cx, x).await,
+        Action::AssociateAddress => addresses::associate_address(cx, x).await,
+        Action::DisassociateAddress => addresses::disassociate_address(cx, x).await,
+        Action::ReleaseAddress => addresses::release_address(cx, x).await,
+        Action::DescribeAddresses => addresses::describe_addresses(cx, x).await,
     }
 }

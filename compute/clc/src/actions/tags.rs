@@ -32,7 +32,7 @@ pub fn not_found(kind: Kind, id: &str) -> Ec2Error {
         Kind::Volume => ("InvalidVolume.NotFound", "volume"),
         Kind::Snapshot => ("InvalidSnapshot.NotFound", "snapshot"),
         Kind::Instance => ("InvalidInstanceID.NotFound", "instance ID"),
-        Kind::Mac => ("InvalidID", "resource"),
+        Kind::Mac | Kind::Address | Kind::Net => ("InvalidID", "resource"),
     };
     Ec2Error::not_found(code, what, id)
 }

@@ -1,6 +1,8 @@
 //! What the CLC's action tests share: a caller, one EC2 call through the action
 //! functions (no listener), XML text helpers, and a `Clc` on a temp directory.
 #![allow(dead_code)]
+pub mod netcluster;
+
 use euca_aws::xml::XmlWriter;
 use euca_aws::Principal;
 use euca_clc::actions::{dispatch, Action};
