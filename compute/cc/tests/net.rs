@@ -82,6 +82,7 @@ impl Drop for Cleanup {
         for n in self.netns.iter().chain(std::iter::once(&router)) {
             let _ = std::process::Command::new("ip")
                 .args(["netns", "del", n])
+                .stderr(std::process::Stdio::null())
                 .status();
         }
     }
@@ -523,10 +524,11 @@ async fn managed_novlan_router_end_to_end() {
         !ping(&a1, "100.64.201.1").await,
         "spoofed source left the router"
     );
-    // Back to its own address; the router's neighbour entry for a2's address,
-    // which the spoofer's ARP overwrote (ARP is not filtered yet), is dropped.
+    // Its ARP under a2's address did not redirect a2's traffic to it.
+    let neigh = must(&format!("ip -n {router} neigh show 10.128.0.3")).await;
+    assert!(!neigh.contains("52:54:00:cc:00:01"), "ARP spoofed: {neigh}");
     must(&format!(
-        "ip -n {a1} addr flush dev eth0 && ip -n {a1} addr add 10.128.0.2/27 dev eth0 && ip -n {a1} route replace default via 10.128.0.1 && ip -n {router} neigh flush dev br0"
+        "ip -n {a1} addr flush dev eth0 && ip -n {a1} addr add 10.128.0.2/27 dev eth0 && ip -n {a1} route replace default via 10.128.0.1"
     ))
     .await;
 
@@ -648,6 +650,102 @@ async fn managed_vxlan_segments_per_group() {
     assert!(seen.contains("vni 1000"), "group a on VNI 1000: {seen}");
     assert!(seen.contains("vni 1001"), "group b on VNI 1001: {seen}");
 
+    // A dnsmasq that dies is restarted (and serves again).
+    let pid_file = dir.path().join("dnsmasq.pid");
+    let old = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    must(&format!("kill -9 {old}")).await;
+    let back = within(Duration::from_secs(4), || {
+        let (pid_file, old) = (pid_file.clone(), old.clone());
+        async move {
+            let now = std::fs::read_to_string(&pid_file).unwrap_or_default();
+            let now = now.trim();
+            !now.is_empty() && now != old && Path::new("/proc").join(now).exists()
+        }
+    })
+    .await;
+    assert!(back.is_some(), "dnsmasq restarted after it died");
+    must(&format!("ip -n {b1} addr flush dev eth0")).await;
+    assert_eq!(
+        dhcp(&b1, &script).await,
+        Some("10.128.0.34".parse().unwrap())
+    );
+
+    net.stop().await;
+    delete_router(dir.path()).await.unwrap();
+    drop(clean);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn static_mode_dhcp_through_a_private_bridge() {
+    if !root() {
+        return;
+    }
+    let tag = format!("ccnet-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let outer = format!("{tag}-so");
+    let i1 = format!("{tag}-si1");
+    let clean = Cleanup {
+        netns: vec![outer.clone(), i1.clone()],
+        pids: vec![],
+        state_dir: dir.path().to_path_buf(),
+    };
+    let script = dir.path().join("udhcpc.sh");
+    std::fs::write(&script, UDHCPC_SCRIPT).unwrap();
+    must(&format!("chmod +x {}", script.display())).await;
+    // The CC's namespace has the LAN bridge the nodes' instances reach.
+    must(&format!(
+        "ip netns add {outer} && ip -n {outer} link set lo up \
+         && ip -n {outer} link add lanbr type bridge && ip -n {outer} link set lanbr up"
+    ))
+    .await;
+    let cfg = NetConfig {
+        mode: NetMode::Static,
+        public_cidr: Some("100.64.203.0/24".parse().unwrap()),
+        private_bridge: Some("lanbr".into()),
+        static_subnet: Some("192.168.50.0/24".parse().unwrap()),
+        static_server_ip: Some("192.168.50.1".parse().unwrap()),
+        static_router: Some("192.168.50.254".parse().unwrap()),
+        static_ips: vec!["192.168.50.10-192.168.50.20".into()],
+        outer_netns: Some(outer.clone()),
+        ..NetConfig::default()
+    };
+    let net = Network::start(&cfg, dir.path(), user_data()).await.unwrap();
+    let c = net.status().config;
+    assert_eq!(c.mode, NetMode::Static);
+    assert_eq!(c.static_ips.len(), 11);
+    let mut i = inst(
+        "i-000000s1",
+        "52:54:00:ce:00:01",
+        "-",
+        "192.168.50.12",
+        None,
+    );
+    i.group_id = None;
+    i.metadata.clear();
+    let state = NetworkState {
+        groups: vec![],
+        instances: vec![i],
+    };
+    apply_timed(&net, &state).await;
+    plug(&i1, "52:54:00:ce:00:01", &outer, "ccnets1", "lanbr").await;
+    assert_eq!(
+        dhcp(&i1, &script).await,
+        Some("192.168.50.12".parse().unwrap())
+    );
+    let routes = must(&format!("ip -n {i1} route")).await;
+    assert!(
+        routes.contains("default via 192.168.50.254"),
+        "static_router handed out: {routes}"
+    );
+    // An unknown MAC gets no lease (static leases only).
+    must(&format!(
+        "ip -n {i1} addr flush dev eth0 && ip -n {i1} link set eth0 address 52:54:00:ce:00:99"
+    ))
+    .await;
+    assert_eq!(dhcp(&i1, &script).await, None);
     net.stop().await;
     delete_router(dir.path()).await.unwrap();
     drop(clean);

@@ -1,6 +1,7 @@
-//! The router's nftables ruleset: one table `ip euca`, rendered from a [`Firewall`]
-//! with the `nftables` crate's JSON schema and replaced atomically (one `nft -j -f -`
-//! transaction that adds, deletes and re-creates the table), so a packet sees either
+//! The router's nftables ruleset: tables `ip euca` (anti-spoofing, security groups,
+//! NAT) and `arp euca` (anti-spoofing of ARP to the router), rendered from a
+//! [`Firewall`] with the `nftables` crate's JSON schema and replaced atomically (one
+//! `nft -j -f -` transaction that adds, deletes and re-creates them), so a packet sees either
 //! the old rules or the new ones. Conntrack entries outlive the table, so established
 //! flows (and their NAT bindings) survive a re-apply.
 use std::borrow::Cow;
@@ -151,9 +152,16 @@ fn established() -> Statement<'static> {
     })
 }
 
-fn chain(name: &str, base: Option<(NfChainType, NfHook, i32, NfChainPolicy)>) -> NfObject<'static> {
+/// A chain's base-chain part: type, hook, priority, policy.
+type Base = (NfChainType, NfHook, i32, NfChainPolicy);
+
+fn chain(name: &str, base: Option<Base>) -> NfObject<'static> {
+    chain_in(NfFamily::IP, name, base)
+}
+
+fn chain_in(family: NfFamily, name: &str, base: Option<Base>) -> NfObject<'static> {
     let mut c = Chain {
-        family: NfFamily::IP,
+        family,
         table: TABLE.into(),
         name: Cow::Owned(name.to_string()),
         ..Chain::default()
@@ -168,8 +176,12 @@ fn chain(name: &str, base: Option<(NfChainType, NfHook, i32, NfChainPolicy)>) ->
 }
 
 fn rule(chain: &str, expr: Vec<Statement<'static>>) -> NfObject<'static> {
+    rule_in(NfFamily::IP, chain, expr)
+}
+
+fn rule_in(family: NfFamily, chain: &str, expr: Vec<Statement<'static>>) -> NfObject<'static> {
     NfObject::CmdObject(NfCmd::Add(NfListObject::Rule(Rule {
-        family: NfFamily::IP,
+        family,
         table: TABLE.into(),
         chain: Cow::Owned(chain.to_string()),
         expr: expr.into(),
@@ -177,9 +189,12 @@ fn rule(chain: &str, expr: Vec<Statement<'static>>) -> NfObject<'static> {
     })))
 }
 
-fn table_cmd(cmd: fn(NfListObject<'static>) -> NfCmd<'static>) -> NfObject<'static> {
+fn table_cmd(
+    family: NfFamily,
+    cmd: fn(NfListObject<'static>) -> NfCmd<'static>,
+) -> NfObject<'static> {
     NfObject::CmdObject(cmd(NfListObject::Table(Table {
-        family: NfFamily::IP,
+        family,
         name: TABLE.into(),
         handle: None,
     })))
@@ -231,13 +246,34 @@ fn allow_matches(a: &Allow) -> Option<Vec<Statement<'static>>> {
 }
 
 impl Firewall {
+    /// The (MAC . address) elements of the anti-spoofing sets.
+    fn pairs(&self) -> Vec<Expression<'static>> {
+        self.allowed
+            .iter()
+            .map(|(mac, ip)| {
+                Expression::Named(NamedExpression::Concat(vec![
+                    s(&mac.to_ascii_lowercase()),
+                    s(&ip.to_string()),
+                ]))
+            })
+            .collect()
+    }
+
     /// The whole transaction: (re)create table `ip euca` with its chains and rules.
     pub fn render(&self) -> Nftables<'static> {
         let mut o = vec![
             // `add` first so `delete` never fails on a fresh namespace.
-            table_cmd(NfCmd::Add),
-            table_cmd(NfCmd::Delete),
-            table_cmd(NfCmd::Add),
+            table_cmd(NfFamily::IP, NfCmd::Add),
+            table_cmd(NfFamily::IP, NfCmd::Delete),
+            table_cmd(NfFamily::IP, NfCmd::Add),
+            table_cmd(NfFamily::ARP, NfCmd::Add),
+            table_cmd(NfFamily::ARP, NfCmd::Delete),
+            table_cmd(NfFamily::ARP, NfCmd::Add),
+            chain_in(
+                NfFamily::ARP,
+                "input",
+                Some((NfChainType::Filter, NfHook::Input, 0, NfChainPolicy::Accept)),
+            ),
             chain(
                 "input",
                 Some((NfChainType::Filter, NfHook::Input, 0, NfChainPolicy::Accept)),
@@ -282,16 +318,7 @@ impl Firewall {
             ],
         ));
         if !self.allowed.is_empty() {
-            let pairs = self
-                .allowed
-                .iter()
-                .map(|(mac, ip)| {
-                    Expression::Named(NamedExpression::Concat(vec![
-                        s(&mac.to_ascii_lowercase()),
-                        s(&ip.to_string()),
-                    ]))
-                })
-                .collect();
+            let pairs = self.pairs();
             o.push(rule(
                 "antispoof",
                 vec![
@@ -307,6 +334,36 @@ impl Firewall {
             ));
         }
         o.push(rule("antispoof", vec![drop()]));
+
+        // ARP to the router (table `arp euca`): the same pairs, so a guest cannot
+        // point the router's neighbour entry for another instance's address at
+        // itself. Probes (sender 0.0.0.0) update nothing and pass.
+        if !self.inside.is_empty() {
+            let arp = |field: &'static str| payload("arp", field);
+            o.push(rule_in(
+                NfFamily::ARP,
+                "input",
+                vec![from_inside(), is(arp("saddr ip"), s("0.0.0.0")), accept()],
+            ));
+            if !self.allowed.is_empty() {
+                o.push(rule_in(
+                    NfFamily::ARP,
+                    "input",
+                    vec![
+                        from_inside(),
+                        is(
+                            Expression::Named(NamedExpression::Concat(vec![
+                                arp("saddr ether"),
+                                arp("saddr ip"),
+                            ])),
+                            set(self.pairs()),
+                        ),
+                        accept(),
+                    ],
+                ));
+            }
+            o.push(rule_in(NfFamily::ARP, "input", vec![from_inside(), drop()]));
+        }
 
         if !self.inside.is_empty() {
             // The router itself: DHCP and the metadata service, nothing else from
@@ -412,7 +469,13 @@ pub async fn apply(netns: &str, doc: &Nftables<'_>) -> Result<(), VnetError> {
 /// Deletes table `ip euca` in `netns` (missing: not an error).
 pub async fn delete(netns: &str) -> Result<(), VnetError> {
     let doc = Nftables {
-        objects: vec![table_cmd(NfCmd::Add), table_cmd(NfCmd::Delete)].into(),
+        objects: vec![
+            table_cmd(NfFamily::IP, NfCmd::Add),
+            table_cmd(NfFamily::IP, NfCmd::Delete),
+            table_cmd(NfFamily::ARP, NfCmd::Add),
+            table_cmd(NfFamily::ARP, NfCmd::Delete),
+        ]
+        .into(),
     };
     apply(netns, &doc).await
 }
