@@ -159,6 +159,7 @@ impl Network {
 
     /// `PUT /v1/network`: journals `state`, renders it, remembers its digest.
     pub async fn apply(&self, state: NetworkState) -> Result<NetworkStatus, CcError> {
+        euca_vnet::router::check_state(&state).map_err(net_err)?;
         let _one = self.apply_lock.lock().await;
         let digest = state.digest();
         let json = serde_json::to_vec(&state).map_err(|e| CcError::BadRequest(e.to_string()))?;

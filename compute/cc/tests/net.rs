@@ -750,3 +750,41 @@ async fn static_mode_dhcp_through_a_private_bridge() {
     delete_router(dir.path()).await.unwrap();
     drop(clean);
 }
+
+#[tokio::test]
+async fn off_mode_accepts_the_state_and_refuses_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Network::start(&NetConfig::default(), dir.path(), user_data())
+        .await
+        .unwrap();
+    assert!(net.router_netns().is_none(), "no router in mode off");
+    assert_eq!(net.status().config.mode, NetMode::Off);
+    let state = NetworkState {
+        groups: vec![],
+        instances: vec![inst(
+            "i-00000001",
+            "52:54:00:00:00:01",
+            "sg-a",
+            "10.128.0.2",
+            None,
+        )],
+    };
+    let st = net.apply(state.clone()).await.unwrap();
+    assert_eq!(st.applied, Some(state.digest()));
+    // Journaled: a restart reads it back (and reports nothing applied yet).
+    let saved = std::fs::read(dir.path().join(euca_cc::net::STATE_FILE)).unwrap();
+    let back: NetworkState = serde_json::from_slice(&saved).unwrap();
+    assert_eq!(back, state);
+    // A MAC that is not one, or an address claimed twice: 400, nothing kept.
+    let mut bad = state.clone();
+    bad.instances[0].mac = "52:54:00:00:00".into();
+    let e = net.apply(bad).await.unwrap_err();
+    assert_eq!(e.status(), 400, "{e}");
+    let mut twice = state.clone();
+    let mut other = twice.instances[0].clone();
+    other.mac = "52:54:00:00:00:02".into();
+    twice.instances.push(other);
+    assert_eq!(net.apply(twice).await.unwrap_err().status(), 400);
+    assert_eq!(net.status().applied, Some(state.digest()));
+    net.stop().await;
+}

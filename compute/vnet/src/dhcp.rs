@@ -210,7 +210,8 @@ impl Dhcp {
     }
 }
 
-fn valid_mac(mac: &str) -> bool {
+/// `xx:xx:xx:xx:xx:xx` in hex digits.
+pub fn valid_mac(mac: &str) -> bool {
     let parts: Vec<&str> = mac.split(':').collect();
     parts.len() == 6
         && parts

@@ -114,6 +114,10 @@ fn short(name: &str) -> String {
     name.chars().take(15).collect()
 }
 
+fn host(a: Ipv4Addr) -> Ipv4Net {
+    Ipv4Net::new(a, 32).unwrap_or_default()
+}
+
 fn nth(net: Ipv4Net, n: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(net.network()).wrapping_add(n))
 }
@@ -129,6 +133,8 @@ pub struct Router {
     ip: Ip,
     outer: Ip,
     dhcp: Dhcp,
+    /// `managed`: group indexes whose segment this process has set up.
+    segments: tokio::sync::Mutex<BTreeSet<u32>>,
 }
 
 impl Router {
@@ -213,6 +219,7 @@ impl Router {
             ip,
             outer,
             dhcp,
+            segments: tokio::sync::Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -221,8 +228,9 @@ impl Router {
     }
 
     /// Makes the namespace match `state`: gateways and VXLAN segments, public
-    /// addresses, the nftables table, DHCP.
+    /// addresses, the nftables table, DHCP. Check it first with [`check_state`].
     pub async fn apply(&self, state: &NetworkState) -> Result<(), VnetError> {
+        check_state(state)?;
         match self.spec.cluster.mode {
             NetMode::Off | NetMode::System => Ok(()),
             NetMode::Static => self.apply_static(state).await,
@@ -274,16 +282,24 @@ impl Router {
         let mut inside = Vec::new();
         if managed {
             let links = self.ip.links().await?;
+            let mut ready = self.segments.lock().await;
             for (&k, &(n, _)) in &subnets {
                 let (br, vx) = (format!("gb{k}"), format!("vx{k}"));
-                self.ip.ensure_bridge(&br).await?;
-                if !links.contains(&vx) {
-                    self.add_vxlan(k, &vx).await?;
+                // A segment set up by this process and still listed needs nothing:
+                // an apply touching only rules or addresses stays fast.
+                if !(ready.contains(&k) && links.contains(&br) && links.contains(&vx)) {
+                    self.ip.ensure_bridge(&br).await?;
+                    if !links.contains(&vx) {
+                        self.add_vxlan(k, &vx).await?;
+                    }
+                    self.ip.set_master(&vx, &br).await?;
+                    self.ip.addr_replace(&br, gw(n)).await?;
+                    ready.insert(k);
                 }
-                self.ip.set_master(&vx, &br).await?;
-                self.ip.addr_replace(&br, gw(n)).await?;
                 inside.push(br);
             }
+            ready.retain(|k| subnets.contains_key(k));
+            drop(ready);
             // Segments of groups gone.
             for l in links {
                 let k = l
@@ -298,13 +314,14 @@ impl Router {
             }
         } else {
             let want: BTreeSet<Ipv4Net> = subnets.values().map(|&(n, _)| gw(n)).collect();
-            for a in self.ip.addrs(BRIDGE).await? {
+            let have: BTreeSet<Ipv4Net> = self.ip.addrs(BRIDGE).await?.into_iter().collect();
+            for a in &have {
                 let ours = c.private_range.is_some_and(|r| r.contains(&a.addr()));
-                if ours && !want.contains(&a) {
-                    self.ip.addr_del(BRIDGE, a).await?;
+                if ours && !want.contains(a) {
+                    self.ip.addr_del(BRIDGE, *a).await?;
                 }
             }
-            for a in &want {
+            for a in want.difference(&have) {
                 self.ip.addr_replace(BRIDGE, *a).await?;
             }
             inside.push(BRIDGE.to_string());
@@ -313,15 +330,19 @@ impl Router {
         // Public addresses: /32s on the public link.
         let want: BTreeSet<Ipv4Addr> = state.instances.iter().filter_map(|i| i.public_ip).collect();
         let me = self.spec.public_addr();
-        for a in self.ip.addrs(PUBLIC_IF).await? {
-            if a.prefix_len() == 32 && a.addr() != me && !want.contains(&a.addr()) {
-                self.ip.addr_del(PUBLIC_IF, a).await?;
-            }
+        let have: BTreeSet<Ipv4Addr> = self
+            .ip
+            .addrs(PUBLIC_IF)
+            .await?
+            .into_iter()
+            .filter(|a| a.prefix_len() == 32 && a.addr() != me)
+            .map(|a| a.addr())
+            .collect();
+        for a in have.difference(&want) {
+            self.ip.addr_del(PUBLIC_IF, host(*a)).await?;
         }
-        for a in &want {
-            self.ip
-                .addr_replace(PUBLIC_IF, Ipv4Net::new(*a, 32).unwrap_or_default())
-                .await?;
+        for a in want.difference(&have) {
+            self.ip.addr_replace(PUBLIC_IF, host(*a)).await?;
         }
 
         // Filter and NAT.
@@ -417,6 +438,35 @@ impl Router {
     pub async fn stop(&self) {
         self.dhcp.stop().await;
     }
+}
+
+/// Refuses a state the router could only half apply (checked before anything is
+/// changed or journaled): MACs that are not `xx:xx:xx:xx:xx:xx`, one address or
+/// MAC claimed twice.
+pub fn check_state(state: &NetworkState) -> Result<(), VnetError> {
+    let mut macs = BTreeSet::new();
+    let mut ips = BTreeSet::new();
+    let mut publics = BTreeSet::new();
+    let dup = |what: &'static str, v: String| VnetError::Invalid { what, value: v };
+    for i in &state.instances {
+        if !crate::dhcp::valid_mac(&i.mac) {
+            return Err(dup("MAC address", i.mac.clone()));
+        }
+        if !macs.insert(i.mac.to_ascii_lowercase()) {
+            return Err(dup("repeated MAC address", i.mac.clone()));
+        }
+        if let Some(ip) = i.private_ip {
+            if !ips.insert(ip) {
+                return Err(dup("repeated private address", ip.to_string()));
+            }
+        }
+        if let Some(ip) = i.public_ip {
+            if !publics.insert(ip) {
+                return Err(dup("repeated public address", ip.to_string()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Deletes a router namespace (its links, and so the veths' outer ends, go with
