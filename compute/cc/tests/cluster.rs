@@ -486,3 +486,49 @@ async fn a_node_is_pending_and_unplaceable_until_its_first_answered_poll() {
     assert_eq!(r.placed[0].node, "n0");
     c.stop().await;
 }
+
+#[tokio::test]
+async fn network_routes_answer_and_take_large_states() {
+    let fake = Fake::start(1, two_slots()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(fake.config(Policy::Greedy, dir.path())).await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let api = euca_cc::api::CcApi::new(c.clone(), 2);
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let served = tokio::spawn(api.serve(l, euca_imagecache::http::Edge::default(), rx));
+    let mut cc = CcClient::new(&url, token());
+    cc.timeout = Duration::from_secs(10);
+    // Mode off (the default): nothing applied yet.
+    let st = cc.network().await.unwrap();
+    assert_eq!(st.config.mode, euca_compute_proto::net::NetMode::Off);
+    assert_eq!(st.applied, None);
+    // A state past the 4 MiB cap of other routes (6 MiB of metadata) is taken.
+    let mut md = std::collections::BTreeMap::new();
+    md.insert("big".to_string(), "x".repeat(6 << 20));
+    let state = euca_compute_proto::net::NetworkState {
+        groups: vec![],
+        instances: vec![euca_compute_proto::net::InstanceNet {
+            instance_id: "i-00000001".into(),
+            account: "000000000001".into(),
+            mac: "d0:0d:00:00:00:01".into(),
+            group_id: None,
+            private_ip: None,
+            public_ip: None,
+            metadata: md,
+        }],
+    };
+    let st = cc.apply_network(&state).await.unwrap();
+    assert_eq!(st.applied, Some(state.digest()));
+    assert_eq!(cc.network().await.unwrap().applied, Some(state.digest()));
+    // A bad state is refused with 400.
+    let mut bad = state.clone();
+    bad.instances[0].mac = "nope".into();
+    match cc.apply_network(&bad).await.unwrap_err() {
+        euca_compute_proto::ProtoError::Refused { status, .. } => assert_eq!(status, 400),
+        e => panic!("unexpected {e}"),
+    }
+    let _ = stop.send(true);
+    let _ = served.await;
+    c.stop().await;
+}

@@ -788,3 +788,70 @@ async fn off_mode_accepts_the_state_and_refuses_bad_ones() {
     assert_eq!(net.status().applied, Some(state.digest()));
     net.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rule_change_in_a_large_cluster_applies_within_a_second() {
+    if !root() {
+        return;
+    }
+    let tag = format!("ccnet-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let outer = format!("{tag}-lo");
+    let clean = Cleanup {
+        netns: vec![outer.clone()],
+        pids: vec![],
+        state_dir: dir.path().to_path_buf(),
+    };
+    must(&format!("ip netns add {outer}")).await;
+    let cfg = NetConfig {
+        mode: NetMode::ManagedNovlan,
+        public_cidr: Some("100.64.204.0/24".parse().unwrap()),
+        outer_netns: Some(outer.clone()),
+        ..NetConfig::default()
+    };
+    let net = Network::start(&cfg, dir.path(), user_data()).await.unwrap();
+    // 200 groups of 10 instances, every group admitting the next one.
+    let mut state = NetworkState::default();
+    for g in 0..200u32 {
+        state.groups.push(GroupNet {
+            group_id: format!("sg-{g:08x}"),
+            account: "000000000001".into(),
+            name: format!("g{g}"),
+            index: g,
+            rules: vec![rule(
+                "tcp",
+                22,
+                22,
+                &["0.0.0.0/0"],
+                &[&format!("sg-{:08x}", g + 1)],
+            )],
+        });
+        for n in 0..10u32 {
+            let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + g * 32 + 2 + n);
+            let k = g * 10 + n;
+            state.instances.push(inst(
+                &format!("i-{k:08x}"),
+                &format!("52:54:00:00:{:02x}:{:02x}", k >> 8, k & 0xff),
+                &format!("sg-{g:08x}"),
+                &ip.to_string(),
+                (n == 0)
+                    .then(|| format!("100.64.204.{}", 10 + g % 200))
+                    .as_deref(),
+            ));
+        }
+    }
+    net.apply(state.clone()).await.unwrap();
+    state.groups[7]
+        .rules
+        .push(rule("udp", 53, 53, &["10.0.0.0/8"], &[]));
+    apply_timed(&net, &state).await;
+    let rules = must(&format!(
+        "ip netns exec {} nft list chain ip euca group7",
+        net.router_netns().unwrap()
+    ))
+    .await;
+    assert!(rules.contains("udp dport 53"), "{rules}");
+    net.stop().await;
+    delete_router(dir.path()).await.unwrap();
+    drop(clean);
+}
