@@ -249,6 +249,7 @@ async fn apply_timed(net: &Network, s: &NetworkState) {
     let t = Instant::now();
     net.apply(s.clone()).await.expect("apply");
     let took = t.elapsed();
+    eprintln!("apply of {} instances took {took:?}", s.instances.len());
     assert!(took < Duration::from_millis(900), "apply took {took:?}");
 }
 
@@ -510,6 +511,18 @@ async fn managed_novlan_router_end_to_end() {
         .is_none());
     let proxied = put(a1.clone(), "-H 'X-Forwarded-For: 1.2.3.4'").await;
     assert!(proxied.starts_with("HTTP/1.1 403"), "{proxied}");
+    // A token expires with its TTL.
+    let (_, short) = sh(&format!(
+        "ip netns exec {a1} curl -sf -m 1 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 1' http://169.254.169.254/latest/api/token"
+    ))
+    .await;
+    let hdr = format!("X-aws-ec2-metadata-token: {}", short.trim());
+    assert_eq!(wget(&a1, md, &[&hdr]).await.as_deref(), Some("i-000000a1"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(
+        wget(&a1, md, &[&hdr]).await.is_none(),
+        "expired token refused"
+    );
 
     // Spoofing: a1 takes a2's address on its own MAC and gets nothing.
     must(&format!(
