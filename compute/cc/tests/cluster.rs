@@ -132,16 +132,28 @@ async fn min_count_is_all_or_nothing() {
     c.stop().await;
 }
 
-#[tokio::test]
-async fn hung_node_goes_down_while_the_api_answers() {
-    let fake = Fake::start(2, two_slots()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let c = cluster(fake.config(Policy::Greedy, dir.path())).await;
+/// Serves the CC API of `c` on a free port: its URL, the stop switch, the task.
+async fn serve(
+    c: &std::sync::Arc<Cluster>,
+) -> (
+    String,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
     let api = euca_cc::api::CcApi::new(c.clone(), 2);
     let (stop, rx) = tokio::sync::watch::channel(false);
     let served = tokio::spawn(api.serve(l, euca_imagecache::http::Edge::default(), rx));
+    (url, stop, served)
+}
+
+#[tokio::test]
+async fn hung_node_goes_down_while_the_api_answers() {
+    let fake = Fake::start(2, two_slots()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(fake.config(Policy::Greedy, dir.path())).await;
+    let (url, stop, served) = serve(&c).await;
     let mut cc = CcClient::new(&url, token());
     cc.timeout = Duration::from_secs(2);
     // One instance on n1, then n1 hangs (as under SIGSTOP).
@@ -492,11 +504,7 @@ async fn network_routes_answer_and_take_large_states() {
     let fake = Fake::start(1, two_slots()).await;
     let dir = tempfile::tempdir().unwrap();
     let c = cluster(fake.config(Policy::Greedy, dir.path())).await;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    let api = euca_cc::api::CcApi::new(c.clone(), 2);
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let served = tokio::spawn(api.serve(l, euca_imagecache::http::Edge::default(), rx));
+    let (url, stop, served) = serve(&c).await;
     let mut cc = CcClient::new(&url, token());
     cc.timeout = Duration::from_secs(10);
     // Mode off (the default): nothing applied yet.
