@@ -6,14 +6,21 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use euca_compute_proto::cc::CcEndpoint;
+use euca_compute_proto::net::NetworkState;
 use euca_compute_proto::{AttachSpec, LaunchRequest, NodeState, RegisterNode};
-use euca_imagecache::http::{edge_error, full, json, read_json, reply_error, status, Body, Edge};
+use euca_imagecache::http::{
+    edge_error, full, json, read_json, read_json_capped, reply_error, status, Body, Edge,
+};
 use euca_imagecache::tracker::{Tracker, TrackerEndpoint};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::watch;
 
 use crate::{CcError, Cluster};
+
+/// `PUT /v1/network` carries the whole cluster's state (every instance's metadata):
+/// its own, larger body cap.
+pub const MAX_NETWORK_BODY: usize = 64 << 20;
 
 /// Which API a request is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,11 +115,13 @@ impl CcApi {
                     .any(|kv| kv == "force=true");
                 answer(c.detach(&instance, &volume, force).await)
             }
-            // Networking is off until the cluster network lands (issue 14).
-            CcEndpoint::Network | CcEndpoint::ApplyNetwork => json(
-                StatusCode::OK,
-                &euca_compute_proto::net::NetworkStatus::default(),
-            ),
+            CcEndpoint::Network => json(StatusCode::OK, &c.net.status()),
+            CcEndpoint::ApplyNetwork => {
+                match read_json_capped::<NetworkState>(req, MAX_NETWORK_BODY).await {
+                    Ok(s) => answer(c.net.apply(s).await),
+                    Err(resp) => resp,
+                }
+            }
             CcEndpoint::Unknown => status(StatusCode::NOT_FOUND, "no such endpoint"),
         }
     }

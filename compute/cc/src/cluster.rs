@@ -35,6 +35,8 @@ pub struct Cluster {
     pub(crate) token: Token,
     pub(crate) view: Mutex<View>,
     pub(crate) journal: Arc<Journal>,
+    /// The cluster's network (router namespace, metadata service).
+    pub net: Arc<crate::net::Network>,
     pub(crate) counters: Counters,
     stop: watch::Sender<bool>,
     me: Weak<Cluster>,
@@ -48,6 +50,12 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| CcError::Journal(e.to_string()))?
+}
+
+fn dir_of(cfg: &CcConfig) -> Result<std::path::PathBuf, CcError> {
+    cfg.state_dir
+        .clone()
+        .ok_or_else(|| CcError::Config("[cc] state_dir is not set".into()))
 }
 
 impl Cluster {
@@ -73,6 +81,12 @@ impl Cluster {
             Ok((j, nodes, pending, asleep, reports))
         })
         .await?;
+        let journal = Arc::new(journal);
+        // Weak: the journal must close once the cluster is dropped.
+        let weak = Arc::downgrade(&journal);
+        let user_data: crate::metadata::UserData =
+            Arc::new(move |id| weak.upgrade().and_then(|j| j.user_data(id).ok().flatten()));
+        let net = crate::net::Network::start(&cfg.net, &dir_of(&cfg)?, user_data).await?;
         let mut view = View::default();
         let mk = |url: &str| {
             let mut c = NcClient::new(url, token.clone());
@@ -118,7 +132,8 @@ impl Cluster {
             cfg,
             token,
             view: Mutex::new(view),
-            journal: Arc::new(journal),
+            journal,
+            net,
             counters: Counters::default(),
             stop,
             me: me.clone(),
@@ -137,6 +152,7 @@ impl Cluster {
     /// last reference goes.
     pub async fn stop(&self) {
         let _ = self.stop.send(true);
+        self.net.stop().await;
         let h = self.poller.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = h {
             let _ = h.await;

@@ -72,6 +72,8 @@ pub struct CcConfig {
     /// Where the CC keeps its journal (pending placements, registered nodes);
     /// `euca cc` and `euca up` default it to `<data>/cc`.
     pub state_dir: Option<PathBuf>,
+    /// `[cc.net]`: the cluster's instance network (issue 14); off by default.
+    pub net: crate::netconfig::NetConfig,
     /// Keys of `[cc]` neither part knows (refused by [`CcConfig::validate`]).
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde::de::IgnoredAny>,
@@ -93,6 +95,7 @@ impl Default for CcConfig {
             wake_timeout_secs: 300,
             nodes: Vec::new(),
             state_dir: None,
+            net: crate::netconfig::NetConfig::default(),
             unknown: BTreeMap::new(),
         }
     }
@@ -122,6 +125,7 @@ impl CcConfig {
         {
             return bad("[cc] POWERSAVE needs sleep_command and wake_command".into());
         }
+        self.net.validate()?;
         let mut names = std::collections::HashSet::new();
         for n in &self.nodes {
             if n.name.is_empty() || !names.insert(n.name.as_str()) {

@@ -21,6 +21,9 @@ pub enum CcError {
     NodeUnavailable(String),
     #[error("this cluster controller serves zone {serves}, not {asked}")]
     ZoneMismatch { serves: String, asked: String },
+    /// The router namespace could not be made to match the network state.
+    #[error("network: {0}")]
+    Network(String),
     /// The node refused or failed the forwarded call (its own status and code).
     #[error("node: {0}")]
     Node(ProtoError),
@@ -29,7 +32,7 @@ pub enum CcError {
 impl CcError {
     pub fn status(&self) -> u16 {
         match self {
-            CcError::Config(_) | CcError::Journal(_) => 500,
+            CcError::Config(_) | CcError::Journal(_) | CcError::Network(_) => 500,
             CcError::BadRequest(_) => 400,
             CcError::InsufficientCapacity { .. } | CcError::ZoneMismatch { .. } => 409,
             CcError::InstanceNotFound(_) | CcError::NodeNotFound(_) => 404,
@@ -44,7 +47,7 @@ impl CcError {
 
     pub fn code(&self) -> &str {
         match self {
-            CcError::Config(_) | CcError::Journal(_) => "InternalError",
+            CcError::Config(_) | CcError::Journal(_) | CcError::Network(_) => "InternalError",
             CcError::BadRequest(_) => "BadRequest",
             CcError::InsufficientCapacity { .. } => codes::INSUFFICIENT_CAPACITY,
             CcError::InstanceNotFound(_) => codes::INSTANCE_NOT_FOUND,

@@ -22,6 +22,9 @@ const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 const ASLEEP: TableDefinition<&str, &[u8]> = TableDefinition::new("asleep");
 /// Each node's instances as its last answered poll listed them.
 const LAST_REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("last_reports");
+/// Each placed instance's user-data (base64, as given), for the metadata service:
+/// the placement record goes once the node reports the instance, this stays.
+const USER_DATA: TableDefinition<&str, &str> = TableDefinition::new("user_data");
 
 /// A launch placed on `node`, not yet reported by it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,6 +63,7 @@ impl Journal {
         tx.open_table(NODES).map_err(je)?;
         tx.open_table(ASLEEP).map_err(je)?;
         tx.open_table(LAST_REPORTS).map_err(je)?;
+        tx.open_table(USER_DATA).map_err(je)?;
         tx.commit().map_err(je)?;
         Ok(Journal { db })
     }
@@ -74,8 +78,24 @@ impl Journal {
                 t.insert(p.spec.instance_id.as_str(), v.as_slice())
                     .map_err(je)?;
             }
+            let mut u = tx.open_table(USER_DATA).map_err(je)?;
+            for p in items {
+                if let Some(d) = &p.spec.user_data {
+                    u.insert(p.spec.instance_id.as_str(), d.as_str())
+                        .map_err(je)?;
+                }
+            }
         }
         tx.commit().map_err(je)
+    }
+
+    /// An instance's user-data (base64, as launched), if it had any.
+    pub fn user_data(&self, instance_id: &str) -> Result<Option<String>, CcError> {
+        let tx = self.db.begin_read().map_err(je)?;
+        let t = tx.open_table(USER_DATA).map_err(je)?;
+        Ok(t.get(instance_id)
+            .map_err(je)?
+            .map(|v| v.value().to_string()))
     }
 
     /// Forgets placements (their node reported them).

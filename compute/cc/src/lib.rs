@@ -7,11 +7,16 @@
 //! - [`journal`]: pending placements and registered nodes, durable (redb).
 //! - [`cluster`]: launches (journal first, then the node) and forwarded calls.
 //! - [`api`]: the CC API and the image tracker on one listener.
+//! - [`netconfig`], [`net`], [`metadata`]: `[cc.net]`, the router namespace that
+//!   renders the CLC's network state, and the instance metadata service (issue 14).
 pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod journal;
+pub mod metadata;
+pub mod net;
+pub mod netconfig;
 pub mod poll;
 pub mod schedule;
 pub mod view;

@@ -130,17 +130,21 @@ impl Cluster {
             }
         };
         let Some(applied) = applied else { return };
-        if let Some(list) = applied.changed {
+        if applied.changed.is_some() || !applied.reported.is_empty() {
+            // Both writes in one blocking task: once started it finishes even if
+            // this poll is abandoned (CC stopping), so a reported placement never
+            // stays journaled because the first write was still being awaited.
             let j = self.journal.clone();
             let name = self.lock().nodes[i].name.clone();
-            if let Err(e) = blocking(move || j.put_last_report(&name, &list)).await {
-                tracing::error!(error = %e, "cc: journal");
-            }
-        }
-        if !applied.reported.is_empty() {
-            let j = self.journal.clone();
-            let ids = applied.reported;
-            if let Err(e) = blocking(move || j.remove_placements(&ids)).await {
+            let (changed, ids) = (applied.changed, applied.reported);
+            let r = blocking(move || {
+                // One failing write does not keep the other from being made.
+                let report = changed.map_or(Ok(()), |list| j.put_last_report(&name, &list));
+                let removed = j.remove_placements(&ids);
+                report.and(removed)
+            })
+            .await;
+            if let Err(e) = r {
                 tracing::error!(error = %e, "cc: journal");
             }
         }

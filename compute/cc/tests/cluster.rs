@@ -132,16 +132,28 @@ async fn min_count_is_all_or_nothing() {
     c.stop().await;
 }
 
-#[tokio::test]
-async fn hung_node_goes_down_while_the_api_answers() {
-    let fake = Fake::start(2, two_slots()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let c = cluster(fake.config(Policy::Greedy, dir.path())).await;
+/// Serves the CC API of `c` on a free port: its URL, the stop switch, the task.
+async fn serve(
+    c: &std::sync::Arc<Cluster>,
+) -> (
+    String,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
     let api = euca_cc::api::CcApi::new(c.clone(), 2);
     let (stop, rx) = tokio::sync::watch::channel(false);
     let served = tokio::spawn(api.serve(l, euca_imagecache::http::Edge::default(), rx));
+    (url, stop, served)
+}
+
+#[tokio::test]
+async fn hung_node_goes_down_while_the_api_answers() {
+    let fake = Fake::start(2, two_slots()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(fake.config(Policy::Greedy, dir.path())).await;
+    let (url, stop, served) = serve(&c).await;
     let mut cc = CcClient::new(&url, token());
     cc.timeout = Duration::from_secs(2);
     // One instance on n1, then n1 hangs (as under SIGSTOP).
@@ -485,4 +497,69 @@ async fn a_node_is_pending_and_unplaceable_until_its_first_answered_poll() {
     let r = c.launch(launch(&["i-3"], 1)).await.unwrap();
     assert_eq!(r.placed[0].node, "n0");
     c.stop().await;
+}
+
+#[tokio::test]
+async fn network_routes_answer_and_take_large_states() {
+    let fake = Fake::start(1, two_slots()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(fake.config(Policy::Greedy, dir.path())).await;
+    let (url, stop, served) = serve(&c).await;
+    let mut cc = CcClient::new(&url, token());
+    cc.timeout = Duration::from_secs(10);
+    // Mode off (the default): nothing applied yet.
+    let st = cc.network().await.unwrap();
+    assert_eq!(st.config.mode, euca_compute_proto::net::NetMode::Off);
+    assert_eq!(st.applied, None);
+    // A state past the 4 MiB cap of other routes (6 MiB of metadata) is taken.
+    let mut md = std::collections::BTreeMap::new();
+    md.insert("big".to_string(), "x".repeat(6 << 20));
+    let state = euca_compute_proto::net::NetworkState {
+        groups: vec![],
+        instances: vec![euca_compute_proto::net::InstanceNet {
+            instance_id: "i-00000001".into(),
+            account: "000000000001".into(),
+            mac: "d0:0d:00:00:00:01".into(),
+            group_id: None,
+            private_ip: None,
+            public_ip: None,
+            metadata: md,
+        }],
+    };
+    let st = cc.apply_network(&state).await.unwrap();
+    assert_eq!(st.applied, Some(state.digest()));
+    assert_eq!(cc.network().await.unwrap().applied, Some(state.digest()));
+    // A bad state is refused with 400.
+    let mut bad = state.clone();
+    bad.instances[0].mac = "nope".into();
+    match cc.apply_network(&bad).await.unwrap_err() {
+        euca_compute_proto::ProtoError::Refused { status, .. } => assert_eq!(status, 400),
+        e => panic!("unexpected {e}"),
+    }
+    let _ = stop.send(true);
+    let _ = served.await;
+    c.stop().await;
+}
+
+#[test]
+fn user_data_outlives_the_placement_record() {
+    use euca_cc::journal::{Journal, PendingPlacement};
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec("i-ud");
+    s.user_data = Some("aGVsbG8=".into());
+    {
+        let j = Journal::open(dir.path()).unwrap();
+        j.put_placements(&[PendingPlacement {
+            node: "n0".into(),
+            spec: s,
+        }])
+        .unwrap();
+        // The node reported it: the placement goes, the user-data stays for the
+        // metadata service.
+        j.remove_placements(&["i-ud".to_string()]).unwrap();
+    }
+    let j = Journal::open(dir.path()).unwrap();
+    assert!(j.placements().unwrap().is_empty());
+    assert_eq!(j.user_data("i-ud").unwrap().as_deref(), Some("aGVsbG8="));
+    assert_eq!(j.user_data("i-other").unwrap(), None);
 }

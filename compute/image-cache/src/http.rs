@@ -117,9 +117,17 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     req: Request<Incoming>,
 ) -> Result<T, Response<Body>> {
+    read_json_capped(req, 4 << 20).await
+}
+
+/// [`read_json`] with another cap, for the few bodies that are larger by design.
+pub async fn read_json_capped<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    cap: usize,
+) -> Result<T, Response<Body>> {
     use euca_service::body::{read_capped, BodyError};
     let (parts, body) = req.into_parts();
-    let body = read_capped(&parts.headers, body, 4 << 20)
+    let body = read_capped(&parts.headers, body, cap)
         .await
         .map_err(|e| match e {
             BodyError::TooLarge(_) => status(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),

@@ -3,10 +3,16 @@
 //!
 //! - [`link`]: named network namespaces and links (bridges, veth pairs, VXLAN, taps,
 //!   addresses, routes) through iproute2's `ip`, in this namespace or a named one.
+//! - [`nft`]: the router's nftables table (anti-spoofing, security groups, NAT).
+//! - [`dhcp`]: the router's supervised dnsmasq (static leases only).
+//! - [`router`]: the cluster's router namespace, rendering a `NetworkState`.
 //!
 //! Everything here needs `CAP_NET_ADMIN` (root); callers check [`can_admin_network`]
 //! first and run with networking off, saying so, when it is false.
+pub mod dhcp;
 pub mod link;
+pub mod nft;
+pub mod router;
 
 pub use link::Ip;
 

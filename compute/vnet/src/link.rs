@@ -232,6 +232,40 @@ impl Ip {
         Ok(())
     }
 
+    /// The IPv4 addresses (with prefix) on `dev`.
+    pub async fn addrs(&self, dev: &str) -> Result<Vec<Ipv4Net>, VnetError> {
+        check_ifname(dev)?;
+        let out = self.run(&["-4", "-o", "addr", "show", "dev", dev]).await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                w.find(|t| *t == "inet")?;
+                w.next()?.parse().ok()
+            })
+            .collect())
+    }
+
+    /// The names of the links in this namespace.
+    pub async fn links(&self) -> Result<Vec<String>, VnetError> {
+        let out = self.run(&["-o", "link", "show"]).await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let name = l.split(':').nth(1)?.trim();
+                Some(name.split('@').next().unwrap_or(name).to_string())
+            })
+            .collect())
+    }
+
+    /// Renames link `from` to `to` (it must be down).
+    pub async fn rename(&self, from: &str, to: &str) -> Result<(), VnetError> {
+        check_ifname(from)?;
+        check_ifname(to)?;
+        self.run(&["link", "set", "dev", from, "name", to]).await?;
+        Ok(())
+    }
+
     /// `ip route replace DEST via GW` (or `dev DEV` when `via` is none).
     pub async fn route_replace(
         &self,

@@ -1,0 +1,320 @@
+//! The router's DHCP server: one `dnsmasq` (DHCP only, static leases only) run in
+//! the router namespace and supervised: restarted when it dies or when its
+//! configuration changes (interfaces, ranges), sent SIGHUP when only the
+//! MAC→address pairs change (dnsmasq re-reads its `dhcp-hostsfile` then).
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use crate::link::{check_ifname, check_netns};
+use crate::VnetError;
+
+/// One subnet dnsmasq serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DhcpSubnet {
+    pub subnet: Ipv4Net,
+    /// Option 3 (the default gateway), if any.
+    pub router: Option<Ipv4Addr>,
+}
+
+/// What dnsmasq is started with (a change restarts it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DhcpConfig {
+    /// The router's instance-side interfaces it listens on.
+    pub interfaces: Vec<String>,
+    pub subnets: Vec<DhcpSubnet>,
+    /// Option 6, if any (dnsmasq runs with DNS off, so it names no server itself).
+    pub dns: Option<Ipv4Addr>,
+    /// Lease time in seconds.
+    pub lease_secs: u32,
+}
+
+/// The files it uses, all in the CC's state directory.
+#[derive(Clone, Debug)]
+struct Files {
+    conf: PathBuf,
+    hosts: PathBuf,
+    leases: PathBuf,
+    pid: PathBuf,
+    log: PathBuf,
+}
+
+impl Files {
+    fn new(dir: &Path) -> Files {
+        Files {
+            conf: dir.join("dnsmasq.conf"),
+            hosts: dir.join("dnsmasq.hosts"),
+            leases: dir.join("dnsmasq.leases"),
+            pid: dir.join("dnsmasq.pid"),
+            log: dir.join("dnsmasq.log"),
+        }
+    }
+}
+
+fn io_err(cmd: &str, source: std::io::Error) -> VnetError {
+    VnetError::Spawn {
+        cmd: cmd.to_string(),
+        source,
+    }
+}
+
+/// Writes `data` to `path` through a temporary file and a rename, so dnsmasq never
+/// reads half a file.
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), VnetError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).map_err(|e| io_err(&format!("write {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(&format!("rename {}", path.display()), e))
+}
+
+/// The supervised dnsmasq of one router namespace.
+pub struct Dhcp {
+    netns: String,
+    files: Files,
+    config: Mutex<Option<DhcpConfig>>,
+    /// The running child's pid (0: none), for SIGHUP.
+    pid: Arc<Mutex<u32>>,
+    /// Bumped to make the supervisor restart dnsmasq; `None` stops it.
+    generation: watch::Sender<Option<u64>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Dhcp {
+    /// A DHCP server for namespace `netns` keeping its files in `dir`; nothing runs
+    /// until [`Dhcp::apply`]. A dnsmasq left running by an earlier process (its pid
+    /// file names it) is stopped first: it would hold port 67.
+    pub fn new(netns: &str, dir: &Path) -> Result<Dhcp, VnetError> {
+        check_netns(netns)?;
+        let files = Files::new(dir);
+        kill_stale(&files.pid);
+        let (generation, _) = watch::channel(Some(0));
+        Ok(Dhcp {
+            netns: netns.to_string(),
+            files,
+            config: Mutex::new(None),
+            pid: Arc::new(Mutex::new(0)),
+            generation,
+            task: Mutex::new(None),
+        })
+    }
+
+    /// Makes dnsmasq serve `config` with the static `(mac, address)` pairs `hosts`:
+    /// rewrites the hosts file, then restarts dnsmasq when the configuration
+    /// changed (or starts it), else sends it SIGHUP.
+    pub fn apply(
+        &self,
+        config: &DhcpConfig,
+        hosts: &[(String, Ipv4Addr)],
+    ) -> Result<(), VnetError> {
+        for i in &config.interfaces {
+            check_ifname(i)?;
+        }
+        let mut h = String::new();
+        for (mac, ip) in hosts {
+            if !valid_mac(mac) {
+                return Err(VnetError::Invalid {
+                    what: "MAC address",
+                    value: mac.clone(),
+                });
+            }
+            h.push_str(&format!("{},{ip}\n", mac.to_ascii_lowercase()));
+        }
+        write_atomic(&self.files.hosts, h.as_bytes())?;
+        let mut cur = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        let running = self
+            .task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|t| !t.is_finished());
+        if cur.as_ref() == Some(config) && running {
+            let pid = *self.pid.lock().unwrap_or_else(|p| p.into_inner());
+            if pid != 0 {
+                // SAFETY: kill with a pid of our own child and a valid signal.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
+            }
+            return Ok(());
+        }
+        write_atomic(&self.files.conf, self.render(config).as_bytes())?;
+        *cur = Some(config.clone());
+        if config.interfaces.is_empty() {
+            // Nothing to serve (no group yet): dnsmasq would refuse to start.
+            self.generation.send_modify(|g| *g = g.map(|n| n + 1));
+            return Ok(());
+        }
+        if running {
+            self.generation.send_modify(|g| *g = g.map(|n| n + 1));
+        } else {
+            let h = tokio::spawn(supervise(
+                self.netns.clone(),
+                self.files.conf.clone(),
+                self.pid.clone(),
+                self.generation.subscribe(),
+            ));
+            *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        }
+        Ok(())
+    }
+
+    fn render(&self, c: &DhcpConfig) -> String {
+        let f = &self.files;
+        let mut s = String::new();
+        // DHCP only: no DNS service, no upstream resolvers, no /etc/hosts.
+        s.push_str("port=0\nno-resolv\nno-hosts\nbind-interfaces\nexcept-interface=lo\n");
+        s.push_str("dhcp-authoritative\nlog-dhcp\nuser=root\n");
+        for i in &c.interfaces {
+            s.push_str(&format!("interface={i}\n"));
+        }
+        s.push_str(&format!(
+            "dhcp-leasefile={}\ndhcp-hostsfile={}\npid-file={}\nlog-facility={}\n",
+            f.leases.display(),
+            f.hosts.display(),
+            f.pid.display(),
+            f.log.display()
+        ));
+        for (k, sub) in c.subnets.iter().enumerate() {
+            s.push_str(&format!(
+                "dhcp-range=set:s{k},{},static,{},{}\n",
+                sub.subnet.network(),
+                sub.subnet.netmask(),
+                c.lease_secs
+            ));
+            match sub.router {
+                Some(r) => s.push_str(&format!("dhcp-option=tag:s{k},option:router,{r}\n")),
+                // Without it dnsmasq would offer its own address as the gateway.
+                None => s.push_str(&format!("dhcp-option=tag:s{k},option:router\n")),
+            }
+        }
+        if let Some(d) = c.dns {
+            s.push_str(&format!("dhcp-option=option:dns-server,{d}\n"));
+        }
+        s
+    }
+
+    /// Stops dnsmasq (the lease file stays).
+    pub async fn stop(&self) {
+        let _ = self.generation.send(None);
+        let t = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = t {
+            let _ = t.await;
+        }
+    }
+
+    pub fn lease_file(&self) -> &Path {
+        &self.files.leases
+    }
+}
+
+/// `xx:xx:xx:xx:xx:xx` in hex digits.
+pub fn valid_mac(mac: &str) -> bool {
+    let parts: Vec<&str> = mac.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Stops the dnsmasq a pid file names, if that process is a dnsmasq.
+fn kill_stale(pid_file: &Path) {
+    let Ok(text) = std::fs::read_to_string(pid_file) else {
+        return;
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return;
+    };
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim() == "dnsmasq" && pid > 1 {
+        tracing::info!(pid, "dhcp: stopping the dnsmasq an earlier process left");
+        // SAFETY: kill with a checked pid and a valid signal.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        for _ in 0..50 {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Runs dnsmasq until told to stop, restarting it when it dies (after a second)
+/// or when the generation changes.
+async fn supervise(
+    netns: String,
+    conf: PathBuf,
+    pid: Arc<Mutex<u32>>,
+    mut generation: watch::Receiver<Option<u64>>,
+) {
+    loop {
+        if generation.borrow_and_update().is_none() {
+            return;
+        }
+        let mut child = match Command::new("ip")
+            .args(["netns", "exec", &netns, "dnsmasq", "--keep-in-foreground"])
+            .arg(format!("--conf-file={}", conf.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "dhcp: cannot start dnsmasq");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        *pid.lock().unwrap_or_else(|p| p.into_inner()) = child.id().unwrap_or(0);
+        tracing::info!(netns = %netns, pid = child.id(), "dhcp: dnsmasq started");
+        let died = tokio::select! {
+            r = child.wait() => Some(r),
+            _ = generation.changed() => None,
+        };
+        *pid.lock().unwrap_or_else(|p| p.into_inner()) = 0;
+        match died {
+            Some(r) => {
+                tracing::warn!(status = ?r, "dhcp: dnsmasq exited; restarting in 1 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = generation.changed() => {}
+                }
+            }
+            None => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_ranges_and_refuses_bad_macs() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Dhcp::new("ccnet-x", dir.path()).unwrap();
+        let c = DhcpConfig {
+            interfaces: vec!["br0".into()],
+            subnets: vec![DhcpSubnet {
+                subnet: "10.128.0.32/27".parse().unwrap(),
+                router: Some("10.128.0.33".parse().unwrap()),
+            }],
+            dns: None,
+            lease_secs: 3600,
+        };
+        let text = d.render(&c);
+        assert!(text.contains("dhcp-range=set:s0,10.128.0.32,static,255.255.255.224,3600"));
+        assert!(text.contains("dhcp-option=tag:s0,option:router,10.128.0.33"));
+        assert!(text.contains("port=0"));
+        assert!(!valid_mac("52:54:00:00:00"));
+        assert!(!valid_mac("52:54:00:00:00:0g"));
+        assert!(valid_mac("52:54:00:AA:00:01"));
+    }
+}

@@ -1,0 +1,588 @@
+//! The cluster's router namespace: renders a [`NetworkState`] there.
+//!
+//! Layout (names inside the router namespace):
+//! - `pub`: veth to the CC's namespace (`er<hash>` there), `.2` of the public link
+//!   subnet (the CC's end is `.1`, the router's default route); the public
+//!   addresses mapped to instances are `/32`s on it, so the CC's namespace reaches
+//!   them on-link.
+//! - `br0`: the instances' bridge (`managed-novlan`, `static`), with every group
+//!   subnet's gateway (`.1`); with a `private_bridge` it also holds `lan`, a veth
+//!   to that bridge in the CC's namespace (`el<hash>` there).
+//! - `managed`: per group index `k`, bridge `gb<k>` with the gateway and `vx<k>`,
+//!   a VXLAN device (VNI `vni_base + k`) created in the CC's namespace on the
+//!   underlay device, so its UDP socket lives there, then moved in.
+//! - `lo`: 169.254.169.254/32, the metadata service's address.
+//!
+//! Forwarding is on in the router namespace only. The namespace outlives the CC
+//! process (instances keep their network while the CC restarts); [`destroy`]
+//! removes it.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use euca_compute_proto::net::{ClusterNet, IngressRule, NetMode, NetworkState};
+use ipnet::Ipv4Net;
+use sha2::{Digest, Sha256};
+
+use crate::dhcp::{Dhcp, DhcpConfig, DhcpSubnet};
+use crate::link::{check_netns, netns};
+use crate::nft::{Allow, Firewall, GroupFilter, Proto};
+use crate::{Ip, VnetError};
+
+/// The metadata service's address.
+pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+/// The router's instance bridge (`managed-novlan`, `static`).
+pub const BRIDGE: &str = "br0";
+/// The router's end of the link to the CC's namespace.
+pub const PUBLIC_IF: &str = "pub";
+/// The router's end of the link to `private_bridge`.
+pub const LAN_IF: &str = "lan";
+
+/// 8 hex digits naming a router after the CC's canonical state directory.
+pub fn router_hash(state_dir: &Path) -> String {
+    let canon = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    let d = Sha256::digest(canon.as_os_str().as_encoded_bytes());
+    d.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+/// `euca-<hash>`: the router namespace of the CC whose state dir this is.
+pub fn router_netns(state_dir: &Path) -> String {
+    format!("euca-{}", router_hash(state_dir))
+}
+
+/// The default public link subnet, `100.64.X.0/24`, X from the same hash (two
+/// clouds on one machine rarely share it; configure `public_cidr` when they do).
+pub fn default_public_cidr(state_dir: &Path) -> Ipv4Net {
+    let h = router_hash(state_dir);
+    let x = u8::from_str_radix(&h[..2], 16).unwrap_or(0);
+    Ipv4Net::new(Ipv4Addr::new(100, 64, x, 0), 24).unwrap_or_default()
+}
+
+/// Everything the router is built from (the CC's `[cc.net]`, resolved).
+#[derive(Clone, Debug)]
+pub struct RouterSpec {
+    pub cluster: ClusterNet,
+    /// The router namespace ([`router_netns`]).
+    pub netns: String,
+    /// The namespace standing for the CC's own (where the public link's outer end,
+    /// the private bridge and the underlay are); `None`: this process's.
+    pub outer_netns: Option<String>,
+    /// The CC's files (dnsmasq's configuration, hosts and leases).
+    pub state_dir: PathBuf,
+    /// The link between the router and the CC's namespace.
+    pub public_cidr: Ipv4Net,
+    /// A bridge in the CC's namespace reaching the nodes' instance bridges.
+    pub private_bridge: Option<String>,
+    /// `managed`: the VXLAN underlay device in the CC's namespace.
+    pub underlay: Option<String>,
+    pub vxlan_group: Ipv4Addr,
+    pub vxlan_port: u16,
+    /// `static`: the LAN's subnet, its gateway, the router's address on it.
+    pub static_subnet: Option<Ipv4Net>,
+    pub static_router: Option<Ipv4Addr>,
+    pub static_server_ip: Option<Ipv4Addr>,
+    /// DHCP option 6 (none: not sent).
+    pub dns: Option<Ipv4Addr>,
+    /// Masquerade instances without a public address behind the router's.
+    pub masquerade: bool,
+    pub lease_secs: u32,
+}
+
+impl RouterSpec {
+    /// The router's address on the public link (`.2`).
+    pub fn public_addr(&self) -> Ipv4Addr {
+        nth(self.public_cidr, 2)
+    }
+    /// The CC's end of the public link (`.1`).
+    pub fn outer_addr(&self) -> Ipv4Addr {
+        nth(self.public_cidr, 1)
+    }
+    fn hash(&self) -> &str {
+        self.netns.strip_prefix("euca-").unwrap_or(&self.netns)
+    }
+    /// The public link's end in the CC's namespace.
+    pub fn outer_if(&self) -> String {
+        short(&format!("er{}", self.hash()))
+    }
+    fn outer_lan_if(&self) -> String {
+        short(&format!("el{}", self.hash()))
+    }
+}
+
+fn short(name: &str) -> String {
+    name.chars().take(15).collect()
+}
+
+fn host(a: Ipv4Addr) -> Ipv4Net {
+    Ipv4Net::new(a, 32).unwrap_or_default()
+}
+
+fn nth(net: Ipv4Net, n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()).wrapping_add(n))
+}
+
+/// Runs `ip netns exec NS ARGV…` (for sysctl).
+async fn exec(ns: &str, argv: &[&str]) -> Result<(), VnetError> {
+    crate::nft::run_stdin(ns, argv, b"").await
+}
+
+/// A built router namespace.
+pub struct Router {
+    spec: RouterSpec,
+    ip: Ip,
+    outer: Ip,
+    dhcp: Dhcp,
+    /// `managed`: group indexes whose segment this process has set up.
+    segments: tokio::sync::Mutex<BTreeSet<u32>>,
+}
+
+impl Router {
+    /// Creates (or re-adopts, after a CC restart) the router namespace with its
+    /// fixed parts: forwarding, `lo`'s metadata address, the public link, `br0`
+    /// and its link to the private bridge.
+    pub async fn setup(spec: RouterSpec) -> Result<Router, VnetError> {
+        check_netns(&spec.netns)?;
+        let ns = spec.netns.clone();
+        netns::ensure(&ns).await?;
+        exec(
+            &ns,
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+                "net.ipv4.conf.all.send_redirects=0",
+                "net.ipv4.conf.default.send_redirects=0",
+            ],
+        )
+        .await?;
+        // With br_netfilter loaded (per namespace, on by default) bridged frames
+        // would cross the ip `forward` hook and its drop policy: traffic inside
+        // one segment is layer 2 and not the router's to filter. `-e`: the key is
+        // absent without the module.
+        exec(
+            &ns,
+            &[
+                "sysctl",
+                "-qew",
+                "net.bridge.bridge-nf-call-iptables=0",
+                "net.bridge.bridge-nf-call-arptables=0",
+            ],
+        )
+        .await?;
+        let ip = Ip::netns(&ns)?;
+        let outer = match &spec.outer_netns {
+            Some(o) => Ip::netns(o)?,
+            None => Ip::here(),
+        };
+        ip.addr_replace("lo", Ipv4Net::new(METADATA_IP, 32).unwrap_or_default())
+            .await?;
+
+        let outer_if = spec.outer_if();
+        outer.ensure_veth(&outer_if, PUBLIC_IF, Some(&ns)).await?;
+        let p = spec.public_cidr.prefix_len();
+        outer
+            .addr_replace(
+                &outer_if,
+                Ipv4Net::new(spec.outer_addr(), p).unwrap_or_default(),
+            )
+            .await?;
+        outer.set_up(&outer_if).await?;
+        ip.addr_replace(
+            PUBLIC_IF,
+            Ipv4Net::new(spec.public_addr(), p).unwrap_or_default(),
+        )
+        .await?;
+        ip.set_up(PUBLIC_IF).await?;
+        ip.route_replace("default", Some(spec.outer_addr()), Some(PUBLIC_IF))
+            .await?;
+
+        if spec.cluster.mode != NetMode::Managed {
+            ip.ensure_bridge(BRIDGE).await?;
+            if let Some(pb) = &spec.private_bridge {
+                let lan = spec.outer_lan_if();
+                outer.ensure_veth(&lan, LAN_IF, Some(&ns)).await?;
+                outer.set_master(&lan, pb).await?;
+                ip.set_master(LAN_IF, BRIDGE).await?;
+            }
+            if let (Some(net), Some(me)) = (spec.static_subnet, spec.static_server_ip) {
+                if spec.cluster.mode == NetMode::Static {
+                    let a = Ipv4Net::new(me, net.prefix_len()).unwrap_or_default();
+                    ip.addr_replace(BRIDGE, a).await?;
+                }
+            }
+        }
+        let dhcp = Dhcp::new(&ns, &spec.state_dir)?;
+        tracing::info!(netns = %ns, mode = spec.cluster.mode.as_str(), "router: ready");
+        Ok(Router {
+            spec,
+            ip,
+            outer,
+            dhcp,
+            segments: tokio::sync::Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    pub fn spec(&self) -> &RouterSpec {
+        &self.spec
+    }
+
+    /// Makes the namespace match `state`: gateways and VXLAN segments, public
+    /// addresses, the nftables table, DHCP. Check it first with [`check_state`].
+    pub async fn apply(&self, state: &NetworkState) -> Result<(), VnetError> {
+        check_state(state)?;
+        match self.spec.cluster.mode {
+            NetMode::Off | NetMode::System => Ok(()),
+            NetMode::Static => self.apply_static(state).await,
+            NetMode::Managed | NetMode::ManagedNovlan => self.apply_managed(state).await,
+        }
+    }
+
+    async fn apply_static(&self, state: &NetworkState) -> Result<(), VnetError> {
+        let Some(subnet) = self.spec.static_subnet else {
+            return Err(VnetError::Invalid {
+                what: "static mode",
+                value: "static_subnet is not set".into(),
+            });
+        };
+        let hosts: Vec<(String, Ipv4Addr)> = state
+            .instances
+            .iter()
+            .filter_map(|i| Some((i.mac.clone(), i.private_ip?)))
+            .collect();
+        let cfg = DhcpConfig {
+            interfaces: vec![BRIDGE.into()],
+            subnets: vec![DhcpSubnet {
+                subnet,
+                router: self.spec.static_router,
+            }],
+            dns: self.spec.dns,
+            lease_secs: self.spec.lease_secs,
+        };
+        self.dhcp.apply(&cfg, &hosts)
+    }
+
+    async fn apply_managed(&self, state: &NetworkState) -> Result<(), VnetError> {
+        let c = &self.spec.cluster;
+        let managed = c.mode == NetMode::Managed;
+        // Group index → (subnet, group).
+        let mut subnets = BTreeMap::new();
+        for g in &state.groups {
+            match c.group_subnet(g.index) {
+                Some(n) => {
+                    subnets.insert(g.index, (n, g));
+                }
+                None => tracing::warn!(group = %g.group_id, index = g.index,
+                    "router: group index outside the private range; skipped"),
+            }
+        }
+        let gw = |n: Ipv4Net| Ipv4Net::new(nth(n, 1), n.prefix_len()).unwrap_or_default();
+
+        // Gateways (and, in `managed`, the groups' segments).
+        let mut inside = Vec::new();
+        if managed {
+            let links = self.ip.links().await?;
+            let mut ready = self.segments.lock().await;
+            for (&k, &(n, _)) in &subnets {
+                let (br, vx) = (format!("gb{k}"), format!("vx{k}"));
+                // A segment set up by this process and still listed needs nothing:
+                // an apply touching only rules or addresses stays fast.
+                if !(ready.contains(&k) && links.contains(&br) && links.contains(&vx)) {
+                    self.ip.ensure_bridge(&br).await?;
+                    if !links.contains(&vx) {
+                        self.add_vxlan(k, &vx).await?;
+                    }
+                    self.ip.set_master(&vx, &br).await?;
+                    self.ip.addr_replace(&br, gw(n)).await?;
+                    ready.insert(k);
+                }
+                inside.push(br);
+            }
+            ready.retain(|k| subnets.contains_key(k));
+            drop(ready);
+            // Segments of groups gone.
+            for l in links {
+                let k = l
+                    .strip_prefix("gb")
+                    .or_else(|| l.strip_prefix("vx"))
+                    .and_then(|k| k.parse::<u32>().ok());
+                if let Some(k) = k {
+                    if !subnets.contains_key(&k) {
+                        self.ip.del_link(&l).await?;
+                    }
+                }
+            }
+        } else {
+            let want: BTreeSet<Ipv4Net> = subnets.values().map(|&(n, _)| gw(n)).collect();
+            let have: BTreeSet<Ipv4Net> = self.ip.addrs(BRIDGE).await?.into_iter().collect();
+            for a in &have {
+                let ours = c.private_range.is_some_and(|r| r.contains(&a.addr()));
+                if ours && !want.contains(a) {
+                    self.ip.addr_del(BRIDGE, *a).await?;
+                }
+            }
+            for a in want.difference(&have) {
+                self.ip.addr_replace(BRIDGE, *a).await?;
+            }
+            inside.push(BRIDGE.to_string());
+        }
+
+        // Public addresses: /32s on the public link.
+        let want: BTreeSet<Ipv4Addr> = state.instances.iter().filter_map(|i| i.public_ip).collect();
+        let me = self.spec.public_addr();
+        let have: BTreeSet<Ipv4Addr> = self
+            .ip
+            .addrs(PUBLIC_IF)
+            .await?
+            .into_iter()
+            .filter(|a| a.prefix_len() == 32 && a.addr() != me)
+            .map(|a| a.addr())
+            .collect();
+        for a in have.difference(&want) {
+            self.ip.addr_del(PUBLIC_IF, host(*a)).await?;
+        }
+        for a in want.difference(&have) {
+            self.ip.addr_replace(PUBLIC_IF, host(*a)).await?;
+        }
+
+        // Filter and NAT.
+        let mut members: HashMap<&str, Vec<Ipv4Addr>> = HashMap::new();
+        for i in &state.instances {
+            if let (Some(g), Some(ip)) = (&i.group_id, i.private_ip) {
+                members.entry(g.as_str()).or_default().push(ip);
+            }
+        }
+        let fw = Firewall {
+            inside: inside.clone(),
+            public_if: PUBLIC_IF.into(),
+            allowed: state
+                .instances
+                .iter()
+                .filter_map(|i| Some((i.mac.clone(), i.private_ip?)))
+                .collect(),
+            metadata: METADATA_IP,
+            groups: subnets
+                .iter()
+                .map(|(&index, &(subnet, g))| GroupFilter {
+                    index,
+                    subnet,
+                    allow: g
+                        .rules
+                        .iter()
+                        .filter_map(|r| resolve_rule(r, &members))
+                        .collect(),
+                })
+                .collect(),
+            nat: state
+                .instances
+                .iter()
+                .filter_map(|i| Some((i.private_ip?, i.public_ip?)))
+                .collect(),
+            masquerade: if self.spec.masquerade {
+                c.private_range
+            } else {
+                None
+            },
+        };
+        crate::nft::apply(&self.spec.netns, &fw.render()).await?;
+
+        let cfg = DhcpConfig {
+            interfaces: inside,
+            subnets: subnets
+                .values()
+                .map(|&(n, _)| DhcpSubnet {
+                    subnet: n,
+                    router: Some(nth(n, 1)),
+                })
+                .collect(),
+            dns: self.spec.dns,
+            lease_secs: self.spec.lease_secs,
+        };
+        self.dhcp.apply(&cfg, &fw.allowed)
+    }
+
+    /// Creates group `k`'s VXLAN device in the CC's namespace (its socket stays
+    /// there, on the underlay) and moves it into the router as `vx<k>`.
+    async fn add_vxlan(&self, k: u32, name: &str) -> Result<(), VnetError> {
+        let underlay = self.spec.underlay.as_deref().ok_or(VnetError::Invalid {
+            what: "managed mode",
+            value: "underlay is not set".into(),
+        })?;
+        let vni = self
+            .spec
+            .cluster
+            .vni_base
+            .checked_add(k)
+            .ok_or(VnetError::Invalid {
+                what: "VNI",
+                value: format!("{} + {k}", self.spec.cluster.vni_base),
+            })?;
+        // A temporary name unique to this router: two clouds may share the CC's
+        // namespace.
+        let tmp = short(&format!("ev{}{k}", self.spec.hash()));
+        self.outer.del_link(&tmp).await?;
+        self.outer
+            .ensure_vxlan(
+                &tmp,
+                vni,
+                self.spec.vxlan_group,
+                self.spec.vxlan_port,
+                underlay,
+            )
+            .await?;
+        self.outer.move_to(&tmp, &self.spec.netns).await?;
+        self.ip.rename(&tmp, name).await
+    }
+
+    /// Stops the DHCP server (the namespace stays).
+    pub async fn stop(&self) {
+        self.dhcp.stop().await;
+    }
+}
+
+/// Refuses a state the router could only half apply (checked before anything is
+/// changed or journaled): MACs that are not `xx:xx:xx:xx:xx:xx`, one address or
+/// MAC claimed twice.
+pub fn check_state(state: &NetworkState) -> Result<(), VnetError> {
+    let mut macs = BTreeSet::new();
+    let mut ips = BTreeSet::new();
+    let mut publics = BTreeSet::new();
+    let dup = |what: &'static str, v: String| VnetError::Invalid { what, value: v };
+    for i in &state.instances {
+        if !crate::dhcp::valid_mac(&i.mac) {
+            return Err(dup("MAC address", i.mac.clone()));
+        }
+        if !macs.insert(i.mac.to_ascii_lowercase()) {
+            return Err(dup("repeated MAC address", i.mac.clone()));
+        }
+        if let Some(ip) = i.private_ip {
+            if !ips.insert(ip) {
+                return Err(dup("repeated private address", ip.to_string()));
+            }
+        }
+        if let Some(ip) = i.public_ip {
+            if !publics.insert(ip) {
+                return Err(dup("repeated public address", ip.to_string()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes a router namespace (its links, and so the veths' outer ends, go with
+/// it) and stops a dnsmasq still running for it.
+pub async fn destroy(netns_name: &str) -> Result<(), VnetError> {
+    check_netns(netns_name)?;
+    // Any process still inside (a dnsmasq of an earlier CC) keeps nothing alive
+    // that matters once the namespace's name is gone, but would hold its leases.
+    if let Ok(out) = tokio::process::Command::new("ip")
+        .args(["netns", "pids", netns_name])
+        .stderr(Stdio::null())
+        .output()
+        .await
+    {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>() {
+                if pid > 1 {
+                    // SAFETY: kill with a pid listed in that namespace.
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                }
+            }
+        }
+    }
+    netns::delete(netns_name).await
+}
+
+/// An ingress rule as nftables matches: protocol and ports/ICMP, sources (the
+/// rule's CIDRs and the addresses of its source groups' instances). `None` when it
+/// cannot match anything or names a protocol not handled.
+pub fn resolve_rule(r: &IngressRule, members: &HashMap<&str, Vec<Ipv4Addr>>) -> Option<Allow> {
+    let proto = match r.protocol.to_ascii_lowercase().as_str() {
+        "tcp" | "6" => Some(Proto::Tcp),
+        "udp" | "17" => Some(Proto::Udp),
+        "icmp" | "1" => Some(Proto::Icmp),
+        "-1" | "all" => None,
+        other => {
+            tracing::warn!(
+                protocol = other,
+                "router: ingress protocol not handled; rule skipped"
+            );
+            return None;
+        }
+    };
+    let mut a = Allow {
+        proto,
+        ports: None,
+        icmp_type: None,
+        icmp_code: None,
+        sources: r.cidrs.clone(),
+    };
+    match proto {
+        Some(Proto::Tcp | Proto::Udp) => {
+            let any = r.from_port < 0 || (r.from_port == 0 && r.to_port >= 65535);
+            if !any {
+                let lo = u16::try_from(r.from_port).ok()?;
+                let hi = u16::try_from(r.to_port.max(r.from_port)).ok()?;
+                a.ports = Some((lo, hi));
+            }
+        }
+        Some(Proto::Icmp) => {
+            a.icmp_type = u8::try_from(r.from_port).ok();
+            a.icmp_code = u8::try_from(r.to_port).ok();
+        }
+        None => {}
+    }
+    for g in &r.groups {
+        if let Some(ips) = members.get(g.as_str()) {
+            a.sources
+                .extend(ips.iter().filter_map(|ip| Ipv4Net::new(*ip, 32).ok()));
+        }
+    }
+    Some(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_stable_and_short() {
+        let a = router_netns(Path::new("/nonexistent/a"));
+        let b = router_netns(Path::new("/nonexistent/b"));
+        assert_ne!(a, b);
+        assert_eq!(a.len(), "euca-".len() + 8);
+        assert_eq!(a, router_netns(Path::new("/nonexistent/a")));
+        let c = default_public_cidr(Path::new("/nonexistent/a"));
+        assert_eq!(c.prefix_len(), 24);
+    }
+
+    #[test]
+    fn rules_resolve_groups_and_ports() {
+        let members: HashMap<&str, Vec<Ipv4Addr>> =
+            [("sg-a", vec!["10.0.0.2".parse().unwrap()])].into();
+        let r = IngressRule {
+            protocol: "tcp".into(),
+            from_port: 80,
+            to_port: 81,
+            cidrs: vec![],
+            groups: vec!["sg-a".into(), "sg-none".into()],
+        };
+        let a = resolve_rule(&r, &members).unwrap();
+        assert_eq!(a.ports, Some((80, 81)));
+        assert_eq!(a.sources, vec!["10.0.0.2/32".parse::<Ipv4Net>().unwrap()]);
+        let icmp = IngressRule {
+            protocol: "icmp".into(),
+            from_port: -1,
+            to_port: -1,
+            cidrs: vec!["0.0.0.0/0".parse().unwrap()],
+            groups: vec![],
+        };
+        let a = resolve_rule(&icmp, &members).unwrap();
+        assert_eq!((a.icmp_type, a.icmp_code), (None, None));
+        let bad = IngressRule {
+            protocol: "gre".into(),
+            ..icmp
+        };
+        assert!(resolve_rule(&bad, &members).is_none());
+    }
+}
