@@ -17,6 +17,7 @@ guest's /init runs a `#!` user-data in the background, its output on the console
 
 Each test prints (and appends to $EUCA_NET_REPORT) one evidence line, which
 scripts/net-check.sh shows."""
+import ipaddress
 import re
 import subprocess
 import time
@@ -24,7 +25,7 @@ import time
 import pytest
 
 from helpers_ec2 import GUEST, console, register_guest_image, unique
-from helpers_net import (DNS, LAN_FIRST, LAN_LAST, NET, STATIC_FIRST, VNI_BASE, NetTestbed,
+from helpers_net import (ADDRS_PER_NET, DNS, LAN_FIRST, LAN_LAST, NET, STATIC_FIRST, VNI_BASE, NetTestbed,
                          dashed, dig, report, wait_line)
 from helpers_netns import missing
 
@@ -184,7 +185,9 @@ def managed(bed, mode):
         for iid, ip in ((b, b_ip), (c, c_ip)):
             m, _ = wait_line(ec2, iid, LEASE, timeout=120, bed=bed)
             assert m.group(1) == ip, (iid, m.group(1), ip)
-        assert a_ip.rsplit(".", 1)[0] == b_ip.rsplit(".", 1)[0] != c_ip.rsplit(".", 1)[0]
+        net = {iid: ipaddress.ip_interface(f"{ip}/{32 - ADDRS_PER_NET.bit_length() + 1}").network
+               for iid, ip in ((a, a_ip), (b, b_ip), (c, c_ip))}
+        assert net[a] == net[b] != net[c], net
 
         # Metadata: each guest sees itself, forged headers or not, and its user-data.
         for iid in (b, c):
@@ -220,10 +223,11 @@ def managed(bed, mode):
         eip = ec2.allocate_address()["PublicIp"]
         ec2.associate_address(PublicIp=eip, InstanceId=a)
         assert wait_described(bed, a, "PublicIpAddress", eip) == eip
-        assert fetch_id(eip) == a
+        serves(eip, a)
         ec2.associate_address(PublicIp=eip, InstanceId=b)
         wait_described(bed, b, "PublicIpAddress", eip)
-        assert fetch_id(eip) == b
+        moved = serves(eip, b)
+        assert not described(bed, a).get("PublicIpAddress") == eip
         elastic_ip = "ok"
 
         # DNS: public, private and reverse names.
@@ -242,7 +246,8 @@ def managed(bed, mode):
             vni = ",".join(map(str, sorted(vnis)))
         report(f"net mode={mode} lease={a_ip} described={a_ip} same_group={same_group} "
                f"other_group={other_group} authorize={authorize} elastic_ip={elastic_ip} "
-               f"metadata={metadata} dns={dns}" + (f" vnis={vni}" if mode == "managed" else ""))
+               f"metadata={metadata} dns={dns}" + (f" vnis={vni}" if mode == "managed" else "")
+               + f" eip_moved_in={moved:.1f}s")
     finally:
         cleanup(bed, ids)
 
@@ -253,19 +258,23 @@ def dig_reverse(ip):
     return r.stdout.split()
 
 
-def fetch_id(ip, timeout=30):
-    """The instance id the guest at `ip` serves (its httpd's `instance-id=<id>`)."""
+def serves(ip, want, timeout=30):
+    """Waits until http://ip/ is the guest `want`'s page (its httpd serves
+    `instance-id=<id>`): the address may be mapped, or moved, a moment after the
+    EC2 call answers. Returns the seconds that took."""
     import urllib.request
-    deadline = time.time() + timeout
+    start = time.time()
     last = None
-    while time.time() < deadline:
+    while time.time() < start + timeout:
         try:
             page = urllib.request.urlopen(f"http://{ip}/", timeout=2).read().decode().strip()
-            return page.removeprefix("instance-id=")
+            last = page
+            if page.removeprefix("instance-id=") == want:
+                return time.time() - start
         except Exception as e:  # not yet mapped
             last = e
-            time.sleep(0.5)
-    raise AssertionError(f"http://{ip}/ unreachable: {last}")
+        time.sleep(0.2)
+    raise AssertionError(f"http://{ip}/ never served {want}: {last}")
 
 
 def capture_vnis(bed, secs=4):

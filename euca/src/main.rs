@@ -12,6 +12,7 @@ mod progress;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use euca_compute_proto::net::NetMode;
 use euca_identity::IdentityStore;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -130,6 +131,32 @@ struct UpArgs {
     /// Optional TOML config (sections: [walrus], [sc], [cc], [clc], [nc], [nc_cache]).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Instance networking: `off`, `system`, `static`, `managed-novlan` or `managed`.
+    /// Default: `[cc.net] mode` when the config file sets it, else `managed-novlan`
+    /// when run as root (a private bridge inside the cloud's router namespace) and
+    /// `off` otherwise.
+    #[arg(long, value_parser = parse_net_mode)]
+    net: Option<euca_compute_proto::net::NetMode>,
+}
+
+fn parse_net_mode(s: &str) -> Result<euca_compute_proto::net::NetMode, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+        format!("{s:?} is not a network mode (off, system, static, managed-novlan, managed)")
+    })
+}
+
+/// Whether the config file names `[cc.net] mode` itself (so `euca up` keeps it).
+fn file_sets_net_mode(path: Option<&Path>) -> bool {
+    let Some(p) = path else { return false };
+    let Ok(text) = std::fs::read_to_string(p) else {
+        return false;
+    };
+    text.parse::<toml::Table>().is_ok_and(|t| {
+        t.get("cc")
+            .and_then(|c| c.get("net"))
+            .and_then(|n| n.get("mode"))
+            .is_some()
+    })
 }
 
 #[derive(Args)]
@@ -729,6 +756,7 @@ async fn up(a: UpArgs) -> Result<()> {
     scfg.nbd_listen = a.nbd_listen;
     let mut ccfg = cfg.cc.unwrap_or_default();
     ccfg.tracker.listen = a.cc_listen;
+    set_up_net_mode(&mut ccfg, &a)?;
     let mut clcfg = cfg.clc.unwrap_or_default();
     clcfg.listen = a.clc_listen;
     let mut ncfg = cfg.nc.unwrap_or_default();
@@ -798,8 +826,23 @@ async fn up(a: UpArgs) -> Result<()> {
             _ => ccfg.zone = Some(own),
         }
     }
+    let cc_state_dir = ccfg
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| opened.data.join("cc"));
+    let net_mode = ccfg.net.mode;
+    let own_bridge = ccfg.net.private_bridge.is_none();
     let (tracker, cc_task, cc_token) =
         start_cc(&opened, ccfg, &svc, &token, shutdown.clone()).await?;
+    // One machine: the node's taps join the router namespace's own bridge (the
+    // CC made it, `br0`), unless the config says where they go.
+    if matches!(net_mode, NetMode::ManagedNovlan | NetMode::Static)
+        && own_bridge
+        && ncfg.net.netns.is_none()
+    {
+        ncfg.net.netns = Some(euca_vnet::router::router_netns(&cc_state_dir));
+        ncfg.net.bridge = euca_vnet::router::BRIDGE.to_string();
+    }
     // The EC2 API's instance actions go to this cluster, in the CLC's zone.
     if let Some(clc_state) = &clc_state {
         clc_state.set_cluster(
@@ -833,7 +876,42 @@ async fn up(a: UpArgs) -> Result<()> {
     }
     let _ = cc_task.await;
     let _ = clc_task.await;
+    // The guests are stopped: `euca up`'s router namespace goes with the cloud
+    // (`euca cc` alone keeps it, so instances on other nodes keep their network
+    // while it restarts).
+    if net_mode != NetMode::Off {
+        if let Err(e) = euca_cc::net::delete_router(&cc_state_dir).await {
+            tracing::warn!(error = %e, "removing the cloud's router namespace");
+        }
+    }
     served
+}
+
+/// `euca up`'s network mode: `--net`, else the file's `[cc.net] mode`, else
+/// managed-novlan as root (off without root, said once).
+fn set_up_net_mode(ccfg: &mut euca_cc::config::CcConfig, a: &UpArgs) -> Result<()> {
+    if let Some(m) = a.net {
+        ccfg.net.mode = m;
+    } else if !file_sets_net_mode(a.config.as_deref()) {
+        ccfg.net.mode = if euca_vnet::can_admin_network() {
+            NetMode::ManagedNovlan
+        } else {
+            tracing::warn!(
+                "instance networking is off: `euca up` is not running as root \
+                 (instances get a NIC on no network)"
+            );
+            NetMode::Off
+        };
+    }
+    if ccfg.net.mode == NetMode::Managed && ccfg.net.underlay.is_none() && !a.no_node {
+        anyhow::bail!(
+            "[cc.net] mode = \"managed\" carries each group on its own VXLAN segment \
+             between the CC and nodes on other hosts: run them with `euca cc` and \
+             `euca nc` (or set [cc.net] underlay and [nc.net]), or use managed-novlan \
+             on one machine"
+        );
+    }
+    Ok(())
 }
 
 /// `euca up`'s node controller: a QEMU node on `<data>/nc` with its image cache on
