@@ -16,19 +16,30 @@ use euca_compute_proto::net::{GroupNet, IngressRule, InstanceNet, NetMode, Netwo
 
 fn root() -> bool {
     // SAFETY: geteuid has no preconditions.
-    let ok = unsafe { libc::geteuid() } == 0
-        && std::process::Command::new("dnsmasq")
-            .arg("--version")
-            .output()
-            .is_ok()
-        && std::process::Command::new("nft")
-            .arg("--version")
-            .output()
-            .is_ok();
-    if !ok {
-        eprintln!("SKIP: needs root, dnsmasq and nft");
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: needs root (network namespaces)");
+        return false;
     }
-    ok
+    let tools = [
+        ("dnsmasq", "--version"),
+        ("nft", "--version"),
+        ("busybox", "true"),
+        ("curl", "--version"),
+        ("tcpdump", "--version"),
+    ];
+    for (tool, arg) in tools {
+        let ok = std::process::Command::new(tool)
+            .arg(arg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok();
+        if !ok {
+            eprintln!("SKIP: needs {tool}");
+            return false;
+        }
+    }
+    true
 }
 
 /// Runs `sh -c CMD`; (success, stdout).

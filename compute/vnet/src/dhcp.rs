@@ -72,6 +72,11 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), VnetError> {
     std::fs::rename(&tmp, path).map_err(|e| io_err(&format!("rename {}", path.display()), e))
 }
 
+struct Supervisor {
+    generation: watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
 /// The supervised dnsmasq of one router namespace.
 pub struct Dhcp {
     netns: String,
@@ -79,9 +84,10 @@ pub struct Dhcp {
     config: Mutex<Option<DhcpConfig>>,
     /// The running child's pid (0: none), for SIGHUP.
     pid: Arc<Mutex<u32>>,
-    /// Bumped to make the supervisor restart dnsmasq; `None` stops it.
-    generation: watch::Sender<Option<u64>>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The running supervisor: bumping its generation restarts dnsmasq,
+    /// dropping the sender stops it (each supervisor has its own channel, so a
+    /// stopping one never sees a later start).
+    supervisor: Mutex<Option<Supervisor>>,
 }
 
 impl Dhcp {
@@ -92,14 +98,12 @@ impl Dhcp {
         check_netns(netns)?;
         let files = Files::new(dir);
         kill_stale(&files.pid);
-        let (generation, _) = watch::channel(Some(0));
         Ok(Dhcp {
             netns: netns.to_string(),
             files,
             config: Mutex::new(None),
             pid: Arc::new(Mutex::new(0)),
-            generation,
-            task: Mutex::new(None),
+            supervisor: Mutex::new(None),
         })
     }
 
@@ -126,12 +130,8 @@ impl Dhcp {
         }
         write_atomic(&self.files.hosts, h.as_bytes())?;
         let mut cur = self.config.lock().unwrap_or_else(|p| p.into_inner());
-        let running = self
-            .task
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_some_and(|t| !t.is_finished());
+        let mut sup = self.supervisor.lock().unwrap_or_else(|p| p.into_inner());
+        let running = sup.as_ref().is_some_and(|s| !s.task.is_finished());
         if cur.as_ref() == Some(config) && running {
             let pid = *self.pid.lock().unwrap_or_else(|p| p.into_inner());
             if pid != 0 {
@@ -143,20 +143,23 @@ impl Dhcp {
         write_atomic(&self.files.conf, self.render(config).as_bytes())?;
         *cur = Some(config.clone());
         if config.interfaces.is_empty() {
-            // Nothing to serve (no group yet): dnsmasq would refuse to start.
-            self.generation.send_modify(|g| *g = g.map(|n| n + 1));
+            // Nothing to serve (no group left): without an `interface=` line
+            // dnsmasq would listen everywhere, so it is stopped instead.
+            *sup = None;
             return Ok(());
         }
-        if running {
-            self.generation.send_modify(|g| *g = g.map(|n| n + 1));
-        } else {
-            let h = tokio::spawn(supervise(
-                self.netns.clone(),
-                self.files.conf.clone(),
-                self.pid.clone(),
-                self.generation.subscribe(),
-            ));
-            *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        match sup.as_ref() {
+            Some(s) if running => s.generation.send_modify(|g| *g += 1),
+            _ => {
+                let (generation, rx) = watch::channel(0);
+                let task = tokio::spawn(supervise(
+                    self.netns.clone(),
+                    self.files.conf.clone(),
+                    self.pid.clone(),
+                    rx,
+                ));
+                *sup = Some(Supervisor { generation, task });
+            }
         }
         Ok(())
     }
@@ -198,10 +201,14 @@ impl Dhcp {
 
     /// Stops dnsmasq (the lease file stays).
     pub async fn stop(&self) {
-        let _ = self.generation.send(None);
-        let t = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = t {
-            let _ = t.await;
+        let sup = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(Supervisor { generation, task }) = sup {
+            drop(generation);
+            let _ = task.await;
         }
     }
 
@@ -241,18 +248,16 @@ fn kill_stale(pid_file: &Path) {
     }
 }
 
-/// Runs dnsmasq until told to stop, restarting it when it dies (after a second)
-/// or when the generation changes.
+/// Runs dnsmasq until its generation's sender is dropped, restarting it when it
+/// dies (after a second) or when the generation changes.
 async fn supervise(
     netns: String,
     conf: PathBuf,
     pid: Arc<Mutex<u32>>,
-    mut generation: watch::Receiver<Option<u64>>,
+    mut generation: watch::Receiver<u64>,
 ) {
     loop {
-        if generation.borrow_and_update().is_none() {
-            return;
-        }
+        generation.borrow_and_update();
         let mut child = match Command::new("ip")
             .args(["netns", "exec", &netns, "dnsmasq", "--keep-in-foreground"])
             .arg(format!("--conf-file={}", conf.display()))
@@ -265,28 +270,33 @@ async fn supervise(
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "dhcp: cannot start dnsmasq");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    r = generation.changed() => if r.is_err() { return } else { continue },
+                }
             }
         };
         *pid.lock().unwrap_or_else(|p| p.into_inner()) = child.id().unwrap_or(0);
         tracing::info!(netns = %netns, pid = child.id(), "dhcp: dnsmasq started");
-        let died = tokio::select! {
-            r = child.wait() => Some(r),
-            _ = generation.changed() => None,
+        let outcome = tokio::select! {
+            r = child.wait() => Ok(r),
+            r = generation.changed() => Err(r.is_err()),
         };
         *pid.lock().unwrap_or_else(|p| p.into_inner()) = 0;
-        match died {
-            Some(r) => {
-                tracing::warn!(status = ?r, "dhcp: dnsmasq exited; restarting in 1 s");
+        match outcome {
+            Ok(status) => {
+                tracing::warn!(status = ?status, "dhcp: dnsmasq exited; restarting in 1 s");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = generation.changed() => {}
+                    r = generation.changed() => if r.is_err() { return },
                 }
             }
-            None => {
+            Err(stopping) => {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
+                if stopping {
+                    return;
+                }
             }
         }
     }

@@ -299,18 +299,93 @@ pub mod netns {
         Ok(std::path::Path::new("/run/netns").join(name).exists())
     }
 
-    /// Creates the namespace unless it exists, with its loopback up.
-    pub async fn ensure(name: &str) -> Result<(), VnetError> {
-        if !exists(name).await? {
-            Ip::here().run(&["netns", "add", name]).await?;
+    /// Runs `ip netns add|del NAME` in the outer mount namespace when this process
+    /// has its own: under `ip netns exec` (how the emulated cluster runs its
+    /// services) the mount namespace is a slave of the host's, so a namespace
+    /// bind-mounted here would be invisible to every other process and vanish
+    /// with this one; mounted in the outer one, it propagates here too.
+    async fn host_netns_cmd(verb: &str, name: &str) -> Result<(), VnetError> {
+        let args = ["netns", verb, name];
+        if let Some(host) = outer_mount_ns() {
+            let out = tokio::process::Command::new("nsenter")
+                .arg(format!("--mount={host}"))
+                .args(["--", "ip"])
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .map_err(|source| VnetError::Spawn {
+                    cmd: format!("nsenter ip netns {verb} {name}"),
+                    source,
+                })?;
+            if !out.status.success() {
+                return Err(VnetError::Failed {
+                    cmd: format!("nsenter ip netns {verb} {name}"),
+                    stderr: String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
+                });
+            }
+            return Ok(());
         }
-        Ip::netns(name)?.set_up("lo").await
+        Ip::here().run(&args).await.map(|_| ())
+    }
+
+    /// The mount namespace (`/proc/PID/ns/mnt`) of the nearest ancestor not in
+    /// this process's, when there is one: PID 1's when it can be read, else the
+    /// parent chain's (the shell that ran `ip netns exec`). `None`: this process
+    /// is in the host's mount namespace, or no other one is reachable.
+    fn outer_mount_ns() -> Option<String> {
+        let mine = std::fs::read_link("/proc/self/ns/mnt").ok()?;
+        let differs = |pid: u32| {
+            let p = format!("/proc/{pid}/ns/mnt");
+            match std::fs::read_link(&p) {
+                Ok(ns) if ns != mine => Some(p),
+                _ => None,
+            }
+        };
+        if let Some(p) = differs(1) {
+            return Some(p);
+        }
+        let mut pid = std::process::id();
+        for _ in 0..64 {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let ppid: u32 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            if ppid <= 1 {
+                return None;
+            }
+            if let Some(p) = differs(ppid) {
+                return Some(p);
+            }
+            pid = ppid;
+        }
+        None
+    }
+
+    /// Creates the namespace unless it exists, with its loopback up. A name left
+    /// without its namespace (a file no longer mounted) is made anew.
+    pub async fn ensure(name: &str) -> Result<(), VnetError> {
+        let ip = Ip::netns(name)?;
+        if exists(name).await? && ip.run(&["link", "show", "lo"]).await.is_err() {
+            let _ = std::fs::remove_file(std::path::Path::new("/run/netns").join(name));
+        }
+        if !exists(name).await? {
+            host_netns_cmd("add", name).await?;
+        }
+        ip.set_up("lo").await
     }
 
     /// Deletes the namespace (its links go with it); a missing one is not an error.
     pub async fn delete(name: &str) -> Result<(), VnetError> {
         if exists(name).await? {
-            Ip::here().run(&["netns", "del", name]).await?;
+            host_netns_cmd("del", name).await?;
         }
         Ok(())
     }
