@@ -133,8 +133,9 @@ struct UpArgs {
     config: Option<PathBuf>,
     /// Instance networking: `off`, `system`, `static`, `managed-novlan` or `managed`.
     /// Default: `[cc.net] mode` when the config file sets it, else `managed-novlan`
-    /// when run as root (a private bridge inside the cloud's router namespace) and
-    /// `off` otherwise.
+    /// when run as root with this machine's node (a private bridge inside the
+    /// cloud's router namespace) and `off` otherwise (`--no-node`: the nodes need
+    /// the site's bridges, see `[cc.net]`).
     #[arg(long, value_parser = parse_net_mode)]
     net: Option<euca_compute_proto::net::NetMode>,
 }
@@ -756,7 +757,7 @@ async fn up(a: UpArgs) -> Result<()> {
     scfg.nbd_listen = a.nbd_listen;
     let mut ccfg = cfg.cc.unwrap_or_default();
     ccfg.tracker.listen = a.cc_listen;
-    set_up_net_mode(&mut ccfg, &a)?;
+    let net_off_not_root = set_up_net_mode(&mut ccfg, &a)?;
     let mut clcfg = cfg.clc.unwrap_or_default();
     clcfg.listen = a.clc_listen;
     let mut ncfg = cfg.nc.unwrap_or_default();
@@ -869,6 +870,12 @@ async fn up(a: UpArgs) -> Result<()> {
         Some(n)
     };
     let node_url = node.as_ref().map(|n| n.url.clone());
+    if net_off_not_root {
+        tracing::warn!(
+            "instance networking is off: `euca up` is not running as root (instances \
+             get a NIC on no network; run as root, or set [cc.net] mode)"
+        );
+    }
     let served = serve_with_sc(opened, sc, "the cloud", shutdown, Some(tracker), node_url).await;
     // The node stops its guests (powered off, records kept) before the CC goes.
     if let Some(n) = node {
@@ -888,18 +895,21 @@ async fn up(a: UpArgs) -> Result<()> {
 }
 
 /// `euca up`'s network mode: `--net`, else the file's `[cc.net] mode`, else
-/// managed-novlan as root (off without root, said once).
-fn set_up_net_mode(ccfg: &mut euca_cc::config::CcConfig, a: &UpArgs) -> Result<()> {
+/// managed-novlan on a bridge of this machine as root when this machine runs the
+/// node (with `--no-node` the nodes are elsewhere and need the site's bridges: off
+/// until configured). True when root was what was missing (said once the cloud
+/// serves, so a start that fails still prints one line).
+fn set_up_net_mode(ccfg: &mut euca_cc::config::CcConfig, a: &UpArgs) -> Result<bool> {
+    let mut off_not_root = false;
     if let Some(m) = a.net {
         ccfg.net.mode = m;
     } else if !file_sets_net_mode(a.config.as_deref()) {
-        ccfg.net.mode = if euca_vnet::can_admin_network() {
+        ccfg.net.mode = if a.no_node {
+            NetMode::Off
+        } else if euca_vnet::can_admin_network() {
             NetMode::ManagedNovlan
         } else {
-            tracing::warn!(
-                "instance networking is off: `euca up` is not running as root \
-                 (instances get a NIC on no network)"
-            );
+            off_not_root = true;
             NetMode::Off
         };
     }
@@ -911,7 +921,7 @@ fn set_up_net_mode(ccfg: &mut euca_cc::config::CcConfig, a: &UpArgs) -> Result<(
              on one machine"
         );
     }
-    Ok(())
+    Ok(off_not_root)
 }
 
 /// `euca up`'s node controller: a QEMU node on `<data>/nc` with its image cache on
