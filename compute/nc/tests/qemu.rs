@@ -693,3 +693,63 @@ fn whole_disk_boot_shutoff_and_a_stopped_guest_fails() {
     });
     drop(reaper);
 }
+
+/// `euca up` stopped (SIGTERM) just after a TerminateInstances: the node's
+/// `shutdown_all`, then the process (its runtime) ends. The terminate still in its
+/// grace period (the guest ignores the ACPI powerdown) must be finished, not
+/// cancelled with the runtime, leaving its QEMU running with no NC to adopt it.
+#[test]
+fn shutdown_finishes_a_terminate_in_flight() {
+    if guest_dir().is_none() {
+        return;
+    }
+    let _one = one_guest();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut reaper = Reaper::default();
+    let mut cfg = config(tmp.path());
+    // Longer than the test takes to call shutdown_all after the terminate.
+    cfg.shutdown_timeout_secs = 5;
+    let d = tmp.path().join("images");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join(img_id('f')), boot_sector(false)).unwrap();
+    let images = Arc::new(DirImages::new(d));
+    let mut s = spec(&img_id('f'));
+    s.kernel = None;
+    s.ramdisk = None;
+    s.root = RootDisk::Image(CachedImage {
+        installed_id: img_id('f'),
+        size: 1 << 20,
+    });
+    let idir = cfg.dir.join("instances").join(ID);
+    reaper.pidfiles.push(idir.join("qemu.pid"));
+    let rt1 = rt();
+    let (pid, after) = rt1.block_on(async {
+        let node = QemuNode::open(cfg.clone(), images.clone()).await.unwrap();
+        node.run(s).await.unwrap();
+        until("running", 60, || state(&node) == NodeInstanceState::Running).await;
+        let pid: i32 = std::fs::read_to_string(idir.join("qemu.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let r = node.terminate(ID).await.unwrap();
+        assert_eq!(r.state, NodeInstanceState::ShuttingDown);
+        node.shutdown_all().await;
+        (pid, state(&node))
+    });
+    drop(rt1); // euca up exits: every task left is cancelled
+    assert!(
+        !alive(pid),
+        "QEMU {pid} outlived the node controller's shutdown"
+    );
+    assert_eq!(after, NodeInstanceState::Terminated);
+    assert!(!idir.join("root.qcow2").exists());
+    // Released once, though both the terminate and the shutdown ran.
+    assert!(images.pinned().is_empty(), "{:?}", images.calls());
+    let rel = ImageCall::Release {
+        image: img_id('f'),
+        holder: ID.into(),
+    };
+    assert_eq!(images.calls().iter().filter(|c| **c == rel).count(), 1);
+    drop(reaper);
+}

@@ -376,17 +376,24 @@ impl QemuNode {
 
     /// Stops every instance's QEMU gracefully (powerdown, then kill after
     /// `shutdown_timeout_secs`), keeping their records: `euca up`'s shutdown.
+    /// Terminations in flight are finished too: `euca up` exits right after this,
+    /// which would cancel their task in the middle of its grace period and leave
+    /// the QEMU (its own session) running with nobody to adopt it.
     pub async fn shutdown_all(&self) {
         let all: Vec<Arc<Instance>> = lock(&self.instances).values().cloned().collect();
         let mut set = tokio::task::JoinSet::new();
         for inst in all {
-            if !matches!(
-                inst.state(),
-                NodeInstanceState::Running | NodeInstanceState::Pending
-            ) {
-                continue;
-            }
             let ctx = self.ctx.clone();
+            match inst.state() {
+                NodeInstanceState::Running | NodeInstanceState::Pending => {}
+                NodeInstanceState::ShuttingDown => {
+                    // Waits for the terminate task (the op lock), or does its work
+                    // if that task never got the lock.
+                    set.spawn(async move { terminate_bg(&ctx, &inst).await });
+                    continue;
+                }
+                _ => continue,
+            }
             set.spawn(async move {
                 inst.update(|r| {
                     r.state = NodeInstanceState::Shutoff;
@@ -1140,6 +1147,11 @@ async fn cleanup(ctx: &Ctx, inst: &Instance) {
 
 async fn terminate_bg(ctx: &Ctx, inst: &Arc<Instance>) {
     let _g = inst.op.lock().await;
+    if inst.state() == NodeInstanceState::Terminated {
+        // Finished by another call ([`QemuNode::shutdown_all`]): the pins are
+        // released once only.
+        return;
+    }
     stop_qemu(ctx, inst).await;
     if let Some(h) = lock(&inst.watcher).take() {
         h.abort();
