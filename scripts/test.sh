@@ -17,12 +17,12 @@ echo "== cargo test"
 cargo test --release --locked --workspace
 
 # --- fuzz (brief) ------------------------------------------------------------
-# Every cargo-fuzz target in fuzz/ for FUZZ_SECONDS each (default 20; 0 skips):
-# no panic, no allocation past the limits, round-trip properties. Long runs:
-# scripts/fuzz.sh [seconds-per-target].
-if [ "${FUZZ_SECONDS:-20}" != 0 ]; then
-  echo "== fuzz (${FUZZ_SECONDS:-20} s per target)"
-  scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+# Every cargo-fuzz target in fuzz/ for FUZZ_SECONDS each (default 10, a smoke run
+# that keeps the suite in its time budget; 0 skips): no panic, no allocation past
+# the limits, round-trip properties. Long runs: scripts/fuzz.sh [seconds-per-target].
+if [ "${FUZZ_SECONDS:-10}" != 0 ]; then
+  echo "== fuzz (${FUZZ_SECONDS:-10} s per target)"
+  scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 fi
 # -----------------------------------------------------------------------------
 

@@ -766,6 +766,28 @@ async fn static_mode_dhcp_through_a_private_bridge() {
     ))
     .await;
     assert_eq!(dhcp(&i1, &bed.script).await, None);
+    // The first instance ends and the CLC gives its address to a new MAC: dnsmasq
+    // still held a lease of it for the old MAC and refused it ("leased to …")
+    // until a pair that goes away restarted it without its leases.
+    let mut j = inst(
+        "i-000000s2",
+        "52:54:00:ce:00:99",
+        "-",
+        "192.168.50.12",
+        None,
+    );
+    j.group_id = None;
+    j.metadata.clear();
+    let state = NetworkState {
+        groups: vec![],
+        instances: vec![j],
+    };
+    apply_timed(&net, &state).await;
+    assert_eq!(
+        dhcp(&i1, &bed.script).await,
+        Some("192.168.50.12".parse().unwrap()),
+        "an address given to another MAC is leased to it"
+    );
     bed.finish(net).await;
 }
 

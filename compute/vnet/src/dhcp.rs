@@ -40,7 +40,6 @@ pub struct DhcpConfig {
 struct Files {
     conf: PathBuf,
     hosts: PathBuf,
-    leases: PathBuf,
     pid: PathBuf,
     log: PathBuf,
 }
@@ -50,7 +49,6 @@ impl Files {
         Files {
             conf: dir.join("dnsmasq.conf"),
             hosts: dir.join("dnsmasq.hosts"),
-            leases: dir.join("dnsmasq.leases"),
             pid: dir.join("dnsmasq.pid"),
             log: dir.join("dnsmasq.log"),
         }
@@ -82,6 +80,8 @@ pub struct Dhcp {
     netns: String,
     files: Files,
     config: Mutex<Option<DhcpConfig>>,
+    /// The `(mac, address)` pairs last written (a removed one restarts dnsmasq).
+    hosts: Mutex<Vec<(String, Ipv4Addr)>>,
     /// The running child's pid (0: none), for SIGHUP.
     pid: Arc<Mutex<u32>>,
     /// The running supervisor: bumping its generation restarts dnsmasq,
@@ -102,6 +102,7 @@ impl Dhcp {
             netns: netns.to_string(),
             files,
             config: Mutex::new(None),
+            hosts: Mutex::new(Vec::new()),
             pid: Arc::new(Mutex::new(0)),
             supervisor: Mutex::new(None),
         })
@@ -132,7 +133,18 @@ impl Dhcp {
         let mut cur = self.config.lock().unwrap_or_else(|p| p.into_inner());
         let mut sup = self.supervisor.lock().unwrap_or_else(|p| p.into_inner());
         let running = sup.as_ref().is_some_and(|s| !s.task.is_finished());
-        if cur.as_ref() == Some(config) && running {
+        // A pair that went away (its instance ended; the CLC may give the address
+        // to another MAC next) must not outlive it as a lease: dnsmasq refuses a
+        // static address leased to another MAC, and a SIGHUP rereads the hosts
+        // file, not the leases it holds. Leases live in dnsmasq's memory only
+        // (`leasefile-ro`), so a restart forgets them; additions need only SIGHUP.
+        let removed = {
+            let mut prev = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            let gone = prev.iter().any(|p| !hosts.contains(p));
+            *prev = hosts.to_vec();
+            gone
+        };
+        if cur.as_ref() == Some(config) && running && !removed {
             let pid = *self.pid.lock().unwrap_or_else(|p| p.into_inner());
             if pid != 0 {
                 // SAFETY: kill with a pid of our own child and a valid signal.
@@ -174,8 +186,7 @@ impl Dhcp {
             s.push_str(&format!("interface={i}\n"));
         }
         s.push_str(&format!(
-            "dhcp-leasefile={}\ndhcp-hostsfile={}\npid-file={}\nlog-facility={}\n",
-            f.leases.display(),
+            "leasefile-ro\ndhcp-hostsfile={}\npid-file={}\nlog-facility={}\n",
             f.hosts.display(),
             f.pid.display(),
             f.log.display()
@@ -199,7 +210,7 @@ impl Dhcp {
         s
     }
 
-    /// Stops dnsmasq (the lease file stays).
+    /// Stops dnsmasq.
     pub async fn stop(&self) {
         let sup = self
             .supervisor
@@ -210,10 +221,6 @@ impl Dhcp {
             drop(generation);
             let _ = task.await;
         }
-    }
-
-    pub fn lease_file(&self) -> &Path {
-        &self.files.leases
     }
 }
 
