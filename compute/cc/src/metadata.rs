@@ -42,6 +42,8 @@ const TOKEN: &str = "x-aws-ec2-metadata-token";
 /// Tokens kept at most (oldest dropped first): a guest looping on PUT cannot grow
 /// the table without bound.
 const MAX_TOKENS: usize = 65_536;
+/// Live IMDSv2 tokens one instance may hold.
+const TOKENS_PER_INSTANCE: usize = 16;
 
 /// The metadata API.
 pub struct Metadata {
@@ -214,6 +216,18 @@ impl Metadata {
         {
             let mut t = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
             t.retain(|_, (_, exp)| *exp > now);
+            // A guest asking for tokens in a loop evicts only its own: each
+            // instance holds at most TOKENS_PER_INSTANCE (its oldest goes first).
+            let mine: Vec<(String, Instant)> = t
+                .iter()
+                .filter(|(_, (i, _))| *i == inst.instance_id)
+                .map(|(k, (_, e))| (k.clone(), *e))
+                .collect();
+            if mine.len() >= TOKENS_PER_INSTANCE {
+                if let Some((k, _)) = mine.iter().min_by_key(|(_, e)| *e) {
+                    t.remove(k);
+                }
+            }
             if t.len() >= MAX_TOKENS {
                 if let Some(k) = t
                     .iter()

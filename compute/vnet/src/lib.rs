@@ -5,6 +5,7 @@
 //!   addresses, routes) through iproute2's `ip`, in this namespace or a named one.
 //! - [`nft`]: the router's nftables table (anti-spoofing, security groups, NAT).
 //! - [`dhcp`]: the router's supervised dnsmasq (static leases only).
+//! - [`port`]: a node's guard on an instance's tap (its own MAC and address only).
 //! - [`router`]: the cluster's router namespace, rendering a `NetworkState`.
 //!
 //! Everything here needs `CAP_NET_ADMIN` (root); callers check [`can_admin_network`]
@@ -12,6 +13,7 @@
 pub mod dhcp;
 pub mod link;
 pub mod nft;
+pub mod port;
 pub mod router;
 
 pub use link::Ip;

@@ -81,11 +81,11 @@ pub struct Firewall {
     pub masquerade: Option<Ipv4Net>,
 }
 
-fn s(v: &str) -> Expression<'static> {
+pub(crate) fn s(v: &str) -> Expression<'static> {
     Expression::String(Cow::Owned(v.to_string()))
 }
 
-fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
+pub(crate) fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
     Expression::Named(NamedExpression::Payload(Payload::PayloadField(
         PayloadField {
             protocol: protocol.into(),
@@ -94,7 +94,7 @@ fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
     )))
 }
 
-fn meta(key: MetaKey) -> Expression<'static> {
+pub(crate) fn meta(key: MetaKey) -> Expression<'static> {
     Expression::Named(NamedExpression::Meta(Meta { key }))
 }
 
@@ -109,7 +109,7 @@ fn net(n: Ipv4Net) -> Expression<'static> {
     }
 }
 
-fn set(items: Vec<Expression<'static>>) -> Expression<'static> {
+pub(crate) fn set(items: Vec<Expression<'static>>) -> Expression<'static> {
     Expression::Named(NamedExpression::Set(
         items
             .into_iter()
@@ -118,7 +118,7 @@ fn set(items: Vec<Expression<'static>>) -> Expression<'static> {
     ))
 }
 
-fn is(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+pub(crate) fn is(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
     Statement::Match(Match {
         left,
         right,
@@ -130,7 +130,7 @@ fn accept() -> Statement<'static> {
     Statement::Accept(None)
 }
 
-fn drop() -> Statement<'static> {
+pub(crate) fn drop() -> Statement<'static> {
     Statement::Drop(None)
 }
 
@@ -483,10 +483,34 @@ pub async fn delete(netns: &str) -> Result<(), VnetError> {
 /// `ip netns exec NETNS ARGV…` with `input` on stdin; a failure carries stderr's
 /// first line.
 pub async fn run_stdin(netns: &str, argv: &[&str], input: &[u8]) -> Result<(), VnetError> {
-    let shown = format!("ip netns exec {netns} {}", argv.join(" "));
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", netns])
-        .args(argv)
+    let mut full = vec!["ip", "netns", "exec", netns];
+    full.extend_from_slice(argv);
+    run_input(&full, input).await
+}
+
+/// [`apply`] in namespace `netns`, or in this process's own when `None`.
+pub async fn apply_in(netns: Option<&str>, doc: &Nftables<'_>) -> Result<(), VnetError> {
+    match netns {
+        Some(ns) => apply(ns, doc).await,
+        None => {
+            let json = serde_json::to_vec(doc).map_err(|e| VnetError::Invalid {
+                what: "nftables document",
+                value: e.to_string(),
+            })?;
+            run_input(&["nft", "-j", "-f", "-"], &json).await
+        }
+    }
+}
+
+/// Runs `argv` with `input` on stdin; a failure carries stderr's first line.
+async fn run_input(argv: &[&str], input: &[u8]) -> Result<(), VnetError> {
+    let shown = argv.join(" ");
+    let (prog, args) = argv.split_first().ok_or_else(|| VnetError::Invalid {
+        what: "command",
+        value: String::new(),
+    })?;
+    let mut child = Command::new(prog)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

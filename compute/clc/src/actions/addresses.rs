@@ -44,6 +44,13 @@ async fn owned(cx: &Call<'_>, ip: &str) -> Result<Owned<Address>, Ec2Error> {
     found.ok_or_else(|| not_found(ip))
 }
 
+/// Address record `aid` when it is still `me`'s elastic IP (under the lock).
+fn still_mine(db: &Db, aid: &str, me: &str) -> Result<Option<Owned<Address>>, Ec2Error> {
+    Ok(db
+        .get::<Address>(aid)?
+        .filter(|a| a.owner == me && a.record.elastic))
+}
+
 /// After a change: DNS now, the cluster's state from the reconciler.
 async fn changed(cx: &Call<'_>) {
     if let Err(e) = crate::netstate::refresh_dns(cx.clc).await {
@@ -166,24 +173,37 @@ pub async fn associate_address(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), E
         ));
     }
     let net = cx.clc.cluster_net(&addr.record.zone).await.ok();
-    let (db, aid, public) = (
+    let (db, aid, public, me) = (
         cx.clc.db.clone(),
         addr.record.id.clone(),
         addr.record.public_ip,
+        cx.account().to_string(),
     );
     blocking(move || {
         let _g = netalloc::lock();
-        let Some(cur) = db.get::<Address>(&aid)? else {
+        // Checked again under the lock: a Release racing this call may have given
+        // the address back to the pool, and another account may hold it now.
+        let Some(cur) = still_mine(&db, &aid, &me)? else {
             return Err(not_found(&public.to_string()));
         };
         if cur.record.instance_id.as_deref() == Some(iid.as_str()) {
             return Ok(());
         }
-        // Moving: the instance it leaves gets a fresh launch-time address.
-        unassociate(&db, net.as_ref(), &aid, Some(&iid))?;
         let Some(target) = db.get::<Instance>(&iid)? else {
             return Err(super::instances::not_found(&iid));
         };
+        // An instance ending since the check above would keep the address.
+        if !matches!(
+            target.record.state,
+            InstanceState::Pending | InstanceState::Running | InstanceState::Stopped
+        ) {
+            return Err(Ec2Error::state(
+                "IncorrectInstanceState",
+                format!("The instance '{iid}' is {}.", target.record.state.as_str()),
+            ));
+        }
+        // Moving: the instance it leaves gets a fresh launch-time address.
+        unassociate(&db, net.as_ref(), &aid, Some(&iid))?;
         // Its launch-time address goes back to the pool (another elastic one
         // stays its owner's, unassociated).
         if let Some(old) = target.record.public_ip {
@@ -230,9 +250,18 @@ async fn let_go(
     }
     let addr = owned(cx, cx.params.required("PublicIp")?).await?;
     let net = cx.clc.cluster_net(&addr.record.zone).await.ok();
-    let (db, aid) = (cx.clc.db.clone(), addr.record.id.clone());
+    let (db, aid, me) = (
+        cx.clc.db.clone(),
+        addr.record.id.clone(),
+        cx.account().to_string(),
+    );
+    let public = addr.record.public_ip.to_string();
     blocking(move || {
         let _g = netalloc::lock();
+        // As in AssociateAddress: the address may have changed hands since.
+        if still_mine(&db, &aid, &me)?.is_none() {
+            return Err(not_found(&public));
+        }
         unassociate(&db, net.as_ref(), &aid, None)?;
         if release {
             db.update::<Address, _>(&aid, |_| Ok((Write::Delete, ())))?;

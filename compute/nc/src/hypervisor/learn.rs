@@ -218,9 +218,21 @@ pub fn spawn(
             let mut from_dhcp = false;
             let mut buf = vec![0u8; 65536];
             while !stop2.load(Ordering::Relaxed) {
-                // SAFETY: `buf` is valid for `buf.len()` bytes for the call.
-                let n =
-                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                // SAFETY: an all-zero sockaddr_ll is valid; recvfrom fills it.
+                let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+                let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+                // SAFETY: `buf` is valid for `buf.len()` bytes and `from` for
+                // `from_len` bytes for the call.
+                let n = unsafe {
+                    libc::recvfrom(
+                        fd.as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        0,
+                        (&mut from as *mut libc::sockaddr_ll).cast(),
+                        &mut from_len,
+                    )
+                };
                 let Ok(n) = usize::try_from(n) else {
                     let e = std::io::Error::last_os_error();
                     if !matches!(
@@ -237,12 +249,17 @@ pub fn spawn(
                 let Some(l) = buf.get(..n).and_then(|f| inspect(f, &mac)) else {
                     continue;
                 };
+                // The socket sees both ways: a DHCPACK counts only on its way to
+                // the guest (the server's), ARP only from it, so a guest cannot
+                // claim an address by sending itself ACKs.
+                let to_guest = from.sll_pkttype == libc::PACKET_OUTGOING;
                 let take = match l {
+                    Learned::Dhcp(_) if !to_guest => false,
                     Learned::Dhcp(ip) => {
                         from_dhcp = true;
                         current != Some(ip)
                     }
-                    Learned::Arp(_) => current.is_none() && !from_dhcp,
+                    Learned::Arp(_) => !to_guest && current.is_none() && !from_dhcp,
                 };
                 if take {
                     current = Some(l.ip());

@@ -731,7 +731,7 @@ async fn attach_nic(ctx: &Ctx, inst: &Arc<Instance>) -> Result<(), NcError> {
     let Some(nic) = &inst.spec.nic else {
         return Ok(());
     };
-    ctx.net.plug(inst.id(), nic).await?;
+    ctx.net.plug(inst.id(), &inst.spec.mac, nic).await?;
     if nic.mode != NetMode::System || lock(&inst.learner).is_some() {
         return Ok(());
     }

@@ -139,7 +139,7 @@ impl NodeNet {
 
     /// Plugs instance `id`'s tap into its segment; idempotent, so it also re-checks
     /// the plug of an adopted instance.
-    pub async fn plug(&self, id: &str, nic: &NicSpec) -> Result<(), NcError> {
+    pub async fn plug(&self, id: &str, mac: &str, nic: &NicSpec) -> Result<(), NcError> {
         let tap = tap_name(id);
         if let Some(ns) = &self.cfg.netns {
             // Where QEMU made it; absent here once moved (an earlier plug).
@@ -177,6 +177,11 @@ impl NodeNet {
                 self.ensure_segment(*vni).await?
             }
         };
+        // The guard goes on before the tap joins the bridge: no frame of the guest
+        // with another's MAC or address ever reaches the segment.
+        euca_vnet::port::guard(self.cfg.netns.as_deref(), &tap, mac, nic.private_ip)
+            .await
+            .map_err(|e| net_err(&format!("guarding {tap}"), e))?;
         self.ip
             .set_master(&tap, &bridge)
             .await
@@ -222,6 +227,10 @@ impl NodeNet {
     /// Instance `id` ended (QEMU gone, so is its tap): removes its VNI's segment when
     /// it was the node's last instance on it.
     pub async fn unplug(&self, id: &str, nic: &NicSpec) {
+        let tap = tap_name(id);
+        if let Err(e) = euca_vnet::port::unguard(self.cfg.netns.as_deref(), &tap).await {
+            tracing::warn!(instance = id, tap, "removing the tap's guard: {e}");
+        }
         let Segment::Vxlan { vni } = nic.segment else {
             return;
         };
