@@ -14,28 +14,11 @@ pub struct Ip {
     netns: Option<String>,
 }
 
-/// Refuses names `ip` or the kernel would take differently.
-pub fn check_ifname(name: &str) -> Result<(), VnetError> {
+/// A name of at most `max` bytes of `[A-Za-z0-9_.-]` that starts with neither `-`
+/// nor `.` (so `ip` never takes it for an option or a path).
+fn check_name(name: &str, max: usize, what: &'static str) -> Result<(), VnetError> {
     let ok = !name.is_empty()
-        && name.len() <= 15
-        && !name.starts_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-    if ok {
-        Ok(())
-    } else {
-        Err(VnetError::Invalid {
-            what: "interface name",
-            value: name.to_string(),
-        })
-    }
-}
-
-/// Refuses namespace names that are not plain file names.
-pub fn check_netns(name: &str) -> Result<(), VnetError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= max
         && !name.starts_with('-')
         && !name.starts_with('.')
         && name
@@ -45,10 +28,20 @@ pub fn check_netns(name: &str) -> Result<(), VnetError> {
         Ok(())
     } else {
         Err(VnetError::Invalid {
-            what: "namespace name",
+            what,
             value: name.to_string(),
         })
     }
+}
+
+/// Refuses names `ip` or the kernel would take differently (IFNAMSIZ − 1 bytes).
+pub fn check_ifname(name: &str) -> Result<(), VnetError> {
+    check_name(name, 15, "interface name")
+}
+
+/// Refuses namespace names that are not plain file names.
+pub fn check_netns(name: &str) -> Result<(), VnetError> {
+    check_name(name, 64, "namespace name")
 }
 
 impl Ip {
