@@ -34,7 +34,7 @@
 # when the guest has an eth0 (a NIC on a network):
 #   TG-LEASE ip=<ip> mask=<dotted mask> router=<gw> mac=<eth0 mac> uptime=<s>
 #                            udhcpc got a lease (the address comes only from DHCP)
-#   TG-LEASE-FAILED          no lease after 60 tries
+#   TG-LEASE-FAILED          no lease within a minute
 #   TG-META instance-id=<id> the metadata service answered (TG-META-FAILED: it did not)
 #   TG-USERDATA bytes=<n>    user-data that is not a script (`#!…` user-data is run in
 #                            the background, its output on the console)
@@ -104,11 +104,12 @@ net_main() {
   [ -e /sys/class/net/eth0 ] || return 0
   ifconfig lo 127.0.0.1 up
   mac=$(cat /sys/class/net/eth0/address)
-  # Foreground udhcpc in a background job: it stays to renew the lease, and exits
-  # (-n) when 60 discovers (a minute) got no offer: a guest booting on a loaded node may take that long.
-  udhcpc -f -n -i eth0 -t 60 -T 1 -s /etc/tg-dhcp >/dev/null 2>&1 &
-  dhcp=$!
-  while [ ! -s /tmp/lease ] && kill -0 $dhcp 2>/dev/null; do sleep 0.2; done
+  # Foreground udhcpc in a background job: it stays to renew the lease, and keeps
+  # trying (-A 1: one second after a failed round) rather than exiting (-n), which
+  # busybox does after only 3 unanswered DHCPREQUESTs: an ACK delayed on a loaded
+  # node made a guest give up 3 s after its offer. The guest waits a minute.
+  udhcpc -f -i eth0 -t 5 -T 1 -A 1 -s /etc/tg-dhcp >/dev/null 2>&1 &
+  i=0; while [ ! -s /tmp/lease ] && [ $i -lt 300 ]; do sleep 0.2; i=$((i+1)); done
   if [ ! -s /tmp/lease ]; then echo "TG-LEASE-FAILED mac=$mac uptime=$(up)"; return 0; fi
   echo "TG-LEASE $(cat /tmp/lease) mac=$mac uptime=$(up)"
   mkdir -p /www; echo "instance-id=unknown" > /www/index.html

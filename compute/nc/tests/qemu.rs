@@ -1,4 +1,4 @@
-//! Real QEMU (TCG) with the tiny guest (`EUCA_GUEST_DIR`, default /work/guest; built
+//! Real QEMU (TCG) with the tiny guest (`EUCA_GUEST_DIR`, default target/guest; built
 //! by tools/vm/build-tiny-guest.sh): boot, console, NBD hot-plug and detach,
 //! adoption by a second node controller, terminate. At most one guest at a time;
 //! every QEMU and qemu-nbd started here is killed by pid on the way out.
@@ -29,7 +29,7 @@ fn one_guest() -> std::sync::MutexGuard<'static, ()> {
 
 /// The guest dir, or `None` (with the reason printed) when it does not exist.
 fn guest_dir() -> Option<PathBuf> {
-    let d = PathBuf::from(std::env::var("EUCA_GUEST_DIR").unwrap_or("/work/guest".into()));
+    let d = common::guest_path();
     if !d.is_dir() {
         eprintln!(
             "SKIPPED: no tiny guest at {} (build it with tools/vm/build-tiny-guest.sh, \

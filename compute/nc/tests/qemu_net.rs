@@ -1,5 +1,5 @@
 //! Instance networking on the node (issue 14), with real QEMU (TCG) guests (the tiny
-//! guest, `EUCA_GUEST_DIR`, default /work/guest) that bring eth0 up by DHCP.
+//! guest, `EUCA_GUEST_DIR`, default target/guest) that bring eth0 up by DHCP.
 //!
 //! Root only (skips otherwise, saying so). Everything lives in namespaces named
 //! `node-…` that the test makes and deletes:
@@ -309,18 +309,14 @@ fn in_pool(ip: Ipv4Addr, net: [u8; 3], hosts: std::ops::RangeInclusive<u8>) -> b
     o[..3] == net && hosts.contains(&o[3])
 }
 
-// Ignored: in clean-clone CI runs its third guest's DHCP fails (TG-LEASE-FAILED about
-// 7 s after boot) while it passes alone; the cause is not found yet (issue 14's
-// closing note). Run it with `cargo test --release -p euca-nc --test qemu_net -- --ignored`.
 #[test]
-#[ignore = "third guest's DHCP fails in CI runs; cause not found (see issue 14's note)"]
 fn guests_get_addresses_by_dhcp_on_their_segments() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("SKIPPED: needs root (network namespaces, taps)");
         return;
     }
-    let guest = PathBuf::from(std::env::var("EUCA_GUEST_DIR").unwrap_or("/work/guest".into()));
+    let guest = common::guest_path();
     if !guest.join("vmlinux").is_file() {
         eprintln!(
             "SKIPPED: no tiny guest at {} (tools/vm/build-tiny-guest.sh, or set EUCA_GUEST_DIR)",

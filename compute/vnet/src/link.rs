@@ -124,7 +124,11 @@ impl Ip {
     }
 
     /// Creates a veth pair `a` (here) ↔ `b`, `b` placed in namespace `b_netns`
-    /// (`None`: here too). Nothing is done when `a` exists.
+    /// (`None`: here too). Nothing is done when `a` exists and `b` is where it
+    /// belongs. An `a` whose peer is elsewhere is replaced: a deleted namespace is
+    /// torn down by the kernel after its name is gone, so for a moment the outer
+    /// end of a veth into it outlives it (a router restarted at once saw its old
+    /// `er…` and no `pub` in the new namespace).
     pub async fn ensure_veth(
         &self,
         a: &str,
@@ -133,23 +137,37 @@ impl Ip {
     ) -> Result<(), VnetError> {
         check_ifname(a)?;
         check_ifname(b)?;
+        let peer_side = match b_netns {
+            Some(ns) => Ip::netns(ns)?,
+            None => self.clone(),
+        };
         if self.link_exists(a).await? {
-            return Ok(());
-        }
-        match b_netns {
-            Some(ns) => {
-                check_netns(ns)?;
-                self.run(&[
-                    "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns,
-                ])
-                .await?;
+            if peer_side.link_exists(b).await? {
+                return Ok(());
             }
-            None => {
-                self.run(&["link", "add", a, "type", "veth", "peer", "name", b])
-                    .await?;
+            tracing::info!(link = a, peer = b, "veth: peer gone, replacing the pair");
+        }
+        let mut args = vec!["link", "add", a, "type", "veth", "peer", "name", b];
+        if let Some(ns) = b_netns {
+            args.extend(["netns", ns]);
+        }
+        // The stale end may be going away on its own while we delete it: retry
+        // for up to 2 s until the name is free.
+        let mut tries = 0;
+        loop {
+            if self.link_exists(a).await? {
+                let _ = self.run(&["link", "del", "dev", a]).await;
+            }
+            match self.run(&args).await {
+                Ok(_) => return Ok(()),
+                Err(e) if tries < 40 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, "veth: retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
             }
         }
-        Ok(())
     }
 
     /// Creates a VXLAN device unless it exists: VNI `vni`, UDP `port`, underlay

@@ -7,6 +7,15 @@ use euca_nc::hypervisor::QemuNode;
 use euca_nc::Node;
 
 /// A 64-hex image id made of one repeated digit.
+/// The tiny guest's directory: `EUCA_GUEST_DIR`, or this workspace's `target/guest`
+/// (where `scripts/test.sh` builds it, before `cargo test`).
+pub fn guest_path() -> PathBuf {
+    match std::env::var_os("EUCA_GUEST_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/guest")),
+    }
+}
+
 pub fn img_id(c: char) -> String {
     std::iter::repeat_n(c, 64).collect()
 }
