@@ -23,7 +23,8 @@ const ASLEEP: TableDefinition<&str, &[u8]> = TableDefinition::new("asleep");
 /// Each node's instances as its last answered poll listed them.
 const LAST_REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("last_reports");
 /// Each placed instance's user-data (base64, as given), for the metadata service:
-/// the placement record goes once the node reports the instance, this stays.
+/// the placement record goes once the node reports the instance, this stays while
+/// the instance is placed or in some node's last report ([`prune_user_data`]).
 const USER_DATA: TableDefinition<&str, &str> = TableDefinition::new("user_data");
 
 /// A launch placed on `node`, not yet reported by it.
@@ -50,6 +51,39 @@ fn je(e: impl Into<redb::Error>) -> CcError {
 
 fn bad_record(key: &str, e: serde_json::Error) -> CcError {
     CcError::Journal(format!("record {key:?}: {e}"))
+}
+
+/// Drops the user-data of instances neither placed nor in any node's last report:
+/// they ended and their node forgot them. Runs inside the writes that can end an
+/// instance's last trace (a changed report, a removed placement), so the table
+/// holds no more than the live instances (it grew forever before).
+fn prune_user_data(tx: &redb::WriteTransaction) -> Result<(), CcError> {
+    let mut live = std::collections::HashSet::new();
+    {
+        let p = tx.open_table(PLACEMENTS).map_err(je)?;
+        for e in p.iter().map_err(je)? {
+            live.insert(e.map_err(je)?.0.value().to_string());
+        }
+        let r = tx.open_table(LAST_REPORTS).map_err(je)?;
+        for e in r.iter().map_err(je)? {
+            let (k, v) = e.map_err(je)?;
+            let list: Vec<InstanceReport> =
+                serde_json::from_slice(v.value()).map_err(|e| bad_record(k.value(), e))?;
+            live.extend(list.into_iter().map(|i| i.instance_id));
+        }
+    }
+    let mut u = tx.open_table(USER_DATA).map_err(je)?;
+    let mut gone = Vec::new();
+    for e in u.iter().map_err(je)? {
+        let k = e.map_err(je)?.0.value().to_string();
+        if !live.contains(&k) {
+            gone.push(k);
+        }
+    }
+    for k in gone {
+        u.remove(k.as_str()).map_err(je)?;
+    }
+    Ok(())
 }
 
 impl Journal {
@@ -110,6 +144,7 @@ impl Journal {
                 t.remove(id.as_str()).map_err(je)?;
             }
         }
+        prune_user_data(&tx)?;
         tx.commit().map_err(je)
     }
 
@@ -190,6 +225,7 @@ impl Journal {
             let v = serde_json::to_vec(instances).map_err(|e| bad_record(name, e))?;
             t.insert(name, v.as_slice()).map_err(je)?;
         }
+        prune_user_data(&tx)?;
         tx.commit().map_err(je)
     }
 
@@ -217,5 +253,87 @@ impl Journal {
             out.push((k.value().to_string(), c));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use euca_compute_proto::{CachedImage, NodeInstanceState, RootDisk, VmType};
+
+    fn vm() -> VmType {
+        VmType {
+            name: "m1.small".into(),
+            cores: 1,
+            memory_mib: 256,
+            disk_gib: 5,
+        }
+    }
+
+    fn spec(id: &str) -> InstanceSpec {
+        InstanceSpec {
+            instance_id: id.into(),
+            account: "000000000001".into(),
+            reservation_id: "r-00000001".into(),
+            vm_type: vm(),
+            root: RootDisk::Image(CachedImage {
+                installed_id: "emi-00000001".into(),
+                size: 1,
+            }),
+            kernel: None,
+            ramdisk: None,
+            mac: "d0:0d:00:00:00:01".into(),
+            user_data: Some(format!("ud-of-{id}")),
+            public_key: None,
+            volumes: vec![],
+            nic: None,
+        }
+    }
+
+    fn report(id: &str) -> InstanceReport {
+        InstanceReport {
+            instance_id: id.into(),
+            account: "000000000001".into(),
+            reservation_id: "r-00000001".into(),
+            vm_type: vm(),
+            state: NodeInstanceState::Running,
+            reason: None,
+            mac: "d0:0d:00:00:00:01".into(),
+            launched_at: "2026-12-04T00:00:00Z".into(),
+            volumes: vec![],
+            learned_ip: None,
+        }
+    }
+
+    #[test]
+    fn user_data_lives_as_long_as_the_instance_is_placed_or_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let place = |id: &str| PendingPlacement {
+            node: "n1".into(),
+            spec: spec(id),
+        };
+        j.put_placements(&[place("i-00000001"), place("i-00000002")])
+            .unwrap();
+        // Reported by its node, the placement goes; the user-data stays.
+        j.put_last_report("n1", &[report("i-00000001")]).unwrap();
+        j.remove_placements(&["i-00000001".into()]).unwrap();
+        assert_eq!(
+            j.user_data("i-00000001").unwrap().as_deref(),
+            Some("ud-of-i-00000001")
+        );
+        // Another node's report, or an unrelated removal, keeps it too.
+        j.put_last_report("n2", &[]).unwrap();
+        assert!(j.user_data("i-00000001").unwrap().is_some());
+        assert!(j.user_data("i-00000002").unwrap().is_some(), "still placed");
+        // A placement refused and dropped without a report: gone.
+        j.remove_placements(&["i-00000002".into()]).unwrap();
+        assert_eq!(j.user_data("i-00000002").unwrap(), None);
+        // The node forgot the ended instance: gone, also after a reopen.
+        j.put_last_report("n1", &[]).unwrap();
+        assert_eq!(j.user_data("i-00000001").unwrap(), None);
+        drop(j);
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.user_data("i-00000001").unwrap(), None);
     }
 }
