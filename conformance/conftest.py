@@ -5,6 +5,10 @@ The binary is taken from $EUCA_BIN, else target/release/euca, else target/debug/
 Each server gets a free loopback port and a temporary data directory, and is always
 stopped (SIGTERM, then SIGKILL) when its fixture ends.
 """
+import atexit
+import functools
+import gzip
+import json
 import os
 import re
 import shutil
@@ -20,6 +24,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# awscli v2 is Debian's /usr/bin/aws (its own botocore on /usr/bin/python3); v1 is
+# the PyPI awscli on the interpreter running pytest.
+AWS_V2 = "/usr/bin/aws"
 
 
 def euca_bin():
@@ -56,6 +63,52 @@ def scrape_metrics(url, data_dir, timeout=5):
     token = (Path(data_dir) / "credentials" / "metrics-token").read_text().strip()
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     return urllib.request.urlopen(req, timeout=timeout).read().decode()
+
+
+def _awscli_data_dir(v1):
+    """The botocore data directory (service models, waiters) of awscli v1 or v2."""
+    if v1:
+        import botocore
+        return Path(botocore.__file__).parent / "data"
+    with open(AWS_V2) as f:
+        interpreter = f.readline().removeprefix("#!").split()
+    r = subprocess.run([*interpreter, "-c", "import awscli.botocore as b; print(b.__file__)"],
+                       capture_output=True, text=True, timeout=60)
+    return Path(r.stdout.strip()).parent / "data" if r.returncode == 0 else None
+
+
+# Seconds between two polls of an `aws ec2 wait` (the CLIs' own models say 15).
+WAITER_DELAY = 1
+
+
+@functools.cache
+def fast_waiters(v1):
+    """An AWS_DATA_PATH directory for awscli v1 or v2 that holds that client's own
+    EC2 waiter models, the same acceptors and the same overall deadline, polling
+    every WAITER_DELAY s instead of every 15 s: an `aws ec2 wait instance-running`
+    still checks what the CLI checks, but answers within a second of the state
+    change instead of up to 15 s later (most of an instance test's time went there).
+    The directory is searched before the client's own data (botocore's loader).
+    None when the client's models are not found (the waits are just slower)."""
+    data = _awscli_data_dir(v1)
+    models = sorted((data / "ec2").glob("*/waiters-2.json*")) if data else []
+    if not models:
+        import warnings
+        warnings.warn(f"no EC2 waiter models for awscli {'v1' if v1 else 'v2'} under {data}: "
+                      "aws ec2 wait polls every 15 s")
+        return None
+    out = Path(tempfile.mkdtemp(prefix="euca-aws-waiters-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
+    for src in models:
+        raw = src.read_bytes()
+        model = json.loads(gzip.decompress(raw) if src.suffix == ".gz" else raw)
+        for w in model["waiters"].values():
+            w["maxAttempts"] = -(-w["delay"] * w["maxAttempts"] // WAITER_DELAY)
+            w["delay"] = WAITER_DELAY
+        dst = out / "ec2" / src.parent.name / "waiters-2.json"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(json.dumps(model))
+    return str(out)
 
 
 class Cloud:
@@ -172,11 +225,16 @@ class Cloud:
     def aws_ec2(self, *args, v1=False, env=None, check=True):
         """Runs `aws ec2 ARGS --output json` (v2: Debian's /usr/bin/aws, which needs
         --endpoint-url; v1: the PyPI awscli, as `python3 -m awscli`) with the admin's
-        config; returns the CompletedProcess (stdout parsed by the caller)."""
-        cmd = ([sys.executable, "-m", "awscli"] if v1 else ["/usr/bin/aws"])
+        config and waiters that poll every second (`fast_waiters`); returns the
+        CompletedProcess (stdout parsed by the caller)."""
+        cmd = ([sys.executable, "-m", "awscli"] if v1 else [AWS_V2])
         cmd += ["--endpoint-url", self.clc_url + "/", "--output", "json", "ec2", *args]
+        base = self.client_env()
+        waiters = fast_waiters(v1)
+        if waiters:
+            base["AWS_DATA_PATH"] = waiters
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                           env={**self.client_env(), **(env or {})})
+                           env={**base, **(env or {})})
         if check and r.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr}")
         return r
@@ -276,16 +334,45 @@ def start_cloud(tmp_root, extra_args=()):
     return cloud_class()(data, free_port(), extra_args).start()
 
 
+# The tiny guest ignores ACPI power-down: each stop or terminate of one of its
+# instances waited out the node's whole grace (5 s by default) before the node
+# killed QEMU. The test nodes give it one second (the same path, powerdown then
+# kill); test_instances_nc_restart's `euca up` keeps the default (it tests that
+# stopping the cloud stops its guests).
+GUEST_SHUTDOWN_SECS = 1
+
+
+def with_short_guest_shutdown(nc_toml):
+    """A node's TOML config (`nc_toml`, maybe with an [nc] table) with [nc]
+    shutdown_timeout_secs = GUEST_SHUTDOWN_SECS."""
+    line = f"shutdown_timeout_secs = {GUEST_SHUTDOWN_SECS}"
+    out, n = re.subn(r"(?m)^\[nc\][ \t]*$", f"[nc]\n{line}", nc_toml, count=1)
+    return out if n else f"{nc_toml}\n[nc]\n{line}\n"
+
+
 @pytest.fixture(scope="session")
 def cloud():
     """One shared cloud for tests that only need a running server."""
     tmp = tempfile.mkdtemp(prefix="euca-conf-")
-    c = start_cloud(tmp)
+    extra = []
+    if cloud_class() is Cloud:  # the split layout runs no node
+        cfg = Path(tmp) / "euca.toml"
+        cfg.write_text(with_short_guest_shutdown(""))
+        extra = ["--config", str(cfg)]
+    c = start_cloud(tmp, extra)
     try:
         yield c
     finally:
         c.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def guest_image(cloud, tmp_path_factory):
+    """(emi, eki, eri) of the tiny guest on the shared cloud, registered once for
+    every test that boots it there (helpers_ec2.register_guest_image)."""
+    from helpers_ec2 import register_guest_image  # it imports this module
+    return register_guest_image(cloud, tmp_path_factory.mktemp("guest"))
 
 
 @pytest.fixture()

@@ -1,7 +1,10 @@
 """EC2 helpers shared by the instance tests: bundling a file into an image the
-cloud installs (euca bundle-image + upload-bundle + RegisterImage)."""
+cloud installs (euca bundle-image + upload-bundle + RegisterImage), polling for a
+state (`poll_until`) and for a line on an instance's console (`wait_console`)."""
 import os
+import re
 import subprocess
+import time
 from pathlib import Path
 
 from conftest import euca_bin
@@ -96,16 +99,38 @@ def console(ec2, instance_id):
     return out
 
 
-def wait_console(ec2, instance_id, pattern, timeout=120, after=0):
-    """Waits until `pattern` matches the console (from character `after` on)."""
-    import re
-    import time
-    deadline = time.time() + timeout
-    text = ""
-    while time.time() < deadline:
-        text = console(ec2, instance_id)
-        m = re.search(pattern, text[after:])
-        if m:
-            return m
-        time.sleep(1)
-    raise AssertionError(f"{pattern!r} not in the console of {instance_id}:\n{text[-4000:]}")
+def poll_until(what, check, timeout=60, interval=0.3, detail=None):
+    """Calls `check` every `interval` seconds until it returns something true and
+    returns that; after `timeout` seconds fails saying `what` it waited for, with
+    `detail()` (or the last value) so the failure shows how far things got. Polls
+    are cheap local calls: a short interval costs little and a state change is
+    seen within it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    more = detail() if detail is not None else f"last: {last!r}"
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; {more}")
+
+
+def wait_console(ec2, instance_id, pattern, timeout=120, after=0, logs=None):
+    """Waits until `pattern` matches the console from character `after` on and
+    returns the match; its positions are offsets in the whole console, so
+    `m.end()` is the `after` of a wait for what comes next. On timeout the
+    failure shows the console's tail and, when given, `logs()` (e.g. the node's)."""
+    rx = re.compile(pattern)
+    text = [""]
+
+    def seen():
+        text[0] = console(ec2, instance_id)
+        return rx.search(text[0], after)
+
+    def detail():
+        return f"the console:\n{text[0][-4000:]}" + (f"\n{logs()}" if logs else "")
+
+    return poll_until(f"{pattern!r} in the console of {instance_id}", seen, timeout,
+                      interval=0.5, detail=detail)

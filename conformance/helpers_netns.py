@@ -28,7 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import Cloud, euca_bin
+from conftest import Cloud, euca_bin, with_short_guest_shutdown
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTBED = ROOT / "scripts" / "testbed" / "cloud-netns.sh"
@@ -105,6 +105,9 @@ class Testbed:
         self.clc_extra = ""
         self.cc_extra = ""
         self.nc_extra = ""
+        # True: the nodes give a guest conftest.GUEST_SHUTDOWN_SECS to power off
+        # (the tiny guest never does) instead of the default 5 s.
+        self.short_guest_shutdown = False
 
     # -- the topology ----------------------------------------------------
     def tb(self, *args):
@@ -231,10 +234,13 @@ class Testbed:
     def node_config(self, i):
         """The node's config: what the CLC wrote for nodes, plus `nc_extra`."""
         base = self.data / "credentials" / "nc-cache.toml"
-        if not self.nc_extra:
+        if not self.nc_extra and not self.short_guest_shutdown:
             return base
+        text = base.read_text()
+        if self.short_guest_shutdown:
+            text = with_short_guest_shutdown(text)
         cfg = self.root / f"node{i}.toml"
-        cfg.write_text(base.read_text() + "\n" + self.nc_extra.format(i=i))
+        cfg.write_text(text + "\n" + self.nc_extra.format(i=i))
         return cfg
 
     def start_node(self, i):

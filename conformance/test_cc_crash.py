@@ -14,6 +14,7 @@ import urllib.request
 import pytest
 
 from conftest import euca_bin, free_port
+from helpers_ec2 import poll_until
 
 TOKEN = "conformance-cluster-token-0123456789"
 
@@ -120,13 +121,8 @@ class Cc:
             return json.loads(r.read())
 
     def wait(self, what, pred, timeout=20):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            v = pred()
-            if v:
-                return v
-            time.sleep(0.1)
-        raise AssertionError(f"timed out: {what}; log: {self.log.read_text()[-2000:]}")
+        return poll_until(what, pred, timeout, interval=0.1,
+                          detail=lambda: f"log: {self.log.read_text()[-2000:]}")
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

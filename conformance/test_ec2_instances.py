@@ -1,9 +1,9 @@
 """Instances end to end with real clients (boto3, awscli v2 waiters) and the tiny
 guest: register kernel/ramdisk/machine images, run -> instance-running -> the
 console shows TG-BOOTED -> attach a volume -> volume-in-use -> the guest writes a
-marker to it (TG-DISK) -> detach -> volume-available -> a second instance attaches
-it and reads the first marker (before='...') -> terminate both ->
-instance-terminated. Also the EC2 error codes of RunInstances and the shapes
+marker to it (TG-DISK) -> detach -> volume-available -> a second instance (launched
+with the first, booting meanwhile) attaches it and reads the first marker
+(before='...') -> terminate both -> instance-terminated. Also the EC2 error codes of RunInstances and the shapes
 DescribeInstances answers.
 
 Needs a cloud whose `euca up` runs a CC and an NC (QEMU, TCG): the guest is in
@@ -15,7 +15,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from helpers_ec2 import GUEST, console, register_guest_image, unique, wait_console
+from helpers_ec2 import GUEST, console, poll_until, unique, wait_console
 
 pytestmark = pytest.mark.skipif(not (GUEST / "initramfs.gz").exists(),
                                 reason=f"the tiny guest is not built in {GUEST} "
@@ -24,12 +24,6 @@ pytestmark = pytest.mark.skipif(not (GUEST / "initramfs.gz").exists(),
 
 def code(e):
     return e.value.response["Error"]["Code"]
-
-
-@pytest.fixture(scope="module")
-def guest_image(cloud, tmp_path_factory):
-    """(emi, eki, eri) of the tiny guest, the machine image a small raw disk."""
-    return register_guest_image(cloud, tmp_path_factory.mktemp("guest"))
 
 
 def aws_wait(cloud, what, *args):
@@ -47,14 +41,17 @@ def test_run_attach_write_detach_read_from_a_second_instance(cloud, guest_image)
     ec2 = cloud.ec2()
     zone = ec2.describe_availability_zones()["AvailabilityZones"][0]["ZoneName"]
     first, r = run_one(ec2, emi)
-    assert r["ReservationId"].startswith("r-")
-    inst = r["Instances"][0]
-    assert inst["State"] == {"Code": 0, "Name": "pending"}
-    assert (inst["KernelId"], inst["RamdiskId"]) == (eki, eri)
-    assert inst["Placement"]["AvailabilityZone"] == zone
-    assert [g["GroupName"] for g in r["Groups"]] == ["default"]
     second = None
     try:
+        # The second boots while the first does its part (under TCG a boot is
+        # most of the time here); it gets the volume only once the first let go.
+        second, _ = run_one(ec2, emi)
+        assert r["ReservationId"].startswith("r-")
+        inst = r["Instances"][0]
+        assert inst["State"] == {"Code": 0, "Name": "pending"}
+        assert (inst["KernelId"], inst["RamdiskId"]) == (eki, eri)
+        assert inst["Placement"]["AvailabilityZone"] == zone
+        assert [g["GroupName"] for g in r["Groups"]] == ["default"]
         aws_wait(cloud, "instance-running", "--instance-ids", first)
         d = ec2.describe_instances(InstanceIds=[first])["Reservations"][0]["Instances"][0]
         assert d["State"] == {"Code": 16, "Name": "running"}
@@ -73,19 +70,15 @@ def test_run_attach_write_detach_read_from_a_second_instance(cloud, guest_image)
         assert ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]["State"] == "in-use"
         aws_wait(cloud, "volume-in-use", "--volume-ids", vol)
         wrote = wait_console(ec2, first, r"TG-DISK \S+ .*wrote='(TG-WRITE [^']*)'").group(1)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            att = ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]["Attachments"]
-            if att and att[0]["State"] == "attached":
-                break
-            time.sleep(0.5)
-        assert att[0]["State"] == "attached" and att[0]["InstanceId"] == first
+        att = poll_until(f"{vol} attached", lambda: [
+            x for x in ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]["Attachments"]
+            if x["State"] == "attached"], timeout=30)
+        assert att[0]["InstanceId"] == first, att
 
         d = ec2.detach_volume(VolumeId=vol)
         assert d["State"] == "detaching"
         aws_wait(cloud, "volume-available", "--volume-ids", vol)
 
-        second, _ = run_one(ec2, emi)
         aws_wait(cloud, "instance-running", "--instance-ids", second)
         wait_console(ec2, second, r"TG-BOOTED")
         ec2.attach_volume(VolumeId=vol, InstanceId=second, Device="/dev/sdg")
@@ -194,24 +187,19 @@ def test_ebs_root_stop_then_start_boots_again(cloud, guest_image):
         assert s["CurrentState"]["Name"] == "pending", s
         aws_wait(cloud, "instance-running", "--instance-ids", iid)
         # Two boots in the console: the second is the started one.
-        deadline = time.time() + 120
-        text = ""
-        while time.time() < deadline:
-            text = console(ec2, iid)
-            if text.count("TG-BOOTED") >= 2:
-                break
-            time.sleep(1)
-        assert text.count("TG-BOOTED") >= 2, text[-4000:]
+        text = [""]
+
+        def booted_twice():
+            text[0] = console(ec2, iid)
+            return text[0].count("TG-BOOTED") >= 2
+        poll_until(f"a second TG-BOOTED on {iid}", booted_twice, timeout=120, interval=0.5,
+                   detail=lambda: text[0][-4000:])
     finally:
         ec2.terminate_instances(InstanceIds=[iid])
         aws_wait(cloud, "instance-terminated", "--instance-ids", iid)
     if root:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if not ec2.describe_volumes(Filters=[{"Name": "volume-id", "Values": [root]}])["Volumes"]:
-                break
-            time.sleep(1)
-        assert not ec2.describe_volumes(Filters=[{"Name": "volume-id", "Values": [root]}])["Volumes"]
+        poll_until(f"the root {root} deleted at terminate", lambda: not ec2.describe_volumes(
+            Filters=[{"Name": "volume-id", "Values": [root]}])["Volumes"], timeout=60)
 
 
 def test_a_launch_volume_reaches_the_guest_and_is_deleted_at_terminate(cloud, guest_image):

@@ -12,7 +12,7 @@ import signal
 import time
 
 from conftest import free_port  # noqa: F401  (the cloud fixtures' module)
-from helpers_ec2 import register_plain_image
+from helpers_ec2 import poll_until as until, register_plain_image
 from test_instances_cluster import nodes, sim_nodes, start, stop
 
 
@@ -20,17 +20,6 @@ def states(ec2, ids):
     return {i["InstanceId"]: (i["State"]["Name"], (i.get("StateReason") or {}).get("Code"))
             for r in ec2.describe_instances(InstanceIds=ids)["Reservations"]
             for i in r["Instances"]}
-
-
-def until(what, f, timeout=60):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = f()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
 
 
 def statuses(ec2, **kw):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Cloud, euca_bin, free_port
+from conftest import Cloud, euca_bin, free_port, with_short_guest_shutdown
 from helpers_ec2 import GUEST, console, register_guest_image, wait_console
 
 pytestmark = pytest.mark.skipif(not (GUEST / "initramfs.gz").exists(),
@@ -44,7 +44,8 @@ def wait_state(ec2, iid, name, timeout=120):
 
 class Node:
     """A separate `euca nc` (real QEMU) joined to `cloud` through the config
-    `euca up` writes for more nodes."""
+    `euca up` writes for more nodes (a guest gets conftest.GUEST_SHUTDOWN_SECS to
+    power off)."""
 
     def __init__(self, cloud, tmp_path):
         self.cloud = cloud
@@ -54,8 +55,11 @@ class Node:
         self.proc = None
 
     def start(self):
+        config = self.dir.parent / "nc.toml"
+        config.write_text(with_short_guest_shutdown(
+            (self.cloud.data / "credentials" / "nc-cache.toml").read_text()))
         self.proc = subprocess.Popen(
-            [euca_bin(), "nc", "--config", str(self.cloud.data / "credentials" / "nc-cache.toml"),
+            [euca_bin(), "nc", "--config", str(config),
              "--dir", str(self.dir), "--nc-listen", f"127.0.0.1:{self.port}", "--name", "n1",
              "--cores", "2", "--memory-mib", "2048", "--disk-gib", "20"],
             stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)

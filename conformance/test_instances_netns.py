@@ -38,6 +38,7 @@ POLL_MS = 500
 def bed(tmp_path_factory):
     tb = Testbed(tmp_path_factory.mktemp("netns"), nodes=4, cores=2, memory_mib=2048,
                  disk_gib=20, policy="GREEDY", poll_ms=POLL_MS)
+    tb.short_guest_shutdown = True
     try:
         tb.up()
         tb.ec2 = tb.cloud.ec2()

@@ -10,10 +10,9 @@ import urllib.request
 
 import pytest
 
-from helpers_ec2 import GUEST, register_guest_image, unique
+from helpers_ec2 import GUEST, unique, wait_console
 from helpers_net import dashed
 from test_net_modes import LEASE, wait_described
-from helpers_net import wait_line
 
 pytestmark = [
     pytest.mark.skipif(not (GUEST / "initramfs.gz").exists(),
@@ -30,9 +29,9 @@ class Bed:
         return ""
 
 
-def test_up_managed_novlan_out_of_the_box(cloud, tmp_path):
+def test_up_managed_novlan_out_of_the_box(cloud, guest_image):
     ec2 = cloud.ec2()
-    emi, _, _ = register_guest_image(cloud, tmp_path)
+    emi, _, _ = guest_image
     g = unique("up-net")
     ec2.create_security_group(GroupName=g, Description=g)
     r = ec2.run_instances(ImageId=emi, MinCount=1, MaxCount=1, InstanceType="m1.small",
@@ -40,10 +39,10 @@ def test_up_managed_novlan_out_of_the_box(cloud, tmp_path):
     iid = r["Instances"][0]["InstanceId"]
     bed = Bed(ec2, emi)
     try:
-        m, _ = wait_line(ec2, iid, LEASE, timeout=120)
+        m = wait_console(ec2, iid, LEASE, timeout=120)
         lease = m.group(1)
         assert wait_described(bed, iid, "PrivateIpAddress", lease) == lease
-        m, _ = wait_line(ec2, iid, r"TG-META instance-id=(\S+)")
+        m = wait_console(ec2, iid, r"TG-META instance-id=(\S+)")
         assert m.group(1) == iid
         public = wait_described(bed, iid, "PublicIpAddress")
         assert public.startswith("100.64."), public
