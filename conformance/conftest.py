@@ -334,11 +334,11 @@ def start_cloud(tmp_root, extra_args=()):
     return cloud_class()(data, free_port(), extra_args).start()
 
 
-# The tiny guest ignores ACPI power-down: each stop or terminate of one of its
-# instances waited out the node's whole grace (5 s by default) before the node
-# killed QEMU. The test nodes give it one second (the same path, powerdown then
-# kill); test_instances_nc_restart's `euca up` keeps the default (it tests that
-# stopping the cloud stops its guests).
+# The tiny guest powers off on the ACPI power button once its acpid runs, but a
+# guest stopped or terminated earlier in its boot ignores it and waits out the
+# node's whole grace (5 s by default) before the node kills QEMU. The test nodes
+# give it one second (the same path, powerdown then kill); test_instances_nc_restart's
+# `euca up` keeps the default (it tests that stopping the cloud stops its guests).
 GUEST_SHUTDOWN_SECS = 1
 
 

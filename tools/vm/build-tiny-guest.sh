@@ -30,6 +30,7 @@
 #   TG-BOOTED uptime=<s>     /init reached, modules loaded
 #   TG-DISK <dev> ...        per-disk results
 #   TG-DONE                  about to power off
+#   TG-POWERDOWN             the ACPI power button was pressed: powering off
 # Networking (issue 14), in the background so the markers above keep their timing,
 # when the guest has an eth0 (a NIC on a network):
 #   TG-LEASE ip=<ip> mask=<dotted mask> router=<gw> mac=<eth0 mac> uptime=<s>
@@ -72,7 +73,8 @@ for a in $("$R/bin/busybox" --list); do
 done
 # modules in dependency order (Debian 6.1 modules are plain .ko)
 MODS="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
-      virtio_mmio virtio_blk failover net_failover virtio_net virtio-rng"
+      virtio_mmio virtio_blk failover net_failover virtio_net virtio-rng
+      evdev button"
 KD=$WORK/k/lib/modules/$KVER/kernel
 : > "$R/lib/modules/order"
 for m in $MODS; do
@@ -89,6 +91,10 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko 2>/dev/null; done
+# The ACPI power button (QEMU's system_powerdown: a node's graceful stop) powers the
+# guest off, as a real OS does, so the node's powerdown-then-kill is taken by its
+# graceful branch (busybox acpid runs /etc/acpi/PWRF/00000080).
+acpid -c /etc/acpi -l /tmp/acpid.log -p /tmp/acpid.pid 2>/dev/null
 mode=hotplug; wait=0
 for a in $(cat /proc/cmdline); do
   case $a in tg.mode=*) mode=${a#tg.mode=};; tg.wait=*) wait=${a#tg.wait=};; esac
@@ -170,6 +176,16 @@ sync
 poweroff -f; reboot -f
 EOF
 chmod +x "$R/init"
+
+# acpid's power-button action.
+mkdir -p "$R/etc/acpi/PWRF"
+cat > "$R/etc/acpi/PWRF/00000080" <<'EOF'
+#!/bin/sh
+echo "TG-POWERDOWN uptime=$(cut -d' ' -f1 /proc/uptime)" > /dev/console
+sync
+poweroff -f
+EOF
+chmod +x "$R/etc/acpi/PWRF/00000080"
 
 # udhcpc's event script: configures eth0 from the lease and leaves it in /tmp/lease
 # for /init to print (busybox exports ip, subnet, router, broadcast, staticroutes).
