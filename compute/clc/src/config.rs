@@ -34,7 +34,13 @@ pub struct ClcConfig {
     pub dns_listen: Option<SocketAddr>,
     /// The domain of instances' public names (`euca-A-B-C-D.eucalyptus.<domain>`).
     pub dns_domain: String,
+    /// How many elastic IPs one account may hold (`[clc] max_elastic_ips`;
+    /// [`DEFAULT_MAX_ELASTIC_IPS`], EC2's default; 0: none).
+    pub max_elastic_ips: u32,
 }
+
+/// Elastic IPs per account unless told otherwise (EC2's default quota).
+pub const DEFAULT_MAX_ELASTIC_IPS: u32 = 5;
 
 /// Where the dynamic DNS listens unless told otherwise.
 pub const DEFAULT_DNS_LISTEN: &str = "127.0.0.1:8753";
@@ -74,6 +80,7 @@ impl Default for ClcConfig {
             clusters: Vec::new(),
             dns_listen: Some(DEFAULT_DNS_LISTEN.parse().expect("constant address")),
             dns_domain: "localhost".into(),
+            max_elastic_ips: DEFAULT_MAX_ELASTIC_IPS,
         }
     }
 }
@@ -288,6 +295,14 @@ mod tests {
         assert!(serde_json::from_str::<ClcConfig>(r#"{"dns_listen":"nope"}"#).is_err());
         let bad: ClcConfig = toml_like(r#"{"dns_domain":"a..b"}"#);
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn max_elastic_ips_default_and_set() {
+        assert_eq!(ClcConfig::default().max_elastic_ips, 5);
+        let none: ClcConfig = toml_like(r#"{"max_elastic_ips":0}"#);
+        assert_eq!(none.max_elastic_ips, 0);
+        assert!(serde_json::from_str::<ClcConfig>(r#"{"max_elastic_ips":-1}"#).is_err());
     }
 
     fn toml_like(json: &str) -> ClcConfig {

@@ -444,6 +444,11 @@ pub struct Address {
     /// The instance it is mapped to.
     #[serde(default)]
     pub instance_id: Option<String>,
+    /// When it was taken (Unix seconds, the system clock; none in records older
+    /// than the field): the leak sweep leaves a young launch-time address alone,
+    /// since its launch may not have written the instance yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<i64>,
 }
 
 /// A private network allocation (internal): a group subnet index
@@ -454,6 +459,9 @@ pub struct Address {
 pub struct NetRecord {
     pub id: String,
     pub holder: String,
+    /// When it was taken (as [`Address::created`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<i64>,
 }
 
 /// A MAC address handed out (id = the address), or the cloud's prefix.

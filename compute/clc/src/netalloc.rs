@@ -14,11 +14,16 @@
 //! Every allocation and release holds one process-wide lock, so "lowest free" is
 //! decided and taken in one step and a subnet is never given back while a launch
 //! is putting an instance into it. All of it runs on the blocking pool.
+//!
+//! Records whose holder is gone (a crash between a launch's allocation and its
+//! instance record, an instance ended while the CLC was down) are given back by
+//! [`sweep`], which the reconciler runs now and then.
 use crate::error::Ec2Error;
-use crate::model::{Address, GroupRef, Instance, NetRecord};
+use crate::model::{Address, GroupRef, Instance, InstanceState, NetRecord};
+use crate::offload::all_of;
 use crate::store::{Db, Owned, Record, Write};
 use euca_compute_proto::net::{ClusterNet, NetMode, NicSpec, Segment};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::{Mutex, MutexGuard};
 
@@ -29,7 +34,7 @@ static LOCK: Mutex<()> = Mutex::new(());
 
 /// Holds the allocation lock (a poisoned lock is still a lock: the records, not
 /// the guard, hold the state).
-pub(crate) fn lock() -> MutexGuard<'static, ()> {
+pub fn lock() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -69,6 +74,13 @@ fn member_prefix(zone: &str, sg: &str) -> String {
 /// The id of public address `ip`'s record in `zone`.
 pub fn address_id(zone: &str, ip: Ipv4Addr) -> String {
     format!("{zone}/{ip}")
+}
+
+/// The time stamped on new records ([`NetRecord::created`], [`Address::created`]):
+/// Unix seconds of the system clock, which [`sweep`]'s caller reads too (not the
+/// CLC's replaceable clock, which tests pin to the past).
+pub fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 fn no_room(what: String) -> Ec2Error {
@@ -147,6 +159,7 @@ pub(crate) fn allocate(
                 &NetRecord {
                     id: format!("{}{id}", member_prefix(zone, &g.id)),
                     holder: ip.to_string(),
+                    created: Some(unix_now()),
                 },
             )?;
             let public_ip = if public {
@@ -190,6 +203,7 @@ fn take_ip(
         let rec = NetRecord {
             id: rid,
             holder: id.to_string(),
+            created: Some(unix_now()),
         };
         if db.insert_new(OWNER, &rec)? {
             return Ok(Some(ip));
@@ -220,6 +234,7 @@ fn group_index(db: &Db, net: &ClusterNet, zone: &str, sg: &str) -> Result<u32, E
                 &NetRecord {
                     id: sid,
                     holder: sg.to_string(),
+                    created: Some(unix_now()),
                 },
             )?
         {
@@ -228,6 +243,7 @@ fn group_index(db: &Db, net: &ClusterNet, zone: &str, sg: &str) -> Result<u32, E
                 &NetRecord {
                     id: group_id(zone, sg),
                     holder: k.to_string(),
+                    created: Some(unix_now()),
                 },
             )?;
             return Ok(k);
@@ -239,10 +255,11 @@ fn group_index(db: &Db, net: &ClusterNet, zone: &str, sg: &str) -> Result<u32, E
     )))
 }
 
-/// Gives group `sg`'s subnet back if no instance of the zone is in it.
-fn drop_group_if_unused(db: &Db, zone: &str, sg: &str) -> Result<(), Ec2Error> {
+/// Gives group `sg`'s subnet back if no instance of the zone is in it; whether
+/// it had one to give back.
+fn drop_group_if_unused(db: &Db, zone: &str, sg: &str) -> Result<bool, Ec2Error> {
     if !with_prefix::<NetRecord>(db, &member_prefix(zone, sg))?.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let k = db.update::<NetRecord, _>(&group_id(zone, sg), |cur| {
         Ok(match cur {
@@ -250,7 +267,10 @@ fn drop_group_if_unused(db: &Db, zone: &str, sg: &str) -> Result<(), Ec2Error> {
             None => (Write::Keep, None),
         })
     })?;
-    if let Some(k) = k.and_then(|k| k.parse::<u32>().ok()) {
+    let Some(k) = k else {
+        return Ok(false);
+    };
+    if let Ok(k) = k.parse::<u32>() {
         db.update::<NetRecord, _>(&subnet_id(zone, k), |cur| {
             Ok(match cur {
                 Some(c) if c.record.holder == sg => (Write::Delete, ()),
@@ -258,7 +278,7 @@ fn drop_group_if_unused(db: &Db, zone: &str, sg: &str) -> Result<(), Ec2Error> {
             })
         })?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Takes the lowest free public address of `zone`'s pool: launch-time for
@@ -287,6 +307,7 @@ pub(crate) fn take_public(
             public_ip: *ip,
             elastic,
             instance_id: instance.map(String::from),
+            created: Some(unix_now()),
         };
         if db.insert_new(owner, &rec)? {
             return Ok(Some(*ip));
@@ -315,18 +336,37 @@ pub(crate) fn drop_public(db: &Db, zone: &str, ip: Ipv4Addr, id: &str) -> Result
 
 /// Gives back everything instance `i` holds (idempotent) and clears its record's
 /// addresses (when the record is still there). Hold [`lock`].
-pub(crate) fn release(db: &Db, i: &Instance) -> Result<(), Ec2Error> {
+///
+/// `i` may be a stale copy (the reconciler's, read before an elastic IP was
+/// associated with the instance), so the stored record is read again here, under
+/// the lock, and what either of them names is given back; every give-back is
+/// guarded by the holder, so naming an address the instance no longer holds
+/// frees nothing of anyone else's. The copy still counts for a record that is gone
+/// or was never written (a launch that failed before writing it).
+pub fn release(db: &Db, i: &Instance) -> Result<(), Ec2Error> {
+    // A stored record of another reservation is another instance that drew the
+    // same id (a launch's id clash): not this one's to clear.
+    let stored = db
+        .get::<Instance>(&i.id)?
+        .map(|o| o.record)
+        .filter(|s| s.reservation_id == i.reservation_id);
+    let views: Vec<&Instance> = std::iter::once(i).chain(stored.as_ref()).collect();
     let zone = &i.zone;
-    if let Some(ip) = i.public_ip {
+    let publics: BTreeSet<Ipv4Addr> = views.iter().filter_map(|v| v.public_ip).collect();
+    for ip in publics {
         drop_public(db, zone, ip, &i.id)?;
     }
-    if let (Some(ip), true) = (
-        i.private_ip,
-        matches!(
-            i.net_mode(),
-            NetMode::Static | NetMode::Managed | NetMode::ManagedNovlan
-        ),
-    ) {
+    let privates: BTreeSet<Ipv4Addr> = views
+        .iter()
+        .filter(|v| {
+            matches!(
+                v.net_mode(),
+                NetMode::Static | NetMode::Managed | NetMode::ManagedNovlan
+            )
+        })
+        .filter_map(|v| v.private_ip)
+        .collect();
+    for ip in privates {
         db.update::<NetRecord, _>(&ip_id(zone, ip), |cur| {
             Ok(match cur {
                 Some(c) if c.record.holder == i.id => (Write::Delete, ()),
@@ -334,12 +374,15 @@ pub(crate) fn release(db: &Db, i: &Instance) -> Result<(), Ec2Error> {
             })
         })?;
     }
-    if i.net_index.is_some() {
+    if views.iter().any(|v| v.net_index.is_some()) {
         if let Some(g) = i.groups.first() {
             let member = format!("{}{}", member_prefix(zone, &g.id), i.id);
             db.update::<NetRecord, _>(&member, |_| Ok((Write::Delete, ())))?;
             drop_group_if_unused(db, zone, &g.id)?;
         }
+    }
+    if stored.is_none() {
+        return Ok(());
     }
     db.update::<Instance, _>(&i.id, |cur| {
         Ok(match cur {
@@ -364,6 +407,206 @@ pub(crate) fn set_public(db: &Db, id: &str, ip: Option<Ipv4Addr>) -> Result<(), 
         Ok(match cur {
             Some(c) if c.record.public_ip != ip => {
                 c.record.public_ip = ip;
+                (Write::Put, ())
+            }
+            _ => (Write::Keep, ()),
+        })
+    })
+}
+
+/// How long [`sweep`] leaves a record alone whose holder has no instance record
+/// (seconds). A launch takes its addresses under [`lock`] and writes its
+/// (`launching`) instance record only after letting go of it, so for a moment a
+/// live launch's records name an instance that does not exist yet. The records
+/// carry the time they were taken rather than the launch holding the lock across
+/// its write: the sweep then needs nothing from the launch path, and it tells a
+/// young record from a leaked one after a restart too. The window is one blocking
+/// closure with no network call in it; five minutes is for a stalled disk or a
+/// starved blocking pool. A record without a time was written by an older
+/// version, so by no launch of this process: it is judged at once.
+pub const LEAK_GRACE_SECS: i64 = 300;
+
+/// What one [`sweep`] gave back, by record id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Private allocations (`<zone>/ip/…`, `<zone>/member/…`).
+    pub private: Vec<String>,
+    /// Group subnets no instance is in any more (`<zone>/group/…`, and
+    /// `<zone>/subnet/…` left without their group).
+    pub subnets: Vec<String>,
+    /// Launch-time public addresses, back in the pool.
+    pub public: Vec<String>,
+    /// Elastic IPs taken off an ended or missing instance (still their owner's).
+    pub disassociated: Vec<String>,
+}
+
+impl Swept {
+    pub fn is_empty(&self) -> bool {
+        self.private.is_empty()
+            && self.subnets.is_empty()
+            && self.public.is_empty()
+            && self.disassociated.is_empty()
+    }
+}
+
+/// Where an allocation's holder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    Live,
+    Ended,
+    Missing,
+}
+
+/// Instance `id`'s standing, read once per sweep.
+fn holder(db: &Db, seen: &mut HashMap<String, Holder>, id: &str) -> Result<Holder, Ec2Error> {
+    if let Some(h) = seen.get(id) {
+        return Ok(*h);
+    }
+    let h = match db.get::<Instance>(id)? {
+        None => Holder::Missing,
+        Some(o) if o.record.state == InstanceState::Terminated => Holder::Ended,
+        Some(_) => Holder::Live,
+    };
+    seen.insert(id.to_string(), h);
+    Ok(h)
+}
+
+/// Whether a record taken at `created` for a holder standing `h` is a leak.
+fn leaked(h: Holder, created: Option<i64>, now: i64) -> bool {
+    match h {
+        Holder::Live => false,
+        Holder::Ended => true,
+        Holder::Missing => created.is_none_or(|t| t.saturating_add(LEAK_GRACE_SECS) <= now),
+    }
+}
+
+/// Gives back every allocation whose holder is terminated, or has had no
+/// instance record for [`LEAK_GRACE_SECS`] (by `now`, [`unix_now`]'s clock):
+/// private addresses and group memberships, then the group subnets left empty,
+/// and launch-time public addresses; an elastic IP associated with such an
+/// instance is disassociated and stays its owner's. Hold [`lock`].
+pub fn sweep(db: &Db, now: i64) -> Result<Swept, Ec2Error> {
+    let mut out = Swept::default();
+    let mut seen: HashMap<String, Holder> = HashMap::new();
+    let mut groups: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut subnets: Vec<NetRecord> = Vec::new();
+    for o in all_of::<NetRecord>(db, None)? {
+        let r = o.record;
+        let mut parts = r.id.splitn(3, '/');
+        let (Some(zone), Some(kind), Some(rest)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let holder_id = match kind {
+            "ip" => r.holder.as_str(),
+            "member" => match rest.split_once('/') {
+                Some((_, iid)) => iid,
+                None => continue,
+            },
+            "group" => {
+                groups.insert((zone.to_string(), rest.to_string()));
+                continue;
+            }
+            "subnet" => {
+                subnets.push(r);
+                continue;
+            }
+            _ => continue,
+        };
+        if !leaked(holder(db, &mut seen, holder_id)?, r.created, now) {
+            continue;
+        }
+        let gone = db.update::<NetRecord, _>(&r.id, |cur| {
+            Ok(match cur {
+                Some(c) if c.record.holder == r.holder => (Write::Delete, true),
+                _ => (Write::Keep, false),
+            })
+        })?;
+        if gone {
+            out.private.push(r.id);
+        }
+    }
+    // Under the lock a group record always has a member (a launch adds the member
+    // in the same hold that made the group), so an empty group is a leak.
+    for (zone, sg) in &groups {
+        if drop_group_if_unused(db, zone, sg)? {
+            out.subnets.push(group_id(zone, sg));
+        }
+    }
+    // A subnet whose group record is gone or names another subnet: a crash
+    // between the two writes of `group_index`.
+    for r in subnets {
+        let Some((zone, k)) = r.id.split_once("/subnet/") else {
+            continue;
+        };
+        let mine = db
+            .get::<NetRecord>(&group_id(zone, &r.holder))?
+            .is_some_and(|g| g.record.holder == k);
+        if mine {
+            continue;
+        }
+        let gone = db.update::<NetRecord, _>(&r.id, |cur| {
+            Ok(match cur {
+                Some(c) if c.record.holder == r.holder => (Write::Delete, true),
+                _ => (Write::Keep, false),
+            })
+        })?;
+        if gone {
+            out.subnets.push(r.id);
+        }
+    }
+    for o in all_of::<Address>(db, None)? {
+        let a = o.record;
+        match (a.instance_id.as_deref(), a.elastic) {
+            // AssociateAddress checks its target is live under the lock, so a
+            // missing holder is never a launch in progress: no grace.
+            (Some(iid), true) => {
+                if holder(db, &mut seen, iid)? == Holder::Live {
+                    continue;
+                }
+                drop_public(db, &a.zone, a.public_ip, iid)?;
+                forget_public(db, iid, a.public_ip)?;
+                out.disassociated.push(a.id);
+            }
+            (Some(iid), false) => {
+                if !leaked(holder(db, &mut seen, iid)?, a.created, now) {
+                    continue;
+                }
+                drop_public(db, &a.zone, a.public_ip, iid)?;
+                forget_public(db, iid, a.public_ip)?;
+                out.public.push(a.id);
+            }
+            // A launch-time address is always taken for an instance; one naming
+            // none has no holder to wait for.
+            (None, false) => {
+                if !leaked(Holder::Missing, a.created, now) {
+                    continue;
+                }
+                let gone = db.update::<Address, _>(&a.id, |cur| {
+                    Ok(match cur {
+                        Some(c) if !c.record.elastic && c.record.instance_id.is_none() => {
+                            (Write::Delete, true)
+                        }
+                        _ => (Write::Keep, false),
+                    })
+                })?;
+                if gone {
+                    out.public.push(a.id);
+                }
+            }
+            // Allocated, not associated: its owner's until released.
+            (None, true) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Clears instance `id`'s public address if it is still `ip`.
+fn forget_public(db: &Db, id: &str, ip: Ipv4Addr) -> Result<(), Ec2Error> {
+    db.update::<Instance, _>(id, |cur| {
+        Ok(match cur {
+            Some(c) if c.record.public_ip == Some(ip) => {
+                c.record.public_ip = None;
                 (Write::Put, ())
             }
             _ => (Write::Keep, ()),

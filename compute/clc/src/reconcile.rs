@@ -26,7 +26,9 @@
 //!   frees its capacity,
 //! - gives back the addresses of ended instances, records the address a node
 //!   learned (`system` mode), and sends each cluster its network state when it
-//!   differs from what the CC applied ([`crate::netstate::sync`]),
+//!   differs from what the CC applied ([`crate::netstate::sync`]); at start and
+//!   every [`SWEEP_EVERY`] passes it also gives back address records whose holder
+//!   is gone ([`sweep_leaks`]),
 //! - removes terminated instances an hour after they ended.
 use crate::actions::attachments::{release_volume, set_attachment};
 use crate::actions::instances::{delete_instance, drive_launch, in_flight, TERMINATED_KEPT_SECS};
@@ -48,6 +50,11 @@ pub const INTERVAL: Duration = Duration::from_secs(1);
 /// reconciler terminates it (seconds).
 pub const STRAY_GRACE_SECS: i64 = 30;
 
+/// How many passes apart the leaked-address sweep runs (and once at start).
+/// Leaks come only from a crash or a launch that failed half way, and the sweep
+/// reads every address record, so not on every 1 s pass.
+pub const SWEEP_EVERY: u64 = 60;
+
 pub use crate::model::NODE_DOWN;
 
 /// Runs passes until `shutdown` turns true (or its sender goes).
@@ -56,10 +63,17 @@ pub fn spawn(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut passes: u64 = 0;
         loop {
             if *shutdown.borrow() {
                 return;
             }
+            if passes.is_multiple_of(SWEEP_EVERY) {
+                if let Err(e) = sweep_leaks(&clc).await {
+                    tracing::warn!(error = %e, "sweeping leaked address records");
+                }
+            }
+            passes = passes.wrapping_add(1);
             if let Err(e) = pass(&clc).await {
                 tracing::warn!(error = %e, "instance reconcile pass");
             }
@@ -150,6 +164,29 @@ async fn release_net(clc: &Clc, i: &Instance) -> Result<(), Ec2Error> {
         crate::netalloc::release(&db, &i)
     })
     .await
+}
+
+/// Gives back the address records whose holder is terminated or was never
+/// written ([`crate::netalloc::sweep`]); the DNS index follows at once, the
+/// clusters on the next pass.
+pub async fn sweep_leaks(clc: &Clc) -> Result<crate::netalloc::Swept, Ec2Error> {
+    let db = clc.db.clone();
+    let swept = blocking(move || {
+        let _g = crate::netalloc::lock();
+        crate::netalloc::sweep(&db, crate::netalloc::unix_now())
+    })
+    .await?;
+    if !swept.is_empty() {
+        tracing::warn!(
+            ?swept,
+            "gave back address records an ended or missing instance held"
+        );
+        if let Err(e) = crate::netstate::refresh_dns(clc).await {
+            tracing::warn!(error = %e, "rebuilding the DNS index");
+        }
+        clc.kick_reconciler();
+    }
+    Ok(swept)
 }
 
 /// Terminates the guests nothing should be running (see the module doc):

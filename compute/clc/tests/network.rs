@@ -3,12 +3,15 @@
 //! ClusterNet: address allocation (group subnets, lowest free, freed at
 //! termination, one group only), the elastic IP API, the NetworkState pushed to
 //! the cluster (rules, metadata tree, re-push on another digest or none),
-//! DescribeInstances' network fields and the dynamic DNS server's answers.
+//! DescribeInstances' network fields and the dynamic DNS server's answers; the
+//! address bookkeeping: the per-account elastic IP limit, the sweep of records
+//! whose holder is gone, a release from a stale copy of the instance.
 mod common;
 
 use common::netcluster::NetCluster;
 use common::{call, text, texts};
-use euca_clc::model::{Image, ImageState, ImageType, Instance, InstanceState};
+use euca_clc::model::{Address, Image, ImageState, ImageType, Instance, InstanceState, NetRecord};
+use euca_clc::store::Write;
 use euca_clc::{Clc, ClcConfig, Ec2Error};
 use euca_compute_proto::net::{ClusterNet, NetMode, Segment};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
@@ -43,12 +46,21 @@ fn managed(pool: u8) -> ClusterNet {
 }
 
 fn setup(dir: &std::path::Path, net: ClusterNet) -> (Arc<Clc>, Arc<NetCluster>) {
+    setup_with(dir, net, ClcConfig::default())
+}
+
+/// [`setup`] with `config`'s other settings.
+fn setup_with(
+    dir: &std::path::Path,
+    net: ClusterNet,
+    config: ClcConfig,
+) -> (Arc<Clc>, Arc<NetCluster>) {
     let clc = common::open_with(
         dir,
         ClcConfig {
             zone: Some(ZONE.into()),
             dns_domain: "cloud.test".into(),
-            ..ClcConfig::default()
+            ..config
         },
     );
     let fake = Arc::new(NetCluster::new(net));
@@ -348,12 +360,12 @@ async fn elastic_addresses_round_trip_and_errors() {
     .await;
     assert_eq!(code(e), "InvalidInstanceID.NotFound");
 
-    // The last one, then the pool is empty.
+    // The last one, then the pool is empty (the account is below its limit).
     let out = call(&clc, A, "AllocateAddress", &[]).await.unwrap();
     assert_eq!(text(&out, "publicIp"), Some("198.51.100.3"));
     assert_eq!(
         code(call(&clc, A, "AllocateAddress", &[]).await),
-        "AddressLimitExceeded"
+        "InsufficientAddressCapacity"
     );
 
     // Moving .2 to i2: i1 is left without one (the pool is empty).
@@ -741,4 +753,289 @@ async fn a_cluster_that_is_down_delays_the_push_not_the_answer() {
     let st = fake.last_sent().unwrap();
     assert_eq!(st.instances[0].public_ip, Some(ip(&eip)));
     assert_eq!(st.instances[0].metadata["public-ipv4"], eip);
+}
+
+/// AllocateAddress `n` times as `who`; the addresses.
+async fn allocate_n(clc: &Clc, who: &str, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let got = call(clc, who, "AllocateAddress", &[]).await.unwrap();
+        out.push(text(&got, "publicIp").unwrap().to_string());
+    }
+    out
+}
+
+fn limited(n: u32) -> ClcConfig {
+    ClcConfig {
+        max_elastic_ips: n,
+        ..ClcConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn elastic_ips_per_account_are_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, _fake) = setup_with(dir.path(), managed(10), limited(2));
+    // A launch-time address is not an elastic IP: it does not count.
+    let i1 = run(&clc, A, &[]).await.unwrap();
+    assert_eq!(rec(&clc, &i1).public_ip, Some(ip("198.51.100.1")));
+    let mine = allocate_n(&clc, A, 2).await;
+    let e = call(&clc, A, "AllocateAddress", &[])
+        .await
+        .expect_err("over the limit");
+    assert_eq!(
+        (e.code().as_ref(), e.status()),
+        ("AddressLimitExceeded", 400)
+    );
+    assert!(e.to_string().contains('2'), "{e}");
+    // Per account: B has its own two.
+    allocate_n(&clc, B, 2).await;
+    assert_eq!(
+        code(call(&clc, B, "AllocateAddress", &[]).await),
+        "AddressLimitExceeded"
+    );
+    // An associated one still counts; a released one makes room again.
+    associate(&clc, &mine[0], &i1).await;
+    assert_eq!(
+        code(call(&clc, A, "AllocateAddress", &[]).await),
+        "AddressLimitExceeded"
+    );
+    call(&clc, A, "ReleaseAddress", &[("PublicIp", &mine[1])])
+        .await
+        .unwrap();
+    // The lowest free: i1's launch-time .1, back in the pool since the association.
+    let again = allocate_n(&clc, A, 1).await;
+    assert_eq!(again, ["198.51.100.1"]);
+    let out = call(&clc, A, "DescribeAddresses", &[]).await.unwrap();
+    assert_eq!(texts(&out, "publicIp").len(), 2);
+
+    // 0: no elastic IPs at all.
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, _fake) = setup_with(dir.path(), managed(10), limited(0));
+    assert_eq!(
+        code(call(&clc, A, "AllocateAddress", &[]).await),
+        "AddressLimitExceeded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_allocations_stop_at_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, _fake) = setup_with(dir.path(), managed(12), limited(3));
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let clc = clc.clone();
+            tokio::spawn(async move { call(&clc, A, "AllocateAddress", &[]).await })
+        })
+        .collect();
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(e.code(), "AddressLimitExceeded");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((ok, refused), (3, 7));
+    let out = call(&clc, A, "DescribeAddresses", &[]).await.unwrap();
+    assert_eq!(texts(&out, "publicIp").len(), 3);
+}
+
+const CLOUD: &str = "cloud";
+
+fn net_rec(id: String, holder: &str, created: Option<i64>) -> NetRecord {
+    NetRecord {
+        id,
+        holder: holder.into(),
+        created,
+    }
+}
+
+fn launch_time(public: &str, instance: &str, created: Option<i64>) -> Address {
+    Address {
+        id: format!("{ZONE}/{public}"),
+        zone: ZONE.into(),
+        public_ip: ip(public),
+        elastic: false,
+        instance_id: Some(instance.into()),
+        created,
+    }
+}
+
+fn has_net(clc: &Clc, id: &str) -> bool {
+    clc.db.get::<NetRecord>(id).unwrap().is_some()
+}
+
+fn address(clc: &Clc, public: &str) -> Option<(String, Address)> {
+    clc.db
+        .get::<Address>(&format!("{ZONE}/{public}"))
+        .unwrap()
+        .map(|o| (o.owner, o.record))
+}
+
+fn sorted(v: &[String]) -> Vec<String> {
+    let mut v = v.to_vec();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn leaked_records_are_swept_live_and_young_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, _fake) = setup(dir.path(), managed(6));
+    let now = euca_clc::netalloc::unix_now();
+    let old = Some(now - euca_clc::netalloc::LEAK_GRACE_SECS - 1);
+    // Live: i1 (10.10.0.2, .1). i2 (10.10.0.3) gets elastic .3 (its .2 goes back),
+    // then ends without its addresses given back (the CLC died in between).
+    let i1 = run(&clc, A, &[]).await.unwrap();
+    let i2 = run(&clc, A, &[]).await.unwrap();
+    let sg = rec(&clc, &i1).groups[0].id.clone();
+    let eip = allocate_n(&clc, A, 1).await.remove(0);
+    assert_eq!(eip, "198.51.100.3");
+    associate(&clc, &eip, &i2).await;
+    clc.db
+        .update::<Instance, _>(&i2, |c| {
+            let c = c.unwrap();
+            c.record.state = InstanceState::Terminated;
+            Ok((Write::Put, ()))
+        })
+        .unwrap();
+    // A launch that crashed before writing i-dead0001: a private address, its
+    // membership and a launch-time public address.
+    let dead = "i-dead0001";
+    let writes_net = [
+        net_rec(format!("{ZONE}/ip/10.10.0.4"), dead, old),
+        net_rec(format!("{ZONE}/member/{sg}/{dead}"), "10.10.0.4", old),
+        // One of an older version (no time), the only one of group "web": the
+        // group's subnet goes with it.
+        net_rec(format!("{ZONE}/subnet/1"), "sg-web00001", None),
+        net_rec(format!("{ZONE}/group/sg-web00001"), "1", None),
+        net_rec(format!("{ZONE}/ip/10.10.0.66"), "i-dead0002", None),
+        net_rec(
+            format!("{ZONE}/member/sg-web00001/i-dead0002"),
+            "10.10.0.66",
+            None,
+        ),
+        // A subnet whose group record was never written.
+        net_rec(format!("{ZONE}/subnet/2"), "sg-gone0001", Some(now)),
+        // A launch in progress: taken just now, its instance not written yet.
+        net_rec(format!("{ZONE}/ip/10.10.0.5"), "i-young001", Some(now)),
+        net_rec(
+            format!("{ZONE}/member/{sg}/i-young001"),
+            "10.10.0.5",
+            Some(now),
+        ),
+    ];
+    for r in &writes_net {
+        assert!(clc.db.insert_new(CLOUD, r).unwrap(), "{}", r.id);
+    }
+    assert!(clc
+        .db
+        .insert_new(A, &launch_time("198.51.100.4", dead, old))
+        .unwrap());
+    assert!(clc
+        .db
+        .insert_new(A, &launch_time("198.51.100.6", "i-young001", Some(now)))
+        .unwrap());
+
+    let swept = euca_clc::reconcile::sweep_leaks(&clc).await.unwrap();
+    let private = |s: &str| format!("{ZONE}/{s}");
+    assert_eq!(
+        sorted(&swept.private),
+        sorted(&[
+            private("ip/10.10.0.3"),
+            private(&format!("member/{sg}/{i2}")),
+            private("ip/10.10.0.4"),
+            private(&format!("member/{sg}/{dead}")),
+            private("ip/10.10.0.66"),
+            private("member/sg-web00001/i-dead0002"),
+        ])
+    );
+    assert_eq!(
+        sorted(&swept.subnets),
+        sorted(&[private("group/sg-web00001"), private("subnet/2")])
+    );
+    assert!(!has_net(&clc, &private("subnet/1")));
+    assert_eq!(swept.public, [private("198.51.100.4")]);
+    assert_eq!(swept.disassociated, [private("198.51.100.3")]);
+
+    // Kept: the live instance's and the young launch's records, the group in use.
+    for id in [
+        "ip/10.10.0.2".to_string(),
+        format!("member/{sg}/{i1}"),
+        "ip/10.10.0.5".to_string(),
+        format!("member/{sg}/i-young001"),
+        format!("group/{sg}"),
+        "subnet/0".to_string(),
+    ] {
+        assert!(has_net(&clc, &private(&id)), "{id}");
+    }
+    assert!(address(&clc, "198.51.100.1").is_some());
+    assert!(address(&clc, "198.51.100.6").is_some());
+    // The elastic IP is still A's, on no instance; the ended instance names none.
+    let (owner, a) = address(&clc, &eip).unwrap();
+    assert_eq!((owner.as_str(), a.elastic, a.instance_id), (A, true, None));
+    assert_eq!(rec(&clc, &i2).public_ip, None);
+
+    // A second sweep finds nothing.
+    assert!(euca_clc::reconcile::sweep_leaks(&clc)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // What was swept is handed out again, lowest first: 10.10.0.3 and the pool's
+    // .2 (given back at the association), then 10.10.0.4 and .4; "web" gets
+    // subnet 1.
+    let i3 = run(&clc, A, &[]).await.unwrap();
+    let i4 = run(&clc, A, &[]).await.unwrap();
+    assert_eq!(rec(&clc, &i3).private_ip, Some(ip("10.10.0.3")));
+    assert_eq!(rec(&clc, &i3).public_ip, Some(ip("198.51.100.2")));
+    assert_eq!(rec(&clc, &i4).private_ip, Some(ip("10.10.0.4")));
+    assert_eq!(rec(&clc, &i4).public_ip, Some(ip("198.51.100.4")));
+    let web = group(&clc, A, "web").await;
+    let i5 = run(&clc, A, &[("SecurityGroupId.1", &web)]).await.unwrap();
+    assert_eq!(rec(&clc, &i5).net_index, Some(1));
+    assert_eq!(rec(&clc, &i5).private_ip, Some(ip("10.10.0.66")));
+}
+
+#[tokio::test]
+async fn release_from_a_stale_copy_lets_go_of_a_later_elastic_ip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, _fake) = setup(dir.path(), managed(3));
+    let i1 = run(&clc, A, &[("AddressingType", "private")])
+        .await
+        .unwrap();
+    // The reconciler's copy, read before the elastic IP was associated.
+    let copy = rec(&clc, &i1);
+    assert_eq!(copy.public_ip, None);
+    let eip = allocate_n(&clc, A, 1).await.remove(0);
+    associate(&clc, &eip, &i1).await;
+    clc.db
+        .update::<Instance, _>(&i1, |c| {
+            let c = c.unwrap();
+            c.record.state = InstanceState::Terminated;
+            Ok((Write::Put, ()))
+        })
+        .unwrap();
+    let db = clc.db.clone();
+    tokio::task::spawn_blocking(move || {
+        let _g = euca_clc::netalloc::lock();
+        euca_clc::netalloc::release(&db, &copy)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let (owner, a) = address(&clc, &eip).unwrap();
+    assert_eq!((owner.as_str(), a.elastic, a.instance_id), (A, true, None));
+    let r = rec(&clc, &i1);
+    assert_eq!((r.private_ip, r.public_ip, r.net_index), (None, None, None));
+    assert!(!has_net(&clc, &format!("{ZONE}/ip/10.10.0.2")));
+    // Free for another instance of its owner's.
+    let i2 = run(&clc, A, &[("AddressingType", "private")])
+        .await
+        .unwrap();
+    associate(&clc, &eip, &i2).await;
+    assert_eq!(rec(&clc, &i2).public_ip, Some(ip(&eip)));
 }

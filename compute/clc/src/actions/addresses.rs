@@ -9,6 +9,10 @@
 //! instance a fresh launch-time one, if the pool has any left. Every change
 //! rebuilds the DNS index at once and kicks the reconciler, which sends the
 //! cluster its new state.
+//!
+//! An account holds at most `[clc] max_elastic_ips` elastic IPs
+//! (`AddressLimitExceeded` beyond; EC2's default of 5); a pool with no free
+//! address answers `InsufficientAddressCapacity`.
 use crate::call::Call;
 use crate::describe::{self, Describe};
 use crate::error::Ec2Error;
@@ -82,22 +86,34 @@ pub async fn allocate_address(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec
         ));
     }
     let (db, me) = (cx.clc.db.clone(), cx.account().to_string());
-    let got = blocking(move || {
+    let limit = cx.clc.config.max_elastic_ips;
+    let ip = blocking(move || {
         let _g = netalloc::lock();
+        // Counted under the lock, so two allocations at once cannot both pass at
+        // the limit's last free place.
+        let held = all_of::<Address>(&db, Some(&me))?
+            .iter()
+            .filter(|o| o.record.elastic)
+            .count();
+        if held >= usize::try_from(limit).unwrap_or(usize::MAX) {
+            return Err(Ec2Error::state(
+                "AddressLimitExceeded",
+                format!(
+                    "The maximum number of addresses has been reached: this account may hold {limit} elastic IPs and holds {held}"
+                ),
+            ));
+        }
         for (zone, net) in &pools {
             if let Some(ip) = netalloc::take_public(&db, net, zone, &me, None, true)? {
-                return Ok(Some(ip));
+                return Ok(ip);
             }
         }
-        Ok(None)
+        Err(Ec2Error::state(
+            "InsufficientAddressCapacity",
+            "The public address pool has no free address",
+        ))
     })
     .await?;
-    let ip = got.ok_or_else(|| {
-        Ec2Error::state(
-            "AddressLimitExceeded",
-            "The maximum number of addresses has been reached: the public pool has no free address",
-        )
-    })?;
     x.elem("publicIp", ip.to_string())
         .elem("domain", "standard");
     Ok(())
