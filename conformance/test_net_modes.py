@@ -12,8 +12,10 @@ guest's /init runs a `#!` user-data in the background, its output on the console
   does not until authorize names its group (or the port), and not again after
   revoke; an elastic IP reaches the instance from outside (wt-cloud) and moves on
   re-association; the metadata service answers each guest about itself only, forged
-  headers or not; `dig @clc` resolves public, private and reverse names; in managed
-  mode the two groups' frames cross the node link in different VXLAN VNIs.
+  headers or not, and never hears a guest passing for another (with its address, or
+  its MAC and address: the node's tap guard drops the frames); `dig @clc` resolves
+  public, private and reverse names; in managed mode the two groups' frames cross
+  the node link in different VXLAN VNIs.
 
 Each test prints (and appends to $EUCA_NET_REPORT) one evidence line, which
 scripts/net-check.sh shows."""
@@ -38,16 +40,19 @@ pytestmark = pytest.mark.skipif(_why is not None, reason=f"instance networking: 
 LEASE = r"TG-LEASE ip=(\d+\.\d+\.\d+\.\d+)"
 
 
-def probe_script(targets, marker, forge_as=""):
+def probe_script(targets, marker, forge_as="", spoof=None):
     """User-data: print this guest's own metadata (plain, and with forged headers
     naming `forge_as`), then every change of HTTP reachability of `targets`.
-    (`timeout` bounds wget: busybox 1.35's static wget crashes on -T.)"""
+    (`timeout` bounds wget: busybox 1.35's static wget crashes on -T.)
+    With `spoof` (the address and MAC of another live instance), first try to pass
+    for it (see SPOOF_SCRIPT)."""
     return f"""#!/bin/sh
 md=http://169.254.169.254/latest/meta-data
 me=$(timeout 5 wget -q -O - $md/instance-id)
 forged=$(timeout 5 wget -q -O - --header 'X-Forwarded-For: {forge_as}' --header 'X-Real-IP: {forge_as}' $md/instance-id)
 ud=$(timeout 5 wget -q -O - http://169.254.169.254/latest/user-data | grep -c {marker})
 echo "NET-META me=$me forged=$forged userdata_lines=$ud"
+{spoof_script(*spoof) if spoof else ""}
 last=""
 while :; do
   s=""
@@ -59,6 +64,41 @@ while :; do
   sleep 0.3
 done
 """
+
+
+# Asks the metadata service who this guest is while passing for another instance:
+# first with that instance's address as a second one (the source of the request, on
+# this guest's own MAC), then with its MAC and address both (which the router alone
+# would take for that instance: only the node's tap guard stops it); each time
+# again with its own address. Restores its MAC, address and default route.
+SPOOF_SCRIPT = r"""
+me_ip=$(ip -4 addr show dev eth0 | awk '/inet /{print $2; exit}')
+me_mac=$(cat /sys/class/net/eth0/address)
+gw=$(route -n | awk '$1=="0.0.0.0"{print $2; exit}')
+ip addr add @IP@/32 dev eth0
+ip route add 169.254.169.254 via $gw src @IP@
+second=$(timeout 3 wget -q -O - $md/instance-id)
+ip route del 169.254.169.254
+real=$(timeout 5 wget -q -O - $md/instance-id)
+ip addr del @IP@/32 dev eth0
+setmac() { ip link set eth0 address $1 || { ip link set eth0 down; ip link set eth0 address $1; ip link set eth0 up; }; }
+setmac @MAC@
+as_mac=$(cat /sys/class/net/eth0/address)
+ip addr flush dev eth0
+ip addr add @IP@/${me_ip#*/} dev eth0
+ip route add default via $gw
+both=$(timeout 3 wget -q -O - $md/instance-id)
+setmac $me_mac
+ip addr flush dev eth0
+ip addr add $me_ip dev eth0
+ip route add default via $gw
+back=$(timeout 5 wget -q -O - $md/instance-id)
+echo "NET-SPOOF second_addr=${second:-none} real=${real:-none} as_mac=$as_mac mac_and_addr=${both:-none} back=${back:-none}"
+"""
+
+
+def spoof_script(ip, mac):
+    return SPOOF_SCRIPT.replace("@IP@", ip).replace("@MAC@", mac)
 
 
 def launch(bed, group=None, user_data=None, count=1):
@@ -176,8 +216,9 @@ def managed(bed, mode):
         a_ip = wait_described(bed, a, "PrivateIpAddress")
         a_lease, _ = wait_line(ec2, a, LEASE, timeout=120, bed=bed)
         assert a_lease.group(1) == a_ip
-        # B (g1, same group) and C (g2) probe A.
-        b = launch(bed, g1, probe_script([a_ip], "NET-META", a_ip))[0]
+        # B (g1, same group) and C (g2) probe A; B first tries to pass for A.
+        a_mac = described(bed, a)["NetworkInterfaces"][0]["MacAddress"]
+        b = launch(bed, g1, probe_script([a_ip], "NET-META", a_ip, spoof=(a_ip, a_mac)))[0]
         c = launch(bed, g2, probe_script([a_ip], "NET-META", a_ip))[0]
         ids += [b, c]
         b_ip = wait_described(bed, b, "PrivateIpAddress")
@@ -198,6 +239,13 @@ def managed(bed, mode):
         m, _ = wait_line(ec2, a, r"TG-META instance-id=(\S+)", bed=bed)
         assert m.group(1) == a
         metadata = "ok"
+
+        # B passing for A (A's address on B's MAC, then A's MAC and address): the
+        # metadata service never hears it; with its own address it is B again.
+        m, _ = wait_line(ec2, b, r"NET-SPOOF second_addr=(\S*) real=(\S*) as_mac=(\S*) "
+                         r"mac_and_addr=(\S*) back=(\S*)", bed=bed)
+        assert m.groups() == ("none", b, a_mac.lower(), "none", b), m.group(0)
+        spoof = "blocked"
 
         # Same group: reachable; other group: blocked until authorized.
         probe_state(bed, b, a_ip, "ok", timeout=60)
@@ -246,7 +294,8 @@ def managed(bed, mode):
             vni = ",".join(map(str, sorted(vnis)))
         report(f"net mode={mode} lease={a_ip} described={a_ip} same_group={same_group} "
                f"other_group={other_group} authorize={authorize} elastic_ip={elastic_ip} "
-               f"metadata={metadata} dns={dns}" + (f" vnis={vni}" if mode == "managed" else "")
+               f"metadata={metadata} spoof={spoof} dns={dns}"
+               + (f" vnis={vni}" if mode == "managed" else "")
                + f" eip_moved_in={moved:.1f}s")
     finally:
         cleanup(bed, ids)

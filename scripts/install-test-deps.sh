@@ -24,8 +24,10 @@ command -v tc >/dev/null && command -v ip >/dev/null || need_apt+=(iproute2)
 # Instance networking (issue 14): nftables (the CC's router), dnsmasq (the CC's DHCP
 # and the emulated LAN's; dnsmasq-base is the binary without Debian's service, which
 # would take the host's port 53), tcpdump (VXLAN captures), dig (the CLC's DNS),
-# busybox-static (fake instances' DHCP client in the router tests).
+# busybox-static (fake instances' DHCP client in the router tests), conntrack (the
+# CC's router deletes the tracked flows of a moved address).
 command -v nft >/dev/null || need_apt+=(nftables)
+command -v conntrack >/dev/null || need_apt+=(conntrack)
 command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
 command -v tcpdump >/dev/null || need_apt+=(tcpdump)
 command -v dig >/dev/null || need_apt+=(dnsutils)

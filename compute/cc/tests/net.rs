@@ -886,3 +886,229 @@ async fn a_rule_change_in_a_large_cluster_applies_within_a_second() {
     assert!(rules.contains("udp dport 53"), "{rules}");
     bed.finish(net).await;
 }
+
+/// A UDP socket bound to `port` inside namespace `ns`: a throw-away thread enters
+/// the namespace to make it, and the socket stays there.
+fn udp_in(ns: &str, port: u16) -> std::net::UdpSocket {
+    use std::os::fd::AsRawFd;
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns with an open namespace file and CLONE_NEWNET; it changes
+        // this thread only, which ends here.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let s = std::net::UdpSocket::bind(("0.0.0.0", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        s
+    })
+    .join()
+    .unwrap()
+}
+
+/// Sends `msg` from `tx` to `to` until `rx` receives it (up to 3 s); whether it did.
+async fn udp_reaches(
+    tx: &Arc<std::net::UdpSocket>,
+    to: &str,
+    rx: &Arc<std::net::UdpSocket>,
+    msg: &str,
+) -> bool {
+    let (tx, rx, to, msg) = (tx.clone(), rx.clone(), to.to_string(), msg.to_string());
+    tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        let mut buf = [0u8; 64];
+        while start.elapsed() < Duration::from_secs(3) {
+            tx.send_to(msg.as_bytes(), to.as_str()).unwrap();
+            if let Ok(n) = rx.recv(&mut buf) {
+                if &buf[..n] == msg.as_bytes() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await
+    .unwrap()
+}
+
+/// What `rx` receives within 600 ms.
+async fn udp_drain(rx: &Arc<std::net::UdpSocket>) -> Vec<String> {
+    let rx = rx.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut got = vec![];
+        let mut buf = [0u8; 64];
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(600) {
+            if let Ok(n) = rx.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        got
+    })
+    .await
+    .unwrap()
+}
+
+/// A fake instance with a fixed address (DHCP is tested above).
+async fn plug_at(ns: &str, mac: &str, router: &str, host_if: &str, ip: &str, gw: &str) {
+    plug(ns, mac, router, host_if, "br0").await;
+    must(&format!(
+        "ip -n {ns} addr add {ip}/27 dev eth0 && ip -n {ns} route replace default via {gw}"
+    ))
+    .await;
+}
+
+/// A flow tracked through a public address follows the address when it moves (its
+/// conntrack entry, which holds the NAT decision, is deleted), and flows to a
+/// private address end when a new instance takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_address_move_forgets_the_flows_tracked_through_it() {
+    if !root() {
+        return;
+    }
+    if !euca_vnet::conntrack::available().await {
+        eprintln!("SKIP: needs conntrack");
+        return;
+    }
+    let (bed, [outer, a1, a2, b1]) = Bed::new(["co", "ca1", "ca2", "cb1"]).await;
+    must(&format!(
+        "ip netns add {outer} && ip -n {outer} link set lo up"
+    ))
+    .await;
+    let cfg = NetConfig {
+        mode: NetMode::ManagedNovlan,
+        public_cidr: Some("100.64.205.0/24".parse().unwrap()),
+        outer_netns: Some(outer.clone()),
+        ..NetConfig::default()
+    };
+    let net = bed.start(&cfg).await;
+    let router = net.router_netns().unwrap().to_string();
+    let group = |id: &str, index: u32, rules: Vec<IngressRule>| GroupNet {
+        group_id: id.into(),
+        account: "000000000001".into(),
+        name: id.into(),
+        index,
+        rules,
+    };
+    // sg-a admits udp/5000 from the public side and from the other group.
+    let udp = rule("udp", 5000, 5000, &["100.64.0.0/10", "10.128.0.0/16"], &[]);
+    let mut state = NetworkState {
+        groups: vec![group("sg-a", 0, vec![udp]), group("sg-b", 1, vec![])],
+        instances: vec![
+            inst(
+                "i-0000ct01",
+                "52:54:00:cf:00:01",
+                "sg-a",
+                "10.128.0.2",
+                Some("100.64.205.10"),
+            ),
+            inst(
+                "i-0000ct02",
+                "52:54:00:cf:00:02",
+                "sg-a",
+                "10.128.0.3",
+                None,
+            ),
+            inst(
+                "i-0000ct03",
+                "52:54:00:cf:00:03",
+                "sg-b",
+                "10.128.0.34",
+                None,
+            ),
+        ],
+    };
+    apply_timed(&net, &state).await;
+    for (ns, mac, host_if, ip, gw) in [
+        (
+            &a1,
+            "52:54:00:cf:00:01",
+            "ccnetc1",
+            "10.128.0.2",
+            "10.128.0.1",
+        ),
+        (
+            &a2,
+            "52:54:00:cf:00:02",
+            "ccnetc2",
+            "10.128.0.3",
+            "10.128.0.1",
+        ),
+        (
+            &b1,
+            "52:54:00:cf:00:03",
+            "ccnetc3",
+            "10.128.0.34",
+            "10.128.0.33",
+        ),
+    ] {
+        plug_at(ns, mac, &router, host_if, ip, gw).await;
+    }
+    let rx1 = Arc::new(udp_in(&a1, 5000));
+    let rx2 = Arc::new(udp_in(&a2, 5000));
+    let tx = Arc::new(udp_in(&outer, 40000));
+    let tracked = |filter: &str| {
+        let cmd = format!("ip netns exec {router} conntrack -L -p udp {filter} 2>/dev/null");
+        async move { must(&cmd).await }
+    };
+
+    // One flow (outer:40000 → 100.64.205.10:5000), DNAT'd to a1.
+    let public = "100.64.205.10:5000";
+    assert!(
+        udp_reaches(&tx, public, &rx1, "one").await,
+        "a1 gets the flow"
+    );
+    let entry = tracked("--orig-dst 100.64.205.10").await;
+    assert!(entry.contains("src=10.128.0.2"), "tracked to a1: {entry}");
+
+    // The address moves to a2: the entry is gone, and the same flow's next
+    // datagrams reach a2, not a1.
+    state.instances[0].public_ip = None;
+    state.instances[1].public_ip = Some("100.64.205.10".parse().unwrap());
+    apply_timed(&net, &state).await;
+    let entry = tracked("--orig-dst 100.64.205.10").await;
+    assert!(
+        entry.trim().is_empty(),
+        "the old NAT binding stays: {entry}"
+    );
+    assert!(
+        udp_reaches(&tx, public, &rx2, "two").await,
+        "the flow follows the address to a2"
+    );
+    let late = udp_drain(&rx1).await;
+    assert!(!late.iter().any(|m| m == "two"), "a1 still gets the flow");
+    let entry = tracked("--orig-dst 100.64.205.10").await;
+    assert!(entry.contains("src=10.128.0.3"), "tracked to a2: {entry}");
+
+    // b1 (another group, admitted by sg-a's rule) has a flow to a1's private
+    // address; a1 ends and a new instance (another MAC) takes 10.128.0.2.
+    let txb = Arc::new(udp_in(&b1, 40001));
+    assert!(
+        udp_reaches(&txb, "10.128.0.2:5000", &rx1, "three").await,
+        "b1 reaches a1"
+    );
+    let entry = tracked("--orig-dst 10.128.0.2").await;
+    assert!(entry.contains("sport=40001"), "b1's flow tracked: {entry}");
+    state.instances[0] = inst(
+        "i-0000ct04",
+        "52:54:00:cf:00:04",
+        "sg-a",
+        "10.128.0.2",
+        None,
+    );
+    apply_timed(&net, &state).await;
+    let entry = tracked("--orig-dst 10.128.0.2").await;
+    assert!(
+        entry.trim().is_empty(),
+        "the old owner's flow stays: {entry}"
+    );
+    // Only changed addresses are touched: a2's flow through the public address
+    // is still tracked.
+    let other = tracked("--orig-dst 100.64.205.10").await;
+    assert!(
+        other.contains("sport=40000") && other.contains("src=10.128.0.3"),
+        "a2's flow was forgotten: {other}"
+    );
+
+    bed.finish(net).await;
+}

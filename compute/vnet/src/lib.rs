@@ -4,12 +4,14 @@
 //! - [`link`]: named network namespaces and links (bridges, veth pairs, VXLAN, taps,
 //!   addresses, routes) through iproute2's `ip`, in this namespace or a named one.
 //! - [`nft`]: the router's nftables table (anti-spoofing, security groups, NAT).
+//! - [`conntrack`]: forgetting the router's tracked flows of moved addresses.
 //! - [`dhcp`]: the router's supervised dnsmasq (static leases only).
 //! - [`port`]: a node's guard on an instance's tap (its own MAC and address only).
 //! - [`router`]: the cluster's router namespace, rendering a `NetworkState`.
 //!
 //! Everything here needs `CAP_NET_ADMIN` (root); callers check [`can_admin_network`]
 //! first and run with networking off, saying so, when it is false.
+pub mod conntrack;
 pub mod dhcp;
 pub mod link;
 pub mod nft;
@@ -21,7 +23,7 @@ pub use link::Ip;
 /// Errors of the networking primitives.
 #[derive(Debug, thiserror::Error)]
 pub enum VnetError {
-    /// A command (`ip`, `nft`, `dnsmasq`) could not be started.
+    /// A command (`ip`, `nft`, `dnsmasq`, `conntrack`) could not be started.
     #[error("cannot run {cmd}: {source}")]
     Spawn {
         cmd: String,

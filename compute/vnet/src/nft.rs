@@ -3,7 +3,8 @@
 //! [`Firewall`] with the `nftables` crate's JSON schema and replaced atomically (one
 //! `nft -j -f -` transaction that adds, deletes and re-creates them), so a packet sees either
 //! the old rules or the new ones. Conntrack entries outlive the table, so established
-//! flows (and their NAT bindings) survive a re-apply.
+//! flows (and their NAT bindings) survive a re-apply; the router deletes those of
+//! addresses whose binding changed ([`crate::conntrack`]).
 use std::borrow::Cow;
 use std::net::Ipv4Addr;
 use std::process::Stdio;

@@ -13,6 +13,10 @@
 //!   underlay device, so its UDP socket lives there, then moved in.
 //! - `lo`: 169.254.169.254/32, the metadata service's address.
 //!
+//! When an address moves (a public address to another instance, a private one to
+//! a new owner) the tracked flows through it are deleted ([`crate::conntrack`]), so
+//! none keeps its old NAT or its old filter verdict.
+//!
 //! Forwarding is on in the router namespace only. The namespace outlives the CC
 //! process (instances keep their network while the CC restarts); [`destroy`]
 //! removes it.
@@ -25,6 +29,7 @@ use euca_compute_proto::net::{ClusterNet, IngressRule, NetMode, NetworkState};
 use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
 
+use crate::conntrack::{Bindings, Stale};
 use crate::dhcp::{Dhcp, DhcpConfig, DhcpSubnet};
 use crate::link::{check_netns, netns};
 use crate::nft::{Allow, Firewall, GroupFilter, Proto};
@@ -135,6 +140,12 @@ pub struct Router {
     dhcp: Dhcp,
     /// `managed`: group indexes whose segment this process has set up.
     segments: tokio::sync::Mutex<BTreeSet<u32>>,
+    /// Whether `conntrack` can be run (tracked flows of moved addresses are deleted).
+    conntrack: bool,
+    /// The address bindings last applied (none yet in this process: the first
+    /// apply, the journaled state at start, is what the namespace already holds).
+    /// Held through an apply, so applies are rendered one at a time.
+    bindings: tokio::sync::Mutex<Option<Bindings>>,
 }
 
 impl Router {
@@ -213,6 +224,14 @@ impl Router {
             }
         }
         let dhcp = Dhcp::new(&ns, &spec.state_dir)?;
+        let conntrack = crate::conntrack::available().await;
+        if !conntrack && spec.cluster.mode.is_managed() {
+            tracing::warn!(
+                netns = %ns,
+                "router: `conntrack` is not installed (Debian package conntrack): flows \
+                 tracked through an address keep their old instance after it moves"
+            );
+        }
         tracing::info!(netns = %ns, mode = spec.cluster.mode.as_str(), "router: ready");
         Ok(Router {
             spec,
@@ -220,6 +239,8 @@ impl Router {
             outer,
             dhcp,
             segments: tokio::sync::Mutex::new(BTreeSet::new()),
+            conntrack,
+            bindings: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -263,6 +284,7 @@ impl Router {
     }
 
     async fn apply_managed(&self, state: &NetworkState) -> Result<(), VnetError> {
+        let mut last = self.bindings.lock().await;
         let c = &self.spec.cluster;
         let managed = c.mode == NetMode::Managed;
         // Group index → (subnet, group).
@@ -385,6 +407,13 @@ impl Router {
             },
         };
         crate::nft::apply(&self.spec.netns, &fw.render()).await?;
+        // After the new table is in: a packet of a forgotten flow is tracked anew
+        // under the new NAT and filter, never the old.
+        let now = Bindings::of(state);
+        if let Some(old) = last.as_ref() {
+            self.forget(&Stale::between(old, &now)).await;
+        }
+        *last = Some(now);
 
         let cfg = DhcpConfig {
             interfaces: inside,
@@ -432,6 +461,30 @@ impl Router {
             .await?;
         self.outer.move_to(&tmp, &self.spec.netns).await?;
         self.ip.rename(&tmp, name).await
+    }
+
+    /// Deletes the tracked flows of `stale`'s addresses. A failure is logged, not
+    /// returned: the new table is in already, and a retry of the same state would
+    /// find no binding changed.
+    async fn forget(&self, stale: &Stale) {
+        if stale.is_empty() || !self.conntrack {
+            return;
+        }
+        let netns = &self.spec.netns;
+        match crate::conntrack::forget(netns, stale).await {
+            Ok(n) => tracing::info!(
+                netns = %netns,
+                public = ?stale.public,
+                private = ?stale.private,
+                flows = n,
+                "router: forgot the tracked flows of changed addresses"
+            ),
+            Err(e) => tracing::warn!(
+                netns = %netns,
+                error = %e,
+                "router: could not forget the tracked flows of changed addresses"
+            ),
+        }
     }
 
     /// Stops the DHCP server (the namespace stays).
