@@ -16,12 +16,10 @@ the cloud never reads.
 """
 import hashlib
 import os
-import re
 import subprocess
-import time
 from pathlib import Path
 
-from helpers_ec2 import console
+from helpers_ec2 import wait_console
 from helpers_netns import CLOUD_IP, NET, Testbed
 
 PUBLIC_CIDR = f"{NET}.9.0/24"
@@ -135,21 +133,17 @@ def delete_netns(name):
     subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
+def node_logs(bed):
+    """The tails of the CC's and the nodes' logs, for a failure message."""
+    return "\n".join(f"--- {n}\n{bed.log(n, 1500)}" for n in ("cc", "node1", "node2"))
+
+
 def wait_line(ec2, iid, pattern, timeout=90, after=0, bed=None):
-    """The first match of `pattern` in the console of `iid` from character `after`;
-    returns (match, offset of the match's end)."""
-    deadline = time.time() + timeout
-    text = ""
-    while time.time() < deadline:
-        text = console(ec2, iid)
-        m = re.search(pattern, text[after:])
-        if m:
-            return m, after + m.end()
-        time.sleep(0.5)
-    logs = ""
-    if bed is not None:
-        logs = "\n".join(f"--- {n}\n{bed.log(n, 1500)}" for n in ("cc", "node1", "node2"))
-    raise AssertionError(f"{pattern!r} not in the console of {iid}:\n{text[-3000:]}\n{logs}")
+    """helpers_ec2.wait_console with the testbed's logs on failure; returns (match,
+    offset of the match's end in the whole console)."""
+    logs = (lambda: node_logs(bed)) if bed is not None else None
+    m = wait_console(ec2, iid, pattern, timeout=timeout, after=after, logs=logs)
+    return m, m.end()
 
 
 def dig(name, rtype="A"):

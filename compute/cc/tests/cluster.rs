@@ -540,26 +540,3 @@ async fn network_routes_answer_and_take_large_states() {
     let _ = served.await;
     c.stop().await;
 }
-
-#[test]
-fn user_data_outlives_the_placement_record() {
-    use euca_cc::journal::{Journal, PendingPlacement};
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = spec("i-ud");
-    s.user_data = Some("aGVsbG8=".into());
-    {
-        let j = Journal::open(dir.path()).unwrap();
-        j.put_placements(&[PendingPlacement {
-            node: "n0".into(),
-            spec: s,
-        }])
-        .unwrap();
-        // The node reported it: the placement goes, the user-data stays for the
-        // metadata service.
-        j.remove_placements(&["i-ud".to_string()]).unwrap();
-    }
-    let j = Journal::open(dir.path()).unwrap();
-    assert!(j.placements().unwrap().is_empty());
-    assert_eq!(j.user_data("i-ud").unwrap().as_deref(), Some("aGVsbG8="));
-    assert_eq!(j.user_data("i-other").unwrap(), None);
-}

@@ -152,10 +152,31 @@ impl Router {
     /// Creates (or re-adopts, after a CC restart) the router namespace with its
     /// fixed parts: forwarding, `lo`'s metadata address, the public link, `br0`
     /// and its link to the private bridge.
+    ///
+    /// A namespace this call created is deleted again when the rest fails, so a
+    /// CC that cannot start leaves nothing behind (one that re-adopts its
+    /// namespace leaves it: its running instances still route through it).
     pub async fn setup(spec: RouterSpec) -> Result<Router, VnetError> {
         check_netns(&spec.netns)?;
         let ns = spec.netns.clone();
+        let existed = netns::exists(&ns).await?;
         netns::ensure(&ns).await?;
+        match Router::build(spec).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                if !existed {
+                    if let Err(d) = destroy(&ns).await {
+                        tracing::warn!(netns = %ns, error = %d, "router: removing a half-built namespace");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The fixed parts, in the namespace [`Router::setup`] made sure of.
+    async fn build(spec: RouterSpec) -> Result<Router, VnetError> {
+        let ns = spec.netns.clone();
         exec(
             &ns,
             &[
