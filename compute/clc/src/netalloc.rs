@@ -83,6 +83,16 @@ pub fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// Deletes NetRecord `id` if `holder` still holds it; whether it did.
+fn delete_if_held(db: &Db, id: &str, holder: &str) -> Result<bool, Ec2Error> {
+    db.update::<NetRecord, _>(id, |cur| {
+        Ok(match cur {
+            Some(c) if c.record.holder == holder => (Write::Delete, true),
+            _ => (Write::Keep, false),
+        })
+    })
+}
+
 fn no_room(what: String) -> Ec2Error {
     Ec2Error::state("InsufficientAddressCapacity", what)
 }
@@ -271,12 +281,7 @@ fn drop_group_if_unused(db: &Db, zone: &str, sg: &str) -> Result<bool, Ec2Error>
         return Ok(false);
     };
     if let Ok(k) = k.parse::<u32>() {
-        db.update::<NetRecord, _>(&subnet_id(zone, k), |cur| {
-            Ok(match cur {
-                Some(c) if c.record.holder == sg => (Write::Delete, ()),
-                _ => (Write::Keep, ()),
-            })
-        })?;
+        delete_if_held(db, &subnet_id(zone, k), sg)?;
     }
     Ok(true)
 }
@@ -367,12 +372,7 @@ pub fn release(db: &Db, i: &Instance) -> Result<(), Ec2Error> {
         .filter_map(|v| v.private_ip)
         .collect();
     for ip in privates {
-        db.update::<NetRecord, _>(&ip_id(zone, ip), |cur| {
-            Ok(match cur {
-                Some(c) if c.record.holder == i.id => (Write::Delete, ()),
-                _ => (Write::Keep, ()),
-            })
-        })?;
+        delete_if_held(db, &ip_id(zone, ip), &i.id)?;
     }
     if views.iter().any(|v| v.net_index.is_some()) {
         if let Some(g) = i.groups.first() {
@@ -516,13 +516,7 @@ pub fn sweep(db: &Db, now: i64) -> Result<Swept, Ec2Error> {
         if !leaked(holder(db, &mut seen, holder_id)?, r.created, now) {
             continue;
         }
-        let gone = db.update::<NetRecord, _>(&r.id, |cur| {
-            Ok(match cur {
-                Some(c) if c.record.holder == r.holder => (Write::Delete, true),
-                _ => (Write::Keep, false),
-            })
-        })?;
-        if gone {
+        if delete_if_held(db, &r.id, &r.holder)? {
             out.private.push(r.id);
         }
     }
@@ -545,13 +539,7 @@ pub fn sweep(db: &Db, now: i64) -> Result<Swept, Ec2Error> {
         if mine {
             continue;
         }
-        let gone = db.update::<NetRecord, _>(&r.id, |cur| {
-            Ok(match cur {
-                Some(c) if c.record.holder == r.holder => (Write::Delete, true),
-                _ => (Write::Keep, false),
-            })
-        })?;
-        if gone {
+        if delete_if_held(db, &r.id, &r.holder)? {
             out.subnets.push(r.id);
         }
     }
