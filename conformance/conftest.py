@@ -9,6 +9,7 @@ import atexit
 import functools
 import gzip
 import json
+import random
 import os
 import re
 import shutil
@@ -39,10 +40,30 @@ def euca_bin():
     raise RuntimeError("euca binary not built; run cargo build --release")
 
 
+# Ports for the clouds under test come from below the kernel's ephemeral range
+# (ip_local_port_range, 32768-60999 by default). A port the kernel picked for a
+# bind to 0 is an ephemeral one, so any outgoing connection (the clients' own,
+# thousands in test_limits) could take it before the cloud binds it: a CI run lost
+# a cloud to "Address already in use" that way. Ports are never handed out twice.
+_PORTS_GIVEN = set()
+_PORT_RANGE = (20000, 32767)
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(1000):
+        port = random.randint(*_PORT_RANGE)
+        if port in _PORTS_GIVEN:
+            continue
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "0.0.0.0")):
+            with socket.socket(family) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    break
+        else:
+            _PORTS_GIVEN.add(port)
+            return port
+    raise RuntimeError(f"no free port in {_PORT_RANGE}")
 
 
 def parse_env_file(path):
