@@ -488,6 +488,21 @@ pub async fn serve<L, F, Fut, B>(
     }
 }
 
+/// For a request with `Expect: 100-continue`, whether its body is empty (`None`:
+/// no such expectation). Its answer closes the connection when it may have gone
+/// out before the body did: always for an empty body (hyper sends no `100 Continue`
+/// for one, and botocore, waiting for it, misreads the next answer), and for any
+/// answer but a success (a refusal comes before the body is read; the client then
+/// keeps the body back, and hyper, draining it, would take the first bytes of the
+/// client's next request for it — `GET` read as `T`). A success read the body.
+fn may_withhold_body(req: &Request<Incoming>) -> Option<bool> {
+    let expects = req
+        .headers()
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    expects.then(|| req.body().is_end_stream())
+}
+
 fn refuse<L: Listener>(shared: &Shared, stream: &L::Stream, tcp: SocketAddr) {
     tracing::debug!(listener = shared.opts.name, peer = %tcp, "per-source connection cap reached; refused");
     L::try_refuse(stream, &shared.opts.refusal);
@@ -559,9 +574,16 @@ async fn connection<L, F, Fut, B>(
                 None => tcp,
             };
             let busy = Busy::new(conn.clone(), shared.clone());
+            let withheld = may_withhold_body(&req);
             let fut = handler(req, Peer { client, tcp });
             async move {
-                let resp = fut.await;
+                let mut resp = fut.await;
+                if withheld.is_some_and(|empty| empty || !resp.status().is_success()) {
+                    resp.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
                 Ok::<_, Infallible>(resp.map(|b| Tracked {
                     inner: b,
                     _busy: busy,

@@ -1,7 +1,7 @@
 //! The serve loop with an [`Api`]: drain on shutdown, `/_health` and `/_metrics`
 //! answered for every API, request ids, the Unix-socket listener, TLS.
 mod common;
-use common::{body, request, start, TestApi};
+use common::{body, request, request_raw, start, TestApi};
 use euca_service::{serve_api, ListenOptions, MetricsAccess, ServiceConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -209,4 +209,44 @@ async fn tls_listener_with_a_self_signed_certificate() {
     stop.send(true).unwrap();
     task.await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A client that sent `Expect: 100-continue` keeps its body back until `100 Continue`;
+/// answered without one (a refusal, or an empty body), it may send its next request on
+/// the same connection, whose first bytes hyper would otherwise drain as the withheld
+/// body (a `GET` read as `T`, seen as SignatureDoesNotMatch). Such answers close.
+#[tokio::test]
+async fn an_answer_before_an_expected_body_closes_the_connection() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let _srv = start(l, "expect-test", "tok");
+    for (path, len) in [("/missing", 2), ("/fast", 0)] {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "PUT {path} HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: {len}\r\n\r\n"
+        );
+        let r = request_raw(&mut c, &head).await;
+        assert!(!r.starts_with("HTTP/1.1 100"), "{r}");
+        assert!(r.contains("connection: close"), "{path}: {r}");
+        // The next request on it is never read as the withheld body.
+        let _ = c.write_all(b"GET /fast HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut rest))
+            .await
+            .expect("closed");
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    }
+    // Without the expectation, a refusal keeps the connection.
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let r = request_raw(
+        &mut c,
+        "PUT /missing HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}",
+    )
+    .await;
+    assert!(
+        r.starts_with("HTTP/1.1 404") && !r.contains("connection: close"),
+        "{r}"
+    );
+    let again = request(&mut c, "/fast", "").await;
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
 }

@@ -97,26 +97,10 @@ pub fn endpoint(st: &State, parts: &http::request::Parts) -> S3Endpoint {
 pub async fn handle(st: Arc<State>, req: http::Request<Incoming>, cx: &Ctx) -> Resp {
     let rid = cx.request_id.as_str();
     let method = req.method().clone();
-    // hyper sends `100 Continue` only for a non-empty body. botocore keeps the state of
-    // a request answered without it on the connection and misreads the next response,
-    // so such a connection is closed after the answer.
-    let expect_no_continue = req
-        .headers()
-        .get("expect")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-        && req
-            .headers()
-            .get("content-length")
-            .is_some_and(|v| v.as_bytes() == b"0");
-    let mut resp = match route(&st, req, rid).await {
+    match route(&st, req, rid).await {
         Ok(r) => r,
         Err(e) => error_response(&e, rid, method == Method::HEAD),
-    };
-    if expect_no_continue {
-        resp.headers_mut()
-            .insert("connection", HeaderValue::from_static("close"));
     }
-    resp
 }
 
 impl euca_service::Api for State {

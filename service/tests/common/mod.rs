@@ -110,7 +110,11 @@ pub async fn request<S: AsyncRead + AsyncWrite + Unpin>(
     path: &str,
     auth: &str,
 ) -> String {
-    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\n{auth}\r\n");
+    request_raw(s, &format!("GET {path} HTTP/1.1\r\nhost: x\r\n{auth}\r\n")).await
+}
+
+/// Sends `req` as is and reads one response (up to its content-length, or EOF).
+pub async fn request_raw<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, req: &str) -> String {
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
