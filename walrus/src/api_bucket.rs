@@ -211,6 +211,7 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         created: now_millis(),
         region: st.cfg.region.clone(),
         acl: acl.clone(),
+        configs: Default::default(),
     };
     match st.meta.apply(MetaOp::CreateBucket(meta)).await {
         Ok(_) => {}

@@ -93,6 +93,7 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         acl,
         checksum_algorithm: mode.map(|(a, _)| a.name().to_string()),
         checksum_type: mode.map(|(_, t)| t.name().to_string()),
+        tags: Vec::new(),
     };
     st.meta.apply(MetaOp::CreateUpload(u)).await?;
     let mut w = XmlWriter::new();
@@ -363,6 +364,7 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         part_sizes: chosen.iter().map(|p| p.blob.size).collect(),
         checksum_type: sum.checksum_type,
         part_checksums: sum.part_checksums,
+        tags: u.tags.clone(),
     };
     let (meta_checksums, meta_type) = (meta.checksums.clone(), meta.checksum_type.clone());
     let parts = chosen
@@ -377,6 +379,7 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             upload_id: u.upload_id.clone(),
             parts,
             meta,
+            cond: None,
         })
         .await?;
     free_blobs(st, out.freed_blobs);

@@ -462,6 +462,7 @@ mod tests {
             acl: Acl::private(owner),
             checksum_algorithm: alg.map(String::from),
             checksum_type: ty.map(String::from),
+            tags: vec![],
         }
     }
 

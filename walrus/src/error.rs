@@ -134,6 +134,11 @@ impl From<MetaError> for S3Error {
                 400,
                 "A part was replaced while the upload was being completed; retry.",
             ),
+            MetaError::PreconditionFailed => S3Error::new(
+                "PreconditionFailed",
+                412,
+                "At least one of the pre-conditions you specified did not hold",
+            ),
             MetaError::Backend(m) => S3Error::internal(m),
         }
     }

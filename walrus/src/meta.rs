@@ -23,6 +23,30 @@ pub enum MetaError {
     NoSuchKey,
     #[error("a part changed while the upload was being completed")]
     PartChanged,
+    /// A [`WriteCondition`] did not hold when the write was committed.
+    #[error("the write's precondition does not hold")]
+    PreconditionFailed,
+}
+
+/// A condition a write commits under (`If-None-Match: *`, `If-Match: <etag>`),
+/// checked inside the transaction, so of racing conditional writers exactly one wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// No object with the key exists.
+    Absent,
+    /// The current object's ETag is this (hex, no quotes, as [`ObjectMeta::etag`]).
+    EtagIs(String),
+}
+
+impl WriteCondition {
+    /// Whether the condition holds for the current object.
+    pub fn holds(&self, current: Option<&ObjectMeta>) -> bool {
+        match (self, current) {
+            (WriteCondition::Absent, None) => true,
+            (WriteCondition::EtagIs(e), Some(o)) => &o.etag == e,
+            _ => false,
+        }
+    }
 }
 
 /// A stored blob holding some or all of an object's bytes.
@@ -69,6 +93,28 @@ pub struct BucketMeta {
     pub created: i64,
     pub region: String,
     pub acl: Acl,
+    /// The bucket's sub-resource documents by name (`cors`, `policy`, `tagging`,
+    /// `public-access-block`, …; see [`BucketConfig`]), each kept as the canonical
+    /// text its Get operation answers with, validated when it was put.
+    #[serde(default)]
+    pub configs: std::collections::BTreeMap<String, String>,
+}
+
+/// The names of [`BucketMeta::configs`] entries.
+pub struct BucketConfig;
+
+impl BucketConfig {
+    pub const CORS: &'static str = "cors";
+    pub const POLICY: &'static str = "policy";
+    pub const TAGGING: &'static str = "tagging";
+    pub const PUBLIC_ACCESS_BLOCK: &'static str = "public-access-block";
+}
+
+impl BucketMeta {
+    /// A sub-resource document, if the bucket has one.
+    pub fn config(&self, name: &str) -> Option<&str> {
+        self.configs.get(name).map(String::as_str)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -95,6 +141,9 @@ pub struct ObjectMeta {
     /// Each part's checksum (base64, the algorithm of `checksums`), in part order, for
     /// a multipart object whose upload had an algorithm; empty otherwise.
     pub part_checksums: Vec<String>,
+    /// Object tags (key, value) in the order they were given.
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -110,6 +159,9 @@ pub struct UploadMeta {
     pub checksum_algorithm: Option<String>,
     /// `COMPOSITE` or `FULL_OBJECT` when `checksum_algorithm` is set.
     pub checksum_type: Option<String>,
+    /// Tags the completed object gets (`x-amz-tagging` at initiation).
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -167,10 +219,17 @@ pub enum MetaOp {
         name: String,
         acl: Acl,
     },
+    /// Sets (`Some`) or removes (`None`) one of [`BucketMeta::configs`].
+    SetBucketConfig {
+        name: String,
+        config: String,
+        doc: Option<String>,
+    },
     PutObject {
         bucket: String,
         key: String,
         meta: ObjectMeta,
+        cond: Option<WriteCondition>,
     },
     DeleteObject {
         bucket: String,
@@ -180,6 +239,11 @@ pub enum MetaOp {
         bucket: String,
         key: String,
         acl: Acl,
+    },
+    SetObjectTags {
+        bucket: String,
+        key: String,
+        tags: Vec<(String, String)>,
     },
     CreateUpload(UploadMeta),
     PutPart {
@@ -197,6 +261,7 @@ pub enum MetaOp {
         upload_id: String,
         parts: Vec<(u32, String)>,
         meta: ObjectMeta,
+        cond: Option<WriteCondition>,
     },
     AbortUpload {
         bucket: String,

@@ -25,10 +25,10 @@ const COMPLETED_BY_TIME: TableDefinition<&[u8], ()> = TableDefinition::new("comp
 /// Expired completion records dropped per completion (keeps each commit small).
 const EXPIRE_PER_OP: usize = 64;
 
-/// Records are this byte, then postcard. Format 1 (before multipart checksum types)
-/// is still read: see [`Record::from_v1`].
-const FORMAT: u8 = 2;
-const FORMAT_V1: u8 = 1;
+/// Records are this byte, then postcard. Formats 1 (before multipart checksum
+/// types) and 2 (before bucket configs and tags) are still read: see
+/// [`Record::from_old`].
+const FORMAT: u8 = 3;
 const MAX_BATCH: usize = 512;
 
 fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
@@ -40,38 +40,69 @@ fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
 fn dec<T: Record>(b: &[u8]) -> Result<T, MetaError> {
     let r = match b.split_first() {
         Some((&FORMAT, rest)) => postcard::from_bytes(rest),
-        Some((&FORMAT_V1, rest)) => T::from_v1(rest),
+        Some((&f @ (1 | 2), rest)) => T::from_old(f, rest),
         _ => return Err(MetaError::Backend("unknown record format".into())),
     };
     r.map_err(|e| MetaError::Backend(format!("corrupt record: {e}")))
 }
 
 /// A stored record type. Postcard is not self-describing, so a type whose fields
-/// changed since format 1 decodes its old layout and converts it.
+/// changed since an older format decodes its old layout and converts it.
 trait Record: Serialize + DeserializeOwned {
-    fn from_v1(b: &[u8]) -> Result<Self, postcard::Error> {
+    fn from_old(_format: u8, b: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes(b)
     }
 }
-impl Record for BucketMeta {}
 impl Record for PartMeta {}
 impl Record for CompletedUpload {}
 
+impl Record for BucketMeta {
+    fn from_old(_format: u8, b: &[u8]) -> Result<Self, postcard::Error> {
+        let o: old::BucketMeta = postcard::from_bytes(b)?;
+        Ok(BucketMeta {
+            name: o.name,
+            owner: o.owner,
+            created: o.created,
+            region: o.region,
+            acl: o.acl,
+            configs: Default::default(),
+        })
+    }
+}
+
 impl Record for ObjectMeta {
-    fn from_v1(b: &[u8]) -> Result<Self, postcard::Error> {
-        let o: v1::ObjectMeta = postcard::from_bytes(b)?;
-        // Format 1 had composite multipart checksums (`…-N`) and full-object PUT ones.
-        let checksum_type = o.checksums.first().map(|(_, v)| {
-            let composite = !o.part_sizes.is_empty()
-                && v.rsplit_once('-')
-                    .is_some_and(|(_, n)| n.parse::<u32>().is_ok());
-            if composite {
-                "COMPOSITE"
-            } else {
-                "FULL_OBJECT"
+    fn from_old(format: u8, b: &[u8]) -> Result<Self, postcard::Error> {
+        let o: old::ObjectMeta = if format == 1 {
+            let o: old::ObjectMetaV1 = postcard::from_bytes(b)?;
+            // Format 1 had composite multipart checksums (`…-N`) and full-object PUT ones.
+            let checksum_type = o.checksums.first().map(|(_, v)| {
+                let composite = !o.part_sizes.is_empty()
+                    && v.rsplit_once('-')
+                        .is_some_and(|(_, n)| n.parse::<u32>().is_ok());
+                if composite {
+                    "COMPOSITE"
+                } else {
+                    "FULL_OBJECT"
+                }
+                .to_string()
+            });
+            old::ObjectMeta {
+                size: o.size,
+                etag: o.etag,
+                last_modified: o.last_modified,
+                owner: o.owner,
+                headers: o.headers,
+                user_meta: o.user_meta,
+                checksums: o.checksums,
+                acl: o.acl,
+                data: o.data,
+                part_sizes: o.part_sizes,
+                checksum_type,
+                part_checksums: Vec::new(),
             }
-            .to_string()
-        });
+        } else {
+            postcard::from_bytes(b)?
+        };
         Ok(ObjectMeta {
             size: o.size,
             etag: o.etag,
@@ -83,20 +114,37 @@ impl Record for ObjectMeta {
             acl: o.acl,
             data: o.data,
             part_sizes: o.part_sizes,
-            checksum_type,
-            part_checksums: Vec::new(),
+            checksum_type: o.checksum_type,
+            part_checksums: o.part_checksums,
+            tags: Vec::new(),
         })
     }
 }
 
 impl Record for UploadMeta {
-    fn from_v1(b: &[u8]) -> Result<Self, postcard::Error> {
-        let u: v1::UploadMeta = postcard::from_bytes(b)?;
-        // Format 1 uploads with an algorithm were all composite.
-        let checksum_type = u
-            .checksum_algorithm
-            .as_ref()
-            .map(|_| "COMPOSITE".to_string());
+    fn from_old(format: u8, b: &[u8]) -> Result<Self, postcard::Error> {
+        let u: old::UploadMeta = if format == 1 {
+            let u: old::UploadMetaV1 = postcard::from_bytes(b)?;
+            // Format 1 uploads with an algorithm were all composite.
+            let checksum_type = u
+                .checksum_algorithm
+                .as_ref()
+                .map(|_| "COMPOSITE".to_string());
+            old::UploadMeta {
+                upload_id: u.upload_id,
+                bucket: u.bucket,
+                key: u.key,
+                initiated: u.initiated,
+                owner: u.owner,
+                headers: u.headers,
+                user_meta: u.user_meta,
+                acl: u.acl,
+                checksum_algorithm: u.checksum_algorithm,
+                checksum_type,
+            }
+        } else {
+            postcard::from_bytes(b)?
+        };
         Ok(UploadMeta {
             upload_id: u.upload_id,
             bucket: u.bucket,
@@ -107,19 +155,31 @@ impl Record for UploadMeta {
             user_meta: u.user_meta,
             acl: u.acl,
             checksum_algorithm: u.checksum_algorithm,
-            checksum_type,
+            checksum_type: u.checksum_type,
+            tags: Vec::new(),
         })
     }
 }
 
-/// The format-1 layouts of the records that changed since (field order matters).
-mod v1 {
+/// The older layouts of the records that changed since (field order matters):
+/// `*V1` is format 1's, the others format 2's (bucket: formats 1 and 2).
+mod old {
     use crate::acl::{Acl, Owner};
     use crate::meta::{ContentHeaders, ObjectData};
     use serde::Deserialize;
 
     #[derive(Deserialize)]
-    pub struct ObjectMeta {
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub struct BucketMeta {
+        pub name: String,
+        pub owner: Owner,
+        pub created: i64,
+        pub region: String,
+        pub acl: Acl,
+    }
+
+    #[derive(Deserialize)]
+    pub struct ObjectMetaV1 {
         pub size: u64,
         pub etag: String,
         pub last_modified: i64,
@@ -133,6 +193,36 @@ mod v1 {
     }
 
     #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub struct ObjectMeta {
+        pub size: u64,
+        pub etag: String,
+        pub last_modified: i64,
+        pub owner: Owner,
+        pub headers: ContentHeaders,
+        pub user_meta: Vec<(String, String)>,
+        pub checksums: Vec<(String, String)>,
+        pub acl: Acl,
+        pub data: ObjectData,
+        pub part_sizes: Vec<u64>,
+        pub checksum_type: Option<String>,
+        pub part_checksums: Vec<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct UploadMetaV1 {
+        pub upload_id: String,
+        pub bucket: String,
+        pub key: String,
+        pub initiated: i64,
+        pub owner: Owner,
+        pub headers: ContentHeaders,
+        pub user_meta: Vec<(String, String)>,
+        pub acl: Acl,
+        pub checksum_algorithm: Option<String>,
+    }
+
+    #[derive(Deserialize)]
     pub struct UploadMeta {
         pub upload_id: String,
         pub bucket: String,
@@ -143,6 +233,7 @@ mod v1 {
         pub user_meta: Vec<(String, String)>,
         pub acl: Acl,
         pub checksum_algorithm: Option<String>,
+        pub checksum_type: Option<String>,
     }
 }
 
@@ -379,13 +470,31 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
             b.acl = acl;
             t.insert(name.as_str(), enc(&b)?.as_slice())?;
         }
-        MetaOp::PutObject { bucket, key, meta } => {
+        MetaOp::SetBucketConfig { name, config, doc } => {
+            let mut t = tx.open_table(BUCKETS)?;
+            let mut b: BucketMeta = get(&t, name.as_str())?.ok_or(MetaError::NoSuchBucket)?;
+            match doc {
+                Some(d) => b.configs.insert(config, d),
+                None => b.configs.remove(&config),
+            };
+            t.insert(name.as_str(), enc(&b)?.as_slice())?;
+        }
+        MetaOp::PutObject {
+            bucket,
+            key,
+            meta,
+            cond,
+        } => {
             if tx.open_table(BUCKETS)?.get(bucket.as_str())?.is_none() {
                 return Err(MetaError::NoSuchBucket);
             }
             let mut t = tx.open_table(OBJECTS)?;
             let k = object_key(&bucket, &key);
-            if let Some(old) = get::<ObjectMeta, &[u8]>(&t, &k)? {
+            let old = get::<ObjectMeta, &[u8]>(&t, &k)?;
+            if cond.is_some_and(|c| !c.holds(old.as_ref())) {
+                return Err(MetaError::PreconditionFailed);
+            }
+            if let Some(old) = old {
                 out.freed_blobs = old.data.blobs().to_vec();
                 out.existed = true;
             }
@@ -409,6 +518,13 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
             let k = object_key(&bucket, &key);
             let mut o: ObjectMeta = get(&t, k.as_slice())?.ok_or(MetaError::NoSuchKey)?;
             o.acl = acl;
+            t.insert(k.as_slice(), enc(&o)?.as_slice())?;
+        }
+        MetaOp::SetObjectTags { bucket, key, tags } => {
+            let mut t = tx.open_table(OBJECTS)?;
+            let k = object_key(&bucket, &key);
+            let mut o: ObjectMeta = get(&t, k.as_slice())?.ok_or(MetaError::NoSuchKey)?;
+            o.tags = tags;
             t.insert(k.as_slice(), enc(&o)?.as_slice())?;
         }
         MetaOp::CreateUpload(u) => {
@@ -448,10 +564,18 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
             upload_id,
             parts,
             meta,
+            cond,
         } => {
             let uk = upload_key(&bucket, &key, &upload_id);
             if tx.open_table(UPLOADS)?.get(uk.as_slice())?.is_none() {
                 return Err(MetaError::NoSuchUpload);
+            }
+            if let Some(c) = cond {
+                let t = tx.open_table(OBJECTS)?;
+                let current = get::<ObjectMeta, &[u8]>(&t, &object_key(&bucket, &key))?;
+                if !c.holds(current.as_ref()) {
+                    return Err(MetaError::PreconditionFailed);
+                }
             }
             let mut etags = Vec::with_capacity(parts.len());
             {
@@ -703,5 +827,45 @@ mod tests {
         assert_eq!(again[0], FORMAT);
         assert_eq!(dec::<ObjectMeta>(&again).unwrap(), o);
         assert!(dec::<ObjectMeta>(&[9, 0]).is_err());
+    }
+
+    fn format_2<T: Serialize>(v: &T) -> Vec<u8> {
+        let mut b = vec![2];
+        b.extend(postcard::to_allocvec(v).unwrap());
+        b
+    }
+
+    /// Format 2 (before bucket configs and tags): read with none of either.
+    #[test]
+    fn reads_format_2_records() {
+        let o: ObjectMeta = dec(&hex::decode(V1_OBJECT).unwrap()).unwrap();
+        let v2 = old::ObjectMeta {
+            size: o.size,
+            etag: o.etag.clone(),
+            last_modified: o.last_modified,
+            owner: o.owner.clone(),
+            headers: o.headers.clone(),
+            user_meta: o.user_meta.clone(),
+            checksums: o.checksums.clone(),
+            acl: o.acl.clone(),
+            data: o.data.clone(),
+            part_sizes: o.part_sizes.clone(),
+            checksum_type: o.checksum_type.clone(),
+            part_checksums: vec!["x".into()],
+        };
+        let back: ObjectMeta = dec(&format_2(&v2)).unwrap();
+        assert_eq!(back.part_checksums, vec!["x".to_string()]);
+        assert!(back.tags.is_empty());
+        assert_eq!((back.size, &back.checksums), (o.size, &o.checksums));
+        let b = old::BucketMeta {
+            name: "b".into(),
+            owner: o.owner.clone(),
+            created: 7,
+            region: "r".into(),
+            acl: o.acl.clone(),
+        };
+        let back: BucketMeta = dec(&format_2(&b)).unwrap();
+        assert_eq!((back.name.as_str(), back.created), ("b", 7));
+        assert!(back.configs.is_empty());
     }
 }

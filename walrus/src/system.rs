@@ -101,6 +101,7 @@ pub(crate) async fn ensure_system_bucket(
                     created: now_millis(),
                     region: st.cfg.region.clone(),
                     acl: acl.clone(),
+                    configs: Default::default(),
                 };
                 match st.meta.apply(MetaOp::CreateBucket(meta)).await {
                     Ok(_) => return Ok(()),

@@ -24,6 +24,7 @@ fn obj(data: ObjectData) -> ObjectMeta {
         part_sizes: vec![],
         checksum_type: None,
         part_checksums: vec![],
+        tags: vec![],
     }
 }
 
@@ -32,6 +33,7 @@ async fn put(m: &RedbMeta, key: &str) {
         bucket: "b".into(),
         key: key.into(),
         meta: obj(ObjectData::Inline(vec![1])),
+        cond: None,
     })
     .await
     .unwrap();
@@ -47,6 +49,7 @@ async fn objects_uploads_and_listing() {
         created: 0,
         region: "r".into(),
         acl: Acl::private(owner()),
+        configs: Default::default(),
     };
     m.apply(MetaOp::CreateBucket(b.clone())).await.unwrap();
     assert!(matches!(
@@ -60,12 +63,14 @@ async fn objects_uploads_and_listing() {
         created: 0,
         region: "r".into(),
         acl: Acl::private(owner()),
+        configs: Default::default(),
     };
     m.apply(MetaOp::CreateBucket(b2)).await.unwrap();
     m.apply(MetaOp::PutObject {
         bucket: "bb".into(),
         key: "zzz".into(),
         meta: obj(ObjectData::Inline(vec![])),
+        cond: None,
     })
     .await
     .unwrap();
@@ -112,6 +117,7 @@ async fn objects_uploads_and_listing() {
         bucket: "b".into(),
         key: "k".into(),
         meta: obj(ObjectData::Blobs(vec![blob.clone()])),
+        cond: None,
     })
     .await
     .unwrap();
@@ -120,6 +126,7 @@ async fn objects_uploads_and_listing() {
             bucket: "b".into(),
             key: "k".into(),
             meta: obj(ObjectData::Inline(vec![])),
+            cond: None,
         })
         .await
         .unwrap();
@@ -160,6 +167,7 @@ async fn objects_uploads_and_listing() {
         acl: Acl::private(owner()),
         checksum_algorithm: None,
         checksum_type: None,
+        tags: vec![],
     };
     m.apply(MetaOp::CreateUpload(up)).await.unwrap();
     for (n, id) in [(1, "p1"), (2, "p2"), (3, "p3")] {
@@ -191,6 +199,7 @@ async fn objects_uploads_and_listing() {
         upload_id: "u1".into(),
         parts: vec![(1, "other".into())],
         meta: meta.clone(),
+        cond: None,
     };
     assert!(matches!(m.apply(bad).await, Err(MetaError::PartChanged)));
     let good = MetaOp::CompleteUpload {
@@ -199,6 +208,7 @@ async fn objects_uploads_and_listing() {
         upload_id: "u1".into(),
         parts: vec![(1, "p1".into()), (3, "p3".into())],
         meta,
+        cond: None,
     };
     let out = m.apply(good).await.unwrap();
     assert_eq!(
@@ -244,6 +254,7 @@ async fn completed_uploads_are_remembered_then_expire() {
         created: 0,
         region: "r".into(),
         acl: Acl::private(owner()),
+        configs: Default::default(),
     }))
     .await
     .unwrap();
@@ -284,6 +295,7 @@ async fn completed_uploads_are_remembered_then_expire() {
             upload_id: id.into(),
             parts: vec![(1, blob.id)],
             meta,
+            cond: None,
         })
         .await
         .unwrap();
@@ -295,4 +307,91 @@ async fn completed_uploads_are_remembered_then_expire() {
     assert_ne!(c.parts_digest, parts_digest([(2, "aa")]));
     assert!(m.completed_upload("b", "k", "old").unwrap().is_none());
     assert!(m.completed_upload("b", "other", "new").unwrap().is_none());
+}
+
+/// Conditional writes are decided inside the commit: of 16 racing `If-None-Match: *`
+/// writers exactly one wins; `If-Match` needs the current ETag; bucket configs and
+/// object tags are set and removed in place.
+#[tokio::test]
+async fn conditional_writes_tags_and_bucket_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = std::sync::Arc::new(RedbMeta::open(&dir.path().join("m.redb"), 16 << 20).unwrap());
+    m.apply(MetaOp::CreateBucket(BucketMeta {
+        name: "b".into(),
+        owner: owner(),
+        created: 0,
+        region: "r".into(),
+        acl: Acl::private(owner()),
+        configs: Default::default(),
+    }))
+    .await
+    .unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let m = m.clone();
+            tokio::spawn(async move {
+                let mut meta = obj(ObjectData::Inline(vec![i]));
+                meta.etag = format!("e{i}");
+                m.apply(MetaOp::PutObject {
+                    bucket: "b".into(),
+                    key: "k".into(),
+                    meta,
+                    cond: Some(WriteCondition::Absent),
+                })
+                .await
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(_) => won.push(i),
+            Err(MetaError::PreconditionFailed) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "{won:?}");
+    let etag = m.object("b", "k").unwrap().unwrap().etag;
+    assert_eq!(etag, format!("e{}", won[0]));
+    let put_if = |e: &str| MetaOp::PutObject {
+        bucket: "b".into(),
+        key: "k".into(),
+        meta: obj(ObjectData::Inline(vec![])),
+        cond: Some(WriteCondition::EtagIs(e.into())),
+    };
+    assert!(matches!(
+        m.apply(put_if("nope")).await,
+        Err(MetaError::PreconditionFailed)
+    ));
+    m.apply(put_if(&etag)).await.unwrap();
+    assert!(matches!(
+        m.apply(MetaOp::PutObject {
+            bucket: "b".into(),
+            key: "absent".into(),
+            meta: obj(ObjectData::Inline(vec![])),
+            cond: Some(WriteCondition::EtagIs("e".into())),
+        })
+        .await,
+        Err(MetaError::PreconditionFailed)
+    ));
+    let tags = vec![("a".to_string(), "1".to_string())];
+    m.apply(MetaOp::SetObjectTags {
+        bucket: "b".into(),
+        key: "k".into(),
+        tags: tags.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(m.object("b", "k").unwrap().unwrap().tags, tags);
+    for doc in [Some("<CORSConfiguration/>".to_string()), None] {
+        m.apply(MetaOp::SetBucketConfig {
+            name: "b".into(),
+            config: BucketConfig::CORS.into(),
+            doc: doc.clone(),
+        })
+        .await
+        .unwrap();
+        let b = m.bucket("b").unwrap().unwrap();
+        assert_eq!(b.config(BucketConfig::CORS), doc.as_deref());
+    }
 }

@@ -98,6 +98,7 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         part_sizes: src.part_sizes.clone(),
         checksum_type: src.checksum_type.clone(),
         part_checksums: src.part_checksums.clone(),
+        tags: src.tags.clone(),
     };
     let lm = meta.last_modified;
     commit_object(st, r, meta).await?;

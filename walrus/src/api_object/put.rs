@@ -160,6 +160,7 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         data: data.clone(),
         part_sizes: Vec::new(),
         part_checksums: Vec::new(),
+        tags: Vec::new(),
     };
     let etag = meta.etag.clone();
     commit_object(st, r, meta).await?;
@@ -183,6 +184,7 @@ pub async fn commit_object(st: &Arc<State>, r: &Req, meta: ObjectMeta) -> S3Resu
         bucket: r.bucket().into(),
         key: r.key().into(),
         meta,
+        cond: None,
     };
     match st.meta.apply(op).await {
         Ok(out) => {
