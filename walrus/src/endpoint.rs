@@ -24,6 +24,7 @@ endpoints! {
     GetBucketVersioning, PutBucketVersioning,
     GetBucketLogging, GetBucketRequestPayment,
     GetBucketConfig, PutBucketConfig, DeleteBucketConfig,
+    GetBucketCors, PutBucketCors, DeleteBucketCors,
     DeleteObjects, ListMultipartUploads,
     GetObject, HeadObject, PutObject, CopyObject, DeleteObject, PostObject,
     GetObjectAcl, PutObjectAcl,
@@ -73,13 +74,18 @@ impl S3Endpoint {
             return match *method {
                 Method::PUT if has("acl") => PutBucketAcl,
                 Method::PUT if has("versioning") => PutBucketVersioning,
+                Method::PUT if has("cors") => PutBucketCors,
                 Method::PUT if config() => PutBucketConfig,
                 Method::PUT => CreateBucket,
                 Method::HEAD => HeadBucket,
+                Method::DELETE if has("cors") => DeleteBucketCors,
                 Method::DELETE if config() => DeleteBucketConfig,
                 Method::DELETE => DeleteBucket,
                 Method::POST if has("delete") => DeleteObjects,
+                // A browser POST upload (multipart/form-data) to the bucket URL.
+                Method::POST => PostObject,
                 Method::GET if has("acl") => GetBucketAcl,
+                Method::GET if has("cors") => GetBucketCors,
                 Method::GET if config() => GetBucketConfig,
                 Method::GET if has("location") => GetBucketLocation,
                 Method::GET if has("versioning") => GetBucketVersioning,
@@ -140,7 +146,9 @@ mod tests {
             p(Method::GET, true, false, "prefix=list-type=2"),
             ListObjects
         );
-        assert_eq!(p(Method::GET, true, false, "cors"), GetBucketConfig);
+        assert_eq!(p(Method::GET, true, false, "cors"), GetBucketCors);
+        assert_eq!(p(Method::GET, true, false, "policy"), GetBucketConfig);
+        assert_eq!(p(Method::POST, true, false, ""), PostObject);
         assert_eq!(p(Method::PUT, true, false, ""), CreateBucket);
         assert_eq!(p(Method::PUT, true, true, ""), PutObject);
         assert_eq!(
