@@ -302,9 +302,12 @@ def test_post_upload_sigv4(cloud, s3, bucket, s3v4):
 def test_post_upload_large_streams_to_blob(cloud, s3, bucket, s3v4):
     data = bytes(range(256)) * (12 * 1024)  # 3 MiB: past inline storage
     url, fields = presigned_post(s3v4, bucket, "big.bin")
-    status, _, body = curl_post(url, fields, data)
+    status, headers, body = curl_post(url, fields, data)
     assert status == 204, body
-    assert s3.get_object(Bucket=bucket, Key="big.bin")["Body"].read() == data
+    etag = '"' + hashlib.md5(data).hexdigest() + '"'
+    assert headers["etag"] == etag
+    o = s3.get_object(Bucket=bucket, Key="big.bin")
+    assert o["Body"].read() == data and o["ETag"] == etag
 
 
 def test_post_upload_sigv2_redirect_and_acl(cloud, s3, bucket):
@@ -422,6 +425,17 @@ def test_post_key_outside_starts_with(cloud, s3, bucket, s3v4):
     f = [(k, "user/bob/x" if k == "key" else v) for k, v in fields]
     refused(s3, bucket, "user/bob/x", curl_post(url, f), 403, "AccessDenied",
             "Invalid according to Policy")
+
+
+def test_post_policy_for_another_bucket(cloud, s3, bucket, s3v4):
+    other = bucket + "-b"
+    s3.create_bucket(Bucket=other)
+    try:
+        url, fields = presigned_post(s3v4, other, "moved")
+        refused(s3, bucket, "moved", curl_post(cloud.endpoint + "/" + bucket, fields), 403,
+                "AccessDenied", "Policy Condition failed")
+    finally:
+        s3.delete_bucket(Bucket=other)
 
 
 def test_post_extra_field_not_in_policy(cloud, s3, bucket, s3v4):

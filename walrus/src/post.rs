@@ -38,6 +38,56 @@ const FORM_OVERHEAD: u64 = 1 << 20;
 /// Most bytes of `x-amz-meta-*` (names and values), as PutObject.
 const MAX_USER_META: usize = 2048;
 
+/// The MD5 (ETag) of the file part: computed in place while the file is small, on a
+/// blocking thread (in parallel with receiving) once it is past [`OFFLOAD_AFTER`].
+enum FileDigest {
+    Inline(Md5),
+    Offloaded {
+        tx: tokio::sync::mpsc::Sender<Bytes>,
+        handle: tokio::task::JoinHandle<Md5>,
+    },
+}
+
+const OFFLOAD_AFTER: u64 = 1 << 20;
+
+impl FileDigest {
+    async fn update(&mut self, seen: u64, chunk: &Bytes) -> S3Result<()> {
+        match self {
+            FileDigest::Inline(h) => {
+                h.update(chunk);
+                if seen >= OFFLOAD_AFTER {
+                    let h = std::mem::take(h);
+                    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+                    let handle = tokio::task::spawn_blocking(move || {
+                        let mut h = h;
+                        while let Some(b) = rx.blocking_recv() {
+                            h.update(&b);
+                        }
+                        h
+                    });
+                    *self = FileDigest::Offloaded { tx, handle };
+                }
+                Ok(())
+            }
+            FileDigest::Offloaded { tx, .. } => tx
+                .send(chunk.clone())
+                .await
+                .map_err(|_| S3Error::internal("hashing thread stopped")),
+        }
+    }
+
+    async fn finish(self) -> S3Result<[u8; 16]> {
+        let h = match self {
+            FileDigest::Inline(h) => h,
+            FileDigest::Offloaded { tx, handle } => {
+                drop(tx);
+                handle.await.map_err(S3Error::internal)?
+            }
+        };
+        Ok(h.finalize().into())
+    }
+}
+
 /// Fields no policy condition needs to cover.
 fn exempt(name_lower: &str) -> bool {
     matches!(
@@ -479,7 +529,7 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         )
         .with("MaxSizeAllowed", max.to_string())
     };
-    let mut md5 = Md5::new();
+    let mut md5 = FileDigest::Inline(Md5::new());
     let mut size = 0u64;
     let mut head: Vec<u8> = Vec::new();
     let mut writer: Option<crate::blob::BlobWriter> = None;
@@ -492,7 +542,7 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             st.metrics
                 .bytes_in
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            md5.update(&chunk);
+            md5.update(size, &chunk).await?;
             match writer.as_mut() {
                 None if head.len() + chunk.len() <= st.cfg.inline_max_bytes => {
                     head.extend_from_slice(&chunk)
@@ -541,7 +591,7 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             ObjectData::Blobs(vec![BlobRef { id, size }])
         }
     };
-    let etag = hex::encode(md5.finalize());
+    let etag = hex::encode(md5.finish().await?);
     let meta = ObjectMeta {
         size,
         etag: etag.clone(),
