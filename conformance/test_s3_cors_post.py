@@ -254,6 +254,11 @@ def s3v4(cloud):
     return cloud.boto3(signature_version="s3v4")
 
 
+def fields_as_parts(fields):
+    """Form fields as `requests` multipart parts (no file name), in order."""
+    return [(k, (None, v)) for k, v in fields]
+
+
 def presigned_post(s3, bucket, key, fields=None, conditions=None, expires=600):
     p = s3.generate_presigned_post(bucket, key, Fields=fields, Conditions=conditions,
                                    ExpiresIn=expires)
@@ -465,6 +470,16 @@ def test_post_form_limits(cloud, s3, bucket, s3v4):
     url, fields = presigned_post(s3v4, bucket, "limits")
     refused(s3, bucket, "limits", curl_post(url, fields + [("x-ignore-pad", "p" * 21000)]),
             400, "MaxPostPreDataLengthExceeded")
+    # Many tiny fields (they cost almost no field bytes): capped by number.
+    many = [(f"x-ignore-{i}", (None, "")) for i in range(1001)]
+    r = requests.post(url, files=list(fields_as_parts(fields)) + many + [("file", ("f", b"x"))],
+                      timeout=60)
+    assert r.status_code == 400 and s3_error_code(r.content) == "InvalidArgument", r.text
+    # The same form without them is fine (requests is a client too).
+    r = requests.post(url, files=list(fields_as_parts(fields)) + [("file", ("f", b"x"))],
+                      timeout=60)
+    assert r.status_code == 204, r.text
+    s3.delete_object(Bucket=bucket, Key="limits")
     # No file part at all.
     r = requests.post(url, files={k: (None, v) for k, v in fields}, timeout=30)
     assert r.status_code == 400 and s3_error_code(r.content) == "InvalidArgument"

@@ -33,6 +33,8 @@ pub const MAX_PRE_FILE_BYTES: usize = 20 * 1024;
 /// the fields, their part headers and whatever of the file the parser read ahead.
 /// Bounds what the form parser buffers while it looks for part boundaries.
 const MAX_PRE_FILE_STREAM: u64 = 2 << 20;
+/// Most fields before `file` (a form has a dozen or so).
+const MAX_FIELDS: usize = 1000;
 /// Form framing allowed on top of the largest object.
 const FORM_OVERHEAD: u64 = 1 << 20;
 /// Most bytes of `x-amz-meta-*` (names and values), as PutObject.
@@ -358,6 +360,7 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     // The fields before `file`.
     let mut fields = Fields(Vec::new());
     let mut pre = 0usize;
+    let mut seen = std::collections::HashSet::new();
     let mut file = loop {
         let Some(mut field) = form.next_field().await.map_err(form_error)? else {
             return Err(S3Error::invalid_argument(
@@ -366,6 +369,12 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             .with("ArgumentName", "file"));
         };
         let name = field.name().unwrap_or("").to_string();
+        // Empty parts cost no field bytes: their number is capped on its own.
+        if name.is_empty() || seen.len() >= MAX_FIELDS {
+            return Err(S3Error::invalid_argument(
+                "A form field has no name, or the form has too many fields.",
+            ));
+        }
         if name.eq_ignore_ascii_case("file") {
             in_file.store(true, Ordering::Relaxed);
             break field;
@@ -382,7 +391,7 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         let value = String::from_utf8(value).map_err(|_| {
             S3Error::invalid_argument(format!("The value of the form field {name} is not UTF-8."))
         })?;
-        if fields.get(&name).is_some() {
+        if !seen.insert(name.to_ascii_lowercase()) {
             return Err(S3Error::invalid_argument(format!(
                 "The form field {name} appears more than once."
             )));
