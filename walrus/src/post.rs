@@ -258,6 +258,10 @@ impl PostPolicy {
         for c in &self.conditions {
             let ok = match c {
                 Condition::Eq(f, v) => value_of(f) == *v,
+                // S3: a Content-Type may list several types, each must match.
+                Condition::StartsWith(f, p) if f == "content-type" => value_of(f)
+                    .split(',')
+                    .all(|t| t.trim_start_matches(' ').starts_with(p.as_str())),
                 Condition::StartsWith(f, p) => value_of(f).starts_with(p.as_str()),
                 Condition::LengthRange(lo, hi) => {
                     range = (range.0.max(*lo), range.1.min(*hi));
@@ -725,6 +729,20 @@ mod tests {
             })
             .unwrap_err();
         assert!(e.message.contains("starts-with"), "{}", e.message);
+        // Content-Type: each of a list must match a starts-with.
+        let ct = PostPolicy::parse(&b64(r#"{"expiration":"2030-01-01T00:00:00Z","conditions":[["starts-with","$Content-Type","image/"]]}"#)).unwrap();
+        let with = |v: &'static str| {
+            move |f: &str| {
+                if f == "content-type" {
+                    v.to_string()
+                } else {
+                    String::new()
+                }
+            }
+        };
+        let sent = vec!["content-type".to_string()];
+        assert!(ct.check(now, &sent, with("image/png, image/jpeg")).is_ok());
+        assert!(ct.check(now, &sent, with("image/png, text/html")).is_err());
         // Expired.
         let later = OffsetDateTime::parse(
             "2030-01-01T00:00:00Z",
