@@ -488,3 +488,19 @@ def test_post_form_limits(cloud, s3, bucket, s3v4):
                       headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert r.status_code == 412 and s3_error_code(r.content) == "PreconditionFailed"
     assert head_or_none(s3, bucket, "limits") is None
+
+
+def test_virtual_host_addressing(cloud, s3, bucket, s3v4):
+    """The bucket named by Host: preflight, POST upload and its CORS headers."""
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": RULES})
+    host = f"{bucket}.s3.localhost:{cloud.port}"
+    r = requests.options(cloud.endpoint + "/obj", timeout=30, headers={
+        "Host": host, "Origin": ORIGIN, "Access-Control-Request-Method": "PUT"})
+    assert r.status_code == 200 and r.headers["Access-Control-Allow-Origin"] == ORIGIN, r.text
+    url, fields = presigned_post(s3v4, bucket, "vh")
+    r = requests.post(cloud.endpoint + "/", headers={"Host": host, "Origin": ORIGIN},
+                      files=fields_as_parts(fields) + [("file", ("f", b"v"))], timeout=30)
+    assert r.status_code == 204, r.text
+    assert r.headers["Location"] == f"http://{host}/vh"
+    assert r.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert s3.get_object(Bucket=bucket, Key="vh")["Body"].read() == b"v"
