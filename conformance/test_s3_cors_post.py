@@ -15,6 +15,7 @@ import hmac
 import json
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -307,8 +308,10 @@ def test_post_upload_sigv4(cloud, s3, bucket, s3v4):
 def test_post_upload_large_streams_to_blob(cloud, s3, bucket, s3v4):
     data = bytes(range(256)) * (12 * 1024)  # 3 MiB: past inline storage
     url, fields = presigned_post(s3v4, bucket, "big.bin")
+    before = blob_files(cloud)
     status, headers, body = curl_post(url, fields, data)
     assert status == 204, body
+    assert blob_files(cloud) - before, "the file went to a new blob"
     etag = '"' + hashlib.md5(data).hexdigest() + '"'
     assert headers["etag"] == etag
     o = s3.get_object(Bucket=bucket, Key="big.bin")
@@ -423,6 +426,24 @@ def test_post_over_content_length_range(cloud, s3, bucket, size, s3v4):
     # Within the range: stored.
     assert curl_post(url, fields, b"z" * 1024)[0] == 204
     assert s3.head_object(Bucket=bucket, Key="big")["ContentLength"] == 1024
+
+
+def blob_files(cloud):
+    return {p for p in (cloud.data / "walrus").rglob("*") if p.is_file() and "blobs" in p.parts}
+
+
+def test_post_over_range_leaves_no_blob(cloud, s3, bucket, s3v4):
+    """A file refused mid-stream (past inline size, so already in a new blob) leaves
+    neither an object nor a blob or staging file behind."""
+    url, fields = presigned_post(s3v4, bucket, "partial",
+                                 conditions=[["content-length-range", 0, 1 << 20]])
+    before = blob_files(cloud)
+    refused(s3, bucket, "partial", curl_post(url, fields, b"q" * (3 << 20)), 400,
+            "EntityTooLarge")
+    deadline = time.time() + 10
+    while blob_files(cloud) - before and time.time() < deadline:
+        time.sleep(0.2)  # the abort removes the staging file just after the answer
+    assert not blob_files(cloud) - before
 
 
 def test_post_key_outside_starts_with(cloud, s3, bucket, s3v4):
