@@ -92,8 +92,26 @@ impl CorsConfig {
         if node.name != "CORSConfiguration" {
             return Err(S3Error::malformed_xml());
         }
+        const RULE_ELEMENTS: [&str; 6] = [
+            "ID",
+            "AllowedOrigin",
+            "AllowedMethod",
+            "AllowedHeader",
+            "ExposeHeader",
+            "MaxAgeSeconds",
+        ];
         let mut rules = Vec::new();
+        // Only rules, and only the elements of the schema in them.
+        if node.children.iter().any(|c| c.name != "CORSRule") {
+            return Err(S3Error::malformed_xml());
+        }
         for r in node.children("CORSRule") {
+            if r.children
+                .iter()
+                .any(|c| !RULE_ELEMENTS.contains(&c.name.as_str()))
+            {
+                return Err(S3Error::malformed_xml());
+            }
             let texts =
                 |name: &str| -> Vec<String> { r.children(name).map(|c| c.text.clone()).collect() };
             let rule = CorsRule {
@@ -483,6 +501,14 @@ mod tests {
         );
         assert_eq!(
             err("<CORSConfiguration><CORSRule><AllowedOrigin>*</AllowedOrigin><AllowedMethod>GET</AllowedMethod><MaxAgeSeconds>x</MaxAgeSeconds></CORSRule></CORSConfiguration>").code,
+            "MalformedXML"
+        );
+        assert_eq!(
+            err("<CORSConfiguration><CORSRule><AllowedOrigin>*</AllowedOrigin><AllowedMethod>GET</AllowedMethod><AllowedMethods>PUT</AllowedMethods></CORSRule></CORSConfiguration>").code,
+            "MalformedXML"
+        );
+        assert_eq!(
+            err("<CORSConfiguration><Rule/><CORSRule><AllowedOrigin>*</AllowedOrigin><AllowedMethod>GET</AllowedMethod></CORSRule></CORSConfiguration>").code,
             "MalformedXML"
         );
         let rule = "<CORSRule><AllowedOrigin>*</AllowedOrigin><AllowedMethod>GET</AllowedMethod></CORSRule>";

@@ -506,7 +506,7 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         content_language: g("content-language"),
         cache_control: g("cache-control"),
         expires: g("expires"),
-        website_redirect: None,
+        website_redirect: g("x-amz-website-redirect-location"),
     };
     let mut user_meta: Vec<(String, String)> = fields
         .0
