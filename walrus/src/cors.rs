@@ -8,7 +8,7 @@
 //! Preflights carry no credentials, so they are answered before authentication, and
 //! read no body. Order, as S3: no `Origin` → 400 `BadRequest`; a bucket that does not
 //! exist → 404 `NoSuchBucket` (what every other request on it answers, so nothing new
-//! is revealed); no configuration → 403 "CORS is not enabled for this bucket."; no
+//! is revealed); no `Access-Control-Request-Method` → 400 `BadRequest`; no configuration → 403 "CORS is not enabled for this bucket."; no
 //! rule matching → 403 "This CORS request is not allowed…"; otherwise 200 with the
 //! matching rule's headers. A rule matches when one of its origins matches `Origin`
 //! (a pattern may hold one `*`), one of its methods is exactly
@@ -345,7 +345,13 @@ pub fn preflight(
         Some(name) => Some(handler::load_bucket(st, name)?),
         None => None,
     };
-    let method = header_text(&parts.headers, "access-control-request-method").unwrap_or("");
+    let Some(method) = header_text(&parts.headers, "access-control-request-method") else {
+        return Err(S3Error::new(
+            "BadRequest",
+            400,
+            "Invalid Access-Control-Request-Method: null",
+        ));
+    };
     let resource_type = if has_key { "OBJECT" } else { "BUCKET" };
     let Some(cfg) = b.as_ref().and_then(CorsConfig::of_bucket) else {
         return Err(S3Error::new(
@@ -368,7 +374,7 @@ pub fn preflight(
                 .collect()
         })
         .unwrap_or_default();
-    let rule = (!origin.is_empty() && !method.is_empty())
+    let rule = (!origin.is_empty())
         .then(|| cfg.find(origin, method, &requested))
         .flatten();
     let Some(rule) = rule else {

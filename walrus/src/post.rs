@@ -196,6 +196,9 @@ impl PostPolicy {
         for c in list {
             match c {
                 serde_json::Value::Object(m) => {
+                    if m.is_empty() {
+                        return Err(invalid_policy("Invalid Condition: {}"));
+                    }
                     for (k, v) in m {
                         let v = v
                             .as_str()
@@ -689,6 +692,15 @@ mod tests {
     fn policy_parse_and_check() {
         let p = PostPolicy::parse(&b64(r#"{"expiration":"2030-01-01T00:00:00.000Z","conditions":[{"bucket":"b"},["starts-with","$key","up/"],["eq","$Content-Type","text/plain"],["content-length-range",1,"10"],{"x-amz-meta-a":"1"}]}"#)).unwrap();
         assert_eq!(p.conditions.len(), 5);
+        // Operators and field names are case-insensitive; values are not.
+        let ci = PostPolicy::parse(&b64(r#"{"expiration":"2030-01-01T00:00:00Z","conditions":[{"bUcKeT":"B"},["StArTs-WiTh","$KeY","Up/"]]}"#)).unwrap();
+        assert_eq!(
+            ci.conditions,
+            vec![
+                Condition::Eq("bucket".into(), "B".into()),
+                Condition::StartsWith("key".into(), "Up/".into())
+            ]
+        );
         let now = OffsetDateTime::now_utc();
         let vals = |f: &str| match f {
             "bucket" => "b".to_string(),
@@ -758,6 +770,14 @@ mod tests {
             &b64(r#"{"expiration":"soon","conditions":[]}"#),
             &b64(r#"{"expiration":"2030-01-01T00:00:00Z"}"#),
             &b64(r#"{"expiration":"2030-01-01T00:00:00Z","conditions":[["in","$key","a"]]}"#),
+            &b64(r#"{"expiration":"2030-01-01T00:00:00Z","conditions":[{}]}"#),
+            &b64(r#"{"EXPIRATION":"2030-01-01T00:00:00Z","conditions":[]}"#),
+            &b64(
+                r#"{"expiration":"2030-01-01T00:00:00Z","conditions":[["content-length-range",0]]}"#,
+            ),
+            &b64(
+                r#"{"expiration":"2030-01-01T00:00:00Z","conditions":[["content-length-range",-1,0]]}"#,
+            ),
             &b64(r#"{"expiration":"2030-01-01T00:00:00Z","conditions":[["eq","key","a"]]}"#),
             &b64(
                 r#"{"expiration":"2030-01-01T00:00:00Z","conditions":[["content-length-range",5,1]]}"#,
