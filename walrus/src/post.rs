@@ -22,6 +22,7 @@ use euca_aws::credential::AuthConfig;
 use euca_aws::encoding::uri_encode;
 use euca_aws::xml::XmlWriter;
 use http::StatusCode;
+use http_body_util::BodyExt;
 use md5::{Digest, Md5};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -345,21 +346,52 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     // request-level credentials.
     r.principal = None;
 
-    let body = r.body(st.cfg.max_put_bytes.saturating_add(FORM_OVERHEAD))?;
+    // The raw body, not a `VerifiedBody`: a form's authority is its signed policy, not a
+    // request signature, so nothing is verified over the whole body, and hashing all of
+    // it would double the work done for the file. Same idle timeout and a cap.
+    let limit = st.cfg.max_put_bytes.saturating_add(FORM_OVERHEAD);
+    let declared = r
+        .header("content-length")
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(crate::body::entity_too_large());
+    }
+    let body = r
+        .body
+        .take()
+        .ok_or_else(|| S3Error::internal("body taken twice"))?;
     let in_file = Arc::new(AtomicBool::new(false));
     let taken = Arc::new(AtomicU64::new(0));
     let (flag, count) = (in_file.clone(), taken.clone());
     let stream = futures::stream::try_unfold(body, move |mut b| {
         let (flag, count) = (flag.clone(), count.clone());
         async move {
-            let Some(chunk) = b.next().await? else {
-                return Ok(None);
-            };
-            let n = count.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
-            if !flag.load(Ordering::Relaxed) && n > MAX_PRE_FILE_STREAM {
-                return Err(pre_data_too_large());
+            loop {
+                let frame = tokio::time::timeout(crate::body::BODY_IDLE_TIMEOUT, b.frame())
+                    .await
+                    .map_err(|_| {
+                        S3Error::new("RequestTimeout", 400, "Your socket connection to the server was not read from or written to within the timeout period.")
+                    })?;
+                let data = match frame {
+                    None => return Ok(None),
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "request body failed");
+                        return Err(S3Error::incomplete_body());
+                    }
+                    Some(Ok(f)) => match f.into_data() {
+                        Ok(d) => d,
+                        Err(_) => continue,
+                    },
+                };
+                let n = count.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+                if n > limit {
+                    return Err(crate::body::entity_too_large());
+                }
+                if !flag.load(Ordering::Relaxed) && n > MAX_PRE_FILE_STREAM {
+                    return Err(pre_data_too_large());
+                }
+                return Ok(Some((data, b)));
             }
-            Ok(Some((chunk, b)))
         }
     });
     let mut form = multer::Multipart::new(stream, boundary);
