@@ -25,9 +25,8 @@ const COMPLETED_BY_TIME: TableDefinition<&[u8], ()> = TableDefinition::new("comp
 /// Expired completion records dropped per completion (keeps each commit small).
 const EXPIRE_PER_OP: usize = 64;
 
-/// Records are this byte, then postcard. Formats 1 (before multipart checksum
-/// types) and 2 (before bucket configs and tags) are still read: see
-/// [`Record::from_old`].
+/// Records are this byte, then postcard. Older formats are still read: format 1
+/// (before multipart checksum types) and 2 (before bucket configs and tags).
 const FORMAT: u8 = 3;
 const MAX_BATCH: usize = 512;
 
@@ -37,203 +36,78 @@ fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
     Ok(out)
 }
 
+/// Postcard (its wire format is stable since 1.0) writes a struct as its fields in
+/// order, and an empty `Vec`, map or `None` as one 0 byte. Each format only appended
+/// such fields to the records it changed, so an older record is today's layout minus
+/// its last fields: with one 0 byte per missing field it decodes as today's type.
 fn dec<T: Record>(b: &[u8]) -> Result<T, MetaError> {
     let r = match b.split_first() {
         Some((&FORMAT, rest)) => postcard::from_bytes(rest),
-        Some((&f @ (1 | 2), rest)) => T::from_old(f, rest),
+        Some((&f, rest)) if (1..FORMAT).contains(&f) => {
+            let missing: usize = T::APPENDED
+                .iter()
+                .filter(|(g, _)| *g > f)
+                .map(|(_, n)| n)
+                .sum();
+            let mut padded = Vec::with_capacity(rest.len() + missing);
+            padded.extend_from_slice(rest);
+            padded.resize(rest.len() + missing, 0);
+            postcard::from_bytes(&padded).map(|mut v: T| {
+                if f == 1 {
+                    v.upgrade_from_format_1();
+                }
+                v
+            })
+        }
         _ => return Err(MetaError::Backend("unknown record format".into())),
     };
     r.map_err(|e| MetaError::Backend(format!("corrupt record: {e}")))
 }
 
-/// A stored record type. Postcard is not self-describing, so a type whose fields
-/// changed since an older format decodes its old layout and converts it.
+/// A stored record type.
 trait Record: Serialize + DeserializeOwned {
-    fn from_old(_format: u8, b: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes(b)
-    }
+    /// (format, number of fields it appended), for every format after the first that
+    /// changed this type. An appended field must encode its default as one 0 byte.
+    const APPENDED: &'static [(u8, usize)] = &[];
+    /// Fills what format 1 did not record, from what it did.
+    fn upgrade_from_format_1(&mut self) {}
 }
 impl Record for PartMeta {}
 impl Record for CompletedUpload {}
 
 impl Record for BucketMeta {
-    fn from_old(_format: u8, b: &[u8]) -> Result<Self, postcard::Error> {
-        let o: old::BucketMeta = postcard::from_bytes(b)?;
-        Ok(BucketMeta {
-            name: o.name,
-            owner: o.owner,
-            created: o.created,
-            region: o.region,
-            acl: o.acl,
-            configs: Default::default(),
-        })
-    }
+    /// 3: `configs`.
+    const APPENDED: &'static [(u8, usize)] = &[(3, 1)];
 }
 
 impl Record for ObjectMeta {
-    fn from_old(format: u8, b: &[u8]) -> Result<Self, postcard::Error> {
-        let o: old::ObjectMeta = if format == 1 {
-            let o: old::ObjectMetaV1 = postcard::from_bytes(b)?;
-            // Format 1 had composite multipart checksums (`…-N`) and full-object PUT ones.
-            let checksum_type = o.checksums.first().map(|(_, v)| {
-                let composite = !o.part_sizes.is_empty()
-                    && v.rsplit_once('-')
-                        .is_some_and(|(_, n)| n.parse::<u32>().is_ok());
-                if composite {
-                    "COMPOSITE"
-                } else {
-                    "FULL_OBJECT"
-                }
-                .to_string()
-            });
-            old::ObjectMeta {
-                size: o.size,
-                etag: o.etag,
-                last_modified: o.last_modified,
-                owner: o.owner,
-                headers: o.headers,
-                user_meta: o.user_meta,
-                checksums: o.checksums,
-                acl: o.acl,
-                data: o.data,
-                part_sizes: o.part_sizes,
-                checksum_type,
-                part_checksums: Vec::new(),
+    /// 2: `checksum_type`, `part_checksums`; 3: `tags`.
+    const APPENDED: &'static [(u8, usize)] = &[(2, 2), (3, 1)];
+    /// Format 1 had composite multipart checksums (`…-N`) and full-object PUT ones.
+    fn upgrade_from_format_1(&mut self) {
+        self.checksum_type = self.checksums.first().map(|(_, v)| {
+            let composite = !self.part_sizes.is_empty()
+                && v.rsplit_once('-')
+                    .is_some_and(|(_, n)| n.parse::<u32>().is_ok());
+            if composite {
+                "COMPOSITE"
+            } else {
+                "FULL_OBJECT"
             }
-        } else {
-            postcard::from_bytes(b)?
-        };
-        Ok(ObjectMeta {
-            size: o.size,
-            etag: o.etag,
-            last_modified: o.last_modified,
-            owner: o.owner,
-            headers: o.headers,
-            user_meta: o.user_meta,
-            checksums: o.checksums,
-            acl: o.acl,
-            data: o.data,
-            part_sizes: o.part_sizes,
-            checksum_type: o.checksum_type,
-            part_checksums: o.part_checksums,
-            tags: Vec::new(),
-        })
+            .to_string()
+        });
     }
 }
 
 impl Record for UploadMeta {
-    fn from_old(format: u8, b: &[u8]) -> Result<Self, postcard::Error> {
-        let u: old::UploadMeta = if format == 1 {
-            let u: old::UploadMetaV1 = postcard::from_bytes(b)?;
-            // Format 1 uploads with an algorithm were all composite.
-            let checksum_type = u
-                .checksum_algorithm
-                .as_ref()
-                .map(|_| "COMPOSITE".to_string());
-            old::UploadMeta {
-                upload_id: u.upload_id,
-                bucket: u.bucket,
-                key: u.key,
-                initiated: u.initiated,
-                owner: u.owner,
-                headers: u.headers,
-                user_meta: u.user_meta,
-                acl: u.acl,
-                checksum_algorithm: u.checksum_algorithm,
-                checksum_type,
-            }
-        } else {
-            postcard::from_bytes(b)?
-        };
-        Ok(UploadMeta {
-            upload_id: u.upload_id,
-            bucket: u.bucket,
-            key: u.key,
-            initiated: u.initiated,
-            owner: u.owner,
-            headers: u.headers,
-            user_meta: u.user_meta,
-            acl: u.acl,
-            checksum_algorithm: u.checksum_algorithm,
-            checksum_type: u.checksum_type,
-            tags: Vec::new(),
-        })
-    }
-}
-
-/// The older layouts of the records that changed since (field order matters):
-/// `*V1` is format 1's, the others format 2's (bucket: formats 1 and 2).
-mod old {
-    use crate::acl::{Acl, Owner};
-    use crate::meta::{ContentHeaders, ObjectData};
-    use serde::Deserialize;
-
-    #[derive(Deserialize)]
-    #[cfg_attr(test, derive(serde::Serialize))]
-    pub struct BucketMeta {
-        pub name: String,
-        pub owner: Owner,
-        pub created: i64,
-        pub region: String,
-        pub acl: Acl,
-    }
-
-    #[derive(Deserialize)]
-    pub struct ObjectMetaV1 {
-        pub size: u64,
-        pub etag: String,
-        pub last_modified: i64,
-        pub owner: Owner,
-        pub headers: ContentHeaders,
-        pub user_meta: Vec<(String, String)>,
-        pub checksums: Vec<(String, String)>,
-        pub acl: Acl,
-        pub data: ObjectData,
-        pub part_sizes: Vec<u64>,
-    }
-
-    #[derive(Deserialize)]
-    #[cfg_attr(test, derive(serde::Serialize))]
-    pub struct ObjectMeta {
-        pub size: u64,
-        pub etag: String,
-        pub last_modified: i64,
-        pub owner: Owner,
-        pub headers: ContentHeaders,
-        pub user_meta: Vec<(String, String)>,
-        pub checksums: Vec<(String, String)>,
-        pub acl: Acl,
-        pub data: ObjectData,
-        pub part_sizes: Vec<u64>,
-        pub checksum_type: Option<String>,
-        pub part_checksums: Vec<String>,
-    }
-
-    #[derive(Deserialize)]
-    pub struct UploadMetaV1 {
-        pub upload_id: String,
-        pub bucket: String,
-        pub key: String,
-        pub initiated: i64,
-        pub owner: Owner,
-        pub headers: ContentHeaders,
-        pub user_meta: Vec<(String, String)>,
-        pub acl: Acl,
-        pub checksum_algorithm: Option<String>,
-    }
-
-    #[derive(Deserialize)]
-    pub struct UploadMeta {
-        pub upload_id: String,
-        pub bucket: String,
-        pub key: String,
-        pub initiated: i64,
-        pub owner: Owner,
-        pub headers: ContentHeaders,
-        pub user_meta: Vec<(String, String)>,
-        pub acl: Acl,
-        pub checksum_algorithm: Option<String>,
-        pub checksum_type: Option<String>,
+    /// 2: `checksum_type`; 3: `tags`.
+    const APPENDED: &'static [(u8, usize)] = &[(2, 1), (3, 1)];
+    /// Format 1 uploads with an algorithm were all composite.
+    fn upgrade_from_format_1(&mut self) {
+        self.checksum_type = self
+            .checksum_algorithm
+            .as_ref()
+            .map(|_| "COMPOSITE".to_string());
     }
 }
 
@@ -822,50 +696,34 @@ mod tests {
         assert_eq!((u.upload_id.as_str(), u.key.as_str()), ("u", "k"));
         assert_eq!(u.checksum_algorithm.as_deref(), Some("SHA256"));
         assert_eq!(u.checksum_type.as_deref(), Some("COMPOSITE"));
-        // Re-encoded, it is format 2 and round-trips.
+        assert!(o.tags.is_empty() && u.tags.is_empty());
+        // Re-encoded, it is today's format and round-trips.
         let again = enc(&o).unwrap();
         assert_eq!(again[0], FORMAT);
         assert_eq!(dec::<ObjectMeta>(&again).unwrap(), o);
         assert!(dec::<ObjectMeta>(&[9, 0]).is_err());
     }
 
-    fn format_2<T: Serialize>(v: &T) -> Vec<u8> {
-        let mut b = vec![2];
-        b.extend(postcard::to_allocvec(v).unwrap());
-        b
-    }
-
-    /// Format 2 (before bucket configs and tags): read with none of either.
+    /// Format 2 (before bucket configs and tags) is format 3 without the last field.
     #[test]
     fn reads_format_2_records() {
-        let o: ObjectMeta = dec(&hex::decode(V1_OBJECT).unwrap()).unwrap();
-        let v2 = old::ObjectMeta {
-            size: o.size,
-            etag: o.etag.clone(),
-            last_modified: o.last_modified,
-            owner: o.owner.clone(),
-            headers: o.headers.clone(),
-            user_meta: o.user_meta.clone(),
-            checksums: o.checksums.clone(),
-            acl: o.acl.clone(),
-            data: o.data.clone(),
-            part_sizes: o.part_sizes.clone(),
-            checksum_type: o.checksum_type.clone(),
-            part_checksums: vec!["x".into()],
-        };
-        let back: ObjectMeta = dec(&format_2(&v2)).unwrap();
-        assert_eq!(back.part_checksums, vec!["x".to_string()]);
-        assert!(back.tags.is_empty());
-        assert_eq!((back.size, &back.checksums), (o.size, &o.checksums));
-        let b = old::BucketMeta {
+        let mut o: ObjectMeta = dec(&hex::decode(V1_OBJECT).unwrap()).unwrap();
+        o.part_checksums = vec!["x".into()];
+        let mut v2 = enc(&o).unwrap();
+        assert_eq!(v2.pop(), Some(0), "empty tags are one 0 byte");
+        v2[0] = 2;
+        assert_eq!(dec::<ObjectMeta>(&v2).unwrap(), o);
+        let b = BucketMeta {
             name: "b".into(),
             owner: o.owner.clone(),
             created: 7,
             region: "r".into(),
             acl: o.acl.clone(),
+            configs: Default::default(),
         };
-        let back: BucketMeta = dec(&format_2(&b)).unwrap();
-        assert_eq!((back.name.as_str(), back.created), ("b", 7));
-        assert!(back.configs.is_empty());
+        let mut v2 = enc(&b).unwrap();
+        assert_eq!(v2.pop(), Some(0));
+        v2[0] = 2;
+        assert_eq!(dec::<BucketMeta>(&v2).unwrap(), b);
     }
 }
