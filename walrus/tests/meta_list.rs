@@ -28,6 +28,17 @@ fn obj(data: ObjectData) -> ObjectMeta {
     }
 }
 
+fn bucket(name: &str) -> BucketMeta {
+    BucketMeta {
+        name: name.into(),
+        owner: owner(),
+        created: 0,
+        region: "r".into(),
+        acl: Acl::private(owner()),
+        configs: Default::default(),
+    }
+}
+
 async fn put(m: &RedbMeta, key: &str) {
     m.apply(MetaOp::PutObject {
         bucket: "b".into(),
@@ -43,28 +54,14 @@ async fn put(m: &RedbMeta, key: &str) {
 async fn objects_uploads_and_listing() {
     let dir = tempfile::tempdir().unwrap();
     let m = RedbMeta::open(&dir.path().join("m.redb"), 16 << 20).unwrap();
-    let b = BucketMeta {
-        name: "b".into(),
-        owner: owner(),
-        created: 0,
-        region: "r".into(),
-        acl: Acl::private(owner()),
-        configs: Default::default(),
-    };
+    let b = bucket("b");
     m.apply(MetaOp::CreateBucket(b.clone())).await.unwrap();
     assert!(matches!(
         m.apply(MetaOp::CreateBucket(b)).await,
         Err(MetaError::BucketExists { .. })
     ));
     // Another bucket whose name shares a prefix must not leak into listings of "b".
-    let b2 = BucketMeta {
-        name: "bb".into(),
-        owner: owner(),
-        created: 0,
-        region: "r".into(),
-        acl: Acl::private(owner()),
-        configs: Default::default(),
-    };
+    let b2 = bucket("bb");
     m.apply(MetaOp::CreateBucket(b2)).await.unwrap();
     m.apply(MetaOp::PutObject {
         bucket: "bb".into(),
@@ -248,16 +245,7 @@ fn walrus_list(
 async fn completed_uploads_are_remembered_then_expire() {
     let dir = tempfile::tempdir().unwrap();
     let m = RedbMeta::open(&dir.path().join("m.redb"), 16 << 20).unwrap();
-    m.apply(MetaOp::CreateBucket(BucketMeta {
-        name: "b".into(),
-        owner: owner(),
-        created: 0,
-        region: "r".into(),
-        acl: Acl::private(owner()),
-        configs: Default::default(),
-    }))
-    .await
-    .unwrap();
+    m.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
     for (id, at) in [("old", now - COMPLETED_TTL_MS - 1000), ("new", now)] {
         // Through serde, so optional fields added later default to None.
@@ -316,16 +304,7 @@ async fn completed_uploads_are_remembered_then_expire() {
 async fn conditional_writes_tags_and_bucket_configs() {
     let dir = tempfile::tempdir().unwrap();
     let m = std::sync::Arc::new(RedbMeta::open(&dir.path().join("m.redb"), 16 << 20).unwrap());
-    m.apply(MetaOp::CreateBucket(BucketMeta {
-        name: "b".into(),
-        owner: owner(),
-        created: 0,
-        region: "r".into(),
-        acl: Acl::private(owner()),
-        configs: Default::default(),
-    }))
-    .await
-    .unwrap();
+    m.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
     let tasks: Vec<_> = (0..16)
         .map(|i| {
             let m = m.clone();
