@@ -365,6 +365,7 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         checksum_type: sum.checksum_type,
         part_checksums: sum.part_checksums,
         tags: u.tags.clone(),
+        version_id: None,
     };
     let (meta_checksums, meta_type) = (meta.checksums.clone(), meta.checksum_type.clone());
     let parts = chosen

@@ -5,6 +5,7 @@
 //! with one fsync, then answers each caller: under concurrency, N small PUTs cost one
 //! durable commit instead of N.
 use crate::meta::*;
+use rand::RngCore;
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
@@ -22,11 +23,22 @@ const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
 const COMPLETED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("completed");
 /// `completed ms (be)` + `bucket\0key\0uploadId` → (), to expire [`COMPLETED`] in order.
 const COMPLETED_BY_TIME: TableDefinition<&[u8], ()> = TableDefinition::new("completed_by_time");
+/// [`version_key`] → [`Version`]: every version of the keys written since their
+/// bucket had versioning. [`OBJECTS`] keeps the current object as well (listing and
+/// GET stay one lookup), with its `version_id` set; an object whose `version_id` is
+/// `None` was written before and is the key's only version (its `null` one).
+const VERSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("versions");
+/// `bucket\0key` → the sequence number of the key's `null` version in [`VERSIONS`].
+const NULLS: TableDefinition<&[u8], u64> = TableDefinition::new("null_versions");
+/// Named counters: [`VERSION_SEQ`].
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// The last version sequence number given out (version ids carry it).
+const VERSION_SEQ: &str = "version_seq";
 /// Expired completion records dropped per completion (keeps each commit small).
 const EXPIRE_PER_OP: usize = 64;
 
 /// Records are this byte, then postcard. Older formats are still read: format 1
-/// (before multipart checksum types) and 2 (before bucket configs and tags).
+/// (before multipart checksum types) and 2 (before bucket configs, tags and versions).
 const FORMAT: u8 = 3;
 const MAX_BATCH: usize = 512;
 
@@ -74,6 +86,9 @@ trait Record: Serialize + DeserializeOwned {
 }
 impl Record for PartMeta {}
 impl Record for CompletedUpload {}
+/// New in format 3. An `Object` version ends with its [`ObjectMeta`], so fields
+/// appended to that later are padded the same way.
+impl Record for Version {}
 
 impl Record for BucketMeta {
     /// 3: `configs`.
@@ -81,8 +96,8 @@ impl Record for BucketMeta {
 }
 
 impl Record for ObjectMeta {
-    /// 2: `checksum_type`, `part_checksums`; 3: `tags`.
-    const APPENDED: &'static [(u8, usize)] = &[(2, 2), (3, 1)];
+    /// 2: `checksum_type`, `part_checksums`; 3: `tags`, `version_id`.
+    const APPENDED: &'static [(u8, usize)] = &[(2, 2), (3, 2)];
     /// Format 1 had composite multipart checksums (`…-N`) and full-object PUT ones.
     fn upgrade_from_format_1(&mut self) {
         self.checksum_type = self.checksums.first().map(|(_, v)| {
@@ -131,6 +146,68 @@ fn object_key(bucket: &str, key: &str) -> Vec<u8> {
     k
 }
 
+/// `bucket\0`, then the key with each 0 byte written as 0 0xFF (keys may hold 0): the
+/// key order is kept, and no key's part is a prefix of another's.
+fn escaped_key_start(bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(bucket.len() + key.len() + 12);
+    k.extend_from_slice(bucket.as_bytes());
+    k.push(0);
+    for &b in key.as_bytes() {
+        k.push(b);
+        if b == 0 {
+            k.push(0xFF);
+        }
+    }
+    k
+}
+
+/// Where a key's versions start in [`VERSIONS`]: [`escaped_key_start`], then 0 1.
+fn versions_of(bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = escaped_key_start(bucket, key);
+    k.extend_from_slice(&[0, 1]);
+    k
+}
+
+/// A version's key: [`versions_of`], then the inverted sequence number (newest first).
+fn version_key(bucket: &str, key: &str, seq: u64) -> Vec<u8> {
+    let mut k = versions_of(bucket, key);
+    k.extend_from_slice(&(u64::MAX - seq).to_be_bytes());
+    k
+}
+
+/// The object key of a [`version_key`] whose bucket part is `base_len` bytes long.
+fn key_of_version_key(k: &[u8], base_len: usize) -> Result<String, MetaError> {
+    let corrupt = || MetaError::Backend("corrupt version key".into());
+    let mut out = Vec::new();
+    let mut it = k.get(base_len..).ok_or_else(corrupt)?.iter();
+    loop {
+        match it.next().ok_or_else(corrupt)? {
+            0 => match it.next() {
+                Some(0xFF) => out.push(0),
+                Some(1) => break,
+                _ => return Err(corrupt()),
+            },
+            &b => out.push(b),
+        }
+    }
+    String::from_utf8(out).map_err(|_| corrupt())
+}
+
+/// A fresh version id: the sequence number (16 hex digits, so the id finds its
+/// record) and 64 random bits (so an id is never given out twice, even by another
+/// database the bucket is later moved to).
+fn new_version_id(seq: u64) -> String {
+    format!("{seq:016x}{:016x}", rand::rng().next_u64())
+}
+
+/// The sequence number in a version id made by [`new_version_id`].
+fn seq_of_version_id(id: &str) -> Option<u64> {
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(&id[..16], 16).ok()
+}
+
 fn upload_key(bucket: &str, key: &str, upload_id: &str) -> Vec<u8> {
     let mut k = object_key(bucket, key);
     k.push(0);
@@ -171,6 +248,9 @@ impl RedbMeta {
         tx.open_table(PARTS)?;
         tx.open_table(COMPLETED)?;
         tx.open_table(COMPLETED_BY_TIME)?;
+        tx.open_table(VERSIONS)?;
+        tx.open_table(NULLS)?;
+        tx.open_table(COUNTERS)?;
         tx.commit()?;
         let (writer, rx) = mpsc::unbounded_channel();
         let wdb = db.clone();
@@ -261,12 +341,17 @@ fn bucket_has_content(tx: &WriteTransaction, bucket: &str) -> Result<bool, MetaE
     {
         return Ok(true);
     }
-    let uploads = tx.open_table(UPLOADS)?;
-    let found = uploads
-        .range(start.as_slice()..end.as_slice())?
-        .next()
-        .is_some();
-    Ok(found)
+    for table in [UPLOADS, VERSIONS] {
+        if tx
+            .open_table(table)?
+            .range(start.as_slice()..end.as_slice())?
+            .next()
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn remove_parts(tx: &WriteTransaction, upload_id: &str) -> Result<Vec<PartMeta>, MetaError> {
@@ -311,6 +396,283 @@ fn record_completion(
     }
     by_time.insert(time_key(c.completed, uk).as_slice(), ())?;
     done.insert(uk, enc(&c)?.as_slice())?;
+    Ok(())
+}
+
+fn versioning(tx: &WriteTransaction, bucket: &str) -> Result<Versioning, MetaError> {
+    let b: BucketMeta = get(&tx.open_table(BUCKETS)?, bucket)?.ok_or(MetaError::NoSuchBucket)?;
+    Ok(b.versioning())
+}
+
+fn next_version_seq(tx: &WriteTransaction) -> Result<u64, MetaError> {
+    let mut t = tx.open_table(COUNTERS)?;
+    let n = t.get(VERSION_SEQ)?.map(|v| v.value()).unwrap_or(0) + 1;
+    t.insert(VERSION_SEQ, n)?;
+    Ok(n)
+}
+
+/// Where a version id's record is: its sequence number (`null`: from [`NULLS`]).
+fn version_seq(
+    nulls: &impl ReadableTable<&'static [u8], u64>,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+) -> Result<Option<u64>, MetaError> {
+    if version_id == NULL_VERSION {
+        Ok(nulls
+            .get(object_key(bucket, key).as_slice())?
+            .map(|v| v.value()))
+    } else {
+        Ok(seq_of_version_id(version_id))
+    }
+}
+
+/// Before a versioned write to a key whose object predates versioning: that object
+/// becomes the key's `null` version in [`VERSIONS`].
+fn adopt_unversioned(tx: &WriteTransaction, bucket: &str, key: &str) -> Result<(), MetaError> {
+    let k = object_key(bucket, key);
+    let mut objects = tx.open_table(OBJECTS)?;
+    let Some(mut o) = get::<ObjectMeta, &[u8]>(&objects, &k)? else {
+        return Ok(());
+    };
+    if o.version_id.is_some() {
+        return Ok(());
+    }
+    let seq = next_version_seq(tx)?;
+    o.version_id = Some(NULL_VERSION.into());
+    objects.insert(k.as_slice(), enc(&o)?.as_slice())?;
+    tx.open_table(VERSIONS)?.insert(
+        version_key(bucket, key, seq).as_slice(),
+        enc(&Version::Object(Box::new(o)))?.as_slice(),
+    )?;
+    tx.open_table(NULLS)?.insert(k.as_slice(), seq)?;
+    Ok(())
+}
+
+/// Removes the key's `null` version from [`VERSIONS`] (not from [`OBJECTS`]).
+fn remove_null_version(
+    tx: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<Version>, MetaError> {
+    let Some(seq) = tx
+        .open_table(NULLS)?
+        .remove(object_key(bucket, key).as_slice())?
+        .map(|v| v.value())
+    else {
+        return Ok(None);
+    };
+    let removed = tx
+        .open_table(VERSIONS)?
+        .remove(version_key(bucket, key, seq).as_slice())?
+        .map(|v| dec::<Version>(v.value()))
+        .transpose()?;
+    Ok(removed)
+}
+
+/// Adds a new latest version (an object or a delete marker, built from the version id
+/// it gets) to a bucket with versioning; suspended, it replaces the `null` version.
+fn add_version(
+    tx: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+    state: Versioning,
+    out: &mut OpOutcome,
+    make: impl FnOnce(String) -> Version,
+) -> Result<Version, MetaError> {
+    adopt_unversioned(tx, bucket, key)?;
+    if state == Versioning::Suspended {
+        if let Some(Version::Object(o)) = remove_null_version(tx, bucket, key)? {
+            out.freed_blobs.extend(o.data.blobs().iter().cloned());
+        }
+    }
+    let seq = next_version_seq(tx)?;
+    let id = match state {
+        Versioning::Suspended => NULL_VERSION.to_string(),
+        _ => new_version_id(seq),
+    };
+    let v = make(id.clone());
+    tx.open_table(VERSIONS)?.insert(
+        version_key(bucket, key, seq).as_slice(),
+        enc(&v)?.as_slice(),
+    )?;
+    if state == Versioning::Suspended {
+        tx.open_table(NULLS)?
+            .insert(object_key(bucket, key).as_slice(), seq)?;
+    }
+    out.version_id = Some(id);
+    Ok(v)
+}
+
+/// Makes `meta` the key's current object: replacing the old one (whose blobs are
+/// freed) in a bucket without versioning, as a new version otherwise.
+fn place_object(
+    tx: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+    mut meta: ObjectMeta,
+    out: &mut OpOutcome,
+) -> Result<(), MetaError> {
+    let state = versioning(tx, bucket)?;
+    let k = object_key(bucket, key);
+    if state == Versioning::Unversioned {
+        meta.version_id = None;
+        let mut t = tx.open_table(OBJECTS)?;
+        if let Some(old) = get::<ObjectMeta, &[u8]>(&t, &k)? {
+            out.freed_blobs.extend(old.data.blobs().iter().cloned());
+            out.existed = true;
+        }
+        t.insert(k.as_slice(), enc(&meta)?.as_slice())?;
+        return Ok(());
+    }
+    out.existed = tx.open_table(OBJECTS)?.get(k.as_slice())?.is_some();
+    let v = add_version(tx, bucket, key, state, out, |id| {
+        meta.version_id = Some(id);
+        Version::Object(Box::new(meta))
+    })?;
+    if let Version::Object(meta) = v {
+        tx.open_table(OBJECTS)?
+            .insert(k.as_slice(), enc(&meta)?.as_slice())?;
+    }
+    Ok(())
+}
+
+/// DeleteObject: removes the object, or (with versioning) adds a delete marker.
+fn delete_object(
+    tx: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+    by: crate::acl::Owner,
+    out: &mut OpOutcome,
+) -> Result<(), MetaError> {
+    let state = versioning(tx, bucket)?;
+    let k = object_key(bucket, key);
+    if state == Versioning::Unversioned {
+        let removed = tx
+            .open_table(OBJECTS)?
+            .remove(k.as_slice())?
+            .map(|v| dec::<ObjectMeta>(v.value()))
+            .transpose()?;
+        if let Some(old) = removed {
+            out.freed_blobs = old.data.blobs().to_vec();
+            out.existed = true;
+        }
+        return Ok(());
+    }
+    adopt_unversioned(tx, bucket, key)?;
+    // The current object stays as a version (suspended: unless it is the null one).
+    out.existed = tx.open_table(OBJECTS)?.remove(k.as_slice())?.is_some();
+    add_version(tx, bucket, key, state, out, |version_id| {
+        Version::DeleteMarker(DeleteMarker {
+            version_id,
+            owner: by,
+            last_modified: now_millis(),
+        })
+    })?;
+    out.delete_marker = true;
+    Ok(())
+}
+
+/// The first (newest) version of a key, with its [`VERSIONS`] key.
+fn latest_version(
+    versions: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<(Vec<u8>, Version)>, MetaError> {
+    let start = versions_of(bucket, key);
+    let mut end = start.clone();
+    end.extend_from_slice(&[0xFF; 8]);
+    match versions.range(start.as_slice()..=end.as_slice())?.next() {
+        Some(item) => {
+            let (k, v) = item?;
+            Ok(Some((k.value().to_vec(), dec(v.value())?)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// DeleteVersion: removes one version for good; if it was the latest, the next
+/// newest becomes current (an object) or the key has no current object (a marker).
+fn delete_version(
+    tx: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+    out: &mut OpOutcome,
+) -> Result<(), MetaError> {
+    if tx.open_table(BUCKETS)?.get(bucket)?.is_none() {
+        return Err(MetaError::NoSuchBucket);
+    }
+    let k = object_key(bucket, key);
+    if version_id == NULL_VERSION {
+        let mut objects = tx.open_table(OBJECTS)?;
+        if let Some(o) = get::<ObjectMeta, &[u8]>(&objects, &k)? {
+            if o.version_id.is_none() {
+                objects.remove(k.as_slice())?;
+                out.freed_blobs = o.data.blobs().to_vec();
+                out.existed = true;
+                out.version_id = Some(NULL_VERSION.into());
+                return Ok(());
+            }
+        }
+    }
+    let Some(seq) = version_seq(&tx.open_table(NULLS)?, bucket, key, version_id)? else {
+        return Ok(());
+    };
+    let vk = version_key(bucket, key, seq);
+    let mut versions = tx.open_table(VERSIONS)?;
+    match get::<Version, &[u8]>(&versions, &vk)? {
+        Some(v) if v.version_id() == version_id => {
+            let was_latest =
+                latest_version(&versions, bucket, key)?.map(|(k, _)| k) == Some(vk.clone());
+            versions.remove(vk.as_slice())?;
+            match v {
+                Version::Object(o) => out.freed_blobs = o.data.blobs().to_vec(),
+                Version::DeleteMarker(_) => out.delete_marker = true,
+            }
+            out.existed = true;
+            out.version_id = Some(version_id.to_string());
+            let next = if was_latest {
+                Some(latest_version(&versions, bucket, key)?)
+            } else {
+                None
+            };
+            drop(versions);
+            if version_id == NULL_VERSION {
+                tx.open_table(NULLS)?.remove(k.as_slice())?;
+            }
+            let mut objects = tx.open_table(OBJECTS)?;
+            match next {
+                Some(Some((_, Version::Object(o)))) => {
+                    objects.insert(k.as_slice(), enc(&o)?.as_slice())?;
+                }
+                Some(_) => {
+                    objects.remove(k.as_slice())?;
+                }
+                None => {}
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// After the current object's ACL or tags changed: its copy in [`VERSIONS`] too.
+fn mirror_current_version(
+    tx: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+    o: &ObjectMeta,
+) -> Result<(), MetaError> {
+    let Some(id) = o.version_id.as_deref() else {
+        return Ok(());
+    };
+    if let Some(seq) = version_seq(&tx.open_table(NULLS)?, bucket, key, id)? {
+        tx.open_table(VERSIONS)?.insert(
+            version_key(bucket, key, seq).as_slice(),
+            enc(&Version::Object(Box::new(o.clone())))?.as_slice(),
+        )?;
+    }
     Ok(())
 }
 
@@ -362,30 +724,24 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
             if tx.open_table(BUCKETS)?.get(bucket.as_str())?.is_none() {
                 return Err(MetaError::NoSuchBucket);
             }
-            let mut t = tx.open_table(OBJECTS)?;
-            let k = object_key(&bucket, &key);
-            let old = get::<ObjectMeta, &[u8]>(&t, &k)?;
-            if cond.is_some_and(|c| !c.holds(old.as_ref())) {
-                return Err(MetaError::PreconditionFailed);
+            if let Some(c) = cond {
+                let t = tx.open_table(OBJECTS)?;
+                let current = get::<ObjectMeta, &[u8]>(&t, &object_key(&bucket, &key))?;
+                if !c.holds(current.as_ref()) {
+                    return Err(MetaError::PreconditionFailed);
+                }
             }
-            if let Some(old) = old {
-                out.freed_blobs = old.data.blobs().to_vec();
-                out.existed = true;
-            }
-            t.insert(k.as_slice(), enc(&meta)?.as_slice())?;
+            place_object(tx, &bucket, &key, meta, &mut out)?;
         }
-        MetaOp::DeleteObject { bucket, key } => {
-            if tx.open_table(BUCKETS)?.get(bucket.as_str())?.is_none() {
-                return Err(MetaError::NoSuchBucket);
-            }
-            let mut t = tx.open_table(OBJECTS)?;
-            let k = object_key(&bucket, &key);
-            let removed = t.remove(k.as_slice())?.map(|v| v.value().to_vec());
-            if let Some(old) = removed {
-                let old: ObjectMeta = dec(&old)?;
-                out.freed_blobs = old.data.blobs().to_vec();
-                out.existed = true;
-            }
+        MetaOp::DeleteObject { bucket, key, by } => {
+            delete_object(tx, &bucket, &key, by, &mut out)?;
+        }
+        MetaOp::DeleteVersion {
+            bucket,
+            key,
+            version_id,
+        } => {
+            delete_version(tx, &bucket, &key, &version_id, &mut out)?;
         }
         MetaOp::SetObjectAcl { bucket, key, acl } => {
             let mut t = tx.open_table(OBJECTS)?;
@@ -393,6 +749,8 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
             let mut o: ObjectMeta = get(&t, k.as_slice())?.ok_or(MetaError::NoSuchKey)?;
             o.acl = acl;
             t.insert(k.as_slice(), enc(&o)?.as_slice())?;
+            drop(t);
+            mirror_current_version(tx, &bucket, &key, &o)?;
         }
         MetaOp::SetObjectTags { bucket, key, tags } => {
             let mut t = tx.open_table(OBJECTS)?;
@@ -400,6 +758,8 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
             let mut o: ObjectMeta = get(&t, k.as_slice())?.ok_or(MetaError::NoSuchKey)?;
             o.tags = tags;
             t.insert(k.as_slice(), enc(&o)?.as_slice())?;
+            drop(t);
+            mirror_current_version(tx, &bucket, &key, &o)?;
         }
         MetaOp::CreateUpload(u) => {
             if tx.open_table(BUCKETS)?.get(u.bucket.as_str())?.is_none() {
@@ -480,12 +840,7 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
                 }
             }
             tx.open_table(UPLOADS)?.remove(uk.as_slice())?;
-            let mut t = tx.open_table(OBJECTS)?;
-            let k = object_key(&bucket, &key);
-            if let Some(old) = get::<ObjectMeta, &[u8]>(&t, &k)? {
-                out.freed_blobs.extend(old.data.blobs().iter().cloned());
-            }
-            t.insert(k.as_slice(), enc(&meta)?.as_slice())?;
+            place_object(tx, &bucket, &key, meta, &mut out)?;
         }
         MetaOp::AbortUpload {
             bucket,
@@ -525,6 +880,121 @@ impl MetaStore for RedbMeta {
     fn object(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, MetaError> {
         let tx = self.read()?;
         get(&tx.open_table(OBJECTS)?, object_key(bucket, key).as_slice())
+    }
+
+    fn object_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Option<Version>, MetaError> {
+        let tx = self.read()?;
+        if version_id == NULL_VERSION {
+            let o: Option<ObjectMeta> =
+                get(&tx.open_table(OBJECTS)?, object_key(bucket, key).as_slice())?;
+            if let Some(o) = o.filter(|o| o.version_id.is_none()) {
+                return Ok(Some(Version::Object(Box::new(o))));
+            }
+        }
+        let Some(seq) = version_seq(&tx.open_table(NULLS)?, bucket, key, version_id)? else {
+            return Ok(None);
+        };
+        let v: Option<Version> = get(
+            &tx.open_table(VERSIONS)?,
+            version_key(bucket, key, seq).as_slice(),
+        )?;
+        Ok(v.filter(|v| v.version_id() == version_id))
+    }
+
+    fn scan_versions(
+        &self,
+        bucket: &str,
+        after: Option<(&str, Option<&str>)>,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<VersionEntry>, MetaError> {
+        let tx = self.read()?;
+        let objects = tx.open_table(OBJECTS)?;
+        let versions = tx.open_table(VERSIONS)?;
+        // Start at the marker's key (its versions are skipped below) or the prefix.
+        let (start, mut skip) = match after {
+            Some((k, v)) if k >= prefix => (k, Some((k, v))),
+            _ => (prefix, None),
+        };
+        let base_len = bucket.len() + 1;
+        let mut end = bucket.as_bytes().to_vec();
+        end.push(1);
+        // Objects written before versioning (their key's only, `null`, version) ...
+        let obj_from = object_key(bucket, start);
+        let mut unversioned = objects
+            .range(obj_from.as_slice()..end.as_slice())?
+            .map(|item| -> Result<Option<VersionEntry>, MetaError> {
+                let (k, v) = item?;
+                let o: ObjectMeta = dec(v.value())?;
+                if o.version_id.is_some() {
+                    return Ok(None);
+                }
+                let key = String::from_utf8(k.value()[base_len..].to_vec())
+                    .map_err(|e| MetaError::Backend(e.to_string()))?;
+                Ok(Some(VersionEntry {
+                    key,
+                    version: Version::Object(Box::new(o)),
+                    is_latest: true,
+                }))
+            })
+            .filter_map(Result::transpose)
+            .peekable();
+        // ... merged in key order with the keys written since.
+        let ver_from = escaped_key_start(bucket, start);
+        let mut versioned = versions
+            .range(ver_from.as_slice()..end.as_slice())?
+            .map(|item| -> Result<(String, Version), MetaError> {
+                let (k, v) = item?;
+                Ok((key_of_version_key(k.value(), base_len)?, dec(v.value())?))
+            })
+            .peekable();
+        let mut previous: Option<String> = None;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let from_unversioned = match (unversioned.peek(), versioned.peek()) {
+                (None, None) => break,
+                (Some(Ok(a)), Some(Ok((b, _)))) => a.key < *b,
+                (Some(_), _) => true,
+                (None, Some(_)) => false,
+            };
+            let entry = if from_unversioned {
+                match unversioned.next() {
+                    Some(e) => e?,
+                    None => break,
+                }
+            } else {
+                let Some(item) = versioned.next() else { break };
+                let (key, version) = item?;
+                let is_latest = previous.as_deref() != Some(key.as_str());
+                previous = Some(key.clone());
+                VersionEntry {
+                    key,
+                    version,
+                    is_latest,
+                }
+            };
+            if !entry.key.starts_with(prefix) {
+                break;
+            }
+            if let Some((k, v)) = skip {
+                if entry.key == k {
+                    // The marker key's versions: all of them, or up to and including
+                    // the marker version.
+                    if v.is_some_and(|v| v == entry.version.version_id()) {
+                        skip = None;
+                    }
+                    continue;
+                }
+                skip = None;
+            }
+            out.push(entry);
+        }
+        Ok(out)
     }
 
     fn scan_objects(
@@ -655,6 +1125,11 @@ impl MetaStore for RedbMeta {
         for item in tx.open_table(PARTS)?.iter()? {
             let p: PartMeta = dec(item?.1.value())?;
             out.insert(p.blob.id);
+        }
+        for item in tx.open_table(VERSIONS)?.iter()? {
+            if let Version::Object(o) = dec(item?.1.value())? {
+                out.extend(o.data.blobs().iter().map(|b| b.id.clone()));
+            }
         }
         Ok(out)
     }

@@ -99,6 +99,7 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         checksum_type: src.checksum_type.clone(),
         part_checksums: src.part_checksums.clone(),
         tags: src.tags.clone(),
+        version_id: None,
     };
     let lm = meta.last_modified;
     commit_object(st, r, meta).await?;

@@ -1,8 +1,8 @@
 //! DeleteObject and DeleteObjects (the multi-object delete, `POST /bucket?delete`).
-use crate::acl::Permission;
+use crate::acl::{Owner, Permission};
 use crate::error::{S3Error, S3Result};
 use crate::handler::{empty, free_blobs, load_bucket, require, xml, Req, Resp, MAX_KEY_BYTES};
-use crate::meta::{MetaError, MetaOp};
+use crate::meta::{BucketMeta, MetaError, MetaOp};
 use crate::state::State;
 use euca_aws::xml::{XmlWriter, S3_NS};
 use http::StatusCode;
@@ -17,10 +17,20 @@ pub async fn delete_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .apply(MetaOp::DeleteObject {
             bucket: r.bucket().into(),
             key: r.key().into(),
+            by: deleter(r, &b),
         })
         .await?;
     free_blobs(st, out.freed_blobs);
     Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// The owner of the delete marker a delete leaves in a bucket with versioning: the
+/// requester, or for an anonymous one (a public-write bucket) the bucket's owner.
+fn deleter(r: &Req, b: &BucketMeta) -> Owner {
+    r.principal
+        .as_ref()
+        .map(Owner::of)
+        .unwrap_or_else(|| b.owner.clone())
 }
 
 pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
@@ -33,13 +43,18 @@ pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     // Issue every delete at once: the metadata writer commits them in a few group
     // commits instead of one fsync per key.
     let bucket = r.bucket().to_string();
+    let by = deleter(r, &b);
     let results = futures::future::join_all(keys.iter().map(|k| {
-        let (st, bucket, k) = (st.clone(), bucket.clone(), k.clone());
+        let (st, bucket, k, by) = (st.clone(), bucket.clone(), k.clone(), by.clone());
         async move {
             if k.is_empty() || k.len() > MAX_KEY_BYTES {
                 return Err(S3Error::new("KeyTooLongError", 400, "Your key is too long"));
             }
-            match st.meta.apply(MetaOp::DeleteObject { bucket, key: k }).await {
+            match st
+                .meta
+                .apply(MetaOp::DeleteObject { bucket, key: k, by })
+                .await
+            {
                 Ok(out) => {
                     free_blobs(&st, out.freed_blobs);
                     Ok(())

@@ -161,6 +161,7 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         part_sizes: Vec::new(),
         part_checksums: Vec::new(),
         tags: Vec::new(),
+        version_id: None,
     };
     let etag = meta.etag.clone();
     commit_object(st, r, meta).await?;
