@@ -122,8 +122,8 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Method::PUT if r.has("versioning") => {
             r.op = "PutBucketVersioning";
             let b = load_bucket(st, &name)?;
-            require(&b.acl, r.principal.as_ref(), Permission::FullControl)?;
-            Err(S3Error::not_implemented("Bucket versioning"))
+            require_owner(&b, r)?;
+            crate::versioning::put_bucket_versioning(st, r, &b).await
         }
         Method::PUT
             if r.query
@@ -267,9 +267,7 @@ async fn get_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     if r.has("versioning") {
         r.op = "GetBucketVersioning";
         require_owner(&b, r)?;
-        let mut w = XmlWriter::new();
-        w.root("VersioningConfiguration", S3_NS);
-        return Ok(xml(StatusCode::OK, w.finish()));
+        return Ok(crate::versioning::get_bucket_versioning(&b));
     }
     if r.has("logging") {
         r.op = "GetBucketLogging";
@@ -291,6 +289,9 @@ async fn get_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         return crate::api_multipart::list_uploads(st, r).await;
     }
     require(&b.acl, r.principal.as_ref(), Permission::Read)?;
+    if r.has("versions") {
+        return crate::versioning::list_object_versions(st, r);
+    }
     list_objects(st, r)
 }
 
@@ -302,33 +303,9 @@ fn require_owner(b: &BucketMeta, r: &Req) -> S3Result<()> {
     }
 }
 
-fn parse_max(r: &Req, name: &str) -> S3Result<usize> {
-    match r.q(name) {
-        None => Ok(1000),
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .map(|n| n.min(1000) as usize)
-            .ok_or_else(|| {
-                S3Error::invalid_argument(format!(
-                    "Provided {name} not an integer or within integer range"
-                ))
-                .with("ArgumentName", name)
-            }),
-    }
-}
-
 fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let v2 = r.q("list-type") == Some("2");
-    let versions = r.has("versions");
-    r.op = if versions {
-        "ListObjectVersions"
-    } else if v2 {
-        "ListObjectsV2"
-    } else {
-        "ListObjects"
-    };
+    r.op = if v2 { "ListObjectsV2" } else { "ListObjects" };
     let prefix = r.q("prefix").unwrap_or("").to_string();
     let delimiter = r.q("delimiter").unwrap_or("").to_string();
     let url = match r.q("encoding-type") {
@@ -348,7 +325,7 @@ fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             s.to_string()
         }
     };
-    let max = parse_max(r, "max-keys")?;
+    let max = handler::parse_max(r, "max-keys")?;
     let token = r.q("continuation-token").map(String::from);
     let marker: Option<String> = if v2 {
         match &token {
@@ -364,8 +341,6 @@ fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             ),
             None => r.q("start-after").map(String::from),
         }
-    } else if versions {
-        r.q("key-marker").map(String::from)
     } else {
         r.q("marker").map(String::from)
     };
@@ -379,19 +354,9 @@ fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     )?;
     let fetch_owner = !v2 || r.q("fetch-owner") == Some("true");
     let mut w = XmlWriter::new();
-    w.root(
-        if versions {
-            "ListVersionsResult"
-        } else {
-            "ListBucketResult"
-        },
-        S3_NS,
-    );
+    w.root("ListBucketResult", S3_NS);
     w.elem("Name", r.bucket()).elem("Prefix", enc(&prefix));
-    if versions {
-        w.elem("KeyMarker", enc(marker.as_deref().unwrap_or("")))
-            .elem("VersionIdMarker", "");
-    } else if v2 {
+    if v2 {
         if let Some(t) = &token {
             w.elem("ContinuationToken", t);
         }
@@ -412,10 +377,7 @@ fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     w.elem("IsTruncated", if l.truncated { "true" } else { "false" });
     if l.truncated {
         if let Some(last) = &l.last {
-            if versions {
-                w.elem("NextKeyMarker", enc(last))
-                    .elem("NextVersionIdMarker", "null");
-            } else if v2 {
+            if v2 {
                 w.elem(
                     "NextContinuationToken",
                     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last.as_bytes()),
@@ -426,11 +388,8 @@ fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         }
     }
     for (key, o) in &l.objects {
-        w.open(if versions { "Version" } else { "Contents" });
+        w.open("Contents");
         w.elem("Key", enc(key));
-        if versions {
-            w.elem("VersionId", "null").elem("IsLatest", "true");
-        }
         w.elem(
             "LastModified",
             format_iso8601(millis_to_time(o.last_modified)),

@@ -128,7 +128,7 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let u = load_upload(st, r)?;
     require_upload_access(st, r, &u)?;
     let (blob, md5, checksums) = if copy {
-        let (_, _, src) = copy_source(st, r)?;
+        let (_, _, src, _) = copy_source(st, r)?;
         let range = match r.header("x-amz-copy-source-range") {
             None => 0..src.size,
             Some(v) => copy_source_range(v, src.size)?,
@@ -391,7 +391,9 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .elem("Key", r.key())
         .elem("ETag", format!("\"{etag}\""));
     checksums::write_xml(&mut w, &meta_checksums, meta_type.as_deref());
-    Ok(xml(StatusCode::OK, w.finish()))
+    let mut resp = xml(StatusCode::OK, w.finish());
+    crate::handler::set_version_header(resp.headers_mut(), out.version_id.as_deref())?;
+    Ok(resp)
 }
 
 /// A CompleteMultipartUpload for an upload that is no longer in progress: if it was

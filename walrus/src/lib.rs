@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod server;
 pub mod state;
 pub mod system;
+mod versioning;
 pub mod xmlin;
 pub mod xmlreq;
 

@@ -4,7 +4,8 @@ use crate::acl::Permission;
 use crate::body::{BodySummary, VerifiedBody};
 use crate::error::{S3Error, S3Result};
 use crate::handler::{
-    acl_from_headers, empty, free_blobs, load_bucket, require, set_header, Req, Resp,
+    acl_from_headers, empty, free_blobs, load_bucket, require, set_header, set_version_header, Req,
+    Resp,
 };
 use crate::meta::{now_millis, BlobRef, ContentHeaders, MetaOp, ObjectData, ObjectMeta};
 use crate::state::State;
@@ -164,9 +165,10 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         version_id: None,
     };
     let etag = meta.etag.clone();
-    commit_object(st, r, meta).await?;
+    let version = commit_object(st, r, meta).await?;
     let mut resp = empty(StatusCode::OK);
     set_header(resp.headers_mut(), "etag", &format!("\"{etag}\""))?;
+    set_version_header(resp.headers_mut(), version.as_deref())?;
     for (a, v) in checksums {
         set_header(
             resp.headers_mut(),
@@ -178,8 +180,9 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
 }
 
 /// Makes `meta` the object at the request's key. The blobs it replaced are freed; if
-/// the commit fails, its own blobs are.
-pub async fn commit_object(st: &Arc<State>, r: &Req, meta: ObjectMeta) -> S3Result<()> {
+/// the commit fails, its own blobs are. Returns the version id it got, if the bucket
+/// has versioning.
+pub async fn commit_object(st: &Arc<State>, r: &Req, meta: ObjectMeta) -> S3Result<Option<String>> {
     let own = meta.data.blobs().to_vec();
     let op = MetaOp::PutObject {
         bucket: r.bucket().into(),
@@ -190,7 +193,7 @@ pub async fn commit_object(st: &Arc<State>, r: &Req, meta: ObjectMeta) -> S3Resu
     match st.meta.apply(op).await {
         Ok(out) => {
             free_blobs(st, out.freed_blobs);
-            Ok(())
+            Ok(out.version_id)
         }
         Err(e) => {
             free_blobs(st, own);
