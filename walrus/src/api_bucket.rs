@@ -2,10 +2,13 @@
 use crate::acl::Permission;
 use crate::error::{S3Error, S3Result};
 use crate::handler::{
-    self, acl_from_headers, acl_from_xml, empty, load_bucket, require, xml, Req, Resp,
+    self, acl_from_headers, acl_from_xml, empty, load_bucket, require, require_owner, xml, Req,
+    Resp,
 };
 use crate::list::list;
-use crate::meta::{millis_to_time, now_millis, BucketMeta, MetaError, MetaOp};
+use crate::meta::{
+    millis_to_time, now_millis, BucketConfig, BucketMeta, MetaError, MetaOp, Versioning,
+};
 use crate::state::State;
 use base64::Engine;
 use euca_aws::encoding::uri_encode;
@@ -125,6 +128,12 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             require_owner(&b, r)?;
             crate::versioning::put_bucket_versioning(st, r, &b).await
         }
+        Method::PUT if r.has("object-lock") => {
+            r.op = "PutObjectLockConfiguration";
+            let b = load_bucket(st, &name)?;
+            require_owner(&b, r)?;
+            crate::objectlock::put_config(st, r, &b).await
+        }
         Method::PUT
             if r.query
                 .iter()
@@ -205,13 +214,22 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         }
     }
     let acl = acl_from_headers(st, r, owner.clone(), None)?;
+    let mut configs = std::collections::BTreeMap::new();
+    // Object lock at creation: versioning on, and the lock with no default retention.
+    if r.header("x-amz-bucket-object-lock-enabled")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        configs.insert(BucketConfig::VERSIONING.into(), Versioning::ENABLED.into());
+        let lock = crate::objectlock::LockConfig { default: None };
+        configs.insert(BucketConfig::OBJECT_LOCK.into(), lock.to_xml());
+    }
     let meta = BucketMeta {
         name: name.clone(),
         owner: owner.clone(),
         created: now_millis(),
         region: st.cfg.region.clone(),
         acl: acl.clone(),
-        configs: Default::default(),
+        configs,
     };
     match st.meta.apply(MetaOp::CreateBucket(meta)).await {
         Ok(_) => {}
@@ -244,6 +262,11 @@ async fn get_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         r.op = "GetBucketAcl";
         require(&b.acl, r.principal.as_ref(), Permission::ReadAcp)?;
         return Ok(xml(StatusCode::OK, b.acl.to_xml()));
+    }
+    if r.has("object-lock") {
+        r.op = "GetObjectLockConfiguration";
+        require_owner(&b, r)?;
+        return crate::objectlock::get_config(&b);
     }
     if let Some((_, code, msg)) = NO_CONFIG.iter().find(|(n, _, _)| r.has(n)) {
         r.op = "GetBucketConfig";
@@ -293,14 +316,6 @@ async fn get_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         return crate::versioning::list_object_versions(st, r);
     }
     list_objects(st, r)
-}
-
-fn require_owner(b: &BucketMeta, r: &Req) -> S3Result<()> {
-    if r.principal.as_ref().map(|p| &p.canonical_id) == Some(&b.owner.id) {
-        Ok(())
-    } else {
-        Err(S3Error::access_denied())
-    }
 }
 
 fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {

@@ -81,6 +81,7 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
     let (headers, user_meta) = content_from_request(r)?;
     let mode = checksums::upload_mode(r)?;
+    let (retention, legal_hold) = crate::objectlock::for_new_object(r, &b)?;
     let upload_id = crate::blob::new_blob_id();
     let u = UploadMeta {
         upload_id: upload_id.clone(),
@@ -94,6 +95,8 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         checksum_algorithm: mode.map(|(a, _)| a.name().to_string()),
         checksum_type: mode.map(|(_, t)| t.name().to_string()),
         tags: Vec::new(),
+        retention,
+        legal_hold,
     };
     st.meta.apply(MetaOp::CreateUpload(u)).await?;
     let mut w = XmlWriter::new();
@@ -366,6 +369,8 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         part_checksums: sum.part_checksums,
         tags: u.tags.clone(),
         version_id: None,
+        retention: u.retention.clone(),
+        legal_hold: u.legal_hold,
     };
     let (meta_checksums, meta_type) = (meta.checksums.clone(), meta.checksum_type.clone());
     let parts = chosen

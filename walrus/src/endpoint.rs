@@ -28,6 +28,7 @@ endpoints! {
     GetObject, HeadObject, PutObject, CopyObject, DeleteObject, PostObject,
     GetObjectAcl, PutObjectAcl,
     GetObjectTagging, PutObjectTagging, DeleteObjectTagging,
+    GetObjectRetention, PutObjectRetention, GetObjectLegalHold, PutObjectLegalHold,
     CreateMultipartUpload, UploadPart, UploadPartCopy, CompleteMultipartUpload,
     AbortMultipartUpload, ListParts,
     /// A CORS preflight (`OPTIONS`).
@@ -109,6 +110,10 @@ impl S3Endpoint {
             Method::GET if has("tagging") => GetObjectTagging,
             Method::PUT if has("tagging") => PutObjectTagging,
             Method::DELETE if has("tagging") => DeleteObjectTagging,
+            Method::GET if has("retention") => GetObjectRetention,
+            Method::PUT if has("retention") => PutObjectRetention,
+            Method::GET if has("legal-hold") => GetObjectLegalHold,
+            Method::PUT if has("legal-hold") => PutObjectLegalHold,
             Method::PUT if headers.contains_key("x-amz-copy-source") => CopyObject,
             Method::PUT => PutObject,
             Method::DELETE => DeleteObject,

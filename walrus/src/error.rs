@@ -141,6 +141,16 @@ impl From<MetaError> for S3Error {
                 400,
                 "A part was replaced while the upload was being completed; retry.",
             ),
+            MetaError::ObjectLocked => S3Error::new(
+                "AccessDenied",
+                403,
+                "Access Denied because object protected by object lock.",
+            ),
+            MetaError::RetentionLocked => S3Error::new(
+                "AccessDenied",
+                403,
+                "Access Denied because the retention may not be shortened or removed.",
+            ),
             MetaError::PreconditionFailed => S3Error::new(
                 "PreconditionFailed",
                 412,

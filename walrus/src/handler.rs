@@ -382,3 +382,12 @@ pub fn parse_max(r: &Req, name: &str) -> S3Result<usize> {
             }),
     }
 }
+
+/// Only the bucket's owner.
+pub fn require_owner(b: &BucketMeta, r: &Req) -> S3Result<()> {
+    if r.principal.as_ref().map(|p| &p.canonical_id) == Some(&b.owner.id) {
+        Ok(())
+    } else {
+        Err(S3Error::access_denied())
+    }
+}

@@ -29,6 +29,7 @@ mod list;
 pub mod meta;
 pub mod meta_redb;
 pub mod metrics;
+mod objectlock;
 pub mod server;
 pub mod state;
 pub mod system;

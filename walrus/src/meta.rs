@@ -23,6 +23,12 @@ pub enum MetaError {
     NoSuchKey,
     #[error("a part changed while the upload was being completed")]
     PartChanged,
+    /// Object lock protects the version (retention or legal hold).
+    #[error("the object version is protected by object lock")]
+    ObjectLocked,
+    /// The change would shorten or remove a retention the caller may not.
+    #[error("the retention may not be shortened or removed")]
+    RetentionLocked,
     /// A [`WriteCondition`] did not hold when the write was committed.
     #[error("the write's precondition does not hold")]
     PreconditionFailed,
@@ -110,6 +116,8 @@ impl BucketConfig {
     pub const PUBLIC_ACCESS_BLOCK: &'static str = "public-access-block";
     /// `Enabled` or `Suspended` (absent: never enabled); see [`Versioning`].
     pub const VERSIONING: &'static str = "versioning";
+    /// The ObjectLockConfiguration XML (canonical); present once object lock is on.
+    pub const OBJECT_LOCK: &'static str = "object-lock";
 }
 
 /// A bucket's versioning state. Once enabled, a bucket is never unversioned again.
@@ -177,6 +185,56 @@ pub struct ObjectMeta {
     /// object written before, which is the bucket's `null` version. Set by the store.
     #[serde(default)]
     pub version_id: Option<String>,
+    /// Object lock retention: this version may not be deleted before it ends.
+    #[serde(default)]
+    pub retention: Option<Retention>,
+    /// Object lock legal hold: this version may not be deleted while it is on.
+    #[serde(default)]
+    pub legal_hold: bool,
+}
+
+/// An object lock retention period.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Retention {
+    pub mode: RetentionMode,
+    /// Unix milliseconds.
+    pub until: i64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum RetentionMode {
+    /// Whoever may bypass governance (the bucket owner, asking for it) may shorten or
+    /// remove it, and delete the version.
+    Governance,
+    /// Nobody may shorten or remove it, or delete the version, before it ends.
+    Compliance,
+}
+
+impl RetentionMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            RetentionMode::Governance => "GOVERNANCE",
+            RetentionMode::Compliance => "COMPLIANCE",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "GOVERNANCE" => Some(RetentionMode::Governance),
+            "COMPLIANCE" => Some(RetentionMode::Compliance),
+            _ => None,
+        }
+    }
+}
+
+impl ObjectMeta {
+    /// Whether object lock keeps this version from being deleted at `now` (ms), for a
+    /// caller who does (`bypass_governance`) or does not bypass governance retention.
+    pub fn locked(&self, now: i64, bypass_governance: bool) -> bool {
+        self.legal_hold
+            || self.retention.as_ref().is_some_and(|r| {
+                r.until > now && !(bypass_governance && r.mode == RetentionMode::Governance)
+            })
+    }
 }
 
 impl ObjectMeta {
@@ -237,6 +295,11 @@ pub struct UploadMeta {
     /// Tags the completed object gets (`x-amz-tagging` at initiation).
     #[serde(default)]
     pub tags: Vec<(String, String)>,
+    /// The object lock retention and legal hold the completed object gets.
+    #[serde(default)]
+    pub retention: Option<Retention>,
+    #[serde(default)]
+    pub legal_hold: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -320,6 +383,20 @@ pub enum MetaOp {
         bucket: String,
         key: String,
         version_id: String,
+        /// `x-amz-bypass-governance-retention` from someone allowed to.
+        bypass_governance: bool,
+    },
+    /// Sets a version's object lock retention and/or legal hold (`None`: unchanged).
+    /// A COMPLIANCE retention can only be extended; a GOVERNANCE one shortened or
+    /// removed only with `bypass_governance`.
+    SetObjectLock {
+        bucket: String,
+        key: String,
+        /// `None`: the current version.
+        version_id: Option<String>,
+        retention: Option<Option<Retention>>,
+        legal_hold: Option<bool>,
+        bypass_governance: bool,
     },
     SetObjectAcl {
         bucket: String,

@@ -96,8 +96,9 @@ impl Record for BucketMeta {
 }
 
 impl Record for ObjectMeta {
-    /// 2: `checksum_type`, `part_checksums`; 3: `tags`, `version_id`.
-    const APPENDED: &'static [(u8, usize)] = &[(2, 2), (3, 2)];
+    /// 2: `checksum_type`, `part_checksums`; 3: `tags`, `version_id`, `retention`,
+    /// `legal_hold`.
+    const APPENDED: &'static [(u8, usize)] = &[(2, 2), (3, 4)];
     /// Format 1 had composite multipart checksums (`…-N`) and full-object PUT ones.
     fn upgrade_from_format_1(&mut self) {
         self.checksum_type = self.checksums.first().map(|(_, v)| {
@@ -115,8 +116,8 @@ impl Record for ObjectMeta {
 }
 
 impl Record for UploadMeta {
-    /// 2: `checksum_type`; 3: `tags`.
-    const APPENDED: &'static [(u8, usize)] = &[(2, 1), (3, 1)];
+    /// 2: `checksum_type`; 3: `tags`, `retention`, `legal_hold`.
+    const APPENDED: &'static [(u8, usize)] = &[(2, 1), (3, 3)];
     /// Format 1 uploads with an algorithm were all composite.
     fn upgrade_from_format_1(&mut self) {
         self.checksum_type = self
@@ -483,6 +484,10 @@ fn add_version(
     adopt_unversioned(tx, bucket, key)?;
     if state == Versioning::Suspended {
         if let Some(Version::Object(o)) = remove_null_version(tx, bucket, key)? {
+            // (A bucket with object lock cannot be suspended; this is the backstop.)
+            if o.locked(now_millis(), false) {
+                return Err(MetaError::ObjectLocked);
+            }
             out.freed_blobs.extend(o.data.blobs().iter().cloned());
         }
     }
@@ -598,8 +603,10 @@ fn delete_version(
     bucket: &str,
     key: &str,
     version_id: &str,
+    bypass_governance: bool,
     out: &mut OpOutcome,
 ) -> Result<(), MetaError> {
+    let now = now_millis();
     if tx.open_table(BUCKETS)?.get(bucket)?.is_none() {
         return Err(MetaError::NoSuchBucket);
     }
@@ -608,6 +615,9 @@ fn delete_version(
         let mut objects = tx.open_table(OBJECTS)?;
         if let Some(o) = get::<ObjectMeta, &[u8]>(&objects, &k)? {
             if o.version_id.is_none() {
+                if o.locked(now, bypass_governance) {
+                    return Err(MetaError::ObjectLocked);
+                }
                 objects.remove(k.as_slice())?;
                 out.freed_blobs = o.data.blobs().to_vec();
                 out.existed = true;
@@ -622,6 +632,11 @@ fn delete_version(
     let vk = version_key(bucket, key, seq);
     let mut versions = tx.open_table(VERSIONS)?;
     match get::<Version, &[u8]>(&versions, &vk)? {
+        Some(Version::Object(o))
+            if o.version() == version_id && o.locked(now, bypass_governance) =>
+        {
+            return Err(MetaError::ObjectLocked);
+        }
         Some(v) if v.version_id() == version_id => {
             let was_latest =
                 latest_version(&versions, bucket, key)?.map(|(k, _)| k) == Some(vk.clone());
@@ -653,6 +668,68 @@ fn delete_version(
             }
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// SetObjectLock: a version's retention and legal hold, with the rules of
+/// [`MetaOp::SetObjectLock`]; the current object's copy follows.
+#[allow(clippy::too_many_arguments)]
+fn set_object_lock(
+    tx: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+    retention: Option<Option<Retention>>,
+    legal_hold: Option<bool>,
+    bypass_governance: bool,
+) -> Result<(), MetaError> {
+    if tx.open_table(BUCKETS)?.get(bucket)?.is_none() {
+        return Err(MetaError::NoSuchBucket);
+    }
+    adopt_unversioned(tx, bucket, key)?;
+    let k = object_key(bucket, key);
+    let current: Option<ObjectMeta> = get(&tx.open_table(OBJECTS)?, k.as_slice())?;
+    let id = match version_id {
+        Some(v) => v.to_string(),
+        None => current
+            .as_ref()
+            .and_then(|o| o.version_id.clone())
+            .ok_or(MetaError::NoSuchKey)?,
+    };
+    let seq = version_seq(&tx.open_table(NULLS)?, bucket, key, &id)?.ok_or(MetaError::NoSuchKey)?;
+    let vk = version_key(bucket, key, seq);
+    let mut versions = tx.open_table(VERSIONS)?;
+    let mut o = match get::<Version, &[u8]>(&versions, &vk)? {
+        Some(Version::Object(o)) if o.version() == id => *o,
+        _ => return Err(MetaError::NoSuchKey),
+    };
+    if let Some(new) = retention {
+        if let Some(old) = o.retention.as_ref().filter(|r| r.until > now_millis()) {
+            let weaker = match &new {
+                None => true,
+                Some(n) => {
+                    n.until < old.until
+                        || (old.mode == RetentionMode::Compliance && n.mode != old.mode)
+                }
+            };
+            if weaker && (old.mode == RetentionMode::Compliance || !bypass_governance) {
+                return Err(MetaError::RetentionLocked);
+            }
+        }
+        o.retention = new;
+    }
+    if let Some(h) = legal_hold {
+        o.legal_hold = h;
+    }
+    versions.insert(
+        vk.as_slice(),
+        enc(&Version::Object(Box::new(o.clone())))?.as_slice(),
+    )?;
+    drop(versions);
+    if current.is_some_and(|c| c.version_id.as_deref() == Some(id.as_str())) {
+        tx.open_table(OBJECTS)?
+            .insert(k.as_slice(), enc(&o)?.as_slice())?;
     }
     Ok(())
 }
@@ -740,8 +817,27 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
             bucket,
             key,
             version_id,
+            bypass_governance,
         } => {
-            delete_version(tx, &bucket, &key, &version_id, &mut out)?;
+            delete_version(tx, &bucket, &key, &version_id, bypass_governance, &mut out)?;
+        }
+        MetaOp::SetObjectLock {
+            bucket,
+            key,
+            version_id,
+            retention,
+            legal_hold,
+            bypass_governance,
+        } => {
+            set_object_lock(
+                tx,
+                &bucket,
+                &key,
+                version_id.as_deref(),
+                retention,
+                legal_hold,
+                bypass_governance,
+            )?;
         }
         MetaOp::SetObjectAcl { bucket, key, acl } => {
             let mut t = tx.open_table(OBJECTS)?;

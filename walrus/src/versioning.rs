@@ -27,6 +27,13 @@ pub async fn put_bucket_versioning(st: &Arc<State>, r: &mut Req, b: &BucketMeta)
     let Some(status) = status else {
         return Ok(empty(StatusCode::OK));
     };
+    if status != Versioning::ENABLED && b.config(BucketConfig::OBJECT_LOCK).is_some() {
+        return Err(S3Error::new(
+            "InvalidBucketState",
+            409,
+            "An Object Lock configuration is present on this bucket, so the versioning state cannot be changed.",
+        ));
+    }
     if b.config(BucketConfig::VERSIONING) != Some(status) {
         st.meta
             .apply(MetaOp::SetBucketConfig {

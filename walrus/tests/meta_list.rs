@@ -26,6 +26,8 @@ fn obj(data: ObjectData) -> ObjectMeta {
         part_checksums: vec![],
         tags: vec![],
         version_id: None,
+        retention: None,
+        legal_hold: false,
     }
 }
 
@@ -168,6 +170,8 @@ async fn objects_uploads_and_listing() {
         checksum_algorithm: None,
         checksum_type: None,
         tags: vec![],
+        retention: None,
+        legal_hold: false,
     };
     m.apply(MetaOp::CreateUpload(up)).await.unwrap();
     for (n, id) in [(1, "p1"), (2, "p2"), (3, "p3")] {
@@ -495,6 +499,7 @@ async fn versions_markers_and_listing() {
         bucket: "b".into(),
         key: "k".into(),
         version_id: v.into(),
+        bypass_governance: false,
     };
     let out = m.apply(del(&marker)).await.unwrap();
     assert!(out.delete_marker && out.existed);
@@ -597,5 +602,95 @@ async fn versions_markers_and_listing() {
     assert!(matches!(
         m.apply(MetaOp::DeleteBucket { name: "b".into() }).await,
         Err(MetaError::BucketNotEmpty)
+    ));
+}
+
+/// Object lock in the store: a version under retention or legal hold cannot be
+/// deleted (governance yields to a bypass, compliance to nothing), a compliance
+/// retention cannot be shortened, and an overwrite only adds a version.
+#[tokio::test]
+async fn object_lock_holds_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = RedbMeta::open(&dir.path().join("m.redb"), 16 << 20).unwrap();
+    m.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
+    set_versioning(&m, Versioning::ENABLED).await;
+    let future = now_millis() + 3_600_000;
+    let mut locked = blob_obj("c");
+    locked.retention = Some(Retention {
+        mode: RetentionMode::Compliance,
+        until: future,
+    });
+    let vc = put_meta(&m, "k", locked).await.version_id.unwrap();
+    let mut gov = blob_obj("g");
+    gov.retention = Some(Retention {
+        mode: RetentionMode::Governance,
+        until: future,
+    });
+    let vg = put_meta(&m, "k", gov).await.version_id.unwrap();
+    let vh = put_meta(&m, "k", blob_obj("h")).await.version_id.unwrap();
+    let lock = |v: &str, retention: Option<Option<Retention>>, hold: Option<bool>, bypass| {
+        MetaOp::SetObjectLock {
+            bucket: "b".into(),
+            key: "k".into(),
+            version_id: Some(v.into()),
+            retention,
+            legal_hold: hold,
+            bypass_governance: bypass,
+        }
+    };
+    m.apply(lock(&vh, None, Some(true), false)).await.unwrap();
+    let del = |v: &str, bypass| MetaOp::DeleteVersion {
+        bucket: "b".into(),
+        key: "k".into(),
+        version_id: v.into(),
+        bypass_governance: bypass,
+    };
+    for (v, bypass) in [(&vc, true), (&vg, false), (&vh, true)] {
+        assert!(
+            matches!(m.apply(del(v, bypass)).await, Err(MetaError::ObjectLocked)),
+            "{v}"
+        );
+    }
+    // Compliance: not shortened, not downgraded, not removed; extended it may be.
+    for r in [
+        None,
+        Some(Retention {
+            mode: RetentionMode::Compliance,
+            until: future - 1000,
+        }),
+        Some(Retention {
+            mode: RetentionMode::Governance,
+            until: future + 1000,
+        }),
+    ] {
+        assert!(matches!(
+            m.apply(lock(&vc, Some(r), None, true)).await,
+            Err(MetaError::RetentionLocked)
+        ));
+    }
+    let longer = Retention {
+        mode: RetentionMode::Compliance,
+        until: future + 1000,
+    };
+    m.apply(lock(&vc, Some(Some(longer.clone())), None, false))
+        .await
+        .unwrap();
+    assert!(
+        matches!(m.object_version("b", "k", &vc).unwrap(), Some(Version::Object(o)) if o.retention == Some(longer))
+    );
+    // Governance yields to a bypass; a legal hold to being lifted.
+    assert!(matches!(
+        m.apply(lock(&vg, Some(None), None, false)).await,
+        Err(MetaError::RetentionLocked)
+    ));
+    m.apply(del(&vg, true)).await.unwrap();
+    m.apply(lock(&vh, None, Some(false), false)).await.unwrap();
+    assert_eq!(m.object("b", "k").unwrap().unwrap().etag, "h");
+    m.apply(del(&vh, false)).await.unwrap();
+    // The compliance version is now current, and still protected.
+    assert_eq!(m.object("b", "k").unwrap().unwrap().etag, "c");
+    assert!(matches!(
+        m.apply(del(&vc, true)).await,
+        Err(MetaError::ObjectLocked)
     ));
 }

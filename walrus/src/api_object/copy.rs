@@ -77,6 +77,9 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     }
     let owner = r.owner()?;
     let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
+    // The source's lock is not copied: the copy gets what this request and the
+    // destination bucket say.
+    let (retention, legal_hold) = crate::objectlock::for_new_object(r, &b)?;
     let (headers, user_meta) = if replace {
         content_from_request(r)?
     } else {
@@ -113,6 +116,8 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         part_checksums: src.part_checksums.clone(),
         tags: src.tags.clone(),
         version_id: None,
+        retention,
+        legal_hold,
     };
     let lm = meta.last_modified;
     let version = commit_object(st, r, meta).await?;

@@ -22,6 +22,7 @@ pub async fn delete_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                 bucket: r.bucket().into(),
                 key: r.key().into(),
                 version_id: v.into(),
+                bypass_governance: crate::objectlock::bypass_governance(r, &b),
             }
         }
         None => MetaOp::DeleteObject {
@@ -60,6 +61,7 @@ pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     // commits instead of one fsync per key.
     let bucket = r.bucket().to_string();
     let by = deleter(r, &b);
+    let bypass_governance = crate::objectlock::bypass_governance(r, &b);
     let results = futures::future::join_all(objects.iter().map(|(k, v)| {
         let (st, bucket, key, by) = (st.clone(), bucket.clone(), k.clone(), by.clone());
         let version_id = v.clone();
@@ -74,6 +76,7 @@ pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                         bucket,
                         key,
                         version_id,
+                        bypass_governance,
                     }
                 }
                 None => MetaOp::DeleteObject { bucket, key, by },

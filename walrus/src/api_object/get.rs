@@ -101,6 +101,7 @@ fn object_headers(h: &mut HeaderMap, o: &ObjectMeta) -> S3Result<()> {
         set_header(h, "x-amz-mp-parts-count", &o.part_sizes.len().to_string())?;
     }
     set_version_header(h, o.version_id.as_deref())?;
+    crate::objectlock::set_headers(h, o)?;
     Ok(())
 }
 

@@ -25,6 +25,14 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Method::GET if r.has("tagging") => tagging::get_object_tagging(st, r),
         Method::PUT | Method::DELETE if r.has("tagging") => tagging::put_object_tagging(r),
         Method::GET if r.has("attributes") => crate::checksums::get_object_attributes(st, r),
+        Method::GET if r.has("retention") || r.has("legal-hold") => {
+            crate::objectlock::get_object_lock(st, r)
+        }
+        Method::PUT if r.has("retention") || r.has("legal-hold") => {
+            let b = crate::handler::load_bucket(st, r.bucket())?;
+            crate::handler::require_owner(&b, r)?;
+            crate::objectlock::put_object_lock(st, r, &b).await
+        }
         Method::GET | Method::HEAD => get::get_object(st, r).await,
         Method::PUT if r.headers.contains_key("x-amz-copy-source") => {
             copy::copy_object(st, r).await

@@ -137,6 +137,7 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .unwrap_or_else(|| b.owner.clone());
     let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
     let (headers, user_meta) = content_from_request(r)?;
+    let (retention, legal_hold) = crate::objectlock::for_new_object(r, &b)?;
     let body = r.body(st.cfg.max_put_bytes)?;
     let (stored, summary) = store_body(st, body, st.cfg.inline_max_bytes).await?;
     let data = match stored {
@@ -163,6 +164,8 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         part_checksums: Vec::new(),
         tags: Vec::new(),
         version_id: None,
+        retention,
+        legal_hold,
     };
     let etag = meta.etag.clone();
     let version = commit_object(st, r, meta).await?;
