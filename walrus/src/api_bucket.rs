@@ -11,7 +11,6 @@ use crate::meta::{
 };
 use crate::state::State;
 use base64::Engine;
-use euca_aws::encoding::uri_encode;
 use euca_aws::timefmt::format_iso8601;
 use euca_aws::xml::{XmlWriter, S3_NS};
 use http::{Method, StatusCode};
@@ -323,23 +322,8 @@ fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = if v2 { "ListObjectsV2" } else { "ListObjects" };
     let prefix = r.q("prefix").unwrap_or("").to_string();
     let delimiter = r.q("delimiter").unwrap_or("").to_string();
-    let url = match r.q("encoding-type") {
-        None => false,
-        Some("url") => true,
-        Some(_) => {
-            return Err(
-                S3Error::invalid_argument("Invalid Encoding Method specified in Request")
-                    .with("ArgumentName", "encoding-type"),
-            )
-        }
-    };
-    let enc = |s: &str| {
-        if url {
-            uri_encode(s.as_bytes(), true)
-        } else {
-            s.to_string()
-        }
-    };
+    let url = crate::handler::url_encoding(r)?;
+    let enc = |s: &str| crate::handler::listing_text(url, s);
     let max = handler::parse_max(r, "max-keys")?;
     let token = r.q("continuation-token").map(String::from);
     let marker: Option<String> = if v2 {

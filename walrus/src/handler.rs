@@ -391,3 +391,24 @@ pub fn require_owner(b: &BucketMeta, r: &Req) -> S3Result<()> {
         Err(S3Error::access_denied())
     }
 }
+
+/// A listing's `encoding-type`: whether it is `url` (anything else is refused).
+pub fn url_encoding(r: &Req) -> S3Result<bool> {
+    match r.q("encoding-type") {
+        None => Ok(false),
+        Some("url") => Ok(true),
+        Some(_) => Err(
+            S3Error::invalid_argument("Invalid Encoding Method specified in Request")
+                .with("ArgumentName", "encoding-type"),
+        ),
+    }
+}
+
+/// A key or prefix as a listing shows it: URL-encoded when [`url_encoding`] says so.
+pub fn listing_text(url: bool, s: &str) -> String {
+    if url {
+        euca_aws::encoding::uri_encode(s.as_bytes(), true)
+    } else {
+        s.to_string()
+    }
+}

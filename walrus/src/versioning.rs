@@ -11,7 +11,6 @@ use crate::meta::{
     millis_to_time, BucketConfig, BucketMeta, MetaOp, MetaStore, Version, VersionEntry, Versioning,
 };
 use crate::state::State;
-use euca_aws::encoding::uri_encode;
 use euca_aws::timefmt::format_iso8601;
 use euca_aws::xml::{XmlWriter, S3_NS};
 use http::StatusCode;
@@ -146,23 +145,8 @@ pub fn list_object_versions(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "ListObjectVersions";
     let prefix = r.q("prefix").unwrap_or("").to_string();
     let delimiter = r.q("delimiter").unwrap_or("").to_string();
-    let url = match r.q("encoding-type") {
-        None => false,
-        Some("url") => true,
-        Some(_) => {
-            return Err(
-                S3Error::invalid_argument("Invalid Encoding Method specified in Request")
-                    .with("ArgumentName", "encoding-type"),
-            )
-        }
-    };
-    let enc = |s: &str| {
-        if url {
-            uri_encode(s.as_bytes(), true)
-        } else {
-            s.to_string()
-        }
-    };
+    let url = crate::handler::url_encoding(r)?;
+    let enc = |s: &str| crate::handler::listing_text(url, s);
     let max = crate::handler::parse_max(r, "max-keys")?;
     let key_marker = r.q("key-marker").map(String::from);
     let version_marker = r.q("version-id-marker").map(String::from);
