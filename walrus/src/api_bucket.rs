@@ -127,6 +127,17 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             require_owner(&b, r)?;
             crate::versioning::put_bucket_versioning(st, r, &b).await
         }
+        Method::PUT | Method::DELETE if r.has("lifecycle") => {
+            let b = load_bucket(st, &name)?;
+            require_owner(&b, r)?;
+            if r.method == Method::PUT {
+                r.op = "PutBucketLifecycleConfiguration";
+                crate::lifecycle::put_config(st, r, &b).await
+            } else {
+                r.op = "DeleteBucketLifecycle";
+                crate::lifecycle::delete_config(st, &b).await
+            }
+        }
         Method::PUT if r.has("object-lock") => {
             r.op = "PutObjectLockConfiguration";
             let b = load_bucket(st, &name)?;
@@ -261,6 +272,11 @@ async fn get_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         r.op = "GetBucketAcl";
         require(&b.acl, r.principal.as_ref(), Permission::ReadAcp)?;
         return Ok(xml(StatusCode::OK, b.acl.to_xml()));
+    }
+    if r.has("lifecycle") {
+        r.op = "GetBucketLifecycleConfiguration";
+        require_owner(&b, r)?;
+        return crate::lifecycle::get_config(&b);
     }
     if r.has("object-lock") {
         r.op = "GetObjectLockConfiguration";

@@ -25,6 +25,7 @@ mod cors;
 pub mod endpoint;
 pub mod error;
 pub mod handler;
+mod lifecycle;
 mod list;
 pub mod meta;
 pub mod meta_redb;

@@ -118,6 +118,8 @@ impl BucketConfig {
     pub const VERSIONING: &'static str = "versioning";
     /// The ObjectLockConfiguration XML (canonical); present once object lock is on.
     pub const OBJECT_LOCK: &'static str = "object-lock";
+    /// The LifecycleConfiguration XML (canonical).
+    pub const LIFECYCLE: &'static str = "lifecycle";
 }
 
 /// A bucket's versioning state. Once enabled, a bucket is never unversioned again.
