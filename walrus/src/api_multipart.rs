@@ -3,6 +3,7 @@
 use crate::acl::Permission;
 use crate::api_object::copy::copy_source;
 use crate::api_object::put::{content_from_request, store_body, Stored};
+use crate::api_object::write_cond;
 use crate::checksums;
 use crate::error::{S3Error, S3Result};
 use crate::handler::{
@@ -81,6 +82,7 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
     let (headers, user_meta) = content_from_request(r)?;
     let mode = checksums::upload_mode(r)?;
+    let tags = crate::tags::from_request_header(&r.headers)?;
     let upload_id = crate::blob::new_blob_id();
     let u = UploadMeta {
         upload_id: upload_id.clone(),
@@ -93,7 +95,7 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         acl,
         checksum_algorithm: mode.map(|(a, _)| a.name().to_string()),
         checksum_type: mode.map(|(_, t)| t.name().to_string()),
-        tags: Vec::new(),
+        tags,
     };
     st.meta.apply(MetaOp::CreateUpload(u)).await?;
     let mut w = XmlWriter::new();
@@ -300,6 +302,10 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Err(e) => return Err(e),
     };
     require_upload_access(st, r, &u)?;
+    // A condition that already fails is refused before the part list is read; the
+    // upload stays, as in S3, so it can be completed again (e.g. without it).
+    let cond = write_cond::from_headers(&r.headers)?;
+    write_cond::precheck(st, r.bucket(), r.key(), cond.as_ref())?;
     let claims = checksums::take_complete_claims(&mut r.headers)?;
     let node = r.xml_body(4 * 1024 * 1024).await?;
     let wanted = crate::xmlreq::complete_parts(&node)?;
@@ -379,9 +385,10 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             upload_id: u.upload_id.clone(),
             parts,
             meta,
-            cond: None,
+            cond: cond.clone(),
         })
-        .await?;
+        .await
+        .map_err(|e| write_cond::commit_error(st, r.bucket(), r.key(), cond.as_ref(), e))?;
     free_blobs(st, out.freed_blobs);
     let mut w = XmlWriter::new();
     w.root("CompleteMultipartUploadResult", S3_NS)

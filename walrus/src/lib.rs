@@ -15,6 +15,7 @@
 pub mod acl;
 pub mod api;
 mod api_bucket;
+mod api_bucket_tagging;
 mod api_multipart;
 mod api_object;
 pub mod blob;
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod server;
 pub mod state;
 pub mod system;
+mod tags;
 pub mod xmlin;
 pub mod xmlreq;
 

@@ -2,6 +2,7 @@
 use crate::acl::Permission;
 use crate::api_object::conditions::check_conditions;
 use crate::api_object::put::{commit_object, content_from_request};
+use crate::api_object::write_cond;
 use crate::error::{S3Error, S3Result};
 use crate::handler::{
     acl_from_headers, free_blobs, load_bucket, load_object, require, xml, Req, Resp, MAX_KEY_BYTES,
@@ -45,6 +46,20 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let b = load_bucket(st, r.bucket())?;
     require(&b.acl, r.principal.as_ref(), Permission::Write)?;
     let (sb, sk, src) = copy_source(st, r)?;
+    let cond = write_cond::from_headers(&r.headers)?;
+    write_cond::precheck(st, r.bucket(), r.key(), cond.as_ref())?;
+    let tags = match r
+        .header("x-amz-tagging-directive")
+        .map(|s| s.trim().to_ascii_uppercase())
+    {
+        None => src.tags.clone(),
+        Some(d) if d == "COPY" => src.tags.clone(),
+        Some(d) if d == "REPLACE" => crate::tags::from_request_header(&r.headers)?,
+        Some(_) => {
+            return Err(S3Error::invalid_argument("Unknown tagging directive.")
+                .with("ArgumentName", "x-amz-tagging-directive"))
+        }
+    };
     let replace = match r
         .header("x-amz-metadata-directive")
         .map(|s| s.trim().to_ascii_uppercase())
@@ -98,10 +113,10 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         part_sizes: src.part_sizes.clone(),
         checksum_type: src.checksum_type.clone(),
         part_checksums: src.part_checksums.clone(),
-        tags: src.tags.clone(),
+        tags,
     };
     let lm = meta.last_modified;
-    commit_object(st, r, meta).await?;
+    commit_object(st, r, meta, cond).await?;
     let mut w = XmlWriter::new();
     w.root("CopyObjectResult", S3_NS)
         .elem("LastModified", format_iso8601(millis_to_time(lm)))

@@ -98,6 +98,9 @@ fn object_headers(h: &mut HeaderMap, o: &ObjectMeta) -> S3Result<()> {
     if !o.part_sizes.is_empty() {
         set_header(h, "x-amz-mp-parts-count", &o.part_sizes.len().to_string())?;
     }
+    if !o.tags.is_empty() {
+        set_header(h, "x-amz-tagging-count", &o.tags.len().to_string())?;
+    }
     Ok(())
 }
 
