@@ -6,6 +6,7 @@ a stranger's account, a forged signature.
 """
 import json
 import os
+import socket
 import threading
 import time
 
@@ -128,6 +129,71 @@ def test_refused_write_is_answered_before_its_body(cloud, s3, bucket):
     assert resp is not None, (raw, e)
     assert (resp.status, resp.code) == (412, "PreconditionFailed"), resp
     assert body_of(s3, bucket, "big") == b"exists"
+
+
+class SlowPut:
+    """A signed PUT whose body is sent in two halves, so that another request can
+    change the key after the write's condition was first checked (at its headers) and
+    before it commits (after its body)."""
+
+    def __init__(self, cloud, bucket, key, body, headers):
+        self.body = body
+        req = sign_v4(cloud, "PUT", obj_path(bucket, key),
+                      headers=dict(headers, **{"Content-Length": str(len(body))}),
+                      payload_hash="UNSIGNED-PAYLOAD")
+        self.sock = socket.create_connection(("127.0.0.1", cloud.port), timeout=30)
+        self.sock.sendall(serialize(cloud, req.copy(body=b"")) + body[: len(body) // 2])
+
+    def finish(self):
+        try:
+            self.sock.sendall(self.body[len(self.body) // 2:])
+            out = b""
+            while True:
+                resp = parse_raw_response(out)
+                if resp is not None and resp.header("content-length") is not None \
+                        and len(resp.body) >= int(resp.header("content-length")):
+                    return resp
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return parse_raw_response(out)
+                out += chunk
+        finally:
+            self.sock.close()
+
+
+def test_conditions_are_decided_at_commit(cloud, s3, bucket):
+    """The authoritative check is the commit's: a write whose condition held when it
+    started, but not when its body had arrived, is refused and stores nothing."""
+    # If-None-Match: another writer created the key meanwhile; the first to finish wins.
+    slow = SlowPut(cloud, bucket, "k", b"slow writer " * 1000, {"If-None-Match": "*"})
+    time.sleep(0.3)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"fast writer")
+    r = slow.finish()
+    assert (r.status, r.code) == (412, "PreconditionFailed"), r
+    assert body_of(s3, bucket, "k") == b"fast writer"
+
+    # If-Match: the object changed meanwhile -> 412; it was deleted meanwhile -> 409.
+    etag = s3.head_object(Bucket=bucket, Key="k")["ETag"]
+    slow = SlowPut(cloud, bucket, "k", b"compare and swap " * 1000, {"If-Match": etag})
+    time.sleep(0.3)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"changed")
+    r = slow.finish()
+    assert (r.status, r.code) == (412, "PreconditionFailed"), r
+    assert body_of(s3, bucket, "k") == b"changed"
+
+    etag = s3.head_object(Bucket=bucket, Key="k")["ETag"]
+    slow = SlowPut(cloud, bucket, "k", b"compare and swap " * 1000, {"If-Match": etag})
+    time.sleep(0.3)
+    s3.delete_object(Bucket=bucket, Key="k")
+    r = slow.finish()
+    assert (r.status, r.code) == (409, "ConditionalRequestConflict"), r
+    assert err(s3.head_object, Bucket=bucket, Key="k")[0] == 404
+
+    # The positive control: undisturbed, the same slow conditional write succeeds.
+    slow = SlowPut(cloud, bucket, "k", b"alone " * 1000, {"If-None-Match": "*"})
+    r = slow.finish()
+    assert r.status == 200, r
+    assert body_of(s3, bucket, "k") == b"alone " * 1000
 
 
 def test_copy_destination_conditions(s3, bucket):

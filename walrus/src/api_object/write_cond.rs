@@ -94,8 +94,11 @@ pub fn precheck(
     }
 }
 
-/// The S3 error for a failed commit: a condition the store found false is answered
-/// as [`evaluate`] would (reading the object again to tell 404 from 412).
+/// The S3 error for a failed commit, once [`precheck`] had passed. A condition the
+/// store found false means another write got there first: the object that is there
+/// now answers 412, as in S3 ("the first write to finish wins"); for `If-Match`, an
+/// object deleted while this write was under way is S3's 409
+/// `ConditionalRequestConflict` (retry after fetching the ETag again).
 pub fn commit_error(
     st: &State,
     bucket: &str,
@@ -104,15 +107,15 @@ pub fn commit_error(
     e: MetaError,
 ) -> S3Error {
     match (e, cond) {
-        (MetaError::PreconditionFailed, Some(c)) => {
-            match st.meta.object(bucket, key) {
-                // If the object changed back meanwhile, the commit still saw it false.
-                Ok(cur) => evaluate(c, key, cur.as_ref())
-                    .err()
-                    .unwrap_or_else(|| failed(c)),
-                Err(e) => e.into(),
-            }
-        }
+        (MetaError::PreconditionFailed, Some(c)) => match st.meta.object(bucket, key) {
+            Ok(None) if matches!(c, WriteCondition::EtagIs(_)) => S3Error::new(
+                "ConditionalRequestConflict",
+                409,
+                "The conditional request cannot succeed due to a conflicting operation against this resource.",
+            ),
+            Ok(_) => failed(c),
+            Err(e) => e.into(),
+        },
         (e, _) => e.into(),
     }
 }
