@@ -395,6 +395,32 @@ def test_stranger_cannot_read_or_change_tags(s3, stranger, bucket):
     assert tags_of(s3, bucket, "k") == {"secret": "tag"}
 
 
+def test_copy_does_not_hand_tags_to_a_reader(s3, stranger, bucket):
+    """A stranger who may read a tagged object (public-read) may not copy its tags into
+    their own bucket (that would read them); copying without them is fine."""
+    s3.put_object(Bucket=bucket, Key="pub", Body=b"public", ACL="public-read",
+                  Tagging="classification=secret")
+    mine = f"{bucket}-s"[:63]
+    stranger.create_bucket(Bucket=mine)
+    try:
+        src = {"Bucket": bucket, "Key": "pub"}
+        assert err(stranger.copy_object, Bucket=mine, Key="c", CopySource=src) == \
+            (403, "AccessDenied")
+        assert err(stranger.head_object, Bucket=mine, Key="c")[0] == 404
+        stranger.copy_object(Bucket=mine, Key="c", CopySource=src, TaggingDirective="REPLACE",
+                             Tagging="mine=1")
+        assert tags_of(stranger, mine, "c") == {"mine": "1"}
+        assert stranger.get_object(Bucket=mine, Key="c")["Body"].read() == b"public"
+        # An untagged public object copies as before.
+        s3.put_object(Bucket=bucket, Key="plain", Body=b"p", ACL="public-read")
+        stranger.copy_object(Bucket=mine, Key="p", CopySource={"Bucket": bucket, "Key": "plain"})
+        assert tags_of(stranger, mine, "p") == {}
+    finally:
+        for k in ("c", "p"):
+            stranger.delete_object(Bucket=mine, Key=k)
+        stranger.delete_bucket(Bucket=mine)
+
+
 def test_forged_signature_changes_no_tags(cloud, s3, bucket):
     s3.put_object(Bucket=bucket, Key="k", Body=b"x")
     body = b"<Tagging><TagSet><Tag><Key>a</Key><Value>b</Value></Tag></TagSet></Tagging>"

@@ -2,6 +2,7 @@
 use crate::acl::Permission;
 use crate::api_object::conditions::check_conditions;
 use crate::api_object::put::{commit_object, content_from_request};
+use crate::api_object::tagging::may_tag;
 use crate::api_object::write_cond;
 use crate::error::{S3Error, S3Result};
 use crate::handler::{
@@ -9,6 +10,7 @@ use crate::handler::{
 };
 use crate::meta::{millis_to_time, now_millis, BlobRef, ObjectData, ObjectMeta};
 use crate::state::State;
+use crate::tags::TagSet;
 use euca_aws::timefmt::format_iso8601;
 use euca_aws::xml::{XmlWriter, S3_NS};
 use http::StatusCode;
@@ -41,6 +43,17 @@ pub fn copy_source(st: &State, r: &Req) -> S3Result<(String, String, ObjectMeta)
     Ok((sb, sk, src))
 }
 
+/// The source's tags, for a copy that keeps them. Copying them is reading them: as in
+/// S3, that needs the right to read the source's tags (its owner or its bucket's), so
+/// a READ grant on a tagged object does not hand its tags to whoever copies it.
+fn copied_tags(st: &State, r: &Req, src_bucket: &str, src: &ObjectMeta) -> S3Result<TagSet> {
+    if src.tags.is_empty() || may_tag(st, src_bucket, src, r.principal.as_ref())? {
+        Ok(src.tags.clone())
+    } else {
+        Err(S3Error::access_denied())
+    }
+}
+
 pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "CopyObject";
     let b = load_bucket(st, r.bucket())?;
@@ -52,8 +65,8 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .header("x-amz-tagging-directive")
         .map(|s| s.trim().to_ascii_uppercase())
     {
-        None => src.tags.clone(),
-        Some(d) if d == "COPY" => src.tags.clone(),
+        None => copied_tags(st, r, &sb, &src)?,
+        Some(d) if d == "COPY" => copied_tags(st, r, &sb, &src)?,
         Some(d) if d == "REPLACE" => crate::tags::from_request_header(&r.headers)?,
         Some(_) => {
             return Err(S3Error::invalid_argument("Unknown tagging directive.")

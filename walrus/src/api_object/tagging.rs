@@ -12,18 +12,28 @@ use crate::handler::{empty, load_bucket, load_object, xml, Req, Resp};
 use crate::meta::{MetaOp, ObjectMeta};
 use crate::state::State;
 use crate::tags::{self, TagTarget, MAX_TAGGING_BODY};
+use euca_aws::Principal;
 use http::StatusCode;
 use std::sync::Arc;
+
+/// Whether `who` may read or change the tags of `o` in `bucket`: its owner or the
+/// bucket's.
+pub fn may_tag(
+    st: &State,
+    bucket: &str,
+    o: &ObjectMeta,
+    who: Option<&Principal>,
+) -> S3Result<bool> {
+    let Some(me) = who.map(|p| p.canonical_id.as_str()) else {
+        return Ok(false);
+    };
+    Ok(o.owner.id == me || load_bucket(st, bucket)?.owner.id == me)
+}
 
 /// The object, if the caller may read or change its tags.
 fn authorized_object(st: &State, r: &Req) -> S3Result<ObjectMeta> {
     let o = load_object(st, r.bucket(), r.key(), r.principal.as_ref())?;
-    let me = r
-        .principal
-        .as_ref()
-        .map(|p| p.canonical_id.as_str())
-        .ok_or_else(S3Error::access_denied)?;
-    if o.owner.id == me || load_bucket(st, r.bucket())?.owner.id == me {
+    if may_tag(st, r.bucket(), &o, r.principal.as_ref())? {
         Ok(o)
     } else {
         Err(S3Error::access_denied())
