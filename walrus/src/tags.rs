@@ -287,6 +287,27 @@ mod tests {
     }
 
     #[test]
+    fn every_allowed_character_round_trips() {
+        // Unicode letters, digits and separators of several scripts, and each
+        // punctuation mark S3 allows, at the edges and in the middle.
+        let pieces = [
+            " ", "\u{a0}", "\u{3000}", "_", ".", ":", "/", "=", "+", "-", "@", "a", "Z", "9", "é",
+            "ß", "Ж", "中", "٣", "𝐀",
+        ];
+        let mut tags = Vec::new();
+        for (i, p) in pieces.iter().enumerate() {
+            let v = format!("{p}{}{p}", pieces[(i + 7) % pieces.len()]);
+            tags.push((format!("{p}k{i}{p}"), v));
+            if tags.len() == MAX_OBJECT_TAGS {
+                let back = parse(&to_xml(&tags), TagTarget::Object).unwrap();
+                assert_eq!(back, tags);
+                tags.clear();
+            }
+        }
+        assert_eq!(parse(&to_xml(&tags), TagTarget::Object).unwrap(), tags);
+    }
+
+    #[test]
     fn header_form() {
         assert_eq!(
             from_header(b"a=1&b=x%20y+z&c").unwrap(),
