@@ -104,6 +104,9 @@ pub(crate) const NO_CONFIG: &[(&str, &str, &str)] = &[
 pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let name = r.bucket().to_string();
     match r.method.clone() {
+        Method::GET | Method::PUT | Method::DELETE if r.has("tagging") => {
+            crate::api_bucket_tagging::dispatch(st, r).await
+        }
         Method::PUT if r.has("acl") => {
             r.op = "PutBucketAcl";
             let b = load_bucket(st, &name)?;

@@ -24,6 +24,7 @@ endpoints! {
     GetBucketVersioning, PutBucketVersioning,
     GetBucketLogging, GetBucketRequestPayment,
     GetBucketConfig, PutBucketConfig, DeleteBucketConfig,
+    GetBucketTagging, PutBucketTagging, DeleteBucketTagging,
     DeleteObjects, ListMultipartUploads,
     GetObject, HeadObject, PutObject, CopyObject, DeleteObject, PostObject,
     GetObjectAcl, PutObjectAcl,
@@ -72,6 +73,9 @@ impl S3Endpoint {
         }
         if !has_key {
             return match *method {
+                Method::GET if has("tagging") => GetBucketTagging,
+                Method::PUT if has("tagging") => PutBucketTagging,
+                Method::DELETE if has("tagging") => DeleteBucketTagging,
                 Method::PUT if has("acl") => PutBucketAcl,
                 Method::PUT if has("versioning") => PutBucketVersioning,
                 Method::PUT if config() => PutBucketConfig,
@@ -146,6 +150,12 @@ mod tests {
             ListObjects
         );
         assert_eq!(p(Method::GET, true, false, "cors"), GetBucketConfig);
+        assert_eq!(p(Method::GET, true, false, "tagging"), GetBucketTagging);
+        assert_eq!(p(Method::PUT, true, false, "tagging"), PutBucketTagging);
+        assert_eq!(
+            p(Method::DELETE, true, false, "tagging"),
+            DeleteBucketTagging
+        );
         assert_eq!(p(Method::PUT, true, false, ""), CreateBucket);
         assert_eq!(p(Method::PUT, true, true, ""), PutObject);
         assert_eq!(

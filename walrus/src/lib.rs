@@ -15,6 +15,7 @@
 pub mod acl;
 pub mod api;
 mod api_bucket;
+mod api_bucket_tagging;
 mod api_multipart;
 mod api_object;
 pub mod blob;
@@ -35,6 +36,7 @@ pub mod server;
 pub mod state;
 pub mod system;
 mod versioning;
+mod tags;
 pub mod xmlin;
 pub mod xmlreq;
 

@@ -2,6 +2,8 @@
 use crate::acl::Permission;
 use crate::api_object::conditions::check_conditions;
 use crate::api_object::put::{commit_object, content_from_request};
+use crate::api_object::tagging::may_tag;
+use crate::api_object::write_cond;
 use crate::error::{S3Error, S3Result};
 use crate::handler::{
     acl_from_headers, free_blobs, load_bucket, load_object_version, require, set_header,
@@ -9,6 +11,7 @@ use crate::handler::{
 };
 use crate::meta::{millis_to_time, now_millis, BlobRef, ObjectData, ObjectMeta};
 use crate::state::State;
+use crate::tags::TagSet;
 use euca_aws::timefmt::format_iso8601;
 use euca_aws::xml::{XmlWriter, S3_NS};
 use http::StatusCode;
@@ -52,11 +55,36 @@ pub fn copy_source(st: &State, r: &Req) -> S3Result<(String, String, ObjectMeta,
     Ok((sb, sk, src, version.is_some()))
 }
 
+/// The source's tags, for a copy that keeps them. Copying them is reading them: as in
+/// S3, that needs the right to read the source's tags (its owner or its bucket's), so
+/// a READ grant on a tagged object does not hand its tags to whoever copies it.
+fn copied_tags(st: &State, r: &Req, src_bucket: &str, src: &ObjectMeta) -> S3Result<TagSet> {
+    if src.tags.is_empty() || may_tag(st, src_bucket, src, r.principal.as_ref())? {
+        Ok(src.tags.clone())
+    } else {
+        Err(S3Error::access_denied())
+    }
+}
+
 pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "CopyObject";
     let b = load_bucket(st, r.bucket())?;
     require(&b.acl, r.principal.as_ref(), Permission::Write)?;
     let (sb, sk, src, named_version) = copy_source(st, r)?;
+    let cond = write_cond::from_headers(&r.headers)?;
+    write_cond::precheck(st, r.bucket(), r.key(), cond.as_ref())?;
+    let tags = match r
+        .header("x-amz-tagging-directive")
+        .map(|s| s.trim().to_ascii_uppercase())
+    {
+        None => copied_tags(st, r, &sb, &src)?,
+        Some(d) if d == "COPY" => copied_tags(st, r, &sb, &src)?,
+        Some(d) if d == "REPLACE" => crate::tags::from_request_header(&r.headers)?,
+        Some(_) => {
+            return Err(S3Error::invalid_argument("Unknown tagging directive.")
+                .with("ArgumentName", "x-amz-tagging-directive"))
+        }
+    };
     let replace = match r
         .header("x-amz-metadata-directive")
         .map(|s| s.trim().to_ascii_uppercase())
@@ -114,13 +142,13 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         part_sizes: src.part_sizes.clone(),
         checksum_type: src.checksum_type.clone(),
         part_checksums: src.part_checksums.clone(),
-        tags: src.tags.clone(),
+        tags,
         version_id: None,
         retention,
         legal_hold,
     };
     let lm = meta.last_modified;
-    let version = commit_object(st, r, meta).await?;
+    let version = commit_object(st, r, meta, cond).await?;
     let mut w = XmlWriter::new();
     w.root("CopyObjectResult", S3_NS)
         .elem("LastModified", format_iso8601(millis_to_time(lm)))

@@ -102,6 +102,9 @@ fn object_headers(h: &mut HeaderMap, o: &ObjectMeta) -> S3Result<()> {
     }
     set_version_header(h, o.version_id.as_deref())?;
     crate::objectlock::set_headers(h, o)?;
+    if !o.tags.is_empty() {
+        set_header(h, "x-amz-tagging-count", &o.tags.len().to_string())?;
+    }
     Ok(())
 }
 
