@@ -540,3 +540,18 @@ def test_post_field_names_and_operators_are_case_insensitive(cloud, s3, bucket):
                    extra=[("key", "ci/y"), ("acl", "private")])
     refused(s3, bucket, "ci/y", curl_post(cloud.endpoint + "/" + bucket, form), 403,
             "AccessDenied", "Policy Condition failed")
+
+
+def test_post_tagging_field(cloud, s3, bucket, s3v4):
+    tagging = ("<Tagging><TagSet><Tag><Key>team</Key><Value>web</Value></Tag>"
+               "</TagSet></Tagging>")
+    url, fields = presigned_post(s3v4, bucket, "tagged", fields={"tagging": tagging},
+                                 conditions=[{"tagging": tagging}])
+    status, _, body = curl_post(url, fields, b"t")
+    assert status == 204, body
+    assert s3.get_object_tagging(Bucket=bucket, Key="tagged")["TagSet"] == [
+        {"Key": "team", "Value": "web"}]
+    bad = "<Tagging><TagSet><Tag><Key>k</Key></Tag></TagSet></Tagging>"
+    url, fields = presigned_post(s3v4, bucket, "badtag", fields={"tagging": bad},
+                                 conditions=[{"tagging": bad}])
+    refused(s3, bucket, "badtag", curl_post(url, fields, b"t"), 400, "MalformedXML")

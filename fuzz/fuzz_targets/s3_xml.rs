@@ -36,8 +36,8 @@ fn round_trip(text: &str) {
     let representable = !text.chars().any(|c| (c as u32) < 0x20 && !is_xml_space(c));
     let key = match xmlin::parse(body.as_bytes()).and_then(|n| xmlreq::delete_request(&n)) {
         Ok(d) => {
-            assert_eq!(d.keys.len(), 1);
-            d.keys.into_iter().next().unwrap_or_default()
+            assert_eq!(d.objects.len(), 1);
+            d.objects.into_iter().next().unwrap_or_default().0
         }
         Err(e) => {
             assert!(!representable, "escaped text refused: {text:?}: {e:?}");

@@ -25,6 +25,11 @@ pub fn error_response(e: &S3Error, request_id: &str, head: bool) -> Resp {
     };
     r.extensions_mut()
         .insert(euca_service::ErrorCode(e.code.to_string()));
+    for (name, v) in &e.headers {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            r.headers_mut().insert(*name, v);
+        }
+    }
     if e.code == "InvalidRange" {
         if let Some((_, v)) = e.extra.iter().find(|(k, _)| *k == "ActualObjectSize") {
             if let Ok(h) = HeaderValue::from_str(&format!("bytes */{v}")) {

@@ -2,13 +2,15 @@
 use crate::acl::Permission;
 use crate::error::{S3Error, S3Result};
 use crate::handler::{
-    self, acl_from_headers, acl_from_xml, empty, load_bucket, require, xml, Req, Resp,
+    self, acl_from_headers, acl_from_xml, empty, load_bucket, require, require_owner, xml, Req,
+    Resp,
 };
 use crate::list::list;
-use crate::meta::{millis_to_time, now_millis, BucketMeta, MetaError, MetaOp};
+use crate::meta::{
+    millis_to_time, now_millis, BucketConfig, BucketMeta, MetaError, MetaOp, Versioning,
+};
 use crate::state::State;
 use base64::Engine;
-use euca_aws::encoding::uri_encode;
 use euca_aws::timefmt::format_iso8601;
 use euca_aws::xml::{XmlWriter, S3_NS};
 use http::{Method, StatusCode};
@@ -102,6 +104,9 @@ pub(crate) const NO_CONFIG: &[(&str, &str, &str)] = &[
 pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let name = r.bucket().to_string();
     match r.method.clone() {
+        Method::GET | Method::PUT | Method::DELETE if r.has("tagging") => {
+            crate::api_bucket_tagging::dispatch(st, r).await
+        }
         Method::PUT if r.has("acl") => {
             r.op = "PutBucketAcl";
             let b = load_bucket(st, &name)?;
@@ -125,8 +130,25 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Method::PUT if r.has("versioning") => {
             r.op = "PutBucketVersioning";
             let b = load_bucket(st, &name)?;
-            require(&b.acl, r.principal.as_ref(), Permission::FullControl)?;
-            Err(S3Error::not_implemented("Bucket versioning"))
+            require_owner(&b, r)?;
+            crate::versioning::put_bucket_versioning(st, r, &b).await
+        }
+        Method::PUT | Method::DELETE if r.has("lifecycle") => {
+            let b = load_bucket(st, &name)?;
+            require_owner(&b, r)?;
+            if r.method == Method::PUT {
+                r.op = "PutBucketLifecycleConfiguration";
+                crate::lifecycle::put_config(st, r, &b).await
+            } else {
+                r.op = "DeleteBucketLifecycle";
+                crate::lifecycle::delete_config(st, &b).await
+            }
+        }
+        Method::PUT if r.has("object-lock") => {
+            r.op = "PutObjectLockConfiguration";
+            let b = load_bucket(st, &name)?;
+            require_owner(&b, r)?;
+            crate::objectlock::put_config(st, r, &b).await
         }
         Method::PUT
             if r.query
@@ -209,13 +231,22 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         }
     }
     let acl = acl_from_headers(st, r, owner.clone(), None)?;
+    let mut configs = std::collections::BTreeMap::new();
+    // Object lock at creation: versioning on, and the lock with no default retention.
+    if r.header("x-amz-bucket-object-lock-enabled")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        configs.insert(BucketConfig::VERSIONING.into(), Versioning::ENABLED.into());
+        let lock = crate::objectlock::LockConfig { default: None };
+        configs.insert(BucketConfig::OBJECT_LOCK.into(), lock.to_xml());
+    }
     let meta = BucketMeta {
         name: name.clone(),
         owner: owner.clone(),
         created: now_millis(),
         region: st.cfg.region.clone(),
         acl: acl.clone(),
-        configs: Default::default(),
+        configs,
     };
     match st.meta.apply(MetaOp::CreateBucket(meta)).await {
         Ok(_) => {}
@@ -249,6 +280,16 @@ async fn get_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         require(&b.acl, r.principal.as_ref(), Permission::ReadAcp)?;
         return Ok(xml(StatusCode::OK, b.acl.to_xml()));
     }
+    if r.has("lifecycle") {
+        r.op = "GetBucketLifecycleConfiguration";
+        require_owner(&b, r)?;
+        return crate::lifecycle::get_config(&b);
+    }
+    if r.has("object-lock") {
+        r.op = "GetObjectLockConfiguration";
+        require_owner(&b, r)?;
+        return crate::objectlock::get_config(&b);
+    }
     if let Some((_, code, msg)) = NO_CONFIG.iter().find(|(n, _, _)| r.has(n)) {
         r.op = "GetBucketConfig";
         require(&b.acl, r.principal.as_ref(), Permission::Read)?;
@@ -271,9 +312,7 @@ async fn get_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     if r.has("versioning") {
         r.op = "GetBucketVersioning";
         require_owner(&b, r)?;
-        let mut w = XmlWriter::new();
-        w.root("VersioningConfiguration", S3_NS);
-        return Ok(xml(StatusCode::OK, w.finish()));
+        return Ok(crate::versioning::get_bucket_versioning(&b));
     }
     if r.has("logging") {
         r.op = "GetBucketLogging";
@@ -295,64 +334,20 @@ async fn get_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         return crate::api_multipart::list_uploads(st, r).await;
     }
     require(&b.acl, r.principal.as_ref(), Permission::Read)?;
+    if r.has("versions") {
+        return crate::versioning::list_object_versions(st, r);
+    }
     list_objects(st, r)
-}
-
-fn require_owner(b: &BucketMeta, r: &Req) -> S3Result<()> {
-    if r.principal.as_ref().map(|p| &p.canonical_id) == Some(&b.owner.id) {
-        Ok(())
-    } else {
-        Err(S3Error::access_denied())
-    }
-}
-
-fn parse_max(r: &Req, name: &str) -> S3Result<usize> {
-    match r.q(name) {
-        None => Ok(1000),
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .map(|n| n.min(1000) as usize)
-            .ok_or_else(|| {
-                S3Error::invalid_argument(format!(
-                    "Provided {name} not an integer or within integer range"
-                ))
-                .with("ArgumentName", name)
-            }),
-    }
 }
 
 fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let v2 = r.q("list-type") == Some("2");
-    let versions = r.has("versions");
-    r.op = if versions {
-        "ListObjectVersions"
-    } else if v2 {
-        "ListObjectsV2"
-    } else {
-        "ListObjects"
-    };
+    r.op = if v2 { "ListObjectsV2" } else { "ListObjects" };
     let prefix = r.q("prefix").unwrap_or("").to_string();
     let delimiter = r.q("delimiter").unwrap_or("").to_string();
-    let url = match r.q("encoding-type") {
-        None => false,
-        Some("url") => true,
-        Some(_) => {
-            return Err(
-                S3Error::invalid_argument("Invalid Encoding Method specified in Request")
-                    .with("ArgumentName", "encoding-type"),
-            )
-        }
-    };
-    let enc = |s: &str| {
-        if url {
-            uri_encode(s.as_bytes(), true)
-        } else {
-            s.to_string()
-        }
-    };
-    let max = parse_max(r, "max-keys")?;
+    let url = crate::handler::url_encoding(r)?;
+    let enc = |s: &str| crate::handler::listing_text(url, s);
+    let max = handler::parse_max(r, "max-keys")?;
     let token = r.q("continuation-token").map(String::from);
     let marker: Option<String> = if v2 {
         match &token {
@@ -368,8 +363,6 @@ fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             ),
             None => r.q("start-after").map(String::from),
         }
-    } else if versions {
-        r.q("key-marker").map(String::from)
     } else {
         r.q("marker").map(String::from)
     };
@@ -383,19 +376,9 @@ fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     )?;
     let fetch_owner = !v2 || r.q("fetch-owner") == Some("true");
     let mut w = XmlWriter::new();
-    w.root(
-        if versions {
-            "ListVersionsResult"
-        } else {
-            "ListBucketResult"
-        },
-        S3_NS,
-    );
+    w.root("ListBucketResult", S3_NS);
     w.elem("Name", r.bucket()).elem("Prefix", enc(&prefix));
-    if versions {
-        w.elem("KeyMarker", enc(marker.as_deref().unwrap_or("")))
-            .elem("VersionIdMarker", "");
-    } else if v2 {
+    if v2 {
         if let Some(t) = &token {
             w.elem("ContinuationToken", t);
         }
@@ -416,10 +399,7 @@ fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     w.elem("IsTruncated", if l.truncated { "true" } else { "false" });
     if l.truncated {
         if let Some(last) = &l.last {
-            if versions {
-                w.elem("NextKeyMarker", enc(last))
-                    .elem("NextVersionIdMarker", "null");
-            } else if v2 {
+            if v2 {
                 w.elem(
                     "NextContinuationToken",
                     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last.as_bytes()),
@@ -430,11 +410,8 @@ fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         }
     }
     for (key, o) in &l.objects {
-        w.open(if versions { "Version" } else { "Contents" });
+        w.open("Contents");
         w.elem("Key", enc(key));
-        if versions {
-            w.elem("VersionId", "null").elem("IsLatest", "true");
-        }
         w.elem(
             "LastModified",
             format_iso8601(millis_to_time(o.last_modified)),

@@ -3,6 +3,7 @@
 use crate::acl::Permission;
 use crate::api_object::copy::copy_source;
 use crate::api_object::put::{content_from_request, store_body, Stored};
+use crate::api_object::write_cond;
 use crate::checksums;
 use crate::error::{S3Error, S3Result};
 use crate::handler::{
@@ -81,6 +82,8 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
     let (headers, user_meta) = content_from_request(r)?;
     let mode = checksums::upload_mode(r)?;
+    let (retention, legal_hold) = crate::objectlock::for_new_object(r, &b)?;
+    let tags = crate::tags::from_request_header(&r.headers)?;
     let upload_id = crate::blob::new_blob_id();
     let u = UploadMeta {
         upload_id: upload_id.clone(),
@@ -93,7 +96,9 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         acl,
         checksum_algorithm: mode.map(|(a, _)| a.name().to_string()),
         checksum_type: mode.map(|(_, t)| t.name().to_string()),
-        tags: Vec::new(),
+        tags,
+        retention,
+        legal_hold,
     };
     st.meta.apply(MetaOp::CreateUpload(u)).await?;
     let mut w = XmlWriter::new();
@@ -128,7 +133,7 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let u = load_upload(st, r)?;
     require_upload_access(st, r, &u)?;
     let (blob, md5, checksums) = if copy {
-        let (_, _, src) = copy_source(st, r)?;
+        let (_, _, src, _) = copy_source(st, r)?;
         let range = match r.header("x-amz-copy-source-range") {
             None => 0..src.size,
             Some(v) => copy_source_range(v, src.size)?,
@@ -300,6 +305,10 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Err(e) => return Err(e),
     };
     require_upload_access(st, r, &u)?;
+    // A condition that already fails is refused before the part list is read; the
+    // upload stays, as in S3, so it can be completed again (e.g. without it).
+    let cond = write_cond::from_headers(&r.headers)?;
+    write_cond::precheck(st, r.bucket(), r.key(), cond.as_ref())?;
     let claims = checksums::take_complete_claims(&mut r.headers)?;
     let node = r.xml_body(4 * 1024 * 1024).await?;
     let wanted = crate::xmlreq::complete_parts(&node)?;
@@ -365,6 +374,9 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         checksum_type: sum.checksum_type,
         part_checksums: sum.part_checksums,
         tags: u.tags.clone(),
+        version_id: None,
+        retention: u.retention.clone(),
+        legal_hold: u.legal_hold,
     };
     let (meta_checksums, meta_type) = (meta.checksums.clone(), meta.checksum_type.clone());
     let parts = chosen
@@ -379,9 +391,10 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             upload_id: u.upload_id.clone(),
             parts,
             meta,
-            cond: None,
+            cond: cond.clone(),
         })
-        .await?;
+        .await
+        .map_err(|e| write_cond::commit_error(st, r.bucket(), r.key(), cond.as_ref(), e))?;
     free_blobs(st, out.freed_blobs);
     let mut w = XmlWriter::new();
     w.root("CompleteMultipartUploadResult", S3_NS)
@@ -390,7 +403,9 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .elem("Key", r.key())
         .elem("ETag", format!("\"{etag}\""));
     checksums::write_xml(&mut w, &meta_checksums, meta_type.as_deref());
-    Ok(xml(StatusCode::OK, w.finish()))
+    let mut resp = xml(StatusCode::OK, w.finish());
+    crate::handler::set_version_header(resp.headers_mut(), out.version_id.as_deref())?;
+    Ok(resp)
 }
 
 /// A CompleteMultipartUpload for an upload that is no longer in progress: if it was

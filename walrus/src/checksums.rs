@@ -463,6 +463,8 @@ mod tests {
             checksum_algorithm: alg.map(String::from),
             checksum_type: ty.map(String::from),
             tags: vec![],
+            retention: None,
+            legal_hold: false,
         }
     }
 

@@ -28,6 +28,10 @@ pub struct WalrusConfig {
     pub max_header_bytes: usize,
     /// Page cache of the metadata database, in MiB.
     pub meta_cache_mib: usize,
+    /// How often the lifecycle worker applies the buckets' rules.
+    pub lifecycle_interval_secs: u64,
+    /// The length of a lifecycle "day" (tests shorten it).
+    pub lifecycle_day_secs: u64,
 }
 
 impl Default for WalrusConfig {
@@ -44,6 +48,8 @@ impl Default for WalrusConfig {
             header_timeout_secs: 30,
             max_header_bytes: 64 * 1024,
             meta_cache_mib: 64,
+            lifecycle_interval_secs: 3600,
+            lifecycle_day_secs: 86400,
         }
     }
 }

@@ -25,10 +25,12 @@ endpoints! {
     GetBucketLogging, GetBucketRequestPayment,
     GetBucketConfig, PutBucketConfig, DeleteBucketConfig,
     GetBucketCors, PutBucketCors, DeleteBucketCors,
+    GetBucketTagging, PutBucketTagging, DeleteBucketTagging,
     DeleteObjects, ListMultipartUploads,
     GetObject, HeadObject, PutObject, CopyObject, DeleteObject, PostObject,
     GetObjectAcl, PutObjectAcl,
     GetObjectTagging, PutObjectTagging, DeleteObjectTagging,
+    GetObjectRetention, PutObjectRetention, GetObjectLegalHold, PutObjectLegalHold,
     CreateMultipartUpload, UploadPart, UploadPartCopy, CompleteMultipartUpload,
     AbortMultipartUpload, ListParts,
     /// A CORS preflight (`OPTIONS`).
@@ -72,6 +74,9 @@ impl S3Endpoint {
         }
         if !has_key {
             return match *method {
+                Method::GET if has("tagging") => GetBucketTagging,
+                Method::PUT if has("tagging") => PutBucketTagging,
+                Method::DELETE if has("tagging") => DeleteBucketTagging,
                 Method::PUT if has("acl") => PutBucketAcl,
                 Method::PUT if has("versioning") => PutBucketVersioning,
                 Method::PUT if has("cors") => PutBucketCors,
@@ -115,6 +120,10 @@ impl S3Endpoint {
             Method::GET if has("tagging") => GetObjectTagging,
             Method::PUT if has("tagging") => PutObjectTagging,
             Method::DELETE if has("tagging") => DeleteObjectTagging,
+            Method::GET if has("retention") => GetObjectRetention,
+            Method::PUT if has("retention") => PutObjectRetention,
+            Method::GET if has("legal-hold") => GetObjectLegalHold,
+            Method::PUT if has("legal-hold") => PutObjectLegalHold,
             Method::PUT if headers.contains_key("x-amz-copy-source") => CopyObject,
             Method::PUT => PutObject,
             Method::DELETE => DeleteObject,
@@ -149,6 +158,12 @@ mod tests {
         assert_eq!(p(Method::GET, true, false, "cors"), GetBucketCors);
         assert_eq!(p(Method::GET, true, false, "policy"), GetBucketConfig);
         assert_eq!(p(Method::POST, true, false, ""), PostObject);
+        assert_eq!(p(Method::GET, true, false, "tagging"), GetBucketTagging);
+        assert_eq!(p(Method::PUT, true, false, "tagging"), PutBucketTagging);
+        assert_eq!(
+            p(Method::DELETE, true, false, "tagging"),
+            DeleteBucketTagging
+        );
         assert_eq!(p(Method::PUT, true, false, ""), CreateBucket);
         assert_eq!(p(Method::PUT, true, true, ""), PutObject);
         assert_eq!(

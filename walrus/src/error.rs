@@ -15,6 +15,8 @@ pub struct S3Error {
     pub resource: Option<String>,
     /// Extra elements, e.g. `<ArgumentName>` or `<BucketName>`.
     pub extra: Vec<(&'static str, String)>,
+    /// Response headers the error carries (e.g. `x-amz-delete-marker`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl S3Error {
@@ -25,7 +27,12 @@ impl S3Error {
             message: message.into(),
             resource: None,
             extra: Vec::new(),
+            headers: Vec::new(),
         }
+    }
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
     }
     pub fn with_resource(mut self, r: impl Into<String>) -> Self {
         self.resource = Some(r.into());
@@ -133,6 +140,16 @@ impl From<MetaError> for S3Error {
                 "InvalidPart",
                 400,
                 "A part was replaced while the upload was being completed; retry.",
+            ),
+            MetaError::ObjectLocked => S3Error::new(
+                "AccessDenied",
+                403,
+                "Access Denied because object protected by object lock.",
+            ),
+            MetaError::RetentionLocked => S3Error::new(
+                "AccessDenied",
+                403,
+                "Access Denied because the retention may not be shortened or removed.",
             ),
             MetaError::PreconditionFailed => S3Error::new(
                 "PreconditionFailed",

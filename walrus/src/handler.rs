@@ -4,7 +4,7 @@
 use crate::acl::{Acl, CannedContext, Grant, Owner, Permission};
 use crate::body::{Body, VerifiedBody};
 use crate::error::{S3Error, S3Result};
-use crate::meta::{BucketMeta, ObjectMeta};
+use crate::meta::{BucketMeta, ObjectMeta, Version, Versioning};
 use crate::state::State;
 use bytes::Bytes;
 use euca_aws::{PayloadCheck, Principal};
@@ -155,6 +155,93 @@ pub fn load_object(
     }
 }
 
+/// The object a request names: its `versionId` if it has one, else the current
+/// object. Missing things answer as [`load_object`] does; a delete marker answers 404
+/// `NoSuchKey` when it is the latest version and 405 `MethodNotAllowed` when asked for
+/// by id, with `x-amz-delete-marker` and its version id either way, as S3 does.
+pub fn load_object_version(
+    st: &State,
+    r: &Req,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+) -> S3Result<ObjectMeta> {
+    let who = r.principal.as_ref();
+    if version_id.is_none() {
+        if let Some(o) = st.meta.object(bucket, key)? {
+            return Ok(o);
+        }
+    }
+    let b = st
+        .meta
+        .bucket(bucket)?
+        .ok_or_else(|| S3Error::no_such_bucket(bucket))?;
+    let found = match version_id {
+        // No current object: a latest delete marker is reported as such.
+        None if b.versioning() == Versioning::Unversioned => None,
+        None => st
+            .meta
+            .scan_versions(bucket, None, key, 1)?
+            .into_iter()
+            .find(|e| e.key == key)
+            .map(|e| e.version),
+        Some(v) => {
+            check_version_id(v)?;
+            st.meta.object_version(bucket, key, v)?
+        }
+    };
+    let may_list = b.acl.allows(who, Permission::Read);
+    match found {
+        Some(Version::Object(o)) => Ok(*o),
+        Some(Version::DeleteMarker(m)) if may_list => {
+            let e = if version_id.is_some() {
+                S3Error::new(
+                    "MethodNotAllowed",
+                    405,
+                    "The specified method is not allowed against this resource.",
+                )
+                .with("Method", r.method.as_str())
+                .with("ResourceType", "DeleteMarker")
+            } else {
+                S3Error::no_such_key(key)
+            };
+            Err(e
+                .with_header("x-amz-delete-marker", "true")
+                .with_header("x-amz-version-id", m.version_id))
+        }
+        None if may_list && version_id.is_some() => Err(S3Error::new(
+            "NoSuchVersion",
+            404,
+            "The specified version does not exist.",
+        )
+        .with("Key", key)
+        .with("VersionId", version_id.unwrap_or_default())),
+        None if may_list => Err(S3Error::no_such_key(key)),
+        _ => Err(S3Error::access_denied()),
+    }
+}
+
+/// A `versionId` this store could have given out: `null` or 32 hex digits; anything
+/// else is 400 `InvalidArgument` as S3 answers a malformed id.
+pub fn check_version_id(v: &str) -> S3Result<()> {
+    if v == crate::meta::NULL_VERSION || (v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        Ok(())
+    } else {
+        Err(S3Error::invalid_argument("Invalid version id specified")
+            .with("ArgumentName", "versionId")
+            .with("ArgumentValue", v))
+    }
+}
+
+/// Puts `x-amz-version-id` on a response when the object has a version id.
+pub fn set_version_header(h: &mut HeaderMap, version_id: Option<&str>) -> S3Result<()> {
+    match version_id {
+        Some(v) => set_header(h, "x-amz-version-id", v),
+        None => Ok(()),
+    }
+}
+
 /// Requires `perm` on the ACL; AccessDenied otherwise.
 pub fn require(acl: &Acl, who: Option<&Principal>, perm: Permission) -> S3Result<()> {
     if acl.allows(who, perm) {
@@ -276,4 +363,52 @@ pub fn free_blobs(st: &Arc<State>, blobs: Vec<crate::meta::BlobRef>) {
             }
         }
     });
+}
+
+/// A `max-keys`-style query parameter: 1000 when absent, at most 1000.
+pub fn parse_max(r: &Req, name: &str) -> S3Result<usize> {
+    match r.q(name) {
+        None => Ok(1000),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(|n| n.min(1000) as usize)
+            .ok_or_else(|| {
+                S3Error::invalid_argument(format!(
+                    "Provided {name} not an integer or within integer range"
+                ))
+                .with("ArgumentName", name)
+            }),
+    }
+}
+
+/// Only the bucket's owner.
+pub fn require_owner(b: &BucketMeta, r: &Req) -> S3Result<()> {
+    if r.principal.as_ref().map(|p| &p.canonical_id) == Some(&b.owner.id) {
+        Ok(())
+    } else {
+        Err(S3Error::access_denied())
+    }
+}
+
+/// A listing's `encoding-type`: whether it is `url` (anything else is refused).
+pub fn url_encoding(r: &Req) -> S3Result<bool> {
+    match r.q("encoding-type") {
+        None => Ok(false),
+        Some("url") => Ok(true),
+        Some(_) => Err(
+            S3Error::invalid_argument("Invalid Encoding Method specified in Request")
+                .with("ArgumentName", "encoding-type"),
+        ),
+    }
+}
+
+/// A key or prefix as a listing shows it: URL-encoded when [`url_encoding`] says so.
+pub fn listing_text(url: bool, s: &str) -> String {
+    if url {
+        euca_aws::encoding::uri_encode(s.as_bytes(), true)
+    } else {
+        s.to_string()
+    }
 }

@@ -15,6 +15,7 @@
 pub mod acl;
 pub mod api;
 mod api_bucket;
+mod api_bucket_tagging;
 mod api_multipart;
 mod api_object;
 pub mod blob;
@@ -25,14 +26,18 @@ mod cors;
 pub mod endpoint;
 pub mod error;
 pub mod handler;
+mod lifecycle;
 mod list;
 pub mod meta;
 pub mod meta_redb;
 pub mod metrics;
+mod objectlock;
 mod post;
 pub mod server;
 pub mod state;
 pub mod system;
+mod tags;
+mod versioning;
 pub mod xmlin;
 pub mod xmlreq;
 

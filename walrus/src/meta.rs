@@ -23,6 +23,12 @@ pub enum MetaError {
     NoSuchKey,
     #[error("a part changed while the upload was being completed")]
     PartChanged,
+    /// Object lock protects the version (retention or legal hold).
+    #[error("the object version is protected by object lock")]
+    ObjectLocked,
+    /// The change would shorten or remove a retention the caller may not.
+    #[error("the retention may not be shortened or removed")]
+    RetentionLocked,
     /// A [`WriteCondition`] did not hold when the write was committed.
     #[error("the write's precondition does not hold")]
     PreconditionFailed,
@@ -108,12 +114,45 @@ impl BucketConfig {
     pub const POLICY: &'static str = "policy";
     pub const TAGGING: &'static str = "tagging";
     pub const PUBLIC_ACCESS_BLOCK: &'static str = "public-access-block";
+    /// `Enabled` or `Suspended` (absent: never enabled); see [`Versioning`].
+    pub const VERSIONING: &'static str = "versioning";
+    /// The ObjectLockConfiguration XML (canonical); present once object lock is on.
+    pub const OBJECT_LOCK: &'static str = "object-lock";
+    /// The LifecycleConfiguration XML (canonical).
+    pub const LIFECYCLE: &'static str = "lifecycle";
 }
+
+/// A bucket's versioning state. Once enabled, a bucket is never unversioned again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Versioning {
+    /// Never enabled: a write replaces the object, a delete removes it.
+    Unversioned,
+    /// Every write adds a version with a fresh id; a delete adds a delete marker.
+    Enabled,
+    /// Writes and deletes replace the `null` version; other versions stay.
+    Suspended,
+}
+
+impl Versioning {
+    pub const ENABLED: &'static str = "Enabled";
+    pub const SUSPENDED: &'static str = "Suspended";
+}
+
+/// The version id of the version written while versioning was off or suspended.
+pub const NULL_VERSION: &str = "null";
 
 impl BucketMeta {
     /// A sub-resource document, if the bucket has one.
     pub fn config(&self, name: &str) -> Option<&str> {
         self.configs.get(name).map(String::as_str)
+    }
+
+    pub fn versioning(&self) -> Versioning {
+        match self.config(BucketConfig::VERSIONING) {
+            Some(Versioning::ENABLED) => Versioning::Enabled,
+            Some(_) => Versioning::Suspended,
+            None => Versioning::Unversioned,
+        }
     }
 }
 
@@ -144,6 +183,102 @@ pub struct ObjectMeta {
     /// Object tags (key, value) in the order they were given.
     #[serde(default)]
     pub tags: Vec<(String, String)>,
+    /// Its version id once the bucket had versioning (`null` included); `None` for an
+    /// object written before, which is the bucket's `null` version. Set by the store.
+    #[serde(default)]
+    pub version_id: Option<String>,
+    /// Object lock retention: this version may not be deleted before it ends.
+    #[serde(default)]
+    pub retention: Option<Retention>,
+    /// Object lock legal hold: this version may not be deleted while it is on.
+    #[serde(default)]
+    pub legal_hold: bool,
+}
+
+/// An object lock retention period.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Retention {
+    pub mode: RetentionMode,
+    /// Unix milliseconds.
+    pub until: i64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum RetentionMode {
+    /// Whoever may bypass governance (the bucket owner, asking for it) may shorten or
+    /// remove it, and delete the version.
+    Governance,
+    /// Nobody may shorten or remove it, or delete the version, before it ends.
+    Compliance,
+}
+
+impl RetentionMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            RetentionMode::Governance => "GOVERNANCE",
+            RetentionMode::Compliance => "COMPLIANCE",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "GOVERNANCE" => Some(RetentionMode::Governance),
+            "COMPLIANCE" => Some(RetentionMode::Compliance),
+            _ => None,
+        }
+    }
+}
+
+impl ObjectMeta {
+    /// Whether object lock keeps this version from being deleted at `now` (ms), for a
+    /// caller who does (`bypass_governance`) or does not bypass governance retention.
+    pub fn locked(&self, now: i64, bypass_governance: bool) -> bool {
+        self.legal_hold
+            || self.retention.as_ref().is_some_and(|r| {
+                r.until > now && !(bypass_governance && r.mode == RetentionMode::Governance)
+            })
+    }
+}
+
+impl ObjectMeta {
+    /// The version id S3 shows for it.
+    pub fn version(&self) -> &str {
+        self.version_id.as_deref().unwrap_or(NULL_VERSION)
+    }
+}
+
+/// One version of a key in a bucket that has had versioning.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Version {
+    /// An object; its `version_id` is set. (Boxed: a marker is small; postcard
+    /// writes a box as its content.)
+    Object(Box<ObjectMeta>),
+    DeleteMarker(DeleteMarker),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeleteMarker {
+    pub version_id: String,
+    pub owner: Owner,
+    /// Unix milliseconds.
+    pub last_modified: i64,
+}
+
+impl Version {
+    pub fn version_id(&self) -> &str {
+        match self {
+            Version::Object(o) => o.version(),
+            Version::DeleteMarker(m) => &m.version_id,
+        }
+    }
+}
+
+/// An entry of a version scan: a key's versions come newest first, and the first is
+/// the latest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionEntry {
+    pub key: String,
+    pub version: Version,
+    pub is_latest: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -162,6 +297,11 @@ pub struct UploadMeta {
     /// Tags the completed object gets (`x-amz-tagging` at initiation).
     #[serde(default)]
     pub tags: Vec<(String, String)>,
+    /// The object lock retention and legal hold the completed object gets.
+    #[serde(default)]
+    pub retention: Option<Retention>,
+    #[serde(default)]
+    pub legal_hold: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -231,9 +371,34 @@ pub enum MetaOp {
         meta: ObjectMeta,
         cond: Option<WriteCondition>,
     },
+    /// Removes the object; in a bucket with versioning, adds a delete marker instead
+    /// (replacing the `null` version when suspended).
     DeleteObject {
         bucket: String,
         key: String,
+        /// Who deletes (the owner of a delete marker).
+        by: Owner,
+    },
+    /// Removes one version for good (an object's or a delete marker); if it was the
+    /// latest, the next newest becomes the current object (none if it is a marker).
+    DeleteVersion {
+        bucket: String,
+        key: String,
+        version_id: String,
+        /// `x-amz-bypass-governance-retention` from someone allowed to.
+        bypass_governance: bool,
+    },
+    /// Sets a version's object lock retention and/or legal hold (`None`: unchanged).
+    /// A COMPLIANCE retention can only be extended; a GOVERNANCE one shortened or
+    /// removed only with `bypass_governance`.
+    SetObjectLock {
+        bucket: String,
+        key: String,
+        /// `None`: the current version.
+        version_id: Option<String>,
+        retention: Option<Option<Retention>>,
+        legal_hold: Option<bool>,
+        bypass_governance: bool,
     },
     SetObjectAcl {
         bucket: String,
@@ -274,8 +439,13 @@ pub enum MetaOp {
 #[derive(Debug, Default)]
 pub struct OpOutcome {
     pub freed_blobs: Vec<BlobRef>,
-    /// For DeleteObject: whether an object existed.
+    /// For DeleteObject: whether an object existed; for DeleteVersion: the version.
     pub existed: bool,
+    /// In a bucket with versioning: the version the op wrote (PutObject,
+    /// CompleteUpload, DeleteObject's marker) or removed (DeleteVersion).
+    pub version_id: Option<String>,
+    /// DeleteObject added a delete marker; DeleteVersion removed one.
+    pub delete_marker: bool,
 }
 
 /// An entry of a key-ordered object scan.
@@ -285,7 +455,25 @@ pub type ObjectEntry = (String, ObjectMeta);
 pub trait MetaStore: Send + Sync + 'static {
     fn bucket(&self, name: &str) -> Result<Option<BucketMeta>, MetaError>;
     fn buckets(&self) -> Result<Vec<BucketMeta>, MetaError>;
+    /// The current object (none if the latest version is a delete marker).
     fn object(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, MetaError>;
+    /// One version by id (`null` included).
+    fn object_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Option<Version>, MetaError>;
+    /// Versions of `bucket`'s keys under `prefix`, in key order and newest first per
+    /// key, starting after `after`: (key, None) skips that key's versions, (key,
+    /// Some(version id)) the versions up to and including that one. At most `limit`.
+    fn scan_versions(
+        &self,
+        bucket: &str,
+        after: Option<(&str, Option<&str>)>,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<VersionEntry>, MetaError>;
     /// Objects of `bucket` with key > `after` (or >= `from` when `inclusive`), in
     /// binary key order, at most `limit`, stopping at the first key without `prefix`.
     fn scan_objects(

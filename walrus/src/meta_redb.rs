@@ -5,6 +5,7 @@
 //! with one fsync, then answers each caller: under concurrency, N small PUTs cost one
 //! durable commit instead of N.
 use crate::meta::*;
+use rand::RngCore;
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
@@ -22,12 +23,22 @@ const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
 const COMPLETED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("completed");
 /// `completed ms (be)` + `bucket\0key\0uploadId` → (), to expire [`COMPLETED`] in order.
 const COMPLETED_BY_TIME: TableDefinition<&[u8], ()> = TableDefinition::new("completed_by_time");
+/// [`version_key`] → [`Version`]: every version of the keys written since their
+/// bucket had versioning. [`OBJECTS`] keeps the current object as well (listing and
+/// GET stay one lookup), with its `version_id` set; an object whose `version_id` is
+/// `None` was written before and is the key's only version (its `null` one).
+const VERSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("versions");
+/// `bucket\0key` → the sequence number of the key's `null` version in [`VERSIONS`].
+const NULLS: TableDefinition<&[u8], u64> = TableDefinition::new("null_versions");
+/// Named counters: [`VERSION_SEQ`].
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// The last version sequence number given out (version ids carry it).
+const VERSION_SEQ: &str = "version_seq";
 /// Expired completion records dropped per completion (keeps each commit small).
 const EXPIRE_PER_OP: usize = 64;
 
-/// Records are this byte, then postcard. Formats 1 (before multipart checksum
-/// types) and 2 (before bucket configs and tags) are still read: see
-/// [`Record::from_old`].
+/// Records are this byte, then postcard. Older formats are still read: format 1
+/// (before multipart checksum types) and 2 (before bucket configs, tags and versions).
 const FORMAT: u8 = 3;
 const MAX_BATCH: usize = 512;
 
@@ -37,203 +48,82 @@ fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
     Ok(out)
 }
 
+/// Postcard (its wire format is stable since 1.0) writes a struct as its fields in
+/// order, and an empty `Vec`, map or `None` as one 0 byte. Each format only appended
+/// such fields to the records it changed, so an older record is today's layout minus
+/// its last fields: with one 0 byte per missing field it decodes as today's type.
 fn dec<T: Record>(b: &[u8]) -> Result<T, MetaError> {
     let r = match b.split_first() {
         Some((&FORMAT, rest)) => postcard::from_bytes(rest),
-        Some((&f @ (1 | 2), rest)) => T::from_old(f, rest),
+        Some((&f, rest)) if (1..FORMAT).contains(&f) => {
+            let missing: usize = T::APPENDED
+                .iter()
+                .filter(|(g, _)| *g > f)
+                .map(|(_, n)| n)
+                .sum();
+            let mut padded = Vec::with_capacity(rest.len() + missing);
+            padded.extend_from_slice(rest);
+            padded.resize(rest.len() + missing, 0);
+            postcard::from_bytes(&padded).map(|mut v: T| {
+                if f == 1 {
+                    v.upgrade_from_format_1();
+                }
+                v
+            })
+        }
         _ => return Err(MetaError::Backend("unknown record format".into())),
     };
     r.map_err(|e| MetaError::Backend(format!("corrupt record: {e}")))
 }
 
-/// A stored record type. Postcard is not self-describing, so a type whose fields
-/// changed since an older format decodes its old layout and converts it.
+/// A stored record type.
 trait Record: Serialize + DeserializeOwned {
-    fn from_old(_format: u8, b: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes(b)
-    }
+    /// (format, number of fields it appended), for every format after the first that
+    /// changed this type. An appended field must encode its default as one 0 byte.
+    const APPENDED: &'static [(u8, usize)] = &[];
+    /// Fills what format 1 did not record, from what it did.
+    fn upgrade_from_format_1(&mut self) {}
 }
 impl Record for PartMeta {}
 impl Record for CompletedUpload {}
+/// New in format 3. An `Object` version ends with its [`ObjectMeta`], so fields
+/// appended to that later are padded the same way.
+impl Record for Version {}
 
 impl Record for BucketMeta {
-    fn from_old(_format: u8, b: &[u8]) -> Result<Self, postcard::Error> {
-        let o: old::BucketMeta = postcard::from_bytes(b)?;
-        Ok(BucketMeta {
-            name: o.name,
-            owner: o.owner,
-            created: o.created,
-            region: o.region,
-            acl: o.acl,
-            configs: Default::default(),
-        })
-    }
+    /// 3: `configs`.
+    const APPENDED: &'static [(u8, usize)] = &[(3, 1)];
 }
 
 impl Record for ObjectMeta {
-    fn from_old(format: u8, b: &[u8]) -> Result<Self, postcard::Error> {
-        let o: old::ObjectMeta = if format == 1 {
-            let o: old::ObjectMetaV1 = postcard::from_bytes(b)?;
-            // Format 1 had composite multipart checksums (`…-N`) and full-object PUT ones.
-            let checksum_type = o.checksums.first().map(|(_, v)| {
-                let composite = !o.part_sizes.is_empty()
-                    && v.rsplit_once('-')
-                        .is_some_and(|(_, n)| n.parse::<u32>().is_ok());
-                if composite {
-                    "COMPOSITE"
-                } else {
-                    "FULL_OBJECT"
-                }
-                .to_string()
-            });
-            old::ObjectMeta {
-                size: o.size,
-                etag: o.etag,
-                last_modified: o.last_modified,
-                owner: o.owner,
-                headers: o.headers,
-                user_meta: o.user_meta,
-                checksums: o.checksums,
-                acl: o.acl,
-                data: o.data,
-                part_sizes: o.part_sizes,
-                checksum_type,
-                part_checksums: Vec::new(),
+    /// 2: `checksum_type`, `part_checksums`; 3: `tags`, `version_id`, `retention`,
+    /// `legal_hold`.
+    const APPENDED: &'static [(u8, usize)] = &[(2, 2), (3, 4)];
+    /// Format 1 had composite multipart checksums (`…-N`) and full-object PUT ones.
+    fn upgrade_from_format_1(&mut self) {
+        self.checksum_type = self.checksums.first().map(|(_, v)| {
+            let composite = !self.part_sizes.is_empty()
+                && v.rsplit_once('-')
+                    .is_some_and(|(_, n)| n.parse::<u32>().is_ok());
+            if composite {
+                "COMPOSITE"
+            } else {
+                "FULL_OBJECT"
             }
-        } else {
-            postcard::from_bytes(b)?
-        };
-        Ok(ObjectMeta {
-            size: o.size,
-            etag: o.etag,
-            last_modified: o.last_modified,
-            owner: o.owner,
-            headers: o.headers,
-            user_meta: o.user_meta,
-            checksums: o.checksums,
-            acl: o.acl,
-            data: o.data,
-            part_sizes: o.part_sizes,
-            checksum_type: o.checksum_type,
-            part_checksums: o.part_checksums,
-            tags: Vec::new(),
-        })
+            .to_string()
+        });
     }
 }
 
 impl Record for UploadMeta {
-    fn from_old(format: u8, b: &[u8]) -> Result<Self, postcard::Error> {
-        let u: old::UploadMeta = if format == 1 {
-            let u: old::UploadMetaV1 = postcard::from_bytes(b)?;
-            // Format 1 uploads with an algorithm were all composite.
-            let checksum_type = u
-                .checksum_algorithm
-                .as_ref()
-                .map(|_| "COMPOSITE".to_string());
-            old::UploadMeta {
-                upload_id: u.upload_id,
-                bucket: u.bucket,
-                key: u.key,
-                initiated: u.initiated,
-                owner: u.owner,
-                headers: u.headers,
-                user_meta: u.user_meta,
-                acl: u.acl,
-                checksum_algorithm: u.checksum_algorithm,
-                checksum_type,
-            }
-        } else {
-            postcard::from_bytes(b)?
-        };
-        Ok(UploadMeta {
-            upload_id: u.upload_id,
-            bucket: u.bucket,
-            key: u.key,
-            initiated: u.initiated,
-            owner: u.owner,
-            headers: u.headers,
-            user_meta: u.user_meta,
-            acl: u.acl,
-            checksum_algorithm: u.checksum_algorithm,
-            checksum_type: u.checksum_type,
-            tags: Vec::new(),
-        })
-    }
-}
-
-/// The older layouts of the records that changed since (field order matters):
-/// `*V1` is format 1's, the others format 2's (bucket: formats 1 and 2).
-mod old {
-    use crate::acl::{Acl, Owner};
-    use crate::meta::{ContentHeaders, ObjectData};
-    use serde::Deserialize;
-
-    #[derive(Deserialize)]
-    #[cfg_attr(test, derive(serde::Serialize))]
-    pub struct BucketMeta {
-        pub name: String,
-        pub owner: Owner,
-        pub created: i64,
-        pub region: String,
-        pub acl: Acl,
-    }
-
-    #[derive(Deserialize)]
-    pub struct ObjectMetaV1 {
-        pub size: u64,
-        pub etag: String,
-        pub last_modified: i64,
-        pub owner: Owner,
-        pub headers: ContentHeaders,
-        pub user_meta: Vec<(String, String)>,
-        pub checksums: Vec<(String, String)>,
-        pub acl: Acl,
-        pub data: ObjectData,
-        pub part_sizes: Vec<u64>,
-    }
-
-    #[derive(Deserialize)]
-    #[cfg_attr(test, derive(serde::Serialize))]
-    pub struct ObjectMeta {
-        pub size: u64,
-        pub etag: String,
-        pub last_modified: i64,
-        pub owner: Owner,
-        pub headers: ContentHeaders,
-        pub user_meta: Vec<(String, String)>,
-        pub checksums: Vec<(String, String)>,
-        pub acl: Acl,
-        pub data: ObjectData,
-        pub part_sizes: Vec<u64>,
-        pub checksum_type: Option<String>,
-        pub part_checksums: Vec<String>,
-    }
-
-    #[derive(Deserialize)]
-    pub struct UploadMetaV1 {
-        pub upload_id: String,
-        pub bucket: String,
-        pub key: String,
-        pub initiated: i64,
-        pub owner: Owner,
-        pub headers: ContentHeaders,
-        pub user_meta: Vec<(String, String)>,
-        pub acl: Acl,
-        pub checksum_algorithm: Option<String>,
-    }
-
-    #[derive(Deserialize)]
-    pub struct UploadMeta {
-        pub upload_id: String,
-        pub bucket: String,
-        pub key: String,
-        pub initiated: i64,
-        pub owner: Owner,
-        pub headers: ContentHeaders,
-        pub user_meta: Vec<(String, String)>,
-        pub acl: Acl,
-        pub checksum_algorithm: Option<String>,
-        pub checksum_type: Option<String>,
+    /// 2: `checksum_type`; 3: `tags`, `retention`, `legal_hold`.
+    const APPENDED: &'static [(u8, usize)] = &[(2, 1), (3, 3)];
+    /// Format 1 uploads with an algorithm were all composite.
+    fn upgrade_from_format_1(&mut self) {
+        self.checksum_type = self
+            .checksum_algorithm
+            .as_ref()
+            .map(|_| "COMPOSITE".to_string());
     }
 }
 
@@ -255,6 +145,68 @@ fn object_key(bucket: &str, key: &str) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(key.as_bytes());
     k
+}
+
+/// `bucket\0`, then the key with each 0 byte written as 0 0xFF (keys may hold 0): the
+/// key order is kept, and no key's part is a prefix of another's.
+fn escaped_key_start(bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(bucket.len() + key.len() + 12);
+    k.extend_from_slice(bucket.as_bytes());
+    k.push(0);
+    for &b in key.as_bytes() {
+        k.push(b);
+        if b == 0 {
+            k.push(0xFF);
+        }
+    }
+    k
+}
+
+/// Where a key's versions start in [`VERSIONS`]: [`escaped_key_start`], then 0 1.
+fn versions_of(bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = escaped_key_start(bucket, key);
+    k.extend_from_slice(&[0, 1]);
+    k
+}
+
+/// A version's key: [`versions_of`], then the inverted sequence number (newest first).
+fn version_key(bucket: &str, key: &str, seq: u64) -> Vec<u8> {
+    let mut k = versions_of(bucket, key);
+    k.extend_from_slice(&(u64::MAX - seq).to_be_bytes());
+    k
+}
+
+/// The object key of a [`version_key`] whose bucket part is `base_len` bytes long.
+fn key_of_version_key(k: &[u8], base_len: usize) -> Result<String, MetaError> {
+    let corrupt = || MetaError::Backend("corrupt version key".into());
+    let mut out = Vec::new();
+    let mut it = k.get(base_len..).ok_or_else(corrupt)?.iter();
+    loop {
+        match it.next().ok_or_else(corrupt)? {
+            0 => match it.next() {
+                Some(0xFF) => out.push(0),
+                Some(1) => break,
+                _ => return Err(corrupt()),
+            },
+            &b => out.push(b),
+        }
+    }
+    String::from_utf8(out).map_err(|_| corrupt())
+}
+
+/// A fresh version id: the sequence number (16 hex digits, so the id finds its
+/// record) and 64 random bits (so an id is never given out twice, even by another
+/// database the bucket is later moved to).
+fn new_version_id(seq: u64) -> String {
+    format!("{seq:016x}{:016x}", rand::rng().next_u64())
+}
+
+/// The sequence number in a version id made by [`new_version_id`].
+fn seq_of_version_id(id: &str) -> Option<u64> {
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(&id[..16], 16).ok()
 }
 
 fn upload_key(bucket: &str, key: &str, upload_id: &str) -> Vec<u8> {
@@ -297,6 +249,9 @@ impl RedbMeta {
         tx.open_table(PARTS)?;
         tx.open_table(COMPLETED)?;
         tx.open_table(COMPLETED_BY_TIME)?;
+        tx.open_table(VERSIONS)?;
+        tx.open_table(NULLS)?;
+        tx.open_table(COUNTERS)?;
         tx.commit()?;
         let (writer, rx) = mpsc::unbounded_channel();
         let wdb = db.clone();
@@ -387,12 +342,17 @@ fn bucket_has_content(tx: &WriteTransaction, bucket: &str) -> Result<bool, MetaE
     {
         return Ok(true);
     }
-    let uploads = tx.open_table(UPLOADS)?;
-    let found = uploads
-        .range(start.as_slice()..end.as_slice())?
-        .next()
-        .is_some();
-    Ok(found)
+    for table in [UPLOADS, VERSIONS] {
+        if tx
+            .open_table(table)?
+            .range(start.as_slice()..end.as_slice())?
+            .next()
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn remove_parts(tx: &WriteTransaction, upload_id: &str) -> Result<Vec<PartMeta>, MetaError> {
@@ -437,6 +397,359 @@ fn record_completion(
     }
     by_time.insert(time_key(c.completed, uk).as_slice(), ())?;
     done.insert(uk, enc(&c)?.as_slice())?;
+    Ok(())
+}
+
+fn versioning(tx: &WriteTransaction, bucket: &str) -> Result<Versioning, MetaError> {
+    let b: BucketMeta = get(&tx.open_table(BUCKETS)?, bucket)?.ok_or(MetaError::NoSuchBucket)?;
+    Ok(b.versioning())
+}
+
+fn next_version_seq(tx: &WriteTransaction) -> Result<u64, MetaError> {
+    let mut t = tx.open_table(COUNTERS)?;
+    let n = t.get(VERSION_SEQ)?.map(|v| v.value()).unwrap_or(0) + 1;
+    t.insert(VERSION_SEQ, n)?;
+    Ok(n)
+}
+
+/// Where a version id's record is: its sequence number (`null`: from [`NULLS`]).
+fn version_seq(
+    nulls: &impl ReadableTable<&'static [u8], u64>,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+) -> Result<Option<u64>, MetaError> {
+    if version_id == NULL_VERSION {
+        Ok(nulls
+            .get(object_key(bucket, key).as_slice())?
+            .map(|v| v.value()))
+    } else {
+        Ok(seq_of_version_id(version_id))
+    }
+}
+
+/// Before a versioned write to a key whose object predates versioning: that object
+/// becomes the key's `null` version in [`VERSIONS`].
+fn adopt_unversioned(tx: &WriteTransaction, bucket: &str, key: &str) -> Result<(), MetaError> {
+    let k = object_key(bucket, key);
+    let mut objects = tx.open_table(OBJECTS)?;
+    let Some(mut o) = get::<ObjectMeta, &[u8]>(&objects, &k)? else {
+        return Ok(());
+    };
+    if o.version_id.is_some() {
+        return Ok(());
+    }
+    let seq = next_version_seq(tx)?;
+    o.version_id = Some(NULL_VERSION.into());
+    objects.insert(k.as_slice(), enc(&o)?.as_slice())?;
+    tx.open_table(VERSIONS)?.insert(
+        version_key(bucket, key, seq).as_slice(),
+        enc(&Version::Object(Box::new(o)))?.as_slice(),
+    )?;
+    tx.open_table(NULLS)?.insert(k.as_slice(), seq)?;
+    Ok(())
+}
+
+/// Removes the key's `null` version from [`VERSIONS`] (not from [`OBJECTS`]).
+fn remove_null_version(
+    tx: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<Version>, MetaError> {
+    let Some(seq) = tx
+        .open_table(NULLS)?
+        .remove(object_key(bucket, key).as_slice())?
+        .map(|v| v.value())
+    else {
+        return Ok(None);
+    };
+    let removed = tx
+        .open_table(VERSIONS)?
+        .remove(version_key(bucket, key, seq).as_slice())?
+        .map(|v| dec::<Version>(v.value()))
+        .transpose()?;
+    Ok(removed)
+}
+
+/// Adds a new latest version (an object or a delete marker, built from the version id
+/// it gets) to a bucket with versioning; suspended, it replaces the `null` version.
+fn add_version(
+    tx: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+    state: Versioning,
+    out: &mut OpOutcome,
+    make: impl FnOnce(String) -> Version,
+) -> Result<Version, MetaError> {
+    adopt_unversioned(tx, bucket, key)?;
+    if state == Versioning::Suspended {
+        if let Some(Version::Object(o)) = remove_null_version(tx, bucket, key)? {
+            // (A bucket with object lock cannot be suspended; this is the backstop.)
+            if o.locked(now_millis(), false) {
+                return Err(MetaError::ObjectLocked);
+            }
+            out.freed_blobs.extend(o.data.blobs().iter().cloned());
+        }
+    }
+    let seq = next_version_seq(tx)?;
+    let id = match state {
+        Versioning::Suspended => NULL_VERSION.to_string(),
+        _ => new_version_id(seq),
+    };
+    let v = make(id.clone());
+    tx.open_table(VERSIONS)?.insert(
+        version_key(bucket, key, seq).as_slice(),
+        enc(&v)?.as_slice(),
+    )?;
+    if state == Versioning::Suspended {
+        tx.open_table(NULLS)?
+            .insert(object_key(bucket, key).as_slice(), seq)?;
+    }
+    out.version_id = Some(id);
+    Ok(v)
+}
+
+/// Makes `meta` the key's current object: replacing the old one (whose blobs are
+/// freed) in a bucket without versioning, as a new version otherwise.
+fn place_object(
+    tx: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+    mut meta: ObjectMeta,
+    out: &mut OpOutcome,
+) -> Result<(), MetaError> {
+    let state = versioning(tx, bucket)?;
+    let k = object_key(bucket, key);
+    if state == Versioning::Unversioned {
+        meta.version_id = None;
+        let mut t = tx.open_table(OBJECTS)?;
+        if let Some(old) = get::<ObjectMeta, &[u8]>(&t, &k)? {
+            out.freed_blobs.extend(old.data.blobs().iter().cloned());
+            out.existed = true;
+        }
+        t.insert(k.as_slice(), enc(&meta)?.as_slice())?;
+        return Ok(());
+    }
+    out.existed = tx.open_table(OBJECTS)?.get(k.as_slice())?.is_some();
+    let v = add_version(tx, bucket, key, state, out, |id| {
+        meta.version_id = Some(id);
+        Version::Object(Box::new(meta))
+    })?;
+    if let Version::Object(meta) = v {
+        tx.open_table(OBJECTS)?
+            .insert(k.as_slice(), enc(&meta)?.as_slice())?;
+    }
+    Ok(())
+}
+
+/// DeleteObject: removes the object, or (with versioning) adds a delete marker.
+fn delete_object(
+    tx: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+    by: crate::acl::Owner,
+    out: &mut OpOutcome,
+) -> Result<(), MetaError> {
+    let state = versioning(tx, bucket)?;
+    let k = object_key(bucket, key);
+    if state == Versioning::Unversioned {
+        let removed = tx
+            .open_table(OBJECTS)?
+            .remove(k.as_slice())?
+            .map(|v| dec::<ObjectMeta>(v.value()))
+            .transpose()?;
+        if let Some(old) = removed {
+            out.freed_blobs = old.data.blobs().to_vec();
+            out.existed = true;
+        }
+        return Ok(());
+    }
+    adopt_unversioned(tx, bucket, key)?;
+    // The current object stays as a version (suspended: unless it is the null one).
+    out.existed = tx.open_table(OBJECTS)?.remove(k.as_slice())?.is_some();
+    add_version(tx, bucket, key, state, out, |version_id| {
+        Version::DeleteMarker(DeleteMarker {
+            version_id,
+            owner: by,
+            last_modified: now_millis(),
+        })
+    })?;
+    out.delete_marker = true;
+    Ok(())
+}
+
+/// The first (newest) version of a key, with its [`VERSIONS`] key.
+fn latest_version(
+    versions: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<(Vec<u8>, Version)>, MetaError> {
+    let start = versions_of(bucket, key);
+    let mut end = start.clone();
+    end.extend_from_slice(&[0xFF; 8]);
+    match versions.range(start.as_slice()..=end.as_slice())?.next() {
+        Some(item) => {
+            let (k, v) = item?;
+            Ok(Some((k.value().to_vec(), dec(v.value())?)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// DeleteVersion: removes one version for good; if it was the latest, the next
+/// newest becomes current (an object) or the key has no current object (a marker).
+fn delete_version(
+    tx: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+    bypass_governance: bool,
+    out: &mut OpOutcome,
+) -> Result<(), MetaError> {
+    let now = now_millis();
+    if tx.open_table(BUCKETS)?.get(bucket)?.is_none() {
+        return Err(MetaError::NoSuchBucket);
+    }
+    let k = object_key(bucket, key);
+    if version_id == NULL_VERSION {
+        let mut objects = tx.open_table(OBJECTS)?;
+        if let Some(o) = get::<ObjectMeta, &[u8]>(&objects, &k)? {
+            if o.version_id.is_none() {
+                if o.locked(now, bypass_governance) {
+                    return Err(MetaError::ObjectLocked);
+                }
+                objects.remove(k.as_slice())?;
+                out.freed_blobs = o.data.blobs().to_vec();
+                out.existed = true;
+                out.version_id = Some(NULL_VERSION.into());
+                return Ok(());
+            }
+        }
+    }
+    let Some(seq) = version_seq(&tx.open_table(NULLS)?, bucket, key, version_id)? else {
+        return Ok(());
+    };
+    let vk = version_key(bucket, key, seq);
+    let mut versions = tx.open_table(VERSIONS)?;
+    match get::<Version, &[u8]>(&versions, &vk)? {
+        Some(Version::Object(o))
+            if o.version() == version_id && o.locked(now, bypass_governance) =>
+        {
+            return Err(MetaError::ObjectLocked);
+        }
+        Some(v) if v.version_id() == version_id => {
+            let was_latest =
+                latest_version(&versions, bucket, key)?.map(|(k, _)| k) == Some(vk.clone());
+            versions.remove(vk.as_slice())?;
+            match v {
+                Version::Object(o) => out.freed_blobs = o.data.blobs().to_vec(),
+                Version::DeleteMarker(_) => out.delete_marker = true,
+            }
+            out.existed = true;
+            out.version_id = Some(version_id.to_string());
+            let next = if was_latest {
+                Some(latest_version(&versions, bucket, key)?)
+            } else {
+                None
+            };
+            drop(versions);
+            if version_id == NULL_VERSION {
+                tx.open_table(NULLS)?.remove(k.as_slice())?;
+            }
+            let mut objects = tx.open_table(OBJECTS)?;
+            match next {
+                Some(Some((_, Version::Object(o)))) => {
+                    objects.insert(k.as_slice(), enc(&o)?.as_slice())?;
+                }
+                Some(_) => {
+                    objects.remove(k.as_slice())?;
+                }
+                None => {}
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// SetObjectLock: a version's retention and legal hold, with the rules of
+/// [`MetaOp::SetObjectLock`]; the current object's copy follows.
+#[allow(clippy::too_many_arguments)]
+fn set_object_lock(
+    tx: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+    retention: Option<Option<Retention>>,
+    legal_hold: Option<bool>,
+    bypass_governance: bool,
+) -> Result<(), MetaError> {
+    if tx.open_table(BUCKETS)?.get(bucket)?.is_none() {
+        return Err(MetaError::NoSuchBucket);
+    }
+    adopt_unversioned(tx, bucket, key)?;
+    let k = object_key(bucket, key);
+    let current: Option<ObjectMeta> = get(&tx.open_table(OBJECTS)?, k.as_slice())?;
+    let id = match version_id {
+        Some(v) => v.to_string(),
+        None => current
+            .as_ref()
+            .and_then(|o| o.version_id.clone())
+            .ok_or(MetaError::NoSuchKey)?,
+    };
+    let seq = version_seq(&tx.open_table(NULLS)?, bucket, key, &id)?.ok_or(MetaError::NoSuchKey)?;
+    let vk = version_key(bucket, key, seq);
+    let mut versions = tx.open_table(VERSIONS)?;
+    let mut o = match get::<Version, &[u8]>(&versions, &vk)? {
+        Some(Version::Object(o)) if o.version() == id => *o,
+        _ => return Err(MetaError::NoSuchKey),
+    };
+    if let Some(new) = retention {
+        if let Some(old) = o.retention.as_ref().filter(|r| r.until > now_millis()) {
+            let weaker = match &new {
+                None => true,
+                Some(n) => {
+                    n.until < old.until
+                        || (old.mode == RetentionMode::Compliance && n.mode != old.mode)
+                }
+            };
+            if weaker && (old.mode == RetentionMode::Compliance || !bypass_governance) {
+                return Err(MetaError::RetentionLocked);
+            }
+        }
+        o.retention = new;
+    }
+    if let Some(h) = legal_hold {
+        o.legal_hold = h;
+    }
+    versions.insert(
+        vk.as_slice(),
+        enc(&Version::Object(Box::new(o.clone())))?.as_slice(),
+    )?;
+    drop(versions);
+    if current.is_some_and(|c| c.version_id.as_deref() == Some(id.as_str())) {
+        tx.open_table(OBJECTS)?
+            .insert(k.as_slice(), enc(&o)?.as_slice())?;
+    }
+    Ok(())
+}
+
+/// After the current object's ACL or tags changed: its copy in [`VERSIONS`] too.
+fn mirror_current_version(
+    tx: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+    o: &ObjectMeta,
+) -> Result<(), MetaError> {
+    let Some(id) = o.version_id.as_deref() else {
+        return Ok(());
+    };
+    if let Some(seq) = version_seq(&tx.open_table(NULLS)?, bucket, key, id)? {
+        tx.open_table(VERSIONS)?.insert(
+            version_key(bucket, key, seq).as_slice(),
+            enc(&Version::Object(Box::new(o.clone())))?.as_slice(),
+        )?;
+    }
     Ok(())
 }
 
@@ -488,30 +801,43 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
             if tx.open_table(BUCKETS)?.get(bucket.as_str())?.is_none() {
                 return Err(MetaError::NoSuchBucket);
             }
-            let mut t = tx.open_table(OBJECTS)?;
-            let k = object_key(&bucket, &key);
-            let old = get::<ObjectMeta, &[u8]>(&t, &k)?;
-            if cond.is_some_and(|c| !c.holds(old.as_ref())) {
-                return Err(MetaError::PreconditionFailed);
+            if let Some(c) = cond {
+                let t = tx.open_table(OBJECTS)?;
+                let current = get::<ObjectMeta, &[u8]>(&t, &object_key(&bucket, &key))?;
+                if !c.holds(current.as_ref()) {
+                    return Err(MetaError::PreconditionFailed);
+                }
             }
-            if let Some(old) = old {
-                out.freed_blobs = old.data.blobs().to_vec();
-                out.existed = true;
-            }
-            t.insert(k.as_slice(), enc(&meta)?.as_slice())?;
+            place_object(tx, &bucket, &key, meta, &mut out)?;
         }
-        MetaOp::DeleteObject { bucket, key } => {
-            if tx.open_table(BUCKETS)?.get(bucket.as_str())?.is_none() {
-                return Err(MetaError::NoSuchBucket);
-            }
-            let mut t = tx.open_table(OBJECTS)?;
-            let k = object_key(&bucket, &key);
-            let removed = t.remove(k.as_slice())?.map(|v| v.value().to_vec());
-            if let Some(old) = removed {
-                let old: ObjectMeta = dec(&old)?;
-                out.freed_blobs = old.data.blobs().to_vec();
-                out.existed = true;
-            }
+        MetaOp::DeleteObject { bucket, key, by } => {
+            delete_object(tx, &bucket, &key, by, &mut out)?;
+        }
+        MetaOp::DeleteVersion {
+            bucket,
+            key,
+            version_id,
+            bypass_governance,
+        } => {
+            delete_version(tx, &bucket, &key, &version_id, bypass_governance, &mut out)?;
+        }
+        MetaOp::SetObjectLock {
+            bucket,
+            key,
+            version_id,
+            retention,
+            legal_hold,
+            bypass_governance,
+        } => {
+            set_object_lock(
+                tx,
+                &bucket,
+                &key,
+                version_id.as_deref(),
+                retention,
+                legal_hold,
+                bypass_governance,
+            )?;
         }
         MetaOp::SetObjectAcl { bucket, key, acl } => {
             let mut t = tx.open_table(OBJECTS)?;
@@ -519,6 +845,8 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
             let mut o: ObjectMeta = get(&t, k.as_slice())?.ok_or(MetaError::NoSuchKey)?;
             o.acl = acl;
             t.insert(k.as_slice(), enc(&o)?.as_slice())?;
+            drop(t);
+            mirror_current_version(tx, &bucket, &key, &o)?;
         }
         MetaOp::SetObjectTags { bucket, key, tags } => {
             let mut t = tx.open_table(OBJECTS)?;
@@ -526,6 +854,8 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
             let mut o: ObjectMeta = get(&t, k.as_slice())?.ok_or(MetaError::NoSuchKey)?;
             o.tags = tags;
             t.insert(k.as_slice(), enc(&o)?.as_slice())?;
+            drop(t);
+            mirror_current_version(tx, &bucket, &key, &o)?;
         }
         MetaOp::CreateUpload(u) => {
             if tx.open_table(BUCKETS)?.get(u.bucket.as_str())?.is_none() {
@@ -606,12 +936,7 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
                 }
             }
             tx.open_table(UPLOADS)?.remove(uk.as_slice())?;
-            let mut t = tx.open_table(OBJECTS)?;
-            let k = object_key(&bucket, &key);
-            if let Some(old) = get::<ObjectMeta, &[u8]>(&t, &k)? {
-                out.freed_blobs.extend(old.data.blobs().iter().cloned());
-            }
-            t.insert(k.as_slice(), enc(&meta)?.as_slice())?;
+            place_object(tx, &bucket, &key, meta, &mut out)?;
         }
         MetaOp::AbortUpload {
             bucket,
@@ -651,6 +976,121 @@ impl MetaStore for RedbMeta {
     fn object(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, MetaError> {
         let tx = self.read()?;
         get(&tx.open_table(OBJECTS)?, object_key(bucket, key).as_slice())
+    }
+
+    fn object_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Option<Version>, MetaError> {
+        let tx = self.read()?;
+        if version_id == NULL_VERSION {
+            let o: Option<ObjectMeta> =
+                get(&tx.open_table(OBJECTS)?, object_key(bucket, key).as_slice())?;
+            if let Some(o) = o.filter(|o| o.version_id.is_none()) {
+                return Ok(Some(Version::Object(Box::new(o))));
+            }
+        }
+        let Some(seq) = version_seq(&tx.open_table(NULLS)?, bucket, key, version_id)? else {
+            return Ok(None);
+        };
+        let v: Option<Version> = get(
+            &tx.open_table(VERSIONS)?,
+            version_key(bucket, key, seq).as_slice(),
+        )?;
+        Ok(v.filter(|v| v.version_id() == version_id))
+    }
+
+    fn scan_versions(
+        &self,
+        bucket: &str,
+        after: Option<(&str, Option<&str>)>,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<VersionEntry>, MetaError> {
+        let tx = self.read()?;
+        let objects = tx.open_table(OBJECTS)?;
+        let versions = tx.open_table(VERSIONS)?;
+        // Start at the marker's key (its versions are skipped below) or the prefix.
+        let (start, mut skip) = match after {
+            Some((k, v)) if k >= prefix => (k, Some((k, v))),
+            _ => (prefix, None),
+        };
+        let base_len = bucket.len() + 1;
+        let mut end = bucket.as_bytes().to_vec();
+        end.push(1);
+        // Objects written before versioning (their key's only, `null`, version) ...
+        let obj_from = object_key(bucket, start);
+        let mut unversioned = objects
+            .range(obj_from.as_slice()..end.as_slice())?
+            .map(|item| -> Result<Option<VersionEntry>, MetaError> {
+                let (k, v) = item?;
+                let o: ObjectMeta = dec(v.value())?;
+                if o.version_id.is_some() {
+                    return Ok(None);
+                }
+                let key = String::from_utf8(k.value()[base_len..].to_vec())
+                    .map_err(|e| MetaError::Backend(e.to_string()))?;
+                Ok(Some(VersionEntry {
+                    key,
+                    version: Version::Object(Box::new(o)),
+                    is_latest: true,
+                }))
+            })
+            .filter_map(Result::transpose)
+            .peekable();
+        // ... merged in key order with the keys written since.
+        let ver_from = escaped_key_start(bucket, start);
+        let mut versioned = versions
+            .range(ver_from.as_slice()..end.as_slice())?
+            .map(|item| -> Result<(String, Version), MetaError> {
+                let (k, v) = item?;
+                Ok((key_of_version_key(k.value(), base_len)?, dec(v.value())?))
+            })
+            .peekable();
+        let mut previous: Option<String> = None;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let from_unversioned = match (unversioned.peek(), versioned.peek()) {
+                (None, None) => break,
+                (Some(Ok(a)), Some(Ok((b, _)))) => a.key < *b,
+                (Some(_), _) => true,
+                (None, Some(_)) => false,
+            };
+            let entry = if from_unversioned {
+                match unversioned.next() {
+                    Some(e) => e?,
+                    None => break,
+                }
+            } else {
+                let Some(item) = versioned.next() else { break };
+                let (key, version) = item?;
+                let is_latest = previous.as_deref() != Some(key.as_str());
+                previous = Some(key.clone());
+                VersionEntry {
+                    key,
+                    version,
+                    is_latest,
+                }
+            };
+            if !entry.key.starts_with(prefix) {
+                break;
+            }
+            if let Some((k, v)) = skip {
+                if entry.key == k {
+                    // The marker key's versions: all of them, or up to and including
+                    // the marker version.
+                    if v.is_some_and(|v| v == entry.version.version_id()) {
+                        skip = None;
+                    }
+                    continue;
+                }
+                skip = None;
+            }
+            out.push(entry);
+        }
+        Ok(out)
     }
 
     fn scan_objects(
@@ -782,6 +1222,11 @@ impl MetaStore for RedbMeta {
             let p: PartMeta = dec(item?.1.value())?;
             out.insert(p.blob.id);
         }
+        for item in tx.open_table(VERSIONS)?.iter()? {
+            if let Version::Object(o) = dec(item?.1.value())? {
+                out.extend(o.data.blobs().iter().map(|b| b.id.clone()));
+            }
+        }
         Ok(out)
     }
 
@@ -822,50 +1267,34 @@ mod tests {
         assert_eq!((u.upload_id.as_str(), u.key.as_str()), ("u", "k"));
         assert_eq!(u.checksum_algorithm.as_deref(), Some("SHA256"));
         assert_eq!(u.checksum_type.as_deref(), Some("COMPOSITE"));
-        // Re-encoded, it is format 2 and round-trips.
+        assert!(o.tags.is_empty() && u.tags.is_empty());
+        // Re-encoded, it is today's format and round-trips.
         let again = enc(&o).unwrap();
         assert_eq!(again[0], FORMAT);
         assert_eq!(dec::<ObjectMeta>(&again).unwrap(), o);
         assert!(dec::<ObjectMeta>(&[9, 0]).is_err());
     }
 
-    fn format_2<T: Serialize>(v: &T) -> Vec<u8> {
-        let mut b = vec![2];
-        b.extend(postcard::to_allocvec(v).unwrap());
-        b
-    }
-
-    /// Format 2 (before bucket configs and tags): read with none of either.
+    /// Format 2 (before bucket configs and tags) is format 3 without the last field.
     #[test]
     fn reads_format_2_records() {
-        let o: ObjectMeta = dec(&hex::decode(V1_OBJECT).unwrap()).unwrap();
-        let v2 = old::ObjectMeta {
-            size: o.size,
-            etag: o.etag.clone(),
-            last_modified: o.last_modified,
-            owner: o.owner.clone(),
-            headers: o.headers.clone(),
-            user_meta: o.user_meta.clone(),
-            checksums: o.checksums.clone(),
-            acl: o.acl.clone(),
-            data: o.data.clone(),
-            part_sizes: o.part_sizes.clone(),
-            checksum_type: o.checksum_type.clone(),
-            part_checksums: vec!["x".into()],
-        };
-        let back: ObjectMeta = dec(&format_2(&v2)).unwrap();
-        assert_eq!(back.part_checksums, vec!["x".to_string()]);
-        assert!(back.tags.is_empty());
-        assert_eq!((back.size, &back.checksums), (o.size, &o.checksums));
-        let b = old::BucketMeta {
+        let mut o: ObjectMeta = dec(&hex::decode(V1_OBJECT).unwrap()).unwrap();
+        o.part_checksums = vec!["x".into()];
+        let mut v2 = enc(&o).unwrap();
+        assert_eq!(v2.pop(), Some(0), "empty tags are one 0 byte");
+        v2[0] = 2;
+        assert_eq!(dec::<ObjectMeta>(&v2).unwrap(), o);
+        let b = BucketMeta {
             name: "b".into(),
             owner: o.owner.clone(),
             created: 7,
             region: "r".into(),
             acl: o.acl.clone(),
+            configs: Default::default(),
         };
-        let back: BucketMeta = dec(&format_2(&b)).unwrap();
-        assert_eq!((back.name.as_str(), back.created), ("b", 7));
-        assert!(back.configs.is_empty());
+        let mut v2 = enc(&b).unwrap();
+        assert_eq!(v2.pop(), Some(0));
+        v2[0] = 2;
+        assert_eq!(dec::<BucketMeta>(&v2).unwrap(), b);
     }
 }

@@ -566,6 +566,16 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         ));
     }
     user_meta.sort();
+    // Tags (a `Tagging` document in the `tagging` field) and object lock (the bucket's
+    // default retention) as for PutObject.
+    let tags = match fields.get("tagging") {
+        None => Vec::new(),
+        Some(doc) => crate::tags::from_xml(
+            &crate::xmlin::parse(doc.as_bytes())?,
+            crate::tags::TagTarget::Object,
+        )?,
+    };
+    let (retention, legal_hold) = crate::objectlock::for_new_object(r, &bucket)?;
 
     // The file, streamed, within the policy's range and the server's cap.
     let max = range.1.min(st.cfg.max_put_bytes);
@@ -653,11 +663,16 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         part_sizes: Vec::new(),
         checksum_type: None,
         part_checksums: Vec::new(),
-        tags: Vec::new(),
+        tags,
+        version_id: None,
+        retention,
+        legal_hold,
     };
     r.key = Some(key.clone());
-    crate::api_object::put::commit_object(st, r, meta).await?;
-    respond(r, &fields, &key, &etag)
+    let version = crate::api_object::put::commit_object(st, r, meta, None).await?;
+    let mut resp = respond(r, &fields, &key, &etag)?;
+    crate::handler::set_version_header(resp.headers_mut(), version.as_deref())?;
+    Ok(resp)
 }
 
 /// The answer to a stored upload: a redirect, or the status the form asked for.

@@ -110,7 +110,9 @@ impl Walrus {
         opts.open_gauge = Some(state.metrics.open_connections.clone());
         opts.refusal = slow_down();
         let access = state.metrics_access.clone();
+        let lifecycle = tokio::spawn(crate::lifecycle::worker(state.clone(), shutdown.clone()));
         euca_service::serve_api(self.listener, opts, state, access, shutdown).await;
+        lifecycle.abort();
     }
 }
 

@@ -9,11 +9,12 @@ use crate::xmlin::Node;
 /// Most keys one DeleteObjects request may name.
 pub const MAX_DELETE_KEYS: usize = 1000;
 
-/// A `<Delete>` body (DeleteObjects): the `Quiet` flag and the keys, in request order.
+/// A `<Delete>` body (DeleteObjects): the `Quiet` flag and the (key, version id)
+/// pairs, in request order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeleteRequest {
     pub quiet: bool,
-    pub keys: Vec<String>,
+    pub objects: Vec<(String, Option<String>)>,
 }
 
 pub fn delete_request(node: &Node) -> S3Result<DeleteRequest> {
@@ -23,15 +24,18 @@ pub fn delete_request(node: &Node) -> S3Result<DeleteRequest> {
     let quiet = node
         .token_of("Quiet")
         .is_some_and(|q| q.eq_ignore_ascii_case("true"));
-    let keys: Vec<String> = node
+    let objects: Vec<(String, Option<String>)> = node
         .children("Object")
-        .map(|o| o.text_of("Key").map(String::from))
+        .map(|o| {
+            let key = o.text_of("Key")?.to_string();
+            Some((key, o.token_of("VersionId").map(String::from)))
+        })
         .collect::<Option<_>>()
         .ok_or_else(S3Error::malformed_xml)?;
-    if keys.is_empty() || keys.len() > MAX_DELETE_KEYS {
+    if objects.is_empty() || objects.len() > MAX_DELETE_KEYS {
         return Err(S3Error::malformed_xml());
     }
-    Ok(DeleteRequest { quiet, keys })
+    Ok(DeleteRequest { quiet, objects })
 }
 
 /// The `(PartNumber, ETag)` list of a `<CompleteMultipartUpload>` body, in request
@@ -67,6 +71,22 @@ pub fn location_constraint(node: &Node) -> S3Result<Option<&str>> {
     Ok(node.token_of("LocationConstraint"))
 }
 
+/// The `Status` (`Enabled` or `Suspended`) and `MfaDelete` (`Enabled` or `Disabled`)
+/// of a `<VersioningConfiguration>` body; either may be absent.
+pub fn versioning_configuration(node: &Node) -> S3Result<(Option<&str>, Option<&str>)> {
+    if node.name != "VersioningConfiguration" {
+        return Err(S3Error::malformed_xml());
+    }
+    let status = node.token_of("Status");
+    let mfa = node.token_of("MfaDelete");
+    if status.is_some_and(|s| s != "Enabled" && s != "Suspended")
+        || mfa.is_some_and(|m| m != "Enabled" && m != "Disabled")
+    {
+        return Err(S3Error::malformed_xml());
+    }
+    Ok((status, mfa))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,7 +99,7 @@ mod tests {
             d,
             DeleteRequest {
                 quiet: true,
-                keys: vec!["a".into(), "b".into()]
+                objects: vec![("a".into(), None), ("b".into(), Some("x".into()))]
             }
         );
         for bad in [
@@ -111,5 +131,20 @@ mod tests {
         let n = parse(b"<CreateBucketConfiguration/>").unwrap();
         assert_eq!(location_constraint(&n).unwrap(), None);
         assert!(location_constraint(&parse(b"<X/>").unwrap()).is_err());
+
+        let n =
+            parse(b"<VersioningConfiguration><Status>Suspended</Status></VersioningConfiguration>")
+                .unwrap();
+        assert_eq!(
+            versioning_configuration(&n).unwrap(),
+            (Some("Suspended"), None)
+        );
+        for bad in [
+            &b"<VersioningConfiguration><Status>enabled</Status></VersioningConfiguration>"[..],
+            b"<VersioningConfiguration><MfaDelete>On</MfaDelete></VersioningConfiguration>",
+            b"<Versioning><Status>Enabled</Status></Versioning>",
+        ] {
+            assert!(versioning_configuration(&parse(bad).unwrap()).is_err());
+        }
     }
 }

@@ -25,6 +25,20 @@ fn obj(data: ObjectData) -> ObjectMeta {
         checksum_type: None,
         part_checksums: vec![],
         tags: vec![],
+        version_id: None,
+        retention: None,
+        legal_hold: false,
+    }
+}
+
+fn bucket(name: &str) -> BucketMeta {
+    BucketMeta {
+        name: name.into(),
+        owner: owner(),
+        created: 0,
+        region: "r".into(),
+        acl: Acl::private(owner()),
+        configs: Default::default(),
     }
 }
 
@@ -43,28 +57,14 @@ async fn put(m: &RedbMeta, key: &str) {
 async fn objects_uploads_and_listing() {
     let dir = tempfile::tempdir().unwrap();
     let m = RedbMeta::open(&dir.path().join("m.redb"), 16 << 20).unwrap();
-    let b = BucketMeta {
-        name: "b".into(),
-        owner: owner(),
-        created: 0,
-        region: "r".into(),
-        acl: Acl::private(owner()),
-        configs: Default::default(),
-    };
+    let b = bucket("b");
     m.apply(MetaOp::CreateBucket(b.clone())).await.unwrap();
     assert!(matches!(
         m.apply(MetaOp::CreateBucket(b)).await,
         Err(MetaError::BucketExists { .. })
     ));
     // Another bucket whose name shares a prefix must not leak into listings of "b".
-    let b2 = BucketMeta {
-        name: "bb".into(),
-        owner: owner(),
-        created: 0,
-        region: "r".into(),
-        acl: Acl::private(owner()),
-        configs: Default::default(),
-    };
+    let b2 = bucket("bb");
     m.apply(MetaOp::CreateBucket(b2)).await.unwrap();
     m.apply(MetaOp::PutObject {
         bucket: "bb".into(),
@@ -134,7 +134,8 @@ async fn objects_uploads_and_listing() {
     assert!(
         m.apply(MetaOp::DeleteObject {
             bucket: "b".into(),
-            key: "k".into()
+            key: "k".into(),
+            by: owner(),
         })
         .await
         .unwrap()
@@ -143,7 +144,8 @@ async fn objects_uploads_and_listing() {
     assert!(
         !m.apply(MetaOp::DeleteObject {
             bucket: "b".into(),
-            key: "k".into()
+            key: "k".into(),
+            by: owner(),
         })
         .await
         .unwrap()
@@ -168,6 +170,8 @@ async fn objects_uploads_and_listing() {
         checksum_algorithm: None,
         checksum_type: None,
         tags: vec![],
+        retention: None,
+        legal_hold: false,
     };
     m.apply(MetaOp::CreateUpload(up)).await.unwrap();
     for (n, id) in [(1, "p1"), (2, "p2"), (3, "p3")] {
@@ -248,16 +252,7 @@ fn walrus_list(
 async fn completed_uploads_are_remembered_then_expire() {
     let dir = tempfile::tempdir().unwrap();
     let m = RedbMeta::open(&dir.path().join("m.redb"), 16 << 20).unwrap();
-    m.apply(MetaOp::CreateBucket(BucketMeta {
-        name: "b".into(),
-        owner: owner(),
-        created: 0,
-        region: "r".into(),
-        acl: Acl::private(owner()),
-        configs: Default::default(),
-    }))
-    .await
-    .unwrap();
+    m.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
     for (id, at) in [("old", now - COMPLETED_TTL_MS - 1000), ("new", now)] {
         // Through serde, so optional fields added later default to None.
@@ -316,16 +311,7 @@ async fn completed_uploads_are_remembered_then_expire() {
 async fn conditional_writes_tags_and_bucket_configs() {
     let dir = tempfile::tempdir().unwrap();
     let m = std::sync::Arc::new(RedbMeta::open(&dir.path().join("m.redb"), 16 << 20).unwrap());
-    m.apply(MetaOp::CreateBucket(BucketMeta {
-        name: "b".into(),
-        owner: owner(),
-        created: 0,
-        region: "r".into(),
-        acl: Acl::private(owner()),
-        configs: Default::default(),
-    }))
-    .await
-    .unwrap();
+    m.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
     let tasks: Vec<_> = (0..16)
         .map(|i| {
             let m = m.clone();
@@ -394,4 +380,317 @@ async fn conditional_writes_tags_and_bucket_configs() {
         let b = m.bucket("b").unwrap().unwrap();
         assert_eq!(b.config(BucketConfig::CORS), doc.as_deref());
     }
+}
+
+fn blob_obj(id: &str) -> ObjectMeta {
+    let mut o = obj(ObjectData::Blobs(vec![BlobRef {
+        id: id.into(),
+        size: 1,
+    }]));
+    o.etag = id.into();
+    o
+}
+
+async fn put_meta(m: &RedbMeta, key: &str, meta: ObjectMeta) -> OpOutcome {
+    m.apply(MetaOp::PutObject {
+        bucket: "b".into(),
+        key: key.into(),
+        meta,
+        cond: None,
+    })
+    .await
+    .unwrap()
+}
+
+async fn set_versioning(m: &RedbMeta, state: &str) {
+    m.apply(MetaOp::SetBucketConfig {
+        name: "b".into(),
+        config: BucketConfig::VERSIONING.into(),
+        doc: Some(state.into()),
+    })
+    .await
+    .unwrap();
+}
+
+fn listing(m: &RedbMeta, prefix: &str) -> Vec<(String, String, bool, bool)> {
+    m.scan_versions("b", None, prefix, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let marker = matches!(e.version, Version::DeleteMarker(_));
+            (
+                e.key,
+                e.version.version_id().to_string(),
+                e.is_latest,
+                marker,
+            )
+        })
+        .collect()
+}
+
+/// Versioning in the store: an object from before becomes the `null` version, writes
+/// add versions and deletes add markers (nothing freed), deleting the latest version
+/// brings back the next one, suspension replaces the `null` version, listings merge
+/// both kinds in key order (keys holding 0 bytes included) and page exactly.
+#[tokio::test]
+async fn versions_markers_and_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = RedbMeta::open(&dir.path().join("m.redb"), 16 << 20).unwrap();
+    m.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
+    put_meta(&m, "k", blob_obj("old")).await;
+    put_meta(&m, "plain", blob_obj("plain")).await;
+    set_versioning(&m, Versioning::ENABLED).await;
+    assert_eq!(
+        m.bucket("b").unwrap().unwrap().versioning(),
+        Versioning::Enabled
+    );
+    assert_eq!(
+        listing(&m, "k"),
+        vec![("k".into(), "null".into(), true, false)]
+    );
+
+    let out = put_meta(&m, "k", blob_obj("v1")).await;
+    assert!(out.freed_blobs.is_empty() && out.existed);
+    let v1 = out.version_id.unwrap();
+    assert_eq!(v1.len(), 32);
+    assert_eq!(
+        m.object("b", "k").unwrap().unwrap().version_id.as_deref(),
+        Some(v1.as_str())
+    );
+    let out = m
+        .apply(MetaOp::DeleteObject {
+            bucket: "b".into(),
+            key: "k".into(),
+            by: owner(),
+        })
+        .await
+        .unwrap();
+    assert!(out.delete_marker && out.existed && out.freed_blobs.is_empty());
+    let marker = out.version_id.unwrap();
+    assert!(m.object("b", "k").unwrap().is_none());
+    assert_eq!(
+        listing(&m, "k"),
+        vec![
+            ("k".into(), marker.clone(), true, true),
+            ("k".into(), v1.clone(), false, false),
+            ("k".into(), "null".into(), false, false),
+        ]
+    );
+    // Every version's blob is still referenced.
+    let refs = m.referenced_blobs().unwrap();
+    assert!(["old", "v1", "plain"].iter().all(|b| refs.contains(*b)));
+    // Lookups by id: a forged id with a real sequence number finds nothing.
+    assert!(
+        matches!(m.object_version("b", "k", &v1).unwrap(), Some(Version::Object(o)) if o.etag == "v1")
+    );
+    assert!(
+        matches!(m.object_version("b", "k", "null").unwrap(), Some(Version::Object(o)) if o.etag == "old")
+    );
+    let forged = format!("{}{}", &v1[..16], "0".repeat(16));
+    assert!(forged == v1 || m.object_version("b", "k", &forged).unwrap().is_none());
+    assert!(m.object_version("b", "k", "nope").unwrap().is_none());
+    assert!(matches!(
+        m.object_version("b", "plain", "null").unwrap(),
+        Some(Version::Object(_))
+    ));
+
+    // Deleting the marker brings v1 back; deleting v1 brings the null version back.
+    let del = |v: &str| MetaOp::DeleteVersion {
+        bucket: "b".into(),
+        key: "k".into(),
+        version_id: v.into(),
+        bypass_governance: false,
+    };
+    let out = m.apply(del(&marker)).await.unwrap();
+    assert!(out.delete_marker && out.existed);
+    assert_eq!(m.object("b", "k").unwrap().unwrap().etag, "v1");
+    let out = m.apply(del(&v1)).await.unwrap();
+    assert_eq!(
+        out.freed_blobs
+            .iter()
+            .map(|b| b.id.as_str())
+            .collect::<Vec<_>>(),
+        ["v1"]
+    );
+    assert_eq!(m.object("b", "k").unwrap().unwrap().etag, "old");
+    assert!(!m.apply(del(&v1)).await.unwrap().existed);
+
+    // Suspended: a write replaces the null version (its blob is freed).
+    set_versioning(&m, Versioning::SUSPENDED).await;
+    let out = put_meta(&m, "k", blob_obj("s1")).await;
+    assert_eq!(out.version_id.as_deref(), Some("null"));
+    assert_eq!(
+        out.freed_blobs
+            .iter()
+            .map(|b| b.id.as_str())
+            .collect::<Vec<_>>(),
+        ["old"]
+    );
+    assert_eq!(
+        listing(&m, "k"),
+        vec![("k".into(), "null".into(), true, false)]
+    );
+    // Tags set on the current object are seen through its version too.
+    m.apply(MetaOp::SetObjectTags {
+        bucket: "b".into(),
+        key: "k".into(),
+        tags: vec![("t".into(), "1".into())],
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(m.object_version("b", "k", "null").unwrap(), Some(Version::Object(o)) if o.tags.len() == 1)
+    );
+
+    // Keys holding 0 bytes keep their own versions, in key order.
+    set_versioning(&m, Versioning::ENABLED).await;
+    for k in ["a", "a\0b", "ab"] {
+        put_meta(&m, k, blob_obj(k)).await;
+        put_meta(&m, k, blob_obj(k)).await;
+    }
+    let all = listing(&m, "a");
+    let keys: Vec<&str> = all.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(keys, ["a", "a", "a\0b", "a\0b", "ab", "ab"]);
+    assert_eq!(listing(&m, "a\0").len(), 2);
+    // Paging one at a time, by (key, version) markers, yields the same list.
+    let whole = listing(&m, "");
+    let mut paged = Vec::new();
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let page = m
+            .scan_versions(
+                "b",
+                after.as_ref().map(|(k, v)| (k.as_str(), Some(v.as_str()))),
+                "",
+                1,
+            )
+            .unwrap();
+        let Some(e) = page.into_iter().next() else {
+            break;
+        };
+        after = Some((e.key.clone(), e.version.version_id().to_string()));
+        paged.push((
+            e.key,
+            e.version.version_id().to_string(),
+            e.is_latest,
+            false,
+        ));
+    }
+    assert_eq!(
+        paged.iter().map(|e| (&e.0, &e.1, e.2)).collect::<Vec<_>>(),
+        whole.iter().map(|e| (&e.0, &e.1, e.2)).collect::<Vec<_>>()
+    );
+    // A key marker alone skips all of that key's versions.
+    let rest = m.scan_versions("b", Some(("a", None)), "", 1000).unwrap();
+    assert_eq!(rest[0].key, "a\0b");
+    // A bucket holding only versions is not empty.
+    for e in m.scan_versions("b", None, "", 1000).unwrap() {
+        if e.is_latest {
+            m.apply(MetaOp::DeleteObject {
+                bucket: "b".into(),
+                key: e.key.clone(),
+                by: owner(),
+            })
+            .await
+            .unwrap();
+        }
+    }
+    assert!(m
+        .scan_objects("b", &ScanStart::From(String::new()), "", 10)
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        m.apply(MetaOp::DeleteBucket { name: "b".into() }).await,
+        Err(MetaError::BucketNotEmpty)
+    ));
+}
+
+/// Object lock in the store: a version under retention or legal hold cannot be
+/// deleted (governance yields to a bypass, compliance to nothing), a compliance
+/// retention cannot be shortened, and an overwrite only adds a version.
+#[tokio::test]
+async fn object_lock_holds_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = RedbMeta::open(&dir.path().join("m.redb"), 16 << 20).unwrap();
+    m.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
+    set_versioning(&m, Versioning::ENABLED).await;
+    let future = now_millis() + 3_600_000;
+    let mut locked = blob_obj("c");
+    locked.retention = Some(Retention {
+        mode: RetentionMode::Compliance,
+        until: future,
+    });
+    let vc = put_meta(&m, "k", locked).await.version_id.unwrap();
+    let mut gov = blob_obj("g");
+    gov.retention = Some(Retention {
+        mode: RetentionMode::Governance,
+        until: future,
+    });
+    let vg = put_meta(&m, "k", gov).await.version_id.unwrap();
+    let vh = put_meta(&m, "k", blob_obj("h")).await.version_id.unwrap();
+    let lock = |v: &str, retention: Option<Option<Retention>>, hold: Option<bool>, bypass| {
+        MetaOp::SetObjectLock {
+            bucket: "b".into(),
+            key: "k".into(),
+            version_id: Some(v.into()),
+            retention,
+            legal_hold: hold,
+            bypass_governance: bypass,
+        }
+    };
+    m.apply(lock(&vh, None, Some(true), false)).await.unwrap();
+    let del = |v: &str, bypass| MetaOp::DeleteVersion {
+        bucket: "b".into(),
+        key: "k".into(),
+        version_id: v.into(),
+        bypass_governance: bypass,
+    };
+    for (v, bypass) in [(&vc, true), (&vg, false), (&vh, true)] {
+        assert!(
+            matches!(m.apply(del(v, bypass)).await, Err(MetaError::ObjectLocked)),
+            "{v}"
+        );
+    }
+    // Compliance: not shortened, not downgraded, not removed; extended it may be.
+    for r in [
+        None,
+        Some(Retention {
+            mode: RetentionMode::Compliance,
+            until: future - 1000,
+        }),
+        Some(Retention {
+            mode: RetentionMode::Governance,
+            until: future + 1000,
+        }),
+    ] {
+        assert!(matches!(
+            m.apply(lock(&vc, Some(r), None, true)).await,
+            Err(MetaError::RetentionLocked)
+        ));
+    }
+    let longer = Retention {
+        mode: RetentionMode::Compliance,
+        until: future + 1000,
+    };
+    m.apply(lock(&vc, Some(Some(longer.clone())), None, false))
+        .await
+        .unwrap();
+    assert!(
+        matches!(m.object_version("b", "k", &vc).unwrap(), Some(Version::Object(o)) if o.retention == Some(longer))
+    );
+    // Governance yields to a bypass; a legal hold to being lifted.
+    assert!(matches!(
+        m.apply(lock(&vg, Some(None), None, false)).await,
+        Err(MetaError::RetentionLocked)
+    ));
+    m.apply(del(&vg, true)).await.unwrap();
+    m.apply(lock(&vh, None, Some(false), false)).await.unwrap();
+    assert_eq!(m.object("b", "k").unwrap().unwrap().etag, "h");
+    m.apply(del(&vh, false)).await.unwrap();
+    // The compliance version is now current, and still protected.
+    assert_eq!(m.object("b", "k").unwrap().unwrap().etag, "c");
+    assert!(matches!(
+        m.apply(del(&vc, true)).await,
+        Err(MetaError::ObjectLocked)
+    ));
 }

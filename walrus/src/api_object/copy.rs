@@ -2,20 +2,34 @@
 use crate::acl::Permission;
 use crate::api_object::conditions::check_conditions;
 use crate::api_object::put::{commit_object, content_from_request};
+use crate::api_object::tagging::may_tag;
+use crate::api_object::write_cond;
 use crate::error::{S3Error, S3Result};
 use crate::handler::{
-    acl_from_headers, free_blobs, load_bucket, load_object, require, xml, Req, Resp, MAX_KEY_BYTES,
+    acl_from_headers, free_blobs, load_bucket, load_object_version, require, set_header,
+    set_version_header, xml, Req, Resp, MAX_KEY_BYTES,
 };
 use crate::meta::{millis_to_time, now_millis, BlobRef, ObjectData, ObjectMeta};
 use crate::state::State;
+use crate::tags::TagSet;
 use euca_aws::timefmt::format_iso8601;
 use euca_aws::xml::{XmlWriter, S3_NS};
 use http::StatusCode;
 use std::sync::Arc;
 
-/// Parses `x-amz-copy-source`: `[/]bucket/key[?versionId=…]`, URL-encoded.
-pub fn parse_copy_source(v: &str) -> S3Result<(String, String)> {
-    let v = v.split_once('?').map(|(p, _)| p).unwrap_or(v);
+/// Parses `x-amz-copy-source`: `[/]bucket/key[?versionId=…]`, URL-encoded:
+/// (bucket, key, version id).
+pub fn parse_copy_source(v: &str) -> S3Result<(String, String, Option<String>)> {
+    let (v, version) = match v.split_once('?') {
+        Some((p, q)) => {
+            let version = euca_aws::encoding::parse_query(q)
+                .into_iter()
+                .find(|(k, _)| k == "versionId")
+                .map(|(_, v)| v);
+            (p, version)
+        }
+        None => (v, None),
+    };
     let decoded = String::from_utf8(euca_aws::encoding::uri_decode(v))
         .map_err(|_| S3Error::invalid_argument("Invalid copy source encoding"))?;
     let d = decoded.strip_prefix('/').unwrap_or(&decoded);
@@ -28,23 +42,49 @@ pub fn parse_copy_source(v: &str) -> S3Result<(String, String)> {
     if k.is_empty() || k.len() > MAX_KEY_BYTES {
         return Err(S3Error::invalid_argument("Invalid copy source key"));
     }
-    Ok((b.to_string(), k.to_string()))
+    Ok((b.to_string(), k.to_string(), version))
 }
 
-/// Loads and authorizes the copy source, and checks the copy-source conditions.
-pub fn copy_source(st: &State, r: &Req) -> S3Result<(String, String, ObjectMeta)> {
-    let (sb, sk) = parse_copy_source(r.header("x-amz-copy-source").unwrap_or(""))?;
-    let src = load_object(st, &sb, &sk, r.principal.as_ref())?;
+/// Loads and authorizes the copy source, and checks the copy-source conditions:
+/// (bucket, key, the object, whether a version was named).
+pub fn copy_source(st: &State, r: &Req) -> S3Result<(String, String, ObjectMeta, bool)> {
+    let (sb, sk, version) = parse_copy_source(r.header("x-amz-copy-source").unwrap_or(""))?;
+    let src = load_object_version(st, r, &sb, &sk, version.as_deref())?;
     require(&src.acl, r.principal.as_ref(), Permission::Read)?;
     check_conditions(&r.headers, &src, true)?;
-    Ok((sb, sk, src))
+    Ok((sb, sk, src, version.is_some()))
+}
+
+/// The source's tags, for a copy that keeps them. Copying them is reading them: as in
+/// S3, that needs the right to read the source's tags (its owner or its bucket's), so
+/// a READ grant on a tagged object does not hand its tags to whoever copies it.
+fn copied_tags(st: &State, r: &Req, src_bucket: &str, src: &ObjectMeta) -> S3Result<TagSet> {
+    if src.tags.is_empty() || may_tag(st, src_bucket, src, r.principal.as_ref())? {
+        Ok(src.tags.clone())
+    } else {
+        Err(S3Error::access_denied())
+    }
 }
 
 pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "CopyObject";
     let b = load_bucket(st, r.bucket())?;
     require(&b.acl, r.principal.as_ref(), Permission::Write)?;
-    let (sb, sk, src) = copy_source(st, r)?;
+    let (sb, sk, src, named_version) = copy_source(st, r)?;
+    let cond = write_cond::from_headers(&r.headers)?;
+    write_cond::precheck(st, r.bucket(), r.key(), cond.as_ref())?;
+    let tags = match r
+        .header("x-amz-tagging-directive")
+        .map(|s| s.trim().to_ascii_uppercase())
+    {
+        None => copied_tags(st, r, &sb, &src)?,
+        Some(d) if d == "COPY" => copied_tags(st, r, &sb, &src)?,
+        Some(d) if d == "REPLACE" => crate::tags::from_request_header(&r.headers)?,
+        Some(_) => {
+            return Err(S3Error::invalid_argument("Unknown tagging directive.")
+                .with("ArgumentName", "x-amz-tagging-directive"))
+        }
+    };
     let replace = match r
         .header("x-amz-metadata-directive")
         .map(|s| s.trim().to_ascii_uppercase())
@@ -57,13 +97,17 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                 .with("ArgumentName", "x-amz-metadata-directive"))
         }
     };
-    if sb == r.bucket() && sk == r.key() && !replace {
+    // Copying a named (older) version onto its key is how one restores it.
+    if sb == r.bucket() && sk == r.key() && !replace && !named_version {
         return Err(S3Error::invalid_request(
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
         ));
     }
     let owner = r.owner()?;
     let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
+    // The source's lock is not copied: the copy gets what this request and the
+    // destination bucket say.
+    let (retention, legal_hold) = crate::objectlock::for_new_object(r, &b)?;
     let (headers, user_meta) = if replace {
         content_from_request(r)?
     } else {
@@ -98,15 +142,23 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         part_sizes: src.part_sizes.clone(),
         checksum_type: src.checksum_type.clone(),
         part_checksums: src.part_checksums.clone(),
-        tags: src.tags.clone(),
+        tags,
+        version_id: None,
+        retention,
+        legal_hold,
     };
     let lm = meta.last_modified;
-    commit_object(st, r, meta).await?;
+    let version = commit_object(st, r, meta, cond).await?;
     let mut w = XmlWriter::new();
     w.root("CopyObjectResult", S3_NS)
         .elem("LastModified", format_iso8601(millis_to_time(lm)))
         .elem("ETag", format!("\"{}\"", src.etag));
-    Ok(xml(StatusCode::OK, w.finish()))
+    let mut resp = xml(StatusCode::OK, w.finish());
+    set_version_header(resp.headers_mut(), version.as_deref())?;
+    if let Some(v) = &src.version_id {
+        set_header(resp.headers_mut(), "x-amz-copy-source-version-id", v)?;
+    }
+    Ok(resp)
 }
 
 #[cfg(test)]
@@ -116,7 +168,7 @@ mod tests {
     fn copy_sources() {
         assert_eq!(
             parse_copy_source("/b/a%20b?versionId=null").unwrap(),
-            ("b".into(), "a b".into())
+            ("b".into(), "a b".into(), Some("null".into()))
         );
         assert!(parse_copy_source("nokey").is_err());
     }

@@ -4,7 +4,9 @@ use crate::acl::Permission;
 use crate::api_object::conditions::check_conditions;
 use crate::blob::BlobError;
 use crate::error::{S3Error, S3Result};
-use crate::handler::{empty, load_object, require, set_header, Req, Resp, RespBody};
+use crate::handler::{
+    empty, load_object_version, require, set_header, set_version_header, Req, Resp, RespBody,
+};
 use crate::meta::{millis_to_time, BlobRef, ObjectData, ObjectMeta};
 use crate::state::State;
 use bytes::Bytes;
@@ -98,6 +100,11 @@ fn object_headers(h: &mut HeaderMap, o: &ObjectMeta) -> S3Result<()> {
     if !o.part_sizes.is_empty() {
         set_header(h, "x-amz-mp-parts-count", &o.part_sizes.len().to_string())?;
     }
+    set_version_header(h, o.version_id.as_deref())?;
+    crate::objectlock::set_headers(h, o)?;
+    if !o.tags.is_empty() {
+        set_header(h, "x-amz-tagging-count", &o.tags.len().to_string())?;
+    }
     Ok(())
 }
 
@@ -117,7 +124,7 @@ pub async fn get_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     // period makes that rare, and a retry reads the new version.
     let mut attempt = 0;
     loop {
-        let o = load_object(st, r.bucket(), r.key(), r.principal.as_ref())?;
+        let o = load_object_version(st, r, r.bucket(), r.key(), r.q("versionId"))?;
         require(&o.acl, r.principal.as_ref(), Permission::Read)?;
         match serve_object(st, r, o, head).await {
             Err(ServeError::Gone) if attempt < 3 => attempt += 1,

@@ -3,7 +3,8 @@
 //! ([`delete`]), object ACLs ([`acl`]) and tagging ([`tagging`]); GetObjectAttributes
 //! is with the other checksum code in [`crate::checksums`]. [`dispatch`] picks one.
 //! The pieces UploadPart and UploadPartCopy share (storing a body, the copy source)
-//! are in [`put`] and [`copy`]; conditional headers are in [`conditions`].
+//! are in [`put`] and [`copy`]; conditional headers are in [`conditions`] (reads and
+//! copy sources) and [`write_cond`] (conditional writes).
 pub mod acl;
 pub mod conditions;
 pub mod copy;
@@ -11,6 +12,7 @@ pub mod delete;
 pub mod get;
 pub mod put;
 pub mod tagging;
+pub mod write_cond;
 
 use crate::error::{S3Error, S3Result};
 use crate::handler::{Req, Resp};
@@ -23,8 +25,17 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Method::GET if r.has("acl") => acl::get_object_acl(st, r),
         Method::PUT if r.has("acl") => acl::put_object_acl(st, r).await,
         Method::GET if r.has("tagging") => tagging::get_object_tagging(st, r),
-        Method::PUT | Method::DELETE if r.has("tagging") => tagging::put_object_tagging(r),
+        Method::PUT if r.has("tagging") => tagging::put_object_tagging(st, r).await,
+        Method::DELETE if r.has("tagging") => tagging::delete_object_tagging(st, r).await,
         Method::GET if r.has("attributes") => crate::checksums::get_object_attributes(st, r),
+        Method::GET if r.has("retention") || r.has("legal-hold") => {
+            crate::objectlock::get_object_lock(st, r)
+        }
+        Method::PUT if r.has("retention") || r.has("legal-hold") => {
+            let b = crate::handler::load_bucket(st, r.bucket())?;
+            crate::handler::require_owner(&b, r)?;
+            crate::objectlock::put_object_lock(st, r, &b).await
+        }
         Method::GET | Method::HEAD => get::get_object(st, r).await,
         Method::PUT if r.headers.contains_key("x-amz-copy-source") => {
             copy::copy_object(st, r).await

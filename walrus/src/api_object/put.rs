@@ -1,12 +1,16 @@
 //! PutObject, and storing a verified body (inline or as a blob), which UploadPart
 //! shares.
 use crate::acl::Permission;
+use crate::api_object::write_cond;
 use crate::body::{BodySummary, VerifiedBody};
 use crate::error::{S3Error, S3Result};
 use crate::handler::{
-    acl_from_headers, empty, free_blobs, load_bucket, require, set_header, Req, Resp,
+    acl_from_headers, empty, free_blobs, load_bucket, require, set_header, set_version_header, Req,
+    Resp,
 };
-use crate::meta::{now_millis, BlobRef, ContentHeaders, MetaOp, ObjectData, ObjectMeta};
+use crate::meta::{
+    now_millis, BlobRef, ContentHeaders, MetaOp, ObjectData, ObjectMeta, WriteCondition,
+};
 use crate::state::State;
 use bytes::Bytes;
 use http::StatusCode;
@@ -136,6 +140,11 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .unwrap_or_else(|| b.owner.clone());
     let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
     let (headers, user_meta) = content_from_request(r)?;
+    let tags = crate::tags::from_request_header(&r.headers)?;
+    let (retention, legal_hold) = crate::objectlock::for_new_object(r, &b)?;
+    // Refuse a write whose condition already fails before streaming its body.
+    let cond = write_cond::from_headers(&r.headers)?;
+    write_cond::precheck(st, r.bucket(), r.key(), cond.as_ref())?;
     let body = r.body(st.cfg.max_put_bytes)?;
     let (stored, summary) = store_body(st, body, st.cfg.inline_max_bytes).await?;
     let data = match stored {
@@ -160,12 +169,16 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         data: data.clone(),
         part_sizes: Vec::new(),
         part_checksums: Vec::new(),
-        tags: Vec::new(),
+        tags,
+        version_id: None,
+        retention,
+        legal_hold,
     };
     let etag = meta.etag.clone();
-    commit_object(st, r, meta).await?;
+    let version = commit_object(st, r, meta, cond).await?;
     let mut resp = empty(StatusCode::OK);
     set_header(resp.headers_mut(), "etag", &format!("\"{etag}\""))?;
+    set_version_header(resp.headers_mut(), version.as_deref())?;
     for (a, v) in checksums {
         set_header(
             resp.headers_mut(),
@@ -176,24 +189,36 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     Ok(resp)
 }
 
-/// Makes `meta` the object at the request's key. The blobs it replaced are freed; if
-/// the commit fails, its own blobs are.
-pub async fn commit_object(st: &Arc<State>, r: &Req, meta: ObjectMeta) -> S3Result<()> {
+/// Makes `meta` the object at the request's key, if `cond` holds when it commits.
+/// The blobs it replaced are freed; if the commit fails, its own blobs are. Returns
+/// the version id it got, if the bucket has versioning.
+pub async fn commit_object(
+    st: &Arc<State>,
+    r: &Req,
+    meta: ObjectMeta,
+    cond: Option<WriteCondition>,
+) -> S3Result<Option<String>> {
     let own = meta.data.blobs().to_vec();
     let op = MetaOp::PutObject {
         bucket: r.bucket().into(),
         key: r.key().into(),
         meta,
-        cond: None,
+        cond: cond.clone(),
     };
     match st.meta.apply(op).await {
         Ok(out) => {
             free_blobs(st, out.freed_blobs);
-            Ok(())
+            Ok(out.version_id)
         }
         Err(e) => {
             free_blobs(st, own);
-            Err(e.into())
+            Err(write_cond::commit_error(
+                st,
+                r.bucket(),
+                r.key(),
+                cond.as_ref(),
+                e,
+            ))
         }
     }
 }
