@@ -24,6 +24,8 @@ endpoints! {
     GetBucketVersioning, PutBucketVersioning,
     GetBucketLogging, GetBucketRequestPayment,
     GetBucketConfig, PutBucketConfig, DeleteBucketConfig,
+    GetBucketPolicy, PutBucketPolicy, DeleteBucketPolicy, GetBucketPolicyStatus,
+    GetPublicAccessBlock, PutPublicAccessBlock, DeletePublicAccessBlock,
     DeleteObjects, ListMultipartUploads,
     GetObject, HeadObject, PutObject, CopyObject, DeleteObject, PostObject,
     GetObjectAcl, PutObjectAcl,
@@ -71,6 +73,13 @@ impl S3Endpoint {
         }
         if !has_key {
             return match *method {
+                Method::GET if has("policyStatus") => GetBucketPolicyStatus,
+                Method::GET if has("policy") => GetBucketPolicy,
+                Method::PUT if has("policy") => PutBucketPolicy,
+                Method::DELETE if has("policy") => DeleteBucketPolicy,
+                Method::GET if has("publicAccessBlock") => GetPublicAccessBlock,
+                Method::PUT if has("publicAccessBlock") => PutPublicAccessBlock,
+                Method::DELETE if has("publicAccessBlock") => DeletePublicAccessBlock,
                 Method::PUT if has("acl") => PutBucketAcl,
                 Method::PUT if has("versioning") => PutBucketVersioning,
                 Method::PUT if config() => PutBucketConfig,
@@ -142,6 +151,15 @@ mod tests {
         );
         assert_eq!(p(Method::GET, true, false, "cors"), GetBucketConfig);
         assert_eq!(p(Method::PUT, true, false, ""), CreateBucket);
+        assert_eq!(p(Method::PUT, true, false, "policy"), PutBucketPolicy);
+        assert_eq!(
+            p(Method::GET, true, false, "policyStatus"),
+            GetBucketPolicyStatus
+        );
+        assert_eq!(
+            p(Method::DELETE, true, false, "publicAccessBlock"),
+            DeletePublicAccessBlock
+        );
         assert_eq!(p(Method::PUT, true, true, ""), PutObject);
         assert_eq!(
             p(Method::POST, true, true, "uploads"),

@@ -26,6 +26,9 @@ pub struct Req {
     pub bucket: Option<String>,
     pub key: Option<String>,
     pub principal: Option<Principal>,
+    /// Who sent it (the serve loop's client address, trusted-proxy aware) and whether
+    /// over TLS: the `aws:SourceIp` and `aws:SecureTransport` of bucket policies.
+    pub peer: Option<euca_service::Peer>,
     pub payload: PayloadCheck,
     pub(crate) body: Option<Body>,
     pub request_id: String,

@@ -2,10 +2,9 @@
 use crate::acl::Permission;
 use crate::api_object::conditions::check_conditions;
 use crate::api_object::put::{commit_object, content_from_request};
+use crate::authz::{self, AclRule};
 use crate::error::{S3Error, S3Result};
-use crate::handler::{
-    acl_from_headers, free_blobs, load_bucket, load_object, require, xml, Req, Resp, MAX_KEY_BYTES,
-};
+use crate::handler::{acl_from_headers, free_blobs, load_bucket, xml, Req, Resp, MAX_KEY_BYTES};
 use crate::meta::{millis_to_time, now_millis, BlobRef, ObjectData, ObjectMeta};
 use crate::state::State;
 use euca_aws::timefmt::format_iso8601;
@@ -34,8 +33,8 @@ pub fn parse_copy_source(v: &str) -> S3Result<(String, String)> {
 /// Loads and authorizes the copy source, and checks the copy-source conditions.
 pub fn copy_source(st: &State, r: &Req) -> S3Result<(String, String, ObjectMeta)> {
     let (sb, sk) = parse_copy_source(r.header("x-amz-copy-source").unwrap_or(""))?;
-    let src = load_object(st, &sb, &sk, r.principal.as_ref())?;
-    require(&src.acl, r.principal.as_ref(), Permission::Read)?;
+    let src_bucket = load_bucket(st, &sb)?;
+    let src = authz::object(st, r, &src_bucket, &sk, "s3:GetObject", Permission::Read)?;
     check_conditions(&r.headers, &src, true)?;
     Ok((sb, sk, src))
 }
@@ -43,7 +42,14 @@ pub fn copy_source(st: &State, r: &Req) -> S3Result<(String, String, ObjectMeta)
 pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "CopyObject";
     let b = load_bucket(st, r.bucket())?;
-    require(&b.acl, r.principal.as_ref(), Permission::Write)?;
+    let key = r.key().to_string();
+    authz::check(
+        r,
+        &b,
+        "s3:PutObject",
+        Some(&key),
+        AclRule::Grant(&b.acl, Permission::Write),
+    )?;
     let (sb, sk, src) = copy_source(st, r)?;
     let replace = match r
         .header("x-amz-metadata-directive")
@@ -64,6 +70,7 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     }
     let owner = r.owner()?;
     let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
+    authz::check_acl_allowed(&b, &acl)?;
     let (headers, user_meta) = if replace {
         content_from_request(r)?
     } else {

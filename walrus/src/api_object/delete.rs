@@ -1,7 +1,8 @@
 //! DeleteObject and DeleteObjects (the multi-object delete, `POST /bucket?delete`).
 use crate::acl::Permission;
+use crate::authz::{self, AclRule, Authz};
 use crate::error::{S3Error, S3Result};
-use crate::handler::{empty, free_blobs, load_bucket, require, xml, Req, Resp, MAX_KEY_BYTES};
+use crate::handler::{empty, free_blobs, load_bucket, xml, Req, Resp, MAX_KEY_BYTES};
 use crate::meta::{MetaError, MetaOp};
 use crate::state::State;
 use euca_aws::xml::{XmlWriter, S3_NS};
@@ -11,7 +12,14 @@ use std::sync::Arc;
 pub async fn delete_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "DeleteObject";
     let b = load_bucket(st, r.bucket())?;
-    require(&b.acl, r.principal.as_ref(), Permission::Write)?;
+    let key = r.key().to_string();
+    authz::check(
+        r,
+        &b,
+        "s3:DeleteObject",
+        Some(&key),
+        AclRule::Grant(&b.acl, Permission::Write),
+    )?;
     let out = st
         .meta
         .apply(MetaOp::DeleteObject {
@@ -25,19 +33,29 @@ pub async fn delete_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
 
 pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let b = load_bucket(st, r.bucket())?;
-    // Authorized before the body is read: without WRITE on the bucket no key
-    // could be deleted anyway.
-    require(&b.acl, r.principal.as_ref(), Permission::Write)?;
+    // Authorized before the body is read: without WRITE on the bucket (or a policy
+    // statement that might allow some key) no key could be deleted anyway. Each key
+    // is then decided on its own (a policy may allow or deny by prefix).
+    let rule = AclRule::Grant(&b.acl, Permission::Write);
+    if !Authz::new(r, &b)?.may_for_some_key("s3:DeleteObject", rule) {
+        return Err(S3Error::access_denied());
+    }
     let node = r.xml_body(2 * 1024 * 1024).await?;
+    let authz = Authz::new(r, &b)?;
+    let rule = AclRule::Grant(&b.acl, Permission::Write);
     let crate::xmlreq::DeleteRequest { quiet, keys } = crate::xmlreq::delete_request(&node)?;
     // Issue every delete at once: the metadata writer commits them in a few group
     // commits instead of one fsync per key.
     let bucket = r.bucket().to_string();
     let results = futures::future::join_all(keys.iter().map(|k| {
         let (st, bucket, k) = (st.clone(), bucket.clone(), k.clone());
+        let allowed = authz.allowed("s3:DeleteObject", Some(&k), None, rule);
         async move {
             if k.is_empty() || k.len() > MAX_KEY_BYTES {
                 return Err(S3Error::new("KeyTooLongError", 400, "Your key is too long"));
+            }
+            if !allowed {
+                return Err(S3Error::access_denied());
             }
             match st.meta.apply(MetaOp::DeleteObject { bucket, key: k }).await {
                 Ok(out) => {

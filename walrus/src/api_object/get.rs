@@ -4,7 +4,7 @@ use crate::acl::Permission;
 use crate::api_object::conditions::check_conditions;
 use crate::blob::BlobError;
 use crate::error::{S3Error, S3Result};
-use crate::handler::{empty, load_object, require, set_header, Req, Resp, RespBody};
+use crate::handler::{empty, load_bucket, set_header, Req, Resp, RespBody};
 use crate::meta::{millis_to_time, BlobRef, ObjectData, ObjectMeta};
 use crate::state::State;
 use bytes::Bytes;
@@ -116,9 +116,9 @@ pub async fn get_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     // A concurrent overwrite may delete the blobs we are about to open; the grace
     // period makes that rare, and a retry reads the new version.
     let mut attempt = 0;
+    let b = load_bucket(st, r.bucket())?;
     loop {
-        let o = load_object(st, r.bucket(), r.key(), r.principal.as_ref())?;
-        require(&o.acl, r.principal.as_ref(), Permission::Read)?;
+        let o = crate::authz::object(st, r, &b, r.key(), "s3:GetObject", Permission::Read)?;
         match serve_object(st, r, o, head).await {
             Err(ServeError::Gone) if attempt < 3 => attempt += 1,
             Err(ServeError::Gone) => return Err(S3Error::internal("object data missing")),

@@ -1,11 +1,10 @@
 //! PutObject, and storing a verified body (inline or as a blob), which UploadPart
 //! shares.
 use crate::acl::Permission;
+use crate::authz::{self, AclRule};
 use crate::body::{BodySummary, VerifiedBody};
 use crate::error::{S3Error, S3Result};
-use crate::handler::{
-    acl_from_headers, empty, free_blobs, load_bucket, require, set_header, Req, Resp,
-};
+use crate::handler::{acl_from_headers, empty, free_blobs, load_bucket, set_header, Req, Resp};
 use crate::meta::{now_millis, BlobRef, ContentHeaders, MetaOp, ObjectData, ObjectMeta};
 use crate::state::State;
 use bytes::Bytes;
@@ -121,7 +120,14 @@ pub async fn store_body(
 pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "PutObject";
     let b = load_bucket(st, r.bucket())?;
-    require(&b.acl, r.principal.as_ref(), Permission::Write)?;
+    let key = r.key().to_string();
+    authz::check(
+        r,
+        &b,
+        "s3:PutObject",
+        Some(&key),
+        AclRule::Grant(&b.acl, Permission::Write),
+    )?;
     if !r.headers.contains_key("content-length") {
         return Err(S3Error::new(
             "MissingContentLength",
@@ -135,6 +141,7 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .map(crate::acl::Owner::of)
         .unwrap_or_else(|| b.owner.clone());
     let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
+    authz::check_acl_allowed(&b, &acl)?;
     let (headers, user_meta) = content_from_request(r)?;
     let body = r.body(st.cfg.max_put_bytes)?;
     let (stored, summary) = store_body(st, body, st.cfg.inline_max_bytes).await?;
