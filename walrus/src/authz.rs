@@ -402,8 +402,10 @@ impl RequestFacts<'_> {
     }
 
     fn list_param(&self, name: &str) -> Option<Vec<String>> {
+        // Only a listing request (no key) carries them: a GetObject's query naming
+        // `prefix` must not satisfy a ListBucket condition of the missing-key check.
         let listing = matches!(self.action, "s3:ListBucket" | "s3:ListBucketVersions");
-        if !listing {
+        if !listing || self.r.key.is_some() {
             return None;
         }
         self.r.q(name).map(|v| vec![v.to_string()])
