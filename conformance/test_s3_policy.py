@@ -411,3 +411,62 @@ def test_awscli_policy_round_trip(cloud, s3, pbucket, tmp_path, variant):
     aws(cloud, variant, "s3api", "delete-bucket-policy", "--bucket", pbucket)
     r = aws(cloud, variant, "s3api", "get-bucket-policy", "--bucket", pbucket, check=False)
     assert r.returncode != 0 and "NoSuchBucketPolicy" in r.stderr, r.stderr
+
+
+def test_request_header_conditions_and_cross_account_writes(cloud, s3, pbucket, other, tmp_path):
+    acct, o = other
+    arn = f"arn:aws:s3:::{pbucket}/*"
+    # Another account may write only when it hands the bucket owner full control;
+    # nobody may write a public-read object; anonymous callers may drop files in inbox/.
+    s3.put_bucket_policy(Bucket=pbucket, Policy=doc(
+        stmt("Allow", {"AWS": acct}, "s3:PutObject", arn,
+             {"StringEquals": {"s3:x-amz-acl": "bucket-owner-full-control"}}),
+        stmt("Deny", "*", "s3:PutObject", arn,
+             {"StringEqualsIgnoreCase": {"s3:x-amz-acl": ["public-read", "public-read-write"]}}),
+        stmt("Allow", "*", "s3:PutObject", f"arn:aws:s3:::{pbucket}/inbox/*"),
+    ))
+    with pytest.raises(ClientError) as e:
+        o.put_object(Bucket=pbucket, Key="from-other", Body=b"o")
+    assert err(e) == ("AccessDenied", 403)
+    o.put_object(Bucket=pbucket, Key="from-other", Body=b"o", ACL="bucket-owner-full-control")
+    assert s3.get_object(Bucket=pbucket, Key="from-other")["Body"].read() == b"o"
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=pbucket, Key="pub", Body=b"p", ACL="public-read")
+    assert err(e) == ("AccessDenied", 403)
+    s3.put_object(Bucket=pbucket, Key="pub", Body=b"p", ACL="private")
+    # Unsigned curl PUT into inbox/ works; elsewhere it does not.
+    up = tmp_path / "drop"
+    up.write_bytes(b"dropped")
+    status, _, data = curl(url(cloud, pbucket, "inbox/drop"), upload=up)
+    assert status == 200, data
+    assert s3.get_object(Bucket=pbucket, Key="inbox/drop")["Body"].read() == b"dropped"
+    status, _, data = curl(url(cloud, pbucket, "elsewhere"), upload=up)
+    assert status == 403 and s3_error_code(data) == "AccessDenied"
+    assert "elsewhere" not in list_keys(s3, pbucket)
+    # ... and not with a public ACL even in inbox/ (the Deny wins).
+    status, _, data = curl(url(cloud, pbucket, "inbox/pub"), upload=up,
+                           headers={"x-amz-acl": "public-read"})
+    assert status == 403 and s3_error_code(data) == "AccessDenied"
+    assert "inbox/pub" not in list_keys(s3, pbucket)
+
+
+def test_bucket_level_denies(cloud, s3, pbucket):
+    s3.put_object(Bucket=pbucket, Key="k", Body=b"v")
+    s3.put_bucket_policy(Bucket=pbucket, Policy=doc(
+        stmt("Deny", "*", ["s3:ListBucket", "s3:ListBucketMultipartUploads",
+                           "s3:GetBucketAcl", "s3:GetBucketLocation"],
+             f"arn:aws:s3:::{pbucket}")))
+    for call in (lambda: s3.list_objects_v2(Bucket=pbucket),
+                 lambda: s3.list_objects(Bucket=pbucket),
+                 lambda: s3.head_bucket(Bucket=pbucket),
+                 lambda: s3.list_multipart_uploads(Bucket=pbucket),
+                 lambda: s3.get_bucket_acl(Bucket=pbucket),
+                 lambda: s3.get_bucket_location(Bucket=pbucket)):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert err(e)[1] == 403
+    # The object itself stays readable; with listing denied a missing key is 403.
+    assert s3.get_object(Bucket=pbucket, Key="k")["Body"].read() == b"v"
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=pbucket, Key="missing")
+    assert err(e) == ("AccessDenied", 403)
