@@ -67,8 +67,8 @@ fn load_upload(st: &State, r: &Req) -> S3Result<UploadMeta> {
 /// Deny in the policy holds for the initiator too.
 fn require_upload_access(st: &State, r: &Req, initiator: &str, action: &str) -> S3Result<()> {
     let b = load_bucket(st, r.bucket())?;
-    let authz = Authz::new(r, &b)?;
-    match authz.policy_decision(action, Some(r.key())) {
+    let authz = Authz::new(&b)?;
+    match authz.policy_decision(r, action, Some(r.key())) {
         Decision::Deny => Err(S3Error::access_denied()),
         Decision::Allow => Ok(()),
         Decision::Implicit
@@ -77,6 +77,7 @@ fn require_upload_access(st: &State, r: &Req, initiator: &str, action: &str) -> 
             Ok(())
         }
         Decision::Implicit => authz.check(
+            r,
             action,
             Some(r.key()),
             None,

@@ -150,11 +150,11 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
 /// The policy operations: the owner's account always; others never (405 when the
 /// policy allows them the action, 403 otherwise).
 fn owner_only(r: &Req, b: &BucketMeta, action: &str) -> S3Result<()> {
-    let authz = Authz::new(r, b)?;
-    if authz.is_bucket_owner() {
+    let authz = Authz::new(b)?;
+    if authz.is_bucket_owner(r) {
         return Ok(());
     }
-    if r.principal.is_some() && authz.policy_decision(action, None) == Decision::Allow {
+    if r.principal.is_some() && authz.policy_decision(r, action, None) == Decision::Allow {
         return Err(method_not_allowed());
     }
     Err(S3Error::access_denied())

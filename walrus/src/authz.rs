@@ -121,10 +121,10 @@ pub fn policy_of(b: &BucketMeta) -> S3Result<Option<Policy>> {
         .transpose()
 }
 
-/// The decision context of one request on one bucket: the policy parsed once,
-/// however many checks the request makes (DeleteObjects checks every key).
+/// The access rules of one bucket: the policy parsed once per request, however many
+/// checks it makes (DeleteObjects checks every key). It does not hold the request,
+/// so a handler can read the body between checks.
 pub struct Authz<'a> {
-    r: &'a Req,
     bucket: &'a BucketMeta,
     policy: Option<Policy>,
     pab: PublicAccessBlock,
@@ -133,13 +133,12 @@ pub struct Authz<'a> {
 }
 
 impl<'a> Authz<'a> {
-    pub fn new(r: &'a Req, bucket: &'a BucketMeta) -> S3Result<Self> {
+    pub fn new(bucket: &'a BucketMeta) -> S3Result<Self> {
         let policy = policy_of(bucket)?;
         let pab = PublicAccessBlock::of(bucket)?;
         let restricted =
             pab.restrict_public_buckets && policy.as_ref().is_some_and(Policy::is_public);
         Ok(Authz {
-            r,
             bucket,
             policy,
             pab,
@@ -147,28 +146,21 @@ impl<'a> Authz<'a> {
         })
     }
 
-    fn caller(&self) -> Option<Caller<'a>> {
-        self.r.principal.as_ref().map(|p| Caller {
-            account_id: &p.account_id,
-            canonical_id: &p.canonical_id,
-        })
-    }
-
-    pub fn is_bucket_owner(&self) -> bool {
-        self.r
-            .principal
+    pub fn is_bucket_owner(&self, r: &Req) -> bool {
+        r.principal
             .as_ref()
             .is_some_and(|p| p.canonical_id == self.bucket.owner.id)
     }
 
     /// The bucket policy's verdict alone (for the policy operations, which decide the
     /// rest themselves).
-    pub fn policy_decision(&self, action: &str, key: Option<&str>) -> Decision {
-        self.evaluate(action, key, None)
+    pub fn policy_decision(&self, r: &Req, action: &str, key: Option<&str>) -> Decision {
+        self.evaluate(r, action, key, None)
     }
 
     fn evaluate(
         &self,
+        r: &Req,
         action: &str,
         key: Option<&str>,
         tags: Option<&[(String, String)]>,
@@ -176,23 +168,22 @@ impl<'a> Authz<'a> {
         let Some(policy) = &self.policy else {
             return Decision::Implicit;
         };
-        let facts = RequestFacts {
-            r: self.r,
-            action,
-            tags,
-        };
+        let facts = RequestFacts { r, action, tags };
         let resource = crate::policy::resource_arn(&self.bucket.name, key);
+        let caller = r.principal.as_ref().map(|p| Caller {
+            account_id: &p.account_id,
+            canonical_id: &p.canonical_id,
+        });
         // RestrictPublicBuckets: with a public policy, only the owner account's callers
         // keep what the policy allows.
-        let own_account = self.is_bucket_owner();
-        let restricted = self.restricted && !own_account;
-        policy.evaluate_where(self.caller(), action, &resource, &facts, |_| !restricted)
+        let restricted = self.restricted && !self.is_bucket_owner(r);
+        policy.evaluate_where(caller, action, &resource, &facts, |_| !restricted)
     }
 
-    fn acl_allows(&self, rule: AclRule) -> bool {
-        let who = self.r.principal.as_ref();
+    fn acl_allows(&self, r: &Req, rule: AclRule) -> bool {
+        let who = r.principal.as_ref();
         match rule {
-            AclRule::BucketOwner => self.is_bucket_owner(),
+            AclRule::BucketOwner => self.is_bucket_owner(r),
             AclRule::Grant(acl, perm) if self.pab.ignore_public_acls && acl_is_public(acl) => {
                 let private = Acl {
                     owner: acl.owner.clone(),
@@ -212,27 +203,29 @@ impl<'a> Authz<'a> {
     /// Whether the request may do `action` on the bucket (`key: None`) or an object.
     pub fn allowed(
         &self,
+        r: &Req,
         action: &str,
         key: Option<&str>,
         tags: Option<&[(String, String)]>,
         rule: AclRule,
     ) -> bool {
-        match self.evaluate(action, key, tags) {
+        match self.evaluate(r, action, key, tags) {
             Decision::Deny => false,
             Decision::Allow => true,
-            Decision::Implicit => self.acl_allows(rule),
+            Decision::Implicit => self.acl_allows(r, rule),
         }
     }
 
     /// [`Authz::allowed`], or `AccessDenied`.
     pub fn check(
         &self,
+        r: &Req,
         action: &str,
         key: Option<&str>,
         tags: Option<&[(String, String)]>,
         rule: AclRule,
     ) -> S3Result<()> {
-        if self.allowed(action, key, tags, rule) {
+        if self.allowed(r, action, key, tags, rule) {
             Ok(())
         } else {
             Err(S3Error::access_denied())
@@ -242,9 +235,9 @@ impl<'a> Authz<'a> {
     /// Whether some key could be allowed `action`: the ACL allows it, or a policy
     /// statement might (checked per key later). For a check before a body naming the
     /// keys is read (DeleteObjects).
-    pub fn may_for_some_key(&self, action: &str, rule: AclRule) -> bool {
+    pub fn may_for_some_key(&self, r: &Req, action: &str, rule: AclRule) -> bool {
         // A statement may be scoped to a prefix or a condition: the per-key checks decide.
-        self.acl_allows(rule)
+        self.acl_allows(r, rule)
             || self.policy.as_ref().is_some_and(|p| {
                 p.statements.iter().any(|s| {
                     s.effect == crate::policy::Effect::Allow
@@ -258,13 +251,9 @@ impl<'a> Authz<'a> {
 
     /// Whether the caller may list the bucket: what decides between NoSuchKey and
     /// AccessDenied for a missing key.
-    pub fn may_list(&self) -> bool {
-        self.allowed(
-            "s3:ListBucket",
-            None,
-            None,
-            AclRule::Grant(&self.bucket.acl, Permission::Read),
-        )
+    pub fn may_list(&self, r: &Req) -> bool {
+        let rule = AclRule::Grant(&self.bucket.acl, Permission::Read);
+        self.allowed(r, "s3:ListBucket", None, None, rule)
     }
 
     /// The object, if the caller may do `action` on it (`perm` on its ACL). A missing
@@ -274,27 +263,23 @@ impl<'a> Authz<'a> {
     pub fn object(
         &self,
         st: &State,
+        r: &Req,
         key: &str,
         action: &str,
         perm: Permission,
     ) -> S3Result<ObjectMeta> {
         match st.meta.object(&self.bucket.name, key)? {
             Some(o) => {
-                self.check(
-                    action,
-                    Some(key),
-                    Some(&o.tags),
-                    AclRule::Grant(&o.acl, perm),
-                )?;
+                let rule = AclRule::Grant(&o.acl, perm);
+                self.check(r, action, Some(key), Some(&o.tags), rule)?;
                 Ok(o)
             }
-            None => {
-                if self.evaluate(action, Some(key), None) != Decision::Deny && self.may_list() {
-                    Err(S3Error::no_such_key(key))
-                } else {
-                    Err(S3Error::access_denied())
-                }
+            None if self.evaluate(r, action, Some(key), None) != Decision::Deny
+                && self.may_list(r) =>
+            {
+                Err(S3Error::no_such_key(key))
             }
+            None => Err(S3Error::access_denied()),
         }
     }
 }
@@ -370,7 +355,7 @@ pub fn check(
             Err(S3Error::access_denied())
         };
     }
-    Authz::new(r, b)?.check(action, key, None, rule)
+    Authz::new(b)?.check(r, action, key, None, rule)
 }
 
 /// The object `key` of bucket `b` for `action`, see [`Authz::object`].
@@ -382,7 +367,7 @@ pub fn object(
     action: &str,
     perm: Permission,
 ) -> S3Result<ObjectMeta> {
-    Authz::new(r, b)?.object(st, key, action, perm)
+    Authz::new(b)?.object(st, r, key, action, perm)
 }
 
 /// The condition keys a request carries.

@@ -37,19 +37,18 @@ pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     // statement that might allow some key) no key could be deleted anyway. Each key
     // is then decided on its own (a policy may allow or deny by prefix).
     let rule = AclRule::Grant(&b.acl, Permission::Write);
-    if !Authz::new(r, &b)?.may_for_some_key("s3:DeleteObject", rule) {
+    let authz = Authz::new(&b)?;
+    if !authz.may_for_some_key(r, "s3:DeleteObject", rule) {
         return Err(S3Error::access_denied());
     }
     let node = r.xml_body(2 * 1024 * 1024).await?;
-    let authz = Authz::new(r, &b)?;
-    let rule = AclRule::Grant(&b.acl, Permission::Write);
     let crate::xmlreq::DeleteRequest { quiet, keys } = crate::xmlreq::delete_request(&node)?;
     // Issue every delete at once: the metadata writer commits them in a few group
     // commits instead of one fsync per key.
     let bucket = r.bucket().to_string();
     let results = futures::future::join_all(keys.iter().map(|k| {
         let (st, bucket, k) = (st.clone(), bucket.clone(), k.clone());
-        let allowed = authz.allowed("s3:DeleteObject", Some(&k), None, rule);
+        let allowed = authz.allowed(r, "s3:DeleteObject", Some(&k), None, rule);
         async move {
             if k.is_empty() || k.len() > MAX_KEY_BYTES {
                 return Err(S3Error::new("KeyTooLongError", 400, "Your key is too long"));

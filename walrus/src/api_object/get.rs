@@ -117,8 +117,9 @@ pub async fn get_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     // period makes that rare, and a retry reads the new version.
     let mut attempt = 0;
     let b = load_bucket(st, r.bucket())?;
+    let authz = crate::authz::Authz::new(&b)?;
     loop {
-        let o = crate::authz::object(st, r, &b, r.key(), "s3:GetObject", Permission::Read)?;
+        let o = authz.object(st, r, r.key(), "s3:GetObject", Permission::Read)?;
         match serve_object(st, r, o, head).await {
             Err(ServeError::Gone) if attempt < 3 => attempt += 1,
             Err(ServeError::Gone) => return Err(S3Error::internal("object data missing")),
