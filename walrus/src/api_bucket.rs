@@ -235,6 +235,8 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Err(MetaError::BucketExists { owner: o })
             if o == owner.id && st.cfg.region == "us-east-1" =>
         {
+            // The ACL is replaced: the bucket's public access block has its say.
+            authz::check_acl_allowed(&load_bucket(st, &name)?, &acl)?;
             st.meta
                 .apply(MetaOp::SetBucketAcl {
                     name: name.clone(),
