@@ -102,7 +102,7 @@ pub fn endpoint(st: &State, parts: &http::request::Parts) -> S3Endpoint {
 pub async fn handle(st: Arc<State>, req: http::Request<Incoming>, cx: &Ctx) -> Resp {
     let rid = cx.request_id.as_str();
     let method = req.method().clone();
-    match route(&st, req, rid).await {
+    match route(&st, req, rid, cx.peer).await {
         Ok(r) => r,
         Err(e) => error_response(&e, rid, method == Method::HEAD),
     }
@@ -155,7 +155,12 @@ fn strip_legacy_prefix(raw_path: &str) -> &str {
     }
 }
 
-async fn route(st: &Arc<State>, req: http::Request<Incoming>, rid: &str) -> Result<Resp, S3Error> {
+async fn route(
+    st: &Arc<State>,
+    req: http::Request<Incoming>,
+    rid: &str,
+    peer: euca_service::Peer,
+) -> Result<Resp, S3Error> {
     let (mut parts, body) = req.into_parts();
     let raw_path = parts.uri.path().to_string();
     // Like S3, no Transfer-Encoding on requests: hyper would let it override a
@@ -239,6 +244,7 @@ async fn route(st: &Arc<State>, req: http::Request<Incoming>, rid: &str) -> Resu
         bucket,
         key,
         principal: auth.principal,
+        peer: Some(peer),
         payload: auth.payload,
         body: Some(crate::body::incoming(body)),
         request_id: rid.to_string(),
