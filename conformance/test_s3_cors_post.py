@@ -555,3 +555,18 @@ def test_post_tagging_field(cloud, s3, bucket, s3v4):
     url, fields = presigned_post(s3v4, bucket, "badtag", fields={"tagging": bad},
                                  conditions=[{"tagging": bad}])
     refused(s3, bucket, "badtag", curl_post(url, fields, b"t"), 400, "MalformedXML")
+
+
+def test_post_bucket_policy_that_denies(cloud, s3, bucket, s3v4):
+    """A valid form whose signer a bucket policy denies s3:PutObject is refused."""
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+                       "Resource": f"arn:aws:s3:::{bucket}/denied/*"}]}))
+    try:
+        url, fields = presigned_post(s3v4, bucket, "denied/x")
+        refused(s3, bucket, "denied/x", curl_post(url, fields), 403, "AccessDenied")
+        url, fields = presigned_post(s3v4, bucket, "open/x")
+        assert curl_post(url, fields)[0] == 204
+    finally:
+        s3.delete_bucket_policy(Bucket=bucket)

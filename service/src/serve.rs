@@ -123,6 +123,8 @@ pub struct Peer {
     pub client: SocketAddr,
     /// The TCP peer (the proxy, when there is one).
     pub tcp: SocketAddr,
+    /// Whether the connection is TLS (what `aws:SecureTransport` in a bucket policy asks).
+    pub tls: bool,
 }
 
 struct Conn {
@@ -560,6 +562,7 @@ async fn connection<L, F, Fut, B>(
         }
         _ => MaybeTls::Plain(stream),
     };
+    let tls = matches!(stream, MaybeTls::Tls(_));
     let conn = reg.conn.clone();
     let svc = {
         let shared = shared.clone();
@@ -575,7 +578,7 @@ async fn connection<L, F, Fut, B>(
             };
             let busy = Busy::new(conn.clone(), shared.clone());
             let withheld = may_withhold_body(&req);
-            let fut = handler(req, Peer { client, tcp });
+            let fut = handler(req, Peer { client, tcp, tls });
             async move {
                 let mut resp = fut.await;
                 if withheld.is_some_and(|empty| empty || !resp.status().is_success()) {

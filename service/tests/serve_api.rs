@@ -73,6 +73,11 @@ async fn health_metrics_ids_and_errors() {
     // Request ids: fresh per request, 16 uppercase hex digits.
     let one = request(&mut c, "/fast", "").await;
     let two = request(&mut c, "/fast", "").await;
+    // A clear-text connection is not TLS to the handler.
+    assert!(
+        one.to_ascii_lowercase().contains("x-peer-tls: false"),
+        "{one}"
+    );
     let (id1, id2) = (body(&one).to_string(), body(&two).to_string());
     assert_eq!(id1.len(), 16, "{one}");
     assert!(id1
@@ -198,6 +203,30 @@ async fn tls_listener_with_a_self_signed_certificate() {
     .await
     .unwrap();
     assert_eq!(out.stdout.len(), 16, "a request id");
+    // The handler is told the connection is TLS (a bucket policy's aws:SecureTransport).
+    let port = addr.port();
+    let cacert = cert.clone();
+    let head = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-D",
+                "-",
+                "--max-time",
+                "10",
+                "--cacert",
+            ])
+            .arg(cacert)
+            .arg(format!("https://127.0.0.1:{port}/fast"))
+            .output()
+            .expect("curl")
+    })
+    .await
+    .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
+    assert!(head.contains("x-peer-tls: true"), "{head}");
     // Clear text on the TLS port: no HTTP answer.
     let out = curl(
         format!("http://127.0.0.1:{}/_health", addr.port()),

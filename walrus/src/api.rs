@@ -103,7 +103,7 @@ pub async fn handle(st: Arc<State>, req: http::Request<Incoming>, cx: &Ctx) -> R
     let rid = cx.request_id.as_str();
     let method = req.method().clone();
     let cors = crate::cors::ActualRequest::of(&method, req.headers(), request_bucket(&st, &req));
-    let mut resp = match route(&st, req, rid).await {
+    let mut resp = match route(&st, req, rid, cx.peer).await {
         Ok(r) => r,
         Err(e) => error_response(&e, rid, method == Method::HEAD),
     };
@@ -176,7 +176,12 @@ fn strip_legacy_prefix(raw_path: &str) -> &str {
     }
 }
 
-async fn route(st: &Arc<State>, req: http::Request<Incoming>, rid: &str) -> Result<Resp, S3Error> {
+async fn route(
+    st: &Arc<State>,
+    req: http::Request<Incoming>,
+    rid: &str,
+    peer: euca_service::Peer,
+) -> Result<Resp, S3Error> {
     let (mut parts, body) = req.into_parts();
     let raw_path = parts.uri.path().to_string();
     // Like S3, no Transfer-Encoding on requests: hyper would let it override a
@@ -260,6 +265,7 @@ async fn route(st: &Arc<State>, req: http::Request<Incoming>, rid: &str) -> Resu
         bucket,
         key,
         principal: auth.principal,
+        peer: Some(peer),
         payload: auth.payload,
         body: Some(crate::body::incoming(body)),
         request_id: rid.to_string(),

@@ -1,10 +1,8 @@
 //! Service- and bucket-level operations.
 use crate::acl::Permission;
+use crate::authz::{self, AclRule, AclRule::Grant};
 use crate::error::{S3Error, S3Result};
-use crate::handler::{
-    self, acl_from_headers, acl_from_xml, empty, load_bucket, require, require_owner, xml, Req,
-    Resp,
-};
+use crate::handler::{self, acl_from_headers, acl_from_xml, empty, load_bucket, xml, Req, Resp};
 use crate::list::list;
 use crate::meta::{
     millis_to_time, now_millis, BucketConfig, BucketMeta, MetaError, MetaOp, Versioning,
@@ -102,6 +100,9 @@ pub(crate) const NO_CONFIG: &[(&str, &str, &str)] = &[
 ];
 
 pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
+    if crate::api_policy::handles(r) {
+        return crate::api_policy::dispatch(st, r).await;
+    }
     let name = r.bucket().to_string();
     match r.method.clone() {
         Method::GET | Method::PUT | Method::DELETE if r.has("tagging") => {
@@ -110,7 +111,13 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Method::PUT if r.has("acl") => {
             r.op = "PutBucketAcl";
             let b = load_bucket(st, &name)?;
-            require(&b.acl, r.principal.as_ref(), Permission::WriteAcp)?;
+            authz::check(
+                r,
+                &b,
+                "s3:PutBucketAcl",
+                None,
+                Grant(&b.acl, Permission::WriteAcp),
+            )?;
             let acl = if r.header("x-amz-acl").is_some()
                 || r.headers
                     .keys()
@@ -121,6 +128,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                 let node = r.xml_body(64 * 1024).await?;
                 acl_from_xml(&node, &b.owner)?
             };
+            authz::check_acl_allowed(&b, &acl)?;
             st.meta.apply(MetaOp::SetBucketAcl { name, acl }).await?;
             Ok(empty(StatusCode::OK))
         }
@@ -130,12 +138,12 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Method::PUT if r.has("versioning") => {
             r.op = "PutBucketVersioning";
             let b = load_bucket(st, &name)?;
-            require_owner(&b, r)?;
+            require_owner(&b, r, "s3:PutBucketVersioning")?;
             crate::versioning::put_bucket_versioning(st, r, &b).await
         }
         Method::PUT | Method::DELETE if r.has("lifecycle") => {
             let b = load_bucket(st, &name)?;
-            require_owner(&b, r)?;
+            require_owner(&b, r, "s3:PutLifecycleConfiguration")?;
             if r.method == Method::PUT {
                 r.op = "PutBucketLifecycleConfiguration";
                 crate::lifecycle::put_config(st, r, &b).await
@@ -147,7 +155,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Method::PUT if r.has("object-lock") => {
             r.op = "PutObjectLockConfiguration";
             let b = load_bucket(st, &name)?;
-            require_owner(&b, r)?;
+            require_owner(&b, r, "s3:PutBucketObjectLockConfiguration")?;
             crate::objectlock::put_config(st, r, &b).await
         }
         Method::PUT
@@ -163,7 +171,13 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Method::HEAD => {
             r.op = "HeadBucket";
             let b = load_bucket(st, &name)?;
-            require(&b.acl, r.principal.as_ref(), Permission::Read)?;
+            authz::check(
+                r,
+                &b,
+                "s3:ListBucket",
+                None,
+                Grant(&b.acl, Permission::Read),
+            )?;
             let mut resp = empty(StatusCode::OK);
             handler::set_header(resp.headers_mut(), "x-amz-bucket-region", &b.region)?;
             Ok(resp)
@@ -175,15 +189,14 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         {
             r.op = "DeleteBucketConfig";
             let b = load_bucket(st, &name)?;
-            require(&b.acl, r.principal.as_ref(), Permission::FullControl)?;
+            let action = authz::config_action(r, false);
+            authz::check(r, &b, action, None, Grant(&b.acl, Permission::FullControl))?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
         Method::DELETE => {
             r.op = "DeleteBucket";
             let b = load_bucket(st, &name)?;
-            if r.principal.as_ref().map(|p| &p.canonical_id) != Some(&b.owner.id) {
-                return Err(S3Error::access_denied());
-            }
+            authz::check(r, &b, "s3:DeleteBucket", None, AclRule::BucketOwner)?;
             st.meta.apply(MetaOp::DeleteBucket { name }).await?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
@@ -255,6 +268,8 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Err(MetaError::BucketExists { owner: o })
             if o == owner.id && st.cfg.region == "us-east-1" =>
         {
+            // The ACL is replaced: the bucket's public access block has its say.
+            authz::check_acl_allowed(&load_bucket(st, &name)?, &acl)?;
             st.meta
                 .apply(MetaOp::SetBucketAcl {
                     name: name.clone(),
@@ -277,27 +292,34 @@ async fn get_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let b = load_bucket(st, &name)?;
     if r.has("acl") {
         r.op = "GetBucketAcl";
-        require(&b.acl, r.principal.as_ref(), Permission::ReadAcp)?;
+        authz::check(
+            r,
+            &b,
+            "s3:GetBucketAcl",
+            None,
+            Grant(&b.acl, Permission::ReadAcp),
+        )?;
         return Ok(xml(StatusCode::OK, b.acl.to_xml()));
     }
     if r.has("lifecycle") {
         r.op = "GetBucketLifecycleConfiguration";
-        require_owner(&b, r)?;
+        require_owner(&b, r, "s3:GetLifecycleConfiguration")?;
         return crate::lifecycle::get_config(&b);
     }
     if r.has("object-lock") {
         r.op = "GetObjectLockConfiguration";
-        require_owner(&b, r)?;
+        require_owner(&b, r, "s3:GetBucketObjectLockConfiguration")?;
         return crate::objectlock::get_config(&b);
     }
     if let Some((_, code, msg)) = NO_CONFIG.iter().find(|(n, _, _)| r.has(n)) {
         r.op = "GetBucketConfig";
-        require(&b.acl, r.principal.as_ref(), Permission::Read)?;
+        let action = authz::config_action(r, true);
+        authz::check(r, &b, action, None, Grant(&b.acl, Permission::Read))?;
         return Err(S3Error::new(code, 404, *msg).with("BucketName", &name));
     }
     if r.has("location") {
         r.op = "GetBucketLocation";
-        require_owner(&b, r)?;
+        require_owner(&b, r, "s3:GetBucketLocation")?;
         let region = if b.region == "us-east-1" {
             ""
         } else {
@@ -311,12 +333,12 @@ async fn get_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     }
     if r.has("versioning") {
         r.op = "GetBucketVersioning";
-        require_owner(&b, r)?;
+        require_owner(&b, r, "s3:GetBucketVersioning")?;
         return Ok(crate::versioning::get_bucket_versioning(&b));
     }
     if r.has("logging") {
         r.op = "GetBucketLogging";
-        require_owner(&b, r)?;
+        require_owner(&b, r, "s3:GetBucketLogging")?;
         let mut w = XmlWriter::new();
         w.root("BucketLoggingStatus", S3_NS);
         return Ok(xml(StatusCode::OK, w.finish()));
@@ -330,14 +352,25 @@ async fn get_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     }
     if r.has("uploads") {
         r.op = "ListMultipartUploads";
-        require(&b.acl, r.principal.as_ref(), Permission::Read)?;
+        let rule = Grant(&b.acl, Permission::Read);
+        authz::check(r, &b, "s3:ListBucketMultipartUploads", None, rule)?;
         return crate::api_multipart::list_uploads(st, r).await;
     }
-    require(&b.acl, r.principal.as_ref(), Permission::Read)?;
+    let action = if r.has("versions") {
+        "s3:ListBucketVersions"
+    } else {
+        "s3:ListBucket"
+    };
+    authz::check(r, &b, action, None, Grant(&b.acl, Permission::Read))?;
     if r.has("versions") {
         return crate::versioning::list_object_versions(st, r);
     }
     list_objects(st, r)
+}
+
+/// The bucket owner, or whom the bucket policy allows `action`.
+fn require_owner(b: &BucketMeta, r: &Req, action: &str) -> S3Result<()> {
+    authz::check(r, b, action, None, AclRule::BucketOwner)
 }
 
 fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {

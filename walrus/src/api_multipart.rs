@@ -4,14 +4,16 @@ use crate::acl::Permission;
 use crate::api_object::copy::copy_source;
 use crate::api_object::put::{content_from_request, store_body, Stored};
 use crate::api_object::write_cond;
+use crate::authz::{self, AclRule, Authz};
 use crate::checksums;
 use crate::error::{S3Error, S3Result};
 use crate::handler::{
-    acl_from_headers, empty, free_blobs, load_bucket, require, set_header, xml, Req, Resp,
+    acl_from_headers, empty, free_blobs, load_bucket, set_header, xml, Req, Resp,
 };
 use crate::meta::{
     millis_to_time, now_millis, BlobRef, MetaOp, ObjectData, ObjectMeta, PartMeta, UploadMeta,
 };
+use crate::policy::Decision;
 use crate::state::State;
 use bytes::Bytes;
 use euca_aws::checksum::ChecksumAlgorithm;
@@ -32,7 +34,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         (Method::DELETE, false) => {
             r.op = "AbortMultipartUpload";
             let u = load_upload(st, r)?;
-            require_upload_access(st, r, &u)?;
+            require_upload_access(st, r, &u.owner.id, "s3:AbortMultipartUpload")?;
             let out = st
                 .meta
                 .apply(MetaOp::AbortUpload {
@@ -61,25 +63,48 @@ fn load_upload(st: &State, r: &Req) -> S3Result<UploadMeta> {
         .ok_or_else(|| S3Error::no_such_upload(id))
 }
 
-/// The initiator and anyone with WRITE on the bucket may work on an upload.
-fn require_upload_access(st: &State, r: &Req, u: &UploadMeta) -> S3Result<()> {
-    if r.principal.as_ref().map(|p| &p.canonical_id) == Some(&u.owner.id) {
-        return Ok(());
-    }
+/// The initiator (`initiator`: its canonical id) and anyone with WRITE on the bucket
+/// may work on an upload, or whom the bucket policy allows `action`; an explicit
+/// Deny in the policy holds for the initiator too.
+fn require_upload_access(st: &State, r: &Req, initiator: &str, action: &str) -> S3Result<()> {
     let b = load_bucket(st, r.bucket())?;
-    require(&b.acl, r.principal.as_ref(), Permission::Write)
+    let authz = Authz::new(&b)?;
+    match authz.policy_decision(r, action, Some(r.key())) {
+        Decision::Deny => Err(S3Error::access_denied()),
+        Decision::Allow => Ok(()),
+        Decision::Implicit
+            if r.principal.as_ref().map(|p| p.canonical_id.as_str()) == Some(initiator) =>
+        {
+            Ok(())
+        }
+        Decision::Implicit => authz.check(
+            r,
+            action,
+            Some(r.key()),
+            None,
+            AclRule::Grant(&b.acl, Permission::Write),
+        ),
+    }
 }
 
 async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "CreateMultipartUpload";
     let b = load_bucket(st, r.bucket())?;
-    require(&b.acl, r.principal.as_ref(), Permission::Write)?;
+    let key = r.key().to_string();
+    authz::check(
+        r,
+        &b,
+        "s3:PutObject",
+        Some(&key),
+        AclRule::Grant(&b.acl, Permission::Write),
+    )?;
     let owner = r
         .principal
         .as_ref()
         .map(crate::acl::Owner::of)
         .unwrap_or_else(|| b.owner.clone());
     let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
+    authz::check_acl_allowed(&b, &acl)?;
     let (headers, user_meta) = content_from_request(r)?;
     let mode = checksums::upload_mode(r)?;
     let (retention, legal_hold) = crate::objectlock::for_new_object(r, &b)?;
@@ -131,7 +156,7 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = if copy { "UploadPartCopy" } else { "UploadPart" };
     let number = part_number(r)?;
     let u = load_upload(st, r)?;
-    require_upload_access(st, r, &u)?;
+    require_upload_access(st, r, &u.owner.id, "s3:PutObject")?;
     let (blob, md5, checksums) = if copy {
         let (_, _, src, _) = copy_source(st, r)?;
         let range = match r.header("x-amz-copy-source-range") {
@@ -304,7 +329,7 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Err(e) if e.code == "NoSuchUpload" => return complete_again(st, r, e).await,
         Err(e) => return Err(e),
     };
-    require_upload_access(st, r, &u)?;
+    require_upload_access(st, r, &u.owner.id, "s3:PutObject")?;
     // A condition that already fails is refused before the part list is read; the
     // upload stays, as in S3, so it can be completed again (e.g. without it).
     let cond = write_cond::from_headers(&r.headers)?;
@@ -418,11 +443,7 @@ async fn complete_again(st: &Arc<State>, r: &mut Req, no_such: S3Error) -> S3Res
     let Some(done) = st.meta.completed_upload(r.bucket(), r.key(), &id)? else {
         return Err(no_such);
     };
-    let may = r.principal.as_ref().map(|p| &p.canonical_id) == Some(&done.owner_id)
-        || load_bucket(st, r.bucket())?
-            .acl
-            .allows(r.principal.as_ref(), Permission::Write);
-    if !may {
+    if require_upload_access(st, r, &done.owner_id, "s3:PutObject").is_err() {
         return Err(no_such);
     }
     let node = r.xml_body(4 * 1024 * 1024).await?;
@@ -455,7 +476,7 @@ fn query_number<T: std::str::FromStr>(r: &Req, name: &str, default: T) -> S3Resu
 fn list_parts(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "ListParts";
     let u = load_upload(st, r)?;
-    require_upload_access(st, r, &u)?;
+    require_upload_access(st, r, &u.owner.id, "s3:ListMultipartUploadParts")?;
     let max = query_number::<usize>(r, "max-parts", 1000)?.min(1000);
     let marker = query_number::<u32>(r, "part-number-marker", 0)?;
     let mut parts = st.meta.parts(&u.upload_id, marker, max + 1)?;

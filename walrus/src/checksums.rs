@@ -11,8 +11,7 @@
 //! from the parts), and checks it against a value the request carries.
 use crate::acl::Permission;
 use crate::error::{S3Error, S3Result};
-use crate::handler::load_object;
-use crate::handler::{require, set_header, xml, Req, Resp};
+use crate::handler::{load_bucket, set_header, xml, Req, Resp};
 use crate::meta::{millis_to_time, ObjectMeta, PartMeta, UploadMeta};
 use crate::state::State;
 use crate::xmlin::Node;
@@ -347,8 +346,16 @@ fn header_number(r: &Req, name: &str, default: usize) -> S3Result<usize> {
 /// GetObjectAttributes: `GET /bucket/key?attributes` with `x-amz-object-attributes`.
 pub fn get_object_attributes(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "GetObjectAttributes";
-    let o = load_object(st, r.bucket(), r.key(), r.principal.as_ref())?;
-    require(&o.acl, r.principal.as_ref(), Permission::Read)?;
+    let b = load_bucket(st, r.bucket())?;
+    let o = crate::authz::object(
+        st,
+        r,
+        &b,
+        r.key(),
+        r.q("versionId"),
+        "s3:GetObjectAttributes",
+        Permission::Read,
+    )?;
     let mut wanted = Vec::new();
     for v in r.headers.get_all("x-amz-object-attributes") {
         let v = v

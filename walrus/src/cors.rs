@@ -213,12 +213,10 @@ impl CorsConfig {
     }
 }
 
-fn only_owner(b: &BucketMeta, r: &Req) -> S3Result<()> {
-    if r.principal.as_ref().map(|p| &p.canonical_id) == Some(&b.owner.id) {
-        Ok(())
-    } else {
-        Err(S3Error::access_denied())
-    }
+/// The bucket owner, unless the bucket policy says otherwise (S3's default for
+/// `s3:GetBucketCORS` / `s3:PutBucketCORS`, which also covers deleting).
+fn only_owner(b: &BucketMeta, r: &Req, action: &str) -> S3Result<()> {
+    crate::authz::check(r, b, action, None, crate::authz::AclRule::BucketOwner)
 }
 
 /// PutBucketCors: the bucket owner only (S3's default for `s3:PutBucketCORS`).
@@ -226,7 +224,7 @@ pub async fn put_bucket_cors(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "PutBucketCors";
     let name = r.bucket().to_string();
     let b = handler::load_bucket(st, &name)?;
-    only_owner(&b, r)?;
+    only_owner(&b, r, "s3:PutBucketCORS")?;
     let node = r.xml_body(MAX_BODY).await?;
     let cfg = CorsConfig::from_xml(&node)?;
     st.meta
@@ -244,7 +242,7 @@ pub fn get_bucket_cors(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "GetBucketCors";
     let name = r.bucket().to_string();
     let b = handler::load_bucket(st, &name)?;
-    only_owner(&b, r)?;
+    only_owner(&b, r, "s3:GetBucketCORS")?;
     match b.config(BucketConfig::CORS) {
         Some(doc) => Ok(xml(StatusCode::OK, doc.to_string())),
         None => Err(S3Error::new(
@@ -261,7 +259,7 @@ pub async fn delete_bucket_cors(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> 
     r.op = "DeleteBucketCors";
     let name = r.bucket().to_string();
     let b = handler::load_bucket(st, &name)?;
-    only_owner(&b, r)?;
+    only_owner(&b, r, "s3:PutBucketCORS")?;
     st.meta
         .apply(MetaOp::SetBucketConfig {
             name,

@@ -26,6 +26,8 @@ endpoints! {
     GetBucketConfig, PutBucketConfig, DeleteBucketConfig,
     GetBucketCors, PutBucketCors, DeleteBucketCors,
     GetBucketTagging, PutBucketTagging, DeleteBucketTagging,
+    GetBucketPolicy, PutBucketPolicy, DeleteBucketPolicy, GetBucketPolicyStatus,
+    GetPublicAccessBlock, PutPublicAccessBlock, DeletePublicAccessBlock,
     DeleteObjects, ListMultipartUploads,
     GetObject, HeadObject, PutObject, CopyObject, DeleteObject, PostObject,
     GetObjectAcl, PutObjectAcl,
@@ -77,6 +79,13 @@ impl S3Endpoint {
                 Method::GET if has("tagging") => GetBucketTagging,
                 Method::PUT if has("tagging") => PutBucketTagging,
                 Method::DELETE if has("tagging") => DeleteBucketTagging,
+                Method::GET if has("policyStatus") => GetBucketPolicyStatus,
+                Method::GET if has("policy") => GetBucketPolicy,
+                Method::PUT if has("policy") => PutBucketPolicy,
+                Method::DELETE if has("policy") => DeleteBucketPolicy,
+                Method::GET if has("publicAccessBlock") => GetPublicAccessBlock,
+                Method::PUT if has("publicAccessBlock") => PutPublicAccessBlock,
+                Method::DELETE if has("publicAccessBlock") => DeletePublicAccessBlock,
                 Method::PUT if has("acl") => PutBucketAcl,
                 Method::PUT if has("versioning") => PutBucketVersioning,
                 Method::PUT if has("cors") => PutBucketCors,
@@ -165,6 +174,15 @@ mod tests {
             DeleteBucketTagging
         );
         assert_eq!(p(Method::PUT, true, false, ""), CreateBucket);
+        assert_eq!(p(Method::PUT, true, false, "policy"), PutBucketPolicy);
+        assert_eq!(
+            p(Method::GET, true, false, "policyStatus"),
+            GetBucketPolicyStatus
+        );
+        assert_eq!(
+            p(Method::DELETE, true, false, "publicAccessBlock"),
+            DeletePublicAccessBlock
+        );
         assert_eq!(p(Method::PUT, true, true, ""), PutObject);
         assert_eq!(
             p(Method::POST, true, true, "uploads"),

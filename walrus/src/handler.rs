@@ -26,6 +26,9 @@ pub struct Req {
     pub bucket: Option<String>,
     pub key: Option<String>,
     pub principal: Option<Principal>,
+    /// Who sent it (the serve loop's client address, trusted-proxy aware) and whether
+    /// over TLS: the `aws:SourceIp` and `aws:SecureTransport` of bucket policies.
+    pub peer: Option<euca_service::Peer>,
     pub payload: PayloadCheck,
     pub(crate) body: Option<Body>,
     pub request_id: String,
@@ -155,70 +158,92 @@ pub fn load_object(
     }
 }
 
-/// The object a request names: its `versionId` if it has one, else the current
-/// object. Missing things answer as [`load_object`] does; a delete marker answers 404
-/// `NoSuchKey` when it is the latest version and 405 `MethodNotAllowed` when asked for
-/// by id, with `x-amz-delete-marker` and its version id either way, as S3 does.
-pub fn load_object_version(
+/// What a request naming a key (and maybe a `versionId`) finds.
+pub enum Found {
+    Object(Box<ObjectMeta>),
+    /// A delete marker: the latest version (`by_id` false) or the one asked for.
+    Marker {
+        version_id: String,
+        by_id: bool,
+    },
+    /// Nothing (`by_id`: the version asked for does not exist).
+    Missing {
+        by_id: bool,
+    },
+}
+
+impl Found {
+    /// The error for a caller who may know that nothing is there (one who may list
+    /// the bucket): a delete marker answers 404 `NoSuchKey` when it is the latest
+    /// version and 405 `MethodNotAllowed` when asked for by id, with
+    /// `x-amz-delete-marker` and its version id either way, as S3 does.
+    pub fn missing_error(self, r: &Req, key: &str) -> S3Error {
+        match self {
+            Found::Object(_) => S3Error::internal("an object is not missing"),
+            Found::Marker { version_id, by_id } => {
+                let e = if by_id {
+                    S3Error::new(
+                        "MethodNotAllowed",
+                        405,
+                        "The specified method is not allowed against this resource.",
+                    )
+                    .with("Method", r.method.as_str())
+                    .with("ResourceType", "DeleteMarker")
+                } else {
+                    S3Error::no_such_key(key)
+                };
+                e.with_header("x-amz-delete-marker", "true")
+                    .with_header("x-amz-version-id", version_id)
+            }
+            Found::Missing { by_id: true } => S3Error::new(
+                "NoSuchVersion",
+                404,
+                "The specified version does not exist.",
+            )
+            .with("Key", key)
+            .with("VersionId", r.q("versionId").unwrap_or_default()),
+            Found::Missing { by_id: false } => S3Error::no_such_key(key),
+        }
+    }
+}
+
+/// Looks up `key` in `b`: the version `version_id` if given, else the current object
+/// (or, in a bucket with versioning, the delete marker that is the latest version).
+pub fn find_object(
     st: &State,
-    r: &Req,
-    bucket: &str,
+    b: &BucketMeta,
     key: &str,
     version_id: Option<&str>,
-) -> S3Result<ObjectMeta> {
-    let who = r.principal.as_ref();
-    if version_id.is_none() {
-        if let Some(o) = st.meta.object(bucket, key)? {
-            return Ok(o);
-        }
-    }
-    let b = st
-        .meta
-        .bucket(bucket)?
-        .ok_or_else(|| S3Error::no_such_bucket(bucket))?;
+) -> S3Result<Found> {
     let found = match version_id {
-        // No current object: a latest delete marker is reported as such.
-        None if b.versioning() == Versioning::Unversioned => None,
-        None => st
-            .meta
-            .scan_versions(bucket, None, key, 1)?
-            .into_iter()
-            .find(|e| e.key == key)
-            .map(|e| e.version),
+        None => {
+            if let Some(o) = st.meta.object(&b.name, key)? {
+                return Ok(Found::Object(Box::new(o)));
+            }
+            if b.versioning() == Versioning::Unversioned {
+                None
+            } else {
+                st.meta
+                    .scan_versions(&b.name, None, key, 1)?
+                    .into_iter()
+                    .find(|e| e.key == key)
+                    .map(|e| e.version)
+            }
+        }
         Some(v) => {
             check_version_id(v)?;
-            st.meta.object_version(bucket, key, v)?
+            st.meta.object_version(&b.name, key, v)?
         }
     };
-    let may_list = b.acl.allows(who, Permission::Read);
-    match found {
-        Some(Version::Object(o)) => Ok(*o),
-        Some(Version::DeleteMarker(m)) if may_list => {
-            let e = if version_id.is_some() {
-                S3Error::new(
-                    "MethodNotAllowed",
-                    405,
-                    "The specified method is not allowed against this resource.",
-                )
-                .with("Method", r.method.as_str())
-                .with("ResourceType", "DeleteMarker")
-            } else {
-                S3Error::no_such_key(key)
-            };
-            Err(e
-                .with_header("x-amz-delete-marker", "true")
-                .with_header("x-amz-version-id", m.version_id))
-        }
-        None if may_list && version_id.is_some() => Err(S3Error::new(
-            "NoSuchVersion",
-            404,
-            "The specified version does not exist.",
-        )
-        .with("Key", key)
-        .with("VersionId", version_id.unwrap_or_default())),
-        None if may_list => Err(S3Error::no_such_key(key)),
-        _ => Err(S3Error::access_denied()),
-    }
+    let by_id = version_id.is_some();
+    Ok(match found {
+        Some(Version::Object(o)) => Found::Object(o),
+        Some(Version::DeleteMarker(m)) => Found::Marker {
+            version_id: m.version_id,
+            by_id,
+        },
+        None => Found::Missing { by_id },
+    })
 }
 
 /// A `versionId` this store could have given out: `null` or 32 hex digits; anything
@@ -380,15 +405,6 @@ pub fn parse_max(r: &Req, name: &str) -> S3Result<usize> {
                 ))
                 .with("ArgumentName", name)
             }),
-    }
-}
-
-/// Only the bucket's owner.
-pub fn require_owner(b: &BucketMeta, r: &Req) -> S3Result<()> {
-    if r.principal.as_ref().map(|p| &p.canonical_id) == Some(&b.owner.id) {
-        Ok(())
-    } else {
-        Err(S3Error::access_denied())
     }
 }
 

@@ -245,8 +245,12 @@ pub async fn put_object_lock(st: &Arc<State>, r: &mut Req, b: &BucketMeta) -> S3
         (None, Some(on))
     };
     let version_id = r.q("versionId").map(String::from);
-    // The version must exist and be readable by the caller (the owner): its errors.
-    crate::handler::load_object_version(st, r, r.bucket(), r.key(), version_id.as_deref())?;
+    // The version must exist (the caller is allowed to know: it may set the lock).
+    let key = r.key().to_string();
+    match crate::handler::find_object(st, b, &key, version_id.as_deref())? {
+        crate::handler::Found::Object(_) => {}
+        missing => return Err(missing.missing_error(r, &key)),
+    }
     st.meta
         .apply(MetaOp::SetObjectLock {
             bucket: r.bucket().into(),
@@ -262,8 +266,21 @@ pub async fn put_object_lock(st: &Arc<State>, r: &mut Req, b: &BucketMeta) -> S3
 
 /// GetObjectRetention / GetObjectLegalHold.
 pub fn get_object_lock(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
-    let o = crate::handler::load_object_version(st, r, r.bucket(), r.key(), r.q("versionId"))?;
-    crate::handler::require(&o.acl, r.principal.as_ref(), crate::acl::Permission::Read)?;
+    let b = crate::handler::load_bucket(st, r.bucket())?;
+    let action = if r.has("retention") {
+        "s3:GetObjectRetention"
+    } else {
+        "s3:GetObjectLegalHold"
+    };
+    let o = crate::authz::object(
+        st,
+        r,
+        &b,
+        r.key(),
+        r.q("versionId"),
+        action,
+        crate::acl::Permission::Read,
+    )?;
     let mut w = XmlWriter::new();
     if r.has("retention") {
         r.op = "GetObjectRetention";

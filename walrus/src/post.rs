@@ -12,7 +12,7 @@
 //! are ignored, as S3 does.
 use crate::acl::{Acl, CannedContext, Owner, Permission};
 use crate::error::{S3Error, S3Result};
-use crate::handler::{empty, load_bucket, require, set_header, xml, Req, Resp, MAX_KEY_BYTES};
+use crate::handler::{empty, load_bucket, set_header, xml, Req, Resp, MAX_KEY_BYTES};
 use crate::meta::{now_millis, BlobRef, ContentHeaders, ObjectData, ObjectMeta};
 use crate::state::State;
 use base64::Engine;
@@ -513,8 +513,15 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             (Some(p), range)
         }
     };
-    require(&bucket.acl, principal.as_ref(), Permission::Write)?;
+    // The form's signer (or anonymous) against the bucket policy and ACL, as PutObject.
     r.principal = principal;
+    crate::authz::check(
+        r,
+        &bucket,
+        "s3:PutObject",
+        Some(&key),
+        crate::authz::AclRule::Grant(&bucket.acl, Permission::Write),
+    )?;
     crate::system::check_writable(st, r)?;
 
     let owner = r
@@ -533,6 +540,7 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                 .ok_or_else(|| S3Error::invalid_argument(format!("Unknown canned ACL {c}")))?
         }
     };
+    crate::authz::check_acl_allowed(&bucket, &acl)?;
     let g = |n: &str| fields.get(n).map(String::from);
     let headers = ContentHeaders {
         content_type: g("content-type"),

@@ -55,7 +55,14 @@ impl Api for TestApi {
         cx: Ctx,
     ) -> Response<Full<Bytes>> {
         match ep {
-            TestEndpoint::Fast => Response::new(Full::new(Bytes::from(cx.request_id))),
+            TestEndpoint::Fast => {
+                let mut r = Response::new(Full::new(Bytes::from(cx.request_id)));
+                // What the loop says of the connection (TLS or not), for the tests to see.
+                let tls = if cx.peer.tls { "true" } else { "false" };
+                r.headers_mut()
+                    .insert("x-peer-tls", http::HeaderValue::from_static(tls));
+                r
+            }
             TestEndpoint::Slow => {
                 let _ = self.arrived.send(());
                 let _p = self.gate.acquire().await;

@@ -4,10 +4,11 @@ use crate::api_object::conditions::check_conditions;
 use crate::api_object::put::{commit_object, content_from_request};
 use crate::api_object::tagging::may_tag;
 use crate::api_object::write_cond;
+use crate::authz::{self, AclRule};
 use crate::error::{S3Error, S3Result};
 use crate::handler::{
-    acl_from_headers, free_blobs, load_bucket, load_object_version, require, set_header,
-    set_version_header, xml, Req, Resp, MAX_KEY_BYTES,
+    acl_from_headers, free_blobs, load_bucket, set_header, set_version_header, xml, Req, Resp,
+    MAX_KEY_BYTES,
 };
 use crate::meta::{millis_to_time, now_millis, BlobRef, ObjectData, ObjectMeta};
 use crate::state::State;
@@ -49,8 +50,21 @@ pub fn parse_copy_source(v: &str) -> S3Result<(String, String, Option<String>)> 
 /// (bucket, key, the object, whether a version was named).
 pub fn copy_source(st: &State, r: &Req) -> S3Result<(String, String, ObjectMeta, bool)> {
     let (sb, sk, version) = parse_copy_source(r.header("x-amz-copy-source").unwrap_or(""))?;
-    let src = load_object_version(st, r, &sb, &sk, version.as_deref())?;
-    require(&src.acl, r.principal.as_ref(), Permission::Read)?;
+    let src_bucket = load_bucket(st, &sb)?;
+    let action = if version.is_some() {
+        "s3:GetObjectVersion"
+    } else {
+        "s3:GetObject"
+    };
+    let src = authz::object(
+        st,
+        r,
+        &src_bucket,
+        &sk,
+        version.as_deref(),
+        action,
+        Permission::Read,
+    )?;
     check_conditions(&r.headers, &src, true)?;
     Ok((sb, sk, src, version.is_some()))
 }
@@ -69,7 +83,14 @@ fn copied_tags(st: &State, r: &Req, src_bucket: &str, src: &ObjectMeta) -> S3Res
 pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "CopyObject";
     let b = load_bucket(st, r.bucket())?;
-    require(&b.acl, r.principal.as_ref(), Permission::Write)?;
+    let key = r.key().to_string();
+    authz::check(
+        r,
+        &b,
+        "s3:PutObject",
+        Some(&key),
+        AclRule::Grant(&b.acl, Permission::Write),
+    )?;
     let (sb, sk, src, named_version) = copy_source(st, r)?;
     let cond = write_cond::from_headers(&r.headers)?;
     write_cond::precheck(st, r.bucket(), r.key(), cond.as_ref())?;
@@ -105,6 +126,7 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     }
     let owner = r.owner()?;
     let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
+    authz::check_acl_allowed(&b, &acl)?;
     // The source's lock is not copied: the copy gets what this request and the
     // destination bucket say.
     let (retention, legal_hold) = crate::objectlock::for_new_object(r, &b)?;

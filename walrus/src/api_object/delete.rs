@@ -1,9 +1,10 @@
 //! DeleteObject and DeleteObjects (the multi-object delete, `POST /bucket?delete`).
 use crate::acl::{Owner, Permission};
+use crate::authz::{self, AclRule, Authz};
 use crate::error::{S3Error, S3Result};
 use crate::handler::{
-    check_version_id, empty, free_blobs, load_bucket, require, set_header, set_version_header, xml,
-    Req, Resp, MAX_KEY_BYTES,
+    check_version_id, empty, free_blobs, load_bucket, set_header, set_version_header, xml, Req,
+    Resp, MAX_KEY_BYTES,
 };
 use crate::meta::{BucketMeta, MetaError, MetaOp};
 use crate::state::State;
@@ -14,8 +15,21 @@ use std::sync::Arc;
 pub async fn delete_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "DeleteObject";
     let b = load_bucket(st, r.bucket())?;
-    require(&b.acl, r.principal.as_ref(), Permission::Write)?;
-    let op = match r.q("versionId") {
+    let key = r.key().to_string();
+    let version = r.q("versionId");
+    let action = if version.is_some() {
+        "s3:DeleteObjectVersion"
+    } else {
+        "s3:DeleteObject"
+    };
+    authz::check(
+        r,
+        &b,
+        action,
+        Some(&key),
+        AclRule::Grant(&b.acl, Permission::Write),
+    )?;
+    let op = match version {
         Some(v) => {
             check_version_id(v)?;
             MetaOp::DeleteVersion {
@@ -52,9 +66,14 @@ fn deleter(r: &Req, b: &BucketMeta) -> Owner {
 
 pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let b = load_bucket(st, r.bucket())?;
-    // Authorized before the body is read: without WRITE on the bucket no key
-    // could be deleted anyway.
-    require(&b.acl, r.principal.as_ref(), Permission::Write)?;
+    // Authorized before the body is read: without WRITE on the bucket (or a policy
+    // statement that might allow some key) no key could be deleted anyway. Each key
+    // is then decided on its own (a policy may allow or deny by prefix).
+    let rule = AclRule::Grant(&b.acl, Permission::Write);
+    let authz = Authz::new(&b)?;
+    if !authz.may_for_some_key(r, "s3:DeleteObject", rule) {
+        return Err(S3Error::access_denied());
+    }
     let node = r.xml_body(2 * 1024 * 1024).await?;
     let crate::xmlreq::DeleteRequest { quiet, objects } = crate::xmlreq::delete_request(&node)?;
     // Issue every delete at once: the metadata writer commits them in a few group
@@ -65,9 +84,18 @@ pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let results = futures::future::join_all(objects.iter().map(|(k, v)| {
         let (st, bucket, key, by) = (st.clone(), bucket.clone(), k.clone(), by.clone());
         let version_id = v.clone();
+        let action = if v.is_some() {
+            "s3:DeleteObjectVersion"
+        } else {
+            "s3:DeleteObject"
+        };
+        let allowed = authz.allowed(r, action, Some(k), None, rule);
         async move {
             if key.is_empty() || key.len() > MAX_KEY_BYTES {
                 return Err(S3Error::new("KeyTooLongError", 400, "Your key is too long"));
+            }
+            if !allowed {
+                return Err(S3Error::access_denied());
             }
             let op = match version_id {
                 Some(version_id) => {

@@ -4,9 +4,7 @@ use crate::acl::Permission;
 use crate::api_object::conditions::check_conditions;
 use crate::blob::BlobError;
 use crate::error::{S3Error, S3Result};
-use crate::handler::{
-    empty, load_object_version, require, set_header, set_version_header, Req, Resp, RespBody,
-};
+use crate::handler::{empty, load_bucket, set_header, set_version_header, Req, Resp, RespBody};
 use crate::meta::{millis_to_time, BlobRef, ObjectData, ObjectMeta};
 use crate::state::State;
 use bytes::Bytes;
@@ -123,9 +121,16 @@ pub async fn get_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     // A concurrent overwrite may delete the blobs we are about to open; the grace
     // period makes that rare, and a retry reads the new version.
     let mut attempt = 0;
+    let b = load_bucket(st, r.bucket())?;
+    let authz = crate::authz::Authz::new(&b)?;
     loop {
-        let o = load_object_version(st, r, r.bucket(), r.key(), r.q("versionId"))?;
-        require(&o.acl, r.principal.as_ref(), Permission::Read)?;
+        let version = r.q("versionId");
+        let action = if version.is_some() {
+            "s3:GetObjectVersion"
+        } else {
+            "s3:GetObject"
+        };
+        let o = authz.object_version(st, r, r.key(), version, action, Permission::Read)?;
         match serve_object(st, r, o, head).await {
             Err(ServeError::Gone) if attempt < 3 => attempt += 1,
             Err(ServeError::Gone) => return Err(S3Error::internal("object data missing")),

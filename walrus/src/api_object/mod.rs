@@ -33,7 +33,19 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         }
         Method::PUT if r.has("retention") || r.has("legal-hold") => {
             let b = crate::handler::load_bucket(st, r.bucket())?;
-            crate::handler::require_owner(&b, r)?;
+            let action = if r.has("retention") {
+                "s3:PutObjectRetention"
+            } else {
+                "s3:PutObjectLegalHold"
+            };
+            let key = r.key().to_string();
+            crate::authz::check(
+                r,
+                &b,
+                action,
+                Some(&key),
+                crate::authz::AclRule::BucketOwner,
+            )?;
             crate::objectlock::put_object_lock(st, r, &b).await
         }
         Method::GET | Method::HEAD => get::get_object(st, r).await,

@@ -2,11 +2,11 @@
 //! shares.
 use crate::acl::Permission;
 use crate::api_object::write_cond;
+use crate::authz::{self, AclRule};
 use crate::body::{BodySummary, VerifiedBody};
 use crate::error::{S3Error, S3Result};
 use crate::handler::{
-    acl_from_headers, empty, free_blobs, load_bucket, require, set_header, set_version_header, Req,
-    Resp,
+    acl_from_headers, empty, free_blobs, load_bucket, set_header, set_version_header, Req, Resp,
 };
 use crate::meta::{
     now_millis, BlobRef, ContentHeaders, MetaOp, ObjectData, ObjectMeta, WriteCondition,
@@ -125,7 +125,14 @@ pub async fn store_body(
 pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "PutObject";
     let b = load_bucket(st, r.bucket())?;
-    require(&b.acl, r.principal.as_ref(), Permission::Write)?;
+    let key = r.key().to_string();
+    authz::check(
+        r,
+        &b,
+        "s3:PutObject",
+        Some(&key),
+        AclRule::Grant(&b.acl, Permission::Write),
+    )?;
     if !r.headers.contains_key("content-length") {
         return Err(S3Error::new(
             "MissingContentLength",
@@ -139,6 +146,7 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .map(crate::acl::Owner::of)
         .unwrap_or_else(|| b.owner.clone());
     let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
+    authz::check_acl_allowed(&b, &acl)?;
     let (headers, user_meta) = content_from_request(r)?;
     let tags = crate::tags::from_request_header(&r.headers)?;
     let (retention, legal_hold) = crate::objectlock::for_new_object(r, &b)?;
