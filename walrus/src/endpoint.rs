@@ -165,7 +165,7 @@ mod tests {
             ListObjects
         );
         assert_eq!(p(Method::GET, true, false, "cors"), GetBucketCors);
-        assert_eq!(p(Method::GET, true, false, "policy"), GetBucketConfig);
+        assert_eq!(p(Method::GET, true, false, "website"), GetBucketConfig);
         assert_eq!(p(Method::POST, true, false, ""), PostObject);
         assert_eq!(p(Method::GET, true, false, "tagging"), GetBucketTagging);
         assert_eq!(p(Method::PUT, true, false, "tagging"), PutBucketTagging);
