@@ -222,6 +222,79 @@ where
     Ok((pending.principal, body))
 }
 
+/// The signature fields of a browser POST form (S3 POST Object): what signs the
+/// form's base64 `policy` field, exactly as the form carried it.
+#[derive(Debug, Clone, Copy)]
+pub enum PostFormSignature<'a> {
+    /// `x-amz-algorithm` (must be AWS4-HMAC-SHA256), `x-amz-credential`,
+    /// `x-amz-date`, `x-amz-signature` (hex HMAC-SHA256 of the policy).
+    V4 {
+        algorithm: &'a str,
+        credential: &'a str,
+        amz_date: &'a str,
+        signature: &'a str,
+    },
+    /// `AWSAccessKeyId` and `signature` (base64 HMAC-SHA1 of the policy).
+    V2 {
+        access_key: &'a str,
+        signature: &'a str,
+    },
+}
+
+/// Verifies a POST form's policy signature and returns who signed it. The time is not
+/// checked against a skew: the policy's own `expiration` bounds the form's life (the
+/// caller checks it). The V4 credential scope must name `cfg`'s region and service and
+/// the date of `x-amz-date`, as for any SigV4 request.
+pub async fn verify_post_policy(
+    policy_b64: &str,
+    sig: PostFormSignature<'_>,
+    lookup: &dyn CredentialLookup,
+    cfg: &AuthConfig,
+) -> Result<Principal, AuthError> {
+    match sig {
+        PostFormSignature::V4 {
+            algorithm,
+            credential,
+            amz_date,
+            signature,
+        } => {
+            if algorithm != sigv4::ALGORITHM {
+                return Err(AuthError::InvalidArgument(format!(
+                    "the x-amz-algorithm {algorithm} is not supported; use {}",
+                    sigv4::ALGORITHM
+                )));
+            }
+            let scope = CredentialScope::parse(credential).ok_or_else(|| {
+                AuthError::InvalidArgument("the x-amz-credential field is malformed".into())
+            })?;
+            if parse_amz_date(amz_date).is_none() {
+                return Err(AuthError::InvalidArgument(
+                    "the x-amz-date field is not a date in ISO 8601 basic form".into(),
+                ));
+            }
+            let region = check_scope(&scope, amz_date, cfg, AuthError::InvalidArgument)?;
+            let cred = lookup_key(lookup, &scope.access_key).await?;
+            let key = sigv4::signing_key(&cred.secret, &scope.date, region, cfg.service);
+            let expected = hex::encode(sigv4::hmac_sha256(&key, policy_b64.as_bytes()));
+            if !constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
+                return Err(AuthError::SignatureDoesNotMatch);
+            }
+            Ok(cred.principal)
+        }
+        PostFormSignature::V2 {
+            access_key,
+            signature,
+        } => {
+            let cred = lookup_key(lookup, access_key).await?;
+            let expected = sigv2::hmac_sha1_b64(&cred.secret, policy_b64);
+            if !constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
+                return Err(AuthError::SignatureDoesNotMatch);
+            }
+            Ok(cred.principal)
+        }
+    }
+}
+
 /// The query parameters that authenticate a presigned SigV4 request; not API
 /// parameters.
 const PRESIGN_PARAMS: [&str; 7] = [
@@ -883,6 +956,66 @@ mod tests {
             );
         }
         assert!(authenticate(&presigned("604800", now), &store, &cfg, now).is_ok());
+    }
+
+    #[test]
+    fn post_policy_signatures() {
+        let (store, _, cfg) = setup();
+        let policy = "eyJleHBpcmF0aW9uIjoiMjAzMC0wMS0wMVQwMDowMDowMFoifQ==";
+        let key = sigv4::signing_key("secret", "20261204", "us-east-1", "s3");
+        let good = hex::encode(sigv4::hmac_sha256(&key, policy.as_bytes()));
+        let v4 = |cred: &'static str, date: &'static str, sig: &str| {
+            let sig = sig.to_string();
+            let r = futures::executor::block_on(verify_post_policy(
+                policy,
+                PostFormSignature::V4 {
+                    algorithm: sigv4::ALGORITHM,
+                    credential: cred,
+                    amz_date: date,
+                    signature: &sig,
+                },
+                &store,
+                &cfg,
+            ));
+            r.map(|p| p.canonical_id)
+        };
+        let cred = "AKID/20261204/us-east-1/s3/aws4_request";
+        assert_eq!(v4(cred, "20261204T000000Z", &good), Ok("c".to_string()));
+        assert_eq!(
+            v4(cred, "20261204T000000Z", &good.replace('a', "b")),
+            Err(AuthError::SignatureDoesNotMatch)
+        );
+        // The date of the scope must be the form's date; the region must be ours.
+        assert!(v4(cred, "20261205T000000Z", &good).is_err());
+        assert!(v4(
+            "AKID/20261204/eu-west-1/s3/aws4_request",
+            "20261204T000000Z",
+            &good
+        )
+        .is_err());
+        assert_eq!(
+            v4(
+                "NOPE/20261204/us-east-1/s3/aws4_request",
+                "20261204T000000Z",
+                &good
+            ),
+            Err(AuthError::InvalidAccessKeyId)
+        );
+        let v2 = |sig: &str| {
+            futures::executor::block_on(verify_post_policy(
+                policy,
+                PostFormSignature::V2 {
+                    access_key: "AKID",
+                    signature: sig,
+                },
+                &store,
+                &cfg,
+            ))
+            .map(|p| p.canonical_id)
+        };
+        let good2 = sigv2::hmac_sha1_b64("secret", policy);
+        assert_eq!(v2(&good2), Ok("c".to_string()));
+        assert_eq!(v2("AAAA"), Err(AuthError::SignatureDoesNotMatch));
     }
 
     #[test]

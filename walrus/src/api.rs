@@ -102,10 +102,31 @@ pub fn endpoint(st: &State, parts: &http::request::Parts) -> S3Endpoint {
 pub async fn handle(st: Arc<State>, req: http::Request<Incoming>, cx: &Ctx) -> Resp {
     let rid = cx.request_id.as_str();
     let method = req.method().clone();
-    match route(&st, req, rid, cx.peer).await {
+    let cors = crate::cors::ActualRequest::of(&method, req.headers(), request_bucket(&st, &req));
+    let mut resp = match route(&st, req, rid, cx.peer).await {
         Ok(r) => r,
         Err(e) => error_response(&e, rid, method == Method::HEAD),
+    };
+    if let Some(c) = cors {
+        c.decorate(&st, &mut resp);
     }
+    resp
+}
+
+/// The bucket a request names (virtual host or first path segment), if any.
+fn request_bucket<B>(st: &State, req: &http::Request<B>) -> Option<String> {
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let Some(b) = vhost_bucket(host, &st.cfg.domains) {
+        return Some(b);
+    }
+    let path = strip_legacy_prefix(req.uri().path());
+    let p = path.strip_prefix('/').unwrap_or(path);
+    let b = p.split_once('/').map_or(p, |(b, _)| b);
+    (!b.is_empty()).then(|| String::from_utf8_lossy(&uri_decode(b)).into_owned())
 }
 
 impl euca_service::Api for State {

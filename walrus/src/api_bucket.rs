@@ -132,6 +132,9 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             st.meta.apply(MetaOp::SetBucketAcl { name, acl }).await?;
             Ok(empty(StatusCode::OK))
         }
+        Method::PUT if r.has("cors") => crate::cors::put_bucket_cors(st, r).await,
+        Method::GET if r.has("cors") => crate::cors::get_bucket_cors(st, r),
+        Method::DELETE if r.has("cors") => crate::cors::delete_bucket_cors(st, r).await,
         Method::PUT if r.has("versioning") => {
             r.op = "PutBucketVersioning";
             let b = load_bucket(st, &name)?;
@@ -201,6 +204,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             r.op = "DeleteObjects";
             crate::api_object::delete::delete_objects(st, r).await
         }
+        Method::POST => crate::post::post_object(st, r).await,
         Method::GET => get_bucket(st, r).await,
         _ => Err(S3Error::new(
             "MethodNotAllowed",

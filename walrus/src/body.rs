@@ -18,7 +18,7 @@ use sha2::Sha256;
 use std::collections::VecDeque;
 
 /// A body that sends nothing for this long is abandoned (slow-body protection).
-const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Bodies larger than this are hashed on a blocking thread, in parallel with receiving.
 const OFFLOAD_AFTER: u64 = 1 << 20;

@@ -24,6 +24,7 @@ endpoints! {
     GetBucketVersioning, PutBucketVersioning,
     GetBucketLogging, GetBucketRequestPayment,
     GetBucketConfig, PutBucketConfig, DeleteBucketConfig,
+    GetBucketCors, PutBucketCors, DeleteBucketCors,
     GetBucketTagging, PutBucketTagging, DeleteBucketTagging,
     GetBucketPolicy, PutBucketPolicy, DeleteBucketPolicy, GetBucketPolicyStatus,
     GetPublicAccessBlock, PutPublicAccessBlock, DeletePublicAccessBlock,
@@ -87,13 +88,18 @@ impl S3Endpoint {
                 Method::DELETE if has("publicAccessBlock") => DeletePublicAccessBlock,
                 Method::PUT if has("acl") => PutBucketAcl,
                 Method::PUT if has("versioning") => PutBucketVersioning,
+                Method::PUT if has("cors") => PutBucketCors,
                 Method::PUT if config() => PutBucketConfig,
                 Method::PUT => CreateBucket,
                 Method::HEAD => HeadBucket,
+                Method::DELETE if has("cors") => DeleteBucketCors,
                 Method::DELETE if config() => DeleteBucketConfig,
                 Method::DELETE => DeleteBucket,
                 Method::POST if has("delete") => DeleteObjects,
+                // A browser POST upload (multipart/form-data) to the bucket URL.
+                Method::POST => PostObject,
                 Method::GET if has("acl") => GetBucketAcl,
+                Method::GET if has("cors") => GetBucketCors,
                 Method::GET if config() => GetBucketConfig,
                 Method::GET if has("location") => GetBucketLocation,
                 Method::GET if has("versioning") => GetBucketVersioning,
@@ -158,7 +164,9 @@ mod tests {
             p(Method::GET, true, false, "prefix=list-type=2"),
             ListObjects
         );
-        assert_eq!(p(Method::GET, true, false, "cors"), GetBucketConfig);
+        assert_eq!(p(Method::GET, true, false, "cors"), GetBucketCors);
+        assert_eq!(p(Method::GET, true, false, "website"), GetBucketConfig);
+        assert_eq!(p(Method::POST, true, false, ""), PostObject);
         assert_eq!(p(Method::GET, true, false, "tagging"), GetBucketTagging);
         assert_eq!(p(Method::PUT, true, false, "tagging"), PutBucketTagging);
         assert_eq!(

@@ -35,6 +35,7 @@ pub mod meta_redb;
 pub mod metrics;
 mod objectlock;
 pub mod policy;
+mod post;
 pub mod server;
 pub mod state;
 pub mod system;
