@@ -90,14 +90,7 @@ fn require_upload_access(st: &State, r: &Req, initiator: &str, action: &str) -> 
 async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "CreateMultipartUpload";
     let b = load_bucket(st, r.bucket())?;
-    let key = r.key().to_string();
-    authz::check(
-        r,
-        &b,
-        "s3:PutObject",
-        Some(&key),
-        AclRule::Grant(&b.acl, Permission::Write),
-    )?;
+    authz::check_put(r, &b)?;
     let owner = r
         .principal
         .as_ref()

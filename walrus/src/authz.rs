@@ -374,6 +374,14 @@ pub fn check(
     Authz::new(b)?.check(r, action, key, None, rule)
 }
 
+/// `s3:PutObject` on the request's key (a PUT, a copy's destination, a multipart
+/// upload): WRITE on the bucket, or the bucket policy.
+pub fn check_put(r: &Req, b: &BucketMeta) -> S3Result<()> {
+    let key = r.key().to_string();
+    let rule = AclRule::Grant(&b.acl, Permission::Write);
+    check(r, b, "s3:PutObject", Some(&key), rule)
+}
+
 /// The object `key` of bucket `b` for `action`, see [`Authz::object_version`].
 pub fn object(
     st: &State,

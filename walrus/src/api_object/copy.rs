@@ -4,7 +4,7 @@ use crate::api_object::conditions::check_conditions;
 use crate::api_object::put::{commit_object, content_from_request};
 use crate::api_object::tagging::may_tag;
 use crate::api_object::write_cond;
-use crate::authz::{self, AclRule};
+use crate::authz;
 use crate::error::{S3Error, S3Result};
 use crate::handler::{
     acl_from_headers, free_blobs, load_bucket, set_header, set_version_header, xml, Req, Resp,
@@ -83,14 +83,7 @@ fn copied_tags(st: &State, r: &Req, src_bucket: &str, src: &ObjectMeta) -> S3Res
 pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "CopyObject";
     let b = load_bucket(st, r.bucket())?;
-    let key = r.key().to_string();
-    authz::check(
-        r,
-        &b,
-        "s3:PutObject",
-        Some(&key),
-        AclRule::Grant(&b.acl, Permission::Write),
-    )?;
+    authz::check_put(r, &b)?;
     let (sb, sk, src, named_version) = copy_source(st, r)?;
     let cond = write_cond::from_headers(&r.headers)?;
     write_cond::precheck(st, r.bucket(), r.key(), cond.as_ref())?;

@@ -1,8 +1,7 @@
 //! PutObject, and storing a verified body (inline or as a blob), which UploadPart
 //! shares.
-use crate::acl::Permission;
 use crate::api_object::write_cond;
-use crate::authz::{self, AclRule};
+use crate::authz;
 use crate::body::{BodySummary, VerifiedBody};
 use crate::error::{S3Error, S3Result};
 use crate::handler::{
@@ -125,14 +124,7 @@ pub async fn store_body(
 pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "PutObject";
     let b = load_bucket(st, r.bucket())?;
-    let key = r.key().to_string();
-    authz::check(
-        r,
-        &b,
-        "s3:PutObject",
-        Some(&key),
-        AclRule::Grant(&b.acl, Permission::Write),
-    )?;
+    authz::check_put(r, &b)?;
     if !r.headers.contains_key("content-length") {
         return Err(S3Error::new(
             "MissingContentLength",
