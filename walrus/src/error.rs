@@ -43,6 +43,15 @@ impl S3Error {
         self
     }
 
+    /// 412 `PreconditionFailed`, naming the condition that did not hold.
+    pub fn precondition_failed(condition: &str) -> Self {
+        Self::new(
+            "PreconditionFailed",
+            412,
+            "At least one of the pre-conditions you specified did not hold",
+        )
+        .with("Condition", condition)
+    }
     pub fn access_denied() -> Self {
         Self::new("AccessDenied", 403, "Access Denied")
     }

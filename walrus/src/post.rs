@@ -332,13 +332,7 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .header("content-type")
         .and_then(|ct| multer::parse_boundary(ct).ok())
         .ok_or_else(|| {
-            S3Error::new(
-                "PreconditionFailed",
-                412,
-                "At least one of the pre-conditions you specified did not hold",
-            )
-            .with(
-                "Condition",
+            S3Error::precondition_failed(
                 "Bucket POST must be of the enclosure-type multipart/form-data",
             )
         })?;

@@ -31,14 +31,7 @@ pub fn check_conditions(h: &HeaderMap, o: &ObjectMeta, copy: bool) -> S3Result<O
             g("if-modified-since"),
         )
     };
-    let failed = || {
-        S3Error::new(
-            "PreconditionFailed",
-            412,
-            "At least one of the pre-conditions you specified did not hold",
-        )
-        .with("Condition", "If-Match")
-    };
+    let failed = || S3Error::precondition_failed("If-Match");
     let modified_secs = o.last_modified.div_euclid(1000);
     if let Some(v) = im {
         if !etag_matches(v, &o.etag) {

@@ -14,18 +14,10 @@ use http::HeaderMap;
 
 /// S3's answer to a write condition that does not hold.
 fn failed(c: &WriteCondition) -> S3Error {
-    S3Error::new(
-        "PreconditionFailed",
-        412,
-        "At least one of the pre-conditions you specified did not hold",
-    )
-    .with(
-        "Condition",
-        match c {
-            WriteCondition::Absent => "If-None-Match",
-            WriteCondition::EtagIs(_) => "If-Match",
-        },
-    )
+    S3Error::precondition_failed(match c {
+        WriteCondition::Absent => "If-None-Match",
+        WriteCondition::EtagIs(_) => "If-Match",
+    })
 }
 
 fn not_implemented(header: &'static str) -> S3Error {
