@@ -32,6 +32,10 @@ command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
 command -v tcpdump >/dev/null || need_apt+=(tcpdump)
 command -v dig >/dev/null || need_apt+=(dnsutils)
 [ -x /bin/busybox ] || need_apt+=(busybox-static)
+# iSCSI initiators for the storage controller's iSCSI target (issue 17): libiscsi's
+# tools (iscsi-ls, iscsi-inq, iscsi-readcapacity16, iscsi-test-cu). QEMU's iSCSI
+# block driver (qemu-block-extra) comes with QEMU from backports, below.
+command -v iscsi-inq >/dev/null || need_apt+=(libiscsi-bin)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -58,6 +62,8 @@ add_backports() {
 need_qemu=()
 command -v qemu-io >/dev/null || need_qemu+=(qemu-utils)
 command -v qemu-system-x86_64 >/dev/null || need_qemu+=(qemu-system-x86)
+# The iscsi:// protocol of qemu-img and qemu-io (block-iscsi.so).
+ls /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so >/dev/null 2>&1 || need_qemu+=(qemu-block-extra)
 if [ ${#need_qemu[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   add_backports
@@ -92,7 +98,7 @@ fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 
 # Fail loudly if anything is still missing.
-for c in rclone /usr/bin/aws curl nbdinfo nbdcopy nbdsh nbdkit fio qemu-img qemu-io qemu-nbd qemu-system-x86_64 cpio lz4 script c++ cargo-fuzz; do command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 1; }; done
+for c in rclone /usr/bin/aws curl iscsi-inq iscsi-ls iscsi-readcapacity16 nbdinfo nbdcopy nbdsh nbdkit fio qemu-img qemu-io qemu-nbd qemu-system-x86_64 cpio lz4 script c++ cargo-fuzz; do command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 1; }; done
 $PY -c 'import pytest, boto3, awscli, S3, requests, hypothesis' || { echo "missing python test deps" >&2; exit 1; }
 command -v s3cmd >/dev/null || { echo "missing: s3cmd on PATH" >&2; exit 1; }
 /usr/bin/python3 -c 'import nbd' || { echo "missing: python3-libnbd for /usr/bin/python3" >&2; exit 1; }

@@ -4,6 +4,8 @@
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod export;
+pub mod iscsi;
 pub mod model;
 pub mod nbd;
 pub mod snapshot;

@@ -320,6 +320,7 @@ impl StorageController {
                 allowed_peer: Some(a.node),
                 read_only: false,
                 description: format!("{} attached to {}", v.id, a.node),
+                chap: None,
             },
         );
     }

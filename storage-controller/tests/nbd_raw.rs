@@ -486,6 +486,7 @@ fn unix_socket_serving() {
             allowed_peer: None,
             read_only: false,
             description: String::new(),
+            chap: None,
         },
     );
     let dev2 = FileDevice::create(&dir.path().join("r.img"), 4 * MIB).unwrap();
@@ -496,6 +497,7 @@ fn unix_socket_serving() {
             allowed_peer: Some(ip("127.0.0.1")),
             read_only: false,
             description: String::new(),
+            chap: None,
         },
     );
     let listener = rt

@@ -7,8 +7,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::error::NbdError;
-use super::export::{ExportEntry, ExportTable};
 use super::proto::*;
+use crate::export::{ExportEntry, ExportTable};
 
 /// Largest option payload we read into memory; bigger known options are drained
 /// and refused with `NBD_REP_ERR_TOO_BIG`.

@@ -32,15 +32,14 @@
 //! restriction applies the same with or without TLS.
 
 mod error;
-mod export;
 mod handshake;
 pub mod proto;
 mod shared;
 mod tls;
 mod transmission;
 
+pub use crate::export::{Export, ExportTable};
 pub use error::NbdError;
-pub use export::{Export, ExportTable};
 pub use shared::DEFAULT_MEMORY_BUDGET;
 pub use tls::{TlsConfig, TlsMode};
 

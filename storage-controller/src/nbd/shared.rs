@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 
-use super::export::ExportTable;
 use super::tls::{TlsConfig, TlsMode};
+use crate::export::ExportTable;
 
 /// Default of [`super::NbdServer::memory_budget`]: eight 32 MiB requests in flight
 /// server-wide, enough to keep a few nodes streaming on a small host.
@@ -49,7 +49,4 @@ pub(crate) struct Shared {
     pub(crate) memory: Arc<Semaphore>,
 }
 
-/// Resolves when the watch holds `true`, or when its sender is gone.
-pub(crate) async fn wait_true(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
-}
+pub(crate) use crate::export::wait_true;

@@ -106,6 +106,7 @@ impl TestServer {
                 allowed_peer,
                 read_only,
                 description: format!("test volume {name}"),
+                chap: None,
             },
         );
     }

@@ -1,4 +1,5 @@
-//! The exports a server offers: which volume, to which peer, read-only or not.
+//! The exports the block servers offer (NBD and iSCSI share one table): which
+//! volume, to which peer, read-only or not, and the iSCSI CHAP secret.
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +16,10 @@ pub struct Export {
     pub allowed_peer: Option<IpAddr>,
     pub read_only: bool,
     pub description: String,
+    /// iSCSI only: the CHAP credentials an initiator must prove at login (`None`:
+    /// no authentication beyond the peer address). NBD ignores it; its export name
+    /// carries unguessable bits instead.
+    pub chap: Option<crate::iscsi::Chap>,
 }
 
 pub(crate) struct ExportEntry {
@@ -122,4 +127,9 @@ impl ExportTable {
         v.sort();
         v
     }
+}
+
+/// Resolves when the watch holds `true`, or when its sender is gone.
+pub(crate) async fn wait_true(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
 }

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# iscsi-compare.sh — libiscsi's conformance suite (iscsi-test-cu, every family,
+# destructive tests allowed) against the SC's iSCSI target and against tgtd on the
+# same machine in the same run; prints one summary line for each.
+#
+#   iscsi-test-cu target=euca passed=608 failed=7 total=615
+#   iscsi-test-cu target=tgtd passed=598 failed=17 total=615
+#
+# Root (tgtd); installs what it needs (libiscsi-bin, tgt). Both serve a 256 MiB
+# sparse file on 127.0.0.1 (tgtd on a private portal and control port).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "iscsi-compare: must run as root (tgtd)" >&2; exit 1; }
+need=()
+command -v iscsi-test-cu >/dev/null || need+=(libiscsi-bin)
+command -v tgtd >/dev/null || need+=(tgt)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+work=$(mktemp -d)
+tgt_pid=
+cleanup() {
+  [ -n "$tgt_pid" ] && kill "$tgt_pid" 2>/dev/null && wait "$tgt_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+summary() { # name logfile
+  awk -v n="$1" '$1 == "tests" { printf "iscsi-test-cu target=%s passed=%s failed=%s total=%s\n", n, $4, $5, $2 }' "$2"
+}
+
+# Ours: the target runs inside the test binary (storage-controller/tests/iscsi_clients.rs).
+cargo test --release --locked -p euca-sc --test iscsi_clients iscsi_test_cu_summary \
+  -- --ignored --nocapture > "$work/euca.log" 2>&1 || { tail -30 "$work/euca.log"; exit 1; }
+
+# tgtd on a free port with a private control socket; LUN 1 is the disk (LUN 0 is
+# tgt's controller).
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+ctl=$(( (port % 1000) + 100 ))
+truncate -s 256M "$work/lun.img"
+iqn=iqn.2026-12.test.tgt:vol1
+tgtd -f -C "$ctl" --iscsi portal=127.0.0.1:"$port" > "$work/tgtd.log" 2>&1 &
+tgt_pid=$!
+for _ in $(seq 50); do tgtadm -C "$ctl" --lld iscsi --op show --mode target >/dev/null 2>&1 && break; sleep 0.1; done
+tgtadm -C "$ctl" --lld iscsi --op new --mode target --tid 1 -T "$iqn"
+tgtadm -C "$ctl" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$work/lun.img"
+tgtadm -C "$ctl" --lld iscsi --op update --mode logicalunit --tid 1 --lun 1 --params thin_provisioning=1
+tgtadm -C "$ctl" --lld iscsi --op bind --mode target --tid 1 -I ALL
+timeout 600 iscsi-test-cu -d -s "iscsi://127.0.0.1:$port/$iqn/1" > "$work/tgt.log" 2>&1 || true
+
+summary euca "$work/euca.log"
+summary tgtd "$work/tgt.log"

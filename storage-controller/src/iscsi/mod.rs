@@ -1,0 +1,231 @@
+//! iSCSI target (RFC 7143) on the same exports and device layer as the NBD server.
+//!
+//! Every export of the [`ExportTable`] is a target named `<iqn prefix>:<export
+//! name>` with one logical unit, LUN 0. As with NBD, a target exists only for its
+//! `allowed_peer`: any other initiator gets the same "not found" at login as for a
+//! name that does not exist, and discovery (SendTargets) lists only what the asking
+//! address may open. An export with [`Chap`] credentials requires CHAP (MD5; mutual
+//! CHAP when the export has target credentials) before the operational stage.
+//!
+//! Negotiated: no digests, one connection per session, error recovery level 0, one
+//! outstanding R2T per task, immediate and unsolicited data as the initiator
+//! offers. The SCSI commands are in [`scsi`]; the session logic in `conn`.
+//!
+//! Bounds a stranger meets: connections per listener and per source address,
+//! a login that must finish within [`IscsiServer::login_timeout`], text limited
+//! to 64 KiB, data segments limited to what we declared; an idle session is
+//! pinged (NOP-In) and closed if the initiator does not answer.
+
+mod chap;
+mod conn;
+pub mod pdu;
+pub mod scsi;
+pub mod text;
+
+pub use chap::Chap;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::export::ExportTable;
+
+/// The IQN prefix targets are named under unless configured.
+pub const DEFAULT_IQN_PREFIX: &str = "iqn.2026-12.sc.euca";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IscsiError {
+    #[error("I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    #[error("login refused (status {0:#06x})")]
+    LoginRefused(u16),
+}
+
+pub(crate) struct Config {
+    iqn_prefix: String,
+    max_connections: usize,
+    max_per_source: usize,
+    login_timeout: Duration,
+    nop_interval: Duration,
+    pdu_timeout: Duration,
+}
+
+pub(crate) struct Shared {
+    exports: ExportTable,
+    cfg: Config,
+    /// COMPARE AND WRITE reads then writes; this makes the pair atomic with
+    /// respect to every other COMPARE AND WRITE (the only users of atomicity).
+    compare_and_write: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    /// The IQN of export `name`.
+    fn iqn(&self, name: &str) -> String {
+        format!("{}:{name}", self.cfg.iqn_prefix)
+    }
+
+    /// The export an IQN names, if it is under our prefix (compared as given:
+    /// IQNs are case-sensitive here, as export names are).
+    fn export_name<'a>(&self, iqn: &'a str) -> Option<&'a str> {
+        iqn.strip_prefix(self.cfg.iqn_prefix.as_str())?
+            .strip_prefix(':')
+    }
+}
+
+/// The iSCSI server. Build with [`IscsiServer::new`] and the setters, then run
+/// [`IscsiServer::serve`].
+pub struct IscsiServer {
+    exports: ExportTable,
+    cfg: Config,
+}
+
+impl IscsiServer {
+    pub fn new(exports: ExportTable) -> Self {
+        IscsiServer {
+            exports,
+            cfg: Config {
+                iqn_prefix: DEFAULT_IQN_PREFIX.into(),
+                max_connections: 1024,
+                max_per_source: 64,
+                login_timeout: Duration::from_secs(15),
+                nop_interval: Duration::from_secs(30),
+                pdu_timeout: Duration::from_secs(60),
+            },
+        }
+    }
+
+    /// Targets are `<prefix>:<export name>`.
+    pub fn iqn_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.cfg.iqn_prefix = prefix.into();
+        self
+    }
+
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.cfg.max_connections = n.max(1);
+        self
+    }
+
+    pub fn max_connections_per_source(mut self, n: usize) -> Self {
+        self.cfg.max_per_source = n.max(1);
+        self
+    }
+
+    pub fn login_timeout(mut self, d: Duration) -> Self {
+        self.cfg.login_timeout = d;
+        self
+    }
+
+    /// Idle time before a NOP-In ping, and again before giving up on its answer.
+    pub fn nop_interval(mut self, d: Duration) -> Self {
+        self.cfg.nop_interval = d;
+        self
+    }
+
+    /// Accept loop; returns when `shutdown` resolves, after every connection ended
+    /// (each finishes the command it is running).
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> io::Result<()> {
+        let shared = Arc::new(Shared {
+            exports: self.exports,
+            cfg: self.cfg,
+            compare_and_write: tokio::sync::Mutex::new(()),
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let slots = Arc::new(Semaphore::new(shared.cfg.max_connections));
+        let per_source: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+        let mut conns = JoinSet::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let Ok(permit) = slots.clone().try_acquire_owned() else {
+                            tracing::warn!(%peer, "iSCSI connection limit reached; dropping client");
+                            continue;
+                        };
+                        let Some(source) = SourceSlot::take(&per_source, peer.ip(), shared.cfg.max_per_source) else {
+                            tracing::warn!(%peer, "iSCSI per-source connection limit reached; dropping client");
+                            continue;
+                        };
+                        let _ = stream.set_nodelay(true);
+                        let local = stream.local_addr().ok();
+                        let shared = shared.clone();
+                        let stop = stop_rx.clone();
+                        conns.spawn(async move {
+                            let _permit = permit;
+                            let _source = source;
+                            let peer_ip = Some(peer.ip().to_canonical());
+                            match conn::run(stream, peer_ip, local, shared, stop).await {
+                                Ok(()) => tracing::debug!(%peer, "iSCSI connection closed"),
+                                Err(e) => tracing::info!(%peer, error = %e, "iSCSI connection ended"),
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "iSCSI accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        }
+        drop(listener);
+        stop_tx.send_replace(true);
+        let drain = async { while conns.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(30), drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!("iSCSI connections still busy after 30 s; aborting them");
+            conns.shutdown().await;
+        }
+        Ok(())
+    }
+}
+
+/// One connection's share of its source address's limit.
+struct SourceSlot {
+    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl SourceSlot {
+    fn take(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<Self> {
+        let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            map: map.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
