@@ -7,7 +7,9 @@ guest's /init runs a `#!` user-data in the background, its output on the console
 
 - system: the site's DHCP server (wt-lan) gives the address; the node learns it on
   the tap and DescribeInstances reports it.
-- static: the CC's DHCP gives the first address of its static range.
+- static: the CC's DHCP gives the first addresses of its static range; the
+  metadata service (routed by DHCP option 121) answers each guest about itself,
+  forged headers or not.
 - managed-novlan, managed: per-group subnets; same group reaches, another group
   does not until authorize names its group (or the port), and not again after
   revoke; an elastic IP reaches the instance from outside (wt-cloud) and moves on
@@ -187,16 +189,43 @@ def test_system_mode_lan_dhcp(tmp_path_factory):
         bed.down()
 
 
+# Static mode's guests ask the metadata service (routed to the CC's router namespace
+# by DHCP option 121) about themselves, plainly and forging the other guest's
+# address in headers (the two take the range's first two addresses).
+STATIC_META = f"""#!/bin/sh
+md=http://169.254.169.254/latest/meta-data
+mine=$(ip -4 addr show dev eth0 | awk '/inet /{{split($2, a, "/"); print a[1]; exit}}')
+other={NET}.1.{STATIC_FIRST}; [ "$mine" = "$other" ] && other={NET}.1.{STATIC_FIRST + 1}
+me=$(timeout 5 wget -q -O - $md/instance-id)
+forged=$(timeout 5 wget -q -O - --header "X-Forwarded-For: $other" --header "X-Real-IP: $other" $md/instance-id)
+ud=$(timeout 5 wget -q -O - http://169.254.169.254/latest/user-data | grep -c NET-META)
+echo "NET-META me=$me forged=$forged userdata_lines=$ud"
+"""
+
+
 def test_static_mode_cc_dhcp(tmp_path_factory):
     bed = with_bed(tmp_path_factory, "static")
     ids = []
     try:
-        ids = launch(bed)
-        lease, desc = lease_and_described(bed, ids[0])
-        assert lease == f"{NET}.1.{STATIC_FIRST}", lease
+        ids = launch(bed, user_data=STATIC_META, count=2)
+        leases = {}
+        for iid in ids:
+            leases[iid], desc = lease_and_described(bed, iid)
+            assert leases[iid] == desc, (iid, leases[iid], desc)
+        first, second = f"{NET}.1.{STATIC_FIRST}", f"{NET}.1.{STATIC_FIRST + 1}"
+        assert sorted(leases.values()) == [first, second], leases
+        # Metadata: each guest is itself, forged headers naming the other or not.
+        for iid in ids:
+            m, _ = wait_line(bed.ec2, iid, r"NET-META me=(\S*) forged=(\S*) userdata_lines=(\d+)",
+                             bed=bed)
+            assert m.group(1) == iid and m.group(2) == iid, (iid, m.group(0))
+            assert int(m.group(3)) >= 1, m.group(0)
+        metadata = "ok"
+        lease = first
+        desc = described(bed, next(i for i in ids if leases[i] == first))["PrivateIpAddress"]
         dns = "ok" if dig(f"{dashed(lease)}.eucalyptus.internal") == [lease] else "fail"
         report(f"net mode=static lease={lease} described={desc} same_group=skip "
-               f"other_group=skip authorize=skip elastic_ip=skip metadata=skip dns={dns}")
+               f"other_group=skip authorize=skip elastic_ip=skip metadata={metadata} dns={dns}")
         assert dns == "ok"
     finally:
         cleanup(bed, ids)

@@ -11,7 +11,9 @@
 //! - `managed`: per group index `k`, bridge `gb<k>` with the gateway and `vx<k>`,
 //!   a VXLAN device (VNI `vni_base + k`) created in the CC's namespace on the
 //!   underlay device, so its UDP socket lives there, then moved in.
-//! - `lo`: 169.254.169.254/32, the metadata service's address.
+//! - `lo`: 169.254.169.254/32, the metadata service's address (managed modes:
+//!   behind each group's gateway; `static`: DHCP option 121 routes it via
+//!   `static_server_ip`, since the LAN's gateway is not the router).
 //!
 //! When an address moves (a public address to another instance, a private one to
 //! a new owner) the tracked flows through it are deleted ([`crate::conntrack`]), so
@@ -297,6 +299,14 @@ impl Router {
             subnets: vec![DhcpSubnet {
                 subnet,
                 router: self.spec.static_router,
+                // The metadata service is on this namespace's `lo`, reached through
+                // its address on the LAN (the LAN's gateway is not ours).
+                routes: self
+                    .spec
+                    .static_server_ip
+                    .map(|me| (host(METADATA_IP), me))
+                    .into_iter()
+                    .collect(),
             }],
             dns: self.spec.dns,
             lease_secs: self.spec.lease_secs,
@@ -443,6 +453,8 @@ impl Router {
                 .map(|&(n, _)| DhcpSubnet {
                     subnet: n,
                     router: Some(nth(n, 1)),
+                    // The gateway is the router, which holds the metadata address.
+                    routes: Vec::new(),
                 })
                 .collect(),
             dns: self.spec.dns,
