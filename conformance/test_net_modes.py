@@ -13,7 +13,8 @@ guest's /init runs a `#!` user-data in the background, its output on the console
 - managed-novlan, managed: per-group subnets; same group reaches, another group
   does not until authorize names its group (or the port), and not again after
   revoke; an elastic IP reaches the instance from outside (wt-cloud) and moves on
-  re-association; the metadata service answers each guest about itself only, forged
+  re-association, and from another instance (hairpin NAT) only when the group
+  admits that instance's public address (a source group does not); the metadata service answers each guest about itself only, forged
   headers or not, and never hears a guest passing for another (with its address, or
   its MAC and address: the node's tap guard drops the frames); `dig @clc` resolves
   public, private and reverse names; in managed mode the two groups' frames cross
@@ -182,7 +183,7 @@ def test_system_mode_lan_dhcp(tmp_path_factory):
         assert desc == lease
         dns = "ok" if dig(f"{dashed(lease)}.eucalyptus.internal") == [lease] else "fail"
         report(f"net mode=system lease={lease} described={desc} same_group=skip "
-               f"other_group=skip authorize=skip elastic_ip=skip metadata=skip dns={dns}")
+               f"other_group=skip authorize=skip elastic_ip=skip metadata=skip hairpin=skip dns={dns}")
         assert dns == "ok"
     finally:
         cleanup(bed, ids)
@@ -225,7 +226,7 @@ def test_static_mode_cc_dhcp(tmp_path_factory):
         desc = described(bed, next(i for i in ids if leases[i] == first))["PrivateIpAddress"]
         dns = "ok" if dig(f"{dashed(lease)}.eucalyptus.internal") == [lease] else "fail"
         report(f"net mode=static lease={lease} described={desc} same_group=skip "
-               f"other_group=skip authorize=skip elastic_ip=skip metadata={metadata} dns={dns}")
+               f"other_group=skip authorize=skip elastic_ip=skip metadata={metadata} hairpin=skip dns={dns}")
         assert dns == "ok"
     finally:
         cleanup(bed, ids)
@@ -245,10 +246,14 @@ def managed(bed, mode):
         a_ip = wait_described(bed, a, "PrivateIpAddress")
         a_lease, _ = wait_line(ec2, a, LEASE, timeout=120, bed=bed)
         assert a_lease.group(1) == a_ip
+        # An elastic IP on A: C reaches it from inside too (hairpin) once A's group
+        # admits C's public address.
+        eip = ec2.allocate_address()["PublicIp"]
+        ec2.associate_address(PublicIp=eip, InstanceId=a)
         # B (g1, same group) and C (g2) probe A; B first tries to pass for A.
         a_mac = described(bed, a)["NetworkInterfaces"][0]["MacAddress"]
         b = launch(bed, g1, probe_script([a_ip], "NET-META", a_ip, spoof=(a_ip, a_mac)))[0]
-        c = launch(bed, g2, probe_script([a_ip], "NET-META", a_ip))[0]
+        c = launch(bed, g2, probe_script([a_ip, eip], "NET-META", a_ip))[0]
         ids += [b, c]
         b_ip = wait_described(bed, b, "PrivateIpAddress")
         c_ip = wait_described(bed, c, "PrivateIpAddress")
@@ -279,26 +284,47 @@ def managed(bed, mode):
         # Same group: reachable; other group: blocked until authorized.
         probe_state(bed, b, a_ip, "ok", timeout=60)
         same_group = "ok"
-        off = probe_state(bed, c, a_ip, "blocked", timeout=60)
+        # C's probe line: "NET-PROBE <a_ip>=… <eip>=…".
+        def c_sees(private, public, after):
+            _, end = wait_line(ec2, c, rf"NET-PROBE {re.escape(a_ip)}={private} "
+                               rf"{re.escape(eip)}={public}\b", timeout=30, after=after, bed=bed)
+            return end
+        off = c_sees("blocked", "blocked", 0)
         stays(bed, c, a_ip, "blocked")
         other_group = "blocked"
-        ec2.authorize_security_group_ingress(GroupName=g1, IpPermissions=[{
-            "IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
-            "UserIdGroupPairs": [{"GroupName": g2}]}])
-        off = probe_state(bed, c, a_ip, "ok", after=off)
-        ec2.revoke_security_group_ingress(GroupName=g1, IpPermissions=[{
-            "IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
-            "UserIdGroupPairs": [{"GroupName": g2}]}])
-        off = probe_state(bed, c, a_ip, "blocked", after=off)
+
+        # Hairpin: A's group admits C's PUBLIC address: C reaches A's elastic IP
+        # (the router shows C's traffic from its public address), not A's private
+        # one; revoked, neither.
+        c_pub = wait_described(bed, c, "PublicIpAddress")
+        by_public = [{"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
+                      "IpRanges": [{"CidrIp": f"{c_pub}/32"}]}]
+        ec2.authorize_security_group_ingress(GroupName=g1, IpPermissions=by_public)
+        off = c_sees("blocked", "ok", off)
+        # A saw C's public address: the router's tracked flow from C to the elastic
+        # IP answers from A's private address to C's public one.
+        flows = subprocess.run(["ip", "netns", "exec", bed.router, "conntrack", "-L", "-p", "tcp",
+                                "--orig-src", c_ip, "--orig-dst", eip],
+                               capture_output=True, text=True).stdout
+        assert f"src={a_ip} dst={c_pub} " in flows, flows
+        ec2.revoke_security_group_ingress(GroupName=g1, IpPermissions=by_public)
+        off = c_sees("blocked", "blocked", off)
+        hairpin = "ok"
+
+        by_group = [{"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
+                     "UserIdGroupPairs": [{"GroupName": g2}]}]
+        ec2.authorize_security_group_ingress(GroupName=g1, IpPermissions=by_group)
+        # A source group admits private-address traffic only (as in EC2).
+        off = c_sees("ok", "blocked", off)
+        ec2.revoke_security_group_ingress(GroupName=g1, IpPermissions=by_group)
+        off = c_sees("blocked", "blocked", off)
         # ... or the port from anywhere, which the outside needs too.
         ec2.authorize_security_group_ingress(GroupName=g1, IpProtocol="tcp", FromPort=80,
                                              ToPort=80, CidrIp="0.0.0.0/0")
-        off = probe_state(bed, c, a_ip, "ok", after=off)
+        off = c_sees("ok", "ok", off)
         authorize = "ok"
 
         # Elastic IP: reachable from outside (this process is in wt-cloud), moves.
-        eip = ec2.allocate_address()["PublicIp"]
-        ec2.associate_address(PublicIp=eip, InstanceId=a)
         assert wait_described(bed, a, "PublicIpAddress", eip) == eip
         serves(eip, a)
         ec2.associate_address(PublicIp=eip, InstanceId=b)
@@ -323,7 +349,7 @@ def managed(bed, mode):
             vni = ",".join(map(str, sorted(vnis)))
         report(f"net mode={mode} lease={a_ip} described={a_ip} same_group={same_group} "
                f"other_group={other_group} authorize={authorize} elastic_ip={elastic_ip} "
-               f"metadata={metadata} spoof={spoof} dns={dns}"
+               f"metadata={metadata} spoof={spoof} hairpin={hairpin} dns={dns}"
                + (f" vnis={vni}" if mode == "managed" else "")
                + f" eip_moved_in={moved:.1f}s")
     finally:

@@ -405,6 +405,13 @@ impl Router {
                 members.entry(g.as_str()).or_default().push(ip);
             }
         }
+        // Each instance's source as hairpin traffic shows it (see `nft`).
+        let router_public = self.spec.public_addr();
+        let seen: Vec<(Ipv4Addr, Ipv4Addr)> = state
+            .instances
+            .iter()
+            .filter_map(|i| Some((i.private_ip?, i.public_ip.unwrap_or(router_public))))
+            .collect();
         let fw = Firewall {
             inside: inside.clone(),
             public_if: PUBLIC_IF.into(),
@@ -424,6 +431,11 @@ impl Router {
                         .iter()
                         .filter_map(|r| resolve_rule(r, &members))
                         .collect(),
+                    hairpin: g
+                        .rules
+                        .iter()
+                        .filter_map(|r| resolve_hairpin(r, &seen))
+                        .collect(),
                 })
                 .collect(),
             nat: state
@@ -431,6 +443,7 @@ impl Router {
                 .iter()
                 .filter_map(|i| Some((i.private_ip?, i.public_ip?)))
                 .collect(),
+            router_public,
             masquerade: if self.spec.masquerade {
                 c.private_range
             } else {
@@ -627,6 +640,28 @@ pub fn resolve_rule(r: &IngressRule, members: &HashMap<&str, Vec<Ipv4Addr>>) -> 
     Some(a)
 }
 
+/// A rule as it admits hairpin traffic (an instance reaching the group through a
+/// public address; the router rewrites its source to its own public address, or
+/// the router's): the rule's CIDRs become the private addresses of the instances
+/// whose hairpin source `seen` (private, source shown) they contain. Source-group
+/// permissions admit private-address traffic only, as in EC2.
+pub fn resolve_hairpin(r: &IngressRule, seen: &[(Ipv4Addr, Ipv4Addr)]) -> Option<Allow> {
+    let cidrs_only = IngressRule {
+        groups: Vec::new(),
+        ..r.clone()
+    };
+    let mut a = resolve_rule(&cidrs_only, &HashMap::new())?;
+    if a.sources.iter().any(|n| n.prefix_len() == 0) {
+        return Some(a);
+    }
+    a.sources = seen
+        .iter()
+        .filter(|(_, shown)| r.cidrs.iter().any(|c| c.contains(shown)))
+        .filter_map(|(private, _)| Ipv4Net::new(*private, 32).ok())
+        .collect();
+    Some(a)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -670,5 +705,34 @@ mod tests {
             ..icmp
         };
         assert!(resolve_rule(&bad, &members).is_none());
+    }
+
+    #[test]
+    fn hairpin_rules_match_the_public_source() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        // 10.0.0.2 shows as 100.64.1.10; 10.0.0.3 has no public address and shows
+        // as the router's 100.64.1.2.
+        let seen = [
+            (ip("10.0.0.2"), ip("100.64.1.10")),
+            (ip("10.0.0.3"), ip("100.64.1.2")),
+        ];
+        let rule = |cidr: &str, groups: Vec<String>| IngressRule {
+            protocol: "tcp".into(),
+            from_port: 80,
+            to_port: 80,
+            cidrs: vec![cidr.parse().unwrap()],
+            groups,
+        };
+        let a = resolve_hairpin(&rule("100.64.1.10/32", vec![]), &seen).unwrap();
+        assert_eq!(a.sources, vec!["10.0.0.2/32".parse::<Ipv4Net>().unwrap()]);
+        assert_eq!(a.ports, Some((80, 80)));
+        let a = resolve_hairpin(&rule("100.64.1.0/24", vec![]), &seen).unwrap();
+        assert_eq!(a.sources.len(), 2);
+        // A private CIDR admits no hairpin traffic (its source is public by then),
+        // nor does a source group.
+        let a = resolve_hairpin(&rule("10.0.0.0/24", vec!["sg-a".into()]), &seen).unwrap();
+        assert!(a.sources.is_empty());
+        let a = resolve_hairpin(&rule("0.0.0.0/0", vec![]), &seen).unwrap();
+        assert_eq!(a.sources, vec!["0.0.0.0/0".parse::<Ipv4Net>().unwrap()]);
     }
 }
