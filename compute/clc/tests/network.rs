@@ -443,11 +443,26 @@ async fn describe_instances_network_fields() {
     assert_eq!(text(nic, "privateIpAddress"), Some("10.10.0.2"));
     let assoc = text(nic, "association").unwrap();
     assert_eq!(text(assoc, "publicIp"), Some("198.51.100.1"));
+    let mac1 = rec(&clc, &i1).mac;
     for (filter, value, want) in [
         ("private-ip-address", "10.10.0.3", 1),
         ("private-ip-address", "10.10.0.*", 2),
         ("ip-address", "198.51.100.1", 1),
         ("private-dns-name", "euca-10-10-0-2.eucalyptus.internal", 1),
+        ("network-interface.private-dns-name", "euca-10-10-0-3.*", 1),
+        ("dns-name", "euca-198-51-100-1.eucalyptus.cloud.test", 1),
+        ("dns-name", "*.eucalyptus.cloud.test", 1),
+        // Another domain's name, a private name: nothing.
+        ("dns-name", "euca-198-51-100-1.eucalyptus.localhost", 0),
+        ("dns-name", "euca-10-10-0-2.eucalyptus.internal", 0),
+        (
+            "network-interface.association.public-dns-name",
+            "euca-198-51-100-1.eucalyptus.cloud.test",
+            1,
+        ),
+        ("ip-address", "198.51.100.*", 1),
+        ("network-interface.mac-address", mac1.as_str(), 1),
+        ("mac-address", "00:*", 0),
     ] {
         let out = call(
             &clc,
