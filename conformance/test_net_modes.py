@@ -293,30 +293,27 @@ def managed(bed, mode):
         stays(bed, c, a_ip, "blocked")
         other_group = "blocked"
 
-        # Hairpin: A's group admits C's PUBLIC address: C reaches A's elastic IP
-        # (the router shows C's traffic from its public address), not A's private
-        # one; revoked, neither.
+        # A source group admits private-address traffic only (as in EC2): C reaches
+        # A, not A's elastic IP (hairpin NAT shows C's traffic from C's public
+        # address) ...
+        by_group = {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
+                    "UserIdGroupPairs": [{"GroupName": g2}]}
+        ec2.authorize_security_group_ingress(GroupName=g1, IpPermissions=[by_group])
+        off = c_sees("ok", "blocked", off)
+        # ... until A's group admits C's PUBLIC address too; revoked, neither.
         c_pub = wait_described(bed, c, "PublicIpAddress")
-        by_public = [{"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
-                      "IpRanges": [{"CidrIp": f"{c_pub}/32"}]}]
-        ec2.authorize_security_group_ingress(GroupName=g1, IpPermissions=by_public)
-        off = c_sees("blocked", "ok", off)
+        by_public = {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
+                     "IpRanges": [{"CidrIp": f"{c_pub}/32"}]}
+        ec2.authorize_security_group_ingress(GroupName=g1, IpPermissions=[by_public])
+        off = c_sees("ok", "ok", off)
         # A saw C's public address: the router's tracked flow from C to the elastic
         # IP answers from A's private address to C's public one.
         flows = subprocess.run(["ip", "netns", "exec", bed.router, "conntrack", "-L", "-p", "tcp",
                                 "--orig-src", c_ip, "--orig-dst", eip],
                                capture_output=True, text=True).stdout
         assert f"src={a_ip} dst={c_pub} " in flows, flows
-        ec2.revoke_security_group_ingress(GroupName=g1, IpPermissions=by_public)
-        off = c_sees("blocked", "blocked", off)
         hairpin = "ok"
-
-        by_group = [{"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
-                     "UserIdGroupPairs": [{"GroupName": g2}]}]
-        ec2.authorize_security_group_ingress(GroupName=g1, IpPermissions=by_group)
-        # A source group admits private-address traffic only (as in EC2).
-        off = c_sees("ok", "blocked", off)
-        ec2.revoke_security_group_ingress(GroupName=g1, IpPermissions=by_group)
+        ec2.revoke_security_group_ingress(GroupName=g1, IpPermissions=[by_group, by_public])
         off = c_sees("blocked", "blocked", off)
         # ... or the port from anywhere, which the outside needs too.
         ec2.authorize_security_group_ingress(GroupName=g1, IpProtocol="tcp", FromPort=80,
