@@ -6,7 +6,9 @@
 //!   addresses mapped to instances are `/32`s on it, so the CC's namespace reaches
 //!   them on-link.
 //! - `br0`: the instances' bridge (`managed-novlan`, `static`), with every group
-//!   subnet's gateway (`.1`); with a `private_bridge` it also holds `lan`, a veth
+//!   subnet's gateway (`.1`), or in `static` the router's LAN address (the
+//!   nftables table then admits DHCP and, from instances only, the metadata
+//!   service); with a `private_bridge` it also holds `lan`, a veth
 //!   to that bridge in the CC's namespace (`el<hash>` there).
 //! - `managed`: per group index `k`, bridge `gb<k>` with the gateway and `vx<k>`,
 //!   a VXLAN device (VNI `vni_base + k`) created in the CC's namespace on the
@@ -294,6 +296,21 @@ impl Router {
             .iter()
             .filter_map(|i| Some((i.mac.clone(), i.private_ip?)))
             .collect();
+        // The router is not the LAN's gateway: from the LAN it serves DHCP and the
+        // metadata service, to the instances' (MAC, address) pairs only, as in the
+        // managed modes (a host of the site's LAN taking an instance's address is
+        // not that instance). No groups, no NAT.
+        let fw = Firewall {
+            inside: vec![BRIDGE.into()],
+            public_if: PUBLIC_IF.into(),
+            allowed: hosts.clone(),
+            metadata: METADATA_IP,
+            groups: Vec::new(),
+            nat: Vec::new(),
+            router_public: self.spec.public_addr(),
+            masquerade: None,
+        };
+        crate::nft::apply(&self.spec.netns, &fw.render()).await?;
         let cfg = DhcpConfig {
             interfaces: vec![BRIDGE.into()],
             subnets: vec![DhcpSubnet {
