@@ -7,11 +7,14 @@ guest's /init runs a `#!` user-data in the background, its output on the console
 
 - system: the site's DHCP server (wt-lan) gives the address; the node learns it on
   the tap and DescribeInstances reports it.
-- static: the CC's DHCP gives the first address of its static range.
+- static: the CC's DHCP gives the first addresses of its static range; the
+  metadata service (routed by DHCP option 121) answers each guest about itself,
+  forged headers or not.
 - managed-novlan, managed: per-group subnets; same group reaches, another group
   does not until authorize names its group (or the port), and not again after
   revoke; an elastic IP reaches the instance from outside (wt-cloud) and moves on
-  re-association; the metadata service answers each guest about itself only, forged
+  re-association, and from another instance (hairpin NAT) only when the group
+  admits that instance's public address (a source group does not); the metadata service answers each guest about itself only, forged
   headers or not, and never hears a guest passing for another (with its address, or
   its MAC and address: the node's tap guard drops the frames); `dig @clc` resolves
   public, private and reverse names; in managed mode the two groups' frames cross
@@ -180,23 +183,50 @@ def test_system_mode_lan_dhcp(tmp_path_factory):
         assert desc == lease
         dns = "ok" if dig(f"{dashed(lease)}.eucalyptus.internal") == [lease] else "fail"
         report(f"net mode=system lease={lease} described={desc} same_group=skip "
-               f"other_group=skip authorize=skip elastic_ip=skip metadata=skip dns={dns}")
+               f"other_group=skip authorize=skip elastic_ip=skip metadata=skip hairpin=skip dns={dns}")
         assert dns == "ok"
     finally:
         cleanup(bed, ids)
         bed.down()
 
 
+# Static mode's guests ask the metadata service (routed to the CC's router namespace
+# by DHCP option 121) about themselves, plainly and forging the other guest's
+# address in headers (the two take the range's first two addresses).
+STATIC_META = f"""#!/bin/sh
+md=http://169.254.169.254/latest/meta-data
+mine=$(ip -4 addr show dev eth0 | awk '/inet /{{split($2, a, "/"); print a[1]; exit}}')
+other={NET}.1.{STATIC_FIRST}; [ "$mine" = "$other" ] && other={NET}.1.{STATIC_FIRST + 1}
+me=$(timeout 5 wget -q -O - $md/instance-id)
+forged=$(timeout 5 wget -q -O - --header "X-Forwarded-For: $other" --header "X-Real-IP: $other" $md/instance-id)
+ud=$(timeout 5 wget -q -O - http://169.254.169.254/latest/user-data | grep -c NET-META)
+echo "NET-META me=$me forged=$forged userdata_lines=$ud"
+"""
+
+
 def test_static_mode_cc_dhcp(tmp_path_factory):
     bed = with_bed(tmp_path_factory, "static")
     ids = []
     try:
-        ids = launch(bed)
-        lease, desc = lease_and_described(bed, ids[0])
-        assert lease == f"{NET}.1.{STATIC_FIRST}", lease
+        ids = launch(bed, user_data=STATIC_META, count=2)
+        leases = {}
+        for iid in ids:
+            leases[iid], desc = lease_and_described(bed, iid)
+            assert leases[iid] == desc, (iid, leases[iid], desc)
+        first, second = f"{NET}.1.{STATIC_FIRST}", f"{NET}.1.{STATIC_FIRST + 1}"
+        assert sorted(leases.values()) == [first, second], leases
+        # Metadata: each guest is itself, forged headers naming the other or not.
+        for iid in ids:
+            m, _ = wait_line(bed.ec2, iid, r"NET-META me=(\S*) forged=(\S*) userdata_lines=(\d+)",
+                             bed=bed)
+            assert m.group(1) == iid and m.group(2) == iid, (iid, m.group(0))
+            assert int(m.group(3)) >= 1, m.group(0)
+        metadata = "ok"
+        lease = first
+        desc = described(bed, next(i for i in ids if leases[i] == first))["PrivateIpAddress"]
         dns = "ok" if dig(f"{dashed(lease)}.eucalyptus.internal") == [lease] else "fail"
         report(f"net mode=static lease={lease} described={desc} same_group=skip "
-               f"other_group=skip authorize=skip elastic_ip=skip metadata=skip dns={dns}")
+               f"other_group=skip authorize=skip elastic_ip=skip metadata={metadata} hairpin=skip dns={dns}")
         assert dns == "ok"
     finally:
         cleanup(bed, ids)
@@ -216,10 +246,14 @@ def managed(bed, mode):
         a_ip = wait_described(bed, a, "PrivateIpAddress")
         a_lease, _ = wait_line(ec2, a, LEASE, timeout=120, bed=bed)
         assert a_lease.group(1) == a_ip
+        # An elastic IP on A: C reaches it from inside too (hairpin) once A's group
+        # admits C's public address.
+        eip = ec2.allocate_address()["PublicIp"]
+        ec2.associate_address(PublicIp=eip, InstanceId=a)
         # B (g1, same group) and C (g2) probe A; B first tries to pass for A.
         a_mac = described(bed, a)["NetworkInterfaces"][0]["MacAddress"]
         b = launch(bed, g1, probe_script([a_ip], "NET-META", a_ip, spoof=(a_ip, a_mac)))[0]
-        c = launch(bed, g2, probe_script([a_ip], "NET-META", a_ip))[0]
+        c = launch(bed, g2, probe_script([a_ip, eip], "NET-META", a_ip))[0]
         ids += [b, c]
         b_ip = wait_described(bed, b, "PrivateIpAddress")
         c_ip = wait_described(bed, c, "PrivateIpAddress")
@@ -250,26 +284,44 @@ def managed(bed, mode):
         # Same group: reachable; other group: blocked until authorized.
         probe_state(bed, b, a_ip, "ok", timeout=60)
         same_group = "ok"
-        off = probe_state(bed, c, a_ip, "blocked", timeout=60)
+        # C's probe line: "NET-PROBE <a_ip>=… <eip>=…".
+        def c_sees(private, public, after):
+            _, end = wait_line(ec2, c, rf"NET-PROBE {re.escape(a_ip)}={private} "
+                               rf"{re.escape(eip)}={public}\b", timeout=30, after=after, bed=bed)
+            return end
+        off = c_sees("blocked", "blocked", 0)
         stays(bed, c, a_ip, "blocked")
         other_group = "blocked"
-        ec2.authorize_security_group_ingress(GroupName=g1, IpPermissions=[{
-            "IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
-            "UserIdGroupPairs": [{"GroupName": g2}]}])
-        off = probe_state(bed, c, a_ip, "ok", after=off)
-        ec2.revoke_security_group_ingress(GroupName=g1, IpPermissions=[{
-            "IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
-            "UserIdGroupPairs": [{"GroupName": g2}]}])
-        off = probe_state(bed, c, a_ip, "blocked", after=off)
+
+        # A source group admits private-address traffic only (as in EC2): C reaches
+        # A, not A's elastic IP (hairpin NAT shows C's traffic from C's public
+        # address) ...
+        by_group = {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
+                    "UserIdGroupPairs": [{"GroupName": g2}]}
+        ec2.authorize_security_group_ingress(GroupName=g1, IpPermissions=[by_group])
+        off = c_sees("ok", "blocked", off)
+        # ... until A's group admits C's PUBLIC address too; revoked, neither.
+        c_pub = wait_described(bed, c, "PublicIpAddress")
+        by_public = {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
+                     "IpRanges": [{"CidrIp": f"{c_pub}/32"}]}
+        ec2.authorize_security_group_ingress(GroupName=g1, IpPermissions=[by_public])
+        off = c_sees("ok", "ok", off)
+        # A saw C's public address: the router's tracked flow from C to the elastic
+        # IP answers from A's private address to C's public one.
+        flows = subprocess.run(["ip", "netns", "exec", bed.router, "conntrack", "-L", "-p", "tcp",
+                                "--orig-src", c_ip, "--orig-dst", eip],
+                               capture_output=True, text=True).stdout
+        assert f"src={a_ip} dst={c_pub} " in flows, flows
+        hairpin = "ok"
+        ec2.revoke_security_group_ingress(GroupName=g1, IpPermissions=[by_group, by_public])
+        off = c_sees("blocked", "blocked", off)
         # ... or the port from anywhere, which the outside needs too.
         ec2.authorize_security_group_ingress(GroupName=g1, IpProtocol="tcp", FromPort=80,
                                              ToPort=80, CidrIp="0.0.0.0/0")
-        off = probe_state(bed, c, a_ip, "ok", after=off)
+        off = c_sees("ok", "ok", off)
         authorize = "ok"
 
         # Elastic IP: reachable from outside (this process is in wt-cloud), moves.
-        eip = ec2.allocate_address()["PublicIp"]
-        ec2.associate_address(PublicIp=eip, InstanceId=a)
         assert wait_described(bed, a, "PublicIpAddress", eip) == eip
         serves(eip, a)
         ec2.associate_address(PublicIp=eip, InstanceId=b)
@@ -294,7 +346,7 @@ def managed(bed, mode):
             vni = ",".join(map(str, sorted(vnis)))
         report(f"net mode={mode} lease={a_ip} described={a_ip} same_group={same_group} "
                f"other_group={other_group} authorize={authorize} elastic_ip={elastic_ip} "
-               f"metadata={metadata} spoof={spoof} dns={dns}"
+               f"metadata={metadata} spoof={spoof} hairpin={hairpin} dns={dns}"
                + (f" vnis={vni}" if mode == "managed" else "")
                + f" eip_moved_in={moved:.1f}s")
     finally:

@@ -4,8 +4,11 @@
 # `euca nc` nodes and tiny guests; prints one evidence line per mode, e.g.
 #
 #   net mode=managed-novlan lease=10.128.0.2 described=10.128.0.2 same_group=ok
-#       other_group=blocked authorize=ok elastic_ip=ok metadata=ok dns=ok
+#       other_group=blocked authorize=ok elastic_ip=ok metadata=ok spoof=blocked
+#       hairpin=ok dns=ok eip_moved_in=0.4s
 #
+# (`managed` adds `vnis=…`, the VXLAN VNIs seen on the node links; `metadata` is
+# `skip` in system mode only; `spoof` and `hairpin` are the managed modes'.)
 # `lease` is what the guest printed after its own DHCP (never on its kernel command
 # line), `described` what DescribeInstances says; a field that does not apply to a
 # mode reads `skip`. The checks are conformance/test_net_modes.py's (the suite runs

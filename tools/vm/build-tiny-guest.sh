@@ -114,13 +114,15 @@ net_main() {
   # trying (-A 1: one second after a failed round) rather than exiting (-n), which
   # busybox does after only 3 unanswered DHCPREQUESTs: an ACK delayed on a loaded
   # node made a guest give up 3 s after its offer. The guest waits a minute.
-  udhcpc -f -i eth0 -t 5 -T 1 -A 1 -s /etc/tg-dhcp >/dev/null 2>&1 &
+  # -O staticroutes: ask for option 121 (not every busybox asks by default; a
+  # server sends only what is asked).
+  udhcpc -f -i eth0 -t 5 -T 1 -A 1 -O staticroutes -s /etc/tg-dhcp >/dev/null 2>&1 &
   i=0; while [ ! -s /tmp/lease ] && [ $i -lt 300 ]; do sleep 0.2; i=$((i+1)); done
   if [ ! -s /tmp/lease ]; then echo "TG-LEASE-FAILED mac=$mac uptime=$(up)"; return 0; fi
   echo "TG-LEASE $(cat /tmp/lease) mac=$mac uptime=$(up)"
   mkdir -p /www; echo "instance-id=unknown" > /www/index.html
   httpd -p 80 -h /www
-  route -n | grep -q '^0\.0\.0\.0' || return 0
+  route -n | grep -qE '^(0\.0\.0\.0|169\.254\.169\.254) ' || return 0
   id=; n=0
   while [ -z "$id" ] && [ $n -lt 5 ]; do
     id=$(meta meta-data/instance-id); n=$((n+1)); [ -n "$id" ] || sleep 1
@@ -187,8 +189,9 @@ poweroff -f
 EOF
 chmod +x "$R/etc/acpi/PWRF/00000080"
 
-# udhcpc's event script: configures eth0 from the lease and leaves it in /tmp/lease
-# for /init to print (busybox exports ip, subnet, router, broadcast, staticroutes).
+# udhcpc's event script: configures eth0 from the lease (address, default route,
+# option 121's static routes) and leaves it in /tmp/lease for /init to print
+# (busybox exports ip, subnet, router, broadcast, staticroutes).
 mkdir -p "$R/etc"
 cat > "$R/etc/tg-dhcp" <<'EOF'
 #!/bin/sh
@@ -197,13 +200,16 @@ case $1 in
     ifconfig "$interface" 0.0.0.0 up ;;
   bound|renew)
     ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}" ${broadcast:+broadcast $broadcast} up
-    set -- $staticroutes
-    while [ $# -ge 2 ]; do route add -net "$1" gw "$2" dev "$interface" 2>/dev/null; shift 2; done
     if [ -n "$router" ]; then
       while route del default 2>/dev/null; do :; done
       set -- $router
       route add default gw "$1" dev "$interface"
     fi
+    # Option 121 (classless static routes, "dest/len gw" pairs), after the default
+    # route so a 0.0.0.0/0 among them wins as RFC 3442 says; static mode's
+    # 169.254.169.254/32 via the CC's router namespace comes this way.
+    set -- $staticroutes
+    while [ $# -ge 2 ]; do ip route replace "$1" via "$2" dev "$interface" 2>/dev/null; shift 2; done
     set -- $router
     echo "ip=$ip mask=${subnet:-} router=${1:-}" > /tmp/lease.new && mv /tmp/lease.new /tmp/lease ;;
 esac

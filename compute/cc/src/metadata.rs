@@ -1,7 +1,8 @@
 //! The instance metadata service at 169.254.169.254:80, inside the router
 //! namespace. The instance asking is the one whose private address is the TCP
-//! peer's (nftables' anti-spoofing admits that address only from that instance's
-//! MAC); no header is ever believed. Answers come from the network state's
+//! peer's (the router's nftables anti-spoofing admits that address only from that
+//! instance's MAC, in `static` as in the managed modes); no header is ever
+//! believed. Answers come from the network state's
 //! [`InstanceNet::metadata`] and the launch's user-data (the CC journal).
 //!
 //! IMDSv2: `PUT /latest/api/token` (TTL 1–21600 s, refused with

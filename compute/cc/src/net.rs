@@ -81,7 +81,7 @@ fn read_state(path: &Path) -> Result<Option<NetworkState>, CcError> {
 
 impl Network {
     /// Builds (or re-adopts) the router for `cfg` and re-applies the journaled
-    /// state; starts the metadata service in the managed modes. Mode `off`, or no
+    /// state; starts the metadata service in `static` and the managed modes. Mode `off`, or no
     /// root: no router (one warning), `GET /v1/network` says `off`.
     pub async fn start(
         cfg: &NetConfig,
@@ -128,7 +128,9 @@ impl Network {
                     tracing::error!(error = %e, "cc: re-applying the journaled network failed");
                 }
             }
-            if mode.is_managed() {
+            // STATIC and the managed modes, as Eucalyptus (SYSTEM's guests are on
+            // a LAN the cloud does not route).
+            if mode.is_managed() || mode == NetMode::Static {
                 let ns = router.spec().netns.clone();
                 let l = bind_in(&ns).await?;
                 let md = Metadata::new(net.current.clone(), user_data);

@@ -142,6 +142,8 @@ case "$1" in
     ip addr flush dev "$interface"
     ip addr add "$ip/$subnet" dev "$interface"
     [ -n "$router" ] && ip route replace default via "$router"
+    set -- $staticroutes
+    while [ $# -ge 2 ]; do ip route replace "$1" via "$2" dev "$interface"; shift 2; done
     ;;
 esac
 exit 0
@@ -195,7 +197,7 @@ async fn plug(ns: &str, mac: &str, host_ns: &str, host_if: &str, bridge: &str) {
 
 async fn dhcp(ns: &str, script: &Path) -> Option<Ipv4Addr> {
     let (ok, _) = sh(&format!(
-        "ip netns exec {ns} busybox udhcpc -i eth0 -n -q -t 8 -T 1 -s {}",
+        "ip netns exec {ns} busybox udhcpc -i eth0 -n -q -t 8 -T 1 -O staticroutes -s {}",
         script.display()
     ))
     .await;
@@ -744,7 +746,6 @@ async fn static_mode_dhcp_through_a_private_bridge() {
         None,
     );
     i.group_id = None;
-    i.metadata.clear();
     let state = NetworkState {
         groups: vec![],
         instances: vec![i],
@@ -760,6 +761,28 @@ async fn static_mode_dhcp_through_a_private_bridge() {
         routes.contains("default via 192.168.50.254"),
         "static_router handed out: {routes}"
     );
+    // Option 121: the metadata service through the router's LAN address, which
+    // answers the instance about itself.
+    assert!(
+        routes.contains("169.254.169.254 via 192.168.50.1"),
+        "the metadata route handed out: {routes}"
+    );
+    let md = "http://169.254.169.254/latest/meta-data/instance-id";
+    assert_eq!(wget(&i1, md, &[]).await.as_deref(), Some("i-000000s1"));
+    // A LAN host with the instance's address but not its MAC (the router has
+    // forgotten the instance's): nothing.
+    let router = euca_vnet::router::router_netns(bed.dir.path());
+    must(&format!(
+        "ip -n {i1} link set eth0 address 52:54:00:ce:00:77 && ip -n {i1} neigh flush all \
+         && ip -n {router} neigh flush all"
+    ))
+    .await;
+    assert_eq!(wget(&i1, md, &[]).await, None);
+    must(&format!(
+        "ip -n {i1} link set eth0 address 52:54:00:ce:00:01"
+    ))
+    .await;
+    assert_eq!(wget(&i1, md, &[]).await.as_deref(), Some("i-000000s1"));
     // An unknown MAC gets no lease (static leases only).
     must(&format!(
         "ip -n {i1} addr flush dev eth0 && ip -n {i1} link set eth0 address 52:54:00:ce:00:99"
@@ -777,7 +800,6 @@ async fn static_mode_dhcp_through_a_private_bridge() {
         None,
     );
     j.group_id = None;
-    j.metadata.clear();
     let state = NetworkState {
         groups: vec![],
         instances: vec![j],

@@ -37,6 +37,9 @@ pub struct Describe {
     /// For kinds other accounts may see (images, snapshots): the caller. Tags are
     /// their owner's own, so `tag:` filters see no tags on another's record.
     pub viewer: Option<String>,
+    /// For instances: the cloud's DNS domain (`[clc] dns_domain`), which public
+    /// names (the `dns-name` filter) are made in.
+    pub dns_domain: Option<String>,
 }
 
 impl Describe {
@@ -75,6 +78,7 @@ impl Describe {
             max,
             token: p.get("NextToken").map(String::from),
             viewer: None,
+            dns_domain: None,
         })
     }
 }
@@ -84,6 +88,11 @@ pub trait Filterable {
     /// The values of filter `name` for this resource; `None` if the resource has no
     /// such filter (then the request is refused).
     fn filter_values(&self, name: &str) -> Option<Vec<String>>;
+    /// [`Filterable::filter_values`] for filters whose values depend on the
+    /// cloud's DNS domain (instances' `dns-name`); the others by default.
+    fn filter_values_in(&self, name: &str, _dns_domain: Option<&str>) -> Option<Vec<String>> {
+        self.filter_values(name)
+    }
     fn tags(&self) -> &Tags;
 }
 
@@ -112,12 +121,17 @@ pub fn wildcard(pattern: &str, text: &str) -> bool {
 
 /// Whether `r` passes every filter (filters AND, values OR).
 pub fn matches<T: Filterable>(filters: &[Filter], r: &T) -> Result<bool, Ec2Error> {
-    matches_tags(filters, r, r.tags())
+    matches_tags(filters, r, r.tags(), None)
 }
 
 /// [`matches`] with `tags` standing for the record's (none, for another
-/// account's record).
-fn matches_tags<T: Filterable>(filters: &[Filter], r: &T, tags: &Tags) -> Result<bool, Ec2Error> {
+/// account's record), public names made in `dns_domain`.
+fn matches_tags<T: Filterable>(
+    filters: &[Filter],
+    r: &T,
+    tags: &Tags,
+    dns_domain: Option<&str>,
+) -> Result<bool, Ec2Error> {
     for f in filters {
         let have: Vec<String> = if let Some(key) = f.name.strip_prefix("tag:") {
             tags.get(key).cloned().into_iter().collect()
@@ -126,7 +140,7 @@ fn matches_tags<T: Filterable>(filters: &[Filter], r: &T, tags: &Tags) -> Result
         } else if f.name == "tag-value" {
             tags.values().cloned().collect()
         } else {
-            r.filter_values(&f.name)
+            r.filter_values_in(&f.name, dns_domain)
                 .ok_or_else(|| Ec2Error::invalid(format!("The filter '{}' is invalid", f.name)))?
         };
         if !f
@@ -211,9 +225,10 @@ pub fn page<T: Record + Filterable>(
 
 /// Whether `o` passes `d`'s filters, as `d.viewer` sees it.
 fn passes<T: Filterable>(d: &Describe, o: &Owned<T>) -> Result<bool, Ec2Error> {
+    let domain = d.dns_domain.as_deref();
     match &d.viewer {
-        Some(v) if *v != o.owner => matches_tags(&d.filters, &o.record, &Tags::new()),
-        _ => matches(&d.filters, &o.record),
+        Some(v) if *v != o.owner => matches_tags(&d.filters, &o.record, &Tags::new(), domain),
+        _ => matches_tags(&d.filters, &o.record, o.record.tags(), domain),
     }
 }
 

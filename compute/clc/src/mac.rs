@@ -3,8 +3,14 @@
 //! address handed out is a record whose id is the address, so uniqueness across
 //! the cloud is the store's id uniqueness, checked in the inserting transaction
 //! (two launches cannot take the same address, whatever the account).
+//!
+//! An address is given back when its instance record is deleted (past retention,
+//! or a launch that failed); one a crash left behind is given back by [`sweep`],
+//! which the reconciler runs with the address sweep.
 use crate::error::Ec2Error;
-use crate::model::MacRecord;
+use crate::model::{Instance, MacRecord};
+use crate::netalloc::LEAK_GRACE_SECS;
+use crate::offload::all_of;
 use crate::store::{Db, Write};
 
 /// The id of the record holding the cloud's prefix.
@@ -30,6 +36,7 @@ pub fn prefix(db: &Db) -> Result<String, Ec2Error> {
     let rec = MacRecord {
         id: PREFIX_ID.into(),
         value: made,
+        created: None,
     };
     // A concurrent first use may have stored another: that one is the prefix.
     db.insert_new(OWNER, &rec)?;
@@ -47,6 +54,7 @@ pub fn allocate(db: &Db, instance_id: &str) -> Result<String, Ec2Error> {
         let rec = MacRecord {
             id: mac.clone(),
             value: instance_id.into(),
+            created: Some(crate::netalloc::unix_now()),
         };
         if db.insert_new(OWNER, &rec)? {
             return Ok(mac);
@@ -60,6 +68,44 @@ pub fn allocate(db: &Db, instance_id: &str) -> Result<String, Ec2Error> {
 /// Gives `mac` back (the instance record is gone).
 pub fn release(db: &Db, mac: &str) -> Result<(), Ec2Error> {
     db.update::<MacRecord, _>(mac, |_| Ok((Write::Delete, ())))
+}
+
+/// Gives back every address whose holder's record is gone (the instance ended and
+/// its record passed retention, or its launch died before writing it) once the
+/// address is [`LEAK_GRACE_SECS`] old by `now` (one without a time, written by an
+/// older version, at once), or whose holder's record names another address; the
+/// prefix record stays. Returns the addresses given back.
+pub fn sweep(db: &Db, now: i64) -> Result<Vec<String>, Ec2Error> {
+    let mut out = Vec::new();
+    for o in all_of::<MacRecord>(db, None)? {
+        let r = o.record;
+        if r.id == PREFIX_ID {
+            continue;
+        }
+        let leaked = match db.get::<Instance>(&r.value)? {
+            Some(i) => i.record.mac != r.id,
+            // A launch takes its MAC before its addresses and writes the instance
+            // after them: the same window as the address records'.
+            None => r
+                .created
+                .is_none_or(|t| t.saturating_add(LEAK_GRACE_SECS) <= now),
+        };
+        if !leaked {
+            continue;
+        }
+        // Only if the same instance still holds it (the record is read again in
+        // the deleting transaction).
+        let gone = db.update::<MacRecord, _>(&r.id, |cur| {
+            Ok(match cur {
+                Some(c) if c.record.value == r.value => (Write::Delete, true),
+                _ => (Write::Keep, false),
+            })
+        })?;
+        if gone {
+            out.push(r.id);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -470,6 +470,10 @@ pub struct MacRecord {
     pub id: String,
     /// The instance holding it, or (for the prefix record) the prefix.
     pub value: String,
+    /// When it was taken (as [`Address::created`]): the leak sweep leaves a young
+    /// one alone, since its launch may not have written the instance yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<i64>,
 }
 
 macro_rules! record {

@@ -438,6 +438,8 @@ pub struct Swept {
     pub public: Vec<String>,
     /// Elastic IPs taken off an ended or missing instance (still their owner's).
     pub disassociated: Vec<String>,
+    /// MAC addresses ([`crate::mac::sweep`]).
+    pub macs: Vec<String>,
 }
 
 impl Swept {
@@ -446,6 +448,7 @@ impl Swept {
             && self.subnets.is_empty()
             && self.public.is_empty()
             && self.disassociated.is_empty()
+            && self.macs.is_empty()
     }
 }
 

@@ -27,8 +27,8 @@
 //! - gives back the addresses of ended instances, records the address a node
 //!   learned (`system` mode), and sends each cluster its network state when it
 //!   differs from what the CC applied ([`crate::netstate::sync`]); at start and
-//!   every [`SWEEP_EVERY`] passes it also gives back address records whose holder
-//!   is gone ([`sweep_leaks`]),
+//!   every [`SWEEP_EVERY`] passes it also gives back address and MAC records whose
+//!   holder is gone ([`sweep_leaks`]),
 //! - removes terminated instances an hour after they ended.
 use crate::actions::attachments::{release_volume, set_attachment};
 use crate::actions::instances::{delete_instance, drive_launch, in_flight, TERMINATED_KEPT_SECS};
@@ -167,13 +167,21 @@ async fn release_net(clc: &Clc, i: &Instance) -> Result<(), Ec2Error> {
 }
 
 /// Gives back the address records whose holder is terminated or was never
-/// written ([`crate::netalloc::sweep`]); the DNS index follows at once, the
+/// written ([`crate::netalloc::sweep`]), and the MAC records whose holder's record
+/// is gone ([`crate::mac::sweep`]); the DNS index follows at once, the
 /// clusters on the next pass.
 pub async fn sweep_leaks(clc: &Clc) -> Result<crate::netalloc::Swept, Ec2Error> {
     let db = clc.db.clone();
     let swept = blocking(move || {
-        let _g = crate::netalloc::lock();
-        crate::netalloc::sweep(&db, crate::netalloc::unix_now())
+        let now = crate::netalloc::unix_now();
+        let mut swept = {
+            let _g = crate::netalloc::lock();
+            crate::netalloc::sweep(&db, now)?
+        };
+        // MACs are taken outside the address lock (their uniqueness is the
+        // record id's): their sweep needs none.
+        swept.macs = crate::mac::sweep(&db, now)?;
+        Ok(swept)
     })
     .await?;
     if !swept.is_empty() {

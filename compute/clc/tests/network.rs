@@ -5,12 +5,15 @@
 //! the cluster (rules, metadata tree, re-push on another digest or none),
 //! DescribeInstances' network fields and the dynamic DNS server's answers; the
 //! address bookkeeping: the per-account elastic IP limit, the sweep of records
-//! whose holder is gone, a release from a stale copy of the instance.
+//! (addresses and MACs) whose holder is gone, a release from a stale copy of the
+//! instance.
 mod common;
 
 use common::netcluster::NetCluster;
 use common::{call, text, texts};
-use euca_clc::model::{Address, Image, ImageState, ImageType, Instance, InstanceState, NetRecord};
+use euca_clc::model::{
+    Address, Image, ImageState, ImageType, Instance, InstanceState, MacRecord, NetRecord,
+};
 use euca_clc::store::Write;
 use euca_clc::{Clc, ClcConfig, Ec2Error};
 use euca_compute_proto::net::{ClusterNet, NetMode, Segment};
@@ -443,11 +446,26 @@ async fn describe_instances_network_fields() {
     assert_eq!(text(nic, "privateIpAddress"), Some("10.10.0.2"));
     let assoc = text(nic, "association").unwrap();
     assert_eq!(text(assoc, "publicIp"), Some("198.51.100.1"));
+    let mac1 = rec(&clc, &i1).mac;
     for (filter, value, want) in [
         ("private-ip-address", "10.10.0.3", 1),
         ("private-ip-address", "10.10.0.*", 2),
         ("ip-address", "198.51.100.1", 1),
         ("private-dns-name", "euca-10-10-0-2.eucalyptus.internal", 1),
+        ("network-interface.private-dns-name", "euca-10-10-0-3.*", 1),
+        ("dns-name", "euca-198-51-100-1.eucalyptus.cloud.test", 1),
+        ("dns-name", "*.eucalyptus.cloud.test", 1),
+        // Another domain's name, a private name: nothing.
+        ("dns-name", "euca-198-51-100-1.eucalyptus.localhost", 0),
+        ("dns-name", "euca-10-10-0-2.eucalyptus.internal", 0),
+        (
+            "network-interface.association.public-dns-name",
+            "euca-198-51-100-1.eucalyptus.cloud.test",
+            1,
+        ),
+        ("ip-address", "198.51.100.*", 1),
+        ("network-interface.mac-address", mac1.as_str(), 1),
+        ("mac-address", "00:*", 0),
     ] {
         let out = call(
             &clc,
@@ -998,6 +1016,67 @@ async fn leaked_records_are_swept_live_and_young_ones_kept() {
     let i5 = run(&clc, A, &[("SecurityGroupId.1", &web)]).await.unwrap();
     assert_eq!(rec(&clc, &i5).net_index, Some(1));
     assert_eq!(rec(&clc, &i5).private_ip, Some(ip("10.10.0.66")));
+}
+
+fn mac_rec(mac: &str, holder: &str, created: Option<i64>) -> MacRecord {
+    MacRecord {
+        id: mac.into(),
+        value: holder.into(),
+        created,
+    }
+}
+
+fn has_mac(clc: &Clc, mac: &str) -> bool {
+    clc.db.get::<MacRecord>(mac).unwrap().is_some()
+}
+
+#[tokio::test]
+async fn leaked_mac_records_are_swept_live_and_young_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, _fake) = setup(dir.path(), managed(6));
+    let now = euca_clc::netalloc::unix_now();
+    let old = Some(now - euca_clc::netalloc::LEAK_GRACE_SECS - 1);
+    // Live i1; i2 terminated but still kept (DescribeInstances shows its MAC).
+    let i1 = run(&clc, A, &[]).await.unwrap();
+    let i2 = run(&clc, A, &[]).await.unwrap();
+    terminate(&clc, &i2).await;
+    let (m1, m2) = (rec(&clc, &i1).mac, rec(&clc, &i2).mac);
+    let prefix = euca_clc::mac::prefix(&clc.db).unwrap();
+    let mac = |s: &str| format!("{prefix}:{s}");
+    let leaks = [
+        // An instance whose record went (past retention) without its MAC.
+        mac_rec(&mac("00:00:01"), "i-gone0001", old),
+        // One of an older version (no time).
+        mac_rec(&mac("00:00:02"), "i-gone0002", None),
+        // A second MAC naming the live i1 (its record names m1).
+        mac_rec(&mac("00:00:03"), &i1, old),
+    ];
+    // A launch in progress: taken just now, its instance not written yet.
+    let young = mac_rec(&mac("00:00:04"), "i-young001", Some(now));
+    for r in leaks.iter().chain([&young]) {
+        assert!(clc.db.insert_new("cloud", r).unwrap(), "{}", r.id);
+    }
+    let swept = euca_clc::reconcile::sweep_leaks(&clc).await.unwrap();
+    assert_eq!(
+        sorted(&swept.macs),
+        sorted(&leaks.iter().map(|r| r.id.clone()).collect::<Vec<_>>())
+    );
+    for r in &leaks {
+        assert!(!has_mac(&clc, &r.id), "{}", r.id);
+    }
+    for m in [&m1, &m2, &young.id] {
+        assert!(has_mac(&clc, m), "{m}");
+    }
+    assert_eq!(euca_clc::mac::prefix(&clc.db).unwrap(), prefix);
+    // Nothing more the second time; past its grace the young one goes too.
+    assert!(euca_clc::reconcile::sweep_leaks(&clc)
+        .await
+        .unwrap()
+        .is_empty());
+    let later = now + euca_clc::netalloc::LEAK_GRACE_SECS + 1;
+    let swept = euca_clc::mac::sweep(&clc.db, later).unwrap();
+    assert_eq!(swept, std::slice::from_ref(&young.id));
+    assert!(has_mac(&clc, &m1) && has_mac(&clc, &m2));
 }
 
 #[tokio::test]

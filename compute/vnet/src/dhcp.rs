@@ -21,6 +21,10 @@ pub struct DhcpSubnet {
     pub subnet: Ipv4Net,
     /// Option 3 (the default gateway), if any.
     pub router: Option<Ipv4Addr>,
+    /// Option 121 (RFC 3442 classless static routes): destination → gateway.
+    /// A client that takes option 121 ignores option 3, so when there are routes
+    /// the default route via `router` is sent among them too.
+    pub routes: Vec<(Ipv4Net, Ipv4Addr)>,
 }
 
 /// What dnsmasq is started with (a change restarts it).
@@ -203,6 +207,20 @@ impl Dhcp {
                 // Without it dnsmasq would offer its own address as the gateway.
                 None => s.push_str(&format!("dhcp-option=tag:s{k},option:router\n")),
             }
+            if !sub.routes.is_empty() {
+                let mut routes: Vec<String> = sub
+                    .routes
+                    .iter()
+                    .map(|(dst, via)| format!("{dst},{via}"))
+                    .collect();
+                if let Some(r) = sub.router {
+                    routes.push(format!("0.0.0.0/0,{r}"));
+                }
+                s.push_str(&format!(
+                    "dhcp-option=tag:s{k},option:classless-static-route,{}\n",
+                    routes.join(",")
+                ));
+            }
         }
         if let Some(d) = c.dns {
             s.push_str(&format!("dhcp-option=option:dns-server,{d}\n"));
@@ -322,6 +340,7 @@ mod tests {
             subnets: vec![DhcpSubnet {
                 subnet: "10.128.0.32/27".parse().unwrap(),
                 router: Some("10.128.0.33".parse().unwrap()),
+                routes: vec![],
             }],
             dns: None,
             lease_secs: 3600,
@@ -330,6 +349,23 @@ mod tests {
         assert!(text.contains("dhcp-range=set:s0,10.128.0.32,static,255.255.255.224,3600"));
         assert!(text.contains("dhcp-option=tag:s0,option:router,10.128.0.33"));
         assert!(text.contains("port=0"));
+        assert!(!text.contains("classless-static-route"));
+        // Static mode: the metadata route via the router namespace, and the
+        // default route repeated in option 121 (which overrides option 3).
+        let st = DhcpConfig {
+            subnets: vec![DhcpSubnet {
+                subnet: "10.231.1.0/24".parse().unwrap(),
+                router: Some("10.231.1.1".parse().unwrap()),
+                routes: vec![(
+                    "169.254.169.254/32".parse().unwrap(),
+                    "10.231.1.3".parse().unwrap(),
+                )],
+            }],
+            ..c
+        };
+        assert!(d.render(&st).contains(
+            "dhcp-option=tag:s0,option:classless-static-route,169.254.169.254/32,10.231.1.3,0.0.0.0/0,10.231.1.1\n"
+        ));
         assert!(!valid_mac("52:54:00:00:00"));
         assert!(!valid_mac("52:54:00:00:00:0g"));
         assert!(valid_mac("52:54:00:AA:00:01"));

@@ -60,6 +60,11 @@ pub struct GroupFilter {
     pub index: u32,
     pub subnet: Ipv4Net,
     pub allow: Vec<Allow>,
+    /// What it admits of hairpin traffic (an instance reaching this group through
+    /// a public address): matched before the source is rewritten to the public
+    /// address the destination will see, so the rules' CIDRs come here already
+    /// turned into the private addresses whose hairpin source they contain.
+    pub hairpin: Vec<Allow>,
 }
 
 /// Everything the ruleset is made of.
@@ -75,8 +80,12 @@ pub struct Firewall {
     /// The metadata service's address (tcp/80 accepted from instances).
     pub metadata: Ipv4Addr,
     pub groups: Vec<GroupFilter>,
-    /// (private, public) pairs: DNAT in, SNAT out.
+    /// (private, public) pairs: DNAT in (from outside and, hairpin, from the
+    /// inside), SNAT out (and of hairpin traffic).
     pub nat: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// The router's public address: the source of hairpin traffic from an
+    /// instance without a public address of its own.
+    pub router_public: Ipv4Addr,
     /// Instances without a public address leave masqueraded behind the router's
     /// public address when their source is in this range.
     pub masquerade: Option<Ipv4Net>,
@@ -203,6 +212,24 @@ fn table_cmd(
 
 fn group_chain(index: u32) -> String {
     format!("group{index}")
+}
+
+/// The chain of a group's hairpin permissions.
+fn hairpin_chain(index: u32) -> String {
+    format!("group{index}h")
+}
+
+/// `ct status dnat`: the flow's destination was rewritten (a public address).
+fn dnatted() -> Statement<'static> {
+    Statement::Match(Match {
+        left: Expression::Named(NamedExpression::CT(nftables::expr::CT {
+            key: "status".into(),
+            family: None,
+            dir: None,
+        })),
+        right: s("dnat"),
+        op: Operator::IN,
+    })
 }
 
 /// The match statements of one permission (without its verdict); `None` when it
@@ -405,11 +432,31 @@ impl Firewall {
         }
         for g in &self.groups {
             let name = group_chain(g.index);
+            let hairpin = hairpin_chain(g.index);
             o.push(chain(&name, None));
+            o.push(chain(&hairpin, None));
             o.push(rule(
                 "forward",
                 vec![is(payload("ip", "daddr"), net(g.subnet)), jump(&name)],
             ));
+            // Hairpin (from an instance, to a public address): only the hairpin
+            // permissions; `goto` so nothing of the private ones applies after.
+            o.push(rule(
+                &name,
+                vec![
+                    from_inside(),
+                    dnatted(),
+                    Statement::Goto(JumpTarget {
+                        target: Cow::Owned(hairpin.clone()),
+                    }),
+                ],
+            ));
+            for a in &g.hairpin {
+                if let Some(mut m) = allow_matches(a) {
+                    m.push(accept());
+                    o.push(rule(&hairpin, m));
+                }
+            }
             for a in &g.allow {
                 if let Some(mut m) = allow_matches(a) {
                     m.push(accept());
@@ -426,7 +473,30 @@ impl Firewall {
                 flags: None,
             })
         };
+        // Hairpin: an instance reaching another's public address goes out to it
+        // from its own public address (the router's when it has none), so the
+        // reply comes back through the router and the destination's group sees
+        // a public source, as from outside.
+        let hairpin = || {
+            vec![
+                from_inside(),
+                is(meta(MetaKey::Oifname), inside()),
+                dnatted(),
+            ]
+        };
+        if !self.inside.is_empty() {
+            for (private, public) in &self.nat {
+                let mut r = hairpin();
+                r.push(is(payload("ip", "saddr"), s(&private.to_string())));
+                r.push(Statement::SNAT(to(*public)));
+                o.push(rule("postrouting", r));
+            }
+            let mut r = hairpin();
+            r.push(Statement::SNAT(to(self.router_public)));
+            o.push(rule("postrouting", r));
+        }
         for (private, public) in &self.nat {
+            // No interface match: from outside, and from the inside (hairpin).
             o.push(rule(
                 "prerouting",
                 vec![
@@ -568,8 +638,16 @@ mod tests {
                     icmp_code: None,
                     sources: vec!["0.0.0.0/0".parse().unwrap()],
                 }],
+                hairpin: vec![Allow {
+                    proto: Some(Proto::Tcp),
+                    ports: Some((80, 80)),
+                    icmp_type: None,
+                    icmp_code: None,
+                    sources: vec!["10.0.0.3/32".parse().unwrap()],
+                }],
             }],
             nat: vec![("10.0.0.2".parse().unwrap(), "100.64.1.10".parse().unwrap())],
+            router_public: "100.64.1.2".parse().unwrap(),
             masquerade: Some("10.0.0.0/16".parse().unwrap()),
         };
         let j = serde_json::to_string(&fw.render()).unwrap();
@@ -577,6 +655,11 @@ mod tests {
         assert!(j.contains(r#""dnat":{"addr":"10.0.0.2"}"#), "{j}");
         assert!(j.contains(r#""snat":{"addr":"100.64.1.10"}"#), "{j}");
         assert!(j.contains(r#""jump":{"target":"group0"}"#), "{j}");
+        // Hairpin: into its own chain, SNAT to the source's public address, else
+        // the router's.
+        assert!(j.contains(r#""goto":{"target":"group0h"}"#), "{j}");
+        assert!(j.contains(r#""snat":{"addr":"100.64.1.2"}"#), "{j}");
+        assert!(j.contains(r#""set":["10.0.0.3"]"#), "{j}");
         // 0.0.0.0/0 admits any source: no saddr match in the group's rule.
         assert!(!j.contains(r#""len":0"#), "{j}");
         // A permission without any source admits nothing and renders nothing.

@@ -6,12 +6,16 @@
 //!   addresses mapped to instances are `/32`s on it, so the CC's namespace reaches
 //!   them on-link.
 //! - `br0`: the instances' bridge (`managed-novlan`, `static`), with every group
-//!   subnet's gateway (`.1`); with a `private_bridge` it also holds `lan`, a veth
+//!   subnet's gateway (`.1`), or in `static` the router's LAN address (the
+//!   nftables table then admits DHCP and, from instances only, the metadata
+//!   service); with a `private_bridge` it also holds `lan`, a veth
 //!   to that bridge in the CC's namespace (`el<hash>` there).
 //! - `managed`: per group index `k`, bridge `gb<k>` with the gateway and `vx<k>`,
 //!   a VXLAN device (VNI `vni_base + k`) created in the CC's namespace on the
 //!   underlay device, so its UDP socket lives there, then moved in.
-//! - `lo`: 169.254.169.254/32, the metadata service's address.
+//! - `lo`: 169.254.169.254/32, the metadata service's address (managed modes:
+//!   behind each group's gateway; `static`: DHCP option 121 routes it via
+//!   `static_server_ip`, since the LAN's gateway is not the router).
 //!
 //! When an address moves (a public address to another instance, a private one to
 //! a new owner) the tracked flows through it are deleted ([`crate::conntrack`]), so
@@ -292,11 +296,34 @@ impl Router {
             .iter()
             .filter_map(|i| Some((i.mac.clone(), i.private_ip?)))
             .collect();
+        // The router is not the LAN's gateway: from the LAN it serves DHCP and the
+        // metadata service, to the instances' (MAC, address) pairs only, as in the
+        // managed modes (a host of the site's LAN taking an instance's address is
+        // not that instance). No groups, no NAT.
+        let fw = Firewall {
+            inside: vec![BRIDGE.into()],
+            public_if: PUBLIC_IF.into(),
+            allowed: hosts.clone(),
+            metadata: METADATA_IP,
+            groups: Vec::new(),
+            nat: Vec::new(),
+            router_public: self.spec.public_addr(),
+            masquerade: None,
+        };
+        crate::nft::apply(&self.spec.netns, &fw.render()).await?;
         let cfg = DhcpConfig {
             interfaces: vec![BRIDGE.into()],
             subnets: vec![DhcpSubnet {
                 subnet,
                 router: self.spec.static_router,
+                // The metadata service is on this namespace's `lo`, reached through
+                // its address on the LAN (the LAN's gateway is not ours).
+                routes: self
+                    .spec
+                    .static_server_ip
+                    .map(|me| (host(METADATA_IP), me))
+                    .into_iter()
+                    .collect(),
             }],
             dns: self.spec.dns,
             lease_secs: self.spec.lease_secs,
@@ -395,6 +422,13 @@ impl Router {
                 members.entry(g.as_str()).or_default().push(ip);
             }
         }
+        // Each instance's source as hairpin traffic shows it (see `nft`).
+        let router_public = self.spec.public_addr();
+        let seen: Vec<(Ipv4Addr, Ipv4Addr)> = state
+            .instances
+            .iter()
+            .filter_map(|i| Some((i.private_ip?, i.public_ip.unwrap_or(router_public))))
+            .collect();
         let fw = Firewall {
             inside: inside.clone(),
             public_if: PUBLIC_IF.into(),
@@ -414,6 +448,11 @@ impl Router {
                         .iter()
                         .filter_map(|r| resolve_rule(r, &members))
                         .collect(),
+                    hairpin: g
+                        .rules
+                        .iter()
+                        .filter_map(|r| resolve_hairpin(r, &seen))
+                        .collect(),
                 })
                 .collect(),
             nat: state
@@ -421,6 +460,7 @@ impl Router {
                 .iter()
                 .filter_map(|i| Some((i.private_ip?, i.public_ip?)))
                 .collect(),
+            router_public,
             masquerade: if self.spec.masquerade {
                 c.private_range
             } else {
@@ -443,6 +483,8 @@ impl Router {
                 .map(|&(n, _)| DhcpSubnet {
                     subnet: n,
                     router: Some(nth(n, 1)),
+                    // The gateway is the router, which holds the metadata address.
+                    routes: Vec::new(),
                 })
                 .collect(),
             dns: self.spec.dns,
@@ -615,6 +657,28 @@ pub fn resolve_rule(r: &IngressRule, members: &HashMap<&str, Vec<Ipv4Addr>>) -> 
     Some(a)
 }
 
+/// A rule as it admits hairpin traffic (an instance reaching the group through a
+/// public address; the router rewrites its source to its own public address, or
+/// the router's): the rule's CIDRs become the private addresses of the instances
+/// whose hairpin source `seen` (private, source shown) they contain. Source-group
+/// permissions admit private-address traffic only, as in EC2.
+pub fn resolve_hairpin(r: &IngressRule, seen: &[(Ipv4Addr, Ipv4Addr)]) -> Option<Allow> {
+    let cidrs_only = IngressRule {
+        groups: Vec::new(),
+        ..r.clone()
+    };
+    let mut a = resolve_rule(&cidrs_only, &HashMap::new())?;
+    if a.sources.iter().any(|n| n.prefix_len() == 0) {
+        return Some(a);
+    }
+    a.sources = seen
+        .iter()
+        .filter(|(_, shown)| r.cidrs.iter().any(|c| c.contains(shown)))
+        .filter_map(|(private, _)| Ipv4Net::new(*private, 32).ok())
+        .collect();
+    Some(a)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,5 +722,34 @@ mod tests {
             ..icmp
         };
         assert!(resolve_rule(&bad, &members).is_none());
+    }
+
+    #[test]
+    fn hairpin_rules_match_the_public_source() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        // 10.0.0.2 shows as 100.64.1.10; 10.0.0.3 has no public address and shows
+        // as the router's 100.64.1.2.
+        let seen = [
+            (ip("10.0.0.2"), ip("100.64.1.10")),
+            (ip("10.0.0.3"), ip("100.64.1.2")),
+        ];
+        let rule = |cidr: &str, groups: Vec<String>| IngressRule {
+            protocol: "tcp".into(),
+            from_port: 80,
+            to_port: 80,
+            cidrs: vec![cidr.parse().unwrap()],
+            groups,
+        };
+        let a = resolve_hairpin(&rule("100.64.1.10/32", vec![]), &seen).unwrap();
+        assert_eq!(a.sources, vec!["10.0.0.2/32".parse::<Ipv4Net>().unwrap()]);
+        assert_eq!(a.ports, Some((80, 80)));
+        let a = resolve_hairpin(&rule("100.64.1.0/24", vec![]), &seen).unwrap();
+        assert_eq!(a.sources.len(), 2);
+        // A private CIDR admits no hairpin traffic (its source is public by then),
+        // nor does a source group.
+        let a = resolve_hairpin(&rule("10.0.0.0/24", vec!["sg-a".into()]), &seen).unwrap();
+        assert!(a.sources.is_empty());
+        let a = resolve_hairpin(&rule("0.0.0.0/0", vec![]), &seen).unwrap();
+        assert_eq!(a.sources, vec!["0.0.0.0/0".parse::<Ipv4Net>().unwrap()]);
     }
 }

@@ -1100,7 +1100,7 @@ impl Filterable for Instance {
             "ip-address" | "network-interface.association.public-ip" => {
                 self.public_ip.map(|a| a.to_string()).into_iter().collect()
             }
-            "private-dns-name" => self
+            "private-dns-name" | "network-interface.private-dns-name" => self
                 .private_ip
                 .map(crate::dns::private_name)
                 .into_iter()
@@ -1119,13 +1119,28 @@ impl Filterable for Instance {
             _ => return None,
         })
     }
+    fn filter_values_in(&self, name: &str, dns_domain: Option<&str>) -> Option<Vec<String>> {
+        match name {
+            // The public name DescribeInstances shows as `dnsName` (none: no public
+            // address).
+            "dns-name" | "network-interface.association.public-dns-name" => Some(
+                self.public_ip
+                    .zip(dns_domain)
+                    .map(|(a, d)| crate::dns::public_name(a, d))
+                    .into_iter()
+                    .collect(),
+            ),
+            _ => self.filter_values(name),
+        }
+    }
     fn tags(&self) -> &Tags {
         &self.tags
     }
 }
 
 pub async fn describe_instances(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
-    let d = Describe::from_params(cx.params, "InstanceId")?;
+    let mut d = Describe::from_params(cx.params, "InstanceId")?;
+    d.dns_domain = Some(cx.clc.config.dns_domain.clone());
     let (db, owner) = (cx.clc.db.clone(), cx.account().to_string());
     let (found, next) = blocking(move || {
         describe::page::<Instance>(
