@@ -669,6 +669,7 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         version_id: None,
         retention,
         legal_hold,
+        sse: None,
     };
     r.key = Some(key.clone());
     let version = crate::api_object::put::commit_object(st, r, meta, None).await?;
