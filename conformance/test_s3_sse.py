@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from conftest import start_cloud, with_short_guest_shutdown
 from helpers_clients import aws
+from test_s3_cors_post import curl_post, presigned_post
 
 MiB = 1024 * 1024
 
@@ -232,6 +233,11 @@ def test_sse_s3_bucket_default_and_master_key(sse_cloud, s3e):
     small = marked(marker, 100)  # small enough to be inlined if it were plain
     assert s3.put_object(Bucket=b, Key="d", Body=small)["ServerSideEncryption"] == "AES256"
     assert s3.get_object(Bucket=b, Key="d")["Body"].read() == small
+    # A browser POST upload gets the default too.
+    url, fields = presigned_post(sse_cloud.boto3(signature_version="s3v4"), b, "posted")
+    status, headers, _ = curl_post(url, fields, small)
+    assert status == 204 and headers["x-amz-server-side-encryption"] == "AES256"
+    assert s3.get_object(Bucket=b, Key="posted")["Body"].read() == small
     r = s3.copy_object(Bucket=b, Key="copied", CopySource={"Bucket": b, "Key": "plain"})
     assert r["ServerSideEncryption"] == "AES256"
     assert s3.get_object(Bucket=b, Key="copied")["Body"].read() == plain

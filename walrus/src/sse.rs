@@ -205,6 +205,36 @@ pub async fn for_write(st: &State, r: &Req, b: &BucketMeta) -> S3Result<Option<E
     }
 }
 
+/// The encryption of a browser POST upload: its form's `x-amz-server-side-encryption`
+/// field, else the bucket's default.
+pub async fn for_post(
+    st: &State,
+    field: Option<&str>,
+    b: &BucketMeta,
+) -> S3Result<Option<Encryption>> {
+    match field {
+        Some(v) => {
+            sse_s3_value(v)?;
+            Ok(Some(Encryption::new(st, None).await?))
+        }
+        None if bucket_default(b) => Ok(Some(Encryption::new(st, None).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Checks an `x-amz-server-side-encryption` value: only AES256 is available.
+fn sse_s3_value(v: &str) -> S3Result<()> {
+    match v {
+        ALGORITHM => Ok(()),
+        v if v.starts_with("aws:kms") => Err(kms_unavailable(v)),
+        v => Err(
+            S3Error::invalid_argument("The encryption method specified is not supported")
+                .with("ArgumentName", H_SSE)
+                .with("ArgumentValue", v.to_string()),
+        ),
+    }
+}
+
 enum Requested {
     S3,
     Customer(CustomerKey),
@@ -220,13 +250,7 @@ fn requested(st: &State, r: &Req) -> S3Result<Option<Requested>> {
             "Server Side Encryption with Customer provided key is incompatible with the encryption method specified",
         )
         .with("ArgumentName", H_SSE)),
-        (Some(ALGORITHM), None) => Ok(Some(Requested::S3)),
-        (Some(v), None) if v.starts_with("aws:kms") => Err(kms_unavailable(v)),
-        (Some(v), None) => Err(S3Error::invalid_argument(
-            "The encryption method specified is not supported",
-        )
-        .with("ArgumentName", H_SSE)
-        .with("ArgumentValue", v.to_string())),
+        (Some(v), None) => sse_s3_value(v).map(|()| Some(Requested::S3)),
     }
 }
 

@@ -193,6 +193,40 @@ impl Ctr {
         out.truncate(n);
         Ok(Bytes::from(out))
     }
+
+    /// The blob transform that applies it ([`crate::blob::Transform`]).
+    pub fn into_transform(mut self) -> crate::blob::Transform {
+        Box::new(move |b| self.apply(&b).map_err(std::io::Error::other))
+    }
+
+    /// The transform for blob `blob_id` from `offset` under `key`, if there is a key.
+    pub fn transform(
+        key: Option<&DataKey>,
+        blob_id: &str,
+        offset: u64,
+    ) -> Result<Option<crate::blob::Transform>, SseError> {
+        key.map(|k| Ctr::new(k, blob_id, offset).map(Ctr::into_transform))
+            .transpose()
+    }
+}
+
+/// A new blob, encrypted (as it is written, on the writer's thread) if there is a key.
+pub async fn create_blob(
+    blobs: &crate::blob::BlobStore,
+    key: Option<&DataKey>,
+) -> Result<crate::blob::BlobWriter, crate::blob::BlobError> {
+    match key {
+        None => blobs.create().await,
+        Some(k) => {
+            blobs
+                .create_transformed(|id| {
+                    Ctr::new(k, id, 0)
+                        .map(Ctr::into_transform)
+                        .map_err(std::io::Error::other)
+                })
+                .await
+        }
+    }
 }
 
 /// The counter block a blob's keystream starts at.

@@ -210,20 +210,13 @@ pub async fn copy_range(
 ) -> S3Result<(BlobRef, [u8; 16], Option<(String, String)>)> {
     let mut md5 = Md5::new();
     let mut sum = alg.map(|a| a.hasher());
-    let mut w = st.blobs.create().await?;
-    let mut out_ctr = match dst_key {
-        Some(k) => Some(Ctr::new(k, &w.id, 0)?),
-        None => None,
-    };
+    let mut w = crate::sse_keys::create_blob(&st.blobs, dst_key).await?;
     let mut write = |chunk: Bytes, md5: &mut Md5| -> S3Result<Bytes> {
         md5.update(&chunk);
         if let Some(h) = &mut sum {
             h.update(&chunk);
         }
-        Ok(match out_ctr.as_mut() {
-            Some(c) => c.apply(&chunk)?,
-            None => chunk,
-        })
+        Ok(chunk)
     };
     match &src.data {
         // Encrypted objects are never inline (but for the empty one).
@@ -243,13 +236,11 @@ pub async fn copy_range(
                     continue;
                 }
                 let from = range.start.max(bs) - bs;
+                let decrypt = Ctr::transform(src_key, &b.id, from)?;
                 let mut s = st
                     .blobs
-                    .read(&b.id, Some(from..range.end.min(be) - bs))
+                    .read_transformed(&b.id, Some(from..range.end.min(be) - bs), decrypt)
                     .await?;
-                if let Some(k) = src_key {
-                    s = crate::api_object::get::decrypting(s, Ctr::new(k, &b.id, from)?);
-                }
                 while let Some(c) = s.next().await {
                     let c = write(c?, &mut md5)?;
                     w.write(c).await?;

@@ -10,7 +10,6 @@ use crate::sse::DataKey;
 use crate::state::State;
 use bytes::Bytes;
 use euca_aws::timefmt::format_http_date;
-use futures::stream::BoxStream;
 use futures::StreamExt;
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
@@ -281,14 +280,13 @@ async fn stream_blobs(
         }
         let from = range.start.max(bs) - bs;
         let to = range.end.min(be) - bs;
-        match st.blobs.read(&b.id, Some(from..to)).await {
-            Ok(s) => streams.push(match key {
-                Some(k) => decrypting(
-                    s,
-                    crate::sse::Ctr::new(k, &b.id, from).map_err(S3Error::from)?,
-                ),
-                None => s,
-            }),
+        let decrypt = crate::sse::Ctr::transform(key, &b.id, from).map_err(S3Error::from)?;
+        match st
+            .blobs
+            .read_transformed(&b.id, Some(from..to), decrypt)
+            .await
+        {
+            Ok(s) => streams.push(s),
             Err(BlobError::NotFound) => return Err(ServeError::Gone),
             Err(e) => return Err(S3Error::from(e).into()),
         }
@@ -309,20 +307,6 @@ async fn stream_blobs(
             }
         });
     Ok(BodyExt::boxed_unsync(StreamBody::new(stream)))
-}
-
-/// A blob's stream, decrypted as it is read.
-pub fn decrypting(
-    s: BoxStream<'static, Result<Bytes, BlobError>>,
-    mut ctr: crate::sse::Ctr,
-) -> BoxStream<'static, Result<Bytes, BlobError>> {
-    s.map(move |r| {
-        r.and_then(|b| {
-            ctr.apply(&b)
-                .map_err(|e| BlobError::Io(std::io::Error::other(e)))
-        })
-    })
-    .boxed()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::handler::{
 use crate::meta::{
     now_millis, BlobRef, ContentHeaders, MetaOp, ObjectData, ObjectMeta, WriteCondition,
 };
-use crate::sse::{Ctr, DataKey};
+use crate::sse::DataKey;
 use crate::state::State;
 use bytes::Bytes;
 use http::StatusCode;
@@ -77,7 +77,6 @@ pub async fn store_body(
     let inline_max = if key.is_some() { 0 } else { inline_max };
     let mut head: Vec<u8> = Vec::new();
     let mut writer = None;
-    let mut ctr: Option<Ctr> = None;
     loop {
         let chunk = match body.next().await {
             Ok(Some(c)) => c,
@@ -95,26 +94,15 @@ pub async fn store_body(
         match writer.as_mut() {
             None if head.len() + chunk.len() <= inline_max => head.extend_from_slice(&chunk),
             None => {
-                let mut w = st.blobs.create().await?;
-                if let Some(k) = key {
-                    ctr = Some(Ctr::new(k, &w.id, 0)?);
-                }
-                // Nothing is inlined when encrypting: `head` is empty then.
+                // Encrypted as written; nothing is inlined then (`head` is empty).
+                let mut w = crate::sse_keys::create_blob(&st.blobs, key).await?;
                 if !head.is_empty() {
                     w.write(Bytes::from(std::mem::take(&mut head))).await?;
                 }
-                let chunk = match ctr.as_mut() {
-                    Some(c) => c.apply(&chunk)?,
-                    None => chunk,
-                };
                 w.write(chunk).await?;
                 writer = Some(w);
             }
             Some(w) => {
-                let chunk = match ctr.as_mut() {
-                    Some(c) => c.apply(&chunk)?,
-                    None => chunk,
-                };
                 if let Err(e) = w.write(chunk).await {
                     if let Some(w) = writer {
                         w.abort().await;
