@@ -4,7 +4,9 @@
 //! knows about requests, so [`crate::state::State`] can hold the [`Keyring`].
 use crate::error::S3Error;
 use bytes::Bytes;
-use openssl::symm::{decrypt_aead, encrypt_aead, Cipher, Crypter, Mode};
+use openssl::cipher::Cipher as EvpCipher;
+use openssl::cipher_ctx::CipherCtx;
+use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -167,36 +169,39 @@ pub fn unseal(kek: &[u8; KEY_LEN], aad: &[u8], sealed: &[u8]) -> Option<DataKey>
 
 /// AES-256-CTR over one blob, positioned at a byte offset: encryption and decryption
 /// are the same operation.
-pub struct Ctr(Crypter);
+pub struct Ctr(CipherCtx);
 
 impl Ctr {
     pub fn new(key: &DataKey, blob_id: &str, offset: u64) -> Result<Self, SseError> {
         let iv = blob_iv(blob_id).wrapping_add(u128::from(offset / 16));
-        let mut c = Crypter::new(
-            Cipher::aes_256_ctr(),
-            Mode::Encrypt,
-            &key.0,
+        let mut c = CipherCtx::new()?;
+        c.encrypt_init(
+            Some(EvpCipher::aes_256_ctr()),
+            Some(&key.0),
             Some(&iv.to_be_bytes()),
         )?;
         let skip = (offset % 16) as usize;
         if skip > 0 {
             // Into the block the offset falls in.
-            let mut out = [0u8; 32];
-            c.update(&[0u8; 16][..skip], &mut out)?;
+            let mut out = [0u8; 16];
+            c.cipher_update(&[0u8; 16][..skip], Some(&mut out))?;
         }
         Ok(Self(c))
     }
 
-    pub fn apply(&mut self, data: &[u8]) -> Result<Bytes, SseError> {
-        let mut out = vec![0u8; data.len() + 16];
-        let n = self.0.update(data, &mut out)?;
-        out.truncate(n);
-        Ok(Bytes::from(out))
+    /// Encrypts (or decrypts) `data`, in place when nothing else holds its buffer
+    /// (a freshly read chunk), else in a copy.
+    pub fn apply(&mut self, data: Bytes) -> Result<Bytes, SseError> {
+        let mut v = Vec::from(data);
+        let len = v.len();
+        // CTR is a stream cipher: the output is exactly as long as the input.
+        self.0.cipher_update_inplace(&mut v, len)?;
+        Ok(Bytes::from(v))
     }
 
     /// The blob transform that applies it ([`crate::blob::Transform`]).
     pub fn into_transform(mut self) -> crate::blob::Transform {
-        Box::new(move |b| self.apply(&b).map_err(std::io::Error::other))
+        Box::new(move |b| self.apply(b).map_err(std::io::Error::other))
     }
 
     /// The transform for blob `blob_id` from `offset` under `key`, if there is a key.
@@ -252,13 +257,16 @@ mod tests {
     fn ctr_at_any_offset_matches_the_whole_stream() {
         let k = key(7);
         let plain: Vec<u8> = (0..1000u32).map(|i| (i * 31 % 251) as u8).collect();
-        let whole = Ctr::new(&k, "blob", 0).unwrap().apply(&plain).unwrap();
+        let whole = Ctr::new(&k, "blob", 0)
+            .unwrap()
+            .apply(Bytes::from(plain.clone()))
+            .unwrap();
         assert_ne!(&whole[..], &plain[..]);
         assert_eq!(whole.len(), plain.len());
         for start in [0usize, 1, 15, 16, 17, 500, 999] {
             let part = Ctr::new(&k, "blob", start as u64)
                 .unwrap()
-                .apply(&whole[start..])
+                .apply(whole.slice(start..))
                 .unwrap();
             assert_eq!(&part[..], &plain[start..], "offset {start}");
         }
@@ -266,13 +274,19 @@ mod tests {
         let mut c = Ctr::new(&k, "blob", 0).unwrap();
         let mut out = Vec::new();
         for piece in plain.chunks(37) {
-            out.extend_from_slice(&c.apply(piece).unwrap());
+            out.extend_from_slice(&c.apply(Bytes::copy_from_slice(piece)).unwrap());
         }
         assert_eq!(out, &whole[..]);
         // Another blob (or key) gets another keystream.
-        let other = Ctr::new(&k, "blob2", 0).unwrap().apply(&plain).unwrap();
+        let other = Ctr::new(&k, "blob2", 0)
+            .unwrap()
+            .apply(Bytes::from(plain.clone()))
+            .unwrap();
         assert_ne!(other, whole);
-        let other = Ctr::new(&key(8), "blob", 0).unwrap().apply(&plain).unwrap();
+        let other = Ctr::new(&key(8), "blob", 0)
+            .unwrap()
+            .apply(Bytes::from(plain.clone()))
+            .unwrap();
         assert_ne!(other, whole);
     }
 
