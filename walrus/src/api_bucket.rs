@@ -105,6 +105,9 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     }
     let name = r.bucket().to_string();
     match r.method.clone() {
+        Method::GET | Method::PUT | Method::DELETE if r.has("encryption") => {
+            crate::api_bucket_encryption::dispatch(st, r).await
+        }
         Method::GET | Method::PUT | Method::DELETE if r.has("tagging") => {
             crate::api_bucket_tagging::dispatch(st, r).await
         }

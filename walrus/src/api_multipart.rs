@@ -1,7 +1,7 @@
 //! Multipart uploads. Parts are separate blobs; completing an upload writes one
 //! metadata record that lists them in order, so no object bytes are copied.
 use crate::acl::Permission;
-use crate::api_object::copy::copy_source;
+use crate::api_object::copy::{copy_range, copy_source};
 use crate::api_object::put::{content_from_request, store_body, Stored};
 use crate::api_object::write_cond;
 use crate::authz::{self, AclRule, Authz};
@@ -16,10 +16,8 @@ use crate::meta::{
 use crate::policy::Decision;
 use crate::state::State;
 use bytes::Bytes;
-use euca_aws::checksum::ChecksumAlgorithm;
 use euca_aws::timefmt::format_iso8601;
 use euca_aws::xml::{XmlWriter, S3_NS};
-use futures::StreamExt;
 use http::{Method, StatusCode};
 use md5::{Digest, Md5};
 use std::sync::Arc;
@@ -102,6 +100,8 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let mode = checksums::upload_mode(r)?;
     let (retention, legal_hold) = crate::objectlock::for_new_object(r, &b)?;
     let tags = crate::tags::from_request_header(&r.headers)?;
+    // One data key for every part: each part's blob has its own IV.
+    let enc = crate::sse::for_write(st, r, &b).await?;
     let upload_id = crate::blob::new_blob_id();
     let u = UploadMeta {
         upload_id: upload_id.clone(),
@@ -117,6 +117,7 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         tags,
         retention,
         legal_hold,
+        sse: enc.as_ref().map(|e| e.sse.clone()),
     };
     st.meta.apply(MetaOp::CreateUpload(u)).await?;
     let mut w = XmlWriter::new();
@@ -125,6 +126,9 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .elem("Key", r.key())
         .elem("UploadId", &upload_id);
     let mut resp = xml(StatusCode::OK, w.finish());
+    if let Some(e) = &enc {
+        e.set_headers(resp.headers_mut())?;
+    }
     if let Some((a, t)) = mode {
         set_header(resp.headers_mut(), "x-amz-checksum-algorithm", a.name())?;
         set_header(resp.headers_mut(), "x-amz-checksum-type", t.name())?;
@@ -150,15 +154,20 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let number = part_number(r)?;
     let u = load_upload(st, r)?;
     require_upload_access(st, r, &u.owner.id, "s3:PutObject")?;
+    // An SSE-C upload's parts each bring its key (checked against the upload's).
+    let enc = crate::sse::for_read(st, r, u.sse.as_ref(), false).await?;
+    let dst_key = enc.as_ref().map(|e| &e.key);
     let (blob, md5, checksums) = if copy {
         let (_, _, src, _) = copy_source(st, r)?;
+        let src_enc = crate::sse::for_read(st, r, src.sse.as_ref(), true).await?;
         let range = match r.header("x-amz-copy-source-range") {
             None => 0..src.size,
             Some(v) => copy_source_range(v, src.size)?,
         };
         // The copied part gets the upload's checksum, computed on the way.
         let alg = checksums::stored_mode(&u).map(|(a, _)| a);
-        let (blob, md5, sum) = copy_range(st, &src, range, alg).await?;
+        let src_key = src_enc.as_ref().map(|e| &e.key);
+        let (blob, md5, sum) = copy_range(st, &src, src_key, range, alg, dst_key).await?;
         (blob, md5, sum.into_iter().collect())
     } else {
         if !r.headers.contains_key("content-length") {
@@ -171,7 +180,7 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         let body = r.body(st.cfg.max_put_bytes)?;
         checksums::check_part_algorithm(&u, body.checksum_algorithm())?;
         // Parts are always blobs (inline_max 0): completion only links them.
-        let (stored, summary) = store_body(st, body, 0).await?;
+        let (stored, summary) = store_body(st, body, 0, dst_key).await?;
         let blob = match stored {
             Stored::Blob(b) => b,
             Stored::Inline(_) => BlobRef {
@@ -186,7 +195,10 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             .collect();
         (blob, summary.md5, checksums)
     };
-    let etag = hex::encode(md5);
+    let etag = match &enc {
+        Some(e) => e.etag(&md5)?,
+        None => hex::encode(md5),
+    };
     let part = PartMeta {
         number,
         blob: blob.clone(),
@@ -219,10 +231,17 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             )
             .elem("ETag", format!("\"{etag}\""));
         checksums::write_xml(&mut w, &part.checksums, None);
-        return Ok(xml(StatusCode::OK, w.finish()));
+        let mut resp = xml(StatusCode::OK, w.finish());
+        if let Some(e) = &enc {
+            e.set_headers(resp.headers_mut())?;
+        }
+        return Ok(resp);
     }
     let mut resp = empty(StatusCode::OK);
     set_header(resp.headers_mut(), "etag", &format!("\"{etag}\""))?;
+    if let Some(e) = &enc {
+        e.set_headers(resp.headers_mut())?;
+    }
     for (a, v) in &part.checksums {
         set_header(
             resp.headers_mut(),
@@ -260,61 +279,6 @@ fn copy_source_range(v: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
     Ok(first..last + 1)
 }
 
-/// Copies a byte range of an object into a new blob, hashing it on the way.
-async fn copy_range(
-    st: &Arc<State>,
-    src: &ObjectMeta,
-    range: std::ops::Range<u64>,
-    alg: Option<ChecksumAlgorithm>,
-) -> S3Result<(BlobRef, [u8; 16], Option<(String, String)>)> {
-    let mut md5 = Md5::new();
-    let mut sum = alg.map(|a| a.hasher());
-    let mut w = st.blobs.create().await?;
-    let mut write = |chunk: Bytes, md5: &mut Md5| {
-        md5.update(&chunk);
-        if let Some(h) = &mut sum {
-            h.update(&chunk);
-        }
-        chunk
-    };
-    match &src.data {
-        ObjectData::Inline(d) => {
-            let c = write(
-                Bytes::copy_from_slice(&d[range.start as usize..range.end as usize]),
-                &mut md5,
-            );
-            w.write(c).await?;
-        }
-        ObjectData::Blobs(blobs) => {
-            let mut offset = 0u64;
-            for b in blobs {
-                let (bs, be) = (offset, offset + b.size);
-                offset = be;
-                if be <= range.start || bs >= range.end {
-                    continue;
-                }
-                let mut s = st
-                    .blobs
-                    .read(
-                        &b.id,
-                        Some(range.start.max(bs) - bs..range.end.min(be) - bs),
-                    )
-                    .await?;
-                while let Some(c) = s.next().await {
-                    let c = write(c?, &mut md5);
-                    w.write(c).await?;
-                }
-            }
-        }
-    }
-    let size = w.size();
-    let id = w.finish().await?;
-    let sum = alg
-        .zip(sum)
-        .map(|(a, h)| (a.name().to_string(), h.finish_base64()));
-    Ok((BlobRef { id, size }, md5.finalize().into(), sum))
-}
-
 async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "CompleteMultipartUpload";
     let u = match load_upload(st, r) {
@@ -323,6 +287,14 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Err(e) => return Err(e),
     };
     require_upload_access(st, r, &u.owner.id, "s3:PutObject")?;
+    // SSE-C keys are optional here (S3 asks for them only in some cases); one that is
+    // sent must be the upload's.
+    let enc = match (&u.sse, crate::sse::customer_key(st, r, false)?) {
+        (Some(s), Some(_)) if s.kind == crate::meta::SseKind::Customer => {
+            crate::sse::for_read(st, r, u.sse.as_ref(), false).await?
+        }
+        _ => None,
+    };
     // A condition that already fails is refused before the part list is read; the
     // upload stays, as in S3, so it can be completed again (e.g. without it).
     let cond = write_cond::from_headers(&r.headers)?;
@@ -395,6 +367,7 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         version_id: None,
         retention: u.retention.clone(),
         legal_hold: u.legal_hold,
+        sse: u.sse.clone(),
     };
     let (meta_checksums, meta_type) = (meta.checksums.clone(), meta.checksum_type.clone());
     let parts = chosen
@@ -423,6 +396,11 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     checksums::write_xml(&mut w, &meta_checksums, meta_type.as_deref());
     let mut resp = xml(StatusCode::OK, w.finish());
     crate::handler::set_version_header(resp.headers_mut(), out.version_id.as_deref())?;
+    crate::sse::set_headers(
+        resp.headers_mut(),
+        u.sse.as_ref(),
+        enc.as_ref().and_then(|e| e.customer.as_ref()),
+    )?;
     Ok(resp)
 }
 

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{
-    GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart,
+    GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart,
 };
 use rand::RngCore;
 use std::fs::File;
@@ -57,6 +57,11 @@ pub struct BlobStore {
     local_root: Option<PathBuf>,
 }
 
+/// A length-preserving transformation of a blob's bytes (server-side encryption's
+/// AES-CTR), run where the bytes are read or written: for the local store on its
+/// blocking I/O thread, off the runtime.
+pub type Transform = Box<dyn FnMut(Bytes) -> std::io::Result<Bytes> + Send>;
+
 pub fn new_blob_id() -> String {
     let mut b = [0u8; 16];
     rand::rng().fill_bytes(&mut b);
@@ -88,13 +93,28 @@ impl BlobStore {
 
     /// Starts a new blob.
     pub async fn create(&self) -> Result<BlobWriter, BlobError> {
+        self.create_as(new_blob_id(), None).await
+    }
+
+    /// Starts a new blob whose bytes pass through the transform `make` returns for
+    /// its id before they are stored.
+    pub async fn create_transformed(
+        &self,
+        make: impl FnOnce(&str) -> std::io::Result<Transform>,
+    ) -> Result<BlobWriter, BlobError> {
         let id = new_blob_id();
+        let t = make(&id)?;
+        self.create_as(id, Some(t)).await
+    }
+
+    async fn create_as(&self, id: String, t: Option<Transform>) -> Result<BlobWriter, BlobError> {
         if let Some(root) = &self.local_root {
             let dest = root.join(path_of(&id).as_ref());
             return Ok(BlobWriter {
                 id,
                 size: 0,
-                w: Some(Sink::Local(LocalWriter::start(dest))),
+                w: Some(Sink::Local(LocalWriter::start(dest, t))),
+                transform: None,
             });
         }
         let upload = self
@@ -108,6 +128,7 @@ impl BlobStore {
             w: Some(Sink::Store(WriteMultipart::new_with_chunk_size(
                 upload, WRITE_PART,
             ))),
+            transform: t,
         })
     }
 
@@ -124,6 +145,16 @@ impl BlobStore {
         id: &str,
         range: Option<std::ops::Range<u64>>,
     ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
+        self.read_transformed(id, range, None).await
+    }
+
+    /// Streams `range` (or everything) of a blob through `t`.
+    pub async fn read_transformed(
+        &self,
+        id: &str,
+        range: Option<std::ops::Range<u64>>,
+        t: Option<Transform>,
+    ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
         let opts = GetOptions {
             range: range.map(GetRange::Bounded),
             ..Default::default()
@@ -134,9 +165,19 @@ impl BlobStore {
             .await
             .map_err(classify)?;
         let r = res.range.clone();
-        Ok(match res.payload {
-            GetResultPayload::File(file, _) => file_stream(file, r),
-            _ => res.into_stream().map(|r| r.map_err(classify)).boxed(),
+        Ok(match (res.payload, t) {
+            (GetResultPayload::File(file, _), t) => file_stream(file, r, t),
+            (payload, t) => {
+                let s = GetResult { payload, ..res }
+                    .into_stream()
+                    .map(|r| r.map_err(classify));
+                match t {
+                    None => s.boxed(),
+                    Some(mut t) => s
+                        .map(move |r| r.and_then(|b| t(b).map_err(BlobError::Io)))
+                        .boxed(),
+                }
+            }
         })
     }
 
@@ -209,15 +250,17 @@ impl BlobStore {
     }
 }
 
-/// Reads a local file in large chunks off the runtime.
+/// Reads a local file in large chunks off the runtime (transformed there too).
 fn file_stream(
     file: File,
     range: std::ops::Range<u64>,
+    t: Option<Transform>,
 ) -> BoxStream<'static, Result<Bytes, BlobError>> {
     let file = Arc::new(file);
-    futures::stream::try_unfold(
-        (file, range.start, range.end),
-        |(file, pos, end)| async move {
+    let t = t.map(|t| Arc::new(std::sync::Mutex::new(t)));
+    futures::stream::try_unfold((file, range.start, range.end), move |(file, pos, end)| {
+        let t = t.clone();
+        async move {
             if pos >= end {
                 return Ok(None);
             }
@@ -236,13 +279,21 @@ fn file_stream(
                     }
                     done += n;
                 }
-                Ok(Bytes::from(buf))
+                match &t {
+                    None => Ok(Bytes::from(buf)),
+                    Some(t) => {
+                        let mut t = t
+                            .lock()
+                            .map_err(|_| std::io::Error::other("blob transform poisoned"))?;
+                        t(Bytes::from(buf))
+                    }
+                }
             })
             .await
             .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
             Ok(Some((buf, (file, pos + len as u64, end))))
-        },
-    )
+        }
+    })
     .boxed()
 }
 
@@ -251,6 +302,8 @@ pub struct BlobWriter {
     pub id: String,
     size: u64,
     w: Option<Sink>,
+    /// Applied before a remote store's writes (the local writer applies its own).
+    transform: Option<Transform>,
 }
 
 enum Sink {
@@ -264,6 +317,10 @@ impl BlobWriter {
         match self.w.as_mut().ok_or(BlobError::NotFound)? {
             Sink::Local(l) => l.write(data).await,
             Sink::Store(w) => {
+                let data = match self.transform.as_mut() {
+                    Some(t) => t(data)?,
+                    None => data,
+                };
                 w.wait_for_capacity(WRITE_CONCURRENCY)
                     .await
                     .map_err(classify)?;
@@ -314,7 +371,7 @@ struct LocalWriter {
 }
 
 impl LocalWriter {
-    fn start(dest: PathBuf) -> Self {
+    fn start(dest: PathBuf, mut transform: Option<Transform>) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(2);
         let done = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             use std::io::Write;
@@ -326,6 +383,10 @@ impl LocalWriter {
                 while let Some(msg) = rx.blocking_recv() {
                     match msg {
                         Msg::Data(b) => {
+                            let b = match transform.as_mut() {
+                                Some(t) => t(b)?,
+                                None => b,
+                            };
                             f.write_all(&b)?;
                         }
                         Msg::Finish => {

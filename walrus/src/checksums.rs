@@ -472,6 +472,7 @@ mod tests {
             tags: vec![],
             retention: None,
             legal_hold: false,
+            sse: None,
         }
     }
 

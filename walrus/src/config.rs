@@ -32,6 +32,11 @@ pub struct WalrusConfig {
     pub lifecycle_interval_secs: u64,
     /// The length of a lifecycle "day" (tests shorten it).
     pub lifecycle_day_secs: u64,
+    /// Accept SSE-C keys (`x-amz-server-side-encryption-customer-key`) over plain
+    /// HTTP. S3 refuses them without TLS (400 InvalidRequest), and so does Walrus
+    /// by default; a loopback test cloud, or a front end that terminates TLS on the
+    /// same host, may turn this on.
+    pub sse_customer_keys_over_http: bool,
 }
 
 impl Default for WalrusConfig {
@@ -50,6 +55,7 @@ impl Default for WalrusConfig {
             meta_cache_mib: 64,
             lifecycle_interval_secs: 3600,
             lifecycle_day_secs: 86400,
+            sse_customer_keys_over_http: false,
         }
     }
 }

@@ -15,6 +15,7 @@
 pub mod acl;
 pub mod api;
 mod api_bucket;
+mod api_bucket_encryption;
 mod api_bucket_tagging;
 mod api_multipart;
 mod api_object;
@@ -37,6 +38,8 @@ mod objectlock;
 pub mod policy;
 mod post;
 pub mod server;
+mod sse;
+mod sse_keys;
 pub mod state;
 pub mod system;
 mod tags;

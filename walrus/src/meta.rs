@@ -120,6 +120,9 @@ impl BucketConfig {
     pub const OBJECT_LOCK: &'static str = "object-lock";
     /// The LifecycleConfiguration XML (canonical).
     pub const LIFECYCLE: &'static str = "lifecycle";
+    /// The ServerSideEncryptionConfiguration XML (canonical): the bucket's default
+    /// encryption, see [`crate::sse`].
+    pub const ENCRYPTION: &'static str = "encryption";
 }
 
 /// A bucket's versioning state. Once enabled, a bucket is never unversioned again.
@@ -193,6 +196,28 @@ pub struct ObjectMeta {
     /// Object lock legal hold: this version may not be deleted while it is on.
     #[serde(default)]
     pub legal_hold: bool,
+    /// Server-side encryption of its bytes (`None`: stored as sent).
+    #[serde(default)]
+    pub sse: Option<Sse>,
+}
+
+/// How an object's (or an upload's) bytes are encrypted at rest; see [`crate::sse`].
+/// The key that encrypts the bytes (the data key) is random per object and stored
+/// only sealed: with the cloud's master key (SSE-S3) or with the customer's own key
+/// (SSE-C), which is itself never stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Sse {
+    pub kind: SseKind,
+    /// The data key sealed with AES-256-GCM: nonce (12) ‖ ciphertext (32) ‖ tag (16).
+    pub sealed_key: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum SseKind {
+    /// `x-amz-server-side-encryption: AES256`: sealed with the cloud master key.
+    S3,
+    /// SSE-C: sealed with the customer's key, which every read must present.
+    Customer,
 }
 
 /// An object lock retention period.
@@ -302,6 +327,9 @@ pub struct UploadMeta {
     pub retention: Option<Retention>,
     #[serde(default)]
     pub legal_hold: bool,
+    /// The encryption every part and the completed object get (one data key).
+    #[serde(default)]
+    pub sse: Option<Sse>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -38,8 +38,9 @@ const VERSION_SEQ: &str = "version_seq";
 const EXPIRE_PER_OP: usize = 64;
 
 /// Records are this byte, then postcard. Older formats are still read: format 1
-/// (before multipart checksum types) and 2 (before bucket configs, tags and versions).
-const FORMAT: u8 = 3;
+/// (before multipart checksum types), 2 (before bucket configs, tags and versions) and
+/// 3 (before server-side encryption).
+const FORMAT: u8 = 4;
 const MAX_BATCH: usize = 512;
 
 fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, MetaError> {
@@ -87,8 +88,12 @@ trait Record: Serialize + DeserializeOwned {
 impl Record for PartMeta {}
 impl Record for CompletedUpload {}
 /// New in format 3. An `Object` version ends with its [`ObjectMeta`], so fields
-/// appended to that later are padded the same way.
-impl Record for Version {}
+/// appended to that later are padded the same way (a `DeleteMarker` is complete
+/// without them; postcard leaves the padding unread).
+impl Record for Version {
+    /// 4: the object's `sse`.
+    const APPENDED: &'static [(u8, usize)] = &[(4, 1)];
+}
 
 impl Record for BucketMeta {
     /// 3: `configs`.
@@ -97,8 +102,8 @@ impl Record for BucketMeta {
 
 impl Record for ObjectMeta {
     /// 2: `checksum_type`, `part_checksums`; 3: `tags`, `version_id`, `retention`,
-    /// `legal_hold`.
-    const APPENDED: &'static [(u8, usize)] = &[(2, 2), (3, 4)];
+    /// `legal_hold`; 4: `sse`.
+    const APPENDED: &'static [(u8, usize)] = &[(2, 2), (3, 4), (4, 1)];
     /// Format 1 had composite multipart checksums (`…-N`) and full-object PUT ones.
     fn upgrade_from_format_1(&mut self) {
         self.checksum_type = self.checksums.first().map(|(_, v)| {
@@ -116,8 +121,8 @@ impl Record for ObjectMeta {
 }
 
 impl Record for UploadMeta {
-    /// 2: `checksum_type`; 3: `tags`, `retention`, `legal_hold`.
-    const APPENDED: &'static [(u8, usize)] = &[(2, 1), (3, 3)];
+    /// 2: `checksum_type`; 3: `tags`, `retention`, `legal_hold`; 4: `sse`.
+    const APPENDED: &'static [(u8, usize)] = &[(2, 1), (3, 3), (4, 1)];
     /// Format 1 uploads with an algorithm were all composite.
     fn upgrade_from_format_1(&mut self) {
         self.checksum_type = self
@@ -1296,5 +1301,49 @@ mod tests {
         assert_eq!(v2.pop(), Some(0));
         v2[0] = 2;
         assert_eq!(dec::<BucketMeta>(&v2).unwrap(), b);
+    }
+
+    /// Format 3 (before server-side encryption) is format 4 without the last field,
+    /// for objects, uploads and versions; a delete marker is read as it was.
+    #[test]
+    fn reads_format_3_records() {
+        let mut o: ObjectMeta = dec(&hex::decode(V1_OBJECT).unwrap()).unwrap();
+        o.tags = vec![("t".into(), "v".into())];
+        o.version_id = Some("0000000000000001aaaaaaaaaaaaaaaa".into());
+        o.retention = Some(crate::meta::Retention {
+            mode: crate::meta::RetentionMode::Governance,
+            until: 42,
+        });
+        o.legal_hold = true;
+        let as_v3 = |mut b: Vec<u8>| {
+            assert_eq!(b.pop(), Some(0), "no sse is one 0 byte");
+            b[0] = 3;
+            b
+        };
+        let v3 = as_v3(enc(&o).unwrap());
+        assert_eq!(dec::<ObjectMeta>(&v3).unwrap(), o);
+        let version = Version::Object(Box::new(o.clone()));
+        assert_eq!(
+            dec::<Version>(&as_v3(enc(&version).unwrap())).unwrap(),
+            version
+        );
+        let marker = Version::DeleteMarker(crate::meta::DeleteMarker {
+            version_id: "v".into(),
+            owner: o.owner.clone(),
+            last_modified: 7,
+        });
+        let mut m3 = enc(&marker).unwrap();
+        m3[0] = 3;
+        assert_eq!(dec::<Version>(&m3).unwrap(), marker);
+        let mut u: UploadMeta = dec(&hex::decode(V1_UPLOAD).unwrap()).unwrap();
+        u.tags = o.tags.clone();
+        u.legal_hold = true;
+        assert_eq!(dec::<UploadMeta>(&as_v3(enc(&u).unwrap())).unwrap(), u);
+        // And an encrypted object round-trips in today's format.
+        o.sse = Some(crate::meta::Sse {
+            kind: crate::meta::SseKind::Customer,
+            sealed_key: vec![1; 60],
+        });
+        assert_eq!(dec::<ObjectMeta>(&enc(&o).unwrap()).unwrap(), o);
     }
 }

@@ -578,6 +578,14 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         )?,
     };
     let (retention, legal_hold) = crate::objectlock::for_new_object(r, &bucket)?;
+    // Server-side encryption: the form's `x-amz-server-side-encryption`, else the
+    // bucket default. (SSE-C needs its key in headers, which a browser form lacks.)
+    let enc = crate::sse::for_post(st, fields.get("x-amz-server-side-encryption"), &bucket).await?;
+    let inline_max = if enc.is_some() {
+        0
+    } else {
+        st.cfg.inline_max_bytes
+    };
 
     // The file, streamed, within the policy's range and the server's cap.
     let max = range.1.min(st.cfg.max_put_bytes);
@@ -604,11 +612,11 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             md5.update(size, &chunk).await?;
             match writer.as_mut() {
-                None if head.len() + chunk.len() <= st.cfg.inline_max_bytes => {
-                    head.extend_from_slice(&chunk)
-                }
+                None if head.len() + chunk.len() <= inline_max => head.extend_from_slice(&chunk),
                 None => {
-                    let mut w = st.blobs.create().await?;
+                    // Encrypted as written; nothing is inlined then (`head` is empty).
+                    let key = enc.as_ref().map(|e| &e.key);
+                    let mut w = crate::sse_keys::create_blob(&st.blobs, key).await?;
                     let first = Bytes::from(std::mem::take(&mut head));
                     // Kept before the writes so a failed write is aborted below.
                     let res = async {
@@ -669,11 +677,15 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         version_id: None,
         retention,
         legal_hold,
+        sse: enc.as_ref().map(|e| e.sse.clone()),
     };
     r.key = Some(key.clone());
     let version = crate::api_object::put::commit_object(st, r, meta, None).await?;
     let mut resp = respond(r, &fields, &key, &etag)?;
     crate::handler::set_version_header(resp.headers_mut(), version.as_deref())?;
+    if let Some(e) = &enc {
+        e.set_headers(resp.headers_mut())?;
+    }
     Ok(resp)
 }
 

@@ -70,6 +70,7 @@ impl Walrus {
             read_only_ids,
             metrics,
             metrics_access: MetricsAccess::Closed,
+            keyring: crate::sse_keys::Keyring::new(&dir),
         });
         Ok(Self {
             state,

@@ -24,4 +24,6 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// Who may read `/_metrics` (closed until [`crate::server::Walrus::with_edge`] says otherwise).
     pub metrics_access: MetricsAccess,
+    /// The SSE-S3 master key (loaded on first use).
+    pub keyring: crate::sse_keys::Keyring,
 }

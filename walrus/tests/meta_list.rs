@@ -28,6 +28,7 @@ fn obj(data: ObjectData) -> ObjectMeta {
         version_id: None,
         retention: None,
         legal_hold: false,
+        sse: None,
     }
 }
 
@@ -172,6 +173,7 @@ async fn objects_uploads_and_listing() {
         tags: vec![],
         retention: None,
         legal_hold: false,
+        sse: None,
     };
     m.apply(MetaOp::CreateUpload(up)).await.unwrap();
     for (n, id) in [(1, "p1"), (2, "p2"), (3, "p3")] {

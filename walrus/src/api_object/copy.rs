@@ -11,11 +11,16 @@ use crate::handler::{
     MAX_KEY_BYTES,
 };
 use crate::meta::{millis_to_time, now_millis, BlobRef, ObjectData, ObjectMeta};
+use crate::sse::{Ctr, DataKey, Encryption};
 use crate::state::State;
 use crate::tags::TagSet;
+use bytes::Bytes;
+use euca_aws::checksum::ChecksumAlgorithm;
 use euca_aws::timefmt::format_iso8601;
 use euca_aws::xml::{XmlWriter, S3_NS};
+use futures::StreamExt;
 use http::StatusCode;
+use md5::{Digest, Md5};
 use std::sync::Arc;
 
 /// Parses `x-amz-copy-source`: `[/]bucket/key[?versionId=…]`, URL-encoded:
@@ -111,8 +116,15 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                 .with("ArgumentName", "x-amz-metadata-directive"))
         }
     };
-    // Copying a named (older) version onto its key is how one restores it.
-    if sb == r.bucket() && sk == r.key() && !replace && !named_version {
+    let src_enc = crate::sse::for_read(st, r, src.sse.as_ref(), true).await?;
+    // Copying a named (older) version onto its key is how one restores it; a copy
+    // onto itself may also just change the encryption.
+    if sb == r.bucket()
+        && sk == r.key()
+        && !replace
+        && !named_version
+        && !crate::sse::explicitly_requested(r)
+    {
         return Err(S3Error::invalid_request(
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
         ));
@@ -128,8 +140,13 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     } else {
         (src.headers.clone(), src.user_meta.clone())
     };
-    let data = match &src.data {
-        ObjectData::Inline(d) => ObjectData::Inline(d.clone()),
+    let dst_enc = crate::sse::for_write(st, r, &b).await?;
+    let (data, etag) = match &src.data {
+        // Encryption changes (to, from or between keys): the bytes are rewritten.
+        _ if src_enc.is_some() || dst_enc.is_some() => {
+            recrypt(st, &src, src_enc.as_ref().map(|e| &e.key), dst_enc.as_ref()).await?
+        }
+        ObjectData::Inline(d) => (ObjectData::Inline(d.clone()), src.etag.clone()),
         ObjectData::Blobs(bs) => {
             let mut out = Vec::new();
             for b in bs {
@@ -141,12 +158,12 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                     }
                 }
             }
-            ObjectData::Blobs(out)
+            (ObjectData::Blobs(out), src.etag.clone())
         }
     };
     let meta = ObjectMeta {
         size: src.size,
-        etag: src.etag.clone(),
+        etag: etag.clone(),
         last_modified: now_millis(),
         owner,
         headers,
@@ -161,19 +178,145 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         version_id: None,
         retention,
         legal_hold,
+        sse: dst_enc.as_ref().map(|e| e.sse.clone()),
     };
     let lm = meta.last_modified;
     let version = commit_object(st, r, meta, cond).await?;
     let mut w = XmlWriter::new();
     w.root("CopyObjectResult", S3_NS)
         .elem("LastModified", format_iso8601(millis_to_time(lm)))
-        .elem("ETag", format!("\"{}\"", src.etag));
+        .elem("ETag", format!("\"{etag}\""));
     let mut resp = xml(StatusCode::OK, w.finish());
     set_version_header(resp.headers_mut(), version.as_deref())?;
+    if let Some(e) = &dst_enc {
+        e.set_headers(resp.headers_mut())?;
+    }
     if let Some(v) = &src.version_id {
         set_header(resp.headers_mut(), "x-amz-copy-source-version-id", v)?;
     }
     Ok(resp)
+}
+
+/// Copies a byte range of an object into a new blob, hashing the plaintext on the way:
+/// decrypted with `src_key` if the source is encrypted, encrypted with `dst_key` if
+/// the copy is to be. Returns the blob, the MD5 and the `alg` checksum of the bytes.
+pub async fn copy_range(
+    st: &Arc<State>,
+    src: &ObjectMeta,
+    src_key: Option<&DataKey>,
+    range: std::ops::Range<u64>,
+    alg: Option<ChecksumAlgorithm>,
+    dst_key: Option<&DataKey>,
+) -> S3Result<(BlobRef, [u8; 16], Option<(String, String)>)> {
+    let mut md5 = Md5::new();
+    let mut sum = alg.map(|a| a.hasher());
+    let mut w = crate::sse_keys::create_blob(&st.blobs, dst_key).await?;
+    let mut write = |chunk: Bytes, md5: &mut Md5| -> S3Result<Bytes> {
+        md5.update(&chunk);
+        if let Some(h) = &mut sum {
+            h.update(&chunk);
+        }
+        Ok(chunk)
+    };
+    match &src.data {
+        // Encrypted objects are never inline (but for the empty one).
+        ObjectData::Inline(d) => {
+            let c = write(
+                Bytes::copy_from_slice(&d[range.start as usize..range.end as usize]),
+                &mut md5,
+            )?;
+            w.write(c).await?;
+        }
+        ObjectData::Blobs(blobs) => {
+            let mut offset = 0u64;
+            for b in blobs {
+                let (bs, be) = (offset, offset + b.size);
+                offset = be;
+                if be <= range.start || bs >= range.end {
+                    continue;
+                }
+                let from = range.start.max(bs) - bs;
+                let decrypt = Ctr::transform(src_key, &b.id, from)?;
+                let mut s = st
+                    .blobs
+                    .read_transformed(&b.id, Some(from..range.end.min(be) - bs), decrypt)
+                    .await?;
+                while let Some(c) = s.next().await {
+                    let c = write(c?, &mut md5)?;
+                    w.write(c).await?;
+                }
+            }
+        }
+    }
+    let size = w.size();
+    let id = w.finish().await?;
+    let sum = alg
+        .zip(sum)
+        .map(|(a, h)| (a.name().to_string(), h.finish_base64()));
+    Ok((BlobRef { id, size }, md5.finalize().into(), sum))
+}
+
+/// A copy of `src`'s bytes that changes their encryption (from `src_key` to
+/// `dst`): a new blob per source blob (so parts stay parts), re-encrypted as they
+/// stream. Returns the data and the ETag the copy gets.
+async fn recrypt(
+    st: &Arc<State>,
+    src: &ObjectMeta,
+    src_key: Option<&DataKey>,
+    dst: Option<&Encryption>,
+) -> S3Result<(ObjectData, String)> {
+    let mut segments = Vec::new();
+    let mut offset = 0;
+    for size in src.data.blobs().iter().map(|b| b.size) {
+        segments.push(offset..offset + size);
+        offset += size;
+    }
+    if segments.is_empty() && src.size > 0 {
+        segments.push(0..src.size); // inline
+    }
+    let mut blobs = Vec::new();
+    let mut md5s = Vec::new();
+    for seg in segments {
+        match copy_range(st, src, src_key, seg, None, dst.map(|e| &e.key)).await {
+            Ok((b, md5, _)) => {
+                blobs.push(b);
+                md5s.push(md5);
+            }
+            Err(e) => {
+                free_blobs(st, blobs);
+                return Err(e);
+            }
+        }
+    }
+    let etag_of = |md5: &[u8; 16]| match dst {
+        Some(e) => e.etag(md5),
+        None => Ok(hex::encode(md5)),
+    };
+    let etag = (|| {
+        if src.part_sizes.is_empty() {
+            let empty: [u8; 16] = Md5::digest(b"").into();
+            return etag_of(md5s.first().unwrap_or(&empty));
+        }
+        // A multipart object keeps its form: the MD5 of its parts' ETags.
+        let mut all = Md5::new();
+        for m in &md5s {
+            all.update(hex::decode(etag_of(m)?).map_err(S3Error::internal)?);
+        }
+        Ok(format!("{}-{}", hex::encode(all.finalize()), md5s.len()))
+    })();
+    let etag = match etag {
+        Ok(e) => e,
+        Err(e) => {
+            free_blobs(st, blobs);
+            return Err(e);
+        }
+    };
+    let data = if blobs.is_empty() {
+        ObjectData::Inline(Vec::new())
+    } else {
+        ObjectData::Blobs(blobs)
+    };
+    Ok((data, etag))
 }
 
 #[cfg(test)]

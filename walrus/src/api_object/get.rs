@@ -6,6 +6,7 @@ use crate::blob::BlobError;
 use crate::error::{S3Error, S3Result};
 use crate::handler::{empty, load_bucket, set_header, set_version_header, Req, Resp, RespBody};
 use crate::meta::{millis_to_time, BlobRef, ObjectData, ObjectMeta};
+use crate::sse::DataKey;
 use crate::state::State;
 use bytes::Bytes;
 use euca_aws::timefmt::format_http_date;
@@ -157,6 +158,8 @@ async fn serve_object(
     o: ObjectMeta,
     head: bool,
 ) -> Result<Resp, ServeError> {
+    // An SSE-C object answers nothing, not even a condition, without its key.
+    let enc = crate::sse::for_read(st, r, o.sse.as_ref(), false).await?;
     if let Some(status) = check_conditions(&r.headers, &o, false)? {
         let mut resp = empty(status);
         set_header(resp.headers_mut(), "etag", &format!("\"{}\"", o.etag))?;
@@ -226,13 +229,18 @@ async fn serve_object(
                     .map_err(|e| match e {})
                     .boxed_unsync()
             }
-            ObjectData::Blobs(blobs) => stream_blobs(st, blobs, range.clone()).await?,
+            ObjectData::Blobs(blobs) => {
+                stream_blobs(st, blobs, range.clone(), enc.as_ref().map(|e| &e.key)).await?
+            }
         }
     };
     let mut resp = http::Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     object_headers(h, &o)?;
+    if let Some(e) = &enc {
+        e.set_headers(h)?;
+    }
     set_header(h, "content-length", &len.to_string())?;
     if status == StatusCode::PARTIAL_CONTENT {
         set_header(
@@ -255,11 +263,12 @@ async fn serve_object(
 }
 
 /// Opens every blob the range touches (so an overwrite cannot pull them away midway
-/// on the local store) and chains their streams.
+/// on the local store) and chains their streams, decrypting them with `key`.
 async fn stream_blobs(
     st: &Arc<State>,
     blobs: &[BlobRef],
     range: std::ops::Range<u64>,
+    key: Option<&DataKey>,
 ) -> Result<RespBody, ServeError> {
     let mut streams = Vec::new();
     let mut offset = 0u64;
@@ -271,7 +280,12 @@ async fn stream_blobs(
         }
         let from = range.start.max(bs) - bs;
         let to = range.end.min(be) - bs;
-        match st.blobs.read(&b.id, Some(from..to)).await {
+        let decrypt = crate::sse::Ctr::transform(key, &b.id, from).map_err(S3Error::from)?;
+        match st
+            .blobs
+            .read_transformed(&b.id, Some(from..to), decrypt)
+            .await
+        {
             Ok(s) => streams.push(s),
             Err(BlobError::NotFound) => return Err(ServeError::Gone),
             Err(e) => return Err(S3Error::from(e).into()),

@@ -10,6 +10,7 @@ use crate::handler::{
 use crate::meta::{
     now_millis, BlobRef, ContentHeaders, MetaOp, ObjectData, ObjectMeta, WriteCondition,
 };
+use crate::sse::DataKey;
 use crate::state::State;
 use bytes::Bytes;
 use http::StatusCode;
@@ -65,12 +66,15 @@ pub enum Stored {
 
 /// Reads a verified body into the store: small bodies stay in memory to be inlined in
 /// the metadata record, larger ones stream into a new blob. Nothing is visible until
-/// the caller commits metadata; on error the blob is discarded.
+/// the caller commits metadata; on error the blob is discarded. With `key`, the bytes
+/// are encrypted as they stream (AES-CTR under the blob's IV) and never inlined.
 pub async fn store_body(
     st: &Arc<State>,
     mut body: VerifiedBody,
     inline_max: usize,
+    key: Option<&DataKey>,
 ) -> S3Result<(Stored, BodySummary)> {
+    let inline_max = if key.is_some() { 0 } else { inline_max };
     let mut head: Vec<u8> = Vec::new();
     let mut writer = None;
     loop {
@@ -90,7 +94,8 @@ pub async fn store_body(
         match writer.as_mut() {
             None if head.len() + chunk.len() <= inline_max => head.extend_from_slice(&chunk),
             None => {
-                let mut w = st.blobs.create().await?;
+                // Encrypted as written; nothing is inlined then (`head` is empty).
+                let mut w = crate::sse_keys::create_blob(&st.blobs, key).await?;
                 if !head.is_empty() {
                     w.write(Bytes::from(std::mem::take(&mut head))).await?;
                 }
@@ -145,8 +150,15 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     // Refuse a write whose condition already fails before streaming its body.
     let cond = write_cond::from_headers(&r.headers)?;
     write_cond::precheck(st, r.bucket(), r.key(), cond.as_ref())?;
+    let enc = crate::sse::for_write(st, r, &b).await?;
     let body = r.body(st.cfg.max_put_bytes)?;
-    let (stored, summary) = store_body(st, body, st.cfg.inline_max_bytes).await?;
+    let (stored, summary) = store_body(
+        st,
+        body,
+        st.cfg.inline_max_bytes,
+        enc.as_ref().map(|e| &e.key),
+    )
+    .await?;
     let data = match stored {
         Stored::Inline(d) => ObjectData::Inline(d),
         Stored::Blob(b) => ObjectData::Blobs(vec![b]),
@@ -158,7 +170,10 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .collect();
     let meta = ObjectMeta {
         size: summary.size,
-        etag: hex::encode(summary.md5),
+        etag: match &enc {
+            Some(e) => e.etag(&summary.md5)?,
+            None => hex::encode(summary.md5),
+        },
         last_modified: now_millis(),
         owner,
         headers,
@@ -173,12 +188,16 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         version_id: None,
         retention,
         legal_hold,
+        sse: enc.as_ref().map(|e| e.sse.clone()),
     };
     let etag = meta.etag.clone();
     let version = commit_object(st, r, meta, cond).await?;
     let mut resp = empty(StatusCode::OK);
     set_header(resp.headers_mut(), "etag", &format!("\"{etag}\""))?;
     set_version_header(resp.headers_mut(), version.as_deref())?;
+    if let Some(e) = &enc {
+        e.set_headers(resp.headers_mut())?;
+    }
     for (a, v) in checksums {
         set_header(
             resp.headers_mut(),

@@ -1,0 +1,307 @@
+//! Server-side encryption of object bytes: SSE-S3 (`x-amz-server-side-encryption:
+//! AES256`, keys the cloud keeps), SSE-C (keys the customer sends with every request
+//! and Walrus never stores) and a bucket's default encryption (the
+//! [`BucketConfig::ENCRYPTION`] document, see `api_bucket_encryption`).
+//!
+//! Envelope encryption: every object (every multipart upload) gets a random 256-bit
+//! data key. Its bytes are encrypted with AES-256-CTR under that key; the data key is
+//! stored only sealed (AES-256-GCM) in the object's metadata ([`Sse`]):
+//! - SSE-S3: sealed with the cloud master key, `sse-master.key` under Walrus's data
+//!   directory (32 random bytes, created 0600 and fsynced on first use, never served);
+//! - SSE-C: sealed with the customer's key. Opening the seal is how a later key is
+//!   verified (a wrong key fails GCM's tag: 403); nothing else about the key is kept,
+//!   not even its MD5 (the client sends that with every request and we echo it).
+//!
+//! CTR because a range read must stay cheap: the keystream at any byte offset is
+//! computed directly (counter = IV + offset / 16), so `Range` and `partNumber` reads
+//! decrypt only what they send, and the stored size is the plaintext size. Each blob
+//! has its own IV, derived from its id (ids are random and never reused; a blob is
+//! never rewritten), so the parts of an upload, which share a data key, never share a
+//! keystream, and a part re-uploaded under the same number gets a new blob and IV.
+//! CTR does not authenticate: integrity at rest is what it is for plain objects (the
+//! blob store is trusted; the sealed data key is authenticated by GCM).
+use crate::error::{S3Error, S3Result};
+use crate::handler::{set_header, Req};
+use crate::meta::{BucketConfig, BucketMeta, Sse, SseKind};
+use crate::sse_keys::{seal, unseal, AAD_CUSTOMER, AAD_S3, KEY_LEN};
+pub use crate::sse_keys::{Ctr, DataKey, SseError};
+use crate::state::State;
+use base64::Engine;
+use http::HeaderMap;
+use md5::{Digest, Md5};
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::sign::Signer;
+
+pub const ALGORITHM: &str = "AES256";
+const H_SSE: &str = "x-amz-server-side-encryption";
+const H_CUSTOMER_ALG: &str = "x-amz-server-side-encryption-customer-algorithm";
+const H_CUSTOMER_MD5: &str = "x-amz-server-side-encryption-customer-key-md5";
+
+/// A customer's key (SSE-C) as a request sent it, for that request only.
+pub struct CustomerKey {
+    key: [u8; KEY_LEN],
+    /// The request's `…-key-MD5` (checked against the key), echoed in answers.
+    md5: String,
+}
+
+impl Drop for CustomerKey {
+    fn drop(&mut self) {
+        self.key.fill(0);
+    }
+}
+
+fn b64() -> &'static base64::engine::GeneralPurpose {
+    &base64::engine::general_purpose::STANDARD
+}
+
+/// The SSE-C key of a request (`copy_source`: the copy source's
+/// `x-amz-copy-source-server-side-encryption-customer-*` headers), checked: the
+/// algorithm is AES256, the key 32 bytes, its MD5 the one sent, and the connection
+/// TLS (unless `[walrus] sse_customer_keys_over_http` allows plain HTTP).
+pub fn customer_key(st: &State, r: &Req, copy_source: bool) -> S3Result<Option<CustomerKey>> {
+    let prefix = if copy_source {
+        "x-amz-copy-source-server-side-encryption-customer-"
+    } else {
+        "x-amz-server-side-encryption-customer-"
+    };
+    let h = |n: &str| r.header(&format!("{prefix}{n}"));
+    let (alg, key, md5) = (h("algorithm"), h("key"), h("key-md5"));
+    if alg.is_none() && key.is_none() && md5.is_none() {
+        return Ok(None);
+    }
+    let tls = r.peer.as_ref().is_some_and(|p| p.tls);
+    if !tls && !st.cfg.sse_customer_keys_over_http {
+        return Err(S3Error::invalid_request(
+            "Requests specifying Server Side Encryption with Customer provided keys must be made over a secure connection.",
+        ));
+    }
+    let arg = |msg: &str, name: &str| {
+        S3Error::invalid_argument(msg.to_string()).with("ArgumentName", format!("{prefix}{name}"))
+    };
+    match alg {
+        None => return Err(arg("Requests specifying Server Side Encryption with Customer provided keys must provide a valid encryption algorithm.", "algorithm")),
+        Some(ALGORITHM) => {}
+        Some(_) => {
+            return Err(S3Error::new(
+                "InvalidEncryptionAlgorithmError",
+                400,
+                "The Encryption request you specified is not valid. Supported value: AES256.",
+            ))
+        }
+    }
+    let key = key.ok_or_else(|| arg("Requests specifying Server Side Encryption with Customer provided keys must provide an appropriate secret key.", "key"))?;
+    let key: [u8; KEY_LEN] = b64()
+        .decode(key)
+        .ok()
+        .and_then(|k| k.try_into().ok())
+        .ok_or_else(|| {
+            arg(
+                "The secret key was invalid for the specified algorithm.",
+                "key",
+            )
+        })?;
+    let md5 = md5.ok_or_else(|| arg("Requests specifying Server Side Encryption with Customer provided keys must provide the client calculated MD5 of the secret key.", "key-MD5"))?;
+    let computed: [u8; 16] = Md5::digest(key).into();
+    if b64().decode(md5).ok().as_deref() != Some(&computed[..]) {
+        return Err(arg(
+            "The calculated MD5 hash of the key did not match the hash that was provided.",
+            "key-MD5",
+        ));
+    }
+    Ok(Some(CustomerKey {
+        key,
+        md5: md5.to_string(),
+    }))
+}
+
+/// What S3 answers for `aws:kms`: this cloud has no KMS.
+pub fn kms_unavailable(value: &str) -> S3Error {
+    S3Error::invalid_argument(
+        "Server-side encryption with KMS keys (aws:kms) is not available in this cloud; use AES256.",
+    )
+    .with("ArgumentName", H_SSE)
+    .with("ArgumentValue", value.to_string())
+}
+
+/// An object's encryption as one request uses it: the metadata to store, the open
+/// data key and the customer key the request brought.
+pub struct Encryption {
+    pub sse: Sse,
+    pub key: DataKey,
+    pub customer: Option<CustomerKey>,
+}
+
+impl Encryption {
+    /// A new object's (or upload's) encryption: a fresh data key, sealed.
+    async fn new(st: &State, customer: Option<CustomerKey>) -> S3Result<Self> {
+        let key = DataKey::random();
+        let (kind, sealed_key) = match &customer {
+            Some(c) => (SseKind::Customer, seal(&c.key, AAD_CUSTOMER, &key)?),
+            None => (
+                SseKind::S3,
+                seal(st.keyring.master().await?.bytes(), AAD_S3, &key)?,
+            ),
+        };
+        Ok(Self {
+            sse: Sse { kind, sealed_key },
+            key,
+            customer,
+        })
+    }
+
+    /// The ETag of bytes whose MD5 is `md5`. SSE-S3 keeps S3's MD5 ETag; for SSE-C,
+    /// as in S3, it is not the plaintext's MD5 (which would let anyone who can list
+    /// the bucket confirm a guess of the content): a MAC of it under the data key.
+    pub fn etag(&self, md5: &[u8; 16]) -> S3Result<String> {
+        if self.sse.kind == SseKind::S3 {
+            return Ok(hex::encode(md5));
+        }
+        let mac = (|| -> Result<Vec<u8>, openssl::error::ErrorStack> {
+            let pkey = PKey::hmac(self.key.bytes())?;
+            let mut s = Signer::new(MessageDigest::sha256(), &pkey)?;
+            s.update(b"euca-walrus-sse-c-etag")?;
+            s.update(md5)?;
+            s.sign_to_vec()
+        })()
+        .map_err(SseError::from)?;
+        Ok(hex::encode(&mac[..16]))
+    }
+
+    /// The response headers of a request that wrote or read this object.
+    pub fn set_headers(&self, h: &mut HeaderMap) -> S3Result<()> {
+        set_headers(h, Some(&self.sse), self.customer.as_ref())
+    }
+}
+
+/// `x-amz-server-side-encryption` for SSE-S3; the SSE-C algorithm and the key MD5
+/// the request sent for SSE-C.
+pub fn set_headers(
+    h: &mut HeaderMap,
+    sse: Option<&Sse>,
+    customer: Option<&CustomerKey>,
+) -> S3Result<()> {
+    match sse.map(|s| s.kind) {
+        Some(SseKind::S3) => set_header(h, H_SSE, ALGORITHM),
+        Some(SseKind::Customer) => {
+            set_header(h, H_CUSTOMER_ALG, ALGORITHM)?;
+            if let Some(c) = customer {
+                set_header(h, H_CUSTOMER_MD5, &c.md5)?;
+            }
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// The encryption a new object (PUT, copy destination, multipart upload) gets: what
+/// the request asks for, else the bucket's default, else none.
+pub async fn for_write(st: &State, r: &Req, b: &BucketMeta) -> S3Result<Option<Encryption>> {
+    match requested(st, r)? {
+        Some(Requested::S3) => Ok(Some(Encryption::new(st, None).await?)),
+        Some(Requested::Customer(c)) => Ok(Some(Encryption::new(st, Some(c)).await?)),
+        None if bucket_default(b) => Ok(Some(Encryption::new(st, None).await?)),
+        None => Ok(None),
+    }
+}
+
+/// The encryption of a browser POST upload: its form's `x-amz-server-side-encryption`
+/// field, else the bucket's default.
+pub async fn for_post(
+    st: &State,
+    field: Option<&str>,
+    b: &BucketMeta,
+) -> S3Result<Option<Encryption>> {
+    match field {
+        Some(v) => {
+            sse_s3_value(v)?;
+            Ok(Some(Encryption::new(st, None).await?))
+        }
+        None if bucket_default(b) => Ok(Some(Encryption::new(st, None).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Checks an `x-amz-server-side-encryption` value: only AES256 is available.
+fn sse_s3_value(v: &str) -> S3Result<()> {
+    match v {
+        ALGORITHM => Ok(()),
+        v if v.starts_with("aws:kms") => Err(kms_unavailable(v)),
+        v => Err(
+            S3Error::invalid_argument("The encryption method specified is not supported")
+                .with("ArgumentName", H_SSE)
+                .with("ArgumentValue", v.to_string()),
+        ),
+    }
+}
+
+enum Requested {
+    S3,
+    Customer(CustomerKey),
+}
+
+/// The encryption a write's headers ask for.
+fn requested(st: &State, r: &Req) -> S3Result<Option<Requested>> {
+    let customer = customer_key(st, r, false)?;
+    match (r.header(H_SSE), customer) {
+        (None, None) => Ok(None),
+        (None, Some(c)) => Ok(Some(Requested::Customer(c))),
+        (Some(_), Some(_)) => Err(S3Error::invalid_argument(
+            "Server Side Encryption with Customer provided key is incompatible with the encryption method specified",
+        )
+        .with("ArgumentName", H_SSE)),
+        (Some(v), None) => sse_s3_value(v).map(|()| Some(Requested::S3)),
+    }
+}
+
+/// Whether the request names an encryption of its own (a copy onto itself that only
+/// changes the encryption is allowed).
+pub fn explicitly_requested(r: &Req) -> bool {
+    r.headers.contains_key(H_SSE) || r.headers.contains_key(H_CUSTOMER_ALG)
+}
+
+/// Whether the bucket's default encryption applies (only AES256 is ever stored).
+pub fn bucket_default(b: &BucketMeta) -> bool {
+    b.config(BucketConfig::ENCRYPTION)
+        .is_some_and(|doc| doc.contains("<SSEAlgorithm>AES256</SSEAlgorithm>"))
+}
+
+/// An existing object's (or upload's) encryption, opened for a request: `None` for
+/// a plain object. An SSE-C object needs the right key (`copy_source`: in the copy
+/// source headers): none is 400 InvalidRequest, a wrong one 403 AccessDenied. A key
+/// sent for an object that is not SSE-C is 400, as in S3.
+pub async fn for_read(
+    st: &State,
+    r: &Req,
+    sse: Option<&Sse>,
+    copy_source: bool,
+) -> S3Result<Option<Encryption>> {
+    let customer = customer_key(st, r, copy_source)?;
+    let Some(sse) = sse else {
+        return match customer {
+            None => Ok(None),
+            Some(_) => Err(not_applicable()),
+        };
+    };
+    let key = match (sse.kind, &customer) {
+        (SseKind::S3, None) => unseal(st.keyring.master().await?.bytes(), AAD_S3, &sse.sealed_key)
+            .ok_or(SseError::Unseal)?,
+        (SseKind::S3, Some(_)) => return Err(not_applicable()),
+        (SseKind::Customer, None) => {
+            return Err(S3Error::invalid_request(
+                "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.",
+            ))
+        }
+        (SseKind::Customer, Some(c)) => unseal(&c.key, AAD_CUSTOMER, &sse.sealed_key)
+            .ok_or_else(S3Error::access_denied)?,
+    };
+    Ok(Some(Encryption {
+        sse: sse.clone(),
+        key,
+        customer,
+    }))
+}
+
+fn not_applicable() -> S3Error {
+    S3Error::invalid_request("The encryption parameters are not applicable to this object.")
+}
