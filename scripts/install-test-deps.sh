@@ -32,6 +32,8 @@ command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
 command -v tcpdump >/dev/null || need_apt+=(tcpdump)
 command -v dig >/dev/null || need_apt+=(dnsutils)
 [ -x /bin/busybox ] || need_apt+=(busybox-static)
+# restic: a backup tool against an object-locked bucket (conformance/test_s3_more.py).
+command -v restic >/dev/null || need_apt+=(restic)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -182,6 +182,7 @@ async fn route(
     rid: &str,
     peer: euca_service::Peer,
 ) -> Result<Resp, S3Error> {
+    let started = (crate::meta::now_millis(), std::time::Instant::now());
     let (mut parts, body) = req.into_parts();
     let raw_path = parts.uri.path().to_string();
     // Like S3, no Transfer-Encoding on requests: hyper would let it override a
@@ -258,6 +259,11 @@ async fn route(
                 .with("MaxSizeAllowed", "1024"));
         }
     }
+    // For the access log (bucket logging): the request line as received.
+    let request_line = st
+        .access_logs
+        .active()
+        .then(|| format!("{} {} {:?}", parts.method, parts.uri, parts.version));
     let mut r = Req {
         method: parts.method.clone(),
         headers: parts.headers,
@@ -271,13 +277,127 @@ async fn route(
         request_id: rid.to_string(),
         op: "Unknown",
     };
-    dispatch(st, &mut r).await.map_err(|e| {
+    let result = dispatch(st, &mut r).await.map_err(|e| {
         if e.resource.is_none() {
             e.with_resource(r.resource())
         } else {
             e
         }
-    })
+    });
+    if let Some(line) = request_line {
+        log_request(st, &r, &result, &line, started);
+    }
+    result
+}
+
+/// Queues the access log record of a request whose bucket has logging on.
+fn log_request(
+    st: &State,
+    r: &Req,
+    result: &Result<Resp, S3Error>,
+    request_line: &str,
+    started: (i64, std::time::Instant),
+) {
+    let Some(name) = r.bucket.as_deref() else {
+        return;
+    };
+    let Ok(Some(b)) = st.meta.bucket(name) else {
+        return;
+    };
+    if b.config(crate::meta::BucketConfig::LOGGING).is_none() {
+        return;
+    }
+    let ms = u64::try_from(started.1.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let head = r.method == Method::HEAD;
+    let number = |h: &http::HeaderMap, name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let text = |h: &'_ http::HeaderMap, name: &str| -> Option<String> {
+        h.get(name).and_then(|v| v.to_str().ok()).map(String::from)
+    };
+    let (status, error_code, bytes_sent, object_size, version) = match result {
+        Ok(resp) => {
+            let h = resp.headers();
+            let sent = if head {
+                None
+            } else {
+                number(h, "content-length")
+            };
+            // The whole object's size: a range's total, a GET's length, a PUT's body.
+            let size = if r.key.is_none() {
+                None
+            } else if let Some(total) = text(h, "content-range")
+                .and_then(|v| v.rsplit_once('/').and_then(|(_, n)| n.parse().ok()))
+            {
+                Some(total)
+            } else if matches!(r.method, Method::GET | Method::HEAD) {
+                number(h, "content-length")
+            } else if r.method == Method::PUT {
+                number(&r.headers, "x-amz-decoded-content-length")
+                    .or_else(|| number(&r.headers, "content-length"))
+            } else {
+                None
+            };
+            (
+                resp.status().as_u16(),
+                None,
+                sent,
+                size,
+                text(h, "x-amz-version-id"),
+            )
+        }
+        Err(e) => {
+            let sent = (!head).then(|| e.to_xml(&r.request_id).len() as u64);
+            (e.status, Some(e.code), sent, None, None)
+        }
+    };
+    let auth = r.header("authorization");
+    let signature_version = match auth {
+        Some(a) if a.starts_with("AWS4-") => Some("SigV4"),
+        Some(a) if a.starts_with("AWS ") => Some("SigV2"),
+        Some(_) => None,
+        None if r.has("X-Amz-Algorithm") => Some("SigV4"),
+        None if r.has("Signature") => Some("SigV2"),
+        None => None,
+    };
+    let auth_type = match (auth, signature_version) {
+        (Some(_), _) => Some("AuthHeader"),
+        (None, Some(_)) => Some("QueryString"),
+        _ => None,
+    };
+    let version = version.or_else(|| r.q("versionId").map(String::from));
+    let rec = crate::access_logs::Record {
+        bucket_owner: &b.owner.id,
+        bucket: &b.name,
+        time: started.0,
+        remote_ip: r.peer.map(|p| p.client.ip().to_canonical()),
+        requester: r.principal.as_ref().map(|p| p.canonical_id.as_str()),
+        request_id: &r.request_id,
+        operation: crate::access_logs::operation(
+            &r.method,
+            r.key.is_some(),
+            &r.query,
+            r.headers.contains_key("x-amz-copy-source"),
+        ),
+        key: r.key.as_deref(),
+        request_line,
+        status,
+        error_code,
+        bytes_sent,
+        object_size,
+        total_ms: ms,
+        turnaround_ms: ms,
+        referer: r.header("referer"),
+        user_agent: r.header("user-agent"),
+        version_id: version.as_deref(),
+        signature_version,
+        auth_type,
+        host: r.header("host"),
+        tls: r.peer.is_some_and(|p| p.tls),
+    };
+    st.access_logs.push(&b, &rec);
 }
 
 async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {

@@ -32,6 +32,9 @@ pub struct WalrusConfig {
     pub lifecycle_interval_secs: u64,
     /// The length of a lifecycle "day" (tests shorten it).
     pub lifecycle_day_secs: u64,
+    /// How often buffered server access log records are delivered to their target
+    /// buckets (bucket logging); a full buffer is delivered sooner.
+    pub access_log_flush_secs: u64,
 }
 
 impl Default for WalrusConfig {
@@ -50,6 +53,7 @@ impl Default for WalrusConfig {
             meta_cache_mib: 64,
             lifecycle_interval_secs: 3600,
             lifecycle_day_secs: 86400,
+            access_log_flush_secs: 60,
         }
     }
 }

@@ -120,6 +120,11 @@ impl BucketConfig {
     pub const OBJECT_LOCK: &'static str = "object-lock";
     /// The LifecycleConfiguration XML (canonical).
     pub const LIFECYCLE: &'static str = "lifecycle";
+    /// The object ownership setting's name (`BucketOwnerEnforced`, ...); absent:
+    /// `ObjectWriter` (see `crate::ownership`).
+    pub const OWNERSHIP: &'static str = "ownership";
+    /// Bucket logging's `LoggingEnabled` (JSON, see `crate::logging`).
+    pub const LOGGING: &'static str = "logging";
 }
 
 /// A bucket's versioning state. Once enabled, a bucket is never unversioned again.
@@ -403,11 +408,15 @@ pub enum MetaOp {
     SetObjectAcl {
         bucket: String,
         key: String,
+        /// `None`: the current version.
+        version_id: Option<String>,
         acl: Acl,
     },
     SetObjectTags {
         bucket: String,
         key: String,
+        /// `None`: the current version.
+        version_id: Option<String>,
         tags: Vec<(String, String)>,
     },
     CreateUpload(UploadMeta),

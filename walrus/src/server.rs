@@ -70,6 +70,7 @@ impl Walrus {
             read_only_ids,
             metrics,
             metrics_access: MetricsAccess::Closed,
+            access_logs: Default::default(),
         });
         Ok(Self {
             state,
@@ -111,8 +112,18 @@ impl Walrus {
         opts.refusal = slow_down();
         let access = state.metrics_access.clone();
         let lifecycle = tokio::spawn(crate::lifecycle::worker(state.clone(), shutdown.clone()));
+        let logs = tokio::spawn(crate::logging::worker(state.clone(), shutdown.clone()));
         euca_service::serve_api(self.listener, opts, state, access, shutdown).await;
         lifecycle.abort();
+        // The access logs' last delivery (it follows the shutdown signal); a slow one
+        // is cut short rather than hold the exit.
+        let abort = logs.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(5), logs)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
 }
 

@@ -24,4 +24,6 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// Who may read `/_metrics` (closed until [`crate::server::Walrus::with_edge`] says otherwise).
     pub metrics_access: MetricsAccess,
+    /// Server access log records waiting for delivery (bucket logging).
+    pub access_logs: crate::access_logs::AccessLogs,
 }
