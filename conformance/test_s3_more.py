@@ -178,6 +178,13 @@ def test_expiration_header_and_object_lock_delete(mcloud, ms3):
     assert before + datetime.timedelta(days=3) <= when <= before + datetime.timedelta(days=4)
     assert ms3.head_object(Bucket=b, Key="exp/a")["Expiration"] == exp
     assert ms3.get_object(Bucket=b, Key="exp/a")["Expiration"] == exp
+    copied = ms3.copy_object(Bucket=b, Key="exp/c", CopySource={"Bucket": b, "Key": "exp/a"})
+    assert 'rule-id="short%20rule"' in copied["Expiration"]
+    up = ms3.create_multipart_upload(Bucket=b, Key="exp/m")["UploadId"]
+    etag = ms3.upload_part(Bucket=b, Key="exp/m", UploadId=up, PartNumber=1, Body=b"m")["ETag"]
+    done = ms3.complete_multipart_upload(Bucket=b, Key="exp/m", UploadId=up, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": etag}]})
+    assert 'rule-id="short%20rule"' in done["Expiration"]
     other = ms3.put_object(Bucket=b, Key="keep", Body=b"x")
     assert "Expiration" not in other
     assert "Expiration" not in ms3.head_object(Bucket=b, Key="keep")
@@ -289,7 +296,9 @@ def test_ownership_controls(ms3, stranger):
         (400, "AccessControlListNotSupported")
     assert err(ms3.put_object, Bucket=plain, Key="x", Body=b"x", ACL="private") == \
         (400, "AccessControlListNotSupported")
-    ms3.get_object_acl(Bucket=plain, Key="pub")
+    shown = ms3.get_object_acl(Bucket=plain, Key="pub")
+    assert [(g["Grantee"].get("ID"), g["Permission"]) for g in shown["Grants"]] == \
+        [(me, "FULL_CONTROL")]
     ms3.delete_bucket_ownership_controls(Bucket=plain)
     assert err(ms3.get_bucket_ownership_controls, Bucket=plain) == \
         (404, "OwnershipControlsNotFoundError")

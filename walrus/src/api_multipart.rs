@@ -394,6 +394,9 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         legal_hold: u.legal_hold,
     };
     let (meta_checksums, meta_type) = (meta.checksums.clone(), meta.checksum_type.clone());
+    let expiration = load_bucket(st, r.bucket())
+        .ok()
+        .and_then(|b| crate::lifecycle::expiration_header(st, &b, r.key(), &meta));
     let parts = chosen
         .iter()
         .map(|p| (p.number, p.blob.id.clone()))
@@ -420,6 +423,9 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     checksums::write_xml(&mut w, &meta_checksums, meta_type.as_deref());
     let mut resp = xml(StatusCode::OK, w.finish());
     crate::handler::set_version_header(resp.headers_mut(), out.version_id.as_deref())?;
+    if let Some(v) = expiration {
+        set_header(resp.headers_mut(), "x-amz-expiration", &v)?;
+    }
     Ok(resp)
 }
 

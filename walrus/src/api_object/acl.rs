@@ -20,7 +20,14 @@ pub fn get_object_acl(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         "s3:GetObjectAcl"
     };
     let o = authz::object(st, r, &b, r.key(), version, action, Permission::ReadAcp)?;
-    let mut resp = xml(StatusCode::OK, o.acl.to_xml());
+    // With ACLs disabled the stored ACL no longer applies: the bucket owner has full
+    // control of every object, which is what S3 shows.
+    let acl = if crate::authz::acls_disabled(&b) {
+        crate::acl::Acl::private(b.owner.clone())
+    } else {
+        o.acl
+    };
+    let mut resp = xml(StatusCode::OK, acl.to_xml());
     set_version_header(resp.headers_mut(), o.version_id.as_deref())?;
     Ok(resp)
 }

@@ -161,6 +161,7 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         legal_hold,
     };
     let lm = meta.last_modified;
+    let expiration = crate::lifecycle::expiration_header(st, &b, r.key(), &meta);
     let version = commit_object(st, r, meta, cond).await?;
     let mut w = XmlWriter::new();
     w.root("CopyObjectResult", S3_NS)
@@ -168,6 +169,9 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .elem("ETag", format!("\"{}\"", src.etag));
     let mut resp = xml(StatusCode::OK, w.finish());
     set_version_header(resp.headers_mut(), version.as_deref())?;
+    if let Some(v) = expiration {
+        set_header(resp.headers_mut(), "x-amz-expiration", &v)?;
+    }
     if let Some(v) = &src.version_id {
         set_header(resp.headers_mut(), "x-amz-copy-source-version-id", v)?;
     }
