@@ -206,6 +206,8 @@ impl AccessLogs {
         let Some(config) = source.config(BucketConfig::LOGGING) else {
             return;
         };
+        // Formatted before the lock is taken: the lock only guards a push.
+        let line = rec.line();
         let Ok(mut p) = self.pending.lock() else {
             return;
         };
@@ -217,7 +219,7 @@ impl AccessLogs {
             source: source.name.clone(),
             config: config.to_string(),
             time: rec.time,
-            line: rec.line(),
+            line,
         });
         if p.len() >= FLUSH_AT {
             self.wake.notify_one();

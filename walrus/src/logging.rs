@@ -215,8 +215,9 @@ pub fn get_logging(b: &BucketMeta) -> Resp {
     )
 }
 
-/// Delivers the waiting records every `access_log_flush_secs` (or at [`FLUSH_AT`])
-/// until `shutdown`, then once more.
+/// Delivers the waiting records every `access_log_flush_secs` (or at
+/// [`crate::access_logs::FLUSH_AT`]) until `shutdown` (the server delivers the rest
+/// once its requests have drained).
 pub async fn worker(st: Arc<State>, mut shutdown: watch::Receiver<bool>) {
     // Buckets configured before this process started.
     match st.meta.buckets() {
@@ -228,15 +229,12 @@ pub async fn worker(st: Arc<State>, mut shutdown: watch::Receiver<bool>) {
     }
     let every = Duration::from_secs(st.cfg.access_log_flush_secs.max(1));
     loop {
-        let stop = tokio::select! {
-            _ = tokio::time::sleep(every) => false,
-            _ = st.access_logs.wake.notified() => false,
-            _ = shutdown.wait_for(|s| *s) => true,
-        };
-        deliver(&st).await;
-        if stop {
-            return;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = st.access_logs.wake.notified() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
         }
+        deliver(&st).await;
     }
 }
 

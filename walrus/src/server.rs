@@ -113,16 +113,18 @@ impl Walrus {
         let access = state.metrics_access.clone();
         let lifecycle = tokio::spawn(crate::lifecycle::worker(state.clone(), shutdown.clone()));
         let logs = tokio::spawn(crate::logging::worker(state.clone(), shutdown.clone()));
+        let last = state.clone();
         euca_service::serve_api(self.listener, opts, state, access, shutdown).await;
         lifecycle.abort();
-        // The access logs' last delivery (it follows the shutdown signal); a slow one
-        // is cut short rather than hold the exit.
-        let abort = logs.abort_handle();
-        if tokio::time::timeout(std::time::Duration::from_secs(5), logs)
+        logs.abort();
+        // The access log records of the requests that finished during the drain: one
+        // last delivery, cut short rather than hold the exit.
+        let last_delivery = crate::logging::deliver(&last);
+        if tokio::time::timeout(std::time::Duration::from_secs(5), last_delivery)
             .await
             .is_err()
         {
-            abort.abort();
+            tracing::warn!("bucket logging: last delivery cut short; records lost");
         }
     }
 }
