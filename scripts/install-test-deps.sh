@@ -36,6 +36,8 @@ command -v dig >/dev/null || need_apt+=(dnsutils)
 # tools (iscsi-ls, iscsi-inq, iscsi-readcapacity16, iscsi-test-cu). QEMU's iSCSI
 # block driver (qemu-block-extra) comes with QEMU from backports, below.
 command -v iscsi-inq >/dev/null || need_apt+=(libiscsi-bin)
+# restic: a backup tool against an object-locked bucket (conformance/test_s3_more.py).
+command -v restic >/dev/null || need_apt+=(restic)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

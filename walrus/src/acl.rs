@@ -177,30 +177,38 @@ impl Acl {
             .elem("DisplayName", &self.owner.display_name)
             .close();
         w.open("AccessControlList");
-        for g in &self.grants {
-            w.open("Grant");
-            match &g.grantee {
-                Grantee::User { id, display_name } => {
-                    w.open_attrs(
+        write_grants(&mut w, &self.grants);
+        w.finish()
+    }
+}
+
+/// `<Grant>` elements (an ACL's, or bucket logging's `TargetGrants`).
+pub fn write_grants(w: &mut XmlWriter, grants: &[Grant]) {
+    for g in grants {
+        w.open("Grant");
+        match &g.grantee {
+            Grantee::User { id, display_name } => {
+                w.open_attrs(
                         "Grantee",
                         "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"CanonicalUser\"",
                     );
-                    w.elem("ID", id);
-                    if let Some(d) = display_name {
-                        w.elem("DisplayName", d);
-                    }
-                    w.close();
+                w.elem("ID", id);
+                if let Some(d) = display_name {
+                    w.elem("DisplayName", d);
                 }
-                Grantee::Group(uri) => {
-                    w.open_attrs("Grantee", "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"Group\"");
-                    w.elem("URI", uri);
-                    w.close();
-                }
+                w.close();
             }
-            w.elem("Permission", g.permission.as_str());
-            w.close();
+            Grantee::Group(uri) => {
+                w.open_attrs(
+                    "Grantee",
+                    "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"Group\"",
+                );
+                w.elem("URI", uri);
+                w.close();
+            }
         }
-        w.finish()
+        w.elem("Permission", g.permission.as_str());
+        w.close();
     }
 }
 

@@ -182,6 +182,7 @@ async fn route(
     rid: &str,
     peer: euca_service::Peer,
 ) -> Result<Resp, S3Error> {
+    let started = (crate::meta::now_millis(), std::time::Instant::now());
     let (mut parts, body) = req.into_parts();
     let raw_path = parts.uri.path().to_string();
     // Like S3, no Transfer-Encoding on requests: hyper would let it override a
@@ -209,22 +210,95 @@ async fn route(
         let path = strip_legacy_prefix(&raw_path);
         return crate::cors::preflight(st, &parts, vb.as_deref(), path);
     }
+    // For the access log (bucket logging): the request line as received.
+    let request_line = st
+        .access_logs
+        .active()
+        .then(|| format!("{} {} {:?}", parts.method, parts.uri, parts.version));
     // Authenticate before anything else looks at the request.
-    let auth: Authenticated = euca_aws::authenticate(
+    let auth: Authenticated = match euca_aws::authenticate(
         &parts,
         st.identity.as_ref(),
         &AuthConfig::s3(&st.cfg.region),
         time::OffsetDateTime::now_utc(),
     )
     .await
-    .map_err(S3Error::from)?;
+    {
+        Ok(a) => a,
+        Err(e) => {
+            let e = S3Error::from(e);
+            // S3 logs refused requests too, with no requester.
+            if let Some(line) = &request_line {
+                if let Ok((Some(bucket), key)) = address(strip_legacy_prefix(&raw_path), vb) {
+                    let query = parse_query(parts.uri.query().unwrap_or(""));
+                    let logged = Logged {
+                        method: &parts.method,
+                        headers: &parts.headers,
+                        query: &query,
+                        bucket: &bucket,
+                        key: key.as_deref(),
+                        requester: None,
+                        peer: Some(peer),
+                        request_id: rid,
+                    };
+                    log_request(st, &logged, &Err(e.clone()), line, started);
+                }
+            }
+            return Err(e);
+        }
+    };
 
-    let path = strip_legacy_prefix(&raw_path);
+    let (bucket, key) = address(strip_legacy_prefix(&raw_path), vb)?;
+    if let Some(k) = &key {
+        if k.len() > MAX_KEY_BYTES {
+            return Err(S3Error::new("KeyTooLongError", 400, "Your key is too long")
+                .with("MaxSizeAllowed", "1024"));
+        }
+    }
+    let mut r = Req {
+        method: parts.method.clone(),
+        headers: parts.headers,
+        query: parse_query(parts.uri.query().unwrap_or("")),
+        bucket,
+        key,
+        principal: auth.principal,
+        peer: Some(peer),
+        payload: auth.payload,
+        body: Some(crate::body::incoming(body)),
+        request_id: rid.to_string(),
+        op: "Unknown",
+    };
+    let result = dispatch(st, &mut r).await.map_err(|e| {
+        if e.resource.is_none() {
+            e.with_resource(r.resource())
+        } else {
+            e
+        }
+    });
+    if let (Some(line), Some(bucket)) = (request_line, r.bucket.as_deref()) {
+        let logged = Logged {
+            method: &r.method,
+            headers: &r.headers,
+            query: &r.query,
+            bucket,
+            key: r.key.as_deref(),
+            requester: r.principal.as_ref().map(|p| p.canonical_id.as_str()),
+            peer: r.peer,
+            request_id: &r.request_id,
+        };
+        log_request(st, &logged, &result, &line, started);
+    }
+    result
+}
+
+/// The bucket and key a (prefix-stripped) path names, with the virtual-host bucket
+/// `vb` if there is one; keys percent-decoded, never normalised.
+fn address(path: &str, vb: Option<String>) -> Result<(Option<String>, Option<String>), S3Error> {
     let decoded = |s: &str| -> Result<String, S3Error> {
         String::from_utf8(uri_decode(s))
             .map_err(|_| S3Error::invalid_argument("Object key is not valid UTF-8"))
     };
-    let (bucket, key) = match vb {
+    Ok(match vb {
         Some(b) => {
             let k = path.strip_prefix('/').unwrap_or(path);
             (
@@ -251,33 +325,133 @@ async fn route(
                 ),
             }
         }
-    };
-    if let Some(k) = &key {
-        if k.len() > MAX_KEY_BYTES {
-            return Err(S3Error::new("KeyTooLongError", 400, "Your key is too long")
-                .with("MaxSizeAllowed", "1024"));
-        }
-    }
-    let mut r = Req {
-        method: parts.method.clone(),
-        headers: parts.headers,
-        query: parse_query(parts.uri.query().unwrap_or("")),
-        bucket,
-        key,
-        principal: auth.principal,
-        peer: Some(peer),
-        payload: auth.payload,
-        body: Some(crate::body::incoming(body)),
-        request_id: rid.to_string(),
-        op: "Unknown",
-    };
-    dispatch(st, &mut r).await.map_err(|e| {
-        if e.resource.is_none() {
-            e.with_resource(r.resource())
-        } else {
-            e
-        }
     })
+}
+
+/// What the access log needs of a request (authenticated or not).
+struct Logged<'a> {
+    method: &'a Method,
+    headers: &'a http::HeaderMap,
+    query: &'a [(String, String)],
+    bucket: &'a str,
+    key: Option<&'a str>,
+    requester: Option<&'a str>,
+    peer: Option<euca_service::Peer>,
+    request_id: &'a str,
+}
+
+/// Queues the access log record of a request whose bucket has logging on.
+fn log_request(
+    st: &State,
+    r: &Logged,
+    result: &Result<Resp, S3Error>,
+    request_line: &str,
+    started: (i64, std::time::Instant),
+) {
+    let Ok(Some(b)) = st.meta.bucket(r.bucket) else {
+        return;
+    };
+    if b.config(crate::meta::BucketConfig::LOGGING).is_none() {
+        return;
+    }
+    let ms = u64::try_from(started.1.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let head = *r.method == Method::HEAD;
+    let number = |h: &http::HeaderMap, name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let text = |h: &'_ http::HeaderMap, name: &str| -> Option<String> {
+        h.get(name).and_then(|v| v.to_str().ok()).map(String::from)
+    };
+    let (status, error_code, bytes_sent, object_size, version) = match result {
+        Ok(resp) => {
+            let h = resp.headers();
+            let sent = if head {
+                None
+            } else {
+                number(h, "content-length")
+            };
+            // The whole object's size: a range's total, a GET's length, a PUT's body.
+            let size = if r.key.is_none() {
+                None
+            } else if let Some(total) = text(h, "content-range")
+                .and_then(|v| v.rsplit_once('/').and_then(|(_, n)| n.parse().ok()))
+            {
+                Some(total)
+            } else if matches!(*r.method, Method::GET | Method::HEAD) {
+                number(h, "content-length")
+            } else if *r.method == Method::PUT {
+                number(r.headers, "x-amz-decoded-content-length")
+                    .or_else(|| number(r.headers, "content-length"))
+            } else {
+                None
+            };
+            (
+                resp.status().as_u16(),
+                None,
+                sent,
+                size,
+                text(h, "x-amz-version-id"),
+            )
+        }
+        Err(e) => {
+            let sent = (!head).then(|| e.to_xml(r.request_id).len() as u64);
+            (e.status, Some(e.code), sent, None, None)
+        }
+    };
+    let header = |name: &str| r.headers.get(name).and_then(|v| v.to_str().ok());
+    let has = |name: &str| r.query.iter().any(|(k, _)| k == name);
+    let auth = header("authorization");
+    let signature_version = match auth {
+        Some(a) if a.starts_with("AWS4-") => Some("SigV4"),
+        Some(a) if a.starts_with("AWS ") => Some("SigV2"),
+        Some(_) => None,
+        None if has("X-Amz-Algorithm") => Some("SigV4"),
+        None if has("Signature") => Some("SigV2"),
+        None => None,
+    };
+    let auth_type = match (auth, signature_version) {
+        (Some(_), _) => Some("AuthHeader"),
+        (None, Some(_)) => Some("QueryString"),
+        _ => None,
+    };
+    let version = version.or_else(|| {
+        r.query
+            .iter()
+            .find(|(k, _)| k == "versionId")
+            .map(|(_, v)| v.clone())
+    });
+    let rec = crate::access_logs::Record {
+        bucket_owner: &b.owner.id,
+        bucket: &b.name,
+        time: started.0,
+        remote_ip: r.peer.map(|p| p.client.ip().to_canonical()),
+        requester: r.requester,
+        request_id: r.request_id,
+        operation: crate::access_logs::operation(
+            r.method,
+            r.key.is_some(),
+            r.query,
+            r.headers.contains_key("x-amz-copy-source"),
+        ),
+        key: r.key,
+        request_line,
+        status,
+        error_code,
+        bytes_sent,
+        object_size,
+        total_ms: ms,
+        turnaround_ms: ms,
+        referer: header("referer"),
+        user_agent: header("user-agent"),
+        version_id: version.as_deref(),
+        signature_version,
+        auth_type,
+        host: header("host"),
+        tls: r.peer.is_some_and(|p| p.tls),
+    };
+    st.access_logs.push(&b, &rec);
 }
 
 async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {

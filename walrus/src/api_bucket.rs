@@ -88,11 +88,6 @@ pub(crate) const NO_CONFIG: &[(&str, &str, &str)] = &[
         "Object Lock configuration does not exist for this bucket",
     ),
     (
-        "ownershipControls",
-        "OwnershipControlsNotFoundError",
-        "The bucket ownership controls were not found",
-    ),
-    (
         "publicAccessBlock",
         "NoSuchPublicAccessBlockConfiguration",
         "The public access block configuration was not found",
@@ -111,6 +106,9 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Method::GET | Method::PUT | Method::DELETE if r.has("tagging") => {
             crate::api_bucket_tagging::dispatch(st, r).await
         }
+        Method::GET | Method::PUT | Method::DELETE if r.has("ownershipControls") => {
+            crate::ownership::dispatch(st, r).await
+        }
         Method::PUT if r.has("acl") => {
             r.op = "PutBucketAcl";
             let b = load_bucket(st, &name)?;
@@ -121,6 +119,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                 None,
                 Grant(&b.acl, Permission::WriteAcp),
             )?;
+            crate::ownership::check_acl_change(&b)?;
             let acl = if r.header("x-amz-acl").is_some()
                 || r.headers
                     .keys()
@@ -155,6 +154,12 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                 crate::lifecycle::delete_config(st, &b).await
             }
         }
+        Method::PUT if r.has("logging") => {
+            r.op = "PutBucketLogging";
+            let b = load_bucket(st, &name)?;
+            require_owner(&b, r, "s3:PutBucketLogging")?;
+            crate::logging::put_logging(st, r, &b).await
+        }
         Method::PUT if r.has("object-lock") => {
             r.op = "PutObjectLockConfiguration";
             let b = load_bucket(st, &name)?;
@@ -184,6 +189,19 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             let mut resp = empty(StatusCode::OK);
             handler::set_header(resp.headers_mut(), "x-amz-bucket-region", &b.region)?;
             Ok(resp)
+        }
+        // S3 has no DeleteObjectLockConfiguration: a lock, once on, stays (its default
+        // retention is removed by a PUT without a Rule).
+        Method::DELETE if r.has("object-lock") => {
+            r.op = "DeleteObjectLockConfiguration";
+            load_bucket(st, &name)?;
+            Err(S3Error::new(
+                "MethodNotAllowed",
+                405,
+                "The specified method is not allowed against this resource.",
+            )
+            .with("Method", "DELETE")
+            .with("ResourceType", "OBJECTLOCKCONFIGURATION"))
         }
         Method::DELETE
             if r.query
@@ -248,6 +266,9 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     }
     let acl = acl_from_headers(st, r, owner.clone(), None)?;
     let mut configs = std::collections::BTreeMap::new();
+    if let Some(o) = crate::ownership::from_create_request(r, &acl)? {
+        configs.insert(BucketConfig::OWNERSHIP.into(), o.name().into());
+    }
     // Object lock at creation: versioning on, and the lock with no default retention.
     if r.header("x-amz-bucket-object-lock-enabled")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"))
@@ -342,9 +363,7 @@ async fn get_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     if r.has("logging") {
         r.op = "GetBucketLogging";
         require_owner(&b, r, "s3:GetBucketLogging")?;
-        let mut w = XmlWriter::new();
-        w.root("BucketLoggingStatus", S3_NS);
-        return Ok(xml(StatusCode::OK, w.finish()));
+        return Ok(crate::logging::get_logging(&b));
     }
     if r.has("requestPayment") {
         r.op = "GetBucketRequestPayment";

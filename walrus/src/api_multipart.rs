@@ -7,9 +7,7 @@ use crate::api_object::write_cond;
 use crate::authz::{self, AclRule, Authz};
 use crate::checksums;
 use crate::error::{S3Error, S3Result};
-use crate::handler::{
-    acl_from_headers, empty, free_blobs, load_bucket, set_header, xml, Req, Resp,
-};
+use crate::handler::{empty, free_blobs, load_bucket, set_header, xml, Req, Resp};
 use crate::meta::{
     millis_to_time, now_millis, BlobRef, MetaOp, ObjectData, ObjectMeta, PartMeta, UploadMeta,
 };
@@ -89,13 +87,12 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "CreateMultipartUpload";
     let b = load_bucket(st, r.bucket())?;
     authz::check_put(r, &b)?;
-    let owner = r
+    let writer = r
         .principal
         .as_ref()
         .map(crate::acl::Owner::of)
         .unwrap_or_else(|| b.owner.clone());
-    let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
-    authz::check_acl_allowed(&b, &acl)?;
+    let (owner, acl) = crate::ownership::owner_and_acl(st, r, &b, writer)?;
     let (headers, user_meta) = content_from_request(r)?;
     let mode = checksums::upload_mode(r)?;
     let (retention, legal_hold) = crate::objectlock::for_new_object(r, &b)?;
@@ -370,6 +367,9 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         sse: u.sse.clone(),
     };
     let (meta_checksums, meta_type) = (meta.checksums.clone(), meta.checksum_type.clone());
+    let expiration = load_bucket(st, r.bucket())
+        .ok()
+        .and_then(|b| crate::lifecycle::expiration_header(st, &b, r.key(), &meta));
     let parts = chosen
         .iter()
         .map(|p| (p.number, p.blob.id.clone()))
@@ -401,6 +401,9 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         u.sse.as_ref(),
         enc.as_ref().and_then(|e| e.customer.as_ref()),
     )?;
+    if let Some(v) = expiration {
+        set_header(resp.headers_mut(), "x-amz-expiration", &v)?;
+    }
     Ok(resp)
 }
 

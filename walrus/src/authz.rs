@@ -23,6 +23,18 @@ pub enum AclRule<'a> {
     /// Only the bucket owner (the operations S3 reserves to the owner when no
     /// policy grants them).
     BucketOwner,
+    /// The owner of this object or the bucket's owner: object tagging, which S3 grants
+    /// through policies only, never through ACL grants.
+    ObjectOrBucketOwner(&'a crate::acl::Owner),
+}
+
+/// What the ACL side of an object operation requires of the object found.
+#[derive(Clone, Copy)]
+pub enum ObjectRule {
+    /// A permission on the object's ACL.
+    Grant(Permission),
+    /// [`AclRule::ObjectOrBucketOwner`].
+    Owners,
 }
 
 /// The bucket's public access block (all false when it has none).
@@ -90,6 +102,12 @@ impl PublicAccessBlock {
     }
 }
 
+/// Whether ACLs are disabled on the bucket: object ownership `BucketOwnerEnforced`
+/// (stored by [`crate::ownership`] under its name).
+pub fn acls_disabled(b: &BucketMeta) -> bool {
+    b.config(BucketConfig::OWNERSHIP) == Some("BucketOwnerEnforced")
+}
+
 /// A grant to everyone or to every authenticated caller.
 fn is_public_grant(g: &crate::acl::Grant) -> bool {
     matches!(&g.grantee, Grantee::Group(u) if u == ALL_USERS || u == AUTHENTICATED_USERS)
@@ -130,6 +148,9 @@ pub struct Authz<'a> {
     pab: PublicAccessBlock,
     /// RestrictPublicBuckets is on and the policy is public.
     restricted: bool,
+    /// Object ownership `BucketOwnerEnforced`: ACL grants admit no one but the bucket
+    /// owner.
+    acls_disabled: bool,
 }
 
 impl<'a> Authz<'a> {
@@ -143,6 +164,7 @@ impl<'a> Authz<'a> {
             policy,
             pab,
             restricted,
+            acls_disabled: acls_disabled(bucket),
         })
     }
 
@@ -182,8 +204,14 @@ impl<'a> Authz<'a> {
 
     fn acl_allows(&self, r: &Req, rule: AclRule) -> bool {
         let who = r.principal.as_ref();
+        if self.acls_disabled {
+            return self.is_bucket_owner(r);
+        }
         match rule {
             AclRule::BucketOwner => self.is_bucket_owner(r),
+            AclRule::ObjectOrBucketOwner(o) => {
+                self.is_bucket_owner(r) || who.is_some_and(|p| p.canonical_id == o.id)
+            }
             AclRule::Grant(acl, perm) if self.pab.ignore_public_acls && acl_is_public(acl) => {
                 let private = Acl {
                     owner: acl.owner.clone(),
@@ -283,9 +311,25 @@ impl<'a> Authz<'a> {
         action: &str,
         perm: Permission,
     ) -> S3Result<ObjectMeta> {
+        self.object_version_by(st, r, key, version_id, action, ObjectRule::Grant(perm))
+    }
+
+    /// [`Authz::object_version`] with any [`ObjectRule`] as the ACL side.
+    pub fn object_version_by(
+        &self,
+        st: &State,
+        r: &Req,
+        key: &str,
+        version_id: Option<&str>,
+        action: &str,
+        acl_side: ObjectRule,
+    ) -> S3Result<ObjectMeta> {
         match crate::handler::find_object(st, self.bucket, key, version_id)? {
             Found::Object(o) => {
-                let rule = AclRule::Grant(&o.acl, perm);
+                let rule = match acl_side {
+                    ObjectRule::Grant(perm) => AclRule::Grant(&o.acl, perm),
+                    ObjectRule::Owners => AclRule::ObjectOrBucketOwner(&o.owner),
+                };
                 self.check(r, action, Some(key), Some(&o.tags), rule)?;
                 Ok(*o)
             }
@@ -356,7 +400,8 @@ pub fn check(
     // The fast path: no policy, no public access block — the ACLs as always.
     if b.configs.is_empty()
         || (b.config(BucketConfig::POLICY).is_none()
-            && b.config(BucketConfig::PUBLIC_ACCESS_BLOCK).is_none())
+            && b.config(BucketConfig::PUBLIC_ACCESS_BLOCK).is_none()
+            && !acls_disabled(b))
     {
         let ok = match rule {
             AclRule::Grant(acl, perm) => acl.allows(r.principal.as_ref(), perm),
@@ -364,6 +409,10 @@ pub fn check(
                 .principal
                 .as_ref()
                 .is_some_and(|p| p.canonical_id == b.owner.id),
+            AclRule::ObjectOrBucketOwner(o) => r
+                .principal
+                .as_ref()
+                .is_some_and(|p| p.canonical_id == b.owner.id || p.canonical_id == o.id),
         };
         return if ok {
             Ok(())

@@ -347,15 +347,18 @@ fn header_number(r: &Req, name: &str, default: usize) -> S3Result<usize> {
 pub fn get_object_attributes(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "GetObjectAttributes";
     let b = load_bucket(st, r.bucket())?;
-    let o = crate::authz::object(
-        st,
-        r,
-        &b,
-        r.key(),
-        r.q("versionId"),
-        "s3:GetObjectAttributes",
-        Permission::Read,
-    )?;
+    // As S3: reading the object (s3:GetObject, or s3:GetObjectVersion for a version)
+    // and its attributes (s3:GetObjectAttributes / s3:GetObjectVersionAttributes); READ
+    // on the object's ACL grants both.
+    let version = r.q("versionId");
+    let (read, attributes) = match version {
+        Some(_) => ("s3:GetObjectVersion", "s3:GetObjectVersionAttributes"),
+        None => ("s3:GetObject", "s3:GetObjectAttributes"),
+    };
+    let authz = crate::authz::Authz::new(&b)?;
+    let o = authz.object_version(st, r, r.key(), version, read, Permission::Read)?;
+    let rule = crate::authz::AclRule::Grant(&o.acl, Permission::Read);
+    authz.check(r, attributes, Some(r.key()), Some(&o.tags), rule)?;
     let mut wanted = Vec::new();
     for v in r.headers.get_all("x-amz-object-attributes") {
         let v = v
@@ -444,6 +447,7 @@ pub fn get_object_attributes(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         "last-modified",
         &format_http_date(millis_to_time(o.last_modified)),
     )?;
+    crate::handler::set_version_header(resp.headers_mut(), o.version_id.as_deref())?;
     Ok(resp)
 }
 

@@ -37,6 +37,9 @@ pub struct WalrusConfig {
     /// by default; a loopback test cloud, or a front end that terminates TLS on the
     /// same host, may turn this on.
     pub sse_customer_keys_over_http: bool,
+    /// How often buffered server access log records are delivered to their target
+    /// buckets (bucket logging); a full buffer is delivered sooner.
+    pub access_log_flush_secs: u64,
 }
 
 impl Default for WalrusConfig {
@@ -56,6 +59,7 @@ impl Default for WalrusConfig {
             lifecycle_interval_secs: 3600,
             lifecycle_day_secs: 86400,
             sse_customer_keys_over_http: false,
+            access_log_flush_secs: 60,
         }
     }
 }

@@ -22,7 +22,8 @@ endpoints! {
     ListObjects, ListObjectsV2, ListObjectVersions,
     GetBucketAcl, PutBucketAcl, GetBucketLocation,
     GetBucketVersioning, PutBucketVersioning,
-    GetBucketLogging, GetBucketRequestPayment,
+    GetBucketLogging, PutBucketLogging, GetBucketRequestPayment,
+    GetBucketOwnershipControls, PutBucketOwnershipControls, DeleteBucketOwnershipControls,
     GetBucketConfig, PutBucketConfig, DeleteBucketConfig,
     GetBucketCors, PutBucketCors, DeleteBucketCors,
     GetBucketTagging, PutBucketTagging, DeleteBucketTagging,
@@ -30,7 +31,7 @@ endpoints! {
     GetPublicAccessBlock, PutPublicAccessBlock, DeletePublicAccessBlock,
     DeleteObjects, ListMultipartUploads,
     GetObject, HeadObject, PutObject, CopyObject, DeleteObject, PostObject,
-    GetObjectAcl, PutObjectAcl,
+    GetObjectAcl, PutObjectAcl, GetObjectAttributes,
     GetObjectTagging, PutObjectTagging, DeleteObjectTagging,
     GetObjectRetention, PutObjectRetention, GetObjectLegalHold, PutObjectLegalHold,
     CreateMultipartUpload, UploadPart, UploadPartCopy, CompleteMultipartUpload,
@@ -79,6 +80,10 @@ impl S3Endpoint {
                 Method::GET if has("tagging") => GetBucketTagging,
                 Method::PUT if has("tagging") => PutBucketTagging,
                 Method::DELETE if has("tagging") => DeleteBucketTagging,
+                Method::GET if has("ownershipControls") => GetBucketOwnershipControls,
+                Method::PUT if has("ownershipControls") => PutBucketOwnershipControls,
+                Method::DELETE if has("ownershipControls") => DeleteBucketOwnershipControls,
+                Method::PUT if has("logging") => PutBucketLogging,
                 Method::GET if has("policyStatus") => GetBucketPolicyStatus,
                 Method::GET if has("policy") => GetBucketPolicy,
                 Method::PUT if has("policy") => PutBucketPolicy,
@@ -129,6 +134,7 @@ impl S3Endpoint {
             Method::GET if has("tagging") => GetObjectTagging,
             Method::PUT if has("tagging") => PutObjectTagging,
             Method::DELETE if has("tagging") => DeleteObjectTagging,
+            Method::GET if has("attributes") => GetObjectAttributes,
             Method::GET if has("retention") => GetObjectRetention,
             Method::PUT if has("retention") => PutObjectRetention,
             Method::GET if has("legal-hold") => GetObjectLegalHold,
@@ -156,6 +162,15 @@ mod tests {
     #[test]
     fn routes() {
         assert_eq!(p(Method::GET, false, false, ""), ListBuckets);
+        assert_eq!(
+            p(Method::PUT, true, false, "ownershipControls"),
+            PutBucketOwnershipControls
+        );
+        assert_eq!(p(Method::PUT, true, false, "logging"), PutBucketLogging);
+        assert_eq!(
+            p(Method::GET, true, true, "attributes"),
+            GetObjectAttributes
+        );
         assert_eq!(
             p(Method::GET, true, false, "list-type=2&prefix=a"),
             ListObjectsV2

@@ -138,26 +138,6 @@ pub fn load_bucket(st: &State, name: &str) -> S3Result<BucketMeta> {
         .ok_or_else(|| S3Error::no_such_bucket(name))
 }
 
-/// The object, for a request by `who`. A missing key is `NoSuchKey` only for callers
-/// who may list the bucket (READ on it); anyone else gets `AccessDenied`, exactly what
-/// an existing object they may not read answers, so a 404 cannot tell them whether a
-/// key (a snapshot chunk's hash, an image id) exists. This is what S3 does.
-pub fn load_object(
-    st: &State,
-    bucket: &str,
-    key: &str,
-    who: Option<&Principal>,
-) -> S3Result<ObjectMeta> {
-    if let Some(o) = st.meta.object(bucket, key)? {
-        return Ok(o);
-    }
-    match st.meta.bucket(bucket)? {
-        None => Err(S3Error::no_such_bucket(bucket)),
-        Some(b) if b.acl.allows(who, Permission::Read) => Err(S3Error::no_such_key(key)),
-        Some(_) => Err(S3Error::access_denied()),
-    }
-}
-
 /// What a request naming a key (and maybe a `versionId`) finds.
 pub enum Found {
     Object(Box<ObjectMeta>),
@@ -267,15 +247,6 @@ pub fn set_version_header(h: &mut HeaderMap, version_id: Option<&str>) -> S3Resu
     }
 }
 
-/// Requires `perm` on the ACL; AccessDenied otherwise.
-pub fn require(acl: &Acl, who: Option<&Principal>, perm: Permission) -> S3Result<()> {
-    if acl.allows(who, perm) {
-        Ok(())
-    } else {
-        Err(S3Error::access_denied())
-    }
-}
-
 /// The ACL a PUT/Create request asks for: `x-amz-acl`, or `x-amz-grant-*`, or private.
 pub fn acl_from_headers(
     st: &State,
@@ -320,7 +291,6 @@ pub fn acl_from_headers(
 
 /// Parses an `AccessControlPolicy` body into an ACL; the owner must stay the same.
 pub fn acl_from_xml(node: &crate::xmlin::Node, owner: &Owner) -> S3Result<Acl> {
-    use crate::acl::Grantee;
     if node.name != "AccessControlPolicy" {
         return Err(S3Error::malformed_xml());
     }
@@ -332,6 +302,16 @@ pub fn acl_from_xml(node: &crate::xmlin::Node, owner: &Owner) -> S3Result<Acl> {
     let list = node
         .child("AccessControlList")
         .ok_or_else(S3Error::malformed_xml)?;
+    Ok(Acl {
+        owner: owner.clone(),
+        grants: grants_from_xml(list)?,
+    })
+}
+
+/// The `<Grant>` children of `list` (an `AccessControlList`, or bucket logging's
+/// `TargetGrants`).
+pub fn grants_from_xml(list: &crate::xmlin::Node) -> S3Result<Vec<Grant>> {
+    use crate::acl::Grantee;
     let mut grants = Vec::new();
     for g in list.children("Grant") {
         let ge = g.child("Grantee").ok_or_else(S3Error::malformed_xml)?;
@@ -356,10 +336,7 @@ pub fn acl_from_xml(node: &crate::xmlin::Node, owner: &Owner) -> S3Result<Acl> {
             permission,
         });
     }
-    Ok(Acl {
-        owner: owner.clone(),
-        grants,
-    })
+    Ok(grants)
 }
 
 /// Sets a header from user data, refusing values that are not valid header text.

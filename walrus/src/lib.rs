@@ -12,6 +12,7 @@
 //! Metadata lives behind [`meta::MetaStore`]
 //! (embedded redb by default); bytes live behind [`blob::BlobStore`] (`object_store`,
 //! local filesystem by default).
+pub mod access_logs;
 pub mod acl;
 pub mod api;
 mod api_bucket;
@@ -31,10 +32,12 @@ pub mod error;
 pub mod handler;
 mod lifecycle;
 mod list;
+pub mod logging;
 pub mod meta;
 pub mod meta_redb;
 pub mod metrics;
 mod objectlock;
+mod ownership;
 pub mod policy;
 mod post;
 pub mod server;

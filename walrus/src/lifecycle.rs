@@ -327,6 +327,51 @@ impl LifecycleConfig {
     }
 }
 
+const REAL_DAY_MS: i64 = 86_400_000;
+
+/// When a rule of `b` expires the current object `o` of `key`, as S3's
+/// `x-amz-expiration` header on PUT, GET and HEAD tells it:
+/// `expiry-date="<HTTP date>", rule-id="<URL-encoded rule id>"`, from the enabled rule
+/// that expires it first. With real days the date is rounded up to the next midnight
+/// UTC, as S3 computes it; with a shortened `lifecycle_day_secs` (tests) it is exact.
+/// `None` if no rule expires it (or the stored rules cannot be read: a header is not
+/// worth failing a request).
+pub fn expiration_header(st: &State, b: &BucketMeta, key: &str, o: &ObjectMeta) -> Option<String> {
+    b.config(BucketConfig::LIFECYCLE)?;
+    let cfg = LifecycleConfig::of(b).ok()??;
+    let day_ms = (st.cfg.lifecycle_day_secs.max(1) as i64).saturating_mul(1000);
+    let mut first: Option<(i64, &str)> = None;
+    for rule in cfg
+        .rules
+        .iter()
+        .filter(|r| r.enabled && r.filter.matches(key, o))
+    {
+        let at = match rule.expiration {
+            Some(Expiration::Days(d)) => {
+                let at = o.last_modified.saturating_add(d.saturating_mul(day_ms));
+                if day_ms == REAL_DAY_MS {
+                    at.div_euclid(REAL_DAY_MS)
+                        .saturating_add(i64::from(at.rem_euclid(REAL_DAY_MS) != 0))
+                        .saturating_mul(REAL_DAY_MS)
+                } else {
+                    at
+                }
+            }
+            Some(Expiration::Date(t)) => t,
+            _ => continue,
+        };
+        if first.is_none_or(|(t, _)| at < t) {
+            first = Some((at, &rule.id));
+        }
+    }
+    let (at, id) = first?;
+    Some(format!(
+        "expiry-date=\"{}\", rule-id=\"{}\"",
+        euca_aws::timefmt::format_http_date(crate::meta::millis_to_time(at)),
+        euca_aws::encoding::uri_encode(id.as_bytes(), false)
+    ))
+}
+
 /// PutBucketLifecycleConfiguration (the caller checked the bucket owner).
 pub async fn put_config(st: &Arc<State>, r: &mut Req, b: &BucketMeta) -> S3Result<Resp> {
     let node = r.xml_body(256 * 1024).await?;

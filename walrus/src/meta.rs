@@ -123,6 +123,11 @@ impl BucketConfig {
     /// The ServerSideEncryptionConfiguration XML (canonical): the bucket's default
     /// encryption, see [`crate::sse`].
     pub const ENCRYPTION: &'static str = "encryption";
+    /// The object ownership setting's name (`BucketOwnerEnforced`, ...); absent:
+    /// `ObjectWriter` (see `crate::ownership`).
+    pub const OWNERSHIP: &'static str = "ownership";
+    /// Bucket logging's `LoggingEnabled` (JSON, see `crate::logging`).
+    pub const LOGGING: &'static str = "logging";
 }
 
 /// A bucket's versioning state. Once enabled, a bucket is never unversioned again.
@@ -431,11 +436,15 @@ pub enum MetaOp {
     SetObjectAcl {
         bucket: String,
         key: String,
+        /// `None`: the current version.
+        version_id: Option<String>,
         acl: Acl,
     },
     SetObjectTags {
         bucket: String,
         key: String,
+        /// `None`: the current version.
+        version_id: Option<String>,
         tags: Vec<(String, String)>,
     },
     CreateUpload(UploadMeta),

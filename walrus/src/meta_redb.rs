@@ -758,6 +758,45 @@ fn mirror_current_version(
     Ok(())
 }
 
+/// Changes one version of an object (its ACL or tags): the current object (`None`,
+/// or the id of the current one) with its copy in [`VERSIONS`], or an older version
+/// in [`VERSIONS`] alone. A missing version, or a delete marker, is `NoSuchKey`.
+fn update_object_version(
+    tx: &WriteTransaction,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+    change: impl FnOnce(&mut ObjectMeta),
+) -> Result<(), MetaError> {
+    let k = object_key(bucket, key);
+    let current: Option<ObjectMeta> = get(&tx.open_table(OBJECTS)?, k.as_slice())?;
+    match (current, version_id) {
+        (Some(mut o), v) if v.is_none_or(|v| o.version() == v) => {
+            change(&mut o);
+            tx.open_table(OBJECTS)?
+                .insert(k.as_slice(), enc(&o)?.as_slice())?;
+            mirror_current_version(tx, bucket, key, &o)
+        }
+        (_, None) => Err(MetaError::NoSuchKey),
+        (_, Some(id)) => {
+            let seq = version_seq(&tx.open_table(NULLS)?, bucket, key, id)?
+                .ok_or(MetaError::NoSuchKey)?;
+            let vk = version_key(bucket, key, seq);
+            let mut versions = tx.open_table(VERSIONS)?;
+            let mut o = match get::<Version, &[u8]>(&versions, &vk)? {
+                Some(Version::Object(o)) if o.version() == id => *o,
+                _ => return Err(MetaError::NoSuchKey),
+            };
+            change(&mut o);
+            versions.insert(
+                vk.as_slice(),
+                enc(&Version::Object(Box::new(o)))?.as_slice(),
+            )?;
+            Ok(())
+        }
+    }
+}
+
 fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
     let mut out = OpOutcome::default();
     match op {
@@ -844,23 +883,21 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
                 bypass_governance,
             )?;
         }
-        MetaOp::SetObjectAcl { bucket, key, acl } => {
-            let mut t = tx.open_table(OBJECTS)?;
-            let k = object_key(&bucket, &key);
-            let mut o: ObjectMeta = get(&t, k.as_slice())?.ok_or(MetaError::NoSuchKey)?;
-            o.acl = acl;
-            t.insert(k.as_slice(), enc(&o)?.as_slice())?;
-            drop(t);
-            mirror_current_version(tx, &bucket, &key, &o)?;
+        MetaOp::SetObjectAcl {
+            bucket,
+            key,
+            version_id,
+            acl,
+        } => {
+            update_object_version(tx, &bucket, &key, version_id.as_deref(), |o| o.acl = acl)?;
         }
-        MetaOp::SetObjectTags { bucket, key, tags } => {
-            let mut t = tx.open_table(OBJECTS)?;
-            let k = object_key(&bucket, &key);
-            let mut o: ObjectMeta = get(&t, k.as_slice())?.ok_or(MetaError::NoSuchKey)?;
-            o.tags = tags;
-            t.insert(k.as_slice(), enc(&o)?.as_slice())?;
-            drop(t);
-            mirror_current_version(tx, &bucket, &key, &o)?;
+        MetaOp::SetObjectTags {
+            bucket,
+            key,
+            version_id,
+            tags,
+        } => {
+            update_object_version(tx, &bucket, &key, version_id.as_deref(), |o| o.tags = tags)?;
         }
         MetaOp::CreateUpload(u) => {
             if tx.open_table(BUCKETS)?.get(u.bucket.as_str())?.is_none() {

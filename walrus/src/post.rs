@@ -518,14 +518,17 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     )?;
     crate::system::check_writable(st, r)?;
 
-    let owner = r
+    let writer = r
         .principal
         .as_ref()
         .map(Owner::of)
         .unwrap_or_else(|| bucket.owner.clone());
-    let acl = match fields.get("acl") {
-        None => Acl::private(owner.clone()),
-        Some(c) => {
+    let (owner, fixed) =
+        crate::ownership::new_object_owner(&bucket, writer, fields.get("acl"), false)?;
+    let acl = match (fixed, fields.get("acl")) {
+        (Some(acl), _) => acl,
+        (None, None) => Acl::private(owner.clone()),
+        (None, Some(c)) => {
             let ctx = CannedContext {
                 system_id: &st.system_id,
                 bucket_owner: Some(&bucket.owner),

@@ -71,6 +71,7 @@ impl Walrus {
             metrics,
             metrics_access: MetricsAccess::Closed,
             keyring: crate::sse_keys::Keyring::new(&dir),
+            access_logs: Default::default(),
         });
         Ok(Self {
             state,
@@ -112,8 +113,20 @@ impl Walrus {
         opts.refusal = slow_down();
         let access = state.metrics_access.clone();
         let lifecycle = tokio::spawn(crate::lifecycle::worker(state.clone(), shutdown.clone()));
+        let logs = tokio::spawn(crate::logging::worker(state.clone(), shutdown.clone()));
+        let last = state.clone();
         euca_service::serve_api(self.listener, opts, state, access, shutdown).await;
         lifecycle.abort();
+        logs.abort();
+        // The access log records of the requests that finished during the drain: one
+        // last delivery, cut short rather than hold the exit.
+        let last_delivery = crate::logging::deliver(&last);
+        if tokio::time::timeout(std::time::Duration::from_secs(5), last_delivery)
+            .await
+            .is_err()
+        {
+            tracing::warn!("bucket logging: last delivery cut short; records lost");
+        }
     }
 }
 

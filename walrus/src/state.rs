@@ -26,4 +26,6 @@ pub struct State {
     pub metrics_access: MetricsAccess,
     /// The SSE-S3 master key (loaded on first use).
     pub keyring: crate::sse_keys::Keyring,
+    /// Server access log records waiting for delivery (bucket logging).
+    pub access_logs: crate::access_logs::AccessLogs,
 }

@@ -366,6 +366,7 @@ async fn conditional_writes_tags_and_bucket_configs() {
     m.apply(MetaOp::SetObjectTags {
         bucket: "b".into(),
         key: "k".into(),
+        version_id: None,
         tags: tags.clone(),
     })
     .await
@@ -536,6 +537,7 @@ async fn versions_markers_and_listing() {
     m.apply(MetaOp::SetObjectTags {
         bucket: "b".into(),
         key: "k".into(),
+        version_id: None,
         tags: vec![("t".into(), "1".into())],
     })
     .await
@@ -546,6 +548,29 @@ async fn versions_markers_and_listing() {
 
     // Keys holding 0 bytes keep their own versions, in key order.
     set_versioning(&m, Versioning::ENABLED).await;
+    // Tags and ACL of an older version by id: that version alone changes.
+    let newer = put_meta(&m, "k", blob_obj("n1")).await.version_id.unwrap();
+    let set_tags = |v: &str, t: &str| MetaOp::SetObjectTags {
+        bucket: "b".into(),
+        key: "k".into(),
+        version_id: Some(v.into()),
+        tags: vec![("t".into(), t.into())],
+    };
+    m.apply(set_tags("null", "old")).await.unwrap();
+    assert!(
+        matches!(m.object_version("b", "k", "null").unwrap(), Some(Version::Object(o)) if o.tags == [("t".to_string(), "old".to_string())])
+    );
+    assert!(m.object("b", "k").unwrap().unwrap().tags.is_empty());
+    m.apply(set_tags(&newer, "new")).await.unwrap();
+    assert_eq!(m.object("b", "k").unwrap().unwrap().tags[0].1, "new");
+    assert!(
+        matches!(m.object_version("b", "k", &newer).unwrap(), Some(Version::Object(o)) if o.tags[0].1 == "new")
+    );
+    let missing = format!("{}{}", &newer[..16], "f".repeat(16));
+    assert!(matches!(
+        m.apply(set_tags(&missing, "x")).await,
+        Err(MetaError::NoSuchKey)
+    ));
     for k in ["a", "a\0b", "ab"] {
         put_meta(&m, k, blob_obj(k)).await;
         put_meta(&m, k, blob_obj(k)).await;

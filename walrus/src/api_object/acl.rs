@@ -2,7 +2,9 @@
 use crate::acl::Permission;
 use crate::authz;
 use crate::error::S3Result;
-use crate::handler::{acl_from_headers, acl_from_xml, empty, load_bucket, xml, Req, Resp};
+use crate::handler::{
+    acl_from_headers, acl_from_xml, empty, load_bucket, set_version_header, xml, Req, Resp,
+};
 use crate::meta::MetaOp;
 use crate::state::State;
 use http::StatusCode;
@@ -11,30 +13,36 @@ use std::sync::Arc;
 pub fn get_object_acl(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "GetObjectAcl";
     let b = load_bucket(st, r.bucket())?;
-    let o = authz::object(
-        st,
-        r,
-        &b,
-        r.key(),
-        None,
-        "s3:GetObjectAcl",
-        Permission::ReadAcp,
-    )?;
-    Ok(xml(StatusCode::OK, o.acl.to_xml()))
+    let version = r.q("versionId");
+    let action = if version.is_some() {
+        "s3:GetObjectVersionAcl"
+    } else {
+        "s3:GetObjectAcl"
+    };
+    let o = authz::object(st, r, &b, r.key(), version, action, Permission::ReadAcp)?;
+    // With ACLs disabled the stored ACL no longer applies: the bucket owner has full
+    // control of every object, which is what S3 shows.
+    let acl = if crate::authz::acls_disabled(&b) {
+        crate::acl::Acl::private(b.owner.clone())
+    } else {
+        o.acl
+    };
+    let mut resp = xml(StatusCode::OK, acl.to_xml());
+    set_version_header(resp.headers_mut(), o.version_id.as_deref())?;
+    Ok(resp)
 }
 
 pub async fn put_object_acl(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "PutObjectAcl";
     let b = load_bucket(st, r.bucket())?;
-    let o = authz::object(
-        st,
-        r,
-        &b,
-        r.key(),
-        None,
-        "s3:PutObjectAcl",
-        Permission::WriteAcp,
-    )?;
+    let version = r.q("versionId");
+    let action = if version.is_some() {
+        "s3:PutObjectVersionAcl"
+    } else {
+        "s3:PutObjectAcl"
+    };
+    let o = authz::object(st, r, &b, r.key(), version, action, Permission::WriteAcp)?;
+    crate::ownership::check_acl_change(&b)?;
     let bucket_owner = b.owner.clone();
     let acl = if r.header("x-amz-acl").is_some()
         || r.headers
@@ -51,8 +59,12 @@ pub async fn put_object_acl(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .apply(MetaOp::SetObjectAcl {
             bucket: r.bucket().into(),
             key: r.key().into(),
+            // The version authorized (a later write keeps its own ACL).
+            version_id: r.q("versionId").map(|_| o.version().to_string()),
             acl,
         })
         .await?;
-    Ok(empty(StatusCode::OK))
+    let mut resp = empty(StatusCode::OK);
+    set_version_header(resp.headers_mut(), o.version_id.as_deref())?;
+    Ok(resp)
 }

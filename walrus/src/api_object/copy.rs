@@ -7,8 +7,7 @@ use crate::api_object::write_cond;
 use crate::authz;
 use crate::error::{S3Error, S3Result};
 use crate::handler::{
-    acl_from_headers, free_blobs, load_bucket, set_header, set_version_header, xml, Req, Resp,
-    MAX_KEY_BYTES,
+    free_blobs, load_bucket, set_header, set_version_header, xml, Req, Resp, MAX_KEY_BYTES,
 };
 use crate::meta::{millis_to_time, now_millis, BlobRef, ObjectData, ObjectMeta};
 use crate::sse::{Ctr, DataKey, Encryption};
@@ -92,25 +91,26 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let (sb, sk, src, named_version) = copy_source(st, r)?;
     let cond = write_cond::from_headers(&r.headers)?;
     write_cond::precheck(st, r.bucket(), r.key(), cond.as_ref())?;
+    // The directives' tokens as given: S3 takes exactly `COPY` or `REPLACE`.
     let tags = match r
-        .header("x-amz-tagging-directive")
-        .map(|s| s.trim().to_ascii_uppercase())
+        .headers
+        .get("x-amz-tagging-directive")
+        .map(|v| v.as_bytes())
     {
-        None => copied_tags(st, r, &sb, &src)?,
-        Some(d) if d == "COPY" => copied_tags(st, r, &sb, &src)?,
-        Some(d) if d == "REPLACE" => crate::tags::from_request_header(&r.headers)?,
+        None | Some(b"COPY") => copied_tags(st, r, &sb, &src)?,
+        Some(b"REPLACE") => crate::tags::from_request_header(&r.headers)?,
         Some(_) => {
             return Err(S3Error::invalid_argument("Unknown tagging directive.")
                 .with("ArgumentName", "x-amz-tagging-directive"))
         }
     };
     let replace = match r
-        .header("x-amz-metadata-directive")
-        .map(|s| s.trim().to_ascii_uppercase())
+        .headers
+        .get("x-amz-metadata-directive")
+        .map(|v| v.as_bytes())
     {
-        None => false,
-        Some(d) if d == "COPY" => false,
-        Some(d) if d == "REPLACE" => true,
+        None | Some(b"COPY") => false,
+        Some(b"REPLACE") => true,
         Some(_) => {
             return Err(S3Error::invalid_argument("Unknown metadata directive.")
                 .with("ArgumentName", "x-amz-metadata-directive"))
@@ -129,9 +129,7 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
         ));
     }
-    let owner = r.owner()?;
-    let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
-    authz::check_acl_allowed(&b, &acl)?;
+    let (owner, acl) = crate::ownership::owner_and_acl(st, r, &b, r.owner()?)?;
     // The source's lock is not copied: the copy gets what this request and the
     // destination bucket say.
     let (retention, legal_hold) = crate::objectlock::for_new_object(r, &b)?;
@@ -181,6 +179,7 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         sse: dst_enc.as_ref().map(|e| e.sse.clone()),
     };
     let lm = meta.last_modified;
+    let expiration = crate::lifecycle::expiration_header(st, &b, r.key(), &meta);
     let version = commit_object(st, r, meta, cond).await?;
     let mut w = XmlWriter::new();
     w.root("CopyObjectResult", S3_NS)
@@ -190,6 +189,8 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     set_version_header(resp.headers_mut(), version.as_deref())?;
     if let Some(e) = &dst_enc {
         e.set_headers(resp.headers_mut())?;
+    if let Some(v) = expiration {
+        set_header(resp.headers_mut(), "x-amz-expiration", &v)?;
     }
     if let Some(v) = &src.version_id {
         set_header(resp.headers_mut(), "x-amz-copy-source-version-id", v)?;

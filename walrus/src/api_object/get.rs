@@ -132,7 +132,18 @@ pub async fn get_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             "s3:GetObject"
         };
         let o = authz.object_version(st, r, r.key(), version, action, Permission::Read)?;
+        // Lifecycle expiration applies to current objects only.
+        let expiration = match version {
+            None => crate::lifecycle::expiration_header(st, &b, r.key(), &o),
+            Some(_) => None,
+        };
         match serve_object(st, r, o, head).await {
+            Ok(mut resp) if resp.status().is_success() => {
+                if let Some(v) = expiration {
+                    set_header(resp.headers_mut(), "x-amz-expiration", &v)?;
+                }
+                return Ok(resp);
+            }
             Err(ServeError::Gone) if attempt < 3 => attempt += 1,
             Err(ServeError::Gone) => return Err(S3Error::internal("object data missing")),
             Err(ServeError::S3(e)) => return Err(e),

@@ -4,9 +4,7 @@ use crate::api_object::write_cond;
 use crate::authz;
 use crate::body::{BodySummary, VerifiedBody};
 use crate::error::{S3Error, S3Result};
-use crate::handler::{
-    acl_from_headers, empty, free_blobs, load_bucket, set_header, set_version_header, Req, Resp,
-};
+use crate::handler::{empty, free_blobs, load_bucket, set_header, set_version_header, Req, Resp};
 use crate::meta::{
     now_millis, BlobRef, ContentHeaders, MetaOp, ObjectData, ObjectMeta, WriteCondition,
 };
@@ -137,13 +135,12 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             "You must provide the Content-Length HTTP header.",
         ));
     }
-    let owner = r
+    let writer = r
         .principal
         .as_ref()
         .map(crate::acl::Owner::of)
         .unwrap_or_else(|| b.owner.clone());
-    let acl = acl_from_headers(st, r, owner.clone(), Some(&b.owner))?;
-    authz::check_acl_allowed(&b, &acl)?;
+    let (owner, acl) = crate::ownership::owner_and_acl(st, r, &b, writer)?;
     let (headers, user_meta) = content_from_request(r)?;
     let tags = crate::tags::from_request_header(&r.headers)?;
     let (retention, legal_hold) = crate::objectlock::for_new_object(r, &b)?;
@@ -191,8 +188,12 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         sse: enc.as_ref().map(|e| e.sse.clone()),
     };
     let etag = meta.etag.clone();
+    let expiration = crate::lifecycle::expiration_header(st, &b, r.key(), &meta);
     let version = commit_object(st, r, meta, cond).await?;
     let mut resp = empty(StatusCode::OK);
+    if let Some(v) = expiration {
+        set_header(resp.headers_mut(), "x-amz-expiration", &v)?;
+    }
     set_header(resp.headers_mut(), "etag", &format!("\"{etag}\""))?;
     set_version_header(resp.headers_mut(), version.as_deref())?;
     if let Some(e) = &enc {

@@ -1,14 +1,16 @@
-//! Object tagging: GetObjectTagging, PutObjectTagging, DeleteObjectTagging.
+//! Object tagging: GetObjectTagging, PutObjectTagging, DeleteObjectTagging, of the
+//! current object or of the version `?versionId=` names.
 //!
-//! Who may: S3 grants the tagging actions through policies only, never through ACL
-//! grants, so with ACLs alone they belong to the object's owner and to the bucket's
-//! owner (who owns every object under S3's default "bucket owner enforced"
-//! ownership). Walrus allows exactly those two, for reading tags as for changing them;
-//! a READ or WRITE grant does not extend to tags. Anyone else gets AccessDenied, and a
-//! missing key is NoSuchKey only for who may list the bucket (see
-//! [`crate::handler::load_object`]).
+//! Who may: the bucket policy first (`s3:GetObjectTagging`, `s3:PutObjectTagging`,
+//! `s3:DeleteObjectTagging`, or their `*VersionTagging` forms with a version id; an
+//! explicit Deny refuses even the owner). Without a policy verdict, S3 grants the
+//! tagging actions through policies only, never through ACL grants, so they belong to
+//! the object's owner and to the bucket's owner; a READ or WRITE grant does not
+//! extend to tags. Anyone else gets AccessDenied, and a missing key or version is
+//! told only to who may list the bucket (see [`crate::authz::Authz::object_version`]).
+use crate::authz::ObjectRule;
 use crate::error::{S3Error, S3Result};
-use crate::handler::{empty, load_bucket, load_object, xml, Req, Resp};
+use crate::handler::{empty, load_bucket, set_version_header, xml, Req, Resp};
 use crate::meta::{MetaOp, ObjectMeta};
 use crate::state::State;
 use crate::tags::{self, TagTarget, MAX_TAGGING_BODY};
@@ -30,44 +32,61 @@ pub fn may_tag(
     Ok(o.owner.id == me || load_bucket(st, bucket)?.owner.id == me)
 }
 
-/// The object, if the caller may read or change its tags.
-fn authorized_object(st: &State, r: &Req) -> S3Result<ObjectMeta> {
-    let o = load_object(st, r.bucket(), r.key(), r.principal.as_ref())?;
-    if may_tag(st, r.bucket(), &o, r.principal.as_ref())? {
-        Ok(o)
-    } else {
-        Err(S3Error::access_denied())
-    }
+/// The object (or version), if the caller may do `action` (the unversioned name;
+/// the `*Version*` one applies with a version id) on its tags.
+fn authorized_object(st: &State, r: &Req, action: &str) -> S3Result<ObjectMeta> {
+    let b = load_bucket(st, r.bucket())?;
+    let version = r.q("versionId");
+    let action = match version {
+        Some(_) => action.replacen("Object", "ObjectVersion", 1),
+        None => action.to_string(),
+    };
+    crate::authz::Authz::new(&b)?.object_version_by(
+        st,
+        r,
+        r.key(),
+        version,
+        &action,
+        ObjectRule::Owners,
+    )
+}
+
+/// The answer, with the version id S3 names for a version of a versioned bucket.
+fn with_version(mut resp: Resp, o: &ObjectMeta) -> S3Result<Resp> {
+    set_version_header(resp.headers_mut(), o.version_id.as_deref())?;
+    Ok(resp)
 }
 
 pub fn get_object_tagging(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "GetObjectTagging";
-    let o = authorized_object(st, r)?;
-    Ok(xml(StatusCode::OK, tags::to_xml(&o.tags)))
+    let o = authorized_object(st, r, "s3:GetObjectTagging")?;
+    with_version(xml(StatusCode::OK, tags::to_xml(&o.tags)), &o)
 }
 
 pub async fn put_object_tagging(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "PutObjectTagging";
     // Authorized before a byte of the body is read.
-    authorized_object(st, r)?;
+    let o = authorized_object(st, r, "s3:PutObjectTagging")?;
     let node = r.xml_body(MAX_TAGGING_BODY).await?;
     let tags = tags::from_xml(&node, TagTarget::Object)?;
-    set_tags(st, r, tags).await?;
-    Ok(empty(StatusCode::OK))
+    set_tags(st, r, &o, tags).await?;
+    with_version(empty(StatusCode::OK), &o)
 }
 
 pub async fn delete_object_tagging(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "DeleteObjectTagging";
-    authorized_object(st, r)?;
-    set_tags(st, r, Vec::new()).await?;
-    Ok(empty(StatusCode::NO_CONTENT))
+    let o = authorized_object(st, r, "s3:DeleteObjectTagging")?;
+    set_tags(st, r, &o, Vec::new()).await?;
+    with_version(empty(StatusCode::NO_CONTENT), &o)
 }
 
-async fn set_tags(st: &Arc<State>, r: &Req, tags: tags::TagSet) -> S3Result<()> {
+async fn set_tags(st: &Arc<State>, r: &Req, o: &ObjectMeta, tags: tags::TagSet) -> S3Result<()> {
     st.meta
         .apply(MetaOp::SetObjectTags {
             bucket: r.bucket().into(),
             key: r.key().into(),
+            // The version authorized (a later write must not receive these tags).
+            version_id: r.q("versionId").map(|_| o.version().to_string()),
             tags,
         })
         .await
