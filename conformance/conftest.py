@@ -142,6 +142,7 @@ class Cloud:
         self.extra_args = list(extra_args)
         self.sc_port = free_port()
         self.nbd_port = free_port()
+        self.iscsi_port = free_port()
         self.cc_port = free_port()
         self.clc_port = free_port()
         self.nc_port = free_port()
@@ -159,6 +160,7 @@ class Cloud:
              "--walrus-listen", f"127.0.0.1:{self.port}",
              "--sc-listen", f"127.0.0.1:{self.sc_port}",
              "--nbd-listen", f"127.0.0.1:{self.nbd_port}",
+             "--iscsi-listen", f"127.0.0.1:{self.iscsi_port}",
              "--cc-listen", f"127.0.0.1:{self.cc_port}",
              "--clc-listen", f"127.0.0.1:{self.clc_port}",
              "--nc-listen", f"127.0.0.1:{self.nc_port}", *self.extra_args],
@@ -294,7 +296,8 @@ class SplitCloud(Cloud):
             ("walrus", ["walrus", "--listen", f"127.0.0.1:{self.port}", "--identity", str(services)],
              self.endpoint + "/_health"),
             ("sc", ["sc", "--listen", f"127.0.0.1:{self.sc_port}", "--nbd-listen",
-                    f"127.0.0.1:{self.nbd_port}", "--identity", str(services), "--s3-url",
+                    f"127.0.0.1:{self.nbd_port}", "--iscsi-listen", f"127.0.0.1:{self.iscsi_port}",
+                    "--identity", str(services), "--s3-url",
                     self.endpoint + "/"], self.sc_url + "/_health"),
             ("cc", ["cc", "--listen", f"127.0.0.1:{self.cc_port}"],
              f"http://127.0.0.1:{self.cc_port}/_health"),

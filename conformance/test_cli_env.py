@@ -249,6 +249,7 @@ def up_args(data, walrus=None, sc=None):
             "--walrus-listen", f"127.0.0.1:{walrus or free_port()}",
             "--sc-listen", f"127.0.0.1:{sc or free_port()}",
             "--nbd-listen", f"127.0.0.1:{free_port()}",
+            "--iscsi-listen", f"127.0.0.1:{free_port()}",
             "--cc-listen", f"127.0.0.1:{free_port()}",
             "--clc-listen", f"127.0.0.1:{free_port()}"]
 

@@ -129,6 +129,7 @@ def test_slow_headers_are_cut_off_and_others_still_served(tmp_path):
     data = tmp_path / "data"
     p = _spawn(tmp_path, port, ["up", "--config", str(cfg), "--data", str(data), "--walrus-listen", f"127.0.0.1:{port}",
                                    "--sc-listen", f"127.0.0.1:{free_port()}", "--nbd-listen", f"127.0.0.1:{free_port()}",
+                                   "--iscsi-listen", f"127.0.0.1:{free_port()}",
                                    "--cc-listen", f"127.0.0.1:{free_port()}",
                                    "--clc-listen", f"127.0.0.1:{free_port()}"])
     try:
@@ -160,7 +161,8 @@ def test_sc_alone_from_toml(tmp_path):
     wport, sport, nport = free_port(), free_port(), free_port()
     cfg = tmp_path / "euca.toml"
     cfg.write_text(f'[walrus]\nlisten = "127.0.0.1:{wport}"\n'
-                   f'[sc]\nlisten = "127.0.0.1:{sport}"\nnbd_listen = "127.0.0.1:{nport}"\nmax_volume_gib = 2\n')
+                   f'[sc]\nlisten = "127.0.0.1:{sport}"\nnbd_listen = "127.0.0.1:{nport}"\n'
+                   f'iscsi_listen = "127.0.0.1:{free_port()}"\nmax_volume_gib = 2\n')
     data = tmp_path / "data"
     p = _spawn(tmp_path, sport, ["sc", "--config", str(cfg), "--data", str(data)])
     try:

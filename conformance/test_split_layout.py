@@ -69,7 +69,8 @@ class Split:
                               f"127.0.0.1:{self.ports['walrus']}", "--identity", services],
                    self.url["walrus"] + "/_health")
         self.spawn("sc", ["sc", "--data", self.dirs["sc"], "--listen", f"127.0.0.1:{self.ports['sc']}",
-                          "--nbd-listen", f"127.0.0.1:{self.ports['nbd']}", "--identity", services,
+                          "--nbd-listen", f"127.0.0.1:{self.ports['nbd']}", "--iscsi-listen", "off",
+                          "--identity", services,
                           "--s3-url", self.url["walrus"] + "/"],
                    self.url["sc"] + "/_health")
         self.spawn("cc", ["cc", "--data", self.dirs["cc"], "--listen", f"127.0.0.1:{self.ports['cc']}",

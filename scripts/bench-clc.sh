@@ -33,7 +33,7 @@ CLC=$(port)
 start() {
   rm -f "$DIR/euca/credentials/eucarc"
   "$EUCA" up --data "$DIR/euca" --walrus-listen 127.0.0.1:$(port) --sc-listen 127.0.0.1:$(port) \
-    --nbd-listen 127.0.0.1:$(port) --cc-listen 127.0.0.1:$(port) --clc-listen 127.0.0.1:$CLC \
+    --nbd-listen 127.0.0.1:$(port) --iscsi-listen 127.0.0.1:$(port) --cc-listen 127.0.0.1:$(port) --clc-listen 127.0.0.1:$CLC \
     >> "$DIR/euca.log" 2>&1 &
   EUCA_PID=$!
   # `euca up` writes the eucarc once every service answers.

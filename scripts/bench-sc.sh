@@ -37,7 +37,7 @@ head -c $((GIB << 30)) /dev/urandom > "$DIR/src.img"   # the data nbdcopy writes
 
 # --- the servers -------------------------------------------------------------------
 WP=$(port); SP=$(port); NP=$(port)
-"$EUCA" up --data "$DIR/euca" --walrus-listen 127.0.0.1:$WP --sc-listen 127.0.0.1:$SP --nbd-listen 127.0.0.1:$NP --cc-listen 127.0.0.1:$(port) --clc-listen 127.0.0.1:$(port) > "$DIR/euca.log" 2>&1 &
+"$EUCA" up --data "$DIR/euca" --walrus-listen 127.0.0.1:$WP --sc-listen 127.0.0.1:$SP --nbd-listen 127.0.0.1:$NP --iscsi-listen 127.0.0.1:$(port) --cc-listen 127.0.0.1:$(port) --clc-listen 127.0.0.1:$(port) > "$DIR/euca.log" 2>&1 &
 EUCA_PID=$!; PIDS+=($EUCA_PID)
 for _ in $(seq 100); do curl -sf http://127.0.0.1:$SP/_health >/dev/null && break; sleep 0.1; done
 VOL=$("$EUCA" volume create --size-gib "$GIB" --data "$DIR/euca")

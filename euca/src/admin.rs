@@ -271,6 +271,10 @@ pub enum VolumeCmd {
         /// The node's IP address (only it may open the export).
         #[arg(long)]
         node: String,
+        /// The block protocol: `nbd` or `iscsi` (a target with its own CHAP
+        /// secret; the URI printed carries it).
+        #[arg(long, default_value = "nbd", value_parser = ["nbd", "iscsi"])]
+        protocol: String,
     },
     Detach {
         volume: String,
@@ -341,10 +345,19 @@ pub async fn volume(t: &Target, cmd: VolumeCmd) -> Result<()> {
             sc("DELETE", format!("/volumes/{}", enc(&volume))).await?;
             println!("deleted {volume}");
         }
-        VolumeCmd::Attach { volume, node } => {
+        VolumeCmd::Attach {
+            volume,
+            node,
+            protocol,
+        } => {
             let v = sc(
                 "POST",
-                format!("/volumes/{}/attach?node={}", enc(&volume), enc(&node)),
+                format!(
+                    "/volumes/{}/attach?node={}&protocol={}",
+                    enc(&volume),
+                    enc(&node),
+                    enc(&protocol)
+                ),
             )
             .await?;
             println!("{}", s(&v, "uri"));

@@ -447,7 +447,12 @@ pub async fn sc_remote(
         .context("the SC API listener has no address")?;
     let nbd = sc.nbd_addr().context("the NBD listener has no address")?;
     println!("euca: sc is up");
-    println!("  sc (volumes) http://{api}/   NBD exports on {nbd}   snapshots in {s3_url}");
+    let iscsi = sc
+        .iscsi_addr()
+        .map_or_else(|| "off".to_string(), |a| a.to_string());
+    println!(
+        "  sc (volumes) http://{api}/   NBD exports on {nbd}   iSCSI on {iscsi}   snapshots in {s3_url}"
+    );
     sc.serve(crate::shutdown_signal()).await;
     Ok(())
 }

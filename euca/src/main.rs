@@ -115,6 +115,9 @@ struct UpArgs {
     /// NBD listen address (volume exports).
     #[arg(long, default_value = "127.0.0.1:10809")]
     nbd_listen: SocketAddr,
+    /// iSCSI listen address (volumes attached with `--protocol iscsi`), or `off`.
+    #[arg(long, default_value = "127.0.0.1:3260", value_name = "ADDR|off")]
+    iscsi_listen: String,
     /// Cluster controller (image-piece tracker) listen address.
     #[arg(long, default_value = "127.0.0.1:8774")]
     cc_listen: SocketAddr,
@@ -174,6 +177,9 @@ struct ScArgs {
     /// NBD listen address (overrides the config file).
     #[arg(long)]
     nbd_listen: Option<SocketAddr>,
+    /// iSCSI listen address, or `off` (overrides the config file).
+    #[arg(long, value_name = "ADDR|off")]
+    iscsi_listen: Option<String>,
     /// Authenticate through the identity service named in this file (a cloud
     /// controller's credentials/services.toml) and run without an in-process Walrus;
     /// needs --s3-url.
@@ -733,10 +739,14 @@ async fn open_sc_with(
         s3,
         cfg.snapshot_bucket.clone(),
     ));
-    let (api, nbd) = (cfg.listen, cfg.nbd_listen);
+    let (api, nbd, iscsi) = (cfg.listen, cfg.nbd_listen, cfg.iscsi_listen.clone());
     euca_sc::ScServer::open(cfg, identity, euca_identity::ADMIN_ACCOUNT.into(), chunks)
         .await
-        .with_context(|| format!("starting the storage controller (API on {api}, NBD on {nbd})"))
+        .with_context(|| {
+            format!(
+                "starting the storage controller (API on {api}, NBD on {nbd}, iSCSI on {iscsi})"
+            )
+        })
 }
 
 async fn up(a: UpArgs) -> Result<()> {
@@ -755,6 +765,7 @@ async fn up(a: UpArgs) -> Result<()> {
     let mut scfg = cfg.sc.unwrap_or_default();
     scfg.listen = a.sc_listen;
     scfg.nbd_listen = a.nbd_listen;
+    scfg.iscsi_listen = a.iscsi_listen.clone();
     let mut ccfg = cfg.cc.unwrap_or_default();
     ccfg.tracker.listen = a.cc_listen;
     let net_off_not_root = set_up_net_mode(&mut ccfg, &a)?;
@@ -1093,6 +1104,9 @@ async fn sc_alone(a: ScArgs) -> Result<()> {
     }
     if let Some(l) = a.nbd_listen {
         scfg.nbd_listen = l;
+    }
+    if let Some(l) = &a.iscsi_listen {
+        scfg.iscsi_listen = l.clone();
     }
     clc::check_sc_flags(a.identity.as_deref(), a.s3_url.as_deref())?;
     if let (Some(id), Some(url)) = (&a.identity, &a.s3_url) {

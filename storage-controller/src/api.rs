@@ -9,7 +9,7 @@
 //! | POST | /volumes | `size_gib` and/or `snapshot_id` | create a volume |
 //! | GET | /volumes, /volumes/{id} | | describe |
 //! | DELETE | /volumes/{id} | | delete (must be detached) |
-//! | POST | /volumes/{id}/attach | `node` (an IP address) | export it to that node; returns the NBD URI |
+//! | POST | /volumes/{id}/attach | `node` (an IP address), `protocol` (`nbd`, the default, or `iscsi`) | export it to that node; returns the URI (`nbd[s]://…` or `iscsi://USER%SECRET@host:port/<iqn>/0`) |
 //! | POST | /volumes/{id}/detach | | remove the export |
 //! | POST | /volumes/{id}/snapshots | | take a snapshot (uploads in the background) |
 //! | GET | /snapshots, /snapshots/{id} | | describe, with progress |
@@ -288,7 +288,11 @@ async fn dispatch(
             let node: IpAddr = node
                 .parse()
                 .map_err(|_| ScError::Invalid(format!("node {node:?} is not an IP address")))?;
-            let (v, uri) = sc.attach(id, node).await?;
+            let protocol = match query_param(query, "protocol")? {
+                None => crate::export::Protocol::Nbd,
+                Some(p) => p.parse().map_err(ScError::Invalid)?,
+            };
+            let (v, uri) = sc.attach(id, node, protocol).await?;
             json!({"volume": volume_json(sc, &v), "uri": uri})
         }
         (DetachVolume, [_, id, _]) => volume_json(sc, &sc.detach(id).await?),

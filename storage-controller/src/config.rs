@@ -15,9 +15,17 @@ pub struct ScConfig {
     pub listen: SocketAddr,
     /// The NBD server that exports attached volumes.
     pub nbd_listen: SocketAddr,
-    /// Host name or address put in the NBD URIs handed to nodes (default: the
-    /// address `nbd_listen` is bound to).
+    /// Host name or address put in the NBD and iSCSI URIs handed to nodes
+    /// (default: the address the listener is bound to).
     pub nbd_host: Option<String>,
+    /// The iSCSI target (RFC 7143) that exports volumes attached with
+    /// `protocol = "iscsi"`, or "off". iSCSI has no TLS: put it on a storage
+    /// network, or under IPsec/WireGuard, when nodes are not on this host.
+    pub iscsi_listen: String,
+    /// Targets are named `<iscsi_iqn_prefix>:<export name>`.
+    pub iscsi_iqn_prefix: String,
+    /// Open iSCSI connections at most (further ones are closed at accept).
+    pub iscsi_max_connections: usize,
     /// Walrus bucket for snapshot chunks (`chunks/<sha256>`) and manifests
     /// (`snapshots/<snap-id>.json`).
     pub snapshot_bucket: String,
@@ -56,6 +64,19 @@ pub struct ScConfig {
 }
 
 impl ScConfig {
+    /// `iscsi_listen` parsed: `None` when it is "off".
+    pub fn iscsi_listen_addr(&self) -> Result<Option<SocketAddr>, ScError> {
+        if self.iscsi_listen == "off" {
+            return Ok(None);
+        }
+        self.iscsi_listen.parse().map(Some).map_err(|_| {
+            ScError::Invalid(format!(
+                "iscsi_listen {:?} is neither an address:port nor \"off\"",
+                self.iscsi_listen
+            ))
+        })
+    }
+
     /// The NBD TLS mode in effect: `nbd_tls` parsed, and "auto" without
     /// `tls_cert`/`tls_key` downgraded to off.
     pub fn nbd_tls_mode(&self) -> Result<TlsMode, ScError> {
@@ -75,6 +96,9 @@ impl Default for ScConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8774)),
             nbd_listen: SocketAddr::from(([127, 0, 0, 1], 10809)),
             nbd_host: None,
+            iscsi_listen: "127.0.0.1:3260".into(),
+            iscsi_iqn_prefix: crate::iscsi::DEFAULT_IQN_PREFIX.into(),
+            iscsi_max_connections: 1024,
             snapshot_bucket: "euca-snapshots".into(),
             chunk_size_mib: 4,
             max_volume_gib: 1024,

@@ -8,8 +8,42 @@ use tokio::sync::watch;
 
 use crate::device::BlockDevice;
 
+/// The block protocol an export is served over. An export is reachable over its
+/// own protocol only: an iSCSI attachment (CHAP) cannot be opened over NBD, which
+/// would skip CHAP, nor an NBD one over iSCSI.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Nbd,
+    Iscsi,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Nbd => "nbd",
+            Protocol::Iscsi => "iscsi",
+        })
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    /// Exactly `nbd` or `iscsi`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "nbd" => Ok(Protocol::Nbd),
+            "iscsi" => Ok(Protocol::Iscsi),
+            other => Err(format!("unknown protocol {other:?} (nbd or iscsi)")),
+        }
+    }
+}
+
 /// One exported volume.
 pub struct Export {
+    /// The only server that offers it.
+    pub protocol: Protocol,
     pub device: Arc<dyn BlockDevice>,
     /// The only client address allowed to see or open this export; `None` = any.
     /// Unix-socket clients have no address and can open only `None` exports.
@@ -31,11 +65,12 @@ pub(crate) struct ExportEntry {
 }
 
 impl ExportEntry {
-    pub(crate) fn visible_to(&self, peer: Option<IpAddr>) -> bool {
-        match self.export.allowed_peer {
-            None => true,
-            Some(allowed) => peer.is_some_and(|p| p.to_canonical() == allowed.to_canonical()),
-        }
+    pub(crate) fn visible_to(&self, peer: Option<IpAddr>, protocol: Protocol) -> bool {
+        self.export.protocol == protocol
+            && match self.export.allowed_peer {
+                None => true,
+                Some(allowed) => peer.is_some_and(|p| p.to_canonical() == allowed.to_canonical()),
+            }
     }
 }
 
@@ -96,10 +131,18 @@ impl ExportTable {
         self.map().get(name).map_or(0, |e| e.close.receiver_count())
     }
 
-    /// The export `name` if `peer` may see it.
-    pub(crate) fn lookup(&self, name: &[u8], peer: Option<IpAddr>) -> Option<Arc<ExportEntry>> {
+    /// The export `name` if `peer` may see it over `protocol`.
+    pub(crate) fn lookup(
+        &self,
+        name: &[u8],
+        peer: Option<IpAddr>,
+        protocol: Protocol,
+    ) -> Option<Arc<ExportEntry>> {
         let name = std::str::from_utf8(name).ok()?;
-        self.map().get(name).filter(|e| e.visible_to(peer)).cloned()
+        self.map()
+            .get(name)
+            .filter(|e| e.visible_to(peer, protocol))
+            .cloned()
     }
 
     /// Like `lookup`, and registers the caller as a connection on the export (under
@@ -108,20 +151,26 @@ impl ExportTable {
         &self,
         name: &[u8],
         peer: Option<IpAddr>,
+        protocol: Protocol,
     ) -> Option<(Arc<ExportEntry>, watch::Receiver<bool>)> {
         let name = std::str::from_utf8(name).ok()?;
         let map = self.map();
-        let entry = map.get(name).filter(|e| e.visible_to(peer))?;
+        let entry = map.get(name).filter(|e| e.visible_to(peer, protocol))?;
         let rx = entry.close.subscribe();
         Some((entry.clone(), rx))
     }
 
-    /// (name, description) of every export `peer` may see, sorted by name.
-    pub(crate) fn list_for(&self, peer: Option<IpAddr>) -> Vec<(String, String)> {
+    /// (name, description) of every export `peer` may see over `protocol`, sorted
+    /// by name.
+    pub(crate) fn list_for(
+        &self,
+        peer: Option<IpAddr>,
+        protocol: Protocol,
+    ) -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = self
             .map()
             .iter()
-            .filter(|(_, e)| e.visible_to(peer))
+            .filter(|(_, e)| e.visible_to(peer, protocol))
             .map(|(n, e)| (n.clone(), e.export.description.clone()))
             .collect();
         v.sort();

@@ -26,13 +26,28 @@ pub enum VolumeState {
     Deleting,
 }
 
-/// A volume exported to one node: the NBD export only that node's address may open.
+/// A volume exported to one node: the NBD export or iSCSI target only that node's
+/// address may open.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Attachment {
     pub node: IpAddr,
     /// The export name: the volume id and 128 random bits, so it cannot be guessed.
+    /// Over iSCSI the target is `<iscsi_iqn_prefix>:<export>`.
     pub export: String,
     pub attached_at: String,
+    /// NBD (records from before iSCSI have none: NBD) or iSCSI.
+    #[serde(default)]
+    pub protocol: crate::export::Protocol,
+    /// iSCSI: the CHAP credentials the node logs in with (also in the URI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap: Option<ChapCredentials>,
+}
+
+/// One attachment's CHAP user name and secret (random; 128 bits of secret).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChapCredentials {
+    pub user: String,
+    pub secret: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -1,7 +1,9 @@
-//! Starting and stopping the SC: its state, the NBD listener and the API listener.
+//! Starting and stopping the SC: its state, the NBD and iSCSI listeners and the API
+//! listener.
 use crate::api::ApiState;
 use crate::config::ScConfig;
 use crate::error::ScError;
+use crate::iscsi::IscsiServer;
 use crate::nbd::{ExportTable, NbdServer, TlsConfig, TlsMode};
 use crate::service::StorageController;
 use crate::state::StateStore;
@@ -23,6 +25,9 @@ pub struct ScServer {
     exports: ExportTable,
     api_listener: TcpListener,
     nbd_listener: TcpListener,
+    iscsi_listener: Option<TcpListener>,
+    iscsi_iqn_prefix: String,
+    iscsi_max_connections: usize,
     /// NBD TLS credentials and mode (`None`: no TLS).
     nbd_tls: Option<(TlsConfig, TlsMode)>,
     api_max_connections: usize,
@@ -63,6 +68,18 @@ impl ScServer {
         let state = StateStore::open(&cfg.data_dir.join("sc.redb"))?;
         let volumes = Arc::new(FileVolumeStore::new(cfg.data_dir.join("volumes"))?);
         let nbd_listener = TcpListener::bind(cfg.nbd_listen).await?;
+        let iscsi_listener = match cfg.iscsi_listen_addr()? {
+            Some(a) => Some(TcpListener::bind(a).await.map_err(|e| {
+                ScError::Invalid(format!(
+                    "iSCSI listener {a}: {e} (iscsi_listen, or \"off\")"
+                ))
+            })?),
+            None => None,
+        };
+        let iscsi_addr = match &iscsi_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
         let api_listener = TcpListener::bind(cfg.listen).await?;
         let exports = ExportTable::new();
         let sc = StorageController::open(
@@ -72,6 +89,7 @@ impl ScServer {
             exports.clone(),
             &cfg,
             nbd_listener.local_addr()?,
+            iscsi_addr,
         )
         .await?;
         let api = Arc::new(ApiState {
@@ -89,6 +107,9 @@ impl ScServer {
             exports,
             api_listener,
             nbd_listener,
+            iscsi_listener,
+            iscsi_iqn_prefix: cfg.iscsi_iqn_prefix.clone(),
+            iscsi_max_connections: cfg.iscsi_max_connections,
             nbd_tls,
             api_max_connections: cfg.max_connections,
             nbd_max_connections: cfg.nbd_max_connections,
@@ -114,6 +135,11 @@ impl ScServer {
         self.nbd_listener.local_addr().ok()
     }
 
+    /// The iSCSI target's address (`None`: `iscsi_listen = "off"`).
+    pub fn iscsi_addr(&self) -> Option<SocketAddr> {
+        self.iscsi_listener.as_ref()?.local_addr().ok()
+    }
+
     pub fn controller(&self) -> Arc<StorageController> {
         self.sc.clone()
     }
@@ -133,6 +159,13 @@ impl ScServer {
                 self.nbd_listener,
                 async move { stopped(&mut nbd_stop).await },
             ));
+        let iscsi_task = self.iscsi_listener.map(|l| {
+            let mut stop = shutdown.clone();
+            let server = IscsiServer::new(self.exports.clone())
+                .iqn_prefix(self.iscsi_iqn_prefix)
+                .max_connections(self.iscsi_max_connections);
+            tokio::spawn(server.serve(l, async move { stopped(&mut stop).await }))
+        });
         let opts = ListenOptions {
             header_timeout: Duration::from_secs(10),
             ..ListenOptions::new("sc-api", self.api_max_connections, &self.edge)
@@ -144,6 +177,13 @@ impl ScServer {
             Ok(Err(e)) => tracing::warn!(error = %e, "NBD server ended with an error"),
             Err(e) => tracing::warn!(error = %e, "NBD server task failed"),
             Ok(Ok(())) => {}
+        }
+        if let Some(t) = iscsi_task {
+            match t.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "iSCSI server ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "iSCSI server task failed"),
+                Ok(Ok(())) => {}
+            }
         }
         self.sc.flush_all().await;
     }

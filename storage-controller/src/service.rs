@@ -1,11 +1,12 @@
-//! The storage controller's operations: volumes, attachments (NBD exports) and
+//! The storage controller's operations: volumes, attachments (NBD exports or iSCSI
+//! targets) and
 //! snapshots, with every state change committed before it is reported.
 //!
 //! A volume's device stack, opened on first use and kept open (and locked) while
 //! the SC runs:
 //!
 //! ```text
-//! NBD export ──► VolumeDevice (snapshot cuts: copy-before-write)
+//! NBD export / iSCSI target ──► VolumeDevice (snapshot cuts: copy-before-write)
 //!                   └─► LazyDevice (only for volumes made from a snapshot:
 //!                   │              chunks pulled from Walrus on first touch)
 //!                   └─► the VolumeStore's device (a sparse file by default)
@@ -13,11 +14,12 @@
 use crate::config::ScConfig;
 use crate::device::{BlockDevice, LazyDevice, VolumeDevice};
 use crate::error::ScError;
+use crate::export::{Export, ExportTable, Protocol};
 use crate::model::{
-    new_id, now_rfc3339, valid_id, Attachment, Progress, Snapshot, SnapshotState, Volume,
-    VolumeState, GIB,
+    new_id, now_rfc3339, valid_id, Attachment, ChapCredentials, Progress, Snapshot, SnapshotState,
+    Volume, VolumeState, GIB,
 };
-use crate::nbd::{Export, ExportTable, TlsMode};
+use crate::nbd::TlsMode;
 use crate::snapshot::{
     finish_snapshot, referenced_chunks, sweep_orphan_chunks, ChunkError, ChunkStore, SnapshotError,
     SnapshotManifest, SnapshotProgress, SnapshotStore, SweepStats,
@@ -85,6 +87,8 @@ pub struct StorageController {
     max_volume: u64,
     /// `host:port` put in NBD URIs.
     nbd_authority: String,
+    /// `host:port` put in iSCSI URIs, and the IQN prefix; `None`: iSCSI is off.
+    iscsi: Option<(String, String)>,
     /// NBD TLS mode in effect: nodes that must use TLS get `nbds://` URIs.
     nbd_tls: TlsMode,
     /// Payload bytes all NBD connections together may hold (`nbd_memory_mib`).
@@ -118,7 +122,7 @@ impl StorageController {
     /// `cfg` gives the scratch directory (`data_dir`), the chunk size, the
     /// volume size limit, the host put in NBD URIs and whether they are
     /// `nbds://` (`nbd_tls`); `nbd_addr` is where the
-    /// NBD server listens.
+    /// NBD server listens, `iscsi_addr` the iSCSI target (if it runs).
     pub async fn open(
         state: StateStore,
         volumes: Arc<dyn VolumeStore>,
@@ -126,6 +130,7 @@ impl StorageController {
         exports: ExportTable,
         cfg: &ScConfig,
         nbd_addr: SocketAddr,
+        iscsi_addr: Option<SocketAddr>,
     ) -> Result<Arc<Self>, ScError> {
         let scratch = cfg.data_dir.clone();
         let chunk_size = cfg.chunk_size_mib << 20;
@@ -134,13 +139,20 @@ impl StorageController {
         let nbd_tls = cfg.nbd_tls_mode()?;
         std::fs::create_dir_all(scratch.join("cow"))?;
         std::fs::create_dir_all(scratch.join("lazy"))?;
-        let host = match nbd_host {
-            Some(h) => h,
-            None => match nbd_addr.ip() {
+        let host_of = |addr: SocketAddr| match &nbd_host {
+            Some(h) => h.clone(),
+            None => match addr.ip() {
                 IpAddr::V6(ip) => format!("[{ip}]"),
                 IpAddr::V4(ip) => ip.to_string(),
             },
         };
+        let host = host_of(nbd_addr);
+        let iscsi = iscsi_addr.map(|a| {
+            (
+                format!("{}:{}", host_of(a), a.port()),
+                cfg.iscsi_iqn_prefix.clone(),
+            )
+        });
         let sc = Arc::new(StorageController {
             state,
             volumes,
@@ -150,6 +162,7 @@ impl StorageController {
             chunk_size,
             max_volume,
             nbd_authority: format!("{host}:{}", nbd_addr.port()),
+            iscsi,
             nbd_tls,
             nbd_memory: usize::try_from(cfg.nbd_memory_mib.saturating_mul(1 << 20))
                 .unwrap_or(usize::MAX),
@@ -313,21 +326,41 @@ impl StorageController {
     }
 
     fn export(&self, v: &Volume, a: &Attachment, device: VolumeDevice) {
+        let chap = a.chap.as_ref().map(|c| crate::iscsi::Chap {
+            user: c.user.clone(),
+            secret: c.secret.clone().into_bytes(),
+            target: None,
+        });
         self.exports.insert(
             a.export.clone(),
             Export {
+                protocol: a.protocol,
                 device: Arc::new(device),
                 allowed_peer: Some(a.node),
                 read_only: false,
                 description: format!("{} attached to {}", v.id, a.node),
-                chap: None,
+                chap,
             },
         );
     }
 
     /// `nbds://` when the node must use TLS (see [`TlsMode::requires_tls`]), so
-    /// libnbd and qemu start TLS; `nbd://` otherwise.
+    /// libnbd and qemu start TLS; `nbd://` otherwise. iSCSI:
+    /// `iscsi://USER%SECRET@host:port/<iqn>/0`, as libiscsi and QEMU take it (the
+    /// secret is hex, so nothing in it needs escaping).
     fn uri(&self, a: &Attachment) -> String {
+        if a.protocol == Protocol::Iscsi {
+            let (authority, prefix) = self
+                .iscsi
+                .as_ref()
+                .map_or(("iscsi-is-off", ""), |(h, p)| (h.as_str(), p.as_str()));
+            let creds = a
+                .chap
+                .as_ref()
+                .map(|c| format!("{}%{}@", c.user, c.secret))
+                .unwrap_or_default();
+            return format!("iscsi://{creds}{authority}/{prefix}:{}/0", a.export);
+        }
         let scheme = if self.nbd_tls.requires_tls(Some(a.node)) {
             "nbds"
         } else {
@@ -474,9 +507,20 @@ impl StorageController {
         Ok(())
     }
 
-    /// Exports the volume to `node` and returns the volume and the NBD URI the
-    /// node opens. A volume is attached (read-write) to at most one node.
-    pub async fn attach(&self, id: &str, node: IpAddr) -> Result<(Volume, String), ScError> {
+    /// Exports the volume to `node` over `protocol` and returns the volume and the
+    /// URI the node opens. A volume is attached (read-write) to at most one node.
+    /// Over iSCSI the attachment gets its own CHAP user and secret.
+    pub async fn attach(
+        &self,
+        id: &str,
+        node: IpAddr,
+        protocol: Protocol,
+    ) -> Result<(Volume, String), ScError> {
+        if protocol == Protocol::Iscsi && self.iscsi.is_none() {
+            return Err(ScError::Invalid(
+                "iSCSI is off on this storage controller (iscsi_listen)".into(),
+            ));
+        }
         let _op = self.ops.lock().await;
         let mut v = self.volume_record(id)?;
         match v.state {
@@ -489,12 +533,17 @@ impl StorageController {
             node,
             export: format!("{id}-{:032x}", rand::random::<u128>()),
             attached_at: now_rfc3339(),
+            protocol,
+            chap: (protocol == Protocol::Iscsi).then(|| ChapCredentials {
+                user: format!("node-{:016x}", rand::random::<u64>()),
+                secret: format!("{:032x}", rand::random::<u128>()),
+            }),
         };
         v.state = VolumeState::InUse;
         v.attachment = Some(a.clone());
         self.state.put_volume(&v)?;
         self.export(&v, &a, dev.device.clone());
-        tracing::info!(volume = %id, %node, "volume attached");
+        tracing::info!(volume = %id, %node, %protocol, "volume attached");
         Ok((v, self.uri(&a)))
     }
 
@@ -504,7 +553,7 @@ impl StorageController {
         self.nbd_memory
     }
 
-    /// The NBD URI of an attached volume.
+    /// The URI of an attached volume (NBD or iSCSI).
     pub fn attachment_uri(&self, v: &Volume) -> Option<String> {
         v.attachment.as_ref().map(|a| self.uri(a))
     }

@@ -58,6 +58,7 @@ impl Target {
         self.exports.insert(
             name.into(),
             Export {
+                protocol: euca_sc::export::Protocol::Iscsi,
                 device: Arc::new(dev),
                 allowed_peer: peer,
                 read_only: false,
@@ -254,21 +255,32 @@ fn chap_is_required_and_a_wrong_secret_or_user_cannot_log_in() {
     let _ = &t.rt;
 }
 
-/// libiscsi's conformance suite against this target (run with --ignored; prints
-/// the summary).
+/// libiscsi's conformance suite against this target (run with --ignored; used by
+/// scripts/iscsi-compare.sh). With `ISCSI_TARGET_CMD` set, runs that shell command
+/// with the target's URL as `$1` (the script's suite-by-suite loop); otherwise
+/// `iscsi-test-cu -d $ISCSI_CU_ARGS URL` (default `-s`). Prints what it ran.
 #[test]
 #[ignore]
 fn iscsi_test_cu_summary() {
     let t = Target::start();
     let name = "vol-ffff0006-0123456789abcdef";
     t.add(name, 256 * MIB, localhost(), None);
-    // ISCSI_CU_ARGS: extra arguments, e.g. "--test=ALL.CompareAndWrite -V".
-    let extra = std::env::var("ISCSI_CU_ARGS").unwrap_or_else(|_| "-s".into());
-    let mut cmd = Command::new(tool("iscsi-test-cu"));
-    cmd.arg("-d")
-        .args(extra.split_whitespace())
-        .arg(t.url(name));
-    let out = run(&mut cmd, Duration::from_secs(600));
+    let url = t.url(name);
+    let mut cmd = match std::env::var("ISCSI_TARGET_CMD") {
+        Ok(script) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", &script, "iscsi-target", &url]);
+            c
+        }
+        Err(_) => {
+            // e.g. ISCSI_CU_ARGS="--test=ALL.CompareAndWrite -V"
+            let extra = std::env::var("ISCSI_CU_ARGS").unwrap_or_else(|_| "-s".into());
+            let mut c = Command::new(tool("iscsi-test-cu"));
+            c.arg("-d").args(extra.split_whitespace()).arg(&url);
+            c
+        }
+    };
+    let out = run(&mut cmd, Duration::from_secs(1800));
     println!("{}", String::from_utf8_lossy(&out.stdout));
     println!("{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -482,6 +482,7 @@ fn unix_socket_serving() {
     exports.insert(
         "vol-unix".into(),
         Export {
+            protocol: euca_sc::export::Protocol::Nbd,
             device: Arc::new(dev),
             allowed_peer: None,
             read_only: false,
@@ -493,6 +494,7 @@ fn unix_socket_serving() {
     exports.insert(
         "vol-tcp-only".into(),
         Export {
+            protocol: euca_sc::export::Protocol::Nbd,
             device: Arc::new(dev2),
             allowed_peer: Some(ip("127.0.0.1")),
             read_only: false,

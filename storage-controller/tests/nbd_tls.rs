@@ -528,12 +528,16 @@ fn attach_uri_scheme_follows_tls_mode() {
                 ExportTable::new(),
                 &cfg,
                 "127.0.0.1:10809".parse().unwrap(),
+                None,
             )
             .await
             .unwrap();
             let v = sc.create_volume(Some(1), None).await.unwrap();
             for (node, scheme) in expect {
-                let (_, uri) = sc.attach(&v.id, node).await.unwrap();
+                let (_, uri) = sc
+                    .attach(&v.id, node, euca_sc::export::Protocol::Nbd)
+                    .await
+                    .unwrap();
                 assert!(
                     uri.starts_with(&format!("{scheme}://127.0.0.1:10809/{}-", v.id)),
                     "mode {mode} (creds {creds}), node {node}: {uri}"

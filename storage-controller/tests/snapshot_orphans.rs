@@ -84,6 +84,7 @@ async fn open_sc(dir: &Path, chunks: Arc<dyn ChunkStore>, grace: u64) -> Arc<Sto
         ExportTable::new(),
         &cfg,
         "127.0.0.1:10809".parse().unwrap(),
+        None,
     )
     .await
     .unwrap()

@@ -284,11 +284,26 @@ async fn deliver_one(
         use md5::Digest;
         hex::encode(md5::Md5::digest(&bytes))
     };
-    let data = if bytes.len() <= st.cfg.inline_max_bytes {
-        ObjectData::Inline(bytes.to_vec())
-    } else {
-        let id = st.blobs.put(bytes).await?;
-        ObjectData::Blobs(vec![BlobRef { id, size }])
+    // The target bucket's default encryption (SSE-S3) applies to log objects, as in
+    // S3; an encrypted object is never inlined.
+    let enc = crate::sse::for_post(st, None, &target).await?;
+    let data = match &enc {
+        Some(e) => {
+            let mut w = crate::sse_keys::create_blob(&st.blobs, Some(&e.key)).await?;
+            if let Err(err) = w.write(bytes).await {
+                w.abort().await;
+                return Err(err.into());
+            }
+            ObjectData::Blobs(vec![BlobRef {
+                id: w.finish().await?,
+                size,
+            }])
+        }
+        None if bytes.len() <= st.cfg.inline_max_bytes => ObjectData::Inline(bytes.to_vec()),
+        None => {
+            let id = st.blobs.put(bytes).await?;
+            ObjectData::Blobs(vec![BlobRef { id, size }])
+        }
     };
     let owner: Owner = target.owner.clone();
     let mut acl = Acl::private(owner.clone());
@@ -313,6 +328,7 @@ async fn deliver_one(
         version_id: None,
         retention: None,
         legal_hold: false,
+        sse: enc.map(|e| e.sse),
     };
     let op = MetaOp::PutObject {
         bucket: target.name.clone(),

@@ -22,7 +22,7 @@ use super::scsi::{self, Collected, Plan, Sense, BLOCK, CHECK_CONDITION, GOOD};
 use super::text::{self, Params, TARGET_MAX_RECV_DSL};
 use super::{IscsiError, Shared};
 use crate::device::BlockDevice;
-use crate::export::{wait_true, ExportEntry};
+use crate::export::{wait_true, ExportEntry, Protocol};
 
 /// Largest login or text request we accept (all its PDUs together).
 const MAX_TEXT: usize = 64 * 1024;
@@ -364,7 +364,7 @@ fn open_session(keys: &LoginKeys, shared: &Shared, peer: Option<IpAddr>) -> Resu
             let name = shared.export_name(iqn).ok_or(status::NOT_FOUND)?;
             let (entry, close) = shared
                 .exports
-                .open(name.as_bytes(), peer)
+                .open(name.as_bytes(), peer, Protocol::Iscsi)
                 .ok_or(status::NOT_FOUND)?;
             Ok(Session::Normal {
                 name: name.to_string(),
@@ -720,7 +720,7 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
             ("All", _) => self
                 .shared
                 .exports
-                .list_for(self.peer)
+                .list_for(self.peer, Protocol::Iscsi)
                 .into_iter()
                 .map(|(n, _)| n)
                 .collect(),
@@ -730,7 +730,7 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
                 .filter(|n| {
                     self.shared
                         .exports
-                        .lookup(n.as_bytes(), self.peer)
+                        .lookup(n.as_bytes(), self.peer, Protocol::Iscsi)
                         .is_some()
                 })
                 .map(|n| vec![n.to_string()])

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use super::error::NbdError;
 use super::proto::*;
-use crate::export::{ExportEntry, ExportTable};
+use crate::export::{ExportEntry, ExportTable, Protocol};
 
 /// Largest option payload we read into memory; bigger known options are drained
 /// and refused with `NBD_REP_ERR_TOO_BIG`.
@@ -200,7 +200,7 @@ where
 
         match opt {
             OPT_EXPORT_NAME => {
-                let Some((entry, close_rx)) = exports.open(&payload, peer) else {
+                let Some((entry, close_rx)) = exports.open(&payload, peer, Protocol::Nbd) else {
                     return Err(NbdError::ExportNameRefused);
                 };
                 let n = st.finish(payload, entry, close_rx);
@@ -225,7 +225,7 @@ where
                     continue;
                 }
                 let mut out = Vec::new();
-                for (name, description) in exports.list_for(peer) {
+                for (name, description) in exports.list_for(peer, Protocol::Nbd) {
                     let mut data = Vec::with_capacity(4 + name.len() + description.len());
                     data.extend_from_slice(&(name.len() as u32).to_be_bytes());
                     data.extend_from_slice(name.as_bytes());
@@ -318,10 +318,10 @@ impl State<'_> {
         };
         // Same answer whether the export doesn't exist or this peer may not see it.
         let opened = if opt == OPT_GO {
-            self.exports.open(name, self.peer)
+            self.exports.open(name, self.peer, Protocol::Nbd)
         } else {
             self.exports
-                .lookup(name, self.peer)
+                .lookup(name, self.peer, Protocol::Nbd)
                 .map(|e| (e, watch::channel(false).1))
         };
         let Some((entry, close_rx)) = opened else {
@@ -387,7 +387,11 @@ impl State<'_> {
             .await?;
             return Ok(());
         };
-        if self.exports.lookup(name, self.peer).is_none() {
+        if self
+            .exports
+            .lookup(name, self.peer, Protocol::Nbd)
+            .is_none()
+        {
             send(stream, &rep(opt, REP_ERR_UNKNOWN, b"unknown export")).await?;
             return Ok(());
         }

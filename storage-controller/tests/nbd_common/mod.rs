@@ -102,6 +102,7 @@ impl TestServer {
         self.exports.insert(
             name.to_string(),
             Export {
+                protocol: euca_sc::export::Protocol::Nbd,
                 device,
                 allowed_peer,
                 read_only,

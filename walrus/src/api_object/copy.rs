@@ -189,6 +189,7 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     set_version_header(resp.headers_mut(), version.as_deref())?;
     if let Some(e) = &dst_enc {
         e.set_headers(resp.headers_mut())?;
+    }
     if let Some(v) = expiration {
         set_header(resp.headers_mut(), "x-amz-expiration", &v)?;
     }
