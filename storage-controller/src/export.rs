@@ -40,6 +40,28 @@ impl std::str::FromStr for Protocol {
     }
 }
 
+/// iSCSI: the CHAP credentials an initiator must prove to log in to one target
+/// (the algorithm is in `crate::iscsi`).
+#[derive(Clone)]
+pub struct Chap {
+    /// The `CHAP_N` the initiator must send.
+    pub user: String,
+    /// The secret it proves knowledge of.
+    pub secret: Vec<u8>,
+    /// Mutual CHAP: the name and secret this target answers a challenge with.
+    /// `None`: an initiator asking for mutual authentication is refused.
+    pub target: Option<(String, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Chap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chap")
+            .field("user", &self.user)
+            .field("mutual", &self.target.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// One exported volume.
 pub struct Export {
     /// The only server that offers it.
@@ -53,7 +75,7 @@ pub struct Export {
     /// iSCSI only: the CHAP credentials an initiator must prove at login (`None`:
     /// no authentication beyond the peer address). NBD ignores it; its export name
     /// carries unguessable bits instead.
-    pub chap: Option<crate::iscsi::Chap>,
+    pub chap: Option<Chap>,
 }
 
 pub(crate) struct ExportEntry {

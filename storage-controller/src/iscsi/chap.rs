@@ -5,26 +5,7 @@
 use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
 
-/// The credentials an initiator must prove to log in to one target.
-#[derive(Clone)]
-pub struct Chap {
-    /// The `CHAP_N` the initiator must send.
-    pub user: String,
-    /// The secret it proves knowledge of.
-    pub secret: Vec<u8>,
-    /// Mutual CHAP: the name and secret this target answers a challenge with.
-    /// `None`: an initiator asking for mutual authentication is refused.
-    pub target: Option<(String, Vec<u8>)>,
-}
-
-impl std::fmt::Debug for Chap {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Chap")
-            .field("user", &self.user)
-            .field("mutual", &self.target.is_some())
-            .finish_non_exhaustive()
-    }
-}
+pub use crate::export::Chap;
 
 /// MD5(id ‖ secret ‖ challenge).
 pub fn response(id: u8, secret: &[u8], challenge: &[u8]) -> [u8; 16] {

@@ -17,10 +17,11 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::sync::watch;
 
 use super::chap;
+use super::error::IscsiError;
 use super::pdu::{self, op, Pdu, F_CONTINUE, F_FINAL, NO_TAG};
 use super::scsi::{self, Collected, Plan, Sense, BLOCK, CHECK_CONDITION, GOOD};
+use super::shared::Shared;
 use super::text::{self, Params, TARGET_MAX_RECV_DSL};
-use super::{IscsiError, Shared};
 use crate::device::BlockDevice;
 use crate::export::{wait_true, ExportEntry, Protocol};
 
@@ -423,7 +424,7 @@ fn authenticate(
             let Some(r) = chap::decode_binary(r) else {
                 return Some(status::AUTH_FAILED);
             };
-            let user_ok = n.as_bytes().len() == c.user.len()
+            let user_ok = n.len() == c.user.len()
                 && bool::from(subtle::ConstantTimeEq::ct_eq(
                     n.as_bytes(),
                     c.user.as_bytes(),

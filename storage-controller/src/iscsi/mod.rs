@@ -18,11 +18,15 @@
 
 mod chap;
 mod conn;
+mod error;
 pub mod pdu;
 pub mod scsi;
+mod shared;
 pub mod text;
 
-pub use chap::Chap;
+pub use crate::export::Chap;
+pub use error::IscsiError;
+use shared::{Config, Shared};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -38,49 +42,6 @@ use crate::export::ExportTable;
 
 /// The IQN prefix targets are named under unless configured.
 pub const DEFAULT_IQN_PREFIX: &str = "iqn.2026-12.sc.euca";
-
-#[derive(Debug, thiserror::Error)]
-pub enum IscsiError {
-    #[error("I/O: {0}")]
-    Io(#[from] io::Error),
-    #[error("protocol error: {0}")]
-    Protocol(String),
-    #[error("timed out waiting for {0}")]
-    Timeout(&'static str),
-    #[error("login refused (status {0:#06x})")]
-    LoginRefused(u16),
-}
-
-pub(crate) struct Config {
-    iqn_prefix: String,
-    max_connections: usize,
-    max_per_source: usize,
-    login_timeout: Duration,
-    nop_interval: Duration,
-    pdu_timeout: Duration,
-}
-
-pub(crate) struct Shared {
-    exports: ExportTable,
-    cfg: Config,
-    /// COMPARE AND WRITE reads then writes; this makes the pair atomic with
-    /// respect to every other COMPARE AND WRITE (the only users of atomicity).
-    compare_and_write: tokio::sync::Mutex<()>,
-}
-
-impl Shared {
-    /// The IQN of export `name`.
-    fn iqn(&self, name: &str) -> String {
-        format!("{}:{name}", self.cfg.iqn_prefix)
-    }
-
-    /// The export an IQN names, if it is under our prefix (compared as given:
-    /// IQNs are case-sensitive here, as export names are).
-    fn export_name<'a>(&self, iqn: &'a str) -> Option<&'a str> {
-        iqn.strip_prefix(self.cfg.iqn_prefix.as_str())?
-            .strip_prefix(':')
-    }
-}
 
 /// The iSCSI server. Build with [`IscsiServer::new`] and the setters, then run
 /// [`IscsiServer::serve`].

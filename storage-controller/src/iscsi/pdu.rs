@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::IscsiError;
+use super::error::IscsiError;
 
 /// Length of the basic header segment.
 pub const BHS_LEN: usize = 48;

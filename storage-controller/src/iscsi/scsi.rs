@@ -207,7 +207,7 @@ pub fn plan(cdb: &[u8; 16], lun: u64, u: &Unit, edtl: u32) -> Plan {
             let len = be16(&cdb[7..9]) as u32;
             if len == 0 {
                 Plan::Good
-            } else if len < 8 || len > MAX_PARAMETER_BYTES {
+            } else if !(8..=MAX_PARAMETER_BYTES).contains(&len) {
                 Plan::Check(Sense::PARAMETER_LIST_LENGTH_ERROR)
             } else {
                 Plan::Collect {
@@ -329,7 +329,7 @@ pub fn unmap_ranges(p: &[u8], total_blocks: u64) -> Result<Vec<(u64, u64)>, Sens
     }
     let desc_len = be16(&p[2..4]) as usize;
     let descs = &p[8..];
-    if desc_len % 16 != 0 || desc_len > descs.len() {
+    if !desc_len.is_multiple_of(16) || desc_len > descs.len() {
         return Err(Sense::PARAMETER_LIST_LENGTH_ERROR);
     }
     if desc_len / 16 > MAX_UNMAP_DESCRIPTORS as usize {
@@ -358,7 +358,7 @@ fn report_luns(cdb: &[u8; 16]) -> Plan {
     if alloc < 16 {
         return Plan::Check(Sense::INVALID_FIELD_IN_CDB);
     }
-    if !matches!(cdb[2], 0x00 | 0x01 | 0x02) {
+    if !matches!(cdb[2], 0x00..=0x02) {
         return Plan::Check(Sense::INVALID_FIELD_IN_CDB);
     }
     let mut v = vec![0u8; 16];
@@ -431,7 +431,7 @@ fn inquiry(cdb: &[u8; 16], u: &Unit) -> Plan {
             // to a multiple of 4.
             let mut name = u.iqn.as_bytes().to_vec();
             name.push(0);
-            while name.len() % 4 != 0 {
+            while !name.len().is_multiple_of(4) {
                 name.push(0);
             }
             b.extend_from_slice(&[0x03, 0x28, 0x00, name.len() as u8]);

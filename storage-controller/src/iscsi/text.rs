@@ -1,7 +1,7 @@
 //! Text keys (RFC 7143 §6, §13): `key=value` pairs separated by NUL, and the
 //! operational parameters a session negotiates from them.
 
-use super::IscsiError;
+use super::error::IscsiError;
 
 /// Largest data segment this target accepts in one PDU (declared to the initiator
 /// as its `MaxRecvDataSegmentLength`).
