@@ -6,7 +6,6 @@ iSCSI (lazily: the restored volume pulls its chunks from Walrus on first read),
 and SYNCHRONIZE CACHE'd writes surviving SIGKILL of the cloud."""
 import json
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,29 +13,12 @@ from pathlib import Path
 
 from conftest import euca_bin
 from helpers_iscsi import IscsiWriter, read_image
+from test_volumes import create, describe, run, vol
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "nbd"))
 import stamp  # noqa: E402
 
-
-
-def run(*args, timeout=120):
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout)
-
-
-def vol(cloud, *args, check=True):
-    r = cloud.euca("volume", *args, check=False)
-    if check:
-        assert r.returncode == 0, r.stderr
-    return r
-
-
-def create(cloud, gib=1, snapshot=None):
-    args = ["create"] + (["--size-gib", str(gib)] if gib else []) + (["--snapshot", snapshot] if snapshot else [])
-    out = vol(cloud, *args).stdout.strip()
-    assert re.fullmatch(r"vol-[0-9a-f]{8}", out), out
-    return out
 
 
 def attach_iscsi(cloud, vid, node="127.0.0.1"):
@@ -45,10 +27,6 @@ def attach_iscsi(cloud, vid, node="127.0.0.1"):
                      rf"/iqn\.2026-12\.sc\.euca:({vid}-[0-9a-f]{{32}})/0", uri)
     assert m, uri
     return uri
-
-
-def describe(cloud, vid):
-    return json.loads(vol(cloud, "describe", vid).stdout)
 
 
 def test_iscsi_attachment_chap_node_and_detach(cloud):
