@@ -1,8 +1,12 @@
 """A node controller that dies leaves its guests running, and the restarted one
 adopts them: `kill -9` of a separate `euca nc` (real QEMU, the tiny guest) keeps
 the same QEMU process; after the restart the console keeps growing and attach,
-detach and terminate work. And stopping `euca up` powers its own node's guests off.
+detach and terminate work. That cloud exports EBS volumes over iSCSI (`[clc]
+volume_protocol = "iscsi"`): the hot attach goes through QEMU's libiscsi driver
+with the attachment's CHAP secret (the other guest tests use NBD). And stopping
+`euca up` powers its own node's guests off.
 """
+import json
 import os
 import signal
 import subprocess
@@ -79,7 +83,9 @@ class Node:
 
 
 def test_kill_9_of_the_nc_keeps_the_guest_and_the_restarted_nc_adopts_it(tmp_path):
-    cloud = Cloud(tmp_path / "data", free_port(), ["--no-node"]).start()
+    cfg = tmp_path / "euca.toml"
+    cfg.write_text('[clc]\nvolume_protocol = "iscsi"\n')
+    cloud = Cloud(tmp_path / "data", free_port(), ["--no-node", "--config", str(cfg)]).start()
     node = Node(cloud, tmp_path)
     iid = None
     pid = None
@@ -116,6 +122,10 @@ def test_kill_9_of_the_nc_keeps_the_guest_and_the_restarted_nc_adopts_it(tmp_pat
         wait_console(ec2, iid, r"TG-DISK \S+ .*readback='TG-WRITE", after=len(before))
         ec2.get_waiter("volume_in_use").wait(VolumeIds=[vol],
                                              WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        # over iSCSI, and the CHAP secret reached QEMU over QMP, never its command line
+        att = json.loads(cloud.euca("volume", "describe", vol).stdout)["attachment"]
+        assert att["protocol"] == "iscsi" and att["uri"].startswith("iscsi://"), att
+        assert att["chap"]["secret"].encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
         ec2.detach_volume(VolumeId=vol)
         ec2.get_waiter("volume_available").wait(VolumeIds=[vol],
                                                 WaiterConfig={"Delay": 1, "MaxAttempts": 60})

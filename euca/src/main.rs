@@ -781,6 +781,11 @@ async fn up(a: UpArgs) -> Result<()> {
         ("[walrus] max_connections", &mut wcfg.max_connections, 2),
         ("[sc] max_connections", &mut scfg.max_connections, 1),
         ("[sc] nbd_max_connections", &mut scfg.nbd_max_connections, 1),
+        (
+            "[sc] iscsi_max_connections",
+            &mut scfg.iscsi_max_connections,
+            1,
+        ),
         ("[cc] max_connections", &mut ccfg.tracker.max_connections, 1),
         ("[clc] max_connections", &mut clcfg.max_connections, 1),
     ])?;
@@ -1113,6 +1118,11 @@ async fn sc_alone(a: ScArgs) -> Result<()> {
         edge::fit_caps(&mut [
             ("[sc] max_connections", &mut scfg.max_connections, 1),
             ("[sc] nbd_max_connections", &mut scfg.nbd_max_connections, 1),
+            (
+                "[sc] iscsi_max_connections",
+                &mut scfg.iscsi_max_connections,
+                1,
+            ),
         ])?;
         return clc::sc_remote(id, url, &a.data, scfg, from_file, svc).await;
     }
@@ -1120,6 +1130,11 @@ async fn sc_alone(a: ScArgs) -> Result<()> {
         ("[walrus] max_connections", &mut wcfg.max_connections, 2),
         ("[sc] max_connections", &mut scfg.max_connections, 1),
         ("[sc] nbd_max_connections", &mut scfg.nbd_max_connections, 1),
+        (
+            "[sc] iscsi_max_connections",
+            &mut scfg.iscsi_max_connections,
+            1,
+        ),
     ])?;
     let mut opened = open_walrus(&a.data, wcfg, false).await?;
     let token = edge::ensure_metrics_token(&opened.data)?;

@@ -26,6 +26,9 @@ pub struct ScConfig {
     pub iscsi_iqn_prefix: String,
     /// Open iSCSI connections at most (further ones are closed at accept).
     pub iscsi_max_connections: usize,
+    /// Open NBD, and open iSCSI, connections from one address at most (a node's
+    /// QEMU opens one per volume; multi-conn clients a few).
+    pub block_max_connections_per_source: usize,
     /// Walrus bucket for snapshot chunks (`chunks/<sha256>`) and manifests
     /// (`snapshots/<snap-id>.json`).
     pub snapshot_bucket: String,
@@ -99,6 +102,7 @@ impl Default for ScConfig {
             iscsi_listen: "127.0.0.1:3260".into(),
             iscsi_iqn_prefix: crate::iscsi::DEFAULT_IQN_PREFIX.into(),
             iscsi_max_connections: 1024,
+            block_max_connections_per_source: 64,
             snapshot_bucket: "euca-snapshots".into(),
             chunk_size_mib: 4,
             max_volume_gib: 1024,

@@ -6,6 +6,7 @@ pub mod device;
 pub mod error;
 pub mod export;
 pub mod iscsi;
+mod listen;
 pub mod model;
 pub mod nbd;
 pub mod snapshot;

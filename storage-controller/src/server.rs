@@ -28,6 +28,7 @@ pub struct ScServer {
     iscsi_listener: Option<TcpListener>,
     iscsi_iqn_prefix: String,
     iscsi_max_connections: usize,
+    per_source: usize,
     /// NBD TLS credentials and mode (`None`: no TLS).
     nbd_tls: Option<(TlsConfig, TlsMode)>,
     api_max_connections: usize,
@@ -110,6 +111,7 @@ impl ScServer {
             iscsi_listener,
             iscsi_iqn_prefix: cfg.iscsi_iqn_prefix.clone(),
             iscsi_max_connections: cfg.iscsi_max_connections,
+            per_source: cfg.block_max_connections_per_source,
             nbd_tls,
             api_max_connections: cfg.max_connections,
             nbd_max_connections: cfg.nbd_max_connections,
@@ -150,7 +152,8 @@ impl ScServer {
         let mut nbd_stop = shutdown.clone();
         let mut nbd = NbdServer::new(self.exports.clone())
             .memory_budget(self.sc.nbd_memory_budget())
-            .max_connections(self.nbd_max_connections);
+            .max_connections(self.nbd_max_connections)
+            .max_connections_per_source(self.per_source);
         if let Some((config, mode)) = self.nbd_tls {
             nbd = nbd.tls(config, mode);
         }
@@ -163,7 +166,8 @@ impl ScServer {
             let mut stop = shutdown.clone();
             let server = IscsiServer::new(self.exports.clone())
                 .iqn_prefix(self.iscsi_iqn_prefix)
-                .max_connections(self.iscsi_max_connections);
+                .max_connections(self.iscsi_max_connections)
+                .max_connections_per_source(self.per_source);
             tokio::spawn(server.serve(l, async move { stopped(&mut stop).await }))
         });
         let opts = ListenOptions {

@@ -469,6 +469,27 @@ fn handshake_timeout_drops_silent_clients() {
 }
 
 #[test]
+fn connections_per_source_address_are_capped() {
+    let server = TestServer::start_with(|s| s.max_connections_per_source(2));
+    let mut a = connect(server.addr);
+    let mut b = connect(server.addr);
+    assert_eq!(&a.read_n(8)[..], b"NBDMAGIC");
+    assert_eq!(&b.read_n(8)[..], b"NBDMAGIC");
+    // A third from 127.0.0.1 is closed at once; another address still gets in.
+    let mut c = connect(server.addr);
+    assert!(c.is_closed());
+    let mut d = connect_from(&server, ip("127.0.0.2"));
+    assert_eq!(&d.read_n(8)[..], b"NBDMAGIC");
+    // A slot comes back when its connection ends.
+    drop(a);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut e = connect(server.addr);
+    assert_eq!(&e.read_n(8)[..], b"NBDMAGIC");
+    drop((b, d, e));
+    server.stop();
+}
+
+#[test]
 fn unix_socket_serving() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("nbd.sock");

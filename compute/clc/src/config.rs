@@ -37,6 +37,22 @@ pub struct ClcConfig {
     /// How many elastic IPs one account may hold (`[clc] max_elastic_ips`;
     /// [`DEFAULT_MAX_ELASTIC_IPS`], EC2's default; 0: none).
     pub max_elastic_ips: u32,
+    /// How the nodes reach EBS volumes (`[clc] volume_protocol`): `"nbd"` (the
+    /// default) or `"iscsi"` (each attachment an iSCSI target with its own CHAP
+    /// secret; the SC's `iscsi_listen` must be on).
+    #[serde(deserialize_with = "volume_protocol")]
+    pub volume_protocol: String,
+}
+
+/// `volume_protocol`: exactly `nbd` or `iscsi`.
+fn volume_protocol<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "nbd" | "iscsi" => Ok(s),
+        other => Err(serde::de::Error::custom(format!(
+            "volume_protocol {other:?} is neither \"nbd\" nor \"iscsi\""
+        ))),
+    }
 }
 
 /// Elastic IPs per account unless told otherwise (EC2's default quota).
@@ -81,6 +97,7 @@ impl Default for ClcConfig {
             dns_listen: Some(DEFAULT_DNS_LISTEN.parse().expect("constant address")),
             dns_domain: "localhost".into(),
             max_elastic_ips: DEFAULT_MAX_ELASTIC_IPS,
+            volume_protocol: "nbd".into(),
         }
     }
 }
@@ -303,6 +320,10 @@ mod tests {
         let none: ClcConfig = toml_like(r#"{"max_elastic_ips":0}"#);
         assert_eq!(none.max_elastic_ips, 0);
         assert!(serde_json::from_str::<ClcConfig>(r#"{"max_elastic_ips":-1}"#).is_err());
+        assert_eq!(ClcConfig::default().volume_protocol, "nbd");
+        let iscsi: ClcConfig = toml_like(r#"{"volume_protocol":"iscsi"}"#);
+        assert_eq!(iscsi.volume_protocol, "iscsi");
+        assert!(serde_json::from_str::<ClcConfig>(r#"{"volume_protocol":"ISCSI"}"#).is_err());
     }
 
     fn toml_like(json: &str) -> ClcConfig {

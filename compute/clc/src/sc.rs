@@ -145,12 +145,13 @@ impl ScClient {
         Ok(r.is_some())
     }
 
-    /// Exports the volume to the node at `node` (an IP address); returns the
-    /// NBD URI the node opens.
+    /// Exports the volume to the node at `node` (an IP address) over `protocol`
+    /// (`nbd` or `iscsi`, `[clc] volume_protocol`); returns the URI the node opens.
     pub async fn attach_volume(
         &self,
         id: &str,
         node: std::net::IpAddr,
+        protocol: &str,
     ) -> Result<String, Ec2Error> {
         #[derive(Deserialize)]
         struct Attached {
@@ -161,9 +162,10 @@ impl ScClient {
             .json(
                 Method::POST,
                 &format!(
-                    "/volumes/{}/attach?node={}",
+                    "/volumes/{}/attach?node={}&protocol={}",
                     enc(id),
-                    enc(&node.to_string())
+                    enc(&node.to_string()),
+                    enc(protocol)
                 ),
             )
             .await

@@ -28,17 +28,13 @@ pub use crate::export::Chap;
 pub use error::IscsiError;
 use shared::{Config, Shared};
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
-
 use crate::export::ExportTable;
+use crate::listen::{accept_loop, Caps, TcpAcceptor};
 
 /// The IQN prefix targets are named under unless configured.
 pub const DEFAULT_IQN_PREFIX: &str = "iqn.2026-12.sc.euca";
@@ -104,89 +100,30 @@ impl IscsiServer {
             cfg: self.cfg,
             compare_and_write: tokio::sync::Mutex::new(()),
         });
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let slots = Arc::new(Semaphore::new(shared.cfg.max_connections));
-        let per_source: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
-        let mut conns = JoinSet::new();
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let Ok(permit) = slots.clone().try_acquire_owned() else {
-                            tracing::warn!(%peer, "iSCSI connection limit reached; dropping client");
-                            continue;
-                        };
-                        let Some(source) = SourceSlot::take(&per_source, peer.ip(), shared.cfg.max_per_source) else {
-                            tracing::warn!(%peer, "iSCSI per-source connection limit reached; dropping client");
-                            continue;
-                        };
-                        let _ = stream.set_nodelay(true);
-                        let local = stream.local_addr().ok();
-                        let shared = shared.clone();
-                        let stop = stop_rx.clone();
-                        conns.spawn(async move {
-                            let _permit = permit;
-                            let _source = source;
-                            let peer_ip = Some(peer.ip().to_canonical());
-                            match conn::run(stream, peer_ip, local, shared, stop).await {
-                                Ok(()) => tracing::debug!(%peer, "iSCSI connection closed"),
-                                Err(e) => tracing::info!(%peer, error = %e, "iSCSI connection ended"),
-                            }
-                        });
+        let caps = Caps {
+            total: shared.cfg.max_connections,
+            per_source: shared.cfg.max_per_source,
+        };
+        // Each connection finishes the command in hand once told to stop.
+        let drain = Duration::from_secs(30);
+        accept_loop(
+            "iSCSI",
+            TcpAcceptor(listener),
+            shutdown,
+            caps,
+            drain,
+            |stream, peer, stop| {
+                let shared = shared.clone();
+                async move {
+                    let local = stream.local_addr().ok();
+                    match conn::run(stream, peer, local, shared, stop).await {
+                        Ok(()) => tracing::debug!(?peer, "iSCSI connection closed"),
+                        Err(e) => tracing::info!(?peer, error = %e, "iSCSI connection ended"),
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "iSCSI accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            }
-        }
-        drop(listener);
-        stop_tx.send_replace(true);
-        let drain = async { while conns.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(30), drain)
-            .await
-            .is_err()
-        {
-            tracing::warn!("iSCSI connections still busy after 30 s; aborting them");
-            conns.shutdown().await;
-        }
+                }
+            },
+        )
+        .await;
         Ok(())
-    }
-}
-
-/// One connection's share of its source address's limit.
-struct SourceSlot {
-    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
-}
-
-impl SourceSlot {
-    fn take(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<Self> {
-        let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(SourceSlot {
-            map: map.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
-        }
     }
 }

@@ -58,8 +58,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
 
+use crate::listen::{accept_loop, Acceptor, Caps, TcpAcceptor, UnixAcceptor};
 use shared::{wait_true, Config, Shared};
 
 /// Largest budget (a semaphore holds at most `usize::MAX >> 3` permits; one per byte).
@@ -140,6 +140,13 @@ impl NbdServer {
         self
     }
 
+    /// Concurrent connections from one address (default 64; Unix-socket clients
+    /// count only in [`NbdServer::max_connections`]).
+    pub fn max_connections_per_source(mut self, n: usize) -> Self {
+        self.cfg.max_per_source = n.max(1);
+        self
+    }
+
     /// Accept loop; returns when `shutdown` resolves, after in-flight requests
     /// finished and connections closed.
     pub async fn serve(
@@ -147,7 +154,8 @@ impl NbdServer {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> io::Result<()> {
-        self.run(TcpAcceptor(listener), shutdown).await
+        self.run(TcpAcceptor(listener), shutdown).await;
+        Ok(())
     }
 
     /// Same as [`NbdServer::serve`] on a Unix socket. Such clients have no IP
@@ -157,14 +165,11 @@ impl NbdServer {
         listener: tokio::net::UnixListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> io::Result<()> {
-        self.run(UnixAcceptor(listener), shutdown).await
+        self.run(UnixAcceptor(listener), shutdown).await;
+        Ok(())
     }
 
-    async fn run<A: Acceptor>(
-        self,
-        acceptor: A,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> io::Result<()> {
+    async fn run<A: Acceptor>(self, acceptor: A, shutdown: impl Future<Output = ()> + Send) {
         let memory = Arc::new(Semaphore::new(self.cfg.memory_budget));
         let shared = Arc::new(Shared {
             exports: self.exports,
@@ -172,47 +177,23 @@ impl NbdServer {
             tls: self.tls,
             memory,
         });
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let slots = Arc::new(Semaphore::new(shared.cfg.max_connections));
-        let mut conns = JoinSet::new();
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = acceptor.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let Ok(permit) = slots.clone().try_acquire_owned() else {
-                            tracing::warn!(?peer, "NBD connection limit reached; dropping client");
-                            continue;
-                        };
-                        let shared = shared.clone();
-                        let stop = stop_rx.clone();
-                        conns.spawn(async move {
-                            let _permit = permit;
-                            handle_connection(stream, peer, shared, stop).await;
-                        });
-                    }
-                    Err(e) => {
-                        // EMFILE, ECONNABORTED...: keep serving.
-                        tracing::warn!(error = %e, "NBD accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            }
-        }
-        drop(acceptor);
-        stop_tx.send_replace(true);
+        let caps = Caps {
+            total: shared.cfg.max_connections,
+            per_source: shared.cfg.max_per_source,
+        };
         // Connections wait for their in-flight device operations themselves and
-        // bound the time spent sending final replies, so this normally ends
+        // bound the time spent sending final replies, so the drain normally ends
         // quickly; the outer limit only guards against a stuck device.
-        let drain = async { while conns.join_next().await.is_some() {} };
-        let limit = shared.cfg.shutdown_grace.saturating_mul(2);
-        if tokio::time::timeout(limit, drain).await.is_err() {
-            tracing::warn!("NBD connections still busy after shutdown grace; aborting them");
-            conns.shutdown().await;
-        }
-        Ok(())
+        let drain = shared.cfg.shutdown_grace.saturating_mul(2);
+        accept_loop(
+            "NBD",
+            acceptor,
+            shutdown,
+            caps,
+            drain,
+            |stream, peer, stop| handle_connection(stream, peer, shared.clone(), stop),
+        )
+        .await;
     }
 }
 
@@ -325,56 +306,4 @@ where
             }
         }
     }
-}
-
-trait Acceptor: Send {
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, Option<IpAddr>)>> + Send;
-}
-
-struct TcpAcceptor(tokio::net::TcpListener);
-
-impl Acceptor for TcpAcceptor {
-    type Stream = tokio::net::TcpStream;
-    async fn accept(&self) -> io::Result<(Self::Stream, Option<IpAddr>)> {
-        let (stream, addr) = self.0.accept().await?;
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY failed");
-        }
-        set_keepalive(&stream);
-        Ok((stream, Some(addr.ip().to_canonical())))
-    }
-}
-
-struct UnixAcceptor(tokio::net::UnixListener);
-
-impl Acceptor for UnixAcceptor {
-    type Stream = tokio::net::UnixStream;
-    async fn accept(&self) -> io::Result<(Self::Stream, Option<IpAddr>)> {
-        let (stream, _) = self.0.accept().await?;
-        Ok((stream, None))
-    }
-}
-
-/// TCP keepalive (idle 60 s, then 6 probes 10 s apart) so that connections to
-/// clients that vanished without a FIN are eventually closed.
-fn set_keepalive(stream: &tokio::net::TcpStream) {
-    use std::os::unix::io::AsRawFd;
-    let fd = stream.as_raw_fd();
-    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
-        // SAFETY: setsockopt with a pointer to a live c_int of the stated size.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        }
-    };
-    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 60);
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 10);
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 6);
 }

@@ -20,6 +20,7 @@ pub(crate) struct Config {
     pub(crate) handshake_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
     pub(crate) max_connections: usize,
+    pub(crate) max_per_source: usize,
     /// Payload bytes all connections together may hold (see the module docs).
     pub(crate) memory_budget: usize,
     /// How long a reply may make no progress before the connection is closed.
@@ -34,6 +35,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             max_connections: 1024,
+            max_per_source: 64,
             memory_budget: DEFAULT_MEMORY_BUDGET,
             reply_timeout: Duration::from_secs(60),
         }

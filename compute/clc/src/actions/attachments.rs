@@ -199,7 +199,10 @@ pub async fn attach_volume(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Er
             }
         }
     };
-    let uri = match sc.attach_volume(vol_id, ip).await {
+    let uri = match sc
+        .attach_volume(vol_id, ip, &cx.clc.config.volume_protocol)
+        .await
+    {
         Ok(u) => u,
         Err(e) => {
             undo(&cx.clc.db).await;

@@ -639,7 +639,9 @@ async fn launch_volume(
             .map(|v| v.state)
             .unwrap_or_else(|| "gone".into());
     }
-    let uri = sc.attach_volume(&made.id, ip).await?;
+    let uri = sc
+        .attach_volume(&made.id, ip, &clc.config.volume_protocol)
+        .await?;
     if let Some(e) = rec.volumes.iter_mut().find(|e| e.volume_id == made.id) {
         e.export_uri = Some(uri.clone());
     }
@@ -1418,7 +1420,9 @@ async fn start_one(cx: &Call<'_>, mut rec: Instance) -> Result<(), Ec2Error> {
     let ip = crate::cluster::node_ip(&*cluster, &node).await?;
     let mut extra = Vec::new();
     for (n, v) in rec.volumes.iter_mut().enumerate() {
-        let uri = sc.attach_volume(&v.volume_id, ip).await?;
+        let uri = sc
+            .attach_volume(&v.volume_id, ip, &clc.config.volume_protocol)
+            .await?;
         v.export_uri = Some(uri.clone());
         let export = euca_compute_proto::VolumeExport { uri };
         if n == 0 && v.device_name == rec.root_device_name {

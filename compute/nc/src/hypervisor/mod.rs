@@ -26,7 +26,9 @@
 //! guest) → QEMU killed, `failed` with `Server.InternalError`; `DEVICE_DELETED` →
 //! detach progress.
 //!
-//! Volumes: `blockdev-add` (nbd driver, `tls-creds` for `nbds://`) + `device_add
+//! Volumes: `blockdev-add` (nbd driver, `tls-creds` for `nbds://`; or iscsi driver
+//! for `iscsi://`, its CHAP secret first added as a `secret` object over QMP, or at
+//! boot read from a 0600 file removed once QEMU has started) + `device_add
 //! virtio-blk-pci`; detach = `device_del`, wait for `DEVICE_DELETED` up to
 //! `detach_timeout_secs`, `blockdev-del`. QEMU refuses `blockdev-del` while the
 //! guest still has the device, so `force` cannot take a device from a guest that
@@ -60,7 +62,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use images::{CacheImages, DirImages, ImageCall};
 pub use net::{segment_links, tap_name};
-pub use qemu::{NbdTarget, KERNEL_APPEND};
+pub use qemu::{IscsiTarget, NbdTarget, VolumeTarget, KERNEL_APPEND};
 
 use crate::config::NcConfig;
 use crate::node::{ImageSource, Node};
@@ -757,9 +759,9 @@ async fn attach_nic(ctx: &Ctx, inst: &Arc<Instance>) -> Result<(), NcError> {
     Ok(())
 }
 
-fn check_export(ctx: &Ctx, uri: &str) -> Result<NbdTarget, NcError> {
-    let t = NbdTarget::parse(uri)?;
-    if t.tls && ctx.cfg.nbd_tls_dir.is_none() {
+fn check_export(ctx: &Ctx, uri: &str) -> Result<VolumeTarget, NcError> {
+    let t = VolumeTarget::parse(uri)?;
+    if t.tls() && ctx.cfg.nbd_tls_dir.is_none() {
         return Err(NcError::BadRequest(format!(
             "{uri}: a TLS export, but this node has no nbd_tls_dir configured"
         )));
@@ -794,6 +796,20 @@ async fn check_qemu(cfg: &NcConfig) -> Result<(), NcError> {
     Ok(())
 }
 
+/// Writes a CHAP secret for QEMU to read: owner-only from its creation.
+async fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::fs::remove_file(path).await;
+    let mut f = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .await?;
+    f.write_all(secret.as_bytes()).await?;
+    f.flush().await
+}
+
 /// Prepares the disks and starts QEMU (the caller holds the op lock).
 async fn boot(ctx: &Ctx, inst: &Arc<Instance>) -> Result<(), NcError> {
     let cfg = &ctx.cfg;
@@ -815,7 +831,9 @@ async fn boot(ctx: &Ctx, inst: &Arc<Instance>) -> Result<(), NcError> {
             disks::create_overlay(&cfg.qemu_img, &image, &overlay).await?;
             (RootSource::Overlay(overlay), ci.size)
         }
-        RootDisk::Volume { export, .. } => (RootSource::Nbd(NbdTarget::parse(&export.uri)?), 0),
+        RootDisk::Volume { export, .. } => {
+            (RootSource::Volume(VolumeTarget::parse(&export.uri)?), 0)
+        }
     };
     let kernel = match &inst.spec.kernel {
         Some(k) => Some(std::path::absolute(
@@ -854,7 +872,7 @@ async fn boot(ctx: &Ctx, inst: &Arc<Instance>) -> Result<(), NcError> {
             Ok(BootVolume {
                 node: v.node.clone(),
                 dev: v.dev.clone(),
-                target: NbdTarget::parse(&v.uri)?,
+                target: VolumeTarget::parse(&v.uri)?,
             })
         })
         .collect::<Result<Vec<_>, NcError>>()?;
@@ -875,7 +893,31 @@ async fn boot(ctx: &Ctx, inst: &Arc<Instance>) -> Result<(), NcError> {
         tls_dir: tls_dir.as_deref(),
         tap,
     };
-    let pid = qemu::start(&cfg.qemu, &launch.args(), dir).await?;
+    // iSCSI CHAP secrets reach QEMU in 0600 files it reads at start (the command
+    // line is readable by every local user); they are removed once it has started.
+    let mut targets: Vec<(&str, &VolumeTarget)> = Vec::new();
+    if let RootSource::Volume(t) = &launch.root {
+        targets.push(("root", t));
+    }
+    targets.extend(launch.volumes.iter().map(|v| (v.node.as_str(), &v.target)));
+    let mut secret_files = Vec::new();
+    for (node, t) in targets {
+        if let Some(secret) = t.secret() {
+            let p = qemu::secret_file(dir, node);
+            secret_files.push(p.clone());
+            if let Err(e) = write_secret(&p, secret).await {
+                for f in &secret_files {
+                    let _ = tokio::fs::remove_file(f).await;
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    let started = qemu::start(&cfg.qemu, &launch.args(), dir).await;
+    for f in &secret_files {
+        let _ = tokio::fs::remove_file(f).await;
+    }
+    let pid = started?;
     *lock(&inst.pid) = Some(pid);
     attach_nic(ctx, inst).await?;
     let (qmp, events) = connect_qmp(dir).await.map_err(internal)?;
@@ -1186,15 +1228,34 @@ async fn attach_bg(inst: &Arc<Instance>, volume: &str) {
     };
     let r: Result<(), NcError> = async {
         let qmp = running_qmp(inst)?;
-        let target = NbdTarget::parse(&v.uri)?;
-        qmp.execute("blockdev-add", target.blockdev(&v.node))
+        let target = VolumeTarget::parse(&v.uri)?;
+        // iSCSI CHAP: the secret goes to QEMU over its (private) QMP socket first.
+        let secret_id = VolumeTarget::secret_id(&v.node);
+        if let Some(secret) = target.secret() {
+            // One left by an earlier attach that failed half-way.
+            let _ = qmp.execute("object-del", json!({"id": secret_id})).await;
+            qmp.execute(
+                "object-add",
+                json!({"qom-type": "secret", "id": secret_id, "data": secret}),
+            )
             .await
             .map_err(internal)?;
+        }
+        let drop_secret = || async {
+            if target.secret().is_some() {
+                let _ = qmp.execute("object-del", json!({"id": secret_id})).await;
+            }
+        };
+        if let Err(e) = qmp.execute("blockdev-add", target.blockdev(&v.node)).await {
+            drop_secret().await;
+            return Err(internal(e));
+        }
         let dev = json!({"driver": "virtio-blk-pci", "id": v.dev, "drive": v.node});
         if let Err(e) = qmp.execute("device_add", dev).await {
             let _ = qmp
                 .execute("blockdev-del", json!({"node-name": v.node}))
                 .await;
+            drop_secret().await;
             return Err(internal(e));
         }
         Ok(())
@@ -1258,6 +1319,10 @@ async fn detach_bg(ctx: &Ctx, inst: &Arc<Instance>, volume: &str, force: bool) {
         let r = qmp
             .execute("blockdev-del", json!({"node-name": v.node}))
             .await;
+        if VolumeTarget::parse(&v.uri).is_ok_and(|t| t.secret().is_some()) {
+            let secret_id = VolumeTarget::secret_id(&v.node);
+            let _ = qmp.execute("object-del", json!({"id": secret_id})).await;
+        }
         inst.update_vol(volume, |x| {
             x.state = NodeAttachState::Detached;
             x.plugged = false;

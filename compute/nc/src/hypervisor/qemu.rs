@@ -81,19 +81,169 @@ impl NbdTarget {
     }
 }
 
+/// An iSCSI LUN as QEMU's iscsi block driver takes it, with the CHAP user and
+/// secret the SC gave the attachment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IscsiTarget {
+    /// `host:port` (IPv6 hosts in brackets).
+    pub portal: String,
+    pub iqn: String,
+    pub lun: u32,
+    pub chap: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for IscsiTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IscsiTarget")
+            .field("portal", &self.portal)
+            .field("iqn", &self.iqn)
+            .field("lun", &self.lun)
+            .field("user", &self.chap.as_ref().map(|c| &c.0))
+            .finish_non_exhaustive()
+    }
+}
+
+impl IscsiTarget {
+    /// Parses libiscsi's form, `iscsi://[USER%SECRET@]host[:port]/<iqn>/<lun>`
+    /// (the SC's iSCSI attachments; no percent-decoding: `%` separates the user
+    /// from the secret, as in libiscsi).
+    pub fn parse(uri: &str) -> Result<IscsiTarget, NcError> {
+        let bad = |why: &str| NcError::BadRequest(format!("volume export: {why}"));
+        let rest = uri
+            .strip_prefix("iscsi://")
+            .ok_or_else(|| bad("not an iscsi:// URI"))?;
+        let (creds, rest) = match rest.rsplit_once('@') {
+            Some((c, r)) => (Some(c), r),
+            None => (None, rest),
+        };
+        let chap = match creds {
+            None => None,
+            Some(c) => {
+                let (u, p) = c
+                    .split_once('%')
+                    .ok_or_else(|| bad("iSCSI credentials without a secret"))?;
+                if u.is_empty() || p.is_empty() {
+                    return Err(bad("empty iSCSI user or secret"));
+                }
+                Some((u.to_string(), p.to_string()))
+            }
+        };
+        let mut parts = rest.splitn(3, '/');
+        let authority = parts.next().unwrap_or("");
+        let iqn = parts.next().unwrap_or("");
+        let lun = parts.next().unwrap_or("");
+        if authority.is_empty() || authority.starts_with(':') {
+            return Err(bad("no host"));
+        }
+        let has_port = match authority.strip_prefix('[') {
+            Some(r) => {
+                let (_, after) = r.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+                !after.is_empty()
+            }
+            None => authority.contains(':'),
+        };
+        let portal = if has_port {
+            let port = authority.rsplit_once(':').map_or("", |(_, p)| p);
+            port.parse::<u16>().map_err(|_| bad("bad port"))?;
+            authority.to_string()
+        } else {
+            format!("{authority}:3260")
+        };
+        if iqn.is_empty() {
+            return Err(bad("no target name"));
+        }
+        let lun = lun.parse::<u32>().map_err(|_| bad("bad LUN"))?;
+        Ok(IscsiTarget {
+            portal,
+            iqn: iqn.to_string(),
+            lun,
+            chap,
+        })
+    }
+}
+
+/// A volume's export, as the SC's URI names it: NBD or iSCSI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VolumeTarget {
+    Nbd(NbdTarget),
+    Iscsi(IscsiTarget),
+}
+
+impl VolumeTarget {
+    /// `nbd://`, `nbds://` or `iscsi://`.
+    pub fn parse(uri: &str) -> Result<VolumeTarget, NcError> {
+        if uri.starts_with("iscsi://") {
+            IscsiTarget::parse(uri).map(VolumeTarget::Iscsi)
+        } else {
+            NbdTarget::parse(uri).map(VolumeTarget::Nbd)
+        }
+    }
+
+    /// Whether it needs the NC's NBD TLS credentials.
+    pub fn tls(&self) -> bool {
+        matches!(self, VolumeTarget::Nbd(t) if t.tls)
+    }
+
+    /// The QOM id of the secret object holding node `node`'s CHAP secret.
+    pub fn secret_id(node: &str) -> String {
+        format!("{node}-chap")
+    }
+
+    /// The CHAP secret QEMU must hold (as a `secret` object named
+    /// [`VolumeTarget::secret_id`]) before the block node is added.
+    pub fn secret(&self) -> Option<&str> {
+        match self {
+            VolumeTarget::Iscsi(IscsiTarget {
+                chap: Some((_, secret)),
+                ..
+            }) => Some(secret),
+            _ => None,
+        }
+    }
+
+    /// The `blockdev-add` arguments (also the `-blockdev` JSON) for node `node`.
+    pub fn blockdev(&self, node: &str) -> Value {
+        match self {
+            VolumeTarget::Nbd(t) => t.blockdev(node),
+            VolumeTarget::Iscsi(t) => {
+                let mut v = json!({
+                    "driver": "iscsi",
+                    "node-name": node,
+                    "transport": "tcp",
+                    "portal": t.portal,
+                    "target": t.iqn,
+                    "lun": t.lun,
+                });
+                if let Some((user, _)) = &t.chap {
+                    v["user"] = json!(user);
+                    v["password-secret"] = json!(Self::secret_id(node));
+                }
+                v
+            }
+        }
+    }
+}
+
+/// The file a boot-time CHAP secret is handed to QEMU in (0600, in the instance
+/// dir; never on the command line, which every local user can read). The NC
+/// removes it once QEMU has started.
+pub fn secret_file(dir: &Path, node: &str) -> PathBuf {
+    dir.join(format!("{node}.chap"))
+}
+
 /// Where the root disk comes from.
 pub enum RootSource {
     /// `root.qcow2`, the overlay on the cached image.
     Overlay(PathBuf),
     /// The SC's export of the root volume.
-    Nbd(NbdTarget),
+    Volume(VolumeTarget),
 }
 
 /// A volume attached at boot: its block node, device id and export.
 pub struct BootVolume {
     pub node: String,
     pub dev: String,
-    pub target: NbdTarget,
+    pub target: VolumeTarget,
 }
 
 /// Everything the command line is made from.
@@ -155,11 +305,25 @@ impl Launch<'_> {
                 "dir": dir.to_string_lossy(), "endpoint": "client"});
             push(&["-object", &o.to_string()]);
         }
+        let mut secret = |node: &str, t: &VolumeTarget| {
+            if t.secret().is_some() {
+                let o = json!({"qom-type": "secret", "id": VolumeTarget::secret_id(node),
+                    "file": secret_file(d, node).to_string_lossy()});
+                a.extend(["-object".to_string(), o.to_string()]);
+            }
+        };
         let root = match &self.root {
             RootSource::Overlay(p) => json!({"driver": "qcow2", "node-name": "root",
                 "file": {"driver": "file", "filename": p.to_string_lossy()}}),
-            RootSource::Nbd(t) => t.blockdev("root"),
+            RootSource::Volume(t) => {
+                secret("root", t);
+                t.blockdev("root")
+            }
         };
+        for v in &self.volumes {
+            secret(&v.node, &v.target);
+        }
+        let mut push = |x: &[&str]| a.extend(x.iter().map(|s| s.to_string()));
         let eph = json!({"driver": "qcow2", "node-name": "eph",
             "file": {"driver": "file", "filename": self.ephemeral.to_string_lossy()}});
         push(&["-blockdev", &root.to_string()]);
@@ -318,6 +482,66 @@ mod tests {
         }
     }
 
+    #[test]
+    fn parses_iscsi_exports_and_keeps_the_secret_off_the_command_line() {
+        let uri = "iscsi://node-1%s3cr3t@10.0.0.5:3261/iqn.2026-12.sc.euca:vol-1-ab/0";
+        let t = VolumeTarget::parse(uri).unwrap();
+        let VolumeTarget::Iscsi(i) = &t else {
+            panic!("{t:?}")
+        };
+        assert_eq!(
+            (i.portal.as_str(), i.iqn.as_str(), i.lun),
+            ("10.0.0.5:3261", "iqn.2026-12.sc.euca:vol-1-ab", 0)
+        );
+        assert!(!format!("{t:?}").contains("s3cr3t"));
+        assert_eq!(t.secret(), Some("s3cr3t"));
+        assert!(!t.tls());
+        let b = t.blockdev("v1");
+        assert_eq!(b["driver"], "iscsi");
+        assert_eq!(b["user"], "node-1");
+        assert_eq!(b["password-secret"], "v1-chap");
+        assert!(!b.to_string().contains("s3cr3t"));
+        let t = VolumeTarget::parse("iscsi://[::1]/iqn.x:y/3").unwrap();
+        assert_eq!(t.blockdev("n")["portal"], "[::1]:3260");
+        assert_eq!(t.secret(), None);
+        for bad in [
+            "iscsi://h/iqn",
+            "iscsi://h/iqn/x",
+            "iscsi://u@h/iqn/0",
+            "iscsi://h:99999/iqn/0",
+            "iscsi:///iqn/0",
+            "iscsi://h//0",
+        ] {
+            assert!(VolumeTarget::parse(bad).is_err(), "{bad}");
+        }
+        // At boot the secret goes to QEMU in a file, not in its arguments.
+        let s = spec();
+        let dir = Path::new("/d");
+        let l = Launch {
+            spec: &s,
+            accel: "tcg",
+            dir,
+            root: RootSource::Volume(VolumeTarget::parse(uri).unwrap()),
+            ephemeral: dir.join("ephemeral.qcow2"),
+            kernel: None,
+            ramdisk: None,
+            volumes: vec![],
+            tls_dir: None,
+            tap: None,
+        };
+        let j = l.args().join(" ");
+        assert!(!j.contains("s3cr3t"), "{j}");
+        let obj = l
+            .args()
+            .into_iter()
+            .find(|x| x.contains("\"qom-type\":\"secret\""))
+            .unwrap();
+        let obj: Value = serde_json::from_str(&obj).unwrap();
+        assert_eq!(obj["id"], "root-chap");
+        assert_eq!(obj["file"], "/d/root.chap");
+        assert!(j.contains("\"driver\":\"iscsi\""));
+    }
+
     fn spec() -> InstanceSpec {
         InstanceSpec {
             instance_id: "i-0123abcd".into(),
@@ -358,7 +582,7 @@ mod tests {
             volumes: vec![BootVolume {
                 node: "n1".into(),
                 dev: "d1".into(),
-                target: NbdTarget::parse("nbd://127.0.0.1:1/v").unwrap(),
+                target: VolumeTarget::parse("nbd://127.0.0.1:1/v").unwrap(),
             }],
             tls_dir: None,
             tap: Some("t-0123abcd".into()),
@@ -394,7 +618,7 @@ mod tests {
             spec: &s,
             accel: "kvm",
             dir,
-            root: RootSource::Nbd(NbdTarget::parse("nbds://10.0.0.1:5000/root").unwrap()),
+            root: RootSource::Volume(VolumeTarget::parse("nbds://10.0.0.1:5000/root").unwrap()),
             ephemeral: dir.join("ephemeral.qcow2"),
             kernel: None,
             ramdisk: None,
