@@ -37,7 +37,16 @@ else
 fi
 rm -rf "$DIR"; mkdir -p "$DIR"
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
+CTL=
+cleanup() {
+  # tgtd ignores SIGTERM while it has targets.
+  [ -n "$CTL" ] && tgtadm -C "$CTL" --lld iscsi --op delete --mode target --tid 1 --force >/dev/null 2>&1
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 1
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$DIR"
+}
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -85,10 +94,10 @@ bench() { # name uri pid
   qemu-img bench -w -f raw -d 16 -s 4K -c $OPS4K "$uri" 2>&1 | grep -v warning >/dev/null
   t1=$(date +%s.%N)
   printf 'RESULT %-6s 4K writes      QD16  %8.0f IOPS\n' "$name" "$(echo "$OPS4K / ($t1 - $t0)" | bc -l)"
-  # iscsi-perf prints its running rate; the last line is the total.
+  # iscsi-perf prints its running rate, then "iops average N (… MB/s)" at the end.
   local iops
   iops=$(timeout $((SECS + 30)) iscsi-perf -r -b 8 -m 16 -t $SECS "$uri" 2>&1 \
-    | tr '\r' '\n' | grep -oE '[0-9]+ IOPS' | tail -1 | grep -oE '[0-9]+' || echo 0)
+    | tr '\r' '\n' | grep -oE '^iops average [0-9]+' | tail -1 | grep -oE '[0-9]+' || echo 0)
   printf 'RESULT %-6s 4K randread    QD16  %8d IOPS\n' "$name" "${iops:-0}"
 }
 

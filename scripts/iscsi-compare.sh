@@ -27,8 +27,16 @@ fi
 
 work=$(mktemp -d)
 tgt_pid=
+ctl=
 cleanup() {
-  [ -n "$tgt_pid" ] && kill "$tgt_pid" 2>/dev/null && wait "$tgt_pid" 2>/dev/null
+  if [ -n "$tgt_pid" ]; then
+    # tgtd ignores SIGTERM while it has targets: delete them, then stop it.
+    tgtadm -C "$ctl" --lld iscsi --op delete --mode target --tid 1 --force >/dev/null 2>&1 || true
+    kill "$tgt_pid" 2>/dev/null || true
+    for _ in $(seq 20); do kill -0 "$tgt_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$tgt_pid" 2>/dev/null || true
+    wait "$tgt_pid" 2>/dev/null || true
+  fi
   if [ -n "${ISCSI_COMPARE_KEEP:-}" ]; then mkdir -p "$ISCSI_COMPARE_KEEP"; cp "$work"/*.log "$ISCSI_COMPARE_KEEP"/ 2>/dev/null || true; fi
   rm -rf "$work"
 }

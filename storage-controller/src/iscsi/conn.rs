@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use super::chap;
 use super::error::IscsiError;
@@ -133,6 +134,7 @@ where
         next_ttt: 1,
         text_rest: None,
         unit: None,
+        inflight: JoinSet::new(),
     };
     match session {
         Session::Discovery => {
@@ -502,6 +504,26 @@ struct FullFeature<'a, W> {
     /// A text answer too long for one PDU: (its TTT, what is left).
     text_rest: Option<(u32, Vec<u8>)>,
     unit: Option<UnitCtx>,
+    /// READs of at most [`READ_STEP`] and WRITEs whose data all came with the
+    /// command, running on the device while the next commands are read (at most
+    /// [`CMD_WINDOW`]); their answers go out as they finish, in any order, as
+    /// SCSI's simple task attribute allows.
+    inflight: JoinSet<Done>,
+}
+
+/// A pipelined command that finished on the device.
+enum Done {
+    Read {
+        itt: u32,
+        lun: [u8; 8],
+        res: (u8, u32),
+        data: std::io::Result<Bytes>,
+    },
+    Write {
+        itt: u32,
+        res: (u8, u32),
+        ok: bool,
+    },
 }
 
 enum Flow {
@@ -536,15 +558,49 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
     async fn serve<R: AsyncRead + Unpin>(
         &mut self,
         r: &mut BufReader<R>,
+        close: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(), IscsiError> {
+        let result = self.serve_pdus(r, close, stop).await;
+        // Commands already on the device finish before the connection goes (a
+        // detach waits for the connection, so for them); their answers are sent
+        // when the connection is still fine.
+        let answer = result.is_ok();
+        while let Some(done) = self.inflight.join_next().await {
+            if let (true, Ok(d)) = (answer, done) {
+                if self.answer(d).await.is_err() {
+                    break;
+                }
+            }
+        }
+        while self.inflight.join_next().await.is_some() {}
+        if answer {
+            let _ = self.w.flush().await;
+        }
+        result
+    }
+
+    async fn serve_pdus<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut BufReader<R>,
         mut close: watch::Receiver<bool>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), IscsiError> {
         let cfg = &self.shared.cfg;
         let mut ping_sent = false;
         loop {
+            let room = self.inflight.len() < CMD_WINDOW as usize;
             let ready = tokio::select! {
                 // fill_buf is cancel-safe: bytes stay buffered for read_pdu.
-                r = tokio::time::timeout(cfg.nop_interval, r.fill_buf()) => r,
+                r = tokio::time::timeout(cfg.nop_interval, r.fill_buf()), if room => r,
+                Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => {
+                    let done = done.map_err(|e| IscsiError::Protocol(format!("command task: {e}")))?;
+                    self.answer(done).await?;
+                    if r.buffer().is_empty() {
+                        self.w.flush().await?;
+                    }
+                    continue;
+                }
                 _ = wait_true(&mut close) => return Ok(()),
                 _ = wait_true(&mut stop) => return Ok(()),
             };
@@ -572,10 +628,55 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
             .await
             .map_err(|_| IscsiError::Timeout("PDU"))??;
             let Some(req) = req else { return Ok(()) };
+            let pipelined = req.opcode() == op::SCSI_CMD || req.opcode() == op::DATA_OUT;
+            if !pipelined {
+                // Task management, logout, text, NOP: after what is on the device.
+                self.drain().await?;
+            }
             let flow = self.dispatch(req).await?;
-            self.w.flush().await?;
+            // More requests already here: take them before writing to the socket.
+            if r.buffer().is_empty() {
+                self.w.flush().await?;
+            }
             if let Flow::End = flow {
                 return Ok(());
+            }
+        }
+    }
+
+    /// Waits for every pipelined command and sends its answer.
+    async fn drain(&mut self) -> Result<(), IscsiError> {
+        while let Some(done) = self.inflight.join_next().await {
+            let done = done.map_err(|e| IscsiError::Protocol(format!("command task: {e}")))?;
+            self.answer(done).await?;
+        }
+        Ok(())
+    }
+
+    /// The answer to a pipelined command.
+    async fn answer(&mut self, done: Done) -> Result<(), IscsiError> {
+        match done {
+            Done::Read {
+                itt,
+                lun,
+                res,
+                data: Ok(data),
+            } => {
+                let mut sn = 0;
+                self.data_in_pieces(itt, &lun, data, 0, true, res, &mut sn)
+                    .await
+            }
+            Done::Read {
+                itt, data: Err(e), ..
+            } => {
+                tracing::warn!(error = %e, "iSCSI read failed");
+                self.status(itt, CHECK_CONDITION, Some(Sense::READ_ERROR), (0, 0))
+                    .await
+            }
+            Done::Write { itt, res, ok: true } => self.status(itt, GOOD, None, res).await,
+            Done::Write { itt, ok: false, .. } => {
+                self.status(itt, CHECK_CONDITION, Some(Sense::WRITE_ERROR), (0, 0))
+                    .await
             }
         }
     }
@@ -905,6 +1006,20 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
         if total == 0 {
             return self.status(itt, GOOD, None, res).await;
         }
+        if total <= READ_STEP {
+            // One device read: it runs while the next commands come in.
+            let lun = *lun;
+            self.inflight.spawn(async move {
+                let data = dev.read(offset, total as u32).await;
+                Done::Read {
+                    itt,
+                    lun,
+                    res,
+                    data,
+                }
+            });
+            return Ok(());
+        }
         let mut done = 0u64;
         let mut sn = 0u32;
         while done < total {
@@ -954,6 +1069,27 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
         } else {
             p.first_burst.min(edtl).max(imm)
         };
+        if let (Sink::Device { base, fua }, Some(u)) = (&sink, &self.unit) {
+            if needed > 0 && req.data.len() as u32 >= needed && !self.tasks.contains_key(&itt) {
+                // All its data came with the command: it runs while the next
+                // commands come in.
+                let dev = u.entry.export.device.clone();
+                let (base, fua) = (*base, *fua);
+                let data = req.data.slice(..needed as usize);
+                let res = residual(edtl, full);
+                self.inflight.spawn(async move {
+                    let ok = match dev.write(base, data, fua).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "iSCSI write failed");
+                            false
+                        }
+                    };
+                    Done::Write { itt, res, ok }
+                });
+                return Ok(());
+            }
+        }
         let mut task = WriteTask {
             sink,
             lun: req.lun(),
