@@ -644,6 +644,21 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
         }
     }
 
+    /// Answers a command at once when it completes without waiting (the page cache
+    /// took the write, or held the data read); one that has to wait (disk I/O on
+    /// the blocking pool) runs on while the next commands are read.
+    async fn run_or_pipeline(
+        &mut self,
+        op: impl std::future::Future<Output = Done> + Send + 'static,
+    ) -> Result<(), IscsiError> {
+        let mut op = Box::pin(op);
+        if let std::task::Poll::Ready(done) = futures::poll!(op.as_mut()) {
+            return self.answer(done).await;
+        }
+        self.inflight.spawn(op);
+        Ok(())
+    }
+
     /// Waits for every pipelined command and sends its answer.
     async fn drain(&mut self) -> Result<(), IscsiError> {
         while let Some(done) = self.inflight.join_next().await {
@@ -1009,7 +1024,7 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
         if total <= READ_STEP {
             // One device read: it runs while the next commands come in.
             let lun = *lun;
-            self.inflight.spawn(async move {
+            let op = async move {
                 let data = dev.read(offset, total as u32).await;
                 Done::Read {
                     itt,
@@ -1017,8 +1032,8 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
                     res,
                     data,
                 }
-            });
-            return Ok(());
+            };
+            return self.run_or_pipeline(op).await;
         }
         let mut done = 0u64;
         let mut sn = 0u32;
@@ -1077,7 +1092,7 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
                 let (base, fua) = (*base, *fua);
                 let data = req.data.slice(..needed as usize);
                 let res = residual(edtl, full);
-                self.inflight.spawn(async move {
+                let op = async move {
                     let ok = match dev.write(base, data, fua).await {
                         Ok(()) => true,
                         Err(e) => {
@@ -1086,8 +1101,8 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
                         }
                     };
                     Done::Write { itt, res, ok }
-                });
-                return Ok(());
+                };
+                return self.run_or_pipeline(op).await;
             }
         }
         let mut task = WriteTask {
