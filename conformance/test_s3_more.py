@@ -84,7 +84,9 @@ def test_tagging_obeys_bucket_policy(mcloud, ms3, stranger):
         {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObjectTagging",
          "Resource": f"arn:aws:s3:::{b}/*"},
         {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObjectTagging",
-         "Resource": f"arn:aws:s3:::{b}/open/*"}]}))
+         "Resource": f"arn:aws:s3:::{b}/open/*"},
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObjectTagging",
+         "Resource": f"arn:aws:s3:::{b}/closed"}]}))
     # The owner is refused by the explicit Deny, on put and on a versioned put alike.
     assert err(ms3.put_object_tagging, Bucket=b, Key="k",
                Tagging={"TagSet": [{"Key": "a", "Value": "2"}]}) == (403, "AccessDenied")
@@ -97,6 +99,14 @@ def test_tagging_obeys_bucket_policy(mcloud, ms3, stranger):
     ms3.put_object(Bucket=b, Key="closed", Body=b"x", Tagging="s=1")
     assert tags_of(stranger, b, "open/t") == {"s": "1"}
     assert err(stranger.get_object_tagging, Bucket=b, Key="closed") == (403, "AccessDenied")
+    # Copying tags is reading them: the Deny holds for the owner's copy too, unless
+    # the copy replaces them.
+    assert err(ms3.get_object_tagging, Bucket=b, Key="closed") == (403, "AccessDenied")
+    assert err(ms3.copy_object, Bucket=b, Key="closed-copy",
+               CopySource={"Bucket": b, "Key": "closed"}) == (403, "AccessDenied")
+    ms3.copy_object(Bucket=b, Key="closed-copy", CopySource={"Bucket": b, "Key": "closed"},
+                    TaggingDirective="REPLACE", Tagging="r=1")
+    assert tags_of(ms3, b, "closed-copy") == {"r": "1"}
     # A missing key under the Allow: the stranger may not list, so 403, not 404.
     assert err(stranger.get_object_tagging, Bucket=b, Key="open/none") == (403, "AccessDenied")
     ms3.delete_bucket_policy(Bucket=b)

@@ -120,6 +120,16 @@ def test_sse_c_round_trip_ranges_copies_and_refusals(sse_cloud, s3e, tmp_path):
     assert err(lambda: s3.put_object(Bucket=b, Key="x", Body=b"x", ServerSideEncryption="AES256",
                                      **ssec(key)))[1] == 400
 
+    # Its attributes (checksums are of the plaintext) only with its key.
+    # (botocore encodes the key itself only for GET/PUT-like operations.)
+    def encoded(k):
+        return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": base64.b64encode(k).decode(),
+                "SSECustomerKeyMD5": md5_b64(k)}
+    attrs = {"Bucket": b, "Key": "small", "ObjectAttributes": ["ObjectSize"]}
+    assert err(lambda: s3.get_object_attributes(**attrs)) == ("InvalidRequest", 400)
+    assert err(lambda: s3.get_object_attributes(**attrs, **encoded(wrong)))[1] == 403
+    assert s3.get_object_attributes(**attrs, **encoded(key))["ObjectSize"] == len(small)
+
     # Copies re-encrypt to what the destination asks for.
     src = {"CopySourceSSECustomerAlgorithm": "AES256", "CopySourceSSECustomerKey": key}
     assert err(lambda: s3.copy_object(Bucket=b, Key="c", CopySource={"Bucket": b, "Key": "big"}))[1] == 400
@@ -238,6 +248,14 @@ def test_sse_s3_bucket_default_and_master_key(sse_cloud, s3e):
     status, headers, _ = curl_post(url, fields, small)
     assert status == 204 and headers["x-amz-server-side-encryption"] == "AES256"
     assert s3.get_object(Bucket=b, Key="posted")["Body"].read() == small
+    # A form asking for SSE-C is refused, not stored without the customer's key.
+    url, fields = presigned_post(sse_cloud.boto3(signature_version="s3v4"), b, "posted-c",
+                                 fields={"x-amz-server-side-encryption-customer-algorithm": "AES256"},
+                                 conditions=[{"x-amz-server-side-encryption-customer-algorithm": "AES256"}])
+    status, _, body = curl_post(url, fields, small)
+    body = body if isinstance(body, str) else body.decode()
+    assert status == 501 and "NotImplemented" in body, (status, body)
+    assert err(lambda: s3.head_object(Bucket=b, Key="posted-c"))[1] == 404
     r = s3.copy_object(Bucket=b, Key="copied", CopySource={"Bucket": b, "Key": "plain"})
     assert r["ServerSideEncryption"] == "AES256"
     assert s3.get_object(Bucket=b, Key="copied")["Body"].read() == plain

@@ -9,8 +9,14 @@ use tokio::sync::Notify;
 
 /// Records waiting that wake the delivery task before its interval ends.
 pub const FLUSH_AT: usize = 5_000;
+/// Bytes waiting (lines, source names and configurations) that wake it too.
+pub const FLUSH_AT_BYTES: usize = 4 << 20;
 /// Records waiting beyond which new ones are dropped.
 pub const MAX_PENDING: usize = 100_000;
+/// Bytes waiting beyond which new records are dropped: a line carries the request
+/// line, User-Agent, Referer and Host as sent (up to the request head's limit), so
+/// the count alone would let anyone make the queue hold gigabytes.
+pub const MAX_PENDING_BYTES: usize = 32 << 20;
 
 /// One request's log record, before it is a line.
 pub struct Record<'a> {
@@ -190,7 +196,8 @@ pub(crate) struct Pending {
 #[derive(Default)]
 pub struct AccessLogs {
     pub(crate) active: AtomicBool,
-    pending: Mutex<Vec<Pending>>,
+    /// The records, and the bytes they hold.
+    pending: Mutex<(Vec<Pending>, usize)>,
     pub(crate) wake: Notify,
     pub(crate) dropped: AtomicU64,
 }
@@ -208,10 +215,12 @@ impl AccessLogs {
         };
         // Formatted before the lock is taken: the lock only guards a push.
         let line = rec.line();
-        let Ok(mut p) = self.pending.lock() else {
+        let cost = line.len() + config.len() + source.name.len();
+        let Ok(mut guard) = self.pending.lock() else {
             return;
         };
-        if p.len() >= MAX_PENDING {
+        let (p, bytes) = &mut *guard;
+        if p.len() >= MAX_PENDING || *bytes + cost > MAX_PENDING_BYTES {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -221,7 +230,8 @@ impl AccessLogs {
             time: rec.time,
             line,
         });
-        if p.len() >= FLUSH_AT {
+        *bytes += cost;
+        if p.len() >= FLUSH_AT || *bytes >= FLUSH_AT_BYTES {
             self.wake.notify_one();
         }
     }
@@ -229,7 +239,7 @@ impl AccessLogs {
     pub(crate) fn take(&self) -> Vec<Pending> {
         self.pending
             .lock()
-            .map(|mut p| std::mem::take(&mut *p))
+            .map(|mut p| std::mem::take(&mut *p).0)
             .unwrap_or_default()
     }
 }
@@ -238,9 +248,8 @@ impl AccessLogs {
 mod tests {
     use super::*;
 
-    #[test]
-    fn lines_and_operations() {
-        let rec = Record {
+    fn sample(user_agent: &str) -> Record<'_> {
+        Record {
             bucket_owner: "owner",
             bucket: "b",
             time: 1_549_411_238_000,
@@ -257,13 +266,54 @@ mod tests {
             total_ms: 7,
             turnaround_ms: 6,
             referer: None,
-            user_agent: Some("say \"hi\"\n"),
+            user_agent: Some(user_agent),
             version_id: None,
             signature_version: Some("SigV4"),
             auth_type: Some("AuthHeader"),
             host: Some("localhost:8773"),
             tls: false,
+        }
+    }
+
+    #[test]
+    fn the_queue_is_capped_in_bytes() {
+        let owner = crate::acl::Owner {
+            id: "bo".into(),
+            display_name: "bo".into(),
         };
+        let mut configs = std::collections::BTreeMap::new();
+        configs.insert(BucketConfig::LOGGING.to_string(), "{}".to_string());
+        let b = BucketMeta {
+            name: "b".into(),
+            owner: owner.clone(),
+            created: 0,
+            region: "us-east-1".into(),
+            acl: crate::acl::Acl::private(owner),
+            configs,
+        };
+        let logs = AccessLogs::default();
+        // 1000 records of ~60 KB (a long User-Agent): far fewer than MAX_PENDING,
+        // far more bytes than MAX_PENDING_BYTES.
+        let ua = "x".repeat(60_000);
+        for _ in 0..1000 {
+            logs.push(&b, &sample(&ua));
+        }
+        let kept = logs.take();
+        let bytes: usize = kept.iter().map(|p| p.line.len()).sum();
+        assert!(!kept.is_empty() && kept.len() < 1000, "{}", kept.len());
+        assert!(bytes <= MAX_PENDING_BYTES, "{bytes}");
+        assert_eq!(
+            logs.dropped.load(Ordering::Relaxed) as usize,
+            1000 - kept.len()
+        );
+        // Taken: the bytes are free again.
+        logs.push(&b, &sample(&ua));
+        assert_eq!(logs.take().len(), 1);
+    }
+
+    #[test]
+    fn lines_and_operations() {
+        let rec = sample("say \"hi\"\n");
         assert_eq!(
             rec.line(),
             "owner b [06/Feb/2019:00:00:38 +0000] 192.0.2.3 - 3E57427F33A59F07 REST.GET.OBJECT a%20b/c \"GET /b/a%20b/c HTTP/1.1\" 200 - - 10 7 6 \"-\" \"say %22hi%22%0A\" - 3E57427F33A59F07 SigV4 - AuthHeader localhost:8773 - - -"

@@ -344,7 +344,7 @@ fn header_number(r: &Req, name: &str, default: usize) -> S3Result<usize> {
 }
 
 /// GetObjectAttributes: `GET /bucket/key?attributes` with `x-amz-object-attributes`.
-pub fn get_object_attributes(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
+pub async fn get_object_attributes(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "GetObjectAttributes";
     let b = load_bucket(st, r.bucket())?;
     // As S3: reading the object (s3:GetObject, or s3:GetObjectVersion for a version)
@@ -359,6 +359,9 @@ pub fn get_object_attributes(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let o = authz.object_version(st, r, r.key(), version, read, Permission::Read)?;
     let rule = crate::authz::AclRule::Grant(&o.acl, Permission::Read);
     authz.check(r, attributes, Some(r.key()), Some(&o.tags), rule)?;
+    // An SSE-C object's attributes (its checksums are of the plaintext) only with
+    // its key, as S3 asks: none is 400, a wrong one 403.
+    let enc = crate::sse::for_read(st, r, o.sse.as_ref(), false).await?;
     let mut wanted = Vec::new();
     for v in r.headers.get_all("x-amz-object-attributes") {
         let v = v
@@ -448,6 +451,9 @@ pub fn get_object_attributes(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         &format_http_date(millis_to_time(o.last_modified)),
     )?;
     crate::handler::set_version_header(resp.headers_mut(), o.version_id.as_deref())?;
+    if let Some(e) = &enc {
+        e.set_headers(resp.headers_mut())?;
+    }
     Ok(resp)
 }
 

@@ -165,6 +165,11 @@ impl From<MetaError> for S3Error {
                 412,
                 "At least one of the pre-conditions you specified did not hold",
             ),
+            MetaError::Changed => S3Error::new(
+                "OperationAborted",
+                409,
+                "A conflicting operation replaced the object while this request was made; try again.",
+            ),
             MetaError::Backend(m) => S3Error::internal(m),
         }
     }

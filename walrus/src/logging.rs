@@ -3,7 +3,8 @@
 //! A bucket with logging on has each request naming it recorded as one line of S3's
 //! server access log format (see [`Record::line`]). Records wait in memory
 //! ([`AccessLogs`]) and a background task ([`worker`]) delivers them every
-//! `[walrus] access_log_flush_secs`, or sooner once [`FLUSH_AT`] are waiting, as
+//! `[walrus] access_log_flush_secs`, or sooner once [`crate::access_logs::FLUSH_AT`]
+//! records or [`crate::access_logs::FLUSH_AT_BYTES`] are waiting, as
 //! objects `TargetPrefix + YYYY-mm-dd-HH-MM-SS-<unique>` (or S3's partitioned key
 //! format) in the target bucket, owned by the target bucket's owner, written through
 //! the same metadata and blob operations as a PutObject.
@@ -12,10 +13,11 @@
 //! logging is configured and again at every delivery, so a target deleted and
 //! re-created by another account never receives the logs); S3's log-delivery
 //! principal in the target's policy is not needed or consulted. A request never
-//! waits for or fails because of logging: past [`crate::access_logs::MAX_PENDING`] waiting records new
-//! ones are dropped (and counted in the log), and records still in memory when the
-//! process dies are lost. Requests refused before they are authenticated are not
-//! recorded; bytes sent is the response's Content-Length and total time is the time
+//! waits for or fails because of logging: past [`crate::access_logs::MAX_PENDING`]
+//! waiting records or [`crate::access_logs::MAX_PENDING_BYTES`] new ones are dropped
+//! (and counted in the log), and records still in memory when the process dies are
+//! lost. Requests refused at authentication (a bad signature, an anonymous request
+//! denied) are recorded with no requester, as S3 does; bytes sent is the response's Content-Length and total time is the time
 //! to the response head (the body's streaming is not awaited).
 use crate::access_logs::Pending;
 use crate::acl::{Acl, Grant, Owner, Permission};

@@ -32,6 +32,29 @@ pub enum MetaError {
     /// A [`WriteCondition`] did not hold when the write was committed.
     #[error("the write's precondition does not hold")]
     PreconditionFailed,
+    /// The object was replaced between the check of a request and its change.
+    #[error("the object changed while the request was being made")]
+    Changed,
+}
+
+/// What tells one write of an object from another under the same version id (a
+/// `null` version is overwritten in place): an ACL or tag change authorized against
+/// one write must not land on the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectStamp {
+    pub last_modified: i64,
+    pub etag: String,
+    pub owner: String,
+}
+
+impl ObjectStamp {
+    pub fn of(o: &ObjectMeta) -> Self {
+        ObjectStamp {
+            last_modified: o.last_modified,
+            etag: o.etag.clone(),
+            owner: o.owner.id.clone(),
+        }
+    }
 }
 
 /// A condition a write commits under (`If-None-Match: *`, `If-Match: <etag>`),
@@ -438,6 +461,9 @@ pub enum MetaOp {
         key: String,
         /// `None`: the current version.
         version_id: Option<String>,
+        /// The object the change was authorized against, if it must still be the
+        /// one stored ([`ObjectStamp`]).
+        unchanged: Option<ObjectStamp>,
         acl: Acl,
     },
     SetObjectTags {
@@ -445,6 +471,8 @@ pub enum MetaOp {
         key: String,
         /// `None`: the current version.
         version_id: Option<String>,
+        /// As for `SetObjectAcl`.
+        unchanged: Option<ObjectStamp>,
         tags: Vec<(String, String)>,
     },
     CreateUpload(UploadMeta),

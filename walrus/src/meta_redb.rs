@@ -766,12 +766,17 @@ fn update_object_version(
     bucket: &str,
     key: &str,
     version_id: Option<&str>,
+    unchanged: Option<&ObjectStamp>,
     change: impl FnOnce(&mut ObjectMeta),
 ) -> Result<(), MetaError> {
+    let same = |o: &ObjectMeta| unchanged.is_none_or(|s| *s == ObjectStamp::of(o));
     let k = object_key(bucket, key);
     let current: Option<ObjectMeta> = get(&tx.open_table(OBJECTS)?, k.as_slice())?;
     match (current, version_id) {
         (Some(mut o), v) if v.is_none_or(|v| o.version() == v) => {
+            if !same(&o) {
+                return Err(MetaError::Changed);
+            }
             change(&mut o);
             tx.open_table(OBJECTS)?
                 .insert(k.as_slice(), enc(&o)?.as_slice())?;
@@ -787,6 +792,9 @@ fn update_object_version(
                 Some(Version::Object(o)) if o.version() == id => *o,
                 _ => return Err(MetaError::NoSuchKey),
             };
+            if !same(&o) {
+                return Err(MetaError::Changed);
+            }
             change(&mut o);
             versions.insert(
                 vk.as_slice(),
@@ -887,17 +895,33 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
             bucket,
             key,
             version_id,
+            unchanged,
             acl,
         } => {
-            update_object_version(tx, &bucket, &key, version_id.as_deref(), |o| o.acl = acl)?;
+            update_object_version(
+                tx,
+                &bucket,
+                &key,
+                version_id.as_deref(),
+                unchanged.as_ref(),
+                |o| o.acl = acl,
+            )?;
         }
         MetaOp::SetObjectTags {
             bucket,
             key,
             version_id,
+            unchanged,
             tags,
         } => {
-            update_object_version(tx, &bucket, &key, version_id.as_deref(), |o| o.tags = tags)?;
+            update_object_version(
+                tx,
+                &bucket,
+                &key,
+                version_id.as_deref(),
+                unchanged.as_ref(),
+                |o| o.tags = tags,
+            )?;
         }
         MetaOp::CreateUpload(u) => {
             if tx.open_table(BUCKETS)?.get(u.bucket.as_str())?.is_none() {

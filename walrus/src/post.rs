@@ -289,6 +289,13 @@ impl PostPolicy {
 }
 
 /// The form fields before `file`, names as sent.
+/// How much of an upload past its size limit is read (and dropped) before the
+/// answer, so the client sees the 400 and not a reset.
+const POST_DRAIN_MAX: u64 = 16 << 20;
+
+/// The prefix of the SSE-C form fields (algorithm, key, key MD5).
+const SSE_C_FIELD: &str = "x-amz-server-side-encryption-customer-";
+
 struct Fields(Vec<(String, String)>);
 
 impl Fields {
@@ -582,7 +589,19 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     };
     let (retention, legal_hold) = crate::objectlock::for_new_object(r, &bucket)?;
     // Server-side encryption: the form's `x-amz-server-side-encryption`, else the
-    // bucket default. (SSE-C needs its key in headers, which a browser form lacks.)
+    // bucket default. SSE-C fields are refused, never dropped: storing the object
+    // without the customer's key while the form asked for it would be a silent lie.
+    if fields.0.iter().any(|(k, _)| {
+        k.as_bytes()
+            .get(..SSE_C_FIELD.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(SSE_C_FIELD.as_bytes()))
+    }) {
+        return Err(S3Error::new(
+            "NotImplemented",
+            501,
+            "Server-side encryption with customer keys is not available for browser POST uploads; use PUT.",
+        ));
+    }
     let enc = crate::sse::for_post(st, fields.get("x-amz-server-side-encryption"), &bucket).await?;
     let inline_max = if enc.is_some() {
         0
@@ -608,6 +627,19 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         while let Some(chunk) = file.chunk().await.map_err(form_error)? {
             size += chunk.len() as u64;
             if size > max {
+                // Read and drop what the client is still sending (a bounded amount,
+                // for a bounded time), so it reads this answer rather than a reset
+                // of a connection closed with its data unread.
+                let drain = async {
+                    let mut extra = 0u64;
+                    while extra < POST_DRAIN_MAX {
+                        match file.chunk().await {
+                            Ok(Some(c)) => extra += c.len() as u64,
+                            _ => break,
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
                 return Err(too_large());
             }
             st.metrics

@@ -117,7 +117,14 @@ impl Walrus {
         let last = state.clone();
         euca_service::serve_api(self.listener, opts, state, access, shutdown).await;
         lifecycle.abort();
-        logs.abort();
+        // The delivery task ends at the shutdown signal, after a delivery it is in
+        // the middle of (aborting it could lose the records it took).
+        if tokio::time::timeout(std::time::Duration::from_secs(5), logs)
+            .await
+            .is_err()
+        {
+            tracing::warn!("bucket logging: a delivery still running at exit");
+        }
         // The access log records of the requests that finished during the drain: one
         // last delivery, cut short rather than hold the exit.
         let last_delivery = crate::logging::deliver(&last);

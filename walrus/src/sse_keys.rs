@@ -113,6 +113,8 @@ fn load_or_create_master(path: &Path) -> Result<DataKey, SseError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err)?;
     let tmp = dir.join(format!("{MASTER_KEY_FILE}.{}.new", std::process::id()));
+    // One left by a crash of an earlier process that had the same pid.
+    let _ = std::fs::remove_file(&tmp);
     let mut key = DataKey([0; KEY_LEN]);
     rand::rng().fill_bytes(&mut key.0);
     let written = (|| {
@@ -132,6 +134,9 @@ fn load_or_create_master(path: &Path) -> Result<DataKey, SseError> {
     })();
     let _ = std::fs::remove_file(&tmp);
     written.map_err(err)?;
+    // Loud: a key made anew where one was lost leaves every older SSE-S3 object
+    // unreadable, and the file must be backed up with the data.
+    tracing::warn!(path = %path.display(), "SSE-S3 master key created; back it up with the data directory");
     // Whoever linked first made the key; read what is there.
     read(path)
 }

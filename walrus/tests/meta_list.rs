@@ -367,11 +367,29 @@ async fn conditional_writes_tags_and_bucket_configs() {
         bucket: "b".into(),
         key: "k".into(),
         version_id: None,
+        unchanged: None,
         tags: tags.clone(),
     })
     .await
     .unwrap();
     assert_eq!(m.object("b", "k").unwrap().unwrap().tags, tags);
+    // A change authorized against one write of the key does not land on the next
+    // (an unversioned overwrite keeps the `null` version id).
+    let authorized = ObjectStamp::of(&m.object("b", "k").unwrap().unwrap());
+    let stamped = |stamp: &ObjectStamp| MetaOp::SetObjectTags {
+        bucket: "b".into(),
+        key: "k".into(),
+        version_id: None,
+        unchanged: Some(stamp.clone()),
+        tags: vec![("x".into(), "planted".into())],
+    };
+    m.apply(stamped(&authorized)).await.unwrap();
+    put_meta(&m, "k", blob_obj("overwrite")).await;
+    assert!(matches!(
+        m.apply(stamped(&authorized)).await,
+        Err(MetaError::Changed)
+    ));
+    assert!(m.object("b", "k").unwrap().unwrap().tags.is_empty());
     for doc in [Some("<CORSConfiguration/>".to_string()), None] {
         m.apply(MetaOp::SetBucketConfig {
             name: "b".into(),
@@ -538,6 +556,7 @@ async fn versions_markers_and_listing() {
         bucket: "b".into(),
         key: "k".into(),
         version_id: None,
+        unchanged: None,
         tags: vec![("t".into(), "1".into())],
     })
     .await
@@ -554,6 +573,7 @@ async fn versions_markers_and_listing() {
         bucket: "b".into(),
         key: "k".into(),
         version_id: Some(v.into()),
+        unchanged: None,
         tags: vec![("t".into(), t.into())],
     };
     m.apply(set_tags("null", "old")).await.unwrap();

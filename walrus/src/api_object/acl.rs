@@ -61,6 +61,9 @@ pub async fn put_object_acl(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             key: r.key().into(),
             // The version authorized (a later write keeps its own ACL).
             version_id: r.q("versionId").map(|_| o.version().to_string()),
+            // The object authorized: the body came later, and a write meanwhile
+            // (even of the same `null` version) is another object.
+            unchanged: Some(crate::meta::ObjectStamp::of(&o)),
             acl,
         })
         .await?;

@@ -2,7 +2,6 @@
 use crate::acl::Permission;
 use crate::api_object::conditions::check_conditions;
 use crate::api_object::put::{commit_object, content_from_request};
-use crate::api_object::tagging::may_tag;
 use crate::api_object::write_cond;
 use crate::authz;
 use crate::error::{S3Error, S3Result};
@@ -74,14 +73,35 @@ pub fn copy_source(st: &State, r: &Req) -> S3Result<(String, String, ObjectMeta,
 }
 
 /// The source's tags, for a copy that keeps them. Copying them is reading them: as in
-/// S3, that needs the right to read the source's tags (its owner or its bucket's), so
-/// a READ grant on a tagged object does not hand its tags to whoever copies it.
-fn copied_tags(st: &State, r: &Req, src_bucket: &str, src: &ObjectMeta) -> S3Result<TagSet> {
-    if src.tags.is_empty() || may_tag(st, src_bucket, src, r.principal.as_ref())? {
-        Ok(src.tags.clone())
-    } else {
-        Err(S3Error::access_denied())
+/// S3, that needs `s3:GetObject[Version]Tagging` on the source (its bucket's policy,
+/// else its owner or its bucket's), so a READ grant on a tagged object does not hand
+/// its tags to whoever copies it.
+fn copied_tags(
+    st: &State,
+    r: &Req,
+    (src_bucket, src_key): (&str, &str),
+    src: &ObjectMeta,
+    named_version: bool,
+) -> S3Result<TagSet> {
+    if src.tags.is_empty() {
+        return Ok(TagSet::new());
     }
+    // Reading the source's tags, under the source bucket's policy (a Deny there
+    // holds for copies too) and, without one, for the object's or bucket's owner.
+    let action = if named_version {
+        "s3:GetObjectVersionTagging"
+    } else {
+        "s3:GetObjectTagging"
+    };
+    let b = load_bucket(st, src_bucket)?;
+    authz::Authz::new(&b)?.check(
+        r,
+        action,
+        Some(src_key),
+        Some(&src.tags),
+        authz::AclRule::ObjectOrBucketOwner(&src.owner),
+    )?;
+    Ok(src.tags.clone())
 }
 
 pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
@@ -97,7 +117,7 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .get("x-amz-tagging-directive")
         .map(|v| v.as_bytes())
     {
-        None | Some(b"COPY") => copied_tags(st, r, &sb, &src)?,
+        None | Some(b"COPY") => copied_tags(st, r, (&sb, &sk), &src, named_version)?,
         Some(b"REPLACE") => crate::tags::from_request_header(&r.headers)?,
         Some(_) => {
             return Err(S3Error::invalid_argument("Unknown tagging directive.")

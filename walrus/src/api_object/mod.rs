@@ -27,7 +27,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Method::GET if r.has("tagging") => tagging::get_object_tagging(st, r),
         Method::PUT if r.has("tagging") => tagging::put_object_tagging(st, r).await,
         Method::DELETE if r.has("tagging") => tagging::delete_object_tagging(st, r).await,
-        Method::GET if r.has("attributes") => crate::checksums::get_object_attributes(st, r),
+        Method::GET if r.has("attributes") => crate::checksums::get_object_attributes(st, r).await,
         Method::GET if r.has("retention") || r.has("legal-hold") => {
             crate::objectlock::get_object_lock(st, r)
         }

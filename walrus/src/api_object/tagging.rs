@@ -14,23 +14,8 @@ use crate::handler::{empty, load_bucket, set_version_header, xml, Req, Resp};
 use crate::meta::{MetaOp, ObjectMeta};
 use crate::state::State;
 use crate::tags::{self, TagTarget, MAX_TAGGING_BODY};
-use euca_aws::Principal;
 use http::StatusCode;
 use std::sync::Arc;
-
-/// Whether `who` may read or change the tags of `o` in `bucket`: its owner or the
-/// bucket's.
-pub fn may_tag(
-    st: &State,
-    bucket: &str,
-    o: &ObjectMeta,
-    who: Option<&Principal>,
-) -> S3Result<bool> {
-    let Some(me) = who.map(|p| p.canonical_id.as_str()) else {
-        return Ok(false);
-    };
-    Ok(o.owner.id == me || load_bucket(st, bucket)?.owner.id == me)
-}
 
 /// The object (or version), if the caller may do `action` (the unversioned name;
 /// the `*Version*` one applies with a version id) on its tags.
@@ -87,6 +72,9 @@ async fn set_tags(st: &Arc<State>, r: &Req, o: &ObjectMeta, tags: tags::TagSet) 
             key: r.key().into(),
             // The version authorized (a later write must not receive these tags).
             version_id: r.q("versionId").map(|_| o.version().to_string()),
+            // The object authorized: a write meanwhile (even of the same `null`
+            // version) is another object.
+            unchanged: Some(crate::meta::ObjectStamp::of(o)),
             tags,
         })
         .await
