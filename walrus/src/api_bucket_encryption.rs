@@ -7,7 +7,7 @@
 use crate::authz::{self, AclRule};
 use crate::error::{S3Error, S3Result};
 use crate::handler::{empty, load_bucket, xml, Req, Resp};
-use crate::meta::{BucketConfig, MetaOp};
+use crate::meta::BucketConfig;
 use crate::state::State;
 use crate::xmlin::Node;
 use euca_aws::xml::{XmlWriter, S3_NS};
@@ -39,25 +39,16 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Method::PUT => {
             let node = r.xml_body(MAX_BODY).await?;
             let doc = parse(&node)?;
-            set(st, name, Some(doc)).await?;
+            st.set_bucket_config(&name, BucketConfig::ENCRYPTION, Some(doc))
+                .await?;
             Ok(empty(StatusCode::OK))
         }
         _ => {
-            set(st, name, None).await?;
+            st.set_bucket_config(&name, BucketConfig::ENCRYPTION, None)
+                .await?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
     }
-}
-
-async fn set(st: &Arc<State>, name: String, doc: Option<String>) -> S3Result<()> {
-    st.meta
-        .apply(MetaOp::SetBucketConfig {
-            name,
-            config: BucketConfig::ENCRYPTION.to_string(),
-            doc,
-        })
-        .await?;
-    Ok(())
 }
 
 /// Validates a `ServerSideEncryptionConfiguration` and returns its canonical form.

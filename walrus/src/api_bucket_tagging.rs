@@ -5,7 +5,7 @@
 //! policies only, never through ACLs).
 use crate::error::{S3Error, S3Result};
 use crate::handler::{empty, load_bucket, xml, Req, Resp};
-use crate::meta::{BucketConfig, MetaOp};
+use crate::meta::BucketConfig;
 use crate::state::State;
 use crate::tags::{self, TagTarget, MAX_TAGGING_BODY};
 use http::{Method, StatusCode};
@@ -36,23 +36,14 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             let tags = tags::from_xml(&node, TagTarget::Bucket)?;
             // An empty tag set leaves the bucket without one, as a delete does.
             let doc = (!tags.is_empty()).then(|| tags::to_xml(&tags));
-            set(st, name, doc).await?;
+            st.set_bucket_config(&name, BucketConfig::TAGGING, doc)
+                .await?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
         _ => {
-            set(st, name, None).await?;
+            st.set_bucket_config(&name, BucketConfig::TAGGING, None)
+                .await?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
     }
-}
-
-async fn set(st: &Arc<State>, name: String, doc: Option<String>) -> S3Result<()> {
-    st.meta
-        .apply(MetaOp::SetBucketConfig {
-            name,
-            config: BucketConfig::TAGGING.to_string(),
-            doc,
-        })
-        .await?;
-    Ok(())
 }

@@ -11,7 +11,7 @@
 use crate::authz::{check, policy_of, AclRule, Authz, PublicAccessBlock};
 use crate::error::{S3Error, S3Result};
 use crate::handler::{empty, full, load_bucket, xml, Req, Resp};
-use crate::meta::{BucketConfig, BucketMeta, MetaOp};
+use crate::meta::{BucketConfig, BucketMeta};
 use crate::policy::{Decision, Policy, MAX_POLICY_BYTES};
 use crate::state::State;
 use euca_aws::xml::{XmlWriter, S3_NS};
@@ -85,7 +85,8 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             Method::DELETE => {
                 r.op = "DeleteBucketPolicy";
                 owner_only(r, &b, "s3:DeleteBucketPolicy")?;
-                set_config(st, &name, BucketConfig::POLICY, None).await?;
+                st.set_bucket_config(&name, BucketConfig::POLICY, None)
+                    .await?;
                 Ok(empty(StatusCode::NO_CONTENT))
             }
             _ => Err(method_not_allowed()),
@@ -103,13 +104,8 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             )?;
             let node = r.xml_body(64 * 1024).await?;
             let pab = PublicAccessBlock::from_xml(&node)?;
-            set_config(
-                st,
-                &name,
-                BucketConfig::PUBLIC_ACCESS_BLOCK,
-                Some(pab.to_xml()),
-            )
-            .await?;
+            st.set_bucket_config(&name, BucketConfig::PUBLIC_ACCESS_BLOCK, Some(pab.to_xml()))
+                .await?;
             Ok(empty(StatusCode::OK))
         }
         Method::GET => {
@@ -140,7 +136,8 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                 None,
                 AclRule::BucketOwner,
             )?;
-            set_config(st, &name, BucketConfig::PUBLIC_ACCESS_BLOCK, None).await?;
+            st.set_bucket_config(&name, BucketConfig::PUBLIC_ACCESS_BLOCK, None)
+                .await?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
         _ => Err(method_not_allowed()),
@@ -194,17 +191,7 @@ async fn put_policy(st: &Arc<State>, r: &mut Req, b: &BucketMeta) -> S3Result<Re
     // Stored as given (bytes, not re-serialised); JSON is UTF-8, which parse checked.
     let text = String::from_utf8(doc)
         .map_err(|_| malformed_policy("This policy contains invalid Json"))?;
-    set_config(st, &b.name, BucketConfig::POLICY, Some(text)).await?;
-    Ok(empty(StatusCode::NO_CONTENT))
-}
-
-async fn set_config(st: &State, bucket: &str, config: &str, doc: Option<String>) -> S3Result<()> {
-    st.meta
-        .apply(MetaOp::SetBucketConfig {
-            name: bucket.to_string(),
-            config: config.to_string(),
-            doc,
-        })
+    st.set_bucket_config(&b.name, BucketConfig::POLICY, Some(text))
         .await?;
-    Ok(())
+    Ok(empty(StatusCode::NO_CONTENT))
 }

@@ -16,7 +16,7 @@
 //! matches one of its header patterns (case-insensitively, `*` wildcards).
 use crate::error::{S3Error, S3Result};
 use crate::handler::{self, empty, xml, Req, Resp};
-use crate::meta::{BucketConfig, BucketMeta, MetaOp};
+use crate::meta::{BucketConfig, BucketMeta};
 use crate::state::State;
 use crate::xmlin::Node;
 use euca_aws::encoding::uri_decode;
@@ -227,12 +227,7 @@ pub async fn put_bucket_cors(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     only_owner(&b, r, "s3:PutBucketCORS")?;
     let node = r.xml_body(MAX_BODY).await?;
     let cfg = CorsConfig::from_xml(&node)?;
-    st.meta
-        .apply(MetaOp::SetBucketConfig {
-            name,
-            config: BucketConfig::CORS.into(),
-            doc: Some(cfg.to_xml()),
-        })
+    st.set_bucket_config(&name, BucketConfig::CORS, Some(cfg.to_xml()))
         .await?;
     Ok(empty(StatusCode::OK))
 }
@@ -260,12 +255,7 @@ pub async fn delete_bucket_cors(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> 
     let name = r.bucket().to_string();
     let b = handler::load_bucket(st, &name)?;
     only_owner(&b, r, "s3:PutBucketCORS")?;
-    st.meta
-        .apply(MetaOp::SetBucketConfig {
-            name,
-            config: BucketConfig::CORS.into(),
-            doc: None,
-        })
+    st.set_bucket_config(&name, BucketConfig::CORS, None)
         .await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }

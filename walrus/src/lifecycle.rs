@@ -376,12 +376,7 @@ pub fn expiration_header(st: &State, b: &BucketMeta, key: &str, o: &ObjectMeta) 
 pub async fn put_config(st: &Arc<State>, r: &mut Req, b: &BucketMeta) -> S3Result<Resp> {
     let node = r.xml_body(256 * 1024).await?;
     let cfg = parse_config(&node)?;
-    st.meta
-        .apply(MetaOp::SetBucketConfig {
-            name: b.name.clone(),
-            config: BucketConfig::LIFECYCLE.into(),
-            doc: Some(cfg.to_xml()),
-        })
+    st.set_bucket_config(&b.name, BucketConfig::LIFECYCLE, Some(cfg.to_xml()))
         .await?;
     Ok(empty(StatusCode::OK))
 }
@@ -401,12 +396,7 @@ pub fn get_config(b: &BucketMeta) -> S3Result<Resp> {
 
 /// DeleteBucketLifecycle.
 pub async fn delete_config(st: &Arc<State>, b: &BucketMeta) -> S3Result<Resp> {
-    st.meta
-        .apply(MetaOp::SetBucketConfig {
-            name: b.name.clone(),
-            config: BucketConfig::LIFECYCLE.into(),
-            doc: None,
-        })
+    st.set_bucket_config(&b.name, BucketConfig::LIFECYCLE, None)
         .await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }

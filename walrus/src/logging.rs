@@ -196,12 +196,7 @@ pub async fn put_logging(st: &Arc<State>, r: &mut Req, b: &BucketMeta) -> S3Resu
         .map(serde_json::to_string)
         .transpose()
         .map_err(|e| S3Error::internal(format!("logging config: {e}")))?;
-    st.meta
-        .apply(MetaOp::SetBucketConfig {
-            name: b.name.clone(),
-            config: BucketConfig::LOGGING.into(),
-            doc,
-        })
+    st.set_bucket_config(&b.name, BucketConfig::LOGGING, doc)
         .await?;
     if cfg.is_some() {
         st.access_logs.active.store(true, Ordering::Relaxed);

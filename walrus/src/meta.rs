@@ -85,6 +85,24 @@ pub struct BlobRef {
     pub size: u64,
 }
 
+impl BlobRef {
+    /// The blobs of an object stored as `blobs` (in order) that hold bytes of
+    /// `range`, each with the part of the range it holds, relative to its start
+    /// (never an empty part).
+    pub fn slices(
+        blobs: &[BlobRef],
+        range: std::ops::Range<u64>,
+    ) -> impl Iterator<Item = (&BlobRef, std::ops::Range<u64>)> {
+        let mut offset = 0u64;
+        blobs.iter().filter_map(move |b| {
+            let (start, end) = (offset, offset + b.size);
+            offset = end;
+            let (from, to) = (range.start.max(start), range.end.min(end));
+            (from < to).then(|| (b, from - start..to - start))
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum ObjectData {
     /// Small objects live in the metadata record itself.
@@ -597,4 +615,31 @@ pub fn now_millis() -> i64 {
 pub fn millis_to_time(ms: i64) -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod blob_slices_tests {
+    use super::BlobRef;
+
+    #[test]
+    fn slices_cut_a_range_across_blobs() {
+        let blobs: Vec<BlobRef> = [("a", 10), ("b", 0), ("c", 5), ("d", 10)]
+            .into_iter()
+            .map(|(id, size)| BlobRef {
+                id: id.into(),
+                size,
+            })
+            .collect();
+        let cut = |r| {
+            BlobRef::slices(&blobs, r)
+                .map(|(b, r)| (b.id.as_str(), r))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(cut(0..25), [("a", 0..10), ("c", 0..5), ("d", 0..10)]);
+        assert_eq!(cut(8..12), [("a", 8..10), ("c", 0..2)]);
+        assert_eq!(cut(10..15), [("c", 0..5)]);
+        assert_eq!(cut(24..25), [("d", 9..10)]);
+        assert_eq!(cut(5..5), []);
+        assert_eq!(cut(25..30), []);
+    }
 }

@@ -110,12 +110,7 @@ pub async fn put_config(st: &Arc<State>, r: &mut Req, b: &BucketMeta) -> S3Resul
             "Versioning must be 'Enabled' on the bucket to apply a Object Lock configuration",
         ));
     }
-    st.meta
-        .apply(MetaOp::SetBucketConfig {
-            name: b.name.clone(),
-            config: BucketConfig::OBJECT_LOCK.into(),
-            doc: Some(cfg.to_xml()),
-        })
+    st.set_bucket_config(&b.name, BucketConfig::OBJECT_LOCK, Some(cfg.to_xml()))
         .await?;
     Ok(empty(StatusCode::OK))
 }

@@ -18,7 +18,7 @@
 use crate::acl::{Acl, Grantee, Owner};
 use crate::error::{S3Error, S3Result};
 use crate::handler::{empty, xml, Req, Resp};
-use crate::meta::{BucketConfig, BucketMeta, MetaOp};
+use crate::meta::{BucketConfig, BucketMeta};
 use crate::state::State;
 use euca_aws::xml::{XmlWriter, S3_NS};
 use http::{Method, StatusCode};
@@ -197,11 +197,13 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             if o == Ownership::BucketOwnerEnforced && grants_others(&b.acl, &b.owner) {
                 return Err(invalid_bucket_acl());
             }
-            set(st, &b, Some(o)).await?;
+            st.set_bucket_config(&b.name, BucketConfig::OWNERSHIP, Some(o.name().into()))
+                .await?;
             Ok(empty(StatusCode::OK))
         }
         _ => {
-            set(st, &b, None).await?;
+            st.set_bucket_config(&b.name, BucketConfig::OWNERSHIP, None)
+                .await?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
     }
@@ -219,17 +221,6 @@ fn parse_controls(node: &crate::xmlin::Node) -> S3Result<Ownership> {
     rule.token_of("ObjectOwnership")
         .and_then(Ownership::parse)
         .ok_or_else(S3Error::malformed_xml)
-}
-
-async fn set(st: &Arc<State>, b: &BucketMeta, o: Option<Ownership>) -> S3Result<()> {
-    st.meta
-        .apply(MetaOp::SetBucketConfig {
-            name: b.name.clone(),
-            config: BucketConfig::OWNERSHIP.into(),
-            doc: o.map(|o| o.name().to_string()),
-        })
-        .await?;
-    Ok(())
 }
 
 #[cfg(test)]

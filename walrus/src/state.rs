@@ -29,3 +29,23 @@ pub struct State {
     /// Server access log records waiting for delivery (bucket logging).
     pub access_logs: crate::access_logs::AccessLogs,
 }
+
+impl State {
+    /// Stores (`Some`) or removes (`None`) one of a bucket's configuration documents
+    /// ([`crate::meta::BucketConfig`] names them).
+    pub async fn set_bucket_config(
+        &self,
+        bucket: &str,
+        config: &str,
+        doc: Option<String>,
+    ) -> crate::error::S3Result<()> {
+        self.meta
+            .apply(crate::meta::MetaOp::SetBucketConfig {
+                name: bucket.to_string(),
+                config: config.to_string(),
+                doc,
+            })
+            .await?;
+        Ok(())
+    }
+}

@@ -8,7 +8,7 @@
 use crate::error::{S3Error, S3Result};
 use crate::handler::{empty, xml, Req, Resp};
 use crate::meta::{
-    millis_to_time, BucketConfig, BucketMeta, MetaOp, MetaStore, Version, VersionEntry, Versioning,
+    millis_to_time, BucketConfig, BucketMeta, MetaStore, Version, VersionEntry, Versioning,
 };
 use crate::state::State;
 use euca_aws::timefmt::format_iso8601;
@@ -34,12 +34,7 @@ pub async fn put_bucket_versioning(st: &Arc<State>, r: &mut Req, b: &BucketMeta)
         ));
     }
     if b.config(BucketConfig::VERSIONING) != Some(status) {
-        st.meta
-            .apply(MetaOp::SetBucketConfig {
-                name: b.name.clone(),
-                config: BucketConfig::VERSIONING.into(),
-                doc: Some(status.to_string()),
-            })
+        st.set_bucket_config(&b.name, BucketConfig::VERSIONING, Some(status.to_string()))
             .await?;
     }
     Ok(empty(StatusCode::OK))

@@ -250,18 +250,11 @@ pub async fn copy_range(
             w.write(c).await?;
         }
         ObjectData::Blobs(blobs) => {
-            let mut offset = 0u64;
-            for b in blobs {
-                let (bs, be) = (offset, offset + b.size);
-                offset = be;
-                if be <= range.start || bs >= range.end {
-                    continue;
-                }
-                let from = range.start.max(bs) - bs;
-                let decrypt = Ctr::transform(src_key, &b.id, from)?;
+            for (b, part) in BlobRef::slices(blobs, range) {
+                let decrypt = Ctr::transform(src_key, &b.id, part.start)?;
                 let mut s = st
                     .blobs
-                    .read_transformed(&b.id, Some(from..range.end.min(be) - bs), decrypt)
+                    .read_transformed(&b.id, Some(part), decrypt)
                     .await?;
                 while let Some(c) = s.next().await {
                     let c = write(c?, &mut md5)?;

@@ -282,21 +282,9 @@ async fn stream_blobs(
     key: Option<&DataKey>,
 ) -> Result<RespBody, ServeError> {
     let mut streams = Vec::new();
-    let mut offset = 0u64;
-    for b in blobs {
-        let (bs, be) = (offset, offset + b.size);
-        offset = be;
-        if be <= range.start || bs >= range.end {
-            continue;
-        }
-        let from = range.start.max(bs) - bs;
-        let to = range.end.min(be) - bs;
-        let decrypt = crate::sse::Ctr::transform(key, &b.id, from).map_err(S3Error::from)?;
-        match st
-            .blobs
-            .read_transformed(&b.id, Some(from..to), decrypt)
-            .await
-        {
+    for (b, part) in BlobRef::slices(blobs, range) {
+        let decrypt = crate::sse::Ctr::transform(key, &b.id, part.start).map_err(S3Error::from)?;
+        match st.blobs.read_transformed(&b.id, Some(part), decrypt).await {
             Ok(s) => streams.push(s),
             Err(BlobError::NotFound) => return Err(ServeError::Gone),
             Err(e) => return Err(S3Error::from(e).into()),
