@@ -77,6 +77,9 @@ def test_iscsi_target_only_for_the_attached_node(cloud):
         assert run("iscsi-inq", uri).returncode != 0, "another address logged in"
         creds = uri.split("@", 1)[0]
         ls = run("iscsi-ls", "-s", f"{creds}@127.0.0.1:{cloud.iscsi_port}")
+        # the discovery session itself is open to anyone: it succeeds, and the
+        # filtering (not a failed login) is what hides the target
+        assert ls.returncode == 0, ls.stderr
         assert vid not in ls.stdout, ls.stdout
     finally:
         vol(cloud, "detach", vid)
