@@ -249,14 +249,19 @@ impl Shared {
         if open <= target {
             return;
         }
-        let mut idle: Vec<&Arc<Conn>> = t
+        // Each connection's last activity is read once: connections go on serving
+        // (and updating it) while this runs, and a sort whose keys change under it
+        // panics ("does not correctly implement a total order") — on the accept
+        // loop, which took the whole process down under a keep-alive flood.
+        let mut idle: Vec<(u64, &Arc<Conn>)> = t
             .conns
             .values()
             .filter(|c| !c.closing.load(Ordering::Relaxed) && c.busy.load(Ordering::Acquire) == 0)
+            .map(|c| (c.last_active.load(Ordering::Relaxed), c))
             .collect();
-        idle.sort_by_key(|c| c.last_active.load(Ordering::Relaxed));
+        idle.sort_unstable_by_key(|&(at, _)| at);
         let n = (open - target).min(idle.len());
-        for c in idle.into_iter().take(n) {
+        for (_, c) in idle.into_iter().take(n) {
             c.closing.store(true, Ordering::Relaxed);
             c.close.notify_one();
         }
@@ -632,4 +637,63 @@ async fn connection<L, F, Fut, B>(
     }
     drop(reg);
     drop(permit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// reap_idle while every connection's activity time keeps changing (as when
+    /// they are serving): it must neither panic nor close more than asked.
+    #[test]
+    fn reap_idle_under_changing_activity() {
+        let cfg = ServiceConfig::default();
+        let shared = Arc::new(Shared {
+            opts: ListenOptions::new("test", 10_000, &cfg),
+            table: Mutex::new(Table::default()),
+            started: Instant::now(),
+            emptied: Notify::new(),
+            open_metric: crate::registry::http()
+                .open_connections
+                .with_label_values(&["test"]),
+        });
+        let regs: Vec<Registration> = (0..2000)
+            .map(|_| shared.register(None).expect("no per-source cap"))
+            .collect();
+        let conns: Vec<Arc<Conn>> = regs.iter().map(|r| r.conn.clone()).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let running = Arc::new(AtomicBool::new(false));
+        let churn = {
+            let (conns, stop, running) = (conns.clone(), stop.clone(), running.clone());
+            std::thread::spawn(move || {
+                let mut x = 1u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for c in &conns {
+                        x = x
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        c.last_active.store(x >> 40, Ordering::Relaxed);
+                    }
+                    running.store(true, Ordering::Relaxed);
+                }
+            })
+        };
+        while !running.load(Ordering::Relaxed) {
+            std::thread::yield_now();
+        }
+        for round in 0..40 {
+            for c in &conns {
+                c.closing.store(false, Ordering::Relaxed);
+            }
+            let target = 1000 + round * 20;
+            shared.reap_idle(target);
+            let open = conns
+                .iter()
+                .filter(|c| !c.closing.load(Ordering::Relaxed))
+                .count();
+            assert_eq!(open, target);
+        }
+        stop.store(true, Ordering::Relaxed);
+        churn.join().expect("churn thread");
+    }
 }
