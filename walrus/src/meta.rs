@@ -421,6 +421,22 @@ pub fn parts_digest<'a>(parts: impl IntoIterator<Item = (u32, &'a str)>) -> Stri
     hex::encode(h.finalize())
 }
 
+/// What [`MetaOp::UpdateObject`] changes.
+#[derive(Debug, Clone)]
+pub enum ObjectChange {
+    Acl(Acl),
+    Tags(Vec<(String, String)>),
+}
+
+impl ObjectChange {
+    pub fn apply(self, o: &mut ObjectMeta) {
+        match self {
+            ObjectChange::Acl(acl) => o.acl = acl,
+            ObjectChange::Tags(tags) => o.tags = tags,
+        }
+    }
+}
+
 /// One atomic change. Each op checks its own preconditions inside the transaction and
 /// reports what it replaced, so the caller can delete blobs that are no longer used.
 #[derive(Debug, Clone)]
@@ -474,7 +490,8 @@ pub enum MetaOp {
         legal_hold: Option<bool>,
         bypass_governance: bool,
     },
-    SetObjectAcl {
+    /// Changes the ACL or the tags of one version of an object, nothing else.
+    UpdateObject {
         bucket: String,
         key: String,
         /// `None`: the current version.
@@ -482,16 +499,7 @@ pub enum MetaOp {
         /// The object the change was authorized against, if it must still be the
         /// one stored ([`ObjectStamp`]).
         unchanged: Option<ObjectStamp>,
-        acl: Acl,
-    },
-    SetObjectTags {
-        bucket: String,
-        key: String,
-        /// `None`: the current version.
-        version_id: Option<String>,
-        /// As for `SetObjectAcl`.
-        unchanged: Option<ObjectStamp>,
-        tags: Vec<(String, String)>,
+        change: ObjectChange,
     },
     CreateUpload(UploadMeta),
     PutPart {

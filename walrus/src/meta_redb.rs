@@ -891,12 +891,12 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
                 bypass_governance,
             )?;
         }
-        MetaOp::SetObjectAcl {
+        MetaOp::UpdateObject {
             bucket,
             key,
             version_id,
             unchanged,
-            acl,
+            change,
         } => {
             update_object_version(
                 tx,
@@ -904,23 +904,7 @@ fn apply_op(tx: &WriteTransaction, op: MetaOp) -> Result<OpOutcome, MetaError> {
                 &key,
                 version_id.as_deref(),
                 unchanged.as_ref(),
-                |o| o.acl = acl,
-            )?;
-        }
-        MetaOp::SetObjectTags {
-            bucket,
-            key,
-            version_id,
-            unchanged,
-            tags,
-        } => {
-            update_object_version(
-                tx,
-                &bucket,
-                &key,
-                version_id.as_deref(),
-                unchanged.as_ref(),
-                |o| o.tags = tags,
+                |o| change.apply(o),
             )?;
         }
         MetaOp::CreateUpload(u) => {

@@ -363,12 +363,12 @@ async fn conditional_writes_tags_and_bucket_configs() {
         Err(MetaError::PreconditionFailed)
     ));
     let tags = vec![("a".to_string(), "1".to_string())];
-    m.apply(MetaOp::SetObjectTags {
+    m.apply(MetaOp::UpdateObject {
         bucket: "b".into(),
         key: "k".into(),
         version_id: None,
         unchanged: None,
-        tags: tags.clone(),
+        change: ObjectChange::Tags(tags.clone()),
     })
     .await
     .unwrap();
@@ -376,12 +376,12 @@ async fn conditional_writes_tags_and_bucket_configs() {
     // A change authorized against one write of the key does not land on the next
     // (an unversioned overwrite keeps the `null` version id).
     let authorized = ObjectStamp::of(&m.object("b", "k").unwrap().unwrap());
-    let stamped = |stamp: &ObjectStamp| MetaOp::SetObjectTags {
+    let stamped = |stamp: &ObjectStamp| MetaOp::UpdateObject {
         bucket: "b".into(),
         key: "k".into(),
         version_id: None,
         unchanged: Some(stamp.clone()),
-        tags: vec![("x".into(), "planted".into())],
+        change: ObjectChange::Tags(vec![("x".into(), "planted".into())]),
     };
     m.apply(stamped(&authorized)).await.unwrap();
     put_meta(&m, "k", blob_obj("overwrite")).await;
@@ -552,12 +552,12 @@ async fn versions_markers_and_listing() {
         vec![("k".into(), "null".into(), true, false)]
     );
     // Tags set on the current object are seen through its version too.
-    m.apply(MetaOp::SetObjectTags {
+    m.apply(MetaOp::UpdateObject {
         bucket: "b".into(),
         key: "k".into(),
         version_id: None,
         unchanged: None,
-        tags: vec![("t".into(), "1".into())],
+        change: ObjectChange::Tags(vec![("t".into(), "1".into())]),
     })
     .await
     .unwrap();
@@ -569,12 +569,12 @@ async fn versions_markers_and_listing() {
     set_versioning(&m, Versioning::ENABLED).await;
     // Tags and ACL of an older version by id: that version alone changes.
     let newer = put_meta(&m, "k", blob_obj("n1")).await.version_id.unwrap();
-    let set_tags = |v: &str, t: &str| MetaOp::SetObjectTags {
+    let set_tags = |v: &str, t: &str| MetaOp::UpdateObject {
         bucket: "b".into(),
         key: "k".into(),
         version_id: Some(v.into()),
         unchanged: None,
-        tags: vec![("t".into(), t.into())],
+        change: ObjectChange::Tags(vec![("t".into(), t.into())]),
     };
     m.apply(set_tags("null", "old")).await.unwrap();
     assert!(

@@ -56,7 +56,7 @@ pub async fn put_object_acl(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     };
     authz::check_acl_allowed(&b, &acl)?;
     st.meta
-        .apply(MetaOp::SetObjectAcl {
+        .apply(MetaOp::UpdateObject {
             bucket: r.bucket().into(),
             key: r.key().into(),
             // The version authorized (a later write keeps its own ACL).
@@ -64,7 +64,7 @@ pub async fn put_object_acl(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             // The object authorized: the body came later, and a write meanwhile
             // (even of the same `null` version) is another object.
             unchanged: Some(crate::meta::ObjectStamp::of(&o)),
-            acl,
+            change: crate::meta::ObjectChange::Acl(acl),
         })
         .await?;
     let mut resp = empty(StatusCode::OK);

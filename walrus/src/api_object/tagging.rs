@@ -67,7 +67,7 @@ pub async fn delete_object_tagging(st: &Arc<State>, r: &mut Req) -> S3Result<Res
 
 async fn set_tags(st: &Arc<State>, r: &Req, o: &ObjectMeta, tags: tags::TagSet) -> S3Result<()> {
     st.meta
-        .apply(MetaOp::SetObjectTags {
+        .apply(MetaOp::UpdateObject {
             bucket: r.bucket().into(),
             key: r.key().into(),
             // The version authorized (a later write must not receive these tags).
@@ -75,7 +75,7 @@ async fn set_tags(st: &Arc<State>, r: &Req, o: &ObjectMeta, tags: tags::TagSet) 
             // The object authorized: a write meanwhile (even of the same `null`
             // version) is another object.
             unchanged: Some(crate::meta::ObjectStamp::of(o)),
-            tags,
+            change: crate::meta::ObjectChange::Tags(tags),
         })
         .await
         .map_err(|e| match e {
