@@ -30,6 +30,40 @@ ROOT = Path(__file__).resolve().parent.parent
 AWS_V2 = "/usr/bin/aws"
 
 
+# scripts/test.sh runs the files on two pytest-xdist workers (--dist loadfile: a
+# file runs on one worker; --no-loadscope-reorder: in the order below). The
+# longest files go first so that neither worker is left with one at the end. The
+# files that build the emulated cluster (network namespaces, bridges and nftables
+# tables with fixed names) must never run at the same time: they hold a lock for
+# as long as they run, and the two short ones go last, when the long one is done.
+HOST_NETWORK_FILES = ("test_net_modes.py", "test_instances_netns.py", "test_net_up.py")
+FIRST = ("test_net_modes.py", "test_clients_cli.py")
+LAST = ("test_instances_netns.py", "test_net_up.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = Path(str(item.fspath)).name
+        if name in FIRST:
+            return FIRST.index(name)
+        if name in LAST:
+            return len(FIRST) + 1 + LAST.index(name)
+        return len(FIRST)
+    items.sort(key=rank)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def host_network_lock(request):
+    """Held for the whole module by the files that build the emulated cluster."""
+    if Path(str(request.path)).name not in HOST_NETWORK_FILES:
+        yield
+        return
+    import fcntl
+    with open(Path(tempfile.gettempdir()) / "euca-conformance-host-network.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def euca_bin():
     env = os.environ.get("EUCA_BIN")
     if env:
@@ -45,8 +79,22 @@ def euca_bin():
 # bind to 0 is an ephemeral one, so any outgoing connection (the clients' own,
 # thousands in test_limits) could take it before the cloud binds it: a CI run lost
 # a cloud to "Address already in use" that way. Ports are never handed out twice.
+# Under pytest-xdist (scripts/test.sh runs two workers) each worker draws from its
+# own slice of the range, so two workers never hand out the same port.
 _PORTS_GIVEN = set()
-_PORT_RANGE = (20000, 32767)
+
+
+def _port_range(lo=20000, hi=32767):
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")   # "gw0", "gw1", ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count < 2:
+        return (lo, hi)
+    i = int(worker[2:])
+    size = (hi - lo + 1) // count
+    return (lo + i * size, lo + (i + 1) * size - 1)
+
+
+_PORT_RANGE = _port_range()
 
 
 def free_port():

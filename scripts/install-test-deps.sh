@@ -90,6 +90,7 @@ $PY -c 'import awscli' 2>/dev/null || pip_pkgs+=(awscli)      # awscli v1 (PyPI)
 $PY -c 'import S3' 2>/dev/null || pip_pkgs+=(s3cmd)
 $PY -c 'import requests' 2>/dev/null || pip_pkgs+=(requests)
 $PY -c 'import hypothesis' 2>/dev/null || pip_pkgs+=(hypothesis)   # property tests
+$PY -c 'import xdist' 2>/dev/null || pip_pkgs+=(pytest-xdist)   # two conformance workers
 if [ ${#pip_pkgs[@]} -gt 0 ]; then
   echo "install-test-deps: pip install ${pip_pkgs[*]}"
   $PY -m pip install -q "${pip_pkgs[@]}"

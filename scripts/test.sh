@@ -30,34 +30,54 @@ if [ ! -s "$EUCA_GUEST_DIR/initramfs.gz" ] || [ ! -s "$EUCA_GUEST_DIR/vmlinux" ]
     || { apt-get update -qq && tools/vm/build-tiny-guest.sh "$EUCA_GUEST_DIR"; }
 fi
 
+# --- fuzz (brief, in the background) -----------------------------------------
+# Every cargo-fuzz target in fuzz/ for FUZZ_SECONDS each (default 10, a smoke run;
+# 0 skips): no panic, no allocation past the limits, round-trip properties. Long
+# runs: scripts/fuzz.sh [seconds-per-target]. Its instrumented build (about three
+# minutes of both cores) runs at idle priority beside the tests below, which leave
+# more than half of the two cores idle (they wait on guests, clients and timeouts);
+# its result is reported, and fails the run, at the end.
+fuzz_pid=
+if [ "${FUZZ_SECONDS:-10}" != 0 ]; then
+  fuzz_log=$(mktemp)
+  section "fuzz (${FUZZ_SECONDS:-10} s per target) started in the background: $fuzz_log"
+  setsid nice -n 19 scripts/fuzz.sh "${FUZZ_SECONDS:-10}" >"$fuzz_log" 2>&1 &
+  fuzz_pid=$!
+  trap '[ -n "$fuzz_pid" ] && kill -- -"$fuzz_pid" 2>/dev/null; true' EXIT
+fi
+# -----------------------------------------------------------------------------
+
 section "cargo test"
 cargo test --release --locked --workspace
 
-# --- fuzz (brief) ------------------------------------------------------------
-# Every cargo-fuzz target in fuzz/ for FUZZ_SECONDS each (default 10, a smoke run
-# that keeps the suite in its time budget; 0 skips): no panic, no allocation past
-# the limits, round-trip properties. Long runs: scripts/fuzz.sh [seconds-per-target].
-if [ "${FUZZ_SECONDS:-10}" != 0 ]; then
-  section "fuzz (${FUZZ_SECONDS:-10} s per target)"
-  scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
-fi
-# -----------------------------------------------------------------------------
+# The conformance files run on two pytest-xdist workers, one file at a time per
+# worker (in the order conformance/conftest.py sets), each with its own clouds.
+XDIST=(-n "${CONFORMANCE_WORKERS:-2}" --dist loadfile --no-loadscope-reorder)
 
 # conformance/test_instances_netns.py (root: the emulated cluster in network
 # namespaces, real `euca nc` nodes with QEMU) runs here only, not in the split pass
 # below: it starts the split processes itself.
 section "conformance (real clients against euca up)"
 export EUCA_BIN="$PWD/target/release/euca"
-python3 -m pytest conformance -q -p no:cacheprovider --durations=15 "$@"
+python3 -m pytest conformance -q -p no:cacheprovider "${XDIST[@]}" --durations=15 "$@"
 
 # The split layout changes how services find each other and authenticate (remote
 # identity, the CLC alone, the SC and the CC as their own processes), not what
 # Walrus or the SC do with bytes: it reruns the files that cross those seams.
 section "conformance again, the cloud as separate processes (euca clc, walrus --identity, sc --identity, cc)"
-EUCA_LAYOUT=split python3 -m pytest -q -p no:cacheprovider \
+EUCA_LAYOUT=split python3 -m pytest -q -p no:cacheprovider "${XDIST[@]}" \
   conformance/test_split_layout.py conformance/test_identity_service.py \
   conformance/test_clients.py conformance/test_clients_access.py \
   conformance/test_volumes.py conformance/test_sc_query.py conformance/test_service.py \
   conformance/test_ec2_basics.py conformance/test_ec2_volumes.py \
   conformance/test_ec2_images.py conformance/test_image_cache.py "$@"
+if [ -n "$fuzz_pid" ]; then
+  section "fuzz (waiting for the background run)"
+  fuzz_rc=0
+  wait "$fuzz_pid" || fuzz_rc=$?
+  fuzz_pid=
+  cat "$fuzz_log"
+  rm -f "$fuzz_log"
+  [ "$fuzz_rc" = 0 ] || { echo "fuzz: FAILED (exit $fuzz_rc)" >&2; exit 1; }
+fi
 section "done"
