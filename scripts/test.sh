@@ -30,25 +30,25 @@ if [ ! -s "$EUCA_GUEST_DIR/initramfs.gz" ] || [ ! -s "$EUCA_GUEST_DIR/vmlinux" ]
     || { apt-get update -qq && tools/vm/build-tiny-guest.sh "$EUCA_GUEST_DIR"; }
 fi
 
+section "cargo test"
+cargo test --release --locked --workspace
+
 # --- fuzz (brief, in the background) -----------------------------------------
 # Every cargo-fuzz target in fuzz/ for FUZZ_SECONDS each (default 10, a smoke run;
 # 0 skips): no panic, no allocation past the limits, round-trip properties. Long
 # runs: scripts/fuzz.sh [seconds-per-target]. Its instrumented build (about three
-# minutes of both cores) runs at idle priority beside the tests below, which leave
-# more than half of the two cores idle (they wait on guests, clients and timeouts);
-# its result is reported, and fails the run, at the end.
+# minutes of both cores) runs at idle priority beside the conformance tests, which
+# leave more than half of the two cores idle (they wait on guests, clients and
+# timeouts); its result is reported, and fails the run, at the end.
 fuzz_pid=
 if [ "${FUZZ_SECONDS:-10}" != 0 ]; then
   fuzz_log=$(mktemp)
   section "fuzz (${FUZZ_SECONDS:-10} s per target) started in the background: $fuzz_log"
   setsid nice -n 19 scripts/fuzz.sh "${FUZZ_SECONDS:-10}" >"$fuzz_log" 2>&1 &
   fuzz_pid=$!
-  trap '[ -n "$fuzz_pid" ] && kill -- -"$fuzz_pid" 2>/dev/null; true' EXIT
+  trap '[ -n "$fuzz_pid" ] && kill -- -"$fuzz_pid" 2>/dev/null; rm -f "$fuzz_log"; true' EXIT
 fi
 # -----------------------------------------------------------------------------
-
-section "cargo test"
-cargo test --release --locked --workspace
 
 # The conformance files run on two pytest-xdist workers, one file at a time per
 # worker (in the order conformance/conftest.py sets), each with its own clouds.

@@ -3,7 +3,7 @@
 //! launches, ClientToken idempotency, error codes, state mapping by the
 //! reconciler, expiry of terminated instances, cloud-unique MACs, attach/detach
 //! progression and re-driven interrupted launches.
-mod common;
+use crate::common;
 
 use async_trait::async_trait;
 use common::{call, texts};

@@ -1,7 +1,7 @@
 //! Images through the action functions (no listener, no Walrus): EBS images from a
 //! snapshot record, visibility and launch permissions, filters, and pending
 //! installs marked failed on start-up.
-mod common;
+use crate::common;
 
 use common::{call_as as call, principal, text};
 use euca_clc::model::{Image, ImageState, ImageType, Snapshot, SnapshotState};

@@ -7,7 +7,7 @@
 //! address bookkeeping: the per-account elastic IP limit, the sweep of records
 //! (addresses and MACs) whose holder is gone, a release from a stale copy of the
 //! instance.
-mod common;
+use crate::common;
 
 use common::netcluster::NetCluster;
 use common::{call, text, texts};
