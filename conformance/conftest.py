@@ -427,11 +427,16 @@ def cloud():
     """One shared cloud for tests that only need a running server."""
     tmp = tempfile.mkdtemp(prefix="euca-conf-")
     extra = []
+    dns_port = None
     if cloud_class() is Cloud:  # the split layout runs no node
+        # Its own port for the CLC's dynamic DNS (default 127.0.0.1:8753), which
+        # the clouds of two test workers would otherwise both want.
+        dns_port = free_port()
         cfg = Path(tmp) / "euca.toml"
-        cfg.write_text(with_short_guest_shutdown(""))
+        cfg.write_text(with_short_guest_shutdown(f'[clc]\ndns_listen = "127.0.0.1:{dns_port}"\n'))
         extra = ["--config", str(cfg)]
     c = start_cloud(tmp, extra)
+    c.dns_port = dns_port
     try:
         yield c
     finally:

@@ -60,7 +60,7 @@ def test_up_managed_novlan_out_of_the_box(cloud, guest_image):
         assert iid in str(page), page
         d = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
         assert d["PrivateDnsName"] == f"{dashed(lease)}.eucalyptus.internal"
-        out = subprocess.run(["dig", "@127.0.0.1", "-p", "8753", "+short", "+time=2",
+        out = subprocess.run(["dig", "@127.0.0.1", "-p", str(cloud.dns_port), "+short", "+time=2",
                               d["PrivateDnsName"]], capture_output=True, text=True).stdout
         assert out.split() == [lease], out
     finally:
