@@ -101,13 +101,6 @@ impl Fake {
             }),
         }
     }
-    fn not_found() -> ProtoError {
-        ProtoError::Refused {
-            status: 404,
-            code: codes::INSTANCE_NOT_FOUND.into(),
-            message: "no such instance".into(),
-        }
-    }
 }
 
 #[async_trait]
@@ -186,12 +179,12 @@ impl ClusterApi for Fake {
         self.terminates.lock().unwrap().push(id.to_string());
         if self.lost_terminates.load(Ordering::SeqCst) > 0 {
             self.lost_terminates.fetch_sub(1, Ordering::SeqCst);
-            return Err(Fake::not_found());
+            return Err(common::instance_not_found());
         }
         {
             let mut h = self.held.lock().unwrap();
             let Some(i) = h.get_mut(id) else {
-                return Err(Fake::not_found());
+                return Err(common::instance_not_found());
             };
             if i.state != NodeInstanceState::Terminated {
                 i.state = NodeInstanceState::Terminated;
@@ -205,7 +198,7 @@ impl ClusterApi for Fake {
     }
     async fn console(&self, id: &str) -> Result<ConsoleOutput, ProtoError> {
         if !self.held.lock().unwrap().contains_key(id) {
-            return Err(Fake::not_found());
+            return Err(common::instance_not_found());
         }
         use base64::Engine;
         Ok(ConsoleOutput {
@@ -216,7 +209,7 @@ impl ClusterApi for Fake {
     }
     async fn attach(&self, id: &str, spec: &AttachSpec) -> Result<VolumeReport, ProtoError> {
         let mut h = self.held.lock().unwrap();
-        let i = h.get_mut(id).ok_or_else(Fake::not_found)?;
+        let i = h.get_mut(id).ok_or_else(common::instance_not_found)?;
         assert!(spec.export.uri.starts_with("nbd://"), "{}", spec.export.uri);
         let r = VolumeReport {
             volume_id: spec.volume_id.clone(),
@@ -234,7 +227,7 @@ impl ClusterApi for Fake {
         _force: bool,
     ) -> Result<VolumeReport, ProtoError> {
         let mut h = self.held.lock().unwrap();
-        let i = h.get_mut(id).ok_or_else(Fake::not_found)?;
+        let i = h.get_mut(id).ok_or_else(common::instance_not_found)?;
         let v = i
             .volumes
             .iter_mut()

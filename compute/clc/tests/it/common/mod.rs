@@ -81,3 +81,13 @@ pub fn texts(xml: &str, tag: &str) -> Vec<String> {
 pub fn open_with(dir: &std::path::Path, config: ClcConfig) -> Clc {
     Clc::open(dir, "eucalyptus", "http://127.0.0.1:1/", config).unwrap()
 }
+
+/// What a cluster answers for an instance it does not have (the fake clusters'
+/// 404).
+pub fn instance_not_found() -> euca_compute_proto::ProtoError {
+    euca_compute_proto::ProtoError::Refused {
+        status: 404,
+        code: euca_compute_proto::codes::INSTANCE_NOT_FOUND.into(),
+        message: "no such instance".into(),
+    }
+}

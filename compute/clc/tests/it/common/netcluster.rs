@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use euca_clc::cluster::ClusterApi;
 use euca_compute_proto::net::{ClusterNet, NetworkState, NetworkStatus};
 use euca_compute_proto::{
-    codes, AttachSpec, ConsoleOutput, InstanceReport, InstanceSpec, LaunchReply, LaunchRequest,
+    AttachSpec, ConsoleOutput, InstanceReport, InstanceSpec, LaunchReply, LaunchRequest,
     NodeInstanceState, NodeState, NodeView, PlacedInstance, Placement, ProtoError, Resources,
     VolumeReport,
 };
@@ -65,13 +65,6 @@ impl NetCluster {
             }),
         }
     }
-    fn not_found() -> ProtoError {
-        ProtoError::Refused {
-            status: 404,
-            code: codes::INSTANCE_NOT_FOUND.into(),
-            message: "no such instance".into(),
-        }
-    }
 }
 
 #[async_trait]
@@ -114,7 +107,7 @@ impl ClusterApi for NetCluster {
     async fn terminate(&self, id: &str) -> Result<PlacedInstance, ProtoError> {
         {
             let mut h = self.held.lock().unwrap();
-            let i = h.get_mut(id).ok_or_else(NetCluster::not_found)?;
+            let i = h.get_mut(id).ok_or_else(super::instance_not_found)?;
             i.1 = NodeInstanceState::Terminated;
         }
         Ok(self.placed(id))
@@ -130,10 +123,10 @@ impl ClusterApi for NetCluster {
         })
     }
     async fn attach(&self, _: &str, _: &AttachSpec) -> Result<VolumeReport, ProtoError> {
-        Err(NetCluster::not_found())
+        Err(super::instance_not_found())
     }
     async fn detach(&self, _: &str, _: &str, _: bool) -> Result<VolumeReport, ProtoError> {
-        Err(NetCluster::not_found())
+        Err(super::instance_not_found())
     }
     async fn network(&self) -> Result<NetworkStatus, ProtoError> {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
