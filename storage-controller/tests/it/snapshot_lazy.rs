@@ -13,7 +13,7 @@ use euca_sc::snapshot::{
 };
 use rand::{rngs::StdRng, SeedableRng};
 
-mod snapshot_common;
+use crate::snapshot_common;
 use snapshot_common::{random, read_all, write_all};
 
 const CS: u64 = 4 << 20;

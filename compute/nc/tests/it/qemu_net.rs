@@ -28,7 +28,7 @@ use euca_nc::config::{NcConfig, NcNetConfig};
 use euca_nc::hypervisor::{segment_links, tap_name, DirImages, QemuNode};
 use euca_nc::Node;
 
-mod common;
+use crate::common;
 use common::{console_of, img_id, until};
 
 const SYSTEM_ID: &str = "i-0e0de001";
@@ -328,6 +328,7 @@ fn guests_get_addresses_by_dhcp_on_their_segments() {
         eprintln!("SKIPPED: no dnsmasq (apt-get install dnsmasq-base)");
         return;
     }
+    let _one = common::one_guest();
     // The stand-in metadata server, ping and wget on the LAN side.
     if Command::new("busybox").output().is_err() {
         eprintln!("SKIPPED: no busybox (apt-get install busybox-static)");

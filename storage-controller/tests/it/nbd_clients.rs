@@ -1,7 +1,7 @@
 //! The NBD server against the real client tools: nbdinfo, nbdcopy, qemu-img and
 //! qemu-io. A missing tool fails the test (see scripts/install-test-deps.sh).
 
-mod nbd_common;
+use crate::nbd_common;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;

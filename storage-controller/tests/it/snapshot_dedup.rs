@@ -11,7 +11,7 @@ use euca_sc::snapshot::{
 };
 use rand::{rngs::StdRng, SeedableRng};
 
-mod snapshot_common;
+use crate::snapshot_common;
 use snapshot_common::{random, read_all, write_all};
 
 const CS: u64 = DEFAULT_CHUNK_SIZE;

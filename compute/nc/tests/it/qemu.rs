@@ -14,18 +14,10 @@ use euca_nc::config::NcConfig;
 use euca_nc::hypervisor::{DirImages, ImageCall, QemuNode};
 use euca_nc::{NcError, Node};
 
-mod common;
-use common::{console_of, img_id, until};
+use crate::common;
+use common::{console_of, img_id, one_guest, until};
 
 const ID: &str = "i-0badc0de";
-
-/// Tests that boot guests take this, so at most one of them runs at a time (the
-/// machine has 2 cores shared with others).
-static ONE_GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_guest() -> std::sync::MutexGuard<'static, ()> {
-    ONE_GUEST.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The guest dir, or `None` (with the reason printed) when it does not exist.
 fn guest_dir() -> Option<PathBuf> {

@@ -1,4 +1,4 @@
-//! Helpers shared by the test binaries that boot real guests (qemu.rs, qemu_net.rs).
+//! Helpers shared by the tests that boot real guests (qemu.rs, qemu_net.rs).
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -58,4 +58,12 @@ pub async fn console_of(node: &QemuNode, id: &str) -> String {
         .decode(c.output)
         .unwrap();
     String::from_utf8_lossy(&b).into_owned()
+}
+
+/// Tests that boot guests take this, so at most one of them runs at a time (the
+/// machine has 2 cores shared with others), across every file of this binary.
+static ONE_GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn one_guest() -> std::sync::MutexGuard<'static, ()> {
+    ONE_GUEST.lock().unwrap_or_else(|p| p.into_inner())
 }

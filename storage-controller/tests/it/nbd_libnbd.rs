@@ -1,7 +1,7 @@
 //! The NBD server against libnbd (python3-libnbd), one check of
 //! tests/nbd_checks.py per test.
 
-mod nbd_common;
+use crate::nbd_common;
 
 use std::net::IpAddr;
 

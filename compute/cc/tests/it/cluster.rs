@@ -1,7 +1,7 @@
 //! The cluster controller against fake nodes: placement per policy, capacity
 //! races, all-or-nothing, DOWN detection, POWERSAVE commands, restart safety,
 //! and the API on its listener.
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

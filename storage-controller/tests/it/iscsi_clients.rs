@@ -2,7 +2,7 @@
 //! iscsi-readcapacity16) and QEMU's libiscsi block driver (qemu-img, qemu-io). A
 //! missing tool fails the test (scripts/install-test-deps.sh installs them).
 
-mod nbd_common;
+use crate::nbd_common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! sockets: handshake edge cases, malformed and oversized requests, peer
 //! restrictions by source address, partial writes, export removal and shutdown.
 
-mod nbd_common;
+use crate::nbd_common;
 
 use std::collections::BTreeSet;
 use std::io::Write;

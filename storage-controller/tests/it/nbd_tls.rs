@@ -3,7 +3,7 @@
 //! makes its own throwaway CA and server certificate (subjectAltName IP
 //! 127.0.0.1, DNS localhost). A missing tool fails the test.
 
-mod nbd_common;
+use crate::nbd_common;
 
 use std::net::TcpStream;
 use std::os::unix::fs::FileExt;

@@ -1,7 +1,7 @@
 //! The server-wide NBD memory budget: a client that stops reading its replies
 //! cannot keep the budget from everyone else.
 
-mod nbd_common;
+use crate::nbd_common;
 
 use std::io::Read;
 use std::time::Duration;
