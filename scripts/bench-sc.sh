@@ -84,7 +84,7 @@ bench() { # name uri pid
 bench euca-sc "$SC_URI" $EUCA_PID
 if [ -n "${EUCA_BEFORE:-}" ]; then
   WP2=$(port); SP2=$(port); NP2=$(port)
-  "$EUCA_BEFORE" up --data "$DIR/before" --walrus-listen 127.0.0.1:$WP2 --sc-listen 127.0.0.1:$SP2 --nbd-listen 127.0.0.1:$NP2 --cc-listen 127.0.0.1:$(port) > "$DIR/before.log" 2>&1 &
+  "$EUCA_BEFORE" up --no-node --data "$DIR/before" --walrus-listen 127.0.0.1:$WP2 --sc-listen 127.0.0.1:$SP2 --nbd-listen 127.0.0.1:$NP2 --iscsi-listen 127.0.0.1:$(port) --cc-listen 127.0.0.1:$(port) --clc-listen 127.0.0.1:$(port) > "$DIR/before.log" 2>&1 &
   B_PID=$!; PIDS+=($B_PID)
   for _ in $(seq 100); do curl -sf http://127.0.0.1:$SP2/_health >/dev/null && break; sleep 0.1; done
   VOL2=$("$EUCA_BEFORE" volume create --size-gib "$GIB" --data "$DIR/before")

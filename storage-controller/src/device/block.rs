@@ -35,6 +35,18 @@ pub trait BlockDevice: Send + Sync + 'static {
     /// Consecutive extents starting at `offset`. They may cover less than `len`
     /// (at least one extent when `len > 0`) and may run past it; the caller clips.
     async fn extents(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>>;
+    /// Several writes (none with FUA) as one request, in order: what a protocol
+    /// server calls with the small writes that arrived together, so that a device
+    /// which must leave the async runtime to write (a file on a filesystem without
+    /// `RWF_NOWAIT` buffered writes, e.g. ext4) does it once for all of them, not
+    /// once each. `Err` if any failed (which ones is unknown). The default writes
+    /// them one by one.
+    async fn write_batch(&self, writes: Vec<(u64, Bytes)>) -> io::Result<()> {
+        for (offset, data) in writes {
+            self.write(offset, data, false).await?;
+        }
+        Ok(())
+    }
     /// Prefetch hint (NBD_CMD_CACHE).
     async fn cache(&self, _offset: u64, _len: u64) -> io::Result<()> {
         Ok(())

@@ -316,6 +316,20 @@ impl BlockDevice for VolumeDevice {
         .await
     }
 
+    async fn write_batch(&self, writes: Vec<(u64, Bytes)>) -> io::Result<()> {
+        // One gate guard for the batch; each range is preserved for the cut (if
+        // one is being taken) before any of the batch is written.
+        self.mutate(0, 0, false, move |dev, cut| async move {
+            if let Some(c) = &cut {
+                for (offset, data) in &writes {
+                    c.preserve_range(*offset, data.len() as u64).await;
+                }
+            }
+            dev.write_batch(writes).await
+        })
+        .await
+    }
+
     async fn flush(&self) -> io::Result<()> {
         self.inner.dev.flush().await
     }

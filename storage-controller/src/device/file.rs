@@ -107,6 +107,23 @@ impl FileDevice {
         &self.path
     }
 
+    /// Writes what the page cache takes without blocking, on the calling thread;
+    /// how many bytes that was. Stops trying for good once the filesystem says it
+    /// cannot (ext4 has no `RWF_NOWAIT` buffered writes).
+    fn try_write_nowait(&self, offset: u64, data: &[u8]) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.write_nowait.load(Relaxed) {
+            return 0;
+        }
+        match write_nowait(&self.file, offset, data) {
+            Ok(n) => n,
+            Err(_) => {
+                self.write_nowait.store(false, Relaxed);
+                0
+            }
+        }
+    }
+
     async fn blocking<T, F>(&self, f: F) -> io::Result<T>
     where
         T: Send + 'static,
@@ -386,17 +403,10 @@ impl BlockDevice for FileDevice {
     }
 
     async fn write(&self, offset: u64, data: Bytes, fua: bool) -> io::Result<()> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let done = if fua || !self.write_nowait.load(Relaxed) {
+        let done = if fua {
             0
         } else {
-            match write_nowait(&self.file, offset, &data) {
-                Ok(n) => n,
-                Err(_) => {
-                    self.write_nowait.store(false, Relaxed);
-                    0
-                }
-            }
+            self.try_write_nowait(offset, &data)
         };
         if done == data.len() {
             return Ok(());
@@ -407,6 +417,26 @@ impl BlockDevice for FileDevice {
                 f.sync_data()?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn write_batch(&self, writes: Vec<(u64, Bytes)>) -> io::Result<()> {
+        // What the page cache takes at once is done; the rest goes to the blocking
+        // pool as one job.
+        let rest: Vec<(u64, Bytes)> = writes
+            .into_iter()
+            .filter_map(|(offset, data)| {
+                let done = self.try_write_nowait(offset, &data);
+                (done < data.len()).then(|| (offset + done as u64, data.slice(done..)))
+            })
+            .collect();
+        if rest.is_empty() {
+            return Ok(());
+        }
+        self.blocking(move |f| {
+            rest.iter()
+                .try_for_each(|(offset, data)| f.write_all_at(data, *offset))
         })
         .await
     }

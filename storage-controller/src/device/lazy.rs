@@ -439,6 +439,13 @@ impl BlockDevice for LazyDevice {
         self.inner.base.write(offset, data, fua).await
     }
 
+    async fn write_batch(&self, writes: Vec<(u64, Bytes)>) -> io::Result<()> {
+        for (offset, data) in &writes {
+            self.ensure_range(*offset, data.len() as u64).await?;
+        }
+        self.inner.base.write_batch(writes).await
+    }
+
     async fn flush(&self) -> io::Result<()> {
         self.inner.base.flush().await
     }

@@ -135,6 +135,7 @@ where
         text_rest: None,
         unit: None,
         inflight: JoinSet::new(),
+        writes: Vec::new(),
     };
     match session {
         Session::Discovery => {
@@ -509,7 +510,22 @@ struct FullFeature<'a, W> {
     /// [`CMD_WINDOW`]); their answers go out as they finish, in any order, as
     /// SCSI's simple task attribute allows.
     inflight: JoinSet<Done>,
+    /// WRITEs (no FUA) whose data all came with the command, taken while more
+    /// requests are already buffered: they go to the device as one
+    /// [`BlockDevice::write_batch`] once the buffer is read (or the batch is full).
+    writes: Vec<BatchedWrite>,
 }
+
+/// A WRITE waiting in [`FullFeature::writes`].
+struct BatchedWrite {
+    itt: u32,
+    res: (u8, u32),
+    offset: u64,
+    data: Bytes,
+}
+
+/// At most this many WRITEs go to the device as one batch.
+const MAX_BATCH: usize = CMD_WINDOW as usize;
 
 /// A pipelined command that finished on the device.
 enum Done {
@@ -522,6 +538,11 @@ enum Done {
     Write {
         itt: u32,
         res: (u8, u32),
+        ok: bool,
+    },
+    /// A batch of WRITEs: (itt, residual) each, and whether the batch succeeded.
+    Writes {
+        cmds: Vec<(u32, (u8, u32))>,
         ok: bool,
     },
 }
@@ -564,8 +585,12 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
         let result = self.serve_pdus(r, close, stop).await;
         // Commands already on the device finish before the connection goes (a
         // detach waits for the connection, so for them); their answers are sent
-        // when the connection is still fine.
+        // when the connection is still fine. Batched WRITEs are received
+        // commands too: they go to the device first.
         let answer = result.is_ok();
+        if let Some(op) = self.batch_op() {
+            self.inflight.spawn(op);
+        }
         while let Some(done) = self.inflight.join_next().await {
             if let (true, Ok(d)) = (answer, done) {
                 if self.answer(d).await.is_err() {
@@ -634,7 +659,11 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
                 self.drain().await?;
             }
             let flow = self.dispatch(req).await?;
-            // More requests already here: take them before writing to the socket.
+            // More requests already here: take them before writing to the socket
+            // (and before sending the WRITEs taken so far to the device).
+            if r.buffer().len() < pdu::BHS_LEN || self.writes.len() >= MAX_BATCH {
+                self.submit_writes().await?;
+            }
             if r.buffer().is_empty() {
                 self.w.flush().await?;
             }
@@ -659,8 +688,38 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
         Ok(())
     }
 
+    /// The batched WRITEs as one device operation, if there are any.
+    fn batch_op(&mut self) -> Option<impl std::future::Future<Output = Done> + Send + 'static> {
+        if self.writes.is_empty() {
+            return None;
+        }
+        let dev = self.unit.as_ref()?.entry.export.device.clone();
+        let batch = std::mem::take(&mut self.writes);
+        let cmds = batch.iter().map(|w| (w.itt, w.res)).collect();
+        let writes = batch.into_iter().map(|w| (w.offset, w.data)).collect();
+        Some(async move {
+            let ok = match dev.write_batch(writes).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "iSCSI write failed");
+                    false
+                }
+            };
+            Done::Writes { cmds, ok }
+        })
+    }
+
+    /// Sends the batched WRITEs to the device.
+    async fn submit_writes(&mut self) -> Result<(), IscsiError> {
+        match self.batch_op() {
+            Some(op) => self.run_or_pipeline(op).await,
+            None => Ok(()),
+        }
+    }
+
     /// Waits for every pipelined command and sends its answer.
     async fn drain(&mut self) -> Result<(), IscsiError> {
+        self.submit_writes().await?;
         while let Some(done) = self.inflight.join_next().await {
             let done = done.map_err(|e| IscsiError::Protocol(format!("command task: {e}")))?;
             self.answer(done).await?;
@@ -692,6 +751,18 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
             Done::Write { itt, ok: false, .. } => {
                 self.status(itt, CHECK_CONDITION, Some(Sense::WRITE_ERROR), (0, 0))
                     .await
+            }
+            Done::Writes { cmds, ok } => {
+                for (itt, res) in cmds {
+                    match ok {
+                        true => self.status(itt, GOOD, None, res).await?,
+                        false => {
+                            self.status(itt, CHECK_CONDITION, Some(Sense::WRITE_ERROR), (0, 0))
+                                .await?
+                        }
+                    }
+                }
+                Ok(())
             }
         }
     }
@@ -883,6 +954,10 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
             Plan::Good => self.status(itt, GOOD, None, residual(edtl, 0)).await,
             Plan::Check(s) => self.status(itt, CHECK_CONDITION, Some(s), (0, 0)).await,
             Plan::Flush => {
+                // Stronger than SCSI asks (only commands completed before it):
+                // every WRITE already received, batched or on the device, is
+                // written before the flush.
+                self.drain().await?;
                 let s = dev.flush().await.err().map(|_| Sense::WRITE_ERROR);
                 self.finish(itt, s, residual(edtl, 0)).await
             }
@@ -1087,11 +1162,20 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
         if let (Sink::Device { base, fua }, Some(u)) = (&sink, &self.unit) {
             if needed > 0 && req.data.len() as u32 >= needed && !self.tasks.contains_key(&itt) {
                 // All its data came with the command: it runs while the next
-                // commands come in.
-                let dev = u.entry.export.device.clone();
+                // commands come in, batched with the WRITEs that came with it.
                 let (base, fua) = (*base, *fua);
                 let data = req.data.slice(..needed as usize);
                 let res = residual(edtl, full);
+                if !fua {
+                    self.writes.push(BatchedWrite {
+                        itt,
+                        res,
+                        offset: base,
+                        data,
+                    });
+                    return Ok(());
+                }
+                let dev = u.entry.export.device.clone();
                 let op = async move {
                     let ok = match dev.write(base, data, fua).await {
                         Ok(()) => true,

@@ -342,7 +342,10 @@ where
         server_total: cfg.memory_budget,
     };
 
-    let result = read_requests(&mut rd, &ctx, &mut stop, &slots, &budget).await;
+    let mut batch = WriteBatch::default();
+    let result = read_requests(&mut rd, &ctx, &mut stop, &slots, &budget, &mut batch).await;
+    // Writes received whole are applied (and answered) however reading ended.
+    batch.submit(&ctx).await;
 
     // Wait for every in-flight device operation; their replies are queued by then.
     let _all = slots.acquire_many(cfg.max_in_flight as u32).await;
@@ -361,12 +364,75 @@ where
     result
 }
 
+/// Small WRITEs (no FUA) that arrived together, received whole and not yet
+/// applied: they go to the device as one [`BlockDevice::write_batch`] once the
+/// read buffer holds no further request header (or the batch is full), so a
+/// device that must leave the runtime to write does it once for all of them.
+#[derive(Default)]
+struct WriteBatch {
+    writes: Vec<(Request, Bytes, OwnedSemaphorePermit, Option<Budget>)>,
+    bytes: usize,
+}
+
+/// WRITEs of at most this size are batched.
+const BATCH_WRITE_MAX: u32 = 64 << 10;
+/// A batch is sent once it holds this many WRITEs or bytes.
+const BATCH_MAX_WRITES: usize = 32;
+const BATCH_MAX_BYTES: usize = 1 << 20;
+
+impl WriteBatch {
+    fn takes(req: &Request) -> bool {
+        req.ty == CMD_WRITE && req.flags & CMD_FLAG_FUA == 0 && req.len <= BATCH_WRITE_MAX
+    }
+
+    fn full(&self) -> bool {
+        self.writes.len() >= BATCH_MAX_WRITES || self.bytes >= BATCH_MAX_BYTES
+    }
+
+    /// Applies the batch and queues its replies: at once when the device takes it
+    /// without waiting, else in a task of its own.
+    async fn submit(&mut self, ctx: &Arc<Ctx>) {
+        if self.writes.is_empty() {
+            return;
+        }
+        self.bytes = 0;
+        let batch = std::mem::take(&mut self.writes);
+        let ctx = ctx.clone();
+        let mut handled = Box::pin(async move {
+            let writes = batch
+                .iter()
+                .map(|(r, d, ..)| (r.offset, d.clone()))
+                .collect();
+            let done = AssertUnwindSafe(ctx.device.write_batch(writes))
+                .catch_unwind()
+                .await;
+            for (req, data, slot, held) in batch {
+                drop(data);
+                drop(held);
+                ctx.send(match &done {
+                    Ok(Ok(())) => ctx.ok(&req),
+                    Ok(Err(e)) => ctx.device_error(&req, "write", e),
+                    Err(_) => {
+                        tracing::error!(cookie = req.cookie, "NBD write batch panicked");
+                        ctx.error(&req, EIO, "internal error")
+                    }
+                });
+                drop(slot);
+            }
+        });
+        if futures::poll!(handled.as_mut()).is_pending() {
+            tokio::spawn(handled);
+        }
+    }
+}
+
 async fn read_requests<R>(
-    rd: &mut R,
+    rd: &mut BufReader<R>,
     ctx: &Arc<Ctx>,
     stop: &mut Stop,
     slots: &Arc<Semaphore>,
     budget: &Budgets,
+    batch: &mut WriteBatch,
 ) -> Result<(), NbdError>
 where
     R: AsyncRead + Unpin,
@@ -384,6 +450,10 @@ where
             Err(e) => return Err(e.into()),
         }
         let req = Request::decode(&hdr).map_err(NbdError::BadRequestMagic)?;
+        if !WriteBatch::takes(&req) {
+            // Anything else goes after the WRITEs before it have been sent on.
+            batch.submit(ctx).await;
+        }
         match req.ty {
             CMD_DISC => return Ok(()),
             CMD_WRITE if req.len > MAX_PAYLOAD => {
@@ -414,10 +484,18 @@ where
         } else {
             0
         };
-        let permits = tokio::select! {
-            biased;
-            _ = stop.wait() => return Ok(()),
-            p = acquire(slots, budget, cost) => p,
+        let mut acquiring = Box::pin(acquire(slots, budget, cost));
+        let permits = match futures::poll!(acquiring.as_mut()) {
+            std::task::Poll::Ready(p) => p,
+            std::task::Poll::Pending => {
+                // What the batch holds may be what this request waits for.
+                batch.submit(ctx).await;
+                tokio::select! {
+                    biased;
+                    _ = stop.wait() => return Ok(()),
+                    p = acquiring => p,
+                }
+            }
         };
         let Some((slot, held)) = permits else {
             return Ok(());
@@ -433,6 +511,14 @@ where
         } else {
             None
         };
+        if let (true, Some(data)) = (WriteBatch::takes(&req), &payload) {
+            batch.bytes += data.len();
+            batch.writes.push((req, data.clone(), slot, held));
+            if rd.buffer().len() < REQUEST_HEADER_LEN || batch.full() {
+                batch.submit(ctx).await;
+            }
+            continue;
+        }
         let ctx = ctx.clone();
         let mut handled = Box::pin(async move {
             let frame = match AssertUnwindSafe(ctx.execute(&req, payload, held))

@@ -208,6 +208,25 @@ fn qemu_round_trips_256_mib_and_reads_writes_flushes_and_discards() {
     io(&["discard 4M 1M"]);
     let r = io(&["read -P 0 4M 1M", "read -P 0xcd 5M 2M"]);
     assert!(!r.contains("Pattern verification failed"), "{r}");
+    // Many 4 KiB writes in flight at once (the target takes those that arrive
+    // together as one batch), one of them FUA, then a flush: each lands where
+    // it was sent.
+    let mut cmds: Vec<String> = (0..48u64)
+        .map(|i| {
+            let fua = if i == 17 { "-f " } else { "" };
+            format!("aio_write {fua}-P {} {} 4k", 0x10 + i, 8 * MIB + i * 4096)
+        })
+        .collect();
+    cmds.push("aio_flush".into());
+    let cmds: Vec<&str> = cmds.iter().map(String::as_str).collect();
+    let w = io(&cmds);
+    assert_eq!(w.matches("wrote 4096/4096 bytes").count(), 48, "{w}");
+    let reads: Vec<String> = (0..48u64)
+        .map(|i| format!("read -P {} {} 4k", 0x10 + i, 8 * MIB + i * 4096))
+        .collect();
+    let r = io(&reads.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!r.contains("Pattern verification failed"), "{r}");
+    assert_eq!(r.matches("read 4096/4096 bytes").count(), 48, "{r}");
     // Past the end is refused, not wrapped.
     let past = run(
         Command::new(&qemu_io).args(["-f", "raw", "-c", "read 256M 512", &url]),

@@ -305,6 +305,118 @@ fn disconnect_mid_write_payload_applies_nothing() {
 }
 
 #[test]
+fn small_writes_sent_together_all_land_and_are_answered() {
+    // 64 pipelined 4 KiB writes (one with FUA, one too large to be batched) in
+    // one send, then FLUSH: the server takes those that arrive together as
+    // batches; every one is answered once and lands where it was sent.
+    let server = TestServer::start();
+    let path = server.path("vol-batch");
+    let dev = Arc::new(BatchCounting {
+        inner: FileDevice::create(&path, 8 * MIB).unwrap(),
+        largest: AtomicUsize::new(0),
+    });
+    server.add_device("vol-batch", dev.clone(), None, false);
+    let mut c = open_export(connect(server.addr), "vol-batch");
+    let blocks: Vec<Vec<u8>> = (0..64).map(|i| pattern(4096, 300 + i)).collect();
+    let big = pattern(128 << 10, 9);
+    let mut wire = Vec::new();
+    for (i, b) in blocks.iter().enumerate() {
+        let flags: u16 = if i == 40 { 1 } else { 0 }; // NBD_CMD_FLAG_FUA
+        wire.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
+        wire.extend_from_slice(&flags.to_be_bytes());
+        wire.extend_from_slice(&CMD_WRITE.to_be_bytes());
+        wire.extend_from_slice(&(i as u64).to_be_bytes());
+        wire.extend_from_slice(&(i as u64 * 8192).to_be_bytes());
+        wire.extend_from_slice(&4096u32.to_be_bytes());
+        wire.extend_from_slice(b);
+        if i == 20 {
+            wire.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
+            wire.extend_from_slice(&0u16.to_be_bytes());
+            wire.extend_from_slice(&CMD_WRITE.to_be_bytes());
+            wire.extend_from_slice(&1000u64.to_be_bytes());
+            wire.extend_from_slice(&(4 * MIB).to_be_bytes());
+            wire.extend_from_slice(&(big.len() as u32).to_be_bytes());
+            wire.extend_from_slice(&big);
+        }
+    }
+    c.s.write_all(&wire).unwrap();
+    c.request(0, CMD_FLUSH, 2000, 0, 0, &[]);
+    let mut cookies = BTreeSet::new();
+    for _ in 0..66 {
+        let (err, cookie) = c.simple_reply();
+        assert_eq!(err, 0, "request {cookie}");
+        assert!(cookies.insert(cookie), "request {cookie} answered twice");
+    }
+    let mut want: BTreeSet<u64> = (0..64).collect();
+    want.extend([1000, 2000]);
+    assert_eq!(cookies, want);
+    for (i, b) in blocks.iter().enumerate() {
+        assert!(
+            c.read_at(5000 + i as u64, i as u64 * 8192, 4096) == *b,
+            "block {i}"
+        );
+        // The gaps between the blocks stay zero.
+        assert_eq!(
+            c.read_at(6000 + i as u64, i as u64 * 8192 + 4096, 4096),
+            vec![0u8; 4096]
+        );
+    }
+    assert!(c.read_at(7000, 4 * MIB, big.len() as u32) == big);
+    let disk = std::fs::read(&path).unwrap();
+    assert!(disk[..4096] == blocks[0][..] && disk[63 * 8192..63 * 8192 + 4096] == blocks[63][..]);
+    // They did go to the device in batches.
+    assert!(
+        dev.largest.load(Ordering::SeqCst) >= 2,
+        "no batch of two writes"
+    );
+    server.stop();
+}
+
+/// A file device that records the largest write batch it was given.
+struct BatchCounting {
+    inner: FileDevice,
+    largest: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl BlockDevice for BatchCounting {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn multi_conn_safe(&self) -> bool {
+        true
+    }
+    async fn read(&self, offset: u64, len: u32) -> std::io::Result<Bytes> {
+        self.inner.read(offset, len).await
+    }
+    async fn write(&self, offset: u64, data: Bytes, fua: bool) -> std::io::Result<()> {
+        self.inner.write(offset, data, fua).await
+    }
+    async fn write_batch(&self, writes: Vec<(u64, Bytes)>) -> std::io::Result<()> {
+        self.largest.fetch_max(writes.len(), Ordering::SeqCst);
+        self.inner.write_batch(writes).await
+    }
+    async fn flush(&self) -> std::io::Result<()> {
+        self.inner.flush().await
+    }
+    async fn trim(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.inner.trim(offset, len).await
+    }
+    async fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u64,
+        may_punch: bool,
+        fua: bool,
+    ) -> std::io::Result<()> {
+        self.inner.write_zeroes(offset, len, may_punch, fua).await
+    }
+    async fn extents(&self, offset: u64, len: u64) -> std::io::Result<Vec<Extent>> {
+        self.inner.extents(offset, len).await
+    }
+}
+
+#[test]
 fn read_only_export_refuses_writes_with_eperm() {
     let server = TestServer::start();
     server.add_volume_with("vol-ro", 4 * MIB, None, true);

@@ -134,9 +134,22 @@ async fn snapshot_cut_under_running_writer_is_consistent() {
                 let block = rng.random_range(0..VOL / BLOCK / WRITERS) * WRITERS + k;
                 let s = seq.fetch_add(1, Ordering::SeqCst) + 1;
                 let issued = phase.load(Ordering::SeqCst);
-                vol.write(block * BLOCK, stamp(s, block), false)
-                    .await
-                    .unwrap();
+                // Odd writers send two blocks at a time as one batch (what the
+                // NBD and iSCSI servers do with writes that arrive together).
+                let other = rng.random_range(0..VOL / BLOCK / WRITERS) * WRITERS + k;
+                let second = (k % 2 == 1 && other != block)
+                    .then(|| (other, seq.fetch_add(1, Ordering::SeqCst) + 1));
+                match second {
+                    None => vol.write(block * BLOCK, stamp(s, block), false).await,
+                    Some((b2, s2)) => {
+                        vol.write_batch(vec![
+                            (block * BLOCK, stamp(s, block)),
+                            (b2 * BLOCK, stamp(s2, b2)),
+                        ])
+                        .await
+                    }
+                }
+                .unwrap();
                 let acked = phase.load(Ordering::SeqCst);
                 recs.push(Rec {
                     seq: s,
@@ -144,6 +157,14 @@ async fn snapshot_cut_under_running_writer_is_consistent() {
                     issued,
                     acked,
                 });
+                if let Some((b2, s2)) = second {
+                    recs.push(Rec {
+                        seq: s2,
+                        block: b2,
+                        issued,
+                        acked,
+                    });
+                }
             }
             recs
         }));

@@ -244,6 +244,34 @@ async fn snapshot_writes_stay_local_and_presence_survives_reopen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_batched_writes_fetch_the_rest_of_their_chunks_first() {
+    // Two writes as one batch into chunks not fetched yet: each chunk is the
+    // snapshot's around the new bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let img = source_image();
+    let store = Arc::new(MemChunks::new());
+    let m = make_snapshot(dir.path(), &store, &img).await;
+    let lazy = open_lazy(dir.path(), "v4", SIZE, &m, &store).await;
+    let (a, b) = (CS + 4096, 3 * CS + 12288);
+    lazy.write_batch(vec![
+        (a, Bytes::from(vec![0xa1u8; 4096])),
+        (b, Bytes::from(vec![0xb2u8; 8192])),
+    ])
+    .await
+    .unwrap();
+    let mut want = img.clone();
+    want[a as usize..a as usize + 4096].fill(0xa1);
+    want[b as usize..b as usize + 8192].fill(0xb2);
+    for chunk in [1, 3] {
+        assert_eq!(
+            read_all(&lazy, chunk * CS, CS).await,
+            want[(chunk * CS) as usize..((chunk + 1) * CS) as usize],
+            "chunk {chunk}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_corrupt_or_missing_chunk_is_an_error_not_data() {
     let dir = tempfile::tempdir().unwrap();
     let img = source_image();
