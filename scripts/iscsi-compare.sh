@@ -62,9 +62,9 @@ summary() { # name logfile
     END { printf "iscsi-test-cu target=%s passed=%d failed=%d total=%d timed_out_suites=%d\n", n, passed, failed, total, to }' "$2"
 }
 
-# Ours: the target runs inside the test binary (storage-controller/tests/iscsi_clients.rs).
+# Ours: the target runs inside the test binary (storage-controller/tests/it/iscsi_clients.rs).
 ISCSI_TARGET_CMD="sh $work/suites.sh \"\$1\"" \
-  cargo test --release --locked -p euca-sc --test iscsi_clients iscsi_test_cu_summary \
+  cargo test --release --locked -p euca-sc --test it iscsi_clients::iscsi_test_cu_summary \
   -- --ignored --nocapture > "$work/euca.log" 2>&1 || { tail -30 "$work/euca.log"; exit 1; }
 
 # tgtd on a free port with a private control socket; LUN 1 is the disk (LUN 0 is

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""libnbd-driven checks of the euca NBD server, run by tests/nbd_libnbd.rs.
+"""libnbd-driven checks of the euca NBD server, run by tests/it/nbd_libnbd.rs.
 
 Usage: /usr/bin/python3 nbd_checks.py CHECK ARGS...
 Each check raises (non-zero exit) on failure and prints "ok CHECK" on success.
