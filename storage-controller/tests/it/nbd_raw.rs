@@ -310,12 +310,7 @@ fn small_writes_sent_together_all_land_and_are_answered() {
     // one send, then FLUSH: the server takes those that arrive together as
     // batches; every one is answered once and lands where it was sent.
     let server = TestServer::start();
-    let path = server.path("vol-batch");
-    let dev = Arc::new(BatchCounting {
-        inner: FileDevice::create(&path, 8 * MIB).unwrap(),
-        largest: AtomicUsize::new(0),
-    });
-    server.add_device("vol-batch", dev.clone(), None, false);
+    let (dev, path) = probe_device(&server, "vol-batch", Duration::ZERO);
     let mut c = open_export(connect(server.addr), "vol-batch");
     let blocks: Vec<Vec<u8>> = (0..64).map(|i| pattern(4096, 300 + i)).collect();
     let big = pattern(128 << 10, 9);
@@ -366,54 +361,10 @@ fn small_writes_sent_together_all_land_and_are_answered() {
     assert!(disk[..4096] == blocks[0][..] && disk[63 * 8192..63 * 8192 + 4096] == blocks[63][..]);
     // They did go to the device in batches.
     assert!(
-        dev.largest.load(Ordering::SeqCst) >= 2,
+        dev.largest_batch.load(Ordering::SeqCst) >= 2,
         "no batch of two writes"
     );
     server.stop();
-}
-
-/// A file device that records the largest write batch it was given.
-struct BatchCounting {
-    inner: FileDevice,
-    largest: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl BlockDevice for BatchCounting {
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-    fn multi_conn_safe(&self) -> bool {
-        true
-    }
-    async fn read(&self, offset: u64, len: u32) -> std::io::Result<Bytes> {
-        self.inner.read(offset, len).await
-    }
-    async fn write(&self, offset: u64, data: Bytes, fua: bool) -> std::io::Result<()> {
-        self.inner.write(offset, data, fua).await
-    }
-    async fn write_batch(&self, writes: Vec<(u64, Bytes)>) -> std::io::Result<()> {
-        self.largest.fetch_max(writes.len(), Ordering::SeqCst);
-        self.inner.write_batch(writes).await
-    }
-    async fn flush(&self) -> std::io::Result<()> {
-        self.inner.flush().await
-    }
-    async fn trim(&self, offset: u64, len: u64) -> std::io::Result<()> {
-        self.inner.trim(offset, len).await
-    }
-    async fn write_zeroes(
-        &self,
-        offset: u64,
-        len: u64,
-        may_punch: bool,
-        fua: bool,
-    ) -> std::io::Result<()> {
-        self.inner.write_zeroes(offset, len, may_punch, fua).await
-    }
-    async fn extents(&self, offset: u64, len: u64) -> std::io::Result<Vec<Extent>> {
-        self.inner.extents(offset, len).await
-    }
 }
 
 #[test]
@@ -435,16 +386,18 @@ fn read_only_export_refuses_writes_with_eperm() {
     server.stop();
 }
 
-/// A FileDevice whose writes take a while, counting starts and completions.
-struct SlowDevice {
+/// A FileDevice whose writes may take a while, counting starts and completions and
+/// recording the largest write batch it was given.
+struct ProbeDevice {
     inner: FileDevice,
     delay: Duration,
     started: AtomicUsize,
     finished: AtomicUsize,
+    largest_batch: AtomicUsize,
 }
 
 #[async_trait::async_trait]
-impl BlockDevice for SlowDevice {
+impl BlockDevice for ProbeDevice {
     fn size(&self) -> u64 {
         self.inner.size()
     }
@@ -459,6 +412,15 @@ impl BlockDevice for SlowDevice {
         tokio::time::sleep(self.delay).await;
         self.inner.write(offset, data, fua).await?;
         self.finished.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn write_batch(&self, writes: Vec<(u64, Bytes)>) -> std::io::Result<()> {
+        let n = writes.len();
+        self.largest_batch.fetch_max(n, Ordering::SeqCst);
+        self.started.fetch_add(n, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        self.inner.write_batch(writes).await?;
+        self.finished.fetch_add(n, Ordering::SeqCst);
         Ok(())
     }
     async fn flush(&self) -> std::io::Result<()> {
@@ -481,16 +443,25 @@ impl BlockDevice for SlowDevice {
     }
 }
 
-fn slow_device(server: &TestServer, name: &str) -> (Arc<SlowDevice>, std::path::PathBuf) {
+fn probe_device(
+    server: &TestServer,
+    name: &str,
+    delay: Duration,
+) -> (Arc<ProbeDevice>, std::path::PathBuf) {
     let path = server.path(name);
-    let dev = Arc::new(SlowDevice {
+    let dev = Arc::new(ProbeDevice {
         inner: FileDevice::create(&path, 8 * MIB).unwrap(),
-        delay: Duration::from_millis(1000),
+        delay,
         started: AtomicUsize::new(0),
         finished: AtomicUsize::new(0),
+        largest_batch: AtomicUsize::new(0),
     });
     server.add_device(name, dev.clone(), None, false);
     (dev, path)
+}
+
+fn slow_device(server: &TestServer, name: &str) -> (Arc<ProbeDevice>, std::path::PathBuf) {
+    probe_device(server, name, Duration::from_millis(1000))
 }
 
 #[test]
