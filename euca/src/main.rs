@@ -860,19 +860,22 @@ async fn up(a: UpArgs) -> Result<()> {
         ncfg.net.netns = Some(euca_vnet::router::router_netns(&cc_state_dir));
         ncfg.net.bridge = euca_vnet::router::BRIDGE.to_string();
     }
-    // The EC2 API's instance actions go to this cluster, in the CLC's zone.
-    if let Some(clc_state) = &clc_state {
-        clc_state.set_cluster(
-            &clc_state.zone(),
-            euca_compute_proto::cc::CcClient::new(
-                &tracker,
-                euca_imagecache::http::Token::new(&cc_token)?,
-            ),
-        );
-    }
-    let node = if a.no_node {
-        None
-    } else {
+    // The CC has built the router namespace: a cloud that then fails to start
+    // (the node's port taken, say) removes it on the way out, as a stopped one does.
+    let rest = async {
+        // The EC2 API's instance actions go to this cluster, in the CLC's zone.
+        if let Some(clc_state) = &clc_state {
+            clc_state.set_cluster(
+                &clc_state.zone(),
+                euca_compute_proto::cc::CcClient::new(
+                    &tracker,
+                    euca_imagecache::http::Token::new(&cc_token)?,
+                ),
+            );
+        }
+        if a.no_node {
+            return Ok(None);
+        }
         let n = start_node(
             &opened,
             ncfg,
@@ -883,7 +886,16 @@ async fn up(a: UpArgs) -> Result<()> {
             shutdown.clone(),
         )
         .await?;
-        Some(n)
+        Ok::<_, anyhow::Error>(Some(n))
+    };
+    let node = match rest.await {
+        Ok(node) => node,
+        Err(e) => {
+            if net_mode != NetMode::Off {
+                remove_router(&cc_state_dir).await;
+            }
+            return Err(e);
+        }
     };
     let node_url = node.as_ref().map(|n| n.url.clone());
     if net_off_not_root {
@@ -903,11 +915,16 @@ async fn up(a: UpArgs) -> Result<()> {
     // (`euca cc` alone keeps it, so instances on other nodes keep their network
     // while it restarts).
     if net_mode != NetMode::Off {
-        if let Err(e) = euca_cc::net::delete_router(&cc_state_dir).await {
-            tracing::warn!(error = %e, "removing the cloud's router namespace");
-        }
+        remove_router(&cc_state_dir).await;
     }
     served
+}
+
+/// Removes `euca up`'s router namespace (saying so if that fails).
+async fn remove_router(cc_state_dir: &Path) {
+    if let Err(e) = euca_cc::net::delete_router(cc_state_dir).await {
+        tracing::warn!(error = %e, "removing the cloud's router namespace");
+    }
 }
 
 /// `euca up`'s network mode: `--net`, else the file's `[cc.net] mode`, else
