@@ -535,12 +535,8 @@ enum Done {
         res: (u8, u32),
         data: std::io::Result<Bytes>,
     },
-    Write {
-        itt: u32,
-        res: (u8, u32),
-        ok: bool,
-    },
-    /// A batch of WRITEs: (itt, residual) each, and whether the batch succeeded.
+    /// WRITEs (one with FUA, or a batch): (itt, residual) each, and whether
+    /// they all succeeded.
     Writes {
         cmds: Vec<(u32, (u8, u32))>,
         ok: bool,
@@ -745,11 +741,6 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
             } => {
                 tracing::warn!(error = %e, "iSCSI read failed");
                 self.status(itt, CHECK_CONDITION, Some(Sense::READ_ERROR), (0, 0))
-                    .await
-            }
-            Done::Write { itt, res, ok: true } => self.status(itt, GOOD, None, res).await,
-            Done::Write { itt, ok: false, .. } => {
-                self.status(itt, CHECK_CONDITION, Some(Sense::WRITE_ERROR), (0, 0))
                     .await
             }
             Done::Writes { cmds, ok } => {
@@ -1184,7 +1175,10 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
                             false
                         }
                     };
-                    Done::Write { itt, res, ok }
+                    Done::Writes {
+                        cmds: vec![(itt, res)],
+                        ok,
+                    }
                 };
                 return self.run_or_pipeline(op).await;
             }

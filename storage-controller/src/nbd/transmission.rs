@@ -370,7 +370,9 @@ where
 /// device that must leave the runtime to write does it once for all of them.
 #[derive(Default)]
 struct WriteBatch {
-    writes: Vec<(Request, Bytes, OwnedSemaphorePermit, Option<Budget>)>,
+    /// Each WRITE's request and what it holds until it is answered.
+    cmds: Vec<(Request, OwnedSemaphorePermit, Option<Budget>)>,
+    writes: Vec<(u64, Bytes)>,
     bytes: usize,
 }
 
@@ -386,28 +388,24 @@ impl WriteBatch {
     }
 
     fn full(&self) -> bool {
-        self.writes.len() >= BATCH_MAX_WRITES || self.bytes >= BATCH_MAX_BYTES
+        self.cmds.len() >= BATCH_MAX_WRITES || self.bytes >= BATCH_MAX_BYTES
     }
 
     /// Applies the batch and queues its replies: at once when the device takes it
     /// without waiting, else in a task of its own.
     async fn submit(&mut self, ctx: &Arc<Ctx>) {
-        if self.writes.is_empty() {
+        if self.cmds.is_empty() {
             return;
         }
         self.bytes = 0;
-        let batch = std::mem::take(&mut self.writes);
+        let cmds = std::mem::take(&mut self.cmds);
+        let writes = std::mem::take(&mut self.writes);
         let ctx = ctx.clone();
         let mut handled = Box::pin(async move {
-            let writes = batch
-                .iter()
-                .map(|(r, d, ..)| (r.offset, d.clone()))
-                .collect();
             let done = AssertUnwindSafe(ctx.device.write_batch(writes))
                 .catch_unwind()
                 .await;
-            for (req, data, slot, held) in batch {
-                drop(data);
+            for (req, slot, held) in cmds {
                 drop(held);
                 ctx.send(match &done {
                     Ok(Ok(())) => ctx.ok(&req),
@@ -513,7 +511,8 @@ where
         };
         if let (true, Some(data)) = (WriteBatch::takes(&req), &payload) {
             batch.bytes += data.len();
-            batch.writes.push((req, data.clone(), slot, held));
+            batch.writes.push((req.offset, data.clone()));
+            batch.cmds.push((req, slot, held));
             if rd.buffer().len() < REQUEST_HEADER_LEN || batch.full() {
                 batch.submit(ctx).await;
             }
