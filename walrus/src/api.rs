@@ -108,7 +108,7 @@ pub async fn handle(st: Arc<State>, req: http::Request<Incoming>, cx: &Ctx) -> R
         Err(e) => error_response(&e, rid, method == Method::HEAD),
     };
     if let Some(c) = cors {
-        c.decorate(&st, &mut resp);
+        c.decorate(&st, &mut resp).await;
     }
     resp
 }
@@ -208,7 +208,7 @@ async fn route(
     // A CORS preflight carries no credentials: answered before authentication.
     if parts.method == Method::OPTIONS {
         let path = strip_legacy_prefix(&raw_path);
-        return crate::cors::preflight(st, &parts, vb.as_deref(), path);
+        return crate::cors::preflight(st, &parts, vb.as_deref(), path).await;
     }
     // For the access log (bucket logging): the request line as received.
     let request_line = st
@@ -235,13 +235,14 @@ async fn route(
                         method: &parts.method,
                         headers: &parts.headers,
                         query: &query,
-                        bucket: &bucket,
                         key: key.as_deref(),
                         requester: None,
                         peer: Some(peer),
                         request_id: rid,
                     };
-                    log_request(st, &logged, &Err(e.clone()), line, started);
+                    if let Ok(Some(b)) = st.meta.bucket(&bucket).await {
+                        log_request(st, &b, &logged, &Err(e.clone()), line, started);
+                    }
                 }
             }
             return Err(e);
@@ -280,13 +281,14 @@ async fn route(
             method: &r.method,
             headers: &r.headers,
             query: &r.query,
-            bucket,
             key: r.key.as_deref(),
             requester: r.principal.as_ref().map(|p| p.canonical_id.as_str()),
             peer: r.peer,
             request_id: &r.request_id,
         };
-        log_request(st, &logged, &result, &line, started);
+        if let Ok(Some(b)) = st.meta.bucket(bucket).await {
+            log_request(st, &b, &logged, &result, &line, started);
+        }
     }
     result
 }
@@ -333,7 +335,6 @@ struct Logged<'a> {
     method: &'a Method,
     headers: &'a http::HeaderMap,
     query: &'a [(String, String)],
-    bucket: &'a str,
     key: Option<&'a str>,
     requester: Option<&'a str>,
     peer: Option<euca_service::Peer>,
@@ -343,14 +344,12 @@ struct Logged<'a> {
 /// Queues the access log record of a request whose bucket has logging on.
 fn log_request(
     st: &State,
-    r: &Logged,
+    b: &crate::meta::BucketMeta,
+    r: &Logged<'_>,
     result: &Result<Resp, S3Error>,
     request_line: &str,
     started: (i64, std::time::Instant),
 ) {
-    let Ok(Some(b)) = st.meta.bucket(r.bucket) else {
-        return;
-    };
     if b.config(crate::meta::BucketConfig::LOGGING).is_none() {
         return;
     }
@@ -451,7 +450,7 @@ fn log_request(
         host: header("host"),
         tls: r.peer.is_some_and(|p| p.tls),
     };
-    st.access_logs.push(&b, &rec);
+    st.access_logs.push(b, &rec);
 }
 
 async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {

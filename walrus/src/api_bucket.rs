@@ -37,7 +37,7 @@ pub async fn list_buckets(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .elem("DisplayName", &me.display_name)
         .close();
     w.open("Buckets");
-    for b in st.meta.buckets()? {
+    for b in st.meta.buckets().await? {
         if b.owner.id == me.canonical_id {
             w.open("Bucket")
                 .elem("Name", &b.name)
@@ -111,7 +111,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         }
         Method::PUT if r.has("acl") => {
             r.op = "PutBucketAcl";
-            let b = load_bucket(st, &name)?;
+            let b = load_bucket(st, &name).await?;
             authz::check(
                 r,
                 &b,
@@ -135,16 +135,16 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             Ok(empty(StatusCode::OK))
         }
         Method::PUT if r.has("cors") => crate::cors::put_bucket_cors(st, r).await,
-        Method::GET if r.has("cors") => crate::cors::get_bucket_cors(st, r),
+        Method::GET if r.has("cors") => crate::cors::get_bucket_cors(st, r).await,
         Method::DELETE if r.has("cors") => crate::cors::delete_bucket_cors(st, r).await,
         Method::PUT if r.has("versioning") => {
             r.op = "PutBucketVersioning";
-            let b = load_bucket(st, &name)?;
+            let b = load_bucket(st, &name).await?;
             require_owner(&b, r, "s3:PutBucketVersioning")?;
             crate::versioning::put_bucket_versioning(st, r, &b).await
         }
         Method::PUT | Method::DELETE if r.has("lifecycle") => {
-            let b = load_bucket(st, &name)?;
+            let b = load_bucket(st, &name).await?;
             require_owner(&b, r, "s3:PutLifecycleConfiguration")?;
             if r.method == Method::PUT {
                 r.op = "PutBucketLifecycleConfiguration";
@@ -156,13 +156,13 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         }
         Method::PUT if r.has("logging") => {
             r.op = "PutBucketLogging";
-            let b = load_bucket(st, &name)?;
+            let b = load_bucket(st, &name).await?;
             require_owner(&b, r, "s3:PutBucketLogging")?;
             crate::logging::put_logging(st, r, &b).await
         }
         Method::PUT if r.has("object-lock") => {
             r.op = "PutObjectLockConfiguration";
-            let b = load_bucket(st, &name)?;
+            let b = load_bucket(st, &name).await?;
             require_owner(&b, r, "s3:PutBucketObjectLockConfiguration")?;
             crate::objectlock::put_config(st, r, &b).await
         }
@@ -172,13 +172,13 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                 .any(|(k, _)| NO_CONFIG.iter().any(|(n, _, _)| n == k)) =>
         {
             r.op = "PutBucketConfig";
-            load_bucket(st, &name)?;
+            load_bucket(st, &name).await?;
             Err(S3Error::not_implemented("This bucket configuration"))
         }
         Method::PUT => create_bucket(st, r).await,
         Method::HEAD => {
             r.op = "HeadBucket";
-            let b = load_bucket(st, &name)?;
+            let b = load_bucket(st, &name).await?;
             authz::check(
                 r,
                 &b,
@@ -194,7 +194,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         // retention is removed by a PUT without a Rule).
         Method::DELETE if r.has("object-lock") => {
             r.op = "DeleteObjectLockConfiguration";
-            load_bucket(st, &name)?;
+            load_bucket(st, &name).await?;
             Err(S3Error::new(
                 "MethodNotAllowed",
                 405,
@@ -209,14 +209,14 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                 .any(|(k, _)| NO_CONFIG.iter().any(|(n, _, _)| n == k)) =>
         {
             r.op = "DeleteBucketConfig";
-            let b = load_bucket(st, &name)?;
+            let b = load_bucket(st, &name).await?;
             let action = authz::config_action(r, false);
             authz::check(r, &b, action, None, Grant(&b.acl, Permission::FullControl))?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
         Method::DELETE => {
             r.op = "DeleteBucket";
-            let b = load_bucket(st, &name)?;
+            let b = load_bucket(st, &name).await?;
             authz::check(r, &b, "s3:DeleteBucket", None, AclRule::BucketOwner)?;
             st.meta.apply(MetaOp::DeleteBucket { name }).await?;
             Ok(empty(StatusCode::NO_CONTENT))
@@ -247,7 +247,7 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         )
         .with("BucketName", &name));
     }
-    crate::system::check_bucket_name(st, &name, &owner)?;
+    crate::system::check_bucket_name(st, &name, &owner).await?;
     let (body, _) = r.body(64 * 1024)?.read_all().await?;
     if !body.iter().all(|b| b.is_ascii_whitespace()) {
         let node = crate::xmlin::parse(&body)?;
@@ -293,7 +293,7 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             if o == owner.id && st.cfg.region == "us-east-1" =>
         {
             // The ACL is replaced: the bucket's public access block has its say.
-            authz::check_acl_allowed(&load_bucket(st, &name)?, &acl)?;
+            authz::check_acl_allowed(&load_bucket(st, &name).await?, &acl)?;
             st.meta
                 .apply(MetaOp::SetBucketAcl {
                     name: name.clone(),
@@ -313,7 +313,7 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
 
 async fn get_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let name = r.bucket().to_string();
-    let b = load_bucket(st, &name)?;
+    let b = load_bucket(st, &name).await?;
     if r.has("acl") {
         r.op = "GetBucketAcl";
         authz::check(
@@ -385,9 +385,9 @@ async fn get_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     };
     authz::check(r, &b, action, None, Grant(&b.acl, Permission::Read))?;
     if r.has("versions") {
-        return crate::versioning::list_object_versions(st, r);
+        return crate::versioning::list_object_versions(st, r).await;
     }
-    list_objects(st, r)
+    list_objects(st, r).await
 }
 
 /// The bucket owner, or whom the bucket policy allows `action`.
@@ -395,7 +395,7 @@ fn require_owner(b: &BucketMeta, r: &Req, action: &str) -> S3Result<()> {
     authz::check(r, b, action, None, AclRule::BucketOwner)
 }
 
-fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
+async fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let v2 = r.q("list-type") == Some("2");
     r.op = if v2 { "ListObjectsV2" } else { "ListObjects" };
     let prefix = r.q("prefix").unwrap_or("").to_string();
@@ -428,7 +428,8 @@ fn list_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         &delimiter,
         marker.as_deref(),
         max,
-    )?;
+    )
+    .await?;
     let fetch_owner = !v2 || r.q("fetch-owner") == Some("true");
     let mut w = XmlWriter::new();
     w.root("ListBucketResult", S3_NS);

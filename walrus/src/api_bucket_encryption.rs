@@ -18,7 +18,7 @@ const MAX_BODY: u64 = 64 * 1024;
 
 pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let name = r.bucket().to_string();
-    let b = load_bucket(st, &name)?;
+    let b = load_bucket(st, &name).await?;
     let (op, action) = match r.method {
         Method::GET => ("GetBucketEncryption", "s3:GetEncryptionConfiguration"),
         Method::PUT => ("PutBucketEncryption", "s3:PutEncryptionConfiguration"),

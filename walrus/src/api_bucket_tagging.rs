@@ -22,7 +22,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Method::PUT => "PutBucketTagging",
         _ => "DeleteBucketTagging",
     };
-    let b = load_bucket(st, &name)?;
+    let b = load_bucket(st, &name).await?;
     if r.principal.as_ref().map(|p| &p.canonical_id) != Some(&b.owner.id) {
         return Err(S3Error::access_denied());
     }

@@ -29,8 +29,8 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         (Method::POST, false) => complete(st, r).await,
         (Method::DELETE, false) => {
             r.op = "AbortMultipartUpload";
-            let u = load_upload(st, r)?;
-            require_upload_access(st, r, &u.owner.id, "s3:AbortMultipartUpload")?;
+            let u = load_upload(st, r).await?;
+            require_upload_access(st, r, &u.owner.id, "s3:AbortMultipartUpload").await?;
             let out = st
                 .meta
                 .apply(MetaOp::AbortUpload {
@@ -42,7 +42,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             free_blobs(st, out.freed_blobs);
             Ok(empty(StatusCode::NO_CONTENT))
         }
-        (Method::GET, false) => list_parts(st, r),
+        (Method::GET, false) => list_parts(st, r).await,
         _ => Err(S3Error::new(
             "MethodNotAllowed",
             405,
@@ -51,19 +51,20 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     }
 }
 
-fn load_upload(st: &State, r: &Req) -> S3Result<UploadMeta> {
+async fn load_upload(st: &State, r: &Req) -> S3Result<UploadMeta> {
     let id = r.q("uploadId").unwrap_or_default();
-    load_bucket(st, r.bucket())?;
+    load_bucket(st, r.bucket()).await?;
     st.meta
-        .upload(r.bucket(), r.key(), id)?
+        .upload(r.bucket(), r.key(), id)
+        .await?
         .ok_or_else(|| S3Error::no_such_upload(id))
 }
 
 /// The initiator (`initiator`: its canonical id) and anyone with WRITE on the bucket
 /// may work on an upload, or whom the bucket policy allows `action`; an explicit
 /// Deny in the policy holds for the initiator too.
-fn require_upload_access(st: &State, r: &Req, initiator: &str, action: &str) -> S3Result<()> {
-    let b = load_bucket(st, r.bucket())?;
+async fn require_upload_access(st: &State, r: &Req, initiator: &str, action: &str) -> S3Result<()> {
+    let b = load_bucket(st, r.bucket()).await?;
     let authz = Authz::new(&b)?;
     match authz.policy_decision(r, action, Some(r.key())) {
         Decision::Deny => Err(S3Error::access_denied()),
@@ -85,7 +86,7 @@ fn require_upload_access(st: &State, r: &Req, initiator: &str, action: &str) -> 
 
 async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "CreateMultipartUpload";
-    let b = load_bucket(st, r.bucket())?;
+    let b = load_bucket(st, r.bucket()).await?;
     authz::check_put(r, &b)?;
     let writer = r
         .principal
@@ -149,13 +150,13 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let copy = r.headers.contains_key("x-amz-copy-source");
     r.op = if copy { "UploadPartCopy" } else { "UploadPart" };
     let number = part_number(r)?;
-    let u = load_upload(st, r)?;
-    require_upload_access(st, r, &u.owner.id, "s3:PutObject")?;
+    let u = load_upload(st, r).await?;
+    require_upload_access(st, r, &u.owner.id, "s3:PutObject").await?;
     // An SSE-C upload's parts each bring its key (checked against the upload's).
     let enc = crate::sse::for_read(st, r, u.sse.as_ref(), false).await?;
     let dst_key = enc.as_ref().map(|e| &e.key);
     let (blob, md5, checksums) = if copy {
-        let (_, _, src, _) = copy_source(st, r)?;
+        let (_, _, src, _) = copy_source(st, r).await?;
         let src_enc = crate::sse::for_read(st, r, src.sse.as_ref(), true).await?;
         let range = match r.header("x-amz-copy-source-range") {
             None => 0..src.size,
@@ -278,12 +279,12 @@ fn copy_source_range(v: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
 
 async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "CompleteMultipartUpload";
-    let u = match load_upload(st, r) {
+    let u = match load_upload(st, r).await {
         Ok(u) => u,
         Err(e) if e.code == "NoSuchUpload" => return complete_again(st, r, e).await,
         Err(e) => return Err(e),
     };
-    require_upload_access(st, r, &u.owner.id, "s3:PutObject")?;
+    require_upload_access(st, r, &u.owner.id, "s3:PutObject").await?;
     // SSE-C keys are optional here (S3 asks for them only in some cases); one that is
     // sent must be the upload's.
     let enc = match (&u.sse, crate::sse::customer_key(st, r, false)?) {
@@ -295,7 +296,7 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     // A condition that already fails is refused before the part list is read; the
     // upload stays, as in S3, so it can be completed again (e.g. without it).
     let cond = write_cond::from_headers(&r.headers)?;
-    write_cond::precheck(st, r.bucket(), r.key(), cond.as_ref())?;
+    write_cond::precheck(st, r.bucket(), r.key(), cond.as_ref()).await?;
     let claims = checksums::take_complete_claims(&mut r.headers)?;
     let node = r.xml_body(4 * 1024 * 1024).await?;
     let wanted = crate::xmlreq::complete_parts(&node)?;
@@ -313,7 +314,7 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let mut stored: Vec<PartMeta> = Vec::new();
     let mut after = 0;
     loop {
-        let batch = st.meta.parts(&u.upload_id, after, 1000)?;
+        let batch = st.meta.parts(&u.upload_id, after, 1000).await?;
         let Some(last) = batch.last() else { break };
         after = last.number;
         stored.extend(batch);
@@ -368,6 +369,7 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     };
     let (meta_checksums, meta_type) = (meta.checksums.clone(), meta.checksum_type.clone());
     let expiration = load_bucket(st, r.bucket())
+        .await
         .ok()
         .and_then(|b| crate::lifecycle::expiration_header(st, &b, r.key(), &meta));
     let parts = chosen
@@ -384,8 +386,13 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             meta,
             cond: cond.clone(),
         })
-        .await
-        .map_err(|e| write_cond::commit_error(st, r.bucket(), r.key(), cond.as_ref(), e))?;
+        .await;
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            return Err(write_cond::commit_error(st, r.bucket(), r.key(), cond.as_ref(), e).await)
+        }
+    };
     free_blobs(st, out.freed_blobs);
     let mut w = XmlWriter::new();
     w.root("CompleteMultipartUploadResult", S3_NS)
@@ -414,10 +421,13 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
 /// touched. Anything else is the original `NoSuchUpload`.
 async fn complete_again(st: &Arc<State>, r: &mut Req, no_such: S3Error) -> S3Result<Resp> {
     let id = r.q("uploadId").unwrap_or_default().to_string();
-    let Some(done) = st.meta.completed_upload(r.bucket(), r.key(), &id)? else {
+    let Some(done) = st.meta.completed_upload(r.bucket(), r.key(), &id).await? else {
         return Err(no_such);
     };
-    if require_upload_access(st, r, &done.owner_id, "s3:PutObject").is_err() {
+    if require_upload_access(st, r, &done.owner_id, "s3:PutObject")
+        .await
+        .is_err()
+    {
         return Err(no_such);
     }
     let node = r.xml_body(4 * 1024 * 1024).await?;
@@ -447,13 +457,13 @@ fn query_number<T: std::str::FromStr>(r: &Req, name: &str, default: T) -> S3Resu
     }
 }
 
-fn list_parts(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
+async fn list_parts(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "ListParts";
-    let u = load_upload(st, r)?;
-    require_upload_access(st, r, &u.owner.id, "s3:ListMultipartUploadParts")?;
+    let u = load_upload(st, r).await?;
+    require_upload_access(st, r, &u.owner.id, "s3:ListMultipartUploadParts").await?;
     let max = query_number::<usize>(r, "max-parts", 1000)?.min(1000);
     let marker = query_number::<u32>(r, "part-number-marker", 0)?;
-    let mut parts = st.meta.parts(&u.upload_id, marker, max + 1)?;
+    let mut parts = st.meta.parts(&u.upload_id, marker, max + 1).await?;
     let truncated = parts.len() > max;
     parts.truncate(max);
     let mut w = XmlWriter::new();
@@ -520,12 +530,15 @@ pub async fn list_uploads(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let mut prefixes: Vec<String> = Vec::new();
     let mut truncated = false;
     'scan: loop {
-        let batch = st.meta.scan_uploads(
-            r.bucket(),
-            after.as_ref().map(|(k, u)| (k.as_str(), u.as_str())),
-            &prefix,
-            1000,
-        )?;
+        let batch = st
+            .meta
+            .scan_uploads(
+                r.bucket(),
+                after.as_ref().map(|(k, u)| (k.as_str(), u.as_str())),
+                &prefix,
+                1000,
+            )
+            .await?;
         let Some(last) = batch.last() else { break };
         let full = batch.len() == 1000;
         after = Some((last.key.clone(), last.upload_id.clone()));

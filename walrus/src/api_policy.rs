@@ -46,7 +46,7 @@ fn method_not_allowed() -> S3Error {
 
 pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let name = r.bucket().to_string();
-    let b = load_bucket(st, &name)?;
+    let b = load_bucket(st, &name).await?;
     let m = r.method.clone();
     if r.has("policyStatus") {
         if m != Method::GET {

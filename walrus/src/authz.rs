@@ -288,7 +288,7 @@ impl<'a> Authz<'a> {
     /// key is `NoSuchKey` only for callers who may list the bucket and are not denied
     /// the action; anyone else gets `AccessDenied`, as for an existing object they may
     /// not read (no existence oracle).
-    pub fn object(
+    pub async fn object(
         &self,
         st: &State,
         r: &Req,
@@ -296,13 +296,13 @@ impl<'a> Authz<'a> {
         action: &str,
         perm: Permission,
     ) -> S3Result<ObjectMeta> {
-        self.object_version(st, r, key, None, action, perm)
+        self.object_version(st, r, key, None, action, perm).await
     }
 
     /// [`Authz::object`] for a version (`None`: the current object). A delete marker
     /// or a missing version is told (with S3's errors, [`Found::missing_error`]) only to
     /// those a missing key would be.
-    pub fn object_version(
+    pub async fn object_version(
         &self,
         st: &State,
         r: &Req,
@@ -312,10 +312,11 @@ impl<'a> Authz<'a> {
         perm: Permission,
     ) -> S3Result<ObjectMeta> {
         self.object_version_by(st, r, key, version_id, action, ObjectRule::Grant(perm))
+            .await
     }
 
     /// [`Authz::object_version`] with any [`ObjectRule`] as the ACL side.
-    pub fn object_version_by(
+    pub async fn object_version_by(
         &self,
         st: &State,
         r: &Req,
@@ -324,7 +325,7 @@ impl<'a> Authz<'a> {
         action: &str,
         acl_side: ObjectRule,
     ) -> S3Result<ObjectMeta> {
-        match crate::handler::find_object(st, self.bucket, key, version_id)? {
+        match crate::handler::find_object(st, self.bucket, key, version_id).await? {
             Found::Object(o) => {
                 let rule = match acl_side {
                     ObjectRule::Grant(perm) => AclRule::Grant(&o.acl, perm),
@@ -432,7 +433,7 @@ pub fn check_put(r: &Req, b: &BucketMeta) -> S3Result<()> {
 }
 
 /// The object `key` of bucket `b` for `action`, see [`Authz::object_version`].
-pub fn object(
+pub async fn object(
     st: &State,
     r: &Req,
     b: &BucketMeta,
@@ -441,7 +442,9 @@ pub fn object(
     action: &str,
     perm: Permission,
 ) -> S3Result<ObjectMeta> {
-    Authz::new(b)?.object_version(st, r, key, version_id, action, perm)
+    Authz::new(b)?
+        .object_version(st, r, key, version_id, action, perm)
+        .await
 }
 
 /// The condition keys a request carries.

@@ -199,11 +199,19 @@ impl BlobStore {
     }
 
     /// Deletes every blob not in `referenced`, and leftover staging files; returns how
-    /// many were removed. Run at startup, before any request is served.
+    /// many were removed. Run at startup, before any request is served. A store shared
+    /// with other front ends passes `min_age`: a blob or staging file younger than that
+    /// may be one another front end is writing, or has written and not yet committed,
+    /// and stays (`referenced` must be read before the sweep starts).
     pub async fn sweep(
         &self,
         referenced: &std::collections::HashSet<String>,
+        min_age: std::time::Duration,
     ) -> Result<usize, BlobError> {
+        let now = std::time::SystemTime::now();
+        let old_enough = move |modified: std::time::SystemTime| {
+            now.duration_since(modified).unwrap_or_default() >= min_age
+        };
         let mut removed = 0;
         let mut list = self.store.list(Some(&StorePath::from("blobs")));
         let mut doomed = Vec::new();
@@ -212,7 +220,11 @@ impl BlobStore {
             let id = meta.location.filename().unwrap_or_default().to_string();
             // Only our ids are blobs; anything else (staging files) is handled below.
             let is_blob = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
-            if is_blob && !referenced.contains(&id) {
+            let modified = std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(
+                    meta.last_modified.timestamp_millis().max(0) as u64
+                );
+            if is_blob && !referenced.contains(&id) && old_enough(modified) {
                 doomed.push(id);
             }
         }
@@ -235,7 +247,8 @@ impl BlobStore {
                     }
                     for f in std::fs::read_dir(d.path())? {
                         let f = f?;
-                        if f.file_name().to_string_lossy().contains('#') {
+                        let staged = f.file_name().to_string_lossy().contains('#');
+                        if staged && f.metadata()?.modified().is_ok_and(old_enough) {
                             std::fs::remove_file(f.path())?;
                             n += 1;
                         }

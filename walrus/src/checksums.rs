@@ -346,7 +346,7 @@ fn header_number(r: &Req, name: &str, default: usize) -> S3Result<usize> {
 /// GetObjectAttributes: `GET /bucket/key?attributes` with `x-amz-object-attributes`.
 pub async fn get_object_attributes(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "GetObjectAttributes";
-    let b = load_bucket(st, r.bucket())?;
+    let b = load_bucket(st, r.bucket()).await?;
     // As S3: reading the object (s3:GetObject, or s3:GetObjectVersion for a version)
     // and its attributes (s3:GetObjectAttributes / s3:GetObjectVersionAttributes); READ
     // on the object's ACL grants both.
@@ -356,7 +356,9 @@ pub async fn get_object_attributes(st: &Arc<State>, r: &mut Req) -> S3Result<Res
         None => ("s3:GetObject", "s3:GetObjectAttributes"),
     };
     let authz = crate::authz::Authz::new(&b)?;
-    let o = authz.object_version(st, r, r.key(), version, read, Permission::Read)?;
+    let o = authz
+        .object_version(st, r, r.key(), version, read, Permission::Read)
+        .await?;
     let rule = crate::authz::AclRule::Grant(&o.acl, Permission::Read);
     authz.check(r, attributes, Some(r.key()), Some(&o.tags), rule)?;
     // An SSE-C object's attributes (its checksums are of the plaintext) only with

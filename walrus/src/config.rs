@@ -8,8 +8,20 @@ use std::path::PathBuf;
 pub struct WalrusConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Where metadata (`walrus/meta.redb`) and blobs (`walrus/blobs/`) live.
+    /// Where metadata (`walrus/meta.redb`) and blobs (`walrus/blobs/`) live, unless
+    /// `meta_url` and `blob_url` put them elsewhere.
     pub data_dir: PathBuf,
+    /// Metadata in PostgreSQL instead of `meta.redb`:
+    /// `postgres://user[:password]@host[:port]/dbname` (or libpq's `key=value`
+    /// form). Front ends with the same `meta_url` and `blob_url` serve the same
+    /// buckets; the schema is created (and migrated) at start.
+    pub meta_url: Option<String>,
+    /// Connections to PostgreSQL this front end opens at most (one thread each).
+    pub meta_max_connections: usize,
+    /// Object bytes somewhere else than the data directory: `file:///absolute/path`
+    /// (a directory every front end shares, e.g. over NFS; written with fsync). The
+    /// SSE-S3 master key lives there too, so every front end decrypts alike.
+    pub blob_url: Option<String>,
     /// The region clients sign for and buckets report.
     pub region: String,
     /// Host names under which `BUCKET.<domain>` selects a bucket (virtual-host style).
@@ -47,6 +59,9 @@ impl Default for WalrusConfig {
         Self {
             listen: "127.0.0.1:8773".parse().expect("valid address"),
             data_dir: PathBuf::from("walrus-data"),
+            meta_url: None,
+            meta_max_connections: 16,
+            blob_url: None,
             region: "us-east-1".into(),
             domains: vec!["s3.localhost".into(), "localhost".into()],
             inline_max_bytes: 16 * 1024,

@@ -223,7 +223,7 @@ fn only_owner(b: &BucketMeta, r: &Req, action: &str) -> S3Result<()> {
 pub async fn put_bucket_cors(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "PutBucketCors";
     let name = r.bucket().to_string();
-    let b = handler::load_bucket(st, &name)?;
+    let b = handler::load_bucket(st, &name).await?;
     only_owner(&b, r, "s3:PutBucketCORS")?;
     let node = r.xml_body(MAX_BODY).await?;
     let cfg = CorsConfig::from_xml(&node)?;
@@ -233,10 +233,10 @@ pub async fn put_bucket_cors(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
 }
 
 /// GetBucketCors: the stored document, or 404 `NoSuchCORSConfiguration`.
-pub fn get_bucket_cors(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
+pub async fn get_bucket_cors(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "GetBucketCors";
     let name = r.bucket().to_string();
-    let b = handler::load_bucket(st, &name)?;
+    let b = handler::load_bucket(st, &name).await?;
     only_owner(&b, r, "s3:GetBucketCORS")?;
     match b.config(BucketConfig::CORS) {
         Some(doc) => Ok(xml(StatusCode::OK, doc.to_string())),
@@ -253,7 +253,7 @@ pub fn get_bucket_cors(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
 pub async fn delete_bucket_cors(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "DeleteBucketCors";
     let name = r.bucket().to_string();
-    let b = handler::load_bucket(st, &name)?;
+    let b = handler::load_bucket(st, &name).await?;
     only_owner(&b, r, "s3:PutBucketCORS")?;
     st.set_bucket_config(&name, BucketConfig::CORS, None)
         .await?;
@@ -307,7 +307,7 @@ fn header_text<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Answers a preflight. `vhost_bucket` is the bucket named by `Host`, if any; `path`
 /// is the request path with the legacy prefix already removed.
-pub fn preflight(
+pub async fn preflight(
     st: &State,
     parts: &Parts,
     vhost_bucket: Option<&str>,
@@ -330,7 +330,7 @@ pub fn preflight(
         },
     };
     let b = match &bucket {
-        Some(name) => Some(handler::load_bucket(st, name)?),
+        Some(name) => Some(handler::load_bucket(st, name).await?),
         None => None,
     };
     let Some(method) = header_text(&parts.headers, "access-control-request-method") else {
@@ -407,8 +407,8 @@ impl ActualRequest {
 
     /// Adds the headers of the first rule matching the origin and method to the
     /// answer, success or error alike, as S3 does.
-    pub fn decorate(&self, st: &State, resp: &mut Resp) {
-        let Ok(Some(b)) = st.meta.bucket(&self.bucket) else {
+    pub async fn decorate(&self, st: &State, resp: &mut Resp) {
+        let Ok(Some(b)) = st.meta.bucket(&self.bucket).await else {
             return;
         };
         let Some(cfg) = CorsConfig::of_bucket(&b) else {

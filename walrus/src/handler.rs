@@ -132,9 +132,10 @@ pub fn empty(status: StatusCode) -> Resp {
 }
 
 /// The bucket, or NoSuchBucket.
-pub fn load_bucket(st: &State, name: &str) -> S3Result<BucketMeta> {
+pub async fn load_bucket(st: &State, name: &str) -> S3Result<BucketMeta> {
     st.meta
-        .bucket(name)?
+        .bucket(name)
+        .await?
         .ok_or_else(|| S3Error::no_such_bucket(name))
 }
 
@@ -189,7 +190,7 @@ impl Found {
 
 /// Looks up `key` in `b`: the version `version_id` if given, else the current object
 /// (or, in a bucket with versioning, the delete marker that is the latest version).
-pub fn find_object(
+pub async fn find_object(
     st: &State,
     b: &BucketMeta,
     key: &str,
@@ -197,14 +198,15 @@ pub fn find_object(
 ) -> S3Result<Found> {
     let found = match version_id {
         None => {
-            if let Some(o) = st.meta.object(&b.name, key)? {
+            if let Some(o) = st.meta.object(&b.name, key).await? {
                 return Ok(Found::Object(Box::new(o)));
             }
             if b.versioning() == Versioning::Unversioned {
                 None
             } else {
                 st.meta
-                    .scan_versions(&b.name, None, key, 1)?
+                    .scan_versions(&b.name, None, key, 1)
+                    .await?
                     .into_iter()
                     .find(|e| e.key == key)
                     .map(|e| e.version)
@@ -212,7 +214,7 @@ pub fn find_object(
         }
         Some(v) => {
             check_version_id(v)?;
-            st.meta.object_version(&b.name, key, v)?
+            st.meta.object_version(&b.name, key, v).await?
         }
     };
     let by_id = version_id.is_some();

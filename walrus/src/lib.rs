@@ -34,6 +34,8 @@ mod lifecycle;
 mod list;
 pub mod logging;
 pub mod meta;
+pub(crate) mod meta_kv;
+pub mod meta_pg;
 pub mod meta_redb;
 pub mod metrics;
 mod objectlock;
@@ -55,7 +57,7 @@ pub use server::Walrus;
 
 /// The listing algorithm, exposed for integration tests.
 #[doc(hidden)]
-pub fn list_for_tests(
+pub async fn list_for_tests(
     meta: &dyn meta::MetaStore,
     bucket: &str,
     prefix: &str,
@@ -63,5 +65,5 @@ pub fn list_for_tests(
     marker: Option<&str>,
     max: usize,
 ) -> error::S3Result<list::Listing> {
-    list::list(meta, bucket, prefix, delimiter, marker, max)
+    list::list(meta, bucket, prefix, delimiter, marker, max).await
 }

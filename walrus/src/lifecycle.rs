@@ -422,7 +422,7 @@ pub async fn worker(st: Arc<State>, mut shutdown: watch::Receiver<bool>) {
 pub async fn run_once(st: &Arc<State>) -> S3Result<usize> {
     let day_ms = (st.cfg.lifecycle_day_secs.max(1) as i64) * 1000;
     let mut done = 0;
-    for b in st.meta.buckets()? {
+    for b in st.meta.buckets().await? {
         let Some(cfg) = LifecycleConfig::of(&b)? else {
             continue;
         };
@@ -459,7 +459,7 @@ async fn apply_rule(st: &Arc<State>, b: &BucketMeta, rule: &Rule, day_ms: i64) -
     {
         let mut start = crate::meta::ScanStart::From(prefix.to_string());
         loop {
-            let page = st.meta.scan_objects(&b.name, &start, prefix, 1000)?;
+            let page = st.meta.scan_objects(&b.name, &start, prefix, 1000).await?;
             let Some((last, _)) = page.last() else { break };
             start = crate::meta::ScanStart::After(last.clone());
             for (key, o) in page {
@@ -489,12 +489,15 @@ async fn apply_rule(st: &Arc<State>, b: &BucketMeta, rule: &Rule, day_ms: i64) -
         // The key being walked: its versions so far (newest first).
         let mut walk: Option<(String, Vec<Version>)> = None;
         loop {
-            let page = st.meta.scan_versions(
-                &b.name,
-                after.as_ref().map(|(k, v)| (k.as_str(), Some(v.as_str()))),
-                prefix,
-                1000,
-            )?;
+            let page = st
+                .meta
+                .scan_versions(
+                    &b.name,
+                    after.as_ref().map(|(k, v)| (k.as_str(), Some(v.as_str()))),
+                    prefix,
+                    1000,
+                )
+                .await?;
             let end = page.is_empty();
             if let Some(e) = page.last() {
                 after = Some((e.key.clone(), e.version.version_id().to_string()));
@@ -521,12 +524,15 @@ async fn apply_rule(st: &Arc<State>, b: &BucketMeta, rule: &Rule, day_ms: i64) -
     if let Some(days) = rule.abort_multipart_days {
         let mut after: Option<(String, String)> = None;
         loop {
-            let page = st.meta.scan_uploads(
-                &b.name,
-                after.as_ref().map(|(k, u)| (k.as_str(), u.as_str())),
-                prefix,
-                1000,
-            )?;
+            let page = st
+                .meta
+                .scan_uploads(
+                    &b.name,
+                    after.as_ref().map(|(k, u)| (k.as_str(), u.as_str())),
+                    prefix,
+                    1000,
+                )
+                .await?;
             let Some(last) = page.last() else { break };
             after = Some((last.key.clone(), last.upload_id.clone()));
             for u in page {

@@ -14,7 +14,7 @@ pub struct Listing {
 /// `prefix`, strictly after `marker`. With a delimiter, keys sharing the part up to the
 /// first delimiter after the prefix roll up into one common prefix; a common prefix at
 /// or before the marker is not repeated.
-pub fn list(
+pub async fn list(
     meta: &dyn MetaStore,
     bucket: &str,
     prefix: &str,
@@ -38,7 +38,7 @@ pub fn list(
     };
     let batch = (max + 1).clamp(16, 1001);
     'outer: loop {
-        let entries = meta.scan_objects(bucket, &start, prefix, batch)?;
+        let entries = meta.scan_objects(bucket, &start, prefix, batch).await?;
         if entries.is_empty() {
             break;
         }

@@ -161,10 +161,11 @@ fn parse_status(node: &crate::xmlin::Node, account: &str) -> S3Result<Option<Log
 /// The target bucket, if logs of `source` may go there: it exists, belongs to the
 /// source's owner and has no default object lock retention (a log object must not be
 /// locked by a rule its writer never chose; S3 refuses such targets too).
-fn usable_target(st: &State, source: &BucketMeta, target: &str) -> S3Result<BucketMeta> {
+async fn usable_target(st: &State, source: &BucketMeta, target: &str) -> S3Result<BucketMeta> {
     let t = st
         .meta
-        .bucket(target)?
+        .bucket(target)
+        .await?
         .ok_or_else(|| invalid_target("The target bucket for logging does not exist"))?;
     if t.owner.id != source.owner.id {
         return Err(invalid_target(
@@ -189,7 +190,7 @@ pub async fn put_logging(st: &Arc<State>, r: &mut Req, b: &BucketMeta) -> S3Resu
     let node = r.xml_body(64 * 1024).await?;
     let cfg = parse_status(&node, &account)?;
     if let Some(c) = &cfg {
-        usable_target(st, b, &c.target_bucket)?;
+        usable_target(st, b, &c.target_bucket).await?;
     }
     let doc = cfg
         .as_ref()
@@ -217,7 +218,7 @@ pub fn get_logging(b: &BucketMeta) -> Resp {
 /// once its requests have drained).
 pub async fn worker(st: Arc<State>, mut shutdown: watch::Receiver<bool>) {
     // Buckets configured before this process started.
-    match st.meta.buckets() {
+    match st.meta.buckets().await {
         Ok(bs) if bs.iter().any(|b| b.config(BucketConfig::LOGGING).is_some()) => {
             st.access_logs.active.store(true, Ordering::Relaxed);
         }
@@ -264,10 +265,10 @@ async fn deliver_one(
 ) -> S3Result<()> {
     let cfg: LoggingConfig = serde_json::from_str(config)
         .map_err(|e| S3Error::internal(format!("stored logging config unreadable: {e}")))?;
-    let Some(src) = st.meta.bucket(source)? else {
+    let Some(src) = st.meta.bucket(source).await? else {
         return Ok(()); // the source is gone: so are its logs
     };
-    let target = usable_target(st, &src, &cfg.target_bucket)?;
+    let target = usable_target(st, &src, &cfg.target_bucket).await?;
     let now = now_millis();
     let key = log_key(&cfg, source, &st.cfg.region, now, records[0].time);
     let mut body = String::new();

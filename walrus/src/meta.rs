@@ -544,12 +544,12 @@ pub type ObjectEntry = (String, ObjectMeta);
 
 #[async_trait::async_trait]
 pub trait MetaStore: Send + Sync + 'static {
-    fn bucket(&self, name: &str) -> Result<Option<BucketMeta>, MetaError>;
-    fn buckets(&self) -> Result<Vec<BucketMeta>, MetaError>;
+    async fn bucket(&self, name: &str) -> Result<Option<BucketMeta>, MetaError>;
+    async fn buckets(&self) -> Result<Vec<BucketMeta>, MetaError>;
     /// The current object (none if the latest version is a delete marker).
-    fn object(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, MetaError>;
+    async fn object(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, MetaError>;
     /// One version by id (`null` included).
-    fn object_version(
+    async fn object_version(
         &self,
         bucket: &str,
         key: &str,
@@ -558,7 +558,7 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Versions of `bucket`'s keys under `prefix`, in key order and newest first per
     /// key, starting after `after`: (key, None) skips that key's versions, (key,
     /// Some(version id)) the versions up to and including that one. At most `limit`.
-    fn scan_versions(
+    async fn scan_versions(
         &self,
         bucket: &str,
         after: Option<(&str, Option<&str>)>,
@@ -567,21 +567,21 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<Vec<VersionEntry>, MetaError>;
     /// Objects of `bucket` with key > `after` (or >= `from` when `inclusive`), in
     /// binary key order, at most `limit`, stopping at the first key without `prefix`.
-    fn scan_objects(
+    async fn scan_objects(
         &self,
         bucket: &str,
         start: &ScanStart,
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<ObjectEntry>, MetaError>;
-    fn upload(
+    async fn upload(
         &self,
         bucket: &str,
         key: &str,
         upload_id: &str,
     ) -> Result<Option<UploadMeta>, MetaError>;
     /// Uploads of a bucket in (key, upload id) order, starting after (key, upload id).
-    fn scan_uploads(
+    async fn scan_uploads(
         &self,
         bucket: &str,
         after: Option<(&str, &str)>,
@@ -589,16 +589,21 @@ pub trait MetaStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<UploadMeta>, MetaError>;
     /// Parts of an upload with number > `after`, ascending.
-    fn parts(&self, upload_id: &str, after: u32, limit: usize) -> Result<Vec<PartMeta>, MetaError>;
+    async fn parts(
+        &self,
+        upload_id: &str,
+        after: u32,
+        limit: usize,
+    ) -> Result<Vec<PartMeta>, MetaError>;
     /// The record of a recently completed upload, if it has not expired.
-    fn completed_upload(
+    async fn completed_upload(
         &self,
         bucket: &str,
         key: &str,
         upload_id: &str,
     ) -> Result<Option<CompletedUpload>, MetaError>;
     /// Every blob id referenced by any object or part (for garbage collection).
-    fn referenced_blobs(&self) -> Result<std::collections::HashSet<String>, MetaError>;
+    async fn referenced_blobs(&self) -> Result<std::collections::HashSet<String>, MetaError>;
     /// Applies one op atomically and durably.
     async fn apply(&self, op: MetaOp) -> Result<OpOutcome, MetaError>;
 }

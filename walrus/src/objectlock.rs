@@ -242,7 +242,7 @@ pub async fn put_object_lock(st: &Arc<State>, r: &mut Req, b: &BucketMeta) -> S3
     let version_id = r.q("versionId").map(String::from);
     // The version must exist (the caller is allowed to know: it may set the lock).
     let key = r.key().to_string();
-    match crate::handler::find_object(st, b, &key, version_id.as_deref())? {
+    match crate::handler::find_object(st, b, &key, version_id.as_deref()).await? {
         crate::handler::Found::Object(_) => {}
         missing => return Err(missing.missing_error(r, &key)),
     }
@@ -260,8 +260,8 @@ pub async fn put_object_lock(st: &Arc<State>, r: &mut Req, b: &BucketMeta) -> S3
 }
 
 /// GetObjectRetention / GetObjectLegalHold.
-pub fn get_object_lock(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
-    let b = crate::handler::load_bucket(st, r.bucket())?;
+pub async fn get_object_lock(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
+    let b = crate::handler::load_bucket(st, r.bucket()).await?;
     let action = if r.has("retention") {
         "s3:GetObjectRetention"
     } else {
@@ -275,7 +275,8 @@ pub fn get_object_lock(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         r.q("versionId"),
         action,
         crate::acl::Permission::Read,
-    )?;
+    )
+    .await?;
     let mut w = XmlWriter::new();
     if r.has("retention") {
         r.op = "GetObjectRetention";

@@ -161,7 +161,7 @@ pub fn from_create_request(r: &Req, acl: &Acl) -> S3Result<Option<Ownership>> {
 
 /// Put/Get/DeleteBucketOwnershipControls; only the bucket owner (or the policy).
 pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
-    let b = crate::handler::load_bucket(st, r.bucket())?;
+    let b = crate::handler::load_bucket(st, r.bucket()).await?;
     let get = r.method == Method::GET;
     let action = if get {
         "s3:GetBucketOwnershipControls"

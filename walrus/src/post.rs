@@ -334,7 +334,7 @@ fn pre_data_too_large() -> S3Error {
 /// PostObject: a browser form upload to the bucket URL.
 pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "PostObject";
-    let bucket = load_bucket(st, r.bucket())?;
+    let bucket = load_bucket(st, r.bucket()).await?;
     let boundary = r
         .header("content-type")
         .and_then(|ct| multer::parse_boundary(ct).ok())

@@ -2,6 +2,7 @@
 use crate::blob::BlobStore;
 use crate::config::WalrusConfig;
 use crate::meta::MetaStore;
+use crate::meta_pg::PgMeta;
 use crate::meta_redb::RedbMeta;
 use crate::metrics::Metrics;
 use crate::state::State;
@@ -23,6 +24,25 @@ pub enum StartError {
     Listen(SocketAddr, std::io::Error),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("blob_url {0:?}: {1}")]
+    BlobUrl(String, &'static str),
+}
+
+/// Blobs and staging files younger than this are left by the startup sweep of a
+/// store other front ends share: they may be theirs, in flight (a blob is committed
+/// within moments of being written, and a PUT's staging file grows while it is sent).
+const SHARED_SWEEP_MIN_AGE: Duration = Duration::from_secs(3600);
+
+/// The directory of a `file:///absolute/path` URL (taken as bytes, not decoded).
+fn blob_dir(url: &str) -> Result<std::path::PathBuf, StartError> {
+    let bad = |why| StartError::BlobUrl(url.to_string(), why);
+    let path = url
+        .strip_prefix("file://")
+        .ok_or_else(|| bad("only file:///absolute/path is supported so far"))?;
+    if !path.starts_with('/') {
+        return Err(bad("the path must be absolute (file:///…)"));
+    }
+    Ok(path.into())
 }
 
 pub struct Walrus {
@@ -44,13 +64,30 @@ impl Walrus {
     ) -> Result<Self, StartError> {
         let dir = cfg.data_dir.clone();
         std::fs::create_dir_all(&dir)?;
-        let meta: Arc<dyn MetaStore> = Arc::new(RedbMeta::open(
-            &dir.join("meta.redb"),
-            cfg.meta_cache_mib << 20,
-        )?);
-        let blobs = BlobStore::local(dir.clone())?;
-        let referenced = meta.referenced_blobs()?;
-        let swept = blobs.sweep(&referenced).await?;
+        let meta: Arc<dyn MetaStore> = match &cfg.meta_url {
+            Some(url) => Arc::new(PgMeta::open(url, cfg.meta_max_connections).await?),
+            None => Arc::new(RedbMeta::open(
+                &dir.join("meta.redb"),
+                cfg.meta_cache_mib << 20,
+            )?),
+        };
+        let blob_root = match &cfg.blob_url {
+            Some(url) => blob_dir(url)?,
+            None => dir.clone(),
+        };
+        if cfg.meta_url.is_some() && cfg.blob_url.is_none() {
+            tracing::warn!(
+                "meta_url is set but blob_url is not: object bytes stay in this front end's data directory, where other front ends cannot read them"
+            );
+        }
+        let blobs = BlobStore::local(blob_root.clone())?;
+        // Another front end may be writing into a shared store right now.
+        let min_age = match cfg.meta_url {
+            Some(_) => SHARED_SWEEP_MIN_AGE,
+            None => Duration::ZERO,
+        };
+        let referenced = meta.referenced_blobs().await?;
+        let swept = blobs.sweep(&referenced, min_age).await?;
         if swept > 0 {
             tracing::info!(swept, "removed blobs left unreferenced by an earlier crash");
         }
@@ -70,7 +107,7 @@ impl Walrus {
             read_only_ids,
             metrics,
             metrics_access: MetricsAccess::Closed,
-            keyring: crate::sse_keys::Keyring::new(&dir),
+            keyring: crate::sse_keys::Keyring::new(&blob_root),
             access_logs: Default::default(),
         });
         Ok(Self {

@@ -29,10 +29,10 @@ pub(crate) fn check_writable(st: &State, r: &Req) -> S3Result<()> {
 }
 
 /// Refuses a new bucket under the reserved prefix to anyone but the system account.
-pub(crate) fn check_bucket_name(st: &State, name: &str, owner: &Owner) -> S3Result<()> {
+pub(crate) async fn check_bucket_name(st: &State, name: &str, owner: &Owner) -> S3Result<()> {
     if name.starts_with(SYSTEM_PREFIX)
         && owner.id != st.system_id
-        && st.meta.bucket(name)?.is_none()
+        && st.meta.bucket(name).await?.is_none()
     {
         return Err(S3Error::new(
             "InvalidBucketName",
@@ -68,7 +68,7 @@ pub(crate) async fn ensure_system_bucket(
         permission: Permission::Read,
     }));
     for _ in 0..3 {
-        match st.meta.bucket(name)? {
+        match st.meta.bucket(name).await? {
             Some(b) if b.owner.id == owner.id => {
                 if b.acl != acl {
                     st.meta

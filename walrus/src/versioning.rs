@@ -67,7 +67,7 @@ struct VersionPage {
 
 /// Up to `max` versions and common prefixes under `prefix` after the markers, keys
 /// rolled up at the first `delimiter` after the prefix as ListObjects does.
-fn list_versions(
+async fn list_versions(
     meta: &dyn MetaStore,
     bucket: &str,
     prefix: &str,
@@ -90,12 +90,14 @@ fn list_versions(
         .map(|k| (k.to_string(), version_marker.map(String::from)));
     let batch = (max + 1).clamp(16, 1001);
     loop {
-        let got = meta.scan_versions(
-            bucket,
-            after.as_ref().map(|(k, v)| (k.as_str(), v.as_deref())),
-            prefix,
-            batch,
-        )?;
+        let got = meta
+            .scan_versions(
+                bucket,
+                after.as_ref().map(|(k, v)| (k.as_str(), v.as_deref())),
+                prefix,
+                batch,
+            )
+            .await?;
         let n = got.len();
         let mut jumped = false;
         for e in got {
@@ -136,7 +138,7 @@ fn list_versions(
 }
 
 /// ListObjectVersions (the caller checked READ on the bucket).
-pub fn list_object_versions(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
+pub async fn list_object_versions(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "ListObjectVersions";
     let prefix = r.q("prefix").unwrap_or("").to_string();
     let delimiter = r.q("delimiter").unwrap_or("").to_string();
@@ -159,7 +161,8 @@ pub fn list_object_versions(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         key_marker.as_deref(),
         version_marker.as_deref(),
         max,
-    )?;
+    )
+    .await?;
     let mut w = XmlWriter::new();
     w.root("ListVersionsResult", S3_NS);
     w.elem("Name", r.bucket())

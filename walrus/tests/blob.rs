@@ -65,7 +65,7 @@ async fn write_read_abort_sweep() {
         .join(format!("{id}#w"));
     std::fs::write(&staging, b"crash leftover").unwrap();
     let keep: HashSet<String> = [id.clone()].into();
-    let removed = store.sweep(&keep).await.unwrap();
+    let removed = store.sweep(&keep, std::time::Duration::ZERO).await.unwrap();
     assert_eq!(removed, 3, "copy, orphan and staging file");
     assert_eq!(files(dir.path()), vec![id.clone()]);
     assert!(store.read(&orphan, None).await.is_err());

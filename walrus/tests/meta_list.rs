@@ -1,7 +1,15 @@
-//! The metadata store and listing logic, on a real redb file.
+//! The metadata store and listing logic, on a real redb file and on a real
+//! PostgreSQL (a throwaway server the test starts: see `common`).
+use std::sync::Arc;
 use walrus::acl::{Acl, Owner};
 use walrus::meta::*;
 use walrus::meta_redb::RedbMeta;
+
+mod common;
+
+fn redb(dir: &tempfile::TempDir) -> Arc<dyn MetaStore> {
+    Arc::new(RedbMeta::open(&dir.path().join("m.redb"), 16 << 20).unwrap())
+}
 
 fn owner() -> Owner {
     Owner {
@@ -43,7 +51,7 @@ fn bucket(name: &str) -> BucketMeta {
     }
 }
 
-async fn put(m: &RedbMeta, key: &str) {
+async fn put(m: &dyn MetaStore, key: &str) {
     m.apply(MetaOp::PutObject {
         bucket: "b".into(),
         key: key.into(),
@@ -57,7 +65,15 @@ async fn put(m: &RedbMeta, key: &str) {
 #[tokio::test]
 async fn objects_uploads_and_listing() {
     let dir = tempfile::tempdir().unwrap();
-    let m = RedbMeta::open(&dir.path().join("m.redb"), 16 << 20).unwrap();
+    objects_uploads_and_listing_on(redb(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_uploads_and_listing_on_postgres() {
+    objects_uploads_and_listing_on(common::postgres().await).await;
+}
+
+async fn objects_uploads_and_listing_on(m: Arc<dyn MetaStore>) {
     let b = bucket("b");
     m.apply(MetaOp::CreateBucket(b.clone())).await.unwrap();
     assert!(matches!(
@@ -78,11 +94,11 @@ async fn objects_uploads_and_listing() {
 
     let keys = ["a/1", "a/2", "a/b/3", "b", "c/x", "c/y", "d", "z", "é"]; // binary (UTF-8) order
     for k in keys.iter().rev() {
-        put(&m, k).await;
+        put(&*m, k).await;
     }
-    let all = walrus_list(&m, "", "", None, 1000);
+    let all = walrus_list(&*m, "", "", None, 1000).await;
     assert_eq!(all.0, keys.to_vec());
-    let (objs, prefixes, truncated) = walrus_list(&m, "", "/", None, 1000);
+    let (objs, prefixes, truncated) = walrus_list(&*m, "", "/", None, 1000).await;
     assert_eq!(objs, vec!["b", "d", "z", "é"]);
     assert_eq!(prefixes, vec!["a/", "c/"]);
     assert!(!truncated);
@@ -90,7 +106,9 @@ async fn objects_uploads_and_listing() {
     let mut seen = Vec::new();
     let mut marker: Option<String> = None;
     loop {
-        let l = walrus::list_for_tests(&m, "b", "", "/", marker.as_deref(), 2).unwrap();
+        let l = walrus::list_for_tests(&*m, "b", "", "/", marker.as_deref(), 2)
+            .await
+            .unwrap();
         seen.extend(l.objects.iter().map(|(k, _)| k.clone()));
         seen.extend(l.prefixes.iter().cloned());
         if !l.truncated {
@@ -100,7 +118,7 @@ async fn objects_uploads_and_listing() {
     }
     seen.sort();
     assert_eq!(seen, vec!["a/", "b", "c/", "d", "z", "é"]);
-    let (objs, prefixes, _) = walrus_list(&m, "a/", "/", None, 1000);
+    let (objs, prefixes, _) = walrus_list(&*m, "a/", "/", None, 1000).await;
     assert_eq!(
         (objs, prefixes),
         (
@@ -196,8 +214,8 @@ async fn objects_uploads_and_listing() {
         .await
         .unwrap();
     }
-    assert_eq!(m.parts("u1", 1, 10).unwrap().len(), 2);
-    assert_eq!(m.scan_uploads("b", None, "", 10).unwrap().len(), 1);
+    assert_eq!(m.parts("u1", 1, 10).await.unwrap().len(), 2);
+    assert_eq!(m.scan_uploads("b", None, "", 10).await.unwrap().len(), 1);
     let meta = obj(ObjectData::Blobs(vec![]));
     let bad = MetaOp::CompleteUpload {
         bucket: "b".into(),
@@ -224,23 +242,25 @@ async fn objects_uploads_and_listing() {
             .collect::<Vec<_>>(),
         vec!["p2"]
     );
-    assert!(m.upload("b", "mp", "u1").unwrap().is_none());
-    assert!(m.parts("u1", 0, 10).unwrap().is_empty());
-    let refs = m.referenced_blobs().unwrap();
+    assert!(m.upload("b", "mp", "u1").await.unwrap().is_none());
+    assert!(m.parts("u1", 0, 10).await.unwrap().is_empty());
+    let refs = m.referenced_blobs().await.unwrap();
     assert!(
         refs.is_empty(),
         "completed object lists no blobs here: {refs:?}"
     );
 }
 
-fn walrus_list(
-    m: &RedbMeta,
+async fn walrus_list(
+    m: &dyn MetaStore,
     prefix: &str,
     delim: &str,
     marker: Option<&str>,
     max: usize,
 ) -> (Vec<String>, Vec<String>, bool) {
-    let l = walrus::list_for_tests(m, "b", prefix, delim, marker, max).unwrap();
+    let l = walrus::list_for_tests(m, "b", prefix, delim, marker, max)
+        .await
+        .unwrap();
     (
         l.objects.into_iter().map(|(k, _)| k).collect(),
         l.prefixes,
@@ -253,7 +273,15 @@ fn walrus_list(
 #[tokio::test]
 async fn completed_uploads_are_remembered_then_expire() {
     let dir = tempfile::tempdir().unwrap();
-    let m = RedbMeta::open(&dir.path().join("m.redb"), 16 << 20).unwrap();
+    completed_uploads_are_remembered_then_expire_on(redb(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_uploads_are_remembered_then_expire_on_postgres() {
+    completed_uploads_are_remembered_then_expire_on(common::postgres().await).await;
+}
+
+async fn completed_uploads_are_remembered_then_expire_on(m: Arc<dyn MetaStore>) {
     m.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
     for (id, at) in [("old", now - COMPLETED_TTL_MS - 1000), ("new", now)] {
@@ -297,13 +325,17 @@ async fn completed_uploads_are_remembered_then_expire() {
         .await
         .unwrap();
     }
-    let c = m.completed_upload("b", "k", "new").unwrap().unwrap();
+    let c = m.completed_upload("b", "k", "new").await.unwrap().unwrap();
     assert_eq!(c.etag, "etag-new");
     assert_eq!(c.owner_id, "o");
     assert_eq!(c.parts_digest, parts_digest([(1, "aa")]));
     assert_ne!(c.parts_digest, parts_digest([(2, "aa")]));
-    assert!(m.completed_upload("b", "k", "old").unwrap().is_none());
-    assert!(m.completed_upload("b", "other", "new").unwrap().is_none());
+    assert!(m.completed_upload("b", "k", "old").await.unwrap().is_none());
+    assert!(m
+        .completed_upload("b", "other", "new")
+        .await
+        .unwrap()
+        .is_none());
 }
 
 /// Conditional writes are decided inside the commit: of 16 racing `If-None-Match: *`
@@ -312,7 +344,15 @@ async fn completed_uploads_are_remembered_then_expire() {
 #[tokio::test]
 async fn conditional_writes_tags_and_bucket_configs() {
     let dir = tempfile::tempdir().unwrap();
-    let m = std::sync::Arc::new(RedbMeta::open(&dir.path().join("m.redb"), 16 << 20).unwrap());
+    conditional_writes_tags_and_bucket_configs_on(redb(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_writes_tags_and_bucket_configs_on_postgres() {
+    conditional_writes_tags_and_bucket_configs_on(common::postgres().await).await;
+}
+
+async fn conditional_writes_tags_and_bucket_configs_on(m: Arc<dyn MetaStore>) {
     m.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
     let tasks: Vec<_> = (0..16)
         .map(|i| {
@@ -339,7 +379,7 @@ async fn conditional_writes_tags_and_bucket_configs() {
         }
     }
     assert_eq!(won.len(), 1, "{won:?}");
-    let etag = m.object("b", "k").unwrap().unwrap().etag;
+    let etag = m.object("b", "k").await.unwrap().unwrap().etag;
     assert_eq!(etag, format!("e{}", won[0]));
     let put_if = |e: &str| MetaOp::PutObject {
         bucket: "b".into(),
@@ -372,10 +412,10 @@ async fn conditional_writes_tags_and_bucket_configs() {
     })
     .await
     .unwrap();
-    assert_eq!(m.object("b", "k").unwrap().unwrap().tags, tags);
+    assert_eq!(m.object("b", "k").await.unwrap().unwrap().tags, tags);
     // A change authorized against one write of the key does not land on the next
     // (an unversioned overwrite keeps the `null` version id).
-    let authorized = ObjectStamp::of(&m.object("b", "k").unwrap().unwrap());
+    let authorized = ObjectStamp::of(&m.object("b", "k").await.unwrap().unwrap());
     let stamped = |stamp: &ObjectStamp| MetaOp::UpdateObject {
         bucket: "b".into(),
         key: "k".into(),
@@ -384,12 +424,12 @@ async fn conditional_writes_tags_and_bucket_configs() {
         change: ObjectChange::Tags(vec![("x".into(), "planted".into())]),
     };
     m.apply(stamped(&authorized)).await.unwrap();
-    put_meta(&m, "k", blob_obj("overwrite")).await;
+    put_meta(&*m, "k", blob_obj("overwrite")).await;
     assert!(matches!(
         m.apply(stamped(&authorized)).await,
         Err(MetaError::Changed)
     ));
-    assert!(m.object("b", "k").unwrap().unwrap().tags.is_empty());
+    assert!(m.object("b", "k").await.unwrap().unwrap().tags.is_empty());
     for doc in [Some("<CORSConfiguration/>".to_string()), None] {
         m.apply(MetaOp::SetBucketConfig {
             name: "b".into(),
@@ -398,7 +438,7 @@ async fn conditional_writes_tags_and_bucket_configs() {
         })
         .await
         .unwrap();
-        let b = m.bucket("b").unwrap().unwrap();
+        let b = m.bucket("b").await.unwrap().unwrap();
         assert_eq!(b.config(BucketConfig::CORS), doc.as_deref());
     }
 }
@@ -412,7 +452,7 @@ fn blob_obj(id: &str) -> ObjectMeta {
     o
 }
 
-async fn put_meta(m: &RedbMeta, key: &str, meta: ObjectMeta) -> OpOutcome {
+async fn put_meta(m: &dyn MetaStore, key: &str, meta: ObjectMeta) -> OpOutcome {
     m.apply(MetaOp::PutObject {
         bucket: "b".into(),
         key: key.into(),
@@ -423,7 +463,7 @@ async fn put_meta(m: &RedbMeta, key: &str, meta: ObjectMeta) -> OpOutcome {
     .unwrap()
 }
 
-async fn set_versioning(m: &RedbMeta, state: &str) {
+async fn set_versioning(m: &dyn MetaStore, state: &str) {
     m.apply(MetaOp::SetBucketConfig {
         name: "b".into(),
         config: BucketConfig::VERSIONING.into(),
@@ -433,8 +473,9 @@ async fn set_versioning(m: &RedbMeta, state: &str) {
     .unwrap();
 }
 
-fn listing(m: &RedbMeta, prefix: &str) -> Vec<(String, String, bool, bool)> {
+async fn listing(m: &dyn MetaStore, prefix: &str) -> Vec<(String, String, bool, bool)> {
     m.scan_versions("b", None, prefix, 1000)
+        .await
         .unwrap()
         .into_iter()
         .map(|e| {
@@ -456,26 +497,39 @@ fn listing(m: &RedbMeta, prefix: &str) -> Vec<(String, String, bool, bool)> {
 #[tokio::test]
 async fn versions_markers_and_listing() {
     let dir = tempfile::tempdir().unwrap();
-    let m = RedbMeta::open(&dir.path().join("m.redb"), 16 << 20).unwrap();
+    versions_markers_and_listing_on(redb(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_markers_and_listing_on_postgres() {
+    versions_markers_and_listing_on(common::postgres().await).await;
+}
+
+async fn versions_markers_and_listing_on(m: Arc<dyn MetaStore>) {
     m.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
-    put_meta(&m, "k", blob_obj("old")).await;
-    put_meta(&m, "plain", blob_obj("plain")).await;
-    set_versioning(&m, Versioning::ENABLED).await;
+    put_meta(&*m, "k", blob_obj("old")).await;
+    put_meta(&*m, "plain", blob_obj("plain")).await;
+    set_versioning(&*m, Versioning::ENABLED).await;
     assert_eq!(
-        m.bucket("b").unwrap().unwrap().versioning(),
+        m.bucket("b").await.unwrap().unwrap().versioning(),
         Versioning::Enabled
     );
     assert_eq!(
-        listing(&m, "k"),
+        listing(&*m, "k").await,
         vec![("k".into(), "null".into(), true, false)]
     );
 
-    let out = put_meta(&m, "k", blob_obj("v1")).await;
+    let out = put_meta(&*m, "k", blob_obj("v1")).await;
     assert!(out.freed_blobs.is_empty() && out.existed);
     let v1 = out.version_id.unwrap();
     assert_eq!(v1.len(), 32);
     assert_eq!(
-        m.object("b", "k").unwrap().unwrap().version_id.as_deref(),
+        m.object("b", "k")
+            .await
+            .unwrap()
+            .unwrap()
+            .version_id
+            .as_deref(),
         Some(v1.as_str())
     );
     let out = m
@@ -488,9 +542,9 @@ async fn versions_markers_and_listing() {
         .unwrap();
     assert!(out.delete_marker && out.existed && out.freed_blobs.is_empty());
     let marker = out.version_id.unwrap();
-    assert!(m.object("b", "k").unwrap().is_none());
+    assert!(m.object("b", "k").await.unwrap().is_none());
     assert_eq!(
-        listing(&m, "k"),
+        listing(&*m, "k").await,
         vec![
             ("k".into(), marker.clone(), true, true),
             ("k".into(), v1.clone(), false, false),
@@ -498,20 +552,20 @@ async fn versions_markers_and_listing() {
         ]
     );
     // Every version's blob is still referenced.
-    let refs = m.referenced_blobs().unwrap();
+    let refs = m.referenced_blobs().await.unwrap();
     assert!(["old", "v1", "plain"].iter().all(|b| refs.contains(*b)));
     // Lookups by id: a forged id with a real sequence number finds nothing.
     assert!(
-        matches!(m.object_version("b", "k", &v1).unwrap(), Some(Version::Object(o)) if o.etag == "v1")
+        matches!(m.object_version("b", "k", &v1).await.unwrap(), Some(Version::Object(o)) if o.etag == "v1")
     );
     assert!(
-        matches!(m.object_version("b", "k", "null").unwrap(), Some(Version::Object(o)) if o.etag == "old")
+        matches!(m.object_version("b", "k", "null").await.unwrap(), Some(Version::Object(o)) if o.etag == "old")
     );
     let forged = format!("{}{}", &v1[..16], "0".repeat(16));
-    assert!(forged == v1 || m.object_version("b", "k", &forged).unwrap().is_none());
-    assert!(m.object_version("b", "k", "nope").unwrap().is_none());
+    assert!(forged == v1 || m.object_version("b", "k", &forged).await.unwrap().is_none());
+    assert!(m.object_version("b", "k", "nope").await.unwrap().is_none());
     assert!(matches!(
-        m.object_version("b", "plain", "null").unwrap(),
+        m.object_version("b", "plain", "null").await.unwrap(),
         Some(Version::Object(_))
     ));
 
@@ -524,7 +578,7 @@ async fn versions_markers_and_listing() {
     };
     let out = m.apply(del(&marker)).await.unwrap();
     assert!(out.delete_marker && out.existed);
-    assert_eq!(m.object("b", "k").unwrap().unwrap().etag, "v1");
+    assert_eq!(m.object("b", "k").await.unwrap().unwrap().etag, "v1");
     let out = m.apply(del(&v1)).await.unwrap();
     assert_eq!(
         out.freed_blobs
@@ -533,12 +587,12 @@ async fn versions_markers_and_listing() {
             .collect::<Vec<_>>(),
         ["v1"]
     );
-    assert_eq!(m.object("b", "k").unwrap().unwrap().etag, "old");
+    assert_eq!(m.object("b", "k").await.unwrap().unwrap().etag, "old");
     assert!(!m.apply(del(&v1)).await.unwrap().existed);
 
     // Suspended: a write replaces the null version (its blob is freed).
-    set_versioning(&m, Versioning::SUSPENDED).await;
-    let out = put_meta(&m, "k", blob_obj("s1")).await;
+    set_versioning(&*m, Versioning::SUSPENDED).await;
+    let out = put_meta(&*m, "k", blob_obj("s1")).await;
     assert_eq!(out.version_id.as_deref(), Some("null"));
     assert_eq!(
         out.freed_blobs
@@ -548,7 +602,7 @@ async fn versions_markers_and_listing() {
         ["old"]
     );
     assert_eq!(
-        listing(&m, "k"),
+        listing(&*m, "k").await,
         vec![("k".into(), "null".into(), true, false)]
     );
     // Tags set on the current object are seen through its version too.
@@ -562,13 +616,13 @@ async fn versions_markers_and_listing() {
     .await
     .unwrap();
     assert!(
-        matches!(m.object_version("b", "k", "null").unwrap(), Some(Version::Object(o)) if o.tags.len() == 1)
+        matches!(m.object_version("b", "k", "null").await.unwrap(), Some(Version::Object(o)) if o.tags.len() == 1)
     );
 
     // Keys holding 0 bytes keep their own versions, in key order.
-    set_versioning(&m, Versioning::ENABLED).await;
+    set_versioning(&*m, Versioning::ENABLED).await;
     // Tags and ACL of an older version by id: that version alone changes.
-    let newer = put_meta(&m, "k", blob_obj("n1")).await.version_id.unwrap();
+    let newer = put_meta(&*m, "k", blob_obj("n1")).await.version_id.unwrap();
     let set_tags = |v: &str, t: &str| MetaOp::UpdateObject {
         bucket: "b".into(),
         key: "k".into(),
@@ -578,13 +632,13 @@ async fn versions_markers_and_listing() {
     };
     m.apply(set_tags("null", "old")).await.unwrap();
     assert!(
-        matches!(m.object_version("b", "k", "null").unwrap(), Some(Version::Object(o)) if o.tags == [("t".to_string(), "old".to_string())])
+        matches!(m.object_version("b", "k", "null").await.unwrap(), Some(Version::Object(o)) if o.tags == [("t".to_string(), "old".to_string())])
     );
-    assert!(m.object("b", "k").unwrap().unwrap().tags.is_empty());
+    assert!(m.object("b", "k").await.unwrap().unwrap().tags.is_empty());
     m.apply(set_tags(&newer, "new")).await.unwrap();
-    assert_eq!(m.object("b", "k").unwrap().unwrap().tags[0].1, "new");
+    assert_eq!(m.object("b", "k").await.unwrap().unwrap().tags[0].1, "new");
     assert!(
-        matches!(m.object_version("b", "k", &newer).unwrap(), Some(Version::Object(o)) if o.tags[0].1 == "new")
+        matches!(m.object_version("b", "k", &newer).await.unwrap(), Some(Version::Object(o)) if o.tags[0].1 == "new")
     );
     let missing = format!("{}{}", &newer[..16], "f".repeat(16));
     assert!(matches!(
@@ -592,15 +646,15 @@ async fn versions_markers_and_listing() {
         Err(MetaError::NoSuchKey)
     ));
     for k in ["a", "a\0b", "ab"] {
-        put_meta(&m, k, blob_obj(k)).await;
-        put_meta(&m, k, blob_obj(k)).await;
+        put_meta(&*m, k, blob_obj(k)).await;
+        put_meta(&*m, k, blob_obj(k)).await;
     }
-    let all = listing(&m, "a");
+    let all = listing(&*m, "a").await;
     let keys: Vec<&str> = all.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(keys, ["a", "a", "a\0b", "a\0b", "ab", "ab"]);
-    assert_eq!(listing(&m, "a\0").len(), 2);
+    assert_eq!(listing(&*m, "a\0").await.len(), 2);
     // Paging one at a time, by (key, version) markers, yields the same list.
-    let whole = listing(&m, "");
+    let whole = listing(&*m, "").await;
     let mut paged = Vec::new();
     let mut after: Option<(String, String)> = None;
     loop {
@@ -611,6 +665,7 @@ async fn versions_markers_and_listing() {
                 "",
                 1,
             )
+            .await
             .unwrap();
         let Some(e) = page.into_iter().next() else {
             break;
@@ -628,10 +683,13 @@ async fn versions_markers_and_listing() {
         whole.iter().map(|e| (&e.0, &e.1, e.2)).collect::<Vec<_>>()
     );
     // A key marker alone skips all of that key's versions.
-    let rest = m.scan_versions("b", Some(("a", None)), "", 1000).unwrap();
+    let rest = m
+        .scan_versions("b", Some(("a", None)), "", 1000)
+        .await
+        .unwrap();
     assert_eq!(rest[0].key, "a\0b");
     // A bucket holding only versions is not empty.
-    for e in m.scan_versions("b", None, "", 1000).unwrap() {
+    for e in m.scan_versions("b", None, "", 1000).await.unwrap() {
         if e.is_latest {
             m.apply(MetaOp::DeleteObject {
                 bucket: "b".into(),
@@ -644,6 +702,7 @@ async fn versions_markers_and_listing() {
     }
     assert!(m
         .scan_objects("b", &ScanStart::From(String::new()), "", 10)
+        .await
         .unwrap()
         .is_empty());
     assert!(matches!(
@@ -658,23 +717,31 @@ async fn versions_markers_and_listing() {
 #[tokio::test]
 async fn object_lock_holds_in_the_store() {
     let dir = tempfile::tempdir().unwrap();
-    let m = RedbMeta::open(&dir.path().join("m.redb"), 16 << 20).unwrap();
+    object_lock_holds_in_the_store_on(redb(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_lock_holds_in_the_store_on_postgres() {
+    object_lock_holds_in_the_store_on(common::postgres().await).await;
+}
+
+async fn object_lock_holds_in_the_store_on(m: Arc<dyn MetaStore>) {
     m.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
-    set_versioning(&m, Versioning::ENABLED).await;
+    set_versioning(&*m, Versioning::ENABLED).await;
     let future = now_millis() + 3_600_000;
     let mut locked = blob_obj("c");
     locked.retention = Some(Retention {
         mode: RetentionMode::Compliance,
         until: future,
     });
-    let vc = put_meta(&m, "k", locked).await.version_id.unwrap();
+    let vc = put_meta(&*m, "k", locked).await.version_id.unwrap();
     let mut gov = blob_obj("g");
     gov.retention = Some(Retention {
         mode: RetentionMode::Governance,
         until: future,
     });
-    let vg = put_meta(&m, "k", gov).await.version_id.unwrap();
-    let vh = put_meta(&m, "k", blob_obj("h")).await.version_id.unwrap();
+    let vg = put_meta(&*m, "k", gov).await.version_id.unwrap();
+    let vh = put_meta(&*m, "k", blob_obj("h")).await.version_id.unwrap();
     let lock = |v: &str, retention: Option<Option<Retention>>, hold: Option<bool>, bypass| {
         MetaOp::SetObjectLock {
             bucket: "b".into(),
@@ -723,7 +790,7 @@ async fn object_lock_holds_in_the_store() {
         .await
         .unwrap();
     assert!(
-        matches!(m.object_version("b", "k", &vc).unwrap(), Some(Version::Object(o)) if o.retention == Some(longer))
+        matches!(m.object_version("b", "k", &vc).await.unwrap(), Some(Version::Object(o)) if o.retention == Some(longer))
     );
     // Governance yields to a bypass; a legal hold to being lifted.
     assert!(matches!(
@@ -732,10 +799,10 @@ async fn object_lock_holds_in_the_store() {
     ));
     m.apply(del(&vg, true)).await.unwrap();
     m.apply(lock(&vh, None, Some(false), false)).await.unwrap();
-    assert_eq!(m.object("b", "k").unwrap().unwrap().etag, "h");
+    assert_eq!(m.object("b", "k").await.unwrap().unwrap().etag, "h");
     m.apply(del(&vh, false)).await.unwrap();
     // The compliance version is now current, and still protected.
-    assert_eq!(m.object("b", "k").unwrap().unwrap().etag, "c");
+    assert_eq!(m.object("b", "k").await.unwrap().unwrap().etag, "c");
     assert!(matches!(
         m.apply(del(&vc, true)).await,
         Err(MetaError::ObjectLocked)

@@ -10,16 +10,16 @@ use crate::state::State;
 use http::StatusCode;
 use std::sync::Arc;
 
-pub fn get_object_acl(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
+pub async fn get_object_acl(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "GetObjectAcl";
-    let b = load_bucket(st, r.bucket())?;
+    let b = load_bucket(st, r.bucket()).await?;
     let version = r.q("versionId");
     let action = if version.is_some() {
         "s3:GetObjectVersionAcl"
     } else {
         "s3:GetObjectAcl"
     };
-    let o = authz::object(st, r, &b, r.key(), version, action, Permission::ReadAcp)?;
+    let o = authz::object(st, r, &b, r.key(), version, action, Permission::ReadAcp).await?;
     // With ACLs disabled the stored ACL no longer applies: the bucket owner has full
     // control of every object, which is what S3 shows.
     let acl = if crate::authz::acls_disabled(&b) {
@@ -34,14 +34,14 @@ pub fn get_object_acl(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
 
 pub async fn put_object_acl(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "PutObjectAcl";
-    let b = load_bucket(st, r.bucket())?;
+    let b = load_bucket(st, r.bucket()).await?;
     let version = r.q("versionId");
     let action = if version.is_some() {
         "s3:PutObjectVersionAcl"
     } else {
         "s3:PutObjectAcl"
     };
-    let o = authz::object(st, r, &b, r.key(), version, action, Permission::WriteAcp)?;
+    let o = authz::object(st, r, &b, r.key(), version, action, Permission::WriteAcp).await?;
     crate::ownership::check_acl_change(&b)?;
     let bucket_owner = b.owner.clone();
     let acl = if r.header("x-amz-acl").is_some()

@@ -51,9 +51,9 @@ pub fn parse_copy_source(v: &str) -> S3Result<(String, String, Option<String>)> 
 
 /// Loads and authorizes the copy source, and checks the copy-source conditions:
 /// (bucket, key, the object, whether a version was named).
-pub fn copy_source(st: &State, r: &Req) -> S3Result<(String, String, ObjectMeta, bool)> {
+pub async fn copy_source(st: &State, r: &Req) -> S3Result<(String, String, ObjectMeta, bool)> {
     let (sb, sk, version) = parse_copy_source(r.header("x-amz-copy-source").unwrap_or(""))?;
-    let src_bucket = load_bucket(st, &sb)?;
+    let src_bucket = load_bucket(st, &sb).await?;
     let action = if version.is_some() {
         "s3:GetObjectVersion"
     } else {
@@ -67,7 +67,8 @@ pub fn copy_source(st: &State, r: &Req) -> S3Result<(String, String, ObjectMeta,
         version.as_deref(),
         action,
         Permission::Read,
-    )?;
+    )
+    .await?;
     check_conditions(&r.headers, &src, true)?;
     Ok((sb, sk, src, version.is_some()))
 }
@@ -76,7 +77,7 @@ pub fn copy_source(st: &State, r: &Req) -> S3Result<(String, String, ObjectMeta,
 /// S3, that needs `s3:GetObject[Version]Tagging` on the source (its bucket's policy,
 /// else its owner or its bucket's), so a READ grant on a tagged object does not hand
 /// its tags to whoever copies it.
-fn copied_tags(
+async fn copied_tags(
     st: &State,
     r: &Req,
     (src_bucket, src_key): (&str, &str),
@@ -93,7 +94,7 @@ fn copied_tags(
     } else {
         "s3:GetObjectTagging"
     };
-    let b = load_bucket(st, src_bucket)?;
+    let b = load_bucket(st, src_bucket).await?;
     authz::Authz::new(&b)?.check(
         r,
         action,
@@ -106,18 +107,18 @@ fn copied_tags(
 
 pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "CopyObject";
-    let b = load_bucket(st, r.bucket())?;
+    let b = load_bucket(st, r.bucket()).await?;
     authz::check_put(r, &b)?;
-    let (sb, sk, src, named_version) = copy_source(st, r)?;
+    let (sb, sk, src, named_version) = copy_source(st, r).await?;
     let cond = write_cond::from_headers(&r.headers)?;
-    write_cond::precheck(st, r.bucket(), r.key(), cond.as_ref())?;
+    write_cond::precheck(st, r.bucket(), r.key(), cond.as_ref()).await?;
     // The directives' tokens as given: S3 takes exactly `COPY` or `REPLACE`.
     let tags = match r
         .headers
         .get("x-amz-tagging-directive")
         .map(|v| v.as_bytes())
     {
-        None | Some(b"COPY") => copied_tags(st, r, (&sb, &sk), &src, named_version)?,
+        None | Some(b"COPY") => copied_tags(st, r, (&sb, &sk), &src, named_version).await?,
         Some(b"REPLACE") => crate::tags::from_request_header(&r.headers)?,
         Some(_) => {
             return Err(S3Error::invalid_argument("Unknown tagging directive.")

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 pub async fn delete_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "DeleteObject";
-    let b = load_bucket(st, r.bucket())?;
+    let b = load_bucket(st, r.bucket()).await?;
     let key = r.key().to_string();
     let version = r.q("versionId");
     let action = if version.is_some() {
@@ -65,7 +65,7 @@ fn deleter(r: &Req, b: &BucketMeta) -> Owner {
 }
 
 pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
-    let b = load_bucket(st, r.bucket())?;
+    let b = load_bucket(st, r.bucket()).await?;
     // Authorized before the body is read: without WRITE on the bucket (or a policy
     // statement that might allow some key) no key could be deleted anyway. Each key
     // is then decided on its own (a policy may allow or deny by prefix).

@@ -122,7 +122,7 @@ pub async fn get_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     // A concurrent overwrite may delete the blobs we are about to open; the grace
     // period makes that rare, and a retry reads the new version.
     let mut attempt = 0;
-    let b = load_bucket(st, r.bucket())?;
+    let b = load_bucket(st, r.bucket()).await?;
     let authz = crate::authz::Authz::new(&b)?;
     loop {
         let version = r.q("versionId");
@@ -131,7 +131,9 @@ pub async fn get_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         } else {
             "s3:GetObject"
         };
-        let o = authz.object_version(st, r, r.key(), version, action, Permission::Read)?;
+        let o = authz
+            .object_version(st, r, r.key(), version, action, Permission::Read)
+            .await?;
         // Lifecycle expiration applies to current objects only.
         let expiration = match version {
             None => crate::lifecycle::expiration_header(st, &b, r.key(), &o),

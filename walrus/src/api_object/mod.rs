@@ -22,17 +22,17 @@ use std::sync::Arc;
 
 pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     match r.method.clone() {
-        Method::GET if r.has("acl") => acl::get_object_acl(st, r),
+        Method::GET if r.has("acl") => acl::get_object_acl(st, r).await,
         Method::PUT if r.has("acl") => acl::put_object_acl(st, r).await,
-        Method::GET if r.has("tagging") => tagging::get_object_tagging(st, r),
+        Method::GET if r.has("tagging") => tagging::get_object_tagging(st, r).await,
         Method::PUT if r.has("tagging") => tagging::put_object_tagging(st, r).await,
         Method::DELETE if r.has("tagging") => tagging::delete_object_tagging(st, r).await,
         Method::GET if r.has("attributes") => crate::checksums::get_object_attributes(st, r).await,
         Method::GET if r.has("retention") || r.has("legal-hold") => {
-            crate::objectlock::get_object_lock(st, r)
+            crate::objectlock::get_object_lock(st, r).await
         }
         Method::PUT if r.has("retention") || r.has("legal-hold") => {
-            let b = crate::handler::load_bucket(st, r.bucket())?;
+            let b = crate::handler::load_bucket(st, r.bucket()).await?;
             let action = if r.has("retention") {
                 "s3:PutObjectRetention"
             } else {

@@ -126,7 +126,7 @@ pub async fn store_body(
 
 pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "PutObject";
-    let b = load_bucket(st, r.bucket())?;
+    let b = load_bucket(st, r.bucket()).await?;
     authz::check_put(r, &b)?;
     if !r.headers.contains_key("content-length") {
         return Err(S3Error::new(
@@ -146,7 +146,7 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let (retention, legal_hold) = crate::objectlock::for_new_object(r, &b)?;
     // Refuse a write whose condition already fails before streaming its body.
     let cond = write_cond::from_headers(&r.headers)?;
-    write_cond::precheck(st, r.bucket(), r.key(), cond.as_ref())?;
+    write_cond::precheck(st, r.bucket(), r.key(), cond.as_ref()).await?;
     let enc = crate::sse::for_write(st, r, &b).await?;
     let body = r.body(st.cfg.max_put_bytes)?;
     let (stored, summary) = store_body(
@@ -232,13 +232,7 @@ pub async fn commit_object(
         }
         Err(e) => {
             free_blobs(st, own);
-            Err(write_cond::commit_error(
-                st,
-                r.bucket(),
-                r.key(),
-                cond.as_ref(),
-                e,
-            ))
+            Err(write_cond::commit_error(st, r.bucket(), r.key(), cond.as_ref(), e).await)
         }
     }
 }

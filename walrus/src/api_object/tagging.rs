@@ -19,21 +19,16 @@ use std::sync::Arc;
 
 /// The object (or version), if the caller may do `action` (the unversioned name;
 /// the `*Version*` one applies with a version id) on its tags.
-fn authorized_object(st: &State, r: &Req, action: &str) -> S3Result<ObjectMeta> {
-    let b = load_bucket(st, r.bucket())?;
+async fn authorized_object(st: &State, r: &Req, action: &str) -> S3Result<ObjectMeta> {
+    let b = load_bucket(st, r.bucket()).await?;
     let version = r.q("versionId");
     let action = match version {
         Some(_) => action.replacen("Object", "ObjectVersion", 1),
         None => action.to_string(),
     };
-    crate::authz::Authz::new(&b)?.object_version_by(
-        st,
-        r,
-        r.key(),
-        version,
-        &action,
-        ObjectRule::Owners,
-    )
+    crate::authz::Authz::new(&b)?
+        .object_version_by(st, r, r.key(), version, &action, ObjectRule::Owners)
+        .await
 }
 
 /// The answer, with the version id S3 names for a version of a versioned bucket.
@@ -42,16 +37,16 @@ fn with_version(mut resp: Resp, o: &ObjectMeta) -> S3Result<Resp> {
     Ok(resp)
 }
 
-pub fn get_object_tagging(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
+pub async fn get_object_tagging(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "GetObjectTagging";
-    let o = authorized_object(st, r, "s3:GetObjectTagging")?;
+    let o = authorized_object(st, r, "s3:GetObjectTagging").await?;
     with_version(xml(StatusCode::OK, tags::to_xml(&o.tags)), &o)
 }
 
 pub async fn put_object_tagging(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "PutObjectTagging";
     // Authorized before a byte of the body is read.
-    let o = authorized_object(st, r, "s3:PutObjectTagging")?;
+    let o = authorized_object(st, r, "s3:PutObjectTagging").await?;
     let node = r.xml_body(MAX_TAGGING_BODY).await?;
     let tags = tags::from_xml(&node, TagTarget::Object)?;
     set_tags(st, r, &o, tags).await?;
@@ -60,7 +55,7 @@ pub async fn put_object_tagging(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> 
 
 pub async fn delete_object_tagging(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.op = "DeleteObjectTagging";
-    let o = authorized_object(st, r, "s3:DeleteObjectTagging")?;
+    let o = authorized_object(st, r, "s3:DeleteObjectTagging").await?;
     set_tags(st, r, &o, Vec::new()).await?;
     with_version(empty(StatusCode::NO_CONTENT), &o)
 }

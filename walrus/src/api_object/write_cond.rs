@@ -74,7 +74,7 @@ pub fn evaluate(cond: &WriteCondition, key: &str, current: Option<&ObjectMeta>) 
 
 /// The early check, before the body is read. The caller must already be authorized
 /// to write the key.
-pub fn precheck(
+pub async fn precheck(
     st: &State,
     bucket: &str,
     key: &str,
@@ -82,7 +82,7 @@ pub fn precheck(
 ) -> S3Result<()> {
     match cond {
         None => Ok(()),
-        Some(c) => evaluate(c, key, st.meta.object(bucket, key)?.as_ref()),
+        Some(c) => evaluate(c, key, st.meta.object(bucket, key).await?.as_ref()),
     }
 }
 
@@ -91,7 +91,7 @@ pub fn precheck(
 /// now answers 412, as in S3 ("the first write to finish wins"); for `If-Match`, an
 /// object deleted while this write was under way is S3's 409
 /// `ConditionalRequestConflict` (retry after fetching the ETag again).
-pub fn commit_error(
+pub async fn commit_error(
     st: &State,
     bucket: &str,
     key: &str,
@@ -99,7 +99,7 @@ pub fn commit_error(
     e: MetaError,
 ) -> S3Error {
     match (e, cond) {
-        (MetaError::PreconditionFailed, Some(c)) => match st.meta.object(bucket, key) {
+        (MetaError::PreconditionFailed, Some(c)) => match st.meta.object(bucket, key).await {
             Ok(None) if matches!(c, WriteCondition::EtagIs(_)) => S3Error::new(
                 "ConditionalRequestConflict",
                 409,
