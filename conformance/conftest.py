@@ -1,5 +1,7 @@
 """Fixtures that start a real `euca up` for the conformance suite (or, with
-EUCA_LAYOUT=split, the same cloud as separate clc/walrus/sc/cc processes).
+EUCA_LAYOUT=split, the same cloud as separate clc/walrus/sc/cc processes). With
+EUCA_WALRUS_META=postgres, the shared cloud's Walrus keeps its metadata in a
+throwaway PostgreSQL (helpers_pg) and its blobs under `blob_url`.
 
 The binary is taken from $EUCA_BIN, else target/release/euca, else target/debug/euca.
 Each server gets a free loopback port and a temporary data directory, and is always
@@ -199,6 +201,9 @@ class Cloud:
         self.clc_url = f"http://127.0.0.1:{self.clc_port}"
         self.proc = None
         self.log_path = self.data.parent / f"euca-{port}.log"
+        # Where Walrus keeps blob files (`blobs/` below it): its data directory
+        # unless [walrus] blob_url says otherwise.
+        self.blob_root = self.data / "walrus"
 
     # -- lifecycle -------------------------------------------------------
     def start(self, timeout=30):
@@ -428,19 +433,34 @@ def cloud():
     tmp = tempfile.mkdtemp(prefix="euca-conf-")
     extra = []
     dns_port = None
+    pg_server = None
     if cloud_class() is Cloud:  # the split layout runs no node
         # Its own port for the CLC's dynamic DNS (default 127.0.0.1:8753), which
         # the clouds of two test workers would otherwise both want.
         dns_port = free_port()
         cfg = Path(tmp) / "euca.toml"
-        cfg.write_text(with_short_guest_shutdown(f'[clc]\ndns_listen = "127.0.0.1:{dns_port}"\n'))
+        text = f'[clc]\ndns_listen = "127.0.0.1:{dns_port}"\n'
+        if os.environ.get("EUCA_WALRUS_META") == "postgres":
+            # Walrus's metadata in a throwaway PostgreSQL, its blobs in a directory
+            # of their own: the scale-out engines under the same client tests.
+            from helpers_pg import start_postgres
+            pg_server = start_postgres()
+            blobs = Path(tmp) / "shared-blobs"
+            text += f'[walrus]\nmeta_url = "{pg_server.url}"\nblob_url = "file://{blobs}"\n'
+        cfg.write_text(with_short_guest_shutdown(text))
         extra = ["--config", str(cfg)]
     c = start_cloud(tmp, extra)
     c.dns_port = dns_port
+    if pg_server is not None:
+        c.blob_root = blobs
+        # Walrus really is on PostgreSQL: it created its schema there at start.
+        assert pg_server.psql("SELECT count(*) FROM walrus_schema_migrations").strip() == "1"
     try:
         yield c
     finally:
         c.stop()
+        if pg_server is not None:
+            pg_server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -430,7 +430,7 @@ def test_post_over_content_length_range(cloud, s3, bucket, size, s3v4):
 
 
 def blob_files(cloud):
-    return {p for p in (cloud.data / "walrus").rglob("*") if p.is_file() and "blobs" in p.parts}
+    return {p for p in cloud.blob_root.rglob("*") if p.is_file() and "blobs" in p.parts}
 
 
 def test_post_over_range_leaves_no_blob(cloud, s3, bucket, s3v4):

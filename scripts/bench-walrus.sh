@@ -7,6 +7,10 @@
 # BENCH_DIR (default /var/tmp/euca-bench) must be on the disk to measure.
 # EUCA_BEFORE=/path/to/euca also measures that (earlier) build in the same run;
 # SKIP_PEER=1 leaves s3s-fs out.
+# BENCH_PG=1 also measures Walrus with its metadata in PostgreSQL (a throwaway server
+# in BENCH_DIR, fsync on, as the postgres user): one `euca up` front end, then two
+# `euca walrus` front ends on one database and one blob directory driven at once;
+# with the PostgreSQL transactions per request counted from pg_stat_database.
 # Installs s3s-fs 0.14.1 with cargo if it is not on PATH or in /opt/s3s-fs/bin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +32,13 @@ fi
 cargo build --release --locked --bin euca --bin walrus-bench
 rm -rf "$BENCH_DIR"; mkdir -p "$BENCH_DIR"
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$BENCH_DIR"; }
+PG_DATA=
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ -n "$PG_DATA" ]; then runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate stop >/dev/null 2>&1 || true; fi
+  wait 2>/dev/null || true
+  rm -rf "$BENCH_DIR"
+}
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
@@ -65,6 +75,79 @@ walrus_run() { # label binary
 }
 walrus_run walrus target/release/euca
 if [ -n "${EUCA_BEFORE:-}" ]; then walrus_run walrus-before "$EUCA_BEFORE"; fi
+
+if [ -n "${BENCH_PG:-}" ]; then
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  PG_PORT=$(port)
+  PG_DATA="$BENCH_DIR/pg/data"
+  mkdir -p "$BENCH_DIR/pg"; chown postgres: "$BENCH_DIR/pg"
+  runuser -u postgres -- "$PG_BIN/initdb" -D "$PG_DATA" --auth=trust -U postgres --no-locale -E UTF8 >/dev/null
+  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$BENCH_DIR/pg/log" -w \
+    -o "-p $PG_PORT -k $BENCH_DIR/pg -c listen_addresses=127.0.0.1" start >/dev/null
+  psql_q() { runuser -u postgres -- "$PG_BIN/psql" -X -q -A -t -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "${2:-postgres}" -c "$1"; }
+  commits() { psql_q "SELECT xact_commit FROM pg_stat_database WHERE datname = '$1'"; }
+  echo "== PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), fsync on, synchronous_commit on"
+
+  # One front end (euca up), metadata in PostgreSQL, blobs in a blob_url directory.
+  psql_q "CREATE DATABASE walrus1" >/dev/null
+  printf '[walrus]\nmeta_url = "postgres://postgres@127.0.0.1:%s/walrus1"\nblob_url = "file://%s/blobs1"\n' \
+    "$PG_PORT" "$BENCH_DIR" > "$BENCH_DIR/pg1.toml"
+  wp=$(port)
+  target/release/euca up --no-node --config "$BENCH_DIR/pg1.toml" --data "$BENCH_DIR/walrus" \
+    --walrus-listen "127.0.0.1:$wp" > "$BENCH_DIR/walrus-pg.log" 2>&1 &
+  wpid=$!; PIDS+=("$wpid")
+  wait_http "http://127.0.0.1:$wp/_health"
+  # shellcheck disable=SC1091
+  . "$BENCH_DIR/walrus/credentials/eucarc"
+  b=(target/release/walrus-bench --endpoint "http://127.0.0.1:$wp" --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY")
+  "${b[@]}" --label walrus-pg --scenarios put,get --large-mib "$LARGE_MIB" --bucket large
+  c0=$(commits walrus1)
+  "${b[@]}" --label walrus-pg --scenarios small-put --small-count "$SMALL" --bucket small
+  c1=$(commits walrus1)
+  "${b[@]}" --label walrus-pg --scenarios small-get --small-count "$SMALL" --bucket small
+  echo "RESULT walrus-pg pg-commits-per-small-put $(awk -v a="$c0" -v b="$c1" -v n="$SMALL" 'BEGIN {printf "%.2f", (b-a)/n}')"
+  kill "$wpid"; wait "$wpid" 2>/dev/null || true
+  rm -rf "$BENCH_DIR/walrus" "$BENCH_DIR/blobs1"
+
+  # Two front ends (euca walrus --identity) on one database and one blob directory,
+  # driven at once: each gets half the objects in a bucket of its own.
+  psql_q "CREATE DATABASE walrus2" >/dev/null
+  printf '[walrus]\nmeta_url = "postgres://postgres@127.0.0.1:%s/walrus2"\nblob_url = "file://%s/blobs2"\n' \
+    "$PG_PORT" "$BENCH_DIR" > "$BENCH_DIR/pg2.toml"
+  cp_=$(port); fa=$(port); fb=$(port)
+  target/release/euca clc --data "$BENCH_DIR/clc" --listen "127.0.0.1:$cp_" \
+    --s3-url "http://127.0.0.1:$fa/" > "$BENCH_DIR/clc.log" 2>&1 &
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$cp_/_health"
+  for _ in $(seq 100); do [ -s "$BENCH_DIR/clc/credentials/services.toml" ] && break; sleep 0.1; done
+  for f in "a $fa" "b $fb"; do
+    read -r name p <<< "$f"
+    target/release/euca walrus --config "$BENCH_DIR/pg2.toml" --data "$BENCH_DIR/fe-$name" \
+      --listen "127.0.0.1:$p" --identity "$BENCH_DIR/clc/credentials/services.toml" > "$BENCH_DIR/fe-$name.log" 2>&1 &
+    PIDS+=($!)
+    wait_http "http://127.0.0.1:$p/_health"
+  done
+  # shellcheck disable=SC1091
+  . "$BENCH_DIR/clc/credentials/eucarc"
+  both() { # scenario
+    local half=$(( SMALL / 2 )) name port bench=()
+    for f in "a $fa" "b $fb"; do
+      read -r name port <<< "$f"
+      target/release/walrus-bench --endpoint "http://127.0.0.1:$port" --access-key "$AWS_ACCESS_KEY_ID" \
+        --secret-key "$AWS_SECRET_ACCESS_KEY" --label "walrus-pg-2fe-$name" --scenarios "$1" \
+        --small-count "$half" --large-mib "$LARGE_MIB" --bucket "two-$name" &
+      bench+=($!)
+    done
+    wait "${bench[@]}"
+  }
+  both put
+  c0=$(commits walrus2)
+  both small-put
+  c1=$(commits walrus2)
+  both small-get
+  echo "RESULT walrus-pg-2fe pg-commits-per-small-put $(awk -v a="$c0" -v b="$c1" -v n="$SMALL" 'BEGIN {printf "%.2f", (b-a)/n}')"
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+fi
 [ -z "${SKIP_PEER:-}" ] || exit 0
 
 # s3s-fs on the same disk

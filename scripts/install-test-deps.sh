@@ -38,6 +38,10 @@ command -v dig >/dev/null || need_apt+=(dnsutils)
 command -v iscsi-inq >/dev/null || need_apt+=(libiscsi-bin)
 # restic: a backup tool against an object-locked bucket (conformance/test_s3_more.py).
 command -v restic >/dev/null || need_apt+=(restic)
+# PostgreSQL server binaries (/usr/lib/postgresql/*/bin): Walrus's shared metadata
+# backend (conformance/test_walrus_scaleout.py runs its own throwaway server with
+# them, conformance/helpers_pg.py; the packaged cluster and service are not used).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -105,3 +109,5 @@ for c in rclone /usr/bin/aws curl iscsi-inq iscsi-ls iscsi-readcapacity16 nbdinf
 $PY -c 'import pytest, boto3, awscli, S3, requests, hypothesis' || { echo "missing python test deps" >&2; exit 1; }
 command -v s3cmd >/dev/null || { echo "missing: s3cmd on PATH" >&2; exit 1; }
 /usr/bin/python3 -c 'import nbd' || { echo "missing: python3-libnbd for /usr/bin/python3" >&2; exit 1; }
+ls /usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 \
+  || { echo "missing: PostgreSQL server binaries under /usr/lib/postgresql/*/bin" >&2; exit 1; }
