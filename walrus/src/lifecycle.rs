@@ -402,14 +402,20 @@ pub async fn delete_config(st: &Arc<State>, b: &BucketMeta) -> S3Result<Resp> {
 }
 
 /// Runs the rules of every bucket every `lifecycle_interval_secs` until `shutdown`.
+/// The lease front ends sharing a metadata store take before a lifecycle step.
+const LEASE: &str = "lifecycle";
+
 pub async fn worker(st: Arc<State>, mut shutdown: watch::Receiver<bool>) {
     let every = Duration::from_secs(st.cfg.lifecycle_interval_secs.max(1));
+    // Front ends on one store take turns: whoever holds the lease runs the pass and
+    // renews it before each bucket; if it dies, another takes over once it expires.
+    let holder = crate::blob::new_blob_id();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        match run_once(&st).await {
+        match run_once(&st, &holder).await {
             Ok(n) if n > 0 => tracing::info!(actions = n, "lifecycle pass"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "lifecycle pass failed"),
@@ -419,10 +425,16 @@ pub async fn worker(st: Arc<State>, mut shutdown: watch::Receiver<bool>) {
 
 /// One pass over every bucket with rules; the number of objects, versions, markers
 /// and uploads it removed.
-pub async fn run_once(st: &Arc<State>) -> S3Result<usize> {
+pub async fn run_once(st: &Arc<State>, holder: &str) -> S3Result<usize> {
     let day_ms = (st.cfg.lifecycle_day_secs.max(1) as i64) * 1000;
+    // Three intervals: renewed before each bucket, so it lapses only when its holder
+    // stops (or one bucket takes that long).
+    let ttl_ms = (st.cfg.lifecycle_interval_secs.max(1) as i64).saturating_mul(3000);
     let mut done = 0;
     for b in st.meta.buckets().await? {
+        if !st.meta.lease(LEASE, holder, ttl_ms).await? {
+            break;
+        }
         let Some(cfg) = LifecycleConfig::of(&b)? else {
             continue;
         };

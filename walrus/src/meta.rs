@@ -606,6 +606,13 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn referenced_blobs(&self) -> Result<std::collections::HashSet<String>, MetaError>;
     /// Applies one op atomically and durably.
     async fn apply(&self, op: MetaOp) -> Result<OpOutcome, MetaError>;
+    /// Takes or renews the lease `name` for `holder` for `ttl_ms`: true if `holder`
+    /// has it now (no one else held it, or their lease expired). Background work
+    /// that must run once per cloud (lifecycle) takes it before each step. A store
+    /// only one front end opens (redb) always grants it.
+    async fn lease(&self, _name: &str, _holder: &str, _ttl_ms: i64) -> Result<bool, MetaError> {
+        Ok(true)
+    }
 }
 
 /// Where an ordered scan starts.

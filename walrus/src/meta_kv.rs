@@ -497,15 +497,16 @@ fn add_version(
 }
 
 /// Makes `meta` the key's current object: replacing the old one (whose blobs are
-/// freed) in a bucket without versioning, as a new version otherwise.
+/// freed) in a bucket without versioning (`state`, read by the caller), as a new
+/// version otherwise.
 fn place_object(
     tx: &impl KvWrite,
     bucket: &str,
     key: &str,
+    state: Versioning,
     mut meta: ObjectMeta,
     out: &mut OpOutcome,
 ) -> Result<(), MetaError> {
-    let state = versioning(tx, bucket)?;
     let k = object_key(bucket, key);
     if state == Versioning::Unversioned {
         meta.version_id = None;
@@ -820,16 +821,15 @@ pub(crate) fn apply_op(tx: &impl KvWrite, op: MetaOp) -> Result<OpOutcome, MetaE
             meta,
             cond,
         } => {
-            if !has_bucket(&bucket)? {
-                return Err(MetaError::NoSuchBucket);
-            }
+            // (NoSuchBucket if the bucket is gone.)
+            let state = versioning(tx, &bucket)?;
             if let Some(c) = cond {
                 let current = get::<ObjectMeta>(tx, Table::Objects, &object_key(&bucket, &key))?;
                 if !c.holds(current.as_ref()) {
                     return Err(MetaError::PreconditionFailed);
                 }
             }
-            place_object(tx, &bucket, &key, meta, &mut out)?;
+            place_object(tx, &bucket, &key, state, meta, &mut out)?;
         }
         MetaOp::DeleteObject { bucket, key, by } => {
             delete_object(tx, &bucket, &key, by, &mut out)?;
@@ -949,7 +949,8 @@ pub(crate) fn apply_op(tx: &impl KvWrite, op: MetaOp) -> Result<OpOutcome, MetaE
                 }
             }
             tx.remove(Table::Uploads, &uk)?;
-            place_object(tx, &bucket, &key, meta, &mut out)?;
+            let state = versioning(tx, &bucket)?;
+            place_object(tx, &bucket, &key, state, meta, &mut out)?;
         }
         MetaOp::AbortUpload {
             bucket,

@@ -10,82 +10,74 @@
 //! default). A read of one row or one range is one statement (its own snapshot);
 //! reads that take several run in one REPEATABLE READ, READ ONLY transaction.
 //!
-//! The driver is the synchronous `postgres` crate: the op logic is plain synchronous
-//! code shared with redb. `[walrus] meta_max_connections` threads each own one
-//! connection (opened at first use, reopened after it breaks) and take ops from one
-//! queue; an op holds its connection for its few round trips. A connection lost
+//! Connections are `euca-pg`'s: the synchronous `postgres` driver (the op logic is
+//! plain synchronous code shared with redb) on `[walrus] meta_max_connections`
+//! threads; an op holds one connection for its few round trips. A connection lost
 //! mid-op fails that op (a write's outcome is then unknown to the client, as with
-//! any lost reply); the next op reconnects.
-//!
-//! The schema is created at start by the versioned migrations in
-//! `walrus/migrations/postgres/`, applied once under an advisory lock (front ends
-//! starting together wait for each other).
+//! any lost reply); the next op reconnects. The schema comes from the versioned
+//! migrations in `walrus/migrations/postgres/`, applied at start.
 use crate::meta::*;
 use crate::meta_kv::{self, KvRead, KvWrite, Row, Table};
-use postgres::error::SqlState;
+use euca_pg::{is_retryable, Conn, Migration, Pool, Statements};
 use postgres::types::ToSql;
-use postgres::{Client, IsolationLevel, NoTls, Statement, Transaction};
+use postgres::{Client, IsolationLevel, Transaction};
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::oneshot;
+use std::sync::LazyLock;
 
 /// Attempts of one op that keeps losing serialization races, before it fails.
 const MAX_ATTEMPTS: u32 = 64;
-/// `pg_advisory_lock` key held while migrations run ("walrus" in ASCII).
-const MIGRATION_LOCK: i64 = 0x77616c727573;
 
-/// The migrations, in order: (version, SQL).
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/postgres/0001_metadata.sql"))];
+/// The migrations, in order (tables `walrus_…`).
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("../migrations/postgres/0001_metadata.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("../migrations/postgres/0002_leases.sql"),
+    },
+];
 
-fn backend(e: postgres::Error) -> MetaError {
+fn backend(e: impl std::fmt::Display) -> MetaError {
     MetaError::Backend(format!("postgresql: {e}"))
 }
 
-/// One connection with its prepared statements.
-struct PgConn {
-    client: Client,
-    stmts: StatementSet,
-}
-
-impl PgConn {
-    fn connect(config: &postgres::Config) -> Result<Self, MetaError> {
-        let mut client = config.connect(NoTls).map_err(backend)?;
-        let mut prep = |sql: String| client.prepare(&sql).map_err(backend);
-        let mut get = Vec::new();
-        let mut range = Vec::new();
-        let mut range_open = Vec::new();
-        let mut put = Vec::new();
-        let mut remove = Vec::new();
-        for t in Table::ALL {
-            let n = format!("walrus_{}", t.name());
-            get.push(prep(format!("SELECT v FROM {n} WHERE k = $1"))?);
-            range.push(prep(format!(
-                "SELECT k, v FROM {n} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3"
-            ))?);
-            range_open.push(prep(format!(
-                "SELECT k, v FROM {n} WHERE k >= $1 ORDER BY k LIMIT $2"
-            ))?);
-            put.push(prep(format!(
-                "INSERT INTO {n} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
-            ))?);
-            remove.push(prep(format!("DELETE FROM {n} WHERE k = $1 RETURNING v"))?);
-        }
-        let next_seq = prep("SELECT nextval('walrus_version_seq')".into())?;
-        Ok(Self {
-            client,
-            stmts: StatementSet {
-                get,
-                range,
-                range_open,
-                put,
-                remove,
-                next_seq,
-            },
-        })
+impl From<euca_pg::PgError> for MetaError {
+    fn from(e: euca_pg::PgError) -> Self {
+        MetaError::Backend(e.to_string())
     }
 }
+
+/// The statements of one table.
+struct TableSql {
+    get: String,
+    range: String,
+    range_open: String,
+    put: String,
+    remove: String,
+}
+
+/// Per table, indexed by `Table as usize`.
+static SQL: LazyLock<Vec<TableSql>> = LazyLock::new(|| {
+    Table::ALL
+        .iter()
+        .map(|t| {
+            let n = format!("walrus_{}", t.name());
+            TableSql {
+                get: format!("SELECT v FROM {n} WHERE k = $1"),
+                range: format!("SELECT k, v FROM {n} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3"),
+                range_open: format!("SELECT k, v FROM {n} WHERE k >= $1 ORDER BY k LIMIT $2"),
+                put: format!(
+                    "INSERT INTO {n} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+                ),
+                remove: format!("DELETE FROM {n} WHERE k = $1 RETURNING v"),
+            }
+        })
+        .collect()
+});
+const NEXT_SEQ: &str = "SELECT nextval('walrus_version_seq')";
 
 /// Where one op's statements go: the bare connection (single-statement reads) or a
 /// transaction.
@@ -98,29 +90,20 @@ enum Target<'a> {
 /// with a serialization failure or a deadlock (the op is then retried).
 struct PgKv<'a> {
     target: RefCell<Target<'a>>,
-    stmts: &'a StatementSet,
+    statements: RefCell<&'a mut Statements>,
     retry: Cell<bool>,
-}
-
-/// The prepared statements of a [`PgConn`] (per table: indexed by `Table as usize`).
-struct StatementSet {
-    get: Vec<Statement>,
-    range: Vec<Statement>,
-    range_open: Vec<Statement>,
-    put: Vec<Statement>,
-    remove: Vec<Statement>,
-    next_seq: Statement,
 }
 
 impl PgKv<'_> {
     fn query(
         &self,
-        stmt: &Statement,
+        sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<postgres::Row>, MetaError> {
+        let mut statements = self.statements.borrow_mut();
         let r = match &mut *self.target.borrow_mut() {
-            Target::Plain(c) => c.query(stmt, params),
-            Target::Tx(t) => t.query(stmt, params),
+            Target::Plain(c) => statements.get(*c, sql).and_then(|st| c.query(&st, params)),
+            Target::Tx(t) => statements.get(t, sql).and_then(|st| t.query(&st, params)),
         };
         r.map_err(|e| {
             if is_retryable(&e) {
@@ -131,29 +114,22 @@ impl PgKv<'_> {
     }
 }
 
-fn is_retryable(e: &postgres::Error) -> bool {
-    matches!(
-        e.code(),
-        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
-    )
-}
-
 fn limit_param(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 impl KvRead for PgKv<'_> {
     fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
-        let rows = self.query(&self.stmts.get[t as usize], &[&k])?;
+        let rows = self.query(&SQL[t as usize].get, &[&k])?;
         Ok(rows.first().map(|r| r.get::<_, Vec<u8>>(0)))
     }
 
     fn range(&self, t: Table, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Row>, MetaError> {
         let n = limit_param(limit);
         let rows = if to.is_empty() {
-            self.query(&self.stmts.range_open[t as usize], &[&from, &n])?
+            self.query(&SQL[t as usize].range_open, &[&from, &n])?
         } else {
-            self.query(&self.stmts.range[t as usize], &[&from, &to, &n])?
+            self.query(&SQL[t as usize].range, &[&from, &to, &n])?
         };
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
@@ -161,22 +137,22 @@ impl KvRead for PgKv<'_> {
 
 impl KvWrite for PgKv<'_> {
     fn put(&self, t: Table, k: &[u8], v: &[u8]) -> Result<(), MetaError> {
-        self.query(&self.stmts.put[t as usize], &[&k, &v])?;
+        self.query(&SQL[t as usize].put, &[&k, &v])?;
         Ok(())
     }
 
     fn remove(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
-        let rows = self.query(&self.stmts.remove[t as usize], &[&k])?;
+        let rows = self.query(&SQL[t as usize].remove, &[&k])?;
         Ok(rows.first().map(|r| r.get::<_, Vec<u8>>(0)))
     }
 
     fn next_seq(&self) -> Result<u64, MetaError> {
-        let rows = self.query(&self.stmts.next_seq, &[])?;
+        let rows = self.query(NEXT_SEQ, &[])?;
         let n: i64 = rows
             .first()
             .map(|r| r.get(0))
-            .ok_or_else(|| MetaError::Backend("postgresql: no sequence value".into()))?;
-        u64::try_from(n).map_err(|_| MetaError::Backend("postgresql: negative sequence".into()))
+            .ok_or_else(|| backend("no sequence value"))?;
+        u64::try_from(n).map_err(|_| backend("negative sequence value"))
     }
 }
 
@@ -191,101 +167,37 @@ enum Mode {
     Write,
 }
 
-/// Work for a connection thread: given its connection slot (empty, or holding a
-/// connection that may have broken) and the server's config.
-type Job = Box<dyn FnOnce(&mut Option<PgConn>, &postgres::Config) + Send>;
-
 pub struct PgMeta {
-    jobs: mpsc::Sender<Job>,
+    pool: Pool,
 }
 
 impl PgMeta {
     /// Connects to `url` (`postgres://user[:password]@host[:port]/dbname[?…]`, or
-    /// libpq's `key=value` form) and applies the migrations it lacks. Fails (rather
-    /// than waits) if the database cannot be reached within 10 s.
+    /// libpq's `key=value` form) with `connections` connection threads and applies
+    /// the migrations the database lacks. Fails (rather than waits) if the database
+    /// cannot be reached within 10 s.
     pub async fn open(url: &str, connections: usize) -> Result<Self, MetaError> {
-        let mut config: postgres::Config = url
-            .parse()
-            .map_err(|e| MetaError::Backend(format!("meta_url: {e}")))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("euca-walrus");
-        }
-        // The synchronous driver runs its own small runtime, which cannot start on a
-        // thread of tokio's (its blocking pool included): each connection has a
-        // thread of its own, fed through one queue.
-        let (jobs, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        for n in 0..connections.max(1) {
-            let (rx, config) = (rx.clone(), config.clone());
-            std::thread::Builder::new()
-                .name(format!("walrus-pg-{n}"))
-                .spawn(move || {
-                    let mut conn = None;
-                    loop {
-                        let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        let Ok(job) = job else { return };
-                        job(&mut conn, &config);
-                    }
-                })
-                .map_err(|e| MetaError::Backend(e.to_string()))?;
-        }
-        let meta = Self { jobs };
-        meta.submit(|_, config| migrate(config)).await?;
-        Ok(meta)
+        let pool = Pool::open(url, "euca-walrus", connections, "walrus", MIGRATIONS).await?;
+        Ok(Self { pool })
     }
 
-    /// Runs `f` on a connection thread.
-    async fn submit<T, F>(&self, f: F) -> Result<T, MetaError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Option<PgConn>, &postgres::Config) -> Result<T, MetaError> + Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(Box::new(move |conn, config| {
-                let _ = tx.send(f(conn, config));
-            }))
-            .map_err(|_| MetaError::Backend("postgresql: connection threads stopped".into()))?;
-        rx.await
-            .map_err(|_| MetaError::Backend("postgresql: connection thread failed".into()))?
-    }
-
-    /// Runs `f` on a connection (made anew if there is none or it broke); a write in
-    /// a SERIALIZABLE transaction committed after `f` succeeds, re-run on a
-    /// serialization failure.
+    /// Runs `f` on a connection; a write in a SERIALIZABLE transaction committed after
+    /// `f` succeeds, re-run on a serialization failure.
     async fn run<T, F>(&self, mode: Mode, f: F) -> Result<T, MetaError>
     where
         T: Send + 'static,
         F: Fn(&PgKv<'_>) -> Result<T, MetaError> + Send + 'static,
     {
-        self.submit(move |slot, config| {
-            if slot.as_ref().is_some_and(|c| c.client.is_closed()) {
-                *slot = None;
-            }
-            if slot.is_none() {
-                *slot = Some(PgConn::connect(config)?);
-            }
-            let conn = slot
-                .as_mut()
-                .ok_or_else(|| MetaError::Backend("postgresql: no connection".into()))?;
-            run_on(conn, mode, &f)
-        })
-        .await
+        self.pool.run(move |conn| run_on(conn, mode, &f)).await
     }
 }
 
 fn run_on<T>(
-    conn: &mut PgConn,
+    conn: &mut Conn,
     mode: Mode,
     f: &impl Fn(&PgKv<'_>) -> Result<T, MetaError>,
 ) -> Result<T, MetaError> {
-    let PgConn { client, stmts } = conn;
+    let Conn { client, statements } = conn;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -309,7 +221,7 @@ fn run_on<T>(
         };
         let kv = PgKv {
             target: RefCell::new(target),
-            stmts,
+            statements: RefCell::new(statements),
             retry: Cell::new(false),
         };
         let r = f(&kv);
@@ -326,60 +238,10 @@ fn run_on<T>(
         };
         match r {
             Ok(v) => return Ok(v),
-            Err((true, _)) if attempt < MAX_ATTEMPTS => {
-                // Back off a little, more each time, so racing writers spread out.
-                let ms = rand::random_range(0..=attempt.min(20) as u64);
-                std::thread::sleep(Duration::from_millis(ms));
-            }
+            Err((true, _)) if attempt < MAX_ATTEMPTS => euca_pg::backoff(attempt),
             Err((_, e)) => return Err(e),
         }
     }
-}
-
-/// Applies the migrations the database lacks, under an advisory lock.
-fn migrate(config: &postgres::Config) -> Result<(), MetaError> {
-    let mut client = config.connect(NoTls).map_err(backend)?;
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .map_err(backend)?;
-    let r = (|| {
-        client
-            .batch_execute(
-                "CREATE TABLE IF NOT EXISTS walrus_schema_migrations (
-                     version integer PRIMARY KEY,
-                     applied_at timestamptz NOT NULL DEFAULT now())",
-            )
-            .map_err(backend)?;
-        let done: HashSet<i32> = client
-            .query("SELECT version FROM walrus_schema_migrations", &[])
-            .map_err(backend)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let newest_known = MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0);
-        if let Some(v) = done.iter().find(|v| **v > newest_known) {
-            return Err(MetaError::Backend(format!(
-                "postgresql: the database has schema version {v}, newer than this binary knows ({newest_known})"
-            )));
-        }
-        for (version, sql) in MIGRATIONS {
-            if done.contains(version) {
-                continue;
-            }
-            let mut tx = client.transaction().map_err(backend)?;
-            tx.batch_execute(sql).map_err(backend)?;
-            tx.execute(
-                "INSERT INTO walrus_schema_migrations (version) VALUES ($1)",
-                &[version],
-            )
-            .map_err(backend)?;
-            tx.commit().map_err(backend)?;
-            tracing::info!(version, "applied PostgreSQL metadata migration");
-        }
-        Ok(())
-    })();
-    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
-    r
 }
 
 #[async_trait::async_trait]
@@ -507,6 +369,29 @@ impl MetaStore for PgMeta {
 
     async fn apply(&self, op: MetaOp) -> Result<OpOutcome, MetaError> {
         self.run(Mode::Write, move |kv| meta_kv::apply_op(kv, op.clone()))
+            .await
+    }
+
+    async fn lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool, MetaError> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.pool
+            .run(move |conn| {
+                // One statement: taken if free, expired, or already ours.
+                let rows = conn
+                    .client
+                    .query(
+                        "INSERT INTO walrus_leases (name, holder, expires)
+                         VALUES ($1, $2, now() + $3::float8 * interval '1 millisecond')
+                         ON CONFLICT (name) DO UPDATE
+                             SET holder = EXCLUDED.holder, expires = EXCLUDED.expires
+                             WHERE walrus_leases.holder = EXCLUDED.holder
+                                OR walrus_leases.expires < now()
+                         RETURNING holder",
+                        &[&name, &holder, &(ttl_ms as f64)],
+                    )
+                    .map_err(backend)?;
+                Ok(!rows.is_empty())
+            })
             .await
     }
 }

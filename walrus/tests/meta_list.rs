@@ -808,3 +808,31 @@ async fn object_lock_holds_in_the_store_on(m: Arc<dyn MetaStore>) {
         Err(MetaError::ObjectLocked)
     ));
 }
+
+/// A lease is one holder's until it expires; renewing keeps it; then another may take
+/// it. (redb, opened by one front end only, always grants it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_on_postgres() {
+    let m = common::postgres().await;
+    assert!(m.lease("lifecycle", "a", 60_000).await.unwrap());
+    assert!(!m.lease("lifecycle", "b", 60_000).await.unwrap());
+    assert!(
+        m.lease("lifecycle", "a", 300).await.unwrap(),
+        "its holder renews it"
+    );
+    assert!(
+        m.lease("other", "b", 60_000).await.unwrap(),
+        "leases are per name"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert!(
+        m.lease("lifecycle", "b", 60_000).await.unwrap(),
+        "expired: b takes it"
+    );
+    assert!(!m.lease("lifecycle", "a", 60_000).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let r = redb(&dir);
+    assert!(
+        r.lease("lifecycle", "a", 1).await.unwrap() && r.lease("lifecycle", "b", 1).await.unwrap()
+    );
+}

@@ -1,0 +1,282 @@
+//! PostgreSQL for the services' state (`meta_url = "postgres://…"`): what every
+//! service that keeps its records there shares.
+//!
+//! - [`Pool`]: the synchronous `postgres` driver on connection threads of its own (its
+//!   runtime cannot start on tokio's threads, the blocking pool included), each owning
+//!   one [`Conn`] (opened at first use, reopened after it breaks), fed from one queue.
+//!   Async callers await [`Pool::run`]; code on plain threads calls
+//!   [`Pool::run_blocking`].
+//! - Versioned migrations ([`Migration`]), applied at open, once, under an advisory
+//!   lock, recorded in `<prefix>_schema_migrations`; a database newer than the binary
+//!   is refused.
+//! - [`is_retryable`]: the errors after which a SERIALIZABLE transaction is re-run.
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use postgres::error::SqlState;
+use postgres::{Client, GenericClient, NoTls, Statement};
+use std::collections::{HashMap, HashSet};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("postgresql URL: {0}")]
+    Url(String),
+    #[error("postgresql: {0}")]
+    Db(#[from] postgres::Error),
+    #[error("postgresql: the database has schema version {found} of {prefix}, newer than this binary knows ({known})")]
+    Newer {
+        prefix: &'static str,
+        found: i32,
+        known: i32,
+    },
+    #[error("postgresql: connection threads stopped")]
+    Stopped,
+    #[error("postgresql: {0}")]
+    Other(String),
+}
+
+/// One schema change: applied once, in version order, in one transaction.
+pub struct Migration {
+    pub version: i32,
+    pub sql: &'static str,
+}
+
+/// A connection with its prepared statements.
+pub struct Conn {
+    pub client: Client,
+    pub statements: Statements,
+}
+
+/// Statements prepared on one connection, by their SQL.
+#[derive(Default)]
+pub struct Statements(HashMap<String, Statement>);
+
+impl Statements {
+    /// The statement for `sql`, prepared through `c` (the connection or one of its
+    /// transactions) at first use.
+    pub fn get(
+        &mut self,
+        c: &mut impl GenericClient,
+        sql: &str,
+    ) -> Result<Statement, postgres::Error> {
+        if let Some(s) = self.0.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = c.prepare(sql)?;
+        self.0.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+}
+
+/// Work for a connection thread.
+type Job = Box<dyn FnOnce(&mut Option<Conn>, &postgres::Config) + Send>;
+
+/// Connection threads on one database.
+#[derive(Clone)]
+pub struct Pool {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// Whether a transaction that failed with `e` should be re-run: a serialization
+/// failure or a deadlock.
+pub fn is_retryable(e: &postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+    )
+}
+
+/// Sleeps a little before re-running a transaction, more after each attempt, so
+/// racing writers spread out.
+pub fn backoff(attempt: u32) {
+    let ms = rand::random_range(0..=u64::from(attempt.min(20)));
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// The connection a thread holds: the one it has, or a new one if it has none or
+/// that one broke.
+fn connection<'a>(
+    slot: &'a mut Option<Conn>,
+    config: &postgres::Config,
+) -> Result<&'a mut Conn, PgError> {
+    if slot.as_ref().is_some_and(|c| c.client.is_closed()) {
+        *slot = None;
+    }
+    if slot.is_none() {
+        *slot = Some(Conn {
+            client: config.connect(NoTls)?,
+            statements: Statements::default(),
+        });
+    }
+    slot.as_mut()
+        .ok_or_else(|| PgError::Other("no connection".into()))
+}
+
+impl Pool {
+    /// Connects to `url` (`postgres://user[:password]@host[:port]/dbname[?…]`, or
+    /// libpq's `key=value` form) with `connections` threads, and applies the
+    /// `migrations` (tables named `<prefix>_…`) the database lacks. Fails (rather than
+    /// waits) if the database cannot be reached within 10 s.
+    pub async fn open(
+        url: &str,
+        application: &str,
+        connections: usize,
+        prefix: &'static str,
+        migrations: &'static [Migration],
+    ) -> Result<Self, PgError> {
+        let pool = Self::start(url, application, connections)?;
+        pool.run(move |conn| migrate(&mut conn.client, prefix, migrations))
+            .await?;
+        Ok(pool)
+    }
+
+    /// [`Pool::open`] for callers outside any async runtime (or on a thread that may
+    /// block).
+    pub fn open_blocking(
+        url: &str,
+        application: &str,
+        connections: usize,
+        prefix: &'static str,
+        migrations: &'static [Migration],
+    ) -> Result<Self, PgError> {
+        let pool = Self::start(url, application, connections)?;
+        pool.run_blocking(move |conn| migrate(&mut conn.client, prefix, migrations))?;
+        Ok(pool)
+    }
+
+    fn start(url: &str, application: &str, connections: usize) -> Result<Self, PgError> {
+        let mut config: postgres::Config = url.parse().map_err(|e| PgError::Url(format!("{e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name(application);
+        }
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for n in 0..connections.max(1) {
+            let (rx, config) = (rx.clone(), config.clone());
+            std::thread::Builder::new()
+                .name(format!("{application}-pg-{n}"))
+                .spawn(move || {
+                    let mut conn = None;
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        job(&mut conn, &config);
+                    }
+                })
+                .map_err(|e| PgError::Other(e.to_string()))?;
+        }
+        Ok(Self { jobs })
+    }
+
+    fn send<T, E, F>(
+        &self,
+        f: F,
+        reply: impl FnOnce(Result<T, E>) + Send + 'static,
+    ) -> Result<(), PgError>
+    where
+        T: Send + 'static,
+        E: From<PgError> + Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<T, E> + Send + 'static,
+    {
+        self.jobs
+            .send(Box::new(move |slot, config| {
+                let r = match connection(slot, config) {
+                    Ok(conn) => f(conn),
+                    Err(e) => Err(e.into()),
+                };
+                reply(r);
+            }))
+            .map_err(|_| PgError::Stopped)
+    }
+
+    /// Runs `f` on a connection thread.
+    pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<PgError> + Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<T, E> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.send(f, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.await.map_err(|_| PgError::Stopped)?
+    }
+
+    /// Runs `f` on a connection thread and waits for it, blocking this thread.
+    pub fn run_blocking<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<PgError> + Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<T, E> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel();
+        self.send(f, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.recv().map_err(|_| PgError::Stopped)?
+    }
+}
+
+/// Applies the migrations the database lacks, under an advisory lock.
+fn migrate(
+    client: &mut Client,
+    prefix: &'static str,
+    migrations: &'static [Migration],
+) -> Result<(), PgError> {
+    // One lock per prefix: services sharing a database migrate independently.
+    let lock = prefix.bytes().fold(0x6575_6361_i64, |h, b| {
+        h.wrapping_mul(131).wrapping_add(i64::from(b))
+    });
+    client.execute("SELECT pg_advisory_lock($1)", &[&lock])?;
+    let r = (|| {
+        let table = format!("{prefix}_schema_migrations");
+        client.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
+                 version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now())"
+        ))?;
+        let done: HashSet<i32> = client
+            .query(&format!("SELECT version FROM {table}"), &[])?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let known = migrations.iter().map(|m| m.version).max().unwrap_or(0);
+        if let Some(found) = done.iter().copied().find(|v| *v > known) {
+            return Err(PgError::Newer {
+                prefix,
+                found,
+                known,
+            });
+        }
+        for m in migrations {
+            if done.contains(&m.version) {
+                continue;
+            }
+            let mut tx = client.transaction()?;
+            tx.batch_execute(m.sql)?;
+            tx.execute(
+                &format!("INSERT INTO {table} (version) VALUES ($1)"),
+                &[&m.version],
+            )?;
+            tx.commit()?;
+            tracing::info!(
+                schema = prefix,
+                version = m.version,
+                "applied PostgreSQL migration"
+            );
+        }
+        Ok(())
+    })();
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&lock]);
+    r
+}
