@@ -73,9 +73,12 @@ class FrontEnd:
 
     def spawn(self):
         with open(self.log_path, "ab") as log:
+            # No services file: the front end keeps accounts and keys itself (in the
+            # metadata database).
+            identity = ["--identity", str(self.services)] if self.services else []
             self.proc = subprocess.Popen(
                 [euca_bin(), "walrus", "--config", str(self.config), "--data", str(self.data),
-                 "--listen", f"127.0.0.1:{self.port}", "--identity", str(self.services)],
+                 "--listen", f"127.0.0.1:{self.port}", *identity],
                 stdout=log, stderr=subprocess.STDOUT)
         return self
 
@@ -492,6 +495,53 @@ def test_two_front_ends_starting_together_on_a_new_database(so, pg, tmp_path):
         assert body(cl[0], "fresh", "k") == b"hello"
         # A separate database: the module's buckets are not here.
         assert [x["Name"] for x in cl[1].list_buckets()["Buckets"]] == ["fresh"]
+    finally:
+        for fe in fes:
+            fe.stop()
+
+
+def test_front_ends_without_an_identity_service_share_accounts_in_the_database(pg, tmp_path):
+    """Two `euca walrus` from the same TOML, different --data, no --identity: accounts
+    and keys live in the metadata database, so each accepts what the other made, and
+    a key disabled through one is refused by the other at once."""
+    url = pg.create_database(f"ids{int(time.time() * 1000) % 1000000}")
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    cfg = write_walrus_config(tmp_path / "walrus.toml", url, blobs)
+    fes = [FrontEnd(tmp_path, n, cfg, None) for n in ("e", "f")]
+    try:
+        for fe in fes:
+            fe.spawn()
+        for fe in fes:
+            fe.wait_ready()
+        rc = {fe.name: parse_env_file(fe.data / "credentials" / "eucarc") for fe in fes}
+        e, f = fes
+
+        def client(fe, ak, sk):
+            return boto3.client("s3", endpoint_url=fe.url, region_name="us-east-1",
+                                aws_access_key_id=ak, aws_secret_access_key=sk,
+                                config=Config(s3={"addressing_style": "path"},
+                                              retries={"max_attempts": 1}))
+
+        admin_e = (rc["e"]["AWS_ACCESS_KEY_ID"], rc["e"]["AWS_SECRET_ACCESS_KEY"])
+        admin_f = (rc["f"]["AWS_ACCESS_KEY_ID"], rc["f"]["AWS_SECRET_ACCESS_KEY"])
+        client(e, *admin_e).create_bucket(Bucket="shared-admin")
+        # E's admin key works on F, and F's admin is the same account (it owns the bucket).
+        assert "shared-admin" in [b["Name"] for b in client(f, *admin_e).list_buckets()["Buckets"]]
+        assert "shared-admin" in [b["Name"] for b in client(f, *admin_f).list_buckets()["Buckets"]]
+        # An account made through E's identity API works on F at once.
+        r = subprocess.run([euca_bin(), "account", "create", "carol", "--data", str(e.data)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        k = dict(re.findall(r"^([A-Z_]+)=(\S+)$", r.stdout, re.M))
+        carol = (k["AWS_ACCESS_KEY_ID"], k["AWS_SECRET_ACCESS_KEY"])
+        client(f, *carol).create_bucket(Bucket="carols")
+        assert [b["Name"] for b in client(e, *carol).list_buckets()["Buckets"]] == ["carols"]
+        # Disabled through F's identity API: E refuses it at once (no cache in between).
+        r = subprocess.run([euca_bin(), "account", "disable", "carol", "--data", str(f.data)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert err(client(e, *carol).list_buckets)[0] == 403
     finally:
         for fe in fes:
             fe.stop()

@@ -332,7 +332,7 @@ pub async fn clc_alone(a: ClcArgs) -> Result<()> {
     edge::fit_caps(&mut [("[clc] max_connections", &mut cfg.max_connections, 1)])?;
     std::fs::create_dir_all(&a.data).with_context(|| format!("creating {}", a.data.display()))?;
     let data = a.data.canonicalize()?;
-    let (store, admin_key, _) = open_identity(&data.join("identity.redb"))?;
+    let (store, admin_key, _) = open_identity(&data.join("identity.redb"), None)?;
     let admin = store
         .account(ADMIN_ACCOUNT)?
         .context("admin account missing")?;

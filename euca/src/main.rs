@@ -384,21 +384,27 @@ fn account_key(id: &IdentityStore, account: &str) -> Result<euca_identity::Acces
     })
 }
 
-/// Opens the identity store and makes sure the admin and system accounts exist.
-fn open_identity(path: &Path) -> Result<(IdentityStore, euca_identity::AccessKey, String)> {
+/// Opens the identity store (`path`, or the PostgreSQL database at `meta_url`, which
+/// other front ends may share) and makes sure the admin and system accounts exist.
+fn open_identity(
+    path: &Path,
+    meta_url: Option<&str>,
+) -> Result<(IdentityStore, euca_identity::AccessKey, String)> {
     // Returns the store, the admin's first active key and the system account's canonical id.
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    let id = IdentityStore::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let (_, key) = id.ensure_admin()?;
-    let system = match id.account(SYSTEM_ACCOUNT)? {
-        Some(a) => a,
-        None => id.create_account(SYSTEM_ACCOUNT)?.0,
+    let id = match meta_url {
+        Some(url) => {
+            IdentityStore::open_postgres(url).context("opening the identity store in meta_url")?
+        }
+        None => {
+            if let Some(d) = path.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            IdentityStore::open(path).with_context(|| format!("opening {}", path.display()))?
+        }
     };
-    if id.account(imagecache::NODES_ACCOUNT)?.is_none() {
-        id.create_account(imagecache::NODES_ACCOUNT)?;
-    }
+    let (_, key) = id.ensure_admin()?;
+    let system = id.ensure_account(SYSTEM_ACCOUNT)?;
+    id.ensure_account(imagecache::NODES_ACCOUNT)?;
     Ok((id, key, system.canonical_id))
 }
 
@@ -443,7 +449,8 @@ async fn open_walrus(
     if !data_dir_from_file {
         wcfg.data_dir = data.join("walrus");
     }
-    let (identity, admin_key, system_id) = open_identity(&data.join("identity.redb"))?;
+    let (identity, admin_key, system_id) =
+        open_identity(&data.join("identity.redb"), wcfg.meta_url.as_deref())?;
     let region = wcfg.region.clone();
     let admin = identity
         .account(euca_identity::ADMIN_ACCOUNT)?

@@ -1,6 +1,7 @@
 //! Accounts and access keys: the one identity store every API of the cloud consults.
 //!
-//! Kept in an embedded transactional database (redb) under the data directory. An
+//! Kept in an embedded transactional database (redb) under the data directory, or in
+//! PostgreSQL beside the cloud's other metadata (`meta_url`). An
 //! account owns buckets (and later instances and volumes); each account has one or
 //! more access keys. Disabled accounts and keys no longer authenticate.
 use euca_aws::{Credential, CredentialLookup, LookupError, Principal};
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 
+mod pg;
 pub mod remote;
 pub mod service;
 
@@ -67,9 +69,20 @@ pub struct AccessKey {
     pub created: i64,
 }
 
+/// The accounts and keys: in redb under the data directory, or, when the cloud's
+/// metadata is in PostgreSQL, in the same database ([`IdentityStore::open_postgres`]),
+/// so every front end on it accepts the same keys. The methods block (a redb read or
+/// write, or a PostgreSQL round trip): call them off the async runtime, as the
+/// identity API and [`CredentialLookup::lookup`] do, or at start-up.
 #[derive(Clone)]
 pub struct IdentityStore {
-    db: Arc<Database>,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Redb(Arc<Database>),
+    Pg(euca_pg::Pool),
 }
 
 fn now() -> i64 {
@@ -82,6 +95,46 @@ fn valid_name(n: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
 }
 
+/// A new account's record: a random 12-digit number and 64-hex canonical id.
+fn new_account(name: &str) -> Account {
+    let mut rng = rand::rng();
+    Account {
+        name: name.to_string(),
+        id: format!(
+            "{:012}",
+            rng.random_range(100_000_000_000u64..1_000_000_000_000)
+        ),
+        canonical_id: {
+            let mut b = [0u8; 32];
+            rng.fill_bytes(&mut b);
+            hex::encode(b)
+        },
+        enabled: true,
+        created: now(),
+    }
+}
+
+/// A new access key for `account`: `AKIE` + 16 of A-Z 0-9, and a 40-character secret.
+fn new_key(account: &str) -> AccessKey {
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let id: String = "AKIE"
+        .chars()
+        .chain((0..16).map(|_| ALNUM[rng.random_range(0..ALNUM.len())] as char))
+        .collect();
+    let secret: String = (0..40)
+        .map(|_| SECRET[rng.random_range(0..SECRET.len())] as char)
+        .collect();
+    AccessKey {
+        access_key_id: id,
+        secret_access_key: secret,
+        account: account.to_string(),
+        enabled: true,
+        created: now(),
+    }
+}
+
 impl IdentityStore {
     pub fn open(path: &Path) -> Result<Self, IdentityError> {
         let db = Database::create(path)?;
@@ -89,15 +142,31 @@ impl IdentityStore {
         tx.open_table(ACCOUNTS)?;
         tx.open_table(KEYS)?;
         tx.commit()?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            backend: Backend::Redb(Arc::new(db)),
+        })
+    }
+
+    /// The store in PostgreSQL at `url` (tables `identity_…`, created at first open).
+    pub fn open_postgres(url: &str) -> Result<Self, IdentityError> {
+        Ok(Self {
+            backend: Backend::Pg(pg::open(url)?),
+        })
+    }
+
+    /// Runs `f` on a PostgreSQL connection, waiting for it.
+    fn pg<T: Send + 'static>(
+        pool: &euca_pg::Pool,
+        f: impl FnOnce(&mut euca_pg::Conn) -> Result<T, IdentityError> + Send + 'static,
+    ) -> Result<T, IdentityError> {
+        pool.run_blocking(f)
     }
 
     /// Creates the admin account and its first key on first start; returns them.
+    /// Front ends starting at once on one database agree on the account (whoever
+    /// creates it first).
     pub fn ensure_admin(&self) -> Result<(Account, AccessKey), IdentityError> {
-        let admin = match self.account(ADMIN_ACCOUNT)? {
-            Some(a) => a,
-            None => self.create_account(ADMIN_ACCOUNT)?.0,
-        };
+        let admin = self.ensure_account(ADMIN_ACCOUNT)?;
         let key = match self.keys(ADMIN_ACCOUNT)?.into_iter().find(|k| k.enabled) {
             Some(k) => k,
             None => self.create_key(ADMIN_ACCOUNT)?,
@@ -105,8 +174,30 @@ impl IdentityStore {
         Ok((admin, key))
     }
 
+    /// The account `name`, created (with a first key) if there is none.
+    pub fn ensure_account(&self, name: &str) -> Result<Account, IdentityError> {
+        if let Some(a) = self.account(name)? {
+            return Ok(a);
+        }
+        match self.create_account(name) {
+            Ok((a, _)) => Ok(a),
+            // Made meanwhile by another front end on the same database.
+            Err(IdentityError::AccountExists(_)) => self
+                .account(name)?
+                .ok_or_else(|| IdentityError::NoSuchAccount(name.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn account(&self, name: &str) -> Result<Option<Account>, IdentityError> {
-        let tx = self.db.begin_read()?;
+        let db = match &self.backend {
+            Backend::Redb(db) => db,
+            Backend::Pg(pool) => {
+                let name = name.to_string();
+                return Self::pg(pool, move |c| pg::account(c, &name));
+            }
+        };
+        let tx = db.begin_read()?;
         let t = tx.open_table(ACCOUNTS)?;
         Ok(match t.get(name)? {
             Some(v) => Some(serde_json::from_slice(v.value())?),
@@ -115,7 +206,11 @@ impl IdentityStore {
     }
 
     pub fn accounts(&self) -> Result<Vec<Account>, IdentityError> {
-        let tx = self.db.begin_read()?;
+        let db = match &self.backend {
+            Backend::Redb(db) => db,
+            Backend::Pg(pool) => return Self::pg(pool, pg::accounts),
+        };
+        let tx = db.begin_read()?;
         let t = tx.open_table(ACCOUNTS)?;
         let mut out = Vec::new();
         for item in t.iter()? {
@@ -129,6 +224,10 @@ impl IdentityStore {
         &self,
         canonical_id: &str,
     ) -> Result<Option<Account>, IdentityError> {
+        if let Backend::Pg(pool) = &self.backend {
+            let id = canonical_id.to_string();
+            return Self::pg(pool, move |c| pg::account_by_canonical_id(c, &id));
+        }
         Ok(self
             .accounts()?
             .into_iter()
@@ -140,22 +239,17 @@ impl IdentityStore {
         if !valid_name(name) {
             return Err(IdentityError::InvalidName(name.to_string()));
         }
-        let mut rng = rand::rng();
-        let account = Account {
-            name: name.to_string(),
-            id: format!(
-                "{:012}",
-                rng.random_range(100_000_000_000u64..1_000_000_000_000)
-            ),
-            canonical_id: {
-                let mut b = [0u8; 32];
-                rng.fill_bytes(&mut b);
-                hex::encode(b)
-            },
-            enabled: true,
-            created: now(),
+        let account = new_account(name);
+        let key = new_key(name);
+        let db = match &self.backend {
+            Backend::Redb(db) => db,
+            Backend::Pg(pool) => {
+                let (a, k) = (account.clone(), key.clone());
+                Self::pg(pool, move |c| pg::create_account(c, &a, &k))?;
+                return Ok((account, key));
+            }
         };
-        let tx = self.db.begin_write()?;
+        let tx = db.begin_write()?;
         {
             let mut t = tx.open_table(ACCOUNTS)?;
             if t.get(name)?.is_some() {
@@ -163,46 +257,48 @@ impl IdentityStore {
             }
             t.insert(name, serde_json::to_vec(&account)?.as_slice())?;
         }
-        let key = Self::insert_key(&tx, name)?;
+        Self::insert_key(&tx, &key)?;
         tx.commit()?;
         Ok((account, key))
     }
 
-    fn insert_key(tx: &redb::WriteTransaction, account: &str) -> Result<AccessKey, IdentityError> {
-        const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-        const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        let mut rng = rand::rng();
-        let id: String = "AKIE"
-            .chars()
-            .chain((0..16).map(|_| ALNUM[rng.random_range(0..ALNUM.len())] as char))
-            .collect();
-        let secret: String = (0..40)
-            .map(|_| SECRET[rng.random_range(0..SECRET.len())] as char)
-            .collect();
-        let key = AccessKey {
-            access_key_id: id.clone(),
-            secret_access_key: secret,
-            account: account.to_string(),
-            enabled: true,
-            created: now(),
-        };
+    fn insert_key(tx: &redb::WriteTransaction, key: &AccessKey) -> Result<(), IdentityError> {
         let mut t = tx.open_table(KEYS)?;
-        t.insert(id.as_str(), serde_json::to_vec(&key)?.as_slice())?;
-        Ok(key)
+        t.insert(
+            key.access_key_id.as_str(),
+            serde_json::to_vec(key)?.as_slice(),
+        )?;
+        Ok(())
     }
 
     pub fn create_key(&self, account: &str) -> Result<AccessKey, IdentityError> {
+        let key = new_key(account);
+        let db = match &self.backend {
+            Backend::Redb(db) => db,
+            Backend::Pg(pool) => {
+                let k = key.clone();
+                Self::pg(pool, move |c| pg::create_key(c, &k))?;
+                return Ok(key);
+            }
+        };
         if self.account(account)?.is_none() {
             return Err(IdentityError::NoSuchAccount(account.to_string()));
         }
-        let tx = self.db.begin_write()?;
-        let key = Self::insert_key(&tx, account)?;
+        let tx = db.begin_write()?;
+        Self::insert_key(&tx, &key)?;
         tx.commit()?;
         Ok(key)
     }
 
     pub fn keys(&self, account: &str) -> Result<Vec<AccessKey>, IdentityError> {
-        let tx = self.db.begin_read()?;
+        let db = match &self.backend {
+            Backend::Redb(db) => db,
+            Backend::Pg(pool) => {
+                let account = account.to_string();
+                return Self::pg(pool, move |c| pg::keys(c, &account));
+            }
+        };
+        let tx = db.begin_read()?;
         let t = tx.open_table(KEYS)?;
         let mut out = Vec::new();
         for item in t.iter()? {
@@ -216,7 +312,14 @@ impl IdentityStore {
     }
 
     pub fn set_account_enabled(&self, name: &str, enabled: bool) -> Result<(), IdentityError> {
-        let tx = self.db.begin_write()?;
+        let db = match &self.backend {
+            Backend::Redb(db) => db,
+            Backend::Pg(pool) => {
+                let name = name.to_string();
+                return Self::pg(pool, move |c| pg::set_account_enabled(c, &name, enabled));
+            }
+        };
+        let tx = db.begin_write()?;
         {
             let mut t = tx.open_table(ACCOUNTS)?;
             let mut a: Account = match t.get(name)? {
@@ -231,7 +334,14 @@ impl IdentityStore {
     }
 
     pub fn set_key_enabled(&self, id: &str, enabled: bool) -> Result<(), IdentityError> {
-        let tx = self.db.begin_write()?;
+        let db = match &self.backend {
+            Backend::Redb(db) => db,
+            Backend::Pg(pool) => {
+                let id = id.to_string();
+                return Self::pg(pool, move |c| pg::set_key_enabled(c, &id, enabled));
+            }
+        };
+        let tx = db.begin_write()?;
         {
             let mut t = tx.open_table(KEYS)?;
             let mut k: AccessKey = match t.get(id)? {
@@ -247,7 +357,14 @@ impl IdentityStore {
 
     /// The active key `access_key` with its account (`None` if unknown or disabled).
     pub fn credential(&self, access_key: &str) -> Result<Option<Credential>, IdentityError> {
-        let tx = self.db.begin_read()?;
+        let db = match &self.backend {
+            Backend::Redb(db) => db,
+            Backend::Pg(pool) => {
+                let key = access_key.to_string();
+                return Self::pg(pool, move |c| pg::credential(c, &key));
+            }
+        };
+        let tx = db.begin_read()?;
         let keys = tx.open_table(KEYS)?;
         let Some(v) = keys.get(access_key)? else {
             return Ok(None);
@@ -277,8 +394,16 @@ impl IdentityStore {
 /// the runtime as before (moving it to the blocking pool would cost more than it does).
 #[async_trait::async_trait]
 impl CredentialLookup for IdentityStore {
-    /// Reads redb off the runtime (a read may wait on the disk).
+    /// Reads redb off the runtime (a read may wait on the disk); PostgreSQL on one of
+    /// its connection threads.
     async fn lookup(&self, access_key: &str) -> Result<Option<Credential>, LookupError> {
+        if let Backend::Pg(pool) = &self.backend {
+            let key = access_key.to_string();
+            return pool
+                .run(move |c| pg::credential(c, &key))
+                .await
+                .map_err(|e: IdentityError| LookupError(e.to_string()));
+        }
         let (store, key) = (self.clone(), access_key.to_string());
         tokio::task::spawn_blocking(move || store.credential(&key))
             .await
@@ -294,7 +419,40 @@ mod tests {
     #[test]
     fn accounts_keys_and_disable() {
         let dir = tempfile::tempdir().unwrap();
-        let store = IdentityStore::open(&dir.path().join("id.redb")).unwrap();
+        accounts_keys_and_disable_in(IdentityStore::open(&dir.path().join("id.redb")).unwrap());
+    }
+
+    #[test]
+    fn accounts_keys_and_disable_on_postgres() {
+        let url = euca_pg::testing::database_url();
+        let store = IdentityStore::open_postgres(&url).unwrap();
+        accounts_keys_and_disable_in(store.clone());
+        // A second front end on the same database sees the same accounts and keys,
+        // and ensuring an account that exists returns it.
+        let other = IdentityStore::open_postgres(&url).unwrap();
+        let admin = store.account(ADMIN_ACCOUNT).unwrap().unwrap();
+        assert_eq!(other.ensure_admin().unwrap().0, admin);
+        assert_eq!(other.ensure_account(ADMIN_ACCOUNT).unwrap(), admin);
+        let k = other.create_key(ADMIN_ACCOUNT).unwrap();
+        assert_eq!(
+            store.credential(&k.access_key_id).unwrap().unwrap().secret,
+            k.secret_access_key
+        );
+        assert_eq!(
+            store.account_by_canonical_id(&admin.canonical_id).unwrap(),
+            Some(admin)
+        );
+        assert!(matches!(
+            other.create_key("nobody"),
+            Err(IdentityError::NoSuchAccount(_))
+        ));
+        assert!(matches!(
+            other.set_key_enabled("AKIENOPE", false),
+            Err(IdentityError::NoSuchKey(_))
+        ));
+    }
+
+    fn accounts_keys_and_disable_in(store: IdentityStore) {
         let (admin, key) = store.ensure_admin().unwrap();
         assert_eq!(
             store.ensure_admin().unwrap(),
