@@ -449,13 +449,18 @@ def cloud():
             text += f'[walrus]\nmeta_url = "{pg_server.url}"\nblob_url = "file://{blobs}"\n'
         cfg.write_text(with_short_guest_shutdown(text))
         extra = ["--config", str(cfg)]
-    c = start_cloud(tmp, extra)
-    c.dns_port = dns_port
-    if pg_server is not None:
-        c.blob_root = blobs
-        # Walrus really is on PostgreSQL: it created its schema there at start.
-        assert pg_server.psql("SELECT count(*) FROM walrus_schema_migrations").strip() == "1"
     try:
+        c = start_cloud(tmp, extra)
+    except BaseException:
+        if pg_server is not None:
+            pg_server.stop()
+        raise
+    c.dns_port = dns_port
+    try:
+        if pg_server is not None:
+            c.blob_root = blobs
+            # Walrus really is on PostgreSQL: it created its schema there at start.
+            assert int(pg_server.psql("SELECT count(*) FROM walrus_schema_migrations")) >= 1
         yield c
     finally:
         c.stop()

@@ -10,7 +10,7 @@
 # BENCH_PG=1 also measures Walrus with its metadata in PostgreSQL (a throwaway server
 # in BENCH_DIR, fsync on, as the postgres user): one `euca up` front end, then two
 # `euca walrus` front ends on one database and one blob directory driven at once;
-# with the PostgreSQL transactions per request counted from pg_stat_database.
+# with the PostgreSQL statements and commits per request (pg_stat_statements).
 # Installs s3s-fs 0.14.1 with cargo if it is not on PATH or in /opt/s3s-fs/bin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -83,9 +83,14 @@ if [ -n "${BENCH_PG:-}" ]; then
   mkdir -p "$BENCH_DIR/pg"; chown postgres: "$BENCH_DIR/pg"
   runuser -u postgres -- "$PG_BIN/initdb" -D "$PG_DATA" --auth=trust -U postgres --no-locale -E UTF8 >/dev/null
   runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$BENCH_DIR/pg/log" -w \
-    -o "-p $PG_PORT -k $BENCH_DIR/pg -c listen_addresses=127.0.0.1" start >/dev/null
+    -o "-p $PG_PORT -k $BENCH_DIR/pg -c listen_addresses=127.0.0.1 -c shared_preload_libraries=pg_stat_statements" start >/dev/null
   psql_q() { runuser -u postgres -- "$PG_BIN/psql" -X -q -A -t -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "${2:-postgres}" -c "$1"; }
-  commits() { psql_q "SELECT xact_commit FROM pg_stat_database WHERE datname = '$1'"; }
+  # Statements run (BEGIN and COMMIT included) and transactions committed, from
+  # pg_stat_statements (exact once each statement ends).
+  stmts() { psql_q "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = '$1'"; }
+  commits() { psql_q "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = '$1' AND s.query = 'COMMIT'"; }
+  per_put() { awk -v a="$1" -v b="$2" -v n="$SMALL" 'BEGIN {printf "%.2f", (b-a)/n}'; }
+  psql_q "CREATE EXTENSION pg_stat_statements" >/dev/null
   echo "== PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), fsync on, synchronous_commit on"
 
   # One front end (euca up), metadata in PostgreSQL, blobs in a blob_url directory.
@@ -101,11 +106,14 @@ if [ -n "${BENCH_PG:-}" ]; then
   . "$BENCH_DIR/walrus/credentials/eucarc"
   b=(target/release/walrus-bench --endpoint "http://127.0.0.1:$wp" --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY")
   "${b[@]}" --label walrus-pg --scenarios put,get --large-mib "$LARGE_MIB" --bucket large
-  c0=$(commits walrus1)
+  c0=$(commits walrus1); s0=$(stmts walrus1)
   "${b[@]}" --label walrus-pg --scenarios small-put --small-count "$SMALL" --bucket small
-  c1=$(commits walrus1)
+  c1=$(commits walrus1); s1=$(stmts walrus1)
   "${b[@]}" --label walrus-pg --scenarios small-get --small-count "$SMALL" --bucket small
-  echo "RESULT walrus-pg pg-commits-per-small-put $(awk -v a="$c0" -v b="$c1" -v n="$SMALL" 'BEGIN {printf "%.2f", (b-a)/n}')"
+  s2=$(stmts walrus1)
+  echo "RESULT walrus-pg pg-statements-per-small-put $(per_put "$s0" "$s1")"
+  echo "RESULT walrus-pg pg-commits-per-small-put $(per_put "$c0" "$c1")"
+  echo "RESULT walrus-pg pg-statements-per-small-get $(per_put "$s1" "$s2")"
   kill "$wpid"; wait "$wpid" 2>/dev/null || true
   rm -rf "$BENCH_DIR/walrus" "$BENCH_DIR/blobs1"
 
@@ -141,11 +149,12 @@ if [ -n "${BENCH_PG:-}" ]; then
     wait "${bench[@]}"
   }
   both put
-  c0=$(commits walrus2)
+  c0=$(commits walrus2); s0=$(stmts walrus2)
   both small-put
-  c1=$(commits walrus2)
+  c1=$(commits walrus2); s1=$(stmts walrus2)
   both small-get
-  echo "RESULT walrus-pg-2fe pg-commits-per-small-put $(awk -v a="$c0" -v b="$c1" -v n="$SMALL" 'BEGIN {printf "%.2f", (b-a)/n}')"
+  echo "RESULT walrus-pg-2fe pg-statements-per-small-put $(per_put "$s0" "$s1")"
+  echo "RESULT walrus-pg-2fe pg-commits-per-small-put $(per_put "$c0" "$c1")"
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 fi
 [ -z "${SKIP_PEER:-}" ] || exit 0

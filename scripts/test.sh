@@ -79,7 +79,7 @@ section "conformance again, Walrus metadata in PostgreSQL ([walrus] meta_url, bl
 EUCA_WALRUS_META=postgres python3 -m pytest -q -p no:cacheprovider "${XDIST[@]}" \
   conformance/test_clients.py conformance/test_s3_semantics.py \
   conformance/test_s3_versioning.py conformance/test_s3_tagging_conditional.py \
-  conformance/test_s3_object_lock.py conformance/test_concurrency.py "$@"
+  conformance/test_s3_object_lock.py "$@"
 if [ -n "$fuzz_pid" ]; then
   section "fuzz (waiting for the background run)"
   fuzz_rc=0
