@@ -155,6 +155,14 @@ impl Pool {
         if config.get_application_name().is_none() {
             config.application_name(application);
         }
+        // A front end that dies mid-transaction must not hold its row locks for the
+        // two hours of TCP's default keepalive: the server notices a dead peer in
+        // about a minute, and ends a transaction left idle for one.
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(30));
+        if config.get_options().is_none() {
+            config.options("-c idle_in_transaction_session_timeout=60000");
+        }
         let (jobs, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         for n in 0..connections.max(1) {
@@ -169,7 +177,13 @@ impl Pool {
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
-                        job(&mut conn, &config);
+                        // A panicking job (a bug) must not take the thread with it:
+                        // its caller sees the reply dropped, the connection is
+                        // dropped too, and the thread goes on.
+                        let run = std::panic::AssertUnwindSafe(|| job(&mut conn, &config));
+                        if std::panic::catch_unwind(run).is_err() {
+                            conn = None;
+                        }
                     }
                 })
                 .map_err(|e| PgError::Other(e.to_string()))?;

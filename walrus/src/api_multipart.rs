@@ -216,7 +216,7 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     {
         Ok(out) => free_blobs(st, out.freed_blobs),
         Err(e) => {
-            free_blobs(st, vec![blob]);
+            crate::handler::free_uncommitted(st, vec![blob], &e);
             return Err(e.into());
         }
     }

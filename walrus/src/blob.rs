@@ -225,9 +225,38 @@ impl BlobStore {
                     meta.last_modified.timestamp_millis().max(0) as u64
                 );
             if is_blob && !referenced.contains(&id) && old_enough(modified) {
-                doomed.push(id);
+                doomed.push((id, meta.location));
             }
         }
+        // A copy is a hard link (object_store's local `copy`): the new name keeps the
+        // source's mtime, so a blob copied a moment ago by another front end looks
+        // old. Linking changes the inode's ctime: locally, the younger of the two
+        // decides.
+        if let Some(root) = &self.local_root {
+            if !min_age.is_zero() {
+                let root = root.clone();
+                doomed = tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::MetadataExt;
+                    doomed
+                        .into_iter()
+                        .filter(|(_, loc)| {
+                            match std::fs::metadata(root.join(loc.as_ref())) {
+                                Ok(m) => {
+                                    let ctime = std::time::UNIX_EPOCH
+                                        + std::time::Duration::from_secs(m.ctime().max(0) as u64);
+                                    old_enough(ctime)
+                                }
+                                // Gone already (another front end's sweep).
+                                Err(_) => false,
+                            }
+                        })
+                        .collect()
+                })
+                .await
+                .map_err(|e| BlobError::Io(std::io::Error::other(e)))?;
+            }
+        }
+        let doomed: Vec<String> = doomed.into_iter().map(|(id, _)| id).collect();
         for id in doomed {
             self.delete(&id).await?;
             removed += 1;
@@ -245,12 +274,24 @@ impl BlobStore {
                     if !d.file_type()?.is_dir() {
                         continue;
                     }
+                    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
                     for f in std::fs::read_dir(d.path())? {
                         let f = f?;
-                        let staged = f.file_name().to_string_lossy().contains('#');
-                        if staged && f.metadata()?.modified().is_ok_and(old_enough) {
-                            std::fs::remove_file(f.path())?;
-                            n += 1;
+                        if !f.file_name().to_string_lossy().contains('#') {
+                            continue;
+                        }
+                        // Another front end may rename or remove it meanwhile.
+                        let old = match f.metadata() {
+                            Ok(m) => m.modified().is_ok_and(old_enough),
+                            Err(e) if gone(&e) => false,
+                            Err(e) => return Err(e),
+                        };
+                        if old {
+                            match std::fs::remove_file(f.path()) {
+                                Ok(()) => n += 1,
+                                Err(e) if gone(&e) => {}
+                                Err(e) => return Err(e),
+                            }
                         }
                     }
                 }

@@ -170,7 +170,7 @@ impl From<MetaError> for S3Error {
                 409,
                 "A conflicting operation replaced the object while this request was made; try again.",
             ),
-            MetaError::Backend(m) => S3Error::internal(m),
+            MetaError::Backend(m) | MetaError::CommitUnknown(m) => S3Error::internal(m),
         }
     }
 }

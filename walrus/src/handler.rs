@@ -4,7 +4,7 @@
 use crate::acl::{Acl, CannedContext, Grant, Owner, Permission};
 use crate::body::{Body, VerifiedBody};
 use crate::error::{S3Error, S3Result};
-use crate::meta::{BucketMeta, ObjectMeta, Version, Versioning};
+use crate::meta::{BucketMeta, MetaError, ObjectMeta, Version, Versioning};
 use crate::state::State;
 use bytes::Bytes;
 use euca_aws::{PayloadCheck, Principal};
@@ -354,6 +354,17 @@ pub fn set_header(h: &mut HeaderMap, name: &str, value: &str) -> S3Result<()> {
 /// Deletes blobs no longer referenced, after a grace period so that reads which
 /// started before the change can finish. A crash before then leaves them to the
 /// startup sweep.
+/// After a failed commit: frees the blobs the op would have referenced, unless the
+/// commit's outcome is unknown (then they may be referenced; the start-up sweep
+/// removes them if not).
+pub fn free_uncommitted(st: &Arc<State>, blobs: Vec<crate::meta::BlobRef>, e: &MetaError) {
+    if matches!(e, MetaError::CommitUnknown(_)) {
+        tracing::warn!(blobs = blobs.len(), error = %e, "commit outcome unknown: keeping the request's blobs");
+        return;
+    }
+    free_blobs(st, blobs);
+}
+
 pub fn free_blobs(st: &Arc<State>, blobs: Vec<crate::meta::BlobRef>) {
     if blobs.is_empty() {
         return;

@@ -408,8 +408,11 @@ const LEASE: &str = "lifecycle";
 pub async fn worker(st: Arc<State>, mut shutdown: watch::Receiver<bool>) {
     let every = Duration::from_secs(st.cfg.lifecycle_interval_secs.max(1));
     // Front ends on one store take turns: whoever holds the lease runs the pass and
-    // renews it before each bucket; if it dies, another takes over once it expires.
-    let holder = crate::blob::new_blob_id();
+    // renews it before each bucket with rules; if it stops, another takes over once
+    // it expires. The holder is this front end (host and data directory), so a
+    // restarted one takes its own lease back at once.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let holder = format!("{}:{}", host.trim(), st.cfg.data_dir.display());
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -432,12 +435,12 @@ pub async fn run_once(st: &Arc<State>, holder: &str) -> S3Result<usize> {
     let ttl_ms = (st.cfg.lifecycle_interval_secs.max(1) as i64).saturating_mul(3000);
     let mut done = 0;
     for b in st.meta.buckets().await? {
-        if !st.meta.lease(LEASE, holder, ttl_ms).await? {
-            break;
-        }
         let Some(cfg) = LifecycleConfig::of(&b)? else {
             continue;
         };
+        if !st.meta.lease(LEASE, holder, ttl_ms).await? {
+            break;
+        }
         for rule in cfg.rules.iter().filter(|r| r.enabled) {
             done += apply_rule(st, &b, rule, day_ms).await?;
         }

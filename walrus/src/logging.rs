@@ -218,13 +218,7 @@ pub fn get_logging(b: &BucketMeta) -> Resp {
 /// once its requests have drained).
 pub async fn worker(st: Arc<State>, mut shutdown: watch::Receiver<bool>) {
     // Buckets configured before this process started.
-    match st.meta.buckets().await {
-        Ok(bs) if bs.iter().any(|b| b.config(BucketConfig::LOGGING).is_some()) => {
-            st.access_logs.active.store(true, Ordering::Relaxed);
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "bucket logging: listing buckets failed"),
-    }
+    notice_logging(&st).await;
     let every = Duration::from_secs(st.cfg.access_log_flush_secs.max(1));
     loop {
         tokio::select! {
@@ -232,7 +226,23 @@ pub async fn worker(st: Arc<State>, mut shutdown: watch::Receiver<bool>) {
             _ = st.access_logs.wake.notified() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
+        // Another front end on a shared store may have turned logging on: noticed
+        // within one flush interval.
+        if st.meta.shared() && !st.access_logs.active() {
+            notice_logging(&st).await;
+        }
         deliver(&st).await;
+    }
+}
+
+/// Turns request logging on if any bucket has a logging config.
+async fn notice_logging(st: &State) {
+    match st.meta.buckets().await {
+        Ok(bs) if bs.iter().any(|b| b.config(BucketConfig::LOGGING).is_some()) => {
+            st.access_logs.active.store(true, Ordering::Relaxed);
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "bucket logging: listing buckets failed"),
     }
 }
 
@@ -340,7 +350,7 @@ async fn deliver_one(
             Ok(())
         }
         Err(e) => {
-            crate::handler::free_blobs(st, data.blobs().to_vec());
+            crate::handler::free_uncommitted(st, data.blobs().to_vec(), &e);
             Err(e.into())
         }
     }

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 pub enum MetaError {
     #[error("metadata store: {0}")]
     Backend(String),
+    /// The commit's answer was lost (the connection broke during COMMIT): the change
+    /// may or may not be stored. Blobs it would reference must not be freed.
+    #[error("metadata store: {0} (the change may have been committed)")]
+    CommitUnknown(String),
     #[error("no such bucket")]
     NoSuchBucket,
     #[error("bucket already exists")]
@@ -606,6 +610,12 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn referenced_blobs(&self) -> Result<std::collections::HashSet<String>, MetaError>;
     /// Applies one op atomically and durably.
     async fn apply(&self, op: MetaOp) -> Result<OpOutcome, MetaError>;
+    /// Whether other front ends may change the store (PostgreSQL): what this process
+    /// learns from its own requests (e.g. that a bucket has logging on) is then not
+    /// all there is.
+    fn shared(&self) -> bool {
+        false
+    }
     /// Takes or renews the lease `name` for `holder` for `ttl_ms`: true if `holder`
     /// has it now (no one else held it, or their lease expired). Background work
     /// that must run once per cloud (lifecycle) takes it before each step. A store

@@ -3,7 +3,7 @@
 //! interface ([`KvRead`], [`KvWrite`]) that redb ([`crate::meta_redb`]) and PostgreSQL
 //! ([`crate::meta_pg`]) implement. An engine only has to give one op at a time a
 //! serializable transaction over byte-ordered tables; the records are the same bytes
-//! in either, so a cloud can move between them row for row.
+//! in either (version sequence numbers aside: a redb counter, a PostgreSQL sequence).
 use crate::meta::*;
 use rand::RngCore;
 use serde::{de::DeserializeOwned, Serialize};
@@ -306,6 +306,12 @@ fn version_key(bucket: &str, key: &str, seq: u64) -> Vec<u8> {
     k
 }
 
+/// The sequence number of a [`version_key`].
+fn seq_of_version_key(k: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = k.get(k.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::MAX - u64::from_be_bytes(tail))
+}
+
 /// The object key of a [`version_key`] whose bucket part is `base_len` bytes long.
 fn key_of_version_key(k: &[u8], base_len: usize) -> Result<String, MetaError> {
     let corrupt = || MetaError::Backend("corrupt version key".into());
@@ -482,7 +488,18 @@ fn add_version(
             out.freed_blobs.extend(o.data.blobs().iter().cloned());
         }
     }
-    let seq = next_version_seq(tx)?;
+    // The key's newest version so far. Reading it also puts the key's versions in the
+    // transaction's read set: two writers adding a version to one key at once (a PUT
+    // and a delete marker, say) then conflict in PostgreSQL and one re-runs, instead
+    // of both committing in an order their sequence numbers (taken outside the
+    // transaction there) may contradict. The new version must sort before it.
+    let newest = latest_version(tx, bucket, key)?.and_then(|(k, _)| seq_of_version_key(&k));
+    let seq = loop {
+        let s = next_version_seq(tx)?;
+        if newest.is_none_or(|n| s > n) {
+            break s;
+        }
+    };
     let id = match state {
         Versioning::Suspended => NULL_VERSION.to_string(),
         _ => new_version_id(seq),
@@ -774,9 +791,11 @@ fn update_object_version(
     }
 }
 
-/// Applies one op inside `tx`. On an error the caller must not commit what it wrote
-/// (PostgreSQL rolls the op's transaction back; redb's group commit only returns
-/// errors before any write, or writes that change nothing visible).
+/// Applies one op inside `tx`. On an error PostgreSQL rolls the op's transaction
+/// back. redb's group commit commits the batch's writes whatever each op returned:
+/// every op returns its errors before writing, or after writes that change nothing
+/// visible (adopting a `null` version), except the backstop in [`add_version`]
+/// (a locked `null` version in a suspended bucket, which object lock forbids).
 pub(crate) fn apply_op(tx: &impl KvWrite, op: MetaOp) -> Result<OpOutcome, MetaError> {
     let mut out = OpOutcome::default();
     let has_bucket = |name: &str| -> Result<bool, MetaError> {

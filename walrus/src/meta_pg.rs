@@ -230,6 +230,11 @@ fn run_on<T>(
             (Ok(v), Target::Tx(t)) => match t.commit() {
                 Ok(()) => Ok(v),
                 Err(e) if is_retryable(&e) => Err((true, backend(e))),
+                // No answer from the server (the connection broke): it may have
+                // committed.
+                Err(e) if e.code().is_none() && mode == Mode::Write => {
+                    Err((false, MetaError::CommitUnknown(format!("postgresql: {e}"))))
+                }
                 Err(e) => Err((false, backend(e))),
             },
             (Ok(v), Target::Plain(_)) => Ok(v),
@@ -370,6 +375,10 @@ impl MetaStore for PgMeta {
     async fn apply(&self, op: MetaOp) -> Result<OpOutcome, MetaError> {
         self.run(Mode::Write, move |kv| meta_kv::apply_op(kv, op.clone()))
             .await
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 
     async fn lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool, MetaError> {

@@ -82,9 +82,10 @@ impl Walrus {
         }
         let blobs = BlobStore::local(blob_root.clone())?;
         // Another front end may be writing into a shared store right now.
-        let min_age = match cfg.meta_url {
-            Some(_) => SHARED_SWEEP_MIN_AGE,
-            None => Duration::ZERO,
+        let min_age = if cfg.meta_url.is_some() || cfg.blob_url.is_some() {
+            SHARED_SWEEP_MIN_AGE
+        } else {
+            Duration::ZERO
         };
         let referenced = meta.referenced_blobs().await?;
         let swept = blobs.sweep(&referenced, min_age).await?;

@@ -73,3 +73,64 @@ async fn write_read_abort_sweep() {
     store.delete(&id).await.unwrap(); // idempotent
     assert!(files(dir.path()).is_empty());
 }
+
+/// A store shared by several front ends sweeps only what is older than `min_age`: an
+/// old blob nobody references goes; a copy made a moment ago from an old blob (a hard
+/// link, which keeps the source's mtime) stays, as does a fresh staging file.
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_sweep_spares_young_blobs_and_fresh_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::local(dir.path().to_path_buf()).unwrap();
+    let path = |id: &str| dir.path().join("blobs").join(&id[..2]).join(id);
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    let age = |id: &str| {
+        std::fs::File::options()
+            .write(true)
+            .open(path(id))
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+    };
+    let old = store.put(Bytes::from_static(b"old orphan")).await.unwrap();
+    let source = store.put(Bytes::from_static(b"copied")).await.unwrap();
+    age(&old);
+    age(&source);
+    // The ctime of an inode changes with its mtime: wait, so the link below is what
+    // makes the copy's ctime new, not the set_modified above.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let copy = store.copy(&source).await.unwrap();
+    let young = store
+        .put(Bytes::from_static(b"young orphan"))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(path(&copy)).unwrap().modified().unwrap(),
+        two_hours_ago,
+        "a copy is a hard link with the source's mtime"
+    );
+    let staging = dir
+        .path()
+        .join("blobs")
+        .join(&old[..2])
+        .join(format!("{old}#9"));
+    std::fs::write(&staging, b"another front end's PUT").unwrap();
+    let keep: HashSet<String> = [source.clone()].into();
+    let removed = store
+        .sweep(&keep, std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(
+        removed, 0,
+        "the old orphan's inode was touched too (set_modified)"
+    );
+    // Once the ctime is old enough as well, only the orphans go (simulated here by a
+    // min_age below the second that passed).
+    let removed = store
+        .sweep(&keep, std::time::Duration::from_millis(900))
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "only the old orphan: {:?}", files(dir.path()));
+    assert!(!path(&old).exists());
+    assert!(path(&copy).exists() && path(&young).exists() && staging.exists());
+    assert!(path(&source).exists());
+}

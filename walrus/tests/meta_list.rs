@@ -836,3 +836,55 @@ async fn leases_on_postgres() {
         r.lease("lifecycle", "a", 1).await.unwrap() && r.lease("lifecycle", "b", 1).await.unwrap()
     );
 }
+
+#[tokio::test]
+async fn racing_version_writers_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    racing_version_writers_agree_on(redb(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_version_writers_agree_on_postgres() {
+    racing_version_writers_agree_on(common::postgres().await).await;
+}
+
+/// A PUT and a DELETE racing on a key with no current object, in a bucket with
+/// versioning: whichever wins, the current object and the newest version agree (in
+/// PostgreSQL the sequence numbers are taken outside the transactions, so the two
+/// must conflict rather than both commit in an order their numbers contradict).
+async fn racing_version_writers_agree_on(m: Arc<dyn MetaStore>) {
+    m.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
+    set_versioning(&*m, Versioning::ENABLED).await;
+    for round in 0..24 {
+        let key = format!("race{round}");
+        let (m1, m2, k1, k2) = (m.clone(), m.clone(), key.clone(), key.clone());
+        let put = tokio::spawn(async move { put_meta(&*m1, &k1, blob_obj(&k1)).await });
+        let del = tokio::spawn(async move {
+            m2.apply(MetaOp::DeleteObject {
+                bucket: "b".into(),
+                key: k2,
+                by: owner(),
+            })
+            .await
+            .unwrap()
+        });
+        put.await.unwrap();
+        del.await.unwrap();
+        let current = m.object("b", &key).await.unwrap();
+        let newest = m
+            .scan_versions("b", None, &key, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|e| e.key == key && e.is_latest)
+            .unwrap();
+        match newest.version {
+            Version::DeleteMarker(_) => assert!(current.is_none(), "round {round}: {current:?}"),
+            Version::Object(o) => assert_eq!(
+                current.map(|c| c.version_id),
+                Some(o.version_id),
+                "round {round}"
+            ),
+        }
+    }
+}

@@ -231,7 +231,7 @@ pub async fn commit_object(
             Ok(out.version_id)
         }
         Err(e) => {
-            free_blobs(st, own);
+            crate::handler::free_uncommitted(st, own, &e);
             Err(write_cond::commit_error(st, r.bucket(), r.key(), cond.as_ref(), e).await)
         }
     }
