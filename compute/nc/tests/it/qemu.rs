@@ -142,9 +142,16 @@ async fn console(node: &QemuNode) -> String {
     console_of(node, ID).await
 }
 
+/// The console up to its last newline: a line the guest is still printing is not
+/// read (its start may match while the rest, which callers check, is not there yet).
+fn complete_lines(mut c: String) -> String {
+    c.truncate(c.rfind('\n').map_or(0, |i| i + 1));
+    c
+}
+
 async fn until_console(node: &QemuNode, what: &str, count: usize, secs: u64) -> String {
     for _ in 0..secs * 5 {
-        let c = console(node).await;
+        let c = complete_lines(console(node).await);
         if c.matches(what).count() >= count {
             return c;
         }

@@ -275,7 +275,9 @@ async fn lease(node: &QemuNode, id: &str) -> Ipv4Addr {
 
 async fn until_console(node: &QemuNode, id: &str, what: &str) -> String {
     for _ in 0..120 * 2 {
-        let c = console_of(node, id).await;
+        let mut c = console_of(node, id).await;
+        // Complete lines only: the rest of a line still being printed is checked later.
+        c.truncate(c.rfind('\n').map_or(0, |i| i + 1));
         if c.contains(what) {
             return c;
         }
