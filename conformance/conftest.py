@@ -433,7 +433,7 @@ def cloud():
     tmp = tempfile.mkdtemp(prefix="euca-conf-")
     extra = []
     dns_port = None
-    pg_server = None
+    pg_server = blob_backend = None
     if cloud_class() is Cloud:  # the split layout runs no node
         # Its own port for the CLC's dynamic DNS (default 127.0.0.1:8753), which
         # the clouds of two test workers would otherwise both want.
@@ -442,11 +442,21 @@ def cloud():
         text = f'[clc]\ndns_listen = "127.0.0.1:{dns_port}"\n'
         if os.environ.get("EUCA_WALRUS_META") == "postgres":
             # Walrus's metadata in a throwaway PostgreSQL, its blobs in a directory
-            # of their own: the scale-out engines under the same client tests.
+            # of their own, or (EUCA_WALRUS_BLOBS=s3) in a second S3 server: the
+            # scale-out engines under the same client tests.
             from helpers_pg import start_postgres
             pg_server = start_postgres()
             blobs = Path(tmp) / "shared-blobs"
-            text += f'[walrus]\nmeta_url = "{pg_server.url}"\nblob_url = "file://{blobs}"\n'
+            blob_url = f"file://{blobs}"
+            if os.environ.get("EUCA_WALRUS_BLOBS") == "s3":
+                from helpers_blobs import S3Backend
+                try:
+                    blob_backend = S3Backend(tmp).start()
+                except BaseException:
+                    pg_server.stop()
+                    raise
+                blob_url, blobs = blob_backend.blob_url("cloud"), None
+            text += f'[walrus]\nmeta_url = "{pg_server.url}"\nblob_url = "{blob_url}"\n'
         cfg.write_text(with_short_guest_shutdown(text))
         extra = ["--config", str(cfg)]
     try:
@@ -454,6 +464,8 @@ def cloud():
     except BaseException:
         if pg_server is not None:
             pg_server.stop()
+        if blob_backend is not None:
+            blob_backend.stop()
         raise
     c.dns_port = dns_port
     try:
@@ -461,11 +473,21 @@ def cloud():
             c.blob_root = blobs
             # Walrus really is on PostgreSQL: it created its schema there at start.
             assert int(pg_server.psql("SELECT count(*) FROM walrus_schema_migrations")) >= 1
+        if blob_backend is not None:
+            # And its blobs really go to the second S3 server.
+            s3, before = c.boto3(), blob_backend.bytes_under("cloud")
+            s3.create_bucket(Bucket="blob-store-check")
+            s3.put_object(Bucket="blob-store-check", Key="k", Body=b"b" * (1 << 20))
+            assert blob_backend.bytes_under("cloud") - before >= 1 << 20
+            s3.delete_object(Bucket="blob-store-check", Key="k")
+            s3.delete_bucket(Bucket="blob-store-check")
         yield c
     finally:
         c.stop()
         if pg_server is not None:
             pg_server.stop()
+        if blob_backend is not None:
+            blob_backend.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -430,6 +430,8 @@ def test_post_over_content_length_range(cloud, s3, bucket, size, s3v4):
 
 
 def blob_files(cloud):
+    if cloud.blob_root is None:
+        pytest.skip("the blobs are in a remote store (EUCA_WALRUS_BLOBS=s3)")
     return {p for p in cloud.blob_root.rglob("*") if p.is_file() and "blobs" in p.parts}
 
 

@@ -1,7 +1,10 @@
 """Walrus scaled out: two `euca walrus` front ends (A and B) serve the same buckets
-from one PostgreSQL metadata database (`[walrus] meta_url`) and one shared blob
-directory (`[walrus] blob_url = "file:///..."`), each with its own --data directory
-and port, both authenticating through one `euca clc` (services.toml).
+from one PostgreSQL metadata database (`[walrus] meta_url`) and one blob store,
+each with its own --data directory and port, both authenticating through one
+`euca clc` (services.toml). The blob store of the main pair, and of the crash test,
+is a second S3 server (`[walrus] blob_url = "s3://bucket/prefix?endpoint=..."`, a
+plain `euca walrus`: helpers_blobs); the other tests share a directory
+(`blob_url = "file:///..."`).
 
 What one front end acknowledges, the other serves at once: objects (inline and
 blob), overwrites and deletes, multipart uploads whose parts went through either,
@@ -29,6 +32,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from conftest import euca_bin, free_port, parse_env_file, set_cache_secs
+from helpers_blobs import S3Backend
 from helpers_pg import SKIP_REASON, pg, pg_bin_dir  # noqa: F401 (pg: the fixture)
 from helpers_raw import tree_bytes
 
@@ -53,8 +57,10 @@ def wait_health(url, proc, log_path, timeout=30):
                        f"{Path(log_path).read_text(errors='replace')[-3000:]}")
 
 
-def write_walrus_config(path, meta_url, blob_dir):
-    path.write_text(f'[walrus]\nmeta_url = "{meta_url}"\nblob_url = "file://{Path(blob_dir).resolve()}"\n')
+def write_walrus_config(path, meta_url, blobs):
+    """`blobs`: a shared directory, or a blob_url."""
+    url = blobs if isinstance(blobs, str) else f"file://{Path(blobs).resolve()}"
+    path.write_text(f'[walrus]\nmeta_url = "{meta_url}"\nblob_url = "{url}"\n')
     return path
 
 
@@ -110,18 +116,21 @@ class FrontEnd:
 
 
 class ScaleOut:
-    """`euca clc` plus front ends A and B on one database and one blob directory."""
+    """`euca clc` plus front ends A and B on one database and one blob store: the
+    S3 server `backend` (under prefix `prefix`), or else a shared directory."""
 
-    def __init__(self, root, meta_url):
+    def __init__(self, root, meta_url, backend=None, prefix=None):
         self.root = root
         self.meta_url = meta_url
         self.clc_port = free_port()
         self.clc_url = f"http://127.0.0.1:{self.clc_port}"
         self.clc_dir = root / "clc"
         self.services = self.clc_dir / "credentials" / "services.toml"
+        self.backend, self.prefix = backend, prefix or root.name
         self.blobs = root / "blobs"
         self.blobs.mkdir(parents=True, exist_ok=True)
-        self.config = write_walrus_config(root / "walrus.toml", meta_url, self.blobs)
+        blobs = backend.blob_url(self.prefix) if backend else self.blobs
+        self.config = write_walrus_config(root / "walrus.toml", meta_url, blobs)
         self.fe = {n: FrontEnd(root, n, self.config, self.services) for n in ("a", "b")}
         self.clc = None
 
@@ -156,6 +165,12 @@ class ScaleOut:
                 self.clc.wait()
         self.clc = None
 
+    def blob_bytes(self):
+        """Bytes in the blob store."""
+        if self.backend:
+            return self.backend.bytes_under(self.prefix)
+        return tree_bytes(self.blobs)[0]
+
     def s3(self, name, ak=None, sk=None, **cfg):
         return boto3.client(
             "s3", endpoint_url=self.fe[name].url, region_name="us-east-1",
@@ -175,8 +190,18 @@ class ScaleOut:
 
 
 @pytest.fixture(scope="module")
-def so(pg, tmp_path_factory):
-    s = ScaleOut(tmp_path_factory.mktemp("scaleout"), pg.url)
+def backend(tmp_path_factory):
+    """The second S3 server, where front ends keep their blobs."""
+    be = S3Backend(tmp_path_factory.mktemp("s3backend"))
+    try:
+        yield be.start()
+    finally:
+        be.stop()
+
+
+@pytest.fixture(scope="module")
+def so(pg, backend, tmp_path_factory):
+    s = ScaleOut(tmp_path_factory.mktemp("scaleout"), pg.url, backend, "so")
     try:
         yield s.start()
     finally:
@@ -229,12 +254,12 @@ def test_put_on_a_is_served_by_b_and_delete_on_b_is_seen_by_a(so, key, size):
     a, b = so.s3("a"), so.s3("b")
     bucket = new_bucket(a)
     data = random.Random(size).randbytes(size)
-    blobs_before = tree_bytes(so.blobs)[0]
+    blobs_before = so.blob_bytes()
     etag = a.put_object(Bucket=bucket, Key=key, Body=data)["ETag"]
     assert etag == f'"{md5(data)}"'
     if size > INLINE_MAX:
-        # The bytes are in the shared blob directory.
-        assert tree_bytes(so.blobs)[0] - blobs_before >= size
+        # The bytes are in the blob store (the second S3 server).
+        assert so.blob_bytes() - blobs_before >= size
     got = b.get_object(Bucket=bucket, Key=key)
     assert got["Body"].read() == data
     assert got["ETag"] == etag
@@ -289,6 +314,39 @@ def test_awscli_upload_on_a_download_and_remove_on_b(so, tmp_path):
     assert (tmp_path / "dst").read_bytes() == src.read_bytes()
     aws("b", "rm", f"s3://{bucket}/dir/f.bin")
     assert listing(so.s3("a"), bucket) == {}
+
+
+def test_blob_store_holds_encrypted_and_copied_blobs(so):
+    """On the S3 blob store: an SSE-S3 object written through A reads back through B
+    (one master key, kept in the store), its bytes there are not the plaintext; a
+    server-side copy through B is a blob of its own there, which outlives its
+    source. (Freed blobs go after a 30 s grace: not waited for here.)"""
+    a, b = so.s3("a"), so.s3("b")
+    bucket = new_bucket(a)
+    data = random.Random(5).randbytes(3 * MiB)
+    before = so.backend.objects_under(so.prefix)
+    a.put_object(Bucket=bucket, Key="secret", Body=data, ServerSideEncryption="AES256")
+    added = {k: v for k, v in so.backend.objects_under(so.prefix).items() if k not in before}
+    blob_keys = [k for k in added if "/blobs/" in k]
+    assert len(blob_keys) == 1 and added[blob_keys[0]] == len(data), added
+    stored = so.backend.s3().get_object(Bucket="blob-store", Key=blob_keys[0])["Body"].read()
+    assert stored != data and data[:4096] not in stored
+    assert f"{so.prefix}/sse-master.key" in so.backend.objects_under(so.prefix)
+    got = b.get_object(Bucket=bucket, Key="secret")
+    assert got["Body"].read() == data and got["ServerSideEncryption"] == "AES256"
+    # A ranged read decrypts from the middle.
+    r = b.get_object(Bucket=bucket, Key="secret", Range="bytes=1000000-1000099")
+    assert r["Body"].read() == data[1000000:1000100]
+    plain = random.Random(6).randbytes(2 * MiB)
+    a.put_object(Bucket=bucket, Key="src", Body=plain)
+    b.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
+    assert body(a, bucket, "dst") == plain
+    blobs = lambda: sorted(v for k, v in so.backend.objects_under(so.prefix).items()  # noqa: E731
+                           if "/blobs/" in k and k not in before)
+    assert blobs() == sorted([len(data), len(plain), len(plain)])
+    for key in ("src", "secret"):
+        b.delete_object(Bucket=bucket, Key=key)
+    assert body(a, bucket, "dst") == plain
 
 
 # -- multipart ---------------------------------------------------------------------
@@ -571,6 +629,26 @@ def test_front_end_without_its_database_exits_with_an_error(so, tmp_path):
     assert "walrus is up" not in r.stdout
 
 
+def test_front_end_without_its_blob_store_exits_with_an_error(so, tmp_path):
+    """An S3 blob store that does not answer: a one-line error within seconds (the
+    start-up sweep lists it), not minutes of retries; its secret key is not shown."""
+    url = (f"s3://blob-store/x?endpoint=http://127.0.0.1:{free_port()}&region=us-east-1"
+           "&access_key_id=AK&secret_access_key=TOPSECRET")
+    cfg = write_walrus_config(tmp_path / "walrus.toml", so.meta_url, url)
+    try:
+        r = subprocess.run(
+            [euca_bin(), "walrus", "--config", str(cfg), "--data", str(tmp_path / "data"),
+             "--listen", f"127.0.0.1:{free_port()}", "--identity", str(so.services)],
+            capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("euca walrus with an unreachable blob store did not exit within 60 s")
+    assert r.returncode != 0, r.stdout + r.stderr
+    last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
+    assert re.match(r"^euca[\w-]*: .*blob", last), r.stderr
+    assert "TOPSECRET" not in r.stdout + r.stderr
+    assert "walrus is up" not in r.stdout
+
+
 # -- crash -------------------------------------------------------------------------
 
 def _size(rnd):
@@ -579,11 +657,12 @@ def _size(rnd):
     return int(INLINE_MAX * (2 * MiB / INLINE_MAX) ** rnd.random())   # blob, up to 2 MiB
 
 
-def test_sigkill_of_one_front_end_loses_nothing_acknowledged(pg, tmp_path):
+def test_sigkill_of_one_front_end_loses_nothing_acknowledged(pg, backend, tmp_path):
     """8 writers, even ones through A and odd ones through B; A is SIGKILLed mid-run.
     B keeps serving writes; every acknowledged object reads back exactly through B,
     an unacknowledged one is absent or exact; A restarted on the same dirs serves it all."""
-    so = ScaleOut(tmp_path, pg.create_database(f"crash{int(time.time() * 1000) % 1000000}"))
+    so = ScaleOut(tmp_path, pg.create_database(f"crash{int(time.time() * 1000) % 1000000}"),
+                  backend, "crash")
     try:
         so.start()
         bucket = new_bucket(so.s3("a"), "socrash")

@@ -72,11 +72,13 @@ EUCA_LAYOUT=split python3 -m pytest -q -p no:cacheprovider "${XDIST[@]}" \
   conformance/test_ec2_basics.py conformance/test_ec2_volumes.py \
   conformance/test_ec2_images.py conformance/test_image_cache.py "$@"
 # Walrus on the scale-out engines: metadata in PostgreSQL (a throwaway server per
-# worker, conformance/helpers_pg.py), blobs under blob_url. The files whose outcome
-# depends on the metadata store's rules rerun there (conformance/test_walrus_scaleout.py,
-# two front ends on one database, runs in the first pass).
-section "conformance again, Walrus metadata in PostgreSQL ([walrus] meta_url, blob_url)"
-EUCA_WALRUS_META=postgres python3 -m pytest -q -p no:cacheprovider "${XDIST[@]}" \
+# worker, conformance/helpers_pg.py), blobs in a second S3 server (blob_url =
+# "s3://...", a plain `euca walrus`: conformance/helpers_blobs.py). The files whose
+# outcome depends on the metadata store's rules rerun there
+# (conformance/test_walrus_scaleout.py, two front ends on one database, on an S3 and
+# on a shared-directory blob store, runs in the first pass).
+section "conformance again, Walrus on PostgreSQL and a second S3 server ([walrus] meta_url, blob_url)"
+EUCA_WALRUS_META=postgres EUCA_WALRUS_BLOBS=s3 python3 -m pytest -q -p no:cacheprovider "${XDIST[@]}" \
   conformance/test_clients.py conformance/test_s3_semantics.py \
   conformance/test_s3_versioning.py conformance/test_s3_tagging_conditional.py \
   conformance/test_s3_object_lock.py "$@"

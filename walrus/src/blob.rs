@@ -11,7 +11,8 @@ use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{
-    GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart,
+    GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload,
+    WriteMultipart,
 };
 use rand::RngCore;
 use std::fs::File;
@@ -19,9 +20,11 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Writes are buffered into parts of this size for the store; for the local store it
-/// bounds memory per upload at `PART * (CONCURRENCY + 1)`.
-const WRITE_PART: usize = 1 << 20;
+/// Writes to a remote store go in parts of this size (S3's smallest part is 5 MiB),
+/// at most `WRITE_CONCURRENCY` in flight: memory per upload is bounded by
+/// `WRITE_PART * (WRITE_CONCURRENCY + 1)`. A blob that ends before its first part
+/// is full is sent in one PUT.
+const WRITE_PART: usize = 8 << 20;
 const WRITE_CONCURRENCY: usize = 2;
 /// Read chunk size for local files.
 const READ_CHUNK: usize = 1 << 20;
@@ -117,17 +120,15 @@ impl BlobStore {
                 transform: None,
             });
         }
-        let upload = self
-            .store
-            .put_multipart(&path_of(&id))
-            .await
-            .map_err(classify)?;
         Ok(BlobWriter {
+            w: Some(Sink::Buffer {
+                store: self.store.clone(),
+                path: path_of(&id),
+                chunks: Vec::new(),
+                len: 0,
+            }),
             id,
             size: 0,
-            w: Some(Sink::Store(WriteMultipart::new_with_chunk_size(
-                upload, WRITE_PART,
-            ))),
             transform: t,
         })
     }
@@ -362,19 +363,48 @@ pub struct BlobWriter {
 
 enum Sink {
     Local(LocalWriter),
+    /// A remote blob's first bytes, until they fill a part (or the blob ends).
+    Buffer {
+        store: Arc<dyn ObjectStore>,
+        path: StorePath,
+        chunks: Vec<Bytes>,
+        len: usize,
+    },
     Store(WriteMultipart),
 }
 
 impl BlobWriter {
     pub async fn write(&mut self, data: Bytes) -> Result<(), BlobError> {
         self.size += data.len() as u64;
-        match self.w.as_mut().ok_or(BlobError::NotFound)? {
-            Sink::Local(l) => l.write(data).await,
+        let sink = self.w.as_mut().ok_or(BlobError::NotFound)?;
+        if let Sink::Local(l) = sink {
+            return l.write(data).await;
+        }
+        let data = match self.transform.as_mut() {
+            Some(t) => t(data)?,
+            None => data,
+        };
+        match sink {
+            Sink::Local(_) => unreachable!("handled above"),
+            Sink::Buffer {
+                store,
+                path,
+                chunks,
+                len,
+            } => {
+                *len += data.len();
+                chunks.push(data);
+                if *len >= WRITE_PART {
+                    let upload = store.put_multipart(path).await.map_err(classify)?;
+                    let mut w = WriteMultipart::new_with_chunk_size(upload, WRITE_PART);
+                    for c in std::mem::take(chunks) {
+                        w.put(c);
+                    }
+                    *sink = Sink::Store(w);
+                }
+                Ok(())
+            }
             Sink::Store(w) => {
-                let data = match self.transform.as_mut() {
-                    Some(t) => t(data)?,
-                    None => data,
-                };
                 w.wait_for_capacity(WRITE_CONCURRENCY)
                     .await
                     .map_err(classify)?;
@@ -388,6 +418,17 @@ impl BlobWriter {
     pub async fn finish(mut self) -> Result<String, BlobError> {
         match self.w.take().ok_or(BlobError::NotFound)? {
             Sink::Local(l) => l.finish().await?,
+            Sink::Buffer {
+                store,
+                path,
+                chunks,
+                ..
+            } => {
+                store
+                    .put(&path, PutPayload::from_iter(chunks))
+                    .await
+                    .map_err(classify)?;
+            }
             Sink::Store(w) => {
                 w.finish().await.map_err(classify)?;
             }
@@ -405,7 +446,7 @@ impl BlobWriter {
                 let _ = w.abort().await;
             }
             Some(Sink::Local(l)) => l.abort().await,
-            None => {}
+            Some(Sink::Buffer { .. }) | None => {}
         }
     }
 }

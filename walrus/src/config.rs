@@ -19,8 +19,10 @@ pub struct WalrusConfig {
     /// Connections to PostgreSQL this front end opens at most (one thread each).
     pub meta_max_connections: usize,
     /// Object bytes somewhere else than the data directory: `file:///absolute/path`
-    /// (a directory every front end shares, e.g. over NFS; written with fsync). The
-    /// SSE-S3 master key lives there too, so every front end decrypts alike.
+    /// (a directory every front end shares, e.g. over NFS; written with fsync), or
+    /// `s3://bucket/prefix?endpoint=…&region=…` (any S3-compatible store; see
+    /// [`crate::blob_remote`]). The SSE-S3 master key lives there too, so every
+    /// front end decrypts alike.
     pub blob_url: Option<String>,
     /// The region clients sign for and buckets report.
     pub region: String,

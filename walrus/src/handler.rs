@@ -351,9 +351,6 @@ pub fn set_header(h: &mut HeaderMap, name: &str, value: &str) -> S3Result<()> {
     Ok(())
 }
 
-/// Deletes blobs no longer referenced, after a grace period so that reads which
-/// started before the change can finish. A crash before then leaves them to the
-/// startup sweep.
 /// After a failed commit: frees the blobs the op would have referenced, unless the
 /// commit's outcome is unknown (then they may be referenced; the start-up sweep
 /// removes them if not).
@@ -365,6 +362,9 @@ pub fn free_uncommitted(st: &Arc<State>, blobs: Vec<crate::meta::BlobRef>, e: &M
     free_blobs(st, blobs);
 }
 
+/// Deletes blobs no longer referenced, after a grace period (30 s) so that reads
+/// which started before the change can finish. A crash before then leaves them to
+/// the startup sweep.
 pub fn free_blobs(st: &Arc<State>, blobs: Vec<crate::meta::BlobRef>) {
     if blobs.is_empty() {
         return;

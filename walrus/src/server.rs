@@ -26,6 +26,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("blob_url {0:?}: {1}")]
     BlobUrl(String, &'static str),
+    #[error("blob_url {0:?}: {1}")]
+    RemoteBlobs(String, crate::blob_remote::RemoteError),
 }
 
 /// Blobs and staging files younger than this are left by the startup sweep of a
@@ -38,7 +40,7 @@ fn blob_dir(url: &str) -> Result<std::path::PathBuf, StartError> {
     let bad = |why| StartError::BlobUrl(url.to_string(), why);
     let path = url
         .strip_prefix("file://")
-        .ok_or_else(|| bad("only file:///absolute/path is supported so far"))?;
+        .ok_or_else(|| bad("a local blob directory is named file:///absolute/path"))?;
     if !path.starts_with('/') {
         return Err(bad("the path must be absolute (file:///…)"));
     }
@@ -71,16 +73,31 @@ impl Walrus {
                 cfg.meta_cache_mib << 20,
             )?),
         };
-        let blob_root = match &cfg.blob_url {
-            Some(url) => blob_dir(url)?,
-            None => dir.clone(),
-        };
         if cfg.meta_url.is_some() && cfg.blob_url.is_none() {
             tracing::warn!(
                 "meta_url is set but blob_url is not: object bytes stay in this front end's data directory, where other front ends cannot read them"
             );
         }
-        let blobs = BlobStore::local(blob_root.clone())?;
+        let (blobs, keyring) = match cfg.blob_url.as_deref() {
+            Some(url) if !url.starts_with("file:") => {
+                let store = crate::blob_remote::open(url)
+                    .map_err(|e| StartError::RemoteBlobs(crate::blob_remote::redacted(url), e))?;
+                (
+                    BlobStore::remote(store.clone()),
+                    crate::sse_keys::Keyring::in_store(store),
+                )
+            }
+            url => {
+                let root = match url {
+                    Some(url) => blob_dir(url)?,
+                    None => dir.clone(),
+                };
+                (
+                    BlobStore::local(root.clone())?,
+                    crate::sse_keys::Keyring::new(&root),
+                )
+            }
+        };
         // Another front end may be writing into a shared store right now.
         let min_age = if cfg.meta_url.is_some() || cfg.blob_url.is_some() {
             SHARED_SWEEP_MIN_AGE
@@ -108,7 +125,7 @@ impl Walrus {
             read_only_ids,
             metrics,
             metrics_access: MetricsAccess::Closed,
-            keyring: crate::sse_keys::Keyring::new(&blob_root),
+            keyring,
             access_logs: Default::default(),
         });
         Ok(Self {

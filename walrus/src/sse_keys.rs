@@ -4,12 +4,14 @@
 //! knows about requests, so [`crate::state::State`] can hold the [`Keyring`].
 use crate::error::S3Error;
 use bytes::Bytes;
+use object_store::ObjectStore;
 use openssl::cipher::Cipher as EvpCipher;
 use openssl::cipher_ctx::CipherCtx;
 use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 12;
@@ -24,6 +26,8 @@ pub const AAD_CUSTOMER: &[u8] = b"euca-walrus-sse-c-data-key-v1";
 pub enum SseError {
     #[error("SSE master key {path}: {err}")]
     MasterKey { path: PathBuf, err: std::io::Error },
+    #[error("SSE master key in the blob store: {0}")]
+    MasterKeyStore(String),
     #[error("SSE master key {0} is not {KEY_LEN} bytes")]
     MasterKeyLength(PathBuf),
     #[error("SSE: the stored data key does not open with the master key")]
@@ -61,15 +65,31 @@ impl Drop for DataKey {
 
 /// The cloud master key, loaded (or created) on first use.
 pub struct Keyring {
-    path: PathBuf,
+    home: KeyHome,
     master: tokio::sync::OnceCell<DataKey>,
 }
 
+/// Where the master key is kept: beside the blobs, so every front end that shares
+/// them shares it.
+enum KeyHome {
+    File(PathBuf),
+    /// The object `sse-master.key` at the root of a remote blob store.
+    Store(Arc<dyn ObjectStore>),
+}
+
 impl Keyring {
-    /// The keyring of a Walrus whose data directory is `data_dir`.
-    pub fn new(data_dir: &Path) -> Self {
+    /// The keyring of a Walrus whose blobs are under `dir`.
+    pub fn new(dir: &Path) -> Self {
         Self {
-            path: data_dir.join(MASTER_KEY_FILE),
+            home: KeyHome::File(dir.join(MASTER_KEY_FILE)),
+            master: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The keyring of a Walrus whose blobs are in a remote store.
+    pub fn in_store(store: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            home: KeyHome::Store(store),
             master: tokio::sync::OnceCell::new(),
         }
     }
@@ -77,16 +97,58 @@ impl Keyring {
     pub async fn master(&self) -> Result<&DataKey, SseError> {
         self.master
             .get_or_try_init(|| async {
-                let path = self.path.clone();
-                tokio::task::spawn_blocking(move || load_or_create_master(&path))
-                    .await
-                    .map_err(|e| SseError::MasterKey {
-                        path: self.path.clone(),
-                        err: std::io::Error::other(e),
-                    })?
+                match &self.home {
+                    KeyHome::File(path) => {
+                        let path = path.clone();
+                        tokio::task::spawn_blocking(move || load_or_create_master(&path))
+                            .await
+                            .map_err(|e| SseError::MasterKeyStore(e.to_string()))?
+                    }
+                    KeyHome::Store(store) => load_or_create_master_in(store.as_ref()).await,
+                }
             })
             .await
     }
+}
+
+/// As [`load_or_create_master`], in a remote store: a new key is written only if
+/// there is none (a conditional PUT), so racing front ends end up with the winner's.
+async fn load_or_create_master_in(store: &dyn ObjectStore) -> Result<DataKey, SseError> {
+    use object_store::{ObjectStoreExt, PutMode, PutOptions};
+    let path = object_store::path::Path::from(MASTER_KEY_FILE);
+    let fail = |e: object_store::Error| SseError::MasterKeyStore(e.to_string());
+    let read = || async {
+        let b = store.get(&path).await?.bytes().await?;
+        Ok::<_, object_store::Error>(b)
+    };
+    let parse = |b: bytes::Bytes| -> Result<DataKey, SseError> {
+        let k: [u8; KEY_LEN] = b[..]
+            .try_into()
+            .map_err(|_| SseError::MasterKeyLength(PathBuf::from(MASTER_KEY_FILE)))?;
+        Ok(DataKey(k))
+    };
+    match read().await {
+        Ok(b) => return parse(b),
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(fail(e)),
+    }
+    let key = DataKey::random();
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    match store
+        .put_opts(&path, bytes::Bytes::copy_from_slice(&key.0).into(), opts)
+        .await
+    {
+        Ok(_) => {
+            tracing::warn!("SSE-S3 master key created in the blob store ({MASTER_KEY_FILE}); back it up with the data");
+        }
+        Err(object_store::Error::AlreadyExists { .. }) => {}
+        Err(e) => return Err(fail(e)),
+    }
+    // Whoever wrote first made the key; read what is there.
+    parse(read().await.map_err(fail)?)
 }
 
 /// Reads the master key, creating it first if there is none: written to a private

@@ -1,0 +1,177 @@
+//! Blob stores elsewhere than a local directory: `blob_url = "s3://bucket/prefix?…"`
+//! (any S3-compatible service) through `object_store`'s S3 client, which we drive
+//! with the project's own HTTP stack (hyper, and OpenSSL for `https://` endpoints
+//! through hyper-openssl) rather than a second one.
+//!
+//! The URL's query takes `object_store`'s S3 settings by name (`endpoint`, `region`,
+//! `virtual_hosted_style_request`, `checksum_algorithm`, …); credentials come from
+//! the usual `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (or any other
+//! `AWS_*` setting object_store reads) in the environment, or from the query
+//! (`access_key_id`, `secret_access_key`) for a test. An `http://` endpoint is
+//! allowed without saying so: the operator typed it.
+use async_trait::async_trait;
+use http_body_util::BodyExt;
+use hyper_openssl::client::legacy::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector as TcpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::client::{
+    ClientOptions, HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest,
+    HttpRequestBody, HttpResponse, HttpResponseBody, HttpService,
+};
+use object_store::prefix::PrefixStore;
+use object_store::ObjectStore;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Connecting to the store gives up after this long (then object_store retries).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// An answer's head must arrive within this long (its body then streams).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// A failed request is retried (with backoff) for at most this long: an unreachable
+/// store fails a request, or Walrus's start, in seconds rather than minutes.
+const RETRY_FOR: Duration = Duration::from_secs(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("not a URL: {0}")]
+    Url(#[from] url::ParseError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Store(#[from] object_store::Error),
+}
+
+/// `url` without its query (which may carry a secret key), for messages.
+pub fn redacted(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?…"),
+        None => url.to_string(),
+    }
+}
+
+/// Opens the store a non-`file://` `blob_url` names.
+pub fn open(blob_url: &str) -> Result<Arc<dyn ObjectStore>, RemoteError> {
+    let url = url::Url::parse(blob_url)?;
+    match url.scheme() {
+        "s3" | "s3a" => open_s3(&url),
+        other => Err(RemoteError::Invalid(format!(
+            "blob stores of scheme {other}:// are not supported (s3:// for any S3-compatible service, file:///dir)"
+        ))),
+    }
+}
+
+fn open_s3(url: &url::Url) -> Result<Arc<dyn ObjectStore>, RemoteError> {
+    let bucket = url
+        .host_str()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| RemoteError::Invalid("s3:// needs a bucket: s3://bucket/prefix".into()))?;
+    let mut b = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_http_connector(Connector)
+        .with_retry(object_store::RetryConfig {
+            backoff: Default::default(),
+            max_retries: 5,
+            retry_timeout: RETRY_FOR,
+        });
+    for (k, v) in url.query_pairs() {
+        let key: AmazonS3ConfigKey = k
+            .parse()
+            .map_err(|_| RemoteError::Invalid(format!("unknown S3 setting {k:?} in the query")))?;
+        if matches!(key, AmazonS3ConfigKey::Endpoint) && v.starts_with("http://") {
+            b = b.with_allow_http(true);
+        }
+        b = b.with_config(key, v.into_owned());
+    }
+    let store = b.build()?;
+    // The path's segments, as given (not decoded: a prefix is bytes).
+    let prefix = url.path().trim_matches('/');
+    Ok(if prefix.is_empty() {
+        Arc::new(store)
+    } else {
+        Arc::new(PrefixStore::new(store, prefix))
+    })
+}
+
+/// object_store's HTTP client, made of hyper and OpenSSL (the system's roots).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Connector;
+
+impl HttpConnector for Connector {
+    fn connect(&self, _: &ClientOptions) -> object_store::Result<HttpClient> {
+        let mut tcp = TcpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let tls = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client())
+            .map_err(|e| object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(e),
+            })?;
+        let https =
+            HttpsConnector::with_connector(tcp, tls).map_err(|e| object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(e),
+            })?;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(https);
+        Ok(HttpClient::new(Service { client }))
+    }
+}
+
+#[derive(Debug)]
+struct Service {
+    client: Client<HttpsConnector<TcpConnector>, HttpRequestBody>,
+}
+
+#[async_trait]
+impl HttpService for Service {
+    async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let answer = tokio::time::timeout(ANSWER_TIMEOUT, self.client.request(req))
+            .await
+            .map_err(|e| HttpError::new(HttpErrorKind::Timeout, e))?
+            .map_err(|e| {
+                let kind = if e.is_connect() {
+                    HttpErrorKind::Connect
+                } else {
+                    HttpErrorKind::Request
+                };
+                HttpError::new(kind, e)
+            })?;
+        Ok(answer.map(|body| {
+            HttpResponseBody::new(body.map_err(|e| HttpError::new(HttpErrorKind::Interrupted, e)))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(url: &str) -> String {
+        match open(url) {
+            Ok(_) => panic!("{url} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn urls_name_a_known_store_and_known_settings() {
+        assert!(refused("gs://b/p").contains("not supported"));
+        assert!(refused("s3:///prefix").contains("needs a bucket"));
+        assert!(
+            refused("s3://b/p?endpoint=http://h:1&no_such_setting=1").contains("no_such_setting")
+        );
+        assert!(refused("not a url").contains("URL"));
+        open("s3://b/some/prefix?endpoint=http://127.0.0.1:1&region=r&access_key_id=a&secret_access_key=s")
+            .expect("a complete s3:// URL opens (nothing is contacted yet)");
+    }
+
+    #[test]
+    fn messages_leave_the_query_out() {
+        assert_eq!(redacted("s3://b/p?secret_access_key=s"), "s3://b/p?…");
+        assert_eq!(redacted("s3://b/p"), "s3://b/p");
+    }
+}
