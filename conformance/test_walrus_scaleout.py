@@ -752,3 +752,113 @@ def test_sigkill_of_one_front_end_loses_nothing_acknowledged(pg, backend, tmp_pa
         assert body(so.s3("b"), bucket, "after-restart") == b"back"
     finally:
         so.stop()
+
+
+# -- migrating a single-node cloud ---------------------------------------------------
+
+def test_migrate_moves_a_single_node_walrus_onto_postgres_and_s3(pg, backend, tmp_path):
+    """`euca migrate` takes a stopped single-node Walrus (redb, local blobs, its
+    accounts) onto PostgreSQL and the S3 blob store: two front ends then serve every
+    object, version, upload in progress and encrypted object with the old keys."""
+    one = FrontEnd(tmp_path, "single", tmp_path / "none.toml", None)
+    (tmp_path / "none.toml").write_text("")
+    one.start()
+    rc = parse_env_file(one.data / "credentials" / "eucarc")
+    admin = (rc["AWS_ACCESS_KEY_ID"], rc["AWS_SECRET_ACCESS_KEY"])
+
+    def client(url, ak, sk):
+        return boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                            aws_access_key_id=ak, aws_secret_access_key=sk,
+                            config=Config(s3={"addressing_style": "path"},
+                                          retries={"max_attempts": 1}))
+
+    s3 = client(one.url, *admin)
+    rnd = random.Random(42)
+    objects = {}                                    # (bucket, key) -> bytes
+    s3.create_bucket(Bucket="mig")
+    for key, size in (("  spaced key  ", 100), ("ünï/文件 ✓", 3 * MiB), ("big", 20 * MiB),
+                      ("empty", 0)):
+        objects[("mig", key)] = rnd.randbytes(size)
+        s3.put_object(Bucket="mig", Key=key, Body=objects[("mig", key)])
+    secret = rnd.randbytes(MiB + 3)
+    s3.put_object(Bucket="mig", Key="secret", Body=secret, ServerSideEncryption="AES256")
+    objects[("mig", "secret")] = secret
+    p1, p2 = rnd.randbytes(5 * MiB), rnd.randbytes(1000)
+    uid = s3.create_multipart_upload(Bucket="mig", Key="mp")["UploadId"]
+    parts = [s3.upload_part(Bucket="mig", Key="mp", UploadId=uid, PartNumber=n, Body=b)["ETag"]
+             for n, b in ((1, p1), (2, p2))]
+    s3.complete_multipart_upload(Bucket="mig", Key="mp", UploadId=uid, MultipartUpload={
+        "Parts": [{"PartNumber": n + 1, "ETag": e} for n, e in enumerate(parts)]})
+    objects[("mig", "mp")] = p1 + p2
+    mp_etag = s3.head_object(Bucket="mig", Key="mp")["ETag"]
+    # An upload still in progress, to be completed after the move.
+    open_uid = s3.create_multipart_upload(Bucket="mig", Key="later")["UploadId"]
+    q1 = rnd.randbytes(5 * MiB)
+    e1 = s3.upload_part(Bucket="mig", Key="later", UploadId=open_uid, PartNumber=1, Body=q1)["ETag"]
+    s3.create_bucket(Bucket="mig-versions")
+    s3.put_bucket_versioning(Bucket="mig-versions", VersioningConfiguration={"Status": "Enabled"})
+    v1 = s3.put_object(Bucket="mig-versions", Key="doc", Body=b"one")["VersionId"]
+    v2 = s3.put_object(Bucket="mig-versions", Key="doc", Body=b"two" * 10000)["VersionId"]
+    # Another account's bucket.
+    r = subprocess.run([euca_bin(), "account", "create", "dave", "--data", str(one.data)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    k = dict(re.findall(r"^([A-Z_]+)=(\S+)$", r.stdout, re.M))
+    dave = (k["AWS_ACCESS_KEY_ID"], k["AWS_SECRET_ACCESS_KEY"])
+    client(one.url, *dave).create_bucket(Bucket="daves")
+    client(one.url, *dave).put_object(Bucket="daves", Key="d", Body=b"dave's")
+
+    meta_url = pg.create_database(f"mig{int(time.time() * 1000) % 1000000}")
+    blob_url = backend.blob_url("mig")
+
+    def migrate():
+        return subprocess.run([euca_bin(), "migrate", "--from", str(one.data), "--to-meta",
+                               meta_url, "--to-blobs", blob_url],
+                              capture_output=True, text=True, timeout=300)
+
+    # Refused while the cloud runs (its databases are open), with nothing moved.
+    r = migrate()
+    assert r.returncode != 0 and "stop" in r.stderr.splitlines()[-1], r.stderr
+    one.stop()
+    r = migrate()
+    assert r.returncode == 0, r.stdout + r.stderr
+    # Ours and the cloud's images bucket; 7 blobs: 2 objects, 1 SSE, 2 parts, 1 part
+    # in progress, a 30000-byte version (the rest are inline).
+    assert re.search(r"migrated 4 buckets, .* 7 blobs \(", r.stdout), r.stdout
+    assert "the SSE-S3 master key" in r.stdout and "TOP" not in r.stdout
+    assert backend.bytes_under("mig") >= 20 * MiB + 3 * MiB + 5 * MiB
+    # Again into the same database: refused, nothing merged.
+    again = migrate()
+    assert again.returncode != 0 and "empty database" in again.stderr, again.stderr
+
+    cfg = write_walrus_config(tmp_path / "walrus.toml", meta_url, blob_url)
+    fes = [FrontEnd(tmp_path, n, cfg, None) for n in ("m1", "m2")]
+    try:
+        for fe in fes:
+            fe.start()
+        for fe in fes:
+            c = client(fe.url, *admin)
+            for (b, key), data in objects.items():
+                assert body(c, b, key) == data, (fe.name, key)
+            assert c.head_object(Bucket="mig", Key="mp")["ETag"] == mp_etag
+            assert c.get_object(Bucket="mig", Key="secret")["ServerSideEncryption"] == "AES256"
+            assert sorted(x["Name"] for x in c.list_buckets()["Buckets"]) == ["mig", "mig-versions"]
+            assert body(client(fe.url, *dave), "daves", "d") == b"dave's"
+            assert err(c.get_object, Bucket="daves", Key="d")[0] == 403
+        m1, m2 = (client(fe.url, *admin) for fe in fes)
+        # The upload in progress completes on the new engines.
+        e2 = m1.upload_part(Bucket="mig", Key="later", UploadId=open_uid, PartNumber=2,
+                            Body=b"tail")["ETag"]
+        m2.complete_multipart_upload(Bucket="mig", Key="later", UploadId=open_uid,
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1},
+                                                                {"PartNumber": 2, "ETag": e2}]})
+        assert body(m1, "mig", "later") == q1 + b"tail"
+        # Old versions keep their order under a new one.
+        v3 = m2.put_object(Bucket="mig-versions", Key="doc", Body=b"three")["VersionId"]
+        vs = m1.list_object_versions(Bucket="mig-versions")["Versions"]
+        assert [(v["VersionId"], v["IsLatest"]) for v in vs] == [(v3, True), (v2, False),
+                                                                 (v1, False)]
+        assert body(m1, "mig-versions", "doc", VersionId=v1) == b"one"
+    finally:
+        for fe in fes:
+            fe.stop()

@@ -5,6 +5,7 @@ mod credentials;
 mod edge;
 mod imagecache;
 mod images;
+mod migrate;
 mod nc;
 mod nodes;
 mod pki;
@@ -85,6 +86,9 @@ enum Cmd {
     /// Run a node controller: instances as QEMU guests, with the node's image cache
     /// (or `--simulate N` nodes without QEMU), registered with its CC.
     Nc(nc::NcArgs),
+    /// Move a stopped single-node cloud's Walrus (and its accounts) onto PostgreSQL and
+    /// a shared blob store, checking every blob and table.
+    Migrate(migrate::MigrateArgs),
     /// Manage accounts (on a running cloud).
     Account {
         #[command(subcommand)]
@@ -370,6 +374,7 @@ fn run() -> Result<()> {
                 nc::nc(a, c.nc, c.nc_cache, c.service.unwrap_or_default()).await
             }
             Cmd::Nodes(a) => nodes::nodes(a).await,
+            Cmd::Migrate(a) => migrate::migrate(a).await,
             Cmd::Account { cmd, target } => admin::account(&target, cmd).await,
             Cmd::Key { cmd, target } => admin::key(&target, cmd).await,
         }

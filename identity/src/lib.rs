@@ -34,6 +34,8 @@ pub enum IdentityError {
     NoSuchKey(String),
     #[error("invalid account name '{0}': use 1-64 of a-z 0-9 . _ -")]
     InvalidName(String),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 macro_rules! db_err {
@@ -160,6 +162,21 @@ impl IdentityStore {
         f: impl FnOnce(&mut euca_pg::Conn) -> Result<T, IdentityError> + Send + 'static,
     ) -> Result<T, IdentityError> {
         pool.run_blocking(f)
+    }
+
+    /// Copies an account and its keys in exactly (ids, secrets, enabled or not), for
+    /// `euca migrate`: into PostgreSQL only. Running it again is harmless; an account
+    /// or key already there with other values is refused ([`IdentityError::Conflict`]).
+    pub fn import(&self, a: &Account, keys: &[AccessKey]) -> Result<(), IdentityError> {
+        match &self.backend {
+            Backend::Pg(pool) => {
+                let (a, keys) = (a.clone(), keys.to_vec());
+                Self::pg(pool, move |c| pg::import(c, &a, &keys))
+            }
+            Backend::Redb(_) => Err(IdentityError::Db(
+                "accounts are imported into PostgreSQL only".into(),
+            )),
+        }
     }
 
     /// Creates the admin account and its first key on first start; returns them.

@@ -173,3 +173,46 @@ pub(crate) fn credential(
             },
         }))
 }
+
+/// Inserts `a` and its `keys` exactly as given (ids, secrets, state), in one
+/// transaction. Rows already there are kept if they are the same; a different account
+/// under the name, or a key under another account, is an [`IdentityError::Conflict`].
+pub(crate) fn import(c: &mut Conn, a: &Account, keys: &[AccessKey]) -> Result<(), IdentityError> {
+    let mut tx = c.client.transaction()?;
+    tx.execute(
+        "INSERT INTO identity_accounts (name, id, canonical_id, enabled, created)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        &[&a.name, &a.id, &a.canonical_id, &a.enabled, &a.created],
+    )?;
+    let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM identity_accounts WHERE name = $1");
+    let there = tx.query_opt(&sql, &[&a.name])?.as_ref().map(account_of);
+    if there.as_ref().map(|t| (&t.id, &t.canonical_id)) != Some((&a.id, &a.canonical_id)) {
+        return Err(IdentityError::Conflict(format!(
+            "account '{}' (or its number or canonical id) is already there, different",
+            a.name
+        )));
+    }
+    for k in keys {
+        tx.execute(
+            "INSERT INTO identity_access_keys (access_key_id, secret_access_key, account, enabled, created)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &[&k.access_key_id, &k.secret_access_key, &k.account, &k.enabled, &k.created],
+        )?;
+        let sql =
+            format!("SELECT {KEY_COLUMNS} FROM identity_access_keys WHERE access_key_id = $1");
+        let there = tx
+            .query_opt(&sql, &[&k.access_key_id])?
+            .as_ref()
+            .map(key_of);
+        if there.as_ref().map(|t| (&t.secret_access_key, &t.account))
+            != Some((&k.secret_access_key, &k.account))
+        {
+            return Err(IdentityError::Conflict(format!(
+                "access key {} is already there, different",
+                k.access_key_id
+            )));
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -176,7 +176,9 @@ impl From<IdentityError> for ApiError {
     fn from(e: IdentityError) -> Self {
         let (status, code) = match &e {
             IdentityError::Db(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
-            IdentityError::AccountExists(_) => (StatusCode::CONFLICT, "EntityAlreadyExists"),
+            IdentityError::AccountExists(_) | IdentityError::Conflict(_) => {
+                (StatusCode::CONFLICT, "EntityAlreadyExists")
+            }
             IdentityError::NoSuchAccount(_) | IdentityError::NoSuchKey(_) => {
                 (StatusCode::NOT_FOUND, "NoSuchEntity")
             }

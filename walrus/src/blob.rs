@@ -110,6 +110,11 @@ impl BlobStore {
         self.create_as(id, Some(t)).await
     }
 
+    /// Starts a blob under a given id (a copy from another store keeps its id).
+    pub(crate) async fn create_with_id(&self, id: &str) -> Result<BlobWriter, BlobError> {
+        self.create_as(id.to_string(), None).await
+    }
+
     async fn create_as(&self, id: String, t: Option<Transform>) -> Result<BlobWriter, BlobError> {
         if let Some(root) = &self.local_root {
             let dest = root.join(path_of(&id).as_ref());

@@ -39,6 +39,7 @@ pub(crate) mod meta_kv;
 pub mod meta_pg;
 pub mod meta_redb;
 pub mod metrics;
+pub mod migrate;
 mod objectlock;
 mod ownership;
 pub mod policy;

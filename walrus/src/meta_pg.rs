@@ -181,6 +181,39 @@ impl PgMeta {
         Ok(Self { pool })
     }
 
+    /// Up to `limit` rows of `t` from `from` on, in key order (for `euca migrate`).
+    pub(crate) async fn table_rows(
+        &self,
+        t: Table,
+        from: Vec<u8>,
+        limit: usize,
+    ) -> Result<Vec<Row>, MetaError> {
+        self.run(Mode::Single, move |kv| kv.range(t, &from, &[], limit))
+            .await
+    }
+
+    /// Writes `rows` into `t` as they are, in one transaction (for `euca migrate`).
+    pub(crate) async fn put_rows(&self, t: Table, rows: Vec<Row>) -> Result<(), MetaError> {
+        self.run(Mode::Write, move |kv| {
+            rows.iter().try_for_each(|(k, v)| kv.put(t, k, v))
+        })
+        .await
+    }
+
+    /// Makes the version sequence give out numbers above `n` (for `euca migrate`:
+    /// the copied versions' numbers stay below every new one).
+    pub(crate) async fn raise_version_seq(&self, n: u64) -> Result<(), MetaError> {
+        let n = i64::try_from(n).map_err(|_| backend("version sequence out of range"))?;
+        self.run(Mode::Write, move |kv| {
+            kv.query(
+                "SELECT setval('walrus_version_seq', GREATEST($1, (SELECT last_value FROM walrus_version_seq)))",
+                &[&n],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Runs `f` on a connection; a write in a SERIALIZABLE transaction committed after
     /// `f` succeeds, re-run on a serialization failure.
     async fn run<T, F>(&self, mode: Mode, f: F) -> Result<T, MetaError>

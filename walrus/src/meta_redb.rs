@@ -243,6 +243,16 @@ impl RedbMeta {
     fn read(&self) -> Result<RedbRead, MetaError> {
         Ok(RedbRead(self.db.begin_read()?))
     }
+
+    /// Up to `limit` rows of `t` from `from` on, in key order (for `euca migrate`).
+    pub(crate) fn table_rows(
+        &self,
+        t: Table,
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Row>, MetaError> {
+        self.read()?.range(t, from, &[], limit)
+    }
 }
 
 fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Job>) {

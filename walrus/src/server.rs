@@ -47,6 +47,34 @@ fn blob_dir(url: &str) -> Result<std::path::PathBuf, StartError> {
     Ok(path.into())
 }
 
+/// The blob store `blob_url` names (`None`: `data_dir` itself) and the SSE keyring
+/// kept beside it.
+pub(crate) fn open_blobs(
+    blob_url: Option<&str>,
+    data_dir: &std::path::Path,
+) -> Result<(BlobStore, crate::sse_keys::Keyring), StartError> {
+    Ok(match blob_url {
+        Some(url) if !url.starts_with("file:") => {
+            let store = crate::blob_remote::open(url)
+                .map_err(|e| StartError::RemoteBlobs(crate::blob_remote::redacted(url), e))?;
+            (
+                BlobStore::remote(store.clone()),
+                crate::sse_keys::Keyring::in_store(store),
+            )
+        }
+        url => {
+            let root = match url {
+                Some(url) => blob_dir(url)?,
+                None => data_dir.to_path_buf(),
+            };
+            (
+                BlobStore::local(root.clone())?,
+                crate::sse_keys::Keyring::new(&root),
+            )
+        }
+    })
+}
+
 pub struct Walrus {
     pub(crate) state: Arc<State>,
     listener: TcpListener,
@@ -78,26 +106,7 @@ impl Walrus {
                 "meta_url is set but blob_url is not: object bytes stay in this front end's data directory, where other front ends cannot read them"
             );
         }
-        let (blobs, keyring) = match cfg.blob_url.as_deref() {
-            Some(url) if !url.starts_with("file:") => {
-                let store = crate::blob_remote::open(url)
-                    .map_err(|e| StartError::RemoteBlobs(crate::blob_remote::redacted(url), e))?;
-                (
-                    BlobStore::remote(store.clone()),
-                    crate::sse_keys::Keyring::in_store(store),
-                )
-            }
-            url => {
-                let root = match url {
-                    Some(url) => blob_dir(url)?,
-                    None => dir.clone(),
-                };
-                (
-                    BlobStore::local(root.clone())?,
-                    crate::sse_keys::Keyring::new(&root),
-                )
-            }
-        };
+        let (blobs, keyring) = open_blobs(cfg.blob_url.as_deref(), &dir)?;
         // Another front end may be writing into a shared store right now.
         let min_age = if cfg.meta_url.is_some() || cfg.blob_url.is_some() {
             SHARED_SWEEP_MIN_AGE

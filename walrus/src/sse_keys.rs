@@ -96,24 +96,54 @@ impl Keyring {
 
     pub async fn master(&self) -> Result<&DataKey, SseError> {
         self.master
-            .get_or_try_init(|| async {
-                match &self.home {
-                    KeyHome::File(path) => {
-                        let path = path.clone();
-                        tokio::task::spawn_blocking(move || load_or_create_master(&path))
-                            .await
-                            .map_err(|e| SseError::MasterKeyStore(e.to_string()))?
-                    }
-                    KeyHome::Store(store) => load_or_create_master_in(store.as_ref()).await,
-                }
-            })
+            .get_or_try_init(|| async { self.load_or_install(DataKey::random()).await })
             .await
+    }
+
+    /// The master key there is, or else `new`, stored first.
+    async fn load_or_install(&self, new: DataKey) -> Result<DataKey, SseError> {
+        match &self.home {
+            KeyHome::File(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || load_or_create_master(&path, new))
+                    .await
+                    .map_err(|e| SseError::MasterKeyStore(e.to_string()))?
+            }
+            KeyHome::Store(store) => load_or_create_master_in(store.as_ref(), new).await,
+        }
+    }
+
+    /// Makes `key` the master key (`euca migrate` carrying a cloud's key over): stored
+    /// if there is none; refused if there is another.
+    pub async fn adopt(&self, key: &[u8; KEY_LEN]) -> Result<(), SseError> {
+        let there = self.load_or_install(DataKey(*key)).await?;
+        if &there.0 != key {
+            return Err(SseError::MasterKeyStore(
+                "the target already has a different SSE master key".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The master key in `dir` (a data directory or blob directory), if there is one.
+pub fn read_master_file(dir: &Path) -> Result<Option<[u8; KEY_LEN]>, SseError> {
+    let path = dir.join(MASTER_KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => Ok(Some(
+            b.try_into().map_err(|_| SseError::MasterKeyLength(path))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(SseError::MasterKey { path, err }),
     }
 }
 
 /// As [`load_or_create_master`], in a remote store: a new key is written only if
 /// there is none (a conditional PUT), so racing front ends end up with the winner's.
-async fn load_or_create_master_in(store: &dyn ObjectStore) -> Result<DataKey, SseError> {
+async fn load_or_create_master_in(
+    store: &dyn ObjectStore,
+    key: DataKey,
+) -> Result<DataKey, SseError> {
     use object_store::{ObjectStoreExt, PutMode, PutOptions};
     let path = object_store::path::Path::from(MASTER_KEY_FILE);
     let fail = |e: object_store::Error| SseError::MasterKeyStore(e.to_string());
@@ -132,7 +162,6 @@ async fn load_or_create_master_in(store: &dyn ObjectStore) -> Result<DataKey, Ss
         Err(object_store::Error::NotFound { .. }) => {}
         Err(e) => return Err(fail(e)),
     }
-    let key = DataKey::random();
     let opts = PutOptions {
         mode: PutMode::Create,
         ..Default::default()
@@ -151,10 +180,10 @@ async fn load_or_create_master_in(store: &dyn ObjectStore) -> Result<DataKey, Ss
     parse(read().await.map_err(fail)?)
 }
 
-/// Reads the master key, creating it first if there is none: written to a private
+/// Reads the master key, storing `key` first if there is none: written to a private
 /// temporary file (0600 from its creation), fsynced, then linked into place (so a
 /// racing creator's key wins whole, never half) and the directory fsynced.
-fn load_or_create_master(path: &Path) -> Result<DataKey, SseError> {
+fn load_or_create_master(path: &Path, key: DataKey) -> Result<DataKey, SseError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let err = |err| SseError::MasterKey {
@@ -177,8 +206,6 @@ fn load_or_create_master(path: &Path) -> Result<DataKey, SseError> {
     let tmp = dir.join(format!("{MASTER_KEY_FILE}.{}.new", std::process::id()));
     // One left by a crash of an earlier process that had the same pid.
     let _ = std::fs::remove_file(&tmp);
-    let mut key = DataKey([0; KEY_LEN]);
-    rand::rng().fill_bytes(&mut key.0);
     let written = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -380,15 +407,15 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("w").join(MASTER_KEY_FILE);
-        let a = load_or_create_master(&p).unwrap();
+        let a = load_or_create_master(&p, DataKey::random()).unwrap();
         let mode = std::fs::metadata(&p).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        let b = load_or_create_master(&p).unwrap();
+        let b = load_or_create_master(&p, DataKey::random()).unwrap();
         assert_eq!(a.0, b.0);
         assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
         std::fs::write(&p, b"short").unwrap();
         assert!(matches!(
-            load_or_create_master(&p),
+            load_or_create_master(&p, DataKey::random()),
             Err(SseError::MasterKeyLength(_))
         ));
     }
