@@ -441,9 +441,9 @@ def cloud():
         cfg = Path(tmp) / "euca.toml"
         text = f'[clc]\ndns_listen = "127.0.0.1:{dns_port}"\n'
         if os.environ.get("EUCA_WALRUS_META") == "postgres":
-            # Walrus's metadata in a throwaway PostgreSQL, its blobs in a directory
-            # of their own, or (EUCA_WALRUS_BLOBS=s3) in a second S3 server: the
-            # scale-out engines under the same client tests.
+            # Walrus's metadata and the CLC's records in a throwaway PostgreSQL,
+            # Walrus's blobs in a directory of their own, or (EUCA_WALRUS_BLOBS=s3)
+            # in a second S3 server: the scale-out engines under the same client tests.
             from helpers_pg import start_postgres
             pg_server = start_postgres()
             blobs = Path(tmp) / "shared-blobs"
@@ -456,6 +456,7 @@ def cloud():
                     pg_server.stop()
                     raise
                 blob_url, blobs = blob_backend.blob_url("cloud"), None
+            text += f'meta_url = "{pg_server.url}"\n'      # [clc]: its records too
             text += f'[walrus]\nmeta_url = "{pg_server.url}"\nblob_url = "{blob_url}"\n'
         cfg.write_text(with_short_guest_shutdown(text))
         extra = ["--config", str(cfg)]
@@ -471,8 +472,9 @@ def cloud():
     try:
         if pg_server is not None:
             c.blob_root = blobs
-            # Walrus really is on PostgreSQL: it created its schema there at start.
+            # Walrus and the CLC really are on PostgreSQL: they made their schemas there.
             assert int(pg_server.psql("SELECT count(*) FROM walrus_schema_migrations")) >= 1
+            assert int(pg_server.psql("SELECT count(*) FROM clc_schema_migrations")) >= 1
         if blob_backend is not None:
             # And its blobs really go to the second S3 server.
             s3, before = c.boto3(), blob_backend.bytes_under("cloud")

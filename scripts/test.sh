@@ -71,17 +71,18 @@ EUCA_LAYOUT=split python3 -m pytest -q -p no:cacheprovider "${XDIST[@]}" \
   conformance/test_volumes.py conformance/test_sc_query.py conformance/test_service.py \
   conformance/test_ec2_basics.py conformance/test_ec2_volumes.py \
   conformance/test_ec2_images.py conformance/test_image_cache.py "$@"
-# Walrus on the scale-out engines: metadata in PostgreSQL (a throwaway server per
-# worker, conformance/helpers_pg.py), blobs in a second S3 server (blob_url =
-# "s3://...", a plain `euca walrus`: conformance/helpers_blobs.py). The files whose
-# outcome depends on the metadata store's rules rerun there
-# (conformance/test_walrus_scaleout.py, two front ends on one database, on an S3 and
-# on a shared-directory blob store, runs in the first pass).
-section "conformance again, Walrus on PostgreSQL and a second S3 server ([walrus] meta_url, blob_url)"
+# The scale-out engines: Walrus's metadata, the CLC's records and the accounts in
+# PostgreSQL (a throwaway server per worker, conformance/helpers_pg.py), Walrus's
+# blobs in a second S3 server (blob_url = "s3://...", a plain `euca walrus`:
+# conformance/helpers_blobs.py). The files whose outcome depends on the stores'
+# rules rerun there (test_walrus_scaleout.py and test_clc_scaleout.py, two front
+# ends on one database, run in the first pass).
+section "conformance again, on PostgreSQL and a second S3 server ([walrus] meta_url, blob_url; [clc] meta_url)"
 EUCA_WALRUS_META=postgres EUCA_WALRUS_BLOBS=s3 python3 -m pytest -q -p no:cacheprovider "${XDIST[@]}" \
   conformance/test_clients.py conformance/test_s3_semantics.py \
   conformance/test_s3_versioning.py conformance/test_s3_tagging_conditional.py \
-  conformance/test_s3_object_lock.py "$@"
+  conformance/test_s3_object_lock.py conformance/test_ec2_basics.py \
+  conformance/test_ec2_keys_groups_tags.py "$@"
 if [ -n "$fuzz_pid" ]; then
   section "fuzz (waiting for the background run)"
   fuzz_rc=0

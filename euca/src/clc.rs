@@ -332,7 +332,10 @@ pub async fn clc_alone(a: ClcArgs) -> Result<()> {
     edge::fit_caps(&mut [("[clc] max_connections", &mut cfg.max_connections, 1)])?;
     std::fs::create_dir_all(&a.data).with_context(|| format!("creating {}", a.data.display()))?;
     let data = a.data.canonicalize()?;
-    let (store, admin_key, _) = open_identity(&data.join("identity.redb"), None)?;
+    // With its records in PostgreSQL the accounts and keys live there too, so
+    // every `euca clc` on the database (and Walrus on it) accepts the same keys.
+    let (store, admin_key, _) =
+        open_identity(&data.join("identity.redb"), cfg.meta_url.as_deref())?;
     let admin = store
         .account(ADMIN_ACCOUNT)?
         .context("admin account missing")?;

@@ -241,6 +241,46 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// [`Pool::run_blocking`] for work that needs a decision only this thread can
+    /// make (a callback that cannot travel to the connection thread): `f` runs on
+    /// a connection thread and may call `ask(question)` any number of times, which
+    /// runs `answer(question)` here and hands back its result (`None` if this side
+    /// is gone). A transaction `f` opens stays open across its questions.
+    pub fn run_asking<T, E, Q, A, F>(&self, f: F, mut answer: impl FnMut(Q) -> A) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<PgError> + Send + 'static,
+        Q: Send + 'static,
+        A: Send + 'static,
+        F: FnOnce(&mut Conn, &dyn Fn(Q) -> Option<A>) -> Result<T, E> + Send + 'static,
+    {
+        let (q_tx, q_rx) = mpsc::channel::<Q>();
+        let (a_tx, a_rx) = mpsc::channel::<A>();
+        let (r_tx, r_rx) = mpsc::channel();
+        self.send(
+            move |conn| {
+                let ask = move |q: Q| -> Option<A> {
+                    q_tx.send(q).ok()?;
+                    a_rx.recv().ok()
+                };
+                // `ask` (and so the question channel) goes when `f` ends, which
+                // ends the loop below.
+                f(conn, &ask)
+            },
+            move |r| {
+                let _ = r_tx.send(r);
+            },
+        )?;
+        while let Ok(q) = q_rx.recv() {
+            if a_tx.send(answer(q)).is_err() {
+                break;
+            }
+        }
+        r_rx.recv().map_err(|_| PgError::Stopped)?
+    }
+}
+
 /// Applies the migrations the database lacks, under an advisory lock.
 fn migrate(
     client: &mut Client,

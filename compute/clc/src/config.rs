@@ -42,6 +42,11 @@ pub struct ClcConfig {
     /// secret; the SC's `iscsi_listen` must be on).
     #[serde(deserialize_with = "volume_protocol")]
     pub volume_protocol: String,
+    /// The records (and, for `euca clc`, the accounts and keys) in PostgreSQL
+    /// instead of `clc.redb`: `postgres://user[:password]@host[:port]/dbname`.
+    /// Several `euca clc` on one database serve the same cloud; the instance
+    /// reconciler runs on one of them at a time (a lease).
+    pub meta_url: Option<String>,
 }
 
 /// `volume_protocol`: exactly `nbd` or `iscsi`.
@@ -98,6 +103,7 @@ impl Default for ClcConfig {
             dns_domain: "localhost".into(),
             max_elastic_ips: DEFAULT_MAX_ELASTIC_IPS,
             volume_protocol: "nbd".into(),
+            meta_url: None,
         }
     }
 }

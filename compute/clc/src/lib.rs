@@ -29,6 +29,7 @@ pub mod params;
 pub mod reconcile;
 pub mod sc;
 pub mod store;
+pub mod store_pg;
 pub mod write_check;
 
 pub use api::ClcApi;
@@ -79,11 +80,14 @@ impl Clc {
         endpoint: &str,
         config: ClcConfig,
     ) -> Result<Clc, Ec2Error> {
-        let store = store::RedbStore::open(&data_dir.join("clc.redb"))?;
+        let store: Arc<dyn store::RecordStore> = match &config.meta_url {
+            Some(url) => Arc::new(store_pg::PgRecordStore::open(url, 8)?),
+            None => Arc::new(store::RedbStore::open(&data_dir.join("clc.redb"))?),
+        };
         // The zones are served from the start, before any instance has a name.
         let dns_index = dns::Index::build(&config.dns_domain, [], []);
         Ok(Clc {
-            db: store::Db::new(Arc::new(store)),
+            db: store::Db::new(store),
             region: region.to_string(),
             endpoint: endpoint.to_string(),
             sc: OnceLock::new(),
@@ -251,8 +255,14 @@ impl Clc {
 
     /// Marks every image still `pending` as `failed`: its install was interrupted
     /// (the process stopped); call once at start-up, before serving. Returns how
-    /// many were marked.
+    /// many were marked. With records other cloud controllers share
+    /// (`meta_url`) it marks none: a pending image may be another one's install
+    /// in progress (an install cut short by a CLC's death then stays `pending`
+    /// until deregistered).
     pub fn fail_interrupted_installs(&self) -> Result<usize, Ec2Error> {
+        if self.db.store().shared() {
+            return Ok(0);
+        }
         let mut pending = Vec::new();
         let mut after: Option<String> = None;
         loop {

@@ -62,11 +62,27 @@ pub fn spawn(
     clc: Arc<Clc>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    // With records other cloud controllers share, one of them reconciles at a
+    // time: the holder of the lease, renewed every pass, taken over by another
+    // LEASE_TTL after its holder stops.
+    let holder = format!(
+        "{}:{}:{:016x}",
+        std::env::var("HOSTNAME").unwrap_or_default(),
+        std::process::id(),
+        rand::random::<u64>()
+    );
     tokio::spawn(async move {
         let mut passes: u64 = 0;
         loop {
             if *shutdown.borrow() {
                 return;
+            }
+            if !holds_lease(&clc, &holder).await {
+                tokio::select! {
+                    _ = tokio::time::sleep(INTERVAL) => {}
+                    r = shutdown.changed() => if r.is_err() { return },
+                }
+                continue;
             }
             if passes.is_multiple_of(SWEEP_EVERY) {
                 if let Err(e) = sweep_leaks(&clc).await {
@@ -84,6 +100,25 @@ pub fn spawn(
             }
         }
     })
+}
+
+/// How long the reconciler's lease outlives its last renewal.
+const LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// Whether this process may run a pass now (always, with records of its own).
+async fn holds_lease(clc: &Clc, holder: &str) -> bool {
+    let store = clc.db.store().clone();
+    if !store.shared() {
+        return true;
+    }
+    let holder = holder.to_string();
+    match blocking(move || store.lease("reconciler", &holder, LEASE_TTL)).await {
+        Ok(held) => held,
+        Err(e) => {
+            tracing::warn!(error = %e, "renewing the reconciler's lease");
+            false
+        }
+    }
 }
 
 /// One pass over every instance record (see the module doc).
