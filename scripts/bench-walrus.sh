@@ -11,6 +11,9 @@
 # in BENCH_DIR, fsync on, as the postgres user): one `euca up` front end, then two
 # `euca walrus` front ends on one database and one blob directory driven at once;
 # with the PostgreSQL statements and commits per request (pg_stat_statements).
+# BENCH_BLOBS=s3 (with BENCH_PG=1) also measures large objects through one front end
+# whose blobs go to a second S3 server (blob_url = "s3://…", a plain `euca walrus` on
+# the same disk): small objects are inline in the metadata and never reach it.
 # Installs s3s-fs 0.14.1 with cargo if it is not on PATH or in /opt/s3s-fs/bin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -116,6 +119,36 @@ if [ -n "${BENCH_PG:-}" ]; then
   echo "RESULT walrus-pg pg-statements-per-small-get $(per_put "$s1" "$s2")"
   kill "$wpid"; wait "$wpid" 2>/dev/null || true
   rm -rf "$BENCH_DIR/walrus" "$BENCH_DIR/blobs1"
+
+  if [ "${BENCH_BLOBS:-}" = s3 ]; then
+    # The blob store: a plain `euca walrus` with a bucket for the blobs.
+    bp=$(port)
+    target/release/euca walrus --data "$BENCH_DIR/blob-backend" --listen "127.0.0.1:$bp" \
+      > "$BENCH_DIR/blob-backend.log" 2>&1 &
+    bpid=$!; PIDS+=("$bpid")
+    wait_http "http://127.0.0.1:$bp/_health"
+    for _ in $(seq 100); do [ -s "$BENCH_DIR/blob-backend/credentials/eucarc" ] && break; sleep 0.1; done
+    # shellcheck disable=SC1091
+    . "$BENCH_DIR/blob-backend/credentials/eucarc"
+    AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY \
+      python3 -c 'import boto3,sys; boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1").create_bucket(Bucket="blob-store")' \
+      "http://127.0.0.1:$bp"
+    psql_q "CREATE DATABASE walrus3" >/dev/null
+    printf '[walrus]\nmeta_url = "postgres://postgres@127.0.0.1:%s/walrus3"\nblob_url = "s3://blob-store/fe?endpoint=http://127.0.0.1:%s&region=us-east-1"\n' \
+      "$PG_PORT" "$bp" > "$BENCH_DIR/pg3.toml"
+    wp=$(port)
+    target/release/euca up --no-node --config "$BENCH_DIR/pg3.toml" --data "$BENCH_DIR/walrus" \
+      --walrus-listen "127.0.0.1:$wp" > "$BENCH_DIR/walrus-pg-s3.log" 2>&1 &
+    wpid=$!; PIDS+=("$wpid")
+    wait_http "http://127.0.0.1:$wp/_health"
+    # shellcheck disable=SC1091
+    . "$BENCH_DIR/walrus/credentials/eucarc"
+    target/release/walrus-bench --endpoint "http://127.0.0.1:$wp" --access-key "$AWS_ACCESS_KEY_ID" \
+      --secret-key "$AWS_SECRET_ACCESS_KEY" --label walrus-pg-s3blobs --scenarios put,get,rangeget \
+      --large-mib "$LARGE_MIB" --bucket large
+    kill "$wpid" "$bpid"; wait "$wpid" "$bpid" 2>/dev/null || true
+    rm -rf "$BENCH_DIR/walrus" "$BENCH_DIR/blob-backend"
+  fi
 
   # Two front ends (euca walrus --identity) on one database and one blob directory,
   # driven at once: each gets half the objects in a bucket of its own.

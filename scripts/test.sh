@@ -33,11 +33,15 @@ fi
 section "cargo test"
 # cargo-nextest (on the machine with the toolchain) runs every test binary's tests
 # side by side, both cores busy (cargo test runs the binaries one after another:
-# ~20 s more); the doctests (nextest runs none) are only euca-image's.
+# ~20 s more). nextest runs no doctests: the only ones (euca-image's) are compiled
+# and run at idle priority beside the conformance tests, and reported at the end.
+doc_pid=
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --release --locked --workspace --no-fail-fast --status-level fail \
     --final-status-level slow
-  cargo test --release --locked -p euca-image --doc
+  doc_log=$(mktemp)
+  nice -n 19 cargo test --release --locked -p euca-image --doc >"$doc_log" 2>&1 &
+  doc_pid=$!
 else
   cargo test --release --locked --workspace
 fi
@@ -55,7 +59,7 @@ if [ "${FUZZ_SECONDS:-10}" != 0 ]; then
   section "fuzz (${FUZZ_SECONDS:-10} s per target) started in the background: $fuzz_log"
   setsid nice -n 19 scripts/fuzz.sh "${FUZZ_SECONDS:-10}" >"$fuzz_log" 2>&1 &
   fuzz_pid=$!
-  trap '[ -n "$fuzz_pid" ] && kill -- -"$fuzz_pid" 2>/dev/null; rm -f "$fuzz_log"; true' EXIT
+  trap '[ -n "$fuzz_pid" ] && kill -- -"$fuzz_pid" 2>/dev/null; rm -f "$fuzz_log"; [ -n "$doc_pid" ] && kill "$doc_pid" 2>/dev/null; true' EXIT
 fi
 # -----------------------------------------------------------------------------
 
@@ -92,6 +96,15 @@ EUCA_WALRUS_META=postgres EUCA_WALRUS_BLOBS=s3 python3 -m pytest -q -p no:cachep
   conformance/test_s3_versioning.py conformance/test_s3_tagging_conditional.py \
   conformance/test_s3_object_lock.py conformance/test_ec2_basics.py \
   conformance/test_ec2_keys_groups_tags.py "$@"
+if [ -n "$doc_pid" ]; then
+  section "doctests (euca-image, run in the background)"
+  doc_rc=0
+  wait "$doc_pid" || doc_rc=$?
+  doc_pid=
+  grep -E "test result|FAILED|error" "$doc_log" || true
+  [ "$doc_rc" = 0 ] || { cat "$doc_log"; echo "doctests: FAILED (exit $doc_rc)" >&2; exit 1; }
+  rm -f "$doc_log"
+fi
 if [ -n "$fuzz_pid" ]; then
   section "fuzz (waiting for the background run)"
   fuzz_rc=0

@@ -21,7 +21,7 @@ pub struct WalrusConfig {
     /// Object bytes somewhere else than the data directory: `file:///absolute/path`
     /// (a directory every front end shares, e.g. over NFS; written with fsync), or
     /// `s3://bucket/prefix?endpoint=…&region=…` (any S3-compatible store; see
-    /// [`crate::blob_remote`]). The SSE-S3 master key lives there too, so every
+    /// `blob_remote.rs`). The SSE-S3 master key lives there too, so every
     /// front end decrypts alike.
     pub blob_url: Option<String>,
     /// The region clients sign for and buckets report.

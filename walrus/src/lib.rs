@@ -23,6 +23,7 @@ mod api_object;
 mod api_policy;
 pub mod authz;
 pub mod blob;
+#[cfg(feature = "remote-blobs")]
 pub mod blob_remote;
 pub mod body;
 mod checksums;

@@ -27,7 +27,7 @@ pub enum StartError {
     #[error("blob_url {0:?}: {1}")]
     BlobUrl(String, &'static str),
     #[error("blob_url {0:?}: {1}")]
-    RemoteBlobs(String, crate::blob_remote::RemoteError),
+    RemoteBlobs(String, String),
 }
 
 /// Blobs and staging files younger than this are left by the startup sweep of a
@@ -54,13 +54,22 @@ pub(crate) fn open_blobs(
     data_dir: &std::path::Path,
 ) -> Result<(BlobStore, crate::sse_keys::Keyring), StartError> {
     Ok(match blob_url {
+        #[cfg(feature = "remote-blobs")]
         Some(url) if !url.starts_with("file:") => {
-            let store = crate::blob_remote::open(url)
-                .map_err(|e| StartError::RemoteBlobs(crate::blob_remote::redacted(url), e))?;
+            let store = crate::blob_remote::open(url).map_err(|e| {
+                StartError::RemoteBlobs(crate::blob_remote::redacted(url), e.to_string())
+            })?;
             (
                 BlobStore::remote(store.clone()),
                 crate::sse_keys::Keyring::in_store(store),
             )
+        }
+        #[cfg(not(feature = "remote-blobs"))]
+        Some(url) if !url.starts_with("file:") => {
+            return Err(StartError::BlobUrl(
+                url.split('?').next().unwrap_or_default().to_string(),
+                "this build has no remote blob stores (walrus's feature remote-blobs)",
+            ))
         }
         url => {
             let root = match url {

@@ -65,9 +65,10 @@ pub fn spawn(
     // With records other cloud controllers share, one of them reconciles at a
     // time: the holder of the lease, renewed every pass, taken over by another
     // LEASE_TTL after its holder stops.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let holder = format!(
         "{}:{}:{:016x}",
-        std::env::var("HOSTNAME").unwrap_or_default(),
+        host.trim(),
         std::process::id(),
         rand::random::<u64>()
     );
