@@ -96,6 +96,31 @@ pub fn backoff(attempt: u32) {
     std::thread::sleep(Duration::from_millis(ms));
 }
 
+/// Takes or renews the lease `name` in `table` (columns `name`, `holder`,
+/// `expires`) for `holder`, for `ttl`: taken if free, expired, or already
+/// `holder`'s. One statement, so two takers cannot both win.
+pub fn take_lease(
+    client: &mut impl GenericClient,
+    table: &'static str,
+    name: &str,
+    holder: &str,
+    ttl: Duration,
+) -> Result<bool, postgres::Error> {
+    let rows = client.query(
+        &format!(
+            "INSERT INTO {table} (name, holder, expires)
+             VALUES ($1, $2, now() + $3::float8 * interval '1 millisecond')
+             ON CONFLICT (name) DO UPDATE
+                 SET holder = EXCLUDED.holder, expires = EXCLUDED.expires
+                 WHERE {table}.holder = EXCLUDED.holder
+                    OR {table}.expires < now()
+             RETURNING holder"
+        ),
+        &[&name, &holder, &(ttl.as_millis() as f64)],
+    )?;
+    Ok(!rows.is_empty())
+}
+
 /// The connection a thread holds: the one it has, or a new one if it has none or
 /// that one broke.
 fn connection<'a>(

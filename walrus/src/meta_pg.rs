@@ -418,21 +418,14 @@ impl MetaStore for PgMeta {
         let (name, holder) = (name.to_string(), holder.to_string());
         self.pool
             .run(move |conn| {
-                // One statement: taken if free, expired, or already ours.
-                let rows = conn
-                    .client
-                    .query(
-                        "INSERT INTO walrus_leases (name, holder, expires)
-                         VALUES ($1, $2, now() + $3::float8 * interval '1 millisecond')
-                         ON CONFLICT (name) DO UPDATE
-                             SET holder = EXCLUDED.holder, expires = EXCLUDED.expires
-                             WHERE walrus_leases.holder = EXCLUDED.holder
-                                OR walrus_leases.expires < now()
-                         RETURNING holder",
-                        &[&name, &holder, &(ttl_ms as f64)],
-                    )
-                    .map_err(backend)?;
-                Ok(!rows.is_empty())
+                euca_pg::take_lease(
+                    &mut conn.client,
+                    "walrus_leases",
+                    &name,
+                    &holder,
+                    std::time::Duration::from_millis(ttl_ms.max(0) as u64),
+                )
+                .map_err(backend)
             })
             .await
     }

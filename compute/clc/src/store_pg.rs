@@ -217,23 +217,8 @@ impl RecordStore for PgRecordStore {
 
     fn lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool, Ec2Error> {
         let (name, holder) = (name.to_string(), holder.to_string());
-        let ms = ttl.as_millis() as f64;
         self.run(move |c| {
-            // One statement: taken if free, expired, or already ours.
-            let rows = c
-                .client
-                .query(
-                    "INSERT INTO clc_leases (name, holder, expires)
-                     VALUES ($1, $2, now() + $3::float8 * interval '1 millisecond')
-                     ON CONFLICT (name) DO UPDATE
-                         SET holder = EXCLUDED.holder, expires = EXCLUDED.expires
-                         WHERE clc_leases.holder = EXCLUDED.holder
-                            OR clc_leases.expires < now()
-                     RETURNING holder",
-                    &[&name, &holder, &ms],
-                )
-                .map_err(pg_err)?;
-            Ok(!rows.is_empty())
+            euca_pg::take_lease(&mut c.client, "clc_leases", &name, &holder, ttl).map_err(pg_err)
         })
     }
 
