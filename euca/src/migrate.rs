@@ -101,10 +101,7 @@ pub async fn migrate(a: MigrateArgs) -> Result<()> {
     );
     println!("point every front end at them ([walrus] section of its TOML):");
     println!("  meta_url = {:?}", a.to_meta);
-    println!(
-        "  blob_url = {:?}",
-        walrus::blob_remote::redacted(&a.to_blobs)
-    );
+    println!("  blob_url = {:?}", walrus::blob::redacted(&a.to_blobs));
     println!(
         "(the cloud controller's EC2 records and the storage controller's volumes stay in {}: they do not move to PostgreSQL yet)",
         a.from.display()

@@ -65,6 +65,14 @@ pub struct BlobStore {
 /// blocking I/O thread, off the runtime.
 pub type Transform = Box<dyn FnMut(Bytes) -> std::io::Result<Bytes> + Send>;
 
+/// `url` without its query (which may carry a secret key), for messages.
+pub fn redacted(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?…"),
+        None => url.to_string(),
+    }
+}
+
 pub fn new_blob_id() -> String {
     let mut b = [0u8; 16];
     rand::rng().fill_bytes(&mut b);
@@ -561,5 +569,16 @@ fn io_error(e: std::io::Error) -> BlobError {
         BlobError::NoSpace
     } else {
         BlobError::Io(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn messages_leave_the_query_out() {
+        assert_eq!(redacted("s3://b/p?secret_access_key=s"), "s3://b/p?…");
+        assert_eq!(redacted("s3://b/p"), "s3://b/p");
     }
 }

@@ -43,14 +43,6 @@ pub enum RemoteError {
     Store(#[from] object_store::Error),
 }
 
-/// `url` without its query (which may carry a secret key), for messages.
-pub fn redacted(url: &str) -> String {
-    match url.split_once('?') {
-        Some((base, _)) => format!("{base}?…"),
-        None => url.to_string(),
-    }
-}
-
 /// Opens the store a non-`file://` `blob_url` names.
 pub fn open(blob_url: &str) -> Result<Arc<dyn ObjectStore>, RemoteError> {
     let url = url::Url::parse(blob_url)?;
@@ -85,13 +77,32 @@ fn open_s3(url: &url::Url) -> Result<Arc<dyn ObjectStore>, RemoteError> {
         b = b.with_config(key, v.into_owned());
     }
     let store = b.build()?;
-    // The path's segments, as given (not decoded: a prefix is bytes).
-    let prefix = url.path().trim_matches('/');
-    Ok(if prefix.is_empty() {
-        Arc::new(store)
-    } else {
-        Arc::new(PrefixStore::new(store, prefix))
+    Ok(match key_prefix(url)? {
+        None => Arc::new(store),
+        Some(prefix) => Arc::new(PrefixStore::new(store, prefix)),
     })
+}
+
+/// The key prefix the URL's path names, percent-decoded as any URL's path is
+/// (`s3://b/my%20blobs` keeps its blobs under `my blobs/`); `None` for none.
+fn key_prefix(url: &url::Url) -> Result<Option<object_store::path::Path>, RemoteError> {
+    let path = percent_encoding::percent_decode_str(url.path())
+        .decode_utf8()
+        .map_err(|_| RemoteError::Invalid("the key prefix is not UTF-8".into()))?;
+    let path = path.trim_matches('/');
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(RemoteError::Invalid(format!(
+                "the key prefix {path:?} has an empty, . or .. segment"
+            )));
+        }
+        parts.push(object_store::path::PathPart::from(part));
+    }
+    Ok(Some(object_store::path::Path::from_iter(parts)))
 }
 
 /// object_store's HTTP client, made of hyper and OpenSSL (the system's roots).
@@ -165,13 +176,18 @@ mod tests {
             refused("s3://b/p?endpoint=http://h:1&no_such_setting=1").contains("no_such_setting")
         );
         assert!(refused("not a url").contains("URL"));
+        assert!(refused("s3://b/a//c?endpoint=http://h:1").contains("segment"));
         open("s3://b/some/prefix?endpoint=http://127.0.0.1:1&region=r&access_key_id=a&secret_access_key=s")
             .expect("a complete s3:// URL opens (nothing is contacted yet)");
     }
 
     #[test]
-    fn messages_leave_the_query_out() {
-        assert_eq!(redacted("s3://b/p?secret_access_key=s"), "s3://b/p?…");
-        assert_eq!(redacted("s3://b/p"), "s3://b/p");
+    fn the_prefix_is_the_decoded_path() {
+        let prefix = |u: &str| key_prefix(&url::Url::parse(u).expect("url")).expect("prefix");
+        assert_eq!(prefix("s3://b"), None);
+        assert_eq!(prefix("s3://b/"), None);
+        let p = prefix("s3://b/my%20blobs/x/").expect("some");
+        assert_eq!(p.as_ref(), "my blobs/x");
+        assert_eq!(p.parts().count(), 2);
     }
 }

@@ -56,9 +56,8 @@ pub(crate) fn open_blobs(
     Ok(match blob_url {
         #[cfg(feature = "remote-blobs")]
         Some(url) if !url.starts_with("file:") => {
-            let store = crate::blob_remote::open(url).map_err(|e| {
-                StartError::RemoteBlobs(crate::blob_remote::redacted(url), e.to_string())
-            })?;
+            let store = crate::blob_remote::open(url)
+                .map_err(|e| StartError::RemoteBlobs(crate::blob::redacted(url), e.to_string()))?;
             (
                 BlobStore::remote(store.clone()),
                 crate::sse_keys::Keyring::in_store(store),
@@ -67,7 +66,7 @@ pub(crate) fn open_blobs(
         #[cfg(not(feature = "remote-blobs"))]
         Some(url) if !url.starts_with("file:") => {
             return Err(StartError::BlobUrl(
-                url.split('?').next().unwrap_or_default().to_string(),
+                crate::blob::redacted(url),
                 "this build has no remote blob stores (walrus's feature remote-blobs)",
             ))
         }
