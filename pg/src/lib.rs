@@ -4,8 +4,9 @@
 //! - [`Pool`]: the synchronous `postgres` driver on connection threads of its own (its
 //!   runtime cannot start on tokio's threads, the blocking pool included), each owning
 //!   one [`Conn`] (opened at first use, reopened after it breaks), fed from one queue.
-//!   Async callers await [`Pool::run`]; code on plain threads calls
-//!   [`Pool::run_blocking`].
+//!   Async callers await [`Pool::run`]; synchronous code calls
+//!   [`Pool::run_blocking`] (on a tokio worker it steps aside with
+//!   `block_in_place`, so the worker's other tasks go on meanwhile).
 //! - Versioned migrations ([`Migration`]), applied at open, once, under an advisory
 //!   lock, recorded in `<prefix>_schema_migrations`; a database newer than the binary
 //!   is refused.
@@ -262,7 +263,19 @@ impl Pool {
         self.send(f, move |r| {
             let _ = tx.send(r);
         })?;
-        rx.recv().map_err(|_| PgError::Stopped)?
+        off_worker(|| rx.recv().map_err(|_| PgError::Stopped))?
+    }
+}
+
+/// Runs `f`, which waits for a connection thread, so that a caller on a worker
+/// of tokio's multi-thread runtime does not stall the tasks queued behind it on
+/// that worker (`block_in_place` hands them to another thread first). Elsewhere
+/// (a plain thread, the blocking pool, a current-thread runtime) it just runs.
+fn off_worker<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -297,12 +310,14 @@ impl Pool {
                 let _ = r_tx.send(r);
             },
         )?;
-        while let Ok(q) = q_rx.recv() {
-            if a_tx.send(answer(q)).is_err() {
-                break;
+        off_worker(|| {
+            while let Ok(q) = q_rx.recv() {
+                if a_tx.send(answer(q)).is_err() {
+                    break;
+                }
             }
-        }
-        r_rx.recv().map_err(|_| PgError::Stopped)?
+            r_rx.recv().map_err(|_| PgError::Stopped)
+        })?
     }
 }
 
@@ -358,4 +373,51 @@ fn migrate(
     })();
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&lock]);
     r
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+
+    /// A synchronous wait for the database on the runtime's only worker leaves
+    /// the worker's other tasks running.
+    #[test]
+    fn run_blocking_on_a_worker_lets_other_tasks_run() {
+        let url = testing::database_url();
+        let pool = Pool::open_blocking(&url, "euca-pg-test", 1, "t", &[]).expect("open");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let counter = ticks.clone();
+            let ticker = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+            // The ticker's first sleep starts before the wait does.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let during = tokio::spawn(async move {
+                let before = ticks.load(std::sync::atomic::Ordering::SeqCst);
+                pool.run_blocking(|c| {
+                    c.client
+                        .batch_execute("SELECT pg_sleep(0.5)")
+                        .map_err(PgError::from)
+                })
+                .expect("sleep");
+                ticks.load(std::sync::atomic::Ordering::SeqCst) - before
+            })
+            .await
+            .expect("join");
+            ticker.abort();
+            assert!(
+                during >= 10,
+                "the other task ticked {during} times in 0.5 s of waiting"
+            );
+        });
+    }
 }
