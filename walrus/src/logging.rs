@@ -227,9 +227,14 @@ pub async fn worker(st: Arc<State>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.wait_for(|s| *s) => return,
         }
         // Another front end on a shared store may have turned logging on: noticed
-        // within one flush interval.
+        // within one flush interval, from one row (the buckets are read only once
+        // it says some bucket has had logging on).
         if st.meta.shared() && !st.access_logs.active() {
-            notice_logging(&st).await;
+            match st.meta.logging_seen().await {
+                Ok(true) => notice_logging(&st).await,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "bucket logging: reading the store failed"),
+            }
         }
         deliver(&st).await;
     }

@@ -610,6 +610,9 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn referenced_blobs(&self) -> Result<std::collections::HashSet<String>, MetaError>;
     /// Applies one op atomically and durably.
     async fn apply(&self, op: MetaOp) -> Result<OpOutcome, MetaError>;
+    /// Whether any bucket has ever had a logging configuration (one row: cheaper
+    /// than reading every bucket).
+    async fn logging_seen(&self) -> Result<bool, MetaError>;
     /// Whether other front ends may change the store (PostgreSQL): what this process
     /// learns from its own requests (e.g. that a bucket has logging on) is then not
     /// all there is.

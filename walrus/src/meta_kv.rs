@@ -172,6 +172,10 @@ fn bucket_end(bucket: &str) -> Vec<u8> {
 
 /// The last version sequence number given out (version ids carry it).
 pub(crate) const VERSION_SEQ: &str = "version_seq";
+/// Set (to 1) the first time any bucket gets a logging configuration, and never
+/// cleared: front ends sharing the store read this one row, not every bucket, to
+/// learn whether request logging may be needed.
+pub(crate) const LOGGING_SEEN: &str = "bucket_logging_seen";
 /// Expired completion records dropped per completion (keeps each commit small).
 const EXPIRE_PER_OP: usize = 64;
 
@@ -828,6 +832,13 @@ pub(crate) fn apply_op(tx: &impl KvWrite, op: MetaOp) -> Result<OpOutcome, MetaE
         MetaOp::SetBucketConfig { name, config, doc } => {
             let mut b: BucketMeta =
                 get(tx, Table::Buckets, name.as_bytes())?.ok_or(MetaError::NoSuchBucket)?;
+            if config == BucketConfig::LOGGING && doc.is_some() {
+                tx.put(
+                    Table::Counters,
+                    LOGGING_SEEN.as_bytes(),
+                    &1u64.to_be_bytes(),
+                )?;
+            }
             match doc {
                 Some(d) => b.configs.insert(config, d),
                 None => b.configs.remove(&config),
@@ -996,6 +1007,11 @@ pub(crate) fn bucket(
     name: &str,
 ) -> Result<Option<BucketMeta>, MetaError> {
     get(kv, Table::Buckets, name.as_bytes())
+}
+
+/// Whether any bucket has ever had a logging configuration ([`LOGGING_SEEN`]).
+pub(crate) fn logging_seen(kv: &(impl KvRead + ?Sized)) -> Result<bool, MetaError> {
+    Ok(kv.get(Table::Counters, LOGGING_SEEN.as_bytes())?.is_some())
 }
 
 pub(crate) fn buckets(kv: &(impl KvRead + ?Sized)) -> Result<Vec<BucketMeta>, MetaError> {

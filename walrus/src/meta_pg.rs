@@ -294,6 +294,10 @@ impl MetaStore for PgMeta {
         self.run(Mode::Snapshot, |kv| meta_kv::buckets(kv)).await
     }
 
+    async fn logging_seen(&self) -> Result<bool, MetaError> {
+        self.run(Mode::Single, |kv| meta_kv::logging_seen(kv)).await
+    }
+
     async fn object(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, MetaError> {
         let (bucket, key) = (bucket.to_string(), key.to_string());
         self.run(Mode::Single, move |kv| meta_kv::object(kv, &bucket, &key))

@@ -391,6 +391,10 @@ impl MetaStore for RedbMeta {
         meta_kv::referenced_blobs(&self.read()?)
     }
 
+    async fn logging_seen(&self) -> Result<bool, MetaError> {
+        meta_kv::logging_seen(&self.read()?)
+    }
+
     async fn apply(&self, op: MetaOp) -> Result<OpOutcome, MetaError> {
         let (reply, rx) = oneshot::channel();
         self.writer

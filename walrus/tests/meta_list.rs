@@ -441,6 +441,21 @@ async fn conditional_writes_tags_and_bucket_configs_on(m: Arc<dyn MetaStore>) {
         let b = m.bucket("b").await.unwrap().unwrap();
         assert_eq!(b.config(BucketConfig::CORS), doc.as_deref());
     }
+    // Front ends sharing the store learn from one row that logging was ever set.
+    assert!(
+        !m.logging_seen().await.unwrap(),
+        "before any logging config"
+    );
+    for doc in [Some("{}".to_string()), None] {
+        m.apply(MetaOp::SetBucketConfig {
+            name: "b".into(),
+            config: BucketConfig::LOGGING.into(),
+            doc,
+        })
+        .await
+        .unwrap();
+        assert!(m.logging_seen().await.unwrap(), "sticky once set");
+    }
 }
 
 fn blob_obj(id: &str) -> ObjectMeta {
