@@ -122,6 +122,20 @@ pub fn take_lease(
     Ok(!rows.is_empty())
 }
 
+/// Gives up the lease `name` in `table` if `holder` has it.
+pub fn drop_lease(
+    client: &mut impl GenericClient,
+    table: &'static str,
+    name: &str,
+    holder: &str,
+) -> Result<(), postgres::Error> {
+    client.execute(
+        &format!("DELETE FROM {table} WHERE name = $1 AND holder = $2"),
+        &[&name, &holder],
+    )?;
+    Ok(())
+}
+
 /// The connection a thread holds: the one it has, or a new one if it has none or
 /// that one broke.
 fn connection<'a>(

@@ -11,8 +11,9 @@
 //! The signer's certificate is `<data>/credentials/<account name>-cert.pem` (today
 //! `euca up` makes one for the admin only); without one the image fails with a
 //! `stateReason` saying so. An install interrupted by a restart is not resumed:
-//! [`crate::Clc::fail_interrupted_installs`] marks it `failed` on start-up (register
-//! again).
+//! [`crate::Clc::fail_interrupted_installs`] marks it `failed` (register again): on
+//! start-up, and with records several cloud controllers share, once its lease
+//! ([`lease_name`], held by the process running it) lapses.
 use crate::error::Ec2Error;
 use crate::model::{Image, ImageState};
 use crate::store::{Db, Write};
@@ -23,6 +24,28 @@ use tokio::sync::Semaphore;
 
 /// Installs running at once.
 pub const MAX_INSTALLS: usize = 2;
+
+/// How long an install's lease outlives its last renewal (records shared by
+/// several cloud controllers; renewed every third of it).
+pub const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The lease a running install of image `image_id` holds.
+pub fn lease_name(image_id: &str) -> String {
+    format!("install:{image_id}")
+}
+
+/// Takes image `image_id`'s install lease for `holder`: before its `pending`
+/// record is written, so no other cloud controller ever sees that record
+/// without a live holder.
+pub fn claim(db: &Db, holder: &str, image_id: &str) -> Result<(), Ec2Error> {
+    if db.store().lease(&lease_name(image_id), holder, LEASE_TTL)? {
+        Ok(())
+    } else {
+        Err(Ec2Error::internal(format!(
+            "the install lease of {image_id} is held elsewhere"
+        )))
+    }
+}
 
 /// What the cloud's install needs besides its key files: Walrus and the system
 /// account's key (the binary reads them from `<data>/cloud/system.json`).
@@ -158,9 +181,12 @@ impl Installer {
 
     /// Starts installing image `image_id` (registered by account `account_name`)
     /// from `bucket/key`; the record becomes `available` or `failed`.
+    /// `holder` has the install's lease ([`claim`]): it is renewed while the
+    /// install waits and runs, and given up once the outcome is recorded.
     pub fn spawn(
         self: &Arc<Self>,
         db: Db,
+        holder: String,
         image_id: String,
         account_name: String,
         bucket: String,
@@ -168,18 +194,29 @@ impl Installer {
     ) {
         let me = self.clone();
         tokio::spawn(async move {
-            let outcome = match me.slots.clone().acquire_owned().await {
-                Ok(_permit) => {
-                    me.install(account_name.clone(), bucket.clone(), key.clone())
-                        .await
+            let work = async {
+                match me.slots.clone().acquire_owned().await {
+                    Ok(_permit) => {
+                        me.install(account_name.clone(), bucket.clone(), key.clone())
+                            .await
+                    }
+                    Err(_) => Err(Failure {
+                        code: "Server.InternalError",
+                        message: "the installer stopped".into(),
+                    }),
                 }
-                Err(_) => Err(Failure {
-                    code: "Server.InternalError",
-                    message: "the installer stopped".into(),
-                }),
             };
-            let id = image_id.clone();
-            if let Err(e) = crate::offload::on_db(&db, move |db| finish(db, &id, outcome)).await {
+            let outcome = tokio::select! {
+                outcome = work => outcome,
+                never = renew(&db, &holder, &image_id) => match never {},
+            };
+            let (id, holder) = (image_id.clone(), holder.clone());
+            let recorded = crate::offload::on_db(&db, move |db| {
+                finish(db, &id, outcome)?;
+                db.store().release_lease(&lease_name(&id), &holder)
+            })
+            .await;
+            if let Err(e) = recorded {
                 tracing::error!(image = %image_id, error = %e, "recording the install's outcome");
             }
         });
@@ -240,6 +277,23 @@ impl Installer {
                 tracing::warn!(%bucket, %key, error = %e, "image install failed");
                 Err(classify(&e))
             }
+        }
+    }
+}
+
+/// Renews the install lease of `image_id` every third of [`LEASE_TTL`], for
+/// as long as it is polled (a failed renewal is logged and retried).
+async fn renew(db: &Db, holder: &str, image_id: &str) -> std::convert::Infallible {
+    let name = lease_name(image_id);
+    loop {
+        tokio::time::sleep(LEASE_TTL / 3).await;
+        let (store, name, holder) = (db.store().clone(), name.clone(), holder.to_string());
+        match crate::offload::blocking(move || store.lease(&name, &holder, LEASE_TTL)).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(image = %image_id, "another cloud controller took this install's lease (this one was too slow to renew it)")
+            }
+            Err(e) => tracing::warn!(image = %image_id, error = %e, "renewing the install's lease"),
         }
     }
 }

@@ -68,9 +68,23 @@ pub struct Clc {
     nets: RwLock<BTreeMap<String, euca_compute_proto::net::ClusterNet>>,
     /// What the dynamic DNS answers, rebuilt whenever addresses change.
     pub(crate) dns_index: RwLock<Arc<dns::Index>>,
+    /// This process's name in leases on shared records (host, pid, a random
+    /// part): the reconciler's, and each running install's.
+    pub(crate) holder: String,
 }
 
 type Clock = Box<dyn Fn() -> time::OffsetDateTime + Send + Sync>;
+
+/// A name for this process in leases: unique across hosts and restarts.
+fn lease_holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!(
+        "{}:{}:{:016x}",
+        host.trim(),
+        std::process::id(),
+        rand::random::<u64>()
+    )
+}
 
 impl Clc {
     /// Opens (or creates) the records under `data_dir` (`clc.redb`).
@@ -99,6 +113,7 @@ impl Clc {
             config,
             nets: RwLock::new(BTreeMap::new()),
             dns_index: RwLock::new(Arc::new(dns_index)),
+            holder: lease_holder(),
         })
     }
 
@@ -253,16 +268,16 @@ impl Clc {
             .ok_or_else(|| Ec2Error::Unavailable("the storage controller is not running".into()))
     }
 
-    /// Marks every image still `pending` as `failed`: its install was interrupted
-    /// (the process stopped); call once at start-up, before serving. Returns how
-    /// many were marked. With records other cloud controllers share
-    /// (`meta_url`) it marks none: a pending image may be another one's install
-    /// in progress (an install cut short by a CLC's death then stays `pending`
-    /// until deregistered).
+    /// Marks every image still `pending` whose install was interrupted (the
+    /// process running it stopped) as `failed`; returns how many. With records of
+    /// its own, that is every pending image: call once at start-up, before
+    /// serving. With records other cloud controllers share (`meta_url`), each
+    /// running install holds a lease ([`install::lease_name`], renewed while it
+    /// runs), and only images whose lease lapsed are marked; the reconciler's
+    /// holder also calls this every minute, so an install cut short by a CLC's
+    /// death fails within about [`install::LEASE_TTL`] plus a minute.
     pub fn fail_interrupted_installs(&self) -> Result<usize, Ec2Error> {
-        if self.db.store().shared() {
-            return Ok(0);
-        }
+        let store = self.db.store().clone();
         let mut pending = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -272,7 +287,15 @@ impl Clc {
             let done = batch.len() < describe::MAX_RESULTS;
             for o in batch {
                 after = Some(o.record.id.clone());
-                if o.record.state == model::ImageState::Pending {
+                // With shared records, only installs no cloud controller holds
+                // the lease of (its holder stopped): taking it, this one ends them.
+                if o.record.state == model::ImageState::Pending
+                    && store.lease(
+                        &install::lease_name(&o.record.id),
+                        &self.holder,
+                        install::LEASE_TTL,
+                    )?
+                {
                     pending.push(o.record.id);
                 }
             }
@@ -289,6 +312,7 @@ impl Clc {
                     message: "the install was interrupted by a restart of the cloud controller; register the image again".into(),
                 }),
             )?;
+            store.release_lease(&install::lease_name(id), &self.holder)?;
         }
         Ok(pending.len())
     }

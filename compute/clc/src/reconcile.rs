@@ -65,13 +65,7 @@ pub fn spawn(
     // With records other cloud controllers share, one of them reconciles at a
     // time: the holder of the lease, renewed every pass, taken over by another
     // LEASE_TTL after its holder stops.
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let holder = format!(
-        "{}:{}:{:016x}",
-        host.trim(),
-        std::process::id(),
-        rand::random::<u64>()
-    );
+    let holder = clc.holder.clone();
     tokio::spawn(async move {
         let mut passes: u64 = 0;
         loop {
@@ -88,6 +82,19 @@ pub fn spawn(
             if passes.is_multiple_of(SWEEP_EVERY) {
                 if let Err(e) = sweep_leaks(&clc).await {
                     tracing::warn!(error = %e, "sweeping leaked address records");
+                }
+                // Installs whose cloud controller stopped (with shared records
+                // another one may still be running; with its own, start-up did it).
+                if clc.db.store().shared() {
+                    let c = clc.clone();
+                    match blocking(move || c.fail_interrupted_installs()).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::warn!(
+                            images = n,
+                            "failed installs whose cloud controller stopped"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "failing interrupted installs"),
+                    }
                 }
             }
             passes = passes.wrapping_add(1);

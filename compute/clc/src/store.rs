@@ -177,6 +177,11 @@ pub trait RecordStore: Send + Sync + 'static {
     ) -> Result<bool, Ec2Error> {
         Ok(true)
     }
+    /// Gives up the lease `name` if `holder` has it (a lease per piece of work,
+    /// once the work is done).
+    fn release_lease(&self, _name: &str, _holder: &str) -> Result<(), Ec2Error> {
+        Ok(())
+    }
     /// Whether other processes may share these records (background work then
     /// runs under a lease).
     fn shared(&self) -> bool {

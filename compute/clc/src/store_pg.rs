@@ -222,6 +222,13 @@ impl RecordStore for PgRecordStore {
         })
     }
 
+    fn release_lease(&self, name: &str, holder: &str) -> Result<(), Ec2Error> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.run(move |c| {
+            euca_pg::drop_lease(&mut c.client, "clc_leases", &name, &holder).map_err(pg_err)
+        })
+    }
+
     fn shared(&self) -> bool {
         true
     }

@@ -280,8 +280,18 @@ pub async fn register_image(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2E
         tags: Tags::new(),
     };
     let (owner, rec, nm) = (account.to_string(), image.clone(), name.to_string());
+    let holder = cx.clc.holder.clone();
     if !crate::offload::on_db(&cx.clc.db, move |db| {
-        db.insert(&owner, &rec, |other: &Image| other.name == nm)
+        let pending = rec.state == ImageState::Pending;
+        if pending {
+            crate::install::claim(db, &holder, &rec.id)?;
+        }
+        let inserted = db.insert(&owner, &rec, |other: &Image| other.name == nm)?;
+        if pending && !inserted {
+            let lease = crate::install::lease_name(&rec.id);
+            db.store().release_lease(&lease, &holder)?;
+        }
+        Ok(inserted)
     })
     .await?
     {
@@ -293,6 +303,7 @@ pub async fn register_image(cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2E
     if let (Some((bucket, key)), Some(installer)) = (bundle, cx.clc.installer.as_ref()) {
         installer.spawn(
             cx.clc.db.clone(),
+            cx.clc.holder.clone(),
             image.id.clone(),
             cx.caller.display_name.clone(),
             bucket,

@@ -343,10 +343,8 @@ async fn visibility_launch_permissions_owner_and_executable_by() {
     assert_eq!(e.code(), "InvalidAMIID.NotFound");
 }
 
-#[test]
-fn pending_installs_are_failed_on_start_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let image = |id: &str, state| Image {
+fn pending_image(id: &str, state: ImageState) -> Image {
+    Image {
         id: id.into(),
         name: id.into(),
         description: None,
@@ -367,7 +365,13 @@ fn pending_installs_are_failed_on_start_up() {
         launch_permissions: vec![],
         created: "2026-12-03T21:00:00.000Z".into(),
         tags: Default::default(),
-    };
+    }
+}
+
+#[test]
+fn pending_installs_are_failed_on_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = pending_image;
     {
         let clc = open(dir.path());
         clc.db
@@ -396,4 +400,49 @@ fn pending_installs_are_failed_on_start_up() {
         ImageState::Available
     );
     assert_eq!(clc.fail_interrupted_installs().unwrap(), 0);
+}
+
+/// Two cloud controllers on one database: an install whose holder renews its
+/// lease is left alone; one whose holder stopped (its lease lapsed) is failed,
+/// by either of them.
+#[test]
+fn shared_records_fail_only_installs_whose_holder_stopped() {
+    let url = euca_pg::testing::database_url();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cfg = || ClcConfig {
+        meta_url: Some(url.clone()),
+        ..Default::default()
+    };
+    let a = common::open_with(da.path(), cfg());
+    let b = common::open_with(db.path(), cfg());
+    let owner = "111111111111";
+    for id in ["emi-000000aa", "emi-000000bb"] {
+        a.db.insert_new(owner, &pending_image(id, ImageState::Pending))
+            .unwrap();
+    }
+    let store = a.db.store();
+    // aa's install is alive elsewhere; bb's holder died with a short lease.
+    let live = euca_clc::install::lease_name("emi-000000aa");
+    assert!(store
+        .lease(&live, "live-clc", std::time::Duration::from_secs(60))
+        .unwrap());
+    let dead = euca_clc::install::lease_name("emi-000000bb");
+    assert!(store
+        .lease(&dead, "dead-clc", std::time::Duration::from_millis(200))
+        .unwrap());
+    // Nothing lapsed yet: nothing is failed.
+    assert_eq!(b.fail_interrupted_installs().unwrap(), 0);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(b.fail_interrupted_installs().unwrap(), 1);
+    let state = |id: &str| a.db.get::<Image>(id).unwrap().unwrap().record.state;
+    assert_eq!(state("emi-000000aa"), ImageState::Pending);
+    assert_eq!(state("emi-000000bb"), ImageState::Failed);
+    // The failed one's lease was given back, the live one still holds.
+    assert!(store
+        .lease(&dead, "anyone", std::time::Duration::from_secs(1))
+        .unwrap());
+    assert!(!store
+        .lease(&live, "anyone", std::time::Duration::from_secs(1))
+        .unwrap());
+    assert_eq!(a.fail_interrupted_installs().unwrap(), 0);
 }
