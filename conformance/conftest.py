@@ -99,6 +99,24 @@ def _port_range(lo=20000, hi=32767):
 _PORT_RANGE = _port_range()
 
 
+def wait_http(url, proc, log_path, timeout=30, also=None):
+    """Waits until `url` answers (and the file `also`, if named, exists); raises
+    with the tail of `log_path` if `proc` exits first or time runs out."""
+    deadline = time.time() + timeout
+    tail = lambda: Path(log_path).read_text(errors="replace")[-3000:]  # noqa: E731
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:2]} exited {proc.returncode}: {tail()}")
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            if also is None or Path(also).exists():
+                return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not up in {timeout}s: {tail()}")
+
+
 def free_port():
     for _ in range(1000):
         port = random.randint(*_PORT_RANGE)

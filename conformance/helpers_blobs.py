@@ -11,7 +11,6 @@ operator puts them in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY instead).
 """
 import signal
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-from conftest import euca_bin, free_port, parse_env_file
+from conftest import euca_bin, free_port, parse_env_file, wait_http
 
 BUCKET = "blob-store"
 
@@ -39,22 +38,8 @@ class S3Backend:
                 [euca_bin(), "walrus", "--data", str(self.data),
                  "--listen", f"127.0.0.1:{self.port}"],
                 stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.time() + timeout
         rc = self.data / "credentials" / "eucarc"
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"S3 backend exited {self.proc.returncode}: "
-                                   f"{self.log_path.read_text(errors='replace')[-3000:]}")
-            try:
-                urllib.request.urlopen(self.url + "/_health", timeout=1).read()
-                if rc.exists():
-                    break
-            except Exception:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError(f"S3 backend not up in {timeout}s: "
-                                   f"{self.log_path.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.1)
+        wait_http(self.url + "/_health", self.proc, self.log_path, timeout, also=rc)
         env = parse_env_file(rc)
         self.ak, self.sk = env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
         self.s3().create_bucket(Bucket=BUCKET)

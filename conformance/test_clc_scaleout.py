@@ -1,7 +1,8 @@
 """Two cloud controllers (`euca clc`, each its own --data and port) on one PostgreSQL
 database (`[clc] meta_url`): the same EC2 records and the same accounts and keys
 through either; racing creates of one name across both have one winner; the
-instance reconciler runs on one of them at a time (a lease in the database).
+instance reconciler runs on one of them at a time (a lease in the database) and
+moves to the other when its holder stops.
 
 PostgreSQL is a throwaway server (helpers_pg); skipped without its binaries.
 """
@@ -15,9 +16,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import euca_bin, free_port, parse_env_file
+from conftest import euca_bin, free_port, parse_env_file, wait_http
 from helpers_pg import SKIP_REASON, pg, pg_bin_dir  # noqa: F401 (pg: the fixture)
-from test_walrus_scaleout import wait_health
 
 pytestmark = pytest.mark.skipif(pg_bin_dir() is None, reason=SKIP_REASON)
 
@@ -37,11 +37,8 @@ class Clc:
                 [euca_bin(), "clc", "--config", str(self.config), "--data", str(self.data),
                  "--listen", f"127.0.0.1:{self.port}", "--s3-url", "http://127.0.0.1:1/"],
                 stdout=log, stderr=subprocess.STDOUT)
-        wait_health(self.url + "_health", self.proc, self.log_path)
         rc = self.data / "credentials" / "eucarc"
-        deadline = time.time() + 10
-        while not rc.exists() and time.time() < deadline:
-            time.sleep(0.1)
+        wait_http(self.url + "_health", self.proc, self.log_path, also=rc)
         self.eucarc = parse_env_file(rc)
         return self
 
@@ -136,6 +133,26 @@ def test_racing_creates_of_one_name_have_one_winner(clcs):
             assert len(groups) == 1, (c.name, groups)
 
 
-def test_one_reconciler_holds_the_lease(clcs, pg):
-    rows = pg.psql("SELECT holder FROM clc_leases WHERE name = 'reconciler'", db="clcs")
-    assert len([ln for ln in rows.splitlines() if ln.strip()]) == 1, rows
+def test_one_reconciler_at_a_time_and_a_stopped_one_hands_over(clcs, pg):
+    """Runs last in this file: it stops one of the pair."""
+    def holder_pid():
+        rows = pg.psql("SELECT holder FROM clc_leases WHERE name = 'reconciler'", db="clcs")
+        rows = [ln for ln in rows.splitlines() if ln.strip()]
+        assert len(rows) <= 1, rows
+        # host:pid:random
+        return int(rows[0].split(":")[1]) if rows else None
+
+    by_pid = {c.proc.pid: c for c in clcs}
+    first = holder_pid()
+    assert first in by_pid, (first, list(by_pid))
+    # It keeps it while it runs (renewed every pass; the other never takes it).
+    time.sleep(2)
+    assert holder_pid() == first
+    by_pid[first].stop()
+    other = next(pid for pid in by_pid if pid != first)
+    # A stopped CLC gives the lease back: the other takes it at its next pass
+    # (one second apart), not the lease's 10 s later.
+    deadline = time.time() + 5
+    while holder_pid() != other and time.time() < deadline:
+        time.sleep(0.2)
+    assert holder_pid() == other

@@ -18,24 +18,11 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import euca_bin, free_port, parse_env_file, set_cache_secs
+from conftest import euca_bin, free_port, parse_env_file, set_cache_secs, wait_http
 
 # The RemoteIdentity cache lifetimes (identity/src/remote.rs), with slack.
 NEGATIVE_TTL = 2
 POSITIVE_TTL = 5
-
-
-def wait_http(url, proc, log, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:2]} exited {proc.returncode}: {log.read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except Exception:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} not up in {timeout}s: {log.read_text()[-3000:]}")
 
 
 class Split:

@@ -23,7 +23,6 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import boto3
@@ -31,7 +30,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import euca_bin, free_port, parse_env_file, set_cache_secs
+from conftest import euca_bin, free_port, parse_env_file, set_cache_secs, wait_http
 from helpers_blobs import S3Backend
 from helpers_pg import SKIP_REASON, pg, pg_bin_dir  # noqa: F401 (pg: the fixture)
 from helpers_raw import tree_bytes
@@ -40,21 +39,6 @@ pytestmark = pytest.mark.skipif(pg_bin_dir() is None, reason=SKIP_REASON)
 
 KiB, MiB = 1024, 1024 * 1024
 INLINE_MAX = 16 * KiB          # [walrus] inline_max_bytes default
-
-
-def wait_health(url, proc, log_path, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:2]} exited {proc.returncode}: "
-                               f"{Path(log_path).read_text(errors='replace')[-3000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except Exception:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} not up in {timeout}s: "
-                       f"{Path(log_path).read_text(errors='replace')[-3000:]}")
 
 
 def write_walrus_config(path, meta_url, blobs):
@@ -89,7 +73,7 @@ class FrontEnd:
         return self
 
     def wait_ready(self, timeout=30):
-        wait_health(self.url + "/_health", self.proc, self.log_path, timeout)
+        wait_http(self.url + "/_health", self.proc, self.log_path, timeout)
         return self
 
     def start(self, timeout=30):
@@ -141,7 +125,7 @@ class ScaleOut:
                 [euca_bin(), "clc", "--data", str(self.clc_dir), "--listen",
                  f"127.0.0.1:{self.clc_port}", "--s3-url", self.fe["a"].url + "/"],
                 stdout=f, stderr=subprocess.STDOUT)
-        wait_health(self.clc_url + "/_health", self.clc, log)
+        wait_http(self.clc_url + "/_health", self.clc, log)
         deadline = time.time() + 10
         while not self.services.exists() and time.time() < deadline:
             time.sleep(0.1)

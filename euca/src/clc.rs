@@ -119,15 +119,19 @@ pub async fn start_clc(
             let clc = Arc::new(clc);
             // Instances' background work (states from the clusters, attachments,
             // interrupted launches, expiry); idle until a cluster is connected.
-            euca_clc::reconcile::spawn(clc.clone(), shutdown.clone());
+            let reconciler = euca_clc::reconcile::spawn(clc.clone(), shutdown.clone());
             if let Some(at) = cfg.dns_listen {
                 start_dns(clc.clone(), at, shutdown.clone()).await;
             }
             ec2 = Some(clc.clone());
             let api = euca_clc::ClcApi::new(clc, service, Arc::new(store.clone()));
-            tokio::spawn(euca_service::serve_api(
-                listener, opts, api, metrics, shutdown,
-            ))
+            let serve = euca_service::serve_api(listener, opts, api, metrics, shutdown);
+            tokio::spawn(async move {
+                serve.await;
+                // The reconciler ends its pass and gives its lease back (shared
+                // records: another CLC takes over at once, not a TTL later).
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), reconciler).await;
+            })
         }
         None => tokio::spawn(euca_service::serve_api(
             listener, opts, service, metrics, shutdown,

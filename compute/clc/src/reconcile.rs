@@ -60,54 +60,65 @@ pub use crate::model::NODE_DOWN;
 /// Runs passes until `shutdown` turns true (or its sender goes).
 pub fn spawn(
     clc: Arc<Clc>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     // With records other cloud controllers share, one of them reconciles at a
     // time: the holder of the lease, renewed every pass, taken over by another
-    // LEASE_TTL after its holder stops.
-    let holder = clc.holder.clone();
+    // LEASE_TTL after its holder dies, or at the next pass after it stops (it
+    // gives the lease back).
     tokio::spawn(async move {
-        let mut passes: u64 = 0;
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            if !holds_lease(&clc, &holder).await {
-                tokio::select! {
-                    _ = tokio::time::sleep(INTERVAL) => {}
-                    r = shutdown.changed() => if r.is_err() { return },
-                }
-                continue;
-            }
-            if passes.is_multiple_of(SWEEP_EVERY) {
-                if let Err(e) = sweep_leaks(&clc).await {
-                    tracing::warn!(error = %e, "sweeping leaked address records");
-                }
-                // Installs whose cloud controller stopped (with shared records
-                // another one may still be running; with its own, start-up did it).
-                if clc.db.store().shared() {
-                    let c = clc.clone();
-                    match blocking(move || c.fail_interrupted_installs()).await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::warn!(
-                            images = n,
-                            "failed installs whose cloud controller stopped"
-                        ),
-                        Err(e) => tracing::warn!(error = %e, "failing interrupted installs"),
-                    }
-                }
-            }
-            passes = passes.wrapping_add(1);
-            if let Err(e) = pass(&clc).await {
-                tracing::warn!(error = %e, "instance reconcile pass");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(INTERVAL) => {}
-                _ = clc.kick.notified() => {}
-                r = shutdown.changed() => if r.is_err() { return },
+        run(&clc, shutdown).await;
+        let store = clc.db.store().clone();
+        if store.shared() {
+            let holder = clc.holder.clone();
+            if let Err(e) = blocking(move || store.release_lease("reconciler", &holder)).await {
+                tracing::warn!(error = %e, "giving back the reconciler's lease");
             }
         }
     })
+}
+
+async fn run(clc: &Arc<Clc>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let holder = clc.holder.clone();
+    let mut passes: u64 = 0;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if !holds_lease(clc, &holder).await {
+            tokio::select! {
+                _ = tokio::time::sleep(INTERVAL) => {}
+                r = shutdown.changed() => if r.is_err() { return },
+            }
+            continue;
+        }
+        if passes.is_multiple_of(SWEEP_EVERY) {
+            if let Err(e) = sweep_leaks(clc).await {
+                tracing::warn!(error = %e, "sweeping leaked address records");
+            }
+            // Installs whose cloud controller stopped (with shared records
+            // another one may still be running; with its own, start-up did it).
+            if clc.db.store().shared() {
+                let c = clc.clone();
+                match blocking(move || c.fail_interrupted_installs()).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::warn!(images = n, "failed installs whose cloud controller stopped")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "failing interrupted installs"),
+                }
+            }
+        }
+        passes = passes.wrapping_add(1);
+        if let Err(e) = pass(clc).await {
+            tracing::warn!(error = %e, "instance reconcile pass");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(INTERVAL) => {}
+            _ = clc.kick.notified() => {}
+            r = shutdown.changed() => if r.is_err() { return },
+        }
+    }
 }
 
 /// How long the reconciler's lease outlives its last renewal.
