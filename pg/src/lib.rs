@@ -18,7 +18,7 @@ use postgres::error::SqlState;
 use postgres::{Client, GenericClient, NoTls, Statement};
 use std::collections::{HashMap, HashSet};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,14 @@ pub struct Migration {
 pub struct Conn {
     pub client: Client,
     pub statements: Statements,
+    /// When a job last finished on it.
+    last_used: Instant,
 }
+
+/// A connection idle longer than this is checked (one empty query) before a job
+/// runs on it: a server restarted (or a backend ended) meanwhile then costs a
+/// reconnect, not the job. Busy connections are never checked.
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(2);
 
 /// Statements prepared on one connection, by their SQL.
 #[derive(Default)]
@@ -142,13 +149,19 @@ fn connection<'a>(
     slot: &'a mut Option<Conn>,
     config: &postgres::Config,
 ) -> Result<&'a mut Conn, PgError> {
-    if slot.as_ref().is_some_and(|c| c.client.is_closed()) {
-        *slot = None;
+    if let Some(c) = slot.as_mut() {
+        let broken = c.client.is_closed()
+            || (c.last_used.elapsed() > CHECK_IDLE_AFTER
+                && c.client.is_valid(Duration::from_secs(5)).is_err());
+        if broken {
+            *slot = None;
+        }
     }
     if slot.is_none() {
         *slot = Some(Conn {
             client: config.connect(NoTls)?,
             statements: Statements::default(),
+            last_used: Instant::now(),
         });
     }
     slot.as_mut()
@@ -244,7 +257,11 @@ impl Pool {
         self.jobs
             .send(Box::new(move |slot, config| {
                 let r = match connection(slot, config) {
-                    Ok(conn) => f(conn),
+                    Ok(conn) => {
+                        let r = f(conn);
+                        conn.last_used = Instant::now();
+                        r
+                    }
                     Err(e) => Err(e.into()),
                 };
                 reply(r);
@@ -392,6 +409,39 @@ fn migrate(
 #[cfg(all(test, feature = "testing"))]
 mod tests {
     use super::*;
+
+    /// Connections the server ended while they sat idle (a restart, an
+    /// administrator) are replaced before the next job, which then succeeds.
+    #[test]
+    fn idle_connections_the_server_ended_are_replaced() {
+        let url = testing::database_url();
+        let pool = Pool::open_blocking(&url, "euca-pg-idle", 2, "t", &[]).expect("open");
+        let pid = |pool: &Pool| -> i32 {
+            pool.run_blocking(|c| {
+                Ok::<_, PgError>(c.client.query_one("SELECT pg_backend_pid()", &[])?.get(0))
+            })
+            .expect("pid")
+        };
+        let before = pid(&pool);
+        let mut admin = url
+            .parse::<postgres::Config>()
+            .expect("url")
+            .connect(NoTls)
+            .expect("admin");
+        let ended = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = 'euca-pg-idle'",
+                &[],
+            )
+            .expect("terminate");
+        assert!(!ended.is_empty());
+        std::thread::sleep(CHECK_IDLE_AFTER + Duration::from_millis(500));
+        // Every connection thread's next job works (two threads: several jobs).
+        for _ in 0..4 {
+            assert_ne!(pid(&pool), before);
+        }
+    }
 
     /// A synchronous wait for the database on the runtime's only worker leaves
     /// the worker's other tasks running.

@@ -230,7 +230,9 @@ fn run_on<T>(
     mode: Mode,
     f: &impl Fn(&PgKv<'_>) -> Result<T, MetaError>,
 ) -> Result<T, MetaError> {
-    let Conn { client, statements } = conn;
+    let Conn {
+        client, statements, ..
+    } = conn;
     let mut attempt = 0;
     loop {
         attempt += 1;
