@@ -2,13 +2,27 @@
 //! front ends share one database and so serve the same buckets.
 //!
 //! The tables and the rules of every op are those of [`crate::meta_kv`] (the same
-//! records as redb, byte-keyed rows ordered as bytes). Each op runs in its own
-//! SERIALIZABLE transaction, retried when PostgreSQL reports a serialization failure
-//! or a deadlock, so two front ends racing on one key behave as one writer would: the
-//! loser re-runs and sees the winner (a conditional PUT gets 412). A reply is sent
-//! only after COMMIT, which is durable under PostgreSQL's `synchronous_commit` (on by
-//! default). A read of one row or one range is one statement (its own snapshot);
-//! reads that take several run in one REPEATABLE READ, READ ONLY transaction.
+//! records as redb, byte-keyed rows ordered as bytes). Each op runs in its own READ
+//! COMMITTED transaction that first takes transaction-scoped advisory locks
+//! ([`OpLocks`]): an op on an object key (PUT, DELETE, a version, a tag or lock
+//! change, an upload or its parts) takes its bucket's lock shared and its key's
+//! lock exclusive; an op on a bucket (create, delete, ACL, configuration) takes the
+//! bucket's lock exclusive. So ops on one key run one after the other across every
+//! front end and each reads what the previous one committed (every statement of a
+//! READ COMMITTED transaction sees the latest commits): the loser of two racing
+//! conditional PUTs gets 412; a bucket is never deleted while an op in it is under
+//! way, and no op lands in a deleted bucket; two configuration changes to one bucket
+//! never lose one. Ops on different keys never wait for each other. (SERIALIZABLE
+//! did the same with no locks, but its page-grained predicate locks made concurrent
+//! PUTs of neighbouring keys abort each other: measured 1.3 retries per small PUT at
+//! 16 in flight, 986 PUT/s, against 1695 with the locks.) Everything an op touches
+//! is under its key or its bucket, except the expiry of completed-upload records
+//! (deleting a row twice is harmless) and the version sequence (a PostgreSQL
+//! sequence). A deadlock (none is expected: locks are taken bucket first) is retried.
+//! A reply is sent only after COMMIT, which is durable under PostgreSQL's
+//! `synchronous_commit` (on by default). A read of one row or one range is one
+//! statement (its own snapshot); reads that take several run in one REPEATABLE
+//! READ, READ ONLY transaction. Bulk writes of `euca migrate` run SERIALIZABLE.
 //!
 //! Connections are `euca-pg`'s: the synchronous `postgres` driver (the op logic is
 //! plain synchronous code shared with redb) on `[walrus] meta_max_connections`
@@ -165,6 +179,89 @@ enum Mode {
     Snapshot,
     /// A write: SERIALIZABLE, retried.
     Write,
+    /// A [`MetaOp`]: READ COMMITTED under its advisory locks.
+    Op(OpLocks),
+}
+
+/// The advisory locks a [`MetaOp`] takes, as 64-bit hashes of its bucket's name
+/// and its key (a collision only makes two ops wait for each other). Bucket locks
+/// are in the two-key space (class [`BUCKET_LOCK_CLASS`], 32 bits of the hash), key
+/// locks in the one-key space, so the two never meet.
+#[derive(Clone, Copy, PartialEq, Debug)]
+struct OpLocks {
+    bucket: i32,
+    /// The bucket's lock exclusive (an op on the bucket itself); else shared.
+    bucket_exclusive: bool,
+    key: Option<i64>,
+}
+
+const BUCKET_LOCK_CLASS: i32 = 0x5741_4c42; // "WALB"
+
+/// FNV-1a: stable across builds and releases (front ends of different versions
+/// must agree on the lock of a key).
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            // A separator no name holds, so ("ab", "c") and ("a", "bc") differ.
+            h ^= 0xff;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        for b in *p {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    h
+}
+
+impl OpLocks {
+    fn of(op: &MetaOp) -> Self {
+        let bucket_only = |name: &str| OpLocks {
+            bucket: fnv1a(&[name.as_bytes()]) as i32,
+            bucket_exclusive: true,
+            key: None,
+        };
+        let object = |bucket: &str, key: &str| OpLocks {
+            bucket: fnv1a(&[bucket.as_bytes()]) as i32,
+            bucket_exclusive: false,
+            key: Some(fnv1a(&[bucket.as_bytes(), key.as_bytes()]) as i64),
+        };
+        match op {
+            MetaOp::CreateBucket(b) => bucket_only(&b.name),
+            MetaOp::DeleteBucket { name }
+            | MetaOp::SetBucketAcl { name, .. }
+            | MetaOp::SetBucketConfig { name, .. } => bucket_only(name),
+            MetaOp::CreateUpload(u) => object(&u.bucket, &u.key),
+            MetaOp::PutObject { bucket, key, .. }
+            | MetaOp::DeleteObject { bucket, key, .. }
+            | MetaOp::DeleteVersion { bucket, key, .. }
+            | MetaOp::SetObjectLock { bucket, key, .. }
+            | MetaOp::UpdateObject { bucket, key, .. }
+            | MetaOp::PutPart { bucket, key, .. }
+            | MetaOp::CompleteUpload { bucket, key, .. }
+            | MetaOp::AbortUpload { bucket, key, .. } => object(bucket, key),
+        }
+    }
+
+    /// Takes the locks (bucket first), in one statement.
+    fn take(&self, t: &mut Transaction<'_>) -> Result<(), postgres::Error> {
+        match (self.bucket_exclusive, self.key) {
+            (true, _) => t.execute(
+                "SELECT pg_advisory_xact_lock($1, $2)",
+                &[&BUCKET_LOCK_CLASS, &self.bucket],
+            ),
+            (false, None) => t.execute(
+                "SELECT pg_advisory_xact_lock_shared($1, $2)",
+                &[&BUCKET_LOCK_CLASS, &self.bucket],
+            ),
+            (false, Some(key)) => t.execute(
+                "SELECT pg_advisory_xact_lock_shared($1, $2), pg_advisory_xact_lock($3)",
+                &[&BUCKET_LOCK_CLASS, &self.bucket, &key],
+            ),
+        }
+        .map(|_| ())
+    }
 }
 
 pub struct PgMeta {
@@ -253,6 +350,22 @@ fn run_on<T>(
                     .start()
                     .map_err(backend)?,
             ),
+            Mode::Op(locks) => {
+                let mut t = client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::ReadCommitted)
+                    .start()
+                    .map_err(backend)?;
+                match locks.take(&mut t) {
+                    Ok(()) => Target::Tx(t),
+                    Err(e) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {
+                        drop(t);
+                        euca_pg::backoff(attempt);
+                        continue;
+                    }
+                    Err(e) => return Err(backend(e)),
+                }
+            }
         };
         let kv = PgKv {
             target: RefCell::new(target),
@@ -267,7 +380,7 @@ fn run_on<T>(
                 Err(e) if is_retryable(&e) => Err((true, backend(e))),
                 // No answer from the server (the connection broke): it may have
                 // committed.
-                Err(e) if e.code().is_none() && mode == Mode::Write => {
+                Err(e) if e.code().is_none() && mode != Mode::Single && mode != Mode::Snapshot => {
                     Err((false, MetaError::CommitUnknown(format!("postgresql: {e}"))))
                 }
                 Err(e) => Err((false, backend(e))),
@@ -412,8 +525,10 @@ impl MetaStore for PgMeta {
     }
 
     async fn apply(&self, op: MetaOp) -> Result<OpOutcome, MetaError> {
-        self.run(Mode::Write, move |kv| meta_kv::apply_op(kv, op.clone()))
-            .await
+        self.run(Mode::Op(OpLocks::of(&op)), move |kv| {
+            meta_kv::apply_op(kv, op.clone())
+        })
+        .await
     }
 
     fn shared(&self) -> bool {
