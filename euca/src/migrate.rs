@@ -1,6 +1,6 @@
 //! `euca migrate`: moves a single-node cloud's Walrus (buckets, objects, versions,
-//! uploads in progress, the SSE-S3 master key) and its accounts and keys onto
-//! PostgreSQL and a shared blob store, checking every blob and every table on the
+//! uploads in progress, the SSE-S3 master key), its accounts and keys and its cloud
+//! controller's EC2 records onto PostgreSQL and a shared blob store, checking every blob and every table on the
 //! way (`walrus::migrate` says how). The cloud must be stopped first.
 use anyhow::{Context, Result};
 use clap::Args;
@@ -72,6 +72,28 @@ pub async fn migrate(a: MigrateArgs) -> Result<()> {
             accounts.0, accounts.1
         );
     }
+    // The cloud controller's EC2 records (`euca up --data D` keeps D/clc/clc.redb),
+    // into the same database: `[clc] meta_url`.
+    let mut records = 0;
+    let clc_path = a.from.join("clc").join("clc.redb");
+    if clc_path.is_file() {
+        let to = a.to_meta.clone();
+        records = tokio::task::spawn_blocking(move || -> Result<usize> {
+            let src = euca_clc::store::RedbStore::open(&clc_path).with_context(|| {
+                format!(
+                    "opening {} (is the cloud still running? stop it first)",
+                    clc_path.display()
+                )
+            })?;
+            let dst = euca_clc::store_pg::PgRecordStore::open(&to, 2)
+                .context("opening the target database for the EC2 records")?;
+            let counts = euca_clc::store::copy_records(&src, &dst)
+                .context("copying the cloud controller's records")?;
+            Ok(counts.iter().map(|(_, n)| n).sum())
+        })
+        .await??;
+        eprintln!("euca migrate: {records} EC2 records (each read back and compared)");
+    }
     let m = walrus::migrate::Migration {
         from: walrus_dir,
         to_meta: a.to_meta.clone(),
@@ -102,8 +124,14 @@ pub async fn migrate(a: MigrateArgs) -> Result<()> {
     println!("point every front end at them ([walrus] section of its TOML):");
     println!("  meta_url = {:?}", a.to_meta);
     println!("  blob_url = {:?}", walrus::blob::redacted(&a.to_blobs));
+    if records > 0 {
+        println!(
+            "and every cloud controller ([clc] section): meta_url = {:?} ({records} EC2 records moved)",
+            a.to_meta
+        );
+    }
     println!(
-        "(the cloud controller's EC2 records and the storage controller's volumes stay in {}: they do not move to PostgreSQL yet)",
+        "(the storage controller's volumes stay in {}: they do not move to PostgreSQL yet)",
         a.from.display()
     );
     Ok(())

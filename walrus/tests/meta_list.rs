@@ -981,7 +981,10 @@ async fn racing_bucket_and_object_ops_lose_nothing_on(m: Arc<dyn MetaStore>) {
                         "round {round}: k{i} left in a deleted bucket (acked {acked:?})"
                     );
                 }
-                assert!(acked.is_empty(), "round {round}: {acked:?} acked into a deleted bucket");
+                assert!(
+                    acked.is_empty(),
+                    "round {round}: {acked:?} acked into a deleted bucket"
+                );
             }
             Err(MetaError::BucketNotEmpty) => {
                 for i in &acked {

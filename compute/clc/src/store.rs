@@ -189,6 +189,93 @@ pub trait RecordStore: Send + Sync + 'static {
     }
 }
 
+/// Every kind of record, the internal ones included (for copies between stores).
+pub const EVERY_KIND: [Kind; 9] = [
+    Kind::KeyPair,
+    Kind::SecurityGroup,
+    Kind::Image,
+    Kind::Volume,
+    Kind::Snapshot,
+    Kind::Instance,
+    Kind::Mac,
+    Kind::Address,
+    Kind::Net,
+];
+
+/// Copies every record of `src` into `dst` (for `euca migrate`: the CLC's redb
+/// onto PostgreSQL) under the same ids and owners, then reads each kind back from
+/// `dst` and compares it, record by record, with `src`. Refuses a `dst` that holds
+/// any record (a copy never merges). Returns the number of records per kind.
+pub fn copy_records(
+    src: &dyn RecordStore,
+    dst: &dyn RecordStore,
+) -> Result<Vec<(Kind, usize)>, Ec2Error> {
+    const PAGE: usize = 1000;
+    for kind in EVERY_KIND {
+        if !dst.scan(kind, None, None, 1)?.is_empty() {
+            return Err(Ec2Error::internal(format!(
+                "the target already holds {} records: copy into an empty database",
+                kind.name()
+            )));
+        }
+    }
+    // Each kind's records, page by page, in id order, as (owner, id, value).
+    let pages = |store: &dyn RecordStore,
+                 kind: Kind,
+                 f: &mut dyn FnMut(Vec<Stored>) -> Result<(), Ec2Error>| {
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.scan(kind, None, after.as_deref(), PAGE)?;
+            let done = page.len() < PAGE;
+            after = page.last().map(|r| r.id.clone());
+            f(page)?;
+            if done {
+                return Ok::<(), Ec2Error>(());
+            }
+        }
+    };
+    let mut counts = Vec::new();
+    for kind in EVERY_KIND {
+        let mut n = 0;
+        pages(src, kind, &mut |page| {
+            for r in page {
+                if !dst.insert(kind, &r.owner, &r.id, &r.value, None)? {
+                    return Err(Ec2Error::internal(format!(
+                        "{} {} exists in the target",
+                        kind.name(),
+                        r.id
+                    )));
+                }
+                n += 1;
+            }
+            Ok(())
+        })?;
+        let mut want = Vec::new();
+        pages(src, kind, &mut |page| {
+            want.extend(page);
+            Ok(())
+        })?;
+        let mut got = Vec::new();
+        pages(dst, kind, &mut |page| {
+            got.extend(page);
+            Ok(())
+        })?;
+        let same = want.len() == got.len()
+            && want
+                .iter()
+                .zip(&got)
+                .all(|(a, b)| (&a.owner, &a.id, &a.value) == (&b.owner, &b.id, &b.value));
+        if !same {
+            return Err(Ec2Error::internal(format!(
+                "the {} records read back from the target differ from the source",
+                kind.name()
+            )));
+        }
+        counts.push((kind, n));
+    }
+    Ok(counts)
+}
+
 /// The embedded store: one redb file.
 pub struct RedbStore {
     db: Database,
@@ -562,6 +649,43 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("clc.redb");
         store_rules(&|| Arc::new(RedbStore::open(&path).unwrap()));
+    }
+
+    /// A redb store's records, copied onto PostgreSQL, read back the same; a
+    /// second copy into the now non-empty database is refused.
+    #[test]
+    fn records_copy_from_redb_onto_postgres() {
+        let dir = tempfile::tempdir().unwrap();
+        let src: Arc<dyn RecordStore> =
+            Arc::new(RedbStore::open(&dir.path().join("clc.redb")).unwrap());
+        let db = Db::new(src.clone());
+        for i in 0..1203 {
+            let owner = if i % 3 == 0 { "111" } else { "222" };
+            assert!(db
+                .insert(
+                    owner,
+                    &vol(&format!("vol-{i:05}"), &format!("n{i}")),
+                    |_| false
+                )
+                .unwrap());
+        }
+        src.insert(Kind::Mac, "", "d0:0d:00:00:00:01", b"{}", None)
+            .unwrap();
+        let dst: Arc<dyn RecordStore> = Arc::new(
+            crate::store_pg::PgRecordStore::open(&euca_pg::testing::database_url(), 2).unwrap(),
+        );
+        let counts = copy_records(&*src, &*dst).unwrap();
+        assert!(counts.contains(&(Kind::Volume, 1203)), "{counts:?}");
+        assert!(counts.contains(&(Kind::Mac, 1)), "{counts:?}");
+        let copied = Db::new(dst.clone());
+        let v = copied.get::<Vol>("vol-00600").unwrap().unwrap();
+        assert_eq!((v.owner.as_str(), v.record.name.as_str()), ("111", "n600"));
+        assert_eq!(
+            copied.scan::<Vol>(Some("222"), None, 5000).unwrap().len(),
+            802
+        );
+        let again = copy_records(&*src, &*dst).unwrap_err();
+        assert!(again.to_string().contains("empty database"), "{again}");
     }
 
     #[test]
