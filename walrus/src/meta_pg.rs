@@ -14,8 +14,9 @@
 //! way, and no op lands in a deleted bucket; two configuration changes to one bucket
 //! never lose one. Ops on different keys never wait for each other. (SERIALIZABLE
 //! did the same with no locks, but its page-grained predicate locks made concurrent
-//! PUTs of neighbouring keys abort each other: measured 1.3 retries per small PUT at
-//! 16 in flight, 986 PUT/s, against 1695 with the locks.) Everything an op touches
+//! PUTs of neighbouring keys abort each other: 4585 transactions for 2000 small PUTs
+//! at 16 in flight, and 1037–1170 PUT/s against 1668–1681 with the locks, same run;
+//! BENCHMARKS.md.) Everything an op touches
 //! is under its key or its bucket, except the expiry of completed-upload records
 //! (deleting a row twice is harmless) and the version sequence (a PostgreSQL
 //! sequence). A deadlock (none is expected: locks are taken bucket first) is retried.
@@ -244,18 +245,18 @@ impl OpLocks {
         }
     }
 
-    /// Takes the locks (bucket first), in one statement.
-    fn take(&self, t: &mut Transaction<'_>) -> Result<(), postgres::Error> {
+    /// Takes the locks (bucket first), in one prepared statement.
+    fn take(&self, kv: &PgKv<'_>) -> Result<(), MetaError> {
         match (self.bucket_exclusive, self.key) {
-            (true, _) => t.execute(
+            (true, _) => kv.query(
                 "SELECT pg_advisory_xact_lock($1, $2)",
                 &[&BUCKET_LOCK_CLASS, &self.bucket],
             ),
-            (false, None) => t.execute(
+            (false, None) => kv.query(
                 "SELECT pg_advisory_xact_lock_shared($1, $2)",
                 &[&BUCKET_LOCK_CLASS, &self.bucket],
             ),
-            (false, Some(key)) => t.execute(
+            (false, Some(key)) => kv.query(
                 "SELECT pg_advisory_xact_lock_shared($1, $2), pg_advisory_xact_lock($3)",
                 &[&BUCKET_LOCK_CLASS, &self.bucket, &key],
             ),
@@ -350,29 +351,23 @@ fn run_on<T>(
                     .start()
                     .map_err(backend)?,
             ),
-            Mode::Op(locks) => {
-                let mut t = client
+            Mode::Op(_) => Target::Tx(
+                client
                     .build_transaction()
                     .isolation_level(IsolationLevel::ReadCommitted)
                     .start()
-                    .map_err(backend)?;
-                match locks.take(&mut t) {
-                    Ok(()) => Target::Tx(t),
-                    Err(e) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {
-                        drop(t);
-                        euca_pg::backoff(attempt);
-                        continue;
-                    }
-                    Err(e) => return Err(backend(e)),
-                }
-            }
+                    .map_err(backend)?,
+            ),
         };
         let kv = PgKv {
             target: RefCell::new(target),
             statements: RefCell::new(statements),
             retry: Cell::new(false),
         };
-        let r = f(&kv);
+        let r = match mode {
+            Mode::Op(locks) => locks.take(&kv).and_then(|()| f(&kv)),
+            _ => f(&kv),
+        };
         let retry = kv.retry.get();
         let r = match (r, kv.target.into_inner()) {
             (Ok(v), Target::Tx(t)) => match t.commit() {
