@@ -190,17 +190,9 @@ pub trait RecordStore: Send + Sync + 'static {
 }
 
 /// Every kind of record, the internal ones included (for copies between stores).
-pub const EVERY_KIND: [Kind; 9] = [
-    Kind::KeyPair,
-    Kind::SecurityGroup,
-    Kind::Image,
-    Kind::Volume,
-    Kind::Snapshot,
-    Kind::Instance,
-    Kind::Mac,
-    Kind::Address,
-    Kind::Net,
-];
+fn every_kind() -> impl Iterator<Item = Kind> {
+    Kind::ALL.into_iter().chain(Kind::INTERNAL)
+}
 
 /// Copies every record of `src` into `dst` (for `euca migrate`: the CLC's redb
 /// onto PostgreSQL) under the same ids and owners, then reads each kind back from
@@ -211,7 +203,7 @@ pub fn copy_records(
     dst: &dyn RecordStore,
 ) -> Result<Vec<(Kind, usize)>, Ec2Error> {
     const PAGE: usize = 1000;
-    for kind in EVERY_KIND {
+    for kind in every_kind() {
         if !dst.scan(kind, None, None, 1)?.is_empty() {
             return Err(Ec2Error::internal(format!(
                 "the target already holds {} records: copy into an empty database",
@@ -235,7 +227,7 @@ pub fn copy_records(
         }
     };
     let mut counts = Vec::new();
-    for kind in EVERY_KIND {
+    for kind in every_kind() {
         let mut n = 0;
         pages(src, kind, &mut |page| {
             for r in page {
