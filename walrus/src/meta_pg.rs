@@ -375,7 +375,7 @@ fn run_on<T>(
                 Err(e) if is_retryable(&e) => Err((true, backend(e))),
                 // No answer from the server (the connection broke): it may have
                 // committed.
-                Err(e) if e.code().is_none() && mode != Mode::Single && mode != Mode::Snapshot => {
+                Err(e) if e.code().is_none() && matches!(mode, Mode::Write | Mode::Op(_)) => {
                     Err((false, MetaError::CommitUnknown(format!("postgresql: {e}"))))
                 }
                 Err(e) => Err((false, backend(e))),

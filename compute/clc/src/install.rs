@@ -284,6 +284,10 @@ impl Installer {
 /// Renews the install lease of `image_id` every third of [`LEASE_TTL`], for
 /// as long as it is polled (a failed renewal is logged and retried).
 async fn renew(db: &Db, holder: &str, image_id: &str) -> std::convert::Infallible {
+    if !db.store().shared() {
+        // Records of its own: the lease is always this process's.
+        return std::future::pending().await;
+    }
     let name = lease_name(image_id);
     loop {
         tokio::time::sleep(LEASE_TTL / 3).await;

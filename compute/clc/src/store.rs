@@ -196,7 +196,7 @@ fn every_kind() -> impl Iterator<Item = Kind> {
 
 /// Copies every record of `src` into `dst` (for `euca migrate`: the CLC's redb
 /// onto PostgreSQL) under the same ids and owners, then reads each kind back from
-/// `dst` and compares it, record by record, with `src`. Refuses a `dst` that holds
+/// `dst` and compares its digest with the source's. Refuses a `dst` that holds
 /// any record (a copy never merges). Returns the number of records per kind.
 pub fn copy_records(
     src: &dyn RecordStore,
@@ -226,9 +226,19 @@ pub fn copy_records(
             }
         }
     };
+    // Each record, length-prefixed, into a digest: the source's as it is copied,
+    // the target's as it is read back (nothing held in memory but a page).
+    fn digest(h: &mut sha2::Sha256, r: &Stored) {
+        use sha2::Digest;
+        for part in [r.owner.as_bytes(), r.id.as_bytes(), &r.value] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+    }
     let mut counts = Vec::new();
     for kind in every_kind() {
-        let mut n = 0;
+        use sha2::Digest;
+        let (mut n, mut want) = (0, sha2::Sha256::new());
         pages(src, kind, &mut |page| {
             for r in page {
                 if !dst.insert(kind, &r.owner, &r.id, &r.value, None)? {
@@ -238,26 +248,18 @@ pub fn copy_records(
                         r.id
                     )));
                 }
+                digest(&mut want, &r);
                 n += 1;
             }
             Ok(())
         })?;
-        let mut want = Vec::new();
-        pages(src, kind, &mut |page| {
-            want.extend(page);
-            Ok(())
-        })?;
-        let mut got = Vec::new();
+        let (mut n_back, mut got) = (0, sha2::Sha256::new());
         pages(dst, kind, &mut |page| {
-            got.extend(page);
+            n_back += page.len();
+            page.iter().for_each(|r| digest(&mut got, r));
             Ok(())
         })?;
-        let same = want.len() == got.len()
-            && want
-                .iter()
-                .zip(&got)
-                .all(|(a, b)| (&a.owner, &a.id, &a.value) == (&b.owner, &b.id, &b.value));
-        if !same {
+        if (n_back, got.finalize()) != (n, want.finalize()) {
             return Err(Ec2Error::internal(format!(
                 "the {} records read back from the target differ from the source",
                 kind.name()
