@@ -256,8 +256,13 @@ impl BlobStore {
                         .filter(|(_, loc)| {
                             match std::fs::metadata(root.join(loc.as_ref())) {
                                 Ok(m) => {
+                                    // Seconds and nanoseconds: the whole seconds alone
+                                    // make a link look up to a second older than it is.
                                     let ctime = std::time::UNIX_EPOCH
-                                        + std::time::Duration::from_secs(m.ctime().max(0) as u64);
+                                        + std::time::Duration::new(
+                                            m.ctime().max(0) as u64,
+                                            m.ctime_nsec().clamp(0, 999_999_999) as u32,
+                                        );
                                     old_enough(ctime)
                                 }
                                 // Gone already (another front end's sweep).

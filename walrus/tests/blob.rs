@@ -98,6 +98,7 @@ async fn shared_sweep_spares_young_blobs_and_fresh_copies() {
     // The ctime of an inode changes with its mtime: wait, so the link below is what
     // makes the copy's ctime new, not the set_modified above.
     std::thread::sleep(std::time::Duration::from_millis(1100));
+    let before_copy = std::time::SystemTime::now();
     let copy = store.copy(&source).await.unwrap();
     let young = store
         .put(Bytes::from_static(b"young orphan"))
@@ -123,12 +124,12 @@ async fn shared_sweep_spares_young_blobs_and_fresh_copies() {
         removed, 0,
         "the old orphan's inode was touched too (set_modified)"
     );
-    // Once the ctime is old enough as well, only the orphans go (simulated here by a
-    // min_age below the second that passed).
-    let removed = store
-        .sweep(&keep, std::time::Duration::from_millis(900))
-        .await
-        .unwrap();
+    // Once the ctime is old enough as well, only the orphans go. Simulated by a
+    // min_age that puts the cut-off half a second before the copy was made: after the
+    // old orphan's ctime (1.1 s before the copy), before every newer file's, however
+    // long the steps above took.
+    let min_age = before_copy.elapsed().unwrap() + std::time::Duration::from_millis(500);
+    let removed = store.sweep(&keep, min_age).await.unwrap();
     assert_eq!(removed, 1, "only the old orphan: {:?}", files(dir.path()));
     assert!(!path(&old).exists());
     assert!(path(&copy).exists() && path(&young).exists() && staging.exists());
