@@ -476,6 +476,7 @@ def cloud():
                 blob_url, blobs = blob_backend.blob_url("cloud"), None
             text += f'meta_url = "{pg_server.url}"\n'      # [clc]: its records too
             text += f'[walrus]\nmeta_url = "{pg_server.url}"\nblob_url = "{blob_url}"\n'
+            text += f'[sc]\nmeta_url = "{pg_server.url}"\n'  # the volume records
         cfg.write_text(with_short_guest_shutdown(text))
         extra = ["--config", str(cfg)]
     try:
@@ -487,12 +488,14 @@ def cloud():
             blob_backend.stop()
         raise
     c.dns_port = dns_port
+    c.pg_server = pg_server
     try:
         if pg_server is not None:
             c.blob_root = blobs
             # Walrus and the CLC really are on PostgreSQL: they made their schemas there.
             assert int(pg_server.psql("SELECT count(*) FROM walrus_schema_migrations")) >= 1
             assert int(pg_server.psql("SELECT count(*) FROM clc_schema_migrations")) >= 1
+            assert int(pg_server.psql("SELECT count(*) FROM sc_schema_migrations")) >= 1
         if blob_backend is not None:
             # And its blobs really go to the second S3 server.
             s3, before = c.boto3(), blob_backend.bytes_under("cloud")

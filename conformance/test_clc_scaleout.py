@@ -2,7 +2,8 @@
 database (`[clc] meta_url`): the same EC2 records and the same accounts and keys
 through either; racing creates of one name across both have one winner; the
 instance reconciler runs on one of them at a time (a lease in the database) and
-moves to the other when its holder stops.
+moves to the other when its holder stops. And `euca migrate` of a whole
+single-node cloud (EC2 records, volumes, objects) onto the database.
 
 PostgreSQL is a throwaway server (helpers_pg); skipped without its binaries.
 """
@@ -16,7 +17,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import euca_bin, free_port, parse_env_file, wait_http
+from conftest import Cloud, euca_bin, free_port, parse_env_file, wait_http
 from helpers_pg import SKIP_REASON, pg, pg_bin_dir  # noqa: F401 (pg: the fixture)
 
 pytestmark = pytest.mark.skipif(pg_bin_dir() is None, reason=SKIP_REASON)
@@ -156,3 +157,56 @@ def test_one_reconciler_at_a_time_and_a_stopped_one_hands_over(clcs, pg):
     while holder_pid() != other and time.time() < deadline:
         time.sleep(0.2)
     assert holder_pid() == other
+
+
+def test_migrate_moves_a_whole_single_node_cloud(pg, tmp_path):
+    """`euca migrate` of a stopped `euca up` directory: its accounts, EC2 records,
+    Walrus and the storage controller's volume and snapshot records go to
+    PostgreSQL (blobs to a shared directory); the same directory started on them
+    then serves the key pair, the volume (its bytes still on the SC's disk), the
+    snapshot (a new volume is made from it) and the object, under the old keys."""
+    fast = {"Delay": 1, "MaxAttempts": 60}
+    cfg = tmp_path / "euca.toml"
+    cfg.write_text('[clc]\ndns_listen = "off"\n')
+    cloud = Cloud(tmp_path / "data", free_port(), ["--config", str(cfg)]).start()
+    try:
+        ec2, s3 = cloud.ec2(), cloud.boto3()
+        ec2.create_key_pair(KeyName="moved")
+        vol = ec2.create_volume(AvailabilityZone=f"{cloud.region}a", Size=1)["VolumeId"]
+        ec2.get_waiter("volume_available").wait(VolumeIds=[vol], WaiterConfig=fast)
+        snap = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+        ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[snap], WaiterConfig=fast)
+        s3.create_bucket(Bucket="moved")
+        s3.put_object(Bucket="moved", Key="k", Body=b"moved bytes" * 100)
+    finally:
+        cloud.stop()
+    url = pg.create_database("migrated")
+    blobs = tmp_path / "blobs"
+    r = subprocess.run([euca_bin(), "migrate", "--from", str(tmp_path / "data"),
+                        "--to-meta", url, "--to-blobs", f"file://{blobs}"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "1 volume and 1 snapshot records" in r.stderr, r.stderr
+    assert "[sc] section" in r.stdout, r.stdout
+    assert pg.psql("SELECT kind, id FROM sc_records ORDER BY kind", db="migrated").split() \
+        == [f"snapshots|{snap}", f"volumes|{vol}"]
+    cfg.write_text(f'[clc]\ndns_listen = "off"\nmeta_url = "{url}"\n'
+                   f'[walrus]\nmeta_url = "{url}"\nblob_url = "file://{blobs}"\n'
+                   f'[sc]\nmeta_url = "{url}"\n')
+    cloud.start()
+    try:
+        ec2, s3 = cloud.ec2(), cloud.boto3()
+        assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == ["moved"]
+        v = ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]
+        assert v["State"] == "available" and v["Size"] == 1
+        s = ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]
+        assert s["State"] == "completed" and s["VolumeId"] == vol
+        restored = ec2.create_volume(AvailabilityZone=f"{cloud.region}a",
+                                     SnapshotId=snap)["VolumeId"]
+        ec2.get_waiter("volume_available").wait(VolumeIds=[restored], WaiterConfig=fast)
+        assert s3.get_object(Bucket="moved", Key="k")["Body"].read() == b"moved bytes" * 100
+        # The new volume's record went to PostgreSQL too.
+        assert int(pg.psql(f"SELECT count(*) FROM sc_records WHERE id = '{restored}'",
+                           db="migrated")) == 1
+    finally:
+        cloud.stop()

@@ -42,6 +42,11 @@ def test_volume_snapshot_lifecycle_boto3(cloud, ec2, other):
     assert v["State"] in ("creating", "available")
     assert {"Key": "Name", "Value": "conf vol"} in v["Tags"]
     ec2.get_waiter("volume_available").wait(VolumeIds=[vid], WaiterConfig=FAST)
+    if getattr(cloud, "pg_server", None) is not None:
+        # On the scale-out engines the SC's record of it is in PostgreSQL.
+        rows = cloud.pg_server.psql(
+            f"SELECT sc, kind FROM sc_records WHERE id = '{vid}'")
+        assert rows.split() == ["sc|volumes"], rows
 
     d = ec2.describe_volumes(VolumeIds=[vid])["Volumes"]
     assert len(d) == 1

@@ -90,14 +90,18 @@ EUCA_LAYOUT=split python3 -m pytest -q -p no:cacheprovider "${XDIST[@]}" \
 # conformance/helpers_blobs.py). The files whose outcome depends on the stores'
 # rules rerun there (test_walrus_scaleout.py and test_clc_scaleout.py, two front
 # ends on one database, run in the first pass); test_ec2_images.py's installs take
-# their leases in the database (its kill -9 test needs a private cloud: first pass).
-section "conformance again, on PostgreSQL and a second S3 server ([walrus] meta_url, blob_url; [clc] meta_url)"
+# their leases in the database (its kill -9 test needs a private cloud: first pass);
+# test_ec2_volumes.py's volumes and snapshots are the SC's records there ([sc]
+# meta_url; its awscli runs, the same requests, stay in the first pass).
+section "conformance again, on PostgreSQL and a second S3 server ([walrus] meta_url, blob_url; [clc], [sc] meta_url)"
 EUCA_WALRUS_META=postgres EUCA_WALRUS_BLOBS=s3 python3 -m pytest -q -p no:cacheprovider "${XDIST[@]}" \
   conformance/test_clients.py conformance/test_s3_semantics.py \
   conformance/test_s3_versioning.py conformance/test_s3_tagging_conditional.py \
   conformance/test_s3_object_lock.py conformance/test_ec2_basics.py \
   conformance/test_ec2_keys_groups_tags.py conformance/test_ec2_images.py \
+  conformance/test_ec2_volumes.py \
   --deselect conformance/test_ec2_images.py::test_images_survive_kill9_and_an_interrupted_install_is_failed \
+  --deselect conformance/test_ec2_volumes.py::test_awscli \
   "$@"
 if [ -n "$doc_pid" ]; then
   section "doctests (euca-image, run in the background)"

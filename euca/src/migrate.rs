@@ -1,7 +1,9 @@
 //! `euca migrate`: moves a single-node cloud's Walrus (buckets, objects, versions,
-//! uploads in progress, the SSE-S3 master key), its accounts and keys and its cloud
-//! controller's EC2 records onto PostgreSQL and a shared blob store, checking every blob and every table on the
-//! way (`walrus::migrate` says how). The cloud must be stopped first.
+//! uploads in progress, the SSE-S3 master key), its accounts and keys, its cloud
+//! controller's EC2 records and its storage controller's volume and snapshot records
+//! onto PostgreSQL and a shared blob store, checking every blob and every table on
+//! the way (`walrus::migrate` says how). The cloud must be stopped first. The
+//! volumes' bytes stay where they are: they are the storage controller's disks.
 use anyhow::{Context, Result};
 use clap::Args;
 use euca_identity::IdentityStore;
@@ -26,6 +28,10 @@ pub struct MigrateArgs {
     /// Blobs copied at once.
     #[arg(long, default_value_t = 4)]
     parallel: usize,
+    /// The storage controller's name in the database (`[sc] name`), under which its
+    /// volume and snapshot records are kept.
+    #[arg(long, value_name = "NAME", default_value = "sc")]
+    sc_name: String,
 }
 
 pub async fn migrate(a: MigrateArgs) -> Result<()> {
@@ -94,6 +100,35 @@ pub async fn migrate(a: MigrateArgs) -> Result<()> {
         .await??;
         eprintln!("euca migrate: {records} EC2 records (each read back and compared)");
     }
+    // The storage controller's volume and snapshot records (D/sc/sc.redb), under
+    // its name: `[sc] meta_url` and `name`. The volumes' bytes stay in D/sc.
+    let mut sc_records = None;
+    let sc_path = a.from.join("sc").join("sc.redb");
+    if sc_path.is_file() {
+        let (to, name) = (a.to_meta.clone(), a.sc_name.clone());
+        let counts = tokio::task::spawn_blocking(move || -> Result<(usize, usize)> {
+            let src = euca_sc::state::StateStore::open(&sc_path).with_context(|| {
+                format!(
+                    "opening {} (is the cloud still running? stop it first)",
+                    sc_path.display()
+                )
+            })?;
+            let holder = format!("euca migrate:{}", std::process::id());
+            let dst = euca_sc::state::StateStore::open_postgres(&to, &name, &holder)
+                .context("opening the target database for the volume records")?;
+            let copied = src
+                .copy_into(&dst)
+                .context("copying the storage controller's records");
+            dst.release()?;
+            copied
+        })
+        .await??;
+        eprintln!(
+            "euca migrate: {} volume and {} snapshot records (read back and compared)",
+            counts.0, counts.1
+        );
+        sc_records = Some(counts);
+    }
     let m = walrus::migrate::Migration {
         from: walrus_dir,
         to_meta: a.to_meta.clone(),
@@ -130,9 +165,13 @@ pub async fn migrate(a: MigrateArgs) -> Result<()> {
             a.to_meta
         );
     }
-    println!(
-        "(the storage controller's volumes stay in {}: they do not move to PostgreSQL yet)",
-        a.from.display()
-    );
+    if let Some((volumes, snapshots)) = sc_records {
+        println!(
+            "and the storage controller ([sc] section): meta_url = {:?}, name = {:?} ({volumes} volume and {snapshots} snapshot records moved; the volumes' bytes stay in {})",
+            a.to_meta,
+            a.sc_name,
+            a.from.join("sc").display()
+        );
+    }
     Ok(())
 }

@@ -64,6 +64,16 @@ pub struct ScConfig {
     /// this SC: uploads of this SC are excluded by a lock while it sweeps. Only one
     /// SC may use a bucket.
     pub orphan_chunk_grace_secs: u64,
+    /// Keep the volume and snapshot records in this PostgreSQL database
+    /// (`postgres://user[:password]@host[:port]/dbname`) instead of
+    /// `<data_dir>/sc.redb`, beside the rest of the cloud's state. The volumes'
+    /// bytes stay in `data_dir`.
+    pub meta_url: Option<String>,
+    /// This SC's name in `meta_url`: its records are kept under it, and one SC at a
+    /// time may hold it (SCs sharing a database need different names; a replacement
+    /// with the same name starts once the old one stopped, or 30 s after it died on
+    /// another host).
+    pub name: String,
 }
 
 impl ScConfig {
@@ -114,6 +124,8 @@ impl Default for ScConfig {
             nbd_max_connections: 1024,
             nbd_memory_mib: 256,
             orphan_chunk_grace_secs: 3600,
+            meta_url: None,
+            name: "sc".into(),
         }
     }
 }

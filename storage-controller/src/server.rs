@@ -34,6 +34,8 @@ pub struct ScServer {
     api_max_connections: usize,
     nbd_max_connections: usize,
     edge: ServiceConfig,
+    /// The records, for the lease on them (PostgreSQL).
+    state: StateStore,
     _lock: std::fs::File,
 }
 
@@ -66,7 +68,7 @@ impl ScServer {
             ));
         }
         let nbd_tls = nbd_tls(&cfg)?;
-        let state = StateStore::open(&cfg.data_dir.join("sc.redb"))?;
+        let state = open_state(&cfg)?;
         let volumes = Arc::new(FileVolumeStore::new(cfg.data_dir.join("volumes"))?);
         let nbd_listener = TcpListener::bind(cfg.nbd_listen).await?;
         let iscsi_listener = match cfg.iscsi_listen_addr()? {
@@ -84,7 +86,7 @@ impl ScServer {
         let api_listener = TcpListener::bind(cfg.listen).await?;
         let exports = ExportTable::new();
         let sc = StorageController::open(
-            state,
+            state.clone(),
             volumes,
             chunks,
             exports.clone(),
@@ -116,6 +118,7 @@ impl ScServer {
             api_max_connections: cfg.max_connections,
             nbd_max_connections: cfg.nbd_max_connections,
             edge: ServiceConfig::default(),
+            state,
             _lock: lock,
         })
     }
@@ -149,6 +152,10 @@ impl ScServer {
     /// Serves until `shutdown` turns true; then NBD connections finish their
     /// in-flight requests, and every open volume is flushed.
     pub async fn serve(self, shutdown: watch::Receiver<bool>) {
+        let lease = {
+            let (state, stop) = (self.state.clone(), shutdown.clone());
+            tokio::spawn(async move { state.keep_lease(stop).await })
+        };
         let mut nbd_stop = shutdown.clone();
         let mut nbd = NbdServer::new(self.exports.clone())
             .memory_budget(self.sc.nbd_memory_budget())
@@ -190,7 +197,39 @@ impl ScServer {
             }
         }
         self.sc.flush_all().await;
+        // The lease is given back once the volumes are flushed.
+        let _ = lease.await;
+        let state = self.state.clone();
+        match tokio::task::spawn_blocking(move || state.release()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "giving back the storage controller's lease"),
+            Err(e) => tracing::warn!(error = %e, "giving back the storage controller's lease"),
+        }
     }
+}
+
+/// The SC's records: `<data_dir>/sc.redb`, or the database at `meta_url` under
+/// `name`. A `sc.redb` holding records beside an empty database is refused: those
+/// volumes' records would silently be ignored (`euca migrate` moves them).
+fn open_state(cfg: &ScConfig) -> Result<StateStore, ScError> {
+    let local = cfg.data_dir.join("sc.redb");
+    let Some(url) = &cfg.meta_url else {
+        return StateStore::open(&local);
+    };
+    let dir = cfg.data_dir.canonicalize()?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let holder = format!("{}:{}", host.trim(), dir.display());
+    let state = StateStore::open_postgres(url, &cfg.name, &holder)?;
+    if local.is_file() && !StateStore::open(&local)?.is_empty()? && state.is_empty()? {
+        let _ = state.release();
+        return Err(ScError::IncorrectState(format!(
+            "{} holds volume records and meta_url none for [sc] name {:?}: move them with \
+             `euca migrate`, or set meta_url aside",
+            local.display(),
+            cfg.name
+        )));
+    }
+    Ok(state)
 }
 
 /// The NBD TLS setup `cfg` asks for: the mode from [`ScConfig::nbd_tls_mode`]
@@ -219,5 +258,51 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
         if rx.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Volume, VolumeState};
+
+    /// With `meta_url` set, records left in `sc.redb` are not silently ignored:
+    /// the SC refuses to start until they are moved.
+    #[test]
+    fn records_left_in_redb_beside_an_empty_database_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ScConfig {
+            data_dir: dir.path().to_path_buf(),
+            meta_url: Some(euca_pg::testing::database_url()),
+            ..ScConfig::default()
+        };
+        {
+            let local = StateStore::open(&dir.path().join("sc.redb")).unwrap();
+            assert!(local.is_empty().unwrap());
+        }
+        open_state(&cfg).unwrap().release().unwrap(); // an empty sc.redb is fine
+        let local = StateStore::open(&dir.path().join("sc.redb")).unwrap();
+        local
+            .put_volume(&Volume {
+                id: "vol-0000abcd".into(),
+                size: 1 << 30,
+                state: VolumeState::Available,
+                created: "2026-12-05T00:00:00Z".into(),
+                snapshot_id: None,
+                attachment: None,
+            })
+            .unwrap();
+        drop(local);
+        let err = open_state(&cfg).err().expect("records would be ignored");
+        assert!(err.to_string().contains("euca migrate"), "{err}");
+        // Moved (what `euca migrate` does), the SC starts on them.
+        let local = StateStore::open(&dir.path().join("sc.redb")).unwrap();
+        let url = cfg.meta_url.clone().unwrap();
+        let target = StateStore::open_postgres(&url, "sc", "migrate").unwrap();
+        local.copy_into(&target).unwrap();
+        target.release().unwrap();
+        drop(local);
+        let state = open_state(&cfg).unwrap();
+        assert_eq!(state.volumes().unwrap().len(), 1);
     }
 }
