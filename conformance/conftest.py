@@ -1,7 +1,10 @@
 """Fixtures that start a real `euca up` for the conformance suite (or, with
 EUCA_LAYOUT=split, the same cloud as separate clc/walrus/sc/cc processes). With
 EUCA_WALRUS_META=postgres, the shared cloud's Walrus keeps its metadata in a
-throwaway PostgreSQL (helpers_pg) and its blobs under `blob_url`.
+throwaway PostgreSQL (helpers_pg) and its blobs under `blob_url` (EUCA_WALRUS_BLOBS=s3:
+in a second S3 server), the CLC and SC their records there too, and the S3 client
+tests talk to a second Walrus front end on the same stores (EUCA_S3_FRONT_END=a: to
+the cloud's own).
 
 The binary is taken from $EUCA_BIN, else target/release/euca, else target/debug/euca.
 Each server gets a free loopback port and a temporary data directory, and is always
@@ -283,6 +286,28 @@ class Cloud:
         except OSError:
             return ""
 
+    def use_walrus_front_end(self, url, directory):
+        """Points this cloud's S3 clients (boto3, raw HTTP, `eucarc`'s S3 URLs, and
+        copies under `directory` of its client configs with the S3 endpoint replaced) at another
+        Walrus front end on the same stores; EC2 endpoints in them, the CLC, the SC
+        and `euca` commands stay on this cloud."""
+        old = self.endpoint
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in ("s3cfg", "rclone_conf", "aws_config", "aws_credentials"):
+            src = getattr(self, name)
+            dst = directory / src.name if src.parent.name != "aws" else \
+                directory / "aws" / src.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            text = src.read_text()
+            # s3cfg names the host without the scheme.
+            text = text.replace(old, url).replace(old.split("//", 1)[1], url.split("//", 1)[1])
+            dst.write_text(text)
+            dst.chmod(0o600)
+            setattr(self, name, dst)
+        self.eucarc = {k: v.replace(old, url) for k, v in self.eucarc.items()}
+        self.endpoint = url
+        self.port = int(url.rsplit(":", 1)[1])
+
     # -- helpers ---------------------------------------------------------
     def euca(self, *args, check=True):
         """Runs an admin subcommand of the euca binary against this cloud."""
@@ -445,6 +470,42 @@ def with_short_guest_shutdown(nc_toml):
     return out if n else f"{nc_toml}\n[nc]\n{line}\n"
 
 
+class WalrusFrontEnd:
+    """A running plain `euca walrus --config CONFIG --data DIR` (accounts and keys in
+    its metadata database when CONFIG names one)."""
+
+    def __init__(self, root, config):
+        self.data = root / "walrus-b"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = root / f"walrus-b-{self.port}.log"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [euca_bin(), "walrus", "--config", str(config), "--data", str(self.data),
+                 "--listen", f"127.0.0.1:{self.port}"],
+                stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_walrus_front_end(root, config):
+    fe = WalrusFrontEnd(root, config)
+    try:
+        wait_http(fe.url + "/_health", fe.proc, fe.log_path,
+                  also=fe.data / "credentials" / "s3cfg")
+    except BaseException:
+        fe.stop()
+        raise
+    return fe
+
+
 @pytest.fixture(scope="session")
 def cloud():
     """One shared cloud for tests that only need a running server."""
@@ -474,9 +535,11 @@ def cloud():
                     pg_server.stop()
                     raise
                 blob_url, blobs = blob_backend.blob_url("cloud"), None
+            walrus = f'[walrus]\nmeta_url = "{pg_server.url}"\nblob_url = "{blob_url}"\n'
             text += f'meta_url = "{pg_server.url}"\n'      # [clc]: its records too
-            text += f'[walrus]\nmeta_url = "{pg_server.url}"\nblob_url = "{blob_url}"\n'
+            text += walrus
             text += f'[sc]\nmeta_url = "{pg_server.url}"\n'  # the volume records
+            (Path(tmp) / "walrus-b.toml").write_text(walrus)
         cfg.write_text(with_short_guest_shutdown(text))
         extra = ["--config", str(cfg)]
     try:
@@ -489,6 +552,7 @@ def cloud():
         raise
     c.dns_port = dns_port
     c.pg_server = pg_server
+    front_end_b = None
     try:
         if pg_server is not None:
             c.blob_root = blobs
@@ -504,8 +568,26 @@ def cloud():
             assert blob_backend.bytes_under("cloud") - before >= 1 << 20
             s3.delete_object(Bucket="blob-store-check", Key="k")
             s3.delete_bucket(Bucket="blob-store-check")
+        if pg_server is not None and os.environ.get("EUCA_S3_FRONT_END", "b") == "b":
+            # A second front end (a plain `euca walrus`) on the same database and blob
+            # store serves every S3 client test, while the CLC, the SC and image
+            # installs use the first: the buckets, objects and bundles the tests make
+            # through one are used through the other. EUCA_S3_FRONT_END=a keeps the
+            # clients on the first.
+            front_end_b = start_walrus_front_end(Path(tmp), Path(tmp) / "walrus-b.toml")
+            a = c.boto3()
+            a.create_bucket(Bucket="front-end-check")
+            a.put_object(Bucket="front-end-check", Key="k", Body=b"written through A")
+            c.use_walrus_front_end(front_end_b.url, Path(tmp) / "clients-b")
+            b = c.boto3()
+            assert b.get_object(Bucket="front-end-check", Key="k")["Body"].read() \
+                == b"written through A"
+            b.delete_object(Bucket="front-end-check", Key="k")
+            b.delete_bucket(Bucket="front-end-check")
         yield c
     finally:
+        if front_end_b is not None:
+            front_end_b.stop()
         c.stop()
         if pg_server is not None:
             pg_server.stop()

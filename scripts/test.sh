@@ -84,16 +84,18 @@ EUCA_LAYOUT=split python3 -m pytest -q -p no:cacheprovider "${XDIST[@]}" \
   conformance/test_volumes.py conformance/test_sc_query.py conformance/test_service.py \
   conformance/test_ec2_basics.py conformance/test_ec2_volumes.py \
   conformance/test_ec2_images.py conformance/test_image_cache.py "$@"
-# The scale-out engines: Walrus's metadata, the CLC's records and the accounts in
+# The scale-out engines: Walrus's metadata, the CLC's and SC's records and the accounts in
 # PostgreSQL (a throwaway server per worker, conformance/helpers_pg.py), Walrus's
 # blobs in a second S3 server (blob_url = "s3://...", a plain `euca walrus`:
-# conformance/helpers_blobs.py). The files whose outcome depends on the stores'
+# conformance/helpers_blobs.py), and the S3 client tests talk to a second Walrus
+# front end on them (a plain `euca walrus`) while the CLC and the SC use the
+# cloud's own (conftest.py). The files whose outcome depends on the stores'
 # rules rerun there (test_walrus_scaleout.py and test_clc_scaleout.py, two front
 # ends on one database, run in the first pass); test_ec2_images.py's installs take
 # their leases in the database (its kill -9 test needs a private cloud: first pass);
 # test_ec2_volumes.py's volumes and snapshots are the SC's records there ([sc]
 # meta_url; its awscli runs, the same requests, stay in the first pass).
-section "conformance again, on PostgreSQL and a second S3 server ([walrus] meta_url, blob_url; [clc], [sc] meta_url)"
+section "conformance again, on PostgreSQL and a second S3 server ([walrus] meta_url, blob_url; [clc], [sc] meta_url), S3 clients on a second front end"
 EUCA_WALRUS_META=postgres EUCA_WALRUS_BLOBS=s3 python3 -m pytest -q -p no:cacheprovider "${XDIST[@]}" \
   conformance/test_clients.py conformance/test_s3_semantics.py \
   conformance/test_s3_versioning.py conformance/test_s3_tagging_conditional.py \
