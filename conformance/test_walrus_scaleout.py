@@ -1,10 +1,11 @@
 """Walrus scaled out: two `euca walrus` front ends (A and B) serve the same buckets
 from one PostgreSQL metadata database (`[walrus] meta_url`) and one blob store,
 each with its own --data directory and port, both authenticating through one
-`euca clc` (services.toml). The blob store of the main pair, and of the crash test,
-is a second S3 server (`[walrus] blob_url = "s3://bucket/prefix?endpoint=..."`, a
-plain `euca walrus`: helpers_blobs); the other tests share a directory
-(`blob_url = "file:///..."`).
+`euca clc` (services.toml). The blob store of the main pair, of the crash test and
+of the migration is, in turn, a second S3 server (`[walrus] blob_url =
+"s3://bucket/prefix?endpoint=..."`, a plain `euca walrus`) and Azurite, Microsoft's
+Azure Blob Storage emulator (`blob_url = "az://container/prefix?endpoint=..."`):
+helpers_blobs; the other tests share a directory (`blob_url = "file:///..."`).
 
 What one front end acknowledges, the other serves at once: objects (inline and
 blob), overwrites and deletes, multipart uploads whose parts went through either,
@@ -31,7 +32,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from conftest import euca_bin, free_port, parse_env_file, set_cache_secs, wait_http
-from helpers_blobs import S3Backend
+from helpers_blobs import AzuriteBackend, S3Backend, azurite_path
 from helpers_pg import SKIP_REASON, pg, pg_bin_dir  # noqa: F401 (pg: the fixture)
 from helpers_raw import tree_bytes
 
@@ -173,10 +174,17 @@ class ScaleOut:
         return k["AWS_ACCESS_KEY_ID"], k["AWS_SECRET_ACCESS_KEY"]
 
 
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory):
-    """The second S3 server, where front ends keep their blobs."""
-    be = S3Backend(tmp_path_factory.mktemp("s3backend"))
+@pytest.fixture(scope="module", params=["s3", "azure"])
+def backend(request, tmp_path_factory):
+    """The blob store front ends keep their blobs in: the second S3 server, then
+    Azurite."""
+    if request.param == "azure":
+        if azurite_path() is None:
+            pytest.skip("azurite-blob is not installed (scripts/install-test-deps.sh: npm)")
+        be = AzuriteBackend(tmp_path_factory.mktemp("azurite"))
+    else:
+        be = S3Backend(tmp_path_factory.mktemp("s3backend"))
+    be.kind = request.param
     try:
         yield be.start()
     finally:
@@ -185,7 +193,10 @@ def backend(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def so(pg, backend, tmp_path_factory):
-    s = ScaleOut(tmp_path_factory.mktemp("scaleout"), pg.url, backend, "so")
+    # A database per blob store: metadata naming blobs the other store holds would
+    # be of no use.
+    url = pg.url if backend.kind == "s3" else pg.create_database(f"so_{backend.kind}")
+    s = ScaleOut(tmp_path_factory.mktemp("scaleout"), url, backend, "so")
     try:
         yield s.start()
     finally:
@@ -313,7 +324,7 @@ def test_blob_store_holds_encrypted_and_copied_blobs(so):
     added = {k: v for k, v in so.backend.objects_under(so.prefix).items() if k not in before}
     blob_keys = [k for k in added if "/blobs/" in k]
     assert len(blob_keys) == 1 and added[blob_keys[0]] == len(data), added
-    stored = so.backend.s3().get_object(Bucket="blob-store", Key=blob_keys[0])["Body"].read()
+    stored = so.backend.read(blob_keys[0])
     assert stored != data and data[:4096] not in stored
     assert f"{so.prefix}/sse-master.key" in so.backend.objects_under(so.prefix)
     got = b.get_object(Bucket=bucket, Key="secret")

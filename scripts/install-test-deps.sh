@@ -100,12 +100,25 @@ if [ ${#pip_pkgs[@]} -gt 0 ]; then
   $PY -m pip install -q "${pip_pkgs[@]}"
 fi
 
+# Azurite, Microsoft's Azure Storage emulator (npm): the `az://` blob store of
+# conformance/test_walrus_scaleout.py. Node from Debian if there is none.
+if ! command -v azurite-blob >/dev/null; then
+  if ! command -v npm >/dev/null; then
+    echo "install-test-deps: apt-get install nodejs npm"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends nodejs npm
+  fi
+  echo "install-test-deps: npm install -g azurite@3.37.0"
+  npm install -g --no-fund --no-audit --loglevel=error azurite@3.37.0
+fi
+
 # cargo-fuzz drives the fuzz targets in fuzz/ (scripts/fuzz.sh); it runs on stable
 # Rust with RUSTC_BOOTSTRAP=1, so no nightly toolchain is needed.
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 
 # Fail loudly if anything is still missing.
-for c in rclone /usr/bin/aws curl iscsi-inq iscsi-ls iscsi-readcapacity16 nbdinfo nbdcopy nbdsh nbdkit fio qemu-img qemu-io qemu-nbd qemu-system-x86_64 cpio lz4 script c++ cargo-fuzz; do command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 1; }; done
+for c in rclone /usr/bin/aws curl iscsi-inq iscsi-ls iscsi-readcapacity16 nbdinfo nbdcopy nbdsh nbdkit fio qemu-img qemu-io qemu-nbd qemu-system-x86_64 cpio lz4 script c++ cargo-fuzz azurite-blob; do command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 1; }; done
 $PY -c 'import pytest, boto3, awscli, S3, requests, hypothesis' || { echo "missing python test deps" >&2; exit 1; }
 command -v s3cmd >/dev/null || { echo "missing: s3cmd on PATH" >&2; exit 1; }
 /usr/bin/python3 -c 'import nbd' || { echo "missing: python3-libnbd for /usr/bin/python3" >&2; exit 1; }

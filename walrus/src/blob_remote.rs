@@ -1,14 +1,22 @@
-//! Blob stores elsewhere than a local directory: `blob_url = "s3://bucket/prefix?…"`
-//! (any S3-compatible service) through `object_store`'s S3 client, which we drive
-//! with the project's own HTTP stack (hyper, and OpenSSL for `https://` endpoints
-//! through hyper-openssl) rather than a second one.
+//! Blob stores elsewhere than a local directory, through `object_store`'s clients,
+//! which we drive with the project's own HTTP stack (hyper, and OpenSSL for
+//! `https://` endpoints through hyper-openssl) rather than a second one:
 //!
-//! The URL's query takes `object_store`'s S3 settings by name (`endpoint`, `region`,
-//! `virtual_hosted_style_request`, `checksum_algorithm`, …); credentials come from
-//! the usual `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (or any other
-//! `AWS_*` setting object_store reads) in the environment, or from the query
-//! (`access_key_id`, `secret_access_key`) for a test. An `http://` endpoint is
-//! allowed without saying so: the operator typed it.
+//! - `s3://bucket/prefix?…`: any S3-compatible service. The query takes
+//!   `object_store`'s S3 settings by name (`endpoint`, `region`,
+//!   `virtual_hosted_style_request`, `checksum_algorithm`, …); credentials come from
+//!   the usual `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (or any other `AWS_*`
+//!   setting object_store reads) in the environment, or from the query
+//!   (`access_key_id`, `secret_access_key`) for a test.
+//! - `az://container/prefix?…`: Azure Blob Storage (or Azurite). The query takes the
+//!   Azure settings by name (`account_name`, `access_key`, `endpoint`,
+//!   `use_emulator`, …); the environment's `AZURE_*` settings (e.g.
+//!   `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`) apply too.
+//! - `gs://bucket/prefix?…`: Google Cloud Storage. The query takes the GCS settings
+//!   by name (`service_account`, `service_account_key`, …); the environment's
+//!   `GOOGLE_*` settings apply too (e.g. `GOOGLE_APPLICATION_CREDENTIALS`).
+//!
+//! An `http://` endpoint is allowed without saying so: the operator typed it.
 use async_trait::async_trait;
 use http_body_util::BodyExt;
 use hyper_openssl::client::legacy::HttpsConnector;
@@ -16,10 +24,12 @@ use hyper_util::client::legacy::connect::HttpConnector as TcpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::client::{
     ClientOptions, HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest,
     HttpRequestBody, HttpResponse, HttpResponseBody, HttpService,
 };
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::prefix::PrefixStore;
 use object_store::ObjectStore;
 use std::sync::Arc;
@@ -46,37 +56,89 @@ pub enum RemoteError {
 /// Opens the store a non-`file://` `blob_url` names.
 pub fn open(blob_url: &str) -> Result<Arc<dyn ObjectStore>, RemoteError> {
     let url = url::Url::parse(blob_url)?;
-    match url.scheme() {
-        "s3" | "s3a" => open_s3(&url),
-        other => Err(RemoteError::Invalid(format!(
-            "blob stores of scheme {other}:// are not supported (s3:// for any S3-compatible service, file:///dir)"
-        ))),
+    let store: Arc<dyn ObjectStore> = match url.scheme() {
+        "s3" | "s3a" => {
+            let mut b = AmazonS3Builder::from_env()
+                .with_bucket_name(container(&url)?)
+                .with_http_connector(Connector)
+                .with_retry(retry());
+            for (key, value) in settings::<AmazonS3ConfigKey>(&url, "S3")? {
+                if matches!(key, AmazonS3ConfigKey::Endpoint) && value.starts_with("http://") {
+                    b = b.with_allow_http(true);
+                }
+                b = b.with_config(key, value);
+            }
+            prefixed(b.build()?, &url)?
+        }
+        "az" | "azure" => {
+            let mut b = MicrosoftAzureBuilder::from_env()
+                .with_container_name(container(&url)?)
+                .with_http_connector(Connector)
+                .with_retry(retry());
+            for (key, value) in settings::<AzureConfigKey>(&url, "Azure")? {
+                if matches!(key, AzureConfigKey::Endpoint) && value.starts_with("http://") {
+                    b = b.with_allow_http(true);
+                }
+                b = b.with_config(key, value);
+            }
+            prefixed(b.build()?, &url)?
+        }
+        "gs" => {
+            let mut b = GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(container(&url)?)
+                .with_http_connector(Connector)
+                .with_retry(retry());
+            for (key, value) in settings::<GoogleConfigKey>(&url, "GCS")? {
+                b = b.with_config(key, value);
+            }
+            prefixed(b.build()?, &url)?
+        }
+        other => {
+            return Err(RemoteError::Invalid(format!(
+                "blob stores of scheme {other}:// are not supported (s3:// for any \
+                 S3-compatible service, az:// for Azure Blob Storage, gs:// for Google \
+                 Cloud Storage, file:///dir)"
+            )))
+        }
+    };
+    Ok(store)
+}
+
+fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: Default::default(),
+        max_retries: 5,
+        retry_timeout: RETRY_FOR,
     }
 }
 
-fn open_s3(url: &url::Url) -> Result<Arc<dyn ObjectStore>, RemoteError> {
-    let bucket = url
-        .host_str()
-        .filter(|b| !b.is_empty())
-        .ok_or_else(|| RemoteError::Invalid("s3:// needs a bucket: s3://bucket/prefix".into()))?;
-    let mut b = AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .with_http_connector(Connector)
-        .with_retry(object_store::RetryConfig {
-            backoff: Default::default(),
-            max_retries: 5,
-            retry_timeout: RETRY_FOR,
-        });
-    for (k, v) in url.query_pairs() {
-        let key: AmazonS3ConfigKey = k
-            .parse()
-            .map_err(|_| RemoteError::Invalid(format!("unknown S3 setting {k:?} in the query")))?;
-        if matches!(key, AmazonS3ConfigKey::Endpoint) && v.starts_with("http://") {
-            b = b.with_allow_http(true);
-        }
-        b = b.with_config(key, v.into_owned());
-    }
-    let store = b.build()?;
+/// The bucket (container) the URL's host names.
+fn container(url: &url::Url) -> Result<&str, RemoteError> {
+    url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| {
+        RemoteError::Invalid(format!(
+            "{0}:// needs a bucket: {0}://bucket/prefix",
+            url.scheme()
+        ))
+    })
+}
+
+/// The query's settings, each a known key of the store's (`what` names it).
+fn settings<K: std::str::FromStr>(
+    url: &url::Url,
+    what: &str,
+) -> Result<Vec<(K, String)>, RemoteError> {
+    url.query_pairs()
+        .map(|(k, v)| {
+            let key = k.parse().map_err(|_| {
+                RemoteError::Invalid(format!("unknown {what} setting {k:?} in the query"))
+            })?;
+            Ok((key, v.into_owned()))
+        })
+        .collect()
+}
+
+/// `store` under the URL's key prefix, if it names one.
+fn prefixed<S: ObjectStore>(store: S, url: &url::Url) -> Result<Arc<dyn ObjectStore>, RemoteError> {
     Ok(match key_prefix(url)? {
         None => Arc::new(store),
         Some(prefix) => Arc::new(PrefixStore::new(store, prefix)),
@@ -170,8 +232,34 @@ mod tests {
 
     #[test]
     fn urls_name_a_known_store_and_known_settings() {
-        assert!(refused("gs://b/p").contains("not supported"));
+        assert!(refused("wasb://b/p").contains("not supported"));
         assert!(refused("s3:///prefix").contains("needs a bucket"));
+        assert!(refused("az:///prefix").contains("az:// needs a bucket"));
+        assert!(refused("gs:///prefix").contains("gs:// needs a bucket"));
+        assert!(refused("az://c/p?account_name=a&no_such_setting=1").contains("Azure setting"));
+        assert!(refused("gs://b/p?no_such_setting=1").contains("GCS setting"));
+        assert!(refused("az://c/a//b?use_emulator=true").contains("segment"));
+        open("az://c/some/prefix?account_name=a&access_key=a2V5&endpoint=http://127.0.0.1:1")
+            .expect("a complete az:// URL opens (nothing is contacted yet)");
+        open("az://c/p?use_emulator=true").expect("Azurite's defaults");
+        // A service account key as Google's tools write it (its RSA key is read when
+        // the store is built).
+        let rsa = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).expect("rsa"))
+            .expect("pkey");
+        let pem = String::from_utf8(rsa.private_key_to_pem_pkcs8().expect("pem")).expect("utf8");
+        let key = serde_json::json!({
+            "type": "service_account",
+            "client_email": "walrus@project.iam.gserviceaccount.com",
+            "private_key": pem,
+            "private_key_id": "k1",
+        })
+        .to_string();
+        assert!(refused("gs://b/p?service_account_key=x").contains("service account"));
+        let gs = format!(
+            "gs://b/p?service_account_key={}",
+            percent_encoding::utf8_percent_encode(&key, percent_encoding::NON_ALPHANUMERIC)
+        );
+        open(&gs).expect("a complete gs:// URL opens (nothing is contacted yet)");
         assert!(
             refused("s3://b/p?endpoint=http://h:1&no_such_setting=1").contains("no_such_setting")
         );

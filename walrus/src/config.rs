@@ -20,8 +20,9 @@ pub struct WalrusConfig {
     pub meta_max_connections: usize,
     /// Object bytes somewhere else than the data directory: `file:///absolute/path`
     /// (a directory every front end shares, e.g. over NFS; written with fsync), or
-    /// `s3://bucket/prefix?endpoint=…&region=…` (any S3-compatible store; see
-    /// `blob_remote.rs`). The SSE-S3 master key lives there too, so every
+    /// `s3://bucket/prefix?endpoint=…&region=…` (any S3-compatible store),
+    /// `az://container/prefix?…` (Azure Blob Storage), `gs://bucket/prefix?…`
+    /// (Google Cloud Storage); see `blob_remote.rs`. The SSE-S3 master key lives there too, so every
     /// front end decrypts alike.
     pub blob_url: Option<String>,
     /// The region clients sign for and buckets report.
