@@ -136,27 +136,27 @@ def test_racing_creates_of_one_name_have_one_winner(clcs):
 
 def test_one_reconciler_at_a_time_and_a_stopped_one_hands_over(clcs, pg):
     """Runs last in this file: it stops one of the pair."""
-    def holder_pid():
+    def holder():
         rows = pg.psql("SELECT holder FROM clc_leases WHERE name = 'reconciler'", db="clcs")
         rows = [ln for ln in rows.splitlines() if ln.strip()]
         assert len(rows) <= 1, rows
-        # host:pid:random
-        return int(rows[0].split(":")[1]) if rows else None
+        # host:data directory (the CLC's own, under its --data)
+        return rows[0].split(":", 1)[1] if rows else None
 
-    by_pid = {c.proc.pid: c for c in clcs}
-    first = holder_pid()
-    assert first in by_pid, (first, list(by_pid))
+    by_dir = {str((c.data / "clc").resolve()): c for c in clcs}
+    first = holder()
+    assert first in by_dir, (first, list(by_dir))
     # It keeps it while it runs (renewed every pass; the other never takes it).
     time.sleep(2)
-    assert holder_pid() == first
-    by_pid[first].stop()
-    other = next(pid for pid in by_pid if pid != first)
+    assert holder() == first
+    by_dir[first].stop()
+    other = next(d for d in by_dir if d != first)
     # A stopped CLC gives the lease back: the other takes it at its next pass
     # (one second apart), not the lease's 10 s later.
     deadline = time.time() + 5
-    while holder_pid() != other and time.time() < deadline:
+    while holder() != other and time.time() < deadline:
         time.sleep(0.2)
-    assert holder_pid() == other
+    assert holder() == other
 
 
 def test_migrate_moves_a_whole_single_node_cloud(pg, tmp_path):

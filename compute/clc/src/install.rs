@@ -11,9 +11,10 @@
 //! The signer's certificate is `<data>/credentials/<account name>-cert.pem` (today
 //! `euca up` makes one for the admin only); without one the image fails with a
 //! `stateReason` saying so. An install interrupted by a restart is not resumed:
-//! [`crate::Clc::fail_interrupted_installs`] marks it `failed` (register again): on
-//! start-up, and with records several cloud controllers share, once its lease
-//! ([`lease_name`], held by the process running it) lapses.
+//! [`crate::Clc::fail_interrupted_installs`] marks it `failed` (register again) on
+//! start-up; with records several cloud controllers share, an install whose CLC
+//! died is failed by another once its lease ([`lease_name`], held under the
+//! running CLC's name) lapses ([`crate::Clc::fail_abandoned_installs`]).
 use crate::error::Ec2Error;
 use crate::model::{Image, ImageState};
 use crate::store::{Db, Write};

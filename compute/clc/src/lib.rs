@@ -68,22 +68,43 @@ pub struct Clc {
     nets: RwLock<BTreeMap<String, euca_compute_proto::net::ClusterNet>>,
     /// What the dynamic DNS answers, rebuilt whenever addresses change.
     pub(crate) dns_index: RwLock<Arc<dns::Index>>,
-    /// This process's name in leases on shared records (host, pid, a random
-    /// part): the reconciler's, and each running install's.
+    /// This cloud controller's name in leases on shared records (its host and
+    /// data directory, which [`Clc::open`] locks): the reconciler's, and each
+    /// running install's. The same after a restart, so a restarted CLC takes its
+    /// leases back at once.
     pub(crate) holder: String,
+    /// The lock on the data directory (one process per directory, so one per
+    /// holder name).
+    _lock: std::fs::File,
 }
 
 type Clock = Box<dyn Fn() -> time::OffsetDateTime + Send + Sync>;
 
-/// A name for this process in leases: unique across hosts and restarts.
-fn lease_holder() -> String {
+/// Locks `data_dir` for this process (created if missing) and names it in leases:
+/// the host and the directory, unique among running cloud controllers and the
+/// same for this one after a restart.
+fn lock_data_dir(data_dir: &Path) -> Result<(std::fs::File, String), Ec2Error> {
+    use std::os::fd::AsRawFd;
+    let io = |e: std::io::Error| {
+        Ec2Error::internal(format!("cloud controller data {}: {e}", data_dir.display()))
+    };
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join("lock"))
+        .map_err(io)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(Ec2Error::internal(format!(
+            "{} is in use by another cloud controller",
+            data_dir.display()
+        )));
+    }
+    let dir = data_dir.canonicalize().map_err(io)?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!(
-        "{}:{}:{:016x}",
-        host.trim(),
-        std::process::id(),
-        rand::random::<u64>()
-    )
+    Ok((lock, format!("{}:{}", host.trim(), dir.display())))
 }
 
 impl Clc {
@@ -94,6 +115,7 @@ impl Clc {
         endpoint: &str,
         config: ClcConfig,
     ) -> Result<Clc, Ec2Error> {
+        let (lock, holder) = lock_data_dir(data_dir)?;
         let store: Arc<dyn store::RecordStore> = match &config.meta_url {
             Some(url) => Arc::new(store_pg::PgRecordStore::open(url, 8)?),
             None => Arc::new(store::RedbStore::open(&data_dir.join("clc.redb"))?),
@@ -113,7 +135,8 @@ impl Clc {
             config,
             nets: RwLock::new(BTreeMap::new()),
             dns_index: RwLock::new(Arc::new(dns_index)),
-            holder: lease_holder(),
+            holder,
+            _lock: lock,
         })
     }
 
@@ -269,14 +292,29 @@ impl Clc {
     }
 
     /// Marks every image still `pending` whose install was interrupted (the
-    /// process running it stopped) as `failed`; returns how many. With records of
-    /// its own, that is every pending image: call once at start-up, before
-    /// serving. With records other cloud controllers share (`meta_url`), each
+    /// process running it stopped) as `failed`; returns how many. Call once at
+    /// start-up, before serving. With records of its own, that is every pending
+    /// image. With records other cloud controllers share (`meta_url`), each
     /// running install holds a lease ([`install::lease_name`], renewed while it
-    /// runs), and only images whose lease lapsed are marked; the reconciler's
-    /// holder also calls this every minute, so an install cut short by a CLC's
-    /// death fails within about [`install::LEASE_TTL`] plus a minute.
+    /// runs), and only images whose lease lapsed, or is still held by this CLC's
+    /// name (its own installs, cut short by its restart), are marked.
     pub fn fail_interrupted_installs(&self) -> Result<usize, Ec2Error> {
+        self.fail_installs_without_holder(&self.holder)
+    }
+
+    /// [`Clc::fail_interrupted_installs`] while serving, with shared records (the
+    /// reconciler's holder runs it every minute): only images whose lease lapsed
+    /// are marked, so an install cut short by another CLC's death fails within
+    /// about [`install::LEASE_TTL`] plus a minute, and this CLC's own running
+    /// installs are left alone.
+    pub fn fail_abandoned_installs(&self) -> Result<usize, Ec2Error> {
+        // A name no running install holds its lease under.
+        self.fail_installs_without_holder(&format!("{}#sweep", self.holder))
+    }
+
+    /// Fails the pending images whose install lease `taker` can take (free,
+    /// lapsed, or already `taker`'s).
+    fn fail_installs_without_holder(&self, taker: &str) -> Result<usize, Ec2Error> {
         let store = self.db.store().clone();
         let mut pending = Vec::new();
         let mut after: Option<String> = None;
@@ -292,7 +330,7 @@ impl Clc {
                 if o.record.state == model::ImageState::Pending
                     && store.lease(
                         &install::lease_name(&o.record.id),
-                        &self.holder,
+                        taker,
                         install::LEASE_TTL,
                     )?
                 {
@@ -312,9 +350,14 @@ impl Clc {
                     message: "the install was interrupted by a restart of the cloud controller; register the image again".into(),
                 }),
             )?;
-            store.release_lease(&install::lease_name(id), &self.holder)?;
+            store.release_lease(&install::lease_name(id), taker)?;
         }
         Ok(pending.len())
+    }
+
+    /// This cloud controller's name in leases on shared records.
+    pub fn lease_holder(&self) -> &str {
+        &self.holder
     }
 
     /// The availability zone this cloud's cluster serves.

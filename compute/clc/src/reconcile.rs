@@ -30,6 +30,10 @@
 //!   every [`SWEEP_EVERY`] passes it also gives back address and MAC records whose
 //!   holder is gone ([`sweep_leaks`]),
 //! - removes terminated instances an hour after they ended.
+//!
+//! With records several cloud controllers share, only the holder of the
+//! `reconciler` lease runs passes; the others rebuild their DNS index from the
+//! records every [`DNS_REFRESH_EVERY`] intervals.
 use crate::actions::attachments::{release_volume, set_attachment};
 use crate::actions::instances::{delete_instance, drive_launch, in_flight, TERMINATED_KEPT_SECS};
 use crate::cluster::ClusterApi;
@@ -45,6 +49,11 @@ use std::time::Duration;
 
 /// How often a pass runs without being asked.
 pub const INTERVAL: Duration = Duration::from_secs(1);
+
+/// With records shared by several cloud controllers, one that does not hold the
+/// reconciler's lease rebuilds its DNS index from the records every this many
+/// intervals, so its DNS answers for the addresses the others gave out.
+pub const DNS_REFRESH_EVERY: u64 = 5;
 
 /// How long a guest of this cloud with no instance record may run before the
 /// reconciler terminates it (seconds).
@@ -81,11 +90,21 @@ pub fn spawn(
 async fn run(clc: &Arc<Clc>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let holder = clc.holder.clone();
     let mut passes: u64 = 0;
+    let mut idle: u64 = 0;
     loop {
         if *shutdown.borrow() {
             return;
         }
         if !holds_lease(clc, &holder).await {
+            // Another CLC reconciles (and its DNS follows every pass); this one
+            // changes addresses only through its own actions, so its DNS reads
+            // the others' from the records now and then.
+            if idle.is_multiple_of(DNS_REFRESH_EVERY) {
+                if let Err(e) = crate::netstate::refresh_dns(clc).await {
+                    tracing::warn!(error = %e, "rebuilding the DNS index");
+                }
+            }
+            idle = idle.wrapping_add(1);
             tokio::select! {
                 _ = tokio::time::sleep(INTERVAL) => {}
                 r = shutdown.changed() => if r.is_err() { return },
@@ -100,7 +119,7 @@ async fn run(clc: &Arc<Clc>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
             // another one may still be running; with its own, start-up did it).
             if clc.db.store().shared() {
                 let c = clc.clone();
-                match blocking(move || c.fail_interrupted_installs()).await {
+                match blocking(move || c.fail_abandoned_installs()).await {
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::warn!(images = n, "failed installs whose cloud controller stopped")

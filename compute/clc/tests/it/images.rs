@@ -446,3 +446,43 @@ fn shared_records_fail_only_installs_whose_holder_stopped() {
         .unwrap());
     assert_eq!(a.fail_interrupted_installs().unwrap(), 0);
 }
+
+/// With shared records, the periodic sweep of the reconciler's holder leaves the
+/// installs its own CLC is running alone; a CLC restarted on the same data
+/// directory (same lease name) fails its own interrupted installs at start-up
+/// instead of after their leases lapse; a second process on that directory is
+/// refused.
+#[test]
+fn own_installs_are_spared_while_running_and_failed_at_restart() {
+    let url = euca_pg::testing::database_url();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || ClcConfig {
+        meta_url: Some(url.clone()),
+        ..Default::default()
+    };
+    let a = common::open_with(dir.path(), cfg());
+    a.db.insert_new(
+        "111111111111",
+        &pending_image("emi-000000cc", ImageState::Pending),
+    )
+    .unwrap();
+    euca_clc::install::claim(&a.db, a.lease_holder(), "emi-000000cc").unwrap();
+    let state = |c: &Clc| {
+        c.db.get::<Image>("emi-000000cc")
+            .unwrap()
+            .unwrap()
+            .record
+            .state
+    };
+    assert_eq!(a.fail_abandoned_installs().unwrap(), 0);
+    assert_eq!(state(&a), ImageState::Pending);
+    let err = Clc::open(dir.path(), "eucalyptus", "http://127.0.0.1:1/", cfg())
+        .err()
+        .expect("a second CLC on one directory");
+    assert!(err.to_string().contains("in use"), "{err}");
+    // It dies with the install's lease live for 30 s more, and starts again.
+    drop(a);
+    let again = common::open_with(dir.path(), cfg());
+    assert_eq!(again.fail_interrupted_installs().unwrap(), 1);
+    assert_eq!(state(&again), ImageState::Failed);
+}

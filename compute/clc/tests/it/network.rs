@@ -1118,3 +1118,59 @@ async fn release_from_a_stale_copy_lets_go_of_a_later_elastic_ip() {
     associate(&clc, &eip, &i2).await;
     assert_eq!(rec(&clc, &i2).public_ip, Some(ip(&eip)));
 }
+
+/// Two cloud controllers on one database: the one not holding the reconciler's
+/// lease learns from the records the addresses the other gave out, so its DNS
+/// answers for instances launched through the other.
+#[tokio::test]
+async fn dns_of_a_second_clc_follows_the_shared_records() {
+    let url = euca_pg::testing::database_url();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cfg = || ClcConfig {
+        meta_url: Some(url.clone()),
+        ..Default::default()
+    };
+    let (a, _fake) = setup_with(da.path(), managed(2), cfg());
+    let b = Arc::new(common::open_with(
+        db.path(),
+        ClcConfig {
+            zone: Some(ZONE.into()),
+            dns_domain: "cloud.test".into(),
+            ..cfg()
+        },
+    ));
+    // A reconciles; B's reconciler task only waits for the lease.
+    assert!(a
+        .db
+        .store()
+        .lease(
+            "reconciler",
+            a.lease_holder(),
+            std::time::Duration::from_secs(120)
+        )
+        .unwrap());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = euca_clc::reconcile::spawn(b.clone(), stopped);
+    run(&a, A, &[]).await.unwrap();
+    let name = "euca-10-10-0-2.eucalyptus.internal.";
+    assert!(matches!(
+        a.dns().answer(name, RecordType::A),
+        euca_clc::dns::Answer::A(_)
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match b.dns().answer(name, RecordType::A) {
+            euca_clc::dns::Answer::A(ip) => {
+                assert_eq!(ip, self::ip("10.10.0.2"));
+                break;
+            }
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "B's DNS never learned A's instance: {other:?}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
