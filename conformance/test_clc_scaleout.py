@@ -140,8 +140,8 @@ def test_one_reconciler_at_a_time_and_a_stopped_one_hands_over(clcs, pg):
         rows = pg.psql("SELECT holder FROM clc_leases WHERE name = 'reconciler'", db="clcs")
         rows = [ln for ln in rows.splitlines() if ln.strip()]
         assert len(rows) <= 1, rows
-        # host:data directory (the CLC's own, under its --data)
-        return rows[0].split(":", 1)[1] if rows else None
+        # host:data directory:id (the directory is the CLC's own, under its --data)
+        return rows[0].split(":")[1] if rows else None
 
     by_dir = {str((c.data / "clc").resolve()): c for c in clcs}
     first = holder()
@@ -188,6 +188,8 @@ def test_migrate_moves_a_whole_single_node_cloud(pg, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "1 volume and 1 snapshot records" in r.stderr, r.stderr
     assert "[sc] section" in r.stdout, r.stdout
+    sc_dir = tmp_path / "data" / "sc"
+    assert (sc_dir / "sc.redb.migrated").is_file() and not (sc_dir / "sc.redb").exists()
     assert pg.psql("SELECT kind, id FROM sc_records ORDER BY kind", db="migrated").split() \
         == [f"snapshots|{snap}", f"volumes|{vol}"]
     cfg.write_text(f'[clc]\ndns_listen = "off"\nmeta_url = "{url}"\n'

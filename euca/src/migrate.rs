@@ -136,6 +136,14 @@ pub async fn migrate(a: MigrateArgs) -> Result<()> {
         parallel: a.parallel,
     };
     let r = walrus::migrate::migrate(&m, &|line| eprintln!("euca migrate: {line}")).await?;
+    // Everything is copied: the SC's local records step aside, so an SC started
+    // on the database never takes them for records left behind.
+    if sc_records.is_some() {
+        let from = a.from.join("sc").join("sc.redb");
+        let to = a.from.join("sc").join("sc.redb.migrated");
+        std::fs::rename(&from, &to)
+            .with_context(|| format!("renaming {} to {}", from.display(), to.display()))?;
+    }
     let rows: usize = r.tables.iter().map(|(_, n)| n).sum();
     let objects = r
         .tables
@@ -167,7 +175,7 @@ pub async fn migrate(a: MigrateArgs) -> Result<()> {
     }
     if let Some((volumes, snapshots)) = sc_records {
         println!(
-            "and the storage controller ([sc] section): meta_url = {:?}, name = {:?} ({volumes} volume and {snapshots} snapshot records moved; the volumes' bytes stay in {})",
+            "and the storage controller ([sc] section): meta_url = {:?}, name = {:?} ({volumes} volume and {snapshots} snapshot records moved, sc.redb renamed sc.redb.migrated; the volumes' bytes stay in {})",
             a.to_meta,
             a.sc_name,
             a.from.join("sc").display()

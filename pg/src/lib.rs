@@ -129,6 +129,63 @@ pub fn take_lease(
     Ok(!rows.is_empty())
 }
 
+/// Renews the lease `name` in `table` only if `holder` still has it (expired or
+/// not): never takes it anew. `false` once another took it or it was given back,
+/// after which a holder that lost it must stop acting on what the lease guards.
+pub fn extend_lease(
+    client: &mut impl GenericClient,
+    table: &'static str,
+    name: &str,
+    holder: &str,
+    ttl: Duration,
+) -> Result<bool, postgres::Error> {
+    let n = client.execute(
+        &format!(
+            "UPDATE {table} SET expires = now() + $3::float8 * interval '1 millisecond'
+             WHERE name = $1 AND holder = $2"
+        ),
+        &[&name, &holder, &(ttl.as_millis() as f64)],
+    )?;
+    Ok(n == 1)
+}
+
+/// A name in leases for the process that owns the data directory `dir`: its host,
+/// the directory, and a random id kept in `<dir>/lease-id` (made at first use,
+/// durably). The same after a restart, so a restarted service takes its leases
+/// back at once; different on another machine even with the same host name and
+/// path. The caller holds `dir` exclusively (a lock), so one process has each name.
+pub fn lease_holder(dir: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Write;
+    let path = dir.join("lease-id");
+    let valid = |s: &str| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let id = match std::fs::read_to_string(&path) {
+        Ok(s) if valid(s.trim()) => s.trim().to_string(),
+        Ok(_) => {
+            return Err(std::io::Error::other(format!(
+                "{} is not a lease id",
+                path.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = format!("{:016x}", rand::random::<u64>());
+            let tmp = dir.join("lease-id.tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(format!("{id}\n").as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(dir)?.sync_all()?;
+            id
+        }
+        Err(e) => return Err(e),
+    };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    Ok(format!(
+        "{}:{}:{id}",
+        host.trim(),
+        dir.canonicalize()?.display()
+    ))
+}
+
 /// Gives up the lease `name` in `table` if `holder` has it.
 pub fn drop_lease(
     client: &mut impl GenericClient,
@@ -441,6 +498,27 @@ mod tests {
         for _ in 0..4 {
             assert_ne!(pid(&pool), before);
         }
+    }
+
+    /// A data directory's lease name stays across restarts (the id is kept
+    /// there) and differs from another directory's.
+    #[test]
+    fn lease_holder_is_stable_per_directory() {
+        let (a, b) = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
+        let first = lease_holder(a.path()).expect("holder");
+        assert_eq!(lease_holder(a.path()).expect("again"), first);
+        assert!(first.contains(&a.path().canonicalize().expect("path").display().to_string()));
+        assert_ne!(lease_holder(b.path()).expect("other"), first);
+        // A copy of the directory elsewhere keeps the id but not the path.
+        std::fs::copy(a.path().join("lease-id"), b.path().join("lease-id")).expect("copy");
+        let copied = lease_holder(b.path()).expect("copied");
+        assert_ne!(copied, first);
+        assert_eq!(copied.rsplit(':').next(), first.rsplit(':').next());
+        std::fs::write(a.path().join("lease-id"), "not an id\n").expect("write");
+        assert!(lease_holder(a.path()).is_err());
     }
 
     /// A synchronous wait for the database on the runtime's only worker leaves

@@ -36,6 +36,9 @@ pub struct ScServer {
     edge: ServiceConfig,
     /// The records, for the lease on them (PostgreSQL).
     state: StateStore,
+    /// Ends the lease's renewals (once the volumes are flushed), and their task.
+    lease_stop: watch::Sender<bool>,
+    lease_task: tokio::task::JoinHandle<()>,
     _lock: std::fs::File,
 }
 
@@ -69,6 +72,13 @@ impl ScServer {
         }
         let nbd_tls = nbd_tls(&cfg)?;
         let state = open_state(&cfg)?;
+        // Renewed from now on: start-up (recovery, `euca up` waiting for the other
+        // services) may take longer than the lease.
+        let (lease_stop, stop) = watch::channel(false);
+        let lease_task = {
+            let state = state.clone();
+            tokio::spawn(async move { state.keep_lease(stop).await })
+        };
         let volumes = Arc::new(FileVolumeStore::new(cfg.data_dir.join("volumes"))?);
         let nbd_listener = TcpListener::bind(cfg.nbd_listen).await?;
         let iscsi_listener = match cfg.iscsi_listen_addr()? {
@@ -119,6 +129,8 @@ impl ScServer {
             nbd_max_connections: cfg.nbd_max_connections,
             edge: ServiceConfig::default(),
             state,
+            lease_stop,
+            lease_task,
             _lock: lock,
         })
     }
@@ -152,10 +164,6 @@ impl ScServer {
     /// Serves until `shutdown` turns true; then NBD connections finish their
     /// in-flight requests, and every open volume is flushed.
     pub async fn serve(self, shutdown: watch::Receiver<bool>) {
-        let lease = {
-            let (state, stop) = (self.state.clone(), shutdown.clone());
-            tokio::spawn(async move { state.keep_lease(stop).await })
-        };
         let mut nbd_stop = shutdown.clone();
         let mut nbd = NbdServer::new(self.exports.clone())
             .memory_budget(self.sc.nbd_memory_budget())
@@ -197,8 +205,9 @@ impl ScServer {
             }
         }
         self.sc.flush_all().await;
-        // The lease is given back once the volumes are flushed.
-        let _ = lease.await;
+        // The lease is renewed until the volumes are flushed, then given back.
+        let _ = self.lease_stop.send(true);
+        let _ = self.lease_task.await;
         let state = self.state.clone();
         match tokio::task::spawn_blocking(move || state.release()).await {
             Ok(Ok(())) => {}
@@ -216,20 +225,25 @@ fn open_state(cfg: &ScConfig) -> Result<StateStore, ScError> {
     let Some(url) = &cfg.meta_url else {
         return StateStore::open(&local);
     };
-    let dir = cfg.data_dir.canonicalize()?;
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let holder = format!("{}:{}", host.trim(), dir.display());
+    let holder = euca_pg::lease_holder(&cfg.data_dir)?;
     let state = StateStore::open_postgres(url, &cfg.name, &holder)?;
-    if local.is_file() && !StateStore::open(&local)?.is_empty()? && state.is_empty()? {
-        let _ = state.release();
-        return Err(ScError::IncorrectState(format!(
-            "{} holds volume records and meta_url none for [sc] name {:?}: move them with \
-             `euca migrate`, or set meta_url aside",
-            local.display(),
-            cfg.name
-        )));
+    let left_behind = || -> Result<bool, ScError> {
+        Ok(local.is_file() && !StateStore::open(&local)?.is_empty()? && state.is_empty()?)
+    };
+    match left_behind() {
+        Ok(false) => Ok(state),
+        refused => {
+            let _ = state.release();
+            refused?;
+            Err(ScError::IncorrectState(format!(
+                "{} holds volume records and meta_url none for [sc] name {:?}: move them \
+                 with `euca migrate` (which renames the file once they are copied), or set \
+                 meta_url aside",
+                local.display(),
+                cfg.name
+            )))
+        }
     }
-    Ok(state)
 }
 
 /// The NBD TLS setup `cfg` asks for: the mode from [`ScConfig::nbd_tls_mode`]

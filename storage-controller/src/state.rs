@@ -167,32 +167,52 @@ impl StateStore {
     }
 
     /// Renews the lease on this SC's name (PostgreSQL) every third of
-    /// [`LEASE_TTL`] until `shutdown` turns true ([`StateStore::release`] gives it
-    /// back). A renewal that finds another holder is logged: this SC's writes are
-    /// refused from then on. Returns at once on redb.
-    pub async fn keep_lease(&self, mut shutdown: watch::Receiver<bool>) {
+    /// [`LEASE_TTL`] until `stop` turns true (or its sender is gone;
+    /// [`StateStore::release`] gives it back). A renewal only extends the lease
+    /// while it still names this SC: once another SC took it (or it was given
+    /// back), renewals end for good and every write of this SC is refused.
+    /// Returns at once on redb.
+    pub async fn keep_lease(&self, mut stop: watch::Receiver<bool>) {
         let Backend::Postgres(st) = &self.backend else {
             return;
         };
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(LEASE_TTL / 3) => {}
-                _ = shutdown.wait_for(|s| *s) => return,
+                _ = stop.wait_for(|s| *s) => return,
             }
             let (lease, me) = (st.lease(), st.holder.clone());
             let renewed = st
                 .pool
                 .run(move |c: &mut Conn| {
-                    euca_pg::take_lease(&mut c.client, "sc_leases", &lease, &me, LEASE_TTL)
+                    euca_pg::extend_lease(&mut c.client, "sc_leases", &lease, &me, LEASE_TTL)
                         .map_err(db_err)
                 })
                 .await;
             match renewed {
                 Ok(true) => {}
-                Ok(false) => tracing::error!(name = %st.name, "{}", lost_lease(&st.name)),
+                Ok(false) => {
+                    tracing::error!(name = %st.name, "{}", lost_lease(&st.name));
+                    return;
+                }
                 Err(e) => tracing::warn!(error = %e, "renewing the storage controller's lease"),
             }
         }
+    }
+
+    /// [`StateStore::keep_lease`] once, now (tests).
+    #[cfg(test)]
+    fn renew(&self) -> bool {
+        let Backend::Postgres(st) = &self.backend else {
+            return true;
+        };
+        let (lease, me) = (st.lease(), st.holder.clone());
+        st.pool
+            .run_blocking(move |c: &mut Conn| {
+                euca_pg::extend_lease(&mut c.client, "sc_leases", &lease, &me, LEASE_TTL)
+                    .map_err(db_err)
+            })
+            .unwrap()
     }
 
     /// Gives back the lease on this SC's name (PostgreSQL), so a replacement can
@@ -291,8 +311,10 @@ impl StateStore {
                     id.to_string(),
                 );
                 let held = st.pool.run_blocking(move |c: &mut Conn| {
+                    // FOR SHARE: an SC taking the lease over waits for this write
+                    // to commit, so none lands after the hand-over.
                     const HELD: &str = "WITH held AS (SELECT 1 FROM sc_leases
-                        WHERE name = $4 AND holder = $5 AND expires > now())";
+                        WHERE name = $4 AND holder = $5 AND expires > now() FOR SHARE)";
                     let row = match &value {
                         Some(v) => c.client.query_one(
                             &format!(
@@ -497,9 +519,17 @@ mod tests {
         assert_eq!(new.volume("vol-00000001").unwrap().unwrap().size, 1);
         assert!(new.volume("vol-00000002").unwrap().is_none());
         new.put_volume(&volume("vol-00000001", 5)).unwrap();
-        // Given back, the name is free at once.
+        assert!(
+            !old.renew(),
+            "the replaced SC's renewal must not take the lease back"
+        );
+        // Given back, the name is free at once (for another SC; the replaced one
+        // renews nothing and still writes nothing).
         new.release().unwrap();
+        assert!(!old.renew());
+        assert!(old.put_volume(&volume("vol-00000001", 8)).is_err());
         let third = StateStore::open_postgres(&url, "sc", "host-3:/var/sc").unwrap();
+        assert!(third.renew());
         assert_eq!(third.volume("vol-00000001").unwrap().unwrap().size, 5);
     }
 

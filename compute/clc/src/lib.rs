@@ -68,8 +68,8 @@ pub struct Clc {
     nets: RwLock<BTreeMap<String, euca_compute_proto::net::ClusterNet>>,
     /// What the dynamic DNS answers, rebuilt whenever addresses change.
     pub(crate) dns_index: RwLock<Arc<dns::Index>>,
-    /// This cloud controller's name in leases on shared records (its host and
-    /// data directory, which [`Clc::open`] locks): the reconciler's, and each
+    /// This cloud controller's name in leases on shared records (its host, its
+    /// data directory, which [`Clc::open`] locks, and an id kept there): the reconciler's, and each
     /// running install's. The same after a restart, so a restarted CLC takes its
     /// leases back at once.
     pub(crate) holder: String,
@@ -80,9 +80,10 @@ pub struct Clc {
 
 type Clock = Box<dyn Fn() -> time::OffsetDateTime + Send + Sync>;
 
-/// Locks `data_dir` for this process (created if missing) and names it in leases:
-/// the host and the directory, unique among running cloud controllers and the
-/// same for this one after a restart.
+/// Locks `data_dir` for this process (created if missing) and names it in leases
+/// ([`euca_pg::lease_holder`]: the host, the directory and an id kept there),
+/// unique among running cloud controllers and the same for this one after a
+/// restart.
 fn lock_data_dir(data_dir: &Path) -> Result<(std::fs::File, String), Ec2Error> {
     use std::os::fd::AsRawFd;
     let io = |e: std::io::Error| {
@@ -102,9 +103,8 @@ fn lock_data_dir(data_dir: &Path) -> Result<(std::fs::File, String), Ec2Error> {
             data_dir.display()
         )));
     }
-    let dir = data_dir.canonicalize().map_err(io)?;
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    Ok((lock, format!("{}:{}", host.trim(), dir.display())))
+    let holder = euca_pg::lease_holder(data_dir).map_err(io)?;
+    Ok((lock, holder))
 }
 
 impl Clc {

@@ -100,7 +100,7 @@ async fn run(clc: &Arc<Clc>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
             // changes addresses only through its own actions, so its DNS reads
             // the others' from the records now and then.
             if idle.is_multiple_of(DNS_REFRESH_EVERY) {
-                if let Err(e) = crate::netstate::refresh_dns(clc).await {
+                if let Err(e) = crate::netstate::refresh_nets_and_dns(clc).await {
                     tracing::warn!(error = %e, "rebuilding the DNS index");
                 }
             }

@@ -1130,7 +1130,7 @@ async fn dns_of_a_second_clc_follows_the_shared_records() {
         meta_url: Some(url.clone()),
         ..Default::default()
     };
-    let (a, _fake) = setup_with(da.path(), managed(2), cfg());
+    let (a, fake) = setup_with(da.path(), managed(2), cfg());
     let b = Arc::new(common::open_with(
         db.path(),
         ClcConfig {
@@ -1139,6 +1139,7 @@ async fn dns_of_a_second_clc_follows_the_shared_records() {
             ..cfg()
         },
     ));
+    assert!(b.set_cluster_api(ZONE, fake.clone()));
     // A reconciles; B's reconciler task only waits for the lease.
     assert!(a
         .db
@@ -1162,6 +1163,12 @@ async fn dns_of_a_second_clc_follows_the_shared_records() {
         match b.dns().answer(name, RecordType::A) {
             euca_clc::dns::Answer::A(ip) => {
                 assert_eq!(ip, self::ip("10.10.0.2"));
+                // It knows the zone's ranges too: an unused address of them is
+                // NXDOMAIN, not REFUSED.
+                assert_eq!(
+                    b.dns().answer("9.0.10.10.in-addr.arpa.", RecordType::PTR),
+                    euca_clc::dns::Answer::NxDomain
+                );
                 break;
             }
             other => assert!(
