@@ -120,6 +120,18 @@ def wait_http(url, proc, log_path, timeout=30, also=None):
     raise RuntimeError(f"{url} not up in {timeout}s: {tail()}")
 
 
+def stop_process(proc, sig=signal.SIGTERM, timeout=15):
+    """Sends `sig` to `proc` if it still runs and waits for it; SIGKILL after
+    `timeout` seconds."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def free_port():
     for _ in range(1000):
         port = random.randint(*_PORT_RANGE)
@@ -486,13 +498,7 @@ class WalrusFrontEnd:
                 stdout=log, stderr=subprocess.STDOUT)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def start_walrus_front_end(root, config):

@@ -17,7 +17,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import Cloud, euca_bin, free_port, parse_env_file, wait_http
+from conftest import Cloud, euca_bin, free_port, parse_env_file, stop_process, wait_http
 from helpers_pg import SKIP_REASON, pg, pg_bin_dir  # noqa: F401 (pg: the fixture)
 
 pytestmark = pytest.mark.skipif(pg_bin_dir() is None, reason=SKIP_REASON)
@@ -44,13 +44,7 @@ class Clc:
         return self
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def ec2(self, ak=None, sk=None):
         return boto3.client("ec2", endpoint_url=self.url, region_name="us-east-1",

@@ -31,7 +31,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import euca_bin, free_port, parse_env_file, set_cache_secs, wait_http
+from conftest import (euca_bin, free_port, parse_env_file, set_cache_secs, stop_process,
+                      wait_http)
 from helpers_blobs import AzuriteBackend, S3Backend, azurite_path
 from helpers_pg import SKIP_REASON, pg, pg_bin_dir  # noqa: F401 (pg: the fixture)
 from helpers_raw import tree_bytes
@@ -81,13 +82,7 @@ class FrontEnd:
         return self.spawn().wait_ready(timeout)
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig, timeout)
         self.proc = None
 
     def kill9(self):
