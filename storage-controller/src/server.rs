@@ -230,7 +230,11 @@ fn open_state(cfg: &ScConfig) -> Result<StateStore, ScError> {
     let left_behind = || -> Result<bool, ScError> {
         Ok(local.is_file() && !StateStore::open(&local)?.is_empty()? && state.is_empty()?)
     };
-    match left_behind() {
+    let checks = || -> Result<bool, ScError> {
+        state.claim_snapshot_bucket(&cfg.snapshot_bucket)?;
+        left_behind()
+    };
+    match checks() {
         Ok(false) => Ok(state),
         refused => {
             let _ = state.release();

@@ -27,10 +27,16 @@ use tokio::sync::watch;
 const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("../migrations/postgres/0001_records.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("../migrations/postgres/0001_records.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("../migrations/postgres/0002_snapshot_buckets.sql"),
+    },
+];
 
 /// How long an SC's lease on its name lasts unless renewed (every third of it).
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
@@ -159,6 +165,41 @@ impl StateStore {
         Ok(Self {
             backend: Backend::Postgres(Arc::new(st)),
         })
+    }
+
+    /// Records `bucket` as this SC's snapshot bucket in the database, refused if
+    /// another SC there keeps its snapshots in it: each SC sweeps the chunks its
+    /// own manifests do not name, so two sharing a bucket would delete each
+    /// other's. Nothing on redb (one SC, nobody to ask).
+    pub fn claim_snapshot_bucket(&self, bucket: &str) -> Result<(), ScError> {
+        let Backend::Postgres(st) = &self.backend else {
+            return Ok(());
+        };
+        let (name, b) = (st.name.clone(), bucket.to_string());
+        let owner: String = st.pool.run_blocking(move |c: &mut Conn| {
+            c.client
+                .execute(
+                    "INSERT INTO sc_snapshot_buckets (bucket, sc) VALUES ($1, $2)
+                     ON CONFLICT (bucket) DO NOTHING",
+                    &[&b, &name],
+                )
+                .map_err(db_err)?;
+            let row = c
+                .client
+                .query_one(
+                    "SELECT sc FROM sc_snapshot_buckets WHERE bucket = $1",
+                    &[&b],
+                )
+                .map_err(db_err)?;
+            Ok::<_, ScError>(row.get(0))
+        })?;
+        if owner != st.name {
+            return Err(ScError::IncorrectState(format!(
+                "snapshot bucket {bucket:?} is storage controller {owner:?}'s (in meta_url): \
+                 give each SC its own [sc] snapshot_bucket"
+            )));
+        }
+        Ok(())
     }
 
     /// Whether the store holds no record at all (of this SC, in PostgreSQL).
@@ -491,6 +532,13 @@ mod tests {
         assert_eq!(a.volume("vol-0000000a").unwrap().unwrap().size, 3);
         assert_eq!(b.volume("vol-0000000a").unwrap().unwrap().size, 9);
         assert!(StateStore::open_postgres(&url, "", "h").is_err());
+        // Each keeps its snapshots in a bucket of its own.
+        a.claim_snapshot_bucket("euca-snapshots").unwrap();
+        a.claim_snapshot_bucket("euca-snapshots").unwrap(); // again, at a restart
+        let err = b.claim_snapshot_bucket("euca-snapshots").unwrap_err();
+        assert!(err.to_string().contains("\"zone-a\"'s"), "{err}");
+        b.claim_snapshot_bucket("euca-snapshots-b").unwrap();
+        local.claim_snapshot_bucket("euca-snapshots").unwrap(); // redb: nobody to ask
     }
 
     #[test]
