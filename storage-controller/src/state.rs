@@ -9,11 +9,14 @@
 //! several SCs (one per zone) can share one database. The name is held by a lease
 //! (`sc:<name>` in `sc_leases`, [`LEASE_TTL`], renewed by
 //! [`StateStore::keep_lease`]): an SC refuses to start while another holds its
-//! name, and every write is one statement that lands only while this SC still
-//! holds the lease, so an SC that lost it (frozen past the TTL while a
-//! replacement took over) cannot overwrite the replacement's records. The holder
-//! is the host and the data directory: an SC restarted after `kill -9` takes its
-//! own lease back at once.
+//! name; renewals only extend a lease that still names this SC; and every write is
+//! one statement that lands only while this SC still holds the lease, so an SC
+//! that lost it (frozen past the TTL while a replacement took over) cannot
+//! overwrite the replacement's records, even after the replacement stops. The
+//! holder is the host, the data directory and an id kept there
+//! ([`euca_pg::lease_holder`]): an SC restarted after `kill -9` takes its own
+//! lease back at once. Each SC also claims its snapshot bucket
+//! ([`StateStore::claim_snapshot_bucket`]).
 use crate::error::ScError;
 use crate::model::{Snapshot, Volume};
 use euca_pg::{Conn, Migration, Pool};
@@ -80,7 +83,7 @@ struct PgState {
     pool: Pool,
     /// The SC's name: its records' key and its lease's.
     name: String,
-    /// Who holds the lease: this SC's host and data directory.
+    /// Who holds the lease: this SC's host, data directory and lease id.
     holder: String,
 }
 
