@@ -209,10 +209,11 @@ impl ScServer {
         let _ = self.lease_stop.send(true);
         let _ = self.lease_task.await;
         let state = self.state.clone();
-        match tokio::task::spawn_blocking(move || state.release()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "giving back the storage controller's lease"),
-            Err(e) => tracing::warn!(error = %e, "giving back the storage controller's lease"),
+        let released = tokio::task::spawn_blocking(move || state.release())
+            .await
+            .unwrap_or_else(|e| Err(ScError::State(e.to_string())));
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "giving back the storage controller's lease");
         }
     }
 }

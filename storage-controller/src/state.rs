@@ -91,6 +91,15 @@ impl PgState {
     fn lease(&self) -> String {
         format!("sc:{}", self.name)
     }
+
+    /// Extends the lease if it still names this SC (blocks).
+    fn extend(&self) -> Result<bool, ScError> {
+        let (lease, me) = (self.lease(), self.holder.clone());
+        self.pool.run_blocking(move |c: &mut Conn| {
+            euca_pg::extend_lease(&mut c.client, "sc_leases", &lease, &me, LEASE_TTL)
+                .map_err(db_err)
+        })
+    }
 }
 
 fn db_err(e: impl std::fmt::Display) -> ScError {
@@ -225,15 +234,11 @@ impl StateStore {
                 _ = tokio::time::sleep(LEASE_TTL / 3) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            let (lease, me) = (st.lease(), st.holder.clone());
-            let renewed = st
-                .pool
-                .run(move |c: &mut Conn| {
-                    euca_pg::extend_lease(&mut c.client, "sc_leases", &lease, &me, LEASE_TTL)
-                        .map_err(db_err)
-                })
-                .await;
-            match renewed {
+            let st2 = st.clone();
+            match tokio::task::spawn_blocking(move || st2.extend())
+                .await
+                .unwrap_or_else(|e| Err(db_err(e)))
+            {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::error!(name = %st.name, "{}", lost_lease(&st.name));
@@ -244,19 +249,13 @@ impl StateStore {
         }
     }
 
-    /// [`StateStore::keep_lease`] once, now (tests).
+    /// One renewal of [`StateStore::keep_lease`], now (tests).
     #[cfg(test)]
     fn renew(&self) -> bool {
-        let Backend::Postgres(st) = &self.backend else {
-            return true;
-        };
-        let (lease, me) = (st.lease(), st.holder.clone());
-        st.pool
-            .run_blocking(move |c: &mut Conn| {
-                euca_pg::extend_lease(&mut c.client, "sc_leases", &lease, &me, LEASE_TTL)
-                    .map_err(db_err)
-            })
-            .unwrap()
+        match &self.backend {
+            Backend::Postgres(st) => st.extend().unwrap(),
+            Backend::Redb(_) => true,
+        }
     }
 
     /// Gives back the lease on this SC's name (PostgreSQL), so a replacement can
@@ -440,13 +439,9 @@ impl StateStore {
                 })?;
                 to.put(table, id, v)?;
             }
+            // Both list by id in byte order (redb's keys; COLLATE "C").
             let theirs: Vec<serde_json::Value> = to.all(table)?;
-            let by_id = |v: &Vec<serde_json::Value>| {
-                let mut v = v.clone();
-                v.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-                v
-            };
-            if by_id(&mine) != by_id(&theirs) {
+            if mine != theirs {
                 return Err(ScError::State(format!(
                     "the copied {} differ from the source when read back",
                     table.name()
