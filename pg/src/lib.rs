@@ -11,6 +11,17 @@
 //!   lock, recorded in `<prefix>_schema_migrations`; a database newer than the binary
 //!   is refused.
 //! - [`is_retryable`]: the errors after which a SERIALIZABLE transaction is re-run.
+//! - Bounded waits: every connection runs with `lock_timeout` ([`LOCK_TIMEOUT`]),
+//!   `statement_timeout` ([`STATEMENT_TIMEOUT`]) and
+//!   `idle_in_transaction_session_timeout` (60 s), so a front end frozen in a
+//!   transaction (or a runaway statement) holds others up for seconds, not forever;
+//!   a job that waited over [`QUEUE_WAIT_MAX`] for a connection thread, or whose
+//!   caller stopped waiting, is not run. All of these end in [`PgError::Busy`] (or a
+//!   driver error for which [`is_busy`] holds), which the services answer with a
+//!   503 their clients retry. The URL's own `options` (`?options=-c%20lock_timeout%3D…`)
+//!   override these.
+//! - [`Pool::listen`]: `LISTEN` on a connection of its own, for caches that must
+//!   drop what another process changed.
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -35,8 +46,34 @@ pub enum PgError {
     },
     #[error("postgresql: connection threads stopped")]
     Stopped,
+    /// The database did not answer in time (a lock or statement timeout, or no
+    /// connection thread free for too long): retry later.
+    #[error("postgresql: busy: {0}")]
+    Busy(String),
     #[error("postgresql: {0}")]
     Other(String),
+}
+
+/// Errors that can say whether the database was busy ([`is_busy`]): the services
+/// answer those with a 503 their clients retry.
+pub trait Busy {
+    fn is_busy(&self) -> bool;
+}
+
+impl Busy for postgres::Error {
+    fn is_busy(&self) -> bool {
+        is_busy(self)
+    }
+}
+
+impl Busy for PgError {
+    fn is_busy(&self) -> bool {
+        match self {
+            PgError::Busy(_) => true,
+            PgError::Db(e) => is_busy(e),
+            _ => false,
+        }
+    }
 }
 
 /// One schema change: applied once, in version order, in one transaction.
@@ -79,13 +116,73 @@ impl Statements {
     }
 }
 
-/// Work for a connection thread.
-type Job = Box<dyn FnOnce(&mut Option<Conn>, &postgres::Config) + Send>;
+/// How long a statement waits for a lock before it fails ([`is_busy`]).
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one statement may run before the server cancels it ([`is_busy`]).
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a job may wait for a connection thread before it fails unrun
+/// ([`PgError::Busy`]): its caller's client has long given up.
+pub const QUEUE_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Work for a connection thread: the connection slot, the config, and when the
+/// job was queued.
+type Job = Box<dyn FnOnce(&mut Option<Conn>, &postgres::Config, Instant) + Send>;
 
 /// Connection threads on one database.
 #[derive(Clone)]
 pub struct Pool {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<(Job, Instant)>,
+    config: Arc<postgres::Config>,
+    /// Held by every clone: a [`Pool::listen`] thread ends once all are gone.
+    alive: Arc<()>,
+}
+
+/// What a [`Pool::listen`] thread reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenEvent {
+    /// Listening (again): notifications from now on are delivered; changes made
+    /// before may have been missed.
+    Listening,
+    /// A notification on the channel.
+    Notified,
+    /// The listening connection broke or stopped answering: notifications may be
+    /// missed until the next [`ListenEvent::Listening`].
+    Lost,
+}
+
+/// Where a job's result goes.
+trait Reply<R>: Send + 'static {
+    /// Whether the caller stopped waiting (the job need not run).
+    fn gone(&self) -> bool {
+        false
+    }
+    fn deliver(self, r: R);
+}
+
+impl<R: Send + 'static> Reply<R> for oneshot::Sender<R> {
+    fn gone(&self) -> bool {
+        self.is_closed()
+    }
+    fn deliver(self, r: R) {
+        let _ = oneshot::Sender::send(self, r);
+    }
+}
+
+/// A synchronous caller blocks until the answer comes: never gone.
+impl<R: Send + 'static> Reply<R> for mpsc::Sender<R> {
+    fn deliver(self, r: R) {
+        let _ = mpsc::Sender::send(&self, r);
+    }
+}
+
+/// Whether a statement failed because the database was busy rather than because
+/// of what it asked: a lock wait or the statement itself timed out. Retrying later
+/// may succeed.
+pub fn is_busy(e: &postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::QUERY_CANCELED
+    )
 }
 
 /// Whether a transaction that failed with `e` should be re-run: a serialization
@@ -270,10 +367,18 @@ impl Pool {
         // about a minute, and ends a transaction left idle for one.
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
-        if config.get_options().is_none() {
-            config.options("-c idle_in_transaction_session_timeout=60000");
-        }
-        let (jobs, rx) = mpsc::channel::<Job>();
+        // Ours first: settings in the URL's own `options` come later and win.
+        let ours = format!(
+            "-c idle_in_transaction_session_timeout=60000 -c lock_timeout={} -c statement_timeout={}",
+            LOCK_TIMEOUT.as_millis(),
+            STATEMENT_TIMEOUT.as_millis()
+        );
+        let options = match config.get_options() {
+            Some(theirs) => format!("{ours} {theirs}"),
+            None => ours,
+        };
+        config.options(&options);
+        let (jobs, rx) = mpsc::channel::<(Job, Instant)>();
         let rx = Arc::new(Mutex::new(rx));
         for n in 0..connections.max(1) {
             let (rx, config) = (rx.clone(), config.clone());
@@ -286,11 +391,11 @@ impl Pool {
                             Ok(rx) => rx.recv(),
                             Err(_) => return,
                         };
-                        let Ok(job) = job else { return };
+                        let Ok((job, queued)) = job else { return };
                         // A panicking job (a bug) must not take the thread with it:
                         // its caller sees the reply dropped, the connection is
                         // dropped too, and the thread goes on.
-                        let run = std::panic::AssertUnwindSafe(|| job(&mut conn, &config));
+                        let run = std::panic::AssertUnwindSafe(|| job(&mut conn, &config, queued));
                         if std::panic::catch_unwind(run).is_err() {
                             conn = None;
                         }
@@ -298,32 +403,86 @@ impl Pool {
                 })
                 .map_err(|e| PgError::Other(e.to_string()))?;
         }
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            config: Arc::new(config),
+            alive: Arc::new(()),
+        })
     }
 
-    fn send<T, E, F>(
-        &self,
-        f: F,
-        reply: impl FnOnce(Result<T, E>) + Send + 'static,
-    ) -> Result<(), PgError>
+    /// Queues `f`; `reply` gets its result. A job whose caller stopped waiting
+    /// ([`Reply::gone`]) is not run (a request whose client hung up changes
+    /// nothing), and one that waited over [`QUEUE_WAIT_MAX`] fails unrun.
+    fn send<T, E, F>(&self, f: F, reply: impl Reply<Result<T, E>>) -> Result<(), PgError>
     where
         T: Send + 'static,
         E: From<PgError> + Send + 'static,
         F: FnOnce(&mut Conn) -> Result<T, E> + Send + 'static,
     {
+        let job: Job = Box::new(move |slot, config, queued| {
+            if reply.gone() {
+                return;
+            }
+            let waited = queued.elapsed();
+            if waited > QUEUE_WAIT_MAX {
+                let busy = PgError::Busy(format!("no connection free for {} s", waited.as_secs()));
+                reply.deliver(Err(busy.into()));
+                return;
+            }
+            let r = match connection(slot, config) {
+                Ok(conn) => {
+                    let r = f(conn);
+                    conn.last_used = Instant::now();
+                    r
+                }
+                Err(e) => Err(e.into()),
+            };
+            reply.deliver(r);
+        });
         self.jobs
-            .send(Box::new(move |slot, config| {
-                let r = match connection(slot, config) {
-                    Ok(conn) => {
-                        let r = f(conn);
-                        conn.last_used = Instant::now();
-                        r
-                    }
-                    Err(e) => Err(e.into()),
-                };
-                reply(r);
-            }))
+            .send((job, Instant::now()))
             .map_err(|_| PgError::Stopped)
+    }
+
+    /// Listens on `channel` (an SQL identifier) on a connection of its own, on a
+    /// thread that calls `on_event` for each notification and each change of the
+    /// connection's state. A connection that breaks, or does not answer a check
+    /// after 5 quiet seconds, is reported [`ListenEvent::Lost`] and reopened (every
+    /// second until it opens). The thread ends once every clone of this pool is gone.
+    pub fn listen(
+        &self,
+        channel: &'static str,
+        on_event: impl Fn(ListenEvent) + Send + 'static,
+    ) -> Result<(), PgError> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let (config, alive) = (self.config.clone(), Arc::downgrade(&self.alive));
+        std::thread::Builder::new()
+            .name(format!("pg-listen-{channel}"))
+            .spawn(move || {
+                while alive.strong_count() > 0 {
+                    if let Ok(mut client) = config.connect(NoTls) {
+                        if client.batch_execute(&format!("LISTEN {channel}")).is_ok() {
+                            on_event(ListenEvent::Listening);
+                            while alive.strong_count() > 0 {
+                                let next = client
+                                    .notifications()
+                                    .timeout_iter(Duration::from_secs(5))
+                                    .next();
+                                match next {
+                                    Ok(Some(_)) => on_event(ListenEvent::Notified),
+                                    Ok(None) if client.is_valid(Duration::from_secs(5)).is_ok() => {
+                                    }
+                                    _ => break,
+                                }
+                            }
+                            on_event(ListenEvent::Lost);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })
+            .map_err(|e| PgError::Other(e.to_string()))?;
+        Ok(())
     }
 
     /// Runs `f` on a connection thread.
@@ -334,9 +493,7 @@ impl Pool {
         F: FnOnce(&mut Conn) -> Result<T, E> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        self.send(f, move |r| {
-            let _ = tx.send(r);
-        })?;
+        self.send(f, tx)?;
         rx.await.map_err(|_| PgError::Stopped)?
     }
 
@@ -348,9 +505,7 @@ impl Pool {
         F: FnOnce(&mut Conn) -> Result<T, E> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel();
-        self.send(f, move |r| {
-            let _ = tx.send(r);
-        })?;
+        self.send(f, tx)?;
         off_worker(|| rx.recv().map_err(|_| PgError::Stopped))?
     }
 }
@@ -394,9 +549,7 @@ impl Pool {
                 // ends the loop below.
                 f(conn, &ask)
             },
-            move |r| {
-                let _ = r_tx.send(r);
-            },
+            r_tx,
         )?;
         off_worker(|| {
             while let Ok(q) = q_rx.recv() {
@@ -419,6 +572,9 @@ fn migrate(
     let lock = prefix.bytes().fold(0x6575_6361_i64, |h, b| {
         h.wrapping_mul(131).wrapping_add(i64::from(b))
     });
+    // Another process may hold the lock through a long migration: wait for it,
+    // and let the migrations themselves take as long as they need.
+    client.batch_execute("SET lock_timeout = 0; SET statement_timeout = 0")?;
     client.execute("SELECT pg_advisory_lock($1)", &[&lock])?;
     let r = (|| {
         let table = format!("{prefix}_schema_migrations");
@@ -460,6 +616,7 @@ fn migrate(
         Ok(())
     })();
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&lock]);
+    let _ = client.batch_execute("RESET lock_timeout; RESET statement_timeout");
     r
 }
 
@@ -498,6 +655,110 @@ mod tests {
         for _ in 0..4 {
             assert_ne!(pid(&pool), before);
         }
+    }
+
+    /// Every connection waits for locks and statements a bounded time, and the
+    /// URL's own options win over ours; a lock wait that times out is [`is_busy`].
+    #[test]
+    fn waits_are_bounded_and_the_url_may_change_the_bounds() {
+        let url = testing::database_url();
+        let show = |pool: &Pool, what: &'static str| -> String {
+            pool.run_blocking(move |c| {
+                Ok::<_, PgError>(c.client.query_one(&format!("SHOW {what}"), &[])?.get(0))
+            })
+            .expect("show")
+        };
+        let pool = Pool::open_blocking(&url, "euca-pg-bounds", 1, "t", &[]).expect("open");
+        assert_eq!(show(&pool, "lock_timeout"), "10s");
+        assert_eq!(show(&pool, "statement_timeout"), "30s");
+        assert_eq!(show(&pool, "idle_in_transaction_session_timeout"), "1min");
+
+        let quick = format!("{url}?options=-c%20lock_timeout%3D200");
+        let pool = Pool::open_blocking(&quick, "euca-pg-bounds", 1, "t", &[]).expect("open");
+        assert_eq!(show(&pool, "lock_timeout"), "200ms");
+        assert_eq!(show(&pool, "statement_timeout"), "30s");
+        pool.run_blocking(|c| {
+            c.client
+                .batch_execute("CREATE TABLE held (n int)")
+                .map_err(PgError::from)
+        })
+        .expect("create");
+        let mut holder = url
+            .parse::<postgres::Config>()
+            .expect("url")
+            .connect(NoTls)
+            .expect("holder");
+        let mut tx = holder.transaction().expect("begin");
+        tx.batch_execute("LOCK TABLE held IN ACCESS EXCLUSIVE MODE")
+            .expect("lock");
+        let started = Instant::now();
+        let e = pool
+            .run_blocking(|c| {
+                c.client
+                    .execute("INSERT INTO held VALUES (1)", &[])
+                    .map_err(PgError::from)
+            })
+            .expect_err("a held lock times out");
+        assert!(e.is_busy(), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        tx.rollback().expect("rollback");
+        pool.run_blocking(|c| {
+            c.client
+                .execute("INSERT INTO held VALUES (1)", &[])
+                .map_err(PgError::from)
+        })
+        .expect("free again");
+    }
+
+    /// A job whose caller stopped waiting before a connection was free is never
+    /// run: a request whose client went away changes nothing.
+    #[test]
+    fn jobs_of_callers_that_gave_up_are_not_run() {
+        let url = testing::database_url();
+        let pool = Pool::open_blocking(&url, "euca-pg-gone", 1, "t", &[]).expect("open");
+        pool.run_blocking(|c| {
+            c.client
+                .batch_execute("CREATE TABLE done (n int)")
+                .map_err(PgError::from)
+        })
+        .expect("create");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            // The only connection is busy for 0.5 s.
+            let first = pool.clone();
+            let busy = tokio::spawn(async move {
+                first
+                    .run(|c| {
+                        c.client
+                            .batch_execute("SELECT pg_sleep(0.5)")
+                            .map_err(PgError::from)
+                    })
+                    .await
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let gave_up = tokio::time::timeout(
+                Duration::from_millis(100),
+                pool.run(|c| {
+                    c.client
+                        .execute("INSERT INTO done VALUES (1)", &[])
+                        .map_err(PgError::from)
+                }),
+            )
+            .await;
+            assert!(gave_up.is_err(), "the insert waited for the connection");
+            busy.await.expect("join").expect("sleep");
+            // A job queued after the abandoned one runs, so that one had its turn.
+            let n: i64 = pool
+                .run(|c| {
+                    Ok::<_, PgError>(c.client.query_one("SELECT count(*) FROM done", &[])?.get(0))
+                })
+                .await
+                .expect("count");
+            assert_eq!(n, 0, "the abandoned insert ran");
+        });
     }
 
     /// A data directory's lease name stays across restarts (the id is kept

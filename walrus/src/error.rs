@@ -170,6 +170,14 @@ impl From<MetaError> for S3Error {
                 409,
                 "A conflicting operation replaced the object while this request was made; try again.",
             ),
+            MetaError::Busy(m) => {
+                tracing::warn!("metadata store busy: {m}");
+                S3Error::new(
+                    "ServiceUnavailable",
+                    503,
+                    "The metadata store is busy; please try again.",
+                )
+            }
             MetaError::Backend(m) | MetaError::CommitUnknown(m) => S3Error::internal(m),
         }
     }

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 pub enum MetaError {
     #[error("metadata store: {0}")]
     Backend(String),
+    /// The store did not answer in time (a lock or statement timeout, or no free
+    /// connection): nothing was changed; the client may retry.
+    #[error("metadata store busy: {0}")]
+    Busy(String),
     /// The commit's answer was lost (the connection broke during COMMIT): the change
     /// may or may not be stored. Blobs it would reference must not be freed.
     #[error("metadata store: {0} (the change may have been committed)")]

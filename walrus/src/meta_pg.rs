@@ -33,7 +33,7 @@
 //! migrations in `walrus/migrations/postgres/`, applied at start.
 use crate::meta::*;
 use crate::meta_kv::{self, KvRead, KvWrite, Row, Table};
-use euca_pg::{is_retryable, Conn, Migration, Pool, Statements};
+use euca_pg::{is_retryable, Busy, Conn, Migration, Pool, Statements};
 use postgres::types::ToSql;
 use postgres::{Client, IsolationLevel, Transaction};
 use std::cell::{Cell, RefCell};
@@ -59,9 +59,22 @@ fn backend(e: impl std::fmt::Display) -> MetaError {
     MetaError::Backend(format!("postgresql: {e}"))
 }
 
+/// A statement's error: [`MetaError::Busy`] for a lock or statement timeout.
+fn statement_error(e: postgres::Error) -> MetaError {
+    if e.is_busy() {
+        MetaError::Busy(format!("postgresql: {e}"))
+    } else {
+        backend(e)
+    }
+}
+
 impl From<euca_pg::PgError> for MetaError {
     fn from(e: euca_pg::PgError) -> Self {
-        MetaError::Backend(e.to_string())
+        if e.is_busy() {
+            MetaError::Busy(e.to_string())
+        } else {
+            MetaError::Backend(e.to_string())
+        }
     }
 }
 
@@ -124,7 +137,7 @@ impl PgKv<'_> {
             if is_retryable(&e) {
                 self.retry.set(true);
             }
-            backend(e)
+            statement_error(e)
         })
     }
 }
@@ -342,21 +355,21 @@ fn run_on<T>(
                     .isolation_level(IsolationLevel::RepeatableRead)
                     .read_only(true)
                     .start()
-                    .map_err(backend)?,
+                    .map_err(statement_error)?,
             ),
             Mode::Write => Target::Tx(
                 client
                     .build_transaction()
                     .isolation_level(IsolationLevel::Serializable)
                     .start()
-                    .map_err(backend)?,
+                    .map_err(statement_error)?,
             ),
             Mode::Op(_) => Target::Tx(
                 client
                     .build_transaction()
                     .isolation_level(IsolationLevel::ReadCommitted)
                     .start()
-                    .map_err(backend)?,
+                    .map_err(statement_error)?,
             ),
         };
         let kv = PgKv {
@@ -378,7 +391,7 @@ fn run_on<T>(
                 Err(e) if e.code().is_none() && matches!(mode, Mode::Write | Mode::Op(_)) => {
                     Err((false, MetaError::CommitUnknown(format!("postgresql: {e}"))))
                 }
-                Err(e) => Err((false, backend(e))),
+                Err(e) => Err((false, statement_error(e))),
             },
             (Ok(v), Target::Plain(_)) => Ok(v),
             // Dropping the transaction rolls it back.

@@ -996,3 +996,55 @@ async fn racing_bucket_and_object_ops_lose_nothing_on(m: Arc<dyn MetaStore>) {
         }
     }
 }
+
+/// A store whose table another session holds locked answers `Busy` (a 503 at
+/// the edge) within its lock timeout, changes nothing, and works once the lock
+/// is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lock_is_busy_and_changes_nothing_on_postgres() {
+    let url = tokio::task::spawn_blocking(euca_pg::testing::database_url)
+        .await
+        .unwrap();
+    let quick = format!("{url}?options=-c%20lock_timeout%3D300");
+    let m: Arc<dyn MetaStore> = Arc::new(
+        walrus::meta_pg::PgMeta::open(&quick, 2)
+            .await
+            .expect("open PgMeta"),
+    );
+    m.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut c = url
+            .parse::<postgres::Config>()
+            .unwrap()
+            .connect(postgres::NoTls)
+            .unwrap();
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute("LOCK TABLE walrus_objects IN ACCESS EXCLUSIVE MODE")
+            .unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+        tx.rollback().unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let started = std::time::Instant::now();
+    let e = m
+        .apply(MetaOp::PutObject {
+            bucket: "b".into(),
+            key: "k".into(),
+            meta: obj(ObjectData::Inline(vec![1])),
+            cond: None,
+        })
+        .await
+        .expect_err("the objects table is locked");
+    assert!(matches!(e, MetaError::Busy(_)), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let e = m.object("b", "k").await.expect_err("reads wait too");
+    assert!(matches!(e, MetaError::Busy(_)), "{e}");
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    assert!(m.object("b", "k").await.unwrap().is_none(), "the busy PUT wrote");
+    put(&*m, "k").await;
+    assert!(m.object("b", "k").await.unwrap().is_some());
+}

@@ -22,8 +22,14 @@ const MIGRATIONS: &[Migration] = &[Migration {
     sql: include_str!("../migrations/postgres/0001_records.sql"),
 }];
 
-fn pg_err(e: impl std::fmt::Display) -> Ec2Error {
-    Ec2Error::internal(format!("postgresql: {e}"))
+/// A database error at the EC2 edge: `ServiceUnavailable` (503, which clients
+/// retry) when the database was busy, else an internal error.
+fn pg_err(e: impl std::fmt::Display + euca_pg::Busy) -> Ec2Error {
+    if e.is_busy() {
+        Ec2Error::Unavailable(format!("the record store is busy: {e}"))
+    } else {
+        Ec2Error::internal(format!("postgresql: {e}"))
+    }
 }
 
 pub struct PgRecordStore {
