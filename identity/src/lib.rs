@@ -79,6 +79,8 @@ pub struct AccessKey {
 #[derive(Clone)]
 pub struct IdentityStore {
     backend: Backend,
+    /// Credentials looked up in PostgreSQL (see `pg`); unused on redb.
+    cache: Arc<pg::CredentialCache>,
 }
 
 #[derive(Clone)]
@@ -146,13 +148,28 @@ impl IdentityStore {
         tx.commit()?;
         Ok(Self {
             backend: Backend::Redb(Arc::new(db)),
+            cache: Default::default(),
         })
     }
 
     /// The store in PostgreSQL at `url` (tables `identity_…`, created at first open).
+    /// Stores opened on one URL in one process share their credential cache.
     pub fn open_postgres(url: &str) -> Result<Self, IdentityError> {
+        let pool = pg::open(url)?;
         Ok(Self {
-            backend: Backend::Pg(pg::open(url)?),
+            cache: pg::cache_for(url, &pool)?,
+            backend: Backend::Pg(pool),
+        })
+    }
+
+    /// [`IdentityStore::open_postgres`] with a cache of its own, as another process
+    /// on the same database has (for tests).
+    #[doc(hidden)]
+    pub fn open_postgres_alone(url: &str) -> Result<Self, IdentityError> {
+        let pool = pg::open(url)?;
+        Ok(Self {
+            cache: pg::listening_cache(&pool)?,
+            backend: Backend::Pg(pool),
         })
     }
 
@@ -164,6 +181,37 @@ impl IdentityStore {
         pool.run_blocking(f)
     }
 
+    /// [`IdentityStore::pg`] for a change to accounts or keys: this process's
+    /// cached credentials are dropped once it is made (other processes drop theirs
+    /// when its notification arrives), and also if it failed (it may have landed).
+    fn pg_change<T: Send + 'static>(
+        &self,
+        pool: &euca_pg::Pool,
+        f: impl FnOnce(&mut euca_pg::Conn) -> Result<T, IdentityError> + Send + 'static,
+    ) -> Result<T, IdentityError> {
+        let r = pool.run_blocking(f);
+        self.cache.invalidate();
+        r
+    }
+
+    /// The active key `access_key` in PostgreSQL, through the cache.
+    async fn pg_credential(
+        &self,
+        pool: &euca_pg::Pool,
+        access_key: &str,
+    ) -> Result<Option<Credential>, IdentityError> {
+        if let Some(hit) = self.cache.get(access_key) {
+            return Ok(hit);
+        }
+        let generation = self.cache.generation();
+        let key = access_key.to_string();
+        let found = pool.run(move |c| pg::credential(c, &key)).await?;
+        if let Some(g) = generation {
+            self.cache.keep(g, access_key, &found);
+        }
+        Ok(found)
+    }
+
     /// Copies an account and its keys in exactly (ids, secrets, enabled or not), for
     /// `euca migrate`: into PostgreSQL only. Running it again is harmless; an account
     /// or key already there with other values is refused ([`IdentityError::Conflict`]).
@@ -171,7 +219,7 @@ impl IdentityStore {
         match &self.backend {
             Backend::Pg(pool) => {
                 let (a, keys) = (a.clone(), keys.to_vec());
-                Self::pg(pool, move |c| pg::import(c, &a, &keys))
+                self.pg_change(pool, move |c| pg::import(c, &a, &keys))
             }
             Backend::Redb(_) => Err(IdentityError::Db(
                 "accounts are imported into PostgreSQL only".into(),
@@ -262,7 +310,7 @@ impl IdentityStore {
             Backend::Redb(db) => db,
             Backend::Pg(pool) => {
                 let (a, k) = (account.clone(), key.clone());
-                Self::pg(pool, move |c| pg::create_account(c, &a, &k))?;
+                self.pg_change(pool, move |c| pg::create_account(c, &a, &k))?;
                 return Ok((account, key));
             }
         };
@@ -294,7 +342,7 @@ impl IdentityStore {
             Backend::Redb(db) => db,
             Backend::Pg(pool) => {
                 let k = key.clone();
-                Self::pg(pool, move |c| pg::create_key(c, &k))?;
+                self.pg_change(pool, move |c| pg::create_key(c, &k))?;
                 return Ok(key);
             }
         };
@@ -333,7 +381,7 @@ impl IdentityStore {
             Backend::Redb(db) => db,
             Backend::Pg(pool) => {
                 let name = name.to_string();
-                return Self::pg(pool, move |c| pg::set_account_enabled(c, &name, enabled));
+                return self.pg_change(pool, move |c| pg::set_account_enabled(c, &name, enabled));
             }
         };
         let tx = db.begin_write()?;
@@ -355,7 +403,7 @@ impl IdentityStore {
             Backend::Redb(db) => db,
             Backend::Pg(pool) => {
                 let id = id.to_string();
-                return Self::pg(pool, move |c| pg::set_key_enabled(c, &id, enabled));
+                return self.pg_change(pool, move |c| pg::set_key_enabled(c, &id, enabled));
             }
         };
         let tx = db.begin_write()?;
@@ -411,15 +459,14 @@ impl IdentityStore {
 /// the runtime as before (moving it to the blocking pool would cost more than it does).
 #[async_trait::async_trait]
 impl CredentialLookup for IdentityStore {
-    /// Reads redb off the runtime (a read may wait on the disk); PostgreSQL on one of
-    /// its connection threads.
+    /// Reads redb off the runtime (a read may wait on the disk); PostgreSQL through
+    /// the process's cache, else on one of its connection threads.
     async fn lookup(&self, access_key: &str) -> Result<Option<Credential>, LookupError> {
         if let Backend::Pg(pool) = &self.backend {
-            let key = access_key.to_string();
-            return pool
-                .run(move |c| pg::credential(c, &key))
+            return self
+                .pg_credential(pool, access_key)
                 .await
-                .map_err(|e: IdentityError| LookupError(e.to_string()));
+                .map_err(|e| LookupError(e.to_string()));
         }
         let (store, key) = (self.clone(), access_key.to_string());
         tokio::task::spawn_blocking(move || store.credential(&key))
@@ -467,6 +514,94 @@ mod tests {
             other.set_key_enabled("AKIENOPE", false),
             Err(IdentityError::NoSuchKey(_))
         ));
+    }
+
+    /// Waits up to 5 s for `ok`.
+    fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !ok() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Credentials are cached per process, and a change made anywhere (another
+    /// front end, or by hand) reaches every cache; while a process does not hear
+    /// changes, it caches nothing.
+    #[test]
+    fn cached_credentials_follow_changes_made_anywhere_on_postgres() {
+        let url = euca_pg::testing::database_url();
+        // Lookups that reach the database fail fast while its tables are locked.
+        let quick = format!("{url}?options=-c%20lock_timeout%3D200");
+        let a = IdentityStore::open_postgres_alone(&quick).unwrap();
+        let b = IdentityStore::open_postgres_alone(&quick).unwrap();
+        let (_, key) = a.create_account("user").unwrap();
+        let id = key.access_key_id.clone();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let known = |s: &IdentityStore, k: &str| rt.block_on(s.lookup(k)).unwrap().is_some();
+        let mut admin = url
+            .parse::<postgres::Config>()
+            .unwrap()
+            .connect(postgres::NoTls)
+            .unwrap();
+        eventually("b listens", || b.cache.generation().is_some());
+        assert!(known(&b, &id));
+        assert!(!known(&b, "AKIELATER"));
+
+        // Cached: answered while the tables are locked; an uncached key is not.
+        let mut tx = admin.transaction().unwrap();
+        tx.batch_execute(
+            "LOCK TABLE identity_access_keys, identity_accounts IN ACCESS EXCLUSIVE MODE",
+        )
+        .unwrap();
+        assert!(known(&b, &id), "a cached key needed the database");
+        assert!(!known(&b, "AKIELATER"));
+        assert!(rt.block_on(b.lookup("AKIEOTHER")).is_err());
+        tx.rollback().unwrap();
+
+        // Changes through the other store, and by hand, reach b's cache.
+        a.set_key_enabled(&id, false).unwrap();
+        eventually("b refuses the key a disabled", || !known(&b, &id));
+        admin
+            .execute("UPDATE identity_access_keys SET enabled = true", &[])
+            .unwrap();
+        eventually("b accepts the key enabled by hand", || known(&b, &id));
+        admin
+            .execute(
+                "INSERT INTO identity_access_keys VALUES ('AKIELATER', 's', 'user', true, 0)",
+                &[],
+            )
+            .unwrap();
+        eventually("b accepts a key added by hand", || known(&b, "AKIELATER"));
+        // This process's own change is seen at once, notification or not.
+        b.set_account_enabled("user", false).unwrap();
+        assert!(!known(&b, &id));
+        b.set_account_enabled("user", true).unwrap();
+        assert!(known(&b, &id));
+
+        // The listeners' connections end: until b listens again it caches nothing,
+        // so a change made meanwhile (unheard) is seen at once.
+        let ended = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = 'euca-identity-listen'
+                   AND datname = current_database()",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(ended.len(), 2);
+        eventually("b notices", || b.cache.generation().is_none());
+        admin
+            .execute("UPDATE identity_access_keys SET enabled = false", &[])
+            .unwrap();
+        assert!(!known(&b, &id), "a stale entry was used");
+        eventually("b listens again", || b.cache.generation().is_some());
+        assert!(!known(&b, &id));
+        assert!(!known(&b, "AKIELATER"));
     }
 
     fn accounts_keys_and_disable_in(store: IdentityStore) {

@@ -449,13 +449,17 @@ impl Pool {
     /// connection's state. A connection that breaks, or does not answer a check
     /// after 5 quiet seconds, is reported [`ListenEvent::Lost`] and reopened (every
     /// second until it opens). The thread ends once every clone of this pool is gone.
+    /// Its connection's `application_name` is the pool's with `-listen`.
     pub fn listen(
         &self,
         channel: &'static str,
         on_event: impl Fn(ListenEvent) + Send + 'static,
     ) -> Result<(), PgError> {
         use postgres::fallible_iterator::FallibleIterator;
-        let (config, alive) = (self.config.clone(), Arc::downgrade(&self.alive));
+        let mut config = (*self.config).clone();
+        let name = format!("{}-listen", config.get_application_name().unwrap_or("euca"));
+        config.application_name(&name);
+        let alive = Arc::downgrade(&self.alive);
         std::thread::Builder::new()
             .name(format!("pg-listen-{channel}"))
             .spawn(move || {

@@ -1044,7 +1044,10 @@ async fn a_held_lock_is_busy_and_changes_nothing_on_postgres() {
     assert!(matches!(e, MetaError::Busy(_)), "{e}");
     release_tx.send(()).unwrap();
     holder.join().unwrap();
-    assert!(m.object("b", "k").await.unwrap().is_none(), "the busy PUT wrote");
+    assert!(
+        m.object("b", "k").await.unwrap().is_none(),
+        "the busy PUT wrote"
+    );
     put(&*m, "k").await;
     assert!(m.object("b", "k").await.unwrap().is_some());
 }
