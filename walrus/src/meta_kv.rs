@@ -273,7 +273,7 @@ impl Record for UploadMeta {
     }
 }
 
-fn object_key(bucket: &str, key: &str) -> Vec<u8> {
+pub(crate) fn object_key(bucket: &str, key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(bucket.len() + 1 + key.len());
     k.extend_from_slice(bucket.as_bytes());
     k.push(0);

@@ -120,6 +120,9 @@ struct PgKv<'a> {
     target: RefCell<Target<'a>>,
     statements: RefCell<&'a mut Statements>,
     retry: Cell<bool>,
+    /// Rows read ahead under the op's locks ([`OpLocks::read_ahead`]), kept up
+    /// to date by the op's own writes.
+    read_ahead: RefCell<Vec<ReadAhead>>,
 }
 
 impl PgKv<'_> {
@@ -140,6 +143,24 @@ impl PgKv<'_> {
             statement_error(e)
         })
     }
+
+    /// The row read ahead for `(t, k)`, if it was.
+    fn read_ahead(&self, t: Table, k: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.read_ahead
+            .borrow()
+            .iter()
+            .find(|(rt, rk, _)| *rt == t && rk == k)
+            .map(|(_, _, v)| v.clone())
+    }
+
+    /// Keeps a row read ahead in step with this op's write of it.
+    fn wrote(&self, t: Table, k: &[u8], v: Option<&[u8]>) {
+        for (rt, rk, rv) in self.read_ahead.borrow_mut().iter_mut() {
+            if *rt == t && rk == k {
+                *rv = v.map(<[u8]>::to_vec);
+            }
+        }
+    }
 }
 
 fn limit_param(limit: usize) -> i64 {
@@ -148,6 +169,9 @@ fn limit_param(limit: usize) -> i64 {
 
 impl KvRead for PgKv<'_> {
     fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
+        if let Some(v) = self.read_ahead(t, k) {
+            return Ok(v);
+        }
         let rows = self.query(&SQL[t as usize].get, &[&k])?;
         Ok(rows.first().map(|r| r.get::<_, Vec<u8>>(0)))
     }
@@ -166,11 +190,13 @@ impl KvRead for PgKv<'_> {
 impl KvWrite for PgKv<'_> {
     fn put(&self, t: Table, k: &[u8], v: &[u8]) -> Result<(), MetaError> {
         self.query(&SQL[t as usize].put, &[&k, &v])?;
+        self.wrote(t, k, Some(v));
         Ok(())
     }
 
     fn remove(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
         let rows = self.query(&SQL[t as usize].remove, &[&k])?;
+        self.wrote(t, k, None);
         Ok(rows.first().map(|r| r.get::<_, Vec<u8>>(0)))
     }
 
@@ -185,7 +211,7 @@ impl KvWrite for PgKv<'_> {
 }
 
 /// How an op uses its connection.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, PartialEq)]
 enum Mode {
     /// One statement, no transaction.
     Single,
@@ -198,15 +224,18 @@ enum Mode {
 }
 
 /// The advisory locks a [`MetaOp`] takes, as 64-bit hashes of its bucket's name
-/// and its key (a collision only makes two ops wait for each other). Bucket locks
-/// are in the two-key space (class [`BUCKET_LOCK_CLASS`], 32 bits of the hash), key
-/// locks in the one-key space, so the two never meet.
-#[derive(Clone, Copy, PartialEq, Debug)]
+/// and its key (a collision only makes two ops wait for each other), and the rows it
+/// reads first. Bucket locks are in the two-key space (class [`BUCKET_LOCK_CLASS`],
+/// 32 bits of the hash), key locks in the one-key space, so the two never meet.
+#[derive(Clone, PartialEq, Debug)]
 struct OpLocks {
     bucket: i32,
     /// The bucket's lock exclusive (an op on the bucket itself); else shared.
     bucket_exclusive: bool,
     key: Option<i64>,
+    /// Read as soon as the locks are taken ([`OpLocks::read_ahead`]): an object
+    /// op's bucket row and the key's current object, which most ops read.
+    reads: Vec<(Table, Vec<u8>)>,
 }
 
 const BUCKET_LOCK_CLASS: i32 = 0x5741_4c42; // "WALB"
@@ -235,11 +264,16 @@ impl OpLocks {
             bucket: fnv1a(&[name.as_bytes()]) as i32,
             bucket_exclusive: true,
             key: None,
+            reads: vec![],
         };
         let object = |bucket: &str, key: &str| OpLocks {
             bucket: fnv1a(&[bucket.as_bytes()]) as i32,
             bucket_exclusive: false,
             key: Some(fnv1a(&[bucket.as_bytes(), key.as_bytes()]) as i64),
+            reads: vec![
+                (Table::Buckets, bucket.as_bytes().to_vec()),
+                (Table::Objects, meta_kv::object_key(bucket, key)),
+            ],
         };
         match op {
             MetaOp::CreateBucket(b) => bucket_only(&b.name),
@@ -276,7 +310,32 @@ impl OpLocks {
         }
         .map(|_| ())
     }
+
+    /// Reads [`OpLocks::reads`] in one prepared statement, once the locks are
+    /// taken (a statement of its own: its snapshot is taken after the locks).
+    fn read_ahead(&self, kv: &PgKv<'_>) -> Result<(), MetaError> {
+        let rows = match self.reads.as_slice() {
+            [(Table::Buckets, b), (Table::Objects, o)] => {
+                kv.query(READ_BUCKET_AND_OBJECT, &[b, o])?
+            }
+            _ => return Ok(()),
+        };
+        let Some(row) = rows.first() else {
+            return Ok(());
+        };
+        let mut kept = kv.read_ahead.borrow_mut();
+        for (i, (t, k)) in self.reads.iter().enumerate() {
+            kept.push((*t, k.clone(), row.get::<_, Option<Vec<u8>>>(i)));
+        }
+        Ok(())
+    }
 }
+
+const READ_BUCKET_AND_OBJECT: &str = "SELECT (SELECT v FROM walrus_buckets WHERE k = $1), \
+     (SELECT v FROM walrus_objects WHERE k = $2)";
+
+/// A row read ahead: its table, key and value (`None`: no such row).
+type ReadAhead = (Table, Vec<u8>, Option<Vec<u8>>);
 
 pub struct PgMeta {
     pool: Pool,
@@ -347,7 +406,7 @@ fn run_on<T>(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let target = match mode {
+        let target = match &mode {
             Mode::Single => Target::Plain(client),
             Mode::Snapshot => Target::Tx(
                 client
@@ -376,9 +435,13 @@ fn run_on<T>(
             target: RefCell::new(target),
             statements: RefCell::new(statements),
             retry: Cell::new(false),
+            read_ahead: RefCell::new(Vec::new()),
         };
-        let r = match mode {
-            Mode::Op(locks) => locks.take(&kv).and_then(|()| f(&kv)),
+        let r = match &mode {
+            Mode::Op(locks) => locks
+                .take(&kv)
+                .and_then(|()| locks.read_ahead(&kv))
+                .and_then(|()| f(&kv)),
             _ => f(&kv),
         };
         let retry = kv.retry.get();
