@@ -3,8 +3,9 @@ EUCA_LAYOUT=split, the same cloud as separate clc/walrus/sc/cc processes). With
 EUCA_WALRUS_META=postgres, the shared cloud's Walrus keeps its metadata in a
 throwaway PostgreSQL (helpers_pg) and its blobs under `blob_url` (EUCA_WALRUS_BLOBS=s3:
 in a second S3 server), the CLC and SC their records there too, and the S3 client
-tests talk to a second Walrus front end on the same stores (EUCA_S3_FRONT_END=a: to
-the cloud's own).
+tests talk to a Walrus front end on the same stores: the cloud's own on even pytest-xdist
+workers, a second one (a plain `euca walrus`) on odd workers and without xdist, so a
+run spreads the suite across both (EUCA_S3_FRONT_END=a or b: every worker to that one).
 
 The binary is taken from $EUCA_BIN, else target/release/euca, else target/debug/euca.
 Each server gets a free loopback port and a temporary data directory, and is always
@@ -574,12 +575,11 @@ def cloud():
             assert blob_backend.bytes_under("cloud") - before >= 1 << 20
             s3.delete_object(Bucket="blob-store-check", Key="k")
             s3.delete_bucket(Bucket="blob-store-check")
-        if pg_server is not None and os.environ.get("EUCA_S3_FRONT_END", "b") == "b":
+        if pg_server is not None and s3_front_end() == "b":
             # A second front end (a plain `euca walrus`) on the same database and blob
-            # store serves every S3 client test, while the CLC, the SC and image
-            # installs use the first: the buckets, objects and bundles the tests make
-            # through one are used through the other. EUCA_S3_FRONT_END=a keeps the
-            # clients on the first.
+            # store serves this worker's S3 client tests, while the CLC, the SC and
+            # image installs use the first: the buckets, objects and bundles the tests
+            # make through one are used through the other.
             front_end_b = start_walrus_front_end(Path(tmp), Path(tmp) / "walrus-b.toml")
             a = c.boto3()
             a.create_bucket(Bucket="front-end-check")
@@ -600,6 +600,17 @@ def cloud():
         if blob_backend is not None:
             blob_backend.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def s3_front_end():
+    """Which Walrus front end this worker's S3 clients use on the scale-out engines:
+    EUCA_S3_FRONT_END if set, else the cloud's own ("a") on even xdist workers and a
+    second one ("b") on odd workers and without xdist."""
+    chosen = os.environ.get("EUCA_S3_FRONT_END")
+    if chosen:
+        return chosen
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return "a" if worker.startswith("gw") and int(worker[2:]) % 2 == 0 else "b"
 
 
 @pytest.fixture(scope="session")

@@ -87,17 +87,18 @@ EUCA_LAYOUT=split python3 -m pytest -q -p no:cacheprovider "${XDIST[@]}" \
 # The scale-out engines: Walrus's metadata, the CLC's and SC's records and the accounts in
 # PostgreSQL (a throwaway server per worker, conformance/helpers_pg.py), Walrus's
 # blobs in a second S3 server (blob_url = "s3://...", a plain `euca walrus`:
-# conformance/helpers_blobs.py), and the S3 client tests talk to a second Walrus
-# front end on them (a plain `euca walrus`) while the CLC and the SC use the
-# cloud's own (conftest.py). The files whose outcome depends on the stores'
+# conformance/helpers_blobs.py), and the S3 client tests of one worker talk to the
+# cloud's own Walrus, the other's to a second front end on the same stores (a plain
+# `euca walrus`), while the CLC and the SC use the cloud's own (conftest.py). The files whose outcome depends on the stores'
 # rules rerun there (test_walrus_scaleout.py and test_clc_scaleout.py, two front
 # ends on one database, run in the first pass); test_ec2_images.py's installs take
 # their leases in the database (its kill -9 test needs a private cloud: first pass);
 # test_ec2_volumes.py's volumes and snapshots are the SC's records there ([sc]
 # meta_url; its awscli runs, the same requests, stay in the first pass).
-section "conformance again, on PostgreSQL and a second S3 server ([walrus] meta_url, blob_url; [clc], [sc] meta_url), S3 clients on a second front end"
+section "conformance again, on PostgreSQL and a second S3 server ([walrus] meta_url, blob_url; [clc], [sc] meta_url), S3 clients on both front ends"
 EUCA_WALRUS_META=postgres EUCA_WALRUS_BLOBS=s3 python3 -m pytest -q -p no:cacheprovider "${XDIST[@]}" \
-  conformance/test_clients.py conformance/test_s3_semantics.py \
+  conformance/test_clients.py conformance/test_clients_access.py \
+  conformance/test_concurrency.py conformance/test_s3_semantics.py \
   conformance/test_s3_versioning.py conformance/test_s3_tagging_conditional.py \
   conformance/test_s3_object_lock.py conformance/test_ec2_basics.py \
   conformance/test_ec2_keys_groups_tags.py conformance/test_ec2_images.py \
