@@ -8,12 +8,17 @@
 //! every `[walrus] lifecycle_interval_secs` (default one hour) over every bucket with
 //! rules, and measures ages in days of `lifecycle_day_secs` (default 86400; tests
 //! shorten it, as Ceph's `rgw_lc_debug_interval` does). A version object lock
-//! protects is left alone. With one metadata store per process (redb) one worker
-//! runs per store; a shared store will need a lease (issue 15).
+//! protects is left alone. Front ends sharing a metadata store take turns under a
+//! lease (`LEASE`). Every action is conditional on what the scan found (an
+//! expiration deletes only the object it found due, [`MetaOp::DeleteObject`]'s
+//! `unchanged`; versions and uploads go by id), so a newer write is never
+//! expired, and two passes overlapping (a holder that outlived its lease) act at
+//! most once on each thing.
 use crate::error::{S3Error, S3Result};
 use crate::handler::{empty, xml, Req, Resp};
 use crate::meta::{
-    now_millis, BucketConfig, BucketMeta, MetaError, MetaOp, ObjectMeta, Version, Versioning,
+    now_millis, BucketConfig, BucketMeta, MetaError, MetaOp, ObjectMeta, ObjectStamp, Version,
+    Versioning,
 };
 use crate::state::State;
 use crate::xmlin::Node;
@@ -456,7 +461,12 @@ async fn act(st: &Arc<State>, op: MetaOp) -> S3Result<usize> {
             crate::handler::free_blobs(st, out.freed_blobs);
             Ok(1)
         }
-        Err(MetaError::ObjectLocked | MetaError::NoSuchKey | MetaError::NoSuchUpload) => Ok(0),
+        Err(
+            MetaError::ObjectLocked
+            | MetaError::NoSuchKey
+            | MetaError::NoSuchUpload
+            | MetaError::Changed,
+        ) => Ok(0),
         Err(e) => Err(e.into()),
     }
 }
@@ -488,8 +498,10 @@ async fn apply_rule(st: &Arc<State>, b: &BucketMeta, rule: &Rule, day_ms: i64) -
                         st,
                         MetaOp::DeleteObject {
                             bucket: b.name.clone(),
-                            key,
                             by: b.owner.clone(),
+                            // Not an object written since the scan.
+                            unchanged: Some(ObjectStamp::of(&o)),
+                            key,
                         },
                     )
                     .await?;

@@ -476,6 +476,9 @@ pub enum MetaOp {
         key: String,
         /// Who deletes (the owner of a delete marker).
         by: Owner,
+        /// Only if the current object is still this one, else [`MetaError::Changed`]
+        /// (the lifecycle worker deletes what it found due, never a newer write).
+        unchanged: Option<ObjectStamp>,
     },
     /// Removes one version for good (an object's or a delete marker); if it was the
     /// latest, the next newest becomes the current object (none if it is a marker).

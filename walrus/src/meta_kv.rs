@@ -861,7 +861,18 @@ pub(crate) fn apply_op(tx: &impl KvWrite, op: MetaOp) -> Result<OpOutcome, MetaE
             }
             place_object(tx, &bucket, &key, state, meta, &mut out)?;
         }
-        MetaOp::DeleteObject { bucket, key, by } => {
+        MetaOp::DeleteObject {
+            bucket,
+            key,
+            by,
+            unchanged,
+        } => {
+            if let Some(stamp) = unchanged {
+                let current = get::<ObjectMeta>(tx, Table::Objects, &object_key(&bucket, &key))?;
+                if current.as_ref().map(ObjectStamp::of) != Some(stamp) {
+                    return Err(MetaError::Changed);
+                }
+            }
             delete_object(tx, &bucket, &key, by, &mut out)?;
         }
         MetaOp::DeleteVersion {

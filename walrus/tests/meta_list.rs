@@ -155,6 +155,7 @@ async fn objects_uploads_and_listing_on(m: Arc<dyn MetaStore>) {
             bucket: "b".into(),
             key: "k".into(),
             by: owner(),
+            unchanged: None,
         })
         .await
         .unwrap()
@@ -165,6 +166,7 @@ async fn objects_uploads_and_listing_on(m: Arc<dyn MetaStore>) {
             bucket: "b".into(),
             key: "k".into(),
             by: owner(),
+            unchanged: None,
         })
         .await
         .unwrap()
@@ -430,6 +432,27 @@ async fn conditional_writes_tags_and_bucket_configs_on(m: Arc<dyn MetaStore>) {
         Err(MetaError::Changed)
     ));
     assert!(m.object("b", "k").await.unwrap().unwrap().tags.is_empty());
+    // A delete of the object found due (the lifecycle worker's) spares a newer write.
+    let found = ObjectStamp::of(&m.object("b", "k").await.unwrap().unwrap());
+    let delete_found = |stamp: &ObjectStamp| MetaOp::DeleteObject {
+        bucket: "b".into(),
+        key: "k".into(),
+        by: owner(),
+        unchanged: Some(stamp.clone()),
+    };
+    put_meta(&*m, "k", blob_obj("newer")).await;
+    assert!(matches!(
+        m.apply(delete_found(&found)).await,
+        Err(MetaError::Changed)
+    ));
+    assert_eq!(m.object("b", "k").await.unwrap().unwrap().etag, "newer");
+    let newer = ObjectStamp::of(&m.object("b", "k").await.unwrap().unwrap());
+    m.apply(delete_found(&newer)).await.unwrap();
+    assert!(m.object("b", "k").await.unwrap().is_none());
+    assert!(matches!(
+        m.apply(delete_found(&newer)).await,
+        Err(MetaError::Changed)
+    ));
     for doc in [Some("<CORSConfiguration/>".to_string()), None] {
         m.apply(MetaOp::SetBucketConfig {
             name: "b".into(),
@@ -552,6 +575,7 @@ async fn versions_markers_and_listing_on(m: Arc<dyn MetaStore>) {
             bucket: "b".into(),
             key: "k".into(),
             by: owner(),
+            unchanged: None,
         })
         .await
         .unwrap();
@@ -710,6 +734,7 @@ async fn versions_markers_and_listing_on(m: Arc<dyn MetaStore>) {
                 bucket: "b".into(),
                 key: e.key.clone(),
                 by: owner(),
+                unchanged: None,
             })
             .await
             .unwrap();
@@ -879,6 +904,7 @@ async fn racing_version_writers_agree_on(m: Arc<dyn MetaStore>) {
                 bucket: "b".into(),
                 key: k2,
                 by: owner(),
+                unchanged: None,
             })
             .await
             .unwrap()

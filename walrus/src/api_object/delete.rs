@@ -43,6 +43,7 @@ pub async fn delete_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             bucket: r.bucket().into(),
             key: r.key().into(),
             by: deleter(r, &b),
+            unchanged: None,
         },
     };
     let out = st.meta.apply(op).await?;
@@ -107,7 +108,12 @@ pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                         bypass_governance,
                     }
                 }
-                None => MetaOp::DeleteObject { bucket, key, by },
+                None => MetaOp::DeleteObject {
+                    bucket,
+                    key,
+                    by,
+                    unchanged: None,
+                },
             };
             match st.meta.apply(op).await {
                 Ok(mut out) => {
