@@ -136,7 +136,7 @@ impl From<euca_pg::PgError> for IdentityError {
 
 impl From<postgres::Error> for IdentityError {
     fn from(e: postgres::Error) -> Self {
-        IdentityError::Db(format!("postgresql: {e}"))
+        IdentityError::Db(format!("postgresql: {}", euca_pg::message(&e)))
     }
 }
 

@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 pub enum PgError {
     #[error("postgresql URL: {0}")]
     Url(String),
-    #[error("postgresql: {0}")]
+    #[error("postgresql: {}", message(.0))]
     Db(#[from] postgres::Error),
     #[error("postgresql: the database has schema version {found} of {prefix}, newer than this binary knows ({known})")]
     Newer {
@@ -54,25 +54,33 @@ pub enum PgError {
     Other(String),
 }
 
-/// Errors that can say whether the database was busy ([`is_busy`]): the services
-/// answer those with a 503 their clients retry.
-pub trait Busy {
+/// What the services need to know of a database error: whether the database was
+/// busy ([`is_busy`]: they answer a 503 their clients retry) and what it said.
+pub trait DbFailure {
     fn is_busy(&self) -> bool;
+    /// One line: the server's message for a database error.
+    fn describe(&self) -> String;
 }
 
-impl Busy for postgres::Error {
+impl DbFailure for postgres::Error {
     fn is_busy(&self) -> bool {
         is_busy(self)
     }
+    fn describe(&self) -> String {
+        message(self)
+    }
 }
 
-impl Busy for PgError {
+impl DbFailure for PgError {
     fn is_busy(&self) -> bool {
         match self {
             PgError::Busy(_) => true,
             PgError::Db(e) => is_busy(e),
             _ => false,
         }
+    }
+    fn describe(&self) -> String {
+        self.to_string()
     }
 }
 
@@ -148,6 +156,18 @@ pub enum ListenEvent {
     /// The listening connection broke or stopped answering: notifications may be
     /// missed until the next [`ListenEvent::Listening`].
     Lost,
+}
+
+/// What `e` says, with the server's message for a database error (the driver's
+/// own display says only "db error").
+pub fn message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 /// Where a job's result goes.
@@ -704,6 +724,8 @@ mod tests {
             })
             .expect_err("a held lock times out");
         assert!(e.is_busy(), "{e}");
+        // The server's words, not only the driver's "db error".
+        assert!(e.to_string().contains("lock timeout"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(5));
         tx.rollback().expect("rollback");
         pool.run_blocking(|c| {

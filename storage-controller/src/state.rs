@@ -97,13 +97,19 @@ impl PgState {
         let (lease, me) = (self.lease(), self.holder.clone());
         self.pool.run_blocking(move |c: &mut Conn| {
             euca_pg::extend_lease(&mut c.client, "sc_leases", &lease, &me, LEASE_TTL)
-                .map_err(db_err)
+                .map_err(pg_err)
         })
     }
 }
 
 fn db_err(e: impl std::fmt::Display) -> ScError {
     ScError::State(e.to_string())
+}
+
+/// A PostgreSQL error with the server's message (the driver's display says only
+/// "db error").
+fn pg_err(e: impl euca_pg::DbFailure) -> ScError {
+    ScError::State(format!("postgresql: {}", e.describe()))
 }
 
 impl From<euca_pg::PgError> for ScError {
@@ -151,7 +157,7 @@ impl StateStore {
         let (lease, me) = (st.lease(), st.holder.clone());
         let taken: Option<(String, f64)> = st.pool.run_blocking(move |c: &mut Conn| {
             if euca_pg::take_lease(&mut c.client, "sc_leases", &lease, &me, LEASE_TTL)
-                .map_err(db_err)?
+                .map_err(pg_err)?
             {
                 return Ok::<_, ScError>(None);
             }
@@ -162,7 +168,7 @@ impl StateStore {
                      FROM sc_leases WHERE name = $1",
                     &[&lease],
                 )
-                .map_err(db_err)?;
+                .map_err(pg_err)?;
             Ok(Some(
                 row.map_or((String::new(), 0.0), |r| (r.get(0), r.get(1))),
             ))
@@ -195,14 +201,14 @@ impl StateStore {
                      ON CONFLICT (bucket) DO NOTHING",
                     &[&b, &name],
                 )
-                .map_err(db_err)?;
+                .map_err(pg_err)?;
             let row = c
                 .client
                 .query_one(
                     "SELECT sc FROM sc_snapshot_buckets WHERE bucket = $1",
                     &[&b],
                 )
-                .map_err(db_err)?;
+                .map_err(pg_err)?;
             Ok::<_, ScError>(row.get(0))
         })?;
         if owner != st.name {
@@ -266,7 +272,7 @@ impl StateStore {
         };
         let (lease, me) = (st.lease(), st.holder.clone());
         st.pool.run_blocking(move |c: &mut Conn| {
-            euca_pg::drop_lease(&mut c.client, "sc_leases", &lease, &me).map_err(db_err)
+            euca_pg::drop_lease(&mut c.client, "sc_leases", &lease, &me).map_err(pg_err)
         })
     }
 
@@ -286,7 +292,7 @@ impl StateStore {
                             "SELECT value FROM sc_records WHERE sc = $1 AND kind = $2 AND id = $3",
                             &[&name, &table.name(), &id],
                         )
-                        .map_err(db_err)?;
+                        .map_err(pg_err)?;
                     Ok::<_, ScError>(row.map(|r| r.get::<_, Vec<u8>>(0)))
                 })?
             }
@@ -317,7 +323,7 @@ impl StateStore {
                             "SELECT value FROM sc_records WHERE sc = $1 AND kind = $2 ORDER BY id",
                             &[&name, &table.name()],
                         )
-                        .map_err(db_err)?;
+                        .map_err(pg_err)?;
                     Ok::<_, ScError>(rows.iter().map(|r| r.get(0)).collect())
                 })?
             }
@@ -379,7 +385,7 @@ impl StateStore {
                             &[&name, &table.name(), &id, &lease, &me],
                         ),
                     }
-                    .map_err(db_err)?;
+                    .map_err(pg_err)?;
                     Ok::<bool, ScError>(row.get(0))
                 })?;
                 if held {
@@ -496,7 +502,7 @@ mod tests {
                         "UPDATE sc_leases SET expires = now() - interval '1 second' WHERE name = $1",
                         &[&lease],
                     )
-                    .map_err(db_err)
+                    .map_err(pg_err)
             })
             .unwrap();
     }

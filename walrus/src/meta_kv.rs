@@ -86,6 +86,18 @@ pub(crate) trait KvWrite: KvRead {
     fn remove(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, MetaError>;
     /// The next version sequence number: larger than every one given out before.
     fn next_seq(&self) -> Result<u64, MetaError>;
+    /// [`KvRead::range`] for rows the caller will remove, leaving out rows another
+    /// writer is removing meanwhile (PostgreSQL: locked rows are skipped, so
+    /// concurrent ops pruning the same table do not queue behind one another).
+    fn claim_range(
+        &self,
+        t: Table,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Row>, MetaError> {
+        self.range(t, from, to, limit)
+    }
 }
 
 /// Rows are fetched this many at a time by [`Scan`].
@@ -396,7 +408,7 @@ fn time_key(ms: i64, uk: &[u8]) -> Vec<u8> {
 /// Remembers a completion and forgets up to [`EXPIRE_PER_OP`] expired ones.
 fn record_completion(tx: &impl KvWrite, uk: &[u8], c: CompletedUpload) -> Result<(), MetaError> {
     let cutoff = time_key(c.completed - COMPLETED_TTL_MS, &[]);
-    for (k, _) in tx.range(Table::CompletedByTime, &[], &cutoff, EXPIRE_PER_OP)? {
+    for (k, _) in tx.claim_range(Table::CompletedByTime, &[], &cutoff, EXPIRE_PER_OP)? {
         tx.remove(Table::CompletedByTime, &k)?;
         if let Some(done) = k.get(8..) {
             tx.remove(Table::Completed, done)?;

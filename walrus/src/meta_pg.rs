@@ -33,7 +33,7 @@
 //! migrations in `walrus/migrations/postgres/`, applied at start.
 use crate::meta::*;
 use crate::meta_kv::{self, KvRead, KvWrite, Row, Table};
-use euca_pg::{is_retryable, Busy, Conn, Migration, Pool, Statements};
+use euca_pg::{is_retryable, Conn, DbFailure, Migration, Pool, Statements};
 use postgres::types::ToSql;
 use postgres::{Client, IsolationLevel, Transaction};
 use std::cell::{Cell, RefCell};
@@ -61,10 +61,11 @@ fn backend(e: impl std::fmt::Display) -> MetaError {
 
 /// A statement's error: [`MetaError::Busy`] for a lock or statement timeout.
 fn statement_error(e: postgres::Error) -> MetaError {
+    let m = e.describe();
     if e.is_busy() {
-        MetaError::Busy(format!("postgresql: {e}"))
+        MetaError::Busy(format!("postgresql: {m}"))
     } else {
-        backend(e)
+        backend(m)
     }
 }
 
@@ -83,6 +84,7 @@ struct TableSql {
     get: String,
     range: String,
     range_open: String,
+    claim: String,
     put: String,
     remove: String,
 }
@@ -97,6 +99,10 @@ static SQL: LazyLock<Vec<TableSql>> = LazyLock::new(|| {
                 get: format!("SELECT v FROM {n} WHERE k = $1"),
                 range: format!("SELECT k, v FROM {n} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3"),
                 range_open: format!("SELECT k, v FROM {n} WHERE k >= $1 ORDER BY k LIMIT $2"),
+                claim: format!(
+                    "SELECT k, v FROM {n} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3 \
+                     FOR UPDATE SKIP LOCKED"
+                ),
                 put: format!(
                     "INSERT INTO {n} (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
                 ),
@@ -198,6 +204,20 @@ impl KvWrite for PgKv<'_> {
         let rows = self.query(&SQL[t as usize].remove, &[&k])?;
         self.wrote(t, k, None);
         Ok(rows.first().map(|r| r.get::<_, Vec<u8>>(0)))
+    }
+
+    fn claim_range(
+        &self,
+        t: Table,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Row>, MetaError> {
+        if to.is_empty() {
+            return self.range(t, from, to, limit);
+        }
+        let rows = self.query(&SQL[t as usize].claim, &[&from, &to, &limit_param(limit)])?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     fn next_seq(&self) -> Result<u64, MetaError> {
@@ -448,12 +468,13 @@ fn run_on<T>(
         let r = match (r, kv.target.into_inner()) {
             (Ok(v), Target::Tx(t)) => match t.commit() {
                 Ok(()) => Ok(v),
-                Err(e) if is_retryable(&e) => Err((true, backend(e))),
+                Err(e) if is_retryable(&e) => Err((true, statement_error(e))),
                 // No answer from the server (the connection broke): it may have
                 // committed.
-                Err(e) if e.code().is_none() && matches!(mode, Mode::Write | Mode::Op(_)) => {
-                    Err((false, MetaError::CommitUnknown(format!("postgresql: {e}"))))
-                }
+                Err(e) if e.code().is_none() && matches!(mode, Mode::Write | Mode::Op(_)) => Err((
+                    false,
+                    MetaError::CommitUnknown(format!("postgresql: {}", e.describe())),
+                )),
                 Err(e) => Err((false, statement_error(e))),
             },
             (Ok(v), Target::Plain(_)) => Ok(v),
@@ -617,7 +638,7 @@ impl MetaStore for PgMeta {
                     &holder,
                     std::time::Duration::from_millis(ttl_ms.max(0) as u64),
                 )
-                .map_err(backend)
+                .map_err(statement_error)
             })
             .await
     }

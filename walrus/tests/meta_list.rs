@@ -287,45 +287,7 @@ async fn completed_uploads_are_remembered_then_expire_on(m: Arc<dyn MetaStore>) 
     m.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
     for (id, at) in [("old", now - COMPLETED_TTL_MS - 1000), ("new", now)] {
-        // Through serde, so optional fields added later default to None.
-        let upload: UploadMeta = serde_json::from_value(serde_json::json!({
-            "upload_id": id, "bucket": "b", "key": "k", "initiated": 0,
-            "owner": owner(), "headers": ContentHeaders::default(), "user_meta": [],
-            "acl": Acl::private(owner()),
-        }))
-        .unwrap();
-        m.apply(MetaOp::CreateUpload(upload)).await.unwrap();
-        let blob = BlobRef {
-            id: format!("blob-{id}"),
-            size: 1,
-        };
-        m.apply(MetaOp::PutPart {
-            bucket: "b".into(),
-            key: "k".into(),
-            upload_id: id.into(),
-            part: PartMeta {
-                number: 1,
-                blob: blob.clone(),
-                etag: "aa".into(),
-                last_modified: 0,
-                checksums: vec![],
-            },
-        })
-        .await
-        .unwrap();
-        let mut meta = obj(ObjectData::Blobs(vec![blob.clone()]));
-        meta.etag = format!("etag-{id}");
-        meta.last_modified = at;
-        m.apply(MetaOp::CompleteUpload {
-            bucket: "b".into(),
-            key: "k".into(),
-            upload_id: id.into(),
-            parts: vec![(1, blob.id)],
-            meta,
-            cond: None,
-        })
-        .await
-        .unwrap();
+        complete_upload(&*m, id, at).await.unwrap();
     }
     let c = m.completed_upload("b", "k", "new").await.unwrap().unwrap();
     assert_eq!(c.etag, "etag-new");
@@ -338,6 +300,86 @@ async fn completed_uploads_are_remembered_then_expire_on(m: Arc<dyn MetaStore>) 
         .await
         .unwrap()
         .is_none());
+}
+
+/// Makes upload `id` of `b/k` with one part and completes it, as if at `at` (ms).
+async fn complete_upload(m: &dyn MetaStore, id: &str, at: i64) -> Result<OpOutcome, MetaError> {
+    // Through serde, so optional fields added later default to None.
+    let upload: UploadMeta = serde_json::from_value(serde_json::json!({
+        "upload_id": id, "bucket": "b", "key": "k", "initiated": 0,
+        "owner": owner(), "headers": ContentHeaders::default(), "user_meta": [],
+        "acl": Acl::private(owner()),
+    }))
+    .unwrap();
+    m.apply(MetaOp::CreateUpload(upload)).await?;
+    let blob = BlobRef {
+        id: format!("blob-{id}"),
+        size: 1,
+    };
+    m.apply(MetaOp::PutPart {
+        bucket: "b".into(),
+        key: "k".into(),
+        upload_id: id.into(),
+        part: PartMeta {
+            number: 1,
+            blob: blob.clone(),
+            etag: "aa".into(),
+            last_modified: 0,
+            checksums: vec![],
+        },
+    })
+    .await?;
+    let mut meta = obj(ObjectData::Blobs(vec![blob.clone()]));
+    meta.etag = format!("etag-{id}");
+    meta.last_modified = at;
+    m.apply(MetaOp::CompleteUpload {
+        bucket: "b".into(),
+        key: "k".into(),
+        upload_id: id.into(),
+        parts: vec![(1, blob.id)],
+        meta,
+        cond: None,
+    })
+    .await
+}
+
+/// A completion does not wait for another one expiring the same remembered
+/// completions: it leaves those rows to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_do_not_queue_behind_each_others_expiry_on_postgres() {
+    let url = tokio::task::spawn_blocking(euca_pg::testing::database_url)
+        .await
+        .unwrap();
+    let quick = format!("{url}?options=-c%20lock_timeout%3D300");
+    let m = walrus::meta_pg::PgMeta::open(&quick, 2).await.unwrap();
+    m.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    complete_upload(&m, "old", now - COMPLETED_TTL_MS - 1000)
+        .await
+        .unwrap();
+    // Another completion in flight holds the expired row it is removing.
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut c = url
+            .parse::<postgres::Config>()
+            .unwrap()
+            .connect(postgres::NoTls)
+            .unwrap();
+        let mut tx = c.transaction().unwrap();
+        let n = tx
+            .query("SELECT k FROM walrus_completed_by_time FOR UPDATE", &[])
+            .unwrap()
+            .len();
+        locked_tx.send(n).unwrap();
+        let _ = release_rx.recv();
+        tx.rollback().unwrap();
+    });
+    assert_eq!(locked_rx.recv().unwrap(), 1);
+    complete_upload(&m, "new", now).await.unwrap();
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    assert!(m.completed_upload("b", "k", "new").await.unwrap().is_some());
 }
 
 /// Conditional writes are decided inside the commit: of 16 racing `If-None-Match: *`

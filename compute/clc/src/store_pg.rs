@@ -24,11 +24,11 @@ const MIGRATIONS: &[Migration] = &[Migration {
 
 /// A database error at the EC2 edge: `ServiceUnavailable` (503, which clients
 /// retry) when the database was busy, else an internal error.
-fn pg_err(e: impl std::fmt::Display + euca_pg::Busy) -> Ec2Error {
+fn pg_err(e: impl euca_pg::DbFailure) -> Ec2Error {
     if e.is_busy() {
-        Ec2Error::Unavailable(format!("the record store is busy: {e}"))
+        Ec2Error::Unavailable(format!("the record store is busy: {}", e.describe()))
     } else {
-        Ec2Error::internal(format!("postgresql: {e}"))
+        Ec2Error::internal(format!("postgresql: {}", e.describe()))
     }
 }
 
