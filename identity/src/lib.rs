@@ -79,8 +79,8 @@ pub struct AccessKey {
 #[derive(Clone)]
 pub struct IdentityStore {
     backend: Backend,
-    /// Credentials looked up in PostgreSQL (see `pg`); unused on redb.
-    cache: Arc<pg::CredentialCache>,
+    /// Credentials looked up in PostgreSQL (see `pg`); `None` on redb.
+    cache: Option<Arc<pg::CredentialCache>>,
 }
 
 #[derive(Clone)]
@@ -148,7 +148,7 @@ impl IdentityStore {
         tx.commit()?;
         Ok(Self {
             backend: Backend::Redb(Arc::new(db)),
-            cache: Default::default(),
+            cache: None,
         })
     }
 
@@ -157,7 +157,7 @@ impl IdentityStore {
     pub fn open_postgres(url: &str) -> Result<Self, IdentityError> {
         let pool = pg::open(url)?;
         Ok(Self {
-            cache: pg::cache_for(url, &pool)?,
+            cache: Some(pg::cache_for(url, &pool)?),
             backend: Backend::Pg(pool),
         })
     }
@@ -168,7 +168,7 @@ impl IdentityStore {
     pub fn open_postgres_alone(url: &str) -> Result<Self, IdentityError> {
         let pool = pg::open(url)?;
         Ok(Self {
-            cache: pg::listening_cache(&pool)?,
+            cache: Some(pg::listening_cache(&pool)?),
             backend: Backend::Pg(pool),
         })
     }
@@ -190,7 +190,9 @@ impl IdentityStore {
         f: impl FnOnce(&mut euca_pg::Conn) -> Result<T, IdentityError> + Send + 'static,
     ) -> Result<T, IdentityError> {
         let r = pool.run_blocking(f);
-        self.cache.invalidate();
+        if let Some(cache) = &self.cache {
+            cache.invalidate();
+        }
         r
     }
 
@@ -200,16 +202,12 @@ impl IdentityStore {
         pool: &euca_pg::Pool,
         access_key: &str,
     ) -> Result<Option<Credential>, IdentityError> {
-        if let Some(hit) = self.cache.get(access_key) {
-            return Ok(hit);
-        }
-        let generation = self.cache.generation();
         let key = access_key.to_string();
-        let found = pool.run(move |c| pg::credential(c, &key)).await?;
-        if let Some(g) = generation {
-            self.cache.keep(g, access_key, &found);
+        let load = pool.run(move |c| pg::credential(c, &key));
+        match &self.cache {
+            Some(cache) => cache.get_or_load(access_key, load).await,
+            None => load.await,
         }
-        Ok(found)
     }
 
     /// Copies an account and its keys in exactly (ids, secrets, enabled or not), for
@@ -548,7 +546,9 @@ mod tests {
             .unwrap()
             .connect(postgres::NoTls)
             .unwrap();
-        eventually("b listens", || b.cache.generation().is_some());
+        eventually("b listens", || {
+            b.cache.as_ref().unwrap().generation().is_some()
+        });
         assert!(known(&b, &id));
         assert!(!known(&b, "AKIELATER"));
 
@@ -594,12 +594,16 @@ mod tests {
             )
             .unwrap();
         assert_eq!(ended.len(), 2);
-        eventually("b notices", || b.cache.generation().is_none());
+        eventually("b notices", || {
+            b.cache.as_ref().unwrap().generation().is_none()
+        });
         admin
             .execute("UPDATE identity_access_keys SET enabled = false", &[])
             .unwrap();
         assert!(!known(&b, &id), "a stale entry was used");
-        eventually("b listens again", || b.cache.generation().is_some());
+        eventually("b listens again", || {
+            b.cache.as_ref().unwrap().generation().is_some()
+        });
         assert!(!known(&b, &id));
         assert!(!known(&b, "AKIELATER"));
     }

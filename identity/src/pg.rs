@@ -10,7 +10,7 @@
 //! it at once. While the listening connection is down, nothing is cached.
 use crate::{AccessKey, Account, IdentityError};
 use euca_aws::{Credential, Principal};
-use euca_pg::{Conn, ListenEvent, Migration, Pool};
+use euca_pg::{Conn, Migration, Pool};
 use postgres::Row;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
@@ -29,73 +29,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 /// The channel the tables' trigger notifies.
 const CHANNEL: &str = "euca_identity";
 
-/// Entries kept before the cache starts over (unknown keys are cached too, so a
-/// stranger trying random keys cannot grow it without bound).
+/// Entries kept before the cache starts over (unknown keys are cached too).
 const CACHE_ENTRIES: usize = 10_000;
 
-/// Lookups of access keys (found or not) since the last change anyone made to
-/// accounts or keys. Used only while its listener listens.
-#[derive(Default)]
-pub(crate) struct CredentialCache {
-    state: Mutex<CacheState>,
-}
-
-#[derive(Default)]
-struct CacheState {
-    /// Whether changes are being heard ([`ListenEvent::Listening`]).
-    live: bool,
-    /// Bumped at every change heard: a lookup that began before one is not kept.
-    generation: u64,
-    entries: HashMap<String, Option<Credential>>,
-}
-
-impl CredentialCache {
-    /// The cached answer for `key`, if any.
-    pub(crate) fn get(&self, key: &str) -> Option<Option<Credential>> {
-        let s = self.state.lock().ok()?;
-        if !s.live {
-            return None;
-        }
-        s.entries.get(key).cloned()
-    }
-
-    /// The generation a lookup starts in, `None` while nothing may be cached.
-    pub(crate) fn generation(&self) -> Option<u64> {
-        let s = self.state.lock().ok()?;
-        s.live.then_some(s.generation)
-    }
-
-    /// Keeps what a lookup begun in `generation` found, unless something changed
-    /// meanwhile.
-    pub(crate) fn keep(&self, generation: u64, key: &str, found: &Option<Credential>) {
-        let Ok(mut s) = self.state.lock() else { return };
-        if !s.live || s.generation != generation {
-            return;
-        }
-        if s.entries.len() >= CACHE_ENTRIES {
-            s.entries.clear();
-        }
-        s.entries.insert(key.to_string(), found.clone());
-    }
-
-    /// Drops every entry (something changed); `live` says whether changes are
-    /// heard from now on.
-    fn reset(&self, live: bool) {
-        if let Ok(mut s) = self.state.lock() {
-            s.live = live;
-            s.generation += 1;
-            s.entries.clear();
-        }
-    }
-
-    /// Something changed: forget everything.
-    pub(crate) fn invalidate(&self) {
-        if let Ok(mut s) = self.state.lock() {
-            s.generation += 1;
-            s.entries.clear();
-        }
-    }
-}
+/// Access keys looked up (found or not): see [`euca_pg::NotifiedCache`].
+pub(crate) type CredentialCache = euca_pg::NotifiedCache<Option<Credential>>;
 
 /// One cache per database per process, so a change made through one store in
 /// this process (the identity API) is seen at once by the others (each service's
@@ -118,14 +56,7 @@ pub(crate) fn cache_for(url: &str, pool: &Pool) -> Result<Arc<CredentialCache>, 
 
 /// A cache of its own, fed by a listener on `pool`'s database.
 pub(crate) fn listening_cache(pool: &Pool) -> Result<Arc<CredentialCache>, IdentityError> {
-    let cache = Arc::new(CredentialCache::default());
-    let heard = Arc::downgrade(&cache);
-    pool.listen(CHANNEL, move |event| {
-        if let Some(c) = heard.upgrade() {
-            c.reset(event != ListenEvent::Lost);
-        }
-    })?;
-    Ok(cache)
+    Ok(CredentialCache::listening(pool, CHANNEL, CACHE_ENTRIES)?)
 }
 
 impl From<euca_pg::PgError> for IdentityError {

@@ -20,10 +20,13 @@
 //!   driver error for which [`is_busy`] holds), which the services answer with a
 //!   503 their clients retry. The URL's own `options` (`?options=-c%20lock_timeout%3D…`)
 //!   override these.
-//! - [`Pool::listen`]: `LISTEN` on a connection of its own, for caches that must
-//!   drop what another process changed.
+//! - [`Pool::listen`]: `LISTEN` on a connection of its own, and [`NotifiedCache`]
+//!   on it: rows cached in memory and dropped whenever any process changes them.
+mod cache;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+pub use cache::NotifiedCache;
 
 use postgres::error::SqlState;
 use postgres::{Client, GenericClient, NoTls, Statement};

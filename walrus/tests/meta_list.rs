@@ -1080,22 +1080,7 @@ async fn a_held_lock_is_busy_and_changes_nothing_on_postgres() {
             .expect("open PgMeta"),
     );
     m.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        let mut c = url
-            .parse::<postgres::Config>()
-            .unwrap()
-            .connect(postgres::NoTls)
-            .unwrap();
-        let mut tx = c.transaction().unwrap();
-        tx.batch_execute("LOCK TABLE walrus_objects IN ACCESS EXCLUSIVE MODE")
-            .unwrap();
-        locked_tx.send(()).unwrap();
-        let _ = release_rx.recv();
-        tx.rollback().unwrap();
-    });
-    locked_rx.recv().unwrap();
+    let locked = TableLock::take(&url, "walrus_objects");
     let started = std::time::Instant::now();
     let e = m
         .apply(MetaOp::PutObject {
@@ -1110,12 +1095,126 @@ async fn a_held_lock_is_busy_and_changes_nothing_on_postgres() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     let e = m.object("b", "k").await.expect_err("reads wait too");
     assert!(matches!(e, MetaError::Busy(_)), "{e}");
-    release_tx.send(()).unwrap();
-    holder.join().unwrap();
+    drop(locked);
     assert!(
         m.object("b", "k").await.unwrap().is_none(),
         "the busy PUT wrote"
     );
     put(&*m, "k").await;
     assert!(m.object("b", "k").await.unwrap().is_some());
+}
+
+/// Waits up to 5 s for `ok` (a notification between front ends).
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut ok: impl FnMut() -> F) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !ok().await {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Bucket rows are cached per front end and every change, made through any
+/// front end or by hand, reaches every cache; a front end sees its own at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_buckets_follow_changes_made_anywhere_on_postgres() {
+    let url = tokio::task::spawn_blocking(euca_pg::testing::database_url)
+        .await
+        .unwrap();
+    // Reads that reach the database fail fast while its tables are locked.
+    let quick = format!("{url}?options=-c%20lock_timeout%3D200");
+    let a = walrus::meta_pg::PgMeta::open(&quick, 2).await.unwrap();
+    let b = walrus::meta_pg::PgMeta::open(&quick, 2).await.unwrap();
+    // Once b listens, what it reads is kept: read while the table is locked.
+    eventually("b caches", || async {
+        b.bucket("b").await.unwrap();
+        let _locked = TableLock::take(&url, "walrus_buckets");
+        b.bucket("b").await.is_ok()
+    })
+    .await;
+    assert!(b.bucket("b").await.unwrap().is_none());
+    a.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
+    eventually("b sees the bucket a made", || async {
+        b.bucket("b").await.unwrap().is_some()
+    })
+    .await;
+    let cors =
+        |b: Option<BucketMeta>| b.and_then(|b| b.config(BucketConfig::CORS).map(str::to_string));
+    let set_cors = |doc: &str| MetaOp::SetBucketConfig {
+        name: "b".into(),
+        config: BucketConfig::CORS.into(),
+        doc: Some(doc.into()),
+    };
+    a.apply(set_cors("<CORSConfiguration>a</CORSConfiguration>"))
+        .await
+        .unwrap();
+    eventually("b sees a's configuration", || async {
+        cors(b.bucket("b").await.unwrap()).as_deref()
+            == Some("<CORSConfiguration>a</CORSConfiguration>")
+    })
+    .await;
+    // Its own change at once.
+    b.apply(set_cors("<CORSConfiguration>b</CORSConfiguration>"))
+        .await
+        .unwrap();
+    assert_eq!(
+        cors(b.bucket("b").await.unwrap()).as_deref(),
+        Some("<CORSConfiguration>b</CORSConfiguration>")
+    );
+    // By hand.
+    let by_hand = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let admin = by_hand.parse::<postgres::Config>().unwrap();
+        admin
+            .connect(postgres::NoTls)
+            .unwrap()
+            .execute("DELETE FROM walrus_buckets", &[])
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    eventually("a and b see the bucket deleted by hand", || async {
+        a.bucket("b").await.unwrap().is_none() && b.bucket("b").await.unwrap().is_none()
+    })
+    .await;
+}
+
+/// A table held locked (ACCESS EXCLUSIVE) by another session until dropped.
+struct TableLock {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    holder: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TableLock {
+    fn take(url: &str, table: &'static str) -> Self {
+        let url = url.to_string();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let mut c = url
+                .parse::<postgres::Config>()
+                .unwrap()
+                .connect(postgres::NoTls)
+                .unwrap();
+            let mut tx = c.transaction().unwrap();
+            tx.batch_execute(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            tx.rollback().unwrap();
+        });
+        locked_rx.recv().unwrap();
+        TableLock {
+            release: Some(release),
+            holder: Some(holder),
+        }
+    }
+}
+
+impl Drop for TableLock {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(h) = self.holder.take() {
+            let _ = h.join();
+        }
+    }
 }
