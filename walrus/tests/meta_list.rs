@@ -358,27 +358,10 @@ async fn completions_do_not_queue_behind_each_others_expiry_on_postgres() {
         .await
         .unwrap();
     // Another completion in flight holds the expired row it is removing.
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        let mut c = url
-            .parse::<postgres::Config>()
-            .unwrap()
-            .connect(postgres::NoTls)
-            .unwrap();
-        let mut tx = c.transaction().unwrap();
-        let n = tx
-            .query("SELECT k FROM walrus_completed_by_time FOR UPDATE", &[])
-            .unwrap()
-            .len();
-        locked_tx.send(n).unwrap();
-        let _ = release_rx.recv();
-        tx.rollback().unwrap();
-    });
-    assert_eq!(locked_rx.recv().unwrap(), 1);
+    let held = Held::take(&url, "SELECT k FROM walrus_completed_by_time FOR UPDATE");
+    assert_eq!(held.rows, 1);
     complete_upload(&m, "new", now).await.unwrap();
-    release_tx.send(()).unwrap();
-    holder.join().unwrap();
+    drop(held);
     assert!(m.completed_upload("b", "k", "new").await.unwrap().is_some());
 }
 
@@ -1080,7 +1063,7 @@ async fn a_held_lock_is_busy_and_changes_nothing_on_postgres() {
             .expect("open PgMeta"),
     );
     m.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
-    let locked = TableLock::take(&url, "walrus_objects");
+    let locked = Held::table(&url, "walrus_objects");
     let started = std::time::Instant::now();
     let e = m
         .apply(MetaOp::PutObject {
@@ -1127,7 +1110,7 @@ async fn cached_buckets_follow_changes_made_anywhere_on_postgres() {
     // Once b listens, what it reads is kept: read while the table is locked.
     eventually("b caches", || async {
         b.bucket("b").await.unwrap();
-        let _locked = TableLock::take(&url, "walrus_buckets");
+        let _locked = Held::table(&url, "walrus_buckets");
         b.bucket("b").await.is_ok()
     })
     .await;
@@ -1178,15 +1161,18 @@ async fn cached_buckets_follow_changes_made_anywhere_on_postgres() {
     .await;
 }
 
-/// A table held locked (ACCESS EXCLUSIVE) by another session until dropped.
-struct TableLock {
+/// Locks another session took (in a transaction, by `sql`) and holds until
+/// dropped.
+struct Held {
+    /// The rows `sql` returned.
+    rows: usize,
     release: Option<std::sync::mpsc::Sender<()>>,
     holder: Option<std::thread::JoinHandle<()>>,
 }
 
-impl TableLock {
-    fn take(url: &str, table: &'static str) -> Self {
-        let url = url.to_string();
+impl Held {
+    fn take(url: &str, sql: &str) -> Self {
+        let (url, sql) = (url.to_string(), sql.to_string());
         let (locked_tx, locked_rx) = std::sync::mpsc::channel();
         let (release, release_rx) = std::sync::mpsc::channel::<()>();
         let holder = std::thread::spawn(move || {
@@ -1196,21 +1182,24 @@ impl TableLock {
                 .connect(postgres::NoTls)
                 .unwrap();
             let mut tx = c.transaction().unwrap();
-            tx.batch_execute(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
-                .unwrap();
-            locked_tx.send(()).unwrap();
+            locked_tx.send(tx.query(&sql, &[]).unwrap().len()).unwrap();
             let _ = release_rx.recv();
             tx.rollback().unwrap();
         });
-        locked_rx.recv().unwrap();
-        TableLock {
+        Held {
+            rows: locked_rx.recv().unwrap(),
             release: Some(release),
             holder: Some(holder),
         }
     }
+
+    /// `table` locked ACCESS EXCLUSIVE: every read and write of it waits.
+    fn table(url: &str, table: &str) -> Self {
+        Self::take(url, &format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+    }
 }
 
-impl Drop for TableLock {
+impl Drop for Held {
     fn drop(&mut self) {
         drop(self.release.take());
         if let Some(h) = self.holder.take() {
