@@ -189,13 +189,18 @@ pub async fn refresh_dns(clc: &Clc) -> Result<(), Ec2Error> {
 /// holds the lease on shared records) does now and then, so its DNS knows the
 /// zones' ranges as well as every address.
 pub async fn refresh_nets_and_dns(clc: &Clc) -> Result<(), Ec2Error> {
+    refresh_nets(clc).await;
+    refresh_dns(clc).await
+}
+
+/// Re-reads each zone's network config from its cluster.
+pub async fn refresh_nets(clc: &Clc) {
     for (zone, cluster) in clc.clusters() {
         match cluster.network().await {
             Ok(status) => clc.set_cached_net(&zone, status.config),
             Err(e) => tracing::debug!(%zone, error = %e, "the cluster did not say its network"),
         }
     }
-    refresh_dns(clc).await
 }
 
 /// Reads each zone's network config and applied state, sends the desired state

@@ -33,7 +33,10 @@
 //!
 //! With records several cloud controllers share, only the holder of the
 //! `reconciler` lease runs passes; the others rebuild their DNS index from the
-//! records every [`DNS_REFRESH_EVERY`] intervals.
+//! records whenever the store says instance records changed (PostgreSQL: a
+//! trigger notifies, [`crate::store::RecordStore::watch_instances`]), and at least
+//! every [`DNS_REBUILD_MAX`]; they re-read the zones' network configs every
+//! [`DNS_REFRESH_EVERY`] intervals.
 use crate::actions::attachments::{release_volume, set_attachment};
 use crate::actions::instances::{delete_instance, drive_launch, in_flight, TERMINATED_KEPT_SECS};
 use crate::cluster::ClusterApi;
@@ -44,6 +47,7 @@ use crate::store::{Owned, Write};
 use crate::Clc;
 use euca_compute_proto::{codes, NodeAttachState, NodeInstanceState, NodeState, PlacedInstance};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,9 +55,16 @@ use std::time::Duration;
 pub const INTERVAL: Duration = Duration::from_secs(1);
 
 /// With records shared by several cloud controllers, one that does not hold the
-/// reconciler's lease rebuilds its DNS index from the records every this many
-/// intervals, so its DNS answers for the addresses the others gave out.
+/// reconciler's lease re-reads the zones' network configs every this many
+/// intervals (and rebuilds its DNS index then too if its store cannot say when
+/// instance records change), so its DNS answers for the addresses the others
+/// gave out.
 pub const DNS_REFRESH_EVERY: u64 = 5;
+
+/// A cloud controller told of instance changes still rebuilds its DNS index this
+/// often (a safety net: a notification lost with its connection is also made up
+/// for when the listener reconnects).
+pub const DNS_REBUILD_MAX: Duration = Duration::from_secs(60);
 
 /// How long a guest of this cloud with no instance record may run before the
 /// reconciler terminates it (seconds).
@@ -91,6 +102,25 @@ async fn run(clc: &Arc<Clc>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let holder = clc.holder.clone();
     let mut passes: u64 = 0;
     let mut idle: u64 = 0;
+    // Instance records another CLC changed (as the store tells), for the DNS
+    // index of a CLC that does not reconcile.
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let dirty = Arc::new(AtomicBool::new(true));
+    let watching = clc.db.store().shared() && {
+        let (changed, dirty) = (changed.clone(), dirty.clone());
+        let told = move || {
+            dirty.store(true, Ordering::SeqCst);
+            changed.notify_one();
+        };
+        match clc.db.store().watch_instances(Box::new(told)) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "listening for instance changes");
+                false
+            }
+        }
+    };
+    let mut rebuilt = std::time::Instant::now();
     loop {
         if *shutdown.borrow() {
             return;
@@ -98,15 +128,27 @@ async fn run(clc: &Arc<Clc>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         if !holds_lease(clc, &holder).await {
             // Another CLC reconciles (and its DNS follows every pass); this one
             // changes addresses only through its own actions, so its DNS reads
-            // the others' from the records now and then.
-            if idle.is_multiple_of(DNS_REFRESH_EVERY) {
-                if let Err(e) = crate::netstate::refresh_nets_and_dns(clc).await {
+            // the others' from the records when told they changed (else now and
+            // then).
+            let nets_due = idle.is_multiple_of(DNS_REFRESH_EVERY);
+            if nets_due {
+                crate::netstate::refresh_nets(clc).await;
+            }
+            let rebuild = if watching {
+                dirty.swap(false, Ordering::SeqCst) || rebuilt.elapsed() >= DNS_REBUILD_MAX
+            } else {
+                nets_due
+            };
+            if rebuild {
+                rebuilt = std::time::Instant::now();
+                if let Err(e) = crate::netstate::refresh_dns(clc).await {
                     tracing::warn!(error = %e, "rebuilding the DNS index");
+                    dirty.store(true, Ordering::SeqCst);
                 }
             }
-            idle = idle.wrapping_add(1);
             tokio::select! {
-                _ = tokio::time::sleep(INTERVAL) => {}
+                _ = tokio::time::sleep(INTERVAL) => idle = idle.wrapping_add(1),
+                _ = changed.notified() => {}
                 r = shutdown.changed() => if r.is_err() { return },
             }
             continue;

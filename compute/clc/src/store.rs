@@ -187,6 +187,12 @@ pub trait RecordStore: Send + Sync + 'static {
     fn shared(&self) -> bool {
         false
     }
+    /// Calls `changed` whenever another process may have changed instance records
+    /// (and once listening starts), for as long as the store lives: false if this
+    /// store cannot tell (then only this process changes them).
+    fn watch_instances(&self, _changed: Box<dyn Fn() + Send + Sync>) -> Result<bool, Ec2Error> {
+        Ok(false)
+    }
 }
 
 /// Every kind of record, the internal ones included (for copies between stores).

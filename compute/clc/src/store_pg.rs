@@ -17,10 +17,16 @@ use crate::error::Ec2Error;
 use crate::store::{Change, Conflict, Kind, RecordStore, Stored};
 use euca_pg::{Conn, Migration, Pool};
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("../migrations/postgres/0001_records.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("../migrations/postgres/0001_records.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("../migrations/postgres/0002_notify_instances.sql"),
+    },
+];
 
 /// A database error at the EC2 edge: `ServiceUnavailable` (503, which clients
 /// retry) when the database was busy, else an internal error.
@@ -237,5 +243,19 @@ impl RecordStore for PgRecordStore {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    /// Listens on the channel the instance records' trigger notifies (migration
+    /// 2). While the listener is down (lost, reconnecting) changes may be missed,
+    /// so its return to listening counts as a change too.
+    fn watch_instances(&self, changed: Box<dyn Fn() + Send + Sync>) -> Result<bool, Ec2Error> {
+        self.pool
+            .listen("euca_clc_instances", move |event| {
+                if event != euca_pg::ListenEvent::Lost {
+                    changed();
+                }
+            })
+            .map_err(pg_err)?;
+        Ok(true)
     }
 }

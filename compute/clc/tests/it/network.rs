@@ -1178,6 +1178,25 @@ async fn dns_of_a_second_clc_follows_the_shared_records() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+    // Told of the change, B learns the next instance at once: well before the
+    // minute after which it would rebuild untold.
+    run(&a, A, &[]).await.unwrap();
+    let next = "euca-10-10-0-3.eucalyptus.internal.";
+    assert!(matches!(
+        a.dns().answer(next, RecordType::A),
+        euca_clc::dns::Answer::A(_)
+    ));
+    let told = std::time::Instant::now();
+    while !matches!(
+        b.dns().answer(next, RecordType::A),
+        euca_clc::dns::Answer::A(_)
+    ) {
+        assert!(
+            told.elapsed() < std::time::Duration::from_secs(10),
+            "B's DNS did not follow A's second instance"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     stop.send(true).unwrap();
     task.await.unwrap();
 }
