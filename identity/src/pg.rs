@@ -29,11 +29,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 /// The channel the tables' trigger notifies.
 const CHANNEL: &str = "euca_identity";
 
-/// Entries kept before the cache starts over (unknown keys are cached too).
+/// Credentials kept at most.
 const CACHE_ENTRIES: usize = 10_000;
 
-/// Access keys looked up (found or not): see [`euca_pg::NotifiedCache`].
-pub(crate) type CredentialCache = euca_pg::NotifiedCache<Option<Credential>>;
+/// Active access keys looked up: see [`euca_pg::NotifiedCache`].
+pub(crate) type CredentialCache = euca_pg::NotifiedCache<Credential>;
 
 /// One cache per database per process, so a change made through one store in
 /// this process (the identity API) is seen at once by the others (each service's

@@ -5,18 +5,23 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-/// Lookups by key (found or not) since the last change anyone made to what they
-/// read. The tables' writers notify a channel (a trigger in the service's
-/// migrations, so changes made by hand count too); a listener on it drops every
-/// entry at each notification. While the listener is not listening (connection
-/// lost, not yet open) nothing is cached, so a change it could miss is never
-/// served stale. A process that changes the rows itself calls
-/// [`NotifiedCache::invalidate`] once the change is made, so it sees its own
-/// change at once; other processes see it when the notification arrives
-/// (milliseconds).
+/// Rows found by key since the last change anyone made to what they read. The
+/// tables' writers notify a channel (a trigger in the service's migrations, so
+/// changes made by hand count too); a listener on it drops every entry at each
+/// notification. While the listener is not listening (connection lost, not yet
+/// open) nothing is cached, so a change it could miss is never served stale; a
+/// silently dead connection is noticed within twice [`crate::LISTEN_QUIET`]. A
+/// process that changes the rows itself calls [`NotifiedCache::invalidate`] once
+/// the change is made, so it sees its own change at once; other processes see it
+/// when the notification arrives (milliseconds).
+///
+/// Only rows found are kept (a name nobody has is asked each time), at most `cap`
+/// of them: a stranger making up names can neither grow the cache nor empty it.
 pub struct NotifiedCache<V> {
     state: Mutex<State<V>>,
     cap: usize,
+    /// Keeps the listener's thread going as long as the cache is used.
+    _pool: Pool,
 }
 
 struct State<V> {
@@ -28,8 +33,7 @@ struct State<V> {
 }
 
 impl<V: Clone + Send + 'static> NotifiedCache<V> {
-    /// A cache of at most `cap` entries (it starts over when full, so keys a
-    /// stranger makes up cannot grow it), fed by a listener on `channel` of
+    /// A cache of at most `cap` entries, fed by a listener on `channel` of
     /// `pool`'s database.
     pub fn listening(pool: &Pool, channel: &'static str, cap: usize) -> Result<Arc<Self>, PgError> {
         let cache = Arc::new(NotifiedCache {
@@ -39,6 +43,7 @@ impl<V: Clone + Send + 'static> NotifiedCache<V> {
                 entries: HashMap::new(),
             }),
             cap,
+            _pool: pool.clone(),
         });
         let heard = Arc::downgrade(&cache);
         pool.listen(channel, move |event| {
@@ -49,22 +54,22 @@ impl<V: Clone + Send + 'static> NotifiedCache<V> {
         Ok(cache)
     }
 
-    /// The cached value for `key`, else `load`'s, kept unless something changed
-    /// while it loaded.
+    /// The cached row for `key`, else what `load` finds, kept if found and
+    /// nothing changed while it loaded.
     pub async fn get_or_load<E>(
         &self,
         key: &str,
-        load: impl Future<Output = Result<V, E>>,
-    ) -> Result<V, E> {
+        load: impl Future<Output = Result<Option<V>, E>>,
+    ) -> Result<Option<V>, E> {
         if let Some(hit) = self.get(key) {
-            return Ok(hit);
+            return Ok(Some(hit));
         }
         let generation = self.generation();
-        let v = load.await?;
-        if let Some(g) = generation {
-            self.keep(g, key, &v);
+        let found = load.await?;
+        if let (Some(g), Some(v)) = (generation, &found) {
+            self.keep(g, key, v);
         }
-        Ok(v)
+        Ok(found)
     }
 
     fn get(&self, key: &str) -> Option<V> {
@@ -86,8 +91,11 @@ impl<V: Clone + Send + 'static> NotifiedCache<V> {
         if !s.live || s.generation != generation {
             return;
         }
-        if s.entries.len() >= self.cap {
-            s.entries.clear();
+        if s.entries.len() >= self.cap && !s.entries.contains_key(key) {
+            // One out for the new one (whichever the map yields first).
+            if let Some(old) = s.entries.keys().next().cloned() {
+                s.entries.remove(&old);
+            }
         }
         s.entries.insert(key.to_string(), v.clone());
     }

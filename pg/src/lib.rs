@@ -15,11 +15,13 @@
 //!   `statement_timeout` ([`STATEMENT_TIMEOUT`]) and
 //!   `idle_in_transaction_session_timeout` (60 s), so a front end frozen in a
 //!   transaction (or a runaway statement) holds others up for seconds, not forever;
-//!   a job that waited over [`QUEUE_WAIT_MAX`] for a connection thread, or whose
-//!   caller stopped waiting, is not run. All of these end in [`PgError::Busy`] (or a
-//!   driver error for which [`is_busy`] holds), which the services answer with a
-//!   503 their clients retry. The URL's own `options` (`?options=-c%20lock_timeout%3D…`)
-//!   override these.
+//!   a server that stops answering fails the statement in flight after
+//!   [`TCP_USER_TIMEOUT`]; a job that waited over [`QUEUE_WAIT_MAX`] for a connection
+//!   thread fails unrun with [`PgError::Busy`]. Timeouts are driver errors for which
+//!   [`is_busy`] holds ([`DbFailure`]); Walrus and the CLC answer them with a 503
+//!   their clients retry. An async caller that stopped waiting ([`Pool::run`])
+//!   has its job dropped unrun ([`Pool::run_to_end`] runs it regardless). The
+//!   URL's own `options` (`?options=-c%20lock_timeout%3D…`) override these.
 //! - [`Pool::listen`]: `LISTEN` on a connection of its own, and [`NotifiedCache`]
 //!   on it: rows cached in memory and dropped whenever any process changes them.
 mod cache;
@@ -83,7 +85,8 @@ impl DbFailure for PgError {
         }
     }
     fn describe(&self) -> String {
-        self.to_string()
+        let all = self.to_string();
+        all.strip_prefix("postgresql: ").unwrap_or(&all).to_string()
     }
 }
 
@@ -131,6 +134,13 @@ impl Statements {
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one statement may run before the server cancels it ([`is_busy`]).
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long sent data may stay unacknowledged by the server before the connection
+/// is given up (`TCP_USER_TIMEOUT`): a partitioned server fails the statement in
+/// flight instead of holding its thread for TCP's quarter of an hour.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// After this long without a notification a listener checks its connection,
+/// and gives it up if the check takes longer.
+pub const LISTEN_QUIET: Duration = Duration::from_secs(2);
 /// How long a job may wait for a connection thread before it fails unrun
 /// ([`PgError::Busy`]): its caller's client has long given up.
 pub const QUEUE_WAIT_MAX: Duration = Duration::from_secs(30);
@@ -188,6 +198,15 @@ impl<R: Send + 'static> Reply<R> for oneshot::Sender<R> {
     }
     fn deliver(self, r: R) {
         let _ = oneshot::Sender::send(self, r);
+    }
+}
+
+/// A caller whose job runs even once it stopped waiting.
+struct ToTheEnd<R>(oneshot::Sender<R>);
+
+impl<R: Send + 'static> Reply<R> for ToTheEnd<R> {
+    fn deliver(self, r: R) {
+        let _ = self.0.send(r);
     }
 }
 
@@ -390,6 +409,14 @@ impl Pool {
         // about a minute, and ends a transaction left idle for one.
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
+        config.keepalives_interval(Duration::from_secs(5));
+        config.keepalives_retries(3);
+        // A server that stops acknowledging what this side sent (a partition, a
+        // host gone) fails the statement after this long, rather than after TCP's
+        // retransmissions give up (about 15 minutes).
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
         // Ours first: settings in the URL's own `options` come later and win.
         let ours = format!(
             "-c idle_in_transaction_session_timeout=60000 -c lock_timeout={} -c statement_timeout={}",
@@ -470,8 +497,9 @@ impl Pool {
     /// Listens on `channel` (an SQL identifier) on a connection of its own, on a
     /// thread that calls `on_event` for each notification and each change of the
     /// connection's state. A connection that breaks, or does not answer a check
-    /// after 5 quiet seconds, is reported [`ListenEvent::Lost`] and reopened (every
-    /// second until it opens). The thread ends once every clone of this pool is gone.
+    /// within [`LISTEN_QUIET`] after as long a quiet spell, is reported
+    /// [`ListenEvent::Lost`] and reopened (every second until it opens): one that
+    /// died silently is known lost within twice [`LISTEN_QUIET`]. The thread ends once every clone of this pool is gone.
     /// Its connection's `application_name` is the pool's with `-listen`.
     pub fn listen(
         &self,
@@ -486,23 +514,28 @@ impl Pool {
         std::thread::Builder::new()
             .name(format!("pg-listen-{channel}"))
             .spawn(move || {
+                // Whatever ends this thread (a panic included), the listener
+                // reports itself lost last.
+                struct LostAtEnd<F: Fn(ListenEvent)>(F);
+                impl<F: Fn(ListenEvent)> Drop for LostAtEnd<F> {
+                    fn drop(&mut self) {
+                        (self.0)(ListenEvent::Lost);
+                    }
+                }
+                let on_event = LostAtEnd(on_event);
                 while alive.strong_count() > 0 {
                     if let Ok(mut client) = config.connect(NoTls) {
                         if client.batch_execute(&format!("LISTEN {channel}")).is_ok() {
-                            on_event(ListenEvent::Listening);
+                            (on_event.0)(ListenEvent::Listening);
                             while alive.strong_count() > 0 {
-                                let next = client
-                                    .notifications()
-                                    .timeout_iter(Duration::from_secs(5))
-                                    .next();
+                                let next = client.notifications().timeout_iter(LISTEN_QUIET).next();
                                 match next {
-                                    Ok(Some(_)) => on_event(ListenEvent::Notified),
-                                    Ok(None) if client.is_valid(Duration::from_secs(5)).is_ok() => {
-                                    }
+                                    Ok(Some(_)) => (on_event.0)(ListenEvent::Notified),
+                                    Ok(None) if client.is_valid(LISTEN_QUIET).is_ok() => {}
                                     _ => break,
                                 }
                             }
-                            on_event(ListenEvent::Lost);
+                            (on_event.0)(ListenEvent::Lost);
                         }
                     }
                     std::thread::sleep(Duration::from_secs(1));
@@ -521,6 +554,21 @@ impl Pool {
     {
         let (tx, rx) = oneshot::channel();
         self.send(f, tx)?;
+        rx.await.map_err(|_| PgError::Stopped)?
+    }
+
+    /// [`Pool::run`] for a change whose caller must not be dropped half way: it
+    /// runs even if the caller stops waiting (a request that wrote blobs before
+    /// committing them frees them only after the commit's answer; dropped unrun,
+    /// they would stay unreferenced until a sweep).
+    pub async fn run_to_end<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<PgError> + Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<T, E> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.send(f, ToTheEnd(tx))?;
         rx.await.map_err(|_| PgError::Stopped)?
     }
 

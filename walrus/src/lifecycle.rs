@@ -10,14 +10,14 @@
 //! shorten it, as Ceph's `rgw_lc_debug_interval` does). A version object lock
 //! protects is left alone. Front ends sharing a metadata store take turns under a
 //! lease (`LEASE`). Every action is conditional on what the scan found (an
-//! expiration deletes only the object it found due, [`MetaOp::DeleteObject`]'s
-//! `unchanged`; versions and uploads go by id), so a newer write is never
-//! expired, and two passes overlapping (a holder that outlived its lease) act at
+//! expiration deletes only the object it found due, with the tags it had,
+//! [`MetaOp::DeleteObject`]'s `unchanged`; versions and uploads go by id), so a
+//! newer write (or one retagged out of a rule) is never expired, and two passes overlapping (a holder that outlived its lease) act at
 //! most once on each thing.
 use crate::error::{S3Error, S3Result};
 use crate::handler::{empty, xml, Req, Resp};
 use crate::meta::{
-    now_millis, BucketConfig, BucketMeta, MetaError, MetaOp, ObjectMeta, ObjectStamp, Version,
+    now_millis, BucketConfig, BucketMeta, FoundObject, MetaError, MetaOp, ObjectMeta, Version,
     Versioning,
 };
 use crate::state::State;
@@ -499,8 +499,8 @@ async fn apply_rule(st: &Arc<State>, b: &BucketMeta, rule: &Rule, day_ms: i64) -
                         MetaOp::DeleteObject {
                             bucket: b.name.clone(),
                             by: b.owner.clone(),
-                            // Not an object written since the scan.
-                            unchanged: Some(ObjectStamp::of(&o)),
+                            // Not an object written (or retagged) since the scan.
+                            unchanged: Some(FoundObject::of(&o)),
                             key,
                         },
                     )

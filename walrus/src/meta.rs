@@ -65,6 +65,28 @@ impl ObjectStamp {
     }
 }
 
+/// The object a delete was decided on (the lifecycle worker's scan): the write
+/// ([`ObjectStamp`]) and its tags, which a rule may filter on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundObject {
+    pub stamp: ObjectStamp,
+    pub tags: Vec<(String, String)>,
+}
+
+impl FoundObject {
+    pub fn of(o: &ObjectMeta) -> Self {
+        FoundObject {
+            stamp: ObjectStamp::of(o),
+            tags: o.tags.clone(),
+        }
+    }
+
+    /// Whether `o` is still the object found, with the same tags.
+    pub fn is(&self, o: &ObjectMeta) -> bool {
+        self.stamp == ObjectStamp::of(o) && self.tags == o.tags
+    }
+}
+
 /// A condition a write commits under (`If-None-Match: *`, `If-Match: <etag>`),
 /// checked inside the transaction, so of racing conditional writers exactly one wins.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -476,9 +498,10 @@ pub enum MetaOp {
         key: String,
         /// Who deletes (the owner of a delete marker).
         by: Owner,
-        /// Only if the current object is still this one, else [`MetaError::Changed`]
-        /// (the lifecycle worker deletes what it found due, never a newer write).
-        unchanged: Option<ObjectStamp>,
+        /// Only if the current object is still this one with these tags, else
+        /// [`MetaError::Changed`] (the lifecycle worker deletes what it found due,
+        /// never a newer write or one whose tags changed since).
+        unchanged: Option<FoundObject>,
     },
     /// Removes one version for good (an object's or a delete marker); if it was the
     /// latest, the next newest becomes the current object (none if it is a marker).

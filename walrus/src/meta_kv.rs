@@ -879,9 +879,9 @@ pub(crate) fn apply_op(tx: &impl KvWrite, op: MetaOp) -> Result<OpOutcome, MetaE
             by,
             unchanged,
         } => {
-            if let Some(stamp) = unchanged {
+            if let Some(found) = unchanged {
                 let current = get::<ObjectMeta>(tx, Table::Objects, &object_key(&bucket, &key))?;
-                if current.as_ref().map(ObjectStamp::of) != Some(stamp) {
+                if !current.is_some_and(|c| found.is(&c)) {
                     return Err(MetaError::Changed);
                 }
             }

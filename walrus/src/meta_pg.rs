@@ -62,7 +62,7 @@ const MIGRATIONS: &[Migration] = &[
 /// The channel every change to `walrus_buckets` notifies (migration 3).
 const BUCKETS_CHANNEL: &str = "euca_walrus_buckets";
 
-/// Bucket rows kept in memory (absent ones too); more and the cache starts over.
+/// Bucket rows kept in memory at most.
 const BUCKET_CACHE_ENTRIES: usize = 10_000;
 
 fn backend(e: impl std::fmt::Display) -> MetaError {
@@ -263,8 +263,8 @@ struct OpLocks {
     /// The bucket's lock exclusive (an op on the bucket itself); else shared.
     bucket_exclusive: bool,
     key: Option<i64>,
-    /// Read as soon as the locks are taken ([`OpLocks::read_ahead`]): an object
-    /// op's bucket row and the key's current object, which most ops read.
+    /// Read as soon as the locks are taken ([`OpLocks::read_ahead`]): for a PUT,
+    /// a DELETE or a completion, its bucket row and the key's current object.
     reads: Vec<(Table, Vec<u8>)>,
 }
 
@@ -296,29 +296,35 @@ impl OpLocks {
             key: None,
             reads: vec![],
         };
-        let object = |bucket: &str, key: &str| OpLocks {
+        // `read_ahead`: the op reads the bucket row and the key's current object
+        // (what placing or deleting an object does).
+        let object = |bucket: &str, key: &str, read_ahead: bool| OpLocks {
             bucket: fnv1a(&[bucket.as_bytes()]) as i32,
             bucket_exclusive: false,
             key: Some(fnv1a(&[bucket.as_bytes(), key.as_bytes()]) as i64),
-            reads: vec![
-                (Table::Buckets, bucket.as_bytes().to_vec()),
-                (Table::Objects, meta_kv::object_key(bucket, key)),
-            ],
+            reads: if read_ahead {
+                vec![
+                    (Table::Buckets, bucket.as_bytes().to_vec()),
+                    (Table::Objects, meta_kv::object_key(bucket, key)),
+                ]
+            } else {
+                vec![]
+            },
         };
         match op {
             MetaOp::CreateBucket(b) => bucket_only(&b.name),
             MetaOp::DeleteBucket { name }
             | MetaOp::SetBucketAcl { name, .. }
             | MetaOp::SetBucketConfig { name, .. } => bucket_only(name),
-            MetaOp::CreateUpload(u) => object(&u.bucket, &u.key),
+            MetaOp::CreateUpload(u) => object(&u.bucket, &u.key, false),
             MetaOp::PutObject { bucket, key, .. }
             | MetaOp::DeleteObject { bucket, key, .. }
-            | MetaOp::DeleteVersion { bucket, key, .. }
+            | MetaOp::CompleteUpload { bucket, key, .. } => object(bucket, key, true),
+            MetaOp::DeleteVersion { bucket, key, .. }
             | MetaOp::SetObjectLock { bucket, key, .. }
             | MetaOp::UpdateObject { bucket, key, .. }
             | MetaOp::PutPart { bucket, key, .. }
-            | MetaOp::CompleteUpload { bucket, key, .. }
-            | MetaOp::AbortUpload { bucket, key, .. } => object(bucket, key),
+            | MetaOp::AbortUpload { bucket, key, .. } => object(bucket, key, false),
         }
     }
 
@@ -372,7 +378,7 @@ pub struct PgMeta {
     /// Bucket rows by name: every request reads its bucket's (to authorize it),
     /// and they change rarely. Dropped at every change any front end makes (see
     /// [`NotifiedCache`]).
-    buckets: Arc<NotifiedCache<Option<BucketMeta>>>,
+    buckets: Arc<NotifiedCache<BucketMeta>>,
 }
 
 impl PgMeta {
@@ -426,7 +432,15 @@ impl PgMeta {
         T: Send + 'static,
         F: Fn(&PgKv<'_>) -> Result<T, MetaError> + Send + 'static,
     {
-        self.pool.run(move |conn| run_on(conn, mode, &f)).await
+        // A write runs to its end even if its request is dropped meanwhile: the
+        // request frees the blobs it wrote only after the commit's answer.
+        if matches!(mode, Mode::Write | Mode::Op(_)) {
+            self.pool
+                .run_to_end(move |conn| run_on(conn, mode, &f))
+                .await
+        } else {
+            self.pool.run(move |conn| run_on(conn, mode, &f)).await
+        }
     }
 }
 

@@ -457,13 +457,14 @@ async fn conditional_writes_tags_and_bucket_configs_on(m: Arc<dyn MetaStore>) {
         Err(MetaError::Changed)
     ));
     assert!(m.object("b", "k").await.unwrap().unwrap().tags.is_empty());
-    // A delete of the object found due (the lifecycle worker's) spares a newer write.
-    let found = ObjectStamp::of(&m.object("b", "k").await.unwrap().unwrap());
-    let delete_found = |stamp: &ObjectStamp| MetaOp::DeleteObject {
+    // A delete of the object found due (the lifecycle worker's) spares a newer
+    // write, and the same write retagged since.
+    let found = FoundObject::of(&m.object("b", "k").await.unwrap().unwrap());
+    let delete_found = |found: &FoundObject| MetaOp::DeleteObject {
         bucket: "b".into(),
         key: "k".into(),
         by: owner(),
-        unchanged: Some(stamp.clone()),
+        unchanged: Some(found.clone()),
     };
     put_meta(&*m, "k", blob_obj("newer")).await;
     assert!(matches!(
@@ -471,7 +472,21 @@ async fn conditional_writes_tags_and_bucket_configs_on(m: Arc<dyn MetaStore>) {
         Err(MetaError::Changed)
     ));
     assert_eq!(m.object("b", "k").await.unwrap().unwrap().etag, "newer");
-    let newer = ObjectStamp::of(&m.object("b", "k").await.unwrap().unwrap());
+    let newer = FoundObject::of(&m.object("b", "k").await.unwrap().unwrap());
+    m.apply(MetaOp::UpdateObject {
+        bucket: "b".into(),
+        key: "k".into(),
+        version_id: None,
+        unchanged: None,
+        change: ObjectChange::Tags(vec![("keep".into(), "yes".into())]),
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        m.apply(delete_found(&newer)).await,
+        Err(MetaError::Changed)
+    ));
+    let newer = FoundObject::of(&m.object("b", "k").await.unwrap().unwrap());
     m.apply(delete_found(&newer)).await.unwrap();
     assert!(m.object("b", "k").await.unwrap().is_none());
     assert!(matches!(
@@ -1107,19 +1122,20 @@ async fn cached_buckets_follow_changes_made_anywhere_on_postgres() {
     let quick = format!("{url}?options=-c%20lock_timeout%3D200");
     let a = walrus::meta_pg::PgMeta::open(&quick, 2).await.unwrap();
     let b = walrus::meta_pg::PgMeta::open(&quick, 2).await.unwrap();
-    // Once b listens, what it reads is kept: read while the table is locked.
-    eventually("b caches", || async {
-        b.bucket("b").await.unwrap();
+    assert!(b.bucket("b").await.unwrap().is_none());
+    a.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
+    // Once b listens, what it finds is kept: read again while the table is locked.
+    eventually("b keeps the bucket a made", || async {
+        assert!(b.bucket("b").await.unwrap().is_some());
         let _locked = Held::table(&url, "walrus_buckets");
         b.bucket("b").await.is_ok()
     })
     .await;
-    assert!(b.bucket("b").await.unwrap().is_none());
-    a.apply(MetaOp::CreateBucket(bucket("b"))).await.unwrap();
-    eventually("b sees the bucket a made", || async {
-        b.bucket("b").await.unwrap().is_some()
-    })
-    .await;
+    // A name nobody has is not kept: it is asked about each time.
+    assert!(b.bucket("nobody").await.unwrap().is_none());
+    let locked = Held::table(&url, "walrus_buckets");
+    assert!(matches!(b.bucket("nobody").await, Err(MetaError::Busy(_))));
+    drop(locked);
     let cors =
         |b: Option<BucketMeta>| b.and_then(|b| b.config(BucketConfig::CORS).map(str::to_string));
     let set_cors = |doc: &str| MetaOp::SetBucketConfig {
