@@ -33,12 +33,12 @@
 //! migrations in `walrus/migrations/postgres/`, applied at start.
 use crate::meta::*;
 use crate::meta_kv::{self, KvRead, KvWrite, Row, Table};
-use euca_pg::{is_retryable, Conn, DbFailure, Migration, NotifiedCache, Pool, Statements};
+use euca_pg::{is_retryable, Conn, DbFailure, Migration, Pool, Statements};
 use postgres::types::ToSql;
 use postgres::{Client, IsolationLevel, Transaction};
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 /// Attempts of one op that keeps losing serialization races, before it fails.
 const MAX_ATTEMPTS: u32 = 64;
@@ -53,17 +53,7 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         sql: include_str!("../migrations/postgres/0002_leases.sql"),
     },
-    Migration {
-        version: 3,
-        sql: include_str!("../migrations/postgres/0003_notify_buckets.sql"),
-    },
 ];
-
-/// The channel every change to `walrus_buckets` notifies (migration 3).
-const BUCKETS_CHANNEL: &str = "euca_walrus_buckets";
-
-/// Bucket rows kept in memory at most.
-const BUCKET_CACHE_ENTRIES: usize = 10_000;
 
 fn backend(e: impl std::fmt::Display) -> MetaError {
     MetaError::Backend(format!("postgresql: {e}"))
@@ -375,10 +365,6 @@ type ReadAhead = (Table, Vec<u8>, Option<Vec<u8>>);
 
 pub struct PgMeta {
     pool: Pool,
-    /// Bucket rows by name: every request reads its bucket's (to authorize it),
-    /// and they change rarely. Dropped at every change any front end makes (see
-    /// [`NotifiedCache`]).
-    buckets: Arc<NotifiedCache<BucketMeta>>,
 }
 
 impl PgMeta {
@@ -388,8 +374,7 @@ impl PgMeta {
     /// cannot be reached within 10 s.
     pub async fn open(url: &str, connections: usize) -> Result<Self, MetaError> {
         let pool = Pool::open(url, "euca-walrus", connections, "walrus", MIGRATIONS).await?;
-        let buckets = NotifiedCache::listening(&pool, BUCKETS_CHANNEL, BUCKET_CACHE_ENTRIES)?;
-        Ok(Self { pool, buckets })
+        Ok(Self { pool })
     }
 
     /// Up to `limit` rows of `t` from `from` on, in key order (for `euca migrate`).
@@ -521,9 +506,9 @@ fn run_on<T>(
 #[async_trait::async_trait]
 impl MetaStore for PgMeta {
     async fn bucket(&self, name: &str) -> Result<Option<BucketMeta>, MetaError> {
-        let owned = name.to_string();
-        let load = self.run(Mode::Single, move |kv| meta_kv::bucket(kv, &owned));
-        self.buckets.get_or_load(name, load).await
+        let name = name.to_string();
+        self.run(Mode::Single, move |kv| meta_kv::bucket(kv, &name))
+            .await
     }
 
     async fn buckets(&self) -> Result<Vec<BucketMeta>, MetaError> {
@@ -646,24 +631,10 @@ impl MetaStore for PgMeta {
     }
 
     async fn apply(&self, op: MetaOp) -> Result<OpOutcome, MetaError> {
-        let changes_bucket = matches!(
-            op,
-            MetaOp::CreateBucket(_)
-                | MetaOp::DeleteBucket { .. }
-                | MetaOp::SetBucketAcl { .. }
-                | MetaOp::SetBucketConfig { .. }
-        );
-        let r = self
-            .run(Mode::Op(OpLocks::of(&op)), move |kv| {
-                meta_kv::apply_op(kv, op.clone())
-            })
-            .await;
-        // This front end sees its own change at once (the others when the
-        // notification arrives); also after an error: it may have committed.
-        if changes_bucket {
-            self.buckets.invalidate();
-        }
-        r
+        self.run(Mode::Op(OpLocks::of(&op)), move |kv| {
+            meta_kv::apply_op(kv, op.clone())
+        })
+        .await
     }
 
     fn shared(&self) -> bool {
