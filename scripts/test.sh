@@ -89,8 +89,8 @@ EUCA_LAYOUT=split python3 -m pytest -q -p no:cacheprovider "${XDIST[@]}" \
 # blobs in a second S3 server (blob_url = "s3://...", a plain `euca walrus`:
 # conformance/helpers_blobs.py), and the S3 client tests of one worker talk to the
 # cloud's own Walrus, the other's to a second front end on the same stores (a plain
-# `euca walrus`), while the CLC and the SC use the cloud's own (conftest.py). The files whose outcome depends on the stores'
-# rules rerun there (test_walrus_scaleout.py and test_clc_scaleout.py, two front
+# `euca walrus`), while the CLC and the SC use the cloud's own (conftest.py). The
+# files whose outcome depends on the stores' rules rerun there (test_walrus_scaleout.py and test_clc_scaleout.py, two front
 # ends on one database, run in the first pass); test_ec2_images.py's installs take
 # their leases in the database (its kill -9 test needs a private cloud: first pass);
 # test_ec2_volumes.py's volumes and snapshots are the SC's records there ([sc]

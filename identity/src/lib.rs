@@ -79,14 +79,13 @@ pub struct AccessKey {
 #[derive(Clone)]
 pub struct IdentityStore {
     backend: Backend,
-    /// Credentials looked up in PostgreSQL (see `pg`); `None` on redb.
-    cache: Option<Arc<pg::CredentialCache>>,
 }
 
 #[derive(Clone)]
 enum Backend {
     Redb(Arc<Database>),
-    Pg(euca_pg::Pool),
+    /// The pool, and the credentials looked up through it (see `pg`).
+    Pg(euca_pg::Pool, Arc<pg::CredentialCache>),
 }
 
 fn now() -> i64 {
@@ -148,7 +147,6 @@ impl IdentityStore {
         tx.commit()?;
         Ok(Self {
             backend: Backend::Redb(Arc::new(db)),
-            cache: None,
         })
     }
 
@@ -156,9 +154,9 @@ impl IdentityStore {
     /// Stores opened on one URL in one process share their credential cache.
     pub fn open_postgres(url: &str) -> Result<Self, IdentityError> {
         let pool = pg::open(url)?;
+        let cache = pg::cache_for(url, &pool)?;
         Ok(Self {
-            cache: Some(pg::cache_for(url, &pool)?),
-            backend: Backend::Pg(pool),
+            backend: Backend::Pg(pool, cache),
         })
     }
 
@@ -167,9 +165,9 @@ impl IdentityStore {
     #[doc(hidden)]
     pub fn open_postgres_alone(url: &str) -> Result<Self, IdentityError> {
         let pool = pg::open(url)?;
+        let cache = pg::listening_cache(&pool)?;
         Ok(Self {
-            cache: Some(pg::listening_cache(&pool)?),
-            backend: Backend::Pg(pool),
+            backend: Backend::Pg(pool, cache),
         })
     }
 
@@ -185,29 +183,24 @@ impl IdentityStore {
     /// cached credentials are dropped once it is made (other processes drop theirs
     /// when its notification arrives), and also if it failed (it may have landed).
     fn pg_change<T: Send + 'static>(
-        &self,
         pool: &euca_pg::Pool,
+        cache: &pg::CredentialCache,
         f: impl FnOnce(&mut euca_pg::Conn) -> Result<T, IdentityError> + Send + 'static,
     ) -> Result<T, IdentityError> {
         let r = pool.run_blocking(f);
-        if let Some(cache) = &self.cache {
-            cache.invalidate();
-        }
+        cache.invalidate();
         r
     }
 
     /// The active key `access_key` in PostgreSQL, through the cache.
     async fn pg_credential(
-        &self,
         pool: &euca_pg::Pool,
+        cache: &pg::CredentialCache,
         access_key: &str,
     ) -> Result<Option<Credential>, IdentityError> {
         let key = access_key.to_string();
         let load = pool.run(move |c| pg::credential(c, &key));
-        match &self.cache {
-            Some(cache) => cache.get_or_load(access_key, load).await,
-            None => load.await,
-        }
+        cache.get_or_load(access_key, load).await
     }
 
     /// Copies an account and its keys in exactly (ids, secrets, enabled or not), for
@@ -215,9 +208,9 @@ impl IdentityStore {
     /// or key already there with other values is refused ([`IdentityError::Conflict`]).
     pub fn import(&self, a: &Account, keys: &[AccessKey]) -> Result<(), IdentityError> {
         match &self.backend {
-            Backend::Pg(pool) => {
+            Backend::Pg(pool, cache) => {
                 let (a, keys) = (a.clone(), keys.to_vec());
-                self.pg_change(pool, move |c| pg::import(c, &a, &keys))
+                Self::pg_change(pool, cache, move |c| pg::import(c, &a, &keys))
             }
             Backend::Redb(_) => Err(IdentityError::Db(
                 "accounts are imported into PostgreSQL only".into(),
@@ -255,7 +248,7 @@ impl IdentityStore {
     pub fn account(&self, name: &str) -> Result<Option<Account>, IdentityError> {
         let db = match &self.backend {
             Backend::Redb(db) => db,
-            Backend::Pg(pool) => {
+            Backend::Pg(pool, _) => {
                 let name = name.to_string();
                 return Self::pg(pool, move |c| pg::account(c, &name));
             }
@@ -271,7 +264,7 @@ impl IdentityStore {
     pub fn accounts(&self) -> Result<Vec<Account>, IdentityError> {
         let db = match &self.backend {
             Backend::Redb(db) => db,
-            Backend::Pg(pool) => return Self::pg(pool, pg::accounts),
+            Backend::Pg(pool, _) => return Self::pg(pool, pg::accounts),
         };
         let tx = db.begin_read()?;
         let t = tx.open_table(ACCOUNTS)?;
@@ -287,7 +280,7 @@ impl IdentityStore {
         &self,
         canonical_id: &str,
     ) -> Result<Option<Account>, IdentityError> {
-        if let Backend::Pg(pool) = &self.backend {
+        if let Backend::Pg(pool, _) = &self.backend {
             let id = canonical_id.to_string();
             return Self::pg(pool, move |c| pg::account_by_canonical_id(c, &id));
         }
@@ -306,9 +299,9 @@ impl IdentityStore {
         let key = new_key(name);
         let db = match &self.backend {
             Backend::Redb(db) => db,
-            Backend::Pg(pool) => {
+            Backend::Pg(pool, cache) => {
                 let (a, k) = (account.clone(), key.clone());
-                self.pg_change(pool, move |c| pg::create_account(c, &a, &k))?;
+                Self::pg_change(pool, cache, move |c| pg::create_account(c, &a, &k))?;
                 return Ok((account, key));
             }
         };
@@ -338,9 +331,9 @@ impl IdentityStore {
         let key = new_key(account);
         let db = match &self.backend {
             Backend::Redb(db) => db,
-            Backend::Pg(pool) => {
+            Backend::Pg(pool, cache) => {
                 let k = key.clone();
-                self.pg_change(pool, move |c| pg::create_key(c, &k))?;
+                Self::pg_change(pool, cache, move |c| pg::create_key(c, &k))?;
                 return Ok(key);
             }
         };
@@ -356,7 +349,7 @@ impl IdentityStore {
     pub fn keys(&self, account: &str) -> Result<Vec<AccessKey>, IdentityError> {
         let db = match &self.backend {
             Backend::Redb(db) => db,
-            Backend::Pg(pool) => {
+            Backend::Pg(pool, _) => {
                 let account = account.to_string();
                 return Self::pg(pool, move |c| pg::keys(c, &account));
             }
@@ -377,9 +370,11 @@ impl IdentityStore {
     pub fn set_account_enabled(&self, name: &str, enabled: bool) -> Result<(), IdentityError> {
         let db = match &self.backend {
             Backend::Redb(db) => db,
-            Backend::Pg(pool) => {
+            Backend::Pg(pool, cache) => {
                 let name = name.to_string();
-                return self.pg_change(pool, move |c| pg::set_account_enabled(c, &name, enabled));
+                return Self::pg_change(pool, cache, move |c| {
+                    pg::set_account_enabled(c, &name, enabled)
+                });
             }
         };
         let tx = db.begin_write()?;
@@ -399,9 +394,9 @@ impl IdentityStore {
     pub fn set_key_enabled(&self, id: &str, enabled: bool) -> Result<(), IdentityError> {
         let db = match &self.backend {
             Backend::Redb(db) => db,
-            Backend::Pg(pool) => {
+            Backend::Pg(pool, cache) => {
                 let id = id.to_string();
-                return self.pg_change(pool, move |c| pg::set_key_enabled(c, &id, enabled));
+                return Self::pg_change(pool, cache, move |c| pg::set_key_enabled(c, &id, enabled));
             }
         };
         let tx = db.begin_write()?;
@@ -422,7 +417,7 @@ impl IdentityStore {
     pub fn credential(&self, access_key: &str) -> Result<Option<Credential>, IdentityError> {
         let db = match &self.backend {
             Backend::Redb(db) => db,
-            Backend::Pg(pool) => {
+            Backend::Pg(pool, _) => {
                 let key = access_key.to_string();
                 return Self::pg(pool, move |c| pg::credential(c, &key));
             }
@@ -460,9 +455,8 @@ impl CredentialLookup for IdentityStore {
     /// Reads redb off the runtime (a read may wait on the disk); PostgreSQL through
     /// the process's cache, else on one of its connection threads.
     async fn lookup(&self, access_key: &str) -> Result<Option<Credential>, LookupError> {
-        if let Backend::Pg(pool) = &self.backend {
-            return self
-                .pg_credential(pool, access_key)
+        if let Backend::Pg(pool, cache) = &self.backend {
+            return Self::pg_credential(pool, cache, access_key)
                 .await
                 .map_err(|e| LookupError(e.to_string()));
         }
@@ -514,6 +508,13 @@ mod tests {
         ));
     }
 
+    fn cache_of(s: &IdentityStore) -> &pg::CredentialCache {
+        match &s.backend {
+            Backend::Pg(_, cache) => cache,
+            Backend::Redb(_) => panic!("a redb store has no credential cache"),
+        }
+    }
+
     /// Waits up to 5 s for `ok`.
     fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -546,9 +547,7 @@ mod tests {
             .unwrap()
             .connect(postgres::NoTls)
             .unwrap();
-        eventually("b listens", || {
-            b.cache.as_ref().unwrap().generation().is_some()
-        });
+        eventually("b listens", || cache_of(&b).generation().is_some());
         // What b finds is kept: asked again while the tables are locked, it is
         // answered (once a's own notification, which may come late, is heard).
         let lock = "LOCK TABLE identity_access_keys, identity_accounts IN ACCESS EXCLUSIVE MODE";
@@ -598,16 +597,12 @@ mod tests {
             )
             .unwrap();
         assert_eq!(ended.len(), 2);
-        eventually("b notices", || {
-            b.cache.as_ref().unwrap().generation().is_none()
-        });
+        eventually("b notices", || cache_of(&b).generation().is_none());
         admin
             .execute("UPDATE identity_access_keys SET enabled = false", &[])
             .unwrap();
         assert!(!known(&b, &id), "a stale entry was used");
-        eventually("b listens again", || {
-            b.cache.as_ref().unwrap().generation().is_some()
-        });
+        eventually("b listens again", || cache_of(&b).generation().is_some());
         assert!(!known(&b, &id));
         assert!(!known(&b, "AKIELATER"));
     }

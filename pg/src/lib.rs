@@ -499,8 +499,9 @@ impl Pool {
     /// connection's state. A connection that breaks, or does not answer a check
     /// within [`LISTEN_QUIET`] after as long a quiet spell, is reported
     /// [`ListenEvent::Lost`] and reopened (every second until it opens): one that
-    /// died silently is known lost within twice [`LISTEN_QUIET`]. The thread ends once every clone of this pool is gone.
-    /// Its connection's `application_name` is the pool's with `-listen`.
+    /// died silently is known lost within twice [`LISTEN_QUIET`]. The thread ends
+    /// once every clone of this pool is gone. Its connection's `application_name`
+    /// is the pool's with `-listen`.
     pub fn listen(
         &self,
         channel: &'static str,
@@ -826,14 +827,52 @@ mod tests {
             )
             .await;
             assert!(gave_up.is_err(), "the insert waited for the connection");
+            // A write that must run to its end does, though its caller gave up too.
+            let first = pool.clone();
+            let busy_again = tokio::spawn(async move {
+                first
+                    .run(|c| {
+                        c.client
+                            .batch_execute("SELECT pg_sleep(0.5)")
+                            .map_err(PgError::from)
+                    })
+                    .await
+            });
             busy.await.expect("join").expect("sleep");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let dropped = tokio::time::timeout(
+                Duration::from_millis(100),
+                pool.run_to_end(|c| {
+                    c.client
+                        .execute("INSERT INTO done VALUES (2)", &[])
+                        .map_err(PgError::from)
+                }),
+            )
+            .await;
+            assert!(dropped.is_err(), "the insert waited for the connection");
+            busy_again.await.expect("join").expect("sleep");
             // A job queued after the abandoned one runs, so that one had its turn.
             let n: i64 = pool
                 .run(|c| {
-                    Ok::<_, PgError>(c.client.query_one("SELECT count(*) FROM done", &[])?.get(0))
+                    Ok::<_, PgError>(
+                        c.client
+                            .query_one("SELECT count(*) FROM done WHERE n = 1", &[])?
+                            .get(0),
+                    )
                 })
                 .await
                 .expect("count");
+            let n2: i64 = pool
+                .run(|c| {
+                    Ok::<_, PgError>(
+                        c.client
+                            .query_one("SELECT count(*) FROM done WHERE n = 2", &[])?
+                            .get(0),
+                    )
+                })
+                .await
+                .expect("count");
+            assert_eq!(n2, 1, "the write run to its end was dropped");
             assert_eq!(n, 0, "the abandoned insert ran");
         });
     }

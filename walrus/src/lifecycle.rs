@@ -12,8 +12,8 @@
 //! lease (`LEASE`). Every action is conditional on what the scan found (an
 //! expiration deletes only the object it found due, with the tags it had,
 //! [`MetaOp::DeleteObject`]'s `unchanged`; versions and uploads go by id), so a
-//! newer write (or one retagged out of a rule) is never expired, and two passes overlapping (a holder that outlived its lease) act at
-//! most once on each thing.
+//! newer write (or one retagged out of a rule) is never expired, and two passes
+//! overlapping (a holder that outlived its lease) act at most once on each thing.
 use crate::error::{S3Error, S3Result};
 use crate::handler::{empty, xml, Req, Resp};
 use crate::meta::{

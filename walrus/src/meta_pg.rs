@@ -253,9 +253,10 @@ struct OpLocks {
     /// The bucket's lock exclusive (an op on the bucket itself); else shared.
     bucket_exclusive: bool,
     key: Option<i64>,
-    /// Read as soon as the locks are taken ([`OpLocks::read_ahead`]): for a PUT,
-    /// a DELETE or a completion, its bucket row and the key's current object.
-    reads: Vec<(Table, Vec<u8>)>,
+    /// For a PUT, a DELETE or a completion, the keys of its bucket's row and of
+    /// the key's current object, read as soon as the locks are taken
+    /// ([`OpLocks::read_ahead`]).
+    object_rows: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 const BUCKET_LOCK_CLASS: i32 = 0x5741_4c42; // "WALB"
@@ -284,7 +285,7 @@ impl OpLocks {
             bucket: fnv1a(&[name.as_bytes()]) as i32,
             bucket_exclusive: true,
             key: None,
-            reads: vec![],
+            object_rows: None,
         };
         // `read_ahead`: the op reads the bucket row and the key's current object
         // (what placing or deleting an object does).
@@ -292,14 +293,8 @@ impl OpLocks {
             bucket: fnv1a(&[bucket.as_bytes()]) as i32,
             bucket_exclusive: false,
             key: Some(fnv1a(&[bucket.as_bytes(), key.as_bytes()]) as i64),
-            reads: if read_ahead {
-                vec![
-                    (Table::Buckets, bucket.as_bytes().to_vec()),
-                    (Table::Objects, meta_kv::object_key(bucket, key)),
-                ]
-            } else {
-                vec![]
-            },
+            object_rows: read_ahead
+                .then(|| (bucket.as_bytes().to_vec(), meta_kv::object_key(bucket, key))),
         };
         match op {
             MetaOp::CreateBucket(b) => bucket_only(&b.name),
@@ -337,22 +332,20 @@ impl OpLocks {
         .map(|_| ())
     }
 
-    /// Reads [`OpLocks::reads`] in one prepared statement, once the locks are
-    /// taken (a statement of its own: its snapshot is taken after the locks).
+    /// Reads [`OpLocks::object_rows`] in one prepared statement, once the locks
+    /// are taken (a statement of its own: its snapshot is taken after the locks).
     fn read_ahead(&self, kv: &PgKv<'_>) -> Result<(), MetaError> {
-        let rows = match self.reads.as_slice() {
-            [(Table::Buckets, b), (Table::Objects, o)] => {
-                kv.query(READ_BUCKET_AND_OBJECT, &[b, o])?
-            }
-            _ => return Ok(()),
+        let Some((b, o)) = &self.object_rows else {
+            return Ok(());
         };
+        let rows = kv.query(READ_BUCKET_AND_OBJECT, &[b, o])?;
         let Some(row) = rows.first() else {
             return Ok(());
         };
-        let mut kept = kv.read_ahead.borrow_mut();
-        for (i, (t, k)) in self.reads.iter().enumerate() {
-            kept.push((*t, k.clone(), row.get::<_, Option<Vec<u8>>>(i)));
-        }
+        kv.read_ahead.borrow_mut().extend([
+            (Table::Buckets, b.clone(), row.get(0)),
+            (Table::Objects, o.clone(), row.get(1)),
+        ]);
         Ok(())
     }
 }

@@ -184,16 +184,9 @@ pub async fn refresh_dns(clc: &Clc) -> Result<(), Ec2Error> {
     Ok(())
 }
 
-/// Re-reads each zone's network config from its cluster, then rebuilds the DNS
-/// index from the store: what a cloud controller that does not reconcile (another
-/// holds the lease on shared records) does now and then, so its DNS knows the
-/// zones' ranges as well as every address.
-pub async fn refresh_nets_and_dns(clc: &Clc) -> Result<(), Ec2Error> {
-    refresh_nets(clc).await;
-    refresh_dns(clc).await
-}
-
-/// Re-reads each zone's network config from its cluster.
+/// Re-reads each zone's network config from its cluster: what a cloud controller
+/// that does not reconcile (another holds the lease on shared records) does now
+/// and then, so its DNS knows the zones' ranges.
 pub async fn refresh_nets(clc: &Clc) {
     for (zone, cluster) in clc.clusters() {
         match cluster.network().await {

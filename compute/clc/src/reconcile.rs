@@ -47,7 +47,6 @@ use crate::store::{Owned, Write};
 use crate::Clc;
 use euca_compute_proto::{codes, NodeAttachState, NodeInstanceState, NodeState, PlacedInstance};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,15 +102,12 @@ async fn run(clc: &Arc<Clc>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut passes: u64 = 0;
     let mut idle: u64 = 0;
     // Instance records another CLC changed (as the store tells), for the DNS
-    // index of a CLC that does not reconcile.
+    // index of a CLC that does not reconcile: a notification told while nobody
+    // waits is kept (one permit) for the next wait.
     let changed = Arc::new(tokio::sync::Notify::new());
-    let dirty = Arc::new(AtomicBool::new(true));
     let watching = clc.db.store().shared() && {
-        let (changed, dirty) = (changed.clone(), dirty.clone());
-        let told = move || {
-            dirty.store(true, Ordering::SeqCst);
-            changed.notify_one();
-        };
+        let changed = changed.clone();
+        let told = move || changed.notify_one();
         match clc.db.store().watch_instances(Box::new(told)) {
             Ok(w) => w,
             Err(e) => {
@@ -121,6 +117,7 @@ async fn run(clc: &Arc<Clc>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         }
     };
     let mut rebuilt = std::time::Instant::now();
+    let mut dirty = true;
     loop {
         if *shutdown.borrow() {
             return;
@@ -135,20 +132,21 @@ async fn run(clc: &Arc<Clc>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
                 crate::netstate::refresh_nets(clc).await;
             }
             let rebuild = if watching {
-                dirty.swap(false, Ordering::SeqCst) || rebuilt.elapsed() >= DNS_REBUILD_MAX
+                dirty || rebuilt.elapsed() >= DNS_REBUILD_MAX
             } else {
                 nets_due
             };
             if rebuild {
                 rebuilt = std::time::Instant::now();
+                dirty = false;
                 if let Err(e) = crate::netstate::refresh_dns(clc).await {
                     tracing::warn!(error = %e, "rebuilding the DNS index");
-                    dirty.store(true, Ordering::SeqCst);
+                    dirty = true;
                 }
             }
             tokio::select! {
                 _ = tokio::time::sleep(INTERVAL) => idle = idle.wrapping_add(1),
-                _ = changed.notified() => {}
+                _ = changed.notified() => dirty = true,
                 r = shutdown.changed() => if r.is_err() { return },
             }
             continue;
