@@ -125,7 +125,7 @@ pub async fn start_clc(
             }
             ec2 = Some(clc.clone());
             let api = euca_clc::ClcApi::new(clc, service, Arc::new(store.clone()));
-            let serve = euca_service::serve_api(listener, opts, api, metrics, shutdown);
+            let serve = api.serve(listener, opts, metrics, shutdown);
             tokio::spawn(async move {
                 serve.await;
                 // The reconciler ends its pass and gives its lease back (shared
@@ -133,9 +133,7 @@ pub async fn start_clc(
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(10), reconciler).await;
             })
         }
-        None => tokio::spawn(euca_service::serve_api(
-            listener, opts, service, metrics, shutdown,
-        )),
+        None => tokio::spawn(service.serve(listener, opts, metrics, shutdown)),
     };
     Ok(Started {
         url,

@@ -30,13 +30,7 @@ async fn start() -> Running {
     let svc = IdentityService::new(store.clone(), "us-east-1", "admin", SYSTEM);
     let (stop, rx) = watch::channel(false);
     let opts = euca_service::ListenOptions::new("identity", 16, &Default::default());
-    let task = tokio::spawn(euca_service::serve_api(
-        listener,
-        opts,
-        svc,
-        euca_service::MetricsAccess::Public,
-        rx,
-    ));
+    let task = tokio::spawn(svc.serve(listener, opts, euca_service::MetricsAccess::Public, rx));
     Running {
         url,
         store,

@@ -88,6 +88,13 @@ pub fn request_id() -> String {
 }
 
 /// Serves `api` on `listener` (through [`serve`]) until `shutdown`; then drains.
+///
+/// Services call this from a function of their own crate that returns it boxed
+/// (`futures::future::BoxFuture`), as they do for every long-running entry point
+/// (open, serve): Rust compiles an async function's body in the crate that polls
+/// it, so without the box every binary that starts a service (`euca`, each test
+/// binary) compiled the whole service again; behind it, the service's crate compiles
+/// it once.
 pub async fn serve_api<L: Listener, A: Api>(
     listener: L,
     mut opts: ListenOptions,

@@ -11,6 +11,7 @@ use crate::store::FileVolumeStore;
 use euca_aws::auth::CredentialLookup;
 use euca_chunks::ChunkStore;
 use euca_service::{ListenOptions, MetricsAccess, ServiceConfig};
+use futures::future::{BoxFuture, FutureExt};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicU64;
@@ -45,7 +46,18 @@ pub struct ScServer {
 impl ScServer {
     /// Opens the SC on `cfg.data_dir` (refusing a directory another SC process
     /// holds), recovers interrupted operations and binds both listeners.
-    pub async fn open(
+    /// (Boxed, like [`ScServer::serve`]: compiled here once, not in every binary
+    /// that starts an SC; see `euca_service::serve_api`.)
+    pub fn open(
+        cfg: ScConfig,
+        identity: Arc<dyn CredentialLookup>,
+        admin_account: String,
+        chunks: Arc<dyn ChunkStore>,
+    ) -> BoxFuture<'static, Result<Self, ScError>> {
+        Self::opening(cfg, identity, admin_account, chunks).boxed()
+    }
+
+    async fn opening(
         cfg: ScConfig,
         identity: Arc<dyn CredentialLookup>,
         admin_account: String,
@@ -162,8 +174,13 @@ impl ScServer {
     }
 
     /// Serves until `shutdown` turns true; then NBD connections finish their
-    /// in-flight requests, and every open volume is flushed.
-    pub async fn serve(self, shutdown: watch::Receiver<bool>) {
+    /// in-flight requests, and every open volume is flushed. (Boxed: the API, NBD
+    /// and iSCSI paths are compiled here, once.)
+    pub fn serve(self, shutdown: watch::Receiver<bool>) -> BoxFuture<'static, ()> {
+        self.serving(shutdown).boxed()
+    }
+
+    async fn serving(self, shutdown: watch::Receiver<bool>) {
         let mut nbd_stop = shutdown.clone();
         let mut nbd = NbdServer::new(self.exports.clone())
             .memory_budget(self.sc.nbd_memory_budget())

@@ -71,8 +71,16 @@ pub enum MigrateError {
     Sse(#[from] SseError),
 }
 
-/// Runs the migration; `progress` gets a line now and then.
-pub async fn migrate(m: &Migration, progress: &dyn Fn(&str)) -> Result<Report, MigrateError> {
+/// Runs the migration; `progress` gets a line now and then. (Boxed: compiled here,
+/// not in the binary that runs it; see `euca_service::serve_api`.)
+pub fn migrate<'a>(
+    m: &'a Migration,
+    progress: &'a dyn Fn(&str),
+) -> futures::future::LocalBoxFuture<'a, Result<Report, MigrateError>> {
+    futures::FutureExt::boxed_local(migrating(m, progress))
+}
+
+async fn migrating(m: &Migration, progress: &dyn Fn(&str)) -> Result<Report, MigrateError> {
     let meta_path = m.from.join("meta.redb");
     if !meta_path.is_file() {
         return Err(MigrateError::Refused(format!(

@@ -8,6 +8,7 @@ use crate::metrics::Metrics;
 use crate::state::State;
 use euca_aws::CredentialLookup;
 use euca_service::{ListenOptions, MetricsAccess, ServiceConfig};
+use futures::future::{BoxFuture, FutureExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,7 +93,28 @@ pub struct Walrus {
 impl Walrus {
     /// Opens the stores, sweeps blobs left by a crash, and binds the listener.
     /// `read_only_ids`: canonical ids of accounts that may only GET and HEAD.
-    pub async fn open(
+    /// (Boxed, like [`Walrus::serve`]: compiled here once, not in every binary
+    /// that starts Walrus; see `euca_service::serve_api`.)
+    pub fn open(
+        cfg: WalrusConfig,
+        identity: Arc<dyn CredentialLookup>,
+        system_id: String,
+        system_name: String,
+        admin_account: String,
+        read_only_ids: Vec<String>,
+    ) -> BoxFuture<'static, Result<Self, StartError>> {
+        Self::opening(
+            cfg,
+            identity,
+            system_id,
+            system_name,
+            admin_account,
+            read_only_ids,
+        )
+        .boxed()
+    }
+
+    async fn opening(
         cfg: WalrusConfig,
         identity: Arc<dyn CredentialLookup>,
         system_id: String,
@@ -176,7 +198,12 @@ impl Walrus {
     }
 
     /// Serves until `shutdown` turns true, then lets in-flight requests finish.
-    pub async fn serve(self, shutdown: watch::Receiver<bool>) {
+    /// (Boxed: the whole request path is compiled here, once.)
+    pub fn serve(self, shutdown: watch::Receiver<bool>) -> BoxFuture<'static, ()> {
+        self.serving(shutdown).boxed()
+    }
+
+    async fn serving(self, shutdown: watch::Receiver<bool>) {
         let state = self.state;
         let mut opts = ListenOptions::new("walrus", state.cfg.max_connections, &self.edge);
         opts.header_timeout = Duration::from_secs(state.cfg.header_timeout_secs);

@@ -149,8 +149,12 @@ impl Cluster {
     }
 
     /// Stops polling (in-flight polls are abandoned); the journal closes when the
-    /// last reference goes.
-    pub async fn stop(&self) {
+    /// last reference goes. (Boxed: compiled here once.)
+    pub fn stop(&self) -> futures::future::BoxFuture<'_, ()> {
+        futures::FutureExt::boxed(self.stopping())
+    }
+
+    async fn stopping(&self) {
         let _ = self.stop.send(true);
         self.net.stop().await;
         let h = self.poller.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -164,18 +164,25 @@ impl Metadata {
     }
 
     /// Serves on `listener` (bound in the router namespace) until `shutdown`.
-    pub async fn serve(
+    /// (Boxed: compiled here once; see `euca_service::serve_api`.)
+    pub fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
         shutdown: watch::Receiver<bool>,
-    ) {
+    ) -> futures::future::BoxFuture<'static, ()> {
         let edge = Edge::new(
             "metadata",
             256,
             &euca_service::ServiceConfig::default(),
             euca_service::MetricsAccess::Closed,
         );
-        euca_service::serve_api(listener, edge.listen, self, edge.metrics, shutdown).await
+        futures::FutureExt::boxed(euca_service::serve_api(
+            listener,
+            edge.listen,
+            self,
+            edge.metrics,
+            shutdown,
+        ))
     }
 
     /// The instance at `peer` in the state applied.

@@ -20,14 +20,17 @@ use crate::config::Policy;
 impl Cluster {
     /// Opens the journal in `cfg.state_dir`, loads the node list (static, then
     /// registered) and the pending placements (kept reserved and re-sent to their
-    /// node once it answers a poll), and starts polling.
-    pub async fn start(
+    /// node once it answers a poll), and starts polling. (Boxed: compiled here
+    /// once; see `euca_service::serve_api`.)
+    pub fn start(
         cfg: crate::config::CcConfig,
         token: euca_imagecache::http::Token,
-    ) -> Result<Arc<Cluster>, crate::CcError> {
-        let (c, rx) = Cluster::open(cfg, token).await?;
-        c.set_poller(tokio::spawn(run(Arc::downgrade(&c), rx)));
-        Ok(c)
+    ) -> futures::future::BoxFuture<'static, Result<Arc<Cluster>, crate::CcError>> {
+        futures::FutureExt::boxed(async move {
+            let (c, rx) = Cluster::open(cfg, token).await?;
+            c.set_poller(tokio::spawn(run(Arc::downgrade(&c), rx)));
+            Ok(c)
+        })
     }
 }
 

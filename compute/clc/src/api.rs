@@ -79,6 +79,21 @@ impl ClcApi {
         })
     }
 
+    /// Serves the API on `listener` until `shutdown`, then drains. (Boxed: the
+    /// request path is compiled here once, not in every binary that serves it;
+    /// see `euca_service::serve_api`.)
+    pub fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        opts: euca_service::ListenOptions,
+        metrics: euca_service::MetricsAccess,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        futures::FutureExt::boxed(euca_service::serve_api(
+            listener, opts, self, metrics, shutdown,
+        ))
+    }
+
     async fn ec2(&self, req: Request<Incoming>, cx: &Ctx) -> Resp {
         let (parts, body) = req.into_parts();
         let (caller, params) = match self.authenticate(&parts, body).await {

@@ -269,8 +269,15 @@ impl DnsServer {
 }
 
 /// Serves the cloud's names on `addr` (UDP and TCP on one port; port 0 picks one
-/// free for both).
-pub async fn serve(clc: Arc<Clc>, addr: SocketAddr) -> Result<DnsServer, DnsError> {
+/// free for both). (Boxed: compiled here once; see `euca_service::serve_api`.)
+pub fn serve(
+    clc: Arc<Clc>,
+    addr: SocketAddr,
+) -> futures::future::BoxFuture<'static, Result<DnsServer, DnsError>> {
+    futures::FutureExt::boxed(serving(clc, addr))
+}
+
+async fn serving(clc: Arc<Clc>, addr: SocketAddr) -> Result<DnsServer, DnsError> {
     let bind_err = |proto, source| DnsError::Bind {
         addr,
         proto,

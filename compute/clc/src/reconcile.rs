@@ -200,7 +200,13 @@ async fn holds_lease(clc: &Clc, holder: &str) -> bool {
 }
 
 /// One pass over every instance record (see the module doc).
-pub async fn pass(clc: &Clc) -> Result<(), Ec2Error> {
+///
+/// (Boxed: compiled here once; see `euca_service::serve_api`.)
+pub fn pass(clc: &Clc) -> futures::future::BoxFuture<'_, Result<(), Ec2Error>> {
+    futures::FutureExt::boxed(passing(clc))
+}
+
+async fn passing(clc: &Clc) -> Result<(), Ec2Error> {
     let db = clc.db.clone();
     let records = blocking(move || all_of::<Instance>(&db, None)).await?;
     let now = clc.now().unix_timestamp();

@@ -74,7 +74,18 @@ pub fn split_location(loc: &str) -> Result<(String, String), CacheError> {
 }
 
 /// Runs the install; `progress` counts bytes of the image stored so far.
-pub async fn install(
+///
+/// (Boxed: compiled here once, not in every binary that installs; see
+/// `euca_service::serve_api`.)
+pub fn install<'a>(
+    s3: &'a Arc<euca_s3::S3Client>,
+    req: &'a InstallRequest,
+    progress: Option<Arc<AtomicU64>>,
+) -> futures::future::LocalBoxFuture<'a, Result<Installed, CacheError>> {
+    futures::FutureExt::boxed_local(installing(s3, req, progress))
+}
+
+async fn installing(
     s3: &Arc<euca_s3::S3Client>,
     req: &InstallRequest,
     progress: Option<Arc<AtomicU64>>,

@@ -310,14 +310,21 @@ impl Tracker {
     }
 
     /// Serves the tracker on `listener` with `edge`'s limits until `shutdown`.
-    pub async fn serve(
+    /// (Boxed: compiled here once; see `euca_service::serve_api`.)
+    pub fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
         edge: Edge,
         shutdown: watch::Receiver<bool>,
-    ) {
+    ) -> futures::future::BoxFuture<'static, ()> {
         euca_service::registry::add_source(&self);
-        euca_service::serve_api(listener, edge.listen, self, edge.metrics, shutdown).await
+        futures::FutureExt::boxed(euca_service::serve_api(
+            listener,
+            edge.listen,
+            self,
+            edge.metrics,
+            shutdown,
+        ))
     }
 }
 

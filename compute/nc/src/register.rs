@@ -90,8 +90,19 @@ fn state_of(total: usize, failed: usize, err: Option<&ProtoError>) -> Joined {
 /// Keeps `nodes` registered with `cc` until `shutdown`: a round at start, then every
 /// `period`; after a failed round, the failed nodes again after a backoff (from
 /// [`FIRST_BACKOFF`], doubling up to `period`). `changed` is told every change of
-/// state (and it is logged once).
-pub async fn keep_registered(
+/// state (and it is logged once). (Boxed: compiled here once; see
+/// `euca_service::serve_api`.)
+pub fn keep_registered(
+    cc: CcClient,
+    nodes: Vec<RegisterNode>,
+    period: Duration,
+    changed: Option<watch::Sender<Option<Joined>>>,
+    shutdown: watch::Receiver<bool>,
+) -> futures::future::BoxFuture<'static, ()> {
+    futures::FutureExt::boxed(registering(cc, nodes, period, changed, shutdown))
+}
+
+async fn registering(
     cc: CcClient,
     nodes: Vec<RegisterNode>,
     period: Duration,

@@ -28,6 +28,7 @@ pub use crate::export::Chap;
 pub use error::IscsiError;
 use shared::{Config, Shared};
 
+use futures::future::{BoxFuture, FutureExt};
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -89,11 +90,28 @@ impl IscsiServer {
     }
 
     /// Accept loop; returns when `shutdown` resolves, after every connection ended
-    /// (each finishes the command it is running).
-    pub async fn serve(
+    /// (each finishes the command it is running). (Boxed, `shutdown` too: compiled
+    /// here once, not for every caller's future; see `euca_service::serve_api`.)
+    pub fn serve(
         self,
         listener: tokio::net::TcpListener,
-        shutdown: impl Future<Output = ()> + Send,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> BoxFuture<'static, io::Result<()>> {
+        self.serving(listener, shutdown.boxed())
+    }
+
+    fn serving(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: BoxFuture<'static, ()>,
+    ) -> BoxFuture<'static, io::Result<()>> {
+        self.accepting(listener, shutdown).boxed()
+    }
+
+    async fn accepting(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: BoxFuture<'static, ()>,
     ) -> io::Result<()> {
         let shared = Arc::new(Shared {
             exports: self.exports,

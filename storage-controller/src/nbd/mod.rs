@@ -50,6 +50,7 @@ pub mod decode {
     pub use super::handshake::{parse_info_request, parse_meta_request};
 }
 
+use futures::future::{BoxFuture, FutureExt};
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
@@ -148,28 +149,52 @@ impl NbdServer {
     }
 
     /// Accept loop; returns when `shutdown` resolves, after in-flight requests
-    /// finished and connections closed.
-    pub async fn serve(
+    /// finished and connections closed. (Boxed, `shutdown` too: the server is
+    /// compiled here once, not for every caller's future; see
+    /// `euca_service::serve_api`.)
+    pub fn serve(
         self,
         listener: tokio::net::TcpListener,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> io::Result<()> {
-        self.run(TcpAcceptor(listener), shutdown).await;
-        Ok(())
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> BoxFuture<'static, io::Result<()>> {
+        self.serve_tcp(listener, shutdown.boxed())
+    }
+
+    fn serve_tcp(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: BoxFuture<'static, ()>,
+    ) -> BoxFuture<'static, io::Result<()>> {
+        async move {
+            self.run(TcpAcceptor(listener), shutdown).await;
+            Ok(())
+        }
+        .boxed()
     }
 
     /// Same as [`NbdServer::serve`] on a Unix socket. Such clients have no IP
     /// address, so they can only open exports whose `allowed_peer` is `None`.
-    pub async fn serve_unix(
+    pub fn serve_unix(
         self,
         listener: tokio::net::UnixListener,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> io::Result<()> {
-        self.run(UnixAcceptor(listener), shutdown).await;
-        Ok(())
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> BoxFuture<'static, io::Result<()>> {
+        self.serve_on_unix(listener, shutdown.boxed())
     }
 
-    async fn run<A: Acceptor>(self, acceptor: A, shutdown: impl Future<Output = ()> + Send) {
+    fn serve_on_unix(
+        self,
+        listener: tokio::net::UnixListener,
+        shutdown: BoxFuture<'static, ()>,
+    ) -> BoxFuture<'static, io::Result<()>> {
+        async move {
+            self.run(UnixAcceptor(listener), shutdown).await;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    async fn run<A: Acceptor>(self, acceptor: A, shutdown: BoxFuture<'static, ()>) {
         let memory = Arc::new(Semaphore::new(self.cfg.memory_budget));
         let shared = Arc::new(Shared {
             exports: self.exports,

@@ -171,7 +171,18 @@ impl Action {
 }
 
 /// Runs `action`.
-pub async fn dispatch(action: Action, cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
+///
+/// (Boxed: every action is compiled here once, not again in each binary that calls
+/// one; see `euca_service::serve_api`.)
+pub fn dispatch<'a>(
+    action: Action,
+    cx: &'a Call<'_>,
+    x: &'a mut XmlWriter,
+) -> futures::future::BoxFuture<'a, Result<(), Ec2Error>> {
+    futures::FutureExt::boxed(dispatching(action, cx, x))
+}
+
+async fn dispatching(action: Action, cx: &Call<'_>, x: &mut XmlWriter) -> Result<(), Ec2Error> {
     match action {
         Action::DescribeRegions => regions::describe_regions(cx, x).await,
         Action::DescribeAvailabilityZones => regions::describe_availability_zones(cx, x).await,

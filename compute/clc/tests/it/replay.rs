@@ -68,13 +68,7 @@ impl Server {
         let (stop, rx) = watch::channel(false);
         let opts =
             euca_service::ListenOptions::new("clc", 16, &euca_service::ServiceConfig::default());
-        let task = tokio::spawn(euca_service::serve_api(
-            listener,
-            opts,
-            api,
-            euca_service::MetricsAccess::Closed,
-            rx,
-        ));
+        let task = tokio::spawn(api.serve(listener, opts, euca_service::MetricsAccess::Closed, rx));
         Server {
             addr,
             stop,

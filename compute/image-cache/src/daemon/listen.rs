@@ -12,8 +12,20 @@ use crate::http::{Edge, Token};
 impl Daemon {
     /// Serves peers on `peer` (with `edge`'s limits), the control API on
     /// `control`, and announces, until `shutdown`. Both listeners go through
-    /// `euca-service`'s loop.
-    pub async fn serve(
+    /// `euca-service`'s loop. (Boxed: compiled here once; see
+    /// `euca_service::serve_api`.)
+    pub fn serve(
+        self: Arc<Self>,
+        peer: tokio::net::TcpListener,
+        control: tokio::net::UnixListener,
+        token: Token,
+        edge: Edge,
+        shutdown: watch::Receiver<bool>,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        futures::FutureExt::boxed(self.serving(peer, control, token, edge, shutdown))
+    }
+
+    async fn serving(
         self: Arc<Self>,
         peer: tokio::net::TcpListener,
         control: tokio::net::UnixListener,

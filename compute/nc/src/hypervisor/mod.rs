@@ -296,8 +296,16 @@ pub struct QemuNode {
 
 impl QemuNode {
     /// Opens the node on `cfg.dir`: checks QEMU and the accelerator, and adopts the
-    /// instances an earlier NC process left running (same QEMU process).
-    pub async fn open(
+    /// instances an earlier NC process left running (same QEMU process). (Boxed:
+    /// compiled here once; see `euca_service::serve_api`.)
+    pub fn open(
+        cfg: NcConfig,
+        images: Arc<dyn ImageSource>,
+    ) -> futures::future::BoxFuture<'static, Result<Arc<QemuNode>, NcError>> {
+        futures::FutureExt::boxed(Self::opening(cfg, images))
+    }
+
+    async fn opening(
         cfg: NcConfig,
         images: Arc<dyn ImageSource>,
     ) -> Result<Arc<QemuNode>, NcError> {
