@@ -17,7 +17,12 @@ cd "$(dirname "$0")/../fuzz"
 
 secs=${1:-300}
 shift || true
-command -v cargo-fuzz >/dev/null || { echo "fuzz: cargo-fuzz missing (scripts/install-test-deps.sh installs it)" >&2; exit 1; }
+# cargo-fuzz runs on stable Rust with RUSTC_BOOTSTRAP=1: no nightly toolchain needed.
+if ! command -v cargo-fuzz >/dev/null; then
+  echo "fuzz: cargo install cargo-fuzz --locked --version 0.13.2"
+  cargo install cargo-fuzz --locked --version 0.13.2
+fi
+command -v cargo-fuzz >/dev/null || { echo "fuzz: cargo-fuzz missing after its install (is ~/.cargo/bin on PATH?)" >&2; exit 1; }
 export RUSTC_BOOTSTRAP=1
 jobs=${FUZZ_JOBS:-$(nproc)}
 work=${FUZZ_WORK:-$PWD/target/corpus}

@@ -113,12 +113,11 @@ if ! command -v azurite-blob >/dev/null; then
   npm install -g --no-fund --no-audit --loglevel=error azurite@3.37.0
 fi
 
-# cargo-fuzz drives the fuzz targets in fuzz/ (scripts/fuzz.sh); it runs on stable
-# Rust with RUSTC_BOOTSTRAP=1, so no nightly toolchain is needed.
-command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
+# cargo-fuzz (the fuzz targets' driver) is installed by scripts/fuzz.sh, its only
+# user, which scripts/test.sh runs in the background: its build overlaps the tests.
 
 # Fail loudly if anything is still missing.
-for c in rclone /usr/bin/aws curl iscsi-inq iscsi-ls iscsi-readcapacity16 nbdinfo nbdcopy nbdsh nbdkit fio qemu-img qemu-io qemu-nbd qemu-system-x86_64 cpio lz4 script c++ cargo-fuzz azurite-blob; do command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 1; }; done
+for c in rclone /usr/bin/aws curl iscsi-inq iscsi-ls iscsi-readcapacity16 nbdinfo nbdcopy nbdsh nbdkit fio qemu-img qemu-io qemu-nbd qemu-system-x86_64 cpio lz4 script c++ azurite-blob; do command -v "$c" >/dev/null || { echo "missing: $c" >&2; exit 1; }; done
 $PY -c 'import pytest, boto3, awscli, S3, requests, hypothesis' || { echo "missing python test deps" >&2; exit 1; }
 command -v s3cmd >/dev/null || { echo "missing: s3cmd on PATH" >&2; exit 1; }
 /usr/bin/python3 -c 'import nbd' || { echo "missing: python3-libnbd for /usr/bin/python3" >&2; exit 1; }
