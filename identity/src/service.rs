@@ -280,9 +280,7 @@ impl IdentityService {
         metrics: euca_service::MetricsAccess,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> futures::future::BoxFuture<'static, ()> {
-        futures::FutureExt::boxed(euca_service::serve_api(
-            listener, opts, self, metrics, shutdown,
-        ))
+        euca_service::serve_api(listener, opts, self, metrics, shutdown)
     }
 
     async fn answer(&self, ep: IdentityEndpoint, req: Request<Incoming>) -> Result<Resp, ApiError> {

@@ -806,16 +806,17 @@ mod tests {
             .expect("runtime");
         rt.block_on(async {
             // The only connection is busy for 0.5 s.
-            let first = pool.clone();
-            let busy = tokio::spawn(async move {
-                first
-                    .run(|c| {
+            let hold = |p: Pool| {
+                tokio::spawn(async move {
+                    p.run(|c| {
                         c.client
                             .batch_execute("SELECT pg_sleep(0.5)")
                             .map_err(PgError::from)
                     })
                     .await
-            });
+                })
+            };
+            let busy = hold(pool.clone());
             tokio::time::sleep(Duration::from_millis(50)).await;
             let gave_up = tokio::time::timeout(
                 Duration::from_millis(100),
@@ -828,16 +829,7 @@ mod tests {
             .await;
             assert!(gave_up.is_err(), "the insert waited for the connection");
             // A write that must run to its end does, though its caller gave up too.
-            let first = pool.clone();
-            let busy_again = tokio::spawn(async move {
-                first
-                    .run(|c| {
-                        c.client
-                            .batch_execute("SELECT pg_sleep(0.5)")
-                            .map_err(PgError::from)
-                    })
-                    .await
-            });
+            let busy_again = hold(pool.clone());
             busy.await.expect("join").expect("sleep");
             tokio::time::sleep(Duration::from_millis(50)).await;
             let dropped = tokio::time::timeout(

@@ -6,6 +6,7 @@ use crate::registry;
 use crate::serve::{serve, ListenOptions, Listener, Peer};
 use crate::MetricsAccess;
 use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -89,13 +90,26 @@ pub fn request_id() -> String {
 
 /// Serves `api` on `listener` (through [`serve`]) until `shutdown`; then drains.
 ///
-/// Services call this from a function of their own crate that returns it boxed
-/// (`futures::future::BoxFuture`), as they do for every long-running entry point
-/// (open, serve): Rust compiles an async function's body in the crate that polls
-/// it, so without the box every binary that starts a service (`euca`, each test
-/// binary) compiled the whole service again; behind it, the service's crate compiles
-/// it once.
-pub async fn serve_api<L: Listener, A: Api>(
+/// Boxed, and called from a function of the service's own crate, as every
+/// long-running entry point (open, serve) is: Rust compiles an async function's
+/// body in the crate that polls it, and this generic one where it is instantiated,
+/// so called from a binary (`euca`, each test binary) it made that binary compile
+/// the whole service again; called from the service's crate, the service is compiled
+/// there, once.
+pub fn serve_api<L: Listener, A: Api>(
+    listener: L,
+    opts: ListenOptions,
+    api: Arc<A>,
+    metrics: MetricsAccess,
+    shutdown: watch::Receiver<bool>,
+) -> BoxFuture<'static, ()>
+where
+    <A::Body as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serving(listener, opts, api, metrics, shutdown).boxed()
+}
+
+async fn serving<L: Listener, A: Api>(
     listener: L,
     mut opts: ListenOptions,
     api: Arc<A>,

@@ -68,7 +68,7 @@ impl CcApi {
     }
 
     /// Serves the API on `listener` until `shutdown`.
-    /// (Boxed: compiled here once; see `euca_service::serve_api`.)
+    /// (Boxed, and compiled here once: see `euca_service::serve_api`.)
     pub fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
@@ -76,13 +76,7 @@ impl CcApi {
         shutdown: watch::Receiver<bool>,
     ) -> futures::future::BoxFuture<'static, ()> {
         euca_service::registry::add_source(&self.tracker);
-        futures::FutureExt::boxed(euca_service::serve_api(
-            listener,
-            edge.listen,
-            self,
-            edge.metrics,
-            shutdown,
-        ))
+        euca_service::serve_api(listener, edge.listen, self, edge.metrics, shutdown)
     }
 
     async fn cc(&self, ep: CcEndpoint, req: Request<Incoming>) -> Response<Body> {

@@ -164,7 +164,7 @@ impl Metadata {
     }
 
     /// Serves on `listener` (bound in the router namespace) until `shutdown`.
-    /// (Boxed: compiled here once; see `euca_service::serve_api`.)
+    /// (Boxed, and compiled here once: see `euca_service::serve_api`.)
     pub fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
@@ -176,13 +176,7 @@ impl Metadata {
             &euca_service::ServiceConfig::default(),
             euca_service::MetricsAccess::Closed,
         );
-        futures::FutureExt::boxed(euca_service::serve_api(
-            listener,
-            edge.listen,
-            self,
-            edge.metrics,
-            shutdown,
-        ))
+        euca_service::serve_api(listener, edge.listen, self, edge.metrics, shutdown)
     }
 
     /// The instance at `peer` in the state applied.

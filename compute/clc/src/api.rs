@@ -89,9 +89,7 @@ impl ClcApi {
         metrics: euca_service::MetricsAccess,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> futures::future::BoxFuture<'static, ()> {
-        futures::FutureExt::boxed(euca_service::serve_api(
-            listener, opts, self, metrics, shutdown,
-        ))
+        euca_service::serve_api(listener, opts, self, metrics, shutdown)
     }
 
     async fn ec2(&self, req: Request<Incoming>, cx: &Ctx) -> Resp {

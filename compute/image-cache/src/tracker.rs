@@ -310,7 +310,7 @@ impl Tracker {
     }
 
     /// Serves the tracker on `listener` with `edge`'s limits until `shutdown`.
-    /// (Boxed: compiled here once; see `euca_service::serve_api`.)
+    /// (Boxed, and compiled here once: see `euca_service::serve_api`.)
     pub fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
@@ -318,13 +318,7 @@ impl Tracker {
         shutdown: watch::Receiver<bool>,
     ) -> futures::future::BoxFuture<'static, ()> {
         euca_service::registry::add_source(&self);
-        futures::FutureExt::boxed(euca_service::serve_api(
-            listener,
-            edge.listen,
-            self,
-            edge.metrics,
-            shutdown,
-        ))
+        euca_service::serve_api(listener, edge.listen, self, edge.metrics, shutdown)
     }
 }
 

@@ -100,20 +100,14 @@ impl NcApi {
     }
 
     /// Serves the API on `listener` with `edge`'s limits until `shutdown`.
-    /// (Boxed: compiled here once; see `euca_service::serve_api`.)
+    /// (Boxed, and compiled here once: see `euca_service::serve_api`.)
     pub fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
         edge: Edge,
         shutdown: watch::Receiver<bool>,
     ) -> futures::future::BoxFuture<'static, ()> {
-        futures::FutureExt::boxed(euca_service::serve_api(
-            listener,
-            edge.listen,
-            self,
-            edge.metrics,
-            shutdown,
-        ))
+        euca_service::serve_api(listener, edge.listen, self, edge.metrics, shutdown)
     }
 
     async fn dispatch(&self, route: NcRoute, req: Request<Incoming>) -> Response<Body> {
