@@ -147,6 +147,76 @@ def test_install_refuses_a_bundle_the_signer_did_not_sign(cloud, tmp_path):
     assert r.returncode != 0 and "BUCKET/PREFIX.manifest.xml" in r.stderr, r.stderr
 
 
+def test_install_streams_and_stores_no_image_from_a_bad_part(cloud):
+    """The install streams the parts through the unbundler into pieces, with nothing
+    staged on the cloud's disk; a part that fails its SHA-1 (or is gone) fails the
+    install with the part named, and no image manifest is stored for it."""
+    import json
+    creds = json.loads((cloud.data / "cloud" / "system.json").read_text())
+    system = cloud.boto3(access_key=creds["access_key"], secret_key=creds["secret_key"])
+    user = cloud.boto3()
+
+    def images():
+        r = system.list_objects_v2(Bucket="euca-images", Prefix="images/")
+        return sorted(o["Key"] for o in r.get("Contents", []))
+
+    run("upload-bundle", "-b", "cache-bad", "-m", BUNDLE / "fixture.img.manifest.xml", env=cloud.eucarc)
+    install = ("image", "install", "cache-bad/fixture.img.manifest.xml", "--data", cloud.data,
+               "-k", FIX / "keys" / "cloud-pk.pem", "-c", FIX / "keys" / "user-cert.pem")
+    before = images()
+    # Part 2 of 4 with one byte flipped: same length, wrong SHA-1.
+    good = (BUNDLE / "fixture.img.part.02").read_bytes()
+    user.put_object(Bucket="cache-bad", Key="fixture.img.part.02", ACL="aws-exec-read",
+                    Body=good[:1000] + bytes([good[1000] ^ 1]) + good[1001:])
+    r = run(*install, check=False)
+    assert r.returncode != 0, r.stdout
+    assert "part 2 (fixture.img.part.02) digest mismatch" in r.stderr, r.stderr
+    assert images() == before
+    # The part gone: the system account may not list the user's bucket, so S3 answers 403.
+    user.delete_object(Bucket="cache-bad", Key="fixture.img.part.02")
+    r = run(*install, check=False)
+    assert r.returncode != 0 and "part 2 (fixture.img.part.02)" in r.stderr, r.stderr
+    assert images() == before
+    # Restored, it installs; nothing was ever staged under the cloud's directory.
+    user.put_object(Bucket="cache-bad", Key="fixture.img.part.02", ACL="aws-exec-read", Body=good)
+    r = run(*install)
+    image_id = r.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", image_id) and "3145728 bytes" in r.stderr, r.stderr
+    assert images() == sorted(set(before) | {f"images/{image_id}.json"})
+    assert not (cloud.data / "cloud" / "install").exists()
+
+
+def test_install_that_cannot_store_a_piece_fails_cleanly(cloud, tmp_path):
+    """A piece upload refused mid-install (a bucket policy denies the cloud's own
+    account) ends the install with that error, promptly, without an image; the
+    same install succeeds once the policy is gone."""
+    import json
+    creds = json.loads((cloud.data / "cloud" / "system.json").read_text())
+    system = cloud.boto3(access_key=creds["access_key"], secret_key=creds["secret_key"])
+    img = tmp_path / "fresh.img"
+    # 12 new pieces (none can be in the store yet): more than the install queues, so
+    # the unbundler is still writing when the first upload is refused.
+    img.write_bytes(os.urandom(48 << 20))
+    run("bundle-image", "-i", img, "-d", tmp_path / "b", "-r", "x86_64", env=cloud.eucarc)
+    run("upload-bundle", "-b", "cache-deny", "-m", tmp_path / "b" / "fresh.img.manifest.xml",
+        env=cloud.eucarc)
+    install = ("image", "install", "cache-deny/fresh.img.manifest.xml", "--data", cloud.data)
+    deny = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+        "Resource": "arn:aws:s3:::euca-images/chunks/*"}]}
+    system.put_bucket_policy(Bucket="euca-images", Policy=json.dumps(deny))
+    try:
+        r = run(*install, check=False)
+        assert r.returncode != 0 and "AccessDenied" in r.stderr, r.stderr
+    finally:
+        system.delete_bucket_policy(Bucket="euca-images")
+    r = run(*install)
+    image_id = r.stdout.strip()
+    assert f"{48 << 20} bytes" in r.stderr and "(12 new)" in r.stderr, r.stderr
+    r = system.get_object(Bucket="euca-images", Key=f"images/{image_id}.json")
+    assert hashlib.sha256(r["Body"].read()).hexdigest() == image_id
+
+
 def test_cache_commands_refuse_bad_input_and_a_missing_daemon(tmp_path):
     r = run("cache", "--dir", tmp_path, "fetch", "../../etc/passwd", check=False)
     assert r.returncode != 0 and "invalid image id" in r.stderr, r.stderr

@@ -149,7 +149,6 @@ pub async fn image(cmd: ImageCmd) -> Result<()> {
         signer: Arc::new(euca_image::SignerCert::from_pem_file(&cert_path)?),
         grant_read: Some(creds.nodes_canonical_id),
         owner_id: Some(creds.system_canonical_id),
-        work_dir: cloud_dir.join("install"),
     };
     let done = install::install(&Arc::new(s3), &req, None).await?;
     eprintln!(

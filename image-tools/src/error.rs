@@ -119,6 +119,10 @@ pub enum ImageError {
         source: io::Error,
     },
 
+    /// Writing the image to the caller's writer ([`crate::unbundle_to`]) failed.
+    #[error("cannot store the image: {0}")]
+    Sink(#[source] io::Error),
+
     /// [`crate::bundle_image`] was given options it cannot bundle with
     /// (bad prefix, part size 0, unknown architecture, …).
     #[error("invalid bundle options: {0}")]

@@ -65,4 +65,6 @@ pub use manifest::{
     BlockDeviceMapping, Bundler, EncryptedValue, Image, MachineConfiguration, Manifest, Part,
     Sha1Digest, MAX_MANIFEST_BYTES,
 };
-pub use unbundle::{unbundle, unbundle_file, unbundle_with_progress, Unbundled};
+pub use unbundle::{
+    unbundle, unbundle_file, unbundle_to, unbundle_with_progress, PartSource, Streamed, Unbundled,
+};

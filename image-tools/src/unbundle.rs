@@ -1,5 +1,6 @@
-//! Unbundling: parts → AES-128-CBC decrypt → gunzip → tar → output file,
-//! streamed through bounded buffers on three threads: one reads the parts,
+//! Unbundling: parts → AES-128-CBC decrypt → gunzip → tar → output file (or
+//! any writer, [`unbundle_to`]), streamed through bounded buffers on three
+//! threads: one reads the parts (from a directory, or from any [`PartSource`]),
 //! checks each part's SHA-1 and decrypts; the caller's thread inflates, walks
 //! the tar stream and writes the image; a third hashes the tar stream
 //! ([`BgSha1`]).
@@ -21,7 +22,7 @@ use sha1::{Digest, Sha1};
 
 use crate::crypto::{BundleKey, KeySource, PrivateKey, SignerCert};
 use crate::error::ImageError;
-use crate::manifest::{Manifest, Sha1Digest};
+use crate::manifest::{Manifest, Part, Sha1Digest};
 
 /// Size of the read and decrypt buffers.
 const BUF: usize = 256 * 1024;
@@ -45,6 +46,85 @@ pub struct Unbundled {
     pub tar_sha1: Sha1Digest,
     /// Which wrapped copy of the AES key the private key opened.
     pub key_source: KeySource,
+}
+
+/// What [`unbundle_to`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Streamed {
+    /// Bytes written (= `<image><size>`).
+    pub size: u64,
+    /// SHA-1 of the decrypted, decompressed tar stream.
+    pub tar_sha1: Sha1Digest,
+    /// Which wrapped copy of the AES key the private key opened.
+    pub key_source: KeySource,
+}
+
+/// Where [`unbundle_to`] reads a bundle's parts from: each part of the
+/// manifest is opened once, in index order, and read to its end before the
+/// next is opened. Runs on the unbundler's decrypting thread, so it may block.
+pub trait PartSource: Send + 'static {
+    /// Starts reading `part`. An error of kind `NotFound` is reported as
+    /// [`ImageError::MissingPart`], any other as [`ImageError::PartRead`].
+    fn open(&mut self, part: &Part) -> io::Result<()>;
+    /// Reads from the part opened last; `Ok(0)` at its end.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+/// The parts as files in one directory.
+struct DirParts {
+    dir: PathBuf,
+    file: Option<File>,
+}
+
+impl PartSource for DirParts {
+    fn open(&mut self, part: &Part) -> io::Result<()> {
+        self.file = Some(File::open(self.dir.join(&part.filename))?);
+        Ok(())
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.file {
+            Some(f) => f.read(buf),
+            None => Ok(0),
+        }
+    }
+}
+
+/// Verifies and unbundles a bundle whose parts come from `parts`, writing the
+/// image to `out` as it is extracted (nothing is staged on disk).
+///
+/// The same checks as [`unbundle`] are made (the signature first, when
+/// `signer` is given, then every part's SHA-1, the parts' total size, AES
+/// padding, gzip, tar, the image's size and the tar stream's SHA-1), but the
+/// last ones can only be made once everything has been written: **what was
+/// written to `out` is verified only when this returns `Ok`**, and the caller
+/// must not commit or publish it before. An error writing to `out` is
+/// [`ImageError::Sink`].
+pub fn unbundle_to(
+    manifest: &Manifest,
+    parts: impl PartSource,
+    key: &PrivateKey,
+    signer: Option<&SignerCert>,
+    out: &mut impl Write,
+    progress: Option<Arc<AtomicU64>>,
+) -> Result<Streamed, ImageError> {
+    if let Some(signer) = signer {
+        manifest.verify_signature(signer)?;
+    }
+    let bundle_key = manifest.decrypt_bundle_key(key)?;
+    let (size, tar_sha1) = extract(
+        manifest,
+        Box::new(parts),
+        &bundle_key,
+        progress,
+        out,
+        &ImageError::Sink,
+    )?;
+    Ok(Streamed {
+        size,
+        tar_sha1,
+        key_source: bundle_key.source,
+    })
 }
 
 /// Reads the manifest at `manifest_path`, then [`unbundle`]s it.
@@ -119,7 +199,11 @@ fn unbundle_inner(
         manifest.verify_signature(signer)?;
     }
     let bundle_key = manifest.decrypt_bundle_key(key)?;
-    let parts = locate_parts(manifest, parts_dir)?;
+    locate_parts(manifest, parts_dir)?;
+    let parts = DirParts {
+        dir: parts_dir.to_path_buf(),
+        file: None,
+    };
 
     let out_err = |source: io::Error| ImageError::Output {
         path: output.to_path_buf(),
@@ -145,7 +229,14 @@ fn unbundle_inner(
     let (size, tar_sha1) = {
         let mut w =
             BufWriter::with_capacity(BUF, euca_durable::WriteBehind::new(tmp.as_file_mut()));
-        let r = extract(manifest, parts, &bundle_key, progress, &mut w, output)?;
+        let r = extract(
+            manifest,
+            Box::new(parts),
+            &bundle_key,
+            progress,
+            &mut w,
+            &out_err,
+        )?;
         w.flush().map_err(out_err)?;
         r
     };
@@ -163,17 +254,11 @@ fn unbundle_inner(
     })
 }
 
-struct PartFile {
-    index: u32,
-    filename: String,
-    path: PathBuf,
-    digest: Sha1Digest,
-}
-
-/// Checks that every part exists and that their sizes add up to `bundled_size`.
-fn locate_parts(manifest: &Manifest, dir: &Path) -> Result<Vec<PartFile>, ImageError> {
+/// Checks, before anything is read, that every part exists and that their
+/// sizes add up to `bundled_size` (the parts reader checks both again as it
+/// reads).
+fn locate_parts(manifest: &Manifest, dir: &Path) -> Result<(), ImageError> {
     let mut total: u64 = 0;
-    let mut out = Vec::with_capacity(manifest.image.parts.len());
     for p in &manifest.image.parts {
         let path = dir.join(&p.filename);
         let meta = std::fs::metadata(&path).map_err(|source| {
@@ -199,12 +284,6 @@ fn locate_parts(manifest: &Manifest, dir: &Path) -> Result<Vec<PartFile>, ImageE
             });
         }
         total = total.saturating_add(meta.len());
-        out.push(PartFile {
-            index: p.index,
-            filename: p.filename.clone(),
-            path,
-            digest: p.digest,
-        });
     }
     if total != manifest.image.bundled_size {
         return Err(ImageError::Truncated {
@@ -212,7 +291,7 @@ fn locate_parts(manifest: &Manifest, dir: &Path) -> Result<Vec<PartFile>, ImageE
             actual: total,
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Where the layers of the pipeline leave the real error before handing an
@@ -235,11 +314,16 @@ fn sha1_of(h: Sha1) -> Sha1Digest {
     Sha1Digest(out)
 }
 
-/// The concatenated parts, each part's SHA-1 checked when its end is reached.
+/// The concatenated parts, each part's SHA-1 checked when its end is reached,
+/// their total checked against `<bundled_size>`.
 struct PartsReader {
-    parts: Vec<PartFile>,
+    parts: Vec<Part>,
+    source: Box<dyn PartSource>,
     next: usize,
-    file: Option<File>,
+    opened: bool,
+    /// Bytes read so far, and how many the manifest says there are.
+    total: u64,
+    bundled_size: u64,
     hasher: Sha1,
     failed: bool,
     slot: Slot,
@@ -248,11 +332,20 @@ struct PartsReader {
 }
 
 impl PartsReader {
-    fn new(parts: Vec<PartFile>, slot: Slot, progress: Option<Arc<AtomicU64>>) -> Self {
+    fn new(
+        parts: Vec<Part>,
+        bundled_size: u64,
+        source: Box<dyn PartSource>,
+        slot: Slot,
+        progress: Option<Arc<AtomicU64>>,
+    ) -> Self {
         PartsReader {
             parts,
+            source,
             next: 0,
-            file: None,
+            opened: false,
+            total: 0,
+            bundled_size,
             hasher: Sha1::new(),
             failed: false,
             slot,
@@ -290,12 +383,18 @@ impl Read for PartsReader {
         }
         loop {
             let Some(part) = self.parts.get(self.next) else {
+                if self.total != self.bundled_size {
+                    let e = ImageError::Truncated {
+                        expected: self.bundled_size,
+                        actual: self.total,
+                    };
+                    return Err(self.error(e));
+                }
                 return Ok(0);
             };
-            let file = match &mut self.file {
-                Some(f) => f,
-                None => match File::open(&part.path) {
-                    Ok(f) => self.file.insert(f),
+            if !self.opened {
+                match self.source.open(part) {
+                    Ok(()) => self.opened = true,
                     Err(source) => {
                         let e = if source.kind() == io::ErrorKind::NotFound {
                             ImageError::MissingPart {
@@ -312,9 +411,9 @@ impl Read for PartsReader {
                         };
                         return Err(self.error(e));
                     }
-                },
-            };
-            let n = match file.read(buf) {
+                }
+            }
+            let n = match self.source.read(buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(source) => {
@@ -327,6 +426,14 @@ impl Read for PartsReader {
                 }
             };
             if n > 0 {
+                self.total = self.total.saturating_add(n as u64);
+                if self.total > self.bundled_size {
+                    let e = ImageError::Truncated {
+                        expected: self.bundled_size,
+                        actual: self.total,
+                    };
+                    return Err(self.error(e));
+                }
                 self.hasher.update(&buf[..n]);
                 if let Some(p) = &self.progress {
                     p.fetch_add(n as u64, Ordering::Relaxed);
@@ -344,7 +451,7 @@ impl Read for PartsReader {
                 };
                 return Err(self.error(e));
             }
-            self.file = None;
+            self.opened = false;
             self.next += 1;
         }
     }
@@ -362,7 +469,8 @@ type Decryptor = JoinHandle<Result<(), ImageError>>;
 /// rest of the parts are still hashed, so that a corrupt part is reported
 /// as such rather than as a gzip or tar symptom.
 fn spawn_decryptor(
-    parts: Vec<PartFile>,
+    manifest: &Manifest,
+    parts: Box<dyn PartSource>,
     key: &BundleKey,
     progress: Option<Arc<AtomicU64>>,
 ) -> Result<(Receiver<Vec<u8>>, Decryptor), ImageError> {
@@ -370,11 +478,12 @@ fn spawn_decryptor(
     let mut crypter = Crypter::new(cipher, Mode::Decrypt, &key.key, Some(&key.iv))
         .map_err(|e| ImageError::Crypto(e.to_string()))?;
     let (tx, rx) = sync_channel::<Vec<u8>>(4);
+    let (list, bundled_size) = (manifest.image.parts.clone(), manifest.image.bundled_size);
     let handle = std::thread::Builder::new()
         .name("unbundle-decrypt".into())
         .spawn(move || {
             let slot: Slot = Rc::default();
-            let mut reader = PartsReader::new(parts, slot.clone(), progress);
+            let mut reader = PartsReader::new(list, bundled_size, parts, slot.clone(), progress);
             let mut inbuf = vec![0u8; BUF];
             loop {
                 let n = match reader.read(&mut inbuf) {
@@ -476,16 +585,16 @@ impl<R: Read> Read for TarStream<R> {
 /// member size and the tar stream's SHA-1.
 fn extract(
     manifest: &Manifest,
-    parts: Vec<PartFile>,
+    parts: Box<dyn PartSource>,
     key: &BundleKey,
     progress: Option<Arc<AtomicU64>>,
     out: &mut impl Write,
-    out_path: &Path,
+    out_err: &dyn Fn(io::Error) -> ImageError,
 ) -> Result<(u64, Sha1Digest), ImageError> {
     let slot: Slot = Rc::default();
     let count = Rc::new(Cell::new(0u64));
     let limit = Rc::new(Cell::new(TAR_HEADER_BUDGET));
-    let (rx, decryptor) = spawn_decryptor(parts, key, progress)?;
+    let (rx, decryptor) = spawn_decryptor(manifest, parts, key, progress)?;
     let plaintext = Plaintext {
         rx,
         cur: Vec::new(),
@@ -536,10 +645,7 @@ fn extract(
         Ok(n) => n,
         Err(e) => {
             if let Some(source) = out_error {
-                return Err(ImageError::Output {
-                    path: out_path.to_path_buf(),
-                    source,
-                });
+                return Err(out_err(source));
             }
             decrypted?;
             let claimed = slot.borrow_mut().take();

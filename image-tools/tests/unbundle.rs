@@ -638,3 +638,130 @@ fn without_signer_the_signature_is_skipped_and_digests_still_checked() {
     );
     assert_nothing_written(&out);
 }
+
+/// Parts from memory, as an object store would stream them: each part handed
+/// over in `chunk`-byte reads.
+struct MemParts {
+    parts: Vec<Vec<u8>>,
+    chunk: usize,
+    cur: Option<(usize, usize)>,
+    opened: Vec<u32>,
+}
+
+impl MemParts {
+    fn of(bundle: &str, chunk: usize) -> Self {
+        let parts = manifest(bundle)
+            .image
+            .parts
+            .iter()
+            .map(|p| fs::read(bundle_dir(bundle).join(&p.filename)).unwrap())
+            .collect();
+        MemParts {
+            parts,
+            chunk,
+            cur: None,
+            opened: Vec::new(),
+        }
+    }
+}
+
+impl euca_image::PartSource for MemParts {
+    fn open(&mut self, part: &euca_image::Part) -> std::io::Result<()> {
+        self.opened.push(part.index);
+        if part.index as usize >= self.parts.len() {
+            return Err(std::io::ErrorKind::NotFound.into());
+        }
+        self.cur = Some((part.index as usize, 0));
+        Ok(())
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some((i, pos)) = self.cur else {
+            return Ok(0);
+        };
+        let data = &self.parts[i][pos..];
+        let n = data.len().min(buf.len()).min(self.chunk);
+        buf[..n].copy_from_slice(&data[..n]);
+        self.cur = Some((i, pos + n));
+        Ok(n)
+    }
+}
+
+#[test]
+fn unbundle_to_a_writer_from_streamed_parts() {
+    let m = manifest("bundle-1MiB-parts");
+    // Reads shorter than an AES block and not aligned to it, then larger ones.
+    for chunk in [13, 4096, 1 << 20] {
+        let mut out = Vec::new();
+        let parts = MemParts::of("bundle-1MiB-parts", chunk);
+        let done =
+            euca_image::unbundle_to(&m, parts, &cloud_key(), Some(&signer()), &mut out, None)
+                .unwrap();
+        assert_eq!(out, input_image(), "chunk {chunk}");
+        assert_eq!(done.size, out.len() as u64);
+        assert_eq!(done.tar_sha1.to_hex(), IMAGE_DIGEST);
+        assert_eq!(done.key_source, KeySource::Cloud);
+    }
+}
+
+#[test]
+fn unbundle_to_checks_what_a_directory_check_would_have() {
+    let m = manifest("bundle-1MiB-parts");
+    let run = |parts: MemParts| {
+        let mut out = Vec::new();
+        euca_image::unbundle_to(&m, parts, &user_key(), Some(&signer()), &mut out, None)
+            .unwrap_err()
+    };
+    // A part that grew: the running total passes <bundled_size>.
+    let mut long = MemParts::of("bundle-1MiB-parts", 65536);
+    long.parts[3].extend_from_slice(&[0; 16]);
+    let e = run(long);
+    assert!(matches!(e, ImageError::Truncated { .. }), "{e}");
+    // A part cut short: the total falls short (or the last part's digest fails).
+    let mut short = MemParts::of("bundle-1MiB-parts", 65536);
+    short.parts[3].truncate(100);
+    let e = run(short);
+    assert!(
+        matches!(
+            e,
+            ImageError::Truncated { .. } | ImageError::PartDigestMismatch { index: 3, .. }
+        ),
+        "{e}"
+    );
+    // A flipped byte in a middle part is named as that part.
+    let mut bad = MemParts::of("bundle-1MiB-parts", 65536);
+    bad.parts[1][1000] ^= 1;
+    let e = run(bad);
+    assert!(
+        matches!(e, ImageError::PartDigestMismatch { index: 1, .. }),
+        "{e}"
+    );
+    // A part the source cannot find.
+    let mut gone = MemParts::of("bundle-1MiB-parts", 65536);
+    gone.parts.truncate(2);
+    let e = run(gone);
+    assert!(matches!(e, ImageError::MissingPart { index: 2, .. }), "{e}");
+}
+
+#[test]
+fn unbundle_to_reports_a_failing_writer_as_sink() {
+    struct Full(usize);
+    impl std::io::Write for Full {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.0 < buf.len() {
+                return Err(std::io::Error::other("no room"));
+            }
+            self.0 -= buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let m = manifest("bundle-1MiB-parts");
+    let parts = MemParts::of("bundle-1MiB-parts", 65536);
+    let e = euca_image::unbundle_to(&m, parts, &user_key(), None, &mut Full(1 << 20), None)
+        .unwrap_err();
+    assert!(matches!(e, ImageError::Sink(_)), "{e}");
+    assert!(e.to_string().contains("no room"), "{e}");
+}

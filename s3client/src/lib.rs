@@ -5,6 +5,7 @@
 //! cache daemon will use it too.
 use base64::Engine;
 use bytes::Bytes;
+use euca_aws::checksum::ChecksumAlgorithm;
 use euca_aws::sign::Signer;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -281,8 +282,11 @@ impl S3Client {
         Ok(etag(&resp))
     }
 
-    /// Uploads an in-memory object with its Content-MD5. The body is cheap to clone
-    /// (`Bytes`), so every attempt sends it afresh. Returns the ETag.
+    /// Uploads an in-memory object with its CRC32C (`x-amz-checksum-crc32c`, which
+    /// the server checks before it stores the object, as the AWS SDKs now send by
+    /// default instead of Content-MD5: the same end-to-end check for a tenth of
+    /// MD5's CPU). The body is cheap to clone (`Bytes`), so every attempt sends it
+    /// afresh. Returns the ETag.
     pub async fn put_bytes(
         &self,
         bucket: &str,
@@ -300,11 +304,10 @@ impl S3Client {
         data: Bytes,
         extra: &[(&str, String)],
     ) -> Result<String, S3ClientError> {
-        let md5: [u8; 16] = Md5::digest(&data).into();
-        let mut headers = vec![(
-            "content-md5",
-            base64::engine::general_purpose::STANDARD.encode(md5),
-        )];
+        let crc = ChecksumAlgorithm::Crc32c;
+        let mut hasher = crc.hasher();
+        hasher.update(&data);
+        let mut headers = vec![(crc.header(), hasher.finish_base64())];
         headers.extend(extra.iter().cloned());
         let body =
             move || -> futures::future::BoxFuture<'static, Result<(Body, u64), S3ClientError>> {
@@ -372,6 +375,25 @@ impl S3Client {
         out.sync_all().await?;
         tokio::fs::rename(&tmp, file).await?;
         Ok(n)
+    }
+
+    /// Starts a GET of an object and returns its body as a stream of chunks, as
+    /// they arrive (nothing is buffered beyond what the connection holds).
+    pub async fn get_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<
+        impl futures::Stream<Item = Result<Bytes, S3ClientError>> + Send + Unpin,
+        S3ClientError,
+    > {
+        let resp = self
+            .send("GET", &self.path(bucket, Some(key)), "", &[], &Self::empty)
+            .await?;
+        Ok(resp
+            .into_body()
+            .into_data_stream()
+            .map(|c| c.map_err(|e| S3ClientError::Http(e.to_string()))))
     }
 
     /// Reads a small object into memory (at most `max` bytes).

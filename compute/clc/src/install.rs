@@ -260,7 +260,6 @@ impl Installer {
             signer: Arc::new(signer),
             grant_read: Some(env.nodes_canonical_id),
             owner_id: Some(env.system_canonical_id),
-            work_dir: self.data.join("cloud/install"),
         };
         let s3 = Arc::new(s3);
         // The install's future is not `Send` as the compiler sees it (higher-ranked
@@ -304,15 +303,44 @@ async fn renew(db: &Db, holder: &str, image_id: &str) -> std::convert::Infallibl
 }
 
 /// Bundle problems are the client's; Walrus or disk trouble is the server's.
+/// How a failed install is reported in the image's `stateReason`.
+///
+/// Everything that follows unwrapping the bundle's AES key with the cloud's
+/// private key (the unwrap itself, AES padding, gzip, tar, the image's digest and
+/// size) is reported with one message: the user chose the wrapped key, so telling
+/// those failures apart would make RegisterImage a padding oracle against the
+/// cloud's RSA key (see `euca_image::ImageError::WrongKey`). Part errors are
+/// checked against the signed manifest whatever the key, and stay precise.
 fn classify(e: &euca_imagecache::CacheError) -> Failure {
+    use euca_image::ImageError as I;
     use euca_imagecache::CacheError as C;
-    let code = match e {
-        C::Bundle(_) | C::InvalidManifest(_) => "Client.InvalidManifest",
-        _ => "Server.InternalError",
-    };
-    Failure {
-        code,
-        message: e.to_string(),
+    match e {
+        C::Bundle(
+            I::WrongKey
+            | I::Decrypt
+            | I::Decompress(_)
+            | I::Tar(_)
+            | I::ImageDigestMismatch { .. }
+            | I::ImageSizeMismatch { .. }
+            | I::Crypto(_),
+        ) => Failure {
+            code: "Client.InvalidManifest",
+            message: "the bundle does not decrypt and verify with the cloud's key (wrong \
+                      ec2_encrypted_key, or corrupt contents)"
+                .into(),
+        },
+        C::Bundle(I::Sink(_)) => Failure {
+            code: "Server.InternalError",
+            message: e.to_string(),
+        },
+        C::Bundle(_) | C::InvalidManifest(_) => Failure {
+            code: "Client.InvalidManifest",
+            message: e.to_string(),
+        },
+        _ => Failure {
+            code: "Server.InternalError",
+            message: e.to_string(),
+        },
     }
 }
 
@@ -339,4 +367,44 @@ pub fn finish(db: &Db, image_id: &str, outcome: Result<String, Failure>) -> Resu
         }
         Ok((Write::Put, ()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use euca_image::ImageError as I;
+    use euca_imagecache::CacheError as C;
+
+    #[test]
+    fn failures_after_the_key_unwrap_read_alike() {
+        let after_unwrap = [
+            I::WrongKey,
+            I::Decrypt,
+            I::Decompress("invalid block type".into()),
+            I::Tar("no member".into()),
+            I::ImageDigestMismatch {
+                expected: "a".into(),
+                actual: "b".into(),
+            },
+            I::ImageSizeMismatch {
+                expected: 1,
+                actual: 2,
+            },
+        ];
+        let seen: Vec<Failure> = after_unwrap
+            .into_iter()
+            .map(|e| classify(&C::Bundle(e)))
+            .collect();
+        assert!(seen.iter().all(|f| *f == seen[0]), "{seen:?}");
+        assert_eq!(seen[0].code, "Client.InvalidManifest");
+        // Part errors do not depend on the key and stay precise.
+        let part = classify(&C::Bundle(I::PartDigestMismatch {
+            index: 2,
+            filename: "x.part.2".into(),
+            expected: "a".into(),
+            actual: "b".into(),
+        }));
+        assert!(part.message.contains("part 2"), "{part:?}");
+        assert_ne!(part, seen[0]);
+    }
 }

@@ -1,28 +1,38 @@
 //! Installing an image: a bundle in Walrus becomes an installed image, once,
 //! centrally (the cloud's side; nodes never see bundles or the cloud's key).
 //!
+//! One stream, nothing staged on the cloud's disk:
+//!
 //! 1. The bundle manifest is read and its signature checked with the signer's
 //!    certificate (before any part is downloaded).
-//! 2. The parts are downloaded (4 at a time) into a temporary directory, then
-//!    unbundled with the cloud's private key by `euca-image` (part digests, AES,
-//!    gunzip, tar, image digest — all checked).
-//! 3. The raw image is cut into pieces of [`PIECE_SIZE`]; each piece's SHA-256 is
-//!    computed as it is read (and the whole image's on the same pass), and the
-//!    piece is stored as `chunks/<sha256>` in [`IMAGES_BUCKET`] unless it is
-//!    already there (identical pieces, e.g. zeros, are stored once), through the
-//!    shared content-addressed chunk store (`euca-chunks`).
-//! 4. The [`ImageManifest`] is stored last, as `images/<image-id>.json`.
+//! 2. The parts are downloaded in order (the next part's GET is started while
+//!    the current one streams) and fed, as their bytes arrive, to `euca-image`'s
+//!    unbundler with the cloud's private key (part digests, AES, gunzip, tar,
+//!    image size and digest — all checked).
+//! 3. The image coming out of it is cut into pieces of [`PIECE_SIZE`]; each
+//!    piece's SHA-256 is computed as it is cut (and the whole image's on the
+//!    same pass), and the piece is stored as `chunks/<sha256>` in
+//!    [`IMAGES_BUCKET`] unless it is already there (identical pieces, e.g.
+//!    zeros, are stored once), through the shared content-addressed chunk store
+//!    (`euca-chunks`), 4 at a time.
+//! 4. Only once the unbundler has verified the whole bundle is the
+//!    [`ImageManifest`] stored, as `images/<image-id>.json`: a bundle that fails
+//!    a check late (a corrupt last part, a wrong image digest) may leave pieces
+//!    behind — named by their own hash, referenced by no image, and removed by
+//!    the chunk store's garbage collection — but never an image.
 //!
 //! Every object is written with a read grant for the nodes' account (when one is
 //! given), so the cache daemons read images with their own, read-only, key.
-//! Disk use while installing: the bundle plus the image, in `work_dir`.
-use std::path::{Path, PathBuf};
+//! Memory in flight is bounded: a few MiB of part data between the download and
+//! the decrypting thread, and at most [`PARALLEL`] × 2 + 1 pieces.
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
 use euca_chunks::{put_chunk_if_absent, ChunkStore, WalrusChunks};
 
@@ -31,8 +41,10 @@ use crate::manifest::{
 };
 use crate::{CacheError, ImageId};
 
-/// Parallel part downloads and piece uploads.
+/// Piece uploads in flight (and pieces queued for upload).
 const PARALLEL: usize = 4;
+/// Body chunks queued between the part download and the decrypting thread.
+const PART_CHUNKS: usize = 32;
 
 /// Where the bundle is, and what opens it.
 pub struct InstallRequest {
@@ -48,8 +60,6 @@ pub struct InstallRequest {
     /// The installing account's canonical id: with explicit grants S3 gives the
     /// owner nothing implicitly, so it is granted FULL_CONTROL alongside.
     pub owner_id: Option<String>,
-    /// Where the bundle and image are staged (removed afterwards).
-    pub work_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -103,37 +113,6 @@ async fn installing(
         Some(i) => &req.manifest_key[..=i],
         None => "",
     };
-    std::fs::create_dir_all(&req.work_dir)?;
-    let work = tempfile::Builder::new()
-        .prefix(".install-")
-        .tempdir_in(&req.work_dir)?;
-    let parts_dir = work.path().to_path_buf();
-    let downloads = bundle.image.parts.iter().map(|p| {
-        let (key, file) = (
-            format!("{prefix}{}", p.filename),
-            parts_dir.join(&p.filename),
-        );
-        async move { s3.get_to_file(&req.bucket, &key, &file).await.map(|_| ()) }
-    });
-    let results: Vec<_> = futures::stream::iter(downloads)
-        .buffer_unordered(PARALLEL)
-        .collect()
-        .await;
-    for r in results {
-        r?;
-    }
-    let image_path = parts_dir.join("image.raw");
-    {
-        let (b, dir, out) = (bundle.clone(), parts_dir.clone(), image_path.clone());
-        let (key, signer) = (req.private_key.clone(), req.signer.clone());
-        tokio::task::spawn_blocking(move || euca_image::unbundle(&b, &dir, &key, &signer, &out))
-            .await
-            .map_err(|e| CacheError::Io(std::io::Error::other(e.to_string())))??;
-    }
-    // Remove the parts now: only the image is needed from here on.
-    for p in &bundle.image.parts {
-        let _ = std::fs::remove_file(parts_dir.join(&p.filename));
-    }
     let mut extra: Vec<(&'static str, String)> = Vec::new();
     if let Some(nodes) = &req.grant_read {
         extra.push(("x-amz-grant-read", format!("id=\"{nodes}\"")));
@@ -145,7 +124,51 @@ async fn installing(
         .with_max_manifest_bytes(MAX_MANIFEST_BYTES)
         .with_put_headers(extra);
     store.ensure_bucket().await?;
-    let (pieces, sha256, size, uploaded) = store_pieces(&store, &image_path, progress).await?;
+
+    // The parts, downloaded in order, into the decrypting thread.
+    let keys = bundle
+        .image
+        .parts
+        .iter()
+        .map(|p| format!("{prefix}{}", p.filename))
+        .collect();
+    let (part_tx, part_rx) = mpsc::channel(PART_CHUNKS);
+    let download = tokio::spawn(download_parts(
+        s3.clone(),
+        req.bucket.clone(),
+        keys,
+        part_tx,
+    ));
+    let mut stop_download = Some(AbortOnDrop(download));
+
+    // The unbundler, writing pieces into `piece_rx` as it extracts the image.
+    let (piece_tx, piece_rx) = mpsc::channel::<(String, Bytes)>(PARALLEL);
+    let unbundler = {
+        let (b, key, signer) = (bundle.clone(), req.private_key.clone(), req.signer.clone());
+        tokio::task::spawn_blocking(move || {
+            let parts = StreamedParts {
+                rx: part_rx,
+                cur: Bytes::new(),
+            };
+            let mut pieces = PieceWriter::new(piece_tx);
+            euca_image::unbundle_to(&b, parts, &key, Some(&signer), &mut pieces, None)?;
+            pieces.finish().map_err(euca_image::ImageError::Sink)
+        })
+    };
+
+    let (uploaded, upload_err) = upload_pieces(&store, piece_rx, progress).await;
+    if upload_err.is_some() {
+        // Do not download the rest of the bundle for an install that failed.
+        stop_download.take();
+    }
+    let unbundled = unbundler
+        .await
+        .map_err(|e| CacheError::Io(io::Error::other(e.to_string())));
+    // A failed upload explains the unbundler's "cannot store the image".
+    if let Some(e) = upload_err {
+        return Err(e);
+    }
+    let (pieces, sha256, size) = unbundled??;
     let manifest = ImageManifest {
         format: FORMAT,
         name: bundle.image.name.clone(),
@@ -165,45 +188,22 @@ async fn installing(
     })
 }
 
-/// Reads `image` piece by piece on a blocking thread (hashing each piece and the
-/// whole), storing each piece that is not in the store yet. At most a few pieces
-/// are in memory at once. Returns (piece hashes, image hash, size, pieces uploaded).
-async fn store_pieces(
+/// Stores the pieces from `pieces` (those not stored yet), [`PARALLEL`] at a
+/// time, until the unbundler ends or an upload fails; returns how many were
+/// uploaded and the first failure. Returning drops `pieces`, so a failure makes
+/// the unbundler's next piece fail, which ends it.
+async fn upload_pieces(
     store: &WalrusChunks,
-    image: &Path,
+    pieces: mpsc::Receiver<(String, Bytes)>,
     progress: Option<Arc<AtomicU64>>,
-) -> Result<(Vec<String>, String, u64, u32), CacheError> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<(String, Bytes)>(PARALLEL);
-    let path = image.to_path_buf();
-    let reader =
-        tokio::task::spawn_blocking(move || -> Result<(Vec<String>, String, u64), CacheError> {
-            use std::io::Read;
-            let mut f = std::fs::File::open(&path)?;
-            let (mut whole, mut hashes, mut size) = (Sha256::new(), Vec::new(), 0u64);
-            loop {
-                let mut buf = Vec::with_capacity(PIECE_SIZE as usize);
-                (&mut f).take(PIECE_SIZE).read_to_end(&mut buf)?;
-                if buf.is_empty() {
-                    break;
-                }
-                whole.update(&buf);
-                size += buf.len() as u64;
-                let h = crate::manifest::sha256_hex(&buf);
-                hashes.push(h.clone());
-                if tx.blocking_send((h, Bytes::from(buf))).is_err() {
-                    break;
-                }
-            }
-            Ok((hashes, hex::encode(whole.finalize()), size))
-        });
-    let uploads = tokio_stream_from(rx).map(|(h, data)| async move {
+) -> (u32, Option<CacheError>) {
+    let uploads = tokio_stream_from(pieces).map(|(h, data)| async move {
         let n = data.len() as u64;
         let uploaded = put_chunk_if_absent(store, &h, data).await?;
         Ok::<_, CacheError>((n, uploaded))
     });
     let mut uploads = std::pin::pin!(uploads.buffer_unordered(PARALLEL));
     let mut uploaded = 0u32;
-    let mut first_err = None;
     while let Some(r) = uploads.next().await {
         match r {
             Ok((n, up)) => {
@@ -212,22 +212,192 @@ async fn store_pieces(
                     p.fetch_add(n, Ordering::Relaxed);
                 }
             }
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
+            Err(e) => return (uploaded, Some(e)),
         }
     }
-    let (hashes, whole, size) = reader
-        .await
-        .map_err(|e| CacheError::Io(std::io::Error::other(e.to_string())))??;
-    if let Some(e) = first_err {
-        return Err(e);
+    (uploaded, None)
+}
+
+/// What the part download hands the decrypting thread, per part in order:
+/// `Opened` (or `Failed`) once the GET is answered, its body's chunks, `End`.
+enum PartData {
+    Opened,
+    Chunk(Bytes),
+    End,
+    Failed(io::Error),
+}
+
+/// Downloads `keys` in order into `tx`, the next part's GET started while the
+/// current one streams (its body waits in the connection meanwhile).
+async fn download_parts(
+    s3: Arc<euca_s3::S3Client>,
+    bucket: String,
+    keys: Vec<String>,
+    tx: mpsc::Sender<PartData>,
+) {
+    let as_io = |e: euca_s3::S3ClientError| {
+        let kind = if e.is_not_found() {
+            io::ErrorKind::NotFound
+        } else {
+            io::ErrorKind::Other
+        };
+        io::Error::new(kind, e.to_string())
+    };
+    let gets = futures::stream::iter(keys).map(|key| {
+        let (s3, bucket) = (s3.clone(), bucket.clone());
+        AbortOnDrop(tokio::spawn(
+            async move { s3.get_stream(&bucket, &key).await },
+        ))
+    });
+    let mut gets = std::pin::pin!(gets.buffered(2));
+    while let Some(got) = gets.next().await {
+        let mut body = match got {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => {
+                let _ = tx.send(PartData::Failed(as_io(e))).await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(PartData::Failed(io::Error::other(e))).await;
+                return;
+            }
+        };
+        if tx.send(PartData::Opened).await.is_err() {
+            return;
+        }
+        while let Some(chunk) = body.next().await {
+            let msg = match chunk {
+                Ok(c) => PartData::Chunk(c),
+                Err(e) => PartData::Failed(as_io(e)),
+            };
+            let failed = matches!(msg, PartData::Failed(_));
+            if tx.send(msg).await.is_err() || failed {
+                return;
+            }
+        }
+        if tx.send(PartData::End).await.is_err() {
+            return;
+        }
     }
-    Ok((hashes, whole, size, uploaded))
+}
+
+/// The downloaded parts, as the unbundler reads them (on its decrypting thread).
+struct StreamedParts {
+    rx: mpsc::Receiver<PartData>,
+    cur: Bytes,
+}
+
+impl StreamedParts {
+    fn next(&mut self) -> io::Result<PartData> {
+        match self.rx.blocking_recv() {
+            Some(PartData::Failed(e)) => Err(e),
+            Some(d) => Ok(d),
+            None => Err(io::Error::other("the part download stopped")),
+        }
+    }
+}
+
+impl euca_image::PartSource for StreamedParts {
+    fn open(&mut self, _part: &euca_image::Part) -> io::Result<()> {
+        match self.next()? {
+            PartData::Opened => Ok(()),
+            _ => Err(io::Error::other("the part download is out of step")),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.next()? {
+                PartData::Chunk(c) => self.cur = c,
+                PartData::End => return Ok(0),
+                _ => return Err(io::Error::other("the part download is out of step")),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Cuts the image into pieces as the unbundler writes it, hashing each piece
+/// and the whole, and queues each piece for upload.
+struct PieceWriter {
+    tx: mpsc::Sender<(String, Bytes)>,
+    cur: Vec<u8>,
+    whole: Sha256,
+    hashes: Vec<String>,
+    size: u64,
+}
+
+impl PieceWriter {
+    fn new(tx: mpsc::Sender<(String, Bytes)>) -> Self {
+        PieceWriter {
+            tx,
+            cur: Vec::with_capacity(PIECE_SIZE as usize),
+            whole: Sha256::new(),
+            hashes: Vec::new(),
+            size: 0,
+        }
+    }
+
+    fn emit(&mut self) -> io::Result<()> {
+        let piece = std::mem::replace(&mut self.cur, Vec::with_capacity(PIECE_SIZE as usize));
+        self.whole.update(&piece);
+        self.size += piece.len() as u64;
+        let h = crate::manifest::sha256_hex(&piece);
+        self.hashes.push(h.clone());
+        self.tx
+            .blocking_send((h, Bytes::from(piece)))
+            .map_err(|_| io::Error::other("the piece upload stopped"))
+    }
+
+    /// Queues the last, short piece; returns (piece hashes, image hash, size).
+    fn finish(mut self) -> io::Result<(Vec<String>, String, u64)> {
+        if !self.cur.is_empty() {
+            self.emit()?;
+        }
+        Ok((self.hashes, hex::encode(self.whole.finalize()), self.size))
+    }
+}
+
+impl io::Write for PieceWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = PIECE_SIZE as usize - self.cur.len();
+        let n = buf.len().min(room);
+        self.cur.extend_from_slice(&buf[..n]);
+        if self.cur.len() == PIECE_SIZE as usize {
+            self.emit()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Aborts a spawned task when dropped (an install that stops early leaves no
+/// download running).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
 }
 
 fn tokio_stream_from<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
+    mut rx: mpsc::Receiver<T>,
 ) -> impl futures::Stream<Item = T> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
