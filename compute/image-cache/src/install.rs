@@ -24,7 +24,9 @@
 //! Every object is written with a read grant for the nodes' account (when one is
 //! given), so the cache daemons read images with their own, read-only, key.
 //! Memory in flight is bounded: a few MiB of part data between the download and
-//! the decrypting thread, and at most [`PARALLEL`] × 2 + 1 pieces.
+//! the decrypting thread, and at most [`PARALLEL`] × 2 + 3 pieces (the one being
+//! cut, one queued for and one in the hashing thread, [`PARALLEL`] queued for
+//! upload and [`PARALLEL`] uploading): 44 MiB.
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -150,7 +152,7 @@ async fn installing(
                 rx: part_rx,
                 cur: Bytes::new(),
             };
-            let mut pieces = PieceWriter::new(piece_tx);
+            let mut pieces = PieceWriter::new(piece_tx).map_err(euca_image::ImageError::Sink)?;
             euca_image::unbundle_to(&b, parts, &key, Some(&signer), &mut pieces, None)?;
             pieces.finish().map_err(euca_image::ImageError::Sink)
         })
@@ -319,44 +321,71 @@ impl euca_image::PartSource for StreamedParts {
     }
 }
 
-/// Cuts the image into pieces as the unbundler writes it, hashing each piece
-/// and the whole, and queues each piece for upload.
+/// Cuts the image into pieces as the unbundler writes it and hands each to a
+/// hashing thread of its own (off the unbundler's critical path), which hashes
+/// the piece and the whole image and queues the piece for upload.
 struct PieceWriter {
-    tx: mpsc::Sender<(String, Bytes)>,
     cur: Vec<u8>,
-    whole: Sha256,
-    hashes: Vec<String>,
-    size: u64,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    hasher: Option<std::thread::JoinHandle<io::Result<Hashed>>>,
 }
 
+/// (piece hashes in order, image hash, image size).
+type Hashed = (Vec<String>, String, u64);
+
 impl PieceWriter {
-    fn new(tx: mpsc::Sender<(String, Bytes)>) -> Self {
-        PieceWriter {
-            tx,
+    fn new(upload: mpsc::Sender<(String, Bytes)>) -> io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(1);
+        let hasher = std::thread::Builder::new()
+            .name("install-hash".into())
+            .spawn(move || {
+                let (mut whole, mut hashes, mut size) = (Sha256::new(), Vec::new(), 0u64);
+                for piece in rx {
+                    whole.update(&piece);
+                    size += piece.len() as u64;
+                    let h = crate::manifest::sha256_hex(&piece);
+                    hashes.push(h.clone());
+                    upload
+                        .blocking_send((h, Bytes::from(piece)))
+                        .map_err(|_| io::Error::other("the piece upload stopped"))?;
+                }
+                Ok((hashes, hex::encode(whole.finalize()), size))
+            })?;
+        Ok(PieceWriter {
             cur: Vec::with_capacity(PIECE_SIZE as usize),
-            whole: Sha256::new(),
-            hashes: Vec::new(),
-            size: 0,
-        }
+            tx: Some(tx),
+            hasher: Some(hasher),
+        })
     }
 
     fn emit(&mut self) -> io::Result<()> {
         let piece = std::mem::replace(&mut self.cur, Vec::with_capacity(PIECE_SIZE as usize));
-        self.whole.update(&piece);
-        self.size += piece.len() as u64;
-        let h = crate::manifest::sha256_hex(&piece);
-        self.hashes.push(h.clone());
-        self.tx
-            .blocking_send((h, Bytes::from(piece)))
-            .map_err(|_| io::Error::other("the piece upload stopped"))
+        let sent = self.tx.as_ref().map(|tx| tx.send(piece).is_ok());
+        if sent != Some(true) {
+            // The hashing thread stopped: its result says why.
+            return Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| io::Error::other("the piece hashing stopped")));
+        }
+        Ok(())
+    }
+
+    fn join(&mut self) -> io::Result<Hashed> {
+        self.tx = None;
+        match self.hasher.take().map(|h| h.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("the piece hashing thread panicked")),
+            None => Err(io::Error::other("the piece hashing already ended")),
+        }
     }
 
     /// Queues the last, short piece; returns (piece hashes, image hash, size).
-    fn finish(mut self) -> io::Result<(Vec<String>, String, u64)> {
+    fn finish(mut self) -> io::Result<Hashed> {
         if !self.cur.is_empty() {
             self.emit()?;
         }
-        Ok((self.hashes, hex::encode(self.whole.finalize()), self.size))
+        self.join()
     }
 }
 
