@@ -14,10 +14,10 @@ use crate::meta::{
 use crate::policy::Decision;
 use crate::state::State;
 use bytes::Bytes;
+use euca_aws::hash::Md5;
 use euca_aws::timefmt::format_iso8601;
 use euca_aws::xml::{XmlWriter, S3_NS};
 use http::{Method, StatusCode};
-use md5::{Digest, Md5};
 use std::sync::Arc;
 
 pub const MAX_PARTS: u32 = 10_000;

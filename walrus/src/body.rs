@@ -9,12 +9,12 @@ use base64::Engine;
 use bytes::Bytes;
 use euca_aws::checksum::{valid_value, ChecksumAlgorithm, ChecksumHasher};
 use euca_aws::chunked::ChunkedDecoder;
+use euca_aws::hash::Md5;
 use euca_aws::PayloadCheck;
 use http::HeaderMap;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use md5::{Digest, Md5};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 
 /// A body that sends nothing for this long is abandoned (slow-body protection).
@@ -327,7 +327,7 @@ impl VerifiedBody {
                 ));
             }
         }
-        let md5: [u8; 16] = hashes.md5.finalize().into();
+        let md5: [u8; 16] = hashes.md5.finalize();
         if let Some(expected) = self.content_md5 {
             if expected != md5 {
                 return Err(S3Error::bad_digest());

@@ -293,10 +293,7 @@ async fn deliver_one(
     }
     let bytes = Bytes::from(body);
     let size = bytes.len() as u64;
-    let etag = {
-        use md5::Digest;
-        hex::encode(md5::Md5::digest(&bytes))
-    };
+    let etag = hex::encode(euca_aws::hash::Md5::digest(&bytes));
     // The target bucket's default encryption (SSE-S3) applies to log objects, as in
     // S3; an encrypted object is never inlined.
     let enc = crate::sse::for_post(st, None, &target).await?;

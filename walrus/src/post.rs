@@ -20,10 +20,10 @@ use bytes::Bytes;
 use euca_aws::auth::PostFormSignature;
 use euca_aws::credential::AuthConfig;
 use euca_aws::encoding::uri_encode;
+use euca_aws::hash::Md5;
 use euca_aws::xml::XmlWriter;
 use http::StatusCode;
 use http_body_util::BodyExt;
-use md5::{Digest, Md5};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -87,7 +87,7 @@ impl FileDigest {
                 handle.await.map_err(S3Error::internal)?
             }
         };
-        Ok(h.finalize().into())
+        Ok(h.finalize())
     }
 }
 

@@ -27,8 +27,8 @@ use crate::sse_keys::{seal, unseal, AAD_CUSTOMER, AAD_S3, KEY_LEN};
 pub use crate::sse_keys::{Ctr, DataKey, SseError};
 use crate::state::State;
 use base64::Engine;
+use euca_aws::hash::Md5;
 use http::HeaderMap;
-use md5::{Digest, Md5};
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
@@ -102,7 +102,7 @@ pub fn customer_key(st: &State, r: &Req, copy_source: bool) -> S3Result<Option<C
             )
         })?;
     let md5 = md5.ok_or_else(|| arg("Requests specifying Server Side Encryption with Customer provided keys must provide the client calculated MD5 of the secret key.", "key-MD5"))?;
-    let computed: [u8; 16] = Md5::digest(key).into();
+    let computed: [u8; 16] = Md5::digest(key);
     if b64().decode(md5).ok().as_deref() != Some(&computed[..]) {
         return Err(arg(
             "The calculated MD5 hash of the key did not match the hash that was provided.",

@@ -14,11 +14,11 @@ use crate::state::State;
 use crate::tags::TagSet;
 use bytes::Bytes;
 use euca_aws::checksum::ChecksumAlgorithm;
+use euca_aws::hash::Md5;
 use euca_aws::timefmt::format_iso8601;
 use euca_aws::xml::{XmlWriter, S3_NS};
 use futures::StreamExt;
 use http::StatusCode;
-use md5::{Digest, Md5};
 use std::sync::Arc;
 
 /// Parses `x-amz-copy-source`: `[/]bucket/key[?versionId=…]`, URL-encoded:
@@ -269,7 +269,7 @@ pub async fn copy_range(
     let sum = alg
         .zip(sum)
         .map(|(a, h)| (a.name().to_string(), h.finish_base64()));
-    Ok((BlobRef { id, size }, md5.finalize().into(), sum))
+    Ok((BlobRef { id, size }, md5.finalize(), sum))
 }
 
 /// A copy of `src`'s bytes that changes their encryption (from `src_key` to
@@ -310,7 +310,7 @@ async fn recrypt(
     };
     let etag = (|| {
         if src.part_sizes.is_empty() {
-            let empty: [u8; 16] = Md5::digest(b"").into();
+            let empty: [u8; 16] = Md5::digest(b"");
             return etag_of(md5s.first().unwrap_or(&empty));
         }
         // A multipart object keeps its form: the MD5 of its parts' ETags.
