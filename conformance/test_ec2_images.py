@@ -157,6 +157,26 @@ def test_tampered_manifest_fails_with_state_reason_and_missing_one_is_refused(cl
     assert code(e) == "InvalidParameterValue"
 
 
+def test_a_bundle_for_another_key_fails_without_saying_which_check(cloud, bucket, tmp_path):
+    """A bundle whose AES key is wrapped for some other certificate than the cloud's
+    (here the user's own) fails with one message for every failure after the key
+    unwrap: the user chose the wrapped key, so a stateReason that told padding
+    errors from later ones would be a padding oracle on the cloud's RSA key."""
+    ec2 = cloud.ec2()
+    loc = bundle(cloud, tmp_path, bucket, "--ec2cert", cloud.eucarc["EC2_CERT"])
+    image_id = ec2.register_image(ImageLocation=loc, Name=unique("wrongkey"))["ImageId"]
+    with pytest.raises(WaiterError):
+        ec2.get_waiter("image_available").wait(ImageIds=[image_id],
+                                               WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    img = ec2.describe_images(ImageIds=[image_id])["Images"][0]
+    assert img["State"] == "failed"
+    assert img["StateReason"] == {
+        "Code": "Client.InvalidManifest",
+        "Message": "the bundle does not decrypt and verify with the cloud's key (wrong "
+                   "ec2_encrypted_key, or corrupt contents)"}, img["StateReason"]
+    ec2.deregister_image(ImageId=image_id)
+
+
 def test_launch_permissions_across_accounts(cloud, bucket, tmp_path, other):
     ec2 = cloud.ec2()
     acct, ec2b = other
