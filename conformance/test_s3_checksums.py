@@ -327,6 +327,29 @@ def test_single_put_checksum_returned(s3, bucket, alg):
     assert error_code(e) == "InvalidArgument"
 
 
+def test_put_without_a_checksum_gets_crc64nvme(cloud, s3, bucket):
+    """As S3 now does: an object PUT without any checksum gets a CRC64NVME computed by
+    the server (returned by the PUT, by HEAD/GET with checksum mode and in
+    GetObjectAttributes, type FULL_OBJECT); a PUT that declares one keeps only its own."""
+    plain = cloud.boto3(request_checksum_calculation="when_required")
+    for n, data in enumerate([b"", b"123456789", os.urandom(3 * MiB + 5)]):
+        key = f"default-{n}"
+        value = b64(raw_checksum("CRC64NVME", data))
+        r = plain.put_object(Bucket=bucket, Key=key, Body=data)
+        assert r["ResponseMetadata"]["HTTPHeaders"]["x-amz-checksum-crc64nvme"] == value, n
+        head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        assert head["ChecksumCRC64NVME"] == value and head["ChecksumType"] == "FULL_OBJECT"
+        got = s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        assert got["Body"].read() == data and got["ChecksumCRC64NVME"] == value
+        attrs = s3.get_object_attributes(Bucket=bucket, Key=key, ObjectAttributes=["Checksum"])
+        assert attrs["Checksum"] == {"ChecksumCRC64NVME": value, "ChecksumType": "FULL_OBJECT"}
+    data = b"declared"
+    r = s3.put_object(Bucket=bucket, Key="declared", Body=data, ChecksumAlgorithm="CRC32")
+    head = s3.head_object(Bucket=bucket, Key="declared", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"] == b64(raw_checksum("CRC32", data))
+    assert "ChecksumCRC64NVME" not in head and "ChecksumCRC64NVME" not in r
+
+
 def test_awscli_cp_multipart_crc32(cloud, s3, bucket, tmp_path):
     """`aws s3 cp --checksum-algorithm CRC32` of 20 MiB (multipart, awscli v1: Debian's
     awscli v2 2.9 has no such option) stores the CRC32 checksum S3 would; downloads

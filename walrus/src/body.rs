@@ -71,6 +71,9 @@ pub struct VerifiedBody {
     sha256_expected: Option<String>,
     /// The checksum algorithm and the value declared in a header, if any.
     checksum: Option<(ChecksumAlgorithm, Option<String>)>,
+    /// `checksum` is the server's default ([`Self::compute_unless_declared`]), not
+    /// one the request declared.
+    default_checksum: bool,
     trailer_checksum: bool,
     content_md5: Option<[u8; 16]>,
     decoded_length: Option<u64>,
@@ -172,6 +175,7 @@ impl VerifiedBody {
             })),
             sha256_expected,
             checksum,
+            default_checksum: false,
             trailer_checksum,
             content_md5,
             decoded_length,
@@ -184,7 +188,24 @@ impl VerifiedBody {
     /// The checksum algorithm the request declared (header, trailer or
     /// `x-amz-sdk-checksum-algorithm`), known before any byte is read.
     pub fn checksum_algorithm(&self) -> Option<ChecksumAlgorithm> {
-        self.checksum.as_ref().map(|(alg, _)| *alg)
+        match &self.checksum {
+            Some((alg, _)) if !self.default_checksum => Some(*alg),
+            _ => None,
+        }
+    }
+
+    /// Computes `alg` over the body if the request declared no checksum, as S3
+    /// does for objects uploaded without one (CRC64NVME): the summary then
+    /// carries it. Only before the first byte is read (later it does nothing).
+    pub fn compute_unless_declared(&mut self, alg: ChecksumAlgorithm) {
+        if self.checksum.is_some() || self.size > 0 {
+            return;
+        }
+        if let HashState::Inline(h) = &mut self.hashes {
+            h.checksum = Some(alg.hasher());
+            self.checksum = Some((alg, None));
+            self.default_checksum = true;
+        }
     }
 
     /// The next chunk of payload, or `None` once the body ended and verified. Past the

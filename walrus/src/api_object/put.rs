@@ -11,6 +11,7 @@ use crate::meta::{
 use crate::sse::DataKey;
 use crate::state::State;
 use bytes::Bytes;
+use euca_aws::checksum::ChecksumAlgorithm;
 use http::StatusCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -148,7 +149,9 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let cond = write_cond::from_headers(&r.headers)?;
     write_cond::precheck(st, r.bucket(), r.key(), cond.as_ref()).await?;
     let enc = crate::sse::for_write(st, r, &b).await?;
-    let body = r.body(st.cfg.max_put_bytes)?;
+    let mut body = r.body(st.cfg.max_put_bytes)?;
+    // S3's default: an object uploaded without a checksum gets a CRC64NVME.
+    body.compute_unless_declared(ChecksumAlgorithm::Crc64Nvme);
     let (stored, summary) = store_body(
         st,
         body,
