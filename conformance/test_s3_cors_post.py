@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 
 from helpers_clients import s3_error_code, xml_find_all
 from helpers_raw import head_or_none
+from test_s3_checksums import b64, raw_checksum
 
 ORIGIN = "https://app.example.com"
 
@@ -301,6 +302,10 @@ def test_post_upload_sigv4(cloud, s3, bucket, s3v4):
     assert o["ContentType"] == "text/plain"
     assert o["Metadata"] == {"color": "blue"}
     assert o["ETag"] == etag
+    # A browser upload declares no checksum: it gets S3's default, CRC64NVME.
+    h = s3.head_object(Bucket=bucket, Key="uploads/a b.txt", ChecksumMode="ENABLED")
+    assert h["ChecksumCRC64NVME"] == b64(raw_checksum("CRC64NVME", data))
+    assert h["ChecksumType"] == "FULL_OBJECT"
     # Private by default.
     grants = s3.get_object_acl(Bucket=bucket, Key="uploads/a b.txt")["Grants"]
     assert [g["Permission"] for g in grants] == ["FULL_CONTROL"]
@@ -315,8 +320,9 @@ def test_post_upload_large_streams_to_blob(cloud, s3, bucket, s3v4):
     assert blob_files(cloud) - before, "the file went to a new blob"
     etag = '"' + hashlib.md5(data).hexdigest() + '"'
     assert headers["etag"] == etag
-    o = s3.get_object(Bucket=bucket, Key="big.bin")
+    o = s3.get_object(Bucket=bucket, Key="big.bin", ChecksumMode="ENABLED")
     assert o["Body"].read() == data and o["ETag"] == etag
+    assert o["ChecksumCRC64NVME"] == b64(raw_checksum("CRC64NVME", data))
 
 
 def test_post_upload_sigv2_redirect_and_acl(cloud, s3, bucket):

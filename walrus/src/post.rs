@@ -18,6 +18,7 @@ use crate::state::State;
 use base64::Engine;
 use bytes::Bytes;
 use euca_aws::auth::PostFormSignature;
+use euca_aws::checksum::{ChecksumAlgorithm, ChecksumHasher};
 use euca_aws::credential::AuthConfig;
 use euca_aws::encoding::uri_encode;
 use euca_aws::hash::Md5;
@@ -41,13 +42,34 @@ const FORM_OVERHEAD: u64 = 1 << 20;
 /// Most bytes of `x-amz-meta-*` (names and values), as PutObject.
 const MAX_USER_META: usize = 2048;
 
-/// The MD5 (ETag) of the file part: computed in place while the file is small, on a
+/// The MD5 (ETag) and the CRC64NVME (S3's default checksum: a browser upload
+/// declares none) of the file part.
+struct FileHashes {
+    md5: Md5,
+    crc: ChecksumHasher,
+}
+
+impl FileHashes {
+    fn new() -> Self {
+        FileHashes {
+            md5: Md5::new(),
+            crc: ChecksumAlgorithm::Crc64Nvme.hasher(),
+        }
+    }
+
+    fn update(&mut self, b: &[u8]) {
+        self.md5.update(b);
+        self.crc.update(b);
+    }
+}
+
+/// The file part's hashes: computed in place while the file is small, on a
 /// blocking thread (in parallel with receiving) once it is past [`OFFLOAD_AFTER`].
 enum FileDigest {
-    Inline(Md5),
+    Inline(FileHashes),
     Offloaded {
         tx: tokio::sync::mpsc::Sender<Bytes>,
-        handle: tokio::task::JoinHandle<Md5>,
+        handle: tokio::task::JoinHandle<FileHashes>,
     },
 }
 
@@ -59,7 +81,7 @@ impl FileDigest {
             FileDigest::Inline(h) => {
                 h.update(chunk);
                 if seen >= OFFLOAD_AFTER {
-                    let h = std::mem::take(h);
+                    let h = std::mem::replace(h, FileHashes::new());
                     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
                     let handle = tokio::task::spawn_blocking(move || {
                         let mut h = h;
@@ -79,7 +101,8 @@ impl FileDigest {
         }
     }
 
-    async fn finish(self) -> S3Result<[u8; 16]> {
+    /// The MD5 and the CRC64NVME (base64).
+    async fn finish(self) -> S3Result<([u8; 16], String)> {
         let h = match self {
             FileDigest::Inline(h) => h,
             FileDigest::Offloaded { tx, handle } => {
@@ -87,7 +110,7 @@ impl FileDigest {
                 handle.await.map_err(S3Error::internal)?
             }
         };
-        Ok(h.finalize())
+        Ok((h.md5.finalize(), h.crc.finish_base64()))
     }
 }
 
@@ -619,7 +642,7 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         )
         .with("MaxSizeAllowed", max.to_string())
     };
-    let mut md5 = FileDigest::Inline(Md5::new());
+    let mut md5 = FileDigest::Inline(FileHashes::new());
     let mut size = 0u64;
     let mut head: Vec<u8> = Vec::new();
     let mut writer: Option<crate::blob::BlobWriter> = None;
@@ -694,7 +717,8 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             ObjectData::Blobs(vec![BlobRef { id, size }])
         }
     };
-    let etag = hex::encode(md5.finish().await?);
+    let (md5, crc) = md5.finish().await?;
+    let etag = hex::encode(md5);
     let meta = ObjectMeta {
         size,
         etag: etag.clone(),
@@ -702,11 +726,11 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         owner,
         headers,
         user_meta,
-        checksums: Vec::new(),
+        checksums: vec![(ChecksumAlgorithm::Crc64Nvme.name().to_string(), crc)],
         acl,
         data,
         part_sizes: Vec::new(),
-        checksum_type: None,
+        checksum_type: Some("FULL_OBJECT".to_string()),
         part_checksums: Vec::new(),
         tags,
         version_id: None,
