@@ -66,7 +66,7 @@ impl FileHashes {
 /// The file part's hashes: computed in place while the file is small, on a
 /// blocking thread (in parallel with receiving) once it is past [`OFFLOAD_AFTER`].
 enum FileDigest {
-    Inline(FileHashes),
+    Inline(Box<FileHashes>),
     Offloaded {
         tx: tokio::sync::mpsc::Sender<Bytes>,
         handle: tokio::task::JoinHandle<FileHashes>,
@@ -81,7 +81,7 @@ impl FileDigest {
             FileDigest::Inline(h) => {
                 h.update(chunk);
                 if seen >= OFFLOAD_AFTER {
-                    let h = std::mem::replace(h, FileHashes::new());
+                    let h = std::mem::replace(h.as_mut(), FileHashes::new());
                     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
                     let handle = tokio::task::spawn_blocking(move || {
                         let mut h = h;
@@ -104,7 +104,7 @@ impl FileDigest {
     /// The MD5 and the CRC64NVME (base64).
     async fn finish(self) -> S3Result<([u8; 16], String)> {
         let h = match self {
-            FileDigest::Inline(h) => h,
+            FileDigest::Inline(h) => *h,
             FileDigest::Offloaded { tx, handle } => {
                 drop(tx);
                 handle.await.map_err(S3Error::internal)?
@@ -642,7 +642,7 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         )
         .with("MaxSizeAllowed", max.to_string())
     };
-    let mut md5 = FileDigest::Inline(FileHashes::new());
+    let mut md5 = FileDigest::Inline(Box::new(FileHashes::new()));
     let mut size = 0u64;
     let mut head: Vec<u8> = Vec::new();
     let mut writer: Option<crate::blob::BlobWriter> = None;
