@@ -350,6 +350,49 @@ def test_put_without_a_checksum_gets_crc64nvme(cloud, s3, bucket):
     assert "ChecksumCRC64NVME" not in head and "ChecksumCRC64NVME" not in r
 
 
+def test_multipart_without_an_algorithm_gets_a_full_object_crc64nvme(cloud, s3, bucket):
+    """An upload created without an algorithm whose parts declare no checksum: each
+    part (UploadPart and UploadPartCopy) gets a CRC64NVME, listed by ListParts, and
+    the object the full-object CRC64NVME of the whole, as S3 now does. A part that
+    declares another checksum leaves the object without one."""
+    plain = cloud.boto3(request_checksum_calculation="when_required")
+    src = os.urandom(5 * MiB + 7)
+    plain.put_object(Bucket=bucket, Key="copy-src", Body=src)
+    first, last = os.urandom(5 * MiB), os.urandom(4099)
+    up = plain.create_multipart_upload(Bucket=bucket, Key="mp-default")
+    uid = up["UploadId"]
+    assert "ChecksumAlgorithm" not in up
+    r1 = plain.upload_part(Bucket=bucket, Key="mp-default", UploadId=uid, PartNumber=1, Body=first)
+    r2 = plain.upload_part_copy(Bucket=bucket, Key="mp-default", UploadId=uid, PartNumber=2,
+                                CopySource={"Bucket": bucket, "Key": "copy-src"})
+    r3 = plain.upload_part(Bucket=bucket, Key="mp-default", UploadId=uid, PartNumber=3, Body=last)
+    listed = plain.list_parts(Bucket=bucket, Key="mp-default", UploadId=uid)["Parts"]
+    assert [p.get("ChecksumCRC64NVME") for p in listed] == [
+        b64(raw_checksum("CRC64NVME", d)) for d in (first, src, last)]
+    parts = [{"PartNumber": 1, "ETag": r1["ETag"]},
+             {"PartNumber": 2, "ETag": r2["CopyPartResult"]["ETag"]},
+             {"PartNumber": 3, "ETag": r3["ETag"]}]
+    plain.complete_multipart_upload(Bucket=bucket, Key="mp-default", UploadId=uid,
+                                    MultipartUpload={"Parts": parts})
+    want = full_object("CRC64NVME", [first, src, last])
+    head = s3.head_object(Bucket=bucket, Key="mp-default", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC64NVME"] == want and head["ChecksumType"] == "FULL_OBJECT"
+    got = s3.get_object(Bucket=bucket, Key="mp-default")["Body"].read()
+    assert got == first + src + last
+
+    up = plain.create_multipart_upload(Bucket=bucket, Key="mp-mixed")
+    uid = up["UploadId"]
+    r1 = plain.upload_part(Bucket=bucket, Key="mp-mixed", UploadId=uid, PartNumber=1, Body=first,
+                           ChecksumCRC32=b64(raw_checksum("CRC32", first)))
+    r2 = plain.upload_part(Bucket=bucket, Key="mp-mixed", UploadId=uid, PartNumber=2, Body=last)
+    plain.complete_multipart_upload(
+        Bucket=bucket, Key="mp-mixed", UploadId=uid,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": r1["ETag"]},
+                                   {"PartNumber": 2, "ETag": r2["ETag"]}]})
+    head = s3.head_object(Bucket=bucket, Key="mp-mixed", ChecksumMode="ENABLED")
+    assert not any(k.startswith("Checksum") for k in head), head
+
+
 def test_awscli_cp_multipart_crc32(cloud, s3, bucket, tmp_path):
     """`aws s3 cp --checksum-algorithm CRC32` of 20 MiB (multipart, awscli v1: Debian's
     awscli v2 2.9 has no such option) stores the CRC32 checksum S3 would; downloads

@@ -162,8 +162,11 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             None => 0..src.size,
             Some(v) => copy_source_range(v, src.size)?,
         };
-        // The copied part gets the upload's checksum, computed on the way.
-        let alg = checksums::stored_mode(&u).map(|(a, _)| a);
+        // The copied part gets the upload's checksum (or S3's default), computed
+        // on the way.
+        let alg = checksums::stored_mode(&u)
+            .map(|(a, _)| a)
+            .or(Some(checksums::DEFAULT_ALGORITHM));
         let src_key = src_enc.as_ref().map(|e| &e.key);
         let (blob, md5, sum) = copy_range(st, &src, src_key, range, alg, dst_key).await?;
         (blob, md5, sum.into_iter().collect())
@@ -175,8 +178,13 @@ async fn upload_part(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                 "You must provide the Content-Length HTTP header.",
             ));
         }
-        let body = r.body(st.cfg.max_put_bytes)?;
+        let mut body = r.body(st.cfg.max_put_bytes)?;
         checksums::check_part_algorithm(&u, body.checksum_algorithm())?;
+        // A part of an upload without an algorithm that declares no checksum gets
+        // S3's default, from which Complete derives the object's.
+        if checksums::stored_mode(&u).is_none() {
+            body.compute_unless_declared(checksums::DEFAULT_ALGORITHM);
+        }
         // Parts are always blobs (inline_max 0): completion only links them.
         let (stored, summary) = store_body(st, body, 0, dst_key).await?;
         let blob = match stored {

@@ -198,11 +198,7 @@ pub fn complete(
                 "The upload was created without a checksum algorithm; the complete request cannot carry a checksum.",
             ));
         }
-        return Ok(ObjectChecksum {
-            checksums: Vec::new(),
-            checksum_type: None,
-            part_checksums: Vec::new(),
-        });
+        return Ok(default_checksum(chosen));
     };
     if let Some(t) = &claims.ty {
         if t != ty.name() {
@@ -255,6 +251,44 @@ pub fn complete(
         part_checksums: part_values,
     })
 }
+
+/// S3's default for an upload created without an algorithm: the full-object
+/// CRC64NVME, combined from the one each part got ([`DEFAULT_ALGORITHM`]) when it
+/// declared none. None when a part has no CRC64NVME (it declared another
+/// checksum, or was stored before Walrus computed the default).
+fn default_checksum(chosen: &[&PartMeta]) -> ObjectChecksum {
+    let alg = DEFAULT_ALGORITHM;
+    let computed = (|| {
+        let values: Vec<&str> = chosen
+            .iter()
+            .map(|p| stored_value(p, alg))
+            .collect::<Option<_>>()?;
+        let raws: Vec<Vec<u8>> = values
+            .iter()
+            .map(|v| alg.decode(v))
+            .collect::<Option<_>>()?;
+        let sized = raws
+            .iter()
+            .zip(chosen)
+            .map(|(r, p)| (r.as_slice(), p.blob.size));
+        Some((checksum::full_object(alg, sized)?, values))
+    })();
+    match computed {
+        Some((value, values)) => ObjectChecksum {
+            checksums: vec![(alg.name().to_string(), value)],
+            checksum_type: Some(ChecksumType::FullObject.name().to_string()),
+            part_checksums: values.into_iter().map(str::to_string).collect(),
+        },
+        None => ObjectChecksum {
+            checksums: Vec::new(),
+            checksum_type: None,
+            part_checksums: Vec::new(),
+        },
+    }
+}
+
+/// The checksum S3 computes for what is uploaded without one.
+pub const DEFAULT_ALGORITHM: ChecksumAlgorithm = ChecksumAlgorithm::Crc64Nvme;
 
 /// `<base64>` of a composite `<base64>-N`.
 fn strip_parts(v: &str) -> Option<&str> {

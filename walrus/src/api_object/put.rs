@@ -11,7 +11,6 @@ use crate::meta::{
 use crate::sse::DataKey;
 use crate::state::State;
 use bytes::Bytes;
-use euca_aws::checksum::ChecksumAlgorithm;
 use http::StatusCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -151,7 +150,7 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let enc = crate::sse::for_write(st, r, &b).await?;
     let mut body = r.body(st.cfg.max_put_bytes)?;
     // S3's default: an object uploaded without a checksum gets a CRC64NVME.
-    body.compute_unless_declared(ChecksumAlgorithm::Crc64Nvme);
+    body.compute_unless_declared(crate::checksums::DEFAULT_ALGORITHM);
     let (stored, summary) = store_body(
         st,
         body,
