@@ -30,6 +30,17 @@ def code(e):
     return e.value.response["Error"]["Code"]
 
 
+def register_and_wait_failed(ec2, loc, name):
+    """Registers `loc`, which must fail to install; returns the failed image."""
+    image_id = ec2.register_image(ImageLocation=loc, Name=unique(name))["ImageId"]
+    with pytest.raises(WaiterError):
+        ec2.get_waiter("image_available").wait(ImageIds=[image_id],
+                                               WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    img = ec2.describe_images(ImageIds=[image_id])["Images"][0]
+    assert img["State"] == "failed"
+    return img
+
+
 @pytest.fixture()
 def other(cloud):
     acct = cloud.new_account(unique("imgother"))
@@ -136,12 +147,8 @@ def test_tampered_manifest_fails_with_state_reason_and_missing_one_is_refused(cl
     tampered = body.replace(b"<architecture>x86_64</architecture>", b"<architecture>i386</architecture>")
     assert tampered != body
     s3.put_object(Bucket=bucket, Key=key, Body=tampered, ACL="aws-exec-read")
-    image_id = ec2.register_image(ImageLocation=loc, Name=unique("tampered"))["ImageId"]
-    with pytest.raises(WaiterError):
-        ec2.get_waiter("image_available").wait(ImageIds=[image_id],
-                                               WaiterConfig={"Delay": 1, "MaxAttempts": 120})
-    img = ec2.describe_images(ImageIds=[image_id])["Images"][0]
-    assert img["State"] == "failed"
+    img = register_and_wait_failed(ec2, loc, "tampered")
+    image_id = img["ImageId"]
     assert img["StateReason"]["Code"] == "Client.InvalidManifest"
     assert "signature" in img["StateReason"]["Message"].lower(), img["StateReason"]
     failed = ec2.describe_images(Filters=[{"Name": "state", "Values": ["failed"]}])["Images"]
@@ -164,17 +171,12 @@ def test_a_bundle_for_another_key_fails_without_saying_which_check(cloud, bucket
     errors from later ones would be a padding oracle on the cloud's RSA key."""
     ec2 = cloud.ec2()
     loc = bundle(cloud, tmp_path, bucket, "--ec2cert", cloud.eucarc["EC2_CERT"])
-    image_id = ec2.register_image(ImageLocation=loc, Name=unique("wrongkey"))["ImageId"]
-    with pytest.raises(WaiterError):
-        ec2.get_waiter("image_available").wait(ImageIds=[image_id],
-                                               WaiterConfig={"Delay": 1, "MaxAttempts": 120})
-    img = ec2.describe_images(ImageIds=[image_id])["Images"][0]
-    assert img["State"] == "failed"
+    img = register_and_wait_failed(ec2, loc, "wrongkey")
     assert img["StateReason"] == {
         "Code": "Client.InvalidManifest",
         "Message": "the bundle does not decrypt and verify with the cloud's key (wrong "
                    "ec2_encrypted_key, or corrupt contents)"}, img["StateReason"]
-    ec2.deregister_image(ImageId=image_id)
+    ec2.deregister_image(ImageId=img["ImageId"])
 
 
 def test_launch_permissions_across_accounts(cloud, bucket, tmp_path, other):
