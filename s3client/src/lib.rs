@@ -6,12 +6,12 @@
 use base64::Engine;
 use bytes::Bytes;
 use euca_aws::checksum::ChecksumAlgorithm;
+use euca_aws::hash::Md5;
 use euca_aws::sign::Signer;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use md5::{Digest, Md5};
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -617,7 +617,7 @@ async fn md5_of_file(path: &Path) -> Result<([u8; 16], u64), S3ClientError> {
         h.update(&buf[..n]);
         len += n as u64;
     }
-    Ok((h.finalize().into(), len))
+    Ok((h.finalize(), len))
 }
 
 #[cfg(test)]

@@ -25,15 +25,25 @@ const OFFLOAD_AFTER: u64 = 1 << 20;
 /// Chunk size handed on once a body is large.
 const COALESCE: usize = 256 << 10;
 
-/// Every digest a body needs, updated together.
-struct Hashes {
-    md5: Md5,
-    sha256: Option<Sha256>,
-    checksum: Option<ChecksumHasher>,
+/// Every digest a body needs, updated together (PutObject's and UploadPart's
+/// bodies here, a browser POST's file part in `post.rs`).
+pub(crate) struct Hashes {
+    pub(crate) md5: Md5,
+    pub(crate) sha256: Option<Sha256>,
+    pub(crate) checksum: Option<ChecksumHasher>,
 }
 
 impl Hashes {
-    fn update(&mut self, b: &[u8]) {
+    /// MD5 (the ETag) and, if given, a checksum.
+    pub(crate) fn new(checksum: Option<ChecksumAlgorithm>) -> Self {
+        Hashes {
+            md5: Md5::new(),
+            sha256: None,
+            checksum: checksum.map(|a| a.hasher()),
+        }
+    }
+
+    pub(crate) fn update(&mut self, b: &[u8]) {
         self.md5.update(b);
         if let Some(h) = &mut self.sha256 {
             h.update(b);

@@ -11,6 +11,7 @@
 //! is committed unless the whole file arrived within the range. Fields after `file`
 //! are ignored, as S3 does.
 use crate::acl::{Acl, CannedContext, Owner, Permission};
+use crate::body::Hashes;
 use crate::error::{S3Error, S3Result};
 use crate::handler::{empty, load_bucket, set_header, xml, Req, Resp, MAX_KEY_BYTES};
 use crate::meta::{now_millis, BlobRef, ContentHeaders, ObjectData, ObjectMeta};
@@ -18,10 +19,8 @@ use crate::state::State;
 use base64::Engine;
 use bytes::Bytes;
 use euca_aws::auth::PostFormSignature;
-use euca_aws::checksum::{ChecksumAlgorithm, ChecksumHasher};
 use euca_aws::credential::AuthConfig;
 use euca_aws::encoding::uri_encode;
-use euca_aws::hash::Md5;
 use euca_aws::xml::XmlWriter;
 use http::StatusCode;
 use http_body_util::BodyExt;
@@ -42,34 +41,14 @@ const FORM_OVERHEAD: u64 = 1 << 20;
 /// Most bytes of `x-amz-meta-*` (names and values), as PutObject.
 const MAX_USER_META: usize = 2048;
 
-/// The MD5 (ETag) and the CRC64NVME (S3's default checksum: a browser upload
-/// declares none) of the file part.
-struct FileHashes {
-    md5: Md5,
-    crc: ChecksumHasher,
-}
-
-impl FileHashes {
-    fn new() -> Self {
-        FileHashes {
-            md5: Md5::new(),
-            crc: ChecksumAlgorithm::Crc64Nvme.hasher(),
-        }
-    }
-
-    fn update(&mut self, b: &[u8]) {
-        self.md5.update(b);
-        self.crc.update(b);
-    }
-}
-
-/// The file part's hashes: computed in place while the file is small, on a
+/// The file part's MD5 (ETag) and CRC64NVME (S3's default checksum: a browser
+/// upload declares none): computed in place while the file is small, on a
 /// blocking thread (in parallel with receiving) once it is past [`OFFLOAD_AFTER`].
 enum FileDigest {
-    Inline(Box<FileHashes>),
+    Inline(Box<Hashes>),
     Offloaded {
         tx: tokio::sync::mpsc::Sender<Bytes>,
-        handle: tokio::task::JoinHandle<FileHashes>,
+        handle: tokio::task::JoinHandle<Hashes>,
     },
 }
 
@@ -81,7 +60,7 @@ impl FileDigest {
             FileDigest::Inline(h) => {
                 h.update(chunk);
                 if seen >= OFFLOAD_AFTER {
-                    let h = std::mem::replace(h.as_mut(), FileHashes::new());
+                    let h = std::mem::replace(h.as_mut(), Hashes::new(None));
                     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
                     let handle = tokio::task::spawn_blocking(move || {
                         let mut h = h;
@@ -110,7 +89,8 @@ impl FileDigest {
                 handle.await.map_err(S3Error::internal)?
             }
         };
-        Ok((h.md5.finalize(), h.crc.finish_base64()))
+        let crc = h.checksum.map(|c| c.finish_base64()).unwrap_or_default();
+        Ok((h.md5.finalize(), crc))
     }
 }
 
@@ -642,7 +622,9 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         )
         .with("MaxSizeAllowed", max.to_string())
     };
-    let mut md5 = FileDigest::Inline(Box::new(FileHashes::new()));
+    let mut md5 = FileDigest::Inline(Box::new(Hashes::new(Some(
+        crate::checksums::DEFAULT_ALGORITHM,
+    ))));
     let mut size = 0u64;
     let mut head: Vec<u8> = Vec::new();
     let mut writer: Option<crate::blob::BlobWriter> = None;
@@ -726,7 +708,7 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         owner,
         headers,
         user_meta,
-        checksums: vec![(ChecksumAlgorithm::Crc64Nvme.name().to_string(), crc)],
+        checksums: vec![(crate::checksums::DEFAULT_ALGORITHM.name().to_string(), crc)],
         acl,
         data,
         part_sizes: Vec::new(),

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Sequential nbdcopy passes, the storage controller against `nbdkit file`, alternating
+# the two servers so that disk and page-cache drift hits both alike (what
+# scripts/bench-sc.sh cannot do, running each server's passes in a block).
+#
+#   scripts/bench-nbd-seq.sh read|write [CONNS] [ROUNDS] [SIZE_GIB]   (defaults 4 2 2)
+#
+# Both exports are filled once (not timed); then each round, page cache dropped before
+# every pass: `nbdcopy --connections=CONNS <export> null:` (read) or a copy of a random
+# file onto the export followed by a FLUSH (write). Prints MiB/s and the server's CPU
+# seconds per GiB. EUCA_BIN=path/to/euca benches that binary instead of building.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=${1:?read or write}; CONNS=${2:-4}; ROUNDS=${3:-2}; GIB=${4:-2}
+DIR=${BENCH_DIR:-/var/tmp/euca-nbd-seq}
+if [ -n "${EUCA_BIN:-}" ]; then EUCA=$EUCA_BIN; else
+  cargo build --release --locked --bin euca; EUCA=$PWD/target/release/euca; fi
+rm -rf "$DIR"; mkdir -p "$DIR"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+flush() { PATH=/usr/bin:$PATH nbdsh -u "$1" -c 'h.flush()'; }   # python3-libnbd is /usr/bin's
+
+SP=$(port)
+"$EUCA" up --no-node --net off --data "$DIR/euca" --walrus-listen "127.0.0.1:$(port)" \
+  --sc-listen "127.0.0.1:$SP" --nbd-listen "127.0.0.1:$(port)" --iscsi-listen off \
+  --cc-listen "127.0.0.1:$(port)" --clc-listen "127.0.0.1:$(port)" \
+  --nc-listen "127.0.0.1:$(port)" > "$DIR/euca.log" 2>&1 &
+EUCA_PID=$!; PIDS+=("$EUCA_PID")
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$SP/_health" >/dev/null && break; sleep 0.1; done
+VOL=$("$EUCA" volume create --size-gib "$GIB" --data "$DIR/euca")
+SC_URI=$("$EUCA" volume attach "$VOL" --node 127.0.0.1 --data "$DIR/euca")
+KP=$(port); truncate -s "${GIB}G" "$DIR/nbdkit.img"
+nbdkit -f -i 127.0.0.1 -p "$KP" -e vol file "$DIR/nbdkit.img" &
+KIT_PID=$!; PIDS+=("$KIT_PID")
+KIT_URI="nbd://127.0.0.1:$KP/vol"
+sleep 1
+head -c $((GIB << 30)) /dev/urandom > "$DIR/src.img"
+for u in "$SC_URI" "$KIT_URI"; do nbdcopy --connections=4 "$DIR/src.img" "$u"; flush "$u"; done
+
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+pass() { # name uri pid
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  local c0 t0 t1 c1
+  c0=$(cpu "$3"); t0=$(date +%s.%N)
+  if [ "$MODE" = read ]; then nbdcopy --connections="$CONNS" "$2" null:
+  else nbdcopy --connections="$CONNS" "$DIR/src.img" "$2"; flush "$2"; fi
+  t1=$(date +%s.%N); c1=$(cpu "$3")
+  printf 'RESULT %-8s %s conns=%d %8.1f MiB/s  server CPU %5.2f s/GiB\n' "$1" "$MODE" "$CONNS" \
+    "$(echo "$GIB * 1024 / ($t1 - $t0)" | bc -l)" "$(echo "($c1 - $c0) / $HZ / $GIB" | bc -l)"
+}
+echo "== $(nproc) cores; ${GIB} GiB; $(nbdkit --version); $(nbdcopy --version | head -1)"
+for _ in $(seq "$ROUNDS"); do
+  pass euca-sc "$SC_URI" "$EUCA_PID"
+  pass nbdkit "$KIT_URI" "$KIT_PID"
+done
