@@ -287,6 +287,7 @@ mod tests {
             public_key: None,
             volumes: vec![],
             nic: None,
+            incarnation: 0,
         }
     }
 
@@ -302,6 +303,7 @@ mod tests {
             launched_at: "2026-12-04T00:00:00Z".into(),
             volumes: vec![],
             learned_ip: None,
+            incarnation: 0,
         }
     }
 

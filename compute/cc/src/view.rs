@@ -201,7 +201,14 @@ impl View {
             out.changed = Some(e.instances.clone());
         }
         for r in &e.instances {
-            if e.reservations.remove(&r.instance_id).is_some() {
+            // The tombstone of an earlier run (a stopped EBS-root instance started
+            // again on the same node) is not the reserved run.
+            let reported = e
+                .reservations
+                .get(&r.instance_id)
+                .is_some_and(|x| r.incarnation >= x.spec.incarnation);
+            if reported {
+                e.reservations.remove(&r.instance_id);
                 out.reported.push(r.instance_id.clone());
             }
         }
@@ -276,8 +283,11 @@ impl View {
         let mut out = Vec::new();
         for (i, e) in self.nodes.iter().enumerate() {
             for r in &e.instances {
-                // Only where the id lives now (see `apply_report`).
-                if self.index.get(&r.instance_id).is_some_and(|&j| j != i) {
+                // Only where the id lives now (see `apply_report`), and not an
+                // earlier run's tombstone while the next run is reserved.
+                if self.index.get(&r.instance_id).is_some_and(|&j| j != i)
+                    || e.reservations.contains_key(&r.instance_id)
+                {
                     continue;
                 }
                 out.push(PlacedInstance {

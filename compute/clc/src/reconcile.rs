@@ -478,7 +478,11 @@ async fn one(
     };
     let placed = zone_live.get(&i.id);
     let node_state = placed.map(|p| p.node_state);
-    let report = placed.and_then(|p| p.report.as_ref());
+    // A report of an earlier run (the tombstone of the run a stop ended, until
+    // the node has the run StartInstances asked for) says nothing of this one.
+    let report = placed
+        .and_then(|p| p.report.as_ref())
+        .filter(|r| r.incarnation >= i.spec.incarnation);
     if matches!(i.state, ShuttingDown | Stopping) {
         let done = match report.map(|r| r.state) {
             Some(NodeInstanceState::Terminated | NodeInstanceState::Failed) => true,

@@ -128,6 +128,7 @@ impl SimInstance {
                 .as_ref()
                 .filter(|n| n.mode == NetMode::System && self.state == NodeInstanceState::Running)
                 .and_then(|n| n.private_ip),
+            incarnation: self.spec.incarnation,
         }
     }
 }
@@ -399,6 +400,7 @@ mod tests {
             public_key: None,
             volumes: vec![],
             nic: None,
+            incarnation: 0,
         }
     }
 

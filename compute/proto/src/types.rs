@@ -203,6 +203,14 @@ pub struct InstanceSpec {
     /// as before, networking off).
     #[serde(default)]
     pub nic: Option<crate::net::NicSpec>,
+    /// Which run of the instance this is: 0 for its launch, one more at every
+    /// StartInstances of a stopped EBS-root instance (same id, new exports). The
+    /// node echoes it in [`InstanceReport::incarnation`], so the tombstone of the
+    /// run a stop ended is never taken for the run a start asked for (by the CC,
+    /// whose reservation it would clear, or by the CLC, which would end the
+    /// instance).
+    #[serde(default)]
+    pub incarnation: u32,
 }
 
 impl InstanceSpec {
@@ -297,6 +305,10 @@ pub struct InstanceReport {
     /// node saw it on the instance's tap (a DHCPACK to its MAC, or its ARP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learned_ip: Option<std::net::Ipv4Addr>,
+    /// The spec's [`InstanceSpec::incarnation`]: which run of the instance this
+    /// report is about.
+    #[serde(default)]
+    pub incarnation: u32,
 }
 
 /// What a node answers to a poll (`GET /v1/node`).

@@ -198,6 +198,13 @@ async fn handle(
                 return Ok(refuse(StatusCode::BAD_REQUEST, "BadRequest"));
             };
             *n.runs.entry(id.clone()).or_default() += 1;
+            // A later run of a terminated id (a start after a stop) replaces its
+            // tombstone, as the real node does.
+            if n.instances.get(&id).is_some_and(|r| {
+                r.state == NodeInstanceState::Terminated && r.incarnation < spec.incarnation
+            }) {
+                n.instances.remove(&id);
+            }
             let r = n.instances.entry(id).or_insert_with(|| InstanceReport {
                 instance_id: spec.instance_id.clone(),
                 account: spec.account.clone(),
@@ -209,6 +216,7 @@ async fn handle(
                 launched_at: now_rfc3339(),
                 volumes: vec![],
                 learned_ip: None,
+                incarnation: spec.incarnation,
             });
             reply(StatusCode::OK, &r.clone())
         }
@@ -258,6 +266,7 @@ pub fn spec(id: &str) -> InstanceSpec {
         public_key: None,
         volumes: vec![],
         nic: None,
+        incarnation: 0,
     }
 }
 

@@ -405,6 +405,54 @@ async fn terminating_a_pending_launch_cancels_it() {
     c.stop().await;
 }
 
+/// A stopped EBS-root instance started again on its node (same id, next
+/// incarnation) while the node still reports the stopped run's tombstone: the
+/// reservation stays until the node reports the new run, and the instance is
+/// listed as that reservation, never as the old run's `terminated`.
+#[tokio::test]
+async fn a_restarted_instance_is_not_its_earlier_runs_tombstone() {
+    let fake = Fake::start(1, two_slots()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(fake.config(Policy::Greedy, dir.path())).await;
+    c.launch(launch(&["i-s"], 1)).await.unwrap();
+    wait_nodes(&c, "i-s reported", |ns| {
+        ns[0].instances.len() == 1 && ns[0].reserved.cores == 0
+    })
+    .await;
+    c.terminate("i-s").await.unwrap();
+    wait_nodes(&c, "i-s a tombstone", |ns| {
+        ns[0].instances[0].state == euca_compute_proto::NodeInstanceState::Terminated
+    })
+    .await;
+    // The start: the node does not take the run yet.
+    fake.set_mode(0, Mode::RefuseRuns);
+    let mut again = launch(&["i-s"], 1);
+    again.instances[0].incarnation = 1;
+    again.node = Some("n0".into());
+    assert_eq!(c.launch(again).await.unwrap().placed[0].node, "n0");
+    // Several polls answered with the tombstone: still reserved, listed unreported.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(c.nodes()[0].reserved.cores, 1, "the reservation stays");
+    let listed: Vec<_> = c
+        .instances()
+        .into_iter()
+        .filter(|p| p.instance_id == "i-s")
+        .collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0].report.is_none(), "{listed:?}");
+    // The node takes it: the new run is reported and the reservation goes.
+    fake.set_mode(0, Mode::Normal);
+    wait_nodes(&c, "i-s's second run reported", |ns| {
+        ns[0].reserved.cores == 0
+            && ns[0].instances.iter().any(|r| {
+                r.incarnation == 1 && r.state == euca_compute_proto::NodeInstanceState::Running
+            })
+    })
+    .await;
+    assert_eq!(fake.runs(0, "i-s"), 2);
+    c.stop().await;
+}
+
 /// POWERSAVE: a placement that wakes a node whose sleep command is still
 /// running gets its wake after that command (not before, which the sleep would
 /// undo), the node comes up with its instance, and the journal does not keep

@@ -741,6 +741,7 @@ impl Template {
             public_key: self.key.as_ref().map(|k| k.public_key.clone()),
             volumes: Vec::new(),
             nic: net.nic,
+            incarnation: 0,
         };
         Ok(Instance {
             id,
@@ -1439,6 +1440,9 @@ async fn start_one(cx: &Call<'_>, mut rec: Instance) -> Result<(), Ec2Error> {
         }
     }
     rec.spec.volumes = extra;
+    // A new run of the same id: its reports are told from the stopped run's
+    // tombstone, which the node and the CC may still show for a while.
+    rec.spec.incarnation += 1;
     rec.node = Some(node.clone());
     let r = rec.clone();
     let moved = on_db(&clc.db, move |db| {

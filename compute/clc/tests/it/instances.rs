@@ -32,6 +32,8 @@ fn code(r: Result<String, Ec2Error>) -> String {
 #[derive(Clone)]
 struct Held {
     spec_mac: String,
+    /// The spec's incarnation (a StartInstances' run is a new one).
+    incarnation: u32,
     state: NodeInstanceState,
     reason: Option<StateReason>,
     volumes: Vec<VolumeReport>,
@@ -95,6 +97,7 @@ impl Fake {
                 state: i.state,
                 reason: i.reason.clone(),
                 mac: i.spec_mac.clone(),
+                incarnation: i.incarnation,
                 launched_at: "2026-12-04T00:00:00Z".into(),
                 volumes: i.volumes.clone(),
                 learned_ip: None,
@@ -136,6 +139,7 @@ impl ClusterApi for Fake {
                 s.instance_id.clone(),
                 Held {
                     spec_mac: s.mac.clone(),
+                    incarnation: s.incarnation,
                     state: NodeInstanceState::Pending,
                     reason: None,
                     volumes: Vec::new(),
@@ -905,6 +909,34 @@ async fn ebs_root_from_a_snapshot_image_then_stop_start_and_terminate() {
         vol_status(&clc, &vol),
         (VolumeState::InUse, Some("attached"))
     );
+    // Start: the next run of the id (incarnation 1) on its node. Until the node
+    // has it, the cluster still reports the stopped run's tombstone (terminated):
+    // that is not the new run's end.
+    let s = call(&clc, A, "StartInstances", &[("InstanceId.1", &id)])
+        .await
+        .unwrap();
+    assert_eq!(texts(&s, "name"), ["pending", "stopped"], "{s}");
+    let rec = clc.db.get::<Instance>(&id).unwrap().unwrap().record;
+    assert_eq!(rec.spec.incarnation, 1);
+    assert_eq!(fake.held.lock().unwrap()[&id].incarnation, 0);
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(describe_states(&clc).await, ["pending"]);
+    // The node gets the run.
+    {
+        let mut h = fake.held.lock().unwrap();
+        let i = h.get_mut(&id).unwrap();
+        i.incarnation = 1;
+        i.state = NodeInstanceState::Running;
+        *fake.slots.lock().unwrap() -= 1;
+    }
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(describe_states(&clc).await, ["running"]);
+    let s = call(&clc, A, "StopInstances", &[("InstanceId.1", &id)])
+        .await
+        .unwrap();
+    assert_eq!(texts(&s, "name"), ["stopping", "running"], "{s}");
+    euca_clc::reconcile::pass(&clc).await.unwrap();
+    assert_eq!(describe_states(&clc).await, ["stopped"]);
     // Terminating a stopped instance deletes its DeleteOnTermination root.
     let t = call(&clc, A, "TerminateInstances", &[("InstanceId.1", &id)])
         .await
@@ -990,6 +1022,7 @@ async fn guests_without_a_live_record_are_terminated() {
             gid.into(),
             Held {
                 spec_mac: mac,
+                incarnation: 0,
                 state: NodeInstanceState::Running,
                 reason: None,
                 volumes: Vec::new(),

@@ -224,6 +224,7 @@ impl Instance {
             launched_at: r.launched_at.clone(),
             volumes: r.volumes.iter().map(Vol::report).collect(),
             learned_ip: r.learned_ip,
+            incarnation: self.spec.incarnation,
         }
     }
 

@@ -564,6 +564,7 @@ mod tests {
             public_key: None,
             volumes: vec![],
             nic: None,
+            incarnation: 0,
         }
     }
 

@@ -89,6 +89,7 @@ fn spec(id: &str) -> InstanceSpec {
         public_key: None,
         volumes: vec![],
         nic: None,
+        incarnation: 0,
     }
 }
 

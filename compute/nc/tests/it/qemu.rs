@@ -111,6 +111,7 @@ fn spec(root_image: &str) -> InstanceSpec {
         public_key: None,
         volumes: vec![],
         nic: None,
+        incarnation: 0,
     }
 }
 

@@ -235,6 +235,7 @@ fn spec(id: &str, nic: NicSpec) -> InstanceSpec {
         public_key: None,
         volumes: vec![],
         nic: Some(nic),
+        incarnation: 0,
     }
 }
 

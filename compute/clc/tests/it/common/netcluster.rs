@@ -62,6 +62,7 @@ impl NetCluster {
                 launched_at: "2026-12-04T00:00:00Z".into(),
                 volumes: Vec::new(),
                 learned_ip: learned,
+                incarnation: s.incarnation,
             }),
         }
     }
