@@ -290,7 +290,20 @@ class Testbed:
             return all(v.get(f"node{i}", {}).get("state") == "UP"
                        and v[f"node{i}"]["capacity"]["cores"] == self.cores
                        for i in range(1, self.n + 1))
-        return self.wait_view("every node UP", ok, timeout)
+        try:
+            return self.wait_view("every node UP", ok, timeout)
+        except AssertionError as e:
+            # What the CC and the missing nodes said: a CI failure is read there.
+            view = {}
+            try:
+                view = self.nodes()
+            except RuntimeError:
+                pass
+            missing = [i for i in range(1, self.n + 1)
+                       if view.get(f"node{i}", {}).get("state") != "UP"]
+            logs = "".join(f"\n--- node{i} log ---\n{self.log(f'node{i}', 2000)}"
+                           for i in missing[:3])
+            raise AssertionError(f"{e}\n--- cc log ---\n{self.log('cc', 2000)}{logs}") from None
 
     # -- what really runs on the nodes ---------------------------------------
     def guests(self):
