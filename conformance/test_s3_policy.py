@@ -482,3 +482,118 @@ def test_block_public_acls_on_recreate(cloud, s3, pbucket):
     assert err(e) == ("AccessDenied", 403)
     acl = s3.get_bucket_acl(Bucket=pbucket)
     assert not any(g["Grantee"].get("URI") for g in acl["Grants"]), acl
+
+
+def control_client(cloud, creds, monkeypatch):
+    """boto3's S3 Control client for an account. S3 Control puts the account id in
+    front of the endpoint's host (`<id>.localhost`), which a wildcard DNS name
+    resolves on a real site: here `*.localhost` is sent to loopback."""
+    import socket
+    real = socket.getaddrinfo
+
+    def resolve(host, *a, **k):
+        if isinstance(host, str) and host.endswith(".localhost"):
+            host = "127.0.0.1"
+        return real(host, *a, **k)
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    endpoint = cloud.endpoint.replace("127.0.0.1", "localhost")
+    import boto3
+    from botocore.config import Config
+    return boto3.client("s3control", endpoint_url=endpoint, region_name=cloud.region,
+                        aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
+                        config=Config(retries={"max_attempts": 1}))
+
+
+def test_account_public_access_block(cloud, monkeypatch):
+    """S3 Control's account-level block (boto3 `s3control`): only the account itself
+    may read or change it; it holds on all the account's buckets, existing and new,
+    on top of their own blocks, and on no other account's."""
+    _acct_n[0] += 1
+    a = cloud.new_account(f"pab{os.getpid()}x{_acct_n[0]}a")
+    b = cloud.new_account(f"pab{os.getpid()}x{_acct_n[0]}b")
+    sa = cloud.boto3(access_key=a["AWS_ACCESS_KEY_ID"], secret_key=a["AWS_SECRET_ACCESS_KEY"])
+    sb = cloud.boto3(access_key=b["AWS_ACCESS_KEY_ID"], secret_key=b["AWS_SECRET_ACCESS_KEY"])
+    ca, cb = control_client(cloud, a, monkeypatch), control_client(cloud, b, monkeypatch)
+    ida, idb = a["ACCOUNT_ID"], b["ACCOUNT_ID"]
+    ba, bb = f"pab-a-{os.getpid()}-{_acct_n[0]}", f"pab-b-{os.getpid()}-{_acct_n[0]}"
+    for s, name in ((sa, ba), (sb, bb)):
+        s.create_bucket(Bucket=name)
+        s.put_object(Bucket=name, Key="pub", Body=b"public", ACL="public-read")
+        assert curl(url(cloud, name, "pub"))[0] == 200
+
+    with pytest.raises(ClientError) as e:
+        ca.get_public_access_block(AccountId=ida)
+    assert err(e) == ("NoSuchPublicAccessBlockConfiguration", 404)
+    # Another account (and its own id in the header, with a's keys) gets 403 alike,
+    # whether the block exists or not.
+    for client, acct in ((cb, ida), (ca, idb)):
+        with pytest.raises(ClientError) as e:
+            client.get_public_access_block(AccountId=acct)
+        assert err(e) == ("AccessDenied", 403)
+        with pytest.raises(ClientError) as e:
+            client.put_public_access_block(AccountId=acct, PublicAccessBlockConfiguration={
+                "IgnorePublicAcls": True})
+        assert err(e) == ("AccessDenied", 403)
+
+    cfg = {"BlockPublicAcls": True, "IgnorePublicAcls": True,
+           "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
+    ca.put_public_access_block(AccountId=ida, PublicAccessBlockConfiguration=cfg)
+    assert ca.get_public_access_block(AccountId=ida)["PublicAccessBlockConfiguration"] == cfg
+    with pytest.raises(ClientError) as e:
+        cb.delete_public_access_block(AccountId=ida)
+    assert err(e) == ("AccessDenied", 403)
+    # The bucket has no block of its own: the account's holds.
+    with pytest.raises(ClientError) as e:
+        sa.get_public_access_block(Bucket=ba)
+    assert err(e) == ("NoSuchPublicAccessBlockConfiguration", 404)
+    status, _, data = curl(url(cloud, ba, "pub"))
+    assert status == 403 and s3_error_code(data) == "AccessDenied", data
+    assert sa.get_object(Bucket=ba, Key="pub")["Body"].read() == b"public"
+    for call in (lambda: sa.put_object(Bucket=ba, Key="p", Body=b"x", ACL="public-read"),
+                 lambda: sa.put_bucket_acl(Bucket=ba, ACL="public-read"),
+                 lambda: sa.create_bucket(Bucket=ba + "-new", ACL="public-read"),
+                 lambda: sa.put_bucket_policy(Bucket=ba, Policy=doc(
+                     stmt("Allow", "*", "s3:GetObject", f"arn:aws:s3:::{ba}/*")))):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert err(e) == ("AccessDenied", 403)
+    # A bucket made after the block is covered too.
+    sa.create_bucket(Bucket=ba + "-new")
+    sa.put_object(Bucket=ba + "-new", Key="k", Body=b"x")
+    with pytest.raises(ClientError) as e:
+        sa.put_object_acl(Bucket=ba + "-new", Key="k", ACL="public-read")
+    assert err(e) == ("AccessDenied", 403)
+    # Another account's buckets are not.
+    assert curl(url(cloud, bb, "pub"))[0] == 200
+    sb.put_object(Bucket=bb, Key="p2", Body=b"y", ACL="public-read")
+
+    # Only RestrictPublicBuckets: a public policy serves the account alone.
+    ca.put_public_access_block(AccountId=ida, PublicAccessBlockConfiguration={
+        "RestrictPublicBuckets": True})
+    got = ca.get_public_access_block(AccountId=ida)["PublicAccessBlockConfiguration"]
+    assert got == {"BlockPublicAcls": False, "IgnorePublicAcls": False,
+                   "BlockPublicPolicy": False, "RestrictPublicBuckets": True}
+    sa.put_bucket_policy(Bucket=ba, Policy=doc(
+        stmt("Allow", "*", "s3:GetObject", f"arn:aws:s3:::{ba}/*")))
+    sa.put_bucket_acl(Bucket=ba, ACL="private")
+    sa.put_object_acl(Bucket=ba, Key="pub", ACL="private")
+    status, _, _ = curl(url(cloud, ba, "pub"))
+    assert status == 403
+    with pytest.raises(ClientError) as e:
+        sb.get_object(Bucket=ba, Key="pub")
+    assert err(e) == ("AccessDenied", 403)
+
+    ca.delete_public_access_block(AccountId=ida)
+    with pytest.raises(ClientError) as e:
+        ca.get_public_access_block(AccountId=ida)
+    assert err(e) == ("NoSuchPublicAccessBlockConfiguration", 404)
+    status, _, data = curl(url(cloud, ba, "pub"))
+    assert status == 200 and data == b"public"
+    # Deleting again is fine (204), as in S3.
+    ca.delete_public_access_block(AccountId=ida)
+    sa.delete_bucket_policy(Bucket=ba)
+    for s, name in ((sa, ba), (sa, ba + "-new"), (sb, bb)):
+        for k in list_keys(s, name):
+            s.delete_object(Bucket=name, Key=k)
+        s.delete_bucket(Bucket=name)

@@ -290,6 +290,7 @@ mod tests {
             region: "us-east-1".into(),
             acl: crate::acl::Acl::private(owner),
             configs,
+            account_block: None,
         };
         let logs = AccessLogs::default();
         // 1000 records of ~60 KB (a long User-Agent): far fewer than MAX_PENDING,

@@ -80,6 +80,14 @@ pub fn endpoint(st: &State, parts: &http::request::Parts) -> S3Endpoint {
         .unwrap_or("");
     let vb = vhost_bucket(host, &st.cfg.domains);
     let path = strip_legacy_prefix(parts.uri.path());
+    if crate::account_block::is_control(path, &parts.headers) {
+        return match parts.method {
+            Method::GET => S3Endpoint::GetAccountPublicAccessBlock,
+            Method::PUT => S3Endpoint::PutAccountPublicAccessBlock,
+            Method::DELETE => S3Endpoint::DeleteAccountPublicAccessBlock,
+            _ => S3Endpoint::Invalid,
+        };
+    }
     let p = path.strip_prefix('/').unwrap_or(path);
     let (has_bucket, has_key) = match vb {
         Some(_) => (true, !p.is_empty()),
@@ -249,7 +257,13 @@ async fn route(
         }
     };
 
-    let (bucket, key) = address(strip_legacy_prefix(&raw_path), vb)?;
+    // S3 Control (the account's public access block) names no bucket.
+    let control = crate::account_block::is_control(strip_legacy_prefix(&raw_path), &parts.headers);
+    let (bucket, key) = if control {
+        (None, None)
+    } else {
+        address(strip_legacy_prefix(&raw_path), vb)?
+    };
     if let Some(k) = &key {
         if k.len() > MAX_KEY_BYTES {
             return Err(S3Error::new("KeyTooLongError", 400, "Your key is too long")
@@ -269,7 +283,17 @@ async fn route(
         request_id: rid.to_string(),
         op: "Unknown",
     };
-    let result = dispatch(st, &mut r).await.map_err(|e| {
+    let result = if control {
+        crate::api_account::dispatch(st, &mut r).await
+    } else {
+        // The accounts' blocks as of now (at most account_block::REFRESH old)
+        // before anything is authorized.
+        match st.account_blocks.refresh(&*st.meta, &st.system_id).await {
+            Ok(()) => dispatch(st, &mut r).await,
+            Err(e) => Err(e),
+        }
+    };
+    let result = result.map_err(|e| {
         if e.resource.is_none() {
             e.with_resource(r.resource())
         } else {

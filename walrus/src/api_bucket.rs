@@ -284,7 +284,10 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         region: st.cfg.region.clone(),
         acl: acl.clone(),
         configs,
+        account_block: st.account_blocks.get(&owner.id),
     };
+    // A public ACL at creation, under the account's BlockPublicAcls.
+    authz::check_acl_allowed(&meta, &acl)?;
     match st.meta.apply(MetaOp::CreateBucket(meta)).await {
         Ok(_) => {}
         // As AWS in us-east-1 (its legacy behaviour): the owner re-creating a bucket gets

@@ -103,7 +103,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                 AclRule::BucketOwner,
             )?;
             let node = r.xml_body(64 * 1024).await?;
-            let pab = PublicAccessBlock::from_xml(&node)?;
+            let pab = crate::xmlreq::public_access_block(&node)?;
             st.set_bucket_config(&name, BucketConfig::PUBLIC_ACCESS_BLOCK, Some(pab.to_xml()))
                 .await?;
             Ok(empty(StatusCode::OK))

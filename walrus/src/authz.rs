@@ -13,6 +13,7 @@ use crate::error::{S3Error, S3Result};
 use crate::handler::{Found, Req};
 use crate::meta::{BucketConfig, BucketMeta, ObjectMeta};
 use crate::policy::{Caller, Decision, Facts, Policy};
+pub use crate::public_access::PublicAccessBlock;
 use crate::state::State;
 
 /// What the ACL side of a decision requires.
@@ -37,68 +38,18 @@ pub enum ObjectRule {
     Owners,
 }
 
-/// The bucket's public access block (all false when it has none).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PublicAccessBlock {
-    pub block_public_acls: bool,
-    pub ignore_public_acls: bool,
-    pub block_public_policy: bool,
-    pub restrict_public_buckets: bool,
-}
-
+/// The public access block in force on a bucket: its own, with its owner's
+/// account-level block ([`BucketMeta::account_block`]) on top.
 impl PublicAccessBlock {
-    pub const FIELDS: [&'static str; 4] = [
-        "BlockPublicAcls",
-        "IgnorePublicAcls",
-        "BlockPublicPolicy",
-        "RestrictPublicBuckets",
-    ];
-
-    fn flags(&self) -> [bool; 4] {
-        [
-            self.block_public_acls,
-            self.ignore_public_acls,
-            self.block_public_policy,
-            self.restrict_public_buckets,
-        ]
-    }
-
-    /// From a `PublicAccessBlockConfiguration` document; a missing field is false.
-    pub fn from_xml(node: &crate::xmlin::Node) -> S3Result<Self> {
-        if node.name != "PublicAccessBlockConfiguration" {
-            return Err(S3Error::malformed_xml());
-        }
-        let flag = |name: &str| match node.token_of(name) {
-            None => Ok(false),
-            Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
-            Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
-            Some(_) => Err(S3Error::malformed_xml()),
-        };
-        Ok(PublicAccessBlock {
-            block_public_acls: flag("BlockPublicAcls")?,
-            ignore_public_acls: flag("IgnorePublicAcls")?,
-            block_public_policy: flag("BlockPublicPolicy")?,
-            restrict_public_buckets: flag("RestrictPublicBuckets")?,
-        })
-    }
-
-    /// The canonical document (stored, and what GetPublicAccessBlock answers).
-    pub fn to_xml(&self) -> String {
-        let mut w = euca_aws::xml::XmlWriter::new();
-        w.root("PublicAccessBlockConfiguration", euca_aws::xml::S3_NS);
-        for (name, on) in Self::FIELDS.iter().zip(self.flags()) {
-            w.elem(name, if on { "true" } else { "false" });
-        }
-        w.finish()
-    }
-
-    /// The bucket's, read from its stored document.
+    /// The block in force on the bucket: its stored document's, with its owner
+    /// account's on top.
     pub fn of(b: &BucketMeta) -> S3Result<Self> {
-        match b.config(BucketConfig::PUBLIC_ACCESS_BLOCK) {
-            None => Ok(Self::default()),
-            Some(doc) => Self::from_xml(&crate::xmlin::parse(doc.as_bytes())?)
-                .map_err(|_| S3Error::internal("stored public access block unreadable")),
-        }
+        let own = match b.config(BucketConfig::PUBLIC_ACCESS_BLOCK) {
+            None => Self::default(),
+            Some(doc) => crate::xmlreq::public_access_block(&crate::xmlin::parse(doc.as_bytes())?)
+                .map_err(|_| S3Error::internal("stored public access block unreadable"))?,
+        };
+        Ok(own.union(b.account_block.unwrap_or_default()))
     }
 }
 
@@ -120,7 +71,7 @@ pub fn acl_is_public(acl: &Acl) -> bool {
 
 /// BlockPublicAcls: a request setting a public ACL is refused (403, as S3).
 pub fn check_acl_allowed(b: &BucketMeta, acl: &Acl) -> S3Result<()> {
-    if b.config(BucketConfig::PUBLIC_ACCESS_BLOCK).is_some()
+    if (b.config(BucketConfig::PUBLIC_ACCESS_BLOCK).is_some() || b.account_block.is_some())
         && acl_is_public(acl)
         && PublicAccessBlock::of(b)?.block_public_acls
     {
@@ -399,10 +350,11 @@ pub fn check(
     rule: AclRule,
 ) -> S3Result<()> {
     // The fast path: no policy, no public access block — the ACLs as always.
-    if b.configs.is_empty()
-        || (b.config(BucketConfig::POLICY).is_none()
-            && b.config(BucketConfig::PUBLIC_ACCESS_BLOCK).is_none()
-            && !acls_disabled(b))
+    if b.account_block.is_none()
+        && (b.configs.is_empty()
+            || (b.config(BucketConfig::POLICY).is_none()
+                && b.config(BucketConfig::PUBLIC_ACCESS_BLOCK).is_none()
+                && !acls_disabled(b)))
     {
         let ok = match rule {
             AclRule::Grant(acl, perm) => acl.allows(r.principal.as_ref(), perm),
@@ -551,14 +503,15 @@ mod tests {
         };
         let doc = pab.to_xml();
         let back =
-            PublicAccessBlock::from_xml(&crate::xmlin::parse(doc.as_bytes()).unwrap()).unwrap();
+            crate::xmlreq::public_access_block(&crate::xmlin::parse(doc.as_bytes()).unwrap())
+                .unwrap();
         assert_eq!(back, pab);
         let partial = crate::xmlin::parse(
             b"<PublicAccessBlockConfiguration><IgnorePublicAcls>TRUE</IgnorePublicAcls></PublicAccessBlockConfiguration>",
         )
         .unwrap();
         assert_eq!(
-            PublicAccessBlock::from_xml(&partial).unwrap(),
+            crate::xmlreq::public_access_block(&partial).unwrap(),
             PublicAccessBlock {
                 ignore_public_acls: true,
                 ..Default::default()
@@ -568,8 +521,8 @@ mod tests {
             b"<PublicAccessBlockConfiguration><BlockPublicAcls>yes</BlockPublicAcls></PublicAccessBlockConfiguration>",
         )
         .unwrap();
-        assert!(PublicAccessBlock::from_xml(&bad).is_err());
+        assert!(crate::xmlreq::public_access_block(&bad).is_err());
         let wrong = crate::xmlin::parse(b"<Other/>").unwrap();
-        assert!(PublicAccessBlock::from_xml(&wrong).is_err());
+        assert!(crate::xmlreq::public_access_block(&wrong).is_err());
     }
 }

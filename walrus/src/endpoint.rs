@@ -29,6 +29,8 @@ endpoints! {
     GetBucketTagging, PutBucketTagging, DeleteBucketTagging,
     GetBucketPolicy, PutBucketPolicy, DeleteBucketPolicy, GetBucketPolicyStatus,
     GetPublicAccessBlock, PutPublicAccessBlock, DeletePublicAccessBlock,
+    /// S3 Control: the account's block ([`crate::account_block`]).
+    GetAccountPublicAccessBlock, PutAccountPublicAccessBlock, DeleteAccountPublicAccessBlock,
     DeleteObjects, ListMultipartUploads,
     GetObject, HeadObject, PutObject, CopyObject, DeleteObject, PostObject,
     GetObjectAcl, PutObjectAcl, GetObjectAttributes,

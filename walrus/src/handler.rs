@@ -131,12 +131,16 @@ pub fn empty(status: StatusCode) -> Resp {
     full(status, Bytes::new())
 }
 
-/// The bucket, or NoSuchBucket.
+/// The bucket (or NoSuchBucket), with its owner account's public access block
+/// ([`BucketMeta::account_block`], refreshed before every request) for the checks.
 pub async fn load_bucket(st: &State, name: &str) -> S3Result<BucketMeta> {
-    st.meta
+    let mut b = st
+        .meta
         .bucket(name)
         .await?
-        .ok_or_else(|| S3Error::no_such_bucket(name))
+        .ok_or_else(|| S3Error::no_such_bucket(name))?;
+    b.account_block = st.account_blocks.get(&b.owner.id);
+    Ok(b)
 }
 
 /// What a request naming a key (and maybe a `versionId`) finds.

@@ -13,8 +13,10 @@
 //! (embedded redb by default); bytes live behind [`blob::BlobStore`] (`object_store`,
 //! local filesystem by default).
 pub mod access_logs;
+pub mod account_block;
 pub mod acl;
 pub mod api;
+mod api_account;
 mod api_bucket;
 mod api_bucket_encryption;
 mod api_bucket_tagging;
@@ -45,6 +47,7 @@ mod objectlock;
 mod ownership;
 pub mod policy;
 mod post;
+pub mod public_access;
 pub mod server;
 mod sse;
 mod sse_keys;

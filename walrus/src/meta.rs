@@ -175,6 +175,11 @@ pub struct BucketMeta {
     /// text its Get operation answers with, validated when it was put.
     #[serde(default)]
     pub configs: std::collections::BTreeMap<String, String>,
+    /// Not stored: the public access block of the owner's account (S3 Control), as
+    /// [`crate::handler::load_bucket`] found it for the request (`None`: the account
+    /// has none). [`crate::authz`] enforces it on top of the bucket's own.
+    #[serde(skip)]
+    pub account_block: Option<crate::public_access::PublicAccessBlock>,
 }
 
 /// The names of [`BucketMeta::configs`] entries.

@@ -1313,6 +1313,7 @@ mod tests {
             region: "r".into(),
             acl: o.acl.clone(),
             configs: Default::default(),
+            account_block: None,
         };
         let mut v2 = enc(&b).unwrap();
         assert_eq!(v2.pop(), Some(0));

@@ -245,6 +245,7 @@ mod tests {
             region: "us-east-1".into(),
             acl: Acl::private(owner),
             configs,
+            account_block: None,
         }
     }
 

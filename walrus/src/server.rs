@@ -166,6 +166,7 @@ impl Walrus {
             metrics_access: MetricsAccess::Closed,
             keyring,
             access_logs: Default::default(),
+            account_blocks: Default::default(),
         });
         Ok(Self {
             state,

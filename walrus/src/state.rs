@@ -28,6 +28,8 @@ pub struct State {
     pub keyring: crate::sse_keys::Keyring,
     /// Server access log records waiting for delivery (bucket logging).
     pub access_logs: crate::access_logs::AccessLogs,
+    /// The accounts' public access blocks (S3 Control), as last read.
+    pub account_blocks: crate::account_block::AccountBlocks,
 }
 
 impl State {

@@ -102,6 +102,7 @@ pub(crate) async fn ensure_system_bucket(
                     region: st.cfg.region.clone(),
                     acl: acl.clone(),
                     configs: Default::default(),
+                    account_block: None,
                 };
                 match st.meta.apply(MetaOp::CreateBucket(meta)).await {
                     Ok(_) => return Ok(()),

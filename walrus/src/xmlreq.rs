@@ -4,6 +4,7 @@
 //!
 //! [`xmlin::parse`]: crate::xmlin::parse
 use crate::error::{S3Error, S3Result};
+use crate::public_access::PublicAccessBlock;
 use crate::xmlin::Node;
 
 /// Most keys one DeleteObjects request may name.
@@ -85,6 +86,26 @@ pub fn versioning_configuration(node: &Node) -> S3Result<(Option<&str>, Option<&
         return Err(S3Error::malformed_xml());
     }
     Ok((status, mfa))
+}
+
+/// A `PublicAccessBlockConfiguration` document (a bucket's or an account's); a
+/// missing field is false.
+pub fn public_access_block(node: &Node) -> S3Result<PublicAccessBlock> {
+    if node.name != "PublicAccessBlockConfiguration" {
+        return Err(S3Error::malformed_xml());
+    }
+    let flag = |name: &str| match node.token_of(name) {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(_) => Err(S3Error::malformed_xml()),
+    };
+    Ok(PublicAccessBlock {
+        block_public_acls: flag("BlockPublicAcls")?,
+        ignore_public_acls: flag("IgnorePublicAcls")?,
+        block_public_policy: flag("BlockPublicPolicy")?,
+        restrict_public_buckets: flag("RestrictPublicBuckets")?,
+    })
 }
 
 #[cfg(test)]

@@ -48,6 +48,7 @@ fn bucket(name: &str) -> BucketMeta {
         region: "r".into(),
         acl: Acl::private(owner()),
         configs: Default::default(),
+        account_block: None,
     }
 }
 
