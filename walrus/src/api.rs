@@ -486,11 +486,7 @@ async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                 r.op = "ListBuckets";
                 api_bucket::list_buckets(st, r).await
             }
-            _ => Err(S3Error::new(
-                "MethodNotAllowed",
-                405,
-                "The specified method is not allowed against this resource.",
-            )),
+            _ => Err(S3Error::method_not_allowed()),
         };
     }
     if r.key.is_none() {

@@ -18,14 +18,6 @@ use crate::state::State;
 /// S3 Control's XML namespace.
 const CONTROL_NS: &str = "http://awss3control.amazonaws.com/doc/2018-08-20/";
 
-fn method_not_allowed() -> S3Error {
-    S3Error::new(
-        "MethodNotAllowed",
-        405,
-        "The specified method is not allowed against this resource.",
-    )
-}
-
 /// Answers an S3 Control public access block call (see the module doc).
 pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let account = r
@@ -83,7 +75,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             tracing::info!(account = %caller.account_id, "account public access block removed");
             Ok(empty(StatusCode::NO_CONTENT))
         }
-        _ => Err(method_not_allowed()),
+        _ => Err(S3Error::method_not_allowed()),
     }
 }
 

@@ -195,13 +195,9 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Method::DELETE if r.has("object-lock") => {
             r.op = "DeleteObjectLockConfiguration";
             load_bucket(st, &name).await?;
-            Err(S3Error::new(
-                "MethodNotAllowed",
-                405,
-                "The specified method is not allowed against this resource.",
-            )
-            .with("Method", "DELETE")
-            .with("ResourceType", "OBJECTLOCKCONFIGURATION"))
+            Err(S3Error::method_not_allowed()
+                .with("Method", "DELETE")
+                .with("ResourceType", "OBJECTLOCKCONFIGURATION"))
         }
         Method::DELETE
             if r.query
@@ -227,11 +223,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         }
         Method::POST => crate::post::post_object(st, r).await,
         Method::GET => get_bucket(st, r).await,
-        _ => Err(S3Error::new(
-            "MethodNotAllowed",
-            405,
-            "The specified method is not allowed against this resource.",
-        )),
+        _ => Err(S3Error::method_not_allowed()),
     }
 }
 

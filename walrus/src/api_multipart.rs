@@ -43,11 +43,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             Ok(empty(StatusCode::NO_CONTENT))
         }
         (Method::GET, false) => list_parts(st, r).await,
-        _ => Err(S3Error::new(
-            "MethodNotAllowed",
-            405,
-            "The specified method is not allowed against this resource.",
-        )),
+        _ => Err(S3Error::method_not_allowed()),
     }
 }
 

@@ -36,21 +36,13 @@ fn no_such_policy(bucket: &str) -> S3Error {
     .with("BucketName", bucket)
 }
 
-fn method_not_allowed() -> S3Error {
-    S3Error::new(
-        "MethodNotAllowed",
-        405,
-        "The specified method is not allowed against this resource.",
-    )
-}
-
 pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let name = r.bucket().to_string();
     let b = load_bucket(st, &name).await?;
     let m = r.method.clone();
     if r.has("policyStatus") {
         if m != Method::GET {
-            return Err(method_not_allowed());
+            return Err(S3Error::method_not_allowed());
         }
         r.op = "GetBucketPolicyStatus";
         check(
@@ -89,7 +81,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                     .await?;
                 Ok(empty(StatusCode::NO_CONTENT))
             }
-            _ => Err(method_not_allowed()),
+            _ => Err(S3Error::method_not_allowed()),
         };
     }
     match m {
@@ -140,7 +132,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                 .await?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
-        _ => Err(method_not_allowed()),
+        _ => Err(S3Error::method_not_allowed()),
     }
 }
 
@@ -152,7 +144,7 @@ fn owner_only(r: &Req, b: &BucketMeta, action: &str) -> S3Result<()> {
         return Ok(());
     }
     if r.principal.is_some() && authz.policy_decision(r, action, None) == Decision::Allow {
-        return Err(method_not_allowed());
+        return Err(S3Error::method_not_allowed());
     }
     Err(S3Error::access_denied())
 }

@@ -71,6 +71,13 @@ impl S3Error {
     pub fn invalid_request(msg: impl Into<String>) -> Self {
         Self::new("InvalidRequest", 400, msg)
     }
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            "MethodNotAllowed",
+            405,
+            "The specified method is not allowed against this resource.",
+        )
+    }
     pub fn malformed_xml() -> Self {
         Self::new("MalformedXML", 400, "The XML you provided was not well-formed or did not validate against our published schema.")
     }

@@ -167,13 +167,9 @@ impl Found {
             Found::Object(_) => S3Error::internal("an object is not missing"),
             Found::Marker { version_id, by_id } => {
                 let e = if by_id {
-                    S3Error::new(
-                        "MethodNotAllowed",
-                        405,
-                        "The specified method is not allowed against this resource.",
-                    )
-                    .with("Method", r.method.as_str())
-                    .with("ResourceType", "DeleteMarker")
+                    S3Error::method_not_allowed()
+                        .with("Method", r.method.as_str())
+                        .with("ResourceType", "DeleteMarker")
                 } else {
                     S3Error::no_such_key(key)
                 };

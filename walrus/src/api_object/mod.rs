@@ -55,10 +55,6 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Method::PUT => put::put_object(st, r).await,
         Method::DELETE => delete::delete_object(st, r).await,
         Method::POST => Err(S3Error::not_implemented("POST on an object")),
-        _ => Err(S3Error::new(
-            "MethodNotAllowed",
-            405,
-            "The specified method is not allowed against this resource.",
-        )),
+        _ => Err(S3Error::method_not_allowed()),
     }
 }

@@ -340,6 +340,16 @@ async fn run(clc: &Clc, extra: &[(&str, &str)]) -> Result<String, Ec2Error> {
     call(clc, A, "RunInstances", &p).await
 }
 
+/// StopInstances on a running instance, then a pass: stopped.
+async fn stop_running(clc: &Clc, id: &str) {
+    let s = call(clc, A, "StopInstances", &[("InstanceId.1", id)])
+        .await
+        .unwrap();
+    assert_eq!(texts(&s, "name"), ["stopping", "running"], "{s}");
+    euca_clc::reconcile::pass(clc).await.unwrap();
+    assert_eq!(describe_states(clc).await, ["stopped"]);
+}
+
 async fn describe_states(clc: &Clc) -> Vec<String> {
     let x = call(clc, A, "DescribeInstances", &[]).await.unwrap();
     texts(&x, "instanceState")
@@ -899,12 +909,7 @@ async fn ebs_root_from_a_snapshot_image_then_stop_start_and_terminate() {
     fake.set(&id, NodeInstanceState::Running, None);
     euca_clc::reconcile::pass(&clc).await.unwrap();
     // Stop: the node's instance ends, the volume stays the instance's.
-    let s = call(&clc, A, "StopInstances", &[("InstanceId.1", &id)])
-        .await
-        .unwrap();
-    assert_eq!(texts(&s, "name"), ["stopping", "running"], "{s}");
-    euca_clc::reconcile::pass(&clc).await.unwrap();
-    assert_eq!(describe_states(&clc).await, ["stopped"]);
+    stop_running(&clc, &id).await;
     assert_eq!(
         vol_status(&clc, &vol),
         (VolumeState::InUse, Some("attached"))
@@ -931,12 +936,7 @@ async fn ebs_root_from_a_snapshot_image_then_stop_start_and_terminate() {
     }
     euca_clc::reconcile::pass(&clc).await.unwrap();
     assert_eq!(describe_states(&clc).await, ["running"]);
-    let s = call(&clc, A, "StopInstances", &[("InstanceId.1", &id)])
-        .await
-        .unwrap();
-    assert_eq!(texts(&s, "name"), ["stopping", "running"], "{s}");
-    euca_clc::reconcile::pass(&clc).await.unwrap();
-    assert_eq!(describe_states(&clc).await, ["stopped"]);
+    stop_running(&clc, &id).await;
     // Terminating a stopped instance deletes its DeleteOnTermination root.
     let t = call(&clc, A, "TerminateInstances", &[("InstanceId.1", &id)])
         .await
