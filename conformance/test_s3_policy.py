@@ -543,6 +543,13 @@ def test_account_public_access_block(cloud, monkeypatch):
     with pytest.raises(ClientError) as e:
         cb.delete_public_access_block(AccountId=ida)
     assert err(e) == ("AccessDenied", 403)
+    # The blocks live on the system bucket euca-accounts: not even the system
+    # account may delete it while it holds one.
+    creds = json.loads((cloud.data / "cloud" / "system.json").read_text())
+    system = cloud.boto3(access_key=creds["access_key"], secret_key=creds["secret_key"])
+    with pytest.raises(ClientError) as e:
+        system.delete_bucket(Bucket="euca-accounts")
+    assert err(e) == ("BucketNotEmpty", 409)
     # The bucket has no block of its own: the account's holds.
     with pytest.raises(ClientError) as e:
         sa.get_public_access_block(Bucket=ba)

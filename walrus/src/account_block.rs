@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use http::HeaderMap;
 
 use crate::error::{S3Error, S3Result};
-use crate::meta::MetaStore;
+use crate::meta::{BucketMeta, MetaStore};
 use crate::public_access::PublicAccessBlock;
 
 /// The system bucket whose configuration entries are the accounts' blocks.
@@ -28,6 +28,12 @@ pub const REFRESH: Duration = Duration::from_secs(2);
 pub const CONTROL_PATH: &str = "/v20180820/configuration/publicAccessBlock";
 /// The name of an account's entry on [`ACCOUNTS_BUCKET`]: this + its canonical id.
 const ENTRY_PREFIX: &str = "account-public-access-block/";
+
+/// Whether `b` is [`ACCOUNTS_BUCKET`] holding some account's block: it is not
+/// empty (DeleteBucket would drop every account's block).
+pub fn holds_blocks(b: &BucketMeta) -> bool {
+    b.name == ACCOUNTS_BUCKET && b.configs.keys().any(|k| k.starts_with(ENTRY_PREFIX))
+}
 
 /// The entry on [`ACCOUNTS_BUCKET`] of the account with this canonical id.
 pub fn entry_name(canonical_id: &str) -> String {
