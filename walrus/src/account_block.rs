@@ -11,7 +11,7 @@
 //! through another front end holds here within [`REFRESH`] (AWS, too, says such a
 //! change takes a while to hold everywhere).
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
@@ -58,7 +58,7 @@ pub struct AccountBlocks {
 #[derive(Default)]
 struct Cached {
     read_at: Option<Instant>,
-    blocks: Arc<HashMap<String, PublicAccessBlock>>,
+    blocks: HashMap<String, PublicAccessBlock>,
 }
 
 impl AccountBlocks {
@@ -88,7 +88,7 @@ impl AccountBlocks {
         let mut c = self.cached.write().unwrap_or_else(|p| p.into_inner());
         *c = Cached {
             read_at: Some(Instant::now()),
-            blocks: Arc::new(blocks),
+            blocks,
         };
         Ok(())
     }

@@ -67,8 +67,9 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         Method::DELETE => {
             r.op = "DeleteAccountPublicAccessBlock";
             crate::system::check_writable(st, r)?;
-            if st.meta.bucket(ACCOUNTS_BUCKET).await?.is_some() {
-                accounts_bucket(st).await?;
+            // Only the system account's bucket holds blocks (read_all).
+            let held = st.meta.bucket(ACCOUNTS_BUCKET).await?;
+            if held.is_some_and(|b| b.owner.id == st.system_id) {
                 st.set_bucket_config(ACCOUNTS_BUCKET, &entry, None).await?;
             }
             st.account_blocks.invalidate();

@@ -622,7 +622,7 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         )
         .with("MaxSizeAllowed", max.to_string())
     };
-    let mut md5 = FileDigest::Inline(Box::new(Hashes::new(Some(
+    let mut digest = FileDigest::Inline(Box::new(Hashes::new(Some(
         crate::checksums::DEFAULT_ALGORITHM,
     ))));
     let mut size = 0u64;
@@ -650,7 +650,7 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             st.metrics
                 .bytes_in
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            md5.update(size, &chunk).await?;
+            digest.update(size, &chunk).await?;
             match writer.as_mut() {
                 None if head.len() + chunk.len() <= inline_max => head.extend_from_slice(&chunk),
                 None => {
@@ -699,7 +699,7 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             ObjectData::Blobs(vec![BlobRef { id, size }])
         }
     };
-    let (md5, crc) = md5.finish().await?;
+    let (md5, crc) = digest.finish().await?;
     let etag = hex::encode(md5);
     let meta = ObjectMeta {
         size,
@@ -712,7 +712,11 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         acl,
         data,
         part_sizes: Vec::new(),
-        checksum_type: Some("FULL_OBJECT".to_string()),
+        checksum_type: Some(
+            euca_aws::checksum::ChecksumType::FullObject
+                .name()
+                .to_string(),
+        ),
         part_checksums: Vec::new(),
         tags,
         version_id: None,
