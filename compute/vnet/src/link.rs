@@ -200,13 +200,35 @@ impl Ip {
         Ok(())
     }
 
-    /// Enslaves `name` to bridge `bridge` and sets it up.
+    /// Enslaves `name` to bridge `bridge` and sets it up. The bridge keeps its
+    /// MAC address: it is pinned first (set to itself), since a bridge whose
+    /// address was never set takes its lowest port's, and a new port (a tap, the
+    /// router's veth) with a lower one would move it under the bridge's own IP
+    /// address. The LAN's hosts would keep the old MAC in their ARP caches, and
+    /// their frames to it, arriving on another port, would be dropped until the
+    /// entry went stale (up to about a minute without reaching the host: seen as a
+    /// node that could not reach its CC).
     pub async fn set_master(&self, name: &str, bridge: &str) -> Result<(), VnetError> {
         check_ifname(name)?;
         check_ifname(bridge)?;
+        if let Some(mac) = self.mac(bridge).await? {
+            self.run(&["link", "set", "dev", bridge, "address", &mac])
+                .await?;
+        }
         self.run(&["link", "set", "dev", name, "master", bridge])
             .await?;
         self.set_up(name).await
+    }
+
+    /// The MAC address of link `name` (`link/ether`), if it has one.
+    pub async fn mac(&self, name: &str) -> Result<Option<String>, VnetError> {
+        check_ifname(name)?;
+        let out = self.run(&["-o", "link", "show", "dev", name]).await?;
+        Ok(out
+            .split_whitespace()
+            .skip_while(|t| *t != "link/ether")
+            .nth(1)
+            .map(str::to_string))
     }
 
     /// Moves link `name` from this namespace into namespace `to`.
