@@ -428,6 +428,37 @@ pub mod netns {
 mod tests {
     use super::*;
 
+    /// A port with a lower MAC than the bridge's does not move the bridge's
+    /// address (root only: a scratch namespace).
+    #[tokio::test]
+    async fn a_new_port_leaves_the_bridge_mac() {
+        if !crate::can_admin_network() {
+            eprintln!("skipped: needs CAP_NET_ADMIN");
+            return;
+        }
+        let ns = format!("euca-mt{}", std::process::id() % 100_000);
+        netns::ensure(&ns).await.unwrap();
+        let ip = Ip::netns(&ns).unwrap();
+        let outcome = async {
+            ip.ensure_bridge("tbr0").await?;
+            ip.ensure_veth("thi", "thi2", None).await?;
+            ip.run(&["link", "set", "dev", "thi", "address", "02:00:00:00:00:60"])
+                .await?;
+            ip.set_master("thi", "tbr0").await?;
+            let before = ip.mac("tbr0").await?;
+            ip.ensure_veth("tlo", "tlo2", None).await?;
+            ip.run(&["link", "set", "dev", "tlo", "address", "02:00:00:00:00:05"])
+                .await?;
+            ip.set_master("tlo", "tbr0").await?;
+            Ok::<_, VnetError>((before, ip.mac("tbr0").await?))
+        }
+        .await;
+        netns::delete(&ns).await.unwrap();
+        let (before, after) = outcome.unwrap();
+        assert!(before.is_some());
+        assert_eq!(after, before, "the bridge took the lower port's MAC");
+    }
+
     #[test]
     fn names_are_checked() {
         assert!(check_ifname("eucabr0").is_ok());
