@@ -8,7 +8,11 @@
 # Both exports are filled once (not timed); then each round, page cache dropped before
 # every pass: `nbdcopy --connections=CONNS <export> null:` (read) or a copy of a random
 # file onto the export followed by a FLUSH (write). Prints MiB/s and the server's CPU
-# seconds per GiB. EUCA_BIN=path/to/euca benches that binary instead of building.
+# seconds per GiB. EUCA_BIN=path/to/euca benches that binary instead of building;
+# EUCA_BEFORE=path/to/another/euca adds that build as a third server ("before") in
+# every round, for an A/B of two builds in the same run. One untimed pass over each
+# export comes first: the first pass after the fill ran up to 2-3x slower (CPU per
+# GiB) than the later ones, whichever server ran it (BENCHMARKS.md, 2026-12-06 NBD).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:?read or write}; CONNS=${2:-4}; ROUNDS=${3:-2}; GIB=${4:-2}
@@ -22,22 +26,30 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 flush() { PATH=/usr/bin:$PATH nbdsh -u "$1" -c 'h.flush()'; }   # python3-libnbd is /usr/bin's
 
-SP=$(port)
-"$EUCA" up --no-node --net off --data "$DIR/euca" --walrus-listen "127.0.0.1:$(port)" \
-  --sc-listen "127.0.0.1:$SP" --nbd-listen "127.0.0.1:$(port)" --iscsi-listen off \
-  --cc-listen "127.0.0.1:$(port)" --clc-listen "127.0.0.1:$(port)" \
-  --nc-listen "127.0.0.1:$(port)" > "$DIR/euca.log" 2>&1 &
-EUCA_PID=$!; PIDS+=("$EUCA_PID")
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$SP/_health" >/dev/null && break; sleep 0.1; done
-VOL=$("$EUCA" volume create --size-gib "$GIB" --data "$DIR/euca")
-SC_URI=$("$EUCA" volume attach "$VOL" --node 127.0.0.1 --data "$DIR/euca")
+start_euca() { # binary name: an all-in-one cloud with one attached volume; sets URI, PID
+  local sp; sp=$(port)
+  "$1" up --no-node --net off --data "$DIR/$2" --walrus-listen "127.0.0.1:$(port)" \
+    --sc-listen "127.0.0.1:$sp" --nbd-listen "127.0.0.1:$(port)" --iscsi-listen off \
+    --cc-listen "127.0.0.1:$(port)" --clc-listen "127.0.0.1:$(port)" \
+    --nc-listen "127.0.0.1:$(port)" > "$DIR/$2.log" 2>&1 &
+  PID=$!; PIDS+=("$PID")
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$sp/_health" >/dev/null && break; sleep 0.1; done
+  local vol; vol=$("$1" volume create --size-gib "$GIB" --data "$DIR/$2")
+  URI=$("$1" volume attach "$vol" --node 127.0.0.1 --data "$DIR/$2")
+}
+start_euca "$EUCA" euca; SC_URI=$URI EUCA_PID=$PID
+SERVERS=("euca-sc $SC_URI $EUCA_PID")
+if [ -n "${EUCA_BEFORE:-}" ]; then
+  start_euca "$EUCA_BEFORE" before; SERVERS+=("before $URI $PID")
+fi
 KP=$(port); truncate -s "${GIB}G" "$DIR/nbdkit.img"
 nbdkit -f -i 127.0.0.1 -p "$KP" -e vol file "$DIR/nbdkit.img" &
 KIT_PID=$!; PIDS+=("$KIT_PID")
 KIT_URI="nbd://127.0.0.1:$KP/vol"
+SERVERS+=("nbdkit $KIT_URI $KIT_PID")
 sleep 1
 head -c $((GIB << 30)) /dev/urandom > "$DIR/src.img"
-for u in "$SC_URI" "$KIT_URI"; do nbdcopy --connections=4 "$DIR/src.img" "$u"; flush "$u"; done
+for s in "${SERVERS[@]}"; do read -r _ u _ <<< "$s"; nbdcopy --connections=4 "$DIR/src.img" "$u"; flush "$u"; done
 
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
@@ -52,7 +64,7 @@ pass() { # name uri pid
     "$(echo "$GIB * 1024 / ($t1 - $t0)" | bc -l)" "$(echo "($c1 - $c0) / $HZ / $GIB" | bc -l)"
 }
 echo "== $(nproc) cores; ${GIB} GiB; $(nbdkit --version); $(nbdcopy --version | head -1)"
+for s in "${SERVERS[@]}"; do read -r n u p <<< "$s"; pass "$n" "$u" "$p" > /dev/null; done  # warm-up
 for _ in $(seq "$ROUNDS"); do
-  pass euca-sc "$SC_URI" "$EUCA_PID"
-  pass nbdkit "$KIT_URI" "$KIT_PID"
+  for s in "${SERVERS[@]}"; do read -r n u p <<< "$s"; pass "$n" "$u" "$p"; done
 done

@@ -12,6 +12,9 @@
 # EUCA_BIN=path/to/euca benches that binary instead of building this checkout;
 # EUCA_BEFORE=/path/to/euca also measures that (earlier) build in the same run;
 # SKIP_PEER=1 leaves qemu-nbd and nbdkit out; BENCH_DIR moves the scratch directory.
+# Before its timed passes each server's export is written once, untimed: the first
+# passes after the source file is made ran up to 2-3x slower (CPU per GiB) than the
+# same passes later, whichever server ran them (BENCHMARKS.md, 2026-12-06 NBD).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GIB=${1:-4}
@@ -56,6 +59,7 @@ HZ=$(getconf CLK_TCK)
 
 bench() { # name uri pid
   local name=$1 uri=$2 pid=$3
+  nbdcopy --connections=4 "$DIR/src.img" "$uri"   # warm-up, untimed
   for c in 1 4; do
     sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
     local c0 t0 t1 c1

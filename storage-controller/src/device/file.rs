@@ -9,9 +9,10 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::block::{BlockDevice, Extent};
+use super::buffers;
 
 /// Most extents one [`FileDevice::extents`] call reports; NBD lets the server
 /// describe less than was asked.
@@ -217,29 +218,30 @@ fn write_zero_bytes(file: &File, mut offset: u64, mut len: u64) -> io::Result<()
 const NOWAIT_MAX: usize = 256 << 10;
 
 /// Reads from the page cache without blocking (`preadv2(RWF_NOWAIT)`), on the
-/// calling thread: no hop to the blocking pool for data that is cached. `None`
-/// when any of it would need disk I/O (or the kernel does not support it); the
-/// caller then reads on the blocking pool.
-fn read_nowait(file: &File, offset: u64, len: usize) -> Option<Bytes> {
-    if len == 0 || len > NOWAIT_MAX {
-        return None;
+/// calling thread: no hop to the blocking pool for data that is cached. Appends to
+/// `buf` what the page cache held, from `offset` up to `len` bytes in all; the caller
+/// reads the rest (if any) on the blocking pool, without reading again what came
+/// from here.
+fn read_nowait(file: &File, offset: u64, buf: &mut Vec<u8>, len: usize) {
+    let filled = buf.len();
+    if filled >= len || len > NOWAIT_MAX || buf.capacity() < len {
+        return;
     }
-    let at = to_off(offset).ok()?;
-    let mut buf = BytesMut::with_capacity(len);
-    let spare = &mut buf.spare_capacity_mut()[..len];
+    let Ok(at) = to_off(offset + filled as u64) else {
+        return;
+    };
+    let spare = &mut buf.spare_capacity_mut()[..len - filled];
     let iov = libc::iovec {
         iov_base: spare.as_mut_ptr().cast::<libc::c_void>(),
-        iov_len: len,
+        iov_len: spare.len(),
     };
-    // SAFETY: one iovec over the spare capacity, valid for `len` bytes of writes;
-    // `set_len` only covers what the kernel reports as read.
+    // SAFETY: one iovec over the spare capacity, valid for `len - filled` bytes of
+    // writes; `set_len` only covers what the kernel reports as read.
     let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
-    if n != len as isize {
-        return None;
+    if let Ok(n) = usize::try_from(n) {
+        // SAFETY: the kernel initialised `n <= len - filled` bytes after `filled`.
+        unsafe { buf.set_len(filled + n.min(len - filled)) };
     }
-    // SAFETY: the kernel initialised exactly `len` bytes.
-    unsafe { buf.set_len(len) };
-    Some(buf.freeze())
 }
 
 /// Writes into the page cache without blocking (`pwritev2(RWF_NOWAIT)`), on the
@@ -265,8 +267,10 @@ fn write_nowait(file: &File, offset: u64, data: &[u8]) -> Result<usize, ()> {
     Ok(usize::try_from(n).unwrap_or(0).min(data.len()))
 }
 
-fn pread_exact(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(len);
+/// Reads into `buf` until it holds `len` bytes from `offset` (it may already hold the
+/// first few); past the end of a shorter file reads as zeroes.
+fn pread_fill(file: &File, offset: u64, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {
+    buf.reserve(len.saturating_sub(buf.len()));
     while buf.len() < len {
         let filled = buf.len();
         let at = to_off(offset + filled as u64)?;
@@ -295,9 +299,9 @@ fn pread_exact(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
             break;
         }
         // SAFETY: `n` bytes (n <= spare.len()) were initialised by pread.
-        unsafe { buf.set_len(buf.len() + n as usize) };
+        unsafe { buf.set_len(filled + n as usize) };
     }
-    Ok(buf.freeze())
+    Ok(())
 }
 
 fn seek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
@@ -395,11 +399,17 @@ impl BlockDevice for FileDevice {
     }
 
     async fn read(&self, offset: u64, len: u32) -> io::Result<Bytes> {
-        if let Some(b) = read_nowait(&self.file, offset, len as usize) {
-            return Ok(b);
+        let len = len as usize;
+        let mut buf = buffers::take(len);
+        read_nowait(&self.file, offset, &mut buf, len);
+        if buf.len() == len {
+            return Ok(buffers::freeze(buf));
         }
-        self.blocking(move |f| pread_exact(f, offset, len as usize))
-            .await
+        self.blocking(move |f| {
+            pread_fill(f, offset, &mut buf, len)?;
+            Ok(buffers::freeze(buf))
+        })
+        .await
     }
 
     async fn write(&self, offset: u64, data: Bytes, fua: bool) -> io::Result<()> {
@@ -575,5 +585,55 @@ mod tests {
         drop(dev);
         let dev = FileDevice::open(&path).unwrap();
         assert_eq!(dev.size(), 8 << 20);
+    }
+
+    /// A read whose first part is in the page cache and whose rest is not: the part
+    /// read without blocking is kept and the rest read after it, each byte in its place.
+    #[tokio::test]
+    async fn a_read_partly_in_the_page_cache_returns_every_byte_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vol");
+        let dev = FileDevice::create(&path, 4 << 20).unwrap();
+        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+        dev.write(1 << 20, Bytes::from(data.clone()), true)
+            .await
+            .unwrap();
+        for (cached, len) in [(64 << 10, 256 << 10), (100, 200 << 10), (0, 1 << 20)] {
+            // Drop the range's clean pages from the cache, then bring the first
+            // `cached` bytes back.
+            // SAFETY: plain syscall on an open descriptor.
+            let rc = unsafe {
+                libc::posix_fadvise(
+                    dev.file.as_raw_fd(),
+                    1 << 20,
+                    1 << 20,
+                    libc::POSIX_FADV_DONTNEED,
+                )
+            };
+            assert_eq!(rc, 0);
+            if cached > 0 {
+                let head = dev.read(1 << 20, cached).await.unwrap();
+                assert_eq!(&head[..], &data[..cached as usize]);
+            }
+            let back = dev.read(1 << 20, len).await.unwrap();
+            assert_eq!(back.len(), len as usize);
+            assert!(
+                back[..] == data[..len as usize],
+                "{cached} cached, {len} read"
+            );
+        }
+        // Appending to a buffer that already holds the first bytes reads on from there.
+        let mut buf = buffers::take(200 << 10);
+        buf.extend_from_slice(&data[..1000]);
+        read_nowait(&dev.file, 1 << 20, &mut buf, 200 << 10);
+        pread_fill(&dev.file, 1 << 20, &mut buf, 200 << 10).unwrap();
+        assert!(buf[..] == data[..200 << 10]);
+        // Past the end of the file (a volume larger than its file): zeroes.
+        dev.write((4 << 20) - 5, Bytes::from_static(b"12345"), true)
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        pread_fill(&dev.file, (4 << 20) - 5, &mut buf, 10).unwrap();
+        assert_eq!(buf, b"12345\0\0\0\0\0");
     }
 }

@@ -8,6 +8,7 @@
 //! ```
 //!
 //! - [`block`]: the [`BlockDevice`] trait and [`Extent`].
+//! - [`buffers`]: read buffers reused once their reply is sent.
 //! - [`file`]: [`FileDevice`], positioned I/O through the blocking pool (or inline,
 //!   `RWF_NOWAIT`, when the page cache can take it).
 //! - [`cow`]: [`VolumeDevice`], what gets exported; [`VolumeDevice::begin_cut`] takes a
@@ -19,6 +20,7 @@
 //! wait for the blocking pool (or, while a cut is active, for a preserve copy).
 
 pub mod block;
+pub mod buffers;
 pub mod cow;
 pub mod file;
 pub mod lazy;

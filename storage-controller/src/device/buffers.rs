@@ -1,0 +1,135 @@
+//! Read buffers kept for reuse.
+//!
+//! Every READ needs a buffer for its data until the reply is on the wire. Allocated
+//! fresh each time, a buffer of a few hundred KiB comes from pages the kernel has to
+//! fault in and zero first (glibc hands memory of that size back to the system when it
+//! is freed): on a sequential read that was a tenth of the storage controller's CPU
+//! (`perf record` of `scripts/bench-nbd-seq.sh read 4`, BENCHMARKS.md). Here a buffer
+//! goes back to a small pool when the last [`Bytes`] holding it is dropped — by the
+//! NBD or iSCSI writer once the reply is sent — and the next read takes it, its pages
+//! still mapped.
+//!
+//! Buffers come in power-of-two sizes from [`MIN_POOLED`] to [`MAX_POOLED`]; smaller
+//! and larger reads are plain allocations (small ones are cheap, larger ones rare).
+//! The pool keeps at most [`MAX_KEPT`] bytes across all sizes, process-wide, which is
+//! what it costs at rest after a burst of reads.
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
+/// Smallest buffer the pool keeps.
+pub const MIN_POOLED: usize = 64 << 10;
+/// Largest buffer the pool keeps.
+pub const MAX_POOLED: usize = 4 << 20;
+/// Most bytes the pool holds at rest.
+pub const MAX_KEPT: usize = 32 << 20;
+
+const CLASSES: usize = (MAX_POOLED / MIN_POOLED).trailing_zeros() as usize + 1;
+
+struct Pool {
+    free: [Vec<Vec<u8>>; CLASSES],
+    bytes: usize,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    free: [const { Vec::new() }; CLASSES],
+    bytes: 0,
+});
+
+/// The size class of a buffer for `len` bytes, and that class's capacity.
+fn class(len: usize) -> Option<(usize, usize)> {
+    if !(MIN_POOLED..=MAX_POOLED).contains(&len) {
+        return None;
+    }
+    let cap = len.next_power_of_two();
+    Some(((cap / MIN_POOLED).trailing_zeros() as usize, cap))
+}
+
+fn lock() -> std::sync::MutexGuard<'static, Pool> {
+    // The pool holds nothing a panic could leave half-made: a poisoned lock is fine.
+    POOL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An empty buffer with room for at least `len` bytes: a kept one when there is one.
+pub fn take(len: usize) -> Vec<u8> {
+    let Some((i, cap)) = class(len) else {
+        return Vec::with_capacity(len);
+    };
+    let kept = {
+        let mut pool = lock();
+        let buf = pool.free[i].pop();
+        if buf.is_some() {
+            pool.bytes -= cap;
+        }
+        buf
+    };
+    kept.unwrap_or_else(|| Vec::with_capacity(cap))
+}
+
+/// The buffer as [`Bytes`]; it returns to the pool when the last clone is dropped.
+pub fn freeze(buf: Vec<u8>) -> Bytes {
+    if class(buf.capacity()).is_some_and(|(_, cap)| cap == buf.capacity()) {
+        Bytes::from_owner(Pooled(buf))
+    } else {
+        Bytes::from(buf)
+    }
+}
+
+/// A pool-sized buffer on its way back to the pool.
+struct Pooled(Vec<u8>);
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.0);
+        let Some((i, cap)) = class(buf.capacity()) else {
+            return;
+        };
+        buf.clear();
+        let mut pool = lock();
+        if pool.bytes + cap <= MAX_KEPT {
+            pool.bytes += cap;
+            pool.free[i].push(buf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_returned_buffer_is_taken_again_and_the_pool_stays_bounded() {
+        // Other tests in this binary may use the pool too: only what this test
+        // can see for itself is asserted.
+        let mut buf = take(200 << 10);
+        assert_eq!(buf.capacity(), 256 << 10);
+        buf.extend_from_slice(&[7u8; 200 << 10]);
+        let bytes = freeze(buf);
+        let clone = bytes.clone();
+        assert_eq!(&bytes[..], &[7u8; 200 << 10][..]);
+        drop(bytes);
+        assert_eq!(clone.len(), 200 << 10, "a clone keeps the data");
+        drop(clone);
+        let again = take(256 << 10);
+        assert!(again.is_empty());
+        assert_eq!(again.capacity(), 256 << 10);
+
+        // Far more than the cap, returned at once: the pool keeps at most MAX_KEPT.
+        let many: Vec<Bytes> = (0..(MAX_KEPT / MAX_POOLED) * 3)
+            .map(|_| freeze(take(MAX_POOLED)))
+            .collect();
+        drop(many);
+        assert!(lock().bytes <= MAX_KEPT);
+
+        // Outside the pooled sizes: plain buffers.
+        assert_eq!(take(8 << 20).capacity(), 8 << 20);
+        assert!(take(100).capacity() >= 100);
+    }
+}
