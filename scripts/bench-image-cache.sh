@@ -12,7 +12,9 @@
 # After each run node1 fetches again (warm: served from its cache, no uplink
 # traffic).  KILL=1 adds "peer-fetch-kill" at N=4: node2's daemon is killed -9
 # once the nodes together hold half of all the bytes; the others must finish.
-# Every node's image is checked against the source's sha256.
+# Every node's image is checked against the source's sha256.  Each run also prints
+# where the machine's CPU went while the nodes fetched ("cpu N=..": /proc/stat over
+# the fetch window, all cores), and PERF=file records `perf record -a -g` over it.
 #
 #   scripts/bench-image-cache.sh [N...]        (default: 2 4 8; 16 when asked)
 # Env: IMAGE_MIB (256) UPLINK_MBIT (200) NODE_MBIT (1000) MODES ("peer direct")
@@ -41,6 +43,14 @@ mkdir -p "$LOGS"
 PIDS=() NODE_IP=() RUN=setup IMAGE_ID=""
 
 tb() { bash "$TESTBED" "$@"; }
+cpu_ticks() { awk '/^cpu / {print $2 + $3, $4, $7 + $8, $5 + $6, $9}' /proc/stat; }
+cpu_share() { # n "user sys irq idle steal" (before) "..." (after): shares of all cores' time
+  awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { split(a, x); split(b, y); t = 0
+    for (i = 1; i <= 5; i++) { d[i] = y[i] - x[i]; t += d[i] }
+    if (t <= 0) t = 1
+    printf "cpu N=%d busy=%.0f%% user=%.0f%% sys=%.0f%% irq+softirq=%.0f%% idle+iowait=%.0f%% steal=%.0f%%\n",
+      n, 100 * (t - d[4]) / t, 100 * d[1] / t, 100 * d[2] / t, 100 * d[3] / t, 100 * d[4] / t, 100 * d[5] / t }'
+}
 inns() { local h=$1; shift; bash "$TESTBED" exec "$h" "$@"; }   # run in HOST's namespace
 now() { date +%s.%N; }
 note() { echo "== $*" >&2; }
@@ -160,6 +170,8 @@ run() {  # N MODE(peer|direct) [KILL_NODE]
   for ((i = 1; i <= n; i++)); do wait_for "nc-cache node$i" "${DPID[i]}" 30 is_up "$LOGS/$RUN-nc$i.log"; done
 
   # --- the measurement ---
+  local perf_pid="" cpu0; cpu0=$(cpu_ticks)
+  if [ -n "${PERF:-}" ]; then perf record -a -g -F 499 -o "$PERF" 2>/dev/null & perf_pid=$!; fi
   tx0=$(uplink_tx); t0=$(now)
   for ((i = 1; i <= n; i++)); do
     ( r=0; inns "node$i" "$EUCA" cache --dir "$C/node$i" fetch "$IMAGE_ID" \
@@ -180,6 +192,8 @@ run() {  # N MODE(peer|direct) [KILL_NODE]
   fi
   for ((i = 1; i <= n; i++)); do wait "${FPID[i]}" || true; done
   tx1=$(uplink_tx)
+  [ -z "$perf_pid" ] || { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
+  cpu_share "$n" "$cpu0" "$(cpu_ticks)"
 
   # --- checks ---
   for ((i = 1; i <= n; i++)); do
