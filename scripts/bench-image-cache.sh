@@ -14,7 +14,8 @@
 # once the nodes together hold half of all the bytes; the others must finish.
 # Every node's image is checked against the source's sha256.  Each run also prints
 # where the machine's CPU went while the nodes fetched ("cpu N=..": /proc/stat over
-# the fetch window, all cores), and PERF=file records `perf record -a -g` over it.
+# the fetch window, all cores), and PERF=file records `perf record -a -g` over it
+# (over the last run's window when several N are given).
 #
 #   scripts/bench-image-cache.sh [N...]        (default: 2 4 8; 16 when asked)
 # Env: IMAGE_MIB (256) UPLINK_MBIT (200) NODE_MBIT (1000) MODES ("peer direct")
