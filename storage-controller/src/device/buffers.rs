@@ -2,8 +2,8 @@
 //!
 //! Every READ needs a buffer for its data until the reply is on the wire. Allocated
 //! fresh each time, a buffer of a few hundred KiB comes from pages the kernel has to
-//! fault in and zero first (glibc hands memory of that size back to the system when it
-//! is freed): on a sequential read that was a tenth of the storage controller's CPU
+//! fault in and zero first (glibc hands much of memory of that size back to the system
+//! when it is freed): on a sequential read that was a tenth of the storage controller's CPU
 //! (`perf record` of `scripts/bench-nbd-seq.sh read 4`, BENCHMARKS.md). Here a buffer
 //! goes back to a small pool when the last [`Bytes`] holding it is dropped — by the
 //! NBD or iSCSI writer once the reply is sent — and the next read takes it, its pages
