@@ -13,6 +13,8 @@
 # every round, for an A/B of two builds in the same run. One untimed pass over each
 # export comes first: the first pass after the fill ran up to 2-3x slower (CPU per
 # GiB) than the later ones, whichever server ran it (BENCHMARKS.md, 2026-12-06 NBD).
+# WARMUP=0 leaves that pass out, PEER_FIRST=1 runs nbdkit first in every round, and
+# NBDCOPY_ARGS adds flags to the timed nbdcopy runs (e.g. --requests=8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:?read or write}; CONNS=${2:-4}; ROUNDS=${3:-2}; GIB=${4:-2}
@@ -46,7 +48,8 @@ KP=$(port); truncate -s "${GIB}G" "$DIR/nbdkit.img"
 nbdkit -f -i 127.0.0.1 -p "$KP" -e vol file "$DIR/nbdkit.img" &
 KIT_PID=$!; PIDS+=("$KIT_PID")
 KIT_URI="nbd://127.0.0.1:$KP/vol"
-SERVERS+=("nbdkit $KIT_URI $KIT_PID")
+if [ -n "${PEER_FIRST:-}" ]; then SERVERS=("nbdkit $KIT_URI $KIT_PID" "${SERVERS[@]}")
+else SERVERS+=("nbdkit $KIT_URI $KIT_PID"); fi
 sleep 1
 head -c $((GIB << 30)) /dev/urandom > "$DIR/src.img"
 for s in "${SERVERS[@]}"; do read -r _ u _ <<< "$s"; nbdcopy --connections=4 "$DIR/src.img" "$u"; flush "$u"; done
@@ -57,14 +60,17 @@ pass() { # name uri pid
   sync; echo 3 > /proc/sys/vm/drop_caches
   local c0 t0 t1 c1
   c0=$(cpu "$3"); t0=$(date +%s.%N)
-  if [ "$MODE" = read ]; then nbdcopy --connections="$CONNS" "$2" null:
-  else nbdcopy --connections="$CONNS" "$DIR/src.img" "$2"; flush "$2"; fi
+  # shellcheck disable=SC2086
+  if [ "$MODE" = read ]; then nbdcopy ${NBDCOPY_ARGS:-} --connections="$CONNS" "$2" null:
+  else nbdcopy ${NBDCOPY_ARGS:-} --connections="$CONNS" "$DIR/src.img" "$2"; flush "$2"; fi
   t1=$(date +%s.%N); c1=$(cpu "$3")
   printf 'RESULT %-8s %s conns=%d %8.1f MiB/s  server CPU %5.2f s/GiB\n' "$1" "$MODE" "$CONNS" \
     "$(echo "$GIB * 1024 / ($t1 - $t0)" | bc -l)" "$(echo "($c1 - $c0) / $HZ / $GIB" | bc -l)"
 }
 echo "== $(nproc) cores; ${GIB} GiB; $(nbdkit --version); $(nbdcopy --version | head -1)"
-for s in "${SERVERS[@]}"; do read -r n u p <<< "$s"; pass "$n" "$u" "$p" > /dev/null; done  # warm-up
+if [ "${WARMUP:-1}" != 0 ]; then
+  for s in "${SERVERS[@]}"; do read -r n u p <<< "$s"; pass "$n" "$u" "$p" > /dev/null; done
+fi
 for _ in $(seq "$ROUNDS"); do
   for s in "${SERVERS[@]}"; do read -r n u p <<< "$s"; pass "$n" "$u" "$p"; done
 done

@@ -28,14 +28,16 @@ pub const MAX_KEPT: usize = 32 << 20;
 const CLASSES: usize = (MAX_POOLED / MIN_POOLED).trailing_zeros() as usize + 1;
 
 struct Pool {
+    state: Mutex<Kept>,
+}
+
+struct Kept {
     free: [Vec<Vec<u8>>; CLASSES],
     bytes: usize,
 }
 
-static POOL: Mutex<Pool> = Mutex::new(Pool {
-    free: [const { Vec::new() }; CLASSES],
-    bytes: 0,
-});
+/// The process's pool.
+static POOL: Pool = Pool::new();
 
 /// The size class of a buffer for `len` bytes, and that class's capacity.
 fn class(len: usize) -> Option<(usize, usize)> {
@@ -46,57 +48,82 @@ fn class(len: usize) -> Option<(usize, usize)> {
     Some(((cap / MIN_POOLED).trailing_zeros() as usize, cap))
 }
 
-fn lock() -> std::sync::MutexGuard<'static, Pool> {
-    // The pool holds nothing a panic could leave half-made: a poisoned lock is fine.
-    POOL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// An empty buffer with room for at least `len` bytes: a kept one when there is one.
 pub fn take(len: usize) -> Vec<u8> {
-    let Some((i, cap)) = class(len) else {
-        return Vec::with_capacity(len);
-    };
-    let kept = {
-        let mut pool = lock();
-        let buf = pool.free[i].pop();
-        if buf.is_some() {
-            pool.bytes -= cap;
-        }
-        buf
-    };
-    kept.unwrap_or_else(|| Vec::with_capacity(cap))
+    POOL.take(len)
 }
 
 /// The buffer as [`Bytes`]; it returns to the pool when the last clone is dropped.
 pub fn freeze(buf: Vec<u8>) -> Bytes {
-    if class(buf.capacity()).is_some_and(|(_, cap)| cap == buf.capacity()) {
-        Bytes::from_owner(Pooled(buf))
-    } else {
-        Bytes::from(buf)
+    POOL.freeze(buf)
+}
+
+impl Pool {
+    const fn new() -> Pool {
+        Pool {
+            state: Mutex::new(Kept {
+                free: [const { Vec::new() }; CLASSES],
+                bytes: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        // Nothing a panic could leave half-made is held: a poisoned lock is fine.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take(&self, len: usize) -> Vec<u8> {
+        let Some((i, cap)) = class(len) else {
+            return Vec::with_capacity(len);
+        };
+        let kept = {
+            let mut k = self.lock();
+            let buf = k.free[i].pop();
+            if buf.is_some() {
+                k.bytes -= cap;
+            }
+            buf
+        };
+        kept.unwrap_or_else(|| Vec::with_capacity(cap))
+    }
+
+    fn freeze(&'static self, buf: Vec<u8>) -> Bytes {
+        if class(buf.capacity()).is_some_and(|(_, cap)| cap == buf.capacity()) {
+            Bytes::from_owner(Pooled { buf, pool: self })
+        } else {
+            Bytes::from(buf)
+        }
+    }
+
+    fn put(&self, mut buf: Vec<u8>) {
+        let Some((i, cap)) = class(buf.capacity()) else {
+            return;
+        };
+        buf.clear();
+        let mut k = self.lock();
+        if k.bytes + cap <= MAX_KEPT {
+            k.bytes += cap;
+            k.free[i].push(buf);
+        }
     }
 }
 
-/// A pool-sized buffer on its way back to the pool.
-struct Pooled(Vec<u8>);
+/// A pool-sized buffer on its way back to its pool.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: &'static Pool,
+}
 
 impl AsRef<[u8]> for Pooled {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        &self.buf
     }
 }
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        let mut buf = std::mem::take(&mut self.0);
-        let Some((i, cap)) = class(buf.capacity()) else {
-            return;
-        };
-        buf.clear();
-        let mut pool = lock();
-        if pool.bytes + cap <= MAX_KEPT {
-            pool.bytes += cap;
-            pool.free[i].push(buf);
-        }
+        self.pool.put(std::mem::take(&mut self.buf));
     }
 }
 
@@ -106,30 +133,38 @@ mod tests {
 
     #[test]
     fn a_returned_buffer_is_taken_again_and_the_pool_stays_bounded() {
-        // Other tests in this binary may use the pool too: only what this test
-        // can see for itself is asserted.
-        let mut buf = take(200 << 10);
+        // A pool of this test's own: nothing else takes from it meanwhile.
+        let pool: &'static Pool = Box::leak(Box::new(Pool::new()));
+        let mut buf = pool.take(200 << 10);
         assert_eq!(buf.capacity(), 256 << 10);
         buf.extend_from_slice(&[7u8; 200 << 10]);
-        let bytes = freeze(buf);
+        let ptr = buf.as_ptr();
+        let bytes = pool.freeze(buf);
         let clone = bytes.clone();
         assert_eq!(&bytes[..], &[7u8; 200 << 10][..]);
         drop(bytes);
         assert_eq!(clone.len(), 200 << 10, "a clone keeps the data");
+        assert_eq!(pool.lock().bytes, 0, "back only when the last clone drops");
         drop(clone);
-        let again = take(256 << 10);
+        assert_eq!(pool.lock().bytes, 256 << 10);
+        let again = pool.take(256 << 10);
         assert!(again.is_empty());
-        assert_eq!(again.capacity(), 256 << 10);
+        assert_eq!(again.as_ptr(), ptr, "the same allocation, taken again");
+        assert_eq!(pool.lock().bytes, 0);
 
         // Far more than the cap, returned at once: the pool keeps at most MAX_KEPT.
         let many: Vec<Bytes> = (0..(MAX_KEPT / MAX_POOLED) * 3)
-            .map(|_| freeze(take(MAX_POOLED)))
+            .map(|_| pool.freeze(pool.take(MAX_POOLED)))
             .collect();
         drop(many);
-        assert!(lock().bytes <= MAX_KEPT);
+        assert_eq!(pool.lock().bytes, MAX_KEPT);
 
-        // Outside the pooled sizes: plain buffers.
-        assert_eq!(take(8 << 20).capacity(), 8 << 20);
-        assert!(take(100).capacity() >= 100);
+        // Outside the pooled sizes: plain buffers, never kept.
+        assert_eq!(class(100), None);
+        assert_eq!(class(8 << 20), None);
+        assert_eq!(class(200 << 10), Some((2, 256 << 10)));
+        drop(pool.freeze(pool.take(8 << 20)));
+        drop(pool.freeze(vec![0u8; 100]));
+        assert_eq!(pool.lock().bytes, MAX_KEPT);
     }
 }
