@@ -475,7 +475,8 @@ enum Msg {
 }
 
 /// The local filesystem writer: a staging file `<id>#w` beside its final name, written
-/// on a blocking thread with write-behind, then fsync, rename, fsync of the directory
+/// on a blocking thread (`O_DIRECT` for the aligned chunks a request body yields,
+/// write-behind through the page cache for the rest), then fsync, rename, fsync of the directory
 /// (the same publish protocol as `object_store`'s local store with fsync on, which
 /// serves every read, delete, copy and listing of these blobs).
 struct LocalWriter {
@@ -487,12 +488,11 @@ impl LocalWriter {
     fn start(dest: PathBuf, mut transform: Option<Transform>) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(2);
         let done = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            use std::io::Write;
             let dir = dest.parent().map(PathBuf::from).unwrap_or_default();
             std::fs::create_dir_all(&dir)?;
             let tmp = PathBuf::from(format!("{}#w", dest.display()));
             let result = (|| {
-                let mut f = euca_durable::WriteBehind::new(File::create(&tmp)?);
+                let mut f = euca_durable::DirectWriter::new(File::create(&tmp)?);
                 while let Some(msg) = rx.blocking_recv() {
                     match msg {
                         Msg::Data(b) => {
@@ -500,7 +500,7 @@ impl LocalWriter {
                                 Some(t) => t(b)?,
                                 None => b,
                             };
-                            f.write_all(&b)?;
+                            f.write_chunk(&b)?;
                         }
                         Msg::Finish => {
                             let f = f.into_inner();

@@ -11,6 +11,8 @@ use euca_aws::checksum::{valid_value, ChecksumAlgorithm, ChecksumHasher};
 use euca_aws::chunked::ChunkedDecoder;
 use euca_aws::hash::Md5;
 use euca_aws::PayloadCheck;
+use euca_durable::buffers::AlignedBuf;
+use euca_durable::DIRECT_ALIGN;
 use http::HeaderMap;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -22,8 +24,9 @@ pub(crate) const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::f
 
 /// Bodies larger than this are hashed on a blocking thread, in parallel with receiving.
 const OFFLOAD_AFTER: u64 = 1 << 20;
-/// Chunk size handed on once a body is large.
-const COALESCE: usize = 256 << 10;
+/// Chunk size handed on once a body is large: a pooled 256 KiB buffer less its
+/// alignment padding.
+const COALESCE: usize = (256 << 10) - DIRECT_ALIGN;
 
 /// Every digest a body needs, updated together (PutObject's and UploadPart's
 /// bodies here, a browser POST's file part in `post.rs`).
@@ -219,8 +222,11 @@ impl VerifiedBody {
     }
 
     /// The next chunk of payload, or `None` once the body ended and verified. Past the
-    /// first MiB, frames are coalesced into chunks of about [`COALESCE`] bytes so that
-    /// the hashing and writing threads get few, large hand-offs.
+    /// first MiB, frames are copied into chunks of [`COALESCE`] bytes so that the
+    /// hashing and writing threads get few, large hand-offs: pooled buffers aligned
+    /// in memory, each ending on a multiple of [`DIRECT_ALIGN`] in the body, so that
+    /// a blob file takes every one after the first with `O_DIRECT`
+    /// ([`euca_durable::DirectWriter`]).
     pub async fn next(&mut self) -> S3Result<Option<Bytes>> {
         if matches!(self.hashes, HashState::Taken) {
             return Ok(None); // already finished and verified
@@ -228,15 +234,14 @@ impl VerifiedBody {
         let chunk = if self.size < OFFLOAD_AFTER {
             self.next_frame().await?
         } else {
-            let mut buf = bytes::BytesMut::new();
-            while buf.len() < COALESCE {
+            let want = COALESCE - (self.size % DIRECT_ALIGN as u64) as usize;
+            let mut buf = AlignedBuf::take(COALESCE);
+            while buf.len() < want {
                 match self.next_frame().await? {
-                    Some(b) if buf.is_empty() && b.len() >= COALESCE => {
-                        return self.yield_chunk(b).await
-                    }
-                    Some(b) => {
-                        if buf.is_empty() {
-                            buf.reserve(COALESCE + b.len());
+                    Some(mut b) => {
+                        let room = want - buf.len();
+                        if b.len() > room {
+                            self.pending.push_front(b.split_off(room));
                         }
                         buf.extend_from_slice(&b)
                     }
@@ -438,4 +443,66 @@ pub fn entity_too_large() -> S3Error {
 
 pub fn incoming(b: Incoming) -> Body {
     b.boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    /// A body sent as frames of the given sizes.
+    fn body_of(data: &[u8], frames: &[usize]) -> Body {
+        let mut out = Vec::new();
+        let mut at = 0;
+        let mut i = 0;
+        while at < data.len() {
+            let n = frames[i % frames.len()].min(data.len() - at);
+            out.push(Ok::<_, hyper::Error>(hyper::body::Frame::data(
+                Bytes::copy_from_slice(&data[at..at + n]),
+            )));
+            at += n;
+            i += 1;
+        }
+        StreamBody::new(futures::stream::iter(out)).boxed()
+    }
+
+    #[tokio::test]
+    async fn a_large_body_comes_in_aligned_chunks_that_end_on_aligned_offsets() {
+        // 5 MiB and a bit, in frames of odd sizes, some larger than a chunk.
+        let data: Vec<u8> = (0..(5 << 20) + 12_345u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        for frames in [&[16_411usize, 1, 300_001][..], &[65_536], &[700_000, 9]] {
+            let body = body_of(&data, frames);
+            let mut v =
+                VerifiedBody::new(body, &HeaderMap::new(), &PayloadCheck::Unsigned, u64::MAX)
+                    .unwrap();
+            let mut got = Vec::new();
+            let mut coalesced = 0;
+            while let Some(c) = v.next().await.unwrap() {
+                let start = got.len() as u64;
+                got.extend_from_slice(&c);
+                let end = got.len() as u64;
+                if start < OFFLOAD_AFTER {
+                    continue;
+                }
+                coalesced += 1;
+                if end == data.len() as u64 {
+                    continue; // the tail
+                }
+                assert_eq!(end % DIRECT_ALIGN as u64, 0, "chunk ending at {end}");
+                if start.is_multiple_of(DIRECT_ALIGN as u64) {
+                    assert_eq!(c.as_ptr() as usize % DIRECT_ALIGN, 0);
+                    assert_eq!(c.len(), COALESCE);
+                }
+            }
+            assert!(coalesced >= 12, "{coalesced} chunks past the first MiB");
+            assert_eq!(got, data);
+            let s = v.summary().unwrap();
+            assert_eq!(s.size, data.len() as u64);
+            let mut md5 = Md5::new();
+            md5.update(&data);
+            assert_eq!(s.md5, md5.finalize());
+        }
+    }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::block::{BlockDevice, Extent};
-use super::buffers;
+use euca_durable::buffers;
 
 /// Most extents one [`FileDevice::extents`] call reports; NBD lets the server
 /// describe less than was asked.

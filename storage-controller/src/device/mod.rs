@@ -8,9 +8,9 @@
 //! ```
 //!
 //! - [`block`]: the [`BlockDevice`] trait and [`Extent`].
-//! - [`buffers`]: read buffers reused once their reply is sent.
 //! - [`file`]: [`FileDevice`], positioned I/O through the blocking pool (or inline,
-//!   `RWF_NOWAIT`, when the page cache can take it).
+//!   `RWF_NOWAIT`, when the page cache can take it), reads into buffers from
+//!   `euca_durable::buffers` that are reused once their reply is sent.
 //! - [`cow`]: [`VolumeDevice`], what gets exported; [`VolumeDevice::begin_cut`] takes a
 //!   crash-consistent [`Cut`] for a snapshot while the volume stays writable.
 //! - [`lazy`]: [`LazyDevice`], a volume from a snapshot that fetches on first touch.
@@ -20,7 +20,6 @@
 //! wait for the blocking pool (or, while a cut is active, for a preserve copy).
 
 pub mod block;
-pub mod buffers;
 pub mod cow;
 pub mod file;
 pub mod lazy;

@@ -1,4 +1,4 @@
-//! Read buffers kept for reuse.
+//! I/O buffers kept for reuse.
 //!
 //! Every READ needs a buffer for its data until the reply is on the wire. Allocated
 //! fresh each time, a buffer of a few hundred KiB comes from pages the kernel has to
@@ -13,10 +13,15 @@
 //! and larger reads are plain allocations (small ones are cheap, larger ones rare).
 //! The pool keeps at most [`MAX_KEPT`] bytes across all sizes, process-wide, which is
 //! what it costs at rest after a burst of reads.
+//!
+//! Walrus takes its request bodies' chunks from the same pool, as [`AlignedBuf`]s that
+//! its blob files are written from with `O_DIRECT`.
 
 use std::sync::Mutex;
 
 use bytes::Bytes;
+
+use crate::DIRECT_ALIGN;
 
 /// Smallest buffer the pool keeps.
 pub const MIN_POOLED: usize = 64 << 10;
@@ -56,6 +61,52 @@ pub fn take(len: usize) -> Vec<u8> {
 /// The buffer as [`Bytes`]; it returns to the pool when the last clone is dropped.
 pub fn freeze(buf: Vec<u8>) -> Bytes {
     POOL.freeze(buf)
+}
+
+/// A pooled buffer whose data starts on a [`DIRECT_ALIGN`] boundary, so that a
+/// [`DirectWriter`](crate::DirectWriter) can write it with `O_DIRECT` when its length
+/// is a multiple of that too.
+pub struct AlignedBuf {
+    buf: Vec<u8>,
+    /// Where the data starts in `buf` (the bytes before are padding).
+    start: usize,
+    room: usize,
+}
+
+impl AlignedBuf {
+    /// An empty buffer for at most `room` bytes. A `room` of a power of two less
+    /// [`DIRECT_ALIGN`] fits a pooled buffer exactly.
+    pub fn take(room: usize) -> Self {
+        let mut buf = take(room + DIRECT_ALIGN);
+        let start = buf.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+        buf.resize(start, 0);
+        AlignedBuf { buf, start, room }
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes that still fit.
+    pub fn room(&self) -> usize {
+        self.room - self.len()
+    }
+
+    /// Appends all of `b`; it must fit ([`Self::room`]).
+    pub fn extend_from_slice(&mut self, b: &[u8]) {
+        debug_assert!(b.len() <= self.room());
+        self.buf.extend_from_slice(b);
+    }
+
+    /// The data as [`Bytes`], aligned; the buffer returns to the pool when the last
+    /// clone is dropped.
+    pub fn freeze(self) -> Bytes {
+        freeze(self.buf).slice(self.start..)
+    }
 }
 
 impl Pool {
@@ -166,5 +217,21 @@ mod tests {
         drop(pool.freeze(pool.take(8 << 20)));
         drop(pool.freeze(vec![0u8; 100]));
         assert_eq!(pool.lock().bytes, MAX_KEPT);
+    }
+
+    #[test]
+    fn an_aligned_buffer_starts_on_the_boundary_and_holds_what_was_put() {
+        for _ in 0..8 {
+            let mut a = AlignedBuf::take((256 << 10) - DIRECT_ALIGN);
+            assert_eq!(a.room(), (256 << 10) - DIRECT_ALIGN);
+            a.extend_from_slice(&[1, 2, 3]);
+            a.extend_from_slice(&vec![9u8; a.room()]);
+            assert_eq!(a.room(), 0);
+            let b = a.freeze();
+            assert_eq!(b.as_ptr() as usize % DIRECT_ALIGN, 0);
+            assert_eq!(b.len(), (256 << 10) - DIRECT_ALIGN);
+            assert_eq!(&b[..4], &[1, 2, 3, 9]);
+            assert!(b[3..].iter().all(|&x| x == 9));
+        }
     }
 }
