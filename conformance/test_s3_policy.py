@@ -544,12 +544,20 @@ def test_account_public_access_block(cloud, monkeypatch):
         cb.delete_public_access_block(AccountId=ida)
     assert err(e) == ("AccessDenied", 403)
     # The blocks live on the system bucket euca-accounts: not even the system
-    # account may delete it while it holds one.
+    # account may delete it, nor the cloud's other buckets (empty ones included).
     creds = json.loads((cloud.data / "cloud" / "system.json").read_text())
     system = cloud.boto3(access_key=creds["access_key"], secret_key=creds["secret_key"])
-    with pytest.raises(ClientError) as e:
-        system.delete_bucket(Bucket="euca-accounts")
-    assert err(e) == ("BucketNotEmpty", 409)
+    system_buckets = {b["Name"] for b in system.list_buckets()["Buckets"]
+                      if b["Name"].startswith("euca-")}
+    assert "euca-accounts" in system_buckets
+    for name in sorted(system_buckets):
+        with pytest.raises(ClientError) as e:
+            system.delete_bucket(Bucket=name)
+        assert err(e) == ("AccessDenied", 403), name
+        system.head_bucket(Bucket=name)
+    # A bucket of its own outside the reserved prefix it may delete.
+    system.create_bucket(Bucket=ba + "-sys")
+    system.delete_bucket(Bucket=ba + "-sys")
     # The bucket has no block of its own: the account's holds.
     with pytest.raises(ClientError) as e:
         sa.get_public_access_block(Bucket=ba)

@@ -214,6 +214,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             r.op = "DeleteBucket";
             let b = load_bucket(st, &name).await?;
             authz::check(r, &b, "s3:DeleteBucket", None, AclRule::BucketOwner)?;
+            crate::system::check_deletable(st, &b)?;
             if crate::account_block::holds_blocks(&b) {
                 return Err(MetaError::BucketNotEmpty.into());
             }

@@ -3,7 +3,10 @@
 //! - System buckets (`euca-snapshots`, `euca-images`) are created at start-up, owned by
 //!   the system account, so no other account can take their names first.
 //! - Bucket names starting with [`SYSTEM_PREFIX`] are reserved: only the system
-//!   account may create new ones (existing buckets are left as they are).
+//!   account may create new ones (existing buckets are left as they are), and its own
+//!   buckets there are the cloud's: not even its keys delete them through S3 (a
+//!   snapshot or image bucket deleted while empty would be the first thing the next
+//!   snapshot or registration misses).
 //! - Read-only accounts (the nodes' key) may only GET and HEAD: they create no bucket
 //!   and write nothing, whatever an ACL grants.
 use crate::acl::{Acl, Grant, Grantee, Owner, Permission};
@@ -40,6 +43,22 @@ pub(crate) async fn check_bucket_name(st: &State, name: &str, owner: &Owner) -> 
             format!("Bucket names starting with {SYSTEM_PREFIX} are reserved for the cloud."),
         )
         .with("BucketName", name));
+    }
+    Ok(())
+}
+
+/// Refuses to delete one of the cloud's own buckets (the system account's, under
+/// [`SYSTEM_PREFIX`]), whoever asks.
+pub(crate) fn check_deletable(st: &State, b: &BucketMeta) -> S3Result<()> {
+    if b.name.starts_with(SYSTEM_PREFIX) && b.owner.id == st.system_id {
+        return Err(S3Error::new(
+            "AccessDenied",
+            403,
+            format!(
+                "{} is one of the cloud's own buckets and cannot be deleted.",
+                b.name
+            ),
+        ));
     }
     Ok(())
 }
