@@ -14,7 +14,9 @@
 # export comes first: the first pass after the fill ran up to 2-3x slower (CPU per
 # GiB) than the later ones, whichever server ran it (BENCHMARKS.md, 2026-12-06 NBD).
 # WARMUP=0 leaves that pass out, PEER_FIRST=1 runs nbdkit first in every round, and
-# NBDCOPY_ARGS adds flags to the timed nbdcopy runs (e.g. --requests=8).
+# NBDCOPY_ARGS adds flags to the timed nbdcopy runs (e.g. --requests=8). PERF=DIR
+# records `perf record -g` of each server over its timed passes (DIR/<name>.data, the
+# last round's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:?read or write}; CONNS=${2:-4}; ROUNDS=${3:-2}; GIB=${4:-2}
@@ -59,11 +61,16 @@ HZ=$(getconf CLK_TCK)
 pass() { # name uri pid
   sync; echo 3 > /proc/sys/vm/drop_caches
   local c0 t0 t1 c1
+  local rec=
+  if [ -n "${PERF:-}" ] && [ -n "${TIMED:-}" ]; then
+    perf record -q -g -p "$3" -o "$PERF/$1.data" > /dev/null 2>&1 & rec=$!; sleep 0.5
+  fi
   c0=$(cpu "$3"); t0=$(date +%s.%N)
   # shellcheck disable=SC2086
   if [ "$MODE" = read ]; then nbdcopy ${NBDCOPY_ARGS:-} --connections="$CONNS" "$2" null:
   else nbdcopy ${NBDCOPY_ARGS:-} --connections="$CONNS" "$DIR/src.img" "$2"; flush "$2"; fi
   t1=$(date +%s.%N); c1=$(cpu "$3")
+  if [ -n "$rec" ]; then kill -INT "$rec"; wait "$rec" || true; fi
   printf 'RESULT %-8s %s conns=%d %8.1f MiB/s  server CPU %5.2f s/GiB\n' "$1" "$MODE" "$CONNS" \
     "$(echo "$GIB * 1024 / ($t1 - $t0)" | bc -l)" "$(echo "($c1 - $c0) / $HZ / $GIB" | bc -l)"
 }
@@ -71,6 +78,7 @@ echo "== $(nproc) cores; ${GIB} GiB; $(nbdkit --version); $(nbdcopy --version | 
 if [ "${WARMUP:-1}" != 0 ]; then
   for s in "${SERVERS[@]}"; do read -r n u p <<< "$s"; pass "$n" "$u" "$p" > /dev/null; done
 fi
+TIMED=1
 for _ in $(seq "$ROUNDS"); do
   for s in "${SERVERS[@]}"; do read -r n u p <<< "$s"; pass "$n" "$u" "$p"; done
 done

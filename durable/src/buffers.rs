@@ -93,19 +93,30 @@ impl AlignedBuf {
 
     /// Bytes that still fit.
     pub fn room(&self) -> usize {
-        self.room - self.len()
+        self.room.saturating_sub(self.len())
     }
 
-    /// Appends all of `b`; it must fit ([`Self::room`]).
+    /// Appends all of `b`, which must fit ([`Self::room`]: more would move the data
+    /// off the boundary).
     pub fn extend_from_slice(&mut self, b: &[u8]) {
-        debug_assert!(b.len() <= self.room());
+        assert!(b.len() <= self.room(), "AlignedBuf overfilled");
         self.buf.extend_from_slice(b);
     }
 
     /// The data as [`Bytes`], aligned; the buffer returns to the pool when the last
     /// clone is dropped.
-    pub fn freeze(self) -> Bytes {
-        freeze(self.buf).slice(self.start..)
+    pub fn freeze(mut self) -> Bytes {
+        let start = self.start;
+        freeze(std::mem::take(&mut self.buf)).slice(start..)
+    }
+}
+
+impl Drop for AlignedBuf {
+    /// A buffer never frozen (a body that ended, an error) goes back too.
+    fn drop(&mut self) {
+        if self.buf.capacity() > 0 {
+            POOL.put(std::mem::take(&mut self.buf));
+        }
     }
 }
 

@@ -2,8 +2,9 @@
 //! at the end, and I/O buffers kept for reuse ([`buffers`]).
 //!
 //! [`WriteBehind`] starts write-back of every [`WINDOW`] bytes as they are written and
-//! waits for the window [`DEPTH`] before, so the page cache never holds more than two
-//! windows of a file's dirty data and the final fsync has little left to flush.
+//! waits for the window [`DEPTH`] before, so the page cache never holds more than
+//! `DEPTH + 1` windows of a file's dirty data and the final fsync has little left to
+//! flush.
 //! Unbundled images are written through it.
 //!
 //! [`DirectWriter`] writes a new file with `O_DIRECT` wherever a chunk allows it
@@ -202,7 +203,8 @@ mod tests {
 
     #[test]
     fn a_direct_writer_writes_aligned_and_unaligned_chunks_in_order() {
-        let dir = tempfile::tempdir().unwrap();
+        // Not /tmp, which may be a tmpfs that refuses O_DIRECT.
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let path = dir.path().join("f");
         let mut w = DirectWriter::new(std::fs::File::create(&path).unwrap());
         let mut expect = Vec::new();
