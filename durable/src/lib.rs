@@ -118,6 +118,14 @@ impl DirectWriter {
         }
     }
 
+    /// Writes `file` through the page cache only (with write-behind).
+    pub fn buffered(file: File) -> Self {
+        DirectWriter {
+            can_direct: false,
+            ..Self::new(file)
+        }
+    }
+
     /// Whether the writes so far went direct where they could (false once the file
     /// system refused `O_DIRECT`).
     pub fn direct_capable(&self) -> bool {

@@ -57,6 +57,8 @@ pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     /// Set for the local filesystem: reads bypass `object_store`'s small chunks.
     local_root: Option<PathBuf>,
+    /// Local writes use `O_DIRECT` where chunks allow it (`[walrus] direct_writes`).
+    direct: bool,
 }
 
 /// A length-preserving transformation of a blob's bytes (server-side encryption's
@@ -90,7 +92,15 @@ impl BlobStore {
         Ok(Self {
             store: Arc::new(fs),
             local_root: Some(root),
+            direct: true,
         })
+    }
+
+    /// Local writes with `O_DIRECT` where chunks allow it (the default) or always
+    /// through the page cache. Remote stores have no say in it.
+    pub fn with_direct_writes(mut self, on: bool) -> Self {
+        self.direct = on;
+        self
     }
 
     /// Any other `object_store` backend.
@@ -98,6 +108,7 @@ impl BlobStore {
         Self {
             store,
             local_root: None,
+            direct: false,
         }
     }
 
@@ -128,7 +139,7 @@ impl BlobStore {
             return Ok(BlobWriter {
                 id,
                 size: 0,
-                w: Some(Sink::Local(LocalWriter::start(dest, t))),
+                w: Some(Sink::Local(LocalWriter::start(dest, t, self.direct))),
                 transform: None,
             });
         }
@@ -485,14 +496,19 @@ struct LocalWriter {
 }
 
 impl LocalWriter {
-    fn start(dest: PathBuf, mut transform: Option<Transform>) -> Self {
+    fn start(dest: PathBuf, mut transform: Option<Transform>, direct: bool) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(2);
         let done = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let dir = dest.parent().map(PathBuf::from).unwrap_or_default();
             std::fs::create_dir_all(&dir)?;
             let tmp = PathBuf::from(format!("{}#w", dest.display()));
             let result = (|| {
-                let mut f = euca_durable::DirectWriter::new(File::create(&tmp)?);
+                let file = File::create(&tmp)?;
+                let mut f = if direct {
+                    euca_durable::DirectWriter::new(file)
+                } else {
+                    euca_durable::DirectWriter::buffered(file)
+                };
                 while let Some(msg) = rx.blocking_recv() {
                     match msg {
                         Msg::Data(b) => {

@@ -55,6 +55,11 @@ pub struct WalrusConfig {
     /// How often buffered server access log records are delivered to their target
     /// buckets (bucket logging); a full buffer is delivered sooner.
     pub access_log_flush_secs: u64,
+    /// Large bodies go to local blob files with `O_DIRECT` (past their first MiB):
+    /// no copy into the page cache, no hot data pushed out of it, and the first GET
+    /// of such an object reads from disk. `false` writes through the page cache, for
+    /// a cloud that reads most objects right after writing them.
+    pub direct_writes: bool,
 }
 
 impl Default for WalrusConfig {
@@ -78,6 +83,7 @@ impl Default for WalrusConfig {
             lifecycle_day_secs: 86400,
             sse_customer_keys_over_http: false,
             access_log_flush_secs: 60,
+            direct_writes: true,
         }
     }
 }

@@ -137,6 +137,7 @@ impl Walrus {
             );
         }
         let (blobs, keyring) = open_blobs(cfg.blob_url.as_deref(), &dir)?;
+        let blobs = blobs.with_direct_writes(cfg.direct_writes);
         // Another front end may be writing into a shared store right now.
         let min_age = if cfg.meta_url.is_some() || cfg.blob_url.is_some() {
             SHARED_SWEEP_MIN_AGE

@@ -135,3 +135,58 @@ async fn shared_sweep_spares_young_blobs_and_fresh_copies() {
     assert!(path(&copy).exists() && path(&young).exists() && staging.exists());
     assert!(path(&source).exists());
 }
+
+/// Pages of `path` in the page cache.
+fn resident_pages(path: &std::path::Path) -> usize {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    // SAFETY: a read-only shared mapping of the whole file, queried with mincore and
+    // unmapped before returning.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        let mut vec = vec![0u8; len.div_ceil(4096)];
+        assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0);
+        libc::munmap(p, len);
+        vec.iter().filter(|&&b| b & 1 == 1).count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aligned_chunks_skip_the_page_cache_unless_direct_writes_are_off() {
+    use euca_durable::{buffers::AlignedBuf, DIRECT_ALIGN};
+    // /var/tmp, not a /tmp that may be a tmpfs refusing O_DIRECT.
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let chunk = (256 << 10) - DIRECT_ALIGN;
+    let mut resident = Vec::new();
+    for direct in [true, false] {
+        let store = BlobStore::local(dir.path().to_path_buf())
+            .unwrap()
+            .with_direct_writes(direct);
+        let mut w = store.create().await.unwrap();
+        for i in 0..32u8 {
+            let mut a = AlignedBuf::take(chunk);
+            a.extend_from_slice(&vec![i; chunk]);
+            w.write(a.freeze()).await.unwrap();
+        }
+        let id = w.finish().await.unwrap();
+        let path = dir.path().join("blobs").join(&id[..2]).join(&id);
+        resident.push(resident_pages(&path));
+        let back = read_all(&store, &id, None).await;
+        assert_eq!(back.len(), 32 * chunk);
+        assert!(back
+            .chunks(chunk)
+            .enumerate()
+            .all(|(i, c)| c.iter().all(|&b| b == i as u8)));
+    }
+    let pages = 32 * chunk / 4096;
+    assert_eq!(resident, [0, pages], "pages cached: direct, then buffered");
+}
