@@ -191,6 +191,40 @@ impl DirectWriter {
     }
 }
 
+/// How many of `file`'s pages are in the page cache now (`mincore` over a read-only
+/// mapping): what the tests of direct writes check. `file` must be open for reading.
+pub fn cached_pages(file: &File) -> io::Result<usize> {
+    let len = file.metadata()?.len() as usize;
+    if len == 0 {
+        return Ok(0);
+    }
+    let page = 4096;
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    // SAFETY: a shared read-only mapping of the file's `len` bytes, only passed to
+    // mincore (which writes one byte per page into `vec`, sized for that) and
+    // unmapped before returning; its memory is never read.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let rc = libc::mincore(p, len, vec.as_mut_ptr());
+        let err = io::Error::last_os_error();
+        libc::munmap(p, len);
+        if rc != 0 {
+            return Err(err);
+        }
+    }
+    Ok(vec.iter().filter(|&&b| b & 1 == 1).count())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,28 +308,6 @@ mod tests {
         }
         let len = f.metadata().unwrap().len() as usize;
         assert_eq!(len, 16 * ((256 << 10) - DIRECT_ALIGN));
-        assert_eq!(resident_pages(&f, len), 0);
-    }
-
-    /// Pages of the file's first `len` bytes in the page cache.
-    fn resident_pages(f: &std::fs::File, len: usize) -> usize {
-        // SAFETY: a read-only shared mapping of `len` bytes of a file this test owns,
-        // queried with mincore and unmapped before returning.
-        unsafe {
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            );
-            assert_ne!(p, libc::MAP_FAILED);
-            let page = 4096;
-            let mut vec = vec![0u8; len.div_ceil(page)];
-            assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0);
-            libc::munmap(p, len);
-            vec.iter().filter(|&&b| b & 1 == 1).count()
-        }
+        assert_eq!(cached_pages(&f).unwrap(), 0);
     }
 }

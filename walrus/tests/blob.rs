@@ -136,30 +136,6 @@ async fn shared_sweep_spares_young_blobs_and_fresh_copies() {
     assert!(path(&source).exists());
 }
 
-/// Pages of `path` in the page cache.
-fn resident_pages(path: &std::path::Path) -> usize {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(path).unwrap();
-    let len = f.metadata().unwrap().len() as usize;
-    // SAFETY: a read-only shared mapping of the whole file, queried with mincore and
-    // unmapped before returning.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        let mut vec = vec![0u8; len.div_ceil(4096)];
-        assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0);
-        libc::munmap(p, len);
-        vec.iter().filter(|&&b| b & 1 == 1).count()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn aligned_chunks_skip_the_page_cache_unless_direct_writes_are_off() {
     use euca_durable::{buffers::AlignedBuf, DIRECT_ALIGN};
@@ -179,7 +155,8 @@ async fn aligned_chunks_skip_the_page_cache_unless_direct_writes_are_off() {
         }
         let id = w.finish().await.unwrap();
         let path = dir.path().join("blobs").join(&id[..2]).join(&id);
-        resident.push(resident_pages(&path));
+        let file = std::fs::File::open(&path).unwrap();
+        resident.push(euca_durable::cached_pages(&file).unwrap());
         let back = read_all(&store, &id, None).await;
         assert_eq!(back.len(), 32 * chunk);
         assert!(back
