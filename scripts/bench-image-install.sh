@@ -22,14 +22,8 @@ if [ -z "${EUCA:-}" ]; then
   EUCA=$PWD/target/release/euca
 fi
 rm -rf "$DIR"; mkdir -p "$DIR"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/bench-lib.sh
+bench_cleanup_on_exit "$DIR"
 
 python3 - "$DIR/disk.img" "$SIZE" <<'PY'
 import os, sys
@@ -51,7 +45,7 @@ done
 [ -s "$DIR/data/credentials/eucarc" ] || { echo "euca up did not start:" >&2; tail "$DIR/up.log" >&2; exit 1; }
 
 # CPU seconds (user + system) the cloud's process has used so far.
-cloud_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/${PIDS[0]}/stat"; }
+cloud_cpu() { echo "$(cpu "${PIDS[0]}") / $HZ" | bc -l | xargs printf '%.2f'; }
 t() { # label command...: wall seconds, throughput, the command's CPU and peak RSS, the cloud's CPU
   local label=$1 c0 c1; shift
   c0=$(cloud_cpu)

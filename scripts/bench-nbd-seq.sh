@@ -24,10 +24,8 @@ DIR=${BENCH_DIR:-/var/tmp/euca-nbd-seq}
 if [ -n "${EUCA_BIN:-}" ]; then EUCA=$EUCA_BIN; else
   cargo build --release --locked --bin euca; EUCA=$PWD/target/release/euca; fi
 rm -rf "$DIR"; mkdir -p "$DIR"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/bench-lib.sh
+bench_cleanup_on_exit "$DIR"
 flush() { PATH=/usr/bin:$PATH nbdsh -u "$1" -c 'h.flush()'; }   # python3-libnbd is /usr/bin's
 
 start_euca() { # binary name: an all-in-one cloud with one attached volume; sets URI, PID
@@ -56,8 +54,6 @@ sleep 1
 head -c $((GIB << 30)) /dev/urandom > "$DIR/src.img"
 for s in "${SERVERS[@]}"; do read -r _ u _ <<< "$s"; nbdcopy --connections=4 "$DIR/src.img" "$u"; flush "$u"; done
 
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 pass() { # name uri pid
   sync; echo 3 > /proc/sys/vm/drop_caches
   local c0 t0 t1 c1

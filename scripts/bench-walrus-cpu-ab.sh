@@ -20,16 +20,8 @@ BENCH_DIR=${BENCH_DIR:-/var/tmp/euca-bench}
 mkdir -p "$BENCH_DIR"
 cargo build --release --locked --bin euca --bin walrus-bench
 WORK=$(mktemp -d "$BENCH_DIR/cpu-ab.XXXX")
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
+. scripts/bench-lib.sh
+bench_cleanup_on_exit "$WORK"
 declare -A PID ARGS
 for pair in "new:target/release/euca" "before:$EUCA_BEFORE"; do
   label=${pair%%:*} bin=${pair#*:} p=$(port)
