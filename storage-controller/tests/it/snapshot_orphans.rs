@@ -22,11 +22,24 @@ const MIB: u64 = 1 << 20;
 const CHUNK: u64 = 4 * MIB;
 
 /// A chunk store that stops answering chunk PUTs after `limit` of them, as if
-/// the process died in the middle of an upload.
+/// the process died in the middle of an upload, and counts the chunk listings
+/// (one per sweep).
 struct CrashingStore {
     inner: Arc<MemChunks>,
     puts: AtomicU64,
     limit: u64,
+    listings: AtomicU64,
+}
+
+impl CrashingStore {
+    fn new(inner: &Arc<MemChunks>, limit: u64) -> Arc<CrashingStore> {
+        Arc::new(CrashingStore {
+            inner: inner.clone(),
+            puts: AtomicU64::new(0),
+            limit,
+            listings: AtomicU64::new(0),
+        })
+    }
 }
 
 #[async_trait::async_trait]
@@ -56,6 +69,7 @@ impl ChunkStore for CrashingStore {
         self.inner.delete_manifest(id).await
     }
     async fn list_chunks(&self) -> Result<Vec<StoredChunk>, ChunkError> {
+        self.listings.fetch_add(1, Ordering::SeqCst);
         self.inner.list_chunks().await
     }
     async fn list_manifests(&self) -> Result<Vec<String>, ChunkError> {
@@ -133,11 +147,7 @@ fn crash_mid_upload(
     store: &Arc<MemChunks>,
 ) -> (String, String, HashSet<String>, String, HashSet<String>) {
     let rt = runtime();
-    let crashing = Arc::new(CrashingStore {
-        inner: store.clone(),
-        puts: AtomicU64::new(0),
-        limit: 2 + 3,
-    });
+    let crashing = CrashingStore::new(store, 2 + 3);
     let out = rt.block_on(async {
         let sc = open_sc(dir, crashing, 0).await;
         let v = sc.create_volume(Some(1), None).await.unwrap();
@@ -221,13 +231,22 @@ fn orphaned_chunks_younger_than_the_grace_period_are_kept_until_they_age() {
     let (_vol, _good, good_chunks, failed, partial) = crash_mid_upload(dir.path(), &store);
 
     let rt = runtime();
+    let counted = CrashingStore::new(&store, u64::MAX);
     rt.block_on(async {
-        let sc = open_sc(dir.path(), store.clone(), 3600).await;
+        let sc = open_sc(dir.path(), counted.clone(), 3600).await;
         sc.delete_snapshot(&failed).await.unwrap();
         // Stored moments ago: possibly another writer's, not swept yet.
         assert!(partial.is_subset(&store.chunk_ids()));
         let stats = sc.sweep_orphan_chunks().await.unwrap();
         assert_eq!((stats.deleted, stats.too_young), (0, 3), "{stats:?}");
+        // The sweep the SC starts when it opens has listed the chunks too (young,
+        // so kept), before or after this one: aged below, they would otherwise
+        // be its to delete, not the next sweep's.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while counted.listings.load(Ordering::SeqCst) < 2 {
+            assert!(Instant::now() < deadline, "the opening sweep did not run");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
 
         // Once older than the grace period, they go; the good chunks stay.
         let old = SystemTime::now() - Duration::from_secs(7200);
