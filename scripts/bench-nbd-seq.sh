@@ -7,8 +7,10 @@
 #
 # Both exports are filled once (not timed); then each round, page cache dropped before
 # every pass: `nbdcopy --connections=CONNS <export> null:` (read) or a copy of a random
-# file onto the export followed by a FLUSH (write). Prints MiB/s and the server's CPU
-# seconds per GiB. EUCA_BIN=path/to/euca benches that binary instead of building;
+# file onto the export followed by a FLUSH (write). Prints MiB/s, the server's CPU
+# seconds per GiB and the context switches per GiB of the server's threads still alive
+# after the pass (nbdkit's per-connection threads are gone by then: its count is not
+# comparable). EUCA_BIN=path/to/euca benches that binary instead of building;
 # EUCA_BEFORE=path/to/another/euca adds that build as a third server ("before") in
 # every round, for an A/B of two builds in the same run. One untimed pass over each
 # export comes first: the first pass after the fill ran up to 2-3x slower (CPU per
@@ -56,19 +58,20 @@ for s in "${SERVERS[@]}"; do read -r _ u _ <<< "$s"; nbdcopy --connections=4 "$D
 
 pass() { # name uri pid
   sync; echo 3 > /proc/sys/vm/drop_caches
-  local c0 t0 t1 c1
+  local c0 t0 t1 c1 x0 x1
   local rec=
   if [ -n "${PERF:-}" ] && [ -n "${TIMED:-}" ]; then
     perf record -q -g -p "$3" -o "$PERF/$1.data" > /dev/null 2>&1 & rec=$!; sleep 0.5
   fi
-  c0=$(cpu "$3"); t0=$(date +%s.%N)
+  c0=$(cpu "$3"); x0=$(ctxsw "$3"); t0=$(date +%s.%N)
   # shellcheck disable=SC2086
   if [ "$MODE" = read ]; then nbdcopy ${NBDCOPY_ARGS:-} --connections="$CONNS" "$2" null:
   else nbdcopy ${NBDCOPY_ARGS:-} --connections="$CONNS" "$DIR/src.img" "$2"; flush "$2"; fi
-  t1=$(date +%s.%N); c1=$(cpu "$3")
+  t1=$(date +%s.%N); c1=$(cpu "$3"); x1=$(ctxsw "$3")
   if [ -n "$rec" ]; then kill -INT "$rec"; wait "$rec" || true; fi
-  printf 'RESULT %-8s %s conns=%d %8.1f MiB/s  server CPU %5.2f s/GiB\n' "$1" "$MODE" "$CONNS" \
-    "$(echo "$GIB * 1024 / ($t1 - $t0)" | bc -l)" "$(echo "($c1 - $c0) / $HZ / $GIB" | bc -l)"
+  printf 'RESULT %-8s %s conns=%d %8.1f MiB/s  server CPU %5.2f s/GiB  %6d switches/GiB\n' \
+    "$1" "$MODE" "$CONNS" "$(echo "$GIB * 1024 / ($t1 - $t0)" | bc -l)" \
+    "$(echo "($c1 - $c0) / $HZ / $GIB" | bc -l)" "$(( (x1 - x0) / GIB ))"
 }
 echo "== $(nproc) cores; ${GIB} GiB; $(nbdkit --version); $(nbdcopy --version | head -1)"
 if [ "${WARMUP:-1}" != 0 ]; then
