@@ -10,7 +10,8 @@
 # PUT + GET per server comes first (the first passes after start ran slower on the
 # shared VM, whichever server ran them). Per round and server: walrus-bench's MiB/s
 # and the server process's user + system CPU seconds per GiB moved (from
-# /proc/PID/stat), labelled `new` and `before`.
+# /proc/PID/stat), labelled `new` and `before`. SCENARIOS=get times only GETs (of the
+# object the untimed pass wrote: from the page cache after the first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -41,7 +42,7 @@ for pair in "new:target/release/euca" "before:$EUCA_BEFORE"; do
   target/release/walrus-bench ${ARGS[$label]} --scenarios put,get --large-mib "$MIB" > /dev/null
 done
 for _ in $(seq "$ROUNDS"); do
-  for scenario in put get; do
+  for scenario in ${SCENARIOS:-put get}; do
     for label in new before; do
       c0=$(cpu "${PID[$label]}")
       # shellcheck disable=SC2086
