@@ -45,12 +45,23 @@ fn a_client_that_stops_reading_replies_loses_its_budget_share() {
         .s
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    let waited = std::time::Instant::now();
     let r = stuck.s.read_to_end(&mut sink);
+    // What the stuck client got, for a failure to tell which step went wrong
+    // (seen once in CI, not reproduced): the first reply's magic and error.
+    let first: Vec<String> = sink
+        .chunks(4)
+        .take(2)
+        .map(|w| format!("{:02x?}", w))
+        .collect();
     assert!(
         r.is_ok()
             || r.as_ref()
                 .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
-        "the stuck connection was not closed: {r:?}"
+        "the stuck connection was not closed: {r:?} after {:?}; it had received {} bytes \
+         (first reply magic and error: {first:?})",
+        waited.elapsed(),
+        sink.len()
     );
     assert!(
         sink.len() < 2 * (REQ as usize + 16),
