@@ -317,31 +317,14 @@ fn small_writes_sent_together_all_land_and_are_answered() {
     let mut wire = Vec::new();
     for (i, b) in blocks.iter().enumerate() {
         let flags: u16 = if i == 40 { 1 } else { 0 }; // NBD_CMD_FLAG_FUA
-        wire.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
-        wire.extend_from_slice(&flags.to_be_bytes());
-        wire.extend_from_slice(&CMD_WRITE.to_be_bytes());
-        wire.extend_from_slice(&(i as u64).to_be_bytes());
-        wire.extend_from_slice(&(i as u64 * 8192).to_be_bytes());
-        wire.extend_from_slice(&4096u32.to_be_bytes());
-        wire.extend_from_slice(b);
+        wire.extend(write_request(flags, i as u64, i as u64 * 8192, b));
         if i == 20 {
-            wire.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
-            wire.extend_from_slice(&0u16.to_be_bytes());
-            wire.extend_from_slice(&CMD_WRITE.to_be_bytes());
-            wire.extend_from_slice(&1000u64.to_be_bytes());
-            wire.extend_from_slice(&(4 * MIB).to_be_bytes());
-            wire.extend_from_slice(&(big.len() as u32).to_be_bytes());
-            wire.extend_from_slice(&big);
+            wire.extend(write_request(0, 1000, 4 * MIB, &big));
         }
     }
     c.s.write_all(&wire).unwrap();
     c.request(0, CMD_FLUSH, 2000, 0, 0, &[]);
-    let mut cookies = BTreeSet::new();
-    for _ in 0..66 {
-        let (err, cookie) = c.simple_reply();
-        assert_eq!(err, 0, "request {cookie}");
-        assert!(cookies.insert(cookie), "request {cookie} answered twice");
-    }
+    let cookies = c.ok_replies(66);
     let mut want: BTreeSet<u64> = (0..64).collect();
     want.extend([1000, 2000]);
     assert_eq!(cookies, want);
@@ -369,15 +352,7 @@ fn small_writes_sent_together_all_land_and_are_answered() {
 
 /// One WRITE request (header and payload) as it goes on the wire.
 fn write_request(flags: u16, cookie: u64, offset: u64, data: &[u8]) -> Vec<u8> {
-    let mut wire = Vec::with_capacity(28 + data.len());
-    wire.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
-    wire.extend_from_slice(&flags.to_be_bytes());
-    wire.extend_from_slice(&CMD_WRITE.to_be_bytes());
-    wire.extend_from_slice(&cookie.to_be_bytes());
-    wire.extend_from_slice(&offset.to_be_bytes());
-    wire.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    wire.extend_from_slice(data);
-    wire
+    request_bytes(flags, CMD_WRITE, cookie, offset, data.len() as u32, data)
 }
 
 #[test]
@@ -404,12 +379,7 @@ fn large_writes_and_headers_split_across_sends_land_where_they_were_sent() {
     std::thread::sleep(Duration::from_millis(200));
     c.s.write_all(&tail[10..]).unwrap();
     c.request(0, CMD_FLUSH, 13, 0, 0, &[]);
-    let mut cookies = BTreeSet::new();
-    for _ in 0..12 {
-        let (err, cookie) = c.simple_reply();
-        assert_eq!(err, 0, "request {cookie}");
-        assert!(cookies.insert(cookie), "request {cookie} answered twice");
-    }
+    let cookies = c.ok_replies(12);
     assert_eq!(cookies, (0..8).chain(10..14).collect::<BTreeSet<u64>>());
     let mut want = vec![0u8; 8 * MIB as usize];
     for (i, d) in large.iter().enumerate() {

@@ -296,6 +296,26 @@ pub const EOVERFLOW: u32 = 75;
 pub const TFLAG_READ_ONLY: u16 = 1 << 1;
 pub const TFLAG_CAN_MULTI_CONN: u16 = 1 << 8;
 
+/// One request (header, then `payload`) as it goes on the wire.
+pub fn request_bytes(
+    flags: u16,
+    ty: u16,
+    cookie: u64,
+    offset: u64,
+    len: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut v = Vec::with_capacity(28 + payload.len());
+    v.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
+    v.extend_from_slice(&flags.to_be_bytes());
+    v.extend_from_slice(&ty.to_be_bytes());
+    v.extend_from_slice(&cookie.to_be_bytes());
+    v.extend_from_slice(&offset.to_be_bytes());
+    v.extend_from_slice(&len.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
 /// A hand-rolled NBD client for sending what real clients won't.
 pub struct Raw<S: Read + Write = TcpStream> {
     pub s: S,
@@ -420,15 +440,20 @@ impl<S: Read + Write> Raw<S> {
         len: u32,
         payload: &[u8],
     ) {
-        let mut v = Vec::with_capacity(28 + payload.len());
-        v.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
-        v.extend_from_slice(&flags.to_be_bytes());
-        v.extend_from_slice(&ty.to_be_bytes());
-        v.extend_from_slice(&cookie.to_be_bytes());
-        v.extend_from_slice(&offset.to_be_bytes());
-        v.extend_from_slice(&len.to_be_bytes());
-        v.extend_from_slice(payload);
+        let v = request_bytes(flags, ty, cookie, offset, len, payload);
         self.s.write_all(&v).unwrap();
+    }
+
+    /// Reads `n` simple replies, each with no error and a cookie not seen before;
+    /// their cookies.
+    pub fn ok_replies(&mut self, n: usize) -> std::collections::BTreeSet<u64> {
+        let mut cookies = std::collections::BTreeSet::new();
+        for _ in 0..n {
+            let (err, cookie) = self.simple_reply();
+            assert_eq!(err, 0, "request {cookie}");
+            assert!(cookies.insert(cookie), "request {cookie} answered twice");
+        }
+        cookies
     }
 
     /// Reads a simple reply header: (error, cookie).
