@@ -58,6 +58,13 @@ pub fn take(len: usize) -> Vec<u8> {
     POOL.take(len)
 }
 
+/// The capacity [`take`] gives a buffer for `len` bytes: the size class for pooled
+/// sizes, `len` itself otherwise. A kept buffer may have all of it resident (it
+/// held that much before), so a memory budget should charge this, not `len`.
+pub fn footprint(len: usize) -> usize {
+    class(len).map_or(len, |(_, cap)| cap)
+}
+
 /// The buffer as [`Bytes`]; it returns to the pool when the last clone is dropped.
 pub fn freeze(buf: Vec<u8>) -> Bytes {
     POOL.freeze(buf)
@@ -192,6 +199,23 @@ impl Drop for Pooled {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_footprint_is_the_capacity_a_buffer_gets() {
+        for len in [
+            1,
+            4096,
+            MIN_POOLED - 1,
+            MIN_POOLED,
+            200 << 10,
+            (2 << 20) + 4096,
+        ] {
+            assert!(footprint(len) >= len);
+            assert_eq!(take(len).capacity(), footprint(len), "{len}");
+        }
+        assert_eq!(footprint((2 << 20) + 4096), 4 << 20);
+        assert_eq!(footprint(MAX_POOLED + 1), MAX_POOLED + 1);
+    }
 
     #[test]
     fn a_returned_buffer_is_taken_again_and_the_pool_stays_bounded() {

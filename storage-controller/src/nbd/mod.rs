@@ -11,7 +11,8 @@
 //! generic over the stream, so the same code runs on TCP, Unix sockets and TLS.
 //!
 //! Memory: every READ reply and WRITE payload is paid for before its buffer is
-//! allocated, from the connection's bound ([`NbdServer::max_in_flight_bytes`]) and
+//! allocated (its length rounded up to the buffer pool's size class, which is what
+//! a reused buffer may hold resident), from the connection's bound ([`NbdServer::max_in_flight_bytes`]) and
 //! from one budget shared by all connections ([`NbdServer::memory_budget`]). The
 //! bytes go back when the reply is on the wire or the write is applied. When
 //! either is spent, the reader stops reading requests until bytes come back, so

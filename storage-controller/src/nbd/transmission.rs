@@ -482,8 +482,10 @@ where
             ctx.send(ctx.error(&req, errno, msg));
             continue;
         }
+        // What the request's buffer holds: its length rounded up to the pool's size
+        // class (validated requests are at most 32 MiB, so this fits).
         let cost = if matches!(req.ty, CMD_READ | CMD_WRITE) {
-            req.len
+            u32::try_from(buffers::footprint(req.len as usize)).unwrap_or(u32::MAX)
         } else {
             0
         };

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use euca_sc::device::{BlockDevice, Extent, FileDevice};
@@ -390,6 +390,36 @@ fn large_writes_and_headers_split_across_sends_land_where_they_were_sent() {
     want[6 * MIB as usize..][..small.len()].copy_from_slice(&small);
     assert!(c.read_at(20, 0, 8 * MIB as u32) == want, "data read back");
     assert!(std::fs::read(&path).unwrap() == want, "data on disk");
+    server.stop();
+}
+
+#[test]
+fn the_payload_budget_pays_for_the_pooled_buffer_not_just_the_request() {
+    // A 32 MiB budget and WRITEs of 2 MiB + 4 KiB: each payload sits in a 4 MiB
+    // pooled buffer, so 8 are held at once, not the 15 their lengths would allow.
+    let server = TestServer::start_with(|s| s.memory_budget(32 << 20));
+    let (dev, _) = probe_device(&server, "vol-footprint", Duration::from_secs(4));
+    let mut c = open_export(connect(server.addr), "vol-footprint");
+    let data = pattern(2 * MIB as usize + 4096, 5);
+    // The server stops reading once the budget is spent: send from a thread.
+    let mut s = c.s.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        for i in 0..12 {
+            s.write_all(&write_request(0, i, 0, &data)).unwrap();
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dev.started.load(Ordering::SeqCst) < 8 {
+        assert!(Instant::now() < deadline, "8 writes did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // Each write takes 4 s: none has finished, so none has given its bytes back.
+    if dev.finished.load(Ordering::SeqCst) == 0 {
+        assert_eq!(dev.started.load(Ordering::SeqCst), 8, "writes held at once");
+    }
+    assert_eq!(c.ok_replies(12), (0..12).collect::<BTreeSet<u64>>());
+    sender.join().unwrap();
     server.stop();
 }
 
