@@ -12,8 +12,9 @@
 //!
 //! Memory: every READ reply and WRITE payload is paid for before its buffer is
 //! allocated (its length rounded up to the buffer pool's size class, which is what
-//! a reused buffer may hold resident), from the connection's bound ([`NbdServer::max_in_flight_bytes`]) and
-//! from one budget shared by all connections ([`NbdServer::memory_budget`]). The
+//! a reused buffer may hold resident), from the connection's bound
+//! ([`NbdServer::max_in_flight_bytes`]) and from one budget shared by all
+//! connections ([`NbdServer::memory_budget`]). The
 //! bytes go back when the reply is on the wire or the write is applied. When
 //! either is spent, the reader stops reading requests until bytes come back, so
 //! clients are slowed through TCP, never refused. Held bytes come back without
