@@ -7,6 +7,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::error::IscsiError;
+use euca_durable::buffers;
 
 /// Length of the basic header segment.
 pub const BHS_LEN: usize = 48;
@@ -149,10 +150,17 @@ pub async fn read_pdu<R: AsyncRead + Unpin>(
         )));
     }
     if len > 0 {
-        let mut buf = vec![0u8; len + pad(len)];
-        r.read_exact(&mut buf).await?;
+        // A pooled buffer: a fresh 256 KiB one costs a page fault per 4 KiB.
+        let total = len + pad(len);
+        let mut buf = buffers::take(total);
+        let mut limited = r.take(total as u64);
+        while buf.len() < total {
+            if limited.read_buf(&mut buf).await? == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+        }
         buf.truncate(len);
-        pdu.data = Bytes::from(buf);
+        pdu.data = buffers::freeze(buf);
     }
     Ok(Some(pdu))
 }
@@ -200,6 +208,17 @@ mod tests {
         write_pdu(&mut wire, &p).await.unwrap();
         assert!(read_pdu(&mut &wire[..], 64).await.is_err());
         assert!(read_pdu(&mut &wire[..20], 8192).await.is_err());
+        // A data segment cut short.
+        let mut cut = Vec::new();
+        write_pdu(
+            &mut cut,
+            &Pdu::new(op::NOP_OUT, F_FINAL).with_data(vec![7u8; 70]),
+        )
+        .await
+        .unwrap();
+        assert!(read_pdu(&mut &cut[..cut.len() - 3], 8192).await.is_err());
+        let whole = read_pdu(&mut &cut[..], 8192).await.unwrap().unwrap();
+        assert_eq!(&whole.data[..], &[7u8; 70][..]);
         assert!(read_pdu(&mut &[][..], 8192).await.unwrap().is_none());
     }
 }
