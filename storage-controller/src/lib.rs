@@ -12,6 +12,7 @@ pub mod nbd;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+mod wire;
 
 pub use config::ScConfig;
 pub use error::ScError;

@@ -153,12 +153,7 @@ pub async fn read_pdu<R: AsyncRead + Unpin>(
         // A pooled buffer: a fresh 256 KiB one costs a page fault per 4 KiB.
         let total = len + pad(len);
         let mut buf = buffers::take(total);
-        let mut limited = r.take(total as u64);
-        while buf.len() < total {
-            if limited.read_buf(&mut buf).await? == 0 {
-                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
-            }
-        }
+        crate::wire::fill(r, &mut buf, total).await?;
         buf.truncate(len);
         pdu.data = buffers::freeze(buf);
     }

@@ -675,12 +675,7 @@ async fn read_payload<R: AsyncRead + Unpin>(
     let buffered = rd.buffer().len().min(len);
     buf.extend_from_slice(&rd.buffer()[..buffered]);
     std::pin::Pin::new(&mut *rd).consume(buffered);
-    let mut limited = rd.get_mut().take((len - buffered) as u64);
-    while buf.len() < len {
-        if limited.read_buf(&mut buf).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-    }
+    crate::wire::fill(rd.get_mut(), &mut buf, len).await?;
     Ok(buffers::freeze(buf))
 }
 
