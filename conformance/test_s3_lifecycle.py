@@ -125,3 +125,16 @@ def test_locked_versions_stay_and_configuration_errors(lc_cloud):
             call()
         assert e.value.response["Error"]["Code"] == "AccessDenied"
     assert [r["ID"] for r in s3.get_bucket_lifecycle_configuration(Bucket=b)["Rules"]] == ["old"]
+
+    # A rule in S3's older form (<Rule><Prefix>, no Filter) comes back in that form; a
+    # rule put without an ID gets one. A transition's bad date is the client's error.
+    s3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": [
+        {"Prefix": "logs/", "Status": "Enabled", "Expiration": {"Days": 3}},
+        {"ID": "f", "Filter": {"Prefix": "tmp/"}, "Status": "Enabled", "Expiration": {"Days": 1}}]})
+    got = s3.get_bucket_lifecycle_configuration(Bucket=b)["Rules"]
+    assert got[0]["Prefix"] == "logs/" and "Filter" not in got[0] and len(got[0]["ID"]) > 0
+    assert got[1]["Filter"] == {"Prefix": "tmp/"} and "Prefix" not in got[1] and got[1]["ID"] == "f"
+    with pytest.raises(ClientError) as e:
+        s3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": [
+            rule("t", Transitions=[{"Date": "20220120", "StorageClass": "GLACIER"}])]})
+    assert e.value.response["Error"]["Code"] == "InvalidArgument"

@@ -51,7 +51,7 @@ def test_retention_and_legal_hold_hold(cloud, s3, locked_bucket, bucket):
         Bucket=b, Key="k", VersionId=vc,
         Retention={"Mode": "COMPLIANCE", "RetainUntilDate": soon - datetime.timedelta(minutes=5)})) == "AccessDenied"
     d = s3.delete_objects(Bucket=b, Delete={"Objects": [{"Key": "k", "VersionId": vc}]})
-    assert [e["Code"] for e in d.get("Errors", [])] == ["AccessDenied"]
+    assert [(e["Code"], e["Key"], e["VersionId"]) for e in d.get("Errors", [])] == [("AccessDenied", "k", vc)]
     # An overwrite and a plain delete only add versions; the locked bytes stay.
     s3.put_object(Bucket=b, Key="k", Body=b"newer")
     s3.delete_object(Bucket=b, Key="k")
@@ -61,6 +61,11 @@ def test_retention_and_legal_hold_hold(cloud, s3, locked_bucket, bucket):
     vg = s3.put_object(Bucket=b, Key="g", Body=b"gov", ObjectLockMode="GOVERNANCE",
                        ObjectLockRetainUntilDate=soon)["VersionId"]
     assert denied(lambda: s3.delete_object(Bucket=b, Key="g", VersionId=vg)) == "AccessDenied"
+    # Changing the mode, even to the stricter COMPLIANCE, is a change governance guards.
+    assert denied(lambda: s3.put_object_retention(
+        Bucket=b, Key="g", VersionId=vg,
+        Retention={"Mode": "COMPLIANCE", "RetainUntilDate": soon})) == "AccessDenied"
+    assert s3.get_object_retention(Bucket=b, Key="g", VersionId=vg)["Retention"]["Mode"] == "GOVERNANCE"
     other = cloud.new_account("lock-stranger")
     s = cloud.boto3(access_key=other["AWS_ACCESS_KEY_ID"], secret_key=other["AWS_SECRET_ACCESS_KEY"])
     assert denied(lambda: s.delete_object(Bucket=b, Key="g", VersionId=vg,
@@ -84,6 +89,15 @@ def test_retention_and_legal_hold_hold(cloud, s3, locked_bucket, bucket):
     vd = s3.put_object(Bucket=b, Key="d", Body=b"d")["VersionId"]
     assert s3.head_object(Bucket=b, Key="d", VersionId=vd)["ObjectLockMode"] == "GOVERNANCE"
 
+    for days in (0, -1):
+        assert denied(lambda: s3.put_object_lock_configuration(Bucket=b, ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": days}}})) == "InvalidArgument"
+
+    # Reading a lock where the bucket has none is 400, as S3 answers.
+    s3.put_object(Bucket=bucket, Key="plain", Body=b"p")
+    assert denied(lambda: s3.get_object_retention(Bucket=bucket, Key="plain")) == "InvalidRequest"
+    assert denied(lambda: s3.get_object_legal_hold(Bucket=bucket, Key="plain")) == "InvalidRequest"
     # Lock headers on a bucket without object lock are refused; enabling it needs versioning.
     assert denied(lambda: s3.put_object(Bucket=bucket, Key="x", Body=b"x", ObjectLockLegalHoldStatus="ON")) == "InvalidRequest"
     assert denied(lambda: s3.put_object_lock_configuration(

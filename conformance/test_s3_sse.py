@@ -218,6 +218,16 @@ def test_sse_s3_bucket_default_and_master_key(sse_cloud, s3e):
     assert s3.head_object(Bucket=b, Key="k")["ServerSideEncryption"] == "AES256"
     assert err(lambda: s3.put_object(Bucket=b, Key="kms", Body=b"x", ServerSideEncryption="aws:kms")) == \
         ("InvalidArgument", 400)
+    # A read that names an encryption is refused, as S3 refuses it (only SSE-C keys
+    # go with reads); HEAD's error has no body, so only its status tells.
+    def add_sse(request, **_):
+        request.headers["x-amz-server-side-encryption"] = "AES256"
+    s3.meta.events.register("before-sign.s3", add_sse)
+    try:
+        assert err(lambda: s3.get_object(Bucket=b, Key="k")) == ("InvalidArgument", 400)
+        assert err(lambda: s3.head_object(Bucket=b, Key="k"))[1] == 400
+    finally:
+        s3.meta.events.unregister("before-sign.s3", add_sse)
 
     # Bucket default: none yet; then applied to PUTs, copies and multipart uploads
     # that name no encryption; owner only; deleted, new writes are plain again.

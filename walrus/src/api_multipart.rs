@@ -406,7 +406,7 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .elem("ETag", format!("\"{etag}\""));
     checksums::write_xml(&mut w, &meta_checksums, meta_type.as_deref());
     let mut resp = xml(StatusCode::OK, w.finish());
-    crate::handler::set_version_header(resp.headers_mut(), out.version_id.as_deref())?;
+    crate::handler::set_written_version_header(resp.headers_mut(), out.version_id.as_deref())?;
     crate::sse::set_headers(
         resp.headers_mut(),
         u.sse.as_ref(),

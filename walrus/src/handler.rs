@@ -249,6 +249,13 @@ pub fn set_version_header(h: &mut HeaderMap, version_id: Option<&str>) -> S3Resu
     }
 }
 
+/// `x-amz-version-id` on the answer to a write (PUT, POST, copy, completion): only a
+/// real version id. A write to a bucket whose versioning is suspended stores the
+/// `null` version and, as in S3, names no version.
+pub fn set_written_version_header(h: &mut HeaderMap, version_id: Option<&str>) -> S3Result<()> {
+    set_version_header(h, version_id.filter(|v| *v != "null"))
+}
+
 /// The ACL a PUT/Create request asks for: `x-amz-acl`, or `x-amz-grant-*`, or private.
 pub fn acl_from_headers(
     st: &State,

@@ -64,6 +64,9 @@ pub struct Rule {
     pub id: String,
     pub enabled: bool,
     pub filter: Filter,
+    /// The rule named its prefix as `<Rule><Prefix>` (S3's older form) rather than in
+    /// a `<Filter>`; GET gives it back the way it was put.
+    pub rule_prefix: bool,
     pub expiration: Option<Expiration>,
     /// (days after becoming noncurrent, newest noncurrent versions kept).
     pub noncurrent: Option<(i64, usize)>,
@@ -106,7 +109,8 @@ fn parse_tag(t: &Node) -> S3Result<(String, String)> {
     Ok((k.to_string(), t.text_of("Value").unwrap_or("").to_string()))
 }
 
-fn parse_filter(rule: &Node) -> S3Result<Filter> {
+/// A rule's filter, and whether it came as `<Rule><Prefix>` (no `<Filter>`).
+fn parse_filter(rule: &Node) -> S3Result<(Filter, bool)> {
     let mut f = Filter::default();
     let size = |n: &Node, name: &str| -> S3Result<Option<u64>> {
         n.token_of(name)
@@ -118,7 +122,10 @@ fn parse_filter(rule: &Node) -> S3Result<Filter> {
     };
     match (rule.child("Filter"), rule.text_of("Prefix")) {
         (Some(_), Some(_)) => return Err(malformed("Use Filter or Prefix, not both")),
-        (None, Some(p)) => f.prefix = p.to_string(),
+        (None, Some(p)) => {
+            f.prefix = p.to_string();
+            return Ok((f, true));
+        }
         (None, None) => return Err(malformed("A rule needs a Filter")),
         (Some(fl), None) => {
             let parts = [fl.child("Prefix"), fl.child("Tag"), fl.child("And")]
@@ -141,7 +148,7 @@ fn parse_filter(rule: &Node) -> S3Result<Filter> {
             f.size_less_than = size(src, "ObjectSizeLessThan")?;
         }
     }
-    Ok(f)
+    Ok((f, false))
 }
 
 fn parse_rule(r: &Node) -> S3Result<Rule> {
@@ -154,12 +161,18 @@ fn parse_rule(r: &Node) -> S3Result<Rule> {
         Some("Disabled") => false,
         _ => return Err(malformed("Status must be Enabled or Disabled")),
     };
+    if let Some(t) = r.child("Transition") {
+        // A malformed transition is the client's error (400) before it is our gap (501).
+        if let Some(d) = t.token_of("Date") {
+            midnight_date(d)?;
+        }
+    }
     if r.child("Transition").is_some() || r.child("NoncurrentVersionTransition").is_some() {
         return Err(S3Error::not_implemented(
             "Lifecycle transitions (there are no storage classes)",
         ));
     }
-    let filter = parse_filter(r)?;
+    let (filter, rule_prefix) = parse_filter(r)?;
     let expiration = match r.child("Expiration") {
         None => None,
         Some(e) => {
@@ -168,16 +181,7 @@ fn parse_rule(r: &Node) -> S3Result<Rule> {
             let marker = e.token_of("ExpiredObjectDeleteMarker");
             match (days, date, marker) {
                 (Some(d), None, None) => Some(Expiration::Days(d)),
-                (None, Some(d), None) => {
-                    let t = OffsetDateTime::parse(d, &Rfc3339)
-                        .map_err(|_| invalid("'Date' must be in ISO 8601 format"))?;
-                    if (t.hour(), t.minute(), t.second(), t.nanosecond()) != (0, 0, 0, 0) {
-                        return Err(invalid("'Date' must be at midnight GMT"));
-                    }
-                    Some(Expiration::Date(
-                        (t.unix_timestamp_nanos() / 1_000_000) as i64,
-                    ))
-                }
+                (None, Some(d), None) => Some(Expiration::Date(midnight_date(d)?)),
                 (None, None, Some("true")) => Some(Expiration::ExpiredObjectDeleteMarker),
                 (None, None, Some(_)) => None,
                 _ => {
@@ -222,10 +226,21 @@ fn parse_rule(r: &Node) -> S3Result<Rule> {
         id,
         enabled,
         filter,
+        rule_prefix,
         expiration,
         noncurrent,
         abort_multipart_days,
     })
+}
+
+/// A rule's `Date`: ISO 8601 at midnight UTC, as Unix milliseconds.
+fn midnight_date(d: &str) -> S3Result<i64> {
+    let t = OffsetDateTime::parse(d, &Rfc3339)
+        .map_err(|_| invalid("'Date' must be in ISO 8601 format"))?;
+    if (t.hour(), t.minute(), t.second(), t.nanosecond()) != (0, 0, 0, 0) {
+        return Err(invalid("'Date' must be at midnight GMT"));
+    }
+    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
 /// A `<LifecycleConfiguration>` body.
@@ -254,6 +269,33 @@ pub fn parse_config(node: &Node) -> S3Result<LifecycleConfig> {
     Ok(LifecycleConfig { rules })
 }
 
+fn filter_xml(w: &mut XmlWriter, f: &Filter) {
+    w.open("Filter");
+    let conditions = usize::from(!f.prefix.is_empty())
+        + f.tags.len()
+        + usize::from(f.size_greater_than.is_some())
+        + usize::from(f.size_less_than.is_some());
+    if conditions > 1 {
+        w.open("And");
+    }
+    if !f.prefix.is_empty() || conditions == 0 {
+        w.elem("Prefix", &f.prefix);
+    }
+    for (k, v) in &f.tags {
+        w.open("Tag").elem("Key", k).elem("Value", v).close();
+    }
+    if let Some(n) = f.size_greater_than {
+        w.elem("ObjectSizeGreaterThan", n.to_string());
+    }
+    if let Some(n) = f.size_less_than {
+        w.elem("ObjectSizeLessThan", n.to_string());
+    }
+    if conditions > 1 {
+        w.close();
+    }
+    w.close();
+}
+
 impl LifecycleConfig {
     pub fn to_xml(&self) -> String {
         let mut w = XmlWriter::new();
@@ -263,31 +305,12 @@ impl LifecycleConfig {
             if !r.id.is_empty() {
                 w.elem("ID", &r.id);
             }
-            w.open("Filter");
             let f = &r.filter;
-            let conditions = usize::from(!f.prefix.is_empty())
-                + f.tags.len()
-                + usize::from(f.size_greater_than.is_some())
-                + usize::from(f.size_less_than.is_some());
-            if conditions > 1 {
-                w.open("And");
-            }
-            if !f.prefix.is_empty() || conditions == 0 {
+            if r.rule_prefix {
                 w.elem("Prefix", &f.prefix);
+            } else {
+                filter_xml(&mut w, f);
             }
-            for (k, v) in &f.tags {
-                w.open("Tag").elem("Key", k).elem("Value", v).close();
-            }
-            if let Some(n) = f.size_greater_than {
-                w.elem("ObjectSizeGreaterThan", n.to_string());
-            }
-            if let Some(n) = f.size_less_than {
-                w.elem("ObjectSizeLessThan", n.to_string());
-            }
-            if conditions > 1 {
-                w.close();
-            }
-            w.close();
             w.elem("Status", if r.enabled { "Enabled" } else { "Disabled" });
             match &r.expiration {
                 Some(Expiration::Days(d)) => {
@@ -380,7 +403,15 @@ pub fn expiration_header(st: &State, b: &BucketMeta, key: &str, o: &ObjectMeta) 
 /// PutBucketLifecycleConfiguration (the caller checked the bucket owner).
 pub async fn put_config(st: &Arc<State>, r: &mut Req, b: &BucketMeta) -> S3Result<Resp> {
     let node = r.xml_body(256 * 1024).await?;
-    let cfg = parse_config(&node)?;
+    let mut cfg = parse_config(&node)?;
+    for r in cfg.rules.iter_mut().filter(|r| r.id.is_empty()) {
+        // S3 names a rule put without an ID.
+        r.id = format!(
+            "{:016x}{:016x}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        );
+    }
     st.set_bucket_config(&b.name, BucketConfig::LIFECYCLE, Some(cfg.to_xml()))
         .await?;
     Ok(empty(StatusCode::OK))
@@ -646,6 +677,11 @@ mod tests {
             parse_config(&parse(c.to_xml().as_bytes()).unwrap()).unwrap(),
             c
         );
+        // The second rule named its prefix in S3's older form and keeps that form.
+        assert!(!c.rules[0].rule_prefix && c.rules[1].rule_prefix);
+        assert!(c
+            .to_xml()
+            .contains("<Rule><Prefix></Prefix><Status>Disabled</Status>"));
         for bad in [
             &b"<LifecycleConfiguration/>"[..],
             b"<LifecycleConfiguration><Rule><Filter/><Status>On</Status><Expiration><Days>1</Days></Expiration></Rule></LifecycleConfiguration>",
@@ -661,6 +697,11 @@ mod tests {
         assert_eq!(
             parse_config(&parse(t).unwrap()).unwrap_err().code,
             "NotImplemented"
+        );
+        let t = b"<LifecycleConfiguration><Rule><Filter/><Status>Enabled</Status><Transition><Date>1970-08-23T00:55:27Z</Date><StorageClass>GLACIER</StorageClass></Transition></Rule></LifecycleConfiguration>";
+        assert_eq!(
+            parse_config(&parse(t).unwrap()).unwrap_err().code,
+            "InvalidArgument"
         );
     }
 }

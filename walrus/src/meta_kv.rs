@@ -721,10 +721,9 @@ fn set_object_lock(
         if let Some(old) = o.retention.as_ref().filter(|r| r.until > now_millis()) {
             let weaker = match &new {
                 None => true,
-                Some(n) => {
-                    n.until < old.until
-                        || (old.mode == RetentionMode::Compliance && n.mode != old.mode)
-                }
+                // A change of mode counts as weakening either way, as in S3: GOVERNANCE
+                // to COMPLIANCE needs the bypass too.
+                Some(n) => n.until < old.until || n.mode != old.mode,
             };
             if weaker && (old.mode == RetentionMode::Compliance || !bypass_governance) {
                 return Err(MetaError::RetentionLocked);

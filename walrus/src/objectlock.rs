@@ -88,7 +88,7 @@ pub fn parse_config(node: &Node) -> S3Result<LockConfig> {
                     return Err(S3Error::malformed_xml());
                 }
                 _ => {
-                    return Err(invalid(
+                    return Err(S3Error::invalid_argument(
                         "Default retention period must be a positive integer value",
                     ))
                 }
@@ -262,6 +262,7 @@ pub async fn put_object_lock(st: &Arc<State>, r: &mut Req, b: &BucketMeta) -> S3
 /// GetObjectRetention / GetObjectLegalHold.
 pub async fn get_object_lock(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     let b = crate::handler::load_bucket(st, r.bucket()).await?;
+    let locking = LockConfig::of(&b)?.is_some();
     let action = if r.has("retention") {
         "s3:GetObjectRetention"
     } else {
@@ -277,6 +278,11 @@ pub async fn get_object_lock(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         crate::acl::Permission::Read,
     )
     .await?;
+    // Only after the caller was found allowed to read the object's lock: 400 for a
+    // bucket without Object Lock, as S3 answers for both reads.
+    if !locking {
+        return Err(invalid("Bucket is missing Object Lock Configuration"));
+    }
     let mut w = XmlWriter::new();
     if r.has("retention") {
         r.op = "GetObjectRetention";

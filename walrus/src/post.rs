@@ -186,8 +186,11 @@ impl PostPolicy {
         let exp = doc
             .get("expiration")
             .ok_or_else(|| invalid_policy("Policy missing expiration."))?;
+        // ISO 8601 in UTC, as S3 takes it ("2007-12-01T12:00:00.000Z"): RFC 3339 would
+        // also take a space for the `T` and any offset.
         let expiration = exp
             .as_str()
+            .filter(|s| s.as_bytes().get(10) == Some(&b'T') && s.ends_with('Z'))
             .and_then(|s| {
                 OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
             })
@@ -727,7 +730,7 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     r.key = Some(key.clone());
     let version = crate::api_object::put::commit_object(st, r, meta, None).await?;
     let mut resp = respond(r, &fields, &key, &etag)?;
-    crate::handler::set_version_header(resp.headers_mut(), version.as_deref())?;
+    crate::handler::set_written_version_header(resp.headers_mut(), version.as_deref())?;
     if let Some(e) = &enc {
         e.set_headers(resp.headers_mut())?;
     }
@@ -874,6 +877,8 @@ mod tests {
             "not base64!",
             &b64("{}"),
             &b64(r#"{"expiration":"soon","conditions":[]}"#),
+            &b64(r#"{"expiration":"2030-01-01 00:00:00.000Z","conditions":[]}"#),
+            &b64(r#"{"expiration":"2030-01-01T00:00:00+00:00","conditions":[]}"#),
             &b64(r#"{"expiration":"2030-01-01T00:00:00Z"}"#),
             &b64(r#"{"expiration":"2030-01-01T00:00:00Z","conditions":[["in","$key","a"]]}"#),
             &b64(r#"{"expiration":"2030-01-01T00:00:00Z","conditions":[{}]}"#),

@@ -6,7 +6,7 @@ use crate::api_object::write_cond;
 use crate::authz;
 use crate::error::{S3Error, S3Result};
 use crate::handler::{
-    free_blobs, load_bucket, set_header, set_version_header, xml, Req, Resp, MAX_KEY_BYTES,
+    free_blobs, load_bucket, set_header, set_written_version_header, xml, Req, Resp, MAX_KEY_BYTES,
 };
 use crate::meta::{millis_to_time, now_millis, BlobRef, ObjectData, ObjectMeta};
 use crate::sse::{Ctr, DataKey, Encryption};
@@ -207,7 +207,7 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .elem("LastModified", format_iso8601(millis_to_time(lm)))
         .elem("ETag", format!("\"{etag}\""));
     let mut resp = xml(StatusCode::OK, w.finish());
-    set_version_header(resp.headers_mut(), version.as_deref())?;
+    set_written_version_header(resp.headers_mut(), version.as_deref())?;
     if let Some(e) = &dst_enc {
         e.set_headers(resp.headers_mut())?;
     }

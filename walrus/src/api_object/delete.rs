@@ -148,11 +148,11 @@ pub async fn delete_objects(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             }
             Ok(_) => {}
             Err(e) => {
-                w.open("Error")
-                    .elem("Key", &k)
-                    .elem("Code", e.code)
-                    .elem("Message", &e.message)
-                    .close();
+                w.open("Error").elem("Key", &k);
+                if let Some(v) = &asked {
+                    w.elem("VersionId", v);
+                }
+                w.elem("Code", e.code).elem("Message", &e.message).close();
             }
         }
     }

@@ -171,6 +171,13 @@ async fn serve_object(
     o: ObjectMeta,
     head: bool,
 ) -> Result<Resp, ServeError> {
+    // A read names no SSE-S3/KMS encryption (S3 refuses it; only SSE-C keys are sent).
+    if r.headers.contains_key("x-amz-server-side-encryption") {
+        return Err(S3Error::invalid_argument(
+            "x-amz-server-side-encryption header is not supported for this operation.",
+        )
+        .into());
+    }
     // An SSE-C object answers nothing, not even a condition, without its key.
     let enc = crate::sse::for_read(st, r, o.sse.as_ref(), false).await?;
     if let Some(status) = check_conditions(&r.headers, &o, false)? {

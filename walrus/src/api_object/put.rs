@@ -4,7 +4,9 @@ use crate::api_object::write_cond;
 use crate::authz;
 use crate::body::{BodySummary, VerifiedBody};
 use crate::error::{S3Error, S3Result};
-use crate::handler::{empty, free_blobs, load_bucket, set_header, set_version_header, Req, Resp};
+use crate::handler::{
+    empty, free_blobs, load_bucket, set_header, set_written_version_header, Req, Resp,
+};
 use crate::meta::{
     now_millis, BlobRef, ContentHeaders, MetaOp, ObjectData, ObjectMeta, WriteCondition,
 };
@@ -197,7 +199,7 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         set_header(resp.headers_mut(), "x-amz-expiration", &v)?;
     }
     set_header(resp.headers_mut(), "etag", &format!("\"{etag}\""))?;
-    set_version_header(resp.headers_mut(), version.as_deref())?;
+    set_written_version_header(resp.headers_mut(), version.as_deref())?;
     if let Some(e) = &enc {
         e.set_headers(resp.headers_mut())?;
     }
