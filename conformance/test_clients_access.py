@@ -130,8 +130,34 @@ def test_object_acl_canned_and_grants(s3, bucket, other):
     # Grant headers on PutObject.
     s3.put_object(Bucket=bucket, Key="g", Body=b"g", GrantRead=f"id={other_id}")
     assert (other_id, "READ") in grants(s3.get_object_acl(Bucket=bucket, Key="g"))
+
     # The body is unaffected by ACL changes.
     assert s3.get_object(Bucket=bucket, Key="o")["Body"].read() == b"acl"
+
+    # A grant must name an account of this cloud (S3: 400 InvalidArgument), through
+    # headers or a body, on objects, buckets and new objects alike; nothing changes.
+    nobody = "0" * 64
+    for call in (
+        lambda: s3.put_object_acl(Bucket=bucket, Key="o", GrantRead=f"id={nobody}"),
+        lambda: s3.put_bucket_acl(Bucket=bucket, GrantRead="id=_foo"),
+        lambda: s3.put_object(Bucket=bucket, Key="n", Body=b"n", GrantRead=f"id={nobody}"),
+        lambda: s3.put_object_acl(Bucket=bucket, Key="o", AccessControlPolicy={
+            "Owner": {"ID": owner},
+            "Grants": [{"Grantee": {"Type": "CanonicalUser", "ID": nobody}, "Permission": "READ"}]}),
+    ):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert e.value.response["Error"]["Code"] == "InvalidArgument"
+    assert grants(s3.get_object_acl(Bucket=bucket, Key="o")) == {
+        (owner, "FULL_CONTROL"), (ALL_USERS, "READ")}
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="n")
+    # A grantee's display name is its account's, not what the request claimed.
+    s3.put_object_acl(Bucket=bucket, Key="o", AccessControlPolicy={
+        "Owner": {"ID": owner},
+        "Grants": [{"Grantee": {"Type": "CanonicalUser", "ID": other_id, "DisplayName": "admin"},
+                    "Permission": "READ"}]})
+    [g] = s3.get_object_acl(Bucket=bucket, Key="o")["Grants"]
+    assert g["Grantee"]["ID"] == other_id and g["Grantee"]["DisplayName"].startswith("other")
 
 
 def test_anonymous_access_public_vs_private(cloud, s3, bucket, tmp_path):

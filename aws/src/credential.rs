@@ -34,6 +34,14 @@ pub struct LookupError(pub String);
 #[async_trait::async_trait]
 pub trait CredentialLookup: Send + Sync {
     async fn lookup(&self, access_key: &str) -> Result<Option<Credential>, LookupError>;
+
+    /// The name of the account whose S3 canonical user id is `canonical_id`, enabled or
+    /// not (ACL grants name accounts by that id); `Ok(None)` if the cloud has none.
+    /// The default knows no account (a store that only verifies signatures), so a
+    /// grant checked against it is refused, never let through.
+    async fn account_name(&self, _canonical_id: &str) -> Result<Option<String>, LookupError> {
+        Ok(None)
+    }
 }
 
 #[derive(Debug, Clone)]

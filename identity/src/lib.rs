@@ -466,6 +466,15 @@ impl CredentialLookup for IdentityStore {
             .map_err(|e| LookupError(e.to_string()))?
             .map_err(|e| LookupError(e.to_string()))
     }
+
+    async fn account_name(&self, canonical_id: &str) -> Result<Option<String>, LookupError> {
+        let (store, id) = (self.clone(), canonical_id.to_string());
+        tokio::task::spawn_blocking(move || store.account_by_canonical_id(&id))
+            .await
+            .map_err(|e| LookupError(e.to_string()))?
+            .map(|a| a.map(|a| a.name))
+            .map_err(|e| LookupError(e.to_string()))
+    }
 }
 
 #[cfg(test)]

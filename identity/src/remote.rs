@@ -161,6 +161,22 @@ impl RemoteIdentity {
         }
     }
 
+    /// The account whose S3 canonical user id is `id` (`None` if there is none).
+    pub async fn account_by_canonical_id(
+        &self,
+        id: &str,
+    ) -> Result<Option<AccountInfo>, ClientError> {
+        let path = format!(
+            "/_identity/v1/canonical-ids/{}",
+            euca_aws::encoding::uri_encode(id.as_bytes(), true)
+        );
+        match self.client.json::<AccountInfo>(Method::GET, &path).await {
+            Ok(a) => Ok(Some(a)),
+            Err(e) if no_such_entity(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn cached(&self, access_key: &str) -> Option<Option<Credential>> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, c)) = cache.found.get(access_key) {
@@ -274,6 +290,23 @@ impl CredentialLookup for RemoteIdentity {
         };
         drop(guard);
         answer
+    }
+
+    /// Not cached: grants are rare, and a grant to an account made a moment ago
+    /// must be taken. An id that cannot be a canonical id (64 hex digits) is not sent.
+    async fn account_name(&self, canonical_id: &str) -> Result<Option<String>, LookupError> {
+        if canonical_id.len() != 64 || !canonical_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let _permit = self
+            .calls
+            .acquire()
+            .await
+            .map_err(|e| LookupError(e.to_string()))?;
+        self.account_by_canonical_id(canonical_id)
+            .await
+            .map(|a| a.map(|a| a.name))
+            .map_err(|e| LookupError(e.to_string()))
     }
 }
 #[cfg(test)]

@@ -12,9 +12,10 @@
 //! - `/_admin/accounts…`, `/_admin/keys/{id}/disable`: account and key management,
 //!   for the admin account only (the `euca account` / `euca key` commands).
 //! - `GET /_identity/v1/keys/{access_key}`: an active key with its account
-//!   ([`KeyInfo`]; 404 if unknown or disabled), and `GET /_identity/v1/accounts/{name}`
-//!   ([`AccountInfo`]): for the system account only. Any other caller gets 403,
-//!   whether or not the key or account exists.
+//!   ([`KeyInfo`]; 404 if unknown or disabled), `GET /_identity/v1/accounts/{name}`
+//!   and `GET /_identity/v1/canonical-ids/{id}` (an account by its S3 canonical user
+//!   id, which ACL grants name) ([`AccountInfo`]): for the system account only. Any
+//!   other caller gets 403, whether or not the key or account exists.
 use crate::{AccessKey, Account, IdentityError, IdentityStore};
 use bytes::Bytes;
 use euca_aws::auth::AuthConfig;
@@ -92,6 +93,8 @@ pub enum IdentityEndpoint {
     LookupKey,
     /// `GET /_identity/v1/accounts/{name}`
     LookupAccount,
+    /// `GET /_identity/v1/canonical-ids/{id}`
+    LookupCanonicalId,
     /// No such operation (404 `NotFound`, after authentication).
     Unknown,
 }
@@ -108,6 +111,7 @@ impl euca_service::Endpoint for IdentityEndpoint {
             IdentityEndpoint::DisableKey => "DisableKey",
             IdentityEndpoint::LookupKey => "LookupKey",
             IdentityEndpoint::LookupAccount => "LookupAccount",
+            IdentityEndpoint::LookupCanonicalId => "LookupCanonicalId",
             IdentityEndpoint::Unknown => "Unknown",
         }
     }
@@ -134,6 +138,7 @@ impl IdentityEndpoint {
             return match (method, rest.split_once('/')) {
                 (&Method::GET, Some(("keys", k))) if !k.contains('/') => LookupKey,
                 (&Method::GET, Some(("accounts", n))) if !n.contains('/') => LookupAccount,
+                (&Method::GET, Some(("canonical-ids", n))) if !n.contains('/') => LookupCanonicalId,
                 _ => Unknown,
             };
         }
@@ -348,12 +353,19 @@ impl IdentityService {
                     };
                     Ok(json(StatusCode::OK, &serde_json::json!(info)))
                 }
-                IdentityEndpoint::LookupAccount => {
-                    let a = blocking(&self.store, move |s| Ok(s.account(&arg)?))
-                        .await?
-                        .ok_or_else(|| {
-                            ApiError::new(StatusCode::NOT_FOUND, "NoSuchEntity", "no such account")
-                        })?;
+                IdentityEndpoint::LookupAccount | IdentityEndpoint::LookupCanonicalId => {
+                    let by_name = ep == IdentityEndpoint::LookupAccount;
+                    let a = blocking(&self.store, move |s| {
+                        Ok(if by_name {
+                            s.account(&arg)?
+                        } else {
+                            s.account_by_canonical_id(&arg)?
+                        })
+                    })
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::new(StatusCode::NOT_FOUND, "NoSuchEntity", "no such account")
+                    })?;
                     Ok(json(
                         StatusCode::OK,
                         &serde_json::json!(AccountInfo::from(&a)),
@@ -404,7 +416,7 @@ fn admin(store: &IdentityStore, ep: IdentityEndpoint, segs: &[String]) -> Result
             store.set_key_enabled(key, false)?;
             ok(serde_json::json!({"disabled": key}))
         }
-        LookupKey | LookupAccount | Unknown => Err(ApiError::new(
+        LookupKey | LookupAccount | LookupCanonicalId | Unknown => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "NotFound",
             "Unknown admin resource",

@@ -95,6 +95,23 @@ async fn lookups_follow_the_store_and_the_cache_holds_within_its_ttl() {
     let a = fresh.account("user1").await.unwrap().unwrap();
     assert_eq!(a.canonical_id, acct.canonical_id);
     assert!(fresh.account("nobody").await.unwrap().is_none());
+    // Accounts by canonical id (what ACL grants name), disabled ones too, from the
+    // service and from the local store alike; an id of another form is not asked.
+    r.store.set_account_enabled("user1", false).unwrap();
+    for store in [&fresh as &dyn CredentialLookup, &r.store] {
+        assert_eq!(
+            store
+                .account_name(&acct.canonical_id)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("user1")
+        );
+        for id in ["0".repeat(64), "_foo".to_string(), "a/b".to_string()] {
+            assert!(store.account_name(&id).await.unwrap().is_none(), "{id}");
+        }
+    }
+    r.store.set_account_enabled("user1", true).unwrap();
 
     // Another account's key may not look up credentials: an error, never "no such key".
     let as_admin = remote(&r, &r.admin, NO_CACHE);
@@ -127,23 +144,28 @@ async fn only_the_system_account_looks_up_and_only_the_admin_manages() {
     };
     let exists = format!("/_identity/v1/keys/{}", user.access_key_id);
     let missing = "/_identity/v1/keys/AKIENOPE";
+    let canon = r.store.account("user2").unwrap().unwrap().canonical_id;
+    let exists_id = format!("/_identity/v1/canonical-ids/{canon}");
+    let missing_id = format!("/_identity/v1/canonical-ids/{}", "0".repeat(64));
     for who in [&r.admin, &user] {
-        // 403 alike, whether the key exists or not.
-        assert_eq!(
-            status(client(who).json(Method::GET, &exists).await),
-            StatusCode::FORBIDDEN
-        );
-        assert_eq!(
-            status(client(who).json(Method::GET, missing).await),
-            StatusCode::FORBIDDEN
-        );
+        // 403 alike, whether the key or account exists or not.
+        for path in [exists.as_str(), missing, &exists_id, &missing_id] {
+            assert_eq!(
+                status(client(who).json(Method::GET, path).await),
+                StatusCode::FORBIDDEN,
+                "{path}"
+            );
+        }
     }
     let sys = client(&r.system);
-    assert_eq!(status(sys.json(Method::GET, &exists).await), StatusCode::OK);
-    assert_eq!(
-        status(sys.json(Method::GET, missing).await),
-        StatusCode::NOT_FOUND
-    );
+    for (path, want) in [
+        (exists.as_str(), StatusCode::OK),
+        (missing, StatusCode::NOT_FOUND),
+        (&exists_id, StatusCode::OK),
+        (&missing_id, StatusCode::NOT_FOUND),
+    ] {
+        assert_eq!(status(sys.json(Method::GET, path).await), want, "{path}");
+    }
     // The admin API: the admin only.
     assert_eq!(
         status(sys.json(Method::POST, "/_admin/accounts/sneaky").await),
@@ -260,6 +282,11 @@ fn endpoints_are_named_after_their_operations() {
         (Method::POST, "/_admin/keys/AKIE1/disable", E::DisableKey),
         (Method::GET, "/_identity/v1/keys/AKIE1", E::LookupKey),
         (Method::GET, "/_identity/v1/accounts/u1", E::LookupAccount),
+        (
+            Method::GET,
+            "/_identity/v1/canonical-ids/abc",
+            E::LookupCanonicalId,
+        ),
         (Method::DELETE, "/_admin/accounts/u1", E::Unknown),
         (Method::GET, "/_identity/v1/keys/a/b", E::Unknown),
         (Method::GET, "/elsewhere", E::Unknown),

@@ -125,10 +125,10 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
                     .keys()
                     .any(|k| k.as_str().starts_with("x-amz-grant-"))
             {
-                acl_from_headers(st, r, b.owner.clone(), None)?
+                acl_from_headers(st, r, b.owner.clone(), None).await?
             } else {
                 let node = r.xml_body(64 * 1024).await?;
-                acl_from_xml(&node, &b.owner)?
+                acl_from_xml(st, &node, &b.owner).await?
             };
             authz::check_acl_allowed(&b, &acl)?;
             st.meta.apply(MetaOp::SetBucketAcl { name, acl }).await?;
@@ -260,7 +260,7 @@ async fn create_bucket(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             }
         }
     }
-    let acl = acl_from_headers(st, r, owner.clone(), None)?;
+    let acl = acl_from_headers(st, r, owner.clone(), None).await?;
     let mut configs = std::collections::BTreeMap::new();
     if let Some(o) = crate::ownership::from_create_request(r, &acl)? {
         configs.insert(BucketConfig::OWNERSHIP.into(), o.name().into());

@@ -89,7 +89,7 @@ async fn create(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .as_ref()
         .map(crate::acl::Owner::of)
         .unwrap_or_else(|| b.owner.clone());
-    let (owner, acl) = crate::ownership::owner_and_acl(st, r, &b, writer)?;
+    let (owner, acl) = crate::ownership::owner_and_acl(st, r, &b, writer).await?;
     let (headers, user_meta) = content_from_request(r)?;
     let mode = checksums::upload_mode(r)?;
     let (retention, legal_hold) = crate::objectlock::for_new_object(r, &b)?;

@@ -257,7 +257,8 @@ pub fn set_written_version_header(h: &mut HeaderMap, version_id: Option<&str>) -
 }
 
 /// The ACL a PUT/Create request asks for: `x-amz-acl`, or `x-amz-grant-*`, or private.
-pub fn acl_from_headers(
+/// Grantees named by id must be accounts of this cloud ([`resolve_grantees`]).
+pub async fn acl_from_headers(
     st: &State,
     r: &Req,
     owner: Owner,
@@ -295,11 +296,44 @@ pub fn acl_from_headers(
             grants.extend(crate::acl::parse_grant_header(v, p).map_err(S3Error::invalid_argument)?);
         }
     }
+    resolve_grantees(st, &owner, &mut grants).await?;
     Ok(Acl { owner, grants })
 }
 
-/// Parses an `AccessControlPolicy` body into an ACL; the owner must stay the same.
-pub fn acl_from_xml(node: &crate::xmlin::Node, owner: &Owner) -> S3Result<Acl> {
+/// Every grantee named by canonical id must be an account of this cloud, as in S3
+/// (400 `InvalidArgument`, "Invalid id": a grant to a mistyped id would grant
+/// nothing, silently). Its display name is the account's, whatever the request said.
+pub async fn resolve_grantees(st: &State, owner: &Owner, grants: &mut [Grant]) -> S3Result<()> {
+    use crate::acl::Grantee;
+    for g in grants.iter_mut() {
+        let Grantee::User { id, display_name } = &mut g.grantee else {
+            continue;
+        };
+        let name = if *id == owner.id {
+            Some(owner.display_name.clone())
+        } else if *id == st.system_id {
+            Some(st.system_name.clone())
+        } else {
+            st.identity
+                .account_name(id)
+                .await
+                .map_err(|e| S3Error::new("ServiceUnavailable", 503, e.to_string()))?
+        };
+        match name {
+            Some(n) => *display_name = Some(n),
+            None => {
+                return Err(S3Error::invalid_argument("Invalid id")
+                    .with("ArgumentName", "CanonicalUser/ID")
+                    .with("ArgumentValue", id.as_str()))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses an `AccessControlPolicy` body into an ACL; the owner must stay the same, and
+/// grantees named by id must be accounts of this cloud ([`resolve_grantees`]).
+pub async fn acl_from_xml(st: &State, node: &crate::xmlin::Node, owner: &Owner) -> S3Result<Acl> {
     if node.name != "AccessControlPolicy" {
         return Err(S3Error::malformed_xml());
     }
@@ -311,9 +345,11 @@ pub fn acl_from_xml(node: &crate::xmlin::Node, owner: &Owner) -> S3Result<Acl> {
     let list = node
         .child("AccessControlList")
         .ok_or_else(S3Error::malformed_xml)?;
+    let mut grants = grants_from_xml(list)?;
+    resolve_grantees(st, owner, &mut grants).await?;
     Ok(Acl {
         owner: owner.clone(),
-        grants: grants_from_xml(list)?,
+        grants,
     })
 }
 

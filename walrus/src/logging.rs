@@ -188,9 +188,10 @@ pub async fn put_logging(st: &Arc<State>, r: &mut Req, b: &BucketMeta) -> S3Resu
         .map(|p| p.account_id.clone())
         .unwrap_or_default();
     let node = r.xml_body(64 * 1024).await?;
-    let cfg = parse_status(&node, &account)?;
-    if let Some(c) = &cfg {
+    let mut cfg = parse_status(&node, &account)?;
+    if let Some(c) = &mut cfg {
         usable_target(st, b, &c.target_bucket).await?;
+        crate::handler::resolve_grantees(st, &b.owner, &mut c.target_grants).await?;
     }
     let doc = cfg
         .as_ref()

@@ -114,7 +114,12 @@ pub fn new_object_owner(
 
 /// [`new_object_owner`] for a request whose ACL is in its headers (PutObject,
 /// CopyObject, CreateMultipartUpload): the owner, and the ACL to store.
-pub fn owner_and_acl(st: &State, r: &Req, b: &BucketMeta, writer: Owner) -> S3Result<(Owner, Acl)> {
+pub async fn owner_and_acl(
+    st: &State,
+    r: &Req,
+    b: &BucketMeta,
+    writer: Owner,
+) -> S3Result<(Owner, Acl)> {
     let grants = r
         .headers
         .keys()
@@ -127,7 +132,7 @@ pub fn owner_and_acl(st: &State, r: &Req, b: &BucketMeta, writer: Owner) -> S3Re
     let (owner, fixed) = new_object_owner(b, writer, canned, grants)?;
     let acl = match fixed {
         Some(acl) => acl,
-        None => crate::handler::acl_from_headers(st, r, owner.clone(), Some(&b.owner))?,
+        None => crate::handler::acl_from_headers(st, r, owner.clone(), Some(&b.owner)).await?,
     };
     crate::authz::check_acl_allowed(b, &acl)?;
     Ok((owner, acl))

@@ -49,10 +49,10 @@ pub async fn put_object_acl(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             .keys()
             .any(|k| k.as_str().starts_with("x-amz-grant-"))
     {
-        acl_from_headers(st, r, o.owner.clone(), Some(&bucket_owner))?
+        acl_from_headers(st, r, o.owner.clone(), Some(&bucket_owner)).await?
     } else {
         let node = r.xml_body(64 * 1024).await?;
-        acl_from_xml(&node, &o.owner)?
+        acl_from_xml(st, &node, &o.owner).await?
     };
     authz::check_acl_allowed(&b, &acl)?;
     st.meta

@@ -150,7 +150,7 @@ pub async fn copy_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
         ));
     }
-    let (owner, acl) = crate::ownership::owner_and_acl(st, r, &b, r.owner()?)?;
+    let (owner, acl) = crate::ownership::owner_and_acl(st, r, &b, r.owner()?).await?;
     // The source's lock is not copied: the copy gets what this request and the
     // destination bucket say.
     let (retention, legal_hold) = crate::objectlock::for_new_object(r, &b)?;

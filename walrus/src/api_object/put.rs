@@ -142,7 +142,7 @@ pub async fn put_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         .as_ref()
         .map(crate::acl::Owner::of)
         .unwrap_or_else(|| b.owner.clone());
-    let (owner, acl) = crate::ownership::owner_and_acl(st, r, &b, writer)?;
+    let (owner, acl) = crate::ownership::owner_and_acl(st, r, &b, writer).await?;
     let (headers, user_meta) = content_from_request(r)?;
     let tags = crate::tags::from_request_header(&r.headers)?;
     let (retention, legal_hold) = crate::objectlock::for_new_object(r, &b)?;
