@@ -198,10 +198,30 @@ def test_sse_c_round_trip_ranges_copies_and_refusals(sse_cloud, s3e, tmp_path):
     assert len(hits) == 2, hits
 
 
+def post_ssec(cloud, bucket, key, ckey, change=None):
+    """A browser POST form for KEY with SSE-C fields for CKEY (CHANGE: fields replaced,
+    or dropped where None), every field covered by the policy."""
+    f = {"x-amz-server-side-encryption-customer-algorithm": "AES256",
+         "x-amz-server-side-encryption-customer-key": base64.b64encode(ckey).decode(),
+         "x-amz-server-side-encryption-customer-key-MD5": md5_b64(ckey)}
+    for k, v in (change or {}).items():
+        if v is None:
+            f.pop(k)
+        else:
+            f[k] = v
+    return presigned_post(cloud.boto3(signature_version="s3v4"), bucket, key, fields=f,
+                          conditions=[{k: v} for k, v in f.items()])
+
+
 def test_sse_c_needs_tls_by_default(cloud, s3, bucket):
     key = os.urandom(32)
     assert err(lambda: s3.put_object(Bucket=bucket, Key="k", Body=b"x", **ssec(key))) == \
         ("InvalidRequest", 400)
+    # A browser POST form's SSE-C fields too.
+    url, fields = post_ssec(cloud, bucket, "posted", key)
+    status, _, body = curl_post(url, fields, b"x")
+    body = body if isinstance(body, str) else body.decode()
+    assert status == 400 and "InvalidRequest" in body, (status, body)
     s3.put_object(Bucket=bucket, Key="k", Body=b"x")
     assert err(lambda: s3.get_object(Bucket=bucket, Key="k", **ssec(key))) == ("InvalidRequest", 400)
 
@@ -258,14 +278,27 @@ def test_sse_s3_bucket_default_and_master_key(sse_cloud, s3e):
     status, headers, _ = curl_post(url, fields, small)
     assert status == 204 and headers["x-amz-server-side-encryption"] == "AES256"
     assert s3.get_object(Bucket=b, Key="posted")["Body"].read() == small
-    # A form asking for SSE-C is refused, not stored without the customer's key.
-    url, fields = presigned_post(sse_cloud.boto3(signature_version="s3v4"), b, "posted-c",
-                                 fields={"x-amz-server-side-encryption-customer-algorithm": "AES256"},
-                                 conditions=[{"x-amz-server-side-encryption-customer-algorithm": "AES256"}])
-    status, _, body = curl_post(url, fields, small)
-    body = body if isinstance(body, str) else body.decode()
-    assert status == 501 and "NotImplemented" in body, (status, body)
-    assert err(lambda: s3.head_object(Bucket=b, Key="posted-c"))[1] == 404
+    # A form with SSE-C fields stores the object under the customer's key (the bucket
+    # default does not apply); a key whose MD5 is not the one sent, or an algorithm
+    # alone, is refused and nothing is stored.
+    ckey = os.urandom(32)
+    url, fields = post_ssec(sse_cloud, b, "posted-c", ckey)
+    status, headers, body = curl_post(url, fields, small)
+    assert status == 204, (status, body)
+    assert headers["x-amz-server-side-encryption-customer-algorithm"] == "AES256"
+    assert headers["x-amz-server-side-encryption-customer-key-md5"] == md5_b64(ckey)
+    assert "x-amz-server-side-encryption" not in headers
+    assert err(lambda: s3.get_object(Bucket=b, Key="posted-c"))[1] == 400
+    assert err(lambda: s3.get_object(Bucket=b, Key="posted-c", **ssec(os.urandom(32))))[1] == 403
+    assert s3.get_object(Bucket=b, Key="posted-c", **ssec(ckey))["Body"].read() == small
+    for bad in ({"x-amz-server-side-encryption-customer-key-MD5": md5_b64(os.urandom(32))},
+                {"x-amz-server-side-encryption-customer-key": None,
+                 "x-amz-server-side-encryption-customer-key-MD5": None}):
+        url, fields = post_ssec(sse_cloud, b, "posted-bad", ckey, bad)
+        status, _, body = curl_post(url, fields, small)
+        body = body if isinstance(body, str) else body.decode()
+        assert status == 400 and "InvalidArgument" in body, (status, body)
+    assert err(lambda: s3.head_object(Bucket=b, Key="posted-bad"))[1] == 404
     r = s3.copy_object(Bucket=b, Key="copied", CopySource={"Bucket": b, "Key": "plain"})
     assert r["ServerSideEncryption"] == "AES256"
     assert s3.get_object(Bucket=b, Key="copied")["Body"].read() == plain

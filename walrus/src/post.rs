@@ -299,9 +299,6 @@ impl PostPolicy {
 /// answer, so the client sees the 400 and not a reset.
 const POST_DRAIN_MAX: u64 = 16 << 20;
 
-/// The prefix of the SSE-C form fields (algorithm, key, key MD5).
-const SSE_C_FIELD: &str = "x-amz-server-side-encryption-customer-";
-
 struct Fields(Vec<(String, String)>);
 
 impl Fields {
@@ -594,21 +591,17 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         )?,
     };
     let (retention, legal_hold) = crate::objectlock::for_new_object(r, &bucket)?;
-    // Server-side encryption: the form's `x-amz-server-side-encryption`, else the
-    // bucket default. SSE-C fields are refused, never dropped: storing the object
-    // without the customer's key while the form asked for it would be a silent lie.
-    if fields.0.iter().any(|(k, _)| {
-        k.as_bytes()
-            .get(..SSE_C_FIELD.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(SSE_C_FIELD.as_bytes()))
-    }) {
-        return Err(S3Error::new(
-            "NotImplemented",
-            501,
-            "Server-side encryption with customer keys is not available for browser POST uploads; use PUT.",
-        ));
-    }
-    let enc = crate::sse::for_post(st, fields.get("x-amz-server-side-encryption"), &bucket).await?;
+    // Server-side encryption: the form's SSE-C key (checked as PUT's headers are:
+    // algorithm, key, its MD5, TLS) or `x-amz-server-side-encryption`, else the
+    // bucket default.
+    let customer = crate::sse::form_customer_key(st, r, |n| fields.get(n))?;
+    let enc = crate::sse::for_post(
+        st,
+        fields.get("x-amz-server-side-encryption"),
+        customer,
+        &bucket,
+    )
+    .await?;
     let inline_max = if enc.is_some() {
         0
     } else {

@@ -35,6 +35,8 @@ use openssl::sign::Signer;
 
 pub const ALGORITHM: &str = "AES256";
 const H_SSE: &str = "x-amz-server-side-encryption";
+/// The SSE-C headers' (and browser POST fields') common prefix.
+const H_CUSTOMER: &str = "x-amz-server-side-encryption-customer-";
 const H_CUSTOMER_ALG: &str = "x-amz-server-side-encryption-customer-algorithm";
 const H_CUSTOMER_MD5: &str = "x-amz-server-side-encryption-customer-key-md5";
 
@@ -63,10 +65,29 @@ pub fn customer_key(st: &State, r: &Req, copy_source: bool) -> S3Result<Option<C
     let prefix = if copy_source {
         "x-amz-copy-source-server-side-encryption-customer-"
     } else {
-        "x-amz-server-side-encryption-customer-"
+        H_CUSTOMER
     };
-    let h = |n: &str| r.header(&format!("{prefix}{n}"));
-    let (alg, key, md5) = (h("algorithm"), h("key"), h("key-md5"));
+    checked_customer_key(st, r, prefix, |n| r.header(&format!("{prefix}{n}")))
+}
+
+/// The SSE-C key a browser POST form names in its
+/// `x-amz-server-side-encryption-customer-*` fields, checked as the headers are.
+pub fn form_customer_key<'a>(
+    st: &State,
+    r: &Req,
+    field: impl Fn(&str) -> Option<&'a str>,
+) -> S3Result<Option<CustomerKey>> {
+    checked_customer_key(st, r, H_CUSTOMER, |n| field(&format!("{H_CUSTOMER}{n}")))
+}
+
+/// An SSE-C key from `get` (`algorithm`, `key`, `key-md5` after `prefix`), checked.
+fn checked_customer_key<'a>(
+    st: &State,
+    r: &Req,
+    prefix: &str,
+    get: impl Fn(&str) -> Option<&'a str>,
+) -> S3Result<Option<CustomerKey>> {
+    let (alg, key, md5) = (get("algorithm"), get("key"), get("key-md5"));
     if alg.is_none() && key.is_none() && md5.is_none() {
         return Ok(None);
     }
@@ -205,21 +226,32 @@ pub async fn for_write(st: &State, r: &Req, b: &BucketMeta) -> S3Result<Option<E
     }
 }
 
-/// The encryption of a browser POST upload: its form's `x-amz-server-side-encryption`
-/// field, else the bucket's default.
+/// The encryption of a browser POST upload: its form's SSE-C key
+/// ([`form_customer_key`]) or `x-amz-server-side-encryption` field, else the bucket's
+/// default.
 pub async fn for_post(
     st: &State,
     field: Option<&str>,
+    customer: Option<CustomerKey>,
     b: &BucketMeta,
 ) -> S3Result<Option<Encryption>> {
-    match field {
-        Some(v) => {
+    match (field, customer) {
+        (Some(_), Some(_)) => Err(incompatible()),
+        (None, Some(c)) => Ok(Some(Encryption::new(st, Some(c)).await?)),
+        (Some(v), None) => {
             sse_s3_value(v)?;
             Ok(Some(Encryption::new(st, None).await?))
         }
-        None if bucket_default(b) => Ok(Some(Encryption::new(st, None).await?)),
-        None => Ok(None),
+        (None, None) if bucket_default(b) => Ok(Some(Encryption::new(st, None).await?)),
+        (None, None) => Ok(None),
     }
+}
+
+fn incompatible() -> S3Error {
+    S3Error::invalid_argument(
+        "Server Side Encryption with Customer provided key is incompatible with the encryption method specified",
+    )
+    .with("ArgumentName", H_SSE)
 }
 
 /// Checks an `x-amz-server-side-encryption` value: only AES256 is available.
@@ -246,10 +278,7 @@ fn requested(st: &State, r: &Req) -> S3Result<Option<Requested>> {
     match (r.header(H_SSE), customer) {
         (None, None) => Ok(None),
         (None, Some(c)) => Ok(Some(Requested::Customer(c))),
-        (Some(_), Some(_)) => Err(S3Error::invalid_argument(
-            "Server Side Encryption with Customer provided key is incompatible with the encryption method specified",
-        )
-        .with("ArgumentName", H_SSE)),
+        (Some(_), Some(_)) => Err(incompatible()),
         (Some(v), None) => sse_s3_value(v).map(|()| Some(Requested::S3)),
     }
 }
