@@ -140,6 +140,9 @@ def test_object_acl_canned_and_grants(s3, bucket, other):
     for call in (
         lambda: s3.put_object_acl(Bucket=bucket, Key="o", GrantRead=f"id={nobody}"),
         lambda: s3.put_bucket_acl(Bucket=bucket, GrantRead="id=_foo"),
+        # S3's limit of 100 grants, even to an account that exists.
+        lambda: s3.put_object_acl(Bucket=bucket, Key="o",
+                                  GrantRead=",".join([f"id={other_id}"] * 101)),
         lambda: s3.put_object(Bucket=bucket, Key="n", Body=b"n", GrantRead=f"id={nobody}"),
         lambda: s3.put_object_acl(Bucket=bucket, Key="o", AccessControlPolicy={
             "Owner": {"ID": owner},

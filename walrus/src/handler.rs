@@ -249,6 +249,9 @@ pub fn set_version_header(h: &mut HeaderMap, version_id: Option<&str>) -> S3Resu
     }
 }
 
+/// The most grants an access control list may hold (S3's limit).
+pub const MAX_GRANTS: usize = 100;
+
 /// `x-amz-version-id` on the answer to a write (PUT, POST, copy, completion): only a
 /// real version id. A write to a bucket whose versioning is suspended stores the
 /// `null` version and, as in S3, names no version.
@@ -303,21 +306,36 @@ pub async fn acl_from_headers(
 /// Every grantee named by canonical id must be an account of this cloud, as in S3
 /// (400 `InvalidArgument`, "Invalid id": a grant to a mistyped id would grant
 /// nothing, silently). Its display name is the account's, whatever the request said.
+/// At most [`MAX_GRANTS`] grants (S3's limit), so a request asks the identity store
+/// a bounded number of times (once per distinct id).
 pub async fn resolve_grantees(st: &State, owner: &Owner, grants: &mut [Grant]) -> S3Result<()> {
     use crate::acl::Grantee;
+    if grants.len() > MAX_GRANTS {
+        return Err(S3Error::invalid_argument(format!(
+            "An access control list holds at most {MAX_GRANTS} grants"
+        )));
+    }
+    let mut known: Vec<(String, String)> = vec![
+        (owner.id.clone(), owner.display_name.clone()),
+        (st.system_id.clone(), st.system_name.clone()),
+    ];
     for g in grants.iter_mut() {
         let Grantee::User { id, display_name } = &mut g.grantee else {
             continue;
         };
-        let name = if *id == owner.id {
-            Some(owner.display_name.clone())
-        } else if *id == st.system_id {
-            Some(st.system_name.clone())
-        } else {
-            st.identity
-                .account_name(id)
-                .await
-                .map_err(|e| S3Error::new("ServiceUnavailable", 503, e.to_string()))?
+        let name = match known.iter().find(|(k, _)| k == id) {
+            Some((_, n)) => Some(n.clone()),
+            None => {
+                let n = st
+                    .identity
+                    .account_name(id)
+                    .await
+                    .map_err(|e| S3Error::new("ServiceUnavailable", 503, e.to_string()))?;
+                if let Some(n) = &n {
+                    known.push((id.clone(), n.clone()));
+                }
+                n
+            }
         };
         match name {
             Some(n) => *display_name = Some(n),
