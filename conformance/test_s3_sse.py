@@ -308,6 +308,11 @@ def test_sse_s3_bucket_default_and_master_key(sse_cloud, s3e):
     parts = [{"PartNumber": n, "ETag": s3.upload_part(Bucket=b, Key="mp", UploadId=up["UploadId"],
                                                       PartNumber=n, Body=p)["ETag"]}
              for n, p in ((1, p1), (2, p2))]
+    # An SSE-C key on the completion of an upload that is not SSE-C is refused; the
+    # upload stays and completes without it.
+    assert err(lambda: s3.complete_multipart_upload(
+        Bucket=b, Key="mp", UploadId=up["UploadId"], MultipartUpload={"Parts": parts},
+        **ssec(os.urandom(32)))) == ("InvalidRequest", 400)
     done = s3.complete_multipart_upload(Bucket=b, Key="mp", UploadId=up["UploadId"],
                                         MultipartUpload={"Parts": parts})
     assert done["ServerSideEncryption"] == "AES256"

@@ -290,12 +290,11 @@ async fn complete(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     };
     require_upload_access(st, r, &u.owner.id, "s3:PutObject").await?;
     // SSE-C keys are optional here (S3 asks for them only in some cases); one that is
-    // sent must be the upload's.
-    let enc = match (&u.sse, crate::sse::customer_key(st, r, false)?) {
-        (Some(s), Some(_)) if s.kind == crate::meta::SseKind::Customer => {
-            crate::sse::for_read(st, r, u.sse.as_ref(), false).await?
-        }
-        _ => None,
+    // sent must be the upload's, and an upload that is not SSE-C takes none (400, as
+    // for every other request).
+    let enc = match crate::sse::customer_key(st, r, false)? {
+        Some(_) => crate::sse::for_read(st, r, u.sse.as_ref(), false).await?,
+        None => None,
     };
     // A condition that already fails is refused before the part list is read; the
     // upload stays, as in S3, so it can be completed again (e.g. without it).
