@@ -29,7 +29,8 @@ MiB = 1024 * 1024
 def sse_cloud():
     tmp = tempfile.mkdtemp(prefix="euca-sse-")
     cfg = Path(tmp) / "euca.toml"
-    cfg.write_text(with_short_guest_shutdown("[walrus]\nsse_customer_keys_over_http = true\n"))
+    cfg.write_text(with_short_guest_shutdown(
+        "[walrus]\nsse_customer_keys_over_http = true\nkms_key_ids = [\"app-key\"]\n"))
     c = start_cloud(tmp, ["--config", str(cfg)])
     try:
         yield c
@@ -236,8 +237,6 @@ def test_sse_s3_bucket_default_and_master_key(sse_cloud, s3e):
     g = s3.get_object(Bucket=b, Key="k", Range="bytes=1000000-1500000")
     assert g["ServerSideEncryption"] == "AES256" and g["Body"].read() == body[1000000:1500001]
     assert s3.head_object(Bucket=b, Key="k")["ServerSideEncryption"] == "AES256"
-    assert err(lambda: s3.put_object(Bucket=b, Key="kms", Body=b"x", ServerSideEncryption="aws:kms")) == \
-        ("InvalidArgument", 400)
     # A read that names an encryption is refused, as S3 refuses it (only SSE-C keys
     # go with reads); HEAD's error has no body, so only its status tells.
     def add_sse(request, **_):
@@ -257,9 +256,6 @@ def test_sse_s3_bucket_default_and_master_key(sse_cloud, s3e):
     plain = marked(b"SSES3-PLAIN-MARKER-" + os.urandom(6).hex().encode(), 40000)
     s3.put_object(Bucket=b, Key="plain", Body=plain)
     rule = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
-    kms = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]}
-    assert err(lambda: s3.put_bucket_encryption(
-        Bucket=b, ServerSideEncryptionConfiguration=kms)) == ("InvalidArgument", 400)
     s3.put_bucket_encryption(Bucket=b, ServerSideEncryptionConfiguration=rule)
     got = s3.get_bucket_encryption(Bucket=b)["ServerSideEncryptionConfiguration"]
     assert got["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
@@ -344,3 +340,63 @@ def test_sse_s3_bucket_default_and_master_key(sse_cloud, s3e):
     masters = list(Path(sse_cloud.data).rglob("sse-master.key"))
     assert len(masters) == 1
     assert stat.S_IMODE(masters[0].stat().st_mode) == 0o600 and masters[0].stat().st_size == 32
+
+
+def test_sse_kms_keys_the_cloud_keeps(sse_cloud, s3e):
+    """SSE-KMS with Walrus as its own key service: `aws/s3` (no key id) and the
+    configured `app-key`; an unknown id is KMS.NotFoundException; a key id without
+    aws:kms is refused; the bucket default may name a key; multipart uploads, ranges
+    and copies work; nothing is stored in the clear."""
+    s3, b = s3e, new_bucket(s3e)
+    marker = b"SSEKMS-PLAINTEXT-MARKER-" + os.urandom(6).hex().encode()
+    body = marked(marker, 300 * 1024 + 11)
+    r = s3.put_object(Bucket=b, Key="d", Body=body, ServerSideEncryption="aws:kms")
+    assert r["ServerSideEncryption"] == "aws:kms" and r["SSEKMSKeyId"] == "aws/s3"
+    # As in S3, an SSE-KMS object's ETag is not its MD5.
+    assert r["ETag"].strip('"') != hashlib.md5(body).hexdigest()
+    r = s3.put_object(Bucket=b, Key="k", Body=body, ServerSideEncryption="aws:kms",
+                      SSEKMSKeyId="app-key")
+    assert r["SSEKMSKeyId"] == "app-key"
+    g = s3.get_object(Bucket=b, Key="k", Range="bytes=1000-200000")
+    assert g["ServerSideEncryption"] == "aws:kms" and g["SSEKMSKeyId"] == "app-key"
+    assert g["Body"].read() == body[1000:200001]
+    assert s3.head_object(Bucket=b, Key="d")["SSEKMSKeyId"] == "aws/s3"
+    assert err(lambda: s3.put_object(Bucket=b, Key="x", Body=b"x", ServerSideEncryption="aws:kms",
+                                     SSEKMSKeyId="nobody-key")) == ("KMS.NotFoundException", 400)
+    assert err(lambda: s3.put_object(Bucket=b, Key="x", Body=b"x",
+                                     SSEKMSKeyId="app-key")) == ("InvalidArgument", 400)
+    assert err(lambda: s3.put_object(Bucket=b, Key="x", Body=b"x", ServerSideEncryption="AES256",
+                                     SSEKMSKeyId="app-key")) == ("InvalidArgument", 400)
+    assert err(lambda: s3.head_object(Bucket=b, Key="x"))[1] == 404
+    # An SSE-C key is no key for it.
+    assert err(lambda: s3.get_object(Bucket=b, Key="k", **ssec(os.urandom(32))))[1] == 400
+
+    # The bucket default names the key; writes that name none get it, multipart too.
+    default = {"Rules": [{"ApplyServerSideEncryptionByDefault": {
+        "SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "app-key"}}]}
+    s3.put_bucket_encryption(Bucket=b, ServerSideEncryptionConfiguration=default)
+    got = s3.get_bucket_encryption(Bucket=b)["ServerSideEncryptionConfiguration"]
+    assert got["Rules"][0]["ApplyServerSideEncryptionByDefault"]["KMSMasterKeyID"] == "app-key"
+    unknown = {"Rules": [{"ApplyServerSideEncryptionByDefault": {
+        "SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "nobody-key"}}]}
+    assert err(lambda: s3.put_bucket_encryption(
+        Bucket=b, ServerSideEncryptionConfiguration=unknown)) == ("KMS.NotFoundException", 400)
+    assert s3.put_object(Bucket=b, Key="p", Body=body)["SSEKMSKeyId"] == "app-key"
+    up = s3.create_multipart_upload(Bucket=b, Key="mp")
+    assert up["ServerSideEncryption"] == "aws:kms" and up["SSEKMSKeyId"] == "app-key"
+    p1, p2 = marked(marker, 5 * MiB), marked(marker, 99)
+    parts = [{"PartNumber": n, "ETag": s3.upload_part(Bucket=b, Key="mp", UploadId=up["UploadId"],
+                                                      PartNumber=n, Body=p)["ETag"]}
+             for n, p in ((1, p1), (2, p2))]
+    done = s3.complete_multipart_upload(Bucket=b, Key="mp", UploadId=up["UploadId"],
+                                        MultipartUpload={"Parts": parts})
+    assert done["SSEKMSKeyId"] == "app-key"
+    g = s3.get_object(Bucket=b, Key="mp", Range=f"bytes={5 * MiB - 5}-{5 * MiB + 5}")
+    assert g["Body"].read() == (p1 + p2)[5 * MiB - 5:5 * MiB + 6]
+    # A copy re-encrypts as its destination says: here to SSE-S3.
+    c = s3.copy_object(Bucket=b, Key="c", CopySource={"Bucket": b, "Key": "d"},
+                       ServerSideEncryption="AES256")
+    assert c["ServerSideEncryption"] == "AES256"
+    assert s3.get_object(Bucket=b, Key="c")["Body"].read() == body
+    s3.delete_bucket_encryption(Bucket=b)
+    assert files_containing(sse_cloud.data, [marker]) == []

@@ -6,7 +6,8 @@
 #   scripts/s3-tests.sh /path/to/s3-tests [pytest args...]
 #
 # Starts Walrus on a free loopback port in a temporary directory (SSE-C allowed over
-# plain HTTP there, as the suite talks HTTP), creates the suite's three accounts (main,
+# plain HTTP there, as the suite talks HTTP; the suite's default SSE-KMS key ids
+# testkey-1 and testkey-2 known), creates the suite's three accounts (main,
 # alt, tenant), writes its s3tests.conf and runs the functional tests that AWS itself
 # passes (`-m "not fails_on_aws"`; give `-m ...` yourself to choose otherwise), four
 # at a time. The summary line is pytest's; README.md ("Independent S3 conformance")
@@ -30,7 +31,8 @@ dir=$(mktemp -d /tmp/euca-s3-tests.XXXXXX)
 bench_cleanup_on_exit "$dir"
 
 p=$(port)
-printf '[walrus]\nsse_customer_keys_over_http = true\n' > "$dir/walrus.toml"
+printf '[walrus]\nsse_customer_keys_over_http = true\nkms_key_ids = ["testkey-1", "testkey-2"]\n' \
+  > "$dir/walrus.toml"
 "$bin" walrus --listen "127.0.0.1:$p" --data "$dir/data" --config "$dir/walrus.toml" \
   > "$dir/walrus.log" 2>&1 &
 PIDS+=($!)

@@ -2,8 +2,9 @@
 //! DeleteBucketEncryption. The configuration is kept as its canonical
 //! `ServerSideEncryptionConfiguration` document in the bucket's
 //! [`BucketConfig::ENCRYPTION`] entry; [`crate::sse::for_write`] applies it to
-//! writes that name no encryption. Only AES256 (SSE-S3) can be a default: this cloud
-//! has no KMS. The bucket owner only (or whom the bucket policy allows).
+//! writes that name no encryption: AES256 (SSE-S3), or `aws:kms` with a
+//! `KMSMasterKeyID` this cloud knows (none: `aws/s3`). The bucket owner only (or whom
+//! the bucket policy allows).
 use crate::authz::{self, AclRule};
 use crate::error::{S3Error, S3Result};
 use crate::handler::{empty, load_bucket, xml, Req, Resp};
@@ -38,7 +39,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         },
         Method::PUT => {
             let node = r.xml_body(MAX_BODY).await?;
-            let doc = parse(&node)?;
+            let doc = parse(&node, |id| crate::sse::check_kms_key_id(st, id))?;
             st.set_bucket_config(&name, BucketConfig::ENCRYPTION, Some(doc))
                 .await?;
             Ok(empty(StatusCode::OK))
@@ -51,8 +52,9 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     }
 }
 
-/// Validates a `ServerSideEncryptionConfiguration` and returns its canonical form.
-fn parse(node: &Node) -> S3Result<String> {
+/// Validates a `ServerSideEncryptionConfiguration` (`kms_key`: the KMS key id a
+/// default names, checked) and returns its canonical form.
+fn parse(node: &Node, kms_key: impl Fn(Option<&str>) -> S3Result<String>) -> S3Result<String> {
     if node.name != "ServerSideEncryptionConfiguration" {
         return Err(S3Error::malformed_xml());
     }
@@ -63,17 +65,19 @@ fn parse(node: &Node) -> S3Result<String> {
     let by_default = rule
         .child("ApplyServerSideEncryptionByDefault")
         .ok_or_else(S3Error::malformed_xml)?;
-    match by_default.token_of("SSEAlgorithm") {
-        Some(crate::sse::ALGORITHM) => {}
-        Some(v) if v.starts_with("aws:kms") => return Err(crate::sse::kms_unavailable(v)),
+    let algorithm = match by_default.token_of("SSEAlgorithm") {
+        Some(a @ (crate::sse::ALGORITHM | crate::sse::KMS)) => a,
         _ => return Err(S3Error::malformed_xml()),
-    }
-    if by_default.child("KMSMasterKeyID").is_some() {
-        return Err(S3Error::invalid_argument(
-            "a KMSMasterKeyID is not applicable if the default sse algorithm is not aws:kms",
-        )
-        .with("ArgumentName", "ApplyServerSideEncryptionByDefault"));
-    }
+    };
+    let key_id =
+        match (algorithm, by_default.text_of("KMSMasterKeyID")) {
+            (crate::sse::KMS, id) => Some(kms_key(id)?),
+            (_, None) => None,
+            (_, Some(_)) => return Err(S3Error::invalid_argument(
+                "a KMSMasterKeyID is not applicable if the default sse algorithm is not aws:kms",
+            )
+            .with("ArgumentName", "ApplyServerSideEncryptionByDefault")),
+        };
     let bucket_key = match rule.token_of("BucketKeyEnabled") {
         None => None,
         Some("true") => Some(true),
@@ -84,8 +88,11 @@ fn parse(node: &Node) -> S3Result<String> {
     w.root("ServerSideEncryptionConfiguration", S3_NS)
         .open("Rule")
         .open("ApplyServerSideEncryptionByDefault")
-        .elem("SSEAlgorithm", crate::sse::ALGORITHM)
-        .close();
+        .elem("SSEAlgorithm", algorithm);
+    if let Some(id) = &key_id {
+        w.elem("KMSMasterKeyID", id);
+    }
+    w.close();
     if let Some(k) = bucket_key {
         w.elem("BucketKeyEnabled", if k { "true" } else { "false" });
     }
@@ -98,9 +105,15 @@ mod tests {
     use super::*;
 
     fn doc(inner: &str) -> S3Result<String> {
-        parse(&crate::xmlin::parse(
-            format!("<ServerSideEncryptionConfiguration xmlns=\"{S3_NS}\">{inner}</ServerSideEncryptionConfiguration>").as_bytes(),
-        )?)
+        parse(
+            &crate::xmlin::parse(
+                format!("<ServerSideEncryptionConfiguration xmlns=\"{S3_NS}\">{inner}</ServerSideEncryptionConfiguration>").as_bytes(),
+            )?,
+            |id| match id.unwrap_or("aws/s3") {
+                k @ ("aws/s3" | "k1") => Ok(k.to_string()),
+                _ => Err(S3Error::new("KMS.NotFoundException", 400, "Invalid keyId")),
+            },
+        )
     }
 
     #[test]
@@ -108,8 +121,20 @@ mod tests {
         let d = doc("<Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>AES256</SSEAlgorithm></ApplyServerSideEncryptionByDefault><BucketKeyEnabled>true</BucketKeyEnabled></Rule>").unwrap();
         assert!(d.contains("<SSEAlgorithm>AES256</SSEAlgorithm>"));
         assert!(d.contains("<BucketKeyEnabled>true</BucketKeyEnabled>"));
-        let kms = doc("<Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>aws:kms</SSEAlgorithm></ApplyServerSideEncryptionByDefault></Rule>").unwrap_err();
-        assert_eq!((kms.code, kms.status), ("InvalidArgument", 400));
+        // aws:kms: the default key, or a known one; an unknown key id is refused.
+        let kms = doc("<Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>aws:kms</SSEAlgorithm></ApplyServerSideEncryptionByDefault></Rule>").unwrap();
+        assert!(kms.contains(
+            "<SSEAlgorithm>aws:kms</SSEAlgorithm><KMSMasterKeyID>aws/s3</KMSMasterKeyID>"
+        ));
+        let k1 = doc("<Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>aws:kms</SSEAlgorithm><KMSMasterKeyID>k1</KMSMasterKeyID></ApplyServerSideEncryptionByDefault></Rule>").unwrap();
+        assert!(k1.contains("<KMSMasterKeyID>k1</KMSMasterKeyID>"));
+        let unknown = doc("<Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>aws:kms</SSEAlgorithm><KMSMasterKeyID>k2</KMSMasterKeyID></ApplyServerSideEncryptionByDefault></Rule>").unwrap_err();
+        assert_eq!(
+            (unknown.code, unknown.status),
+            ("KMS.NotFoundException", 400)
+        );
+        let mixed = doc("<Rule><ApplyServerSideEncryptionByDefault><SSEAlgorithm>AES256</SSEAlgorithm><KMSMasterKeyID>k1</KMSMasterKeyID></ApplyServerSideEncryptionByDefault></Rule>").unwrap_err();
+        assert_eq!(mixed.code, "InvalidArgument");
         for bad in [
             "",
             "<Rule></Rule>",

@@ -60,6 +60,10 @@ pub struct WalrusConfig {
     /// of such an object reads from disk. `false` writes through the page cache, for
     /// a cloud that reads most objects right after writing them.
     pub direct_writes: bool,
+    /// SSE-KMS key ids this cloud answers for besides its default `aws/s3` (Walrus is
+    /// its own key service: each id's key is derived from the cloud master key, see
+    /// `sse.rs`). A request naming another id is refused (`KMS.NotFoundException`).
+    pub kms_key_ids: Vec<String>,
 }
 
 impl Default for WalrusConfig {
@@ -84,6 +88,7 @@ impl Default for WalrusConfig {
             sse_customer_keys_over_http: false,
             access_log_flush_secs: 60,
             direct_writes: true,
+            kms_key_ids: Vec::new(),
         }
     }
 }

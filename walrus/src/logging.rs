@@ -297,7 +297,7 @@ async fn deliver_one(
     let etag = hex::encode(euca_aws::hash::Md5::digest(&bytes));
     // The target bucket's default encryption (SSE-S3) applies to log objects, as in
     // S3; an encrypted object is never inlined.
-    let enc = crate::sse::for_post(st, None, None, &target).await?;
+    let enc = crate::sse::for_post(st, None, None, None, &target).await?;
     let data = match &enc {
         Some(e) => {
             let mut w = crate::sse_keys::create_blob(&st.blobs, Some(&e.key)).await?;

@@ -299,6 +299,10 @@ pub enum SseKind {
     S3,
     /// SSE-C: sealed with the customer's key, which every read must present.
     Customer,
+    /// `x-amz-server-side-encryption: aws:kms`: sealed with the key Walrus derives
+    /// from the cloud master key for a KMS key id; `sealed_key` is that id's length
+    /// (one byte), the id, then the seal.
+    Kms,
 }
 
 /// An object lock retention period.

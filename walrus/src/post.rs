@@ -592,12 +592,13 @@ pub async fn post_object(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
     };
     let (retention, legal_hold) = crate::objectlock::for_new_object(r, &bucket)?;
     // Server-side encryption: the form's SSE-C key (checked as PUT's headers are:
-    // algorithm, key, its MD5, TLS) or `x-amz-server-side-encryption`, else the
-    // bucket default.
+    // algorithm, key, its MD5, TLS) or `x-amz-server-side-encryption` (with
+    // `…-aws-kms-key-id` for aws:kms), else the bucket default.
     let customer = crate::sse::form_customer_key(st, r, |n| fields.get(n))?;
     let enc = crate::sse::for_post(
         st,
         fields.get("x-amz-server-side-encryption"),
+        fields.get("x-amz-server-side-encryption-aws-kms-key-id"),
         customer,
         &bucket,
     )

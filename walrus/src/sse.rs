@@ -1,13 +1,17 @@
 //! Server-side encryption of object bytes: SSE-S3 (`x-amz-server-side-encryption:
-//! AES256`, keys the cloud keeps), SSE-C (keys the customer sends with every request
-//! and Walrus never stores) and a bucket's default encryption (the
-//! [`BucketConfig::ENCRYPTION`] document, see `api_bucket_encryption`).
+//! AES256`, keys the cloud keeps), SSE-KMS (`aws:kms` with a key id; Walrus is its own
+//! key service), SSE-C (keys the customer sends with every request and Walrus never
+//! stores) and a bucket's default encryption (the [`BucketConfig::ENCRYPTION`]
+//! document, see `api_bucket_encryption`).
 //!
 //! Envelope encryption: every object (every multipart upload) gets a random 256-bit
 //! data key. Its bytes are encrypted with AES-256-CTR under that key; the data key is
 //! stored only sealed (AES-256-GCM) in the object's metadata ([`Sse`]):
 //! - SSE-S3: sealed with the cloud master key, `sse-master.key` under Walrus's data
 //!   directory (32 random bytes, created 0600 and fsynced on first use, never served);
+//! - SSE-KMS: sealed with the key of its KMS key id, HMAC-SHA256 of the id under the
+//!   master key (so nothing but the master key is stored, and front ends sharing it
+//!   agree); the id, `aws/s3` or one of `[walrus] kms_key_ids`, is kept with the seal;
 //! - SSE-C: sealed with the customer's key. Opening the seal is how a later key is
 //!   verified (a wrong key fails GCM's tag: 403); nothing else about the key is kept,
 //!   not even its MD5 (the client sends that with every request and we echo it).
@@ -23,7 +27,7 @@
 use crate::error::{S3Error, S3Result};
 use crate::handler::{set_header, Req};
 use crate::meta::{BucketConfig, BucketMeta, Sse, SseKind};
-use crate::sse_keys::{seal, unseal, AAD_CUSTOMER, AAD_S3, KEY_LEN};
+use crate::sse_keys::{seal, unseal, AAD_CUSTOMER, AAD_KMS, AAD_S3, KEY_LEN};
 pub use crate::sse_keys::{Ctr, DataKey, SseError};
 use crate::state::State;
 use base64::Engine;
@@ -34,7 +38,12 @@ use openssl::pkey::PKey;
 use openssl::sign::Signer;
 
 pub const ALGORITHM: &str = "AES256";
+/// `x-amz-server-side-encryption`'s value for SSE-KMS.
+pub const KMS: &str = "aws:kms";
+/// The KMS key id of `aws:kms` without one (S3's AWS-managed key for S3 is `aws/s3`).
+pub const DEFAULT_KMS_KEY: &str = "aws/s3";
 const H_SSE: &str = "x-amz-server-side-encryption";
+const H_KMS_KEY: &str = "x-amz-server-side-encryption-aws-kms-key-id";
 /// The SSE-C headers' (and browser POST fields') common prefix.
 const H_CUSTOMER: &str = "x-amz-server-side-encryption-customer-";
 const H_CUSTOMER_ALG: &str = "x-amz-server-side-encryption-customer-algorithm";
@@ -136,15 +145,6 @@ fn checked_customer_key<'a>(
     }))
 }
 
-/// What S3 answers for `aws:kms`: this cloud has no KMS.
-pub fn kms_unavailable(value: &str) -> S3Error {
-    S3Error::invalid_argument(
-        "Server-side encryption with KMS keys (aws:kms) is not available in this cloud; use AES256.",
-    )
-    .with("ArgumentName", H_SSE)
-    .with("ArgumentValue", value.to_string())
-}
-
 /// An object's encryption as one request uses it: the metadata to store, the open
 /// data key and the customer key the request brought.
 pub struct Encryption {
@@ -155,14 +155,27 @@ pub struct Encryption {
 
 impl Encryption {
     /// A new object's (or upload's) encryption: a fresh data key, sealed.
-    async fn new(st: &State, customer: Option<CustomerKey>) -> S3Result<Self> {
+    async fn new(st: &State, with: Requested) -> S3Result<Self> {
         let key = DataKey::random();
-        let (kind, sealed_key) = match &customer {
-            Some(c) => (SseKind::Customer, seal(&c.key, AAD_CUSTOMER, &key)?),
-            None => (
+        let (kind, sealed_key, customer) = match with {
+            Requested::Customer(c) => (
+                SseKind::Customer,
+                seal(&c.key, AAD_CUSTOMER, &key)?,
+                Some(c),
+            ),
+            Requested::S3 => (
                 SseKind::S3,
                 seal(st.keyring.master().await?.bytes(), AAD_S3, &key)?,
+                None,
             ),
+            Requested::Kms(id) => {
+                let kek = kms_kek(st.keyring.master().await?.bytes(), &id)?;
+                // The id fits one length byte: kms_key_id checked it.
+                let mut sealed = vec![id.len() as u8];
+                sealed.extend_from_slice(id.as_bytes());
+                sealed.extend(seal(&kek, AAD_KMS, &key)?);
+                (SseKind::Kms, sealed, None)
+            }
         };
         Ok(Self {
             sse: Sse { kind, sealed_key },
@@ -174,6 +187,7 @@ impl Encryption {
     /// The ETag of bytes whose MD5 is `md5`. SSE-S3 keeps S3's MD5 ETag; for SSE-C,
     /// as in S3, it is not the plaintext's MD5 (which would let anyone who can list
     /// the bucket confirm a guess of the content): a MAC of it under the data key.
+    /// SSE-KMS, as in S3, is not the MD5 either.
     pub fn etag(&self, md5: &[u8; 16]) -> S3Result<String> {
         if self.sse.kind == SseKind::S3 {
             return Ok(hex::encode(md5));
@@ -195,8 +209,8 @@ impl Encryption {
     }
 }
 
-/// `x-amz-server-side-encryption` for SSE-S3; the SSE-C algorithm and the key MD5
-/// the request sent for SSE-C.
+/// `x-amz-server-side-encryption` for SSE-S3; that and the key id for SSE-KMS; the
+/// SSE-C algorithm and the key MD5 the request sent for SSE-C.
 pub fn set_headers(
     h: &mut HeaderMap,
     sse: Option<&Sse>,
@@ -204,6 +218,13 @@ pub fn set_headers(
 ) -> S3Result<()> {
     match sse.map(|s| s.kind) {
         Some(SseKind::S3) => set_header(h, H_SSE, ALGORITHM),
+        Some(SseKind::Kms) => {
+            set_header(h, H_SSE, KMS)?;
+            match sse.and_then(kms_parts) {
+                Some((id, _)) => set_header(h, H_KMS_KEY, id),
+                None => Ok(()),
+            }
+        }
         Some(SseKind::Customer) => {
             set_header(h, H_CUSTOMER_ALG, ALGORITHM)?;
             if let Some(c) = customer {
@@ -218,10 +239,8 @@ pub fn set_headers(
 /// The encryption a new object (PUT, copy destination, multipart upload) gets: what
 /// the request asks for, else the bucket's default, else none.
 pub async fn for_write(st: &State, r: &Req, b: &BucketMeta) -> S3Result<Option<Encryption>> {
-    match requested(st, r)? {
-        Some(Requested::S3) => Ok(Some(Encryption::new(st, None).await?)),
-        Some(Requested::Customer(c)) => Ok(Some(Encryption::new(st, Some(c)).await?)),
-        None if bucket_default(b) => Ok(Some(Encryption::new(st, None).await?)),
+    match requested(st, r)?.or_else(|| bucket_default(b)) {
+        Some(with) => Ok(Some(Encryption::new(st, with).await?)),
         None => Ok(None),
     }
 }
@@ -232,18 +251,20 @@ pub async fn for_write(st: &State, r: &Req, b: &BucketMeta) -> S3Result<Option<E
 pub async fn for_post(
     st: &State,
     field: Option<&str>,
+    kms_key: Option<&str>,
     customer: Option<CustomerKey>,
     b: &BucketMeta,
 ) -> S3Result<Option<Encryption>> {
-    match (field, customer) {
-        (Some(_), Some(_)) => Err(incompatible()),
-        (None, Some(c)) => Ok(Some(Encryption::new(st, Some(c)).await?)),
-        (Some(v), None) => {
-            sse_s3_value(v)?;
-            Ok(Some(Encryption::new(st, None).await?))
-        }
-        (None, None) if bucket_default(b) => Ok(Some(Encryption::new(st, None).await?)),
-        (None, None) => Ok(None),
+    let with = match (field, customer) {
+        (Some(_), Some(_)) => return Err(incompatible()),
+        (None, Some(c)) => Some(Requested::Customer(c)),
+        (Some(v), None) => Some(server_side(st, v, kms_key)?),
+        (None, None) if kms_key.is_some() => return Err(kms_key_without_kms()),
+        (None, None) => bucket_default(b),
+    };
+    match with {
+        Some(with) => Ok(Some(Encryption::new(st, with).await?)),
+        None => Ok(None),
     }
 }
 
@@ -254,11 +275,13 @@ fn incompatible() -> S3Error {
     .with("ArgumentName", H_SSE)
 }
 
-/// Checks an `x-amz-server-side-encryption` value: only AES256 is available.
-fn sse_s3_value(v: &str) -> S3Result<()> {
+/// What an `x-amz-server-side-encryption` value (and the KMS key id sent with it)
+/// asks for: AES256, or `aws:kms` with a key id this cloud knows.
+fn server_side(st: &State, v: &str, kms_key: Option<&str>) -> S3Result<Requested> {
     match v {
-        ALGORITHM => Ok(()),
-        v if v.starts_with("aws:kms") => Err(kms_unavailable(v)),
+        ALGORITHM if kms_key.is_none() => Ok(Requested::S3),
+        ALGORITHM => Err(kms_key_without_kms()),
+        KMS => Ok(Requested::Kms(kms_key_id(st, kms_key)?)),
         v => Err(
             S3Error::invalid_argument("The encryption method specified is not supported")
                 .with("ArgumentName", H_SSE)
@@ -267,19 +290,70 @@ fn sse_s3_value(v: &str) -> S3Result<()> {
     }
 }
 
+fn kms_key_without_kms() -> S3Error {
+    S3Error::invalid_argument(
+        "Server Side Encryption with AWS KMS managed key requires HTTP header x-amz-server-side-encryption : aws:kms",
+    )
+    .with("ArgumentName", H_SSE)
+}
+
+/// The KMS key id a request names (`None`: the default key), if this cloud has it:
+/// [`DEFAULT_KMS_KEY`] or one of `[walrus] kms_key_ids`.
+fn kms_key_id(st: &State, id: Option<&str>) -> S3Result<String> {
+    let id = id.unwrap_or(DEFAULT_KMS_KEY);
+    if id == DEFAULT_KMS_KEY || st.cfg.kms_key_ids.iter().any(|k| k == id) {
+        // Configured ids are at most 255 bytes (checked at start), and so is the default.
+        if id.len() <= usize::from(u8::MAX) {
+            return Ok(id.to_string());
+        }
+    }
+    Err(S3Error::new(
+        "KMS.NotFoundException",
+        400,
+        format!("Invalid keyId {id}"),
+    ))
+}
+
+/// The key that seals data keys for KMS key id `id`: HMAC-SHA256 of the id under the
+/// cloud master key (so it is never stored, and the master key's backup covers it).
+fn kms_kek(master: &[u8; KEY_LEN], id: &str) -> S3Result<[u8; KEY_LEN]> {
+    let mac = (|| -> Result<Vec<u8>, openssl::error::ErrorStack> {
+        let pkey = PKey::hmac(master)?;
+        let mut s = Signer::new(MessageDigest::sha256(), &pkey)?;
+        s.update(b"euca-walrus-kms-key-v1\0")?;
+        s.update(id.as_bytes())?;
+        s.sign_to_vec()
+    })()
+    .map_err(SseError::from)?;
+    mac.try_into()
+        .map_err(|_| S3Error::internal("HMAC-SHA256 is not 32 bytes"))
+}
+
+/// An SSE-KMS record's key id and seal.
+fn kms_parts(sse: &Sse) -> Option<(&str, &[u8])> {
+    let (&n, rest) = sse.sealed_key.split_first()?;
+    let n = usize::from(n);
+    let id = std::str::from_utf8(rest.get(..n)?).ok()?;
+    Some((id, rest.get(n..)?))
+}
+
 enum Requested {
     S3,
     Customer(CustomerKey),
+    Kms(String),
 }
 
 /// The encryption a write's headers ask for.
 fn requested(st: &State, r: &Req) -> S3Result<Option<Requested>> {
     let customer = customer_key(st, r, false)?;
+    let kms_key = r.header(H_KMS_KEY);
     match (r.header(H_SSE), customer) {
+        (None, None) if kms_key.is_some() => Err(kms_key_without_kms()),
         (None, None) => Ok(None),
+        (None, Some(_)) if kms_key.is_some() => Err(incompatible()),
         (None, Some(c)) => Ok(Some(Requested::Customer(c))),
         (Some(_), Some(_)) => Err(incompatible()),
-        (Some(v), None) => sse_s3_value(v).map(|()| Some(Requested::S3)),
+        (Some(v), None) => server_side(st, v, kms_key).map(Some),
     }
 }
 
@@ -289,10 +363,27 @@ pub fn explicitly_requested(r: &Req) -> bool {
     r.headers.contains_key(H_SSE) || r.headers.contains_key(H_CUSTOMER_ALG)
 }
 
-/// Whether the bucket's default encryption applies (only AES256 is ever stored).
-pub fn bucket_default(b: &BucketMeta) -> bool {
-    b.config(BucketConfig::ENCRYPTION)
-        .is_some_and(|doc| doc.contains("<SSEAlgorithm>AES256</SSEAlgorithm>"))
+/// The bucket's default encryption, if it has one (its document was checked when put,
+/// KMS key id included).
+fn bucket_default(b: &BucketMeta) -> Option<Requested> {
+    let doc = crate::xmlin::parse(b.config(BucketConfig::ENCRYPTION)?.as_bytes()).ok()?;
+    let d = doc
+        .child("Rule")?
+        .child("ApplyServerSideEncryptionByDefault")?;
+    match d.token_of("SSEAlgorithm")? {
+        ALGORITHM => Some(Requested::S3),
+        KMS => Some(Requested::Kms(
+            d.text_of("KMSMasterKeyID")
+                .unwrap_or(DEFAULT_KMS_KEY)
+                .to_string(),
+        )),
+        _ => None,
+    }
+}
+
+/// A bucket default's `KMSMasterKeyID`, checked as a request's is.
+pub fn check_kms_key_id(st: &State, id: Option<&str>) -> S3Result<String> {
+    kms_key_id(st, id)
 }
 
 /// An existing object's (or upload's) encryption, opened for a request: `None` for
@@ -323,6 +414,12 @@ pub async fn for_read(
         }
         (SseKind::Customer, Some(c)) => unseal(&c.key, AAD_CUSTOMER, &sse.sealed_key)
             .ok_or_else(S3Error::access_denied)?,
+        (SseKind::Kms, None) => {
+            let (id, sealed) = kms_parts(sse).ok_or(SseError::Unseal)?;
+            let kek = kms_kek(st.keyring.master().await?.bytes(), id)?;
+            unseal(&kek, AAD_KMS, sealed).ok_or(SseError::Unseal)?
+        }
+        (SseKind::Kms, Some(_)) => return Err(not_applicable()),
     };
     Ok(Some(Encryption {
         sse: sse.clone(),

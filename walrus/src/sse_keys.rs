@@ -21,6 +21,7 @@ pub const MASTER_KEY_FILE: &str = "sse-master.key";
 /// Additional data of the GCM seals, so a seal made for one use opens for no other.
 pub const AAD_S3: &[u8] = b"euca-walrus-sse-s3-data-key-v1";
 pub const AAD_CUSTOMER: &[u8] = b"euca-walrus-sse-c-data-key-v1";
+pub const AAD_KMS: &[u8] = b"euca-walrus-sse-kms-data-key-v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SseError {
