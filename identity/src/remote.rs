@@ -150,15 +150,7 @@ impl RemoteIdentity {
 
     /// An account by name (`None` if there is none).
     pub async fn account(&self, name: &str) -> Result<Option<AccountInfo>, ClientError> {
-        let path = format!(
-            "/_identity/v1/accounts/{}",
-            euca_aws::encoding::uri_encode(name.as_bytes(), true)
-        );
-        match self.client.json::<AccountInfo>(Method::GET, &path).await {
-            Ok(a) => Ok(Some(a)),
-            Err(e) if no_such_entity(&e) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.account_at("accounts", name).await
     }
 
     /// The account whose S3 canonical user id is `id` (`None` if there is none).
@@ -166,9 +158,14 @@ impl RemoteIdentity {
         &self,
         id: &str,
     ) -> Result<Option<AccountInfo>, ClientError> {
+        self.account_at("canonical-ids", id).await
+    }
+
+    /// `GET /_identity/v1/{by}/{arg}`: an account, or `None` if there is none.
+    async fn account_at(&self, by: &str, arg: &str) -> Result<Option<AccountInfo>, ClientError> {
         let path = format!(
-            "/_identity/v1/canonical-ids/{}",
-            euca_aws::encoding::uri_encode(id.as_bytes(), true)
+            "/_identity/v1/{by}/{}",
+            euca_aws::encoding::uri_encode(arg.as_bytes(), true)
         );
         match self.client.json::<AccountInfo>(Method::GET, &path).await {
             Ok(a) => Ok(Some(a)),
