@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
             id: "owner-canonical-id".into(),
             display_name: "owner".into(),
         };
-        let _ = handler::acl_from_xml(&node, &owner);
+        let _ = handler::parse_acl_xml(&node, &owner);
     }
     round_trip(&String::from_utf8_lossy(data));
 });

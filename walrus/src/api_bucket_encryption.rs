@@ -39,7 +39,7 @@ pub async fn dispatch(st: &Arc<State>, r: &mut Req) -> S3Result<Resp> {
         },
         Method::PUT => {
             let node = r.xml_body(MAX_BODY).await?;
-            let doc = parse(&node, |id| crate::sse::check_kms_key_id(st, id))?;
+            let doc = parse(&node, |id| crate::sse::kms_key_id(st, id))?;
             st.set_bucket_config(&name, BucketConfig::ENCRYPTION, Some(doc))
                 .await?;
             Ok(empty(StatusCode::OK))

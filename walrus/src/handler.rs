@@ -352,6 +352,13 @@ pub async fn resolve_grantees(st: &State, owner: &Owner, grants: &mut [Grant]) -
 /// Parses an `AccessControlPolicy` body into an ACL; the owner must stay the same, and
 /// grantees named by id must be accounts of this cloud ([`resolve_grantees`]).
 pub async fn acl_from_xml(st: &State, node: &crate::xmlin::Node, owner: &Owner) -> S3Result<Acl> {
+    let mut acl = parse_acl_xml(node, owner)?;
+    resolve_grantees(st, owner, &mut acl.grants).await?;
+    Ok(acl)
+}
+
+/// [`acl_from_xml`]'s reading of the body alone: no grantee is looked up.
+pub fn parse_acl_xml(node: &crate::xmlin::Node, owner: &Owner) -> S3Result<Acl> {
     if node.name != "AccessControlPolicy" {
         return Err(S3Error::malformed_xml());
     }
@@ -363,11 +370,9 @@ pub async fn acl_from_xml(st: &State, node: &crate::xmlin::Node, owner: &Owner) 
     let list = node
         .child("AccessControlList")
         .ok_or_else(S3Error::malformed_xml)?;
-    let mut grants = grants_from_xml(list)?;
-    resolve_grantees(st, owner, &mut grants).await?;
     Ok(Acl {
         owner: owner.clone(),
-        grants,
+        grants: grants_from_xml(list)?,
     })
 }
 

@@ -297,15 +297,16 @@ fn kms_key_without_kms() -> S3Error {
     .with("ArgumentName", H_SSE)
 }
 
-/// The KMS key id a request names (`None`: the default key), if this cloud has it:
-/// [`DEFAULT_KMS_KEY`] or one of `[walrus] kms_key_ids`.
-fn kms_key_id(st: &State, id: Option<&str>) -> S3Result<String> {
+/// The KMS key id a request or a bucket default names (`None`: the default key), if
+/// this cloud has it: [`DEFAULT_KMS_KEY`] or one of `[walrus] kms_key_ids`.
+pub fn kms_key_id(st: &State, id: Option<&str>) -> S3Result<String> {
     let id = id.unwrap_or(DEFAULT_KMS_KEY);
-    if id == DEFAULT_KMS_KEY || st.cfg.kms_key_ids.iter().any(|k| k == id) {
-        // Configured ids are at most 255 bytes (checked at start), and so is the default.
-        if id.len() <= usize::from(u8::MAX) {
-            return Ok(id.to_string());
-        }
+    // A record keeps the id behind one length byte: a configured id longer than 255
+    // bytes cannot be used, and is refused like an unknown one.
+    if (id == DEFAULT_KMS_KEY || st.cfg.kms_key_ids.iter().any(|k| k == id))
+        && id.len() <= usize::from(u8::MAX)
+    {
+        return Ok(id.to_string());
     }
     Err(S3Error::new(
         "KMS.NotFoundException",
@@ -379,11 +380,6 @@ fn bucket_default(b: &BucketMeta) -> Option<Requested> {
         )),
         _ => None,
     }
-}
-
-/// A bucket default's `KMSMasterKeyID`, checked as a request's is.
-pub fn check_kms_key_id(st: &State, id: Option<&str>) -> S3Result<String> {
-    kms_key_id(st, id)
 }
 
 /// An existing object's (or upload's) encryption, opened for a request: `None` for
