@@ -32,10 +32,8 @@ pub use crate::sse_keys::{Ctr, DataKey, SseError};
 use crate::state::State;
 use base64::Engine;
 use euca_aws::hash::Md5;
+use euca_aws::sigv4::hmac_sha256;
 use http::HeaderMap;
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::sign::Signer;
 
 pub const ALGORITHM: &str = "AES256";
 /// `x-amz-server-side-encryption`'s value for SSE-KMS.
@@ -169,7 +167,7 @@ impl Encryption {
                 None,
             ),
             Requested::Kms(id) => {
-                let kek = kms_kek(st.keyring.master().await?.bytes(), &id)?;
+                let kek = kms_kek(st.keyring.master().await?.bytes(), &id);
                 // The id fits one length byte: kms_key_id checked it.
                 let mut sealed = vec![id.len() as u8];
                 sealed.extend_from_slice(id.as_bytes());
@@ -188,19 +186,15 @@ impl Encryption {
     /// as in S3, it is not the plaintext's MD5 (which would let anyone who can list
     /// the bucket confirm a guess of the content): a MAC of it under the data key.
     /// SSE-KMS, as in S3, is not the MD5 either.
-    pub fn etag(&self, md5: &[u8; 16]) -> S3Result<String> {
+    pub fn etag(&self, md5: &[u8; 16]) -> String {
         if self.sse.kind == SseKind::S3 {
-            return Ok(hex::encode(md5));
+            return hex::encode(md5);
         }
-        let mac = (|| -> Result<Vec<u8>, openssl::error::ErrorStack> {
-            let pkey = PKey::hmac(self.key.bytes())?;
-            let mut s = Signer::new(MessageDigest::sha256(), &pkey)?;
-            s.update(b"euca-walrus-sse-c-etag")?;
-            s.update(md5)?;
-            s.sign_to_vec()
-        })()
-        .map_err(SseError::from)?;
-        Ok(hex::encode(&mac[..16]))
+        let mac = hmac_sha256(
+            self.key.bytes(),
+            &[&b"euca-walrus-sse-c-etag"[..], md5].concat(),
+        );
+        hex::encode(&mac[..16])
     }
 
     /// The response headers of a request that wrote or read this object.
@@ -317,17 +311,11 @@ pub fn kms_key_id(st: &State, id: Option<&str>) -> S3Result<String> {
 
 /// The key that seals data keys for KMS key id `id`: HMAC-SHA256 of the id under the
 /// cloud master key (so it is never stored, and the master key's backup covers it).
-fn kms_kek(master: &[u8; KEY_LEN], id: &str) -> S3Result<[u8; KEY_LEN]> {
-    let mac = (|| -> Result<Vec<u8>, openssl::error::ErrorStack> {
-        let pkey = PKey::hmac(master)?;
-        let mut s = Signer::new(MessageDigest::sha256(), &pkey)?;
-        s.update(b"euca-walrus-kms-key-v1\0")?;
-        s.update(id.as_bytes())?;
-        s.sign_to_vec()
-    })()
-    .map_err(SseError::from)?;
-    mac.try_into()
-        .map_err(|_| S3Error::internal("HMAC-SHA256 is not 32 bytes"))
+fn kms_kek(master: &[u8; KEY_LEN], id: &str) -> [u8; KEY_LEN] {
+    hmac_sha256(
+        master,
+        &[&b"euca-walrus-kms-key-v1\0"[..], id.as_bytes()].concat(),
+    )
 }
 
 /// An SSE-KMS record's key id and seal.
@@ -412,7 +400,7 @@ pub async fn for_read(
             .ok_or_else(S3Error::access_denied)?,
         (SseKind::Kms, None) => {
             let (id, sealed) = kms_parts(sse).ok_or(SseError::Unseal)?;
-            let kek = kms_kek(st.keyring.master().await?.bytes(), id)?;
+            let kek = kms_kek(st.keyring.master().await?.bytes(), id);
             unseal(&kek, AAD_KMS, sealed).ok_or(SseError::Unseal)?
         }
         (SseKind::Kms, Some(_)) => return Err(not_applicable()),

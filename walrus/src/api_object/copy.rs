@@ -306,17 +306,17 @@ async fn recrypt(
     }
     let etag_of = |md5: &[u8; 16]| match dst {
         Some(e) => e.etag(md5),
-        None => Ok(hex::encode(md5)),
+        None => hex::encode(md5),
     };
     let etag = (|| {
         if src.part_sizes.is_empty() {
             let empty: [u8; 16] = Md5::digest(b"");
-            return etag_of(md5s.first().unwrap_or(&empty));
+            return Ok(etag_of(md5s.first().unwrap_or(&empty)));
         }
         // A multipart object keeps its form: the MD5 of its parts' ETags.
         let mut all = Md5::new();
         for m in &md5s {
-            all.update(hex::decode(etag_of(m)?).map_err(S3Error::internal)?);
+            all.update(hex::decode(etag_of(m)).map_err(S3Error::internal)?);
         }
         Ok(format!("{}-{}", hex::encode(all.finalize()), md5s.len()))
     })();
