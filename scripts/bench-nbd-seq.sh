@@ -5,12 +5,15 @@
 #
 #   scripts/bench-nbd-seq.sh read|write [CONNS] [ROUNDS] [SIZE_GIB]   (defaults 4 2 2)
 #
-# Both exports are filled once (not timed); then each round, page cache dropped before
+# Each export is filled once (a write pass onto the new, sparse volume, printed as
+# "<name>+new"); then each round, page cache dropped before
 # every pass: `nbdcopy --connections=CONNS <export> null:` (read) or a copy of a random
 # file onto the export followed by a FLUSH (write). Prints MiB/s, the server's CPU
-# seconds per GiB and the context switches per GiB of the server's threads still alive
-# after the pass (nbdkit's per-connection threads are gone by then: its count is not
-# comparable). EUCA_BIN=path/to/euca benches that binary instead of building;
+# seconds per GiB, the whole machine's busy CPU seconds per GiB (client, server, the
+# kernel's write-back threads and interrupts: what page-cache writes cost after the
+# server has returned) and the context switches per GiB of the server's threads still
+# alive after the pass (nbdkit's per-connection threads are gone by then: its count is
+# not comparable). EUCA_BIN=path/to/euca benches that binary instead of building;
 # EUCA_BEFORE=path/to/another/euca adds that build as a third server ("before") in
 # every round, for an A/B of two builds in the same run. One untimed pass over each
 # export comes first: the first pass after the fill ran up to 2-3x slower (CPU per
@@ -29,6 +32,7 @@ rm -rf "$DIR"; mkdir -p "$DIR"
 . scripts/bench-lib.sh
 bench_cleanup_on_exit "$DIR"
 flush() { PATH=/usr/bin:$PATH nbdsh -u "$1" -c 'h.flush()'; }   # python3-libnbd is /usr/bin's
+busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }   # user nice system irq softirq
 
 start_euca() { # binary name: an all-in-one cloud with one attached volume; sets URI, PID
   local sp; sp=$(port)
@@ -54,7 +58,6 @@ if [ -n "${PEER_FIRST:-}" ]; then SERVERS=("nbdkit $KIT_URI $KIT_PID" "${SERVERS
 else SERVERS+=("nbdkit $KIT_URI $KIT_PID"); fi
 sleep 1
 head -c $((GIB << 30)) /dev/urandom > "$DIR/src.img"
-for s in "${SERVERS[@]}"; do read -r _ u _ <<< "$s"; nbdcopy --connections=4 "$DIR/src.img" "$u"; flush "$u"; done
 
 pass() { # name uri pid
   sync; echo 3 > /proc/sys/vm/drop_caches
@@ -63,17 +66,20 @@ pass() { # name uri pid
   if [ -n "${PERF:-}" ] && [ -n "${TIMED:-}" ]; then
     perf record -q -g -p "$3" -o "$PERF/$1.data" > /dev/null 2>&1 & rec=$!; sleep 0.5
   fi
-  c0=$(cpu "$3"); x0=$(ctxsw "$3"); t0=$(date +%s.%N)
+  c0=$(cpu "$3"); x0=$(ctxsw "$3"); s0=$(busy); t0=$(date +%s.%N)
   # shellcheck disable=SC2086
   if [ "$MODE" = read ]; then nbdcopy ${NBDCOPY_ARGS:-} --connections="$CONNS" "$2" null:
   else nbdcopy ${NBDCOPY_ARGS:-} --connections="$CONNS" "$DIR/src.img" "$2"; flush "$2"; fi
-  t1=$(date +%s.%N); c1=$(cpu "$3"); x1=$(ctxsw "$3")
+  t1=$(date +%s.%N); c1=$(cpu "$3"); x1=$(ctxsw "$3"); s1=$(busy)
   if [ -n "$rec" ]; then kill -INT "$rec"; wait "$rec" || true; fi
-  printf 'RESULT %-8s %s conns=%d %8.1f MiB/s  server CPU %5.2f s/GiB  %6d switches/GiB\n' \
+  printf 'RESULT %-8s %s conns=%d %8.1f MiB/s  server CPU %5.2f s/GiB  all CPUs %5.2f s/GiB  %6d switches/GiB\n' \
     "$1" "$MODE" "$CONNS" "$(echo "$GIB * 1024 / ($t1 - $t0)" | bc -l)" \
-    "$(echo "($c1 - $c0) / $HZ / $GIB" | bc -l)" "$(( (x1 - x0) / GIB ))"
+    "$(echo "($c1 - $c0) / $HZ / $GIB" | bc -l)" "$(echo "($s1 - $s0) / $HZ / $GIB" | bc -l)" \
+    "$(( (x1 - x0) / GIB ))"
 }
 echo "== $(nproc) cores; ${GIB} GiB; $(nbdkit --version); $(nbdcopy --version | head -1)"
+# The fill: a write pass onto each new (sparse) export, printed as "<name>+new".
+for s in "${SERVERS[@]}"; do read -r n u p <<< "$s"; MODE=write pass "$n+new" "$u" "$p"; done
 if [ "${WARMUP:-1}" != 0 ]; then
   for s in "${SERVERS[@]}"; do read -r n u p <<< "$s"; pass "$n" "$u" "$p" > /dev/null; done
 fi

@@ -432,15 +432,21 @@ impl BlockDevice for FileDevice {
     }
 
     async fn write_batch(&self, writes: Vec<(u64, Bytes)>) -> io::Result<()> {
-        // What the page cache takes at once is done; the rest goes to the blocking
-        // pool as one job.
-        let rest: Vec<(u64, Bytes)> = writes
-            .into_iter()
-            .filter_map(|(offset, data)| {
-                let done = self.try_write_nowait(offset, &data);
-                (done < data.len()).then(|| (offset + done as u64, data.slice(done..)))
-            })
-            .collect();
+        // What the page cache takes at once is done, up to the first write it does
+        // not take whole; the rest of that one and every one after it go to the
+        // blocking pool as one job, in order (a later write that overlaps an earlier
+        // one must not land first).
+        let mut rest: Vec<(u64, Bytes)> = Vec::new();
+        for (offset, data) in writes {
+            let done = if rest.is_empty() {
+                self.try_write_nowait(offset, &data)
+            } else {
+                0
+            };
+            if done < data.len() {
+                rest.push((offset + done as u64, data.slice(done..)));
+            }
+        }
         if rest.is_empty() {
             return Ok(());
         }
