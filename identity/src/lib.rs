@@ -6,7 +6,7 @@
 //! more access keys. Disabled accounts and keys no longer authenticate.
 use euca_aws::{Credential, CredentialLookup, LookupError, Principal};
 use rand::{Rng, RngCore};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +19,9 @@ pub use remote::RemoteIdentity;
 
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("access_keys");
+/// Canonical user id → account name: what an S3 grant names, looked up once per
+/// grantee of every ACL written.
+const CANONICAL_IDS: TableDefinition<&str, &str> = TableDefinition::new("canonical_ids");
 
 pub const ADMIN_ACCOUNT: &str = "admin";
 
@@ -142,8 +145,19 @@ impl IdentityStore {
     pub fn open(path: &Path) -> Result<Self, IdentityError> {
         let db = Database::create(path)?;
         let tx = db.begin_write()?;
-        tx.open_table(ACCOUNTS)?;
+        let accounts = tx.open_table(ACCOUNTS)?;
         tx.open_table(KEYS)?;
+        let mut ids = tx.open_table(CANONICAL_IDS)?;
+        // A database from before the index (or one whose index missed an account)
+        // gets it filled in; accounts are never deleted, so equal counts mean done.
+        if ids.len()? != accounts.len()? {
+            for item in accounts.iter()? {
+                let (name, v) = item?;
+                let a: Account = serde_json::from_slice(v.value())?;
+                ids.insert(a.canonical_id.as_str(), name.value())?;
+            }
+        }
+        drop((accounts, ids));
         tx.commit()?;
         Ok(Self {
             backend: Backend::Redb(Arc::new(db)),
@@ -280,14 +294,22 @@ impl IdentityStore {
         &self,
         canonical_id: &str,
     ) -> Result<Option<Account>, IdentityError> {
-        if let Backend::Pg(pool, _) = &self.backend {
-            let id = canonical_id.to_string();
-            return Self::pg(pool, move |c| pg::account_by_canonical_id(c, &id));
-        }
-        Ok(self
-            .accounts()?
-            .into_iter()
-            .find(|a| a.canonical_id == canonical_id))
+        let db = match &self.backend {
+            Backend::Redb(db) => db,
+            Backend::Pg(pool, _) => {
+                let id = canonical_id.to_string();
+                return Self::pg(pool, move |c| pg::account_by_canonical_id(c, &id));
+            }
+        };
+        let name = {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(CANONICAL_IDS)?;
+            let Some(name) = t.get(canonical_id)? else {
+                return Ok(None);
+            };
+            name.value().to_string()
+        };
+        self.account(&name)
     }
 
     /// Creates an account with a first access key.
@@ -312,6 +334,8 @@ impl IdentityStore {
                 return Err(IdentityError::AccountExists(name.to_string()));
             }
             t.insert(name, serde_json::to_vec(&account)?.as_slice())?;
+            let mut ids = tx.open_table(CANONICAL_IDS)?;
+            ids.insert(account.canonical_id.as_str(), name)?;
         }
         Self::insert_key(&tx, &key)?;
         tx.commit()?;
@@ -651,5 +675,43 @@ mod tests {
         assert!(store.credential(&k2.access_key_id).unwrap().is_none());
         assert_eq!(store.accounts().unwrap().len(), 2);
         assert!(store.credential("AKIENOPE").unwrap().is_none());
+        for a in [&admin, &other] {
+            let found = store.account_by_canonical_id(&a.canonical_id).unwrap();
+            assert_eq!(found.map(|f| f.name), Some(a.name.clone()));
+        }
+        assert_eq!(
+            store.account_by_canonical_id(&"0".repeat(64)).unwrap(),
+            None
+        );
+    }
+
+    /// A database written before the canonical-id index existed gets the index at
+    /// open, and lookups by canonical id find its accounts.
+    #[test]
+    fn an_older_database_gets_its_canonical_id_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id.redb");
+        let (admin, other) = {
+            let store = IdentityStore::open(&path).unwrap();
+            let admin = store.ensure_admin().unwrap().0;
+            let other = store.create_account("other").unwrap().0;
+            let Backend::Redb(db) = &store.backend else {
+                panic!("redb store")
+            };
+            let tx = db.begin_write().unwrap();
+            assert!(tx.delete_table(CANONICAL_IDS).unwrap());
+            tx.commit().unwrap();
+            assert!(store.account_by_canonical_id(&admin.canonical_id).is_err());
+            (admin, other)
+        };
+        let store = IdentityStore::open(&path).unwrap();
+        assert_eq!(
+            store.account_by_canonical_id(&admin.canonical_id).unwrap(),
+            Some(admin)
+        );
+        assert_eq!(
+            store.account_by_canonical_id(&other.canonical_id).unwrap(),
+            Some(other)
+        );
     }
 }
