@@ -13,7 +13,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
+};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -516,6 +518,96 @@ struct FullFeature<'a, W> {
     writes: Vec<BatchedWrite>,
 }
 
+/// Where the next PDU's header comes from. Through the read buffer, except after a
+/// PDU whose data segment was large and left the buffer empty: then the next
+/// header is read alone from the stream, so that the next large segment is read
+/// straight into its own buffer ([`pdu::read_pdu_past`]) rather than filling the
+/// read buffer and being copied out of it (6.6 % of the target's CPU in a sequential
+/// write, `perf record`; BENCHMARKS.md).
+struct NextHeader {
+    bhs: [u8; pdu::BHS_LEN],
+    /// Bytes of `bhs` read from the stream so far.
+    have: usize,
+    /// Read the next header alone.
+    alone: bool,
+    /// What a read without waiting met, returned by the next [`NextHeader::wait`].
+    error: Option<std::io::Error>,
+}
+
+impl Default for NextHeader {
+    fn default() -> Self {
+        NextHeader {
+            bhs: [0; pdu::BHS_LEN],
+            have: 0,
+            alone: false,
+            error: None,
+        }
+    }
+}
+
+impl NextHeader {
+    fn reads_alone<R: AsyncRead>(&self, r: &BufReader<R>) -> bool {
+        self.have > 0 || (self.alone && r.buffer().is_empty())
+    }
+
+    /// Waits until a PDU has begun to arrive: `Ok(false)` at the end of the
+    /// stream. Cancel-safe: what was read is kept.
+    async fn wait<R: AsyncRead + Unpin>(&mut self, r: &mut BufReader<R>) -> std::io::Result<bool> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        if self.have > 0 {
+            return Ok(true);
+        }
+        if !self.reads_alone(r) {
+            return Ok(!r.fill_buf().await?.is_empty());
+        }
+        let n = r.get_mut().read(&mut self.bhs).await?;
+        self.have = n;
+        Ok(n > 0)
+    }
+
+    /// The PDU that has begun to arrive (`None` if the stream ended before it).
+    async fn read_pdu<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut BufReader<R>,
+        max_data: usize,
+    ) -> Result<Option<pdu::Pdu>, IscsiError> {
+        let bhs = if self.reads_alone(r) {
+            r.get_mut().read_exact(&mut self.bhs[self.have..]).await?;
+            self.have = 0;
+            self.bhs
+        } else {
+            let mut bhs = [0u8; pdu::BHS_LEN];
+            if r.read(&mut bhs[..1]).await? == 0 {
+                return Ok(None);
+            }
+            r.read_exact(&mut bhs[1..]).await?;
+            bhs
+        };
+        let p = pdu::read_pdu_past(r, bhs, max_data).await?;
+        self.alone = p.data.len() >= pdu::LARGE_SEGMENT;
+        Ok(Some(p))
+    }
+
+    /// Whether a whole further header can be read without waiting (reading what
+    /// the stream already holds of it, when headers are read alone).
+    async fn more<R: AsyncRead + Unpin>(&mut self, r: &mut BufReader<R>) -> bool {
+        if !self.reads_alone(r) {
+            return r.buffer().len() >= pdu::BHS_LEN;
+        }
+        if self.have < pdu::BHS_LEN && self.error.is_none() {
+            let mut read = std::pin::pin!(r.get_mut().read(&mut self.bhs[self.have..]));
+            match futures::poll!(read.as_mut()) {
+                std::task::Poll::Ready(Ok(n)) => self.have += n,
+                std::task::Poll::Ready(Err(e)) => self.error = Some(e),
+                std::task::Poll::Pending => {}
+            }
+        }
+        self.have == pdu::BHS_LEN
+    }
+}
+
 /// A WRITE waiting in [`FullFeature::writes`].
 struct BatchedWrite {
     itt: u32,
@@ -609,11 +701,12 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
     ) -> Result<(), IscsiError> {
         let cfg = &self.shared.cfg;
         let mut ping_sent = false;
+        let mut next = NextHeader::default();
         loop {
             let room = self.inflight.len() < CMD_WINDOW as usize;
             let ready = tokio::select! {
-                // fill_buf is cancel-safe: bytes stay buffered for read_pdu.
-                r = tokio::time::timeout(cfg.nop_interval, r.fill_buf()), if room => r,
+                // Cancel-safe: what arrives stays buffered (or in `next`).
+                r = tokio::time::timeout(cfg.nop_interval, next.wait(r)), if room => r,
                 Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => {
                     let done = done.map_err(|e| IscsiError::Protocol(format!("command task: {e}")))?;
                     self.answer(done).await?;
@@ -639,12 +732,12 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
                     continue;
                 }
                 Ok(Err(e)) => return Err(e.into()),
-                Ok(Ok([])) => return Ok(()),
-                Ok(Ok(_)) => ping_sent = false,
+                Ok(Ok(false)) => return Ok(()),
+                Ok(Ok(true)) => ping_sent = false,
             }
             let req = tokio::time::timeout(
                 cfg.pdu_timeout,
-                pdu::read_pdu(r, TARGET_MAX_RECV_DSL as usize),
+                next.read_pdu(r, TARGET_MAX_RECV_DSL as usize),
             )
             .await
             .map_err(|_| IscsiError::Timeout("PDU"))??;
@@ -657,10 +750,11 @@ impl<W: AsyncWrite + Unpin + Send> FullFeature<'_, W> {
             let flow = self.dispatch(req).await?;
             // More requests already here: take them before writing to the socket
             // (and before sending the WRITEs taken so far to the device).
-            if r.buffer().len() < pdu::BHS_LEN || self.writes.len() >= MAX_BATCH {
+            let more = next.more(r).await;
+            if !more || self.writes.len() >= MAX_BATCH {
                 self.submit_writes().await?;
             }
-            if r.buffer().is_empty() {
+            if !more {
                 self.w.flush().await?;
             }
             if let Flow::End = flow {
@@ -1374,5 +1468,57 @@ mod tests {
         assert_eq!(lun_number(&[0, 1, 0, 0, 0, 0, 0, 0]), 1);
         assert_eq!(lun_number(&[0x40, 2, 0, 0, 0, 0, 0, 0]), 2);
         assert_eq!(lun_number(&[0, 0, 1, 0, 0, 0, 0, 0]), u64::MAX);
+    }
+
+    /// PDUs read through [`NextHeader`] come out whole and in order whichever way
+    /// their headers are read (through the buffer, or alone after a large segment,
+    /// in pieces), and `more` says whether a whole next header is already here.
+    #[tokio::test]
+    async fn pdus_read_around_large_segments_come_out_whole() {
+        use tokio::io::AsyncWriteExt;
+        let segment = |n: usize, seed: u8| -> Vec<u8> {
+            (0..n).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect()
+        };
+        let pdus: Vec<Pdu> = vec![
+            Pdu::new(op::DATA_OUT, F_FINAL).with_data(segment(256 << 10, 1)),
+            Pdu::new(op::DATA_OUT, F_FINAL).with_data(segment(100, 2)),
+            Pdu::new(op::DATA_OUT, F_FINAL).with_data(segment(64 << 10, 3)),
+            Pdu::new(op::NOP_OUT, F_FINAL),
+            Pdu::new(op::DATA_OUT, F_FINAL).with_data(segment((128 << 10) + 2, 4)),
+            Pdu::new(op::DATA_OUT, F_FINAL).with_data(segment(70 << 10, 5)),
+        ];
+        let mut wire = Vec::new();
+        for p in &pdus {
+            pdu::write_pdu(&mut wire, p).await.unwrap();
+        }
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let mut r = BufReader::with_capacity(TARGET_MAX_RECV_DSL as usize + 4096, server);
+        let mut next = NextHeader::default();
+        // The first PDU and 10 bytes of the second's header, then a pause.
+        let first = pdu::BHS_LEN + (256 << 10);
+        let mut client = client;
+        client.write_all(&wire[..first + 10]).await.unwrap();
+        assert!(next.wait(&mut r).await.unwrap());
+        let got = next.read_pdu(&mut r, 1 << 20).await.unwrap().unwrap();
+        assert!(got.data == pdus[0].data);
+        assert!(next.alone, "a large segment: the next header is read alone");
+        assert!(!next.more(&mut r).await, "only 10 bytes of it are here");
+        // The rest of it and everything after.
+        let sender = tokio::spawn(async move {
+            for piece in wire[first + 10..].chunks(30_000) {
+                client.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            client
+        });
+        for want in &pdus[1..] {
+            assert!(next.wait(&mut r).await.unwrap());
+            let got = next.read_pdu(&mut r, 1 << 20).await.unwrap().unwrap();
+            assert_eq!(got.bhs, want.bhs);
+            assert!(got.data == want.data, "{} bytes", want.data.len());
+            next.more(&mut r).await;
+        }
+        drop(sender.await.unwrap());
+        assert!(!next.wait(&mut r).await.unwrap(), "the end of the stream");
     }
 }

@@ -4,7 +4,7 @@
 //! ignored (no command here needs an extended CDB).
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use super::error::IscsiError;
 use euca_durable::buffers;
@@ -110,6 +110,13 @@ impl Pdu {
         self
     }
 
+    /// The data segment from `buf`, which holds it and its padding (a pooled
+    /// buffer: a fresh 256 KiB one costs a page fault per 4 KiB).
+    fn set_segment(&mut self, mut buf: Vec<u8>) {
+        buf.truncate(self.data_len_field());
+        self.data = buffers::freeze(buf);
+    }
+
     fn data_len_field(&self) -> usize {
         (usize::from(self.bhs[5]) << 16)
             | (usize::from(self.bhs[6]) << 8)
@@ -134,7 +141,52 @@ pub async fn read_pdu<R: AsyncRead + Unpin>(
         return Ok(None);
     }
     r.read_exact(&mut bhs[n..]).await?;
-    let mut pdu = Pdu {
+    let (mut pdu, total) = after_bhs(r, bhs, max_data).await?;
+    if total > 0 {
+        let mut buf = buffers::take(total);
+        crate::wire::fill(r, &mut buf, total).await?;
+        pdu.set_segment(buf);
+    }
+    Ok(Some(pdu))
+}
+
+/// Data segments of at least this size are read from the stream straight into their
+/// own buffer by [`read_pdu_past`], and the header after them alone.
+pub const LARGE_SEGMENT: usize = 64 << 10;
+
+/// [`read_pdu`] on a buffered stream, its header (`bhs`) already read: a data segment
+/// of [`LARGE_SEGMENT`] or more takes what the read buffer holds of it and reads the
+/// rest from the stream straight into its own buffer, not through the read buffer
+/// (which would copy every byte once more).
+pub async fn read_pdu_past<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    bhs: [u8; BHS_LEN],
+    max_data: usize,
+) -> Result<Pdu, IscsiError> {
+    let (mut pdu, total) = after_bhs(r, bhs, max_data).await?;
+    if total >= LARGE_SEGMENT {
+        let mut buf = buffers::take(total);
+        let buffered = r.buffer().len().min(total);
+        buf.extend_from_slice(&r.buffer()[..buffered]);
+        std::pin::Pin::new(&mut *r).consume(buffered);
+        crate::wire::fill(r.get_mut(), &mut buf, total).await?;
+        pdu.set_segment(buf);
+    } else if total > 0 {
+        let mut buf = buffers::take(total);
+        crate::wire::fill(r, &mut buf, total).await?;
+        pdu.set_segment(buf);
+    }
+    Ok(pdu)
+}
+
+/// The PDU of header `bhs` with its additional header segments read and skipped, and
+/// the length of its data segment with padding, checked against `max_data`.
+async fn after_bhs<R: AsyncRead + Unpin>(
+    r: &mut R,
+    bhs: [u8; BHS_LEN],
+    max_data: usize,
+) -> Result<(Pdu, usize), IscsiError> {
+    let pdu = Pdu {
         bhs,
         data: Bytes::new(),
     };
@@ -149,15 +201,7 @@ pub async fn read_pdu<R: AsyncRead + Unpin>(
             "data segment of {len} bytes exceeds the declared {max_data}"
         )));
     }
-    if len > 0 {
-        // A pooled buffer: a fresh 256 KiB one costs a page fault per 4 KiB.
-        let total = len + pad(len);
-        let mut buf = buffers::take(total);
-        crate::wire::fill(r, &mut buf, total).await?;
-        buf.truncate(len);
-        pdu.data = buffers::freeze(buf);
-    }
-    Ok(Some(pdu))
+    Ok((pdu, if len > 0 { len + pad(len) } else { 0 }))
 }
 
 /// Writes one PDU (not flushed).
