@@ -15,25 +15,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GIB=${1:-4}; ROUNDS=${2:-3}
 DIR=${BENCH_DIR:-/var/tmp/euca-iscsi-seq}
-if [ -n "${EUCA_BIN:-}" ]; then EUCA=$EUCA_BIN; else
-  cargo build --release --locked --bin euca; EUCA=$PWD/target/release/euca; fi
-rm -rf "$DIR"; mkdir -p "$DIR"
 . scripts/bench-lib.sh
-bench_cleanup_on_exit "$DIR"
+bench_setup "$DIR"
 
-start_euca() { # binary name: sets URI, PID
-  local sp; sp=$(port)
-  "$1" up --no-node --net off --data "$DIR/$2" --walrus-listen "127.0.0.1:$(port)" \
-    --sc-listen "127.0.0.1:$sp" --nbd-listen "127.0.0.1:$(port)" --iscsi-listen "127.0.0.1:$(port)" \
-    --cc-listen "127.0.0.1:$(port)" --clc-listen "127.0.0.1:$(port)" \
-    --nc-listen "127.0.0.1:$(port)" > "$DIR/$2.log" 2>&1 &
-  PID=$!; PIDS+=("$PID")
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$sp/_health" >/dev/null && break; sleep 0.1; done
-  local vol; vol=$("$1" volume create --size-gib "$GIB" --data "$DIR/$2")
-  URI=$("$1" volume attach "$vol" --node 127.0.0.1 --protocol iscsi --data "$DIR/$2")
-}
-start_euca "$EUCA" euca; SERVERS=("euca-sc $URI $PID")
-if [ -n "${EUCA_BEFORE:-}" ]; then start_euca "$EUCA_BEFORE" before; SERVERS+=("before $URI $PID"); fi
+bench_volume "$EUCA" euca "$GIB" iscsi; SERVERS=("euca-sc $URI $PID")
+if [ -n "${EUCA_BEFORE:-}" ]; then bench_volume "$EUCA_BEFORE" before "$GIB" iscsi; SERVERS+=("before $URI $PID"); fi
 
 pass() { # name uri pid
   sync; echo 3 > /proc/sys/vm/drop_caches

@@ -1,10 +1,17 @@
 # Sourced by the bench scripts: what each of them needs around the measurement.
 #
+#   bench_setup DIR             sets EUCA (EUCA_BIN, or this checkout's release build),
+#                               empties DIR and cleans up on exit (below)
 #   bench_cleanup_on_exit DIR   kill every pid in PIDS, wait, remove DIR (on EXIT)
 #   port                        a free loopback TCP port
 #   cpu PID                     the process's user + system CPU so far, in ticks
 #   HZ                          ticks per second
 #   ctxsw PID                   context switches of the process's live threads so far
+#   busy                        the whole machine's busy CPU so far, in ticks
+#   bench_volume BIN NAME GIB PROTOCOL
+#                               `BIN up` (no node, no networking) on DIR/NAME with one
+#                               volume of GIB attached over PROTOCOL (nbd or iscsi) to
+#                               127.0.0.1; sets URI and PID (DIR: the caller's)
 
 PIDS=()
 BENCH_CLEANUP_DIR=
@@ -14,7 +21,27 @@ bench_cleanup() {
   if [ -n "$BENCH_CLEANUP_DIR" ]; then rm -rf "$BENCH_CLEANUP_DIR"; fi
 }
 bench_cleanup_on_exit() { BENCH_CLEANUP_DIR=$1; trap bench_cleanup EXIT; }
+bench_setup() {
+  if [ -n "${EUCA_BIN:-}" ]; then EUCA=$EUCA_BIN; else
+    cargo build --release --locked --bin euca; EUCA=$PWD/target/release/euca; fi
+  rm -rf "$1"; mkdir -p "$1"
+  bench_cleanup_on_exit "$1"
+}
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n + 0}'; }
+busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }   # whole machine: user nice system irq softirq
+
+bench_volume() {
+  local sp; sp=$(port)
+  "$1" up --no-node --net off --data "$DIR/$2" --walrus-listen "127.0.0.1:$(port)" \
+    --sc-listen "127.0.0.1:$sp" --nbd-listen "127.0.0.1:$(port)" \
+    --iscsi-listen "$([ "$4" = iscsi ] && echo "127.0.0.1:$(port)" || echo off)" \
+    --cc-listen "127.0.0.1:$(port)" --clc-listen "127.0.0.1:$(port)" \
+    --nc-listen "127.0.0.1:$(port)" > "$DIR/$2.log" 2>&1 &
+  PID=$!; PIDS+=("$PID")
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$sp/_health" >/dev/null && break; sleep 0.1; done
+  local vol; vol=$("$1" volume create --size-gib "$3" --data "$DIR/$2")
+  URI=$("$1" volume attach "$vol" --node 127.0.0.1 --protocol "$4" --data "$DIR/$2")
+}

@@ -26,29 +26,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:?read or write}; CONNS=${2:-4}; ROUNDS=${3:-2}; GIB=${4:-2}
 DIR=${BENCH_DIR:-/var/tmp/euca-nbd-seq}
-if [ -n "${EUCA_BIN:-}" ]; then EUCA=$EUCA_BIN; else
-  cargo build --release --locked --bin euca; EUCA=$PWD/target/release/euca; fi
-rm -rf "$DIR"; mkdir -p "$DIR"
 . scripts/bench-lib.sh
-bench_cleanup_on_exit "$DIR"
+bench_setup "$DIR"
 flush() { PATH=/usr/bin:$PATH nbdsh -u "$1" -c 'h.flush()'; }   # python3-libnbd is /usr/bin's
-busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }   # user nice system irq softirq
 
-start_euca() { # binary name: an all-in-one cloud with one attached volume; sets URI, PID
-  local sp; sp=$(port)
-  "$1" up --no-node --net off --data "$DIR/$2" --walrus-listen "127.0.0.1:$(port)" \
-    --sc-listen "127.0.0.1:$sp" --nbd-listen "127.0.0.1:$(port)" --iscsi-listen off \
-    --cc-listen "127.0.0.1:$(port)" --clc-listen "127.0.0.1:$(port)" \
-    --nc-listen "127.0.0.1:$(port)" > "$DIR/$2.log" 2>&1 &
-  PID=$!; PIDS+=("$PID")
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$sp/_health" >/dev/null && break; sleep 0.1; done
-  local vol; vol=$("$1" volume create --size-gib "$GIB" --data "$DIR/$2")
-  URI=$("$1" volume attach "$vol" --node 127.0.0.1 --data "$DIR/$2")
-}
-start_euca "$EUCA" euca; SC_URI=$URI EUCA_PID=$PID
-SERVERS=("euca-sc $SC_URI $EUCA_PID")
+bench_volume "$EUCA" euca "$GIB" nbd
+SERVERS=("euca-sc $URI $PID")
 if [ -n "${EUCA_BEFORE:-}" ]; then
-  start_euca "$EUCA_BEFORE" before; SERVERS+=("before $URI $PID")
+  bench_volume "$EUCA_BEFORE" before "$GIB" nbd; SERVERS+=("before $URI $PID")
 fi
 KP=$(port); truncate -s "${GIB}G" "$DIR/nbdkit.img"
 nbdkit -f -i 127.0.0.1 -p "$KP" -e vol file "$DIR/nbdkit.img" &
