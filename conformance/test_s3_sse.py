@@ -289,7 +289,9 @@ def test_sse_s3_bucket_default_and_master_key(sse_cloud, s3e):
     assert s3.get_object(Bucket=b, Key="posted-c", **ssec(ckey))["Body"].read() == small
     for bad in ({"x-amz-server-side-encryption-customer-key-MD5": md5_b64(os.urandom(32))},
                 {"x-amz-server-side-encryption-customer-key": None,
-                 "x-amz-server-side-encryption-customer-key-MD5": None}):
+                 "x-amz-server-side-encryption-customer-key-MD5": None},
+                # A KMS key id beside an SSE-C key, as with headers.
+                {"x-amz-server-side-encryption-aws-kms-key-id": "aws/s3"}):
         url, fields = post_ssec(sse_cloud, b, "posted-bad", ckey, bad)
         status, _, body = curl_post(url, fields, small)
         body = body if isinstance(body, str) else body.decode()

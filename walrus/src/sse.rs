@@ -233,15 +233,13 @@ pub fn set_headers(
 /// The encryption a new object (PUT, copy destination, multipart upload) gets: what
 /// the request asks for, else the bucket's default, else none.
 pub async fn for_write(st: &State, r: &Req, b: &BucketMeta) -> S3Result<Option<Encryption>> {
-    match requested(st, r)?.or_else(|| bucket_default(b)) {
-        Some(with) => Ok(Some(Encryption::new(st, with).await?)),
-        None => Ok(None),
-    }
+    let customer = customer_key(st, r, false)?;
+    for_post(st, r.header(H_SSE), r.header(H_KMS_KEY), customer, b).await
 }
 
 /// The encryption of a browser POST upload: its form's SSE-C key
-/// ([`form_customer_key`]) or `x-amz-server-side-encryption` field, else the bucket's
-/// default.
+/// ([`form_customer_key`]) or `x-amz-server-side-encryption` field (and KMS key id),
+/// else the bucket's default. [`for_write`] is this with the request's headers.
 pub async fn for_post(
     st: &State,
     field: Option<&str>,
@@ -249,14 +247,7 @@ pub async fn for_post(
     customer: Option<CustomerKey>,
     b: &BucketMeta,
 ) -> S3Result<Option<Encryption>> {
-    let with = match (field, customer) {
-        (Some(_), Some(_)) => return Err(incompatible()),
-        (None, Some(c)) => Some(Requested::Customer(c)),
-        (Some(v), None) => Some(server_side(st, v, kms_key)?),
-        (None, None) if kms_key.is_some() => return Err(kms_key_without_kms()),
-        (None, None) => bucket_default(b),
-    };
-    match with {
+    match requested(st, field, kms_key, customer)?.or_else(|| bucket_default(b)) {
         Some(with) => Ok(Some(Encryption::new(st, with).await?)),
         None => Ok(None),
     }
@@ -332,11 +323,15 @@ enum Requested {
     Kms(String),
 }
 
-/// The encryption a write's headers ask for.
-fn requested(st: &State, r: &Req) -> S3Result<Option<Requested>> {
-    let customer = customer_key(st, r, false)?;
-    let kms_key = r.header(H_KMS_KEY);
-    match (r.header(H_SSE), customer) {
+/// The encryption a write asks for with `x-amz-server-side-encryption` (`sse`), the KMS
+/// key id and an SSE-C key: as headers, or as a browser POST's fields.
+fn requested(
+    st: &State,
+    sse: Option<&str>,
+    kms_key: Option<&str>,
+    customer: Option<CustomerKey>,
+) -> S3Result<Option<Requested>> {
+    match (sse, customer) {
         (None, None) if kms_key.is_some() => Err(kms_key_without_kms()),
         (None, None) => Ok(None),
         (None, Some(_)) if kms_key.is_some() => Err(incompatible()),

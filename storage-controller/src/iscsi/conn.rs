@@ -578,12 +578,10 @@ impl NextHeader {
             self.have = 0;
             self.bhs
         } else {
-            let mut bhs = [0u8; pdu::BHS_LEN];
-            if r.read(&mut bhs[..1]).await? == 0 {
-                return Ok(None);
+            match pdu::read_bhs(r).await? {
+                Some(bhs) => bhs,
+                None => return Ok(None),
             }
-            r.read_exact(&mut bhs[1..]).await?;
-            bhs
         };
         let p = pdu::read_pdu_past(r, bhs, max_data).await?;
         self.alone = p.data.len() >= pdu::LARGE_SEGMENT;
@@ -1491,12 +1489,11 @@ mod tests {
         for p in &pdus {
             pdu::write_pdu(&mut wire, p).await.unwrap();
         }
-        let (client, server) = tokio::io::duplex(1 << 20);
+        let (mut client, server) = tokio::io::duplex(1 << 20);
         let mut r = BufReader::with_capacity(TARGET_MAX_RECV_DSL as usize + 4096, server);
         let mut next = NextHeader::default();
         // The first PDU and 10 bytes of the second's header, then a pause.
         let first = pdu::BHS_LEN + (256 << 10);
-        let mut client = client;
         client.write_all(&wire[..first + 10]).await.unwrap();
         assert!(next.wait(&mut r).await.unwrap());
         let got = next.read_pdu(&mut r, 1 << 20).await.unwrap().unwrap();

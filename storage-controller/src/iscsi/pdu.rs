@@ -135,12 +135,9 @@ pub async fn read_pdu<R: AsyncRead + Unpin>(
     r: &mut R,
     max_data: usize,
 ) -> Result<Option<Pdu>, IscsiError> {
-    let mut bhs = [0u8; BHS_LEN];
-    let n = r.read(&mut bhs).await?;
-    if n == 0 {
+    let Some(bhs) = read_bhs(r).await? else {
         return Ok(None);
-    }
-    r.read_exact(&mut bhs[n..]).await?;
+    };
     let (mut pdu, total) = after_bhs(r, bhs, max_data).await?;
     if total > 0 {
         let mut buf = buffers::take(total);
@@ -164,19 +161,30 @@ pub async fn read_pdu_past<R: AsyncRead + Unpin>(
     max_data: usize,
 ) -> Result<Pdu, IscsiError> {
     let (mut pdu, total) = after_bhs(r, bhs, max_data).await?;
-    if total >= LARGE_SEGMENT {
+    if total > 0 {
         let mut buf = buffers::take(total);
-        let buffered = r.buffer().len().min(total);
-        buf.extend_from_slice(&r.buffer()[..buffered]);
-        std::pin::Pin::new(&mut *r).consume(buffered);
-        crate::wire::fill(r.get_mut(), &mut buf, total).await?;
-        pdu.set_segment(buf);
-    } else if total > 0 {
-        let mut buf = buffers::take(total);
-        crate::wire::fill(r, &mut buf, total).await?;
+        if total >= LARGE_SEGMENT {
+            let buffered = r.buffer().len().min(total);
+            buf.extend_from_slice(&r.buffer()[..buffered]);
+            std::pin::Pin::new(&mut *r).consume(buffered);
+            crate::wire::fill(r.get_mut(), &mut buf, total).await?;
+        } else {
+            crate::wire::fill(r, &mut buf, total).await?;
+        }
         pdu.set_segment(buf);
     }
     Ok(pdu)
+}
+
+/// A basic header segment; `None` on a clean end of stream before its first byte.
+pub async fn read_bhs<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<[u8; BHS_LEN]>> {
+    let mut bhs = [0u8; BHS_LEN];
+    let n = r.read(&mut bhs).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    r.read_exact(&mut bhs[n..]).await?;
+    Ok(Some(bhs))
 }
 
 /// The PDU of header `bhs` with its additional header segments read and skipped, and
