@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 /// A listener: a stream and the peer's address (`None` for Unix sockets).
 pub(crate) trait Acceptor: Send {
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + std::os::fd::AsFd + 'static;
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, Option<IpAddr>)>> + Send;
 }
 

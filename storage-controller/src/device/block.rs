@@ -47,6 +47,18 @@ pub trait BlockDevice: Send + Sync + 'static {
         }
         Ok(())
     }
+    /// Writes `data` at `offset` (no FUA) on the calling thread, which it may block:
+    /// call it only where blocking is allowed (a blocking-pool thread). `None` when
+    /// this device cannot write without awaiting something first (a snapshot cut to
+    /// preserve the range for, a restored volume's range to fill, a device that is
+    /// not a local file); the caller then uses [`BlockDevice::write`] or
+    /// [`BlockDevice::write_batch`]. Lets a protocol server receive a payload and
+    /// copy it into the page cache on the same thread, while it is still in that
+    /// core's cache. Writing nothing (`data` empty) does nothing and answers
+    /// whether a write could go this way now.
+    fn write_here(&self, _offset: u64, _data: &[u8]) -> Option<io::Result<()>> {
+        None
+    }
     /// Prefetch hint (NBD_CMD_CACHE).
     async fn cache(&self, _offset: u64, _len: u64) -> io::Result<()> {
         Ok(())

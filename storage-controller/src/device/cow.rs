@@ -330,6 +330,16 @@ impl BlockDevice for VolumeDevice {
         .await
     }
 
+    fn write_here(&self, offset: u64, data: &[u8]) -> Option<io::Result<()>> {
+        // Under the gate like every mutation, and only while no cut needs ranges
+        // preserved (that awaits the cut's copies).
+        let _guard = self.inner.gate.try_read().ok()?;
+        if self.current_cut().is_some() {
+            return None;
+        }
+        self.inner.dev.write_here(offset, data)
+    }
+
     async fn flush(&self) -> io::Result<()> {
         self.inner.dev.flush().await
     }

@@ -457,6 +457,10 @@ impl BlockDevice for FileDevice {
         .await
     }
 
+    fn write_here(&self, offset: u64, data: &[u8]) -> Option<io::Result<()>> {
+        Some(self.file.write_all_at(data, offset))
+    }
+
     async fn flush(&self) -> io::Result<()> {
         self.blocking(|f| f.sync_data()).await
     }

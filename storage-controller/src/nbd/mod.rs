@@ -33,6 +33,7 @@
 //! over inside TLS, and transmission stays in TLS. The per-export peer address
 //! restriction applies the same with or without TLS.
 
+mod burst;
 mod error;
 mod handshake;
 pub mod proto;
@@ -203,6 +204,7 @@ impl NbdServer {
             cfg: self.cfg,
             tls: self.tls,
             memory,
+            bursts: Arc::new(Semaphore::new(shared::MAX_BURSTS)),
         });
         let caps = Caps {
             total: shared.cfg.max_connections,
@@ -230,7 +232,7 @@ async fn handle_connection<S>(
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + std::os::fd::AsFd + 'static,
 {
     tracing::debug!(?peer, "NBD client connected");
     let mut stop_hs = stop.clone();
@@ -262,11 +264,18 @@ async fn handle_connection<S>(
     let result = match session {
         Session::Plain(s) => {
             tracing::info!(?peer, %export, tls = false, "NBD client opened export");
-            transmission::run(s, negotiated, &shared, stop).await
+            // A descriptor of its own for write bursts, so that a burst's thread,
+            // which may outlive an aborted connection task, never reads or writes
+            // a descriptor number that has been closed and reused.
+            let fd = std::os::fd::AsFd::as_fd(&s).try_clone_to_owned();
+            if let Err(e) = &fd {
+                tracing::debug!(?peer, error = %e, "no write bursts: dup failed");
+            }
+            transmission::run(s, fd.ok(), negotiated, &shared, stop).await
         }
         Session::Tls(s) => {
             tracing::info!(?peer, %export, tls = true, "NBD client opened export");
-            transmission::run(s, negotiated, &shared, stop).await
+            transmission::run(s, None, negotiated, &shared, stop).await
         }
     };
     match result {

@@ -49,6 +49,13 @@ pub(crate) struct Shared {
     pub(crate) tls: Option<(TlsConfig, TlsMode)>,
     /// The server-wide payload budget, one permit per byte.
     pub(crate) memory: Arc<Semaphore>,
+    /// Write bursts that may run at once ([`MAX_BURSTS`]).
+    pub(crate) bursts: Arc<Semaphore>,
 }
+
+/// Most write bursts (runs of WRITEs received and written on a blocking-pool
+/// thread, `super::burst`) running at once, server-wide: the threads and buffers
+/// that clients can hold this way. Further connections use the async path.
+pub(crate) const MAX_BURSTS: usize = 8;
 
 pub(crate) use crate::export::wait_true;

@@ -1,6 +1,7 @@
 //! The transmission phase: request reader, concurrent execution, reply writer.
 
 use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use futures::FutureExt;
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
+use super::burst::{self, BurstEnd, BurstSink};
 use super::error::{nbd_errno, NbdError};
 use super::handshake::{drain, Negotiated};
 use super::proto::*;
@@ -85,6 +87,10 @@ struct Ctx {
     base_allocation: bool,
     read_only: bool,
     tx: mpsc::UnboundedSender<Frame>,
+    /// The socket and the lock its sender holds while a frame is part-written,
+    /// for write bursts to send their replies themselves (`None` under TLS).
+    sending: Option<(Arc<OwnedFd>, Arc<tokio::sync::Mutex<()>>)>,
+    reply_timeout: std::time::Duration,
 }
 
 impl Ctx {
@@ -274,6 +280,44 @@ impl Ctx {
     }
 }
 
+impl BurstSink for Ctx {
+    fn takes(&self, req: &Request) -> bool {
+        WriteBatch::takes(req) && self.validate(req).is_ok()
+    }
+
+    fn write_here(&self, req: &Request, data: &[u8]) -> Option<std::io::Result<()>> {
+        self.device.write_here(req.offset, data)
+    }
+
+    fn reply(&self, done: &mut Vec<(Request, std::io::Result<()>)>) -> std::io::Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let n = done.len();
+        let frames = done.drain(..).map(|(req, result)| match result {
+            Ok(()) => self.ok(&req),
+            Err(e) => self.device_error(&req, "write", &e),
+        });
+        // Straight onto the socket when the reply writer is not sending (it
+        // holds `sending` from a frame's first byte to its last): no wake-up of
+        // the runtime per run of replies.
+        let sending = self.sending.as_ref().and_then(|(fd, lock)| {
+            let guard = lock.try_lock().ok()?;
+            Some((fd.as_raw_fd(), guard))
+        });
+        let Some((fd, _guard)) = sending else {
+            frames.for_each(|f| self.send(f));
+            return Ok(());
+        };
+        let mut out = Vec::with_capacity(n * 16);
+        for f in frames {
+            out.extend_from_slice(&f.head[..f.head_len]);
+            out.extend_from_slice(&f.body);
+        }
+        burst::send_all(fd, &out, self.reply_timeout)
+    }
+}
+
 /// What makes the reader stop taking requests.
 struct Stop {
     export: watch::Receiver<bool>,
@@ -282,6 +326,14 @@ struct Stop {
 }
 
 impl Stop {
+    fn receivers(&self) -> Vec<watch::Receiver<bool>> {
+        vec![
+            self.export.clone(),
+            self.server.clone(),
+            self.writer.clone(),
+        ]
+    }
+
     async fn wait(&mut self) {
         tokio::select! {
             _ = wait_true(&mut self.export) => {}
@@ -294,8 +346,13 @@ impl Stop {
 /// Runs transmission until the client disconnects, the export is removed or the
 /// server stops. In-flight requests always finish (and their replies are sent
 /// within the grace period) before the connection closes.
+///
+/// `socket`: a duplicate of the connection's descriptor when `stream` reads it
+/// directly (no TLS), so that runs of WRITEs can be received on a blocking thread
+/// ([`burst`]).
 pub(crate) async fn run<S>(
     stream: S,
+    socket: Option<OwnedFd>,
     neg: Negotiated,
     shared: &Shared,
     server_stop: watch::Receiver<bool>,
@@ -315,7 +372,15 @@ where
     let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
     let (tx, rx) = mpsc::unbounded_channel();
     let (failed_tx, failed_rx) = watch::channel(false);
-    let mut writer = tokio::spawn(write_frames(wr, rx, failed_tx, cfg.reply_timeout));
+    let socket = socket.map(Arc::new);
+    let send_lock = Arc::new(tokio::sync::Mutex::new(()));
+    let mut writer = tokio::spawn(write_frames(
+        wr,
+        rx,
+        failed_tx,
+        cfg.reply_timeout,
+        send_lock.clone(),
+    ));
     let ctx = Arc::new(Ctx {
         device: entry.export.device.clone(),
         size: entry.export.device.size(),
@@ -323,6 +388,8 @@ where
         base_allocation,
         read_only: entry.export.read_only,
         tx,
+        sending: socket.clone().map(|fd| (fd, send_lock)),
+        reply_timeout: cfg.reply_timeout,
     });
     // `stop.export` is this connection's registration on the export.
     let mut stop = Stop {
@@ -344,7 +411,20 @@ where
     };
 
     let mut batch = WriteBatch::default();
-    let result = read_requests(&mut rd, &ctx, &mut stop, &slots, &budget, &mut batch).await;
+    let bursts = socket.map(|fd| Bursts {
+        fd,
+        permits: shared.bursts.clone(),
+    });
+    let result = read_requests(
+        &mut rd,
+        &ctx,
+        &mut stop,
+        &slots,
+        &budget,
+        &mut batch,
+        bursts.as_ref(),
+    )
+    .await;
     // Writes received whole are applied (and answered) however reading ended.
     batch.submit(&ctx).await;
 
@@ -428,6 +508,12 @@ impl WriteBatch {
     }
 }
 
+/// Where write bursts may run: the socket's descriptor and the server's permits.
+struct Bursts {
+    fd: Arc<OwnedFd>,
+    permits: Arc<Semaphore>,
+}
+
 async fn read_requests<R>(
     rd: &mut BufReader<R>,
     ctx: &Arc<Ctx>,
@@ -435,23 +521,32 @@ async fn read_requests<R>(
     slots: &Arc<Semaphore>,
     budget: &Budgets,
     batch: &mut WriteBatch,
+    bursts: Option<&Bursts>,
 ) -> Result<(), NbdError>
 where
     R: AsyncRead + Unpin,
 {
     let mut headers = Headers::default();
+    // A WRITE a burst handed back unapplied, and what it had received of it.
+    let mut resumed: Option<(Request, Vec<u8>)> = None;
     loop {
-        let read = tokio::select! {
-            biased;
-            _ = stop.wait() => return Ok(()),
-            r = headers.read(rd) => r,
+        let (req, received) = match resumed.take() {
+            Some((req, received)) => (req, Some(received)),
+            None => {
+                let read = tokio::select! {
+                    biased;
+                    _ = stop.wait() => return Ok(()),
+                    r = headers.read(rd) => r,
+                };
+                match read {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+                let req = Request::decode(&headers.hdr).map_err(NbdError::BadRequestMagic)?;
+                (req, None)
+            }
         };
-        match read {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
-        let req = Request::decode(&headers.hdr).map_err(NbdError::BadRequestMagic)?;
         headers.direct = req.ty == CMD_WRITE && req.len >= LARGE_WRITE;
         if !WriteBatch::takes(&req) {
             // Anything else goes after the WRITEs before it have been sent on.
@@ -505,12 +600,28 @@ where
         let Some((slot, held)) = permits else {
             return Ok(());
         };
+        if let (Some(b), None) = (bursts, &received) {
+            if let Some(end) = try_burst(b, rd, ctx, stop, batch, &req).await? {
+                drop((slot, held));
+                match end {
+                    BurstEnd::Header(hdr, have) => {
+                        headers.hdr = hdr;
+                        headers.have = have;
+                        headers.direct = true;
+                    }
+                    BurstEnd::Write(req, received) => resumed = Some((req, received)),
+                    BurstEnd::Eof | BurstEnd::Stopped => return Ok(()),
+                    BurstEnd::Failed(e) => return Err(e.into()),
+                }
+                continue;
+            }
+        }
         let payload = if req.ty == CMD_WRITE {
             // A payload cut short (disconnect, stop) is dropped unapplied.
             let data = tokio::select! {
                 biased;
                 _ = stop.wait() => return Ok(()),
-                d = read_payload(rd, req.len) => d?,
+                d = read_payload(rd, req.len, received) => d?,
             };
             Some(data)
         } else {
@@ -553,6 +664,43 @@ where
             tokio::spawn(handled);
         }
     }
+}
+
+/// Runs `req` and the WRITEs after it as a [`burst`] if `req` is a WRITE a burst
+/// takes, the device can write on a blocking thread now, the read buffer holds
+/// nothing past `req`'s payload, and a server-wide permit is free; `None` if not.
+async fn try_burst<R: AsyncRead + Unpin>(
+    bursts: &Bursts,
+    rd: &mut BufReader<R>,
+    ctx: &Arc<Ctx>,
+    stop: &Stop,
+    batch: &mut WriteBatch,
+    req: &Request,
+) -> Result<Option<BurstEnd>, NbdError> {
+    // Writing nothing is a no-op that says whether the device writes in place now.
+    if !WriteBatch::takes(req)
+        || rd.buffer().len() > req.len as usize
+        || ctx.device.write_here(req.offset, &[]).is_none()
+    {
+        return Ok(None);
+    }
+    let Ok(permit) = bursts.permits.clone().try_acquire_owned() else {
+        return Ok(None);
+    };
+    // The WRITEs before this one go first.
+    batch.submit(ctx).await;
+    let pre = rd.buffer().to_vec();
+    std::pin::Pin::new(&mut *rd).consume(pre.len());
+    let (fd, sink, first, stops) = (bursts.fd.clone(), ctx.clone(), *req, stop.receivers());
+    let end = tokio::task::spawn_blocking(move || {
+        let room = BATCH_WRITE_MAX as usize;
+        let end = burst::run(fd.as_raw_fd(), &*sink, first, &pre, room, &stops);
+        drop(permit);
+        end
+    })
+    .await
+    .map_err(|e| std::io::Error::other(format!("NBD write burst failed: {e}")))?;
+    Ok(Some(end))
 }
 
 /// WRITE payloads of at least this size are followed by a header read alone.
@@ -666,12 +814,15 @@ async fn acquire(
 /// before the copy from the socket can land in it). What the read buffer already
 /// holds is copied from there; the rest is read from the socket straight into the
 /// payload, not through the read buffer.
+///
+/// `received`: what a burst had already read of it (the read buffer holds none).
 async fn read_payload<R: AsyncRead + Unpin>(
     rd: &mut BufReader<R>,
     len: u32,
+    received: Option<Vec<u8>>,
 ) -> std::io::Result<Bytes> {
     let len = len as usize;
-    let mut buf = buffers::take(len);
+    let mut buf = received.unwrap_or_else(|| buffers::take(len));
     let buffered = rd.buffer().len().min(len);
     buf.extend_from_slice(&rd.buffer()[..buffered]);
     std::pin::Pin::new(&mut *rd).consume(buffered);
@@ -684,6 +835,7 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     mut rx: mpsc::UnboundedReceiver<Frame>,
     failed: watch::Sender<bool>,
     stall: std::time::Duration,
+    sending: Arc<tokio::sync::Mutex<()>>,
 ) {
     let mut out = Out {
         w: wr,
@@ -692,6 +844,7 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     };
     let result: std::io::Result<()> = async {
         while let Some(frame) = rx.recv().await {
+            let _sending = sending.lock().await;
             out.put(frame).await?;
             while let Ok(frame) = rx.try_recv() {
                 out.put(frame).await?;

@@ -394,6 +394,92 @@ fn large_writes_and_headers_split_across_sends_land_where_they_were_sent() {
 }
 
 #[test]
+fn write_bursts_hand_the_connection_back_at_every_turn() {
+    // A volume on a file: runs of WRITEs are received and written on a blocking
+    // thread (a burst), which hands the socket back to the async reader when a
+    // payload is slow to come, when a header is cut across sends, at a READ, at a
+    // WRITE with FUA and at a FLUSH. Every request must be answered once and every
+    // byte land in its place, whichever side read it.
+    let server = TestServer::start();
+    let path = server.add_volume("vol-burst", 8 * MIB);
+    let mut c = open_export(connect(server.addr), "vol-burst");
+    let block = 256u64 << 10;
+    let data: Vec<Vec<u8>> = (0..24).map(|i| pattern(block as usize, 900 + i)).collect();
+    let w = |i: usize, flags: u16| write_request(flags, i as u64, i as u64 * block, &data[i]);
+    let mut want = vec![0u8; 8 * MIB as usize];
+    for (i, d) in data.iter().enumerate() {
+        want[i * block as usize..][..d.len()].copy_from_slice(d);
+    }
+    let pause = || std::thread::sleep(Duration::from_millis(150));
+
+    // 0..=5 back to back.
+    let mut wire: Vec<u8> = (0..6).flat_map(|i| w(i, 0)).collect();
+    // 6: header and half its payload, then a pause longer than a burst waits.
+    let w6 = w(6, 0);
+    wire.extend_from_slice(&w6[..28 + 100_000]);
+    c.s.write_all(&wire).unwrap();
+    pause();
+    c.s.write_all(&w6[28 + 100_000..]).unwrap();
+    // 7 whole, then 10 bytes of 8's header; the rest after a pause.
+    let w8 = w(8, 0);
+    let mut wire = w(7, 0);
+    wire.extend_from_slice(&w8[..10]);
+    c.s.write_all(&wire).unwrap();
+    pause();
+    c.s.write_all(&w8[10..]).unwrap();
+    // 9, a READ of block 0 (cookie 100), 10 with FUA, 11, 12, a FLUSH (101), 13.
+    let mut wire = w(9, 0);
+    wire.extend(request_bytes(0, CMD_READ, 100, 0, block as u32, &[]));
+    wire.extend(w(10, 1));
+    wire.extend((11..13).flat_map(|i| w(i, 0)));
+    wire.extend(request_bytes(0, CMD_FLUSH, 101, 0, 0, &[]));
+    wire.extend(w(13, 0));
+    c.s.write_all(&wire).unwrap();
+    // 14..24 in one send each, with pauses between some of them.
+    for i in 14..24 {
+        c.s.write_all(&w(i, 0)).unwrap();
+        if i % 3 == 0 {
+            pause();
+        }
+    }
+    let mut cookies = BTreeSet::new();
+    for _ in 0..26 {
+        let (err, cookie) = c.simple_reply();
+        assert_eq!(err, 0, "request {cookie}");
+        assert!(cookies.insert(cookie), "request {cookie} answered twice");
+        if cookie == 100 {
+            // Block 0 was written (and answered) two pauses before the READ.
+            assert!(c.read_n(block as usize) == data[0], "block 0 read back");
+        }
+    }
+    let mut expected: BTreeSet<u64> = (0..24).collect();
+    expected.extend([100, 101]);
+    assert_eq!(cookies, expected);
+    assert!(c.read_at(200, 0, 8 * MIB as u32) == want, "data read back");
+    c.request(0, CMD_FLUSH, 201, 0, 0, &[]);
+    assert_eq!(c.simple_reply(), (0, 201));
+    assert!(std::fs::read(&path).unwrap() == want, "data on disk");
+
+    // A client that goes away mid-payload in a burst: the WRITEs before it stay,
+    // the cut-short one is not applied.
+    let mut wire = w(0, 0);
+    let w1 = write_request(0, 1, block, &vec![0xee; block as usize]);
+    wire.extend_from_slice(&w1[..28 + 1000]);
+    c.s.write_all(&wire).unwrap();
+    assert_eq!(c.simple_reply(), (0, 0));
+    drop(c);
+    wait_until("connections to close", Duration::from_secs(10), || {
+        server.exports.connections("vol-burst") == 0
+    });
+    let mut c = open_export(connect(server.addr), "vol-burst");
+    assert!(
+        c.read_at(300, 0, 8 * MIB as u32) == want,
+        "after a cut-short payload"
+    );
+    server.stop();
+}
+
+#[test]
 fn the_payload_budget_pays_for_the_pooled_buffer_not_just_the_request() {
     // A 32 MiB budget and WRITEs of 2 MiB + 4 KiB: each payload sits in a 4 MiB
     // pooled buffer, so 8 are held at once, not the 15 their lengths would allow.

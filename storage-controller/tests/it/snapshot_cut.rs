@@ -295,6 +295,30 @@ fn pattern(byte: u8, len: u64) -> Bytes {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_in_place_wait_out_a_cut() {
+    // `write_here` (a protocol server's write on its own blocking thread) bypasses
+    // the copy-before-write: it must refuse while a cut is active, so that such
+    // writes go the awaiting way and the cut still holds the old bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let file = FileDevice::create(&dir.path().join("vol"), 4 * CHUNK).unwrap();
+    let vol = VolumeDevice::new(Arc::new(file));
+    assert!(matches!(vol.write_here(0, &[0x11; 4096]), Some(Ok(()))));
+    let cut = vol.begin_cut(CHUNK, &dir.path().join("p")).await.unwrap();
+    assert!(vol.write_here(0, &[]).is_none(), "probe during a cut");
+    assert!(vol.write_here(0, &[0x22; 4096]).is_none());
+    vol.write(0, pattern(0x22, 4096), false).await.unwrap();
+    let old = cut.read_chunk(0).await.unwrap();
+    assert!(
+        old[..4096].iter().all(|&b| b == 0x11),
+        "the cut lost the old bytes"
+    );
+    drop(cut);
+    vol.end_cut().await.unwrap();
+    assert!(matches!(vol.write_here(0, &[0x33; 4096]), Some(Ok(()))));
+    assert!(vol.read(0, 4096).await.unwrap().iter().all(|&b| b == 0x33));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_cut_copy_on_write_semantics() {
     let dir = tempfile::tempdir().unwrap();
     let file = FileDevice::create(&dir.path().join("vol"), 8 * CHUNK).unwrap();

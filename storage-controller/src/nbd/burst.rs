@@ -1,0 +1,267 @@
+//! Write bursts: a run of WRITEs received and written on one blocking-pool thread.
+//!
+//! A sequential writer (nbdcopy, `qemu-img convert`) sends WRITE after WRITE. The
+//! async path receives each payload on a runtime thread and has it copied into the
+//! page cache on a blocking-pool thread (ext4 has no non-blocking buffered writes),
+//! so both copies touch a payload that is in another core's cache. Here, once such a
+//! WRITE arrives on a plain socket, one blocking-pool thread takes the socket's
+//! reading side for as long as WRITEs keep coming: it receives each payload into one
+//! buffer it keeps and copies it into the page cache at once, on the same core
+//! (what a thread-per-connection server such as nbdkit does). Its replies go
+//! straight onto the socket, together, each time it is about to wait for the client
+//! (and when it ends) — unless the reply writer is sending at that moment, in which
+//! case they are queued for it: waking the runtime's writer task for every run of
+//! replies cost as much as the copies saved. It hands the connection back to the async reader at the first request that is not
+//! such a WRITE, when the next header is not already there, after
+//! [`MAX_BURST_BYTES`], when the payload is slow to come ([`PAYLOAD_WAIT`]), or when
+//! the device cannot write without awaiting (a snapshot cut is being taken).
+//!
+//! What a client can hold this way is bounded: bursts run only while a server-wide
+//! permit is free ([`super::shared::MAX_BURSTS`]); each holds one buffer of at most
+//! [`BATCH_WRITE_MAX`](super::transmission) bytes and waits for a payload at most
+//! [`PAYLOAD_WAIT`] before giving its thread back.
+//!
+//! The async reader is parked on the burst meanwhile, so only one side reads the
+//! socket at a time; the reply writer keeps the sending side. The burst reads a
+//! duplicate of the connection's descriptor, so a burst that outlives its
+//! connection's task (aborted at shutdown) never touches a reused descriptor
+//! number. Reading a socket that tokio watches is safe: tokio learns of new bytes
+//! from the kernel's edge events whoever reads them, and treats a read that finds
+//! nothing as a cue to wait.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::proto::{Request, REQUEST_HEADER_LEN};
+use euca_durable::buffers;
+
+/// A burst gives its thread back after this many payload bytes (the async reader
+/// then starts another if the WRITEs go on).
+pub(super) const MAX_BURST_BYTES: usize = 64 << 20;
+/// Longest a burst waits for the next request after applying a WRITE.
+pub(super) const NEXT_WAIT: Duration = Duration::from_millis(2);
+/// Longest a burst waits for the rest of a payload before handing it to the async
+/// reader, which waits without holding a thread.
+pub(super) const PAYLOAD_WAIT: Duration = Duration::from_millis(50);
+
+/// How a burst ended, for the async reader to go on from.
+pub(super) enum BurstEnd {
+    /// The next request's header: `.1` bytes of it have been read (0 to all 28).
+    Header([u8; REQUEST_HEADER_LEN], usize),
+    /// A WRITE the burst did not apply: its payload so far (possibly whole).
+    Write(Request, Vec<u8>),
+    /// The client closed the connection (a payload cut short is not applied).
+    Eof,
+    /// The export, the server or the reply writer is stopping.
+    Stopped,
+    Failed(io::Error),
+}
+
+/// What a burst needs from its connection.
+pub(super) trait BurstSink {
+    /// Whether `req` is a WRITE that a burst may take (validated; no FUA; small
+    /// enough for the burst's buffer). Anything else ends the burst.
+    fn takes(&self, req: &Request) -> bool;
+    /// Writes the payload on this thread; `None` if the device cannot now.
+    fn write_here(&self, req: &Request, data: &[u8]) -> Option<io::Result<()>>;
+    /// Sends (or queues for the reply writer) the replies to applied WRITEs.
+    /// `Err`: the socket failed.
+    fn reply(&self, done: &mut Vec<(Request, io::Result<()>)>) -> io::Result<()>;
+}
+
+/// Runs a burst from `first`, whose payload starts with `pre` (what the async
+/// reader's buffer held of it; nothing beyond it). `room`: the largest payload
+/// [`BurstSink::takes`] accepts.
+pub(super) fn run(
+    fd: RawFd,
+    sink: &dyn BurstSink,
+    first: Request,
+    pre: &[u8],
+    room: usize,
+    stops: &[watch::Receiver<bool>],
+) -> BurstEnd {
+    // One pooled buffer for the whole burst: each payload lands where the last one
+    // was, in memory this core has just touched.
+    let mut buf = buffers::take(room.max(first.len as usize));
+    buf.extend_from_slice(pre);
+    // Replies of applied WRITEs, sent before the burst waits and when it ends.
+    let mut done = Vec::new();
+    let end = burst(fd, sink, first, &mut buf, &mut done, stops);
+    let replied = sink.reply(&mut done);
+    if buf.capacity() > 0 {
+        drop(buffers::freeze(buf));
+    }
+    match replied {
+        Err(e) if !matches!(end, BurstEnd::Eof | BurstEnd::Stopped) => BurstEnd::Failed(e),
+        _ => end,
+    }
+}
+
+fn burst(
+    fd: RawFd,
+    sink: &dyn BurstSink,
+    first: Request,
+    buf: &mut Vec<u8>,
+    done: &mut Vec<(Request, io::Result<()>)>,
+    stops: &[watch::Receiver<bool>],
+) -> BurstEnd {
+    let stopping = || stops.iter().any(|s| *s.borrow());
+    let mut req = first;
+    let mut total = 0usize;
+    loop {
+        let len = req.len as usize;
+        // (A no-op: `takes` bounds every length by the buffer's room.)
+        buf.reserve(len.saturating_sub(buf.len()));
+        let deadline = Instant::now() + PAYLOAD_WAIT;
+        while buf.len() < len {
+            match recv(fd, buf, len) {
+                Ok(0) => return BurstEnd::Eof,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if stopping() {
+                        return BurstEnd::Stopped;
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return BurstEnd::Write(req, std::mem::take(buf));
+                    }
+                    if let Err(e) = sink.reply(done).and_then(|()| wait_readable(fd, left)) {
+                        return BurstEnd::Failed(e);
+                    }
+                }
+                Err(e) => return BurstEnd::Failed(e),
+            }
+        }
+        match sink.write_here(&req, buf) {
+            None => return BurstEnd::Write(req, std::mem::take(buf)),
+            Some(result) => done.push((req, result)),
+        }
+        buf.clear();
+        total += len;
+        let mut hdr = [0u8; REQUEST_HEADER_LEN];
+        if total >= MAX_BURST_BYTES || stopping() {
+            return BurstEnd::Header(hdr, 0);
+        }
+        // The next header, if it comes within NEXT_WAIT.
+        let mut have = 0;
+        let deadline = Instant::now() + NEXT_WAIT;
+        while have < REQUEST_HEADER_LEN {
+            match recv_slice(fd, &mut hdr[have..]) {
+                Ok(0) => return BurstEnd::Eof,
+                Ok(n) => have += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() || stopping() {
+                        return BurstEnd::Header(hdr, have);
+                    }
+                    if let Err(e) = sink.reply(done).and_then(|()| wait_readable(fd, left)) {
+                        return BurstEnd::Failed(e);
+                    }
+                }
+                Err(e) => return BurstEnd::Failed(e),
+            }
+        }
+        match Request::decode(&hdr) {
+            Ok(next) if sink.takes(&next) => req = next,
+            _ => return BurstEnd::Header(hdr, have),
+        }
+    }
+}
+
+/// One non-blocking read into `buf`'s spare capacity, up to `len` bytes in all.
+fn recv(fd: RawFd, buf: &mut Vec<u8>, len: usize) -> io::Result<usize> {
+    let filled = buf.len();
+    let spare = &mut buf.spare_capacity_mut()[..len - filled];
+    // SAFETY: spare capacity is valid for `spare.len()` bytes of writes.
+    let n = unsafe { recv_raw(fd, spare.as_mut_ptr().cast(), spare.len())? };
+    // SAFETY: `n <= spare.len()` bytes after `filled` were initialised by recv.
+    unsafe { buf.set_len(filled + n) };
+    Ok(n)
+}
+
+/// One non-blocking read into `out`.
+fn recv_slice(fd: RawFd, out: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `out` is valid for `out.len()` bytes of writes.
+    unsafe { recv_raw(fd, out.as_mut_ptr().cast(), out.len()) }
+}
+
+/// `recv(MSG_DONTWAIT)`, retried on `EINTR`; returns at most `len`.
+///
+/// # Safety
+/// `ptr` must be valid for `len` bytes of writes.
+unsafe fn recv_raw(fd: RawFd, ptr: *mut libc::c_void, len: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: the caller vouches for `ptr` and `len`.
+        let n = unsafe { libc::recv(fd, ptr, len, libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            return Ok((n as usize).min(len));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Sends all of `bytes` on `fd`, waiting for room at most `stall` at a time.
+pub(super) fn send_all(fd: RawFd, mut bytes: &[u8], stall: Duration) -> io::Result<()> {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is valid for `bytes.len()` bytes of reads.
+        let n = unsafe {
+            libc::send(
+                fd,
+                bytes.as_ptr().cast::<libc::c_void>(),
+                bytes.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            bytes = &bytes[(n as usize).min(bytes.len())..];
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => {
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                let ms = stall.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+                // SAFETY: one pollfd, valid for the call.
+                let rc = unsafe { libc::poll(&mut p, 1, ms) };
+                if rc == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client took no reply bytes in time",
+                    ));
+                }
+            }
+            _ => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Waits until `fd` has bytes (or an error or hang-up) or `limit` passes.
+fn wait_readable(fd: RawFd, limit: Duration) -> io::Result<()> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = limit.as_micros().div_ceil(1000).clamp(1, 1000) as libc::c_int;
+    // SAFETY: one pollfd, valid for the call.
+    let rc = unsafe { libc::poll(&mut p, 1, ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
