@@ -11,7 +11,8 @@
 #
 # EUCA_BIN=path/to/euca benches that binary instead of building this checkout;
 # EUCA_BEFORE=/path/to/euca also measures that (earlier) build in the same run;
-# SKIP_PEER=1 leaves qemu-nbd and nbdkit out; BENCH_DIR moves the scratch directory.
+# SKIP_PEER=1 leaves qemu-nbd and nbdkit out, PEER_FIRST=1 runs them first; BENCH_DIR
+# moves the scratch directory.
 # Before its timed passes each server's export is written once, untimed: the first
 # passes after the source file is made ran up to 2-3x slower (CPU per GiB) than the
 # same passes later, whichever server ran them (BENCHMARKS.md, 2026-12-06 NBD).
@@ -85,6 +86,15 @@ bench() { # name uri pid
   done
 }
 
+peers() {
+  if [ -z "${SKIP_PEER:-}" ]; then
+    bench qemu-nbd "nbd://127.0.0.1:$QP/vol" $QEMU_PID
+    bench nbdkit "nbd://127.0.0.1:$KP/vol" $KIT_PID
+  fi
+}
+# PEER_FIRST=1: qemu-nbd and nbdkit go first (the first server of a run has measured
+# slower on 4 GiB passes whichever it was: BENCHMARKS.md, 2026-12-07 morning).
+if [ -n "${PEER_FIRST:-}" ]; then peers; fi
 bench euca-sc "$SC_URI" $EUCA_PID
 if [ -n "${EUCA_BEFORE:-}" ]; then
   WP2=$(port); SP2=$(port); NP2=$(port)
@@ -95,7 +105,4 @@ if [ -n "${EUCA_BEFORE:-}" ]; then
   URI2=$("$EUCA_BEFORE" volume attach "$VOL2" --node 127.0.0.1 --data "$DIR/before")
   bench sc-before "$URI2" $B_PID
 fi
-if [ -z "${SKIP_PEER:-}" ]; then
-  bench qemu-nbd "nbd://127.0.0.1:$QP/vol" $QEMU_PID
-  bench nbdkit "nbd://127.0.0.1:$KP/vol" $KIT_PID
-fi
+if [ -z "${PEER_FIRST:-}" ]; then peers; fi
