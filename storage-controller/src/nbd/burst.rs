@@ -40,12 +40,12 @@ use euca_durable::buffers;
 
 /// A burst gives its thread back after this many payload bytes (the async reader
 /// then starts another if the WRITEs go on).
-pub(super) const MAX_BURST_BYTES: usize = 64 << 20;
+const MAX_BURST_BYTES: usize = 64 << 20;
 /// Longest a burst waits for the next request after applying a WRITE.
-pub(super) const NEXT_WAIT: Duration = Duration::from_millis(2);
+const NEXT_WAIT: Duration = Duration::from_millis(2);
 /// Longest a burst waits for the rest of a payload before handing it to the async
 /// reader, which waits without holding a thread.
-pub(super) const PAYLOAD_WAIT: Duration = Duration::from_millis(50);
+const PAYLOAD_WAIT: Duration = Duration::from_millis(50);
 
 /// How a burst ended, for the async reader to go on from.
 pub(super) enum BurstEnd {

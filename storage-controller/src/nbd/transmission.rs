@@ -299,8 +299,8 @@ impl BurstSink for Ctx {
             Err(e) => self.device_error(&req, "write", &e),
         });
         // Straight onto the socket when the reply writer is not sending (it
-        // holds `sending` from a frame's first byte to its last): no wake-up of
-        // the runtime per run of replies.
+        // holds `sending` from the first byte of a run of frames to the last, so
+        // frames never interleave): no wake-up of the runtime per run of replies.
         let sending = self.sending.as_ref().and_then(|(fd, lock)| {
             let guard = lock.try_lock().ok()?;
             Some((fd.as_raw_fd(), guard))
