@@ -249,7 +249,10 @@ async fn passing(clc: &Clc) -> Result<(), Ec2Error> {
             tracing::warn!(instance = %i.id, error = %e, "reconciling an instance");
         }
     }
-    for (rid, mut recs) in launching {
+    for (rid, recs) in launching {
+        let Some(mut recs) = interrupted(clc, &rid, &recs[0], now).await? else {
+            continue;
+        };
         let zone = recs[0].record.zone.clone();
         let Ok(cluster) = clc.cluster(&zone) else {
             continue;
@@ -270,6 +273,49 @@ async fn passing(clc: &Clc) -> Result<(), Ec2Error> {
         tracing::warn!(error = %e, "syncing the clusters' networks");
     }
     Ok(())
+}
+
+/// How long a `launching` record in records several cloud controllers share is
+/// left to the controller whose RunInstances wrote it before this one re-drives
+/// it (a launch in flight elsewhere is not visible here; one in flight in this
+/// process is, through [`in_flight`]).
+pub const SHARED_LAUNCH_GRACE_SECS: i64 = 300;
+
+/// The reservation `rid`'s records to re-drive, read again now: this pass's
+/// scan may predate the end of the RunInstances that wrote them (it made them
+/// `pending`, or deleted them, after the scan and before [`in_flight`] was
+/// asked), or have seen only the first of them. So: none while a call in this
+/// process drives the reservation; else every record of the reservation still
+/// `launching` — on shared records only once [`SHARED_LAUNCH_GRACE_SECS`] have
+/// passed since the launch.
+async fn interrupted(
+    clc: &Clc,
+    rid: &str,
+    seen: &Owned<Instance>,
+    now: i64,
+) -> Result<Option<Vec<Owned<Instance>>>, Ec2Error> {
+    if in_flight(rid) {
+        return Ok(None);
+    }
+    if clc.db.store().shared() {
+        let launched = time::OffsetDateTime::parse(
+            &seen.record.launch_time,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map(|t| t.unix_timestamp())
+        .unwrap_or(i64::MIN);
+        if launched.saturating_add(SHARED_LAUNCH_GRACE_SECS) > now {
+            return Ok(None);
+        }
+    }
+    let db = clc.db.clone();
+    let (owner, rid) = (seen.owner.clone(), rid.to_string());
+    let recs = blocking(move || all_of::<Instance>(&db, Some(&owner))).await?;
+    let recs: Vec<Owned<Instance>> = recs
+        .into_iter()
+        .filter(|o| o.record.reservation_id == rid && o.record.state == InstanceState::Launching)
+        .collect();
+    Ok((!recs.is_empty()).then_some(recs))
 }
 
 /// Gives back an ended instance's addresses (idempotent).

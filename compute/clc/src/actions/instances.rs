@@ -9,7 +9,12 @@
 //! and the others are deleted. The reconciler ([`crate::reconcile`]) re-drives
 //! `launching` records left by a crash: the same ids get the same placement, or
 //! are deleted if the cluster has no room. So no instance runs unseen and none
-//! runs twice.
+//! runs twice. A record is deleted there only while it is still `launching`,
+//! and the reconciler re-reads a reservation before re-driving it, so a pass
+//! that read the records while their call was still placing them changes
+//! nothing (on records several controllers share it also waits
+//! [`crate::reconcile::SHARED_LAUNCH_GRACE_SECS`], as another controller's call
+//! in flight cannot be seen).
 use super::launch_volumes::LaunchVolume;
 use crate::call::Call;
 use crate::cluster::map_error;
@@ -843,7 +848,11 @@ pub(crate) async fn drive_launch(
                         out.push(o);
                     }
                 }
-                None => delete_instance(&db, id)?,
+                // Only a record still `launching`: a launch re-driven from a
+                // stale view must not delete what another drive placed.
+                None => {
+                    delete_instance_if(&db, id, |i| i.state == InstanceState::Launching)?;
+                }
             }
         }
         Ok(out)
@@ -863,20 +872,29 @@ pub(crate) async fn drive_launch(
 
 /// Removes an instance record and gives its MAC and addresses back.
 pub(crate) fn delete_instance(db: &Db, id: &str) -> Result<(), Ec2Error> {
-    if let Some(o) = db.get::<Instance>(id)? {
-        let _g = crate::netalloc::lock();
-        crate::netalloc::release(db, &o.record)?;
-    }
-    let mac = db.update::<Instance, _>(id, |cur| {
+    delete_instance_if(db, id, |_| true).map(|_| ())
+}
+
+/// [`delete_instance`] only while the record is still as `still` says, checked
+/// in the transaction that deletes it; whether it was deleted.
+fn delete_instance_if(
+    db: &Db,
+    id: &str,
+    still: impl Fn(&Instance) -> bool,
+) -> Result<bool, Ec2Error> {
+    let _g = crate::netalloc::lock();
+    let gone = db.update::<Instance, _>(id, |cur| {
         Ok(match cur {
-            Some(c) => (Write::Delete, Some(c.record.mac.clone())),
-            None => (Write::Keep, None),
+            Some(c) if still(&c.record) => (Write::Delete, Some(c.record.clone())),
+            _ => (Write::Keep, None),
         })
     })?;
-    if let Some(m) = mac {
-        crate::mac::release(db, &m)?;
-    }
-    Ok(())
+    let Some(rec) = gone else {
+        return Ok(false);
+    };
+    crate::netalloc::release(db, &rec)?;
+    crate::mac::release(db, &rec.mac)?;
+    Ok(true)
 }
 
 /// The groups of a launch: `SecurityGroupId.N` and `SecurityGroup.N`, or the

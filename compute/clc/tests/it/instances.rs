@@ -17,7 +17,7 @@ use euca_compute_proto::{
     StateReason, VolumeReport,
 };
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 const A: &str = "111111111111";
@@ -52,6 +52,14 @@ struct Fake {
     /// not got the run yet).
     lost_terminates: AtomicUsize,
     terminates: Mutex<Vec<String>>,
+    /// Launch calls refused (not a capacity answer) while set.
+    refuse_launches: AtomicBool,
+    /// The next launch call waits for this before answering.
+    launch_gate: Mutex<Option<Arc<tokio::sync::Notify>>>,
+    /// The next instances call waits for this before answering.
+    list_gate: Mutex<Option<Arc<tokio::sync::Notify>>>,
+    /// Instances calls made.
+    lists: AtomicUsize,
 }
 
 impl Fake {
@@ -110,6 +118,17 @@ impl Fake {
 impl ClusterApi for Fake {
     async fn launch(&self, req: &LaunchRequest) -> Result<LaunchReply, ProtoError> {
         self.launches.fetch_add(1, Ordering::SeqCst);
+        let gate = self.launch_gate.lock().unwrap().take();
+        if let Some(g) = gate {
+            g.notified().await;
+        }
+        if self.refuse_launches.load(Ordering::SeqCst) {
+            return Err(ProtoError::Refused {
+                status: 400,
+                code: "InvalidParameterValue".into(),
+                message: "refused".into(),
+            });
+        }
         if self.fail_launches.load(Ordering::SeqCst) > 0 {
             self.fail_launches.fetch_sub(1, Ordering::SeqCst);
             return Err(ProtoError::Transport("connection refused".into()));
@@ -157,6 +176,11 @@ impl ClusterApi for Fake {
         })
     }
     async fn instances(&self) -> Result<Vec<PlacedInstance>, ProtoError> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        let gate = self.list_gate.lock().unwrap().take();
+        if let Some(g) = gate {
+            g.notified().await;
+        }
         let ids: Vec<String> = self.held.lock().unwrap().keys().cloned().collect();
         Ok(ids.iter().map(|i| self.placed(i)).collect())
     }
@@ -843,6 +867,58 @@ async fn launching_records_are_re_driven_exactly_once_after_a_restart() {
     euca_clc::reconcile::pass(&clc).await.unwrap();
     assert!(all_instances(&clc).is_empty());
     assert_eq!(fake.launches.load(Ordering::SeqCst), 1);
+}
+
+/// A pass that read a reservation's records while its RunInstances was still
+/// placing them, and asks whether the launch is in flight only after the call
+/// returned, neither re-drives it nor deletes what it placed (CI saw an instance
+/// vanish from DescribeInstances right after a 50-instance RunInstances).
+#[tokio::test]
+async fn a_pass_that_read_a_launch_in_flight_leaves_it_to_its_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clc, fake) = setup(dir.path(), 4);
+    let (go_launch, go_list) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    *fake.launch_gate.lock().unwrap() = Some(go_launch.clone());
+    *fake.list_gate.lock().unwrap() = Some(go_list.clone());
+    let returned = AtomicBool::new(false);
+    let until = |f: &dyn Fn() -> bool| {
+        let ok = f();
+        async move {
+            if !ok {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            ok
+        }
+    };
+    let launch = async {
+        let r = run(&clc, &[("MinCount", "4"), ("MaxCount", "4")]).await;
+        returned.store(true, Ordering::SeqCst);
+        r
+    };
+    let pass = async {
+        // The records are written and the cluster is placing them.
+        while !until(&|| fake.launches.load(Ordering::SeqCst) == 1).await {}
+        euca_clc::reconcile::pass(&clc).await
+    };
+    let steer = async {
+        // The pass has read the records (`launching`) and lists the cluster:
+        // the launch finishes, and then a later launch would be refused.
+        while !until(&|| fake.lists.load(Ordering::SeqCst) == 1).await {}
+        go_launch.notify_one();
+        while !until(&|| returned.load(Ordering::SeqCst)).await {}
+        fake.refuse_launches.store(true, Ordering::SeqCst);
+        go_list.notify_one();
+    };
+    let (launched, passed, ()) = tokio::join!(launch, pass, steer);
+    let x = launched.unwrap();
+    passed.unwrap();
+    assert_eq!(texts(&x, "instanceId").len(), 4);
+    assert_eq!(all_instances(&clc).len(), 4, "placed records kept");
+    assert_eq!(describe_states(&clc).await, ["pending"; 4]);
+    assert_eq!(fake.launches.load(Ordering::SeqCst), 1, "not re-driven");
 }
 
 #[tokio::test]
