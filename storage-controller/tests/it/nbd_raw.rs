@@ -394,6 +394,48 @@ fn large_writes_and_headers_split_across_sends_land_where_they_were_sent() {
 }
 
 #[test]
+fn pipelined_reads_arrive_whole_when_the_client_reads_late() {
+    // A READ's reply goes onto the socket where its data was read when the socket
+    // has room, else (or the rest of one it took in part) through the reply
+    // writer. 96 READs of about 1 MiB sent at once to a client that reads nothing
+    // for a while fill the socket, so replies go out in part: each must still
+    // arrive whole, once, with its data, never cut by another.
+    let server = TestServer::start();
+    let path = server.path("vol-pipe");
+    let data = pattern(64 * MIB as usize, 77);
+    std::fs::write(&path, &data).unwrap();
+    server.add_file("vol-pipe", &path);
+    let mut c = open_export(connect(server.addr), "vol-pipe");
+    let reads: Vec<(u64, usize)> = (0..96u64)
+        .map(|i| {
+            (
+                (i * 37 % 60) * MIB + i * 4096 + i,
+                MIB as usize - 512 * i as usize,
+            )
+        })
+        .collect();
+    let mut wire = Vec::new();
+    for (i, (off, len)) in reads.iter().enumerate() {
+        wire.extend(request_bytes(0, CMD_READ, i as u64, *off, *len as u32, &[]));
+    }
+    c.s.write_all(&wire).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut seen = BTreeSet::new();
+    for _ in 0..reads.len() {
+        let (err, cookie) = c.simple_reply();
+        assert_eq!(err, 0, "READ {cookie}");
+        assert!(seen.insert(cookie), "READ {cookie} answered twice");
+        let (off, len) = reads[cookie as usize];
+        let got = c.read_n(len);
+        assert!(
+            got[..] == data[off as usize..][..len],
+            "READ {cookie}'s data"
+        );
+    }
+    server.stop();
+}
+
+#[test]
 fn write_bursts_hand_the_connection_back_at_every_turn() {
     // A volume on a file: runs of WRITEs are received and written on a blocking
     // thread (a burst), which hands the socket back to the async reader when a
