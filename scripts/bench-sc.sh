@@ -9,13 +9,18 @@
 #
 #   scripts/bench-sc.sh [SIZE_GIB] [FIO_SECONDS]      (defaults 4, 15)
 #
+# Each measurement is taken ROUNDS times (default 5) per server, the servers taking
+# turns pass by pass and each round starting with the next server, so none always
+# runs first or right after the same one; each row prints every pass and the
+# median per server. On this 2-core host a fixed order ranked the servers by their
+# position at 4 GiB, which outruns the kernel's dirty-page limits (BENCHMARKS.md,
+# 2026-12-07). Before any timed pass every server's export is written once, untimed
+# (the first passes after the source file is made ran up to 2-3x slower).
+#
 # EUCA_BIN=path/to/euca benches that binary instead of building this checkout;
 # EUCA_BEFORE=/path/to/euca also measures that (earlier) build in the same run;
-# SKIP_PEER=1 leaves qemu-nbd and nbdkit out, PEER_FIRST=1 runs them first; BENCH_DIR
-# moves the scratch directory.
-# Before its timed passes each server's export is written once, untimed: the first
-# passes after the source file is made ran up to 2-3x slower (CPU per GiB) than the
-# same passes later, whichever server ran them (BENCHMARKS.md, 2026-12-06 NBD).
+# SKIP_PEER=1 leaves qemu-nbd and nbdkit out; ROWS=copy or ROWS=fio runs only the
+# nbdcopy or the fio rows; BENCH_DIR moves the scratch directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GIB=${1:-4}
@@ -58,51 +63,80 @@ sleep 1
 cpu() { awk '{print $14 + $15}' /proc/$1/stat; }   # utime + stime, clock ticks
 HZ=$(getconf CLK_TCK)
 
-bench() { # name uri pid
-  local name=$1 uri=$2 pid=$3
-  nbdcopy --connections=4 "$DIR/src.img" "$uri"   # warm-up, untimed
-  for c in 1 4; do
-    sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-    local c0 t0 t1 c1
-    c0=$(cpu $pid); t0=$(date +%s.%N)
-    nbdcopy --connections=$c "$DIR/src.img" "$uri"
-    nbdsh -u "$uri" -c 'h.flush()' 2>/dev/null || true
-    t1=$(date +%s.%N); c1=$(cpu $pid)
-    printf 'RESULT %-8s nbdcopy write  conns=%d  %8.1f MiB/s  server CPU %5.2f s/GiB\n' "$name" $c \
-      "$(echo "$GIB * 1024 / ($t1 - $t0)" | bc -l)" "$(echo "($c1 - $c0) / $HZ / $GIB" | bc -l)"
-    sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-    c0=$(cpu $pid); t0=$(date +%s.%N)
-    nbdcopy --connections=$c "$uri" null:
-    t1=$(date +%s.%N); c1=$(cpu $pid)
-    printf 'RESULT %-8s nbdcopy read   conns=%d  %8.1f MiB/s  server CPU %5.2f s/GiB\n' "$name" $c \
-      "$(echo "$GIB * 1024 / ($t1 - $t0)" | bc -l)" "$(echo "($c1 - $c0) / $HZ / $GIB" | bc -l)"
-  done
-  for rw in randread randwrite; do
-    local iops
-    iops=$(fio --name=b --ioengine=nbd --uri="$uri" --rw=$rw --bs=4k --iodepth=16 --runtime=$SECS \
-      --time_based --size=${GIB}G --output-format=json 2>/dev/null \
-      | python3 -c 'import json,sys; s=sys.stdin.read(); j=json.loads(s[s.index("{"):])["jobs"][0]; print(int(j["read"]["iops"]+j["write"]["iops"]))')
-    printf 'RESULT %-8s fio 4k %-9s QD16  %8d IOPS\n' "$name" $rw "$iops"
-  done
-}
-
-peers() {
-  if [ -z "${SKIP_PEER:-}" ]; then
-    bench qemu-nbd "nbd://127.0.0.1:$QP/vol" $QEMU_PID
-    bench nbdkit "nbd://127.0.0.1:$KP/vol" $KIT_PID
-  fi
-}
-# PEER_FIRST=1: qemu-nbd and nbdkit go first (the first server of a run has measured
-# slower on 4 GiB passes whichever it was: BENCHMARKS.md, 2026-12-07 morning).
-if [ -n "${PEER_FIRST:-}" ]; then peers; fi
-bench euca-sc "$SC_URI" $EUCA_PID
+NAMES=(euca-sc); URIS=("$SC_URI"); SPIDS=($EUCA_PID)
+if [ -z "${SKIP_PEER:-}" ]; then
+  NAMES+=(qemu-nbd nbdkit); URIS+=("nbd://127.0.0.1:$QP/vol" "nbd://127.0.0.1:$KP/vol"); SPIDS+=($QEMU_PID $KIT_PID)
+fi
 if [ -n "${EUCA_BEFORE:-}" ]; then
   WP2=$(port); SP2=$(port); NP2=$(port)
   "$EUCA_BEFORE" up --no-node --data "$DIR/before" --walrus-listen 127.0.0.1:$WP2 --sc-listen 127.0.0.1:$SP2 --nbd-listen 127.0.0.1:$NP2 --iscsi-listen 127.0.0.1:$(port) --cc-listen 127.0.0.1:$(port) --clc-listen 127.0.0.1:$(port) > "$DIR/before.log" 2>&1 &
   B_PID=$!; PIDS+=($B_PID)
   for _ in $(seq 100); do curl -sf http://127.0.0.1:$SP2/_health >/dev/null && break; sleep 0.1; done
   VOL2=$("$EUCA_BEFORE" volume create --size-gib "$GIB" --data "$DIR/before")
-  URI2=$("$EUCA_BEFORE" volume attach "$VOL2" --node 127.0.0.1 --data "$DIR/before")
-  bench sc-before "$URI2" $B_PID
+  NAMES+=(sc-before); URIS+=("$("$EUCA_BEFORE" volume attach "$VOL2" --node 127.0.0.1 --data "$DIR/before")"); SPIDS+=($B_PID)
 fi
-if [ -z "${PEER_FIRST:-}" ]; then peers; fi
+ROUNDS=${ROUNDS:-5}
+N=${#NAMES[@]}
+OUT=$DIR/passes   # row <tab> server <tab> value [<tab> CPU s/GiB]
+
+for k in $(seq 0 $((N - 1))); do nbdcopy --connections=4 "$DIR/src.img" "${URIS[$k]}"; done   # warm-up, untimed
+
+copy() { # row conns server-index: one timed nbdcopy pass
+  local row=$1 c=$2 k=$3 c0 t0 t1 c1 mibs cpus
+  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+  c0=$(cpu ${SPIDS[$k]}); t0=$(date +%s.%N)
+  if [ "$row" = write ]; then
+    nbdcopy --connections=$c "$DIR/src.img" "${URIS[$k]}"
+    nbdsh -u "${URIS[$k]}" -c 'h.flush()' 2>/dev/null || true
+  else
+    nbdcopy --connections=$c "${URIS[$k]}" null:
+  fi
+  t1=$(date +%s.%N); c1=$(cpu ${SPIDS[$k]})
+  mibs=$(echo "$GIB * 1024 / ($t1 - $t0)" | bc -l); cpus=$(echo "($c1 - $c0) / $HZ / $GIB" | bc -l)
+  printf 'PASS   %-9s nbdcopy %-5s conns=%d  %8.1f MiB/s  server CPU %5.2f s/GiB\n' "${NAMES[$k]}" $row $c "$mibs" "$cpus"
+  printf 'nbdcopy %s conns=%d\t%s\t%s\t%s\n' $row $c "${NAMES[$k]}" "$mibs" "$cpus" >> "$OUT"
+}
+
+fio_pass() { # rw server-index: one fio run
+  local rw=$1 k=$2 iops
+  iops=$(fio --name=b --ioengine=nbd --uri="${URIS[$k]}" --rw=$rw --bs=4k --iodepth=16 --runtime=$SECS \
+    --time_based --size=${GIB}G --output-format=json 2>/dev/null \
+    | python3 -c 'import json,sys; s=sys.stdin.read(); j=json.loads(s[s.index("{"):])["jobs"][0]; print(int(j["read"]["iops"]+j["write"]["iops"]))')
+  printf 'PASS   %-9s fio 4k %-9s QD16  %8d IOPS\n' "${NAMES[$k]}" $rw "$iops"
+  printf 'fio 4k %s QD16\t%s\t%s\n' $rw "${NAMES[$k]}" "$iops" >> "$OUT"
+}
+
+turns() { # command args...: ROUNDS rounds, every server once per round, rotating who starts
+  local r j
+  for r in $(seq 0 $((ROUNDS - 1))); do
+    for j in $(seq 0 $((N - 1))); do "$@" $(((r + j) % N)); done
+  done
+}
+
+ROWS=${ROWS:-copy fio}
+if [[ " $ROWS " == *" copy "* ]]; then
+  for c in 1 4; do
+    turns copy write $c
+    turns copy read $c
+  done
+fi
+if [[ " $ROWS " == *" fio "* ]]; then
+  turns fio_pass randread
+  turns fio_pass randwrite
+fi
+
+python3 - "$OUT" <<'PYEOF'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    row, server, *vals = line.rstrip("\n").split("\t")
+    rows.setdefault(row, {}).setdefault(server, []).append([float(v) for v in vals])
+for row, servers in rows.items():
+    for server, passes in servers.items():
+        med = [statistics.median(p[i] for p in passes) for i in range(len(passes[0]))]
+        if len(med) == 2:
+            print(f"RESULT {server:<9} {row:<20} median {med[0]:8.1f} MiB/s  server CPU {med[1]:5.2f} s/GiB"
+                  f"  ({len(passes)} passes)")
+        else:
+            print(f"RESULT {server:<9} {row:<20} median {med[0]:8.0f} IOPS  ({len(passes)} passes)")
+PYEOF
