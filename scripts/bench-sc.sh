@@ -20,7 +20,9 @@
 # EUCA_BIN=path/to/euca benches that binary instead of building this checkout;
 # EUCA_BEFORE=/path/to/euca also measures that (earlier) build in the same run;
 # SKIP_PEER=1 leaves qemu-nbd and nbdkit out; ROWS=copy or ROWS=fio runs only the
-# nbdcopy or the fio rows; BENCH_DIR moves the scratch directory.
+# nbdcopy or the fio rows; PERF=DIR records `perf record -g` of each server over its
+# fio passes (DIR/<server>-<rw>.data, the last round's); BENCH_DIR moves the scratch
+# directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GIB=${1:-4}
@@ -98,10 +100,14 @@ copy() { # row conns server-index: one timed nbdcopy pass
 }
 
 fio_pass() { # rw server-index: one fio run
-  local rw=$1 k=$2 iops
+  local rw=$1 k=$2 iops rec=
+  if [ -n "${PERF:-}" ]; then   # the server's profile of its last pass of each fio row
+    perf record -q -g -p "${SPIDS[$k]}" -o "$PERF/${NAMES[$k]}-$rw.data" > /dev/null 2>&1 & rec=$!; sleep 0.3
+  fi
   iops=$(fio --name=b --ioengine=nbd --uri="${URIS[$k]}" --rw=$rw --bs=4k --iodepth=16 --runtime=$SECS \
     --time_based --size=${GIB}G --output-format=json 2>/dev/null \
     | python3 -c 'import json,sys; s=sys.stdin.read(); j=json.loads(s[s.index("{"):])["jobs"][0]; print(int(j["read"]["iops"]+j["write"]["iops"]))')
+  if [ -n "$rec" ]; then kill -INT "$rec"; wait "$rec" || true; fi
   printf 'PASS   %-9s fio 4k %-9s QD16  %8d IOPS\n' "${NAMES[$k]}" $rw "$iops"
   printf 'fio 4k %s QD16\t%s\t%s\n' $rw "${NAMES[$k]}" "$iops" >> "$OUT"
 }
