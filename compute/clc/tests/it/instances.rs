@@ -884,15 +884,7 @@ async fn a_pass_that_read_a_launch_in_flight_leaves_it_to_its_call() {
     *fake.launch_gate.lock().unwrap() = Some(go_launch.clone());
     *fake.list_gate.lock().unwrap() = Some(go_list.clone());
     let returned = AtomicBool::new(false);
-    let until = |f: &dyn Fn() -> bool| {
-        let ok = f();
-        async move {
-            if !ok {
-                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-            }
-            ok
-        }
-    };
+    let tick = || tokio::time::sleep(std::time::Duration::from_millis(2));
     let launch = async {
         let r = run(&clc, &[("MinCount", "4"), ("MaxCount", "4")]).await;
         returned.store(true, Ordering::SeqCst);
@@ -900,15 +892,21 @@ async fn a_pass_that_read_a_launch_in_flight_leaves_it_to_its_call() {
     };
     let pass = async {
         // The records are written and the cluster is placing them.
-        while !until(&|| fake.launches.load(Ordering::SeqCst) == 1).await {}
+        while fake.launches.load(Ordering::SeqCst) != 1 {
+            tick().await;
+        }
         euca_clc::reconcile::pass(&clc).await
     };
     let steer = async {
         // The pass has read the records (`launching`) and lists the cluster:
         // the launch finishes, and then a later launch would be refused.
-        while !until(&|| fake.lists.load(Ordering::SeqCst) == 1).await {}
+        while fake.lists.load(Ordering::SeqCst) != 1 {
+            tick().await;
+        }
         go_launch.notify_one();
-        while !until(&|| returned.load(Ordering::SeqCst)).await {}
+        while !returned.load(Ordering::SeqCst) {
+            tick().await;
+        }
         fake.refuse_launches.store(true, Ordering::SeqCst);
         go_list.notify_one();
     };
