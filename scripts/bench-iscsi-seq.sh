@@ -7,10 +7,11 @@
 #   scripts/bench-iscsi-seq.sh [SIZE_GIB] [ROUNDS]      (defaults 4 3)
 #
 # Each build gets its own `euca up` and volume, filled once (printed as "+new");
-# then each round, page cache dropped before every pass, one pass per build. Prints
+# then each round one pass per build, each started by bench_pass_start
+# (scripts/bench-lib.sh: page cache kept; COLD=1 drops it). Prints
 # MiB/s and the server's CPU seconds per GiB. EUCA_BIN=path/to/euca benches that
 # binary instead of building this checkout; EUCA_BEFORE=path/to/another/euca adds
-# that build ("before") to every round. Root (drop_caches).
+# that build ("before") to every round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GIB=${1:-4}; ROUNDS=${2:-3}
@@ -22,7 +23,7 @@ bench_volume "$EUCA" euca "$GIB" iscsi; SERVERS=("euca-sc $URI $PID")
 if [ -n "${EUCA_BEFORE:-}" ]; then bench_volume "$EUCA_BEFORE" before "$GIB" iscsi; SERVERS+=("before $URI $PID"); fi
 
 pass() { # name uri pid
-  sync; echo 3 > /proc/sys/vm/drop_caches
+  bench_pass_start
   local c0 t0 t1 c1
   c0=$(cpu "$3"); t0=$(date +%s.%N)
   qemu-img bench -w -f raw -d 16 -s 256K -c $(( GIB * 4096 )) "$2" 2>&1 | grep -v warning > /dev/null

@@ -8,6 +8,7 @@
 #   HZ                          ticks per second
 #   ctxsw PID                   context switches of the process's live threads so far
 #   busy                        the whole machine's busy CPU so far, in ticks
+#   bench_pass_start            what every timed pass starts with (below)
 #   bench_volume BIN NAME GIB PROTOCOL
 #                               `BIN up` (no node, no networking) on DIR/NAME with one
 #                               volume of GIB attached over PROTOCOL (nbd or iscsi) to
@@ -32,6 +33,22 @@ cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n + 0}'; }
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }   # whole machine: user nice system irq softirq
+
+# Before a timed pass: dirty pages are written back, so no pass pays for the one
+# before it; the page cache is kept, so the pass neither reads the disk nor makes the
+# kernel allocate page cache. COLD=1 drops the page cache too (root).
+#
+# Why kept: on the benchmark host (a Firecracker VM whose balloon does free page
+# reporting) memory left free for ~2 s is handed back to the host, and the guest
+# pays a host page fault the next time it uses each such page. A pass that
+# allocates gigabytes of page cache after a drop then costs 0.04 or 0.2-0.5 CPU s/GiB
+# more depending only on whether it is still running ~2 s after the drop: a 4 GiB
+# read slower than 2 s paid it every time and a faster one never (BENCHMARKS.md,
+# 2026-12-07, "free page reporting"). Passes on cached files measure the servers.
+bench_pass_start() {
+  sync
+  if [ "${COLD:-0}" = 1 ]; then echo 3 > /proc/sys/vm/drop_caches; fi
+}
 
 bench_volume() {
   local sp; sp=$(port)

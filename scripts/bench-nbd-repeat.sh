@@ -3,8 +3,8 @@
 # depend on the one before it? One `euca up` with one GIB volume (default 4) filled
 # with random data; then two 1-connection `nbdcopy` reads, and ROUNDS times (default
 # 4) a 1- and a 4-connection write (each followed by a FLUSH) and again two reads.
-# Page cache dropped before every pass. Prints MiB/s and the server's CPU s/GiB of
-# each read.
+# Each pass starts with bench_pass_start (scripts/bench-lib.sh: page cache kept;
+# COLD=1 drops it). Prints MiB/s and the server's CPU s/GiB of each read.
 #
 #   scripts/bench-nbd-repeat.sh [ROUNDS] [SIZE_GIB]
 #
@@ -17,9 +17,8 @@ DIR=${BENCH_DIR:-/var/tmp/euca-nbd-repeat}
 bench_setup "$DIR"
 bench_volume "$EUCA" euca "$GIB" nbd
 head -c $((GIB << 30)) /dev/urandom > "$DIR/src.img"
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 read_pass() {
-  drop
+  bench_pass_start
   local c0 t0 t1 c1
   c0=$(cpu "$PID"); t0=$(date +%s.%N)
   nbdcopy --connections=1 "$URI" null:
@@ -31,7 +30,7 @@ nbdcopy --connections=4 "$DIR/src.img" "$URI"
 read_pass "first"; read_pass "second"
 for i in $(seq "$ROUNDS"); do
   for c in 1 4; do
-    drop; nbdcopy --connections=$c "$DIR/src.img" "$URI"
+    bench_pass_start; nbdcopy --connections=$c "$DIR/src.img" "$URI"
     PATH=/usr/bin:$PATH nbdsh -u "$URI" -c 'h.flush()'
   done
   read_pass "after writes $i, first"; read_pass "after writes $i, second"

@@ -6,8 +6,8 @@
 #   scripts/bench-nbd-seq.sh read|write [CONNS] [ROUNDS] [SIZE_GIB]   (defaults 4 2 2)
 #
 # Each export is filled once (a write pass onto the new, sparse volume, printed as
-# "<name>+new"); then each round, page cache dropped before
-# every pass: `nbdcopy --connections=CONNS <export> null:` (read) or a copy of a random
+# "<name>+new"); then each round, every pass started by bench_pass_start
+# (scripts/bench-lib.sh: page cache kept; COLD=1 drops it): `nbdcopy --connections=CONNS <export> null:` (read) or a copy of a random
 # file onto the export followed by a FLUSH (write). Prints MiB/s, the server's CPU
 # seconds per GiB, the whole machine's busy CPU seconds per GiB (client, server, the
 # kernel's write-back threads and interrupts: what page-cache writes cost after the
@@ -45,7 +45,7 @@ sleep 1
 head -c $((GIB << 30)) /dev/urandom > "$DIR/src.img"
 
 pass() { # name uri pid
-  sync; echo 3 > /proc/sys/vm/drop_caches
+  bench_pass_start
   local c0 t0 t1 c1 x0 x1
   local rec=
   if [ -n "${PERF:-}" ] && [ -n "${TIMED:-}" ]; then

@@ -17,6 +17,17 @@
 # 2026-12-07). Before any timed pass every server's export is written once, untimed
 # (the first passes after the source file is made ran up to 2-3x slower).
 #
+# Every pass starts with bench_pass_start (scripts/bench-lib.sh): dirty pages written
+# back, page cache kept (COLD=1 drops it), so the passes measure the servers rather
+# than this VM's host page faults. Every fio pass also starts from the same
+# page-cache state for every server: the export written once more by nbdcopy
+# (untimed), so the whole file is cached in the folios those 256 KiB writes make.
+# ext4's large folios make 4 KiB random writes 2-4x slower into a file a sequential
+# read from disk left in 2 MiB folios than into one in 256 KiB or 4 KiB folios, for
+# every server alike; without this, the server whose read pass came last carried that
+# state into the fio rows (BENCHMARKS.md, 2026-12-07). The first round prints each
+# file's state (scripts/page-cache-folios.py).
+#
 # EUCA_BIN=path/to/euca benches that binary instead of building this checkout;
 # EUCA_BEFORE=/path/to/euca also measures that (earlier) build in the same run;
 # SKIP_PEER=1 leaves qemu-nbd and nbdkit out; ROWS=copy or ROWS=fio runs only the
@@ -31,17 +42,8 @@ DIR=${BENCH_DIR:-/var/tmp/euca-sc-bench}
 for t in nbdcopy nbdkit qemu-nbd fio; do
   command -v $t >/dev/null || { echo "missing $t: run scripts/install-test-deps.sh" >&2; exit 1; }
 done
-if [ -n "${EUCA_BIN:-}" ]; then
-  EUCA=$EUCA_BIN
-else
-  cargo build --release --locked --bin euca
-  EUCA=$PWD/target/release/euca
-fi
-rm -rf "$DIR"; mkdir -p "$DIR"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/bench-lib.sh
+bench_setup "$DIR"
 
 echo "== $(nproc) cores; ${GIB} GiB export; $(qemu-nbd --version | head -1); $(nbdkit --version); $(nbdcopy --version | head -1); fio $(fio --version)"
 head -c $((GIB << 30)) /dev/urandom > "$DIR/src.img"   # the data nbdcopy writes
@@ -62,12 +64,10 @@ nbdkit -f -i 127.0.0.1 -p $KP -e vol file "$DIR/nbdkit.img" &
 KIT_PID=$!; PIDS+=($KIT_PID)
 sleep 1
 
-cpu() { awk '{print $14 + $15}' /proc/$1/stat; }   # utime + stime, clock ticks
-HZ=$(getconf CLK_TCK)
-
-NAMES=(euca-sc); URIS=("$SC_URI"); SPIDS=($EUCA_PID)
+NAMES=(euca-sc); URIS=("$SC_URI"); SPIDS=($EUCA_PID); FILES=("$DIR/euca/sc/volumes/$VOL.img")
 if [ -z "${SKIP_PEER:-}" ]; then
   NAMES+=(qemu-nbd nbdkit); URIS+=("nbd://127.0.0.1:$QP/vol" "nbd://127.0.0.1:$KP/vol"); SPIDS+=($QEMU_PID $KIT_PID)
+  FILES+=("$DIR/qemu.img" "$DIR/nbdkit.img")
 fi
 if [ -n "${EUCA_BEFORE:-}" ]; then
   WP2=$(port); SP2=$(port); NP2=$(port)
@@ -76,6 +76,7 @@ if [ -n "${EUCA_BEFORE:-}" ]; then
   for _ in $(seq 100); do curl -sf http://127.0.0.1:$SP2/_health >/dev/null && break; sleep 0.1; done
   VOL2=$("$EUCA_BEFORE" volume create --size-gib "$GIB" --data "$DIR/before")
   NAMES+=(sc-before); URIS+=("$("$EUCA_BEFORE" volume attach "$VOL2" --node 127.0.0.1 --data "$DIR/before")"); SPIDS+=($B_PID)
+  FILES+=("$DIR/before/sc/volumes/$VOL2.img")
 fi
 ROUNDS=${ROUNDS:-5}
 N=${#NAMES[@]}
@@ -85,7 +86,7 @@ for k in $(seq 0 $((N - 1))); do nbdcopy --connections=4 "$DIR/src.img" "${URIS[
 
 copy() { # row conns server-index: one timed nbdcopy pass
   local row=$1 c=$2 k=$3 c0 t0 t1 c1 mibs cpus
-  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+  bench_pass_start
   c0=$(cpu ${SPIDS[$k]}); t0=$(date +%s.%N)
   if [ "$row" = write ]; then
     nbdcopy --connections=$c "$DIR/src.img" "${URIS[$k]}"
@@ -99,8 +100,15 @@ copy() { # row conns server-index: one timed nbdcopy pass
   printf 'nbdcopy %s conns=%d\t%s\t%s\t%s\n' $row $c "${NAMES[$k]}" "$mibs" "$cpus" >> "$OUT"
 }
 
-fio_pass() { # rw server-index: one fio run
+STATES=0
+fio_pass() { # rw server-index: one fio run, from the same page-cache state for all
   local rw=$1 k=$2 iops rec=
+  bench_pass_start
+  nbdcopy --connections=4 "$DIR/src.img" "${URIS[$k]}"
+  nbdsh -u "${URIS[$k]}" -c 'h.flush()' 2>/dev/null || true
+  if [ $STATES -lt $N ]; then
+    echo "STATE  ${NAMES[$k]}: $(python3 scripts/page-cache-folios.py "${FILES[$k]}" 2>&1)"; STATES=$((STATES + 1))
+  fi
   if [ -n "${PERF:-}" ]; then   # the server's profile of its last pass of each fio row
     perf record -q -g -p "${SPIDS[$k]}" -o "$PERF/${NAMES[$k]}-$rw.data" > /dev/null 2>&1 & rec=$!; sleep 0.3
   fi
