@@ -108,6 +108,8 @@ struct Ctx {
     base_allocation: bool,
     read_only: bool,
     tx: mpsc::UnboundedSender<Frame>,
+    /// Reply bytes handed to the writer and not yet on the wire.
+    queued: Arc<Queued>,
     /// The socket and the lock its sender holds while a frame is part-written,
     /// for replies to be sent where they are made (`None` under TLS).
     sending: Option<(Arc<OwnedFd>, SendLock)>,
@@ -133,7 +135,9 @@ impl Ctx {
                             Ok(n) if n == frame.len() => return,
                             Ok(n) if n > 0 => {
                                 // The writer finishes it before anything else.
-                                *carry = Some(frame.rest(n));
+                                let rest = frame.rest(n);
+                                self.queued.add(rest.len());
+                                *carry = Some(rest);
                                 Frame::empty()
                             }
                             // No room (or an error the writer will meet too).
@@ -145,6 +149,7 @@ impl Ctx {
             }
             _ => frame,
         };
+        self.queued.add(frame.len());
         // Fails only if the writer is gone, in which case the connection is ending.
         let _ = self.tx.send(frame);
     }
@@ -424,12 +429,14 @@ where
     let (failed_tx, failed_rx) = watch::channel(false);
     let socket = socket.map(Arc::new);
     let send_lock: SendLock = Arc::new(tokio::sync::Mutex::new(None));
+    let queued = Arc::new(Queued::default());
     let mut writer = tokio::spawn(write_frames(
         wr,
         rx,
         failed_tx,
         cfg.reply_timeout,
         send_lock.clone(),
+        queued.clone(),
     ));
     let ctx = Arc::new(Ctx {
         device: entry.export.device.clone(),
@@ -438,6 +445,7 @@ where
         base_allocation,
         read_only: entry.export.read_only,
         tx,
+        queued,
         sending: socket.clone().map(|fd| (fd, send_lock)),
         reply_timeout: cfg.reply_timeout,
     });
@@ -666,6 +674,13 @@ where
                 continue;
             }
         }
+        if req.ty == CMD_READ {
+            tokio::select! {
+                biased;
+                _ = stop.wait() => return Ok(()),
+                _ = ctx.queued.room() => {}
+            }
+        }
         let payload = if req.ty == CMD_WRITE {
             // A payload cut short (disconnect, stop) is dropped unapplied.
             let data = tokio::select! {
@@ -885,6 +900,58 @@ async fn read_payload<R: AsyncRead + Unpin>(
 /// the rest of a frame someone else sent in part, which the writer sends first.
 type SendLock = Arc<tokio::sync::Mutex<Option<Frame>>>;
 
+/// Most reply bytes a connection may have waiting for its reply writer (the socket
+/// being full) before its reader stops starting READs. Reading further ahead only
+/// fills buffers that have gone cold in the cache by the time the socket takes
+/// them: with 64 READs in flight on each of 4 connections, both copies (page cache
+/// into the buffer, buffer into the socket) cost 1.6-2.8x nbdkit's, and the whole
+/// machine 0.48-0.50 CPU s/GiB against 0.38-0.44 with this bound (BENCHMARKS.md,
+/// 2026-12-07). About one large READ: 1 and 4 MiB did no better. READs already
+/// waiting for the disk on the blocking pool (or larger than what is read inline)
+/// are not counted until their replies are queued: their concurrency is what keeps
+/// a disk busy.
+const READ_AHEAD: usize = 256 << 10;
+
+/// Reply bytes queued for a connection's writer (counted when queued, uncounted
+/// once the writer has put them out: onto the socket, or for small frames into its
+/// batch, sent before it next waits for frames), and a wake-up for a reader
+/// waiting for them to drain. A client that reads no replies stalls the writer
+/// until its reply timeout fails the connection, which stops the reader too.
+#[derive(Default)]
+struct Queued {
+    bytes: std::sync::atomic::AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+impl Queued {
+    fn add(&self, n: usize) {
+        self.bytes
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn sub(&self, n: usize) {
+        let before = self
+            .bytes
+            .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+        if before - n <= READ_AHEAD {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Waits until at most [`READ_AHEAD`] bytes are queued.
+    async fn room(&self) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.bytes.load(std::sync::atomic::Ordering::Relaxed) <= READ_AHEAD {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
 /// Sends what of `frame` the socket takes now, without waiting; the bytes sent.
 fn send_now(fd: std::os::fd::RawFd, frame: &Frame) -> std::io::Result<usize> {
     let mut iov = [
@@ -921,6 +988,7 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     failed: watch::Sender<bool>,
     stall: std::time::Duration,
     sending: SendLock,
+    queued: Arc<Queued>,
 ) {
     let mut out = Out {
         w: wr,
@@ -931,13 +999,20 @@ async fn write_frames<W: AsyncWrite + Unpin>(
         while let Some(frame) = rx.recv().await {
             let mut carry = sending.lock().await;
             if let Some(rest) = carry.take() {
+                let n = rest.len();
                 out.put(rest).await?;
+                queued.sub(n);
             }
+            let n = frame.len();
             out.put(frame).await?;
+            queued.sub(n);
             while let Ok(frame) = rx.try_recv() {
+                let n = frame.len();
                 out.put(frame).await?;
+                queued.sub(n);
             }
             out.flush().await?;
+            queued.sub(0);
         }
         out.w.shutdown().await
     }

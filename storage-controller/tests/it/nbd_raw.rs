@@ -436,6 +436,53 @@ fn pipelined_reads_arrive_whole_when_the_client_reads_late() {
 }
 
 #[test]
+fn reads_stop_starting_while_the_client_takes_no_replies() {
+    // A client that pipelines 512 READs of 256 KiB (served from the page cache,
+    // each answered as it is read) and reads no reply: once the socket is full,
+    // the server starts no further READ (it would only fill buffers that go cold
+    // before the socket takes them). Without the bound it reads on until the
+    // connection's payload budget (64 MiB: 256 READs) is held in queued replies.
+    // Every READ is still answered, with its data, once the client reads.
+    const READS: u64 = 512;
+    const LEN: usize = 256 << 10;
+    let server = TestServer::start();
+    let (dev, path) = probe_device(&server, "vol-ahead", Duration::ZERO);
+    let data = pattern(8 * MIB as usize, 31);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .write_all_at(&data, 0)
+        .unwrap();
+    let at = |i: u64| (i * LEN as u64) % (8 * MIB);
+    let mut c = open_export(connect(server.addr), "vol-ahead");
+    let wire: Vec<u8> = (0..READS)
+        .flat_map(|i| request_bytes(0, CMD_READ, i, at(i), LEN as u32, &[]))
+        .collect();
+    c.s.write_all(&wire).unwrap();
+    wait_until("the first READs", Duration::from_secs(10), || {
+        dev.reads.load(Ordering::SeqCst) >= 2
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let started = dev.reads.load(Ordering::SeqCst);
+    // What the two sockets' buffers take (a few MiB), the bound, the READ that hit it.
+    assert!(
+        started <= 128,
+        "{started} of {READS} READs started while no reply was read"
+    );
+    let mut seen = BTreeSet::new();
+    for _ in 0..READS {
+        let (err, cookie) = c.simple_reply();
+        assert_eq!(err, 0, "READ {cookie}");
+        assert!(seen.insert(cookie), "READ {cookie} answered twice");
+        let off = at(cookie) as usize;
+        assert!(c.read_n(LEN) == data[off..][..LEN], "READ {cookie}'s data");
+    }
+    assert_eq!(dev.reads.load(Ordering::SeqCst), READS as usize);
+    server.stop();
+}
+
+#[test]
 fn write_bursts_hand_the_connection_back_at_every_turn() {
     // A volume on a file: runs of WRITEs are received and written on a blocking
     // thread (a burst), which hands the socket back to the async reader when a
@@ -571,10 +618,11 @@ fn read_only_export_refuses_writes_with_eperm() {
 }
 
 /// A FileDevice whose writes may take a while, counting starts and completions and
-/// recording the largest write batch it was given.
+/// recording the largest write batch it was given, and counting READs.
 struct ProbeDevice {
     inner: FileDevice,
     delay: Duration,
+    reads: AtomicUsize,
     started: AtomicUsize,
     finished: AtomicUsize,
     largest_batch: AtomicUsize,
@@ -589,6 +637,7 @@ impl BlockDevice for ProbeDevice {
         true
     }
     async fn read(&self, offset: u64, len: u32) -> std::io::Result<Bytes> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.read(offset, len).await
     }
     async fn write(&self, offset: u64, data: Bytes, fua: bool) -> std::io::Result<()> {
@@ -636,6 +685,7 @@ fn probe_device(
     let dev = Arc::new(ProbeDevice {
         inner: FileDevice::create(&path, 8 * MIB).unwrap(),
         delay,
+        reads: AtomicUsize::new(0),
         started: AtomicUsize::new(0),
         finished: AtomicUsize::new(0),
         largest_batch: AtomicUsize::new(0),
