@@ -109,6 +109,7 @@ fn burst(
     stops: &[watch::Receiver<bool>],
 ) -> BurstEnd {
     let stopping = || stops.iter().any(|s| *s.borrow());
+    let mut low = LowWater { fd, at: 1 };
     let mut req = first;
     let mut total = 0usize;
     loop {
@@ -128,6 +129,7 @@ fn burst(
                     if left.is_zero() {
                         return BurstEnd::Write(req, std::mem::take(buf));
                     }
+                    low.set(len - buf.len());
                     if let Err(e) = sink.reply(done).and_then(|()| wait_readable(fd, left)) {
                         return BurstEnd::Failed(e);
                     }
@@ -135,6 +137,7 @@ fn burst(
                 Err(e) => return BurstEnd::Failed(e),
             }
         }
+        low.set(1);
         match sink.write_here(&req, buf) {
             None => return BurstEnd::Write(req, std::mem::take(buf)),
             Some(result) => done.push((req, result)),
@@ -168,6 +171,45 @@ fn burst(
             Ok(next) if sink.takes(&next) => req = next,
             _ => return BurstEnd::Header(hdr, have),
         }
+    }
+}
+
+/// The socket's receive low-water mark (`SO_RCVLOWAT`) while a burst waits for the
+/// rest of a payload: the kernel wakes the burst once that much has arrived, not
+/// at every segment (each wake-up is paid by the sending client too). Back to 1
+/// before anything else waits on the socket, and when the burst ends: the
+/// descriptor is a duplicate, so the async reader shares the setting.
+struct LowWater {
+    fd: RawFd,
+    at: usize,
+}
+
+impl LowWater {
+    fn set(&mut self, n: usize) {
+        let n = n.clamp(1, i32::MAX as usize);
+        if n == self.at {
+            return;
+        }
+        let v = n as libc::c_int;
+        // SAFETY: a plain int option on a socket we hold.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            self.at = n;
+        }
+    }
+}
+
+impl Drop for LowWater {
+    fn drop(&mut self) {
+        self.set(1);
     }
 }
 
