@@ -930,10 +930,13 @@ impl Queued {
     }
 
     fn sub(&self, n: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Saturating: a miscount must never leave a reader waiting for good.
         let before = self
             .bytes
-            .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
-        if before - n <= READ_AHEAD {
+            .fetch_update(Relaxed, Relaxed, |b| Some(b.saturating_sub(n)))
+            .unwrap_or_default();
+        if before.saturating_sub(n) <= READ_AHEAD {
             self.drained.notify_waiters();
         }
     }
