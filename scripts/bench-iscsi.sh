@@ -13,9 +13,11 @@
 #   scripts/bench-iscsi.sh [SIZE_GIB] [SECONDS]      (defaults 2, 15)
 #
 # Root (tgtd). EUCA_BIN=path/to/euca benches that binary instead of building
-# this checkout; BENCH_DIR moves the scratch directory.
+# this checkout; BENCH_DIR moves the scratch directory. Each sequential pass starts
+# with bench_pass_start (scripts/bench-lib.sh: page cache kept; COLD=1 drops it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 GIB=${1:-2}
 SECS=${2:-15}
 OPS4K=${BENCH_4K_OPS:-100000}
@@ -96,7 +98,7 @@ bench() { # name uri pid
   local name=$1 uri=$2 pid=$3 n=$(( GIB * 4096 ))
   for mode in write read; do
     local w=""; [ $mode = write ] && w=-w
-    sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+    bench_pass_start
     local c0 t0 t1 c1
     c0=$(cpu $pid); t0=$(date +%s.%N)
     qemu-img bench $w -f raw -d 16 -s 256K -c $n "$uri" 2>&1 | grep -v warning >/dev/null
