@@ -137,7 +137,6 @@ fn burst(
                 Err(e) => return BurstEnd::Failed(e),
             }
         }
-        low.set(1);
         match sink.write_here(&req, buf) {
             None => return BurstEnd::Write(req, std::mem::take(buf)),
             Some(result) => done.push((req, result)),
@@ -160,6 +159,7 @@ fn burst(
                     if left.is_zero() || stopping() {
                         return BurstEnd::Header(hdr, have);
                     }
+                    low.set(REQUEST_HEADER_LEN - have);
                     if let Err(e) = sink.reply(done).and_then(|()| wait_readable(fd, left)) {
                         return BurstEnd::Failed(e);
                     }
@@ -174,11 +174,13 @@ fn burst(
     }
 }
 
-/// The socket's receive low-water mark (`SO_RCVLOWAT`) while a burst waits for the
-/// rest of a payload: the kernel wakes the burst once that much has arrived, not
-/// at every segment (each wake-up is paid by the sending client too). Back to 1
-/// before anything else waits on the socket, and when the burst ends: the
-/// descriptor is a duplicate, so the async reader shares the setting.
+/// The socket's receive low-water mark (`SO_RCVLOWAT`) during a burst: before it
+/// waits, the bytes it waits for (the rest of a payload, or of a header), so the
+/// kernel signals the socket once that much has arrived rather than at every
+/// segment. Each signal wakes the burst (or, while it writes, the runtime's event
+/// loop, which watches the same socket), and is paid by the sending client too.
+/// Back to 1 when the burst ends: the descriptor is a duplicate, so the async
+/// reader shares the setting (and setting it signals data already there).
 struct LowWater {
     fd: RawFd,
     at: usize,
