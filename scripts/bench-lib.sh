@@ -9,6 +9,7 @@
 #   ctxsw PID                   context switches of the process's live threads so far
 #   busy                        the whole machine's busy CPU so far, in ticks
 #   bench_pass_start            what every timed pass starts with (below)
+#   bench_flush URI             an NBD FLUSH on URI (nbdsh; fails loudly)
 #   bench_volume BIN NAME GIB PROTOCOL
 #                               `BIN up` (no node, no networking) on DIR/NAME with one
 #                               volume of GIB attached over PROTOCOL (nbd or iscsi) to
@@ -49,6 +50,9 @@ bench_pass_start() {
   sync
   if [ "${COLD:-0}" = 1 ]; then echo 3 > /proc/sys/vm/drop_caches; fi
 }
+
+# nbdsh's Python module (python3-libnbd) is only in /usr/bin's python3.
+bench_flush() { PATH=/usr/bin:$PATH nbdsh -u "$1" -c 'h.flush()'; }
 
 bench_volume() {
   local sp; sp=$(port)

@@ -31,7 +31,7 @@ read_pass "first"; read_pass "second"
 for i in $(seq "$ROUNDS"); do
   for c in 1 4; do
     bench_pass_start; nbdcopy --connections=$c "$DIR/src.img" "$URI"
-    PATH=/usr/bin:$PATH nbdsh -u "$URI" -c 'h.flush()'
+    bench_flush "$URI"
   done
   read_pass "after writes $i, first"; read_pass "after writes $i, second"
 done

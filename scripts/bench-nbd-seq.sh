@@ -28,7 +28,6 @@ MODE=${1:?read or write}; CONNS=${2:-4}; ROUNDS=${3:-2}; GIB=${4:-2}
 DIR=${BENCH_DIR:-/var/tmp/euca-nbd-seq}
 . scripts/bench-lib.sh
 bench_setup "$DIR"
-flush() { PATH=/usr/bin:$PATH nbdsh -u "$1" -c 'h.flush()'; }   # python3-libnbd is /usr/bin's
 
 bench_volume "$EUCA" euca "$GIB" nbd
 SERVERS=("euca-sc $URI $PID")
@@ -54,7 +53,7 @@ pass() { # name uri pid
   c0=$(cpu "$3"); x0=$(ctxsw "$3"); s0=$(busy); t0=$(date +%s.%N)
   # shellcheck disable=SC2086
   if [ "$MODE" = read ]; then nbdcopy ${NBDCOPY_ARGS:-} --connections="$CONNS" "$2" null:
-  else nbdcopy ${NBDCOPY_ARGS:-} --connections="$CONNS" "$DIR/src.img" "$2"; flush "$2"; fi
+  else nbdcopy ${NBDCOPY_ARGS:-} --connections="$CONNS" "$DIR/src.img" "$2"; bench_flush "$2"; fi
   t1=$(date +%s.%N); c1=$(cpu "$3"); x1=$(ctxsw "$3"); s1=$(busy)
   if [ -n "$rec" ]; then kill -INT "$rec"; wait "$rec" || true; fi
   printf 'RESULT %-8s %s conns=%d %8.1f MiB/s  server CPU %5.2f s/GiB  all CPUs %5.2f s/GiB  %6d switches/GiB\n' \

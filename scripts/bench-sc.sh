@@ -90,7 +90,7 @@ copy() { # row conns server-index: one timed nbdcopy pass
   c0=$(cpu ${SPIDS[$k]}); t0=$(date +%s.%N)
   if [ "$row" = write ]; then
     nbdcopy --connections=$c "$DIR/src.img" "${URIS[$k]}"
-    nbdsh -u "${URIS[$k]}" -c 'h.flush()' 2>/dev/null || true
+    bench_flush "${URIS[$k]}"
   else
     nbdcopy --connections=$c "${URIS[$k]}" null:
   fi
@@ -105,7 +105,7 @@ fio_pass() { # rw server-index: one fio run, from the same page-cache state for 
   local rw=$1 k=$2 iops rec=
   bench_pass_start
   nbdcopy --connections=4 "$DIR/src.img" "${URIS[$k]}"
-  nbdsh -u "${URIS[$k]}" -c 'h.flush()' 2>/dev/null || true
+  bench_flush "${URIS[$k]}"
   if [ $STATES -lt $N ]; then
     echo "STATE  ${NAMES[$k]}: $(python3 scripts/page-cache-folios.py "${FILES[$k]}" 2>&1)"; STATES=$((STATES + 1))
   fi
