@@ -25,9 +25,8 @@
 //! socket at a time; the reply writer keeps the sending side. The burst reads a
 //! duplicate of the connection's descriptor, so a burst that outlives its
 //! connection's task (aborted at shutdown) never touches a reused descriptor
-//! number. Reading a socket that tokio watches is safe: tokio learns of new bytes
-//! from the kernel's edge events whoever reads them, and treats a read that finds
-//! nothing as a cue to wait.
+//! number. The runtime stops watching the socket for bytes while a burst runs
+//! ([`super::socket`]), or every segment arriving would wake its event loop.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -36,6 +35,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::proto::{Request, REQUEST_HEADER_LEN};
+use super::socket::recv_raw;
 use euca_durable::buffers;
 
 /// A burst gives its thread back after this many payload bytes (the async reader
@@ -230,24 +230,6 @@ fn recv(fd: RawFd, buf: &mut Vec<u8>, len: usize) -> io::Result<usize> {
 fn recv_slice(fd: RawFd, out: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `out` is valid for `out.len()` bytes of writes.
     unsafe { recv_raw(fd, out.as_mut_ptr().cast(), out.len()) }
-}
-
-/// `recv(MSG_DONTWAIT)`, retried on `EINTR`; returns at most `len`.
-///
-/// # Safety
-/// `ptr` must be valid for `len` bytes of writes.
-unsafe fn recv_raw(fd: RawFd, ptr: *mut libc::c_void, len: usize) -> io::Result<usize> {
-    loop {
-        // SAFETY: the caller vouches for `ptr` and `len`.
-        let n = unsafe { libc::recv(fd, ptr, len, libc::MSG_DONTWAIT) };
-        if n >= 0 {
-            return Ok((n as usize).min(len));
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
 }
 
 /// Sends all of `bytes` on `fd`, waiting for room at most `stall` at a time.

@@ -8,7 +8,8 @@
 //! and runs each in its own task (at most [`NbdServer::max_in_flight`] at once and a
 //! bounded number of payload bytes), and one writer task serialises reply frames,
 //! so replies can go out of order while every frame stays whole. Connection code is
-//! generic over the stream, so the same code runs on TCP, Unix sockets and TLS.
+//! generic over the stream, so the same code runs on TCP, Unix sockets and TLS (a
+//! plain socket's two sides are watched apart in transmission, `socket.rs`).
 //!
 //! Memory: every READ reply and WRITE payload is paid for before its buffer is
 //! allocated (its length rounded up to the buffer pool's size class, which is what
@@ -38,6 +39,7 @@ mod error;
 mod handshake;
 pub mod proto;
 mod shared;
+mod socket;
 mod tls;
 mod transmission;
 
@@ -264,18 +266,20 @@ async fn handle_connection<S>(
     let result = match session {
         Session::Plain(s) => {
             tracing::info!(?peer, %export, tls = false, "NBD client opened export");
-            // A descriptor of its own for write bursts, so that a burst's thread,
+            // Bursts get a descriptor of their own, so that a burst's thread,
             // which may outlive an aborted connection task, never reads or writes
             // a descriptor number that has been closed and reused.
-            let fd = std::os::fd::AsFd::as_fd(&s).try_clone_to_owned();
-            if let Err(e) = &fd {
-                tracing::debug!(?peer, error = %e, "no write bursts: dup failed");
+            match socket::split(s) {
+                Ok((rd, wr, fd)) => {
+                    transmission::run(rd, wr, Some(fd), negotiated, &shared, stop).await
+                }
+                Err(e) => Err(NbdError::Io(e)),
             }
-            transmission::run(s, fd.ok(), negotiated, &shared, stop).await
         }
         Session::Tls(s) => {
             tracing::info!(?peer, %export, tls = true, "NBD client opened export");
-            transmission::run(s, None, negotiated, &shared, stop).await
+            let (rd, wr) = tokio::io::split(s);
+            transmission::run(rd, wr, None, negotiated, &shared, stop).await
         }
     };
     match result {

@@ -15,6 +15,7 @@ use super::error::{nbd_errno, NbdError};
 use super::handshake::{drain, Negotiated};
 use super::proto::*;
 use super::shared::{wait_true, Shared};
+use super::socket::{self, Unwatch};
 use crate::device::BlockDevice;
 use euca_durable::buffers;
 
@@ -402,18 +403,21 @@ impl Stop {
 /// server stops. In-flight requests always finish (and their replies are sent
 /// within the grace period) before the connection closes.
 ///
-/// `socket`: a duplicate of the connection's descriptor when `stream` reads it
-/// directly (no TLS), so that runs of WRITEs can be received on a blocking thread
-/// ([`burst`]).
-pub(crate) async fn run<S>(
-    stream: S,
+/// `rd` and `wr`: the connection's two sides. `socket`: a duplicate of the
+/// connection's descriptor when they read and write it directly (no TLS), so that
+/// runs of WRITEs can be received on a blocking thread ([`burst`]) and replies
+/// sent where they are made.
+pub(crate) async fn run<R, W>(
+    rd: R,
+    wr: W,
     socket: Option<OwnedFd>,
     neg: Negotiated,
     shared: &Shared,
     server_stop: watch::Receiver<bool>,
 ) -> Result<(), NbdError>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: AsyncRead + Unwatch + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = &shared.cfg;
     let Negotiated {
@@ -423,7 +427,6 @@ where
         base_allocation,
         ..
     } = neg;
-    let (rd, wr) = tokio::io::split(stream);
     let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
     let (tx, rx) = mpsc::unbounded_channel();
     let (failed_tx, failed_rx) = watch::channel(false);
@@ -582,7 +585,7 @@ async fn read_requests<R>(
     bursts: Option<&Bursts>,
 ) -> Result<(), NbdError>
 where
-    R: AsyncRead + Unpin,
+    R: AsyncRead + Unwatch + Unpin,
 {
     let mut headers = Headers::default();
     // A WRITE a burst handed back unapplied, and what it had received of it.
@@ -734,7 +737,7 @@ where
 /// Runs `req` and the WRITEs after it as a [`burst`] if `req` is a WRITE a burst
 /// takes, the device can write on a blocking thread now, the read buffer holds
 /// nothing past `req`'s payload, and a server-wide permit is free; `None` if not.
-async fn try_burst<R: AsyncRead + Unpin>(
+async fn try_burst<R: AsyncRead + Unwatch + Unpin>(
     bursts: &Bursts,
     rd: &mut BufReader<R>,
     ctx: &Arc<Ctx>,
@@ -757,14 +760,18 @@ async fn try_burst<R: AsyncRead + Unpin>(
     let pre = rd.buffer().to_vec();
     std::pin::Pin::new(&mut *rd).consume(pre.len());
     let (fd, sink, first, stops) = (bursts.fd.clone(), ctx.clone(), *req, stop.receivers());
+    // The runtime stops watching the socket for bytes while the burst reads it:
+    // each arrival would wake its event loop for nothing.
+    rd.get_mut().unwatch();
     let end = tokio::task::spawn_blocking(move || {
         let room = BATCH_WRITE_MAX as usize;
         let end = burst::run(fd.as_raw_fd(), &*sink, first, &pre, room, &stops);
         drop(permit);
         end
     })
-    .await
-    .map_err(|e| std::io::Error::other(format!("NBD write burst failed: {e}")))?;
+    .await;
+    rd.get_mut().rewatch()?;
+    let end = end.map_err(|e| std::io::Error::other(format!("NBD write burst failed: {e}")))?;
     Ok(Some(end))
 }
 
@@ -957,32 +964,8 @@ impl Queued {
 
 /// Sends what of `frame` the socket takes now, without waiting; the bytes sent.
 fn send_now(fd: std::os::fd::RawFd, frame: &Frame) -> std::io::Result<usize> {
-    let mut iov = [
-        libc::iovec {
-            iov_base: frame.head.as_ptr() as *mut libc::c_void,
-            iov_len: frame.head_len,
-        },
-        libc::iovec {
-            iov_base: frame.body.as_ptr() as *mut libc::c_void,
-            iov_len: frame.body.len(),
-        },
-    ];
-    // SAFETY: a zeroed msghdr is valid; it points at `iov`, whose two buffers
-    // outlive the call and are only read by it.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iov.as_mut_ptr();
-    msg.msg_iovlen = iov.len();
-    loop {
-        // SAFETY: `msg` is valid for the call (above).
-        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    let head = IoSlice::new(&frame.head[..frame.head_len]);
+    socket::send_vectored(fd, &[head, IoSlice::new(&frame.body)])
 }
 
 async fn write_frames<W: AsyncWrite + Unpin>(
