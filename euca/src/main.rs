@@ -792,7 +792,7 @@ async fn up(a: UpArgs) -> Result<()> {
         ("[nc_cache] max_connections", &mut nccfg.max_connections, 1),
         ("[walrus] max_connections", &mut wcfg.max_connections, 2),
         ("[sc] max_connections", &mut scfg.max_connections, 1),
-        ("[sc] nbd_max_connections", &mut scfg.nbd_max_connections, 1),
+        ("[sc] nbd_max_connections", &mut scfg.nbd_max_connections, 2),
         (
             "[sc] iscsi_max_connections",
             &mut scfg.iscsi_max_connections,
@@ -1146,7 +1146,7 @@ async fn sc_alone(a: ScArgs) -> Result<()> {
     if let (Some(id), Some(url)) = (&a.identity, &a.s3_url) {
         edge::fit_caps(&mut [
             ("[sc] max_connections", &mut scfg.max_connections, 1),
-            ("[sc] nbd_max_connections", &mut scfg.nbd_max_connections, 1),
+            ("[sc] nbd_max_connections", &mut scfg.nbd_max_connections, 2),
             (
                 "[sc] iscsi_max_connections",
                 &mut scfg.iscsi_max_connections,
@@ -1158,7 +1158,7 @@ async fn sc_alone(a: ScArgs) -> Result<()> {
     edge::fit_caps(&mut [
         ("[walrus] max_connections", &mut wcfg.max_connections, 2),
         ("[sc] max_connections", &mut scfg.max_connections, 1),
-        ("[sc] nbd_max_connections", &mut scfg.nbd_max_connections, 1),
+        ("[sc] nbd_max_connections", &mut scfg.nbd_max_connections, 2),
         (
             "[sc] iscsi_max_connections",
             &mut scfg.iscsi_max_connections,

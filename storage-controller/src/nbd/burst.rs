@@ -22,8 +22,8 @@
 //! [`PAYLOAD_WAIT`] before giving its thread back.
 //!
 //! The async reader is parked on the burst meanwhile, so only one side reads the
-//! socket at a time; the reply writer keeps the sending side. The burst reads a
-//! duplicate of the connection's descriptor, so a burst that outlives its
+//! socket at a time; the reply writer keeps the sending side. The burst holds a
+//! share of the reading side's descriptor, so a burst that outlives its
 //! connection's task (aborted at shutdown) never touches a reused descriptor
 //! number. The runtime stops watching the socket for bytes while a burst runs
 //! ([`super::socket`]), or every segment arriving would wake its event loop.
@@ -177,10 +177,9 @@ fn burst(
 /// The socket's receive low-water mark (`SO_RCVLOWAT`) during a burst: before it
 /// waits, the bytes it waits for (the rest of a payload, or of a header), so the
 /// kernel signals the socket once that much has arrived rather than at every
-/// segment. Each signal wakes the burst (or, while it writes, the runtime's event
-/// loop, which watches the same socket), and is paid by the sending client too.
-/// Back to 1 when the burst ends: the descriptor is a duplicate, so the async
-/// reader shares the setting (and setting it signals data already there).
+/// segment. Each signal wakes the burst, and is paid by the sending client too.
+/// Back to 1 when the burst ends: the async reader reads the same socket, and the
+/// mark is the socket's, whatever descriptor sets it.
 struct LowWater {
     fd: RawFd,
     at: usize,

@@ -266,14 +266,16 @@ async fn handle_connection<S>(
     let result = match session {
         Session::Plain(s) => {
             tracing::info!(?peer, %export, tls = false, "NBD client opened export");
-            // Bursts get a descriptor of their own, so that a burst's thread,
-            // which may outlive an aborted connection task, never reads or writes
-            // a descriptor number that has been closed and reused.
             match socket::split(s) {
                 Ok((rd, wr, fd)) => {
                     transmission::run(rd, wr, Some(fd), negotiated, &shared, stop).await
                 }
-                Err(e) => Err(NbdError::Io(e)),
+                Err((s, e)) => {
+                    // Served all the same, without bursts.
+                    tracing::debug!(?peer, error = %e, "no write bursts: socket not split");
+                    let (rd, wr) = tokio::io::split(s);
+                    transmission::run(rd, wr, None, negotiated, &shared, stop).await
+                }
             }
         }
         Session::Tls(s) => {

@@ -9,12 +9,19 @@
 //! kernel keys epoll registrations by descriptor, so two duplicates of the socket
 //! are watched apart: the sending side for `EPOLLOUT` only (data arriving does
 //! not wake it), the reading side for `EPOLLIN`, dropped for the length of a
-//! burst ([`Unwatch`]) and registered again after it (the registration reports
-//! bytes already there at once).
+//! burst ([`Unwatch`]) and registered again after it (the kernel reports bytes
+//! already there to the new registration; the first read after it is tried at
+//! once rather than after the event loop's next turn).
+//!
+//! Two descriptors per connection, as before the split: bursts and replies sent
+//! where they are made use the reading side's descriptor, shared (`Arc`), so a
+//! burst that outlives its connection's task (aborted at shutdown) still holds it
+//! open and never touches a reused descriptor number.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::unix::AsyncFd;
@@ -32,56 +39,72 @@ pub(crate) trait Unwatch {
 
 impl<T> Unwatch for tokio::io::ReadHalf<T> {}
 
-/// Splits a plain connection's socket into its two watched sides and a third
-/// descriptor for bursts and for replies sent where they are made. `stream` is
-/// dropped (and stops being watched); the socket stays open until all three are.
-pub(crate) fn split<S: AsFd>(stream: S) -> io::Result<(Reader, Writer, OwnedFd)> {
-    let fd = stream.as_fd();
-    let (r, w, b) = (
-        fd.try_clone_to_owned()?,
-        fd.try_clone_to_owned()?,
-        fd.try_clone_to_owned()?,
-    );
-    drop(stream);
-    let reader = Reader {
-        fd: Watched::Yes(watch(r, Interest::READABLE)?),
+/// Splits a plain connection's socket into its two watched sides and the reading
+/// side's descriptor, for bursts and for replies sent where they are made.
+/// `stream` is dropped (and stops being watched) once both sides are watched;
+/// if they cannot be (no descriptor left), it comes back with the error.
+pub(crate) fn split<S: AsFd>(stream: S) -> Result<(Reader, Writer, Arc<OwnedFd>), (S, io::Error)> {
+    let sides = || -> io::Result<_> {
+        let fd = stream.as_fd();
+        let r = Arc::new(fd.try_clone_to_owned()?);
+        let w = fd.try_clone_to_owned()?;
+        Ok((
+            watch(r.clone(), Interest::READABLE)?,
+            watch(w, Interest::WRITABLE)?,
+            r,
+        ))
     };
-    let writer = Writer {
-        fd: watch(w, Interest::WRITABLE)?,
-    };
-    Ok((reader, writer, b))
+    match sides() {
+        Ok((r, w, shared)) => {
+            drop(stream);
+            let reader = Reader {
+                fd: Watched::Yes(r),
+                fresh: true,
+            };
+            Ok((reader, Writer { fd: w }, shared))
+        }
+        Err(e) => Err((stream, e)),
+    }
 }
 
 /// Registers `fd` with the runtime for `interest`.
-fn watch(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: an `OwnedFd` is an open descriptor that stays open, and is the one
-    // its `as_raw_fd` returns, for as long as the `AsyncFd` owns it.
+fn watch<T: AsRawFd>(fd: T, interest: Interest) -> io::Result<AsyncFd<T>> {
+    // SAFETY: only called with an `OwnedFd` or an `Arc` of one: an open
+    // descriptor that stays open, and is the one `as_raw_fd` returns, for as long
+    // as the `AsyncFd` holds it.
     Ok(unsafe { AsyncFd::register_with_interest(fd, interest) }?)
 }
 
 enum Watched {
-    Yes(AsyncFd<OwnedFd>),
-    No(OwnedFd),
-    /// Only while switching (or if registering again failed).
+    Yes(AsyncFd<Arc<OwnedFd>>),
+    No(Arc<OwnedFd>),
+    /// Only if registering again failed (reads fail from then on).
     Gone,
 }
 
 /// The reading side (see the module docs).
 pub(crate) struct Reader {
     fd: Watched,
+    /// Just registered: the next read is tried before waiting for readiness.
+    fresh: bool,
 }
 
 impl Unwatch for Reader {
     fn unwatch(&mut self) {
-        if let Watched::Yes(fd) = std::mem::replace(&mut self.fd, Watched::Gone) {
-            self.fd = Watched::No(fd.into_inner());
-        }
+        self.fd = match std::mem::replace(&mut self.fd, Watched::Gone) {
+            Watched::Yes(fd) => Watched::No(fd.into_inner()),
+            other => other,
+        };
     }
 
     fn rewatch(&mut self) -> io::Result<()> {
-        if let Watched::No(fd) = std::mem::replace(&mut self.fd, Watched::Gone) {
-            self.fd = Watched::Yes(watch(fd, Interest::READABLE)?);
-        }
+        self.fd = match std::mem::replace(&mut self.fd, Watched::Gone) {
+            Watched::No(fd) => {
+                self.fresh = true;
+                Watched::Yes(watch(fd, Interest::READABLE)?)
+            }
+            other => other,
+        };
         Ok(())
     }
 }
@@ -92,14 +115,17 @@ impl AsyncRead for Reader {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let Watched::Yes(fd) = &mut self.fd else {
+        let this = &mut *self;
+        let Watched::Yes(fd) = &this.fd else {
             return Poll::Ready(Err(io::Error::other("socket not watched for reading")));
         };
-        // At once first: after a burst the new registration reports bytes that
-        // are there only on the event loop's next turn.
-        match recv_into(fd.as_raw_fd(), buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            done => return Poll::Ready(done),
+        // Once at once after registering: the new registration learns of bytes
+        // already there only on the event loop's next turn.
+        if std::mem::take(&mut this.fresh) {
+            match recv_into(fd.as_raw_fd(), buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                done => return Poll::Ready(done),
+            }
         }
         loop {
             let mut guard = ready!(fd.poll_read_ready(cx))?;
@@ -172,11 +198,13 @@ impl AsyncWrite for Writer {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         // SAFETY: shutdown on a socket we hold.
-        let rc = unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) };
+        if unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) } == 0 {
+            return Poll::Ready(Ok(()));
+        }
         let e = io::Error::last_os_error();
-        Poll::Ready(match rc {
-            0 => Ok(()),
-            _ if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(()),
+        // The client has gone already: nothing left to end.
+        Poll::Ready(match e.raw_os_error() {
+            Some(libc::ENOTCONN) => Ok(()),
             _ => Err(e),
         })
     }

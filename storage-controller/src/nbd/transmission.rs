@@ -403,14 +403,13 @@ impl Stop {
 /// server stops. In-flight requests always finish (and their replies are sent
 /// within the grace period) before the connection closes.
 ///
-/// `rd` and `wr`: the connection's two sides. `socket`: a duplicate of the
-/// connection's descriptor when they read and write it directly (no TLS), so that
-/// runs of WRITEs can be received on a blocking thread ([`burst`]) and replies
-/// sent where they are made.
+/// `rd` and `wr`: the connection's two sides. `socket`: the socket's descriptor
+/// when they read and write it directly (no TLS), so that runs of WRITEs can be
+/// received on a blocking thread ([`burst`]) and replies sent where they are made.
 pub(crate) async fn run<R, W>(
     rd: R,
     wr: W,
-    socket: Option<OwnedFd>,
+    socket: Option<Arc<OwnedFd>>,
     neg: Negotiated,
     shared: &Shared,
     server_stop: watch::Receiver<bool>,
@@ -430,7 +429,6 @@ where
     let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
     let (tx, rx) = mpsc::unbounded_channel();
     let (failed_tx, failed_rx) = watch::channel(false);
-    let socket = socket.map(Arc::new);
     let send_lock: SendLock = Arc::new(tokio::sync::Mutex::new(None));
     let queued = Arc::new(Queued::default());
     let mut writer = tokio::spawn(write_frames(
@@ -770,8 +768,12 @@ async fn try_burst<R: AsyncRead + Unwatch + Unpin>(
         end
     })
     .await;
-    rd.get_mut().rewatch()?;
+    let rewatched = rd.get_mut().rewatch();
     let end = end.map_err(|e| std::io::Error::other(format!("NBD write burst failed: {e}")))?;
+    // Reading goes on (and needs the socket watched) unless the burst ended it.
+    if !matches!(end, BurstEnd::Eof | BurstEnd::Stopped) {
+        rewatched?;
+    }
     Ok(Some(end))
 }
 
