@@ -59,6 +59,23 @@ pub trait BlockDevice: Send + Sync + 'static {
     fn write_here(&self, _offset: u64, _data: &[u8]) -> Option<io::Result<()>> {
         None
     }
+    /// Reads `len` bytes at `offset` into `buf` (emptied first; capacity at least
+    /// `len`) on the calling thread, which it may block: call it only where blocking
+    /// is allowed. `wait == false`: only what is in memory now, without waiting for
+    /// the disk, so `buf` may end up short (even empty). `None` when this device
+    /// cannot read this way (a restored volume's range to fetch, a device that is
+    /// not a local file); the caller then uses [`BlockDevice::read`]. Lets a
+    /// protocol server read and send a reply on one thread. Reading nothing
+    /// (`len == 0`) answers whether a read could go this way.
+    fn read_here(
+        &self,
+        _offset: u64,
+        _len: usize,
+        _buf: &mut Vec<u8>,
+        _wait: bool,
+    ) -> Option<io::Result<()>> {
+        None
+    }
     /// Prefetch hint (NBD_CMD_CACHE).
     async fn cache(&self, _offset: u64, _len: u64) -> io::Result<()> {
         Ok(())

@@ -330,6 +330,17 @@ impl BlockDevice for VolumeDevice {
         .await
     }
 
+    fn read_here(
+        &self,
+        offset: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+        wait: bool,
+    ) -> Option<io::Result<()>> {
+        // Reads take no gate (as `read`).
+        self.inner.dev.read_here(offset, len, buf, wait)
+    }
+
     fn write_here(&self, offset: u64, data: &[u8]) -> Option<io::Result<()>> {
         // Under the gate like every mutation, and only while no cut needs ranges
         // preserved (that awaits the cut's copies).

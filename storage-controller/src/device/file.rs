@@ -223,8 +223,15 @@ const NOWAIT_MAX: usize = 256 << 10;
 /// reads the rest (if any) on the blocking pool, without reading again what came
 /// from here.
 fn read_nowait(file: &File, offset: u64, buf: &mut Vec<u8>, len: usize) {
+    if len <= NOWAIT_MAX {
+        read_cached(file, offset, buf, len);
+    }
+}
+
+/// [`read_nowait`] of any length, for a thread that may take its time.
+fn read_cached(file: &File, offset: u64, buf: &mut Vec<u8>, len: usize) {
     let filled = buf.len();
-    if filled >= len || len > NOWAIT_MAX || buf.capacity() < len {
+    if filled >= len || buf.capacity() < len {
         return;
     }
     let Ok(at) = to_off(offset + filled as u64) else {
@@ -459,6 +466,22 @@ impl BlockDevice for FileDevice {
 
     fn write_here(&self, offset: u64, data: &[u8]) -> Option<io::Result<()>> {
         Some(self.file.write_all_at(data, offset))
+    }
+
+    fn read_here(
+        &self,
+        offset: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+        wait: bool,
+    ) -> Option<io::Result<()>> {
+        buf.clear();
+        buf.reserve(len);
+        read_cached(&self.file, offset, buf, len);
+        if wait && buf.len() < len {
+            return Some(pread_fill(&self.file, offset, buf, len));
+        }
+        Some(Ok(()))
     }
 
     async fn flush(&self) -> io::Result<()> {

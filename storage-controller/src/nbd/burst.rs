@@ -1,4 +1,6 @@
-//! Write bursts: a run of WRITEs received and written on one blocking-pool thread.
+//! Bursts: a run of WRITEs received and written, or of READs read and answered,
+//! on one blocking-pool thread. Write bursts first; read bursts ([`run_reads`])
+//! take the same socket hand-over.
 //!
 //! A sequential writer (nbdcopy, `qemu-img convert`) sends WRITE after WRITE. The
 //! async path receives each payload on a runtime thread and has it copied into the
@@ -16,10 +18,12 @@
 //! [`MAX_BURST_BYTES`], when the payload is slow to come ([`PAYLOAD_WAIT`]), or when
 //! the device cannot write without awaiting (a snapshot cut is being taken).
 //!
-//! What a client can hold this way is bounded: bursts run only while a server-wide
-//! permit is free ([`super::shared::MAX_BURSTS`]); each holds one buffer of at most
-//! [`BATCH_WRITE_MAX`](super::transmission) bytes and waits for a payload at most
-//! [`PAYLOAD_WAIT`] before giving its thread back.
+//! What a client can hold this way is bounded: bursts (of either kind) run only
+//! while a server-wide permit is free ([`super::shared::MAX_BURSTS`]); each holds
+//! one buffer of at most 1 MiB and waits for a payload at most [`PAYLOAD_WAIT`] (a
+//! header at most [`NEXT_WAIT`]) before giving its thread back; a read burst's
+//! replies wait for room on the socket at most the reply timeout, as the reply
+//! writer's do.
 //!
 //! The async reader is parked on the burst meanwhile, so only one side reads the
 //! socket at a time; the reply writer keeps the sending side. The burst holds a
@@ -28,14 +32,14 @@
 //! number. The runtime stops watching the socket for bytes while a burst runs
 //! ([`super::socket`]), or every segment arriving would wake its event loop.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::proto::{Request, REQUEST_HEADER_LEN};
-use super::socket::recv_raw;
+use super::socket::{recv_raw, send_vectored};
 use euca_durable::buffers;
 
 /// A burst gives its thread back after this many payload bytes (the async reader
@@ -143,33 +147,128 @@ fn burst(
         }
         buf.clear();
         total += len;
-        let mut hdr = [0u8; REQUEST_HEADER_LEN];
         if total >= MAX_BURST_BYTES || stopping() {
-            return BurstEnd::Header(hdr, 0);
+            return BurstEnd::Header([0; REQUEST_HEADER_LEN], 0);
         }
-        // The next header, if it comes within NEXT_WAIT.
-        let mut have = 0;
-        let deadline = Instant::now() + NEXT_WAIT;
-        while have < REQUEST_HEADER_LEN {
-            match recv_slice(fd, &mut hdr[have..]) {
-                Ok(0) => return BurstEnd::Eof,
-                Ok(n) => have += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() || stopping() {
-                        return BurstEnd::Header(hdr, have);
-                    }
-                    low.set(REQUEST_HEADER_LEN - have);
-                    if let Err(e) = sink.reply(done).and_then(|()| wait_readable(fd, left)) {
-                        return BurstEnd::Failed(e);
-                    }
-                }
-                Err(e) => return BurstEnd::Failed(e),
-            }
-        }
+        let hdr = match next_header(fd, &mut low, &stopping, || sink.reply(done)) {
+            Ok(hdr) => hdr,
+            Err(end) => return end,
+        };
         match Request::decode(&hdr) {
             Ok(next) if sink.takes(&next) => req = next,
-            _ => return BurstEnd::Header(hdr, have),
+            _ => return BurstEnd::Header(hdr, REQUEST_HEADER_LEN),
+        }
+    }
+}
+
+/// The next request header, if it comes within [`NEXT_WAIT`]; `before_wait` runs
+/// each time it is about to wait. `Err`: how the burst ends.
+fn next_header(
+    fd: RawFd,
+    low: &mut LowWater,
+    stopping: &dyn Fn() -> bool,
+    mut before_wait: impl FnMut() -> io::Result<()>,
+) -> Result<[u8; REQUEST_HEADER_LEN], BurstEnd> {
+    let mut hdr = [0u8; REQUEST_HEADER_LEN];
+    let mut have = 0;
+    let deadline = Instant::now() + NEXT_WAIT;
+    while have < REQUEST_HEADER_LEN {
+        match recv_slice(fd, &mut hdr[have..]) {
+            Ok(0) => return Err(BurstEnd::Eof),
+            Ok(n) => have += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || stopping() {
+                    return Err(BurstEnd::Header(hdr, have));
+                }
+                low.set(REQUEST_HEADER_LEN - have);
+                if let Err(e) = before_wait().and_then(|()| wait_readable(fd, left)) {
+                    return Err(BurstEnd::Failed(e));
+                }
+            }
+            Err(e) => return Err(BurstEnd::Failed(e)),
+        }
+    }
+    Ok(hdr)
+}
+
+/// What a read burst needs from its connection.
+pub(super) trait ReadSink {
+    /// Whether `req` is a READ that a read burst may take (validated; at least
+    /// [`READ_BURST_MIN`] bytes, at most the burst's buffer).
+    fn takes_read(&self, req: &Request) -> bool;
+    /// [`BlockDevice::read_here`](crate::device::BlockDevice::read_here) of `req`.
+    fn read_here(&self, req: &Request, buf: &mut Vec<u8>, wait: bool) -> Option<io::Result<()>>;
+    /// Puts the reply to `req` (its data, or the error) on the socket, waiting for
+    /// room and for the reply writer to finish a frame it is sending. `Err`: the
+    /// socket failed.
+    fn send_read(&self, req: &Request, data: io::Result<&[u8]>) -> io::Result<()>;
+}
+
+/// READs of at least this size may run as a read burst; smaller ones (random
+/// reads) are cheaper on the async path, which reads many headers at once.
+pub(super) const READ_BURST_MIN: u32 = 64 << 10;
+
+/// Runs a read burst from `first`, a READ that follows the connection's last READ
+/// in the volume: each READ read and answered on this thread in turn, the thread
+/// waiting for the disk when a READ goes on from where the last one ended (the
+/// kernel's read-ahead keeps the disk busy: out of order on the blocking pool the
+/// same stream read cold at two thirds of nbdkit's rate), and the socket taking
+/// the reply straight from the buffer just read into. Any other request, or a
+/// READ elsewhere that is not in the page cache, goes back to the async reader
+/// (which runs such READs concurrently on the blocking pool). `room`: the
+/// largest READ [`ReadSink::takes_read`] accepts.
+pub(super) fn run_reads(
+    fd: RawFd,
+    sink: &dyn ReadSink,
+    first: Request,
+    room: usize,
+    stops: &[watch::Receiver<bool>],
+) -> BurstEnd {
+    let mut buf = buffers::take(room.max(first.len as usize));
+    let end = read_burst(fd, sink, first, &mut buf, stops);
+    if buf.capacity() > 0 {
+        drop(buffers::freeze(buf));
+    }
+    end
+}
+
+fn read_burst(
+    fd: RawFd,
+    sink: &dyn ReadSink,
+    first: Request,
+    buf: &mut Vec<u8>,
+    stops: &[watch::Receiver<bool>],
+) -> BurstEnd {
+    let stopping = || stops.iter().any(|s| *s.borrow());
+    let mut low = LowWater { fd, at: 1 };
+    let (mut req, mut wait) = (first, true);
+    let mut total = 0usize;
+    loop {
+        let len = req.len as usize;
+        let data = match sink.read_here(&req, buf, wait) {
+            Some(Ok(())) if buf.len() >= len => Ok(&buf[..len]),
+            // Not in memory (or not readable here): the async reader takes it.
+            None | Some(Ok(())) => return BurstEnd::Header(req.encode(), REQUEST_HEADER_LEN),
+            Some(Err(e)) => Err(e),
+        };
+        if let Err(e) = sink.send_read(&req, data) {
+            return BurstEnd::Failed(e);
+        }
+        total += len;
+        if total >= MAX_BURST_BYTES || stopping() {
+            return BurstEnd::Header([0; REQUEST_HEADER_LEN], 0);
+        }
+        let hdr = match next_header(fd, &mut low, &stopping, || Ok(())) {
+            Ok(hdr) => hdr,
+            Err(end) => return end,
+        };
+        match Request::decode(&hdr) {
+            Ok(next) if sink.takes_read(&next) => {
+                wait = Some(next.offset) == req.offset.checked_add(u64::from(req.len));
+                req = next;
+            }
+            _ => return BurstEnd::Header(hdr, REQUEST_HEADER_LEN),
         }
     }
 }
@@ -232,25 +331,30 @@ fn recv_slice(fd: RawFd, out: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Sends all of `bytes` on `fd`, waiting for room at most `stall` at a time.
-pub(super) fn send_all(fd: RawFd, mut bytes: &[u8], stall: Duration) -> io::Result<()> {
-    while !bytes.is_empty() {
-        // SAFETY: `bytes` is valid for `bytes.len()` bytes of reads.
-        let n = unsafe {
-            libc::send(
-                fd,
-                bytes.as_ptr().cast::<libc::c_void>(),
-                bytes.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n >= 0 {
-            bytes = &bytes[(n as usize).min(bytes.len())..];
-            continue;
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => {}
-            io::ErrorKind::WouldBlock => {
+pub(super) fn send_all(fd: RawFd, bytes: &[u8], stall: Duration) -> io::Result<()> {
+    send_all_vectored(fd, &[bytes], stall)
+}
+
+/// Sends all of `parts`, in order, on `fd`, waiting for room at most `stall` at a
+/// time.
+pub(super) fn send_all_vectored(fd: RawFd, parts: &[&[u8]], stall: Duration) -> io::Result<()> {
+    let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    let mut first = 0;
+    while first < parts.len() {
+        let iov: Vec<IoSlice<'_>> = parts[first..].iter().map(|p| IoSlice::new(p)).collect();
+        match send_vectored(fd, &iov) {
+            Ok(mut n) => {
+                while n > 0 && first < parts.len() {
+                    let take = n.min(parts[first].len());
+                    parts[first] = &parts[first][take..];
+                    n -= take;
+                    if parts[first].is_empty() {
+                        first += 1;
+                    }
+                }
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let mut p = libc::pollfd {
                     fd,
                     events: libc::POLLOUT,
@@ -266,7 +370,7 @@ pub(super) fn send_all(fd: RawFd, mut bytes: &[u8], stall: Duration) -> io::Resu
                     ));
                 }
             }
-            _ => return Err(e),
+            Err(e) => return Err(e),
         }
     }
     Ok(())

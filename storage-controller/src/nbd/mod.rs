@@ -207,6 +207,7 @@ impl NbdServer {
             tls: self.tls,
             memory,
             bursts: Arc::new(Semaphore::new(shared::MAX_BURSTS)),
+            transmitting: Default::default(),
         });
         let caps = Caps {
             total: shared.cfg.max_connections,

@@ -97,6 +97,18 @@ impl Request {
             len: u32::from_be_bytes([hdr[24], hdr[25], hdr[26], hdr[27]]),
         })
     }
+
+    /// The header this request was decoded from.
+    pub fn encode(&self) -> [u8; REQUEST_HEADER_LEN] {
+        let mut h = [0u8; REQUEST_HEADER_LEN];
+        h[0..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
+        h[4..6].copy_from_slice(&self.flags.to_be_bytes());
+        h[6..8].copy_from_slice(&self.ty.to_be_bytes());
+        h[8..16].copy_from_slice(&self.cookie.to_be_bytes());
+        h[16..24].copy_from_slice(&self.offset.to_be_bytes());
+        h[24..28].copy_from_slice(&self.len.to_be_bytes());
+        h
+    }
 }
 
 pub const CMD_FLAG_FUA: u16 = 1 << 0;
@@ -152,16 +164,15 @@ mod tests {
         h[8..16].copy_from_slice(&0x0102_0304_0506_0708u64.to_be_bytes());
         h[16..24].copy_from_slice(&(u64::MAX - 1).to_be_bytes());
         h[24..28].copy_from_slice(&MAX_PAYLOAD.to_be_bytes());
-        assert_eq!(
-            Request::decode(&h),
-            Ok(Request {
-                flags: CMD_FLAG_FUA,
-                ty: CMD_WRITE,
-                cookie: 0x0102_0304_0506_0708,
-                offset: u64::MAX - 1,
-                len: MAX_PAYLOAD,
-            })
-        );
+        let req = Request {
+            flags: CMD_FLAG_FUA,
+            ty: CMD_WRITE,
+            cookie: 0x0102_0304_0506_0708,
+            offset: u64::MAX - 1,
+            len: MAX_PAYLOAD,
+        };
+        assert_eq!(Request::decode(&h), Ok(req));
+        assert_eq!(req.encode(), h);
         h[0] ^= 0xff;
         assert_eq!(Request::decode(&h), Err(REQUEST_MAGIC ^ 0xff00_0000));
     }

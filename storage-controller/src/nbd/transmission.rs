@@ -10,7 +10,7 @@ use futures::FutureExt;
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use super::burst::{self, BurstEnd, BurstSink};
+use super::burst::{self, BurstEnd, BurstSink, ReadSink, READ_BURST_MIN};
 use super::error::{nbd_errno, NbdError};
 use super::handshake::{drain, Negotiated};
 use super::proto::*;
@@ -88,16 +88,23 @@ impl Frame {
 
     /// A structured chunk: 20-byte header, `prefix` (≤ 12 bytes), then `body`.
     fn chunk(cookie: u64, flags: u16, ty: u16, prefix: &[u8], body: Bytes) -> Frame {
+        let mut f = Frame::chunk_head(cookie, flags, ty, prefix, body.len());
+        f.body = body;
+        f
+    }
+
+    /// A chunk's header and prefix, for a body of `body_len` bytes sent after it.
+    fn chunk_head(cookie: u64, flags: u16, ty: u16, prefix: &[u8], body_len: usize) -> Frame {
         let mut h = [0u8; 32];
         let plen = prefix.len().min(12);
-        let len = (plen + body.len()) as u32;
+        let len = (plen + body_len) as u32;
         h[0..4].copy_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
         h[4..6].copy_from_slice(&flags.to_be_bytes());
         h[6..8].copy_from_slice(&ty.to_be_bytes());
         h[8..16].copy_from_slice(&cookie.to_be_bytes());
         h[16..20].copy_from_slice(&len.to_be_bytes());
         h[20..20 + plen].copy_from_slice(&prefix[..plen]);
-        Frame::new(&h[..20 + plen], body)
+        Frame::new(&h[..20 + plen], Bytes::new())
     }
 }
 
@@ -153,6 +160,16 @@ impl Ctx {
         self.queued.add(frame.len());
         // Fails only if the writer is gone, in which case the connection is ending.
         let _ = self.tx.send(frame);
+    }
+
+    /// The head of a READ's reply whose `len` bytes of data follow it.
+    fn read_head(&self, r: &Request, len: usize) -> Frame {
+        if self.structured {
+            let at = r.offset.to_be_bytes();
+            Frame::chunk_head(r.cookie, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, &at, len)
+        } else {
+            Frame::simple(r.cookie, 0, Bytes::new())
+        }
     }
 
     fn ok(&self, req: &Request) -> Frame {
@@ -374,6 +391,49 @@ impl BurstSink for Ctx {
     }
 }
 
+impl ReadSink for Ctx {
+    fn takes_read(&self, req: &Request) -> bool {
+        req.ty == CMD_READ
+            && (READ_BURST_MIN..=READ_BURST_MAX).contains(&req.len)
+            && self.validate(req).is_ok()
+    }
+
+    fn read_here(
+        &self,
+        req: &Request,
+        buf: &mut Vec<u8>,
+        wait: bool,
+    ) -> Option<std::io::Result<()>> {
+        self.device
+            .read_here(req.offset, req.len as usize, buf, wait)
+    }
+
+    fn send_read(&self, req: &Request, data: std::io::Result<&[u8]>) -> std::io::Result<()> {
+        let (head, body) = match data {
+            Ok(data) => (self.read_head(req, data.len()), data),
+            Err(e) => (self.device_error(req, "read", &e), &[][..]),
+        };
+        let Some((fd, lock)) = &self.sending else {
+            return Err(std::io::Error::other("read burst without a socket"));
+        };
+        let fd = fd.as_raw_fd();
+        // Frames never interleave: the reply writer holds the lock from the first
+        // byte of a run of frames to the last, and what it left carried goes first.
+        let mut carry = lock.blocking_lock();
+        if let Some(rest) = carry.take() {
+            let n = rest.len();
+            burst::send_all_vectored(
+                fd,
+                &[&rest.head[..rest.head_len], &rest.body],
+                self.reply_timeout,
+            )?;
+            self.queued.sub(n);
+        }
+        let parts = [&head.head[..head.head_len], &head.body[..], body];
+        burst::send_all_vectored(fd, &parts, self.reply_timeout)
+    }
+}
+
 /// What makes the reader stop taking requests.
 struct Stop {
     export: watch::Receiver<bool>,
@@ -473,7 +533,9 @@ where
     let bursts = socket.map(|fd| Bursts {
         fd,
         permits: shared.bursts.clone(),
+        transmitting: shared.transmitting.clone(),
     });
+    let _counted = shared.transmitting.enter();
     let result = read_requests(
         &mut rd,
         &ctx,
@@ -521,6 +583,8 @@ struct WriteBatch {
 
 /// WRITEs of at most this size are batched.
 const BATCH_WRITE_MAX: u32 = 1 << 20;
+/// READs of at most this size may run as a read burst.
+const READ_BURST_MAX: u32 = 1 << 20;
 /// A batch is sent once it holds this many WRITEs or bytes.
 const BATCH_MAX_WRITES: usize = 32;
 const BATCH_MAX_BYTES: usize = 4 << 20;
@@ -571,6 +635,7 @@ impl WriteBatch {
 struct Bursts {
     fd: Arc<OwnedFd>,
     permits: Arc<Semaphore>,
+    transmitting: Arc<super::shared::Transmitting>,
 }
 
 async fn read_requests<R>(
@@ -588,6 +653,8 @@ where
     let mut headers = Headers::default();
     // A WRITE a burst handed back unapplied, and what it had received of it.
     let mut resumed: Option<(Request, Vec<u8>)> = None;
+    // Where the last READ ended: a READ from there may start a read burst.
+    let mut read_end: Option<u64> = None;
     loop {
         let (req, received) = match resumed.take() {
             Some((req, received)) => (req, Some(received)),
@@ -659,9 +726,14 @@ where
         let Some((slot, held)) = permits else {
             return Ok(());
         };
+        let follows = req.ty == CMD_READ && Some(req.offset) == read_end;
+        if req.ty == CMD_READ {
+            read_end = req.offset.checked_add(u64::from(req.len));
+        }
         if let (Some(b), None) = (bursts, &received) {
-            if let Some(end) = try_burst(b, rd, ctx, stop, batch, &req).await? {
+            if let Some(end) = try_burst(b, rd, ctx, stop, batch, &req, follows).await? {
                 drop((slot, held));
+                read_end = None;
                 match end {
                     BurstEnd::Header(hdr, have) => {
                         headers.hdr = hdr;
@@ -732,9 +804,13 @@ where
     }
 }
 
-/// Runs `req` and the WRITEs after it as a [`burst`] if `req` is a WRITE a burst
-/// takes, the device can write on a blocking thread now, the read buffer holds
-/// nothing past `req`'s payload, and a server-wide permit is free; `None` if not.
+/// Runs `req` and the requests after it as a [`burst`] if a server-wide permit is
+/// free and either `req` is a WRITE a write burst takes, the device can write on
+/// a blocking thread now and the read buffer holds nothing past `req`'s payload,
+/// or `req` is a READ a read burst takes that `follows` the connection's last
+/// READ, enough connections transmit ([`Transmitting`](super::shared::Transmitting)),
+/// the device can read on a blocking thread and the read buffer is empty; `None`
+/// if not.
 async fn try_burst<R: AsyncRead + Unwatch + Unpin>(
     bursts: &Bursts,
     rd: &mut BufReader<R>,
@@ -742,12 +818,22 @@ async fn try_burst<R: AsyncRead + Unwatch + Unpin>(
     stop: &Stop,
     batch: &mut WriteBatch,
     req: &Request,
+    follows: bool,
 ) -> Result<Option<BurstEnd>, NbdError> {
-    // Writing nothing is a no-op that says whether the device writes in place now.
-    if !WriteBatch::takes(req)
-        || rd.buffer().len() > req.len as usize
-        || ctx.device.write_here(req.offset, &[]).is_none()
-    {
+    // Writing or reading nothing is a no-op that says whether the device can.
+    let write = WriteBatch::takes(req)
+        && rd.buffer().len() <= req.len as usize
+        && ctx.device.write_here(req.offset, &[]).is_some();
+    let read = !write
+        && bursts.transmitting.read_bursts()
+        && follows
+        && rd.buffer().is_empty()
+        && ctx.takes_read(req)
+        && ctx
+            .device
+            .read_here(req.offset, 0, &mut Vec::new(), false)
+            .is_some();
+    if !write && !read {
         return Ok(None);
     }
     let Ok(permit) = bursts.permits.clone().try_acquire_owned() else {
@@ -762,8 +848,13 @@ async fn try_burst<R: AsyncRead + Unwatch + Unpin>(
     // each arrival would wake its event loop for nothing.
     rd.get_mut().unwatch();
     let end = tokio::task::spawn_blocking(move || {
-        let room = BATCH_WRITE_MAX as usize;
-        let end = burst::run(fd.as_raw_fd(), &*sink, first, &pre, room, &stops);
+        let fd = fd.as_raw_fd();
+        let end = if write {
+            let room = BATCH_WRITE_MAX as usize;
+            burst::run(fd, &*sink, first, &pre, room, &stops)
+        } else {
+            burst::run_reads(fd, &*sink, first, READ_BURST_MAX as usize, &stops)
+        };
         drop(permit);
         end
     })

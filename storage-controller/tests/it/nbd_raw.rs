@@ -569,6 +569,108 @@ fn write_bursts_hand_the_connection_back_at_every_turn() {
 }
 
 #[test]
+fn read_bursts_answer_every_request_once_with_its_data() {
+    // Two connections to a volume on a file: sequential READs on either may run as
+    // a read burst, which hands the socket back at a WRITE, a FLUSH, a small READ
+    // and a READ elsewhere. Every request answered once, every byte right.
+    let server = TestServer::start();
+    server.add_volume("vol-rb", 8 * MIB);
+    let mut a = open_export(connect(server.addr), "vol-rb");
+    let mut b = open_export(connect(server.addr), "vol-rb");
+    let block = 256usize << 10;
+    let mut want: Vec<u8> = (0..32).flat_map(|i| pattern(block, 700 + i)).collect();
+    for i in 0..32 {
+        a.write_at(i as u64, (i * block) as u64, &want[i * block..][..block]);
+    }
+    let pause = || std::thread::sleep(Duration::from_millis(20));
+    for (c, first) in [(&mut a, 0usize), (&mut b, 8)] {
+        // One READ at a time, each following the last: bursts start and go on.
+        for i in first..first + 8 {
+            let got = c.read_at(1000 + i as u64, (i * block) as u64, block as u32);
+            assert!(got == want[i * block..][..block], "block {i}");
+            pause();
+        }
+    }
+    // Pipelined: READs, then a WRITE (ends a burst), a READ of what it wrote, a
+    // FLUSH, a 4 KiB READ, a READ elsewhere, more sequential READs.
+    let new_block = pattern(block, 9999);
+    let mut wire = Vec::new();
+    for i in 16..20 {
+        wire.extend(request_bytes(
+            0,
+            CMD_READ,
+            2000 + i,
+            i * block as u64,
+            block as u32,
+            &[],
+        ));
+    }
+    wire.extend(request_bytes(
+        0,
+        CMD_WRITE,
+        3000,
+        20 * block as u64,
+        block as u32,
+        &new_block,
+    ));
+    wire.extend(request_bytes(
+        0,
+        CMD_READ,
+        3001,
+        20 * block as u64,
+        block as u32,
+        &[],
+    ));
+    wire.extend(request_bytes(0, CMD_FLUSH, 3002, 0, 0, &[]));
+    wire.extend(request_bytes(0, CMD_READ, 3003, 5, 4096, &[]));
+    wire.extend(request_bytes(
+        0,
+        CMD_READ,
+        3004,
+        3 * block as u64,
+        block as u32,
+        &[],
+    ));
+    for i in 4..8 {
+        wire.extend(request_bytes(
+            0,
+            CMD_READ,
+            2000 + i,
+            i * block as u64,
+            block as u32,
+            &[],
+        ));
+    }
+    a.s.write_all(&wire).unwrap();
+    want[20 * block..][..block].copy_from_slice(&new_block);
+    let mut cookies = BTreeSet::new();
+    for _ in 0..13 {
+        let (err, cookie) = a.simple_reply();
+        assert_eq!(err, 0, "request {cookie}");
+        assert!(cookies.insert(cookie), "request {cookie} answered twice");
+        let (at, len) = match cookie {
+            3000 | 3002 => continue,
+            3001 => (20 * block, block),
+            3003 => (5, 4096),
+            3004 => (3 * block, block),
+            c => ((c - 2000) as usize * block, block),
+        };
+        assert!(a.read_n(len) == want[at..][..len], "request {cookie}");
+    }
+    assert_eq!(cookies.len(), 13);
+    // Both connections see the whole volume as written.
+    assert!(
+        b.read_at(4000, 0, 8 * MIB as u32) == want,
+        "whole volume on b"
+    );
+    assert!(
+        a.read_at(4001, 0, 8 * MIB as u32) == want,
+        "whole volume on a"
+    );
+    server.stop();
+}
+
+#[test]
 fn the_payload_budget_pays_for_the_pooled_buffer_not_just_the_request() {
     // A 32 MiB budget and WRITEs of 2 MiB + 4 KiB: each payload sits in a 4 MiB
     // pooled buffer, so 8 are held at once, not the 15 their lengths would allow.
